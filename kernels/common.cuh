@@ -1,0 +1,133 @@
+// Shared device helpers: element types, accumulation types, 16-byte packs, reductions.
+// No CUDA headers are included, so NVRTC compiles these sources with no toolkit present.
+#pragma once
+
+typedef long long i64;
+
+// float16 as raw bits, converted with PTX (no cuda_fp16.h needed). Host code names it
+// "half_t" in name expressions.
+struct half_t {
+    unsigned short bits;
+};
+
+// Accumulate float16 and float32 in float, float64 in double.
+template <typename T> struct AccOf { typedef float type; };
+template <> struct AccOf<double> { typedef double type; };
+
+__device__ __forceinline__ float to_acc(float x) { return x; }
+__device__ __forceinline__ double to_acc(double x) { return x; }
+__device__ __forceinline__ float to_acc(half_t h) {
+    float f;
+    asm("cvt.f32.f16 %0, %1;" : "=f"(f) : "h"(h.bits));
+    return f;
+}
+
+template <typename T> __device__ __forceinline__ T from_acc(float x);
+template <> __device__ __forceinline__ float from_acc<float>(float x) { return x; }
+template <> __device__ __forceinline__ half_t from_acc<half_t>(float x) {
+    half_t h;
+    asm("cvt.rn.f16.f32 %0, %1;" : "=h"(h.bits) : "f"(x));
+    return h;
+}
+template <typename T> __device__ __forceinline__ T from_acc(double x);
+template <> __device__ __forceinline__ double from_acc<double>(double x) { return x; }
+
+// A 16-byte pack of elements: one vector load or store.
+template <typename T> struct VecWidth { static const int value = 16 / sizeof(T); };
+template <typename T> struct __align__(16) Pack {
+    T v[VecWidth<T>::value];
+};
+
+template <typename A> __device__ __forceinline__ A neg_inf();
+template <> __device__ __forceinline__ float neg_inf<float>() { return -__int_as_float(0x7f800000); }
+template <> __device__ __forceinline__ double neg_inf<double>() {
+    return -__longlong_as_double(0x7ff0000000000000LL);
+}
+template <typename A> __device__ __forceinline__ A quiet_nan();
+template <> __device__ __forceinline__ float quiet_nan<float>() { return __int_as_float(0x7fc00000); }
+template <> __device__ __forceinline__ double quiet_nan<double>() {
+    return __longlong_as_double(0x7ff8000000000000LL);
+}
+
+// Warp and block reductions in a fixed order: the same bits on every run.
+template <typename A> __device__ __forceinline__ A warp_sum(A v) {
+#pragma unroll
+    for (int offset = 16; offset > 0; offset >>= 1) v += __shfl_xor_sync(0xffffffffu, v, offset);
+    return v;
+}
+template <typename A> __device__ __forceinline__ A warp_max(A v) {
+#pragma unroll
+    for (int offset = 16; offset > 0; offset >>= 1) v = fmax(v, __shfl_xor_sync(0xffffffffu, v, offset));
+    return v;
+}
+
+// Sum over a block of THREADS threads (a multiple of 32); every thread gets the result.
+// `scratch` holds 32 values; the trailing barrier lets the caller reuse it at once.
+template <int THREADS, typename A> __device__ __forceinline__ A block_sum(A v, A* scratch) {
+    v = warp_sum(v);
+    if (THREADS <= 32) return v;
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    if (lane == 0) scratch[warp] = v;
+    __syncthreads();
+    v = lane < THREADS / 32 ? scratch[lane] : A(0);
+    v = warp_sum(v);
+    __syncthreads();
+    return v;
+}
+template <int THREADS, typename A> __device__ __forceinline__ A block_max(A v, A* scratch) {
+    v = warp_max(v);
+    if (THREADS <= 32) return v;
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    if (lane == 0) scratch[warp] = v;
+    __syncthreads();
+    v = lane < THREADS / 32 ? scratch[lane] : neg_inf<A>();
+    v = warp_max(v);
+    __syncthreads();
+    return v;
+}
+
+// Sum of n values by one block of blockDim.x threads (a power of two <= 1024), in a fixed
+// order: each thread adds a strided slice, then a tree. The result is valid in thread 0.
+template <typename A> __device__ A block_sum_of(const A* values, i64 n, A* scratch) {
+    A acc = 0;
+    for (i64 i = threadIdx.x; i < n; i += blockDim.x) acc += values[i];
+    acc = warp_sum(acc);
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    if (lane == 0) scratch[warp] = acc;
+    __syncthreads();
+    if (warp == 0) {
+        acc = lane < (int)(blockDim.x >> 5) ? scratch[lane] : A(0);
+        acc = warp_sum(acc);
+    }
+    return acc;
+}
+
+// Thread-block clusters (sm_90): read a value from a peer block's shared memory.
+__device__ __forceinline__ void cluster_sync() {
+#if __CUDA_ARCH__ >= 900
+    asm volatile("barrier.cluster.arrive.aligned;\n\tbarrier.cluster.wait.aligned;" ::: "memory");
+#endif
+}
+template <typename A> __device__ __forceinline__ A cluster_load(const A* local, unsigned rank);
+template <> __device__ __forceinline__ float cluster_load<float>(const float* local, unsigned rank) {
+    float v = 0.f;
+#if __CUDA_ARCH__ >= 900
+    unsigned long long generic = reinterpret_cast<unsigned long long>(local), shared;
+    asm volatile("cvta.to.shared.u64 %0, %1;" : "=l"(shared) : "l"(generic));
+    unsigned remote, address = (unsigned)shared;
+    asm volatile("mapa.shared::cluster.u32 %0, %1, %2;" : "=r"(remote) : "r"(address), "r"(rank));
+    asm volatile("ld.shared::cluster.f32 %0, [%1];" : "=f"(v) : "r"(remote) : "memory");
+#endif
+    return v;
+}
+template <> __device__ __forceinline__ double cluster_load<double>(const double* local, unsigned rank) {
+    double v = 0.0;
+#if __CUDA_ARCH__ >= 900
+    unsigned long long generic = reinterpret_cast<unsigned long long>(local), shared;
+    asm volatile("cvta.to.shared.u64 %0, %1;" : "=l"(shared) : "l"(generic));
+    unsigned remote, address = (unsigned)shared;
+    asm volatile("mapa.shared::cluster.u32 %0, %1, %2;" : "=r"(remote) : "r"(address), "r"(rank));
+    asm volatile("ld.shared::cluster.f64 %0, [%1];" : "=d"(v) : "r"(remote) : "memory");
+#endif
+    return v;
+}

@@ -1,0 +1,400 @@
+// Softmax cross-entropy: the loss of each row and its gradient in one launch.
+//
+// Per row i with logits x, (smoothed) target q and class weights w:
+//   loss_i = coef * lse - dot,        coef = sum_c w_c q_c,  dot = sum_c w_c q_c x_c
+//   grad_ic = (softmax(x)_c * coef - w_c q_c) * scale
+// For class indices q is (1 - e) onehot(y) + e / C, so coef = (1 - e) w_y + (e / C) W and
+// dot = (1 - e) w_y x_y + (e / C) sum_c w_c x_c, with W = sum_c w_c.
+//
+// Kernels by class count:
+// - ce_small: C <= 32. A block stages 128 rows in shared memory with coalesced loads; a
+//   thread computes one row; the gradient leaves with coalesced stores.
+// - ce_rows<T, THREADS, VPT, CLUSTER, ROWS>: the row lives in registers (VPT values per
+//   thread), so the logits are read from DRAM once and the gradient written once. THREADS
+//   threads share a row: a warp (ROWS rows per block) or a whole block; for very long rows a
+//   thread-block cluster of CLUSTER blocks (sm_90) shares its reductions through distributed
+//   shared memory.
+// - ce_stream: any C. A block per row, an online max/sum pass, then the gradient pass (its
+//   second read mostly served from L2).
+// Row losses go to `row_loss` (float accumulation, for a reduction) or `row_out` (the
+// user's "none" array). A label outside [0, C) that is not ignore_index never indexes
+// memory: its row gets NaN and `error` is set when given.
+#include "common.cuh"
+
+struct RowTarget {
+    int kind;   // 0: ignored row, 1: valid label, 2: bad label, 3: probabilities
+    i64 label;
+};
+
+__device__ __forceinline__ RowTarget row_target(const i64* labels, i64 row, i64 classes,
+                                                i64 ignore_index, int* error) {
+    RowTarget t;
+    if (labels == 0) { t.kind = 3; t.label = -1; return t; }
+    t.label = labels[row];
+    if (t.label == ignore_index) t.kind = 0;
+    else if (t.label >= 0 && t.label < classes) t.kind = 1;
+    else {
+        t.kind = 2;
+        if (error && threadIdx.x % 32 == 0) *error = 1;
+    }
+    return t;
+}
+
+// The per-element share of the row sums before the max is known: `a` and `b` are
+// (x_y, sum w x, sum w) for labels, (sum w q x, sum w q) for probabilities.
+template <typename T, typename A>
+__device__ __forceinline__ void gather_terms(A x, i64 c, const RowTarget& t, const T* probs_row,
+                                             const T* class_weight, A smoothing, A inv_classes,
+                                             A& a, A& b, A& wsum) {
+    if (t.kind == 3) {
+        A wq = to_acc(probs_row[c]) * (A(1) - smoothing) + smoothing * inv_classes;
+        if (class_weight) wq *= to_acc(class_weight[c]);
+        if (wq != A(0)) a += wq * x;  // 0 * (-inf) = 0: a class of no probability costs nothing
+        b += wq;
+    } else {
+        if (c == t.label) a += x;
+        if (smoothing != A(0)) {
+            const A w = class_weight ? to_acc(class_weight[c]) : A(1);
+            b += w * x;
+            wsum += w;
+        }
+    }
+}
+
+// coef and dot of a row from its reduced sums.
+template <typename T, typename A>
+__device__ __forceinline__ void row_coefficients(const RowTarget& t, A a, A b, A wsum,
+                                                 const T* class_weight, A smoothing,
+                                                 A inv_classes, A& coef, A& dot) {
+    if (t.kind == 3) {
+        coef = b;
+        dot = a;
+        return;
+    }
+    const A label_w = (t.kind == 1 && class_weight) ? to_acc(class_weight[t.label]) : A(1);
+    coef = (A(1) - smoothing) * label_w + smoothing * inv_classes * wsum;
+    dot = (A(1) - smoothing) * label_w * a + smoothing * inv_classes * b;
+}
+
+// The gradient of one element: (softmax * coef - w q) * scale, from e = exp(x - max).
+template <typename T, typename A>
+__device__ __forceinline__ A grad_of(A e, i64 c, const RowTarget& t, A prob_scale,
+                                     const T* probs_row, const T* class_weight, A smoothing,
+                                     A inv_classes, A scale) {
+    A q;
+    if (t.kind == 3) q = to_acc(probs_row[c]) * (A(1) - smoothing) + smoothing * inv_classes;
+    else q = smoothing * inv_classes + (c == t.label ? (A(1) - smoothing) : A(0));
+    if (class_weight && q != A(0)) q *= to_acc(class_weight[c]);
+    return (e * prob_scale - q) * scale;
+}
+
+template <typename A>
+__device__ __forceinline__ A read_scale(const A* scale_ptr, A scale) {
+    return scale_ptr ? *scale_ptr : scale;
+}
+
+template <typename T, typename A>
+__device__ __forceinline__ void write_row_loss(A loss, i64 row, A* row_loss, T* row_out) {
+    if (row_loss) row_loss[row] = loss;
+    if (row_out) row_out[row] = from_acc<T>(loss);
+}
+
+// ---------------------------------------------------------------------------------------
+// C <= 32: 128 rows per block, one per thread, staged through shared memory.
+template <typename T>
+__global__ void __launch_bounds__(128) ce_small(
+    const T* logits, const i64* __restrict__ labels, const T* __restrict__ probs,
+    const T* __restrict__ class_weight, T* grad, typename AccOf<T>::type* row_loss, T* row_out,
+    int* error, i64 rows, i64 classes, i64 ignore_index, typename AccOf<T>::type smoothing,
+    typename AccOf<T>::type scale, const typename AccOf<T>::type* scale_ptr) {
+    typedef typename AccOf<T>::type A;
+    extern __shared__ unsigned char smem_raw[];
+    A* tile = reinterpret_cast<A*>(smem_raw);
+    const i64 first_row = (i64)blockIdx.x * 128;
+    const i64 tile_rows = rows - first_row < 128 ? rows - first_row : 128;
+    const i64 count = tile_rows * classes;
+    const T* src = logits + first_row * classes;
+    for (i64 k = threadIdx.x; k < count; k += 128) tile[k] = to_acc(src[k]);
+    __syncthreads();
+    const A inv_classes = A(1) / A(classes);
+    const A sc = read_scale(scale_ptr, scale);
+    if (threadIdx.x < tile_rows) {
+        const i64 row = first_row + threadIdx.x;
+        A* x = tile + threadIdx.x * classes;
+        const RowTarget t = row_target(labels, row, classes, ignore_index, error);
+        const T* probs_row = probs ? probs + row * classes : 0;
+        A m = neg_inf<A>(), a = 0, b = 0, wsum = 0;
+        for (i64 c = 0; c < classes; ++c) {
+            m = fmax(m, x[c]);
+            gather_terms<T, A>(x[c], c, t, probs_row, class_weight, smoothing, inv_classes, a, b, wsum);
+        }
+        if (m == neg_inf<A>()) m = 0;  // an all -inf row: exp(-inf) = 0, no inf - inf
+        A s = 0;
+        for (i64 c = 0; c < classes; ++c) {
+            const A e = exp(x[c] - m);
+            x[c] = e;
+            s += e;
+        }
+        A coef, dot;
+        row_coefficients<T, A>(t, a, b, wsum, class_weight, smoothing, inv_classes, coef, dot);
+        const A lse = m + log(s);
+        A loss = coef * lse - dot;
+        if (t.kind == 0) loss = 0;
+        if (t.kind == 2) loss = quiet_nan<A>();
+        write_row_loss<T, A>(loss, row, row_loss, row_out);
+        if (grad) {
+            const A prob_scale = coef / s;
+            for (i64 c = 0; c < classes; ++c) {
+                A g = grad_of<T, A>(x[c], c, t, prob_scale, probs_row, class_weight,
+                                    smoothing, inv_classes, sc);
+                if (t.kind == 0) g = 0;
+                if (t.kind == 2) g = quiet_nan<A>();
+                x[c] = g;
+            }
+        }
+    }
+    if (grad == 0) return;
+    __syncthreads();
+    T* dst = grad + first_row * classes;
+    for (i64 k = threadIdx.x; k < count; k += 128) dst[k] = from_acc<T>(tile[k]);
+}
+
+// ---------------------------------------------------------------------------------------
+// A row in registers. Thread `lane` of the THREADS sharing a row holds, for pack k < VPT / W,
+// the W columns starting at base + (k * THREADS + lane) * W: consecutive threads read
+// consecutive 16-byte packs.
+template <int THREADS, int CLUSTER, typename A>
+__device__ __forceinline__ A row_max(A v, A* scratch, A* slot) {
+    v = block_max<THREADS>(v, scratch);
+    if (CLUSTER > 1) {
+        if (threadIdx.x == 0) *slot = v;
+        cluster_sync();
+        v = neg_inf<A>();
+        for (unsigned r = 0; r < CLUSTER; ++r) v = fmax(v, cluster_load(slot, r));
+    }
+    return v;
+}
+template <int THREADS, int CLUSTER, typename A>
+__device__ __forceinline__ A row_sum(A v, A* scratch, A* slot) {
+    v = block_sum<THREADS>(v, scratch);
+    if (CLUSTER > 1) {
+        if (threadIdx.x == 0) *slot = v;
+        cluster_sync();
+        v = 0;
+        for (unsigned r = 0; r < CLUSTER; ++r) v += cluster_load(slot, r);
+    }
+    return v;
+}
+
+template <typename T, int THREADS, int VPT, int CLUSTER, int ROWS>
+__device__ __forceinline__ void ce_rows_body(
+    const T* logits, const i64* __restrict__ labels, const T* __restrict__ probs,
+    const T* __restrict__ class_weight, T* grad, typename AccOf<T>::type* row_loss, T* row_out,
+    int* error, i64 rows, i64 classes, i64 ignore_index, typename AccOf<T>::type smoothing,
+    typename AccOf<T>::type scale, const typename AccOf<T>::type* scale_ptr, int packed) {
+    typedef typename AccOf<T>::type A;
+    const int W = VecWidth<T>::value;
+    const int PACKS = VPT / W;
+    // Shared scratch: per-warp partials and, for clusters, one slot per reduction that peer
+    // blocks read. Warp-per-row blocks (THREADS == 32) reduce with shuffles alone.
+    __shared__ A scratch[32];
+    __shared__ A slots[6];
+    const int lane = THREADS == 32 ? (threadIdx.x & 31) : threadIdx.x;
+    const i64 row = THREADS == 32 ? (i64)blockIdx.x * ROWS + (threadIdx.x >> 5)
+                                  : (i64)blockIdx.x / CLUSTER;
+    const unsigned rank = CLUSTER > 1 ? blockIdx.x % CLUSTER : 0;
+    if (THREADS == 32 && row >= rows) return;  // whole warps leave; no block barrier follows
+    const i64 base = (i64)rank * THREADS * VPT;
+    const T* x_row = logits + row * classes;
+    const T* probs_row = probs ? probs + row * classes : 0;
+    const RowTarget t = row_target(labels, row, classes, ignore_index, CLUSTER > 1 && rank ? 0 : error);
+    const A inv_classes = A(1) / A(classes);
+
+    A v[VPT];
+#pragma unroll
+    for (int k = 0; k < PACKS; ++k) {
+        const i64 col = base + ((i64)k * THREADS + lane) * W;
+        if (packed && col + W <= classes) {
+            const Pack<T> pk = *reinterpret_cast<const Pack<T>*>(x_row + col);
+#pragma unroll
+            for (int e = 0; e < W; ++e) v[k * W + e] = to_acc(pk.v[e]);
+        } else {
+#pragma unroll
+            for (int e = 0; e < W; ++e)
+                v[k * W + e] = col + e < classes ? to_acc(x_row[col + e]) : neg_inf<A>();
+        }
+    }
+    A m = neg_inf<A>(), a = 0, b = 0, wsum = 0;
+#pragma unroll
+    for (int k = 0; k < PACKS; ++k) {
+#pragma unroll
+        for (int e = 0; e < W; ++e) {
+            const i64 col = base + ((i64)k * THREADS + lane) * W + e;
+            m = fmax(m, v[k * W + e]);
+            if (col < classes)
+                gather_terms<T, A>(v[k * W + e], col, t, probs_row, class_weight, smoothing,
+                                   inv_classes, a, b, wsum);
+        }
+    }
+    m = row_max<THREADS, CLUSTER>(m, scratch, slots + 0);
+    if (m == neg_inf<A>()) m = 0;  // an all -inf row: exp(-inf) = 0, no inf - inf
+    A s = 0;
+#pragma unroll
+    for (int k = 0; k < VPT; ++k) {
+        v[k] = exp(v[k] - m);  // each exp once; padding columns give exp(-inf) = 0
+        s += v[k];
+    }
+    s = row_sum<THREADS, CLUSTER>(s, scratch, slots + 1);
+    a = row_sum<THREADS, CLUSTER>(a, scratch, slots + 2);
+    if (t.kind == 3 || smoothing != A(0)) {
+        b = row_sum<THREADS, CLUSTER>(b, scratch, slots + 3);
+        wsum = row_sum<THREADS, CLUSTER>(wsum, scratch, slots + 4);
+    }
+    A coef, dot;
+    row_coefficients<T, A>(t, a, b, wsum, class_weight, smoothing, inv_classes, coef, dot);
+    if (lane == 0 && rank == 0) {
+        A loss = coef * (m + log(s)) - dot;
+        if (t.kind == 0) loss = 0;
+        if (t.kind == 2) loss = quiet_nan<A>();
+        write_row_loss<T, A>(loss, row, row_loss, row_out);
+    }
+    if (grad) {
+        const A sc = read_scale(scale_ptr, scale);
+        const A prob_scale = coef / s;
+        T* g_row = grad + row * classes;
+#pragma unroll
+        for (int k = 0; k < PACKS; ++k) {
+            const i64 col = base + ((i64)k * THREADS + lane) * W;
+            Pack<T> pk;
+#pragma unroll
+            for (int e = 0; e < W; ++e) {
+                A g = grad_of<T, A>(v[k * W + e], col + e, t, prob_scale, probs_row,
+                                    class_weight, smoothing, inv_classes, sc);
+                if (t.kind == 0) g = 0;
+                if (t.kind == 2) g = quiet_nan<A>();
+                pk.v[e] = from_acc<T>(g);
+            }
+            if (packed && col + W <= classes) {
+                *reinterpret_cast<Pack<T>*>(g_row + col) = pk;
+            } else {
+#pragma unroll
+                for (int e = 0; e < W; ++e)
+                    if (col + e < classes) g_row[col + e] = pk.v[e];
+            }
+        }
+    }
+    if (CLUSTER > 1) cluster_sync();  // peers may still read our slots
+}
+
+#define CE_ROWS_ARGS                                                                          \
+    const T *logits, const i64 *__restrict__ labels, const T *__restrict__ probs,             \
+        const T *__restrict__ class_weight, T *grad, typename AccOf<T>::type *row_loss,       \
+        T *row_out, int *error, i64 rows, i64 classes, i64 ignore_index,                      \
+        typename AccOf<T>::type smoothing, typename AccOf<T>::type scale,                     \
+        const typename AccOf<T>::type *scale_ptr, int packed
+#define CE_ROWS_CALL                                                                          \
+    logits, labels, probs, class_weight, grad, row_loss, row_out, error, rows, classes,       \
+        ignore_index, smoothing, scale, scale_ptr, packed
+
+template <typename T, int THREADS, int VPT, int ROWS>
+__global__ void __launch_bounds__(THREADS * ROWS) ce_rows(CE_ROWS_ARGS) {
+    ce_rows_body<T, THREADS, VPT, 1, ROWS>(CE_ROWS_CALL);
+}
+
+// Cluster sizes are compile-time attributes, so one kernel per size (sm_90 and later).
+#if __CUDA_ARCH__ >= 900
+template <typename T, int THREADS, int VPT>
+__global__ void __cluster_dims__(2, 1, 1) __launch_bounds__(THREADS) ce_rows_cluster2(CE_ROWS_ARGS) {
+    ce_rows_body<T, THREADS, VPT, 2, 1>(CE_ROWS_CALL);
+}
+template <typename T, int THREADS, int VPT>
+__global__ void __cluster_dims__(4, 1, 1) __launch_bounds__(THREADS) ce_rows_cluster4(CE_ROWS_ARGS) {
+    ce_rows_body<T, THREADS, VPT, 4, 1>(CE_ROWS_CALL);
+}
+template <typename T, int THREADS, int VPT>
+__global__ void __cluster_dims__(8, 1, 1) __launch_bounds__(THREADS) ce_rows_cluster8(CE_ROWS_ARGS) {
+    ce_rows_body<T, THREADS, VPT, 8, 1>(CE_ROWS_CALL);
+}
+#endif
+
+// ---------------------------------------------------------------------------------------
+// Any C: a block of 1024 threads per row; online max and sum, then the gradient.
+template <typename T>
+__global__ void __launch_bounds__(1024) ce_stream(CE_ROWS_ARGS) {
+    typedef typename AccOf<T>::type A;
+    __shared__ A scratch[32];
+    const i64 row = blockIdx.x;
+    const T* x_row = logits + row * classes;
+    const T* probs_row = probs ? probs + row * classes : 0;
+    const RowTarget t = row_target(labels, row, classes, ignore_index, error);
+    const A inv_classes = A(1) / A(classes);
+    A m = neg_inf<A>(), s = 0, a = 0, b = 0, wsum = 0;
+    for (i64 c = threadIdx.x; c < classes; c += 1024) {
+        const A x = to_acc(x_row[c]);
+        if (x > m) {  // online softmax: rescale the running sum to the new max
+            s = s * exp(m - x) + A(1);
+            m = x;
+        } else if (x != neg_inf<A>()) {
+            s += exp(x - m);
+        }
+        gather_terms<T, A>(x, c, t, probs_row, class_weight, smoothing, inv_classes, a, b, wsum);
+    }
+    const A block_m = block_max<1024>(m, scratch);
+    const A safe_m = block_m == neg_inf<A>() ? A(0) : block_m;
+    s = block_sum<1024>(m == neg_inf<A>() ? A(0) : s * exp(m - safe_m), scratch);
+    m = safe_m;
+    a = block_sum<1024>(a, scratch);
+    b = block_sum<1024>(b, scratch);
+    wsum = block_sum<1024>(wsum, scratch);
+    A coef, dot;
+    row_coefficients<T, A>(t, a, b, wsum, class_weight, smoothing, inv_classes, coef, dot);
+    if (threadIdx.x == 0) {
+        A loss = coef * (m + log(s)) - dot;
+        if (t.kind == 0) loss = 0;
+        if (t.kind == 2) loss = quiet_nan<A>();
+        write_row_loss<T, A>(loss, row, row_loss, row_out);
+    }
+    if (grad == 0) return;
+    const A sc = read_scale(scale_ptr, scale);
+    const A prob_scale = coef / s;
+    T* g_row = grad + row * classes;
+    for (i64 c = threadIdx.x; c < classes; c += 1024) {
+        A g = grad_of<T, A>(exp(to_acc(x_row[c]) - m), c, t, prob_scale, probs_row,
+                            class_weight, smoothing, inv_classes, sc);
+        if (t.kind == 0) g = 0;
+        if (t.kind == 2) g = quiet_nan<A>();
+        g_row[c] = from_acc<T>(g);
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// "mean" with class indices: the denominator (summed weights of the kept rows) from the
+// labels alone, before the gradient is written. One block; writes the gradient scale.
+template <typename T>
+__global__ void __launch_bounds__(1024) ce_mean_scale(const i64* labels, i64 rows,
+                                                      const T* class_weight, i64 classes,
+                                                      i64 ignore_index,
+                                                      typename AccOf<T>::type* scale_out) {
+    typedef typename AccOf<T>::type A;
+    __shared__ A scratch[32];
+    A total = 0;
+    for (i64 i = threadIdx.x; i < rows; i += blockDim.x) {
+        const i64 y = labels[i];
+        if (y != ignore_index && y >= 0 && y < classes)
+            total += class_weight ? to_acc(class_weight[y]) : A(1);
+    }
+    total = block_sum<1024>(total, scratch);
+    if (threadIdx.x == 0) *scale_out = A(1) / total;  // all rows ignored: inf, value NaN
+}
+
+// The value: the row losses summed in a fixed order, times the scale.
+template <typename T>
+__global__ void __launch_bounds__(1024) ce_finalize(const typename AccOf<T>::type* row_loss,
+                                                    i64 rows, T* value,
+                                                    typename AccOf<T>::type scale,
+                                                    const typename AccOf<T>::type* scale_ptr) {
+    typedef typename AccOf<T>::type A;
+    __shared__ A scratch[32];
+    const A total = block_sum_of<A>(row_loss, rows, scratch);
+    if (threadIdx.x == 0) *value = from_acc<T>(total * read_scale(scale_ptr, scale));
+}

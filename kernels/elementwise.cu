@@ -1,0 +1,123 @@
+// Elementwise losses: value and gradient in one pass, the reduction fused.
+//
+// `elementwise<T, LOSS>` reads y and p once (16-byte packs where every pointer allows),
+// writes the gradient and/or the per-element losses, and accumulates w * loss per block.
+// One block: it writes the final value itself (one launch for small inputs). Several:
+// each writes a partial sum and `finalize<T>` adds them in a fixed order (bitwise
+// reproducible, no floating-point atomics). All indices are 64-bit.
+#include "common.cuh"
+
+enum { MSE = 0, BCE = 1, BCE_LOGITS = 2, HINGE = 3 };
+
+// The mathematics of each loss, once: the loss of one element and its derivative in p.
+// `param` is eps (BCE, already max(eps, dtype eps)) or the margin (hinge); `pos` is the
+// pos_weight of the element (BCE with logits).
+template <int LOSS, typename A>
+__device__ __forceinline__ void loss_and_derivative(A y, A p, A param, A pos, A& loss, A& d) {
+    if (LOSS == MSE) {
+        const A diff = p - y;
+        loss = diff * diff;
+        d = A(2) * diff;
+    } else if (LOSS == BCE) {
+        const A pc = fmin(fmax(p, param), A(1) - param);  // clip(p, e, 1 - e)
+        loss = -(y * log(pc) + (A(1) - y) * log(A(1) - pc));
+        d = (pc - y) / (pc * (A(1) - pc));
+    } else if (LOSS == BCE_LOGITS) {
+        // PyTorch's stable form: (1 - y) x + lw softplus(-x), lw = 1 + (q - 1) y,
+        // softplus(-x) = max(-x, 0) + log1p(exp(-|x|)); gradient lw sigma(x) - q y.
+        const A t = exp(-fabs(p));
+        const A log_weight = A(1) + (pos - A(1)) * y;
+        loss = (A(1) - y) * p + log_weight * (fmax(-p, A(0)) + log1p(t));
+        const A sigma = (p >= A(0) ? A(1) : t) / (A(1) + t);
+        d = log_weight * sigma - pos * y;
+    } else {  // HINGE: max(0, m - t s); -t where m - t s > 0 (0 at the kink)
+        const A slack = param - y * p;
+        loss = fmax(slack, A(0));
+        d = slack > A(0) ? -y : A(0);
+    }
+}
+
+template <typename T, int LOSS>
+__device__ __forceinline__ typename AccOf<T>::type element(
+    const T* __restrict__ y, const T* p, const T* __restrict__ weight,
+    const T* __restrict__ pos_weight, i64 pos_len, T* grad, T* losses,
+    typename AccOf<T>::type scale, typename AccOf<T>::type param, i64 i, T yi, T pi) {
+    typedef typename AccOf<T>::type A;
+    const A pos = (LOSS == BCE_LOGITS && pos_weight) ? to_acc(pos_weight[i % pos_len]) : A(1);
+    A loss, d;
+    loss_and_derivative<LOSS, A>(to_acc(yi), to_acc(pi), param, pos, loss, d);
+    if (weight) {
+        const A w = to_acc(weight[i]);
+        loss *= w;
+        d *= w;
+    }
+    if (grad) grad[i] = from_acc<T>(d * scale);
+    if (losses) losses[i] = from_acc<T>(loss);
+    return loss;
+}
+
+// p and grad may be the same array (out=y_pred): each element is read before it is written.
+template <typename T, int LOSS>
+__global__ void __launch_bounds__(256) elementwise(
+    const T* __restrict__ y, const T* p, const T* __restrict__ weight,
+    const T* __restrict__ pos_weight, i64 pos_len, T* grad, T* losses,
+    typename AccOf<T>::type* partials, T* value, i64 n, int packed,
+    typename AccOf<T>::type scale, typename AccOf<T>::type param) {
+    typedef typename AccOf<T>::type A;
+    const int W = VecWidth<T>::value;
+    const i64 stride = (i64)gridDim.x * blockDim.x;
+    const i64 first = (i64)blockIdx.x * blockDim.x + threadIdx.x;
+    A total = 0;
+    i64 tail = 0;
+    if (packed) {  // every pointer is 16-byte aligned: whole packs, then the tail below
+        const i64 packs = n / W;
+        for (i64 k = first; k < packs; k += stride) {
+            const Pack<T> yv = reinterpret_cast<const Pack<T>*>(y)[k];
+            const Pack<T> pv = reinterpret_cast<const Pack<T>*>(p)[k];
+            if (grad == 0 && losses == 0 && weight == 0 && !(LOSS == BCE_LOGITS && pos_weight)) {
+#pragma unroll
+                for (int e = 0; e < W; ++e) {
+                    A loss, d;
+                    loss_and_derivative<LOSS, A>(to_acc(yv.v[e]), to_acc(pv.v[e]), param, A(1), loss, d);
+                    total += loss;
+                }
+            } else if (grad && losses == 0 && weight == 0 && !(LOSS == BCE_LOGITS && pos_weight)) {
+                Pack<T> gv;
+#pragma unroll
+                for (int e = 0; e < W; ++e) {
+                    A loss, d;
+                    loss_and_derivative<LOSS, A>(to_acc(yv.v[e]), to_acc(pv.v[e]), param, A(1), loss, d);
+                    total += loss;
+                    gv.v[e] = from_acc<T>(d * scale);
+                }
+                reinterpret_cast<Pack<T>*>(grad)[k] = gv;
+            } else {
+#pragma unroll
+                for (int e = 0; e < W; ++e)
+                    total += element<T, LOSS>(y, p, weight, pos_weight, pos_len, grad, losses,
+                                              scale, param, k * W + e, yv.v[e], pv.v[e]);
+            }
+        }
+        tail = packs * W;
+    }
+    for (i64 i = tail + first; i < n; i += stride)
+        total += element<T, LOSS>(y, p, weight, pos_weight, pos_len, grad, losses, scale, param,
+                                  i, y[i], p[i]);
+    if (partials == 0 && value == 0) return;
+    __shared__ A scratch[32];
+    total = block_sum<256>(total, scratch);
+    if (threadIdx.x == 0) {
+        if (gridDim.x == 1 && value) *value = from_acc<T>(total * scale);
+        else partials[blockIdx.x] = total;
+    }
+}
+
+// The value from the per-block partial sums, in a fixed order, times the reduction scale.
+template <typename T>
+__global__ void __launch_bounds__(1024) finalize(const typename AccOf<T>::type* partials, i64 count,
+                                                 T* value, typename AccOf<T>::type scale) {
+    typedef typename AccOf<T>::type A;
+    __shared__ A scratch[32];
+    const A total = block_sum_of<A>(partials, count, scratch);
+    if (threadIdx.x == 0) *value = from_acc<T>(total * scale);
+}

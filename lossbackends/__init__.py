@@ -1,0 +1,39 @@
+"""lossbackends: loss functions and their gradients on NumPy and CuPy arrays, fused and fast.
+
+>>> import lossbackends as lb
+>>> value, grad = lb.mse.value_and_grad(y_true, y_pred)   # doctest: +SKIP
+
+Backends: ``"numpy"`` (the reference), ``"numba"`` (JIT CPU kernels) and ``"cupy"`` (CUDA
+kernels), chosen per call (``backend=``), per block (``use_backend``), by the environment
+variable ``LOSSBACKENDS_BACKEND``, or by the arrays themselves (``auto``).
+"""
+
+from ._dispatch import available_backends, get_backend, use_backend
+from ._loss import Loss
+from .losses import (
+    binary_cross_entropy,
+    binary_cross_entropy_loss,
+    binary_cross_entropy_with_logits,
+    cross_entropy,
+    hinge,
+    hinge_loss,
+    mse,
+    mse_loss,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Loss",
+    "available_backends",
+    "binary_cross_entropy",
+    "binary_cross_entropy_loss",
+    "binary_cross_entropy_with_logits",
+    "cross_entropy",
+    "get_backend",
+    "hinge",
+    "hinge_loss",
+    "mse",
+    "mse_loss",
+    "use_backend",
+]

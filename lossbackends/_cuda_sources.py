@@ -1,0 +1,115 @@
+"""The CUDA sources and how they are compiled: one place for the CuPy backend (run time)
+and ``ci/kernels`` (compile check without a GPU), so both use the same code and options.
+
+Importing this module imports neither CuPy nor any CUDA library.
+"""
+
+from __future__ import annotations
+
+import re
+from functools import cache
+from pathlib import Path
+from typing import NamedTuple
+
+_HERE = Path(__file__).resolve().parent
+# In a wheel the sources sit inside the package; in a checkout, at the repository root.
+KERNEL_DIR = next(p for p in (_HERE / "kernels", _HERE.parent / "kernels") if p.is_dir())
+
+# Exactly these options at run time (CuPy adds the target architecture) and in CI.
+OPTIONS = ("-std=c++17",)
+
+TYPE_NAMES = {"float16": "half_t", "float32": "float", "float64": "double"}
+LOSS_IDS = {"mse": 0, "binary_cross_entropy": 1, "binary_cross_entropy_with_logits": 2, "hinge": 3}
+
+_INCLUDE = re.compile(r'^#include "([^"]+)"\s*$', re.MULTILINE)
+
+
+@cache
+def source(filename: str) -> str:
+    """A kernel file with its local headers inlined, so CuPy's cache key (the code text)
+    changes whenever any header does."""
+
+    def expand(path: Path, seen: set[Path]) -> str:
+        if path in seen:  # #pragma once
+            return ""
+        seen.add(path)
+        text = path.read_text()
+        return _INCLUDE.sub(lambda m: expand(path.parent / m.group(1), seen), text)
+
+    return expand(KERNEL_DIR / filename, set())
+
+
+class RowConfig(NamedTuple):
+    """A register-resident cross-entropy kernel: THREADS threads share a row, each holding
+    VPT values; CLUSTER blocks per row (sm_90 clusters); ROWS rows per block (warp rows)."""
+
+    threads: int
+    values_per_thread: int
+    cluster: int
+    rows_per_block: int
+
+    @property
+    def capacity(self) -> int:
+        return self.threads * self.values_per_thread * self.cluster
+
+    @property
+    def block(self) -> int:
+        return self.threads * self.rows_per_block
+
+    def expression(self, type_name: str) -> str:
+        if self.cluster == 1:
+            return (
+                f"ce_rows<{type_name}, {self.threads}, {self.values_per_thread}, "
+                f"{self.rows_per_block}>"
+            )
+        return f"ce_rows_cluster{self.cluster}<{type_name}, {self.threads}, {self.values_per_thread}>"
+
+
+SMALL_CLASSES = 32  # ce_small up to this many classes
+SMALL_ROWS = 128  # rows per ce_small block (its launch bound)
+STREAM_THREADS = 1024
+
+# By increasing capacity; a row goes to the first that holds it. Warp-per-row kernels up
+# to 1024 classes, a block per row up to 16384, then clusters of 2, 4 and 8 blocks.
+ROW_CONFIGS = (
+    RowConfig(32, 8, 1, 8),
+    RowConfig(32, 16, 1, 8),
+    RowConfig(32, 32, 1, 4),
+    RowConfig(128, 16, 1, 1),
+    RowConfig(256, 16, 1, 1),
+    RowConfig(512, 16, 1, 1),
+    RowConfig(1024, 16, 1, 1),
+    RowConfig(1024, 16, 2, 1),
+    RowConfig(1024, 16, 4, 1),
+    RowConfig(1024, 16, 8, 1),
+)
+
+
+def elementwise_expressions(type_name: str) -> list[str]:
+    return [f"elementwise<{type_name}, {i}>" for i in LOSS_IDS.values()] + [
+        f"finalize<{type_name}>"
+    ]
+
+
+def cross_entropy_expressions(type_name: str) -> list[str]:
+    """The kernels every cross-entropy call may need besides a row configuration."""
+    return [
+        f"ce_small<{type_name}>",
+        f"ce_stream<{type_name}>",
+        f"ce_mean_scale<{type_name}>",
+        f"ce_finalize<{type_name}>",
+    ]
+
+
+def all_modules() -> list[tuple[str, list[str], int]]:
+    """(file, name expressions, minimum compute capability) of every module the CuPy
+    backend can build: what ``ci/kernels`` compiles."""
+    modules = []
+    for type_name in TYPE_NAMES.values():
+        modules.append(("elementwise.cu", elementwise_expressions(type_name), 0))
+        modules.append(("cross_entropy.cu", cross_entropy_expressions(type_name), 0))
+        for config in ROW_CONFIGS:
+            modules.append(
+                ("cross_entropy.cu", [config.expression(type_name)], 90 if config.cluster > 1 else 0)
+            )
+    return modules

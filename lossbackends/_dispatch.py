@@ -1,0 +1,215 @@
+"""Choosing a backend and finding its kernel.
+
+Precedence (first that applies): the call's ``backend=`` argument, the innermost
+``use_backend`` block of this thread or asyncio task, ``LOSSBACKENDS_BACKEND``, then
+``auto`` (the inputs decide). Nothing here imports Numba or CuPy to look at an array:
+device arrays are recognised by their type, cached per type, and a backend module is
+imported only when a call first needs it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import importlib
+import importlib.util
+import os
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from types import ModuleType
+
+BACKEND_NAMES = ("numpy", "numba", "cupy")
+_CHOICES = ("auto", *BACKEND_NAMES)
+ENV_VAR = "LOSSBACKENDS_BACKEND"
+
+
+@dataclass(frozen=True)
+class Backend:
+    """How to load one backend: its module, where its arrays live, how to install it."""
+
+    name: str
+    device: str  # "host" or "cuda"
+    module: str
+    install: str  # the pip command that makes it available
+
+
+_BACKENDS = {
+    "numpy": Backend("numpy", "host", "lossbackends.backends.numpy_backend", "pip install lossbackends"),
+    "numba": Backend(
+        "numba", "host", "lossbackends.backends.numba_backend", "pip install 'lossbackends[numba]'"
+    ),
+    "cupy": Backend(
+        "cupy",
+        "cuda",
+        "lossbackends.backends.cupy_backend",
+        "pip install 'lossbackends[cuda12]' (or [cuda13]) on a machine with an NVIDIA GPU",
+    ),
+}
+
+# (loss name, backend name) -> kernel. Filled by each backend module when it is imported.
+_REGISTRY: dict[tuple[str, str], Callable] = {}
+_LOADED: dict[str, ModuleType] = {}
+
+
+def register(backend: str, kernels: dict[str, Callable]) -> None:
+    """Called by a backend module at import: map each of its losses to its kernel."""
+    for loss, kernel in kernels.items():
+        _REGISTRY[loss, backend] = kernel
+
+
+def load_backend(name: str) -> ModuleType:
+    """Import a backend's module (once), or say how to install what it needs."""
+    module = _LOADED.get(name)
+    if module is not None:
+        return module
+    spec = _BACKENDS[name]
+    try:
+        module = importlib.import_module(spec.module)
+    except ImportError as exc:
+        raise ValueError(
+            f"backend {name!r} is not available here ({exc}); install it with: {spec.install}"
+        ) from exc
+    _LOADED[name] = module
+    return module
+
+
+def kernel_for(loss: str, backend: str) -> Callable:
+    """The registered kernel of ``loss`` on ``backend``."""
+    kernel = _REGISTRY.get((loss, backend))
+    if kernel is None:
+        load_backend(backend)
+        kernel = _REGISTRY.get((loss, backend))
+    if kernel is None:
+        have = sorted(b for (name, b) in _REGISTRY if name == loss)
+        raise NotImplementedError(
+            f"backend {backend!r} has no kernel for {loss!r}; backends that have one: {have}"
+        )
+    return kernel
+
+
+def check_backend_name(name: object, source: str = "backend") -> str:
+    if name not in _CHOICES:
+        raise ValueError(f"unknown {source} {name!r}; choose one of {', '.join(map(repr, _CHOICES))}")
+    return name  # type: ignore[return-value]
+
+
+# --- the user's choice -----------------------------------------------------------------
+
+_CONTEXT_CHOICE: contextvars.ContextVar[str | None] = contextvars.ContextVar(
+    "lossbackends_backend", default=None
+)
+
+
+def _read_env() -> tuple[str | None, str | None]:
+    """(choice, error): the environment variable, read once at import."""
+    raw = os.environ.get(ENV_VAR, "").strip()
+    if not raw:
+        return None, None
+    if raw.lower() not in _CHOICES:
+        return None, (
+            f"unknown {ENV_VAR}={raw!r}; set it to one of {', '.join(_CHOICES)} or unset it"
+        )
+    return raw.lower(), None
+
+
+_ENV_CHOICE, _ENV_ERROR = _read_env()
+
+
+@contextlib.contextmanager
+def use_backend(name: str) -> Iterator[str]:
+    """Use backend ``name`` for calls inside this block (per thread and per asyncio task).
+
+    ``name`` is one of ``"auto"``, ``"numpy"``, ``"numba"``, ``"cupy"``. Blocks nest; the
+    innermost wins; a call's own ``backend=`` argument still wins over the block.
+    """
+    check_backend_name(name)
+    token = _CONTEXT_CHOICE.set(name)
+    try:
+        yield name
+    finally:
+        _CONTEXT_CHOICE.reset(token)
+
+
+def get_backend() -> str:
+    """The backend that applies now: the innermost ``use_backend``, else
+    ``LOSSBACKENDS_BACKEND``, else ``"auto"`` (the inputs decide at each call)."""
+    if _ENV_ERROR is not None:
+        raise ValueError(_ENV_ERROR)
+    return _CONTEXT_CHOICE.get() or _ENV_CHOICE or "auto"
+
+
+# --- auto: what the arrays say ---------------------------------------------------------
+
+_DEVICE_OF_TYPE: dict[type, str] = {}
+
+
+def device_of(x: object) -> str:
+    """``"cuda"`` for arrays exposing ``__cuda_array_interface__`` (CuPy), else ``"host"``.
+
+    Looks only at the type (cached), so it never imports CuPy.
+    """
+    kind = type(x)
+    device = _DEVICE_OF_TYPE.get(kind)
+    if device is None:
+        device = "cuda" if hasattr(kind, "__cuda_array_interface__") else "host"
+        _DEVICE_OF_TYPE[kind] = device
+    return device
+
+
+_HOST_AUTO: list[str] = []  # the host backend auto picks, decided once
+
+
+def auto_host_backend() -> str:
+    """``numba`` when it is installed, else ``numpy`` (found without importing Numba)."""
+    if not _HOST_AUTO:
+        _HOST_AUTO.append("numba" if importlib.util.find_spec("numba") is not None else "numpy")
+    return _HOST_AUTO[0]
+
+
+def _describe(x: object) -> str:
+    kind = type(x)
+    return f"{kind.__module__}.{kind.__qualname__}"
+
+
+def resolve(backend: str | None, y_true: object, y_pred: object) -> Backend:
+    """The backend this call runs on, after checking that the inputs live where it runs."""
+    device = device_of(y_pred)
+    if device_of(y_true) != device:
+        raise ValueError(
+            f"y_true ({_describe(y_true)}) and y_pred ({_describe(y_pred)}) live on different "
+            "devices; move one of them first (cupy.asarray or cupy.asnumpy): lossbackends "
+            "never copies between host and GPU behind your back"
+        )
+    if backend is None:
+        if _ENV_ERROR is not None:
+            raise ValueError(_ENV_ERROR)
+        name = _CONTEXT_CHOICE.get() or _ENV_CHOICE or "auto"
+    else:
+        name = check_backend_name(backend)
+    if name == "auto":
+        name = "cupy" if device == "cuda" else auto_host_backend()
+    spec = _BACKENDS[name]
+    if spec.device != device:
+        where = "GPU" if device == "cuda" else "host (NumPy)"
+        fix = (
+            "use backend='cupy' (or 'auto'), or move them with cupy.asnumpy"
+            if device == "cuda"
+            else "move them to the GPU with cupy.asarray, or use a host backend ('numpy', 'numba')"
+        )
+        raise ValueError(f"backend {name!r} cannot run on {where} arrays; {fix}")
+    return spec
+
+
+def available_backends() -> list[str]:
+    """The backends that can run here: installed, and for ``cupy`` with a GPU present."""
+    names = ["numpy"]
+    with contextlib.suppress(ValueError):
+        load_backend("numba")
+        names.append("numba")
+    try:
+        module = load_backend("cupy")
+        if module.device_count() > 0:
+            names.append("cupy")
+    except (ValueError, RuntimeError):
+        pass
+    return names

@@ -1,0 +1,340 @@
+"""The one class every loss is, and the argument checking shared by all backends.
+
+A call goes: choose the backend (``_dispatch.resolve``), turn the arguments into canonical
+arrays (``prepare``: dtypes, shapes, contiguity, options; errors name the fix), allocate or
+check the gradient buffer, then hand plain arrays and numbers to the registered kernel. A
+kernel never re-checks anything and computes whatever the call asked for in one pass.
+
+Kernel signature, the same on every backend::
+
+    kernel(y, p, weight, params, reduction, scale, grad, want_value) -> value | None
+
+``grad`` is ``None`` or a C-contiguous buffer shaped like ``p`` to fill (it may be ``p``
+itself); ``scale`` is what the reduction multiplies the sum and the gradient by: ``1/n``
+for an elementwise ``"mean"``, else 1 (``cross_entropy`` finds its mean's denominator from
+the labels, in the kernel).
+"""
+
+from __future__ import annotations
+
+import operator
+import warnings
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import numpy as np
+
+from . import _dispatch
+
+REDUCTIONS = ("mean", "sum", "none")
+_FLOAT_DTYPES = (np.dtype(np.float16), np.dtype(np.float32), np.dtype(np.float64))
+
+
+class Prepared(NamedTuple):
+    """Canonical arguments for a kernel, plus what the front needs to shape the results."""
+
+    y: Any
+    p: Any
+    weight: Any
+    params: tuple
+    scale: float
+    shape: tuple  # y_pred's shape as the user passed it
+    value_shape: tuple  # the shape of ``reduction="none"`` results
+    moved_axis: int | None = None  # cross_entropy's class axis, when it was not last
+
+
+# --- argument checking, shared by every loss and backend -------------------------------
+
+
+def _namespace(backend: _dispatch.Backend) -> Any:
+    return _dispatch.load_backend(backend.name).xp
+
+
+def as_prediction(xp: Any, y_pred: Any, contiguous: bool = True) -> Any:
+    """``y_pred`` as a float16/32/64 array; integers and bools become float64."""
+    p = xp.asarray(y_pred)
+    if p.dtype.kind in "biu":
+        p = p.astype(xp.float64)
+    elif p.dtype not in _FLOAT_DTYPES:
+        raise TypeError(
+            f"y_pred has dtype {p.dtype}; pass a float16, float32 or float64 array "
+            "(integer and bool arrays are computed as float64)"
+        )
+    if contiguous and not p.flags.c_contiguous:
+        p = xp.ascontiguousarray(p)
+    return p
+
+
+def as_values(xp: Any, values: Any, dtype: np.dtype, name: str) -> Any:
+    """A real-valued array (``y_true``, a weight) cast to the computation's dtype."""
+    a = xp.asarray(values)
+    if a.dtype.kind not in "biuf":
+        raise TypeError(f"{name} has dtype {a.dtype}; pass a real (bool, integer or float) array")
+    if a.dtype != dtype:
+        a = a.astype(dtype)
+    elif not a.flags.c_contiguous:
+        a = xp.ascontiguousarray(a)
+    return a
+
+
+def same_device(name: str, value: Any, p: Any) -> None:
+    if _dispatch.device_of(value) != _dispatch.device_of(p):
+        raise ValueError(
+            f"{name} lives on a different device from y_pred; move it first "
+            "(cupy.asarray or cupy.asnumpy)"
+        )
+
+
+def _prepare_elementwise(xp, y_true, y_pred, weight):
+    p = as_prediction(xp, y_pred)
+    y = as_values(xp, y_true, p.dtype, "y_true")
+    if y.shape != p.shape:
+        raise ValueError(
+            f"y_true has shape {y.shape} but y_pred has shape {p.shape}; they must match "
+            "exactly (only weight broadcasts; reshape one of them)"
+        )
+    w = None
+    if weight is not None:
+        same_device("weight", weight, p)
+        w = as_values(xp, weight, p.dtype, "weight")
+        if w.shape != p.shape:
+            try:
+                w = xp.ascontiguousarray(xp.broadcast_to(w, p.shape))
+            except ValueError:
+                raise ValueError(
+                    f"weight has shape {w.shape}, which does not broadcast to y_pred's shape "
+                    f"{p.shape}"
+                ) from None
+    return y, p, w
+
+
+def _elementwise(y, p, w, params=()):
+    n = p.size
+    return Prepared(y, p, w, params, 1.0 / n if n else 1.0, p.shape, p.shape)
+
+
+# --- the preparation of each loss: its options, checked once for every backend ---------
+
+
+def _prepare_mse(xp, y_true, y_pred, *, weight=None):
+    return _elementwise(*_prepare_elementwise(xp, y_true, y_pred, weight))
+
+
+def _prepare_bce(xp, y_true, y_pred, *, weight=None, eps=1e-15):
+    y, p, w = _prepare_elementwise(xp, y_true, y_pred, weight)
+    eps = float(eps)
+    if not 0.0 <= eps < 0.5:
+        raise ValueError(f"eps must be in [0, 0.5); got {eps}")
+    # The clip bound is eps raised to the dtype's machine epsilon, so 1 - eps stays < 1.
+    # float16 is computed in float32 by every backend, hence float32's epsilon for it.
+    compute = np.float32 if p.dtype == np.float16 else p.dtype
+    return _elementwise(y, p, w, (max(eps, float(np.finfo(compute).eps)),))
+
+
+def _prepare_bce_with_logits(xp, y_true, y_pred, *, weight=None, pos_weight=None):
+    y, p, w = _prepare_elementwise(xp, y_true, y_pred, weight)
+    if pos_weight is not None:
+        same_device("pos_weight", pos_weight, p)
+        pw = as_values(xp, pos_weight, p.dtype, "pos_weight")
+        last = p.shape[-1] if p.ndim else 1
+        if pw.ndim > 1 or pw.size not in (1, last):
+            raise ValueError(
+                f"pos_weight has shape {pw.shape}; it broadcasts on the last axis, so pass a "
+                f"scalar or a vector of length {last} (y_pred's last dimension)"
+            )
+        pos_weight = xp.ascontiguousarray(xp.broadcast_to(pw.reshape(-1), (last,)))
+    return _elementwise(y, p, w, (pos_weight,))
+
+
+def _prepare_hinge(xp, y_true, y_pred, *, weight=None, margin=1.0):
+    return _elementwise(*_prepare_elementwise(xp, y_true, y_pred, weight), (float(margin),))
+
+
+def _prepare_cross_entropy(
+    xp,
+    y_true,
+    y_pred,
+    *,
+    axis=-1,
+    class_weight=None,
+    ignore_index=-100,
+    label_smoothing=0.0,
+    check_labels=True,
+):
+    x = as_prediction(xp, y_pred, contiguous=False)
+    if x.ndim == 0:
+        raise ValueError("cross_entropy needs logits with a class axis; got a 0-d y_pred")
+    axis = operator.index(axis)
+    if not -x.ndim <= axis < x.ndim:
+        raise ValueError(f"axis {axis} is out of range for logits with {x.ndim} dimensions")
+    axis %= x.ndim
+    shape = tuple(x.shape)
+    classes = shape[axis]
+    if classes == 0:
+        raise ValueError(f"cross_entropy needs at least one class; logits have shape {x.shape}")
+    batch_shape = x.shape[:axis] + x.shape[axis + 1 :]
+    t = xp.asarray(y_true)
+    moved = None if axis == x.ndim - 1 else axis
+    if moved is not None:
+        x = xp.moveaxis(x, axis, -1)
+    x2d = xp.ascontiguousarray(x).reshape(-1, classes)
+    if t.shape == shape:
+        # Probabilities over the classes, shaped like the logits.
+        t = as_values(xp, t, x2d.dtype, "y_true")
+        if moved is not None:
+            t = xp.moveaxis(t, axis, -1)
+        target = xp.ascontiguousarray(t).reshape(-1, classes)
+    elif t.shape == batch_shape:
+        if t.dtype.kind not in "iu":
+            raise TypeError(
+                f"y_true of shape {t.shape} holds class indices and must be integers, not "
+                f"{t.dtype}; cast with .astype(int), or pass probabilities shaped like the "
+                f"logits {shape}"
+            )
+        target = xp.ascontiguousarray(t.astype(xp.int64, copy=False)).reshape(-1)
+    else:
+        raise ValueError(
+            f"y_true has shape {t.shape}; cross_entropy with logits of shape {shape} and "
+            f"axis={axis} expects class indices of shape {batch_shape} or probabilities of "
+            f"shape {shape}"
+        )
+    if isinstance(ignore_index, bool):
+        raise TypeError("ignore_index must be an integer, not a bool")
+    ignore_index = operator.index(ignore_index)
+    label_smoothing = float(label_smoothing)
+    if not 0.0 <= label_smoothing <= 1.0:
+        raise ValueError(f"label_smoothing must be in [0, 1]; got {label_smoothing}")
+    if class_weight is not None:
+        same_device("class_weight", class_weight, x2d)
+        class_weight = as_values(xp, class_weight, x2d.dtype, "class_weight")
+        if class_weight.shape != (classes,):
+            raise ValueError(
+                f"class_weight has shape {class_weight.shape}; pass one weight per class, "
+                f"shape ({classes},)"
+            )
+    params = (ignore_index, label_smoothing, bool(check_labels))
+    return Prepared(target, x2d, class_weight, params, 1.0, shape, batch_shape, moved)
+
+
+# --- the loss object -------------------------------------------------------------------
+
+
+def _empty_value(xp, prep: Prepared, reduction: str):
+    dtype = prep.p.dtype
+    if reduction == "none":
+        return xp.zeros(prep.value_shape, dtype)
+    if reduction == "sum":
+        value = np.zeros((), dtype)
+    else:
+        warnings.warn("mean of an empty input is NaN", RuntimeWarning, stacklevel=4)
+        value = np.full((), np.nan, dtype)
+    return value[()] if xp is np else xp.asarray(value)
+
+
+class Loss:
+    """A loss function and its gradient with respect to ``y_pred``.
+
+    ``loss(y_true, y_pred, **options)`` gives the value, ``loss.grad(...)`` the gradient
+    shaped like ``y_pred``, ``loss.value_and_grad(...)`` both from one fused pass. Common
+    keyword options: ``reduction`` (``"mean"``, ``"sum"`` or ``"none"``) and ``backend``
+    (``None``, ``"auto"``, ``"numpy"``, ``"numba"``, ``"cupy"``); ``.grad`` and
+    ``.value_and_grad`` also take ``out``, a C-contiguous array shaped like ``y_pred`` (it
+    may be ``y_pred`` itself) that receives the gradient.
+    """
+
+    def __init__(self, name: str, prepare: Callable[..., Prepared], doc: str):
+        self.name = name
+        self._prepare = prepare
+        self.__doc__ = doc
+
+    def __repr__(self) -> str:
+        return f"<lossbackends loss {self.name!r}>"
+
+    def __call__(self, y_true: Any, y_pred: Any, *, reduction: str = "mean",
+                 backend: str | None = None, **options: Any) -> Any:
+        return self._run(y_true, y_pred, reduction, backend, options, True, None)[0]
+
+    def grad(self, y_true: Any, y_pred: Any, *, reduction: str = "mean",
+             backend: str | None = None, out: Any = None, **options: Any) -> Any:
+        """The gradient ``d loss / d y_pred``, shaped like ``y_pred``."""
+        out = _WANT_GRAD if out is None else out
+        return self._run(y_true, y_pred, reduction, backend, options, False, out)[1]
+
+    def value_and_grad(self, y_true: Any, y_pred: Any, *, reduction: str = "mean",
+                       backend: str | None = None, out: Any = None,
+                       **options: Any) -> tuple[Any, Any]:
+        """``(value, gradient)`` computed in one fused pass over the inputs."""
+        out = _WANT_GRAD if out is None else out
+        return self._run(y_true, y_pred, reduction, backend, options, True, out)
+
+    def _run(self, y_true, y_pred, reduction, backend, options, want_value, out):
+        if reduction not in REDUCTIONS:
+            raise ValueError(
+                f"unknown reduction {reduction!r}; choose one of 'mean', 'sum', 'none'"
+            )
+        spec = _dispatch.resolve(backend, y_true, y_pred)
+        xp = _namespace(spec)
+        prep = self._prepare(xp, y_true, y_pred, **options)
+        grad = None
+        if out is not None:
+            grad = _grad_buffer(xp, out, prep, y_true)
+        kernel = _dispatch.kernel_for(self.name, spec.name)
+        if prep.p.size == 0:
+            value = _empty_value(xp, prep, reduction) if want_value else None
+        else:
+            scale = prep.scale if reduction == "mean" else 1.0
+            value = kernel(prep.y, prep.p, prep.weight, prep.params, reduction, scale, grad,
+                           want_value)
+        if value is not None and reduction == "none" and value.shape != prep.value_shape:
+            value = value.reshape(prep.value_shape)
+        if grad is not None:
+            grad = _user_gradient(xp, grad, prep, out)
+        return value, grad
+
+
+class _WantGrad:
+    """Marker for "allocate the gradient" (``out`` not given)."""
+
+
+_WANT_GRAD = _WantGrad()
+
+
+def _grad_buffer(xp, out, prep: Prepared, y_true):
+    p = prep.p
+    if out is _WANT_GRAD:
+        return xp.empty(p.shape, p.dtype)
+    if _dispatch.device_of(out) != _dispatch.device_of(p) or not hasattr(out, "flags"):
+        raise ValueError(
+            "out must be an array on the same device as y_pred (a NumPy array for host "
+            "inputs, a CuPy array for GPU inputs)"
+        )
+    if tuple(out.shape) != prep.shape or out.dtype != p.dtype:
+        raise ValueError(
+            f"out has shape {tuple(out.shape)} and dtype {out.dtype}; the gradient needs shape "
+            f"{prep.shape} and dtype {p.dtype}"
+        )
+    if not out.flags.c_contiguous or not getattr(out.flags, "writeable", True):
+        raise ValueError("out must be a writeable, C-contiguous array (see numpy.ascontiguousarray)")
+    if out is y_true or (out is not prep.p and _overlaps(xp, out, prep.y)):
+        raise ValueError("out must not share memory with y_true; it may be y_pred itself")
+    if prep.moved_axis is not None:
+        return xp.empty(p.shape, p.dtype)  # written back into out after the kernel
+    return out.reshape(p.shape)
+
+
+def _overlaps(xp, a, b) -> bool:
+    return bool(xp.may_share_memory(a, b)) if hasattr(xp, "may_share_memory") else False
+
+
+def _user_gradient(xp, grad, prep: Prepared, out):
+    """The kernel's gradient in the layout of the user's ``y_pred`` (and in ``out``)."""
+    if prep.moved_axis is None:
+        return out if out is not _WANT_GRAD else grad.reshape(prep.shape)
+    moved_shape = prep.shape[: prep.moved_axis] + prep.shape[prep.moved_axis + 1 :] + (
+        prep.shape[prep.moved_axis],
+    )
+    grad = xp.moveaxis(grad.reshape(moved_shape), -1, prep.moved_axis)
+    if out is _WANT_GRAD:
+        return grad
+    out[...] = grad
+    return out

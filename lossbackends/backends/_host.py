@@ -1,0 +1,40 @@
+"""What the two host backends (NumPy, Numba) share."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+
+
+def label_error(label: int, row: int, classes: int) -> ValueError:
+    """The error for an integer class index outside ``[0, C)`` (every backend raises it)."""
+    return ValueError(
+        f"cross_entropy: y_true[{row}] = {label} is not a class index in [0, {classes}) "
+        "nor ignore_index; fix the labels or set ignore_index to mark rows to skip"
+    )
+
+
+def _up(a):
+    return a.astype(np.float32) if isinstance(a, np.ndarray) and a.dtype == np.float16 else a
+
+
+def half_in_float32(kernel: Callable) -> Callable:
+    """Run a kernel on float16 inputs in float32 and give float16 results (the contract:
+    float16 is accepted and computed in float32)."""
+
+    def run(y, p, weight, params, reduction, scale, grad, want_value):
+        if p.dtype != np.float16:
+            return kernel(y, p, weight, params, reduction, scale, grad, want_value)
+        grad32 = None if grad is None else np.empty(p.shape, np.float32)
+        value = kernel(_up(y), _up(p), _up(weight), tuple(map(_up, params)), reduction, scale,
+                       grad32, want_value)
+        if grad is not None:
+            np.copyto(grad, grad32, casting="same_kind")
+        if value is None:
+            return None
+        return value.astype(np.float16) if reduction == "none" else np.float16(value)
+
+    run.__name__ = run.__qualname__ = kernel.__name__
+    run.__doc__ = kernel.__doc__
+    return run

@@ -1,0 +1,209 @@
+"""The CuPy backend: launches the CUDA kernels of ``kernels/`` on CuPy arrays.
+
+Kernels are compiled on first use through ``cupy.RawModule(name_expressions=...)`` (CuPy
+caches the binaries on disk) and memoised here per device, with the launch parameters and
+the small workspaces (per-block partial sums, the mean's scale, the label-error flag) per
+device and stream, so a call allocates only what it returns. Nothing here synchronises
+with the host, except the documented label check of ``cross_entropy``.
+"""
+
+from __future__ import annotations
+
+import cupy as cp
+import numpy as np
+
+from .. import _dispatch
+from .._cuda_sources import (
+    LOSS_IDS,
+    OPTIONS,
+    ROW_CONFIGS,
+    SMALL_CLASSES,
+    SMALL_ROWS,
+    STREAM_THREADS,
+    TYPE_NAMES,
+    RowConfig,
+    cross_entropy_expressions,
+    elementwise_expressions,
+    source,
+)
+from ._host import label_error
+
+xp = cp
+
+BLOCK = 256  # threads per block of the elementwise kernel
+BLOCKS_PER_SM = 8  # 8 x 256 threads fill an SM
+SINGLE_BLOCK_MAX = 8192  # up to here one block writes the value: a single launch
+
+
+def device_count() -> int:
+    try:
+        return cp.cuda.runtime.getDeviceCount()
+    except cp.cuda.runtime.CUDARuntimeError:
+        return 0
+
+
+class _Device:
+    """What is cached per GPU: compiled functions, properties, workspaces per stream."""
+
+    def __init__(self, device_id: int):
+        props = cp.cuda.runtime.getDeviceProperties(device_id)
+        self.sm_count = props["multiProcessorCount"]
+        self.compute_capability = props["major"] * 10 + props["minor"]
+        self._functions: dict[tuple[str, str], object] = {}
+        self._workspaces: dict[tuple[int, str], cp.ndarray] = {}
+
+    def function(self, filename: str, expressions: list[str], expression: str):
+        found = self._functions.get((filename, expression))
+        if found is None:
+            module = cp.RawModule(code=source(filename), options=OPTIONS,
+                                  name_expressions=expressions)
+            for name in expressions:
+                self._functions[filename, name] = module.get_function(name)
+            found = self._functions[filename, expression]
+        return found
+
+    def workspace(self, name: str, size: int, dtype, zeroed: bool = False) -> cp.ndarray:
+        """A scratch buffer of at least ``size`` elements, reused by calls on this stream
+        (kernels on one stream run in order, so reuse is safe)."""
+        key = (cp.cuda.get_current_stream().ptr, name)
+        buffer = self._workspaces.get(key)
+        if buffer is None or buffer.size < size or buffer.dtype != dtype:
+            buffer = (cp.zeros if zeroed else cp.empty)(max(size, 1), dtype)
+            self._workspaces[key] = buffer
+        return buffer
+
+
+_DEVICES: dict[int, _Device] = {}
+
+
+def _device() -> _Device:
+    device_id = cp.cuda.runtime.getDevice()
+    found = _DEVICES.get(device_id)
+    if found is None:
+        found = _DEVICES[device_id] = _Device(device_id)
+    return found
+
+
+def _acc(dtype) -> type:
+    return np.float64 if dtype == np.float64 else np.float32
+
+
+def _aligned(*arrays) -> bool:
+    return all(a is None or a.data.ptr % 16 == 0 for a in arrays)
+
+
+def _elementwise(loss: str):
+    loss_id = LOSS_IDS[loss]
+
+    def kernel(y, p, weight, params, reduction, scale, grad, want_value):
+        device = _device()
+        type_name = TYPE_NAMES[p.dtype.name]
+        function = device.function("elementwise.cu", elementwise_expressions(type_name),
+                                   f"elementwise<{type_name}, {loss_id}>")
+        acc = _acc(p.dtype)
+        n = p.size
+        pos_weight, param = None, 0.0
+        if loss == "binary_cross_entropy_with_logits":
+            (pos_weight,) = params
+        elif params:
+            (param,) = params
+        losses = cp.empty(p.shape, p.dtype) if want_value and reduction == "none" else None
+        value = cp.empty((), p.dtype) if want_value and reduction != "none" else None
+        width = 16 // p.dtype.itemsize
+        if n <= SINGLE_BLOCK_MAX:
+            blocks = 1
+        else:
+            blocks = min(-(-n // (BLOCK * width)), device.sm_count * BLOCKS_PER_SM)
+        partials = device.workspace("partials", blocks, acc) if value is not None and blocks > 1 else None
+        function(
+            (blocks,), (BLOCK,),
+            (y, p, weight, pos_weight, np.int64(1 if pos_weight is None else pos_weight.size),
+             grad, losses, partials, value, np.int64(n),
+             np.int32(_aligned(y, p, weight, grad, losses)), acc(scale), acc(param)),
+        )
+        if partials is not None:
+            finalize = device.function("elementwise.cu", elementwise_expressions(type_name),
+                                       f"finalize<{type_name}>")
+            finalize((1,), (1024,), (partials, np.int64(blocks), value, acc(scale)))
+        return losses if reduction == "none" else value
+
+    kernel.__name__ = kernel.__qualname__ = loss
+    return kernel
+
+
+# Set to "stream" to force the two-pass kernel for every class count (benchmarks compare).
+CE_STRATEGY = "auto"
+
+
+def _row_config(classes: int, compute_capability: int) -> RowConfig | None:
+    if CE_STRATEGY == "stream":
+        return None
+    for config in ROW_CONFIGS:
+        if config.capacity >= classes and (config.cluster == 1 or compute_capability >= 90):
+            return config
+    return None
+
+
+def cross_entropy(target, x, class_weight, params, reduction, scale, grad, want_value):
+    ignore_index, smoothing, check_labels = params
+    device = _device()
+    type_name = TYPE_NAMES[x.dtype.name]
+    common = cross_entropy_expressions(type_name)
+    acc = _acc(x.dtype)
+    rows, classes = x.shape
+    soft = target.ndim == 2
+    labels, probs = (None, target) if soft else (target, None)
+    error = device.workspace("label_error", 1, np.int32, zeroed=True) if check_labels and not soft else None
+
+    # The gradient's scale: 1 / rows for probabilities, for class indices the kept rows'
+    # summed weights, found by a tiny pass over the labels before the logits are read.
+    grad_scale, scale_buffer = 1.0, None
+    if reduction == "mean":
+        if soft:
+            grad_scale = 1.0 / rows
+        else:
+            scale_buffer = device.workspace("mean_scale", 1, acc)
+            device.function("cross_entropy.cu", common, f"ce_mean_scale<{type_name}>")(
+                (1,), (1024,),
+                (labels, np.int64(rows), class_weight, np.int64(classes), np.int64(ignore_index),
+                 scale_buffer),
+            )
+    row_out = cp.empty(rows, x.dtype) if want_value and reduction == "none" else None
+    value = cp.empty((), x.dtype) if want_value and reduction != "none" else None
+    row_loss = device.workspace("row_loss", rows, acc) if value is not None else None
+
+    args = (x, labels, probs, class_weight, grad, row_loss, row_out, error, np.int64(rows),
+            np.int64(classes), np.int64(ignore_index), acc(smoothing), acc(grad_scale),
+            scale_buffer)
+    packed = np.int32(_aligned(x, grad) and classes * x.dtype.itemsize % 16 == 0)
+    config = None if classes <= SMALL_CLASSES else _row_config(classes, device.compute_capability)
+    if classes <= SMALL_CLASSES:
+        function = device.function("cross_entropy.cu", common, f"ce_small<{type_name}>")
+        function((-(-rows // SMALL_ROWS),), (SMALL_ROWS,), args,
+                 shared_mem=SMALL_ROWS * classes * np.dtype(acc).itemsize)
+    elif config is None:
+        function = device.function("cross_entropy.cu", common, f"ce_stream<{type_name}>")
+        function((rows,), (STREAM_THREADS,), (*args, packed))
+    else:
+        expression = config.expression(type_name)
+        function = device.function("cross_entropy.cu", [expression], expression)
+        grid = -(-rows // config.rows_per_block) * config.cluster
+        function((grid,), (config.block,), (*args, packed))
+
+    if value is not None:
+        device.function("cross_entropy.cu", common, f"ce_finalize<{type_name}>")(
+            (1,), (1024,),
+            (row_loss, np.int64(rows), value, acc(grad_scale), scale_buffer),
+        )
+    if error is not None and int(error.get()[0]):  # the one, documented, synchronisation
+        error.fill(0)
+        host_labels = cp.asnumpy(labels)
+        bad = (host_labels != ignore_index) & ((host_labels < 0) | (host_labels >= classes))
+        row = int(np.flatnonzero(bad)[0])
+        raise label_error(int(host_labels[row]), row, classes)
+    return row_out if reduction == "none" else value
+
+
+KERNELS = {loss: _elementwise(loss) for loss in LOSS_IDS}
+KERNELS["cross_entropy"] = cross_entropy
+_dispatch.register("cupy", KERNELS)

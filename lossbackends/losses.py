@@ -1,0 +1,141 @@
+"""The losses: one ``Loss`` object each, with its formula, and the seed's drop-ins.
+
+Each backend states the mathematics once per loss in its own module
+(``lossbackends/backends/*``, ``kernels/*.cu``); the options are checked once, in
+``_loss.py``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ._loss import (
+    Loss,
+    _prepare_bce,
+    _prepare_bce_with_logits,
+    _prepare_cross_entropy,
+    _prepare_hinge,
+    _prepare_mse,
+)
+
+mse = Loss(
+    "mse",
+    _prepare_mse,
+    r"""Mean squared error.
+
+    .. math:: \ell_i = w_i (p_i - y_i)^2, \qquad \partial \ell_i / \partial p_i = 2 w_i (p_i - y_i)
+
+    ``y_true`` and ``y_pred`` have the same shape; ``weight`` (optional) broadcasts to it.
+    ``reduction="mean"`` divides the sum by the number of elements (weighted or not).
+
+    >>> import lossbackends as lb
+    >>> print(f"{lb.mse([3, -0.5, 2, 7], [2.5, 0.0, 2, 8]):.4f}")
+    0.3750
+    >>> print(lb.mse.grad([3, -0.5, 2, 7], [2.5, 0.0, 2, 8]))
+    [-0.25  0.25  0.    0.5 ]
+    """,
+)
+
+binary_cross_entropy = Loss(
+    "binary_cross_entropy",
+    _prepare_bce,
+    r"""Binary cross-entropy on probabilities.
+
+    .. math::
+        \ell_i = -w_i \left(y_i \log \hat p_i + (1 - y_i) \log(1 - \hat p_i)\right),
+        \qquad \partial \ell_i / \partial p_i = w_i \frac{\hat p_i - y_i}{\hat p_i (1 - \hat p_i)}
+
+    with :math:`\hat p = \mathrm{clip}(p, e, 1 - e)`, ``e = max(eps, finfo(dtype).eps)``,
+    ``eps=1e-15`` by default (the seed's value). Prefer ``binary_cross_entropy_with_logits``
+    when you have logits: it is exact where this one must clip.
+
+    >>> import lossbackends as lb
+    >>> print(f"{lb.binary_cross_entropy([0, 1, 1, 0], [0.1, 0.8, 0.9, 0.2]):.6f}")
+    0.164252
+    """,
+)
+
+binary_cross_entropy_with_logits = Loss(
+    "binary_cross_entropy_with_logits",
+    _prepare_bce_with_logits,
+    r"""Binary cross-entropy on logits, in PyTorch's stable form.
+
+    .. math::
+        \ell_i = w_i \left((1 - y_i) x_i + (1 + (q - 1) y_i)\,\mathrm{softplus}(-x_i)\right),
+        \qquad \partial \ell_i / \partial x_i = w_i \left((1 + (q - 1) y_i)\,\sigma(x_i) - q y_i\right)
+
+    where ``q`` is ``pos_weight`` (default 1; a scalar or a vector broadcast on the last axis)
+    and ``softplus(-x) = max(-x, 0) + log1p(exp(-|x|))``, finite for every finite ``x``.
+
+    >>> import lossbackends as lb
+    >>> print(f"{lb.binary_cross_entropy_with_logits([0, 1], [-2.0, 3.0]):.6f}")
+    0.087704
+    """,
+)
+
+cross_entropy = Loss(
+    "cross_entropy",
+    _prepare_cross_entropy,
+    r"""Softmax cross-entropy on logits (PyTorch's ``cross_entropy``).
+
+    .. math::
+        \ell_i = \sum_c w_c q_{ic} \left(\mathrm{logsumexp}(x_i) - x_{ic}\right),
+        \qquad \partial \ell_i / \partial x_{ic} = \mathrm{softmax}(x_i)_c \sum_k w_k q_{ik} - w_c q_{ic}
+
+    ``y_pred`` are logits with the classes on ``axis`` (default -1). ``y_true`` is either
+    integer class indices (the logits' shape without ``axis``; ``q`` is then one-hot) or
+    probabilities shaped like the logits. ``label_smoothing=ε`` uses
+    ``q = (1 - ε) q + ε / C``; ``class_weight`` (length ``C``) gives ``w``; rows whose label is
+    ``ignore_index`` (default -100) have loss 0 and gradient 0. ``reduction="mean"`` divides
+    by the summed weight :math:`w_{y_i}` of the kept rows with class indices (their count
+    without weights) and by the number of rows with probabilities, as PyTorch does.
+
+    A label outside ``[0, C)`` raises ``ValueError``. On the GPU that check costs one small
+    device-to-host synchronisation per call; ``check_labels=False`` skips it, and rows with a
+    bad label then get NaN loss and gradient (never an out-of-bounds access).
+
+    >>> import lossbackends as lb
+    >>> print(f"{lb.cross_entropy([0, 2], [[2.0, 1.0, 0.1], [0.5, 0.2, 3.0]]):.6f}")
+    0.300436
+    """,
+)
+
+hinge = Loss(
+    "hinge",
+    _prepare_hinge,
+    r"""Hinge loss on scores, with labels used as given (±1 expected, as in optax).
+
+    .. math::
+        \ell_i = w_i \max(0, m - t_i s_i), \qquad
+        \partial \ell_i / \partial s_i = -w_i t_i \,[m - t_i s_i > 0]
+
+    ``margin`` ``m`` defaults to 1. The gradient at exactly ``m - t s = 0`` is 0.
+
+    >>> import lossbackends as lb
+    >>> print(f"{lb.hinge([-1, 1, 1, -1], [-1.5, 1.2, 0.9, -0.8]):.3f}")
+    0.075
+    """,
+)
+
+LOSSES = {
+    loss.name: loss
+    for loss in (mse, binary_cross_entropy, binary_cross_entropy_with_logits, cross_entropy, hinge)
+}
+
+
+# --- the seed's functions, same names, signatures and results --------------------------
+
+
+def mse_loss(y_true: Any, y_pred: Any) -> Any:
+    """The seed's ``np.mean((y_true - y_pred) ** 2)``."""
+    return mse(y_true, y_pred)
+
+
+def binary_cross_entropy_loss(y_true: Any, y_pred: Any) -> Any:
+    """The seed's binary cross-entropy, with ``epsilon = 1e-15``."""
+    return binary_cross_entropy(y_true, y_pred, eps=1e-15)
+
+
+def hinge_loss(y_true: Any, y_pred: Any) -> Any:
+    """The seed's ``np.mean(np.maximum(0, 1 - y_true * y_pred))``."""
+    return hinge(y_true, y_pred, margin=1.0)

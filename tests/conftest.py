@@ -1,0 +1,64 @@
+"""Every test that takes the ``backend`` fixture runs on each backend; a backend that
+cannot run here is skipped with the reason."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+
+import numpy as np
+import pytest
+
+BACKENDS = ("numpy", "numba", "cupy")
+
+
+def examples(n: int) -> int:
+    """Hypothesis examples per test, scaled by LOSSBACKENDS_EXAMPLES (ci/gpu runs fewer)."""
+    return max(5, int(n * float(os.environ.get("LOSSBACKENDS_EXAMPLES", "1"))))
+
+
+def _skip_reason(name: str) -> str | None:
+    if name == "numba" and importlib.util.find_spec("numba") is None:
+        return "Numba is not installed (pip install 'lossbackends[numba]')"
+    if name == "cupy":
+        if importlib.util.find_spec("cupy") is None:
+            return "CuPy is not installed: no GPU backend here (ci/gpu runs these on a GPU)"
+        import cupy
+
+        try:
+            if cupy.cuda.runtime.getDeviceCount() == 0:
+                return "no CUDA GPU on this machine"
+        except cupy.cuda.runtime.CUDARuntimeError as exc:
+            return f"no usable CUDA GPU on this machine ({exc})"
+    only = os.environ.get("LOSSBACKENDS_TEST_BACKENDS")
+    if only and name not in only.split(","):
+        return f"LOSSBACKENDS_TEST_BACKENDS={only}"
+    return None
+
+
+@pytest.fixture(params=BACKENDS, scope="session")
+def backend(request):
+    reason = _skip_reason(request.param)
+    if reason:
+        pytest.skip(reason)
+    return request.param
+
+
+def on(backend: str, array):
+    """``array`` placed where ``backend`` computes (CuPy arrays for cupy)."""
+    if array is None:
+        return None
+    if backend == "cupy":
+        import cupy
+
+        return cupy.asarray(array)
+    return np.asarray(array)
+
+
+def host(value):
+    """A backend's result as a NumPy array (copies GPU results back)."""
+    if hasattr(value, "__cuda_array_interface__"):
+        import cupy
+
+        return cupy.asnumpy(value)
+    return np.asarray(value)

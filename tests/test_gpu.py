@@ -1,0 +1,157 @@
+"""GPU-only checks: float16 at scale, arrays past 2**31 elements, bitwise reproducibility,
+CUDA-graph capture (which proves no host synchronisation), in-place gradients."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import lossbackends as lb
+from conftest import _skip_reason
+from reference import cross_entropy as ce_reference
+
+reason = _skip_reason("cupy")
+pytestmark = pytest.mark.skipif(reason is not None, reason=reason or "")
+
+ELEMENTWISE = ("mse", "binary_cross_entropy", "binary_cross_entropy_with_logits", "hinge")
+
+
+def _inputs(cp, loss, n, dtype, seed=0):
+    rng = cp.random.RandomState(seed)
+    if loss == "binary_cross_entropy":
+        return (rng.random_sample(n) < 0.5).astype(dtype), rng.uniform(0.01, 0.99, n).astype(dtype)
+    if loss == "hinge":
+        labels = cp.where(rng.random_sample(n) < 0.5, -1.0, 1.0).astype(dtype)
+        return labels, rng.normal(0, 2, n).astype(dtype)
+    return rng.random_sample(n).astype(dtype), rng.normal(0, 2, n).astype(dtype)
+
+
+@pytest.mark.parametrize("loss", ELEMENTWISE)
+@pytest.mark.parametrize("dtype", ["float16", "float32"])
+def test_large_low_precision_against_float64(loss, dtype):
+    import cupy as cp
+
+    n = 10_000_019  # prime: exercises the scalar tail after the packs
+    y, p = _inputs(cp, loss, n, dtype)
+    value, grad = getattr(lb, loss).value_and_grad(y, p)
+    ref_value, ref_grad = getattr(lb, loss).value_and_grad(y.astype(cp.float64), p.astype(cp.float64))
+    assert value.dtype == dtype and grad.dtype == dtype and isinstance(value, cp.ndarray)
+    tol = 2e-3 if dtype == "float16" else 1e-5
+    assert abs(float(value) - float(ref_value)) <= tol * abs(float(ref_value))
+    err = float(cp.max(cp.abs(grad.astype(cp.float64) - ref_grad)) / cp.max(cp.abs(ref_grad)))
+    assert err < tol
+
+
+@pytest.mark.parametrize("loss", ELEMENTWISE + ("cross_entropy",))
+def test_bitwise_reproducible(loss):
+    import cupy as cp
+
+    if loss == "cross_entropy":
+        rng = cp.random.RandomState(1)
+        args = [(rng.randint(0, 32000, 512), rng.normal(0, 3, (512, 32000)).astype(cp.float32)),
+                (rng.randint(0, 10, 100_000), rng.normal(0, 3, (100_000, 10)).astype(cp.float32))]
+    else:
+        args = [_inputs(cp, loss, 50_000_000, "float32", seed=2)]
+    for y, p in args:
+        first = getattr(lb, loss).value_and_grad(y, p)
+        for _ in range(3):
+            again = getattr(lb, loss).value_and_grad(y, p)
+            assert again[0].tobytes() == first[0].tobytes()
+            assert cp.array_equal(again[1], first[1])
+
+
+def test_elementwise_past_2_31_elements():
+    import cupy as cp
+
+    n = 2**31 + 4099
+    y = cp.zeros(n, cp.float16)
+    p = cp.ones(n, cp.float16)
+    p[-3000:] = 2  # the tail past 2**31 must be read and written
+    expected = (n - 3000) * 1.0 + 3000 * 4.0
+    value = lb.mse(y, p)  # float16 value, float32 accumulation: 1.0000042 rounds to 1
+    assert float(value) == 1.0
+    grad = lb.mse.grad(y, p, reduction="sum", out=p)
+    assert float(grad[-1]) == 4.0 and float(grad[2**31 + 1]) == 4.0 and float(grad[0]) == 2.0
+    assert float(grad[-3001]) == 2.0
+    del y, p, grad
+    y = cp.zeros(n, cp.float32)
+    p = cp.ones(n, cp.float32)
+    p[-3000:] = 2
+    value = lb.mse(y, p, reduction="sum")
+    assert abs(float(value) - expected) / expected < 1e-6
+
+
+def test_cross_entropy_past_2_31_elements():
+    import cupy as cp
+
+    rows, classes = 16_800, 128_256  # 2.15e9 logits
+    rng = cp.random.RandomState(3)
+    x = rng.normal(0, 2, (rows, classes), dtype=cp.float32).astype(cp.float16)
+    t = rng.randint(0, classes, rows)
+    x_last = x[-2:].copy()
+    value, grad = lb.cross_entropy.value_and_grad(t, x, reduction="sum", out=x)
+    _, expected = ce_reference(cp.asnumpy(t[-2:]), cp.asnumpy(x_last).astype(np.float64), reduction="sum")
+    np.testing.assert_allclose(cp.asnumpy(grad[-2:]).astype(np.float64), expected, atol=2e-3)
+    assert np.isfinite(float(value))
+
+
+def _capture(cp, call):
+    stream = cp.cuda.Stream(non_blocking=True)
+    with stream:
+        call()  # warm-up: compile, allocate workspaces
+        stream.synchronize()
+        stream.begin_capture()
+        result = call()
+        graph = stream.end_capture()
+    return stream, graph, result
+
+
+@pytest.mark.parametrize("loss", ELEMENTWISE + ("cross_entropy",))
+@pytest.mark.parametrize("n", [1000, 3_000_000])
+def test_cuda_graph_capture_no_host_sync(loss, n):
+    import cupy as cp
+
+    rng = cp.random.RandomState(4)
+    if loss == "cross_entropy":
+        rows = n // 100
+        y = rng.randint(0, 100, rows)
+        p = rng.normal(size=(rows, 100)).astype(cp.float32)
+        options = {"check_labels": False}
+    else:
+        y, p = _inputs(cp, loss, n, "float32", seed=5)
+        options = {}
+    out = cp.empty_like(p)
+    function = getattr(lb, loss)
+    stream, graph, (value, grad) = _capture(
+        cp, lambda: function.value_and_grad(y, p, out=out, **options))
+    # new inputs in the same buffers: the replayed graph must see them
+    if loss == "cross_entropy":
+        y[...] = rng.randint(0, 100, y.shape)
+    else:
+        y[...] = _inputs(cp, loss, n, "float32", 6)[0]
+    p *= 0.5
+    graph.launch(stream)
+    stream.synchronize()
+    expected_value, expected_grad = function.value_and_grad(y, p, backend="cupy", **options)
+    cp.testing.assert_allclose(value, expected_value, rtol=1e-6)
+    cp.testing.assert_allclose(grad, expected_grad, rtol=1e-6, atol=1e-9)
+
+
+def test_value_is_a_device_array_without_sync():
+    import cupy as cp
+
+    y, p = _inputs(cp, "mse", 1000, "float32")
+    value = lb.mse(y, p)
+    assert isinstance(value, cp.ndarray) and value.shape == ()
+
+
+def test_host_backend_with_device_arrays_is_an_error():
+    import cupy as cp
+
+    y = cp.zeros(3)
+    with pytest.raises(ValueError, match="cannot run on GPU arrays"):
+        lb.mse(y, y, backend="numpy")
+    with pytest.raises(ValueError, match="different devices"):
+        lb.mse(np.zeros(3), y)
+    with pytest.raises(ValueError, match="cannot run on host"):
+        lb.mse(np.zeros(3), np.zeros(3), backend="cupy")

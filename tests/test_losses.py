@@ -1,0 +1,342 @@
+"""Every loss, option and reduction on every backend against the float64 reference."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import lossbackends as lb
+from conftest import examples, host, on
+from reference import cross_entropy as ce_reference
+from reference import elementwise as ew_reference
+
+ELEMENTWISE = ("mse", "binary_cross_entropy", "binary_cross_entropy_with_logits", "hinge")
+REDUCTIONS = ("mean", "sum", "none")
+TOLERANCE = {np.float64: 1e-10, np.float32: 2e-5, np.float16: 2e-2}
+
+
+def _inputs(loss, rng, shape, dtype):
+    if loss == "binary_cross_entropy":
+        y = rng.random(shape) < 0.5
+        p = rng.uniform(0.001, 0.999, shape)
+    elif loss == "binary_cross_entropy_with_logits":
+        y = rng.random(shape)
+        p = rng.normal(0, 4, shape)
+    elif loss == "hinge":
+        y = np.where(rng.random(shape) < 0.5, -1.0, 1.0)
+        p = rng.normal(0, 2, shape)
+    else:
+        y = rng.normal(0, 1, shape)
+        p = rng.normal(0, 1, shape)
+    return y.astype(dtype), p.astype(dtype)
+
+
+def _close(actual, expected, dtype, scale=None):
+    actual = host(actual).astype(np.float64)
+    expected = np.asarray(expected, np.float64)
+    tol = TOLERANCE[dtype]
+    # absolute part relative to the size of the values involved (sums of many terms)
+    atol = tol * (scale if scale is not None else max(1.0, float(np.max(np.abs(expected), initial=0))))
+    np.testing.assert_allclose(actual, expected, rtol=tol, atol=atol)
+
+
+shapes = st.one_of(
+    st.integers(1, 2000).map(lambda n: (n,)),
+    st.tuples(st.integers(1, 40), st.integers(1, 70)),
+)
+
+
+@pytest.mark.parametrize("loss", ELEMENTWISE)
+@given(shape=shapes, seed=st.integers(0, 2**32 - 1), reduction=st.sampled_from(REDUCTIONS),
+       dtype=st.sampled_from([np.float32, np.float64]), weighted=st.booleans(),
+       option=st.booleans())
+@settings(max_examples=examples(60), deadline=None)
+def test_elementwise_matches_reference(backend, loss, shape, seed, reduction, dtype, weighted,
+                                       option):
+    rng = np.random.default_rng(seed)
+    y, p = _inputs(loss, rng, shape, dtype)
+    weight = rng.uniform(0, 2, shape[-1:]).astype(dtype) if weighted else None
+    options, ref_options = {}, {}
+    if option and loss == "binary_cross_entropy":
+        options = ref_options = {"eps": 1e-3}
+    if option and loss == "binary_cross_entropy_with_logits":
+        pw = rng.uniform(0.5, 3, shape[-1:]).astype(dtype)
+        options, ref_options = {"pos_weight": on(backend, pw)}, {"pos_weight": pw}
+    if option and loss == "hinge":
+        options = ref_options = {"margin": 0.5}
+    if loss == "binary_cross_entropy":
+        ref_options = {**ref_options, "dtype_eps": float(np.finfo(dtype).eps)}
+    function = getattr(lb, loss)
+    value, grad = function.value_and_grad(on(backend, y), on(backend, p), reduction=reduction,
+                                          weight=on(backend, weight), backend=backend, **options)
+    expected_value, expected_grad = ew_reference(loss, y.astype(np.float64), p.astype(np.float64),
+                                                 reduction=reduction, weight=weight, **ref_options)
+    assert host(value).dtype == dtype and host(grad).dtype == dtype
+    assert grad.shape == p.shape
+    if reduction == "none":
+        assert value.shape == p.shape
+    _close(value, expected_value, dtype,
+           scale=None if reduction == "none" else float(np.abs(expected_value)) + 1.0)
+    grad_scale = float(np.max(np.abs(expected_grad))) if expected_grad.size else 1.0
+    _close(grad, expected_grad, dtype, scale=grad_scale)
+    # value alone and grad alone agree with the fused call
+    _close(function(on(backend, y), on(backend, p), reduction=reduction, backend=backend,
+                    weight=on(backend, weight), **options), host(value), dtype,
+           scale=None if reduction == "none" else float(np.abs(expected_value)) + 1.0)
+    _close(function.grad(on(backend, y), on(backend, p), reduction=reduction, backend=backend,
+                         weight=on(backend, weight), **options), host(grad), dtype,
+           scale=grad_scale)
+
+
+@st.composite
+def ce_problems(draw):
+    rows = draw(st.integers(1, 64))
+    classes = draw(st.sampled_from([1, 2, 3, 10, 31, 33, 100, 257, 1000, 1500, 5000]))
+    soft = draw(st.booleans())
+    return rows, classes, soft
+
+
+@given(problem=ce_problems(), seed=st.integers(0, 2**32 - 1), reduction=st.sampled_from(REDUCTIONS),
+       dtype=st.sampled_from([np.float32, np.float64]), weighted=st.booleans(),
+       smoothing=st.sampled_from([0.0, 0.1]), ignore=st.booleans())
+@settings(max_examples=examples(120), deadline=None)
+def test_cross_entropy_matches_reference(backend, problem, seed, reduction, dtype, weighted,
+                                         smoothing, ignore):
+    rows, classes, soft = problem
+    rng = np.random.default_rng(seed)
+    x = (rng.normal(0, 3, (rows, classes))).astype(dtype)
+    if soft:
+        t = rng.random((rows, classes))
+        t = (t / t.sum(1, keepdims=True)).astype(dtype)
+    else:
+        t = rng.integers(0, classes, rows)
+        if ignore:
+            t[rng.random(rows) < 0.3] = -100
+            if (t == -100).all():
+                t[0] = 0
+    cw = rng.uniform(0.2, 2, classes).astype(dtype) if weighted else None
+    value, grad = lb.cross_entropy.value_and_grad(
+        on(backend, t), on(backend, x), reduction=reduction, class_weight=on(backend, cw),
+        label_smoothing=smoothing, backend=backend)
+    expected_value, expected_grad = ce_reference(t, x, reduction=reduction, class_weight=cw,
+                                                 label_smoothing=smoothing)
+    assert grad.shape == x.shape and host(grad).dtype == dtype
+    _close(value, expected_value, dtype,
+           scale=None if reduction == "none" else float(np.abs(expected_value)) + 1.0)
+    unit = 1.0 / rows if reduction == "mean" else 1.0  # the size of one softmax term
+    _close(grad, expected_grad, dtype, scale=float(np.max(np.abs(expected_grad))) + unit)
+
+
+@pytest.mark.parametrize("shape,axis", [((4, 7, 5), 1), ((3, 6), 0), ((2, 3, 4), -1)])
+def test_cross_entropy_axis(backend, shape, axis):
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=shape)
+    labels_shape = shape[:axis % len(shape)] + shape[axis % len(shape) + 1:]
+    t = rng.integers(0, shape[axis], labels_shape)
+    for reduction in REDUCTIONS:
+        value, grad = lb.cross_entropy.value_and_grad(on(backend, t), on(backend, x), axis=axis,
+                                                      reduction=reduction, backend=backend)
+        expected_value, expected_grad = ce_reference(t, x, axis=axis, reduction=reduction)
+        np.testing.assert_allclose(host(value), expected_value, rtol=1e-10)
+        np.testing.assert_allclose(host(grad), expected_grad, rtol=1e-10, atol=1e-14)
+    out = on(backend, np.empty(shape))
+    grad = lb.cross_entropy.grad(on(backend, t), on(backend, x), axis=axis, out=out, backend=backend)
+    assert grad is out
+    expected_grad = ce_reference(t, x, axis=axis)[1]
+    np.testing.assert_allclose(host(out), expected_grad, rtol=1e-10, atol=1e-14)
+
+
+def test_cross_entropy_integer_labels_equal_one_hot(backend):
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(50, 40)).astype(np.float32)
+    t = rng.integers(0, 40, 50)
+    one_hot = np.eye(40, dtype=np.float32)[t]
+    for smoothing in (0.0, 0.2):
+        a = lb.cross_entropy.value_and_grad(on(backend, t), on(backend, x), backend=backend,
+                                            label_smoothing=smoothing)
+        b = lb.cross_entropy.value_and_grad(on(backend, one_hot), on(backend, x), backend=backend,
+                                            label_smoothing=smoothing)
+        np.testing.assert_allclose(host(a[0]), host(b[0]), rtol=1e-5)
+        np.testing.assert_allclose(host(a[1]), host(b[1]), rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.parametrize("classes", [3, 100, 2000])
+def test_cross_entropy_extreme_and_masked_logits(backend, classes):
+    x = np.zeros((4, classes))
+    x[0, 0], x[0, 1:] = 1e4, -1e4
+    x[1, 1:] = -np.inf  # masked columns
+    x[2, :] = -1e30
+    x[3, 0] = -np.inf
+    t = np.array([0, 0, 1, 1])
+    value, grad = lb.cross_entropy.value_and_grad(on(backend, t), on(backend, x), reduction="none",
+                                                  backend=backend)
+    expected_value, expected_grad = ce_reference(t, x, reduction="none")
+    np.testing.assert_allclose(host(value), expected_value, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(host(grad), expected_grad, rtol=1e-10, atol=1e-12)
+    # soft targets with zero probability on the -inf columns stay finite (0 * -inf = 0)
+    probs = np.zeros((4, classes))
+    probs[:, 0] = 1.0
+    value = lb.cross_entropy(on(backend, probs[:2]), on(backend, x[:2]), reduction="none",
+                             backend=backend)
+    assert np.isfinite(host(value)).all()
+
+
+def test_cross_entropy_ignored_rows(backend):
+    x = np.random.default_rng(2).normal(size=(6, 5))
+    x[1, 2] = np.nan  # an ignored row's logits never reach the result
+    t = np.array([1, -100, 4, -100, 0, 2])
+    for smoothing in (0.0, 0.3):
+        value, grad = lb.cross_entropy.value_and_grad(on(backend, t), on(backend, x),
+                                                      label_smoothing=smoothing, backend=backend)
+        assert np.all(host(grad)[[1, 3]] == 0)
+        expected = ce_reference(t[[0, 2, 4, 5]], x[[0, 2, 4, 5]], label_smoothing=smoothing)[0]
+        np.testing.assert_allclose(host(value), expected, rtol=1e-10)
+        none = host(lb.cross_entropy(on(backend, t), on(backend, x), reduction="none",
+                                     label_smoothing=smoothing, backend=backend))
+        assert none[1] == 0 and none[3] == 0
+    # ignore_index chosen by the caller
+    t2 = np.array([1, 7, 4, 7, 0, 2])
+    value = lb.cross_entropy(on(backend, t2), on(backend, np.nan_to_num(x)), ignore_index=7,
+                             backend=backend)
+    np.testing.assert_allclose(host(value), ce_reference(t2, np.nan_to_num(x), ignore_index=7)[0],
+                               rtol=1e-10)
+
+
+def test_cross_entropy_all_rows_ignored_is_nan(backend):
+    x = np.ones((3, 4))
+    value, grad = lb.cross_entropy.value_and_grad(on(backend, np.full(3, -100)), on(backend, x),
+                                                  backend=backend)
+    assert np.isnan(host(value))
+    assert np.all(host(grad) == 0)
+    assert host(lb.cross_entropy(on(backend, np.full(3, -100)), on(backend, x), reduction="sum",
+                                 backend=backend)) == 0
+
+
+@pytest.mark.parametrize("label", [5, -1, 1000])
+def test_cross_entropy_label_out_of_range(backend, label):
+    x = np.zeros((3, 5), np.float32)
+    t = np.array([0, label, 1])
+    with pytest.raises(ValueError, match=rf"y_true\[1\] = {label} is not a class index in \[0, 5\)"):
+        lb.cross_entropy(on(backend, t), on(backend, x), backend=backend)
+    # the same call with valid labels still works afterwards (no sticky error state)
+    assert np.isfinite(host(lb.cross_entropy(on(backend, np.array([0, 1, 2])), on(backend, x),
+                                             backend=backend)))
+
+
+def test_float16_is_computed_in_float32(backend):
+    rng = np.random.default_rng(3)
+    y, p = rng.normal(size=(2, 1000)), rng.normal(size=(2, 1000))
+    value, grad = lb.mse.value_and_grad(on(backend, y.astype(np.float16)),
+                                        on(backend, p.astype(np.float16)), backend=backend)
+    assert host(value).dtype == np.float16 and host(grad).dtype == np.float16
+    expected = ew_reference("mse", y.astype(np.float16), p.astype(np.float16))
+    np.testing.assert_allclose(float(host(value)), expected[0], rtol=1e-3)
+    x = rng.normal(size=(8, 300)).astype(np.float16)
+    t = rng.integers(0, 300, 8)
+    value, grad = lb.cross_entropy.value_and_grad(on(backend, t), on(backend, x), backend=backend)
+    ev, eg = ce_reference(t, x.astype(np.float64))
+    np.testing.assert_allclose(float(host(value)), ev, rtol=1e-3)
+    np.testing.assert_allclose(host(grad).astype(np.float64), eg, rtol=1e-2, atol=1e-5)
+
+
+@pytest.mark.parametrize("loss", ELEMENTWISE)
+def test_out_is_y_pred_in_place(backend, loss):
+    rng = np.random.default_rng(4)
+    y, p = _inputs(loss, rng, (3, 333), np.float64)
+    expected_value, expected_grad = getattr(lb, loss).value_and_grad(y, p, backend="numpy")
+    p_dev = on(backend, p.copy())
+    value, grad = getattr(lb, loss).value_and_grad(on(backend, y), p_dev, out=p_dev,
+                                                   backend=backend)
+    assert grad is p_dev
+    np.testing.assert_allclose(host(p_dev), expected_grad, rtol=1e-12)
+    np.testing.assert_allclose(host(value), expected_value, rtol=1e-12)
+
+
+def test_cross_entropy_out_is_logits_in_place(backend):
+    rng = np.random.default_rng(5)
+    for classes in (10, 700, 5000):
+        x = rng.normal(size=(9, classes))
+        t = rng.integers(0, classes, 9)
+        expected_value, expected_grad = ce_reference(t, x, label_smoothing=0.1)
+        x_dev = on(backend, x.copy())
+        value, grad = lb.cross_entropy.value_and_grad(on(backend, t), x_dev, out=x_dev,
+                                                      label_smoothing=0.1, backend=backend)
+        assert grad is x_dev
+        np.testing.assert_allclose(host(x_dev), expected_grad, rtol=1e-10, atol=1e-15)
+        np.testing.assert_allclose(host(value), expected_value, rtol=1e-10)
+
+
+def test_noncontiguous_and_readonly_inputs(backend):
+    rng = np.random.default_rng(6)
+    y = rng.normal(size=(40, 30))
+    p = rng.normal(size=(40, 30))
+    expected = ew_reference("mse", y[::2, ::3], p[::2, ::3])
+    y_view, p_view = on(backend, y)[::2, ::3], on(backend, p)[::2, ::3]
+    if backend != "cupy":
+        y_view.flags.writeable = False
+        p_view.flags.writeable = False
+    value, grad = lb.mse.value_and_grad(y_view, p_view, backend=backend)
+    np.testing.assert_allclose(host(value), expected[0], rtol=1e-12)
+    np.testing.assert_allclose(host(grad), expected[1], rtol=1e-12)
+    x = rng.normal(size=(20, 64))
+    t = rng.integers(0, 32, 20)
+    value = lb.cross_entropy(on(backend, t), on(backend, x)[:, ::2], backend=backend)
+    np.testing.assert_allclose(host(value), ce_reference(t, x[:, ::2])[0], rtol=1e-12)
+
+
+def test_empty_inputs_follow_numpy(backend):
+    empty = on(backend, np.zeros(0))
+    with pytest.warns(RuntimeWarning):
+        assert np.isnan(host(lb.mse(empty, empty, backend=backend)))
+    assert host(lb.mse(empty, empty, reduction="sum", backend=backend)) == 0
+    assert host(lb.mse(empty, empty, reduction="none", backend=backend)).shape == (0,)
+    assert lb.mse.grad(empty, empty, backend=backend).shape == (0,)
+    x = on(backend, np.zeros((0, 4)))
+    t = on(backend, np.zeros(0, np.int64))
+    assert host(lb.cross_entropy(t, x, reduction="sum", backend=backend)) == 0
+    assert lb.cross_entropy.grad(t, x, backend=backend).shape == (0, 4)
+
+
+def test_integer_and_bool_inputs(backend):
+    y = np.array([0, 1, 1, 0])
+    value = lb.binary_cross_entropy(on(backend, y.astype(bool)), on(backend, np.array([0.1, 0.8, 0.9, 0.2])),
+                                    backend=backend)
+    np.testing.assert_allclose(host(value), 0.164252033486018, rtol=1e-12)
+    value, grad = lb.mse.value_and_grad(on(backend, np.array([1, 2, 3])), on(backend, np.array([1, 2, 5])),
+                                        backend=backend)
+    assert host(value).dtype == np.float64 and host(grad).dtype == np.float64
+    np.testing.assert_allclose(host(value), 4 / 3)
+
+
+def test_nan_and_inf_propagate(backend):
+    y = np.array([0.0, 1.0, 2.0])
+    p = np.array([np.nan, 1.0, 2.0])
+    assert np.isnan(host(lb.mse(on(backend, y), on(backend, p), backend=backend)))
+    p = np.array([np.inf, 1.0, 2.0])
+    assert host(lb.mse(on(backend, y), on(backend, p), backend=backend)) == np.inf
+    # BCE with logits: the gradient stays finite at +-inf logits
+    grad = lb.binary_cross_entropy_with_logits.grad(on(backend, np.array([1.0, 0.0])),
+                                                    on(backend, np.array([np.inf, -np.inf])),
+                                                    reduction="none", backend=backend)
+    np.testing.assert_array_equal(host(grad), [0.0, 0.0])
+
+
+def test_hinge_gradient_at_the_kink_is_zero(backend):
+    grad = lb.hinge.grad(on(backend, np.array([1.0, -1.0, 1.0])), on(backend, np.array([1.0, -1.0, 0.5])),
+                         reduction="sum", backend=backend)
+    np.testing.assert_array_equal(host(grad), [0.0, 0.0, -1.0])
+    # {0, 1} labels are used as given (optax), not remapped (Keras)
+    np.testing.assert_allclose(host(lb.hinge(on(backend, np.array([0.0])), on(backend, np.array([5.0])),
+                                             backend=backend)), 1.0)
+
+
+def test_large_float32_sum_is_accurate(backend):
+    rng = np.random.default_rng(7)
+    n = 3_000_000
+    y = rng.normal(size=n).astype(np.float32)
+    p = (y + rng.normal(size=n)).astype(np.float32)
+    expected = np.mean((p.astype(np.float64) - y.astype(np.float64)) ** 2)
+    value = lb.mse(on(backend, y), on(backend, p), backend=backend)
+    assert abs(float(host(value)) - expected) / expected < 1e-5
