@@ -35,7 +35,7 @@ __device__ __forceinline__ RowTarget row_target(const i64* labels, i64 row, i64 
     else if (t.label >= 0 && t.label < classes) t.kind = 1;
     else {
         t.kind = 2;
-        if (error && threadIdx.x % 32 == 0) *error = 1;
+        if (error) *error = 1;  // every writer stores the same 1
     }
     return t;
 }
@@ -118,6 +118,7 @@ __global__ void __launch_bounds__(128) ce_small(
     __syncthreads();
     const A inv_classes = A(1) / A(classes);
     const A sc = read_scale(scale_ptr, scale);
+    A block_loss = 0;
     if (threadIdx.x < tile_rows) {
         const i64 row = first_row + threadIdx.x;
         A* x = tile + threadIdx.x * classes;
@@ -141,7 +142,8 @@ __global__ void __launch_bounds__(128) ce_small(
         A loss = coef * lse - dot;
         if (t.kind == 0) loss = 0;
         if (t.kind == 2) loss = quiet_nan<A>();
-        write_row_loss<T, A>(loss, row, row_loss, row_out);
+        if (row_out) row_out[row] = from_acc<T>(loss);
+        block_loss = loss;
         if (grad) {
             const A prob_scale = coef / s;
             for (i64 c = 0; c < classes; ++c) {
@@ -152,6 +154,11 @@ __global__ void __launch_bounds__(128) ce_small(
                 x[c] = g;
             }
         }
+    }
+    if (row_loss) {  // one partial sum per block: the value's pass reads rows / 128 numbers
+        __shared__ A scratch[32];
+        block_loss = block_sum<128>(block_loss, scratch);
+        if (threadIdx.x == 0) row_loss[blockIdx.x] = block_loss;
     }
     if (grad == 0) return;
     __syncthreads();
@@ -369,25 +376,37 @@ __global__ void __launch_bounds__(1024) ce_stream(CE_ROWS_ARGS) {
 
 // ---------------------------------------------------------------------------------------
 // "mean" with class indices: the denominator (summed weights of the kept rows) from the
-// labels alone, before the gradient is written. One block; writes the gradient scale.
+// labels alone, before the gradient is written. Blocks write partial sums; ce_mean_scale
+// adds them in a fixed order and writes the gradient scale.
 template <typename T>
-__global__ void __launch_bounds__(1024) ce_mean_scale(const i64* labels, i64 rows,
-                                                      const T* class_weight, i64 classes,
-                                                      i64 ignore_index,
-                                                      typename AccOf<T>::type* scale_out) {
+__global__ void __launch_bounds__(1024) ce_label_weights(const i64* labels, i64 rows,
+                                                         const T* class_weight, i64 classes,
+                                                         i64 ignore_index,
+                                                         typename AccOf<T>::type* partials) {
     typedef typename AccOf<T>::type A;
     __shared__ A scratch[32];
     A total = 0;
-    for (i64 i = threadIdx.x; i < rows; i += blockDim.x) {
+    for (i64 i = (i64)blockIdx.x * blockDim.x + threadIdx.x; i < rows; i += (i64)gridDim.x * blockDim.x) {
         const i64 y = labels[i];
         if (y != ignore_index && y >= 0 && y < classes)
             total += class_weight ? to_acc(class_weight[y]) : A(1);
     }
     total = block_sum<1024>(total, scratch);
+    if (threadIdx.x == 0) partials[blockIdx.x] = total;
+}
+
+template <typename T>
+__global__ void __launch_bounds__(1024) ce_mean_scale(const typename AccOf<T>::type* partials,
+                                                      i64 count,
+                                                      typename AccOf<T>::type* scale_out) {
+    typedef typename AccOf<T>::type A;
+    __shared__ A scratch[32];
+    const A total = block_sum_of<A>(partials, count, scratch);
     if (threadIdx.x == 0) *scale_out = A(1) / total;  // all rows ignored: inf, value NaN
 }
 
-// The value: the row losses summed in a fixed order, times the scale.
+// The value: the row losses (or ce_small's per-block sums) added in a fixed order, times
+// the scale.
 template <typename T>
 __global__ void __launch_bounds__(1024) ce_finalize(const typename AccOf<T>::type* row_loss,
                                                     i64 rows, T* value,

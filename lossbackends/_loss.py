@@ -319,7 +319,7 @@ def _grad_buffer(xp, out, prep: Prepared, y_true):
         raise ValueError("out must not share memory with y_true; it may be y_pred itself")
     if prep.moved_axis is not None:
         return xp.empty(p.shape, p.dtype)  # written back into out after the kernel
-    return out.reshape(p.shape)
+    return out if out.shape == p.shape else out.reshape(p.shape)
 
 
 def _overlaps(xp, a, b) -> bool:
@@ -329,7 +329,9 @@ def _overlaps(xp, a, b) -> bool:
 def _user_gradient(xp, grad, prep: Prepared, out):
     """The kernel's gradient in the layout of the user's ``y_pred`` (and in ``out``)."""
     if prep.moved_axis is None:
-        return out if out is not _WANT_GRAD else grad.reshape(prep.shape)
+        if out is not _WANT_GRAD:
+            return out
+        return grad if grad.shape == prep.shape else grad.reshape(prep.shape)
     moved_shape = prep.shape[: prep.moved_axis] + prep.shape[prep.moved_axis + 1 :] + (
         prep.shape[prep.moved_axis],
     )

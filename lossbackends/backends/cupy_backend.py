@@ -162,22 +162,29 @@ def cross_entropy(target, x, class_weight, params, reduction, scale, grad, want_
         if soft:
             grad_scale = 1.0 / rows
         else:
+            blocks = min(-(-rows // 4096), device.sm_count * 2)
+            partials = device.workspace("label_weights", blocks, acc)
+            device.function("cross_entropy.cu", common, f"ce_label_weights<{type_name}>")(
+                (blocks,), (1024,),
+                (labels, np.int64(rows), class_weight, np.int64(classes), np.int64(ignore_index),
+                 partials),
+            )
             scale_buffer = device.workspace("mean_scale", 1, acc)
             device.function("cross_entropy.cu", common, f"ce_mean_scale<{type_name}>")(
-                (1,), (1024,),
-                (labels, np.int64(rows), class_weight, np.int64(classes), np.int64(ignore_index),
-                 scale_buffer),
-            )
+                (1,), (1024,), (partials, np.int64(blocks), scale_buffer))
     row_out = cp.empty(rows, x.dtype) if want_value and reduction == "none" else None
     value = cp.empty((), x.dtype) if want_value and reduction != "none" else None
-    row_loss = device.workspace("row_loss", rows, acc) if value is not None else None
+    small = classes <= SMALL_CLASSES
+    # per-row losses, or per-block sums for ce_small: what the value's pass adds up
+    partial_count = -(-rows // SMALL_ROWS) if small else rows
+    row_loss = device.workspace("row_loss", partial_count, acc) if value is not None else None
 
     args = (x, labels, probs, class_weight, grad, row_loss, row_out, error, np.int64(rows),
             np.int64(classes), np.int64(ignore_index), acc(smoothing), acc(grad_scale),
             scale_buffer)
     packed = np.int32(_aligned(x, grad) and classes * x.dtype.itemsize % 16 == 0)
-    config = None if classes <= SMALL_CLASSES else _row_config(classes, device.compute_capability)
-    if classes <= SMALL_CLASSES:
+    config = None if small else _row_config(classes, device.compute_capability)
+    if small:
         function = device.function("cross_entropy.cu", common, f"ce_small<{type_name}>")
         function((-(-rows // SMALL_ROWS),), (SMALL_ROWS,), args,
                  shared_mem=SMALL_ROWS * classes * np.dtype(acc).itemsize)
@@ -193,7 +200,7 @@ def cross_entropy(target, x, class_weight, params, reduction, scale, grad, want_
     if value is not None:
         device.function("cross_entropy.cu", common, f"ce_finalize<{type_name}>")(
             (1,), (1024,),
-            (row_loss, np.int64(rows), value, acc(grad_scale), scale_buffer),
+            (row_loss, np.int64(partial_count), value, acc(grad_scale), scale_buffer),
         )
     if error is not None and int(error.get()[0]):  # the one, documented, synchronisation
         error.fill(0)
