@@ -167,32 +167,93 @@ __global__ void __launch_bounds__(128) ce_small(
 }
 
 // ---------------------------------------------------------------------------------------
-// A row in registers. Thread `lane` of the THREADS sharing a row holds, for pack k < VPT / W,
-// the W columns starting at base + (k * THREADS + lane) * W: consecutive threads read
-// consecutive 16-byte packs.
-template <int THREADS, int CLUSTER, typename A>
-__device__ __forceinline__ A row_max(A v, A* scratch, A* slot) {
-    v = block_max<THREADS>(v, scratch);
-    if (CLUSTER > 1) {
-        if (threadIdx.x == 0) *slot = v;
-        cluster_sync();
-        v = neg_inf<A>();
-        for (unsigned r = 0; r < CLUSTER; ++r) v = fmax(v, cluster_load(slot, r));
-    }
-    return v;
-}
-template <int THREADS, int CLUSTER, typename A>
-__device__ __forceinline__ A row_sum(A v, A* scratch, A* slot) {
-    v = block_sum<THREADS>(v, scratch);
-    if (CLUSTER > 1) {
-        if (threadIdx.x == 0) *slot = v;
-        cluster_sync();
-        v = 0;
-        for (unsigned r = 0; r < CLUSTER; ++r) v += cluster_load(slot, r);
-    }
-    return v;
+// The state of a row's reduction, combined in one pass (online softmax): m the running max,
+// s the sum of exp(x - m), and the target sums a, b, w of gather_terms. Combining is
+// commutative, so every lane of a butterfly ends with the same bits.
+template <typename A> struct RowState {
+    A m, s, a, b, w;
+};
+
+template <typename A> __device__ __forceinline__ RowState<A> empty_state() {
+    RowState<A> st;
+    st.m = neg_inf<A>();
+    st.s = st.a = st.b = st.w = 0;
+    return st;
 }
 
+template <typename A>
+__device__ __forceinline__ RowState<A> combine(RowState<A> x, const RowState<A>& y) {
+    const A top = fmax(x.m, y.m);
+    // a part whose max is -inf holds no mass: scale 0, not exp(-inf + inf) = NaN
+    const A fx = x.m == neg_inf<A>() ? A(0) : exp(x.m - top);
+    const A fy = y.m == neg_inf<A>() ? A(0) : exp(y.m - top);
+    x.s = x.s * fx + y.s * fy;
+    x.m = top;
+    x.a += y.a;
+    x.b += y.b;
+    x.w += y.w;
+    return x;
+}
+
+template <typename A> __device__ __forceinline__ RowState<A> warp_combine(RowState<A> x) {
+#pragma unroll
+    for (int offset = 16; offset > 0; offset >>= 1) {
+        RowState<A> y;
+        y.m = __shfl_xor_sync(0xffffffffu, x.m, offset);
+        y.s = __shfl_xor_sync(0xffffffffu, x.s, offset);
+        y.a = __shfl_xor_sync(0xffffffffu, x.a, offset);
+        y.b = __shfl_xor_sync(0xffffffffu, x.b, offset);
+        y.w = __shfl_xor_sync(0xffffffffu, x.w, offset);
+        x = combine(x, y);
+    }
+    return x;
+}
+
+template <typename A>
+__device__ __forceinline__ RowState<A> cluster_load_state(RowState<A>* slot, unsigned rank) {
+    RowState<A> st;
+    st.m = cluster_load(&slot->m, rank);
+    st.s = cluster_load(&slot->s, rank);
+    st.a = cluster_load(&slot->a, rank);
+    st.b = cluster_load(&slot->b, rank);
+    st.w = cluster_load(&slot->w, rank);
+    return st;
+}
+
+// The state of the whole row, known to every thread of the THREADS (x CLUSTER) sharing it:
+// one warp butterfly, then (blocks) one pass through shared memory, then (clusters) one
+// exchange through distributed shared memory read by a single warp.
+template <int THREADS, int CLUSTER, typename A>
+__device__ __forceinline__ RowState<A> row_combine(RowState<A> st) {
+    st = warp_combine(st);
+    if (THREADS <= 32) return st;
+    __shared__ RowState<A> warp_states[32];
+    __shared__ RowState<A> block_state;
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    if (lane == 0) warp_states[warp] = st;
+    __syncthreads();
+    if (warp == 0) {
+        st = warp_combine(lane < THREADS / 32 ? warp_states[lane] : empty_state<A>());
+        if (lane == 0) block_state = st;
+    }
+    if (CLUSTER > 1) {
+        cluster_sync();  // every block's block_state is written
+        if (warp == 0) {
+            st = warp_combine(lane < CLUSTER ? cluster_load_state(&block_state, lane)
+                                             : empty_state<A>());
+            if (lane == 0) warp_states[0] = st;
+        }
+    }
+    __syncthreads();
+    st = CLUSTER > 1 ? warp_states[0] : block_state;
+    if (CLUSTER > 1) cluster_sync();  // peers have read our block_state before we go on
+    return st;
+}
+
+// ---------------------------------------------------------------------------------------
+// A row in registers. Thread `lane` of the THREADS sharing a row holds, for pack k < VPT / W,
+// the W columns starting at base + (k * THREADS + lane) * W: consecutive threads read
+// consecutive 16-byte packs. One reduction per row; each exp computed once.
 template <typename T, int THREADS, int VPT, int CLUSTER, int ROWS>
 __device__ __forceinline__ void ce_rows_body(
     const T* logits, const i64* __restrict__ labels, const T* __restrict__ probs,
@@ -202,10 +263,6 @@ __device__ __forceinline__ void ce_rows_body(
     typedef typename AccOf<T>::type A;
     const int W = VecWidth<T>::value;
     const int PACKS = VPT / W;
-    // Shared scratch: per-warp partials and, for clusters, one slot per reduction that peer
-    // blocks read. Warp-per-row blocks (THREADS == 32) reduce with shuffles alone.
-    __shared__ A scratch[32];
-    __shared__ A slots[6];
     const int lane = THREADS == 32 ? (threadIdx.x & 31) : threadIdx.x;
     const i64 row = THREADS == 32 ? (i64)blockIdx.x * ROWS + (threadIdx.x >> 5)
                                   : (i64)blockIdx.x / CLUSTER;
@@ -231,43 +288,41 @@ __device__ __forceinline__ void ce_rows_body(
                 v[k * W + e] = col + e < classes ? to_acc(x_row[col + e]) : neg_inf<A>();
         }
     }
-    A m = neg_inf<A>(), a = 0, b = 0, wsum = 0;
+    RowState<A> st = empty_state<A>();
+    A a = 0, b = 0, wsum = 0;
+#pragma unroll
+    for (int k = 0; k < VPT; ++k) st.m = fmax(st.m, v[k]);
+    const A local_ref = st.m == neg_inf<A>() ? A(0) : st.m;  // all -inf: no inf - inf
 #pragma unroll
     for (int k = 0; k < PACKS; ++k) {
 #pragma unroll
         for (int e = 0; e < W; ++e) {
             const i64 col = base + ((i64)k * THREADS + lane) * W + e;
-            m = fmax(m, v[k * W + e]);
             if (col < classes)
                 gather_terms<T, A>(v[k * W + e], col, t, probs_row, class_weight, smoothing,
                                    inv_classes, a, b, wsum);
+            v[k * W + e] = exp(v[k * W + e] - local_ref);  // each exp once; padding gives 0
+            st.s += v[k * W + e];
         }
     }
-    m = row_max<THREADS, CLUSTER>(m, scratch, slots + 0);
-    if (m == neg_inf<A>()) m = 0;  // an all -inf row: exp(-inf) = 0, no inf - inf
-    A s = 0;
-#pragma unroll
-    for (int k = 0; k < VPT; ++k) {
-        v[k] = exp(v[k] - m);  // each exp once; padding columns give exp(-inf) = 0
-        s += v[k];
-    }
-    s = row_sum<THREADS, CLUSTER>(s, scratch, slots + 1);
-    a = row_sum<THREADS, CLUSTER>(a, scratch, slots + 2);
-    if (t.kind == 3 || smoothing != A(0)) {
-        b = row_sum<THREADS, CLUSTER>(b, scratch, slots + 3);
-        wsum = row_sum<THREADS, CLUSTER>(wsum, scratch, slots + 4);
-    }
+    const A own_max = st.m;
+    st.a = a;
+    st.b = b;
+    st.w = wsum;
+    st = row_combine<THREADS, CLUSTER>(st);
+    const A row_ref = st.m == neg_inf<A>() ? A(0) : st.m;
     A coef, dot;
-    row_coefficients<T, A>(t, a, b, wsum, class_weight, smoothing, inv_classes, coef, dot);
+    row_coefficients<T, A>(t, st.a, st.b, st.w, class_weight, smoothing, inv_classes, coef, dot);
     if (lane == 0 && rank == 0) {
-        A loss = coef * (m + log(s)) - dot;
+        A loss = coef * (row_ref + log(st.s)) - dot;
         if (t.kind == 0) loss = 0;
         if (t.kind == 2) loss = quiet_nan<A>();
         write_row_loss<T, A>(loss, row, row_loss, row_out);
     }
     if (grad) {
         const A sc = read_scale(scale_ptr, scale);
-        const A prob_scale = coef / s;
+        // softmax = exp(x - local_ref) * exp(local_ref - row_ref) / s: one exp per thread
+        const A prob_scale = own_max == neg_inf<A>() ? A(0) : coef / st.s * exp(local_ref - row_ref);
         T* g_row = grad + row * classes;
 #pragma unroll
         for (int k = 0; k < PACKS; ++k) {
@@ -290,7 +345,6 @@ __device__ __forceinline__ void ce_rows_body(
             }
         }
     }
-    if (CLUSTER > 1) cluster_sync();  // peers may still read our slots
 }
 
 #define CE_ROWS_ARGS                                                                          \
@@ -304,7 +358,7 @@ __device__ __forceinline__ void ce_rows_body(
         ignore_index, smoothing, scale, scale_ptr, packed
 
 template <typename T, int THREADS, int VPT, int ROWS>
-__global__ void __launch_bounds__(THREADS * ROWS) ce_rows(CE_ROWS_ARGS) {
+__global__ void __launch_bounds__(THREADS * ROWS, THREADS * ROWS >= 1024 ? 1 : 2) ce_rows(CE_ROWS_ARGS) {
     ce_rows_body<T, THREADS, VPT, 1, ROWS>(CE_ROWS_CALL);
 }
 
@@ -325,47 +379,72 @@ __global__ void __cluster_dims__(8, 1, 1) __launch_bounds__(THREADS) ce_rows_clu
 #endif
 
 // ---------------------------------------------------------------------------------------
-// Any C: a block of 1024 threads per row; online max and sum, then the gradient.
+// Any C: a block of 1024 threads per row; online max and sum, then the gradient pass.
+template <typename T>
+__device__ __forceinline__ void stream_element(typename AccOf<T>::type x, i64 c, const RowTarget& t,
+                                               const T* probs_row, const T* class_weight,
+                                               typename AccOf<T>::type smoothing,
+                                               typename AccOf<T>::type inv_classes,
+                                               RowState<typename AccOf<T>::type>& st) {
+    typedef typename AccOf<T>::type A;
+    if (x > st.m) {  // online softmax: rescale the running sum to the new max
+        st.s = (st.m == neg_inf<A>() ? A(0) : st.s * exp(st.m - x)) + A(1);
+        st.m = x;
+    } else if (x != neg_inf<A>()) {
+        st.s += exp(x - st.m);
+    }
+    gather_terms<T, A>(x, c, t, probs_row, class_weight, smoothing, inv_classes, st.a, st.b, st.w);
+}
+
 template <typename T>
 __global__ void __launch_bounds__(1024) ce_stream(CE_ROWS_ARGS) {
     typedef typename AccOf<T>::type A;
-    __shared__ A scratch[32];
+    const int W = VecWidth<T>::value;
     const i64 row = blockIdx.x;
     const T* x_row = logits + row * classes;
     const T* probs_row = probs ? probs + row * classes : 0;
     const RowTarget t = row_target(labels, row, classes, ignore_index, error);
     const A inv_classes = A(1) / A(classes);
-    A m = neg_inf<A>(), s = 0, a = 0, b = 0, wsum = 0;
-    for (i64 c = threadIdx.x; c < classes; c += 1024) {
-        const A x = to_acc(x_row[c]);
-        if (x > m) {  // online softmax: rescale the running sum to the new max
-            s = s * exp(m - x) + A(1);
-            m = x;
-        } else if (x != neg_inf<A>()) {
-            s += exp(x - m);
-        }
-        gather_terms<T, A>(x, c, t, probs_row, class_weight, smoothing, inv_classes, a, b, wsum);
+    const i64 packs = packed ? classes / W : 0;
+    RowState<A> st = empty_state<A>();
+    for (i64 k = threadIdx.x; k < packs; k += 1024) {
+        const Pack<T> pk = reinterpret_cast<const Pack<T>*>(x_row)[k];
+#pragma unroll
+        for (int e = 0; e < W; ++e)
+            stream_element<T>(to_acc(pk.v[e]), k * W + e, t, probs_row, class_weight, smoothing,
+                              inv_classes, st);
     }
-    const A block_m = block_max<1024>(m, scratch);
-    const A safe_m = block_m == neg_inf<A>() ? A(0) : block_m;
-    s = block_sum<1024>(m == neg_inf<A>() ? A(0) : s * exp(m - safe_m), scratch);
-    m = safe_m;
-    a = block_sum<1024>(a, scratch);
-    b = block_sum<1024>(b, scratch);
-    wsum = block_sum<1024>(wsum, scratch);
+    for (i64 c = packs * W + threadIdx.x; c < classes; c += 1024)
+        stream_element<T>(to_acc(x_row[c]), c, t, probs_row, class_weight, smoothing, inv_classes, st);
+    st = row_combine<1024, 1>(st);
+    const A m = st.m == neg_inf<A>() ? A(0) : st.m;
     A coef, dot;
-    row_coefficients<T, A>(t, a, b, wsum, class_weight, smoothing, inv_classes, coef, dot);
+    row_coefficients<T, A>(t, st.a, st.b, st.w, class_weight, smoothing, inv_classes, coef, dot);
     if (threadIdx.x == 0) {
-        A loss = coef * (m + log(s)) - dot;
+        A loss = coef * (m + log(st.s)) - dot;
         if (t.kind == 0) loss = 0;
         if (t.kind == 2) loss = quiet_nan<A>();
         write_row_loss<T, A>(loss, row, row_loss, row_out);
     }
     if (grad == 0) return;
     const A sc = read_scale(scale_ptr, scale);
-    const A prob_scale = coef / s;
+    const A prob_scale = coef / st.s;
     T* g_row = grad + row * classes;
-    for (i64 c = threadIdx.x; c < classes; c += 1024) {
+    // the second read of the row: mostly from L2 while the blocks in flight fit there
+    for (i64 k = threadIdx.x; k < packs; k += 1024) {
+        const Pack<T> pk = reinterpret_cast<const Pack<T>*>(x_row)[k];
+        Pack<T> out;
+#pragma unroll
+        for (int e = 0; e < W; ++e) {
+            A g = grad_of<T, A>(exp(to_acc(pk.v[e]) - m), k * W + e, t, prob_scale, probs_row,
+                                class_weight, smoothing, inv_classes, sc);
+            if (t.kind == 0) g = 0;
+            if (t.kind == 2) g = quiet_nan<A>();
+            out.v[e] = from_acc<T>(g);
+        }
+        reinterpret_cast<Pack<T>*>(g_row)[k] = out;
+    }
+    for (i64 c = packs * W + threadIdx.x; c < classes; c += 1024) {
         A g = grad_of<T, A>(exp(to_acc(x_row[c]) - m), c, t, prob_scale, probs_row,
                             class_weight, smoothing, inv_classes, sc);
         if (t.kind == 0) g = 0;

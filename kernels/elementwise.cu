@@ -56,6 +56,36 @@ __device__ __forceinline__ typename AccOf<T>::type element(
     return loss;
 }
 
+// One 16-byte pack: the plain value+gradient paths stay vectorised, weights and
+// pos_weight go element by element. Returns the pack's share of the sum.
+template <typename T, int LOSS>
+__device__ __forceinline__ typename AccOf<T>::type pack_step(
+    const T* __restrict__ y, const T* p, const T* __restrict__ weight,
+    const T* __restrict__ pos_weight, i64 pos_len, T* grad, T* losses,
+    typename AccOf<T>::type scale, typename AccOf<T>::type param, i64 k, const Pack<T>& yv,
+    const Pack<T>& pv) {
+    typedef typename AccOf<T>::type A;
+    const int W = VecWidth<T>::value;
+    A total = 0;
+    if (losses == 0 && weight == 0 && !(LOSS == BCE_LOGITS && pos_weight)) {
+        Pack<T> gv;
+#pragma unroll
+        for (int e = 0; e < W; ++e) {
+            A loss, d;
+            loss_and_derivative<LOSS, A>(to_acc(yv.v[e]), to_acc(pv.v[e]), param, A(1), loss, d);
+            total += loss;
+            gv.v[e] = from_acc<T>(d * scale);
+        }
+        if (grad) reinterpret_cast<Pack<T>*>(grad)[k] = gv;
+    } else {
+#pragma unroll
+        for (int e = 0; e < W; ++e)
+            total += element<T, LOSS>(y, p, weight, pos_weight, pos_len, grad, losses, scale,
+                                      param, k * W + e, yv.v[e], pv.v[e]);
+    }
+    return total;
+}
+
 // p and grad may be the same array (out=y_pred): each element is read before it is written.
 template <typename T, int LOSS>
 __global__ void __launch_bounds__(256) elementwise(
@@ -70,33 +100,23 @@ __global__ void __launch_bounds__(256) elementwise(
     A total = 0;
     i64 tail = 0;
     if (packed) {  // every pointer is 16-byte aligned: whole packs, then the tail below
+        const Pack<T>* y_packs = reinterpret_cast<const Pack<T>*>(y);
+        const Pack<T>* p_packs = reinterpret_cast<const Pack<T>*>(p);
         const i64 packs = n / W;
-        for (i64 k = first; k < packs; k += stride) {
-            const Pack<T> yv = reinterpret_cast<const Pack<T>*>(y)[k];
-            const Pack<T> pv = reinterpret_cast<const Pack<T>*>(p)[k];
-            if (grad == 0 && losses == 0 && weight == 0 && !(LOSS == BCE_LOGITS && pos_weight)) {
-#pragma unroll
-                for (int e = 0; e < W; ++e) {
-                    A loss, d;
-                    loss_and_derivative<LOSS, A>(to_acc(yv.v[e]), to_acc(pv.v[e]), param, A(1), loss, d);
-                    total += loss;
-                }
-            } else if (grad && losses == 0 && weight == 0 && !(LOSS == BCE_LOGITS && pos_weight)) {
-                Pack<T> gv;
-#pragma unroll
-                for (int e = 0; e < W; ++e) {
-                    A loss, d;
-                    loss_and_derivative<LOSS, A>(to_acc(yv.v[e]), to_acc(pv.v[e]), param, A(1), loss, d);
-                    total += loss;
-                    gv.v[e] = from_acc<T>(d * scale);
-                }
-                reinterpret_cast<Pack<T>*>(grad)[k] = gv;
-            } else {
-#pragma unroll
-                for (int e = 0; e < W; ++e)
-                    total += element<T, LOSS>(y, p, weight, pos_weight, pos_len, grad, losses,
-                                              scale, param, k * W + e, yv.v[e], pv.v[e]);
+        // two packs in flight per thread: both loads are issued before either is used
+        for (i64 k = first; k < packs; k += 2 * stride) {
+            const i64 k2 = k + stride;
+            const Pack<T> y0 = y_packs[k], p0 = p_packs[k];
+            Pack<T> y1, p1;
+            if (k2 < packs) {
+                y1 = y_packs[k2];
+                p1 = p_packs[k2];
             }
+            total += pack_step<T, LOSS>(y, p, weight, pos_weight, pos_len, grad, losses, scale,
+                                        param, k, y0, p0);
+            if (k2 < packs)
+                total += pack_step<T, LOSS>(y, p, weight, pos_weight, pos_len, grad, losses,
+                                            scale, param, k2, y1, p1);
         }
         tail = packs * W;
     }

@@ -31,7 +31,7 @@ from ._host import label_error
 xp = cp
 
 BLOCK = 256  # threads per block of the elementwise kernel
-BLOCKS_PER_SM = 8  # 8 x 256 threads fill an SM
+MAX_BLOCKS_PER_SM = 8  # 8 x 256 threads fill an SM, if the registers allow
 SINGLE_BLOCK_MAX = 8192  # up to here one block writes the value: a single launch
 
 
@@ -84,36 +84,57 @@ def _device() -> _Device:
     return found
 
 
-def _acc(dtype) -> type:
-    return np.float64 if dtype == np.float64 else np.float32
+# dtype -> (name in the kernels' templates, accumulation type)
+_TYPES = {np.dtype(name): (TYPE_NAMES[name], np.float64 if name == "float64" else np.float32)
+          for name in TYPE_NAMES}
 
 
 def _aligned(*arrays) -> bool:
-    return all(a is None or a.data.ptr % 16 == 0 for a in arrays)
+    """Whether 16-byte packs may be used: every pointer 16-byte aligned."""
+    bits = 0
+    for a in arrays:
+        if a is not None:
+            bits |= a.data.ptr
+    return bits % 16 == 0
 
 
 def _elementwise(loss: str):
     loss_id = LOSS_IDS[loss]
+    launchers: dict = {}  # (device, dtype) -> (kernel, finalize, acc type, pack width, grid)
+
+    def launcher(device, dtype):
+        type_name, acc = _TYPES[dtype]
+        expressions = elementwise_expressions(type_name)
+        function = device.function("elementwise.cu", expressions,
+                                   f"elementwise<{type_name}, {loss_id}>")
+        # One full wave of resident blocks: the grid-stride loop covers the rest.
+        registers_per_block = -(-function.num_regs // 8) * 8 * BLOCK
+        resident = max(1, min(MAX_BLOCKS_PER_SM, 65536 // registers_per_block))
+        found = launchers[device, dtype] = (
+            function,
+            device.function("elementwise.cu", expressions, f"finalize<{type_name}>"),
+            acc,
+            16 // dtype.itemsize,
+            device.sm_count * resident,
+        )
+        return found
 
     def kernel(y, p, weight, params, reduction, scale, grad, want_value):
         device = _device()
-        type_name = TYPE_NAMES[p.dtype.name]
-        function = device.function("elementwise.cu", elementwise_expressions(type_name),
-                                   f"elementwise<{type_name}, {loss_id}>")
-        acc = _acc(p.dtype)
+        found = launchers.get((device, p.dtype))
+        function, finalize, acc, width, wave = found or launcher(device, p.dtype)
         n = p.size
         pos_weight, param = None, 0.0
-        if loss == "binary_cross_entropy_with_logits":
+        if loss_id == LOSS_IDS["binary_cross_entropy_with_logits"]:
             (pos_weight,) = params
         elif params:
             (param,) = params
         losses = cp.empty(p.shape, p.dtype) if want_value and reduction == "none" else None
         value = cp.empty((), p.dtype) if want_value and reduction != "none" else None
-        width = 16 // p.dtype.itemsize
         if n <= SINGLE_BLOCK_MAX:
             blocks = 1
         else:
-            blocks = min(-(-n // (BLOCK * width)), device.sm_count * BLOCKS_PER_SM)
+            blocks = min(-(-n // (BLOCK * width)), wave)
         partials = device.workspace("partials", blocks, acc) if value is not None and blocks > 1 else None
         function(
             (blocks,), (BLOCK,),
@@ -122,8 +143,6 @@ def _elementwise(loss: str):
              np.int32(_aligned(y, p, weight, grad, losses)), acc(scale), acc(param)),
         )
         if partials is not None:
-            finalize = device.function("elementwise.cu", elementwise_expressions(type_name),
-                                       f"finalize<{type_name}>")
             finalize((1,), (1024,), (partials, np.int64(blocks), value, acc(scale)))
         return losses if reduction == "none" else value
 
@@ -147,9 +166,8 @@ def _row_config(classes: int, compute_capability: int) -> RowConfig | None:
 def cross_entropy(target, x, class_weight, params, reduction, scale, grad, want_value):
     ignore_index, smoothing, check_labels = params
     device = _device()
-    type_name = TYPE_NAMES[x.dtype.name]
+    type_name, acc = _TYPES[x.dtype]
     common = cross_entropy_expressions(type_name)
-    acc = _acc(x.dtype)
     rows, classes = x.shape
     soft = target.ndim == 2
     labels, probs = (None, target) if soft else (target, None)
