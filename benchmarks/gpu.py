@@ -44,7 +44,7 @@ def time_events(fn, repeats: int = 20, warmup: int = 3) -> list[float]:
         fn()
         events[i + 1].record()
     events[-1].synchronize()
-    return [cp.cuda.get_elapsed_time(a, b) / 1e3 for a, b in zip(events, events[1:])]
+    return [cp.cuda.get_elapsed_time(a, b) / 1e3 for a, b in zip(events, events[1:], strict=False)]
 
 
 def copy_bandwidth() -> float:

@@ -380,20 +380,57 @@ __global__ void __cluster_dims__(8, 1, 1) __launch_bounds__(THREADS) ce_rows_clu
 
 // ---------------------------------------------------------------------------------------
 // Any C: a block of 1024 threads per row; online max and sum, then the gradient pass.
+// Each thread keeps STREAM_PACKS 16-byte packs in flight (their loads issued before any is
+// used) and folds a whole pack into its running state at once (independent exps).
+#define STREAM_PACKS 3
+
 template <typename T>
-__device__ __forceinline__ void stream_element(typename AccOf<T>::type x, i64 c, const RowTarget& t,
-                                               const T* probs_row, const T* class_weight,
-                                               typename AccOf<T>::type smoothing,
-                                               typename AccOf<T>::type inv_classes,
-                                               RowState<typename AccOf<T>::type>& st) {
+__device__ __forceinline__ void stream_fold(const Pack<T>& pk, int valid, i64 first_col,
+                                            const RowTarget& t,
+                                            const T* probs_row, const T* class_weight,
+                                            typename AccOf<T>::type smoothing,
+                                            typename AccOf<T>::type inv_classes,
+                                            RowState<typename AccOf<T>::type>& st) {
     typedef typename AccOf<T>::type A;
-    if (x > st.m) {  // online softmax: rescale the running sum to the new max
-        st.s = (st.m == neg_inf<A>() ? A(0) : st.s * exp(st.m - x)) + A(1);
-        st.m = x;
-    } else if (x != neg_inf<A>()) {
-        st.s += exp(x - st.m);
+    const int W = VecWidth<T>::value;
+    A x[W];
+    A top = st.m;
+#pragma unroll
+    for (int e = 0; e < W; ++e) {
+        x[e] = e < valid ? to_acc(pk.v[e]) : neg_inf<A>();
+        top = fmax(top, x[e]);
+        if (e < valid)
+            gather_terms<T, A>(x[e], first_col + e, t, probs_row, class_weight, smoothing,
+                               inv_classes, st.a, st.b, st.w);
     }
-    gather_terms<T, A>(x, c, t, probs_row, class_weight, smoothing, inv_classes, st.a, st.b, st.w);
+    if (top == neg_inf<A>()) return;  // nothing but -inf so far: no mass
+    A sum = st.m == neg_inf<A>() ? A(0) : st.s * exp(st.m - top);
+#pragma unroll
+    for (int e = 0; e < W; ++e) sum += exp(x[e] - top);
+    st.s = sum;
+    st.m = top;
+}
+
+template <typename T>
+__device__ __forceinline__ void stream_store(const Pack<T>& pk, i64 k, T* g_row, const RowTarget& t,
+                                             typename AccOf<T>::type m,
+                                             typename AccOf<T>::type prob_scale,
+                                             const T* probs_row, const T* class_weight,
+                                             typename AccOf<T>::type smoothing,
+                                             typename AccOf<T>::type inv_classes,
+                                             typename AccOf<T>::type sc) {
+    typedef typename AccOf<T>::type A;
+    const int W = VecWidth<T>::value;
+    Pack<T> out;
+#pragma unroll
+    for (int e = 0; e < W; ++e) {
+        A g = grad_of<T, A>(exp(to_acc(pk.v[e]) - m), k * W + e, t, prob_scale, probs_row,
+                            class_weight, smoothing, inv_classes, sc);
+        if (t.kind == 0) g = 0;
+        if (t.kind == 2) g = quiet_nan<A>();
+        out.v[e] = from_acc<T>(g);
+    }
+    reinterpret_cast<Pack<T>*>(g_row)[k] = out;
 }
 
 template <typename T>
@@ -405,17 +442,25 @@ __global__ void __launch_bounds__(1024) ce_stream(CE_ROWS_ARGS) {
     const T* probs_row = probs ? probs + row * classes : 0;
     const RowTarget t = row_target(labels, row, classes, ignore_index, error);
     const A inv_classes = A(1) / A(classes);
+    const Pack<T>* x_packs = reinterpret_cast<const Pack<T>*>(x_row);
     const i64 packs = packed ? classes / W : 0;
     RowState<A> st = empty_state<A>();
-    for (i64 k = threadIdx.x; k < packs; k += 1024) {
-        const Pack<T> pk = reinterpret_cast<const Pack<T>*>(x_row)[k];
+    for (i64 k0 = threadIdx.x; k0 < packs; k0 += STREAM_PACKS * 1024) {
+        Pack<T> pk[STREAM_PACKS];
 #pragma unroll
-        for (int e = 0; e < W; ++e)
-            stream_element<T>(to_acc(pk.v[e]), k * W + e, t, probs_row, class_weight, smoothing,
-                              inv_classes, st);
+        for (int j = 0; j < STREAM_PACKS; ++j)
+            if (k0 + j * 1024 < packs) pk[j] = x_packs[k0 + j * 1024];
+#pragma unroll
+        for (int j = 0; j < STREAM_PACKS; ++j)
+            if (k0 + j * 1024 < packs)
+                stream_fold<T>(pk[j], W, (k0 + j * 1024) * W, t, probs_row, class_weight,
+                               smoothing, inv_classes, st);
     }
-    for (i64 c = packs * W + threadIdx.x; c < classes; c += 1024)
-        stream_element<T>(to_acc(x_row[c]), c, t, probs_row, class_weight, smoothing, inv_classes, st);
+    for (i64 c = packs * W + threadIdx.x; c < classes; c += 1024) {
+        Pack<T> one;
+        one.v[0] = x_row[c];  // a pack of one valid element
+        stream_fold<T>(one, 1, c, t, probs_row, class_weight, smoothing, inv_classes, st);
+    }
     st = row_combine<1024, 1>(st);
     const A m = st.m == neg_inf<A>() ? A(0) : st.m;
     A coef, dot;
@@ -430,19 +475,17 @@ __global__ void __launch_bounds__(1024) ce_stream(CE_ROWS_ARGS) {
     const A sc = read_scale(scale_ptr, scale);
     const A prob_scale = coef / st.s;
     T* g_row = grad + row * classes;
-    // the second read of the row: mostly from L2 while the blocks in flight fit there
-    for (i64 k = threadIdx.x; k < packs; k += 1024) {
-        const Pack<T> pk = reinterpret_cast<const Pack<T>*>(x_row)[k];
-        Pack<T> out;
+    // the second read of the row: mostly from L2 while the rows in flight fit there
+    for (i64 k0 = threadIdx.x; k0 < packs; k0 += STREAM_PACKS * 1024) {
+        Pack<T> pk[STREAM_PACKS];
 #pragma unroll
-        for (int e = 0; e < W; ++e) {
-            A g = grad_of<T, A>(exp(to_acc(pk.v[e]) - m), k * W + e, t, prob_scale, probs_row,
+        for (int j = 0; j < STREAM_PACKS; ++j)
+            if (k0 + j * 1024 < packs) pk[j] = x_packs[k0 + j * 1024];
+#pragma unroll
+        for (int j = 0; j < STREAM_PACKS; ++j)
+            if (k0 + j * 1024 < packs)
+                stream_store<T>(pk[j], k0 + j * 1024, g_row, t, m, prob_scale, probs_row,
                                 class_weight, smoothing, inv_classes, sc);
-            if (t.kind == 0) g = 0;
-            if (t.kind == 2) g = quiet_nan<A>();
-            out.v[e] = from_acc<T>(g);
-        }
-        reinterpret_cast<Pack<T>*>(g_row)[k] = out;
     }
     for (i64 c = packs * W + threadIdx.x; c < classes; c += 1024) {
         A g = grad_of<T, A>(exp(to_acc(x_row[c]) - m), c, t, prob_scale, probs_row,
