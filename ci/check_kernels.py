@@ -53,10 +53,8 @@ def compile_module(filename: str, expressions: list[str], arch: int) -> tuple[st
 def main() -> int:
     failures = 0
     print(f"NVRTC {'.'.join(map(str, check(nvrtc.nvrtcVersion())))}, options {' '.join(OPTIONS)}")
-    for filename, expressions, min_arch in all_modules():
+    for filename, expressions in all_modules():
         for arch in ARCHS:
-            if arch < min_arch:
-                continue
             try:
                 log, lowered = compile_module(filename, expressions, arch)
             except RuntimeError as exc:

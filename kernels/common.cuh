@@ -102,32 +102,9 @@ template <typename A> __device__ A block_sum_of(const A* values, i64 n, A* scrat
     return acc;
 }
 
-// Thread-block clusters (sm_90): read a value from a peer block's shared memory.
-__device__ __forceinline__ void cluster_sync() {
-#if __CUDA_ARCH__ >= 900
-    asm volatile("barrier.cluster.arrive.aligned;\n\tbarrier.cluster.wait.aligned;" ::: "memory");
-#endif
+// exp of a row's logits. Rows of float16 use the hardware approximation (__expf, a few
+// float32 ulps): far below what float16 results resolve, and it halves their arithmetic.
+template <typename T> __device__ __forceinline__ typename AccOf<T>::type row_exp(typename AccOf<T>::type x) {
+    return exp(x);
 }
-template <typename A> __device__ __forceinline__ A cluster_load(const A* local, unsigned rank);
-template <> __device__ __forceinline__ float cluster_load<float>(const float* local, unsigned rank) {
-    float v = 0.f;
-#if __CUDA_ARCH__ >= 900
-    unsigned long long generic = reinterpret_cast<unsigned long long>(local), shared;
-    asm volatile("cvta.to.shared.u64 %0, %1;" : "=l"(shared) : "l"(generic));
-    unsigned remote, address = (unsigned)shared;
-    asm volatile("mapa.shared::cluster.u32 %0, %1, %2;" : "=r"(remote) : "r"(address), "r"(rank));
-    asm volatile("ld.shared::cluster.f32 %0, [%1];" : "=f"(v) : "r"(remote) : "memory");
-#endif
-    return v;
-}
-template <> __device__ __forceinline__ double cluster_load<double>(const double* local, unsigned rank) {
-    double v = 0.0;
-#if __CUDA_ARCH__ >= 900
-    unsigned long long generic = reinterpret_cast<unsigned long long>(local), shared;
-    asm volatile("cvta.to.shared.u64 %0, %1;" : "=l"(shared) : "l"(generic));
-    unsigned remote, address = (unsigned)shared;
-    asm volatile("mapa.shared::cluster.u32 %0, %1, %2;" : "=r"(remote) : "r"(address), "r"(rank));
-    asm volatile("ld.shared::cluster.f64 %0, [%1];" : "=d"(v) : "r"(remote) : "memory");
-#endif
-    return v;
-}
+template <> __device__ __forceinline__ float row_exp<half_t>(float x) { return __expf(x); }

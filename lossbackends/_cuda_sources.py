@@ -41,28 +41,23 @@ def source(filename: str) -> str:
 
 class RowConfig(NamedTuple):
     """A register-resident cross-entropy kernel: THREADS threads share a row, each holding
-    VPT values; CLUSTER blocks per row (sm_90 clusters); ROWS rows per block (warp rows)."""
+    VPT values; ROWS rows per block (warp-per-row kernels)."""
 
     threads: int
     values_per_thread: int
-    cluster: int
     rows_per_block: int
 
     @property
     def capacity(self) -> int:
-        return self.threads * self.values_per_thread * self.cluster
+        return self.threads * self.values_per_thread
 
     @property
     def block(self) -> int:
         return self.threads * self.rows_per_block
 
     def expression(self, type_name: str) -> str:
-        if self.cluster == 1:
-            return (
-                f"ce_rows<{type_name}, {self.threads}, {self.values_per_thread}, "
-                f"{self.rows_per_block}>"
-            )
-        return f"ce_rows_cluster{self.cluster}<{type_name}, {self.threads}, {self.values_per_thread}>"
+        return (f"ce_rows<{type_name}, {self.threads}, {self.values_per_thread}, "
+                f"{self.rows_per_block}>")
 
 
 SMALL_CLASSES = 32  # ce_small up to this many classes
@@ -70,19 +65,15 @@ SMALL_ROWS = 128  # rows per ce_small block (its launch bound)
 STREAM_THREADS = 1024
 
 # By increasing capacity; a row goes to the first that holds it. Warp-per-row kernels up
-# to 1024 classes, a block per row up to 16384, then clusters of 2, 4 and 8 blocks (sm_90);
-# longer rows, or older GPUs past 16384, go to ce_stream.
+# to 1024 classes, a block per row up to 16384; longer rows go to ce_stream.
 ROW_CONFIGS = (
-    RowConfig(32, 8, 1, 8),
-    RowConfig(32, 16, 1, 8),
-    RowConfig(32, 32, 1, 4),
-    RowConfig(128, 16, 1, 1),
-    RowConfig(256, 16, 1, 1),
-    RowConfig(512, 16, 1, 1),
-    RowConfig(1024, 16, 1, 1),
-    RowConfig(1024, 16, 2, 1),
-    RowConfig(1024, 16, 4, 1),
-    RowConfig(1024, 16, 8, 1),
+    RowConfig(32, 8, 8),
+    RowConfig(32, 16, 8),
+    RowConfig(32, 32, 4),
+    RowConfig(128, 16, 1),
+    RowConfig(256, 16, 1),
+    RowConfig(512, 16, 1),
+    RowConfig(1024, 16, 1),
 )
 
 
@@ -103,15 +94,12 @@ def cross_entropy_expressions(type_name: str) -> list[str]:
     ]
 
 
-def all_modules() -> list[tuple[str, list[str], int]]:
-    """(file, name expressions, minimum compute capability) of every module the CuPy
-    backend can build: what ``ci/kernels`` compiles."""
+def all_modules() -> list[tuple[str, list[str]]]:
+    """(file, name expressions) of every module the CuPy backend can build: what
+    ``ci/kernels`` compiles."""
     modules = []
     for type_name in TYPE_NAMES.values():
-        modules.append(("elementwise.cu", elementwise_expressions(type_name), 0))
-        modules.append(("cross_entropy.cu", cross_entropy_expressions(type_name), 0))
-        for config in ROW_CONFIGS:
-            modules.append(
-                ("cross_entropy.cu", [config.expression(type_name)], 90 if config.cluster > 1 else 0)
-            )
+        modules.append(("elementwise.cu", elementwise_expressions(type_name)))
+        modules.append(("cross_entropy.cu", cross_entropy_expressions(type_name)))
+        modules += [("cross_entropy.cu", [c.expression(type_name)]) for c in ROW_CONFIGS]
     return modules

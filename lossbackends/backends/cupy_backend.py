@@ -48,7 +48,6 @@ class _Device:
     def __init__(self, device_id: int):
         props = cp.cuda.runtime.getDeviceProperties(device_id)
         self.sm_count = props["multiProcessorCount"]
-        self.compute_capability = props["major"] * 10 + props["minor"]
         self._functions: dict[tuple[str, str], object] = {}
         self._workspaces: dict[tuple[int, str], cp.ndarray] = {}
 
@@ -154,13 +153,10 @@ def _elementwise(loss: str):
 CE_STRATEGY = "auto"
 
 
-def _row_config(classes: int, compute_capability: int) -> RowConfig | None:
+def _row_config(classes: int) -> RowConfig | None:
     if CE_STRATEGY == "stream":
         return None
-    for config in ROW_CONFIGS:
-        if config.capacity >= classes and (config.cluster == 1 or compute_capability >= 90):
-            return config
-    return None
+    return next((c for c in ROW_CONFIGS if c.capacity >= classes), None)
 
 
 def cross_entropy(target, x, class_weight, params, reduction, scale, grad, want_value):
@@ -201,7 +197,7 @@ def cross_entropy(target, x, class_weight, params, reduction, scale, grad, want_
             np.int64(classes), np.int64(ignore_index), acc(smoothing), acc(grad_scale),
             scale_buffer)
     packed = np.int32(_aligned(x, grad) and classes * x.dtype.itemsize % 16 == 0)
-    config = None if small else _row_config(classes, device.compute_capability)
+    config = None if small else _row_config(classes)
     if small:
         function = device.function("cross_entropy.cu", common, f"ce_small<{type_name}>")
         function((-(-rows // SMALL_ROWS),), (SMALL_ROWS,), args,
@@ -212,8 +208,7 @@ def cross_entropy(target, x, class_weight, params, reduction, scale, grad, want_
     else:
         expression = config.expression(type_name)
         function = device.function("cross_entropy.cu", [expression], expression)
-        grid = -(-rows // config.rows_per_block) * config.cluster
-        function((grid,), (config.block,), (*args, packed))
+        function((-(-rows // config.rows_per_block),), (config.block,), (*args, packed))
 
     if value is not None:
         device.function("cross_entropy.cu", common, f"ce_finalize<{type_name}>")(
