@@ -1,0 +1,317 @@
+"""The Numba backend: fused, single-pass CPU kernels.
+
+Each elementwise kernel reads ``y`` and ``p`` once, writes the gradient (and the
+per-element losses for ``"none"``) and accumulates the sum in float64 in the same loop.
+Work is cut into ``CHUNKS`` fixed chunks whose partial sums are added in order, so the
+result does not depend on the number of threads; inputs below ``PARALLEL_MIN_ELEMENTS``
+run on one thread with no thread start-up. Cross-entropy works row by row while the row
+is in cache: max, then ``exp`` once per element (written into the gradient buffer), then
+the gradient in place.
+
+Compiled code is cached on disk (``cache=True``): next to this module when that directory
+is writable, else in Numba's user-wide cache (``NUMBA_CACHE_DIR`` overrides both). If no
+cache location is writable the kernels still compile, once per process, and a warning
+says so. Nothing is compiled at import.
+"""
+
+from __future__ import annotations
+
+import threading
+import types
+import warnings
+
+import numba
+import numpy as np
+from numba import njit, prange
+
+from .. import _dispatch
+from ._host import half_in_float32, label_error
+from ._numba_math import ONE, ZERO, fast_exp, fast_log, fast_log1p
+
+xp = np
+
+# Fast-math without "nnan"/"ninf", so NaN and inf keep their meaning; "reassoc" lets LLVM
+# vectorise the float64 sums (a fixed reordering, fixed at compile time: deterministic).
+FASTMATH = frozenset({"nsz", "arcp", "contract", "afn", "reassoc"})
+CHUNKS = 64  # partial sums per call: a constant, so results never depend on thread count
+PARALLEL_MIN_ELEMENTS = 1 << 17  # below this one thread is faster (thread start-up)
+TWO = np.float32(2.0)
+
+LOSS_IDS = {"mse": 0, "binary_cross_entropy": 1, "binary_cross_entropy_with_logits": 2, "hinge": 3}
+
+
+def _jit(function, name: str, parallel: bool):
+    """Compile ``function`` under its own name (its cache entry) with our flags."""
+    clone = types.FunctionType(function.__code__, function.__globals__, name,
+                               function.__defaults__, function.__closure__)
+    clone.__qualname__ = name
+    options = {"parallel": parallel, "fastmath": set(FASTMATH), "nogil": True,
+               "error_model": "numpy"}  # x / 0 is inf or NaN, as in NumPy
+    try:
+        return njit(cache=True, **options)(clone)
+    except RuntimeError as exc:  # no writable cache location: compile per process
+        warnings.warn(f"Numba cannot cache {name} ({exc}); it is compiled in each process. "
+                      "Set NUMBA_CACHE_DIR to a writable directory to cache it.",
+                      RuntimeWarning, stacklevel=2)
+        return njit(**options)(clone)
+
+
+# --- the mathematics of each loss, once: (loss, d loss / d p) of one element ---------
+# Constants are float32 so float32 inputs compute in float32 (vectorised); float64 inputs
+# promote them. Comparisons are written so that NaN propagates.
+
+
+@njit(inline="always")
+def _mse(y, p, param, pos):
+    d = p - y
+    return d * d, TWO * d
+
+
+@njit(inline="always")
+def _binary_cross_entropy(y, p, eps, pos):
+    pc = eps if p < eps else p  # clip(p, e, 1 - e), NaN stays NaN
+    high = ONE - eps
+    pc = high if pc > high else pc
+    loss = -(y * fast_log(pc) + (ONE - y) * fast_log(ONE - pc))
+    return loss, (pc - y) / (pc * (ONE - pc))
+
+
+@njit(inline="always")
+def _binary_cross_entropy_with_logits(y, x, param, pos):
+    # PyTorch's stable form: (1 - y) x + lw softplus(-x), lw = 1 + (q - 1) y,
+    # softplus(-x) = max(-x, 0) + log1p(exp(-|x|)); gradient lw sigma(x) - q y
+    t = fast_exp(-abs(x))
+    log_weight = ONE + (pos - ONE) * y
+    loss = (ONE - y) * x + log_weight * (max(-x, ZERO) + fast_log1p(t))
+    sigma = (ONE if x >= ZERO else t) / (ONE + t)
+    return loss, log_weight * sigma - pos * y
+
+
+@njit(inline="always")
+def _hinge(y, s, margin, pos):
+    slack = margin - y * s
+    return (ZERO if slack <= ZERO else slack), (-y if slack > ZERO else ZERO)
+
+
+def _elementwise_kernel(loss_id: int):
+    def kernel(y, p, weight, pos_weight, param, scale, grad, losses, partials):
+        n = p.size
+        chunks = partials.size
+        size = (n + chunks - 1) // chunks
+        for chunk in prange(chunks):
+            start = chunk * size
+            stop = min(n, start + size)
+            total = 0.0
+            for i in range(start, stop):
+                pos = ONE if pos_weight is None else pos_weight[i % pos_weight.size]
+                if loss_id == 0:
+                    loss, d = _mse(y[i], p[i], param, pos)
+                elif loss_id == 1:
+                    loss, d = _binary_cross_entropy(y[i], p[i], param, pos)
+                elif loss_id == 2:
+                    loss, d = _binary_cross_entropy_with_logits(y[i], p[i], param, pos)
+                else:
+                    loss, d = _hinge(y[i], p[i], param, pos)
+                if weight is not None:
+                    loss = loss * weight[i]
+                    d = d * weight[i]
+                if grad is not None:
+                    grad[i] = d * scale
+                if losses is not None:
+                    losses[i] = loss
+                total += loss
+            partials[chunk] = total
+
+    return kernel
+
+
+# --- cross-entropy, row by row ---------------------------------------------------------
+
+
+def _cross_entropy_kernel(x, soft, labels, probs, weighted, class_weight, ignore_index, smoothing,
+                          mean, grad, row_losses, partials):
+    """Class indices in ``labels`` or probabilities in ``probs`` (``soft``); the unused one
+    and an unused ``class_weight`` are empty arrays, so every call types the same way.
+    Returns (gradient scale, first bad row or -1): a bad label is found before anything is
+    written, and the caller raises."""
+    rows, classes = x.shape
+    keep = 1.0 - smoothing
+    spread = smoothing / classes
+    # The labels first: range check and the mean's denominator (PyTorch's rule).
+    denominator = float(rows)
+    if not soft:
+        denominator = 0.0
+        for r in range(rows):
+            label = labels[r]
+            if label == ignore_index:
+                continue
+            if label < 0 or label >= classes:
+                return 0.0, r
+            denominator += class_weight[label] if weighted else 1.0
+    grad_scale = 1.0 / denominator if mean else 1.0
+    weight_total = float(classes)
+    if weighted:
+        weight_total = 0.0
+        for c in range(classes):
+            weight_total += class_weight[c]
+
+    chunks = partials.size
+    size = (rows + chunks - 1) // chunks
+    for chunk in prange(chunks):
+        total = 0.0
+        for r in range(chunk * size, min(rows, chunk * size + size)):
+            xr = x[r]
+            label = -1
+            if not soft:
+                label = labels[r]
+                if label == ignore_index:
+                    if grad is not None:
+                        grad[r, :] = 0
+                    if row_losses is not None:
+                        row_losses[r] = 0.0
+                    continue
+            top = xr[0]
+            for c in range(1, classes):
+                top = xr[c] if xr[c] > top else top
+            if top == -np.inf:
+                top = ZERO  # an all -inf row: exp(-inf) = 0, no inf - inf
+            # coef = sum_c w_c q_c and dot = sum_c w_c q_c x_c, before x may be overwritten
+            if soft:
+                coef = 0.0
+                dot = 0.0
+                for c in range(classes):
+                    wq = probs[r, c] * keep + spread
+                    if weighted:
+                        wq *= class_weight[c]
+                    coef += wq
+                    if wq != 0:  # 0 * (-inf) = 0: a class of no probability costs nothing
+                        dot += wq * xr[c]
+            else:
+                label_weight = class_weight[label] if weighted else 1.0
+                coef = keep * label_weight
+                dot = keep * label_weight * xr[label]
+                if smoothing != 0.0:
+                    weighted_x = 0.0
+                    for c in range(classes):
+                        weighted_x += class_weight[c] * xr[c] if weighted else xr[c]
+                    coef += spread * weight_total
+                    dot += spread * weighted_x
+            sum_exp = 0.0
+            if grad is None:
+                for c in range(classes):
+                    sum_exp += fast_exp(xr[c] - top)
+            else:
+                g = grad[r]
+                for c in range(classes):
+                    e = fast_exp(xr[c] - top)  # each exp once, kept in the gradient buffer
+                    g[c] = e
+                    sum_exp += e
+            loss = coef * (top + np.log(sum_exp)) - dot
+            total += loss
+            if row_losses is not None:
+                row_losses[r] = loss
+            if grad is None:
+                continue
+            # softmax * coef - w q, times the reduction's scale
+            prob_scale = coef / sum_exp * grad_scale
+            for c in range(classes):
+                g[c] = g[c] * prob_scale
+            if soft:
+                for c in range(classes):
+                    wq = probs[r, c] * keep + spread
+                    if weighted:
+                        wq *= class_weight[c]
+                    g[c] -= wq * grad_scale
+            else:
+                g[label] -= keep * label_weight * grad_scale
+                if smoothing != 0.0:
+                    for c in range(classes):
+                        w = class_weight[c] if weighted else 1.0
+                        g[c] -= spread * w * grad_scale
+        partials[chunk] = total
+    return grad_scale, -1
+
+
+# --- launching -------------------------------------------------------------------------
+
+_LOCK = threading.Lock()
+_SERIALISE: list[bool] = []  # decided at the first parallel call
+
+
+def _launch(serial, parallel, elements: int, *args):
+    """Run the serial kernel for small inputs, else the parallel one. Numba's
+    ``workqueue`` threading layer aborts on concurrent parallel calls from several threads
+    (numba#8563), so under it parallel calls take turns."""
+    if elements < PARALLEL_MIN_ELEMENTS:
+        return serial(*args)
+    if not _SERIALISE:
+        with _LOCK:
+            result = parallel(*args)
+            _SERIALISE.append(numba.threading_layer() == "workqueue")
+        return result
+    if _SERIALISE[0]:
+        with _LOCK:
+            return parallel(*args)
+    return parallel(*args)
+
+
+def _elementwise(loss: str):
+    source = _elementwise_kernel(LOSS_IDS[loss])
+    serial = _jit(source, f"{loss}_serial", parallel=False)
+    parallel = _jit(source, f"{loss}_parallel", parallel=True)
+
+    @half_in_float32
+    def kernel(y, p, weight, params, reduction, scale, grad, want_value):
+        dtype = p.dtype
+        pos_weight, param = None, 0.0
+        if loss == "binary_cross_entropy_with_logits":
+            (pos_weight,) = params
+        elif params:
+            (param,) = params
+        n = p.size
+        losses = np.empty(p.shape, dtype) if want_value and reduction == "none" else None
+        partials = np.empty(CHUNKS if n >= PARALLEL_MIN_ELEMENTS else 1)
+        _launch(serial, parallel, n, y.reshape(-1), p.reshape(-1),
+                None if weight is None else weight.reshape(-1), pos_weight,
+                dtype.type(param), dtype.type(scale),
+                None if grad is None else grad.reshape(-1),
+                None if losses is None else losses.reshape(-1), partials)
+        if not want_value:
+            return None
+        return losses if reduction == "none" else dtype.type(partials.sum() * scale)
+
+    kernel.__name__ = kernel.__qualname__ = loss
+    return kernel
+
+
+_NO_LABELS = np.empty(0, np.int64)
+_CE_SERIAL = _jit(_cross_entropy_kernel, "cross_entropy_serial", parallel=False)
+_CE_PARALLEL = _jit(_cross_entropy_kernel, "cross_entropy_parallel", parallel=True)
+
+
+@half_in_float32
+def cross_entropy(target, x, class_weight, params, reduction, scale, grad, want_value):
+    ignore_index, smoothing, _ = params  # host labels are always checked: it costs nothing
+    rows = x.shape[0]
+    soft = target.ndim == 2
+    row_losses = np.empty(rows) if want_value and reduction == "none" else None
+    partials = np.empty(CHUNKS if x.size >= PARALLEL_MIN_ELEMENTS else 1)
+    unused = x[:0]
+    grad_scale, bad_row = _launch(
+        _CE_SERIAL, _CE_PARALLEL, x.size, x, soft, _NO_LABELS if soft else target,
+        target if soft else unused, class_weight is not None,
+        np.empty(0, x.dtype) if class_weight is None else class_weight, ignore_index, smoothing,
+        reduction == "mean", grad, row_losses, partials)
+    if bad_row >= 0:
+        raise label_error(int(target[bad_row]), bad_row, x.shape[1])
+    if not want_value:
+        return None
+    if reduction == "none":
+        return row_losses.astype(x.dtype)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return x.dtype.type(partials.sum() * grad_scale)
+
+
+KERNELS = {loss: _elementwise(loss) for loss in LOSS_IDS}
+KERNELS["cross_entropy"] = cross_entropy
+_dispatch.register("numba", KERNELS)
