@@ -1,0 +1,91 @@
+"""``python -m lossbackends``: which backends run here, what ``auto`` picks and why, and
+the seed's examples on each available backend as a self-check."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import platform
+import sys
+
+import numpy as np
+
+import lossbackends as lb
+
+from . import _dispatch
+
+SEED_EXAMPLES = [  # (drop-in, loss, y_true, y_pred, the seed's printed result)
+    ("mse_loss", "mse", [3, -0.5, 2, 7], [2.5, 0.0, 2, 8], 0.375),
+    ("binary_cross_entropy_loss", "binary_cross_entropy", [0, 1, 1, 0], [0.1, 0.8, 0.9, 0.2],
+     0.164252033486018),
+    ("hinge_loss", "hinge", [-1, 1, 1, -1], [-1.5, 1.2, 0.9, -0.8], 0.075),
+]
+
+
+def _version(distribution: str) -> str:
+    try:
+        return importlib.metadata.version(distribution)
+    except importlib.metadata.PackageNotFoundError:
+        return "?"
+
+
+def _describe(name: str) -> tuple[bool, str]:
+    """(runs here, a line about it)."""
+    if name == "numpy":
+        return True, f"NumPy {np.__version__}"
+    try:
+        module = _dispatch.load_backend(name)
+    except ValueError as exc:
+        return False, str(exc)
+    if name == "numba":
+        import numba
+
+        return True, f"Numba {numba.__version__} ({numba.config.NUMBA_NUM_THREADS} threads)"
+    import cupy
+
+    count = module.device_count()
+    if count == 0:
+        return False, f"CuPy {cupy.__version__} is installed but sees no CUDA GPU"
+    props = cupy.cuda.runtime.getDeviceProperties(cupy.cuda.runtime.getDevice())
+    return True, f"CuPy {cupy.__version__} on {props['name'].decode()} ({count} GPU(s))"
+
+
+def main() -> int:
+    print(f"lossbackends {lb.__version__} (Python {platform.python_version()}, "
+          f"{platform.machine()})")
+    runnable = []
+    for name in _dispatch.BACKEND_NAMES:
+        ok, line = _describe(name)
+        print(f"  {name:6s} {'yes' if ok else 'no ':3s}  {line}")
+        if ok:
+            runnable.append(name)
+    choice = lb.get_backend()
+    host = _dispatch.auto_host_backend()
+    why = ("Numba is installed" if host == "numba"
+           else "Numba is not installed (pip install 'lossbackends[numba]')")
+    if choice == "auto":
+        print(f"auto picks {host!r} for host arrays ({why}) and 'cupy' for CuPy arrays")
+    else:
+        print(f"auto picks nothing: {choice!r} is chosen "
+              f"(use_backend or LOSSBACKENDS_BACKEND={choice})")
+
+    failures = 0
+    for name in runnable:
+        xp = np
+        if name == "cupy":
+            import cupy as xp
+        for drop_in, loss, y, p, expected in SEED_EXAMPLES:
+            value = float(getattr(lb, loss)(xp.asarray(y), xp.asarray(p), backend=name))
+            ok = abs(value - expected) < 1e-12
+            failures += not ok
+            print(f"  {name:6s} {loss:22s} {value:.15g} {'ok' if ok else f'EXPECTED {expected}'}")
+    for drop_in, _, y, p, expected in SEED_EXAMPLES:
+        value = float(getattr(lb, drop_in)(np.asarray(y), np.asarray(p)))
+        ok = abs(value - expected) < 1e-15
+        failures += not ok
+        print(f"  seed   {drop_in:22s} {value!r} {'ok' if ok else f'EXPECTED {expected}'}")
+    print("self-check passed" if not failures else f"self-check FAILED ({failures})")
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

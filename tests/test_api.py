@@ -1,0 +1,321 @@
+"""The contract: seed drop-ins, backend choice, errors, gradients by finite differences,
+start-up, docstring examples."""
+
+from __future__ import annotations
+
+import asyncio
+import doctest
+import os
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import lossbackends as lb
+from conftest import host, on
+
+ROOT = Path(__file__).resolve().parents[1]
+LOSSES = ("mse", "binary_cross_entropy", "binary_cross_entropy_with_logits", "hinge",
+          "cross_entropy")
+
+
+# --- the seed -------------------------------------------------------------------------
+
+
+def test_seed_examples_exactly():
+    assert lb.mse_loss(np.array([3, -0.5, 2, 7]), np.array([2.5, 0.0, 2, 8])) == 0.375
+    assert lb.binary_cross_entropy_loss(
+        np.array([0, 1, 1, 0]), np.array([0.1, 0.8, 0.9, 0.2])) == 0.164252033486018
+    # the seed prints 0.07499999999999998 (1 - 0.9 is not 0.1 in binary): same bits here
+    value = lb.hinge_loss(np.array([-1, 1, 1, -1]), np.array([-1.5, 1.2, 0.9, -0.8]))
+    assert value == np.mean(np.maximum(0, 1 - np.array([-1, 1, 1, -1]) * np.array([-1.5, 1.2, 0.9, -0.8])))
+    assert round(float(value), 15) == 0.075
+
+
+def test_seed_examples_on_every_backend(backend):
+    cases = [("mse", [3, -0.5, 2, 7], [2.5, 0.0, 2, 8], 0.375),
+             ("binary_cross_entropy", [0, 1, 1, 0], [0.1, 0.8, 0.9, 0.2], 0.164252033486018),
+             ("hinge", [-1, 1, 1, -1], [-1.5, 1.2, 0.9, -0.8], 0.075)]
+    for name, y, p, expected in cases:
+        value = getattr(lb, name)(on(backend, np.array(y)), on(backend, np.array(p)), backend=backend)
+        assert abs(float(host(value)) - expected) < 1e-15
+
+
+@pytest.mark.parametrize("name", ["mse", "binary_cross_entropy", "binary_cross_entropy_with_logits",
+                                  "cross_entropy", "hinge"])
+def test_docstring_examples(name):
+    loss = getattr(lb, name)
+    parser = doctest.DocTestParser()
+    test = parser.get_doctest(loss.__doc__, {}, name, None, 0)
+    runner = doctest.DocTestRunner(optionflags=doctest.NORMALIZE_WHITESPACE)
+    runner.run(test)
+    assert test.examples and runner.failures == 0
+
+
+def test_drop_in_doctests():
+    results = doctest.testmod(sys.modules["lossbackends.losses"])
+    assert results.attempted >= 3 and results.failed == 0
+
+
+# --- gradients against central finite differences (float64) ---------------------------
+
+
+def _fd_inputs(name, rng):
+    if name == "cross_entropy":
+        return rng.integers(0, 7, 5), rng.normal(size=(5, 7))
+    if name == "binary_cross_entropy":
+        return (rng.random(12) < 0.5).astype(float), rng.uniform(0.05, 0.95, 12)
+    if name == "hinge":
+        y = np.where(rng.random(12) < 0.5, -1.0, 1.0)
+        p = rng.normal(size=12)
+        p[np.abs(1 - y * p) < 0.05] += 0.2  # stay off the kink
+        return y, p
+    return rng.normal(size=12), rng.normal(size=12)
+
+
+@pytest.mark.parametrize("name", LOSSES)
+@pytest.mark.parametrize("reduction", ["mean", "sum"])
+def test_gradient_matches_finite_differences(backend, name, reduction):
+    rng = np.random.default_rng(11)
+    y, p = _fd_inputs(name, rng)
+    options = {}
+    if name == "cross_entropy":
+        options = {"label_smoothing": 0.1, "class_weight": rng.uniform(0.5, 2, 7)}
+    elif name != "hinge":
+        options = {"weight": rng.uniform(0.5, 2, p.shape)}
+    if name == "binary_cross_entropy_with_logits":
+        options["pos_weight"] = 1.7
+    loss = getattr(lb, name)
+
+    def value(q):
+        dev = {k: on(backend, v) if isinstance(v, np.ndarray) else v for k, v in options.items()}
+        return float(host(loss(on(backend, y), on(backend, q), reduction=reduction,
+                               backend=backend, **dev)))
+
+    dev = {k: on(backend, v) if isinstance(v, np.ndarray) else v for k, v in options.items()}
+    grad = host(loss.grad(on(backend, y), on(backend, p), reduction=reduction, backend=backend, **dev))
+    h = 1e-6
+    numeric = np.zeros_like(p)
+    for index in np.ndindex(p.shape):
+        up, down = p.copy(), p.copy()
+        up[index] += h
+        down[index] -= h
+        numeric[index] = (value(up) - value(down)) / (2 * h)
+    np.testing.assert_allclose(grad, numeric, rtol=1e-6, atol=1e-8)
+
+
+@pytest.mark.parametrize("name", ["mse", "binary_cross_entropy_with_logits", "hinge"])
+def test_none_gradient_is_the_vjp_with_ones(backend, name):
+    """reduction="none": .grad is each element's own derivative, so an upstream gradient
+    u multiplies it elementwise (checked with random u, not ones)."""
+    rng = np.random.default_rng(12)
+    y, p = _fd_inputs(name, rng)
+    u = rng.normal(size=p.shape)
+    loss = getattr(lb, name)
+    per_element = host(loss.grad(on(backend, y), on(backend, p), reduction="none", backend=backend))
+    weighted = host(loss.grad(on(backend, y), on(backend, p), reduction="sum",
+                              weight=on(backend, u), backend=backend))
+    np.testing.assert_allclose(per_element * u, weighted, rtol=1e-12, atol=1e-15)
+
+
+# --- choosing the backend --------------------------------------------------------------
+
+
+def test_import_loads_neither_numba_nor_cupy():
+    code = ("import sys, lossbackends, numpy as np; lossbackends.mse(np.ones(3), np.ones(3), "
+            "backend='numpy'); print(sorted(m for m in ('numba', 'cupy', 'torch') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         cwd=ROOT, env={**os.environ, "LOSSBACKENDS_BACKEND": ""})
+    assert out.stdout.strip() == "[]"
+
+
+def _run_env(value, code):
+    env = {k: v for k, v in os.environ.items() if k != "LOSSBACKENDS_BACKEND"}
+    if value is not None:
+        env["LOSSBACKENDS_BACKEND"] = value
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT,
+                          env=env)
+
+
+def test_environment_variable():
+    code = "import lossbackends as lb; print(lb.get_backend())"
+    assert _run_env(None, code).stdout.strip() == "auto"
+    assert _run_env("numpy", code).stdout.strip() == "numpy"
+    assert _run_env("NumPy ", code).stdout.strip() == "numpy"
+    bad = _run_env("tensorflow", "import lossbackends as lb, numpy as np; lb.mse(np.ones(2), np.ones(2))")
+    assert bad.returncode != 0
+    assert "unknown LOSSBACKENDS_BACKEND='tensorflow'" in bad.stderr
+    assert "auto, numpy, numba, cupy" in bad.stderr
+    # the variable decides which kernel runs: a backend that cannot run here says so
+    code = "import lossbackends as lb, numpy as np; print(lb.mse(np.ones(2), np.zeros(2)))"
+    assert _run_env("numpy", code).stdout.strip() == "1.0"
+
+
+def test_precedence_argument_over_context_over_environment():
+    assert lb.get_backend() in ("auto", os.environ.get("LOSSBACKENDS_BACKEND", "auto").strip().lower())
+    with lb.use_backend("numpy"):
+        assert lb.get_backend() == "numpy"
+        with lb.use_backend("auto"):
+            assert lb.get_backend() == "auto"
+        assert lb.get_backend() == "numpy"
+        # the call's argument wins: cupy cannot take host arrays, so it is an error
+        with pytest.raises(ValueError, match="cannot run on host"):
+            lb.mse(np.ones(2), np.ones(2), backend="cupy")
+
+
+def test_use_backend_is_per_thread():
+    seen = {}
+    barrier = threading.Barrier(2)
+
+    def worker(name):
+        with lb.use_backend(name):
+            barrier.wait()
+            seen[name] = lb.get_backend()
+            barrier.wait()
+
+    threads = [threading.Thread(target=worker, args=(n,)) for n in ("numpy", "auto")]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert seen == {"numpy": "numpy", "auto": "auto"}
+
+
+def test_use_backend_is_per_asyncio_task():
+    async def task(name, delay):
+        with lb.use_backend(name):
+            await asyncio.sleep(delay)
+            return lb.get_backend()
+
+    async def main():
+        return await asyncio.gather(task("numpy", 0.02), task("auto", 0.01))
+
+    assert asyncio.run(main()) == ["numpy", "auto"]
+
+
+def test_available_backends():
+    names = lb.available_backends()
+    assert names[0] == "numpy" and set(names) <= {"numpy", "numba", "cupy"}
+
+
+def test_calls_from_many_threads_agree(backend):
+    if backend == "cupy":
+        pytest.skip("host threads sharing one GPU stream: covered by the GPU tests")
+    rng = np.random.default_rng(13)
+    y = rng.normal(size=400_000)
+    p = rng.normal(size=400_000)
+    expected = lb.mse(y, p, backend=backend)
+    results = []
+
+    def worker():
+        results.append(lb.mse(y, p, backend=backend))
+
+    threads = [threading.Thread(target=worker) for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert all(r == expected for r in results)
+
+
+def test_results_are_bitwise_reproducible(backend):
+    rng = np.random.default_rng(14)
+    y = on(backend, rng.normal(size=1_000_003).astype(np.float32))
+    p = on(backend, rng.normal(size=1_000_003).astype(np.float32))
+    first = lb.mse.value_and_grad(y, p, backend=backend)
+    for _ in range(3):
+        again = lb.mse.value_and_grad(y, p, backend=backend)
+        assert host(again[0]).tobytes() == host(first[0]).tobytes()
+        assert np.array_equal(host(again[1]), host(first[1]))
+
+
+# --- errors that name the fix -----------------------------------------------------------
+
+
+def test_unknown_backend_and_reduction():
+    with pytest.raises(ValueError, match="unknown backend 'jax'; choose one of 'auto', 'numpy'"):
+        lb.mse(np.ones(2), np.ones(2), backend="jax")
+    with pytest.raises(ValueError, match="unknown backend"):
+        with lb.use_backend("torch"):
+            pass
+    with pytest.raises(ValueError, match="unknown reduction 'avg'; choose one of 'mean', 'sum', 'none'"):
+        lb.mse(np.ones(2), np.ones(2), reduction="avg")
+
+
+def test_unavailable_backend_names_the_extra():
+    code = ("import sys; sys.modules['cupy'] = None; import lossbackends as lb, numpy as np\n"
+            "try:\n    lb.mse(np.ones(2), np.ones(2), backend='cupy')\n"
+            "except ValueError as e: print(e)")
+    out = _run_env(None, code).stdout
+    assert "cannot run on host" in out
+    code = ("import sys; sys.modules['numba'] = None; import lossbackends as lb, numpy as np\n"
+            "try:\n    lb.mse(np.ones(2), np.ones(2), backend='numba')\n"
+            "except ValueError as e: print(e)")
+    out = _run_env(None, code).stdout
+    assert "backend 'numba' is not available here" in out
+    assert "pip install 'lossbackends[numba]'" in out
+
+
+def test_shape_mismatch_names_both_shapes(backend):
+    with pytest.raises(ValueError, match=r"y_true has shape \(3, 1\) but y_pred has shape \(3,\)"):
+        lb.mse(on(backend, np.ones((3, 1))), on(backend, np.ones(3)), backend=backend)
+    with pytest.raises(ValueError, match=r"weight has shape \(4,\), which does not broadcast"):
+        lb.mse(on(backend, np.ones(3)), on(backend, np.ones(3)), weight=on(backend, np.ones(4)),
+               backend=backend)
+    with pytest.raises(ValueError, match="pos_weight has shape"):
+        lb.binary_cross_entropy_with_logits(on(backend, np.ones((2, 3))), on(backend, np.ones((2, 3))),
+                                            pos_weight=on(backend, np.ones(2)), backend=backend)
+
+
+def test_cross_entropy_argument_errors(backend):
+    x = on(backend, np.zeros((4, 3)))
+    with pytest.raises(ValueError, match=r"expects class indices of shape \(4,\) or probabilities"):
+        lb.cross_entropy(on(backend, np.zeros(5, int)), x, backend=backend)
+    with pytest.raises(TypeError, match="must be integers"):
+        lb.cross_entropy(on(backend, np.zeros(4)), x, backend=backend)
+    with pytest.raises(ValueError, match=r"class_weight has shape \(2,\)"):
+        lb.cross_entropy(on(backend, np.zeros(4, int)), x, class_weight=on(backend, np.ones(2)),
+                         backend=backend)
+    with pytest.raises(ValueError, match="label_smoothing must be in"):
+        lb.cross_entropy(on(backend, np.zeros(4, int)), x, label_smoothing=1.5, backend=backend)
+    with pytest.raises(ValueError, match="axis 2 is out of range"):
+        lb.cross_entropy(on(backend, np.zeros(4, int)), x, axis=2, backend=backend)
+
+
+def test_out_errors(backend):
+    y, p = on(backend, np.ones(6)), on(backend, np.ones(6))
+    with pytest.raises(ValueError, match=r"out has shape \(5,\) and dtype float64; the gradient needs"):
+        lb.mse.grad(y, p, out=on(backend, np.ones(5)), backend=backend)
+    with pytest.raises(ValueError, match="dtype float32"):
+        lb.mse.grad(y, p, out=on(backend, np.ones(6, np.float32)), backend=backend)
+    with pytest.raises(ValueError, match="C-contiguous"):
+        lb.mse.grad(on(backend, np.ones(3)), on(backend, np.ones(3)),
+                    out=on(backend, np.ones(6))[::2], backend=backend)
+    with pytest.raises(ValueError, match="must not share memory with y_true"):
+        lb.mse.grad(y, p, out=y, backend=backend)
+    if backend != "cupy":
+        with pytest.raises(ValueError, match="same device"):
+            lb.mse.grad(y, p, out=[0.0] * 6, backend=backend)
+
+
+def test_bad_dtypes():
+    with pytest.raises(TypeError, match="y_pred has dtype complex128"):
+        lb.mse(np.ones(2), np.ones(2, complex))
+    with pytest.raises(TypeError, match="y_true has dtype <U1"):
+        lb.mse(np.array(["a", "b"]), np.ones(2))
+    with pytest.raises(TypeError, match="unexpected keyword argument 'margin'"):
+        lb.mse(np.ones(2), np.ones(2), margin=2.0)
+
+
+def test_lists_are_accepted_on_the_host():
+    assert lb.mse([1, 2], [1, 4], backend="numpy") == 2.0
+    assert isinstance(lb.mse.grad([1, 2], [1, 4], backend="numpy"), np.ndarray)
+
+
+def test_python_main_self_check():
+    out = subprocess.run([sys.executable, "-m", "lossbackends"], capture_output=True, text=True,
+                         cwd=ROOT, check=True)
+    assert "auto picks" in out.stdout and "self-check passed" in out.stdout
