@@ -73,7 +73,7 @@ def main() -> int:
         xp = np
         if name == "cupy":
             import cupy as xp
-        for drop_in, loss, y, p, expected in SEED_EXAMPLES:
+        for _, loss, y, p, expected in SEED_EXAMPLES:
             value = float(getattr(lb, loss)(xp.asarray(y), xp.asarray(p), backend=name))
             ok = abs(value - expected) < 1e-12
             failures += not ok

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import host, on
 
 import lossbackends as lb
-from conftest import host, on
 
 ROOT = Path(__file__).resolve().parents[1]
 LOSSES = ("mse", "binary_cross_entropy", "binary_cross_entropy_with_logits", "hinge",

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
-import lossbackends as lb
 from conftest import _skip_reason
 from reference import cross_entropy as ce_reference
+
+import lossbackends as lb
 
 reason = _skip_reason("cupy")
 pytestmark = pytest.mark.skipif(reason is not None, reason=reason or "")

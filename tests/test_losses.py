@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from conftest import examples, host, on
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
-import lossbackends as lb
-from conftest import examples, host, on
 from reference import cross_entropy as ce_reference
 from reference import elementwise as ew_reference
+
+import lossbackends as lb
 
 ELEMENTWISE = ("mse", "binary_cross_entropy", "binary_cross_entropy_with_logits", "hinge")
 REDUCTIONS = ("mean", "sum", "none")

@@ -91,11 +91,9 @@ def _log32(x):
     bits = _float32_to_bits(x)
     e = ((bits >> np.int32(23)) & np.int32(0xFF)) - np.int32(126)
     m = _bits_to_float32((bits & np.int32(0x7FFFFF)) | np.int32(0x3F000000))  # in [0.5, 1)
-    if m < SQRT_HALF:
-        e = e - np.int32(1)
-        m = m + m - ONE
-    else:
-        m = m - ONE
+    low = np.float32(m < SQRT_HALF)  # then use 2m in [0.707, 1) and e - 1, branch-free
+    e = e - np.int32(low)
+    m = m + m * low - ONE
     z = m * m
     p = _f32(7.0376836292e-2)
     p = p * m + _f32(-1.1514610310e-1)

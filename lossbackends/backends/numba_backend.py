@@ -94,38 +94,86 @@ def _hinge(y, s, margin, pos):
 
 
 def _elementwise_kernel(loss_id: int):
-    def kernel(y, p, weight, pos_weight, param, scale, grad, losses, partials):
+    """The loop shared by the elementwise losses; ``loss_id`` (a closure constant, so the
+    choice is made at compile time) picks the mathematics. Returns the float64 sum."""
+
+    def kernel(y, p, weight, pos_weight, param, scale, grad, losses):
         n = p.size
-        chunks = partials.size
+        chunks = CHUNKS if n >= PARALLEL_MIN_ELEMENTS else 1
         size = (n + chunks - 1) // chunks
+        partials = np.empty(chunks)
+        param = p.dtype.type(param)
+        scale = p.dtype.type(scale)
         for chunk in prange(chunks):
             start = chunk * size
             stop = min(n, start + size)
+            # slices, so indices start at 0: LLVM then sees no negative-index wraparound
+            # and vectorises the loop
+            ys, ps = y[start:stop], p[start:stop]
+            ws = None if weight is None else weight[start:stop]
+            gs = None if grad is None else grad[start:stop]
+            ls = None if losses is None else losses[start:stop]
             total = 0.0
-            for i in range(start, stop):
-                pos = ONE if pos_weight is None else pos_weight[i % pos_weight.size]
+            for i in range(ps.size):
+                pos = ONE if pos_weight is None else pos_weight[(start + i) % pos_weight.size]
                 if loss_id == 0:
-                    loss, d = _mse(y[i], p[i], param, pos)
+                    loss, d = _mse(ys[i], ps[i], param, pos)
                 elif loss_id == 1:
-                    loss, d = _binary_cross_entropy(y[i], p[i], param, pos)
+                    loss, d = _binary_cross_entropy(ys[i], ps[i], param, pos)
                 elif loss_id == 2:
-                    loss, d = _binary_cross_entropy_with_logits(y[i], p[i], param, pos)
+                    loss, d = _binary_cross_entropy_with_logits(ys[i], ps[i], param, pos)
                 else:
-                    loss, d = _hinge(y[i], p[i], param, pos)
-                if weight is not None:
-                    loss = loss * weight[i]
-                    d = d * weight[i]
-                if grad is not None:
-                    grad[i] = d * scale
-                if losses is not None:
-                    losses[i] = loss
+                    loss, d = _hinge(ys[i], ps[i], param, pos)
+                if ws is not None:
+                    loss = loss * ws[i]
+                    d = d * ws[i]
+                if gs is not None:
+                    gs[i] = d * scale
+                if ls is not None:
+                    ls[i] = loss
                 total += loss
             partials[chunk] = total
+        total = 0.0
+        for chunk in range(chunks):  # a fixed order
+            total += partials[chunk]
+        return total
 
     return kernel
 
 
 # --- cross-entropy, row by row ---------------------------------------------------------
+
+
+@njit(inline="always")
+def _row_max(x):
+    """max(x) over eight independent lanes, which LLVM packs into one vector max (a single
+    running max is a serial chain: twice as slow). NaN is skipped here as in the kernels'
+    comparison, and reaches the result through exp(NaN - max)."""
+    n = x.size
+    lanes = n - n % 8
+    a0 = a1 = a2 = a3 = a4 = a5 = a6 = a7 = x[0]
+    for c in range(0, lanes, 8):
+        v0, v1, v2, v3 = x[c], x[c + 1], x[c + 2], x[c + 3]
+        v4, v5, v6, v7 = x[c + 4], x[c + 5], x[c + 6], x[c + 7]
+        a0 = v0 if v0 > a0 else a0
+        a1 = v1 if v1 > a1 else a1
+        a2 = v2 if v2 > a2 else a2
+        a3 = v3 if v3 > a3 else a3
+        a4 = v4 if v4 > a4 else a4
+        a5 = v5 if v5 > a5 else a5
+        a6 = v6 if v6 > a6 else a6
+        a7 = v7 if v7 > a7 else a7
+    a0 = a1 if a1 > a0 else a0
+    a2 = a3 if a3 > a2 else a2
+    a4 = a5 if a5 > a4 else a4
+    a6 = a7 if a7 > a6 else a6
+    a0 = a2 if a2 > a0 else a0
+    a4 = a6 if a6 > a4 else a4
+    top = a4 if a4 > a0 else a0
+    for c in range(lanes, n):
+        top = x[c] if x[c] > top else top
+    return top
+
 
 
 def _cross_entropy_kernel(x, soft, labels, probs, weighted, class_weight, ignore_index, smoothing,
@@ -170,9 +218,7 @@ def _cross_entropy_kernel(x, soft, labels, probs, weighted, class_weight, ignore
                     if row_losses is not None:
                         row_losses[r] = 0.0
                     continue
-            top = xr[0]
-            for c in range(1, classes):
-                top = xr[c] if xr[c] > top else top
+            top = _row_max(xr)
             if top == -np.inf:
                 top = ZERO  # an all -inf row: exp(-inf) = 0, no inf - inf
             # coef = sum_c w_c q_c and dot = sum_c w_c q_c x_c, before x may be overwritten
@@ -268,17 +314,16 @@ def _elementwise(loss: str):
             (pos_weight,) = params
         elif params:
             (param,) = params
-        n = p.size
         losses = np.empty(p.shape, dtype) if want_value and reduction == "none" else None
-        partials = np.empty(CHUNKS if n >= PARALLEL_MIN_ELEMENTS else 1)
-        _launch(serial, parallel, n, y.reshape(-1), p.reshape(-1),
-                None if weight is None else weight.reshape(-1), pos_weight,
-                dtype.type(param), dtype.type(scale),
-                None if grad is None else grad.reshape(-1),
-                None if losses is None else losses.reshape(-1), partials)
+        if p.ndim != 1:  # the kernels index flat arrays (all are C-contiguous)
+            y, p = y.reshape(-1), p.reshape(-1)
+            weight = None if weight is None else weight.reshape(-1)
+            grad = None if grad is None else grad.reshape(-1)
+        total = _launch(serial, parallel, p.size, y, p, weight, pos_weight, param, scale, grad,
+                        None if losses is None else losses.reshape(-1))
         if not want_value:
             return None
-        return losses if reduction == "none" else dtype.type(partials.sum() * scale)
+        return losses if reduction == "none" else dtype.type(total * scale)
 
     kernel.__name__ = kernel.__qualname__ = loss
     return kernel

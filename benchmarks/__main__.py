@@ -1,0 +1,222 @@
+"""The benchmark suite: throughput across array sizes for every loss, backend and peer,
+against the memory bandwidth measured in the same run.
+
+    python -m benchmarks --quick --out bench-out        # the README's main job (< 2 min)
+    python -m benchmarks --device gpu --out DIR         # on a GPU machine (ci/gpu)
+    python -m benchmarks compare A.csv B.csv            # ratio of two runs, row by row
+
+Writes DIR/results.csv, DIR/run.json and DIR/*.png, and prints a summary table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+import lossbackends as lb
+
+from . import core, report
+from .providers import providers
+
+HOST_SIZES = [int(10**e) for e in np.arange(3, 8.01, 0.5)]  # 1e3 .. 1e8, log-spaced
+GPU_SIZES = [10**3, 10**4, 10**5, 10**6, 10**7, 10**8, 10**9]
+HOST_CE = [(64, 10), (1024, 100), (4096, 1000), (1024, 32000), (256, 128256)]
+GPU_CE = [(1048576, 10), (65536, 1000), (16384, 8192), (4096, 32000), (8192, 128256)]
+QUICK = {
+    "host": ([10**3, 10**4, 10**5, 10**6, 10**7], [(64, 10), (4096, 1000), (1024, 32000)]),
+    "gpu": ([10**3, 10**6, 10**8, 10**9], GPU_CE),
+}
+SMOKE = ([1000, 20000], [(16, 10), (8, 300)])
+
+
+def parse(argv):
+    parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", type=Path, default=Path("bench-out"))
+    parser.add_argument("--device", choices=["host", "gpu"], default="host")
+    parser.add_argument("--quick", action="store_true", help="fewer sizes and ops (< 2 min)")
+    parser.add_argument("--smoke", action="store_true", help="tiny sizes: checks the suite runs")
+    parser.add_argument("--losses", nargs="+", choices=core.LOSSES, default=list(core.LOSSES))
+    parser.add_argument("--ops", nargs="+", choices=core.OPS)
+    parser.add_argument("--backends", nargs="+", help="backends and peers to include")
+    parser.add_argument("--dtypes", nargs="+", choices=["float16", "float32", "float64"])
+    parser.add_argument("--sizes", nargs="+", type=float, help="elementwise sizes")
+    parser.add_argument("--budget", type=float, default=0.0,
+                        help="seconds after which peers are skipped (0: no limit)")
+    return parser.parse_args(argv)
+
+
+def metadata(device: str, rooflines: dict) -> dict:
+    meta = {
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "device": device, "python": platform.python_version(), "machine": platform.machine(),
+        "cpu": platform.processor() or platform.machine(), "cpu_count": os.cpu_count(),
+        "numpy": np.__version__, "lossbackends": lb.__version__, "rooflines_gbps": rooflines,
+    }
+    try:
+        with open("/proc/cpuinfo") as f:
+            meta["cpu"] = next(line.split(":", 1)[1].strip() for line in f if "model name" in line)
+    except (OSError, StopIteration):
+        pass
+    for module in ("numba", "cupy", "torch", "jax", "liger_kernel"):
+        if module in sys.modules:
+            meta[module] = getattr(sys.modules[module], "__version__", "?")
+    if "numba" in sys.modules:
+        import numba
+
+        meta["numba_threads"] = numba.config.NUMBA_NUM_THREADS
+        meta["numba_threading_layer"] = getattr(numba, "threading_layer", lambda: "?")()
+    if device == "gpu":
+        import cupy as cp
+
+        props = cp.cuda.runtime.getDeviceProperties(cp.cuda.runtime.getDevice())
+        meta["gpu"] = props["name"].decode()
+        meta["gpu_memory_gib"] = props["totalGlobalMem"] / 2**30
+    return meta
+
+
+def small_call_rows(device: str, roofline: float) -> list[dict]:
+    """The per-call cost at n = 1000: the whole public call, and for NumPy the dispatch
+    layer alone (public call minus the registered kernel called directly)."""
+    rows = []
+    rng = np.random.default_rng(5)
+    y = rng.random(1000, dtype=np.float32)
+    p = rng.random(1000, dtype=np.float32)
+    if device == "host":
+        from lossbackends.backends import numpy_backend
+
+        for backend in [b for b in ("numpy", "numba") if b in lb.available_backends()]:
+            call = lambda b=backend: lb.mse.value_and_grad(y, p, backend=b)  # noqa: E731
+            times = core.time_host(call, min_time=0.3, repeats=9)
+            rows.append(core.row("mse", "call_n1000", backend, "float32", (1000,), times,
+                                 12000, roofline, device=device))
+
+        def direct():
+            grad = np.empty_like(p)
+            return numpy_backend.mse(y, p, None, (), "mean", 1e-3, grad, True), grad
+
+        public = core.time_host(lambda: lb.mse.value_and_grad(y, p, backend="numpy"),
+                                min_time=0.3, repeats=9)
+        kernel = core.time_host(direct, min_time=0.3, repeats=9)
+        overhead = [max(a - b, 0.0) for a, b in zip(sorted(public), sorted(kernel), strict=True)]
+        rows.append(core.row("mse", "dispatch_overhead", "numpy", "float32", (1000,), overhead,
+                             1, roofline, device=device))
+    else:
+        import cupy as cp
+
+        yd, pd = cp.asarray(y), cp.asarray(p)
+        for op, call in (("call_n1000", lambda: lb.mse.value_and_grad(yd, pd)),
+                         ("value_call_n1000", lambda: lb.mse(yd, pd))):
+            rows.append(core.row("mse", op, "cupy", "float32", (1000,), core.time_gpu_wall(call),
+                                 12000, roofline, device=device))
+    return rows
+
+
+def run(args) -> list[dict]:
+    device = args.device
+    if device == "gpu":
+        roofline_name, roofline = "device-to-device copy", core.gpu_copy()
+    else:
+        roofline_name, roofline = core.host_triad()
+    print(f"roofline ({device}, {roofline_name}): {roofline:.1f} GB/s")
+    sizes, ce_shapes = (QUICK[device] if args.quick else
+                        (HOST_SIZES, HOST_CE) if device == "host" else (GPU_SIZES, GPU_CE))
+    if args.smoke:
+        sizes, ce_shapes = SMOKE
+    if args.sizes:
+        sizes = [int(s) for s in args.sizes]
+    ops = args.ops or (["value_and_grad"] if args.quick or args.smoke else list(core.OPS))
+    dtypes = args.dtypes or (["float32", "float16"] if device == "gpu" else ["float32"])
+    chosen = [p for p in providers(device) if not args.backends or p.name in args.backends]
+    grid = []
+    for loss in args.losses:
+        shapes = ce_shapes if loss == "cross_entropy" else [(n,) for n in sizes]
+        for dtype in dtypes:
+            if dtype == "float16" and loss == "cross_entropy" and device == "gpu":
+                shapes_here = [s for s in shapes if s[1] == 128256] or shapes[:1]
+            else:
+                shapes_here = shapes
+            grid += [(loss, dtype, shape) for shape in shapes_here]
+    try:
+        from tqdm import tqdm
+    except ImportError:  # the progress bar is a nicety
+        def tqdm(x, **_):
+            return x
+
+    started = time.time()
+    rows = []
+    for loss, dtype, shape in tqdm(grid, desc=f"benchmarks ({device})", unit="case"):
+        try:
+            inputs = (core.device_inputs(loss, shape, dtype) if device == "gpu"
+                      else core.host_inputs(loss, shape, dtype))
+        except MemoryError:
+            continue
+        if device == "gpu" and int(np.prod(shape)) <= 10**7:
+            host = core.host_inputs(loss, shape, dtype)
+            inputs = {**core.to_device(host)}
+        expected = core.reference(loss, "value_and_grad", inputs)
+        itemsize = np.dtype(dtype).itemsize
+        for provider in chosen:
+            if not provider.ours and args.budget and time.time() - started > args.budget:
+                continue
+            for op in ops:
+                try:
+                    call = provider.make(loss, op, inputs)
+                    if call is None:
+                        continue
+                    error = core.check(call(), expected, dtype)
+                    timer = core.time_gpu if device == "gpu" else core.time_host
+                    times = timer(call)
+                except Exception as exc:  # a peer that cannot run a case is noted, not fatal
+                    if provider.ours:
+                        raise
+                    print(f"  {provider.name} {loss} {op} {dtype} {shape}: {type(exc).__name__}: "
+                          f"{str(exc)[:120]}", file=sys.stderr)
+                    continue
+                rows.append(core.row(loss, op, provider.name, dtype, shape, times,
+                                     core.minimum_bytes(loss, op, shape, itemsize), roofline,
+                                     device=device, max_rel_error=error))
+        del inputs, expected
+        if device == "gpu":
+            import cupy as cp
+
+            cp.get_default_memory_pool().free_all_blocks()
+            if "torch" in sys.modules:
+                sys.modules["torch"].cuda.empty_cache()
+    rows += small_call_rows(device, roofline)
+    rows.insert(0, core.row("roofline", roofline_name, device, "float32", (0,), [1.0], roofline,
+                            roofline, device=device))
+    return rows, {device: roofline}
+
+
+def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["compare"]:
+        if len(argv) != 3:
+            print("usage: python -m benchmarks compare A.csv B.csv", file=sys.stderr)
+            return 2
+        report.compare(Path(argv[1]), Path(argv[2]))
+        return 0
+    args = parse(argv)
+    args.out.mkdir(parents=True, exist_ok=True)
+    rows, rooflines = run(args)
+    prefix = "" if not args.smoke else "smoke_"
+    report.write_csv(args.out / f"{prefix}results_{args.device}.csv", rows)
+    report.write_json(args.out / f"{prefix}run_{args.device}.json", metadata(args.device, rooflines))
+    report.plot(args.out, [r for r in rows if r["loss"] != "roofline"], rooflines, prefix)
+    print(report.summary([r for r in rows if r["loss"] != "roofline"]))
+    medians = {r["backend"]: r["seconds_median"] for r in rows if r["op"] == "call_n1000"}
+    for name, seconds in medians.items():
+        print(f"public call at n=1000 ({name}): {1e6 * seconds:.2f} us")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

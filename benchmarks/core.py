@@ -1,0 +1,243 @@
+"""Measuring: inputs, rooflines, timers, the correctness check, one result row.
+
+Protocol (``shared/performance.md``): warm up first; repeat and report the median with
+min and max; GB/s of the minimum traffic (each input read once, each output written
+once) and that as a fraction of a bandwidth roofline measured in the same run on the
+same device; every timed result checked against the NumPy backend (float64) first; never
+zeros or constants as inputs.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+
+import numpy as np
+
+import lossbackends as lb
+
+ELEMENTWISE = ("mse", "binary_cross_entropy", "binary_cross_entropy_with_logits", "hinge")
+LOSSES = (*ELEMENTWISE, "cross_entropy")
+OPS = ("value", "grad", "value_and_grad")
+
+
+# --- inputs ------------------------------------------------------------------------------
+
+
+def host_inputs(loss: str, shape: tuple, dtype: str, seed: int = 0) -> dict:
+    rng = np.random.default_rng(seed)
+    if loss == "cross_entropy":
+        rows, classes = shape
+        p = rng.standard_normal(shape, dtype=np.float32) * np.float32(3)
+        y = rng.integers(0, classes, rows)
+    else:
+        n = shape[0]
+        if loss == "binary_cross_entropy":
+            y = (rng.random(n, dtype=np.float32) < 0.5).astype(np.float32)
+            p = rng.uniform(0.001, 0.999, n).astype(np.float32)
+        elif loss == "hinge":
+            y = np.where(rng.random(n, dtype=np.float32) < 0.5, -1, 1).astype(np.float32)
+            p = rng.standard_normal(n, dtype=np.float32) * np.float32(2)
+        else:
+            y = rng.random(n, dtype=np.float32)
+            p = rng.standard_normal(n, dtype=np.float32) * np.float32(2)
+        y = y.astype(dtype)
+    return {"y": y, "p": p.astype(dtype)}
+
+
+def to_device(inputs: dict) -> dict:
+    import cupy as cp
+
+    return {"y": cp.asarray(inputs["y"]), "p": cp.asarray(inputs["p"]),
+            "y_host": inputs["y"], "p_host": inputs["p"]}
+
+
+def device_inputs(loss: str, shape: tuple, dtype: str, seed: int = 0) -> dict:
+    """Inputs made on the GPU (no host round trip for a gigabyte of data)."""
+    import cupy as cp
+
+    rng = cp.random.RandomState(seed)
+    if loss == "cross_entropy":
+        rows, classes = shape
+        p = rng.standard_normal(shape, dtype=cp.float32) * 3
+        y = rng.randint(0, classes, rows).astype(cp.int64)
+        return {"y": y, "p": p.astype(dtype)}
+    n = shape[0]
+    u = rng.random_sample(n, dtype=cp.float32)
+    if loss == "binary_cross_entropy":
+        y, p = (u < 0.5).astype(dtype), (0.001 + 0.998 * rng.random_sample(n, dtype=cp.float32))
+    elif loss == "hinge":
+        y, p = cp.where(u < 0.5, -1, 1).astype(dtype), rng.standard_normal(n, dtype=cp.float32) * 2
+    else:
+        y, p = u.astype(dtype), rng.standard_normal(n, dtype=cp.float32) * 2
+    return {"y": y, "p": p.astype(dtype)}
+
+
+def minimum_bytes(loss: str, op: str, shape: tuple, itemsize: int) -> int:
+    """Each input read once, each output written once (the value itself is negligible)."""
+    if loss == "cross_entropy":
+        rows, classes = shape
+        logits = rows * classes * itemsize
+        return logits + 8 * rows + (0 if op == "value" else logits)
+    n = shape[0]
+    return (2 if op == "value" else 3) * n * itemsize
+
+
+# --- rooflines ---------------------------------------------------------------------------
+
+
+def host_triad(n: int = 20_000_000, repeats: int = 7) -> tuple[str, float]:
+    """GB/s of c = a + k b (read 2, write 1) on the host: Numba's parallel triad when Numba
+    is installed (what our kernels can reach), else NumPy's add."""
+    a = np.random.default_rng(1).random(n, dtype=np.float32)
+    b = np.random.default_rng(2).random(n, dtype=np.float32)
+    c = np.empty_like(a)
+    try:
+        from numba import njit, prange
+
+        @njit(parallel=True, fastmath=True)
+        def triad(a, b, c, k):
+            for i in prange(a.size):
+                c[i] = a[i] + k * b[i]
+
+        def run():
+            triad(a, b, c, np.float32(3.0))
+
+        name = "numba triad"
+    except ImportError:
+        def run():
+            np.add(a, b, out=c)
+
+        name = "numpy add"
+    times = time_host(run, min_time=0.3, repeats=repeats)
+    return name, 3 * a.nbytes / statistics.median(times) / 1e9
+
+
+def gpu_copy() -> float:
+    """GB/s of a 1 GiB device-to-device copy, bytes read plus bytes written."""
+    import cupy as cp
+
+    src = cp.random.RandomState(0).random_sample(1 << 28, dtype=cp.float32)
+    dst = cp.empty_like(src)
+    times = time_gpu(lambda: dst.data.copy_from_device(src.data, src.nbytes), repeats=20)
+    return 2 * src.nbytes / statistics.median(times) / 1e9
+
+
+# --- timers ------------------------------------------------------------------------------
+
+
+def time_host(call, min_time: float = 0.2, repeats: int = 7, warmup: int = 1) -> list[float]:
+    """Seconds per call: ``repeats`` samples, each a loop long enough to be timed well."""
+    for _ in range(warmup):
+        call()
+    start = time.perf_counter()
+    call()
+    once = max(time.perf_counter() - start, 1e-7)
+    inner = max(1, int(min_time / repeats / once))
+    samples = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        for _ in range(inner):
+            call()
+        samples.append((time.perf_counter() - start) / inner)
+    return samples
+
+
+def time_gpu(call, repeats: int = 20, warmup: int = 3) -> list[float]:
+    """Device seconds per call from CUDA events, calls queued back to back as in a training
+    loop (the host runs ahead; host overhead shows only where it exceeds the kernels)."""
+    import cupy as cp
+
+    for _ in range(warmup):
+        call()
+    cp.cuda.Device().synchronize()
+    events = [cp.cuda.Event() for _ in range(repeats + 1)]
+    events[0].record()
+    for i in range(repeats):
+        call()
+        events[i + 1].record()
+    events[-1].synchronize()
+    return [cp.cuda.get_elapsed_time(a, b) / 1e3 for a, b in zip(events, events[1:], strict=True)]
+
+
+def time_gpu_wall(call, repeats: int = 30, inner: int = 100) -> list[float]:
+    """Wall seconds per call of back-to-back calls, synchronised at the end of each sample."""
+    import cupy as cp
+
+    for _ in range(inner):
+        call()
+    cp.cuda.Device().synchronize()
+    samples = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        for _ in range(inner):
+            call()
+        cp.cuda.Device().synchronize()
+        samples.append((time.perf_counter() - start) / inner)
+    return samples
+
+
+# --- correctness -------------------------------------------------------------------------
+
+
+def _host(a):
+    if a is None:
+        return None
+    if hasattr(a, "detach"):  # torch
+        a = a.detach().cpu().numpy()
+    elif hasattr(a, "__cuda_array_interface__"):
+        import cupy as cp
+
+        a = cp.asnumpy(a)
+    return np.asarray(a, dtype=np.float64)
+
+
+def reference(loss: str, op: str, inputs: dict):
+    """(value, grad) from the NumPy backend in float64, the truth every row is checked on."""
+    y, p = inputs.get("y_host", inputs["y"]), inputs.get("p_host", inputs["p"])
+    if hasattr(p, "__cuda_array_interface__"):  # made on the GPU: check there in float64
+        import cupy as cp
+
+        y64 = y if loss == "cross_entropy" else y.astype(cp.float64)
+        value, grad = getattr(lb, loss).value_and_grad(y64, p.astype(cp.float64), backend="cupy")
+        return float(value), grad
+    y64 = y if loss == "cross_entropy" else y.astype(np.float64)
+    value, grad = getattr(lb, loss).value_and_grad(y64, p.astype(np.float64), backend="numpy")
+    return float(value), grad
+
+
+def check(result, expected, dtype: str) -> float:
+    """Largest relative error of the value and the gradient (relative to the gradient's
+    largest magnitude); raises if it exceeds what ``dtype`` allows."""
+    value, grad = result
+    ref_value, ref_grad = expected
+    tolerance = {"float16": 3e-2, "float32": 1e-4, "float64": 1e-9}[dtype]
+    errors = []
+    if value is not None:
+        v = float(_host(value))
+        errors.append(abs(v - ref_value) / max(abs(ref_value), 1e-30))
+    if grad is not None:
+        if hasattr(ref_grad, "__cuda_array_interface__"):
+            import cupy as cp
+
+            g = cp.asarray(grad.detach() if hasattr(grad, "detach") else grad).astype(cp.float64)
+            scale = float(cp.max(cp.abs(ref_grad))) or 1.0
+            errors.append(float(cp.max(cp.abs(g - ref_grad))) / scale)
+        else:
+            g = _host(grad)
+            scale = float(np.max(np.abs(ref_grad))) or 1.0
+            errors.append(float(np.max(np.abs(g - ref_grad))) / scale)
+    worst = max(errors) if errors else 0.0
+    if not worst <= tolerance:
+        raise AssertionError(f"relative error {worst:.3g} exceeds {tolerance:g}")
+    return worst
+
+
+def row(loss, op, backend, dtype, shape, times, nbytes, roofline, **extra) -> dict:
+    median = statistics.median(times)
+    gbps = nbytes / median / 1e9
+    n = int(np.prod(shape))
+    return {"loss": loss, "op": op, "backend": backend, "dtype": dtype, "n": n,
+            "seconds_median": median, "seconds_min": min(times), "seconds_max": max(times),
+            "gbps": gbps, "roofline_fraction": gbps / roofline,
+            "shape": "x".join(map(str, shape)), **extra}
