@@ -136,7 +136,8 @@ def run(args) -> list[dict]:
     dtypes = args.dtypes or (["float32", "float16"] if device == "gpu" else ["float32"])
     chosen = [p for p in providers(device) if not args.backends or p.name in args.backends]
     grid = []
-    for loss in args.losses:
+    # cross-entropy first: with a time budget, its peer comparisons are the ones kept
+    for loss in sorted(args.losses, key=lambda name: name != "cross_entropy"):
         shapes = ce_shapes if loss == "cross_entropy" else [(n,) for n in sizes]
         for dtype in dtypes:
             if dtype == "float16" and loss == "cross_entropy" and device == "gpu":

@@ -212,6 +212,8 @@ def check(result, expected, dtype: str) -> float:
     value, grad = result
     ref_value, ref_grad = expected
     tolerance = {"float16": 3e-2, "float32": 1e-4, "float64": 1e-9}[dtype]
+    # float16 cannot hold a mean's gradient below its subnormal quantum: compare on that
+    floor = 6e-8 if dtype == "float16" else 0.0
     errors = []
     if value is not None:
         v = float(_host(value))
@@ -222,11 +224,11 @@ def check(result, expected, dtype: str) -> float:
 
             g = cp.asarray(grad.detach() if hasattr(grad, "detach") else grad).astype(cp.float64)
             scale = float(cp.max(cp.abs(ref_grad))) or 1.0
-            errors.append(float(cp.max(cp.abs(g - ref_grad))) / scale)
+            errors.append(max(float(cp.max(cp.abs(g - ref_grad))) - floor, 0.0) / scale)
         else:
             g = _host(grad)
             scale = float(np.max(np.abs(ref_grad))) or 1.0
-            errors.append(float(np.max(np.abs(g - ref_grad))) / scale)
+            errors.append(max(float(np.max(np.abs(g - ref_grad))) - floor, 0.0) / scale)
     worst = max(errors) if errors else 0.0
     if not worst <= tolerance:
         raise AssertionError(f"relative error {worst:.3g} exceeds {tolerance:g}")
