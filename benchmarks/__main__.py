@@ -72,7 +72,10 @@ def metadata(device: str, rooflines: dict) -> dict:
         import numba
 
         meta["numba_threads"] = numba.config.NUMBA_NUM_THREADS
-        meta["numba_threading_layer"] = getattr(numba, "threading_layer", lambda: "?")()
+        try:
+            meta["numba_threading_layer"] = numba.threading_layer()
+        except ValueError:  # no parallel kernel has run in this process
+            meta["numba_threading_layer"] = None
     if device == "gpu":
         import cupy as cp
 

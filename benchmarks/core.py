@@ -157,7 +157,7 @@ def time_gpu(call, repeats: int = 20, warmup: int = 3) -> list[float]:
         call()
         events[i + 1].record()
     events[-1].synchronize()
-    return [cp.cuda.get_elapsed_time(a, b) / 1e3 for a, b in zip(events, events[1:], strict=True)]
+    return [cp.cuda.get_elapsed_time(a, b) / 1e3 for a, b in zip(events[:-1], events[1:], strict=True)]
 
 
 def time_gpu_wall(call, repeats: int = 30, inner: int = 100) -> list[float]:

@@ -83,6 +83,9 @@ def as_values(xp: Any, values: Any, dtype: np.dtype, name: str) -> Any:
 
 
 def same_device(name: str, value: Any, p: Any) -> None:
+    """Arrays must live with y_pred; a plain scalar (Python or NumPy) goes anywhere."""
+    if isinstance(value, (int, float, np.generic)):
+        return
     if _dispatch.device_of(value) != _dispatch.device_of(p):
         raise ValueError(
             f"{name} lives on a different device from y_pred; move it first "
