@@ -52,7 +52,7 @@ shapes = st.one_of(
 @given(shape=shapes, seed=st.integers(0, 2**32 - 1), reduction=st.sampled_from(REDUCTIONS),
        dtype=st.sampled_from([np.float32, np.float64]), weighted=st.booleans(),
        option=st.booleans())
-@settings(max_examples=examples(60), deadline=None)
+@settings(max_examples=examples(150), deadline=None)
 def test_elementwise_matches_reference(backend, loss, shape, seed, reduction, dtype, weighted,
                                        option):
     rng = np.random.default_rng(seed)
@@ -101,7 +101,7 @@ def ce_problems(draw):
 @given(problem=ce_problems(), seed=st.integers(0, 2**32 - 1), reduction=st.sampled_from(REDUCTIONS),
        dtype=st.sampled_from([np.float32, np.float64]), weighted=st.booleans(),
        smoothing=st.sampled_from([0.0, 0.1]), ignore=st.booleans())
-@settings(max_examples=examples(120), deadline=None)
+@settings(max_examples=examples(150), deadline=None)
 def test_cross_entropy_matches_reference(backend, problem, seed, reduction, dtype, weighted,
                                          smoothing, ignore):
     rows, classes, soft = problem
