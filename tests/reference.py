@@ -79,7 +79,8 @@ def cross_entropy(target, logits, *, reduction="mean", class_weight=None, ignore
             q[t2[i]] += 1 - label_smoothing
             denominator += w[t2[i]]
         wq = w * q
-        terms = np.where(wq == 0, 0.0, wq * (lse - row))
+        with np.errstate(invalid="ignore"):  # 0 * inf where a class has no mass: masked
+            terms = np.where(wq == 0, 0.0, wq * (lse - row))
         losses[i] = terms.sum()
         grads[i] = softmax * wq.sum() - wq
     if reduction == "mean":
