@@ -149,7 +149,8 @@ def _elementwise(loss: str):
     return kernel
 
 
-# Set to "stream" to force the two-pass kernel for every class count (benchmarks compare).
+# Set to "stream" to force the two-pass kernel for every class count: how the row kernels
+# were compared with it (benchmarks/results/gpu-h200/kernel-variants-2026-11-26.csv).
 CE_STRATEGY = "auto"
 
 

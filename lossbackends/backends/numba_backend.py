@@ -93,9 +93,11 @@ def _hinge(y, s, margin, pos):
     return (ZERO if slack <= ZERO else slack), (-y if slack > ZERO else ZERO)
 
 
-def _elementwise_kernel(loss_id: int):
-    """The loop shared by the elementwise losses; ``loss_id`` (a closure constant, so the
-    choice is made at compile time) picks the mathematics. Returns the float64 sum."""
+def _elementwise_kernel(loss_id: int, want_value: bool):
+    """The loop shared by the elementwise losses; ``loss_id`` picks the mathematics and
+    ``want_value`` whether the loss is summed at all (closure constants: both are decided
+    at compile time, so a gradient-only kernel never computes the loss). Returns the
+    float64 sum (0 without ``want_value``)."""
 
     def kernel(y, p, weight, pos_weight, param, scale, grad, losses):
         n = p.size
@@ -131,7 +133,8 @@ def _elementwise_kernel(loss_id: int):
                     gs[i] = d * scale
                 if ls is not None:
                     ls[i] = loss
-                total += loss
+                if want_value:
+                    total += loss
             partials[chunk] = total
         total = 0.0
         for chunk in range(chunks):  # a fixed order
@@ -302,9 +305,11 @@ def _launch(serial, parallel, elements: int, *args):
 
 
 def _elementwise(loss: str):
-    source = _elementwise_kernel(LOSS_IDS[loss])
-    serial = _jit(source, f"{loss}_serial", parallel=False)
-    parallel = _jit(source, f"{loss}_parallel", parallel=True)
+    kernels = {}  # want_value -> (serial, parallel)
+    for want, name in ((True, "value"), (False, "grad")):
+        source = _elementwise_kernel(LOSS_IDS[loss], want)
+        kernels[want] = (_jit(source, f"{loss}_{name}_serial", parallel=False),
+                         _jit(source, f"{loss}_{name}_parallel", parallel=True))
 
     @half_in_float32
     def kernel(y, p, weight, params, reduction, scale, grad, want_value):
@@ -319,8 +324,8 @@ def _elementwise(loss: str):
             y, p = y.reshape(-1), p.reshape(-1)
             weight = None if weight is None else weight.reshape(-1)
             grad = None if grad is None else grad.reshape(-1)
-        total = _launch(serial, parallel, p.size, y, p, weight, pos_weight, param, scale, grad,
-                        None if losses is None else losses.reshape(-1))
+        total = _launch(*kernels[want_value], p.size, y, p, weight, pos_weight, param, scale,
+                        grad, None if losses is None else losses.reshape(-1))
         if not want_value:
             return None
         return losses if reduction == "none" else dtype.type(total * scale)
