@@ -173,8 +173,9 @@ def _describe(x: object) -> str:
 
 def resolve(backend: str | None, y_true: object, y_pred: object) -> Backend:
     """The backend this call runs on, after checking that the inputs live where it runs."""
-    device = device_of(y_pred)
-    if device_of(y_true) != device:
+    # device_of, inlined: this runs on every call
+    device = _DEVICE_OF_TYPE.get(type(y_pred)) or device_of(y_pred)
+    if (_DEVICE_OF_TYPE.get(type(y_true)) or device_of(y_true)) != device:
         raise ValueError(
             f"y_true ({_describe(y_true)}) and y_pred ({_describe(y_pred)}) live on different "
             "devices; move one of them first (cupy.asarray or cupy.asnumpy): lossbackends "
@@ -185,9 +186,9 @@ def resolve(backend: str | None, y_true: object, y_pred: object) -> Backend:
             raise ValueError(_ENV_ERROR)
         name = _CONTEXT_CHOICE.get() or _ENV_CHOICE or "auto"
     else:
-        name = check_backend_name(backend)
+        name = backend if backend in _BACKENDS else check_backend_name(backend)
     if name == "auto":
-        name = "cupy" if device == "cuda" else auto_host_backend()
+        name = "cupy" if device == "cuda" else (_HOST_AUTO[0] if _HOST_AUTO else auto_host_backend())
     spec = _BACKENDS[name]
     if spec.device != device:
         where = "GPU" if device == "cuda" else "host (NumPy)"

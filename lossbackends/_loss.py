@@ -58,13 +58,13 @@ def _namespace(backend: _dispatch.Backend) -> Any:
 def as_prediction(xp: Any, y_pred: Any, contiguous: bool = True) -> Any:
     """``y_pred`` as a float16/32/64 array; integers and bools become float64."""
     p = xp.asarray(y_pred)
-    if p.dtype.kind in "biu":
+    if p.dtype not in _FLOAT_DTYPES:
+        if p.dtype.kind not in "biu":
+            raise TypeError(
+                f"y_pred has dtype {p.dtype}; pass a float16, float32 or float64 array "
+                "(integer and bool arrays are computed as float64)"
+            )
         p = p.astype(xp.float64)
-    elif p.dtype not in _FLOAT_DTYPES:
-        raise TypeError(
-            f"y_pred has dtype {p.dtype}; pass a float16, float32 or float64 array "
-            "(integer and bool arrays are computed as float64)"
-        )
     if contiguous and not p.flags.c_contiguous:
         p = xp.ascontiguousarray(p)
     return p
@@ -73,13 +73,11 @@ def as_prediction(xp: Any, y_pred: Any, contiguous: bool = True) -> Any:
 def as_values(xp: Any, values: Any, dtype: np.dtype, name: str) -> Any:
     """A real-valued array (``y_true``, a weight) cast to the computation's dtype."""
     a = xp.asarray(values)
+    if a.dtype == dtype:
+        return a if a.flags.c_contiguous else xp.ascontiguousarray(a)
     if a.dtype.kind not in "biuf":
         raise TypeError(f"{name} has dtype {a.dtype}; pass a real (bool, integer or float) array")
-    if a.dtype != dtype:
-        a = a.astype(dtype)
-    elif not a.flags.c_contiguous:
-        a = xp.ascontiguousarray(a)
-    return a
+    return a.astype(dtype)
 
 
 def same_device(name: str, value: Any, p: Any) -> None:
@@ -93,54 +91,54 @@ def same_device(name: str, value: Any, p: Any) -> None:
         )
 
 
-def _prepare_elementwise(xp, y_true, y_pred, weight):
+def _prepare_elementwise(xp, y_true, y_pred, weight, params=()):
+    """The canonical tuple (see ``Prepared``) of an elementwise loss."""
     p = as_prediction(xp, y_pred)
     y = as_values(xp, y_true, p.dtype, "y_true")
-    if y.shape != p.shape:
+    shape = p.shape
+    if y.shape != shape:
         raise ValueError(
-            f"y_true has shape {y.shape} but y_pred has shape {p.shape}; they must match "
+            f"y_true has shape {y.shape} but y_pred has shape {shape}; they must match "
             "exactly (only weight broadcasts; reshape one of them)"
         )
-    w = None
     if weight is not None:
         same_device("weight", weight, p)
-        w = as_values(xp, weight, p.dtype, "weight")
-        if w.shape != p.shape:
+        weight = as_values(xp, weight, p.dtype, "weight")
+        if weight.shape != shape:
             try:
-                w = xp.ascontiguousarray(xp.broadcast_to(w, p.shape))
+                weight = xp.ascontiguousarray(xp.broadcast_to(weight, shape))
             except ValueError:
                 raise ValueError(
-                    f"weight has shape {w.shape}, which does not broadcast to y_pred's shape "
-                    f"{p.shape}"
+                    f"weight has shape {weight.shape}, which does not broadcast to y_pred's "
+                    f"shape {shape}"
                 ) from None
-    return y, p, w
-
-
-def _elementwise(y, p, w, params=()):
     n = p.size
-    return (y, p, w, params, 1.0 / n if n else 1.0, p.shape, p.shape, None)
+    return (y, p, weight, params, 1.0 / n if n else 1.0, shape, shape, None)
 
 
 # --- the preparation of each loss: its options, checked once for every backend ---------
 
+# The clip bound of binary_cross_entropy is eps raised to the dtype's machine epsilon, so
+# 1 - eps stays < 1; float16 is computed in float32 by every backend, hence float32's.
+_EPS = {np.dtype(t): float(np.finfo(np.float32 if t == np.float16 else t).eps)
+        for t in (np.float16, np.float32, np.float64)}
+
 
 def _prepare_mse(xp, y_true, y_pred, *, weight=None):
-    return _elementwise(*_prepare_elementwise(xp, y_true, y_pred, weight))
+    return _prepare_elementwise(xp, y_true, y_pred, weight)
 
 
 def _prepare_bce(xp, y_true, y_pred, *, weight=None, eps=1e-15):
-    y, p, w = _prepare_elementwise(xp, y_true, y_pred, weight)
+    prep = _prepare_elementwise(xp, y_true, y_pred, weight)
     eps = float(eps)
     if not 0.0 <= eps < 0.5:
         raise ValueError(f"eps must be in [0, 0.5); got {eps}")
-    # The clip bound is eps raised to the dtype's machine epsilon, so 1 - eps stays < 1.
-    # float16 is computed in float32 by every backend, hence float32's epsilon for it.
-    compute = np.float32 if p.dtype == np.float16 else p.dtype
-    return _elementwise(y, p, w, (max(eps, float(np.finfo(compute).eps)),))
+    return (*prep[:3], (max(eps, _EPS[prep[1].dtype]),), *prep[4:])
 
 
 def _prepare_bce_with_logits(xp, y_true, y_pred, *, weight=None, pos_weight=None):
-    y, p, w = _prepare_elementwise(xp, y_true, y_pred, weight)
+    prep = _prepare_elementwise(xp, y_true, y_pred, weight)
+    p = prep[1]
     if pos_weight is not None:
         same_device("pos_weight", pos_weight, p)
         pw = as_values(xp, pos_weight, p.dtype, "pos_weight")
@@ -151,11 +149,11 @@ def _prepare_bce_with_logits(xp, y_true, y_pred, *, weight=None, pos_weight=None
                 f"scalar or a vector of length {last} (y_pred's last dimension)"
             )
         pos_weight = xp.ascontiguousarray(xp.broadcast_to(pw.reshape(-1), (last,)))
-    return _elementwise(y, p, w, (pos_weight,))
+    return (*prep[:3], (pos_weight,), *prep[4:])
 
 
 def _prepare_hinge(xp, y_true, y_pred, *, weight=None, margin=1.0):
-    return _elementwise(*_prepare_elementwise(xp, y_true, y_pred, weight), (float(margin),))
+    return _prepare_elementwise(xp, y_true, y_pred, weight, (float(margin),))
 
 
 def _prepare_cross_entropy(

@@ -15,6 +15,9 @@ def label_error(label: int, row: int, classes: int) -> ValueError:
     )
 
 
+_HALF = np.dtype(np.float16)
+
+
 def _up(a):
     return a.astype(np.float32) if isinstance(a, np.ndarray) and a.dtype == np.float16 else a
 
@@ -24,7 +27,7 @@ def half_in_float32(kernel: Callable) -> Callable:
     float16 is accepted and computed in float32)."""
 
     def run(y, p, weight, params, reduction, scale, grad, want_value):
-        if p.dtype != np.float16:
+        if p.dtype is not _HALF:  # NumPy's builtin dtypes are singletons
             return kernel(y, p, weight, params, reduction, scale, grad, want_value)
         grad32 = None if grad is None else np.empty(p.shape, np.float32)
         value = kernel(_up(y), _up(p), _up(weight), tuple(map(_up, params)), reduction, scale,

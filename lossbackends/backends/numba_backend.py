@@ -287,21 +287,19 @@ _LOCK = threading.Lock()
 _SERIALISE: list[bool] = []  # decided at the first parallel call
 
 
-def _launch(serial, parallel, elements: int, *args):
-    """Run the serial kernel for small inputs, else the parallel one. Numba's
-    ``workqueue`` threading layer aborts on concurrent parallel calls from several threads
-    (numba#8563), so under it parallel calls take turns."""
-    if elements < PARALLEL_MIN_ELEMENTS:
-        return serial(*args)
+def _parallel(kernel, *args):
+    """Run a parallel kernel. Numba's ``workqueue`` threading layer aborts on concurrent
+    parallel calls from several threads (numba#8563), so under it parallel calls take
+    turns; ``omp`` and ``tbb`` run them concurrently."""
     if not _SERIALISE:
         with _LOCK:
-            result = parallel(*args)
+            result = kernel(*args)
             _SERIALISE.append(numba.threading_layer() == "workqueue")
         return result
     if _SERIALISE[0]:
         with _LOCK:
-            return parallel(*args)
-    return parallel(*args)
+            return kernel(*args)
+    return kernel(*args)
 
 
 def _elementwise(loss: str):
@@ -310,25 +308,28 @@ def _elementwise(loss: str):
         source = _elementwise_kernel(LOSS_IDS[loss], want)
         kernels[want] = (_jit(source, f"{loss}_{name}_serial", parallel=False),
                          _jit(source, f"{loss}_{name}_parallel", parallel=True))
+    has_pos_weight = loss == "binary_cross_entropy_with_logits"
 
     @half_in_float32
     def kernel(y, p, weight, params, reduction, scale, grad, want_value):
-        dtype = p.dtype
-        pos_weight, param = None, 0.0
-        if loss == "binary_cross_entropy_with_logits":
-            (pos_weight,) = params
-        elif params:
-            (param,) = params
-        losses = np.empty(p.shape, dtype) if want_value and reduction == "none" else None
+        if has_pos_weight:
+            pos_weight, param = params[0], 0.0
+        else:
+            pos_weight, param = None, (params[0] if params else 0.0)
+        losses = np.empty(p.shape, p.dtype) if want_value and reduction == "none" else None
         if p.ndim != 1:  # the kernels index flat arrays (all are C-contiguous)
             y, p = y.reshape(-1), p.reshape(-1)
             weight = None if weight is None else weight.reshape(-1)
             grad = None if grad is None else grad.reshape(-1)
-        total = _launch(*kernels[want_value], p.size, y, p, weight, pos_weight, param, scale,
-                        grad, None if losses is None else losses.reshape(-1))
+        flat_losses = None if losses is None else losses.reshape(-1)
+        serial, parallel = kernels[want_value]
+        if p.size < PARALLEL_MIN_ELEMENTS:  # one thread: no thread start-up
+            total = serial(y, p, weight, pos_weight, param, scale, grad, flat_losses)
+        else:
+            total = _parallel(parallel, y, p, weight, pos_weight, param, scale, grad, flat_losses)
         if not want_value:
             return None
-        return losses if reduction == "none" else dtype.type(total * scale)
+        return losses if reduction == "none" else p.dtype.type(total * scale)
 
     kernel.__name__ = kernel.__qualname__ = loss
     return kernel
@@ -349,8 +350,8 @@ def cross_entropy(target, x, class_weight, params, reduction, scale, grad, want_
     row_losses = np.empty(rows) if want_value and reduction == "none" else None
     partials = np.empty(min(CHUNKS, rows) or 1)  # fixed by the shape, never the threads
     unused = x[:0]
-    grad_scale, bad_row = _launch(
-        _CE_PARALLEL, _CE_PARALLEL, PARALLEL_MIN_ELEMENTS, x, soft, _NO_LABELS if soft else target,
+    grad_scale, bad_row = _parallel(
+        _CE_PARALLEL, x, soft, _NO_LABELS if soft else target,
         target if soft else unused, class_weight is not None,
         np.empty(0, x.dtype) if class_weight is None else class_weight, ignore_index, smoothing,
         reduction == "mean", grad, row_losses, partials)
