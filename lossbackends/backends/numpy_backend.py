@@ -127,7 +127,8 @@ def cross_entropy(target, x, class_weight, params, reduction, scale, grad, want_
         wq = q * class_weight if class_weight is not None else q
         row_coef = np.sum(wq, axis=1, dtype=np.float64)  # sum_c w_c q_c
         # sum_c w_c q_c x_c with 0 * (-inf) = 0: a class of zero probability costs nothing
-        row_dot = np.sum(np.where(wq == 0, 0.0, wq * x), axis=1, dtype=np.float64)
+        with np.errstate(invalid="ignore"):  # the masked products are never used
+            row_dot = np.sum(np.where(wq == 0, 0.0, wq * x), axis=1, dtype=np.float64)
         kept = None
         denominator = rows
     else:
@@ -174,7 +175,8 @@ def cross_entropy(target, x, class_weight, params, reduction, scale, grad, want_
     if soft:
         exp -= wq * grad_scale
         return value
-    exp[row_index, label] -= (1.0 - smoothing) * label_weight * grad_scale
+    with np.errstate(invalid="ignore"):  # every row ignored: 0 * inf here, zeroed below
+        exp[row_index, label] -= (1.0 - smoothing) * label_weight * grad_scale
     if smoothing:
         spread_scale = (smoothing / classes) * grad_scale
         if class_weight is None:
