@@ -177,12 +177,12 @@ def cross_entropy(target, x, class_weight, params, reduction, scale, grad, want_
         return value
     with np.errstate(invalid="ignore"):  # every row ignored: 0 * inf here, zeroed below
         exp[row_index, label] -= (1.0 - smoothing) * label_weight * grad_scale
-    if smoothing:
-        spread_scale = (smoothing / classes) * grad_scale
-        if class_weight is None:
-            exp -= (spread_scale * kept)[:, None]
-        else:
-            exp -= np.multiply.outer(spread_scale * kept, class_weight)
+        if smoothing:
+            spread_scale = (smoothing / classes) * grad_scale
+            if class_weight is None:
+                exp -= (spread_scale * kept)[:, None]
+            else:
+                exp -= np.multiply.outer(spread_scale * kept, class_weight)
     if not kept.all():
         exp[~kept] = 0.0  # ignored rows: gradient exactly 0, even for non-finite logits
     return value
