@@ -188,7 +188,7 @@ def resolve(backend: str | None, y_true: object, y_pred: object) -> Backend:
     else:
         name = backend if backend in _BACKENDS else check_backend_name(backend)
     if name == "auto":
-        name = "cupy" if device == "cuda" else (_HOST_AUTO[0] if _HOST_AUTO else auto_host_backend())
+        name = "cupy" if device == "cuda" else auto_host_backend()
     spec = _BACKENDS[name]
     if spec.device != device:
         where = "GPU" if device == "cuda" else "host (NumPy)"

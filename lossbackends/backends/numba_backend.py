@@ -3,8 +3,9 @@
 Each elementwise kernel reads ``y`` and ``p`` once, writes the gradient (and the
 per-element losses for ``"none"``) and accumulates the sum in float64 in the same loop.
 Work is cut into ``CHUNKS`` fixed chunks whose partial sums are added in order, so the
-result does not depend on the number of threads; inputs below ``PARALLEL_MIN_ELEMENTS``
-run on one thread with no thread start-up. Cross-entropy works row by row while the row
+result does not depend on the number of threads; elementwise inputs below
+``PARALLEL_MIN_ELEMENTS`` run on one thread with no thread start-up (cross-entropy always
+runs its parallel build: see ``_CE_PARALLEL``). Cross-entropy works row by row while the row
 is in cache: max, then ``exp`` once per element (written into the gradient buffer), then
 the gradient in place.
 
