@@ -105,10 +105,8 @@ def small_call_rows(device: str, roofline: float) -> list[dict]:
             grad = np.empty_like(p)
             return numpy_backend.mse(y, p, None, (), "mean", 1e-3, grad, True), grad
 
-        public = core.time_host(lambda: lb.mse.value_and_grad(y, p, backend="numpy"),
-                                min_time=0.3, repeats=9)
-        kernel = core.time_host(direct, min_time=0.3, repeats=9)
-        overhead = [max(a - b, 0.0) for a, b in zip(sorted(public), sorted(kernel), strict=True)]
+        overhead = core.time_host_difference(
+            lambda: lb.mse.value_and_grad(y, p, backend="numpy"), direct)
         rows.append(core.row("mse", "dispatch_overhead", "numpy", "float32", (1000,), overhead,
                              1, roofline, device=device))
     else:

@@ -143,6 +143,26 @@ def time_host(call, min_time: float = 0.2, repeats: int = 7, warmup: int = 1) ->
     return samples
 
 
+def time_host_difference(call, baseline, min_time: float = 0.6, repeats: int = 25) -> list[float]:
+    """Seconds per call that ``call`` takes over ``baseline``: samples of the two taken in
+    turn, so that a slow moment of the machine weighs on both sides of each difference."""
+    call(), baseline()
+    start = time.perf_counter()
+    call()
+    once = max(time.perf_counter() - start, 1e-7)
+    inner = max(1, int(min_time / repeats / 2 / once))
+    differences = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        for _ in range(inner):
+            call()
+        middle = time.perf_counter()
+        for _ in range(inner):
+            baseline()
+        differences.append((2 * middle - start - time.perf_counter()) / inner)
+    return differences
+
+
 def time_gpu(call, repeats: int = 20, warmup: int = 3) -> list[float]:
     """Device seconds per call from CUDA events, calls queued back to back as in a training
     loop (the host runs ahead; host overhead shows only where it exceeds the kernels)."""
@@ -237,7 +257,7 @@ def check(result, expected, dtype: str) -> float:
 
 def row(loss, op, backend, dtype, shape, times, nbytes, roofline, **extra) -> dict:
     median = statistics.median(times)
-    gbps = nbytes / median / 1e9
+    gbps = nbytes / median / 1e9 if median > 0 else float("nan")
     n = int(np.prod(shape))
     return {"loss": loss, "op": op, "backend": backend, "dtype": dtype, "n": n,
             "seconds_median": median, "seconds_min": min(times), "seconds_max": max(times),

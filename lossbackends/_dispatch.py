@@ -100,13 +100,14 @@ _CONTEXT_CHOICE: contextvars.ContextVar[str | None] = contextvars.ContextVar(
 )
 
 
-def _read_env() -> tuple[str | None, str | None]:
-    """(choice, error): the environment variable, read once at import."""
+def _read_env() -> tuple[str, str | None]:
+    """(choice, error): the environment variable, read once at import. An invalid value is
+    kept as the choice, so the call it applies to raises ``error`` (see ``_choose``)."""
     raw = os.environ.get(ENV_VAR, "").strip()
     if not raw:
-        return None, None
+        return "auto", None
     if raw.lower() not in _CHOICES:
-        return None, (
+        return raw, (
             f"unknown {ENV_VAR}={raw!r}; set it to one of {', '.join(_CHOICES)} or unset it"
         )
     return raw.lower(), None
@@ -133,9 +134,10 @@ def use_backend(name: str) -> Iterator[str]:
 def get_backend() -> str:
     """The backend that applies now: the innermost ``use_backend``, else
     ``LOSSBACKENDS_BACKEND``, else ``"auto"`` (the inputs decide at each call)."""
-    if _ENV_ERROR is not None:
+    choice = _CONTEXT_CHOICE.get() or _ENV_CHOICE
+    if choice not in _CHOICES:
         raise ValueError(_ENV_ERROR)
-    return _CONTEXT_CHOICE.get() or _ENV_CHOICE or "auto"
+    return choice
 
 
 # --- auto: what the arrays say ---------------------------------------------------------
@@ -171,26 +173,38 @@ def _describe(x: object) -> str:
     return f"{kind.__module__}.{kind.__qualname__}"
 
 
-def resolve(backend: str | None, y_true: object, y_pred: object) -> Backend:
-    """The backend this call runs on, after checking that the inputs live where it runs."""
-    # device_of, inlined: this runs on every call
-    device = _DEVICE_OF_TYPE.get(type(y_pred)) or device_of(y_pred)
-    if (_DEVICE_OF_TYPE.get(type(y_true)) or device_of(y_true)) != device:
+# (choice, device) -> the backend's name; filled by ``_choose`` once a pair is valid
+_CHOSEN: dict[tuple[str, str], str] = {}
+
+
+def resolve(backend: str | None, y_true: object, y_pred: object) -> str:
+    """The name of the backend this call runs on, after checking that the inputs live
+    where it runs. This runs on every call: two type lookups and one dict lookup."""
+    kind = type(y_pred)
+    device = _DEVICE_OF_TYPE.get(kind) or device_of(y_pred)
+    if type(y_true) is not kind and device_of(y_true) != device:
         raise ValueError(
             f"y_true ({_describe(y_true)}) and y_pred ({_describe(y_pred)}) live on different "
             "devices; move one of them first (cupy.asarray or cupy.asnumpy): lossbackends "
             "never copies between host and GPU behind your back"
         )
-    if backend is None:
-        if _ENV_ERROR is not None:
+    choice = (_CONTEXT_CHOICE.get() or _ENV_CHOICE) if backend is None else backend
+    try:
+        return _CHOSEN[choice, device]
+    except (KeyError, TypeError):  # first call of this pair, or not a name at all
+        return _choose(choice, device, backend is None)
+
+
+def _choose(choice: object, device: str, from_settings: bool) -> str:
+    """The backend for ``choice`` on ``device``, or the error that says why there is none."""
+    if choice not in _CHOICES:
+        if from_settings:  # use_backend checks its name, so this is the environment's
             raise ValueError(_ENV_ERROR)
-        name = _CONTEXT_CHOICE.get() or _ENV_CHOICE or "auto"
-    else:
-        name = backend if backend in _BACKENDS else check_backend_name(backend)
+        check_backend_name(choice)
+    name = choice
     if name == "auto":
         name = "cupy" if device == "cuda" else auto_host_backend()
-    spec = _BACKENDS[name]
-    if spec.device != device:
+    if _BACKENDS[name].device != device:
         where = "GPU" if device == "cuda" else "host (NumPy)"
         fix = (
             "use backend='cupy' (or 'auto'), or move them with cupy.asnumpy"
@@ -198,7 +212,8 @@ def resolve(backend: str | None, y_true: object, y_pred: object) -> Backend:
             else "move them to the GPU with cupy.asarray, or use a host backend ('numpy', 'numba')"
         )
         raise ValueError(f"backend {name!r} cannot run on {where} arrays; {fix}")
-    return spec
+    _CHOSEN[choice, device] = name
+    return name
 
 
 def available_backends() -> list[str]:

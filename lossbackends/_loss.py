@@ -27,7 +27,7 @@ import numpy as np
 from . import _dispatch
 
 REDUCTIONS = ("mean", "sum", "none")
-_FLOAT_DTYPES = (np.dtype(np.float16), np.dtype(np.float32), np.dtype(np.float64))
+_FLOAT_DTYPES = frozenset(map(np.dtype, (np.float16, np.float32, np.float64)))
 
 
 class Prepared(NamedTuple):
@@ -45,26 +45,28 @@ class Prepared(NamedTuple):
     scale: float
     shape: tuple  # y_pred's shape as the user passed it
     value_shape: tuple  # the shape of ``reduction="none"`` results
-    moved_axis: int | None = None  # cross_entropy's class axis, when it was not last
+    # None: the kernel works in y_pred's own shape (elementwise losses). cross_entropy's
+    # kernel works on (rows, classes) with the classes last; this is their axis in y_pred.
+    class_axis: int | None = None
 
 
 # --- argument checking, shared by every loss and backend -------------------------------
-
-
-def _namespace(backend: _dispatch.Backend) -> Any:
-    return _dispatch.load_backend(backend.name).xp
 
 
 def as_prediction(xp: Any, y_pred: Any, contiguous: bool = True) -> Any:
     """``y_pred`` as a float16/32/64 array; integers and bools become float64."""
     p = xp.asarray(y_pred)
     if p.dtype not in _FLOAT_DTYPES:
-        if p.dtype.kind not in "biu":
+        native = p.dtype.newbyteorder("=")  # byte-swapped data is computed natively
+        if native in _FLOAT_DTYPES:
+            p = p.astype(native)
+        elif p.dtype.kind in "biu":
+            p = p.astype(xp.float64)
+        else:
             raise TypeError(
                 f"y_pred has dtype {p.dtype}; pass a float16, float32 or float64 array "
                 "(integer and bool arrays are computed as float64)"
             )
-        p = p.astype(xp.float64)
     if contiguous and not p.flags.c_contiguous:
         p = xp.ascontiguousarray(p)
     return p
@@ -91,10 +93,20 @@ def same_device(name: str, value: Any, p: Any) -> None:
         )
 
 
-def _prepare_elementwise(xp, y_true, y_pred, weight, params=()):
-    """The canonical tuple (see ``Prepared``) of an elementwise loss."""
-    p = as_prediction(xp, y_pred)
-    y = as_values(xp, y_true, p.dtype, "y_true")
+def _prepare_elementwise(xp, y_true, y_pred, *, weight=None):
+    """The canonical tuple (see ``Prepared``) of an elementwise loss; ``params`` is ``()``
+    (a loss with options of its own puts them there)."""
+    # The common call, two C-contiguous float arrays of one dtype, passes with the cheapest
+    # checks there are: this runs on every call. ascontiguousarray gives a C-contiguous
+    # array of its own type back itself (anything else, such as a strided view or a 0-d
+    # array, which it makes 1-d, takes the general path).
+    ndarray, contiguous = xp.ndarray, xp.ascontiguousarray
+    p = y_pred
+    if type(p) is not ndarray or contiguous(p) is not p or p.dtype not in _FLOAT_DTYPES:
+        p = as_prediction(xp, y_pred)
+    dtype, y = p.dtype, y_true
+    if type(y) is not ndarray or contiguous(y) is not y or y.dtype is not dtype:
+        y = as_values(xp, y_true, dtype, "y_true")
     shape = p.shape
     if y.shape != shape:
         raise ValueError(
@@ -103,7 +115,7 @@ def _prepare_elementwise(xp, y_true, y_pred, weight, params=()):
         )
     if weight is not None:
         same_device("weight", weight, p)
-        weight = as_values(xp, weight, p.dtype, "weight")
+        weight = as_values(xp, weight, dtype, "weight")
         if weight.shape != shape:
             try:
                 weight = xp.ascontiguousarray(xp.broadcast_to(weight, shape))
@@ -113,7 +125,7 @@ def _prepare_elementwise(xp, y_true, y_pred, weight, params=()):
                     f"shape {shape}"
                 ) from None
     n = p.size
-    return (y, p, weight, params, 1.0 / n if n else 1.0, shape, shape, None)
+    return (y, p, weight, (), 1.0 / n if n else 1.0, shape, shape, None)
 
 
 # --- the preparation of each loss: its options, checked once for every backend ---------
@@ -124,12 +136,11 @@ _EPS = {np.dtype(t): float(np.finfo(np.float32 if t == np.float16 else t).eps)
         for t in (np.float16, np.float32, np.float64)}
 
 
-def _prepare_mse(xp, y_true, y_pred, *, weight=None):
-    return _prepare_elementwise(xp, y_true, y_pred, weight)
+_prepare_mse = _prepare_elementwise  # mse has no option of its own
 
 
 def _prepare_bce(xp, y_true, y_pred, *, weight=None, eps=1e-15):
-    prep = _prepare_elementwise(xp, y_true, y_pred, weight)
+    prep = _prepare_elementwise(xp, y_true, y_pred, weight=weight)
     eps = float(eps)
     if not 0.0 <= eps < 0.5:
         raise ValueError(f"eps must be in [0, 0.5); got {eps}")
@@ -137,7 +148,7 @@ def _prepare_bce(xp, y_true, y_pred, *, weight=None, eps=1e-15):
 
 
 def _prepare_bce_with_logits(xp, y_true, y_pred, *, weight=None, pos_weight=None):
-    prep = _prepare_elementwise(xp, y_true, y_pred, weight)
+    prep = _prepare_elementwise(xp, y_true, y_pred, weight=weight)
     p = prep[1]
     if pos_weight is not None:
         same_device("pos_weight", pos_weight, p)
@@ -153,7 +164,8 @@ def _prepare_bce_with_logits(xp, y_true, y_pred, *, weight=None, pos_weight=None
 
 
 def _prepare_hinge(xp, y_true, y_pred, *, weight=None, margin=1.0):
-    return _prepare_elementwise(xp, y_true, y_pred, weight, (float(margin),))
+    prep = _prepare_elementwise(xp, y_true, y_pred, weight=weight)
+    return (*prep[:3], (float(margin),), *prep[4:])
 
 
 def _prepare_cross_entropy(
@@ -180,14 +192,13 @@ def _prepare_cross_entropy(
         raise ValueError(f"cross_entropy needs at least one class; logits have shape {x.shape}")
     batch_shape = x.shape[:axis] + x.shape[axis + 1 :]
     t = xp.asarray(y_true)
-    moved = None if axis == x.ndim - 1 else axis
-    if moved is not None:
+    if axis != x.ndim - 1:
         x = xp.moveaxis(x, axis, -1)
     x2d = xp.ascontiguousarray(x).reshape(-1, classes)
     if t.shape == shape:
         # Probabilities over the classes, shaped like the logits.
         t = as_values(xp, t, x2d.dtype, "y_true")
-        if moved is not None:
+        if axis != t.ndim - 1:
             t = xp.moveaxis(t, axis, -1)
         target = xp.ascontiguousarray(t).reshape(-1, classes)
     elif t.shape == batch_shape:
@@ -219,7 +230,7 @@ def _prepare_cross_entropy(
                 f"shape ({classes},)"
             )
     params = (ignore_index, label_smoothing, bool(check_labels))
-    return (target, x2d, class_weight, params, 1.0, shape, batch_shape, moved)
+    return (target, x2d, class_weight, params, 1.0, shape, batch_shape, axis)
 
 
 # --- the loss object -------------------------------------------------------------------
@@ -279,35 +290,29 @@ class Loss:
             raise ValueError(
                 f"unknown reduction {reduction!r}; choose one of 'mean', 'sum', 'none'"
             )
-        spec = _dispatch.resolve(backend, y_true, y_pred)
-        found = self._kernels.get(spec.name)
-        if found is None:
-            found = (_dispatch.kernel_for(self.name, spec.name), _namespace(spec))
-            self._kernels[spec.name] = found
-        kernel, xp = found
-        prep = self._prepare(xp, y_true, y_pred, **options)
-        y, p, weight, params, scale, shape, value_shape, moved_axis = prep
+        name = _dispatch.resolve(backend, y_true, y_pred)
+        try:
+            kernel, xp = self._kernels[name]
+        except KeyError:  # this loss's first call on this backend
+            kernel, xp = self._kernels[name] = (_dispatch.kernel_for(self.name, name),
+                                                _dispatch.load_backend(name).xp)
+        prep = (self._prepare(xp, y_true, y_pred, **options) if options
+                else self._prepare(xp, y_true, y_pred))
+        y, p, weight, params, scale, shape, value_shape, class_axis = prep
         if out is None:
             grad = None
         elif out is _WANT_GRAD:
             grad = xp.empty(p.shape, p.dtype)
         else:
             grad = _grad_buffer(xp, out, Prepared(*prep), y_true)
-        if p.size == 0:
-            value = _empty_value(xp, Prepared(*prep), reduction) if want_value else None
-        else:
+        if p.size:
             value = kernel(y, p, weight, params, reduction, scale if reduction == "mean" else 1.0,
                            grad, want_value)
-        if value is not None and reduction == "none" and value.shape != value_shape:
-            value = value.reshape(value_shape)
-        if grad is not None:
-            if moved_axis is not None:
-                grad = _from_moved_axis(xp, grad, Prepared(*prep), out)
-            elif out is not _WANT_GRAD:
-                grad = out
-            elif grad.shape != shape:
-                grad = grad.reshape(shape)
-        return value, grad
+        else:
+            value = _empty_value(xp, Prepared(*prep), reduction) if want_value else None
+        if class_axis is None:  # the results already have the user's shapes
+            return value, grad
+        return _class_axis_back(xp, value, grad, Prepared(*prep), out)
 
 
 class _WantGrad:
@@ -334,7 +339,7 @@ def _grad_buffer(xp, out, prep: Prepared, y_true):
         raise ValueError("out must be a writeable, C-contiguous array (see numpy.ascontiguousarray)")
     if out is y_true or (out is not prep.p and _overlaps(xp, out, prep.y)):
         raise ValueError("out must not share memory with y_true; it may be y_pred itself")
-    if prep.moved_axis is not None:
+    if prep.class_axis is not None and prep.class_axis != len(prep.shape) - 1:
         return xp.empty(p.shape, p.dtype)  # written back into out after the kernel
     return out if out.shape == p.shape else out.reshape(p.shape)
 
@@ -343,12 +348,18 @@ def _overlaps(xp, a, b) -> bool:
     return bool(xp.may_share_memory(a, b)) if hasattr(xp, "may_share_memory") else False
 
 
-def _from_moved_axis(xp, grad, prep: Prepared, out):
-    """cross_entropy's gradient, computed with the classes last, in the user's layout."""
-    axis = prep.moved_axis
-    moved_shape = prep.shape[:axis] + prep.shape[axis + 1 :] + (prep.shape[axis],)
+def _class_axis_back(xp, value, grad, prep: Prepared, out):
+    """cross_entropy's results, computed on (rows, classes), in the user's layout."""
+    if value is not None and value.ndim == 1:  # reduction="none": one loss per row
+        value = value.reshape(prep.value_shape)
+    if grad is None:
+        return value, None
+    axis, shape = prep.class_axis, prep.shape
+    if axis == len(shape) - 1:
+        return value, (grad.reshape(shape) if out is _WANT_GRAD else out)
+    moved_shape = shape[:axis] + shape[axis + 1 :] + (shape[axis],)
     grad = xp.moveaxis(grad.reshape(moved_shape), -1, axis)
     if out is _WANT_GRAD:
-        return grad
+        return value, grad
     out[...] = grad
-    return out
+    return value, out

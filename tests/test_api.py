@@ -149,6 +149,10 @@ def test_environment_variable():
     assert bad.returncode != 0
     assert "unknown LOSSBACKENDS_BACKEND='tensorflow'" in bad.stderr
     assert "auto, numpy, numba, cupy" in bad.stderr
+    # an invalid value raises where it applies, not where an argument or a block wins
+    code = ("import lossbackends as lb, numpy as np; print(lb.mse(np.ones(2), np.zeros(2), "
+            "backend='numpy')); print(lb.use_backend('numpy').__enter__())")
+    assert _run_env("tensorflow", code).stdout.split() == ["1.0", "numpy"]
     # the variable decides which kernel runs: a backend that cannot run here says so
     code = "import lossbackends as lb, numpy as np; print(lb.mse(np.ones(2), np.zeros(2)))"
     assert _run_env("numpy", code).stdout.strip() == "1.0"

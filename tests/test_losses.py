@@ -286,6 +286,32 @@ def test_noncontiguous_and_readonly_inputs(backend):
     np.testing.assert_allclose(host(value), ce_reference(t, x[:, ::2])[0], rtol=1e-12)
 
 
+def test_inputs_off_the_fast_path_give_the_same_results(backend):
+    """0-d and size-1 arrays, a subclass, byte-swapped and mixed dtypes: each is converted
+    by the general path and gives what its canonical array gives."""
+    rng = np.random.default_rng(12)
+    y, p = rng.normal(size=7), rng.normal(size=7)
+    expected_value, expected_grad = ew_reference("mse", y, p)
+    variants = [
+        (y.astype(np.float32), p),  # y_true cast to y_pred's float64
+        (y, np.ma.masked_array(p)),  # a subclass: its data
+    ]
+    if backend != "cupy":
+        variants.append((y.astype(">f8"), p.astype(">f8")))  # byte-swapped: native float64
+    for y_in, p_in in variants:
+        value, grad = lb.mse.value_and_grad(on(backend, y_in), on(backend, p_in), backend=backend)
+        np.testing.assert_allclose(host(value), expected_value, rtol=2e-7)
+        np.testing.assert_allclose(host(grad), expected_grad, rtol=2e-7)
+        assert type(host(grad)) is np.ndarray
+    for shape in ((), (1,), (1, 1)):
+        y1, p1 = np.full(shape, 0.5), np.full(shape, 2.0)
+        value, grad = lb.mse.value_and_grad(on(backend, y1), on(backend, p1), reduction="none",
+                                            backend=backend)
+        assert host(value).shape == shape and host(grad).shape == shape
+        np.testing.assert_array_equal(host(value), np.full(shape, 2.25))
+        np.testing.assert_array_equal(host(grad), np.full(shape, 3.0))
+
+
 def test_empty_inputs_follow_numpy(backend):
     empty = on(backend, np.zeros(0))
     with pytest.warns(RuntimeWarning):

@@ -98,7 +98,7 @@ def _elementwise_kernel(loss_id: int, want_value: bool):
     """The loop shared by the elementwise losses; ``loss_id`` picks the mathematics and
     ``want_value`` whether the loss is summed at all (closure constants: both are decided
     at compile time, so a gradient-only kernel never computes the loss). Returns the
-    float64 sum (0 without ``want_value``)."""
+    float64 sum times ``scale`` (0 without ``want_value``)."""
 
     def kernel(y, p, weight, pos_weight, param, scale, grad, losses):
         n = p.size
@@ -106,7 +106,7 @@ def _elementwise_kernel(loss_id: int, want_value: bool):
         size = (n + chunks - 1) // chunks
         partials = np.empty(chunks)
         param = p.dtype.type(param)
-        scale = p.dtype.type(scale)
+        grad_scale = p.dtype.type(scale)  # in the input's dtype: float32 stays float32
         for chunk in prange(chunks):
             start = chunk * size
             stop = min(n, start + size)
@@ -131,7 +131,7 @@ def _elementwise_kernel(loss_id: int, want_value: bool):
                     loss = loss * ws[i]
                     d = d * ws[i]
                 if gs is not None:
-                    gs[i] = d * scale
+                    gs[i] = d * grad_scale
                 if ls is not None:
                     ls[i] = loss
                 if want_value:
@@ -140,7 +140,7 @@ def _elementwise_kernel(loss_id: int, want_value: bool):
         total = 0.0
         for chunk in range(chunks):  # a fixed order
             total += partials[chunk]
-        return total
+        return total * scale
 
     return kernel
 
@@ -304,11 +304,11 @@ def _parallel(kernel, *args):
 
 
 def _elementwise(loss: str):
-    kernels = {}  # want_value -> (serial, parallel)
+    serial, parallel = {}, {}  # want_value -> compiled kernel
     for want, name in ((True, "value"), (False, "grad")):
         source = _elementwise_kernel(LOSS_IDS[loss], want)
-        kernels[want] = (_jit(source, f"{loss}_{name}_serial", parallel=False),
-                         _jit(source, f"{loss}_{name}_parallel", parallel=True))
+        serial[want] = _jit(source, f"{loss}_{name}_serial", parallel=False)
+        parallel[want] = _jit(source, f"{loss}_{name}_parallel", parallel=True)
     has_pos_weight = loss == "binary_cross_entropy_with_logits"
 
     @half_in_float32
@@ -317,20 +317,22 @@ def _elementwise(loss: str):
             pos_weight, param = params[0], 0.0
         else:
             pos_weight, param = None, (params[0] if params else 0.0)
-        losses = np.empty(p.shape, p.dtype) if want_value and reduction == "none" else None
+        losses = None
+        if want_value and reduction == "none":
+            losses = np.empty(p.shape, p.dtype)
         if p.ndim != 1:  # the kernels index flat arrays (all are C-contiguous)
             y, p = y.reshape(-1), p.reshape(-1)
             weight = None if weight is None else weight.reshape(-1)
             grad = None if grad is None else grad.reshape(-1)
         flat_losses = None if losses is None else losses.reshape(-1)
-        serial, parallel = kernels[want_value]
         if p.size < PARALLEL_MIN_ELEMENTS:  # one thread: no thread start-up
-            total = serial(y, p, weight, pos_weight, param, scale, grad, flat_losses)
+            total = serial[want_value](y, p, weight, pos_weight, param, scale, grad, flat_losses)
         else:
-            total = _parallel(parallel, y, p, weight, pos_weight, param, scale, grad, flat_losses)
+            total = _parallel(parallel[want_value], y, p, weight, pos_weight, param, scale, grad,
+                              flat_losses)
         if not want_value:
             return None
-        return losses if reduction == "none" else p.dtype.type(total * scale)
+        return losses if losses is not None else p.dtype.type(total)
 
     kernel.__name__ = kernel.__qualname__ = loss
     return kernel
