@@ -19,7 +19,8 @@ TOLERANCE = {np.float64: 1e-10, np.float32: 2e-5, np.float16: 2e-2}
 
 def _inputs(loss, rng, shape, dtype):
     if loss == "binary_cross_entropy":
-        y = rng.random(shape) < 0.5
+        # labels of 0 and 1 mostly, probabilities for a third of the draws
+        y = rng.random(shape) if rng.random() < 1 / 3 else rng.random(shape) < 0.5
         p = rng.uniform(0.001, 0.999, shape)
     elif loss == "binary_cross_entropy_with_logits":
         y = rng.random(shape)
@@ -284,6 +285,35 @@ def test_noncontiguous_and_readonly_inputs(backend):
     t = rng.integers(0, 32, 20)
     value = lb.cross_entropy(on(backend, t), on(backend, x)[:, ::2], backend=backend)
     np.testing.assert_allclose(host(value), ce_reference(t, x[:, ::2])[0], rtol=1e-12)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_binary_cross_entropy_labels_of_0_and_1_and_between(backend, dtype):
+    """Labels of 0 and 1 may take a one-log path (Numba): a block of labels with one
+    probability among them must be exact too, and the losses of 0/1 labels must not depend
+    on the path that computed them."""
+    block = 2048  # the Numba kernels' BLOCK
+    rng = np.random.default_rng(13)
+    y_block = (rng.random(block) < 0.5).astype(dtype)
+    p_block = rng.uniform(0.001, 0.999, block).astype(dtype)
+    y, p = np.tile(y_block, 3), np.tile(p_block, 3)
+    y[block + 7] = 0.25  # the second block has one label that is not 0 or 1
+    losses = host(lb.binary_cross_entropy(on(backend, y), on(backend, p), reduction="none",
+                                          backend=backend))
+    np.testing.assert_array_equal(losses[:block], losses[2 * block:])
+    np.testing.assert_array_equal(np.delete(losses[block:2 * block], 7), np.delete(losses[:block], 7))
+    for n in (3 * block, 2**17 + 2 * block + 5):  # one chunk, and the parallel chunks
+        yn = np.resize(y, n)
+        yn[-3] = 0.5
+        pn = np.resize(p, n)
+        for reduction in ("mean", "sum"):
+            value, grad = lb.binary_cross_entropy.value_and_grad(
+                on(backend, yn), on(backend, pn), reduction=reduction, backend=backend)
+            expected_value, expected_grad = ew_reference(
+                "binary_cross_entropy", yn, pn, reduction=reduction,
+                dtype_eps=float(np.finfo(dtype).eps))
+            _close(value, expected_value, dtype, scale=abs(expected_value) + 1.0)
+            _close(grad, expected_grad, dtype)
 
 
 def test_inputs_off_the_fast_path_give_the_same_results(backend):

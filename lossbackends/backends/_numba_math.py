@@ -14,6 +14,7 @@ import math
 import warnings
 
 import numpy as np
+from llvmlite import ir
 from numba import types
 from numba.core.errors import NumbaIRAssumptionWarning
 from numba.extending import intrinsic, overload
@@ -27,39 +28,53 @@ _f32 = np.float32
 LOG2E = _f32(1.44269504088896341)
 LN2_HI = _f32(0.693359375)
 LN2_LO = _f32(-2.12194440e-4)
-EXP_MAX = _f32(88.0)  # past this: inf (float32's true limit is 88.72; our callers pass x <= 0)
 EXP_MIN = _f32(-87.3365447504)  # below this exp(x) is under float32's smallest normal
 SQRT_HALF = _f32(0.707106781186547524)
 HALF = _f32(0.5)
 ONE = _f32(1.0)
 ZERO = _f32(0.0)
-INF = _f32(np.inf)
+
+
+# Numba computes integer arithmetic in 64 bits, so bit tricks written in Python would run
+# 4 lanes to a 256-bit vector (and convert back and forth); these two intrinsics keep them
+# in 32-bit lanes, 8 to a vector, like the float32 arithmetic around them.
+_I32 = ir.IntType(32)
+_F32 = ir.FloatType()
 
 
 @intrinsic
-def _bits_to_float32(typingctx, bits):
-    """Reinterpret an int32 as a float32 (a free LLVM bitcast)."""
-    sig = types.float32(types.int32)
+def _frexp32(typingctx, x):
+    """(e, m) with x = m 2^e, m in [0.5, 1), e a float32, for a positive normal float32 x."""
+    sig = types.UniTuple(types.float32, 2)(types.float32)
 
     def codegen(context, builder, signature, args):
-        return builder.bitcast(args[0], context.get_value_type(types.float32))
+        bits = builder.bitcast(args[0], _I32)
+        biased = builder.and_(builder.lshr(bits, ir.Constant(_I32, 23)), ir.Constant(_I32, 0xFF))
+        e = builder.sitofp(builder.sub(biased, ir.Constant(_I32, 126)), _F32)
+        mantissa = builder.or_(builder.and_(bits, ir.Constant(_I32, 0x7FFFFF)),
+                               ir.Constant(_I32, 0x3F000000))
+        m = builder.bitcast(mantissa, _F32)
+        return context.make_tuple(builder, signature.return_type, [e, m])
 
     return sig, codegen
 
 
 @intrinsic
-def _float32_to_bits(typingctx, value):
-    """Reinterpret a float32 as an int32."""
-    sig = types.int32(types.float32)
+def _ldexp32(typingctx, y, n):
+    """y 2^n for float32 y and an integer-valued float32 n in [-126, 127]."""
+    sig = types.float32(types.float32, types.float32)
 
     def codegen(context, builder, signature, args):
-        return builder.bitcast(args[0], context.get_value_type(types.int32))
+        exponent = builder.add(builder.fptosi(args[1], _I32), ir.Constant(_I32, 127))
+        power = builder.bitcast(builder.shl(exponent, ir.Constant(_I32, 23)), _F32)
+        return builder.fmul(args[0], power)
 
     return sig, codegen
 
 
 def fast_exp(x):
-    """exp(x): vectorisable for float32, ``math.exp`` otherwise."""
+    """exp(x) for x <= 0 (every caller's case: x - max(x), -|x|), NaN and -inf included:
+    vectorisable for float32, ``math.exp`` otherwise."""
     return math.exp(x)
 
 
@@ -74,7 +89,8 @@ def fast_log1p(x):
 
 
 def _exp32(x):
-    clamped = min(max(x, EXP_MIN), EXP_MAX)
+    # max(x, EXP_MIN) with NaN kept (a single vmaxps): NaN then flows through the arithmetic
+    clamped = EXP_MIN if x < EXP_MIN else x
     n = np.floor(clamped * LOG2E + HALF)
     f = clamped - n * LN2_HI - n * LN2_LO  # Cody-Waite: exact reduction to |f| <= ln2/2
     p = _f32(1.9875691500e-4)
@@ -83,18 +99,14 @@ def _exp32(x):
     p = p * f + _f32(4.1665795894e-2)
     p = p * f + _f32(1.6666665459e-1)
     p = p * f + _f32(5.0000001201e-1)
-    y = p * f * f + f + ONE
-    y = y * _bits_to_float32((np.int32(n) + np.int32(127)) << np.int32(23))  # times 2^n
-    # true underflow (-inf included) is exactly 0; NaN stays NaN (LLVM makes selects)
-    return ZERO if x < EXP_MIN else (INF if x > EXP_MAX else (x if x != x else y))
+    y = _ldexp32(p * f * f + f + ONE, n)
+    return ZERO if x < EXP_MIN else y  # true underflow, -inf included, is exactly 0
 
 
 def _log32(x):
-    bits = _float32_to_bits(x)
-    e = ((bits >> np.int32(23)) & np.int32(0xFF)) - np.int32(126)
-    m = _bits_to_float32((bits & np.int32(0x7FFFFF)) | np.int32(0x3F000000))  # in [0.5, 1)
-    low = np.float32(m < SQRT_HALF)  # then use 2m in [0.707, 1) and e - 1, branch-free
-    e = e - np.int32(low)
+    fe, m = _frexp32(x)  # x = m 2^fe, m in [0.5, 1)
+    low = np.float32(m < SQRT_HALF)  # then use 2m in [0.707, 1) and fe - 1, branch-free
+    fe = fe - low
     m = m + m * low - ONE
     z = m * m
     p = _f32(7.0376836292e-2)
@@ -106,7 +118,6 @@ def _log32(x):
     p = p * m + _f32(2.0000714765e-1)
     p = p * m + _f32(-2.4999993993e-1)
     p = p * m + _f32(3.3333331174e-1)
-    fe = np.float32(e)
     y = p * m * z + fe * LN2_LO - HALF * z
     return m + y + fe * LN2_HI
 
@@ -133,11 +144,10 @@ def _fast_log1p(x):
             # log1p(x) = 2 atanh(s), s = x / (2 + x) in [0, 1/3] for x in [0, 1]: a series
             # in s^2 with no cancellation, so fast-math reassociation cannot spoil it
             # (the classic log(1 + x) * x / ((1 + x) - 1) can be "simplified" away)
+            # z <= 1/9: the terms from z^7 / 15 on are under 1.4e-8, a quarter of an ulp
             t = x / (_f32(2.0) + x)
             z = t * t
-            p = _f32(1.0 / 17.0)
-            p = p * z + _f32(1.0 / 15.0)
-            p = p * z + _f32(1.0 / 13.0)
+            p = _f32(1.0 / 13.0)
             p = p * z + _f32(1.0 / 11.0)
             p = p * z + _f32(1.0 / 9.0)
             p = p * z + _f32(1.0 / 7.0)

@@ -27,14 +27,17 @@ from numba import njit, prange
 
 from .. import _dispatch
 from ._host import half_in_float32, label_error
-from ._numba_math import ONE, ZERO, fast_exp, fast_log, fast_log1p
+from ._numba_math import HALF, ONE, ZERO, fast_exp, fast_log, fast_log1p
 
 xp = np
 
-# Fast-math without "nnan"/"ninf", so NaN and inf keep their meaning; "reassoc" lets LLVM
-# vectorise the float64 sums (a fixed reordering, fixed at compile time: deterministic).
-FASTMATH = frozenset({"nsz", "arcp", "contract", "afn", "reassoc"})
+# Fast-math without "nnan"/"ninf", so NaN and inf keep their meaning, and without
+# "reassoc", so every formula is evaluated as written: reassociation costs our exp 4 ulp
+# and turns y log p + (1 - y) log(1 - p) into a cancellation. Sums reassociate, apart:
+# see ``_sum``.
+FASTMATH = frozenset({"nsz", "arcp", "contract", "afn"})
 CHUNKS = 64  # partial sums per call: a constant, so results never depend on thread count
+BLOCK = 2048  # elements per inner loop: a block of each array stays in L1
 PARALLEL_MIN_ELEMENTS = 1 << 17  # below this one thread is faster (thread start-up)
 TWO = np.float32(2.0)
 
@@ -69,12 +72,25 @@ def _mse(y, p, param, pos):
 
 
 @njit(inline="always")
-def _binary_cross_entropy(y, p, eps, pos):
-    pc = eps if p < eps else p  # clip(p, e, 1 - e), NaN stays NaN
+def _clip(p, eps):
+    """clip(p, e, 1 - e); NaN stays NaN."""
+    pc = eps if p < eps else p
     high = ONE - eps
-    pc = high if pc > high else pc
+    return high if pc > high else pc
+
+
+@njit(inline="always")
+def _binary_cross_entropy(y, p, eps, pos):
+    pc = _clip(p, eps)
     loss = -(y * fast_log(pc) + (ONE - y) * fast_log(ONE - pc))
     return loss, (pc - y) / (pc * (ONE - pc))
+
+
+@njit(inline="always")
+def _binary_cross_entropy_of_hard_labels(y, p, eps, pos):
+    # the same for y in {0, 1}, with one log instead of two: the other term is 0 * finite
+    pc = _clip(p, eps)
+    return -fast_log(pc if y > HALF else ONE - pc), (pc - y) / (pc * (ONE - pc))
 
 
 @njit(inline="always")
@@ -94,11 +110,70 @@ def _hinge(y, s, margin, pos):
     return (ZERO if slack <= ZERO else slack), (-y if slack > ZERO else ZERO)
 
 
+@njit(fastmath=set(FASTMATH | {"reassoc"}), nogil=True, cache=True)
+def _sum(values):
+    """sum(values) in float64, reassociated so that it vectorises: compiled on its own, so
+    the formulas of its callers keep their order. The order is fixed at compile time, so
+    the same inputs give the same bits."""
+    total = 0.0
+    for i in range(values.size):
+        total += values[i]
+    return total
+
+
+@njit(fastmath=set(FASTMATH | {"reassoc"}), nogil=True, cache=True)
+def _dot(weights, values):
+    """sum(weights * values) in float64, where a zero weight contributes 0 even against an
+    infinite value (a class of no probability costs nothing); reassociated like ``_sum``."""
+    total = 0.0
+    for i in range(values.size):
+        total += weights[i] * values[i] if weights[i] != 0 else 0.0
+    return total
+
+
+@njit(inline="always")
+def _elementwise_block(loss_id, one_log, want_value, ys, ps, ws, gs, ls, pos_weight, offset,
+                       param, grad_scale):
+    """One block of an elementwise kernel: writes the gradient into ``gs`` and (with
+    ``want_value``) the losses into ``ls``; returns whether a label was not 0 or 1. With
+    ``one_log`` binary cross-entropy takes every label for 0 or 1; the caller runs the
+    block again without it if the result says otherwise."""
+    soft = False
+    for i in range(ps.size):
+        pos = ONE if pos_weight is None else pos_weight[(offset + i) % pos_weight.size]
+        if loss_id == 0:
+            loss, d = _mse(ys[i], ps[i], param, pos)
+        elif loss_id == 1:
+            if one_log:
+                soft |= ys[i] * (ONE - ys[i]) != ZERO  # NaN and inf count as soft
+                loss, d = _binary_cross_entropy_of_hard_labels(ys[i], ps[i], param, pos)
+            else:
+                loss, d = _binary_cross_entropy(ys[i], ps[i], param, pos)
+        elif loss_id == 2:
+            loss, d = _binary_cross_entropy_with_logits(ys[i], ps[i], param, pos)
+        else:
+            loss, d = _hinge(ys[i], ps[i], param, pos)
+        if ws is not None:
+            loss = loss * ws[i]
+            d = d * ws[i]
+        if gs is not None:
+            gs[i] = d * grad_scale
+        if want_value:
+            ls[i] = loss
+    return soft
+
+
 def _elementwise_kernel(loss_id: int, want_value: bool):
     """The loop shared by the elementwise losses; ``loss_id`` picks the mathematics and
     ``want_value`` whether the loss is summed at all (closure constants: both are decided
     at compile time, so a gradient-only kernel never computes the loss). Returns the
-    float64 sum times ``scale`` (0 without ``want_value``)."""
+    float64 sum times ``scale`` (0 without ``want_value``).
+
+    Each chunk runs in blocks of ``BLOCK`` elements. Binary cross-entropy's value takes
+    the labels for 0 or 1 until a block shows otherwise (that block is then run again, and
+    the rest of the chunk too, with two logs): labels of 0 and 1 cost one log per element
+    instead of two, for the same values."""
+    optimistic = want_value and loss_id == 1
 
     def kernel(y, p, weight, pos_weight, param, scale, grad, losses):
         n = p.size
@@ -108,34 +183,28 @@ def _elementwise_kernel(loss_id: int, want_value: bool):
         param = p.dtype.type(param)
         grad_scale = p.dtype.type(scale)  # in the input's dtype: float32 stays float32
         for chunk in prange(chunks):
-            start = chunk * size
-            stop = min(n, start + size)
-            # slices, so indices start at 0: LLVM then sees no negative-index wraparound
-            # and vectorises the loop
-            ys, ps = y[start:stop], p[start:stop]
-            ws = None if weight is None else weight[start:stop]
-            gs = None if grad is None else grad[start:stop]
-            ls = None if losses is None else losses[start:stop]
             total = 0.0
-            for i in range(ps.size):
-                pos = ONE if pos_weight is None else pos_weight[(start + i) % pos_weight.size]
-                if loss_id == 0:
-                    loss, d = _mse(ys[i], ps[i], param, pos)
-                elif loss_id == 1:
-                    loss, d = _binary_cross_entropy(ys[i], ps[i], param, pos)
-                elif loss_id == 2:
-                    loss, d = _binary_cross_entropy_with_logits(ys[i], ps[i], param, pos)
-                else:
-                    loss, d = _hinge(ys[i], ps[i], param, pos)
-                if ws is not None:
-                    loss = loss * ws[i]
-                    d = d * ws[i]
-                if gs is not None:
-                    gs[i] = d * grad_scale
-                if ls is not None:
-                    ls[i] = loss
+            one_log = optimistic
+            # the losses of a block go to ``losses`` (reduction="none") or to this buffer,
+            # and are summed from there
+            scratch = np.empty(BLOCK if want_value and losses is None else 0, p.dtype)
+            chunk_stop = min(n, chunk * size + size)
+            for start in range(chunk * size, chunk_stop, BLOCK):
+                stop = min(chunk_stop, start + BLOCK)
+                # slices, so indices start at 0: LLVM then sees no negative-index
+                # wraparound and vectorises the loop
+                ys, ps = y[start:stop], p[start:stop]
+                ws = None if weight is None else weight[start:stop]
+                gs = None if grad is None else grad[start:stop]
+                ls = scratch[: stop - start] if losses is None else losses[start:stop]
+                while True:  # once, or twice when a block proves its labels were not 0/1
+                    soft = _elementwise_block(loss_id, one_log, want_value, ys, ps, ws, gs, ls,
+                                              pos_weight, start, param, grad_scale)
+                    if not (one_log and soft):
+                        break
+                    one_log = False
                 if want_value:
-                    total += loss
+                    total += _sum(ls)
             partials[chunk] = total
         total = 0.0
         for chunk in range(chunks):  # a fixed order
@@ -201,16 +270,16 @@ def _cross_entropy_kernel(x, soft, labels, probs, weighted, class_weight, ignore
                 return 0.0, r
             denominator += class_weight[label] if weighted else 1.0
     grad_scale = 1.0 / denominator if mean else 1.0
-    weight_total = float(classes)
-    if weighted:
-        weight_total = 0.0
-        for c in range(classes):
-            weight_total += class_weight[c]
+    weight_total = _sum(class_weight) if weighted else float(classes)
 
     chunks = partials.size
     size = (rows + chunks - 1) // chunks
     for chunk in prange(chunks):
         total = 0.0
+        # a row of exps when no gradient is asked (else they go into the gradient), and a
+        # row of target weights w_c q_c for probabilities
+        exps = np.empty(classes if grad is None else 0, x.dtype)
+        targets = np.empty(classes if soft else 0)
         for r in range(chunk * size, min(rows, chunk * size + size)):
             xr = x[r]
             label = -1
@@ -227,35 +296,22 @@ def _cross_entropy_kernel(x, soft, labels, probs, weighted, class_weight, ignore
                 top = ZERO  # an all -inf row: exp(-inf) = 0, no inf - inf
             # coef = sum_c w_c q_c and dot = sum_c w_c q_c x_c, before x may be overwritten
             if soft:
-                coef = 0.0
-                dot = 0.0
                 for c in range(classes):
                     wq = probs[r, c] * keep + spread
-                    if weighted:
-                        wq *= class_weight[c]
-                    coef += wq
-                    if wq != 0:  # 0 * (-inf) = 0: a class of no probability costs nothing
-                        dot += wq * xr[c]
+                    targets[c] = wq * class_weight[c] if weighted else wq
+                coef = _sum(targets)
+                dot = _dot(targets, xr)
             else:
                 label_weight = class_weight[label] if weighted else 1.0
                 coef = keep * label_weight
                 dot = keep * label_weight * xr[label]
                 if smoothing != 0.0:
-                    weighted_x = 0.0
-                    for c in range(classes):
-                        weighted_x += class_weight[c] * xr[c] if weighted else xr[c]
                     coef += spread * weight_total
-                    dot += spread * weighted_x
-            sum_exp = 0.0
-            if grad is None:
-                for c in range(classes):
-                    sum_exp += fast_exp(xr[c] - top)
-            else:
-                g = grad[r]
-                for c in range(classes):
-                    e = fast_exp(xr[c] - top)  # each exp once, kept in the gradient buffer
-                    g[c] = e
-                    sum_exp += e
+                    dot += spread * (_dot(class_weight, xr) if weighted else _sum(xr))
+            g = exps if grad is None else grad[r]  # each exp once, kept in the gradient
+            for c in range(classes):
+                g[c] = fast_exp(xr[c] - top)
+            sum_exp = _sum(g)
             loss = coef * (top + np.log(sum_exp)) - dot
             total += loss
             if row_losses is not None:
@@ -268,10 +324,7 @@ def _cross_entropy_kernel(x, soft, labels, probs, weighted, class_weight, ignore
                 g[c] = g[c] * prob_scale
             if soft:
                 for c in range(classes):
-                    wq = probs[r, c] * keep + spread
-                    if weighted:
-                        wq *= class_weight[c]
-                    g[c] -= wq * grad_scale
+                    g[c] -= targets[c] * grad_scale
             else:
                 g[label] -= keep * label_weight * grad_scale
                 if smoothing != 0.0:
