@@ -126,9 +126,12 @@ def gpu_copy() -> float:
 # --- timers ------------------------------------------------------------------------------
 
 
-def time_host(call, min_time: float = 0.2, repeats: int = 7, warmup: int = 1) -> list[float]:
-    """Seconds per call: ``repeats`` samples, each a loop long enough to be timed well."""
-    for _ in range(warmup):
+def time_host(call, min_time: float = 0.2, repeats: int = 7, warmup: float = 0.05) -> list[float]:
+    """Seconds per call: ``repeats`` samples, each a loop long enough to be timed well,
+    after ``warmup`` seconds of calls (the thread pool and the clock settle first)."""
+    start = time.perf_counter()
+    call()
+    while time.perf_counter() - start < warmup:
         call()
     start = time.perf_counter()
     call()

@@ -15,28 +15,33 @@ def label_error(label: int, row: int, classes: int) -> ValueError:
     )
 
 
-_HALF = np.dtype(np.float16)
+FLOAT16 = np.dtype(np.float16)  # NumPy's builtin dtypes are singletons: test with ``is``
 
 
 def _up(a):
     return a.astype(np.float32) if isinstance(a, np.ndarray) and a.dtype == np.float16 else a
 
 
-def half_in_float32(kernel: Callable) -> Callable:
-    """Run a kernel on float16 inputs in float32 and give float16 results (the contract:
+def in_float32(kernel: Callable, y, p, weight, params, reduction, scale, grad, want_value):
+    """Run ``kernel`` on float16 inputs in float32 and give float16 results (the contract:
     float16 is accepted and computed in float32)."""
+    grad32 = None if grad is None else np.empty(p.shape, np.float32)
+    value = kernel(_up(y), _up(p), _up(weight), tuple(map(_up, params)), reduction, scale,
+                   grad32, want_value)
+    if grad is not None:
+        np.copyto(grad, grad32, casting="same_kind")
+    if value is None:
+        return None
+    return value.astype(np.float16) if reduction == "none" else np.float16(value)
+
+
+def half_in_float32(kernel: Callable) -> Callable:
+    """``kernel``, running float16 inputs through ``in_float32``."""
 
     def run(y, p, weight, params, reduction, scale, grad, want_value):
-        if p.dtype is not _HALF:  # NumPy's builtin dtypes are singletons
+        if p.dtype is not FLOAT16:
             return kernel(y, p, weight, params, reduction, scale, grad, want_value)
-        grad32 = None if grad is None else np.empty(p.shape, np.float32)
-        value = kernel(_up(y), _up(p), _up(weight), tuple(map(_up, params)), reduction, scale,
-                       grad32, want_value)
-        if grad is not None:
-            np.copyto(grad, grad32, casting="same_kind")
-        if value is None:
-            return None
-        return value.astype(np.float16) if reduction == "none" else np.float16(value)
+        return in_float32(kernel, y, p, weight, params, reduction, scale, grad, want_value)
 
     run.__name__ = run.__qualname__ = kernel.__name__
     run.__doc__ = kernel.__doc__

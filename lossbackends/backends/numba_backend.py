@@ -26,7 +26,7 @@ import numpy as np
 from numba import njit, prange
 
 from .. import _dispatch
-from ._host import half_in_float32, label_error
+from ._host import FLOAT16, half_in_float32, in_float32, label_error
 from ._numba_math import HALF, ONE, ZERO, fast_exp, fast_log, fast_log1p
 
 xp = np
@@ -96,11 +96,16 @@ def _binary_cross_entropy_of_hard_labels(y, p, eps, pos):
 @njit(inline="always")
 def _binary_cross_entropy_with_logits(y, x, param, pos):
     # PyTorch's stable form: (1 - y) x + lw softplus(-x), lw = 1 + (q - 1) y,
-    # softplus(-x) = max(-x, 0) + log1p(exp(-|x|)); gradient lw sigma(x) - q y
+    # softplus(-x) = max(-x, 0) + log1p(exp(-|x|)); gradient lw sigma(x) - q y.
+    # Without pos_weight (pos is None): max(x, 0) - x y + log1p(exp(-|x|)), the same sum
+    # in fewer operations.
     t = fast_exp(-abs(x))
-    log_weight = ONE + (pos - ONE) * y
-    loss = (ONE - y) * x + log_weight * (max(-x, ZERO) + fast_log1p(t))
+    softplus = fast_log1p(t)  # softplus(-|x|)
     sigma = (ONE if x >= ZERO else t) / (ONE + t)
+    if pos is None:
+        return max(x, ZERO) - x * y + softplus, sigma - y
+    log_weight = ONE + (pos - ONE) * y
+    loss = (ONE - y) * x + log_weight * (max(-x, ZERO) + softplus)
     return loss, log_weight * sigma - pos * y
 
 
@@ -140,7 +145,7 @@ def _elementwise_block(loss_id, one_log, want_value, ys, ps, ws, gs, ls, pos_wei
     block again without it if the result says otherwise."""
     soft = False
     for i in range(ps.size):
-        pos = ONE if pos_weight is None else pos_weight[(offset + i) % pos_weight.size]
+        pos = None if pos_weight is None else pos_weight[(offset + i) % pos_weight.size]
         if loss_id == 0:
             loss, d = _mse(ys[i], ps[i], param, pos)
         elif loss_id == 1:
@@ -187,7 +192,7 @@ def _elementwise_kernel(loss_id: int, want_value: bool):
             one_log = optimistic
             # the losses of a block go to ``losses`` (reduction="none") or to this buffer,
             # and are summed from there
-            scratch = np.empty(BLOCK if want_value and losses is None else 0, p.dtype)
+            scratch = np.empty(min(BLOCK, size) if want_value and losses is None else 0, p.dtype)
             chunk_stop = min(n, chunk * size + size)
             for start in range(chunk * size, chunk_stop, BLOCK):
                 stop = min(chunk_stop, start + BLOCK)
@@ -356,6 +361,9 @@ def _parallel(kernel, *args):
     return kernel(*args)
 
 
+_UNIT = {np.dtype(np.float32): np.float32(1), np.dtype(np.float64): np.float64(1)}
+
+
 def _elementwise(loss: str):
     serial, parallel = {}, {}  # want_value -> compiled kernel
     for want, name in ((True, "value"), (False, "grad")):
@@ -364,20 +372,21 @@ def _elementwise(loss: str):
         parallel[want] = _jit(source, f"{loss}_{name}_parallel", parallel=True)
     has_pos_weight = loss == "binary_cross_entropy_with_logits"
 
-    @half_in_float32
     def kernel(y, p, weight, params, reduction, scale, grad, want_value):
+        if p.dtype is FLOAT16:  # checked here, not by a wrapper: this runs on every call
+            return in_float32(kernel, y, p, weight, params, reduction, scale, grad, want_value)
         if has_pos_weight:
             pos_weight, param = params[0], 0.0
         else:
             pos_weight, param = None, (params[0] if params else 0.0)
-        losses = None
-        if want_value and reduction == "none":
-            losses = np.empty(p.shape, p.dtype)
+        losses = np.empty(p.shape, p.dtype) if want_value and reduction == "none" else None
         if p.ndim != 1:  # the kernels index flat arrays (all are C-contiguous)
             y, p = y.reshape(-1), p.reshape(-1)
             weight = None if weight is None else weight.reshape(-1)
             grad = None if grad is None else grad.reshape(-1)
-        flat_losses = None if losses is None else losses.reshape(-1)
+            flat_losses = None if losses is None else losses.reshape(-1)
+        else:
+            flat_losses = losses
         if p.size < PARALLEL_MIN_ELEMENTS:  # one thread: no thread start-up
             total = serial[want_value](y, p, weight, pos_weight, param, scale, grad, flat_losses)
         else:
@@ -385,7 +394,9 @@ def _elementwise(loss: str):
                               flat_losses)
         if not want_value:
             return None
-        return losses if losses is not None else p.dtype.type(total)
+        # a NumPy scalar of p's dtype: one times a Python float has the scalar's dtype
+        # (NEP 50), and costs a third of p.dtype.type(total)
+        return losses if losses is not None else _UNIT[p.dtype] * total
 
     kernel.__name__ = kernel.__qualname__ = loss
     return kernel
