@@ -1,7 +1,9 @@
 """The Numba backend: fused, single-pass CPU kernels.
 
-Each elementwise kernel reads ``y`` and ``p`` once, writes the gradient (and the
-per-element losses for ``"none"``) and accumulates the sum in float64 in the same loop.
+Each elementwise kernel reads ``y`` and ``p`` once and writes the gradient; block by block
+(``BLOCK`` elements, in L1) it writes the losses into a buffer (or the ``"none"`` result)
+that ``_sum`` adds in float64 while they are in cache. The formulas are compiled without
+reassociation, so they round as written; only ``_sum`` reassociates, to vectorise.
 Work is cut into ``CHUNKS`` fixed chunks whose partial sums are added in order, so the
 result does not depend on the number of threads; elementwise inputs below
 ``PARALLEL_MIN_ELEMENTS`` run on one thread with no thread start-up (cross-entropy always
@@ -190,9 +192,10 @@ def _elementwise_kernel(loss_id: int, want_value: bool):
         for chunk in prange(chunks):
             total = 0.0
             one_log = optimistic
-            # the losses of a block go to ``losses`` (reduction="none") or to this buffer,
-            # and are summed from there
-            scratch = np.empty(min(BLOCK, size) if want_value and losses is None else 0, p.dtype)
+            # the losses of a block go to ``losses`` (reduction="none") or, when it is
+            # empty, to this buffer, and are summed from there
+            scratch = np.empty(min(BLOCK, size) if want_value and losses.size == 0 else 0,
+                               p.dtype)
             chunk_stop = min(n, chunk * size + size)
             for start in range(chunk * size, chunk_stop, BLOCK):
                 stop = min(chunk_stop, start + BLOCK)
@@ -201,7 +204,7 @@ def _elementwise_kernel(loss_id: int, want_value: bool):
                 ys, ps = y[start:stop], p[start:stop]
                 ws = None if weight is None else weight[start:stop]
                 gs = None if grad is None else grad[start:stop]
-                ls = scratch[: stop - start] if losses is None else losses[start:stop]
+                ls = losses[start:stop] if losses.size else scratch[: stop - start]
                 while True:  # once, or twice when a block proves its labels were not 0/1
                     soft = _elementwise_block(loss_id, one_log, want_value, ys, ps, ws, gs, ls,
                                               pos_weight, start, param, grad_scale)
@@ -362,6 +365,7 @@ def _parallel(kernel, *args):
 
 
 _UNIT = {np.dtype(np.float32): np.float32(1), np.dtype(np.float64): np.float64(1)}
+_NO_LOSSES = {dtype: np.empty(0, dtype) for dtype in _UNIT}
 
 
 def _elementwise(loss: str):
@@ -379,14 +383,17 @@ def _elementwise(loss: str):
             pos_weight, param = params[0], 0.0
         else:
             pos_weight, param = None, (params[0] if params else 0.0)
-        losses = np.empty(p.shape, p.dtype) if want_value and reduction == "none" else None
+        # "none" gets an array of losses; the other reductions pass an empty one, which
+        # types the same (half as many compiled versions) and tells the kernel to sum
+        if want_value and reduction == "none":
+            losses = np.empty(p.shape, p.dtype)
+            flat_losses = losses.reshape(-1)
+        else:
+            losses, flat_losses = None, _NO_LOSSES[p.dtype]
         if p.ndim != 1:  # the kernels index flat arrays (all are C-contiguous)
             y, p = y.reshape(-1), p.reshape(-1)
             weight = None if weight is None else weight.reshape(-1)
             grad = None if grad is None else grad.reshape(-1)
-            flat_losses = None if losses is None else losses.reshape(-1)
-        else:
-            flat_losses = losses
         if p.size < PARALLEL_MIN_ELEMENTS:  # one thread: no thread start-up
             total = serial[want_value](y, p, weight, pos_weight, param, scale, grad, flat_losses)
         else:
