@@ -23,7 +23,7 @@ import numpy as np
 import lossbackends as lb
 
 from . import core, report
-from .providers import providers
+from .providers import ours, providers
 
 HOST_SIZES = [int(10**e) for e in np.arange(3, 8.01, 0.5)]  # 1e3 .. 1e8, log-spaced
 GPU_SIZES = [10**3, 10**4, 10**5, 10**6, 10**7, 10**8, 10**9]
@@ -120,6 +120,22 @@ def small_call_rows(device: str, roofline: float) -> list[dict]:
     return rows
 
 
+def probability_label_rows(sizes: list[int], roofline: float) -> list[dict]:
+    """binary_cross_entropy with labels between 0 and 1 (distillation, label smoothing):
+    the main grid's labels are 0 and 1, which the Numba backend computes with one log per
+    element instead of two, so this case is measured apart (host backends)."""
+    rows = []
+    for n in sizes:
+        inputs = core.host_inputs("binary_cross_entropy", (n,), "float32")
+        inputs["y"] = np.random.default_rng(1).random(n, dtype=np.float32)
+        for backend in [b for b in ("numba", "numpy") if b in lb.available_backends()]:
+            call = ours(backend)("binary_cross_entropy", "value_and_grad", inputs)
+            rows.append(core.row("binary_cross_entropy_probability_labels", "value_and_grad",
+                                 backend, "float32", (n,), core.time_host(call), 12 * n,
+                                 roofline, device="host"))
+    return rows
+
+
 def run(args) -> list[dict]:
     device = args.device
     if device == "gpu":
@@ -156,6 +172,8 @@ def run(args) -> list[dict]:
     # per-call costs first, before peers start threads or compiler workers that compete
     # for the CPU the Python side runs on
     rows = small_call_rows(device, roofline)
+    if device == "host" and "binary_cross_entropy" in args.losses and not args.smoke:
+        rows += probability_label_rows([n for n in sizes if n >= 10**6], roofline)
     for loss, dtype, shape in tqdm(grid, desc=f"benchmarks ({device})", unit="case"):
         try:
             inputs = (core.device_inputs(loss, shape, dtype) if device == "gpu"

@@ -32,7 +32,7 @@ def _installed(module: str) -> bool:
 # --- our backends ----------------------------------------------------------------------
 
 
-def _ours(backend: str):
+def ours(backend: str):
     """Our backends, writing the gradient into a preallocated ``out`` (as the triad writes
     into its preallocated ``c``): fresh memory would add the OS's page zeroing."""
 
@@ -194,7 +194,7 @@ def providers(device: str) -> list[Provider]:
     found = []
     names = lb.available_backends()
     if device == "host":
-        found += [Provider(b, "host", _ours(b), ours=True) for b in ("numpy", "numba") if b in names]
+        found += [Provider(b, "host", ours(b), ours=True) for b in ("numpy", "numba") if b in names]
         found.append(Provider("seed", "host", _seed))
         if _installed("torch"):
             found.append(Provider("torch", "host", _torch("cpu")))
@@ -202,7 +202,7 @@ def providers(device: str) -> list[Provider]:
             found.append(Provider("jax", "host", _jax))
     else:
         if "cupy" in names:
-            found.append(Provider("cupy", "gpu", _ours("cupy"), ours=True))
+            found.append(Provider("cupy", "gpu", ours("cupy"), ours=True))
         if _installed("torch"):
             import torch
 
