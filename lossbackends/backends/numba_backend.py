@@ -40,6 +40,7 @@ xp = np
 FASTMATH = frozenset({"nsz", "arcp", "contract", "afn"})
 CHUNKS = 64  # partial sums per call: a constant, so results never depend on thread count
 BLOCK = 2048  # elements per inner loop: a block of each array stays in L1
+CE_CHUNK_ELEMENTS = 16384  # the fewest logits in a cross-entropy chunk
 PARALLEL_MIN_ELEMENTS = 1 << 17  # below this one thread is faster (thread start-up)
 TWO = np.float32(2.0)
 
@@ -422,7 +423,9 @@ def cross_entropy(target, x, class_weight, params, reduction, scale, grad, want_
     rows = x.shape[0]
     soft = target.ndim == 2
     row_losses = np.empty(rows) if want_value and reduction == "none" else None
-    partials = np.empty(min(CHUNKS, rows) or 1)  # fixed by the shape, never the threads
+    # chunks of at least CE_CHUNK_ELEMENTS logits (a small input is not cut into 64 pieces
+    # that each allocate their scratch rows); fixed by the shape, never by the threads
+    partials = np.empty(max(1, min(CHUNKS, rows, x.size // CE_CHUNK_ELEMENTS)))
     unused = x[:0]
     grad_scale, bad_row = _parallel(
         _CE_PARALLEL, x, soft, _NO_LABELS if soft else target,
