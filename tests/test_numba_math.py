@@ -1,0 +1,57 @@
+"""The Numba backend's float32 exp, log and log1p, compiled with the kernels' own fast-math
+flags, against float64: a flag that lets LLVM reassociate (it folds exp's two-part ln 2)
+shows here as a loss of ulps."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+pytest.importorskip("numba", reason="Numba is not installed (pip install 'lossbackends[numba]')")
+
+from numba import njit  # noqa: E402
+
+from lossbackends.backends._numba_math import fast_exp, fast_log, fast_log1p  # noqa: E402
+from lossbackends.backends.numba_backend import FASTMATH  # noqa: E402
+
+
+def _compiled(function):
+    @njit(fastmath=set(FASTMATH))
+    def apply(x, out):
+        for i in range(x.size):
+            out[i] = function(x[i])
+
+    def run(x):
+        out = np.empty_like(x)
+        apply(x, out)
+        return out
+
+    return run
+
+
+def _ulps(actual, expected):
+    """|actual - expected| in units of the float32 spacing at ``expected``."""
+    spacing = np.spacing(np.abs(expected).astype(np.float32)).astype(np.float64)
+    return np.abs(actual.astype(np.float64) - expected) / spacing
+
+
+rng = np.random.default_rng(21)
+
+
+def test_exp_is_within_one_ulp_and_keeps_its_special_values():
+    x = np.concatenate([rng.uniform(-87, 0, 200_000), rng.uniform(-1, 0, 50_000)]).astype(np.float32)
+    assert _ulps(_compiled(fast_exp)(x), np.exp(x.astype(np.float64))).max() <= 1.05
+    special = np.array([-np.inf, -100.0, 0.0, -0.0, np.nan], np.float32)
+    np.testing.assert_array_equal(_compiled(fast_exp)(special), [0.0, 0.0, 1.0, 1.0, np.nan])
+
+
+def test_log_is_within_one_ulp():
+    x = np.exp(rng.uniform(-87, 88, 200_000)).astype(np.float32)
+    x = x[(x >= np.finfo(np.float32).tiny) & np.isfinite(x)]
+    assert _ulps(_compiled(fast_log)(x), np.log(x.astype(np.float64))).max() <= 1.0
+
+
+def test_log1p_is_within_three_ulps_on_0_to_1():
+    x = np.concatenate([rng.uniform(0, 1, 200_000), np.exp(rng.uniform(-80, 0, 50_000))]).astype(np.float32)
+    assert _ulps(_compiled(fast_log1p)(x), np.log1p(x.astype(np.float64))).max() <= 3.0
+    assert _compiled(fast_log1p)(np.zeros(1, np.float32))[0] == 0.0
