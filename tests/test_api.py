@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import doctest
+import importlib
 import os
 import subprocess
 import sys
@@ -198,6 +199,20 @@ def test_use_backend_is_per_asyncio_task():
         return await asyncio.gather(task("numpy", 0.02), task("auto", 0.01))
 
     assert asyncio.run(main()) == ["numpy", "auto"]
+
+
+def test_numba_without_a_writable_cache_warns_once_and_computes():
+    pytest.importorskip("numba", reason="Numba is not installed")
+    caching = importlib.import_module("numba.core.caching")
+    if not hasattr(getattr(caching, "CacheImpl", None), "_locator_classes"):
+        pytest.skip("this Numba has no CacheImpl._locator_classes to empty")
+    code = ("import numba.core.caching as c, warnings; c.CacheImpl._locator_classes = []; "
+            "warnings.simplefilter('always'); import numpy as np, lossbackends as lb; "
+            "print(lb.mse(np.ones(3, np.float32), np.zeros(3, np.float32), backend='numba'))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "1.0"
+    assert out.stderr.count("Numba cannot cache the lossbackends kernels") == 1
 
 
 def test_available_backends():

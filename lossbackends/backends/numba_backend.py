@@ -47,20 +47,27 @@ TWO = np.float32(2.0)
 LOSS_IDS = {"mse": 0, "binary_cross_entropy": 1, "binary_cross_entropy_with_logits": 2, "hinge": 3}
 
 
-def _jit(function, name: str, parallel: bool):
-    """Compile ``function`` under its own name (its cache entry) with our flags."""
+def _jit(function, name: str, parallel: bool = False, reassociate: bool = False):
+    """Compile ``function`` under its own name (its cache entry) with our flags; only sums
+    may ``reassociate``."""
     clone = types.FunctionType(function.__code__, function.__globals__, name,
                                function.__defaults__, function.__closure__)
     clone.__qualname__ = name
-    options = {"parallel": parallel, "fastmath": set(FASTMATH), "nogil": True,
+    fastmath = set(FASTMATH) | ({"reassoc"} if reassociate else set())
+    options = {"parallel": parallel, "fastmath": fastmath, "nogil": True,
                "error_model": "numpy"}  # x / 0 is inf or NaN, as in NumPy
     try:
         return njit(cache=True, **options)(clone)
     except RuntimeError as exc:  # no writable cache location: compile per process
-        warnings.warn(f"Numba cannot cache {name} ({exc}); it is compiled in each process. "
-                      "Set NUMBA_CACHE_DIR to a writable directory to cache it.",
-                      RuntimeWarning, stacklevel=2)
+        if not _UNCACHED:  # one warning for all the kernels
+            warnings.warn(f"Numba cannot cache the lossbackends kernels ({exc}); they are "
+                          "compiled in each process. Set NUMBA_CACHE_DIR to a writable "
+                          "directory to cache them.", RuntimeWarning, stacklevel=2)
+        _UNCACHED.append(name)
         return njit(**options)(clone)
+
+
+_UNCACHED: list[str] = []  # the kernels compiled without an on-disk cache
 
 
 # --- the mathematics of each loss, once: (loss, d loss / d p) of one element ---------
@@ -118,7 +125,6 @@ def _hinge(y, s, margin, pos):
     return (ZERO if slack <= ZERO else slack), (-y if slack > ZERO else ZERO)
 
 
-@njit(fastmath=set(FASTMATH | {"reassoc"}), nogil=True, cache=True)
 def _sum(values):
     """sum(values) in float64, reassociated so that it vectorises: compiled on its own, so
     the formulas of its callers keep their order. The order is fixed at compile time, so
@@ -129,7 +135,6 @@ def _sum(values):
     return total
 
 
-@njit(fastmath=set(FASTMATH | {"reassoc"}), nogil=True, cache=True)
 def _dot(weights, values):
     """sum(weights * values) in float64, where a zero weight contributes 0 even against an
     infinite value (a class of no probability costs nothing); reassociated like ``_sum``."""
@@ -137,6 +142,10 @@ def _dot(weights, values):
     for i in range(values.size):
         total += weights[i] * values[i] if weights[i] != 0 else 0.0
     return total
+
+
+_sum = _jit(_sum, "_sum", reassociate=True)
+_dot = _jit(_dot, "_dot", reassociate=True)
 
 
 @njit(inline="always")
