@@ -343,6 +343,21 @@ __global__ void __launch_bounds__(THREADS * ROWS, THREADS * ROWS >= 1024 ? 1 : 2
 // used) and folds a whole pack into its running state at once (independent exps).
 #define STREAM_PACKS 3
 
+// Calls use(pack, k) on packs k = threadIdx.x, threadIdx.x + 1024, ... below `packs`,
+// STREAM_PACKS at a time, all their loads issued before the first use.
+template <typename T, typename Use>
+__device__ __forceinline__ void for_packs_in_flight(const Pack<T>* x_packs, i64 packs, Use use) {
+    for (i64 k0 = threadIdx.x; k0 < packs; k0 += STREAM_PACKS * 1024) {
+        Pack<T> pk[STREAM_PACKS];
+#pragma unroll
+        for (int j = 0; j < STREAM_PACKS; ++j)
+            if (k0 + j * 1024 < packs) pk[j] = x_packs[k0 + j * 1024];
+#pragma unroll
+        for (int j = 0; j < STREAM_PACKS; ++j)
+            if (k0 + j * 1024 < packs) use(pk[j], k0 + j * 1024);
+    }
+}
+
 template <typename T>
 __device__ __forceinline__ void stream_fold(const Pack<T>& pk, int valid, i64 first_col,
                                             const RowTarget& t,
@@ -404,17 +419,9 @@ __global__ void __launch_bounds__(1024) ce_stream(CE_ROWS_ARGS) {
     const Pack<T>* x_packs = reinterpret_cast<const Pack<T>*>(x_row);
     const i64 packs = packed ? classes / W : 0;
     RowState<A> st = empty_state<A>();
-    for (i64 k0 = threadIdx.x; k0 < packs; k0 += STREAM_PACKS * 1024) {
-        Pack<T> pk[STREAM_PACKS];
-#pragma unroll
-        for (int j = 0; j < STREAM_PACKS; ++j)
-            if (k0 + j * 1024 < packs) pk[j] = x_packs[k0 + j * 1024];
-#pragma unroll
-        for (int j = 0; j < STREAM_PACKS; ++j)
-            if (k0 + j * 1024 < packs)
-                stream_fold<T>(pk[j], W, (k0 + j * 1024) * W, t, probs_row, class_weight,
-                               smoothing, inv_classes, st);
-    }
+    for_packs_in_flight<T>(x_packs, packs, [&](const Pack<T>& pk, i64 k) {
+        stream_fold<T>(pk, W, k * W, t, probs_row, class_weight, smoothing, inv_classes, st);
+    });
     for (i64 c = packs * W + threadIdx.x; c < classes; c += 1024) {
         Pack<T> one;
         one.v[0] = x_row[c];  // a pack of one valid element
@@ -435,17 +442,10 @@ __global__ void __launch_bounds__(1024) ce_stream(CE_ROWS_ARGS) {
     const A prob_scale = coef / st.s;
     T* g_row = grad + row * classes;
     // the second read of the row: mostly from L2 while the rows in flight fit there
-    for (i64 k0 = threadIdx.x; k0 < packs; k0 += STREAM_PACKS * 1024) {
-        Pack<T> pk[STREAM_PACKS];
-#pragma unroll
-        for (int j = 0; j < STREAM_PACKS; ++j)
-            if (k0 + j * 1024 < packs) pk[j] = x_packs[k0 + j * 1024];
-#pragma unroll
-        for (int j = 0; j < STREAM_PACKS; ++j)
-            if (k0 + j * 1024 < packs)
-                stream_store<T>(pk[j], k0 + j * 1024, g_row, t, m, prob_scale, probs_row,
-                                class_weight, smoothing, inv_classes, sc);
-    }
+    for_packs_in_flight<T>(x_packs, packs, [&](const Pack<T>& pk, i64 k) {
+        stream_store<T>(pk, k, g_row, t, m, prob_scale, probs_row, class_weight, smoothing,
+                        inv_classes, sc);
+    });
     for (i64 c = packs * W + threadIdx.x; c < classes; c += 1024) {
         A g = grad_of<T, A>(row_exp<T>(to_acc(x_row[c]) - m), c, t, prob_scale, probs_row,
                             class_weight, smoothing, inv_classes, sc);
