@@ -173,26 +173,43 @@ def _describe(x: object) -> str:
     return f"{kind.__module__}.{kind.__qualname__}"
 
 
-# (choice, device) -> the backend's name; filled by ``_choose`` once a pair is valid
-_CHOSEN: dict[tuple[str, str], str] = {}
+# (kernel, xp, native): the kernel, the backend's array module (numpy or cupy), and
+# whether y_true and y_pred are both of the array type of xp itself. A plain tuple: it
+# is unpacked on every call, and a NamedTuple unpacks a few times slower.
+Route = tuple[Callable, ModuleType, bool]
+
+# (loss, choice, type of y_true, type of y_pred) -> Route; a route is stored once its
+# first call has passed every check of ``_first_route``
+_ROUTES: dict[tuple, Route] = {}
 
 
-def resolve(backend: str | None, y_true: object, y_pred: object) -> str:
-    """The name of the backend this call runs on, after checking that the inputs live
-    where it runs. This runs on every call: two type lookups and one dict lookup."""
-    kind = type(y_pred)
-    device = _DEVICE_OF_TYPE.get(kind) or device_of(y_pred)
-    if type(y_true) is not kind and device_of(y_true) != device:
+def route(loss: str, backend: str | None, y_true: object, y_pred: object) -> Route:
+    """(kernel, xp, native) for this call: the kernel it runs, and what the front needs
+    to know to prepare its inputs (see ``Route``).
+
+    This runs on every call, so a call like an earlier one costs one dict lookup; the
+    first call of a kind goes through ``_first_route``, which checks it."""
+    choice = (_CONTEXT_CHOICE.get() or _ENV_CHOICE) if backend is None else backend
+    try:
+        return _ROUTES[loss, choice, type(y_true), type(y_pred)]
+    except (KeyError, TypeError):  # a new kind of call, or a backend that is not a name
+        return _first_route(loss, choice, backend is None, y_true, y_pred)
+
+
+def _first_route(loss: str, choice: object, from_settings: bool, y_true: object,
+                 y_pred: object) -> Route:
+    device = device_of(y_pred)
+    if device_of(y_true) != device:
         raise ValueError(
             f"y_true ({_describe(y_true)}) and y_pred ({_describe(y_pred)}) live on different "
             "devices; move one of them first (cupy.asarray or cupy.asnumpy): lossbackends "
             "never copies between host and GPU behind your back"
         )
-    choice = (_CONTEXT_CHOICE.get() or _ENV_CHOICE) if backend is None else backend
-    try:
-        return _CHOSEN[choice, device]
-    except (KeyError, TypeError):  # first call of this pair, or not a name at all
-        return _choose(choice, device, backend is None)
+    name = _choose(choice, device, from_settings)
+    xp = load_backend(name).xp
+    found = (kernel_for(loss, name), xp, type(y_true) is type(y_pred) is xp.ndarray)
+    _ROUTES[loss, choice, type(y_true), type(y_pred)] = found
+    return found
 
 
 def _choose(choice: object, device: str, from_settings: bool) -> str:
@@ -212,7 +229,6 @@ def _choose(choice: object, device: str, from_settings: bool) -> str:
             else "move them to the GPU with cupy.asarray, or use a host backend ('numpy', 'numba')"
         )
         raise ValueError(f"backend {name!r} cannot run on {where} arrays; {fix}")
-    _CHOSEN[choice, device] = name
     return name
 
 

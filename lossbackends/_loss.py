@@ -1,6 +1,6 @@
 """The one class every loss is, and the argument checking shared by all backends.
 
-A call goes: choose the backend (``_dispatch.resolve``), turn the arguments into canonical
+A call goes: find the kernel (``_dispatch.route``), turn the arguments into canonical
 arrays (``prepare``: dtypes, shapes, contiguity, options; errors name the fix), allocate or
 check the gradient buffer, then hand plain arrays and numbers to the registered kernel. A
 kernel never re-checks anything and computes whatever the call asked for in one pass.
@@ -31,18 +31,13 @@ _FLOAT_DTYPES = frozenset(map(np.dtype, (np.float16, np.float32, np.float64)))
 
 
 class Prepared(NamedTuple):
-    """Canonical arguments for a kernel, plus what the front needs to shape the results.
-
-    The prepare functions return a plain tuple in this order (building a NamedTuple costs
-    a quarter of a microsecond on every call); ``Prepared(*prep)`` names the fields where
-    speed does not matter.
-    """
+    """Canonical arguments for a kernel, plus what the front needs to shape the results."""
 
     y: Any
     p: Any
     weight: Any
-    params: tuple
-    scale: float
+    params: tuple  # the loss's options as the kernel takes them (numbers, arrays or None)
+    scale: float  # what "mean" multiplies the sum and the gradient by
     shape: tuple  # y_pred's shape as the user passed it
     value_shape: tuple  # the shape of ``reduction="none"`` results
     # None: the kernel works in y_pred's own shape (elementwise losses). cross_entropy's
@@ -93,20 +88,12 @@ def same_device(name: str, value: Any, p: Any) -> None:
         )
 
 
-def _prepare_elementwise(xp, y_true, y_pred, *, weight=None):
-    """The canonical tuple (see ``Prepared``) of an elementwise loss; ``params`` is ``()``
-    (a loss with options of its own puts them there)."""
-    # The common call, two C-contiguous float arrays of one dtype, passes with the cheapest
-    # checks there are: this runs on every call. ascontiguousarray gives a C-contiguous
-    # array of its own type back itself (anything else, such as a strided view or a 0-d
-    # array, which it makes 1-d, takes the general path).
-    ndarray, contiguous = xp.ndarray, xp.ascontiguousarray
-    p = y_pred
-    if type(p) is not ndarray or contiguous(p) is not p or p.dtype not in _FLOAT_DTYPES:
-        p = as_prediction(xp, y_pred)
-    dtype, y = p.dtype, y_true
-    if type(y) is not ndarray or contiguous(y) is not y or y.dtype is not dtype:
-        y = as_values(xp, y_true, dtype, "y_true")
+def _prepare_elementwise(xp, y_true, y_pred, *, weight=None) -> Prepared:
+    """The canonical arguments of an elementwise loss; ``params`` is ``()`` (a loss with
+    options of its own puts them there)."""
+    p = as_prediction(xp, y_pred)
+    dtype = p.dtype
+    y = as_values(xp, y_true, dtype, "y_true")
     shape = p.shape
     if y.shape != shape:
         raise ValueError(
@@ -125,7 +112,7 @@ def _prepare_elementwise(xp, y_true, y_pred, *, weight=None):
                     f"shape {shape}"
                 ) from None
     n = p.size
-    return (y, p, weight, (), 1.0 / n if n else 1.0, shape, shape, None)
+    return Prepared(y, p, weight, (), 1.0 / n if n else 1.0, shape, shape)
 
 
 # --- the preparation of each loss: its options, checked once for every backend ---------
@@ -144,12 +131,12 @@ def _prepare_bce(xp, y_true, y_pred, *, weight=None, eps=1e-15):
     eps = float(eps)
     if not 0.0 <= eps < 0.5:
         raise ValueError(f"eps must be in [0, 0.5); got {eps}")
-    return (*prep[:3], (max(eps, _EPS[prep[1].dtype]),), *prep[4:])
+    return prep._replace(params=(max(eps, _EPS[prep.p.dtype]),))
 
 
 def _prepare_bce_with_logits(xp, y_true, y_pred, *, weight=None, pos_weight=None):
     prep = _prepare_elementwise(xp, y_true, y_pred, weight=weight)
-    p = prep[1]
+    p = prep.p
     if pos_weight is not None:
         same_device("pos_weight", pos_weight, p)
         pw = as_values(xp, pos_weight, p.dtype, "pos_weight")
@@ -160,12 +147,12 @@ def _prepare_bce_with_logits(xp, y_true, y_pred, *, weight=None, pos_weight=None
                 f"scalar or a vector of length {last} (y_pred's last dimension)"
             )
         pos_weight = xp.ascontiguousarray(xp.broadcast_to(pw.reshape(-1), (last,)))
-    return (*prep[:3], (pos_weight,), *prep[4:])
+    return prep._replace(params=(pos_weight,))
 
 
 def _prepare_hinge(xp, y_true, y_pred, *, weight=None, margin=1.0):
     prep = _prepare_elementwise(xp, y_true, y_pred, weight=weight)
-    return (*prep[:3], (float(margin),), *prep[4:])
+    return prep._replace(params=(float(margin),))
 
 
 def _prepare_cross_entropy(
@@ -230,7 +217,7 @@ def _prepare_cross_entropy(
                 f"shape ({classes},)"
             )
     params = (ignore_index, label_smoothing, bool(check_labels))
-    return (target, x2d, class_weight, params, 1.0, shape, batch_shape, axis)
+    return Prepared(target, x2d, class_weight, params, 1.0, shape, batch_shape, axis)
 
 
 # --- the loss object -------------------------------------------------------------------
@@ -262,8 +249,15 @@ class Loss:
     def __init__(self, name: str, prepare: Callable[..., Prepared], doc: str):
         self.name = name
         self._prepare = prepare
-        self._kernels: dict[str, tuple[Callable, Any]] = {}  # backend -> (kernel, xp)
         self.__doc__ = doc
+        # The params of a call without options (they depend on the dtype alone), for the
+        # fast path of ``_run``; empty for a loss whose kernel does not take y_pred as it
+        # is (cross_entropy works on rows of classes).
+        self._plain_params: dict[np.dtype, tuple] = {}
+        for dtype in _FLOAT_DTYPES:
+            plain = prepare(np, np.zeros(1, dtype), np.zeros(1, dtype))
+            if plain.class_axis is None:
+                self._plain_params[dtype] = plain.params
 
     def __repr__(self) -> str:
         return f"<lossbackends loss {self.name!r}>"
@@ -290,29 +284,39 @@ class Loss:
             raise ValueError(
                 f"unknown reduction {reduction!r}; choose one of 'mean', 'sum', 'none'"
             )
-        name = _dispatch.resolve(backend, y_true, y_pred)
-        try:
-            kernel, xp = self._kernels[name]
-        except KeyError:  # this loss's first call on this backend
-            kernel, xp = self._kernels[name] = (_dispatch.kernel_for(self.name, name),
-                                                _dispatch.load_backend(name).xp)
-        prep = (self._prepare(xp, y_true, y_pred, **options) if options
-                else self._prepare(xp, y_true, y_pred))
-        y, p, weight, params, scale, shape, value_shape, class_axis = prep
+        kernel, xp, native = _dispatch.route(self.name, backend, y_true, y_pred)
+        # Most calls pass two non-empty C-contiguous arrays of the backend's own type, of
+        # one float dtype and shape, and no option. The kernel takes those as they are, so
+        # they skip the preparation, with the cheapest checks there are:
+        # ascontiguousarray(a) is ``a`` itself exactly when ``a`` is C-contiguous and not
+        # 0-d; a dtype that is equal without being the same object takes the long way.
+        contiguous = xp.ascontiguousarray
+        if (native and not options and (out is None or out is _WANT_GRAD)
+                and contiguous(y_pred) is y_pred):
+            dtype, n = y_pred.dtype, y_pred.size
+            params = self._plain_params.get(dtype)
+            if (params is not None and n and y_true.dtype is dtype
+                    and contiguous(y_true) is y_true and y_true.shape == y_pred.shape):
+                grad = None if out is None else xp.empty(y_pred.shape, dtype)
+                scale = 1.0 / n if reduction == "mean" else 1.0
+                return kernel(y_true, y_pred, None, params, reduction, scale, grad,
+                              want_value), grad
+        prep = self._prepare(xp, y_true, y_pred, **options)
         if out is None:
             grad = None
         elif out is _WANT_GRAD:
-            grad = xp.empty(p.shape, p.dtype)
+            grad = xp.empty(prep.p.shape, prep.p.dtype)
         else:
-            grad = _grad_buffer(xp, out, Prepared(*prep), y_true)
-        if p.size:
-            value = kernel(y, p, weight, params, reduction, scale if reduction == "mean" else 1.0,
-                           grad, want_value)
+            grad = _grad_buffer(xp, out, prep, y_true)
+        if prep.p.size:
+            scale = prep.scale if reduction == "mean" else 1.0
+            value = kernel(prep.y, prep.p, prep.weight, prep.params, reduction, scale, grad,
+                           want_value)
         else:
-            value = _empty_value(xp, Prepared(*prep), reduction) if want_value else None
-        if class_axis is None:  # the results already have the user's shapes
+            value = _empty_value(xp, prep, reduction) if want_value else None
+        if prep.class_axis is None:  # the results already have the user's shapes
             return value, grad
-        return _class_axis_back(xp, value, grad, Prepared(*prep), out)
+        return _class_axis_back(xp, value, grad, prep, out)
 
 
 class _WantGrad:
