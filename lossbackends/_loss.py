@@ -293,11 +293,11 @@ class Loss:
         contiguous = xp.ascontiguousarray
         if (native and not options and (out is None or out is _WANT_GRAD)
                 and contiguous(y_pred) is y_pred):
-            dtype, n = y_pred.dtype, y_pred.size
+            dtype, n, shape = y_pred.dtype, y_pred.size, y_pred.shape
             params = self._plain_params.get(dtype)
             if (params is not None and n and y_true.dtype is dtype
-                    and contiguous(y_true) is y_true and y_true.shape == y_pred.shape):
-                grad = None if out is None else xp.empty(y_pred.shape, dtype)
+                    and contiguous(y_true) is y_true and y_true.shape == shape):
+                grad = None if out is None else xp.empty(shape, dtype)
                 scale = 1.0 / n if reduction == "mean" else 1.0
                 return kernel(y_true, y_pred, None, params, reduction, scale, grad,
                               want_value), grad
