@@ -1,9 +1,10 @@
 """The one class every loss is, and the argument checking shared by all backends.
 
 A call goes: find the kernel (``_dispatch.route``), turn the arguments into canonical
-arrays (``prepare``: dtypes, shapes, contiguity, options; errors name the fix), allocate or
-check the gradient buffer, then hand plain arrays and numbers to the registered kernel. A
-kernel never re-checks anything and computes whatever the call asked for in one pass.
+arrays (``prepare``: dtypes, shapes, contiguity, options; errors name the fix; arrays that
+are canonical already, with no option, skip it), allocate or check the gradient buffer,
+then hand plain arrays and numbers to the registered kernel. A kernel never re-checks
+anything and computes whatever the call asked for in one pass.
 
 Kernel signature, the same on every backend::
 
