@@ -7,6 +7,7 @@ import asyncio
 import doctest
 import importlib
 import os
+import shutil
 import subprocess
 import sys
 import threading
@@ -213,6 +214,32 @@ def test_numba_without_a_writable_cache_warns_once_and_computes():
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "1.0"
     assert out.stderr.count("Numba cannot cache the lossbackends kernels") == 1
+
+
+def test_an_edit_of_numba_math_recompiles_the_kernels(tmp_path):
+    """Numba's cache checks only the file a kernel is written in; the math the kernels
+    inline lives in another file, and changing it must not load kernels compiled before."""
+    pytest.importorskip("numba", reason="Numba is not installed")
+    shutil.copytree(ROOT / "lossbackends", tmp_path / "lossbackends",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    code = ("import numpy as np, lossbackends as lb; "
+            "print(lb.mse(np.ones(3, np.float32), np.zeros(3, np.float32), backend='numba'))")
+    env = {key: value for key, value in os.environ.items() if key != "NUMBA_CACHE_DIR"}
+    env["NUMBA_DEBUG_CACHE"] = "1"
+
+    def run() -> str:
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                             cwd=tmp_path, env=env)
+        assert out.returncode == 0, out.stderr
+        assert out.stdout.strip().endswith("1.0")
+        return out.stdout
+
+    assert "data saved" in run()
+    assert "data loaded" in run()  # the on-disk cache works
+    math = tmp_path / "lossbackends" / "backends" / "_numba_math.py"
+    math.write_text(math.read_text() + "\n# an edit\n")
+    again = run()
+    assert "data loaded" not in again and "data saved" in again
 
 
 def test_available_backends():

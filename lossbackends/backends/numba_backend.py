@@ -19,15 +19,18 @@ says so. Nothing is compiled at import.
 
 from __future__ import annotations
 
+import hashlib
 import threading
 import types
 import warnings
+from pathlib import Path
 
 import numba
 import numpy as np
 from numba import njit, prange
 
 from .. import _dispatch
+from . import _numba_math
 from ._host import FLOAT16, half_in_float32, in_float32, label_error
 from ._numba_math import HALF, ONE, ZERO, fast_exp, fast_log, fast_log1p
 
@@ -47,9 +50,16 @@ TWO = np.float32(2.0)
 LOSS_IDS = {"mse": 0, "binary_cross_entropy": 1, "binary_cross_entropy_with_logits": 2, "hinge": 3}
 
 
+# Numba's cache checks the source of the file a kernel is written in (this one), not of
+# the files it inlines from, so the kernels' cache entries carry a fingerprint of
+# _numba_math.py: an edit or an upgrade of it never loads kernels compiled from before.
+_MATH_FINGERPRINT = hashlib.sha256(Path(_numba_math.__file__).read_bytes()).hexdigest()[:12]
+
+
 def _jit(function, name: str, parallel: bool = False, reassociate: bool = False):
     """Compile ``function`` under its own name (its cache entry) with our flags; only sums
     may ``reassociate``."""
+    name = f"{name}_{_MATH_FINGERPRINT}"
     clone = types.FunctionType(function.__code__, function.__globals__, name,
                                function.__defaults__, function.__closure__)
     clone.__qualname__ = name
