@@ -398,6 +398,26 @@ def test_nan_and_inf_propagate(backend):
     np.testing.assert_array_equal(host(grad), [0.0, 0.0])
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_nan_predictions_give_nan_losses(backend, dtype):
+    """A NaN in y_pred is a NaN loss, as in NumPy (clipping, max(0, .) and the float32
+    log must not turn it into a number), in the vectorised loops and their tails."""
+    rng = np.random.default_rng(4)
+    nan_at = [0, 17, 500, 998]
+    y = (rng.random(999) < 0.5).astype(dtype)
+    y[1::3] = 0.3  # probability labels too
+    p = rng.uniform(0.05, 0.95, 999).astype(dtype)
+    p[nan_at] = np.nan
+    for loss in (lb.binary_cross_entropy, lb.hinge):
+        labels = y if loss is lb.binary_cross_entropy else 2 * y - 1
+        value, grad = loss.value_and_grad(on(backend, labels), on(backend, p), reduction="none",
+                                          backend=backend)
+        np.testing.assert_array_equal(np.isnan(host(value)), np.isnan(p))
+        if loss is lb.binary_cross_entropy:
+            np.testing.assert_array_equal(np.isnan(host(grad)), np.isnan(p))
+        assert np.isnan(host(loss(on(backend, labels), on(backend, p), backend=backend)))
+
+
 def test_hinge_gradient_at_the_kink_is_zero(backend):
     grad = lb.hinge.grad(on(backend, np.array([1.0, -1.0, 1.0])), on(backend, np.array([1.0, -1.0, 0.5])),
                          reduction="sum", backend=backend)

@@ -2,10 +2,11 @@
 
 LLVM vectorises a loop only if every call in it has a vector form; Numba's ``math.exp``
 and ``math.log`` have none without SVML (which current llvmlite builds lack), so the hot
-float32 loops would run one scalar libm call per element. These are the Cephes
-single-precision algorithms (range reduction, then a polynomial; about 1 ulp), written
-with a bit cast so that LLVM turns them into SIMD code. float64 keeps ``math``'s
-correctly rounded functions: it is the accuracy path, not the speed path.
+float32 loops would run one scalar libm call per element. ``exp`` is the Cephes
+single-precision algorithm, ``log`` FreeBSD's ``logf`` (range reduction, then a short
+polynomial; under 1 ulp), written with bit casts so that LLVM turns them into SIMD code.
+float64 keeps ``math``'s correctly rounded functions: it is the accuracy path, not the
+speed path.
 """
 
 from __future__ import annotations
@@ -29,7 +30,6 @@ LOG2E = _f32(1.44269504088896341)
 LN2_HI = _f32(0.693359375)
 LN2_LO = _f32(-2.12194440e-4)
 EXP_MIN = _f32(-87.3365447504)  # below this exp(x) is under float32's smallest normal
-SQRT_HALF = _f32(0.707106781186547524)
 HALF = _f32(0.5)
 ONE = _f32(1.0)
 ZERO = _f32(0.0)
@@ -42,19 +42,23 @@ _I32 = ir.IntType(32)
 _F32 = ir.FloatType()
 
 
+_SQRT_HALF_BITS = 0x3F3504F3  # the bits of float32(sqrt(1/2))
+
+
 @intrinsic
-def _frexp32(typingctx, x):
-    """(e, m) with x = m 2^e, m in [0.5, 1), e a float32, for a positive normal float32 x."""
+def _split_for_log32(typingctx, x):
+    """(k, m) with x = m 2^k, m in [sqrt(1/2), sqrt(2)) and k a float32, for a positive
+    normal float32 x: subtracting the bits of sqrt(1/2) moves the binade boundary there,
+    so no compare and select are needed."""
     sig = types.UniTuple(types.float32, 2)(types.float32)
 
     def codegen(context, builder, signature, args):
-        bits = builder.bitcast(args[0], _I32)
-        biased = builder.and_(builder.lshr(bits, ir.Constant(_I32, 23)), ir.Constant(_I32, 0xFF))
-        e = builder.sitofp(builder.sub(biased, ir.Constant(_I32, 126)), _F32)
-        mantissa = builder.or_(builder.and_(bits, ir.Constant(_I32, 0x7FFFFF)),
-                               ir.Constant(_I32, 0x3F000000))
+        offset = builder.sub(builder.bitcast(args[0], _I32), ir.Constant(_I32, _SQRT_HALF_BITS))
+        k = builder.sitofp(builder.ashr(offset, ir.Constant(_I32, 23)), _F32)
+        mantissa = builder.add(builder.and_(offset, ir.Constant(_I32, 0x7FFFFF)),
+                               ir.Constant(_I32, _SQRT_HALF_BITS))
         m = builder.bitcast(mantissa, _F32)
-        return context.make_tuple(builder, signature.return_type, [e, m])
+        return context.make_tuple(builder, signature.return_type, [k, m])
 
     return sig, codegen
 
@@ -79,7 +83,7 @@ def fast_exp(x):
 
 
 def fast_log(x):
-    """log(x): vectorisable for positive normal float32, ``math.log`` otherwise."""
+    """log(x): vectorisable for positive normal float32 and NaN, ``math.log`` otherwise."""
     return math.log(x)
 
 
@@ -103,23 +107,25 @@ def _exp32(x):
     return ZERO if x < EXP_MIN else y  # true underflow, -inf included, is exactly 0
 
 
+# FreeBSD's logf (k_logf.h): log(1 + f) = f - f^2/2 + s (f^2/2 + R(s^2)), s = f / (2 + f),
+# with R a minimax polynomial of degree 4 in s^2 on |s| <= 0.172.
+LG1 = _f32(0xAAAAAA / 2**24)  # 0.66666662693
+LG2 = _f32(0xCCCE13 / 2**25)  # 0.40000972152
+LG3 = _f32(0x91E9EE / 2**25)  # 0.28498786688
+LG4 = _f32(0xF89E26 / 2**26)  # 0.24279078841
+
+
 def _log32(x):
-    fe, m = _frexp32(x)  # x = m 2^fe, m in [0.5, 1)
-    low = np.float32(m < SQRT_HALF)  # then use 2m in [0.707, 1) and fe - 1, branch-free
-    fe = fe - low
-    m = m + m * low - ONE
-    z = m * m
-    p = _f32(7.0376836292e-2)
-    p = p * m + _f32(-1.1514610310e-1)
-    p = p * m + _f32(1.1676998740e-1)
-    p = p * m + _f32(-1.2420140846e-1)
-    p = p * m + _f32(1.4249322787e-1)
-    p = p * m + _f32(-1.6668057665e-1)
-    p = p * m + _f32(2.0000714765e-1)
-    p = p * m + _f32(-2.4999993993e-1)
-    p = p * m + _f32(3.3333331174e-1)
-    y = p * m * z + fe * LN2_LO - HALF * z
-    return m + y + fe * LN2_HI
+    k, m = _split_for_log32(x)  # x = m 2^k, m in [sqrt(1/2), sqrt(2))
+    f = m - ONE
+    s = f / (_f32(2.0) + f)
+    z = s * s
+    w = z * z
+    r = z * (LG1 + w * LG3) + w * (LG2 + w * LG4)
+    half_f2 = HALF * f * f
+    # k ln 2 in two parts (LN2_HI k is exact), the small terms added first
+    y = k * LN2_HI - ((half_f2 - (s * (half_f2 + r) + k * LN2_LO)) - f)
+    return y if x == x else x  # NaN stays NaN (the bit tricks would make it a number)
 
 
 @overload(fast_exp, inline="always")
