@@ -19,7 +19,9 @@ __device__ __forceinline__ void loss_and_derivative(A y, A p, A param, A pos, A&
         loss = diff * diff;
         d = A(2) * diff;
     } else if (LOSS == BCE) {
-        const A pc = fmin(fmax(p, param), A(1) - param);  // clip(p, e, 1 - e)
+        // clip(p, e, 1 - e) by comparisons, so that NaN stays NaN (fmin and fmax drop it)
+        const A high = A(1) - param;
+        const A pc = p < param ? param : (p > high ? high : p);
         loss = -(y * log(pc) + (A(1) - y) * log(A(1) - pc));
         d = (pc - y) / (pc * (A(1) - pc));
     } else if (LOSS == BCE_LOGITS) {
@@ -32,7 +34,7 @@ __device__ __forceinline__ void loss_and_derivative(A y, A p, A param, A pos, A&
         d = log_weight * sigma - pos * y;
     } else {  // HINGE: max(0, m - t s); -t where m - t s > 0 (0 at the kink)
         const A slack = param - y * p;
-        loss = fmax(slack, A(0));
+        loss = slack <= A(0) ? A(0) : slack;  // max(slack, 0), NaN kept (fmax drops it)
         d = slack > A(0) ? -y : A(0);
     }
 }
