@@ -287,18 +287,22 @@ class Loss:
             )
         kernel, xp, native = _dispatch.route(self.name, backend, y_true, y_pred)
         # Most calls pass two non-empty C-contiguous arrays of the backend's own type, of
-        # one float dtype and shape, and no option. The kernel takes those as they are, so
-        # they skip the preparation, with the cheapest checks there are:
+        # one float dtype and shape, and no option (``out`` is checked as always). The
+        # kernel takes those as they are, so they skip the preparation, with the cheapest
+        # checks there are:
         # ascontiguousarray(a) is ``a`` itself exactly when ``a`` is C-contiguous and not
         # 0-d; a dtype that is equal without being the same object takes the long way.
         contiguous = xp.ascontiguousarray
-        if (native and not options and (out is None or out is _WANT_GRAD)
-                and contiguous(y_pred) is y_pred):
+        if native and not options and contiguous(y_pred) is y_pred:
             dtype, n, shape = y_pred.dtype, y_pred.size, y_pred.shape
             params = self._plain_params.get(dtype)
             if (params is not None and n and y_true.dtype is dtype
                     and contiguous(y_true) is y_true and y_true.shape == shape):
-                grad = None if out is None else xp.empty(shape, dtype)
+                if out is None or out is _WANT_GRAD:
+                    grad = None if out is None else xp.empty(shape, dtype)
+                else:
+                    _check_out(xp, out, y_true, y_true, y_pred, shape)
+                    grad = out
                 scale = 1.0 / n if reduction == "mean" else 1.0
                 return kernel(y_true, y_pred, None, params, reduction, scale, grad,
                               want_value), grad
@@ -308,7 +312,12 @@ class Loss:
         elif out is _WANT_GRAD:
             grad = xp.empty(prep.p.shape, prep.p.dtype)
         else:
-            grad = _grad_buffer(xp, out, prep, y_true)
+            p, shape = prep.p, prep.shape
+            _check_out(xp, out, y_true, prep.y, p, shape)
+            if prep.class_axis is not None and prep.class_axis != len(shape) - 1:
+                grad = xp.empty(p.shape, p.dtype)  # written back into out after the kernel
+            else:
+                grad = out if out.shape == p.shape else out.reshape(p.shape)
         if prep.p.size:
             scale = prep.scale if reduction == "mean" else 1.0
             value = kernel(prep.y, prep.p, prep.weight, prep.params, reduction, scale, grad,
@@ -327,26 +336,25 @@ class _WantGrad:
 _WANT_GRAD = _WantGrad()
 
 
-def _grad_buffer(xp, out, prep: Prepared, y_true):
-    """``out`` checked, as the kernel's gradient buffer."""
-    p = prep.p
-    if _dispatch.device_of(out) != _dispatch.device_of(p) or not hasattr(out, "flags"):
+def _check_out(xp, out, y_true, y, p, shape) -> None:
+    """Raise unless ``out`` can receive the gradient: y_pred's ``shape`` as the user passed
+    it, the computation's array ``p`` (its dtype and device), sharing no memory with
+    ``y_true`` or its converted array ``y``."""
+    if type(out) is not type(p) and (_dispatch.device_of(out) != _dispatch.device_of(p)
+                                      or not hasattr(out, "flags")):
         raise ValueError(
             "out must be an array on the same device as y_pred (a NumPy array for host "
             "inputs, a CuPy array for GPU inputs)"
         )
-    if tuple(out.shape) != prep.shape or out.dtype != p.dtype:
+    if tuple(out.shape) != shape or out.dtype != p.dtype:
         raise ValueError(
             f"out has shape {tuple(out.shape)} and dtype {out.dtype}; the gradient needs shape "
-            f"{prep.shape} and dtype {p.dtype}"
+            f"{shape} and dtype {p.dtype}"
         )
     if not out.flags.c_contiguous or not getattr(out.flags, "writeable", True):
         raise ValueError("out must be a writeable, C-contiguous array (see numpy.ascontiguousarray)")
-    if out is y_true or (out is not prep.p and _overlaps(xp, out, prep.y)):
+    if out is y_true or (out is not p and _overlaps(xp, out, y)):
         raise ValueError("out must not share memory with y_true; it may be y_pred itself")
-    if prep.class_axis is not None and prep.class_axis != len(prep.shape) - 1:
-        return xp.empty(p.shape, p.dtype)  # written back into out after the kernel
-    return out if out.shape == p.shape else out.reshape(p.shape)
 
 
 def _overlaps(xp, a, b) -> bool:

@@ -331,20 +331,34 @@ def test_cross_entropy_argument_errors(backend):
         lb.cross_entropy(on(backend, np.zeros(4, int)), x, axis=2, backend=backend)
 
 
-def test_out_errors(backend):
+@pytest.mark.parametrize("options", [{}, {"weight": None}], ids=["fast_path", "prepared"])
+def test_out_errors(backend, options):
     y, p = on(backend, np.ones(6)), on(backend, np.ones(6))
+
+    def grad(y, p, out):
+        return lb.mse.grad(y, p, out=out, backend=backend, **options)
+
     with pytest.raises(ValueError, match=r"out has shape \(5,\) and dtype float64; the gradient needs"):
-        lb.mse.grad(y, p, out=on(backend, np.ones(5)), backend=backend)
+        grad(y, p, on(backend, np.ones(5)))
     with pytest.raises(ValueError, match="dtype float32"):
-        lb.mse.grad(y, p, out=on(backend, np.ones(6, np.float32)), backend=backend)
+        grad(y, p, on(backend, np.ones(6, np.float32)))
     with pytest.raises(ValueError, match="C-contiguous"):
-        lb.mse.grad(on(backend, np.ones(3)), on(backend, np.ones(3)),
-                    out=on(backend, np.ones(6))[::2], backend=backend)
+        grad(on(backend, np.ones(3)), on(backend, np.ones(3)), on(backend, np.ones(6))[::2])
     with pytest.raises(ValueError, match="must not share memory with y_true"):
-        lb.mse.grad(y, p, out=y, backend=backend)
+        grad(y, p, y)
+    labels_and_more = on(backend, np.ones(12))
+    with pytest.raises(ValueError, match="must not share memory with y_true"):
+        grad(labels_and_more[:6], p, labels_and_more[3:9])
     if backend != "cupy":
         with pytest.raises(ValueError, match="same device"):
-            lb.mse.grad(y, p, out=[0.0] * 6, backend=backend)
+            grad(y, p, [0.0] * 6)
+        read_only = np.zeros(6)
+        read_only.flags.writeable = False
+        with pytest.raises(ValueError, match="writeable"):
+            grad(y, p, read_only)
+    out = on(backend, np.full(6, np.nan))
+    assert grad(y, on(backend, np.full(6, 3.0)), out) is out
+    np.testing.assert_array_equal(host(out), np.full(6, 2 * 2.0 / 6))
 
 
 def test_bad_dtypes():
