@@ -80,7 +80,11 @@ def test_elementwise_matches_reference(backend, loss, shape, seed, reduction, dt
         assert value.shape == p.shape
     _close(value, expected_value, dtype,
            scale=None if reduction == "none" else float(np.abs(expected_value)) + 1.0)
-    grad_scale = float(np.max(np.abs(expected_grad))) if expected_grad.size else 1.0
+    # the gradients are differences (p - y, sigma - y, ...) that can cancel, so their errors
+    # are relative to the size of the terms: w / n per element (mean) or w, as the value's
+    # tolerance is relative to |value| + 1
+    unit = (float(np.max(weight)) if weighted else 1.0) / (p.size if reduction == "mean" else 1)
+    grad_scale = max(float(np.max(np.abs(expected_grad))), unit) if expected_grad.size else 1.0
     _close(grad, expected_grad, dtype, scale=grad_scale)
     # value alone and grad alone agree with the fused call
     _close(function(on(backend, y), on(backend, p), reduction=reduction, backend=backend,
