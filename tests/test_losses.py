@@ -188,6 +188,30 @@ def test_cross_entropy_extreme_and_masked_logits(backend, classes):
     assert np.isfinite(host(value)).all()
 
 
+@pytest.mark.filterwarnings("ignore:invalid value:RuntimeWarning")  # NumPy's own, for inf - inf
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("classes", [3, 100, 2000])
+def test_cross_entropy_nan_and_inf_logits_make_their_row_nan(backend, dtype, classes):
+    """As in NumPy, a NaN logit (max is NaN) or a +inf one (inf - inf) makes its row's loss
+    and whole gradient row NaN, wherever it sits in the vectorised max; other rows keep
+    their values."""
+    rng = np.random.default_rng(5)
+    x = rng.normal(size=(5, classes)).astype(dtype)
+    x[0, 0] = np.nan
+    x[1, classes - 1] = np.nan
+    x[2, classes // 2] = np.inf
+    t = np.arange(5) % classes
+    value, grad = lb.cross_entropy.value_and_grad(on(backend, t), on(backend, x), reduction="none",
+                                                  backend=backend)
+    value, grad = host(value), host(grad)
+    np.testing.assert_array_equal(np.isnan(value), [True, True, True, False, False])
+    assert np.isnan(grad[:3]).all() and np.isfinite(grad[3:]).all()
+    expected_value, expected_grad = ce_reference(t[3:], x[3:].astype(np.float64), reduction="none")
+    tolerance = 1e-5 if dtype == np.float32 else 1e-12
+    np.testing.assert_allclose(value[3:], expected_value, rtol=tolerance)
+    np.testing.assert_allclose(grad[3:], expected_grad, rtol=tolerance, atol=tolerance * 1e-2)
+
+
 def test_cross_entropy_ignored_rows(backend):
     x = np.random.default_rng(2).normal(size=(6, 5))
     x[1, 2] = np.nan  # an ignored row's logits never reach the result

@@ -17,6 +17,7 @@ import warnings
 import numpy as np
 from llvmlite import ir
 from numba import types
+from numba.core import cgutils
 from numba.core.errors import NumbaIRAssumptionWarning
 from numba.extending import intrinsic, overload
 
@@ -63,15 +64,40 @@ def _split_for_log32(typingctx, x):
     return sig, codegen
 
 
+# 1.5 2^23 + 127: for |t| < 2^22, t + ROUNDER rounds t to the nearest integer n (float32
+# has no bits below 1 there), and the low bits of its pattern hold n + 127, the biased
+# exponent of 2^n: one add gives both n and, by a shift, 2^n.
+ROUNDER = _f32(12582912.0 + 127.0)
+
+
 @intrinsic
-def _ldexp32(typingctx, y, n):
-    """y 2^n for float32 y and an integer-valued float32 n in [-126, 127]."""
-    sig = types.float32(types.float32, types.float32)
+def _power_of_two32(typingctx, rounded):
+    """2^n from ``rounded`` = n + ROUNDER, for an integer n in [-126, 127]."""
+    sig = types.float32(types.float32)
 
     def codegen(context, builder, signature, args):
-        exponent = builder.add(builder.fptosi(args[1], _I32), ir.Constant(_I32, 127))
-        power = builder.bitcast(builder.shl(exponent, ir.Constant(_I32, 23)), _F32)
-        return builder.fmul(args[0], power)
+        # the pattern's low 9 bits are n + 127 (mod 512); the shift drops the rest
+        exponent = builder.shl(builder.bitcast(args[0], _I32), ir.Constant(_I32, 23))
+        return builder.bitcast(exponent, _F32)
+
+    return sig, codegen
+
+
+@intrinsic
+def maximum(typingctx, a, b):
+    """max(a, b) of two floats of one type, NaN if either is NaN (LLVM's ``llvm.maximum``).
+    A running max written as a compare and select is a serial scalar chain (LLVM may
+    reorder it only under the no-NaN flag); this one it vectorises."""
+    if not (isinstance(a, types.Float) and a == b):
+        return None
+    sig = a(a, b)
+
+    def codegen(context, builder, signature, args):
+        value_type = context.get_value_type(signature.return_type)
+        function = cgutils.get_or_insert_function(
+            builder.module, ir.FunctionType(value_type, [value_type, value_type]),
+            f"llvm.maximum.{'f32' if value_type == _F32 else 'f64'}")
+        return builder.call(function, args)
 
     return sig, codegen
 
@@ -95,7 +121,8 @@ def fast_log1p(x):
 def _exp32(x):
     # max(x, EXP_MIN) with NaN kept (a single vmaxps): NaN then flows through the arithmetic
     clamped = EXP_MIN if x < EXP_MIN else x
-    n = np.floor(clamped * LOG2E + HALF)
+    rounded = clamped * LOG2E + ROUNDER  # n + ROUNDER, n = round(x / ln 2)
+    n = rounded - ROUNDER  # exact
     f = clamped - n * LN2_HI - n * LN2_LO  # Cody-Waite: exact reduction to |f| <= ln2/2
     p = _f32(1.9875691500e-4)
     p = p * f + _f32(1.3981999507e-3)
@@ -103,7 +130,7 @@ def _exp32(x):
     p = p * f + _f32(4.1665795894e-2)
     p = p * f + _f32(1.6666665459e-1)
     p = p * f + _f32(5.0000001201e-1)
-    y = _ldexp32(p * f * f + f + ONE, n)
+    y = (p * f * f + f + ONE) * _power_of_two32(rounded)
     return ZERO if x < EXP_MIN else y  # true underflow, -inf included, is exactly 0
 
 

@@ -32,7 +32,7 @@ from numba import njit, prange
 from .. import _dispatch
 from . import _numba_math
 from ._host import FLOAT16, half_in_float32, in_float32, label_error
-from ._numba_math import HALF, ONE, ZERO, fast_exp, fast_log, fast_log1p
+from ._numba_math import HALF, ONE, ZERO, fast_exp, fast_log, fast_log1p, maximum
 
 xp = np
 
@@ -247,34 +247,12 @@ def _elementwise_kernel(loss_id: int, want_value: bool):
 
 @njit(inline="always")
 def _row_max(x):
-    """max(x) over eight independent lanes, which LLVM packs into one vector max (a single
-    running max is a serial chain: twice as slow). NaN is skipped here as in the kernels'
-    comparison, and reaches the result through exp(NaN - max)."""
-    n = x.size
-    lanes = n - n % 8
-    a0 = a1 = a2 = a3 = a4 = a5 = a6 = a7 = x[0]
-    for c in range(0, lanes, 8):
-        v0, v1, v2, v3 = x[c], x[c + 1], x[c + 2], x[c + 3]
-        v4, v5, v6, v7 = x[c + 4], x[c + 5], x[c + 6], x[c + 7]
-        a0 = v0 if v0 > a0 else a0
-        a1 = v1 if v1 > a1 else a1
-        a2 = v2 if v2 > a2 else a2
-        a3 = v3 if v3 > a3 else a3
-        a4 = v4 if v4 > a4 else a4
-        a5 = v5 if v5 > a5 else a5
-        a6 = v6 if v6 > a6 else a6
-        a7 = v7 if v7 > a7 else a7
-    a0 = a1 if a1 > a0 else a0
-    a2 = a3 if a3 > a2 else a2
-    a4 = a5 if a5 > a4 else a4
-    a6 = a7 if a7 > a6 else a6
-    a0 = a2 if a2 > a0 else a0
-    a4 = a6 if a6 > a4 else a4
-    top = a4 if a4 > a0 else a0
-    for c in range(lanes, n):
-        top = x[c] if x[c] > top else top
+    """max(x), NaN if any element is NaN (as NumPy's): a NaN then makes the whole row NaN,
+    loss and gradient, through x - max."""
+    top = x[0]
+    for c in range(1, x.size):
+        top = maximum(top, x[c])
     return top
-
 
 
 def _cross_entropy_kernel(x, soft, labels, probs, weighted, class_weight, ignore_index, smoothing,
@@ -346,8 +324,10 @@ def _cross_entropy_kernel(x, soft, labels, probs, weighted, class_weight, ignore
                 row_losses[r] = loss
             if grad is None:
                 continue
-            # softmax * coef - w q, times the reduction's scale
-            prob_scale = coef / sum_exp * grad_scale
+            # softmax * coef - w q, times the reduction's scale; the scale in the logits'
+            # dtype, so that float32 multiplies stay float32 (a float64 scale would convert
+            # every element there and back: two and a half times the instructions)
+            prob_scale = x.dtype.type(coef / sum_exp * grad_scale)
             for c in range(classes):
                 g[c] = g[c] * prob_scale
             if soft:
