@@ -330,6 +330,13 @@ def test_binary_cross_entropy_labels_of_0_and_1_and_between(backend, dtype):
                                           backend=backend))
     np.testing.assert_array_equal(losses[:block], losses[2 * block:])
     np.testing.assert_array_equal(np.delete(losses[block:2 * block], 7), np.delete(losses[:block], 7))
+    y_first = y.copy()
+    y_first[3] = 0.75  # now the first block is not all 0 and 1 (Numba checks it up front)
+    losses_first = host(lb.binary_cross_entropy(on(backend, y_first), on(backend, p),
+                                                reduction="none", backend=backend))
+    np.testing.assert_array_equal(np.delete(losses_first, 3), np.delete(losses, 3))
+    np.testing.assert_allclose(losses_first[3], -(0.75 * np.log(p[3]) + 0.25 * np.log1p(-p[3])),
+                               rtol=2e-6 if dtype == np.float32 else 1e-12)
     for n in (3 * block, 2**17 + 2 * block + 5):  # one chunk, and the parallel chunks
         yn = np.resize(y, n)
         yn[-3] = 0.5
