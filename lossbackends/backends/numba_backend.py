@@ -6,8 +6,8 @@ that ``_sum`` adds in float64 while they are in cache. The formulas are compiled
 reassociation, so they round as written; only ``_sum`` reassociates, to vectorise.
 Work is cut into ``CHUNKS`` fixed chunks whose partial sums are added in order, so the
 result does not depend on the number of threads; elementwise inputs below
-``PARALLEL_MIN_ELEMENTS`` run on one thread with no thread start-up (cross-entropy always
-runs its parallel build: see ``_CE_PARALLEL``). Cross-entropy works row by row while the row
+``PARALLEL_MIN_ELEMENTS``, and cross-entropy inputs of one chunk (under twice
+``CE_CHUNK_ELEMENTS`` logits), run a serial build: no thread start-up. Cross-entropy works row by row while the row
 is in cache: max, then ``exp`` once per element (written into the gradient buffer), then
 the gradient in place.
 
@@ -43,7 +43,7 @@ xp = np
 FASTMATH = frozenset({"nsz", "arcp", "contract", "afn"})
 CHUNKS = 64  # partial sums per call: a constant, so results never depend on thread count
 BLOCK = 2048  # elements per inner loop: a block of each array stays in L1
-CE_CHUNK_ELEMENTS = 16384  # the fewest logits in a cross-entropy chunk
+CE_CHUNK_ELEMENTS = 8192  # the fewest logits in a cross-entropy chunk: two threads win from 2x
 PARALLEL_MIN_ELEMENTS = 1 << 17  # below this one thread is faster (thread start-up)
 TWO = np.float32(2.0)
 
@@ -270,11 +270,11 @@ def _row_max(x):
 
 
 def _cross_entropy_kernel(x, soft, labels, probs, weighted, class_weight, ignore_index, smoothing,
-                          mean, grad, row_losses, partials):
+                          mean, grad, row_losses, chunks):
     """Class indices in ``labels`` or probabilities in ``probs`` (``soft``); the unused one
     and an unused ``class_weight`` are empty arrays, so every call types the same way.
-    Returns (gradient scale, first bad row or -1): a bad label is found before anything is
-    written, and the caller raises."""
+    Returns (the reduced loss, first bad row or -1): a bad label is found before anything
+    is written, and the caller raises."""
     rows, classes = x.shape
     keep = 1.0 - smoothing
     spread = smoothing / classes
@@ -292,7 +292,7 @@ def _cross_entropy_kernel(x, soft, labels, probs, weighted, class_weight, ignore
     grad_scale = 1.0 / denominator if mean else 1.0
     weight_total = _sum(class_weight) if weighted else float(classes)
 
-    chunks = partials.size
+    partials = np.empty(chunks)
     size = (rows + chunks - 1) // chunks
     for chunk in prange(chunks):
         total = 0.0
@@ -354,7 +354,10 @@ def _cross_entropy_kernel(x, soft, labels, probs, weighted, class_weight, ignore
                         w = class_weight[c] if weighted else 1.0
                         g[c] -= spread * w * grad_scale
         partials[chunk] = total
-    return grad_scale, -1
+    total = 0.0
+    for chunk in range(chunks):  # a fixed order
+        total += partials[chunk]
+    return total * grad_scale, -1
 
 
 # --- launching -------------------------------------------------------------------------
@@ -424,9 +427,8 @@ def _elementwise(loss: str):
 
 
 _NO_LABELS = np.empty(0, np.int64)
-# Cross-entropy always runs the parallel build: its rows loop compiled serially came out
-# four to ten times slower on one thread than the parallel build's loop body on one thread
-# (measured here, Numba 0.68), and the thread pool's wake-up costs under a microsecond.
+_NO_ROWS = {dtype: np.empty((0, 0), dtype) for dtype in _UNIT}
+_CE_SERIAL = _jit(_cross_entropy_kernel, "cross_entropy_serial", parallel=False)
 _CE_PARALLEL = _jit(_cross_entropy_kernel, "cross_entropy_parallel", parallel=True)
 
 
@@ -438,21 +440,21 @@ def cross_entropy(target, x, class_weight, params, reduction, scale, grad, want_
     row_losses = np.empty(rows) if want_value and reduction == "none" else None
     # chunks of at least CE_CHUNK_ELEMENTS logits (a small input is not cut into 64 pieces
     # that each allocate their scratch rows); fixed by the shape, never by the threads
-    partials = np.empty(max(1, min(CHUNKS, rows, x.size // CE_CHUNK_ELEMENTS)))
-    unused = x[:0]
-    grad_scale, bad_row = _parallel(
-        _CE_PARALLEL, x, soft, _NO_LABELS if soft else target,
-        target if soft else unused, class_weight is not None,
-        np.empty(0, x.dtype) if class_weight is None else class_weight, ignore_index, smoothing,
-        reduction == "mean", grad, row_losses, partials)
+    chunks = max(1, min(CHUNKS, rows, x.size // CE_CHUNK_ELEMENTS))
+    args = (x, soft, _NO_LABELS if soft else target, target if soft else _NO_ROWS[x.dtype],
+            class_weight is not None, _NO_LOSSES[x.dtype] if class_weight is None else class_weight,
+            ignore_index, smoothing, reduction == "mean", grad, row_losses, chunks)
+    if chunks == 1:
+        value, bad_row = _CE_SERIAL(*args)
+    else:
+        value, bad_row = _parallel(_CE_PARALLEL, *args)
     if bad_row >= 0:
         raise label_error(int(target[bad_row]), bad_row, x.shape[1])
     if not want_value:
         return None
     if reduction == "none":
         return row_losses.astype(x.dtype)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        return x.dtype.type(partials.sum() * grad_scale)
+    return _UNIT[x.dtype] * value
 
 
 KERNELS = {loss: _elementwise(loss) for loss in LOSS_IDS}
