@@ -1,5 +1,5 @@
 """The benchmark suite: throughput across array sizes for every loss, backend and peer,
-against the memory bandwidth measured in the same run.
+against the memory bandwidth measured in the same run (on the host, around each case).
 
     python -m benchmarks --quick --out bench-out        # the README's main job (< 2 min)
     python -m benchmarks --device gpu --out DIR         # on a GPU machine (ci/gpu)
@@ -138,20 +138,77 @@ def probability_label_rows(sizes: list[int], roofline: float) -> list[dict]:
     return rows
 
 
+def _around(device: str, roofline: float, rows_of) -> list[dict]:
+    """``rows_of(roofline)``, as fractions of the host triad measured just before and just
+    after them (the higher of the two): this machine's bandwidth moves by a third within
+    minutes, so a fraction of the triad taken at the start of a ten-minute run would
+    measure that drift, not the kernel. GPU rows keep the run's copy bandwidth."""
+    if device != "host":
+        return [{**r, "roofline_gbps": roofline} for r in rows_of(roofline)]
+    before = core.host_triad(min_time=0.1, repeats=3)[1]
+    rows = rows_of(before)
+    local = max(before, core.host_triad(min_time=0.1, repeats=3)[1])
+    return [{**r, "roofline_gbps": local, "roofline_fraction": r["gbps"] / local} for r in rows]
+
+
+def _case_rows(args, chosen, started, loss, dtype, shape, roofline) -> list[dict]:
+    """Every provider's rows for one (loss, dtype, shape), each result checked first."""
+    device = args.device
+    try:
+        inputs = (core.device_inputs(loss, shape, dtype) if device == "gpu"
+                  else core.host_inputs(loss, shape, dtype))
+    except MemoryError:
+        return []
+    if device == "gpu" and int(np.prod(shape)) <= 10**7:
+        inputs = core.to_device(core.host_inputs(loss, shape, dtype))
+    expected = core.reference(loss, "value_and_grad", inputs)
+    itemsize = np.dtype(dtype).itemsize
+    rows = []
+    for provider in chosen:
+        if not provider.ours and args.budget and time.time() - started > args.budget:
+            continue
+        for op in args.ops:
+            try:
+                call = provider.make(loss, op, inputs)
+                if call is None:
+                    continue
+                error = core.check(call(), expected, dtype)
+                timer = core.time_gpu if device == "gpu" else core.time_host
+                times = timer(call)
+            except Exception as exc:  # a peer that cannot run a case is noted, not fatal
+                if provider.ours:
+                    raise
+                print(f"  {provider.name} {loss} {op} {dtype} {shape}: {type(exc).__name__}: "
+                      f"{str(exc)[:120]}", file=sys.stderr)
+                continue
+            rows.append(core.row(loss, op, provider.name, dtype, shape, times,
+                                 core.minimum_bytes(loss, op, shape, itemsize), roofline,
+                                 device=device, max_rel_error=error))
+    del inputs, expected
+    if device == "gpu":
+        import cupy as cp
+
+        cp.get_default_memory_pool().free_all_blocks()
+        if "torch" in sys.modules:
+            sys.modules["torch"].cuda.empty_cache()
+    return rows
+
+
 def run(args) -> list[dict]:
     device = args.device
     if device == "gpu":
         roofline_name, roofline = "device-to-device copy", core.gpu_copy()
     else:
         roofline_name, roofline = core.host_triad()
-    print(f"roofline ({device}, {roofline_name}): {roofline:.1f} GB/s")
+    print(f"roofline ({device}, {roofline_name}): {roofline:.1f} GB/s at the start"
+          + ("; each case's % is of the triad measured around it" if device == "host" else ""))
     sizes, ce_shapes = (QUICK[device] if args.quick else
                         (HOST_SIZES, HOST_CE) if device == "host" else (GPU_SIZES, GPU_CE))
     if args.smoke:
         sizes, ce_shapes = SMOKE
     if args.sizes:
         sizes = [int(s) for s in args.sizes]
-    ops = args.ops or (["value_and_grad"] if args.quick or args.smoke else list(core.OPS))
+    args.ops = args.ops or (["value_and_grad"] if args.quick or args.smoke else list(core.OPS))
     dtypes = args.dtypes or (["float32", "float16"] if device == "gpu" else ["float32"])
     chosen = [p for p in providers(device) if not args.backends or p.name in args.backends]
     grid = []
@@ -175,45 +232,11 @@ def run(args) -> list[dict]:
     # for the CPU the Python side runs on
     rows = small_call_rows(device, roofline)
     if device == "host" and "binary_cross_entropy" in args.losses and not args.smoke:
-        rows += probability_label_rows([n for n in sizes if n >= 10**6], roofline)
+        for n in [n for n in sizes if n >= 10**6]:
+            rows += _around(device, roofline, lambda local, n=n: probability_label_rows([n], local))
     for loss, dtype, shape in tqdm(grid, desc=f"benchmarks ({device})", unit="case"):
-        try:
-            inputs = (core.device_inputs(loss, shape, dtype) if device == "gpu"
-                      else core.host_inputs(loss, shape, dtype))
-        except MemoryError:
-            continue
-        if device == "gpu" and int(np.prod(shape)) <= 10**7:
-            host = core.host_inputs(loss, shape, dtype)
-            inputs = {**core.to_device(host)}
-        expected = core.reference(loss, "value_and_grad", inputs)
-        itemsize = np.dtype(dtype).itemsize
-        for provider in chosen:
-            if not provider.ours and args.budget and time.time() - started > args.budget:
-                continue
-            for op in ops:
-                try:
-                    call = provider.make(loss, op, inputs)
-                    if call is None:
-                        continue
-                    error = core.check(call(), expected, dtype)
-                    timer = core.time_gpu if device == "gpu" else core.time_host
-                    times = timer(call)
-                except Exception as exc:  # a peer that cannot run a case is noted, not fatal
-                    if provider.ours:
-                        raise
-                    print(f"  {provider.name} {loss} {op} {dtype} {shape}: {type(exc).__name__}: "
-                          f"{str(exc)[:120]}", file=sys.stderr)
-                    continue
-                rows.append(core.row(loss, op, provider.name, dtype, shape, times,
-                                     core.minimum_bytes(loss, op, shape, itemsize), roofline,
-                                     device=device, max_rel_error=error))
-        del inputs, expected
-        if device == "gpu":
-            import cupy as cp
-
-            cp.get_default_memory_pool().free_all_blocks()
-            if "torch" in sys.modules:
-                sys.modules["torch"].cuda.empty_cache()
+        rows += _around(device, roofline, lambda local, case=(loss, dtype, shape): _case_rows(
+            args, chosen, started, *case, local))
     rows.insert(0, core.row("roofline", roofline_name, device, "float32", (0,), [1.0], roofline,
                             roofline, device=device))
     return rows, {device: roofline}

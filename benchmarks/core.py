@@ -86,7 +86,7 @@ def minimum_bytes(loss: str, op: str, shape: tuple, itemsize: int) -> int:
 # --- rooflines ---------------------------------------------------------------------------
 
 
-def host_triad(n: int = 20_000_000, repeats: int = 7) -> tuple[str, float]:
+def host_triad(n: int = 20_000_000, repeats: int = 7, min_time: float = 0.3) -> tuple[str, float]:
     """GB/s of c = a + k b (read 2, write 1) on the host: Numba's parallel triad when Numba
     is installed (what our kernels can reach), else NumPy's add."""
     a = np.random.default_rng(1).random(n, dtype=np.float32)
@@ -109,7 +109,7 @@ def host_triad(n: int = 20_000_000, repeats: int = 7) -> tuple[str, float]:
             np.add(a, b, out=c)
 
         name = "numpy add"
-    times = time_host(run, min_time=0.3, repeats=repeats)
+    times = time_host(run, min_time=min_time, repeats=repeats)
     return name, 3 * a.nbytes / statistics.median(times) / 1e9
 
 

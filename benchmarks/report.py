@@ -31,7 +31,7 @@ def write_json(path: Path, meta: dict) -> None:
 
 def plot(out: Path, rows: list[dict], rooflines: dict[str, float], prefix: str) -> list[Path]:
     """One PNG per (loss, op, dtype): GB/s against size, a line per backend or peer, the
-    roofline drawn in."""
+    roofline drawn in (on the host, the triad measured around each size)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -50,8 +50,15 @@ def plot(out: Path, rows: list[dict], rooflines: dict[str, float], prefix: str) 
         for backend, points in sorted(by_backend.items()):
             points.sort()
             ax.plot([n for n, _ in points], [g for _, g in points], marker="o", label=backend)
-        roof = rooflines[device]
-        ax.axhline(roof, color="black", linestyle="--", linewidth=1, label=f"roofline {roof:.0f} GB/s")
+        local = sorted({(float(r["n"]), float(r["roofline_gbps"])) for r in group
+                        if r.get("roofline_gbps")})
+        if local and device == "host":  # each size's own triad (see benchmarks.__main__._around)
+            ax.plot([n for n, _ in local], [g for _, g in local], color="black", linestyle="--",
+                    linewidth=1, label="triad, measured around each size")
+        else:
+            roof = rooflines[device]
+            ax.axhline(roof, color="black", linestyle="--", linewidth=1,
+                       label=f"roofline {roof:.0f} GB/s")
         ax.set_xscale("log")
         ax.set_xlabel("elements" + (" (rows x classes)" if loss == "cross_entropy" else ""))
         ax.set_ylabel("GB/s of minimum traffic")
