@@ -247,18 +247,24 @@ class Loss:
     may be ``y_pred`` itself) that receives the gradient.
     """
 
-    def __init__(self, name: str, prepare: Callable[..., Prepared], doc: str):
+    def __init__(self, name: str, prepare: Callable[..., Prepared], doc: str, *,
+                 class_indices: bool = False):
+        """``class_indices``: y_pred has a class axis, and a plain call passes one class
+        index per row (cross_entropy)."""
         self.name = name
         self._prepare = prepare
         self.__doc__ = doc
-        # The params of a call without options (they depend on the dtype alone), for the
-        # fast path of ``_run``; empty for a loss whose kernel does not take y_pred as it
-        # is (cross_entropy works on rows of classes).
-        self._plain_params: dict[np.dtype, tuple] = {}
+        # What a plain call (canonical arrays, no option) hands the kernel, by y_pred's
+        # dtype: the loss's params (they depend on the dtype alone) and y_true's dtype;
+        # for the fast path of ``_run``.
+        self._class_indices = class_indices
+        self._plain: dict[np.dtype, tuple[tuple, np.dtype]] = {}
         for dtype in _FLOAT_DTYPES:
-            plain = prepare(np, np.zeros(1, dtype), np.zeros(1, dtype))
-            if plain.class_axis is None:
-                self._plain_params[dtype] = plain.params
+            if class_indices:  # (rows, classes) logits, an int64 class index per row
+                plain = prepare(np, np.zeros(1, np.int64), np.zeros((1, 1), dtype))
+            else:
+                plain = prepare(np, np.zeros(1, dtype), np.zeros(1, dtype))
+            self._plain[dtype] = (plain.params, plain.y.dtype)
 
     def __repr__(self) -> str:
         return f"<lossbackends loss {self.name!r}>"
@@ -286,24 +292,27 @@ class Loss:
                 f"unknown reduction {reduction!r}; choose one of 'mean', 'sum', 'none'"
             )
         kernel, xp, native = _dispatch.route(self.name, backend, y_true, y_pred)
-        # Most calls pass two non-empty C-contiguous arrays of the backend's own type, of
-        # one float dtype and shape, and no option (``out`` is checked as always). The
-        # kernel takes those as they are, so they skip the preparation, with the cheapest
-        # checks there are:
+        # Most calls pass two non-empty C-contiguous arrays of the backend's own type and
+        # no option (``out`` is checked as always): of one float dtype and shape, or
+        # (rows, classes) logits and int64 class indices. The kernel takes those as they
+        # are, so they skip the preparation, with the cheapest checks there are:
         # ascontiguousarray(a) is ``a`` itself exactly when ``a`` is C-contiguous and not
         # 0-d; a dtype that is equal without being the same object takes the long way.
         contiguous = xp.ascontiguousarray
         if native and not options and contiguous(y_pred) is y_pred:
             dtype, n, shape = y_pred.dtype, y_pred.size, y_pred.shape
-            params = self._plain_params.get(dtype)
-            if (params is not None and n and y_true.dtype is dtype
-                    and contiguous(y_true) is y_true and y_true.shape == shape):
+            params, target_dtype = self._plain.get(dtype, ((), None))
+            class_indices = self._class_indices
+            target_shape = (shape[:1] if len(shape) == 2 else None) if class_indices else shape
+            if (n and y_true.dtype is target_dtype and contiguous(y_true) is y_true
+                    and y_true.shape == target_shape):
+                # cross_entropy's kernel finds the mean's denominator from the labels
+                scale = 1.0 / n if reduction == "mean" and not class_indices else 1.0
                 if out is None or out is _WANT_GRAD:
                     grad = None if out is None else xp.empty(shape, dtype)
                 else:
                     _check_out(xp, out, y_true, y_true, y_pred, shape)
                     grad = out
-                scale = 1.0 / n if reduction == "mean" else 1.0
                 return kernel(y_true, y_pred, None, params, reduction, scale, grad,
                               want_value), grad
         prep = self._prepare(xp, y_true, y_pred, **options)

@@ -99,6 +99,7 @@ cross_entropy = Loss(
     >>> print(f"{lb.cross_entropy([0, 2], [[2.0, 1.0, 0.1], [0.5, 0.2, 3.0]]):.6f}")
     0.275297
     """,
+    class_indices=True,
 )
 
 hinge = Loss(

@@ -370,6 +370,33 @@ def test_the_fast_path_gives_what_the_general_path_gives(backend, loss, dtype):
             assert host(a).dtype == dtype
 
 
+@pytest.mark.parametrize("dtype", [np.float16, np.float32, np.float64])
+def test_the_cross_entropy_fast_path_gives_what_the_general_path_gives(backend, dtype):
+    """(rows, classes) logits with int64 class indices and no option skip the preparation
+    too; ignore_index given at its default sends the same call through it."""
+    rng = np.random.default_rng(22)
+    x = on(backend, rng.normal(0, 3, (6, 40)).astype(dtype))
+    t = on(backend, np.array([3, 0, -100, 39, 17, 0]))  # -100: the default ignore_index
+    for reduction in REDUCTIONS:
+        fast = lb.cross_entropy.value_and_grad(t, x, reduction=reduction, backend=backend)
+        general = lb.cross_entropy.value_and_grad(t, x, reduction=reduction, backend=backend,
+                                                  ignore_index=-100)
+        out = on(backend, np.full((6, 40), np.nan, dtype))
+        fast_out = lb.cross_entropy.value_and_grad(t, x, reduction=reduction, backend=backend,
+                                                   out=out)
+        assert fast_out[1] is out
+        for a, b, c in zip(fast, general, fast_out, strict=True):
+            np.testing.assert_array_equal(host(a), host(b))
+            np.testing.assert_array_equal(host(c), host(b))
+            assert host(a).dtype == dtype and host(a).shape == host(b).shape
+    expected = ce_reference(host(t), host(x).astype(np.float64))[0]
+    np.testing.assert_allclose(host(lb.cross_entropy(t, x, backend=backend)), expected,
+                               rtol={np.float16: 2e-3, np.float32: 2e-6, np.float64: 1e-12}[dtype])
+    bad = on(backend, np.array([0, 1, 2, 40, 0, 1]))
+    with pytest.raises(ValueError, match=r"y_true\[3\] = 40 is not a class index"):
+        lb.cross_entropy(bad, x, backend=backend)
+
+
 def test_inputs_off_the_fast_path_give_the_same_results(backend):
     """0-d and size-1 arrays, a subclass, byte-swapped and mixed dtypes: each is converted
     by the general path and gives what its canonical array gives."""
