@@ -163,7 +163,7 @@ def _case_rows(args, chosen, started, loss, dtype, shape, roofline) -> list[dict
         inputs = core.to_device(core.host_inputs(loss, shape, dtype))
     expected = core.reference(loss, "value_and_grad", inputs)
     itemsize = np.dtype(dtype).itemsize
-    rows = []
+    rows, pending = [], []  # pending: host calls, timed together below
     for provider in chosen:
         if not provider.ours and args.budget and time.time() - started > args.budget:
             continue
@@ -172,19 +172,26 @@ def _case_rows(args, chosen, started, loss, dtype, shape, roofline) -> list[dict
                 call = provider.make(loss, op, inputs)
                 if call is None:
                     continue
-                error = core.check(call(), expected, dtype)
-                timer = core.time_gpu if device == "gpu" else core.time_host
-                times = timer(call)
+                error = core.check(call(), expected, dtype)  # checked before it is timed
+                nbytes = core.minimum_bytes(loss, op, shape, itemsize)
+                if device == "gpu":  # one provider's buffers on the device at a time
+                    rows.append(core.row(loss, op, provider.name, dtype, shape,
+                                         core.time_gpu(call), nbytes, roofline, device=device,
+                                         max_rel_error=error))
+                else:
+                    pending.append((provider.name, op, call, nbytes, error))
             except Exception as exc:  # a peer that cannot run a case is noted, not fatal
                 if provider.ours:
                     raise
                 print(f"  {provider.name} {loss} {op} {dtype} {shape}: {type(exc).__name__}: "
                       f"{str(exc)[:120]}", file=sys.stderr)
-                continue
-            rows.append(core.row(loss, op, provider.name, dtype, shape, times,
-                                 core.minimum_bytes(loss, op, shape, itemsize), roofline,
-                                 device=device, max_rel_error=error))
-    del inputs, expected
+    # On the host every provider's samples are taken in turn, so that their ratios hold
+    # while the machine's bandwidth moves.
+    times = core.time_host_in_turn([call for _, _, call, _, _ in pending])
+    rows += [core.row(loss, op, name, dtype, shape, samples, nbytes, roofline, device=device,
+                      max_rel_error=error)
+             for (name, op, _, nbytes, error), samples in zip(pending, times, strict=True)]
+    del inputs, expected, pending
     if device == "gpu":
         import cupy as cp
 

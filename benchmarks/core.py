@@ -129,20 +129,31 @@ def gpu_copy() -> float:
 def time_host(call, min_time: float = 0.2, repeats: int = 7, warmup: float = 0.05) -> list[float]:
     """Seconds per call: ``repeats`` samples, each a loop long enough to be timed well,
     after ``warmup`` seconds of calls (the thread pool and the clock settle first)."""
-    start = time.perf_counter()
-    call()
-    while time.perf_counter() - start < warmup:
-        call()
-    start = time.perf_counter()
-    call()
-    once = max(time.perf_counter() - start, 1e-7)
-    inner = max(1, int(min_time / repeats / once))
-    samples = []
-    for _ in range(repeats):
+    return time_host_in_turn([call], min_time, repeats, warmup)[0]
+
+
+def time_host_in_turn(calls: list, min_time: float = 0.2, repeats: int = 7,
+                      warmup: float = 0.05) -> list[list[float]]:
+    """``time_host`` for several calls whose samples are taken in turn (a sample of each,
+    then the next round), so that a slow moment of the machine weighs on all of them and
+    their ratios hold: this host's bandwidth moves by a third within minutes."""
+    inners = []
+    for call in calls:
         start = time.perf_counter()
-        for _ in range(inner):
+        call()
+        while time.perf_counter() - start < warmup:
             call()
-        samples.append((time.perf_counter() - start) / inner)
+        start = time.perf_counter()
+        call()
+        once = max(time.perf_counter() - start, 1e-7)
+        inners.append(max(1, int(min_time / repeats / once)))
+    samples = [[] for _ in calls]
+    for _ in range(repeats):
+        for call, inner, out in zip(calls, inners, samples, strict=True):
+            start = time.perf_counter()
+            for _ in range(inner):
+                call()
+            out.append((time.perf_counter() - start) / inner)
     return samples
 
 
