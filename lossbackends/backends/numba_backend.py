@@ -7,9 +7,9 @@ reassociation, so they round as written; only ``_sum`` reassociates, to vectoris
 Work is cut into ``CHUNKS`` fixed chunks whose partial sums are added in order, so the
 result does not depend on the number of threads; elementwise inputs below
 ``PARALLEL_MIN_ELEMENTS``, and cross-entropy inputs of one chunk (under twice
-``CE_CHUNK_ELEMENTS`` logits), run a serial build: no thread start-up. Cross-entropy works row by row while the row
-is in cache: max, then ``exp`` once per element (written into the gradient buffer), then
-the gradient in place.
+``CE_CHUNK_ELEMENTS`` logits), run a serial build: no thread start-up. Cross-entropy
+works row by row while the row is in cache: max, then ``exp`` once per element (written
+into the gradient buffer), then the gradient in place.
 
 Compiled code is cached on disk (``cache=True``): next to this module when that directory
 is writable, else in Numba's user-wide cache (``NUMBA_CACHE_DIR`` overrides both). If no
@@ -43,7 +43,7 @@ xp = np
 FASTMATH = frozenset({"nsz", "arcp", "contract", "afn"})
 CHUNKS = 64  # partial sums per call: a constant, so results never depend on thread count
 BLOCK = 2048  # elements per inner loop: a block of each array stays in L1
-CE_CHUNK_ELEMENTS = 8192  # the fewest logits in a cross-entropy chunk: two threads win from 2x
+CE_CHUNK_ELEMENTS = 8192  # the fewest logits in a cross-entropy chunk (two beat one from 2x)
 PARALLEL_MIN_ELEMENTS = 1 << 17  # below this one thread is faster (thread start-up)
 TWO = np.float32(2.0)
 
