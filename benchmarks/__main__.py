@@ -151,7 +151,7 @@ def _around(device: str, roofline: float, rows_of) -> list[dict]:
     return [{**r, "roofline_gbps": local, "roofline_fraction": r["gbps"] / local} for r in rows]
 
 
-def _case_rows(args, chosen, started, loss, dtype, shape, roofline) -> list[dict]:
+def _case_rows(args, ops, chosen, started, loss, dtype, shape, roofline) -> list[dict]:
     """Every provider's rows for one (loss, dtype, shape), each result checked first."""
     device = args.device
     try:
@@ -167,7 +167,7 @@ def _case_rows(args, chosen, started, loss, dtype, shape, roofline) -> list[dict
     for provider in chosen:
         if not provider.ours and args.budget and time.time() - started > args.budget:
             continue
-        for op in args.ops:
+        for op in ops:
             try:
                 call = provider.make(loss, op, inputs)
                 if call is None:
@@ -215,7 +215,7 @@ def run(args) -> list[dict]:
         sizes, ce_shapes = SMOKE
     if args.sizes:
         sizes = [int(s) for s in args.sizes]
-    args.ops = args.ops or (["value_and_grad"] if args.quick or args.smoke else list(core.OPS))
+    ops = args.ops or (["value_and_grad"] if args.quick or args.smoke else list(core.OPS))
     dtypes = args.dtypes or (["float32", "float16"] if device == "gpu" else ["float32"])
     chosen = [p for p in providers(device) if not args.backends or p.name in args.backends]
     grid = []
@@ -243,7 +243,7 @@ def run(args) -> list[dict]:
             rows += _around(device, roofline, lambda local, n=n: probability_label_rows([n], local))
     for loss, dtype, shape in tqdm(grid, desc=f"benchmarks ({device})", unit="case"):
         rows += _around(device, roofline, lambda local, case=(loss, dtype, shape): _case_rows(
-            args, chosen, started, *case, local))
+            args, ops, chosen, started, *case, local))
     rows.insert(0, core.row("roofline", roofline_name, device, "float32", (0,), [1.0], roofline,
                             roofline, device=device))
     return rows, {device: roofline}
