@@ -382,7 +382,11 @@ def _parallel(kernel, *args):
 
 
 _UNIT = {np.dtype(np.float32): np.float32(1), np.dtype(np.float64): np.float64(1)}
-_NO_LOSSES = {dtype: np.empty(0, dtype) for dtype in _UNIT}
+# empty arrays that stand in for unused array arguments (no losses to return, no class
+# weights, no probabilities), so that every call types the same way
+_EMPTY = {dtype: np.empty(0, dtype) for dtype in _UNIT}
+_EMPTY_ROWS = {dtype: np.empty((0, 0), dtype) for dtype in _UNIT}
+_NO_LABELS = np.empty(0, np.int64)
 
 
 def _elementwise(loss: str):
@@ -406,7 +410,7 @@ def _elementwise(loss: str):
             losses = np.empty(p.shape, p.dtype)
             flat_losses = losses.reshape(-1)
         else:
-            losses, flat_losses = None, _NO_LOSSES[p.dtype]
+            losses, flat_losses = None, _EMPTY[p.dtype]
         if p.ndim != 1:  # the kernels index flat arrays (all are C-contiguous)
             y, p = y.reshape(-1), p.reshape(-1)
             weight = None if weight is None else weight.reshape(-1)
@@ -426,8 +430,6 @@ def _elementwise(loss: str):
     return kernel
 
 
-_NO_LABELS = np.empty(0, np.int64)
-_NO_ROWS = {dtype: np.empty((0, 0), dtype) for dtype in _UNIT}
 _CE_SERIAL = _jit(_cross_entropy_kernel, "cross_entropy_serial", parallel=False)
 _CE_PARALLEL = _jit(_cross_entropy_kernel, "cross_entropy_parallel", parallel=True)
 
@@ -441,8 +443,8 @@ def cross_entropy(target, x, class_weight, params, reduction, scale, grad, want_
     # chunks of at least CE_CHUNK_ELEMENTS logits (a small input is not cut into 64 pieces
     # that each allocate their scratch rows); fixed by the shape, never by the threads
     chunks = max(1, min(CHUNKS, rows, x.size // CE_CHUNK_ELEMENTS))
-    args = (x, soft, _NO_LABELS if soft else target, target if soft else _NO_ROWS[x.dtype],
-            class_weight is not None, _NO_LOSSES[x.dtype] if class_weight is None else class_weight,
+    args = (x, soft, _NO_LABELS if soft else target, target if soft else _EMPTY_ROWS[x.dtype],
+            class_weight is not None, _EMPTY[x.dtype] if class_weight is None else class_weight,
             ignore_index, smoothing, reduction == "mean", grad, row_losses, chunks)
     if chunks == 1:
         value, bad_row = _CE_SERIAL(*args)
