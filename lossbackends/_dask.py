@@ -154,7 +154,7 @@ def _elementwise(loss, y_true, p, reduction, backend, options, want_value, want_
     spec = _Spec(loss.name, backend, tuple(options.items()), reduction,
                  1.0 / p.size if reduction == "mean" else 1.0, want_value, want_grad)
     pairs = da.blockwise(_elementwise_block, index, *args, dtype=dtype, meta=_meta(p, dtype),
-                         spec=spec, name=f"lossbackends-{loss.name}")
+                         spec=spec, token=f"lossbackends-{loss.name}")
     return _results(pairs, p, spec, dtype)
 
 
@@ -223,7 +223,7 @@ def _rows(loss, y_true, p, reduction, backend, options, want_value, want_grad, d
         _rows_block, index, y, y_index, p, index,
         *((labels_denominator, "") if labels_denominator is not None else (None, None)),
         *starts, dtype=dtype, meta=_meta(p, dtype), spec=spec, align_arrays=False,
-        name=f"lossbackends-{loss.name}",
+        token=f"lossbackends-{loss.name}",
     )
     return _results(pairs, p, spec, dtype, drop_axis=axis)
 
@@ -302,20 +302,20 @@ def _results(pairs, p, spec: _Spec, dtype, drop_axis=None):
     grad = value = None
     if spec.want_grad:
         grad = pairs.map_blocks(_first, dtype=dtype, meta=_meta(p, dtype),
-                                name="lossbackends-grad")
+                                token="lossbackends-grad")
     if spec.want_value:
         if spec.reduction == "none" and drop_axis is None:
             value = pairs.map_blocks(_second, dtype=dtype, meta=_meta(p, dtype),
-                                     name="lossbackends-losses")
+                                     token="lossbackends-losses")
         elif spec.reduction == "none":  # one loss per row: the class axis (one block) goes
             index = string.ascii_letters[: p.ndim]
             value = da.blockwise(_second_of_row, index.replace(index[drop_axis], ""), pairs,
                                  index, dtype=dtype, meta=_meta(p, dtype, p.ndim - 1),
-                                 name="lossbackends-losses")
+                                 token="lossbackends-losses")
         else:
             ones = tuple((1,) * len(c) for c in p.chunks)
             partials = pairs.map_blocks(_second, chunks=ones, dtype=np.float64,
-                                        meta=_meta(p, np.float64), name="lossbackends-partials")
+                                        meta=_meta(p, np.float64), token="lossbackends-partials")
             # Dask's tree sum in float64: its order is fixed by the chunks
             value = partials.sum(dtype=np.float64).astype(dtype)
     return value, grad
