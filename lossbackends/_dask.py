@@ -249,7 +249,8 @@ def _label_weights_block(labels, *, ignore_index, class_weight):
         total = kept.size
     else:  # a bad label raises in the main pass, naming its row
         total = class_weight[kept[(kept >= 0) & (kept < class_weight.size)]].sum()
-    return np.full((1,) * labels.ndim, float(total))
+    # in the labels' array type (NumPy or CuPy), as the graph's meta says
+    return np.full_like(labels, float(total), dtype=np.float64, shape=(1,) * labels.ndim)
 
 
 def _rows_block(t, x, denominator, *starts, spec: _Spec):

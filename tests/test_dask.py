@@ -267,3 +267,32 @@ def test_calls_computed_together_keep_apart():
     for (value, grad), (expected_value, expected_grad) in zip(computed, eager, strict=True):
         np.testing.assert_array_equal(grad, expected_grad)
         np.testing.assert_allclose(value, expected_value, rtol=1e-13)
+
+
+@pytest.mark.parametrize("loss", ["mse", "binary_cross_entropy_with_logits", "cross_entropy"])
+def test_cupy_chunks_stay_on_the_gpu(backend, loss):
+    """CuPy-backed Dask arrays: CuPy meta, CuPy blocks, computed by the cupy backend, equal
+    to the in-memory CuPy call (run by ci/gpu)."""
+    if backend != "cupy":
+        pytest.skip("CuPy chunks: the cupy backend only")
+    import cupy as cp
+
+    rng = np.random.default_rng(2)
+    if loss == "cross_entropy":
+        p = cp.asarray(rng.normal(size=(1000, 37)).astype(np.float32))
+        y = cp.asarray(rng.integers(0, 37, 1000))
+        y[::5] = -100
+        dy, dp = da.from_array(y, chunks=300, asarray=False), da.from_array(p, chunks=(300, 37), asarray=False)
+    else:
+        y = cp.asarray(rng.random((1000, 37)).astype(np.float32))
+        p = cp.asarray(rng.normal(size=(1000, 37)).astype(np.float32))
+        dy, dp = (da.from_array(a, chunks=(300, 20), asarray=False) for a in (y, p))
+    function = getattr(lb, loss)
+    for reduction in ("mean", "sum", "none"):
+        value, grad = function.value_and_grad(dy, dp, reduction=reduction)
+        assert isinstance(grad._meta, cp.ndarray) and isinstance(value._meta, cp.ndarray)
+        value, grad = dask.compute(value, grad)
+        assert isinstance(grad, cp.ndarray)
+        expected_value, expected_grad = function.value_and_grad(y, p, reduction=reduction)
+        cp.testing.assert_array_equal(grad, expected_grad)
+        cp.testing.assert_allclose(value, expected_value, rtol=2e-6)
