@@ -25,7 +25,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from . import _dispatch
+from . import _arrays, _dispatch
 
 REDUCTIONS = ("mean", "sum", "none")
 _FLOAT_DTYPES = frozenset(map(np.dtype, (np.float16, np.float32, np.float64)))
@@ -298,7 +298,7 @@ class Loss:
         # are, so they skip the preparation, with the cheapest checks there are:
         # ascontiguousarray(a) is ``a`` itself exactly when ``a`` is C-contiguous and not
         # 0-d; a dtype that is equal without being the same object takes the long way.
-        contiguous = xp.ascontiguousarray
+        contiguous = xp.ascontiguousarray if native else None  # FOREIGN: xp is None
         if native and not options and contiguous(y_pred) is y_pred:
             dtype, n, shape = y_pred.dtype, y_pred.size, y_pred.shape
             params, target_dtype = self._plain.get(dtype, ((), None))
@@ -315,6 +315,9 @@ class Loss:
                     grad = out
                 return kernel(y_true, y_pred, None, params, reduction, scale, grad,
                               want_value), grad
+        if xp is None or (options and any(map(_arrays.is_foreign, options.values()))):
+            return self._run_foreign(y_true, y_pred, reduction, backend, options, want_value,
+                                     out)
         prep = self._prepare(xp, y_true, y_pred, **options)
         if out is None:
             grad = None
@@ -336,6 +339,17 @@ class Loss:
         if prep.class_axis is None:  # the results already have the user's shapes
             return value, grad
         return _class_axis_back(xp, value, grad, prep, out)
+
+
+    def _run_foreign(self, y_true, y_pred, reduction, backend, options, want_value, out):
+        """A call with torch/JAX/DLPack arrays: ``_run`` on NumPy/CuPy views of them, the
+        results as ``y_pred``'s library (see ``_arrays``)."""
+
+        def run(y, p, native_options, native_out):
+            return self._run(y, p, reduction, backend, native_options, want_value, native_out)
+
+        return _arrays.run_foreign(run, y_true, y_pred, options, out, out is not None,
+                                   _WANT_GRAD)
 
 
 class _WantGrad:
