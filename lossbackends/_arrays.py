@@ -22,6 +22,8 @@ from typing import Any
 
 import numpy as np
 
+from ._cuda_sources import HALF_IS_BFLOAT16
+
 HOST, CUDA = "host", "cuda"
 # DLPack device types (dlpack.h): CPU, CUDA, CUDA pinned host memory, CUDA managed memory
 _DL_DEVICES = {1: HOST, 2: CUDA, 3: HOST, 13: CUDA}
@@ -41,6 +43,7 @@ class Foreign:
 
     name = "DLPack"
     mutable = True
+    raw_bfloat16 = False  # whether bfloat16 reaches the GPU kernels as its bits
 
     def __init__(self, kind: type):
         self.kind = kind
@@ -100,6 +103,30 @@ class Foreign:
 
 class _Torch(Foreign):
     name = "torch"
+    raw_bfloat16 = True
+
+    def bits_as_half(self, x):
+        """A bfloat16 tensor's bits as a float16 tensor (a view: CuPy has no bfloat16)."""
+        return x.detach().view(self.module.float16)
+
+    def half_as_bits(self, t):
+        return t.view(self.module.bfloat16)
+
+    def bfloat16_like(self, x, like, name: str):
+        """``x`` (a number, an array or another tensor) as a bfloat16 tensor on ``like``'s
+        device: the cast the front makes for other dtypes, made here because the front
+        only sees float16 views."""
+        if name == "out":
+            raise ValueError(f"out must be a bfloat16 torch tensor like y_pred, not {type(x)}")
+        torch = self.module
+        if isinstance(x, torch.Tensor):
+            return x.detach().to(torch.bfloat16)
+        if isinstance(x, (int, float)):
+            return torch.tensor(x, dtype=torch.bfloat16, device=like.device)
+        raise TypeError(
+            f"{name} must be a torch tensor (or a number) when y_pred is a bfloat16 CUDA "
+            f"tensor; got {type(x).__module__}.{type(x).__qualname__}"
+        )
 
     def device(self, x) -> tuple[str, int]:
         device = x.device  # cheaper than __dlpack_device__, the same answer
@@ -215,12 +242,17 @@ def _float_dtype(x) -> Any:
     return dtype if dtype.kind == "f" else np.dtype(np.float64)
 
 
+_ARRAY_OPTIONS = ("weight", "pos_weight", "class_weight")  # options that are arrays
+
+
 def run_foreign(run: Callable, y_true, y_pred, options: dict, out, want_grad: bool,
                 out_marker) -> tuple[Any, Any]:
     """``run(y_true, y_pred, options, out) -> (value, grad)`` on NumPy/CuPy views of the
     arguments, its results given back as ``y_pred``'s library.
 
     ``out`` is None (no gradient), ``out_marker`` (allocate it) or the user's buffer.
+    bfloat16 ``y_pred``: on a GPU (torch) the kernels read and write the bits themselves
+    (float16 views, ``HALF_IS_BFLOAT16``); elsewhere a float32 pass, as float16 on the host.
     """
     lead = adapter(type(y_pred))
     if lead is not None:
@@ -242,6 +274,14 @@ def run_foreign(run: Callable, y_true, y_pred, options: dict, out, want_grad: bo
                 f"{type(out).__module__}.{type(out).__qualname__})"
             )
     bfloat16 = lead is not None and lead.is_bfloat16(y_pred)
+    raw = bfloat16 and device[0] == CUDA and lead.raw_bfloat16 and _size(y_pred) > 0
+    float32_pass = bfloat16 and not raw
+    if float32_pass and given_out and (tuple(out.shape) != tuple(y_pred.shape)
+                                       or out.dtype != y_pred.dtype):
+        raise ValueError(
+            f"out has shape {tuple(out.shape)} and dtype {out.dtype}; the gradient needs "
+            f"shape {tuple(y_pred.shape)} and dtype {y_pred.dtype}"
+        )
     converted: dict[int, Any] = {}  # id -> view: out=y_pred stays the same object
 
     def view(name: str, x):
@@ -253,7 +293,12 @@ def run_foreign(run: Callable, y_true, y_pred, options: dict, out, want_grad: bo
             return found
         kind = adapter(type(x))
         if kind is None:
-            return x  # NumPy, CuPy, lists, scalars: the ordinary checks apply
+            if raw and (name in _ARRAY_OPTIONS or name == "out" or (
+                    name == "y_true" and np.shape(x) == tuple(y_pred.shape))):
+                x = lead.bfloat16_like(x, y_pred, name)  # a number, or a NumPy/CuPy array
+            else:
+                return x  # NumPy, CuPy, lists, scalars: the ordinary checks apply
+            kind = lead
         where = kind.device(x)
         if where != device:
             raise ValueError(
@@ -261,7 +306,12 @@ def run_foreign(run: Callable, y_true, y_pred, options: dict, out, want_grad: bo
                 "first (for torch: .to(y_pred.device)): lossbackends never copies between "
                 "devices behind your back"
             )
-        if kind.is_bfloat16(x):  # the float32 pass (y_true, weights: cast to y_pred's dtype)
+        if raw:
+            if not kind.is_bfloat16(x) and (name != "y_true" or x.shape == y_pred.shape):
+                x = lead.bfloat16_like(x, y_pred, name)  # values in y_pred's dtype
+            if kind.is_bfloat16(x):
+                x = kind.bits_as_half(x)
+        elif kind.is_bfloat16(x):  # the float32 pass (y_true, weights: cast to y_pred's dtype)
             x = kind.to_float32(x)
         found = converted[key] = kind.to_native(x, device[0])
         return found
@@ -271,30 +321,42 @@ def run_foreign(run: Callable, y_true, y_pred, options: dict, out, want_grad: bo
         y = view("y_true", y_true)
         options = {key: view(key, value) for key, value in options.items()}
         native_out = out
-        if given_out and bfloat16 and (tuple(out.shape) != tuple(y_pred.shape)
-                                       or out.dtype != y_pred.dtype):
-            raise ValueError(
-                f"out has shape {tuple(out.shape)} and dtype {out.dtype}; the gradient needs "
-                f"shape {tuple(y_pred.shape)} and dtype {y_pred.dtype}"
-            )
         if given_out:
-            # bfloat16: the float32 pass writes a buffer of its own, copied into out after
-            native_out = out_marker if bfloat16 else view("out", out)
+            # the float32 pass writes a buffer of its own, copied into out after
+            native_out = out_marker if float32_pass else view("out", out)
         elif want_grad and lead is not None and not lead.mutable and device[0] == HOST:
             native_out = _aligned_empty(p.shape, _float_dtype(p))  # XLA takes it as it is
-        value, grad = run(y, p, options, native_out)
+        if raw:
+            token = HALF_IS_BFLOAT16.set(True)
+            try:
+                value, grad = run(y, p, options, native_out)
+            finally:
+                HALF_IS_BFLOAT16.reset(token)
+        else:
+            value, grad = run(y, p, options, native_out)
         if lead is None:
             return value, grad
+        if float32_pass:
+            finish = lead.finish_bfloat16
+        elif raw:
+            def finish(a, like):
+                return lead.half_as_bits(lead.from_native(a, like))
+        else:
+            finish = lead.from_native
         if value is not None:
-            value = lead.finish_bfloat16(value, y_pred) if bfloat16 else lead.from_native(value, y_pred)
+            value = finish(value, y_pred)
         if grad is not None:
             if given_out:
-                if bfloat16:
+                if float32_pass:
                     lead.copy_into(out, grad)
                 grad = out
             else:
-                grad = lead.finish_bfloat16(grad, y_pred) if bfloat16 else lead.from_native(grad, y_pred)
+                grad = finish(grad, y_pred)
     return value, grad
+
+
+def _size(x) -> int:
+    return int(np.prod(x.shape, dtype=np.int64))
 
 
 def _where(device: tuple[str, int]) -> str:

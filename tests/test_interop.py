@@ -3,6 +3,7 @@ instance, read and returned without a copy, results of y_pred's library."""
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import types
 
@@ -256,3 +257,56 @@ def test_jax_arrays(monkeypatch):
         lb.mse.grad(y, p, out=p)
     bf = lb.mse.value_and_grad(y.astype(jnp.bfloat16), p.astype(jnp.bfloat16))
     assert bf[0].dtype == bf[1].dtype == jnp.bfloat16
+
+
+def test_bfloat16_cuda_tensors_reach_the_kernels_as_their_bits(monkeypatch):
+    """The CPU side of torch's bfloat16 CUDA path, with CPU tensors posing as CUDA ones:
+    the kernel gets float16 views of the bits inside a HALF_IS_BFLOAT16 block (the CuPy
+    backend then runs the bf16_t kernels), writes bfloat16 bits, and the results are
+    bfloat16 tensors over that memory (tests/test_gpu.py runs it on a GPU)."""
+    from lossbackends._cuda_sources import HALF_IS_BFLOAT16
+
+    monkeypatch.setattr(_arrays._Torch, "device", lambda self, x: (_arrays.CUDA, 0))
+    monkeypatch.setattr(_arrays._Torch, "to_native", lambda self, x, device: x.detach().numpy())
+    monkeypatch.setattr(_arrays._Torch, "stream", lambda self, x, device: contextlib.nullcontext())
+    seen = {}
+    kernel = _dispatch.kernel_for("mse", "numpy")
+
+    def bits(a):  # a float16 array of bfloat16 bits, as float32 values
+        return torch.from_numpy(np.ascontiguousarray(a)).view(torch.bfloat16).float().numpy()
+
+    def fake_bf16_kernel(y, p, weight, params, reduction, scale, grad, want_value):
+        assert HALF_IS_BFLOAT16.get() and p.dtype == np.float16 and y.dtype == np.float16
+        seen.update(p=p.ctypes.data, grad=None if grad is None else grad.ctypes.data)
+        y32, p32 = bits(y), bits(p)
+        w32 = None if weight is None else bits(weight)
+        g32 = None if grad is None else np.empty(p.shape, np.float32)
+        value = kernel(y32, p32, w32, params, reduction, scale, g32, want_value)
+        if grad is not None:
+            grad[...] = torch.from_numpy(g32).to(torch.bfloat16).view(torch.float16).numpy()
+        if value is None:
+            return None
+        as_bits = torch.from_numpy(np.asarray(value, np.float32)).to(torch.bfloat16)
+        return as_bits.view(torch.float16).numpy()
+
+    monkeypatch.setitem(_dispatch._REGISTRY, ("mse", "numpy"), fake_bf16_kernel)
+    monkeypatch.setattr(_dispatch, "_ROUTES", {})
+    y = torch.linspace(-1, 1, 16, dtype=torch.bfloat16)
+    p = torch.linspace(0, 3, 16, dtype=torch.bfloat16)
+    value, grad = lb.mse.value_and_grad(y, p, backend="numpy", reduction="sum")
+    assert not HALF_IS_BFLOAT16.get()
+    assert value.dtype == grad.dtype == torch.bfloat16 and seen["p"] == p.data_ptr()
+    assert grad.data_ptr() == seen["grad"]  # the kernel's buffer, viewed as bfloat16
+    expected = 2 * (p.float() - y.float())
+    torch.testing.assert_close(grad, expected.to(torch.bfloat16))
+    torch.testing.assert_close(value.float(), ((p.float() - y.float()) ** 2).sum(),
+                               rtol=1e-2, atol=0)
+    # float32 targets and weights are cast to bfloat16 (the front sees float16 views only)
+    value2 = lb.mse(y.float(), p, weight=torch.ones(16), backend="numpy", reduction="sum")
+    assert value2 == value
+    with pytest.raises(TypeError, match="must be a torch tensor"):
+        lb.mse(y.float().numpy(), p, backend="numpy")
+    q = p.clone()
+    _, grad = lb.mse.value_and_grad(y, q, out=q, backend="numpy", reduction="sum")
+    assert grad is q and seen["grad"] == seen["p"] == q.data_ptr()
+    torch.testing.assert_close(q, expected.to(torch.bfloat16))
