@@ -25,6 +25,7 @@ import numpy as np
 from ._cuda_sources import HALF_IS_BFLOAT16
 
 HOST, CUDA = "host", "cuda"
+_HOST = (HOST, 0)
 # DLPack device types (dlpack.h): CPU, CUDA, CUDA pinned host memory, CUDA managed memory
 _DL_DEVICES = {1: HOST, 2: CUDA, 3: HOST, 13: CUDA}
 _ALIGN = 64  # bytes: XLA imports a CPU buffer without a copy only at this alignment
@@ -129,9 +130,9 @@ class _Torch(Foreign):
         )
 
     def device(self, x) -> tuple[str, int]:
-        device = x.device  # cheaper than __dlpack_device__, the same answer
-        if device.type == "cpu":
-            return HOST, 0
+        if x.is_cpu:  # cheaper than __dlpack_device__, the same answer
+            return _HOST
+        device = x.device
         if device.type == "cuda":
             return CUDA, device.index
         return super().device(x)
@@ -292,6 +293,9 @@ def run_foreign(run: Callable, y_true, y_pred, options: dict, out, want_grad: bo
         if found is not None:
             return found
         kind = adapter(type(x))
+        if x is y_pred and kind is not None and not bfloat16:  # its device is known already
+            found = converted[key] = kind.to_native(x, device[0])
+            return found
         if kind is None:
             if raw and (name in _ARRAY_OPTIONS or name == "out" or (
                     name == "y_true" and np.shape(x) == tuple(y_pred.shape))):
@@ -316,7 +320,8 @@ def run_foreign(run: Callable, y_true, y_pred, options: dict, out, want_grad: bo
         found = converted[key] = kind.to_native(x, device[0])
         return found
 
-    with (lead.stream(y_pred, device) if lead is not None else contextlib.nullcontext()):
+    with (lead.stream(y_pred, device) if lead is not None and device[0] == CUDA
+          else contextlib.nullcontext()):
         p = view("y_pred", y_pred)
         y = view("y_true", y_true)
         options = {key: view(key, value) for key, value in options.items()}
