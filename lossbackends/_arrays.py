@@ -31,6 +31,18 @@ _DL_DEVICES = {1: HOST, 2: CUDA, 3: HOST, 13: CUDA}
 _ALIGN = 64  # bytes: XLA imports a CPU buffer without a copy only at this alignment
 
 
+def _cupy():
+    """CuPy, which computes on GPU arrays, or the error that says how to install it."""
+    try:
+        import cupy
+    except ImportError as exc:
+        raise ValueError(
+            f"GPU arrays are computed by the CuPy backend, which is not available here ({exc}); "
+            "install it with: pip install 'lossbackends[cuda12]' (or [cuda13])"
+        ) from exc
+    return cupy
+
+
 def _root_module(kind: type):
     return sys.modules.get(kind.__module__.partition(".")[0])
 
@@ -74,9 +86,7 @@ class Foreign:
         """A NumPy or CuPy view of ``x`` (the same memory)."""
         if device == HOST:
             return np.from_dlpack(x)
-        import cupy
-
-        return cupy.from_dlpack(x)
+        return _cupy().from_dlpack(x)
 
     def from_native(self, a, like):
         """``a`` (NumPy/CuPy, or a NumPy scalar) as this library's array, the same memory."""
@@ -97,9 +107,7 @@ class Foreign:
         where the library has one, see ``_Torch``)."""
         if device[0] != CUDA:
             return contextlib.nullcontext()
-        import cupy
-
-        return cupy.cuda.Device(device[1])
+        return _cupy().cuda.Device(device[1])
 
 
 class _Torch(Foreign):
@@ -147,9 +155,7 @@ class _Torch(Foreign):
         x = x.detach()  # a tensor that requires grad is read, never recorded
         if device == HOST:
             return x.numpy()  # torch's own zero-copy view: half the cost of np.from_dlpack
-        import cupy
-
-        return cupy.from_dlpack(x)
+        return _cupy().from_dlpack(x)
 
     def from_native(self, a, like):
         if isinstance(a, np.generic):
@@ -174,8 +180,7 @@ class _Torch(Foreign):
 
 @contextlib.contextmanager
 def _torch_stream(torch, index: int):
-    import cupy
-
+    cupy = _cupy()
     with cupy.cuda.Device(index):
         stream = torch.cuda.current_stream(index)
         with cupy.cuda.ExternalStream(stream.cuda_stream, index):

@@ -4,6 +4,7 @@ instance, read and returned without a copy, results of y_pred's library."""
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import sys
 import types
 
@@ -203,6 +204,9 @@ def test_devices_are_read_from_the_instance(monkeypatch):
     monkeypatch.setitem(sys.modules, "fakearrays", module)
     with pytest.raises(ValueError, match="y_true is on CUDA device 0 but y_pred is on the CPU"):
         lb.mse(FakeArray([1.0]), torch.zeros(1))
+    if importlib.util.find_spec("cupy") is None:  # GPU arrays here: say what computes them
+        with pytest.raises(ValueError, match=r"lossbackends\[cuda12\]"):
+            lb.mse(FakeArray([1.0]), FakeArray([0.0]))
     # torch defines __cuda_array_interface__ on the class: a CPU tensor is still a host array
     assert hasattr(torch.Tensor, "__cuda_array_interface__")
     assert _dispatch.device_of(torch.zeros(1)) == "host"
