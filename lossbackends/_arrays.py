@@ -16,15 +16,20 @@ NumPy and CuPy arrays never come here (``_dispatch.route`` keeps them on the fas
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import sys
 from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 
-from ._cuda_sources import HALF_IS_BFLOAT16
-
 HOST, CUDA = "host", "cuda"
+
+# NumPy and CuPy have no bfloat16: torch's bfloat16 CUDA tensors reach the CuPy backend as
+# float16 views of their bits, inside a block where this is True (``run_foreign``); its
+# kernels are then the bf16_t instantiations. A context variable: per thread and task.
+HALF_IS_BFLOAT16: contextvars.ContextVar[bool] = contextvars.ContextVar(
+    "lossbackends_half_is_bfloat16", default=False)
 _HOST = (HOST, 0)
 # DLPack device types (dlpack.h): CPU, CUDA, CUDA pinned host memory, CUDA managed memory
 _DL_DEVICES = {1: HOST, 2: CUDA, 3: HOST, 13: CUDA}

@@ -6,7 +6,6 @@ Importing this module imports neither CuPy nor any CUDA library.
 
 from __future__ import annotations
 
-import contextvars
 import re
 from functools import cache
 from pathlib import Path
@@ -20,12 +19,6 @@ KERNEL_DIR = next(p for p in (_HERE / "kernels", _HERE.parent / "kernels") if p.
 OPTIONS = ("-std=c++17",)
 
 TYPE_NAMES = {"float16": "half_t", "bfloat16": "bf16_t", "float32": "float", "float64": "double"}
-
-# NumPy and CuPy have no bfloat16: torch's bfloat16 CUDA tensors reach the CuPy backend as
-# float16 views of their bits, inside a block where this is True (``_arrays``); the
-# kernels are then the bf16_t instantiations. A context variable: per thread and task.
-HALF_IS_BFLOAT16: contextvars.ContextVar[bool] = contextvars.ContextVar(
-    "lossbackends_half_is_bfloat16", default=False)
 
 LOSS_IDS = {"mse": 0, "binary_cross_entropy": 1, "binary_cross_entropy_with_logits": 2, "hinge": 3}
 

@@ -268,7 +268,7 @@ def test_bfloat16_cuda_tensors_reach_the_kernels_as_their_bits(monkeypatch):
     the kernel gets float16 views of the bits inside a HALF_IS_BFLOAT16 block (the CuPy
     backend then runs the bf16_t kernels), writes bfloat16 bits, and the results are
     bfloat16 tensors over that memory (tests/test_gpu.py runs it on a GPU)."""
-    from lossbackends._cuda_sources import HALF_IS_BFLOAT16
+    from lossbackends._arrays import HALF_IS_BFLOAT16
 
     monkeypatch.setattr(_arrays._Torch, "device", lambda self, x: (_arrays.CUDA, 0))
     monkeypatch.setattr(_arrays._Torch, "to_native", lambda self, x, device: x.detach().numpy())

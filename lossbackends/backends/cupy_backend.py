@@ -13,8 +13,8 @@ import cupy as cp
 import numpy as np
 
 from .. import _dispatch
+from .._arrays import HALF_IS_BFLOAT16
 from .._cuda_sources import (
-    HALF_IS_BFLOAT16,
     LOSS_IDS,
     OPTIONS,
     ROW_CONFIGS,
@@ -85,7 +85,7 @@ def _device() -> _Device:
 
 
 # dtype -> (name in the kernels' templates, accumulation type); bfloat16 arrives as float16
-# views inside a HALF_IS_BFLOAT16 block (torch's bfloat16 tensors, see _cuda_sources)
+# views inside a HALF_IS_BFLOAT16 block (torch's bfloat16 tensors, see _arrays)
 _TYPES = {np.dtype(name): (TYPE_NAMES[name], np.float64 if name == "float64" else np.float32)
           for name in ("float16", "float32", "float64")}
 _FLOAT16 = np.dtype(np.float16)
