@@ -244,7 +244,8 @@ def run(args) -> list[dict]:
     if device == "host" and "binary_cross_entropy" in args.losses and not args.smoke:
         for n in [n for n in sizes if n >= 10**6]:
             rows += _around(device, roofline, lambda local, n=n: probability_label_rows([n], local))
-    for loss, dtype, shape in tqdm(grid, desc=f"benchmarks ({device})", unit="case"):
+    for loss, dtype, shape in tqdm(grid if chosen else [], desc=f"benchmarks ({device})",
+                                   unit="case"):  # no provider chosen: no case to measure
         rows += _around(device, roofline, lambda local, case=(loss, dtype, shape): _case_rows(
             args, ops, chosen, started, *case, local))
     if args.torch_module:
