@@ -25,7 +25,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from . import _dispatch
+from . import _arrays, _dispatch
 
 REDUCTIONS = ("mean", "sum", "none")
 _FLOAT_DTYPES = frozenset(map(np.dtype, (np.float16, np.float32, np.float64)))
@@ -316,8 +316,11 @@ class Loss:
                     grad = out
                 return kernel(y_true, y_pred, None, params, reduction, scale, grad,
                               want_value), grad
-        if xp is None:  # Dask arrays: the route's function builds the whole call
+        if xp is None:  # Dask or foreign arrays: the route's function takes the whole call
             return kernel(self, y_true, y_pred, reduction, backend, options, want_value, out)
+        if options and any(map(_arrays.is_foreign, options.values())):
+            return run_foreign(self, y_true, y_pred, reduction, backend, options, want_value,
+                               out)
         prep = self._prepare(xp, y_true, y_pred, **options)
         return compute(xp, kernel, prep, y_true, reduction, want_value, out)
 
@@ -347,6 +350,16 @@ def compute(xp, kernel, prep: Prepared, y_true, reduction: str, want_value: bool
     if prep.class_axis is None:  # the results already have the user's shapes
         return value, grad
     return _class_axis_back(xp, value, grad, prep, out)
+
+
+def run_foreign(loss: Loss, y_true, y_pred, reduction, backend, options, want_value, out):
+    """A call with torch/JAX/DLPack arrays: ``loss._run`` on NumPy/CuPy views of them, the
+    results as ``y_pred``'s library (see ``_arrays``)."""
+
+    def run(y, p, native_options, native_out):
+        return loss._run(y, p, reduction, backend, native_options, want_value, native_out)
+
+    return _arrays.run_foreign(run, y_true, y_pred, options, out, out is not None, _WANT_GRAD)
 
 
 class _WantGrad:
