@@ -5,7 +5,9 @@ against the memory bandwidth measured in the same run (on the host, around each 
     python -m benchmarks --device gpu --out DIR         # on a GPU machine (ci/gpu)
     python -m benchmarks compare A.csv B.csv            # ratio of two runs, row by row
 
-Writes DIR/results.csv, DIR/run.json and DIR/*.png, and prints a summary table.
+Writes DIR/results_DEVICE.csv, DIR/run_DEVICE.json and DIR/*.png, and prints a summary
+table; on the host also DIR/summary_host.md, the README's host table (our default call
+beside ``out=``, each against the best peer like with like, and the triad around it).
 """
 
 from __future__ import annotations
@@ -123,18 +125,25 @@ def small_call_rows(device: str, roofline: float) -> list[dict]:
 def probability_label_rows(sizes: list[int], roofline: float) -> list[dict]:
     """binary_cross_entropy with labels between 0 and 1 (distillation, label smoothing):
     the main grid's labels are 0 and 1, which the Numba backend computes with one log per
-    element instead of two, so this case is measured apart (host backends)."""
+    element instead of two, so this case is measured apart (host backends, the default
+    call and ``out=``, samples taken in turn)."""
     rows = []
     for n in sizes:
         inputs = core.host_inputs("binary_cross_entropy", (n,), "float32")
         inputs["y"] = np.random.default_rng(1).random(n, dtype=np.float32)
         expected = core.reference("binary_cross_entropy", "value_and_grad", inputs)
+        measured = []
         for backend in [b for b in ("numba", "numpy") if b in lb.available_backends()]:
-            call = ours(backend)("binary_cross_entropy", "value_and_grad", inputs)
-            error = core.check(call(), expected, "float32")  # checked first, as every row
+            for out in (False, True):
+                call = ours(backend, out)("binary_cross_entropy", "value_and_grad", inputs)
+                error = core.check(call(), expected, "float32")  # checked first, as every row
+                measured.append((backend + (":out" if out else ""), out, call, error))
+        times = core.time_host_in_turn([call for _, _, call, _ in measured])
+        for (name, out, _, error), samples in zip(measured, times, strict=True):
             rows.append(core.row("binary_cross_entropy_probability_labels", "value_and_grad",
-                                 backend, "float32", (n,), core.time_host(call), 12 * n,
-                                 roofline, device="host", max_rel_error=error))
+                                 name, "float32", (n,), samples, 12 * n, roofline,
+                                 device="host", max_rel_error=error,
+                                 form="out" if out else "alloc", peer=False))
     return rows
 
 
@@ -177,9 +186,10 @@ def _case_rows(args, ops, chosen, started, loss, dtype, shape, roofline) -> list
                 if device == "gpu":  # one provider's buffers on the device at a time
                     rows.append(core.row(loss, op, provider.name, dtype, shape,
                                          core.time_gpu(call), nbytes, roofline, device=device,
-                                         max_rel_error=error))
+                                         max_rel_error=error, form=provider.form,
+                                         peer=provider.peer))
                 else:
-                    pending.append((provider.name, op, call, nbytes, error))
+                    pending.append((provider, op, call, nbytes, error))
             except Exception as exc:  # a peer that cannot run a case is noted, not fatal
                 if provider.ours:
                     raise
@@ -188,9 +198,11 @@ def _case_rows(args, ops, chosen, started, loss, dtype, shape, roofline) -> list
     # On the host every provider's samples are taken in turn, so that their ratios hold
     # while the machine's bandwidth moves.
     times = core.time_host_in_turn([call for _, _, call, _, _ in pending])
-    rows += [core.row(loss, op, name, dtype, shape, samples, nbytes, roofline, device=device,
-                      max_rel_error=error)
-             for (name, op, _, nbytes, error), samples in zip(pending, times, strict=True)]
+    rows += [core.row(loss, op, provider.name, dtype, shape, samples, nbytes, roofline,
+                      device=device, max_rel_error=error, form=provider.form,
+                      peer=provider.peer)
+             for (provider, op, _, nbytes, error), samples in zip(pending, times, strict=True)]
+    report.add_peer_ratios(rows)
     del inputs, expected, pending
     if device == "gpu":
         import cupy as cp
@@ -217,7 +229,8 @@ def run(args) -> list[dict]:
         sizes = [int(s) for s in args.sizes]
     ops = args.ops or (["value_and_grad"] if args.quick or args.smoke else list(core.OPS))
     dtypes = args.dtypes or (["float32", "float16"] if device == "gpu" else ["float32"])
-    chosen = [p for p in providers(device) if not args.backends or p.name in args.backends]
+    chosen = [p for p in providers(device, quick=args.quick or args.smoke)
+              if not args.backends or p.name in args.backends]
     grid = []
     # cross-entropy first: with a time budget, its peer comparisons are the ones kept
     for loss in sorted(args.losses, key=lambda name: name != "cross_entropy"):
@@ -265,6 +278,10 @@ def main(argv=None) -> int:
     report.write_json(args.out / f"{prefix}run_{args.device}.json", metadata(args.device, rooflines))
     report.plot(args.out, [r for r in rows if r["loss"] != "roofline"], rooflines, prefix)
     print(report.summary([r for r in rows if r["loss"] != "roofline"]))
+    if args.device == "host":
+        table = report.host_table(rows)
+        (args.out / f"{prefix}summary_host.md").write_text(table + "\n")
+        print("\n" + table)
     medians = {r["backend"]: r["seconds_median"] for r in rows if r["op"] == "call_n1000"}
     for name, seconds in medians.items():
         print(f"public call at n=1000 ({name}): {1e6 * seconds:.2f} us")
