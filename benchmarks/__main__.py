@@ -197,7 +197,9 @@ def _case_rows(args, ops, chosen, started, loss, dtype, shape, roofline) -> list
                       f"{str(exc)[:120]}", file=sys.stderr)
     # On the host every provider's samples are taken in turn, so that their ratios hold
     # while the machine's bandwidth moves.
-    times = core.time_host_in_turn([call for _, _, call, _, _ in pending])
+    # --quick: 0.1 s of samples per provider, so that the run with every peer stays short
+    times = core.time_host_in_turn([call for _, _, call, _, _ in pending],
+                                   min_time=0.1 if args.quick else 0.2)
     rows += [core.row(loss, op, provider.name, dtype, shape, samples, nbytes, roofline,
                       device=device, max_rel_error=error, form=provider.form,
                       peer=provider.peer)

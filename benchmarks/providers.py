@@ -261,10 +261,11 @@ def _compiled(torch, loss, out, backend, dynamic):
     the specialised one on MSE at 1e7)."""
     key = (loss, out, backend, dynamic)
     if key not in _COMPILED:
-        if not dynamic:  # a recompile per shape: the default limit of 8 would fall back to eager
-            for name in ("recompile_limit", "cache_size_limit"):
-                if hasattr(torch._dynamo.config, name):
-                    setattr(torch._dynamo.config, name, max(getattr(torch._dynamo.config, name), 256))
+        # Dynamo keeps its compiled variants per code object (``pure_out`` is one for every
+        # loss) and falls back to eager past 8 of them: room for every loss and shape here
+        for name in ("recompile_limit", "cache_size_limit"):
+            if hasattr(torch._dynamo.config, name):
+                setattr(torch._dynamo.config, name, max(getattr(torch._dynamo.config, name), 256))
         pure = _hand_pure(torch, loss)
         if out:
             def pure_out(x, y, g):
