@@ -20,6 +20,16 @@ import sys
 import time
 from pathlib import Path
 
+# Numba's parallel kernels and PyTorch's CPU kernels each run an OpenMP thread pool (two
+# runtimes: Numba's omp layer and torch's bundled libgomp), and the suite calls them in
+# turn. By default an OpenMP thread spins after its work, so on two cores the next
+# provider's threads waited for a scheduler tick: measured here with other jobs running,
+# PyTorch's MSE at n = 1e4 took 9.2 ms a call in turn with Numba against 21 us alone, and
+# Numba alone at 1e6 took 8.0 ms against 0.75 ms with passive waiting. Passive waiting
+# (threads sleep when their work is done) before either runtime starts; set
+# OMP_WAIT_POLICY yourself to measure another policy (run_host.json records it).
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 import numpy as np
 
 import lossbackends as lb
@@ -61,6 +71,7 @@ def metadata(device: str, rooflines: dict) -> dict:
         "device": device, "python": platform.python_version(), "machine": platform.machine(),
         "cpu": platform.processor() or platform.machine(), "cpu_count": os.cpu_count(),
         "numpy": np.__version__, "lossbackends": lb.__version__, "rooflines_gbps": rooflines,
+        "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
     }
     try:
         with open("/proc/cpuinfo") as f:
