@@ -1,7 +1,7 @@
 """The benchmark suite: throughput across array sizes for every loss, backend and peer,
 against the memory bandwidth measured in the same run (on the host, around each case).
 
-    python -m benchmarks --quick --out bench-out        # the README's main job (< 2 min)
+    python -m benchmarks --quick --out bench-out        # the README's main job (2-3 min)
     python -m benchmarks --device gpu --out DIR         # on a GPU machine (ci/gpu)
     python -m benchmarks compare A.csv B.csv            # ratio of two runs, row by row
 
@@ -53,7 +53,9 @@ def parse(argv):
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=Path("bench-out"))
     parser.add_argument("--device", choices=["host", "gpu"], default="host")
-    parser.add_argument("--quick", action="store_true", help="fewer sizes and ops (< 2 min)")
+    parser.add_argument("--quick", action="store_true",
+                        help="fewer sizes, value_and_grad only, torch.compile with dynamic "
+                        "shapes (2-3 min)")
     parser.add_argument("--smoke", action="store_true", help="tiny sizes: checks the suite runs")
     parser.add_argument("--losses", nargs="+", choices=core.LOSSES, default=list(core.LOSSES))
     parser.add_argument("--ops", nargs="+", choices=core.OPS)
