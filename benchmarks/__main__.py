@@ -62,6 +62,8 @@ def parse(argv):
     parser.add_argument("--backends", nargs="+", help="backends and peers to include")
     parser.add_argument("--dtypes", nargs="+", choices=["float16", "float32", "float64"])
     parser.add_argument("--sizes", nargs="+", type=float, help="elementwise sizes")
+    parser.add_argument("--dask", action="store_true",
+                        help="the Dask rows instead of the suite (several GB; see dask_rows.py)")
     parser.add_argument("--budget", type=float, default=0.0,
                         help="seconds after which peers are skipped (0: no limit)")
     return parser.parse_args(argv)
@@ -287,6 +289,15 @@ def main(argv=None) -> int:
         return 0
     args = parse(argv)
     args.out.mkdir(parents=True, exist_ok=True)
+    if args.dask:
+        from . import dask_rows
+
+        roofline = core.host_triad()[1]
+        rows = dask_rows.run(roofline)
+        report.write_csv(args.out / "results_dask.csv", rows)
+        report.write_json(args.out / "run_dask.json", metadata("host", {"host": roofline}))
+        print(report.summary(rows))
+        return 0
     rows, rooflines = run(args)
     prefix = "" if not args.smoke else "smoke_"
     report.write_csv(args.out / f"{prefix}results_{args.device}.csv", rows)

@@ -198,6 +198,13 @@ def route(loss: str, backend: str | None, y_true: object, y_pred: object) -> Rou
 
 def _first_route(loss: str, choice: object, from_settings: bool, y_true: object,
                  y_pred: object) -> Route:
+    from . import _dask
+
+    if _dask.is_dask_array(y_pred) or _dask.is_dask_array(y_true):
+        # no array module: the "kernel" takes the whole call and builds a graph of
+        # block calls, each routed by its chunks' type (see ``Loss._run``)
+        found = _ROUTES[loss, choice, type(y_true), type(y_pred)] = (_dask.run, None, False)
+        return found
     device = device_of(y_pred)
     if device_of(y_true) != device:
         raise ValueError(
@@ -230,6 +237,13 @@ def _choose(choice: object, device: str, from_settings: bool) -> str:
         )
         raise ValueError(f"backend {name!r} cannot run on {where} arrays; {fix}")
     return name
+
+
+def backend_for(backend: str | None, sample: object) -> str:
+    """The backend that computes arrays like ``sample`` under the call's ``backend=`` and
+    the settings in force (the same precedence as ``route``)."""
+    choice = (_CONTEXT_CHOICE.get() or _ENV_CHOICE) if backend is None else backend
+    return _choose(choice, device_of(sample), backend is None)
 
 
 def available_backends() -> list[str]:

@@ -217,7 +217,9 @@ def _prepare_cross_entropy(
                 f"class_weight has shape {class_weight.shape}; pass one weight per class, "
                 f"shape ({classes},)"
             )
-    params = (ignore_index, label_smoothing, bool(check_labels))
+    # the last: the mean's denominator when the caller knows it (a Dask block: the whole
+    # array's), else None: the kernel finds it from the labels
+    params = (ignore_index, label_smoothing, bool(check_labels), None)
     return Prepared(target, x2d, class_weight, params, 1.0, shape, batch_shape, axis)
 
 
@@ -231,7 +233,7 @@ def _empty_value(xp, prep: Prepared, reduction: str):
     if reduction == "sum":
         value = np.zeros((), dtype)
     else:
-        warnings.warn("mean of an empty input is NaN", RuntimeWarning, stacklevel=4)
+        warnings.warn("mean of an empty input is NaN", RuntimeWarning, stacklevel=5)
         value = np.full((), np.nan, dtype)
     return value[()] if xp is np else xp.asarray(value)
 
@@ -298,8 +300,7 @@ class Loss:
         # are, so they skip the preparation, with the cheapest checks there are:
         # ascontiguousarray(a) is ``a`` itself exactly when ``a`` is C-contiguous and not
         # 0-d; a dtype that is equal without being the same object takes the long way.
-        contiguous = xp.ascontiguousarray
-        if native and not options and contiguous(y_pred) is y_pred:
+        if native and not options and (contiguous := xp.ascontiguousarray)(y_pred) is y_pred:
             dtype, n, shape = y_pred.dtype, y_pred.size, y_pred.shape
             params, target_dtype = self._plain.get(dtype, ((), None))
             class_indices = self._class_indices
@@ -318,28 +319,38 @@ class Loss:
                     grad = out
                 return kernel(y_true, y_pred, None, params, reduction, scale, grad,
                               want_value), grad
+        if xp is None:  # Dask arrays: the route's function builds the whole call
+            return kernel(self, y_true, y_pred, reduction, backend, options, want_value, out)
         prep = self._prepare(xp, y_true, y_pred, **options)
-        if out is None:
-            grad = None
-        elif out is _WANT_GRAD:
-            grad = _new_grad(xp, prep.p.shape, prep.p.dtype, prep.p.size)
+        return compute(xp, kernel, prep, y_true, reduction, want_value, out)
+
+
+def compute(xp, kernel, prep: Prepared, y_true, reduction: str, want_value: bool, out):
+    """Run ``kernel`` on prepared arguments: allocate or check the gradient buffer (``out``
+    is ``None`` for no gradient, ``_WANT_GRAD`` to allocate one, or the user's array), and
+    give ``(value, grad)`` in the user's layout. ``prep.scale`` is what ``"mean"`` multiplies
+    by (a Dask block passes the whole array's)."""
+    if out is None:
+        grad = None
+    elif out is _WANT_GRAD:
+        grad = _new_grad(xp, prep.p.shape, prep.p.dtype, prep.p.size)
+    else:
+        p, shape = prep.p, prep.shape
+        _check_out(xp, out, y_true, prep.y, p, shape)
+        if prep.class_axis is not None and prep.class_axis != len(shape) - 1:
+            # written back into out after the kernel
+            grad = _new_grad(xp, p.shape, p.dtype, p.size)
         else:
-            p, shape = prep.p, prep.shape
-            _check_out(xp, out, y_true, prep.y, p, shape)
-            if prep.class_axis is not None and prep.class_axis != len(shape) - 1:
-                # written back into out after the kernel
-                grad = _new_grad(xp, p.shape, p.dtype, p.size)
-            else:
-                grad = out if out.shape == p.shape else out.reshape(p.shape)
-        if prep.p.size:
-            scale = prep.scale if reduction == "mean" else 1.0
-            value = kernel(prep.y, prep.p, prep.weight, prep.params, reduction, scale, grad,
-                           want_value)
-        else:
-            value = _empty_value(xp, prep, reduction) if want_value else None
-        if prep.class_axis is None:  # the results already have the user's shapes
-            return value, grad
-        return _class_axis_back(xp, value, grad, prep, out)
+            grad = out if out.shape == p.shape else out.reshape(p.shape)
+    if prep.p.size:
+        scale = prep.scale if reduction == "mean" else 1.0
+        value = kernel(prep.y, prep.p, prep.weight, prep.params, reduction, scale, grad,
+                       want_value)
+    else:
+        value = _empty_value(xp, prep, reduction) if want_value else None
+    if prep.class_axis is None:  # the results already have the user's shapes
+        return value, grad
+    return _class_axis_back(xp, value, grad, prep, out)
 
 
 _POOL_MIN_ITEMS = _buffers.MIN_ITEMS

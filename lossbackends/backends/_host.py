@@ -7,11 +7,23 @@ from collections.abc import Callable
 import numpy as np
 
 
-def label_error(label: int, row: int, classes: int) -> ValueError:
-    """The error for an integer class index outside ``[0, C)`` (every backend raises it)."""
-    return ValueError(
-        f"cross_entropy: y_true[{row}] = {label} is not a class index in [0, {classes}) "
-        "nor ignore_index; fix the labels or set ignore_index to mark rows to skip"
+class LabelError(ValueError):
+    """An integer class index outside ``[0, C)`` that is not ``ignore_index``; ``row`` is
+    the flat row it was found in (a Dask block renames it to its global row)."""
+
+    def __init__(self, message: str, label: int, row: int, classes: int):
+        super().__init__(message)
+        self.label, self.row, self.classes = label, row, classes
+
+
+def label_error(label: int, row: int, classes: int, where: str | None = None) -> LabelError:
+    """The error for an integer class index outside ``[0, C)`` (every backend raises it);
+    ``where`` names the element (default ``y_true[row]``)."""
+    where = f"y_true[{row}]" if where is None else where
+    return LabelError(
+        f"cross_entropy: {where} = {label} is not a class index in [0, {classes}) "
+        "nor ignore_index; fix the labels or set ignore_index to mark rows to skip",
+        label, row, classes,
     )
 
 

@@ -161,7 +161,7 @@ def _row_config(classes: int) -> RowConfig | None:
 
 
 def cross_entropy(target, x, class_weight, params, reduction, scale, grad, want_value):
-    ignore_index, smoothing, check_labels = params
+    ignore_index, smoothing, check_labels, denominator = params
     device = _device()
     type_name, acc = _TYPES[x.dtype]
     common = cross_entropy_expressions(type_name)
@@ -174,7 +174,9 @@ def cross_entropy(target, x, class_weight, params, reduction, scale, grad, want_
     # summed weights, found by a tiny pass over the labels before the logits are read.
     grad_scale, scale_buffer = 1.0, None
     if reduction == "mean":
-        if soft:
+        if denominator is not None:  # known to the caller (a Dask block: the whole array's)
+            grad_scale = 1.0 / denominator if denominator else float("inf")
+        elif soft:
             grad_scale = 1.0 / rows
         else:
             blocks = min(-(-rows // 4096), device.sm_count * 2)

@@ -270,9 +270,10 @@ def _row_max(x):
 
 
 def _cross_entropy_kernel(x, soft, labels, probs, weighted, class_weight, ignore_index, smoothing,
-                          mean, grad, row_losses, chunks):
+                          mean, given_denominator, grad, row_losses, chunks):
     """Class indices in ``labels`` or probabilities in ``probs`` (``soft``); the unused one
     and an unused ``class_weight`` are empty arrays, so every call types the same way.
+    ``given_denominator`` is the mean's denominator when the caller knows it, else < 0.
     Returns (the reduced loss, first bad row or -1): a bad label is found before anything
     is written, and the caller raises."""
     rows, classes = x.shape
@@ -289,6 +290,8 @@ def _cross_entropy_kernel(x, soft, labels, probs, weighted, class_weight, ignore
             if label < 0 or label >= classes:
                 return 0.0, r
             denominator += class_weight[label] if weighted else 1.0
+    if given_denominator >= 0.0:
+        denominator = given_denominator
     grad_scale = 1.0 / denominator if mean else 1.0
     weight_total = _sum(class_weight) if weighted else float(classes)
 
@@ -436,7 +439,8 @@ _CE_PARALLEL = _jit(_cross_entropy_kernel, "cross_entropy_parallel", parallel=Tr
 
 @half_in_float32
 def cross_entropy(target, x, class_weight, params, reduction, scale, grad, want_value):
-    ignore_index, smoothing, _ = params  # host labels are always checked: it costs nothing
+    # host labels are always checked: it costs nothing
+    ignore_index, smoothing, _, denominator = params
     rows = x.shape[0]
     soft = target.ndim == 2
     row_losses = np.empty(rows) if want_value and reduction == "none" else None
@@ -445,7 +449,8 @@ def cross_entropy(target, x, class_weight, params, reduction, scale, grad, want_
     chunks = max(1, min(CHUNKS, rows, x.size // CE_CHUNK_ELEMENTS))
     args = (x, soft, _NO_LABELS if soft else target, target if soft else _EMPTY_ROWS[x.dtype],
             class_weight is not None, _EMPTY[x.dtype] if class_weight is None else class_weight,
-            ignore_index, smoothing, reduction == "mean", grad, row_losses, chunks)
+            ignore_index, smoothing, reduction == "mean",
+            -1.0 if denominator is None else float(denominator), grad, row_losses, chunks)
     if chunks == 1:
         value, bad_row = _CE_SERIAL(*args)
     else:

@@ -113,7 +113,7 @@ def hinge(y, p, weight, params, reduction, scale, grad, want_value):
 
 @half_in_float32
 def cross_entropy(target, x, class_weight, params, reduction, scale, grad, want_value):
-    ignore_index, smoothing, _ = params
+    ignore_index, smoothing, _, given_denominator = params
     rows, classes = x.shape
     dtype = x.dtype
     soft = target.ndim == 2
@@ -130,7 +130,7 @@ def cross_entropy(target, x, class_weight, params, reduction, scale, grad, want_
         with np.errstate(invalid="ignore"):  # the masked products are never used
             row_dot = np.sum(np.where(wq == 0, 0.0, wq * x), axis=1, dtype=np.float64)
         kept = None
-        denominator = rows
+        denominator = rows if given_denominator is None else given_denominator
     else:
         kept = target != ignore_index
         bad = kept & ((target < 0) | (target >= classes))
@@ -150,7 +150,8 @@ def cross_entropy(target, x, class_weight, params, reduction, scale, grad, want_
             row_coef += spread * weight_sum
             x_sum = x @ class_weight if class_weight is not None else x.sum(axis=1, dtype=np.float64)
             row_dot += spread * x_sum
-        denominator = float(label_weight.sum())
+        denominator = (float(label_weight.sum()) if given_denominator is None
+                       else given_denominator)
 
     exp = np.subtract(x, row_max[:, None], out=grad if grad is not None else None)
     np.exp(exp, out=exp)  # each exp once; the gradient buffer holds exp(x - max)

@@ -1,0 +1,348 @@
+"""Dask arrays through the same calls: a graph of one task per block, each running our fused
+kernel once.
+
+Every block task computes its gradient block and its share of the value (the losses of
+``reduction="none"``, or a partial sum) in one kernel call, with the whole array's mean
+scale, so each gradient block has the bits the in-memory call gives it. The partials are
+added by Dask's tree reduction in float64, in an order fixed by the chunks: the same
+chunks give the same bits. Losses with a class axis (``cross_entropy``) need that axis in
+one chunk; their ``"mean"`` with class indices divides by the kept rows' summed weights,
+found first by a pass over the labels alone (never a second pass over the logits).
+
+Nothing here imports Dask until a Dask array is passed, and nothing is computed until the
+caller asks: results are lazy Dask arrays. ``value`` and ``grad`` share their block tasks,
+so computing them together (``dask.compute(value, grad)``) runs the kernel once per block.
+"""
+
+from __future__ import annotations
+
+import math
+import string
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from . import _dispatch
+from ._loss import _WANT_GRAD, as_prediction, compute
+
+_DASK_TYPES: dict[type, bool] = {}
+
+
+def is_dask_array(x: object) -> bool:
+    """Whether ``x`` is a ``dask.array.Array``, from its type alone (cached; Dask is never
+    imported to find out)."""
+    kind = type(x)
+    found = _DASK_TYPES.get(kind)
+    if found is None:
+        found = _DASK_TYPES[kind] = (
+            kind.__module__.startswith("dask.array") and hasattr(kind, "__dask_graph__")
+        )
+    return found
+
+
+@dataclass(frozen=True)
+class _Spec:
+    """What every block task of one call needs besides its blocks."""
+
+    loss: str
+    backend: str
+    options: tuple  # (name, value) pairs: the options that are the same for every block
+    reduction: str  # the block's reduction: "none", "sum" or "mean" (with `scale`)
+    scale: float  # "mean" of an elementwise loss: 1 / (the whole array's size)
+    want_value: bool
+    want_grad: bool
+    class_axis: int | None = None
+    batch_shape: tuple = ()  # a loss with a class axis: the shape of its rows, for errors
+    denominator: float | None = None  # "mean" of a loss with a class axis, when known now
+
+
+def run(loss, y_true, y_pred, reduction: str, backend: str | None, options: dict,
+        want_value: bool, out: Any) -> tuple[Any, Any]:
+    """``loss`` on Dask arrays (either argument): lazy ``(value, grad)`` with ``y_pred``'s
+    chunks (``None`` where not asked)."""
+    import dask.array as da
+
+    if out is not None and out is not _WANT_GRAD:
+        raise ValueError(
+            "out= cannot be used with Dask arrays (they are lazy and immutable); drop out= "
+            "and compute or store the returned gradient (dask.array.store writes it into an "
+            "array of yours)"
+        )
+    want_grad = out is not None
+    p = y_pred if is_dask_array(y_pred) else da.asarray(y_pred)
+    backend_name = _dispatch.backend_for(backend, p._meta)
+    dtype = as_prediction(np, np.empty(0, p.dtype)).dtype
+    for name, value in options.items():
+        if name != "weight" and is_dask_array(value):
+            raise TypeError(
+                f"{name} is a Dask array; pass it as a NumPy or CuPy array (it is small and "
+                "goes to every block as it is)"
+            )
+    if p.size == 0:
+        return _in_memory(loss, y_true, p, reduction, backend_name, options, want_value, out)
+    if loss._class_indices:
+        return _rows(loss, y_true, p, reduction, backend_name, options, want_value, want_grad,
+                     dtype)
+    return _elementwise(loss, y_true, p, reduction, backend_name, options, want_value,
+                        want_grad, dtype)
+
+
+def _in_memory(loss, y_true, p, reduction, backend, options, want_value, out):
+    """An empty input: nothing to cut into blocks, so the in-memory call gives the results
+    (its warning for the mean included), wrapped as Dask arrays."""
+    import dask.array as da
+
+    xp = _dispatch.load_backend(backend).xp
+    y = y_true.compute() if is_dask_array(y_true) else y_true
+    options = {k: (v.compute() if is_dask_array(v) else v) for k, v in options.items()}
+    value, grad = loss._run(y, xp.empty(p.shape, p.dtype), reduction, backend, options,
+                            want_value, out)
+    return tuple(None if a is None else da.from_array(xp.asarray(a)) for a in (value, grad))
+
+
+def _check_options(loss, p, y_dtype, y_small_shape, options, kept_axis: int):
+    """Run the loss's own checks on tiny stand-ins (the arrays' dtypes; the kept axis at
+    full length, every other axis of length 1 or 0), so that bad options raise now, not at
+    compute time."""
+    small = tuple(d if i == kept_axis else min(d, 1) for i, d in enumerate(p.shape))
+    options = dict(options)
+    weight = options.get("weight")
+    if weight is not None:  # its dtype checked; its shape is checked by the caller
+        options["weight"] = np.ones((), getattr(weight, "dtype", np.float64))
+    loss._prepare(np, np.zeros(y_small_shape(small), y_dtype), np.zeros(small, p.dtype),
+                  **options)
+
+
+def _elementwise(loss, y_true, p, reduction, backend, options, want_value, want_grad, dtype):
+    import dask.array as da
+
+    y = da.asarray(y_true)
+    if y.shape != p.shape:
+        raise ValueError(
+            f"y_true has shape {y.shape} but y_pred has shape {p.shape}; they must match "
+            "exactly (only weight broadcasts; reshape one of them)"
+        )
+    options = dict(options)
+    weight = options.pop("weight", None)
+    pos_weight = options.get("pos_weight")
+    _check_options(loss, p, y.dtype, lambda small: small, dict(options, weight=weight),
+                   p.ndim - 1)
+    index = string.ascii_letters[: p.ndim]
+    args = [y.rechunk(p.chunks), index, p, index]
+    if weight is not None:
+        w = da.asarray(weight)
+        try:
+            w = da.broadcast_to(w, p.shape)
+        except ValueError:
+            raise ValueError(
+                f"weight has shape {w.shape}, which does not broadcast to y_pred's shape "
+                f"{p.shape}"
+            ) from None
+        args += [w.rechunk(p.chunks), index]
+    else:
+        args += [None, None]
+    if pos_weight is not None and np.ndim(pos_weight) and p.ndim:
+        # a vector along the last axis: each block takes its own stretch of it
+        last = p.shape[-1]
+        vector = pos_weight.reshape(-1)
+        vector = vector if vector.size == last else vector.repeat(last)
+        options.pop("pos_weight")
+        args += [da.from_array(vector, chunks=(p.chunks[-1],)), index[-1]]
+    else:
+        args += [None, None]
+    spec = _Spec(loss.name, backend, tuple(options.items()), reduction,
+                 1.0 / p.size if reduction == "mean" else 1.0, want_value, want_grad)
+    pairs = da.blockwise(_elementwise_block, index, *args, dtype=dtype, meta=_meta(p, dtype),
+                         spec=spec, token=f"lossbackends-{loss.name}")
+    return _results(pairs, p, spec, dtype)
+
+
+def _elementwise_block(y, p, weight, pos_weight, *, spec: _Spec):
+    loss = _loss_named(spec.loss)
+    options = dict(spec.options)
+    if weight is not None:
+        options["weight"] = weight
+    if pos_weight is not None:
+        options["pos_weight"] = pos_weight
+    return _compute_block(loss, spec, y, p, options)
+
+
+def _rows(loss, y_true, p, reduction, backend, options, want_value, want_grad, dtype):
+    """A loss with a class axis (``cross_entropy``): blocks of whole rows."""
+    import dask.array as da
+
+    options = dict(options)
+    axis = options.pop("axis", -1)
+    if p.ndim == 0:
+        raise ValueError("cross_entropy needs logits with a class axis; got a 0-d y_pred")
+    axis = int(axis)
+    if not -p.ndim <= axis < p.ndim:
+        raise ValueError(f"axis {axis} is out of range for logits with {p.ndim} dimensions")
+    axis %= p.ndim
+    if len(p.chunks[axis]) != 1:
+        raise ValueError(
+            f"the class axis ({axis}) of y_pred is cut into {len(p.chunks[axis])} chunks; "
+            f"each row must be one chunk: y_pred = y_pred.rechunk({{{axis}: -1}})"
+        )
+    y = da.asarray(y_true)
+    batch_shape = p.shape[:axis] + p.shape[axis + 1:]
+    batch_chunks = p.chunks[:axis] + p.chunks[axis + 1:]
+    index = string.ascii_letters[: p.ndim]
+    batch_index = index[:axis] + index[axis + 1:]
+    soft = y.shape == p.shape
+    if not soft and y.shape != batch_shape:
+        raise ValueError(
+            f"y_true has shape {y.shape}; cross_entropy with logits of shape {p.shape} and "
+            f"axis={axis} expects class indices of shape {batch_shape} or probabilities of "
+            f"shape {p.shape}"
+        )
+    _check_options(loss, p, y.dtype,
+                   lambda small: small if soft else small[:axis] + small[axis + 1:],
+                   dict(options, axis=axis), axis)
+    if soft:
+        y, y_index = y.rechunk(p.chunks), index
+    else:
+        y, y_index = y.rechunk(batch_chunks), batch_index
+    # "mean": the row count with probabilities; with class indices, a lazy scalar from a
+    # pass over the labels
+    denominator = labels_denominator = None
+    if reduction == "mean":
+        if soft:
+            denominator = float(math.prod(batch_shape))
+        else:
+            labels_denominator = _label_weight_sum(y, options, dtype)
+    # where each block starts along each row axis, to name a bad label's global row
+    starts = []
+    for letter, chunks in zip(batch_index, batch_chunks, strict=True):
+        offsets = np.cumsum((0, *chunks[:-1]))
+        starts += [da.from_array(offsets, chunks=1), letter]
+    spec = _Spec(loss.name, backend, tuple(options.items()), reduction, 1.0, want_value,
+                 want_grad, axis, batch_shape, denominator)
+    pairs = da.blockwise(
+        _rows_block, index, y, y_index, p, index,
+        *((labels_denominator, "") if labels_denominator is not None else (None, None)),
+        *starts, dtype=dtype, meta=_meta(p, dtype), spec=spec, align_arrays=False,
+        token=f"lossbackends-{loss.name}",
+    )
+    return _results(pairs, p, spec, dtype, drop_axis=axis)
+
+
+def _label_weight_sum(labels, options, dtype):
+    """The ``"mean"``'s denominator with class indices: the summed class weights of the
+    kept rows (their count without weights), by a pass over the labels alone. The weights
+    are rounded to the computation's dtype first, as the kernels see them."""
+    class_weight = options.get("class_weight")
+    if class_weight is not None:
+        if not hasattr(class_weight, "astype"):
+            class_weight = np.asarray(class_weight)
+        class_weight = class_weight.astype(dtype).astype(np.float64)
+    parts = labels.map_blocks(_label_weights_block, ignore_index=options.get("ignore_index", -100),
+                              class_weight=class_weight, chunks=(1,) * labels.ndim,
+                              dtype=np.float64, meta=_meta(labels, np.float64))
+    return parts.sum(dtype=np.float64)
+
+
+def _label_weights_block(labels, *, ignore_index, class_weight):
+    kept = labels[labels != ignore_index]
+    if class_weight is None:
+        total = kept.size
+    else:  # a bad label raises in the main pass, naming its row
+        total = class_weight[kept[(kept >= 0) & (kept < class_weight.size)]].sum()
+    # in the labels' array type (NumPy or CuPy), as the graph's meta says
+    return np.full_like(labels, float(total), dtype=np.float64, shape=(1,) * labels.ndim)
+
+
+def _rows_block(t, x, denominator, *starts, spec: _Spec):
+    from .backends._host import LabelError, label_error
+
+    loss = _loss_named(spec.loss)
+    options = dict(spec.options, axis=spec.class_axis)
+    if denominator is not None:  # found by the pass over the labels
+        denominator = float(denominator)
+    try:
+        return _compute_block(loss, spec, t, x, options,
+                              spec.denominator if denominator is None else denominator)
+    except LabelError as exc:
+        batch = x.shape[: spec.class_axis] + x.shape[spec.class_axis + 1:]
+        local = np.unravel_index(exc.row, batch)
+        where = tuple(int(s[0]) + int(i) for s, i in zip(starts, local, strict=True))
+        flat = int(np.ravel_multi_index(where, spec.batch_shape))
+        raise label_error(exc.label, flat, exc.classes,
+                          f"y_true[{', '.join(map(str, where))}]") from None
+
+
+def _compute_block(loss, spec: _Spec, y, p, options, denominator=None):
+    """One block's ``(gradient or None, losses or partial sum or None)``."""
+    backend = _dispatch.load_backend(spec.backend)
+    xp = backend.xp
+    want_value, reduction = spec.want_value, spec.reduction
+    if p.size == 0:  # an empty block inside a non-empty array: nothing to add
+        grad = xp.empty(p.shape, p.dtype) if spec.want_grad else None
+        return grad, _partial(xp, p, 0.0) if reduction != "none" else None
+    prep = loss._prepare(xp, y, p, **options)
+    if spec.class_axis is None:
+        prep = prep._replace(scale=spec.scale)
+    elif denominator is not None:
+        prep = prep._replace(params=(*prep.params[:-1], denominator))
+    value, grad = compute(xp, _dispatch.kernel_for(loss.name, spec.backend), prep, y,
+                          reduction, want_value, _WANT_GRAD if spec.want_grad else None)
+    if want_value and reduction != "none":
+        value = _partial(xp, p, value)
+    return grad, value
+
+
+def _partial(xp, p, value):
+    """A block's share of the value as a float64 array of one element per axis."""
+    return xp.asarray(value, dtype=np.float64).reshape((1,) * p.ndim)
+
+
+def _results(pairs, p, spec: _Spec, dtype, drop_axis=None):
+    import dask.array as da
+
+    grad = value = None
+    if spec.want_grad:
+        grad = pairs.map_blocks(_first, dtype=dtype, meta=_meta(p, dtype),
+                                token="lossbackends-grad")
+    if spec.want_value:
+        if spec.reduction == "none" and drop_axis is None:
+            value = pairs.map_blocks(_second, dtype=dtype, meta=_meta(p, dtype),
+                                     token="lossbackends-losses")
+        elif spec.reduction == "none":  # one loss per row: the class axis (one block) goes
+            index = string.ascii_letters[: p.ndim]
+            value = da.blockwise(_second_of_row, index.replace(index[drop_axis], ""), pairs,
+                                 index, dtype=dtype, meta=_meta(p, dtype, p.ndim - 1),
+                                 token="lossbackends-losses")
+        else:
+            ones = tuple((1,) * len(c) for c in p.chunks)
+            partials = pairs.map_blocks(_second, chunks=ones, dtype=np.float64,
+                                        meta=_meta(p, np.float64), token="lossbackends-partials")
+            # Dask's tree sum in float64: its order is fixed by the chunks
+            value = partials.sum(dtype=np.float64).astype(dtype)
+    return value, grad
+
+
+def _first(pair):
+    return pair[0]
+
+
+def _second(pair):
+    return pair[1]
+
+
+def _second_of_row(pairs):
+    """Blockwise hands over the blocks along a dropped axis as a list: here one block."""
+    (pair,) = pairs
+    return pair[1]
+
+
+def _meta(a, dtype, ndim=None):
+    """An empty array of ``a``'s chunk type (NumPy or CuPy): what Dask calls ``meta``."""
+    shape = (0,) * (a.ndim if ndim is None else ndim)
+    return np.empty_like(a._meta, dtype=dtype, shape=shape)
+
+
+def _loss_named(name: str):
+    from .losses import LOSSES
+
+    return LOSSES[name]
