@@ -57,8 +57,9 @@ template <typename A> __device__ __forceinline__ A reshift(A sum, A weight, A re
 }
 
 // The running sums of a row: `a` with its weight sum `wa` and `b` with `wb`, each of
-// weight * z: (z_y, 1) and (sum w z, sum w) for labels, (sum w q z, sum w q) for
-// probabilities.
+// weight * z: (z_y, 1) and (sum (e / C) w z, sum (e / C) w) for labels, (sum w q z,
+// sum w q) for probabilities. Each term is weighted before the sum: terms of one sign,
+// so a sum never overflows before its final value does.
 template <typename A> struct TargetSums {
     A a, wa, b, wb;
 };
@@ -91,7 +92,7 @@ __device__ __forceinline__ void gather_terms(A z, i64 c, const RowTarget& t, con
             ts.wa += A(1);
         }
         if (smoothing != A(0)) {
-            const A w = class_weight ? to_acc(class_weight[c]) : A(1);
+            const A w = smoothing * inv_classes * (class_weight ? to_acc(class_weight[c]) : A(1));
             if (w != A(0)) ts.b += w * z;
             ts.wb += w;
         }
@@ -110,8 +111,8 @@ __device__ __forceinline__ void row_coefficients(const RowTarget& t, const Targe
     }
     const A label_w = (t.kind == 1 && class_weight) ? to_acc(class_weight[t.label]) : A(1);
     const A keep = (A(1) - smoothing) * label_w;
-    coef = keep + smoothing * inv_classes * ts.wb;
-    dot = (keep == A(0) ? A(0) : keep * ts.a) + smoothing * inv_classes * ts.b;
+    coef = keep + ts.wb;
+    dot = (keep == A(0) ? A(0) : keep * ts.a) + ts.b;
 }
 
 // The gradient of one element: (softmax * coef - w q) * scale, from e = exp(x - max).

@@ -160,20 +160,22 @@ def _shifted(v, top):
     return ZERO if v == top else v - top
 
 
-def _shifted_sum(values, top):
-    """sum(values - top) (see ``_shifted``) in float64; reassociated like ``_sum``."""
+def _shifted_sum(values, top, factor):
+    """sum(factor * (values - top)) (see ``_shifted``) in float64; reassociated like
+    ``_sum``. Each term is weighted before the sum: terms of one sign, so the sum never
+    overflows before its final value does."""
     total = 0.0
     for i in range(values.size):
-        total += _shifted(values[i], top)
+        total += factor * _shifted(values[i], top)
     return total
 
 
-def _shifted_dot(weights, values, top):
-    """sum(weights * (values - top)) (see ``_shifted``) in float64, where a zero weight
-    contributes 0 even against an infinite difference; reassociated like ``_sum``."""
+def _shifted_dot(weights, values, top, factor):
+    """sum(factor * weights * (values - top)) (see ``_shifted_sum``), where a zero weight
+    contributes 0 even against an infinite difference."""
     total = 0.0
     for i in range(values.size):
-        total += weights[i] * _shifted(values[i], top) if weights[i] != 0 else 0.0
+        total += (factor * weights[i]) * _shifted(values[i], top) if weights[i] != 0 else 0.0
     return total
 
 
@@ -344,15 +346,15 @@ def _cross_entropy_kernel(x, soft, labels, probs, weighted, class_weight, ignore
                     wq = probs[r, c] * keep + spread
                     targets[c] = wq * class_weight[c] if weighted else wq
                 coef = _sum(targets)
-                dot = _shifted_dot(targets, xr, top)
+                dot = _shifted_dot(targets, xr, top, 1.0)
             else:
                 label_weight = class_weight[label] if weighted else 1.0
                 coef = keep * label_weight
                 dot = coef * _shifted(xr[label], top) if coef != 0.0 else 0.0
                 if smoothing != 0.0:
                     coef += spread * weight_total
-                    dot += spread * (_shifted_dot(class_weight, xr, top) if weighted
-                                     else _shifted_sum(xr, top))
+                    dot += (_shifted_dot(class_weight, xr, top, spread) if weighted
+                            else _shifted_sum(xr, top, spread))
             g = exps if grad is None else grad[r]  # each exp once, kept in the gradient
             for c in range(classes):
                 g[c] = fast_exp(_shifted(xr[c], top))

@@ -187,14 +187,13 @@ def cross_entropy(target, x, class_weight, params, reduction, scale, grad, want_
             row_coef = (1.0 - smoothing) * label_weight
             row_dot = np.where(row_coef == 0, 0.0, row_coef * z[row_index, label])
             if smoothing:
-                spread = (smoothing / classes) * kept
-                row_coef += spread * weight_sum
-                if class_weight is None:
-                    z_sum = z.sum(axis=1, dtype=np.float64)
-                else:
-                    z_sum = np.sum(np.where(class_weight == 0, 0.0, z * class_weight), axis=1,
-                                   dtype=np.float64)
-                row_dot += spread * z_sum
+                spread = smoothing / classes
+                row_coef += (spread * weight_sum) * kept
+                # sum_c (e / C) w_c z_c, each term weighted before the sum: terms of one
+                # sign, so the sum never overflows before its final value does
+                spread_weight = spread if class_weight is None else spread * class_weight
+                row_dot += np.sum(np.where(spread_weight == 0, 0.0, z * spread_weight), axis=1,
+                                  dtype=np.float64)
             denominator = float(label_weight.sum())
 
     exp = np.exp(z, out=z)  # each exp once; the gradient buffer holds exp(x - max)
