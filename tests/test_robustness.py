@@ -192,15 +192,15 @@ def test_every_loss_has_a_case():
 # --- comparing -------------------------------------------------------------------------
 
 
-def _assert_same(actual, expected, size, dtype, what):
-    """The same NaN and inf pattern (signs too), finite values within ULPS ulps of the size
-    of the terms, plus ULPS subnormal spacings (results in the subnormal range)."""
+def _assert_same(actual, expected, size, dtype, what, ulps=ULPS):
+    """The same NaN and inf pattern (signs too), finite values within ``ulps`` ulps of the
+    size of the terms, plus as many subnormal spacings (results in the subnormal range)."""
     actual = np.asarray(host(actual), np.float64)
     expected = np.asarray(expected, np.float64)
     assert actual.shape == expected.shape, f"{what}: shape {actual.shape}, expected {expected.shape}"
     info = np.finfo(dtype)
     with np.errstate(invalid="ignore", over="ignore"):
-        tolerance = ULPS * (float(info.eps) * np.nan_to_num(np.abs(size), posinf=float(info.max))
+        tolerance = ulps * (float(info.eps) * np.nan_to_num(np.abs(size), posinf=float(info.max))
                             + float(info.smallest_subnormal))
         wrong = ((np.isnan(actual) != np.isnan(expected))
                  | (np.isinf(actual) != np.isinf(expected))
@@ -334,8 +334,8 @@ def test_elementwise_special_values(name, data):
     for backend in others:
         for a, b, size, kind in zip(results[first], results[backend], (value_size, grad_size),
                                     ("value", "gradient"), strict=True):
-            _assert_same(b, host(a), 2 * np.asarray(size), dtype,
-                         f"{kind} of {name} {backend} against {first}")
+            _assert_same(b, host(a), size, dtype, f"{kind} of {name} {backend} against {first}",
+                         ulps=2 * ULPS)
 
 
 # --- cross-entropy: rows with special logits ---------------------------------------------
@@ -460,7 +460,7 @@ def _check_cross_entropy(x, target, soft, class_weight, smoothing, reduction, dt
     for backend in others:
         for a, b, size in zip(results[first], results[backend], (value_size, grad_size),
                               strict=True):
-            _assert_same(b, host(a), 2 * np.asarray(size), dtype, f"{backend} against {first}")
+            _assert_same(b, host(a), size, dtype, f"{backend} against {first}", ulps=2 * ULPS)
 
 
 # --- the five inputs of issue 13, and their kinds ----------------------------------------
