@@ -32,7 +32,7 @@ from numba import njit, prange
 from .. import _dispatch
 from . import _numba_math
 from ._host import FLOAT16, half_in_float32, in_float32, label_error
-from ._numba_math import HALF, ONE, ZERO, fast_exp, fast_log, fast_log1p, maximum
+from ._numba_math import HALF, INF, ONE, ZERO, fast_exp, fast_log, fast_log1p, maximum
 
 xp = np
 
@@ -136,7 +136,7 @@ def _binary_cross_entropy_with_logits(y, x, param, pos):
 @njit(inline="always")
 def _hinge(y, s, margin, pos):
     # a label of 0 times an infinite score is 0 (the limit), not NaN; NaN stays NaN
-    product = ZERO if (y == ZERO) & (abs(s) == np.inf) else y * s
+    product = ZERO if (y == ZERO) & (abs(s) == INF) else y * s
     slack = margin - product
     # -t where the margin is violated, 0 where not (also at the kink), NaN for NaN
     d = -y if slack > ZERO else (ZERO if slack <= ZERO else slack)
