@@ -7,9 +7,8 @@ reassociation, so they round as written; only ``_sum`` reassociates, to vectoris
 Work is cut into ``CHUNKS`` fixed chunks whose partial sums are added in order, so the
 result does not depend on the number of threads; elementwise inputs below
 ``PARALLEL_MIN_ELEMENTS``, and cross-entropy inputs of one chunk (under twice
-``CE_CHUNK_ELEMENTS`` logits), run a serial build: no thread start-up. Cross-entropy
-works row by row while the row is in cache: max, then ``exp`` once per element (written
-into the gradient buffer), then the gradient in place.
+``CE_CHUNK_ELEMENTS`` logits), run a serial build: no thread start-up. The row losses (cross-entropy, multiclass
+hinge) live in ``_numba_rows``, on the pieces defined here.
 
 Compiled code is cached on disk (``cache=True``): next to this module when that directory
 is writable, else in Numba's user-wide cache (``NUMBA_CACHE_DIR`` overrides both). If no
@@ -31,8 +30,8 @@ from numba import njit, prange
 
 from .. import _dispatch
 from . import _numba_math
-from ._host import FLOAT16, bad_labels_as_nan, half_in_float32, in_float32, label_error
-from ._numba_math import HALF, INF, ONE, ZERO, fast_exp, fast_log, fast_log1p, maximum
+from ._host import FLOAT16, in_float32
+from ._numba_math import HALF, INF, ONE, ZERO, fast_exp, fast_log, fast_log1p
 
 xp = np
 
@@ -153,35 +152,7 @@ def _sum(values):
     return total
 
 
-@njit(inline="always")
-def _shifted(v, top):
-    """v - top, with 0 where v equals the row's max ``top`` (also when both are inf: an
-    infinite logit at the max counts as equal to it, not inf - inf = NaN)."""
-    return ZERO if v == top else v - top
-
-
-def _shifted_sum(values, top, factor):
-    """sum(factor * (values - top)) (see ``_shifted``) in float64; reassociated like
-    ``_sum``. Each term is weighted before the sum: terms of one sign, so the sum never
-    overflows before its final value does."""
-    total = 0.0
-    for i in range(values.size):
-        total += factor * _shifted(values[i], top)
-    return total
-
-
-def _shifted_dot(weights, values, top, factor):
-    """sum(factor * weights * (values - top)) (see ``_shifted_sum``), where a zero weight
-    contributes 0 even against an infinite difference."""
-    total = 0.0
-    for i in range(values.size):
-        total += (factor * weights[i]) * _shifted(values[i], top) if weights[i] != 0 else 0.0
-    return total
-
-
 _sum = _jit(_sum, "_sum", reassociate=True)
-_shifted_sum = _jit(_shifted_sum, "_shifted_sum", reassociate=True)
-_shifted_dot = _jit(_shifted_dot, "_shifted_dot", reassociate=True)
 
 
 @njit(inline="always")
@@ -282,114 +253,6 @@ def _elementwise_kernel(loss_id: int, want_value: bool):
     return kernel
 
 
-# --- cross-entropy, row by row ---------------------------------------------------------
-
-
-@njit(inline="always")
-def _row_max(x):
-    """max(x), NaN if any element is NaN (as NumPy's): a NaN then makes the whole row NaN,
-    loss and gradient, through x - max."""
-    top = x[0]
-    for c in range(1, x.size):
-        top = maximum(top, x[c])
-    return top
-
-
-def _cross_entropy_kernel(x, soft, labels, probs, weighted, class_weight, ignore_index, smoothing,
-                          mean, given_denominator, grad, row_losses, chunks):
-    """Class indices in ``labels`` or probabilities in ``probs`` (``soft``); the unused one
-    and an unused ``class_weight`` are empty arrays, so every call types the same way.
-    ``given_denominator`` is the mean's denominator when the caller knows it, else < 0.
-    Returns (the reduced loss, first bad row or -1): a bad label is found before anything
-    is written, and the caller raises."""
-    rows, classes = x.shape
-    keep = 1.0 - smoothing
-    spread = smoothing / classes
-    # The labels first: range check and the mean's denominator (PyTorch's rule).
-    denominator = float(rows)
-    if not soft:
-        denominator = 0.0
-        for r in range(rows):
-            label = labels[r]
-            if label == ignore_index:
-                continue
-            if label < 0 or label >= classes:
-                return 0.0, r
-            denominator += class_weight[label] if weighted else 1.0
-    if given_denominator >= 0.0:
-        denominator = given_denominator
-    grad_scale = 1.0 / denominator if mean else 1.0
-    weight_total = _sum(class_weight) if weighted else float(classes)
-
-    partials = np.empty(chunks)
-    size = (rows + chunks - 1) // chunks
-    for chunk in prange(chunks):
-        total = 0.0
-        # a row of exps when no gradient is asked (else they go into the gradient), and a
-        # row of target weights w_c q_c for probabilities
-        exps = np.empty(classes if grad is None else 0, x.dtype)
-        targets = np.empty(classes if soft else 0)
-        for r in range(chunk * size, min(rows, chunk * size + size)):
-            xr = x[r]
-            label = -1
-            if not soft:
-                label = labels[r]
-                if label == ignore_index:
-                    if grad is not None:
-                        grad[r, :] = 0
-                    if row_losses is not None:
-                        row_losses[r] = 0.0
-                    continue
-            top = _row_max(xr)
-            # the loss is coef log(sum exp z) - dot with z = x - top <= 0 (``_shifted``):
-            # terms >= 0 that never cancel, as lse - x_c would for large logits. coef =
-            # sum_c w_c q_c and dot = sum_c w_c q_c z_c, found before x may be overwritten
-            if soft:
-                for c in range(classes):
-                    wq = probs[r, c] * keep + spread
-                    targets[c] = wq * class_weight[c] if weighted else wq
-                coef = _sum(targets)
-                dot = _shifted_dot(targets, xr, top, 1.0)
-            else:
-                label_weight = class_weight[label] if weighted else 1.0
-                coef = keep * label_weight
-                dot = coef * _shifted(xr[label], top) if coef != 0.0 else 0.0
-                if smoothing != 0.0:
-                    coef += spread * weight_total
-                    dot += (_shifted_dot(class_weight, xr, top, spread) if weighted
-                            else _shifted_sum(xr, top, spread))
-            g = exps if grad is None else grad[r]  # each exp once, kept in the gradient
-            for c in range(classes):
-                g[c] = fast_exp(_shifted(xr[c], top))
-            sum_exp = _sum(g)
-            loss = coef * np.log(sum_exp) - dot
-            total += loss
-            if row_losses is not None:
-                row_losses[r] = loss
-            if grad is None:
-                continue
-            # softmax * coef - w q, times the reduction's scale; the scale in the logits'
-            # dtype, so that float32 multiplies stay float32 (a float64 scale would convert
-            # every element there and back: two and a half times the instructions)
-            prob_scale = x.dtype.type(coef / sum_exp * grad_scale)
-            for c in range(classes):
-                g[c] = g[c] * prob_scale
-            if soft:
-                for c in range(classes):
-                    g[c] -= targets[c] * grad_scale
-            else:
-                g[label] -= keep * label_weight * grad_scale
-                if smoothing != 0.0:
-                    for c in range(classes):
-                        w = class_weight[c] if weighted else 1.0
-                        g[c] -= spread * w * grad_scale
-        partials[chunk] = total
-    total = 0.0
-    for chunk in range(chunks):  # a fixed order
-        total += partials[chunk]
-    return total * grad_scale, -1
-
-
 # --- launching -------------------------------------------------------------------------
 
 _LOCK = threading.Lock()
@@ -460,37 +323,9 @@ def _elementwise(loss: str):
     return kernel
 
 
-_CE_SERIAL = _jit(_cross_entropy_kernel, "cross_entropy_serial", parallel=False)
-_CE_PARALLEL = _jit(_cross_entropy_kernel, "cross_entropy_parallel", parallel=True)
-
-
-@half_in_float32
-def cross_entropy(target, x, class_weight, params, reduction, scale, grad, want_value):
-    # host labels are always checked: it costs nothing
-    ignore_index, smoothing, _, denominator = params
-    rows = x.shape[0]
-    soft = target.ndim == 2
-    row_losses = np.empty(rows) if want_value and reduction == "none" else None
-    # chunks of at least CE_CHUNK_ELEMENTS logits (a small input is not cut into 64 pieces
-    # that each allocate their scratch rows); fixed by the shape, never by the threads
-    chunks = max(1, min(CHUNKS, rows, x.size // CE_CHUNK_ELEMENTS))
-    args = (x, soft, _NO_LABELS if soft else target, target if soft else _EMPTY_ROWS[x.dtype],
-            class_weight is not None, _EMPTY[x.dtype] if class_weight is None else class_weight,
-            ignore_index, smoothing, reduction == "mean",
-            -1.0 if denominator is None else float(denominator), grad, row_losses, chunks)
-    if chunks == 1:
-        value, bad_row = _CE_SERIAL(*args)
-    else:
-        value, bad_row = _parallel(_CE_PARALLEL, *args)
-    if bad_row >= 0:
-        raise label_error(int(target[bad_row]), bad_row, x.shape[1])
-    if not want_value:
-        return None
-    if reduction == "none":
-        return row_losses.astype(x.dtype)
-    return _UNIT[x.dtype] * value
-
-
 KERNELS = {loss: _elementwise(loss) for loss in LOSS_IDS}
-KERNELS["cross_entropy"] = bad_labels_as_nan(cross_entropy)
+# the row losses (cross-entropy, multiclass hinge) use the pieces above
+from ._numba_rows import ROW_KERNELS  # noqa: E402
+
+KERNELS.update(ROW_KERNELS)
 _dispatch.register("numba", KERNELS)
