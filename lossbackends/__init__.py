@@ -20,6 +20,7 @@ from .losses import (
     hinge_loss,
     mse,
     mse_loss,
+    multiclass_hinge,
 )
 
 __version__ = "0.1.0"
@@ -37,5 +38,6 @@ __all__ = [
     "hinge_loss",
     "mse",
     "mse_loss",
+    "multiclass_hinge",
     "use_backend",
 ]

@@ -207,8 +207,17 @@ def _rows(loss, y_true, p, reduction, backend, options, want_value, want_grad, d
     # "mean": the row count with probabilities; with class indices, a lazy scalar from a
     # pass over the labels
     denominator = labels_denominator = None
+    row_loss = loss.name != "cross_entropy"  # multiclass_hinge: no ignored rows, no weights
+    if row_loss and options.get("weight") is not None:
+        raise ValueError(f"{loss.name} takes no weight= for Dask arrays yet; multiply the "
+                         "per-row losses (reduction='none') by the weights instead")
+    if (reduction == "mean" and not soft and options.get("z_loss")
+            and options.get("class_weight") is not None):
+        raise ValueError("cross_entropy's z_loss with class_weight and reduction='mean' is not "
+                         "supported for Dask arrays yet (its mean divides by the kept rows' "
+                         "count); use reduction='sum' and divide")
     if reduction == "mean":
-        if soft:
+        if soft or row_loss:
             denominator = float(math.prod(batch_shape))
         else:
             labels_denominator = _label_weight_sum(y, options, dtype)

@@ -183,6 +183,43 @@ def _class_indices(xp, t, classes: int, shape: tuple):
     return t.astype(xp.int64, copy=False)
 
 
+def _class_axis_inputs(xp, y_true, y_pred, axis, name, probabilities):
+    """Logits with a class axis as (rows, classes), C-contiguous, the classes last, and
+    y_true as int64 class indices (rows,) or (with ``probabilities``) probabilities shaped
+    like the logits (rows, classes). Returns (target, x2d, shape, batch_shape, axis)."""
+    x = as_prediction(xp, y_pred, contiguous=False)
+    if x.ndim == 0:
+        raise ValueError(f"{name} needs logits with a class axis; got a 0-d y_pred")
+    axis = operator.index(axis)
+    if not -x.ndim <= axis < x.ndim:
+        raise ValueError(f"axis {axis} is out of range for logits with {x.ndim} dimensions")
+    axis %= x.ndim
+    shape = tuple(x.shape)
+    classes = shape[axis]
+    if classes == 0:
+        raise ValueError(f"{name} needs at least one class; logits have shape {x.shape}")
+    batch_shape = x.shape[:axis] + x.shape[axis + 1 :]
+    t = xp.asarray(y_true)
+    if axis != x.ndim - 1:
+        x = xp.moveaxis(x, axis, -1)
+    x2d = xp.ascontiguousarray(x).reshape(-1, classes)
+    if probabilities and t.shape == shape:
+        # Probabilities over the classes, shaped like the logits.
+        t = as_values(xp, t, x2d.dtype, "y_true")
+        if axis != t.ndim - 1:
+            t = xp.moveaxis(t, axis, -1)
+        target = xp.ascontiguousarray(t).reshape(-1, classes)
+    elif t.shape == batch_shape:
+        target = xp.ascontiguousarray(_class_indices(xp, t, classes, shape)).reshape(-1)
+    else:
+        expected = f" or probabilities of shape {shape}" if probabilities else ""
+        raise ValueError(
+            f"y_true has shape {t.shape}; {name} with logits of shape {shape} and "
+            f"axis={axis} expects class indices of shape {batch_shape}{expected}"
+        )
+    return target, x2d, shape, batch_shape, axis
+
+
 def _prepare_cross_entropy(
     xp,
     y_true,
@@ -192,38 +229,13 @@ def _prepare_cross_entropy(
     class_weight=None,
     ignore_index=-100,
     label_smoothing=0.0,
+    z_loss=0.0,
+    softcap=None,
     check_labels=True,
 ):
-    x = as_prediction(xp, y_pred, contiguous=False)
-    if x.ndim == 0:
-        raise ValueError("cross_entropy needs logits with a class axis; got a 0-d y_pred")
-    axis = operator.index(axis)
-    if not -x.ndim <= axis < x.ndim:
-        raise ValueError(f"axis {axis} is out of range for logits with {x.ndim} dimensions")
-    axis %= x.ndim
-    shape = tuple(x.shape)
+    target, x2d, shape, batch_shape, axis = _class_axis_inputs(
+        xp, y_true, y_pred, axis, "cross_entropy", probabilities=True)
     classes = shape[axis]
-    if classes == 0:
-        raise ValueError(f"cross_entropy needs at least one class; logits have shape {x.shape}")
-    batch_shape = x.shape[:axis] + x.shape[axis + 1 :]
-    t = xp.asarray(y_true)
-    if axis != x.ndim - 1:
-        x = xp.moveaxis(x, axis, -1)
-    x2d = xp.ascontiguousarray(x).reshape(-1, classes)
-    if t.shape == shape:
-        # Probabilities over the classes, shaped like the logits.
-        t = as_values(xp, t, x2d.dtype, "y_true")
-        if axis != t.ndim - 1:
-            t = xp.moveaxis(t, axis, -1)
-        target = xp.ascontiguousarray(t).reshape(-1, classes)
-    elif t.shape == batch_shape:
-        target = xp.ascontiguousarray(_class_indices(xp, t, classes, shape)).reshape(-1)
-    else:
-        raise ValueError(
-            f"y_true has shape {t.shape}; cross_entropy with logits of shape {shape} and "
-            f"axis={axis} expects class indices of shape {batch_shape} or probabilities of "
-            f"shape {shape}"
-        )
     if isinstance(ignore_index, bool):
         raise TypeError("ignore_index must be an integer, not a bool")
     ignore_index = operator.index(ignore_index)
@@ -232,6 +244,14 @@ def _prepare_cross_entropy(
     label_smoothing = float(label_smoothing)
     if not 0.0 <= label_smoothing <= 1.0:
         raise ValueError(f"label_smoothing must be in [0, 1]; got {label_smoothing}")
+    z_loss = float(z_loss)
+    if not 0.0 <= z_loss < float("inf"):
+        raise ValueError(f"z_loss must be a finite number >= 0 (0 turns it off); got {z_loss}")
+    if softcap is not None:
+        softcap = float(softcap)
+        if not 0.0 < softcap < float("inf"):
+            raise ValueError(
+                f"softcap must be a finite number > 0, or None for no capping; got {softcap}")
     if class_weight is not None:
         same_device("class_weight", class_weight, x2d)
         class_weight = as_values(xp, class_weight, x2d.dtype, "class_weight")
@@ -242,8 +262,31 @@ def _prepare_cross_entropy(
             )
     # the last: the mean's denominator when the caller knows it (a Dask block: the whole
     # array's), else None: the kernel finds it from the labels
-    params = (ignore_index, label_smoothing, bool(check_labels), None)
+    params = (ignore_index, label_smoothing, bool(check_labels), z_loss, softcap, None)
     return Prepared(target, x2d, class_weight, params, 1.0, shape, batch_shape, axis)
+
+
+def _prepare_multiclass_hinge(xp, y_true, y_pred, *, weight=None, margin=1.0, axis=-1):
+    labels, x2d, shape, batch_shape, axis = _class_axis_inputs(
+        xp, y_true, y_pred, axis, "multiclass_hinge", probabilities=False)
+    margin = float(margin)
+    if margin != margin:
+        raise ValueError("margin must be a number, not NaN")
+    if weight is not None:  # one per row: the labels' shape, broadcast
+        same_device("weight", weight, x2d)
+        w = as_values(xp, weight, x2d.dtype, "weight")
+        try:
+            w = xp.broadcast_to(w, batch_shape)
+        except ValueError:
+            raise ValueError(
+                f"weight has shape {w.shape}, which does not broadcast to the labels' shape "
+                f"{batch_shape} (one weight per row)"
+            ) from None
+        weight = xp.ascontiguousarray(w).reshape(-1)
+    # the last: the mean's denominator (the row count) when the caller knows it (a Dask
+    # block: the whole array's), else None: the kernel's own row count
+    params = (margin, None)
+    return Prepared(labels, x2d, weight, params, 1.0, shape, batch_shape, axis)
 
 
 # --- the loss object -------------------------------------------------------------------

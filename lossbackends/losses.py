@@ -17,6 +17,7 @@ from ._loss import (
     _prepare_cross_entropy,
     _prepare_hinge,
     _prepare_mse,
+    _prepare_multiclass_hinge,
 )
 
 mse = Loss(
@@ -93,6 +94,14 @@ cross_entropy = Loss(
     by the summed weight :math:`w_{y_i}` of the kept rows with class indices (their count
     without weights) and by the number of rows with probabilities, as PyTorch does.
 
+    Two options follow Liger-Kernel, fused in the same pass. ``z_loss=z`` (default 0)
+    adds PaLM's auxiliary loss :math:`z\,\mathrm{lse}(x_i)^2` to each kept row, gradient
+    :math:`2 z\,\mathrm{lse}(x_i)\,\mathrm{softmax}(x_i)_c`; class weights and label
+    smoothing leave that term alone, ignored rows have none, and ``"mean"`` divides it by
+    the number of kept rows (not their summed weights). ``softcap=c`` (default None: off)
+    replaces every logit by :math:`c \tanh(x / c)` first, Gemma 2's soft-capping; the
+    gradient then carries the chain rule's factor :math:`1 - \tanh^2(x / c)`.
+
     Infinite logits equal to their row's max count as equal to it (the limit where they
     grow together): one ``+inf`` logit gives loss 0 for its own label and ``inf`` for any
     other, with a finite gradient; a NaN logit makes its row NaN.
@@ -104,6 +113,10 @@ cross_entropy = Loss(
     >>> import lossbackends as lb
     >>> print(f"{lb.cross_entropy([0, 2], [[2.0, 1.0, 0.1], [0.5, 0.2, 3.0]]):.6f}")
     0.275297
+    >>> print(f"{lb.cross_entropy([0, 2], [[2.0, 1.0, 0.1], [0.5, 0.2, 3.0]], z_loss=1e-2):.6f}")
+    0.353604
+    >>> print(f"{lb.cross_entropy([0, 2], [[2.0, 1.0, 0.1], [0.5, 0.2, 3.0]], softcap=2.0):.6f}")
+    0.482705
     """,
     class_indices=True,
 )
@@ -125,9 +138,41 @@ hinge = Loss(
     """,
 )
 
+multiclass_hinge = Loss(
+    "multiclass_hinge",
+    _prepare_multiclass_hinge,
+    r"""Crammer-Singer multiclass hinge loss on scores, with integer class labels.
+
+    .. math::
+        \ell_i = w_i \max\left(0,\ m + \max_{j \ne y_i} s_{ij} - s_{iy_i}\right), \qquad
+        \partial \ell_i / \partial s_{ic} = w_i\,[\ell_i > 0]\,([c = j_i] - [c = y_i])
+
+    where :math:`j_i` is the arg-max of the other classes' scores (the lowest index at a
+    tie). ``y_pred`` are scores with the classes on ``axis`` (default -1), ``y_true`` one
+    class index per row (the scores' shape without ``axis``); a label outside ``[0, C)``
+    raises ``ValueError`` (on the GPU after one small synchronisation). ``margin`` ``m``
+    defaults to 1; ``weight`` (optional) has the labels' shape, or broadcasts to it.
+    ``reduction="mean"`` divides by the number of rows. The gradient is 0 at the kink
+    (``\ell = 0`` exactly) and the Hessian is 0 away from it. Equal infinite scores count
+    as equal (``s_j - s_y = 0``); a NaN score makes its row NaN. With one class the loss
+    is 0. The definition of optax's ``multiclass_hinge_loss`` and scikit-learn's
+    ``hinge_loss`` with more than two classes.
+
+    >>> import lossbackends as lb
+    >>> scores = [[2.0, 1.5, -1.0], [0.2, 0.5, 0.1]]
+    >>> print(f"{lb.multiclass_hinge([0, 2], scores):.4f}")
+    0.9500
+    >>> print(lb.multiclass_hinge.grad([0, 2], scores))
+    [[-0.5  0.5  0. ]
+     [ 0.   0.5 -0.5]]
+    """,
+    class_indices=True,
+)
+
 LOSSES = {
     loss.name: loss
-    for loss in (mse, binary_cross_entropy, binary_cross_entropy_with_logits, cross_entropy, hinge)
+    for loss in (mse, binary_cross_entropy, binary_cross_entropy_with_logits, cross_entropy, hinge,
+                 multiclass_hinge)
 }
 
 

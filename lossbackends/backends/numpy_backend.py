@@ -145,11 +145,18 @@ def hinge(y, p, weight, params, reduction, scale, grad, want_value):
 
 @half_in_float32
 def cross_entropy(target, x, class_weight, params, reduction, scale, grad, want_value):
-    ignore_index, smoothing, _, given_denominator = params
+    ignore_index, smoothing, _, z_loss, softcap, given_denominator = params
     rows, classes = x.shape
     dtype = x.dtype
     soft = target.ndim == 2
     row_index = np.arange(rows)
+    cap_tanh = None
+    if softcap is not None:
+        # Gemma's soft-capping: the logits become softcap tanh(x / softcap), in
+        # (-softcap, softcap) (so infinite logits become finite); the gradient gets the
+        # chain rule's 1 - tanh^2 at the end. A new array: grad may be x (out=x).
+        cap_tanh = np.tanh(x / dtype.type(softcap))
+        x = cap_tanh * dtype.type(softcap)
 
     # z = x - max(x) <= 0, written into the gradient buffer (grad may be x: out=x); the
     # loss is sum_c w_c q_c (log sum exp z - z_c), terms >= 0 that never cancel (lse - x_c
@@ -196,11 +203,25 @@ def cross_entropy(target, x, class_weight, params, reduction, scale, grad, want_
                                   dtype=np.float64)
             denominator = (float(label_weight.sum()) if given_denominator is None
                            else given_denominator)
+    # PaLM's z-loss z lse^2 per kept row, as Liger-Kernel adds it: class weights and label
+    # smoothing leave it alone, and its "mean" divides by the kept rows' count, not their
+    # summed class weights; as a multiple of the cross-entropy's denominator, per row
+    z_coef = z_loss
+    if z_loss and reduction == "mean" and kept is not None and class_weight is not None:
+        count = int(np.count_nonzero(kept))
+        z_coef = z_loss * (denominator / count if count else 1.0)
 
     exp = np.exp(z, out=z)  # each exp once; the gradient buffer holds exp(x - max)
     sum_exp = np.sum(exp, axis=1, dtype=np.float64)
     with np.errstate(divide="ignore", invalid="ignore"):
-        row_loss = row_coef * np.log(sum_exp) - row_dot
+        log_sum = np.log(sum_exp)
+        row_loss = row_coef * log_sum - row_dot
+        grad_coef = row_coef  # what the softmax is multiplied by in the gradient
+        if z_coef:
+            lse = row_max.astype(np.float64) + log_sum  # of the (capped) logits
+            # d/dx_c z lse^2 = 2 z lse softmax_c
+            row_loss = row_loss + z_coef * np.square(lse)
+            grad_coef = row_coef + (2.0 * z_coef) * lse
         if kept is not None:
             row_loss = np.where(kept, row_loss, 0.0)
         grad_scale = 1.0 / np.float64(denominator) if reduction == "mean" else 1.0
@@ -213,9 +234,10 @@ def cross_entropy(target, x, class_weight, params, reduction, scale, grad, want_
         if grad is None:
             return value
         # softmax(x) sum_k w_k q_k - w q, times the reduction's scale
-        np.multiply(exp, (row_coef * grad_scale / sum_exp)[:, None], out=exp)
+        np.multiply(exp, (grad_coef * grad_scale / sum_exp)[:, None], out=exp)
     if soft:
         exp -= wq * grad_scale
+        _softcap_chain(exp, cap_tanh)
         return value
     with np.errstate(invalid="ignore"):  # every row ignored: 0 * inf here, zeroed below
         exp[row_index, label] -= (1.0 - smoothing) * label_weight * grad_scale
@@ -227,7 +249,62 @@ def cross_entropy(target, x, class_weight, params, reduction, scale, grad, want_
                 exp -= np.multiply.outer(spread_scale * kept, class_weight)
     if not kept.all():
         exp[~kept] = 0.0  # ignored rows: gradient exactly 0, even for non-finite logits
+    _softcap_chain(exp, cap_tanh)
     return value
+
+
+def _softcap_chain(grad, cap_tanh):
+    """The chain rule through softcap tanh(x / softcap): d/dx = 1 - tanh^2(x / softcap)."""
+    if cap_tanh is not None:
+        np.multiply(cap_tanh, cap_tanh, out=cap_tanh)
+        np.subtract(1.0, cap_tanh, out=cap_tanh)
+        np.multiply(grad, cap_tanh, out=grad)
+
+
+@half_in_float32
+def multiclass_hinge(labels, x, weight, params, reduction, scale, grad, want_value):
+    """Crammer-Singer: max(0, m + max_{j != y} s_j - s_y) per row; gradient +1 at the best
+    other class j (the lowest index at ties), -1 at y, where the loss is positive."""
+    margin, given_denominator = params
+    rows, classes = x.shape
+    dtype = x.dtype
+    bad = (labels < 0) | (labels >= classes)
+    if bad.any():
+        row = int(np.flatnonzero(bad)[0])
+        raise label_error(int(labels[row]), row, classes)
+    row_index = np.arange(rows)
+    true = x[row_index, labels]
+    others = x.copy()  # the label's own score out of the max (grad may be x: read it first)
+    others[row_index, labels] = -np.inf
+    best_class = np.argmax(others, axis=1)  # the first of equal maxima; the first NaN
+    best = others[row_index, best_class]
+    with np.errstate(invalid="ignore"):
+        # equal infinite scores count as equal (as cross_entropy's max): 0, not inf - inf
+        gap = np.where(best == true, dtype.type(0), best - true)
+        slack = (dtype.type(margin) + gap).astype(dtype)
+    if classes == 1:  # no other class: nothing to beat (NaN stays NaN)
+        slack = np.where(np.isnan(true), true, dtype.type(-np.inf))
+    nan = np.isnan(slack)
+    if grad is not None:
+        row_scale = np.full(rows, 1.0) if weight is None else weight.astype(np.float64)
+        if reduction == "mean":
+            row_scale /= rows if given_denominator is None else given_denominator
+        active = slack > 0
+        grad.fill(0)
+        grad[row_index[active], best_class[active]] = row_scale[active]
+        grad[row_index[active], labels[active]] = -row_scale[active]
+        grad[nan] = np.nan  # a NaN score makes its row NaN
+    if not want_value:
+        return None
+    losses = np.maximum(slack, dtype.type(0))  # NaN stays NaN
+    if weight is not None:
+        losses = losses * weight
+    if reduction == "none":
+        return losses
+    total = np.sum(losses, dtype=np.float64)
+    if reduction == "mean":
+        total /= rows if given_denominator is None else given_denominator
+    return dtype.type(total)
 
 
 KERNELS = {
@@ -236,5 +313,6 @@ KERNELS = {
     "binary_cross_entropy_with_logits": binary_cross_entropy_with_logits,
     "hinge": hinge,
     "cross_entropy": bad_labels_as_nan(cross_entropy),
+    "multiclass_hinge": multiclass_hinge,
 }
 _dispatch.register("numpy", KERNELS)
