@@ -21,6 +21,17 @@
 //   second read mostly served from L2). On an H200 it beat register-resident rows spread
 //   over thread-block clusters of 2 to 8 blocks at 32000 and 128256 classes (2026-11-26:
 //   60 % against 46 %, 64 % against 43 % of copy), so clusters are not used.
+// Options as Liger-Kernel defines them: `softcap` > 0 replaces each logit by
+// softcap tanh(x / softcap) as it is loaded (0: off), and the gradient gets the chain
+// rule's 1 - tanh^2 as it is stored (from the logit read again: its own element, from
+// cache, before it is overwritten); `z_loss` adds zc lse^2 per kept row, lse = m + log s,
+// and 2 zc lse to the softmax's coefficient, zc = z_loss * (*z_factor_ptr when given:
+// "mean" with class weights divides the z-loss by the kept rows' count, not their weights).
+//
+// Multiclass hinge (Crammer-Singer), `mh_rows`: THREADS threads per row read it once for
+// the label's score and the best other one (lowest index at ties), then write the
+// gradient row: zeros, +w at the best other class, -w at the label, where positive.
+//
 // Row losses go to `row_loss` (float accumulation, for a reduction) or `row_out` (the
 // user's "none" array). A label outside [0, C) that is not ignore_index never indexes
 // memory: its row gets NaN and `error` is set when given.
@@ -99,6 +110,56 @@ __device__ __forceinline__ void gather_terms(A z, i64 c, const RowTarget& t, con
     }
 }
 
+// tanh of a row's logit. Rows of float16 and bfloat16 use 1 - 2 / (exp(2|u|) + 1) with
+// the hardware exp and a fast division (as row_exp): a few float32 ulps, far below what
+// they resolve (and no call to the precise division's slow path, which spilled).
+template <typename T> __device__ __forceinline__ typename AccOf<T>::type row_tanh(typename AccOf<T>::type u) {
+    return tanh(u);
+}
+template <> __device__ __forceinline__ float row_tanh<half_t>(float u) {
+    return copysignf(1.0f - __fdividef(2.0f, __expf(2.0f * fabsf(u)) + 1.0f), u);
+}
+template <> __device__ __forceinline__ float row_tanh<bf16_t>(float u) {
+    return copysignf(1.0f - __fdividef(2.0f, __expf(2.0f * fabsf(u)) + 1.0f), u);
+}
+
+// softcap tanh(x / softcap), or x when softcap is 0 (off); inv_cap = 1 / softcap, found
+// once per thread (a division per element calls the precise division's slow path).
+template <typename T, typename A> __device__ __forceinline__ A cap_logit(A x, A softcap, A inv_cap) {
+    return softcap > A(0) ? softcap * row_tanh<T>(x * inv_cap) : x;
+}
+
+// d/dx of cap_logit: 1 - tanh^2(x / softcap) (1 when off).
+template <typename T, typename A> __device__ __forceinline__ A cap_slope(A x, A softcap, A inv_cap) {
+    if (softcap == A(0)) return A(1);
+    const A t = row_tanh<T>(x * inv_cap);
+    return A(1) - t * t;
+}
+
+// cap_logit(x) with its slope, one tanh for both.
+template <typename T, typename A> __device__ __forceinline__ A cap_with_slope(A x, A softcap, A inv_cap, A& slope) {
+    if (softcap == A(0)) {
+        slope = A(1);
+        return x;
+    }
+    const A t = row_tanh<T>(x * inv_cap);
+    slope = A(1) - t * t;
+    return softcap * t;
+}
+
+// The z-loss of a row, zc lse^2 (0 when off), adding its 2 zc lse to the softmax's
+// coefficient in the gradient.
+template <typename A> __device__ __forceinline__ A z_term(A zc, A m, A s, A& grad_coef) {
+    if (zc == A(0)) return A(0);
+    const A lse = m + log(s);
+    grad_coef += A(2) * zc * lse;
+    return zc * lse * lse;
+}
+
+template <typename A> __device__ __forceinline__ A z_coefficient(A z_loss, const A* z_factor_ptr) {
+    return z_factor_ptr ? z_loss * *z_factor_ptr : z_loss;
+}
+
 // coef and dot of a row from its reduced sums (against the row's max).
 template <typename T, typename A>
 __device__ __forceinline__ void row_coefficients(const RowTarget& t, const TargetSums<A>& ts,
@@ -145,7 +206,9 @@ __global__ void __launch_bounds__(128) ce_small(
     const T* logits, const i64* __restrict__ labels, const T* __restrict__ probs,
     const T* __restrict__ class_weight, T* grad, typename AccOf<T>::type* row_loss, T* row_out,
     int* error, i64 rows, i64 classes, i64 ignore_index, typename AccOf<T>::type smoothing,
-    typename AccOf<T>::type scale, const typename AccOf<T>::type* scale_ptr) {
+    typename AccOf<T>::type scale, const typename AccOf<T>::type* scale_ptr,
+    typename AccOf<T>::type z_loss, const typename AccOf<T>::type* z_factor_ptr,
+    typename AccOf<T>::type softcap) {
     typedef typename AccOf<T>::type A;
     extern __shared__ unsigned char smem_raw[];
     A* tile = reinterpret_cast<A*>(smem_raw);
@@ -153,7 +216,8 @@ __global__ void __launch_bounds__(128) ce_small(
     const i64 tile_rows = rows - first_row < 128 ? rows - first_row : 128;
     const i64 count = tile_rows * classes;
     const T* src = logits + first_row * classes;
-    for (i64 k = threadIdx.x; k < count; k += 128) tile[k] = to_acc(src[k]);
+    const A inv_cap = softcap > A(0) ? A(1) / softcap : A(0);
+    for (i64 k = threadIdx.x; k < count; k += 128) tile[k] = cap_logit<T, A>(to_acc(src[k]), softcap, inv_cap);
     __syncthreads();
     const A inv_classes = A(1) / A(classes);
     const A sc = read_scale(scale_ptr, scale);
@@ -176,16 +240,19 @@ __global__ void __launch_bounds__(128) ce_small(
         }
         A coef, dot;
         row_coefficients<T, A>(t, ts, class_weight, smoothing, inv_classes, coef, dot);
-        A loss = coef * log(s) - dot;
+        A grad_coef = coef;
+        A loss = coef * log(s) - dot + z_term(z_coefficient(z_loss, z_factor_ptr), m, s, grad_coef);
         if (t.kind == 0) loss = 0;
         if (t.kind == 2) loss = quiet_nan<A>();
         if (row_out) row_out[row] = from_acc<T>(loss);
         block_loss = loss;
         if (grad) {
-            const A prob_scale = coef / s;
+            const A prob_scale = grad_coef / s;
+            const T* x_row = logits + row * classes;  // the chain rule's logits, from cache
             for (i64 c = 0; c < classes; ++c) {
                 A g = grad_of<T, A>(x[c], c, t, prob_scale, probs_row, class_weight,
                                     smoothing, inv_classes, sc);
+                if (softcap != A(0)) g *= cap_slope<T, A>(to_acc(x_row[c]), softcap, inv_cap);
                 if (t.kind == 0) g = 0;
                 if (t.kind == 2) g = quiet_nan<A>();
                 x[c] = g;
@@ -279,7 +346,9 @@ __device__ __forceinline__ void ce_rows_body(
     const T* logits, const i64* __restrict__ labels, const T* __restrict__ probs,
     const T* __restrict__ class_weight, T* grad, typename AccOf<T>::type* row_loss, T* row_out,
     int* error, i64 rows, i64 classes, i64 ignore_index, typename AccOf<T>::type smoothing,
-    typename AccOf<T>::type scale, const typename AccOf<T>::type* scale_ptr, int packed) {
+    typename AccOf<T>::type scale, const typename AccOf<T>::type* scale_ptr,
+    typename AccOf<T>::type z_loss, const typename AccOf<T>::type* z_factor_ptr,
+    typename AccOf<T>::type softcap, int packed) {
     typedef typename AccOf<T>::type A;
     const int W = VecWidth<T>::value;
     const int PACKS = VPT / W;
@@ -290,6 +359,7 @@ __device__ __forceinline__ void ce_rows_body(
     const T* probs_row = probs ? probs + row * classes : 0;
     const RowTarget t = row_target(labels, row, classes, ignore_index, error);
     const A inv_classes = A(1) / A(classes);
+    const A inv_cap = softcap > A(0) ? A(1) / softcap : A(0);
 
     A v[VPT];
 #pragma unroll
@@ -298,11 +368,12 @@ __device__ __forceinline__ void ce_rows_body(
         if (packed && col + W <= classes) {
             const Pack<T> pk = *reinterpret_cast<const Pack<T>*>(x_row + col);
 #pragma unroll
-            for (int e = 0; e < W; ++e) v[k * W + e] = to_acc(pk.v[e]);
+            for (int e = 0; e < W; ++e) v[k * W + e] = cap_logit<T, A>(to_acc(pk.v[e]), softcap, inv_cap);
         } else {
 #pragma unroll
             for (int e = 0; e < W; ++e)
-                v[k * W + e] = col + e < classes ? to_acc(x_row[col + e]) : neg_inf<A>();
+                v[k * W + e] = col + e < classes ? cap_logit<T, A>(to_acc(x_row[col + e]), softcap, inv_cap)
+                                                 : neg_inf<A>();
         }
     }
     RowState<A> st = empty_state<A>();
@@ -325,8 +396,10 @@ __device__ __forceinline__ void ce_rows_body(
     st = row_combine<THREADS>(st);
     A coef, dot;
     row_coefficients<T, A>(t, st.ts, class_weight, smoothing, inv_classes, coef, dot);
+    A grad_coef = coef;
+    const A z = z_term(z_coefficient(z_loss, z_factor_ptr), st.m, st.s, grad_coef);
     if (lane == 0) {
-        A loss = coef * log(st.s) - dot;
+        A loss = coef * log(st.s) - dot + z;
         if (t.kind == 0) loss = 0;
         if (t.kind == 2) loss = quiet_nan<A>();
         write_row_loss<T, A>(loss, row, row_loss, row_out);
@@ -334,7 +407,7 @@ __device__ __forceinline__ void ce_rows_body(
     if (grad) {
         const A sc = read_scale(scale_ptr, scale);
         // softmax = exp(x - own_max) * exp(own_max - row max) / s: one exp per thread
-        const A prob_scale = coef / st.s * exp(shifted(own_max, st.m));
+        const A prob_scale = grad_coef / st.s * exp(shifted(own_max, st.m));
         T* g_row = grad + row * classes;
 #pragma unroll
         for (int k = 0; k < PACKS; ++k) {
@@ -344,6 +417,10 @@ __device__ __forceinline__ void ce_rows_body(
             for (int e = 0; e < W; ++e) {
                 A g = grad_of<T, A>(v[k * W + e], col + e, t, prob_scale, probs_row,
                                     class_weight, smoothing, inv_classes, sc);
+                // the chain rule's logit: this thread's own element, read again from cache
+                // (only with softcap), before this thread overwrites it
+                if (softcap != A(0) && col + e < classes)
+                    g *= cap_slope<T, A>(to_acc(x_row[col + e]), softcap, inv_cap);
                 if (t.kind == 0) g = 0;
                 if (t.kind == 2) g = quiet_nan<A>();
                 pk.v[e] = from_acc<T>(g);
@@ -364,10 +441,11 @@ __device__ __forceinline__ void ce_rows_body(
         const T *__restrict__ class_weight, T *grad, typename AccOf<T>::type *row_loss,       \
         T *row_out, int *error, i64 rows, i64 classes, i64 ignore_index,                      \
         typename AccOf<T>::type smoothing, typename AccOf<T>::type scale,                     \
-        const typename AccOf<T>::type *scale_ptr, int packed
+        const typename AccOf<T>::type *scale_ptr, typename AccOf<T>::type z_loss,             \
+        const typename AccOf<T>::type *z_factor_ptr, typename AccOf<T>::type softcap, int packed
 #define CE_ROWS_CALL                                                                          \
     logits, labels, probs, class_weight, grad, row_loss, row_out, error, rows, classes,       \
-        ignore_index, smoothing, scale, scale_ptr, packed
+        ignore_index, smoothing, scale, scale_ptr, z_loss, z_factor_ptr, softcap, packed
 
 template <typename T, int THREADS, int VPT, int ROWS>
 __global__ void __launch_bounds__(THREADS * ROWS, THREADS * ROWS >= 1024 ? 1 : 2) ce_rows(CE_ROWS_ARGS) {
@@ -382,15 +460,15 @@ __global__ void __launch_bounds__(THREADS * ROWS, THREADS * ROWS >= 1024 ? 1 : 2
 
 // Calls use(pack, k) on packs k = threadIdx.x, threadIdx.x + 1024, ... below `packs`,
 // STREAM_PACKS at a time, all their loads issued before the first use.
-template <typename T, typename Use>
+template <typename T, int IN_FLIGHT, typename Use>
 __device__ __forceinline__ void for_packs_in_flight(const Pack<T>* x_packs, i64 packs, Use use) {
-    for (i64 k0 = threadIdx.x; k0 < packs; k0 += STREAM_PACKS * 1024) {
-        Pack<T> pk[STREAM_PACKS];
+    for (i64 k0 = threadIdx.x; k0 < packs; k0 += IN_FLIGHT * 1024) {
+        Pack<T> pk[IN_FLIGHT];
 #pragma unroll
-        for (int j = 0; j < STREAM_PACKS; ++j)
+        for (int j = 0; j < IN_FLIGHT; ++j)
             if (k0 + j * 1024 < packs) pk[j] = x_packs[k0 + j * 1024];
 #pragma unroll
-        for (int j = 0; j < STREAM_PACKS; ++j)
+        for (int j = 0; j < IN_FLIGHT; ++j)
             if (k0 + j * 1024 < packs) use(pk[j], k0 + j * 1024);
     }
 }
@@ -401,6 +479,8 @@ __device__ __forceinline__ void stream_fold(const Pack<T>& pk, int valid, i64 fi
                                             const T* probs_row, const T* class_weight,
                                             typename AccOf<T>::type smoothing,
                                             typename AccOf<T>::type inv_classes,
+                                            typename AccOf<T>::type softcap,
+                                            typename AccOf<T>::type inv_cap,
                                             RowState<typename AccOf<T>::type>& st) {
     typedef typename AccOf<T>::type A;
     const int W = VecWidth<T>::value;
@@ -408,7 +488,7 @@ __device__ __forceinline__ void stream_fold(const Pack<T>& pk, int valid, i64 fi
     A top = st.m;
 #pragma unroll
     for (int e = 0; e < W; ++e) {
-        x[e] = e < valid ? to_acc(pk.v[e]) : neg_inf<A>();
+        x[e] = e < valid ? cap_logit<T, A>(to_acc(pk.v[e]), softcap, inv_cap) : neg_inf<A>();
         top = fmax(top, x[e]);
     }
     // the state moves to the new max (the empty state: m = -inf, s = 0 stays 0)
@@ -434,14 +514,18 @@ __device__ __forceinline__ void stream_store(const Pack<T>& pk, i64 k, T* g_row,
                                              const T* probs_row, const T* class_weight,
                                              typename AccOf<T>::type smoothing,
                                              typename AccOf<T>::type inv_classes,
-                                             typename AccOf<T>::type sc) {
+                                             typename AccOf<T>::type sc,
+                                             typename AccOf<T>::type softcap,
+                                             typename AccOf<T>::type inv_cap) {
     typedef typename AccOf<T>::type A;
     const int W = VecWidth<T>::value;
     Pack<T> out;
 #pragma unroll
     for (int e = 0; e < W; ++e) {
-        A g = grad_of<T, A>(row_exp<T>(shifted(to_acc(pk.v[e]), m)), k * W + e, t, prob_scale, probs_row,
-                            class_weight, smoothing, inv_classes, sc);
+        A slope;
+        const A xe = cap_with_slope<T, A>(to_acc(pk.v[e]), softcap, inv_cap, slope);
+        A g = grad_of<T, A>(row_exp<T>(shifted(xe, m)), k * W + e, t, prob_scale, probs_row,
+                            class_weight, smoothing, inv_classes, sc) * slope;
         if (t.kind == 0) g = 0;
         if (t.kind == 2) g = quiet_nan<A>();
         out.v[e] = from_acc<T>(g);
@@ -449,48 +533,59 @@ __device__ __forceinline__ void stream_store(const Pack<T>& pk, i64 k, T* g_row,
     reinterpret_cast<Pack<T>*>(g_row)[k] = out;
 }
 
-template <typename T>
+// CAPPED: soft-capping compiled in (its registers cost the plain kernel's packs in flight),
+// with one pack fewer in flight.
+template <typename T, int CAPPED>
 __global__ void __launch_bounds__(1024) ce_stream(CE_ROWS_ARGS) {
     typedef typename AccOf<T>::type A;
+    const int IN_FLIGHT = CAPPED ? STREAM_PACKS - 1 : STREAM_PACKS;
+    if (!CAPPED) softcap = A(0);  // a constant: the capping code compiles away
     const int W = VecWidth<T>::value;
     const i64 row = blockIdx.x;
     const T* x_row = logits + row * classes;
     const T* probs_row = probs ? probs + row * classes : 0;
     const RowTarget t = row_target(labels, row, classes, ignore_index, error);
     const A inv_classes = A(1) / A(classes);
+    const A inv_cap = softcap > A(0) ? A(1) / softcap : A(0);
     const Pack<T>* x_packs = reinterpret_cast<const Pack<T>*>(x_row);
     const i64 packs = packed ? classes / W : 0;
     RowState<A> st = empty_state<A>();
-    for_packs_in_flight<T>(x_packs, packs, [&](const Pack<T>& pk, i64 k) {
-        stream_fold<T>(pk, W, k * W, t, probs_row, class_weight, smoothing, inv_classes, st);
+    for_packs_in_flight<T, IN_FLIGHT>(x_packs, packs, [&](const Pack<T>& pk, i64 k) {
+        stream_fold<T>(pk, W, k * W, t, probs_row, class_weight, smoothing, inv_classes, softcap,
+                       inv_cap, st);
     });
     for (i64 c = packs * W + threadIdx.x; c < classes; c += 1024) {
         Pack<T> one;
         one.v[0] = x_row[c];  // a pack of one valid element
-        stream_fold<T>(one, 1, c, t, probs_row, class_weight, smoothing, inv_classes, st);
+        stream_fold<T>(one, 1, c, t, probs_row, class_weight, smoothing, inv_classes, softcap,
+                       inv_cap, st);
     }
     st = row_combine<1024>(st);
     const A m = st.m;
     A coef, dot;
     row_coefficients<T, A>(t, st.ts, class_weight, smoothing, inv_classes, coef, dot);
+    A grad_coef = coef;
+    const A z = z_term(z_coefficient(z_loss, z_factor_ptr), m, st.s, grad_coef);
     if (threadIdx.x == 0) {
-        A loss = coef * log(st.s) - dot;
+        A loss = coef * log(st.s) - dot + z;
         if (t.kind == 0) loss = 0;
         if (t.kind == 2) loss = quiet_nan<A>();
         write_row_loss<T, A>(loss, row, row_loss, row_out);
     }
     if (grad == 0) return;
     const A sc = read_scale(scale_ptr, scale);
-    const A prob_scale = coef / st.s;
+    const A prob_scale = grad_coef / st.s;
     T* g_row = grad + row * classes;
     // the second read of the row: mostly from L2 while the rows in flight fit there
-    for_packs_in_flight<T>(x_packs, packs, [&](const Pack<T>& pk, i64 k) {
+    for_packs_in_flight<T, IN_FLIGHT>(x_packs, packs, [&](const Pack<T>& pk, i64 k) {
         stream_store<T>(pk, k, g_row, t, m, prob_scale, probs_row, class_weight, smoothing,
-                        inv_classes, sc);
+                        inv_classes, sc, softcap, inv_cap);
     });
     for (i64 c = packs * W + threadIdx.x; c < classes; c += 1024) {
-        A g = grad_of<T, A>(row_exp<T>(shifted(to_acc(x_row[c]), m)), c, t, prob_scale, probs_row,
-                            class_weight, smoothing, inv_classes, sc);
+        A slope;
+        const A xc = cap_with_slope<T, A>(to_acc(x_row[c]), softcap, inv_cap, slope);
+        A g = grad_of<T, A>(row_exp<T>(shifted(xc, m)), c, t, prob_scale, probs_row,
+                            class_weight, smoothing, inv_classes, sc) * slope;
         if (t.kind == 0) g = 0;
         if (t.kind == 2) g = quiet_nan<A>();
         g_row[c] = from_acc<T>(g);
@@ -539,4 +634,107 @@ __global__ void __launch_bounds__(1024) ce_finalize(const typename AccOf<T>::typ
     __shared__ A scratch[32];
     const A total = block_sum_of<A>(row_loss, rows, scratch);
     if (threadIdx.x == 0) *value = from_acc<T>(total * read_scale(scale_ptr, scale));
+}
+
+// "mean" of the z-loss with class weights: the kept rows' summed weights over their count,
+// from the weights' scale (1 / summed weights) and the count.
+template <typename T>
+__global__ void ce_z_factor(const typename AccOf<T>::type* scale_ptr, const i64* kept,
+                            typename AccOf<T>::type* z_factor) {
+    typedef typename AccOf<T>::type A;
+    *z_factor = *kept ? A(1) / (*scale_ptr * A(*kept)) : A(1);
+}
+
+// ---------------------------------------------------------------------------------------
+// Multiclass hinge, max(0, m + max_{j != y} s_j - s_y) per row: THREADS threads per row
+// (a warp, ROWS rows per block, or a whole block), one read of the row, then the gradient
+// row written: 0, +w at the best other class j (lowest index at ties), -w at y where the
+// loss is positive; a NaN score makes its row NaN. `weight`: one per row, or null.
+template <typename A> struct BestOther {
+    A best;
+    i64 cls;  // -1: none yet
+    int nan;
+};
+
+template <typename A>
+__device__ __forceinline__ BestOther<A> better(const BestOther<A>& a, const BestOther<A>& b) {
+    BestOther<A> r;
+    const bool take_b = a.cls < 0 || (b.cls >= 0 && (b.best > a.best || (b.best == a.best && b.cls < a.cls)));
+    r.best = take_b ? b.best : a.best;
+    r.cls = take_b ? b.cls : a.cls;
+    r.nan = a.nan | b.nan;
+    return r;
+}
+
+template <typename T, int THREADS, int ROWS>
+__global__ void __launch_bounds__(THREADS * ROWS) mh_rows(
+    const T* scores, const i64* __restrict__ labels, const T* __restrict__ weight, T* grad,
+    typename AccOf<T>::type* row_loss, T* row_out, int* error, i64 rows, i64 classes,
+    typename AccOf<T>::type margin, typename AccOf<T>::type scale) {
+    typedef typename AccOf<T>::type A;
+    const int lane = THREADS == 32 ? (threadIdx.x & 31) : threadIdx.x;
+    const i64 row = THREADS == 32 ? (i64)blockIdx.x * ROWS + (threadIdx.x >> 5) : (i64)blockIdx.x;
+    if (THREADS == 32 && row >= rows) return;  // whole warps leave; no block barrier follows
+    const T* x_row = scores + row * classes;
+    const i64 label = labels[row];
+    const bool bad = label < 0 || label >= classes;
+    if (bad && error) *error = 1;
+    BestOther<A> st;
+    st.best = neg_inf<A>();
+    st.cls = -1;
+    st.nan = 0;
+    A true_score = 0;
+    for (i64 c = lane; c < classes; c += THREADS) {
+        const A v = to_acc(x_row[c]);
+        st.nan |= v != v;
+        if (c == label) { true_score = v; continue; }
+        if (st.cls < 0 || v > st.best) { st.best = v; st.cls = c; }
+    }
+#pragma unroll
+    for (int offset = 16; offset > 0; offset >>= 1) {
+        BestOther<A> o;
+        o.best = __shfl_xor_sync(0xffffffffu, st.best, offset);
+        o.cls = __shfl_xor_sync(0xffffffffu, st.cls, offset);
+        o.nan = __shfl_xor_sync(0xffffffffu, st.nan, offset);
+        st = better(st, o);
+    }
+    // the label's score: held by one lane
+    const int owner = (int)(((label % THREADS) + THREADS) % THREADS);
+    if (THREADS == 32) {
+        true_score = __shfl_sync(0xffffffffu, true_score, owner);
+    } else {
+        __shared__ BestOther<A> warp_best[32];
+        __shared__ A shared_true;
+        __shared__ BestOther<A> block_best;
+        const int warp = threadIdx.x >> 5;
+        if ((threadIdx.x & 31) == 0) warp_best[warp] = st;
+        if (!bad && threadIdx.x == owner) shared_true = true_score;
+        __syncthreads();
+        if (warp == 0) {
+            BestOther<A> b = warp_best[0];
+            for (int k = 1; k < THREADS / 32; ++k) b = better(b, warp_best[k]);
+            if (threadIdx.x == 0) block_best = b;
+        }
+        __syncthreads();
+        st = block_best;
+        true_score = shared_true;
+    }
+    A slack;
+    if (bad || st.nan) slack = quiet_nan<A>();
+    else if (st.cls < 0) slack = neg_inf<A>();  // one class: nothing to beat
+    else slack = margin + (st.best == true_score ? A(0) : st.best - true_score);
+    const A w = weight ? to_acc(weight[row]) : A(1);
+    if (lane == 0) {
+        const A loss = (slack > A(0) || slack != slack ? slack : A(0)) * w;
+        write_row_loss<T, A>(loss, row, row_loss, row_out);
+    }
+    if (grad == 0) return;
+    const A d = w * scale;
+    T* g_row = grad + row * classes;
+    for (i64 c = lane; c < classes; c += THREADS) {
+        A g = 0;
+        if (slack != slack) g = quiet_nan<A>();
+        else if (slack > A(0)) g = c == st.cls ? d : (c == label ? -d : A(0));
+        g_row[c] = from_acc<T>(g);
+    }
 }

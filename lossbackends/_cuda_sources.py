@@ -88,11 +88,23 @@ def cross_entropy_expressions(type_name: str) -> list[str]:
     """The kernels every cross-entropy call may need besides a row configuration."""
     return [
         f"ce_small<{type_name}>",
-        f"ce_stream<{type_name}>",
+        f"ce_stream<{type_name}, 0>",
+        f"ce_stream<{type_name}, 1>",
         f"ce_label_weights<{type_name}>",
         f"ce_mean_scale<{type_name}>",
         f"ce_finalize<{type_name}>",
+        f"ce_z_factor<{type_name}>",
     ]
+
+
+MH_WARP_CLASSES = 1024  # multiclass_hinge: a warp per row up to this many classes
+MH_WARP_ROWS = 8  # rows per block of the warp-per-row kernel
+
+
+def multiclass_hinge_expressions(type_name: str) -> list[str]:
+    """The multiclass hinge's kernels: a warp per row, a block of 1024 threads per row."""
+    return [f"mh_rows<{type_name}, 32, {MH_WARP_ROWS}>", f"mh_rows<{type_name}, 1024, 1>",
+            f"ce_finalize<{type_name}>"]
 
 
 def all_modules() -> list[tuple[str, list[str]]]:
@@ -102,5 +114,6 @@ def all_modules() -> list[tuple[str, list[str]]]:
     for type_name in TYPE_NAMES.values():
         modules.append(("elementwise.cu", elementwise_expressions(type_name)))
         modules.append(("cross_entropy.cu", cross_entropy_expressions(type_name)))
+        modules.append(("cross_entropy.cu", multiclass_hinge_expressions(type_name)))
         modules += [("cross_entropy.cu", [c.expression(type_name)]) for c in ROW_CONFIGS]
     return modules

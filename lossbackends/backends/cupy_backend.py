@@ -16,6 +16,8 @@ from .. import _dispatch
 from .._arrays import HALF_IS_BFLOAT16
 from .._cuda_sources import (
     LOSS_IDS,
+    MH_WARP_CLASSES,
+    MH_WARP_ROWS,
     OPTIONS,
     ROW_CONFIGS,
     SMALL_CLASSES,
@@ -25,6 +27,7 @@ from .._cuda_sources import (
     RowConfig,
     cross_entropy_expressions,
     elementwise_expressions,
+    multiclass_hinge_expressions,
     source,
 )
 from ._host import label_error
@@ -174,7 +177,7 @@ def _row_config(classes: int) -> RowConfig | None:
 
 
 def cross_entropy(target, x, class_weight, params, reduction, scale, grad, want_value):
-    ignore_index, smoothing, check_labels, denominator = params
+    ignore_index, smoothing, check_labels, z_loss, softcap, denominator = params
     device = _device()
     type_name, acc = _types(x.dtype)
     common = cross_entropy_expressions(type_name)
@@ -202,6 +205,14 @@ def cross_entropy(target, x, class_weight, params, reduction, scale, grad, want_
             scale_buffer = device.workspace("mean_scale", 1, acc)
             device.function("cross_entropy.cu", common, f"ce_mean_scale<{type_name}>")(
                 (1,), (1024,), (partials, np.int64(blocks), scale_buffer))
+    # the z-loss's "mean" divides by the kept rows' count (Liger-Kernel's rule): with class
+    # weights, their summed weights over that count multiplies it, found on the device
+    z_factor = None
+    if z_loss and scale_buffer is not None and class_weight is not None:
+        kept = cp.count_nonzero(labels != ignore_index).astype(cp.int64)
+        z_factor = device.workspace("z_factor", 1, acc)
+        device.function("cross_entropy.cu", common, f"ce_z_factor<{type_name}>")(
+            (1,), (1,), (scale_buffer, kept, z_factor))
     row_out = cp.empty(rows, x.dtype) if want_value and reduction == "none" else None
     value = cp.empty((), x.dtype) if want_value and reduction != "none" else None
     small = classes <= SMALL_CLASSES
@@ -211,7 +222,7 @@ def cross_entropy(target, x, class_weight, params, reduction, scale, grad, want_
 
     args = (x, labels, probs, class_weight, grad, row_loss, row_out, error, np.int64(rows),
             np.int64(classes), np.int64(ignore_index), acc(smoothing), acc(grad_scale),
-            scale_buffer)
+            scale_buffer, acc(z_loss), z_factor, acc(0.0 if softcap is None else softcap))
     packed = np.int32(_aligned(x, grad) and classes * x.dtype.itemsize % 16 == 0)
     config = None if small else _row_config(classes)
     if small:
@@ -219,7 +230,8 @@ def cross_entropy(target, x, class_weight, params, reduction, scale, grad, want_
         function((-(-rows // SMALL_ROWS),), (SMALL_ROWS,), args,
                  shared_mem=SMALL_ROWS * classes * np.dtype(acc).itemsize)
     elif config is None:
-        function = device.function("cross_entropy.cu", common, f"ce_stream<{type_name}>")
+        capped = int(softcap is not None)
+        function = device.function("cross_entropy.cu", common, f"ce_stream<{type_name}, {capped}>")
         function((rows,), (STREAM_THREADS,), (*args, packed))
     else:
         expression = config.expression(type_name)
@@ -240,6 +252,41 @@ def cross_entropy(target, x, class_weight, params, reduction, scale, grad, want_
     return row_out if reduction == "none" else value
 
 
+def multiclass_hinge(labels, x, weight, params, reduction, scale, grad, want_value):
+    margin, denominator = params
+    device = _device()
+    type_name, acc = _types(x.dtype)
+    expressions = multiclass_hinge_expressions(type_name)
+    rows, classes = x.shape
+    # a bad label's row gets NaN; the error costs one small synchronisation (documented)
+    error = device.workspace("label_error", 1, np.int32, zeroed=True)
+    row_scale = 1.0
+    if reduction == "mean":
+        row_scale = 1.0 / (rows if denominator is None else denominator)
+    row_out = cp.empty(rows, x.dtype) if want_value and reduction == "none" else None
+    value = cp.empty((), x.dtype) if want_value and reduction != "none" else None
+    row_loss = device.workspace("row_loss", rows, acc) if value is not None else None
+    args = (x, labels, weight, grad, row_loss, row_out, error, np.int64(rows), np.int64(classes),
+            acc(margin), acc(row_scale))
+    if classes <= MH_WARP_CLASSES:
+        name = f"mh_rows<{type_name}, 32, {MH_WARP_ROWS}>"
+        device.function("cross_entropy.cu", expressions, name)(
+            (-(-rows // MH_WARP_ROWS),), (32 * MH_WARP_ROWS,), args)
+    else:
+        name = f"mh_rows<{type_name}, 1024, 1>"
+        device.function("cross_entropy.cu", expressions, name)((rows,), (1024,), args)
+    if value is not None:
+        device.function("cross_entropy.cu", expressions, f"ce_finalize<{type_name}>")(
+            (1,), (1024,), (row_loss, np.int64(rows), value, acc(row_scale), None))
+    if int(error.get()[0]):  # the one, documented, synchronisation
+        error.fill(0)
+        host_labels = cp.asnumpy(labels)
+        row = int(np.flatnonzero((host_labels < 0) | (host_labels >= classes))[0])
+        raise label_error(int(host_labels[row]), row, classes)
+    return row_out if reduction == "none" else value
+
+
 KERNELS = {loss: _elementwise(loss) for loss in LOSS_IDS}
 KERNELS["cross_entropy"] = cross_entropy
+KERNELS["multiclass_hinge"] = multiclass_hinge
 _dispatch.register("cupy", KERNELS)
