@@ -92,3 +92,67 @@ def cross_entropy(target, logits, *, reduction="mean", class_weight=None, ignore
         value = value.reshape(x.shape[:-1])
     grads = np.moveaxis(grads.reshape(x.shape), -1, axis)
     return value, grads
+
+
+def cross_entropy_liger(labels, logits, *, reduction="mean", class_weight=None, ignore_index=-100,
+                        label_smoothing=0.0, z_loss=0.0, softcap=None):
+    """(value, gradient) of cross-entropy with Liger-Kernel's z_loss and softcap, class
+    indices, (rows, classes) logits, float64, row by row: the capped logits' loss plus
+    z lse^2 per kept row; "mean" divides the cross-entropy by the kept rows' summed class
+    weights and the z-loss by their count. The gradient by the chain rule, each row's
+    formula written out (not derived from the loss by a library)."""
+    x = np.asarray(logits, np.float64)
+    rows, classes = x.shape
+    w = np.ones(classes) if class_weight is None else np.asarray(class_weight, np.float64)
+    capped = x if softcap is None else softcap * np.tanh(x / softcap)
+    slope = np.ones_like(x) if softcap is None else 1 - np.tanh(x / softcap) ** 2
+    ce, zl = np.zeros(rows), np.zeros(rows)
+    ce_grad, z_grad = np.zeros_like(x), np.zeros_like(x)
+    weight_sum, count = 0.0, 0
+    for i in range(rows):
+        y = int(labels[i])
+        if y == ignore_index:
+            continue
+        row = capped[i]
+        lse = row.max() + np.log(np.exp(row - row.max()).sum())
+        softmax = np.exp(row - lse)
+        q = np.full(classes, label_smoothing / classes)
+        q[y] += 1 - label_smoothing
+        ce[i] = np.sum(w * q * (lse - row))
+        ce_grad[i] = softmax * np.sum(w * q) - w * q
+        zl[i] = z_loss * lse**2
+        z_grad[i] = 2 * z_loss * lse * softmax
+        weight_sum += w[y]
+        count += 1
+    if reduction == "none":
+        return ce + zl, (ce_grad + z_grad) * slope
+    if reduction == "sum":
+        return (ce + zl).sum(), (ce_grad + z_grad) * slope
+    return (ce.sum() / weight_sum + zl.sum() / count,
+            (ce_grad / weight_sum + z_grad / count) * slope)
+
+
+def multiclass_hinge(labels, scores, *, reduction="mean", weight=None, margin=1.0):
+    """(value, gradient) of the Crammer-Singer multiclass hinge, (rows, classes) scores,
+    float64, row by row."""
+    s = np.asarray(scores, np.float64)
+    rows, classes = s.shape
+    w = np.ones(rows) if weight is None else np.broadcast_to(np.asarray(weight, np.float64), rows)
+    losses = np.zeros(rows)
+    grad = np.zeros_like(s)
+    for i in range(rows):
+        y = int(labels[i])
+        best_j, best = None, -np.inf
+        for j in range(classes):  # the first of equal maxima
+            if j != y and (best_j is None or s[i, j] > best):
+                best_j, best = j, s[i, j]
+        if best_j is None:
+            continue
+        slack = margin + best - s[i, y]
+        if slack > 0:
+            losses[i] = w[i] * slack
+            grad[i, best_j] += w[i]
+            grad[i, y] -= w[i]
+    if reduction == "mean":
+        grad /= rows
+    return _reduce(losses, reduction), grad

@@ -1,0 +1,282 @@
+"""multiclass_hinge and cross_entropy's z_loss / softcap (issue 15) on every backend,
+against the float64 references of ``reference.py``, finite differences and the peers
+(optax, scikit-learn; Liger-Kernel's definition rewritten in torch ops)."""
+
+from __future__ import annotations
+
+import importlib.util
+
+import numpy as np
+import pytest
+import reference
+from conftest import examples, host, on
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import lossbackends as lb
+
+TOL = {np.float16: 2e-2, np.float32: 2e-5, np.float64: 1e-11}
+REDUCTIONS = ("mean", "sum", "none")
+rng = np.random.default_rng(15)
+
+
+def _close(actual, expected, dtype, what):
+    tol = TOL[dtype]
+    np.testing.assert_allclose(np.asarray(host(actual), np.float64), expected, rtol=tol,
+                               atol=tol, err_msg=what)
+
+
+def _ce_inputs(rows, classes, dtype, seed=0, ignore_index=-100):
+    r = np.random.default_rng(seed)
+    x = (r.normal(size=(rows, classes)) * 4).astype(dtype)
+    labels = r.integers(0, classes, rows)
+    labels[1::5] = ignore_index  # ignored rows
+    return labels, x
+
+
+CE_OPTIONS = [
+    {"z_loss": 1e-2},
+    {"softcap": 3.0},
+    {"z_loss": 0.1, "softcap": 2.0},
+    {"z_loss": 0.1, "label_smoothing": 0.2},
+    {"z_loss": 0.1, "class_weight": "w"},
+    {"softcap": 2.5, "label_smoothing": 0.1, "class_weight": "w"},
+    {"z_loss": 0.05, "softcap": 1.5, "label_smoothing": 0.3, "class_weight": "w",
+     "ignore_index": 2},
+]
+
+
+def _options(options, classes):
+    options = dict(options)
+    if options.get("class_weight") == "w":
+        options["class_weight"] = np.linspace(0.5, 2.0, classes)
+    return options
+
+
+@pytest.mark.parametrize("options", CE_OPTIONS)
+@pytest.mark.parametrize("dtype", (np.float16, np.float32, np.float64))
+@pytest.mark.parametrize("shape", [(1, 3), (13, 7), (6, 300)])
+def test_cross_entropy_options_match_the_reference(backend, options, dtype, shape):
+    labels, x = _ce_inputs(*shape, dtype, ignore_index=options.get("ignore_index", -100))
+    options = _options(options, shape[1])
+    for reduction in REDUCTIONS:
+        expected = reference.cross_entropy_liger(labels, x.astype(np.float64),
+                                                 reduction=reduction, **options)
+        cw = options.get("class_weight")
+        kw = dict(options, class_weight=None if cw is None else on(backend, cw.astype(dtype)))
+        value, grad = lb.cross_entropy.value_and_grad(on(backend, labels), on(backend, x),
+                                                      reduction=reduction, backend=backend, **kw)
+        _close(value, expected[0], dtype, f"value {reduction}")
+        _close(grad, expected[1], dtype, f"gradient {reduction}")
+        assert np.asarray(host(grad)).dtype == dtype
+
+
+@pytest.mark.parametrize("dtype", (np.float16, np.float32, np.float64))
+@pytest.mark.parametrize("shape", [(1, 1), (1, 4), (17, 5), (9, 1100)])
+def test_multiclass_hinge_matches_the_reference(backend, dtype, shape):
+    r = np.random.default_rng(1)
+    x = r.normal(size=shape).astype(dtype)
+    x[0, :] = 0.5  # a tie everywhere: the lowest index wins
+    labels = r.integers(0, shape[1], shape[0])
+    weight = r.uniform(0, 2, shape[0])
+    for margin in (1.0, 0.3):
+        for w in (None, weight):
+            for reduction in REDUCTIONS:
+                expected = reference.multiclass_hinge(labels, x.astype(np.float64),
+                                                      reduction=reduction, margin=margin,
+                                                      weight=w)
+                value, grad = lb.multiclass_hinge.value_and_grad(
+                    on(backend, labels), on(backend, x), reduction=reduction, margin=margin,
+                    weight=None if w is None else on(backend, w.astype(dtype)), backend=backend)
+                _close(value, expected[0], dtype, f"value {reduction}")
+                _close(grad, expected[1], dtype, f"gradient {reduction}")
+                assert lb.multiclass_hinge.grad(
+                    on(backend, labels), on(backend, x), reduction=reduction, margin=margin,
+                    backend=backend).shape == shape
+
+
+def test_multiclass_hinge_axis_out_and_in_place(backend):
+    x = rng.normal(size=(3, 5, 4))  # classes on axis 1
+    labels = rng.integers(0, 5, (3, 4))
+    flat = np.moveaxis(x, 1, -1).reshape(-1, 5)
+    value, grad = reference.multiclass_hinge(labels.reshape(-1), flat, reduction="none")
+    got = lb.multiclass_hinge(on(backend, labels), on(backend, x), axis=1, reduction="none",
+                              backend=backend)
+    np.testing.assert_allclose(host(got), value.reshape(3, 4))
+    expected_grad = np.moveaxis(grad.reshape(3, 4, 5), -1, 1)
+    out = on(backend, np.empty_like(x))
+    lb.multiclass_hinge.grad(on(backend, labels), on(backend, x), axis=1, reduction="sum",
+                             out=out, backend=backend)
+    np.testing.assert_allclose(host(out), expected_grad)
+    y2 = rng.integers(0, 6, 8)
+    x2 = rng.normal(size=(8, 6))
+    expected = reference.multiclass_hinge(y2, x2)
+    x2d = on(backend, x2.copy())
+    v, g = lb.multiclass_hinge.value_and_grad(on(backend, y2), x2d, out=x2d, backend=backend)
+    assert g is x2d
+    np.testing.assert_allclose(host(v), expected[0])
+    np.testing.assert_allclose(host(g), expected[1])
+
+
+def test_cross_entropy_options_in_place(backend):
+    labels, x = _ce_inputs(9, 40, np.float32)
+    expected = reference.cross_entropy_liger(labels, x, z_loss=0.1, softcap=2.0)
+    xd = on(backend, x.copy())
+    value, grad = lb.cross_entropy.value_and_grad(on(backend, labels), xd, out=xd, z_loss=0.1,
+                                                  softcap=2.0, backend=backend)
+    assert grad is xd
+    _close(value, expected[0], np.float32, "value")
+    _close(grad, expected[1], np.float32, "gradient")
+
+
+def _finite_differences(f, x, h=1e-6):
+    g = np.zeros_like(x)
+    for idx in np.ndindex(x.shape):
+        step = np.zeros_like(x)
+        step[idx] = h
+        g[idx] = (f(x + step) - f(x - step)) / (2 * h)
+    return g
+
+
+@pytest.mark.parametrize("options", CE_OPTIONS)
+def test_cross_entropy_options_gradient_is_the_finite_difference(options):
+    labels, x = _ce_inputs(5, 6, np.float64, seed=3, ignore_index=options.get("ignore_index", -100))
+    options = _options(options, 6)
+    for backend in ("numpy", "numba"):
+        grad = lb.cross_entropy.grad(labels, x, backend=backend, **options)
+        numeric = _finite_differences(
+            lambda v, backend=backend: float(lb.cross_entropy(labels, v, backend=backend,
+                                                              **options)), x)
+        np.testing.assert_allclose(grad, numeric, atol=1e-7)
+
+
+def test_multiclass_hinge_gradient_is_the_finite_difference():
+    r = np.random.default_rng(4)
+    x = r.normal(size=(7, 5))
+    labels = r.integers(0, 5, 7)
+    w = r.uniform(0.5, 2, 7)
+    for backend in ("numpy", "numba"):
+        grad = lb.multiclass_hinge.grad(labels, x, weight=w, margin=0.7, backend=backend)
+        numeric = _finite_differences(
+            lambda v, backend=backend: float(lb.multiclass_hinge(
+                labels, v, weight=w, margin=0.7, backend=backend)), x)
+        np.testing.assert_allclose(grad, numeric, atol=1e-7)
+
+
+@pytest.mark.skipif(importlib.util.find_spec("optax") is None, reason="optax is not installed")
+def test_multiclass_hinge_matches_optax_and_sklearn():
+    import jax.numpy as jnp
+    import optax
+    from sklearn.metrics import hinge_loss
+
+    r = np.random.default_rng(5)
+    x = r.normal(size=(40, 6))
+    labels = r.integers(0, 6, 40)
+    ours = lb.multiclass_hinge(labels, x, reduction="none", backend="numpy")
+    np.testing.assert_allclose(ours, optax.losses.multiclass_hinge_loss(jnp.asarray(x),
+                                                                        jnp.asarray(labels)),
+                               rtol=1e-5, atol=1e-6)  # optax computes in float32
+    np.testing.assert_allclose(lb.multiclass_hinge(labels, x, backend="numba"),
+                               hinge_loss(labels, x, labels=np.arange(6)), rtol=1e-12)
+
+
+def _liger_torch(labels, x, *, z_loss, softcap, label_smoothing, class_weight, ignore_index):
+    """Liger-Kernel's cross_entropy (ops/cross_entropy.py) in torch ops: softcap before the
+    softmax; z_loss = lse_square_scale lse^2 per kept row, divided by n_non_ignore for the
+    mean; the cross-entropy (label smoothing and class weights included) divided by
+    sum_non_ignore_weight; autograd for the gradient."""
+    import torch
+
+    xt = torch.tensor(x, dtype=torch.float64, requires_grad=True)
+    yt = torch.tensor(labels)
+    capped = xt if softcap is None else softcap * torch.tanh(xt / softcap)
+    w = None if class_weight is None else torch.tensor(class_weight, dtype=torch.float64)
+    ce = torch.nn.functional.cross_entropy(capped, yt, weight=w, ignore_index=ignore_index,
+                                           label_smoothing=label_smoothing)
+    kept = yt != ignore_index
+    lse = torch.logsumexp(capped, dim=-1)
+    loss = ce + z_loss * (lse[kept] ** 2).sum() / kept.sum()
+    loss.backward()
+    return loss.item(), xt.grad.numpy()
+
+
+@pytest.mark.skipif(importlib.util.find_spec("torch") is None, reason="torch is not installed")
+@pytest.mark.parametrize("options", CE_OPTIONS)
+def test_cross_entropy_options_match_liger_in_torch(options):
+    labels, x = _ce_inputs(11, 9, np.float64, seed=6,
+                           ignore_index=options.get("ignore_index", -100))
+    options = _options(options, 9)
+    expected = _liger_torch(labels, x, z_loss=options.get("z_loss", 0.0),
+                            softcap=options.get("softcap"),
+                            label_smoothing=options.get("label_smoothing", 0.0),
+                            class_weight=options.get("class_weight"),
+                            ignore_index=options.get("ignore_index", -100))
+    for backend in ("numpy", "numba"):
+        value, grad = lb.cross_entropy.value_and_grad(labels, x, backend=backend, **options)
+        np.testing.assert_allclose(value, expected[0], rtol=1e-10)
+        np.testing.assert_allclose(grad, expected[1], rtol=1e-9, atol=1e-12)
+
+
+@settings(max_examples=examples(25), deadline=None)
+@given(rows=st.integers(1, 6), classes=st.integers(1, 9), z=st.sampled_from([0.0, 1e-3, 0.5]),
+       cap=st.sampled_from([None, 0.5, 4.0, 30.0]), smoothing=st.sampled_from([0.0, 0.25]),
+       margin=st.sampled_from([0.0, 1.0, 2.5]), seed=st.integers(0, 2**16),
+       backend=st.sampled_from(["numpy", "numba"]))
+def test_row_losses_over_options_and_shapes(rows, classes, z, cap, smoothing, margin, seed, backend):
+    r = np.random.default_rng(seed)
+    x = r.normal(size=(rows, classes)) * 5
+    labels = r.integers(0, classes, rows)
+    expected = reference.cross_entropy_liger(labels, x, reduction="sum", z_loss=z, softcap=cap,
+                                             label_smoothing=smoothing)
+    value, grad = lb.cross_entropy.value_and_grad(labels, x, reduction="sum", z_loss=z,
+                                                  softcap=cap, label_smoothing=smoothing,
+                                                  backend=backend)
+    np.testing.assert_allclose(value, expected[0], rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(grad, expected[1], rtol=1e-9, atol=1e-12)
+    expected = reference.multiclass_hinge(labels, x, margin=margin)
+    value, grad = lb.multiclass_hinge.value_and_grad(labels, x, margin=margin, backend=backend)
+    np.testing.assert_allclose(value, expected[0], rtol=1e-12, atol=1e-15)
+    np.testing.assert_allclose(grad, expected[1])
+
+
+def test_special_values(backend):
+    """NaN makes its row NaN; equal infinite scores count as equal; softcap makes
+    infinite logits finite (loss and gradient finite)."""
+    x = np.array([[np.nan, 0.0, 1.0], [np.inf, np.inf, 0.0], [0.0, 1.0, -np.inf]])
+    labels = np.array([1, 0, 0])
+    value, grad = lb.multiclass_hinge.value_and_grad(on(backend, labels), on(backend, x),
+                                                     reduction="none", backend=backend)
+    value, grad = host(value), host(grad)
+    assert np.isnan(value[0]) and np.isnan(grad[0]).all()
+    assert value[1] == 1.0 and (grad[1] == [-1, 1, 0]).all()
+    assert value[2] == 2.0 and (grad[2] == [-1, 1, 0]).all()
+    capped = np.array([[np.inf, 0.0, -np.inf], [1e30, -1e30, 0.0]])
+    value, grad = lb.cross_entropy.value_and_grad(on(backend, np.array([2, 1])),
+                                                  on(backend, capped), softcap=5.0, z_loss=0.1,
+                                                  reduction="none", backend=backend)
+    expected = reference.cross_entropy_liger([2, 1], np.clip(capped, -1e3, 1e3), softcap=5.0,
+                                             z_loss=0.1, reduction="none")
+    np.testing.assert_allclose(host(value), expected[0], rtol=1e-12)
+    np.testing.assert_allclose(host(grad), expected[1], atol=1e-300)
+
+
+@pytest.mark.parametrize("bad, message", [
+    ({"z_loss": -1.0}, "z_loss must be a finite number >= 0"),
+    ({"z_loss": float("nan")}, "z_loss must be a finite number >= 0"),
+    ({"softcap": 0.0}, "softcap must be a finite number > 0, or None"),
+    ({"softcap": -2.0}, "softcap must be a finite number > 0, or None"),
+])
+def test_cross_entropy_option_errors(bad, message):
+    with pytest.raises(ValueError, match=message):
+        lb.cross_entropy([0], [[1.0, 2.0]], **bad)
+
+
+def test_multiclass_hinge_errors():
+    with pytest.raises(ValueError, match="expects class indices of shape"):
+        lb.multiclass_hinge([[0, 1]], [[1.0, 2.0]])
+    with pytest.raises(ValueError, match="label"):
+        lb.multiclass_hinge([2], [[1.0, 2.0]])
+    with pytest.raises(ValueError, match="one weight per row"):
+        lb.multiclass_hinge([0, 1], [[1.0, 2.0], [0.0, 1.0]], weight=[1.0, 2.0, 3.0])
+    with pytest.raises(TypeError, match="must be integers"):
+        lb.multiclass_hinge([0.5], [[1.0, 2.0]])
