@@ -3,6 +3,7 @@
 // Per row i with logits x, (smoothed) target q and class weights w:
 //   loss_i = coef * lse - dot,        coef = sum_c w_c q_c,  dot = sum_c w_c q_c x_c
 //   grad_ic = (softmax(x)_c * coef - w_c q_c) * scale
+//   hess_ic = coef * softmax(x)_c * (1 - softmax(x)_c) * scale   (when `hess` is not null)
 // For class indices q is (1 - e) onehot(y) + e / C, so coef = (1 - e) w_y + (e / C) W and
 // dot = (1 - e) w_y x_y + (e / C) sum_c w_c x_c, with W = sum_c w_c.
 //
@@ -88,6 +89,15 @@ __device__ __forceinline__ A grad_of(A e, i64 c, const RowTarget& t, A prob_scal
     return (e * prob_scale - q) * scale;
 }
 
+// The Hessian's diagonal of one element: coef softmax (1 - softmax), times the scale; 0 in an
+// ignored row, NaN in a row with a bad label (as the gradient).
+template <typename A>
+__device__ __forceinline__ A hess_of(A softmax, A coef, A scale, const RowTarget& t) {
+    if (t.kind == 0) return A(0);
+    if (t.kind == 2) return quiet_nan<A>();
+    return (coef * scale) * (softmax * (A(1) - softmax));
+}
+
 template <typename A>
 __device__ __forceinline__ A read_scale(const A* scale_ptr, A scale) {
     return scale_ptr ? *scale_ptr : scale;
@@ -106,7 +116,7 @@ __global__ void __launch_bounds__(128) ce_small(
     const T* logits, const i64* __restrict__ labels, const T* __restrict__ probs,
     const T* __restrict__ class_weight, T* grad, typename AccOf<T>::type* row_loss, T* row_out,
     int* error, i64 rows, i64 classes, i64 ignore_index, typename AccOf<T>::type smoothing,
-    typename AccOf<T>::type scale, const typename AccOf<T>::type* scale_ptr) {
+    typename AccOf<T>::type scale, const typename AccOf<T>::type* scale_ptr, T* hess) {
     typedef typename AccOf<T>::type A;
     extern __shared__ unsigned char smem_raw[];
     A* tile = reinterpret_cast<A*>(smem_raw);
@@ -144,9 +154,13 @@ __global__ void __launch_bounds__(128) ce_small(
         if (t.kind == 2) loss = quiet_nan<A>();
         if (row_out) row_out[row] = from_acc<T>(loss);
         block_loss = loss;
-        if (grad) {
+        if (grad || hess) {
             const A prob_scale = coef / s;
+            const A inv_s = A(1) / s;
+            // the Hessian leaves row by row (uncoalesced): only grad_and_hess asks for it
+            T* h_row = hess ? hess + row * classes : 0;
             for (i64 c = 0; c < classes; ++c) {
+                if (h_row) h_row[c] = from_acc<T>(hess_of<A>(x[c] * inv_s, coef, sc, t));
                 A g = grad_of<T, A>(x[c], c, t, prob_scale, probs_row, class_weight,
                                     smoothing, inv_classes, sc);
                 if (t.kind == 0) g = 0;
@@ -237,7 +251,8 @@ __device__ __forceinline__ void ce_rows_body(
     const T* logits, const i64* __restrict__ labels, const T* __restrict__ probs,
     const T* __restrict__ class_weight, T* grad, typename AccOf<T>::type* row_loss, T* row_out,
     int* error, i64 rows, i64 classes, i64 ignore_index, typename AccOf<T>::type smoothing,
-    typename AccOf<T>::type scale, const typename AccOf<T>::type* scale_ptr, int packed) {
+    typename AccOf<T>::type scale, const typename AccOf<T>::type* scale_ptr, T* hess,
+    int packed) {
     typedef typename AccOf<T>::type A;
     const int W = VecWidth<T>::value;
     const int PACKS = VPT / W;
@@ -294,15 +309,17 @@ __device__ __forceinline__ void ce_rows_body(
         if (t.kind == 2) loss = quiet_nan<A>();
         write_row_loss<T, A>(loss, row, row_loss, row_out);
     }
-    if (grad) {
+    if (grad || hess) {
         const A sc = read_scale(scale_ptr, scale);
         // softmax = exp(x - local_ref) * exp(local_ref - row_ref) / s: one exp per thread
+        const A softmax_scale = own_max == neg_inf<A>() ? A(0) : exp(local_ref - row_ref) / st.s;
         const A prob_scale = own_max == neg_inf<A>() ? A(0) : coef / st.s * exp(local_ref - row_ref);
-        T* g_row = grad + row * classes;
+        T* g_row = grad ? grad + row * classes : 0;
+        T* h_row = hess ? hess + row * classes : 0;
 #pragma unroll
         for (int k = 0; k < PACKS; ++k) {
             const i64 col = ((i64)k * THREADS + lane) * W;
-            Pack<T> pk;
+            Pack<T> pk, hk;
 #pragma unroll
             for (int e = 0; e < W; ++e) {
                 A g = grad_of<T, A>(v[k * W + e], col + e, t, prob_scale, probs_row,
@@ -310,13 +327,18 @@ __device__ __forceinline__ void ce_rows_body(
                 if (t.kind == 0) g = 0;
                 if (t.kind == 2) g = quiet_nan<A>();
                 pk.v[e] = from_acc<T>(g);
+                if (h_row) hk.v[e] = from_acc<T>(hess_of<A>(v[k * W + e] * softmax_scale, coef, sc, t));
             }
             if (packed && col + W <= classes) {
-                *reinterpret_cast<Pack<T>*>(g_row + col) = pk;
+                if (g_row) *reinterpret_cast<Pack<T>*>(g_row + col) = pk;
+                if (h_row) *reinterpret_cast<Pack<T>*>(h_row + col) = hk;
             } else {
 #pragma unroll
                 for (int e = 0; e < W; ++e)
-                    if (col + e < classes) g_row[col + e] = pk.v[e];
+                    if (col + e < classes) {
+                        if (g_row) g_row[col + e] = pk.v[e];
+                        if (h_row) h_row[col + e] = hk.v[e];
+                    }
             }
         }
     }
@@ -327,10 +349,10 @@ __device__ __forceinline__ void ce_rows_body(
         const T *__restrict__ class_weight, T *grad, typename AccOf<T>::type *row_loss,       \
         T *row_out, int *error, i64 rows, i64 classes, i64 ignore_index,                      \
         typename AccOf<T>::type smoothing, typename AccOf<T>::type scale,                     \
-        const typename AccOf<T>::type *scale_ptr, int packed
+        const typename AccOf<T>::type *scale_ptr, T *hess, int packed
 #define CE_ROWS_CALL                                                                          \
     logits, labels, probs, class_weight, grad, row_loss, row_out, error, rows, classes,       \
-        ignore_index, smoothing, scale, scale_ptr, packed
+        ignore_index, smoothing, scale, scale_ptr, hess, packed
 
 template <typename T, int THREADS, int VPT, int ROWS>
 __global__ void __launch_bounds__(THREADS * ROWS, THREADS * ROWS >= 1024 ? 1 : 2) ce_rows(CE_ROWS_ARGS) {
@@ -386,25 +408,31 @@ __device__ __forceinline__ void stream_fold(const Pack<T>& pk, int valid, i64 fi
 }
 
 template <typename T>
-__device__ __forceinline__ void stream_store(const Pack<T>& pk, i64 k, T* g_row, const RowTarget& t,
+__device__ __forceinline__ void stream_store(const Pack<T>& pk, i64 k, T* g_row, T* h_row,
+                                             const RowTarget& t,
                                              typename AccOf<T>::type m,
                                              typename AccOf<T>::type prob_scale,
+                                             typename AccOf<T>::type coef,
+                                             typename AccOf<T>::type inv_s,
                                              const T* probs_row, const T* class_weight,
                                              typename AccOf<T>::type smoothing,
                                              typename AccOf<T>::type inv_classes,
                                              typename AccOf<T>::type sc) {
     typedef typename AccOf<T>::type A;
     const int W = VecWidth<T>::value;
-    Pack<T> out;
+    Pack<T> out, hk;
 #pragma unroll
     for (int e = 0; e < W; ++e) {
-        A g = grad_of<T, A>(row_exp<T>(to_acc(pk.v[e]) - m), k * W + e, t, prob_scale, probs_row,
-                            class_weight, smoothing, inv_classes, sc);
+        const A ex = row_exp<T>(to_acc(pk.v[e]) - m);
+        A g = grad_of<T, A>(ex, k * W + e, t, prob_scale, probs_row, class_weight, smoothing,
+                            inv_classes, sc);
         if (t.kind == 0) g = 0;
         if (t.kind == 2) g = quiet_nan<A>();
         out.v[e] = from_acc<T>(g);
+        if (h_row) hk.v[e] = from_acc<T>(hess_of<A>(ex * inv_s, coef, sc, t));
     }
-    reinterpret_cast<Pack<T>*>(g_row)[k] = out;
+    if (g_row) reinterpret_cast<Pack<T>*>(g_row)[k] = out;
+    if (h_row) reinterpret_cast<Pack<T>*>(h_row)[k] = hk;
 }
 
 template <typename T>
@@ -437,21 +465,25 @@ __global__ void __launch_bounds__(1024) ce_stream(CE_ROWS_ARGS) {
         if (t.kind == 2) loss = quiet_nan<A>();
         write_row_loss<T, A>(loss, row, row_loss, row_out);
     }
-    if (grad == 0) return;
+    if (grad == 0 && hess == 0) return;
     const A sc = read_scale(scale_ptr, scale);
     const A prob_scale = coef / st.s;
-    T* g_row = grad + row * classes;
+    const A inv_s = A(1) / st.s;
+    T* g_row = grad ? grad + row * classes : 0;
+    T* h_row = hess ? hess + row * classes : 0;
     // the second read of the row: mostly from L2 while the rows in flight fit there
     for_packs_in_flight<T>(x_packs, packs, [&](const Pack<T>& pk, i64 k) {
-        stream_store<T>(pk, k, g_row, t, m, prob_scale, probs_row, class_weight, smoothing,
-                        inv_classes, sc);
+        stream_store<T>(pk, k, g_row, h_row, t, m, prob_scale, coef, inv_s, probs_row,
+                        class_weight, smoothing, inv_classes, sc);
     });
     for (i64 c = packs * W + threadIdx.x; c < classes; c += 1024) {
-        A g = grad_of<T, A>(row_exp<T>(to_acc(x_row[c]) - m), c, t, prob_scale, probs_row,
-                            class_weight, smoothing, inv_classes, sc);
+        const A ex = row_exp<T>(to_acc(x_row[c]) - m);
+        A g = grad_of<T, A>(ex, c, t, prob_scale, probs_row, class_weight, smoothing,
+                            inv_classes, sc);
         if (t.kind == 0) g = 0;
         if (t.kind == 2) g = quiet_nan<A>();
-        g_row[c] = from_acc<T>(g);
+        if (g_row) g_row[c] = from_acc<T>(g);
+        if (h_row) h_row[c] = from_acc<T>(hess_of<A>(ex * inv_s, coef, sc, t));
     }
 }
 

@@ -78,9 +78,9 @@ ROW_CONFIGS = (
 
 
 def elementwise_expressions(type_name: str) -> list[str]:
-    return [f"elementwise<{type_name}, {i}>" for i in LOSS_IDS.values()] + [
-        f"finalize<{type_name}>"
-    ]
+    """Each loss without and with the Hessian (``elementwise<T, LOSS, HESS>``)."""
+    return [f"elementwise<{type_name}, {i}, {hess}>" for i in LOSS_IDS.values()
+            for hess in ("false", "true")] + [f"finalize<{type_name}>"]
 
 
 def cross_entropy_expressions(type_name: str) -> list[str]:

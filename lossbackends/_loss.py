@@ -8,12 +8,14 @@ anything and computes whatever the call asked for in one pass.
 
 Kernel signature, the same on every backend::
 
-    kernel(y, p, weight, params, reduction, scale, grad, want_value) -> value | None
+    kernel(y, p, weight, params, reduction, scale, grad, want_value, hess=None) -> value | None
 
 ``grad`` is ``None`` or a C-contiguous buffer shaped like ``p`` to fill (it may be ``p``
 itself); ``scale`` is what the reduction multiplies the sum and the gradient by: ``1/n``
 for an elementwise ``"mean"``, else 1 (``cross_entropy`` finds its mean's denominator from
-the labels, in the kernel).
+the labels, in the kernel). ``hess`` is ``None`` or a C-contiguous buffer shaped like ``p``
+(never ``p`` itself) to fill with the diagonal of the Hessian of each element's (row's) own
+loss, with the gradient's weights and scale; it is only asked together with ``grad``.
 """
 
 from __future__ import annotations
@@ -246,7 +248,8 @@ class Loss:
     keyword options: ``reduction`` (``"mean"``, ``"sum"`` or ``"none"``) and ``backend``
     (``None``, ``"auto"``, ``"numpy"``, ``"numba"``, ``"cupy"``); ``.grad`` and
     ``.value_and_grad`` also take ``out``, a C-contiguous array shaped like ``y_pred`` (it
-    may be ``y_pred`` itself) that receives the gradient.
+    may be ``y_pred`` itself) that receives the gradient. ``.grad_and_hess`` gives the
+    gradient and the diagonal of the Hessian from one fused pass (``out`` is then a pair).
     """
 
     def __init__(self, name: str, prepare: Callable[..., Prepared], doc: str, *,
@@ -288,7 +291,37 @@ class Loss:
         out = _WANT_GRAD if out is None else out
         return self._run(y_true, y_pred, reduction, backend, options, True, out)
 
-    def _run(self, y_true, y_pred, reduction, backend, options, want_value, out):
+    def grad_and_hess(self, y_true: Any, y_pred: Any, *, reduction: str = "mean",
+                      backend: str | None = None, out: tuple[Any, Any] | None = None,
+                      **options: Any) -> tuple[Any, Any]:
+        """``(gradient, hessian)`` from one fused pass, both shaped like ``y_pred``.
+
+        ``hessian`` is the diagonal of the Hessian of each element's (for ``cross_entropy``
+        each row's) own loss, with the gradient's weights and reduction scale: what a
+        gradient-boosting library takes with the gradient (the loss's docstring gives the
+        formula). ``out`` is ``(grad_out, hess_out)``: two distinct writeable C-contiguous
+        arrays shaped like ``y_pred``, sharing no memory with ``y_true``; ``grad_out`` may
+        be ``y_pred`` itself, ``hess_out`` may not.
+        """
+        if out is None:
+            grad_out = hess_out = _WANT_GRAD
+        else:
+            if not isinstance(out, (tuple, list)) or len(out) != 2:
+                raise TypeError("out must be a pair (grad_out, hess_out) of arrays shaped like "
+                                "y_pred, or None")
+            grad_out, hess_out = out
+            # (device arrays: the identity only; a partial overlap is the caller's to avoid)
+            if grad_out is hess_out or (isinstance(grad_out, np.ndarray) and isinstance(
+                    hess_out, np.ndarray) and np.may_share_memory(grad_out, hess_out)):
+                raise ValueError("out=(grad_out, hess_out) must be two distinct arrays that "
+                                 "share no memory")
+        _, grad, hess = self._run(y_true, y_pred, reduction, backend, options, False, grad_out,
+                                  hess_out)
+        return grad, hess
+
+    def _run(self, y_true, y_pred, reduction, backend, options, want_value, out, hess=None):
+        """``(value, grad)``, or ``(value, grad, hess)`` when ``hess`` is given (then
+        ``_WANT_GRAD``, "allocate it", or the user's array)."""
         if reduction not in REDUCTIONS:
             raise ValueError(
                 f"unknown reduction {reduction!r}; choose one of 'mean', 'sum', 'none'"
@@ -314,39 +347,56 @@ class Loss:
                 else:
                     _check_out(xp, out, y_true, y_true, y_pred, shape)
                     grad = out
-                return kernel(y_true, y_pred, None, params, reduction, scale, grad,
-                              want_value), grad
+                if hess is None:
+                    return kernel(y_true, y_pred, None, params, reduction, scale, grad,
+                                  want_value), grad
+                if hess is _WANT_GRAD:
+                    hess = xp.empty(shape, dtype)
+                else:
+                    _check_out(xp, hess, y_true, y_true, y_pred, shape, "hess_out")
+                return kernel(y_true, y_pred, None, params, reduction, scale, grad, want_value,
+                              hess=hess), grad, hess
         if xp is None:  # Dask arrays: the route's function builds the whole call
-            return kernel(self, y_true, y_pred, reduction, backend, options, want_value, out)
+            return kernel(self, y_true, y_pred, reduction, backend, options, want_value, out,
+                          hess)
         prep = self._prepare(xp, y_true, y_pred, **options)
-        return compute(xp, kernel, prep, y_true, reduction, want_value, out)
+        return compute(xp, kernel, prep, y_true, reduction, want_value, out, hess)
 
 
-def compute(xp, kernel, prep: Prepared, y_true, reduction: str, want_value: bool, out):
+def _buffer(xp, out, prep: Prepared, y_true, name: str):
+    """The kernel's buffer for a result shaped like y_pred: ``out`` is ``_WANT_GRAD`` (a new
+    array) or the user's array, checked; cross_entropy with the classes on another axis than
+    the last computes into a new array, written back into ``out`` after the kernel."""
+    p, shape = prep.p, prep.shape
+    if out is _WANT_GRAD:
+        return xp.empty(p.shape, p.dtype)
+    _check_out(xp, out, y_true, prep.y, p, shape, name)
+    if prep.class_axis is not None and prep.class_axis != len(shape) - 1:
+        return xp.empty(p.shape, p.dtype)
+    return out if out.shape == p.shape else out.reshape(p.shape)
+
+
+def compute(xp, kernel, prep: Prepared, y_true, reduction: str, want_value: bool, out,
+            hess_out=None):
     """Run ``kernel`` on prepared arguments: allocate or check the gradient buffer (``out``
     is ``None`` for no gradient, ``_WANT_GRAD`` to allocate one, or the user's array), and
     give ``(value, grad)`` in the user's layout. ``prep.scale`` is what ``"mean"`` multiplies
-    by (a Dask block passes the whole array's)."""
-    if out is None:
-        grad = None
-    elif out is _WANT_GRAD:
-        grad = xp.empty(prep.p.shape, prep.p.dtype)
-    else:
-        p, shape = prep.p, prep.shape
-        _check_out(xp, out, y_true, prep.y, p, shape)
-        if prep.class_axis is not None and prep.class_axis != len(shape) - 1:
-            grad = xp.empty(p.shape, p.dtype)  # written back into out after the kernel
-        else:
-            grad = out if out.shape == p.shape else out.reshape(p.shape)
+    by (a Dask block passes the whole array's). ``hess_out`` (``None``, ``_WANT_GRAD`` or
+    the user's array, with a gradient) asks for the Hessian's diagonal too: the result is
+    then ``(value, grad, hess)``."""
+    grad = None if out is None else _buffer(xp, out, prep, y_true, "out")
+    hess = None if hess_out is None else _buffer(xp, hess_out, prep, y_true, "hess_out")
     if prep.p.size:
         scale = prep.scale if reduction == "mean" else 1.0
-        value = kernel(prep.y, prep.p, prep.weight, prep.params, reduction, scale, grad,
-                       want_value)
+        args = (prep.y, prep.p, prep.weight, prep.params, reduction, scale, grad, want_value)
+        value = kernel(*args) if hess is None else kernel(*args, hess=hess)
     else:
         value = _empty_value(xp, prep, reduction) if want_value else None
-    if prep.class_axis is None:  # the results already have the user's shapes
-        return value, grad
-    return _class_axis_back(xp, value, grad, prep, out)
+    if prep.class_axis is not None:  # back to the user's layout
+        value, grad = _class_axis_back(xp, value, grad, prep, out)
+        if hess is not None:
+            hess = _class_axis_back(xp, None, hess, prep, hess_out)[1]
+    return (value, grad) if hess_out is None else (value, grad, hess)
 
 
 class _WantGrad:
@@ -356,25 +406,33 @@ class _WantGrad:
 _WANT_GRAD = _WantGrad()
 
 
-def _check_out(xp, out, y_true, y, p, shape) -> None:
+def _check_out(xp, out, y_true, y, p, shape, name: str = "out") -> None:
     """Raise unless ``out`` can receive the gradient: y_pred's ``shape`` as the user passed
     it, the computation's array ``p`` (its dtype and device), sharing no memory with
-    ``y_true`` or its converted array ``y``."""
+    ``y_true`` or its converted array ``y``. ``name="hess_out"``: the Hessian's buffer,
+    which must not share memory with ``y_pred`` either (the kernels read ``y_pred`` after
+    writing it)."""
     if type(out) is not type(p) and (_dispatch.device_of(out) != _dispatch.device_of(p)
                                       or not hasattr(out, "flags")):
         raise ValueError(
-            "out must be an array on the same device as y_pred (a NumPy array for host "
+            f"{name} must be an array on the same device as y_pred (a NumPy array for host "
             "inputs, a CuPy array for GPU inputs)"
         )
+    what = "gradient" if name == "out" else "Hessian"
     if tuple(out.shape) != shape or out.dtype != p.dtype:
         raise ValueError(
-            f"out has shape {tuple(out.shape)} and dtype {out.dtype}; the gradient needs shape "
+            f"{name} has shape {tuple(out.shape)} and dtype {out.dtype}; the {what} needs shape "
             f"{shape} and dtype {p.dtype}"
         )
     if not out.flags.c_contiguous or not getattr(out.flags, "writeable", True):
-        raise ValueError("out must be a writeable, C-contiguous array (see numpy.ascontiguousarray)")
-    if out is y_true or (out is not p and _overlaps(xp, out, y)):
-        raise ValueError("out must not share memory with y_true; it may be y_pred itself")
+        raise ValueError(f"{name} must be a writeable, C-contiguous array (see "
+                         "numpy.ascontiguousarray)")
+    if name == "out":
+        if out is y_true or (out is not p and _overlaps(xp, out, y)):
+            raise ValueError("out must not share memory with y_true; it may be y_pred itself")
+    elif out is y_true or out is p or _overlaps(xp, out, y) or _overlaps(xp, out, p):
+        raise ValueError("hess_out must not share memory with y_true or y_pred; pass a "
+                         "separate array")
 
 
 def _overlaps(xp, a, b) -> bool:

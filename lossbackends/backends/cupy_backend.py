@@ -99,17 +99,19 @@ def _aligned(*arrays) -> bool:
 
 def _elementwise(loss: str):
     loss_id = LOSS_IDS[loss]
-    launchers: dict = {}  # (device, dtype) -> (kernel, finalize, acc type, pack width, grid)
+    # (device, dtype, with a Hessian) -> (kernel, finalize, acc type, pack width, grid)
+    launchers: dict = {}
 
-    def launcher(device, dtype):
+    def launcher(device, dtype, with_hess):
         type_name, acc = _TYPES[dtype]
         expressions = elementwise_expressions(type_name)
         function = device.function("elementwise.cu", expressions,
-                                   f"elementwise<{type_name}, {loss_id}>")
+                                   f"elementwise<{type_name}, {loss_id}, "
+                                   f"{'true' if with_hess else 'false'}>")
         # One full wave of resident blocks: the grid-stride loop covers the rest.
         registers_per_block = -(-function.num_regs // 8) * 8 * BLOCK
         resident = max(1, min(MAX_BLOCKS_PER_SM, 65536 // registers_per_block))
-        found = launchers[device, dtype] = (
+        found = launchers[device, dtype, with_hess] = (
             function,
             device.function("elementwise.cu", expressions, f"finalize<{type_name}>"),
             acc,
@@ -118,10 +120,11 @@ def _elementwise(loss: str):
         )
         return found
 
-    def kernel(y, p, weight, params, reduction, scale, grad, want_value):
+    def kernel(y, p, weight, params, reduction, scale, grad, want_value, hess=None):
         device = _device()
-        found = launchers.get((device, p.dtype))
-        function, finalize, acc, width, wave = found or launcher(device, p.dtype)
+        with_hess = hess is not None
+        found = launchers.get((device, p.dtype, with_hess))
+        function, finalize, acc, width, wave = found or launcher(device, p.dtype, with_hess)
         n = p.size
         pos_weight, param = None, 0.0
         if loss_id == LOSS_IDS["binary_cross_entropy_with_logits"]:
@@ -138,8 +141,8 @@ def _elementwise(loss: str):
         function(
             (blocks,), (BLOCK,),
             (y, p, weight, pos_weight, np.int64(1 if pos_weight is None else pos_weight.size),
-             grad, losses, partials, value, np.int64(n),
-             np.int32(_aligned(y, p, weight, grad, losses)), acc(scale), acc(param)),
+             grad, losses, hess, partials, value, np.int64(n),
+             np.int32(_aligned(y, p, weight, grad, losses, hess)), acc(scale), acc(param)),
         )
         if partials is not None:
             finalize((1,), (1024,), (partials, np.int64(blocks), value, acc(scale)))
@@ -160,7 +163,7 @@ def _row_config(classes: int) -> RowConfig | None:
     return next((c for c in ROW_CONFIGS if c.capacity >= classes), None)
 
 
-def cross_entropy(target, x, class_weight, params, reduction, scale, grad, want_value):
+def cross_entropy(target, x, class_weight, params, reduction, scale, grad, want_value, hess=None):
     ignore_index, smoothing, check_labels, denominator = params
     device = _device()
     type_name, acc = _TYPES[x.dtype]
@@ -198,8 +201,8 @@ def cross_entropy(target, x, class_weight, params, reduction, scale, grad, want_
 
     args = (x, labels, probs, class_weight, grad, row_loss, row_out, error, np.int64(rows),
             np.int64(classes), np.int64(ignore_index), acc(smoothing), acc(grad_scale),
-            scale_buffer)
-    packed = np.int32(_aligned(x, grad) and classes * x.dtype.itemsize % 16 == 0)
+            scale_buffer, hess)
+    packed = np.int32(_aligned(x, grad, hess) and classes * x.dtype.itemsize % 16 == 0)
     config = None if small else _row_config(classes)
     if small:
         function = device.function("cross_entropy.cu", common, f"ce_small<{type_name}>")

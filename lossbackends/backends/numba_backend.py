@@ -80,15 +80,17 @@ def _jit(function, name: str, parallel: bool = False, reassociate: bool = False)
 _UNCACHED: list[str] = []  # the kernels compiled without an on-disk cache
 
 
-# --- the mathematics of each loss, once: (loss, d loss / d p) of one element ---------
-# Constants are float32 so float32 inputs compute in float32 (vectorised); float64 inputs
-# promote them. Comparisons are written so that NaN propagates.
+# --- the mathematics of each loss, once: (loss, d loss / d p, d2 loss / d p2) of one
+# element. A kernel that asks for no Hessian never uses the third, and the compiler
+# removes it (inlined, so dead code). Constants are float32 so float32 inputs compute in
+# float32 (vectorised); float64 inputs promote them. Comparisons are written so that NaN
+# propagates.
 
 
 @njit(inline="always")
 def _mse(y, p, param, pos):
     d = p - y
-    return d * d, TWO * d
+    return d * d, TWO * d, TWO
 
 
 @njit(inline="always")
@@ -103,14 +105,22 @@ def _clip(p, eps):
 def _binary_cross_entropy(y, p, eps, pos):
     pc = _clip(p, eps)
     loss = -(y * fast_log(pc) + (ONE - y) * fast_log(ONE - pc))
-    return loss, (pc - y) / (pc * (ONE - pc))
+    return loss, (pc - y) / (pc * (ONE - pc)), _bce_hess(y, pc)
+
+
+@njit(inline="always")
+def _bce_hess(y, pc):
+    """y / pc^2 + (1 - y) / (1 - pc)^2 at the clipped p: two terms >= 0 for y in [0, 1]."""
+    q = ONE - pc
+    return y / (pc * pc) + (ONE - y) / (q * q)
 
 
 @njit(inline="always")
 def _binary_cross_entropy_of_hard_labels(y, p, eps, pos):
     # the same for y in {0, 1}, with one log instead of two: the other term is 0 * finite
     pc = _clip(p, eps)
-    return -fast_log(pc if y > HALF else ONE - pc), (pc - y) / (pc * (ONE - pc))
+    return (-fast_log(pc if y > HALF else ONE - pc), (pc - y) / (pc * (ONE - pc)),
+            _bce_hess(y, pc))
 
 
 @njit(inline="always")
@@ -122,17 +132,20 @@ def _binary_cross_entropy_with_logits(y, x, param, pos):
     t = fast_exp(-abs(x))
     softplus = fast_log1p(t)  # softplus(-|x|)
     sigma = (ONE if x >= ZERO else t) / (ONE + t)
+    # sigma(x) sigma(-x) = t / (1 + t)^2: no 1 - sigma to cancel
+    h = t / ((ONE + t) * (ONE + t))
     if pos is None:
-        return max(x, ZERO) - x * y + softplus, sigma - y
+        return max(x, ZERO) - x * y + softplus, sigma - y, h
     log_weight = ONE + (pos - ONE) * y
     loss = (ONE - y) * x + log_weight * (max(-x, ZERO) + softplus)
-    return loss, log_weight * sigma - pos * y
+    return loss, log_weight * sigma - pos * y, log_weight * h
 
 
 @njit(inline="always")
 def _hinge(y, s, margin, pos):
     slack = margin - y * s
-    return (ZERO if slack <= ZERO else slack), (-y if slack > ZERO else ZERO)
+    # piecewise linear: the Hessian is 0 away from the kink (and 0 at it)
+    return (ZERO if slack <= ZERO else slack), (-y if slack > ZERO else ZERO), ZERO
 
 
 def _sum(values):
@@ -169,30 +182,34 @@ def _labels_are_0_or_1(ys):
 
 
 @njit(inline="always")
-def _elementwise_block(loss_id, one_log, want_value, ys, ps, ws, gs, ls, pos_weight, offset,
+def _elementwise_block(loss_id, one_log, want_value, ys, ps, ws, gs, ls, hs, pos_weight, offset,
                        param, grad_scale):
-    """One block of an elementwise kernel: writes the gradient into ``gs`` and (with
-    ``want_value``) the losses into ``ls``; returns whether a label was not 0 or 1. With
+    """One block of an elementwise kernel: writes the gradient into ``gs``, the Hessian's
+    diagonal into ``hs`` (when not None) and (with ``want_value``) the losses into ``ls``;
+    returns whether a label was not 0 or 1. With
     ``one_log`` binary cross-entropy takes every label for 0 or 1; the caller runs the
     block again without it if the result says otherwise."""
     soft = False
     for i in range(ps.size):
         pos = None if pos_weight is None else pos_weight[(offset + i) % pos_weight.size]
         if loss_id == 0:
-            loss, d = _mse(ys[i], ps[i], param, pos)
+            loss, d, h = _mse(ys[i], ps[i], param, pos)
         elif loss_id == 1:
             if one_log:
                 soft |= ys[i] * (ONE - ys[i]) != ZERO  # NaN and inf count as soft
-                loss, d = _binary_cross_entropy_of_hard_labels(ys[i], ps[i], param, pos)
+                loss, d, h = _binary_cross_entropy_of_hard_labels(ys[i], ps[i], param, pos)
             else:
-                loss, d = _binary_cross_entropy(ys[i], ps[i], param, pos)
+                loss, d, h = _binary_cross_entropy(ys[i], ps[i], param, pos)
         elif loss_id == 2:
-            loss, d = _binary_cross_entropy_with_logits(ys[i], ps[i], param, pos)
+            loss, d, h = _binary_cross_entropy_with_logits(ys[i], ps[i], param, pos)
         else:
-            loss, d = _hinge(ys[i], ps[i], param, pos)
+            loss, d, h = _hinge(ys[i], ps[i], param, pos)
         if ws is not None:
             loss = loss * ws[i]
             d = d * ws[i]
+            h = h * ws[i]
+        if hs is not None:  # before gs: p may be the gradient buffer (out=y_pred)
+            hs[i] = h * grad_scale
         if gs is not None:
             gs[i] = d * grad_scale
         if want_value:
@@ -214,7 +231,7 @@ def _elementwise_kernel(loss_id: int, want_value: bool):
     of in its loop costs labels of 0 and 1 7 %.)"""
     optimistic = want_value and loss_id == 1
 
-    def kernel(y, p, weight, pos_weight, param, scale, grad, losses):
+    def kernel(y, p, weight, pos_weight, param, scale, grad, losses, hess):
         n = p.size
         chunks = CHUNKS if n >= PARALLEL_MIN_ELEMENTS else 1
         size = (n + chunks - 1) // chunks
@@ -238,10 +255,11 @@ def _elementwise_kernel(loss_id: int, want_value: bool):
                 ys, ps = y[start:stop], p[start:stop]
                 ws = None if weight is None else weight[start:stop]
                 gs = None if grad is None else grad[start:stop]
+                hs = None if hess is None else hess[start:stop]
                 ls = losses[start:stop] if losses.size else scratch[: stop - start]
                 while True:  # once, or twice when a block proves its labels were not 0/1
                     soft = _elementwise_block(loss_id, one_log, want_value, ys, ps, ws, gs, ls,
-                                              pos_weight, start, param, grad_scale)
+                                              hs, pos_weight, start, param, grad_scale)
                     if not (one_log and soft):
                         break
                     one_log = False
@@ -270,7 +288,7 @@ def _row_max(x):
 
 
 def _cross_entropy_kernel(x, soft, labels, probs, weighted, class_weight, ignore_index, smoothing,
-                          mean, given_denominator, grad, row_losses, chunks):
+                          mean, given_denominator, grad, row_losses, chunks, hess):
     """Class indices in ``labels`` or probabilities in ``probs`` (``soft``); the unused one
     and an unused ``class_weight`` are empty arrays, so every call types the same way.
     ``given_denominator`` is the mean's denominator when the caller knows it, else < 0.
@@ -311,6 +329,8 @@ def _cross_entropy_kernel(x, soft, labels, probs, weighted, class_weight, ignore
                 if label == ignore_index:
                     if grad is not None:
                         grad[r, :] = 0
+                    if hess is not None:
+                        hess[r, :] = 0
                     if row_losses is not None:
                         row_losses[r] = 0.0
                     continue
@@ -339,6 +359,14 @@ def _cross_entropy_kernel(x, soft, labels, probs, weighted, class_weight, ignore
             total += loss
             if row_losses is not None:
                 row_losses[r] = loss
+            if hess is not None:
+                # coef softmax (1 - softmax), times the reduction's scale
+                h = hess[r]
+                inverse = 1.0 / sum_exp
+                hess_scale = coef * grad_scale
+                for c in range(classes):
+                    s = g[c] * inverse
+                    h[c] = hess_scale * (s * (1.0 - s))
             if grad is None:
                 continue
             # softmax * coef - w q, times the reduction's scale; the scale in the logits'
@@ -400,9 +428,10 @@ def _elementwise(loss: str):
         parallel[want] = _jit(source, f"{loss}_{name}_parallel", parallel=True)
     has_pos_weight = loss == "binary_cross_entropy_with_logits"
 
-    def kernel(y, p, weight, params, reduction, scale, grad, want_value):
+    def kernel(y, p, weight, params, reduction, scale, grad, want_value, hess=None):
         if p.dtype is FLOAT16:  # checked here, not by a wrapper: this runs on every call
-            return in_float32(kernel, y, p, weight, params, reduction, scale, grad, want_value)
+            return in_float32(kernel, y, p, weight, params, reduction, scale, grad, want_value,
+                              hess)
         if has_pos_weight:
             pos_weight, param = params[0], 0.0
         else:
@@ -418,11 +447,13 @@ def _elementwise(loss: str):
             y, p = y.reshape(-1), p.reshape(-1)
             weight = None if weight is None else weight.reshape(-1)
             grad = None if grad is None else grad.reshape(-1)
+            hess = None if hess is None else hess.reshape(-1)
         if p.size < PARALLEL_MIN_ELEMENTS:  # one thread: no thread start-up
-            total = serial[want_value](y, p, weight, pos_weight, param, scale, grad, flat_losses)
+            total = serial[want_value](y, p, weight, pos_weight, param, scale, grad, flat_losses,
+                                       hess)
         else:
             total = _parallel(parallel[want_value], y, p, weight, pos_weight, param, scale, grad,
-                              flat_losses)
+                              flat_losses, hess)
         if not want_value:
             return None
         # a NumPy scalar of p's dtype: one times a Python float has the scalar's dtype
@@ -438,7 +469,7 @@ _CE_PARALLEL = _jit(_cross_entropy_kernel, "cross_entropy_parallel", parallel=Tr
 
 
 @half_in_float32
-def cross_entropy(target, x, class_weight, params, reduction, scale, grad, want_value):
+def cross_entropy(target, x, class_weight, params, reduction, scale, grad, want_value, hess=None):
     # host labels are always checked: it costs nothing
     ignore_index, smoothing, _, denominator = params
     rows = x.shape[0]
@@ -450,7 +481,7 @@ def cross_entropy(target, x, class_weight, params, reduction, scale, grad, want_
     args = (x, soft, _NO_LABELS if soft else target, target if soft else _EMPTY_ROWS[x.dtype],
             class_weight is not None, _EMPTY[x.dtype] if class_weight is None else class_weight,
             ignore_index, smoothing, reduction == "mean",
-            -1.0 if denominator is None else float(denominator), grad, row_losses, chunks)
+            -1.0 if denominator is None else float(denominator), grad, row_losses, chunks, hess)
     if chunks == 1:
         value, bad_row = _CE_SERIAL(*args)
     else:

@@ -32,17 +32,20 @@ def _finish_grad(grad, weight, scale):
 
 
 @half_in_float32
-def mse(y, p, weight, params, reduction, scale, grad, want_value):
+def mse(y, p, weight, params, reduction, scale, grad, want_value, hess=None):
     diff = np.subtract(p, y, out=grad)  # the gradient buffer holds p - y (p may be grad)
     value = _reduce(np.square(diff), weight, reduction, scale, p.dtype) if want_value else None
     if grad is not None:
         np.multiply(grad, 2.0, out=grad)
         _finish_grad(grad, weight, scale)
+    if hess is not None:
+        hess.fill(2.0)  # 2 w, times the scale
+        _finish_grad(hess, weight, scale)
     return value
 
 
 @half_in_float32
-def binary_cross_entropy(y, p, weight, params, reduction, scale, grad, want_value):
+def binary_cross_entropy(y, p, weight, params, reduction, scale, grad, want_value, hess=None):
     (eps,) = params
     pc = np.clip(p, eps, 1.0 - eps)
     value = None
@@ -63,11 +66,20 @@ def binary_cross_entropy(y, p, weight, params, reduction, scale, grad, want_valu
         np.subtract(pc, y, out=grad)
         np.divide(grad, denominator, out=grad)
         _finish_grad(grad, weight, scale)
+    if hess is not None:
+        # y / pc^2 + (1 - y) / (1 - pc)^2: two terms >= 0 for y in [0, 1], no cancellation
+        np.divide(y, np.square(pc), out=hess)
+        rest = np.subtract(1.0, pc)
+        np.square(rest, out=rest)
+        np.divide(np.subtract(1.0, y), rest, out=rest)
+        hess += rest
+        _finish_grad(hess, weight, scale)
     return value
 
 
 @half_in_float32
-def binary_cross_entropy_with_logits(y, p, weight, params, reduction, scale, grad, want_value):
+def binary_cross_entropy_with_logits(y, p, weight, params, reduction, scale, grad, want_value,
+                                     hess=None):
     (pos_weight,) = params
     t = np.exp(-np.abs(p))  # exp(-|x|) in (0, 1]: never overflows
     # log weight 1 + (q - 1) y multiplies softplus(-x) in the value and sigma(x) in the grad
@@ -93,11 +105,20 @@ def binary_cross_entropy_with_logits(y, p, weight, params, reduction, scale, gra
             sigma *= log_weight
             np.subtract(sigma, pos_weight * y, out=grad)  # lw sigma(x) - q y
         _finish_grad(grad, weight, scale)
+    if hess is not None:
+        # lw sigma(x) sigma(-x) = lw t / (1 + t)^2: no 1 - sigma to cancel (t is read only:
+        # p may be grad, already overwritten)
+        square = np.add(1.0, t)
+        np.multiply(square, square, out=square)
+        np.divide(t, square, out=hess)
+        if log_weight is not None:
+            hess *= log_weight
+        _finish_grad(hess, weight, scale)
     return value
 
 
 @half_in_float32
-def hinge(y, p, weight, params, reduction, scale, grad, want_value):
+def hinge(y, p, weight, params, reduction, scale, grad, want_value, hess=None):
     (margin,) = params
     slack = np.multiply(y, p)
     np.subtract(margin, slack, out=slack)  # margin - t s
@@ -106,13 +127,17 @@ def hinge(y, p, weight, params, reduction, scale, grad, want_value):
         grad.fill(0)
         np.negative(y, out=grad, where=active)  # -t where the margin is violated, else 0
         _finish_grad(grad, weight, scale)
+    if hess is not None:
+        hess.fill(0.0)  # piecewise linear: 0 away from the kink (and 0 at it)
+        _finish_grad(hess, weight, scale)
     if not want_value:
         return None
     return _reduce(np.maximum(slack, 0.0, out=slack), weight, reduction, scale, p.dtype)
 
 
 @half_in_float32
-def cross_entropy(target, x, class_weight, params, reduction, scale, grad, want_value):
+def cross_entropy(target, x, class_weight, params, reduction, scale, grad, want_value,
+                  hess=None):
     ignore_index, smoothing, _, given_denominator = params
     rows, classes = x.shape
     dtype = x.dtype
@@ -169,6 +194,13 @@ def cross_entropy(target, x, class_weight, params, reduction, scale, grad, want_
                 value = row_loss.astype(dtype)
             else:
                 value = dtype.type(np.sum(row_loss) * grad_scale)
+        if hess is not None:
+            # coef softmax (1 - softmax), times the reduction's scale
+            np.multiply(exp, (1.0 / sum_exp)[:, None], out=hess)
+            hess *= np.subtract(1.0, hess)
+            hess *= (row_coef * grad_scale)[:, None]
+            if kept is not None and not kept.all():
+                hess[~kept] = 0.0  # ignored rows: exactly 0, as their gradient
         if grad is None:
             return value
         # softmax(x) sum_k w_k q_k - w q, times the reduction's scale
