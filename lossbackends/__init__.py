@@ -8,6 +8,7 @@ kernels), chosen per call (``backend=``), per block (``use_backend``), by the en
 variable ``LOSSBACKENDS_BACKEND``, or by the arrays themselves (``auto``).
 """
 
+from . import lightgbm, xgboost  # custom objectives (neither library is imported)
 from ._dispatch import available_backends, get_backend, use_backend
 from ._loss import Loss
 from .losses import (
@@ -33,7 +34,9 @@ __all__ = [
     "get_backend",
     "hinge",
     "hinge_loss",
+    "lightgbm",
     "mse",
     "mse_loss",
     "use_backend",
+    "xgboost",
 ]
