@@ -120,7 +120,9 @@ def make(loss: Loss | str, options: dict, conventions: dict[str, Convention],
             raise TypeError(f"{name}= is set by the objective (per-sample derivatives; the "
                             "library passes the sample weights); leave it out")
     if loss._class_indices:
-        loss._prepare(np, np.zeros(1, np.int64), np.zeros((1, 2)),
+        class_weight = options.get("class_weight")
+        classes = 2 if class_weight is None else int(np.size(class_weight))
+        loss._prepare(np, np.zeros(1, np.int64), np.zeros((1, classes)),
                       **{k: v for k, v in options.items() if k != "backend"})
     else:
         loss._prepare(np, np.zeros(1), np.zeros(1),
