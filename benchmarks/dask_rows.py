@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import json
 import os
-import resource
 import subprocess
 import sys
 
@@ -33,21 +32,32 @@ from . import core
 CHUNK = 1 << 24  # elements per block: 64 MiB of float32
 
 
+def _peak_gib() -> float:
+    """This process's peak resident memory (VmHWM: unlike getrusage's ru_maxrss, it starts
+    afresh in a new program instead of carrying its parent's)."""
+    with open("/proc/self/status") as f:
+        kib = next(int(line.split()[1]) for line in f if line.startswith("VmHWM:"))
+    return kib / 2**20
+
+
 def _gbps(nbytes, seconds):
     return nbytes / float(np.median(seconds)) / 1e9
 
 
-def _inputs(case):
-    rng = np.random.default_rng(0)
+def _dask_inputs(case):
+    """(y, p, minimum bytes of value_and_grad): Dask arrays generated block by block."""
+    import dask.array as da
+
+    rng = da.random.default_rng(0)
     if case == "mse":
         n = 400_000_000
-        y = rng.random(n, dtype=np.float32)
-        p = rng.random(n, dtype=np.float32)
-        return y, p, (CHUNK,), 12 * n
+        return (rng.random(n, chunks=CHUNK, dtype=np.float32),
+                rng.random(n, chunks=CHUNK, dtype=np.float32), 12 * n)
     rows, classes = 65536, 4096
-    p = rng.standard_normal((rows, classes), dtype=np.float32)
-    y = rng.integers(0, classes, rows)
-    return y, p, (CHUNK // classes, classes), 8 * rows * classes + 8 * rows
+    chunk = CHUNK // classes
+    return (rng.integers(0, classes, rows, chunks=chunk),
+            rng.standard_normal((rows, classes), chunks=(chunk, classes), dtype=np.float32),
+            8 * rows * classes + 8 * rows)
 
 
 def threaded_rows(roofline: float) -> list[dict]:
@@ -59,9 +69,10 @@ def threaded_rows(roofline: float) -> list[dict]:
     rows = []
     for case in ("mse", "cross_entropy"):
         loss = getattr(lb, case)
-        y, p, chunks, nbytes = _inputs(case)
-        dp = da.from_array(p, chunks=chunks)
-        dy = da.from_array(y, chunks=chunks[:y.ndim])
+        generated_y, generated_p, nbytes = _dask_inputs(case)
+        y, p = dask.compute(generated_y, generated_p)
+        dp = da.from_array(p, chunks=generated_p.chunks)
+        dy = da.from_array(y, chunks=generated_y.chunks)
         out = np.empty_like(p)
 
         def in_memory(loss=loss, y=y, p=p):
@@ -93,40 +104,46 @@ def threaded_rows(roofline: float) -> list[dict]:
 
 
 def cluster_rows(roofline: float) -> list[dict]:
-    import dask.array as da
+    import dask
     from distributed import Client, LocalCluster, wait
 
     rows = []
-    os.environ["NUMBA_NUM_THREADS"] = "1"  # inherited by the worker processes
-    try:
-        with LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
-                          dashboard_address=None, memory_limit=0) as cluster, \
-                Client(cluster) as client:
-            for case in ("mse", "cross_entropy"):
-                loss = getattr(lb, case)
-                y, p, chunks, nbytes = _inputs(case)
-                # generated on the client, scattered once: the inputs live on the workers
-                dp = client.persist(da.from_array(p, chunks=chunks))
-                dy = client.persist(da.from_array(y, chunks=chunks[:y.ndim]))
-                wait([dp, dy])
-                expected = loss(y, p, backend="numba")
-                del y, p
+    # one Numba thread per worker process (set in the workers' environment: a change of
+    # NUMBA_NUM_THREADS in this process, whose threads are running, would be an error)
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                      dashboard_address=None, memory_limit=0,
+                      env={"NUMBA_NUM_THREADS": "1"}) as cluster, \
+            Client(cluster) as client:
+        for case in ("mse", "cross_entropy"):
+            loss = getattr(lb, case)
+            # generated on the workers, block by block: the inputs live there
+            dy, dp, nbytes = _dask_inputs(case)
+            dy, dp = client.persist([dy, dp])
+            wait([dy, dp])
+            y, p = dask.compute(dy, dp)  # gathered once, for the in-memory call
 
-                def on_cluster(loss=loss, dy=dy, dp=dp):
-                    value, grad = client.persist(list(loss.value_and_grad(dy, dp, backend="numba")))
-                    wait([value, grad])
-                    return value.compute()
+            def in_memory(loss=loss, y=y, p=p):
+                return loss.value_and_grad(y, p, backend="numba")
 
-                error = abs(float(on_cluster()) - float(expected)) / abs(float(expected))
-                (samples,) = core.time_host_in_turn([on_cluster], min_time=0.5, repeats=5,
-                                                    warmup=0.0)
-                peak = max(client.run(lambda: resource.getrusage(resource.RUSAGE_SELF).ru_maxrss).values())
-                rows.append(core.row(case, "value_and_grad", "dask-localcluster-2x1",
-                                     "float32", dp.shape, samples, nbytes, roofline, device="host",
-                                     max_rel_error=error, peak_worker_gib=peak / 2**20))
-                del dp, dy
-    finally:
-        os.environ.pop("NUMBA_NUM_THREADS", None)
+            def on_cluster(loss=loss, dy=dy, dp=dp):
+                value, grad = client.persist(list(loss.value_and_grad(dy, dp, backend="numba")))
+                wait([value, grad])
+                return value.compute()
+
+            expected = in_memory()[0]
+            error = abs(float(on_cluster()) - float(expected)) / abs(float(expected))
+            samples = core.time_host_in_turn([in_memory, on_cluster], min_time=0.5, repeats=5,
+                                             warmup=0.0)
+            peak = max(client.run(_peak_gib).values())
+            reference = _gbps(nbytes, samples[0])
+            for name, times, extra in (("in-memory", samples[0], {}),
+                                       ("dask-localcluster-2x1", samples[1],
+                                        {"peak_worker_gib": peak})):
+                rows.append(core.row(case, "value_and_grad", name, "float32", dp.shape, times,
+                                     nbytes, roofline, device="host", max_rel_error=error,
+                                     of_in_memory=_gbps(nbytes, times) / reference, **extra))
+            del y, p
+            del dp, dy
     return rows
 
 
@@ -145,7 +162,7 @@ def larger_than_memory() -> dict:
     start = time.perf_counter()
     value = float(lb.mse(y, p, backend="numba").compute(scheduler="threads"))
     seconds = time.perf_counter() - start
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+    peak = _peak_gib()
     total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
     return {"elements": 2 * n, "gb": 8 * n / 1e9, "seconds": seconds, "value": value,
             "expected": 1 / 6, "peak_gib": peak, "machine_gib": total}

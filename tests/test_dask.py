@@ -225,25 +225,21 @@ def test_local_cluster_of_two_processes_with_a_cold_numba_cache(tmp_path):
     """Two worker processes compile the Numba kernels at once into one empty cache."""
     pytest.importorskip("numba")
     distributed = pytest.importorskip("distributed")
+    # set in the workers' environment only: NUMBA_NUM_THREADS cannot change in a process
+    # whose Numba threads run (this one)
     env = {"NUMBA_CACHE_DIR": str(tmp_path), "NUMBA_NUM_THREADS": "1"}
-    old = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)  # inherited by the worker processes
-    try:
-        with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
-                                      dashboard_address=None) as cluster, \
-                distributed.Client(cluster) as client:
-            rng = np.random.default_rng(5)
-            x = rng.normal(size=(4000, 10)).astype(np.float32)
-            t = rng.integers(0, 10, 4000)
-            t[::7] = -100
-            dx, dt = da.from_array(x, chunks=(500, 10)), da.from_array(t, chunks=500)
-            value, grad = lb.cross_entropy.value_and_grad(dt, dx, backend="numba")
-            mse_value, mse_grad = lb.mse.value_and_grad(dx, dx * 0.5, backend="numba")
-            results = client.compute([value, grad, mse_value, mse_grad], sync=True)
-            assert len(client.run(lambda: os.getpid())) == 2
-    finally:
-        for k, v in old.items():
-            os.environ.pop(k) if v is None else os.environ.__setitem__(k, v)
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                                  dashboard_address=None, env=env) as cluster, \
+            distributed.Client(cluster) as client:
+        rng = np.random.default_rng(5)
+        x = rng.normal(size=(4000, 10)).astype(np.float32)
+        t = rng.integers(0, 10, 4000)
+        t[::7] = -100
+        dx, dt = da.from_array(x, chunks=(500, 10)), da.from_array(t, chunks=500)
+        value, grad = lb.cross_entropy.value_and_grad(dt, dx, backend="numba")
+        mse_value, mse_grad = lb.mse.value_and_grad(dx, dx * 0.5, backend="numba")
+        results = client.compute([value, grad, mse_value, mse_grad], sync=True)
+        assert client.run(lambda: os.environ["NUMBA_CACHE_DIR"]) and len(client.run(os.getpid)) == 2
     expected = lb.cross_entropy.value_and_grad(t, x, backend="numba")
     np.testing.assert_array_equal(results[1], expected[1])
     np.testing.assert_allclose(results[0], expected[0], rtol=2e-6)
