@@ -361,12 +361,13 @@ def _cross_entropy_kernel(x, soft, labels, probs, weighted, class_weight, ignore
                 row_losses[r] = loss
             if hess is not None:
                 # coef softmax (1 - softmax), times the reduction's scale
+                # in the logits' dtype, as the gradient below: float32 stays vectorised
                 h = hess[r]
-                inverse = 1.0 / sum_exp
-                hess_scale = coef * grad_scale
+                inverse = x.dtype.type(1.0 / sum_exp)
+                hess_scale = x.dtype.type(coef * grad_scale)
                 for c in range(classes):
                     s = g[c] * inverse
-                    h[c] = hess_scale * (s * (1.0 - s))
+                    h[c] = hess_scale * (s * (ONE - s))
             if grad is None:
                 continue
             # softmax * coef - w q, times the reduction's scale; the scale in the logits'
