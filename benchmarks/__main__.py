@@ -4,6 +4,8 @@ against the memory bandwidth measured in the same run (on the host, around each 
     python -m benchmarks --quick --out bench-out        # the README's main job (< 2 min)
     python -m benchmarks --device gpu --out DIR         # on a GPU machine (ci/gpu)
     python -m benchmarks compare A.csv B.csv            # ratio of two runs, row by row
+    python -m benchmarks --torch-module ...             # + lossbackends.torch's step rows
+    python -m benchmarks --dask --out DIR               # the Dask rows alone (several GB)
 
 Writes DIR/results.csv, DIR/run.json and DIR/*.png, and prints a summary table.
 """
@@ -50,6 +52,8 @@ def parse(argv):
     parser.add_argument("--sizes", nargs="+", type=float, help="elementwise sizes")
     parser.add_argument("--dask", action="store_true",
                         help="the Dask rows instead of the suite (several GB; see dask_rows.py)")
+    parser.add_argument("--torch-module", action="store_true",
+                        help="add lossbackends.torch's training-step rows (benchmarks/torch_module.py)")
     parser.add_argument("--budget", type=float, default=0.0,
                         help="seconds after which peers are skipped (0: no limit)")
     return parser.parse_args(argv)
@@ -243,9 +247,15 @@ def run(args) -> list[dict]:
     if device == "host" and "binary_cross_entropy" in args.losses and not args.smoke:
         for n in [n for n in sizes if n >= 10**6]:
             rows += _around(device, roofline, lambda local, n=n: probability_label_rows([n], local))
-    for loss, dtype, shape in tqdm(grid, desc=f"benchmarks ({device})", unit="case"):
+    for loss, dtype, shape in tqdm(grid if chosen else [], desc=f"benchmarks ({device})",
+                                   unit="case"):  # no provider chosen: no case to measure
         rows += _around(device, roofline, lambda local, case=(loss, dtype, shape): _case_rows(
             args, ops, chosen, started, *case, local))
+    if args.torch_module:
+        from . import torch_module
+
+        size = "smoke" if args.smoke else "quick" if args.quick else "full"
+        rows += _around(device, roofline, lambda local: torch_module.rows(device, local, size))
     rows.insert(0, core.row("roofline", roofline_name, device, "float32", (0,), [1.0], roofline,
                             roofline, device=device))
     return rows, {device: roofline}

@@ -27,7 +27,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from . import _dispatch
+from . import _arrays, _dispatch
 
 REDUCTIONS = ("mean", "sum", "none")
 _FLOAT_DTYPES = frozenset(map(np.dtype, (np.float16, np.float32, np.float64)))
@@ -356,9 +356,12 @@ class Loss:
                     _check_out(xp, hess, y_true, y_true, y_pred, shape, "hess_out")
                 return kernel(y_true, y_pred, None, params, reduction, scale, grad, want_value,
                               hess=hess), grad, hess
-        if xp is None:  # Dask arrays: the route's function builds the whole call
+        if xp is None:  # Dask or foreign arrays: the route's function takes the whole call
             return kernel(self, y_true, y_pred, reduction, backend, options, want_value, out,
                           hess)
+        if options and any(map(_arrays.is_foreign, options.values())):
+            return run_foreign(self, y_true, y_pred, reduction, backend, options, want_value,
+                               out, hess)
         prep = self._prepare(xp, y_true, y_pred, **options)
         return compute(xp, kernel, prep, y_true, reduction, want_value, out, hess)
 
@@ -397,6 +400,22 @@ def compute(xp, kernel, prep: Prepared, y_true, reduction: str, want_value: bool
         if hess is not None:
             hess = _class_axis_back(xp, None, hess, prep, hess_out)[1]
     return (value, grad) if hess_out is None else (value, grad, hess)
+
+
+def run_foreign(loss: Loss, y_true, y_pred, reduction, backend, options, want_value, out,
+                hess=None):
+    """A call with torch/JAX/DLPack arrays: ``loss._run`` on NumPy/CuPy views of them, the
+    results as ``y_pred``'s library (see ``_arrays``). ``hess``: ``_WANT_GRAD`` asks for the
+    Hessian too (allocated: ``grad_and_hess`` takes no ``out=`` pair for these arrays)."""
+    if hess is not None and hess is not _WANT_GRAD:
+        raise ValueError("out=(grad_out, hess_out) takes NumPy or CuPy arrays; with torch, JAX "
+                         "or DLPack arrays use the returned (grad, hess)")
+
+    def run(y, p, native_options, native_out):
+        return loss._run(y, p, reduction, backend, native_options, want_value, native_out,
+                         hess)
+
+    return _arrays.run_foreign(run, y_true, y_pred, options, out, out is not None, _WANT_GRAD)
 
 
 class _WantGrad:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from .. import _dispatch
-from ._host import half_in_float32, label_error
+from ._host import bad_labels_as_nan, half_in_float32, label_error
 
 xp = np
 
@@ -226,6 +226,6 @@ KERNELS = {
     "binary_cross_entropy": binary_cross_entropy,
     "binary_cross_entropy_with_logits": binary_cross_entropy_with_logits,
     "hinge": hinge,
-    "cross_entropy": cross_entropy,
+    "cross_entropy": bad_labels_as_nan(cross_entropy),
 }
 _dispatch.register("numpy", KERNELS)
