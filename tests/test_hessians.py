@@ -361,3 +361,26 @@ def test_dask_grad_and_hess_is_lazy_and_equal():
         with pytest.raises(ValueError, match="Dask"):
             lb.mse.grad_and_hess(da.from_array(y), da.from_array(p),
                                  out=(np.empty_like(p), np.empty_like(p)))
+
+
+@pytest.mark.skipif(importlib.util.find_spec("torch") is None, reason="PyTorch is not installed")
+def test_torch_tensors_get_torch_results():
+    import torch
+
+    rng = np.random.default_rng(6)
+    y, p = _elementwise_inputs("binary_cross_entropy_with_logits", rng, (3, 4))
+    grad, hess = lb.binary_cross_entropy_with_logits.grad_and_hess(torch.tensor(y),
+                                                                   torch.tensor(p))
+    expected = lb.binary_cross_entropy_with_logits.grad_and_hess(y, p)
+    assert isinstance(grad, torch.Tensor) and isinstance(hess, torch.Tensor)
+    np.testing.assert_array_equal(hess.numpy(), expected[1])
+    np.testing.assert_array_equal(grad.numpy(), expected[0])
+    t, x, _ = _ce_inputs(rng, {}, rows=5, classes=3)
+    t[1] = 7  # check_labels=False: a bad row is NaN, gradient and Hessian
+    _, hess = lb.cross_entropy.grad_and_hess(torch.tensor(t), torch.tensor(x),
+                                             check_labels=False)
+    assert np.isnan(hess[1].numpy()).all() and np.isfinite(hess[0].numpy()).all()
+    with pytest.raises(ValueError, match="NumPy or CuPy"):
+        lb.mse.grad_and_hess(torch.tensor(y), torch.tensor(p),
+                             out=(torch.empty(3, 4, dtype=torch.float64),
+                                  torch.empty(3, 4, dtype=torch.float64)))

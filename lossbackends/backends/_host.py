@@ -74,18 +74,22 @@ def bad_labels_as_nan(kernel: Callable) -> Callable:
     instead of the error: what a call inside a traced JAX function needs (an exception in a
     callback is undefined there). One scan of the labels, only when the check is off."""
 
-    def run(target, x, class_weight, params, reduction, scale, grad, want_value):
+    def run(target, x, class_weight, params, reduction, scale, grad, want_value, hess=None):
         if params[2] or target.ndim != 1:  # labels checked (the default), or probabilities
-            return kernel(target, x, class_weight, params, reduction, scale, grad, want_value)
+            return kernel(target, x, class_weight, params, reduction, scale, grad, want_value,
+                          hess)
         ignore_index = params[0]
         bad = (target != ignore_index) & ((target < 0) | (target >= x.shape[1]))
         if not bad.any():
-            return kernel(target, x, class_weight, params, reduction, scale, grad, want_value)
+            return kernel(target, x, class_weight, params, reduction, scale, grad, want_value,
+                          hess)
         # the bad rows computed as ignored (in bounds), then marked NaN
         value = kernel(np.where(bad, ignore_index, target), x, class_weight, params, reduction,
-                       scale, grad, want_value)
+                       scale, grad, want_value, hess)
         if grad is not None:
             grad[bad] = np.nan
+        if hess is not None:
+            hess[bad] = np.nan
         if value is None:
             return None
         if reduction == "none":
