@@ -197,7 +197,15 @@ def test_hessians_match_torch_func_hessian(backend):
 def test_hessians_match_jax_hessian(backend):
     import jax
 
-    jax.config.update("jax_enable_x64", True)
+    enabled = jax.config.jax_enable_x64
+    jax.config.update("jax_enable_x64", True)  # float64, for this test only
+    try:
+        _check_against_jax(backend, jax)
+    finally:
+        jax.config.update("jax_enable_x64", enabled)
+
+
+def _check_against_jax(backend, jax):
     import jax.numpy as jnp
 
     rng = np.random.default_rng(12)
