@@ -9,6 +9,7 @@ variable ``LOSSBACKENDS_BACKEND``, or by the arrays themselves (``auto``).
 """
 
 from . import lightgbm, xgboost  # custom objectives (neither library is imported)
+from ._buffers import empty_cache
 from ._dispatch import available_backends, get_backend, use_backend
 from ._loss import Loss
 from .losses import (
@@ -31,6 +32,7 @@ __all__ = [
     "binary_cross_entropy_loss",
     "binary_cross_entropy_with_logits",
     "cross_entropy",
+    "empty_cache",
     "get_backend",
     "hinge",
     "hinge_loss",

@@ -27,7 +27,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from . import _arrays, _dispatch
+from . import _arrays, _buffers, _dispatch
 
 REDUCTIONS = ("mean", "sum", "none")
 _FLOAT_DTYPES = frozenset(map(np.dtype, (np.float16, np.float32, np.float64)))
@@ -342,8 +342,11 @@ class Loss:
                     and y_true.shape == target_shape):
                 # cross_entropy's kernel finds the mean's denominator from the labels
                 scale = 1.0 / n if reduction == "mean" and not class_indices else 1.0
-                if out is None or out is _WANT_GRAD:
-                    grad = None if out is None else xp.empty(shape, dtype)
+                if out is None:
+                    grad = None
+                elif out is _WANT_GRAD:  # the size check inline: small calls skip a call
+                    grad = (xp.empty(shape, dtype) if n < _POOL_MIN_ITEMS
+                            else _new_grad(xp, shape, dtype, n))
                 else:
                     _check_out(xp, out, y_true, y_true, y_pred, shape)
                     grad = out
@@ -351,7 +354,7 @@ class Loss:
                     return kernel(y_true, y_pred, None, params, reduction, scale, grad,
                                   want_value), grad
                 if hess is _WANT_GRAD:
-                    hess = xp.empty(shape, dtype)
+                    hess = _new_grad(xp, shape, dtype, n)
                 else:
                     _check_out(xp, hess, y_true, y_true, y_pred, shape, "hess_out")
                 return kernel(y_true, y_pred, None, params, reduction, scale, grad, want_value,
@@ -372,10 +375,10 @@ def _buffer(xp, out, prep: Prepared, y_true, name: str):
     the last computes into a new array, written back into ``out`` after the kernel."""
     p, shape = prep.p, prep.shape
     if out is _WANT_GRAD:
-        return xp.empty(p.shape, p.dtype)
+        return _new_grad(xp, p.shape, p.dtype, p.size)
     _check_out(xp, out, y_true, prep.y, p, shape, name)
     if prep.class_axis is not None and prep.class_axis != len(shape) - 1:
-        return xp.empty(p.shape, p.dtype)
+        return _new_grad(xp, p.shape, p.dtype, p.size)
     return out if out.shape == p.shape else out.reshape(p.shape)
 
 
@@ -416,6 +419,19 @@ def run_foreign(loss: Loss, y_true, y_pred, reduction, backend, options, want_va
                          hess)
 
     return _arrays.run_foreign(run, y_true, y_pred, options, out, out is not None, _WANT_GRAD)
+
+
+_POOL_MIN_ITEMS = _buffers.MIN_ITEMS
+
+
+def _new_grad(xp, shape, dtype, n):
+    """A new gradient buffer of ``n`` elements: ``xp.empty``, except that a NumPy one of
+    1 MiB or more may reuse a gradient returned before that nothing references any more
+    (``_buffers``: it spares the page faults of fresh memory). The size is checked first,
+    so that small calls pay nothing for it."""
+    if n < _POOL_MIN_ITEMS or xp is not np:
+        return xp.empty(shape, dtype)
+    return _buffers.empty(shape, dtype, n * dtype.itemsize)
 
 
 class _WantGrad:
