@@ -9,6 +9,12 @@
 
 enum { MSE = 0, BCE = 1, BCE_LOGITS = 2, HINGE = 3 };
 
+// 1 / (1 + t) for t in [0, 1]. In float, __fdividef: within 2 ulp for a denominator in
+// [1, 2]; the IEEE division's slow path (for operands near the range limits, never met
+// here) made ptxas spill in BCE_LOGITS.
+__device__ __forceinline__ float reciprocal_of_1p(float t) { return __fdividef(1.0f, 1.0f + t); }
+__device__ __forceinline__ double reciprocal_of_1p(double t) { return 1.0 / (1.0 + t); }
+
 // The mathematics of each loss, once: the loss of one element, its derivative in p and
 // its second derivative `h` (unused, hence removed by the compiler, without a Hessian).
 // `param` is eps (BCE, already max(eps, dtype eps)) or the margin (hinge); `pos` is the
@@ -31,19 +37,29 @@ __device__ __forceinline__ void loss_and_derivative(A y, A p, A param, A pos, A&
         const A q = A(1) - pc;
         h = y / (pc * pc) + (A(1) - y) / (q * q);
     } else if (LOSS == BCE_LOGITS) {
-        // PyTorch's stable form: (1 - y) x + lw softplus(-x), lw = 1 + (q - 1) y,
-        // softplus(-x) = max(-x, 0) + log1p(exp(-|x|)); gradient lw sigma(x) - q y.
+        // PyTorch's (1 - y) x + lw softplus(-x), lw = 1 + (q - 1) y = (1 - y) + q y,
+        // written c |x| + lw log1p(t), t = exp(-|x|), c = 1 - y for x >= 0 and q y below:
+        // terms of one sign for labels in [0, 1], nothing cancels; c = 0 at an infinite x
+        // gives the limit 0, not 0 * inf = NaN. Gradient lw sigma(x) - q y =
+        // (1 - y) sigma(x) - q y sigma(-x): no sigma(x) - 1 to cancel. A NaN x is not
+        // >= 0, and flows through t.
         const A t = exp(-fabs(p));
-        const A log_weight = A(1) + (pos - A(1)) * y;
-        loss = (A(1) - y) * p + log_weight * (fmax(-p, A(0)) + log1p(t));
-        const A sigma = (p >= A(0) ? A(1) : t) / (A(1) + t);
-        d = log_weight * sigma - pos * y;
-        h = log_weight * (t / ((A(1) + t) * (A(1) + t)));  // sigma(x) sigma(-x), no 1 - sigma
-    } else {  // HINGE: max(0, m - t s); -t where m - t s > 0 (0 at the kink); h = 0
-        const A slack = param - y * p;
+        const bool positive = p >= A(0);
+        const A keep = A(1) - y, hit = pos * y;
+        const A coef = positive ? keep : hit;
+        const A linear = coef == A(0) ? A(0) : coef * fabs(p);
+        loss = linear + (keep + hit) * log1p(t);
+        // sigma(x) = 1 / (1 + t) for x >= 0, t / (1 + t) below; sigma(-x) the other one
+        const A r = reciprocal_of_1p(t), tr = t * r;
+        d = keep * (positive ? r : tr) - hit * (positive ? tr : r);
+        h = (keep + hit) * (tr * r);  // lw sigma(x) sigma(-x) = lw t / (1 + t)^2: no 1 - sigma
+    } else {  // HINGE: max(0, m - t s); -t where m - t s > 0 (0 at the kink), NaN for NaN
+        // a label of 0 times an infinite score is 0 (the limit), not NaN
+        const A product = (y == A(0) && isinf(p)) ? A(0) : y * p;
+        const A slack = param - product;
         loss = slack <= A(0) ? A(0) : slack;  // max(slack, 0), NaN kept (fmax drops it)
-        d = slack > A(0) ? -y : A(0);
-        h = A(0);
+        d = slack > A(0) ? -y : (slack <= A(0) ? A(0) : slack);
+        h = slack == slack ? A(0) : slack;  // piecewise linear: 0, NaN for NaN
     }
 }
 

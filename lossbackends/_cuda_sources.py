@@ -88,7 +88,8 @@ def cross_entropy_expressions(type_name: str) -> list[str]:
     """The kernels every cross-entropy call may need besides a row configuration."""
     return [
         f"ce_small<{type_name}>",
-        f"ce_stream<{type_name}>",
+        f"ce_stream<{type_name}, false>",
+        f"ce_stream<{type_name}, true>",  # with the Hessian
         f"ce_label_weights<{type_name}>",
         f"ce_mean_scale<{type_name}>",
         f"ce_finalize<{type_name}>",

@@ -267,7 +267,8 @@ def test_special_values(backend, dtype):
     np.testing.assert_allclose(h[:4], clip_hess, rtol=1e-6)  # outside the clip: at the bound
     assert np.isnan(h[4]) and np.isclose(h[5], 0.5 / e**2 + 0.5 / (1 - e) ** 2, rtol=1e-6)
     g, h = got["hinge"]
-    np.testing.assert_array_equal(h, 0)
+    np.testing.assert_array_equal(h[[0, 1, 3]], 0)
+    assert np.isnan(h[2])  # NaN in, NaN out, as the gradient
     np.testing.assert_array_equal(g[:2], 0)  # the kink: gradient 0, Hessian 0
     np.testing.assert_array_equal(got["mse"][1], 2)
     _, h = got["ce"]

@@ -223,8 +223,12 @@ def cross_entropy(target, x, class_weight, params, reduction, scale, grad, want_
         function((-(-rows // SMALL_ROWS),), (SMALL_ROWS,), args,
                  shared_mem=SMALL_ROWS * classes * np.dtype(acc).itemsize)
     elif config is None:
-        function = device.function("cross_entropy.cu", common, f"ce_stream<{type_name}>")
-        function((rows,), (STREAM_THREADS,), (*args, packed))
+        function = device.function("cross_entropy.cu", common, f"ce_stream<{type_name}, false>")
+        function((rows,), (STREAM_THREADS,), (*args[:-1], None, packed))
+        if hess is not None:  # the Hessian in a launch of its own (see ce_stream)
+            device.function("cross_entropy.cu", common, f"ce_stream<{type_name}, true>")(
+                (rows,), (STREAM_THREADS,),
+                (x, labels, probs, class_weight, None, None, None, None, *args[8:], packed))
     else:
         expression = config.expression(type_name)
         function = device.function("cross_entropy.cu", [expression], expression)
