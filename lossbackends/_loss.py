@@ -119,10 +119,11 @@ def _prepare_elementwise(xp, y_true, y_pred, *, weight=None) -> Prepared:
 
 # --- the preparation of each loss: its options, checked once for every backend ---------
 
-# The clip bound of binary_cross_entropy is eps raised to the dtype's machine epsilon, so
-# 1 - eps stays < 1; float16 is computed in float32 by every backend, hence float32's.
-_EPS = {np.dtype(t): float(np.finfo(np.float32 if t == np.float16 else t).eps)
-        for t in (np.float16, np.float32, np.float64)}
+# The clip bound of binary_cross_entropy is eps raised to the dtype's machine epsilon
+# (the contract's max(eps, finfo(dtype).eps)), so 1 - eps stays < 1 and the gradient,
+# at most 1 / (e (1 - e)), stays finite in the dtype: float16's is 1024 at its bound
+# (float32's epsilon there gave 8.4e6, inf once rounded to float16).
+_EPS = {np.dtype(t): float(np.finfo(t).eps) for t in (np.float16, np.float32, np.float64)}
 
 
 _prepare_mse = _prepare_elementwise  # mse has no option of its own
@@ -160,20 +161,29 @@ def _prepare_hinge(xp, y_true, y_pred, *, weight=None, margin=1.0):
 _INT64 = np.iinfo(np.int64)
 
 
-def _class_indices(xp, t, classes: int, shape: tuple):
+def _class_indices(xp, t, classes: int, shape: tuple, check_labels: bool, ignore_index: int):
     """Integer or bool class indices as int64. Labels int64 cannot hold (uint64 from 2^63,
     Python ints beyond) are out of range of every class: they raise the label error with
-    their value as given, never wrapped (2^64 - 100 cast would be -100, ignore_index)."""
+    their value as given, never wrapped (2^64 - 100 cast would be -100, ignore_index);
+    with ``check_labels=False`` they become a negative label other than ``ignore_index``,
+    so that their rows get NaN, like those of every other bad label."""
+    wide = None  # where the labels are beyond int64
     if t.dtype.kind == "u" and t.dtype.itemsize == 8 and t.size:
-        too_big = (t > _INT64.max).reshape(-1)
-        if too_big.any():
-            row = int(xp.flatnonzero(too_big)[0])
-            raise label_error(int(t.reshape(-1)[row]), row, classes)
+        wide = t > _INT64.max
     elif t.dtype == object and xp is np:  # Python ints too large for any NumPy integer
-        flat = t.reshape(-1)
-        if all(isinstance(v, int) and not isinstance(v, bool) for v in flat):
-            row = next(i for i, v in enumerate(flat) if not _INT64.min <= v <= _INT64.max)
-            raise label_error(int(flat[row]), row, classes)
+        if all(isinstance(v, int) and not isinstance(v, bool) for v in t.flat):
+            wide = np.array([not _INT64.min <= v <= _INT64.max for v in t.flat],
+                            bool).reshape(t.shape)
+    if wide is not None and wide.any():
+        if check_labels:
+            row = int(xp.flatnonzero(wide.reshape(-1))[0])
+            raise label_error(int(t.reshape(-1)[row]), row, classes)
+        bad = -1 if ignore_index != -1 else -2
+        if t.dtype == object:
+            t = np.array([bad if w else v for v, w in zip(t.flat, wide.flat, strict=True)],
+                         np.int64).reshape(t.shape)
+        else:  # the wrapped values are all replaced
+            t = xp.where(wide, xp.int64(bad), t.astype(xp.int64))
     if t.dtype.kind not in "biu":
         raise TypeError(
             f"y_true of shape {t.shape} holds class indices and must be integers, not "
@@ -206,6 +216,11 @@ def _prepare_cross_entropy(
     if classes == 0:
         raise ValueError(f"cross_entropy needs at least one class; logits have shape {x.shape}")
     batch_shape = x.shape[:axis] + x.shape[axis + 1 :]
+    if isinstance(ignore_index, bool):
+        raise TypeError("ignore_index must be an integer, not a bool")
+    ignore_index = operator.index(ignore_index)
+    if not _INT64.min <= ignore_index <= _INT64.max:
+        raise ValueError(f"ignore_index must fit in int64; got {ignore_index}")
     t = xp.asarray(y_true)
     if axis != x.ndim - 1:
         x = xp.moveaxis(x, axis, -1)
@@ -217,18 +232,14 @@ def _prepare_cross_entropy(
             t = xp.moveaxis(t, axis, -1)
         target = xp.ascontiguousarray(t).reshape(-1, classes)
     elif t.shape == batch_shape:
-        target = xp.ascontiguousarray(_class_indices(xp, t, classes, shape)).reshape(-1)
+        target = xp.ascontiguousarray(_class_indices(xp, t, classes, shape, check_labels,
+                                                                   ignore_index)).reshape(-1)
     else:
         raise ValueError(
             f"y_true has shape {t.shape}; cross_entropy with logits of shape {shape} and "
             f"axis={axis} expects class indices of shape {batch_shape} or probabilities of "
             f"shape {shape}"
         )
-    if isinstance(ignore_index, bool):
-        raise TypeError("ignore_index must be an integer, not a bool")
-    ignore_index = operator.index(ignore_index)
-    if not _INT64.min <= ignore_index <= _INT64.max:
-        raise ValueError(f"ignore_index must fit in int64; got {ignore_index}")
     label_smoothing = float(label_smoothing)
     if not 0.0 <= label_smoothing <= 1.0:
         raise ValueError(f"label_smoothing must be in [0, 1]; got {label_smoothing}")
