@@ -26,7 +26,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from . import _arrays, _buffers, _dispatch
-from .backends._host import label_error
+from .backends._host import LabelError, label_error
 
 REDUCTIONS = ("mean", "sum", "none")
 _FLOAT_DTYPES = frozenset(map(np.dtype, (np.float16, np.float32, np.float64)))
@@ -381,8 +381,15 @@ def compute(xp, kernel, prep: Prepared, y_true, reduction: str, want_value: bool
             grad = out if out.shape == p.shape else out.reshape(p.shape)
     if prep.p.size:
         scale = prep.scale if reduction == "mean" else 1.0
-        value = kernel(prep.y, prep.p, prep.weight, prep.params, reduction, scale, grad,
-                       want_value)
+        try:
+            value = kernel(prep.y, prep.p, prep.weight, prep.params, reduction, scale, grad,
+                           want_value)
+        except LabelError as exc:  # kernels count rows flat: name the user's index
+            if len(prep.value_shape) < 2:
+                raise
+            where = np.unravel_index(exc.row, prep.value_shape)
+            raise label_error(exc.label, exc.row, exc.classes,
+                              f"y_true[{', '.join(map(str, where))}]") from None
     else:
         value = _empty_value(xp, prep, reduction) if want_value else None
     if prep.class_axis is None:  # the results already have the user's shapes
@@ -439,6 +446,16 @@ def _check_out(xp, out, y_true, y, p, shape) -> None:
         raise ValueError("out must be a writeable, C-contiguous array (see numpy.ascontiguousarray)")
     if out is y_true or (out is not p and _overlaps(xp, out, y)):
         raise ValueError("out must not share memory with y_true; it may be y_pred itself")
+    if out is not p and _overlaps(xp, out, p) and _address(out) != _address(p):
+        # a kernel would write elements it has still to read (same shape, dtype and
+        # contiguity: the same address is the same memory)
+        raise ValueError("out overlaps y_pred without being it; pass out=y_pred itself (the "
+                         "gradient in place) or an array of its own")
+
+
+def _address(a) -> int:
+    interface = getattr(a, "__array_interface__", None) or a.__cuda_array_interface__
+    return interface["data"][0]
 
 
 def _overlaps(xp, a, b) -> bool:
