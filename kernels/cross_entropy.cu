@@ -3,6 +3,7 @@
 // Per row i with logits x, (smoothed) target q and class weights w, and z = x - max(x):
 //   loss_i = coef * log(sum_c exp z_c) - dot,  coef = sum_c w_c q_c,  dot = sum_c w_c q_c z_c
 //   grad_ic = (softmax(x)_c * coef - w_c q_c) * scale
+//   hess_ic = coef * softmax(x)_c * (1 - softmax(x)_c) * scale   (when `hess` is not null)
 // For class indices q is (1 - e) onehot(y) + e / C, so coef = (1 - e) w_y + (e / C) W and
 // dot = (1 - e) w_y z_y + (e / C) sum_c w_c z_c, with W = sum_c w_c.
 // Both terms of the loss are >= 0, so nothing cancels (lse - x_y would, for large logits).
@@ -17,7 +18,7 @@
 // - ce_rows<T, THREADS, VPT, ROWS>: the row lives in registers (VPT values per thread), so
 //   the logits are read from DRAM once and the gradient written once. THREADS threads share
 //   a row: a warp (ROWS rows per block) or a whole block.
-// - ce_stream: any C. A block per row, an online max/sum pass, then the gradient pass (its
+// - ce_stream<T, HESS>: any C. A block per row, an online max/sum pass, then the gradient pass (its
 //   second read mostly served from L2). On an H200 it beat register-resident rows spread
 //   over thread-block clusters of 2 to 8 blocks at 32000 and 128256 classes (2026-11-26:
 //   60 % against 46 %, 64 % against 43 % of copy), so clusters are not used.
@@ -188,6 +189,15 @@ __device__ __forceinline__ A grad_of(A e, i64 c, const RowTarget& t, A prob_scal
     return (e * prob_scale - q) * scale;
 }
 
+// The Hessian's diagonal of one element: coef softmax (1 - softmax), times the scale; 0 in an
+// ignored row, NaN in a row with a bad label (as the gradient).
+template <typename A>
+__device__ __forceinline__ A hess_of(A softmax, A coef, A scale, const RowTarget& t) {
+    if (t.kind == 0) return A(0);
+    if (t.kind == 2) return quiet_nan<A>();
+    return (coef * scale) * (softmax * (A(1) - softmax));
+}
+
 template <typename A>
 __device__ __forceinline__ A read_scale(const A* scale_ptr, A scale) {
     return scale_ptr ? *scale_ptr : scale;
@@ -206,7 +216,7 @@ __global__ void __launch_bounds__(128) ce_small(
     const T* logits, const i64* __restrict__ labels, const T* __restrict__ probs,
     const T* __restrict__ class_weight, T* grad, typename AccOf<T>::type* row_loss, T* row_out,
     int* error, i64 rows, i64 classes, i64 ignore_index, typename AccOf<T>::type smoothing,
-    typename AccOf<T>::type scale, const typename AccOf<T>::type* scale_ptr,
+    typename AccOf<T>::type scale, const typename AccOf<T>::type* scale_ptr, T* hess,
     typename AccOf<T>::type z_loss, const typename AccOf<T>::type* z_factor_ptr,
     typename AccOf<T>::type softcap) {
     typedef typename AccOf<T>::type A;
@@ -246,10 +256,14 @@ __global__ void __launch_bounds__(128) ce_small(
         if (t.kind == 2) loss = quiet_nan<A>();
         if (row_out) row_out[row] = from_acc<T>(loss);
         block_loss = loss;
-        if (grad) {
+        if (grad || hess) {
             const A prob_scale = grad_coef / s;
+            const A inv_s = A(1) / s;
+            // the Hessian leaves row by row (uncoalesced): only grad_and_hess asks for it
+            T* h_row = hess ? hess + row * classes : 0;
             const T* x_row = logits + row * classes;  // the chain rule's logits, from cache
             for (i64 c = 0; c < classes; ++c) {
+                if (h_row) h_row[c] = from_acc<T>(hess_of<A>(x[c] * inv_s, coef, sc, t));
                 A g = grad_of<T, A>(x[c], c, t, prob_scale, probs_row, class_weight,
                                     smoothing, inv_classes, sc);
                 if (softcap != A(0)) g *= cap_slope<T, A>(to_acc(x_row[c]), softcap, inv_cap);
@@ -346,7 +360,7 @@ __device__ __forceinline__ void ce_rows_body(
     const T* logits, const i64* __restrict__ labels, const T* __restrict__ probs,
     const T* __restrict__ class_weight, T* grad, typename AccOf<T>::type* row_loss, T* row_out,
     int* error, i64 rows, i64 classes, i64 ignore_index, typename AccOf<T>::type smoothing,
-    typename AccOf<T>::type scale, const typename AccOf<T>::type* scale_ptr,
+    typename AccOf<T>::type scale, const typename AccOf<T>::type* scale_ptr, T* hess,
     typename AccOf<T>::type z_loss, const typename AccOf<T>::type* z_factor_ptr,
     typename AccOf<T>::type softcap, int packed) {
     typedef typename AccOf<T>::type A;
@@ -404,15 +418,17 @@ __device__ __forceinline__ void ce_rows_body(
         if (t.kind == 2) loss = quiet_nan<A>();
         write_row_loss<T, A>(loss, row, row_loss, row_out);
     }
-    if (grad) {
+    if (grad || hess) {
         const A sc = read_scale(scale_ptr, scale);
         // softmax = exp(x - own_max) * exp(own_max - row max) / s: one exp per thread
         const A prob_scale = grad_coef / st.s * exp(shifted(own_max, st.m));
-        T* g_row = grad + row * classes;
+        const A softmax_scale = exp(shifted(own_max, st.m)) / st.s;
+        T* g_row = grad ? grad + row * classes : 0;
+        T* h_row = hess ? hess + row * classes : 0;
 #pragma unroll
         for (int k = 0; k < PACKS; ++k) {
             const i64 col = ((i64)k * THREADS + lane) * W;
-            Pack<T> pk;
+            Pack<T> pk, hk;
 #pragma unroll
             for (int e = 0; e < W; ++e) {
                 A g = grad_of<T, A>(v[k * W + e], col + e, t, prob_scale, probs_row,
@@ -424,13 +440,18 @@ __device__ __forceinline__ void ce_rows_body(
                 if (t.kind == 0) g = 0;
                 if (t.kind == 2) g = quiet_nan<A>();
                 pk.v[e] = from_acc<T>(g);
+                if (h_row) hk.v[e] = from_acc<T>(hess_of<A>(v[k * W + e] * softmax_scale, coef, sc, t));
             }
             if (packed && col + W <= classes) {
-                *reinterpret_cast<Pack<T>*>(g_row + col) = pk;
+                if (g_row) *reinterpret_cast<Pack<T>*>(g_row + col) = pk;
+                if (h_row) *reinterpret_cast<Pack<T>*>(h_row + col) = hk;
             } else {
 #pragma unroll
                 for (int e = 0; e < W; ++e)
-                    if (col + e < classes) g_row[col + e] = pk.v[e];
+                    if (col + e < classes) {
+                        if (g_row) g_row[col + e] = pk.v[e];
+                        if (h_row) h_row[col + e] = hk.v[e];
+                    }
             }
         }
     }
@@ -441,11 +462,11 @@ __device__ __forceinline__ void ce_rows_body(
         const T *__restrict__ class_weight, T *grad, typename AccOf<T>::type *row_loss,       \
         T *row_out, int *error, i64 rows, i64 classes, i64 ignore_index,                      \
         typename AccOf<T>::type smoothing, typename AccOf<T>::type scale,                     \
-        const typename AccOf<T>::type *scale_ptr, typename AccOf<T>::type z_loss,             \
+        const typename AccOf<T>::type *scale_ptr, T *hess, typename AccOf<T>::type z_loss,    \
         const typename AccOf<T>::type *z_factor_ptr, typename AccOf<T>::type softcap, int packed
 #define CE_ROWS_CALL                                                                          \
     logits, labels, probs, class_weight, grad, row_loss, row_out, error, rows, classes,       \
-        ignore_index, smoothing, scale, scale_ptr, z_loss, z_factor_ptr, softcap, packed
+        ignore_index, smoothing, scale, scale_ptr, hess, z_loss, z_factor_ptr, softcap, packed
 
 template <typename T, int THREADS, int VPT, int ROWS>
 __global__ void __launch_bounds__(THREADS * ROWS, THREADS * ROWS >= 1024 ? 1 : 2) ce_rows(CE_ROWS_ARGS) {
@@ -533,9 +554,12 @@ __device__ __forceinline__ void stream_store(const Pack<T>& pk, i64 k, T* g_row,
     reinterpret_cast<Pack<T>*>(g_row)[k] = out;
 }
 
-// CAPPED: soft-capping compiled in (its registers cost the plain kernel's packs in flight),
-// with one pack fewer in flight.
-template <typename T, int CAPPED>
+// HESS: the instance that writes `hess` alone, launched after the other one (a second read
+// of the row, only for grad_and_hess above 16384 classes): both in one kernel spilled in
+// bf16 (64 registers without the Hessian). CAPPED: soft-capping compiled in (its registers
+// cost the plain kernel's packs in flight), with one pack fewer in flight; the front
+// refuses the Hessian with softcap, so HESS instances are never CAPPED.
+template <typename T, bool HESS, int CAPPED>
 __global__ void __launch_bounds__(1024) ce_stream(CE_ROWS_ARGS) {
     typedef typename AccOf<T>::type A;
     const int IN_FLIGHT = CAPPED ? STREAM_PACKS - 1 : STREAM_PACKS;
@@ -572,8 +596,16 @@ __global__ void __launch_bounds__(1024) ce_stream(CE_ROWS_ARGS) {
         if (t.kind == 2) loss = quiet_nan<A>();
         write_row_loss<T, A>(loss, row, row_loss, row_out);
     }
-    if (grad == 0) return;
     const A sc = read_scale(scale_ptr, scale);
+    if (HESS) {  // the Hessian alone: the gradient is ce_stream<T, false, 0>'s, launched first
+        const A inv_s = A(1) / st.s;
+        T* h_row = hess + row * classes;
+        for (i64 c = threadIdx.x; c < classes; c += 1024)  // element by element, coalesced
+            h_row[c] = from_acc<T>(hess_of<A>(row_exp<T>(shifted(to_acc(x_row[c]), m)) * inv_s,
+                                              coef, sc, t));
+        return;
+    }
+    if (grad == 0) return;
     const A prob_scale = grad_coef / st.s;
     T* g_row = grad + row * classes;
     // the second read of the row: mostly from L2 while the rows in flight fit there

@@ -15,21 +15,27 @@ enum { MSE = 0, BCE = 1, BCE_LOGITS = 2, HINGE = 3 };
 __device__ __forceinline__ float reciprocal_of_1p(float t) { return __fdividef(1.0f, 1.0f + t); }
 __device__ __forceinline__ double reciprocal_of_1p(double t) { return 1.0 / (1.0 + t); }
 
-// The mathematics of each loss, once: the loss of one element and its derivative in p.
+// The mathematics of each loss, once: the loss of one element, its derivative in p and
+// its second derivative `h` (unused, hence removed by the compiler, without a Hessian).
 // `param` is eps (BCE, already max(eps, dtype eps)) or the margin (hinge); `pos` is the
 // pos_weight of the element (BCE with logits).
 template <int LOSS, typename A>
-__device__ __forceinline__ void loss_and_derivative(A y, A p, A param, A pos, A& loss, A& d) {
+__device__ __forceinline__ void loss_and_derivative(A y, A p, A param, A pos, A& loss, A& d,
+                                                    A& h) {
     if (LOSS == MSE) {
         const A diff = p - y;
         loss = diff * diff;
         d = A(2) * diff;
+        h = A(2);
     } else if (LOSS == BCE) {
         // clip(p, e, 1 - e) by comparisons, so that NaN stays NaN (fmin and fmax drop it)
         const A high = A(1) - param;
         const A pc = p < param ? param : (p > high ? high : p);
         loss = -(y * log(pc) + (A(1) - y) * log(A(1) - pc));
         d = (pc - y) / (pc * (A(1) - pc));
+        // y / pc^2 + (1 - y) / (1 - pc)^2 at the clipped p: two terms >= 0, no cancellation
+        const A q = A(1) - pc;
+        h = y / (pc * pc) + (A(1) - y) / (q * q);
     } else if (LOSS == BCE_LOGITS) {
         // PyTorch's (1 - y) x + lw softplus(-x), lw = 1 + (q - 1) y = (1 - y) + q y,
         // written c |x| + lw log1p(t), t = exp(-|x|), c = 1 - y for x >= 0 and q y below:
@@ -46,29 +52,33 @@ __device__ __forceinline__ void loss_and_derivative(A y, A p, A param, A pos, A&
         // sigma(x) = 1 / (1 + t) for x >= 0, t / (1 + t) below; sigma(-x) the other one
         const A r = reciprocal_of_1p(t), tr = t * r;
         d = keep * (positive ? r : tr) - hit * (positive ? tr : r);
+        h = (keep + hit) * (tr * r);  // lw sigma(x) sigma(-x) = lw t / (1 + t)^2: no 1 - sigma
     } else {  // HINGE: max(0, m - t s); -t where m - t s > 0 (0 at the kink), NaN for NaN
         // a label of 0 times an infinite score is 0 (the limit), not NaN
         const A product = (y == A(0) && isinf(p)) ? A(0) : y * p;
         const A slack = param - product;
         loss = slack <= A(0) ? A(0) : slack;  // max(slack, 0), NaN kept (fmax drops it)
         d = slack > A(0) ? -y : (slack <= A(0) ? A(0) : slack);
+        h = slack == slack ? A(0) : slack;  // piecewise linear: 0, NaN for NaN
     }
 }
 
-template <typename T, int LOSS>
+template <typename T, int LOSS, bool HESS>
 __device__ __forceinline__ typename AccOf<T>::type element(
     const T* __restrict__ y, const T* p, const T* __restrict__ weight,
-    const T* __restrict__ pos_weight, i64 pos_len, T* grad, T* losses,
+    const T* __restrict__ pos_weight, i64 pos_len, T* grad, T* losses, T* __restrict__ hess,
     typename AccOf<T>::type scale, typename AccOf<T>::type param, i64 i, T yi, T pi) {
     typedef typename AccOf<T>::type A;
     const A pos = (LOSS == BCE_LOGITS && pos_weight) ? to_acc(pos_weight[i % pos_len]) : A(1);
-    A loss, d;
-    loss_and_derivative<LOSS, A>(to_acc(yi), to_acc(pi), param, pos, loss, d);
+    A loss, d, h;
+    loss_and_derivative<LOSS, A>(to_acc(yi), to_acc(pi), param, pos, loss, d, h);
     if (weight) {
         const A w = to_acc(weight[i]);
         loss *= w;
         d *= w;
+        h *= w;
     }
+    if (HESS) hess[i] = from_acc<T>(h * scale);
     if (grad) grad[i] = from_acc<T>(d * scale);
     if (losses) losses[i] = from_acc<T>(loss);
     return loss;
@@ -76,21 +86,23 @@ __device__ __forceinline__ typename AccOf<T>::type element(
 
 // One 16-byte pack: the plain value+gradient paths stay vectorised, weights and
 // pos_weight go element by element. Returns the pack's share of the sum.
-template <typename T, int LOSS>
+template <typename T, int LOSS, bool HESS>
 __device__ __forceinline__ typename AccOf<T>::type pack_step(
     const T* __restrict__ y, const T* p, const T* __restrict__ weight,
-    const T* __restrict__ pos_weight, i64 pos_len, T* grad, T* losses,
+    const T* __restrict__ pos_weight, i64 pos_len, T* grad, T* losses, T* __restrict__ hess,
     typename AccOf<T>::type scale, typename AccOf<T>::type param, i64 k, const Pack<T>& yv,
     const Pack<T>& pv) {
     typedef typename AccOf<T>::type A;
     const int W = VecWidth<T>::value;
     A total = 0;
-    if (losses == 0 && weight == 0 && !(LOSS == BCE_LOGITS && pos_weight)) {
+    // (a Hessian goes element by element: a third pack in registers would spill)
+    if (!HESS && losses == 0 && weight == 0 && !(LOSS == BCE_LOGITS && pos_weight)) {
         Pack<T> gv;
 #pragma unroll
         for (int e = 0; e < W; ++e) {
-            A loss, d;
-            loss_and_derivative<LOSS, A>(to_acc(yv.v[e]), to_acc(pv.v[e]), param, A(1), loss, d);
+            A loss, d, h;
+            loss_and_derivative<LOSS, A>(to_acc(yv.v[e]), to_acc(pv.v[e]), param, A(1), loss, d,
+                                         h);
             total += loss;
             gv.v[e] = from_acc<T>(d * scale);
         }
@@ -98,17 +110,19 @@ __device__ __forceinline__ typename AccOf<T>::type pack_step(
     } else {
 #pragma unroll
         for (int e = 0; e < W; ++e)
-            total += element<T, LOSS>(y, p, weight, pos_weight, pos_len, grad, losses, scale,
-                                      param, k * W + e, yv.v[e], pv.v[e]);
+            total += element<T, LOSS, HESS>(y, p, weight, pos_weight, pos_len, grad, losses,
+                                            hess, scale, param, k * W + e, yv.v[e], pv.v[e]);
     }
     return total;
 }
 
 // p and grad may be the same array (out=y_pred): each element is read before it is written.
-template <typename T, int LOSS>
+// HESS: `hess` receives the Hessian's diagonal (it is never p); a separate instance, so the
+// value and gradient kernels stay exactly what they are without it.
+template <typename T, int LOSS, bool HESS>
 __global__ void __launch_bounds__(256) elementwise(
     const T* __restrict__ y, const T* p, const T* __restrict__ weight,
-    const T* __restrict__ pos_weight, i64 pos_len, T* grad, T* losses,
+    const T* __restrict__ pos_weight, i64 pos_len, T* grad, T* losses, T* __restrict__ hess,
     typename AccOf<T>::type* partials, T* value, i64 n, int packed,
     typename AccOf<T>::type scale, typename AccOf<T>::type param) {
     typedef typename AccOf<T>::type A;
@@ -130,17 +144,17 @@ __global__ void __launch_bounds__(256) elementwise(
                 y1 = y_packs[k2];
                 p1 = p_packs[k2];
             }
-            total += pack_step<T, LOSS>(y, p, weight, pos_weight, pos_len, grad, losses, scale,
-                                        param, k, y0, p0);
+            total += pack_step<T, LOSS, HESS>(y, p, weight, pos_weight, pos_len, grad, losses,
+                                              hess, scale, param, k, y0, p0);
             if (k2 < packs)
-                total += pack_step<T, LOSS>(y, p, weight, pos_weight, pos_len, grad, losses,
-                                            scale, param, k2, y1, p1);
+                total += pack_step<T, LOSS, HESS>(y, p, weight, pos_weight, pos_len, grad,
+                                                  losses, hess, scale, param, k2, y1, p1);
         }
         tail = packs * W;
     }
     for (i64 i = tail + first; i < n; i += stride)
-        total += element<T, LOSS>(y, p, weight, pos_weight, pos_len, grad, losses, scale, param,
-                                  i, y[i], p[i]);
+        total += element<T, LOSS, HESS>(y, p, weight, pos_weight, pos_len, grad, losses, hess,
+                                        scale, param, i, y[i], p[i]);
     if (partials == 0 && value == 0) return;
     __shared__ A scratch[32];
     total = block_sum<256>(total, scratch);

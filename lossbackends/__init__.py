@@ -8,6 +8,7 @@ kernels), chosen per call (``backend=``), per block (``use_backend``), by the en
 variable ``LOSSBACKENDS_BACKEND``, or by the arrays themselves (``auto``).
 """
 
+from . import lightgbm, xgboost  # custom objectives (neither library is imported)
 from ._buffers import empty_cache
 from ._dispatch import available_backends, get_backend, use_backend
 from ._loss import Loss
@@ -36,8 +37,10 @@ __all__ = [
     "get_backend",
     "hinge",
     "hinge_loss",
+    "lightgbm",
     "mse",
     "mse_loss",
     "multiclass_hinge",
     "use_backend",
+    "xgboost",
 ]

@@ -79,17 +79,18 @@ ROW_CONFIGS = (
 
 
 def elementwise_expressions(type_name: str) -> list[str]:
-    return [f"elementwise<{type_name}, {i}>" for i in LOSS_IDS.values()] + [
-        f"finalize<{type_name}>"
-    ]
+    """Each loss without and with the Hessian (``elementwise<T, LOSS, HESS>``)."""
+    return [f"elementwise<{type_name}, {i}, {hess}>" for i in LOSS_IDS.values()
+            for hess in ("false", "true")] + [f"finalize<{type_name}>"]
 
 
 def cross_entropy_expressions(type_name: str) -> list[str]:
     """The kernels every cross-entropy call may need besides a row configuration."""
     return [
         f"ce_small<{type_name}>",
-        f"ce_stream<{type_name}, 0>",
-        f"ce_stream<{type_name}, 1>",
+        f"ce_stream<{type_name}, false, 0>",
+        f"ce_stream<{type_name}, true, 0>",  # with the Hessian
+        f"ce_stream<{type_name}, false, 1>",  # soft-capped
         f"ce_label_weights<{type_name}>",
         f"ce_mean_scale<{type_name}>",
         f"ce_finalize<{type_name}>",

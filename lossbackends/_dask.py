@@ -52,25 +52,41 @@ class _Spec:
     scale: float  # "mean" of an elementwise loss: 1 / (the whole array's size)
     want_value: bool
     want_grad: bool
+    want_hess: bool = False
     class_axis: int | None = None
     batch_shape: tuple = ()  # a loss with a class axis: the shape of its rows, for errors
     denominator: float | None = None  # "mean" of a loss with a class axis, when known now
 
 
 def run(loss, y_true, y_pred, reduction: str, backend: str | None, options: dict,
-        want_value: bool, out: Any) -> tuple[Any, Any]:
+        want_value: bool, out: Any, hess: Any = None) -> tuple[Any, ...]:
     """``loss`` on Dask arrays (either argument): lazy ``(value, grad)`` with ``y_pred``'s
-    chunks (``None`` where not asked)."""
+    chunks (``None`` where not asked); ``(value, grad, hess)`` when ``hess`` is given."""
     import dask.array as da
 
-    if out is not None and out is not _WANT_GRAD:
+    if (out is not None and out is not _WANT_GRAD) or (hess is not None and hess is not _WANT_GRAD):
         raise ValueError(
             "out= cannot be used with Dask arrays (they are lazy and immutable); drop out= "
             "and compute or store the returned gradient (dask.array.store writes it into an "
             "array of yours)"
         )
     want_grad = out is not None
+    for name, a in (("y_true", y_true), ("y_pred", y_pred)):
+        meta = getattr(a, "_meta", a)
+        if type(meta).__module__.partition(".")[0] not in ("numpy", "cupy", "builtins"):
+            kind = f"{type(meta).__module__}.{type(meta).__qualname__}"
+            raise TypeError(
+                f"{name} is {f'a Dask array of {kind} chunks' if is_dask_array(a) else kind}: "
+                "Dask arrays of NumPy or CuPy chunks are supported (with NumPy or CuPy "
+                "arrays beside them); convert, e.g. x.map_blocks(numpy.asarray)"
+            )
     p = y_pred if is_dask_array(y_pred) else da.asarray(y_pred)
+    for name, a in (("y_true", y_true), ("y_pred", p)):
+        if is_dask_array(a) and any(math.isnan(c) for chunks in a.chunks for c in chunks):
+            raise ValueError(
+                f"{name} has chunks of unknown size (after boolean indexing, say); call "
+                f"{name}.compute_chunk_sizes() first"
+            )
     backend_name = _dispatch.backend_for(backend, p._meta)
     dtype = as_prediction(np, np.empty(0, p.dtype)).dtype
     for name, value in options.items():
@@ -79,16 +95,16 @@ def run(loss, y_true, y_pred, reduction: str, backend: str | None, options: dict
                 f"{name} is a Dask array; pass it as a NumPy or CuPy array (it is small and "
                 "goes to every block as it is)"
             )
+    wants = (want_value, want_grad, hess is not None)
     if p.size == 0:
-        return _in_memory(loss, y_true, p, reduction, backend_name, options, want_value, out)
+        return _in_memory(loss, y_true, p, reduction, backend_name, options, want_value, out,
+                          hess)
     if loss._class_indices:
-        return _rows(loss, y_true, p, reduction, backend_name, options, want_value, want_grad,
-                     dtype)
-    return _elementwise(loss, y_true, p, reduction, backend_name, options, want_value,
-                        want_grad, dtype)
+        return _rows(loss, y_true, p, reduction, backend_name, options, wants, dtype)
+    return _elementwise(loss, y_true, p, reduction, backend_name, options, wants, dtype)
 
 
-def _in_memory(loss, y_true, p, reduction, backend, options, want_value, out):
+def _in_memory(loss, y_true, p, reduction, backend, options, want_value, out, hess):
     """An empty input: nothing to cut into blocks, so the in-memory call gives the results
     (its warning for the mean included), wrapped as Dask arrays."""
     import dask.array as da
@@ -96,9 +112,9 @@ def _in_memory(loss, y_true, p, reduction, backend, options, want_value, out):
     xp = _dispatch.load_backend(backend).xp
     y = y_true.compute() if is_dask_array(y_true) else y_true
     options = {k: (v.compute() if is_dask_array(v) else v) for k, v in options.items()}
-    value, grad = loss._run(y, xp.empty(p.shape, p.dtype), reduction, backend, options,
-                            want_value, out)
-    return tuple(None if a is None else da.from_array(xp.asarray(a)) for a in (value, grad))
+    results = loss._run(y, xp.empty(p.shape, p.dtype), reduction, backend, options,
+                        want_value, out, hess)
+    return tuple(None if a is None else da.from_array(xp.asarray(a)) for a in results)
 
 
 def _check_options(loss, p, y_dtype, y_small_shape, options, kept_axis: int):
@@ -114,7 +130,7 @@ def _check_options(loss, p, y_dtype, y_small_shape, options, kept_axis: int):
                   **options)
 
 
-def _elementwise(loss, y_true, p, reduction, backend, options, want_value, want_grad, dtype):
+def _elementwise(loss, y_true, p, reduction, backend, options, wants, dtype):
     import dask.array as da
 
     y = da.asarray(y_true)
@@ -142,17 +158,18 @@ def _elementwise(loss, y_true, p, reduction, backend, options, want_value, want_
         args += [w.rechunk(p.chunks), index]
     else:
         args += [None, None]
-    if pos_weight is not None and np.ndim(pos_weight) and p.ndim:
+    if pos_weight is not None and getattr(pos_weight, "size", np.size(pos_weight)) > 1 and p.ndim:
         # a vector along the last axis: each block takes its own stretch of it
         last = p.shape[-1]
-        vector = pos_weight.reshape(-1)
+        vector = (pos_weight if hasattr(pos_weight, "reshape") else np.asarray(pos_weight)
+                  ).reshape(-1)
         vector = vector if vector.size == last else vector.repeat(last)
         options.pop("pos_weight")
         args += [da.from_array(vector, chunks=(p.chunks[-1],)), index[-1]]
     else:
         args += [None, None]
     spec = _Spec(loss.name, backend, tuple(options.items()), reduction,
-                 1.0 / p.size if reduction == "mean" else 1.0, want_value, want_grad)
+                 1.0 / p.size if reduction == "mean" else 1.0, *wants)
     pairs = da.blockwise(_elementwise_block, index, *args, dtype=dtype, meta=_meta(p, dtype),
                          spec=spec, token=f"lossbackends-{loss.name}")
     return _results(pairs, p, spec, dtype)
@@ -168,7 +185,7 @@ def _elementwise_block(y, p, weight, pos_weight, *, spec: _Spec):
     return _compute_block(loss, spec, y, p, options)
 
 
-def _rows(loss, y_true, p, reduction, backend, options, want_value, want_grad, dtype):
+def _rows(loss, y_true, p, reduction, backend, options, wants, dtype):
     """A loss with a class axis (``cross_entropy``): blocks of whole rows."""
     import dask.array as da
 
@@ -226,8 +243,8 @@ def _rows(loss, y_true, p, reduction, backend, options, want_value, want_grad, d
     for letter, chunks in zip(batch_index, batch_chunks, strict=True):
         offsets = np.cumsum((0, *chunks[:-1]))
         starts += [da.from_array(offsets, chunks=1), letter]
-    spec = _Spec(loss.name, backend, tuple(options.items()), reduction, 1.0, want_value,
-                 want_grad, axis, batch_shape, denominator)
+    spec = _Spec(loss.name, backend, tuple(options.items()), reduction, 1.0, *wants, axis,
+                 batch_shape, denominator)
     pairs = da.blockwise(
         _rows_block, index, y, y_index, p, index,
         *((labels_denominator, "") if labels_denominator is not None else (None, None)),
@@ -282,23 +299,25 @@ def _rows_block(t, x, denominator, *starts, spec: _Spec):
 
 
 def _compute_block(loss, spec: _Spec, y, p, options, denominator=None):
-    """One block's ``(gradient or None, losses or partial sum or None)``."""
+    """One block's ``(gradient or None, losses or partial sum or None, Hessian or None)``."""
     backend = _dispatch.load_backend(spec.backend)
     xp = backend.xp
     want_value, reduction = spec.want_value, spec.reduction
     if p.size == 0:  # an empty block inside a non-empty array: nothing to add
         grad = xp.empty(p.shape, p.dtype) if spec.want_grad else None
-        return grad, _partial(xp, p, 0.0) if reduction != "none" else None
+        hess = xp.empty(p.shape, p.dtype) if spec.want_hess else None
+        return grad, (_partial(xp, p, 0.0) if reduction != "none" else None), hess
     prep = loss._prepare(xp, y, p, **options)
     if spec.class_axis is None:
         prep = prep._replace(scale=spec.scale)
     elif denominator is not None:
         prep = prep._replace(params=(*prep.params[:-1], denominator))
-    value, grad = compute(xp, _dispatch.kernel_for(loss.name, spec.backend), prep, y,
-                          reduction, want_value, _WANT_GRAD if spec.want_grad else None)
+    value, grad, *hess = compute(xp, _dispatch.kernel_for(loss.name, spec.backend), prep, y,
+                                 reduction, want_value, _WANT_GRAD if spec.want_grad else None,
+                                 _WANT_GRAD if spec.want_hess else None)
     if want_value and reduction != "none":
         value = _partial(xp, p, value)
-    return grad, value
+    return grad, value, (hess[0] if hess else None)
 
 
 def _partial(xp, p, value):
@@ -309,10 +328,13 @@ def _partial(xp, p, value):
 def _results(pairs, p, spec: _Spec, dtype, drop_axis=None):
     import dask.array as da
 
-    grad = value = None
+    grad = value = hess = None
     if spec.want_grad:
         grad = pairs.map_blocks(_first, dtype=dtype, meta=_meta(p, dtype),
                                 token="lossbackends-grad")
+    if spec.want_hess:
+        hess = pairs.map_blocks(_third, dtype=dtype, meta=_meta(p, dtype),
+                                token="lossbackends-hess")
     if spec.want_value:
         if spec.reduction == "none" and drop_axis is None:
             value = pairs.map_blocks(_second, dtype=dtype, meta=_meta(p, dtype),
@@ -328,7 +350,7 @@ def _results(pairs, p, spec: _Spec, dtype, drop_axis=None):
                                         meta=_meta(p, np.float64), token="lossbackends-partials")
             # Dask's tree sum in float64: its order is fixed by the chunks
             value = partials.sum(dtype=np.float64).astype(dtype)
-    return value, grad
+    return (value, grad, hess) if spec.want_hess else (value, grad)
 
 
 def _first(pair):
@@ -337,6 +359,10 @@ def _first(pair):
 
 def _second(pair):
     return pair[1]
+
+
+def _third(triple):
+    return triple[2]
 
 
 def _second_of_row(pairs):

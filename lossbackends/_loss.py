@@ -8,12 +8,14 @@ anything and computes whatever the call asked for in one pass.
 
 Kernel signature, the same on every backend::
 
-    kernel(y, p, weight, params, reduction, scale, grad, want_value) -> value | None
+    kernel(y, p, weight, params, reduction, scale, grad, want_value, hess=None) -> value | None
 
 ``grad`` is ``None`` or a C-contiguous buffer shaped like ``p`` to fill (it may be ``p``
 itself); ``scale`` is what the reduction multiplies the sum and the gradient by: ``1/n``
 for an elementwise ``"mean"``, else 1 (``cross_entropy`` finds its mean's denominator from
-the labels, in the kernel).
+the labels, in the kernel). ``hess`` is ``None`` or a C-contiguous buffer shaped like ``p``
+(never ``p`` itself) to fill with the diagonal of the Hessian of each element's (row's) own
+loss, with the gradient's weights and scale; it is only asked together with ``grad``.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from . import _arrays, _buffers, _dispatch
-from .backends._host import label_error
+from .backends._host import LabelError, label_error
 
 REDUCTIONS = ("mean", "sum", "none")
 _FLOAT_DTYPES = frozenset(map(np.dtype, (np.float16, np.float32, np.float64)))
@@ -119,10 +121,11 @@ def _prepare_elementwise(xp, y_true, y_pred, *, weight=None) -> Prepared:
 
 # --- the preparation of each loss: its options, checked once for every backend ---------
 
-# The clip bound of binary_cross_entropy is eps raised to the dtype's machine epsilon, so
-# 1 - eps stays < 1; float16 is computed in float32 by every backend, hence float32's.
-_EPS = {np.dtype(t): float(np.finfo(np.float32 if t == np.float16 else t).eps)
-        for t in (np.float16, np.float32, np.float64)}
+# The clip bound of binary_cross_entropy is eps raised to the dtype's machine epsilon
+# (the contract's max(eps, finfo(dtype).eps)), so 1 - eps stays < 1 and the gradient,
+# at most 1 / (e (1 - e)), stays finite in the dtype: float16's is 1024 at its bound
+# (float32's epsilon there gave 8.4e6, inf once rounded to float16).
+_EPS = {np.dtype(t): float(np.finfo(t).eps) for t in (np.float16, np.float32, np.float64)}
 
 
 _prepare_mse = _prepare_elementwise  # mse has no option of its own
@@ -160,20 +163,29 @@ def _prepare_hinge(xp, y_true, y_pred, *, weight=None, margin=1.0):
 _INT64 = np.iinfo(np.int64)
 
 
-def _class_indices(xp, t, classes: int, shape: tuple):
+def _class_indices(xp, t, classes: int, shape: tuple, check_labels: bool, ignore_index: int):
     """Integer or bool class indices as int64. Labels int64 cannot hold (uint64 from 2^63,
     Python ints beyond) are out of range of every class: they raise the label error with
-    their value as given, never wrapped (2^64 - 100 cast would be -100, ignore_index)."""
+    their value as given, never wrapped (2^64 - 100 cast would be -100, ignore_index);
+    with ``check_labels=False`` they become a negative label other than ``ignore_index``,
+    so that their rows get NaN, like those of every other bad label."""
+    wide = None  # where the labels are beyond int64
     if t.dtype.kind == "u" and t.dtype.itemsize == 8 and t.size:
-        too_big = (t > _INT64.max).reshape(-1)
-        if too_big.any():
-            row = int(xp.flatnonzero(too_big)[0])
-            raise label_error(int(t.reshape(-1)[row]), row, classes)
+        wide = t > _INT64.max
     elif t.dtype == object and xp is np:  # Python ints too large for any NumPy integer
-        flat = t.reshape(-1)
-        if all(isinstance(v, int) and not isinstance(v, bool) for v in flat):
-            row = next(i for i, v in enumerate(flat) if not _INT64.min <= v <= _INT64.max)
-            raise label_error(int(flat[row]), row, classes)
+        if all(isinstance(v, int) and not isinstance(v, bool) for v in t.flat):
+            wide = np.array([not _INT64.min <= v <= _INT64.max for v in t.flat],
+                            bool).reshape(t.shape)
+    if wide is not None and wide.any():
+        if check_labels:
+            row = int(xp.flatnonzero(wide.reshape(-1))[0])
+            raise label_error(int(t.reshape(-1)[row]), row, classes)
+        bad = -1 if ignore_index != -1 else -2
+        if t.dtype == object:
+            t = np.array([bad if w else v for v, w in zip(t.flat, wide.flat, strict=True)],
+                         np.int64).reshape(t.shape)
+        else:  # the wrapped values are all replaced
+            t = xp.where(wide, xp.int64(bad), t.astype(xp.int64))
     if t.dtype.kind not in "biu":
         raise TypeError(
             f"y_true of shape {t.shape} holds class indices and must be integers, not "
@@ -183,7 +195,8 @@ def _class_indices(xp, t, classes: int, shape: tuple):
     return t.astype(xp.int64, copy=False)
 
 
-def _class_axis_inputs(xp, y_true, y_pred, axis, name, probabilities):
+def _class_axis_inputs(xp, y_true, y_pred, axis, name, probabilities, check_labels=True,
+                       ignore_index=-100):
     """Logits with a class axis as (rows, classes), C-contiguous, the classes last, and
     y_true as int64 class indices (rows,) or (with ``probabilities``) probabilities shaped
     like the logits (rows, classes). Returns (target, x2d, shape, batch_shape, axis)."""
@@ -210,7 +223,8 @@ def _class_axis_inputs(xp, y_true, y_pred, axis, name, probabilities):
             t = xp.moveaxis(t, axis, -1)
         target = xp.ascontiguousarray(t).reshape(-1, classes)
     elif t.shape == batch_shape:
-        target = xp.ascontiguousarray(_class_indices(xp, t, classes, shape)).reshape(-1)
+        target = xp.ascontiguousarray(_class_indices(xp, t, classes, shape, check_labels,
+                                                     ignore_index)).reshape(-1)
     else:
         expected = f" or probabilities of shape {shape}" if probabilities else ""
         raise ValueError(
@@ -233,14 +247,15 @@ def _prepare_cross_entropy(
     softcap=None,
     check_labels=True,
 ):
-    target, x2d, shape, batch_shape, axis = _class_axis_inputs(
-        xp, y_true, y_pred, axis, "cross_entropy", probabilities=True)
-    classes = shape[axis]
     if isinstance(ignore_index, bool):
         raise TypeError("ignore_index must be an integer, not a bool")
     ignore_index = operator.index(ignore_index)
     if not _INT64.min <= ignore_index <= _INT64.max:
         raise ValueError(f"ignore_index must fit in int64; got {ignore_index}")
+    target, x2d, shape, batch_shape, axis = _class_axis_inputs(
+        xp, y_true, y_pred, axis, "cross_entropy", probabilities=True,
+        check_labels=bool(check_labels), ignore_index=ignore_index)
+    classes = shape[axis]
     label_smoothing = float(label_smoothing)
     if not 0.0 <= label_smoothing <= 1.0:
         raise ValueError(f"label_smoothing must be in [0, 1]; got {label_smoothing}")
@@ -312,7 +327,8 @@ class Loss:
     keyword options: ``reduction`` (``"mean"``, ``"sum"`` or ``"none"``) and ``backend``
     (``None``, ``"auto"``, ``"numpy"``, ``"numba"``, ``"cupy"``); ``.grad`` and
     ``.value_and_grad`` also take ``out``, a C-contiguous array shaped like ``y_pred`` (it
-    may be ``y_pred`` itself) that receives the gradient.
+    may be ``y_pred`` itself) that receives the gradient. ``.grad_and_hess`` gives the
+    gradient and the diagonal of the Hessian from one fused pass (``out`` is then a pair).
     """
 
     def __init__(self, name: str, prepare: Callable[..., Prepared], doc: str, *,
@@ -354,7 +370,41 @@ class Loss:
         out = _WANT_GRAD if out is None else out
         return self._run(y_true, y_pred, reduction, backend, options, True, out)
 
-    def _run(self, y_true, y_pred, reduction, backend, options, want_value, out):
+    def grad_and_hess(self, y_true: Any, y_pred: Any, *, reduction: str = "mean",
+                      backend: str | None = None, out: tuple[Any, Any] | None = None,
+                      **options: Any) -> tuple[Any, Any]:
+        """``(gradient, hessian)`` from one fused pass, both shaped like ``y_pred``.
+
+        ``hessian`` is the diagonal of the Hessian of each element's (for ``cross_entropy``
+        each row's) own loss, with the gradient's weights and reduction scale: what a
+        gradient-boosting library takes with the gradient (the loss's docstring gives the
+        formula). ``out`` is ``(grad_out, hess_out)``: two distinct writeable C-contiguous
+        arrays shaped like ``y_pred``, sharing no memory with ``y_true``; ``grad_out`` may
+        be ``y_pred`` itself, ``hess_out`` may not.
+        """
+        if out is None:
+            grad_out = hess_out = _WANT_GRAD
+        else:
+            if not isinstance(out, (tuple, list)) or len(out) != 2:
+                raise TypeError("out must be a pair (grad_out, hess_out) of arrays shaped like "
+                                "y_pred, or None")
+            grad_out, hess_out = out
+            # (device arrays: the identity only; a partial overlap is the caller's to avoid)
+            if grad_out is hess_out or (isinstance(grad_out, np.ndarray) and isinstance(
+                    hess_out, np.ndarray) and np.may_share_memory(grad_out, hess_out)):
+                raise ValueError("out=(grad_out, hess_out) must be two distinct arrays that "
+                                 "share no memory")
+        if self.name == "cross_entropy" and (options.get("z_loss") or
+                                             options.get("softcap") is not None):
+            raise ValueError("grad_and_hess does not take cross_entropy's z_loss or softcap "
+                             "yet; call grad for their gradient")
+        _, grad, hess = self._run(y_true, y_pred, reduction, backend, options, False, grad_out,
+                                  hess_out)
+        return grad, hess
+
+    def _run(self, y_true, y_pred, reduction, backend, options, want_value, out, hess=None):
+        """``(value, grad)``, or ``(value, grad, hess)`` when ``hess`` is given (then
+        ``_WANT_GRAD``, "allocate it", or the user's array)."""
         if reduction not in REDUCTIONS:
             raise ValueError(
                 f"unknown reduction {reduction!r}; choose one of 'mean', 'sum', 'none'"
@@ -383,51 +433,80 @@ class Loss:
                 else:
                     _check_out(xp, out, y_true, y_true, y_pred, shape)
                     grad = out
-                return kernel(y_true, y_pred, None, params, reduction, scale, grad,
-                              want_value), grad
+                if hess is None:
+                    return kernel(y_true, y_pred, None, params, reduction, scale, grad,
+                                  want_value), grad
+                if hess is _WANT_GRAD:
+                    hess = _new_grad(xp, shape, dtype, n)
+                else:
+                    _check_out(xp, hess, y_true, y_true, y_pred, shape, "hess_out")
+                return kernel(y_true, y_pred, None, params, reduction, scale, grad, want_value,
+                              hess=hess), grad, hess
         if xp is None:  # Dask or foreign arrays: the route's function takes the whole call
-            return kernel(self, y_true, y_pred, reduction, backend, options, want_value, out)
+            return kernel(self, y_true, y_pred, reduction, backend, options, want_value, out,
+                          hess)
         if options and any(map(_arrays.is_foreign, options.values())):
             return run_foreign(self, y_true, y_pred, reduction, backend, options, want_value,
-                               out)
+                               out, hess)
         prep = self._prepare(xp, y_true, y_pred, **options)
-        return compute(xp, kernel, prep, y_true, reduction, want_value, out)
+        return compute(xp, kernel, prep, y_true, reduction, want_value, out, hess)
 
 
-def compute(xp, kernel, prep: Prepared, y_true, reduction: str, want_value: bool, out):
+def _buffer(xp, out, prep: Prepared, y_true, name: str):
+    """The kernel's buffer for a result shaped like y_pred: ``out`` is ``_WANT_GRAD`` (a new
+    array) or the user's array, checked; cross_entropy with the classes on another axis than
+    the last computes into a new array, written back into ``out`` after the kernel."""
+    p, shape = prep.p, prep.shape
+    if out is _WANT_GRAD:
+        return _new_grad(xp, p.shape, p.dtype, p.size)
+    _check_out(xp, out, y_true, prep.y, p, shape, name)
+    if prep.class_axis is not None and prep.class_axis != len(shape) - 1:
+        return _new_grad(xp, p.shape, p.dtype, p.size)
+    return out if out.shape == p.shape else out.reshape(p.shape)
+
+
+def compute(xp, kernel, prep: Prepared, y_true, reduction: str, want_value: bool, out,
+            hess_out=None):
     """Run ``kernel`` on prepared arguments: allocate or check the gradient buffer (``out``
     is ``None`` for no gradient, ``_WANT_GRAD`` to allocate one, or the user's array), and
     give ``(value, grad)`` in the user's layout. ``prep.scale`` is what ``"mean"`` multiplies
-    by (a Dask block passes the whole array's)."""
-    if out is None:
-        grad = None
-    elif out is _WANT_GRAD:
-        grad = _new_grad(xp, prep.p.shape, prep.p.dtype, prep.p.size)
-    else:
-        p, shape = prep.p, prep.shape
-        _check_out(xp, out, y_true, prep.y, p, shape)
-        if prep.class_axis is not None and prep.class_axis != len(shape) - 1:
-            # written back into out after the kernel
-            grad = _new_grad(xp, p.shape, p.dtype, p.size)
-        else:
-            grad = out if out.shape == p.shape else out.reshape(p.shape)
+    by (a Dask block passes the whole array's). ``hess_out`` (``None``, ``_WANT_GRAD`` or
+    the user's array, with a gradient) asks for the Hessian's diagonal too: the result is
+    then ``(value, grad, hess)``."""
+    grad = None if out is None else _buffer(xp, out, prep, y_true, "out")
+    hess = None if hess_out is None else _buffer(xp, hess_out, prep, y_true, "hess_out")
     if prep.p.size:
         scale = prep.scale if reduction == "mean" else 1.0
-        value = kernel(prep.y, prep.p, prep.weight, prep.params, reduction, scale, grad,
-                       want_value)
+        args = (prep.y, prep.p, prep.weight, prep.params, reduction, scale, grad, want_value)
+        try:
+            value = kernel(*args) if hess is None else kernel(*args, hess=hess)
+        except LabelError as exc:  # kernels count rows flat: name the user's index
+            if len(prep.value_shape) < 2:
+                raise
+            where = np.unravel_index(exc.row, prep.value_shape)
+            raise label_error(exc.label, exc.row, exc.classes,
+                              f"y_true[{', '.join(map(str, where))}]") from None
     else:
         value = _empty_value(xp, prep, reduction) if want_value else None
-    if prep.class_axis is None:  # the results already have the user's shapes
-        return value, grad
-    return _class_axis_back(xp, value, grad, prep, out)
+    if prep.class_axis is not None:  # back to the user's layout
+        value, grad = _class_axis_back(xp, value, grad, prep, out)
+        if hess is not None:
+            hess = _class_axis_back(xp, None, hess, prep, hess_out)[1]
+    return (value, grad) if hess_out is None else (value, grad, hess)
 
 
-def run_foreign(loss: Loss, y_true, y_pred, reduction, backend, options, want_value, out):
+def run_foreign(loss: Loss, y_true, y_pred, reduction, backend, options, want_value, out,
+                hess=None):
     """A call with torch/JAX/DLPack arrays: ``loss._run`` on NumPy/CuPy views of them, the
-    results as ``y_pred``'s library (see ``_arrays``)."""
+    results as ``y_pred``'s library (see ``_arrays``). ``hess``: ``_WANT_GRAD`` asks for the
+    Hessian too (allocated: ``grad_and_hess`` takes no ``out=`` pair for these arrays)."""
+    if hess is not None and hess is not _WANT_GRAD:
+        raise ValueError("out=(grad_out, hess_out) takes NumPy or CuPy arrays; with torch, JAX "
+                         "or DLPack arrays use the returned (grad, hess)")
 
     def run(y, p, native_options, native_out):
-        return loss._run(y, p, reduction, backend, native_options, want_value, native_out)
+        return loss._run(y, p, reduction, backend, native_options, want_value, native_out,
+                         hess)
 
     return _arrays.run_foreign(run, y_true, y_pred, options, out, out is not None, _WANT_GRAD)
 
@@ -452,25 +531,44 @@ class _WantGrad:
 _WANT_GRAD = _WantGrad()
 
 
-def _check_out(xp, out, y_true, y, p, shape) -> None:
+def _check_out(xp, out, y_true, y, p, shape, name: str = "out") -> None:
     """Raise unless ``out`` can receive the gradient: y_pred's ``shape`` as the user passed
     it, the computation's array ``p`` (its dtype and device), sharing no memory with
-    ``y_true`` or its converted array ``y``."""
+    ``y_true`` or its converted array ``y``. ``name="hess_out"``: the Hessian's buffer,
+    which must not share memory with ``y_pred`` either (the kernels read ``y_pred`` after
+    writing it)."""
     if type(out) is not type(p) and (_dispatch.device_of(out) != _dispatch.device_of(p)
                                       or not hasattr(out, "flags")):
         raise ValueError(
-            "out must be an array on the same device as y_pred (a NumPy array for host "
+            f"{name} must be an array on the same device as y_pred (a NumPy array for host "
             "inputs, a CuPy array for GPU inputs)"
         )
+    what = "gradient" if name == "out" else "Hessian"
     if tuple(out.shape) != shape or out.dtype != p.dtype:
         raise ValueError(
-            f"out has shape {tuple(out.shape)} and dtype {out.dtype}; the gradient needs shape "
+            f"{name} has shape {tuple(out.shape)} and dtype {out.dtype}; the {what} needs shape "
             f"{shape} and dtype {p.dtype}"
         )
     if not out.flags.c_contiguous or not getattr(out.flags, "writeable", True):
-        raise ValueError("out must be a writeable, C-contiguous array (see numpy.ascontiguousarray)")
+        raise ValueError(f"{name} must be a writeable, C-contiguous array (see "
+                         "numpy.ascontiguousarray)")
+    if name != "out":
+        if out is y_true or out is p or _overlaps(xp, out, y) or _overlaps(xp, out, p):
+            raise ValueError("hess_out must not share memory with y_true or y_pred; pass a "
+                             "separate array")
+        return
     if out is y_true or (out is not p and _overlaps(xp, out, y)):
         raise ValueError("out must not share memory with y_true; it may be y_pred itself")
+    if out is not p and _overlaps(xp, out, p) and _address(out) != _address(p):
+        # a kernel would write elements it has still to read (same shape, dtype and
+        # contiguity: the same address is the same memory)
+        raise ValueError("out overlaps y_pred without being it; pass out=y_pred itself (the "
+                         "gradient in place) or an array of its own")
+
+
+def _address(a) -> int:
+    interface = getattr(a, "__array_interface__", None) or a.__cuda_array_interface__
+    return interface["data"][0]
 
 
 def _overlaps(xp, a, b) -> bool:

@@ -25,7 +25,9 @@ mse = Loss(
     _prepare_mse,
     r"""Mean squared error.
 
-    .. math:: \ell_i = w_i (p_i - y_i)^2, \qquad \partial \ell_i / \partial p_i = 2 w_i (p_i - y_i)
+    .. math::
+        \ell_i = w_i (p_i - y_i)^2, \qquad \partial \ell_i / \partial p_i = 2 w_i (p_i - y_i),
+        \qquad \partial^2 \ell_i / \partial p_i^2 = 2 w_i
 
     ``y_true`` and ``y_pred`` have the same shape; ``weight`` (optional) broadcasts to it.
     ``reduction="mean"`` divides the sum by the number of elements (weighted or not).
@@ -35,6 +37,8 @@ mse = Loss(
     0.3750
     >>> print(lb.mse.grad([3, -0.5, 2, 7], [2.5, 0.0, 2, 8]))
     [-0.25  0.25  0.    0.5 ]
+    >>> print(lb.mse.grad_and_hess([3, -0.5, 2, 7], [2.5, 0.0, 2, 8], reduction="sum")[1])
+    [2. 2. 2. 2.]
     """,
 )
 
@@ -45,11 +49,16 @@ binary_cross_entropy = Loss(
 
     .. math::
         \ell_i = -w_i \left(y_i \log \hat p_i + (1 - y_i) \log(1 - \hat p_i)\right),
-        \qquad \partial \ell_i / \partial p_i = w_i \frac{\hat p_i - y_i}{\hat p_i (1 - \hat p_i)}
+        \qquad \partial \ell_i / \partial p_i = w_i \frac{\hat p_i - y_i}{\hat p_i (1 - \hat p_i)},
+        \qquad \partial^2 \ell_i / \partial p_i^2 = w_i \left(\frac{y_i}{\hat p_i^2}
+            + \frac{1 - y_i}{(1 - \hat p_i)^2}\right)
 
     with :math:`\hat p = \mathrm{clip}(p, e, 1 - e)`, ``e = max(eps, finfo(dtype).eps)``,
-    ``eps=1e-15`` by default (the seed's value). Prefer ``binary_cross_entropy_with_logits``
-    when you have logits: it is exact where this one must clip.
+    ``eps=1e-15`` by default (the seed's value). Outside ``[e, 1 - e]`` the gradient and the
+    Hessian are those of the unclipped formula at the bound (as PyTorch's and Keras's
+    gradients), not the 0 of a clipped function: the Hessian stays positive, what a Newton
+    step needs. Prefer ``binary_cross_entropy_with_logits`` when you have logits: it is
+    exact where this one must clip.
 
     >>> import lossbackends as lb
     >>> print(f"{lb.binary_cross_entropy([0, 1, 1, 0], [0.1, 0.8, 0.9, 0.2]):.6f}")
@@ -64,16 +73,24 @@ binary_cross_entropy_with_logits = Loss(
 
     .. math::
         \ell_i = w_i \left((1 - y_i) x_i + (1 + (q - 1) y_i)\,\mathrm{softplus}(-x_i)\right),
-        \qquad \partial \ell_i / \partial x_i = w_i \left((1 + (q - 1) y_i)\,\sigma(x_i) - q y_i\right)
+        \qquad \partial \ell_i / \partial x_i = w_i \left((1 + (q - 1) y_i)\,\sigma(x_i) - q y_i\right),
+
+    .. math::
+        \partial^2 \ell_i / \partial x_i^2 = w_i (1 + (q - 1) y_i)\,\sigma(x_i)\,\sigma(-x_i)
 
     where ``q`` is ``pos_weight`` (default 1; a scalar or a vector broadcast on the last axis)
     and ``softplus(-x) = max(-x, 0) + log1p(exp(-|x|))``, finite for every finite ``x``. At
     ``x = +-inf`` the limits: loss 0 where the label agrees (``y = 1`` at ``+inf``), ``inf``
-    otherwise; gradient ``1 - y`` at ``+inf``, ``-q y`` at ``-inf``.
+    otherwise; gradient ``1 - y`` at ``+inf``, ``-q y`` at ``-inf``; Hessian 0. The Hessian
+    is computed as ``t / (1 + t)^2``, ``t = exp(-|x|)``: no ``1 - sigma`` to cancel.
 
     >>> import lossbackends as lb
     >>> print(f"{lb.binary_cross_entropy_with_logits([0, 1], [-2.0, 3.0]):.6f}")
     0.087758
+    >>> grad, hess = lb.binary_cross_entropy_with_logits.grad_and_hess(
+    ...     [0, 1], [-2.0, 3.0], reduction="sum")
+    >>> print(grad.round(6), hess.round(6))
+    [ 0.119203 -0.047426] [0.104994 0.045177]
     """,
 )
 
@@ -85,6 +102,13 @@ cross_entropy = Loss(
     .. math::
         \ell_i = \sum_c w_c q_{ic} \left(\mathrm{logsumexp}(x_i) - x_{ic}\right),
         \qquad \partial \ell_i / \partial x_{ic} = \mathrm{softmax}(x_i)_c \sum_k w_k q_{ik} - w_c q_{ic}
+
+    .. math::
+        \partial^2 \ell_i / \partial x_{ic}^2
+            = \sum_k w_k q_{ik}\; \mathrm{softmax}(x_i)_c \left(1 - \mathrm{softmax}(x_i)_c\right)
+
+    (the diagonal of the row's Hessian, what XGBoost's and LightGBM's softmax objectives
+    use; ``grad_and_hess`` scales it as the gradient, and ignored rows get 0).
 
     ``y_pred`` are logits with the classes on ``axis`` (default -1). ``y_true`` is either
     integer class indices (the logits' shape without ``axis``; ``q`` is then one-hot) or
@@ -130,7 +154,9 @@ hinge = Loss(
         \ell_i = w_i \max(0, m - t_i s_i), \qquad
         \partial \ell_i / \partial s_i = -w_i t_i \,[m - t_i s_i > 0]
 
-    ``margin`` ``m`` defaults to 1. The gradient at exactly ``m - t s = 0`` is 0.
+    ``margin`` ``m`` defaults to 1. The gradient at exactly ``m - t s = 0`` is 0. The loss
+    is piecewise linear: its Hessian is 0 away from the kink, and ``grad_and_hess`` gives
+    0 at the kink too (a boosting objective floors it: see ``lossbackends.xgboost``).
 
     >>> import lossbackends as lb
     >>> print(f"{lb.hinge([-1, 1, 1, -1], [-1.5, 1.2, 0.9, -0.8]):.3f}")

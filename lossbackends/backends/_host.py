@@ -34,12 +34,19 @@ def _up(a):
     return a.astype(np.float32) if isinstance(a, np.ndarray) and a.dtype == np.float16 else a
 
 
-def in_float32(kernel: Callable, y, p, weight, params, reduction, scale, grad, want_value):
+def in_float32(kernel: Callable, y, p, weight, params, reduction, scale, grad, want_value,
+               hess=None):
     """Run ``kernel`` on float16 inputs in float32 and give float16 results (the contract:
     float16 is accepted and computed in float32)."""
     grad32 = None if grad is None else np.empty(p.shape, np.float32)
-    value = kernel(_up(y), _up(p), _up(weight), tuple(map(_up, params)), reduction, scale,
-                   grad32, want_value)
+    args = (_up(y), _up(p), _up(weight), tuple(map(_up, params)), reduction, scale, grad32,
+            want_value)
+    if hess is None:
+        value = kernel(*args)
+    else:
+        hess32 = np.empty(p.shape, np.float32)
+        value = kernel(*args, hess=hess32)
+        np.copyto(hess, hess32, casting="same_kind")
     if grad is not None:
         np.copyto(grad, grad32, casting="same_kind")
     if value is None:
@@ -50,10 +57,11 @@ def in_float32(kernel: Callable, y, p, weight, params, reduction, scale, grad, w
 def half_in_float32(kernel: Callable) -> Callable:
     """``kernel``, running float16 inputs through ``in_float32``."""
 
-    def run(y, p, weight, params, reduction, scale, grad, want_value):
+    def run(y, p, weight, params, reduction, scale, grad, want_value, hess=None):
         if p.dtype is not FLOAT16:
-            return kernel(y, p, weight, params, reduction, scale, grad, want_value)
-        return in_float32(kernel, y, p, weight, params, reduction, scale, grad, want_value)
+            return kernel(y, p, weight, params, reduction, scale, grad, want_value, hess)
+        return in_float32(kernel, y, p, weight, params, reduction, scale, grad, want_value,
+                          hess)
 
     run.__name__ = run.__qualname__ = kernel.__name__
     run.__doc__ = kernel.__doc__
@@ -66,18 +74,22 @@ def bad_labels_as_nan(kernel: Callable) -> Callable:
     instead of the error: what a call inside a traced JAX function needs (an exception in a
     callback is undefined there). One scan of the labels, only when the check is off."""
 
-    def run(target, x, class_weight, params, reduction, scale, grad, want_value):
+    def run(target, x, class_weight, params, reduction, scale, grad, want_value, hess=None):
         if params[2] or target.ndim != 1:  # labels checked (the default), or probabilities
-            return kernel(target, x, class_weight, params, reduction, scale, grad, want_value)
+            return kernel(target, x, class_weight, params, reduction, scale, grad, want_value,
+                          hess)
         ignore_index = params[0]
         bad = (target != ignore_index) & ((target < 0) | (target >= x.shape[1]))
         if not bad.any():
-            return kernel(target, x, class_weight, params, reduction, scale, grad, want_value)
+            return kernel(target, x, class_weight, params, reduction, scale, grad, want_value,
+                          hess)
         # the bad rows computed as ignored (in bounds), then marked NaN
         value = kernel(np.where(bad, ignore_index, target), x, class_weight, params, reduction,
-                       scale, grad, want_value)
+                       scale, grad, want_value, hess)
         if grad is not None:
             grad[bad] = np.nan
+        if hess is not None:
+            hess[bad] = np.nan
         if value is None:
             return None
         if reduction == "none":

@@ -81,7 +81,7 @@ def _tanh(u):
 
 
 def _cross_entropy_kernel(x, soft, labels, probs, weighted, class_weight, ignore_index, smoothing,
-                          mean, given_denominator, z_loss, softcap, grad, row_losses, chunks):
+                          mean, given_denominator, z_loss, softcap, grad, row_losses, chunks, hess):
     """Class indices in ``labels`` or probabilities in ``probs`` (``soft``); the unused one
     and an unused ``class_weight`` are empty arrays, so every call types the same way.
     ``given_denominator`` is the mean's denominator when the caller knows it, else < 0.
@@ -137,6 +137,8 @@ def _cross_entropy_kernel(x, soft, labels, probs, weighted, class_weight, ignore
                 if label == ignore_index:
                     if grad is not None:
                         grad[r, :] = 0
+                    if hess is not None:
+                        hess[r, :] = 0
                     if row_losses is not None:
                         row_losses[r] = 0.0
                     continue
@@ -176,6 +178,15 @@ def _cross_entropy_kernel(x, soft, labels, probs, weighted, class_weight, ignore
             total += loss
             if row_losses is not None:
                 row_losses[r] = loss
+            if hess is not None:  # (grad_and_hess refuses z_loss and softcap)
+                # coef softmax (1 - softmax), times the reduction's scale
+                # in the logits' dtype, as the gradient below: float32 stays vectorised
+                h = hess[r]
+                inverse = x.dtype.type(1.0 / sum_exp)
+                hess_scale = x.dtype.type(coef * grad_scale)
+                for c in range(classes):
+                    s = g[c] * inverse
+                    h[c] = hess_scale * (s * (ONE - s))
             if grad is None:
                 continue
             # softmax * coef - w q, times the reduction's scale; the scale in the logits'
@@ -209,7 +220,7 @@ _CE_PARALLEL = _jit(_cross_entropy_kernel, "cross_entropy_parallel", parallel=Tr
 
 
 @half_in_float32
-def cross_entropy(target, x, class_weight, params, reduction, scale, grad, want_value):
+def cross_entropy(target, x, class_weight, params, reduction, scale, grad, want_value, hess=None):
     # host labels are always checked: it costs nothing
     ignore_index, smoothing, _, z_loss, softcap, denominator = params
     rows = x.shape[0]
@@ -222,7 +233,7 @@ def cross_entropy(target, x, class_weight, params, reduction, scale, grad, want_
             class_weight is not None, _EMPTY[x.dtype] if class_weight is None else class_weight,
             ignore_index, smoothing, reduction == "mean",
             -1.0 if denominator is None else float(denominator), z_loss,
-            0.0 if softcap is None else softcap, grad, row_losses, chunks)
+            0.0 if softcap is None else softcap, grad, row_losses, chunks, hess)
     if chunks == 1:
         value, bad_row = _CE_SERIAL(*args)
     else:
@@ -300,7 +311,7 @@ _HINGE_PARALLEL = _jit(_multiclass_hinge_kernel, "multiclass_hinge_parallel", pa
 
 
 @half_in_float32
-def multiclass_hinge(labels, x, weight, params, reduction, scale, grad, want_value):
+def multiclass_hinge(labels, x, weight, params, reduction, scale, grad, want_value, hess=None):
     margin, denominator = params
     rows = x.shape[0]
     row_losses = np.empty(rows) if want_value and reduction == "none" else None
@@ -314,6 +325,9 @@ def multiclass_hinge(labels, x, weight, params, reduction, scale, grad, want_val
         value, bad_row = _parallel(_HINGE_PARALLEL, *args)
     if bad_row >= 0:
         raise label_error(int(labels[bad_row]), bad_row, x.shape[1])
+    if hess is not None:  # piecewise linear: 0 away from the kinks; NaN rows NaN
+        hess[...] = 0
+        hess[np.isnan(x).any(axis=1)] = np.nan
     if not want_value:
         return None
     if reduction == "none":

@@ -113,18 +113,20 @@ def _aligned(*arrays) -> bool:
 
 def _elementwise(loss: str):
     loss_id = LOSS_IDS[loss]
-    # (device, dtype, template name) -> (kernel, finalize, acc type, pack width, grid)
+    # (device, dtype, template name, with a Hessian) -> (kernel, finalize, acc type, pack
+    # width, grid)
     launchers: dict = {}
 
-    def launcher(device, dtype, type_name):
+    def launcher(device, dtype, type_name, with_hess):
         acc = _types(dtype)[1]
         expressions = elementwise_expressions(type_name)
         function = device.function("elementwise.cu", expressions,
-                                   f"elementwise<{type_name}, {loss_id}>")
+                                   f"elementwise<{type_name}, {loss_id}, "
+                                   f"{'true' if with_hess else 'false'}>")
         # One full wave of resident blocks: the grid-stride loop covers the rest.
         registers_per_block = -(-function.num_regs // 8) * 8 * BLOCK
         resident = max(1, min(MAX_BLOCKS_PER_SM, 65536 // registers_per_block))
-        found = launchers[device, dtype, type_name] = (
+        found = launchers[device, dtype, type_name, with_hess] = (
             function,
             device.function("elementwise.cu", expressions, f"finalize<{type_name}>"),
             acc,
@@ -133,11 +135,13 @@ def _elementwise(loss: str):
         )
         return found
 
-    def kernel(y, p, weight, params, reduction, scale, grad, want_value):
+    def kernel(y, p, weight, params, reduction, scale, grad, want_value, hess=None):
         device = _device()
         type_name = _types(p.dtype)[0]
-        found = launchers.get((device, p.dtype, type_name))
-        function, finalize, acc, width, wave = found or launcher(device, p.dtype, type_name)
+        with_hess = hess is not None
+        found = launchers.get((device, p.dtype, type_name, with_hess))
+        function, finalize, acc, width, wave = found or launcher(device, p.dtype, type_name,
+                                                                 with_hess)
         n = p.size
         pos_weight, param = None, 0.0
         if loss_id == LOSS_IDS["binary_cross_entropy_with_logits"]:
@@ -154,8 +158,8 @@ def _elementwise(loss: str):
         function(
             (blocks,), (BLOCK,),
             (y, p, weight, pos_weight, np.int64(1 if pos_weight is None else pos_weight.size),
-             grad, losses, partials, value, np.int64(n),
-             np.int32(_aligned(y, p, weight, grad, losses)), acc(scale), acc(param)),
+             grad, losses, hess, partials, value, np.int64(n),
+             np.int32(_aligned(y, p, weight, grad, losses, hess)), acc(scale), acc(param)),
         )
         if partials is not None:
             finalize((1,), (1024,), (partials, np.int64(blocks), value, acc(scale)))
@@ -176,7 +180,7 @@ def _row_config(classes: int) -> RowConfig | None:
     return next((c for c in ROW_CONFIGS if c.capacity >= classes), None)
 
 
-def cross_entropy(target, x, class_weight, params, reduction, scale, grad, want_value):
+def cross_entropy(target, x, class_weight, params, reduction, scale, grad, want_value, hess=None):
     ignore_index, smoothing, check_labels, z_loss, softcap, denominator = params
     device = _device()
     type_name, acc = _types(x.dtype)
@@ -222,17 +226,22 @@ def cross_entropy(target, x, class_weight, params, reduction, scale, grad, want_
 
     args = (x, labels, probs, class_weight, grad, row_loss, row_out, error, np.int64(rows),
             np.int64(classes), np.int64(ignore_index), acc(smoothing), acc(grad_scale),
-            scale_buffer, acc(z_loss), z_factor, acc(0.0 if softcap is None else softcap))
-    packed = np.int32(_aligned(x, grad) and classes * x.dtype.itemsize % 16 == 0)
+            scale_buffer, hess, acc(z_loss), z_factor, acc(0.0 if softcap is None else softcap))
+    packed = np.int32(_aligned(x, grad, hess) and classes * x.dtype.itemsize % 16 == 0)
     config = None if small else _row_config(classes)
     if small:
         function = device.function("cross_entropy.cu", common, f"ce_small<{type_name}>")
         function((-(-rows // SMALL_ROWS),), (SMALL_ROWS,), args,
                  shared_mem=SMALL_ROWS * classes * np.dtype(acc).itemsize)
     elif config is None:
-        capped = int(softcap is not None)
-        function = device.function("cross_entropy.cu", common, f"ce_stream<{type_name}, {capped}>")
-        function((rows,), (STREAM_THREADS,), (*args, packed))
+        capped = int(softcap is not None)  # (grad_and_hess refuses softcap)
+        function = device.function("cross_entropy.cu", common,
+                                   f"ce_stream<{type_name}, false, {capped}>")
+        function((rows,), (STREAM_THREADS,), (*args[:14], None, *args[15:], packed))
+        if hess is not None:  # the Hessian in a launch of its own (see ce_stream)
+            device.function("cross_entropy.cu", common, f"ce_stream<{type_name}, true, 0>")(
+                (rows,), (STREAM_THREADS,),
+                (x, labels, probs, class_weight, None, None, None, None, *args[8:], packed))
     else:
         expression = config.expression(type_name)
         function = device.function("cross_entropy.cu", [expression], expression)
@@ -252,7 +261,7 @@ def cross_entropy(target, x, class_weight, params, reduction, scale, grad, want_
     return row_out if reduction == "none" else value
 
 
-def multiclass_hinge(labels, x, weight, params, reduction, scale, grad, want_value):
+def multiclass_hinge(labels, x, weight, params, reduction, scale, grad, want_value, hess=None):
     margin, denominator = params
     device = _device()
     type_name, acc = _types(x.dtype)
@@ -275,6 +284,8 @@ def multiclass_hinge(labels, x, weight, params, reduction, scale, grad, want_val
     else:
         name = f"mh_rows<{type_name}, 1024, 1>"
         device.function("cross_entropy.cu", expressions, name)((rows,), (1024,), args)
+    if hess is not None:  # piecewise linear: 0 away from the kinks; NaN rows NaN
+        hess[...] = cp.where(cp.isnan(x).any(axis=1, keepdims=True), cp.nan, 0).astype(x.dtype)
     if value is not None:
         device.function("cross_entropy.cu", expressions, f"ce_finalize<{type_name}>")(
             (1,), (1024,), (row_loss, np.int64(rows), value, acc(row_scale), None))

@@ -35,11 +35,13 @@ from ._numba_math import HALF, INF, ONE, ZERO, fast_exp, fast_log, fast_log1p
 
 xp = np
 
-# Fast-math without "nnan"/"ninf", so NaN and inf keep their meaning, and without
-# "reassoc", so every formula is evaluated as written: reassociation costs our exp 4 ulp
-# and turns y log p + (1 - y) log(1 - p) into a cancellation. Sums reassociate, apart:
-# see ``_sum``.
-FASTMATH = frozenset({"nsz", "arcp", "contract", "afn"})
+# Fast-math without "nnan"/"ninf", so NaN and inf keep their meaning; without "reassoc",
+# so every formula is evaluated as written: reassociation costs our exp 4 ulp and turns
+# y log p + (1 - y) log(1 - p) into a cancellation (sums reassociate, apart: see ``_sum``);
+# and without "contract", which fused a b + c differently in a loop's vector body and in
+# its scalar tail, so that an element's bits depended on its place in the array (the math
+# functions fuse by name: ``_numba_math.fma``).
+FASTMATH = frozenset({"nsz", "arcp", "afn"})
 CHUNKS = 64  # partial sums per call: a constant, so results never depend on thread count
 BLOCK = 2048  # elements per inner loop: a block of each array stays in L1
 CE_CHUNK_ELEMENTS = 8192  # the fewest logits in a cross-entropy chunk (two beat one from 2x)
@@ -79,15 +81,17 @@ def _jit(function, name: str, parallel: bool = False, reassociate: bool = False)
 _UNCACHED: list[str] = []  # the kernels compiled without an on-disk cache
 
 
-# --- the mathematics of each loss, once: (loss, d loss / d p) of one element ---------
-# Constants are float32 so float32 inputs compute in float32 (vectorised); float64 inputs
-# promote them. Comparisons are written so that NaN propagates.
+# --- the mathematics of each loss, once: (loss, d loss / d p, d2 loss / d p2) of one
+# element. A kernel that asks for no Hessian never uses the third, and the compiler
+# removes it (inlined, so dead code). Constants are float32 so float32 inputs compute in
+# float32 (vectorised); float64 inputs promote them. Comparisons are written so that NaN
+# propagates.
 
 
 @njit(inline="always")
 def _mse(y, p, param, pos):
     d = p - y
-    return d * d, TWO * d
+    return d * d, TWO * d, TWO
 
 
 @njit(inline="always")
@@ -102,14 +106,22 @@ def _clip(p, eps):
 def _binary_cross_entropy(y, p, eps, pos):
     pc = _clip(p, eps)
     loss = -(y * fast_log(pc) + (ONE - y) * fast_log(ONE - pc))
-    return loss, (pc - y) / (pc * (ONE - pc))
+    return loss, (pc - y) / (pc * (ONE - pc)), _bce_hess(y, pc)
+
+
+@njit(inline="always")
+def _bce_hess(y, pc):
+    """y / pc^2 + (1 - y) / (1 - pc)^2 at the clipped p: two terms >= 0 for y in [0, 1]."""
+    q = ONE - pc
+    return y / (pc * pc) + (ONE - y) / (q * q)
 
 
 @njit(inline="always")
 def _binary_cross_entropy_of_hard_labels(y, p, eps, pos):
     # the same for y in {0, 1}, with one log instead of two: the other term is 0 * finite
     pc = _clip(p, eps)
-    return -fast_log(pc if y > HALF else ONE - pc), (pc - y) / (pc * (ONE - pc))
+    return (-fast_log(pc if y > HALF else ONE - pc), (pc - y) / (pc * (ONE - pc)),
+            _bce_hess(y, pc))
 
 
 @njit(inline="always")
@@ -129,7 +141,9 @@ def _binary_cross_entropy_with_logits(y, x, param, pos):
     loss = linear + (softplus if pos is None else (keep + hit) * softplus)
     # sigma(x) (1 + t) is 1 for x >= 0, t below; sigma(-x) (1 + t) the other one
     d = (keep * (ONE if positive else t) - hit * (t if positive else ONE)) / (ONE + t)
-    return loss, d
+    # lw sigma(x) sigma(-x) = lw t / (1 + t)^2: no 1 - sigma to cancel, 0 at x = +-inf
+    h = t / ((ONE + t) * (ONE + t))
+    return loss, d, (h if pos is None else (keep + hit) * h)
 
 
 @njit(inline="always")
@@ -139,7 +153,9 @@ def _hinge(y, s, margin, pos):
     slack = margin - product
     # -t where the margin is violated, 0 where not (also at the kink), NaN for NaN
     d = -y if slack > ZERO else (ZERO if slack <= ZERO else slack)
-    return (ZERO if slack <= ZERO else slack), d
+    # piecewise linear: the Hessian is 0 away from the kink and at it; NaN for NaN
+    h = ZERO if slack == slack else slack
+    return (ZERO if slack <= ZERO else slack), d, h
 
 
 def _sum(values):
@@ -166,30 +182,34 @@ def _labels_are_0_or_1(ys):
 
 
 @njit(inline="always")
-def _elementwise_block(loss_id, one_log, want_value, ys, ps, ws, gs, ls, pos_weight, offset,
+def _elementwise_block(loss_id, one_log, want_value, ys, ps, ws, gs, ls, hs, pos_weight, offset,
                        param, grad_scale):
-    """One block of an elementwise kernel: writes the gradient into ``gs`` and (with
-    ``want_value``) the losses into ``ls``; returns whether a label was not 0 or 1. With
+    """One block of an elementwise kernel: writes the gradient into ``gs``, the Hessian's
+    diagonal into ``hs`` (when not None) and (with ``want_value``) the losses into ``ls``;
+    returns whether a label was not 0 or 1. With
     ``one_log`` binary cross-entropy takes every label for 0 or 1; the caller runs the
     block again without it if the result says otherwise."""
     soft = False
     for i in range(ps.size):
         pos = None if pos_weight is None else pos_weight[(offset + i) % pos_weight.size]
         if loss_id == 0:
-            loss, d = _mse(ys[i], ps[i], param, pos)
+            loss, d, h = _mse(ys[i], ps[i], param, pos)
         elif loss_id == 1:
             if one_log:
                 soft |= ys[i] * (ONE - ys[i]) != ZERO  # NaN and inf count as soft
-                loss, d = _binary_cross_entropy_of_hard_labels(ys[i], ps[i], param, pos)
+                loss, d, h = _binary_cross_entropy_of_hard_labels(ys[i], ps[i], param, pos)
             else:
-                loss, d = _binary_cross_entropy(ys[i], ps[i], param, pos)
+                loss, d, h = _binary_cross_entropy(ys[i], ps[i], param, pos)
         elif loss_id == 2:
-            loss, d = _binary_cross_entropy_with_logits(ys[i], ps[i], param, pos)
+            loss, d, h = _binary_cross_entropy_with_logits(ys[i], ps[i], param, pos)
         else:
-            loss, d = _hinge(ys[i], ps[i], param, pos)
+            loss, d, h = _hinge(ys[i], ps[i], param, pos)
         if ws is not None:
             loss = loss * ws[i]
             d = d * ws[i]
+            h = h * ws[i]
+        if hs is not None:  # before gs: p may be the gradient buffer (out=y_pred)
+            hs[i] = h * grad_scale
         if gs is not None:
             gs[i] = d * grad_scale
         if want_value:
@@ -211,7 +231,7 @@ def _elementwise_kernel(loss_id: int, want_value: bool):
     of in its loop costs labels of 0 and 1 7 %.)"""
     optimistic = want_value and loss_id == 1
 
-    def kernel(y, p, weight, pos_weight, param, scale, grad, losses):
+    def kernel(y, p, weight, pos_weight, param, scale, grad, losses, hess):
         n = p.size
         chunks = CHUNKS if n >= PARALLEL_MIN_ELEMENTS else 1
         size = (n + chunks - 1) // chunks
@@ -235,10 +255,11 @@ def _elementwise_kernel(loss_id: int, want_value: bool):
                 ys, ps = y[start:stop], p[start:stop]
                 ws = None if weight is None else weight[start:stop]
                 gs = None if grad is None else grad[start:stop]
+                hs = None if hess is None else hess[start:stop]
                 ls = losses[start:stop] if losses.size else scratch[: stop - start]
                 while True:  # once, or twice when a block proves its labels were not 0/1
                     soft = _elementwise_block(loss_id, one_log, want_value, ys, ps, ws, gs, ls,
-                                              pos_weight, start, param, grad_scale)
+                                              hs, pos_weight, start, param, grad_scale)
                     if not (one_log and soft):
                         break
                     one_log = False
@@ -290,9 +311,10 @@ def _elementwise(loss: str):
         parallel[want] = _jit(source, f"{loss}_{name}_parallel", parallel=True)
     has_pos_weight = loss == "binary_cross_entropy_with_logits"
 
-    def kernel(y, p, weight, params, reduction, scale, grad, want_value):
+    def kernel(y, p, weight, params, reduction, scale, grad, want_value, hess=None):
         if p.dtype is FLOAT16:  # checked here, not by a wrapper: this runs on every call
-            return in_float32(kernel, y, p, weight, params, reduction, scale, grad, want_value)
+            return in_float32(kernel, y, p, weight, params, reduction, scale, grad, want_value,
+                              hess)
         if has_pos_weight:
             pos_weight, param = params[0], 0.0
         else:
@@ -308,11 +330,13 @@ def _elementwise(loss: str):
             y, p = y.reshape(-1), p.reshape(-1)
             weight = None if weight is None else weight.reshape(-1)
             grad = None if grad is None else grad.reshape(-1)
+            hess = None if hess is None else hess.reshape(-1)
         if p.size < PARALLEL_MIN_ELEMENTS:  # one thread: no thread start-up
-            total = serial[want_value](y, p, weight, pos_weight, param, scale, grad, flat_losses)
+            total = serial[want_value](y, p, weight, pos_weight, param, scale, grad, flat_losses,
+                                       hess)
         else:
             total = _parallel(parallel[want_value], y, p, weight, pos_weight, param, scale, grad,
-                              flat_losses)
+                              flat_losses, hess)
         if not want_value:
             return None
         # a NumPy scalar of p's dtype: one times a Python float has the scalar's dtype

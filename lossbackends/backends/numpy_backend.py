@@ -30,13 +30,14 @@ def elementwise(kernel):
     refuses (numpy#4563). ``"none"`` gets its 0-d array back."""
     kernel = half_in_float32(kernel)
 
-    def run(y, p, weight, params, reduction, scale, grad, want_value):
+    def run(y, p, weight, params, reduction, scale, grad, want_value, hess=None):
         if p.ndim:
-            return kernel(y, p, weight, params, reduction, scale, grad, want_value)
+            return kernel(y, p, weight, params, reduction, scale, grad, want_value, hess)
         y, p = y.reshape(1), p.reshape(1)
         weight = None if weight is None else weight.reshape(1)
         value = kernel(y, p, weight, params, reduction, scale,
-                       None if grad is None else grad.reshape(1), want_value)
+                       None if grad is None else grad.reshape(1), want_value,
+                       None if hess is None else hess.reshape(1))
         return value.reshape(()) if reduction == "none" and value is not None else value
 
     run.__name__ = run.__qualname__ = kernel.__name__
@@ -52,17 +53,20 @@ def _finish_grad(grad, weight, scale):
 
 
 @elementwise
-def mse(y, p, weight, params, reduction, scale, grad, want_value):
+def mse(y, p, weight, params, reduction, scale, grad, want_value, hess=None):
     diff = np.subtract(p, y, out=grad)  # the gradient buffer holds p - y (p may be grad)
     value = _reduce(np.square(diff), weight, reduction, scale, p.dtype) if want_value else None
     if grad is not None:
         np.multiply(grad, 2.0, out=grad)
         _finish_grad(grad, weight, scale)
+    if hess is not None:
+        hess.fill(2.0)  # 2 w, times the scale
+        _finish_grad(hess, weight, scale)
     return value
 
 
 @elementwise
-def binary_cross_entropy(y, p, weight, params, reduction, scale, grad, want_value):
+def binary_cross_entropy(y, p, weight, params, reduction, scale, grad, want_value, hess=None):
     (eps,) = params
     pc = np.clip(p, eps, 1.0 - eps)
     value = None
@@ -83,11 +87,20 @@ def binary_cross_entropy(y, p, weight, params, reduction, scale, grad, want_valu
         np.subtract(pc, y, out=grad)
         np.divide(grad, denominator, out=grad)
         _finish_grad(grad, weight, scale)
+    if hess is not None:
+        # y / pc^2 + (1 - y) / (1 - pc)^2: two terms >= 0 for y in [0, 1], no cancellation
+        np.divide(y, np.square(pc), out=hess)
+        rest = np.subtract(1.0, pc)
+        np.square(rest, out=rest)
+        np.divide(np.subtract(1.0, y), rest, out=rest)
+        hess += rest
+        _finish_grad(hess, weight, scale)
     return value
 
 
 @elementwise
-def binary_cross_entropy_with_logits(y, p, weight, params, reduction, scale, grad, want_value):
+def binary_cross_entropy_with_logits(y, p, weight, params, reduction, scale, grad, want_value,
+                                     hess=None):
     (pos_weight,) = params
     t = np.exp(-np.abs(p))  # exp(-|x|) in [0, 1]: never overflows
     positive = p >= 0  # False for NaN, which then flows through t
@@ -109,6 +122,15 @@ def binary_cross_entropy_with_logits(y, p, weight, params, reduction, scale, gra
             softplus *= keep + hit
         losses += softplus
         value = _reduce(losses, weight, reduction, scale, p.dtype)
+    if hess is not None:  # before the gradient, which turns t into 1 + t
+        # lw sigma(x) sigma(-x) = lw t / (1 + t)^2, lw = (1 - y) + q y: no 1 - sigma to
+        # cancel, and 0 at an infinite x (t = 0)
+        square = np.add(1.0, t)
+        np.multiply(square, square, out=square)
+        np.divide(t, square, out=hess)
+        if pos_weight is not None:
+            hess *= keep + hit
+        _finish_grad(hess, weight, scale)
     if grad is not None:
         # lw sigma(x) - q y = (1 - y) sigma(x) - q y sigma(-x), with sigma(x) = 1 / (1 + t)
         # for x >= 0 and t / (1 + t) below: no sigma(x) - 1 to cancel (y = 1, large x)
@@ -123,7 +145,7 @@ def binary_cross_entropy_with_logits(y, p, weight, params, reduction, scale, gra
 
 
 @elementwise
-def hinge(y, p, weight, params, reduction, scale, grad, want_value):
+def hinge(y, p, weight, params, reduction, scale, grad, want_value, hess=None):
     (margin,) = params
     with np.errstate(invalid="ignore"):  # 0 * inf, replaced just below
         slack = np.multiply(y, p)
@@ -138,13 +160,20 @@ def hinge(y, p, weight, params, reduction, scale, grad, want_value):
         if nan.any():  # NaN in, NaN out: the gradient too
             grad[nan] = np.nan
         _finish_grad(grad, weight, scale)
+    if hess is not None:
+        hess.fill(0.0)  # piecewise linear: 0 away from the kink (and 0 at it)
+        nan = np.isnan(slack)
+        if nan.any():  # NaN in, NaN out, as the gradient
+            hess[nan] = np.nan
+        _finish_grad(hess, weight, scale)
     if not want_value:
         return None
     return _reduce(np.maximum(slack, 0.0, out=slack), weight, reduction, scale, p.dtype)
 
 
 @half_in_float32
-def cross_entropy(target, x, class_weight, params, reduction, scale, grad, want_value):
+def cross_entropy(target, x, class_weight, params, reduction, scale, grad, want_value,
+                  hess=None):
     ignore_index, smoothing, _, z_loss, softcap, given_denominator = params
     rows, classes = x.shape
     dtype = x.dtype
@@ -231,6 +260,13 @@ def cross_entropy(target, x, class_weight, params, reduction, scale, grad, want_
                 value = row_loss.astype(dtype)
             else:
                 value = dtype.type(np.sum(row_loss) * grad_scale)
+        if hess is not None:
+            # coef softmax (1 - softmax), times the reduction's scale
+            np.multiply(exp, (1.0 / sum_exp)[:, None], out=hess)
+            hess *= np.subtract(1.0, hess)
+            hess *= (row_coef * grad_scale)[:, None]
+            if kept is not None and not kept.all():
+                hess[~kept] = 0.0  # ignored rows: exactly 0, as their gradient
         if grad is None:
             return value
         # softmax(x) sum_k w_k q_k - w q, times the reduction's scale
@@ -262,7 +298,7 @@ def _softcap_chain(grad, cap_tanh):
 
 
 @half_in_float32
-def multiclass_hinge(labels, x, weight, params, reduction, scale, grad, want_value):
+def multiclass_hinge(labels, x, weight, params, reduction, scale, grad, want_value, hess=None):
     """Crammer-Singer: max(0, m + max_{j != y} s_j - s_y) per row; gradient +1 at the best
     other class j (the lowest index at ties), -1 at y, where the loss is positive."""
     margin, given_denominator = params
@@ -285,6 +321,9 @@ def multiclass_hinge(labels, x, weight, params, reduction, scale, grad, want_val
     if classes == 1:  # no other class: nothing to beat (NaN stays NaN)
         slack = np.where(np.isnan(true), true, dtype.type(-np.inf))
     nan = np.isnan(slack)
+    if hess is not None:  # piecewise linear: 0 away from the kinks (and 0 at them)
+        hess.fill(0)
+        hess[nan] = np.nan
     if grad is not None:
         row_scale = np.full(rows, 1.0) if weight is None else weight.astype(np.float64)
         if reduction == "mean":

@@ -1,0 +1,80 @@
+"""LightGBM custom objectives from lossbackends' losses: per-sample gradients and Hessians
+from one fused pass, in LightGBM's conventions.
+
+``objective(loss, **options)`` returns one callable that both LightGBM APIs take:
+
+- the native API, ``lightgbm.train({"objective": objective(...), ...}, train_set)``:
+  called as ``obj(preds, train_set)``; labels and weights are read from ``train_set``;
+- the scikit-learn estimators, ``LGBMRegressor(objective=objective(...))`` and
+  ``LGBMClassifier``: called as ``obj(y_true, y_pred, weight)``.
+
+Predictions are raw scores, ``(n,)``, or ``(n, n_classes)`` for ``cross_entropy`` (set
+``num_class``; LightGBM 4 passes and takes multiclass scores so). Sample weights multiply
+the gradient and the Hessian, as in LightGBM's own objectives. A custom objective starts
+from a score of 0: set ``init_score`` to what the built-in objective would start from
+(``boost_from_average``) to train the same model.
+
+Conventions (``CONVENTIONS``; a loss not listed gets its own derivatives):
+
+========================================  ======================================  ===========
+loss                                      (grad, hess) per sample                 LightGBM's
+========================================  ======================================  ===========
+``mse``                                   ``(p - y, 1)``: half squared error      ``regression``
+``binary_cross_entropy_with_logits``      ``(σ(x) - y, σ(x) σ(-x))``              ``binary``
+``cross_entropy``                         ``(p - onehot, C/(C-1) p (1 - p))``     ``multiclass``
+``hinge``                                 labels 0/1 become -1/+1
+========================================  ======================================  ===========
+
+LightGBM's own objectives put no floor under the Hessian (its leaves add ``1e-15`` to the
+Hessian sums), so none is applied; losses whose Hessian is 0 away from kinks (``hinge``)
+take the sample weight as Hessian, as LightGBM's L1 does.
+
+>>> import numpy as np, lossbackends as lb
+>>> obj = lb.lightgbm.objective(lb.mse)
+>>> grad, hess = obj(np.array([1.0, 2.0]), np.array([1.5, 1.0]), None)
+>>> print(grad, hess)
+[ 0.5 -1. ] [1. 1.]
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ._boosting import HINGE, Convention, Objective, make
+from ._loss import Loss
+
+CONVENTIONS = {
+    # regression (L2): (score - label, 1), half the squared error
+    "mse": Convention(grad=0.5, hess=0.5),
+    # binary (sigmoid 1): (sigmoid - label, sigmoid (1 - sigmoid)), ours as they are
+    "binary_cross_entropy_with_logits": Convention(),
+    # multiclass: (p - onehot, C / (C - 1) p (1 - p)) (multiclass_objective.hpp, factor_)
+    "cross_entropy": Convention(hess=lambda classes: classes / (classes - 1.0)),
+    "hinge": HINGE,
+}
+FLOOR = 0.0  # LightGBM's own objectives floor nothing
+
+
+class LightGBMObjective:
+    """A custom objective for ``lightgbm.train`` (``params["objective"]``) and the
+    scikit-learn estimators (``objective=``)."""
+
+    def __init__(self, objective: Objective):
+        self._objective = objective
+        self.loss = objective.loss
+
+    def __repr__(self) -> str:
+        return f"<lossbackends LightGBM objective {self.loss.name!r}>"
+
+    # three parameters: LightGBM's estimators pass (y_true, y_pred, weight) to a callable
+    # of three (they count them)
+    def __call__(self, first: Any, second: Any, weight: Any = None) -> tuple[Any, Any]:
+        if hasattr(second, "get_label"):  # lightgbm.train: (preds, train_set)
+            return self._objective.derivatives(second.get_label(), first, second.get_weight())
+        return self._objective.derivatives(first, second, weight)
+
+
+def objective(loss: Loss | str, **options: Any) -> LightGBMObjective:
+    """The custom objective of ``loss`` (a ``lossbackends`` loss or its name) with its
+    ``options``, in LightGBM's conventions (see the module's docstring)."""
+    return LightGBMObjective(make(loss, options, CONVENTIONS, FLOOR))

@@ -1,0 +1,83 @@
+"""XGBoost custom objectives from lossbackends' losses: per-sample gradients and Hessians
+from one fused pass, in XGBoost's conventions.
+
+``objective(loss, **options)`` returns one callable that both XGBoost APIs take:
+
+- the native API, ``xgboost.train(params, dtrain, obj=objective(...))``: it is called as
+  ``obj(preds, dtrain)`` and reads the labels and sample weights from ``dtrain``;
+- the scikit-learn estimators, ``XGBRegressor(objective=objective(...))`` and
+  ``XGBClassifier``: called as ``obj(y_true, y_pred, sample_weight=...)``.
+
+Predictions are margins, shaped ``(n,)``, or ``(n, n_classes)`` for ``cross_entropy``
+(XGBoost >= 2 passes multiclass margins so; set ``num_class``). Sample weights multiply
+the gradient and the Hessian, as in XGBoost's own objectives. A custom objective starts
+from a margin of ``base_score``: set it (or ``base_margin``) to what the built-in
+objective would start from to train the same model.
+
+Conventions (``CONVENTIONS``; a loss not listed gets its own derivatives):
+
+========================================  ====================================  ====================
+loss                                      (grad, hess) per sample               XGBoost's own
+========================================  ====================================  ====================
+``mse``                                   ``(p - y, 1)``: half squared error    ``reg:squarederror``
+``binary_cross_entropy_with_logits``      ``(σ(x) - y, σ(x) σ(-x))``            ``binary:logistic``
+``cross_entropy``                         ``(softmax - onehot, 2 p (1 - p))``   ``multi:softprob``
+``hinge``                                 labels 0/1 become -1/+1                ``binary:hinge``
+========================================  ====================================  ====================
+
+Hessians are floored at ``1e-16`` (times the weight), XGBoost's own minimum; losses whose
+Hessian is 0 away from kinks (``hinge``) take the sample weight as Hessian, as XGBoost's
+absolute error and LightGBM's L1 do.
+
+Predictions that are CuPy arrays (a GPU booster's margins) are computed by the CuPy
+backend where they are; only the labels and weights are moved to the GPU.
+
+>>> import numpy as np, lossbackends as lb
+>>> obj = lb.xgboost.objective(lb.binary_cross_entropy_with_logits)
+>>> grad, hess = obj(np.array([0.0, 1.0]), np.array([0.0, 2.0]))
+>>> print(grad.round(6), hess.round(6))
+[ 0.5      -0.119203] [0.25     0.104994]
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ._boosting import HINGE, Convention, Objective, make
+from ._loss import Loss
+
+CONVENTIONS = {
+    # reg:squarederror minimises half the squared error: (p - y, 1)
+    "mse": Convention(grad=0.5, hess=0.5),
+    # binary:logistic: (sigmoid - y, sigmoid (1 - sigmoid)), ours as they are
+    "binary_cross_entropy_with_logits": Convention(),
+    # multi:softprob: (p - onehot, 2 p (1 - p)) (multiclass_obj.cu)
+    "cross_entropy": Convention(hess=2.0),
+    "hinge": HINGE,
+}
+FLOOR = 1e-16  # XGBoost's smallest Hessian (its logistic and softmax objectives)
+
+
+class XGBoostObjective:
+    """A custom objective for ``xgboost.train`` (``obj=``) and the scikit-learn estimators
+    (``objective=``)."""
+
+    def __init__(self, objective: Objective):
+        self._objective = objective
+        self.loss = objective.loss
+
+    def __repr__(self) -> str:
+        return f"<lossbackends XGBoost objective {self.loss.name!r}>"
+
+    def __call__(self, first: Any, second: Any, sample_weight: Any = None) -> tuple[Any, Any]:
+        if hasattr(second, "get_label"):  # xgboost.train: (preds, dtrain)
+            return self._objective.derivatives(second.get_label(), first, second.get_weight())
+        # scikit-learn estimators: (y_true, y_pred[, sample_weight])
+        return self._objective.derivatives(first, second, sample_weight)
+
+
+def objective(loss: Loss | str, **options: Any) -> XGBoostObjective:
+    """The custom objective of ``loss`` (a ``lossbackends`` loss or its name) with its
+    ``options`` (``pos_weight``, ``class_weight``, ``label_smoothing``, ``margin``,
+    ``backend``...), in XGBoost's conventions (see the module's docstring)."""
+    return XGBoostObjective(make(loss, options, CONVENTIONS, FLOOR))

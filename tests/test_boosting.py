@@ -1,0 +1,347 @@
+"""XGBoost and LightGBM custom objectives: the libraries' conventions against closed forms,
+training equivalence with their built-in objectives on scikit-learn's bundled datasets,
+non-built-in objectives trained end to end, the CuPy route (mocked), errors."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+import types
+
+import numpy as np
+import pytest
+
+import lossbackends as lb
+
+HAVE_XGBOOST = importlib.util.find_spec("xgboost") is not None
+HAVE_LIGHTGBM = importlib.util.find_spec("lightgbm") is not None
+HAVE_SKLEARN = importlib.util.find_spec("sklearn") is not None
+needs_xgboost = pytest.mark.skipif(
+    not HAVE_XGBOOST, reason="XGBoost is not installed (pip install 'lossbackends[xgboost]')")
+needs_lightgbm = pytest.mark.skipif(
+    not HAVE_LIGHTGBM, reason="LightGBM is not installed (pip install 'lossbackends[lightgbm]')")
+needs_sklearn = pytest.mark.skipif(not HAVE_SKLEARN,
+                                   reason="scikit-learn is not installed (its bundled datasets)")
+LIBRARIES = {"xgboost": lb.xgboost, "lightgbm": lb.lightgbm}
+
+
+def _sigmoid(x):
+    return 1 / (1 + np.exp(-x))
+
+
+def _softmax(x):
+    e = np.exp(x - x.max(axis=1, keepdims=True))
+    return e / e.sum(axis=1, keepdims=True)
+
+
+# --- the conventions, against closed forms (float64) --------------------------------------
+
+
+@pytest.mark.parametrize("library", LIBRARIES)
+def test_conventions_against_closed_forms(library):
+    module = LIBRARIES[library]
+    rng = np.random.default_rng(0)
+    n, classes = 50, 4
+    w = rng.uniform(0, 2, n)
+    p = rng.normal(size=n)
+    y = rng.normal(size=n)
+    grad, hess = module.objective(lb.mse)(y, p, w)
+    np.testing.assert_allclose(grad, (p - y) * w, rtol=1e-14)  # half squared error
+    np.testing.assert_allclose(hess, w, rtol=1e-14)
+    y = (rng.random(n) < 0.5) * 1.0
+    grad, hess = module.objective("binary_cross_entropy_with_logits")(y, p, w)
+    s = _sigmoid(p)
+    np.testing.assert_allclose(grad, (s - y) * w, rtol=1e-12, atol=1e-15)
+    np.testing.assert_allclose(hess, s * (1 - s) * w, rtol=1e-12)
+    x = rng.normal(size=(n, classes))
+    labels = rng.integers(0, classes, n).astype(np.float64)  # the libraries pass floats
+    grad, hess = module.objective(lb.cross_entropy)(labels, x, w)
+    prob = _softmax(x)
+    onehot = np.eye(classes)[labels.astype(int)]
+    factor = 2.0 if library == "xgboost" else classes / (classes - 1)
+    np.testing.assert_allclose(grad, (prob - onehot) * w[:, None], rtol=1e-12, atol=1e-15)
+    np.testing.assert_allclose(hess, factor * prob * (1 - prob) * w[:, None], rtol=1e-12)
+    # hinge: labels 0/1 become -1/+1; the Hessian is the weight (0 almost everywhere)
+    grad, hess = module.objective(lb.hinge)(y, p, w)
+    t = 2 * y - 1
+    np.testing.assert_allclose(grad, np.where(1 - t * p > 0, -t, 0) * w)
+    np.testing.assert_array_equal(hess, w)
+    _, hess = module.objective(lb.hinge)(y, p)
+    np.testing.assert_array_equal(hess, 1.0)
+
+
+def test_xgboost_floors_the_hessian_at_1e_16():
+    x = np.array([0.0, 50.0, -800.0])
+    y = np.array([0.0, 1.0, 0.0])
+    _, hess = lb.xgboost.objective(lb.binary_cross_entropy_with_logits)(y, x)
+    assert hess[0] == 0.25 and hess[1] == pytest.approx(np.exp(-50.0)) and hess[2] == 1e-16
+    _, hess = lb.xgboost.objective(lb.binary_cross_entropy_with_logits)(y, x, np.array([2, 2, 0.5]))
+    assert hess[2] == 0.5e-16  # the floor times the weight, as XGBoost's max(h, 1e-16) w
+    _, hess = lb.lightgbm.objective(lb.binary_cross_entropy_with_logits)(y, x, None)
+    assert hess[2] == 0.0  # LightGBM's own objectives floor nothing
+
+
+def test_float32_margins_stay_float32():
+    p = np.linspace(-2, 2, 11, dtype=np.float32)
+    grad, hess = lb.xgboost.objective(lb.binary_cross_entropy_with_logits)(p > 0, p)
+    assert grad.dtype == hess.dtype == np.float32
+
+
+# --- non-built-in objectives: finite differences of the loss (float64) ---------------------
+
+
+@pytest.mark.parametrize("library", LIBRARIES)
+def test_weighted_objectives_against_finite_differences(library):
+    """pos_weight and class weights with smoothing: no built-in equivalent, so the
+    objective's (grad, hess) are checked against differences of the per-sample loss."""
+    module = LIBRARIES[library]
+    rng = np.random.default_rng(1)
+    n, classes, h = 30, 5, 1e-4
+    w = rng.uniform(0.5, 2, n)
+    y = (rng.random(n) < 0.3) * 1.0
+    p = rng.normal(size=n)
+    grad, hess = module.objective(lb.binary_cross_entropy_with_logits, pos_weight=3.0)(y, p, w)
+
+    def losses(q):
+        return lb.binary_cross_entropy_with_logits(y, q, pos_weight=3.0, weight=w,
+                                                   reduction="none")
+
+    np.testing.assert_allclose(grad, (losses(p + h) - losses(p - h)) / (2 * h), rtol=1e-7)
+    fd_hess = (losses(p + h) - 2 * losses(p) + losses(p - h)) / h**2
+    np.testing.assert_allclose(hess, fd_hess, rtol=1e-5)
+    cw = rng.uniform(0.5, 2, classes)
+    x = rng.normal(size=(n, classes))
+    labels = rng.integers(0, classes, n)
+    options = dict(class_weight=cw, label_smoothing=0.1)
+    grad, hess = module.objective(lb.cross_entropy, **options)(labels, x, w)
+    factor = 2.0 if library == "xgboost" else classes / (classes - 1)
+    for c in range(classes):
+        step = np.zeros_like(x)
+        step[:, c] = h
+
+        def row_losses(z):
+            return w * lb.cross_entropy(labels, z, reduction="none", **options)
+
+        up, mid, down = row_losses(x + step), row_losses(x), row_losses(x - step)
+        np.testing.assert_allclose(grad[:, c], (up - down) / (2 * h), rtol=1e-6, atol=1e-10)
+        np.testing.assert_allclose(hess[:, c], factor * (up - 2 * mid + down) / h**2, rtol=1e-4,
+                                   atol=1e-7)
+
+
+# --- training equivalence with the built-in objectives ------------------------------------
+
+XGB_PARAMS = dict(max_depth=3, eta=0.3, tree_method="hist", nthread=1, base_score=0.0)
+LGB_PARAMS = dict(num_leaves=8, learning_rate=0.3, verbose=-1, num_threads=1,
+                  deterministic=True, force_row_wise=True)
+
+
+def _datasets():
+    from sklearn.datasets import load_breast_cancer, load_diabetes, load_digits
+
+    X, y = load_diabetes(return_X_y=True)
+    yield "regression", X, y, np.full(len(y), y.mean()), lb.mse
+    X, y = load_breast_cancer(return_X_y=True)
+    rate = y.mean()
+    yield "binary", X, y, np.full(len(y), np.log(rate / (1 - rate))), \
+        lb.binary_cross_entropy_with_logits
+    X, y = load_digits(return_X_y=True)
+    prior = np.bincount(y) / len(y)
+    yield "multiclass", X, y, np.tile(np.log(prior), (len(y), 1)), lb.cross_entropy
+
+
+BUILT_IN = {"xgboost": {"regression": "reg:squarederror", "binary": "binary:logistic",
+                        "multiclass": "multi:softprob"},
+            "lightgbm": {"regression": "regression", "binary": "binary",
+                         "multiclass": "multiclass"}}
+
+
+@needs_xgboost
+@needs_sklearn
+def test_xgboost_trains_the_same_models_as_its_built_in_objectives():
+    import xgboost as xgb
+
+    for task, X, y, margin, loss in _datasets():
+        params = dict(XGB_PARAMS)
+        if task == "multiclass":
+            params["num_class"] = 10
+        rounds = 5 if task == "multiclass" else 10
+        predictions = []
+        for objective, obj in ((BUILT_IN["xgboost"][task], None),
+                               (None, lb.xgboost.objective(loss))):
+            data = xgb.DMatrix(X, label=y)
+            data.set_base_margin(margin)  # the one thing set: where boosting starts
+            booster = xgb.train(dict(params, objective=objective) if objective else params,
+                                data, rounds, obj=obj)
+            predictions.append(booster.predict(data, output_margin=True))
+        assert predictions[0].shape == predictions[1].shape
+        np.testing.assert_allclose(predictions[1], predictions[0], rtol=0, atol=1e-6,
+                                   err_msg=task)
+
+
+@needs_lightgbm
+@needs_sklearn
+def test_lightgbm_trains_the_same_models_as_its_built_in_objectives():
+    import lightgbm as lgbm
+
+    for task, X, y, margin, loss in _datasets():
+        params = dict(LGB_PARAMS)
+        if task == "multiclass":
+            params["num_class"] = 10
+        rounds = 5 if task == "multiclass" else 10
+        init = margin.ravel(order="F")  # LightGBM's layout: class-major
+        predictions = []
+        for objective in (BUILT_IN["lightgbm"][task], lb.lightgbm.objective(loss)):
+            data = lgbm.Dataset(X, label=y, init_score=init)
+            booster = lgbm.train(dict(params, objective=objective), data, rounds)
+            predictions.append(booster.predict(X, raw_score=True))
+        np.testing.assert_allclose(predictions[1], predictions[0], rtol=0, atol=1e-6,
+                                   err_msg=task)
+
+
+@needs_xgboost
+@needs_sklearn
+def test_xgboost_estimators_with_sample_weights():
+    import xgboost as xgb
+    from sklearn.datasets import load_diabetes
+
+    X, y = load_diabetes(return_X_y=True)
+    w = np.random.default_rng(2).uniform(0.2, 3, len(y))
+    start = float(np.average(y, weights=w))
+    common = dict(n_estimators=10, max_depth=3, learning_rate=0.3, tree_method="hist",
+                  n_jobs=1, base_score=start)
+    built_in = xgb.XGBRegressor(objective="reg:squarederror", **common).fit(X, y, sample_weight=w)
+    ours = xgb.XGBRegressor(objective=lb.xgboost.objective(lb.mse), **common)
+    ours.fit(X, y, sample_weight=w)
+    np.testing.assert_allclose(ours.predict(X), built_in.predict(X), rtol=0, atol=1e-4)
+    unweighted = xgb.XGBRegressor(objective=lb.xgboost.objective(lb.mse), **common).fit(X, y)
+    assert np.abs(unweighted.predict(X) - ours.predict(X)).max() > 1  # the weights mattered
+
+
+@needs_lightgbm
+@needs_sklearn
+def test_lightgbm_estimators_with_sample_weights():
+    import lightgbm as lgbm
+    from sklearn.datasets import load_breast_cancer
+
+    X, y = load_breast_cancer(return_X_y=True)
+    w = np.random.default_rng(3).uniform(0.2, 3, len(y))
+    rate = float(np.average(y, weights=w))
+    init = np.full(len(y), np.log(rate / (1 - rate)))
+    common = dict(n_estimators=10, num_leaves=8, learning_rate=0.3, verbose=-1, n_jobs=1,
+                  deterministic=True, force_row_wise=True)
+    built_in = lgbm.LGBMRegressor(objective="binary", **common)
+    built_in.fit(X, y, sample_weight=w, init_score=init)
+    ours = lgbm.LGBMRegressor(objective=lb.lightgbm.objective(lb.binary_cross_entropy_with_logits),
+                              **common)
+    ours.fit(X, y, sample_weight=w, init_score=init)
+    np.testing.assert_allclose(ours.predict(X, raw_score=True),
+                               built_in.predict(X, raw_score=True), rtol=0, atol=1e-6)
+
+
+@needs_xgboost
+@needs_sklearn
+def test_a_weighted_objective_trains_end_to_end():
+    """No built-in equivalent: BCE with logits with pos_weight, and cross_entropy with class
+    weights and label smoothing; each lowers its own loss."""
+    import xgboost as xgb
+    from sklearn.datasets import load_breast_cancer, load_digits
+
+    X, y = load_breast_cancer(return_X_y=True)
+    data = xgb.DMatrix(X, label=y)
+    booster = xgb.train(XGB_PARAMS, data, 5,
+                        obj=lb.xgboost.objective(lb.binary_cross_entropy_with_logits,
+                                                 pos_weight=2.0))
+    margin = booster.predict(data, output_margin=True)
+    assert lb.binary_cross_entropy_with_logits(y, margin.astype(np.float64), pos_weight=2.0) < \
+        0.5 * lb.binary_cross_entropy_with_logits(y, np.zeros(len(y)), pos_weight=2.0)
+    X, y = load_digits(return_X_y=True)
+    cw = np.linspace(0.5, 2, 10)
+    data = xgb.DMatrix(X, label=y)
+    booster = xgb.train(dict(XGB_PARAMS, num_class=10), data, 3,
+                        obj=lb.xgboost.objective(lb.cross_entropy, class_weight=cw,
+                                                 label_smoothing=0.1))
+    margin = booster.predict(data, output_margin=True).astype(np.float64)
+    options = dict(class_weight=cw, label_smoothing=0.1)
+    assert lb.cross_entropy(y, margin, **options) < 0.5 * lb.cross_entropy(
+        y, np.zeros((len(y), 10)), **options)
+
+
+# --- the CuPy route, mocked: GPU margins stay where they are -------------------------------
+
+
+class _DeviceArray(np.ndarray):
+    """Stands in for a CuPy array: the dispatcher sees ``__cuda_array_interface__``."""
+
+    __cuda_array_interface__ = property(lambda self: {})
+
+
+def test_cupy_margins_go_to_the_cupy_backend_without_a_host_copy(monkeypatch):
+    fake_cupy = types.ModuleType("cupy")
+    fake_cupy.asarray = lambda a: np.asarray(a).view(_DeviceArray)
+    fake_cupy.maximum = np.maximum
+    monkeypatch.setitem(sys.modules, "cupy", fake_cupy)
+    seen = {}
+
+    class RecordingLoss:
+        name = lb.binary_cross_entropy_with_logits.name
+        _class_indices = False
+
+        def grad_and_hess(self, y_true, y_pred, **options):
+            seen.update(y_true=y_true, y_pred=y_pred, weight=options.get("weight"))
+            grad, hess = lb.binary_cross_entropy_with_logits.grad_and_hess(
+                np.asarray(y_true), np.asarray(y_pred), backend="numpy", reduction="sum",
+                weight=None if options.get("weight") is None else np.asarray(options["weight"]))
+            return grad.view(_DeviceArray), hess.view(_DeviceArray)
+
+    objective = lb.xgboost.objective(lb.binary_cross_entropy_with_logits)
+    objective._objective.loss = RecordingLoss()
+    margins = np.linspace(-3, 3, 8, dtype=np.float32).view(_DeviceArray)
+    labels = (np.arange(8) % 2).astype(np.float32)  # from DMatrix.get_label(): host
+
+    class FakeDMatrix:
+        def get_label(self):
+            return labels
+
+        def get_weight(self):
+            return np.full(8, 2.0, np.float32)
+
+    grad, hess = objective(margins, FakeDMatrix())
+    assert seen["y_pred"] is margins  # the margins themselves: no copy
+    assert isinstance(seen["y_true"], _DeviceArray) and isinstance(seen["weight"], _DeviceArray)
+    assert isinstance(grad, _DeviceArray) and isinstance(hess, _DeviceArray)
+    expected = lb.xgboost.objective(lb.binary_cross_entropy_with_logits)(
+        np.asarray(margins), FakeDMatrix())
+    np.testing.assert_allclose(np.asarray(grad), expected[0], rtol=1e-6)
+    np.testing.assert_allclose(np.asarray(hess), expected[1], rtol=1e-6)
+
+
+# --- errors --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("library", LIBRARIES)
+def test_errors(library):
+    module = LIBRARIES[library]
+    with pytest.raises(ValueError, match="unknown loss"):
+        module.objective("squared_error")
+    with pytest.raises(TypeError, match="lossbackends loss"):
+        module.objective(len)
+    for option in ("reduction", "weight", "out"):
+        with pytest.raises(TypeError, match=f"{option}= is set by the objective"):
+            module.objective(lb.mse, **{option: None})
+    with pytest.raises(ValueError, match="eps"):
+        module.objective(lb.binary_cross_entropy, eps=2.0)
+    with pytest.raises(ValueError, match="label_smoothing"):
+        module.objective(lb.cross_entropy, label_smoothing=3.0)
+    with pytest.raises(ValueError, match="num_class"):
+        module.objective(lb.cross_entropy)(np.zeros(4), np.zeros(4), None)
+
+
+def test_the_benchmark_rows_run():
+    """benchmarks/boosting_rows.py at a tiny size: ours and the hand-written NumPy
+    objective agree (checked inside) and every row is well formed."""
+    sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parents[1]))
+    from benchmarks import boosting_rows
+
+    rows = boosting_rows.run(n=1000, classes=3, min_time=0.01, repeats=2)
+    assert {r["objective"] for r in rows} == {"logistic", "softmax_3"}
+    assert all(r["seconds_min"] <= r["seconds_median"] <= r["seconds_max"] for r in rows)

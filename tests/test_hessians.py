@@ -1,0 +1,395 @@
+"""``grad_and_hess``: the Hessian's diagonal against central finite differences of our own
+gradient (float64), against torch.func / jax Hessians where installed, special values the
+same on every backend, the ``out=`` pair and its errors, Dask."""
+
+from __future__ import annotations
+
+import importlib.util
+
+import numpy as np
+import pytest
+from conftest import host, on
+
+import lossbackends as lb
+
+ELEMENTWISE = ("mse", "binary_cross_entropy", "binary_cross_entropy_with_logits", "hinge")
+REDUCTIONS = ("mean", "sum", "none")
+STEP = 1e-6
+
+
+def _elementwise_inputs(loss, rng, shape):
+    """Inputs away from kinks and clip bounds, where finite differences are exact enough."""
+    if loss == "binary_cross_entropy":
+        y = rng.random(shape) if rng.random() < 0.5 else (rng.random(shape) < 0.5) * 1.0
+        p = rng.uniform(0.05, 0.95, shape)
+    elif loss == "binary_cross_entropy_with_logits":
+        y, p = rng.random(shape), rng.normal(0, 3, shape)
+    elif loss == "hinge":
+        y = np.where(rng.random(shape) < 0.5, -1.0, 1.0)
+        p = y * rng.choice([-1.0, 1.0], shape) * rng.uniform(0.2, 3.0, shape)
+        p = np.where(np.abs(1.0 - y * p) < 0.1, p + 0.5, p)  # away from the kink
+    else:
+        y, p = rng.normal(size=shape), rng.normal(size=shape)
+    return y, p
+
+
+def _elementwise_options(loss, rng, shape, option):
+    if not option:
+        return {}
+    return {"binary_cross_entropy": {"eps": 1e-3},
+            "binary_cross_entropy_with_logits": {"pos_weight": rng.uniform(0.5, 3, shape[-1:])},
+            "hinge": {"margin": 0.5}}.get(loss, {})
+
+
+@pytest.mark.parametrize("loss", ELEMENTWISE)
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+@pytest.mark.parametrize("weighted", [False, True])
+@pytest.mark.parametrize("option", [False, True])
+def test_elementwise_hessian_is_the_derivative_of_the_gradient(backend, loss, reduction,
+                                                               weighted, option):
+    rng = np.random.default_rng(hash((loss, reduction, weighted, option)) % 2**32)
+    shape = (7, 13)
+    y, p = _elementwise_inputs(loss, rng, shape)
+    options = _elementwise_options(loss, rng, shape, option)
+    if weighted:
+        options["weight"] = rng.uniform(0, 2, shape)
+    options = {k: on(backend, v) if isinstance(v, np.ndarray) else v for k, v in options.items()}
+    function = getattr(lb, loss)
+    call = dict(reduction=reduction, backend=backend, **options)
+    grad, hess = function.grad_and_hess(on(backend, y), on(backend, p), **call)
+    assert grad.shape == hess.shape == p.shape and host(hess).dtype == np.float64
+    # the gradient is elementwise: one perturbation of every element at once
+    up = host(function.grad(on(backend, y), on(backend, p + STEP), **call))
+    down = host(function.grad(on(backend, y), on(backend, p - STEP), **call))
+    expected = (up - down) / (2 * STEP)
+    scale = np.max(np.abs(expected), initial=1e-300)
+    np.testing.assert_allclose(host(hess), expected, rtol=1e-6, atol=1e-7 * scale)
+    # the gradient of grad_and_hess is the gradient's, bit for bit
+    np.testing.assert_array_equal(host(grad), host(function.grad(on(backend, y), on(backend, p),
+                                                                 **call)))
+
+
+CE_CASES = [
+    {},
+    {"class_weight": [0.5, 2.0, 1.0, 0.25, 1.5]},
+    {"label_smoothing": 0.2},
+    {"class_weight": [0.5, 2.0, 1.0, 0.25, 1.5], "label_smoothing": 0.1, "ignore_index": 3},
+    {"soft": True},
+    {"soft": True, "class_weight": [0.5, 2.0, 1.0, 0.25, 1.5], "label_smoothing": 0.3},
+]
+
+
+def _ce_inputs(rng, case, rows=11, classes=5):
+    x = rng.normal(0, 2, (rows, classes))
+    if case.get("soft"):
+        t = rng.dirichlet(np.ones(classes), rows)
+    else:
+        t = rng.integers(0, classes, rows)
+    options = {k: (np.asarray(v) if isinstance(v, list) else v) for k, v in case.items()
+               if k != "soft"}
+    return t, x, options
+
+
+@pytest.mark.parametrize("case", CE_CASES)
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+def test_cross_entropy_hessian_is_the_derivative_of_the_gradient(backend, case, reduction):
+    rng = np.random.default_rng(7)
+    t, x, options = _ce_inputs(rng, case)
+    options = {k: on(backend, v) if isinstance(v, np.ndarray) else v for k, v in options.items()}
+    call = dict(reduction=reduction, backend=backend, **options)
+    grad, hess = lb.cross_entropy.grad_and_hess(on(backend, t), on(backend, x), **call)
+    expected = np.empty_like(x)
+    for c in range(x.shape[1]):  # rows are independent: class c of every row at once
+        step = np.zeros_like(x)
+        step[:, c] = STEP
+        up = host(lb.cross_entropy.grad(on(backend, t), on(backend, x + step), **call))
+        down = host(lb.cross_entropy.grad(on(backend, t), on(backend, x - step), **call))
+        expected[:, c] = (up[:, c] - down[:, c]) / (2 * STEP)
+    np.testing.assert_allclose(host(hess), expected, rtol=1e-6, atol=1e-9)
+    if "ignore_index" in options:
+        ignored = t == options["ignore_index"]
+        assert ignored.any() and np.all(host(hess)[ignored] == 0)
+
+
+def test_cross_entropy_hessian_on_another_axis(backend):
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(4, 5, 6))
+    t = rng.integers(0, 5, (4, 6))
+    grad, hess = lb.cross_entropy.grad_and_hess(on(backend, t), on(backend, x), axis=1,
+                                               backend=backend)
+    moved_grad, moved_hess = lb.cross_entropy.grad_and_hess(
+        on(backend, t.reshape(-1)), on(backend, np.moveaxis(x, 1, -1).reshape(-1, 5)),
+        backend=backend)
+    assert hess.shape == x.shape
+    np.testing.assert_allclose(host(np.moveaxis(host(hess), 1, -1).reshape(-1, 5)),
+                               host(moved_hess), rtol=1e-14)
+
+
+@pytest.mark.parametrize("dtype", [np.float16, np.float32])
+def test_low_precision_hessians_match_float64(backend, dtype):
+    rng = np.random.default_rng(5)
+    tol = {np.float16: 2e-2, np.float32: 2e-5}[dtype]
+    for loss in ELEMENTWISE:
+        y, p = _elementwise_inputs(loss, rng, (257,))
+        function = getattr(lb, loss)
+        _, hess = function.grad_and_hess(on(backend, y.astype(dtype)), on(backend, p.astype(dtype)),
+                                         reduction="sum", backend=backend)
+        _, expected = function.grad_and_hess(y.astype(dtype).astype(np.float64),
+                                             p.astype(dtype).astype(np.float64), reduction="sum",
+                                             backend="numpy")
+        assert host(hess).dtype == dtype
+        np.testing.assert_allclose(host(hess), expected, rtol=tol, atol=tol * expected.max())
+    t, x, _ = _ce_inputs(rng, {}, rows=33, classes=7)
+    _, hess = lb.cross_entropy.grad_and_hess(on(backend, t), on(backend, x.astype(dtype)),
+                                             backend=backend)
+    _, expected = lb.cross_entropy.grad_and_hess(t, x.astype(dtype).astype(np.float64),
+                                                 backend="numpy")
+    np.testing.assert_allclose(host(hess), expected, rtol=tol, atol=tol * expected.max())
+
+
+# --- against the autodiff frameworks (sum of the per-element losses) ---------------------
+
+
+@pytest.mark.skipif(importlib.util.find_spec("torch") is None, reason="PyTorch is not installed")
+def test_hessians_match_torch_func_hessian(backend):
+    import torch
+    import torch.nn.functional as F
+    from torch.func import hessian
+
+    rng = np.random.default_rng(11)
+    n = 9
+    cases = {
+        "mse": lambda y, w: (lambda p: (w * (p - y) ** 2).sum()),
+        "binary_cross_entropy": lambda y, w: (
+            lambda p: F.binary_cross_entropy(p, y, weight=w, reduction="sum")),
+        "binary_cross_entropy_with_logits": lambda y, w: (
+            lambda p: F.binary_cross_entropy_with_logits(p, y, weight=w, pos_weight=torch.tensor(
+                1.7, dtype=torch.float64), reduction="sum")),
+        "hinge": lambda y, w: (lambda p: (w * torch.clamp(1 - y * p, min=0)).sum()),
+    }
+    for loss, make in cases.items():
+        y, p = _elementwise_inputs(loss, rng, (n,))
+        w = rng.uniform(0.5, 2, n)
+        options = {"pos_weight": 1.7} if loss == "binary_cross_entropy_with_logits" else {}
+        _, hess = getattr(lb, loss).grad_and_hess(on(backend, y), on(backend, p), reduction="sum",
+                                                  weight=on(backend, w), backend=backend, **options)
+        f = make(torch.tensor(y), torch.tensor(w))
+        expected = torch.diagonal(hessian(f)(torch.tensor(p))).numpy()
+        # PyTorch's BCE backward divides by max(p (1 - p), 1e-12): 1e-11 apart
+        rtol = 1e-9 if loss == "binary_cross_entropy" else 1e-12
+        np.testing.assert_allclose(host(hess), expected, rtol=rtol, atol=1e-12, err_msg=loss)
+    # cross_entropy: the diagonal of each row's block, class weights and smoothing
+    rows, classes = 6, 4
+    x = rng.normal(0, 2, (rows, classes))
+    t = rng.integers(0, classes, rows)
+    cw = rng.uniform(0.5, 2, classes)
+    _, hess = lb.cross_entropy.grad_and_hess(on(backend, t), on(backend, x), reduction="sum",
+                                             class_weight=on(backend, cw), label_smoothing=0.1,
+                                             backend=backend)
+    f = lambda z: F.cross_entropy(z, torch.tensor(t), weight=torch.tensor(cw),  # noqa: E731
+                                  label_smoothing=0.1, reduction="sum")
+    full = hessian(f)(torch.tensor(x)).numpy().reshape(rows * classes, rows * classes)
+    np.testing.assert_allclose(host(hess), np.diag(full).reshape(rows, classes), rtol=1e-12,
+                               atol=1e-14)
+
+
+@pytest.mark.skipif(importlib.util.find_spec("jax") is None, reason="JAX is not installed")
+def test_hessians_match_jax_hessian(backend):
+    import jax
+
+    enabled = jax.config.jax_enable_x64
+    jax.config.update("jax_enable_x64", True)  # float64, for this test only
+    try:
+        _check_against_jax(backend, jax)
+    finally:
+        jax.config.update("jax_enable_x64", enabled)
+
+
+def _check_against_jax(backend, jax):
+    import jax.numpy as jnp
+
+    rng = np.random.default_rng(12)
+    y, p = _elementwise_inputs("binary_cross_entropy_with_logits", rng, (8,))
+    # optax's form: (1 - y) x + softplus(-x)
+    f = lambda x: jnp.sum((1 - y) * x + jax.nn.softplus(-x))  # noqa: E731
+    expected = np.diag(np.asarray(jax.hessian(f)(jnp.asarray(p))))
+    _, hess = lb.binary_cross_entropy_with_logits.grad_and_hess(
+        on(backend, y), on(backend, p), reduction="sum", backend=backend)
+    np.testing.assert_allclose(host(hess), expected, rtol=1e-12)
+    x = rng.normal(0, 2, (5, 6))
+    q = rng.dirichlet(np.ones(6), 5)
+    g = lambda z: jnp.sum(-q * jax.nn.log_softmax(z, axis=-1))  # noqa: E731
+    full = np.asarray(jax.hessian(g)(jnp.asarray(x))).reshape(30, 30)
+    _, hess = lb.cross_entropy.grad_and_hess(on(backend, q), on(backend, x), reduction="sum",
+                                             backend=backend)
+    np.testing.assert_allclose(host(hess), np.diag(full).reshape(5, 6), rtol=1e-12, atol=1e-15)
+
+
+# --- special values: the same on every backend ------------------------------------------
+
+
+def _special(backend, dtype):
+    inf, nan = np.inf, np.nan
+    out = {}
+    y = np.array([0, 1, 0, 1, 0.5, 1, 0, 1], dtype)
+    x = np.array([inf, inf, -inf, -inf, nan, 0, 40, -40], dtype)
+    out["bce_logits"] = lb.binary_cross_entropy_with_logits.grad_and_hess(
+        on(backend, y), on(backend, x), reduction="sum", backend=backend)
+    y = np.array([0, 1, 0, 1, 1, 0.5], dtype)
+    p = np.array([0, 1, -1, 2, nan, 1e-30], dtype)
+    out["bce"] = lb.binary_cross_entropy.grad_and_hess(on(backend, y), on(backend, p),
+                                                       reduction="sum", backend=backend)
+    y = np.array([1, -1, 1, 1], dtype)
+    s = np.array([1, -1, nan, inf], dtype)  # two kinks
+    out["hinge"] = lb.hinge.grad_and_hess(on(backend, y), on(backend, s), reduction="sum",
+                                          backend=backend)
+    out["mse"] = lb.mse.grad_and_hess(on(backend, np.zeros(3, dtype)),
+                                      on(backend, np.array([inf, nan, 1], dtype)),
+                                      reduction="sum", backend=backend)
+    logits = np.array([[0, -inf, -inf], [1e4, 0, -1e4], [nan, 0, 0], [0, 0, 0]], dtype)
+    out["ce"] = lb.cross_entropy.grad_and_hess(on(backend, np.array([0, 1, 2, -100])),
+                                               on(backend, logits), reduction="sum",
+                                               backend=backend)
+    return {k: tuple(host(a) for a in v) for k, v in out.items()}
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_special_values(backend, dtype):
+    got = _special(backend, dtype)
+    _, h = got["bce_logits"]
+    np.testing.assert_array_equal(h[:4], 0)  # sigma(x) sigma(-x) -> 0 at +-inf, no NaN
+    assert np.isnan(h[4])
+    assert h[5] == 0.25 and h[6] > 0 and h[7] > 0  # 4e-18: no 1 - sigma cancellation
+    np.testing.assert_allclose(h[6:], np.exp(-40.0), rtol=1e-5)
+    _, h = got["bce"]
+    e = max(1e-15, float(np.finfo(dtype).eps))  # the clip bound: eps=1e-15 or the dtype's
+    clip_hess = [1 / (1 - e) ** 2, 1 / (1 - e) ** 2, 1 / (1 - e) ** 2, 1 / (1 - e) ** 2]
+    np.testing.assert_allclose(h[:4], clip_hess, rtol=1e-6)  # outside the clip: at the bound
+    assert np.isnan(h[4]) and np.isclose(h[5], 0.5 / e**2 + 0.5 / (1 - e) ** 2, rtol=1e-6)
+    g, h = got["hinge"]
+    np.testing.assert_array_equal(h[[0, 1, 3]], 0)
+    assert np.isnan(h[2])  # NaN in, NaN out, as the gradient
+    np.testing.assert_array_equal(g[:2], 0)  # the kink: gradient 0, Hessian 0
+    np.testing.assert_array_equal(got["mse"][1], 2)
+    _, h = got["ce"]
+    np.testing.assert_array_equal(h[0], 0)  # softmax one-hot: 0, and 0 for the -inf classes
+    np.testing.assert_array_equal(h[1], 0)
+    assert np.isnan(h[2]).all()  # a NaN logit makes the row NaN, as its gradient
+    np.testing.assert_array_equal(h[3], 0)  # ignored row
+    if backend != "numpy":  # the same as the reference backend, NaN in the same places
+        reference = _special("numpy", dtype)
+        for key, pair in got.items():
+            for a, b in zip(pair, reference[key], strict=True):
+                np.testing.assert_allclose(a, b, rtol=2e-6 if dtype == np.float32 else 1e-15,
+                                           err_msg=key)
+
+
+# --- out= pairs, errors ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("loss", [*ELEMENTWISE, "cross_entropy"])
+def test_out_pair(backend, loss):
+    rng = np.random.default_rng(1)
+    if loss == "cross_entropy":
+        t, x, _ = _ce_inputs(rng, {}, rows=9, classes=4)
+    else:
+        t, x = _elementwise_inputs(loss, rng, (5, 6))
+    t, x = on(backend, t), on(backend, x)
+    function = getattr(lb, loss)
+    grad, hess = function.grad_and_hess(t, x, backend=backend)
+    grad_out, hess_out = on(backend, np.empty(x.shape)), on(backend, np.empty(x.shape))
+    g, h = function.grad_and_hess(t, x, backend=backend, out=(grad_out, hess_out))
+    assert g is grad_out and h is hess_out
+    np.testing.assert_array_equal(host(g), host(grad))
+    np.testing.assert_array_equal(host(h), host(hess))
+    # grad_out may be y_pred itself
+    x_copy = x.copy()
+    hess_out = on(backend, np.empty(x.shape))
+    g, h = function.grad_and_hess(t, x_copy, backend=backend, out=(x_copy, hess_out))
+    assert g is x_copy
+    np.testing.assert_array_equal(host(g), host(grad))
+    np.testing.assert_array_equal(host(h), host(hess))
+
+
+def test_out_pair_errors(backend):
+    rng = np.random.default_rng(2)
+    y, p = (on(backend, a) for a in _elementwise_inputs("mse", rng, (4, 3)))
+    buffer = on(backend, np.empty((4, 3)))
+    cases = [
+        (buffer, TypeError, "pair"),
+        ((buffer,), TypeError, "pair"),
+        ((buffer, buffer), ValueError, "distinct"),
+        ((buffer, p), ValueError, "hess_out must not share memory"),
+        ((buffer, y), ValueError, "hess_out must not share memory"),
+        ((y, on(backend, np.empty((4, 3)))), ValueError, "out must not share memory with y_true"),
+        ((buffer, on(backend, np.empty((4, 3), np.float32))), ValueError, "hess_out has shape"),
+        ((buffer, on(backend, np.empty((3, 4)))), ValueError, "hess_out has shape"),
+        ((buffer, on(backend, np.empty((4, 6)))[:, ::2]), ValueError, "C-contiguous"),
+    ]
+    for out, error, match in cases:
+        with pytest.raises(error, match=match):
+            lb.mse.grad_and_hess(y, p, backend=backend, out=out)
+    if backend != "cupy":
+        whole = np.empty(24)
+        with pytest.raises(ValueError, match="distinct"):
+            lb.mse.grad_and_hess(y, p, backend=backend,
+                                 out=(whole[:12].reshape(4, 3), whole[6:18].reshape(4, 3)))
+    with pytest.raises(ValueError, match="reduction"):
+        lb.mse.grad_and_hess(y, p, backend=backend, reduction="avg")
+
+
+def test_empty_input(backend):
+    grad, hess = lb.mse.grad_and_hess(on(backend, np.empty(0)), on(backend, np.empty(0)),
+                                      backend=backend)
+    assert grad.shape == hess.shape == (0,)
+
+
+def test_dask_grad_and_hess_is_lazy_and_equal():
+    da = pytest.importorskip("dask.array", reason="Dask is not installed")
+    import dask
+
+    rng = np.random.default_rng(4)
+    y, p = _elementwise_inputs("binary_cross_entropy_with_logits", rng, (100, 6))
+    w = rng.uniform(0, 2, 6)
+    with dask.config.set(scheduler="synchronous"):
+        grad, hess = lb.binary_cross_entropy_with_logits.grad_and_hess(
+            da.from_array(y, chunks=(30, 6)), da.from_array(p, chunks=(30, 6)), weight=w,
+            backend="numpy")
+        assert isinstance(grad, da.Array) and isinstance(hess, da.Array)
+        expected = lb.binary_cross_entropy_with_logits.grad_and_hess(y, p, weight=w,
+                                                                     backend="numpy")
+        np.testing.assert_array_equal(grad.compute(), expected[0])
+        np.testing.assert_array_equal(hess.compute(), expected[1])
+        t, x, _ = _ce_inputs(rng, {}, rows=50, classes=4)
+        grad, hess = lb.cross_entropy.grad_and_hess(da.from_array(t, chunks=20),
+                                                    da.from_array(x, chunks=(20, 4)),
+                                                    backend="numpy")
+        expected = lb.cross_entropy.grad_and_hess(t, x, backend="numpy")
+        np.testing.assert_array_equal(hess.compute(), expected[1])
+        np.testing.assert_array_equal(grad.compute(), expected[0])
+        with pytest.raises(ValueError, match="Dask"):
+            lb.mse.grad_and_hess(da.from_array(y), da.from_array(p),
+                                 out=(np.empty_like(p), np.empty_like(p)))
+
+
+@pytest.mark.skipif(importlib.util.find_spec("torch") is None, reason="PyTorch is not installed")
+def test_torch_tensors_get_torch_results():
+    import torch
+
+    rng = np.random.default_rng(6)
+    y, p = _elementwise_inputs("binary_cross_entropy_with_logits", rng, (3, 4))
+    grad, hess = lb.binary_cross_entropy_with_logits.grad_and_hess(torch.tensor(y),
+                                                                   torch.tensor(p))
+    expected = lb.binary_cross_entropy_with_logits.grad_and_hess(y, p)
+    assert isinstance(grad, torch.Tensor) and isinstance(hess, torch.Tensor)
+    np.testing.assert_array_equal(hess.numpy(), expected[1])
+    np.testing.assert_array_equal(grad.numpy(), expected[0])
+    t, x, _ = _ce_inputs(rng, {}, rows=5, classes=3)
+    t[1] = 7  # check_labels=False: a bad row is NaN, gradient and Hessian
+    _, hess = lb.cross_entropy.grad_and_hess(torch.tensor(t), torch.tensor(x),
+                                             check_labels=False)
+    assert np.isnan(hess[1].numpy()).all() and np.isfinite(hess[0].numpy()).all()
+    with pytest.raises(ValueError, match="NumPy or CuPy"):
+        lb.mse.grad_and_hess(torch.tensor(y), torch.tensor(p),
+                             out=(torch.empty(3, 4, dtype=torch.float64),
+                                  torch.empty(3, 4, dtype=torch.float64)))
