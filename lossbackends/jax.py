@@ -37,7 +37,7 @@ from . import losses as _losses
 from ._loss import REDUCTIONS, Loss
 
 __all__ = ["binary_cross_entropy", "binary_cross_entropy_with_logits", "cross_entropy", "hinge",
-           "mse"]
+           "mse", "multiclass_hinge"]
 
 # the array options of each loss (traced); every other option is static (a Python number)
 _ARRAY_OPTIONS = {
@@ -46,6 +46,7 @@ _ARRAY_OPTIONS = {
     "binary_cross_entropy_with_logits": ("weight", "pos_weight"),
     "cross_entropy": ("class_weight",),
     "hinge": ("weight",),
+    "multiclass_hinge": ("weight",),
 }
 
 
@@ -84,7 +85,7 @@ def _function(name: str, reduction: str, static: tuple, array_names: tuple) -> C
     each once)."""
     loss: Loss = _losses.LOSSES[name]
     options = dict(static)
-    axis = options.get("axis", -1) if name == "cross_entropy" else None
+    axis = options.get("axis", -1) if loss._class_indices else None  # a loss per row
 
     def host(y, p, *arrays):
         value, grad = loss.value_and_grad(
@@ -169,3 +170,4 @@ binary_cross_entropy = _make("binary_cross_entropy")
 binary_cross_entropy_with_logits = _make("binary_cross_entropy_with_logits")
 cross_entropy = _make("cross_entropy")
 hinge = _make("hinge")
+multiclass_hinge = _make("multiclass_hinge")

@@ -280,3 +280,21 @@ def test_multiclass_hinge_errors():
         lb.multiclass_hinge([0, 1], [[1.0, 2.0], [0.0, 1.0]], weight=[1.0, 2.0, 3.0])
     with pytest.raises(TypeError, match="must be integers"):
         lb.multiclass_hinge([0.5], [[1.0, 2.0]])
+
+
+@pytest.mark.skipif(importlib.util.find_spec("jax") is None, reason="jax is not installed")
+def test_jax_multiclass_hinge_and_cross_entropy_options():
+    import jax
+    import jax.numpy as jnp
+
+    import lossbackends.jax as lbj
+
+    x = rng.normal(size=(6, 4))
+    y = rng.integers(0, 4, 6)
+    expected = reference.multiclass_hinge(y, x, margin=0.5)
+    f = jax.jit(lambda v: lbj.multiclass_hinge(jnp.asarray(y), v, margin=0.5))
+    np.testing.assert_allclose(f(jnp.asarray(x, jnp.float32)), expected[0], rtol=1e-5)
+    np.testing.assert_allclose(jax.grad(f)(jnp.asarray(x, jnp.float32)), expected[1], atol=1e-6)
+    expected = reference.cross_entropy_liger(y, x, z_loss=0.1, softcap=2.0)
+    g = jax.grad(lambda v: lbj.cross_entropy(jnp.asarray(y), v, z_loss=0.1, softcap=2.0))
+    np.testing.assert_allclose(g(jnp.asarray(x, jnp.float32)), expected[1], atol=1e-6)
