@@ -82,6 +82,7 @@ template <typename A> __device__ __forceinline__ void poisson_nll(A y, A x, Opti
     if (o.a != A(0)) {  // x = log(rate): exp(x) - y x
         const A rate = exp(x);
         loss = rate - times(y, x);
+        if (isinf(rate)) loss = rate;  // the limit at x = inf, not inf - inf
         d = rate - y;
     } else {  // x = rate: x - y log(x + eps)
         const A shifted = x + o.c;

@@ -25,6 +25,7 @@ _f32 = np.float32
 TWO = _f32(2.0)
 FOUR = _f32(4.0)
 LN2 = _f32(np.log(2.0))
+INF = _f32(np.inf)
 
 
 @njit(inline="always")
@@ -213,6 +214,7 @@ def _poisson(log_input, full):
         if log_input:  # x = log(rate): exp(x) - y x
             rate = _exp(x)
             loss, d, h = rate - _times(y, x), rate - y, rate
+            loss = rate if rate == INF else loss  # the limit at x = inf, not inf - inf
         else:  # x = rate: x - y log(x + eps)
             shifted = x + eps
             inv = ONE / shifted

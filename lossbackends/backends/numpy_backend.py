@@ -234,8 +234,14 @@ def _smooth_l1(y, p, params, want_value, want_grad):
 def _log_cosh(y, p, params, want_value, want_grad):
     e = p - y
     a = np.abs(e)
-    # log(cosh(e)) = |e| + log1p(exp(-2|e|)) - log 2: cosh itself overflows past |e| ~ 710
-    loss = a + np.log1p(np.exp(-2.0 * a)) - _LOG2 if want_value else None
+    loss = None
+    if want_value:
+        # log cosh a = log1p(2 sinh(a/2)^2) while cosh is small (cosh a - 1 = 2 sinh^2(a/2):
+        # exact near 0, where the second form is a difference of numbers near log 2), and
+        # a + log1p(exp(-2a)) - log 2 beyond (cosh itself overflows past |e| ~ 710)
+        with np.errstate(over="ignore"):
+            small = np.log1p(2.0 * np.sinh(0.5 * a) ** 2)
+        loss = np.where(a < 1.0, small, a + np.log1p(np.exp(-2.0 * a)) - _LOG2)
     return loss, np.tanh(e) if want_grad else None
 
 
@@ -296,7 +302,8 @@ def _poisson_nll(y, x, params, want_value, want_grad):
     loss = d = None
     if log_input:  # x = log(rate): exp(x) - y x
         rate = np.exp(x)
-        loss = rate - _times(y, x) if want_value else None
+        if want_value:  # at x = inf (or where exp overflows) the loss is inf, not inf - inf
+            loss = np.where(rate == np.inf, rate, rate - _times(y, x))
         d = rate - y if want_grad else None
     else:  # x = rate: x - y log(x + eps)
         with np.errstate(divide="ignore", invalid="ignore"):
@@ -339,7 +346,9 @@ def _elementwise(math):
 
     @half_in_float32
     def kernel(y, p, weight, params, reduction, scale, grad, want_value):
-        with np.errstate(over="ignore"):  # exp(x) may overflow to inf: the true limit
+        # exp(x) may overflow to inf (the true limit); inf - inf and 0 * inf in branches
+        # that np.where does not select are not the result's
+        with np.errstate(over="ignore", invalid="ignore"):
             losses, d = math(y, p, params, want_value, grad is not None)
         if grad is not None:
             np.copyto(grad, np.broadcast_to(d, grad.shape), casting="unsafe")
