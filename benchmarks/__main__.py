@@ -1,11 +1,15 @@
 """The benchmark suite: throughput across array sizes for every loss, backend and peer,
 against the memory bandwidth measured in the same run (on the host, around each case).
 
-    python -m benchmarks --quick --out bench-out        # the README's main job (< 2 min)
+    python -m benchmarks --quick --out bench-out        # the README's main job (2-3 min)
     python -m benchmarks --device gpu --out DIR         # on a GPU machine (ci/gpu)
     python -m benchmarks compare A.csv B.csv            # ratio of two runs, row by row
+    python -m benchmarks --torch-module ...             # + lossbackends.torch's step rows
+    python -m benchmarks --dask --out DIR               # the Dask rows alone (several GB)
 
-Writes DIR/results.csv, DIR/run.json and DIR/*.png, and prints a summary table.
+Writes DIR/results_DEVICE.csv, DIR/run_DEVICE.json and DIR/*.png, and prints a summary
+table; on the host also DIR/summary_host.md, the README's host table (our default call
+beside ``out=``, each against the best peer like with like, and the triad around it).
 """
 
 from __future__ import annotations
@@ -17,6 +21,16 @@ import platform
 import sys
 import time
 from pathlib import Path
+
+# Numba's parallel kernels and PyTorch's CPU kernels each run an OpenMP thread pool (two
+# runtimes: Numba's omp layer and torch's bundled libgomp), and the suite calls them in
+# turn. By default an OpenMP thread spins after its work, so on two cores the next
+# provider's threads waited for a scheduler tick: measured here with other jobs running,
+# PyTorch's MSE at n = 1e4 took 9.2 ms a call in turn with Numba against 21 us alone, and
+# Numba alone at 1e6 took 8.0 ms against 0.75 ms with passive waiting. Passive waiting
+# (threads sleep when their work is done) before either runtime starts; set
+# OMP_WAIT_POLICY yourself to measure another policy (run_host.json records it).
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import numpy as np
 
@@ -41,7 +55,9 @@ def parse(argv):
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=Path("bench-out"))
     parser.add_argument("--device", choices=["host", "gpu"], default="host")
-    parser.add_argument("--quick", action="store_true", help="fewer sizes and ops (< 2 min)")
+    parser.add_argument("--quick", action="store_true",
+                        help="fewer sizes, value_and_grad only, torch.compile with dynamic "
+                        "shapes (2-3 min)")
     parser.add_argument("--smoke", action="store_true", help="tiny sizes: checks the suite runs")
     parser.add_argument("--losses", nargs="+", choices=core.LOSSES, default=list(core.LOSSES))
     parser.add_argument("--ops", nargs="+", choices=core.OPS)
@@ -50,6 +66,8 @@ def parse(argv):
     parser.add_argument("--sizes", nargs="+", type=float, help="elementwise sizes")
     parser.add_argument("--dask", action="store_true",
                         help="the Dask rows instead of the suite (several GB; see dask_rows.py)")
+    parser.add_argument("--torch-module", action="store_true",
+                        help="add lossbackends.torch's training-step rows (benchmarks/torch_module.py)")
     parser.add_argument("--budget", type=float, default=0.0,
                         help="seconds after which peers are skipped (0: no limit)")
     return parser.parse_args(argv)
@@ -61,6 +79,7 @@ def metadata(device: str, rooflines: dict) -> dict:
         "device": device, "python": platform.python_version(), "machine": platform.machine(),
         "cpu": platform.processor() or platform.machine(), "cpu_count": os.cpu_count(),
         "numpy": np.__version__, "lossbackends": lb.__version__, "rooflines_gbps": rooflines,
+        "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
     }
     try:
         with open("/proc/cpuinfo") as f:
@@ -125,18 +144,25 @@ def small_call_rows(device: str, roofline: float) -> list[dict]:
 def probability_label_rows(sizes: list[int], roofline: float) -> list[dict]:
     """binary_cross_entropy with labels between 0 and 1 (distillation, label smoothing):
     the main grid's labels are 0 and 1, which the Numba backend computes with one log per
-    element instead of two, so this case is measured apart (host backends)."""
+    element instead of two, so this case is measured apart (host backends, the default
+    call and ``out=``, samples taken in turn)."""
     rows = []
     for n in sizes:
         inputs = core.host_inputs("binary_cross_entropy", (n,), "float32")
         inputs["y"] = np.random.default_rng(1).random(n, dtype=np.float32)
         expected = core.reference("binary_cross_entropy", "value_and_grad", inputs)
+        measured = []
         for backend in [b for b in ("numba", "numpy") if b in lb.available_backends()]:
-            call = ours(backend)("binary_cross_entropy", "value_and_grad", inputs)
-            error = core.check(call(), expected, "float32")  # checked first, as every row
+            for out in (False, True):
+                call = ours(backend, out)("binary_cross_entropy", "value_and_grad", inputs)
+                error = core.check(call(), expected, "float32")  # checked first, as every row
+                measured.append((backend + (":out" if out else ""), out, call, error))
+        times = core.time_host_in_turn([call for _, _, call, _ in measured])
+        for (name, out, _, error), samples in zip(measured, times, strict=True):
             rows.append(core.row("binary_cross_entropy_probability_labels", "value_and_grad",
-                                 backend, "float32", (n,), core.time_host(call), 12 * n,
-                                 roofline, device="host", max_rel_error=error))
+                                 name, "float32", (n,), samples, 12 * n, roofline,
+                                 device="host", max_rel_error=error,
+                                 form="out" if out else "alloc", peer=False))
     return rows
 
 
@@ -179,9 +205,10 @@ def _case_rows(args, ops, chosen, started, loss, dtype, shape, roofline) -> list
                 if device == "gpu":  # one provider's buffers on the device at a time
                     rows.append(core.row(loss, op, provider.name, dtype, shape,
                                          core.time_gpu(call), nbytes, roofline, device=device,
-                                         max_rel_error=error))
+                                         max_rel_error=error, form=provider.form,
+                                         peer=provider.peer))
                 else:
-                    pending.append((provider.name, op, call, nbytes, error))
+                    pending.append((provider, op, call, nbytes, error))
             except Exception as exc:  # a peer that cannot run a case is noted, not fatal
                 if provider.ours:
                     raise
@@ -189,10 +216,14 @@ def _case_rows(args, ops, chosen, started, loss, dtype, shape, roofline) -> list
                       f"{str(exc)[:120]}", file=sys.stderr)
     # On the host every provider's samples are taken in turn, so that their ratios hold
     # while the machine's bandwidth moves.
-    times = core.time_host_in_turn([call for _, _, call, _, _ in pending])
-    rows += [core.row(loss, op, name, dtype, shape, samples, nbytes, roofline, device=device,
-                      max_rel_error=error)
-             for (name, op, _, nbytes, error), samples in zip(pending, times, strict=True)]
+    # --quick: 0.1 s of samples per provider, so that the run with every peer stays short
+    times = core.time_host_in_turn([call for _, _, call, _, _ in pending],
+                                   min_time=0.1 if args.quick else 0.2)
+    rows += [core.row(loss, op, provider.name, dtype, shape, samples, nbytes, roofline,
+                      device=device, max_rel_error=error, form=provider.form,
+                      peer=provider.peer)
+             for (provider, op, _, nbytes, error), samples in zip(pending, times, strict=True)]
+    report.add_peer_ratios(rows)
     del inputs, expected, pending
     if device == "gpu":
         import cupy as cp
@@ -219,7 +250,8 @@ def run(args) -> list[dict]:
         sizes = [int(s) for s in args.sizes]
     ops = args.ops or (["value_and_grad"] if args.quick or args.smoke else list(core.OPS))
     dtypes = args.dtypes or (["float32", "float16"] if device == "gpu" else ["float32"])
-    chosen = [p for p in providers(device) if not args.backends or p.name in args.backends]
+    chosen = [p for p in providers(device, quick=args.quick or args.smoke)
+              if not args.backends or p.name in args.backends]
     grid = []
     # cross-entropy first: with a time budget, its peer comparisons are the ones kept
     for loss in sorted(args.losses, key=lambda name: name != "cross_entropy"):
@@ -243,9 +275,15 @@ def run(args) -> list[dict]:
     if device == "host" and "binary_cross_entropy" in args.losses and not args.smoke:
         for n in [n for n in sizes if n >= 10**6]:
             rows += _around(device, roofline, lambda local, n=n: probability_label_rows([n], local))
-    for loss, dtype, shape in tqdm(grid, desc=f"benchmarks ({device})", unit="case"):
+    for loss, dtype, shape in tqdm(grid if chosen else [], desc=f"benchmarks ({device})",
+                                   unit="case"):  # no provider chosen: no case to measure
         rows += _around(device, roofline, lambda local, case=(loss, dtype, shape): _case_rows(
             args, ops, chosen, started, *case, local))
+    if args.torch_module:
+        from . import torch_module
+
+        size = "smoke" if args.smoke else "quick" if args.quick else "full"
+        rows += _around(device, roofline, lambda local: torch_module.rows(device, local, size))
     rows.insert(0, core.row("roofline", roofline_name, device, "float32", (0,), [1.0], roofline,
                             roofline, device=device))
     return rows, {device: roofline}
@@ -276,6 +314,10 @@ def main(argv=None) -> int:
     report.write_json(args.out / f"{prefix}run_{args.device}.json", metadata(args.device, rooflines))
     report.plot(args.out, [r for r in rows if r["loss"] != "roofline"], rooflines, prefix)
     print(report.summary([r for r in rows if r["loss"] != "roofline"]))
+    if args.device == "host":
+        table = report.host_table(rows)
+        (args.out / f"{prefix}summary_host.md").write_text(table + "\n")
+        print("\n" + table)
     medians = {r["backend"]: r["seconds_median"] for r in rows if r["op"] == "call_n1000"}
     for name, seconds in medians.items():
         print(f"public call at n=1000 ({name}): {1e6 * seconds:.2f} us")

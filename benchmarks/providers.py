@@ -3,6 +3,15 @@
 A provider returns a zero-argument callable that computes ``op`` (``value``, ``grad`` or
 ``value_and_grad``) and returns ``(value, grad)`` (either may be ``None``), or ``None`` when
 it cannot compute that loss or op. Peers appear only when their library is installed.
+
+Each provider has a ``form``: ``"alloc"`` when the call allocates the gradient (what users
+write: our default call, autograd, a function returning a new array), ``"out"`` when the
+gradient goes into a buffer the caller made once (our ``out=``, a peer's in-place or
+``out=`` operations). Ratios to the peers are taken like with like (``report``). On the
+host, the peers are PyTorch eager (autograd, and the fused form written by hand, in both
+forms), ``torch.compile`` of that hand-written form (both forms), and
+``jax.jit(jax.value_and_grad)``; the hand-written and compiled forms are measured for
+``value_and_grad`` only.
 """
 
 from __future__ import annotations
@@ -23,6 +32,8 @@ class Provider:
     device: str  # "host" or "gpu"
     make: Callable
     ours: bool = False
+    form: str = "alloc"  # "alloc": the call allocates the gradient; "out": preallocated
+    peer: bool = True  # another library (not ours, not the seed): counted as a peer
 
 
 def _installed(module: str) -> bool:
@@ -32,19 +43,24 @@ def _installed(module: str) -> bool:
 # --- our backends ----------------------------------------------------------------------
 
 
-def ours(backend: str):
-    """Our backends, writing the gradient into a preallocated ``out`` (as the triad writes
-    into its preallocated ``c``): fresh memory would add the OS's page zeroing."""
+def ours(backend: str, out: bool = False):
+    """Our backends as users call them (the call allocates the gradient), or with the
+    gradient written into a preallocated ``out`` (as the triad writes into its
+    preallocated ``c``); ``value`` has no gradient, so only the first measures it."""
 
     def make(loss, op, inputs):
         function = getattr(lb, loss)
         y, p = inputs["y"], inputs["p"]
-        out = p.copy() if op != "value" else None
         if op == "value":
-            return lambda: (function(y, p, backend=backend), None)
+            return None if out else (lambda: (function(y, p, backend=backend), None))
+        if not out:
+            if op == "grad":
+                return lambda: (None, function.grad(y, p, backend=backend))
+            return lambda: function.value_and_grad(y, p, backend=backend)
+        buffer = p.copy()
         if op == "grad":
-            return lambda: (None, function.grad(y, p, backend=backend, out=out))
-        return lambda: function.value_and_grad(y, p, backend=backend, out=out)
+            return lambda: (None, function.grad(y, p, backend=backend, out=buffer))
+        return lambda: function.value_and_grad(y, p, backend=backend, out=buffer)
 
     return make
 
@@ -153,6 +169,143 @@ def _torch(mode: str):
     return make
 
 
+# --- PyTorch on the host, written by hand: value and gradient without autograd ---------
+
+
+def _hand_eager(torch, loss):
+    """``f(x, y, g) -> (value, g)``: the value and the gradient of the mean reduction with
+    the fewest passes eager PyTorch allows, the gradient written into ``g`` (in-place and
+    ``out=`` operations; temporaries only where PyTorch has no fused form)."""
+    F = torch.nn.functional
+
+    def mse(x, y, g):
+        n = x.numel()
+        torch.sub(x, y, out=g)
+        value = torch.dot(g, g) / n
+        return value, g.mul_(2.0 / n)
+
+    def bce(x, y, g):
+        n = x.numel()
+        q = x.clamp(1e-7, 1 - 1e-7)  # float32's eps, as ours clips
+        value = F.binary_cross_entropy(q, y)
+        torch.sub(q, y, out=g)
+        return value, g.div_(q.mul_(1 - q)).mul_(1.0 / n)
+
+    def bce_logits(x, y, g):
+        n = x.numel()
+        value = F.binary_cross_entropy_with_logits(x, y)
+        torch.sigmoid(x, out=g)
+        return value, g.sub_(y).mul_(1.0 / n)
+
+    def hinge(x, y, g):
+        n = x.numel()
+        margin = torch.mul(y, x).neg_().add_(1).clamp_(min=0)
+        value = margin.mean()
+        torch.mul(y, margin > 0, out=g)
+        return value, g.mul_(-1.0 / n)
+
+    def cross_entropy(x, y, g):
+        rows = x.shape[0]
+        value = F.cross_entropy(x, y)
+        torch.ops.aten._softmax.out(x, 1, False, out=g)
+        g[torch.arange(rows), y] -= 1
+        return value, g.mul_(1.0 / rows)
+
+    return {"mse": mse, "binary_cross_entropy": bce,
+            "binary_cross_entropy_with_logits": bce_logits, "hinge": hinge,
+            "cross_entropy": cross_entropy}[loss]
+
+
+def _hand_pure(torch, loss):
+    """``f(x, y) -> (value, grad)`` as expressions, for ``torch.compile`` to fuse."""
+    F = torch.nn.functional
+
+    def mse(x, y):
+        d = x - y
+        return (d * d).mean(), d * (2.0 / x.numel())
+
+    def bce(x, y):
+        q = x.clamp(1e-7, 1 - 1e-7)
+        value = -(y * torch.log(q) + (1 - y) * torch.log(1 - q)).mean()
+        return value, (q - y) / (q * (1 - q)) / x.numel()
+
+    def bce_logits(x, y):
+        return (F.binary_cross_entropy_with_logits(x, y),
+                (torch.sigmoid(x) - y) / x.numel())
+
+    def hinge(x, y):
+        margin = 1 - y * x
+        return margin.clamp(min=0).mean(), torch.where(margin > 0, -y, 0.0) / x.numel()
+
+    def cross_entropy(x, y):
+        rows, classes = x.shape
+        lse = torch.logsumexp(x, 1, keepdim=True)
+        value = (lse[:, 0] - x.gather(1, y[:, None])[:, 0]).mean()
+        onehot = (torch.arange(classes, device=x.device)[None, :] == y[:, None]).to(x.dtype)
+        return value, (torch.exp(x - lse) - onehot) / rows
+
+    return {"mse": mse, "binary_cross_entropy": bce,
+            "binary_cross_entropy_with_logits": bce_logits, "hinge": hinge,
+            "cross_entropy": cross_entropy}[loss]
+
+
+_COMPILED: dict = {}
+
+
+def _compiled(torch, loss, out, backend, dynamic):
+    """One compiled function per (loss, form), kept for the whole run. ``dynamic=False``
+    (the full run): code specialised to each shape, what a training loop of fixed shapes
+    gets, at one compile per shape (a few seconds each, tens the first time in a fresh
+    environment); ``dynamic=True`` (``--quick``): one compile per loss and form for every
+    size, which bounds the quick run's compile time (its code measured 5-10 % slower than
+    the specialised one on MSE at 1e7)."""
+    key = (loss, out, backend, dynamic)
+    if key not in _COMPILED:
+        # Dynamo keeps its compiled variants per code object (``pure_out`` is one for every
+        # loss) and falls back to eager past 8 of them: room for every loss and shape here
+        for name in ("recompile_limit", "cache_size_limit"):
+            if hasattr(torch._dynamo.config, name):
+                setattr(torch._dynamo.config, name, max(getattr(torch._dynamo.config, name), 256))
+        pure = _hand_pure(torch, loss)
+        if out:
+            def pure_out(x, y, g):
+                value, grad = pure(x, y)
+                g.copy_(grad)  # inductor writes the fused result straight into g
+                return value, g
+
+            function = pure_out
+        else:
+            function = pure
+        _COMPILED[key] = torch.compile(function, backend=backend, dynamic=dynamic)
+    return _COMPILED[key]
+
+
+def torch_host(kind: str, out: bool, *, dynamic: bool = False, compile_backend: str = "inductor"):
+    """PyTorch CPU peers for ``value_and_grad``: ``kind`` ``"hand"`` (eager, written by
+    hand) or ``"compile"`` (``torch.compile`` of the hand-written expressions)."""
+
+    def make(loss, op, inputs):
+        if op != "value_and_grad":
+            return None
+        import torch
+
+        y = torch.as_tensor(inputs["y"])
+        x = torch.as_tensor(inputs["p"]).clone()
+        if kind == "hand":
+            function = _hand_eager(torch, loss)
+            if out:
+                g = torch.empty_like(x)
+                return lambda: function(x, y, g)
+            return lambda: function(x, y, torch.empty_like(x))
+        function = _compiled(torch, loss, out, compile_backend, dynamic)
+        if out:
+            g = torch.empty_like(x)
+            return lambda: function(x, y, g)
+        return lambda: function(x, y)
+
+    return make
+
+
 # --- JAX: jit(value_and_grad) -------------------------------------------------------------
 
 
@@ -175,7 +328,8 @@ def _jax(loss, op, inputs):
         q = jnp.clip(p, e, 1 - e)
         return -jnp.mean(y * jnp.log(q) + (1 - y) * jnp.log(1 - q))
 
-    y, p = jnp.asarray(np.asarray(inputs["y_host"])), jnp.asarray(np.asarray(inputs["p_host"]))
+    y = jnp.asarray(np.asarray(inputs.get("y_host", inputs["y"])))
+    p = jnp.asarray(np.asarray(inputs.get("p_host", inputs["p"])))
     if op == "value":
         f = jax.jit(value)
         return lambda: (f(y, p).block_until_ready(), None)
@@ -189,20 +343,31 @@ def _jax(loss, op, inputs):
     return call
 
 
-def providers(device: str) -> list[Provider]:
-    """Every provider that can run on ``device`` here."""
+def providers(device: str, quick: bool = False) -> list[Provider]:
+    """Every provider that can run on ``device`` here (``quick``: torch.compile with
+    dynamic shapes, one compile per loss and form)."""
     found = []
     names = lb.available_backends()
     if device == "host":
-        found += [Provider(b, "host", ours(b), ours=True) for b in ("numpy", "numba") if b in names]
-        found.append(Provider("seed", "host", _seed))
+        for b in [b for b in ("numpy", "numba") if b in names]:
+            found.append(Provider(b, "host", ours(b), ours=True, peer=False))
+            found.append(Provider(f"{b}:out", "host", ours(b, out=True), ours=True,
+                                  form="out", peer=False))
+        found.append(Provider("seed", "host", _seed, peer=False))
         if _installed("torch"):
-            found.append(Provider("torch", "host", _torch("cpu")))
+            found += [Provider("torch", "host", _torch("cpu")),  # autograd
+                      Provider("torch-hand", "host", torch_host("hand", False)),
+                      Provider("torch-hand:out", "host", torch_host("hand", True), form="out"),
+                      Provider("torch.compile", "host",
+                               torch_host("compile", False, dynamic=quick)),
+                      Provider("torch.compile:out", "host",
+                               torch_host("compile", True, dynamic=quick), form="out")]
         if _installed("jax"):
             found.append(Provider("jax", "host", _jax))
     else:
         if "cupy" in names:
-            found.append(Provider("cupy", "gpu", ours("cupy"), ours=True))
+            found.append(Provider("cupy", "gpu", ours("cupy", out=True), ours=True, form="out",
+                                  peer=False))
         if _installed("torch"):
             import torch
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 from collections import defaultdict
 from pathlib import Path
 
@@ -98,6 +99,81 @@ def summary(rows: list[dict]) -> str:
     for r in other:
         lines.append(f"{r['device']:6s} {r['loss']:33s} {r['op']:14s} {r['backend']:7s} "
                      f"n={r['n']}: median {1e6 * float(r['seconds_median']):.2f} us")
+    return "\n".join(lines)
+
+
+def add_peer_ratios(rows: list[dict]) -> None:
+    """On each row of ours (and the seed's), in place: the best peer of the same case and
+    op, like with like (our default call against the peers' allocating forms, our ``out=``
+    against their preallocated forms): ``best_peer``, ``best_peer_gbps`` and
+    ``vs_best_peer`` (our GB/s over theirs; above 1 is faster). ``rows`` is one case."""
+    for r in rows:
+        if r.get("peer") or "form" not in r:
+            continue
+        peers = [q for q in rows if q.get("peer") and q["op"] == r["op"]
+                 and q["form"] == r["form"]]
+        if peers:
+            best = max(peers, key=lambda q: float(q["gbps"]))
+            r.update(best_peer=best["backend"], best_peer_gbps=best["gbps"],
+                     vs_best_peer=float(r["gbps"]) / float(best["gbps"]))
+
+
+_SHORT = {"mse": "MSE", "binary_cross_entropy": "BCE, labels 0/1",
+          "binary_cross_entropy_probability_labels": "BCE, probability labels",
+          "binary_cross_entropy_with_logits": "BCE with logits", "hinge": "hinge",
+          "cross_entropy": "CE"}
+
+
+def _case_name(r) -> str:
+    if r["loss"] == "cross_entropy":
+        return "CE " + str(r.get("shape", r["n"])).replace("x", " x ")
+    n = int(r["n"])
+    exponent = math.log10(n)
+    size = f"1e{exponent:g}" if exponent == int(exponent) else f"{n:.3g}"
+    return f"{_SHORT.get(r['loss'], r['loss'])} n = {size}"
+
+
+def host_table(rows: list[dict], backend: str = "numba") -> str:
+    """The README's host table (markdown): per ``value_and_grad`` case, the triad measured
+    around it, our default call and our ``out=`` call (GB/s of minimum traffic, % of that
+    triad), the default call as a fraction of ``out=``, and each against the best peer of
+    the same case, like with like."""
+    if not any(r["backend"] == backend for r in rows):
+        backend = "numpy"
+    cases: dict = {}
+    for r in rows:
+        if r["op"] == "value_and_grad" and r.get("device", "host") == "host":
+            cases.setdefault((r["loss"], r.get("shape", r["n"])), {})[r["backend"]] = r
+    lines = [f"| case | triad GB/s | {backend} default | {backend} out= | default / out= "
+             "| best allocating peer | default / it | best preallocated peer | out= / it |",
+             "|---|---|---|---|---|---|---|---|---|"]
+
+    def cell(r):
+        return f"{float(r['gbps']):.1f} ({100 * float(r['roofline_fraction']):.0f} %)"
+
+    def peer(r):
+        if not r or not r.get("best_peer"):
+            return "–", "–"
+        return (f"{r['best_peer']} {float(r['best_peer_gbps']):.1f}",
+                f"{float(r['vs_best_peer']):.2f}x")
+
+    for (_, _), by in cases.items():
+        default, out = by.get(backend), by.get(backend + ":out")
+        if default is None or out is None:
+            continue
+        triad = float(default.get("roofline_gbps") or 0)
+        ratio = float(out["seconds_median"]) / float(default["seconds_median"])
+        alloc_peer, alloc_ratio = peer(default)
+        out_peer, out_ratio = peer(out)
+        lines.append(f"| {_case_name(default)} | {triad:.1f} | {cell(default)} | {cell(out)} "
+                     f"| {100 * ratio:.0f} % | {alloc_peer} | {alloc_ratio} | {out_peer} "
+                     f"| {out_ratio} |")
+    for r in rows:
+        if r["op"] in ("call_n1000", "dispatch_overhead"):
+            what = ("whole public call, n = 1000" if r["op"] == "call_n1000"
+                    else "dispatch layer over the kernel, n = 1000")
+            lines.append(f"\n{what} ({r['backend']}): "
+                         f"{1e6 * float(r['seconds_median']):.2f} µs (median)")
     return "\n".join(lines)
 
 

@@ -10,7 +10,14 @@ struct half_t {
     unsigned short bits;
 };
 
-// Accumulate float16 and float32 in float, float64 in double.
+// bfloat16 as raw bits ("bf16_t" in name expressions), computed in float32 like half_t:
+// loads widen exactly by a shift (any architecture), stores round to nearest even with PTX
+// cvt.rn.bf16.f32 (sm_80 and later).
+struct bf16_t {
+    unsigned short bits;
+};
+
+// Accumulate float16, bfloat16 and float32 in float, float64 in double.
 template <typename T> struct AccOf { typedef float type; };
 template <> struct AccOf<double> { typedef double type; };
 
@@ -22,8 +29,15 @@ __device__ __forceinline__ float to_acc(half_t h) {
     return f;
 }
 
+__device__ __forceinline__ float to_acc(bf16_t h) { return __int_as_float(((int)h.bits) << 16); }
+
 template <typename T> __device__ __forceinline__ T from_acc(float x);
 template <> __device__ __forceinline__ float from_acc<float>(float x) { return x; }
+template <> __device__ __forceinline__ bf16_t from_acc<bf16_t>(float x) {
+    bf16_t h;
+    asm("cvt.rn.bf16.f32 %0, %1;" : "=h"(h.bits) : "f"(x));
+    return h;
+}
 template <> __device__ __forceinline__ half_t from_acc<half_t>(float x) {
     half_t h;
     asm("cvt.rn.f16.f32 %0, %1;" : "=h"(h.bits) : "f"(x));
@@ -102,9 +116,10 @@ template <typename A> __device__ A block_sum_of(const A* values, i64 n, A* scrat
     return acc;
 }
 
-// exp of a row's logits. Rows of float16 use the hardware approximation (__expf, a few
+// exp of a row's logits. Rows of float16 and bfloat16 use the hardware approximation (__expf, a few
 // float32 ulps): far below what float16 results resolve, and it halves their arithmetic.
 template <typename T> __device__ __forceinline__ typename AccOf<T>::type row_exp(typename AccOf<T>::type x) {
     return exp(x);
 }
 template <> __device__ __forceinline__ float row_exp<half_t>(float x) { return __expf(x); }
+template <> __device__ __forceinline__ float row_exp<bf16_t>(float x) { return __expf(x); }

@@ -8,6 +8,7 @@ kernels), chosen per call (``backend=``), per block (``use_backend``), by the en
 variable ``LOSSBACKENDS_BACKEND``, or by the arrays themselves (``auto``).
 """
 
+from ._buffers import empty_cache
 from ._dispatch import available_backends, get_backend, use_backend
 from ._loss import Loss
 from .losses import (
@@ -40,6 +41,7 @@ __all__ = [
     "binary_cross_entropy_loss",
     "binary_cross_entropy_with_logits",
     "cross_entropy",
+    "empty_cache",
     "get_backend",
     "hinge",
     "hinge_loss",

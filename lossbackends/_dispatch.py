@@ -18,6 +18,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from types import ModuleType
 
+from . import _arrays
+
 BACKEND_NAMES = ("numpy", "numba", "cupy")
 _CHOICES = ("auto", *BACKEND_NAMES)
 ENV_VAR = "LOSSBACKENDS_BACKEND"
@@ -142,20 +144,27 @@ def get_backend() -> str:
 
 # --- auto: what the arrays say ---------------------------------------------------------
 
-_DEVICE_OF_TYPE: dict[type, str] = {}
+_DEVICE_OF_TYPE: dict[type, str | None] = {}
 
 
 def device_of(x: object) -> str:
-    """``"cuda"`` for arrays exposing ``__cuda_array_interface__`` (CuPy), else ``"host"``.
+    """``"host"`` or ``"cuda"``: where ``x`` lives.
 
-    Looks only at the type (cached), so it never imports CuPy.
+    NumPy and CuPy arrays are told by their type (cached), which never imports CuPy: CUDA
+    for a type exposing ``__cuda_array_interface__``. Arrays of other libraries with DLPack
+    (torch, JAX) are asked one by one (``__dlpack_device__``): torch and JAX define
+    ``__cuda_array_interface__`` on the class even for CPU arrays.
     """
     kind = type(x)
-    device = _DEVICE_OF_TYPE.get(kind)
-    if device is None:
-        device = "cuda" if hasattr(kind, "__cuda_array_interface__") else "host"
+    try:
+        device = _DEVICE_OF_TYPE[kind]
+    except KeyError:
+        if _arrays.adapter(kind) is not None:
+            device = None  # ask the instance
+        else:
+            device = "cuda" if hasattr(kind, "__cuda_array_interface__") else "host"
         _DEVICE_OF_TYPE[kind] = device
-    return device
+    return device or _arrays.device_of(x)
 
 
 _HOST_AUTO: list[str] = []  # the host backend auto picks, decided once
@@ -175,7 +184,10 @@ def _describe(x: object) -> str:
 
 # (kernel, xp, native): the kernel, the backend's array module (numpy or cupy), and
 # whether y_true and y_pred are both of the array type of xp itself. A plain tuple: it
-# is unpacked on every call, and a NamedTuple unpacks a few times slower.
+# is unpacked on every call, and a NamedTuple unpacks a few times slower. With xp None,
+# the kernel is a function that takes the whole call: Dask arrays (``_dask.run``), or
+# torch/JAX/DLPack arrays, whose device each instance tells (``_loss.run_foreign`` views
+# them as NumPy/CuPy and routes again).
 Route = tuple[Callable, ModuleType, bool]
 
 # (loss, choice, type of y_true, type of y_pred) -> Route; a route is stored once its
@@ -200,10 +212,18 @@ def _first_route(loss: str, choice: object, from_settings: bool, y_true: object,
                  y_pred: object) -> Route:
     from . import _dask
 
+    # Dask and foreign (torch, JAX, DLPack) arrays: no array module, and a function that
+    # takes the whole call (see ``Loss._run``): for Dask a graph of block calls, each
+    # routed by its chunks' type; for the others, the call on NumPy/CuPy views of them.
+    runner = None
     if _dask.is_dask_array(y_pred) or _dask.is_dask_array(y_true):
-        # no array module: the "kernel" takes the whole call and builds a graph of
-        # block calls, each routed by its chunks' type (see ``Loss._run``)
-        found = _ROUTES[loss, choice, type(y_true), type(y_pred)] = (_dask.run, None, False)
+        runner = _dask.run
+    elif _arrays.adapter(type(y_true)) is not None or _arrays.adapter(type(y_pred)) is not None:
+        from ._loss import run_foreign
+
+        runner = run_foreign
+    if runner is not None:
+        found = _ROUTES[loss, choice, type(y_true), type(y_pred)] = (runner, None, False)
         return found
     device = device_of(y_pred)
     if device_of(y_true) != device:

@@ -25,7 +25,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from . import _dispatch
+from . import _arrays, _buffers, _dispatch
 
 REDUCTIONS = ("mean", "sum", "none")
 _FLOAT_DTYPES = frozenset(map(np.dtype, (np.float16, np.float32, np.float64)))
@@ -384,15 +384,21 @@ class Loss:
                     and y_true.shape == target_shape):
                 # cross_entropy's kernel finds the mean's denominator from the labels
                 scale = 1.0 / n if reduction == "mean" and not class_indices else 1.0
-                if out is None or out is _WANT_GRAD:
-                    grad = None if out is None else xp.empty(shape, dtype)
+                if out is None:
+                    grad = None
+                elif out is _WANT_GRAD:  # the size check inline: small calls skip a call
+                    grad = (xp.empty(shape, dtype) if n < _POOL_MIN_ITEMS
+                            else _new_grad(xp, shape, dtype, n))
                 else:
                     _check_out(xp, out, y_true, y_true, y_pred, shape)
                     grad = out
                 return kernel(y_true, y_pred, None, params, reduction, scale, grad,
                               want_value), grad
-        if xp is None:  # Dask arrays: the route's function builds the whole call
+        if xp is None:  # Dask or foreign arrays: the route's function takes the whole call
             return kernel(self, y_true, y_pred, reduction, backend, options, want_value, out)
+        if options and any(map(_arrays.is_foreign, options.values())):
+            return run_foreign(self, y_true, y_pred, reduction, backend, options, want_value,
+                               out)
         prep = self._prepare(xp, y_true, y_pred, **options)
         return compute(xp, kernel, prep, y_true, reduction, want_value, out)
 
@@ -405,12 +411,13 @@ def compute(xp, kernel, prep: Prepared, y_true, reduction: str, want_value: bool
     if out is None:
         grad = None
     elif out is _WANT_GRAD:
-        grad = xp.empty(prep.p.shape, prep.p.dtype)
+        grad = _new_grad(xp, prep.p.shape, prep.p.dtype, prep.p.size)
     else:
         p, shape = prep.p, prep.shape
         _check_out(xp, out, y_true, prep.y, p, shape)
         if prep.class_axis is not None and prep.class_axis != len(shape) - 1:
-            grad = xp.empty(p.shape, p.dtype)  # written back into out after the kernel
+            # written back into out after the kernel
+            grad = _new_grad(xp, p.shape, p.dtype, p.size)
         else:
             grad = out if out.shape == p.shape else out.reshape(p.shape)
     if prep.p.size:
@@ -422,6 +429,29 @@ def compute(xp, kernel, prep: Prepared, y_true, reduction: str, want_value: bool
     if prep.class_axis is None:  # the results already have the user's shapes
         return value, grad
     return _class_axis_back(xp, value, grad, prep, out)
+
+
+def run_foreign(loss: Loss, y_true, y_pred, reduction, backend, options, want_value, out):
+    """A call with torch/JAX/DLPack arrays: ``loss._run`` on NumPy/CuPy views of them, the
+    results as ``y_pred``'s library (see ``_arrays``)."""
+
+    def run(y, p, native_options, native_out):
+        return loss._run(y, p, reduction, backend, native_options, want_value, native_out)
+
+    return _arrays.run_foreign(run, y_true, y_pred, options, out, out is not None, _WANT_GRAD)
+
+
+_POOL_MIN_ITEMS = _buffers.MIN_ITEMS
+
+
+def _new_grad(xp, shape, dtype, n):
+    """A new gradient buffer of ``n`` elements: ``xp.empty``, except that a NumPy one of
+    1 MiB or more may reuse a gradient returned before that nothing references any more
+    (``_buffers``: it spares the page faults of fresh memory). The size is checked first,
+    so that small calls pay nothing for it."""
+    if n < _POOL_MIN_ITEMS or xp is not np:
+        return xp.empty(shape, dtype)
+    return _buffers.empty(shape, dtype, n * dtype.itemsize)
 
 
 class _WantGrad:

@@ -4,18 +4,23 @@ asserted: speed is shown by the suite itself, not by tests)."""
 from __future__ import annotations
 
 import csv
+import importlib.util
 import json
 import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
+LOSSES = ("mse", "binary_cross_entropy", "binary_cross_entropy_with_logits", "hinge",
+          "cross_entropy")
 
 
 def test_smoke_run_writes_csv_json_and_plots(tmp_path):
     out = tmp_path / "bench"
     subprocess.run([sys.executable, "-m", "benchmarks", "--smoke", "--out", str(out),
-                    "--backends", "numpy", "numba", "seed"], cwd=ROOT, check=True,
+                    "--backends", "numpy", "numba", "numba:out", "seed"], cwd=ROOT, check=True,
                    capture_output=True, text=True)
     rows = list(csv.DictReader(open(out / "smoke_results_host.csv")))
     columns = {"loss", "op", "backend", "dtype", "n", "seconds_median", "seconds_min",
@@ -25,13 +30,62 @@ def test_smoke_run_writes_csv_json_and_plots(tmp_path):
     assert {r["loss"] for r in measured} == {"mse", "binary_cross_entropy",
                                              "binary_cross_entropy_with_logits", "hinge",
                                              "cross_entropy"}
-    assert {"numpy", "numba", "seed"} <= {r["backend"] for r in measured}
+    assert {"numpy", "numba", "numba:out", "seed"} <= {r["backend"] for r in measured}
+    assert {r["form"] for r in measured if r["backend"] == "numba:out"} == {"out"}
+    assert {r["form"] for r in measured if r["backend"] == "numba"} == {"alloc"}
     for r in measured:
         assert float(r["seconds_min"]) <= float(r["seconds_median"]) <= float(r["seconds_max"])
         assert float(r["gbps"]) > 0 and float(r["roofline_fraction"]) > 0
     meta = json.loads((out / "smoke_run_host.json").read_text())
     assert meta["rooflines_gbps"]["host"] > 0 and "numpy" in meta and "cpu" in meta
     assert len(list(out.glob("smoke_host_*_value_and_grad_float32.png"))) == 5
+    table = (out / "smoke_summary_host.md").read_text()
+    assert "| MSE n = 1e3 |" in table and "| CE 16 x 10 |" in table
+
+
+@pytest.mark.parametrize("loss", LOSSES)
+def test_host_peers_compute_the_same_values(loss):
+    """Every host peer (torch eager by hand and by autograd, torch.compile, jax.jit) on a
+    tiny case, checked as the suite checks each row. torch.compile runs through Dynamo with
+    its "eager" backend here: the graphs the suite compiles, without inductor's C++ build
+    (seconds per shape)."""
+    from benchmarks import core, providers
+
+    found = [p for p in providers.providers("host") if p.peer]
+    if not found:
+        pytest.skip("neither PyTorch nor JAX is installed (pip install 'lossbackends[peers]')")
+    found = [p for p in found if not p.name.startswith("torch.compile")]
+    if importlib.util.find_spec("torch") is not None:
+        found += [providers.Provider(f"compile{out}", "host", providers.torch_host(
+            "compile", out, dynamic=True, compile_backend="eager")) for out in (False, True)]
+    shape = (8, 30) if loss == "cross_entropy" else (500,)
+    inputs = core.host_inputs(loss, shape, "float32")
+    expected = core.reference(loss, "value_and_grad", inputs)
+    for provider in found:
+        call = provider.make(loss, "value_and_grad", inputs)
+        assert call is not None, provider.name
+        for _ in range(2):  # the preallocated forms reuse their buffer
+            core.check(call(), expected, "float32")
+
+
+def test_peer_ratios_are_like_with_like():
+    from benchmarks import report
+
+    def row(backend, form, gbps, peer):
+        return {"loss": "mse", "op": "value_and_grad", "backend": backend, "n": 10**7,
+                "form": form, "peer": peer, "gbps": gbps, "seconds_median": 1.2e-7 / gbps,
+                "roofline_fraction": gbps / 40, "roofline_gbps": 40.0, "device": "host"}
+
+    rows = [row("numba", "alloc", 30.0, False), row("numba:out", "out", 32.0, False),
+            row("torch", "alloc", 5.0, True), row("jax", "alloc", 10.0, True),
+            row("torch-hand:out", "out", 16.0, True)]
+    report.add_peer_ratios(rows)
+    assert rows[0]["best_peer"] == "jax" and rows[0]["vs_best_peer"] == 3.0
+    assert rows[1]["best_peer"] == "torch-hand:out" and rows[1]["vs_best_peer"] == 2.0
+    assert "best_peer" not in rows[2]
+    table = report.host_table(rows)
+    assert "| MSE n = 1e7 | 40.0 | 30.0 (75 %) | 32.0 (80 %) | 94 % | jax 10.0 | 3.00x " \
+           "| torch-hand:out 16.0 | 2.00x |" in table
 
 
 def test_compare_reports_ratios(tmp_path):

@@ -158,3 +158,61 @@ def test_host_backend_with_device_arrays_is_an_error():
         lb.mse(np.zeros(3), y)
     with pytest.raises(ValueError, match="cannot run on host"):
         lb.mse(np.zeros(3), np.zeros(3), backend="cupy")
+
+
+# --- torch CUDA tensors (zero-copy through DLPack, on torch's current stream) ---------
+
+
+def _torch_cuda():
+    torch = pytest.importorskip("torch", reason="torch is not installed")
+    if not torch.cuda.is_available():
+        pytest.skip("torch has no CUDA here (a CPU build): torch CUDA tests skipped")
+    return torch
+
+
+def test_torch_cuda_tensors_zero_copy_on_torch_stream():
+    torch = _torch_cuda()
+    import lossbackends.torch as lbt
+
+    g = torch.Generator(device="cuda").manual_seed(0)
+    y = torch.rand(1_000_003, device="cuda", generator=g)
+    p = torch.randn(1_000_003, device="cuda", generator=g)
+    stream = torch.cuda.Stream()
+    with torch.cuda.stream(stream):  # a non-default stream: the kernels must queue on it
+        out = torch.empty_like(p)
+        value, grad = lb.mse.value_and_grad(y, p, out=out)
+        losses = lb.mse(y, p, reduction="none")
+    stream.synchronize()
+    assert grad is out and value.device == p.device and losses.device == p.device
+    torch.testing.assert_close(value, torch.nn.functional.mse_loss(p, y))
+    torch.testing.assert_close(out, 2 * (p - y) / p.numel())
+    torch.testing.assert_close(losses, (p - y) ** 2)
+    x = torch.randn(64, 1000, device="cuda", requires_grad=True, generator=g)
+    t = torch.randint(0, 1000, (64,), device="cuda", generator=g)
+    loss = lbt.cross_entropy(x, t)
+    loss.backward()
+    expected = torch.nn.functional.cross_entropy(x, t)
+    torch.testing.assert_close(loss, expected)
+    torch.testing.assert_close(x.grad, torch.autograd.grad(expected, x)[0])
+
+
+@pytest.mark.parametrize("loss", ["mse", "binary_cross_entropy_with_logits", "cross_entropy"])
+def test_torch_cuda_bfloat16_in_the_kernels(loss):
+    torch = _torch_cuda()
+    g = torch.Generator(device="cuda").manual_seed(1)
+    if loss == "cross_entropy":
+        y = torch.randint(0, 300, (512,), device="cuda", generator=g)
+        p = torch.randn(512, 300, device="cuda", generator=g).to(torch.bfloat16)
+    else:
+        y = torch.rand(100_003, device="cuda", generator=g).to(torch.bfloat16)
+        p = torch.randn(100_003, device="cuda", generator=g).to(torch.bfloat16)
+    fn = getattr(lb, loss)
+    value, grad = fn.value_and_grad(y, p, reduction="sum")
+    assert value.dtype == grad.dtype == torch.bfloat16
+    y32 = y if loss == "cross_entropy" else y.float()
+    ref_value, ref_grad = fn.value_and_grad(y32, p.float(), reduction="sum")
+    torch.testing.assert_close(value.float(), ref_value, rtol=1e-2, atol=0)
+    torch.testing.assert_close(grad, ref_grad.to(torch.bfloat16))  # float32 inside, rounded once
+    q = p.clone()
+    _, out = fn.value_and_grad(y, q, reduction="sum", out=q)
+    assert out is q and torch.equal(q, grad)

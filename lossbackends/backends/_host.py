@@ -58,3 +58,33 @@ def half_in_float32(kernel: Callable) -> Callable:
     run.__name__ = run.__qualname__ = kernel.__name__
     run.__doc__ = kernel.__doc__
     return run
+
+
+def bad_labels_as_nan(kernel: Callable) -> Callable:
+    """cross_entropy's host ``kernel``, where ``check_labels=False`` gives rows with a label
+    outside ``[0, C)`` (and not ``ignore_index``) a NaN loss and gradient, as on the GPU,
+    instead of the error: what a call inside a traced JAX function needs (an exception in a
+    callback is undefined there). One scan of the labels, only when the check is off."""
+
+    def run(target, x, class_weight, params, reduction, scale, grad, want_value):
+        if params[2] or target.ndim != 1:  # labels checked (the default), or probabilities
+            return kernel(target, x, class_weight, params, reduction, scale, grad, want_value)
+        ignore_index = params[0]
+        bad = (target != ignore_index) & ((target < 0) | (target >= x.shape[1]))
+        if not bad.any():
+            return kernel(target, x, class_weight, params, reduction, scale, grad, want_value)
+        # the bad rows computed as ignored (in bounds), then marked NaN
+        value = kernel(np.where(bad, ignore_index, target), x, class_weight, params, reduction,
+                       scale, grad, want_value)
+        if grad is not None:
+            grad[bad] = np.nan
+        if value is None:
+            return None
+        if reduction == "none":
+            value[bad] = np.nan
+            return value
+        return value.dtype.type(np.nan)
+
+    run.__name__ = run.__qualname__ = kernel.__name__
+    run.__doc__ = kernel.__doc__
+    return run

@@ -13,6 +13,7 @@ import cupy as cp
 import numpy as np
 
 from .. import _dispatch
+from .._arrays import HALF_IS_BFLOAT16
 from .._cuda_sources import (
     LOSS_IDS,
     OPTIONS,
@@ -86,9 +87,19 @@ def _device() -> _Device:
     return found
 
 
-# dtype -> (name in the kernels' templates, accumulation type)
+# dtype -> (name in the kernels' templates, accumulation type); bfloat16 arrives as float16
+# views inside a HALF_IS_BFLOAT16 block (torch's bfloat16 tensors, see _arrays)
 _TYPES = {np.dtype(name): (TYPE_NAMES[name], np.float64 if name == "float64" else np.float32)
-          for name in TYPE_NAMES}
+          for name in ("float16", "float32", "float64")}
+_FLOAT16 = np.dtype(np.float16)
+_BFLOAT16 = (TYPE_NAMES["bfloat16"], np.float32)
+
+
+def _types(dtype) -> tuple:
+    """(template name, accumulation type) of this call's ``dtype``."""
+    if dtype == _FLOAT16 and HALF_IS_BFLOAT16.get():
+        return _BFLOAT16
+    return _TYPES[dtype]
 
 
 def _aligned(*arrays) -> bool:
@@ -102,17 +113,18 @@ def _aligned(*arrays) -> bool:
 
 def _elementwise(loss: str):
     loss_id = LOSS_IDS[loss]
-    launchers: dict = {}  # (device, dtype) -> (kernel, finalize, acc type, pack width, grid)
+    # (device, dtype, template name) -> (kernel, finalize, acc type, pack width, grid)
+    launchers: dict = {}
 
-    def launcher(device, dtype):
-        type_name, acc = _TYPES[dtype]
+    def launcher(device, dtype, type_name):
+        acc = _types(dtype)[1]
         expressions = elementwise_expressions(type_name)
         function = device.function("elementwise.cu", expressions,
                                    f"elementwise<{type_name}, {loss_id}>")
         # One full wave of resident blocks: the grid-stride loop covers the rest.
         registers_per_block = -(-function.num_regs // 8) * 8 * BLOCK
         resident = max(1, min(MAX_BLOCKS_PER_SM, 65536 // registers_per_block))
-        found = launchers[device, dtype] = (
+        found = launchers[device, dtype, type_name] = (
             function,
             device.function("elementwise.cu", expressions, f"finalize<{type_name}>"),
             acc,
@@ -123,8 +135,9 @@ def _elementwise(loss: str):
 
     def kernel(y, p, weight, params, reduction, scale, grad, want_value):
         device = _device()
-        found = launchers.get((device, p.dtype))
-        function, finalize, acc, width, wave = found or launcher(device, p.dtype)
+        type_name = _types(p.dtype)[0]
+        found = launchers.get((device, p.dtype, type_name))
+        function, finalize, acc, width, wave = found or launcher(device, p.dtype, type_name)
         n = p.size
         pos_weight, options = None, _NO_OPTIONS
         if loss_id == LOSS_IDS["binary_cross_entropy_with_logits"]:
@@ -167,7 +180,7 @@ def _row_config(classes: int) -> RowConfig | None:
 def cross_entropy(target, x, class_weight, params, reduction, scale, grad, want_value):
     ignore_index, smoothing, check_labels, denominator = params
     device = _device()
-    type_name, acc = _TYPES[x.dtype]
+    type_name, acc = _types(x.dtype)
     common = cross_entropy_expressions(type_name)
     rows, classes = x.shape
     soft = target.ndim == 2

@@ -31,7 +31,7 @@ from numba import njit, prange
 
 from .. import _dispatch
 from . import _numba_losses, _numba_math
-from ._host import FLOAT16, half_in_float32, in_float32, label_error
+from ._host import FLOAT16, bad_labels_as_nan, half_in_float32, in_float32, label_error
 from ._numba_math import HALF, ONE, ZERO, fast_exp, fast_log, fast_log1p, maximum
 
 xp = np
@@ -496,5 +496,5 @@ def cross_entropy(target, x, class_weight, params, reduction, scale, grad, want_
 
 
 KERNELS = {loss: _elementwise(loss) for loss in LOSS_IDS}
-KERNELS["cross_entropy"] = cross_entropy
+KERNELS["cross_entropy"] = bad_labels_as_nan(cross_entropy)
 _dispatch.register("numba", KERNELS)

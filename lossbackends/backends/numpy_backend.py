@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from .. import _dispatch
-from ._host import half_in_float32, label_error
+from ._host import bad_labels_as_nan, half_in_float32, label_error
 
 xp = np
 
@@ -369,7 +369,7 @@ KERNELS = {
     "binary_cross_entropy": binary_cross_entropy,
     "binary_cross_entropy_with_logits": binary_cross_entropy_with_logits,
     "hinge": hinge,
-    "cross_entropy": cross_entropy,
+    "cross_entropy": bad_labels_as_nan(cross_entropy),
 }
 KERNELS.update({math.__name__.lstrip("_"): _elementwise(math) for math in (
     _mae, _huber, _smooth_l1, _log_cosh, _squared_hinge, _soft_margin, _sigmoid_focal,

@@ -1,0 +1,387 @@
+"""Arrays of other libraries (PyTorch, JAX, anything with DLPack): recognised, read and
+handed back without a copy.
+
+A call whose ``y_true`` or ``y_pred`` is such an array goes through ``run_foreign``: each
+array argument becomes a NumPy (host) or CuPy (GPU) view of the same memory, the ordinary
+call runs on those views, and its results come back as ``y_pred``'s library: a 0-d tensor
+or array for the value, a view of the gradient buffer the kernel wrote, or ``out`` itself.
+
+The library of an array is recognised by its type (cached), with ``sys.modules``: nothing
+here imports torch, JAX or CuPy. The device is read from each array
+(``__dlpack_device__()``), never from its class alone: torch and JAX define
+``__cuda_array_interface__`` on the class, as a property that raises for CPU arrays.
+NumPy and CuPy arrays never come here (``_dispatch.route`` keeps them on the fast path).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import sys
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+HOST, CUDA = "host", "cuda"
+
+# NumPy and CuPy have no bfloat16: torch's bfloat16 CUDA tensors reach the CuPy backend as
+# float16 views of their bits, inside a block where this is True (``run_foreign``); its
+# kernels are then the bf16_t instantiations. A context variable: per thread and task.
+HALF_IS_BFLOAT16: contextvars.ContextVar[bool] = contextvars.ContextVar(
+    "lossbackends_half_is_bfloat16", default=False)
+_HOST = (HOST, 0)
+# DLPack device types (dlpack.h): CPU, CUDA, CUDA pinned host memory, CUDA managed memory
+_DL_DEVICES = {1: HOST, 2: CUDA, 3: HOST, 13: CUDA}
+_ALIGN = 64  # bytes: XLA imports a CPU buffer without a copy only at this alignment
+
+
+def _cupy():
+    """CuPy, which computes on GPU arrays, or the error that says how to install it."""
+    try:
+        import cupy
+    except ImportError as exc:
+        raise ValueError(
+            f"GPU arrays are computed by the CuPy backend, which is not available here ({exc}); "
+            "install it with: pip install 'lossbackends[cuda12]' (or [cuda13])"
+        ) from exc
+    return cupy
+
+
+def _root_module(kind: type):
+    return sys.modules.get(kind.__module__.partition(".")[0])
+
+
+class Foreign:
+    """How lossbackends reads and returns the arrays of one library, through DLPack.
+
+    ``name`` names the library in messages; ``module`` is the library's top module (already
+    imported: it made the array), whose ``from_dlpack`` makes the results, if it has one.
+    """
+
+    name = "DLPack"
+    mutable = True
+    raw_bfloat16 = False  # whether bfloat16 reaches the GPU kernels as its bits
+
+    def __init__(self, kind: type):
+        self.kind = kind
+        self.module = _root_module(kind)
+        if self.name == "DLPack":
+            self.name = f"{kind.__module__}.{kind.__qualname__}"
+
+    def device(self, x) -> tuple[str, int]:
+        """(``"host"`` or ``"cuda"``, device index), from the array itself."""
+        dl_type, index = x.__dlpack_device__()
+        device = _DL_DEVICES.get(int(dl_type))
+        if device is None:
+            raise TypeError(
+                f"{self.name} array on DLPack device {dl_type!r}: lossbackends computes on the "
+                "CPU (NumPy, Numba) and on CUDA GPUs (CuPy); move it to one of those first"
+            )
+        return device, int(index)
+
+    def is_bfloat16(self, x) -> bool:
+        return str(getattr(x, "dtype", "")).endswith("bfloat16")
+
+    def to_float32(self, x):
+        """bfloat16 cannot cross DLPack into NumPy or CuPy: the float32 pass."""
+        return x.astype("float32")
+
+    def to_native(self, x, device: str):
+        """A NumPy or CuPy view of ``x`` (the same memory)."""
+        if device == HOST:
+            return np.from_dlpack(x)
+        return _cupy().from_dlpack(x)
+
+    def from_native(self, a, like):
+        """``a`` (NumPy/CuPy, or a NumPy scalar) as this library's array, the same memory."""
+        make = getattr(self.module, "from_dlpack", None)
+        if isinstance(a, np.generic):
+            a = np.asarray(a)
+        return a if make is None else make(a)
+
+    def finish_bfloat16(self, a, like):
+        return self.from_native(a, like).astype(like.dtype)
+
+    def copy_into(self, out, a) -> None:
+        """Write the float32 pass's gradient ``a`` into the bfloat16 ``out``."""
+        out[...] = self.finish_bfloat16(a, out)
+
+    def stream(self, x, device: tuple[str, int]):
+        """The context the GPU work runs in: the array's device (its library's stream
+        where the library has one, see ``_Torch``)."""
+        if device[0] != CUDA:
+            return contextlib.nullcontext()
+        return _cupy().cuda.Device(device[1])
+
+
+class _Torch(Foreign):
+    name = "torch"
+    raw_bfloat16 = True
+
+    def bits_as_half(self, x):
+        """A bfloat16 tensor's bits as a float16 tensor (a view: CuPy has no bfloat16)."""
+        return x.detach().view(self.module.float16)
+
+    def half_as_bits(self, t):
+        return t.view(self.module.bfloat16)
+
+    def bfloat16_like(self, x, like, name: str):
+        """``x`` (a number, an array or another tensor) as a bfloat16 tensor on ``like``'s
+        device: the cast the front makes for other dtypes, made here because the front
+        only sees float16 views."""
+        if name == "out":
+            raise ValueError(f"out must be a bfloat16 torch tensor like y_pred, not {type(x)}")
+        torch = self.module
+        if isinstance(x, torch.Tensor):
+            return x.detach().to(torch.bfloat16)
+        if isinstance(x, (int, float)):
+            return torch.tensor(x, dtype=torch.bfloat16, device=like.device)
+        raise TypeError(
+            f"{name} must be a torch tensor (or a number) when y_pred is a bfloat16 CUDA "
+            f"tensor; got {type(x).__module__}.{type(x).__qualname__}"
+        )
+
+    def device(self, x) -> tuple[str, int]:
+        if x.is_cpu:  # cheaper than __dlpack_device__, the same answer
+            return _HOST
+        device = x.device
+        if device.type == "cuda":
+            return CUDA, device.index
+        return super().device(x)
+
+    def is_bfloat16(self, x) -> bool:
+        return x.dtype is self.module.bfloat16
+
+    def to_float32(self, x):
+        return x.detach().float()
+
+    def to_native(self, x, device: str):
+        x = x.detach()  # a tensor that requires grad is read, never recorded
+        if device == HOST:
+            return x.numpy()  # torch's own zero-copy view: half the cost of np.from_dlpack
+        return _cupy().from_dlpack(x)
+
+    def from_native(self, a, like):
+        if isinstance(a, np.generic):
+            a = np.asarray(a)
+        if isinstance(a, np.ndarray):
+            return self.module.from_numpy(a)
+        return self.module.from_dlpack(a)
+
+    def finish_bfloat16(self, a, like):
+        return self.from_native(a, like).to(self.module.bfloat16)
+
+    def copy_into(self, out, a) -> None:
+        out.copy_(self.from_native(a, out))
+
+    def stream(self, x, device: tuple[str, int]):
+        """torch's current stream on the tensor's device, as CuPy's: the kernels queue
+        behind torch's work with no synchronisation."""
+        if device[0] != CUDA:
+            return contextlib.nullcontext()
+        return _torch_stream(self.module, device[1])
+
+
+@contextlib.contextmanager
+def _torch_stream(torch, index: int):
+    cupy = _cupy()
+    with cupy.cuda.Device(index):
+        stream = torch.cuda.current_stream(index)
+        with cupy.cuda.ExternalStream(stream.cuda_stream, index):
+            yield
+
+
+class _Jax(Foreign):
+    name = "jax"
+    mutable = False
+
+    def __init__(self, kind: type):
+        super().__init__(kind)
+        self.module = sys.modules["jax"]
+
+    def to_float32(self, x):
+        return x.astype(self.module.numpy.float32)
+
+    def from_native(self, a, like):
+        if isinstance(a, np.generic):
+            a = np.asarray(a)
+        return self.module.numpy.from_dlpack(a)
+
+
+# type -> its adapter, or None for NumPy, CuPy and everything else the ordinary path takes
+_KINDS: dict[type, Foreign | None] = {}
+
+
+def adapter(kind: type) -> Foreign | None:
+    """The adapter of an array type, or None when the ordinary path takes it (NumPy and
+    CuPy arrays, lists, scalars, objects with ``__array__`` or ``__cuda_array_interface__``
+    and no DLPack)."""
+    try:
+        return _KINDS[kind]
+    except KeyError:
+        pass
+    found: Foreign | None = None
+    if (not issubclass(kind, np.ndarray) and hasattr(kind, "__dlpack__")
+            and hasattr(kind, "__dlpack_device__")
+            and kind.__module__.partition(".")[0] != "cupy"):
+        torch, jax = sys.modules.get("torch"), sys.modules.get("jax")
+        if torch is not None and issubclass(kind, torch.Tensor):
+            found = _Torch(kind)
+        elif jax is not None and issubclass(kind, jax.Array):
+            found = _Jax(kind)
+        else:
+            found = Foreign(kind)
+    _KINDS[kind] = found
+    return found
+
+
+def is_foreign(x: object) -> bool:
+    return adapter(type(x)) is not None
+
+
+def device_of(x: object) -> str | None:
+    """``"host"`` or ``"cuda"`` for a foreign array (from the instance), None otherwise."""
+    found = adapter(type(x))
+    return None if found is None else found.device(x)[0]
+
+
+def _float_dtype(x) -> Any:
+    """The dtype the computation has for a NumPy/CuPy ``y_pred``: its own when floating,
+    float64 for integers and bools (as in ``_loss.as_prediction``)."""
+    dtype = np.dtype(x.dtype)
+    return dtype if dtype.kind == "f" else np.dtype(np.float64)
+
+
+_ARRAY_OPTIONS = ("weight", "pos_weight", "class_weight")  # options that are arrays
+
+
+def run_foreign(run: Callable, y_true, y_pred, options: dict, out, want_grad: bool,
+                out_marker) -> tuple[Any, Any]:
+    """``run(y_true, y_pred, options, out) -> (value, grad)`` on NumPy/CuPy views of the
+    arguments, its results given back as ``y_pred``'s library.
+
+    ``out`` is None (no gradient), ``out_marker`` (allocate it) or the user's buffer.
+    bfloat16 ``y_pred``: on a GPU (torch) the kernels read and write the bits themselves
+    (float16 views, ``HALF_IS_BFLOAT16``); elsewhere a float32 pass, as float16 on the host.
+    """
+    lead = adapter(type(y_pred))
+    if lead is not None:
+        device = lead.device(y_pred)
+    else:  # a NumPy/CuPy/list y_pred with a foreign y_true: results stay NumPy/CuPy
+        from ._dispatch import device_of as native_device
+
+        device = (native_device(y_pred), 0)
+    given_out = out is not None and out is not out_marker
+    if given_out:
+        if lead is not None and not lead.mutable:
+            raise ValueError(
+                f"out= cannot take {lead.name} arrays: they are immutable; use the returned "
+                "gradient instead"
+            )
+        if lead is not None and adapter(type(out)) is not lead:
+            raise ValueError(
+                f"out must be a {lead.name} array like y_pred (got "
+                f"{type(out).__module__}.{type(out).__qualname__})"
+            )
+    bfloat16 = lead is not None and lead.is_bfloat16(y_pred)
+    raw = bfloat16 and device[0] == CUDA and lead.raw_bfloat16 and _size(y_pred) > 0
+    float32_pass = bfloat16 and not raw
+    if float32_pass and given_out and (tuple(out.shape) != tuple(y_pred.shape)
+                                       or out.dtype != y_pred.dtype):
+        raise ValueError(
+            f"out has shape {tuple(out.shape)} and dtype {out.dtype}; the gradient needs "
+            f"shape {tuple(y_pred.shape)} and dtype {y_pred.dtype}"
+        )
+    converted: dict[int, Any] = {}  # id -> view: out=y_pred stays the same object
+
+    def view(name: str, x):
+        if x is None:
+            return None
+        key = id(x)
+        found = converted.get(key)
+        if found is not None:
+            return found
+        kind = adapter(type(x))
+        if x is y_pred and kind is not None and not bfloat16:  # its device is known already
+            found = converted[key] = kind.to_native(x, device[0])
+            return found
+        if kind is None:
+            if raw and (name in _ARRAY_OPTIONS or name == "out" or (
+                    name == "y_true" and np.shape(x) == tuple(y_pred.shape))):
+                x = lead.bfloat16_like(x, y_pred, name)  # a number, or a NumPy/CuPy array
+            else:
+                return x  # NumPy, CuPy, lists, scalars: the ordinary checks apply
+            kind = lead
+        where = kind.device(x)
+        if where != device:
+            raise ValueError(
+                f"{name} is on {_where(where)} but y_pred is on {_where(device)}; move it "
+                "first (for torch: .to(y_pred.device)): lossbackends never copies between "
+                "devices behind your back"
+            )
+        if raw:
+            if not kind.is_bfloat16(x) and (name != "y_true" or x.shape == y_pred.shape):
+                x = lead.bfloat16_like(x, y_pred, name)  # values in y_pred's dtype
+            if kind.is_bfloat16(x):
+                x = kind.bits_as_half(x)
+        elif kind.is_bfloat16(x):  # the float32 pass (y_true, weights: cast to y_pred's dtype)
+            x = kind.to_float32(x)
+        found = converted[key] = kind.to_native(x, device[0])
+        return found
+
+    with (lead.stream(y_pred, device) if lead is not None and device[0] == CUDA
+          else contextlib.nullcontext()):
+        p = view("y_pred", y_pred)
+        y = view("y_true", y_true)
+        options = {key: view(key, value) for key, value in options.items()}
+        native_out = out
+        if given_out:
+            # the float32 pass writes a buffer of its own, copied into out after
+            native_out = out_marker if float32_pass else view("out", out)
+        elif want_grad and lead is not None and not lead.mutable and device[0] == HOST:
+            native_out = _aligned_empty(p.shape, _float_dtype(p))  # XLA takes it as it is
+        if raw:
+            token = HALF_IS_BFLOAT16.set(True)
+            try:
+                value, grad = run(y, p, options, native_out)
+            finally:
+                HALF_IS_BFLOAT16.reset(token)
+        else:
+            value, grad = run(y, p, options, native_out)
+        if lead is None:
+            return value, grad
+        if float32_pass:
+            finish = lead.finish_bfloat16
+        elif raw:
+            def finish(a, like):
+                return lead.half_as_bits(lead.from_native(a, like))
+        else:
+            finish = lead.from_native
+        if value is not None:
+            value = finish(value, y_pred)
+        if grad is not None:
+            if given_out:
+                if float32_pass:
+                    lead.copy_into(out, grad)
+                grad = out
+            else:
+                grad = finish(grad, y_pred)
+    return value, grad
+
+
+def _size(x) -> int:
+    return int(np.prod(x.shape, dtype=np.int64))
+
+
+def _where(device: tuple[str, int]) -> str:
+    return "the CPU" if device[0] == HOST else f"CUDA device {device[1]}"
+
+
+def _aligned_empty(shape: tuple, dtype) -> np.ndarray:
+    """An uninitialised C-contiguous array whose data starts on a 64-byte boundary."""
+    dtype = np.dtype(dtype)
+    count = int(np.prod(shape, dtype=np.int64))
+    raw = np.empty(count * dtype.itemsize + _ALIGN, np.uint8)
+    start = -raw.ctypes.data % _ALIGN
+    return raw[start:start + count * dtype.itemsize].view(dtype).reshape(shape)

@@ -1,0 +1,171 @@
+"""The losses as JAX functions with a custom VJP: ``jax.jit``, ``jax.grad`` and ``jax.vmap``
+work, on the CPU.
+
+Each function runs our fused ``value_and_grad`` once on the host through
+``jax.pure_callback`` (batched by ``vmap`` one example at a time: ``vmap_method=
+"sequential"``, since a reduction must not mix examples) and keeps the gradient for the
+backward pass, which multiplies it by the upstream cotangent (a scalar, or one per element
+/ per row for ``reduction="none"``).
+
+Names, argument order ``(y_true, y_pred)`` and options are the plain API's
+(``lossbackends.mse`` ...). The derivative is taken with respect to ``y_pred`` only:
+``y_true`` and the weights are constants (their cotangent is zero). Inside a traced call a
+class index outside ``[0, C)`` cannot raise (an exception in a callback is undefined): its
+row gets a NaN loss and gradient, as ``check_labels=False`` gives. JAX arrays on a GPU
+raise ``ValueError`` (no silent copy to the host).
+
+>>> import jax, jax.numpy as jnp, lossbackends.jax as lbj
+>>> logits, labels = jnp.array([[2.0, 1.0, 0.1], [0.5, 0.2, 3.0]]), jnp.array([0, 2])
+>>> print(f"{float(jax.jit(lbj.cross_entropy)(labels, logits)):.6f}")
+0.275297
+>>> print(jax.grad(lambda x: lbj.cross_entropy(labels, x))(logits).round(4))
+[[-0.1705  0.1212  0.0493]
+ [ 0.0359  0.0266 -0.0625]]
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from . import losses as _losses
+from ._loss import REDUCTIONS, Loss
+
+__all__ = ["binary_cross_entropy", "binary_cross_entropy_with_logits", "cross_entropy", "hinge",
+           "mse"]
+
+# the array options of each loss (traced); every other option is static (a Python number)
+_ARRAY_OPTIONS = {
+    "mse": ("weight",),
+    "binary_cross_entropy": ("weight",),
+    "binary_cross_entropy_with_logits": ("weight", "pos_weight"),
+    "cross_entropy": ("class_weight",),
+    "hinge": ("weight",),
+}
+
+
+def _check_device(x: Any, name: str) -> None:
+    """CPU arrays only: the callback would copy GPU arrays to the host behind your back."""
+    if isinstance(x, jax.core.Tracer):
+        if jax.default_backend() != "cpu":
+            raise ValueError(_GPU_ERROR.format(name=name, where=jax.default_backend()))
+        return
+    devices = x.devices() if hasattr(x, "devices") else ()
+    for device in devices:
+        if device.platform != "cpu":
+            raise ValueError(_GPU_ERROR.format(name=name, where=device.platform))
+
+
+_GPU_ERROR = (
+    "lossbackends.jax computes on the CPU, but {name} is on {where}: move it with "
+    "jax.device_put(x, jax.devices('cpu')[0]) (or run with JAX_PLATFORMS=cpu); a GPU path "
+    "for JAX does not exist yet, and lossbackends never copies to the host behind your back"
+)
+
+
+def _out_shapes(loss: Loss, reduction: str, p_shape: tuple, axis: int | None, dtype) -> tuple:
+    if reduction != "none":
+        value_shape: tuple = ()
+    elif axis is None:
+        value_shape = p_shape
+    else:
+        value_shape = p_shape[:axis] + p_shape[axis + 1:]
+    return (jax.ShapeDtypeStruct(value_shape, dtype), jax.ShapeDtypeStruct(p_shape, dtype))
+
+
+@functools.cache
+def _function(name: str, reduction: str, static: tuple, array_names: tuple) -> Callable:
+    """The custom-VJP function of one loss with these static options (cached: jit traces
+    each once)."""
+    loss: Loss = _losses.LOSSES[name]
+    options = dict(static)
+    axis = options.get("axis", -1) if name == "cross_entropy" else None
+
+    def host(y, p, *arrays):
+        value, grad = loss.value_and_grad(
+            np.asarray(y), np.asarray(p), reduction=reduction, backend=None,
+            **options, **dict(zip(array_names, map(np.asarray, arrays), strict=True)))
+        return np.asarray(value), grad
+
+    def call(y, p, arrays):
+        p_axis = None if axis is None else axis % p.ndim
+        shapes = _out_shapes(loss, reduction, p.shape, p_axis, p.dtype)
+        return jax.pure_callback(host, shapes, y, p, *arrays, vmap_method="sequential")
+
+    @jax.custom_vjp
+    def f(y, p, *arrays):
+        return call(y, p, arrays)[0]
+
+    def forward(y, p, *arrays):
+        value, grad = call(y, p, arrays)
+        return value, (grad, y, arrays)
+
+    def backward(residual, upstream):
+        grad, y, arrays = residual
+        if reduction == "none" and axis is not None:  # one upstream cotangent per row
+            upstream = jnp.expand_dims(upstream, axis % grad.ndim)
+        zeros = jax.tree_util.tree_map(_zero_cotangent, (y, arrays))
+        return (zeros[0], grad * upstream, *zeros[1])
+
+    f.defvjp(forward, backward)
+    return f
+
+
+def _zero_cotangent(x):
+    if jnp.issubdtype(x.dtype, jnp.inexact):
+        return jnp.zeros_like(x)
+    return np.zeros(x.shape, jax.dtypes.float0)  # integer labels have no tangent space
+
+
+def _make(name: str) -> Callable:
+    loss: Loss = _losses.LOSSES[name]
+    array_names = _ARRAY_OPTIONS[name]
+
+    def fn(y_true: Any, y_pred: Any, *, reduction: str = "mean", **options: Any) -> jax.Array:
+        if reduction not in REDUCTIONS:
+            raise ValueError(f"unknown reduction {reduction!r}; choose one of 'mean', 'sum', 'none'")
+        if "backend" in options or "out" in options:
+            raise TypeError(f"lossbackends.jax.{name} computes on the host backend that applies "
+                            "(use_backend / LOSSBACKENDS_BACKEND) and returns new arrays: no "
+                            "backend= or out= here")
+        y, p = jnp.asarray(y_true), jnp.asarray(y_pred)
+        _check_device(p, "y_pred")
+        _check_device(y, "y_true")
+        if not jnp.issubdtype(p.dtype, jnp.floating):
+            raise TypeError(f"y_pred has dtype {p.dtype}; pass a floating array")
+        arrays = []
+        names = []
+        for key in array_names:
+            value = options.pop(key, None)
+            if value is not None:
+                value = jnp.asarray(value)
+                _check_device(value, key)
+                arrays.append(value)
+                names.append(key)
+        if name == "cross_entropy":
+            options["check_labels"] = False  # a traced call cannot raise: NaN rows instead
+        bfloat16 = p.dtype == jnp.bfloat16  # computed in float32 (NumPy has no bfloat16)
+        if bfloat16:
+            p = p.astype(jnp.float32)
+            y = y.astype(jnp.float32) if y.dtype == jnp.bfloat16 else y
+            arrays = [a.astype(jnp.float32) if a.dtype == jnp.bfloat16 else a for a in arrays]
+        f = _function(name, reduction, tuple(sorted(options.items())), tuple(names))
+        value = f(y, p, *arrays)
+        return value.astype(jnp.bfloat16) if bfloat16 else value
+
+    fn.__name__ = fn.__qualname__ = name
+    fn.__doc__ = (f"``lossbackends.{name}`` as a differentiable JAX function (custom VJP; "
+                  f"the derivative with respect to ``y_pred``).\n\n{loss.__doc__}")
+    return fn
+
+
+mse = _make("mse")
+binary_cross_entropy = _make("binary_cross_entropy")
+binary_cross_entropy_with_logits = _make("binary_cross_entropy_with_logits")
+cross_entropy = _make("cross_entropy")
+hinge = _make("hinge")

@@ -1,0 +1,274 @@
+"""The host gradient cache (lossbackends._buffers): a call without ``out=`` may hand back a
+gradient returned earlier, but only one that nothing references any more. These tests
+hold the previous gradient in every way a user can (views, wrappers, containers, foreign
+tensors) and check it is never overwritten; check that reused memory is rewritten in
+full (a dirty buffer gives the same results); that threads never share a buffer; and that
+the cache stays within its bounds and can be emptied."""
+
+from __future__ import annotations
+
+import doctest
+import functools
+import importlib.util
+import threading
+
+import numpy as np
+import pytest
+import reference
+
+import lossbackends as lb
+from lossbackends import _buffers
+
+N = 300_000  # float32: 1.2 MB, over the cache's 1 MiB threshold
+HOST = ("numpy", "numba")
+
+
+@pytest.fixture(params=HOST)
+def host_backend(request):
+    if request.param == "numba" and importlib.util.find_spec("numba") is None:
+        pytest.skip("Numba is not installed (pip install 'lossbackends[numba]')")
+    return request.param
+
+
+@pytest.fixture(autouse=True)
+def fresh_cache():
+    lb.empty_cache()
+    yield
+    lb.empty_cache()
+
+
+@functools.lru_cache(maxsize=32)
+def _inputs(seed, n=N):
+    rng = np.random.default_rng(seed)
+    return rng.random(n, dtype=np.float32), rng.standard_normal(n, dtype=np.float32)
+
+
+def _address(a) -> int:
+    return a.__array_interface__["data"][0]
+
+
+def test_a_dropped_gradient_is_reused(host_backend):
+    y, p = _inputs(0)
+    first = lb.mse.grad(y, p, backend=host_backend)
+    address = _address(first)
+    del first
+    second = lb.mse.grad(y, p, backend=host_backend)
+    assert _address(second) == address
+    assert _buffers.cached_bytes() == N * 4
+
+
+def test_a_training_loop_alternates_between_two_buffers(host_backend):
+    """``value, grad = f(...)``: the previous gradient is still bound while the next call
+    runs, so two buffers take turns and no fresh memory is needed after the second call."""
+    y, p = _inputs(1)
+    addresses = []
+    grad = None
+    for _ in range(6):
+        value, grad = lb.mse.value_and_grad(y, p, backend=host_backend)
+        addresses.append(_address(grad))
+    assert len(set(addresses)) == 2
+    assert addresses[0::2] == [addresses[0]] * 3 and addresses[1::2] == [addresses[1]] * 3
+
+
+def _from_capsule(capsule):
+    class Exporter:  # hands np.from_dlpack a capsule taken earlier (host memory)
+        def __dlpack__(self, **_):
+            return capsule
+
+        def __dlpack_device__(self):
+            return (1, 0)
+
+    return np.from_dlpack(Exporter())
+
+
+def _holders():
+    """(name, hold, show): ways a user keeps a gradient, or part of it, alive after dropping
+    its name, and how to read what they keep."""
+    same = np.asarray
+    yield "view", lambda g: g.view(), same
+    yield "slice", lambda g: g[1000:2000], same
+    yield "strided slice", lambda g: g[::7], same
+    yield "reshape", lambda g: g.reshape(600, 500), same
+    yield "np.asarray", lambda g: np.asarray(g), same
+    yield "dtype view", lambda g: g.view(np.int32), same
+    yield "memoryview", memoryview, same
+    yield "np.frombuffer", lambda g: np.frombuffer(g, np.uint8), same
+    yield "list", lambda g: [g], lambda kept: kept[0]
+    yield "dict of a tuple", lambda g: {"grad": (1.0, g)}, lambda kept: kept["grad"][1]
+    yield "closure", lambda g: (lambda: g), lambda kept: kept()
+    yield "DLPack capsule", lambda g: g.__dlpack__(), _from_capsule
+    yield "np.from_dlpack", np.from_dlpack, same
+    if importlib.util.find_spec("torch") is not None:
+        yield "torch.from_numpy", lambda g: __import__("torch").from_numpy(g), lambda t: t.numpy()
+        yield "torch.from_dlpack", lambda g: __import__("torch").from_dlpack(g), lambda t: t.numpy()
+
+
+@pytest.mark.parametrize("name,hold,show", list(_holders()), ids=[h[0] for h in _holders()])
+def test_nothing_a_user_still_references_is_overwritten(host_backend, name, hold, show):
+    y, p = _inputs(2)
+    grad = lb.mse.grad(y, p, backend=host_backend)
+    expected = grad.copy()
+    kept = hold(grad)
+    del grad
+    # more calls than the cache keeps buffers: each takes a free buffer of this size
+    y2, p2 = _inputs(3)
+    for _ in range(2 * _buffers.PER_SIZE):
+        lb.mse.value_and_grad(y2, p2, backend=host_backend)
+    np.testing.assert_array_equal(np.asarray(show(kept)).copy(), show(hold(expected)))
+
+
+def test_a_moved_class_axis_result_keeps_its_buffer(host_backend):
+    """cross_entropy with the classes on axis 0 returns a moved view of the buffer."""
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((1000, 300), dtype=np.float32)
+    t = rng.integers(0, 1000, 300)
+    grad = lb.cross_entropy.grad(t, x, axis=0, backend=host_backend)
+    assert not grad.flags.c_contiguous  # a view into the (rows, classes) buffer
+    expected = grad.copy()
+    for seed in range(2 * _buffers.PER_SIZE):
+        x2 = np.random.default_rng(seed).standard_normal((1000, 300), dtype=np.float32)
+        lb.cross_entropy.grad(t, x2, axis=0, backend=host_backend)
+    np.testing.assert_array_equal(grad, expected)
+
+
+def _cases():
+    rng = np.random.default_rng(4)
+    n = N
+    y01 = (rng.random(n) < 0.5).astype(np.float32)
+    pm1 = np.where(rng.random(n) < 0.5, -1, 1).astype(np.float32)
+    x = rng.standard_normal(n, dtype=np.float32)
+    q = rng.uniform(0.01, 0.99, n).astype(np.float32)
+    w = rng.random(n, dtype=np.float32)
+    for reduction in ("mean", "none"):
+        yield "mse", rng.random(n, dtype=np.float32), x, {"reduction": reduction}
+        yield "binary_cross_entropy", y01, q, {"reduction": reduction}
+        yield "binary_cross_entropy_with_logits", y01, x, {"reduction": reduction}
+        yield "hinge", pm1, x, {"reduction": reduction}
+    yield "mse", rng.random(n, dtype=np.float32), x, {"weight": w}  # the general path
+    yield "binary_cross_entropy_with_logits", y01.reshape(1000, 300), x.reshape(1000, 300), {
+        "pos_weight": rng.random(300, dtype=np.float32) + 0.5}
+    labels = rng.integers(0, 4096, 64)
+    labels[::5] = -100  # ignored rows: their gradient must be written as zeros
+    yield "cross_entropy", labels, rng.standard_normal((64, 4096), dtype=np.float32), {}
+    yield "cross_entropy", labels, rng.standard_normal((64, 4096), dtype=np.float32), {
+        "label_smoothing": 0.1}
+    yield "cross_entropy", labels, rng.standard_normal((4096, 64), dtype=np.float32), {
+        "axis": 0}
+
+
+@pytest.mark.parametrize("case", range(len(list(_cases()))))
+def test_reused_memory_is_rewritten_in_full(host_backend, case):
+    """Fresh memory from the OS is zeros; a reused buffer holds the last gradient. Fill
+    the dropped gradients with NaN first: every element must still be computed."""
+    loss, y, p, options = list(_cases())[case]
+    function = getattr(lb, loss)
+    dirty = [function.grad(y, p, backend=host_backend, **options) for _ in range(2)]
+    for g in dirty:
+        g.fill(np.nan)
+    addresses = {_address(g) for g in dirty}
+    del dirty, g
+    value, grad = function.value_and_grad(y, p, backend=host_backend, **options)
+    assert _address(grad) in addresses or options.get("axis") == 0
+    if loss == "cross_entropy":
+        ref_value, ref_grad = reference.cross_entropy(y, p, **options)
+    else:
+        ref_value, ref_grad = reference.elementwise(loss, y, p, **options)
+    assert np.isfinite(grad).all()
+    np.testing.assert_allclose(grad, ref_grad, rtol=2e-4, atol=1e-6 * np.abs(ref_grad).max())
+    np.testing.assert_allclose(value, ref_value, rtol=2e-4, atol=1e-6)
+
+
+def test_threads_never_share_a_buffer(host_backend):
+    """Each thread keeps its gradients until all are done: every one is distinct and
+    right for that thread's own inputs, while the others call at the same time."""
+    threads_n, calls = 6, 8
+    inputs = [_inputs(100 + i) for i in range(threads_n)]
+    expected = [lb.mse.grad(y, p, backend="numpy").copy() for y, p in inputs]
+    barrier = threading.Barrier(threads_n)
+    kept: list[list] = [[] for _ in range(threads_n)]
+    errors = []
+
+    def work(i):
+        try:
+            y, p = inputs[i]
+            barrier.wait()
+            for k in range(calls):
+                g = lb.mse.grad(y, p, backend=host_backend)
+                if k % 2:
+                    kept[i].append(g)  # half of them kept, half dropped at once
+                del g
+            barrier.wait()
+            for g in kept[i]:
+                np.testing.assert_allclose(g, expected[i], rtol=1e-5)
+        except BaseException as exc:  # reported by the main thread
+            errors.append(exc)
+            barrier.abort()
+
+    workers = [threading.Thread(target=work, args=(i,)) for i in range(threads_n)]
+    for t in workers:
+        t.start()
+    for t in workers:
+        t.join()
+    assert not errors, errors[0]
+    addresses = [_address(g) for held in kept for g in held]
+    assert len(addresses) == len(set(addresses)) == threads_n * calls // 2
+
+
+def test_small_gradients_bypass_the_cache(host_backend):
+    y, p = _inputs(5, n=1000)
+    lb.mse.value_and_grad(y, p, backend=host_backend)
+    assert _buffers.cached_bytes() == 0
+
+
+def test_empty_cache_releases_and_keeps_held_gradients_valid(host_backend):
+    y, p = _inputs(6)
+    held = lb.mse.grad(y, p, backend=host_backend)
+    lb.mse.grad(y, p * 2, backend=host_backend)  # dropped: free in the cache
+    expected = held.copy()
+    assert _buffers.cached_bytes() == 2 * N * 4
+    assert lb.empty_cache() == 2 * N * 4
+    assert _buffers.cached_bytes() == 0 and lb.empty_cache() == 0
+    again = lb.mse.grad(y, p * 3, backend=host_backend)
+    assert not np.shares_memory(again, held)
+    np.testing.assert_array_equal(held, expected)
+
+
+def test_the_cache_stays_within_its_bounds(monkeypatch):
+    monkeypatch.setattr(_buffers, "limit", 5 * N * 4 // 2)  # room for two and a half
+    kept = []
+    for size in (N, N, N, N + 1000, N + 2000, N):
+        y, p = _inputs(size, n=size)
+        kept.append(lb.mse.grad(y, p, backend="numpy"))
+        assert _buffers.cached_bytes() <= _buffers.limit
+        assert all(len(b) <= _buffers.PER_SIZE for b in _buffers._buckets.values())
+    for _ in range(3 * _buffers.PER_SIZE):  # all kept: the cache forgets, never reuses
+        kept.append(lb.mse.grad(y, p, backend="numpy"))
+        assert _buffers.cached_bytes() <= _buffers.limit
+    addresses = [_address(g) for g in kept]
+    assert len(addresses) == len(set(addresses))
+
+
+def test_a_limit_of_zero_turns_the_cache_off(monkeypatch):
+    monkeypatch.setattr(_buffers, "limit", 0)
+    y, p = _inputs(7)
+    np.testing.assert_allclose(lb.mse.grad(y, p), reference.elementwise("mse", y, p)[1],
+                               rtol=1e-5)
+    assert _buffers.cached_bytes() == 0
+
+
+def test_empty_cache_docstring_example():
+    runner = doctest.DocTestRunner(optionflags=doctest.NORMALIZE_WHITESPACE)
+    for test in doctest.DocTestFinder().find(lb.empty_cache, "empty_cache", globs={}):
+        runner.run(test)
+    result = runner.summarize(verbose=False)
+    assert result.failed == 0 and result.attempted == 7
+
+
+def test_the_environment_variable_sets_the_limit(monkeypatch):
+    monkeypatch.setenv(_buffers.ENV_VAR, "0")
+    assert _buffers._limit_from_env() == 0
+    monkeypatch.setenv(_buffers.ENV_VAR, "2e9")
+    assert _buffers._limit_from_env() == 2 * 10**9
+    monkeypatch.setenv(_buffers.ENV_VAR, "lots")
+    with pytest.raises(ValueError, match="number of bytes"):
+        _buffers._limit_from_env()

@@ -1,0 +1,316 @@
+"""torch tensors, JAX arrays and other DLPack arrays through the plain API: recognised by
+instance, read and returned without a copy, results of y_pred's library."""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import sys
+import types
+
+import numpy as np
+import pytest
+from reference import cross_entropy as ce_reference
+from reference import elementwise
+
+import lossbackends as lb
+from lossbackends import _arrays, _dispatch
+
+torch = pytest.importorskip("torch", reason="torch is not installed (pip install 'lossbackends[torch]')")
+
+HOST_BACKENDS = ("numpy", "numba")
+ELEMENTWISE = ("mse", "binary_cross_entropy", "binary_cross_entropy_with_logits", "hinge")
+
+
+def _host_backend(backend):
+    if backend == "cupy":
+        pytest.skip("torch CUDA tensors are tested in tests/test_gpu.py")
+    return backend
+
+
+def _inputs(loss, shape, seed=0):
+    rng = np.random.default_rng(seed)
+    if loss == "binary_cross_entropy":
+        return (rng.random(shape) < 0.5).astype(np.float64), rng.uniform(0.02, 0.98, shape)
+    if loss == "hinge":
+        return np.where(rng.random(shape) < 0.5, -1.0, 1.0), rng.normal(0, 2, shape)
+    return rng.random(shape), rng.normal(0, 2, shape)
+
+
+def test_the_issue_example():
+    value = lb.mse(torch.tensor([1.0, 2.0]), torch.tensor([0.0, 0.0]))
+    assert isinstance(value, torch.Tensor) and value.shape == () and value.item() == 2.5
+
+
+@pytest.mark.parametrize("loss", ELEMENTWISE)
+@pytest.mark.parametrize("reduction", ["mean", "none"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_torch_cpu_against_the_reference(backend, loss, reduction, dtype):
+    _host_backend(backend)
+    y, p = _inputs(loss, (7, 5))
+    ty, tp = torch.tensor(y, dtype=dtype), torch.tensor(p, dtype=dtype, requires_grad=True)
+    value, grad = getattr(lb, loss).value_and_grad(ty, tp, reduction=reduction, backend=backend)
+    ref_value, ref_grad = elementwise(loss, y, p, reduction=reduction)
+    assert isinstance(value, torch.Tensor) and isinstance(grad, torch.Tensor)
+    assert value.dtype == dtype and grad.dtype == dtype and grad.shape == tp.shape
+    assert value.grad_fn is None and not grad.requires_grad  # read detached, no graph
+    tol = 1e-5 if dtype == torch.float32 else 1e-12
+    np.testing.assert_allclose(value.numpy(), ref_value, rtol=tol, atol=tol)
+    np.testing.assert_allclose(grad.numpy(), ref_grad, rtol=tol, atol=tol)
+
+
+def test_torch_cross_entropy_with_options(backend):
+    _host_backend(backend)
+    rng = np.random.default_rng(1)
+    x = rng.normal(0, 2, (4, 6, 3))  # classes on axis 1
+    t = rng.integers(0, 6, (4, 3))
+    t[0, 0] = -100
+    w = rng.uniform(0.5, 2, 6)
+    value, grad = lb.cross_entropy.value_and_grad(
+        torch.tensor(t), torch.tensor(x), axis=1, class_weight=torch.tensor(w),
+        label_smoothing=0.1, backend=backend)
+    ref_value, ref_grad = ce_reference(t, x, axis=1, class_weight=w, label_smoothing=0.1)
+    assert isinstance(value, torch.Tensor) and isinstance(grad, torch.Tensor)
+    np.testing.assert_allclose(value.item(), ref_value, rtol=1e-12)
+    np.testing.assert_allclose(grad.numpy(), ref_grad, rtol=1e-10, atol=1e-14)
+
+
+def _spy(monkeypatch, loss, backend):
+    """Record the data pointers the kernel of ``loss`` receives and writes."""
+    seen = {}
+    kernel = _dispatch.kernel_for(loss, backend)
+
+    def spy(y, p, weight, params, reduction, scale, grad, want_value):
+        seen["p"] = p.ctypes.data
+        seen["y"] = y.ctypes.data
+        seen["grad"] = None if grad is None else grad.ctypes.data
+        value = kernel(y, p, weight, params, reduction, scale, grad, want_value)
+        seen["value"] = value.ctypes.data if isinstance(value, np.ndarray) and value.ndim else None
+        return value
+
+    monkeypatch.setitem(_dispatch._REGISTRY, (loss, backend), spy)
+    monkeypatch.setattr(_dispatch, "_ROUTES", {})  # routes remember their kernel
+    return seen
+
+
+def test_torch_is_zero_copy_in_and_out(monkeypatch):
+    seen = _spy(monkeypatch, "mse", "numpy")
+    y, p = torch.rand(1000, dtype=torch.float64), torch.randn(1000, dtype=torch.float64)
+    p.requires_grad_()
+    losses, grad = lb.mse.value_and_grad(y, p, reduction="none", backend="numpy")
+    assert seen["y"] == y.data_ptr() and seen["p"] == p.data_ptr()  # views in
+    assert seen["grad"] == grad.data_ptr() and seen["value"] == losses.data_ptr()  # views out
+    out = torch.empty(1000, dtype=torch.float64)
+    _, grad = lb.mse.value_and_grad(y, p, out=out, backend="numpy")
+    assert grad is out and seen["grad"] == out.data_ptr()
+    expected = 2 * (p.detach() - y) / 1000
+    torch.testing.assert_close(out, expected)
+    q = p.detach().clone()
+    _, grad = lb.mse.value_and_grad(y, q, out=q, backend="numpy")  # in place
+    assert grad is q and seen["grad"] == q.data_ptr() == seen["p"]
+    torch.testing.assert_close(q, expected)
+
+
+def test_out_must_match_y_pred_library():
+    y, p = torch.zeros(3), torch.ones(3)
+    with pytest.raises(ValueError, match="out must be a torch array"):
+        lb.mse.grad(y, p, out=np.empty(3, np.float32))
+    with pytest.raises(ValueError, match="dtype"):
+        lb.mse.grad(y, p, out=torch.empty(3, dtype=torch.float64))
+    with pytest.raises(ValueError, match="C-contiguous"):
+        lb.mse.grad(torch.zeros(3, 2), torch.ones(3, 2), out=torch.empty(2, 3).T)
+
+
+def test_mixed_libraries_follow_y_pred():
+    y, p = np.array([1.0, 2.0]), torch.tensor([0.0, 0.0], dtype=torch.float64)
+    value, grad = lb.mse.value_and_grad(y, p)
+    assert isinstance(value, torch.Tensor) and isinstance(grad, torch.Tensor)
+    assert value.item() == 2.5
+    value, grad = lb.mse.value_and_grad(torch.tensor([1.0, 2.0]), np.zeros(2))
+    assert isinstance(value, np.floating) and isinstance(grad, np.ndarray) and value == 2.5
+    # a torch weight with NumPy inputs is read the same way
+    value = lb.mse(np.ones(2), np.zeros(2), weight=torch.tensor([1.0, 3.0], requires_grad=True))
+    assert isinstance(value, np.floating) and value == 2.0
+
+
+def test_non_contiguous_tensors():
+    p = torch.randn(6, 4, dtype=torch.float64).T  # a transposed view
+    y = torch.rand(4, 6, dtype=torch.float64)
+    value, grad = lb.mse.value_and_grad(y, p)
+    ref_value, ref_grad = elementwise("mse", y.numpy(), p.numpy())
+    np.testing.assert_allclose(value.item(), ref_value, rtol=1e-12)
+    np.testing.assert_allclose(grad.numpy(), ref_grad, rtol=1e-12)
+
+
+@pytest.mark.parametrize("loss", ["mse", "cross_entropy"])
+def test_bfloat16_through_a_float32_pass(loss):
+    rng = np.random.default_rng(2)
+    if loss == "cross_entropy":
+        y, p = torch.tensor(rng.integers(0, 5, 8)), torch.tensor(rng.normal(0, 2, (8, 5)))
+    else:
+        y, p = (torch.tensor(a) for a in _inputs(loss, 40))
+    pb = p.to(torch.bfloat16)
+    yb = y.to(torch.bfloat16) if loss != "cross_entropy" else y
+    fn = getattr(lb, loss)
+    value, grad = fn.value_and_grad(yb, pb, reduction="sum")
+    assert value.dtype == grad.dtype == torch.bfloat16 and grad.shape == pb.shape
+    ref_value, ref_grad = fn.value_and_grad(yb.float() if loss != "cross_entropy" else y,
+                                            pb.float(), reduction="sum")
+    assert value == ref_value.to(torch.bfloat16)
+    assert torch.equal(grad, ref_grad.to(torch.bfloat16))
+    out = torch.empty_like(pb)
+    _, grad2 = fn.value_and_grad(yb, pb, reduction="sum", out=out)
+    assert grad2 is out and torch.equal(out, grad)
+    _, grad3 = fn.value_and_grad(yb, pb, reduction="sum", out=pb)  # in place
+    assert grad3 is pb and torch.equal(pb, grad)
+
+
+# --- any other DLPack array: a stand-in library ----------------------------------------
+
+
+def _fake_library(device_type=1):
+    """A module ``fakearrays`` with an array type exposing only DLPack."""
+    module = types.ModuleType("fakearrays")
+
+    class FakeArray:
+        def __init__(self, data):
+            self.data = np.asarray(data)
+
+        def __dlpack__(self, **kwargs):
+            return self.data.__dlpack__(**kwargs)
+
+        def __dlpack_device__(self):
+            return (device_type, 0)
+
+    FakeArray.__module__ = "fakearrays"
+    module.FakeArray = FakeArray
+    return module, FakeArray
+
+
+def test_any_dlpack_array(monkeypatch):
+    module, FakeArray = _fake_library()
+    monkeypatch.setitem(sys.modules, "fakearrays", module)
+    value, grad = lb.mse.value_and_grad(FakeArray([1.0, 2.0]), FakeArray([0.0, 0.0]))
+    assert isinstance(value, np.ndarray) and value.shape == () and value == 2.5  # no from_dlpack
+    np.testing.assert_array_equal(grad, [-1.0, -2.0])
+    module.from_dlpack = lambda a: FakeArray(np.from_dlpack(a))  # now it has one
+    _arrays._KINDS.pop(FakeArray, None)
+    value = lb.mse(FakeArray([1.0, 2.0]), FakeArray([0.0, 0.0]))
+    assert isinstance(value, FakeArray) and value.data == 2.5
+
+
+def test_devices_are_read_from_the_instance(monkeypatch):
+    module, FakeArray = _fake_library(device_type=2)  # "CUDA"
+    monkeypatch.setitem(sys.modules, "fakearrays", module)
+    with pytest.raises(ValueError, match="y_true is on CUDA device 0 but y_pred is on the CPU"):
+        lb.mse(FakeArray([1.0]), torch.zeros(1))
+    if importlib.util.find_spec("cupy") is None:  # GPU arrays here: say what computes them
+        with pytest.raises(ValueError, match=r"lossbackends\[cuda12\]"):
+            lb.mse(FakeArray([1.0]), FakeArray([0.0]))
+    # torch defines __cuda_array_interface__ on the class: a CPU tensor is still a host array
+    assert hasattr(torch.Tensor, "__cuda_array_interface__")
+    assert _dispatch.device_of(torch.zeros(1)) == "host"
+    assert lb.mse_loss(torch.tensor([3.0]), torch.tensor([1.0])).item() == 4.0
+
+
+def test_torch_stream_context(monkeypatch):
+    """CUDA tensors run on torch's current stream as CuPy's, on the tensor's device (the CPU
+    side of it; tests/test_gpu.py runs it for real)."""
+    calls = []
+
+    class Recorder:
+        def __init__(self, *args):
+            calls.append((type(self).__name__, args))
+
+        def __enter__(self):
+            calls.append(("enter", type(self).__name__))
+
+        def __exit__(self, *exc):
+            calls.append(("exit", type(self).__name__))
+
+    fake_cupy = types.SimpleNamespace(cuda=types.SimpleNamespace(
+        Device=type("Device", (Recorder,), {}),
+        ExternalStream=type("ExternalStream", (Recorder,), {})))
+    fake_torch = types.SimpleNamespace(cuda=types.SimpleNamespace(
+        current_stream=lambda index: types.SimpleNamespace(cuda_stream=1234 + index)))
+    monkeypatch.setitem(sys.modules, "cupy", fake_cupy)
+    with _arrays._torch_stream(fake_torch, 1):
+        calls.append(("body",))
+    assert calls == [("Device", (1,)), ("enter", "Device"),
+                     ("ExternalStream", (1235, 1)), ("enter", "ExternalStream"), ("body",),
+                     ("exit", "ExternalStream"), ("exit", "Device")]
+
+
+# --- JAX -------------------------------------------------------------------------------
+
+
+def test_jax_arrays(monkeypatch):
+    jnp = pytest.importorskip("jax.numpy", reason="JAX is not installed (pip install 'lossbackends[jax]')")
+    jax = sys.modules["jax"]
+    value = lb.mse(jnp.array([1.0, 2.0]), jnp.array([0.0, 0.0]))
+    assert isinstance(value, jax.Array) and value.shape == () and float(value) == 2.5
+    seen = _spy(monkeypatch, "mse", "numpy")
+    y, p = jnp.linspace(0, 1, 1000), jnp.linspace(-1, 2, 1000)
+    value, grad = lb.mse.value_and_grad(y, p, backend="numpy")
+    assert isinstance(grad, jax.Array) and grad.dtype == jnp.float32
+    assert grad.unsafe_buffer_pointer() == seen["grad"]  # the kernel's buffer, no copy
+    assert seen["p"] == p.unsafe_buffer_pointer()
+    np.testing.assert_allclose(np.asarray(grad), 2 * (np.asarray(p) - np.asarray(y)) / 1000,
+                               rtol=1e-6)
+    with pytest.raises(ValueError, match="immutable"):
+        lb.mse.grad(y, p, out=p)
+    bf = lb.mse.value_and_grad(y.astype(jnp.bfloat16), p.astype(jnp.bfloat16))
+    assert bf[0].dtype == bf[1].dtype == jnp.bfloat16
+
+
+def test_bfloat16_cuda_tensors_reach_the_kernels_as_their_bits(monkeypatch):
+    """The CPU side of torch's bfloat16 CUDA path, with CPU tensors posing as CUDA ones:
+    the kernel gets float16 views of the bits inside a HALF_IS_BFLOAT16 block (the CuPy
+    backend then runs the bf16_t kernels), writes bfloat16 bits, and the results are
+    bfloat16 tensors over that memory (tests/test_gpu.py runs it on a GPU)."""
+    from lossbackends._arrays import HALF_IS_BFLOAT16
+
+    monkeypatch.setattr(_arrays._Torch, "device", lambda self, x: (_arrays.CUDA, 0))
+    monkeypatch.setattr(_arrays._Torch, "to_native", lambda self, x, device: x.detach().numpy())
+    monkeypatch.setattr(_arrays._Torch, "stream", lambda self, x, device: contextlib.nullcontext())
+    seen = {}
+    kernel = _dispatch.kernel_for("mse", "numpy")
+
+    def bits(a):  # a float16 array of bfloat16 bits, as float32 values
+        return torch.from_numpy(np.ascontiguousarray(a)).view(torch.bfloat16).float().numpy()
+
+    def fake_bf16_kernel(y, p, weight, params, reduction, scale, grad, want_value):
+        assert HALF_IS_BFLOAT16.get() and p.dtype == np.float16 and y.dtype == np.float16
+        seen.update(p=p.ctypes.data, grad=None if grad is None else grad.ctypes.data)
+        y32, p32 = bits(y), bits(p)
+        w32 = None if weight is None else bits(weight)
+        g32 = None if grad is None else np.empty(p.shape, np.float32)
+        value = kernel(y32, p32, w32, params, reduction, scale, g32, want_value)
+        if grad is not None:
+            grad[...] = torch.from_numpy(g32).to(torch.bfloat16).view(torch.float16).numpy()
+        if value is None:
+            return None
+        as_bits = torch.from_numpy(np.asarray(value, np.float32)).to(torch.bfloat16)
+        return as_bits.view(torch.float16).numpy()
+
+    monkeypatch.setitem(_dispatch._REGISTRY, ("mse", "numpy"), fake_bf16_kernel)
+    monkeypatch.setattr(_dispatch, "_ROUTES", {})
+    y = torch.linspace(-1, 1, 16, dtype=torch.bfloat16)
+    p = torch.linspace(0, 3, 16, dtype=torch.bfloat16)
+    value, grad = lb.mse.value_and_grad(y, p, backend="numpy", reduction="sum")
+    assert not HALF_IS_BFLOAT16.get()
+    assert value.dtype == grad.dtype == torch.bfloat16 and seen["p"] == p.data_ptr()
+    assert grad.data_ptr() == seen["grad"]  # the kernel's buffer, viewed as bfloat16
+    expected = 2 * (p.float() - y.float())
+    torch.testing.assert_close(grad, expected.to(torch.bfloat16))
+    torch.testing.assert_close(value.float(), ((p.float() - y.float()) ** 2).sum(),
+                               rtol=1e-2, atol=0)
+    # float32 targets and weights are cast to bfloat16 (the front sees float16 views only)
+    value2 = lb.mse(y.float(), p, weight=torch.ones(16), backend="numpy", reduction="sum")
+    assert value2 == value
+    with pytest.raises(TypeError, match="must be a torch tensor"):
+        lb.mse(y.float().numpy(), p, backend="numpy")
+    q = p.clone()
+    _, grad = lb.mse.value_and_grad(y, q, out=q, backend="numpy", reduction="sum")
+    assert grad is q and seen["grad"] == seen["p"] == q.data_ptr()
+    torch.testing.assert_close(q, expected.to(torch.bfloat16))

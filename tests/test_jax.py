@@ -1,0 +1,171 @@
+"""lossbackends.jax: custom-VJP losses under jit, grad and vmap, against jax.grad of
+references written in jax.numpy."""
+
+from __future__ import annotations
+
+import types
+
+import numpy as np
+import pytest
+
+jax = pytest.importorskip("jax", reason="JAX is not installed (pip install 'lossbackends[jax]')")
+import jax.numpy as jnp  # noqa: E402
+
+import lossbackends.jax as lbj  # noqa: E402
+
+
+def _reduce(losses, reduction, denominator=None):
+    if reduction == "none":
+        return losses
+    total = jnp.sum(losses)
+    if reduction == "sum":
+        return total
+    return total / (losses.size if denominator is None else denominator)
+
+
+def ref_elementwise(name, y, p, reduction="mean", weight=None, pos_weight=None, eps=1e-15,
+                    margin=1.0):
+    if name == "mse":
+        losses = (p - y) ** 2
+    elif name == "binary_cross_entropy":
+        e = max(eps, float(jnp.finfo(p.dtype).eps))
+        pc = jnp.clip(p, e, 1 - e)
+        losses = -(y * jnp.log(pc) + (1 - y) * jnp.log(1 - pc))
+    elif name == "binary_cross_entropy_with_logits":
+        q = 1.0 if pos_weight is None else pos_weight
+        losses = q * y * jax.nn.softplus(-p) + (1 - y) * jax.nn.softplus(p)
+    else:
+        losses = jnp.maximum(0.0, margin - y * p)
+    if weight is not None:
+        losses = losses * weight
+    return _reduce(losses, reduction)
+
+
+def ref_cross_entropy(t, x, reduction="mean", class_weight=None, ignore_index=-100,
+                      label_smoothing=0.0):
+    classes = x.shape[-1]
+    w = jnp.ones(classes) if class_weight is None else class_weight
+    kept = t != ignore_index
+    onehot = jax.nn.one_hot(jnp.where(kept, t, 0), classes)
+    q = (1 - label_smoothing) * onehot + label_smoothing / classes
+    losses = jnp.sum(w * q * -jax.nn.log_softmax(x), axis=-1) * kept
+    return _reduce(losses, reduction, jnp.sum(w[jnp.where(kept, t, 0)] * kept))
+
+
+def _inputs(name, shape, seed=0):
+    rng = np.random.default_rng(seed)
+    if name == "binary_cross_entropy":
+        y, p = (rng.random(shape) < 0.5), rng.uniform(0.05, 0.95, shape)
+    elif name == "hinge":
+        y = np.where(rng.random(shape) < 0.5, -1.0, 1.0)
+        p = rng.normal(0, 2, shape)
+        p[np.abs(1 - y * p) < 0.05] += 0.2
+    else:
+        y, p = rng.random(shape), rng.normal(0, 2, shape)
+    return jnp.asarray(y, jnp.float32), jnp.asarray(p, jnp.float32)
+
+
+ELEMENTWISE_CASES = [
+    ("mse", {}),
+    ("mse", {"weight": "same"}),
+    ("binary_cross_entropy", {"weight": "last"}),
+    ("binary_cross_entropy_with_logits", {"weight": "same", "pos_weight": "last"}),
+    ("hinge", {"margin": 0.5}),
+]
+
+
+def _options(spec, shape):
+    rng = np.random.default_rng(9)
+    options = {}
+    for key, value in spec.items():
+        if value == "same":
+            options[key] = jnp.asarray(rng.uniform(0.5, 2, shape), jnp.float32)
+        elif value == "last":
+            options[key] = jnp.asarray(rng.uniform(0.5, 2, shape[-1]), jnp.float32)
+        else:
+            options[key] = value
+    return options
+
+
+def _check(ours, reference, p, reduction):
+    """Value under jit and the VJP with a random cotangent, against the reference's."""
+    value = jax.jit(ours)(p)
+    np.testing.assert_allclose(value, reference(p), rtol=2e-5, atol=1e-6)
+    value, vjp = jax.vjp(ours, p)
+    ref_value, ref_vjp = jax.vjp(reference, p)
+    cotangent = jnp.asarray(np.random.default_rng(3).normal(size=np.shape(ref_value)), jnp.float32)
+    np.testing.assert_allclose(vjp(cotangent)[0], ref_vjp(cotangent)[0], rtol=2e-5, atol=1e-6)
+    if reduction != "none":
+        np.testing.assert_allclose(jax.jit(jax.grad(ours))(p), jax.grad(reference)(p),
+                                   rtol=2e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+@pytest.mark.parametrize(("name", "spec"), ELEMENTWISE_CASES)
+def test_elementwise(name, spec, reduction):
+    y, p = _inputs(name, (6, 4))
+    options = _options(spec, (6, 4))
+    _check(lambda p: getattr(lbj, name)(y, p, reduction=reduction, **options),
+           lambda p: ref_elementwise(name, y, p, reduction=reduction, **options), p, reduction)
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+@pytest.mark.parametrize("options", [{}, {"class_weight": "classes", "ignore_index": 2,
+                                          "label_smoothing": 0.2}])
+def test_cross_entropy(options, reduction):
+    rng = np.random.default_rng(1)
+    x = jnp.asarray(rng.normal(0, 2, (7, 5)), jnp.float32)
+    t = jnp.asarray(rng.integers(0, 5, 7))
+    if options:
+        options = {**options, "class_weight": jnp.asarray(rng.uniform(0.5, 2, 5), jnp.float32)}
+    _check(lambda x: lbj.cross_entropy(t, x, reduction=reduction, **options),
+           lambda x: ref_cross_entropy(t, x, reduction=reduction, **options), x, reduction)
+
+
+def test_vmap_keeps_examples_apart():
+    y, p = _inputs("mse", (3, 8))
+    per_example = jax.vmap(lambda y, p: lbj.mse(y, p))(y, p)
+    np.testing.assert_allclose(per_example, jnp.mean((p - y) ** 2, axis=1), rtol=1e-6)
+    grads = jax.jit(jax.vmap(jax.grad(lambda p, y: lbj.mse(y, p))))(p, y)
+    np.testing.assert_allclose(grads, 2 * (p - y) / 8, rtol=1e-6)
+    x = jnp.asarray(np.random.default_rng(2).normal(size=(2, 4, 3)), jnp.float32)
+    t = jnp.array([[0, 1, 2, 1], [2, 2, 0, 1]])
+    grads = jax.vmap(jax.grad(lambda x, t: lbj.cross_entropy(t, x)))(x, t)
+    expected = jax.vmap(jax.grad(lambda x, t: ref_cross_entropy(t, x)))(x, t)
+    np.testing.assert_allclose(grads, expected, rtol=2e-5, atol=1e-7)
+
+
+def test_bad_label_gives_nan_rows_inside_jit():
+    x = jnp.asarray(np.random.default_rng(4).normal(size=(3, 4)), jnp.float32)
+    t = jnp.array([1, 9, 2])
+    losses = np.asarray(jax.jit(lambda x: lbj.cross_entropy(t, x, reduction="none"))(x))
+    grad = np.asarray(jax.jit(jax.grad(lambda x: lbj.cross_entropy(t, x, reduction="sum")))(x))
+    assert np.isnan(losses[1]) and np.isfinite(losses[[0, 2]]).all()
+    assert np.isnan(grad[1]).all() and np.isfinite(grad[[0, 2]]).all()
+
+
+def test_gpu_arrays_raise(monkeypatch):
+    fake = types.SimpleNamespace(devices=lambda: [types.SimpleNamespace(platform="gpu")])
+    with pytest.raises(ValueError, match="computes on the CPU, but y_pred is on gpu"):
+        lbj._check_device(fake, "y_pred")
+    monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
+    with pytest.raises(ValueError, match="on gpu"):
+        jax.jit(lambda p: lbj.mse(jnp.zeros(2), p))(jnp.ones(2))
+
+
+def test_bfloat16_and_errors():
+    y, p = _inputs("mse", (16,))
+    value, grad = jax.value_and_grad(lambda p: lbj.mse(y, p))(p.astype(jnp.bfloat16))
+    assert value.dtype == grad.dtype == jnp.bfloat16
+    np.testing.assert_allclose(grad.astype(jnp.float32), 2 * (p - y) / 16, rtol=2e-2, atol=1e-3)
+    with pytest.raises(TypeError, match="no backend= or out="):
+        lbj.mse(y, p, out=p)
+    with pytest.raises(TypeError, match="floating"):
+        lbj.mse(y, jnp.arange(16))
+
+
+def test_doctests():
+    import doctest
+
+    results = doctest.testmod(lbj, optionflags=doctest.NORMALIZE_WHITESPACE)
+    assert results.attempted >= 3 and results.failed == 0

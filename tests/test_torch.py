@@ -1,0 +1,221 @@
+"""lossbackends.torch: torch.nn.functional's losses as custom ops with our fused kernels."""
+
+from __future__ import annotations
+
+import pytest
+
+torch = pytest.importorskip("torch", reason="torch is not installed (pip install 'lossbackends[torch]')")
+import torch.nn.functional as F  # noqa: E402
+
+import lossbackends.torch as lbt  # noqa: E402
+
+D = torch.float64
+
+
+def _gen(seed=0):
+    return torch.Generator().manual_seed(seed)
+
+
+def _hinge_reference(input, target, margin=1.0, reduction="mean", weight=None):
+    losses = torch.clamp(margin - target * input, min=0)
+    if weight is not None:
+        losses = losses * weight
+    return {"mean": losses.mean, "sum": losses.sum}.get(reduction, lambda: losses)()
+
+
+def _case(name, shape=(5, 4), seed=0):
+    """(input, target, tensor options) for ``name``: inputs away from kinks and clips."""
+    g = _gen(seed)
+    if name == "cross_entropy":
+        x = torch.randn(shape, generator=g, dtype=D) * 2
+        t = torch.randint(0, shape[1], (shape[0],) + shape[2:], generator=g)
+        return x, t
+    if name == "binary_cross_entropy":
+        return (torch.rand(shape, generator=g, dtype=D) * 0.9 + 0.05,
+                (torch.rand(shape, generator=g) < 0.5).to(D))
+    if name == "hinge":
+        t = torch.where(torch.rand(shape, generator=g) < 0.5, -1.0, 1.0).to(D)
+        s = torch.randn(shape, generator=g, dtype=D) * 2
+        s = torch.where((1 - t * s).abs() < 0.05, s + 0.2 * t, s)  # off the kink
+        return s, t
+    return torch.randn(shape, generator=g, dtype=D), torch.rand(shape, generator=g, dtype=D)
+
+
+# (our function, its options, torch's function with the same options)
+CASES = {
+    "mse": ("mse_loss", {}, F.mse_loss),
+    "mse-weight": ("mse_loss", {"weight": "elementwise"}, F.mse_loss),
+    "bce": ("binary_cross_entropy", {}, F.binary_cross_entropy),
+    "bce-weight": ("binary_cross_entropy", {"weight": "row"}, F.binary_cross_entropy),
+    "bce-logits": ("binary_cross_entropy_with_logits", {}, F.binary_cross_entropy_with_logits),
+    "bce-logits-weights": ("binary_cross_entropy_with_logits",
+                           {"weight": "row", "pos_weight": "last"},
+                           F.binary_cross_entropy_with_logits),
+    "ce": ("cross_entropy", {}, F.cross_entropy),
+    "ce-options": ("cross_entropy", {"weight": "classes", "ignore_index": 1,
+                                     "label_smoothing": 0.2}, F.cross_entropy),
+    "ce-probabilities": ("cross_entropy", {"probabilities": True, "weight": "classes",
+                                           "label_smoothing": 0.1}, F.cross_entropy),
+    "hinge": ("hinge", {"margin": 0.5, "weight": "elementwise"}, _hinge_reference),
+}
+
+
+def _arguments(case, shape=(5, 4)):
+    name, spec, reference = CASES[case]
+    x, t = _case(name, shape)
+    options = {}
+    g = _gen(7)
+    for key, value in spec.items():
+        if value == "elementwise":
+            options[key] = torch.rand(shape, generator=g, dtype=D) + 0.5
+        elif value == "row":
+            options[key] = torch.rand(shape[-1], generator=g, dtype=D) + 0.5
+        elif value == "last":
+            options[key] = torch.rand(shape[-1], generator=g, dtype=D) * 3
+        elif value == "classes":
+            options[key] = torch.rand(shape[1], generator=g, dtype=D) + 0.5
+        elif key == "probabilities":
+            t = torch.softmax(torch.randn(shape, generator=g, dtype=D), dim=1)
+        else:
+            options[key] = value
+    return getattr(lbt, name), reference, x, t, options
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+@pytest.mark.parametrize("case", CASES)
+def test_equal_to_torch(case, reduction):
+    ours, reference, x, t, options = _arguments(case)
+    x.requires_grad_()
+    value = ours(x, t, reduction=reduction, **options)
+    expected = reference(x, t, reduction=reduction, **options)
+    torch.testing.assert_close(value, expected, rtol=1e-12, atol=1e-14)
+    upstream = torch.randn(expected.shape, generator=_gen(3), dtype=D)  # random, not ones
+    (grad,) = torch.autograd.grad(value, x, upstream)
+    (expected_grad,) = torch.autograd.grad(expected, x, upstream)
+    torch.testing.assert_close(grad, expected_grad, rtol=1e-10, atol=1e-14)
+
+
+@pytest.mark.parametrize("reduction", ["mean", "none"])
+@pytest.mark.parametrize("case", CASES)
+def test_gradcheck(case, reduction):
+    ours, _, x, t, options = _arguments(case, (3, 4))
+    x.requires_grad_()
+    assert torch.autograd.gradcheck(lambda a: ours(a, t, reduction=reduction, **options), (x,))
+
+
+def test_ignored_rows_and_three_dimensional_logits():
+    x = torch.randn(3, 5, 2, generator=_gen(4), dtype=D, requires_grad=True)  # classes on dim 1
+    t = torch.tensor([[0, -100], [4, 2], [-100, -100]])
+    loss = lbt.cross_entropy(x, t, label_smoothing=0.3)
+    torch.testing.assert_close(loss, F.cross_entropy(x, t, label_smoothing=0.3))
+    loss.backward()
+    assert torch.all(x.grad[2] == 0) and torch.all(x.grad[0, :, 1] == 0)
+    assert torch.autograd.gradcheck(lambda a: lbt.cross_entropy(a, t, reduction="none"), (x,))
+
+
+def test_non_contiguous_inputs():
+    x = torch.randn(4, 6, generator=_gen(5), dtype=D).T.requires_grad_()  # (6, 4), strided
+    t = torch.rand(4, 6, generator=_gen(6), dtype=D).T
+    assert not x.is_contiguous() and not t.is_contiguous()
+    value = lbt.mse_loss(x, t)
+    torch.testing.assert_close(value, F.mse_loss(x, t))
+    assert torch.autograd.gradcheck(lambda a: lbt.binary_cross_entropy_with_logits(a, t), (x,))
+    logits = torch.randn(5, 3, generator=_gen(8), dtype=D)[:, ::2].requires_grad_()
+    labels = torch.tensor([0, 1, 1, 0, 1])
+    assert torch.autograd.gradcheck(lambda a: lbt.cross_entropy(a, labels), (logits,))
+
+
+def test_modules():
+    weight = torch.rand(4, dtype=D) + 0.5
+    module = lbt.CrossEntropyLoss(weight, ignore_index=2, label_smoothing=0.1)
+    assert torch.equal(module.weight, weight) and "weight" in dict(module.named_buffers())
+    x, t = _case("cross_entropy")
+    torch.testing.assert_close(
+        module(x, t), torch.nn.CrossEntropyLoss(weight, ignore_index=2, label_smoothing=0.1)(x, t))
+    x, t = _case("mse")
+    torch.testing.assert_close(lbt.MSELoss(reduction="sum")(x, t), F.mse_loss(x, t, reduction="sum"))
+    p, y = _case("binary_cross_entropy")
+    torch.testing.assert_close(lbt.BCELoss()(p, y), F.binary_cross_entropy(p, y))
+    torch.testing.assert_close(lbt.BCEWithLogitsLoss(pos_weight=torch.tensor(2.0, dtype=D))(x, t),
+                               F.binary_cross_entropy_with_logits(x, t, pos_weight=torch.tensor(2.0, dtype=D)))
+    s, labels = _case("hinge")
+    torch.testing.assert_close(lbt.HingeLoss(margin=2.0)(s, labels), _hinge_reference(s, labels, 2.0))
+    # the legacy size_average / reduce arguments, as torch reads them (and warns)
+    with pytest.warns(UserWarning, match="size_average"):
+        legacy = lbt.mse_loss(x, t, size_average=False)
+    torch.testing.assert_close(legacy, F.mse_loss(x, t, reduction="sum"))
+
+
+def test_doctests():
+    import doctest
+
+    results = doctest.testmod(lbt, optionflags=doctest.NORMALIZE_WHITESPACE)
+    assert results.attempted >= 3 and results.failed == 0
+
+
+def test_second_derivatives_raise():
+    x, t = _case("mse")
+    x.requires_grad_()
+    (grad,) = torch.autograd.grad(lbt.mse_loss(x, t), x, create_graph=True)
+    with pytest.raises(RuntimeError, match="first derivatives only"):
+        grad.sum().backward()
+
+
+def test_target_requiring_grad_is_an_error():
+    x, t = _case("mse")
+    with pytest.raises(ValueError, match="input only"):
+        lbt.mse_loss(x, t.requires_grad_())
+
+
+def test_inplace_backward_only_when_asked():
+    x, t = _case("cross_entropy", (6, 5))
+    leaf = x.clone().requires_grad_()
+    logits = leaf * 2.0  # a non-leaf, as out of a linear layer
+    before = logits.detach().clone()
+    loss = lbt.cross_entropy(logits, t)
+    assert torch.equal(logits.detach(), before)  # the default never writes into input
+    loss.backward()
+    expected = leaf.grad.clone()
+    leaf.grad = None
+    logits = leaf * 2.0
+    pointer = logits.data_ptr()
+    loss2 = lbt.cross_entropy(logits, t, inplace_backward=True)
+    assert not torch.equal(logits.detach(), before)  # now input holds the gradient
+    loss2.backward()
+    torch.testing.assert_close(loss2, loss)
+    torch.testing.assert_close(leaf.grad, expected)
+    assert logits.data_ptr() == pointer
+
+
+def test_bfloat16():
+    x, t = _case("mse", (64,))
+    xb, tb = x.to(torch.bfloat16).requires_grad_(), t.to(torch.bfloat16)
+    loss = lbt.mse_loss(xb, tb, reduction="sum")
+    loss.backward()
+    assert loss.dtype == xb.grad.dtype == torch.bfloat16
+    torch.testing.assert_close(loss.float(), F.mse_loss(xb.float(), tb.float(), reduction="sum"),
+                               rtol=1e-2, atol=0)
+    torch.testing.assert_close(xb.grad.float(), 2 * (xb.detach().float() - tb.float()),
+                               rtol=1e-2, atol=1e-2)
+
+
+def test_compiled_training_step():
+    """One compile (AOTAutograd through the fake implementation and the autograd formula;
+    the aot_eager backend skips Inductor's C++ build, which costs ~20 s on CI's 2 cores)."""
+    torch.manual_seed(0)
+    model = torch.nn.Linear(8, 4, dtype=D)
+    x, t = torch.randn(16, 8, dtype=D), torch.randint(0, 4, (16,))
+
+    def forward(x, t):
+        return lbt.cross_entropy(model(x), t, label_smoothing=0.1)
+
+    compiled = torch.compile(forward, fullgraph=True, backend="aot_eager")
+    loss = compiled(x, t)
+    loss.backward()
+    grads = [p.grad.clone() for p in model.parameters()]
+    model.zero_grad()
+    expected = F.cross_entropy(model(x), t, label_smoothing=0.1)
+    expected.backward()
+    torch.testing.assert_close(loss, expected)
+    for got, want in zip(grads, (p.grad for p in model.parameters()), strict=True):
+        torch.testing.assert_close(got, want)

@@ -1,0 +1,39 @@
+"""check_labels=False: a bad class index gives its row a NaN loss and gradient on every
+backend (the GPU skips the check's synchronisation; JAX's traced calls cannot raise)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from conftest import host, on
+from reference import cross_entropy as ce_reference
+
+import lossbackends as lb
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+@pytest.mark.parametrize("dtype", ["float32", "float16"])
+def test_bad_labels_give_nan_rows(backend, reduction, dtype):
+    rng = np.random.default_rng(0)
+    x = rng.normal(0, 2, (6, 5)).astype(dtype)
+    t = np.array([0, 7, 2, -100, -3, 4])  # rows 1 and 4 are bad, row 3 ignored
+    with pytest.raises(ValueError, match="not a class index"):
+        lb.cross_entropy(on(backend, t), on(backend, x), backend=backend)
+    value, grad = lb.cross_entropy.value_and_grad(on(backend, t), on(backend, x),
+                                                  reduction=reduction, check_labels=False,
+                                                  backend=backend)
+    value, grad = host(value), host(grad)
+    good = np.array([True, False, True, True, False, True])
+    assert np.isnan(grad[~good]).all() and np.isfinite(grad[good]).all()
+    assert (grad[3] == 0).all()
+    if reduction == "none":
+        assert np.isnan(value[~good]).all()
+        ref, _ = ce_reference(np.where(good, t, -100), x, reduction="none")
+        np.testing.assert_allclose(value[good], ref[good], rtol=2e-3 if dtype == "float16" else 1e-5)
+    else:
+        assert np.isnan(value)
+    # the good rows' gradient is the one they have when the bad rows are ignored ("sum")
+    if reduction == "sum":
+        _, ref_grad = ce_reference(np.where(good, t, -100), x, reduction="sum")
+        np.testing.assert_allclose(grad[good], ref_grad[good], rtol=2e-3 if dtype == "float16" else 1e-5,
+                                   atol=1e-3 if dtype == "float16" else 1e-7)
