@@ -1,10 +1,15 @@
 // Softmax cross-entropy: the loss of each row and its gradient in one launch.
 //
-// Per row i with logits x, (smoothed) target q and class weights w:
-//   loss_i = coef * lse - dot,        coef = sum_c w_c q_c,  dot = sum_c w_c q_c x_c
+// Per row i with logits x, (smoothed) target q and class weights w, and z = x - max(x):
+//   loss_i = coef * log(sum_c exp z_c) - dot,  coef = sum_c w_c q_c,  dot = sum_c w_c q_c z_c
 //   grad_ic = (softmax(x)_c * coef - w_c q_c) * scale
 // For class indices q is (1 - e) onehot(y) + e / C, so coef = (1 - e) w_y + (e / C) W and
-// dot = (1 - e) w_y x_y + (e / C) sum_c w_c x_c, with W = sum_c w_c.
+// dot = (1 - e) w_y z_y + (e / C) sum_c w_c z_c, with W = sum_c w_c.
+// Both terms of the loss are >= 0, so nothing cancels (lse - x_y would, for large logits).
+// z = 0 where a logit equals the max, also when both are infinite (not inf - inf = NaN):
+// the limit where those logits grow together, so the softmax is uniform over them (over
+// the whole row when every logit is -inf). A sum of w (x - ref) found against a part's
+// own max ref moves to the row's max by adding W (ref - max): terms of one sign again.
 //
 // Kernels by class count:
 // - ce_small: C <= 32. A block stages 128 rows in shared memory with coalesced loads; a
@@ -40,40 +45,74 @@ __device__ __forceinline__ RowTarget row_target(const i64* labels, i64 row, i64 
     return t;
 }
 
-// The per-element share of the row sums before the max is known: `a` and `b` are
-// (x_y, sum w x, sum w) for labels, (sum w q x, sum w q) for probabilities.
+// x - top, with 0 where x equals the max `top` (also when both are infinite).
+template <typename A> __device__ __forceinline__ A shifted(A x, A top) {
+    return x == top ? A(0) : x - top;
+}
+
+// A sum of weight * (x - ref) moved to the reference top >= ref. No weight, no change
+// (0 * (-inf) = 0).
+template <typename A> __device__ __forceinline__ A reshift(A sum, A weight, A ref, A top) {
+    return weight == A(0) ? sum : sum + weight * shifted(ref, top);
+}
+
+// The running sums of a row: `a` with its weight sum `wa` and `b` with `wb`, each of
+// weight * z: (z_y, 1) and (sum (e / C) w z, sum (e / C) w) for labels, (sum w q z,
+// sum w q) for probabilities. Each term is weighted before the sum: terms of one sign,
+// so a sum never overflows before its final value does.
+template <typename A> struct TargetSums {
+    A a, wa, b, wb;
+};
+
+template <typename A> __device__ __forceinline__ TargetSums<A> no_target_sums() {
+    TargetSums<A> ts;
+    ts.a = ts.wa = ts.b = ts.wb = 0;
+    return ts;
+}
+
+template <typename A>
+__device__ __forceinline__ void reshift_sums(TargetSums<A>& ts, A ref, A top) {
+    ts.a = reshift(ts.a, ts.wa, ref, top);
+    ts.b = reshift(ts.b, ts.wb, ref, top);
+}
+
+// The share of element c, with z = x_c - ref for the reference of the sums.
 template <typename T, typename A>
-__device__ __forceinline__ void gather_terms(A x, i64 c, const RowTarget& t, const T* probs_row,
+__device__ __forceinline__ void gather_terms(A z, i64 c, const RowTarget& t, const T* probs_row,
                                              const T* class_weight, A smoothing, A inv_classes,
-                                             A& a, A& b, A& wsum) {
+                                             TargetSums<A>& ts) {
     if (t.kind == 3) {
         A wq = to_acc(probs_row[c]) * (A(1) - smoothing) + smoothing * inv_classes;
         if (class_weight) wq *= to_acc(class_weight[c]);
-        if (wq != A(0)) a += wq * x;  // 0 * (-inf) = 0: a class of no probability costs nothing
-        b += wq;
+        if (wq != A(0)) ts.a += wq * z;  // 0 * (-inf) = 0: a class of no probability costs nothing
+        ts.wa += wq;
     } else {
-        if (c == t.label) a += x;
+        if (c == t.label) {
+            ts.a += z;
+            ts.wa += A(1);
+        }
         if (smoothing != A(0)) {
-            const A w = class_weight ? to_acc(class_weight[c]) : A(1);
-            b += w * x;
-            wsum += w;
+            const A w = smoothing * inv_classes * (class_weight ? to_acc(class_weight[c]) : A(1));
+            if (w != A(0)) ts.b += w * z;
+            ts.wb += w;
         }
     }
 }
 
-// coef and dot of a row from its reduced sums.
+// coef and dot of a row from its reduced sums (against the row's max).
 template <typename T, typename A>
-__device__ __forceinline__ void row_coefficients(const RowTarget& t, A a, A b, A wsum,
+__device__ __forceinline__ void row_coefficients(const RowTarget& t, const TargetSums<A>& ts,
                                                  const T* class_weight, A smoothing,
                                                  A inv_classes, A& coef, A& dot) {
     if (t.kind == 3) {
-        coef = b;
-        dot = a;
+        coef = ts.wa;
+        dot = ts.a;
         return;
     }
     const A label_w = (t.kind == 1 && class_weight) ? to_acc(class_weight[t.label]) : A(1);
-    coef = (A(1) - smoothing) * label_w + smoothing * inv_classes * wsum;
-    dot = (A(1) - smoothing) * label_w * a + smoothing * inv_classes * b;
+    const A keep = (A(1) - smoothing) * label_w;
+    coef = keep + ts.wb;
+    dot = (keep == A(0) ? A(0) : keep * ts.a) + ts.b;
 }
 
 // The gradient of one element: (softmax * coef - w q) * scale, from e = exp(x - max).
@@ -124,22 +163,20 @@ __global__ void __launch_bounds__(128) ce_small(
         A* x = tile + threadIdx.x * classes;
         const RowTarget t = row_target(labels, row, classes, ignore_index, error);
         const T* probs_row = probs ? probs + row * classes : 0;
-        A m = neg_inf<A>(), a = 0, b = 0, wsum = 0;
-        for (i64 c = 0; c < classes; ++c) {
-            m = fmax(m, x[c]);
-            gather_terms<T, A>(x[c], c, t, probs_row, class_weight, smoothing, inv_classes, a, b, wsum);
-        }
-        if (m == neg_inf<A>()) m = 0;  // an all -inf row: exp(-inf) = 0, no inf - inf
+        A m = neg_inf<A>();
+        for (i64 c = 0; c < classes; ++c) m = fmax(m, x[c]);
+        TargetSums<A> ts = no_target_sums<A>();
         A s = 0;
         for (i64 c = 0; c < classes; ++c) {
-            const A e = row_exp<T>(x[c] - m);
+            const A z = shifted(x[c], m);
+            gather_terms<T, A>(z, c, t, probs_row, class_weight, smoothing, inv_classes, ts);
+            const A e = row_exp<T>(z);
             x[c] = e;
             s += e;
         }
         A coef, dot;
-        row_coefficients<T, A>(t, a, b, wsum, class_weight, smoothing, inv_classes, coef, dot);
-        const A lse = m + log(s);
-        A loss = coef * lse - dot;
+        row_coefficients<T, A>(t, ts, class_weight, smoothing, inv_classes, coef, dot);
+        A loss = coef * log(s) - dot;
         if (t.kind == 0) loss = 0;
         if (t.kind == 2) loss = quiet_nan<A>();
         if (row_out) row_out[row] = from_acc<T>(loss);
@@ -168,30 +205,34 @@ __global__ void __launch_bounds__(128) ce_small(
 
 // ---------------------------------------------------------------------------------------
 // The state of a row's reduction, combined in one pass (online softmax): m the running max,
-// s the sum of exp(x - m), and the target sums a, b, w of gather_terms. Combining is
+// s the sum of exp(x - m), and the target sums of gather_terms against m. Combining is
 // commutative, so every lane of a butterfly ends with the same bits.
 template <typename A> struct RowState {
-    A m, s, a, b, w;
+    A m, s;
+    TargetSums<A> ts;
 };
 
 template <typename A> __device__ __forceinline__ RowState<A> empty_state() {
     RowState<A> st;
     st.m = neg_inf<A>();
-    st.s = st.a = st.b = st.w = 0;
+    st.s = 0;
+    st.ts = no_target_sums<A>();
     return st;
 }
 
 template <typename A>
 __device__ __forceinline__ RowState<A> combine(RowState<A> x, const RowState<A>& y) {
     const A top = fmax(x.m, y.m);
-    // a part whose max is -inf holds no mass: scale 0, not exp(-inf + inf) = NaN
-    const A fx = x.m == neg_inf<A>() ? A(0) : exp(x.m - top);
-    const A fy = y.m == neg_inf<A>() ? A(0) : exp(y.m - top);
-    x.s = x.s * fx + y.s * fy;
+    // an empty part (m = -inf, s = 0) adds 0 * exp(finite) = 0
+    x.s = x.s * exp(shifted(x.m, top)) + y.s * exp(shifted(y.m, top));
+    reshift_sums(x.ts, x.m, top);
+    TargetSums<A> ys = y.ts;
+    reshift_sums(ys, y.m, top);
+    x.ts.a += ys.a;
+    x.ts.wa += ys.wa;
+    x.ts.b += ys.b;
+    x.ts.wb += ys.wb;
     x.m = top;
-    x.a += y.a;
-    x.b += y.b;
-    x.w += y.w;
     return x;
 }
 
@@ -201,9 +242,10 @@ template <typename A> __device__ __forceinline__ RowState<A> warp_combine(RowSta
         RowState<A> y;
         y.m = __shfl_xor_sync(0xffffffffu, x.m, offset);
         y.s = __shfl_xor_sync(0xffffffffu, x.s, offset);
-        y.a = __shfl_xor_sync(0xffffffffu, x.a, offset);
-        y.b = __shfl_xor_sync(0xffffffffu, x.b, offset);
-        y.w = __shfl_xor_sync(0xffffffffu, x.w, offset);
+        y.ts.a = __shfl_xor_sync(0xffffffffu, x.ts.a, offset);
+        y.ts.wa = __shfl_xor_sync(0xffffffffu, x.ts.wa, offset);
+        y.ts.b = __shfl_xor_sync(0xffffffffu, x.ts.b, offset);
+        y.ts.wb = __shfl_xor_sync(0xffffffffu, x.ts.wb, offset);
         x = combine(x, y);
     }
     return x;
@@ -264,40 +306,35 @@ __device__ __forceinline__ void ce_rows_body(
         }
     }
     RowState<A> st = empty_state<A>();
-    A a = 0, b = 0, wsum = 0;
 #pragma unroll
     for (int k = 0; k < VPT; ++k) st.m = fmax(st.m, v[k]);
-    const A local_ref = st.m == neg_inf<A>() ? A(0) : st.m;  // all -inf: no inf - inf
+    const A own_max = st.m;
 #pragma unroll
     for (int k = 0; k < PACKS; ++k) {
 #pragma unroll
         for (int e = 0; e < W; ++e) {
             const i64 col = ((i64)k * THREADS + lane) * W + e;
+            const A z = shifted(v[k * W + e], own_max);
             if (col < classes)
-                gather_terms<T, A>(v[k * W + e], col, t, probs_row, class_weight, smoothing,
-                                   inv_classes, a, b, wsum);
-            v[k * W + e] = row_exp<T>(v[k * W + e] - local_ref);  // each exp once; padding gives 0
+                gather_terms<T, A>(z, col, t, probs_row, class_weight, smoothing, inv_classes,
+                                   st.ts);
+            v[k * W + e] = col < classes ? row_exp<T>(z) : A(0);  // each exp once
             st.s += v[k * W + e];
         }
     }
-    const A own_max = st.m;
-    st.a = a;
-    st.b = b;
-    st.w = wsum;
     st = row_combine<THREADS>(st);
-    const A row_ref = st.m == neg_inf<A>() ? A(0) : st.m;
     A coef, dot;
-    row_coefficients<T, A>(t, st.a, st.b, st.w, class_weight, smoothing, inv_classes, coef, dot);
+    row_coefficients<T, A>(t, st.ts, class_weight, smoothing, inv_classes, coef, dot);
     if (lane == 0) {
-        A loss = coef * (row_ref + log(st.s)) - dot;
+        A loss = coef * log(st.s) - dot;
         if (t.kind == 0) loss = 0;
         if (t.kind == 2) loss = quiet_nan<A>();
         write_row_loss<T, A>(loss, row, row_loss, row_out);
     }
     if (grad) {
         const A sc = read_scale(scale_ptr, scale);
-        // softmax = exp(x - local_ref) * exp(local_ref - row_ref) / s: one exp per thread
-        const A prob_scale = own_max == neg_inf<A>() ? A(0) : coef / st.s * exp(local_ref - row_ref);
+        // softmax = exp(x - own_max) * exp(own_max - row max) / s: one exp per thread
+        const A prob_scale = coef / st.s * exp(shifted(own_max, st.m));
         T* g_row = grad + row * classes;
 #pragma unroll
         for (int k = 0; k < PACKS; ++k) {
@@ -373,14 +410,19 @@ __device__ __forceinline__ void stream_fold(const Pack<T>& pk, int valid, i64 fi
     for (int e = 0; e < W; ++e) {
         x[e] = e < valid ? to_acc(pk.v[e]) : neg_inf<A>();
         top = fmax(top, x[e]);
-        if (e < valid)
-            gather_terms<T, A>(x[e], first_col + e, t, probs_row, class_weight, smoothing,
-                               inv_classes, st.a, st.b, st.w);
     }
-    if (top == neg_inf<A>()) return;  // nothing but -inf so far: no mass
-    A sum = st.m == neg_inf<A>() ? A(0) : st.s * exp(st.m - top);
+    // the state moves to the new max (the empty state: m = -inf, s = 0 stays 0)
+    A sum = st.s * exp(shifted(st.m, top));
+    reshift_sums(st.ts, st.m, top);
 #pragma unroll
-    for (int e = 0; e < W; ++e) sum += row_exp<T>(x[e] - top);
+    for (int e = 0; e < W; ++e) {
+        if (e < valid) {
+            const A z = shifted(x[e], top);
+            gather_terms<T, A>(z, first_col + e, t, probs_row, class_weight, smoothing,
+                               inv_classes, st.ts);
+            sum += row_exp<T>(z);
+        }
+    }
     st.s = sum;
     st.m = top;
 }
@@ -398,7 +440,7 @@ __device__ __forceinline__ void stream_store(const Pack<T>& pk, i64 k, T* g_row,
     Pack<T> out;
 #pragma unroll
     for (int e = 0; e < W; ++e) {
-        A g = grad_of<T, A>(row_exp<T>(to_acc(pk.v[e]) - m), k * W + e, t, prob_scale, probs_row,
+        A g = grad_of<T, A>(row_exp<T>(shifted(to_acc(pk.v[e]), m)), k * W + e, t, prob_scale, probs_row,
                             class_weight, smoothing, inv_classes, sc);
         if (t.kind == 0) g = 0;
         if (t.kind == 2) g = quiet_nan<A>();
@@ -428,11 +470,11 @@ __global__ void __launch_bounds__(1024) ce_stream(CE_ROWS_ARGS) {
         stream_fold<T>(one, 1, c, t, probs_row, class_weight, smoothing, inv_classes, st);
     }
     st = row_combine<1024>(st);
-    const A m = st.m == neg_inf<A>() ? A(0) : st.m;
+    const A m = st.m;
     A coef, dot;
-    row_coefficients<T, A>(t, st.a, st.b, st.w, class_weight, smoothing, inv_classes, coef, dot);
+    row_coefficients<T, A>(t, st.ts, class_weight, smoothing, inv_classes, coef, dot);
     if (threadIdx.x == 0) {
-        A loss = coef * (m + log(st.s)) - dot;
+        A loss = coef * log(st.s) - dot;
         if (t.kind == 0) loss = 0;
         if (t.kind == 2) loss = quiet_nan<A>();
         write_row_loss<T, A>(loss, row, row_loss, row_out);
@@ -447,7 +489,7 @@ __global__ void __launch_bounds__(1024) ce_stream(CE_ROWS_ARGS) {
                         inv_classes, sc);
     });
     for (i64 c = packs * W + threadIdx.x; c < classes; c += 1024) {
-        A g = grad_of<T, A>(row_exp<T>(to_acc(x_row[c]) - m), c, t, prob_scale, probs_row,
+        A g = grad_of<T, A>(row_exp<T>(shifted(to_acc(x_row[c]), m)), c, t, prob_scale, probs_row,
                             class_weight, smoothing, inv_classes, sc);
         if (t.kind == 0) g = 0;
         if (t.kind == 2) g = quiet_nan<A>();

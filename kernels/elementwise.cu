@@ -12,6 +12,12 @@ enum { MSE = 0, BCE = 1, BCE_LOGITS = 2, HINGE = 3, MAE = 4, HUBER = 5, SMOOTH_L
        LOG_COSH = 7, SQUARED_HINGE = 8, SOFT_MARGIN = 9, SIGMOID_FOCAL = 10, POISSON_NLL = 11,
        KL_DIV = 12, PINBALL = 13 };  // lossbackends/_cuda_sources.py LOSS_IDS
 
+// 1 / (1 + t) for t in [0, 1]. In float, __fdividef: within 2 ulp for a denominator in
+// [1, 2]; the IEEE division's slow path (for operands near the range limits, never met
+// here) made ptxas spill in BCE_LOGITS.
+__device__ __forceinline__ float reciprocal_of_1p(float t) { return __fdividef(1.0f, 1.0f + t); }
+__device__ __forceinline__ double reciprocal_of_1p(double t) { return 1.0 / (1.0 + t); }
+
 // The mathematics of each loss, once: the loss of one element and its derivative in p.
 // `o.a` is eps (BCE, already max(eps, dtype eps)) or the margin (hinge); `pos` is the
 // pos_weight of the element (BCE with logits). The second set's mathematics: losses.cuh.
@@ -29,17 +35,28 @@ __device__ __forceinline__ void loss_and_derivative(A y, A p, Options<A> o, A po
         loss = -(y * log(pc) + (A(1) - y) * log(A(1) - pc));
         d = (pc - y) / (pc * (A(1) - pc));
     } else if (LOSS == BCE_LOGITS) {
-        // PyTorch's stable form: (1 - y) x + lw softplus(-x), lw = 1 + (q - 1) y,
-        // softplus(-x) = max(-x, 0) + log1p(exp(-|x|)); gradient lw sigma(x) - q y.
+        // PyTorch's (1 - y) x + lw softplus(-x), lw = 1 + (q - 1) y = (1 - y) + q y,
+        // written c |x| + lw log1p(t), t = exp(-|x|), c = 1 - y for x >= 0 and q y below:
+        // terms of one sign for labels in [0, 1], nothing cancels; c = 0 at an infinite x
+        // gives the limit 0, not 0 * inf = NaN. Gradient lw sigma(x) - q y =
+        // (1 - y) sigma(x) - q y sigma(-x): no sigma(x) - 1 to cancel. A NaN x is not
+        // >= 0, and flows through t.
         const A t = exp(-fabs(p));
-        const A log_weight = A(1) + (pos - A(1)) * y;
-        loss = (A(1) - y) * p + log_weight * (fmax(-p, A(0)) + log1p(t));
-        const A sigma = (p >= A(0) ? A(1) : t) / (A(1) + t);
-        d = log_weight * sigma - pos * y;
-    } else if (LOSS == HINGE) {  // max(0, m - t s); -t where m - t s > 0 (0 at the kink)
-        const A slack = param - y * p;
+        const bool positive = p >= A(0);
+        const A keep = A(1) - y, hit = pos * y;
+        const A coef = positive ? keep : hit;
+        const A linear = coef == A(0) ? A(0) : coef * fabs(p);
+        loss = linear + (keep + hit) * log1p(t);
+        // sigma(x) = 1 / (1 + t) for x >= 0, t / (1 + t) below; sigma(-x) the other one
+        const A r = reciprocal_of_1p(t), tr = t * r;
+        d = keep * (positive ? r : tr) - hit * (positive ? tr : r);
+    } else if (LOSS == HINGE) {
+        // max(0, m - t s); -t where m - t s > 0 (0 at the kink), NaN for NaN
+        // a label of 0 times an infinite score is 0 (the limit), not NaN
+        const A product = (y == A(0) && isinf(p)) ? A(0) : y * p;
+        const A slack = param - product;
         loss = slack <= A(0) ? A(0) : slack;  // max(slack, 0), NaN kept (fmax drops it)
-        d = slack > A(0) ? -y : A(0);
+        d = slack > A(0) ? -y : (slack <= A(0) ? A(0) : slack);
     } else if (LOSS == MAE) {
         mae(y, p, o, loss, d);
     } else if (LOSS == HUBER) {

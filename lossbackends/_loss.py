@@ -26,6 +26,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from . import _arrays, _buffers, _dispatch
+from .backends._host import label_error
 
 REDUCTIONS = ("mean", "sum", "none")
 _FLOAT_DTYPES = frozenset(map(np.dtype, (np.float16, np.float32, np.float64)))
@@ -230,6 +231,31 @@ def _prepare_pinball(xp, y_true, y_pred, *, weight=None, quantile=0.5):
     prep = _prepare_elementwise(xp, y_true, y_pred, weight=weight)
     return prep._replace(params=(_real_option("pinball", "quantile", quantile, 0.0, 1.0),))
 
+_INT64 = np.iinfo(np.int64)
+
+
+def _class_indices(xp, t, classes: int, shape: tuple):
+    """Integer or bool class indices as int64. Labels int64 cannot hold (uint64 from 2^63,
+    Python ints beyond) are out of range of every class: they raise the label error with
+    their value as given, never wrapped (2^64 - 100 cast would be -100, ignore_index)."""
+    if t.dtype.kind == "u" and t.dtype.itemsize == 8 and t.size:
+        too_big = (t > _INT64.max).reshape(-1)
+        if too_big.any():
+            row = int(xp.flatnonzero(too_big)[0])
+            raise label_error(int(t.reshape(-1)[row]), row, classes)
+    elif t.dtype == object and xp is np:  # Python ints too large for any NumPy integer
+        flat = t.reshape(-1)
+        if all(isinstance(v, int) and not isinstance(v, bool) for v in flat):
+            row = next(i for i, v in enumerate(flat) if not _INT64.min <= v <= _INT64.max)
+            raise label_error(int(flat[row]), row, classes)
+    if t.dtype.kind not in "biu":
+        raise TypeError(
+            f"y_true of shape {t.shape} holds class indices and must be integers, not "
+            f"{t.dtype}; cast with .astype(int), or pass probabilities shaped like the "
+            f"logits {shape}"
+        )
+    return t.astype(xp.int64, copy=False)
+
 
 def _prepare_cross_entropy(
     xp,
@@ -265,13 +291,7 @@ def _prepare_cross_entropy(
             t = xp.moveaxis(t, axis, -1)
         target = xp.ascontiguousarray(t).reshape(-1, classes)
     elif t.shape == batch_shape:
-        if t.dtype.kind not in "iu":
-            raise TypeError(
-                f"y_true of shape {t.shape} holds class indices and must be integers, not "
-                f"{t.dtype}; cast with .astype(int), or pass probabilities shaped like the "
-                f"logits {shape}"
-            )
-        target = xp.ascontiguousarray(t.astype(xp.int64, copy=False)).reshape(-1)
+        target = xp.ascontiguousarray(_class_indices(xp, t, classes, shape)).reshape(-1)
     else:
         raise ValueError(
             f"y_true has shape {t.shape}; cross_entropy with logits of shape {shape} and "
@@ -281,6 +301,8 @@ def _prepare_cross_entropy(
     if isinstance(ignore_index, bool):
         raise TypeError("ignore_index must be an integer, not a bool")
     ignore_index = operator.index(ignore_index)
+    if not _INT64.min <= ignore_index <= _INT64.max:
+        raise ValueError(f"ignore_index must fit in int64; got {ignore_index}")
     label_smoothing = float(label_smoothing)
     if not 0.0 <= label_smoothing <= 1.0:
         raise ValueError(f"label_smoothing must be in [0, 1]; got {label_smoothing}")

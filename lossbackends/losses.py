@@ -76,7 +76,9 @@ binary_cross_entropy_with_logits = Loss(
         \qquad \partial \ell_i / \partial x_i = w_i \left((1 + (q - 1) y_i)\,\sigma(x_i) - q y_i\right)
 
     where ``q`` is ``pos_weight`` (default 1; a scalar or a vector broadcast on the last axis)
-    and ``softplus(-x) = max(-x, 0) + log1p(exp(-|x|))``, finite for every finite ``x``.
+    and ``softplus(-x) = max(-x, 0) + log1p(exp(-|x|))``, finite for every finite ``x``. At
+    ``x = +-inf`` the limits: loss 0 where the label agrees (``y = 1`` at ``+inf``), ``inf``
+    otherwise; gradient ``1 - y`` at ``+inf``, ``-q y`` at ``-inf``.
 
     >>> import lossbackends as lb
     >>> print(f"{lb.binary_cross_entropy_with_logits([0, 1], [-2.0, 3.0]):.6f}")
@@ -100,6 +102,10 @@ cross_entropy = Loss(
     ``ignore_index`` (default -100) have loss 0 and gradient 0. ``reduction="mean"`` divides
     by the summed weight :math:`w_{y_i}` of the kept rows with class indices (their count
     without weights) and by the number of rows with probabilities, as PyTorch does.
+
+    Infinite logits equal to their row's max count as equal to it (the limit where they
+    grow together): one ``+inf`` logit gives loss 0 for its own label and ``inf`` for any
+    other, with a finite gradient; a NaN logit makes its row NaN.
 
     A label outside ``[0, C)`` raises ``ValueError``. On the GPU that check costs one small
     device-to-host synchronisation per call; ``check_labels=False`` skips it, and rows with a

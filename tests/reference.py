@@ -65,11 +65,13 @@ def cross_entropy(target, logits, *, reduction="mean", class_weight=None, ignore
     grads = np.zeros_like(x2)
     denominator = 0.0
     for i, row in enumerate(x2):
+        # z = x - max(x), 0 where a logit equals the max (infinite ones too: the limit where
+        # they grow together); the loss as sum_c w_c q_c (log sum exp z - z_c), terms >= 0
         m = row.max()
-        if m == -np.inf:
-            m = 0.0
-        shifted = np.exp(row - m)
-        lse = m + np.log(shifted.sum())
+        with np.errstate(invalid="ignore"):
+            z = np.where(row == m, 0.0, row - m)
+        shifted = np.exp(z)
+        log_sum = np.log(shifted.sum())
         softmax = shifted / shifted.sum()
         if soft:
             q = (1 - label_smoothing) * t2[i] + label_smoothing / classes
@@ -82,7 +84,7 @@ def cross_entropy(target, logits, *, reduction="mean", class_weight=None, ignore
             denominator += w[t2[i]]
         wq = w * q
         with np.errstate(invalid="ignore"):  # 0 * inf where a class has no mass: masked
-            terms = np.where(wq == 0, 0.0, wq * (lse - row))
+            terms = np.where(wq == 0, 0.0, wq * (log_sum - z))
         losses[i] = terms.sum()
         grads[i] = softmax * wq.sum() - wq
     if reduction == "mean":

@@ -188,28 +188,37 @@ def test_cross_entropy_extreme_and_masked_logits(backend, classes):
     assert np.isfinite(host(value)).all()
 
 
-@pytest.mark.filterwarnings("ignore:invalid value:RuntimeWarning")  # NumPy's own, for inf - inf
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("classes", [3, 100, 2000])
-def test_cross_entropy_nan_and_inf_logits_make_their_row_nan(backend, dtype, classes):
-    """As in NumPy, a NaN logit (max is NaN) or a +inf one (inf - inf) makes its row's loss
-    and whole gradient row NaN, wherever it sits in the vectorised max; other rows keep
+def test_cross_entropy_nan_logits_make_their_row_nan_and_inf_logits_take_their_limit(
+        backend, dtype, classes):
+    """A NaN logit makes its row's loss and whole gradient row NaN, wherever it sits in the
+    vectorised max; a +inf logit takes the limit: the softmax is one-hot there, so the loss
+    is inf for another label (0 for its own) and the gradient finite. Other rows keep
     their values."""
     rng = np.random.default_rng(5)
-    x = rng.normal(size=(5, classes)).astype(dtype)
+    x = rng.normal(size=(6, classes)).astype(dtype)
     x[0, 0] = np.nan
     x[1, classes - 1] = np.nan
     x[2, classes // 2] = np.inf
-    t = np.arange(5) % classes
+    x[3, 0] = np.inf
+    t = np.arange(6) % classes
+    t[3] = 0  # row 3's label is its +inf logit: loss 0, gradient 0
     value, grad = lb.cross_entropy.value_and_grad(on(backend, t), on(backend, x), reduction="none",
                                                   backend=backend)
     value, grad = host(value), host(grad)
-    np.testing.assert_array_equal(np.isnan(value), [True, True, True, False, False])
-    assert np.isnan(grad[:3]).all() and np.isfinite(grad[3:]).all()
-    expected_value, expected_grad = ce_reference(t[3:], x[3:].astype(np.float64), reduction="none")
+    np.testing.assert_array_equal(np.isnan(value), [True, True, False, False, False, False])
+    assert np.isnan(grad[:2]).all() and np.isfinite(grad[2:]).all()
+    assert value[2] == np.inf and value[3] == 0
+    expected_grad = np.zeros(classes)
+    expected_grad[classes // 2] += 1.0
+    expected_grad[2 % classes] -= 1.0
+    np.testing.assert_array_equal(grad[2], expected_grad)
+    np.testing.assert_array_equal(grad[3], np.zeros(classes))
+    expected_value, expected_grad = ce_reference(t[4:], x[4:].astype(np.float64), reduction="none")
     tolerance = 1e-5 if dtype == np.float32 else 1e-12
-    np.testing.assert_allclose(value[3:], expected_value, rtol=tolerance)
-    np.testing.assert_allclose(grad[3:], expected_grad, rtol=tolerance, atol=tolerance * 1e-2)
+    np.testing.assert_allclose(value[4:], expected_value, rtol=tolerance)
+    np.testing.assert_allclose(grad[4:], expected_grad, rtol=tolerance, atol=tolerance * 1e-2)
 
 
 def test_cross_entropy_ignored_rows(backend):

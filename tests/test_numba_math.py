@@ -30,19 +30,41 @@ def _compiled(function):
 
 
 def _ulps(actual, expected):
-    """|actual - expected| in units of the float32 spacing at ``expected``."""
+    """|actual - expected| in units of the float32 spacing at ``expected`` (2^-149 in the
+    subnormal range)."""
     spacing = np.spacing(np.abs(expected).astype(np.float32)).astype(np.float64)
-    return np.abs(actual.astype(np.float64) - expected) / spacing
+    return np.abs(actual.astype(np.float64) - expected) / np.maximum(spacing, 2.0**-149)
 
 
 rng = np.random.default_rng(21)
+SMALLEST_NORMAL = np.finfo(np.float32).tiny
+# every subnormal float32 in steps of 37 (and the smallest ones), as float32
+SUBNORMALS = np.concatenate([np.arange(1, 64), np.arange(64, 0x00800000, 37)]).astype(np.uint32).view(np.float32)
 
 
 def test_exp_is_within_one_ulp_and_keeps_its_special_values():
     x = np.concatenate([rng.uniform(-87, 0, 200_000), rng.uniform(-1, 0, 50_000)]).astype(np.float32)
     assert _ulps(_compiled(fast_exp)(x), np.exp(x.astype(np.float64))).max() <= 1.05
-    special = np.array([-np.inf, -100.0, 0.0, -0.0, np.nan], np.float32)
-    np.testing.assert_array_equal(_compiled(fast_exp)(special), [0.0, 0.0, 1.0, 1.0, np.nan])
+    special = np.array([-np.inf, -1e30, -110.0, 0.0, -0.0, np.nan, np.inf, 1e30], np.float32)
+    np.testing.assert_array_equal(_compiled(fast_exp)(special),
+                                  [0.0, 0.0, 0.0, 1.0, 1.0, np.nan, np.inf, np.inf])
+
+
+def test_exp_has_subnormal_results_and_overflows_where_float32_does():
+    """Below 2^-126 the results are subnormal, not 0 (sigmoid(-90) = 8.19e-40), within an
+    ulp of the subnormal spacing; above log(largest float32) they are inf."""
+    x = np.concatenate([rng.uniform(-104, -87, 200_000), rng.uniform(0, 89, 200_000),
+                        [-103.972, -103.9721, -90.0, -87.3365, 88.7228, 88.72284]]).astype(np.float32)
+    expected = np.exp(x.astype(np.float64))
+    actual = _compiled(fast_exp)(x)
+    with np.errstate(over="ignore"):
+        overflow = expected.astype(np.float32) == np.inf  # rounded to float32
+    assert _ulps(actual[~overflow], expected[~overflow]).max() <= 1.05
+    # within one ulp of the threshold the rounding may go either way
+    near = np.abs(x[overflow] - 88.72284) < 1e-5
+    assert np.isinf(actual[overflow][~near]).all()
+    assert actual[x == np.float32(-90.0)][0] == np.float32(8.1940087e-40)
+    assert actual[x == np.float32(-103.972)][0] == np.float32(2.0**-149)  # rounds up to the smallest
 
 
 def test_log_is_within_0_85_ulp_and_keeps_nan():
@@ -58,7 +80,23 @@ def test_log_is_within_0_85_ulp_and_keeps_nan():
     np.testing.assert_array_equal(np.isnan(_compiled(fast_log)(x)), np.isnan(x))
 
 
+def test_log_of_subnormals_zero_inf_and_negatives():
+    assert _ulps(_compiled(fast_log)(SUBNORMALS), np.log(SUBNORMALS.astype(np.float64))).max() <= 0.85
+    special = np.array([0.0, -0.0, -1.0, -np.inf, np.inf, np.nan, SMALLEST_NORMAL], np.float32)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        expected = np.log(special.astype(np.float64)).astype(np.float32)
+    np.testing.assert_array_equal(_compiled(fast_log)(special), expected)
+
+
 def test_log1p_is_within_three_ulps_on_0_to_1():
     x = np.concatenate([rng.uniform(0, 1, 200_000), np.exp(rng.uniform(-80, 0, 50_000))]).astype(np.float32)
     assert _ulps(_compiled(fast_log1p)(x), np.log1p(x.astype(np.float64))).max() <= 3.0
     assert _compiled(fast_log1p)(np.zeros(1, np.float32))[0] == 0.0
+
+
+def test_log1p_keeps_subnormal_arguments():
+    """log1p(x) = x to the last bit of a subnormal x (the smallest, 2^-149, included)."""
+    np.testing.assert_array_equal(_compiled(fast_log1p)(SUBNORMALS), SUBNORMALS)
+    x = np.array([SMALLEST_NORMAL, np.nan, 1.0], np.float32)
+    np.testing.assert_array_equal(_compiled(fast_log1p)(x),
+                                  np.log1p(x.astype(np.float64)).astype(np.float32))

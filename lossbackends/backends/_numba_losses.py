@@ -196,15 +196,6 @@ def _focal(power):
     return focal
 
 
-def _exp(x):
-    """exp(x) for any x: e^x = 1 / e^-|x| above 0. (Only while fast_exp takes x <= 0.)"""
-    m = fast_exp(-abs(x))
-    return m if x <= ZERO else ONE / m
-
-
-_exp = njit(inline="always")(_exp)
-
-
 def _poisson(log_input, full):
     """poisson_nll for one setting of its two flags."""
 
@@ -212,7 +203,7 @@ def _poisson(log_input, full):
     def poisson(y, x, param):
         eps = param[2]
         if log_input:  # x = log(rate): exp(x) - y x
-            rate = _exp(x)
+            rate = fast_exp(x)
             loss, d, h = rate - _times(y, x), rate - y, rate
             loss = rate if rate == INF else loss  # the limit at x = inf, not inf - inf
         else:  # x = rate: x - y log(x + eps)

@@ -30,7 +30,13 @@ _f32 = np.float32
 LOG2E = _f32(1.44269504088896341)
 LN2_HI = _f32(0.693359375)
 LN2_LO = _f32(-2.12194440e-4)
-EXP_MIN = _f32(-87.3365447504)  # below this exp(x) is under float32's smallest normal
+# exp(-104) < 2^-150, half the smallest subnormal: it and everything below round to 0;
+# exp(89) is over the largest float32: it and everything above round to inf
+EXP_LOW = _f32(-104.0)
+EXP_HIGH = _f32(89.0)
+SMALLEST_NORMAL = _f32(2.0**-126)
+INF = _f32(np.inf)
+NAN = _f32(np.nan)
 HALF = _f32(0.5)
 ONE = _f32(1.0)
 ZERO = _f32(0.0)
@@ -103,24 +109,27 @@ def maximum(typingctx, a, b):
 
 
 def fast_exp(x):
-    """exp(x) for x <= 0 (every caller's case: x - max(x), -|x|), NaN and -inf included:
-    vectorisable for float32, ``math.exp`` otherwise."""
+    """exp(x): vectorisable for float32 (subnormal results, overflow to inf, NaN and
+    -inf included), ``math.exp`` otherwise."""
     return math.exp(x)
 
 
 def fast_log(x):
-    """log(x): vectorisable for positive normal float32 and NaN, ``math.log`` otherwise."""
+    """log(x): vectorisable for float32 (subnormal x, 0, inf, negative x and NaN included),
+    ``math.log`` otherwise."""
     return math.log(x)
 
 
 def fast_log1p(x):
-    """log1p(x): vectorisable for float32 x in [0, 1], ``math.log1p`` otherwise."""
+    """log1p(x): vectorisable for float32 x in [0, 1] (subnormal x included; every
+    caller's case: exp(-|x|)), ``math.log1p`` otherwise."""
     return math.log1p(x)
 
 
 def _exp32(x):
-    # max(x, EXP_MIN) with NaN kept (a single vmaxps): NaN then flows through the arithmetic
-    clamped = EXP_MIN if x < EXP_MIN else x
+    # clamp x to [EXP_LOW, EXP_HIGH] with NaN kept (selects): NaN then flows through the
+    # arithmetic, and every x below or above rounds to 0 or inf like the bounds themselves
+    clamped = EXP_LOW if x < EXP_LOW else (EXP_HIGH if x > EXP_HIGH else x)
     rounded = clamped * LOG2E + ROUNDER  # n + ROUNDER, n = round(x / ln 2)
     n = rounded - ROUNDER  # exact
     f = clamped - n * LN2_HI - n * LN2_LO  # Cody-Waite: exact reduction to |f| <= ln2/2
@@ -130,8 +139,17 @@ def _exp32(x):
     p = p * f + _f32(4.1665795894e-2)
     p = p * f + _f32(1.6666665459e-1)
     p = p * f + _f32(5.0000001201e-1)
-    y = (p * f * f + f + ONE) * _power_of_two32(rounded)
-    return ZERO if x < EXP_MIN else y  # true underflow, -inf included, is exactly 0
+    # 2^n for n in [-150, 128] as two normal factors, 2^(n + 64) 2^-64 or 2^(n - 64) 2^64:
+    # a subnormal or overflowing result is rounded once, by the last product (a bare 2^n
+    # would need n >= -126: results below 2^-126 would flush to 0)
+    low = n < ZERO
+    y = (p * f * f + f + ONE) * _power_of_two32(rounded + (SHIFT if low else -SHIFT))
+    return y * (TWO_TO_MINUS_SHIFT if low else TWO_TO_SHIFT)
+
+
+SHIFT = _f32(64.0)
+TWO_TO_SHIFT = _f32(2.0**64)
+TWO_TO_MINUS_SHIFT = _f32(2.0**-64)
 
 
 # FreeBSD's logf (k_logf.h): log(1 + f) = f - f^2/2 + s (f^2/2 + R(s^2)), s = f / (2 + f),
@@ -143,7 +161,10 @@ LG4 = _f32(0xF89E26 / 2**26)  # 0.24279078841
 
 
 def _log32(x):
-    k, m = _split_for_log32(x)  # x = m 2^k, m in [sqrt(1/2), sqrt(2))
+    # a subnormal x is scaled by 2^25 (exactly) into the normal range the bit split needs
+    tiny = x < SMALLEST_NORMAL
+    k, m = _split_for_log32(x * TWO_TO_25 if tiny else x)  # x = m 2^k, m in [sqrt(1/2), sqrt(2))
+    k = k - (TWENTY_FIVE if tiny else ZERO)
     f = m - ONE
     s = f / (_f32(2.0) + f)
     z = s * s
@@ -152,7 +173,14 @@ def _log32(x):
     half_f2 = HALF * f * f
     # k ln 2 in two parts (LN2_HI k is exact), the small terms added first
     y = k * LN2_HI - ((half_f2 - (s * (half_f2 + r) + k * LN2_LO)) - f)
-    return y if x == x else x  # NaN stays NaN (the bit tricks would make it a number)
+    # where the bit tricks give a number but log has none (selects, still vectorised):
+    # inf and NaN stay themselves, 0 gives -inf, a negative x NaN
+    y = y if x < INF else x
+    return y if x > ZERO else (-INF if x == ZERO else NAN)
+
+
+TWO_TO_25 = _f32(2.0**25)
+TWENTY_FIVE = _f32(25.0)
 
 
 @overload(fast_exp, inline="always")
@@ -178,15 +206,16 @@ def _fast_log1p(x):
             # in s^2 with no cancellation, so fast-math reassociation cannot spoil it
             # (the classic log(1 + x) * x / ((1 + x) - 1) can be "simplified" away)
             # z <= 1/9: the terms from z^7 / 15 on are under 1.4e-8, a quarter of an ulp
-            t = x / (_f32(2.0) + x)
-            z = t * t
+            # u = 2 s: 2 x keeps the last bit of a subnormal x, which x / (2 + x) would lose
+            u = (x + x) / (_f32(2.0) + x)
+            z = HALF * HALF * u * u  # s^2
             p = _f32(1.0 / 13.0)
             p = p * z + _f32(1.0 / 11.0)
             p = p * z + _f32(1.0 / 9.0)
             p = p * z + _f32(1.0 / 7.0)
             p = p * z + _f32(1.0 / 5.0)
             p = p * z + _f32(1.0 / 3.0)
-            return _f32(2.0) * t * (p * z + ONE)
+            return u * (p * z + ONE)
 
         return impl
     return lambda x: math.log1p(x)

@@ -32,7 +32,7 @@ from numba import njit, prange
 from .. import _dispatch
 from . import _numba_losses, _numba_math
 from ._host import FLOAT16, bad_labels_as_nan, half_in_float32, in_float32, label_error
-from ._numba_math import HALF, ONE, ZERO, fast_exp, fast_log, fast_log1p, maximum
+from ._numba_math import HALF, INF, ONE, ZERO, fast_exp, fast_log, fast_log1p, maximum
 
 xp = np
 
@@ -123,24 +123,32 @@ def _binary_cross_entropy_of_hard_labels(y, p, eps, pos):
 
 @njit(inline="always")
 def _binary_cross_entropy_with_logits(y, x, param, pos):
-    # PyTorch's stable form: (1 - y) x + lw softplus(-x), lw = 1 + (q - 1) y,
-    # softplus(-x) = max(-x, 0) + log1p(exp(-|x|)); gradient lw sigma(x) - q y.
-    # Without pos_weight (pos is None): max(x, 0) - x y + log1p(exp(-|x|)), the same sum
-    # in fewer operations.
+    # PyTorch's (1 - y) x + lw softplus(-x), lw = 1 + (q - 1) y = (1 - y) + q y, written
+    # c |x| + lw log1p(t), t = exp(-|x|), c = 1 - y for x >= 0 and q y below: terms of one
+    # sign for labels in [0, 1], nothing cancels; c = 0 at an infinite x gives the limit
+    # 0, not 0 * inf = NaN. Gradient lw sigma(x) - q y = (1 - y) sigma(x) - q y sigma(-x):
+    # no sigma(x) - 1 to cancel. A NaN x is not >= 0, and flows through t.
     t = fast_exp(-abs(x))
+    positive = x >= ZERO
+    keep = ONE - y
+    hit = y if pos is None else pos * y
+    coef = keep if positive else hit
+    linear = ZERO if coef == ZERO else coef * abs(x)
     softplus = fast_log1p(t)  # softplus(-|x|)
-    sigma = (ONE if x >= ZERO else t) / (ONE + t)
-    if pos is None:
-        return max(x, ZERO) - x * y + softplus, sigma - y
-    log_weight = ONE + (pos - ONE) * y
-    loss = (ONE - y) * x + log_weight * (max(-x, ZERO) + softplus)
-    return loss, log_weight * sigma - pos * y
+    loss = linear + (softplus if pos is None else (keep + hit) * softplus)
+    # sigma(x) (1 + t) is 1 for x >= 0, t below; sigma(-x) (1 + t) the other one
+    d = (keep * (ONE if positive else t) - hit * (t if positive else ONE)) / (ONE + t)
+    return loss, d
 
 
 @njit(inline="always")
 def _hinge(y, s, margin, pos):
-    slack = margin - y * s
-    return (ZERO if slack <= ZERO else slack), (-y if slack > ZERO else ZERO)
+    # a label of 0 times an infinite score is 0 (the limit), not NaN; NaN stays NaN
+    product = ZERO if (y == ZERO) & (abs(s) == INF) else y * s
+    slack = margin - product
+    # -t where the margin is violated, 0 where not (also at the kink), NaN for NaN
+    d = -y if slack > ZERO else (ZERO if slack <= ZERO else slack)
+    return (ZERO if slack <= ZERO else slack), d
 
 
 def _sum(values):
@@ -153,17 +161,35 @@ def _sum(values):
     return total
 
 
-def _dot(weights, values):
-    """sum(weights * values) in float64, where a zero weight contributes 0 even against an
-    infinite value (a class of no probability costs nothing); reassociated like ``_sum``."""
+@njit(inline="always")
+def _shifted(v, top):
+    """v - top, with 0 where v equals the row's max ``top`` (also when both are inf: an
+    infinite logit at the max counts as equal to it, not inf - inf = NaN)."""
+    return ZERO if v == top else v - top
+
+
+def _shifted_sum(values, top, factor):
+    """sum(factor * (values - top)) (see ``_shifted``) in float64; reassociated like
+    ``_sum``. Each term is weighted before the sum: terms of one sign, so the sum never
+    overflows before its final value does."""
     total = 0.0
     for i in range(values.size):
-        total += weights[i] * values[i] if weights[i] != 0 else 0.0
+        total += factor * _shifted(values[i], top)
+    return total
+
+
+def _shifted_dot(weights, values, top, factor):
+    """sum(factor * weights * (values - top)) (see ``_shifted_sum``), where a zero weight
+    contributes 0 even against an infinite difference."""
+    total = 0.0
+    for i in range(values.size):
+        total += (factor * weights[i]) * _shifted(values[i], top) if weights[i] != 0 else 0.0
     return total
 
 
 _sum = _jit(_sum, "_sum", reassociate=True)
-_dot = _jit(_dot, "_dot", reassociate=True)
+_shifted_sum = _jit(_shifted_sum, "_shifted_sum", reassociate=True)
+_shifted_dot = _jit(_shifted_dot, "_shifted_dot", reassociate=True)
 
 
 @njit(inline="always")
@@ -328,27 +354,28 @@ def _cross_entropy_kernel(x, soft, labels, probs, weighted, class_weight, ignore
                         row_losses[r] = 0.0
                     continue
             top = _row_max(xr)
-            if top == -np.inf:
-                top = ZERO  # an all -inf row: exp(-inf) = 0, no inf - inf
-            # coef = sum_c w_c q_c and dot = sum_c w_c q_c x_c, before x may be overwritten
+            # the loss is coef log(sum exp z) - dot with z = x - top <= 0 (``_shifted``):
+            # terms >= 0 that never cancel, as lse - x_c would for large logits. coef =
+            # sum_c w_c q_c and dot = sum_c w_c q_c z_c, found before x may be overwritten
             if soft:
                 for c in range(classes):
                     wq = probs[r, c] * keep + spread
                     targets[c] = wq * class_weight[c] if weighted else wq
                 coef = _sum(targets)
-                dot = _dot(targets, xr)
+                dot = _shifted_dot(targets, xr, top, 1.0)
             else:
                 label_weight = class_weight[label] if weighted else 1.0
                 coef = keep * label_weight
-                dot = keep * label_weight * xr[label]
+                dot = coef * _shifted(xr[label], top) if coef != 0.0 else 0.0
                 if smoothing != 0.0:
                     coef += spread * weight_total
-                    dot += spread * (_dot(class_weight, xr) if weighted else _sum(xr))
+                    dot += (_shifted_dot(class_weight, xr, top, spread) if weighted
+                            else _shifted_sum(xr, top, spread))
             g = exps if grad is None else grad[r]  # each exp once, kept in the gradient
             for c in range(classes):
-                g[c] = fast_exp(xr[c] - top)
+                g[c] = fast_exp(_shifted(xr[c], top))
             sum_exp = _sum(g)
-            loss = coef * (top + np.log(sum_exp)) - dot
+            loss = coef * np.log(sum_exp) - dot
             total += loss
             if row_losses is not None:
                 row_losses[r] = loss

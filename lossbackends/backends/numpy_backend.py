@@ -24,6 +24,26 @@ def _reduce(losses, weight, reduction, scale, dtype):
     return dtype.type(np.sum(losses, dtype=np.float64) * scale)
 
 
+def elementwise(kernel):
+    """An elementwise kernel, float16 computed in float32, and 0-d inputs run as arrays of
+    one element: NumPy ufuncs return scalars for 0-d arrays, which a later ``out=`` then
+    refuses (numpy#4563). ``"none"`` gets its 0-d array back."""
+    kernel = half_in_float32(kernel)
+
+    def run(y, p, weight, params, reduction, scale, grad, want_value):
+        if p.ndim:
+            return kernel(y, p, weight, params, reduction, scale, grad, want_value)
+        y, p = y.reshape(1), p.reshape(1)
+        weight = None if weight is None else weight.reshape(1)
+        value = kernel(y, p, weight, params, reduction, scale,
+                       None if grad is None else grad.reshape(1), want_value)
+        return value.reshape(()) if reduction == "none" and value is not None else value
+
+    run.__name__ = run.__qualname__ = kernel.__name__
+    run.__doc__ = kernel.__doc__
+    return run
+
+
 def _finish_grad(grad, weight, scale):
     if weight is not None:
         np.multiply(grad, weight, out=grad)
@@ -31,7 +51,7 @@ def _finish_grad(grad, weight, scale):
         np.multiply(grad, scale, out=grad)
 
 
-@half_in_float32
+@elementwise
 def mse(y, p, weight, params, reduction, scale, grad, want_value):
     diff = np.subtract(p, y, out=grad)  # the gradient buffer holds p - y (p may be grad)
     value = _reduce(np.square(diff), weight, reduction, scale, p.dtype) if want_value else None
@@ -41,7 +61,7 @@ def mse(y, p, weight, params, reduction, scale, grad, want_value):
     return value
 
 
-@half_in_float32
+@elementwise
 def binary_cross_entropy(y, p, weight, params, reduction, scale, grad, want_value):
     (eps,) = params
     pc = np.clip(p, eps, 1.0 - eps)
@@ -66,45 +86,57 @@ def binary_cross_entropy(y, p, weight, params, reduction, scale, grad, want_valu
     return value
 
 
-@half_in_float32
+@elementwise
 def binary_cross_entropy_with_logits(y, p, weight, params, reduction, scale, grad, want_value):
     (pos_weight,) = params
-    t = np.exp(-np.abs(p))  # exp(-|x|) in (0, 1]: never overflows
-    # log weight 1 + (q - 1) y multiplies softplus(-x) in the value and sigma(x) in the grad
-    log_weight = None if pos_weight is None else 1.0 + (pos_weight - 1.0) * y
+    t = np.exp(-np.abs(p))  # exp(-|x|) in [0, 1]: never overflows
+    positive = p >= 0  # False for NaN, which then flows through t
+    keep = np.subtract(1.0, y)  # 1 - y
+    hit = y if pos_weight is None else pos_weight * y  # q y
     value = None
     if want_value:
-        # (1 - y) x + lw softplus(-x), softplus(-x) = max(-x, 0) + log1p(exp(-|x|))
+        # (1 - y) x + lw softplus(-x) with lw = 1 + (q - 1) y = (1 - y) + q y, written as
+        # c |x| + lw log1p(t), c = 1 - y for x >= 0 and q y for x < 0: terms of one sign
+        # for labels in [0, 1], so nothing cancels; c = 0 at an infinite x gives the limit
+        # 0, not 0 * inf = NaN
+        coef = np.where(positive, keep, hit)
+        losses = np.abs(p)
+        with np.errstate(invalid="ignore"):
+            losses *= coef
+        losses[coef == 0] = 0.0
         softplus = np.log1p(t)
-        softplus += np.maximum(-p, 0.0)
-        if log_weight is not None:
-            softplus *= log_weight
-        losses = np.subtract(1.0, y)
-        losses *= p
+        if pos_weight is not None:
+            softplus *= keep + hit
         losses += softplus
         value = _reduce(losses, weight, reduction, scale, p.dtype)
     if grad is not None:
-        # sigma(x) = 1 / (1 + t) for x >= 0, t / (1 + t) for x < 0
-        sigma = np.where(p >= 0, 1.0, t)
-        sigma /= 1.0 + t
-        if log_weight is None:
-            np.subtract(sigma, y, out=grad)  # sigma(x) - y
-        else:
-            sigma *= log_weight
-            np.subtract(sigma, pos_weight * y, out=grad)  # lw sigma(x) - q y
+        # lw sigma(x) - q y = (1 - y) sigma(x) - q y sigma(-x), with sigma(x) = 1 / (1 + t)
+        # for x >= 0 and t / (1 + t) below: no sigma(x) - 1 to cancel (y = 1, large x)
+        sigma = np.where(positive, 1.0, t)  # sigma(x) (1 + t)
+        complement = np.where(positive, t, 1.0)  # sigma(-x) (1 + t)
+        sigma *= keep
+        complement *= hit
+        np.subtract(sigma, complement, out=grad)
+        np.divide(grad, np.add(1.0, t, out=t), out=grad)
         _finish_grad(grad, weight, scale)
     return value
 
 
-@half_in_float32
+@elementwise
 def hinge(y, p, weight, params, reduction, scale, grad, want_value):
     (margin,) = params
-    slack = np.multiply(y, p)
+    with np.errstate(invalid="ignore"):  # 0 * inf, replaced just below
+        slack = np.multiply(y, p)
+    if np.isinf(p).any():  # a label of 0 times an infinite score: the limit 0, not NaN
+        slack[(y == 0) & np.isinf(p)] = 0.0
     np.subtract(margin, slack, out=slack)  # margin - t s
     if grad is not None:
         active = slack > 0
         grad.fill(0)
         np.negative(y, out=grad, where=active)  # -t where the margin is violated, else 0
+        nan = np.isnan(slack)
+        if nan.any():  # NaN in, NaN out: the gradient too
+            grad[nan] = np.nan
         _finish_grad(grad, weight, scale)
     if not want_value:
         return None
@@ -119,49 +151,58 @@ def cross_entropy(target, x, class_weight, params, reduction, scale, grad, want_
     soft = target.ndim == 2
     row_index = np.arange(rows)
 
-    # Everything that needs the logits themselves comes first: grad may be x (out=x).
+    # z = x - max(x) <= 0, written into the gradient buffer (grad may be x: out=x); the
+    # loss is sum_c w_c q_c (log sum exp z - z_c), terms >= 0 that never cancel (lse - x_c
+    # would, for large logits). A NaN makes its row NaN; an infinite logit equal to its
+    # row's max counts as equal (z = 0, not inf - inf): the limit where those logits grow
+    # together, so the softmax is uniform over them (an all -inf row: over the row).
     row_max = x.max(axis=1)
-    row_max[row_max == -np.inf] = 0.0  # an all -inf row: exp(x - 0) = 0, no NaN from inf - inf
-    if soft:
-        q = target * (1.0 - smoothing) + smoothing / classes if smoothing else target
-        wq = q * class_weight if class_weight is not None else q
-        row_coef = np.sum(wq, axis=1, dtype=np.float64)  # sum_c w_c q_c
-        # sum_c w_c q_c x_c with 0 * (-inf) = 0: a class of zero probability costs nothing
-        with np.errstate(invalid="ignore"):  # the masked products are never used
-            row_dot = np.sum(np.where(wq == 0, 0.0, wq * x), axis=1, dtype=np.float64)
-        kept = None
-        denominator = rows if given_denominator is None else given_denominator
-    else:
-        kept = target != ignore_index
-        bad = kept & ((target < 0) | (target >= classes))
-        if bad.any():
-            row = int(np.flatnonzero(bad)[0])
-            raise label_error(int(target[row]), row, classes)
-        label = np.where(kept, target, 0)
-        label_weight = kept.astype(np.float64)
-        if class_weight is not None:
-            label_weight *= class_weight[label]
-        weight_sum = float(class_weight.sum(dtype=np.float64)) if class_weight is not None else classes
-        # (1 - e) w_y (lse - x_y) + (e / C) sum_c w_c (lse - x_c)
-        row_coef = (1.0 - smoothing) * label_weight
-        row_dot = row_coef * x[row_index, label]
-        if smoothing:
-            spread = (smoothing / classes) * kept
-            row_coef += spread * weight_sum
-            x_sum = x @ class_weight if class_weight is not None else x.sum(axis=1, dtype=np.float64)
-            row_dot += spread * x_sum
-        denominator = (float(label_weight.sum()) if given_denominator is None
-                       else given_denominator)
+    infinite = np.flatnonzero(np.isinf(row_max))
+    ties = x[infinite] == row_max[infinite, None] if infinite.size else None
+    with np.errstate(invalid="ignore"):  # inf - inf at the ties, replaced just below
+        z = np.subtract(x, row_max[:, None], out=grad if grad is not None else None)
+    if ties is not None:
+        z[infinite] = np.where(ties, 0.0, z[infinite])
+    with np.errstate(invalid="ignore"):  # 0 * (-inf) in the products masked by np.where
+        if soft:
+            q = target * (1.0 - smoothing) + smoothing / classes if smoothing else target
+            wq = q * class_weight if class_weight is not None else q
+            row_coef = np.sum(wq, axis=1, dtype=np.float64)  # sum_c w_c q_c
+            # sum_c w_c q_c z_c with 0 * (-inf) = 0: a class of no probability costs nothing
+            row_dot = np.sum(np.where(wq == 0, 0.0, wq * z), axis=1, dtype=np.float64)
+            kept = None
+            denominator = rows if given_denominator is None else given_denominator
+        else:
+            kept = target != ignore_index
+            bad = kept & ((target < 0) | (target >= classes))
+            if bad.any():
+                row = int(np.flatnonzero(bad)[0])
+                raise label_error(int(target[row]), row, classes)
+            label = np.where(kept, target, 0)
+            label_weight = kept.astype(np.float64)
+            if class_weight is not None:
+                label_weight *= class_weight[label]
+            weight_sum = float(class_weight.sum(dtype=np.float64)) if class_weight is not None else classes
+            # (1 - e) w_y (lse - x_y) + (e / C) sum_c w_c (lse - x_c), zero weights costing 0
+            row_coef = (1.0 - smoothing) * label_weight
+            row_dot = np.where(row_coef == 0, 0.0, row_coef * z[row_index, label])
+            if smoothing:
+                spread = smoothing / classes
+                row_coef += (spread * weight_sum) * kept
+                # sum_c (e / C) w_c z_c, each term weighted before the sum: terms of one
+                # sign, so the sum never overflows before its final value does
+                spread_weight = spread if class_weight is None else spread * class_weight
+                row_dot += np.sum(np.where(spread_weight == 0, 0.0, z * spread_weight), axis=1,
+                                  dtype=np.float64)
+            denominator = (float(label_weight.sum()) if given_denominator is None
+                           else given_denominator)
 
-    exp = np.subtract(x, row_max[:, None], out=grad if grad is not None else None)
-    np.exp(exp, out=exp)  # each exp once; the gradient buffer holds exp(x - max)
+    exp = np.exp(z, out=z)  # each exp once; the gradient buffer holds exp(x - max)
     sum_exp = np.sum(exp, axis=1, dtype=np.float64)
     with np.errstate(divide="ignore", invalid="ignore"):
-        lse = row_max + np.log(sum_exp)
-        if kept is None:
-            row_loss = row_coef * lse - row_dot
-        else:
-            row_loss = np.where(kept, row_coef * lse - row_dot, 0.0)
+        row_loss = row_coef * np.log(sum_exp) - row_dot
+        if kept is not None:
+            row_loss = np.where(kept, row_loss, 0.0)
         grad_scale = 1.0 / np.float64(denominator) if reduction == "mean" else 1.0
         value = None
         if want_value:

@@ -1,0 +1,590 @@
+"""The differential harness: every loss of ``lb.losses.LOSSES`` on every backend, over
+special values (+-0, +-inf, NaN, subnormals, the largest finite values, values at and
+beside every kink and clip bound) and odd shapes (0-d, one element, empty, prime
+lengths), against float64 references in exact forms (below, one entry per loss in
+``CASES``) and against each other: the same NaN and inf pattern, finite values within
+the dtype's tolerance.
+
+Adding a loss means adding its entry to ``CASES`` (``test_every_loss_has_a_case`` fails
+until then). A reference gives, per element, the exact value and gradient in float64 and
+the size of the terms they are computed from: a backend's error may be a few ulps of that
+size (cancellation that the inputs' own rounding makes unavoidable, such as ``m - t s`` at
+the hinge's kink), never more. The semantics at +-inf and NaN stated in the README are
+the references' own.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+import pytest
+from conftest import BACKENDS, _skip_reason, examples, host, on
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import lossbackends as lb
+from lossbackends.losses import LOSSES
+
+RUNNABLE = [name for name in BACKENDS if _skip_reason(name) is None]  # may be none (ci/gpu)
+DTYPES = (np.float16, np.float32, np.float64)
+REDUCTIONS = ("mean", "sum", "none")
+ULPS = 8  # a backend's error, in ulps of the size of the terms (exp, log1p: <= 3 ulp)
+INF = np.inf
+
+
+def _compute_dtype(dtype):
+    """What a backend computes ``dtype`` in: float16 in float32."""
+    return np.float32 if dtype == np.float16 else dtype
+
+
+def _rounded(values, dtype):
+    """float64 values rounded to ``dtype`` (beyond its largest finite: inf), as float64."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        return np.asarray(values, np.float64).astype(dtype).astype(np.float64)
+
+
+def _specials(dtype) -> list[float]:
+    """What every loss meets: zeros, infinities, NaN, subnormals, the smallest normal and
+    the largest finite numbers of ``dtype``, and a few plain ones."""
+    f = np.finfo(dtype)
+    sub, tiny, big = float(f.smallest_subnormal), float(f.tiny), float(f.max)
+    return [0.0, -0.0, INF, -INF, np.nan, sub, -sub, tiny, -tiny, big, -big, 1.0, -1.0, 0.5]
+
+
+def _around(values, dtype) -> list[float]:
+    """Each value in ``dtype`` and its neighbours one ulp below and above."""
+    out = []
+    for v in values:
+        v = dtype(v)
+        out += [float(np.nextafter(v, dtype(-INF))), float(v), float(np.nextafter(v, dtype(INF)))]
+    return out
+
+
+def _terms(coef, values):
+    """coef * values with 0 * inf = 0 (a term with no weight), NaN kept from NaN values."""
+    with np.errstate(invalid="ignore", over="ignore"):
+        return np.where((coef == 0) & ~np.isnan(values), 0.0, coef * values)
+
+
+def _sigmoid(x):
+    """sigma(x) in float64, without cancellation: exp(-|x|) never overflows."""
+    t = np.exp(-np.abs(x))
+    with np.errstate(invalid="ignore"):
+        return np.where(x >= 0, 1.0 / (1.0 + t), t / (1.0 + t))
+
+
+# --- the exact references: (value, gradient, value size, gradient size) per element ----
+
+
+def _mse(y, p, dtype):
+    with np.errstate(invalid="ignore", over="ignore"):
+        d = p - y
+        return d * d, 2 * d, d * d, np.abs(2 * d)
+
+
+def _binary_cross_entropy(y, p, dtype, eps=1e-15):
+    compute = _compute_dtype(dtype)
+    e = max(eps, float(np.finfo(compute).eps))
+    pc = np.clip(p, float(compute(e)), float(compute(1.0 - e)))  # the bounds in the dtype
+    with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+        pos, neg = _terms(y, np.log(pc)), _terms(1 - y, np.log1p(-pc))
+        value = -(pos + neg)
+        grad = (pc - y) / (pc * (1 - pc))
+        # the seed's log(1 - pc) (not log1p(-pc)) rounds 1 - pc first: an absolute error of
+        # up to one ulp of 1 in the (1 - y) term
+        value_size = np.abs(pos) + np.abs(neg) + np.abs(1 - y)
+        grad_size = (np.abs(pc) + np.abs(y)) / (pc * (1 - pc))
+    return value, grad, value_size, grad_size
+
+
+def _binary_cross_entropy_with_logits(y, x, dtype, pos_weight=None):
+    q = 1.0 if pos_weight is None else np.broadcast_to(pos_weight, x.shape)
+    with np.errstate(invalid="ignore", over="ignore"):
+        # q y softplus(-x) + (1 - y) softplus(x): at an infinite x a term with no weight is
+        # 0 (y = 1 at +inf: loss 0), the other one inf
+        qy = _rounded(q * y, _compute_dtype(dtype))  # a product in the dtype (it may underflow)
+        pos = _terms(qy, np.logaddexp(0.0, -x))
+        neg = _terms(1 - y, np.logaddexp(0.0, x))
+        # (1 - y) sigma(x) - q y sigma(-x): finite limits at +-inf
+        up, down = _terms(1 - y, _sigmoid(x)), _terms(qy, _sigmoid(-x))
+    return pos + neg, up - down, np.abs(pos) + np.abs(neg), np.abs(up) + np.abs(down)
+
+
+def _hinge(y, s, dtype, margin=1.0):
+    # a label of 0 times an infinite score: 0; the product in the dtype (it may underflow)
+    product = _rounded(_terms(y, s), _compute_dtype(dtype))
+    with np.errstate(invalid="ignore"):
+        slack = margin - product
+        value = np.where(slack > 0, slack, np.where(slack <= 0, 0.0, np.nan))
+        grad = np.where(slack > 0, -y, np.where(slack <= 0, 0.0, np.nan))
+    return value, grad, abs(margin) + np.abs(product), np.abs(y)
+
+
+@dataclass
+class Case:
+    """A loss's entry: its exact reference, the labels and predictions it meets (a
+    function of the dtype and the options: its kinks and clip bounds, each with its
+    neighbours), the draws for the rest, and option sets."""
+
+    reference: Callable
+    labels: Callable  # dtype -> list of special labels
+    predictions: Callable  # (dtype, options) -> list of special predictions
+    label_range: tuple[float, float]  # ordinary labels are drawn from here
+    options: list[dict] = field(default_factory=lambda: [{}])
+
+
+def _bce_bounds(dtype, options):
+    compute = _compute_dtype(dtype)
+    e = max(options.get("eps", 1e-15), float(np.finfo(compute).eps))
+    return _around([compute(e), compute(1.0 - e)], dtype) + [2.0, -2.0]
+
+
+CASES: dict[str, Case] = {
+    "mse": Case(
+        _mse,
+        labels=lambda dtype: _specials(dtype) + [3.0, -1e4],
+        predictions=lambda dtype, options: [3.0, -1e4, 1e4],
+        label_range=(-1e3, 1e3),
+    ),
+    "binary_cross_entropy": Case(
+        _binary_cross_entropy,
+        labels=lambda dtype: [0.0, 1.0, 0.5, 0.25, np.nan, float(np.finfo(dtype).smallest_subnormal)],
+        predictions=_bce_bounds,
+        label_range=(0.0, 1.0),
+        options=[{}, {"eps": 1e-3}],
+    ),
+    "binary_cross_entropy_with_logits": Case(
+        _binary_cross_entropy_with_logits,
+        labels=lambda dtype: [0.0, 1.0, 0.5, 0.25, np.nan, float(np.finfo(dtype).smallest_subnormal),
+                              float(np.nextafter(dtype(1), dtype(0)))],
+        # 0: the kink of |x|; 17, 30, 37: where sigma(x) - 1 cancelled in float32 and
+        # float64; +-88.7, -90, -104: float32 exp's overflow, subnormal and zero results;
+        # -745, 710: float64's
+        predictions=lambda dtype, options: _around([0.0], dtype) + [
+            17.0, -17.0, 30.0, -30.0, 37.0, -37.0, 88.72, -88.72, -90.0, -104.0, -745.0, 710.0],
+        label_range=(0.0, 1.0),
+        options=[{}, {"pos_weight": 3.0}, {"pos_weight": 0.5}],
+    ),
+    "hinge": Case(
+        _hinge,
+        labels=lambda dtype: [1.0, -1.0, 0.0, 0.5, np.nan],
+        # the kink at t s = margin, for labels +-1 and 0.5, and its neighbours
+        predictions=lambda dtype, options: _around(
+            [options.get("margin", 1.0) * k for k in (1, -1, 2)], dtype),
+        label_range=(-1.0, 1.0),
+        options=[{}, {"margin": 0.5}, {"margin": 0.0}],
+    ),
+    "cross_entropy": None,  # rows, not elements: see test_cross_entropy_special_logits
+}
+
+ELEMENTWISE = [name for name, case in CASES.items() if case is not None]
+# 0-d, one element, empty, prime lengths and a 2-d shape with a prime row
+SHAPES = [(), (1,), (0,), (2,), (7,), (13,), (3, 5), (0, 3)]
+
+
+def test_every_loss_has_a_case():
+    assert set(CASES) == set(LOSSES), "add an entry to CASES for each new loss"
+
+
+# --- comparing -------------------------------------------------------------------------
+
+
+def _assert_same(actual, expected, size, dtype, what, ulps=ULPS):
+    """The same NaN and inf pattern (signs too), finite values within ``ulps`` ulps of the
+    size of the terms, plus as many subnormal spacings (results in the subnormal range)."""
+    actual = np.asarray(host(actual), np.float64)
+    expected = np.asarray(expected, np.float64)
+    assert actual.shape == expected.shape, f"{what}: shape {actual.shape}, expected {expected.shape}"
+    info = np.finfo(dtype)
+    with np.errstate(invalid="ignore", over="ignore"):
+        tolerance = ulps * (float(info.eps) * np.nan_to_num(np.abs(size), posinf=float(info.max))
+                            + float(info.smallest_subnormal))
+        wrong = ((np.isnan(actual) != np.isnan(expected))
+                 | (np.isinf(actual) != np.isinf(expected))
+                 | (np.isinf(expected) & (actual != expected))
+                 | (np.isfinite(expected) & ~(np.abs(actual - expected) <= tolerance)))
+    if wrong.any():
+        at = np.flatnonzero(wrong.reshape(-1))[:5]
+        raise AssertionError(
+            f"{what}: {int(wrong.sum())} of {wrong.size} differ; at {at.tolist()}: got "
+            f"{actual.reshape(-1)[at].tolist()}, expected {expected.reshape(-1)[at].tolist()}")
+
+
+def _expected(case, y, p, weight, reduction, dtype, options):
+    """The reference's (value, gradient, their sizes), reduced and rounded like a backend:
+    per element in the dtype, sums in float64."""
+    value, grad, value_size, grad_size = (
+        np.broadcast_to(a, p.shape).astype(np.float64)
+        for a in case.reference(y.astype(np.float64), p.astype(np.float64), dtype, **options))
+    w = 1.0 if weight is None else weight.astype(np.float64)
+    with np.errstate(invalid="ignore", over="ignore"):
+        # each element's value and gradient in the dtype, then weighted, then scaled: a
+        # gradient beyond the largest finite is inf before "mean" scales it
+        # (float16 in float32, rounded to float16 at the end)
+        compute = _compute_dtype(dtype)
+        value = _rounded(_rounded(value, compute) * w, compute)
+        value_size = value_size * np.abs(w)
+        scale = 1.0 / p.size if reduction == "mean" and p.size else 1.0
+        grad = _rounded(_rounded(_rounded(grad, compute) * w, compute) * scale, dtype)
+        grad_size = grad_size * np.abs(w) * scale
+        if reduction != "none":
+            value = value.sum() * scale if p.size else (0.0 if reduction == "sum" else np.nan)
+            value_size = value_size.sum() * scale
+        value = _rounded(value, dtype)
+    return value, grad, value_size, grad_size
+
+
+def _run(name, backend, y, p, weight, reduction, options):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # mean of empty
+        return getattr(lb, name).value_and_grad(
+            on(backend, y), on(backend, p), weight=on(backend, weight), reduction=reduction,
+            backend=backend, **options)
+
+
+# --- the elementwise losses: every special label against every special prediction ------
+
+
+@pytest.mark.parametrize("name", ELEMENTWISE)
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_elementwise_special_grid(name, dtype):
+    """Each special label against each special prediction (one array, a few hundred
+    elements), every option set, every reduction, with and without weights."""
+    case = CASES[name]
+    for options in case.options:
+        labels = np.array(case.labels(dtype), np.float64)
+        predictions = np.array(_specials(dtype) + case.predictions(dtype, options), np.float64)
+        with np.errstate(over="ignore"):
+            y = np.repeat(labels, predictions.size).astype(dtype)
+            p = np.tile(predictions, labels.size).astype(dtype)
+        weight = np.resize(np.array([0.5, 1.0, 2.0], dtype), p.shape)
+        for reduction, w in [("none", None), ("none", weight), ("sum", None), ("mean", weight)]:
+            value, grad, value_size, grad_size = _expected(case, y, p, w, reduction, dtype, options)
+            for backend in RUNNABLE:
+                got_value, got_grad = _run(name, backend, y, p, w, reduction, options)
+                what = f"{name} {backend} {np.dtype(dtype).name} {reduction} {options}"
+                if reduction == "none":  # name the elements that differ
+                    _assert_elements(got_value, value, value_size, dtype, y, p, f"value of {what}")
+                _assert_elements(got_grad, grad, grad_size, dtype, y, p, f"gradient of {what}")
+                _assert_same(got_value, value, value_size, dtype, f"value of {what}")
+
+
+def _assert_elements(actual, expected, size, dtype, y, p, what):
+    try:
+        _assert_same(actual, expected, size, dtype, what)
+    except AssertionError:
+        bad = []
+        for i in range(y.size):
+            try:
+                _assert_same(host(actual).reshape(-1)[i], expected.reshape(-1)[i],
+                             np.asarray(size).reshape(-1)[i], dtype, "")
+            except AssertionError:
+                bad.append(f"(y={y.reshape(-1)[i]}, p={p.reshape(-1)[i]}): got "
+                           f"{host(actual).reshape(-1)[i]}, expected {expected.reshape(-1)[i]}")
+        raise AssertionError(f"{what}: {len(bad)} elements differ: " + "; ".join(bad[:8])) from None
+
+
+# --- the elementwise losses: hypothesis over special values and odd shapes -------------
+
+
+@st.composite
+def elementwise_problems(draw, name):
+    case = CASES[name]
+    dtype = draw(st.sampled_from(DTYPES))
+    options = dict(draw(st.sampled_from(case.options)))
+    shape = draw(st.sampled_from(SHAPES))
+    n = int(np.prod(shape))
+    width = np.finfo(dtype).bits
+    special_p = _specials(dtype) + case.predictions(dtype, options)
+    ordinary = st.floats(-50, 50, width=width)
+    p = draw(st.lists(st.one_of(st.sampled_from(special_p), ordinary), min_size=n, max_size=n))
+    low, high = case.label_range
+    labels = st.one_of(st.sampled_from(case.labels(dtype)), st.floats(low, high, width=width))
+    y = draw(st.lists(labels, min_size=n, max_size=n))
+    weight = None
+    if draw(st.booleans()):
+        weight = np.array(draw(st.lists(st.sampled_from([0.5, 1.0, 2.0]), min_size=n, max_size=n)),
+                          dtype).reshape(shape)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # overflow in the cast
+        return (np.array(y, dtype).reshape(shape), np.array(p, dtype).reshape(shape), weight,
+                draw(st.sampled_from(REDUCTIONS)), dtype, options)
+
+
+@pytest.mark.parametrize("name", ELEMENTWISE)
+@given(data=st.data())
+@settings(max_examples=examples(60), deadline=None,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+def test_elementwise_special_values(name, data):
+    y, p, weight, reduction, dtype, options = data.draw(elementwise_problems(name))
+    case = CASES[name]
+    value, grad, value_size, grad_size = _expected(case, y, p, weight, reduction, dtype, options)
+    results = {}
+    for backend in RUNNABLE:
+        got_value, got_grad = results[backend] = _run(name, backend, y, p, weight, reduction,
+                                                      options)
+        what = f"{name} {backend} {np.dtype(dtype).name} {reduction} {options} y={y!r} p={p!r}"
+        _assert_same(got_value, value, value_size, dtype, f"value of {what}")
+        _assert_same(got_grad, grad, grad_size, dtype, f"gradient of {what}")
+    # the backends against each other: within twice the tolerance of either
+    first, *others = RUNNABLE or [None]
+    for backend in others:
+        for a, b, size, kind in zip(results[first], results[backend], (value_size, grad_size),
+                                    ("value", "gradient"), strict=True):
+            _assert_same(b, host(a), size, dtype, f"{kind} of {name} {backend} against {first}",
+                         ulps=2 * ULPS)
+
+
+# --- cross-entropy: rows with special logits ---------------------------------------------
+
+
+def _ce_reference(target, x, dtype, soft, class_weight, smoothing, ignore_index=-100):
+    """Per row (loss, gradient row, loss size, gradient size) in float64: z = x - max(x) in
+    the dtype (a difference beyond its largest finite is -inf), 0 where a logit equals the
+    max (infinite ones too); loss sum_c w_c q_c (log sum exp z - z_c), gradient
+    softmax coef - w q; a NaN logit makes the row NaN. Also the mean's denominator."""
+    rows, classes = x.shape
+    w = np.ones(classes) if class_weight is None else class_weight.astype(np.float64)
+    losses, sizes = np.zeros(rows), np.zeros(rows)
+    grads, grad_sizes = np.zeros((rows, classes)), np.zeros((rows, classes))
+    denominator = 0.0
+    for i in range(rows):
+        if soft:
+            q = (1 - smoothing) * target[i].astype(np.float64) + smoothing / classes
+            denominator += 1
+        elif target[i] == ignore_index:
+            continue
+        else:
+            q = np.full(classes, smoothing / classes)
+            q[target[i]] += 1 - smoothing
+            denominator += w[target[i]]
+        row = x[i].astype(np.float64)
+        top = row.max()
+        with np.errstate(invalid="ignore", over="ignore"):
+            z = _rounded(np.where(row == top, 0.0, row - top), _compute_dtype(dtype))
+            exp = np.exp(z)
+            log_sum = np.log(exp.sum())
+            wq = w * q
+            terms = _terms(wq, log_sum - z)
+            losses[i] = terms.sum()
+            sizes[i] = np.abs(terms).sum()
+            softmax = exp / exp.sum()
+            grads[i] = softmax * wq.sum() - wq
+            grad_sizes[i] = np.abs(softmax * wq.sum()) + np.abs(wq)
+    return losses, grads, sizes, grad_sizes, denominator
+
+
+@st.composite
+def ce_problems(draw):
+    dtype = draw(st.sampled_from(DTYPES))
+    rows = draw(st.sampled_from([0, 1, 2, 3, 5]))
+    classes = draw(st.sampled_from([1, 2, 3, 7, 33]))
+    f = np.finfo(dtype)
+    specials = [0.0, -0.0, INF, -INF, np.nan, float(f.smallest_subnormal), float(f.max),
+                -float(f.max), 1e4, -1e4, 30.0, -90.0, -104.0]
+    logits = st.one_of(st.sampled_from(specials), st.floats(-20, 20, width=f.bits))
+    x = np.array(draw(st.lists(logits, min_size=rows * classes, max_size=rows * classes)),
+                 dtype).reshape(rows, classes)
+    soft = draw(st.booleans())
+    if soft:
+        probs = st.sampled_from([0.0, 0.0, 0.25, 0.5, 1.0])
+        target = np.array(draw(st.lists(probs, min_size=rows * classes, max_size=rows * classes)),
+                          dtype).reshape(rows, classes)
+    else:
+        label = st.one_of(st.integers(0, classes - 1), st.just(-100))
+        target = np.array(draw(st.lists(label, min_size=rows, max_size=rows)), np.int64)
+    class_weight = None
+    if draw(st.booleans()):
+        class_weight = np.array(draw(st.lists(st.sampled_from([0.5, 1.0, 2.0]), min_size=classes,
+                                              max_size=classes)), dtype)
+    smoothing = draw(st.sampled_from([0.0, 0.1, 1.0]))
+    return x, target, soft, class_weight, smoothing, draw(st.sampled_from(REDUCTIONS)), dtype
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_cross_entropy_special_grid(dtype):
+    """Rows [a, b, 0.25] for every pair of special logits, with each label, ignored rows,
+    and probability targets with zeros, with and without smoothing and class weights."""
+    f = np.finfo(dtype)
+    specials = [0.0, INF, -INF, np.nan, float(f.smallest_subnormal), float(f.max), -float(f.max),
+                1e4, -1e4, -90.0]
+    pairs = [(a, b) for a in specials for b in specials]
+    with np.errstate(over="ignore"):
+        x = np.array([[a, b, 0.25] for a, b in pairs], dtype)
+    x = np.repeat(x, 3, axis=0)
+    labels = np.resize(np.array([0, 1, 2]), x.shape[0])
+    labels[::7] = -100
+    probs = np.resize(np.array([[1.0, 0.0, 0.0], [0.0, 0.5, 0.5], [0.0, 0.0, 1.0]], dtype), x.shape)
+    for target, soft in ((labels, False), (probs, True)):
+        for smoothing, class_weight in ((0.0, None), (0.1, np.array([0.5, 1.0, 2.0], dtype))):
+            for reduction in ("none", "sum"):
+                _check_cross_entropy(x, target, soft, class_weight, smoothing, reduction, dtype)
+
+
+@given(problem=ce_problems())
+@settings(max_examples=examples(120), deadline=None,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+def test_cross_entropy_special_logits(problem):
+    _check_cross_entropy(*problem)
+
+
+def _check_cross_entropy(x, target, soft, class_weight, smoothing, reduction, dtype):
+    losses, grads, sizes, grad_sizes, denominator = _ce_reference(
+        target, x, dtype, soft, class_weight, smoothing)
+    with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
+        scale = 1.0 / np.float64(denominator) if reduction == "mean" else 1.0
+        if reduction == "none":
+            value, value_size = _rounded(losses, dtype), sizes
+        elif x.shape[0] == 0:
+            value, value_size = (0.0 if reduction == "sum" else np.nan), 0.0
+        else:
+            value, value_size = _rounded(losses.sum() * scale, dtype), sizes.sum() * abs(scale)
+        grad, grad_size = _rounded(grads * scale, dtype), grad_sizes * abs(scale)
+    if reduction == "mean" and not soft and 0 < x.shape[0] and denominator == 0:
+        grad = np.zeros_like(grad)  # every row ignored: gradient 0, value NaN (PyTorch)
+    results = {}
+    for backend in RUNNABLE:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            results[backend] = lb.cross_entropy.value_and_grad(
+                on(backend, target), on(backend, x), class_weight=on(backend, class_weight),
+                label_smoothing=smoothing, reduction=reduction, backend=backend)
+        what = (f"cross_entropy {backend} {np.dtype(dtype).name} {reduction} soft={soft} "
+                f"smoothing={smoothing} class_weight={class_weight} target={target!r} x={x!r}")
+        _assert_same(results[backend][0], value, value_size, dtype, f"value of {what}")
+        _assert_same(results[backend][1], grad, grad_size, dtype, f"gradient of {what}")
+    first, *others = RUNNABLE or [None]
+    for backend in others:
+        for a, b, size in zip(results[first], results[backend], (value_size, grad_size),
+                              strict=True):
+            _assert_same(b, host(a), size, dtype, f"{backend} against {first}", ulps=2 * ULPS)
+
+
+# --- the five inputs of issue 13, and their kinds ----------------------------------------
+
+
+def test_bce_with_logits_gradient_does_not_cancel(backend):
+    """sigmoid(x) - y cancelled for y = 1 and large x: -9.3481e-14 for -sigmoid(-30),
+    and exactly 0 in float32 from x = 17 on."""
+    grad = lb.binary_cross_entropy_with_logits.grad(on(backend, np.array([1.0])),
+                                                    on(backend, np.array([30.0])),
+                                                    reduction="none", backend=backend)
+    np.testing.assert_allclose(host(grad), [-9.357622968839299e-14], rtol=1e-15)
+    x = np.array([17.0, 30.0, 80.0], np.float32)
+    grad = lb.binary_cross_entropy_with_logits.grad(
+        on(backend, np.ones(3, np.float32)), on(backend, x), reduction="none",
+        pos_weight=on(backend, np.array([2.0], np.float32)), backend=backend)
+    np.testing.assert_allclose(host(grad), -2 / (1 + np.exp(x.astype(np.float64))), rtol=1e-6)
+
+
+def test_bce_with_logits_at_infinite_logits(backend):
+    """The limits: loss 0 where the label agrees with an infinite logit, inf where it does
+    not (soft labels too: tensorflow#75256), gradients finite."""
+    y = np.array([1.0, 0.0, 0.0, 1.0, 0.5, 0.5])
+    x = np.array([INF, INF, -INF, -INF, INF, -INF])
+    value, grad = lb.binary_cross_entropy_with_logits.value_and_grad(
+        on(backend, y), on(backend, x), reduction="none", backend=backend)
+    np.testing.assert_array_equal(host(value), [0.0, INF, 0.0, INF, INF, INF])
+    np.testing.assert_array_equal(host(grad), [0.0, 1.0, 0.0, -1.0, 0.5, -0.5])
+
+
+@pytest.mark.parametrize("name", sorted(LOSSES))
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+def test_0d_one_element_and_empty_inputs(backend, name, reduction):
+    """Every loss, reduction and backend: a NumPy scalar of the dtype for a reduced value,
+    an ndarray for "none" (0-d for 0-d inputs) and for the gradient (numpy#4563: 0-d
+    results became scalars and a later out= failed)."""
+    loss = LOSSES[name]
+    if name == "cross_entropy":  # (classes,) logits with a 0-d label, (1, C), (0, C)
+        shapes = [((), (3,)), ((1,), (1, 3)), ((0,), (0, 3))]
+    else:
+        shapes = [((), ()), ((1,), (1,)), ((0,), (0,))]
+    for dtype in (np.float32, np.float64):
+        for y_shape, p_shape in shapes:
+            if name == "cross_entropy":
+                y = np.full(y_shape, 1, np.int64)
+                p = np.linspace(-1, 1, int(np.prod(p_shape))).astype(dtype).reshape(p_shape)
+            else:
+                y, p = np.full(y_shape, 1.0, dtype), np.full(p_shape, 0.25, dtype)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", RuntimeWarning)  # mean of empty
+                value, grad = loss.value_and_grad(on(backend, y), on(backend, p),
+                                                  reduction=reduction, backend=backend)
+                alone = loss(on(backend, y), on(backend, p), reduction=reduction, backend=backend)
+                numpy_value = loss(y, p, reduction=reduction, backend="numpy")
+            if backend != "cupy":
+                assert type(grad) is np.ndarray and grad.shape == p.shape and grad.dtype == dtype
+                if reduction == "none":
+                    assert type(value) is np.ndarray and value.shape == y_shape
+                else:
+                    assert type(value) is np.dtype(dtype).type
+            assert host(value).dtype == dtype
+            np.testing.assert_array_equal(host(alone), host(value))
+            np.testing.assert_allclose(host(value), numpy_value, rtol=1e-6)
+            if y.size and reduction != "none" and name == "hinge":
+                np.testing.assert_allclose(host(value), 0.75, rtol=1e-7)  # the issue's example
+
+
+def test_hinge_of_0d_arrays_is_0_75(backend):
+    value = lb.hinge(on(backend, np.array(1.0)), on(backend, np.array(0.25)), backend=backend)
+    assert float(host(value)) == 0.75
+
+
+def test_seed_drop_ins_on_0d_one_element_and_empty_inputs():
+    """Each drop-in gives what the seed's own formula gives, type and value."""
+    seeds = {
+        lb.mse_loss: lambda y, p: np.mean((y - p) ** 2),
+        lb.binary_cross_entropy_loss: lambda y, p: -np.mean(
+            y * np.log(np.clip(p, 1e-15, 1 - 1e-15)) + (1 - y) * np.log(1 - np.clip(p, 1e-15, 1 - 1e-15))),
+        lb.hinge_loss: lambda y, p: np.mean(np.maximum(0, 1 - y * p)),
+    }
+    for drop_in, seed in seeds.items():
+        for y, p in [(np.array(1.0), np.array(0.25)), (np.array([1.0]), np.array([0.25])),
+                     (np.zeros(0), np.zeros(0))]:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", RuntimeWarning)
+                got, expected = drop_in(y, p), seed(y, p)
+            assert type(got) is type(expected)
+            np.testing.assert_array_equal(got, expected)
+
+
+def test_float32_sigmoid_keeps_subnormal_results(backend):
+    """sigmoid(-90) = 8.19e-40 in float32 (subnormal), not 0; the loss likewise."""
+    x = np.array([-90.0, -100.0, -103.0], np.float32)
+    value, grad = lb.binary_cross_entropy_with_logits.value_and_grad(
+        on(backend, np.zeros(3, np.float32)), on(backend, x), reduction="none", backend=backend)
+    expected = np.exp(x.astype(np.float64)).astype(np.float32)  # sigmoid(x) = exp(x) here
+    assert expected[0] == np.float32(8.1940087e-40)
+    np.testing.assert_array_equal(host(grad), expected)
+    np.testing.assert_array_equal(host(value), expected)
+    # a softmax probability of exp(-90) stays subnormal too
+    grad = lb.cross_entropy.grad(on(backend, np.array([0])), on(backend, np.array([[0.0, -90.0]], np.float32)),
+                                 reduction="sum", backend=backend)
+    assert host(grad)[0, 1] == np.float32(8.1940087e-40)
+
+
+@pytest.mark.parametrize("labels,bad", [
+    (np.array([2**64 - 100, 2], np.uint64), 2**64 - 100),
+    (np.array([1, 2**63], np.uint64), 2**63),
+    (np.array([0, 2**63 + 5], np.dtype(">u8")), 2**63 + 5),
+    (np.array([2**70, 1], dtype=object), 2**70),
+    (np.array([1, -2**64], dtype=object), -2**64),
+])
+def test_labels_that_would_wrap_raise_naming_the_label_as_given(backend, labels, bad):
+    if backend == "cupy" and labels.dtype == object:
+        pytest.skip("CuPy has no object arrays")
+    x = on(backend, np.zeros((2, 3)))
+    row = int(np.flatnonzero([v == bad for v in labels])[0])
+    with pytest.raises(ValueError, match=rf"y_true\[{row}\] = {bad} is not a class index in \[0, 3\)"):
+        lb.cross_entropy(on(backend, labels), x, backend=backend)
+
+
+def test_uint_and_bool_labels_within_range_are_class_indices(backend):
+    x = np.random.default_rng(0).normal(size=(2, 3))
+    expected = lb.cross_entropy(np.array([1, 0]), x, backend="numpy")
+    for labels in (np.array([1, 0], np.uint64), np.array([1, 0], np.uint8), np.array([True, False])):
+        np.testing.assert_allclose(host(lb.cross_entropy(on(backend, labels), on(backend, x),
+                                                         backend=backend)), expected, rtol=1e-12)
