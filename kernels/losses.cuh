@@ -14,9 +14,11 @@ template <typename A> __device__ __forceinline__ A sign_of(A e) {
     return e > A(0) ? A(1) : (e < A(0) ? A(-1) : e);
 }
 
-// k v, 0 where k = 0 even if v is infinite: a term whose label coefficient is 0 contributes
-// nothing (its limit at an infinite prediction, as 0 log 0 = 0)
-template <typename A> __device__ __forceinline__ A times(A k, A v) { return k == A(0) ? A(0) : k * v; }
+// k v, 0 where k = 0 and v is infinite: a term whose label coefficient is 0 contributes
+// nothing (its limit at an infinite prediction, as 0 log 0 = 0); NaN kept
+template <typename A> __device__ __forceinline__ A times(A k, A v) {
+    return k == A(0) && isinf(v) ? A(0) : k * v;
+}
 
 template <typename A> __device__ __forceinline__ void mae(A y, A p, Options<A>, A& loss, A& d) {
     const A e = p - y;
@@ -48,7 +50,7 @@ template <typename A> __device__ __forceinline__ void log_cosh(A y, A p, Options
 }
 
 template <typename A> __device__ __forceinline__ void squared_hinge(A y, A s, Options<A> o, A& loss, A& d) {
-    const A slack = o.a - y * s;
+    const A slack = o.a - times(y, s);  // a label of 0 times an infinite score is 0, as hinge
     const A active = slack <= A(0) ? A(0) : slack;  // max(slack, 0), NaN kept
     loss = active * active;
     d = A(-2) * y * active;
@@ -56,7 +58,7 @@ template <typename A> __device__ __forceinline__ void squared_hinge(A y, A s, Op
 
 template <typename A> __device__ __forceinline__ void soft_margin(A y, A s, Options<A>, A& loss, A& d) {
     // softplus(z), z = -t s: max(z, 0) + log1p(exp(-|z|)); derivative -t sigmoid(z)
-    const A z = -y * s, t = exp(-fabs(z));
+    const A z = -times(y, s), t = exp(-fabs(z));
     loss = (z > A(0) ? z : A(0)) + log1p(t);
     d = -y * ((z >= A(0) ? A(1) : t) / (A(1) + t));
 }
@@ -71,9 +73,12 @@ template <typename A> __device__ __forceinline__ void sigmoid_focal(A y, A x, Op
     const A q = p * (A(1) - y) + c * y;
     const A ce = times(x >= A(0) ? A(1) - y : -y, x) + log1p(t);
     const A qg = gamma == A(2) ? q * q : pow(q, gamma);
-    const A modulator = (o.a * y + o.b * (A(1) - y)) * qg;
+    const A alpha_t = o.a * y + o.b * (A(1) - y), modulator = alpha_t * qg;
     const A r = q > A(0) ? p * c / q : A(0);
-    loss = modulator * ce;
+    // at an infinite x, ce is inf: the loss is inf where alpha_t q > 0 (even if q^gamma
+    // underflows), else 0
+    const A limit = alpha_t > A(0) && q > A(0) ? ce : A(0);
+    loss = isinf(ce) ? limit : modulator * ce;
     d = modulator * ((p - y) + gamma * (A(1) - A(2) * y) * times(r, ce));
 }
 

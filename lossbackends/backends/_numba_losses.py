@@ -36,9 +36,9 @@ def _sign(e):
 
 @njit(inline="always")
 def _times(k, v):
-    """k v, 0 where k = 0 even if v is infinite: a term whose label coefficient is 0
-    contributes nothing (its limit at an infinite prediction, as 0 log 0 = 0)."""
-    return ZERO if k == ZERO else k * v
+    """k v, 0 where k = 0 and v is infinite: a term whose label coefficient is 0
+    contributes nothing (its limit at an infinite prediction, as 0 log 0 = 0); NaN kept."""
+    return ZERO if k == ZERO and abs(v) == INF else k * v
 
 
 # --- log cosh and tanh of |e|: float32 by series near 0 and exp elsewhere (vectorised);
@@ -141,7 +141,7 @@ def _log_cosh(y, p, param):
 
 @njit(inline="always")
 def _squared_hinge(y, s, param):
-    slack = param[0] - y * s
+    slack = param[0] - _times(y, s)  # a label of 0 times an infinite score is 0, as hinge
     active = ZERO if slack <= ZERO else slack  # max(slack, 0), NaN kept
     return active * active, -TWO * y * active, TWO * y * y if slack > ZERO else ZERO
 
@@ -149,7 +149,7 @@ def _squared_hinge(y, s, param):
 @njit(inline="always")
 def _soft_margin(y, s, param):
     # softplus(z), z = -t s: max(z, 0) + log1p(exp(-|z|)); d = -t sigmoid(z)
-    z = -y * s
+    z = -_times(y, s)
     t = fast_exp(-abs(z))
     one_t = ONE + t
     loss = (z if z > ZERO else ZERO) + fast_log1p(t)
@@ -184,14 +184,18 @@ def _focal(power):
             qg = (q * q) * (q * q)
         else:
             qg = q**gamma
-        modulator = (a * y + b * (ONE - y)) * qg
+        alpha_t = a * y + b * (ONE - y)
+        modulator = alpha_t * qg
         r = p * c / q if q > ZERO else ZERO  # p (1 - p) / q: its limit 0 where q is 0
         rce = _times(r, ce)
         s = ONE - TWO * y
         d = modulator * ((p - y) + gamma * s * rce)
         h = modulator * (gamma * (gamma - ONE) * s * s * r * rce + gamma * s * (c - p) * rce
                          + TWO * gamma * s * r * (p - y) + p * c)
-        return modulator * ce, d, h
+        # at an infinite x, ce is inf: the loss is inf where alpha_t q > 0 (even if q^gamma
+        # underflows), else 0
+        limit = INF if alpha_t > ZERO and q > ZERO else ZERO
+        return (limit if ce == INF else modulator * ce), d, h
 
     return focal
 

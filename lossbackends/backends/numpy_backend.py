@@ -288,23 +288,24 @@ def _log_cosh(y, p, params, want_value, want_grad):
 
 def _squared_hinge(y, p, params, want_value, want_grad):
     (margin,) = params
-    slack = margin - y * p
+    slack = margin - _times(y, p)  # a label of 0 times an infinite score is 0, as hinge
     # max(slack, 0) with NaN kept (np.maximum keeps it)
     active = np.maximum(slack, 0.0)
     return active * active if want_value else None, -2.0 * y * active if want_grad else None
 
 
 def _soft_margin(y, p, params, want_value, want_grad):
-    z = -y * p  # the loss is softplus(-t s), its derivative -t sigmoid(-t s)
+    z = -_times(y, p)  # the loss is softplus(-t s), its derivative -t sigmoid(-t s)
     loss = _softplus(z) if want_value else None
     return loss, -y * _sigmoid(z) if want_grad else None
 
 
 def _times(k, v):
-    """k v, with 0 where k = 0 even if v is infinite: a label of coefficient 0 contributes
-    nothing, which is each loss's limit at an infinite prediction (0 log 0 = 0 likewise)."""
+    """k v, with 0 where k = 0 and v is infinite: a label of coefficient 0 contributes
+    nothing, which is each loss's limit at an infinite prediction (0 log 0 = 0 likewise);
+    NaN stays NaN."""
     with np.errstate(invalid="ignore"):
-        return np.where(k == 0, 0.0, k * v)
+        return np.where((k == 0) & np.isinf(v), 0.0, k * v)
 
 
 def _sigmoid_focal(y, x, params, want_value, want_grad):
@@ -322,7 +323,12 @@ def _sigmoid_focal(y, x, params, want_value, want_grad):
     ce = _times(np.where(x >= 0, 1.0 - y, -y), x) + np.log1p(np.exp(-np.abs(x)))
     alpha_t = a * y + b * (1.0 - y)
     modulator = alpha_t * q**gamma
-    loss = modulator * ce if want_value else None
+    loss = None
+    if want_value:
+        # at an infinite x, ce is inf: the loss is inf where alpha_t q > 0 (even if q^gamma
+        # underflows), else 0
+        limit = np.where((alpha_t > 0) & (q > 0), np.inf, 0.0)
+        loss = np.where(ce == np.inf, limit, modulator * ce)
     d = None
     if want_grad:
         with np.errstate(divide="ignore", invalid="ignore"):
@@ -385,7 +391,6 @@ def _pinball(y, p, params, want_value, want_grad):
 def _elementwise(math):
     """The kernel of an elementwise loss from its ``math``: weights, reduction, gradient."""
 
-    @half_in_float32
     def kernel(y, p, weight, params, reduction, scale, grad, want_value):
         # exp(x) may overflow to inf (the true limit); inf - inf and 0 * inf in branches
         # that np.where does not select are not the result's
@@ -402,7 +407,7 @@ def _elementwise(math):
         return _reduce(losses, weight, reduction, scale, p.dtype)
 
     kernel.__name__ = kernel.__qualname__ = math.__name__.lstrip("_")
-    return kernel
+    return elementwise(kernel)
 
 
 KERNELS = {
