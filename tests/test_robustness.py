@@ -255,6 +255,11 @@ def _kinks(*values):
         [k(options) + y for k in values for y in (0.0, 1.0, -1.0)], dtype)
 
 
+def _within(values, dtype) -> list[float]:
+    """The values that ``dtype`` holds as finite numbers."""
+    return [v for v in values if abs(v) <= float(np.finfo(dtype).max)]
+
+
 _EXP_EDGES = [88.72, -88.72, -90.0, -104.0, -745.0, 709.0, 710.0, 30.0, -30.0]
 
 
@@ -328,12 +333,13 @@ CASES: dict[str, Case] = {
     "log_cosh": Case(
         _log_cosh, labels=lambda dtype: _specials(dtype),
         # the switches between the series or log1p(sinh) and the exp form, and overflow
-        predictions=lambda dtype, options: _around([0.25, 0.5, 1.0, -0.5, 20.0, 710.0], dtype),
+        predictions=lambda dtype, options: _around(_within([0.25, 0.5, 1.0, -0.5, 20.0, 710.0], dtype),
+                                                   dtype),
         label_range=(-50.0, 50.0)),
     "squared_hinge": Case(
         _squared_hinge, labels=lambda dtype: [1.0, -1.0, 0.0, 0.5, np.nan],
-        predictions=lambda dtype, options: _around(
-            [options.get("margin", 1.0) * k for k in (1, -1, 2)] + [2e19, 1e154], dtype),
+        predictions=lambda dtype, options: _around(_within(
+            [options.get("margin", 1.0) * k for k in (1, -1, 2)] + [2e19, 1e154], dtype), dtype),
         label_range=(-1.0, 1.0), options=[{}, {"margin": 0.5}]),
     "soft_margin": Case(
         _soft_margin, labels=lambda dtype: [1.0, -1.0, 0.0, 0.5, np.nan],
