@@ -72,7 +72,7 @@ shapes = st.one_of(st.integers(1, 700).map(lambda n: (n,)),
 @given(shape=shapes, seed=st.integers(0, 2**32 - 1), reduction=st.sampled_from(REDUCTIONS),
        dtype=st.sampled_from([np.float32, np.float64]), weighted=st.booleans(),
        option=st.integers(0, 5))
-@settings(max_examples=examples(30), deadline=None)
+@settings(max_examples=examples(20), deadline=None)
 def test_matches_reference(backend, loss, shape, seed, reduction, dtype, weighted, option):
     rng = np.random.default_rng(seed)
     options = OPTIONS[loss][option % len(OPTIONS[loss])]
