@@ -157,7 +157,9 @@ class _Torch(Foreign):
         return x.detach().float()
 
     def to_native(self, x, device: str):
-        x = x.detach()  # a tensor that requires grad is read, never recorded
+        # a tensor that requires grad is read, never recorded; a lazily negated or
+        # conjugated view (.conj().imag) is resolved first (NumPy cannot see those bits)
+        x = x.detach().resolve_neg().resolve_conj()
         if device == HOST:
             return x.numpy()  # torch's own zero-copy view: half the cost of np.from_dlpack
         return _cupy().from_dlpack(x)
@@ -208,6 +210,15 @@ class _Jax(Foreign):
             a = np.asarray(a)
         return self.module.numpy.from_dlpack(a)
 
+    def device(self, x) -> tuple[str, int]:
+        if isinstance(x, self.module.core.Tracer):  # the first thing asked of an array
+            raise TypeError(
+                "lossbackends' plain calls take concrete arrays, not JAX tracers: inside "
+                "jax.jit, jax.grad or jax.vmap use lossbackends.jax (e.g. "
+                "lossbackends.jax.cross_entropy), which works under them"
+            )
+        return super().device(x)
+
 
 # type -> its adapter, or None for NumPy, CuPy and everything else the ordinary path takes
 _KINDS: dict[type, Foreign | None] = {}
@@ -222,10 +233,13 @@ def adapter(kind: type) -> Foreign | None:
     except KeyError:
         pass
     found: Foreign | None = None
-    if (not issubclass(kind, np.ndarray) and hasattr(kind, "__dlpack__")
+    jax = sys.modules.get("jax")
+    if jax is not None and issubclass(kind, jax.core.Tracer):  # no DLPack: _Jax explains
+        found = _Jax(kind)
+    elif (not issubclass(kind, np.ndarray) and hasattr(kind, "__dlpack__")
             and hasattr(kind, "__dlpack_device__")
             and kind.__module__.partition(".")[0] != "cupy"):
-        torch, jax = sys.modules.get("torch"), sys.modules.get("jax")
+        torch = sys.modules.get("torch")
         if torch is not None and issubclass(kind, torch.Tensor):
             found = _Torch(kind)
         elif jax is not None and issubclass(kind, jax.Array):
@@ -283,6 +297,12 @@ def run_foreign(run: Callable, y_true, y_pred, options: dict, out, want_grad: bo
             raise ValueError(
                 f"out must be a {lead.name} array like y_pred (got "
                 f"{type(out).__module__}.{type(out).__qualname__})"
+            )
+        if getattr(out, "requires_grad", False):
+            raise ValueError(
+                "out requires grad: autograd would not see the gradient written into it (torch "
+                "refuses in-place writes there too); pass out=tensor.detach() to overwrite its "
+                "memory anyway, or use lossbackends.torch (inplace_backward=True)"
             )
     bfloat16 = lead is not None and lead.is_bfloat16(y_pred)
     raw = bfloat16 and device[0] == CUDA and lead.raw_bfloat16 and _size(y_pred) > 0

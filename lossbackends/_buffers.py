@@ -39,6 +39,7 @@ from __future__ import annotations
 import os
 import sys
 import threading
+import warnings
 from collections import OrderedDict
 
 import numpy as np
@@ -56,8 +57,11 @@ def _limit_from_env() -> int:
         return 1 << 30
     try:
         limit = int(float(text))
-    except ValueError:
-        raise ValueError(f"{ENV_VAR}={text!r}: give a number of bytes (0 turns the cache off)") from None
+    except (ValueError, OverflowError):  # warned, not raised: import must not fail on it
+        warnings.warn(f"{ENV_VAR}={text!r} is not a number of bytes; the default (1 GiB) "
+                      "applies. Set it to a number of bytes, or 0 to turn the cache off.",
+                      RuntimeWarning, stacklevel=2)
+        return 1 << 30
     return max(limit, 0)
 
 

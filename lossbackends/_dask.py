@@ -70,7 +70,22 @@ def run(loss, y_true, y_pred, reduction: str, backend: str | None, options: dict
             "array of yours)"
         )
     want_grad = out is not None
+    for name, a in (("y_true", y_true), ("y_pred", y_pred)):
+        meta = getattr(a, "_meta", a)
+        if type(meta).__module__.partition(".")[0] not in ("numpy", "cupy", "builtins"):
+            kind = f"{type(meta).__module__}.{type(meta).__qualname__}"
+            raise TypeError(
+                f"{name} is {f'a Dask array of {kind} chunks' if is_dask_array(a) else kind}: "
+                "Dask arrays of NumPy or CuPy chunks are supported (with NumPy or CuPy "
+                "arrays beside them); convert, e.g. x.map_blocks(numpy.asarray)"
+            )
     p = y_pred if is_dask_array(y_pred) else da.asarray(y_pred)
+    for name, a in (("y_true", y_true), ("y_pred", p)):
+        if is_dask_array(a) and any(math.isnan(c) for chunks in a.chunks for c in chunks):
+            raise ValueError(
+                f"{name} has chunks of unknown size (after boolean indexing, say); call "
+                f"{name}.compute_chunk_sizes() first"
+            )
     backend_name = _dispatch.backend_for(backend, p._meta)
     dtype = as_prediction(np, np.empty(0, p.dtype)).dtype
     for name, value in options.items():
@@ -142,10 +157,11 @@ def _elementwise(loss, y_true, p, reduction, backend, options, want_value, want_
         args += [w.rechunk(p.chunks), index]
     else:
         args += [None, None]
-    if pos_weight is not None and np.ndim(pos_weight) and p.ndim:
+    if pos_weight is not None and getattr(pos_weight, "size", np.size(pos_weight)) > 1 and p.ndim:
         # a vector along the last axis: each block takes its own stretch of it
         last = p.shape[-1]
-        vector = pos_weight.reshape(-1)
+        vector = (pos_weight if hasattr(pos_weight, "reshape") else np.asarray(pos_weight)
+                  ).reshape(-1)
         vector = vector if vector.size == last else vector.repeat(last)
         options.pop("pos_weight")
         args += [da.from_array(vector, chunks=(p.chunks[-1],)), index[-1]]

@@ -26,7 +26,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from . import _arrays, _buffers, _dispatch
-from .backends._host import label_error
+from .backends._host import LabelError, label_error
 
 REDUCTIONS = ("mean", "sum", "none")
 _FLOAT_DTYPES = frozenset(map(np.dtype, (np.float16, np.float32, np.float64)))
@@ -119,10 +119,11 @@ def _prepare_elementwise(xp, y_true, y_pred, *, weight=None) -> Prepared:
 
 # --- the preparation of each loss: its options, checked once for every backend ---------
 
-# The clip bound of binary_cross_entropy is eps raised to the dtype's machine epsilon, so
-# 1 - eps stays < 1; float16 is computed in float32 by every backend, hence float32's.
-_EPS = {np.dtype(t): float(np.finfo(np.float32 if t == np.float16 else t).eps)
-        for t in (np.float16, np.float32, np.float64)}
+# The clip bound of binary_cross_entropy is eps raised to the dtype's machine epsilon
+# (the contract's max(eps, finfo(dtype).eps)), so 1 - eps stays < 1 and the gradient,
+# at most 1 / (e (1 - e)), stays finite in the dtype: float16's is 1024 at its bound
+# (float32's epsilon there gave 8.4e6, inf once rounded to float16).
+_EPS = {np.dtype(t): float(np.finfo(t).eps) for t in (np.float16, np.float32, np.float64)}
 
 
 _prepare_mse = _prepare_elementwise  # mse has no option of its own
@@ -234,20 +235,29 @@ def _prepare_pinball(xp, y_true, y_pred, *, weight=None, quantile=0.5):
 _INT64 = np.iinfo(np.int64)
 
 
-def _class_indices(xp, t, classes: int, shape: tuple):
+def _class_indices(xp, t, classes: int, shape: tuple, check_labels: bool, ignore_index: int):
     """Integer or bool class indices as int64. Labels int64 cannot hold (uint64 from 2^63,
     Python ints beyond) are out of range of every class: they raise the label error with
-    their value as given, never wrapped (2^64 - 100 cast would be -100, ignore_index)."""
+    their value as given, never wrapped (2^64 - 100 cast would be -100, ignore_index);
+    with ``check_labels=False`` they become a negative label other than ``ignore_index``,
+    so that their rows get NaN, like those of every other bad label."""
+    wide = None  # where the labels are beyond int64
     if t.dtype.kind == "u" and t.dtype.itemsize == 8 and t.size:
-        too_big = (t > _INT64.max).reshape(-1)
-        if too_big.any():
-            row = int(xp.flatnonzero(too_big)[0])
-            raise label_error(int(t.reshape(-1)[row]), row, classes)
+        wide = t > _INT64.max
     elif t.dtype == object and xp is np:  # Python ints too large for any NumPy integer
-        flat = t.reshape(-1)
-        if all(isinstance(v, int) and not isinstance(v, bool) for v in flat):
-            row = next(i for i, v in enumerate(flat) if not _INT64.min <= v <= _INT64.max)
-            raise label_error(int(flat[row]), row, classes)
+        if all(isinstance(v, int) and not isinstance(v, bool) for v in t.flat):
+            wide = np.array([not _INT64.min <= v <= _INT64.max for v in t.flat],
+                            bool).reshape(t.shape)
+    if wide is not None and wide.any():
+        if check_labels:
+            row = int(xp.flatnonzero(wide.reshape(-1))[0])
+            raise label_error(int(t.reshape(-1)[row]), row, classes)
+        bad = -1 if ignore_index != -1 else -2
+        if t.dtype == object:
+            t = np.array([bad if w else v for v, w in zip(t.flat, wide.flat, strict=True)],
+                         np.int64).reshape(t.shape)
+        else:  # the wrapped values are all replaced
+            t = xp.where(wide, xp.int64(bad), t.astype(xp.int64))
     if t.dtype.kind not in "biu":
         raise TypeError(
             f"y_true of shape {t.shape} holds class indices and must be integers, not "
@@ -280,6 +290,11 @@ def _prepare_cross_entropy(
     if classes == 0:
         raise ValueError(f"cross_entropy needs at least one class; logits have shape {x.shape}")
     batch_shape = x.shape[:axis] + x.shape[axis + 1 :]
+    if isinstance(ignore_index, bool):
+        raise TypeError("ignore_index must be an integer, not a bool")
+    ignore_index = operator.index(ignore_index)
+    if not _INT64.min <= ignore_index <= _INT64.max:
+        raise ValueError(f"ignore_index must fit in int64; got {ignore_index}")
     t = xp.asarray(y_true)
     if axis != x.ndim - 1:
         x = xp.moveaxis(x, axis, -1)
@@ -291,18 +306,14 @@ def _prepare_cross_entropy(
             t = xp.moveaxis(t, axis, -1)
         target = xp.ascontiguousarray(t).reshape(-1, classes)
     elif t.shape == batch_shape:
-        target = xp.ascontiguousarray(_class_indices(xp, t, classes, shape)).reshape(-1)
+        target = xp.ascontiguousarray(_class_indices(xp, t, classes, shape, check_labels,
+                                                                   ignore_index)).reshape(-1)
     else:
         raise ValueError(
             f"y_true has shape {t.shape}; cross_entropy with logits of shape {shape} and "
             f"axis={axis} expects class indices of shape {batch_shape} or probabilities of "
             f"shape {shape}"
         )
-    if isinstance(ignore_index, bool):
-        raise TypeError("ignore_index must be an integer, not a bool")
-    ignore_index = operator.index(ignore_index)
-    if not _INT64.min <= ignore_index <= _INT64.max:
-        raise ValueError(f"ignore_index must fit in int64; got {ignore_index}")
     label_smoothing = float(label_smoothing)
     if not 0.0 <= label_smoothing <= 1.0:
         raise ValueError(f"label_smoothing must be in [0, 1]; got {label_smoothing}")
@@ -444,8 +455,15 @@ def compute(xp, kernel, prep: Prepared, y_true, reduction: str, want_value: bool
             grad = out if out.shape == p.shape else out.reshape(p.shape)
     if prep.p.size:
         scale = prep.scale if reduction == "mean" else 1.0
-        value = kernel(prep.y, prep.p, prep.weight, prep.params, reduction, scale, grad,
-                       want_value)
+        try:
+            value = kernel(prep.y, prep.p, prep.weight, prep.params, reduction, scale, grad,
+                           want_value)
+        except LabelError as exc:  # kernels count rows flat: name the user's index
+            if len(prep.value_shape) < 2:
+                raise
+            where = np.unravel_index(exc.row, prep.value_shape)
+            raise label_error(exc.label, exc.row, exc.classes,
+                              f"y_true[{', '.join(map(str, where))}]") from None
     else:
         value = _empty_value(xp, prep, reduction) if want_value else None
     if prep.class_axis is None:  # the results already have the user's shapes
@@ -502,6 +520,16 @@ def _check_out(xp, out, y_true, y, p, shape) -> None:
         raise ValueError("out must be a writeable, C-contiguous array (see numpy.ascontiguousarray)")
     if out is y_true or (out is not p and _overlaps(xp, out, y)):
         raise ValueError("out must not share memory with y_true; it may be y_pred itself")
+    if out is not p and _overlaps(xp, out, p) and _address(out) != _address(p):
+        # a kernel would write elements it has still to read (same shape, dtype and
+        # contiguity: the same address is the same memory)
+        raise ValueError("out overlaps y_pred without being it; pass out=y_pred itself (the "
+                         "gradient in place) or an array of its own")
+
+
+def _address(a) -> int:
+    interface = getattr(a, "__array_interface__", None) or a.__cuda_array_interface__
+    return interface["data"][0]
 
 
 def _overlaps(xp, a, b) -> bool:

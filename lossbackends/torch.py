@@ -149,7 +149,9 @@ def _value_and_grad(loss: str, input: Tensor, target: Tensor, t1: Optional[Tenso
     entry = _TABLE[loss]
     options = _our_options(entry, input.ndim, t1, t2, floats, ints)
     value, grad = entry.loss.value_and_grad(target, input, reduction=reduction, **options)
-    return value, grad
+    # contiguous, as the fake below says: a class axis other than the last comes back as a
+    # moved view, whose strides torch.compile would find different from the fake's
+    return value, grad.contiguous()
 
 
 @_value_and_grad.register_fake
@@ -203,11 +205,14 @@ class _InPlace(torch.autograd.Function):
                                              **options)
         ctx.axis = _class_axis(entry, input.ndim) if reduction == "none" else None
         ctx.gradient = buffer  # not save_for_backward: input's memory changed on purpose
-        return value
+        # autograd learns that input changed: a leaf that requires grad is refused, and a
+        # tensor saved earlier for another backward raises there instead of being wrong
+        ctx.mark_dirty(input)
+        return value, input
 
     @staticmethod
     @torch.autograd.function.once_differentiable
-    def backward(ctx, upstream):
+    def backward(ctx, upstream, _input_after):
         return None, _scaled(ctx, ctx.gradient, upstream), None, None, None, None, None, None
 
 
@@ -238,7 +243,7 @@ def _apply(name: str, input: Tensor, target: Tensor, options: dict) -> Tensor:
     if inplace:
         if not input.is_contiguous():
             raise ValueError("inplace_backward=True needs a contiguous input (see .contiguous())")
-        value = _InPlace.apply(name, input, target, *tensors, floats, ints, call_reduction)
+        value = _InPlace.apply(name, input, target, *tensors, floats, ints, call_reduction)[0]
     else:
         value = _value_and_grad(name, input, target, *tensors, floats, ints, call_reduction)[0]
     if weighted_mean:

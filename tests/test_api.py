@@ -378,3 +378,20 @@ def test_python_main_self_check():
     out = subprocess.run([sys.executable, "-m", "lossbackends"], capture_output=True, text=True,
                          cwd=ROOT, check=True)
     assert "auto picks" in out.stdout and "self-check passed" in out.stdout
+
+
+@pytest.mark.parametrize("backend", ["numpy", "numba"])
+def test_out_overlapping_y_pred_without_being_it_is_refused(backend):
+    buf = np.arange(11.0)
+    with pytest.raises(ValueError, match="out overlaps y_pred without being it"):
+        lb.mse.grad(np.zeros(10), buf[:-1], out=buf[1:], backend=backend)
+    p = np.arange(10.0)
+    assert lb.mse.grad(np.zeros(10), p, out=p, backend=backend) is p  # in place is fine
+    np.testing.assert_allclose(p, 2 * np.arange(10.0) / 10)
+
+
+def test_a_bad_label_is_named_by_its_index_in_y_true():
+    t = np.zeros((3, 5), np.int64)
+    t[2, 3] = 9
+    with pytest.raises(ValueError, match=r"y_true\[2, 3\] = 9"):
+        lb.cross_entropy(t, np.zeros((3, 4, 5)), axis=1, backend="numpy")

@@ -292,3 +292,17 @@ def test_cupy_chunks_stay_on_the_gpu(backend, loss):
         expected_value, expected_grad = function.value_and_grad(y, p, reduction=reduction)
         cp.testing.assert_array_equal(grad, expected_grad)
         cp.testing.assert_allclose(value, expected_value, rtol=2e-6)
+
+
+def test_review_fixes_pos_weight_lists_foreign_chunks_unknown_sizes():
+    dx = da.ones((6, 4), chunks=2)
+    expected = lb.binary_cross_entropy_with_logits(np.ones((6, 4)), np.ones((6, 4)),
+                                                   pos_weight=[1.0, 2.0, 3.0, 4.0])
+    value = lb.binary_cross_entropy_with_logits(dx, dx, pos_weight=[1.0, 2.0, 3.0, 4.0])
+    np.testing.assert_allclose(value.compute(), expected, rtol=1e-13)
+    torch = pytest.importorskip("torch")
+    with pytest.raises(TypeError, match="Dask arrays of NumPy or CuPy chunks"):
+        lb.mse(da.zeros(3), torch.ones(3))
+    p = da.arange(8.0, chunks=4)
+    with pytest.raises(ValueError, match="compute_chunk_sizes"):
+        lb.mse(p[p > 2], p[p > 2])

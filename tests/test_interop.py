@@ -314,3 +314,15 @@ def test_bfloat16_cuda_tensors_reach_the_kernels_as_their_bits(monkeypatch):
     _, grad = lb.mse.value_and_grad(y, q, out=q, backend="numpy", reduction="sum")
     assert grad is q and seen["grad"] == seen["p"] == q.data_ptr()
     torch.testing.assert_close(q, expected.to(torch.bfloat16))
+
+
+def test_review_fixes_out_requiring_grad_negated_views_and_jax_tracers():
+    torch = pytest.importorskip("torch")
+    h = torch.randn(5, 3, requires_grad=True) * 1.0
+    with pytest.raises(ValueError, match="out requires grad"):
+        lb.cross_entropy.grad(torch.tensor([0, 1, 2, 0, 1]), h, out=h)
+    q = torch.randn(3, dtype=torch.complex64).conj().imag  # a lazily negated view
+    assert torch.allclose(lb.mse(torch.zeros(3), q), (q ** 2).mean())
+    jax = pytest.importorskip("jax")
+    with pytest.raises(TypeError, match="lossbackends.jax"):
+        jax.jit(lambda p: lb.mse(jax.numpy.zeros(3), p))(jax.numpy.ones(3))

@@ -87,7 +87,7 @@ def _mse(y, p, dtype):
 
 def _binary_cross_entropy(y, p, dtype, eps=1e-15):
     compute = _compute_dtype(dtype)
-    e = max(eps, float(np.finfo(compute).eps))
+    e = max(eps, float(np.finfo(dtype).eps))  # the dtype's own epsilon, float16's too
     pc = np.clip(p, float(compute(e)), float(compute(1.0 - e)))  # the bounds in the dtype
     with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
         pos, neg = _terms(y, np.log(pc)), _terms(1 - y, np.log1p(-pc))
@@ -278,7 +278,7 @@ class Case:
 
 def _bce_bounds(dtype, options):
     compute = _compute_dtype(dtype)
-    e = max(options.get("eps", 1e-15), float(np.finfo(compute).eps))
+    e = max(options.get("eps", 1e-15), float(np.finfo(dtype).eps))
     return _around([compute(e), compute(1.0 - e)], dtype) + [2.0, -2.0]
 
 
@@ -776,3 +776,34 @@ def test_uint_and_bool_labels_within_range_are_class_indices(backend):
     for labels in (np.array([1, 0], np.uint64), np.array([1, 0], np.uint8), np.array([True, False])):
         np.testing.assert_allclose(host(lb.cross_entropy(on(backend, labels), on(backend, x),
                                                          backend=backend)), expected, rtol=1e-12)
+
+
+def test_float16_binary_cross_entropy_clips_at_its_own_epsilon(backend):
+    """The clip bound is max(eps, finfo(float16).eps), so the gradient at p = 0 or 1 stays
+    finite in float16 (float32's epsilon gave 8.4e6, inf once rounded)."""
+    y = np.array([0, 1, 1, 0], np.float16)
+    p = np.array([1, 0, -np.inf, np.inf], np.float16)
+    grad = host(lb.binary_cross_entropy.grad(on(backend, y), on(backend, p), reduction="none",
+                                             backend=backend))
+    e = float(np.finfo(np.float16).eps)
+    expected = np.float16(1 / e) * np.array([1, -1, -1, 1])  # (pc - y) / (pc (1 - pc))
+    np.testing.assert_allclose(grad.astype(np.float64), expected, rtol=2e-3)
+    assert np.isfinite(grad).all()
+
+
+def test_unchecked_labels_beyond_int64_give_nan_rows(backend):
+    """check_labels=False: a label int64 cannot hold is a bad label like any other (its row
+    NaN), not an error and not a wrapped index."""
+    if backend == "cupy":
+        pytest.skip("host labels")
+    labels = np.array([0, 2**64 - 100, 2], np.uint64)
+    logits = np.zeros((3, 3))
+    with np.errstate(invalid="ignore"):
+        value = lb.cross_entropy(labels, logits, reduction="none", check_labels=False,
+                                 backend=backend)
+        listed = lb.cross_entropy([0, 2**70, 2], logits, reduction="none", check_labels=False,
+                                  backend=backend)
+    for row_losses in (value, listed):
+        assert np.isnan(row_losses[1]) and np.allclose(row_losses[[0, 2]], np.log(3))
+    with pytest.raises(ValueError, match="18446744073709551516"):
+        lb.cross_entropy(labels, logits, backend=backend)

@@ -219,3 +219,27 @@ def test_compiled_training_step():
     torch.testing.assert_close(loss, expected)
     for got, want in zip(grads, (p.grad for p in model.parameters()), strict=True):
         torch.testing.assert_close(got, want)
+
+
+def test_inplace_backward_is_seen_by_autograd():
+    """inplace_backward=True marks input dirty: torch refuses a leaf, and a tensor saved
+    for another backward raises there instead of giving a wrong gradient."""
+    leaf = torch.ones(2, 3, requires_grad=True)
+    with pytest.raises(RuntimeError, match="leaf Variable"):
+        lbt.cross_entropy(leaf, torch.tensor([0, 1]), inplace_backward=True)
+    a = torch.randn(5, 4, requires_grad=True)
+    logits = a * 2
+    other = (logits ** 2).sum()
+    loss = lbt.cross_entropy(logits, torch.tensor([0, 1, 2, 3, 0]), inplace_backward=True)
+    with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+        (loss + other).backward()
+
+
+def test_compile_with_the_class_axis_not_last():
+    x = torch.randn(2, 3, 4, requires_grad=True)
+    t = torch.randint(0, 3, (2, 4))
+    loss = torch.compile(lambda q: lbt.cross_entropy(q, t), fullgraph=True, backend="aot_eager")(x)
+    loss.backward()
+    x2 = x.detach().clone().requires_grad_()
+    F.cross_entropy(x2, t).backward()
+    torch.testing.assert_close(x.grad, x2.grad)

@@ -108,6 +108,27 @@ def maximum(typingctx, a, b):
     return sig, codegen
 
 
+@intrinsic
+def fma(typingctx, a, b, c):
+    """a b + c rounded once (LLVM's ``llvm.fma``): the polynomials' steps. The kernels are
+    compiled without the "contract" flag, which lets LLVM fuse a b + c where it likes: it
+    then fused differently in a loop's vector body and its scalar tail, so an element's
+    bits depended on where it sat in the array (a Dask block against the whole array).
+    Fused here by name, every element gets the same bits wherever it is."""
+    if not (isinstance(a, types.Float) and a == b == c):
+        return None
+    sig = a(a, b, c)
+
+    def codegen(context, builder, signature, args):
+        value_type = context.get_value_type(signature.return_type)
+        function = cgutils.get_or_insert_function(
+            builder.module, ir.FunctionType(value_type, [value_type] * 3),
+            f"llvm.fma.{'f32' if value_type == _F32 else 'f64'}")
+        return builder.call(function, args)
+
+    return sig, codegen
+
+
 def fast_exp(x):
     """exp(x): vectorisable for float32 (subnormal results, overflow to inf, NaN and
     -inf included), ``math.exp`` otherwise."""
@@ -130,20 +151,20 @@ def _exp32(x):
     # clamp x to [EXP_LOW, EXP_HIGH] with NaN kept (selects): NaN then flows through the
     # arithmetic, and every x below or above rounds to 0 or inf like the bounds themselves
     clamped = EXP_LOW if x < EXP_LOW else (EXP_HIGH if x > EXP_HIGH else x)
-    rounded = clamped * LOG2E + ROUNDER  # n + ROUNDER, n = round(x / ln 2)
+    rounded = fma(clamped, LOG2E, ROUNDER)  # n + ROUNDER, n = round(x / ln 2)
     n = rounded - ROUNDER  # exact
-    f = clamped - n * LN2_HI - n * LN2_LO  # Cody-Waite: exact reduction to |f| <= ln2/2
+    f = fma(n, -LN2_LO, fma(n, -LN2_HI, clamped))  # Cody-Waite reduction to |f| <= ln2/2
     p = _f32(1.9875691500e-4)
-    p = p * f + _f32(1.3981999507e-3)
-    p = p * f + _f32(8.3334519073e-3)
-    p = p * f + _f32(4.1665795894e-2)
-    p = p * f + _f32(1.6666665459e-1)
-    p = p * f + _f32(5.0000001201e-1)
+    p = fma(p, f, _f32(1.3981999507e-3))
+    p = fma(p, f, _f32(8.3334519073e-3))
+    p = fma(p, f, _f32(4.1665795894e-2))
+    p = fma(p, f, _f32(1.6666665459e-1))
+    p = fma(p, f, _f32(5.0000001201e-1))
     # 2^n for n in [-150, 128] as two normal factors, 2^(n + 64) 2^-64 or 2^(n - 64) 2^64:
     # a subnormal or overflowing result is rounded once, by the last product (a bare 2^n
     # would need n >= -126: results below 2^-126 would flush to 0)
     low = n < ZERO
-    y = (p * f * f + f + ONE) * _power_of_two32(rounded + (SHIFT if low else -SHIFT))
+    y = (fma(p * f, f, f) + ONE) * _power_of_two32(rounded + (SHIFT if low else -SHIFT))
     return y * (TWO_TO_MINUS_SHIFT if low else TWO_TO_SHIFT)
 
 
@@ -169,7 +190,7 @@ def _log32(x):
     s = f / (_f32(2.0) + f)
     z = s * s
     w = z * z
-    r = z * (LG1 + w * LG3) + w * (LG2 + w * LG4)
+    r = fma(z, fma(w, LG3, LG1), w * fma(w, LG4, LG2))
     half_f2 = HALF * f * f
     # k ln 2 in two parts (LN2_HI k is exact), the small terms added first
     y = k * LN2_HI - ((half_f2 - (s * (half_f2 + r) + k * LN2_LO)) - f)
@@ -210,12 +231,12 @@ def _fast_log1p(x):
             u = (x + x) / (_f32(2.0) + x)
             z = HALF * HALF * u * u  # s^2
             p = _f32(1.0 / 13.0)
-            p = p * z + _f32(1.0 / 11.0)
-            p = p * z + _f32(1.0 / 9.0)
-            p = p * z + _f32(1.0 / 7.0)
-            p = p * z + _f32(1.0 / 5.0)
-            p = p * z + _f32(1.0 / 3.0)
-            return u * (p * z + ONE)
+            p = fma(p, z, _f32(1.0 / 11.0))
+            p = fma(p, z, _f32(1.0 / 9.0))
+            p = fma(p, z, _f32(1.0 / 7.0))
+            p = fma(p, z, _f32(1.0 / 5.0))
+            p = fma(p, z, _f32(1.0 / 3.0))
+            return u * fma(p, z, ONE)
 
         return impl
     return lambda x: math.log1p(x)
