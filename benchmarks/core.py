@@ -16,7 +16,11 @@ import numpy as np
 
 import lossbackends as lb
 
-ELEMENTWISE = ("mse", "binary_cross_entropy", "binary_cross_entropy_with_logits", "hinge")
+SECOND_SET = ("mae", "huber", "smooth_l1", "log_cosh", "squared_hinge", "soft_margin",
+              "sigmoid_focal", "poisson_nll", "kl_div", "pinball")
+ELEMENTWISE = ("mse", "binary_cross_entropy", "binary_cross_entropy_with_logits", "hinge",
+               *SECOND_SET)
+SCORE_LOSSES = ("hinge", "squared_hinge", "soft_margin")  # labels of -1 and 1
 LOSSES = (*ELEMENTWISE, "cross_entropy")
 OPS = ("value", "grad", "value_and_grad")
 
@@ -35,9 +39,18 @@ def host_inputs(loss: str, shape: tuple, dtype: str, seed: int = 0) -> dict:
         if loss == "binary_cross_entropy":
             y = (rng.random(n, dtype=np.float32) < 0.5).astype(np.float32)
             p = rng.uniform(0.001, 0.999, n).astype(np.float32)
-        elif loss == "hinge":
+        elif loss in SCORE_LOSSES:
             y = np.where(rng.random(n, dtype=np.float32) < 0.5, -1, 1).astype(np.float32)
             p = rng.standard_normal(n, dtype=np.float32) * np.float32(2)
+        elif loss == "sigmoid_focal":
+            y = (rng.random(n, dtype=np.float32) < 0.5).astype(np.float32)
+            p = rng.standard_normal(n, dtype=np.float32) * np.float32(2)
+        elif loss == "poisson_nll":  # counts, and log-rates
+            y = rng.poisson(2.0, n).astype(np.float32)
+            p = rng.standard_normal(n, dtype=np.float32)
+        elif loss == "kl_div":  # probabilities, and log-probabilities
+            y = rng.random(n, dtype=np.float32)
+            p = np.log(rng.uniform(0.01, 1.0, n)).astype(np.float32)
         else:
             y = rng.random(n, dtype=np.float32)
             p = rng.standard_normal(n, dtype=np.float32) * np.float32(2)
@@ -66,7 +79,7 @@ def device_inputs(loss: str, shape: tuple, dtype: str, seed: int = 0) -> dict:
     u = rng.random_sample(n, dtype=cp.float32)
     if loss == "binary_cross_entropy":
         y, p = (u < 0.5).astype(dtype), (0.001 + 0.998 * rng.random_sample(n, dtype=cp.float32))
-    elif loss == "hinge":
+    elif loss in SCORE_LOSSES:
         y, p = cp.where(u < 0.5, -1, 1).astype(dtype), rng.standard_normal(n, dtype=cp.float32) * 2
     else:
         y, p = u.astype(dtype), rng.standard_normal(n, dtype=cp.float32) * 2

@@ -17,6 +17,7 @@ forms), ``torch.compile`` of that hand-written form (both forms), and
 from __future__ import annotations
 
 import importlib.util
+import math
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -127,7 +128,26 @@ def _torch_loss(torch, loss):
         "binary_cross_entropy_with_logits": F.binary_cross_entropy_with_logits,
         "hinge": lambda p, y: torch.clamp(1 - y * p, min=0).mean(),
         "cross_entropy": F.cross_entropy,
-    }[loss]
+        "mae": F.l1_loss,
+        "huber": F.huber_loss,
+        "smooth_l1": F.smooth_l1_loss,
+        "soft_margin": F.soft_margin_loss,
+        "poisson_nll": F.poisson_nll_loss,
+        "kl_div": lambda p, y: F.kl_div(p, y, reduction="mean"),
+        # torch has no function of these: written from torch operations, as hinge
+        "log_cosh": lambda p, y: (F.softplus(-2 * (p - y)) + (p - y) - math.log(2)).mean(),
+        "squared_hinge": lambda p, y: torch.clamp(1 - y * p, min=0).square().mean(),
+        "pinball": lambda p, y: torch.maximum(0.5 * (y - p), 0.5 * (p - y)).mean(),
+        "sigmoid_focal": lambda p, y: _torch_focal(torch, p, y),
+    }.get(loss)
+
+
+def _torch_focal(torch, x, y, alpha=0.25, gamma=2.0):
+    """torchvision's sigmoid_focal_loss (mean), from torch operations."""
+    p = torch.sigmoid(x)
+    ce = torch.nn.functional.binary_cross_entropy_with_logits(x, y, reduction="none")
+    p_t = p * y + (1 - p) * (1 - y)
+    return ((alpha * y + (1 - alpha) * (1 - y)) * ce * (1 - p_t) ** gamma).mean()
 
 
 def _torch(mode: str):
@@ -145,6 +165,8 @@ def _torch(mode: str):
             function = LigerCrossEntropyLoss()
         else:
             function = _torch_loss(torch, loss)
+            if function is None:
+                return None
             if mode == "compile":
                 # compiling costs seconds per shape: only where the performance notes
                 # compare it (MSE at 1e8 and more, cross-entropy)
@@ -213,7 +235,7 @@ def _hand_eager(torch, loss):
 
     return {"mse": mse, "binary_cross_entropy": bce,
             "binary_cross_entropy_with_logits": bce_logits, "hinge": hinge,
-            "cross_entropy": cross_entropy}[loss]
+            "cross_entropy": cross_entropy}.get(loss)  # None: no hand-written form
 
 
 def _hand_pure(torch, loss):
@@ -246,7 +268,7 @@ def _hand_pure(torch, loss):
 
     return {"mse": mse, "binary_cross_entropy": bce,
             "binary_cross_entropy_with_logits": bce_logits, "hinge": hinge,
-            "cross_entropy": cross_entropy}[loss]
+            "cross_entropy": cross_entropy}.get(loss)  # None: no hand-written form
 
 
 _COMPILED: dict = {}
@@ -289,6 +311,8 @@ def torch_host(kind: str, out: bool, *, dynamic: bool = False, compile_backend: 
             return None
         import torch
 
+        if _hand_pure(torch, loss) is None:  # no hand-written form of this loss (yet)
+            return None
         y = torch.as_tensor(inputs["y"])
         x = torch.as_tensor(inputs["p"]).clone()
         if kind == "hand":
@@ -310,6 +334,8 @@ def torch_host(kind: str, out: bool, *, dynamic: bool = False, compile_backend: 
 
 
 def _jax(loss, op, inputs):
+    if loss not in _JAX_LOSSES:  # written below for the first set only
+        return None
     os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")  # share the GPU
     import jax
     import jax.numpy as jnp
@@ -341,6 +367,10 @@ def _jax(loss, op, inputs):
         return v, (None if op == "value" else g)
 
     return call
+
+
+_JAX_LOSSES = ("mse", "binary_cross_entropy", "binary_cross_entropy_with_logits", "hinge",
+               "cross_entropy")
 
 
 def providers(device: str, quick: bool = False) -> list[Provider]:

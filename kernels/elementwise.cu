@@ -6,8 +6,11 @@
 // each writes a partial sum and `finalize<T>` adds them in a fixed order (bitwise
 // reproducible, no floating-point atomics). All indices are 64-bit.
 #include "common.cuh"
+#include "losses.cuh"
 
-enum { MSE = 0, BCE = 1, BCE_LOGITS = 2, HINGE = 3 };
+enum { MSE = 0, BCE = 1, BCE_LOGITS = 2, HINGE = 3, MAE = 4, HUBER = 5, SMOOTH_L1 = 6,
+       LOG_COSH = 7, SQUARED_HINGE = 8, SOFT_MARGIN = 9, SIGMOID_FOCAL = 10, POISSON_NLL = 11,
+       KL_DIV = 12, PINBALL = 13 };  // lossbackends/_cuda_sources.py LOSS_IDS
 
 // 1 / (1 + t) for t in [0, 1]. In float, __fdividef: within 2 ulp for a denominator in
 // [1, 2]; the IEEE division's slow path (for operands near the range limits, never met
@@ -17,11 +20,12 @@ __device__ __forceinline__ double reciprocal_of_1p(double t) { return 1.0 / (1.0
 
 // The mathematics of each loss, once: the loss of one element, its derivative in p and
 // its second derivative `h` (unused, hence removed by the compiler, without a Hessian).
-// `param` is eps (BCE, already max(eps, dtype eps)) or the margin (hinge); `pos` is the
-// pos_weight of the element (BCE with logits).
+// `o.a` is eps (BCE, already max(eps, dtype eps)) or the margin (hinge); `pos` is the
+// pos_weight of the element (BCE with logits). The second set's mathematics: losses.cuh.
 template <int LOSS, typename A>
-__device__ __forceinline__ void loss_and_derivative(A y, A p, A param, A pos, A& loss, A& d,
+__device__ __forceinline__ void loss_and_derivative(A y, A p, Options<A> o, A pos, A& loss, A& d,
                                                     A& h) {
+    const A param = o.a;
     if (LOSS == MSE) {
         const A diff = p - y;
         loss = diff * diff;
@@ -53,13 +57,39 @@ __device__ __forceinline__ void loss_and_derivative(A y, A p, A param, A pos, A&
         const A r = reciprocal_of_1p(t), tr = t * r;
         d = keep * (positive ? r : tr) - hit * (positive ? tr : r);
         h = (keep + hit) * (tr * r);  // lw sigma(x) sigma(-x) = lw t / (1 + t)^2: no 1 - sigma
-    } else {  // HINGE: max(0, m - t s); -t where m - t s > 0 (0 at the kink), NaN for NaN
+    } else if (LOSS == HINGE) {
+        // max(0, m - t s); -t where m - t s > 0 (0 at the kink), NaN for NaN
         // a label of 0 times an infinite score is 0 (the limit), not NaN
         const A product = (y == A(0) && isinf(p)) ? A(0) : y * p;
         const A slack = param - product;
         loss = slack <= A(0) ? A(0) : slack;  // max(slack, 0), NaN kept (fmax drops it)
         d = slack > A(0) ? -y : (slack <= A(0) ? A(0) : slack);
         h = slack == slack ? A(0) : slack;  // piecewise linear: 0, NaN for NaN
+    } else {
+        // The second set has no Hessian yet (grad_and_hess refuses those losses before
+        // any kernel runs): NaN, never a number that looks right.
+        h = quiet_nan<A>();
+        if (LOSS == MAE) {
+            mae(y, p, o, loss, d);
+        } else if (LOSS == HUBER) {
+            huber(y, p, o, loss, d);
+        } else if (LOSS == SMOOTH_L1) {
+            smooth_l1(y, p, o, loss, d);
+        } else if (LOSS == LOG_COSH) {
+            log_cosh(y, p, o, loss, d);
+        } else if (LOSS == SQUARED_HINGE) {
+            squared_hinge(y, p, o, loss, d);
+        } else if (LOSS == SOFT_MARGIN) {
+            soft_margin(y, p, o, loss, d);
+        } else if (LOSS == SIGMOID_FOCAL) {
+            sigmoid_focal(y, p, o, loss, d);
+        } else if (LOSS == POISSON_NLL) {
+            poisson_nll(y, p, o, loss, d);
+        } else if (LOSS == KL_DIV) {
+            kl_div(y, p, o, loss, d);
+        } else {
+            pinball(y, p, o, loss, d);
+        }
     }
 }
 
@@ -67,7 +97,7 @@ template <typename T, int LOSS, bool HESS>
 __device__ __forceinline__ typename AccOf<T>::type element(
     const T* __restrict__ y, const T* p, const T* __restrict__ weight,
     const T* __restrict__ pos_weight, i64 pos_len, T* grad, T* losses, T* __restrict__ hess,
-    typename AccOf<T>::type scale, typename AccOf<T>::type param, i64 i, T yi, T pi) {
+    typename AccOf<T>::type scale, Options<typename AccOf<T>::type> param, i64 i, T yi, T pi) {
     typedef typename AccOf<T>::type A;
     const A pos = (LOSS == BCE_LOGITS && pos_weight) ? to_acc(pos_weight[i % pos_len]) : A(1);
     A loss, d, h;
@@ -90,7 +120,7 @@ template <typename T, int LOSS, bool HESS>
 __device__ __forceinline__ typename AccOf<T>::type pack_step(
     const T* __restrict__ y, const T* p, const T* __restrict__ weight,
     const T* __restrict__ pos_weight, i64 pos_len, T* grad, T* losses, T* __restrict__ hess,
-    typename AccOf<T>::type scale, typename AccOf<T>::type param, i64 k, const Pack<T>& yv,
+    typename AccOf<T>::type scale, Options<typename AccOf<T>::type> param, i64 k, const Pack<T>& yv,
     const Pack<T>& pv) {
     typedef typename AccOf<T>::type A;
     const int W = VecWidth<T>::value;
@@ -124,8 +154,10 @@ __global__ void __launch_bounds__(256) elementwise(
     const T* __restrict__ y, const T* p, const T* __restrict__ weight,
     const T* __restrict__ pos_weight, i64 pos_len, T* grad, T* losses, T* __restrict__ hess,
     typename AccOf<T>::type* partials, T* value, i64 n, int packed,
-    typename AccOf<T>::type scale, typename AccOf<T>::type param) {
+    typename AccOf<T>::type scale, typename AccOf<T>::type option0,
+    typename AccOf<T>::type option1, typename AccOf<T>::type option2) {
     typedef typename AccOf<T>::type A;
+    const Options<A> param = {option0, option1, option2};  // the loss's options
     const int W = VecWidth<T>::value;
     const i64 stride = (i64)gridDim.x * blockDim.x;
     const i64 first = (i64)blockIdx.x * blockDim.x + threadIdx.x;

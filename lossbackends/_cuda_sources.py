@@ -20,7 +20,9 @@ OPTIONS = ("-std=c++17",)
 
 TYPE_NAMES = {"float16": "half_t", "bfloat16": "bf16_t", "float32": "float", "float64": "double"}
 
-LOSS_IDS = {"mse": 0, "binary_cross_entropy": 1, "binary_cross_entropy_with_logits": 2, "hinge": 3}
+LOSS_IDS = {"mse": 0, "binary_cross_entropy": 1, "binary_cross_entropy_with_logits": 2, "hinge": 3,
+            "mae": 4, "huber": 5, "smooth_l1": 6, "log_cosh": 7, "squared_hinge": 8,
+            "soft_margin": 9, "sigmoid_focal": 10, "poisson_nll": 11, "kl_div": 12, "pinball": 13}
 
 _INCLUDE = re.compile(r'^#include "([^"]+)"\s*$', re.MULTILINE)
 

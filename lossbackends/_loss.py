@@ -160,6 +160,80 @@ def _prepare_hinge(xp, y_true, y_pred, *, weight=None, margin=1.0):
     return prep._replace(params=(float(margin),))
 
 
+def _real_option(loss: str, name: str, value, low: float, high: float = float("inf"), *,
+                 low_open: bool = False) -> float:
+    """A real option as a float in ``[low, high]`` (``(low, high]`` with ``low_open``)."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer,
+                                                                      np.floating)):
+        raise TypeError(f"{loss}: {name} must be a real number, not {type(value).__name__}")
+    value = float(value)
+    if not (low < value if low_open else low <= value) or not value <= high or value != value:
+        bounds = f"{'(' if low_open else '['}{low:g}, {high:g}{']' if high < float('inf') else ')'}"
+        raise ValueError(f"{loss}: {name} must be in {bounds}; got {value}")
+    return value
+
+
+def _bool_option(loss: str, name: str, value) -> bool:
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{loss}: {name} must be True or False, not {value!r}")
+    return bool(value)
+
+
+_INF = float("inf")
+_prepare_mae = _prepare_elementwise  # no option of its own
+_prepare_log_cosh = _prepare_elementwise
+_prepare_soft_margin = _prepare_elementwise
+
+
+def _prepare_huber(xp, y_true, y_pred, *, weight=None, delta=1.0):
+    prep = _prepare_elementwise(xp, y_true, y_pred, weight=weight)
+    # torch.nn.functional.huber_loss requires delta > 0 too
+    return prep._replace(params=(_real_option("huber", "delta", delta, 0.0, _INF, low_open=True),))
+
+
+def _prepare_smooth_l1(xp, y_true, y_pred, *, weight=None, beta=1.0):
+    prep = _prepare_elementwise(xp, y_true, y_pred, weight=weight)
+    # beta = 0 is the absolute error, as in PyTorch; a negative beta is an error there too
+    return prep._replace(params=(_real_option("smooth_l1", "beta", beta, 0.0, _INF),))
+
+
+def _prepare_squared_hinge(xp, y_true, y_pred, *, weight=None, margin=1.0):
+    prep = _prepare_elementwise(xp, y_true, y_pred, weight=weight)
+    return prep._replace(params=(_real_option("squared_hinge", "margin", margin, -_INF, _INF),))
+
+
+def _prepare_sigmoid_focal(xp, y_true, y_pred, *, weight=None, alpha=0.25, gamma=2.0):
+    prep = _prepare_elementwise(xp, y_true, y_pred, weight=weight)
+    if alpha is None:  # no balancing: alpha_t = 1 for every label
+        positive, negative = 1.0, 1.0
+    else:
+        if isinstance(alpha, (int, float, np.integer, np.floating)) and alpha < 0:
+            raise ValueError(f"sigmoid_focal: alpha must be in [0, 1], or None for no balancing "
+                             f"(torchvision's alpha=-1); got {alpha}")
+        positive = _real_option("sigmoid_focal", "alpha", alpha, 0.0, 1.0)
+        negative = 1.0 - positive
+    gamma = _real_option("sigmoid_focal", "gamma", gamma, 0.0, _INF)
+    # alpha_t = a y + b (1 - y): (alpha, 1 - alpha) balanced, (1, 1) not
+    return prep._replace(params=(positive, negative, gamma))
+
+
+def _prepare_poisson_nll(xp, y_true, y_pred, *, weight=None, log_input=True, full=False,
+                         eps=1e-8):
+    prep = _prepare_elementwise(xp, y_true, y_pred, weight=weight)
+    return prep._replace(params=(_bool_option("poisson_nll", "log_input", log_input),
+                                 _bool_option("poisson_nll", "full", full),
+                                 _real_option("poisson_nll", "eps", eps, 0.0, _INF)))
+
+
+def _prepare_kl_div(xp, y_true, y_pred, *, weight=None, log_target=False):
+    prep = _prepare_elementwise(xp, y_true, y_pred, weight=weight)
+    return prep._replace(params=(_bool_option("kl_div", "log_target", log_target),))
+
+
+def _prepare_pinball(xp, y_true, y_pred, *, weight=None, quantile=0.5):
+    prep = _prepare_elementwise(xp, y_true, y_pred, weight=weight)
+    return prep._replace(params=(_real_option("pinball", "quantile", quantile, 0.0, 1.0),))
+
 _INT64 = np.iinfo(np.int64)
 
 
@@ -331,6 +405,8 @@ class Loss:
     gradient and the diagonal of the Hessian from one fused pass (``out`` is then a pair).
     """
 
+    hessian = True  # whether grad_and_hess is available (every backend has its Hessian)
+
     def __init__(self, name: str, prepare: Callable[..., Prepared], doc: str, *,
                  class_indices: bool = False):
         """``class_indices``: y_pred has a class axis, and a plain call passes one class
@@ -382,6 +458,11 @@ class Loss:
         arrays shaped like ``y_pred``, sharing no memory with ``y_true``; ``grad_out`` may
         be ``y_pred`` itself, ``hess_out`` may not.
         """
+        if not self.hessian:
+            raise NotImplementedError(
+                f"{self.name}.grad_and_hess is not available yet (its Hessian is not written "
+                "on every backend); grad and value_and_grad are"
+            )
         if out is None:
             grad_out = hess_out = _WANT_GRAD
         else:

@@ -16,8 +16,18 @@ from ._loss import (
     _prepare_bce_with_logits,
     _prepare_cross_entropy,
     _prepare_hinge,
+    _prepare_huber,
+    _prepare_kl_div,
+    _prepare_log_cosh,
+    _prepare_mae,
     _prepare_mse,
     _prepare_multiclass_hinge,
+    _prepare_pinball,
+    _prepare_poisson_nll,
+    _prepare_sigmoid_focal,
+    _prepare_smooth_l1,
+    _prepare_soft_margin,
+    _prepare_squared_hinge,
 )
 
 mse = Loss(
@@ -195,10 +205,237 @@ multiclass_hinge = Loss(
     class_indices=True,
 )
 
+# --- the second set (the contract's "More losses"); e = p - y -----------------------------
+
+mae = Loss(
+    "mae",
+    _prepare_mae,
+    r"""Mean absolute error (PyTorch's ``l1_loss``).
+
+    .. math:: \ell_i = w_i |p_i - y_i|, \qquad \partial \ell_i / \partial p_i = w_i \,\mathrm{sign}(p_i - y_i)
+
+    The gradient is 0 at a tie (``sign(0) = 0``, as PyTorch). Piecewise linear: its second
+    derivative is 0 away from the kink. Shapes and ``weight`` as for ``mse``.
+
+    >>> import lossbackends as lb
+    >>> print(f"{lb.mae([3, -0.5, 2, 7], [2.5, 0.0, 2, 8]):.4f}")
+    0.5000
+    >>> print(lb.mae.grad([3, -0.5, 2, 7], [2.5, 0.0, 2, 8]))
+    [-0.25  0.25  0.    0.25]
+    """,
+)
+
+huber = Loss(
+    "huber",
+    _prepare_huber,
+    r"""Huber loss (PyTorch's ``huber_loss``, optax's ``huber_loss``), option ``delta=1.0``.
+
+    .. math::
+        \ell_i = w_i \begin{cases} e_i^2 / 2 & |e_i| \le \delta \\
+                                   \delta (|e_i| - \delta / 2) & \text{otherwise} \end{cases},
+        \qquad \partial \ell_i / \partial p_i = w_i \,\mathrm{clip}(e_i, -\delta, \delta)
+
+    with :math:`e = p - y`; ``delta`` must be > 0 (``ValueError`` otherwise).
+
+    >>> import lossbackends as lb
+    >>> print(f"{lb.huber([0.0, 0.0, 0.0], [0.5, -2.0, 3.0]):.6f}")
+    1.375000
+    >>> print(lb.huber.grad([0.0, 0.0, 0.0], [0.5, -2.0, 3.0], reduction="sum"))
+    [ 0.5 -1.   1. ]
+    """,
+)
+
+smooth_l1 = Loss(
+    "smooth_l1",
+    _prepare_smooth_l1,
+    r"""Smooth L1 loss (PyTorch's ``smooth_l1_loss``), option ``beta=1.0``.
+
+    .. math::
+        \ell_i = w_i \begin{cases} e_i^2 / (2\beta) & |e_i| < \beta \\
+                                   |e_i| - \beta / 2 & \text{otherwise} \end{cases},
+        \qquad \partial \ell_i / \partial p_i = w_i \begin{cases} e_i / \beta & |e_i| < \beta \\
+                                   \mathrm{sign}(e_i) & \text{otherwise} \end{cases}
+
+    ``beta=0`` is ``mae``; a negative ``beta`` is a ``ValueError``. Equal to
+    ``huber(delta=beta) / beta`` for ``beta > 0``.
+
+    >>> import lossbackends as lb
+    >>> print(f"{lb.smooth_l1([0.0, 0.0, 0.0], [0.5, -2.0, 3.0], beta=2.0):.6f}")
+    1.020833
+    >>> print(lb.smooth_l1.grad([0.0, 0.0, 0.0], [0.5, -2.0, 3.0], beta=2.0, reduction="sum"))
+    [ 0.25 -1.    1.  ]
+    """,
+)
+
+log_cosh = Loss(
+    "log_cosh",
+    _prepare_log_cosh,
+    r"""Log-cosh loss (optax's ``log_cosh``).
+
+    .. math::
+        \ell_i = w_i \log\cosh(e_i) = w_i \left(|e_i| + \mathrm{log1p}(e^{-2|e_i|}) - \log 2\right),
+        \qquad \partial \ell_i / \partial p_i = w_i \tanh(e_i)
+
+    The second form is the one computed: it never overflows (``cosh`` does past
+    ``|e| ~ 89`` in float32).
+
+    >>> import lossbackends as lb
+    >>> print(f"{lb.log_cosh([0.0, 0.0, 0.0], [0.5, -2.0, 100.0], reduction='sum'):.6f}")
+    100.751970
+    >>> print(lb.log_cosh.grad([0.0, 0.0, 0.0], [0.5, -2.0, 100.0], reduction="sum"))
+    [ 0.46211716 -0.96402758  1.        ]
+    """,
+)
+
+squared_hinge = Loss(
+    "squared_hinge",
+    _prepare_squared_hinge,
+    r"""Squared hinge loss on scores (Keras's ``squared_hinge``), option ``margin=1.0``.
+
+    .. math::
+        \ell_i = w_i \max(0, m - t_i s_i)^2, \qquad
+        \partial \ell_i / \partial s_i = -2 w_i t_i \max(0, m - t_i s_i)
+
+    Labels ``t`` are used as given, ±1 expected (as ``hinge``; Keras remaps ``{0, 1}``
+    labels, we do not).
+
+    >>> import lossbackends as lb
+    >>> print(f"{lb.squared_hinge([-1, 1, 1, -1], [-1.5, 1.2, 0.9, -0.8]):.4f}")
+    0.0125
+    >>> print(lb.squared_hinge.grad([-1, 1, 1, -1], [-1.5, 1.2, 0.9, -0.8], reduction="sum"))
+    [ 0.  -0.  -0.2  0.4]
+    """,
+)
+
+soft_margin = Loss(
+    "soft_margin",
+    _prepare_soft_margin,
+    r"""Soft-margin (logistic) loss on scores (PyTorch's ``soft_margin_loss``).
+
+    .. math::
+        \ell_i = w_i \log(1 + e^{-t_i s_i}), \qquad
+        \partial \ell_i / \partial s_i = -w_i t_i \,\sigma(-t_i s_i)
+
+    computed as ``softplus(-t s) = max(-t s, 0) + log1p(exp(-|t s|))`` with a sigmoid that
+    never overflows; labels ``t`` are ±1.
+
+    >>> import lossbackends as lb
+    >>> print(f"{lb.soft_margin([-1, 1, 1], [-1.5, 0.2, -3.0]):.6f}")
+    1.282713
+    >>> print(lb.soft_margin.grad([-1, 1, 1], [-1.5, 0.2, -3.0], reduction="sum"))
+    [ 0.18242552 -0.450166   -0.95257413]
+    """,
+)
+
+sigmoid_focal = Loss(
+    "sigmoid_focal",
+    _prepare_sigmoid_focal,
+    r"""Sigmoid focal loss on logits (torchvision's ``sigmoid_focal_loss``), options
+    ``alpha=0.25`` (``None``: no balancing) and ``gamma=2.0``.
+
+    .. math::
+        \ell_i = w_i \alpha_t q_i^\gamma\, \mathrm{ce}_i, \qquad
+        \partial \ell_i / \partial x_i = w_i \alpha_t q_i^\gamma
+            \left((p_i - y_i) + \gamma\, r_i (1 - 2 y_i)\, \mathrm{ce}_i\right)
+
+    with :math:`p = \sigma(x)`, :math:`\mathrm{ce} = \mathrm{BCE\_with\_logits}(x, y)`,
+    :math:`q = 1 - p_t = p (1 - y) + (1 - p) y`,
+    :math:`\alpha_t = \alpha y + (1 - \alpha)(1 - y)` (1 without balancing) and
+    :math:`r = p (1 - p) / q` (0 where ``q`` is 0). Both are finite for every finite ``x``;
+    ``alpha`` must be in [0, 1] and ``gamma >= 0``. Integer ``gamma`` (0 to 4) is computed by
+    multiplications, any other by ``pow``.
+
+    >>> import lossbackends as lb
+    >>> print(f"{lb.sigmoid_focal([1, 0, 1], [2.0, 0.5, -1.0], reduction='sum'):.6f}")
+    0.458977
+    >>> print(lb.sigmoid_focal.grad([1, 0, 1], [2.0, 0.5, -1.0], reduction="sum"))
+    [-0.00121774  0.39461387 -0.19205868]
+    """,
+)
+
+poisson_nll = Loss(
+    "poisson_nll",
+    _prepare_poisson_nll,
+    r"""Poisson negative log-likelihood (PyTorch's ``poisson_nll_loss``), options
+    ``log_input=True``, ``full=False``, ``eps=1e-8``.
+
+    .. math::
+        \ell_i = w_i \begin{cases} e^{x_i} - y_i x_i & \texttt{log\_input} \\
+                                   x_i - y_i \log(x_i + \epsilon) & \text{otherwise} \end{cases},
+        \qquad \partial \ell_i / \partial x_i = w_i \begin{cases} e^{x_i} - y_i \\
+                                   1 - y_i / (x_i + \epsilon) \end{cases}
+
+    ``full=True`` adds Stirling's term :math:`y \log y - y + \log(2 \pi y) / 2` where
+    ``y > 1`` (0 elsewhere), as PyTorch; it does not change the gradient. A term whose
+    label is 0 is 0 (``0 * log 0 = 0``).
+
+    >>> import lossbackends as lb
+    >>> print(f"{lb.poisson_nll([0, 2, 5], [0.1, 0.7, 1.5]):.6f}")
+    -0.433129
+    >>> print(f"{lb.poisson_nll([0, 2, 5], [0.1, 0.7, 1.5], log_input=False, full=True):.6f}")
+    2.136226
+    >>> print(lb.poisson_nll.grad([0, 2, 5], [0.1, 0.7, 1.5], reduction="sum"))
+    [ 1.10517092  0.01375271 -0.51831093]
+    """,
+)
+
+kl_div = Loss(
+    "kl_div",
+    _prepare_kl_div,
+    r"""Kullback-Leibler divergence with log-probability predictions (PyTorch's
+    ``kl_div``), option ``log_target=False``.
+
+    .. math::
+        \ell_i = w_i\, y_i (\log y_i - x_i), \qquad \partial \ell_i / \partial x_i = -w_i y_i
+
+    ``y_pred`` are log-probabilities ``x``. With ``log_target=True``, ``y_true`` holds
+    log-probabilities too: :math:`\ell = e^{y} (y - x)`, gradient :math:`-e^{y}`. An element
+    whose target probability is 0 costs 0, even where ``x = -inf``. As in PyTorch,
+    ``reduction="mean"`` divides by the number of elements (PyTorch's ``"batchmean"`` is
+    ``reduction="sum"`` divided by the batch size).
+
+    >>> import lossbackends as lb, numpy as np
+    >>> y, x = [0.2, 0.8, 0.0], np.log([0.5, 0.4, 0.1])
+    >>> print(f"{lb.kl_div(y, x, reduction='sum'):.6f}")
+    0.371260
+    >>> print(lb.kl_div.grad(y, x, reduction="sum"))
+    [-0.2 -0.8 -0. ]
+    """,
+)
+
+pinball = Loss(
+    "pinball",
+    _prepare_pinball,
+    r"""Pinball (quantile) loss (scikit-learn's ``mean_pinball_loss``), option
+    ``quantile=0.5``.
+
+    .. math::
+        \ell_i = w_i \left(\tau \max(y_i - p_i, 0) + (1 - \tau) \max(p_i - y_i, 0)\right),
+        \qquad \partial \ell_i / \partial p_i = w_i \begin{cases} -\tau & p_i < y_i \\
+                                   1 - \tau & p_i > y_i \\ 0 & p_i = y_i \end{cases}
+
+    with :math:`\tau` = ``quantile`` in [0, 1]. Piecewise linear: its second derivative is 0
+    away from the kink. ``quantile=0.5`` is half ``mae``.
+
+    >>> import lossbackends as lb
+    >>> print(f"{lb.pinball([1.0, 2.0, 3.0], [1.5, 1.0, 3.0], quantile=0.9):.6f}")
+    0.316667
+    >>> print(lb.pinball.grad([1.0, 2.0, 3.0], [1.5, 1.0, 3.0], quantile=0.9, reduction="sum"))
+    [ 0.1 -0.9  0. ]
+    """,
+)
+
+# The second set's Hessians are not written on every backend yet: grad_and_hess refuses
+# them (NotImplementedError) rather than run a kernel without one.
+for _loss in (mae, huber, smooth_l1, log_cosh, squared_hinge, soft_margin, sigmoid_focal,
+              poisson_nll, kl_div, pinball):
+    _loss.hessian = False
+
 LOSSES = {
     loss.name: loss
     for loss in (mse, binary_cross_entropy, binary_cross_entropy_with_logits, cross_entropy, hinge,
-                 multiclass_hinge)
+                 mae, huber, smooth_l1, log_cosh, squared_hinge, soft_margin, sigmoid_focal,
+                 poisson_nll, kl_div, pinball, multiclass_hinge)
 }
 
 

@@ -38,6 +38,8 @@ def elementwise(loss, y, p, *, reduction="mean", weight=None, **options):
         m = options.get("margin", 1.0)
         value = np.maximum(0, m - y * p)
         grad = np.where(m - y * p > 0, -y, 0.0)
+    elif loss in SECOND_SET:
+        value, grad = SECOND_SET[loss](y, p, **options)
     else:
         raise KeyError(loss)
     if weight is not None:
@@ -156,3 +158,84 @@ def multiclass_hinge(labels, scores, *, reduction="mean", weight=None, margin=1.
     if reduction == "mean":
         grad /= rows
     return _reduce(losses, reduction), grad
+# --- the second set: (per-element loss, derivative) in float64 from the peers' definitions
+
+
+def _expit(z):
+    return 0.5 * (1 + np.tanh(z / 2))
+
+
+def _mae(y, p):
+    return np.abs(p - y), np.sign(p - y)
+
+
+def _huber(y, p, delta=1.0):  # optax's huber_loss
+    e = p - y
+    quadratic = np.minimum(np.abs(e), delta)
+    linear = np.abs(e) - quadratic
+    return 0.5 * quadratic**2 + delta * linear, np.where(np.abs(e) <= delta, e, delta * np.sign(e))
+
+
+def _smooth_l1(y, p, beta=1.0):  # torch's smooth_l1_loss
+    e = p - y
+    if beta == 0:
+        return np.abs(e), np.sign(e)
+    small = np.abs(e) < beta
+    return (np.where(small, 0.5 * e**2 / beta, np.abs(e) - 0.5 * beta),
+            np.where(small, e / beta, np.sign(e)))
+
+
+def _log_cosh(y, p):  # optax's log_cosh
+    e = p - y
+    return np.logaddexp(e, -e) - np.log(2.0), np.tanh(e)
+
+
+def _squared_hinge(y, p, margin=1.0):  # Keras's, labels +-1
+    slack = np.maximum(margin - y * p, 0.0)
+    return slack**2, -2 * y * slack
+
+
+def _soft_margin(y, p):
+    return np.logaddexp(0, -y * p), -y * _expit(-y * p)
+
+
+def _sigmoid_focal(y, x, alpha=0.25, gamma=2.0):
+    # torchvision: ce (1 - p_t)^gamma, times alpha_t; the derivative by the product rule
+    p = _expit(x)
+    ce = np.logaddexp(0, x) - x * y
+    p_t = p * y + (1 - p) * (1 - y)
+    alpha_t = 1.0 if alpha is None else alpha * y + (1 - alpha) * (1 - y)
+    dp_t = p * (1 - p) * (2 * y - 1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        dmod = np.where(gamma == 0, 0.0, -gamma * (1 - p_t) ** (gamma - 1) * dp_t)
+    return alpha_t * (1 - p_t) ** gamma * ce, alpha_t * (dmod * ce + (1 - p_t) ** gamma * (p - y))
+
+
+def _poisson_nll(y, x, log_input=True, full=False, eps=1e-8):  # torch's poisson_nll_loss
+    if log_input:
+        value, grad = np.exp(x) - y * x, np.exp(x) - y
+    else:
+        value, grad = x - y * np.log(x + eps), 1 - y / (x + eps)
+    if full:
+        safe = np.where(y > 1, y, 2.0)
+        value = value + np.where(y > 1, safe * np.log(safe) - safe + 0.5 * np.log(2 * np.pi * safe), 0)
+    return value, grad
+
+
+def _kl_div(y, x, log_target=False):  # torch's kl_div, elementwise
+    if log_target:  # a target of probability 0 costs nothing
+        with np.errstate(invalid="ignore"):
+            return np.where(np.exp(y) > 0, np.exp(y) * (y - x), 0.0), -np.exp(y)
+    safe = np.where(y > 0, y, 1.0)
+    return np.where(y > 0, y * np.log(safe), 0.0) - y * x, -y
+
+
+def _pinball(y, p, quantile=0.5):  # scikit-learn's mean_pinball_loss, per element
+    value = quantile * np.maximum(y - p, 0) + (1 - quantile) * np.maximum(p - y, 0)
+    return value, np.where(p > y, 1 - quantile, np.where(p < y, -quantile, 0.0))
+
+
+SECOND_SET = {"mae": _mae, "huber": _huber, "smooth_l1": _smooth_l1, "log_cosh": _log_cosh,
+              "squared_hinge": _squared_hinge, "soft_margin": _soft_margin,
+              "sigmoid_focal": _sigmoid_focal, "poisson_nll": _poisson_nll, "kl_div": _kl_div,
+              "pinball": _pinball}

@@ -393,3 +393,10 @@ def test_torch_tensors_get_torch_results():
         lb.mse.grad_and_hess(torch.tensor(y), torch.tensor(p),
                              out=(torch.empty(3, 4, dtype=torch.float64),
                                   torch.empty(3, 4, dtype=torch.float64)))
+
+
+def test_losses_without_a_hessian_yet_say_so():
+    for loss in lb.losses.LOSSES.values():
+        if not loss.hessian:
+            with pytest.raises(NotImplementedError, match="grad_and_hess is not available yet"):
+                loss.grad_and_hess(np.zeros(3), np.ones(3))

@@ -123,6 +123,146 @@ def _hinge(y, s, dtype, margin=1.0):
     return value, grad, abs(margin) + np.abs(product), np.abs(y)
 
 
+# the second set ------------------------------------------------------------------------
+
+
+def _difference(y, p, dtype):
+    """p - y as a backend has it: in the dtype (it may overflow), and the size of its terms."""
+    with np.errstate(invalid="ignore", over="ignore"):
+        return _rounded(p - y, _compute_dtype(dtype)), np.abs(p) + np.abs(y)
+
+
+def _mae(y, p, dtype):
+    e, size = _difference(y, p, dtype)
+    return np.abs(e), np.sign(e), size, np.ones_like(e)
+
+
+def _huber(y, p, dtype, delta=1.0):
+    e, size = _difference(y, p, dtype)
+    a = np.abs(e)
+    with np.errstate(invalid="ignore", over="ignore"):
+        value = np.where(a <= delta, 0.5 * e * e, delta * (a - 0.5 * delta))
+        value = np.where(np.isnan(a), np.nan, value)
+        grad = np.where(np.isnan(e), np.nan, np.clip(e, -delta, delta))
+        return value, grad, (a + delta) * size + a * a + delta * delta, size + delta
+
+
+def _smooth_l1(y, p, dtype, beta=1.0):
+    e, size = _difference(y, p, dtype)
+    a = np.abs(e)
+    with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
+        inside = a < beta
+        value = np.where(inside, 0.5 * e * e / (beta or 1.0), a - 0.5 * beta)
+        value = np.where(np.isnan(a), np.nan, value)
+        grad = np.where(inside, e / (beta or 1.0), np.sign(e))
+        return value, grad, (a / (beta or 1.0) + 1) * size + a + beta, size / (beta or 1.0) + 1
+
+
+def _log_cosh(y, p, dtype):
+    e, size = _difference(y, p, dtype)
+    a = np.abs(e)
+    with np.errstate(invalid="ignore", over="ignore"):
+        small = np.log1p(2 * np.sinh(np.minimum(a, 1.0) / 2) ** 2)  # exact near 0
+        value = np.where(a < 1, small, a + np.log1p(np.exp(-2 * a)) - np.log(2.0))
+        value = np.where(np.isnan(a), np.nan, value)
+        tanh = np.tanh(e)
+        # the rounding of e moves the value by tanh(e) times it; away from 0 the value is
+        # a + log1p(exp(-2a)) - log 2, a sum of terms of size a + 1
+        value_size = np.abs(value) + np.minimum(a, 1.0) * size + np.where(a >= 0.5, a + 1.0, 0.0)
+        return value, tanh, value_size, np.minimum(1.0, np.abs(tanh) + size)
+
+
+def _squared_hinge(y, s, dtype, margin=1.0):
+    product = _rounded(_terms(y, s), _compute_dtype(dtype))
+    with np.errstate(invalid="ignore", over="ignore"):
+        slack = margin - product
+        active = np.where(slack > 0, slack, np.where(slack <= 0, 0.0, np.nan))
+        size = abs(margin) + np.abs(product)
+        return active * active, -2 * y * active, 2 * active * size, 2 * np.abs(y) * size
+
+
+def _soft_margin(y, s, dtype):
+    z = -_rounded(_terms(y, s), _compute_dtype(dtype))
+    with np.errstate(invalid="ignore", over="ignore"):
+        value = np.logaddexp(0.0, z)
+        sigma = _sigmoid(z)
+        # the rounding of z moves the value by sigma(z) z, the gradient by its derivative
+        return (value, -y * sigma, np.abs(value) + sigma * np.abs(z),
+                np.abs(y) * (sigma + sigma * _sigmoid(-z) * np.abs(z)))
+
+
+def _sigmoid_focal(y, x, dtype, alpha=0.25, gamma=2.0):
+    with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
+        p, c = _sigmoid(x), _sigmoid(-x)
+        q = p * (1 - y) + c * y  # 1 - p_t, terms of one sign
+        ce = _terms(y, np.logaddexp(0.0, -x)) + _terms(1 - y, np.logaddexp(0.0, x))
+        alpha_t = 1.0 if alpha is None else alpha * y + (1 - alpha) * (1 - y)
+        modulator = alpha_t * q**gamma
+        r = np.where(q > 0, p * c / q, 0.0)
+        rce = _terms(r, ce)
+        # at an infinite x the limit: inf where alpha_t q > 0 (q^gamma may underflow), else 0
+        limit = np.where((alpha_t > 0) & (q > 0), INF, 0.0)
+        value = np.where(np.isinf(ce), limit, modulator * ce)
+        grad = modulator * ((p - y) + gamma * (1 - 2 * y) * rce)
+        return (value, grad, np.abs(value) * (2 + gamma),
+                np.abs(modulator) * (np.abs(p) + np.abs(y) + gamma * np.abs(rce)) * (2 + gamma))
+
+
+def _poisson_nll(y, x, dtype, log_input=True, full=False, eps=1e-8):
+    compute = _compute_dtype(dtype)
+    with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
+        if log_input:
+            rate = np.exp(x)
+            yx = _rounded(_terms(y, x), compute)
+            value = np.where(_rounded(rate, compute) == INF, INF, rate - yx)
+            grad, value_size, grad_size = rate - y, rate + np.abs(yx), rate + np.abs(y)
+        else:
+            shifted = _rounded(x + float(compute(eps)), compute)
+            log = _terms(y, np.log(shifted))
+            ratio = _terms(y, 1.0 / shifted)
+            value, grad = x - log, 1.0 - ratio
+            value_size, grad_size = np.abs(x) + np.abs(log), 1.0 + np.abs(ratio)
+        if full:
+            safe = np.where(y > 1, y, 2.0)
+            terms = (safe * np.log(safe), safe, 0.5 * np.log(2 * np.pi * safe))
+            value = value + np.where(y > 1, terms[0] - terms[1] + terms[2], 0.0)
+            value_size = value_size + np.where(y > 1, sum(np.abs(t) for t in terms), 0.0)
+        return value, grad, value_size, grad_size
+
+
+def _kl_div(y, x, dtype, log_target=False):
+    with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
+        target = np.exp(y) if log_target else y
+        log_y = y if log_target else np.log(y)
+        difference = _rounded(log_y - x, _compute_dtype(dtype))
+        value = np.where((target == 0) & ~np.isnan(x), 0.0, target * difference)
+        size = np.abs(target) * (np.abs(log_y) + np.abs(x) + 1)
+        return value, -target, np.where(target == 0, 0.0, size), np.abs(target)
+
+
+def _pinball(y, p, dtype, quantile=0.5):
+    e, size = _difference(y, p, dtype)
+    with np.errstate(invalid="ignore", over="ignore"):
+        value = np.where(e > 0, (1 - quantile) * e, -quantile * e)
+        grad = np.where(e > 0, 1 - quantile, np.where(e < 0, -quantile, e * 0.0))
+        return value, grad, size, np.ones_like(e)
+
+
+def _kinks(*values):
+    """Predictions at and beside the kinks at e = p - y in ``values`` for the labels 0,
+    1 and -1 (each label's shifted copies), in the dtype."""
+    return lambda dtype, options: _around(
+        [k(options) + y for k in values for y in (0.0, 1.0, -1.0)], dtype)
+
+
+def _within(values, dtype) -> list[float]:
+    """The values that ``dtype`` holds as finite numbers."""
+    return [v for v in values if abs(v) <= float(np.finfo(dtype).max)]
+
+
+_EXP_EDGES = [88.72, -88.72, -90.0, -104.0, -745.0, 709.0, 710.0, 30.0, -30.0]
+
+
 @dataclass
 class Case:
     """A loss's entry: its exact reference, the labels and predictions it meets (a
@@ -180,6 +320,54 @@ CASES: dict[str, Case] = {
     "cross_entropy": None,  # rows, not elements: see test_cross_entropy_special_logits
     # rows, not elements: see test_row_losses.py::test_special_values
     "multiclass_hinge": None,
+    "mae": Case(_mae, labels=lambda dtype: _specials(dtype), predictions=_kinks(lambda o: 0.0),
+                label_range=(-1e3, 1e3)),
+    "huber": Case(
+        _huber, labels=lambda dtype: _specials(dtype),
+        predictions=_kinks(lambda o: 0.0, lambda o: o.get("delta", 1.0),
+                           lambda o: -o.get("delta", 1.0)),
+        label_range=(-1e3, 1e3), options=[{}, {"delta": 0.25}]),
+    "smooth_l1": Case(
+        _smooth_l1, labels=lambda dtype: _specials(dtype),
+        predictions=_kinks(lambda o: 0.0, lambda o: o.get("beta", 1.0),
+                           lambda o: -o.get("beta", 1.0)),
+        label_range=(-1e3, 1e3), options=[{}, {"beta": 0.0}, {"beta": 3.0}]),
+    "log_cosh": Case(
+        _log_cosh, labels=lambda dtype: _specials(dtype),
+        # the switches between the series or log1p(sinh) and the exp form, and overflow
+        predictions=lambda dtype, options: _around(_within([0.25, 0.5, 1.0, -0.5, 20.0, 710.0], dtype),
+                                                   dtype),
+        label_range=(-50.0, 50.0)),
+    "squared_hinge": Case(
+        _squared_hinge, labels=lambda dtype: [1.0, -1.0, 0.0, 0.5, np.nan],
+        predictions=lambda dtype, options: _around(_within(
+            [options.get("margin", 1.0) * k for k in (1, -1, 2)] + [2e19, 1e154], dtype), dtype),
+        label_range=(-1.0, 1.0), options=[{}, {"margin": 0.5}]),
+    "soft_margin": Case(
+        _soft_margin, labels=lambda dtype: [1.0, -1.0, 0.0, 0.5, np.nan],
+        predictions=lambda dtype, options: _around([0.0], dtype) + _EXP_EDGES,
+        label_range=(-1.0, 1.0)),
+    "sigmoid_focal": Case(
+        _sigmoid_focal,
+        labels=lambda dtype: [0.0, 1.0, 0.5, 0.25, np.nan, float(np.finfo(dtype).smallest_subnormal),
+                              float(np.nextafter(dtype(1), dtype(0)))],
+        predictions=lambda dtype, options: _around([0.0], dtype) + _EXP_EDGES,
+        label_range=(0.0, 1.0),
+        options=[{}, {"alpha": None}, {"gamma": 0.0}, {"gamma": 0.5, "alpha": 0.9}]),
+    "poisson_nll": Case(
+        _poisson_nll, labels=lambda dtype: [0.0, 1.0, 2.0, 0.5, 7.5, 1e4, np.nan],
+        predictions=lambda dtype, options: _around([0.0, 1.0], dtype) + _EXP_EDGES,
+        label_range=(0.0, 20.0),
+        options=[{}, {"full": True}, {"log_input": False}, {"log_input": False, "eps": 0.0}]),
+    "kl_div": Case(
+        _kl_div,
+        labels=lambda dtype: [0.0, 1.0, 0.5, 1e-3, np.nan, float(np.finfo(dtype).smallest_subnormal),
+                              float(np.finfo(dtype).tiny)],
+        predictions=lambda dtype, options: [-1.0, -0.5, -20.0, -104.0],
+        label_range=(0.0, 1.0), options=[{}, {"log_target": True}]),
+    "pinball": Case(
+        _pinball, labels=lambda dtype: _specials(dtype), predictions=_kinks(lambda o: 0.0),
+        label_range=(-1e3, 1e3), options=[{}, {"quantile": 0.1}, {"quantile": 1.0}]),
 }
 
 ELEMENTWISE = [name for name, case in CASES.items() if case is not None]

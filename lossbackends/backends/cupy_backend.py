@@ -37,6 +37,9 @@ xp = cp
 BLOCK = 256  # threads per block of the elementwise kernel
 MAX_BLOCKS_PER_SM = 8  # 8 x 256 threads fill an SM, if the registers allow
 SINGLE_BLOCK_MAX = 8192  # up to here one block writes the value: a single launch
+# the options of an elementwise loss, three numbers as its preparation gives them (a
+# loss with fewer is padded with zeros): kernels/losses.cuh reads them
+_NO_OPTIONS = (0.0, 0.0, 0.0)
 
 
 def device_count() -> int:
@@ -143,11 +146,11 @@ def _elementwise(loss: str):
         function, finalize, acc, width, wave = found or launcher(device, p.dtype, type_name,
                                                                  with_hess)
         n = p.size
-        pos_weight, param = None, 0.0
+        pos_weight, options = None, _NO_OPTIONS
         if loss_id == LOSS_IDS["binary_cross_entropy_with_logits"]:
             (pos_weight,) = params
         elif params:
-            (param,) = params
+            options = (*params, 0.0, 0.0)[:3]  # booleans are 1.0 and 0.0 in the kernel
         losses = cp.empty(p.shape, p.dtype) if want_value and reduction == "none" else None
         value = cp.empty((), p.dtype) if want_value and reduction != "none" else None
         if n <= SINGLE_BLOCK_MAX:
@@ -159,7 +162,8 @@ def _elementwise(loss: str):
             (blocks,), (BLOCK,),
             (y, p, weight, pos_weight, np.int64(1 if pos_weight is None else pos_weight.size),
              grad, losses, hess, partials, value, np.int64(n),
-             np.int32(_aligned(y, p, weight, grad, losses, hess)), acc(scale), acc(param)),
+             np.int32(_aligned(y, p, weight, grad, losses, hess)), acc(scale), acc(options[0]),
+             acc(options[1]), acc(options[2])),
         )
         if partials is not None:
             finalize((1,), (1024,), (partials, np.int64(blocks), value, acc(scale)))

@@ -29,7 +29,7 @@ import numpy as np
 from numba import njit, prange
 
 from .. import _dispatch
-from . import _numba_math
+from . import _numba_losses, _numba_math
 from ._host import FLOAT16, in_float32
 from ._numba_math import HALF, INF, ONE, ZERO, fast_exp, fast_log, fast_log1p
 
@@ -49,19 +49,26 @@ PARALLEL_MIN_ELEMENTS = 1 << 17  # below this one thread is faster (thread start
 TWO = np.float32(2.0)
 
 LOSS_IDS = {"mse": 0, "binary_cross_entropy": 1, "binary_cross_entropy_with_logits": 2, "hinge": 3}
+LOSS_IDS.update(dict.fromkeys(_numba_losses.LOSSES, -1))  # their mathematics: _numba_losses
 
 
 # Numba's cache checks the source of the file a kernel is written in (this one), not of
 # the files it inlines from, so the kernels' cache entries carry a fingerprint of
 # _numba_math.py: an edit or an upgrade of it never loads kernels compiled from before.
-_MATH_FINGERPRINT = hashlib.sha256(Path(_numba_math.__file__).read_bytes()).hexdigest()[:12]
+_MATH_FINGERPRINT = hashlib.sha256(b"".join(
+    Path(module.__file__).read_bytes() for module in (_numba_math, _numba_losses))).hexdigest()[:12]
 
 
-def _jit(function, name: str, parallel: bool = False, reassociate: bool = False):
+def _jit(function, name: str, parallel: bool = False, reassociate: bool = False,
+         math=None):
     """Compile ``function`` under its own name (its cache entry) with our flags; only sums
-    may ``reassociate``."""
+    may ``reassociate``. ``math``, a loss's function of ``_numba_losses``, is the global
+    ``_LOSS_MATH`` of this compilation (a closure cell holding a function would be pickled
+    into the cache's key, which then never matches again)."""
     name = f"{name}_{_MATH_FINGERPRINT}"
-    clone = types.FunctionType(function.__code__, function.__globals__, name,
+    scope = function.__globals__ if math is None else {**function.__globals__,
+                                                       "_LOSS_MATH": math}
+    clone = types.FunctionType(function.__code__, scope, name,
                                function.__defaults__, function.__closure__)
     clone.__qualname__ = name
     fastmath = set(FASTMATH) | ({"reassoc"} if reassociate else set())
@@ -79,6 +86,7 @@ def _jit(function, name: str, parallel: bool = False, reassociate: bool = False)
 
 
 _UNCACHED: list[str] = []  # the kernels compiled without an on-disk cache
+_LOSS_MATH = None  # the first five losses' kernels have none (see _jit)
 
 
 # --- the mathematics of each loss, once: (loss, d loss / d p, d2 loss / d p2) of one
@@ -182,28 +190,31 @@ def _labels_are_0_or_1(ys):
 
 
 @njit(inline="always")
-def _elementwise_block(loss_id, one_log, want_value, ys, ps, ws, gs, ls, hs, pos_weight, offset,
-                       param, grad_scale):
+def _elementwise_block(loss_id, math, one_log, want_value, ys, ps, ws, gs, ls, hs, pos_weight,
+                       offset, param, grad_scale):
     """One block of an elementwise kernel: writes the gradient into ``gs``, the Hessian's
     diagonal into ``hs`` (when not None) and (with ``want_value``) the losses into ``ls``;
     returns whether a label was not 0 or 1. With
     ``one_log`` binary cross-entropy takes every label for 0 or 1; the caller runs the
-    block again without it if the result says otherwise."""
+    block again without it if the result says otherwise. ``param`` is the options' tuple;
+    ``math`` is the function of a loss of ``_numba_losses`` (``loss_id`` -1)."""
     soft = False
     for i in range(ps.size):
         pos = None if pos_weight is None else pos_weight[(offset + i) % pos_weight.size]
         if loss_id == 0:
-            loss, d, h = _mse(ys[i], ps[i], param, pos)
+            loss, d, h = _mse(ys[i], ps[i], param[0], pos)
         elif loss_id == 1:
             if one_log:
                 soft |= ys[i] * (ONE - ys[i]) != ZERO  # NaN and inf count as soft
-                loss, d, h = _binary_cross_entropy_of_hard_labels(ys[i], ps[i], param, pos)
+                loss, d, h = _binary_cross_entropy_of_hard_labels(ys[i], ps[i], param[0], pos)
             else:
-                loss, d, h = _binary_cross_entropy(ys[i], ps[i], param, pos)
+                loss, d, h = _binary_cross_entropy(ys[i], ps[i], param[0], pos)
         elif loss_id == 2:
-            loss, d, h = _binary_cross_entropy_with_logits(ys[i], ps[i], param, pos)
+            loss, d, h = _binary_cross_entropy_with_logits(ys[i], ps[i], param[0], pos)
+        elif loss_id == 3:
+            loss, d, h = _hinge(ys[i], ps[i], param[0], pos)
         else:
-            loss, d, h = _hinge(ys[i], ps[i], param, pos)
+            loss, d, h = math(ys[i], ps[i], param)
         if ws is not None:
             loss = loss * ws[i]
             d = d * ws[i]
@@ -218,7 +229,8 @@ def _elementwise_block(loss_id, one_log, want_value, ys, ps, ws, gs, ls, hs, pos
 
 
 def _elementwise_kernel(loss_id: int, want_value: bool):
-    """The loop shared by the elementwise losses; ``loss_id`` picks the mathematics and
+    """The loop shared by the elementwise losses; ``loss_id`` (-1: the global
+    ``_LOSS_MATH``, see ``_jit``) picks the mathematics and
     ``want_value`` whether the loss is summed at all (closure constants: both are decided
     at compile time, so a gradient-only kernel never computes the loss). Returns the
     float64 sum times ``scale`` (0 without ``want_value``).
@@ -236,7 +248,8 @@ def _elementwise_kernel(loss_id: int, want_value: bool):
         chunks = CHUNKS if n >= PARALLEL_MIN_ELEMENTS else 1
         size = (n + chunks - 1) // chunks
         partials = np.empty(chunks)
-        param = p.dtype.type(param)
+        to_dtype = p.dtype.type
+        param = (to_dtype(param[0]), to_dtype(param[1]), to_dtype(param[2]))
         grad_scale = p.dtype.type(scale)  # in the input's dtype: float32 stays float32
         for chunk in prange(chunks):
             total = 0.0
@@ -258,8 +271,8 @@ def _elementwise_kernel(loss_id: int, want_value: bool):
                 hs = None if hess is None else hess[start:stop]
                 ls = losses[start:stop] if losses.size else scratch[: stop - start]
                 while True:  # once, or twice when a block proves its labels were not 0/1
-                    soft = _elementwise_block(loss_id, one_log, want_value, ys, ps, ws, gs, ls,
-                                              hs, pos_weight, start, param, grad_scale)
+                    soft = _elementwise_block(loss_id, _LOSS_MATH, one_log, want_value, ys, ps, ws,
+                                              gs, ls, hs, pos_weight, start, param, grad_scale)
                     if not (one_log and soft):
                         break
                     one_log = False
@@ -301,24 +314,41 @@ _UNIT = {np.dtype(np.float32): np.float32(1), np.dtype(np.float64): np.float64(1
 _EMPTY = {dtype: np.empty(0, dtype) for dtype in _UNIT}
 _EMPTY_ROWS = {dtype: np.empty((0, 0), dtype) for dtype in _UNIT}
 _NO_LABELS = np.empty(0, np.int64)
+_NO_PARAM = (0.0, 0.0, 0.0)  # the options' tuple of a loss without options
+
+
+def _key_name(key) -> str:
+    """A variant's key as part of a cache entry's name."""
+    parts = key if isinstance(key, tuple) else (key,)
+    return "_".join(str(int(part)).replace("-", "m") for part in parts)
 
 
 def _elementwise(loss: str):
-    serial, parallel = {}, {}  # want_value -> compiled kernel
-    for want, name in ((True, "value"), (False, "grad")):
-        source = _elementwise_kernel(LOSS_IDS[loss], want)
-        serial[want] = _jit(source, f"{loss}_{name}_serial", parallel=False)
-        parallel[want] = _jit(source, f"{loss}_{name}_parallel", parallel=True)
+    # (variant, want_value) -> compiled kernel; a variant is a function of _numba_losses
+    # (None for the first five losses)
+    loss_id = LOSS_IDS[loss]
+    serial, parallel = {}, {}
+    functions = _numba_losses.variants(loss) if loss_id < 0 else {None: None}
+    for key, math in functions.items():
+        for want, name in ((True, "value"), (False, "grad")):
+            source = _elementwise_kernel(loss_id, want)
+            label = loss if key is None else f"{loss}_{_key_name(key)}"
+            serial[key, want] = _jit(source, f"{label}_{name}_serial", math=math)
+            parallel[key, want] = _jit(source, f"{label}_{name}_parallel", parallel=True,
+                                       math=math)
     has_pos_weight = loss == "binary_cross_entropy_with_logits"
 
     def kernel(y, p, weight, params, reduction, scale, grad, want_value, hess=None):
         if p.dtype is FLOAT16:  # checked here, not by a wrapper: this runs on every call
             return in_float32(kernel, y, p, weight, params, reduction, scale, grad, want_value,
                               hess)
-        if has_pos_weight:
-            pos_weight, param = params[0], 0.0
+        pos_weight = None
+        if loss_id < 0:
+            key, param = _numba_losses.variant(loss, params)
+        elif has_pos_weight:
+            key, param, pos_weight = None, _NO_PARAM, params[0]
         else:
-            pos_weight, param = None, (params[0] if params else 0.0)
+            key, param = None, ((params[0], 0.0, 0.0) if params else _NO_PARAM)
         # "none" gets an array of losses; the other reductions pass an empty one, which
         # types the same (half as many compiled versions) and tells the kernel to sum
         if want_value and reduction == "none":
@@ -332,11 +362,11 @@ def _elementwise(loss: str):
             grad = None if grad is None else grad.reshape(-1)
             hess = None if hess is None else hess.reshape(-1)
         if p.size < PARALLEL_MIN_ELEMENTS:  # one thread: no thread start-up
-            total = serial[want_value](y, p, weight, pos_weight, param, scale, grad, flat_losses,
-                                       hess)
+            total = serial[key, want_value](y, p, weight, pos_weight, param, scale, grad,
+                                            flat_losses, hess)
         else:
-            total = _parallel(parallel[want_value], y, p, weight, pos_weight, param, scale, grad,
-                              flat_losses, hess)
+            total = _parallel(parallel[key, want_value], y, p, weight, pos_weight, param, scale,
+                              grad, flat_losses, hess)
         if not want_value:
             return None
         # a NumPy scalar of p's dtype: one times a Python float has the scalar's dtype

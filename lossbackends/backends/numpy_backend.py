@@ -344,6 +344,184 @@ def multiclass_hinge(labels, x, weight, params, reduction, scale, grad, want_val
     if reduction == "mean":
         total /= rows if given_denominator is None else given_denominator
     return dtype.type(total)
+# --- the second set: each loss as (per-element loss, derivative) from e = p - y or (y, p) ---
+# Each function returns float arrays (or None where not asked); ``_elementwise`` weights,
+# reduces and writes the gradient. They never write into p, so out=y_pred is safe.
+
+_LOG2 = np.log(2.0)
+
+
+def _softplus(z):
+    """log(1 + exp(z)) for every z: max(z, 0) + log1p(exp(-|z|)), never overflows."""
+    return np.maximum(z, 0.0) + np.log1p(np.exp(-np.abs(z)))
+
+
+def _sigmoid(z):
+    """1 / (1 + exp(-z)) without overflow: exp(-|z|) / (1 + exp(-|z|)) for z < 0."""
+    t = np.exp(-np.abs(z))
+    return np.where(z >= 0, 1.0, t) / (1.0 + t)
+
+
+def _mae(y, p, params, want_value, want_grad):
+    e = p - y
+    return np.abs(e), np.sign(e)  # sign(0) = 0: no subgradient preferred at a tie
+
+
+def _huber(y, p, params, want_value, want_grad):
+    (delta,) = params
+    e = p - y
+    a = np.abs(e)
+    loss = np.where(a <= delta, 0.5 * e * e, delta * (a - 0.5 * delta)) if want_value else None
+    return loss, np.clip(e, -delta, delta) if want_grad else None
+
+
+def _smooth_l1(y, p, params, want_value, want_grad):
+    (beta,) = params
+    e = p - y
+    a = np.abs(e)
+    inside = a < beta  # never true for beta = 0: then this is the absolute error
+    with np.errstate(divide="ignore", invalid="ignore"):  # e / 0 is masked out
+        loss = np.where(inside, 0.5 * e * e / beta, a - 0.5 * beta) if want_value else None
+        d = np.where(inside, e / beta, np.sign(e)) if want_grad else None
+    return loss, d
+
+
+def _log_cosh(y, p, params, want_value, want_grad):
+    e = p - y
+    a = np.abs(e)
+    loss = None
+    if want_value:
+        # log cosh a = log1p(2 sinh(a/2)^2) while cosh is small (cosh a - 1 = 2 sinh^2(a/2):
+        # exact near 0, where the second form is a difference of numbers near log 2), and
+        # a + log1p(exp(-2a)) - log 2 beyond (cosh itself overflows past |e| ~ 710)
+        with np.errstate(over="ignore"):
+            small = np.log1p(2.0 * np.sinh(0.5 * a) ** 2)
+        loss = np.where(a < 1.0, small, a + np.log1p(np.exp(-2.0 * a)) - _LOG2)
+    return loss, np.tanh(e) if want_grad else None
+
+
+def _squared_hinge(y, p, params, want_value, want_grad):
+    (margin,) = params
+    slack = margin - _times(y, p)  # a label of 0 times an infinite score is 0, as hinge
+    # max(slack, 0) with NaN kept (np.maximum keeps it)
+    active = np.maximum(slack, 0.0)
+    return active * active if want_value else None, -2.0 * y * active if want_grad else None
+
+
+def _soft_margin(y, p, params, want_value, want_grad):
+    z = -_times(y, p)  # the loss is softplus(-t s), its derivative -t sigmoid(-t s)
+    loss = _softplus(z) if want_value else None
+    return loss, -y * _sigmoid(z) if want_grad else None
+
+
+def _times(k, v):
+    """k v, with 0 where k = 0 and v is infinite: a label of coefficient 0 contributes
+    nothing, which is each loss's limit at an infinite prediction (0 log 0 = 0 likewise);
+    NaN stays NaN."""
+    with np.errstate(invalid="ignore"):
+        return np.where((k == 0) & np.isinf(v), 0.0, k * v)
+
+
+def _sigmoid_focal(y, x, params, want_value, want_grad):
+    # torchvision's sigmoid_focal_loss: p = sigmoid(x), ce = BCE_with_logits(x, y),
+    # q = 1 - p_t = p (1 - y) + (1 - p) y, loss = alpha_t q^gamma ce with
+    # alpha_t = a y + b (1 - y) ((alpha, 1 - alpha), or (1, 1) without balancing).
+    # d loss / dx = alpha_t q^gamma ((p - y) + gamma r (1 - 2y) ce), r = p (1 - p) / q:
+    # dq/dx = p (1 - p) (1 - 2y), and q^(gamma - 1) p (1 - p) = q^gamma r stays finite where
+    # q underflows to 0 (r is then 0: its limit, as q^gamma's).
+    a, b, gamma = params
+    p, c = _sigmoid(x), _sigmoid(-x)  # p and 1 - p, each without cancellation
+    q = p * (1.0 - y) + c * y
+    # ce = softplus(x) - x y = (1 - y) x + log1p(exp(-|x|)) for x >= 0, -y x + ... below:
+    # finite for finite x, and its limit (0 times inf = 0) where the coefficient is 0
+    ce = _times(np.where(x >= 0, 1.0 - y, -y), x) + np.log1p(np.exp(-np.abs(x)))
+    alpha_t = a * y + b * (1.0 - y)
+    modulator = alpha_t * q**gamma
+    loss = None
+    if want_value:
+        # at an infinite x, ce is inf: the loss is inf where alpha_t q > 0 (even if q^gamma
+        # underflows), else 0
+        limit = np.where((alpha_t > 0) & (q > 0), np.inf, 0.0)
+        loss = np.where(ce == np.inf, limit, modulator * ce)
+    d = None
+    if want_grad:
+        with np.errstate(divide="ignore", invalid="ignore"):
+            r = np.where(q > 0, p * c / q, 0.0)
+        d = modulator * ((p - y) + gamma * (1.0 - 2.0 * y) * _times(r, ce))
+    return loss, d
+
+
+def _stirling(y):
+    """y log y - y + log(2 pi y) / 2 where y > 1, else 0: PyTorch's full=True term."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        term = y * np.log(y) - y + 0.5 * np.log(2.0 * np.pi * y)
+    return np.where(y > 1, term, 0.0)
+
+
+def _poisson_nll(y, x, params, want_value, want_grad):
+    log_input, full, eps = params
+    loss = d = None
+    if log_input:  # x = log(rate): exp(x) - y x
+        rate = np.exp(x)
+        if want_value:  # at x = inf (or where exp overflows) the loss is inf, not inf - inf
+            loss = np.where(rate == np.inf, rate, rate - _times(y, x))
+        d = rate - y if want_grad else None
+    else:  # x = rate: x - y log(x + eps)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            loss = x - _times(y, np.log(x + eps)) if want_value else None
+            d = 1.0 - _times(y, 1.0 / (x + eps)) if want_grad else None
+    if want_value and full:
+        loss = loss + _stirling(y)
+    return loss, d
+
+
+def _kl_div(y, x, params, want_value, want_grad):
+    (log_target,) = params
+    target = np.exp(y) if log_target else y  # the target probability
+    loss = None
+    if want_value:
+        log_y = y if log_target else None
+        with np.errstate(divide="ignore", invalid="ignore"):
+            if log_y is None:
+                log_y = np.log(y)
+            loss = target * (log_y - x)
+        # a target of probability 0 costs nothing, even at x = -inf (0 log 0 = 0); a NaN
+        # prediction stays NaN
+        loss = np.where((target == 0) & ~np.isnan(x), 0.0, loss)
+    return loss, -target if want_grad else None
+
+
+def _pinball(y, p, params, want_value, want_grad):
+    (quantile,) = params
+    e = p - y
+    # quantile max(y - p, 0) + (1 - quantile) max(p - y, 0); 0 at a tie
+    loss = np.where(e > 0, (1.0 - quantile) * e, -quantile * e) if want_value else None
+    d = None
+    if want_grad:
+        d = np.where(e > 0, 1.0 - quantile, np.where(e < 0, -quantile, 0.0 * e))  # NaN kept
+    return loss, d
+
+
+def _elementwise(math):
+    """The kernel of an elementwise loss from its ``math``: weights, reduction, gradient."""
+
+    def kernel(y, p, weight, params, reduction, scale, grad, want_value):
+        # exp(x) may overflow to inf (the true limit); inf - inf and 0 * inf in branches
+        # that np.where does not select are not the result's
+        with np.errstate(over="ignore", invalid="ignore"):
+            losses, d = math(y, p, params, want_value, grad is not None)
+        if grad is not None:
+            np.copyto(grad, np.broadcast_to(d, grad.shape), casting="unsafe")
+            _finish_grad(grad, weight, scale)
+        if not want_value:
+            return None
+        losses = np.asarray(losses, p.dtype)
+        if losses is p or losses.shape != p.shape:  # a fresh array of p's shape to reduce
+            losses = np.array(np.broadcast_to(losses, p.shape), p.dtype)
+        return _reduce(losses, weight, reduction, scale, p.dtype)
+
+    kernel.__name__ = kernel.__qualname__ = math.__name__.lstrip("_")
+    return elementwise(kernel)
 
 
 KERNELS = {
@@ -354,4 +532,7 @@ KERNELS = {
     "cross_entropy": bad_labels_as_nan(cross_entropy),
     "multiclass_hinge": multiclass_hinge,
 }
+KERNELS.update({math.__name__.lstrip("_"): _elementwise(math) for math in (
+    _mae, _huber, _smooth_l1, _log_cosh, _squared_hinge, _soft_margin, _sigmoid_focal,
+    _poisson_nll, _kl_div, _pinball)})
 _dispatch.register("numpy", KERNELS)

@@ -1,0 +1,291 @@
+"""The mathematics of the second set of elementwise losses for the Numba kernels: one
+inlined function per loss, ``(y, p, param) -> (loss, d loss / d p, d2 loss / d p2)`` of
+one element, and ``variant(loss, params)``: the function a call uses.
+
+``param`` is the kernel's one tuple of three options in the input's dtype (what each loss
+keeps there is in ``PARAMS``). Options that change the formula (``poisson_nll``'s flags, an
+integer ``gamma`` of ``sigmoid_focal``) pick a function of their own, compiled into a
+kernel of its own, so that no branch on an option is left inside the vectorised loop.
+Constants are float32, so float32 inputs compute in float32 (vectorised); float64 inputs
+promote them. Comparisons are written so that NaN propagates. A kernel that asks for no
+Hessian never uses the third result, and the compiler removes it.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from numba import njit, types
+from numba.extending import overload
+
+from ._numba_math import HALF, ONE, ZERO, fast_exp, fast_log, fast_log1p
+
+_f32 = np.float32
+TWO = _f32(2.0)
+FOUR = _f32(4.0)
+LN2 = _f32(np.log(2.0))
+INF = _f32(np.inf)
+
+
+@njit(inline="always")
+def _sign(e):
+    """sign(e): 0 at 0, NaN kept."""
+    return ONE if e > ZERO else (-ONE if e < ZERO else e)
+
+
+@njit(inline="always")
+def _times(k, v):
+    """k v, 0 where k = 0 and v is infinite: a term whose label coefficient is 0
+    contributes nothing (its limit at an infinite prediction, as 0 log 0 = 0); NaN kept."""
+    return ZERO if k == ZERO and abs(v) == INF else k * v
+
+
+# --- log cosh and tanh of |e|: float32 by series near 0 and exp elsewhere (vectorised);
+# float64 by libm -------------------------------------------------------------------------
+
+
+def log_cosh_parts(a):
+    """(log cosh a, tanh a, sech^2 a) for a = |e| >= 0 (or NaN)."""
+    return math.log(math.cosh(a)), math.tanh(a), ONE / math.cosh(a) ** 2
+
+
+# log cosh a = a^2/2 - a^4/12 + a^6/45 - 17 a^8/2520 + ...: for a < 1/2 (a^2 < 1/4) the terms
+# from a^16 on are under 2e-8 of the sum; tanh's series for a < 1/4 from a^13 on under 1e-9
+_LC = tuple(_f32(c) for c in (1 / 2, -1 / 12, 1 / 45, -17 / 2520, 31 / 14175, -691 / 935550,
+                              10922 / 42567525))
+_TH = tuple(_f32(c) for c in (1.0, -1 / 3, 2 / 15, -17 / 315, 62 / 2835, -1382 / 155925))
+_LC_SERIES_MAX = _f32(0.5)
+_TH_SERIES_MAX = _f32(0.25)
+
+
+def _log_cosh_parts32(a):
+    # log cosh a = a + log1p(exp(-2a)) - log 2 never overflows, but near 0 it is a
+    # difference of numbers near log 2 (absolute error, relative to a^2/2); the series
+    # there. tanh a = (1 - t) / (1 + t), t = exp(-2a), likewise the series near 0;
+    # sech^2 a = 4t / (1 + t)^2 has no cancellation.
+    t = fast_exp(-TWO * a)
+    z = a * a
+    s = _LC[6]
+    s = s * z + _LC[5]
+    s = s * z + _LC[4]
+    s = s * z + _LC[3]
+    s = s * z + _LC[2]
+    s = s * z + _LC[1]
+    s = s * z + _LC[0]
+    log_cosh = s * z if a < _LC_SERIES_MAX else a + fast_log1p(t) - LN2
+    h = _TH[5]
+    h = h * z + _TH[4]
+    h = h * z + _TH[3]
+    h = h * z + _TH[2]
+    h = h * z + _TH[1]
+    h = h * z + _TH[0]
+    one_t = ONE + t
+    tanh = a * h if a < _TH_SERIES_MAX else (ONE - t) / one_t
+    return log_cosh, tanh, FOUR * t / (one_t * one_t)
+
+
+def _log_cosh_parts64(a):
+    # log cosh a = log1p(2 sinh(a/2)^2) (cosh a - 1 = 2 sinh^2(a/2): exact near 0) while
+    # cosh is small; a + log1p(exp(-2a)) - log 2 beyond (never overflows)
+    t = math.exp(-2.0 * a)
+    if a < 1.0:
+        s = math.sinh(0.5 * a)
+        log_cosh = math.log1p(2.0 * s * s)
+    else:
+        log_cosh = a + math.log1p(t) - 0.6931471805599453
+    return log_cosh, math.tanh(a), 4.0 * t / ((1.0 + t) * (1.0 + t))
+
+
+@overload(log_cosh_parts, inline="always")
+def _log_cosh_parts(a):
+    return _log_cosh_parts32 if a == types.float32 else _log_cosh_parts64
+
+
+# --- the losses ------------------------------------------------------------------------
+
+
+@njit(inline="always")
+def _mae(y, p, param):
+    e = p - y
+    return abs(e), _sign(e), ZERO  # piecewise linear: no curvature away from the kink
+
+
+@njit(inline="always")
+def _huber(y, p, param):
+    delta = param[0]
+    e = p - y
+    a = abs(e)
+    inside = a <= delta
+    loss = HALF * e * e if inside else delta * (a - HALF * delta)
+    d = -delta if e < -delta else (delta if e > delta else e)  # clip, NaN kept
+    return loss, d, ONE if inside else ZERO
+
+
+@njit(inline="always")
+def _smooth_l1(y, p, param):
+    beta = param[0]
+    e = p - y
+    a = abs(e)
+    inside = a < beta  # never for beta = 0: the absolute error (e / 0 is not selected)
+    loss = HALF * e * e / beta if inside else a - HALF * beta
+    return loss, e / beta if inside else _sign(e), ONE / beta if inside else ZERO
+
+
+@njit(inline="always")
+def _log_cosh(y, p, param):
+    e = p - y
+    log_cosh, tanh, sech2 = log_cosh_parts(abs(e))
+    return log_cosh, tanh if e >= ZERO else -tanh, sech2
+
+
+@njit(inline="always")
+def _squared_hinge(y, s, param):
+    slack = param[0] - _times(y, s)  # a label of 0 times an infinite score is 0, as hinge
+    active = ZERO if slack <= ZERO else slack  # max(slack, 0), NaN kept
+    return active * active, -TWO * y * active, TWO * y * y if slack > ZERO else ZERO
+
+
+@njit(inline="always")
+def _soft_margin(y, s, param):
+    # softplus(z), z = -t s: max(z, 0) + log1p(exp(-|z|)); d = -t sigmoid(z)
+    z = -_times(y, s)
+    t = fast_exp(-abs(z))
+    one_t = ONE + t
+    loss = (z if z > ZERO else ZERO) + fast_log1p(t)
+    sigma = (ONE if z >= ZERO else t) / one_t
+    return loss, -y * sigma, y * y * t / (one_t * one_t)
+
+
+def _focal(power):
+    """sigmoid_focal with q^gamma by ``power`` multiplications (0 to 4), or by pow (-1)."""
+
+    @njit(inline="always")
+    def focal(y, x, param):
+        # torchvision's definition; see the NumPy backend for the derivation.
+        # param: (a, b, gamma) with alpha_t = a y + b (1 - y).
+        a, b, gamma = param
+        t = fast_exp(-abs(x))
+        inv = ONE / (ONE + t)
+        p = (ONE if x >= ZERO else t) * inv  # sigmoid(x)
+        c = (t if x >= ZERO else ONE) * inv  # 1 - sigmoid(x), without cancellation
+        q = p * (ONE - y) + c * y  # 1 - p_t
+        # BCE with logits: (1 - y) x for x >= 0, -y x below, + log1p(exp(-|x|))
+        ce = _times(ONE - y if x >= ZERO else -y, x) + fast_log1p(t)
+        if power == 0:
+            qg = ONE + ZERO * q
+        elif power == 1:
+            qg = q
+        elif power == 2:
+            qg = q * q
+        elif power == 3:
+            qg = q * q * q
+        elif power == 4:
+            qg = (q * q) * (q * q)
+        else:
+            qg = q**gamma
+        alpha_t = a * y + b * (ONE - y)
+        modulator = alpha_t * qg
+        r = p * c / q if q > ZERO else ZERO  # p (1 - p) / q: its limit 0 where q is 0
+        rce = _times(r, ce)
+        s = ONE - TWO * y
+        d = modulator * ((p - y) + gamma * s * rce)
+        h = modulator * (gamma * (gamma - ONE) * s * s * r * rce + gamma * s * (c - p) * rce
+                         + TWO * gamma * s * r * (p - y) + p * c)
+        # at an infinite x, ce is inf: the loss is inf where alpha_t q > 0 (even if q^gamma
+        # underflows), else 0
+        limit = INF if alpha_t > ZERO and q > ZERO else ZERO
+        return (limit if ce == INF else modulator * ce), d, h
+
+    return focal
+
+
+def _poisson(log_input, full):
+    """poisson_nll for one setting of its two flags."""
+
+    @njit(inline="always")
+    def poisson(y, x, param):
+        eps = param[2]
+        if log_input:  # x = log(rate): exp(x) - y x
+            rate = fast_exp(x)
+            loss, d, h = rate - _times(y, x), rate - y, rate
+            loss = rate if rate == INF else loss  # the limit at x = inf, not inf - inf
+        else:  # x = rate: x - y log(x + eps)
+            shifted = x + eps
+            inv = ONE / shifted
+            loss = x - _times(y, fast_log(shifted))
+            d = ONE - _times(y, inv)
+            h = _times(y, inv * inv)
+        if full:  # Stirling's term, PyTorch's: y log y - y + log(2 pi y) / 2 where y > 1
+            log_y = fast_log(y if y > ONE else ONE)
+            stirling = y * log_y - y + HALF * (log_y + LOG_2PI_HI + LOG_2PI_LO)
+            loss = loss + (stirling if y > ONE else ZERO)
+        return loss, d, h
+
+    return poisson
+
+
+# log(2 pi) as two float32 parts: float64 inputs promote both and keep every digit
+LOG_2PI_HI = _f32(np.log(2.0 * np.pi))
+LOG_2PI_LO = _f32(np.log(2.0 * np.pi) - float(LOG_2PI_HI))
+
+
+def _kl(log_target):
+    """kl_div with log-probability targets or probabilities."""
+
+    @njit(inline="always")
+    def kl_div(y, x, param):
+        target = fast_exp(y) if log_target else y
+        loss = target * ((y if log_target else fast_log(y)) - x)
+        # a target of probability 0 costs nothing, even at x = -inf (0 log 0 = 0); NaN x
+        # stays NaN
+        return (ZERO if target == ZERO and x == x else loss), -target, ZERO
+
+    return kl_div
+
+
+@njit(inline="always")
+def _pinball(y, p, param):
+    quantile = param[0]
+    e = p - y
+    upper = ONE - quantile
+    loss = upper * e if e > ZERO else -quantile * e
+    d = upper if e > ZERO else (-quantile if e < ZERO else ZERO * e)  # 0 at a tie, NaN kept
+    return loss, d, ZERO
+
+
+MATH = {"mae": _mae, "huber": _huber, "smooth_l1": _smooth_l1, "log_cosh": _log_cosh,
+        "squared_hinge": _squared_hinge, "soft_margin": _soft_margin, "pinball": _pinball}
+_FOCAL = {power: _focal(power) for power in (-1, 0, 1, 2, 3, 4)}
+_POISSON = {(log_input, full): _poisson(log_input, full)
+            for log_input in (True, False) for full in (True, False)}
+_KL = {log_target: _kl(log_target) for log_target in (True, False)}
+LOSSES = (*MATH, "sigmoid_focal", "poisson_nll", "kl_div")
+
+
+def variants(loss: str) -> dict:
+    """Every function ``loss`` may run, by the key ``variant`` gives."""
+    if loss == "sigmoid_focal":
+        return _FOCAL
+    if loss == "poisson_nll":
+        return _POISSON
+    if loss == "kl_div":
+        return _KL
+    return {None: MATH[loss]}
+
+
+def variant(loss: str, params: tuple) -> tuple:
+    """(the key of the function this call runs, the three floats its ``param`` holds)."""
+    if loss == "sigmoid_focal":
+        a, b, gamma = params
+        power = int(gamma) if gamma in (0.0, 1.0, 2.0, 3.0, 4.0) else -1
+        return power, (a, b, gamma)
+    if loss == "poisson_nll":
+        log_input, full, eps = params
+        return (log_input, full), (0.0, 0.0, eps)
+    if loss == "kl_div":
+        return params[0], _NO_PARAM
+    return None, (*params, 0.0, 0.0, 0.0)[:3]
+
+
+_NO_PARAM = (0.0, 0.0, 0.0)

@@ -1,0 +1,390 @@
+"""The second set of elementwise losses (the contract's "More losses") on every backend:
+against the float64 reference, finite differences, the peers' own functions where they are
+installed, options, errors, special values."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from conftest import examples, host, on
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from reference import elementwise as ew_reference
+
+import lossbackends as lb
+
+NEW = ("mae", "huber", "smooth_l1", "log_cosh", "squared_hinge", "soft_margin", "sigmoid_focal",
+       "poisson_nll", "kl_div", "pinball")
+REDUCTIONS = ("mean", "sum", "none")
+TOLERANCE = {np.float64: 1e-10, np.float32: 2e-5, np.float16: 2e-2}
+
+# options each loss is tried with (the first: its defaults)
+OPTIONS = {
+    "mae": [{}],
+    "huber": [{}, {"delta": 0.3}, {"delta": 2.5}],
+    "smooth_l1": [{}, {"beta": 0.0}, {"beta": 0.4}],
+    "log_cosh": [{}],
+    "squared_hinge": [{}, {"margin": 0.5}],
+    "soft_margin": [{}],
+    "sigmoid_focal": [{}, {"alpha": None}, {"gamma": 0.0}, {"gamma": 1.5, "alpha": 0.6},
+                      {"gamma": 3.0}, {"gamma": 0.5}],
+    "poisson_nll": [{}, {"full": True}, {"log_input": False},
+                    {"log_input": False, "full": True, "eps": 1e-3}],
+    "kl_div": [{}, {"log_target": True}],
+    "pinball": [{}, {"quantile": 0.1}, {"quantile": 0.95}],
+}
+
+
+def inputs(loss, rng, shape, dtype, options=None):
+    """(y_true, y_pred) in each loss's domain."""
+    options = options or {}
+    if loss in ("squared_hinge", "soft_margin"):
+        y, p = np.where(rng.random(shape) < 0.5, -1.0, 1.0), rng.normal(0, 2, shape)
+    elif loss == "sigmoid_focal":
+        y = rng.random(shape) < 0.5 if rng.random() < 0.5 else rng.random(shape)
+        p = rng.normal(0, 3, shape)
+    elif loss == "poisson_nll":
+        y = rng.poisson(2.0, shape).astype(np.float64)
+        p = rng.normal(0, 1, shape) if options.get("log_input", True) else rng.uniform(0.05, 4, shape)
+    elif loss == "kl_div":
+        y = rng.dirichlet(np.ones(shape[-1]), shape[:-1]) if len(shape) > 1 else rng.random(shape)
+        y = np.where(rng.random(shape) < 0.1, 0.0, y)
+        if options.get("log_target"):
+            with np.errstate(divide="ignore"):
+                y = np.log(y)
+        p = np.log(rng.uniform(0.01, 1, shape))
+    else:
+        y, p = rng.normal(0, 1.5, shape), rng.normal(0, 1.5, shape)
+    return np.asarray(y, np.float64).astype(dtype), p.astype(dtype)
+
+
+def _close(actual, expected, dtype, scale):
+    tol = TOLERANCE[dtype]
+    np.testing.assert_allclose(host(actual).astype(np.float64), expected, rtol=tol,
+                               atol=tol * scale)
+
+
+shapes = st.one_of(st.integers(1, 700).map(lambda n: (n,)),
+                   st.tuples(st.integers(1, 20), st.integers(1, 40)))
+
+
+@pytest.mark.parametrize("loss", NEW)
+@given(shape=shapes, seed=st.integers(0, 2**32 - 1), reduction=st.sampled_from(REDUCTIONS),
+       dtype=st.sampled_from([np.float32, np.float64]), weighted=st.booleans(),
+       option=st.integers(0, 5))
+@settings(max_examples=examples(20), deadline=None)
+def test_matches_reference(backend, loss, shape, seed, reduction, dtype, weighted, option):
+    rng = np.random.default_rng(seed)
+    options = OPTIONS[loss][option % len(OPTIONS[loss])]
+    y, p = inputs(loss, rng, shape, dtype, options)
+    weight = rng.uniform(0, 2, shape[-1:]).astype(dtype) if weighted else None
+    function = getattr(lb, loss)
+    args = (on(backend, y), on(backend, p))
+    kwargs = {"reduction": reduction, "weight": on(backend, weight), "backend": backend, **options}
+    value, grad = function.value_and_grad(*args, **kwargs)
+    expected_value, expected_grad = ew_reference(loss, y, p, reduction=reduction, weight=weight,
+                                                 **options)
+    assert host(value).dtype == dtype and host(grad).dtype == dtype and grad.shape == p.shape
+    if reduction == "none":
+        assert value.shape == p.shape
+    # errors relative to the size of the terms: |value| + 1 for a sum, the largest element
+    # otherwise; a gradient's to its largest element, or one element's weight and scale
+    value_scale = (float(np.max(np.abs(expected_value), initial=1.0)) if reduction == "none"
+                   else float(np.abs(expected_value)) + 1.0)
+    unit = (float(np.max(weight)) if weighted else 1.0) / (p.size if reduction == "mean" else 1)
+    grad_scale = max(float(np.max(np.abs(expected_grad))), unit)
+    _close(value, expected_value, dtype, value_scale)
+    _close(grad, expected_grad, dtype, grad_scale)
+    # value alone and gradient alone: what the fused call gives
+    _close(function(*args, **kwargs), host(value).astype(np.float64), dtype, value_scale)
+    _close(function.grad(*args, **kwargs), host(grad).astype(np.float64), dtype, grad_scale)
+
+
+def _fd_inputs(loss, options):
+    """float64 inputs away from each loss's kinks, where finite differences hold."""
+    rng = np.random.default_rng(31)
+    y, p = inputs(loss, rng, (3, 5), np.float64, options)
+    if loss in ("mae", "pinball", "huber", "smooth_l1"):
+        e = p - y
+        kinks = [0.0]
+        if loss == "huber":
+            kinks += [options.get("delta", 1.0), -options.get("delta", 1.0)]
+        if loss == "smooth_l1":
+            kinks += [options.get("beta", 1.0), -options.get("beta", 1.0)]
+        for kink in kinks:
+            p = np.where(np.abs(e - kink) < 0.05, p + 0.2, p)
+            e = p - y
+    if loss == "squared_hinge":
+        p = np.where(np.abs(options.get("margin", 1.0) - y * p) < 0.05, p + 0.2 * y, p)
+    return y, p
+
+
+@pytest.mark.parametrize("loss,options", [(loss, o) for loss in NEW for o in OPTIONS[loss]])
+def test_gradient_matches_finite_differences(backend, loss, options):
+    y, p = _fd_inputs(loss, options)
+    weight = np.random.default_rng(5).uniform(0.5, 2, p.shape)
+    function = getattr(lb, loss)
+    kwargs = {"weight": on(backend, weight), "backend": backend, **options}
+
+    def losses(q):  # every element's own loss: one call gives every partial derivative
+        return host(function(on(backend, y), on(backend, q), reduction="none", **kwargs))
+
+    h = 1e-6 * np.maximum(1.0, np.abs(p))
+    numeric = (losses(p + h) - losses(p - h)) / (2 * h)
+    for reduction, scale in (("none", 1.0), ("sum", 1.0), ("mean", 1.0 / p.size)):
+        grad = host(function.grad(on(backend, y), on(backend, p), reduction=reduction, **kwargs))
+        np.testing.assert_allclose(grad, numeric * scale, rtol=1e-6, atol=1e-8 * scale)
+
+
+# --- the peers themselves ----------------------------------------------------------------
+
+
+def _torch_case(loss, options, y, p):
+    """(torch's loss, d loss / d input) of ``mean`` reduction, from torch's own functions."""
+    torch = pytest.importorskip("torch")
+    functional = torch.nn.functional
+    x = torch.tensor(p, requires_grad=True)
+    t = torch.tensor(y)
+    if loss == "mae":
+        value = functional.l1_loss(x, t)
+    elif loss == "huber":
+        value = functional.huber_loss(x, t, delta=options.get("delta", 1.0))
+    elif loss == "smooth_l1":
+        value = functional.smooth_l1_loss(x, t, beta=options.get("beta", 1.0))
+    elif loss == "soft_margin":
+        value = functional.soft_margin_loss(x, t)
+    elif loss == "poisson_nll":
+        value = functional.poisson_nll_loss(x, t, **options)
+    elif loss == "kl_div":
+        value = functional.kl_div(x, t, reduction="mean", **options)
+    elif loss == "sigmoid_focal":
+        # torchvision's sigmoid_focal_loss, written out (torchvision is not a dependency)
+        alpha, gamma = options.get("alpha", 0.25), options.get("gamma", 2.0)
+        prob = torch.sigmoid(x)
+        ce = functional.binary_cross_entropy_with_logits(x, t, reduction="none")
+        p_t = prob * t + (1 - prob) * (1 - t)
+        terms = ce * ((1 - p_t) ** gamma)
+        if alpha is not None and alpha >= 0:
+            terms = (alpha * t + (1 - alpha) * (1 - t)) * terms
+        value = terms.mean()
+    else:
+        raise KeyError(loss)
+    value.backward()
+    return value.item(), x.grad.numpy()
+
+
+TORCH_CASES = [(loss, o) for loss in ("mae", "huber", "smooth_l1", "soft_margin", "poisson_nll",
+                                      "kl_div", "sigmoid_focal") for o in OPTIONS[loss]]
+
+
+@pytest.mark.filterwarnings("ignore:reduction. .mean. divides:UserWarning")  # torch kl_div
+@pytest.mark.parametrize("loss,options", TORCH_CASES)
+def test_agrees_with_torch(backend, loss, options):
+    rng = np.random.default_rng(17)
+    y, p = inputs(loss, rng, (6, 50), np.float64, options)
+    if loss == "kl_div" and options.get("log_target"):
+        y = np.maximum(y, -30.0)  # torch's exp(-inf) (-inf - x) is NaN; ours 0 (see below)
+    expected_value, expected_grad = _torch_case(loss, options, y, p)
+    value, grad = getattr(lb, loss).value_and_grad(on(backend, y), on(backend, p), backend=backend,
+                                                   **options)
+    np.testing.assert_allclose(host(value), expected_value, rtol=1e-12)
+    np.testing.assert_allclose(host(grad), expected_grad, rtol=1e-10, atol=1e-17)
+
+
+@pytest.mark.parametrize("loss", ["log_cosh", "huber"])
+def test_agrees_with_optax(backend, loss):
+    optax = pytest.importorskip("optax")
+    jax = pytest.importorskip("jax")
+    x64 = jax.config.jax_enable_x64
+    jax.config.update("jax_enable_x64", True)
+    try:
+        _agrees_with_optax(backend, loss, optax, jax)
+    finally:
+        jax.config.update("jax_enable_x64", x64)
+
+
+def _agrees_with_optax(backend, loss, optax, jax):
+    rng = np.random.default_rng(18)
+    y, p = rng.normal(0, 3, 300), rng.normal(0, 3, 300)
+    for options in OPTIONS[loss]:
+        delta = options.get("delta", 1.0)
+
+        def peer(q, delta=delta):
+            if loss == "log_cosh":
+                return optax.losses.log_cosh(q, y)
+            return optax.losses.huber_loss(q, y, delta=delta)
+        expected_value = np.asarray(peer(p))
+        expected_grad = np.asarray(jax.grad(lambda q: peer(q).sum())(p))
+        value, grad = getattr(lb, loss).value_and_grad(on(backend, y), on(backend, p),
+                                                       reduction="none", backend=backend, **options)
+        np.testing.assert_allclose(host(value), expected_value, rtol=1e-12, atol=1e-15)
+        np.testing.assert_allclose(host(grad), expected_grad, rtol=1e-12, atol=1e-15)
+
+
+def test_pinball_agrees_with_scikit_learn(backend):
+    metrics = pytest.importorskip("sklearn.metrics")
+    rng = np.random.default_rng(19)
+    y, p = rng.normal(size=500), rng.normal(size=500)
+    for quantile in (0.5, 0.1, 0.95, 0.0, 1.0):
+        expected = metrics.mean_pinball_loss(y, p, alpha=quantile)
+        value = lb.pinball(on(backend, y), on(backend, p), quantile=quantile, backend=backend)
+        np.testing.assert_allclose(host(value), expected, rtol=1e-12)
+    # scikit-learn's sample_weight averages by the weights' sum; ours divides by n
+    w = rng.uniform(0.5, 2, 500)
+    expected = metrics.mean_pinball_loss(y, p, alpha=0.3, sample_weight=w) * w.sum() / w.size
+    value = lb.pinball(on(backend, y), on(backend, p), quantile=0.3, weight=on(backend, w),
+                       backend=backend)
+    np.testing.assert_allclose(host(value), expected, rtol=1e-12)
+
+
+def test_squared_hinge_agrees_with_keras_definition(backend):
+    # keras.losses.squared_hinge: mean(square(maximum(1 - y_true * y_pred, 0)), axis=-1),
+    # written out (Keras is not installed); its mean over the last axis, averaged over rows
+    rng = np.random.default_rng(20)
+    y = np.where(rng.random((8, 30)) < 0.5, -1.0, 1.0)
+    p = rng.normal(0, 1.5, (8, 30))
+    expected = np.mean(np.mean(np.square(np.maximum(1.0 - y * p, 0.0)), axis=-1))
+    np.testing.assert_allclose(host(lb.squared_hinge(on(backend, y), on(backend, p),
+                                                     backend=backend)), expected, rtol=1e-12)
+
+
+# --- the limits the formulas are written for ----------------------------------------------
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_focal_gradient_is_finite_for_every_finite_logit(backend, dtype):
+    big = np.finfo(dtype).max
+    x = np.array([-big, -1e4, -200.0, -88.0, -30.0, -1e-30, 0.0, 1e-30, 30.0, 88.0, 200.0, 1e4,
+                  big], dtype)
+    for labels in (np.zeros_like(x), np.ones_like(x), np.full_like(x, 0.3)):
+        for options in OPTIONS["sigmoid_focal"]:
+            value, grad = lb.sigmoid_focal.value_and_grad(
+                on(backend, labels), on(backend, x), reduction="none", backend=backend, **options)
+            assert np.isfinite(host(grad)).all(), (labels[0], options, host(grad))
+            assert (host(value) >= 0).all()
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_limits_at_infinity_and_nan(backend, dtype):
+    """At an infinite prediction every loss has its limit (a label coefficient of 0 times
+    inf is 0), the same on every backend; a NaN prediction gives a NaN loss."""
+    inf = np.inf
+    cases = {
+        # loss: (y, p, expected loss, expected gradient)
+        "mae": ([0.0, 0.0], [inf, -inf], [inf, inf], [1.0, -1.0]),
+        "huber": ([0.0, 0.0], [inf, -inf], [inf, inf], [1.0, -1.0]),
+        "smooth_l1": ([0.0, 0.0], [inf, -inf], [inf, inf], [1.0, -1.0]),
+        "log_cosh": ([0.0, 0.0], [inf, -inf], [inf, inf], [1.0, -1.0]),
+        "soft_margin": ([1.0, 1.0, -1.0], [inf, -inf, inf], [0.0, inf, inf], [0.0, -1.0, 1.0]),
+        "sigmoid_focal": ([1.0, 0.0, 1.0, 0.0], [inf, -inf, -inf, inf],
+                          [0.0, 0.0, inf, inf], [0.0, 0.0, -0.25, 0.75]),
+        "poisson_nll": ([0.0, 2.0, 2.0], [-inf, -inf, inf], [0.0, inf, inf], [0.0, -2.0, inf]),
+        "kl_div": ([0.0, 0.5], [-inf, -inf], [0.0, inf], [0.0, -0.5]),
+        "pinball": ([0.0, 0.0], [inf, -inf], [inf, inf], [0.5, -0.5]),
+    }
+    for loss, (y, p, expected_value, expected_grad) in cases.items():
+        y, p = np.array(y, dtype), np.array(p, dtype)
+        value, grad = getattr(lb, loss).value_and_grad(on(backend, y), on(backend, p),
+                                                       reduction="none", backend=backend)
+        np.testing.assert_array_equal(host(value), np.array(expected_value, dtype), err_msg=loss)
+        np.testing.assert_array_equal(host(grad), np.array(expected_grad, dtype), err_msg=loss)
+    for loss in NEW:
+        y, p = inputs(loss, np.random.default_rng(3), (40,), dtype)
+        p[[0, 17, 39]] = np.nan
+        value = host(getattr(lb, loss)(on(backend, y), on(backend, p), reduction="none",
+                                       backend=backend))
+        np.testing.assert_array_equal(np.isnan(value), np.isnan(p), err_msg=loss)
+
+
+def test_accuracy_near_zero(backend):
+    """log_cosh is e^2/2 near 0, and its tanh e; neither is lost to cancellation."""
+    e = np.array([1e-30, 1e-8, 1e-4, 0.01, 0.3, 0.7])
+    for dtype, tolerance in ((np.float64, 1e-14), (np.float32, 1e-6)):
+        value, grad = lb.log_cosh.value_and_grad(on(backend, np.zeros(6, dtype)),
+                                                 on(backend, e.astype(dtype)), reduction="none",
+                                                 backend=backend)
+        x = e.astype(dtype).astype(np.float64)
+        expected = np.log1p(2 * np.sinh(x / 2) ** 2).astype(dtype)  # 5e-61 is 0 in float32
+        np.testing.assert_allclose(host(value), expected, rtol=tolerance)
+        np.testing.assert_allclose(host(grad), np.tanh(x), rtol=tolerance)
+
+
+# --- the common behaviour: out=, in place, float16, the fast path --------------------------
+
+
+@pytest.mark.parametrize("loss", NEW)
+def test_out_in_place_float16_and_fast_path(backend, loss):
+    rng = np.random.default_rng(4)
+    y, p = inputs(loss, rng, (3, 111), np.float64)
+    expected_value, expected_grad = getattr(lb, loss).value_and_grad(y, p, backend="numpy")
+    p_dev = on(backend, p.copy())
+    value, grad = getattr(lb, loss).value_and_grad(on(backend, y), p_dev, out=p_dev, backend=backend)
+    assert grad is p_dev
+    np.testing.assert_allclose(host(p_dev), expected_grad, rtol=1e-12, atol=1e-300)
+    np.testing.assert_allclose(host(value), expected_value, rtol=1e-12)
+    # float16 is computed in float32 and given back as float16
+    value, grad = getattr(lb, loss).value_and_grad(on(backend, y.astype(np.float16)),
+                                                   on(backend, p.astype(np.float16)), backend=backend)
+    assert host(value).dtype == np.float16 and host(grad).dtype == np.float16
+    ref_value, ref_grad = ew_reference(loss, y.astype(np.float16), p.astype(np.float16))
+    np.testing.assert_allclose(float(host(value)), ref_value, rtol=5e-3, atol=1e-3)
+    np.testing.assert_allclose(host(grad).astype(np.float64), ref_grad, rtol=1e-2, atol=1e-5)
+    # canonical arrays and no option take the fast path: the same bits as the general one
+    for dtype in (np.float32, np.float64):
+        yd, pd = on(backend, y.astype(dtype)), on(backend, p.astype(dtype))
+        for reduction in REDUCTIONS:
+            fast = getattr(lb, loss).value_and_grad(yd, pd, reduction=reduction, backend=backend)
+            general = getattr(lb, loss).value_and_grad(yd, pd, reduction=reduction,
+                                                       backend=backend, weight=None)
+            for a, b in zip(fast, general, strict=True):
+                np.testing.assert_array_equal(host(a), host(b))
+
+
+@pytest.mark.parametrize("loss,options", [
+    ("mae", {}), ("huber", {"delta": 0.3}), ("sigmoid_focal", {"gamma": 1.5, "alpha": 0.6}),
+    ("poisson_nll", {"log_input": False, "full": True, "eps": 1e-3}), ("kl_div", {"log_target": True}),
+    ("pinball", {"quantile": 0.1})])
+def test_options_through_the_parallel_kernel(backend, loss, options):
+    """Inputs large enough for the parallel Numba kernels (2^17 elements and more), with
+    options in every slot of the kernel's tuple."""
+    rng = np.random.default_rng(8)
+    y, p = inputs(loss, rng, (140_000,), np.float32, options)
+    value, grad = getattr(lb, loss).value_and_grad(on(backend, y), on(backend, p), backend=backend,
+                                                   **options)
+    expected_value, expected_grad = ew_reference(loss, y, p, **options)
+    np.testing.assert_allclose(host(value), expected_value, rtol=2e-5)
+    np.testing.assert_allclose(host(grad), expected_grad, rtol=2e-5,
+                               atol=2e-5 * np.max(np.abs(expected_grad)))
+
+
+# --- argument checks ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("loss,options,error,message", [
+    ("huber", {"delta": 0.0}, ValueError, r"huber: delta must be in \(0, inf\); got 0.0"),
+    ("huber", {"delta": -1}, ValueError, "delta must be in"),
+    ("huber", {"delta": "1"}, TypeError, "delta must be a real number, not str"),
+    ("smooth_l1", {"beta": -0.5}, ValueError, r"beta must be in \[0, inf\)"),
+    ("smooth_l1", {"beta": float("nan")}, ValueError, "beta must be in"),
+    ("sigmoid_focal", {"alpha": 1.5}, ValueError, r"alpha must be in \[0, 1\]"),
+    ("sigmoid_focal", {"alpha": -1}, ValueError, r"or None for no balancing \(torchvision's alpha=-1\)"),
+    ("sigmoid_focal", {"gamma": -1.0}, ValueError, r"gamma must be in \[0, inf\)"),
+    ("poisson_nll", {"log_input": "yes"}, TypeError, "log_input must be True or False"),
+    ("poisson_nll", {"full": 1}, TypeError, "full must be True or False"),
+    ("poisson_nll", {"eps": -1e-8}, ValueError, r"eps must be in \[0, inf\)"),
+    ("kl_div", {"log_target": None}, TypeError, "log_target must be True or False"),
+    ("pinball", {"quantile": 1.5}, ValueError, r"quantile must be in \[0, 1\]"),
+    ("pinball", {"quantile": True}, TypeError, "quantile must be a real number, not bool"),
+    ("squared_hinge", {"margin": None}, TypeError, "margin must be a real number"),
+    ("mae", {"delta": 1.0}, TypeError, "delta"),
+])
+def test_bad_options_name_the_fix(loss, options, error, message):
+    with pytest.raises(error, match=message):
+        getattr(lb, loss)([0.0, 1.0], [0.5, 0.5], backend="numpy", **options)
+
+
+def test_losses_table_lists_every_loss():
+    assert set(NEW) <= set(lb.losses.LOSSES)
+    for name in NEW:
+        assert getattr(lb, name) is lb.losses.LOSSES[name]
+        assert "math::" in lb.losses.LOSSES[name].__doc__ and ">>>" in lb.losses.LOSSES[name].__doc__
