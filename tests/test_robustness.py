@@ -688,13 +688,13 @@ def test_0d_one_element_and_empty_inputs(backend, name, reduction):
     an ndarray for "none" (0-d for 0-d inputs) and for the gradient (numpy#4563: 0-d
     results became scalars and a later out= failed)."""
     loss = LOSSES[name]
-    if name == "cross_entropy":  # (classes,) logits with a 0-d label, (1, C), (0, C)
+    if loss._class_indices:  # cross_entropy, multiclass_hinge: (classes,) logits with a 0-d label, (1, C), (0, C)
         shapes = [((), (3,)), ((1,), (1, 3)), ((0,), (0, 3))]
     else:
         shapes = [((), ()), ((1,), (1,)), ((0,), (0,))]
     for dtype in (np.float32, np.float64):
         for y_shape, p_shape in shapes:
-            if name == "cross_entropy":
+            if loss._class_indices:
                 y = np.full(y_shape, 1, np.int64)
                 p = np.linspace(-1, 1, int(np.prod(p_shape))).astype(dtype).reshape(p_shape)
             else:
