@@ -390,7 +390,11 @@ def _assert_same(actual, expected, size, dtype, what, ulps=ULPS):
     assert actual.shape == expected.shape, f"{what}: shape {actual.shape}, expected {expected.shape}"
     info = np.finfo(dtype)
     with np.errstate(invalid="ignore", over="ignore"):
-        tolerance = ulps * (float(info.eps) * np.nan_to_num(np.abs(size), posinf=float(info.max))
+        # ulps of the terms' size, and at least of the result itself (a reduced value's
+        # rounding is relative to it, whatever the terms' sizes were)
+        tolerance = ulps * (float(info.eps) * np.maximum(
+            np.nan_to_num(np.abs(size), posinf=float(info.max)),
+            np.nan_to_num(np.abs(expected), nan=0.0, posinf=0.0))
                             + float(info.smallest_subnormal))
         wrong = ((np.isnan(actual) != np.isnan(expected))
                  | (np.isinf(actual) != np.isinf(expected))
