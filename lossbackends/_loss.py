@@ -109,12 +109,15 @@ def _prepare_elementwise(xp, y_true, y_pred, *, weight=None) -> Prepared:
         weight = as_values(xp, weight, dtype, "weight")
         if weight.shape != shape:
             try:
-                weight = xp.ascontiguousarray(xp.broadcast_to(weight, shape))
+                full = xp.broadcast_to(weight, shape)
             except ValueError:
                 raise ValueError(
                     f"weight has shape {weight.shape}, which does not broadcast to y_pred's "
                     f"shape {shape}"
                 ) from None
+            # a view where no element repeats; else a writeable copy: NumPy's broadcast
+            # views are read-only, a type of their own to Numba (one more compilation)
+            weight = weight.reshape(shape) if weight.size == full.size else full.copy()
     n = p.size
     return Prepared(y, p, weight, (), 1.0 / n if n else 1.0, shape, shape)
 
@@ -151,7 +154,8 @@ def _prepare_bce_with_logits(xp, y_true, y_pred, *, weight=None, pos_weight=None
                 f"pos_weight has shape {pw.shape}; it broadcasts on the last axis, so pass a "
                 f"scalar or a vector of length {last} (y_pred's last dimension)"
             )
-        pos_weight = xp.ascontiguousarray(xp.broadcast_to(pw.reshape(-1), (last,)))
+        pw = pw.reshape(-1)  # a writeable array either way (see _prepare_elementwise)
+        pos_weight = pw if pw.size == last else xp.broadcast_to(pw, (last,)).copy()
     return prep._replace(params=(pos_weight,))
 
 
