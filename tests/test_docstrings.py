@@ -1,5 +1,5 @@
-"""Every example in the package's docstrings runs, each once: the docs site shows these
-docstrings (the docs' build runs only its pages' own examples, ci/docs).
+"""Every example in the package's docstrings and in the README runs, each once: the docs
+site shows these docstrings (the docs' build runs only its pages' own examples, ci/docs).
 
 doctest's finder skips the losses (``Loss`` instances, neither functions nor classes), so
 their docstrings are parsed here; the torch and JAX forms repeat their loss's docstring,
@@ -10,6 +10,8 @@ from __future__ import annotations
 import doctest
 import importlib
 import pkgutil
+import re
+from pathlib import Path
 
 import pytest
 
@@ -43,6 +45,14 @@ def _run(tests: list[doctest.DocTest]) -> None:
 def test_every_loss_has_an_example_that_runs(name):
     (test,) = [t for t in _loss_tests() if t.name == f"lossbackends.{name}"]
     assert test.examples, f"lossbackends.{name}'s docstring has no example"
+    _run([test])
+
+
+def test_readme_examples():
+    readme = Path(__file__).resolve().parents[1] / "README.md"
+    text = re.sub(r"^```.*$", "", readme.read_text(), flags=re.M)  # a fence ends the output
+    test = doctest.DocTestParser().get_doctest(text, {}, "README.md", str(readme), 0)
+    assert len(test.examples) >= 8
     _run([test])
 
 
