@@ -9,6 +9,7 @@ zeros or constants as inputs.
 
 from __future__ import annotations
 
+import functools
 import statistics
 import time
 
@@ -99,25 +100,41 @@ def minimum_bytes(loss: str, op: str, shape: tuple, itemsize: int) -> int:
 # --- rooflines ---------------------------------------------------------------------------
 
 
-def host_triad(n: int = 20_000_000, repeats: int = 7, min_time: float = 0.3) -> tuple[str, float]:
-    """GB/s of c = a + k b (read 2, write 1) on the host: Numba's parallel triad when Numba
-    is installed (what our kernels can reach), else NumPy's add."""
-    a = np.random.default_rng(1).random(n, dtype=np.float32)
-    b = np.random.default_rng(2).random(n, dtype=np.float32)
-    c = np.empty_like(a)
+# Smoke runs (``--smoke``: does the suite run?) scale every timing loop and the triad's
+# size down; measured runs keep 1.
+TIME_SCALE = 1.0
+TRIAD_ELEMENTS = 20_000_000
+
+
+@functools.cache
+def _triad_kernel():
+    """Numba's parallel triad, compiled once per process (None without Numba)."""
     try:
         from numba import njit, prange
+    except ImportError:
+        return None
 
-        @njit(parallel=True, fastmath=True)
-        def triad(a, b, c, k):
-            for i in prange(a.size):
-                c[i] = a[i] + k * b[i]
+    @njit(parallel=True, fastmath=True)
+    def triad(a, b, c, k):
+        for i in prange(a.size):
+            c[i] = a[i] + k * b[i]
 
+    return triad
+
+
+def host_triad(n: int | None = None, repeats: int = 7, min_time: float = 0.3) -> tuple[str, float]:
+    """GB/s of c = a + k b (read 2, write 1) on the host: Numba's parallel triad when Numba
+    is installed (what our kernels can reach), else NumPy's add."""
+    n = n or TRIAD_ELEMENTS
+    a, b = np.full(n, 1.5, np.float32), np.full(n, 0.25, np.float32)  # values do not matter
+    c = np.empty_like(a)
+    triad = _triad_kernel()
+    if triad is not None:
         def run():
             triad(a, b, c, np.float32(3.0))
 
         name = "numba triad"
-    except ImportError:
+    else:
         def run():
             np.add(a, b, out=c)
 
@@ -150,6 +167,7 @@ def time_host_in_turn(calls: list, min_time: float = 0.2, repeats: int = 7,
     """``time_host`` for several calls whose samples are taken in turn (a sample of each,
     then the next round), so that a slow moment of the machine weighs on all of them and
     their ratios hold: this host's bandwidth moves by a third within minutes."""
+    min_time, warmup = min_time * TIME_SCALE, warmup * TIME_SCALE
     inners = []
     for call in calls:
         start = time.perf_counter()
@@ -173,6 +191,7 @@ def time_host_in_turn(calls: list, min_time: float = 0.2, repeats: int = 7,
 def time_host_difference(call, baseline, min_time: float = 0.6, repeats: int = 25) -> list[float]:
     """Seconds per call that ``call`` takes over ``baseline``: samples of the two taken in
     turn, so that a slow moment of the machine weighs on both sides of each difference."""
+    min_time *= TIME_SCALE
     call(), baseline()
     start = time.perf_counter()
     call()

@@ -624,23 +624,26 @@ def _check_out(xp, out, y_true, y, p, shape, name: str = "out") -> None:
             f"{name} must be an array on the same device as y_pred (a NumPy array for host "
             "inputs, a CuPy array for GPU inputs)"
         )
-    what = "gradient" if name == "out" else "Hessian"
-    if tuple(out.shape) != shape or out.dtype != p.dtype:
+    # the cheapest checks first: at n = 1000 this function is a quarter of the call
+    if out.shape != shape or out.dtype != p.dtype:
+        what = "gradient" if name == "out" else "Hessian"
         raise ValueError(
             f"{name} has shape {tuple(out.shape)} and dtype {out.dtype}; the {what} needs shape "
             f"{shape} and dtype {p.dtype}"
         )
-    if not out.flags.c_contiguous or not getattr(out.flags, "writeable", True):
+    flags = out.flags
+    if not flags.c_contiguous or not getattr(flags, "writeable", True):
         raise ValueError(f"{name} must be a writeable, C-contiguous array (see "
                          "numpy.ascontiguousarray)")
+    overlaps = xp.may_share_memory  # NumPy's and CuPy's: a comparison of byte bounds
     if name != "out":
-        if out is y_true or out is p or _overlaps(xp, out, y) or _overlaps(xp, out, p):
+        if out is y_true or out is p or overlaps(out, y) or overlaps(out, p):
             raise ValueError("hess_out must not share memory with y_true or y_pred; pass a "
                              "separate array")
         return
-    if out is y_true or (out is not p and _overlaps(xp, out, y)):
+    if out is y_true or overlaps(out, y):
         raise ValueError("out must not share memory with y_true; it may be y_pred itself")
-    if out is not p and _overlaps(xp, out, p) and _address(out) != _address(p):
+    if out is not p and overlaps(out, p) and _address(out) != _address(p):
         # a kernel would write elements it has still to read (same shape, dtype and
         # contiguity: the same address is the same memory)
         raise ValueError("out overlaps y_pred without being it; pass out=y_pred itself (the "
@@ -650,10 +653,6 @@ def _check_out(xp, out, y_true, y, p, shape, name: str = "out") -> None:
 def _address(a) -> int:
     interface = getattr(a, "__array_interface__", None) or a.__cuda_array_interface__
     return interface["data"][0]
-
-
-def _overlaps(xp, a, b) -> bool:
-    return bool(xp.may_share_memory(a, b)) if hasattr(xp, "may_share_memory") else False
 
 
 def _class_axis_back(xp, value, grad, prep: Prepared, out):
