@@ -8,8 +8,9 @@ against the memory bandwidth measured in the same run (on the host, around each 
     python -m benchmarks --dask --out DIR               # the Dask rows alone (several GB)
 
 Writes DIR/results_DEVICE.csv, DIR/run_DEVICE.json and DIR/*.png, and prints a summary
-table; on the host also DIR/summary_host.md, the README's host table (our default call
-beside ``out=``, each against the best peer like with like, and the triad around it).
+table; on the host also DIR/summary_host.md, the host table of the docs' performance page
+(our default call beside ``out=``, each against the best peer like with like, and the triad
+around it).
 """
 
 from __future__ import annotations

@@ -134,10 +134,10 @@ def _case_name(r) -> str:
 
 
 def host_table(rows: list[dict], backend: str = "numba") -> str:
-    """The README's host table (markdown): per ``value_and_grad`` case, the triad measured
-    around it, our default call and our ``out=`` call (GB/s of minimum traffic, % of that
-    triad), the default call as a fraction of ``out=``, and each against the best peer of
-    the same case, like with like."""
+    """The host table of docs/guide/performance.md (markdown): per ``value_and_grad``
+    case, the triad measured around it, our default call and our ``out=`` call (GB/s of
+    minimum traffic, % of that triad), the default call as a fraction of ``out=``, and each
+    against the best peer of the same case, like with like."""
     if not any(r["backend"] == backend for r in rows):
         backend = "numpy"
     cases: dict = {}

@@ -12,6 +12,7 @@ from . import lightgbm, xgboost  # custom objectives (neither library is importe
 from ._buffers import empty_cache
 from ._dispatch import available_backends, get_backend, use_backend
 from ._loss import Loss
+from .backends._host import LabelError  # a bad class index (a ValueError)
 from .losses import (
     binary_cross_entropy,
     binary_cross_entropy_loss,
@@ -37,6 +38,7 @@ from .losses import (
 __version__ = "0.1.0"
 
 __all__ = [
+    "LabelError",
     "Loss",
     "available_backends",
     "binary_cross_entropy",

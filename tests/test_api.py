@@ -1,10 +1,9 @@
 """The contract: seed drop-ins, backend choice, errors, gradients by finite differences,
-start-up, docstring examples."""
+start-up (the docstrings' examples: test_docstrings.py)."""
 
 from __future__ import annotations
 
 import asyncio
-import doctest
 import importlib
 import os
 import shutil
@@ -44,21 +43,6 @@ def test_seed_examples_on_every_backend(backend):
     for name, y, p, expected in cases:
         value = getattr(lb, name)(on(backend, np.array(y)), on(backend, np.array(p)), backend=backend)
         assert abs(float(host(value)) - expected) < 1e-15
-
-
-@pytest.mark.parametrize("name", sorted(lb.losses.LOSSES))
-def test_docstring_examples(name):
-    loss = getattr(lb, name)
-    parser = doctest.DocTestParser()
-    test = parser.get_doctest(loss.__doc__, {}, name, None, 0)
-    runner = doctest.DocTestRunner(optionflags=doctest.NORMALIZE_WHITESPACE)
-    runner.run(test)
-    assert test.examples and runner.failures == 0
-
-
-def test_drop_in_doctests():
-    results = doctest.testmod(sys.modules["lossbackends.losses"])
-    assert results.attempted >= 3 and results.failed == 0
 
 
 # --- gradients against central finite differences (float64) ---------------------------

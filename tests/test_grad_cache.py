@@ -7,7 +7,6 @@ the cache stays within its bounds and can be emptied."""
 
 from __future__ import annotations
 
-import doctest
 import functools
 import importlib.util
 import threading
@@ -254,14 +253,6 @@ def test_a_limit_of_zero_turns_the_cache_off(monkeypatch):
     np.testing.assert_allclose(lb.mse.grad(y, p), reference.elementwise("mse", y, p)[1],
                                rtol=1e-5)
     assert _buffers.cached_bytes() == 0
-
-
-def test_empty_cache_docstring_example():
-    runner = doctest.DocTestRunner(optionflags=doctest.NORMALIZE_WHITESPACE)
-    for test in doctest.DocTestFinder().find(lb.empty_cache, "empty_cache", globs={}):
-        runner.run(test)
-    result = runner.summarize(verbose=False)
-    assert result.failed == 0 and result.attempted == 7
 
 
 def test_the_environment_variable_sets_the_limit(monkeypatch):

@@ -162,10 +162,3 @@ def test_bfloat16_and_errors():
         lbj.mse(y, p, out=p)
     with pytest.raises(TypeError, match="floating"):
         lbj.mse(y, jnp.arange(16))
-
-
-def test_doctests():
-    import doctest
-
-    results = doctest.testmod(lbj, optionflags=doctest.NORMALIZE_WHITESPACE)
-    assert results.attempted >= 3 and results.failed == 0

@@ -9,8 +9,8 @@ Adding a loss means adding its entry to ``CASES`` (``test_every_loss_has_a_case`
 until then). A reference gives, per element, the exact value and gradient in float64 and
 the size of the terms they are computed from: a backend's error may be a few ulps of that
 size (cancellation that the inputs' own rounding makes unavoidable, such as ``m - t s`` at
-the hinge's kink), never more. The semantics at +-inf and NaN stated in the README are
-the references' own.
+the hinge's kink), never more. The semantics at +-inf and NaN stated in
+docs/guide/numerics.md are the references' own.
 """
 
 from __future__ import annotations

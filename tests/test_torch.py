@@ -146,13 +146,6 @@ def test_modules():
     torch.testing.assert_close(legacy, F.mse_loss(x, t, reduction="sum"))
 
 
-def test_doctests():
-    import doctest
-
-    results = doctest.testmod(lbt, optionflags=doctest.NORMALIZE_WHITESPACE)
-    assert results.attempted >= 3 and results.failed == 0
-
-
 def test_second_derivatives_raise():
     x, t = _case("mse")
     x.requires_grad_()

@@ -1,0 +1,68 @@
+"""Every example in the package's docstrings and in the README runs, each once: the docs
+site shows these docstrings (the docs' build runs only its pages' own examples, ci/docs).
+
+doctest's finder skips the losses (``Loss`` instances, neither functions nor classes), so
+their docstrings are parsed here; the torch and JAX forms repeat their loss's docstring,
+whose examples then run once, with the loss."""
+
+from __future__ import annotations
+
+import doctest
+import importlib
+import pkgutil
+import re
+from pathlib import Path
+
+import pytest
+
+import lossbackends
+from lossbackends.losses import LOSSES
+
+FLAGS = doctest.NORMALIZE_WHITESPACE
+MODULES = sorted(m.name for m in pkgutil.walk_packages(lossbackends.__path__, "lossbackends.")
+                 if m.name != "lossbackends.__main__")
+
+
+def _key(test: doctest.DocTest) -> tuple:
+    return tuple((e.source, e.want) for e in test.examples)
+
+
+def _loss_tests() -> list[doctest.DocTest]:
+    parser = doctest.DocTestParser()
+    return [parser.get_doctest(loss.__doc__, {}, f"lossbackends.{name}", None, 0)
+            for name, loss in sorted(LOSSES.items())]
+
+
+def _run(tests: list[doctest.DocTest]) -> None:
+    runner = doctest.DocTestRunner(optionflags=FLAGS)
+    for test in tests:
+        runner.run(test)
+    failed = runner.summarize(verbose=False).failed
+    assert failed == 0, f"{failed} docstring example(s) failed; their output is above"
+
+
+@pytest.mark.parametrize("name", sorted(LOSSES))
+def test_every_loss_has_an_example_that_runs(name):
+    (test,) = [t for t in _loss_tests() if t.name == f"lossbackends.{name}"]
+    assert test.examples, f"lossbackends.{name}'s docstring has no example"
+    _run([test])
+
+
+def test_readme_examples():
+    readme = Path(__file__).resolve().parents[1] / "README.md"
+    text = re.sub(r"^```.*$", "", readme.read_text(), flags=re.M)  # a fence ends the output
+    test = doctest.DocTestParser().get_doctest(text, {}, "README.md", str(readme), 0)
+    assert len(test.examples) >= 8
+    _run([test])
+
+
+@pytest.mark.parametrize("modname", MODULES)
+def test_module_examples(modname):
+    try:
+        module = importlib.import_module(modname)
+    except ImportError as exc:  # cupy_backend without CuPy; torch.py, jax.py without them
+        pytest.skip(f"{modname} cannot be imported here: {exc}")
+    seen = {_key(t) for t in _loss_tests()}  # run by the test above
+    tests = [t for t in doctest.DocTestFinder().find(module, modname)
+             if t.examples and _key(t) not in seen]
+    _run(tests)
