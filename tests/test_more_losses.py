@@ -74,6 +74,12 @@ shapes = st.one_of(st.integers(1, 700).map(lambda n: (n,)),
        option=st.integers(0, 5))
 @settings(max_examples=examples(20), deadline=None)
 def test_matches_reference(backend, loss, shape, seed, reduction, dtype, weighted, option):
+    # Each (loss variant, dtype, weighted, op) is a kernel Numba compiles (seconds each on
+    # CI's cold cache): on Numba, weights in float64 only and the value alone and gradient
+    # alone unweighted; the weighted loop is the same code for every loss (test_losses
+    # covers it in float32)
+    sparing = backend == "numba"
+    weighted = weighted and not (sparing and dtype == np.float32)
     rng = np.random.default_rng(seed)
     options = OPTIONS[loss][option % len(OPTIONS[loss])]
     y, p = inputs(loss, rng, shape, dtype, options)
@@ -95,6 +101,8 @@ def test_matches_reference(backend, loss, shape, seed, reduction, dtype, weighte
     grad_scale = max(float(np.max(np.abs(expected_grad))), unit)
     _close(value, expected_value, dtype, value_scale)
     _close(grad, expected_grad, dtype, grad_scale)
+    if sparing and weighted:
+        return
     # value alone and gradient alone: what the fused call gives
     _close(function(*args, **kwargs), host(value).astype(np.float64), dtype, value_scale)
     _close(function.grad(*args, **kwargs), host(grad).astype(np.float64), dtype, grad_scale)
