@@ -433,5 +433,5 @@ def test_the_benchmark_rows_run():
     from benchmarks import boosting_rows
 
     rows = boosting_rows.run(n=1000, classes=3, min_time=0.01, repeats=2)
-    assert {r["objective"] for r in rows} == {"logistic", "softmax_3"}
+    assert {r["objective"] for r in rows} == {"logistic", "focal", "softmax_3"}
     assert all(r["seconds_min"] <= r["seconds_median"] <= r["seconds_max"] for r in rows)
