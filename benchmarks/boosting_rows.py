@@ -4,7 +4,8 @@ objective a user writes today, on the same float32 margins, samples taken in tur
 
     python -m benchmarks.boosting_rows [--n 1000000] [--classes 10] [--out DIR]
 
-Cases: binary logistic (``n`` margins) and softmax (``n`` rows of ``classes`` margins).
+Cases: binary logistic and sigmoid focal (``n`` margins), softmax (``n`` rows of
+``classes`` margins).
 Each pair is checked for agreement before it is timed. Writes DIR/results_boosting.csv.
 """
 
@@ -31,6 +32,22 @@ def numpy_logistic(labels, preds):
     return grad, hess
 
 
+def numpy_focal(labels, preds, alpha=0.25, gamma=2.0):
+    """torchvision's sigmoid focal loss as a binary objective, its derivatives written out
+    as users write them for 0/1 labels (p_t form), floored as XGBoost floors."""
+    prob = 1.0 / (1.0 + np.exp(-preds))
+    q = np.where(labels == 1, 1.0 - prob, prob)  # 1 - p_t
+    alpha_t = np.where(labels == 1, alpha, 1.0 - alpha)
+    ce = -(labels * np.log(prob) + (1.0 - labels) * np.log(1.0 - prob))
+    s = 1.0 - 2.0 * labels  # dq/dx = p (1 - p) s
+    u = prob * (1.0 - prob)
+    grad = alpha_t * (gamma * q ** (gamma - 1) * u * s * ce + q**gamma * (prob - labels))
+    hess = alpha_t * (gamma * (gamma - 1) * q ** (gamma - 2) * u * u * ce
+                      + gamma * q ** (gamma - 1) * s * u * (1.0 - 2.0 * prob) * ce
+                      + 2.0 * gamma * q ** (gamma - 1) * u * s * (prob - labels) + q**gamma * u)
+    return grad, np.maximum(hess, 1e-16)
+
+
 def numpy_softmax(labels, preds):
     """XGBoost's multi:softprob, as users write it (XGBoost's custom_softmax demo,
     vectorised)."""
@@ -49,6 +66,7 @@ def cases(n: int, classes: int, seed: int = 0):
     labels = (rng.random(n) < 0.5).astype(np.float32)  # XGBoost passes float32 labels
     yield ("logistic", labels, margins,
            lb.xgboost.objective(lb.binary_cross_entropy_with_logits), numpy_logistic)
+    yield ("focal", labels, margins, lb.xgboost.objective(lb.sigmoid_focal), numpy_focal)
     margins = rng.normal(0, 2, (n, classes)).astype(np.float32)
     labels = rng.integers(0, classes, n).astype(np.float32)
     yield (f"softmax_{classes}", labels, margins, lb.xgboost.objective(lb.cross_entropy),

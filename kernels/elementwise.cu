@@ -65,31 +65,26 @@ __device__ __forceinline__ void loss_and_derivative(A y, A p, Options<A> o, A po
         loss = slack <= A(0) ? A(0) : slack;  // max(slack, 0), NaN kept (fmax drops it)
         d = slack > A(0) ? -y : (slack <= A(0) ? A(0) : slack);
         h = slack == slack ? A(0) : slack;  // piecewise linear: 0, NaN for NaN
+    } else if (LOSS == MAE) {
+        mae(y, p, o, loss, d, h);
+    } else if (LOSS == HUBER) {
+        huber(y, p, o, loss, d, h);
+    } else if (LOSS == SMOOTH_L1) {
+        smooth_l1(y, p, o, loss, d, h);
+    } else if (LOSS == LOG_COSH) {
+        log_cosh(y, p, o, loss, d, h);
+    } else if (LOSS == SQUARED_HINGE) {
+        squared_hinge(y, p, o, loss, d, h);
+    } else if (LOSS == SOFT_MARGIN) {
+        soft_margin(y, p, o, loss, d, h);
+    } else if (LOSS == SIGMOID_FOCAL) {
+        sigmoid_focal(y, p, o, loss, d, h);
+    } else if (LOSS == POISSON_NLL) {
+        poisson_nll(y, p, o, loss, d, h);
+    } else if (LOSS == KL_DIV) {
+        kl_div(y, p, o, loss, d, h);
     } else {
-        // The second set has no Hessian yet (grad_and_hess refuses those losses before
-        // any kernel runs): NaN, never a number that looks right.
-        h = quiet_nan<A>();
-        if (LOSS == MAE) {
-            mae(y, p, o, loss, d);
-        } else if (LOSS == HUBER) {
-            huber(y, p, o, loss, d);
-        } else if (LOSS == SMOOTH_L1) {
-            smooth_l1(y, p, o, loss, d);
-        } else if (LOSS == LOG_COSH) {
-            log_cosh(y, p, o, loss, d);
-        } else if (LOSS == SQUARED_HINGE) {
-            squared_hinge(y, p, o, loss, d);
-        } else if (LOSS == SOFT_MARGIN) {
-            soft_margin(y, p, o, loss, d);
-        } else if (LOSS == SIGMOID_FOCAL) {
-            sigmoid_focal(y, p, o, loss, d);
-        } else if (LOSS == POISSON_NLL) {
-            poisson_nll(y, p, o, loss, d);
-        } else if (LOSS == KL_DIV) {
-            kl_div(y, p, o, loss, d);
-        } else {
-            pinball(y, p, o, loss, d);
-        }
+        pinball(y, p, o, loss, d, h);
     }
 }
 

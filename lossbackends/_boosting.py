@@ -1,5 +1,6 @@
 """What the XGBoost and LightGBM objectives share: a loss's per-sample gradient and Hessian
-(``grad_and_hess`` with ``reduction="sum"``, one fused pass), put in a library's conventions.
+(``grad_and_hess`` with ``reduction="sum"``, one fused pass), put in a library's conventions,
+and the one callable both libraries' APIs take.
 
 Each library module (``lossbackends.xgboost``, ``lossbackends.lightgbm``) states its
 conventions once per loss in a ``CONVENTIONS`` table; a loss missing from it gets its own
@@ -8,6 +9,7 @@ derivatives, unscaled. Neither library is imported here.
 
 from __future__ import annotations
 
+import importlib.util
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -17,11 +19,27 @@ import numpy as np
 from . import _dispatch
 from ._loss import Loss
 
-# Losses whose true Hessian is 0 almost everywhere: a boosting objective gives them the
-# sample weight as Hessian (LightGBM's L1 and XGBoost's absolute error do the same), so
-# that each leaf takes a bounded gradient step. The catalogue's piecewise-linear losses
-# go here.
-PIECEWISE_LINEAR = frozenset({"hinge"})
+
+def _weight_as_hessian(options: dict) -> float:
+    return 1.0
+
+
+def _smooth_l1_hessian(options: dict) -> float:
+    beta = float(options.get("beta", 1.0))
+    return 1.0 / beta if beta > 0 else 1.0
+
+
+# Losses whose true Hessian is 0 almost everywhere (piecewise linear, or linear), or 0
+# outside a quadratic zone: a boosting objective gives them a constant Hessian times the
+# sample weight, so that every leaf takes a bounded step. The weight itself for the
+# piecewise-linear ones (LightGBM's L1 and quantile objectives, XGBoost's absolute error);
+# the quadratic zone's curvature for huber (LightGBM's Huber objective: 1) and smooth_l1
+# (1 / beta, its huber / beta). By name: the options (beta) may set the constant.
+CONSTANT_HESSIAN: dict[str, Callable[[dict], float]] = {
+    **dict.fromkeys(("hinge", "multiclass_hinge", "mae", "pinball", "kl_div", "huber"),
+                    _weight_as_hessian),
+    "smooth_l1": _smooth_l1_hessian,
+}
 
 
 def _signs(y: Any) -> Any:
@@ -41,20 +59,49 @@ class Convention:
 
 
 HINGE = Convention(labels=_signs)
+_NO_WEIGHT = {np.dtype(np.float32): np.empty(0, np.float32),
+              np.dtype(np.float64): np.empty(0, np.float64)}
+_HAVE_NUMBA: list[bool] = []  # decided at the first host call
+
+
+def _host_finish() -> Callable | None:
+    """The Numba finishing pass, or None without Numba."""
+    if not _HAVE_NUMBA:
+        _HAVE_NUMBA.append(importlib.util.find_spec("numba") is not None)
+    if not _HAVE_NUMBA[0]:
+        return None
+    from .backends._numba_boosting import finish
+
+    return finish
 
 
 @dataclass
 class Objective:
-    """A loss made a custom objective: ``derivatives(labels, preds, weight)`` gives the
-    per-sample ``(grad, hess)`` shaped like ``preds``. The library modules wrap it in the
-    callables their training functions take."""
+    """A loss made a custom objective of ``library`` (``"xgboost"`` or ``"lightgbm"``): the
+    one callable both of its APIs take. The native APIs call ``obj(preds, dtrain)`` (labels
+    and weights are read from the dataset); the scikit-learn estimators
+    ``obj(y_true, y_pred, sample_weight)`` (XGBoost passes ``sample_weight`` by name,
+    LightGBM the weight third, as it counts three parameters). Returns the per-sample
+    ``(grad, hess)`` shaped like the predictions."""
 
     loss: Loss
     options: dict
     convention: Convention
     floor: float  # the smallest Hessian (times the weight): the library's own
+    library: str
+
+    def __repr__(self) -> str:
+        return f"<lossbackends {self.library} objective {self.loss.name!r}>"
+
+    def __call__(self, first: Any, second: Any, sample_weight: Any = None) -> tuple[Any, Any]:
+        if hasattr(second, "get_label"):  # the native API: (preds, dataset)
+            return self.derivatives(second.get_label(), first, second.get_weight())
+        return self.derivatives(first, second, sample_weight)
 
     def derivatives(self, labels: Any, preds: Any, weight: Any = None) -> tuple[Any, Any]:
+        """``(grad, hess)`` of the per-sample losses at ``preds`` in the library's
+        conventions. One fused pass of the loss, then at most one more over its results
+        (the conventions, the floor and, for the losses with a class axis, the weights)."""
         loss, convention = self.loss, self.convention
         xp = np
         if _dispatch.device_of(preds) == "cuda":  # GPU predictions stay there
@@ -64,11 +111,15 @@ class Objective:
             weight = None if weight is None else xp.asarray(weight)
         else:
             preds = np.asarray(preds)
-        labels = xp.asarray(labels)
+            labels = np.asarray(labels)
+            weight = None if weight is None else np.asarray(weight)
         if weight is not None and weight.size == 0:  # libraries pass an empty array: none
             weight = None
         if convention.labels is not None:
             labels = convention.labels(labels)
+        dtype = preds.dtype
+        if weight is not None:
+            weight = weight.astype(dtype, copy=False)
         options = dict(self.options)
         if loss._class_indices:
             if preds.ndim != 2:
@@ -77,21 +128,39 @@ class Objective:
                     f"{preds.shape}: set num_class (XGBoost) or num_class with a multiclass "
                     "objective (LightGBM)"
                 )
-            labels = labels.astype(np.int64)
+            labels = labels.astype(np.int64, copy=False)
+            weigh = True  # no per-sample weight option: applied in the finishing pass
         else:
-            labels = labels.reshape(preds.shape).astype(preds.dtype, copy=False)
+            labels = labels.reshape(preds.shape).astype(dtype, copy=False)
             if weight is not None:
-                weight = weight.astype(preds.dtype, copy=False)
                 options["weight"] = weight if preds.ndim == 1 else weight.reshape(-1, 1)
-        grad, hess = loss.grad_and_hess(labels, preds, reduction="sum", **options)
-        sample_weight = None if weight is None else (weight if grad.ndim == 1 else weight[:, None])
-        if loss._class_indices and weight is not None:  # no per-sample weight option: here
-            grad *= sample_weight
-            hess *= sample_weight
-        if loss.name in PIECEWISE_LINEAR:
-            hess[...] = 1.0 if sample_weight is None else sample_weight
+            weigh = False  # the kernel weighs
+        constant = CONSTANT_HESSIAN.get(loss.name)
+        if constant is not None:  # the Hessian is a constant times the weight: no kernel's
+            grad = loss.grad(labels, preds, reduction="sum", **options)
+            hess = xp.empty_like(grad)
+            constant = constant(self.options)
         else:
-            factor = convention.hess(preds.shape[-1]) if callable(convention.hess) else convention.hess
+            grad, hess = loss.grad_and_hess(labels, preds, reduction="sum", **options)
+            constant = 0.0
+        factor = convention.hess(preds.shape[-1]) if callable(convention.hess) else convention.hess
+        finish = (_host_finish() if xp is np and grad.dtype in _NO_WEIGHT
+                  and self.options.get("backend") != "numpy" else None)
+        if finish is not None:
+            finish(grad.reshape(-1), hess.reshape(-1),
+                   _NO_WEIGHT[grad.dtype] if weight is None else weight,
+                   preds.shape[-1] if preds.ndim == 2 else 1, convention.grad, factor,
+                   self.floor, weigh, constant)
+            return grad, hess
+        # NumPy or CuPy: one operation per pass
+        sample_weight = None if weight is None else (weight if grad.ndim == 1 else weight[:, None])
+        if weigh and sample_weight is not None:
+            grad *= sample_weight
+        if constant:
+            hess[...] = constant if sample_weight is None else constant * sample_weight
+        else:
+            if weigh and sample_weight is not None:
+                hess *= sample_weight
             if factor != 1.0:
                 hess *= factor
             if self.floor:
@@ -103,7 +172,7 @@ class Objective:
 
 
 def make(loss: Loss | str, options: dict, conventions: dict[str, Convention],
-         floor: float) -> Objective:
+         floor: float, library: str) -> Objective:
     """The ``Objective`` of ``loss`` (a ``Loss`` or its name) under a library's conventions;
     the options are checked now, on a tiny input, so a typo fails here, not mid-training."""
     from .losses import LOSSES
@@ -127,4 +196,5 @@ def make(loss: Loss | str, options: dict, conventions: dict[str, Convention],
     else:
         loss._prepare(np, np.zeros(1), np.zeros(1),
                       **{k: v for k, v in options.items() if k not in ("backend", "pos_weight")})
-    return Objective(loss, dict(options), conventions.get(loss.name, Convention()), floor)
+    return Objective(loss, dict(options), conventions.get(loss.name, Convention()), floor,
+                     library)

@@ -409,8 +409,6 @@ class Loss:
     gradient and the diagonal of the Hessian from one fused pass (``out`` is then a pair).
     """
 
-    hessian = True  # whether grad_and_hess is available (every backend has its Hessian)
-
     def __init__(self, name: str, prepare: Callable[..., Prepared], doc: str, *,
                  class_indices: bool = False):
         """``class_indices``: y_pred has a class axis, and a plain call passes one class
@@ -462,11 +460,6 @@ class Loss:
         arrays shaped like ``y_pred``, sharing no memory with ``y_true``; ``grad_out`` may
         be ``y_pred`` itself, ``hess_out`` may not.
         """
-        if not self.hessian:
-            raise NotImplementedError(
-                f"{self.name}.grad_and_hess is not available yet (its Hessian is not written "
-                "on every backend); grad and value_and_grad are"
-            )
         if out is None:
             grad_out = hess_out = _WANT_GRAD
         else:

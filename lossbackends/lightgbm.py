@@ -26,8 +26,10 @@ loss                                      (grad, hess) per sample               
 ========================================  ======================================  ===========
 
 LightGBM's own objectives put no floor under the Hessian (its leaves add ``1e-15`` to the
-Hessian sums), so none is applied; losses whose Hessian is 0 away from kinks (``hinge``)
-take the sample weight as Hessian, as LightGBM's L1 does.
+Hessian sums), so none is applied. Losses whose Hessian is 0 almost everywhere (``hinge``,
+``multiclass_hinge``, ``mae``, ``pinball``, ``kl_div``) take the sample weight as Hessian,
+as LightGBM's L1 and quantile objectives do; ``huber`` too (LightGBM's Huber objective),
+``smooth_l1`` the weight over ``beta``.
 
 >>> import numpy as np, lossbackends as lb
 >>> obj = lb.lightgbm.objective(lb.mse)
@@ -55,26 +57,10 @@ CONVENTIONS = {
 FLOOR = 0.0  # LightGBM's own objectives floor nothing
 
 
-class LightGBMObjective:
-    """A custom objective for ``lightgbm.train`` (``params["objective"]``) and the
-    scikit-learn estimators (``objective=``)."""
-
-    def __init__(self, objective: Objective):
-        self._objective = objective
-        self.loss = objective.loss
-
-    def __repr__(self) -> str:
-        return f"<lossbackends LightGBM objective {self.loss.name!r}>"
-
-    # three parameters: LightGBM's estimators pass (y_true, y_pred, weight) to a callable
-    # of three (they count them)
-    def __call__(self, first: Any, second: Any, weight: Any = None) -> tuple[Any, Any]:
-        if hasattr(second, "get_label"):  # lightgbm.train: (preds, train_set)
-            return self._objective.derivatives(second.get_label(), first, second.get_weight())
-        return self._objective.derivatives(first, second, weight)
+LightGBMObjective = Objective  # the callable ``objective`` returns
 
 
-def objective(loss: Loss | str, **options: Any) -> LightGBMObjective:
+def objective(loss: Loss | str, **options: Any) -> Objective:
     """The custom objective of ``loss`` (a ``lossbackends`` loss or its name) with its
     ``options``, in LightGBM's conventions (see the module's docstring)."""
-    return LightGBMObjective(make(loss, options, CONVENTIONS, FLOOR))
+    return make(loss, options, CONVENTIONS, FLOOR, "lightgbm")

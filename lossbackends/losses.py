@@ -212,16 +212,21 @@ mae = Loss(
     _prepare_mae,
     r"""Mean absolute error (PyTorch's ``l1_loss``).
 
-    .. math:: \ell_i = w_i |p_i - y_i|, \qquad \partial \ell_i / \partial p_i = w_i \,\mathrm{sign}(p_i - y_i)
+    .. math:: \ell_i = w_i |p_i - y_i|, \qquad \partial \ell_i / \partial p_i = w_i \,\mathrm{sign}(p_i - y_i),
+        \qquad \partial^2 \ell_i / \partial p_i^2 = 0
 
     The gradient is 0 at a tie (``sign(0) = 0``, as PyTorch). Piecewise linear: its second
-    derivative is 0 away from the kink. Shapes and ``weight`` as for ``mse``.
+    derivative is 0 away from the kink, and ``grad_and_hess`` gives 0 at it too (a boosting
+    objective uses the sample weight instead: see ``lossbackends.xgboost``). Shapes and
+    ``weight`` as for ``mse``.
 
     >>> import lossbackends as lb
     >>> print(f"{lb.mae([3, -0.5, 2, 7], [2.5, 0.0, 2, 8]):.4f}")
     0.5000
     >>> print(lb.mae.grad([3, -0.5, 2, 7], [2.5, 0.0, 2, 8]))
     [-0.25  0.25  0.    0.25]
+    >>> print(lb.mae.grad_and_hess([3, -0.5, 2, 7], [2.5, 0.0, 2, 8], reduction="sum")[1])
+    [0. 0. 0. 0.]
     """,
 )
 
@@ -233,15 +238,20 @@ huber = Loss(
     .. math::
         \ell_i = w_i \begin{cases} e_i^2 / 2 & |e_i| \le \delta \\
                                    \delta (|e_i| - \delta / 2) & \text{otherwise} \end{cases},
-        \qquad \partial \ell_i / \partial p_i = w_i \,\mathrm{clip}(e_i, -\delta, \delta)
+        \qquad \partial \ell_i / \partial p_i = w_i \,\mathrm{clip}(e_i, -\delta, \delta),
+        \qquad \partial^2 \ell_i / \partial p_i^2 = w_i\,[|e_i| \le \delta]
 
-    with :math:`e = p - y`; ``delta`` must be > 0 (``ValueError`` otherwise).
+    with :math:`e = p - y`; ``delta`` must be > 0 (``ValueError`` otherwise). At
+    ``|e| = delta`` the Hessian is the quadratic branch's 1, the branch the value takes
+    there (PyTorch's second derivative too).
 
     >>> import lossbackends as lb
     >>> print(f"{lb.huber([0.0, 0.0, 0.0], [0.5, -2.0, 3.0]):.6f}")
     1.375000
     >>> print(lb.huber.grad([0.0, 0.0, 0.0], [0.5, -2.0, 3.0], reduction="sum"))
     [ 0.5 -1.   1. ]
+    >>> print(lb.huber.grad_and_hess([0.0, 0.0, 0.0], [0.5, -1.0, 3.0], reduction="sum")[1])
+    [1. 1. 0.]
     """,
 )
 
@@ -254,16 +264,21 @@ smooth_l1 = Loss(
         \ell_i = w_i \begin{cases} e_i^2 / (2\beta) & |e_i| < \beta \\
                                    |e_i| - \beta / 2 & \text{otherwise} \end{cases},
         \qquad \partial \ell_i / \partial p_i = w_i \begin{cases} e_i / \beta & |e_i| < \beta \\
-                                   \mathrm{sign}(e_i) & \text{otherwise} \end{cases}
+                                   \mathrm{sign}(e_i) & \text{otherwise} \end{cases},
+        \qquad \partial^2 \ell_i / \partial p_i^2 = \frac{w_i}{\beta}\,[|e_i| < \beta]
 
     ``beta=0`` is ``mae``; a negative ``beta`` is a ``ValueError``. Equal to
-    ``huber(delta=beta) / beta`` for ``beta > 0``.
+    ``huber(delta=beta) / beta`` for ``beta > 0``, except the Hessian at ``|e| = beta``: 0
+    here, the branch the value takes there (PyTorch's second derivative too).
 
     >>> import lossbackends as lb
     >>> print(f"{lb.smooth_l1([0.0, 0.0, 0.0], [0.5, -2.0, 3.0], beta=2.0):.6f}")
     1.020833
     >>> print(lb.smooth_l1.grad([0.0, 0.0, 0.0], [0.5, -2.0, 3.0], beta=2.0, reduction="sum"))
     [ 0.25 -1.    1.  ]
+    >>> print(lb.smooth_l1.grad_and_hess([0.0, 0.0, 0.0], [0.5, -2.0, 3.0], beta=2.0,
+    ...                                  reduction="sum")[1])
+    [0.5 0.  0. ]
     """,
 )
 
@@ -274,16 +289,20 @@ log_cosh = Loss(
 
     .. math::
         \ell_i = w_i \log\cosh(e_i) = w_i \left(|e_i| + \mathrm{log1p}(e^{-2|e_i|}) - \log 2\right),
-        \qquad \partial \ell_i / \partial p_i = w_i \tanh(e_i)
+        \qquad \partial \ell_i / \partial p_i = w_i \tanh(e_i),
+        \qquad \partial^2 \ell_i / \partial p_i^2 = w_i \,\mathrm{sech}^2(e_i)
+            = w_i \frac{4 t_i}{(1 + t_i)^2}, \quad t_i = e^{-2|e_i|}
 
-    The second form is the one computed: it never overflows (``cosh`` does past
-    ``|e| ~ 89`` in float32).
+    The second forms are the ones computed: they never overflow (``cosh`` does past
+    ``|e| ~ 89`` in float32), and the Hessian has no ``1 - tanh^2`` to cancel.
 
     >>> import lossbackends as lb
     >>> print(f"{lb.log_cosh([0.0, 0.0, 0.0], [0.5, -2.0, 100.0], reduction='sum'):.6f}")
     100.751970
     >>> print(lb.log_cosh.grad([0.0, 0.0, 0.0], [0.5, -2.0, 100.0], reduction="sum"))
     [ 0.46211716 -0.96402758  1.        ]
+    >>> print(lb.log_cosh.grad_and_hess([0.0, 0.0, 0.0], [0.5, -2.0, 30.0], reduction="sum")[1])
+    [7.86447733e-01 7.06508249e-02 3.50260431e-26]
     """,
 )
 
@@ -294,16 +313,20 @@ squared_hinge = Loss(
 
     .. math::
         \ell_i = w_i \max(0, m - t_i s_i)^2, \qquad
-        \partial \ell_i / \partial s_i = -2 w_i t_i \max(0, m - t_i s_i)
+        \partial \ell_i / \partial s_i = -2 w_i t_i \max(0, m - t_i s_i), \qquad
+        \partial^2 \ell_i / \partial s_i^2 = 2 w_i t_i^2 \,[m - t_i s_i > 0]
 
     Labels ``t`` are used as given, ±1 expected (as ``hinge``; Keras remaps ``{0, 1}``
-    labels, we do not).
+    labels, we do not). At the kink (``m = t s``) the Hessian is 0, as the gradient.
 
     >>> import lossbackends as lb
     >>> print(f"{lb.squared_hinge([-1, 1, 1, -1], [-1.5, 1.2, 0.9, -0.8]):.4f}")
     0.0125
     >>> print(lb.squared_hinge.grad([-1, 1, 1, -1], [-1.5, 1.2, 0.9, -0.8], reduction="sum"))
     [ 0.  -0.  -0.2  0.4]
+    >>> print(lb.squared_hinge.grad_and_hess([-1, 1, 1, -1], [-1.5, 1.2, 0.9, -0.8],
+    ...                                      reduction="sum")[1])
+    [0. 0. 2. 2.]
     """,
 )
 
@@ -314,16 +337,20 @@ soft_margin = Loss(
 
     .. math::
         \ell_i = w_i \log(1 + e^{-t_i s_i}), \qquad
-        \partial \ell_i / \partial s_i = -w_i t_i \,\sigma(-t_i s_i)
+        \partial \ell_i / \partial s_i = -w_i t_i \,\sigma(-t_i s_i), \qquad
+        \partial^2 \ell_i / \partial s_i^2 = w_i t_i^2 \,\sigma(t_i s_i)\,\sigma(-t_i s_i)
 
     computed as ``softplus(-t s) = max(-t s, 0) + log1p(exp(-|t s|))`` with a sigmoid that
-    never overflows; labels ``t`` are ±1.
+    never overflows, and the Hessian as ``t^2 u / (1 + u)^2``, ``u = exp(-|t s|)``; labels
+    ``t`` are ±1.
 
     >>> import lossbackends as lb
     >>> print(f"{lb.soft_margin([-1, 1, 1], [-1.5, 0.2, -3.0]):.6f}")
     1.282713
     >>> print(lb.soft_margin.grad([-1, 1, 1], [-1.5, 0.2, -3.0], reduction="sum"))
     [ 0.18242552 -0.450166   -0.95257413]
+    >>> print(lb.soft_margin.grad_and_hess([-1, 1, 1], [-1.5, 0.2, -3.0], reduction="sum")[1])
+    [0.14914645 0.24751657 0.04517666]
     """,
 )
 
@@ -336,20 +363,31 @@ sigmoid_focal = Loss(
     .. math::
         \ell_i = w_i \alpha_t q_i^\gamma\, \mathrm{ce}_i, \qquad
         \partial \ell_i / \partial x_i = w_i \alpha_t q_i^\gamma
-            \left((p_i - y_i) + \gamma\, r_i (1 - 2 y_i)\, \mathrm{ce}_i\right)
+            \left((p_i - y_i) + \gamma\, s_i r_i\, \mathrm{ce}_i\right)
+
+    .. math::
+        \partial^2 \ell_i / \partial x_i^2 = w_i \alpha_t q_i^\gamma \left(
+            \gamma (\gamma - 1) s_i^2 r_i^2 \mathrm{ce}_i + \gamma s_i r_i (1 - 2 p_i) \mathrm{ce}_i
+            + 2 \gamma s_i r_i (p_i - y_i) + p_i (1 - p_i)\right)
 
     with :math:`p = \sigma(x)`, :math:`\mathrm{ce} = \mathrm{BCE\_with\_logits}(x, y)`,
-    :math:`q = 1 - p_t = p (1 - y) + (1 - p) y`,
-    :math:`\alpha_t = \alpha y + (1 - \alpha)(1 - y)` (1 without balancing) and
-    :math:`r = p (1 - p) / q` (0 where ``q`` is 0). Both are finite for every finite ``x``;
-    ``alpha`` must be in [0, 1] and ``gamma >= 0``. Integer ``gamma`` (0 to 4) is computed by
-    multiplications, any other by ``pow``.
+    :math:`q = 1 - p_t = p (1 - y) + (1 - p) y`, :math:`s = 1 - 2y` (so that
+    :math:`dq/dx = p (1 - p) s`), :math:`\alpha_t = \alpha y + (1 - \alpha)(1 - y)` (1 without
+    balancing) and :math:`r = p (1 - p) / q` (0 where ``q`` is 0; at most 1). All three are
+    finite for every finite ``x``; ``p - y`` is computed as ``q - 2 y (1 - p)``, with no
+    ``p - 1`` to cancel for a label of 1. The loss is not convex: the Hessian is negative
+    for badly misclassified samples (about ``|x| > (1 + 2 gamma) / gamma`` on the wrong
+    side). ``alpha`` must be in [0, 1] and ``gamma >= 0``. Integer ``gamma`` (0 to 4) is
+    computed by multiplications, any other by ``pow``.
 
     >>> import lossbackends as lb
     >>> print(f"{lb.sigmoid_focal([1, 0, 1], [2.0, 0.5, -1.0], reduction='sum'):.6f}")
     0.458977
     >>> print(lb.sigmoid_focal.grad([1, 0, 1], [2.0, 0.5, -1.0], reduction="sum"))
     [-0.00121774  0.39461387 -0.19205868]
+    >>> print(lb.sigmoid_focal.grad_and_hess([1, 0, 1, 1], [2.0, 0.5, -1.0, -6.0],
+    ...                                      reduction="sum")[1])
+    [ 0.00316939  0.36979627  0.11311617 -0.00426159]
     """,
 )
 
@@ -363,7 +401,9 @@ poisson_nll = Loss(
         \ell_i = w_i \begin{cases} e^{x_i} - y_i x_i & \texttt{log\_input} \\
                                    x_i - y_i \log(x_i + \epsilon) & \text{otherwise} \end{cases},
         \qquad \partial \ell_i / \partial x_i = w_i \begin{cases} e^{x_i} - y_i \\
-                                   1 - y_i / (x_i + \epsilon) \end{cases}
+                                   1 - y_i / (x_i + \epsilon) \end{cases},
+        \qquad \partial^2 \ell_i / \partial x_i^2 = w_i \begin{cases} e^{x_i} \\
+                                   y_i / (x_i + \epsilon)^2 \end{cases}
 
     ``full=True`` adds Stirling's term :math:`y \log y - y + \log(2 \pi y) / 2` where
     ``y > 1`` (0 elsewhere), as PyTorch; it does not change the gradient. A term whose
@@ -376,6 +416,9 @@ poisson_nll = Loss(
     2.136226
     >>> print(lb.poisson_nll.grad([0, 2, 5], [0.1, 0.7, 1.5], reduction="sum"))
     [ 1.10517092  0.01375271 -0.51831093]
+    >>> print(lb.poisson_nll.grad_and_hess([0, 2, 5], [0.1, 0.7, 1.5], log_input=False,
+    ...                                    reduction="sum")[1])
+    [0.         4.08163254 2.22222219]
     """,
 )
 
@@ -386,7 +429,8 @@ kl_div = Loss(
     ``kl_div``), option ``log_target=False``.
 
     .. math::
-        \ell_i = w_i\, y_i (\log y_i - x_i), \qquad \partial \ell_i / \partial x_i = -w_i y_i
+        \ell_i = w_i\, y_i (\log y_i - x_i), \qquad \partial \ell_i / \partial x_i = -w_i y_i,
+        \qquad \partial^2 \ell_i / \partial x_i^2 = 0
 
     ``y_pred`` are log-probabilities ``x``. With ``log_target=True``, ``y_true`` holds
     log-probabilities too: :math:`\ell = e^{y} (y - x)`, gradient :math:`-e^{y}`. An element
@@ -400,6 +444,8 @@ kl_div = Loss(
     0.371260
     >>> print(lb.kl_div.grad(y, x, reduction="sum"))
     [-0.2 -0.8 -0. ]
+    >>> print(lb.kl_div.grad_and_hess(y, x, reduction="sum")[1])  # linear in x
+    [0. 0. 0.]
     """,
 )
 
@@ -415,21 +461,20 @@ pinball = Loss(
                                    1 - \tau & p_i > y_i \\ 0 & p_i = y_i \end{cases}
 
     with :math:`\tau` = ``quantile`` in [0, 1]. Piecewise linear: its second derivative is 0
-    away from the kink. ``quantile=0.5`` is half ``mae``.
+    away from the kink, and ``grad_and_hess`` gives 0 at it too (a boosting objective uses
+    the sample weight instead, as LightGBM's quantile objective). ``quantile=0.5`` is half
+    ``mae``.
 
     >>> import lossbackends as lb
     >>> print(f"{lb.pinball([1.0, 2.0, 3.0], [1.5, 1.0, 3.0], quantile=0.9):.6f}")
     0.316667
     >>> print(lb.pinball.grad([1.0, 2.0, 3.0], [1.5, 1.0, 3.0], quantile=0.9, reduction="sum"))
     [ 0.1 -0.9  0. ]
+    >>> print(lb.pinball.grad_and_hess([1.0, 2.0, 3.0], [1.5, 1.0, 3.0], quantile=0.9,
+    ...                                reduction="sum")[1])
+    [0. 0. 0.]
     """,
 )
-
-# The second set's Hessians are not written on every backend yet: grad_and_hess refuses
-# them (NotImplementedError) rather than run a kernel without one.
-for _loss in (mae, huber, smooth_l1, log_cosh, squared_hinge, soft_margin, sigmoid_focal,
-              poisson_nll, kl_div, pinball):
-    _loss.hessian = False
 
 LOSSES = {
     loss.name: loss

@@ -25,9 +25,13 @@ loss                                      (grad, hess) per sample               
 ``hinge``                                 labels 0/1 become -1/+1                ``binary:hinge``
 ========================================  ====================================  ====================
 
-Hessians are floored at ``1e-16`` (times the weight), XGBoost's own minimum; losses whose
-Hessian is 0 away from kinks (``hinge``) take the sample weight as Hessian, as XGBoost's
-absolute error and LightGBM's L1 do.
+Hessians are floored at ``1e-16`` (times the weight), XGBoost's own minimum. Losses whose
+Hessian is 0 almost everywhere (``hinge``, ``multiclass_hinge``, ``mae``, ``pinball``,
+``kl_div``) take the sample weight as Hessian, as XGBoost's absolute error and LightGBM's
+L1 and quantile objectives do; ``huber`` takes it too (its Hessian is 0 outside
+``|e| <= delta``: LightGBM's Huber objective), ``smooth_l1`` the weight over ``beta``.
+``sigmoid_focal``'s Hessian is negative for badly misclassified samples: the floor
+applies there.
 
 Predictions that are CuPy arrays (a GPU booster's margins) are computed by the CuPy
 backend where they are; only the labels and weights are moved to the GPU.
@@ -58,26 +62,11 @@ CONVENTIONS = {
 FLOOR = 1e-16  # XGBoost's smallest Hessian (its logistic and softmax objectives)
 
 
-class XGBoostObjective:
-    """A custom objective for ``xgboost.train`` (``obj=``) and the scikit-learn estimators
-    (``objective=``)."""
-
-    def __init__(self, objective: Objective):
-        self._objective = objective
-        self.loss = objective.loss
-
-    def __repr__(self) -> str:
-        return f"<lossbackends XGBoost objective {self.loss.name!r}>"
-
-    def __call__(self, first: Any, second: Any, sample_weight: Any = None) -> tuple[Any, Any]:
-        if hasattr(second, "get_label"):  # xgboost.train: (preds, dtrain)
-            return self._objective.derivatives(second.get_label(), first, second.get_weight())
-        # scikit-learn estimators: (y_true, y_pred[, sample_weight])
-        return self._objective.derivatives(first, second, sample_weight)
+XGBoostObjective = Objective  # the callable ``objective`` returns
 
 
-def objective(loss: Loss | str, **options: Any) -> XGBoostObjective:
+def objective(loss: Loss | str, **options: Any) -> Objective:
     """The custom objective of ``loss`` (a ``lossbackends`` loss or its name) with its
     ``options`` (``pos_weight``, ``class_weight``, ``label_smoothing``, ``margin``,
     ``backend``...), in XGBoost's conventions (see the module's docstring)."""
-    return XGBoostObjective(make(loss, options, CONVENTIONS, FLOOR))
+    return make(loss, options, CONVENTIONS, FLOOR, "xgboost")

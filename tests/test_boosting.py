@@ -70,6 +70,57 @@ def test_conventions_against_closed_forms(library):
     np.testing.assert_array_equal(hess, 1.0)
 
 
+@pytest.mark.parametrize("library", LIBRARIES)
+def test_constant_hessians_of_losses_flat_almost_everywhere(library):
+    """mae, pinball, kl_div: Hessian 0 almost everywhere; huber and smooth_l1: 0 outside
+    the quadratic zone. The objective gives them the weight (smooth_l1: over beta), the
+    gradient their own."""
+    module = LIBRARIES[library]
+    rng = np.random.default_rng(5)
+    n = 40
+    w = rng.uniform(0.5, 2, n)
+    y, p = rng.normal(size=n), 3 * rng.normal(size=n)
+    cases = [(lb.mae, {}, 1.0), (lb.pinball, {"quantile": 0.8}, 1.0), (lb.huber, {}, 1.0),
+             (lb.smooth_l1, {"beta": 0.5}, 2.0), (lb.smooth_l1, {"beta": 0.0}, 1.0)]
+    for loss, options, per_weight in cases:
+        for weight in (w, None):
+            grad, hess = module.objective(loss, **options)(y, p, weight)
+            expected = loss.grad(y, p, reduction="sum", weight=weight, **options)
+            np.testing.assert_array_equal(grad, expected, err_msg=loss.name)
+            np.testing.assert_allclose(hess, per_weight * (1.0 if weight is None else w),
+                                       rtol=1e-15, err_msg=loss.name)
+    grad, hess = module.objective(lb.kl_div)(rng.random(n), np.log(rng.random(n)), w)
+    np.testing.assert_array_equal(hess, w)
+
+
+@pytest.mark.parametrize("library", LIBRARIES)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_the_numba_finishing_pass_is_numpy_s(library, dtype, monkeypatch):
+    """The conventions, the floor and the weights in one Numba pass give what the NumPy
+    operations give (what runs without Numba)."""
+    pytest.importorskip("numba", reason="Numba is not installed")
+    from lossbackends import _boosting
+    module = LIBRARIES[library]
+    rng = np.random.default_rng(6)
+    n, classes = 64, 5
+    w = rng.uniform(0, 2, n).astype(dtype)
+    y = (rng.random(n) < 0.5).astype(dtype)
+    x = rng.normal(0, 30, n).astype(dtype)  # Hessians under the floor too
+    labels = rng.integers(0, classes, n).astype(dtype)
+    logits = rng.normal(0, 3, (n, classes)).astype(dtype)
+    for loss, first, second in ((lb.mse, y, x), (lb.binary_cross_entropy_with_logits, y, x),
+                                (lb.hinge, y, x), (lb.cross_entropy, labels, logits)):
+        for weight in (w, None):
+            ours = module.objective(loss)(first, second, weight)
+            with monkeypatch.context() as patch:
+                patch.setattr(_boosting, "_HAVE_NUMBA", [False])
+                reference = module.objective(loss)(first, second, weight)
+            for a, b in zip(ours, reference, strict=True):
+                assert a.dtype == dtype
+                np.testing.assert_allclose(a, b, rtol=1e-6 if dtype == np.float32 else 1e-15,
+                                           atol=0, err_msg=loss.name)
+
+
 def test_xgboost_floors_the_hessian_at_1e_16():
     x = np.array([0.0, 50.0, -800.0])
     y = np.array([0.0, 1.0, 0.0])
@@ -266,6 +317,45 @@ def test_a_weighted_objective_trains_end_to_end():
         y, np.zeros((len(y), 10)), **options)
 
 
+@needs_xgboost
+@needs_sklearn
+def test_focal_and_huber_objectives_train_end_to_end():
+    """No built-in equivalent: each objective's (grad, hess) against float64 differences of
+    the loss at the trained margins, and training lowers the loss."""
+    import xgboost as xgb
+    from sklearn.datasets import load_breast_cancer, load_diabetes
+
+    X, y = load_breast_cancer(return_X_y=True)
+    data = xgb.DMatrix(X, label=y)
+    objective = lb.xgboost.objective(lb.sigmoid_focal, alpha=0.25, gamma=2.0)
+    booster = xgb.train(XGB_PARAMS, data, 5, obj=objective)
+    margin = booster.predict(data, output_margin=True).astype(np.float64)
+    assert lb.sigmoid_focal(y, margin) < 0.5 * lb.sigmoid_focal(y, np.zeros(len(y)))
+    grad, hess = objective(y, margin)
+    step = 1e-4
+
+    def losses(q):
+        return lb.sigmoid_focal(y, q, reduction="none")
+
+    np.testing.assert_allclose(grad, (losses(margin + step) - losses(margin - step)) / (2 * step),
+                               rtol=1e-6, atol=1e-12)
+    fd = (losses(margin + step) - 2 * losses(margin) + losses(margin - step)) / step**2
+    np.testing.assert_allclose(hess, np.maximum(fd, 1e-16), rtol=1e-4, atol=1e-8)
+    X, y = load_diabetes(return_X_y=True)
+    data = xgb.DMatrix(X, label=y)
+    data.set_base_margin(np.full(len(y), np.median(y)))
+    objective = lb.xgboost.objective(lb.huber, delta=20.0)
+    booster = xgb.train(XGB_PARAMS, data, 10, obj=objective)
+    margin = booster.predict(data, output_margin=True).astype(np.float64)
+    assert lb.huber(y, margin, delta=20.0) < 0.8 * lb.huber(y, np.full(len(y), np.median(y)),
+                                                            delta=20.0)
+    grad, hess = objective(y, margin)
+    np.testing.assert_allclose(
+        grad, (lb.huber(y, margin + step, delta=20.0, reduction="none")
+               - lb.huber(y, margin - step, delta=20.0, reduction="none")) / (2 * step), rtol=1e-6)
+    np.testing.assert_array_equal(hess, 1.0)  # LightGBM's Huber convention
+
+
 # --- the CuPy route, mocked: GPU margins stay where they are -------------------------------
 
 
@@ -294,7 +384,7 @@ def test_cupy_margins_go_to_the_cupy_backend_without_a_host_copy(monkeypatch):
             return grad.view(_DeviceArray), hess.view(_DeviceArray)
 
     objective = lb.xgboost.objective(lb.binary_cross_entropy_with_logits)
-    objective._objective.loss = RecordingLoss()
+    objective.loss = RecordingLoss()
     margins = np.linspace(-3, 3, 8, dtype=np.float32).view(_DeviceArray)
     labels = (np.arange(8) % 2).astype(np.float32)  # from DMatrix.get_label(): host
 
@@ -343,5 +433,5 @@ def test_the_benchmark_rows_run():
     from benchmarks import boosting_rows
 
     rows = boosting_rows.run(n=1000, classes=3, min_time=0.01, repeats=2)
-    assert {r["objective"] for r in rows} == {"logistic", "softmax_3"}
+    assert {r["objective"] for r in rows} == {"logistic", "focal", "softmax_3"}
     assert all(r["seconds_min"] <= r["seconds_median"] <= r["seconds_max"] for r in rows)

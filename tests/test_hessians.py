@@ -13,6 +13,10 @@ from conftest import host, on
 import lossbackends as lb
 
 ELEMENTWISE = ("mse", "binary_cross_entropy", "binary_cross_entropy_with_logits", "hinge")
+SECOND_SET = ("mae", "huber", "smooth_l1", "log_cosh", "squared_hinge", "soft_margin",
+              "sigmoid_focal", "poisson_nll", "kl_div", "pinball")
+# the ones whose float32 arithmetic differs from float64's by more than rounding (exp, log)
+TRANSCENDENTAL = ("log_cosh", "soft_margin", "sigmoid_focal", "poisson_nll")
 REDUCTIONS = ("mean", "sum", "none")
 STEP = 1e-6
 
@@ -24,10 +28,24 @@ def _elementwise_inputs(loss, rng, shape):
         p = rng.uniform(0.05, 0.95, shape)
     elif loss == "binary_cross_entropy_with_logits":
         y, p = rng.random(shape), rng.normal(0, 3, shape)
-    elif loss == "hinge":
+    elif loss in ("hinge", "squared_hinge", "soft_margin"):
         y = np.where(rng.random(shape) < 0.5, -1.0, 1.0)
         p = y * rng.choice([-1.0, 1.0], shape) * rng.uniform(0.2, 3.0, shape)
-        p = np.where(np.abs(1.0 - y * p) < 0.1, p + 0.5, p)  # away from the kink
+        # away from the kinks (margins 1 and 0.5)
+        p = np.where(np.abs(1.0 - y * p) < 0.1, p + 0.5, p)
+        p = np.where(np.abs(0.5 - y * p) < 0.1, p + 0.3 * y, p)
+    elif loss in ("mae", "huber", "smooth_l1", "log_cosh", "pinball"):
+        # errors away from the kinks (0, and delta or beta: 0.5, 1, 2)
+        y = rng.normal(size=shape)
+        e = rng.choice([-1.0, 1.0], shape) * rng.choice([0.2, 0.7, 1.4, 2.6], shape)
+        p = y + e + rng.uniform(-0.05, 0.05, shape)
+    elif loss == "sigmoid_focal":
+        y = rng.random(shape) if rng.random() < 0.5 else (rng.random(shape) < 0.5) * 1.0
+        p = rng.normal(0, 3, shape)
+    elif loss == "poisson_nll":  # rates > 0, so that either log_input fits
+        y, p = rng.poisson(3, shape) * 1.0, rng.uniform(0.5, 4, shape)
+    elif loss == "kl_div":
+        y, p = rng.random(shape), np.log(rng.uniform(0.05, 1, shape))
     else:
         y, p = rng.normal(size=shape), rng.normal(size=shape)
     return y, p
@@ -38,13 +56,21 @@ def _elementwise_options(loss, rng, shape, option):
         return {}
     return {"binary_cross_entropy": {"eps": 1e-3},
             "binary_cross_entropy_with_logits": {"pos_weight": rng.uniform(0.5, 3, shape[-1:])},
-            "hinge": {"margin": 0.5}}.get(loss, {})
+            "hinge": {"margin": 0.5}, "huber": {"delta": 0.5}, "smooth_l1": {"beta": 2.0},
+            "squared_hinge": {"margin": 0.5}, "sigmoid_focal": {"alpha": None, "gamma": 1.5},
+            "poisson_nll": {"log_input": False, "full": True}, "kl_div": {"log_target": True},
+            "pinball": {"quantile": 0.9}}.get(loss, {})
 
 
-@pytest.mark.parametrize("loss", ELEMENTWISE)
-@pytest.mark.parametrize("reduction", REDUCTIONS)
-@pytest.mark.parametrize("weighted", [False, True])
-@pytest.mark.parametrize("option", [False, True])
+# the second set on two of the combinations (each one compiles Numba kernels of its own)
+ELEMENTWISE_CASES = [
+    *((loss, reduction, weighted, option) for loss in ELEMENTWISE for reduction in REDUCTIONS
+      for weighted in (False, True) for option in (False, True)),
+    *((loss, *case) for loss in SECOND_SET for case in (("mean", True, False), ("none", False, True))),
+]
+
+
+@pytest.mark.parametrize(("loss", "reduction", "weighted", "option"), ELEMENTWISE_CASES)
 def test_elementwise_hessian_is_the_derivative_of_the_gradient(backend, loss, reduction,
                                                                weighted, option):
     rng = np.random.default_rng(hash((loss, reduction, weighted, option)) % 2**32)
@@ -129,7 +155,7 @@ def test_cross_entropy_hessian_on_another_axis(backend):
 def test_low_precision_hessians_match_float64(backend, dtype):
     rng = np.random.default_rng(5)
     tol = {np.float16: 2e-2, np.float32: 2e-5}[dtype]
-    for loss in ELEMENTWISE:
+    for loss in (*ELEMENTWISE, *TRANSCENDENTAL):
         y, p = _elementwise_inputs(loss, rng, (257,))
         function = getattr(lb, loss)
         _, hess = function.grad_and_hess(on(backend, y.astype(dtype)), on(backend, p.astype(dtype)),
@@ -138,7 +164,8 @@ def test_low_precision_hessians_match_float64(backend, dtype):
                                              p.astype(dtype).astype(np.float64), reduction="sum",
                                              backend="numpy")
         assert host(hess).dtype == dtype
-        np.testing.assert_allclose(host(hess), expected, rtol=tol, atol=tol * expected.max())
+        np.testing.assert_allclose(host(hess), expected, rtol=tol, atol=tol * np.abs(expected).max(),
+                                   err_msg=loss)
     t, x, _ = _ce_inputs(rng, {}, rows=33, classes=7)
     _, hess = lb.cross_entropy.grad_and_hess(on(backend, t), on(backend, x.astype(dtype)),
                                              backend=backend)
@@ -148,6 +175,17 @@ def test_low_precision_hessians_match_float64(backend, dtype):
 
 
 # --- against the autodiff frameworks (sum of the per-element losses) ---------------------
+
+
+def _torchvision_focal(x, y, alpha=0.25, gamma=2.0):
+    """torchvision.ops.sigmoid_focal_loss, reduction="none", as torchvision writes it."""
+    import torch
+    import torch.nn.functional as F
+
+    p = torch.sigmoid(x)
+    ce = F.binary_cross_entropy_with_logits(x, y, reduction="none")
+    p_t = p * y + (1 - p) * (1 - y)
+    return (alpha * y + (1 - alpha) * (1 - y)) * ce * (1 - p_t) ** gamma
 
 
 @pytest.mark.skipif(importlib.util.find_spec("torch") is None, reason="PyTorch is not installed")
@@ -166,6 +204,19 @@ def test_hessians_match_torch_func_hessian(backend):
             lambda p: F.binary_cross_entropy_with_logits(p, y, weight=w, pos_weight=torch.tensor(
                 1.7, dtype=torch.float64), reduction="sum")),
         "hinge": lambda y, w: (lambda p: (w * torch.clamp(1 - y * p, min=0)).sum()),
+        "mae": lambda y, w: (lambda p: (w * F.l1_loss(p, y, reduction="none")).sum()),
+        "huber": lambda y, w: (lambda p: (w * F.huber_loss(p, y, reduction="none")).sum()),
+        "smooth_l1": lambda y, w: (lambda p: (w * F.smooth_l1_loss(p, y, reduction="none")).sum()),
+        "log_cosh": lambda y, w: (lambda p: (w * torch.log(torch.cosh(p - y))).sum()),
+        "squared_hinge": lambda y, w: (lambda p: (w * torch.clamp(1 - y * p, min=0) ** 2).sum()),
+        # soft_margin_loss has no forward-mode derivative in torch: its definition
+        "soft_margin": lambda y, w: (lambda p: (w * F.softplus(-y * p)).sum()),
+        "sigmoid_focal": lambda y, w: (lambda p: (w * _torchvision_focal(p, y)).sum()),
+        "poisson_nll": lambda y, w: (
+            lambda p: (w * F.poisson_nll_loss(p, y, log_input=True, reduction="none")).sum()),
+        "kl_div": lambda y, w: (lambda p: (w * F.kl_div(p, y, reduction="none")).sum()),
+        "pinball": lambda y, w: (
+            lambda p: (w * torch.maximum(0.5 * (y - p), 0.5 * (p - y))).sum()),
     }
     for loss, make in cases.items():
         y, p = _elementwise_inputs(loss, rng, (n,))
@@ -216,6 +267,19 @@ def _check_against_jax(backend, jax):
     _, hess = lb.binary_cross_entropy_with_logits.grad_and_hess(
         on(backend, y), on(backend, p), reduction="sum", backend=backend)
     np.testing.assert_allclose(host(hess), expected, rtol=1e-12)
+    # sigmoid focal, written from its definition (torchvision's), soft labels
+    y, p = _elementwise_inputs("sigmoid_focal", rng, (9,))
+    y = rng.random(9)
+
+    def focal(x):
+        prob = jax.nn.sigmoid(x)
+        ce = jax.nn.softplus(x) - x * y
+        return jnp.sum((0.25 * y + 0.75 * (1 - y)) * (prob * (1 - y) + (1 - prob) * y) ** 2 * ce)
+
+    expected = np.diag(np.asarray(jax.hessian(focal)(jnp.asarray(p))))
+    _, hess = lb.sigmoid_focal.grad_and_hess(on(backend, y), on(backend, p), reduction="sum",
+                                             backend=backend)
+    np.testing.assert_allclose(host(hess), expected, rtol=1e-10, atol=1e-14)
     x = rng.normal(0, 2, (5, 6))
     q = rng.dirichlet(np.ones(6), 5)
     g = lambda z: jnp.sum(-q * jax.nn.log_softmax(z, axis=-1))  # noqa: E731
@@ -250,6 +314,24 @@ def _special(backend, dtype):
     out["ce"] = lb.cross_entropy.grad_and_hess(on(backend, np.array([0, 1, 2, -100])),
                                                on(backend, logits), reduction="sum",
                                                backend=backend)
+    inf_nan = [inf, -inf, nan]
+    second = {  # (loss, y, p): kinks, infinities, NaN
+        "log_cosh": (np.zeros(4), [inf, 800, nan, 0]),
+        "soft_margin": ([1, -1, 0, 1], [inf, inf, inf, nan]),
+        "sigmoid_focal": ([1, 1, 0, 0, 1, 0.5], [inf, -inf, inf, -inf, nan, 0]),
+        "poisson_nll": ([0, 2, 1, 3], [inf, -inf, nan, 0]),
+        "mae": (np.zeros(4), [0, inf, nan, -2]),
+        "huber": (np.zeros(6), [1, -1, 1.5, -0.5, *inf_nan[1:]]),
+        "smooth_l1": (np.zeros(6), [1, -1, 1.5, -0.5, *inf_nan[1:]]),
+        "squared_hinge": ([1, -1, 1, 0, 1], [1, -1, nan, inf, 0.5]),
+        "kl_div": ([0.5, nan, 0], [-1, -1, -inf]),
+        "pinball": (np.zeros(4), [0, nan, 2, -inf]),
+    }
+    for loss, (y, p) in second.items():
+        if dtype == np.float32 or loss in TRANSCENDENTAL:  # (float32: no extra Numba kernels)
+            out[loss] = getattr(lb, loss).grad_and_hess(
+                on(backend, np.asarray(y, dtype)), on(backend, np.asarray(p, dtype)),
+                reduction="sum", backend=backend)
     return {k: tuple(host(a) for a in v) for k, v in out.items()}
 
 
@@ -276,6 +358,25 @@ def test_special_values(backend, dtype):
     np.testing.assert_array_equal(h[1], 0)
     assert np.isnan(h[2]).all()  # a NaN logit makes the row NaN, as its gradient
     np.testing.assert_array_equal(h[3], 0)  # ignored row
+    # the second set: 0 at and beyond the kinks (PyTorch's convention at |e| = delta, beta),
+    # NaN exactly where the gradient is NaN, the limits at infinities
+    _, h = got["log_cosh"]
+    np.testing.assert_array_equal(h, [0, 0, np.nan, 1])
+    _, h = got["soft_margin"]
+    np.testing.assert_array_equal(h, [0, 0, 0, np.nan])
+    _, h = got["sigmoid_focal"]
+    np.testing.assert_array_equal(h[:5], [0, 0, 0, 0, np.nan])
+    # x = 0, y = 1/2: q = 1/2, r = 1/2, ce = log 2, s = 0: alpha_t q^2 p (1 - p) = 0.5/4/4
+    np.testing.assert_allclose(h[5], 0.5 / 16, rtol=1e-6)
+    _, h = got["poisson_nll"]
+    np.testing.assert_array_equal(h, [np.inf, 0, np.nan, 1])
+    if "mae" in got:
+        np.testing.assert_array_equal(got["mae"][1], [0, 0, np.nan, 0])
+        np.testing.assert_array_equal(got["huber"][1], [1, 1, 0, 1, 0, np.nan])
+        np.testing.assert_array_equal(got["smooth_l1"][1], [0, 0, 0, 1, 0, np.nan])
+        np.testing.assert_array_equal(got["squared_hinge"][1], [0, 0, np.nan, 0, 2])
+        np.testing.assert_array_equal(got["kl_div"][1], [0, np.nan, 0])
+        np.testing.assert_array_equal(got["pinball"][1], [0, np.nan, 0, 0])
     if backend != "numpy":  # the same as the reference backend, NaN in the same places
         reference = _special("numpy", dtype)
         for key, pair in got.items():
@@ -284,10 +385,27 @@ def test_special_values(backend, dtype):
                                            err_msg=key)
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize(("label", "sign"), [(1.0, 1.0), (0.0, -1.0)])
+def test_focal_hessian_of_well_classified_samples(backend, dtype, label, sign):
+    """Far on the right side, loss = alpha_t q^gamma ce with q ~ ce ~ exp(-|x|): loss ~
+    exp(-(gamma + 1) |x|), so grad = -+(gamma + 1) loss and hess = (gamma + 1)^2 loss to
+    O(exp(-|x|)). p - y computed as p - 1 would lose every digit of it."""
+    x = sign * np.array([16.0, 18.0, 20.0, 24.0], dtype)
+    y = np.full(4, label, dtype)
+    loss = host(lb.sigmoid_focal(on(backend, y), on(backend, x), reduction="none",
+                                 backend=backend)).astype(np.float64)
+    grad, hess = (host(a) for a in lb.sigmoid_focal.grad_and_hess(
+        on(backend, y), on(backend, x), reduction="none", backend=backend))
+    rtol = 1e-5  # the asymptotic forms' own error, ~e^-16, and float32's rounding
+    np.testing.assert_allclose(grad, -sign * 3 * loss, rtol=rtol)
+    np.testing.assert_allclose(hess, 9 * loss, rtol=rtol)
+
+
 # --- out= pairs, errors ------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("loss", [*ELEMENTWISE, "cross_entropy"])
+@pytest.mark.parametrize("loss", [*ELEMENTWISE, "sigmoid_focal", "cross_entropy"])
 def test_out_pair(backend, loss):
     rng = np.random.default_rng(1)
     if loss == "cross_entropy":
@@ -394,9 +512,3 @@ def test_torch_tensors_get_torch_results():
                              out=(torch.empty(3, 4, dtype=torch.float64),
                                   torch.empty(3, 4, dtype=torch.float64)))
 
-
-def test_losses_without_a_hessian_yet_say_so():
-    for loss in lb.losses.LOSSES.values():
-        if not loss.hessian:
-            with pytest.raises(NotImplementedError, match="grad_and_hess is not available yet"):
-                loss.grad_and_hess(np.zeros(3), np.ones(3))

@@ -35,6 +35,13 @@ def _sign(e):
 
 
 @njit(inline="always")
+def _zero_or_nan(e):
+    """0, or NaN where e is NaN: the Hessian of a piecewise-linear loss, NaN where its
+    gradient is."""
+    return ZERO if e == e else e
+
+
+@njit(inline="always")
 def _times(k, v):
     """k v, 0 where k = 0 and v is infinite: a term whose label coefficient is 0
     contributes nothing (its limit at an infinite prediction, as 0 log 0 = 0); NaN kept."""
@@ -108,7 +115,7 @@ def _log_cosh_parts(a):
 @njit(inline="always")
 def _mae(y, p, param):
     e = p - y
-    return abs(e), _sign(e), ZERO  # piecewise linear: no curvature away from the kink
+    return abs(e), _sign(e), _zero_or_nan(e)  # piecewise linear: 0 (at the kink too)
 
 
 @njit(inline="always")
@@ -119,7 +126,9 @@ def _huber(y, p, param):
     inside = a <= delta
     loss = HALF * e * e if inside else delta * (a - HALF * delta)
     d = -delta if e < -delta else (delta if e > delta else e)  # clip, NaN kept
-    return loss, d, ONE if inside else ZERO
+    # 1 in the quadratic zone, |e| = delta included (the value's branch, as PyTorch's
+    # second derivative), 0 beyond; NaN kept
+    return loss, d, ONE if inside else _zero_or_nan(a)
 
 
 @njit(inline="always")
@@ -129,7 +138,8 @@ def _smooth_l1(y, p, param):
     a = abs(e)
     inside = a < beta  # never for beta = 0: the absolute error (e / 0 is not selected)
     loss = HALF * e * e / beta if inside else a - HALF * beta
-    return loss, e / beta if inside else _sign(e), ONE / beta if inside else ZERO
+    # 1 / beta inside, 0 from |e| = beta on (the value's branch, as PyTorch); NaN kept
+    return loss, e / beta if inside else _sign(e), ONE / beta if inside else _zero_or_nan(a)
 
 
 @njit(inline="always")
@@ -143,7 +153,8 @@ def _log_cosh(y, p, param):
 def _squared_hinge(y, s, param):
     slack = param[0] - _times(y, s)  # a label of 0 times an infinite score is 0, as hinge
     active = ZERO if slack <= ZERO else slack  # max(slack, 0), NaN kept
-    return active * active, -TWO * y * active, TWO * y * y if slack > ZERO else ZERO
+    # 2 t^2 where the margin is violated, 0 from the kink on; NaN kept
+    return active * active, -TWO * y * active, TWO * y * y if slack > ZERO else _zero_or_nan(slack)
 
 
 @njit(inline="always")
@@ -188,10 +199,16 @@ def _focal(power):
         modulator = alpha_t * qg
         r = p * c / q if q > ZERO else ZERO  # p (1 - p) / q: its limit 0 where q is 0
         rce = _times(r, ce)
-        s = ONE - TWO * y
-        d = modulator * ((p - y) + gamma * s * rce)
+        s = ONE - TWO * y  # dq/dx = p (1 - p) s
+        # p - y = q - 2 y (1 - p): no p - 1 to cancel for a label of 1 (x large; q = 1 - p
+        # exactly there)
+        residual = q - TWO * y * c
+        d = modulator * (residual + gamma * s * rce)
+        # the derivative of d, with d(p (1 - p))/dx = p (1 - p) (1 - 2p), 1 - 2p = c - p:
+        # alpha_t q^gamma (gamma (gamma - 1) s^2 r^2 ce + gamma s r (c - p) ce
+        #                  + 2 gamma s r (p - y) + p (1 - p))
         h = modulator * (gamma * (gamma - ONE) * s * s * r * rce + gamma * s * (c - p) * rce
-                         + TWO * gamma * s * r * (p - y) + p * c)
+                         + TWO * gamma * s * r * residual + p * c)
         # at an infinite x, ce is inf: the loss is inf where alpha_t q > 0 (even if q^gamma
         # underflows), else 0
         limit = INF if alpha_t > ZERO and q > ZERO else ZERO
@@ -239,7 +256,8 @@ def _kl(log_target):
         loss = target * ((y if log_target else fast_log(y)) - x)
         # a target of probability 0 costs nothing, even at x = -inf (0 log 0 = 0); NaN x
         # stays NaN
-        return (ZERO if target == ZERO and x == x else loss), -target, ZERO
+        # linear in x: Hessian 0 (NaN where the gradient is)
+        return (ZERO if target == ZERO and x == x else loss), -target, _zero_or_nan(target)
 
     return kl_div
 
@@ -251,7 +269,7 @@ def _pinball(y, p, param):
     upper = ONE - quantile
     loss = upper * e if e > ZERO else -quantile * e
     d = upper if e > ZERO else (-quantile if e < ZERO else ZERO * e)  # 0 at a tie, NaN kept
-    return loss, d, ZERO
+    return loss, d, _zero_or_nan(e)  # piecewise linear: 0 (at the kink too)
 
 
 MATH = {"mae": _mae, "huber": _huber, "smooth_l1": _smooth_l1, "log_cosh": _log_cosh,

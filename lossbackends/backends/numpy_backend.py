@@ -344,9 +344,11 @@ def multiclass_hinge(labels, x, weight, params, reduction, scale, grad, want_val
     if reduction == "mean":
         total /= rows if given_denominator is None else given_denominator
     return dtype.type(total)
-# --- the second set: each loss as (per-element loss, derivative) from e = p - y or (y, p) ---
+# --- the second set: each loss as (per-element loss, derivative, second derivative) from
+# e = p - y or (y, p) ---
 # Each function returns float arrays (or None where not asked); ``_elementwise`` weights,
-# reduces and writes the gradient. They never write into p, so out=y_pred is safe.
+# reduces and writes the gradient and the Hessian. They never write into p, so
+# out=y_pred is safe. A Hessian is NaN exactly where its gradient is.
 
 _LOG2 = np.log(2.0)
 
@@ -362,20 +364,37 @@ def _sigmoid(z):
     return np.where(z >= 0, 1.0, t) / (1.0 + t)
 
 
-def _mae(y, p, params, want_value, want_grad):
+def _sigmoid_product(z):
+    """sigmoid(z) sigmoid(-z) = t / (1 + t)^2, t = exp(-|z|): no 1 - sigmoid to cancel, 0
+    at z = +-inf."""
+    t = np.exp(-np.abs(z))
+    return t / np.square(1.0 + t)
+
+
+def _zero_or_nan(e):
+    """0, NaN where e is NaN: the Hessian of a piecewise-linear piece."""
+    return np.where(np.isnan(e), np.nan, 0.0)
+
+
+def _mae(y, p, params, want_value, want_grad, want_hess):
     e = p - y
-    return np.abs(e), np.sign(e)  # sign(0) = 0: no subgradient preferred at a tie
+    # sign(0) = 0: no subgradient preferred at a tie; piecewise linear: Hessian 0 (at the
+    # kink too)
+    return np.abs(e), np.sign(e), _zero_or_nan(e) if want_hess else None
 
 
-def _huber(y, p, params, want_value, want_grad):
+def _huber(y, p, params, want_value, want_grad, want_hess):
     (delta,) = params
     e = p - y
     a = np.abs(e)
     loss = np.where(a <= delta, 0.5 * e * e, delta * (a - 0.5 * delta)) if want_value else None
-    return loss, np.clip(e, -delta, delta) if want_grad else None
+    # 1 in the quadratic zone, |e| = delta included (the value's branch; PyTorch's second
+    # derivative too), 0 beyond
+    h = np.where(a <= delta, 1.0, _zero_or_nan(a)) if want_hess else None
+    return loss, np.clip(e, -delta, delta) if want_grad else None, h
 
 
-def _smooth_l1(y, p, params, want_value, want_grad):
+def _smooth_l1(y, p, params, want_value, want_grad, want_hess):
     (beta,) = params
     e = p - y
     a = np.abs(e)
@@ -383,10 +402,12 @@ def _smooth_l1(y, p, params, want_value, want_grad):
     with np.errstate(divide="ignore", invalid="ignore"):  # e / 0 is masked out
         loss = np.where(inside, 0.5 * e * e / beta, a - 0.5 * beta) if want_value else None
         d = np.where(inside, e / beta, np.sign(e)) if want_grad else None
-    return loss, d
+        # 1 / beta inside, 0 from |e| = beta on (the value's branch, as PyTorch)
+        h = np.where(inside, 1.0 / beta, _zero_or_nan(a)) if want_hess else None
+    return loss, d, h
 
 
-def _log_cosh(y, p, params, want_value, want_grad):
+def _log_cosh(y, p, params, want_value, want_grad, want_hess):
     e = p - y
     a = np.abs(e)
     loss = None
@@ -397,21 +418,26 @@ def _log_cosh(y, p, params, want_value, want_grad):
         with np.errstate(over="ignore"):
             small = np.log1p(2.0 * np.sinh(0.5 * a) ** 2)
         loss = np.where(a < 1.0, small, a + np.log1p(np.exp(-2.0 * a)) - _LOG2)
-    return loss, np.tanh(e) if want_grad else None
+    # sech^2 e = 4 sigmoid(2e) sigmoid(-2e): never overflows, no 1 - tanh^2 to cancel
+    h = 4.0 * _sigmoid_product(2.0 * a) if want_hess else None
+    return loss, np.tanh(e) if want_grad else None, h
 
 
-def _squared_hinge(y, p, params, want_value, want_grad):
+def _squared_hinge(y, p, params, want_value, want_grad, want_hess):
     (margin,) = params
     slack = margin - _times(y, p)  # a label of 0 times an infinite score is 0, as hinge
     # max(slack, 0) with NaN kept (np.maximum keeps it)
     active = np.maximum(slack, 0.0)
-    return active * active if want_value else None, -2.0 * y * active if want_grad else None
+    # 2 t^2 where the margin is violated, 0 from the kink on
+    h = np.where(slack > 0, 2.0 * y * y, _zero_or_nan(slack)) if want_hess else None
+    return active * active if want_value else None, -2.0 * y * active if want_grad else None, h
 
 
-def _soft_margin(y, p, params, want_value, want_grad):
+def _soft_margin(y, p, params, want_value, want_grad, want_hess):
     z = -_times(y, p)  # the loss is softplus(-t s), its derivative -t sigmoid(-t s)
     loss = _softplus(z) if want_value else None
-    return loss, -y * _sigmoid(z) if want_grad else None
+    h = y * y * _sigmoid_product(z) if want_hess else None  # t^2 sigmoid(z) sigmoid(-z)
+    return loss, -y * _sigmoid(z) if want_grad else None, h
 
 
 def _times(k, v):
@@ -422,13 +448,17 @@ def _times(k, v):
         return np.where((k == 0) & np.isinf(v), 0.0, k * v)
 
 
-def _sigmoid_focal(y, x, params, want_value, want_grad):
+def _sigmoid_focal(y, x, params, want_value, want_grad, want_hess):
     # torchvision's sigmoid_focal_loss: p = sigmoid(x), ce = BCE_with_logits(x, y),
     # q = 1 - p_t = p (1 - y) + (1 - p) y, loss = alpha_t q^gamma ce with
     # alpha_t = a y + b (1 - y) ((alpha, 1 - alpha), or (1, 1) without balancing).
-    # d loss / dx = alpha_t q^gamma ((p - y) + gamma r (1 - 2y) ce), r = p (1 - p) / q:
-    # dq/dx = p (1 - p) (1 - 2y), and q^(gamma - 1) p (1 - p) = q^gamma r stays finite where
-    # q underflows to 0 (r is then 0: its limit, as q^gamma's).
+    # With s = 1 - 2y, dq/dx = p (1 - p) s and d ce/dx = p - y, so
+    #   d loss / dx = alpha_t q^gamma ((p - y) + gamma s r ce),  r = p (1 - p) / q:
+    # q^(gamma - 1) p (1 - p) = q^gamma r stays finite where q underflows to 0 (r is then 0:
+    # its limit, as q^gamma's). Differentiating again, d(p (1 - p))/dx = p (1 - p) (1 - 2p):
+    #   d2 loss / dx2 = alpha_t q^gamma (gamma (gamma - 1) s^2 r^2 ce + gamma s r (1 - 2p) ce
+    #                                    + 2 gamma s r (p - y) + p (1 - p)).
+    # r <= max(p, 1 - p) <= 1 (r = p for y = 1, 1 - p for y = 0), so no term blows up.
     a, b, gamma = params
     p, c = _sigmoid(x), _sigmoid(-x)  # p and 1 - p, each without cancellation
     q = p * (1.0 - y) + c * y
@@ -443,12 +473,19 @@ def _sigmoid_focal(y, x, params, want_value, want_grad):
         # underflows), else 0
         limit = np.where((alpha_t > 0) & (q > 0), np.inf, 0.0)
         loss = np.where(ce == np.inf, limit, modulator * ce)
-    d = None
-    if want_grad:
+    d = h = None
+    if want_grad or want_hess:
         with np.errstate(divide="ignore", invalid="ignore"):
             r = np.where(q > 0, p * c / q, 0.0)
-        d = modulator * ((p - y) + gamma * (1.0 - 2.0 * y) * _times(r, ce))
-    return loss, d
+        rce = _times(r, ce)
+        s = 1.0 - 2.0 * y
+        # p - y = q - 2 y (1 - p): no p - 1 to cancel for a label of 1 (q = 1 - p exactly)
+        residual = q - 2.0 * y * c
+        d = modulator * (residual + gamma * s * rce)
+        if want_hess:
+            h = modulator * (gamma * (gamma - 1.0) * s * s * r * rce + gamma * s * (c - p) * rce
+                             + 2.0 * gamma * s * r * residual + p * c)
+    return loss, d, h
 
 
 def _stirling(y):
@@ -458,24 +495,27 @@ def _stirling(y):
     return np.where(y > 1, term, 0.0)
 
 
-def _poisson_nll(y, x, params, want_value, want_grad):
+def _poisson_nll(y, x, params, want_value, want_grad, want_hess):
     log_input, full, eps = params
-    loss = d = None
-    if log_input:  # x = log(rate): exp(x) - y x
+    loss = d = h = None
+    if log_input:  # x = log(rate): exp(x) - y x; second derivative exp(x)
         rate = np.exp(x)
         if want_value:  # at x = inf (or where exp overflows) the loss is inf, not inf - inf
             loss = np.where(rate == np.inf, rate, rate - _times(y, x))
         d = rate - y if want_grad else None
-    else:  # x = rate: x - y log(x + eps)
+        h = rate if want_hess else None
+    else:  # x = rate: x - y log(x + eps); second derivative y / (x + eps)^2
         with np.errstate(divide="ignore", invalid="ignore"):
             loss = x - _times(y, np.log(x + eps)) if want_value else None
-            d = 1.0 - _times(y, 1.0 / (x + eps)) if want_grad else None
+            inverse = 1.0 / (x + eps)
+            d = 1.0 - _times(y, inverse) if want_grad else None
+            h = _times(y, inverse * inverse) if want_hess else None
     if want_value and full:
         loss = loss + _stirling(y)
-    return loss, d
+    return loss, d, h
 
 
-def _kl_div(y, x, params, want_value, want_grad):
+def _kl_div(y, x, params, want_value, want_grad, want_hess):
     (log_target,) = params
     target = np.exp(y) if log_target else y  # the target probability
     loss = None
@@ -488,10 +528,11 @@ def _kl_div(y, x, params, want_value, want_grad):
         # a target of probability 0 costs nothing, even at x = -inf (0 log 0 = 0); a NaN
         # prediction stays NaN
         loss = np.where((target == 0) & ~np.isnan(x), 0.0, loss)
-    return loss, -target if want_grad else None
+    h = _zero_or_nan(target) if want_hess else None  # linear in x
+    return loss, -target if want_grad else None, h
 
 
-def _pinball(y, p, params, want_value, want_grad):
+def _pinball(y, p, params, want_value, want_grad, want_hess):
     (quantile,) = params
     e = p - y
     # quantile max(y - p, 0) + (1 - quantile) max(p - y, 0); 0 at a tie
@@ -499,17 +540,22 @@ def _pinball(y, p, params, want_value, want_grad):
     d = None
     if want_grad:
         d = np.where(e > 0, 1.0 - quantile, np.where(e < 0, -quantile, 0.0 * e))  # NaN kept
-    return loss, d
+    # piecewise linear: Hessian 0 (at the kink too)
+    return loss, d, _zero_or_nan(e) if want_hess else None
 
 
 def _elementwise(math):
-    """The kernel of an elementwise loss from its ``math``: weights, reduction, gradient."""
+    """The kernel of an elementwise loss from its ``math``: weights, reduction, gradient and
+    Hessian."""
 
-    def kernel(y, p, weight, params, reduction, scale, grad, want_value):
+    def kernel(y, p, weight, params, reduction, scale, grad, want_value, hess=None):
         # exp(x) may overflow to inf (the true limit); inf - inf and 0 * inf in branches
         # that np.where does not select are not the result's
         with np.errstate(over="ignore", invalid="ignore"):
-            losses, d = math(y, p, params, want_value, grad is not None)
+            losses, d, h = math(y, p, params, want_value, grad is not None, hess is not None)
+        if hess is not None:  # before the gradient: grad may be p (out=y_pred)
+            np.copyto(hess, np.broadcast_to(h, hess.shape), casting="unsafe")
+            _finish_grad(hess, weight, scale)
         if grad is not None:
             np.copyto(grad, np.broadcast_to(d, grad.shape), casting="unsafe")
             _finish_grad(grad, weight, scale)

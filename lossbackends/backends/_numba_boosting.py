@@ -1,0 +1,47 @@
+"""The boosting objectives' finishing pass on the host, in Numba: a library's conventions
+(its scale of the gradient and of the Hessian, its Hessian floor, sample weights where the
+loss takes none) applied to ``grad_and_hess``'s results in one pass over them, in place,
+instead of one NumPy pass per operation. Imported by ``lossbackends._boosting`` on first
+use only."""
+
+from __future__ import annotations
+
+from numba import njit
+
+
+@njit(inline="always")
+def _element(grad, hess, i, g_scale, h_scale, bound, fixed, constant):
+    grad[i] = grad[i] * g_scale
+    if constant:
+        hess[i] = fixed
+    else:
+        h = hess[i] * h_scale
+        hess[i] = bound if h < bound else h  # max(h, bound), NaN kept
+
+
+@njit(cache=True, nogil=True)
+def finish(grad, hess, weight, columns, grad_scale, hess_scale, floor, weigh, constant):
+    """In place, for element i of row r = i // columns, w = weight[r] (1 where ``weight``
+    is empty): grad *= grad_scale (and w with ``weigh``); hess = constant w where
+    ``constant`` > 0, else max(hess hess_scale (times w with ``weigh``), floor w), NaN kept.
+    ``grad`` and ``hess`` are flat C-contiguous arrays of one dtype."""
+    dtype = grad.dtype.type
+    g_scale, h_scale = dtype(grad_scale), dtype(hess_scale)
+    low, fixed, is_constant = dtype(floor), dtype(constant), constant > 0
+    if weight.size == 0:  # one scale for every element: plain loops, vectorised
+        if grad_scale != 1.0:  # (a scale of 1 leaves the gradient unread)
+            for i in range(grad.size):
+                grad[i] = grad[i] * g_scale
+        for i in range(hess.size):
+            if is_constant:
+                hess[i] = fixed
+            else:
+                h = hess[i] * h_scale
+                hess[i] = low if h < low else h  # max(h, floor), NaN kept
+        return
+    for row in range(weight.size):
+        w = dtype(weight[row])
+        gw, hw = (g_scale * w, h_scale * w) if weigh else (g_scale, h_scale)
+        start = row * columns
+        for i in range(start, start + columns):
+            _element(grad, hess, i, gw, hw, low * w, fixed * w, is_constant)
