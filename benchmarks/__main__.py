@@ -257,10 +257,10 @@ def run(args) -> list[dict]:
               if not args.backends or p.name in args.backends]
     grid = []
     # cross-entropy first: with a time budget, its peer comparisons are the ones kept
-    for loss in sorted(args.losses, key=lambda name: name != "cross_entropy"):
-        shapes = ce_shapes if loss == "cross_entropy" else [(n,) for n in sizes]
+    for loss in sorted(args.losses, key=lambda name: name not in core.ROW_LOSSES):
+        shapes = ce_shapes if loss in core.ROW_LOSSES else [(n,) for n in sizes]
         for dtype in dtypes:
-            if dtype == "float16" and loss == "cross_entropy" and device == "gpu":
+            if dtype == "float16" and loss in core.ROW_LOSSES and device == "gpu":
                 shapes_here = [s for s in shapes if s[1] == 128256] or shapes[:1]
             else:
                 shapes_here = shapes

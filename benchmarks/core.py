@@ -22,7 +22,14 @@ SECOND_SET = ("mae", "huber", "smooth_l1", "log_cosh", "squared_hinge", "soft_ma
 ELEMENTWISE = ("mse", "binary_cross_entropy", "binary_cross_entropy_with_logits", "hinge",
                *SECOND_SET)
 SCORE_LOSSES = ("hinge", "squared_hinge", "soft_margin")  # labels of -1 and 1
-LOSSES = (*ELEMENTWISE, "cross_entropy")
+# the row losses (a class axis), each case a loss of lossbackends with the options it is
+# called with: cross-entropy's z-loss and soft-capping against plain cross-entropy
+ROW_CASES = {"cross_entropy": ("cross_entropy", {}),
+             "cross_entropy_z_loss": ("cross_entropy", {"z_loss": 1e-4}),
+             "cross_entropy_softcap": ("cross_entropy", {"softcap": 30.0}),
+             "multiclass_hinge": ("multiclass_hinge", {})}
+ROW_LOSSES = tuple(ROW_CASES)
+LOSSES = (*ELEMENTWISE, *ROW_LOSSES)
 OPS = ("value", "grad", "value_and_grad")
 
 
@@ -31,7 +38,7 @@ OPS = ("value", "grad", "value_and_grad")
 
 def host_inputs(loss: str, shape: tuple, dtype: str, seed: int = 0) -> dict:
     rng = np.random.default_rng(seed)
-    if loss == "cross_entropy":
+    if loss in ROW_LOSSES:
         rows, classes = shape
         p = rng.standard_normal(shape, dtype=np.float32) * np.float32(3)
         y = rng.integers(0, classes, rows)
@@ -71,7 +78,7 @@ def device_inputs(loss: str, shape: tuple, dtype: str, seed: int = 0) -> dict:
     import cupy as cp
 
     rng = cp.random.RandomState(seed)
-    if loss == "cross_entropy":
+    if loss in ROW_LOSSES:
         rows, classes = shape
         p = rng.standard_normal(shape, dtype=cp.float32) * 3
         y = rng.randint(0, classes, rows).astype(cp.int64)
@@ -89,7 +96,7 @@ def device_inputs(loss: str, shape: tuple, dtype: str, seed: int = 0) -> dict:
 
 def minimum_bytes(loss: str, op: str, shape: tuple, itemsize: int) -> int:
     """Each input read once, each output written once (the value itself is negligible)."""
-    if loss == "cross_entropy":
+    if loss in ROW_LOSSES:
         rows, classes = shape
         logits = rows * classes * itemsize
         return logits + 8 * rows + (0 if op == "value" else logits)
@@ -258,17 +265,24 @@ def _host(a):
     return np.asarray(a, dtype=np.float64)
 
 
+def loss_call(loss: str):
+    """(the lossbackends loss, its options) of a case of the suite."""
+    name, options = ROW_CASES.get(loss, (loss, {}))
+    return getattr(lb, name), options
+
+
 def reference(loss: str, op: str, inputs: dict):
     """(value, grad) from the NumPy backend in float64, the truth every row is checked on."""
     y, p = inputs.get("y_host", inputs["y"]), inputs.get("p_host", inputs["p"])
+    function, options = loss_call(loss)
     if hasattr(p, "__cuda_array_interface__"):  # made on the GPU: check there in float64
         import cupy as cp
 
-        y64 = y if loss == "cross_entropy" else y.astype(cp.float64)
-        value, grad = getattr(lb, loss).value_and_grad(y64, p.astype(cp.float64), backend="cupy")
+        y64 = y if loss in ROW_LOSSES else y.astype(cp.float64)
+        value, grad = function.value_and_grad(y64, p.astype(cp.float64), backend="cupy", **options)
         return float(value), grad
-    y64 = y if loss == "cross_entropy" else y.astype(np.float64)
-    value, grad = getattr(lb, loss).value_and_grad(y64, p.astype(np.float64), backend="numpy")
+    y64 = y if loss in ROW_LOSSES else y.astype(np.float64)
+    value, grad = function.value_and_grad(y64, p.astype(np.float64), backend="numpy", **options)
     return float(value), grad
 
 

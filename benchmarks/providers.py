@@ -26,6 +26,8 @@ import numpy as np
 
 import lossbackends as lb
 
+from . import core
+
 
 @dataclass(frozen=True)
 class Provider:
@@ -50,18 +52,18 @@ def ours(backend: str, out: bool = False):
     preallocated ``c``); ``value`` has no gradient, so only the first measures it."""
 
     def make(loss, op, inputs):
-        function = getattr(lb, loss)
+        function, options = core.loss_call(loss)
         y, p = inputs["y"], inputs["p"]
         if op == "value":
-            return None if out else (lambda: (function(y, p, backend=backend), None))
+            return None if out else (lambda: (function(y, p, backend=backend, **options), None))
         if not out:
             if op == "grad":
-                return lambda: (None, function.grad(y, p, backend=backend))
-            return lambda: function.value_and_grad(y, p, backend=backend)
+                return lambda: (None, function.grad(y, p, backend=backend, **options))
+            return lambda: function.value_and_grad(y, p, backend=backend, **options)
         buffer = p.copy()
         if op == "grad":
-            return lambda: (None, function.grad(y, p, backend=backend, out=buffer))
-        return lambda: function.value_and_grad(y, p, backend=backend, out=buffer)
+            return lambda: (None, function.grad(y, p, backend=backend, out=buffer, **options))
+        return lambda: function.value_and_grad(y, p, backend=backend, out=buffer, **options)
 
     return make
 
@@ -139,6 +141,15 @@ def _torch_loss(torch, loss):
         "squared_hinge": lambda p, y: torch.clamp(1 - y * p, min=0).square().mean(),
         "pinball": lambda p, y: torch.maximum(0.5 * (y - p), 0.5 * (p - y)).mean(),
         "sigmoid_focal": lambda p, y: _torch_focal(torch, p, y),
+        # the row cases (benchmarks.core.ROW_CASES) as their definitions in torch operations:
+        # Liger-Kernel's z-loss, Gemma 2's soft-capping, and Crammer-Singer's hinge
+        # (F.multi_margin_loss is Weston-Watkins': a sum over the other classes, not a max)
+        "cross_entropy_z_loss": lambda x, y: (
+            F.cross_entropy(x, y) + 1e-4 * torch.logsumexp(x, dim=-1).square().mean()),
+        "cross_entropy_softcap": lambda x, y: F.cross_entropy(30.0 * torch.tanh(x / 30.0), y),
+        "multiclass_hinge": lambda x, y: torch.clamp(
+            1 + x.scatter(1, y[:, None], -math.inf).amax(dim=1)
+            - x.gather(1, y[:, None])[:, 0], min=0).mean(),
     }.get(loss)
 
 
@@ -170,7 +181,7 @@ def _torch(mode: str):
             if mode == "compile":
                 # compiling costs seconds per shape: only where the performance notes
                 # compare it (MSE at 1e8 and more, cross-entropy)
-                if loss != "cross_entropy" and (loss != "mse" or inputs["p"].size < 10**8):
+                if loss not in core.ROW_LOSSES and (loss != "mse" or inputs["p"].size < 10**8):
                     return None
                 function = torch.compile(function, dynamic=False)
         if op == "value":
@@ -266,9 +277,32 @@ def _hand_pure(torch, loss):
         onehot = (torch.arange(classes, device=x.device)[None, :] == y[:, None]).to(x.dtype)
         return value, (torch.exp(x - lse) - onehot) / rows
 
+    def _onehot(x, y):
+        classes = x.shape[1]
+        return (torch.arange(classes, device=x.device)[None, :] == y[:, None]).to(x.dtype)
+
+    def cross_entropy_z_loss(x, y, z=1e-4):  # the row cases of benchmarks.core.ROW_CASES
+        lse = torch.logsumexp(x, 1, keepdim=True)
+        value = (lse[:, 0] - x.gather(1, y[:, None])[:, 0]).mean() + z * lse.square().mean()
+        return value, (torch.exp(x - lse) * (1 + 2 * z * lse) - _onehot(x, y)) / x.shape[0]
+
+    def cross_entropy_softcap(x, y, cap=30.0):
+        t = torch.tanh(x / cap)
+        value, grad = cross_entropy(cap * t, y)
+        return value, grad * (1 - t * t)
+
+    def multiclass_hinge(x, y):
+        best, first = x.scatter(1, y[:, None], -math.inf).max(dim=1)  # the first at ties
+        slack = 1 + best - x.gather(1, y[:, None])[:, 0]
+        active = (slack > 0).to(x.dtype)[:, None] / x.shape[0]
+        return (slack.clamp(min=0).mean(),
+                (_onehot(x, first) - _onehot(x, y)) * active)
+
     return {"mse": mse, "binary_cross_entropy": bce,
             "binary_cross_entropy_with_logits": bce_logits, "hinge": hinge,
-            "cross_entropy": cross_entropy}.get(loss)  # None: no hand-written form
+            "cross_entropy": cross_entropy, "cross_entropy_z_loss": cross_entropy_z_loss,
+            "cross_entropy_softcap": cross_entropy_softcap,
+            "multiclass_hinge": multiclass_hinge}.get(loss)  # None: no hand-written form
 
 
 _COMPILED: dict = {}
@@ -317,6 +351,8 @@ def torch_host(kind: str, out: bool, *, dynamic: bool = False, compile_backend: 
         x = torch.as_tensor(inputs["p"]).clone()
         if kind == "hand":
             function = _hand_eager(torch, loss)
+            if function is None:  # written for torch.compile only (the row cases)
+                return None
             if out:
                 g = torch.empty_like(x)
                 return lambda: function(x, y, g)

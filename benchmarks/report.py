@@ -61,7 +61,7 @@ def plot(out: Path, rows: list[dict], rooflines: dict[str, float], prefix: str) 
             ax.axhline(roof, color="black", linestyle="--", linewidth=1,
                        label=f"roofline {roof:.0f} GB/s")
         ax.set_xscale("log")
-        ax.set_xlabel("elements" + (" (rows x classes)" if loss == "cross_entropy" else ""))
+        ax.set_xlabel("elements" + (" (rows x classes)" if loss in _ROW_CASES else ""))
         ax.set_ylabel("GB/s of minimum traffic")
         ax.set_title(f"{loss} {op} {dtype} ({device})")
         ax.grid(True, which="both", alpha=0.3)
@@ -118,15 +118,18 @@ def add_peer_ratios(rows: list[dict]) -> None:
                      vs_best_peer=float(r["gbps"]) / float(best["gbps"]))
 
 
+_ROW_CASES = ("cross_entropy", "cross_entropy_z_loss", "cross_entropy_softcap",
+              "multiclass_hinge")  # benchmarks.core.ROW_LOSSES (report reads only results)
 _SHORT = {"mse": "MSE", "binary_cross_entropy": "BCE, labels 0/1",
           "binary_cross_entropy_probability_labels": "BCE, probability labels",
           "binary_cross_entropy_with_logits": "BCE with logits", "hinge": "hinge",
-          "cross_entropy": "CE"}
+          "cross_entropy": "CE", "cross_entropy_z_loss": "CE z-loss",
+          "cross_entropy_softcap": "CE softcap", "multiclass_hinge": "multiclass hinge"}
 
 
 def _case_name(r) -> str:
-    if r["loss"] == "cross_entropy":
-        return "CE " + str(r.get("shape", r["n"])).replace("x", " x ")
+    if r["loss"] in _ROW_CASES:
+        return _SHORT[r["loss"]] + " " + str(r.get("shape", r["n"])).replace("x", " x ")
     n = int(r["n"])
     exponent = math.log10(n)
     size = f"1e{exponent:g}" if exponent == int(exponent) else f"{n:.3g}"

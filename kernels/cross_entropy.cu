@@ -3,7 +3,8 @@
 // Per row i with logits x, (smoothed) target q and class weights w, and z = x - max(x):
 //   loss_i = coef * log(sum_c exp z_c) - dot,  coef = sum_c w_c q_c,  dot = sum_c w_c q_c z_c
 //   grad_ic = (softmax(x)_c * coef - w_c q_c) * scale
-//   hess_ic = coef * softmax(x)_c * (1 - softmax(x)_c) * scale   (when `hess` is not null)
+//   hess_ic = (coef s_c (1 - s_c) + 2 zc s_c^2) * scale, s = softmax(x)   (when `hess` is not null;
+//             coef with the z-loss's 2 zc lse, and softcap's chain rule: hess_of, finish_hess)
 // For class indices q is (1 - e) onehot(y) + e / C, so coef = (1 - e) w_y + (e / C) W and
 // dot = (1 - e) w_y z_y + (e / C) sum_c w_c z_c, with W = sum_c w_c.
 // Both terms of the loss are >= 0, so nothing cancels (lse - x_y would, for large logits).
@@ -137,6 +138,17 @@ template <typename T, typename A> __device__ __forceinline__ A cap_slope(A x, A 
     return A(1) - t * t;
 }
 
+// d/dx and d^2/dx^2 of cap_logit: 1 - t^2 and -2 t (1 - t^2) / softcap, t = tanh(x / softcap)
+// (1 and 0 when off), for the Hessian.
+template <typename T, typename A> __device__ __forceinline__ A cap_slopes(A x, A softcap, A inv_cap, A& curve) {
+    curve = A(0);
+    if (softcap == A(0)) return A(1);
+    const A t = row_tanh<T>(x * inv_cap);
+    const A slope = A(1) - t * t;
+    curve = A(-2) * t * slope * inv_cap;
+    return slope;
+}
+
 // cap_logit(x) with its slope, one tanh for both.
 template <typename T, typename A> __device__ __forceinline__ A cap_with_slope(A x, A softcap, A inv_cap, A& slope) {
     if (softcap == A(0)) {
@@ -189,13 +201,23 @@ __device__ __forceinline__ A grad_of(A e, i64 c, const RowTarget& t, A prob_scal
     return (e * prob_scale - q) * scale;
 }
 
-// The Hessian's diagonal of one element: coef softmax (1 - softmax), times the scale; 0 in an
-// ignored row, NaN in a row with a bad label (as the gradient).
+// The Hessian's diagonal of one element in the (capped) logits, times the scale:
+// grad_coef s (1 - s) + 2 zc s^2 (grad_coef = coef + 2 zc lse). Where s > 1/2 (only a row's
+// largest element, when it is the only one at the max) 1 - s is `rest_share`, the other
+// elements' exps over the row's sum: 1 - s would round to 0 within an ulp of s = 1.
 template <typename A>
-__device__ __forceinline__ A hess_of(A softmax, A coef, A scale, const RowTarget& t) {
+__device__ __forceinline__ A hess_of(A softmax, A rest_share, A grad_coef, A zc, A scale) {
+    const A rest = softmax > A(0.5) ? rest_share : A(1) - softmax;
+    return scale * (grad_coef * (softmax * rest) + A(2) * zc * (softmax * softmax));
+}
+
+// The Hessian in the logits: softcap's chain rule h slope^2 + g curve (cap_slopes; g is the
+// gradient before its own chain rule); 0 in an ignored row, NaN in a row with a bad label.
+template <typename A>
+__device__ __forceinline__ A finish_hess(A h, A g, A slope, A curve, const RowTarget& t) {
     if (t.kind == 0) return A(0);
     if (t.kind == 2) return quiet_nan<A>();
-    return (coef * scale) * (softmax * (A(1) - softmax));
+    return h * (slope * slope) + g * curve;
 }
 
 template <typename A>
@@ -251,7 +273,8 @@ __global__ void __launch_bounds__(128) ce_small(
         A coef, dot;
         row_coefficients<T, A>(t, ts, class_weight, smoothing, inv_classes, coef, dot);
         A grad_coef = coef;
-        A loss = coef * log(s) - dot + z_term(z_coefficient(z_loss, z_factor_ptr), m, s, grad_coef);
+        const A zc = z_coefficient(z_loss, z_factor_ptr);
+        A loss = coef * log(s) - dot + z_term(zc, m, s, grad_coef);
         if (t.kind == 0) loss = 0;
         if (t.kind == 2) loss = quiet_nan<A>();
         if (row_out) row_out[row] = from_acc<T>(loss);
@@ -262,10 +285,22 @@ __global__ void __launch_bounds__(128) ce_small(
             // the Hessian leaves row by row (uncoalesced): only grad_and_hess asks for it
             T* h_row = hess ? hess + row * classes : 0;
             const T* x_row = logits + row * classes;  // the chain rule's logits, from cache
+            // the exps of the elements below the max, over the row's sum (see hess_of); an
+            // exp of 1 is at the max or close enough that no softmax exceeds 1/2
+            A rest_share = 0;
+            if (h_row) {
+                for (i64 c = 0; c < classes; ++c) rest_share += x[c] == A(1) ? A(0) : x[c];
+                rest_share *= inv_s;
+            }
             for (i64 c = 0; c < classes; ++c) {
-                if (h_row) h_row[c] = from_acc<T>(hess_of<A>(x[c] * inv_s, coef, sc, t));
                 A g = grad_of<T, A>(x[c], c, t, prob_scale, probs_row, class_weight,
                                     smoothing, inv_classes, sc);
+                if (h_row) {
+                    A curve;
+                    const A slope = cap_slopes<T, A>(to_acc(x_row[c]), softcap, inv_cap, curve);
+                    h_row[c] = from_acc<T>(finish_hess<A>(
+                        hess_of<A>(x[c] * inv_s, rest_share, grad_coef, zc, sc), g, slope, curve, t));
+                }
                 if (softcap != A(0)) g *= cap_slope<T, A>(to_acc(x_row[c]), softcap, inv_cap);
                 if (t.kind == 0) g = 0;
                 if (t.kind == 2) g = quiet_nan<A>();
@@ -411,7 +446,8 @@ __device__ __forceinline__ void ce_rows_body(
     A coef, dot;
     row_coefficients<T, A>(t, st.ts, class_weight, smoothing, inv_classes, coef, dot);
     A grad_coef = coef;
-    const A z = z_term(z_coefficient(z_loss, z_factor_ptr), st.m, st.s, grad_coef);
+    const A zc = z_coefficient(z_loss, z_factor_ptr);
+    const A z = z_term(zc, st.m, st.s, grad_coef);
     if (lane == 0) {
         A loss = coef * log(st.s) - dot + z;
         if (t.kind == 0) loss = 0;
@@ -425,6 +461,22 @@ __device__ __forceinline__ void ce_rows_body(
         const A softmax_scale = exp(shifted(own_max, st.m)) / st.s;
         T* g_row = grad ? grad + row * classes : 0;
         T* h_row = hess ? hess + row * classes : 0;
+        // the exps of the elements below the row's max, over its sum (see hess_of): this
+        // thread's elements at its own max are at the row's when that is the row's max
+        A rest_share = 0;
+        if (hess) {
+            const bool at_top = own_max == st.m;
+            A part = 0;
+#pragma unroll
+            for (int k = 0; k < VPT; ++k) part += (at_top && v[k] == A(1)) ? A(0) : v[k];
+            part *= softmax_scale;
+            if (THREADS <= 32) {
+                rest_share = warp_sum(part);
+            } else {
+                __shared__ A scratch[32];
+                rest_share = block_sum<THREADS>(part, scratch);
+            }
+        }
 #pragma unroll
         for (int k = 0; k < PACKS; ++k) {
             const i64 col = ((i64)k * THREADS + lane) * W;
@@ -435,12 +487,17 @@ __device__ __forceinline__ void ce_rows_body(
                                     class_weight, smoothing, inv_classes, sc);
                 // the chain rule's logit: this thread's own element, read again from cache
                 // (only with softcap), before this thread overwrites it
+                A slope = A(1), curve = A(0);
                 if (softcap != A(0) && col + e < classes)
-                    g *= cap_slope<T, A>(to_acc(x_row[col + e]), softcap, inv_cap);
+                    slope = cap_slopes<T, A>(to_acc(x_row[col + e]), softcap, inv_cap, curve);
+                if (h_row)
+                    hk.v[e] = from_acc<T>(finish_hess<A>(
+                        hess_of<A>(v[k * W + e] * softmax_scale, rest_share, grad_coef, zc, sc), g,
+                        slope, curve, t));
+                g *= slope;
                 if (t.kind == 0) g = 0;
                 if (t.kind == 2) g = quiet_nan<A>();
                 pk.v[e] = from_acc<T>(g);
-                if (h_row) hk.v[e] = from_acc<T>(hess_of<A>(v[k * W + e] * softmax_scale, coef, sc, t));
             }
             if (packed && col + W <= classes) {
                 if (g_row) *reinterpret_cast<Pack<T>*>(g_row + col) = pk;
@@ -557,8 +614,7 @@ __device__ __forceinline__ void stream_store(const Pack<T>& pk, i64 k, T* g_row,
 // HESS: the instance that writes `hess` alone, launched after the other one (a second read
 // of the row, only for grad_and_hess above 16384 classes): both in one kernel spilled in
 // bf16 (64 registers without the Hessian). CAPPED: soft-capping compiled in (its registers
-// cost the plain kernel's packs in flight), with one pack fewer in flight; the front
-// refuses the Hessian with softcap, so HESS instances are never CAPPED.
+// cost the plain kernel's packs in flight), with one pack fewer in flight.
 template <typename T, bool HESS, int CAPPED>
 __global__ void __launch_bounds__(1024) ce_stream(CE_ROWS_ARGS) {
     typedef typename AccOf<T>::type A;
@@ -589,7 +645,8 @@ __global__ void __launch_bounds__(1024) ce_stream(CE_ROWS_ARGS) {
     A coef, dot;
     row_coefficients<T, A>(t, st.ts, class_weight, smoothing, inv_classes, coef, dot);
     A grad_coef = coef;
-    const A z = z_term(z_coefficient(z_loss, z_factor_ptr), m, st.s, grad_coef);
+    const A zc = z_coefficient(z_loss, z_factor_ptr);
+    const A z = z_term(zc, m, st.s, grad_coef);
     if (threadIdx.x == 0) {
         A loss = coef * log(st.s) - dot + z;
         if (t.kind == 0) loss = 0;
@@ -597,12 +654,29 @@ __global__ void __launch_bounds__(1024) ce_stream(CE_ROWS_ARGS) {
         write_row_loss<T, A>(loss, row, row_loss, row_out);
     }
     const A sc = read_scale(scale_ptr, scale);
-    if (HESS) {  // the Hessian alone: the gradient is ce_stream<T, false, 0>'s, launched first
+    if (HESS) {  // the Hessian alone: the gradient is ce_stream<T, false, CAPPED>'s, launched first
         const A inv_s = A(1) / st.s;
+        // the exps of the elements below the max, over the row's sum (see hess_of): one
+        // more read of the row, only for grad_and_hess
+        A part = 0;
+        for (i64 c = threadIdx.x; c < classes; c += 1024) {
+            const A zc_ = shifted(cap_logit<T, A>(to_acc(x_row[c]), softcap, inv_cap), m);
+            if (zc_ != A(0)) part += row_exp<T>(zc_);
+        }
+        __shared__ A scratch[32];
+        const A rest_share = block_sum<1024>(part, scratch) * inv_s;
+        const A prob_scale = grad_coef / st.s;
         T* h_row = hess + row * classes;
-        for (i64 c = threadIdx.x; c < classes; c += 1024)  // element by element, coalesced
-            h_row[c] = from_acc<T>(hess_of<A>(row_exp<T>(shifted(to_acc(x_row[c]), m)) * inv_s,
-                                              coef, sc, t));
+        for (i64 c = threadIdx.x; c < classes; c += 1024) {  // element by element, coalesced
+            A slope, curve;
+            const A x = to_acc(x_row[c]);
+            slope = cap_slopes<T, A>(x, softcap, inv_cap, curve);
+            const A e = row_exp<T>(shifted(cap_logit<T, A>(x, softcap, inv_cap), m));
+            const A g = grad_of<T, A>(e, c, t, prob_scale, probs_row, class_weight, smoothing,
+                                      inv_classes, sc);
+            h_row[c] = from_acc<T>(finish_hess<A>(hess_of<A>(e * inv_s, rest_share, grad_coef, zc, sc),
+                                                  g, slope, curve, t));
+        }
         return;
     }
     if (grad == 0) return;

@@ -93,6 +93,7 @@ def cross_entropy_expressions(type_name: str) -> list[str]:
         f"ce_stream<{type_name}, false, 0>",
         f"ce_stream<{type_name}, true, 0>",  # with the Hessian
         f"ce_stream<{type_name}, false, 1>",  # soft-capped
+        f"ce_stream<{type_name}, true, 1>",  # soft-capped, with the Hessian
         f"ce_label_weights<{type_name}>",
         f"ce_mean_scale<{type_name}>",
         f"ce_finalize<{type_name}>",

@@ -472,10 +472,6 @@ class Loss:
                     hess_out, np.ndarray) and np.may_share_memory(grad_out, hess_out)):
                 raise ValueError("out=(grad_out, hess_out) must be two distinct arrays that "
                                  "share no memory")
-        if self.name == "cross_entropy" and (options.get("z_loss") or
-                                             options.get("softcap") is not None):
-            raise ValueError("grad_and_hess does not take cross_entropy's z_loss or softcap "
-                             "yet; call grad for their gradient")
         _, grad, hess = self._run(y_true, y_pred, reduction, backend, options, False, grad_out,
                                   hess_out)
         return grad, hess

@@ -135,6 +135,12 @@ cross_entropy = Loss(
     the number of kept rows (not their summed weights). ``softcap=c`` (default None: off)
     replaces every logit by :math:`c \tanh(x / c)` first, Gemma 2's soft-capping; the
     gradient then carries the chain rule's factor :math:`1 - \tanh^2(x / c)`.
+    ``grad_and_hess`` takes both: with the z-loss the Hessian's diagonal is
+    :math:`(W_i + 2 z\,\mathrm{lse})\, s_c (1 - s_c) + 2 z s_c^2` (:math:`W_i = \sum_k w_k
+    q_{ik}`, :math:`s = \mathrm{softmax}`), and with soft-capping, :math:`t = \tanh(x / c)`,
+    it is :math:`h (1 - t^2)^2 - 2 g\, t (1 - t^2) / c`, where ``g`` and ``h`` are the
+    gradient and the Hessian in the capped logits (so it may be negative). At ``s_c`` near
+    1, ``1 - s_c`` is the other classes' share, exact to the last bit.
 
     Infinite logits equal to their row's max count as equal to it (the limit where they
     grow together): one ``+inf`` logit gives loss 0 for its own label and ``inf`` for any

@@ -14,7 +14,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 LOSSES = ("mse", "binary_cross_entropy", "binary_cross_entropy_with_logits", "hinge",
-          "cross_entropy")
+          "cross_entropy", "cross_entropy_z_loss", "cross_entropy_softcap", "multiclass_hinge")
 
 
 def test_smoke_run_writes_csv_json_and_plots(tmp_path):
@@ -58,11 +58,16 @@ def test_host_peers_compute_the_same_values(loss):
     if importlib.util.find_spec("torch") is not None:
         found += [providers.Provider(f"compile{out}", "host", providers.torch_host(
             "compile", out, dynamic=True, compile_backend="eager")) for out in (False, True)]
-    shape = (8, 30) if loss == "cross_entropy" else (500,)
+    shape = (8, 30) if loss in core.ROW_LOSSES else (500,)
     inputs = core.host_inputs(loss, shape, "float32")
     expected = core.reference(loss, "value_and_grad", inputs)
     for provider in found:
         call = provider.make(loss, "value_and_grad", inputs)
+        if call is None and loss in core.ROW_LOSSES[1:]:
+            # the row cases: torch autograd and torch.compile only (no eager hand-written
+            # form, no JAX form)
+            assert provider.name in ("torch-hand", "torch-hand:out", "jax"), provider.name
+            continue
         assert call is not None, provider.name
         for _ in range(2):  # the preallocated forms reuse their buffer
             core.check(call(), expected, "float32")

@@ -102,6 +102,11 @@ CE_CASES = [
     {"class_weight": [0.5, 2.0, 1.0, 0.25, 1.5], "label_smoothing": 0.1, "ignore_index": 3},
     {"soft": True},
     {"soft": True, "class_weight": [0.5, 2.0, 1.0, 0.25, 1.5], "label_smoothing": 0.3},
+    # the z-loss and soft-capping (below 40 the kernels shift by the cap, above by the max)
+    {"z_loss": 0.05, "class_weight": [0.5, 2.0, 1.0, 0.25, 1.5], "ignore_index": 3},
+    {"softcap": 3.0, "z_loss": 0.1, "label_smoothing": 0.1},
+    {"softcap": 50.0},
+    {"soft": True, "softcap": 2.0, "z_loss": 0.02},
 ]
 
 
@@ -135,6 +140,32 @@ def test_cross_entropy_hessian_is_the_derivative_of_the_gradient(backend, case, 
     if "ignore_index" in options:
         ignored = t == options["ignore_index"]
         assert ignored.any() and np.all(host(hess)[ignored] == 0)
+
+
+def test_cross_entropy_hessian_near_a_softmax_of_one(backend):
+    """1 - s at s within an ulp of 1 is the other classes' share, not 1 - s rounded to 0:
+    float32 against float64 written here (the sum of the others, never 1 - s)."""
+    x = np.array([[0.0, -20.0, -25.0, -30.0], [12.0, -9.0, -14.0, -10.0],
+                  [0.0, -17.0, -18.0, -90.0], [3.0, 3.0, -20.0, -20.0]], np.float32)
+    t = np.array([0, 1, 2, 3])
+    for options in ({}, {"softcap": 30.0}):
+        z = x.astype(np.float64)
+        slope = np.ones_like(z)
+        if options:
+            tanh = np.tanh(z / 30.0)
+            z, slope = 30.0 * tanh, 1.0 - tanh**2
+        e = np.exp(z - z.max(axis=1, keepdims=True))
+        others = np.array([[np.sum(np.delete(row, c)) for c in range(4)] for row in e])
+        total = e.sum(axis=1, keepdims=True)
+        softmax = e / total
+        expected = softmax * (others / total) * slope**2
+        if options:  # the chain rule's second term: (s - onehot) (-2 t (1 - t^2) / 30)
+            onehot = np.eye(4)[t]
+            expected += (softmax - onehot) * (-2.0 * tanh * slope / 30.0)
+        _, hess = lb.cross_entropy.grad_and_hess(on(backend, t), on(backend, x),
+                                                reduction="sum", backend=backend, **options)
+        assert expected[0, 0] < 6e-8  # 1 - s under float32's spacing below 1: s rounds to 1
+        np.testing.assert_allclose(host(hess), expected, rtol=2e-5, atol=1e-30)
 
 
 def test_cross_entropy_hessian_on_another_axis(backend):

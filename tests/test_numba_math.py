@@ -1,4 +1,4 @@
-"""The Numba backend's float32 exp, log and log1p, compiled with the kernels' own fast-math
+"""The Numba backend's float32 exp, log, log1p and tanh, compiled with the kernels' own fast-math
 flags, against float64: a flag that lets LLVM reassociate (it folds exp's two-part ln 2)
 shows here as a loss of ulps."""
 
@@ -11,7 +11,13 @@ pytest.importorskip("numba", reason="Numba is not installed (pip install 'lossba
 
 from numba import njit  # noqa: E402
 
-from lossbackends.backends._numba_math import fast_exp, fast_log, fast_log1p  # noqa: E402
+from lossbackends.backends._numba_math import (  # noqa: E402
+    fast_exp,
+    fast_exp_normal,
+    fast_log,
+    fast_log1p,
+    fast_tanh,
+)
 from lossbackends.backends.numba_backend import FASTMATH  # noqa: E402
 
 
@@ -100,3 +106,22 @@ def test_log1p_keeps_subnormal_arguments():
     x = np.array([SMALLEST_NORMAL, np.nan, 1.0], np.float32)
     np.testing.assert_array_equal(_compiled(fast_log1p)(x),
                                   np.log1p(x.astype(np.float64)).astype(np.float32))
+
+
+def test_exp_normal_is_within_one_ulp_on_its_range():
+    x = np.concatenate([rng.uniform(-87, 88, 200_000), rng.uniform(-1, 1, 50_000)]).astype(np.float32)
+    assert _ulps(_compiled(fast_exp_normal)(x), np.exp(x.astype(np.float64))).max() <= 1.05
+    assert np.isnan(_compiled(fast_exp_normal)(np.array([np.nan], np.float32))[0])
+
+
+def test_tanh_is_within_a_few_ulps_and_keeps_its_special_values():
+    """The rational fit: within 3 ulp below |x| = 1 (softcap's usual range), 5.5 near
+    saturation; tanh x = x for tiny x (subnormals included), +-1 at +-inf."""
+    small = np.concatenate([rng.uniform(-1, 1, 200_000), np.exp(rng.uniform(-87, 0, 50_000))])
+    large = rng.uniform(-12, 12, 200_000)
+    for x, bound in ((small, 3.0), (large, 5.5)):
+        x = x.astype(np.float32)
+        assert _ulps(_compiled(fast_tanh)(x), np.tanh(x.astype(np.float64))).max() <= bound
+    np.testing.assert_array_equal(_compiled(fast_tanh)(SUBNORMALS), SUBNORMALS)
+    special = np.array([np.inf, -np.inf, 1e30, -20.0, 0.0, np.nan], np.float32)
+    np.testing.assert_array_equal(_compiled(fast_tanh)(special), [1.0, -1.0, 1.0, -1.0, 0.0, np.nan])

@@ -10,7 +10,7 @@ import numpy as np
 from numba import njit, prange
 
 from ._host import bad_labels_as_nan, half_in_float32, label_error
-from ._numba_math import ONE, ZERO, fast_exp, maximum
+from ._numba_math import ONE, ZERO, fast_exp, fast_exp_normal, fast_tanh, maximum
 from .numba_backend import (
     _EMPTY,
     _EMPTY_ROWS,
@@ -18,7 +18,6 @@ from .numba_backend import (
     _UNIT,
     CE_CHUNK_ELEMENTS,
     CHUNKS,
-    TWO,
     _jit,
     _parallel,
     _sum,
@@ -71,15 +70,6 @@ def _row_max(x):
     return top
 
 
-@njit(inline="always")
-def _tanh(u):
-    """tanh(u) = sign(u) (1 - 2 / (exp(2 |u|) + 1)) with the vectorised exp (libm's tanh
-    does not vectorise); error <= 2 ulp of 1 near 0, where the cap is linear anyway; +-1
-    at +-inf; NaN stays NaN."""
-    t = ONE - TWO / (fast_exp(TWO * abs(u)) + ONE)
-    return -t if u < ZERO else t
-
-
 def _cross_entropy_kernel(x, soft, labels, probs, weighted, class_weight, ignore_index, smoothing,
                           mean, given_denominator, z_loss, softcap, grad, row_losses, chunks, hess):
     """Class indices in ``labels`` or probabilities in ``probs`` (``soft``); the unused one
@@ -117,6 +107,7 @@ def _cross_entropy_kernel(x, soft, labels, probs, weighted, class_weight, ignore
     capped = softcap > 0.0
     cap = x.dtype.type(softcap)
     inv_cap = x.dtype.type(1.0 / softcap) if capped else x.dtype.type(0.0)
+    two_inv_cap = inv_cap + inv_cap
 
     partials = np.empty(chunks)
     size = (rows + chunks - 1) // chunks
@@ -142,11 +133,28 @@ def _cross_entropy_kernel(x, soft, labels, probs, weighted, class_weight, ignore
                     if row_losses is not None:
                         row_losses[r] = 0.0
                     continue
+            g = exps if grad is None else grad[r]  # each exp once, kept in the gradient
             if capped:
-                for c in range(classes):
-                    capped_row[c] = cap * _tanh(xr[c] * inv_cap)
+                # the capped logits are at most softcap: with that as the shift no exp
+                # overflows, and none underflows to a subnormal while softcap <= 40
+                # (exp(-80) is normal), so no pass for the max (above 40 it is found,
+                # capped: tanh increases). One fused pass then caps each logit (into
+                # the scratch row: x may be the gradient buffer) and takes its exp
+                if softcap <= 40.0:
+                    for c in range(classes):
+                        v = cap * fast_tanh(xr[c] * inv_cap)
+                        capped_row[c] = v
+                        g[c] = fast_exp_normal(v - cap)  # in [exp(-80), 1]
+                    top = cap
+                else:
+                    top = cap * fast_tanh(_row_max(xr) * inv_cap)
+                    for c in range(classes):
+                        v = cap * fast_tanh(xr[c] * inv_cap)
+                        capped_row[c] = v
+                        g[c] = fast_exp(v - top)
                 xr = capped_row
-            top = _row_max(xr)
+            else:
+                top = _row_max(xr)
             # the loss is coef log(sum exp z) - dot with z = x - top <= 0 (``_shifted``):
             # terms >= 0 that never cancel, as lse - x_c would for large logits. coef =
             # sum_c w_c q_c and dot = sum_c w_c q_c z_c, found before x may be overwritten
@@ -164,9 +172,9 @@ def _cross_entropy_kernel(x, soft, labels, probs, weighted, class_weight, ignore
                     coef += spread * weight_total
                     dot += (_shifted_dot(class_weight, xr, top, spread) if weighted
                             else _shifted_sum(xr, top, spread))
-            g = exps if grad is None else grad[r]  # each exp once, kept in the gradient
-            for c in range(classes):
-                g[c] = fast_exp(_shifted(xr[c], top))
+            if not capped:
+                for c in range(classes):
+                    g[c] = fast_exp(_shifted(xr[c], top))
             sum_exp = _sum(g)
             log_sum = np.log(sum_exp)
             loss = coef * log_sum - dot
@@ -178,21 +186,44 @@ def _cross_entropy_kernel(x, soft, labels, probs, weighted, class_weight, ignore
             total += loss
             if row_losses is not None:
                 row_losses[r] = loss
-            if hess is not None:  # (grad_and_hess refuses z_loss and softcap)
-                # coef softmax (1 - softmax), times the reduction's scale
-                # in the logits' dtype, as the gradient below: float32 stays vectorised
+            if hess is not None:
+                # in the (capped) logits: c s (1 - s) + 2 zc s^2, c = coef + 2 zc lse, times
+                # the reduction's scale; in the logits' dtype, as the gradient below:
+                # float32 stays vectorised (softcap's chain rule follows the gradient)
                 h = hess[r]
                 inverse = x.dtype.type(1.0 / sum_exp)
-                hess_scale = x.dtype.type(coef * grad_scale)
+                hess_scale = x.dtype.type(grad_coef * grad_scale)
+                z_scale = x.dtype.type(2.0 * z_coef * grad_scale)
                 for c in range(classes):
                     s = g[c] * inverse
-                    h[c] = hess_scale * (s * (ONE - s))
+                    h[c] = hess_scale * (s * (ONE - s)) + z_scale * (s * s)
+                # 1 - s exact where it matters: only the largest class can have s > 1/2,
+                # and there 1 - s is the other classes' sum (summed without the top
+                # term) over the row's: 1 - s would round to 0 within an ulp of s = 1
+                top_class = np.argmax(g)
+                top_exp = g[top_class]
+                g[top_class] = 0
+                rest = _sum(g)
+                g[top_class] = top_exp
+                s = top_exp / sum_exp
+                h[top_class] = grad_coef * grad_scale * s * (rest / sum_exp) + 2.0 * z_coef * grad_scale * s * s
             if grad is None:
                 continue
             # softmax * coef - w q, times the reduction's scale; the scale in the logits'
             # dtype, so that float32 multiplies stay float32 (a float64 scale would convert
             # every element there and back: two and a half times the instructions)
             prob_scale = x.dtype.type(grad_coef / sum_exp * grad_scale)
+            if capped and not soft and smoothing == 0.0 and hess is None:
+                # the chain rule d(softcap tanh(x / softcap))/dx = 1 - tanh^2 in the same
+                # pass as the scale (the label's element again after it, as below)
+                label_exp = g[label]
+                for c in range(classes):
+                    t = capped_row[c] * inv_cap
+                    g[c] = (g[c] * prob_scale) * (ONE - t * t)
+                t = capped_row[label] * inv_cap
+                g[label] = x.dtype.type(label_exp * prob_scale - keep * label_weight * grad_scale
+                                        ) * (ONE - t * t)
+                continue
             for c in range(classes):
                 g[c] = g[c] * prob_scale
             if soft:
@@ -205,6 +236,12 @@ def _cross_entropy_kernel(x, soft, labels, probs, weighted, class_weight, ignore
                         w = class_weight[c] if weighted else 1.0
                         g[c] -= spread * w * grad_scale
             if capped:  # the chain rule: d(softcap tanh(x / softcap))/dx = 1 - tanh^2
+                if hess is not None:  # and d^2/dx^2 = -2 tanh (1 - tanh^2) / softcap
+                    h = hess[r]
+                    for c in range(classes):
+                        t = capped_row[c] * inv_cap
+                        slope = ONE - t * t
+                        h[c] = h[c] * (slope * slope) - g[c] * (two_inv_cap * t * slope)
                 for c in range(classes):
                     t = capped_row[c] * inv_cap
                     g[c] = g[c] * (ONE - t * t)
@@ -264,6 +301,7 @@ def _multiclass_hinge_kernel(x, labels, weight, margin, mean, given_denominator,
     row_scale = 1.0 / denominator if mean else 1.0
     weighted = weight.size != 0
     m = x.dtype.type(margin)
+    low = x.dtype.type(-np.inf)
     partials = np.empty(chunks)
     size = (rows + chunks - 1) // chunks
     for chunk in prange(chunks):
@@ -272,18 +310,17 @@ def _multiclass_hinge_kernel(x, labels, weight, margin, mean, given_denominator,
             xr = x[r]
             label = labels[r]
             true = xr[label]
-            best = -INF32
-            best_class = -1
-            nan = true != true
+            # the best other score: a max over the row with the label's score out of it
+            # (a select, so the loop vectorises); NaN if any score is NaN
+            best = low
             for c in range(classes):
-                v = xr[c]
-                nan |= v != v
-                if c != label and (v > best or best_class < 0):
-                    best, best_class = v, c  # the first of equal maxima
-            if classes == 1:  # nothing to beat
+                best = maximum(best, low if c == label else xr[c])
+            nan = best != best or true != true
+            # equal infinite scores count as equal: 0, not inf - inf (nothing to beat
+            # with one class: best = -inf, slack = -inf)
+            slack = m + (ZERO if best == true else best - true)
+            if classes == 1:
                 slack = -INF32
-            else:  # equal infinite scores count as equal: 0, not inf - inf
-                slack = m + (ZERO if best == true else best - true)
             if nan:
                 slack = m + NAN32
             loss = slack if slack > ZERO else (slack if nan else ZERO)
@@ -292,13 +329,21 @@ def _multiclass_hinge_kernel(x, labels, weight, margin, mean, given_denominator,
             total += loss
             if row_losses is not None:
                 row_losses[r] = loss
-            if grad is not None:
-                g = grad[r]
+            if grad is None:
+                continue
+            g = grad[r]
+            if slack > ZERO:
+                # the first other class at the max, found in the pass that zeroes the
+                # row (each score read before its place is written: g may be x)
+                first = classes
+                for c in range(classes):
+                    first = min(first, c if xr[c] == best and c != label else classes)
+                    g[c] = ZERO
+                d = x.dtype.type(w * row_scale)
+                g[first] = d
+                g[label] = -d
+            else:
                 g[:] = NAN32 if nan else ZERO
-                if slack > ZERO:
-                    d = x.dtype.type(w * row_scale)
-                    g[best_class] = d
-                    g[label] = -d
         partials[chunk] = total
     total = 0.0
     for chunk in range(chunks):  # a fixed order

@@ -238,12 +238,12 @@ def cross_entropy(target, x, class_weight, params, reduction, scale, grad, want_
         function((-(-rows // SMALL_ROWS),), (SMALL_ROWS,), args,
                  shared_mem=SMALL_ROWS * classes * np.dtype(acc).itemsize)
     elif config is None:
-        capped = int(softcap is not None)  # (grad_and_hess refuses softcap)
+        capped = int(softcap is not None)
         function = device.function("cross_entropy.cu", common,
                                    f"ce_stream<{type_name}, false, {capped}>")
         function((rows,), (STREAM_THREADS,), (*args[:14], None, *args[15:], packed))
         if hess is not None:  # the Hessian in a launch of its own (see ce_stream)
-            device.function("cross_entropy.cu", common, f"ce_stream<{type_name}, true, 0>")(
+            device.function("cross_entropy.cu", common, f"ce_stream<{type_name}, true, {capped}>")(
                 (rows,), (STREAM_THREADS,),
                 (x, labels, probs, class_weight, None, None, None, None, *args[8:], packed))
     else:

@@ -261,10 +261,8 @@ def cross_entropy(target, x, class_weight, params, reduction, scale, grad, want_
             else:
                 value = dtype.type(np.sum(row_loss) * grad_scale)
         if hess is not None:
-            # coef softmax (1 - softmax), times the reduction's scale
-            np.multiply(exp, (1.0 / sum_exp)[:, None], out=hess)
-            hess *= np.subtract(1.0, hess)
-            hess *= (row_coef * grad_scale)[:, None]
+            _cross_entropy_hess(hess, exp, sum_exp, grad_coef * grad_scale,
+                                2.0 * z_coef * grad_scale)
             if kept is not None and not kept.all():
                 hess[~kept] = 0.0  # ignored rows: exactly 0, as their gradient
         if grad is None:
@@ -273,7 +271,7 @@ def cross_entropy(target, x, class_weight, params, reduction, scale, grad, want_
         np.multiply(exp, (grad_coef * grad_scale / sum_exp)[:, None], out=exp)
     if soft:
         exp -= wq * grad_scale
-        _softcap_chain(exp, cap_tanh)
+        _softcap_chain(exp, cap_tanh, hess, softcap)
         return value
     with np.errstate(invalid="ignore"):  # every row ignored: 0 * inf here, zeroed below
         exp[row_index, label] -= (1.0 - smoothing) * label_weight * grad_scale
@@ -285,16 +283,45 @@ def cross_entropy(target, x, class_weight, params, reduction, scale, grad, want_
                 exp -= np.multiply.outer(spread_scale * kept, class_weight)
     if not kept.all():
         exp[~kept] = 0.0  # ignored rows: gradient exactly 0, even for non-finite logits
-    _softcap_chain(exp, cap_tanh)
+    _softcap_chain(exp, cap_tanh, hess, softcap)
     return value
 
 
-def _softcap_chain(grad, cap_tanh):
-    """The chain rule through softcap tanh(x / softcap): d/dx = 1 - tanh^2(x / softcap)."""
+def _cross_entropy_hess(hess, exp, sum_exp, coef, z_coef):
+    """The diagonal Hessian in the (capped) logits, times the reduction's scale, from
+    exp = exp(x - max) and its row sums: with c = coef (+ 2 zc lse with the z-loss) and
+    the z-loss's 2 zc, d^2/dx_c^2 = c s_c (1 - s_c) + 2 zc s_c^2, s = softmax(x).
+    1 - s_c is exact where it matters: only the largest class of a row can have s_c > 1/2,
+    and there it is the sum of the other classes' exps over the row's sum (1 - s_c would
+    round to 0 once s_c is within an ulp of 1)."""
+    rows = np.arange(exp.shape[0])
+    top = np.argmax(exp, axis=1)
+    top_exp = exp[rows, top]
+    exp[rows, top] = 0  # the others' sum, summed without the top term, then put back
+    rest = np.sum(exp, axis=1, dtype=np.float64)
+    exp[rows, top] = top_exp
+    np.multiply(exp, (1.0 / sum_exp)[:, None], out=hess)  # s
+    square = np.square(hess) if z_coef else None
+    hess *= np.subtract(1.0, hess)
+    top_exp = top_exp.astype(np.float64)
+    hess[rows, top] = top_exp * rest / np.square(sum_exp)
+    hess *= coef[:, None]
+    if z_coef:
+        square *= z_coef
+        hess += square
+
+
+def _softcap_chain(grad, cap_tanh, hess=None, softcap=None):
+    """The chain rule through softcap tanh(x / softcap) = softcap t: d/dx = 1 - t^2, and for
+    the Hessian d^2/dx^2 = -2 t (1 - t^2) / softcap times the gradient before this chain."""
     if cap_tanh is not None:
-        np.multiply(cap_tanh, cap_tanh, out=cap_tanh)
-        np.subtract(1.0, cap_tanh, out=cap_tanh)
-        np.multiply(grad, cap_tanh, out=grad)
+        slope = np.subtract(1.0, np.square(cap_tanh))
+        if hess is not None:
+            hess *= np.square(slope)
+            cap_tanh *= slope
+            cap_tanh *= grad
+            hess -= cap_tanh * cap_tanh.dtype.type(2.0 / softcap)
+        np.multiply(grad, slope, out=grad)
 
 
 @half_in_float32
