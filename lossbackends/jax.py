@@ -7,12 +7,20 @@ Each function runs our fused ``value_and_grad`` once on the host through
 backward pass, which multiplies it by the upstream cotangent (a scalar, or one per element
 / per row for ``reduction="none"``).
 
-Names, argument order ``(y_true, y_pred)`` and options are the plain API's
-(``lossbackends.mse`` ...). The derivative is taken with respect to ``y_pred`` only:
-``y_true`` and the weights are constants (their cotangent is zero). Inside a traced call a
-class index outside ``[0, C)`` cannot raise (an exception in a callback is undefined): its
-row gets a NaN loss and gradient, as ``check_labels=False`` gives. JAX arrays on a GPU
-raise ``ValueError`` (no silent copy to the host).
+Every loss of the plain API, with its names, argument order ``(y_true, y_pred)`` and
+options (``lossbackends.mse`` ...); the array options (``weight``, ``pos_weight``,
+``class_weight``) are traced, every other option is static (a Python number, bool or
+None). The derivative is taken with respect to ``y_pred`` only: ``y_true`` and the weights
+are constants (their cotangent is zero).
+
+Arguments are checked while tracing, by the plain API's own checks run on stand-ins of the
+arguments' shapes and dtypes (once per signature): a bad shape, dtype or option raises its
+``ValueError`` / ``TypeError`` then, never an error from inside the callback. A call with
+nothing traced is the plain call (a JAX array back): a class index outside ``[0, C)``
+raises ``ValueError`` there, as in ``lossbackends.cross_entropy``. Inside a traced call it
+cannot raise (an exception in a callback is undefined): its row gets a NaN loss and
+gradient, as ``check_labels=False`` gives. JAX arrays on a GPU raise ``ValueError`` (no
+silent copy to the host).
 
 >>> import jax, jax.numpy as jnp, lossbackends.jax as lbj
 >>> logits, labels = jnp.array([[2.0, 1.0, 0.1], [0.5, 0.2, 3.0]]), jnp.array([0, 2])

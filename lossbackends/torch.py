@@ -1,13 +1,23 @@
 """The losses as differentiable PyTorch functions and ``nn.Module`` classes.
 
 Names, argument order ``(input, target)`` and defaults follow ``torch.nn.functional`` where
-torch has the loss (``mse_loss``, ``binary_cross_entropy``, ``binary_cross_entropy_with_logits``,
-``cross_entropy``); the rest keep our names in the same order (``hinge``). Each call is one
-``torch.library.custom_op`` (``lossbackends::value_and_grad``, with a fake implementation,
-so ``torch.compile(fullgraph=True)`` traces it): its forward runs the fused
-``value_and_grad`` once, zero-copy on the tensors' memory, and keeps the gradient; backward
-multiplies that gradient by the upstream gradient (a scalar, or one per element / per row
-for ``reduction="none"``). The gradient is taken with respect to ``input`` only.
+torch has the loss (``mse_loss``, ``l1_loss``, ``huber_loss``, ``smooth_l1_loss``,
+``soft_margin_loss``, ``poisson_nll_loss``, ``kl_div``, ``binary_cross_entropy``,
+``binary_cross_entropy_with_logits``, ``cross_entropy``); the rest keep our names in the
+same order (``hinge``, ``squared_hinge``, ``log_cosh``, ``sigmoid_focal``, ``pinball``,
+``multiclass_hinge``), and every loss has its ``nn.Module`` (``MSELoss``, ``L1Loss``, ...,
+``HingeLoss``, ``SigmoidFocalLoss``, ...). Each is one ``torch.library.custom_op``
+(``lossbackends::value_and_grad``, with a fake implementation, so
+``torch.compile(fullgraph=True)`` traces it): its forward runs the fused ``value_and_grad``
+once, zero-copy on the tensors' memory, and keeps the gradient; backward multiplies that
+gradient by the upstream gradient (a scalar, or one per element / per row for
+``reduction="none"``). The gradient is taken with respect to ``input`` only. Eager calls
+on plain tensors run the same forward and backward as a ``torch.autograd.Function``
+(the custom op's dispatch alone costs ~100 µs a call); with no gradient to take
+(``torch.no_grad()``, an ``input`` that does not require grad) the value alone is
+computed. Mixed dtypes follow torch, loss by loss: promoted as ``torch.result_type`` says
+(the input is cast and its gradient cast back, as torch does), or computed in ``input``'s
+dtype (``huber_loss``, ``soft_margin_loss``), or refused (``binary_cross_entropy``).
 
 >>> import torch, lossbackends.torch as lbt
 >>> x = torch.tensor([[2.0, 1.0, 0.1], [0.5, 0.2, 3.0]], requires_grad=True)
