@@ -417,3 +417,29 @@ def test_option_errors():
         lbt.l1_loss(x, x, weight=torch.ones(4, dtype=D))
     with pytest.raises(TypeError, match="unexpected keyword argument 'delta'"):
         lbt.smooth_l1_loss(x, x, delta=1.0)
+
+
+def test_custom_op_path_equals_the_eager_path():
+    """Eager calls run a plain autograd.Function; under a mode (as under torch.compile) the
+    custom op runs, its options encoded in its schema (None as NaN, bools as ints): the
+    same values and gradients."""
+    from torch.overrides import TorchFunctionMode
+
+    class Passthrough(TorchFunctionMode):
+        def __torch_function__(self, func, types, args=(), kwargs=None):
+            return func(*args, **(kwargs or {}))
+
+    x = torch.randn(4, 3, generator=_gen(13), dtype=D)
+    y = (torch.rand(4, 3, generator=_gen(14)) < 0.5).to(D)
+    labels = torch.tensor([0, 2, 1, 1])
+    for ours, target, options in ((lbt.sigmoid_focal, y, {"alpha": None, "gamma": 1.0}),
+                                  (lbt.poisson_nll_loss, y, {"full": True}),
+                                  (lbt.cross_entropy, labels, {"softcap": 2.0, "z_loss": 0.1})):
+        eager, traced = x.clone().requires_grad_(), x.clone().requires_grad_()
+        value = ours(eager, target, reduction="sum", **options)
+        value.backward()
+        with Passthrough():
+            assert not lbt._eager(traced, target)
+            op_value = ours(traced, target, reduction="sum", **options)
+        op_value.backward()
+        assert torch.equal(value, op_value) and torch.equal(eager.grad, traced.grad)
