@@ -263,8 +263,8 @@ def _jax_host_import(jax, a: np.ndarray):
         _JAX_IMPORT.append(found if ok else None)
     found = _JAX_IMPORT[0]
     if (found is None or a.ctypes.data % _ALIGN or not a.flags.c_contiguous
-            or a.dtype not in _JAX_NATIVE or (a.dtype.itemsize == 8
-                                              and not jax.config.jax_enable_x64)):
+            or a.dtype not in _JAX_NATIVE or (a.dtype.itemsize == 8 and not getattr(
+                jax.config, "jax_enable_x64", False))):  # else JAX would make it float32
         return None
     return found[0](a.__dlpack__(), found[1], None, None, 1)
 
