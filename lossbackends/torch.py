@@ -52,7 +52,7 @@ import torch
 from torch import Tensor
 
 from . import losses as _losses
-from ._loss import Loss, _bool_option
+from ._loss import REDUCTIONS, Loss, _bool_option
 
 _P = inspect.Parameter
 
@@ -341,7 +341,6 @@ class _InPlace(torch.autograd.Function):
         return None, _scaled(ctx, ctx.gradient, upstream), None, None, None, None, None, None
 
 
-_REDUCTIONS = ("mean", "sum", "none")
 
 
 def _compute_dtype(entry: _Entry, name: str, input: Tensor, target: Tensor, weight) -> Any:
@@ -376,7 +375,7 @@ def _apply(name: str, entry: _Entry, input: Tensor, target: Tensor, options: dic
     batchmean = reduction == "batchmean" and entry.batchmean
     if batchmean:
         reduction = "sum"
-    elif reduction not in _REDUCTIONS:
+    elif reduction not in REDUCTIONS:
         extra = ", 'batchmean'" if entry.batchmean else ""
         raise ValueError(f"{name}: unknown reduction {reduction!r}; choose one of 'mean', "
                          f"'sum', 'none'{extra}")
