@@ -7,12 +7,20 @@ Each function runs our fused ``value_and_grad`` once on the host through
 backward pass, which multiplies it by the upstream cotangent (a scalar, or one per element
 / per row for ``reduction="none"``).
 
-Names, argument order ``(y_true, y_pred)`` and options are the plain API's
-(``lossbackends.mse`` ...). The derivative is taken with respect to ``y_pred`` only:
-``y_true`` and the weights are constants (their cotangent is zero). Inside a traced call a
-class index outside ``[0, C)`` cannot raise (an exception in a callback is undefined): its
-row gets a NaN loss and gradient, as ``check_labels=False`` gives. JAX arrays on a GPU
-raise ``ValueError`` (no silent copy to the host).
+Every loss of the plain API, with its names, argument order ``(y_true, y_pred)`` and
+options (``lossbackends.mse`` ...); the array options (``weight``, ``pos_weight``,
+``class_weight``) are traced, every other option is static (a Python number, bool or
+None). The derivative is taken with respect to ``y_pred`` only: ``y_true`` and the weights
+are constants (their cotangent is zero).
+
+Arguments are checked while tracing, by the plain API's own checks run on stand-ins of the
+arguments' shapes and dtypes (once per signature): a bad shape, dtype or option raises its
+``ValueError`` / ``TypeError`` then, never an error from inside the callback. A call with
+nothing traced is the plain call (a JAX array back): a class index outside ``[0, C)``
+raises ``ValueError`` there, as in ``lossbackends.cross_entropy``. Inside a traced call it
+cannot raise (an exception in a callback is undefined): its row gets a NaN loss and
+gradient, as ``check_labels=False`` gives. JAX arrays on a GPU raise ``ValueError`` (no
+silent copy to the host).
 
 >>> import jax, jax.numpy as jnp, lossbackends.jax as lbj
 >>> logits, labels = jnp.array([[2.0, 1.0, 0.1], [0.5, 0.2, 3.0]]), jnp.array([0, 2])
@@ -36,18 +44,12 @@ import numpy as np
 from . import losses as _losses
 from ._loss import REDUCTIONS, Loss
 
-__all__ = ["binary_cross_entropy", "binary_cross_entropy_with_logits", "cross_entropy", "hinge",
-           "mse", "multiclass_hinge"]
-
 # the array options of each loss (traced); every other option is static (a Python number)
-_ARRAY_OPTIONS = {
-    "mse": ("weight",),
-    "binary_cross_entropy": ("weight",),
-    "binary_cross_entropy_with_logits": ("weight", "pos_weight"),
-    "cross_entropy": ("class_weight",),
-    "hinge": ("weight",),
-    "multiclass_hinge": ("weight",),
-}
+_ARRAY_OPTIONS = {name: ("weight",) for name in _losses.LOSSES}
+_ARRAY_OPTIONS["binary_cross_entropy_with_logits"] = ("weight", "pos_weight")
+_ARRAY_OPTIONS["cross_entropy"] = ("class_weight",)
+
+__all__ = sorted(_ARRAY_OPTIONS)
 
 
 def _check_device(x: Any, name: str) -> None:
@@ -87,23 +89,49 @@ def _function(name: str, reduction: str, static: tuple, array_names: tuple) -> C
     options = dict(static)
     axis = options.get("axis", -1) if loss._class_indices else None  # a loss per row
 
-    def host(y, p, *arrays):
-        value, grad = loss.value_and_grad(
-            np.asarray(y), np.asarray(p), reduction=reduction, backend=None,
-            **options, **dict(zip(array_names, map(np.asarray, arrays), strict=True)))
-        return np.asarray(value), grad
+    # class indices checked here, not by the loss: a bad one gives a NaN row (an exception
+    # inside a callback is undefined); cross_entropy does it itself (check_labels=False)
+    nan_rows = axis is not None and "check_labels" not in options
 
-    def call(y, p, arrays):
+    def host(y, p, *arrays, want_grad=True):
+        y, p = np.asarray(y), np.asarray(p)
+        bad = None
+        if nan_rows and y.size:
+            bad = (y < 0) | (y >= p.shape[axis])
+            if bad.any():
+                y = np.where(bad, 0, y)
+            else:
+                bad = None
+        arrays = dict(zip(array_names, map(np.asarray, arrays), strict=True))
+        if want_grad:
+            value, grad = loss.value_and_grad(y, p, reduction=reduction, backend=None,
+                                              **options, **arrays)
+        else:
+            value, grad = loss(y, p, reduction=reduction, backend=None, **options, **arrays), None
+        value = np.asarray(value)
+        if bad is not None:
+            if grad is not None:
+                np.moveaxis(grad, axis, -1)[bad] = np.nan
+            if reduction == "none":
+                value[bad] = np.nan
+            else:
+                value = np.full((), np.nan, value.dtype)
+        return (value, grad) if want_grad else value
+
+    def call(y, p, arrays, want_grad):
         p_axis = None if axis is None else axis % p.ndim
         shapes = _out_shapes(loss, reduction, p.shape, p_axis, p.dtype)
+        if not want_grad:  # the value alone: the callback hands JAX one array, not two
+            return jax.pure_callback(functools.partial(host, want_grad=False), shapes[0], y,
+                                     p, *arrays, vmap_method="sequential")
         return jax.pure_callback(host, shapes, y, p, *arrays, vmap_method="sequential")
 
     @jax.custom_vjp
-    def f(y, p, *arrays):
-        return call(y, p, arrays)[0]
+    def f(y, p, *arrays):  # not differentiated
+        return call(y, p, arrays, False)
 
     def forward(y, p, *arrays):
-        value, grad = call(y, p, arrays)
+        value, grad = call(y, p, arrays, True)
         return value, (grad, y, arrays)
 
     def backward(residual, upstream):
@@ -123,6 +151,31 @@ def _zero_cotangent(x):
     return np.zeros(x.shape, jax.dtypes.float0)  # integer labels have no tangent space
 
 
+@functools.lru_cache(maxsize=256)
+def _check_arguments(name: str, y: tuple, p: tuple, arrays: tuple, static: tuple) -> None:
+    """The plain API's own checks (``Loss._prepare``: shapes, dtypes, options) on
+    stand-ins with the arguments' shapes and dtypes (zero-strided: no memory of that
+    size), once per signature, so that a bad call raises TypeError/ValueError while
+    tracing, not inside the callback. ``y``, ``p``: (shape, dtype); ``arrays``: (name,
+    shape, dtype) triples."""
+
+    def stand_in(shape, dtype):
+        return np.broadcast_to(np.zeros((), dtype), shape)
+
+    loss: Loss = _losses.LOSSES[name]
+    loss._prepare(np, stand_in(*y), stand_in(*p), **dict(static),
+                  **{key: stand_in(shape, dtype) for key, shape, dtype in arrays})
+
+
+def _as_array(x) -> jax.Array:
+    """``x`` as a JAX array (tracers are; jnp.asarray of one costs ~50 µs a call)."""
+    return x if isinstance(x, jax.Array) else jnp.asarray(x)
+
+
+def _signature(x) -> tuple:
+    return tuple(x.shape), np.dtype(x.dtype)
+
+
 def _make(name: str) -> Callable:
     loss: Loss = _losses.LOSSES[name]
     array_names = _ARRAY_OPTIONS[name]
@@ -134,7 +187,7 @@ def _make(name: str) -> Callable:
             raise TypeError(f"lossbackends.jax.{name} computes on the host backend that applies "
                             "(use_backend / LOSSBACKENDS_BACKEND) and returns new arrays: no "
                             "backend= or out= here")
-        y, p = jnp.asarray(y_true), jnp.asarray(y_pred)
+        y, p = _as_array(y_true), _as_array(y_pred)
         _check_device(p, "y_pred")
         _check_device(y, "y_true")
         if not jnp.issubdtype(p.dtype, jnp.floating):
@@ -144,18 +197,32 @@ def _make(name: str) -> Callable:
         for key in array_names:
             value = options.pop(key, None)
             if value is not None:
-                value = jnp.asarray(value)
+                value = _as_array(value)
                 _check_device(value, key)
                 arrays.append(value)
                 names.append(key)
-        if name == "cross_entropy":
-            options["check_labels"] = False  # a traced call cannot raise: NaN rows instead
+        if not any(isinstance(a, jax.core.Tracer) for a in (y, p, *arrays)):
+            # nothing traced: the plain call, which raises for a bad label as lb's does
+            return loss(y, p, reduction=reduction, **options, **dict(zip(names, arrays, strict=True)))
         bfloat16 = p.dtype == jnp.bfloat16  # computed in float32 (NumPy has no bfloat16)
         if bfloat16:
             p = p.astype(jnp.float32)
             y = y.astype(jnp.float32) if y.dtype == jnp.bfloat16 else y
             arrays = [a.astype(jnp.float32) if a.dtype == jnp.bfloat16 else a for a in arrays]
-        f = _function(name, reduction, tuple(sorted(options.items())), tuple(names))
+        static = tuple(sorted(options.items()))
+        try:
+            _check_arguments(name, _signature(y), _signature(p), tuple(
+                (key, *_signature(a)) for key, a in zip(names, arrays, strict=True)), static)
+        except TypeError as exc:
+            if "unhashable" not in str(exc):
+                raise
+            raise TypeError(f"lossbackends.jax.{name}: options other than "
+                            f"{', '.join(array_names)} must be Python numbers, bools or None "
+                            f"(static), not arrays ({exc})") from None
+        if name == "cross_entropy":
+            # a traced call cannot raise: NaN rows instead
+            static = tuple(sorted({**options, "check_labels": False}.items()))
+        f = _function(name, reduction, static, tuple(names))
         value = f(y, p, *arrays)
         return value.astype(jnp.bfloat16) if bfloat16 else value
 
@@ -165,9 +232,4 @@ def _make(name: str) -> Callable:
     return fn
 
 
-mse = _make("mse")
-binary_cross_entropy = _make("binary_cross_entropy")
-binary_cross_entropy_with_logits = _make("binary_cross_entropy_with_logits")
-cross_entropy = _make("cross_entropy")
-hinge = _make("hinge")
-multiclass_hinge = _make("multiclass_hinge")
+globals().update({name: _make(name) for name in _ARRAY_OPTIONS})

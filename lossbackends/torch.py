@@ -1,13 +1,23 @@
 """The losses as differentiable PyTorch functions and ``nn.Module`` classes.
 
 Names, argument order ``(input, target)`` and defaults follow ``torch.nn.functional`` where
-torch has the loss (``mse_loss``, ``binary_cross_entropy``, ``binary_cross_entropy_with_logits``,
-``cross_entropy``); the rest keep our names in the same order (``hinge``). Each call is one
-``torch.library.custom_op`` (``lossbackends::value_and_grad``, with a fake implementation,
-so ``torch.compile(fullgraph=True)`` traces it): its forward runs the fused
-``value_and_grad`` once, zero-copy on the tensors' memory, and keeps the gradient; backward
-multiplies that gradient by the upstream gradient (a scalar, or one per element / per row
-for ``reduction="none"``). The gradient is taken with respect to ``input`` only.
+torch has the loss (``mse_loss``, ``l1_loss``, ``huber_loss``, ``smooth_l1_loss``,
+``soft_margin_loss``, ``poisson_nll_loss``, ``kl_div``, ``binary_cross_entropy``,
+``binary_cross_entropy_with_logits``, ``cross_entropy``); the rest keep our names in the
+same order (``hinge``, ``squared_hinge``, ``log_cosh``, ``sigmoid_focal``, ``pinball``,
+``multiclass_hinge``), and every loss has its ``nn.Module`` (``MSELoss``, ``L1Loss``, ...,
+``HingeLoss``, ``SigmoidFocalLoss``, ...). Each is one ``torch.library.custom_op``
+(``lossbackends::value_and_grad``, with a fake implementation, so
+``torch.compile(fullgraph=True)`` traces it): its forward runs the fused ``value_and_grad``
+once, zero-copy on the tensors' memory, and keeps the gradient; backward multiplies that
+gradient by the upstream gradient (a scalar, or one per element / per row for
+``reduction="none"``). The gradient is taken with respect to ``input`` only. Eager calls
+on plain tensors run the same forward and backward as a ``torch.autograd.Function``
+(the custom op's dispatch alone costs ~100 µs a call); with no gradient to take
+(``torch.no_grad()``, an ``input`` that does not require grad) the value alone is
+computed. Mixed dtypes follow torch, loss by loss: promoted as ``torch.result_type`` says
+(the input is cast and its gradient cast back, as torch does), or computed in ``input``'s
+dtype (``huber_loss``, ``soft_margin_loss``), or refused (``binary_cross_entropy``).
 
 >>> import torch, lossbackends.torch as lbt
 >>> x = torch.tensor([[2.0, 1.0, 0.1], [0.5, 0.2, 3.0]], requires_grad=True)
@@ -33,6 +43,7 @@ linear layer: any other use of ``input`` would see the gradient.
 from __future__ import annotations
 
 import inspect
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Optional
@@ -41,20 +52,7 @@ import torch
 from torch import Tensor
 
 from . import losses as _losses
-from ._loss import Loss
-
-__all__ = [
-    "BCELoss",
-    "BCEWithLogitsLoss",
-    "CrossEntropyLoss",
-    "HingeLoss",
-    "MSELoss",
-    "binary_cross_entropy",
-    "binary_cross_entropy_with_logits",
-    "cross_entropy",
-    "hinge",
-    "mse_loss",
-]
+from ._loss import REDUCTIONS, Loss, _bool_option
 
 _P = inspect.Parameter
 
@@ -64,59 +62,142 @@ class _Entry:
     """One loss of this module: how torch's arguments become ours.
 
     ``params``: the signature after ``(input, target)`` as ``(name, default)`` in torch's
-    order. ``tensors``: torch's tensor options and our names for them (at most two).
-    ``floats`` / ``ints``: number options, torch name -> ours. ``per_row``: the loss has a
-    class axis (dim 1, or 0 for unbatched input), one loss per row for ``"none"``.
-    ``mean_by_weight``: ``"mean"`` divides by the weights' sum (torch's weighted MSE).
+    order; ``kwonly``: keyword-only extras of ours after them. ``tensors``: torch's tensor
+    options and our names for them (at most two). ``floats`` / ``ints`` / ``bools``: number
+    options, torch name -> ours; ``optional``: the floats that may be ``None``.
+    ``per_row``: the loss has a class axis (dim 1, or 0 for unbatched input), one loss per
+    row for ``"none"``. ``mean_by_weight``: ``"mean"`` divides by the weights' sum (torch's
+    weighted MSE and L1). ``weight_like_input``: torch wants ``weight`` shaped like
+    ``input``, and it takes part in the dtype promotion. ``dtypes``: torch's rule for an
+    ``input`` and ``target`` of different dtypes: ``"promote"`` computes in
+    ``torch.result_type`` (the input is cast, autograd casts its gradient back),
+    ``"input"`` in ``input``'s dtype, ``"same"`` refuses two floating dtypes.
+    ``batchmean``: ``reduction="batchmean"`` exists (``kl_div``).
     """
 
     loss: Loss
     module: str
     params: tuple[tuple[str, Any], ...]
+    kwonly: tuple[tuple[str, Any], ...] = ()
     tensors: dict[str, str] = field(default_factory=dict)
     floats: dict[str, str] = field(default_factory=dict)
+    optional: frozenset[str] = frozenset()
     ints: dict[str, str] = field(default_factory=dict)
+    bools: dict[str, str] = field(default_factory=dict)
     per_row: bool = False
     mean_by_weight: bool = False
+    weight_like_input: bool = False
+    dtypes: str = "promote"
+    batchmean: bool = False
     doc: str = ""
 
 
 _LEGACY = (("size_average", None), ("reduce", None))
+_OURS = (("reduction", "mean"), ("weight", None))  # our losses: reduction, then weight
+_WEIGHT = {"weight": "weight"}
 
-# Adding a loss: one entry here (the catalogue's losses follow the same pattern).
+# Adding a loss: one entry here.
 _TABLE: dict[str, _Entry] = {
     "mse_loss": _Entry(
         _losses.mse, "MSELoss", (*_LEGACY, ("reduction", "mean"), ("weight", None)),
-        tensors={"weight": "weight"}, mean_by_weight=True,
+        tensors=_WEIGHT, mean_by_weight=True, weight_like_input=True,
         doc="``torch.nn.functional.mse_loss``: ``(input - target)^2``; with ``weight`` "
-            "(same shape), ``\"mean\"`` divides by ``weight.sum()`` as torch does."),
+            "(input's shape), ``\"mean\"`` divides by ``weight.sum()`` as torch does."),
+    "l1_loss": _Entry(
+        _losses.mae, "L1Loss", (*_LEGACY, ("reduction", "mean"), ("weight", None)),
+        tensors=_WEIGHT, mean_by_weight=True, weight_like_input=True,
+        doc="``torch.nn.functional.l1_loss`` (our ``mae``): ``|input - target|``, gradient "
+            "0 at a tie; with ``weight`` (input's shape), ``\"mean\"`` divides by "
+            "``weight.sum()`` as torch does."),
+    "huber_loss": _Entry(
+        _losses.huber, "HuberLoss", (("reduction", "mean"), ("delta", 1.0), ("weight", None)),
+        tensors=_WEIGHT, floats={"delta": "delta"}, weight_like_input=True, dtypes="input",
+        doc="``torch.nn.functional.huber_loss`` (our ``huber``); with ``weight`` (input's "
+            "shape), ``\"mean\"`` divides by the number of elements as torch does. Computed "
+            "in ``input``'s dtype, as torch."),
+    "smooth_l1_loss": _Entry(
+        _losses.smooth_l1, "SmoothL1Loss", (*_LEGACY, ("reduction", "mean"), ("beta", 1.0)),
+        floats={"beta": "beta"},
+        doc="``torch.nn.functional.smooth_l1_loss`` (our ``smooth_l1``); ``beta=0`` is "
+            "``l1_loss``."),
+    "soft_margin_loss": _Entry(
+        _losses.soft_margin, "SoftMarginLoss", (*_LEGACY, ("reduction", "mean")),
+        dtypes="input",
+        doc="``torch.nn.functional.soft_margin_loss`` (our ``soft_margin``): "
+            "``log(1 + exp(-target * input))``, labels ±1. Computed in ``input``'s dtype, as "
+            "torch."),
+    "poisson_nll_loss": _Entry(
+        _losses.poisson_nll, "PoissonNLLLoss",
+        (("log_input", True), ("full", False), ("size_average", None), ("eps", 1e-8),
+         ("reduce", None), ("reduction", "mean")),
+        floats={"eps": "eps"}, bools={"log_input": "log_input", "full": "full"},
+        doc="``torch.nn.functional.poisson_nll_loss`` (our ``poisson_nll``)."),
+    "kl_div": _Entry(
+        _losses.kl_div, "KLDivLoss", (*_LEGACY, ("reduction", "mean"), ("log_target", False)),
+        bools={"log_target": "log_target"}, batchmean=True,
+        doc="``torch.nn.functional.kl_div`` (our ``kl_div``): ``input`` holds "
+            "log-probabilities; ``reduction=\"batchmean\"`` divides the sum by "
+            "``input.size(0)`` (the divergence's definition), ``\"mean\"`` by the number of "
+            "elements, with torch's warning."),
     "binary_cross_entropy": _Entry(
         _losses.binary_cross_entropy, "BCELoss",
         (("weight", None), *_LEGACY, ("reduction", "mean"), ("eps", 1e-15)),
-        tensors={"weight": "weight"}, floats={"eps": "eps"},
+        tensors=_WEIGHT, floats={"eps": "eps"}, dtypes="same",
         doc="``torch.nn.functional.binary_cross_entropy`` on probabilities; ``input`` is "
             "clipped to ``[e, 1 - e]``, ``e = max(eps, finfo(dtype).eps)`` (torch clamps "
-            "each log at -100 instead: equal for ``input`` in ``[e, 1 - e]``)."),
+            "each log at -100 instead: equal for ``input`` in ``[e, 1 - e]``). A floating "
+            "``target`` must have ``input``'s dtype, as in torch."),
     "binary_cross_entropy_with_logits": _Entry(
         _losses.binary_cross_entropy_with_logits, "BCEWithLogitsLoss",
         (("weight", None), *_LEGACY, ("reduction", "mean"), ("pos_weight", None)),
         tensors={"weight": "weight", "pos_weight": "pos_weight"},
         doc="``torch.nn.functional.binary_cross_entropy_with_logits``; ``pos_weight`` is a "
-            "scalar or a vector over the last dimension."),
+            "scalar or a vector over the last dimension. Mixed dtypes are promoted "
+            "(``torch.result_type``; torch itself gives ``target``'s dtype)."),
     "cross_entropy": _Entry(
         _losses.cross_entropy, "CrossEntropyLoss",
         (("weight", None), ("size_average", None), ("ignore_index", -100), ("reduce", None),
          ("reduction", "mean"), ("label_smoothing", 0.0)),
-        tensors={"weight": "class_weight"}, floats={"label_smoothing": "label_smoothing"},
-        ints={"ignore_index": "ignore_index"}, per_row=True,
+        kwonly=(("z_loss", 0.0), ("softcap", None)),
+        tensors={"weight": "class_weight"},
+        floats={"label_smoothing": "label_smoothing", "z_loss": "z_loss", "softcap": "softcap"},
+        optional=frozenset({"softcap"}), ints={"ignore_index": "ignore_index"}, per_row=True,
         doc="``torch.nn.functional.cross_entropy``: logits with the classes on dim 1 (dim 0 "
             "unbatched), class indices or probabilities as ``target``; ``weight`` are class "
             "weights. A class index outside ``[0, C)`` that is not ``ignore_index`` raises "
-            "``ValueError``."),
+            "``ValueError``. Keyword-only extras of ours (Liger-Kernel's): ``z_loss`` "
+            "(PaLM's ``z * lse^2`` per row) and ``softcap`` (``c * tanh(x / c)`` first)."),
     "hinge": _Entry(
-        _losses.hinge, "HingeLoss", (("margin", 1.0), ("reduction", "mean"), ("weight", None)),
-        tensors={"weight": "weight"}, floats={"margin": "margin"},
+        _losses.hinge, "HingeLoss", (("margin", 1.0), *_OURS),
+        tensors=_WEIGHT, floats={"margin": "margin"},
         doc="Our ``hinge``: ``max(0, margin - target * input)``, labels ±1 used as given."),
+    "squared_hinge": _Entry(
+        _losses.squared_hinge, "SquaredHingeLoss", (("margin", 1.0), *_OURS),
+        tensors=_WEIGHT, floats={"margin": "margin"},
+        doc="Our ``squared_hinge``: ``max(0, margin - target * input)^2``, labels ±1."),
+    "log_cosh": _Entry(
+        _losses.log_cosh, "LogCoshLoss", _OURS, tensors=_WEIGHT,
+        doc="Our ``log_cosh``: ``log(cosh(input - target))``, computed without overflow."),
+    "sigmoid_focal": _Entry(
+        _losses.sigmoid_focal, "SigmoidFocalLoss", (("alpha", 0.25), ("gamma", 2.0), *_OURS),
+        tensors=_WEIGHT, floats={"alpha": "alpha", "gamma": "gamma"},
+        optional=frozenset({"alpha"}),
+        doc="Our ``sigmoid_focal``, in ``torchvision.ops.sigmoid_focal_loss``'s argument "
+            "order ``(input, target, alpha, gamma, reduction)``; unlike torchvision, "
+            "``reduction`` defaults to ``\"mean\"`` (as every loss here) and no balancing "
+            "is ``alpha=None`` (torchvision's ``alpha=-1``)."),
+    "pinball": _Entry(
+        _losses.pinball, "PinballLoss", (("quantile", 0.5), *_OURS),
+        tensors=_WEIGHT, floats={"quantile": "quantile"},
+        doc="Our ``pinball`` (quantile) loss, ``quantile`` in [0, 1]."),
+    "multiclass_hinge": _Entry(
+        _losses.multiclass_hinge, "MulticlassHingeLoss", (("margin", 1.0), *_OURS),
+        tensors=_WEIGHT, floats={"margin": "margin"}, per_row=True,
+        doc="Our ``multiclass_hinge`` (Crammer-Singer: the largest other class's margin "
+            "violation per row): scores with the classes on dim 1 (dim 0 unbatched), one "
+            "class index per row, ``weight`` one per row. Not ``torch.nn.functional."
+            "multi_margin_loss``, which sums the violations over the classes and divides by "
+            "C (Weston-Watkins)."),
 }
 
 _SECOND_ORDER = (
@@ -130,28 +211,41 @@ def _class_axis(entry: _Entry, ndim: int) -> int | None:
 
 
 def _our_options(entry: _Entry, ndim: int, t1, t2, floats, ints) -> dict:
+    """The plain API's options from the op's arguments: ``floats`` in ``entry.floats``'
+    order (NaN is ``None`` for the optional ones), ``ints`` those of ``entry.ints`` then
+    ``entry.bools`` (0 or 1)."""
     options: dict[str, Any] = {}
     for ours, value in zip(entry.tensors.values(), (t1, t2), strict=False):
         if value is not None:
             options[ours] = value
-    options.update(zip(entry.floats.values(), floats, strict=True))
-    options.update(zip(entry.ints.values(), ints, strict=True))
+    for (key, ours), value in zip(entry.floats.items(), floats, strict=True):
+        options[ours] = None if value != value and key in entry.optional else value
+    ints = iter(ints)
+    for ours, value in zip(entry.ints.values(), ints, strict=False):
+        options[ours] = value
+    for ours, value in zip(entry.bools.values(), ints, strict=False):
+        options[ours] = bool(value)
     axis = _class_axis(entry, ndim)
     if axis is not None:
         options["axis"] = axis
     return options
 
 
+def _compute(loss, input, target, t1, t2, floats, ints, reduction):
+    """The fused value and gradient, the gradient contiguous (as the fake says: a class axis
+    other than the last comes back as a moved view, whose strides torch.compile would find
+    different from the fake's)."""
+    entry = _TABLE[loss]
+    options = _our_options(entry, input.ndim, t1, t2, floats, ints)
+    value, grad = entry.loss.value_and_grad(target, input, reduction=reduction, **options)
+    return value, grad.contiguous()
+
+
 @torch.library.custom_op("lossbackends::value_and_grad", mutates_args=())
 def _value_and_grad(loss: str, input: Tensor, target: Tensor, t1: Optional[Tensor],  # noqa: UP045
                     t2: Optional[Tensor], floats: list[float], ints: list[int],  # noqa: UP045
                     reduction: str) -> tuple[Tensor, Tensor]:
-    entry = _TABLE[loss]
-    options = _our_options(entry, input.ndim, t1, t2, floats, ints)
-    value, grad = entry.loss.value_and_grad(target, input, reduction=reduction, **options)
-    # contiguous, as the fake below says: a class axis other than the last comes back as a
-    # moved view, whose strides torch.compile would find different from the fake's
-    return value, grad.contiguous()
+    return _compute(loss, input, target, t1, t2, floats, ints, reduction)
 
 
 @_value_and_grad.register_fake
@@ -166,11 +260,14 @@ def _(loss, input, target, t1, t2, floats, ints, reduction):
     return input.new_empty(shape), torch.empty_like(input, memory_format=torch.contiguous_format)
 
 
-def _setup(ctx, inputs, output):
-    loss, input, reduction = inputs[0], inputs[1], inputs[7]
+def _save(ctx, loss: str, input: Tensor, reduction: str, grad: Tensor) -> None:
     ctx.axis = _class_axis(_TABLE[loss], input.ndim) if reduction == "none" else None
     ctx.set_materialize_grads(False)
-    ctx.save_for_backward(output[1])
+    ctx.save_for_backward(grad)
+
+
+def _setup(ctx, inputs, output):
+    _save(ctx, inputs[0], inputs[1], inputs[7], output[1])
 
 
 def _scaled(ctx, grad: Tensor, upstream: Tensor | None) -> Tensor | None:
@@ -189,6 +286,34 @@ def _backward(ctx, upstream, upstream_of_grad):
 
 
 _value_and_grad.register_autograd(_backward, setup_context=_setup)
+
+
+class _Eager(torch.autograd.Function):
+    """The custom op's forward and backward as a plain autograd function: what an eager call
+    runs (the custom op's dispatch costs ~100 µs a call; torch.compile, fake tensors,
+    torch.func and tensor subclasses take the custom op)."""
+
+    @staticmethod
+    def forward(ctx, loss, input, target, t1, t2, floats, ints, reduction):
+        # (not the setup_context form: its apply binds a signature per call, ~40 µs)
+        value, grad = _compute(loss, input, target, t1, t2, floats, ints, reduction)
+        _save(ctx, loss, input, reduction, grad)
+        return value, grad
+
+    backward = staticmethod(_backward)
+
+
+_PLAIN = frozenset((Tensor, torch.nn.Parameter))
+_C = torch._C
+_is_compiling = torch.compiler.is_compiling
+
+
+def _eager(*tensors) -> bool:
+    """Plain tensors outside torch.compile, modes and torch.func transforms."""
+    return (all(type(t) in _PLAIN for t in tensors if t is not None)
+            and not _is_compiling() and not _C._is_torch_function_mode_enabled()
+            and not _C._len_torch_dispatch_stack()
+            and _C._functorch.peek_interpreter_stack() is None)
 
 
 class _InPlace(torch.autograd.Function):
@@ -216,42 +341,101 @@ class _InPlace(torch.autograd.Function):
         return None, _scaled(ctx, ctx.gradient, upstream), None, None, None, None, None, None
 
 
-def _apply(name: str, input: Tensor, target: Tensor, options: dict) -> Tensor:
-    entry = _TABLE[name]
-    inplace = options.pop("inplace_backward", False)
-    size_average, reduce = options.pop("size_average", None), options.pop("reduce", None)
-    reduction = options.pop("reduction")
-    if size_average is not None or reduce is not None:
-        reduction = torch.nn._reduction.legacy_get_string(size_average, reduce)
+
+
+def _compute_dtype(entry: _Entry, name: str, input: Tensor, target: Tensor, weight) -> Any:
+    """The dtype torch computes ``name`` in (see ``_Entry.dtypes``), or None for input's."""
+    if entry.dtypes == "input" or not input.is_floating_point():
+        return None
+    if entry.dtypes == "same":
+        if target.is_floating_point() and target.dtype != input.dtype:
+            raise TypeError(
+                f"{name}: input is {input.dtype} but target is {target.dtype}; torch's "
+                f"{name} takes one floating dtype: pass target.to(input.dtype)")
+        return None
+    # torch.result_type's answer, from the dtypes alone (which torch.compile traces): a
+    # floating target promotes unless it is 0-d beside a dimensioned input
+    dtype = input.dtype
+    for other in (target, weight if entry.weight_like_input else None):
+        if isinstance(other, Tensor) and other.is_floating_point() and (other.ndim
+                                                                        or not input.ndim):
+            dtype = torch.promote_types(dtype, other.dtype)
+    return None if dtype == input.dtype else dtype
+
+
+def _apply(name: str, entry: _Entry, input: Tensor, target: Tensor, options: dict) -> Tensor:
+    inplace = options["inplace_backward"]
+    reduction = options["reduction"]
+    if options.get("size_average") is not None or options.get("reduce") is not None:
+        reduction = torch.nn._reduction.legacy_get_string(options["size_average"],
+                                                           options["reduce"])
     if not isinstance(input, Tensor) or not isinstance(target, Tensor):
         raise TypeError(f"{name} takes tensors as input and target (got "
                         f"{type(input).__name__}, {type(target).__name__})")
-    tensors = [options.pop(key) for key in entry.tensors]
-    for key, value in [("target", target), *zip(entry.tensors, tensors, strict=True)]:
+    batchmean = reduction == "batchmean" and entry.batchmean
+    if batchmean:
+        reduction = "sum"
+    elif reduction not in REDUCTIONS:
+        extra = ", 'batchmean'" if entry.batchmean else ""
+        raise ValueError(f"{name}: unknown reduction {reduction!r}; choose one of 'mean', "
+                         f"'sum', 'none'{extra}")
+    elif reduction == "mean" and entry.batchmean:
+        warnings.warn(  # torch's warning, as torch gives it
+            "reduction: 'mean' divides the total loss by both the batch size and the support "
+            "size. 'batchmean' divides only by the batch size, and aligns with the KL div math "
+            "definition.", stacklevel=3)
+    tensors = [options[key] for key in entry.tensors]
+    for key, value in (("target", target), *zip(entry.tensors, tensors, strict=True)):
         if isinstance(value, Tensor) and value.requires_grad:
             raise ValueError(
                 f"{name}: {key} requires grad, but lossbackends.torch differentiates with "
                 f"respect to input only; pass {key}.detach() (or use torch.nn.functional)"
             )
+    weight = tensors[0] if tensors else None
+    if entry.weight_like_input and weight is not None and weight.shape != input.shape:
+        raise ValueError(f"{name}: weight has shape {tuple(weight.shape)}; torch needs the "
+                         f"input's shape {tuple(input.shape)}")
+    dtype = _compute_dtype(entry, name, input, target, weight)
+    if dtype is not None:
+        if inplace:
+            raise ValueError(f"inplace_backward=True needs one dtype: input is {input.dtype}, "
+                             f"the computation {dtype} (cast the other arguments to it)")
+        input = input.to(dtype)  # autograd casts the gradient back to input's dtype
     tensors = [torch.as_tensor(t, dtype=input.dtype, device=input.device)
                if t is not None and not isinstance(t, Tensor) else t for t in tensors]
     tensors += [None] * (2 - len(tensors))
-    floats = [float(options.pop(key)) for key in entry.floats]
-    ints = [int(options.pop(key)) for key in entry.ints]
-    weighted_mean = entry.mean_by_weight and reduction == "mean" and tensors[0] is not None
+    floats = []
+    for key in entry.floats:
+        value = options[key]
+        if value is None and key in entry.optional:
+            value = _NONE
+        elif value != value:  # NaN stands for None in the op: refuse it here
+            raise ValueError(f"{name}: {key} must be a number, not NaN")
+        floats.append(float(value))
+    ints = [int(options[key]) for key in entry.ints]
+    ints += [int(_bool_option(name, key, options[key])) for key in entry.bools]
+    weighted_mean = entry.mean_by_weight and reduction == "mean" and weight is not None
     call_reduction = "sum" if weighted_mean else reduction
+    args = (name, input, target, *tensors, floats, ints, call_reduction)
     if inplace:
         if not input.is_contiguous():
             raise ValueError("inplace_backward=True needs a contiguous input (see .contiguous())")
-        value = _InPlace.apply(name, input, target, *tensors, floats, ints, call_reduction)[0]
-    else:
-        value = _value_and_grad(name, input, target, *tensors, floats, ints, call_reduction)[0]
+        value = _InPlace.apply(*args)[0]
+    elif not _eager(input, target, *tensors):
+        value = _value_and_grad(*args)[0]
+    elif input.requires_grad and torch.is_grad_enabled():
+        value = _Eager.apply(*args)[0]
+    else:  # nothing to differentiate: the value alone (no gradient buffer)
+        value = entry.loss(target, input, reduction=call_reduction,
+                           **_our_options(entry, input.ndim, *tensors, floats, ints))
     if weighted_mean:
-        if tensors[0].shape != input.shape:
-            raise ValueError(f"{name}: weight has shape {tuple(tensors[0].shape)}; torch "
-                             f"needs the input's shape {tuple(input.shape)}")
         value = value / tensors[0].sum()
+    elif batchmean and input.ndim:
+        value = value / input.shape[0]
     return value
+
+
+_NONE = float("nan")  # None of an optional float option, inside the op
 
 
 def _functional(name: str) -> Callable[..., Tensor]:
@@ -260,22 +444,27 @@ def _functional(name: str) -> Callable[..., Tensor]:
         [_P("input", _P.POSITIONAL_OR_KEYWORD, annotation=Tensor),
          _P("target", _P.POSITIONAL_OR_KEYWORD, annotation=Tensor)]
         + [_P(key, _P.POSITIONAL_OR_KEYWORD, default=default) for key, default in entry.params]
+        + [_P(key, _P.KEYWORD_ONLY, default=default) for key, default in entry.kwonly]
         + [_P("inplace_backward", _P.KEYWORD_ONLY, default=False)],
         return_annotation=Tensor,
     )
-    defaults = {key: default for key, default in entry.params}
+    defaults = {key: default for key, default in (*entry.params, *entry.kwonly)}
+    defaults["inplace_backward"] = False
     positional = [key for key, _ in entry.params]
 
     def loss(input: Tensor, target: Tensor, *args: Any, **kwargs: Any) -> Tensor:
-        if len(args) > len(positional):
-            raise TypeError(f"{name}() takes at most {len(positional) + 2} positional arguments")
-        options = {**defaults, "inplace_backward": False}
-        for key in kwargs:
-            if key not in options:
-                raise TypeError(f"{name}() got an unexpected keyword argument {key!r}")
-        options.update(zip(positional, args, strict=False))
-        options.update(kwargs)
-        return _apply(name, input, target, options)
+        options = defaults.copy()
+        if args:
+            if len(args) > len(positional):
+                raise TypeError(f"{name}() takes at most {len(positional) + 2} positional "
+                                "arguments")
+            options.update(zip(positional, args, strict=False))
+        if kwargs:
+            if not kwargs.keys() <= defaults.keys():
+                unknown = next(key for key in kwargs if key not in defaults)
+                raise TypeError(f"{name}() got an unexpected keyword argument {unknown!r}")
+            options.update(kwargs)
+        return _apply(name, entry, input, target, options)
 
     loss.__name__ = loss.__qualname__ = name
     loss.__signature__ = signature  # type: ignore[attr-defined]
@@ -288,8 +477,10 @@ def _module(name: str) -> type:
     entry = _TABLE[name]
     functional = _FUNCTIONS[name]
     params = [_P(key, _P.POSITIONAL_OR_KEYWORD, default=default) for key, default in entry.params]
+    params += [_P(key, _P.KEYWORD_ONLY, default=default) for key, default in entry.kwonly]
     params.append(_P("inplace_backward", _P.KEYWORD_ONLY, default=False))
     signature = inspect.Signature([_P("self", _P.POSITIONAL_OR_KEYWORD), *params])
+    defaults = dict((*entry.params, *entry.kwonly))
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         torch.nn.Module.__init__(self)
@@ -307,7 +498,7 @@ def _module(name: str) -> type:
 
     def extra_repr(self) -> str:
         return ", ".join(f"{k}={v!r}" for k, v in self._options.items() if k in ("reduction",)
-                         or v != dict(entry.params).get(k, False))
+                         or v != defaults.get(k, False))
 
     __init__.__signature__ = signature  # type: ignore[attr-defined]
     return type(entry.module, (torch.nn.Module,), {
@@ -317,15 +508,7 @@ def _module(name: str) -> type:
 
 
 _FUNCTIONS = {name: _functional(name) for name in _TABLE}
-mse_loss = _FUNCTIONS["mse_loss"]
-binary_cross_entropy = _FUNCTIONS["binary_cross_entropy"]
-binary_cross_entropy_with_logits = _FUNCTIONS["binary_cross_entropy_with_logits"]
-cross_entropy = _FUNCTIONS["cross_entropy"]
-hinge = _FUNCTIONS["hinge"]
-
 _MODULES = {name: _module(name) for name in _TABLE}
-MSELoss = _MODULES["mse_loss"]
-BCELoss = _MODULES["binary_cross_entropy"]
-BCEWithLogitsLoss = _MODULES["binary_cross_entropy_with_logits"]
-CrossEntropyLoss = _MODULES["cross_entropy"]
-HingeLoss = _MODULES["hinge"]
+globals().update(_FUNCTIONS)
+globals().update({cls.__name__: cls for cls in _MODULES.values()})
+__all__ = sorted([*_FUNCTIONS, *(cls.__name__ for cls in _MODULES.values())])

@@ -251,12 +251,20 @@ def test_jax_arrays(monkeypatch):
     assert isinstance(value, jax.Array) and value.shape == () and float(value) == 2.5
     seen = _spy(monkeypatch, "mse", "numpy")
     y, p = jnp.linspace(0, 1, 1000), jnp.linspace(-1, 2, 1000)
-    value, grad = lb.mse.value_and_grad(y, p, backend="numpy")
-    assert isinstance(grad, jax.Array) and grad.dtype == jnp.float32
-    assert grad.unsafe_buffer_pointer() == seen["grad"]  # the kernel's buffer, no copy
-    assert seen["p"] == p.unsafe_buffer_pointer()
-    np.testing.assert_allclose(np.asarray(grad), 2 * (np.asarray(p) - np.asarray(y)) / 1000,
-                               rtol=1e-6)
+    # jaxlib's buffer import, then the public jax.numpy.from_dlpack it falls back to
+    for fallback in (False, True):
+        if fallback:
+            monkeypatch.setattr(_arrays, "_JAX_IMPORT", [None])
+        value, grad = lb.mse.value_and_grad(y, p, backend="numpy")
+        assert isinstance(grad, jax.Array) and grad.dtype == jnp.float32
+        assert isinstance(value, jax.Array) and value.shape == () and value.dtype == jnp.float32
+        assert grad.unsafe_buffer_pointer() == seen["grad"]  # the kernel's buffer, no copy
+        assert seen["p"] == p.unsafe_buffer_pointer()
+        np.testing.assert_allclose(np.asarray(grad), 2 * (np.asarray(p) - np.asarray(y)) / 1000,
+                                   rtol=1e-6)
+        np.testing.assert_allclose(float(value), np.mean((np.asarray(p) - np.asarray(y)) ** 2),
+                                   rtol=1e-6)
+        assert float((grad * 2)[1]) == 2 * float(grad[1])  # an ordinary JAX array
     with pytest.raises(ValueError, match="immutable"):
         lb.mse.grad(y, p, out=p)
     bf = lb.mse.value_and_grad(y.astype(jnp.bfloat16), p.astype(jnp.bfloat16))

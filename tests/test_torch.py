@@ -236,3 +236,203 @@ def test_compile_with_the_class_axis_not_last():
     x2 = x.detach().clone().requires_grad_()
     F.cross_entropy(x2, t).backward()
     torch.testing.assert_close(x.grad, x2.grad)
+
+
+# --- the rest of the catalogue: torch's own losses where torch has them, else references
+# written here in torch (torchvision's formula for the focal loss)
+
+
+def _focal_reference(input, target, alpha=0.25, gamma=2.0, reduction="mean", weight=None):
+    p = torch.sigmoid(input)
+    ce = F.binary_cross_entropy_with_logits(input, target, reduction="none")
+    losses = ce * (1 - (p * target + (1 - p) * (1 - target))) ** gamma
+    if alpha is not None:
+        losses = losses * (alpha * target + (1 - alpha) * (1 - target))
+    return _reduced(losses, reduction, weight)
+
+
+def _reduced(losses, reduction, weight=None):
+    if weight is not None:
+        losses = losses * weight
+    return {"mean": losses.mean, "sum": losses.sum}.get(reduction, lambda: losses)()
+
+
+def _multiclass_hinge_reference(input, target, margin=1.0, reduction="mean", weight=None):
+    own = input.gather(1, target.unsqueeze(1)).squeeze(1)
+    others = input.masked_fill(F.one_hot(target, input.shape[1]).bool(), -torch.inf)
+    return _reduced(torch.clamp(margin + others.amax(1) - own, min=0), reduction, weight)
+
+
+def _capped_cross_entropy_reference(input, target, reduction="mean", z_loss=0.0, softcap=None):
+    x = input if softcap is None else softcap * torch.tanh(input / softcap)
+    losses = F.cross_entropy(x, target, reduction="none") + z_loss * torch.logsumexp(x, 1) ** 2
+    return _reduced(losses, reduction)
+
+
+def _signs(shape, g):
+    return torch.where(torch.rand(shape, generator=g) < 0.5, -1.0, 1.0).to(D)
+
+
+# case: (our function, its options, the reference, (input, target) maker)
+MORE = {
+    "l1-weight": ("l1_loss", {"weight": "elementwise"}, F.l1_loss, None),
+    "huber-weight": ("huber_loss", {"delta": 0.7, "weight": "elementwise"}, F.huber_loss, None),
+    "smooth_l1": ("smooth_l1_loss", {"beta": 0.5}, F.smooth_l1_loss, None),
+    "soft_margin": ("soft_margin_loss", {}, F.soft_margin_loss,
+                    lambda g, s: (torch.randn(s, generator=g, dtype=D), _signs(s, g))),
+    "poisson": ("poisson_nll_loss", {}, F.poisson_nll_loss,
+                lambda g, s: (torch.randn(s, generator=g, dtype=D),
+                              torch.randint(0, 5, s, generator=g).to(D))),
+    "poisson-rates-full": ("poisson_nll_loss", {"log_input": False, "full": True},
+                           F.poisson_nll_loss,
+                           lambda g, s: (torch.rand(s, generator=g, dtype=D) * 3 + 0.1,
+                                         torch.randint(0, 5, s, generator=g).to(D))),
+    "kl_div-log_target": ("kl_div", {"log_target": True}, F.kl_div,
+                          lambda g, s: (torch.log_softmax(torch.randn(s, generator=g, dtype=D), 1),
+                                        torch.log_softmax(torch.randn(s, generator=g, dtype=D), 1))),
+    "squared_hinge": ("squared_hinge", {"margin": 0.5, "weight": "elementwise"},
+                      lambda i, t, margin, reduction, weight: _reduced(
+                          torch.clamp(margin - t * i, min=0) ** 2, reduction, weight),
+                      lambda g, s: (torch.randn(s, generator=g, dtype=D), _signs(s, g))),
+    "log_cosh": ("log_cosh", {}, lambda i, t, reduction: _reduced(
+        torch.log(torch.cosh(i - t)), reduction), None),
+    "focal": ("sigmoid_focal", {"alpha": 0.3, "gamma": 1.5}, _focal_reference,
+              lambda g, s: (torch.randn(s, generator=g, dtype=D) * 2,
+                            (torch.rand(s, generator=g) < 0.5).to(D))),
+    "focal-no-alpha": ("sigmoid_focal", {"alpha": None}, _focal_reference,
+                       lambda g, s: (torch.randn(s, generator=g, dtype=D) * 2,
+                                     (torch.rand(s, generator=g) < 0.5).to(D))),
+    "pinball": ("pinball", {"quantile": 0.8, "weight": "elementwise"},
+                lambda i, t, quantile, reduction, weight: _reduced(
+                    quantile * torch.clamp(t - i, min=0) + (1 - quantile) * torch.clamp(i - t, min=0),
+                    reduction, weight), None),
+    "multiclass_hinge": ("multiclass_hinge", {"margin": 0.8, "weight": "rows"},
+                         _multiclass_hinge_reference,
+                         lambda g, s: (torch.randn(s, generator=g, dtype=D) * 2,
+                                       torch.randint(0, s[1], s[:1], generator=g))),
+    "ce-z_loss-softcap": ("cross_entropy", {"z_loss": 0.01, "softcap": 1.5},
+                          _capped_cross_entropy_reference,
+                          lambda g, s: (torch.randn(s, generator=g, dtype=D) * 2,
+                                        torch.randint(0, s[1], s[:1], generator=g))),
+}
+
+
+def _more(case, shape=(5, 4)):
+    name, spec, reference, make = MORE[case]
+    g = _gen(11)
+    x, t = make(g, shape) if make else (torch.randn(shape, generator=g, dtype=D),
+                                        torch.randn(shape, generator=g, dtype=D))
+    options = {key: (torch.rand(shape if value == "elementwise" else shape[:1], generator=g,
+                                dtype=D) + 0.5 if value in ("elementwise", "rows") else value)
+               for key, value in spec.items()}
+    return getattr(lbt, name), reference, x, t, options
+
+
+@pytest.mark.filterwarnings("ignore:reduction. 'mean' divides")  # kl_div's, as torch's
+@pytest.mark.parametrize("case", MORE)
+def test_catalogue(case):
+    """Each reduction's value and its gradient under a random upstream gradient equal the
+    reference's; gradcheck in float64."""
+    ours, reference, x, t, options = _more(case)
+    x.requires_grad_()
+    for reduction in ("mean", "sum", "none"):
+        value = ours(x, t, reduction=reduction, **options)
+        expected = reference(x, t, reduction=reduction, **options)
+        torch.testing.assert_close(value, expected, rtol=1e-12, atol=1e-14)
+        upstream = torch.randn(expected.shape, generator=_gen(3), dtype=D)
+        (grad,) = torch.autograd.grad(value, x, upstream)
+        (expected_grad,) = torch.autograd.grad(expected, x, upstream)
+        torch.testing.assert_close(grad, expected_grad, rtol=1e-10, atol=1e-14)
+    x3 = x.detach()[:3].clone().requires_grad_()
+    t3 = t[:3]
+    options3 = {k: (v[:3] if isinstance(v, torch.Tensor) else v) for k, v in options.items()}
+    assert torch.autograd.gradcheck(lambda a: ours(a, t3, reduction="none", **options3), (x3,))
+
+
+def test_kl_div_reductions_as_torch():
+    _, _, x, t, _ = _more("kl_div-log_target")
+    t = t.exp()
+    torch.testing.assert_close(lbt.kl_div(x, t, reduction="batchmean"),
+                               F.kl_div(x, t, reduction="batchmean"))
+    with pytest.warns(UserWarning, match="batchmean"):
+        value = lbt.kl_div(x, t)
+    with pytest.warns(UserWarning, match="batchmean"):
+        torch.testing.assert_close(value, F.kl_div(x, t))
+    with pytest.raises(ValueError, match="batchmean"):
+        lbt.kl_div(x, t, reduction="batch")
+    with pytest.raises(ValueError, match="unknown reduction 'batchmean'"):
+        lbt.l1_loss(x, t, reduction="batchmean")
+
+
+def test_mixed_dtypes_as_torch():
+    """torch's promotion per loss: result_type (mse, l1, ...), input's dtype (huber,
+    soft_margin), one dtype required (binary_cross_entropy)."""
+    g = _gen(12)
+    x = torch.randn(6, generator=g).requires_grad_()  # float32
+    t = torch.randn(6, generator=g, dtype=D)
+    for ours, theirs in ((lbt.mse_loss, F.mse_loss), (lbt.l1_loss, F.l1_loss),
+                         (lbt.huber_loss, F.huber_loss), (lbt.soft_margin_loss, F.soft_margin_loss)):
+        value, expected = ours(x, t, reduction="sum"), theirs(x, t, reduction="sum")
+        assert value.dtype == expected.dtype
+        torch.testing.assert_close(value, expected)
+        (grad,) = torch.autograd.grad(value, x)
+        assert grad.dtype == torch.float32
+        # (torch's own backward fails for mixed dtypes where it computes in input's dtype)
+        expected = theirs(x, t.to(value.dtype), reduction="sum")
+        torch.testing.assert_close(grad, torch.autograd.grad(expected, x)[0])
+    assert lbt.mse_loss(x, t.float(), weight=torch.ones(6, dtype=D)).dtype == D
+    with pytest.raises(TypeError, match="target.to"):
+        lbt.binary_cross_entropy(x.sigmoid(), t.clamp(0, 1))
+
+
+@pytest.mark.filterwarnings("ignore:reduction. 'mean' divides")
+def test_every_module():
+    """The nn.Module of every loss equals its function; options are kept, tensors are
+    buffers."""
+    assert {"L1Loss", "HuberLoss", "SmoothL1Loss", "SoftMarginLoss", "PoissonNLLLoss",
+            "KLDivLoss", "SquaredHingeLoss", "LogCoshLoss", "SigmoidFocalLoss", "PinballLoss",
+            "MulticlassHingeLoss"} <= set(lbt.__all__)
+    for case in MORE:
+        ours, _, x, t, options = _more(case)
+        x.requires_grad_()
+        module = getattr(lbt, lbt._TABLE[ours.__name__].module)(**options)
+        torch.testing.assert_close(module(x, t), ours(x, t, **options))
+    assert "delta=0.5" in repr(lbt.HuberLoss(delta=0.5))
+
+
+def test_option_errors():
+    x, t = torch.randn(3, 4, dtype=D), torch.tensor([0, 1, 2])
+    with pytest.raises(ValueError, match="softcap"):
+        lbt.cross_entropy(x, t, softcap=float("nan"))
+    with pytest.raises(TypeError, match="log_input must be True or False"):
+        lbt.poisson_nll_loss(x, x, log_input="yes")
+    with pytest.raises(ValueError, match="weight has shape"):
+        lbt.l1_loss(x, x, weight=torch.ones(4, dtype=D))
+    with pytest.raises(TypeError, match="unexpected keyword argument 'delta'"):
+        lbt.smooth_l1_loss(x, x, delta=1.0)
+
+
+def test_custom_op_path_equals_the_eager_path():
+    """Eager calls run a plain autograd.Function; under a mode (as under torch.compile) the
+    custom op runs, its options encoded in its schema (None as NaN, bools as ints): the
+    same values and gradients."""
+    from torch.overrides import TorchFunctionMode
+
+    class Passthrough(TorchFunctionMode):
+        def __torch_function__(self, func, types, args=(), kwargs=None):
+            return func(*args, **(kwargs or {}))
+
+    x = torch.randn(4, 3, generator=_gen(13), dtype=D)
+    y = (torch.rand(4, 3, generator=_gen(14)) < 0.5).to(D)
+    labels = torch.tensor([0, 2, 1, 1])
+    for ours, target, options in ((lbt.sigmoid_focal, y, {"alpha": None, "gamma": 1.0}),
+                                  (lbt.poisson_nll_loss, y, {"full": True}),
+                                  (lbt.cross_entropy, labels, {"softcap": 2.0, "z_loss": 0.1})):
+        eager, traced = x.clone().requires_grad_(), x.clone().requires_grad_()
+        value = ours(eager, target, reduction="sum", **options)
+        value.backward()
+        with Passthrough():
+            assert not lbt._eager(traced, target)
+            op_value = ours(traced, target, reduction="sum", **options)
+        op_value.backward()
+        assert torch.equal(value, op_value) and torch.equal(eager.grad, traced.grad)
