@@ -134,6 +134,7 @@ def empty_cache() -> int:
 
     >>> import numpy as np
     >>> import lossbackends as lb
+    >>> _ = lb.empty_cache()  # start from an empty cache
     >>> y, p = np.zeros(1 << 20, np.float32), np.ones(1 << 20, np.float32)
     >>> grad = lb.mse.grad(y, p, backend="numpy")  # 4 MiB, kept for the next call
     >>> del grad
