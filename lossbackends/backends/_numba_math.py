@@ -16,7 +16,7 @@ import warnings
 
 import numpy as np
 from llvmlite import ir
-from numba import types
+from numba import njit, types
 from numba.core import cgutils
 from numba.core.errors import NumbaIRAssumptionWarning
 from numba.extending import intrinsic, overload
@@ -160,9 +160,12 @@ def fast_exp_normal(x):
     return math.exp(x)
 
 
-def _exp32_normal(x):
+@njit(inline="always")
+def _exp32_reduced(x):
+    """``(e^f, n + ROUNDER)`` with x = n ln 2 + f, |f| <= ln2/2 (Cody-Waite), e^f by the
+    minimax polynomial: exp(x) is the first times 2^n, which each caller scales its way."""
     rounded = fma(x, LOG2E, ROUNDER)  # n + ROUNDER, n = round(x / ln 2)
-    n = rounded - ROUNDER
+    n = rounded - ROUNDER  # exact
     f = fma(n, -LN2_LO, fma(n, -LN2_HI, x))
     p = _f32(1.9875691500e-4)
     p = fma(p, f, _f32(1.3981999507e-3))
@@ -170,27 +173,24 @@ def _exp32_normal(x):
     p = fma(p, f, _f32(4.1665795894e-2))
     p = fma(p, f, _f32(1.6666665459e-1))
     p = fma(p, f, _f32(5.0000001201e-1))
-    return (fma(p * f, f, f) + ONE) * _power_of_two32(rounded)
+    return fma(p * f, f, f) + ONE, rounded
+
+
+def _exp32_normal(x):
+    mantissa, rounded = _exp32_reduced(x)
+    return mantissa * _power_of_two32(rounded)
 
 
 def _exp32(x):
     # clamp x to [EXP_LOW, EXP_HIGH] with NaN kept (selects): NaN then flows through the
     # arithmetic, and every x below or above rounds to 0 or inf like the bounds themselves
     clamped = EXP_LOW if x < EXP_LOW else (EXP_HIGH if x > EXP_HIGH else x)
-    rounded = fma(clamped, LOG2E, ROUNDER)  # n + ROUNDER, n = round(x / ln 2)
-    n = rounded - ROUNDER  # exact
-    f = fma(n, -LN2_LO, fma(n, -LN2_HI, clamped))  # Cody-Waite reduction to |f| <= ln2/2
-    p = _f32(1.9875691500e-4)
-    p = fma(p, f, _f32(1.3981999507e-3))
-    p = fma(p, f, _f32(8.3334519073e-3))
-    p = fma(p, f, _f32(4.1665795894e-2))
-    p = fma(p, f, _f32(1.6666665459e-1))
-    p = fma(p, f, _f32(5.0000001201e-1))
+    mantissa, rounded = _exp32_reduced(clamped)
     # 2^n for n in [-150, 128] as two normal factors, 2^(n + 64) 2^-64 or 2^(n - 64) 2^64:
     # a subnormal or overflowing result is rounded once, by the last product (a bare 2^n
     # would need n >= -126: results below 2^-126 would flush to 0)
-    low = n < ZERO
-    y = (fma(p * f, f, f) + ONE) * _power_of_two32(rounded + (SHIFT if low else -SHIFT))
+    low = rounded < ROUNDER  # n < 0
+    y = mantissa * _power_of_two32(rounded + (SHIFT if low else -SHIFT))
     return y * (TWO_TO_MINUS_SHIFT if low else TWO_TO_SHIFT)
 
 
