@@ -135,7 +135,9 @@ def _torch_loss(torch, loss):
         "smooth_l1": F.smooth_l1_loss,
         "soft_margin": F.soft_margin_loss,
         "poisson_nll": F.poisson_nll_loss,
-        "kl_div": lambda p, y: F.kl_div(p, y, reduction="mean"),
+        # ours divides by the element count, as torch's "mean" (which warns that it will
+        # become "batchmean"): the sum over the count says the same without the warning
+        "kl_div": lambda p, y: F.kl_div(p, y, reduction="sum") / p.numel(),
         # torch has no function of these: written from torch operations, as hinge
         "log_cosh": lambda p, y: (F.softplus(-2 * (p - y)) + (p - y) - math.log(2)).mean(),
         "squared_hinge": lambda p, y: torch.clamp(1 - y * p, min=0).square().mean(),
@@ -298,11 +300,28 @@ def _hand_pure(torch, loss):
         return (slack.clamp(min=0).mean(),
                 (_onehot(x, first) - _onehot(x, y)) * active)
 
-    return {"mse": mse, "binary_cross_entropy": bce,
-            "binary_cross_entropy_with_logits": bce_logits, "hinge": hinge,
-            "cross_entropy": cross_entropy, "cross_entropy_z_loss": cross_entropy_z_loss,
-            "cross_entropy_softcap": cross_entropy_softcap,
-            "multiclass_hinge": multiclass_hinge}.get(loss)  # None: no hand-written form
+    written = {"mse": mse, "binary_cross_entropy": bce,
+               "binary_cross_entropy_with_logits": bce_logits, "hinge": hinge,
+               "cross_entropy": cross_entropy, "cross_entropy_z_loss": cross_entropy_z_loss,
+               "cross_entropy_softcap": cross_entropy_softcap,
+               "multiclass_hinge": multiclass_hinge}.get(loss)
+    return written or _derived_pure(torch, loss)
+
+
+def _derived_pure(torch, loss):
+    """The value and gradient of ``_torch_loss`` by ``torch.func.grad_and_value``, with no
+    autograd tape: what ``torch.compile`` fuses for the losses without a hand-written form
+    (Dynamo traces the transform; the gradient comes out as one expression)."""
+    function = _torch_loss(torch, loss)
+    if function is None:
+        return None
+    grad_and_value = torch.func.grad_and_value(function)
+
+    def pure(x, y):
+        grad, value = grad_and_value(x, y)
+        return value, grad
+
+    return pure
 
 
 _COMPILED: dict = {}
@@ -345,7 +364,7 @@ def torch_host(kind: str, out: bool, *, dynamic: bool = False, compile_backend: 
             return None
         import torch
 
-        if _hand_pure(torch, loss) is None:  # no hand-written form of this loss (yet)
+        if _hand_pure(torch, loss) is None:  # torch has no form of this loss
             return None
         y = torch.as_tensor(inputs["y"])
         x = torch.as_tensor(inputs["p"]).clone()
@@ -369,26 +388,65 @@ def torch_host(kind: str, out: bool, *, dynamic: bool = False, compile_backend: 
 # --- JAX: jit(value_and_grad) -------------------------------------------------------------
 
 
+def _jax_losses(jax, jnp) -> dict:
+    """Each loss of the suite in ``jax.numpy``, ``(y, p) -> mean``, the definitions of
+    ``_torch_loss`` (the options at their defaults; the row cases as in core.ROW_CASES)."""
+    softplus, logsumexp = jax.nn.softplus, jax.nn.logsumexp
+
+    def picked(p, y):  # each row's logit of its label
+        return jnp.take_along_axis(p, y[:, None], axis=-1)[:, 0]
+
+    def cross_entropy(y, p):
+        return jnp.mean(logsumexp(p, axis=-1) - picked(p, y))
+
+    def bce(y, p):
+        q = jnp.clip(p, 1e-15, 1 - 1e-15)
+        return -jnp.mean(y * jnp.log(q) + (1 - y) * jnp.log(1 - q))
+
+    def huber(y, p):  # delta = 1 (and smooth_l1 with beta = 1)
+        a = jnp.abs(p - y)
+        return jnp.mean(jnp.where(a <= 1, 0.5 * a * a, a - 0.5))
+
+    def sigmoid_focal(y, p, alpha=0.25):  # torchvision's, gamma = 2
+        prob = jax.nn.sigmoid(p)
+        ce = (1 - y) * p + softplus(-p)
+        p_t = prob * y + (1 - prob) * (1 - y)
+        return jnp.mean((alpha * y + (1 - alpha) * (1 - y)) * ce * (1 - p_t) ** 2)
+
+    def multiclass_hinge(y, p):
+        others = jnp.where(jnp.arange(p.shape[1]) == y[:, None], -jnp.inf, p)
+        return jnp.mean(jnp.maximum(0, 1 + others.max(axis=1) - picked(p, y)))
+
+    return {
+        "mse": lambda y, p: jnp.mean((p - y) ** 2),
+        "mae": lambda y, p: jnp.mean(jnp.abs(p - y)),
+        "huber": huber, "smooth_l1": huber,
+        "log_cosh": lambda y, p: jnp.mean(softplus(-2 * (p - y)) + (p - y) - jnp.log(2.0)),
+        "pinball": lambda y, p: jnp.mean(jnp.maximum(0.5 * (y - p), 0.5 * (p - y))),
+        "poisson_nll": lambda y, p: jnp.mean(jnp.exp(p) - y * p),
+        "kl_div": lambda y, p: jnp.mean(jax.scipy.special.xlogy(y, y) - y * p),
+        "binary_cross_entropy": bce,
+        "binary_cross_entropy_with_logits": lambda y, p: jnp.mean((1 - y) * p + softplus(-p)),
+        "sigmoid_focal": sigmoid_focal,
+        "hinge": lambda y, p: jnp.mean(jnp.maximum(0, 1 - y * p)),
+        "squared_hinge": lambda y, p: jnp.mean(jnp.maximum(0, 1 - y * p) ** 2),
+        "soft_margin": lambda y, p: jnp.mean(softplus(-y * p)),
+        "cross_entropy": cross_entropy,
+        "cross_entropy_z_loss": lambda y, p: (
+            cross_entropy(y, p) + 1e-4 * jnp.mean(logsumexp(p, axis=-1) ** 2)),
+        "cross_entropy_softcap": lambda y, p: cross_entropy(y, 30.0 * jnp.tanh(p / 30.0)),
+        "multiclass_hinge": multiclass_hinge,
+    }
+
+
 def _jax(loss, op, inputs):
-    if loss not in _JAX_LOSSES:  # written below for the first set only
-        return None
     os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")  # share the GPU
     import jax
     import jax.numpy as jnp
 
-    def value(y, p):
-        if loss == "mse":
-            return jnp.mean((p - y) ** 2)
-        if loss == "hinge":
-            return jnp.mean(jnp.maximum(0, 1 - y * p))
-        if loss == "binary_cross_entropy_with_logits":
-            return jnp.mean((1 - y) * p + jnp.logaddexp(0, -p))
-        if loss == "cross_entropy":
-            lse = jax.nn.logsumexp(p, axis=-1)
-            return jnp.mean(lse - jnp.take_along_axis(p, y[:, None], axis=-1)[:, 0])
-        e = 1e-15
-        q = jnp.clip(p, e, 1 - e)
-        return -jnp.mean(y * jnp.log(q) + (1 - y) * jnp.log(1 - q))
+    value = _jax_losses(jax, jnp).get(loss)
+    if value is None:
+        return None
 
     y = jnp.asarray(np.asarray(inputs.get("y_host", inputs["y"])))
     p = jnp.asarray(np.asarray(inputs.get("p_host", inputs["p"])))
@@ -404,9 +462,6 @@ def _jax(loss, op, inputs):
 
     return call
 
-
-_JAX_LOSSES = ("mse", "binary_cross_entropy", "binary_cross_entropy_with_logits", "hinge",
-               "cross_entropy")
 
 
 def providers(device: str, quick: bool = False) -> list[Provider]:
