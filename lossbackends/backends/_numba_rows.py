@@ -10,7 +10,17 @@ import numpy as np
 from numba import njit, prange
 
 from ._host import bad_labels_as_nan, half_in_float32, label_error
-from ._numba_math import ONE, ZERO, fast_exp, fast_exp_normal, fast_tanh, maximum
+from ._numba_math import (
+    EXP32,
+    ONE,
+    TANH32,
+    ZERO,
+    fast_exp,
+    fast_exp_normal,
+    fast_tanh,
+    held,
+    maximum,
+)
 from .numba_backend import (
     _EMPTY,
     _EMPTY_ROWS,
@@ -108,6 +118,7 @@ def _cross_entropy_kernel(x, soft, labels, probs, weighted, class_weight, ignore
     cap = x.dtype.type(softcap)
     inv_cap = x.dtype.type(1.0 / softcap) if capped else x.dtype.type(0.0)
     two_inv_cap = inv_cap + inv_cap
+    tanh_k, exp_k = held(TANH32), held(EXP32)  # softcap's constants, kept (see ``held``)
 
     partials = np.empty(chunks)
     size = (rows + chunks - 1) // chunks
@@ -142,14 +153,14 @@ def _cross_entropy_kernel(x, soft, labels, probs, weighted, class_weight, ignore
                 # the scratch row: x may be the gradient buffer) and takes its exp
                 if softcap <= 40.0:
                     for c in range(classes):
-                        v = cap * fast_tanh(xr[c] * inv_cap)
+                        v = cap * fast_tanh(xr[c] * inv_cap, tanh_k)
                         capped_row[c] = v
-                        g[c] = fast_exp_normal(v - cap)  # in [exp(-80), 1]
+                        g[c] = fast_exp_normal(v - cap, exp_k)  # in [exp(-80), 1]
                     top = cap
                 else:
                     top = cap * fast_tanh(_row_max(xr) * inv_cap)
                     for c in range(classes):
-                        v = cap * fast_tanh(xr[c] * inv_cap)
+                        v = cap * fast_tanh(xr[c] * inv_cap, tanh_k)
                         capped_row[c] = v
                         g[c] = fast_exp(v - top)
                 xr = capped_row
