@@ -380,7 +380,7 @@ def multiclass_hinge(labels, x, weight, params, reduction, scale, grad, want_val
     else:
         value, bad_row = _parallel(_HINGE_PARALLEL, *args)
     if bad_row >= 0:
-        raise label_error(int(labels[bad_row]), bad_row, x.shape[1])
+        raise label_error(int(labels[bad_row]), bad_row, x.shape[1], loss="multiclass_hinge")
     if hess is not None:  # piecewise linear: 0 away from the kinks; NaN rows NaN
         hess[...] = 0
         hess[np.isnan(x).any(axis=1)] = np.nan
