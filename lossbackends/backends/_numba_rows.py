@@ -28,6 +28,7 @@ from .numba_backend import (
     _UNIT,
     CE_CHUNK_ELEMENTS,
     CHUNKS,
+    _in_order,
     _jit,
     _parallel,
     _sum,
@@ -257,10 +258,7 @@ def _cross_entropy_kernel(x, soft, labels, probs, weighted, class_weight, ignore
                     t = capped_row[c] * inv_cap
                     g[c] = g[c] * (ONE - t * t)
         partials[chunk] = total
-    total = 0.0
-    for chunk in range(chunks):  # a fixed order
-        total += partials[chunk]
-    return total * grad_scale, -1
+    return _in_order(partials) * grad_scale, -1
 
 
 _CE_SERIAL = _jit(_cross_entropy_kernel, "cross_entropy_serial", parallel=False)
@@ -356,10 +354,7 @@ def _multiclass_hinge_kernel(x, labels, weight, margin, mean, given_denominator,
             else:
                 g[:] = NAN32 if nan else ZERO
         partials[chunk] = total
-    total = 0.0
-    for chunk in range(chunks):  # a fixed order
-        total += partials[chunk]
-    return total * row_scale, -1
+    return _in_order(partials) * row_scale, -1
 
 
 _HINGE_SERIAL = _jit(_multiclass_hinge_kernel, "multiclass_hinge_serial", parallel=False)
