@@ -295,7 +295,7 @@ def _rows_block(t, x, denominator, *starts, spec: _Spec):
         where = tuple(int(s[0]) + int(i) for s, i in zip(starts, local, strict=True))
         flat = int(np.ravel_multi_index(where, spec.batch_shape))
         raise label_error(exc.label, flat, exc.classes,
-                          f"y_true[{', '.join(map(str, where))}]") from None
+                          f"y_true[{', '.join(map(str, where))}]", exc.loss) from None
 
 
 def _compute_block(loss, spec: _Spec, y, p, options, denominator=None):

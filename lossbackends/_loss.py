@@ -241,12 +241,14 @@ def _prepare_pinball(xp, y_true, y_pred, *, weight=None, quantile=0.5):
 _INT64 = np.iinfo(np.int64)
 
 
-def _class_indices(xp, t, classes: int, shape: tuple, check_labels: bool, ignore_index: int):
+def _class_indices(xp, t, classes: int, shape: tuple, check_labels: bool, ignore_index: int,
+                   name: str):
     """Integer or bool class indices as int64. Labels int64 cannot hold (uint64 from 2^63,
     Python ints beyond) are out of range of every class: they raise the label error with
     their value as given, never wrapped (2^64 - 100 cast would be -100, ignore_index);
     with ``check_labels=False`` they become a negative label other than ``ignore_index``,
-    so that their rows get NaN, like those of every other bad label."""
+    so that their rows get NaN, like those of every other bad label. ``name``: the loss,
+    which the error names."""
     wide = None  # where the labels are beyond int64
     if t.dtype.kind == "u" and t.dtype.itemsize == 8 and t.size:
         wide = t > _INT64.max
@@ -257,7 +259,7 @@ def _class_indices(xp, t, classes: int, shape: tuple, check_labels: bool, ignore
     if wide is not None and wide.any():
         if check_labels:
             row = int(xp.flatnonzero(wide.reshape(-1))[0])
-            raise label_error(int(t.reshape(-1)[row]), row, classes)
+            raise label_error(int(t.reshape(-1)[row]), row, classes, loss=name)
         bad = -1 if ignore_index != -1 else -2
         if t.dtype == object:
             t = np.array([bad if w else v for v, w in zip(t.flat, wide.flat, strict=True)],
@@ -302,7 +304,7 @@ def _class_axis_inputs(xp, y_true, y_pred, axis, name, probabilities, check_labe
         target = xp.ascontiguousarray(t).reshape(-1, classes)
     elif t.shape == batch_shape:
         target = xp.ascontiguousarray(_class_indices(xp, t, classes, shape, check_labels,
-                                                     ignore_index)).reshape(-1)
+                                                     ignore_index, name)).reshape(-1)
     else:
         expected = f" or probabilities of shape {shape}" if probabilities else ""
         raise ValueError(
@@ -559,7 +561,7 @@ def compute(xp, kernel, prep: Prepared, y_true, reduction: str, want_value: bool
                 raise
             where = np.unravel_index(exc.row, prep.value_shape)
             raise label_error(exc.label, exc.row, exc.classes,
-                              f"y_true[{', '.join(map(str, where))}]") from None
+                              f"y_true[{', '.join(map(str, where))}]", exc.loss) from None
     else:
         value = _empty_value(xp, prep, reduction) if want_value else None
     if prep.class_axis is not None:  # back to the user's layout

@@ -282,6 +282,25 @@ def test_multiclass_hinge_errors():
         lb.multiclass_hinge([0.5], [[1.0, 2.0]])
 
 
+def test_multiclass_hinge_label_error_names_it(backend):
+    """A bad label's error names the loss called, and offers no ignore_index (it has none),
+    also where the flat row is renamed (a class axis) and for labels beyond int64."""
+    x = on(backend, np.zeros((3, 4), np.float32))
+    with pytest.raises(lb.LabelError, match=r"^multiclass_hinge: y_true\[1\] = 4 is not a "
+                       r"class index in \[0, 4\); fix the labels$"):
+        lb.multiclass_hinge.value_and_grad(on(backend, np.array([0, 4, 1])), x,
+                                           backend=backend)
+    with pytest.raises(lb.LabelError, match=r"^multiclass_hinge: y_true\[1, 0\] = -1 "):
+        lb.multiclass_hinge(on(backend, np.array([[0, 1], [-1, 2]])),
+                            on(backend, np.zeros((2, 2, 4), np.float32)), backend=backend)
+    with pytest.raises(lb.LabelError, match=r"^multiclass_hinge: y_true\[2\] = 18446744073"):
+        lb.multiclass_hinge(on(backend, np.array([0, 1, 2**64 - 1], np.uint64)), x,
+                            backend=backend)
+    with pytest.raises(lb.LabelError, match=r"^cross_entropy: y_true\[1\] = 4 .* nor "
+                       "ignore_index; fix the labels or set ignore_index"):
+        lb.cross_entropy(on(backend, np.array([0, 4, 1])), x, backend=backend)
+
+
 @pytest.mark.skipif(importlib.util.find_spec("jax") is None, reason="jax is not installed")
 def test_jax_multiclass_hinge_and_cross_entropy_options():
     import jax

@@ -9,22 +9,26 @@ import numpy as np
 
 class LabelError(ValueError):
     """An integer class index outside ``[0, C)`` that is not ``ignore_index``; ``row`` is
-    the flat row it was found in (a Dask block renames it to its global row)."""
+    the flat row it was found in (a Dask block renames it to its global row), ``loss`` the
+    loss that was called."""
 
-    def __init__(self, message: str, label: int, row: int, classes: int):
+    def __init__(self, message: str, label: int, row: int, classes: int, loss: str):
         super().__init__(message)
-        self.label, self.row, self.classes = label, row, classes
+        self.label, self.row, self.classes, self.loss = label, row, classes, loss
 
 
-def label_error(label: int, row: int, classes: int, where: str | None = None) -> LabelError:
-    """The error for an integer class index outside ``[0, C)`` (every backend raises it);
-    ``where`` names the element (default ``y_true[row]``)."""
+def label_error(label: int, row: int, classes: int, where: str | None = None,
+                loss: str = "cross_entropy") -> LabelError:
+    """The error for an integer class index outside ``[0, C)`` (every backend raises it),
+    named after ``loss``; ``where`` names the element (default ``y_true[row]``). Only
+    cross-entropy has ``ignore_index``: only its message offers it."""
     where = f"y_true[{row}]" if where is None else where
-    return LabelError(
-        f"cross_entropy: {where} = {label} is not a class index in [0, {classes}) "
-        "nor ignore_index; fix the labels or set ignore_index to mark rows to skip",
-        label, row, classes,
-    )
+    message = f"{loss}: {where} = {label} is not a class index in [0, {classes})"
+    if loss == "cross_entropy":
+        message += " nor ignore_index; fix the labels or set ignore_index to mark rows to skip"
+    else:
+        message += "; fix the labels"
+    return LabelError(message, label, row, classes, loss)
 
 
 FLOAT16 = np.dtype(np.float16)  # NumPy's builtin dtypes are singletons: test with ``is``

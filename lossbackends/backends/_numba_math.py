@@ -24,7 +24,7 @@ from numba.extending import intrinsic, overload
 # Numba's "pedantic" SSA check flags the selects of these inlined functions (its own
 # message asks for a bug report); the code is correct and vectorised, so the warning is
 # silenced for these functions only.
-warnings.filterwarnings("ignore", message=r".*variable '_(exp|log|tanh)32_", category=NumbaIRAssumptionWarning)
+warnings.filterwarnings("ignore", message=r".*variable '[^']*_(exp|log|tanh)32_", category=NumbaIRAssumptionWarning)
 
 _f32 = np.float32
 LOG2E = _f32(1.44269504088896341)
@@ -129,6 +129,30 @@ def fma(typingctx, a, b, c):
     return sig, codegen
 
 
+@intrinsic
+def held(typingctx, values):
+    """``values``, a tuple of float32 constants, as values LLVM cannot see through (each
+    passes an empty inline asm): a kernel takes them once, before its loop, and hands them
+    to ``fast_tanh`` or ``fast_exp_normal``. Numba compiles with the large code model,
+    where a constant that finds no free register in a vectorised loop is fetched again on
+    every iteration (an absolute address, then a broadcast: two instructions per use, some
+    forty in softcap's tanh and exp); a value LLVM does not know is kept in a register, or
+    spilled once as a whole vector that the fma reads from the stack. The same bits."""
+    if not (isinstance(values, types.UniTuple) and values.dtype == types.float32):
+        return None
+    sig = values(values)
+
+    def codegen(context, builder, signature, args):
+        opaque = []
+        for i in range(signature.return_type.count):
+            bits = builder.bitcast(builder.extract_value(args[0], i), _I32)
+            bits = builder.asm(ir.FunctionType(_I32, [_I32]), "", "=r,0", [bits], False)
+            opaque.append(builder.bitcast(bits, _F32))
+        return context.make_tuple(builder, signature.return_type, opaque)
+
+    return sig, codegen
+
+
 def fast_exp(x):
     """exp(x): vectorisable for float32 (subnormal results, overflow to inf, NaN and
     -inf included), ``math.exp`` otherwise."""
@@ -147,37 +171,47 @@ def fast_log1p(x):
     return math.log1p(x)
 
 
-def fast_tanh(x):
+def fast_tanh(x, constants=None):
     """tanh(x): vectorisable for float32 (within 5.5 ulp; +-1 at +-inf, NaN kept),
-    ``math.tanh`` otherwise."""
+    ``math.tanh`` otherwise. ``constants``: ``held(TANH32)``, taken before a loop (see
+    ``held``), or None."""
     return math.tanh(x)
 
 
-def fast_exp_normal(x):
+def fast_exp_normal(x, constants=None):
     """exp(x) for x in [-87, 88], where exp(x) is a normal float32: vectorisable for
     float32 and cheaper than ``fast_exp`` (no clamp, no subnormal scaling); NaN stays
-    NaN; ``math.exp`` otherwise."""
+    NaN; ``math.exp`` otherwise. ``constants``: ``held(EXP32)`` or None (see ``held``)."""
     return math.exp(x)
 
 
+# exp's constants (``held`` takes them as one tuple): log2(e), ROUNDER, -ln 2 in two
+# parts, the minimax polynomial of e^f from its highest coefficient, and 1
+EXP32 = (LOG2E, ROUNDER, -LN2_HI, -LN2_LO, _f32(1.9875691500e-4), _f32(1.3981999507e-3),
+         _f32(8.3334519073e-3), _f32(4.1665795894e-2), _f32(1.6666665459e-1),
+         _f32(5.0000001201e-1), ONE)
+
+
 @njit(inline="always")
-def _exp32_reduced(x):
+def _exp32_reduced(x, k=EXP32):
     """``(e^f, n + ROUNDER)`` with x = n ln 2 + f, |f| <= ln2/2 (Cody-Waite), e^f by the
-    minimax polynomial: exp(x) is the first times 2^n, which each caller scales its way."""
-    rounded = fma(x, LOG2E, ROUNDER)  # n + ROUNDER, n = round(x / ln 2)
-    n = rounded - ROUNDER  # exact
-    f = fma(n, -LN2_LO, fma(n, -LN2_HI, x))
-    p = _f32(1.9875691500e-4)
-    p = fma(p, f, _f32(1.3981999507e-3))
-    p = fma(p, f, _f32(8.3334519073e-3))
-    p = fma(p, f, _f32(4.1665795894e-2))
-    p = fma(p, f, _f32(1.6666665459e-1))
-    p = fma(p, f, _f32(5.0000001201e-1))
-    return fma(p * f, f, f) + ONE, rounded
+    minimax polynomial: exp(x) is the first times 2^n, which each caller scales its way.
+    ``k``: ``EXP32``, or the same ``held``."""
+    log2e, rounder, minus_ln2_hi, minus_ln2_lo, p5, p4, p3, p2, p1, p0, one = k
+    rounded = fma(x, log2e, rounder)  # n + ROUNDER, n = round(x / ln 2)
+    n = rounded - rounder  # exact
+    f = fma(n, minus_ln2_lo, fma(n, minus_ln2_hi, x))
+    p = fma(p5, f, p4)
+    p = fma(p, f, p3)
+    p = fma(p, f, p2)
+    p = fma(p, f, p1)
+    p = fma(p, f, p0)
+    return fma(p * f, f, f) + one, rounded
 
 
-def _exp32_normal(x):
-    mantissa, rounded = _exp32_reduced(x)
+@njit(inline="always")
+def _exp32_normal(x, k=EXP32):
+    mantissa, rounded = _exp32_reduced(x, k)
     return mantissa * _power_of_two32(rounded)
 
 
@@ -247,17 +281,21 @@ TANH_Q1 = _f32(0.4637257754802704)
 TANH_Q2 = _f32(0.02429637312889099)
 TANH_Q3 = _f32(0.0002474108478054404)
 TANH_CLAMP = _f32(10.0)
+TANH32 = (TANH_CLAMP, -TANH_CLAMP, TANH_P6, TANH_P5, TANH_P4, TANH_P3, TANH_P2, TANH_P1,
+          TANH_Q3, TANH_Q2, TANH_Q1, ONE)  # as ``held`` takes them
 
 
-def _tanh32(x):
-    x = TANH_CLAMP if x > TANH_CLAMP else (-TANH_CLAMP if x < -TANH_CLAMP else x)
+@njit(inline="always")
+def _tanh32(x, k=TANH32):
+    clamp, minus_clamp, p6, p5, p4, p3, p2, p1, q3, q2, q1, one = k
+    x = clamp if x > clamp else (minus_clamp if x < minus_clamp else x)
     z = x * x
-    p = fma(TANH_P6, z, TANH_P5)
-    p = fma(p, z, TANH_P4)
-    p = fma(p, z, TANH_P3)
-    p = fma(p, z, TANH_P2)
-    p = fma(p, z, TANH_P1)
-    q = fma(fma(fma(TANH_Q3, z, TANH_Q2), z, TANH_Q1), z, ONE)
+    p = fma(p6, z, p5)
+    p = fma(p, z, p4)
+    p = fma(p, z, p3)
+    p = fma(p, z, p2)
+    p = fma(p, z, p1)
+    q = fma(fma(fma(q3, z, q2), z, q1), z, one)
     return fma(x, z * p, x) / q
 
 
@@ -269,10 +307,12 @@ def _fast_exp(x):
 
 
 @overload(fast_exp_normal, inline="always")
-def _fast_exp_normal(x):
+def _fast_exp_normal(x, constants=None):
     if x == types.float32:
-        return _exp32_normal
-    return lambda x: math.exp(x)
+        if _given(constants):
+            return lambda x, constants=None: _exp32_normal(x, constants)
+        return lambda x, constants=None: _exp32_normal(x)
+    return lambda x, constants=None: math.exp(x)
 
 
 @overload(fast_log, inline="always")
@@ -282,11 +322,17 @@ def _fast_log(x):
     return lambda x: math.log(x)
 
 
+def _given(constants) -> bool:
+    return not (constants is None or isinstance(constants, (types.NoneType, types.Omitted)))
+
+
 @overload(fast_tanh, inline="always")
-def _fast_tanh(x):
+def _fast_tanh(x, constants=None):
     if x == types.float32:
-        return _tanh32
-    return lambda x: math.tanh(x)
+        if _given(constants):
+            return lambda x, constants=None: _tanh32(x, constants)
+        return lambda x, constants=None: _tanh32(x)
+    return lambda x, constants=None: math.tanh(x)
 
 
 @overload(fast_log1p, inline="always")

@@ -10,7 +10,17 @@ import numpy as np
 from numba import njit, prange
 
 from ._host import bad_labels_as_nan, half_in_float32, label_error
-from ._numba_math import ONE, ZERO, fast_exp, fast_exp_normal, fast_tanh, maximum
+from ._numba_math import (
+    EXP32,
+    ONE,
+    TANH32,
+    ZERO,
+    fast_exp,
+    fast_exp_normal,
+    fast_tanh,
+    held,
+    maximum,
+)
 from .numba_backend import (
     _EMPTY,
     _EMPTY_ROWS,
@@ -18,6 +28,7 @@ from .numba_backend import (
     _UNIT,
     CE_CHUNK_ELEMENTS,
     CHUNKS,
+    _in_order,
     _jit,
     _parallel,
     _sum,
@@ -108,6 +119,7 @@ def _cross_entropy_kernel(x, soft, labels, probs, weighted, class_weight, ignore
     cap = x.dtype.type(softcap)
     inv_cap = x.dtype.type(1.0 / softcap) if capped else x.dtype.type(0.0)
     two_inv_cap = inv_cap + inv_cap
+    tanh_k, exp_k = held(TANH32), held(EXP32)  # softcap's constants, kept (see ``held``)
 
     partials = np.empty(chunks)
     size = (rows + chunks - 1) // chunks
@@ -142,14 +154,14 @@ def _cross_entropy_kernel(x, soft, labels, probs, weighted, class_weight, ignore
                 # the scratch row: x may be the gradient buffer) and takes its exp
                 if softcap <= 40.0:
                     for c in range(classes):
-                        v = cap * fast_tanh(xr[c] * inv_cap)
+                        v = cap * fast_tanh(xr[c] * inv_cap, tanh_k)
                         capped_row[c] = v
-                        g[c] = fast_exp_normal(v - cap)  # in [exp(-80), 1]
+                        g[c] = fast_exp_normal(v - cap, exp_k)  # in [exp(-80), 1]
                     top = cap
                 else:
                     top = cap * fast_tanh(_row_max(xr) * inv_cap)
                     for c in range(classes):
-                        v = cap * fast_tanh(xr[c] * inv_cap)
+                        v = cap * fast_tanh(xr[c] * inv_cap, tanh_k)
                         capped_row[c] = v
                         g[c] = fast_exp(v - top)
                 xr = capped_row
@@ -246,10 +258,7 @@ def _cross_entropy_kernel(x, soft, labels, probs, weighted, class_weight, ignore
                     t = capped_row[c] * inv_cap
                     g[c] = g[c] * (ONE - t * t)
         partials[chunk] = total
-    total = 0.0
-    for chunk in range(chunks):  # a fixed order
-        total += partials[chunk]
-    return total * grad_scale, -1
+    return _in_order(partials) * grad_scale, -1
 
 
 _CE_SERIAL = _jit(_cross_entropy_kernel, "cross_entropy_serial", parallel=False)
@@ -345,10 +354,7 @@ def _multiclass_hinge_kernel(x, labels, weight, margin, mean, given_denominator,
             else:
                 g[:] = NAN32 if nan else ZERO
         partials[chunk] = total
-    total = 0.0
-    for chunk in range(chunks):  # a fixed order
-        total += partials[chunk]
-    return total * row_scale, -1
+    return _in_order(partials) * row_scale, -1
 
 
 _HINGE_SERIAL = _jit(_multiclass_hinge_kernel, "multiclass_hinge_serial", parallel=False)
@@ -369,7 +375,7 @@ def multiclass_hinge(labels, x, weight, params, reduction, scale, grad, want_val
     else:
         value, bad_row = _parallel(_HINGE_PARALLEL, *args)
     if bad_row >= 0:
-        raise label_error(int(labels[bad_row]), bad_row, x.shape[1])
+        raise label_error(int(labels[bad_row]), bad_row, x.shape[1], loss="multiclass_hinge")
     if hess is not None:  # piecewise linear: 0 away from the kinks; NaN rows NaN
         hess[...] = 0
         hess[np.isnan(x).any(axis=1)] = np.nan

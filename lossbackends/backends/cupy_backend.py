@@ -297,7 +297,7 @@ def multiclass_hinge(labels, x, weight, params, reduction, scale, grad, want_val
         error.fill(0)
         host_labels = cp.asnumpy(labels)
         row = int(np.flatnonzero((host_labels < 0) | (host_labels >= classes))[0])
-        raise label_error(int(host_labels[row]), row, classes)
+        raise label_error(int(host_labels[row]), row, classes, loss="multiclass_hinge")
     return row_out if reduction == "none" else value
 
 

@@ -180,6 +180,17 @@ _sum = _jit(_sum, "_sum", reassociate=True)
 
 
 @njit(inline="always")
+def _in_order(partials):
+    """sum(partials) from first to last: the chunks' partial sums in a fixed order, so
+    that the result does not depend on which thread ran which chunk (inlined, so compiled
+    with its caller's flags, which never reassociate)."""
+    total = 0.0
+    for chunk in range(partials.size):
+        total += partials[chunk]
+    return total
+
+
+@njit(inline="always")
 def _labels_are_0_or_1(ys):
     """Whether every label is 0 or 1 (NaN and inf are not): one vectorised pass, with no
     early exit, which would stop LLVM vectorising it."""
@@ -279,10 +290,7 @@ def _elementwise_kernel(loss_id: int, want_value: bool):
                 if want_value:
                     total += _sum(ls)
             partials[chunk] = total
-        total = 0.0
-        for chunk in range(chunks):  # a fixed order
-            total += partials[chunk]
-        return total * scale
+        return _in_order(partials) * scale
 
     return kernel
 

@@ -334,7 +334,7 @@ def multiclass_hinge(labels, x, weight, params, reduction, scale, grad, want_val
     bad = (labels < 0) | (labels >= classes)
     if bad.any():
         row = int(np.flatnonzero(bad)[0])
-        raise label_error(int(labels[row]), row, classes)
+        raise label_error(int(labels[row]), row, classes, loss="multiclass_hinge")
     row_index = np.arange(rows)
     true = x[row_index, labels]
     others = x.copy()  # the label's own score out of the max (grad may be x: read it first)
