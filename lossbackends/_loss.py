@@ -20,6 +20,7 @@ loss, with the gradient's weights and scale; it is only asked together with ``gr
 
 from __future__ import annotations
 
+import inspect
 import operator
 import warnings
 from collections.abc import Callable
@@ -416,7 +417,9 @@ class Loss:
         """``class_indices``: y_pred has a class axis, and a plain call passes one class
         index per row (cross_entropy)."""
         self.name = name
-        self._prepare = prepare
+        self._prepare_options = prepare
+        # the options the loss takes, for the message of a misspelt or foreign one
+        self._options = tuple(inspect.signature(prepare).parameters)[3:]
         self.__doc__ = doc
         # What a plain call (canonical arrays, no option) hands the kernel, by y_pred's
         # dtype: the loss's params (they depend on the dtype alone) and y_true's dtype;
@@ -432,6 +435,23 @@ class Loss:
 
     def __repr__(self) -> str:
         return f"<lossbackends loss {self.name!r}>"
+
+    def _prepare(self, xp, y_true, y_pred, **options) -> Prepared:
+        """The loss's preparation (its argument checks, for every backend); an option it
+        does not take is a TypeError that names the loss and its options, not the
+        preparing function."""
+        try:
+            return self._prepare_options(xp, y_true, y_pred, **options)
+        except TypeError:
+            unknown = sorted(set(options) - set(self._options))
+            if not unknown:
+                raise
+            hint = ("; per-class weights are class_weight= (torch's weight=)"
+                    if self.name == "cross_entropy" and "weight" in unknown else "")
+            raise TypeError(
+                f"{self.name}() got an unexpected keyword argument {unknown[0]!r}; its "
+                f"options are {', '.join(self._options)}, reduction and backend{hint}"
+            ) from None
 
     def __call__(self, y_true: Any, y_pred: Any, *, reduction: str = "mean",
                  backend: str | None = None, **options: Any) -> Any:

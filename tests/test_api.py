@@ -274,6 +274,18 @@ def test_unknown_backend_and_reduction():
         lb.mse(np.ones(2), np.ones(2), reduction="avg")
 
 
+def test_unknown_option_names_the_loss_and_its_options():
+    # the error names the loss and what it takes, not the private function that prepares it
+    with pytest.raises(TypeError, match=r"^mse\(\) got an unexpected keyword argument 'delta'; "
+                       "its options are weight, reduction and backend$"):
+        lb.mse(np.ones(2), np.ones(2), delta=1.0)
+    with pytest.raises(TypeError, match=r"huber\(\) .* 'detla'; its options are weight, delta,"):
+        lb.huber.value_and_grad(np.ones(2), np.ones(2), detla=1.0)
+    with pytest.raises(TypeError, match=r"'weight'; .*class_weight, .* per-class weights are "
+                       r"class_weight= \(torch's weight=\)"):
+        lb.cross_entropy(np.array([0, 1]), np.ones((2, 3)), weight=np.ones(2))
+
+
 def test_unavailable_backend_names_the_extra():
     code = ("import sys; sys.modules['cupy'] = None; import lossbackends as lb, numpy as np\n"
             "try:\n    lb.mse(np.ones(2), np.ones(2), backend='cupy')\n"
