@@ -1,6 +1,7 @@
 """The Numba backend's row losses: cross-entropy, row by row while the row is in cache (max,
 then ``exp`` once per element, written into the gradient buffer, then the gradient in
-place). Split from ``numba_backend`` (the shared pieces: ``_jit``, ``_sum``, ``_parallel``,
+place); rows of fewer than ``FEW_CLASSES`` classes without options block by block instead,
+in flat passes over many rows (a short row does not vectorise). Split from ``numba_backend`` (the shared pieces: ``_jit``, ``_sum``, ``_parallel``,
 the chunking constants), so that neither file is a wall as the catalogue grows.
 """
 
