@@ -168,6 +168,47 @@ def test_cross_entropy_hessian_near_a_softmax_of_one(backend):
         np.testing.assert_allclose(host(hess), expected, rtol=2e-5, atol=1e-30)
 
 
+def test_cross_entropy_of_few_classes_across_blocks_and_chunks():
+    """The Numba kernel for rows of few classes (blocks of rows, several parallel chunks)
+    against float64: ignored rows, a NaN row, infinite logits, ties at the max, a row
+    whose other classes are under 1e-16 of the max's; value, gradient, Hessian, the
+    gradient of grad_and_hess equal to value_and_grad's, and grad_out=y_pred."""
+    pytest.importorskip("numba")
+    rng = np.random.default_rng(16)
+    x = rng.normal(0, 3, (3001, 10)).astype(np.float32)  # 3 chunks of 5 blocks
+    t = rng.integers(0, 10, 3001)
+    t[7::11] = -100
+    x[5] = np.nan
+    x[6, :3] = np.inf
+    x[9, :] = -np.inf
+    x[10, [2, 7]] = 5.0  # a tie at the max
+    x[10, [0, 1, 3, 4, 5, 6, 8, 9]] = 0.0
+    x[12] = -50.0  # others' share e^-50: 1 - s rounds to 0, the Hessian does not
+    x[12, 4] = 0.0
+    x64 = x.astype(np.float64)
+    for reduction in REDUCTIONS:
+        value, grad = lb.cross_entropy.value_and_grad(t, x, reduction=reduction,
+                                                      backend="numba")
+        g, hess = lb.cross_entropy.grad_and_hess(t, x, reduction=reduction, backend="numba")
+        np.testing.assert_array_equal(g, grad)
+        with np.errstate(invalid="ignore"):
+            expected_value = lb.cross_entropy(t, x64, reduction=reduction, backend="numpy")
+            expected_grad, expected_hess = lb.cross_entropy.grad_and_hess(
+                t, x64, reduction=reduction, backend="numpy")
+        scale = np.nanmax(np.abs(expected_grad))
+        np.testing.assert_allclose(value, expected_value, rtol=2e-5)
+        np.testing.assert_allclose(grad, expected_grad, rtol=2e-5, atol=2e-6 * scale)
+        np.testing.assert_allclose(hess, expected_hess, rtol=2e-5, atol=2e-6 * scale)
+        assert np.isnan(grad[5]).all() and np.isnan(hess[5]).all()
+        assert 0 < hess[12, 4] < 1e-20
+        np.testing.assert_allclose(hess[12, 4], expected_hess[12, 4], rtol=2e-5)
+        x_copy = x.copy()
+        g, h = lb.cross_entropy.grad_and_hess(t, x_copy, reduction=reduction, backend="numba",
+                                              out=(x_copy, np.empty_like(x)))
+        np.testing.assert_array_equal(g, grad)
+        np.testing.assert_array_equal(h, hess)
+
+
 def test_cross_entropy_hessian_on_another_axis(backend):
     rng = np.random.default_rng(3)
     x = rng.normal(size=(4, 5, 6))

@@ -1,6 +1,7 @@
 """The Numba backend's row losses: cross-entropy, row by row while the row is in cache (max,
 then ``exp`` once per element, written into the gradient buffer, then the gradient in
-place). Split from ``numba_backend`` (the shared pieces: ``_jit``, ``_sum``, ``_parallel``,
+place); rows of fewer than ``FEW_CLASSES`` classes without options block by block instead,
+in flat passes over many rows (a short row does not vectorise). Split from ``numba_backend`` (the shared pieces: ``_jit``, ``_sum``, ``_parallel``,
 the chunking constants), so that neither file is a wall as the catalogue grows.
 """
 
@@ -26,6 +27,7 @@ from .numba_backend import (
     _EMPTY_ROWS,
     _NO_LABELS,
     _UNIT,
+    BLOCK,
     CE_CHUNK_ELEMENTS,
     CHUNKS,
     _in_order,
@@ -34,6 +36,7 @@ from .numba_backend import (
     _sum,
 )
 
+_EMPTY_LOSSES = np.empty(0)  # no per-row losses wanted
 INF32 = np.float32(np.inf)  # float32 constants: float32 scores are compared in float32
 NAN32 = np.float32(np.nan)
 
@@ -265,6 +268,141 @@ _CE_SERIAL = _jit(_cross_entropy_kernel, "cross_entropy_serial", parallel=False)
 _CE_PARALLEL = _jit(_cross_entropy_kernel, "cross_entropy_parallel", parallel=True)
 
 
+# --- cross-entropy over rows of few classes, block by block ------------------------------
+# A row of C < FEW_CLASSES logits is shorter than the vector loops LLVM makes (8 float32
+# lanes, unrolled), so the row-by-row kernel above runs its exps in the scalar tail: at
+# C = 10 it spent 140 ns a row. Here a block of rows is computed in passes over the whole
+# block, flat, where the per-row numbers (the max, then the softmax's scale) are first
+# spread to one per element: the exps and the products then vectorise across rows. Only
+# the per-row sums stay scalar. For hard labels without class weights, smoothing, z-loss
+# or softcap (the options change the passes' formulas; those calls keep the kernel above).
+FEW_CLASSES = 32
+
+
+def _cross_entropy_few_classes_kernel(x, labels, ignore_index, mean, given_denominator,
+                                      want_value, grad, hess, row_losses, chunks):
+    """The loss of row r is log(sum_c exp(z_c)) - z_label, z = x_r - max(x_r) (see
+    ``_shifted``); the gradient (softmax - onehot) times the reduction's scale; the Hessian
+    softmax (1 - softmax) times it. ``grad``, ``hess`` and ``row_losses`` are empty when not
+    wanted (one compiled version for all); without ``want_value`` no loss is computed (0). Returns (the reduced loss, first bad row or -1),
+    the labels checked before anything is written."""
+    rows, classes = x.shape
+    # the labels first, in one pass without an early exit (it vectorises): the mean's
+    # denominator (the kept rows) and whether any label is out of range
+    kept_rows = 0
+    bad = False
+    for r in range(rows):
+        label = labels[r]
+        kept = label != ignore_index
+        kept_rows += kept
+        bad |= kept & ((label < 0) | (label >= classes))
+    if bad:
+        for r in range(rows):
+            if labels[r] != ignore_index and (labels[r] < 0 or labels[r] >= classes):
+                return 0.0, r
+    denominator = given_denominator if given_denominator >= 0.0 else float(kept_rows)
+    grad_scale = 1.0 / denominator if mean else 1.0
+    scale = x.dtype.type(grad_scale)
+    want_grad, want_hess, want_rows = grad.size != 0, hess.size != 0, row_losses.size != 0
+    flat_x = x.reshape(-1)
+    flat_grad = grad.reshape(-1)
+    flat_hess = hess.reshape(-1)
+    block_rows = max(1, BLOCK // classes)
+    partials = np.empty(chunks)
+    size = (rows + chunks - 1) // chunks
+    for chunk in prange(chunks):
+        total = 0.0
+        # per element: the row's max, then its 1 / sum exp; 1 - softmax for an exp of 1
+        # (below); per row: z_label
+        spread = np.empty(block_rows * classes, x.dtype)
+        complement = np.empty(block_rows * classes if want_hess else 0, x.dtype)
+        exps = np.empty(0 if want_grad else block_rows * classes, x.dtype)
+        label_z = np.empty(block_rows, x.dtype)
+        chunk_stop = min(rows, chunk * size + size)
+        for first in range(chunk * size, chunk_stop, block_rows):
+            count = min(block_rows, chunk_stop - first)
+            start, stop = first * classes, (first + count) * classes
+            xs = flat_x[start:stop]
+            es = flat_grad[start:stop] if want_grad else exps[: stop - start]
+            ts = spread[: stop - start]
+            # 1. each row's max (NaN if any logit is), spread over the row; z_label read
+            # now: x may be the gradient buffer, overwritten by the exps
+            for r in range(count):
+                row = r * classes
+                top = xs[row]
+                for c in range(1, classes):
+                    top = maximum(top, xs[row + c])
+                for c in range(classes):
+                    ts[row + c] = top
+                label = labels[first + r]
+                label_z[r] = (_shifted(xs[row + label], top) if label != ignore_index
+                              else ZERO)
+            # 2. the exps, across the rows
+            for i in range(xs.size):
+                es[i] = fast_exp(_shifted(xs[i], ts[i]))
+            # 3. per row: sum exp (float64, as the kernel above), the loss, 1 / sum spread
+            # over the row. The max's exp is 1 (z = 0), and its softmax s may be near 1,
+            # where 1 - s would round to 0 within an ulp: there 1 - s is the other exps'
+            # sum over the row's, those below 1 summed apart (1 + e rounds e away below
+            # 1e-16), plus the other 1s (ties: the count is the sums' difference)
+            for r in range(count):
+                row = r * classes
+                sum_exp = 0.0
+                below_one = 0.0
+                for c in range(classes):
+                    e = es[row + c]
+                    sum_exp += e
+                    below_one += ZERO if e == ONE else e
+                inverse = 1.0 / sum_exp
+                for c in range(classes):
+                    ts[row + c] = x.dtype.type(inverse)
+                if want_hess:
+                    others = below_one + (np.rint(sum_exp - below_one) - 1.0)
+                    for c in range(classes):
+                        complement[row + c] = x.dtype.type(others * inverse)
+                if not want_value:
+                    continue
+                if labels[first + r] == ignore_index:
+                    if want_rows:
+                        row_losses[first + r] = 0.0
+                    continue
+                loss = np.log(sum_exp) - label_z[r]
+                total += loss
+                if want_rows:
+                    row_losses[first + r] = loss
+            # 4. softmax, its Hessian and the gradient, across the rows
+            if want_hess:
+                hs = flat_hess[start:stop]
+                us = complement[: stop - start]
+                for i in range(xs.size):
+                    s = es[i] * ts[i]
+                    hs[i] = scale * (s * (us[i] if es[i] == ONE else ONE - s))
+            if want_grad:
+                for i in range(xs.size):
+                    es[i] = (es[i] * ts[i]) * scale
+            # 5. per row: the label's -1, ignored rows' zeros
+            for r in range(count):
+                row = r * classes
+                label = labels[first + r]
+                if label == ignore_index:
+                    if want_grad:
+                        es[row: row + classes] = 0
+                    if want_hess:
+                        flat_hess[start + row: start + row + classes] = 0
+                elif want_grad:
+                    es[row + label] -= grad_scale
+        partials[chunk] = total
+    total = 0.0
+    for chunk in range(chunks):  # a fixed order
+        total += partials[chunk]
+    return total * grad_scale, -1
+
+
+_FEW_SERIAL = _jit(_cross_entropy_few_classes_kernel, "cross_entropy_few_serial")
+_FEW_PARALLEL = _jit(_cross_entropy_few_classes_kernel, "cross_entropy_few_parallel",
+                     parallel=True)
+
+
 @half_in_float32
 def cross_entropy(target, x, class_weight, params, reduction, scale, grad, want_value, hess=None):
     # host labels are always checked: it costs nothing
@@ -275,15 +413,23 @@ def cross_entropy(target, x, class_weight, params, reduction, scale, grad, want_
     # chunks of at least CE_CHUNK_ELEMENTS logits (a small input is not cut into 64 pieces
     # that each allocate their scratch rows); fixed by the shape, never by the threads
     chunks = max(1, min(CHUNKS, rows, x.size // CE_CHUNK_ELEMENTS))
-    args = (x, soft, _NO_LABELS if soft else target, target if soft else _EMPTY_ROWS[x.dtype],
-            class_weight is not None, _EMPTY[x.dtype] if class_weight is None else class_weight,
-            ignore_index, smoothing, reduction == "mean",
-            -1.0 if denominator is None else float(denominator), z_loss,
-            0.0 if softcap is None else softcap, grad, row_losses, chunks, hess)
-    if chunks == 1:
-        value, bad_row = _CE_SERIAL(*args)
+    if (0 < x.shape[1] < FEW_CLASSES and not soft and class_weight is None and smoothing == 0.0
+            and z_loss == 0.0 and softcap is None):
+        empty = _EMPTY_ROWS[x.dtype]
+        args = (x, target, ignore_index, reduction == "mean",
+                -1.0 if denominator is None else float(denominator), want_value,
+                empty if grad is None else grad, empty if hess is None else hess,
+                _EMPTY_LOSSES if row_losses is None else row_losses, chunks)
+        serial, parallel = _FEW_SERIAL, _FEW_PARALLEL
     else:
-        value, bad_row = _parallel(_CE_PARALLEL, *args)
+        args = (x, soft, _NO_LABELS if soft else target, target if soft else _EMPTY_ROWS[x.dtype],
+                class_weight is not None,
+                _EMPTY[x.dtype] if class_weight is None else class_weight,
+                ignore_index, smoothing, reduction == "mean",
+                -1.0 if denominator is None else float(denominator), z_loss,
+                0.0 if softcap is None else softcap, grad, row_losses, chunks, hess)
+        serial, parallel = _CE_SERIAL, _CE_PARALLEL
+    value, bad_row = serial(*args) if chunks == 1 else _parallel(parallel, *args)
     if bad_row >= 0:
         raise label_error(int(target[bad_row]), bad_row, x.shape[1])
     if not want_value:
