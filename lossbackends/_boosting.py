@@ -87,7 +87,7 @@ class Objective:
     loss: Loss
     options: dict
     convention: Convention
-    floor: float  # the smallest Hessian (times the weight): the library's own
+    floor: float  # the smallest Hessian (times the weight): the library's own, or 0
     library: str
 
     def __repr__(self) -> str:
@@ -163,9 +163,9 @@ class Objective:
                 hess *= sample_weight
             if factor != 1.0:
                 hess *= factor
-            if self.floor:
-                floor = self.floor if sample_weight is None else self.floor * sample_weight
-                xp.maximum(hess, floor, out=hess)
+            # the floor (0 too: no negative Hessian), as the Numba pass applies it
+            floor = self.floor if sample_weight is None else self.floor * sample_weight
+            xp.maximum(hess, floor, out=hess)
         if convention.grad != 1.0:
             grad *= convention.grad
         return grad, hess

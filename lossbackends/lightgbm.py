@@ -25,8 +25,11 @@ loss                                      (grad, hess) per sample               
 ``hinge``                                 labels 0/1 become -1/+1
 ========================================  ======================================  ===========
 
-LightGBM's own objectives put no floor under the Hessian (its leaves add ``1e-15`` to the
-Hessian sums), so none is applied. Losses whose Hessian is 0 almost everywhere (``hinge``,
+LightGBM's own objectives put no floor under their Hessians, which are never negative
+(its leaves add ``1e-15`` to the Hessian sums), so the only floor applied is 0: a negative
+Hessian (``sigmoid_focal``'s, for badly misclassified samples, where the loss is concave)
+becomes 0, so that no leaf's Newton step goes uphill; the built-in objectives' Hessians
+are unchanged by it. Losses whose Hessian is 0 almost everywhere (``hinge``,
 ``multiclass_hinge``, ``mae``, ``pinball``, ``kl_div``) take the sample weight as Hessian,
 as LightGBM's L1 and quantile objectives do; ``huber`` too (LightGBM's Huber objective),
 ``smooth_l1`` the weight over ``beta``.
@@ -54,7 +57,7 @@ CONVENTIONS = {
     "cross_entropy": Convention(hess=lambda classes: classes / (classes - 1.0)),
     "hinge": HINGE,
 }
-FLOOR = 0.0  # LightGBM's own objectives floor nothing
+FLOOR = 0.0  # no negative Hessian; LightGBM's own objectives have none to floor
 
 
 LightGBMObjective = Objective  # the callable ``objective`` returns

@@ -109,7 +109,8 @@ def test_the_numba_finishing_pass_is_numpy_s(library, dtype, monkeypatch):
     labels = rng.integers(0, classes, n).astype(dtype)
     logits = rng.normal(0, 3, (n, classes)).astype(dtype)
     for loss, first, second in ((lb.mse, y, x), (lb.binary_cross_entropy_with_logits, y, x),
-                                (lb.hinge, y, x), (lb.cross_entropy, labels, logits)):
+                                (lb.hinge, y, x), (lb.cross_entropy, labels, logits),
+                                (lb.sigmoid_focal, y, x)):  # negative Hessians where concave
         for weight in (w, None):
             ours = module.objective(loss)(first, second, weight)
             with monkeypatch.context() as patch:
@@ -129,7 +130,21 @@ def test_xgboost_floors_the_hessian_at_1e_16():
     _, hess = lb.xgboost.objective(lb.binary_cross_entropy_with_logits)(y, x, np.array([2, 2, 0.5]))
     assert hess[2] == 0.5e-16  # the floor times the weight, as XGBoost's max(h, 1e-16) w
     _, hess = lb.lightgbm.objective(lb.binary_cross_entropy_with_logits)(y, x, None)
-    assert hess[2] == 0.0  # LightGBM's own objectives floor nothing
+    assert hess[2] == 0.0  # LightGBM's own objectives floor nothing above 0
+
+
+@pytest.mark.parametrize("backend", ["numpy", "numba"])
+def test_no_negative_hessian_on_any_backend(backend):
+    # sigmoid_focal is concave for badly misclassified samples: its Hessian there is
+    # negative, and both libraries' objectives make it their floor (0 for LightGBM)
+    if backend not in lb.available_backends():
+        pytest.skip(f"backend {backend!r} is not available here")
+    y, x = np.array([1.0, 0.0, 1.0]), np.array([-6.0, 6.0, 0.5])
+    _, true_hess = lb.sigmoid_focal.grad_and_hess(y, x, reduction="sum")
+    assert true_hess[0] < 0 and true_hess[1] < 0 and true_hess[2] > 0
+    for module, floor in ((lb.lightgbm, 0.0), (lb.xgboost, 1e-16)):
+        _, hess = module.objective(lb.sigmoid_focal, backend=backend)(y, x, None)
+        np.testing.assert_array_equal(hess, [floor, floor, true_hess[2]])
 
 
 def test_float32_margins_stay_float32():
