@@ -205,6 +205,11 @@ _SECOND_ORDER = (
     "torch.nn.functional's loss (or lossbackends' grad_and_hess where it exists)"
 )
 
+_FORWARD_MODE = (
+    "lossbackends.torch has no forward-mode derivative (torch.func.jvp, jacfwd, hessian); "
+    "use torch.func.grad, vjp or jacrev, or torch.nn.functional's loss"
+)
+
 
 def _class_axis(entry: _Entry, ndim: int) -> int | None:
     return (1 if ndim >= 2 else 0) if entry.per_row else None
@@ -316,6 +321,38 @@ def _eager(*tensors) -> bool:
             and _C._functorch.peek_interpreter_stack() is None)
 
 
+class _Func(torch.autograd.Function):
+    """The forward and backward under torch.func's transforms, which need the setup_context
+    form and a vmap rule; ``vmap`` runs the fused kernel once per example (the kernels are
+    not torch ops, so no rule can be generated), the value and gradient then stacked."""
+
+    @staticmethod
+    def forward(loss, input, target, t1, t2, floats, ints, reduction):
+        return _compute(loss, input, target, t1, t2, floats, ints, reduction)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        _setup(ctx, inputs, output)
+
+    backward = staticmethod(_backward)
+
+    @staticmethod
+    def jvp(ctx, *tangents):
+        raise RuntimeError(_FORWARD_MODE)
+
+    @staticmethod
+    def vmap(info, in_dims, loss, input, *rest):
+        tensors = (input, *rest[:3])
+
+        def example(i):
+            return [t if d is None else t.select(d, i)
+                    for t, d in zip(tensors, in_dims[1:5], strict=True)]
+
+        outputs = [_Func.apply(loss, *example(i), *rest[3:]) for i in range(info.batch_size)]
+        value, grad = (torch.stack(o) for o in zip(*outputs, strict=True))
+        return (value, grad), (0, 0)
+
+
 class _InPlace(torch.autograd.Function):
     """``inplace_backward=True``: the gradient is written into ``input``'s memory in the
     forward and kept by reference (Liger-Kernel's trick; eager mode: a custom op may not
@@ -364,7 +401,14 @@ def _compute_dtype(entry: _Entry, name: str, input: Tensor, target: Tensor, weig
 
 
 def _apply(name: str, entry: _Entry, input: Tensor, target: Tensor, options: dict) -> Tensor:
-    inplace = options["inplace_backward"]
+    # in place only when a gradient is taken: otherwise the value alone, input untouched
+    inplace = (options["inplace_backward"] and isinstance(input, Tensor) and input.requires_grad
+               and torch.is_grad_enabled())
+    if inplace and (_is_compiling() or _C._functorch.peek_interpreter_stack() is not None):
+        raise RuntimeError(
+            f"{name}: inplace_backward=True is eager-only (it mutates input inside an "
+            "autograd.Function, which torch.compile and torch.func cannot trace); drop it "
+            "there: the default keeps a separate gradient buffer")
     reduction = options["reduction"]
     if options.get("size_average") is not None or options.get("reduce") is not None:
         reduction = torch.nn._reduction.legacy_get_string(options["size_average"],
@@ -422,7 +466,9 @@ def _apply(name: str, entry: _Entry, input: Tensor, target: Tensor, options: dic
             raise ValueError("inplace_backward=True needs a contiguous input (see .contiguous())")
         value = _InPlace.apply(*args)[0]
     elif not _eager(input, target, *tensors):
-        value = _value_and_grad(*args)[0]
+        # the custom op's generated autograd.Function refuses torch.func's transforms
+        fn = _value_and_grad if _C._functorch.peek_interpreter_stack() is None else _Func.apply
+        value = fn(*args)[0]
     elif input.requires_grad and torch.is_grad_enabled():
         value = _Eager.apply(*args)[0]
     else:  # nothing to differentiate: the value alone (no gradient buffer)
