@@ -467,8 +467,9 @@ def _apply(name: str, entry: _Entry, input: Tensor, target: Tensor, options: dic
         value = _InPlace.apply(*args)[0]
     elif not _eager(input, target, *tensors):
         # the custom op's generated autograd.Function refuses torch.func's transforms
-        fn = _value_and_grad if _C._functorch.peek_interpreter_stack() is None else _Func.apply
-        value = fn(*args)[0]
+        # (torch.compile traces the op; it cannot trace the interpreter stack's peek)
+        functorch = not _is_compiling() and _C._functorch.peek_interpreter_stack() is not None
+        value = (_Func.apply if functorch else _value_and_grad)(*args)[0]
     elif input.requires_grad and torch.is_grad_enabled():
         value = _Eager.apply(*args)[0]
     else:  # nothing to differentiate: the value alone (no gradient buffer)
