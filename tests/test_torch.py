@@ -489,3 +489,15 @@ def test_torch_func_grad_vjp_and_vmap():
         torch.func.grad(torch.func.grad(lambda q: lbt.mse_loss(q, torch.zeros_like(q))))(z[0])
     with pytest.raises(RuntimeError, match="no forward-mode derivative"):
         torch.func.hessian(lambda q: lbt.mse_loss(q, torch.zeros_like(q)))(z)
+
+
+def test_docstrings_are_torch_s_own():
+    """Each function's docstring has its own torch example and links the plain loss's page
+    for the formulas, instead of repeating its (NumPy, y_true-first) docstring."""
+    for name in lbt._TABLE:
+        doc = getattr(lbt, name).__doc__
+        assert f"lbt.{name}(x, torch.tensor(" in doc
+        assert f":obj:`lossbackends.{lbt._TABLE[name].loss.name}`" in doc
+        assert "y_true, y_pred" not in doc and "lb." not in doc
+        module = lbt._TABLE[name].module
+        assert f"lbt.{module}(" in getattr(lbt, module).__doc__
