@@ -40,6 +40,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax._src.interpreters import ad as _ad  # the tracer types only (no public name)
 
 from . import losses as _losses
 from ._loss import REDUCTIONS, Loss
@@ -69,6 +70,18 @@ _GPU_ERROR = (
     "jax.device_put(x, jax.devices('cpu')[0]) (or run with JAX_PLATFORMS=cpu); a GPU path "
     "for JAX does not exist yet, and lossbackends never copies to the host behind your back"
 )
+
+
+_SECOND_ORDER = (
+    "lossbackends.jax has first derivatives only (jax.grad, jax.vjp, jax.jacrev): "
+    "jax.hessian, jax.jacfwd, jax.jvp and a gradient of a gradient are not supported; "
+    "write the loss in jax.numpy for them"
+)
+
+
+# the tracers of forward-mode and linearized differentiation (jax.grad linearizes)
+_DIFFERENTIATING = tuple(getattr(_ad, name) for name in ("JVPTracer", "LinearizeTracer")
+                         if hasattr(_ad, name))
 
 
 def _out_shapes(loss: Loss, reduction: str, p_shape: tuple, axis: int | None, dtype) -> tuple:
@@ -131,6 +144,12 @@ def _function(name: str, reduction: str, static: tuple, array_names: tuple) -> C
         return call(y, p, arrays, False)
 
     def forward(y, p, *arrays):
+        # a second differentiation (jax.hessian, a grad of a grad) hands the forward a
+        # differentiating tracer: our error, not JAX's "Pure callbacks do not support JVP"
+        # (a check once per trace; a custom JVP around the callback cost ~10% of an
+        # un-jitted jax.grad call)
+        if isinstance(p, _DIFFERENTIATING):
+            raise TypeError(_SECOND_ORDER)
         value, grad = call(y, p, arrays, True)
         return value, (grad, y, arrays)
 
@@ -227,9 +246,56 @@ def _make(name: str) -> Callable:
         return value.astype(jnp.bfloat16) if bfloat16 else value
 
     fn.__name__ = fn.__qualname__ = name
-    fn.__doc__ = (f"``lossbackends.{name}`` as a differentiable JAX function (custom VJP; "
-                  f"the derivative with respect to ``y_pred``).\n\n{loss.__doc__}")
+    fn.__doc__ = _doc(name, array_names)
     return fn
+
+
+# the docstrings' examples: y_true, y_pred, options, and what they print (the value, then
+# the gradient); lossbackends/torch.py has the same data in torch's argument order
+_V, _P2 = "[0.5, -1.0, 2.0]", "[[2.0, 1.0, 0.1], [0.5, 0.2, 3.0]]"
+_EXAMPLES: dict[str, tuple[str, str, str, str, str]] = {
+    "mse": ("[0.0, 0.0, 1.0]", _V, "", "0.7500", "[ 0.3333 -0.6667  0.6667]"),
+    "mae": ("[0.0, 0.0, 1.0]", _V, "", "0.8333", "[ 0.3333 -0.3333  0.3333]"),
+    "huber": ("[0.0, 0.0, 1.0]", "[0.5, -1.0, 3.0]", "", "0.7083", "[ 0.1667 -0.3333  0.3333]"),
+    "smooth_l1": ("[0.0, 0.0, 1.0]", "[0.5, -1.0, 3.0]", "beta=0.5", "0.9167",
+                  "[ 0.3333 -0.3333  0.3333]"),
+    "soft_margin": ("[1.0, -1.0, -1.0]", _V, "", "0.9714", "[-0.1258  0.0896  0.2936]"),
+    "poisson_nll": ("[1.0, 0.0, 3.0]", _V, "", "0.9686", "[0.2162 0.1226 1.463 ]"),
+    "kl_div": ("[[0.1, 0.6, 0.3]]", "[[-1.6, -1.2, -0.7]]", "reduction='sum'", "0.1921",
+               "[[-0.1 -0.6 -0.3]]"),
+    "binary_cross_entropy": ("[1.0, 0.0, 0.0]", "[0.9, 0.2, 0.6]", "", "0.4149",
+                             "[-0.3704  0.4167  0.8333]"),
+    "binary_cross_entropy_with_logits": ("[1.0, 0.0, 0.0]", _V, "", "0.9714",
+                                         "[-0.1258  0.0896  0.2936]"),
+    "cross_entropy": ("[0, 2]", _P2, "label_smoothing=0.1", "0.4120",
+                      "[[-0.1372  0.1045  0.0326]\n [ 0.0192  0.0099 -0.0292]]"),
+    "hinge": ("[1.0, -1.0, -1.0]", _V, "", "1.1667", "[-0.3333  0.      0.3333]"),
+    "squared_hinge": ("[1.0, -1.0, -1.0]", _V, "", "3.0833", "[-0.3333  0.      2.    ]"),
+    "log_cosh": ("[0.0, 0.0, 1.0]", _V, "", "0.3292", "[ 0.154  -0.2539  0.2539]"),
+    "sigmoid_focal": ("[1.0, 0.0, 0.0]", _V, "", "0.4238", "[-0.0115  0.0131  0.2692]"),
+    "pinball": ("[0.0, 0.0, 1.0]", _V, "quantile=0.9", "0.3500", "[ 0.0333 -0.3     0.0333]"),
+    "multiclass_hinge": ("[1, 2]", _P2, "", "1.0000", "[[ 0.5 -0.5  0. ]\n [ 0.   0.   0. ]]"),
+}
+
+
+def _doc(name: str, array_names: tuple) -> str:
+    y, p, opts, value, grad = _EXAMPLES[name]
+    opts = f", {opts}" if opts else ""
+    arrays = " and ".join(f"``{key}``" for key in array_names)
+    return f""":obj:`lossbackends.{name}` as a JAX function: the same arguments ``(y_true,
+y_pred)``, options and formulas (on its page), computed on the CPU by a host callback.
+``jax.jit``, ``jax.grad`` / ``jax.vjp`` (with respect to ``y_pred``; first derivatives
+only, see :doc:`/guide/training`) and ``jax.vmap`` work; {arrays} may be traced, every
+other option is static. No ``backend=`` or ``out=``.
+
+>>> import jax, jax.numpy as jnp, numpy as np, lossbackends.jax as lbj
+>>> y, p = jnp.array({y}), jnp.array({p})
+>>> loss = lambda q: lbj.{name}(y, q{opts})
+>>> print(f"{{float(jax.jit(loss)(p)):.4f}}")
+{value}
+>>> print(np.asarray(jax.grad(loss)(p)).round(4))
+{grad}
+"""
 
 
 globals().update({name: _make(name) for name in _ARRAY_OPTIONS})

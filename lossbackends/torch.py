@@ -11,7 +11,10 @@ same order (``hinge``, ``squared_hinge``, ``log_cosh``, ``sigmoid_focal``, ``pin
 ``torch.compile(fullgraph=True)`` traces it): its forward runs the fused ``value_and_grad``
 once, zero-copy on the tensors' memory, and keeps the gradient; backward multiplies that
 gradient by the upstream gradient (a scalar, or one per element / per row for
-``reduction="none"``). The gradient is taken with respect to ``input`` only. Eager calls
+``reduction="none"``). The gradient is taken with respect to ``input`` only. Under
+torch.func's transforms (``grad``, ``vjp``, ``jacrev``, ``vmap``) an autograd.Function of
+the same forward and backward runs, ``vmap`` one example at a time; forward-mode and
+second derivatives raise ``RuntimeError``. Eager calls
 on plain tensors run the same forward and backward as a ``torch.autograd.Function``
 (the custom op's dispatch alone costs ~100 µs a call); with no gradient to take
 (``torch.no_grad()``, an ``input`` that does not require grad) the value alone is
@@ -35,9 +38,11 @@ clips the probabilities at ``e = max(eps, finfo(dtype).eps)`` (torch clamps each
 broadcasting of ``target``). Second derivatives raise ``RuntimeError``.
 
 ``inplace_backward=True`` (keyword) writes the gradient into ``input``'s memory during the
-forward (no buffer besides the logits: the fused cross-entropy trick), in eager mode. Only
-for an ``input`` that nothing else reads afterwards, e.g. the logits straight out of a
-linear layer: any other use of ``input`` would see the gradient.
+forward (no buffer besides the logits: the fused cross-entropy trick), when a gradient is
+taken (``input.requires_grad`` outside ``torch.no_grad()``; otherwise the value alone,
+``input`` untouched). Eager mode only: under ``torch.compile`` or torch.func it raises
+``RuntimeError``. Only for an ``input`` that nothing else reads afterwards, e.g. the logits
+straight out of a linear layer: any other use of ``input`` would see the gradient.
 """
 
 from __future__ import annotations
@@ -200,9 +205,49 @@ _TABLE: dict[str, _Entry] = {
             "C (Weston-Watkins)."),
 }
 
+# the docstrings' examples: input, target, options, and what they print (the value, then
+# input's gradient); lossbackends/jax.py has the same data in its own argument order
+_V, _P2 = "[0.5, -1.0, 2.0]", "[[2.0, 1.0, 0.1], [0.5, 0.2, 3.0]]"
+_EXAMPLES: dict[str, tuple[str, str, str, str, str]] = {
+    "mse_loss": (_V, "[0.0, 0.0, 1.0]", "", "0.7500", "tensor([ 0.3333, -0.6667,  0.6667])"),
+    "l1_loss": (_V, "[0.0, 0.0, 1.0]", "", "0.8333", "tensor([ 0.3333, -0.3333,  0.3333])"),
+    "huber_loss": ("[0.5, -1.0, 3.0]", "[0.0, 0.0, 1.0]", "", "0.7083",
+                   "tensor([ 0.1667, -0.3333,  0.3333])"),
+    "smooth_l1_loss": ("[0.5, -1.0, 3.0]", "[0.0, 0.0, 1.0]", "beta=0.5", "0.9167",
+                       "tensor([ 0.3333, -0.3333,  0.3333])"),
+    "soft_margin_loss": (_V, "[1.0, -1.0, -1.0]", "", "0.9714",
+                         "tensor([-0.1258,  0.0896,  0.2936])"),
+    "poisson_nll_loss": (_V, "[1.0, 0.0, 3.0]", "", "0.9686", "tensor([0.2162, 0.1226, 1.4630])"),
+    "kl_div": ("[[-1.6, -1.2, -0.7]]", "[[0.1, 0.6, 0.3]]", "reduction='batchmean'", "0.1921",
+               "tensor([[-0.1000, -0.6000, -0.3000]])"),
+    "binary_cross_entropy": ("[0.9, 0.2, 0.6]", "[1.0, 0.0, 0.0]", "", "0.4149",
+                             "tensor([-0.3704,  0.4167,  0.8333])"),
+    "binary_cross_entropy_with_logits": (_V, "[1.0, 0.0, 0.0]", "", "0.9714",
+                                         "tensor([-0.1258,  0.0896,  0.2936])"),
+    "cross_entropy": (_P2, "[0, 2]", "label_smoothing=0.1", "0.4120",
+                      "tensor([[-0.1372,  0.1045,  0.0326],\n"
+                      "        [ 0.0192,  0.0099, -0.0292]])"),
+    "hinge": (_V, "[1.0, -1.0, -1.0]", "", "1.1667", "tensor([-0.3333,  0.0000,  0.3333])"),
+    "squared_hinge": (_V, "[1.0, -1.0, -1.0]", "", "3.0833",
+                      "tensor([-0.3333,  0.0000,  2.0000])"),
+    "log_cosh": (_V, "[0.0, 0.0, 1.0]", "", "0.3292", "tensor([ 0.1540, -0.2539,  0.2539])"),
+    "sigmoid_focal": (_V, "[1.0, 0.0, 0.0]", "", "0.4238",
+                      "tensor([-0.0115,  0.0131,  0.2692])"),
+    "pinball": (_V, "[0.0, 0.0, 1.0]", "quantile=0.9", "0.3500",
+                "tensor([ 0.0333, -0.3000,  0.0333])"),
+    "multiclass_hinge": (_P2, "[1, 2]", "", "1.0000",
+                         "tensor([[ 0.5000, -0.5000,  0.0000],\n"
+                         "        [ 0.0000,  0.0000,  0.0000]])"),
+}
+
 _SECOND_ORDER = (
     "lossbackends.torch computes first derivatives only; for second derivatives use "
     "torch.nn.functional's loss (or lossbackends' grad_and_hess where it exists)"
+)
+
+_FORWARD_MODE = (
+    "lossbackends.torch has no forward-mode derivative (torch.func.jvp, jacfwd, hessian); "
+    "use torch.func.grad, vjp or jacrev, or torch.nn.functional's loss"
 )
 
 
@@ -290,8 +335,8 @@ _value_and_grad.register_autograd(_backward, setup_context=_setup)
 
 class _Eager(torch.autograd.Function):
     """The custom op's forward and backward as a plain autograd function: what an eager call
-    runs (the custom op's dispatch costs ~100 µs a call; torch.compile, fake tensors,
-    torch.func and tensor subclasses take the custom op)."""
+    runs (the custom op's dispatch costs ~100 µs a call; torch.compile, fake tensors and
+    tensor subclasses take the custom op, torch.func's transforms ``_Func``)."""
 
     @staticmethod
     def forward(ctx, loss, input, target, t1, t2, floats, ints, reduction):
@@ -314,6 +359,38 @@ def _eager(*tensors) -> bool:
             and not _is_compiling() and not _C._is_torch_function_mode_enabled()
             and not _C._len_torch_dispatch_stack()
             and _C._functorch.peek_interpreter_stack() is None)
+
+
+class _Func(torch.autograd.Function):
+    """The forward and backward under torch.func's transforms, which need the setup_context
+    form and a vmap rule; ``vmap`` runs the fused kernel once per example (the kernels are
+    not torch ops, so no rule can be generated), the value and gradient then stacked."""
+
+    @staticmethod
+    def forward(loss, input, target, t1, t2, floats, ints, reduction):
+        return _compute(loss, input, target, t1, t2, floats, ints, reduction)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        _setup(ctx, inputs, output)
+
+    backward = staticmethod(_backward)
+
+    @staticmethod
+    def jvp(ctx, *tangents):
+        raise RuntimeError(_FORWARD_MODE)
+
+    @staticmethod
+    def vmap(info, in_dims, loss, input, *rest):
+        tensors = (input, *rest[:3])
+
+        def example(i):
+            return [t if d is None else t.select(d, i)
+                    for t, d in zip(tensors, in_dims[1:5], strict=True)]
+
+        outputs = [_Func.apply(loss, *example(i), *rest[3:]) for i in range(info.batch_size)]
+        value, grad = (torch.stack(o) for o in zip(*outputs, strict=True))
+        return (value, grad), (0, 0)
 
 
 class _InPlace(torch.autograd.Function):
@@ -364,7 +441,14 @@ def _compute_dtype(entry: _Entry, name: str, input: Tensor, target: Tensor, weig
 
 
 def _apply(name: str, entry: _Entry, input: Tensor, target: Tensor, options: dict) -> Tensor:
-    inplace = options["inplace_backward"]
+    # in place only when a gradient is taken: otherwise the value alone, input untouched
+    inplace = (options["inplace_backward"] and isinstance(input, Tensor) and input.requires_grad
+               and torch.is_grad_enabled())
+    if inplace and (_is_compiling() or _C._functorch.peek_interpreter_stack() is not None):
+        raise RuntimeError(
+            f"{name}: inplace_backward=True is eager-only (it mutates input inside an "
+            "autograd.Function, which torch.compile and torch.func cannot trace); drop it "
+            "there: the default keeps a separate gradient buffer")
     reduction = options["reduction"]
     if options.get("size_average") is not None or options.get("reduce") is not None:
         reduction = torch.nn._reduction.legacy_get_string(options["size_average"],
@@ -422,7 +506,10 @@ def _apply(name: str, entry: _Entry, input: Tensor, target: Tensor, options: dic
             raise ValueError("inplace_backward=True needs a contiguous input (see .contiguous())")
         value = _InPlace.apply(*args)[0]
     elif not _eager(input, target, *tensors):
-        value = _value_and_grad(*args)[0]
+        # the custom op's generated autograd.Function refuses torch.func's transforms
+        # (torch.compile traces the op; it cannot trace the interpreter stack's peek)
+        functorch = not _is_compiling() and _C._functorch.peek_interpreter_stack() is not None
+        value = (_Func.apply if functorch else _value_and_grad)(*args)[0]
     elif input.requires_grad and torch.is_grad_enabled():
         value = _Eager.apply(*args)[0]
     else:  # nothing to differentiate: the value alone (no gradient buffer)
@@ -468,9 +555,29 @@ def _functional(name: str) -> Callable[..., Tensor]:
 
     loss.__name__ = loss.__qualname__ = name
     loss.__signature__ = signature  # type: ignore[attr-defined]
-    loss.__doc__ = (f"{entry.doc}\n\nDifferentiable with respect to ``input``; signature "
-                    f"``{name}{signature}``.\n\n{entry.loss.__doc__}")
+    loss.__doc__ = _doc(name, entry)
     return loss
+
+
+def _doc(name: str, entry: _Entry) -> str:
+    x, t, opts, value, grad = _EXAMPLES[name]
+    opts = f", {opts}" if opts else ""
+    return f"""{entry.doc}
+
+The value and gradient are :obj:`lossbackends.{entry.loss.name}`'s (its page has the
+formulas) with ``y_pred = input`` and ``y_true = target``; differentiable with respect to
+``input`` only, first derivatives only (torch.func: see :doc:`/guide/training`).
+``inplace_backward=True``: see :mod:`lossbackends.torch`.
+
+>>> import torch, lossbackends.torch as lbt
+>>> x = torch.tensor({x}, requires_grad=True)
+>>> loss = lbt.{name}(x, torch.tensor({t}){opts})
+>>> loss.backward()
+>>> print(f"{{loss.item():.4f}}")
+{value}
+>>> print(x.grad.round(decimals=4))
+{grad}
+"""
 
 
 def _module(name: str) -> type:
@@ -503,8 +610,24 @@ def _module(name: str) -> type:
     __init__.__signature__ = signature  # type: ignore[attr-defined]
     return type(entry.module, (torch.nn.Module,), {
         "__init__": __init__, "forward": forward, "extra_repr": extra_repr,
-        "__doc__": f"``nn.Module`` form of :func:`{name}`.", "__module__": __name__,
+        "__doc__": _module_doc(name, entry, signature), "__module__": __name__,
     })
+
+
+def _module_doc(name: str, entry: _Entry, signature: inspect.Signature) -> str:
+    x, t, opts, value, _ = _EXAMPLES[name]
+    params = str(signature).replace("(self, ", "(", 1)
+    names = " and ".join(f"``{key}``" for key in entry.tensors)
+    buffers = (f" {names} {'is a buffer' if len(entry.tensors) == 1 else 'are buffers'} "
+               "(moved by ``.to()``)." if entry.tensors else "")
+    return f"""``nn.Module`` form of :func:`{name}`: ``{entry.module}{params}`` keeps the
+options, ``forward(input, target)`` is ``{name}(input, target, **options)``.{buffers}
+
+>>> import torch, lossbackends.torch as lbt
+>>> criterion = lbt.{entry.module}({opts})
+>>> print(f"{{criterion(torch.tensor({x}), torch.tensor({t})).item():.4f}}")
+{value}
+"""
 
 
 _FUNCTIONS = {name: _functional(name) for name in _TABLE}

@@ -2,8 +2,7 @@
 site shows these docstrings (the docs' build runs only its pages' own examples, ci/docs).
 
 doctest's finder skips the losses (``Loss`` instances, neither functions nor classes), so
-their docstrings are parsed here; the torch and JAX forms repeat their loss's docstring,
-whose examples then run once, with the loss."""
+their docstrings are parsed here; the torch and JAX forms have examples of their own."""
 
 from __future__ import annotations
 

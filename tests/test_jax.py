@@ -265,3 +265,22 @@ def test_bad_label_raises_when_nothing_is_traced():
     assert np.isnan(grad[1]).all() and np.isfinite(grad[[0, 2]]).all()
     value = lbj.mse(jnp.zeros(3), jnp.ones(3))  # an eager call's value: a JAX array
     assert isinstance(value, jax.Array) and float(value) == 1.0
+
+
+def test_second_derivatives_are_a_clear_error():
+    y, p = jnp.zeros(3), jnp.array([0.5, -1.0, 2.0])
+    f = lambda q: lbj.mse(y, q)  # noqa: E731
+    np.testing.assert_allclose(jax.jacrev(f)(p), 2 * p / 3, rtol=1e-6)
+    for transform in (jax.hessian, lambda g: jax.grad(lambda q: jax.grad(g)(q).sum()),
+                      lambda g: jax.jit(jax.jacrev(jax.grad(g)))):
+        with pytest.raises(TypeError, match="first derivatives only"):
+            transform(f)(p)
+
+
+def test_docstrings_are_jax_s_own():
+    """Each function's docstring has its own JAX example and links the plain loss's page
+    for the formulas, instead of repeating its NumPy docstring."""
+    for name in lbj.__all__:
+        doc = getattr(lbj, name).__doc__
+        assert doc.startswith(f":obj:`lossbackends.{name}` as a JAX function")
+        assert f"lbj.{name}(y, q" in doc and "lb." not in doc

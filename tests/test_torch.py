@@ -436,3 +436,68 @@ def test_custom_op_path_equals_the_eager_path():
             op_value = ours(traced, target, reduction="sum", **options)
         op_value.backward()
         assert torch.equal(value, op_value) and torch.equal(eager.grad, traced.grad)
+
+
+def test_inplace_backward_without_a_gradient_leaves_input_alone():
+    """inplace_backward=True writes into input only when a gradient is taken: under
+    no_grad, or for an input that does not require grad, the value alone."""
+    torch.manual_seed(0)
+    model = torch.nn.Linear(8, 5, dtype=D)
+    crit = lbt.CrossEntropyLoss(inplace_backward=True)
+    x, y = torch.randn(100, 8, dtype=D), torch.randint(0, 5, (100,))
+    with torch.no_grad():
+        logits = model(x)
+        before = logits.clone()
+        loss = crit(logits, y)
+    assert torch.equal(logits, before)
+    torch.testing.assert_close(loss, F.cross_entropy(before, y))
+    plain = before.clone()
+    torch.testing.assert_close(crit(plain, y), F.cross_entropy(before, y))
+    assert torch.equal(plain, before)
+
+
+def test_inplace_backward_under_compile_is_a_clear_error():
+    logits = torch.randn(4, 3, dtype=D, requires_grad=True) * 1.0
+    t = torch.tensor([0, 1, 2, 0])
+    compiled = torch.compile(lambda q: lbt.cross_entropy(q, t, inplace_backward=True),
+                             fullgraph=True, backend="eager")
+    with pytest.raises(Exception, match="inplace_backward=True is eager-only"):
+        compiled(logits)
+
+
+def test_torch_func_grad_vjp_and_vmap():
+    """torch.func.grad, vjp and vmap(grad) equal those of torch.nn.functional's loss;
+    second and forward-mode derivatives raise the clear errors."""
+    torch.manual_seed(1)
+    z = torch.randn(3, dtype=D)
+    ours = torch.func.grad(lambda q: lbt.mse_loss(q, torch.zeros_like(q)))(z)
+    torch.testing.assert_close(ours, 2 * z / 3)
+    torch.testing.assert_close(
+        ours, torch.func.grad(lambda q: F.mse_loss(q, torch.zeros_like(q)))(z))
+    x, t = torch.randn(4, 3, 5, dtype=D), torch.randint(0, 5, (4, 3))
+    t[1, 2] = -100  # an ignored row
+    for options in ({}, {"label_smoothing": 0.1, "reduction": "sum"}):
+        got = torch.func.vmap(torch.func.grad(lambda q, c, o=options: lbt.cross_entropy(q, c, **o)))(x, t)
+        want = torch.func.vmap(torch.func.grad(lambda q, c, o=options: F.cross_entropy(q, c, **o)))(x, t)
+        torch.testing.assert_close(got, want)
+    upstream = torch.randn(3, dtype=D)
+    value, pull = torch.func.vjp(lambda q: lbt.cross_entropy(q, t[0], reduction="none"), x[0])
+    value2, pull2 = torch.func.vjp(lambda q: F.cross_entropy(q, t[0], reduction="none"), x[0])
+    torch.testing.assert_close(value, value2)
+    torch.testing.assert_close(pull(upstream)[0], pull2(upstream)[0])
+    with pytest.raises(RuntimeError, match="first derivatives only"):
+        torch.func.grad(torch.func.grad(lambda q: lbt.mse_loss(q, torch.zeros_like(q))))(z[0])
+    with pytest.raises(RuntimeError, match="no forward-mode derivative"):
+        torch.func.hessian(lambda q: lbt.mse_loss(q, torch.zeros_like(q)))(z)
+
+
+def test_docstrings_are_torch_s_own():
+    """Each function's docstring has its own torch example and links the plain loss's page
+    for the formulas, instead of repeating its (NumPy, y_true-first) docstring."""
+    for name in lbt._TABLE:
+        doc = getattr(lbt, name).__doc__
+        assert f"lbt.{name}(x, torch.tensor(" in doc
+        assert f":obj:`lossbackends.{lbt._TABLE[name].loss.name}`" in doc
+        assert "y_true, y_pred" not in doc and "lb." not in doc
+        module = lbt._TABLE[name].module
+        assert f"lbt.{module}(" in getattr(lbt, module).__doc__
