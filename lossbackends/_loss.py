@@ -400,6 +400,38 @@ def _empty_value(xp, prep: Prepared, reduction: str):
     return value[()] if xp is np else xp.asarray(value)
 
 
+_CONVENTIONS = """\
+Options: {options} (keyword-only), with ``reduction="mean"`` (``"sum"``, ``"none"``) and
+``backend=None`` (``"numpy"``, ``"numba"``, ``"cupy"``, ``"auto"``). ``loss(...)`` is the
+value: a 0-d array of ``y_pred``'s library (each {unit}'s loss for ``"none"``);
+``.grad(...)`` and ``.value_and_grad(...)`` take ``out=`` (C-contiguous, shaped like
+``y_pred``, ``y_pred`` itself allowed); ``.grad_and_hess(...)`` takes ``out=(grad, hess)``.
+
+Dtypes: computed in ``y_pred``'s floating dtype (float16 in float32 and rounded back;
+integer or bool ``y_pred`` as float64); ``y_true`` and the weights are cast to it; host
+sums accumulate in float64, in a fixed order (the same bits run to run).
+
+Errors: ``ValueError`` for shapes that do not match, an unknown reduction or backend, an
+``out=`` of the wrong shape, dtype, layout or library{labels}; ``TypeError`` for an option
+the loss does not take.
+"""
+
+
+def _with_conventions(doc: str, options: tuple, class_indices: bool) -> str:
+    """``doc`` with the conventions every loss shares (written once, here) before its
+    example: its options by name, the calls, dtypes and errors."""
+    text = _CONVENTIONS.format(
+        options=", ".join(f"``{name}``" for name in options) or "none of its own",
+        unit="row" if class_indices else "element",
+        labels=("; ``lossbackends.LabelError`` (a ``ValueError``) for a class index "
+                "outside ``[0, C)``" if class_indices else ""))
+    lines = doc.split("\n")
+    at = next((i for i, line in enumerate(lines) if line.lstrip().startswith(">>>")), len(lines))
+    indent = " " * 4
+    block = [(indent + line) if line else "" for line in text.split("\n")]
+    return "\n".join(lines[:at] + block + lines[at:])
+
+
 class Loss:
     """A loss function and its gradient with respect to ``y_pred``.
 
@@ -420,7 +452,7 @@ class Loss:
         self._prepare_options = prepare
         # the options the loss takes, for the message of a misspelt or foreign one
         self._options = tuple(inspect.signature(prepare).parameters)[3:]
-        self.__doc__ = doc
+        self.__doc__ = _with_conventions(doc, self._options, class_indices)
         # What a plain call (canonical arrays, no option) hands the kernel, by y_pred's
         # dtype: the loss's params (they depend on the dtype alone) and y_true's dtype;
         # for the fast path of ``_run``.

@@ -33,7 +33,7 @@ from ._loss import (
 mse = Loss(
     "mse",
     _prepare_mse,
-    r"""Mean squared error.
+    r"""Mean squared error (PyTorch's ``mse_loss``, scikit-learn's ``mean_squared_error``).
 
     .. math::
         \ell_i = w_i (p_i - y_i)^2, \qquad \partial \ell_i / \partial p_i = 2 w_i (p_i - y_i),
