@@ -186,12 +186,16 @@ def time_host_in_turn(calls: list, min_time: float = 0.2, repeats: int = 7,
         once = max(time.perf_counter() - start, 1e-7)
         inners.append(max(1, int(min_time / repeats / once)))
     samples = [[] for _ in calls]
-    for _ in range(repeats):
-        for call, inner, out in zip(calls, inners, samples, strict=True):
+    for round_ in range(repeats):
+        # each round starts one call later, so that every call follows every other one
+        # in turn: the first of a fixed order always came right after the last one (a
+        # peer freeing a gigabyte, or a thread pool going to sleep) and paid for it
+        for k in range(len(calls)):
+            i = (k + round_) % len(calls)
             start = time.perf_counter()
-            for _ in range(inner):
-                call()
-            out.append((time.perf_counter() - start) / inner)
+            for _ in range(inners[i]):
+                calls[i]()
+            samples[i].append((time.perf_counter() - start) / inners[i])
     return samples
 
 
