@@ -186,12 +186,12 @@ def time_host_in_turn(calls: list, min_time: float = 0.2, repeats: int = 7,
         once = max(time.perf_counter() - start, 1e-7)
         inners.append(max(1, int(min_time / repeats / once)))
     samples = [[] for _ in calls]
-    for round_ in range(repeats):
-        # each round starts one call later, so that every call follows every other one
-        # in turn: the first of a fixed order always came right after the last one (a
-        # peer freeing a gigabyte, or a thread pool going to sleep) and paid for it
-        for k in range(len(calls)):
-            i = (k + round_) % len(calls)
+    orders = np.random.default_rng(0)  # the same orders in every run
+    for _ in range(repeats):
+        # each round in its own order (seeded): a call pays for the one before it (JAX's
+        # CPU thread pool keeps its cores busy after a call returns: our sigmoid_focal at
+        # 1e8 took 1.7x as long right after a JAX call), so none may always follow the same
+        for i in orders.permutation(len(calls)):
             start = time.perf_counter()
             for _ in range(inners[i]):
                 calls[i]()
