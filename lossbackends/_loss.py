@@ -682,19 +682,30 @@ def _check_out(xp, out, y_true, y, p, shape, name: str = "out") -> None:
     if not flags.c_contiguous or not getattr(flags, "writeable", True):
         raise ValueError(f"{name} must be a writeable, C-contiguous array (see "
                          "numpy.ascontiguousarray)")
-    overlaps = xp.may_share_memory  # NumPy's and CuPy's: a comparison of byte bounds
     if name != "out":
-        if out is y_true or out is p or overlaps(out, y) or overlaps(out, p):
+        if out is y_true or out is p or _overlaps(xp, out, y) or _overlaps(xp, out, p):
             raise ValueError("hess_out must not share memory with y_true or y_pred; pass a "
                              "separate array")
         return
-    if out is y_true or overlaps(out, y):
+    if out is y_true or _overlaps(xp, out, y):
         raise ValueError("out must not share memory with y_true; it may be y_pred itself")
-    if out is not p and overlaps(out, p) and _address(out) != _address(p):
+    if out is not p and _overlaps(xp, out, p) and _address(out) != _address(p):
         # a kernel would write elements it has still to read (same shape, dtype and
         # contiguity: the same address is the same memory)
         raise ValueError("out overlaps y_pred without being it; pass out=y_pred itself (the "
                          "gradient in place) or an array of its own")
+
+
+def _overlaps(xp, a, b) -> bool:
+    """Whether the arrays ``a`` and ``b`` may share memory (their byte bounds overlap).
+
+    Two NumPy arrays that each own their memory (OWNDATA: NumPy frees it with the array)
+    share it only when they are one array: the usual case, told by their flags for a fifth
+    of what ``np.may_share_memory`` costs (0.5 us, a seventh of a call at n = 1000). Not so
+    for CuPy, whose arrays made from a pointer or through DLPack also say they own it."""
+    if xp is np and a.flags.owndata and b.flags.owndata:
+        return a is b
+    return xp.may_share_memory(a, b)  # NumPy's and CuPy's: a comparison of byte bounds
 
 
 def _address(a) -> int:
