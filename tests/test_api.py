@@ -386,6 +386,45 @@ def test_out_overlapping_y_pred_without_being_it_is_refused(backend):
     np.testing.assert_allclose(p, 2 * np.arange(10.0) / 10)
 
 
+def test_out_is_checked_against_the_memory_it_may_share():
+    """Arrays that own their memory are told apart by their flags, the others by their
+    bounds (np.may_share_memory): an out that owns its memory next to y_true and y_pred
+    that do not (views) is accepted when it is apart from them, refused when it is inside."""
+    buf = np.zeros(30)
+    y, p = buf[:10], buf[10:20]
+    assert not (y.flags.owndata or p.flags.owndata)
+    out = np.empty(10)
+    assert lb.mse.grad(y, p, out=out, backend="numpy") is out
+    assert lb.mse.grad(y, p, out=buf[20:], backend="numpy").base is buf
+    with pytest.raises(ValueError, match="must not share memory with y_true"):
+        lb.mse.grad(y, np.ones(10), out=buf[5:15], backend="numpy")
+    with pytest.raises(ValueError, match="out overlaps y_pred without being it"):
+        lb.mse.grad(np.zeros(10), p, out=buf[15:25], backend="numpy")
+
+
+def test_numba_runs_the_machine_code_of_a_plain_call_directly():
+    """The Numba backend calls the compiled code of a plain call (aligned, writeable,
+    C-contiguous arrays, no weight) without its dispatcher; other arrays (here a read-only
+    y_true and an unaligned y_pred) go through the dispatcher, with the same results."""
+    pytest.importorskip("numba", reason="Numba is not installed")
+    from lossbackends.backends import numba_backend
+
+    rng = np.random.default_rng(3)
+    y, p = rng.random(1000), rng.random(1000)
+    expected_value, expected_grad = lb.mse.value_and_grad(y, p, backend="numpy")
+    value, grad = lb.mse.value_and_grad(y, p, backend="numba")
+    np.testing.assert_allclose(value, expected_value, rtol=1e-12)
+    np.testing.assert_allclose(grad, expected_grad, rtol=1e-12)
+    assert (None, True, np.dtype(np.float64), False) in numba_backend.KERNELS["mse"].usual_code
+    y.flags.writeable = False
+    unaligned = np.empty(p.nbytes + 1, np.uint8)[1:].view(p.dtype)
+    unaligned[...] = p
+    assert not unaligned.flags.aligned
+    value, grad = lb.mse.value_and_grad(y, unaligned, backend="numba")
+    np.testing.assert_allclose(value, expected_value, rtol=1e-12)
+    np.testing.assert_allclose(grad, expected_grad, rtol=1e-12)
+
+
 def test_a_bad_label_is_named_by_its_index_in_y_true():
     t = np.zeros((3, 5), np.int64)
     t[2, 3] = 9
