@@ -1,6 +1,7 @@
 """The mathematics of the second set of elementwise losses for the Numba kernels: one
-inlined function per loss, ``(y, p, param) -> (loss, d loss / d p, d2 loss / d p2)`` of
-one element, and ``variant(loss, params)``: the function a call uses.
+inlined function per loss, ``(y, p, param, k) -> (loss, d loss / d p, d2 loss / d p2)`` of
+one element (``k``: its constants, see ``loss_math``), and ``variant(loss, params)``: the
+function a call uses.
 
 ``param`` is the kernel's one tuple of three options in the input's dtype (what each loss
 keeps there is in ``PARAMS``). Options that change the formula (``poisson_nll``'s flags, an
@@ -19,13 +20,39 @@ import numpy as np
 from numba import njit, types
 from numba.extending import overload
 
-from ._numba_math import HALF, ONE, ZERO, fast_exp, fast_log, fast_log1p
+from ._numba_math import (
+    EXP32_WIDE,
+    HALF,
+    LOG1P32,
+    LOG32,
+    ONE,
+    ZERO,
+    fast_exp,
+    fast_log,
+    fast_log1p,
+)
 
 _f32 = np.float32
 TWO = _f32(2.0)
 FOUR = _f32(4.0)
 LN2 = _f32(np.log(2.0))
 INF = _f32(np.inf)
+
+
+def loss_math(*constants):
+    """Compiles a loss's mathematics ``(y, p, param, k)`` inline, and records in its
+    ``constants`` the constant tuples of the ``fast_*`` functions it calls (``EXP32_WIDE``,
+    ``LOG32``, ``LOG1P32``), in the order it reads them from ``k``, or None for none. The
+    elementwise kernel takes ``held(constants)`` once before its loops and passes it as
+    ``k`` (see ``_numba_math.held``: vectorised exp and log then keep their constants in
+    registers, or on the stack, instead of fetching each again on every iteration)."""
+
+    def compile_(function):
+        compiled = njit(inline="always")(function)
+        compiled.constants = constants or None
+        return compiled
+
+    return compile_
 
 
 @njit(inline="always")
@@ -52,8 +79,9 @@ def _times(k, v):
 # float64 by libm -------------------------------------------------------------------------
 
 
-def log_cosh_parts(a):
-    """(log cosh a, tanh a, sech^2 a) for a = |e| >= 0 (or NaN)."""
+def log_cosh_parts(a, k):
+    """(log cosh a, tanh a, sech^2 a) for a = |e| >= 0 (or NaN); ``k``: held
+    ``LOG_COSH32`` (float32 only)."""
     return math.log(math.cosh(a)), math.tanh(a), ONE / math.cosh(a) ** 2
 
 
@@ -64,35 +92,39 @@ _LC = tuple(_f32(c) for c in (1 / 2, -1 / 12, 1 / 45, -17 / 2520, 31 / 14175, -6
 _TH = tuple(_f32(c) for c in (1.0, -1 / 3, 2 / 15, -17 / 315, 62 / 2835, -1382 / 155925))
 _LC_SERIES_MAX = _f32(0.5)
 _TH_SERIES_MAX = _f32(0.25)
+# exp's, log1p's and the series' constants: log cosh's float32 loop uses some thirty
+LOG_COSH32 = (EXP32_WIDE, LOG1P32, _LC, _TH, (_LC_SERIES_MAX, _TH_SERIES_MAX, LN2, ONE, TWO, FOUR))
 
 
-def _log_cosh_parts32(a):
+def _log_cosh_parts32(a, k):
     # log cosh a = a + log1p(exp(-2a)) - log 2 never overflows, but near 0 it is a
     # difference of numbers near log 2 (absolute error, relative to a^2/2); the series
     # there. tanh a = (1 - t) / (1 + t), t = exp(-2a), likewise the series near 0;
     # sech^2 a = 4t / (1 + t)^2 has no cancellation.
-    t = fast_exp(-TWO * a)
+    exp_k, log1p_k, lc, th, bounds = k
+    lc_max, th_max, ln2, one, two, four = bounds
+    t = fast_exp(-two * a, exp_k)
     z = a * a
-    s = _LC[6]
-    s = s * z + _LC[5]
-    s = s * z + _LC[4]
-    s = s * z + _LC[3]
-    s = s * z + _LC[2]
-    s = s * z + _LC[1]
-    s = s * z + _LC[0]
-    log_cosh = s * z if a < _LC_SERIES_MAX else a + fast_log1p(t) - LN2
-    h = _TH[5]
-    h = h * z + _TH[4]
-    h = h * z + _TH[3]
-    h = h * z + _TH[2]
-    h = h * z + _TH[1]
-    h = h * z + _TH[0]
-    one_t = ONE + t
-    tanh = a * h if a < _TH_SERIES_MAX else (ONE - t) / one_t
-    return log_cosh, tanh, FOUR * t / (one_t * one_t)
+    s = lc[6]
+    s = s * z + lc[5]
+    s = s * z + lc[4]
+    s = s * z + lc[3]
+    s = s * z + lc[2]
+    s = s * z + lc[1]
+    s = s * z + lc[0]
+    log_cosh = s * z if a < lc_max else a + fast_log1p(t, log1p_k) - ln2
+    h = th[5]
+    h = h * z + th[4]
+    h = h * z + th[3]
+    h = h * z + th[2]
+    h = h * z + th[1]
+    h = h * z + th[0]
+    one_t = one + t
+    tanh = a * h if a < th_max else (one - t) / one_t
+    return log_cosh, tanh, four * t / (one_t * one_t)
 
 
-def _log_cosh_parts64(a):
+def _log_cosh_parts64(a, k):
     # log cosh a = log1p(2 sinh(a/2)^2) (cosh a - 1 = 2 sinh^2(a/2): exact near 0) while
     # cosh is small; a + log1p(exp(-2a)) - log 2 beyond (never overflows)
     t = math.exp(-2.0 * a)
@@ -105,21 +137,21 @@ def _log_cosh_parts64(a):
 
 
 @overload(log_cosh_parts, inline="always")
-def _log_cosh_parts(a):
+def _log_cosh_parts(a, k):
     return _log_cosh_parts32 if a == types.float32 else _log_cosh_parts64
 
 
 # --- the losses ------------------------------------------------------------------------
 
 
-@njit(inline="always")
-def _mae(y, p, param):
+@loss_math()
+def _mae(y, p, param, k):
     e = p - y
     return abs(e), _sign(e), _zero_or_nan(e)  # piecewise linear: 0 (at the kink too)
 
 
-@njit(inline="always")
-def _huber(y, p, param):
+@loss_math()
+def _huber(y, p, param, k):
     delta = param[0]
     e = p - y
     a = abs(e)
@@ -131,8 +163,8 @@ def _huber(y, p, param):
     return loss, d, ONE if inside else _zero_or_nan(a)
 
 
-@njit(inline="always")
-def _smooth_l1(y, p, param):
+@loss_math()
+def _smooth_l1(y, p, param, k):
     beta = param[0]
     e = p - y
     a = abs(e)
@@ -142,28 +174,29 @@ def _smooth_l1(y, p, param):
     return loss, e / beta if inside else _sign(e), ONE / beta if inside else _zero_or_nan(a)
 
 
-@njit(inline="always")
-def _log_cosh(y, p, param):
+@loss_math(*LOG_COSH32)
+def _log_cosh(y, p, param, k):
     e = p - y
-    log_cosh, tanh, sech2 = log_cosh_parts(abs(e))
+    log_cosh, tanh, sech2 = log_cosh_parts(abs(e), k)
     return log_cosh, tanh if e >= ZERO else -tanh, sech2
 
 
-@njit(inline="always")
-def _squared_hinge(y, s, param):
+@loss_math()
+def _squared_hinge(y, s, param, k):
     slack = param[0] - _times(y, s)  # a label of 0 times an infinite score is 0, as hinge
     active = ZERO if slack <= ZERO else slack  # max(slack, 0), NaN kept
     # 2 t^2 where the margin is violated, 0 from the kink on; NaN kept
     return active * active, -TWO * y * active, TWO * y * y if slack > ZERO else _zero_or_nan(slack)
 
 
-@njit(inline="always")
-def _soft_margin(y, s, param):
+@loss_math(EXP32_WIDE, LOG1P32)
+def _soft_margin(y, s, param, k):
     # softplus(z), z = -t s: max(z, 0) + log1p(exp(-|z|)); d = -t sigmoid(z)
+    exp_k, log1p_k = k
     z = -_times(y, s)
-    t = fast_exp(-abs(z))
+    t = fast_exp(-abs(z), exp_k)
     one_t = ONE + t
-    loss = (z if z > ZERO else ZERO) + fast_log1p(t)
+    loss = (z if z > ZERO else ZERO) + fast_log1p(t, log1p_k)
     sigma = (ONE if z >= ZERO else t) / one_t
     return loss, -y * sigma, y * y * t / (one_t * one_t)
 
@@ -171,18 +204,19 @@ def _soft_margin(y, s, param):
 def _focal(power):
     """sigmoid_focal with q^gamma by ``power`` multiplications (0 to 4), or by pow (-1)."""
 
-    @njit(inline="always")
-    def focal(y, x, param):
+    @loss_math(EXP32_WIDE, LOG1P32)
+    def focal(y, x, param, k):
         # torchvision's definition; see the NumPy backend for the derivation.
         # param: (a, b, gamma) with alpha_t = a y + b (1 - y).
         a, b, gamma = param
-        t = fast_exp(-abs(x))
+        exp_k, log1p_k = k
+        t = fast_exp(-abs(x), exp_k)
         inv = ONE / (ONE + t)
         p = (ONE if x >= ZERO else t) * inv  # sigmoid(x)
         c = (t if x >= ZERO else ONE) * inv  # 1 - sigmoid(x), without cancellation
         q = p * (ONE - y) + c * y  # 1 - p_t
         # BCE with logits: (1 - y) x for x >= 0, -y x below, + log1p(exp(-|x|))
-        ce = _times(ONE - y if x >= ZERO else -y, x) + fast_log1p(t)
+        ce = _times(ONE - y if x >= ZERO else -y, x) + fast_log1p(t, log1p_k)
         if power == 0:
             qg = ONE + ZERO * q
         elif power == 1:
@@ -220,21 +254,23 @@ def _focal(power):
 def _poisson(log_input, full):
     """poisson_nll for one setting of its two flags."""
 
-    @njit(inline="always")
-    def poisson(y, x, param):
+    # k: exp's constants first with log_input, log's last where it takes a log
+    @loss_math(*((EXP32_WIDE,) if log_input else ()),
+               *((LOG32,) if full or not log_input else ()))
+    def poisson(y, x, param, k):
         eps = param[2]
         if log_input:  # x = log(rate): exp(x) - y x
-            rate = fast_exp(x)
+            rate = fast_exp(x, k[0])
             loss, d, h = rate - _times(y, x), rate - y, rate
             loss = rate if rate == INF else loss  # the limit at x = inf, not inf - inf
         else:  # x = rate: x - y log(x + eps)
             shifted = x + eps
             inv = ONE / shifted
-            loss = x - _times(y, fast_log(shifted))
+            loss = x - _times(y, fast_log(shifted, k[-1]))
             d = ONE - _times(y, inv)
             h = _times(y, inv * inv)
         if full:  # Stirling's term, PyTorch's: y log y - y + log(2 pi y) / 2 where y > 1
-            log_y = fast_log(y if y > ONE else ONE)
+            log_y = fast_log(y if y > ONE else ONE, k[-1])
             stirling = y * log_y - y + HALF * (log_y + LOG_2PI_HI + LOG_2PI_LO)
             loss = loss + (stirling if y > ONE else ZERO)
         return loss, d, h
@@ -250,10 +286,10 @@ LOG_2PI_LO = _f32(np.log(2.0 * np.pi) - float(LOG_2PI_HI))
 def _kl(log_target):
     """kl_div with log-probability targets or probabilities."""
 
-    @njit(inline="always")
-    def kl_div(y, x, param):
-        target = fast_exp(y) if log_target else y
-        loss = target * ((y if log_target else fast_log(y)) - x)
+    @loss_math(EXP32_WIDE if log_target else LOG32)
+    def kl_div(y, x, param, k):
+        target = fast_exp(y, k[0]) if log_target else y
+        loss = target * ((y if log_target else fast_log(y, k[0])) - x)
         # a target of probability 0 costs nothing, even at x = -inf (0 log 0 = 0); NaN x
         # stays NaN
         # linear in x: Hessian 0 (NaN where the gradient is)
@@ -262,8 +298,8 @@ def _kl(log_target):
     return kl_div
 
 
-@njit(inline="always")
-def _pinball(y, p, param):
+@loss_math()
+def _pinball(y, p, param, k):
     quantile = param[0]
     e = p - y
     upper = ONE - quantile

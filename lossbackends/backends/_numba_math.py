@@ -24,7 +24,7 @@ from numba.extending import intrinsic, overload
 # Numba's "pedantic" SSA check flags the selects of these inlined functions (its own
 # message asks for a bug report); the code is correct and vectorised, so the warning is
 # silenced for these functions only.
-warnings.filterwarnings("ignore", message=r".*variable '[^']*_(exp|log|tanh)32_", category=NumbaIRAssumptionWarning)
+warnings.filterwarnings("ignore", message=r".*variable '[^']*_(exp|log|log1p|tanh)32_", category=NumbaIRAssumptionWarning)
 
 _f32 = np.float32
 LOG2E = _f32(1.44269504088896341)
@@ -131,50 +131,66 @@ def fma(typingctx, a, b, c):
 
 @intrinsic
 def held(typingctx, values):
-    """``values``, a tuple of float32 constants, as values LLVM cannot see through (each
-    passes an empty inline asm): a kernel takes them once, before its loop, and hands them
-    to ``fast_tanh`` or ``fast_exp_normal``. Numba compiles with the large code model,
-    where a constant that finds no free register in a vectorised loop is fetched again on
-    every iteration (an absolute address, then a broadcast: two instructions per use, some
-    forty in softcap's tanh and exp); a value LLVM does not know is kept in a register, or
-    spilled once as a whole vector that the fma reads from the stack. The same bits."""
-    if not (isinstance(values, types.UniTuple) and values.dtype == types.float32):
+    """``values``, float32 constants in a tuple (or a tuple of such tuples: one for each
+    function a loop calls), as values LLVM cannot see through (each passes an empty inline
+    asm): a kernel takes them once, before its loop, and hands them to the ``fast_*``
+    functions (``constants=``). Numba compiles with the large code model, where a constant
+    that finds no free register in a vectorised loop is fetched again on every iteration
+    (an absolute address, then a broadcast: two instructions per use, some forty in
+    softcap's tanh and exp); a value LLVM does not know is kept in a register, or spilled
+    once as a whole vector that the fma reads from the stack. The same bits. None gives
+    None: a loop without such constants compiles as it would without ``held``."""
+    if not _float32_leaves(values):
         return None
     sig = values(values)
 
     def codegen(context, builder, signature, args):
-        opaque = []
-        for i in range(signature.return_type.count):
-            bits = builder.bitcast(builder.extract_value(args[0], i), _I32)
-            bits = builder.asm(ir.FunctionType(_I32, [_I32]), "", "=r,0", [bits], False)
-            opaque.append(builder.bitcast(bits, _F32))
-        return context.make_tuple(builder, signature.return_type, opaque)
+        return _opaque(builder, context, signature.return_type, args[0])
 
     return sig, codegen
 
 
-def fast_exp(x):
+def _float32_leaves(typ) -> bool:
+    if isinstance(typ, types.NoneType) or typ == types.float32:
+        return True
+    return isinstance(typ, types.BaseTuple) and all(map(_float32_leaves, typ.types))
+
+
+def _opaque(builder, context, typ, value):
+    if isinstance(typ, types.NoneType):
+        return value
+    if typ == types.float32:
+        bits = builder.bitcast(value, _I32)
+        bits = builder.asm(ir.FunctionType(_I32, [_I32]), "", "=r,0", [bits], False)
+        return builder.bitcast(bits, _F32)
+    return context.make_tuple(builder, typ, [
+        _opaque(builder, context, item, builder.extract_value(value, i))
+        for i, item in enumerate(typ.types)])
+
+
+def fast_exp(x, constants=None):
     """exp(x): vectorisable for float32 (subnormal results, overflow to inf, NaN and
-    -inf included), ``math.exp`` otherwise."""
+    -inf included), ``math.exp`` otherwise. ``constants``: ``held(EXP32_WIDE)``, taken
+    before a loop (see ``held``), or None; likewise for the functions below."""
     return math.exp(x)
 
 
-def fast_log(x):
+def fast_log(x, constants=None):
     """log(x): vectorisable for float32 (subnormal x, 0, inf, negative x and NaN included),
-    ``math.log`` otherwise."""
+    ``math.log`` otherwise. ``constants``: ``held(LOG32)`` or None."""
     return math.log(x)
 
 
-def fast_log1p(x):
+def fast_log1p(x, constants=None):
     """log1p(x): vectorisable for float32 x in [0, 1] (subnormal x included; every
-    caller's case: exp(-|x|)), ``math.log1p`` otherwise."""
+    caller's case: exp(-|x|)), ``math.log1p`` otherwise. ``constants``: ``held(LOG1P32)``
+    or None."""
     return math.log1p(x)
 
 
 def fast_tanh(x, constants=None):
     """tanh(x): vectorisable for float32 (within 5.5 ulp; +-1 at +-inf, NaN kept),
-    ``math.tanh`` otherwise. ``constants``: ``held(TANH32)``, taken before a loop (see
-    ``held``), or None."""
+    ``math.tanh`` otherwise. ``constants``: ``held(TANH32)`` or None."""
     return math.tanh(x)
 
 
@@ -185,6 +201,9 @@ def fast_exp_normal(x, constants=None):
     return math.exp(x)
 
 
+SHIFT = _f32(64.0)
+TWO_TO_SHIFT = _f32(2.0**64)
+TWO_TO_MINUS_SHIFT = _f32(2.0**-64)
 # exp's constants (``held`` takes them as one tuple): log2(e), ROUNDER, -ln 2 in two
 # parts, the minimax polynomial of e^f from its highest coefficient, and 1
 EXP32 = (LOG2E, ROUNDER, -LN2_HI, -LN2_LO, _f32(1.9875691500e-4), _f32(1.3981999507e-3),
@@ -215,22 +234,24 @@ def _exp32_normal(x, k=EXP32):
     return mantissa * _power_of_two32(rounded)
 
 
-def _exp32(x):
+# fast_exp's constants: exp's, then the clamp's bounds and the two-factor scaling's
+EXP32_WIDE = (EXP32, (EXP_LOW, EXP_HIGH, SHIFT, -SHIFT, TWO_TO_SHIFT, TWO_TO_MINUS_SHIFT))
+
+
+@njit(inline="always")
+def _exp32(x, k=EXP32_WIDE):
+    reduced, scaling = k
+    low_bound, high_bound, shift, minus_shift, two_to_shift, two_to_minus_shift = scaling
     # clamp x to [EXP_LOW, EXP_HIGH] with NaN kept (selects): NaN then flows through the
     # arithmetic, and every x below or above rounds to 0 or inf like the bounds themselves
-    clamped = EXP_LOW if x < EXP_LOW else (EXP_HIGH if x > EXP_HIGH else x)
-    mantissa, rounded = _exp32_reduced(clamped)
+    clamped = low_bound if x < low_bound else (high_bound if x > high_bound else x)
+    mantissa, rounded = _exp32_reduced(clamped, reduced)
     # 2^n for n in [-150, 128] as two normal factors, 2^(n + 64) 2^-64 or 2^(n - 64) 2^64:
     # a subnormal or overflowing result is rounded once, by the last product (a bare 2^n
     # would need n >= -126: results below 2^-126 would flush to 0)
-    low = rounded < ROUNDER  # n < 0
-    y = mantissa * _power_of_two32(rounded + (SHIFT if low else -SHIFT))
-    return y * (TWO_TO_MINUS_SHIFT if low else TWO_TO_SHIFT)
-
-
-SHIFT = _f32(64.0)
-TWO_TO_SHIFT = _f32(2.0**64)
-TWO_TO_MINUS_SHIFT = _f32(2.0**-64)
+    low = rounded < reduced[1]  # n < 0 (reduced[1] is ROUNDER)
+    y = mantissa * _power_of_two32(rounded + (shift if low else minus_shift))
+    return y * (two_to_minus_shift if low else two_to_shift)
 
 
 # FreeBSD's logf (k_logf.h): log(1 + f) = f - f^2/2 + s (f^2/2 + R(s^2)), s = f / (2 + f),
@@ -241,27 +262,33 @@ LG3 = _f32(0x91E9EE / 2**25)  # 0.28498786688
 LG4 = _f32(0xF89E26 / 2**26)  # 0.24279078841
 
 
-def _log32(x):
-    # a subnormal x is scaled by 2^25 (exactly) into the normal range the bit split needs
-    tiny = x < SMALLEST_NORMAL
-    k, m = _split_for_log32(x * TWO_TO_25 if tiny else x)  # x = m 2^k, m in [sqrt(1/2), sqrt(2))
-    k = k - (TWENTY_FIVE if tiny else ZERO)
-    f = m - ONE
-    s = f / (_f32(2.0) + f)
-    z = s * s
-    w = z * z
-    r = fma(z, fma(w, LG3, LG1), w * fma(w, LG4, LG2))
-    half_f2 = HALF * f * f
-    # k ln 2 in two parts (LN2_HI k is exact), the small terms added first
-    y = k * LN2_HI - ((half_f2 - (s * (half_f2 + r) + k * LN2_LO)) - f)
-    # where the bit tricks give a number but log has none (selects, still vectorised):
-    # inf and NaN stay themselves, 0 gives -inf, a negative x NaN
-    y = y if x < INF else x
-    return y if x > ZERO else (-INF if x == ZERO else NAN)
-
-
 TWO_TO_25 = _f32(2.0**25)
 TWENTY_FIVE = _f32(25.0)
+LOG32 = (SMALLEST_NORMAL, TWO_TO_25, TWENTY_FIVE, ONE, _f32(2.0), LG1, LG2, LG3, LG4, HALF,
+         LN2_HI, LN2_LO, INF, -INF, NAN)  # as ``held`` takes them
+
+
+@njit(inline="always")
+def _log32(x, k=LOG32):
+    (smallest_normal, two_to_25, twenty_five, one, two, lg1, lg2, lg3, lg4, half, ln2_hi,
+     ln2_lo, inf, minus_inf, nan) = k
+    # a subnormal x is scaled by 2^25 (exactly) into the normal range the bit split needs
+    tiny = x < smallest_normal
+    # x = m 2^e, m in [sqrt(1/2), sqrt(2))
+    e, m = _split_for_log32(x * two_to_25 if tiny else x)
+    e = e - (twenty_five if tiny else ZERO)
+    f = m - one
+    s = f / (two + f)
+    z = s * s
+    w = z * z
+    r = fma(z, fma(w, lg3, lg1), w * fma(w, lg4, lg2))
+    half_f2 = half * f * f
+    # e ln 2 in two parts (LN2_HI e is exact), the small terms added first
+    y = e * ln2_hi - ((half_f2 - (s * (half_f2 + r) + e * ln2_lo)) - f)
+    # where the bit tricks give a number but log has none (selects, still vectorised):
+    # inf and NaN stay themselves, 0 gives -inf, a negative x NaN
+    y = y if x < inf else x
+    return y if x > ZERO else (minus_inf if x == ZERO else nan)
 
 
 # tanh(x) = x P(x^2) / Q(x^2) on |x| <= 10, degrees 12 and 6 in x, fitted by
@@ -300,10 +327,12 @@ def _tanh32(x, k=TANH32):
 
 
 @overload(fast_exp, inline="always")
-def _fast_exp(x):
+def _fast_exp(x, constants=None):
     if x == types.float32:
-        return _exp32
-    return lambda x: math.exp(x)
+        if _given(constants):
+            return lambda x, constants=None: _exp32(x, constants)
+        return lambda x, constants=None: _exp32(x)
+    return lambda x, constants=None: math.exp(x)
 
 
 @overload(fast_exp_normal, inline="always")
@@ -316,10 +345,12 @@ def _fast_exp_normal(x, constants=None):
 
 
 @overload(fast_log, inline="always")
-def _fast_log(x):
+def _fast_log(x, constants=None):
     if x == types.float32:
-        return _log32
-    return lambda x: math.log(x)
+        if _given(constants):
+            return lambda x, constants=None: _log32(x, constants)
+        return lambda x, constants=None: _log32(x)
+    return lambda x, constants=None: math.log(x)
 
 
 def _given(constants) -> bool:
@@ -335,25 +366,32 @@ def _fast_tanh(x, constants=None):
     return lambda x, constants=None: math.tanh(x)
 
 
+# log1p(x) = 2 atanh(s), s = x / (2 + x) in [0, 1/3] for x in [0, 1]: a series in s^2
+# with no cancellation, so fast-math reassociation cannot spoil it (the classic
+# log(1 + x) * x / ((1 + x) - 1) can be "simplified" away); z = s^2 <= 1/9: the terms
+# from z^7 / 15 on are under 1.4e-8, a quarter of an ulp
+LOG1P32 = (_f32(2.0), HALF * HALF, *(_f32(1.0 / d) for d in (13.0, 11.0, 9.0, 7.0, 5.0, 3.0)),
+           ONE)  # as ``held`` takes them
+
+
+@njit(inline="always")
+def _log1p32(x, k=LOG1P32):
+    two, quarter, c13, c11, c9, c7, c5, c3, one = k
+    # u = 2 s: 2 x keeps the last bit of a subnormal x, which x / (2 + x) would lose
+    u = (x + x) / (two + x)
+    z = quarter * u * u  # s^2
+    p = fma(c13, z, c11)
+    p = fma(p, z, c9)
+    p = fma(p, z, c7)
+    p = fma(p, z, c5)
+    p = fma(p, z, c3)
+    return u * fma(p, z, one)
+
+
 @overload(fast_log1p, inline="always")
-def _fast_log1p(x):
+def _fast_log1p(x, constants=None):
     if x == types.float32:
-
-        def impl(x):
-            # log1p(x) = 2 atanh(s), s = x / (2 + x) in [0, 1/3] for x in [0, 1]: a series
-            # in s^2 with no cancellation, so fast-math reassociation cannot spoil it
-            # (the classic log(1 + x) * x / ((1 + x) - 1) can be "simplified" away)
-            # z <= 1/9: the terms from z^7 / 15 on are under 1.4e-8, a quarter of an ulp
-            # u = 2 s: 2 x keeps the last bit of a subnormal x, which x / (2 + x) would lose
-            u = (x + x) / (_f32(2.0) + x)
-            z = HALF * HALF * u * u  # s^2
-            p = _f32(1.0 / 13.0)
-            p = fma(p, z, _f32(1.0 / 11.0))
-            p = fma(p, z, _f32(1.0 / 9.0))
-            p = fma(p, z, _f32(1.0 / 7.0))
-            p = fma(p, z, _f32(1.0 / 5.0))
-            p = fma(p, z, _f32(1.0 / 3.0))
-            return u * fma(p, z, ONE)
-
-        return impl
-    return lambda x: math.log1p(x)
+        if _given(constants):
+            return lambda x, constants=None: _log1p32(x, constants)
+        return lambda x, constants=None: _log1p32(x)
+    return lambda x, constants=None: math.log1p(x)

@@ -12,7 +12,7 @@ from numba import njit, prange
 
 from ._host import bad_labels_as_nan, half_in_float32, label_error
 from ._numba_math import (
-    EXP32,
+    EXP32_WIDE,
     ONE,
     TANH32,
     ZERO,
@@ -122,11 +122,13 @@ def _cross_entropy_kernel(x, soft, labels, probs, weighted, class_weight, ignore
     cap = x.dtype.type(softcap)
     inv_cap = x.dtype.type(1.0 / softcap) if capped else x.dtype.type(0.0)
     two_inv_cap = inv_cap + inv_cap
-    tanh_k, exp_k = held(TANH32), held(EXP32)  # softcap's constants, kept (see ``held``)
 
     partials = np.empty(chunks)
     size = (rows + chunks - 1) // chunks
     for chunk in prange(chunks):
+        # the exps' and softcap's tanh's constants, kept through the loops (see ``held``;
+        # taken in the chunk, as a parallel loop's arguments cannot be tuples of tuples)
+        exp_k, tanh_k = held(EXP32_WIDE), held(TANH32)
         total = 0.0
         # a row of exps when no gradient is asked (else they go into the gradient), and a
         # row of target weights w_c q_c for probabilities
@@ -159,14 +161,14 @@ def _cross_entropy_kernel(x, soft, labels, probs, weighted, class_weight, ignore
                     for c in range(classes):
                         v = cap * fast_tanh(xr[c] * inv_cap, tanh_k)
                         capped_row[c] = v
-                        g[c] = fast_exp_normal(v - cap, exp_k)  # in [exp(-80), 1]
+                        g[c] = fast_exp_normal(v - cap, exp_k[0])  # in [exp(-80), 1]
                     top = cap
                 else:
                     top = cap * fast_tanh(_row_max(xr) * inv_cap)
                     for c in range(classes):
                         v = cap * fast_tanh(xr[c] * inv_cap, tanh_k)
                         capped_row[c] = v
-                        g[c] = fast_exp(v - top)
+                        g[c] = fast_exp(v - top, exp_k)
                 xr = capped_row
             else:
                 top = _row_max(xr)
@@ -189,7 +191,7 @@ def _cross_entropy_kernel(x, soft, labels, probs, weighted, class_weight, ignore
                             else _shifted_sum(xr, top, spread))
             if not capped:
                 for c in range(classes):
-                    g[c] = fast_exp(_shifted(xr[c], top))
+                    g[c] = fast_exp(_shifted(xr[c], top), exp_k)
             sum_exp = _sum(g)
             log_sum = np.log(sum_exp)
             loss = coef * log_sum - dot
@@ -311,6 +313,7 @@ def _cross_entropy_few_classes_kernel(x, labels, ignore_index, mean, given_denom
     partials = np.empty(chunks)
     size = (rows + chunks - 1) // chunks
     for chunk in prange(chunks):
+        exp_k = held(EXP32_WIDE)  # kept through the loops (see ``held``)
         total = 0.0
         # per element: the row's max, then its 1 / sum exp; 1 - softmax for an exp of 1
         # (below); per row: z_label
@@ -339,7 +342,7 @@ def _cross_entropy_few_classes_kernel(x, labels, ignore_index, mean, given_denom
                               else ZERO)
             # 2. the exps, across the rows
             for i in range(xs.size):
-                es[i] = fast_exp(_shifted(xs[i], ts[i]))
+                es[i] = fast_exp(_shifted(xs[i], ts[i]), exp_k)
             # 3. per row: sum exp (float64, as the kernel above), the loss, 1 / sum spread
             # over the row. The max's exp is 1 (z = 0), and its softmax s may be near 1,
             # where 1 - s would round to 0 within an ulp: there 1 - s is the other exps'
