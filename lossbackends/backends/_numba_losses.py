@@ -1,6 +1,8 @@
 """The mathematics of the second set of elementwise losses for the Numba kernels: one
-inlined function per loss, ``(y, p, param, k) -> (loss, d loss / d p, d2 loss / d p2)`` of
-one element (``k``: its constants, see ``loss_math``), and ``variant(loss, params)``: the
+inlined function per loss, ``(y, p, param, pos, k) -> (loss, d loss / d p, d2 loss /
+d p2)`` of one element (``k``: its constants, see ``loss_math``; ``pos``, the positive
+weight of binary cross-entropy with logits, is None here: one signature for every loss's
+function, which numba_backend's kernels call), and ``variant(loss, params)``: the
 function a call uses.
 
 ``param`` is the kernel's one tuple of three options in the input's dtype (what each loss
@@ -40,7 +42,7 @@ INF = _f32(np.inf)
 
 
 def loss_math(*constants):
-    """Compiles a loss's mathematics ``(y, p, param, k)`` inline, and records in its
+    """Compiles a loss's mathematics ``(y, p, param, pos, k)`` inline, and records in its
     ``constants`` the constant tuples of the ``fast_*`` functions it calls (``EXP32_WIDE``,
     ``LOG32``, ``LOG1P32``), in the order it reads them from ``k``, or None for none. The
     elementwise kernel takes ``held(constants)`` once before its loops and passes it as
@@ -145,13 +147,13 @@ def _log_cosh_parts(a, k):
 
 
 @loss_math()
-def _mae(y, p, param, k):
+def _mae(y, p, param, pos, k):
     e = p - y
     return abs(e), _sign(e), _zero_or_nan(e)  # piecewise linear: 0 (at the kink too)
 
 
 @loss_math()
-def _huber(y, p, param, k):
+def _huber(y, p, param, pos, k):
     delta = param[0]
     e = p - y
     a = abs(e)
@@ -164,7 +166,7 @@ def _huber(y, p, param, k):
 
 
 @loss_math()
-def _smooth_l1(y, p, param, k):
+def _smooth_l1(y, p, param, pos, k):
     beta = param[0]
     e = p - y
     a = abs(e)
@@ -175,14 +177,14 @@ def _smooth_l1(y, p, param, k):
 
 
 @loss_math(*LOG_COSH32)
-def _log_cosh(y, p, param, k):
+def _log_cosh(y, p, param, pos, k):
     e = p - y
     log_cosh, tanh, sech2 = log_cosh_parts(abs(e), k)
     return log_cosh, tanh if e >= ZERO else -tanh, sech2
 
 
 @loss_math()
-def _squared_hinge(y, s, param, k):
+def _squared_hinge(y, s, param, pos, k):
     slack = param[0] - _times(y, s)  # a label of 0 times an infinite score is 0, as hinge
     active = ZERO if slack <= ZERO else slack  # max(slack, 0), NaN kept
     # 2 t^2 where the margin is violated, 0 from the kink on; NaN kept
@@ -190,7 +192,7 @@ def _squared_hinge(y, s, param, k):
 
 
 @loss_math(EXP32_WIDE, LOG1P32)
-def _soft_margin(y, s, param, k):
+def _soft_margin(y, s, param, pos, k):
     # softplus(z), z = -t s: max(z, 0) + log1p(exp(-|z|)); d = -t sigmoid(z)
     exp_k, log1p_k = k
     z = -_times(y, s)
@@ -205,7 +207,7 @@ def _focal(power):
     """sigmoid_focal with q^gamma by ``power`` multiplications (0 to 4), or by pow (-1)."""
 
     @loss_math(EXP32_WIDE, LOG1P32)
-    def focal(y, x, param, k):
+    def focal(y, x, param, pos, k):
         # torchvision's definition; see the NumPy backend for the derivation.
         # param: (a, b, gamma) with alpha_t = a y + b (1 - y).
         a, b, gamma = param
@@ -257,7 +259,7 @@ def _poisson(log_input, full):
     # k: exp's constants first with log_input, log's last where it takes a log
     @loss_math(*((EXP32_WIDE,) if log_input else ()),
                *((LOG32,) if full or not log_input else ()))
-    def poisson(y, x, param, k):
+    def poisson(y, x, param, pos, k):
         eps = param[2]
         if log_input:  # x = log(rate): exp(x) - y x
             rate = fast_exp(x, k[0])
@@ -287,7 +289,7 @@ def _kl(log_target):
     """kl_div with log-probability targets or probabilities."""
 
     @loss_math(EXP32_WIDE if log_target else LOG32)
-    def kl_div(y, x, param, k):
+    def kl_div(y, x, param, pos, k):
         target = fast_exp(y, k[0]) if log_target else y
         loss = target * ((y if log_target else fast_log(y, k[0])) - x)
         # a target of probability 0 costs nothing, even at x = -inf (0 log 0 = 0); NaN x
@@ -299,7 +301,7 @@ def _kl(log_target):
 
 
 @loss_math()
-def _pinball(y, p, param, k):
+def _pinball(y, p, param, pos, k):
     quantile = param[0]
     e = p - y
     upper = ONE - quantile

@@ -60,8 +60,6 @@ CE_CHUNK_ELEMENTS = 8192  # the fewest logits in a cross-entropy chunk (two beat
 PARALLEL_MIN_ELEMENTS = 1 << 17  # below this one thread is faster (thread start-up)
 TWO = np.float32(2.0)
 
-LOSS_IDS = {"mse": 0, "binary_cross_entropy": 1, "binary_cross_entropy_with_logits": 2, "hinge": 3}
-LOSS_IDS.update(dict.fromkeys(_numba_losses.LOSSES, -1))  # their mathematics: _numba_losses
 
 
 # Numba's cache checks the source of the file a kernel is written in (this one), not of
@@ -101,7 +99,7 @@ def _jit(function, name: str, parallel: bool = False, reassociate: bool = False,
 
 
 _UNCACHED: list[str] = []  # the kernels compiled without an on-disk cache
-_LOSS_MATH = None  # the first five losses' kernels have none (see _jit)
+_LOSS_MATH = None  # the loss's function in each elementwise kernel (see _jit)
 _LOSS_CONSTANTS = None  # nor constants to hold, unless _jit gives them
 
 
@@ -130,8 +128,8 @@ def _clip(p, eps):
 # one-log loop four times over and spilled (329 instructions per 32 elements, 119 of them
 # to the stack), and the kernel measured 0.90-0.95x of the unheld one
 @loss_math()
-def _binary_cross_entropy(y, p, eps, pos, k):
-    pc = _clip(p, eps)
+def _binary_cross_entropy(y, p, param, pos, k):
+    pc = _clip(p, param[0])
     loss = -(y * fast_log(pc) + (ONE - y) * fast_log(ONE - pc))
     return loss, (pc - y) / (pc * (ONE - pc)), _bce_hess(y, pc)
 
@@ -144,9 +142,9 @@ def _bce_hess(y, pc):
 
 
 @loss_math()
-def _binary_cross_entropy_of_hard_labels(y, p, eps, pos, k):
+def _binary_cross_entropy_of_hard_labels(y, p, param, pos, k):
     # the same for y in {0, 1}, with one log instead of two: the other term is 0 * finite
-    pc = _clip(p, eps)
+    pc = _clip(p, param[0])
     return (-fast_log(pc if y > HALF else ONE - pc), (pc - y) / (pc * (ONE - pc)),
             _bce_hess(y, pc))
 
@@ -175,10 +173,10 @@ def _binary_cross_entropy_with_logits(y, x, param, pos, k):
 
 
 @loss_math()
-def _hinge(y, s, margin, pos, k):
+def _hinge(y, s, param, pos, k):
     # a label of 0 times an infinite score is 0 (the limit), not NaN; NaN stays NaN
     product = ZERO if (y == ZERO) & (abs(s) == INF) else y * s
-    slack = margin - product
+    slack = param[0] - product
     # -t where the margin is violated, 0 where not (also at the kink), NaN for NaN
     d = -y if slack > ZERO else (ZERO if slack <= ZERO else slack)
     # piecewise linear: the Hessian is 0 away from the kink and at it; NaN for NaN
@@ -186,7 +184,9 @@ def _hinge(y, s, margin, pos, k):
     return (ZERO if slack <= ZERO else slack), d, h
 
 
-_MATH = {0: _mse, 1: _binary_cross_entropy, 2: _binary_cross_entropy_with_logits, 3: _hinge}
+# the first losses' mathematics (the others': _numba_losses)
+MATH = {"mse": _mse, "binary_cross_entropy": _binary_cross_entropy,
+        "binary_cross_entropy_with_logits": _binary_cross_entropy_with_logits, "hinge": _hinge}
 
 
 def _sum(values):
@@ -224,32 +224,20 @@ def _labels_are_0_or_1(ys):
 
 
 @njit(inline="always")
-def _elementwise_block(loss_id, math, k, one_log, want_value, ys, ps, ws, gs, ls, hs,
-                       pos_weight, offset, param, grad_scale):
+def _elementwise_block(math, k, hard_labels, want_value, ys, ps, ws, gs, ls, hs, pos_weight,
+                       offset, param, grad_scale):
     """One block of an elementwise kernel: writes the gradient into ``gs``, the Hessian's
-    diagonal into ``hs`` (when not None) and (with ``want_value``) the losses into ``ls``;
-    returns whether a label was not 0 or 1. With
-    ``one_log`` binary cross-entropy takes every label for 0 or 1; the caller runs the
-    block again without it if the result says otherwise. ``param`` is the options' tuple;
-    ``math`` is the function of a loss of ``_numba_losses`` (``loss_id`` -1); ``k`` the
-    held constants of the loss's mathematics (see ``loss_math``)."""
+    diagonal into ``hs`` (when not None) and (with ``want_value``) the losses into ``ls``
+    by ``math``, the loss's function ``(y, p, param, pos, k) -> (loss, d, h)`` (``k``: the
+    held constants of its mathematics, see ``loss_math``); returns whether a label was not
+    0 or 1 when ``hard_labels`` (binary cross-entropy's one-log form, which the caller
+    then runs again without it), else False."""
     soft = False
     for i in range(ps.size):
+        if hard_labels:
+            soft |= ys[i] * (ONE - ys[i]) != ZERO  # NaN and inf count as soft
         pos = None if pos_weight is None else pos_weight[(offset + i) % pos_weight.size]
-        if loss_id == 0:
-            loss, d, h = _mse(ys[i], ps[i], param[0], pos, k)
-        elif loss_id == 1:
-            if one_log:
-                soft |= ys[i] * (ONE - ys[i]) != ZERO  # NaN and inf count as soft
-                loss, d, h = _binary_cross_entropy_of_hard_labels(ys[i], ps[i], param[0], pos, k)
-            else:
-                loss, d, h = _binary_cross_entropy(ys[i], ps[i], param[0], pos, k)
-        elif loss_id == 2:
-            loss, d, h = _binary_cross_entropy_with_logits(ys[i], ps[i], param[0], pos, k)
-        elif loss_id == 3:
-            loss, d, h = _hinge(ys[i], ps[i], param[0], pos, k)
-        else:
-            loss, d, h = math(ys[i], ps[i], param, k)
+        loss, d, h = math(ys[i], ps[i], param, pos, k)
         if ws is not None:
             loss = loss * ws[i]
             d = d * ws[i]
@@ -263,13 +251,14 @@ def _elementwise_block(loss_id, math, k, one_log, want_value, ys, ps, ws, gs, ls
     return soft
 
 
-def _elementwise_kernel(loss_id: int, want_value: bool):
-    """The loop shared by the elementwise losses; ``loss_id`` (-1: the global
-    ``_LOSS_MATH``, see ``_jit``) picks the mathematics (whose constants, the global
-    ``_LOSS_CONSTANTS``, it holds before its loops) and
-    ``want_value`` whether the loss is summed at all (closure constants: both are decided
-    at compile time, so a gradient-only kernel never computes the loss). Returns the
-    float64 sum times ``scale`` (0 without ``want_value``).
+def _elementwise_kernel(optimistic: bool, want_value: bool):
+    """The loop shared by the elementwise losses, on the mathematics of the global
+    ``_LOSS_MATH`` alone (see ``_jit``), whose constants, the global ``_LOSS_CONSTANTS``,
+    it holds before its loops. (One kernel inlining every loss's mathematics and pruning
+    all but one took twice as long to compile.) ``want_value``: whether the loss is summed
+    at all; ``optimistic``: binary cross-entropy's one-log form for labels of 0 and 1
+    (closure constants: both are decided at compile time, so a gradient-only kernel never
+    computes the loss). Returns the float64 sum times ``scale`` (0 without ``want_value``).
 
     Each chunk runs in blocks of ``BLOCK`` elements. Binary cross-entropy's value takes
     the labels for 0 or 1 if its chunk's first block has only those, until a block shows
@@ -277,7 +266,7 @@ def _elementwise_kernel(loss_id: int, want_value: bool):
     logs): labels of 0 and 1 cost one log per element instead of two, for the same values,
     and probability labels are not computed twice. (Checking every block first instead
     of in its loop costs labels of 0 and 1 7 %.)"""
-    optimistic = want_value and loss_id == 1
+    optimistic = optimistic and want_value
 
     def kernel(y, p, weight, pos_weight, param, scale, grad, losses, hess):
         n = p.size
@@ -310,9 +299,14 @@ def _elementwise_kernel(loss_id: int, want_value: bool):
                 hs = None if hess is None else hess[start:stop]
                 ls = losses[start:stop] if losses.size else scratch[: stop - start]
                 while True:  # once, or twice when a block proves its labels were not 0/1
-                    soft = _elementwise_block(loss_id, _LOSS_MATH, k, one_log, want_value, ys,
-                                              ps, ws, gs, ls, hs, pos_weight, start, param,
-                                              grad_scale)
+                    if optimistic and one_log:  # (pruned at compile time unless optimistic)
+                        soft = _elementwise_block(_binary_cross_entropy_of_hard_labels, k, True,
+                                                  want_value, ys, ps, ws, gs, ls, hs,
+                                                  pos_weight, start, param, grad_scale)
+                    else:
+                        soft = _elementwise_block(_LOSS_MATH, k, False, want_value, ys, ps, ws,
+                                                  gs, ls, hs, pos_weight, start, param,
+                                                  grad_scale)
                     if not (one_log and soft):
                         break
                     one_log = False
@@ -373,13 +367,13 @@ def _key_name(key) -> str:
 def _elementwise(loss: str):
     # (variant, want_value) -> compiled kernel; a variant is a function of _numba_losses
     # (None for the first five losses)
-    loss_id = LOSS_IDS[loss]
+    ours = loss in _numba_losses.LOSSES
     serial, parallel = {}, {}
-    functions = _numba_losses.variants(loss) if loss_id < 0 else {None: None}
+    functions = _numba_losses.variants(loss) if ours else {None: MATH[loss]}
     for key, math in functions.items():
-        constants = (math or _MATH[loss_id]).constants
+        constants = math.constants
         for want, name in ((True, "value"), (False, "grad")):
-            source = _elementwise_kernel(loss_id, want)
+            source = _elementwise_kernel(loss == "binary_cross_entropy", want)
             label = loss if key is None else f"{loss}_{_key_name(key)}"
             serial[key, want] = _jit(source, f"{label}_{name}_serial", math=math,
                                      constants=constants)
@@ -398,7 +392,7 @@ def _elementwise(loss: str):
             return in_float32(kernel, y, p, weight, params, reduction, scale, grad, want_value,
                               hess)
         pos_weight = None
-        if loss_id < 0:
+        if ours:
             key, param = _numba_losses.variant(loss, params)
         elif has_pos_weight:
             key, param, pos_weight = None, _NO_PARAM, params[0]
@@ -443,7 +437,7 @@ def _elementwise(loss: str):
     return kernel
 
 
-KERNELS = {loss: _elementwise(loss) for loss in LOSS_IDS}
+KERNELS = {loss: _elementwise(loss) for loss in (*MATH, *_numba_losses.LOSSES)}
 # the row losses (cross-entropy, multiclass hinge) use the pieces above
 from ._numba_rows import ROW_KERNELS  # noqa: E402
 
