@@ -169,6 +169,13 @@ def time_host(call, min_time: float = 0.2, repeats: int = 7, warmup: float = 0.0
     return time_host_in_turn([call], min_time, repeats, warmup)[0]
 
 
+# seconds of idle before each in-turn sample: JAX's (Eigen's) CPU thread pool keeps the cores
+# busy for a while after its call returns, and slowed the next sample whoever's it was
+# (our sigmoid_focal at 1e7 ran 4.4-4.7 GB/s with JAX in the case, 7.7 alone, 6.8-7.0
+# with this pause), so that the order of samples was still a noise of +-30 %
+SETTLE = 0.05
+
+
 def time_host_in_turn(calls: list, min_time: float = 0.2, repeats: int = 7,
                       warmup: float = 0.05) -> list[list[float]]:
     """``time_host`` for several calls whose samples are taken in turn (a sample of each,
@@ -192,6 +199,7 @@ def time_host_in_turn(calls: list, min_time: float = 0.2, repeats: int = 7,
         # CPU thread pool keeps its cores busy after a call returns: our sigmoid_focal at
         # 1e8 took 1.7x as long right after a JAX call), so none may always follow the same
         for i in orders.permutation(len(calls)):
+            time.sleep(SETTLE)
             start = time.perf_counter()
             for _ in range(inners[i]):
                 calls[i]()
