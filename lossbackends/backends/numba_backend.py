@@ -61,7 +61,6 @@ PARALLEL_MIN_ELEMENTS = 1 << 17  # below this one thread is faster (thread start
 TWO = np.float32(2.0)
 
 
-
 # Numba's cache checks the source of the file a kernel is written in (this one), not of
 # the files it inlines from, so the kernels' cache entries carry a fingerprint of
 # _numba_math.py: an edit or an upgrade of it never loads kernels compiled from before.
@@ -72,11 +71,11 @@ _MATH_FINGERPRINT = hashlib.sha256(b"".join(
 def _jit(function, name: str, parallel: bool = False, reassociate: bool = False,
          math=None, constants=None):
     """Compile ``function`` under its own name (its cache entry) with our flags; only sums
-    may ``reassociate``. ``math``, a loss's function of ``_numba_losses``, is the global
-    ``_LOSS_MATH`` of this compilation (a closure cell holding a function would be pickled
-    into the cache's key, which then never matches again), and ``constants``, the
-    constants its loss's mathematics declares (``loss_math``), the global
-    ``_LOSS_CONSTANTS``."""
+    may ``reassociate``. ``math``, an elementwise loss's function (of ``MATH`` or
+    ``_numba_losses``), is the global ``_LOSS_MATH`` of this compilation (a closure cell
+    holding a function would be pickled into the cache's key, which then never matches
+    again), and ``constants``, the constants its mathematics declares (``loss_math``), the
+    global ``_LOSS_CONSTANTS``."""
     name = f"{name}_{_MATH_FINGERPRINT}"
     scope = function.__globals__
     if math is not None or constants is not None:
@@ -100,7 +99,7 @@ def _jit(function, name: str, parallel: bool = False, reassociate: bool = False,
 
 _UNCACHED: list[str] = []  # the kernels compiled without an on-disk cache
 _LOSS_MATH = None  # the loss's function in each elementwise kernel (see _jit)
-_LOSS_CONSTANTS = None  # nor constants to hold, unless _jit gives them
+_LOSS_CONSTANTS = None  # the constants that function declares, held (see _jit)
 
 
 # --- the mathematics of each loss, once: (loss, d loss / d p, d2 loss / d p2) of one
@@ -366,7 +365,7 @@ def _key_name(key) -> str:
 
 def _elementwise(loss: str):
     # (variant, want_value) -> compiled kernel; a variant is a function of _numba_losses
-    # (None for the first five losses)
+    # (None for the losses of MATH)
     ours = loss in _numba_losses.LOSSES
     serial, parallel = {}, {}
     functions = _numba_losses.variants(loss) if ours else {None: MATH[loss]}
