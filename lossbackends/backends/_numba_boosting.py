@@ -8,8 +8,10 @@ from __future__ import annotations
 
 from numba import njit
 
+from ._numba_math import inline
 
-@njit(inline="always")
+
+@inline
 def _element(grad, hess, i, g_scale, h_scale, bound, fixed, constant):
     grad[i] = grad[i] * g_scale
     if constant:

@@ -19,12 +19,13 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from numba import njit, types
+from numba import types
 from numba.extending import overload
 
 from ._numba_math import (
     EXP32_WIDE,
     HALF,
+    INLINE,
     LOG1P32,
     LOG32,
     ONE,
@@ -32,6 +33,7 @@ from ._numba_math import (
     fast_exp,
     fast_log,
     fast_log1p,
+    inline,
 )
 
 _f32 = np.float32
@@ -50,27 +52,27 @@ def loss_math(*constants):
     registers, or on the stack, instead of fetching each again on every iteration)."""
 
     def compile_(function):
-        compiled = njit(inline="always")(function)
+        compiled = inline(function)
         compiled.constants = constants or None
         return compiled
 
     return compile_
 
 
-@njit(inline="always")
+@inline
 def _sign(e):
     """sign(e): 0 at 0, NaN kept."""
     return ONE if e > ZERO else (-ONE if e < ZERO else e)
 
 
-@njit(inline="always")
+@inline
 def _zero_or_nan(e):
     """0, or NaN where e is NaN: the Hessian of a piecewise-linear loss, NaN where its
     gradient is."""
     return ZERO if e == e else e
 
 
-@njit(inline="always")
+@inline
 def _times(k, v):
     """k v, 0 where k = 0 and v is infinite: a term whose label coefficient is 0
     contributes nothing (its limit at an infinite prediction, as 0 log 0 = 0); NaN kept."""
@@ -138,7 +140,7 @@ def _log_cosh_parts64(a, k):
     return log_cosh, math.tanh(a), 4.0 * t / ((1.0 + t) * (1.0 + t))
 
 
-@overload(log_cosh_parts, inline="always")
+@overload(log_cosh_parts, jit_options=INLINE)
 def _log_cosh_parts(a, k):
     return _log_cosh_parts32 if a == types.float32 else _log_cosh_parts64
 

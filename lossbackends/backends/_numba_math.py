@@ -26,6 +26,16 @@ from numba.extending import intrinsic, overload
 # silenced for these functions only.
 warnings.filterwarnings("ignore", message=r".*variable '[^']*_(exp|log|log1p|tanh)32_", category=NumbaIRAssumptionWarning)
 
+# How the kernels' helpers compile: once per process and signature, then inlined by
+# LLVM (``forceinline``), not by Numba (``inline="always"`` typed each helper again at
+# every call site, in every kernel: a third of a kernel's compile time, and most of a cold
+# test run's); called from compiled code only, so with no Python or C entry point. A
+# helper takes the fastmath flags and error model of the caller that first compiles it
+# for a signature (Numba's flag inheritance): every kernel has the same ones, except the
+# sums that reassociate, which call one helper of a single subtraction (``_shifted``).
+INLINE = {"forceinline": True, "no_cpython_wrapper": True, "no_cfunc_wrapper": True}
+inline = njit(**INLINE)
+
 _f32 = np.float32
 LOG2E = _f32(1.44269504088896341)
 LN2_HI = _f32(0.693359375)
@@ -211,7 +221,7 @@ EXP32 = (LOG2E, ROUNDER, -LN2_HI, -LN2_LO, _f32(1.9875691500e-4), _f32(1.3981999
          _f32(5.0000001201e-1), ONE)
 
 
-@njit(inline="always")
+@inline
 def _exp32_reduced(x, k=EXP32):
     """``(e^f, n + ROUNDER)`` with x = n ln 2 + f, |f| <= ln2/2 (Cody-Waite), e^f by the
     minimax polynomial: exp(x) is the first times 2^n, which each caller scales its way.
@@ -228,7 +238,7 @@ def _exp32_reduced(x, k=EXP32):
     return fma(p * f, f, f) + one, rounded
 
 
-@njit(inline="always")
+@inline
 def _exp32_normal(x, k=EXP32):
     mantissa, rounded = _exp32_reduced(x, k)
     return mantissa * _power_of_two32(rounded)
@@ -238,7 +248,7 @@ def _exp32_normal(x, k=EXP32):
 EXP32_WIDE = (EXP32, (EXP_LOW, EXP_HIGH, SHIFT, -SHIFT, TWO_TO_SHIFT, TWO_TO_MINUS_SHIFT))
 
 
-@njit(inline="always")
+@inline
 def _exp32(x, k=EXP32_WIDE):
     reduced, scaling = k
     low_bound, high_bound, shift, minus_shift, two_to_shift, two_to_minus_shift = scaling
@@ -268,7 +278,7 @@ LOG32 = (SMALLEST_NORMAL, TWO_TO_25, TWENTY_FIVE, ONE, _f32(2.0), LG1, LG2, LG3,
          LN2_HI, LN2_LO, INF, -INF, NAN)  # as ``held`` takes them
 
 
-@njit(inline="always")
+@inline
 def _log32(x, k=LOG32):
     (smallest_normal, two_to_25, twenty_five, one, two, lg1, lg2, lg3, lg4, half, ln2_hi,
      ln2_lo, inf, minus_inf, nan) = k
@@ -312,7 +322,7 @@ TANH32 = (TANH_CLAMP, -TANH_CLAMP, TANH_P6, TANH_P5, TANH_P4, TANH_P3, TANH_P2, 
           TANH_Q3, TANH_Q2, TANH_Q1, ONE)  # as ``held`` takes them
 
 
-@njit(inline="always")
+@inline
 def _tanh32(x, k=TANH32):
     clamp, minus_clamp, p6, p5, p4, p3, p2, p1, q3, q2, q1, one = k
     x = clamp if x > clamp else (minus_clamp if x < minus_clamp else x)
@@ -326,7 +336,7 @@ def _tanh32(x, k=TANH32):
     return fma(x, z * p, x) / q
 
 
-@overload(fast_exp, inline="always")
+@overload(fast_exp, jit_options=INLINE)
 def _fast_exp(x, constants=None):
     if x == types.float32:
         if _given(constants):
@@ -335,7 +345,7 @@ def _fast_exp(x, constants=None):
     return lambda x, constants=None: math.exp(x)
 
 
-@overload(fast_exp_normal, inline="always")
+@overload(fast_exp_normal, jit_options=INLINE)
 def _fast_exp_normal(x, constants=None):
     if x == types.float32:
         if _given(constants):
@@ -344,7 +354,7 @@ def _fast_exp_normal(x, constants=None):
     return lambda x, constants=None: math.exp(x)
 
 
-@overload(fast_log, inline="always")
+@overload(fast_log, jit_options=INLINE)
 def _fast_log(x, constants=None):
     if x == types.float32:
         if _given(constants):
@@ -357,7 +367,7 @@ def _given(constants) -> bool:
     return not (constants is None or isinstance(constants, (types.NoneType, types.Omitted)))
 
 
-@overload(fast_tanh, inline="always")
+@overload(fast_tanh, jit_options=INLINE)
 def _fast_tanh(x, constants=None):
     if x == types.float32:
         if _given(constants):
@@ -374,7 +384,7 @@ LOG1P32 = (_f32(2.0), HALF * HALF, *(_f32(1.0 / d) for d in (13.0, 11.0, 9.0, 7.
            ONE)  # as ``held`` takes them
 
 
-@njit(inline="always")
+@inline
 def _log1p32(x, k=LOG1P32):
     two, quarter, c13, c11, c9, c7, c5, c3, one = k
     # u = 2 s: 2 x keeps the last bit of a subnormal x, which x / (2 + x) would lose
@@ -388,7 +398,7 @@ def _log1p32(x, k=LOG1P32):
     return u * fma(p, z, one)
 
 
-@overload(fast_log1p, inline="always")
+@overload(fast_log1p, jit_options=INLINE)
 def _fast_log1p(x, constants=None):
     if x == types.float32:
         if _given(constants):

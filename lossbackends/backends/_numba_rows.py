@@ -8,7 +8,7 @@ the chunking constants), so that neither file is a wall as the catalogue grows.
 from __future__ import annotations
 
 import numpy as np
-from numba import njit, prange
+from numba import prange
 
 from ._host import bad_labels_as_nan, half_in_float32, label_error
 from ._numba_math import (
@@ -20,6 +20,7 @@ from ._numba_math import (
     fast_exp_normal,
     fast_tanh,
     held,
+    inline,
     maximum,
 )
 from .numba_backend import (
@@ -41,7 +42,7 @@ INF32 = np.float32(np.inf)  # float32 constants: float32 scores are compared in 
 NAN32 = np.float32(np.nan)
 
 
-@njit(inline="always")
+@inline
 def _shifted(v, top):
     """v - top, with 0 where v equals the row's max ``top`` (also when both are inf: an
     infinite logit at the max counts as equal to it, not inf - inf = NaN)."""
@@ -74,7 +75,7 @@ _shifted_dot = _jit(_shifted_dot, "_shifted_dot", reassociate=True)
 # --- cross-entropy, row by row ---------------------------------------------------------
 
 
-@njit(inline="always")
+@inline
 def _row_max(x):
     """max(x), NaN if any element is NaN (as NumPy's): a NaN then makes the whole row NaN,
     loss and gradient, through x - max."""

@@ -43,6 +43,7 @@ from ._numba_math import (
     fast_log,
     fast_log1p,
     held,
+    inline,
 )
 
 xp = np
@@ -115,7 +116,7 @@ def _mse(y, p, param, pos, k):
     return d * d, TWO * d, TWO
 
 
-@njit(inline="always")
+@inline
 def _clip(p, eps):
     """clip(p, e, 1 - e); NaN stays NaN."""
     pc = eps if p < eps else p
@@ -133,7 +134,7 @@ def _binary_cross_entropy(y, p, param, pos, k):
     return loss, (pc - y) / (pc * (ONE - pc)), _bce_hess(y, pc)
 
 
-@njit(inline="always")
+@inline
 def _bce_hess(y, pc):
     """y / pc^2 + (1 - y) / (1 - pc)^2 at the clipped p: two terms >= 0 for y in [0, 1]."""
     q = ONE - pc
@@ -201,7 +202,7 @@ def _sum(values):
 _sum = _jit(_sum, "_sum", reassociate=True)
 
 
-@njit(inline="always")
+@inline
 def _in_order(partials):
     """sum(partials) from first to last: the chunks' partial sums in a fixed order, so
     that the result does not depend on which thread ran which chunk (inlined, so compiled
@@ -212,7 +213,7 @@ def _in_order(partials):
     return total
 
 
-@njit(inline="always")
+@inline
 def _labels_are_0_or_1(ys):
     """Whether every label is 0 or 1 (NaN and inf are not): one vectorised pass, with no
     early exit, which would stop LLVM vectorising it."""
@@ -222,7 +223,7 @@ def _labels_are_0_or_1(ys):
     return not soft
 
 
-@njit(inline="always")
+@inline
 def _elementwise_block(math, k, hard_labels, want_value, ys, ps, ws, gs, ls, hs, pos_weight,
                        offset, param, grad_scale):
     """One block of an elementwise kernel: writes the gradient into ``gs``, the Hessian's
