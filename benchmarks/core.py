@@ -199,7 +199,7 @@ def time_host_in_turn(calls: list, min_time: float = 0.2, repeats: int = 7,
         # CPU thread pool keeps its cores busy after a call returns: our sigmoid_focal at
         # 1e8 took 1.7x as long right after a JAX call), so none may always follow the same
         for i in orders.permutation(len(calls)):
-            time.sleep(SETTLE)
+            time.sleep(SETTLE * TIME_SCALE)  # (a smoke run's samples need no quiet)
             start = time.perf_counter()
             for _ in range(inners[i]):
                 calls[i]()
