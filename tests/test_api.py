@@ -403,24 +403,35 @@ def test_out_is_checked_against_the_memory_it_may_share():
 
 
 def test_numba_runs_the_machine_code_of_a_plain_call_directly():
-    """The Numba backend calls the compiled code of a plain call (aligned, writeable,
-    C-contiguous arrays, no weight) without its dispatcher; other arrays (here a read-only
-    y_true and an unaligned y_pred) go through the dispatcher, with the same results."""
+    """The Numba backend calls the compiled code of C-contiguous, aligned arrays without
+    its dispatcher, one version for writeable and read-only inputs (JAX's arrays are
+    read-only); other arrays (here an unaligned y_pred) go through the dispatcher, with
+    the same results."""
     pytest.importorskip("numba", reason="Numba is not installed")
     from lossbackends.backends import numba_backend
 
+    usual_code = numba_backend.KERNELS["mse"].usual_code
     rng = np.random.default_rng(3)
     y, p = rng.random(1000), rng.random(1000)
     expected_value, expected_grad = lb.mse.value_and_grad(y, p, backend="numpy")
     value, grad = lb.mse.value_and_grad(y, p, backend="numba")
     np.testing.assert_allclose(value, expected_value, rtol=1e-12)
     np.testing.assert_allclose(grad, expected_grad, rtol=1e-12)
-    assert (None, True, np.dtype(np.float64), False) in numba_backend.KERNELS["mse"].usual_code
-    y.flags.writeable = False
+    # (variant, value, dtype, parallel, no gradient, no weight, no pos_weight, no Hessian)
+    key = (None, True, np.dtype(np.float64), False, False, True, True, True)
+    assert key in usual_code
+    code = usual_code[key]
+    y.flags.writeable = p.flags.writeable = False
+    value, grad = lb.mse.value_and_grad(y, p, backend="numba")
+    assert usual_code[key] is code  # the same compiled code for read-only inputs
+    np.testing.assert_allclose(value, expected_value, rtol=1e-12)
+    np.testing.assert_allclose(grad, expected_grad, rtol=1e-12)
     unaligned = np.empty(p.nbytes + 1, np.uint8)[1:].view(p.dtype)
     unaligned[...] = p
     assert not unaligned.flags.aligned
+    known = set(usual_code)
     value, grad = lb.mse.value_and_grad(y, unaligned, backend="numba")
+    assert set(usual_code) == known
     np.testing.assert_allclose(value, expected_value, rtol=1e-12)
     np.testing.assert_allclose(grad, expected_grad, rtol=1e-12)
 

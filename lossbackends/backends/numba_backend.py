@@ -348,14 +348,26 @@ _NO_LABELS = np.empty(0, np.int64)
 _NO_PARAM = (0.0, 0.0, 0.0)  # the options' tuple of a loss without options
 
 
-def _machine_code(kernel, y, p, grad, losses):
-    """An elementwise ``kernel``'s compiled code for these arrays, no weight, no pos_weight
-    and no Hessian (compiled, or loaded from the disk cache, on first use): the entry point
-    the dispatcher would pick, called without it. Its numbers are typed float64 whatever
+def _machine_code(kernel, args):
+    """An elementwise ``kernel``'s compiled code for arguments like ``args`` (compiled, or
+    loaded from the disk cache, on first use): the entry point the dispatcher would pick,
+    called without it. The arrays it only reads (``y``, ``p``, ``weight``, ``pos_weight``)
+    are typed read-only, so that writeable and read-only inputs (JAX's, a memory map's)
+    share one compiled version instead of two; its numbers are typed float64 whatever
     their Python type, as the kernels read them (an int passed later is converted, never
     misread)."""
-    args = (y, p, None, None, _NO_PARAM, 1.0, grad, losses, None)
-    return kernel.compile(tuple(map(numba.typeof, args)))
+    y, p, weight, pos_weight, _, _, grad, losses, hess = args
+    inputs = tuple(numba.typeof(a) if a is None else numba.typeof(a).copy(readonly=True)
+                   for a in (y, p, weight, pos_weight))
+    outputs = tuple(map(numba.typeof, (grad, losses, hess)))
+    return kernel.compile((*inputs, numba.typeof(_NO_PARAM), numba.float64, *outputs))
+
+
+def _readable(array) -> bool:
+    """Whether a kernel's compiled code (see ``_machine_code``) takes ``array`` as an
+    input: C-contiguous and aligned, writeable or not (``flags.carray``, which also asks
+    for writeable, is the usual case's cheaper test)."""
+    return array.flags.c_contiguous and array.flags.aligned
 
 
 def _key_name(key) -> str:
@@ -380,10 +392,10 @@ def _elementwise(loss: str):
             parallel[key, want] = _jit(source, f"{label}_{name}_parallel", parallel=True,
                                        math=math, constants=constants)
     has_pos_weight = loss == "binary_cross_entropy_with_logits"
-    # (variant, want_value, dtype, whether a gradient is asked) -> the serial kernel's
-    # machine code for the usual call: aligned, writeable, C-contiguous arrays, no weight,
-    # no pos_weight, no Hessian. Called directly it skips the dispatcher's typing of nine
-    # arguments, half a microsecond (a seventh of a call at n = 1000).
+    # (variant, want_value, dtype, parallel, and whether the gradient, weight, pos_weight
+    # and Hessian are None) -> the kernel's machine code for C-contiguous, aligned arrays.
+    # Called directly it skips the dispatcher's typing of nine arguments, half a
+    # microsecond (a seventh of a call at n = 1000).
     usual_code: dict[tuple, object] = {}
 
     def kernel(y, p, weight, params, reduction, scale, grad, want_value, hess=None):
@@ -410,22 +422,23 @@ def _elementwise(loss: str):
             weight = None if weight is None else weight.reshape(-1)
             grad = None if grad is None else grad.reshape(-1)
             hess = None if hess is None else hess.reshape(-1)
-        if p.size >= PARALLEL_MIN_ELEMENTS:
-            total = _parallel(parallel[key, want_value], y, p, weight, pos_weight, param, scale,
-                              grad, flat_losses, hess)
-        # one thread (no thread start-up); the usual call (see usual_code) runs its machine
-        # code directly: flags.carray is C-contiguous, aligned and writeable, what it takes
-        elif (weight is None and pos_weight is None and hess is None and y.flags.carray
-              and p.flags.carray and (grad is None or grad.flags.carray)):
-            usual = (key, want_value, dtype, grad is None)
+        parallel_ = p.size >= PARALLEL_MIN_ELEMENTS  # (below: one thread, no start-up)
+        args = (y, p, weight, pos_weight, param, scale, grad, flat_losses, hess)
+        # the usual arrays (C-contiguous, aligned) run the kernel's machine code directly,
+        # found once per variant, dtype and the arguments present (see usual_code)
+        if ((y.flags.carray or _readable(y)) and (p.flags.carray or _readable(p))
+                and (weight is None or _readable(weight))
+                and (pos_weight is None or _readable(pos_weight))
+                and (grad is None or grad.flags.carray) and (hess is None or hess.flags.carray)):
+            usual = (key, want_value, dtype, parallel_, grad is None, weight is None,
+                     pos_weight is None, hess is None)
             code = usual_code.get(usual)
             if code is None:
-                code = usual_code[usual] = _machine_code(serial[key, want_value], y, p, grad,
-                                                         flat_losses)
-            total = code(y, p, None, None, param, scale, grad, flat_losses, None)
+                kernels = parallel if parallel_ else serial
+                code = usual_code[usual] = _machine_code(kernels[key, want_value], args)
         else:
-            total = serial[key, want_value](y, p, weight, pos_weight, param, scale, grad,
-                                            flat_losses, hess)
+            code = (parallel if parallel_ else serial)[key, want_value]
+        total = _parallel(code, *args) if parallel_ else code(*args)
         if not want_value:
             return None
         # a NumPy scalar of p's dtype: one times a Python float has the scalar's dtype
