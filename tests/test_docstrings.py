@@ -58,6 +58,31 @@ def test_readme_examples():
     _run([test])
 
 
+# a docs page's example that needs a GPU: ci/docs skips it without one, tests/test_gpu.py
+# runs it on the card (ci/gpu)
+_GPU_EXAMPLE = re.compile(r"```\{testcode\}\n:skipif: not have_cupy\n\n(.*?)```", re.S)
+
+
+def gpu_examples() -> list[tuple[str, str]]:
+    """(page, code) of each GPU example of the docs' pages."""
+    docs = Path(__file__).resolve().parents[1] / "docs"
+    return [(str(page), code) for page in sorted(docs.rglob("*.md"))
+            for code in _GPU_EXAMPLE.findall(page.read_text())]
+
+
+def test_the_gpu_examples_of_the_docs_are_found():
+    """Every example the docs skip without a GPU is found for tests/test_gpu.py, and is
+    Python; the pages' GPU examples are the ones with ``:skipif: not have_cupy``."""
+    found = gpu_examples()
+    pages = {Path(page).name for page, _ in found}
+    assert {"arrays.md", "gpu.md"} <= pages
+    docs = Path(__file__).resolve().parents[1] / "docs"
+    marked = sum(page.read_text().count(":skipif: not have_cupy") for page in docs.rglob("*.md"))
+    assert len(found) == marked
+    for page, code in found:
+        compile(code, page, "exec")
+
+
 @pytest.mark.parametrize("modname", MODULES)
 def test_module_examples(modname):
     try:

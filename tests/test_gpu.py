@@ -216,3 +216,12 @@ def test_torch_cuda_bfloat16_in_the_kernels(loss):
     q = p.clone()
     _, out = fn.value_and_grad(y, q, reduction="sum", out=q)
     assert out is q and torch.equal(q, grad)
+
+
+def test_the_docs_gpu_examples_run():
+    """The docs pages' GPU examples (skipped by ci/docs without a GPU) run on the card, in
+    the globals of the docs' doctest setup."""
+    from test_docstrings import gpu_examples
+
+    for page, code in gpu_examples():
+        exec(compile(code, page, "exec"), {"np": np, "lb": lb})
