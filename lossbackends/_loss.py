@@ -403,7 +403,8 @@ def _empty_value(xp, prep: Prepared, reduction: str):
 _CONVENTIONS = """\
 Options: {options} (keyword-only), with ``reduction="mean"`` (``"sum"``, ``"none"``) and
 ``backend=None`` (``"numpy"``, ``"numba"``, ``"cupy"``, ``"auto"``). ``loss(...)`` is the
-value: a 0-d array of ``y_pred``'s library (each {unit}'s loss for ``"none"``);
+value in ``y_pred``'s dtype: a NumPy scalar for NumPy inputs, a 0-d array of ``y_pred``'s
+library for the others (an array of each {unit}'s loss for ``"none"``);
 ``.grad(...)`` and ``.value_and_grad(...)`` take ``out=`` (C-contiguous, shaped like
 ``y_pred``, ``y_pred`` itself allowed); ``.grad_and_hess(...)`` takes ``out=(grad, hess)``.
 

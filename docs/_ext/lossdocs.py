@@ -39,9 +39,15 @@ def _loss_of(obj: Any) -> tuple[Any, str | None]:
 
 
 def _options(loss: Any) -> list[str]:
-    """The loss's own keyword options, as its checks in ``_loss.py`` take them."""
-    return [str(p) for p in inspect.signature(loss._prepare).parameters.values()
-            if p.kind is inspect.Parameter.KEYWORD_ONLY]
+    """The loss's own keyword options, as its checks in ``_loss.py`` take them (every loss
+    has some, ``weight`` at least: none found means this reads the wrong function, which
+    once left every loss page without its options)."""
+    found = [str(p) for p in inspect.signature(loss._prepare_options).parameters.values()
+             if p.kind is inspect.Parameter.KEYWORD_ONLY]
+    if not found:
+        raise RuntimeError(f"lossdocs found no options of {loss.name} in its checks "
+                           "(Loss._prepare_options)")
+    return found
 
 
 def _loss_signature(app: Sphinx, what: str, name: str, obj: Any, options: Any,
