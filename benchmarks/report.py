@@ -48,9 +48,17 @@ def plot(out: Path, rows: list[dict], rooflines: dict[str, float], prefix: str) 
         by_backend = defaultdict(list)
         for r in group:
             by_backend[r["backend"]].append((float(r["n"]), float(r["gbps"])))
+        # a hue per provider (tab20: a dark and a light shade of each), the light one and
+        # square markers for its preallocated form ("numba:out"): matplotlib's default
+        # cycle has 10 colours, and a case has up to 11 lines
+        providers = sorted({backend.split(":")[0] for backend in by_backend})
+        shades = plt.get_cmap("tab20").colors
         for backend, points in sorted(by_backend.items()):
             points.sort()
-            ax.plot([n for n, _ in points], [g for _, g in points], marker="o", label=backend)
+            name, _, form = backend.partition(":")
+            ax.plot([n for n, _ in points], [g for _, g in points], marker="s" if form else "o",
+                    color=shades[(2 * providers.index(name) + bool(form)) % len(shades)],
+                    label=backend)
         local = sorted({(float(r["n"]), float(r["roofline_gbps"])) for r in group
                         if r.get("roofline_gbps")})
         if local and device == "host":  # each size's own triad (see benchmarks.__main__._around)
