@@ -52,8 +52,11 @@ def _options(loss: Any) -> list[str]:
 
 def _loss_signature(app: Sphinx, what: str, name: str, obj: Any, options: Any,
                     signature: str | None, return_annotation: str | None):
+    from lossbackends import Loss
     from lossbackends.losses import LOSSES
 
+    if obj is Loss:  # built by the library, never by users: no constructor to show
+        return "", None
     if (signature is not None and getattr(obj, "__module__", None) == "lossbackends.jax"
             and getattr(obj, "__name__", None) in LOSSES):  # lossbackends.jax's **options
         own = _options(LOSSES[obj.__name__])
@@ -63,8 +66,8 @@ def _loss_signature(app: Sphinx, what: str, name: str, obj: Any, options: Any,
         return None
     own = _options(loss)
     common = ["reduction='mean'", "backend=None"] + (["out=None"] if method else [])
-    returns = {None: "value", "grad": "grad", "value_and_grad": "(value, grad)",
-               "grad_and_hess": "(grad, hess)"}[method]
+    returns = {None: "value", "grad": "grad", "value_and_grad": "tuple[value, grad]",
+               "grad_and_hess": "tuple[grad, hess]"}[method]
     return f"(y_true, y_pred, *, {', '.join(common + own)})", returns
 
 
