@@ -122,6 +122,29 @@ def test_the_numba_finishing_pass_is_numpy_s(library, dtype, monkeypatch):
                                            atol=0, err_msg=loss.name)
 
 
+@pytest.mark.parametrize("library", ["xgboost", "lightgbm"])
+def test_the_parallel_finishing_pass_is_numpy_s(library, monkeypatch):
+    """Above PARALLEL_MIN_ELEMENTS the finishing pass runs on every core: the same results
+    as the NumPy operations, with and without sample weights (floored Hessians included)."""
+    pytest.importorskip("numba", reason="Numba is not installed")
+    from lossbackends import _boosting
+    from lossbackends.backends.numba_backend import PARALLEL_MIN_ELEMENTS
+
+    rng = np.random.default_rng(7)
+    n = PARALLEL_MIN_ELEMENTS + 3
+    y = (rng.random(n) < 0.5).astype(np.float32)
+    x = rng.normal(0, 30, n).astype(np.float32)  # Hessians under the floor too
+    w = rng.uniform(0, 2, n).astype(np.float32)
+    for loss in (lb.mse, lb.binary_cross_entropy_with_logits):
+        for weight in (w, None):
+            ours = LIBRARIES[library].objective(loss)(y, x, weight)
+            with monkeypatch.context() as patch:
+                patch.setattr(_boosting, "_HAVE_NUMBA", [False])
+                reference = LIBRARIES[library].objective(loss)(y, x, weight)
+            for a, b in zip(ours, reference, strict=True):
+                np.testing.assert_allclose(a, b, rtol=1e-6, atol=0, err_msg=loss.name)
+
+
 def test_xgboost_floors_the_hessian_at_1e_16():
     x = np.array([0.0, 50.0, -800.0])
     y = np.array([0.0, 1.0, 0.0])
