@@ -10,7 +10,8 @@ against the memory bandwidth measured in the same run (on the host, around each 
 Writes DIR/results_DEVICE.csv, DIR/run_DEVICE.json and DIR/*.png, and prints a summary
 table; on the host also DIR/summary_host.md, the host table of the docs' performance page
 (our default call beside ``out=``, each against the best peer like with like, and the triad
-around it).
+around it), and, when every loss is measured, DIR/results_boosting.csv (the boosting
+objectives against hand-written NumPy ones: ``boosting_rows.py``).
 """
 
 from __future__ import annotations
@@ -343,6 +344,14 @@ def main(argv=None) -> int:
         table = report.host_table(rows)
         (args.out / f"{prefix}summary_host.md").write_text(table + "\n")
         print("\n" + table)
+    if args.device == "host" and args.losses == list(core.LOSSES):
+        # the boosting objectives against the NumPy objectives users write by hand
+        # (TIME_SCALE shortens a smoke run's samples; its n is a thousand)
+        from . import boosting_rows
+
+        boosting = boosting_rows.run(1000 if args.smoke else 10**6)
+        boosting_rows.write(args.out / f"{prefix}results_boosting.csv", boosting)
+        print("\n" + boosting_rows.summary(boosting))
     medians = {r["backend"]: r["seconds_median"] for r in rows if r["op"] == "call_n1000"}
     for name, seconds in medians.items():
         print(f"public call at n=1000 ({name}): {1e6 * seconds:.2f} us")

@@ -4,6 +4,9 @@ objective a user writes today, on the same float32 margins, samples taken in tur
 
     python -m benchmarks.boosting_rows [--n 1000000] [--classes 10] [--out DIR]
 
+The suite's host run (``python -m benchmarks``, every loss) includes these rows, at
+n = 1e6 (``DIR/results_boosting.csv``).
+
 Cases: binary logistic and sigmoid focal (``n`` margins), softmax (``n`` rows of
 ``classes`` margins).
 Each pair is checked for agreement before it is timed. Writes DIR/results_boosting.csv.
@@ -100,16 +103,24 @@ def main(argv=None) -> int:
     parser.add_argument("--out", type=Path)
     args = parser.parse_args(argv)
     rows = run(int(args.n), args.classes, args.min_time)
-    for r in rows:
-        print(f"{r['objective']:12s} {r['backend']:20s} n={r['n']:>9d} "
-              f"{1e3 * r['seconds_median']:8.2f} ms  x{r['speedup_vs_numpy']:.1f}")
+    print(summary(rows))
     if args.out:
         args.out.mkdir(parents=True, exist_ok=True)
-        with open(args.out / "results_boosting.csv", "w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-            writer.writeheader()
-            writer.writerows(rows)
+        write(args.out / "results_boosting.csv", rows)
     return 0
+
+
+def summary(rows: list[dict]) -> str:
+    return "\n".join(f"{r['objective']:12s} {r['backend']:20s} n={r['n']:>9d} "
+                     f"{1e3 * r['seconds_median']:8.2f} ms  x{r['speedup_vs_numpy']:.1f}"
+                     for r in rows)
+
+
+def write(path: Path, rows: list[dict]) -> None:
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
 
 
 if __name__ == "__main__":

@@ -41,6 +41,9 @@ def test_smoke_run_writes_csv_json_and_plots(tmp_path):
     assert len(list(out.glob("smoke_host_*_value_and_grad_float32.png"))) == len(core.LOSSES)
     table = (out / "smoke_summary_host.md").read_text()
     assert "| MSE n = 1e3 |" in table and "| CE 16 x 10 |" in table
+    boosting = list(csv.DictReader(open(out / "smoke_results_boosting.csv")))
+    assert {r["objective"] for r in boosting} == {"logistic", "focal", "softmax_10"}
+    assert all(float(r["speedup_vs_numpy"]) > 0 for r in boosting)
 
 
 @pytest.mark.parametrize("loss", LOSSES)
