@@ -115,6 +115,10 @@ class Objective:
             weight = None if weight is None else np.asarray(weight)
         if weight is not None and weight.size == 0:  # libraries pass an empty array: none
             weight = None
+        samples = preds.shape[0] if preds.ndim else 1
+        if weight is not None and weight.shape != (samples,):
+            raise ValueError(f"sample weights must be one per sample: shape ({samples},), "
+                             f"not {weight.shape}")
         if convention.labels is not None:
             labels = convention.labels(labels)
         dtype = preds.dtype
@@ -128,7 +132,14 @@ class Objective:
                     f"{preds.shape}: set num_class (XGBoost) or num_class with a multiclass "
                     "objective (LightGBM)"
                 )
-            labels = labels.astype(np.int64, copy=False)
+            with np.errstate(invalid="ignore"):  # NaN is caught below, not warned of
+                classes = labels.astype(np.int64)
+            if (classes != labels).any():  # a fraction, NaN or inf is no class index
+                where = int(xp.flatnonzero(classes != labels)[0])
+                raise ValueError(f"{loss.name} takes class indices: whole numbers from 0 to "
+                                 f"{preds.shape[1] - 1}; label {float(labels[where])} at "
+                                 f"sample {where} is not")
+            labels = classes
             weigh = True  # no per-sample weight option: applied in the finishing pass
         else:
             labels = labels.reshape(preds.shape).astype(dtype, copy=False)

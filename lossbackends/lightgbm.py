@@ -23,6 +23,7 @@ loss                                      (grad, hess) per sample               
 ``binary_cross_entropy_with_logits``      ``(σ(x) - y, σ(x) σ(-x))``              ``binary``
 ``cross_entropy``                         ``(p - onehot, C/(C-1) p (1 - p))``     ``multiclass``
 ``hinge``                                 labels 0/1 become -1/+1
+``squared_hinge``, ``soft_margin``        labels 0/1 become -1/+1
 ========================================  ======================================  ===========
 
 LightGBM's own objectives put no floor under their Hessians, which are never negative
@@ -55,7 +56,8 @@ CONVENTIONS = {
     "binary_cross_entropy_with_logits": Convention(),
     # multiclass: (p - onehot, C / (C - 1) p (1 - p)) (multiclass_objective.hpp, factor_)
     "cross_entropy": Convention(hess=lambda classes: classes / (classes - 1.0)),
-    "hinge": HINGE,
+    # the margin losses take labels -1/+1: a classifier's 0/1 would give class 0 no gradient
+    **dict.fromkeys(("hinge", "squared_hinge", "soft_margin"), HINGE),
 }
 FLOOR = 0.0  # no negative Hessian; LightGBM's own objectives have none to floor
 

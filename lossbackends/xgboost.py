@@ -23,6 +23,7 @@ loss                                      (grad, hess) per sample               
 ``binary_cross_entropy_with_logits``      ``(σ(x) - y, σ(x) σ(-x))``            ``binary:logistic``
 ``cross_entropy``                         ``(softmax - onehot, 2 p (1 - p))``   ``multi:softprob``
 ``hinge``                                 labels 0/1 become -1/+1                ``binary:hinge``
+``squared_hinge``, ``soft_margin``        labels 0/1 become -1/+1                –
 ========================================  ====================================  ====================
 
 Hessians are floored at ``1e-16`` (times the weight), XGBoost's own minimum. Losses whose
@@ -57,7 +58,8 @@ CONVENTIONS = {
     "binary_cross_entropy_with_logits": Convention(),
     # multi:softprob: (p - onehot, 2 p (1 - p)) (multiclass_obj.cu)
     "cross_entropy": Convention(hess=2.0),
-    "hinge": HINGE,
+    # the margin losses take labels -1/+1: a classifier's 0/1 would give class 0 no gradient
+    **dict.fromkeys(("hinge", "squared_hinge", "soft_margin"), HINGE),
 }
 FLOOR = 1e-16  # XGBoost's smallest Hessian (its logistic and softmax objectives)
 

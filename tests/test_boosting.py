@@ -473,3 +473,34 @@ def test_the_benchmark_rows_run():
     rows = boosting_rows.run(n=1000, classes=3, min_time=0.01, repeats=2)
     assert {r["objective"] for r in rows} == {"logistic", "focal", "softmax_3"}
     assert all(r["seconds_min"] <= r["seconds_median"] <= r["seconds_max"] for r in rows)
+
+
+@pytest.mark.parametrize("library", ["xgboost", "lightgbm"])
+def test_sample_weights_of_the_wrong_shape_raise(library):
+    """One weight per sample, or a ValueError (a short weight array once made the Numba
+    finishing pass read past its end)."""
+    objective = LIBRARIES[library].objective
+    for loss, preds in ((lb.cross_entropy, np.zeros((300_000, 3), np.float32)),
+                        (lb.multiclass_hinge, np.zeros((6, 3))), (lb.mse, np.zeros(6))):
+        labels = np.zeros(preds.shape[0])
+        for weight in (np.ones(1), np.ones(preds.shape[0] + 1), np.ones((preds.shape[0], 1))):
+            with pytest.raises(ValueError, match="one per sample"):
+                objective(loss)(labels, preds, weight)
+
+
+@pytest.mark.parametrize("bad", [2.5, np.nan, np.inf])
+def test_class_labels_must_be_whole_numbers(bad):
+    with pytest.raises(ValueError, match=r"class indices: whole numbers from 0 to 2; label"):
+        lb.xgboost.objective(lb.cross_entropy)(np.array([0.0, bad]), np.zeros((2, 3)))
+
+
+@pytest.mark.parametrize("loss", ["hinge", "squared_hinge", "soft_margin"])
+@pytest.mark.parametrize("library", ["xgboost", "lightgbm"])
+def test_margin_losses_take_a_classifiers_0_1_labels_as_signs(library, loss):
+    """A classifier passes labels 0/1; the margin losses take them as -1/+1, so class 0
+    has a gradient (it had none, and a model predicted one class)."""
+    grad, _ = LIBRARIES[library].objective(loss)(np.array([0.0, 1.0]), np.array([0.5, -0.5]))
+    expected, _ = getattr(lb, loss).grad_and_hess(np.array([-1.0, 1.0]), np.array([0.5, -0.5]),
+                                                  reduction="sum")
+    np.testing.assert_allclose(grad, expected)
+    assert grad[0] > 0 > grad[1]
