@@ -204,8 +204,11 @@ def make(loss: Loss | str, options: dict, conventions: dict[str, Convention],
         classes = 2 if class_weight is None else int(np.size(class_weight))
         loss._prepare(np, np.zeros(1, np.int64), np.zeros((1, classes)),
                       **{k: v for k, v in options.items() if k != "backend"})
-    else:
-        loss._prepare(np, np.zeros(1), np.zeros(1),
-                      **{k: v for k, v in options.items() if k not in ("backend", "pos_weight")})
+    else:  # pos_weight has one value per column: a row of that many
+        shape = (1, max(1, int(np.size(options["pos_weight"])))) if "pos_weight" in options else (1,)
+        loss._prepare(np, np.zeros(shape), np.zeros(shape),
+                      **{k: v for k, v in options.items() if k != "backend"})
+    if "backend" in options:
+        _dispatch.check_backend_name(options["backend"])
     return Objective(loss, dict(options), conventions.get(loss.name, Convention()), floor,
                      library)

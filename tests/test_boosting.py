@@ -504,3 +504,11 @@ def test_margin_losses_take_a_classifiers_0_1_labels_as_signs(library, loss):
                                                   reduction="sum")
     np.testing.assert_allclose(grad, expected)
     assert grad[0] > 0 > grad[1]
+
+
+@pytest.mark.parametrize("options, error", [
+    ({"backend": "numbaa"}, ValueError), ({"pos_weight": "3"}, TypeError)])
+def test_bad_options_fail_when_the_objective_is_made(options, error):
+    """A bad option fails at ``objective(...)``, not at the first boosting round."""
+    with pytest.raises(error):
+        lb.xgboost.objective(lb.binary_cross_entropy_with_logits, **options)
