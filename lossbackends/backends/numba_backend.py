@@ -348,7 +348,7 @@ _NO_LABELS = np.empty(0, np.int64)
 _NO_PARAM = (0.0, 0.0, 0.0)  # the options' tuple of a loss without options
 
 
-def _machine_code(kernel, args):
+def _machine_code(kernel, y, p, weight, pos_weight, grad, losses, hess):
     """An elementwise ``kernel``'s compiled code for arguments like ``args`` (compiled, or
     loaded from the disk cache, on first use): the entry point the dispatcher would pick,
     called without it. The arrays it only reads (``y``, ``p``, ``weight``, ``pos_weight``)
@@ -356,7 +356,6 @@ def _machine_code(kernel, args):
     share one compiled version instead of two; its numbers are typed float64 whatever
     their Python type, as the kernels read them (an int passed later is converted, never
     misread)."""
-    y, p, weight, pos_weight, _, _, grad, losses, hess = args
     inputs = tuple(numba.typeof(a) if a is None else numba.typeof(a).copy(readonly=True)
                    for a in (y, p, weight, pos_weight))
     outputs = tuple(map(numba.typeof, (grad, losses, hess)))
@@ -423,7 +422,6 @@ def _elementwise(loss: str):
             grad = None if grad is None else grad.reshape(-1)
             hess = None if hess is None else hess.reshape(-1)
         parallel_ = p.size >= PARALLEL_MIN_ELEMENTS  # (below: one thread, no start-up)
-        args = (y, p, weight, pos_weight, param, scale, grad, flat_losses, hess)
         # the usual arrays (C-contiguous, aligned) run the kernel's machine code directly,
         # found once per variant, dtype and the arguments present (see usual_code)
         if ((y.flags.carray or _readable(y)) and (p.flags.carray or _readable(p))
@@ -434,11 +432,17 @@ def _elementwise(loss: str):
                      pos_weight is None, hess is None)
             code = usual_code.get(usual)
             if code is None:
-                kernels = parallel if parallel_ else serial
-                code = usual_code[usual] = _machine_code(kernels[key, want_value], args)
+                code = usual_code[usual] = _machine_code(
+                    (parallel if parallel_ else serial)[key, want_value], y, p, weight,
+                    pos_weight, grad, flat_losses, hess)
         else:
             code = (parallel if parallel_ else serial)[key, want_value]
-        total = _parallel(code, *args) if parallel_ else code(*args)
+        # the arguments written out, not packed into a tuple: this runs on every call
+        if parallel_:
+            total = _parallel(code, y, p, weight, pos_weight, param, scale, grad, flat_losses,
+                              hess)
+        else:
+            total = code(y, p, weight, pos_weight, param, scale, grad, flat_losses, hess)
         if not want_value:
             return None
         # a NumPy scalar of p's dtype: one times a Python float has the scalar's dtype
