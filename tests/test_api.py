@@ -403,10 +403,10 @@ def test_out_is_checked_against_the_memory_it_may_share():
 
 
 def test_numba_runs_the_machine_code_of_a_plain_call_directly():
-    """The Numba backend calls the compiled code of C-contiguous, aligned arrays without
-    its dispatcher, one version for writeable and read-only inputs (JAX's arrays are
-    read-only); other arrays (here an unaligned y_pred) go through the dispatcher, with
-    the same results."""
+    """The Numba backend calls the compiled code of its elementwise kernels without their
+    dispatcher, one version for writeable and read-only inputs (JAX's arrays are
+    read-only), aligned or not (here an unaligned y_pred and gradient), with the same
+    results."""
     pytest.importorskip("numba", reason="Numba is not installed")
     from lossbackends.backends import numba_backend
 
@@ -429,9 +429,11 @@ def test_numba_runs_the_machine_code_of_a_plain_call_directly():
     unaligned = np.empty(p.nbytes + 1, np.uint8)[1:].view(p.dtype)
     unaligned[...] = p
     assert not unaligned.flags.aligned
+    unaligned_out = np.empty(p.nbytes + 1, np.uint8)[1:].view(p.dtype)
     known = set(usual_code)
-    value, grad = lb.mse.value_and_grad(y, unaligned, backend="numba")
-    assert set(usual_code) == known
+    value, grad = lb.mse.value_and_grad(y, unaligned, backend="numba", out=unaligned_out)
+    assert set(usual_code) == known and usual_code[key] is code
+    assert grad is unaligned_out
     np.testing.assert_allclose(value, expected_value, rtol=1e-12)
     np.testing.assert_allclose(grad, expected_grad, rtol=1e-12)
 

@@ -348,25 +348,25 @@ _NO_LABELS = np.empty(0, np.int64)
 _NO_PARAM = (0.0, 0.0, 0.0)  # the options' tuple of a loss without options
 
 
-def _machine_code(kernel, y, p, weight, pos_weight, grad, losses, hess):
-    """An elementwise ``kernel``'s compiled code for arguments like ``args`` (compiled, or
-    loaded from the disk cache, on first use): the entry point the dispatcher would pick,
-    called without it. The arrays it only reads (``y``, ``p``, ``weight``, ``pos_weight``)
-    are typed read-only, so that writeable and read-only inputs (JAX's, a memory map's)
-    share one compiled version instead of two; its numbers are typed float64 whatever
+def _machine_code(kernel, dtype, weight, pos_weight, grad, hess):
+    """An elementwise ``kernel``'s compiled code (compiled, or loaded from the disk cache,
+    on first use) for 1-d C-contiguous arrays of ``dtype``, called without the dispatcher.
+    The arrays are typed unaligned, and those it only reads (``y``, ``p``, ``weight``,
+    ``pos_weight``) read-only, so that one version takes them all: aligned or not,
+    writeable or not (JAX's arrays, a memory map's); an unaligned load costs nothing on
+    the CPUs we run on. ``weight``, ``pos_weight``, ``grad``, ``hess`` say only whether the
+    argument is None. ``losses``, always an array the backend allocates, is typed aligned:
+    the kernel unifies it with its own scratch buffer. Its numbers are typed float64 whatever
     their Python type, as the kernels read them (an int passed later is converted, never
     misread)."""
-    inputs = tuple(numba.typeof(a) if a is None else numba.typeof(a).copy(readonly=True)
-                   for a in (y, p, weight, pos_weight))
-    outputs = tuple(map(numba.typeof, (grad, losses, hess)))
-    return kernel.compile((*inputs, numba.typeof(_NO_PARAM), numba.float64, *outputs))
-
-
-def _readable(array) -> bool:
-    """Whether a kernel's compiled code (see ``_machine_code``) takes ``array`` as an
-    input: C-contiguous and aligned, writeable or not (``flags.carray``, which also asks
-    for writeable, is the usual case's cheaper test)."""
-    return array.flags.c_contiguous and array.flags.aligned
+    array = numba.types.Array(numba.from_dtype(dtype), 1, "C", aligned=False)
+    given = array.copy(readonly=True)
+    losses = numba.types.Array(array.dtype, 1, "C")
+    return kernel.compile((given, given, numba.none if weight is None else given,
+                           numba.none if pos_weight is None else given,
+                           numba.typeof(_NO_PARAM), numba.float64,
+                           numba.none if grad is None else array, losses,
+                           numba.none if hess is None else array))
 
 
 def _key_name(key) -> str:
@@ -392,8 +392,7 @@ def _elementwise(loss: str):
                                        math=math, constants=constants)
     has_pos_weight = loss == "binary_cross_entropy_with_logits"
     # (variant, want_value, dtype, parallel, and whether the gradient, weight, pos_weight
-    # and Hessian are None) -> the kernel's machine code for C-contiguous, aligned arrays.
-    # Called directly it skips the dispatcher's typing of nine arguments, half a
+    # and Hessian are None) -> the kernel's machine code (see _machine_code). Called directly it skips the dispatcher's typing of nine arguments, half a
     # microsecond (a seventh of a call at n = 1000).
     usual_code: dict[tuple, object] = {}
 
@@ -422,21 +421,18 @@ def _elementwise(loss: str):
             grad = None if grad is None else grad.reshape(-1)
             hess = None if hess is None else hess.reshape(-1)
         parallel_ = p.size >= PARALLEL_MIN_ELEMENTS  # (below: one thread, no start-up)
-        # the usual arrays (C-contiguous, aligned) run the kernel's machine code directly,
-        # found once per variant, dtype and the arguments present (see usual_code)
-        if ((y.flags.carray or _readable(y)) and (p.flags.carray or _readable(p))
-                and (weight is None or _readable(weight))
-                and (pos_weight is None or _readable(pos_weight))
-                and (grad is None or grad.flags.carray) and (hess is None or hess.flags.carray)):
-            usual = (key, want_value, dtype, parallel_, grad is None, weight is None,
-                     pos_weight is None, hess is None)
-            code = usual_code.get(usual)
-            if code is None:
-                code = usual_code[usual] = _machine_code(
-                    (parallel if parallel_ else serial)[key, want_value], y, p, weight,
-                    pos_weight, grad, flat_losses, hess)
-        else:
-            code = (parallel if parallel_ else serial)[key, want_value]
+        # the kernel's machine code, found once per variant, dtype and the arguments
+        # present (see usual_code). Every array is 1-d and C-contiguous, and the outputs
+        # writeable: the front's preparation (``as_prediction``, ``as_values``,
+        # ``_check_out``) makes them so, which is what lets this call skip the
+        # dispatcher, which would check it again.
+        usual = (key, want_value, dtype, parallel_, grad is None, weight is None,
+                 pos_weight is None, hess is None)
+        code = usual_code.get(usual)
+        if code is None:
+            code = usual_code[usual] = _machine_code(
+                (parallel if parallel_ else serial)[key, want_value], dtype, weight,
+                pos_weight, grad, hess)
         # the arguments written out, not packed into a tuple: this runs on every call
         if parallel_:
             total = _parallel(code, y, p, weight, pos_weight, param, scale, grad, flat_losses,
