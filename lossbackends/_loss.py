@@ -680,9 +680,12 @@ def _check_out(xp, out, y_true, y, p, shape, name: str = "out") -> None:
             f"{shape} and dtype {p.dtype}"
         )
     flags = out.flags
-    if not flags.c_contiguous or not getattr(flags, "writeable", True):
-        raise ValueError(f"{name} must be a writeable, C-contiguous array (see "
-                         "numpy.ascontiguousarray)")
+    # (aligned: the Numba kernels' code writes aligned arrays; CuPy's flags have no such
+    # attribute, and a CuPy array at an odd address takes the kernels' scalar path)
+    if (not flags.c_contiguous or not getattr(flags, "writeable", True)
+            or not getattr(flags, "aligned", True)):
+        raise ValueError(f"{name} must be a writeable, C-contiguous, aligned array, as "
+                         "numpy.empty gives (see numpy.require(a, requirements='CWA'))")
     if name != "out":
         if out is y_true or out is p or _overlaps(xp, out, y) or _overlaps(xp, out, p):
             raise ValueError("hess_out must not share memory with y_true or y_pred; pass a "

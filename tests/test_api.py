@@ -405,8 +405,7 @@ def test_out_is_checked_against_the_memory_it_may_share():
 def test_numba_runs_the_machine_code_of_a_plain_call_directly():
     """The Numba backend calls the compiled code of its elementwise kernels without their
     dispatcher, one version for writeable and read-only inputs (JAX's arrays are
-    read-only), aligned or not (here an unaligned y_pred and gradient), with the same
-    results."""
+    read-only), aligned or not (here an unaligned y_pred), with the same results."""
     pytest.importorskip("numba", reason="Numba is not installed")
     from lossbackends.backends import numba_backend
 
@@ -429,13 +428,38 @@ def test_numba_runs_the_machine_code_of_a_plain_call_directly():
     unaligned = np.empty(p.nbytes + 1, np.uint8)[1:].view(p.dtype)
     unaligned[...] = p
     assert not unaligned.flags.aligned
-    unaligned_out = np.empty(p.nbytes + 1, np.uint8)[1:].view(p.dtype)
     known = set(usual_code)
-    value, grad = lb.mse.value_and_grad(y, unaligned, backend="numba", out=unaligned_out)
+    value, grad = lb.mse.value_and_grad(y, unaligned, backend="numba")
     assert set(usual_code) == known and usual_code[key] is code
-    assert grad is unaligned_out
     np.testing.assert_allclose(value, expected_value, rtol=1e-12)
     np.testing.assert_allclose(grad, expected_grad, rtol=1e-12)
+    # the code writes aligned arrays: an out= at an odd address is refused, on every backend
+    for backend in ("numba", "numpy"):
+        with pytest.raises(ValueError, match="aligned array, as numpy.empty gives"):
+            lb.mse.value_and_grad(y, p, backend=backend, out=unaligned)
+
+
+def test_numba_row_kernels_run_one_compiled_version_for_every_kind_of_input():
+    """cross_entropy's and multiclass_hinge's Numba kernels run their machine code for
+    writeable, read-only (JAX's) and unaligned logits and labels alike: no new version."""
+    pytest.importorskip("numba", reason="Numba is not installed")
+    from lossbackends.backends import _numba_rows
+
+    rng = np.random.default_rng(4)
+    x, t = rng.standard_normal((16, 40)), rng.integers(0, 40, 16)
+    for loss in (lb.cross_entropy, lb.multiclass_hinge):
+        expected = loss.value_and_grad(t, x, backend="numpy")
+        loss.value_and_grad(t, x, backend="numba")
+        known = set(_numba_rows._CODE)
+        frozen_x, frozen_t = x.copy(), t.copy()
+        frozen_x.flags.writeable = frozen_t.flags.writeable = False
+        unaligned = np.empty(x.nbytes + 1, np.uint8)[1:].view(x.dtype).reshape(x.shape)
+        unaligned[...] = x
+        for labels, logits in ((frozen_t, frozen_x), (t, unaligned)):
+            value, grad = loss.value_and_grad(labels, logits, backend="numba")
+            np.testing.assert_allclose(value, expected[0], rtol=1e-12)
+            np.testing.assert_allclose(grad, expected[1], rtol=1e-12, atol=1e-15)
+        assert set(_numba_rows._CODE) == known
 
 
 def test_a_bad_label_is_named_by_its_index_in_y_true():

@@ -7,6 +7,7 @@ the chunking constants), so that neither file is a wall as the catalogue grows.
 
 from __future__ import annotations
 
+import numba
 import numpy as np
 from numba import prange
 
@@ -35,9 +36,28 @@ from .numba_backend import (
     _jit,
     _parallel,
     _sum,
+    array_type,
 )
 
 _EMPTY_LOSSES = np.empty(0)  # no per-row losses wanted
+_ROW_LOSSES = numba.float64[::1]
+_INT, _REAL, _BOOL, _NONE = numba.int64, numba.float64, numba.boolean, numba.none
+
+
+# (the kernel's types function, parallel, its key) -> the row kernel's machine code
+_CODE: dict[tuple, object] = {}
+
+
+def _launch(kernels: tuple, types, key: tuple, chunks: int, args: tuple):
+    """Run the serial (one chunk) or the parallel one of ``kernels`` on ``args``, through
+    its machine code for the argument types ``types(*key)`` (see ``array_type``): compiled
+    once per key, one version for writeable and read-only inputs, and no dispatcher to
+    type the arguments on every call."""
+    parallel = chunks > 1
+    code = _CODE.get((types, parallel, key))
+    if code is None:
+        code = _CODE[types, parallel, key] = kernels[parallel].compile(types(*key))
+    return _parallel(code, *args) if parallel else code(*args)
 INF32 = np.float32(np.inf)  # float32 constants: float32 scores are compared in float32
 NAN32 = np.float32(np.nan)
 
@@ -267,8 +287,15 @@ def _cross_entropy_kernel(x, soft, labels, probs, weighted, class_weight, ignore
     return _in_order(partials) * grad_scale, -1
 
 
-_CE_SERIAL = _jit(_cross_entropy_kernel, "cross_entropy_serial", parallel=False)
-_CE_PARALLEL = _jit(_cross_entropy_kernel, "cross_entropy_parallel", parallel=True)
+_CE = (_jit(_cross_entropy_kernel, "cross_entropy_serial", parallel=False),
+       _jit(_cross_entropy_kernel, "cross_entropy_parallel", parallel=True))
+
+
+def _cross_entropy_types(dtype, no_grad: bool, no_row_losses: bool, no_hess: bool) -> tuple:
+    logits, out = array_type(dtype, 2), array_type(dtype, 2, writes=True)
+    return (logits, _BOOL, array_type(np.int64, 1), logits, _BOOL, array_type(dtype, 1), _INT,
+            _REAL, _BOOL, _REAL, _REAL, _REAL, _NONE if no_grad else out,
+            _NONE if no_row_losses else _ROW_LOSSES, _INT, _NONE if no_hess else out)
 
 
 # --- cross-entropy over rows of few classes, block by block ------------------------------
@@ -402,9 +429,14 @@ def _cross_entropy_few_classes_kernel(x, labels, ignore_index, mean, given_denom
     return total * grad_scale, -1
 
 
-_FEW_SERIAL = _jit(_cross_entropy_few_classes_kernel, "cross_entropy_few_serial")
-_FEW_PARALLEL = _jit(_cross_entropy_few_classes_kernel, "cross_entropy_few_parallel",
-                     parallel=True)
+_FEW = (_jit(_cross_entropy_few_classes_kernel, "cross_entropy_few_serial"),
+        _jit(_cross_entropy_few_classes_kernel, "cross_entropy_few_parallel", parallel=True))
+
+
+def _few_classes_types(dtype) -> tuple:
+    out = array_type(dtype, 2, writes=True)
+    return (array_type(dtype, 2), array_type(np.int64, 1), _INT, _BOOL, _REAL, _BOOL, out, out,
+            _ROW_LOSSES, _INT)
 
 
 @half_in_float32
@@ -424,7 +456,7 @@ def cross_entropy(target, x, class_weight, params, reduction, scale, grad, want_
                 -1.0 if denominator is None else float(denominator), want_value,
                 empty if grad is None else grad, empty if hess is None else hess,
                 _EMPTY_LOSSES if row_losses is None else row_losses, chunks)
-        serial, parallel = _FEW_SERIAL, _FEW_PARALLEL
+        kernels, types, key = _FEW, _few_classes_types, (x.dtype,)
     else:
         args = (x, soft, _NO_LABELS if soft else target, target if soft else _EMPTY_ROWS[x.dtype],
                 class_weight is not None,
@@ -432,8 +464,9 @@ def cross_entropy(target, x, class_weight, params, reduction, scale, grad, want_
                 ignore_index, smoothing, reduction == "mean",
                 -1.0 if denominator is None else float(denominator), z_loss,
                 0.0 if softcap is None else softcap, grad, row_losses, chunks, hess)
-        serial, parallel = _CE_SERIAL, _CE_PARALLEL
-    value, bad_row = serial(*args) if chunks == 1 else _parallel(parallel, *args)
+        kernels, types = _CE, _cross_entropy_types
+        key = (x.dtype, grad is None, row_losses is None, hess is None)
+    value, bad_row = _launch(kernels, types, key, chunks, args)
     if bad_row >= 0:
         raise label_error(int(target[bad_row]), bad_row, x.shape[1])
     if not want_value:
@@ -507,8 +540,14 @@ def _multiclass_hinge_kernel(x, labels, weight, margin, mean, given_denominator,
     return _in_order(partials) * row_scale, -1
 
 
-_HINGE_SERIAL = _jit(_multiclass_hinge_kernel, "multiclass_hinge_serial", parallel=False)
-_HINGE_PARALLEL = _jit(_multiclass_hinge_kernel, "multiclass_hinge_parallel", parallel=True)
+_HINGE = (_jit(_multiclass_hinge_kernel, "multiclass_hinge_serial", parallel=False),
+          _jit(_multiclass_hinge_kernel, "multiclass_hinge_parallel", parallel=True))
+
+
+def _multiclass_hinge_types(dtype, no_grad: bool, no_row_losses: bool) -> tuple:
+    return (array_type(dtype, 2), array_type(np.int64, 1), array_type(dtype, 1), _REAL, _BOOL,
+            _REAL, _NONE if no_grad else array_type(dtype, 2, writes=True),
+            _NONE if no_row_losses else _ROW_LOSSES, _INT)
 
 
 @half_in_float32
@@ -520,10 +559,8 @@ def multiclass_hinge(labels, x, weight, params, reduction, scale, grad, want_val
     args = (x, labels, _EMPTY[x.dtype] if weight is None else weight, margin,
             reduction == "mean", -1.0 if denominator is None else float(denominator), grad,
             row_losses, chunks)
-    if chunks == 1:
-        value, bad_row = _HINGE_SERIAL(*args)
-    else:
-        value, bad_row = _parallel(_HINGE_PARALLEL, *args)
+    value, bad_row = _launch(_HINGE, _multiclass_hinge_types,
+                             (x.dtype, grad is None, row_losses is None), chunks, args)
     if bad_row >= 0:
         raise label_error(int(labels[bad_row]), bad_row, x.shape[1], loss="multiclass_hinge")
     if hess is not None:  # piecewise linear: 0 away from the kinks; NaN rows NaN

@@ -348,25 +348,33 @@ _NO_LABELS = np.empty(0, np.int64)
 _NO_PARAM = (0.0, 0.0, 0.0)  # the options' tuple of a loss without options
 
 
+def array_type(dtype, ndim: int, writes: bool = False):
+    """The Numba type of a kernel's array argument when its machine code is called directly
+    (``_machine_code``, the row kernels' ``_launch``), which skips the dispatcher's typing
+    of every argument on every call. C-contiguous: the front's preparation
+    (``as_prediction``, ``as_values``, ``_check_out``) makes every array so. An array the
+    kernel only reads is typed read-only and unaligned, so that one compiled version takes
+    them all, aligned or not, writeable or not (JAX's arrays, a memory map's); an unaligned
+    load costs nothing on the CPUs we run on. An array it ``writes`` is typed writeable and
+    aligned, like the kernels' own scratch arrays, which Numba must be able to unify with
+    it (``_check_out`` rejects an unaligned ``out=``)."""
+    if writes:
+        return numba.types.Array(numba.from_dtype(dtype), ndim, "C")
+    return numba.types.Array(numba.from_dtype(dtype), ndim, "C", readonly=True, aligned=False)
+
+
 def _machine_code(kernel, dtype, weight, pos_weight, grad, hess):
     """An elementwise ``kernel``'s compiled code (compiled, or loaded from the disk cache,
-    on first use) for 1-d C-contiguous arrays of ``dtype``, called without the dispatcher.
-    The arrays are typed unaligned, and those it only reads (``y``, ``p``, ``weight``,
-    ``pos_weight``) read-only, so that one version takes them all: aligned or not,
-    writeable or not (JAX's arrays, a memory map's); an unaligned load costs nothing on
-    the CPUs we run on. ``weight``, ``pos_weight``, ``grad``, ``hess`` say only whether the
-    argument is None. ``losses``, always an array the backend allocates, is typed aligned:
-    the kernel unifies it with its own scratch buffer. Its numbers are typed float64 whatever
-    their Python type, as the kernels read them (an int passed later is converted, never
-    misread)."""
-    array = numba.types.Array(numba.from_dtype(dtype), 1, "C", aligned=False)
-    given = array.copy(readonly=True)
-    losses = numba.types.Array(array.dtype, 1, "C")
+    on first use) for 1-d arrays of ``dtype`` (see ``array_type``). ``weight``,
+    ``pos_weight``, ``grad``, ``hess`` say only whether the argument is None; the losses'
+    array is always given. Its numbers are typed float64 whatever their Python type, as
+    the kernels read them (an int passed later is converted, never misread)."""
+    given, written = array_type(dtype, 1), array_type(dtype, 1, writes=True)
     return kernel.compile((given, given, numba.none if weight is None else given,
                            numba.none if pos_weight is None else given,
                            numba.typeof(_NO_PARAM), numba.float64,
-                           numba.none if grad is None else array, losses,
-                           numba.none if hess is None else array))
+                           numba.none if grad is None else written, written,
+                           numba.none if hess is None else written))
 
 
 def _key_name(key) -> str:
@@ -422,10 +430,7 @@ def _elementwise(loss: str):
             hess = None if hess is None else hess.reshape(-1)
         parallel_ = p.size >= PARALLEL_MIN_ELEMENTS  # (below: one thread, no start-up)
         # the kernel's machine code, found once per variant, dtype and the arguments
-        # present (see usual_code). Every array is 1-d and C-contiguous, and the outputs
-        # writeable: the front's preparation (``as_prediction``, ``as_values``,
-        # ``_check_out``) makes them so, which is what lets this call skip the
-        # dispatcher, which would check it again.
+        # present (see usual_code and array_type)
         usual = (key, want_value, dtype, parallel_, grad is None, weight is None,
                  pos_weight is None, hess is None)
         code = usual_code.get(usual)
