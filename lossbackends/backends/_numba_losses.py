@@ -31,6 +31,7 @@ from ._numba_math import (
     ONE,
     ZERO,
     fast_exp,
+    fast_exp_normal,
     fast_log,
     fast_log1p,
     inline,
@@ -97,7 +98,8 @@ _TH = tuple(_f32(c) for c in (1.0, -1 / 3, 2 / 15, -17 / 315, 62 / 2835, -1382 /
 _LC_SERIES_MAX = _f32(0.5)
 _TH_SERIES_MAX = _f32(0.25)
 # exp's, log1p's and the series' constants: log cosh's float32 loop uses some thirty
-LOG_COSH32 = (EXP32_WIDE, LOG1P32, _LC, _TH, (_LC_SERIES_MAX, _TH_SERIES_MAX, LN2, ONE, TWO, FOUR))
+LOG_COSH32 = (EXP32_WIDE, LOG1P32, _LC, _TH,
+              (_LC_SERIES_MAX, _TH_SERIES_MAX, LN2, ONE, TWO, FOUR, _f32(-87.0)))
 
 
 def _log_cosh_parts32(a, k):
@@ -106,8 +108,13 @@ def _log_cosh_parts32(a, k):
     # there. tanh a = (1 - t) / (1 + t), t = exp(-2a), likewise the series near 0;
     # sech^2 a = 4t / (1 + t)^2 has no cancellation.
     exp_k, log1p_k, lc, th, bounds = k
-    lc_max, th_max, ln2, one, two, four = bounds
-    t = fast_exp(-two * a, exp_k)
+    lc_max, th_max, ln2, one, two, four, normal_low = bounds
+    # log cosh and tanh take t at least exp(-87), a normal float32: from a = 43.5 on, t
+    # is below half an ulp of what it is added to there, and exp's normal range is the
+    # cheaper one (NaN kept by the select). sech^2 takes exp over its whole range
+    # (subnormal from a = 43.5); the kernels without a Hessian drop it as dead code.
+    x = -two * a
+    t = fast_exp_normal(normal_low if x < normal_low else x, exp_k[0])
     z = a * a
     s = lc[6]
     s = s * z + lc[5]
@@ -123,9 +130,10 @@ def _log_cosh_parts32(a, k):
     h = h * z + th[2]
     h = h * z + th[1]
     h = h * z + th[0]
-    one_t = one + t
-    tanh = a * h if a < th_max else (one - t) / one_t
-    return log_cosh, tanh, four * t / (one_t * one_t)
+    tanh = a * h if a < th_max else (one - t) / (one + t)
+    t_full = fast_exp(x, exp_k)
+    one_t = one + t_full
+    return log_cosh, tanh, four * t_full / (one_t * one_t)
 
 
 def _log_cosh_parts64(a, k):
