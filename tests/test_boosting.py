@@ -441,6 +441,12 @@ def test_cupy_margins_go_to_the_cupy_backend_without_a_host_copy(monkeypatch):
         np.asarray(margins), FakeDMatrix())
     np.testing.assert_allclose(np.asarray(grad), expected[0], rtol=1e-6)
     np.testing.assert_allclose(np.asarray(hess), expected[1], rtol=1e-6)
+    # labels outside [0, 1] are caught on the host, before anything runs on the GPU
+    labels[3] = 2.0
+    seen.clear()
+    with pytest.raises(ValueError, match="label 2.0 at index 3 is not"):
+        objective(margins, FakeDMatrix())
+    assert not seen
 
 
 # --- errors --------------------------------------------------------------------------------
@@ -512,3 +518,50 @@ def test_bad_options_fail_when_the_objective_is_made(options, error):
     """A bad option fails at ``objective(...)``, not at the first boosting round."""
     with pytest.raises(error):
         lb.xgboost.objective(lb.binary_cross_entropy_with_logits, **options)
+
+
+@pytest.mark.parametrize("backend", ["numba", "numpy"])
+@pytest.mark.parametrize("library", ["xgboost", "lightgbm"])
+def test_probability_labels_must_be_in_0_1(library, backend):
+    """The losses whose labels are probabilities reject a label outside [0, 1] or NaN, as
+    XGBoost's binary:logistic and LightGBM's binary objective do, naming it, its index and
+    the fix; 0, -0.0, 1 and soft labels pass. The Numba finishing pass checks them (with
+    and without weights, on one thread and on all), NumPy in a pass of its own."""
+    if backend not in lb.available_backends():
+        pytest.skip(f"backend {backend!r} is not available here")
+    from lossbackends import _boosting
+    from lossbackends.backends.numba_backend import PARALLEL_MIN_ELEMENTS
+
+    assert _boosting.PROBABILITY_LABELS == {"binary_cross_entropy",
+                                            "binary_cross_entropy_with_logits", "sigmoid_focal"}
+    module = LIBRARIES[library]
+    cases = [(lb.binary_cross_entropy_with_logits, 9, np.float64),
+             (lb.sigmoid_focal, 9, np.float32),
+             (lb.binary_cross_entropy_with_logits, PARALLEL_MIN_ELEMENTS + 3, np.float32)]
+    for loss, n, dtype in cases:
+        objective = module.objective(loss, backend=backend)
+        y = np.zeros(n, dtype)
+        y[1:5] = [-0.0, 1.0, 0.25, np.nextafter(dtype(1), dtype(0))]  # all in [0, 1]
+        p = np.linspace(-3, 3, n, dtype=dtype)
+        for weight in (None, np.full(n, 2.0, dtype)):
+            grad, _ = objective(y, p, weight)  # the labels as they are
+            np.testing.assert_allclose(grad, loss.grad(y.astype(np.float64), p.astype(
+                np.float64), reduction="sum", weight=weight), rtol=1e-5, atol=1e-7)
+            for bad, fix in ((2.0, "more than two take cross_entropy"),
+                             (-1.0, r"labels -1/\+1: \(y \+ 1\) / 2"),
+                             (np.nextafter(dtype(1), dtype(2)), "map two classes to 0 and 1"),
+                             (-1e-30, "map two classes"), (np.inf, "map two classes"),
+                             (np.nan, "drop the samples whose label is missing")):
+                labels = y.copy()
+                labels[[n - 2, n - 1]] = bad, 2.0  # the first is named
+                message = (rf"{loss.name} takes labels in \[0, 1\].*; label {float(dtype(bad))} "
+                           rf"at index {n - 2} is not: .*{fix}")
+                with pytest.raises(ValueError, match=message):
+                    objective(labels, p, weight)
+    # (n, k) margins of k outputs: the label's (row, column)
+    labels = np.array([[0.0, 1.0], [1.0, 3.0]])
+    with pytest.raises(ValueError, match=r"label 3.0 at index \(1, 1\) is not"):
+        module.objective(lb.binary_cross_entropy_with_logits, backend=backend)(
+            labels, np.zeros((2, 2)), None)
+    # the other losses take any label
+    module.objective(lb.mse, backend=backend)(np.array([-1.0, 2.0]), np.zeros(2), None)
