@@ -123,6 +123,9 @@ class Objective:
         if _dispatch.device_of(preds) == "cuda":  # GPU predictions stay there
             import cupy as xp
 
+            if not hasattr(labels, "shape"):
+                labels = np.asarray(labels)
+            self._check_sizes(labels, preds)
             if check:  # where they are: the libraries' (host) labels on the host
                 self._check_probabilities(labels, preds.shape)
             labels = xp.asarray(labels)  # the labels (small) follow them, never the reverse
@@ -131,6 +134,7 @@ class Objective:
             preds = np.asarray(preds)
             labels = np.asarray(labels)
             weight = None if weight is None else np.asarray(weight)
+            self._check_sizes(labels, preds)
         if weight is not None and weight.size == 0:  # libraries pass an empty array: none
             weight = None
         samples = preds.shape[0] if preds.ndim else 1
@@ -205,6 +209,27 @@ class Objective:
         if convention.grad != 1.0:
             grad *= convention.grad
         return grad, hess
+
+    def _check_sizes(self, labels: Any, preds: Any) -> None:
+        """Raise unless there is one label per prediction (per row of ``(n, C)``
+        predictions for the losses with a class axis)."""
+        if self.loss._class_indices:
+            if preds.ndim != 2 or labels.size == preds.shape[0]:
+                return  # (1-D predictions: the num_class error below)
+            raise ValueError(
+                f"{labels.size} labels for {preds.shape[0]} rows of predictions (shape "
+                f"{preds.shape}): {self.loss.name} takes one class index per row; check that "
+                "the labels are the training set's and that the predictions are "
+                "(n_samples, num_class)")
+        if labels.size == preds.size:
+            return
+        hint = ("; (n, k) predictions come from num_class (or k outputs): this loss takes one "
+                "margin per label, so leave num_class out, or use cross_entropy for classes"
+                if preds.ndim == 2 and labels.size == preds.shape[0] else
+                "; check that the labels are the training set's")
+        raise ValueError(f"{labels.size} labels for {preds.size} predictions (shape "
+                         f"{preds.shape}): {self.loss.name} takes one label per "
+                         f"prediction{hint}")
 
     def _check_probabilities(self, labels: Any, shape: tuple) -> None:
         """Raise unless every label is in [0, 1] (NaN is not), naming the first that is

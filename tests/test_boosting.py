@@ -565,3 +565,25 @@ def test_probability_labels_must_be_in_0_1(library, backend):
             labels, np.zeros((2, 2)), None)
     # the other losses take any label
     module.objective(lb.mse, backend=backend)(np.array([-1.0, 2.0]), np.zeros(2), None)
+
+
+@pytest.mark.parametrize("library", ["xgboost", "lightgbm"])
+def test_labels_and_predictions_of_different_lengths_raise(library):
+    """One label per prediction (per row for cross_entropy), or a ValueError that gives
+    both lengths and what to check, not NumPy's reshape error."""
+    objective = LIBRARIES[library].objective
+    with pytest.raises(ValueError, match=r"3 labels for 4 predictions \(shape \(4,\)\): mse "
+                                         r"takes one label per prediction; check that the "
+                                         r"labels are the training set's"):
+        objective(lb.mse)(np.zeros(3), np.zeros(4), None)
+    # (n, k) margins for a loss of one margin per label: num_class was set
+    with pytest.raises(ValueError, match=r"3 labels for 6 predictions \(shape \(3, 2\)\).*"
+                                         r"leave num_class out, or use cross_entropy"):
+        objective(lb.binary_cross_entropy_with_logits)(np.zeros(3), np.zeros((3, 2)), None)
+    with pytest.raises(ValueError, match=r"3 labels for 4 rows of predictions \(shape "
+                                         r"\(4, 2\)\): cross_entropy takes one class index "
+                                         r"per row.*\(n_samples, num_class\)"):
+        objective(lb.cross_entropy)(np.zeros(3), np.zeros((4, 2)), None)
+    # a k-output model's (n, k) labels and margins are one label per prediction
+    grad, _ = objective(lb.mse)(np.ones((3, 2)), np.zeros((3, 2)), None)
+    np.testing.assert_array_equal(grad, -np.ones((3, 2)))
