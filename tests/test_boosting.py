@@ -587,3 +587,32 @@ def test_labels_and_predictions_of_different_lengths_raise(library):
     # a k-output model's (n, k) labels and margins are one label per prediction
     grad, _ = objective(lb.mse)(np.ones((3, 2)), np.zeros((3, 2)), None)
     np.testing.assert_array_equal(grad, -np.ones((3, 2)))
+
+
+@needs_xgboost
+@needs_lightgbm
+@needs_sklearn
+def test_what_the_classifiers_predict_with_a_custom_objective():
+    """What the boosting guide says: XGBClassifier's predict_proba is the sigmoid (softmax)
+    of the margins and predict the classes; LGBMClassifier's predict_proba and predict are
+    the raw scores, with a UserWarning."""
+    import lightgbm
+    import xgboost
+    from sklearn.datasets import load_breast_cancer, load_digits
+
+    for (X, y), loss in ((load_breast_cancer(return_X_y=True), lb.binary_cross_entropy_with_logits),
+                         (load_digits(return_X_y=True), lb.cross_entropy)):
+        model = xgboost.XGBClassifier(n_estimators=5, max_depth=3,
+                                      objective=lb.xgboost.objective(loss)).fit(X, y)
+        margins = model.predict(X, output_margin=True)
+        proba = (_softmax(margins) if margins.ndim == 2
+                 else np.column_stack([1 - _sigmoid(margins), _sigmoid(margins)]))
+        np.testing.assert_allclose(model.predict_proba(X), proba, rtol=1e-5, atol=1e-6)
+        np.testing.assert_array_equal(model.predict(X), proba.argmax(axis=1))
+        model = lightgbm.LGBMClassifier(n_estimators=5, verbose=-1,
+                                        objective=lb.lightgbm.objective(loss)).fit(X, y)
+        scores = model.predict(X, raw_score=True)
+        with pytest.warns(UserWarning, match="Cannot compute class probabilities"):
+            np.testing.assert_array_equal(model.predict_proba(X), scores)
+        with pytest.warns(UserWarning, match="Cannot compute class probabilities"):
+            np.testing.assert_array_equal(model.predict(X), scores)
