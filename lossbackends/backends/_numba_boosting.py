@@ -46,6 +46,15 @@ def _finish(grad, hess, weight, labels, columns, grad_scale, hess_scale, floor, 
             if check:
                 worst = max(worst, labels[i])
         return worst
+    if columns == 1:  # a weight per element (binary, regression): a flat loop, vectorised
+        for i in prange(hess.size):  # (the row loop below took 10x as long here)
+            w = dtype(weight[i])
+            gw = g_scale * w if weigh else g_scale
+            hw = h_scale * w if weigh else h_scale
+            _element(grad, hess, i, gw, hw, low * w, fixed * w, is_constant)
+            if check:
+                worst = max(worst, labels[i])
+        return worst
     for row in prange(weight.size):
         w = dtype(weight[row])
         gw, hw = (g_scale * w, h_scale * w) if weigh else (g_scale, h_scale)
