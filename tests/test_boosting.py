@@ -616,3 +616,20 @@ def test_what_the_classifiers_predict_with_a_custom_objective():
             np.testing.assert_array_equal(model.predict_proba(X), scores)
         with pytest.warns(UserWarning, match="Cannot compute class probabilities"):
             np.testing.assert_array_equal(model.predict(X), scores)
+
+
+@needs_xgboost
+@needs_lightgbm
+def test_bad_probability_labels_stop_training_in_both_native_apis():
+    import lightgbm
+    import xgboost
+
+    X = np.random.default_rng(8).normal(size=(50, 3))
+    y = (X[:, 0] > 0) * 1.0
+    y[7] = -1.0
+    loss = lb.binary_cross_entropy_with_logits
+    with pytest.raises(ValueError, match=r"label -1.0 at index 7 is not: map two classes"):
+        xgboost.train({}, xgboost.DMatrix(X, label=y), 2, obj=lb.xgboost.objective(loss))
+    with pytest.raises(ValueError, match=r"label -1.0 at index 7 is not: map two classes"):
+        lightgbm.train({"objective": lb.lightgbm.objective(loss), "verbose": -1},
+                       lightgbm.Dataset(X, label=y), 2)
