@@ -513,7 +513,9 @@ class Loss:
         gradient-boosting library takes with the gradient (the loss's docstring gives the
         formula). ``out`` is ``(grad_out, hess_out)``: two distinct writeable C-contiguous
         arrays shaped like ``y_pred``, sharing no memory with ``y_true``; ``grad_out`` may
-        be ``y_pred`` itself, ``hess_out`` may not.
+        be ``y_pred`` itself, ``hess_out`` may not. Either may be ``None``, as in NumPy's
+        ``out=`` of two results: that one is a new array (``out=(None, hess_out)`` writes
+        the Hessian into ``hess_out`` and returns a new gradient).
         """
         if out is None:
             grad_out = hess_out = _WANT_GRAD
@@ -523,10 +525,13 @@ class Loss:
                                 "y_pred, or None")
             grad_out, hess_out = out
             # (device arrays: the identity only; a partial overlap is the caller's to avoid)
-            if grad_out is hess_out or (isinstance(grad_out, np.ndarray) and isinstance(
-                    hess_out, np.ndarray) and np.may_share_memory(grad_out, hess_out)):
+            if (grad_out is hess_out and grad_out is not None) or (isinstance(
+                    grad_out, np.ndarray) and isinstance(hess_out, np.ndarray)
+                    and np.may_share_memory(grad_out, hess_out)):
                 raise ValueError("out=(grad_out, hess_out) must be two distinct arrays that "
                                  "share no memory")
+            grad_out = _WANT_GRAD if grad_out is None else grad_out
+            hess_out = _WANT_GRAD if hess_out is None else hess_out
         _, grad, hess = self._run(y_true, y_pred, reduction, backend, options, False, grad_out,
                                   hess_out)
         return grad, hess
@@ -560,7 +565,8 @@ class Loss:
                     grad = (xp.empty(shape, dtype) if n < _POOL_MIN_ITEMS
                             else _new_grad(xp, shape, dtype, n))
                 else:
-                    _check_out(xp, out, y_true, y_true, y_pred, shape)
+                    _check_out(xp, out, y_true, y_true, y_pred, shape,
+                               "out" if hess is None else "grad_out")
                     grad = out
                 if hess is None:
                     return kernel(y_true, y_pred, None, params, reduction, scale, grad,
@@ -602,7 +608,8 @@ def compute(xp, kernel, prep: Prepared, y_true, reduction: str, want_value: bool
     by (a Dask block passes the whole array's). ``hess_out`` (``None``, ``_WANT_GRAD`` or
     the user's array, with a gradient) asks for the Hessian's diagonal too: the result is
     then ``(value, grad, hess)``."""
-    grad = None if out is None else _buffer(xp, out, prep, y_true, "out")
+    grad = None if out is None else _buffer(xp, out, prep, y_true,
+                                            "out" if hess_out is None else "grad_out")
     hess = None if hess_out is None else _buffer(xp, hess_out, prep, y_true, "hess_out")
     if prep.p.size:
         scale = prep.scale if reduction == "mean" else 1.0
@@ -629,7 +636,7 @@ def run_foreign(loss: Loss, y_true, y_pred, reduction, backend, options, want_va
     """A call with torch/JAX/DLPack arrays: ``loss._run`` on NumPy/CuPy views of them, the
     results as ``y_pred``'s library (see ``_arrays``). ``hess``: ``_WANT_GRAD`` asks for the
     Hessian too (allocated: ``grad_and_hess`` takes no ``out=`` pair for these arrays)."""
-    if hess is not None and hess is not _WANT_GRAD:
+    if hess is not None and (hess is not _WANT_GRAD or out is not _WANT_GRAD):
         raise ValueError("out=(grad_out, hess_out) takes NumPy or CuPy arrays; with torch, JAX "
                          "or DLPack arrays use the returned (grad, hess)")
 
@@ -663,9 +670,10 @@ _WANT_GRAD = _WantGrad()
 def _check_out(xp, out, y_true, y, p, shape, name: str = "out") -> None:
     """Raise unless ``out`` can receive the gradient: y_pred's ``shape`` as the user passed
     it, the computation's array ``p`` (its dtype and device), sharing no memory with
-    ``y_true`` or its converted array ``y``. ``name="hess_out"``: the Hessian's buffer,
-    which must not share memory with ``y_pred`` either (the kernels read ``y_pred`` after
-    writing it)."""
+    ``y_true`` or its converted array ``y``. ``name``, what the messages call it: ``"out"``
+    (``grad``, ``value_and_grad``), ``"grad_out"`` (``grad_and_hess``) or ``"hess_out"``:
+    the Hessian's buffer, which must not share memory with ``y_pred`` either (the kernels
+    read ``y_pred`` after writing it)."""
     if type(out) is not type(p) and (_dispatch.device_of(out) != _dispatch.device_of(p)
                                       or not hasattr(out, "flags")):
         raise ValueError(
@@ -674,7 +682,7 @@ def _check_out(xp, out, y_true, y, p, shape, name: str = "out") -> None:
         )
     # the cheapest checks first: at n = 1000 this function is a quarter of the call
     if out.shape != shape or out.dtype != p.dtype:
-        what = "gradient" if name == "out" else "Hessian"
+        what = "Hessian" if name == "hess_out" else "gradient"
         raise ValueError(
             f"{name} has shape {tuple(out.shape)} and dtype {out.dtype}; the {what} needs shape "
             f"{shape} and dtype {p.dtype}"
@@ -686,18 +694,18 @@ def _check_out(xp, out, y_true, y, p, shape, name: str = "out") -> None:
             or not getattr(flags, "aligned", True)):
         raise ValueError(f"{name} must be a writeable, C-contiguous, aligned array, as "
                          "numpy.empty gives (see numpy.require(a, requirements='CWA'))")
-    if name != "out":
+    if name == "hess_out":
         if out is y_true or out is p or _overlaps(xp, out, y) or _overlaps(xp, out, p):
             raise ValueError("hess_out must not share memory with y_true or y_pred; pass a "
                              "separate array")
         return
     if out is y_true or _overlaps(xp, out, y):
-        raise ValueError("out must not share memory with y_true; it may be y_pred itself")
+        raise ValueError(f"{name} must not share memory with y_true; it may be y_pred itself")
     if out is not p and _overlaps(xp, out, p) and _address(out) != _address(p):
         # a kernel would write elements it has still to read (same shape, dtype and
         # contiguity: the same address is the same memory)
-        raise ValueError("out overlaps y_pred without being it; pass out=y_pred itself (the "
-                         "gradient in place) or an array of its own")
+        raise ValueError(f"{name} overlaps y_pred without being it; pass y_pred itself as "
+                         f"{name} (the gradient in place) or an array of its own")
 
 
 def _overlaps(xp, a, b) -> bool:

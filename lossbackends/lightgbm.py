@@ -33,7 +33,14 @@ becomes 0, so that no leaf's Newton step goes uphill; the built-in objectives' H
 are unchanged by it. Losses whose Hessian is 0 almost everywhere (``hinge``,
 ``multiclass_hinge``, ``mae``, ``pinball``, ``kl_div``) take the sample weight as Hessian,
 as LightGBM's L1 and quantile objectives do; ``huber`` too (LightGBM's Huber objective),
-``smooth_l1`` the weight over ``beta``.
+``smooth_l1`` the weight over ``beta``. The labels of ``binary_cross_entropy_with_logits``,
+``sigmoid_focal`` and ``binary_cross_entropy`` must be in [0, 1], as ``binary``'s: a
+``ValueError`` otherwise (NaN too).
+
+Predictions are raw scores with a custom objective, ``LGBMClassifier``'s ``predict_proba``
+and ``predict`` included (LightGBM warns): apply the sigmoid (softmax) to
+``predict(X, raw_score=True)``; the boosting guide has a classifier that does, for
+scikit-learn's model selection.
 
 >>> import numpy as np, lossbackends as lb
 >>> obj = lb.lightgbm.objective(lb.mse)

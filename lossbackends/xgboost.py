@@ -32,7 +32,14 @@ Hessian is 0 almost everywhere (``hinge``, ``multiclass_hinge``, ``mae``, ``pinb
 L1 and quantile objectives do; ``huber`` takes it too (its Hessian is 0 outside
 ``|e| <= delta``: LightGBM's Huber objective), ``smooth_l1`` the weight over ``beta``.
 ``sigmoid_focal``'s Hessian is negative for badly misclassified samples: the floor
-applies there.
+applies there. The labels of ``binary_cross_entropy_with_logits``, ``sigmoid_focal`` and
+``binary_cross_entropy`` must be in [0, 1], as ``binary:logistic``'s: a ``ValueError``
+otherwise (NaN too).
+
+Predictions: ``XGBClassifier`` transforms its margins as ``binary:logistic`` (two classes)
+or ``multi:softprob`` do, whatever the objective, so its ``predict_proba`` is their
+sigmoid (softmax) and ``predict`` the classes; ``Booster.predict`` and ``XGBRegressor``
+give the margins.
 
 Predictions that are CuPy arrays (a GPU booster's margins) are computed by the CuPy
 backend where they are; only the labels and weights are moved to the GPU.

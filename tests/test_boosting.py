@@ -441,6 +441,12 @@ def test_cupy_margins_go_to_the_cupy_backend_without_a_host_copy(monkeypatch):
         np.asarray(margins), FakeDMatrix())
     np.testing.assert_allclose(np.asarray(grad), expected[0], rtol=1e-6)
     np.testing.assert_allclose(np.asarray(hess), expected[1], rtol=1e-6)
+    # labels outside [0, 1] are caught on the host, before anything runs on the GPU
+    labels[3] = 2.0
+    seen.clear()
+    with pytest.raises(ValueError, match="label 2.0 at index 3 is not"):
+        objective(margins, FakeDMatrix())
+    assert not seen
 
 
 # --- errors --------------------------------------------------------------------------------
@@ -512,3 +518,118 @@ def test_bad_options_fail_when_the_objective_is_made(options, error):
     """A bad option fails at ``objective(...)``, not at the first boosting round."""
     with pytest.raises(error):
         lb.xgboost.objective(lb.binary_cross_entropy_with_logits, **options)
+
+
+@pytest.mark.parametrize("backend", ["numba", "numpy"])
+@pytest.mark.parametrize("library", ["xgboost", "lightgbm"])
+def test_probability_labels_must_be_in_0_1(library, backend):
+    """The losses whose labels are probabilities reject a label outside [0, 1] or NaN, as
+    XGBoost's binary:logistic and LightGBM's binary objective do, naming it, its index and
+    the fix; 0, -0.0, 1 and soft labels pass. The Numba finishing pass checks them (with
+    and without weights, on one thread and on all), NumPy in a pass of its own."""
+    if backend not in lb.available_backends():
+        pytest.skip(f"backend {backend!r} is not available here")
+    from lossbackends import _boosting
+    from lossbackends.backends.numba_backend import PARALLEL_MIN_ELEMENTS
+
+    assert _boosting.PROBABILITY_LABELS == {"binary_cross_entropy",
+                                            "binary_cross_entropy_with_logits", "sigmoid_focal"}
+    module = LIBRARIES[library]
+    cases = [(lb.binary_cross_entropy_with_logits, 9, np.float64),
+             (lb.sigmoid_focal, 9, np.float32),
+             (lb.binary_cross_entropy_with_logits, PARALLEL_MIN_ELEMENTS + 3, np.float32)]
+    for loss, n, dtype in cases:
+        objective = module.objective(loss, backend=backend)
+        y = np.zeros(n, dtype)
+        y[1:5] = [-0.0, 1.0, 0.25, np.nextafter(dtype(1), dtype(0))]  # all in [0, 1]
+        p = np.linspace(-3, 3, n, dtype=dtype)
+        for weight in (None, np.full(n, 2.0, dtype)):
+            grad, _ = objective(y, p, weight)  # the labels as they are
+            np.testing.assert_allclose(grad, loss.grad(y.astype(np.float64), p.astype(
+                np.float64), reduction="sum", weight=weight), rtol=1e-5, atol=1e-7)
+            for bad, fix in ((2.0, "more than two take cross_entropy"),
+                             (-1.0, r"labels -1/\+1: \(y \+ 1\) / 2"),
+                             (np.nextafter(dtype(1), dtype(2)), "map two classes to 0 and 1"),
+                             (-1e-30, "map two classes"), (np.inf, "map two classes"),
+                             (np.nan, "drop the samples whose label is missing")):
+                labels = y.copy()
+                labels[[n - 2, n - 1]] = bad, 2.0  # the first is named
+                message = (rf"{loss.name} takes labels in \[0, 1\].*; label {float(dtype(bad))} "
+                           rf"at index {n - 2} is not: .*{fix}")
+                with pytest.raises(ValueError, match=message):
+                    objective(labels, p, weight)
+    # (n, k) margins of k outputs: the label's (row, column)
+    labels = np.array([[0.0, 1.0], [1.0, 3.0]])
+    with pytest.raises(ValueError, match=r"label 3.0 at index \(1, 1\) is not"):
+        module.objective(lb.binary_cross_entropy_with_logits, backend=backend)(
+            labels, np.zeros((2, 2)), None)
+    # the other losses take any label
+    module.objective(lb.mse, backend=backend)(np.array([-1.0, 2.0]), np.zeros(2), None)
+
+
+@pytest.mark.parametrize("library", ["xgboost", "lightgbm"])
+def test_labels_and_predictions_of_different_lengths_raise(library):
+    """One label per prediction (per row for cross_entropy), or a ValueError that gives
+    both lengths and what to check, not NumPy's reshape error."""
+    objective = LIBRARIES[library].objective
+    with pytest.raises(ValueError, match=r"3 labels for 4 predictions \(shape \(4,\)\): mse "
+                                         r"takes one label per prediction; check that the "
+                                         r"labels are the training set's"):
+        objective(lb.mse)(np.zeros(3), np.zeros(4), None)
+    # (n, k) margins for a loss of one margin per label: num_class was set
+    with pytest.raises(ValueError, match=r"3 labels for 6 predictions \(shape \(3, 2\)\).*"
+                                         r"leave num_class out, or use cross_entropy"):
+        objective(lb.binary_cross_entropy_with_logits)(np.zeros(3), np.zeros((3, 2)), None)
+    with pytest.raises(ValueError, match=r"3 labels for 4 rows of predictions \(shape "
+                                         r"\(4, 2\)\): cross_entropy takes one class index "
+                                         r"per row.*\(n_samples, num_class\)"):
+        objective(lb.cross_entropy)(np.zeros(3), np.zeros((4, 2)), None)
+    # a k-output model's (n, k) labels and margins are one label per prediction
+    grad, _ = objective(lb.mse)(np.ones((3, 2)), np.zeros((3, 2)), None)
+    np.testing.assert_array_equal(grad, -np.ones((3, 2)))
+
+
+@needs_xgboost
+@needs_lightgbm
+@needs_sklearn
+def test_what_the_classifiers_predict_with_a_custom_objective():
+    """What the boosting guide says: XGBClassifier's predict_proba is the sigmoid (softmax)
+    of the margins and predict the classes; LGBMClassifier's predict_proba and predict are
+    the raw scores, with a UserWarning."""
+    import lightgbm
+    import xgboost
+    from sklearn.datasets import load_breast_cancer, load_digits
+
+    for (X, y), loss in ((load_breast_cancer(return_X_y=True), lb.binary_cross_entropy_with_logits),
+                         (load_digits(return_X_y=True), lb.cross_entropy)):
+        model = xgboost.XGBClassifier(n_estimators=5, max_depth=3,
+                                      objective=lb.xgboost.objective(loss)).fit(X, y)
+        margins = model.predict(X, output_margin=True)
+        proba = (_softmax(margins) if margins.ndim == 2
+                 else np.column_stack([1 - _sigmoid(margins), _sigmoid(margins)]))
+        np.testing.assert_allclose(model.predict_proba(X), proba, rtol=1e-5, atol=1e-6)
+        np.testing.assert_array_equal(model.predict(X), proba.argmax(axis=1))
+        model = lightgbm.LGBMClassifier(n_estimators=5, verbose=-1,
+                                        objective=lb.lightgbm.objective(loss)).fit(X, y)
+        scores = model.predict(X, raw_score=True)
+        with pytest.warns(UserWarning, match="Cannot compute class probabilities"):
+            np.testing.assert_array_equal(model.predict_proba(X), scores)
+        with pytest.warns(UserWarning, match="Cannot compute class probabilities"):
+            np.testing.assert_array_equal(model.predict(X), scores)
+
+
+@needs_xgboost
+@needs_lightgbm
+def test_bad_probability_labels_stop_training_in_both_native_apis():
+    import lightgbm
+    import xgboost
+
+    X = np.random.default_rng(8).normal(size=(50, 3))
+    y = (X[:, 0] > 0) * 1.0
+    y[7] = -1.0
+    loss = lb.binary_cross_entropy_with_logits
+    with pytest.raises(ValueError, match=r"label -1.0 at index 7 is not: map two classes"):
+        xgboost.train({}, xgboost.DMatrix(X, label=y), 2, obj=lb.xgboost.objective(loss))
+    with pytest.raises(ValueError, match=r"label -1.0 at index 7 is not: map two classes"):
+        lightgbm.train({"objective": lb.lightgbm.objective(loss), "verbose": -1},
+                       lightgbm.Dataset(X, label=y), 2)

@@ -499,6 +499,16 @@ def test_out_pair(backend, loss):
     assert g is x_copy
     np.testing.assert_array_equal(host(g), host(grad))
     np.testing.assert_array_equal(host(h), host(hess))
+    # None in the pair, as in NumPy's out= of two results: that one is a new array (it
+    # once returned no gradient at all for (None, hess_out), and failed for (grad_out, None))
+    for grad_out, hess_out in ((None, on(backend, np.empty(x.shape))),
+                               (on(backend, np.empty(x.shape)), None), (None, None)):
+        g, h = function.grad_and_hess(t, x, backend=backend, out=(grad_out, hess_out))
+        assert g is not None and h is not None and g is not grad and h is not hess
+        assert (g is grad_out) == (grad_out is not None)
+        assert (h is hess_out) == (hess_out is not None)
+        np.testing.assert_array_equal(host(g), host(grad))
+        np.testing.assert_array_equal(host(h), host(hess))
 
 
 def test_out_pair_errors(backend):
@@ -511,7 +521,10 @@ def test_out_pair_errors(backend):
         ((buffer, buffer), ValueError, "distinct"),
         ((buffer, p), ValueError, "hess_out must not share memory"),
         ((buffer, y), ValueError, "hess_out must not share memory"),
-        ((y, on(backend, np.empty((4, 3)))), ValueError, "out must not share memory with y_true"),
+        ((y, on(backend, np.empty((4, 3)))), ValueError,
+         "^grad_out must not share memory with y_true"),
+        ((on(backend, np.empty(5)), None), ValueError, "^grad_out has shape"),
+        ((p[1:], None), ValueError, "^grad_out has shape"),
         ((buffer, on(backend, np.empty((4, 3), np.float32))), ValueError, "hess_out has shape"),
         ((buffer, on(backend, np.empty((3, 4)))), ValueError, "hess_out has shape"),
         ((buffer, on(backend, np.empty((4, 6)))[:, ::2]), ValueError, "C-contiguous"),
@@ -579,8 +592,10 @@ def test_torch_tensors_get_torch_results():
     _, hess = lb.cross_entropy.grad_and_hess(torch.tensor(t), torch.tensor(x),
                                              check_labels=False)
     assert np.isnan(hess[1].numpy()).all() and np.isfinite(hess[0].numpy()).all()
-    with pytest.raises(ValueError, match="NumPy or CuPy"):
-        lb.mse.grad_and_hess(torch.tensor(y), torch.tensor(p),
-                             out=(torch.empty(3, 4, dtype=torch.float64),
-                                  torch.empty(3, 4, dtype=torch.float64)))
+    for out in ((torch.empty(3, 4, dtype=torch.float64), torch.empty(3, 4, dtype=torch.float64)),
+                (torch.empty(3, 4, dtype=torch.float64), None)):
+        with pytest.raises(ValueError, match="NumPy or CuPy"):
+            lb.mse.grad_and_hess(torch.tensor(y), torch.tensor(p), out=out)
+    grad, hess = lb.mse.grad_and_hess(torch.tensor(y), torch.tensor(p), out=(None, None))
+    np.testing.assert_array_equal(hess.numpy(), lb.mse.grad_and_hess(y, p)[1])
 

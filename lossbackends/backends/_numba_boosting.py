@@ -1,8 +1,8 @@
 """The boosting objectives' finishing pass on the host, in Numba: a library's conventions
 (its scale of the gradient and of the Hessian, its Hessian floor, sample weights where the
 loss takes none) applied to ``grad_and_hess``'s results in one pass over them, in place,
-instead of one NumPy pass per operation. Imported by ``lossbackends._boosting`` on first
-use only."""
+instead of one NumPy pass per operation; the labels of the losses that take probabilities
+are checked in the same pass. Imported by ``lossbackends._boosting`` on first use only."""
 
 from __future__ import annotations
 
@@ -22,10 +22,17 @@ def _element(grad, hess, i, g_scale, h_scale, bound, fixed, constant):
         hess[i] = bound if h < bound else h  # max(h, bound), NaN kept
 
 
-def _finish(grad, hess, weight, columns, grad_scale, hess_scale, floor, weigh, constant):
+def _finish(grad, hess, weight, labels, columns, grad_scale, hess_scale, floor, weigh,
+            constant):
     dtype = grad.dtype.type
     g_scale, h_scale = dtype(grad_scale), dtype(hess_scale)
     low, fixed, is_constant = dtype(floor), dtype(constant), constant > 0
+    # The labels' largest bit pattern, read as unsigned integers: a float is in [0, 1]
+    # exactly when its bits are at most 1.0's (a set sign bit, NaN and anything above 1
+    # are larger; -0.0 too, which the caller tells apart). An integer max: one vector
+    # instruction per 8 labels, exact in any order (counting them cost three times more)
+    check = labels.size > 0
+    worst = labels.dtype.type(0)
     if weight.size == 0:  # one scale for every element: plain loops, vectorised
         if grad_scale != 1.0:  # (a scale of 1 leaves the gradient unread)
             for i in prange(grad.size):
@@ -36,13 +43,27 @@ def _finish(grad, hess, weight, columns, grad_scale, hess_scale, floor, weigh, c
             else:
                 h = hess[i] * h_scale
                 hess[i] = low if h < low else h  # max(h, floor), NaN kept
-        return
+            if check:
+                worst = max(worst, labels[i])
+        return worst
+    if columns == 1:  # a weight per element (binary, regression): a flat loop, vectorised
+        for i in prange(hess.size):  # (the row loop below took 10x as long here)
+            w = dtype(weight[i])
+            gw = g_scale * w if weigh else g_scale
+            hw = h_scale * w if weigh else h_scale
+            _element(grad, hess, i, gw, hw, low * w, fixed * w, is_constant)
+            if check:
+                worst = max(worst, labels[i])
+        return worst
     for row in prange(weight.size):
         w = dtype(weight[row])
         gw, hw = (g_scale * w, h_scale * w) if weigh else (g_scale, h_scale)
         start = row * columns
         for i in range(start, start + columns):
             _element(grad, hess, i, gw, hw, low * w, fixed * w, is_constant)
+            if check:
+                worst = max(worst, labels[i])
+    return worst
 
 
 # one thread below PARALLEL_MIN_ELEMENTS (no thread start-up), both cores above: the pass
@@ -51,13 +72,17 @@ _SERIAL = _jit(_finish, "boosting_finish_serial")
 _PARALLEL = _jit(_finish, "boosting_finish_parallel", parallel=True)
 
 
-def finish(grad, hess, weight, columns, grad_scale, hess_scale, floor, weigh, constant):
+def finish(grad, hess, weight, labels, columns, grad_scale, hess_scale, floor, weigh,
+           constant):
     """In place, for element i of row r = i // columns, w = weight[r] (1 where ``weight``
     is empty): grad *= grad_scale (and w with ``weigh``); hess = constant w where
     ``constant`` > 0, else max(hess hess_scale (times w with ``weigh``), floor w), NaN kept.
-    ``grad`` and ``hess`` are flat C-contiguous arrays of one dtype."""
-    args = (grad, hess, weight, columns, grad_scale, hess_scale, floor, weigh, constant)
+    ``grad`` and ``hess`` are flat C-contiguous arrays of one float dtype. ``labels`` (one
+    per element, or empty: no check) are the labels' bits, the unsigned integer view of
+    that dtype: the largest is returned (0 without labels); all are in [0, 1] where it is
+    at most 1.0's bits."""
+    args = (grad, hess, weight, labels, columns, grad_scale, hess_scale, floor, weigh,
+            constant)
     if hess.size >= PARALLEL_MIN_ELEMENTS:
-        _parallel(_PARALLEL, *args)
-    else:
-        _SERIAL(*args)
+        return _parallel(_PARALLEL, *args)
+    return _SERIAL(*args)
