@@ -30,8 +30,8 @@ from ._numba_math import (
     LOG32,
     ONE,
     ZERO,
+    exp_and_expm1_normal32,
     fast_exp,
-    fast_exp_normal,
     fast_log,
     fast_log1p,
     inline,
@@ -91,30 +91,28 @@ def log_cosh_parts(a, k):
 
 
 # log cosh a = a^2/2 - a^4/12 + a^6/45 - 17 a^8/2520 + ...: for a < 1/2 (a^2 < 1/4) the terms
-# from a^16 on are under 2e-8 of the sum; tanh's series for a < 1/4 from a^13 on under 1e-9
+# from a^16 on are under 2e-8 of the sum
 _LC = tuple(_f32(c) for c in (1 / 2, -1 / 12, 1 / 45, -17 / 2520, 31 / 14175, -691 / 935550,
                               10922 / 42567525))
-_TH = tuple(_f32(c) for c in (1.0, -1 / 3, 2 / 15, -17 / 315, 62 / 2835, -1382 / 155925))
 _LC_SERIES_MAX = _f32(0.5)
-_TH_SERIES_MAX = _f32(0.25)
 # exp's, log1p's and the series' constants: log cosh's float32 loop uses some thirty
-LOG_COSH32 = (EXP32_WIDE, LOG1P32, _LC, _TH,
-              (_LC_SERIES_MAX, _TH_SERIES_MAX, LN2, ONE, TWO, FOUR, _f32(-87.0)))
+LOG_COSH32 = (EXP32_WIDE, LOG1P32, _LC, (_LC_SERIES_MAX, LN2, ONE, TWO, FOUR, _f32(-87.0)))
 
 
 def _log_cosh_parts32(a, k):
-    # log cosh a = a + log1p(exp(-2a)) - log 2 never overflows, but near 0 it is a
-    # difference of numbers near log 2 (absolute error, relative to a^2/2); the series
-    # there. tanh a = (1 - t) / (1 + t), t = exp(-2a), likewise the series near 0;
-    # sech^2 a = 4t / (1 + t)^2 has no cancellation.
-    exp_k, log1p_k, lc, th, bounds = k
-    lc_max, th_max, ln2, one, two, four, normal_low = bounds
+    # With t = exp(-2a) and u = expm1(-2a) = t - 1 (one reduction, see
+    # ``exp_and_expm1_normal32``): log cosh a = a + log1p(t) - log 2 never overflows, but
+    # near 0 it is a difference of numbers near log 2 (absolute error, relative to a^2/2):
+    # the series there. tanh a = -u / (2 + u) has no cancellation anywhere (u is exact
+    # near 0, where 1 - t is not), nor has sech^2 a = 4t / (1 + t)^2.
+    exp_k, log1p_k, lc, bounds = k
+    lc_max, ln2, one, two, four, normal_low = bounds
     # log cosh and tanh take t at least exp(-87), a normal float32: from a = 43.5 on, t
     # is below half an ulp of what it is added to there, and exp's normal range is the
     # cheaper one (NaN kept by the select). sech^2 takes exp over its whole range
     # (subnormal from a = 43.5); the kernels without a Hessian drop it as dead code.
     x = -two * a
-    t = fast_exp_normal(normal_low if x < normal_low else x, exp_k[0])
+    t, u = exp_and_expm1_normal32(normal_low if x < normal_low else x, exp_k[0])
     z = a * a
     s = lc[6]
     s = s * z + lc[5]
@@ -124,13 +122,7 @@ def _log_cosh_parts32(a, k):
     s = s * z + lc[1]
     s = s * z + lc[0]
     log_cosh = s * z if a < lc_max else a + fast_log1p(t, log1p_k) - ln2
-    h = th[5]
-    h = h * z + th[4]
-    h = h * z + th[3]
-    h = h * z + th[2]
-    h = h * z + th[1]
-    h = h * z + th[0]
-    tanh = a * h if a < th_max else (one - t) / (one + t)
+    tanh = -u / (two + u)
     t_full = fast_exp(x, exp_k)
     one_t = one + t_full
     return log_cosh, tanh, four * t_full / (one_t * one_t)

@@ -222,9 +222,9 @@ EXP32 = (LOG2E, ROUNDER, -LN2_HI, -LN2_LO, _f32(1.9875691500e-4), _f32(1.3981999
 
 
 @inline
-def _exp32_reduced(x, k=EXP32):
-    """``(e^f, n + ROUNDER)`` with x = n ln 2 + f, |f| <= ln2/2 (Cody-Waite), e^f by the
-    minimax polynomial: exp(x) is the first times 2^n, which each caller scales its way.
+def _exp32_reduced_minus_one(x, k=EXP32):
+    """``(e^f - 1, n + ROUNDER)`` with x = n ln 2 + f, |f| <= ln2/2 (Cody-Waite), e^f - 1
+    by the minimax polynomial, before any 1 is added: exact to its last bits near 0.
     ``k``: ``EXP32``, or the same ``held``."""
     log2e, rounder, minus_ln2_hi, minus_ln2_lo, p5, p4, p3, p2, p1, p0, one = k
     rounded = fma(x, log2e, rounder)  # n + ROUNDER, n = round(x / ln 2)
@@ -235,7 +235,25 @@ def _exp32_reduced(x, k=EXP32):
     p = fma(p, f, p2)
     p = fma(p, f, p1)
     p = fma(p, f, p0)
-    return fma(p * f, f, f) + one, rounded
+    return fma(p * f, f, f), rounded
+
+
+@inline
+def _exp32_reduced(x, k=EXP32):
+    """``(e^f, n + ROUNDER)`` (see ``_exp32_reduced_minus_one``): exp(x) is the first times
+    2^n, which each caller scales its way."""
+    minus_one, rounded = _exp32_reduced_minus_one(x, k)
+    return minus_one + k[10], rounded
+
+
+@inline
+def exp_and_expm1_normal32(x, k=EXP32):
+    """``(exp(x), expm1(x))`` for float32 x in [-87, 88], where exp(x) is a normal float32
+    (NaN kept), from one reduction: expm1 = 2^n (e^f - 1) + (2^n - 1), one rounding, so
+    exact near 0, where exp(x) - 1 cancels. ``k``: ``EXP32``, or the same ``held``."""
+    minus_one, rounded = _exp32_reduced_minus_one(x, k)
+    scale = _power_of_two32(rounded)
+    return (minus_one + k[10]) * scale, fma(minus_one, scale, scale - k[10])
 
 
 @inline
