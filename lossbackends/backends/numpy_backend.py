@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from .. import _dispatch
-from ._host import bad_labels_as_nan, half_in_float32, label_error
+from ._host import FLOAT16, bad_labels_as_nan, half_in_float32, label_error
 
 xp = np
 
@@ -28,16 +28,18 @@ def elementwise(kernel):
     """An elementwise kernel, float16 computed in float32, and 0-d inputs run as arrays of
     one element: NumPy ufuncs return scalars for 0-d arrays, which a later ``out=`` then
     refuses (numpy#4563). ``"none"`` gets its 0-d array back."""
-    kernel = half_in_float32(kernel)
+    half = half_in_float32(kernel)
 
     def run(y, p, weight, params, reduction, scale, grad, want_value, hess=None):
-        if p.ndim:
+        if p.ndim and p.dtype is not FLOAT16:  # the usual call: one wrapper, not two
             return kernel(y, p, weight, params, reduction, scale, grad, want_value, hess)
+        if p.ndim:
+            return half(y, p, weight, params, reduction, scale, grad, want_value, hess)
         y, p = y.reshape(1), p.reshape(1)
         weight = None if weight is None else weight.reshape(1)
-        value = kernel(y, p, weight, params, reduction, scale,
-                       None if grad is None else grad.reshape(1), want_value,
-                       None if hess is None else hess.reshape(1))
+        value = half(y, p, weight, params, reduction, scale,
+                     None if grad is None else grad.reshape(1), want_value,
+                     None if hess is None else hess.reshape(1))
         return value.reshape(()) if reduction == "none" and value is not None else value
 
     run.__name__ = run.__qualname__ = kernel.__name__
