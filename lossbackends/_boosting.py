@@ -10,6 +10,7 @@ derivatives, unscaled. Neither library is imported here.
 from __future__ import annotations
 
 import importlib.util
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -29,16 +30,33 @@ def _smooth_l1_hessian(options: dict) -> float:
     return 1.0 / beta if beta > 0 else 1.0
 
 
-# Losses whose true Hessian is 0 almost everywhere (piecewise linear, or linear), or 0
-# outside a quadratic zone: a boosting objective gives them a constant Hessian times the
-# sample weight, so that every leaf takes a bounded step. The weight itself for the
+# Losses whose true Hessian is 0 almost everywhere (piecewise linear), 0 outside a
+# quadratic zone, or vanishing: a boosting objective gives them a constant Hessian times
+# the sample weight, so that every leaf takes a bounded step. The weight itself for the
 # piecewise-linear ones (LightGBM's L1 and quantile objectives, XGBoost's absolute error);
 # the quadratic zone's curvature for huber (LightGBM's Huber objective: 1) and smooth_l1
-# (1 / beta, its huber / beta). By name: the options (beta) may set the constant.
+# (1 / beta, its huber / beta); 1 for log_cosh, whose sech^2(e) underflows for large
+# residuals (0 in float32 at |e| ~ 50: nothing learned from a far start, or leaves of
+# -G / 0) and never exceeds 1, so a Hessian of 1 majorises the loss and every Newton step
+# goes downhill. By name: the options (beta) may set the constant.
 CONSTANT_HESSIAN: dict[str, Callable[[dict], float]] = {
-    **dict.fromkeys(("hinge", "multiclass_hinge", "mae", "pinball", "kl_div", "huber"),
+    **dict.fromkeys(("hinge", "multiclass_hinge", "mae", "pinball", "huber", "log_cosh"),
                     _weight_as_hessian),
     "smooth_l1": _smooth_l1_hessian,
+}
+
+
+# Losses that make no objective: their input is no margin, which a booster's trees add
+# without bound. By name, with the loss to use instead.
+NOT_OBJECTIVES = {
+    "binary_cross_entropy": (
+        "takes probabilities in (0, 1), and a booster's margins are unbounded: use "
+        "binary_cross_entropy_with_logits, the same loss on margins (logits)"),
+    "kl_div": (
+        "takes log-probabilities, and a booster's margins are none: its gradient is the "
+        "constant -y, so the margins grow without bound; use cross_entropy with "
+        "probability labels (softmax over num_class margins) or "
+        "binary_cross_entropy_with_logits (one margin, labels in [0, 1])"),
 }
 
 
@@ -46,27 +64,74 @@ CONSTANT_HESSIAN: dict[str, Callable[[dict], float]] = {
 # for logistic regression") and LightGBM's binary objective reject any other label, and so
 # do these objectives (a label 2 or -1 would train without a word, on a loss that has no
 # minimum there).
-PROBABILITY_LABELS = frozenset(("binary_cross_entropy", "binary_cross_entropy_with_logits",
-                                "sigmoid_focal"))
+PROBABILITY_LABELS = frozenset(("binary_cross_entropy_with_logits", "sigmoid_focal"))
 
 
-def _signs(y: Any) -> Any:
-    """Labels 0/1 (what the libraries' classifiers pass) as -1/+1; ±1 stay."""
-    return (y > 0) * 2.0 - 1.0
+def _signs(y: Any, name: str) -> Any:
+    """Labels 0/1 (what the libraries' classifiers pass) as -1/+1; -1/+1 stay. Any other
+    label (2, 0.5, NaN), or 0 and -1 together, raises a ``ValueError`` naming the first.
+    NumPy or CuPy labels (then one synchronisation)."""
+    one = y == 1
+    zero = y == 0
+    if bool((one | zero).all()):
+        # in y's dtype, not float64: check and map 1.9 ms at n = 1e6 (float32), the
+        # unchecked float64 map (y > 0) * 2.0 - 1.0 that was here 2.7 ms
+        return y * 2 - 1
+    minus = y == -1
+    if bool((one | minus).all()):
+        return y
+    outside = ~(one | zero | minus)
+    if bool(outside.any()):
+        where = int(outside.reshape(-1).argmax())  # the first True
+        value = float(y.reshape(-1)[where])
+        fix = ("drop the samples whose label is missing" if value != value else
+               "map two classes to 0/1 or -1/+1; more than two take multiclass_hinge (or "
+               "cross_entropy) with num_class")
+    else:  # 0 and -1 both: whichever comes second is named
+        first_zero = int(zero.reshape(-1).argmax())
+        first_minus = int(minus.reshape(-1).argmax())
+        where = max(first_zero, first_minus)
+        value = float(y.reshape(-1)[where])
+        fix = "0 and -1 are both there: use 0/1 or -1/+1, not both"
+    index = where if y.ndim < 2 else tuple(map(int, np.unravel_index(where, y.shape)))
+    raise ValueError(f"{name} takes labels 0/1 (a classifier's) or -1/+1; label {value} at "
+                     f"index {index} is not: {fix}")
 
 
 @dataclass(frozen=True)
 class Convention:
     """How a library's own objective scales a loss's per-sample derivatives: ``grad`` and
-    ``hess`` multiply ours (``hess`` may be a function of the class count), ``labels``
-    maps the library's labels to the loss's."""
+    ``hess`` multiply ours, ``labels`` maps the library's labels to the loss's (called with
+    the labels and the loss's name; raises on a label it cannot map). ``hess`` is a number
+    or a function of the class count (the predictions' columns, 1 for ``(n,)``) and the
+    loss's options, for a factor that depends on them (LightGBM's softmax ``C / (C - 1)``,
+    the Poisson objectives' ``exp(max_delta_step)`` for ``log_input=True`` only).
+    Module-level functions, not lambdas: an objective is pickled with its model."""
 
     grad: float = 1.0
-    hess: float | Callable[[int], float] = 1.0
-    labels: Callable[[Any], Any] | None = None
+    hess: float | Callable[[int, dict], float] = 1.0
+    labels: Callable[[Any, str], Any] | None = None
+
+    def hess_factor(self, classes: int, options: dict) -> float:
+        """The Hessian's factor for predictions of ``classes`` columns (1 for ``(n,)``) and
+        the loss's ``options``."""
+        return self.hess(classes, options) if callable(self.hess) else self.hess
+
+
+def _poisson_hessian(classes: int, options: dict) -> float:
+    return POISSON_HESSIAN if options.get("log_input", True) else 1.0
 
 
 HINGE = Convention(labels=_signs)
+# XGBoost's count:poisson and LightGBM's poisson objectives: (exp(x) - y, exp(x +
+# max_delta_step)), max_delta_step (LightGBM's poisson_max_delta_step) 0.7 by default "to
+# safeguard optimization" (regression_obj.cu, regression_objective.hpp): the true Hessian
+# times exp(0.7), half the Newton step. It damps, no more: from margin 0 on load_diabetes
+# (counts 25 to 346) one round overshot to margin 78 undamped, to 39 damped, as
+# count:poisson does; start from log(mean y). For log_input=True only (the margin is the
+# log-rate); log_input=False takes the rate itself, no library's objective.
+POISSON_HESSIAN = math.exp(0.7)
+POISSON = Convention(hess=_poisson_hessian)
 _NO_WEIGHT = {np.dtype(np.float32): np.empty(0, np.float32),
               np.dtype(np.float64): np.empty(0, np.float64)}
 # the finishing pass reads labels as their bits: the unsigned view, 1.0's bits, no labels
@@ -129,6 +194,8 @@ class Objective:
             self._check_sizes(labels, preds)
             if check:  # where they are: the libraries' (host) labels on the host
                 self._check_probabilities(labels, preds.shape)
+            if convention.labels is not None:  # (and checked) there too
+                labels = convention.labels(labels, loss.name)
             labels = xp.asarray(labels)  # the labels (small) follow them, never the reverse
             weight = None if weight is None else xp.asarray(weight)
         else:
@@ -136,25 +203,32 @@ class Objective:
             labels = np.asarray(labels)
             weight = None if weight is None else np.asarray(weight)
             self._check_sizes(labels, preds)
+            if convention.labels is not None:
+                labels = convention.labels(labels, loss.name)
         if weight is not None and weight.size == 0:  # libraries pass an empty array: none
             weight = None
         samples = preds.shape[0] if preds.ndim else 1
         if weight is not None and weight.shape != (samples,):
             raise ValueError(f"sample weights must be one per sample: shape ({samples},), "
                              f"not {weight.shape}")
-        if convention.labels is not None:
-            labels = convention.labels(labels)
         dtype = preds.dtype
         if weight is not None:
             weight = weight.astype(dtype, copy=False)
         options = dict(self.options)
         if loss._class_indices:
-            if preds.ndim != 2:
+            if preds.ndim != 2:  # one margin per sample: what the classifiers pass for two
                 raise ValueError(
                     f"{loss.name} needs (n_samples, n_classes) predictions; got shape "
-                    f"{preds.shape}: set num_class (XGBoost) or num_class with a multiclass "
-                    "objective (LightGBM)"
+                    f"{preds.shape}, one margin per sample (what XGBClassifier and "
+                    "LGBMClassifier pass for two classes): for two classes use "
+                    "binary_cross_entropy_with_logits (labels 0/1); for more, set num_class "
+                    "(XGBoost) or num_class with a multiclass objective (LightGBM)"
                 )
+            if preds.shape[1] < 2:  # (and LightGBM's Hessian factor C / (C - 1) is 1 / 0)
+                raise ValueError(
+                    f"{loss.name} as an objective needs at least 2 classes; got predictions "
+                    f"of shape {preds.shape}: for one margin per sample use "
+                    "binary_cross_entropy_with_logits")
             with np.errstate(invalid="ignore"):  # NaN is caught below, not warned of
                 classes = labels.astype(np.int64)
             if (classes != labels).any():  # a fraction, NaN or inf is no class index
@@ -177,7 +251,7 @@ class Objective:
         else:
             grad, hess = loss.grad_and_hess(labels, preds, reduction="sum", **options)
             constant = 0.0
-        factor = convention.hess(preds.shape[-1]) if callable(convention.hess) else convention.hess
+        factor = convention.hess_factor(preds.shape[1] if preds.ndim == 2 else 1, self.options)
         finish = (_host_finish() if xp is np and grad.dtype in _NO_WEIGHT
                   and self.options.get("backend") != "numpy" else None)
         if finish is not None:
@@ -263,6 +337,9 @@ def make(loss: Loss | str, options: dict, conventions: dict[str, Convention],
     if not isinstance(loss, Loss):
         raise TypeError(f"loss must be a lossbackends loss (e.g. lossbackends.mse) or its name, "
                         f"not {type(loss).__name__}")
+    if loss.name in NOT_OBJECTIVES:
+        raise ValueError(f"{loss.name} makes no {library} objective: it "
+                         f"{NOT_OBJECTIVES[loss.name]}")
     for name in ("reduction", "out", "weight"):
         if name in options:
             raise TypeError(f"{name}= is set by the objective (per-sample derivatives; the "

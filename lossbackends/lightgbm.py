@@ -22,20 +22,37 @@ loss                                      (grad, hess) per sample               
 ``mse``                                   ``(p - y, 1)``: half squared error      ``regression``
 ``binary_cross_entropy_with_logits``      ``(σ(x) - y, σ(x) σ(-x))``              ``binary``
 ``cross_entropy``                         ``(p - onehot, C/(C-1) p (1 - p))``     ``multiclass``
+``poisson_nll`` (``log_input=True``)      ``(e^x - y, e^(x + 0.7))``              ``poisson``
 ``hinge``                                 labels 0/1 become -1/+1
 ``squared_hinge``, ``soft_margin``        labels 0/1 become -1/+1
 ========================================  ======================================  ===========
+
+``poisson``'s Hessian is ``exp(x + poisson_max_delta_step)``, 0.7 by default (half the
+Newton step, a safeguard; a start far from the labels still overshoots: set
+``init_score`` to the log of the mean label): ``poisson_nll`` takes that default; its
+Hessian with ``log_input=False`` is its own. ``cross_entropy`` needs two
+classes or more (for one margin per sample, as a two-class ``LGBMClassifier`` gives,
+``binary_cross_entropy_with_logits``).
 
 LightGBM's own objectives put no floor under their Hessians, which are never negative
 (its leaves add ``1e-15`` to the Hessian sums), so the only floor applied is 0: a negative
 Hessian (``sigmoid_focal``'s, for badly misclassified samples, where the loss is concave)
 becomes 0, so that no leaf's Newton step goes uphill; the built-in objectives' Hessians
 are unchanged by it. Losses whose Hessian is 0 almost everywhere (``hinge``,
-``multiclass_hinge``, ``mae``, ``pinball``, ``kl_div``) take the sample weight as Hessian,
-as LightGBM's L1 and quantile objectives do; ``huber`` too (LightGBM's Huber objective),
-``smooth_l1`` the weight over ``beta``. The labels of ``binary_cross_entropy_with_logits``,
-``sigmoid_focal`` and ``binary_cross_entropy`` must be in [0, 1], as ``binary``'s: a
-``ValueError`` otherwise (NaN too).
+``multiclass_hinge``, ``mae``, ``pinball``) take the sample weight as Hessian, as
+LightGBM's L1 and quantile objectives do; ``huber`` too (LightGBM's Huber objective),
+``smooth_l1`` the weight over ``beta``, and ``log_cosh`` the weight: its Hessian
+``sech^2(e)`` underflows far from the label (0 in float32 at ``|e| ~ 50``), which blows
+up training (leaves of ``-G / 0``), and never exceeds 1, so that a Hessian of 1 makes
+every Newton step a descent. (Where every gradient is the same, as ``log_cosh``'s
+``tanh(e) = -1`` from score 0 below labels all above 20, no split gains and LightGBM gives
+the tree the value 0: set ``init_score``.)
+
+Labels: those of ``binary_cross_entropy_with_logits`` and ``sigmoid_focal`` must be in
+[0, 1], as ``binary``'s; those of the margin losses 0/1 or -1/+1; class indices whole
+numbers from 0 to C - 1: a ``ValueError`` otherwise (NaN too), naming the first bad label.
+``binary_cross_entropy`` (probabilities) and ``kl_div`` (log-probabilities) make no
+objective, as a booster's scores are neither: a ``ValueError`` names the loss to use.
 
 Predictions are raw scores with a custom objective, ``LGBMClassifier``'s ``predict_proba``
 and ``predict`` included (LightGBM warns): apply the sigmoid (softmax) to
@@ -53,8 +70,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from ._boosting import HINGE, Convention, Objective, make
+from ._boosting import HINGE, POISSON, Convention, Objective, make
 from ._loss import Loss
+
+
+def _multiclass_hessian(classes: int, options: dict) -> float:
+    return classes / (classes - 1.0)  # (at least 2 classes: checked before)
+
 
 CONVENTIONS = {
     # regression (L2): (score - label, 1), half the squared error
@@ -62,7 +84,9 @@ CONVENTIONS = {
     # binary (sigmoid 1): (sigmoid - label, sigmoid (1 - sigmoid)), ours as they are
     "binary_cross_entropy_with_logits": Convention(),
     # multiclass: (p - onehot, C / (C - 1) p (1 - p)) (multiclass_objective.hpp, factor_)
-    "cross_entropy": Convention(hess=lambda classes: classes / (classes - 1.0)),
+    "cross_entropy": Convention(hess=_multiclass_hessian),
+    # poisson: (exp(x) - y, exp(x + poisson_max_delta_step)), 0.7 by default; log_input=True
+    "poisson_nll": POISSON,
     # the margin losses take labels -1/+1: a classifier's 0/1 would give class 0 no gradient
     **dict.fromkeys(("hinge", "squared_hinge", "soft_margin"), HINGE),
 }

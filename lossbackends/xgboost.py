@@ -11,8 +11,10 @@ from one fused pass, in XGBoost's conventions.
 Predictions are margins, shaped ``(n,)``, or ``(n, n_classes)`` for ``cross_entropy``
 (XGBoost >= 2 passes multiclass margins so; set ``num_class``). Sample weights multiply
 the gradient and the Hessian, as in XGBoost's own objectives. A custom objective starts
-from a margin of ``base_score``: set it (or ``base_margin``) to what the built-in
-objective would start from to train the same model.
+from ``base_score`` taken as a margin (0.5 by default) in ``xgboost.train`` and
+``XGBRegressor``, from its logit (0) in a two-class ``XGBClassifier``: set ``base_margin``
+(or ``base_score``) to what the built-in objective would start from to train the same
+model.
 
 Conventions (``CONVENTIONS``; a loss not listed gets its own derivatives):
 
@@ -22,19 +24,33 @@ loss                                      (grad, hess) per sample               
 ``mse``                                   ``(p - y, 1)``: half squared error    ``reg:squarederror``
 ``binary_cross_entropy_with_logits``      ``(σ(x) - y, σ(x) σ(-x))``            ``binary:logistic``
 ``cross_entropy``                         ``(softmax - onehot, 2 p (1 - p))``   ``multi:softprob``
-``hinge``                                 labels 0/1 become -1/+1                ``binary:hinge``
-``squared_hinge``, ``soft_margin``        labels 0/1 become -1/+1                –
+``poisson_nll`` (``log_input=True``)      ``(e^x - y, e^(x + 0.7))``            ``count:poisson``
+``hinge``                                 labels 0/1 become -1/+1               ``binary:hinge``
+``squared_hinge``, ``soft_margin``        labels 0/1 become -1/+1               –
 ========================================  ====================================  ====================
 
+``count:poisson``'s Hessian is ``exp(x + max_delta_step)``, ``max_delta_step`` 0.7 by
+default (half the Newton step, a safeguard; a start far from the labels still overshoots:
+start from the log of the mean label): ``poisson_nll`` takes that default; its Hessian
+with ``log_input=False`` is its own. ``cross_entropy``
+needs two classes or more (for one margin per sample, as a two-class ``XGBClassifier``
+gives, ``binary_cross_entropy_with_logits``).
+
 Hessians are floored at ``1e-16`` (times the weight), XGBoost's own minimum. Losses whose
-Hessian is 0 almost everywhere (``hinge``, ``multiclass_hinge``, ``mae``, ``pinball``,
-``kl_div``) take the sample weight as Hessian, as XGBoost's absolute error and LightGBM's
-L1 and quantile objectives do; ``huber`` takes it too (its Hessian is 0 outside
-``|e| <= delta``: LightGBM's Huber objective), ``smooth_l1`` the weight over ``beta``.
-``sigmoid_focal``'s Hessian is negative for badly misclassified samples: the floor
-applies there. The labels of ``binary_cross_entropy_with_logits``, ``sigmoid_focal`` and
-``binary_cross_entropy`` must be in [0, 1], as ``binary:logistic``'s: a ``ValueError``
-otherwise (NaN too).
+Hessian is 0 almost everywhere (``hinge``, ``multiclass_hinge``, ``mae``, ``pinball``)
+take the sample weight as Hessian, as XGBoost's absolute error and LightGBM's L1 and
+quantile objectives do; ``huber`` takes it too (its Hessian is 0 outside
+``|e| <= delta``: LightGBM's Huber objective), ``smooth_l1`` the weight over ``beta``, and
+``log_cosh`` the weight: its Hessian ``sech^2(e)`` underflows far from the label (0 in
+float32 at ``|e| ~ 50``), which stalls training, and never exceeds 1, so that a Hessian
+of 1 makes every Newton step a descent. ``sigmoid_focal``'s Hessian is negative for badly
+misclassified samples: the floor applies there.
+
+Labels: those of ``binary_cross_entropy_with_logits`` and ``sigmoid_focal`` must be in
+[0, 1], as ``binary:logistic``'s; those of the margin losses 0/1 or -1/+1; class indices
+whole numbers from 0 to C - 1: a ``ValueError`` otherwise (NaN too), naming the first bad
+label. ``binary_cross_entropy`` (probabilities) and ``kl_div`` (log-probabilities) make no
+objective, as a booster's margins are neither: a ``ValueError`` names the loss to use.
 
 Predictions: ``XGBClassifier`` transforms its margins as ``binary:logistic`` (two classes)
 or ``multi:softprob`` do, whatever the objective, so its ``predict_proba`` is their
@@ -55,7 +71,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ._boosting import HINGE, Convention, Objective, make
+from ._boosting import HINGE, POISSON, Convention, Objective, make
 from ._loss import Loss
 
 CONVENTIONS = {
@@ -65,6 +81,8 @@ CONVENTIONS = {
     "binary_cross_entropy_with_logits": Convention(),
     # multi:softprob: (p - onehot, 2 p (1 - p)) (multiclass_obj.cu)
     "cross_entropy": Convention(hess=2.0),
+    # count:poisson: (exp(x) - y, exp(x + max_delta_step)), 0.7 by default; log_input=True
+    "poisson_nll": POISSON,
     # the margin losses take labels -1/+1: a classifier's 0/1 would give class 0 no gradient
     **dict.fromkeys(("hinge", "squared_hinge", "soft_margin"), HINGE),
 }

@@ -72,16 +72,17 @@ def test_conventions_against_closed_forms(library):
 
 @pytest.mark.parametrize("library", LIBRARIES)
 def test_constant_hessians_of_losses_flat_almost_everywhere(library):
-    """mae, pinball, kl_div: Hessian 0 almost everywhere; huber and smooth_l1: 0 outside
-    the quadratic zone. The objective gives them the weight (smooth_l1: over beta), the
-    gradient their own."""
+    """mae, pinball: Hessian 0 almost everywhere; huber and smooth_l1: 0 outside the
+    quadratic zone; log_cosh: sech^2, which vanishes for large residuals. The objective
+    gives them the weight (smooth_l1: over beta), the gradient their own."""
     module = LIBRARIES[library]
     rng = np.random.default_rng(5)
     n = 40
     w = rng.uniform(0.5, 2, n)
     y, p = rng.normal(size=n), 3 * rng.normal(size=n)
     cases = [(lb.mae, {}, 1.0), (lb.pinball, {"quantile": 0.8}, 1.0), (lb.huber, {}, 1.0),
-             (lb.smooth_l1, {"beta": 0.5}, 2.0), (lb.smooth_l1, {"beta": 0.0}, 1.0)]
+             (lb.smooth_l1, {"beta": 0.5}, 2.0), (lb.smooth_l1, {"beta": 0.0}, 1.0),
+             (lb.log_cosh, {}, 1.0)]
     for loss, options, per_weight in cases:
         for weight in (w, None):
             grad, hess = module.objective(loss, **options)(y, p, weight)
@@ -89,8 +90,15 @@ def test_constant_hessians_of_losses_flat_almost_everywhere(library):
             np.testing.assert_array_equal(grad, expected, err_msg=loss.name)
             np.testing.assert_allclose(hess, per_weight * (1.0 if weight is None else w),
                                        rtol=1e-15, err_msg=loss.name)
-    grad, hess = module.objective(lb.kl_div)(rng.random(n), np.log(rng.random(n)), w)
-    np.testing.assert_array_equal(hess, w)
+    # log_cosh far from its labels: sech^2 is 0 in float32 (and tiny in float64), the
+    # objective's Hessian the weight, and the gradient tanh(e) = ±1
+    y = np.array([0.0, 0.0, 300.0, 55.0], np.float32)
+    p = np.array([0.5, -60.0, 0.0, 0.0], np.float32)
+    _, true_hess = lb.log_cosh.grad_and_hess(y, p, reduction="sum")
+    assert true_hess[0] > 0 and (true_hess[1:] == 0).all()
+    grad, hess = module.objective(lb.log_cosh)(y, p, w[:4].astype(np.float32))
+    np.testing.assert_allclose(grad, np.tanh(p.astype(np.float64) - y) * w[:4], rtol=1e-6)
+    np.testing.assert_array_equal(hess, w[:4].astype(np.float32))
 
 
 @pytest.mark.parametrize("library", LIBRARIES)
@@ -229,6 +237,8 @@ def _datasets():
 
     X, y = load_diabetes(return_X_y=True)
     yield "regression", X, y, np.full(len(y), y.mean()), lb.mse
+    # the Poisson objectives' Hessian exp(x + max_delta_step), 0.7 by default
+    yield "poisson", X, y, np.full(len(y), np.log(y.mean())), lb.poisson_nll
     X, y = load_breast_cancer(return_X_y=True)
     rate = y.mean()
     yield "binary", X, y, np.full(len(y), np.log(rate / (1 - rate))), \
@@ -238,9 +248,9 @@ def _datasets():
     yield "multiclass", X, y, np.tile(np.log(prior), (len(y), 1)), lb.cross_entropy
 
 
-BUILT_IN = {"xgboost": {"regression": "reg:squarederror", "binary": "binary:logistic",
-                        "multiclass": "multi:softprob"},
-            "lightgbm": {"regression": "regression", "binary": "binary",
+BUILT_IN = {"xgboost": {"regression": "reg:squarederror", "poisson": "count:poisson",
+                        "binary": "binary:logistic", "multiclass": "multi:softprob"},
+            "lightgbm": {"regression": "regression", "poisson": "poisson", "binary": "binary",
                          "multiclass": "multiclass"}}
 
 
@@ -463,7 +473,7 @@ def test_errors(library):
         with pytest.raises(TypeError, match=f"{option}= is set by the objective"):
             module.objective(lb.mse, **{option: None})
     with pytest.raises(ValueError, match="eps"):
-        module.objective(lb.binary_cross_entropy, eps=2.0)
+        module.objective(lb.poisson_nll, eps=-1.0)
     with pytest.raises(ValueError, match="label_smoothing"):
         module.objective(lb.cross_entropy, label_smoothing=3.0)
     with pytest.raises(ValueError, match="num_class"):
@@ -532,8 +542,7 @@ def test_probability_labels_must_be_in_0_1(library, backend):
     from lossbackends import _boosting
     from lossbackends.backends.numba_backend import PARALLEL_MIN_ELEMENTS
 
-    assert _boosting.PROBABILITY_LABELS == {"binary_cross_entropy",
-                                            "binary_cross_entropy_with_logits", "sigmoid_focal"}
+    assert _boosting.PROBABILITY_LABELS == {"binary_cross_entropy_with_logits", "sigmoid_focal"}
     module = LIBRARIES[library]
     cases = [(lb.binary_cross_entropy_with_logits, 9, np.float64),
              (lb.sigmoid_focal, 9, np.float32),
@@ -633,3 +642,190 @@ def test_bad_probability_labels_stop_training_in_both_native_apis():
     with pytest.raises(ValueError, match=r"label -1.0 at index 7 is not: map two classes"):
         lightgbm.train({"objective": lb.lightgbm.objective(loss), "verbose": -1},
                        lightgbm.Dataset(X, label=y), 2)
+
+
+@needs_xgboost
+@needs_lightgbm
+@needs_sklearn
+def test_log_cosh_objective_descends_every_round_far_from_the_labels():
+    """log_cosh's Hessian sech^2(e) underflows far from the labels (load_diabetes' targets
+    are 25 to 346): XGBoost from margin 0 learnt nothing (Hessian sums of ~0, under
+    min_child_weight) and LightGBM from the mean diverged (leaves of -G / ~0). The
+    objective's Hessian, the weight, is at least sech^2 everywhere: every round lowers the
+    loss. (LightGBM from margin 0 is not tried: every gradient there is tanh(-y) = -1
+    exactly, no split gains, and LightGBM gives a tree without a split the value 0 under a
+    custom objective; the guide says to set init_score.)"""
+    import lightgbm
+    import xgboost
+    from sklearn.datasets import load_diabetes
+
+    X, y = load_diabetes(return_X_y=True)
+    rounds, eta = 10, XGB_PARAMS["eta"]
+    for start in (0.0, y.mean()):
+        margin = np.full(len(y), start)
+        data = xgboost.DMatrix(X, label=y, base_margin=margin)
+        booster = xgboost.train(XGB_PARAMS, data, rounds, obj=lb.xgboost.objective(lb.log_cosh))
+        losses = [lb.log_cosh(y, margin)] + [
+            lb.log_cosh(y, booster.predict(data, output_margin=True, iteration_range=(0, k))
+                        .astype(np.float64)) for k in range(1, rounds + 1)]
+        assert (np.diff(losses) < 0).all(), (start, losses)
+        if start == 0.0:  # gradients all -1, Hessians 1: one leaf of n / (n + lambda) a round
+            np.testing.assert_allclose(losses[0] - losses[-1], rounds * eta * len(y) / (len(y) + 1),
+                                       rtol=1e-4)
+    margin = np.full(len(y), y.mean())
+    booster = lightgbm.train(dict(LGB_PARAMS, objective=lb.lightgbm.objective(lb.log_cosh)),
+                             lightgbm.Dataset(X, label=y, init_score=margin), rounds)
+    losses = [lb.log_cosh(y, margin + (booster.predict(X, raw_score=True, num_iteration=k)
+                                       if k else 0.0)) for k in range(rounds + 1)]
+    assert (np.diff(losses) < 0).all(), losses
+
+
+def test_losses_on_no_margin_make_no_objective():
+    """binary_cross_entropy takes probabilities and kl_div log-probabilities: on a
+    booster's unbounded margins they trained nonsense without a word."""
+    for module in LIBRARIES.values():
+        for loss in (lb.binary_cross_entropy, "binary_cross_entropy"):
+            with pytest.raises(ValueError, match=r"binary_cross_entropy makes no \w+ objective: "
+                                                 r"it takes probabilities.*use "
+                                                 r"binary_cross_entropy_with_logits"):
+                module.objective(loss)
+        with pytest.raises(ValueError, match=r"kl_div makes no \w+ objective: .*use "
+                                             r"cross_entropy with probability labels.* or "
+                                             r"binary_cross_entropy_with_logits"):
+            module.objective(lb.kl_div)
+
+
+@pytest.mark.parametrize("library", ["xgboost", "lightgbm"])
+def test_every_objective_pickles(library):
+    """An objective travels with its model (pickle, joblib, scikit-learn's clone in other
+    processes): each loss's, unpickled, gives the same (grad, hess)."""
+    import pickle
+
+    from lossbackends import _boosting
+    from lossbackends.losses import LOSSES
+
+    module = LIBRARIES[library]
+    rng = np.random.default_rng(9)
+    n, classes = 12, 3
+    y = (np.arange(n) % 2).astype(np.float64)  # a label every loss takes
+    p = rng.normal(size=n)
+    labels = (np.arange(n) % classes).astype(np.float64)
+    logits = rng.normal(size=(n, classes))
+    w = rng.uniform(0.5, 2, n)
+    made = 0
+    for name, loss in sorted(LOSSES.items()):
+        if name in _boosting.NOT_OBJECTIVES:
+            continue
+        objective = module.objective(loss)
+        twin = pickle.loads(pickle.dumps(objective))
+        args = (labels, logits, w) if loss._class_indices else (y, p, w)
+        for a, b in zip(objective(*args), twin(*args), strict=True):
+            np.testing.assert_array_equal(a, b, err_msg=name)
+        made += 1
+    assert made == len(LOSSES) - 2
+
+
+@needs_lightgbm
+@needs_sklearn
+def test_a_fitted_lightgbm_classifier_with_our_softmax_pickles():
+    import pickle
+
+    import lightgbm
+    from sklearn.datasets import load_digits
+
+    X, y = load_digits(return_X_y=True)
+    model = lightgbm.LGBMClassifier(n_estimators=3, verbose=-1, n_jobs=1,
+                                    objective=lb.lightgbm.objective(lb.cross_entropy)).fit(X, y)
+    twin = pickle.loads(pickle.dumps(model))
+    np.testing.assert_array_equal(twin.predict(X, raw_score=True), model.predict(X, raw_score=True))
+    assert twin.objective.convention == model.objective.convention
+
+
+@pytest.mark.parametrize("backend", ["numba", "numpy"])
+@pytest.mark.parametrize("loss", ["hinge", "squared_hinge", "soft_margin"])
+@pytest.mark.parametrize("library", ["xgboost", "lightgbm"])
+def test_margin_losses_take_0_1_or_signs_and_nothing_else(library, loss, backend):
+    """Labels 0/1 (a classifier's) or -1/+1; 2, 0.5, NaN, or 0 and -1 together raise,
+    naming the first bad label, its index and the fix (they became ±1 silently)."""
+    if backend not in lb.available_backends():
+        pytest.skip(f"backend {backend!r} is not available here")
+    objective = LIBRARIES[library].objective(loss, backend=backend)
+    p = np.array([0.5, -0.5, 2.0, -2.0, 0.1])
+    signs = np.array([-1.0, 1.0, 1.0, -1.0, 1.0])
+    expected, _ = getattr(lb, loss).grad_and_hess(signs, p, reduction="sum", backend="numpy")
+    for labels in ((signs + 1) / 2, signs, np.array([-0.0, 1, 1, 0, 1])):
+        np.testing.assert_allclose(objective(labels, p)[0], expected, rtol=1e-15)
+    for bad, where, fix in ((2.0, 2, "map two classes to 0/1 or -1/\\+1; more than two"),
+                            (0.5, 2, "map two classes"), (-2.0, 2, "map two classes"),
+                            (np.nan, 2, "drop the samples whose label is missing")):
+        labels = np.array([0.0, 1.0, bad, 0.0, 3.0])
+        with pytest.raises(ValueError, match=rf"{loss} takes labels 0/1 \(a classifier's\) or "
+                                             rf"-1/\+1; label {bad} at index {where} is not: "
+                                             rf".*{fix}"):
+            objective(labels, p)
+    with pytest.raises(ValueError, match=r"label -1.0 at index 3 is not: 0 and -1 are both"):
+        objective(np.array([0.0, 1.0, 1.0, -1.0, -1.0]), p)
+    with pytest.raises(ValueError, match=r"label 0.0 at index 3 is not: 0 and -1 are both"):
+        objective(np.array([-1.0, 1.0, -1.0, 0.0, 0.0]), p)
+    with pytest.raises(ValueError, match=r"label 2.0 at index \(1, 0\) is not"):
+        objective(np.array([[0.0, 1.0], [2.0, 1.0]]), np.zeros((2, 2)))
+
+
+@pytest.mark.parametrize("library", ["xgboost", "lightgbm"])
+def test_cross_entropy_needs_two_classes_or_more(library):
+    """One column of margins: LightGBM's Hessian factor C / (C - 1) was a bare
+    ZeroDivisionError; softmax over one class learns nothing in XGBoost either."""
+    objective = LIBRARIES[library].objective(lb.cross_entropy)
+    with pytest.raises(ValueError, match=r"cross_entropy as an objective needs at least 2 "
+                                         r"classes; got predictions of shape \(2, 1\): for one "
+                                         r"margin per sample use binary_cross_entropy_with_logits"):
+        objective(np.zeros(2), np.zeros((2, 1)), None)
+
+
+@needs_xgboost
+@needs_lightgbm
+@needs_sklearn
+def test_cross_entropy_on_two_classes_names_the_binary_loss():
+    """The classifiers pass one margin per sample for two classes; setting num_class=2 then
+    fails in LightGBM ("Multiclass objective and metrics don't match": LGBMClassifier picks
+    binary_logloss for two classes), so the error names binary_cross_entropy_with_logits."""
+    import lightgbm
+    import xgboost
+    from sklearn.datasets import load_breast_cancer
+
+    X, y = load_breast_cancer(return_X_y=True)
+    message = (r"cross_entropy needs \(n_samples, n_classes\) predictions; got shape \(569,\), "
+               r"one margin per sample .*: for two classes use binary_cross_entropy_with_logits")
+    with pytest.raises(ValueError, match=message):
+        lightgbm.LGBMClassifier(n_estimators=2, verbose=-1, n_jobs=1,
+                                objective=lb.lightgbm.objective(lb.cross_entropy)).fit(X, y)
+    with pytest.raises(ValueError, match=message):
+        xgboost.XGBClassifier(n_estimators=2, n_jobs=1,
+                              objective=lb.xgboost.objective(lb.cross_entropy)).fit(X, y)
+
+
+@needs_xgboost
+@needs_lightgbm
+@needs_sklearn
+def test_where_a_custom_objective_starts():
+    """What the guide says (no step taken: eta 0, LightGBM's learning rate 1e-300):
+    xgboost.train and XGBRegressor start from base_score (0.5) as a margin, XGBClassifier
+    from its logit for two classes (0), LightGBM from 0."""
+    import lightgbm
+    import xgboost
+    from sklearn.datasets import load_breast_cancer
+
+    X, y = load_breast_cancer(return_X_y=True)
+    mse, logistic = lb.xgboost.objective(lb.mse), lb.xgboost.objective(
+        lb.binary_cross_entropy_with_logits)
+    common = dict(n_estimators=1, learning_rate=0.0, n_jobs=1)
+    booster = xgboost.train({"eta": 0.0, "nthread": 1}, xgboost.DMatrix(X, label=y), 1, obj=mse)
+    np.testing.assert_array_equal(booster.predict(xgboost.DMatrix(X), output_margin=True), 0.5)
+    np.testing.assert_array_equal(xgboost.XGBRegressor(objective=mse, **common).fit(X, y)
+                                  .predict(X), 0.5)
+    np.testing.assert_array_equal(xgboost.XGBClassifier(objective=logistic, **common).fit(X, y)
+                                  .predict(X, output_margin=True), 0.0)
+    booster = lightgbm.train({"objective": lb.lightgbm.objective(lb.mse), "verbose": -1,
+                              "learning_rate": 1e-300, "num_threads": 1},
+                             lightgbm.Dataset(X, label=y), 1)
+    np.testing.assert_array_equal(booster.predict(X, raw_score=True), 0.0)
