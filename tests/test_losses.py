@@ -318,6 +318,18 @@ def test_noncontiguous_and_readonly_inputs(backend):
     value, grad = lb.mse.value_and_grad(y_view, p_view, backend=backend)
     np.testing.assert_allclose(host(value), expected[0], rtol=1e-12)
     np.testing.assert_allclose(host(grad), expected[1], rtol=1e-12)
+    # strided weights and pos_weight too (the Numba kernels' code takes C-contiguous
+    # arrays only: the preparation must hand it copies)
+    w = rng.random(30)[::3]
+    labels = (y[::2, ::3] > 0).astype(float)
+    for loss, options in ((lb.mse, {"weight": w}),
+                          (lb.binary_cross_entropy_with_logits, {"weight": w, "pos_weight": w})):
+        expected = loss.value_and_grad(labels, p[::2, ::3].copy(), backend="numpy",
+                                       **{k: v.copy() for k, v in options.items()})
+        got = loss.value_and_grad(on(backend, labels), p_view, backend=backend,
+                                  **{k: on(backend, v) for k, v in options.items()})
+        np.testing.assert_allclose(host(got[0]), expected[0], rtol=1e-12)
+        np.testing.assert_allclose(host(got[1]), expected[1], rtol=1e-12)
     x = rng.normal(size=(20, 64))
     t = rng.integers(0, 32, 20)
     value = lb.cross_entropy(on(backend, t), on(backend, x)[:, ::2], backend=backend)

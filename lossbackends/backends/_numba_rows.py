@@ -40,7 +40,7 @@ from .numba_backend import (
 )
 
 _EMPTY_LOSSES = np.empty(0)  # no per-row losses wanted
-_ROW_LOSSES = numba.float64[::1]
+_ROW_LOSSES = numba.float64[::1]  # per-row losses: float64, allocated here (aligned)
 _INT, _REAL, _BOOL, _NONE = numba.int64, numba.float64, numba.boolean, numba.none
 
 
@@ -58,6 +58,8 @@ def _launch(kernels: tuple, types, key: tuple, chunks: int, args: tuple):
     if code is None:
         code = _CODE[types, parallel, key] = kernels[parallel].compile(types(*key))
     return _parallel(code, *args) if parallel else code(*args)
+
+
 INF32 = np.float32(np.inf)  # float32 constants: float32 scores are compared in float32
 NAN32 = np.float32(np.nan)
 
