@@ -359,11 +359,16 @@ def run_foreign(run: Callable, y_true, y_pred, options: dict, out, want_grad: bo
     bfloat16 = lead is not None and lead.is_bfloat16(y_pred)
     raw = bfloat16 and device[0] == CUDA and lead.raw_bfloat16 and _size(y_pred) > 0
     float32_pass = bfloat16 and not raw
-    if float32_pass and given_out and (tuple(out.shape) != tuple(y_pred.shape)
-                                       or out.dtype != y_pred.dtype):
+    out_kind = adapter(type(out)) if given_out else None
+    # a bfloat16 out takes a bfloat16 gradient only (any other would be computed into a
+    # float32 copy of it, and lost)
+    if given_out and ((float32_pass and (tuple(out.shape) != tuple(y_pred.shape)
+                                         or out.dtype != y_pred.dtype))
+                      or (not bfloat16 and out_kind is not None
+                          and out_kind.is_bfloat16(out))):
         raise ValueError(
             f"out has shape {tuple(out.shape)} and dtype {out.dtype}; the gradient needs "
-            f"shape {tuple(y_pred.shape)} and dtype {y_pred.dtype}"
+            f"shape {tuple(y_pred.shape)} and dtype {getattr(y_pred, 'dtype', 'of y_pred')}"
         )
     converted: dict[int, Any] = {}  # id -> view: out=y_pred stays the same object
 

@@ -595,6 +595,12 @@ def _buffer(xp, out, prep: Prepared, y_true, name: str):
     if out is _WANT_GRAD:
         return _new_grad(xp, p.shape, p.dtype, p.size)
     _check_out(xp, out, y_true, prep.y, p, shape, name)
+    # the weights the kernel reads (weight, class_weight, pos_weight) must not be written
+    # under it either
+    if any(isinstance(w, xp.ndarray) and _overlaps(xp, out, w)
+           for w in (prep.weight, *prep.params)):
+        raise ValueError(f"{name} must not share memory with the weights; pass an array of "
+                         "its own")
     if prep.class_axis is not None and prep.class_axis != len(shape) - 1:
         return _new_grad(xp, p.shape, p.dtype, p.size)
     return out if out.shape == p.shape else out.reshape(p.shape)

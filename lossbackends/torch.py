@@ -588,24 +588,25 @@ def _module(name: str) -> type:
     params.append(_P("inplace_backward", _P.KEYWORD_ONLY, default=False))
     signature = inspect.Signature([_P("self", _P.POSITIONAL_OR_KEYWORD), *params])
     defaults = dict((*entry.params, *entry.kwonly))
+    names = [p.name for p in params]  # the options, tensors (buffers) included
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         torch.nn.Module.__init__(self)
         bound = signature.bind(self, *args, **kwargs)
         bound.apply_defaults()
-        options = dict(bound.arguments)
-        del options["self"]
-        for key in entry.tensors:  # tensors are buffers, as in torch's modules
-            self.register_buffer(key, options.pop(key))
-        self._options = options
+        for key in names:
+            if key in entry.tensors:  # tensors are buffers, as in torch's modules
+                self.register_buffer(key, bound.arguments[key])
+            else:  # attributes read at each forward, as torch's modules do
+                setattr(self, key, bound.arguments[key])
 
     def forward(self, input: Tensor, target: Tensor) -> Tensor:
-        tensors = {key: getattr(self, key) for key in entry.tensors}
-        return functional(input, target, **self._options, **tensors)
+        return functional(input, target, **{key: getattr(self, key) for key in names})
 
     def extra_repr(self) -> str:
-        return ", ".join(f"{k}={v!r}" for k, v in self._options.items() if k in ("reduction",)
-                         or v != defaults.get(k, False))
+        return ", ".join(f"{k}={getattr(self, k)!r}" for k in names
+                         if k not in entry.tensors and (k == "reduction"
+                                                         or getattr(self, k) != defaults.get(k, False)))
 
     __init__.__signature__ = signature  # type: ignore[attr-defined]
     return type(entry.module, (torch.nn.Module,), {

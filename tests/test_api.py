@@ -400,6 +400,14 @@ def test_out_is_checked_against_the_memory_it_may_share():
         lb.mse.grad(y, np.ones(10), out=buf[5:15], backend="numpy")
     with pytest.raises(ValueError, match="out overlaps y_pred without being it"):
         lb.mse.grad(np.zeros(10), p, out=buf[15:25], backend="numpy")
+    # nor the weights the kernel reads (the gradient was silently wrong)
+    for backend in ("numpy", "numba"):
+        with pytest.raises(ValueError, match="out must not share memory with the weights"):
+            lb.mse.grad(np.zeros(10), np.ones(10), out=buf[1:11], weight=buf[0:10],
+                        backend=backend)
+        with pytest.raises(ValueError, match="out must not share memory with the weights"):
+            lb.binary_cross_entropy_with_logits.grad(np.zeros(10), np.ones(10), out=buf[:10],
+                                                     pos_weight=buf[:10], backend=backend)
 
 
 def test_numba_runs_the_machine_code_of_a_plain_call_directly():

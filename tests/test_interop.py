@@ -119,6 +119,16 @@ def test_out_must_match_y_pred_library():
         lb.mse.grad(y, p, out=torch.empty(3, dtype=torch.float64))
     with pytest.raises(ValueError, match="C-contiguous"):
         lb.mse.grad(torch.zeros(3, 2), torch.ones(3, 2), out=torch.empty(2, 3).T)
+    # a bfloat16 out takes a bfloat16 y_pred's gradient only: any other was computed into a
+    # float32 copy of it and lost, the tensor handed back unwritten
+    for dtype in (torch.float32, torch.float64):
+        out = torch.full((3,), 7.0, dtype=torch.bfloat16)
+        with pytest.raises(ValueError, match=f"dtype torch.bfloat16; .* dtype {dtype}"):
+            lb.mse.grad(torch.zeros(3, dtype=dtype), torch.ones(3, dtype=dtype), out=out)
+    out = torch.full((3,), 7.0, dtype=torch.bfloat16)
+    grad = lb.mse.grad(torch.zeros(3, dtype=torch.bfloat16), torch.ones(3, dtype=torch.bfloat16),
+                       out=out)
+    assert grad is out and torch.equal(out, torch.full((3,), 2 / 3, dtype=torch.bfloat16))
 
 
 def test_mixed_libraries_follow_y_pred():

@@ -144,6 +144,16 @@ def test_modules():
     with pytest.warns(UserWarning, match="size_average"):
         legacy = lbt.mse_loss(x, t, size_average=False)
     torch.testing.assert_close(legacy, F.mse_loss(x, t, reduction="sum"))
+    # options set after construction count, as torch's modules read them at each forward
+    ours, theirs = lbt.CrossEntropyLoss(), torch.nn.CrossEntropyLoss()
+    x, t = _case("cross_entropy")
+    for module in (ours, theirs):
+        module.ignore_index, module.label_smoothing, module.reduction = 2, 0.3, "none"
+    torch.testing.assert_close(ours(x, t), theirs(x, t))
+    ours, theirs = lbt.HuberLoss(), torch.nn.HuberLoss()
+    ours.delta = theirs.delta = 0.1
+    x, t = _case("mse")
+    torch.testing.assert_close(ours(x, t), theirs(x, t))
 
 
 def test_second_derivatives_raise():
