@@ -67,6 +67,13 @@ NOT_OBJECTIVES = {
 PROBABILITY_LABELS = frozenset(("binary_cross_entropy_with_logits", "sigmoid_focal"))
 
 
+def _label_at(labels: Any, where: int, shape: tuple) -> tuple[Any, float]:
+    """The label at flat position ``where`` of labels shaped ``shape``, as a message names
+    it: ``(index, value)``, the index a tuple for 2-D labels."""
+    index = where if len(shape) < 2 else tuple(map(int, np.unravel_index(where, shape)))
+    return index, float(labels.reshape(-1)[where])
+
+
 def _signs(y: Any, name: str) -> Any:
     """Labels 0/1 (what the libraries' classifiers pass) as -1/+1; -1/+1 stay. Any other
     label (2, 0.5, NaN), or 0 and -1 together, raises a ``ValueError`` naming the first.
@@ -82,18 +89,15 @@ def _signs(y: Any, name: str) -> Any:
         return y
     outside = ~(one | zero | minus)
     if bool(outside.any()):
-        where = int(outside.reshape(-1).argmax())  # the first True
-        value = float(y.reshape(-1)[where])
+        index, value = _label_at(y, int(outside.reshape(-1).argmax()), y.shape)  # the first
         fix = ("drop the samples whose label is missing" if value != value else
                "map two classes to 0/1 or -1/+1; more than two take multiclass_hinge (or "
                "cross_entropy) with num_class")
     else:  # 0 and -1 both: whichever comes second is named
         first_zero = int(zero.reshape(-1).argmax())
         first_minus = int(minus.reshape(-1).argmax())
-        where = max(first_zero, first_minus)
-        value = float(y.reshape(-1)[where])
+        index, value = _label_at(y, max(first_zero, first_minus), y.shape)
         fix = "0 and -1 are both there: use 0/1 or -1/+1, not both"
-    index = where if y.ndim < 2 else tuple(map(int, np.unravel_index(where, y.shape)))
     raise ValueError(f"{name} takes labels 0/1 (a classifier's) or -1/+1; label {value} at "
                      f"index {index} is not: {fix}")
 
@@ -312,9 +316,7 @@ class Objective:
         outside = ~((labels >= 0) & (labels <= 1))  # NaN: both comparisons are false
         if not bool(outside.any()):
             return
-        where = int(outside.reshape(-1).argmax())  # the first True
-        index = where if len(shape) < 2 else tuple(map(int, np.unravel_index(where, shape)))
-        value = float(labels.reshape(-1)[where])
+        index, value = _label_at(labels, int(outside.reshape(-1).argmax()), shape)  # the first
         fix = ("drop the samples whose label is missing" if value != value else
                "map two classes to 0 and 1 (labels -1/+1: (y + 1) / 2); more than two take "
                "cross_entropy with num_class")

@@ -406,7 +406,8 @@ Options: {options} (keyword-only), with ``reduction="mean"`` (``"sum"``, ``"none
 value in ``y_pred``'s dtype: a NumPy scalar for NumPy inputs, a 0-d array of ``y_pred``'s
 library for the others (an array of each {unit}'s loss for ``"none"``);
 ``.grad(...)`` and ``.value_and_grad(...)`` take ``out=`` (writeable, C-contiguous and
-aligned, as ``numpy.empty`` gives, shaped like ``y_pred``, ``y_pred`` itself allowed); ``.grad_and_hess(...)`` takes ``out=(grad, hess)``.
+aligned, as ``numpy.empty`` gives, shaped like ``y_pred``, ``y_pred`` itself allowed);
+``.grad_and_hess(...)`` takes ``out=(grad, hess)``.
 
 Dtypes: computed in ``y_pred``'s floating dtype (float16 in float32 and rounded back;
 integer or bool ``y_pred`` as float64); ``y_true`` and the weights are cast to it; host
@@ -441,8 +442,9 @@ class Loss:
     keyword options: ``reduction`` (``"mean"``, ``"sum"`` or ``"none"``) and ``backend``
     (``None``, ``"auto"``, ``"numpy"``, ``"numba"``, ``"cupy"``); ``.grad`` and
     ``.value_and_grad`` also take ``out``, a writeable, C-contiguous, aligned array shaped
-    like ``y_pred`` (it may be ``y_pred`` itself) that receives the gradient. ``.grad_and_hess`` gives the
-    gradient and the diagonal of the Hessian from one fused pass (``out`` is then a pair).
+    like ``y_pred`` (it may be ``y_pred`` itself) that receives the gradient.
+    ``.grad_and_hess`` gives the gradient and the diagonal of the Hessian from one fused
+    pass (``out`` is then a pair).
     """
 
     def __init__(self, name: str, prepare: Callable[..., Prepared], doc: str, *,

@@ -604,9 +604,9 @@ def _module(name: str) -> type:
         return functional(input, target, **{key: getattr(self, key) for key in names})
 
     def extra_repr(self) -> str:
-        return ", ".join(f"{k}={getattr(self, k)!r}" for k in names
-                         if k not in entry.tensors and (k == "reduction"
-                                                         or getattr(self, k) != defaults.get(k, False)))
+        shown = {k: getattr(self, k) for k in names if k not in entry.tensors}
+        return ", ".join(f"{k}={v!r}" for k, v in shown.items()
+                         if k == "reduction" or v != defaults.get(k, False))
 
     __init__.__signature__ = signature  # type: ignore[attr-defined]
     return type(entry.module, (torch.nn.Module,), {
