@@ -95,10 +95,16 @@ def test_elementwise_matches_reference(backend, loss, shape, seed, reduction, dt
            scale=grad_scale)
 
 
+# Under this many logits Numba runs one chunk: the random problems stay there, where each
+# combination of options costs no compilation of its own, and the parallel kernel's chunks
+# are checked on fixed problems below (``test_cross_entropy_in_parallel_chunks``).
+SERIAL_LOGITS = 16_384  # twice numba_backend.CE_CHUNK_ELEMENTS
+
+
 @st.composite
 def ce_problems(draw):
-    rows = draw(st.integers(1, 64))
     classes = draw(st.sampled_from([1, 2, 3, 10, 31, 33, 100, 257, 1000, 1500, 5000]))
+    rows = draw(st.integers(1, min(64, (SERIAL_LOGITS - 1) // classes)))
     soft = draw(st.booleans())
     return rows, classes, soft
 
@@ -132,6 +138,32 @@ def test_cross_entropy_matches_reference(backend, problem, seed, reduction, dtyp
            scale=None if reduction == "none" else float(np.abs(expected_value)) + 1.0)
     unit = 1.0 / rows if reduction == "mean" else 1.0  # the size of one softmax term
     _close(grad, expected_grad, dtype, scale=float(np.max(np.abs(expected_grad))) + unit)
+
+
+@pytest.mark.parametrize("dtype,reduction", [(np.float32, "mean"), (np.float32, "none"),
+                                             (np.float64, "sum")])
+def test_cross_entropy_in_parallel_chunks(backend, dtype, reduction):
+    """Problems of several chunks (rows split across threads, partial sums added in a fixed
+    order), with each option that reaches the kernel: hard labels with ignored rows, class
+    weights and smoothing, then soft labels."""
+    rng = np.random.default_rng(11)
+    rows, classes = 37, 1500  # 55 500 logits: six chunks, the last one short
+    assert rows * classes >= 3 * SERIAL_LOGITS
+    x = rng.normal(0, 3, (rows, classes)).astype(dtype)
+    hard = rng.integers(0, classes, rows)
+    hard[::4] = -100
+    soft = rng.random((rows, classes))
+    soft = (soft / soft.sum(1, keepdims=True)).astype(dtype)
+    cw = rng.uniform(0.2, 2, classes).astype(dtype)
+    for t, options in ((hard, {"class_weight": cw, "label_smoothing": 0.1}), (soft, {})):
+        value, grad = lb.cross_entropy.value_and_grad(
+            on(backend, t), on(backend, x), reduction=reduction, backend=backend,
+            **{k: on(backend, v) if isinstance(v, np.ndarray) else v for k, v in options.items()})
+        expected_value, expected_grad = ce_reference(t, x, reduction=reduction, **options)
+        _close(value, expected_value, dtype,
+               scale=None if reduction == "none" else float(np.abs(expected_value)) + 1.0)
+        unit = 1.0 / rows if reduction == "mean" else 1.0
+        _close(grad, expected_grad, dtype, scale=float(np.max(np.abs(expected_grad))) + unit)
 
 
 @pytest.mark.parametrize("shape,axis", [((4, 7, 5), 1), ((3, 6), 0), ((2, 3, 4), -1)])
