@@ -77,10 +77,12 @@ def test_matches_reference(backend, loss, shape, seed, reduction, dtype, weighte
     # Each (loss variant, dtype, weighted, op) is a kernel Numba compiles (seconds each on
     # CI's cold cache): on Numba, weights in float64 only and the value alone and gradient
     # alone unweighted; the weighted loop is the same code for every loss (test_losses
-    # covers it in float32)
+    # covers it in float32). Options other than the defaults may pick a kernel of their own
+    # (an integer gamma, poisson_nll's flags): on Numba those run value_and_grad alone
     sparing = backend == "numba"
     weighted = weighted and not (sparing and dtype == np.float32)
     rng = np.random.default_rng(seed)
+    defaults = option % len(OPTIONS[loss]) == 0
     options = OPTIONS[loss][option % len(OPTIONS[loss])]
     y, p = inputs(loss, rng, shape, dtype, options)
     weight = rng.uniform(0, 2, shape[-1:]).astype(dtype) if weighted else None
@@ -101,7 +103,7 @@ def test_matches_reference(backend, loss, shape, seed, reduction, dtype, weighte
     grad_scale = max(float(np.max(np.abs(expected_grad))), unit)
     _close(value, expected_value, dtype, value_scale)
     _close(grad, expected_grad, dtype, grad_scale)
-    if sparing and weighted:
+    if sparing and (weighted or not defaults):
         return
     # value alone and gradient alone: what the fused call gives
     _close(function(*args, **kwargs), host(value).astype(np.float64), dtype, value_scale)
@@ -133,14 +135,25 @@ def test_gradient_matches_finite_differences(backend, loss, options):
     weight = np.random.default_rng(5).uniform(0.5, 2, p.shape)
     function = getattr(lb, loss)
     kwargs = {"weight": on(backend, weight), "backend": backend, **options}
+    # on Numba, options other than the defaults run value_and_grad alone, as in
+    # test_matches_reference (their own kernels, compiled once for both tests)
+    fused = backend == "numba" and options != OPTIONS[loss][0]
 
     def losses(q):  # every element's own loss: one call gives every partial derivative
-        return host(function(on(backend, y), on(backend, q), reduction="none", **kwargs))
+        q = on(backend, q)
+        if fused:
+            return host(function.value_and_grad(on(backend, y), q, reduction="none", **kwargs)[0])
+        return host(function(on(backend, y), q, reduction="none", **kwargs))
+
+    def gradient(reduction):
+        call = function.value_and_grad if fused else function.grad
+        result = call(on(backend, y), on(backend, p), reduction=reduction, **kwargs)
+        return host(result[1] if fused else result)
 
     h = 1e-6 * np.maximum(1.0, np.abs(p))
     numeric = (losses(p + h) - losses(p - h)) / (2 * h)
     for reduction, scale in (("none", 1.0), ("sum", 1.0), ("mean", 1.0 / p.size)):
-        grad = host(function.grad(on(backend, y), on(backend, p), reduction=reduction, **kwargs))
+        grad = gradient(reduction)
         np.testing.assert_allclose(grad, numeric * scale, rtol=1e-6, atol=1e-8 * scale)
 
 
