@@ -5,8 +5,10 @@ from __future__ import annotations
 import pytest
 
 torch = pytest.importorskip("torch", reason="torch is not installed (pip install 'lossbackends[torch]')")
+import numpy as np  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
+import lossbackends as lb  # noqa: E402
 import lossbackends.torch as lbt  # noqa: E402
 
 D = torch.float64
@@ -473,6 +475,32 @@ def test_inplace_backward_under_compile_is_a_clear_error():
                              fullgraph=True, backend="eager")
     with pytest.raises(Exception, match="inplace_backward=True is eager-only"):
         compiled(logits)
+
+
+def test_plain_api_under_compile_runs_eagerly():
+    """A plain call (torch tensors or NumPy arrays) inside torch.compile is a graph break
+    where it runs eagerly, Dynamo never tracing our dispatch or NumPy code: the values and
+    gradients of eager mode, out= written; fullgraph=True refuses the graph break."""
+    labels, logits = torch.tensor([0, 1, 2, 0]), torch.randn(4, 3, generator=_gen(21), dtype=D)
+    want_value, want_grad = lb.cross_entropy.value_and_grad(labels, logits)
+    out = logits.clone()
+    value, grad = torch.compile(lambda t, q: lb.cross_entropy.value_and_grad(t, q, out=q),
+                                backend="eager")(labels, out)
+    assert grad is out and torch.equal(out, want_grad) and torch.equal(value, want_value)
+    a, b = torch.zeros(3, dtype=D), torch.ones(3, dtype=D)
+    third = torch.full((3,), 2 / 3, dtype=D)  # mse's gradient and Hessian: 2 (b - a) / n, 2 / n
+    value, grad, (grad2, hess) = torch.compile(
+        lambda a, b: (lb.mse(a, b), lb.mse.grad(a, b), lb.mse.grad_and_hess(a, b)),
+        backend="eager")(a, b)
+    assert value.item() == 1.0
+    for got in (grad, grad2, hess):
+        torch.testing.assert_close(got, third)
+    y, p = np.zeros(3), np.ones(3)  # (Dynamo traces NumPy code as torch's)
+    got = torch.compile(lambda y, p: lb.mse.grad(y, p, out=p), backend="eager")(y, p)
+    assert got is p
+    np.testing.assert_allclose(p, third.numpy())
+    with pytest.raises(RuntimeError, match="use lossbackends.torch's losses"):
+        torch.compile(lambda a, b: lb.mse(a, b), fullgraph=True, backend="eager")(a, b)
 
 
 def test_torch_func_grad_vjp_and_vmap():
