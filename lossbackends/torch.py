@@ -445,10 +445,9 @@ def _apply(name: str, entry: _Entry, input: Tensor, target: Tensor, options: dic
     inplace = (options["inplace_backward"] and isinstance(input, Tensor) and input.requires_grad
                and torch.is_grad_enabled())
     if inplace and (_is_compiling() or _C._functorch.peek_interpreter_stack() is not None):
-        raise RuntimeError(
-            f"{name}: inplace_backward=True is eager-only (it mutates input inside an "
-            "autograd.Function, which torch.compile and torch.func cannot trace); drop it "
-            "there: the default keeps a separate gradient buffer")
+        from ._untraced import refuse_inplace  # (torch.compile, torch.func: Dynamo is loaded)
+
+        refuse_inplace(name)  # raises, also where torch.compile graph-breaks at it
     reduction = options["reduction"]
     if options.get("size_average") is not None or options.get("reduce") is not None:
         reduction = torch.nn._reduction.legacy_get_string(options["size_average"],
