@@ -35,7 +35,14 @@ tensor([[-0.1705,  0.1212,  0.0493],
 Differences from ``torch.nn.functional`` (documented per function): ``binary_cross_entropy``
 clips the probabilities at ``e = max(eps, finfo(dtype).eps)`` (torch clamps each log at
 -100 instead): the same results for ``p`` in ``[e, 1 - e]``. Shapes must match exactly (no
-broadcasting of ``target``). Second derivatives raise ``RuntimeError``.
+broadcasting of ``target``). Second derivatives raise ``RuntimeError``: ours in eager mode
+and under torch.func; under ``torch.compile``, torch's. There the backward is
+AOTAutograd's compiled graph, which traced our autograd formula once, so the formula
+does not run at backward time: a ``.backward()`` through the gradient raises torch's
+"does not currently support double backward", and ``torch.autograd.grad(..., inputs)``
+finds no path to ``input`` (AOTAutograd saves the fused gradient detached, as it saves
+every tensor made inside the graph): "appears to not have been used in the graph", or
+``None`` with ``allow_unused=True``, as for torch's own compiled ``cross_entropy``.
 
 ``inplace_backward=True`` (keyword) writes the gradient into ``input``'s memory during the
 forward (no buffer besides the logits: the fused cross-entropy trick), when a gradient is

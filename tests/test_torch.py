@@ -510,6 +510,25 @@ def test_plain_api_under_compile_runs_eagerly():
         torch.compile(lambda a, b: lb.mse(a, b), fullgraph=True, backend="eager")(a, b)
 
 
+def test_second_derivatives_under_compile_are_torch_s_to_refuse():
+    """Under torch.compile the backward is AOTAutograd's compiled graph, which traced our
+    autograd formula once: it does not run at backward time, and cannot raise ours. A
+    second derivative through the compiled region is never a number: ``.backward()`` gives
+    torch's error; the saved gradient (detached by AOTAutograd) links nothing to input, so
+    ``autograd.grad`` says input was not used (None with allow_unused=True, as for
+    torch's own compiled cross_entropy)."""
+    compiled = torch.compile(lambda q: lbt.mse_loss(q, torch.zeros_like(q)), fullgraph=True,
+                             backend="aot_eager")
+    x = torch.ones(3, dtype=D, requires_grad=True)
+    (grad,) = torch.autograd.grad(compiled(x), x, create_graph=True)
+    torch.testing.assert_close(grad, torch.full((3,), 2 / 3, dtype=D))
+    with pytest.raises(RuntimeError, match="not have been used in the graph"):
+        torch.autograd.grad(grad.sum(), x, retain_graph=True)
+    assert torch.autograd.grad(grad.sum(), x, allow_unused=True, retain_graph=True) == (None,)
+    with pytest.raises(RuntimeError, match="does not currently support double backward"):
+        grad.sum().backward()
+
+
 def test_torch_func_grad_vjp_and_vmap():
     """torch.func.grad, vjp and vmap(grad) equal those of torch.nn.functional's loss;
     second and forward-mode derivatives raise the clear errors."""
