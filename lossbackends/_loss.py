@@ -442,7 +442,7 @@ def _with_conventions(doc: str, options: tuple, class_indices: bool) -> str:
 # Dynamo runs imports as it traces), a torch.compiler.disable'd function: torch's own way
 # to keep code out of a graph. Dynamo graph-breaks at it and runs it eagerly, off for
 # every frame below. torch is looked up, never imported: without it the check is one
-# dict lookup a call (~15 ns); with it, also torch.compiler.is_dynamo_compiling (False
+# dict lookup a call (15-30 ns); with it, also torch.compiler.is_dynamo_compiling (False
 # unless Dynamo traces it), bound once (~40 ns, where looking it up each time took ~150).
 _MODULES = sys.modules
 
