@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import inspect
 import operator
+import sys
 import warnings
 from collections.abc import Callable
 from typing import Any, NamedTuple
@@ -434,6 +435,32 @@ def _with_conventions(doc: str, options: tuple, class_indices: bool) -> str:
     return "\n".join(lines[:at] + block + lines[at:])
 
 
+# --- under torch.compile ----------------------------------------------------------------
+# Dynamo would trace a plain call into our dispatch, NumPy and Numba's compiler (with NumPy
+# arrays replaced by its own) and fail there. So each entry point first asks whether
+# Dynamo is tracing it, and if so hands the call to ``_untraced.run`` (imported there:
+# Dynamo runs imports as it traces), a torch.compiler.disable'd function: torch's own way
+# to keep code out of a graph. Dynamo graph-breaks at it and runs it eagerly, off for
+# every frame below. torch is looked up, never imported: without it the check is one
+# dict lookup a call (15-30 ns); with it, also torch.compiler.is_dynamo_compiling (False
+# unless Dynamo traces it), bound once (~40 ns, where looking it up each time took ~150).
+_MODULES = sys.modules
+
+
+def _first_traced() -> bool:
+    """``_traced()``, whether Dynamo is tracing this call, the first time torch is
+    imported: it binds ``_traced`` to torch.compiler.is_dynamo_compiling."""
+    global _traced
+    torch = _MODULES["torch"]
+    if torch is None:  # torch's import blocked (sys.modules["torch"] = None)
+        return False
+    _traced = torch.compiler.is_dynamo_compiling
+    return _traced()
+
+
+_traced = _first_traced
+
+
 class Loss:
     """A loss function and its gradient with respect to ``y_pred``.
 
@@ -490,11 +517,21 @@ class Loss:
 
     def __call__(self, y_true: Any, y_pred: Any, *, reduction: str = "mean",
                  backend: str | None = None, **options: Any) -> Any:
+        if "torch" in _MODULES and _traced():
+            from ._untraced import run
+
+            return run(self, "__call__", y_true, y_pred, reduction=reduction, backend=backend,
+                       **options)
         return self._run(y_true, y_pred, reduction, backend, options, True, None)[0]
 
     def grad(self, y_true: Any, y_pred: Any, *, reduction: str = "mean",
              backend: str | None = None, out: Any = None, **options: Any) -> Any:
         """The gradient ``d loss / d y_pred``, shaped like ``y_pred``."""
+        if "torch" in _MODULES and _traced():
+            from ._untraced import run
+
+            return run(self, "grad", y_true, y_pred, reduction=reduction, backend=backend,
+                       out=out, **options)
         out = _WANT_GRAD if out is None else out
         return self._run(y_true, y_pred, reduction, backend, options, False, out)[1]
 
@@ -502,6 +539,11 @@ class Loss:
                        backend: str | None = None, out: Any = None,
                        **options: Any) -> tuple[Any, Any]:
         """``(value, gradient)`` computed in one fused pass over the inputs."""
+        if "torch" in _MODULES and _traced():
+            from ._untraced import run
+
+            return run(self, "value_and_grad", y_true, y_pred, reduction=reduction,
+                       backend=backend, out=out, **options)
         out = _WANT_GRAD if out is None else out
         return self._run(y_true, y_pred, reduction, backend, options, True, out)
 
@@ -519,6 +561,11 @@ class Loss:
         ``out=`` of two results: that one is a new array (``out=(None, hess_out)`` writes
         the Hessian into ``hess_out`` and returns a new gradient).
         """
+        if "torch" in _MODULES and _traced():
+            from ._untraced import run
+
+            return run(self, "grad_and_hess", y_true, y_pred, reduction=reduction,
+                       backend=backend, out=out, **options)
         if out is None:
             grad_out = hess_out = _WANT_GRAD
         else:

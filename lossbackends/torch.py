@@ -35,7 +35,14 @@ tensor([[-0.1705,  0.1212,  0.0493],
 Differences from ``torch.nn.functional`` (documented per function): ``binary_cross_entropy``
 clips the probabilities at ``e = max(eps, finfo(dtype).eps)`` (torch clamps each log at
 -100 instead): the same results for ``p`` in ``[e, 1 - e]``. Shapes must match exactly (no
-broadcasting of ``target``). Second derivatives raise ``RuntimeError``.
+broadcasting of ``target``). Second derivatives raise ``RuntimeError``: ours in eager mode
+and under torch.func; under ``torch.compile``, torch's. There the backward is
+AOTAutograd's compiled graph, which traced our autograd formula once, so the formula
+does not run at backward time: a ``.backward()`` through the gradient raises torch's
+"does not currently support double backward", and ``torch.autograd.grad(..., inputs)``
+finds no path to ``input`` (AOTAutograd saves the fused gradient detached, as it saves
+every tensor made inside the graph): "appears to not have been used in the graph", or
+``None`` with ``allow_unused=True``, as for torch's own compiled ``cross_entropy``.
 
 ``inplace_backward=True`` (keyword) writes the gradient into ``input``'s memory during the
 forward (no buffer besides the logits: the fused cross-entropy trick), when a gradient is
@@ -445,10 +452,9 @@ def _apply(name: str, entry: _Entry, input: Tensor, target: Tensor, options: dic
     inplace = (options["inplace_backward"] and isinstance(input, Tensor) and input.requires_grad
                and torch.is_grad_enabled())
     if inplace and (_is_compiling() or _C._functorch.peek_interpreter_stack() is not None):
-        raise RuntimeError(
-            f"{name}: inplace_backward=True is eager-only (it mutates input inside an "
-            "autograd.Function, which torch.compile and torch.func cannot trace); drop it "
-            "there: the default keeps a separate gradient buffer")
+        from ._untraced import refuse_inplace  # (torch.compile, torch.func: Dynamo is loaded)
+
+        refuse_inplace(name)  # raises, also where torch.compile graph-breaks at it
     reduction = options["reduction"]
     if options.get("size_average") is not None or options.get("reduce") is not None:
         reduction = torch.nn._reduction.legacy_get_string(options["size_average"],

@@ -5,8 +5,10 @@ from __future__ import annotations
 import pytest
 
 torch = pytest.importorskip("torch", reason="torch is not installed (pip install 'lossbackends[torch]')")
+import numpy as np  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
+import lossbackends as lb  # noqa: E402
 import lossbackends.torch as lbt  # noqa: E402
 
 D = torch.float64
@@ -467,12 +469,63 @@ def test_inplace_backward_without_a_gradient_leaves_input_alone():
 
 
 def test_inplace_backward_under_compile_is_a_clear_error():
-    logits = torch.randn(4, 3, dtype=D, requires_grad=True) * 1.0
+    """In both fullgraph modes (without it, a raise that Dynamo traced used to send the
+    frame back to eager mode, which then wrote into input; two lambdas: Dynamo's cache is
+    per code object)."""
+    leaf = torch.randn(4, 3, dtype=D, requires_grad=True)
     t = torch.tensor([0, 1, 2, 0])
-    compiled = torch.compile(lambda q: lbt.cross_entropy(q, t, inplace_backward=True),
-                             fullgraph=True, backend="eager")
-    with pytest.raises(Exception, match="inplace_backward=True is eager-only"):
-        compiled(logits)
+    for compiled in (
+            torch.compile(lambda q: lbt.cross_entropy(q * 1.0, t, inplace_backward=True),
+                          fullgraph=True, backend="eager"),
+            torch.compile(lambda q: lbt.mse_loss(q * 1.0, torch.zeros_like(q),
+                                                 inplace_backward=True), backend="eager")):
+        with pytest.raises(RuntimeError, match="inplace_backward=True is eager-only"):
+            compiled(leaf)
+    assert leaf.grad is None
+
+
+def test_plain_api_under_compile_runs_eagerly():
+    """A plain call (torch tensors or NumPy arrays) inside torch.compile is a graph break
+    where it runs eagerly, Dynamo never tracing our dispatch or NumPy code: the values and
+    gradients of eager mode, out= written; fullgraph=True refuses the graph break."""
+    labels, logits = torch.tensor([0, 1, 2, 0]), torch.randn(4, 3, generator=_gen(21), dtype=D)
+    want_value, want_grad = lb.cross_entropy.value_and_grad(labels, logits)
+    out = logits.clone()
+    value, grad = torch.compile(lambda t, q: lb.cross_entropy.value_and_grad(t, q, out=q),
+                                backend="eager")(labels, out)
+    assert grad is out and torch.equal(out, want_grad) and torch.equal(value, want_value)
+    a, b = torch.zeros(3, dtype=D), torch.ones(3, dtype=D)
+    third = torch.full((3,), 2 / 3, dtype=D)  # mse's gradient and Hessian: 2 (b - a) / n, 2 / n
+    value, (grad, hess) = torch.compile(lambda a, b: (lb.mse(a, b), lb.mse.grad_and_hess(a, b)),
+                                        backend="eager")(a, b)
+    assert value.item() == 1.0
+    torch.testing.assert_close(grad, third)
+    torch.testing.assert_close(hess, third)
+    y, p = np.zeros(3), np.ones(3)  # NumPy arrays (Dynamo traces NumPy code as torch's)
+    got = torch.compile(lambda y, p: lb.mse.grad(y, p, out=p), backend="eager")(y, p)
+    assert got is p
+    np.testing.assert_allclose(p, third.numpy())
+    with pytest.raises(RuntimeError, match="use lossbackends.torch's losses"):
+        torch.compile(lambda a, b: lb.mse(a, b), fullgraph=True, backend="eager")(a, b)
+
+
+def test_second_derivatives_under_compile_are_torch_s_to_refuse():
+    """Under torch.compile the backward is AOTAutograd's compiled graph, which traced our
+    autograd formula once: it does not run at backward time, and cannot raise ours. A
+    second derivative through the compiled region is never a number: ``.backward()`` gives
+    torch's error; the saved gradient (detached by AOTAutograd) links nothing to input, so
+    ``autograd.grad`` says input was not used (None with allow_unused=True, as for
+    torch's own compiled cross_entropy)."""
+    compiled = torch.compile(lambda q: lbt.mse_loss(q, torch.zeros_like(q)), fullgraph=True,
+                             backend="aot_eager")
+    x = torch.ones(3, dtype=D, requires_grad=True)
+    (grad,) = torch.autograd.grad(compiled(x), x, create_graph=True)
+    torch.testing.assert_close(grad, torch.full((3,), 2 / 3, dtype=D))
+    with pytest.raises(RuntimeError, match="not have been used in the graph"):
+        torch.autograd.grad(grad.sum(), x, retain_graph=True)
+    assert torch.autograd.grad(grad.sum(), x, allow_unused=True, retain_graph=True) == (None,)
+    with pytest.raises(RuntimeError, match="does not currently support double backward"):
+        grad.sum().backward()
 
 
 def test_torch_func_grad_vjp_and_vmap():
