@@ -4,9 +4,10 @@
 Imported only where torch and Dynamo are loaded already: from inside a call that Dynamo
 is tracing (``torch.compiler.is_dynamo_compiling()``; Dynamo runs an ``import`` as it
 traces), or for the refusal under torch.func (which loads Dynamo). So ``import
-lossbackends`` and ``import lossbackends.torch`` never load Dynamo (~2 s) for it. A ``torch.compiler.disable``'d function is where Dynamo
-graph-breaks; it then runs it with Dynamo off for every frame below it (our dispatch,
-NumPy, Numba's compiler), on the real arrays. ``fullgraph=True`` forbids the graph break:
+lossbackends`` and ``import lossbackends.torch`` never load Dynamo (~2 s) for it. A
+``torch.compiler.disable``'d function is where Dynamo graph-breaks; it then runs it with
+Dynamo off for every frame below it (our dispatch, NumPy, Numba's compiler), on the real
+arrays. ``fullgraph=True`` forbids the graph break:
 its error gives the function's ``reason`` (torch 2.8 and later).
 """
 
