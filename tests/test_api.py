@@ -234,8 +234,9 @@ def test_calls_from_many_threads_agree(backend):
     if backend == "cupy":
         pytest.skip("host threads sharing one GPU stream: covered by the GPU tests")
     rng = np.random.default_rng(13)
-    y = rng.normal(size=400_000)
-    p = rng.normal(size=400_000)
+    # float32, as test_large_float32_sum_is_accurate: the same parallel kernel, one compile
+    y = rng.normal(size=400_000).astype(np.float32)
+    p = rng.normal(size=400_000).astype(np.float32)
     expected = lb.mse(y, p, backend=backend)
     results = []
 
