@@ -232,20 +232,15 @@ def test_local_cluster_of_two_processes_with_a_cold_numba_cache(tmp_path):
                                   dashboard_address=None, env=env) as cluster, \
             distributed.Client(cluster) as client:
         rng = np.random.default_rng(5)
+        # (one loss: the row kernels compile and cache through the same Numba calls)
         x = rng.normal(size=(4000, 10)).astype(np.float32)
-        t = rng.integers(0, 10, 4000)
-        t[::7] = -100
-        dx, dt = da.from_array(x, chunks=(500, 10)), da.from_array(t, chunks=500)
-        value, grad = lb.cross_entropy.value_and_grad(dt, dx, backend="numba")
-        mse_value, mse_grad = lb.mse.value_and_grad(dx, dx * 0.5, backend="numba")
-        results = client.compute([value, grad, mse_value, mse_grad], sync=True)
+        dx = da.from_array(x, chunks=(500, 10))
+        value, grad = lb.mse.value_and_grad(dx, dx * 0.5, backend="numba")
+        results = client.compute([value, grad], sync=True)
         assert client.run(lambda: os.environ["NUMBA_CACHE_DIR"]) and len(client.run(os.getpid)) == 2
-    expected = lb.cross_entropy.value_and_grad(t, x, backend="numba")
+    expected = lb.mse.value_and_grad(x, x * 0.5, backend="numba")
     np.testing.assert_array_equal(results[1], expected[1])
     np.testing.assert_allclose(results[0], expected[0], rtol=2e-6)
-    expected = lb.mse.value_and_grad(x, x * 0.5, backend="numba")
-    np.testing.assert_array_equal(results[3], expected[1])
-    np.testing.assert_allclose(results[2], expected[0], rtol=2e-6)
     assert any(tmp_path.rglob("*.nbi"))  # the workers wrote the cache
 
 
