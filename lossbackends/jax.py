@@ -19,8 +19,9 @@ arguments' shapes and dtypes (once per signature): a bad shape, dtype or option 
 nothing traced is the plain call (a JAX array back): a class index outside ``[0, C)``
 raises ``ValueError`` there, as in ``lossbackends.cross_entropy``. Inside a traced call it
 cannot raise (an exception in a callback is undefined): its row gets a NaN loss and
-gradient, as ``check_labels=False`` gives. JAX arrays on a GPU raise ``ValueError`` (no
-silent copy to the host).
+gradient, as ``check_labels=False`` gives (an explicit ``check_labels=True`` there raises
+``ValueError`` while tracing). JAX arrays on a GPU raise ``ValueError`` (no silent copy to
+the host).
 
 >>> import jax, jax.numpy as jnp, lossbackends.jax as lbj
 >>> logits, labels = jnp.array([[2.0, 1.0, 0.1], [0.5, 0.2, 3.0]]), jnp.array([0, 2])
@@ -240,6 +241,12 @@ def _make(name: str) -> Callable:
                             f"(static), not arrays ({exc})") from None
         if name == "cross_entropy":
             # a traced call cannot raise: NaN rows instead
+            if options.get("check_labels", False):
+                raise ValueError(
+                    "lossbackends.jax.cross_entropy: check_labels=True cannot raise inside a "
+                    "traced call (jit, grad, vmap: an exception in a callback is undefined); "
+                    "there a label outside [0, C) gives its row a NaN loss and gradient. Drop "
+                    "check_labels, or check the labels outside the traced function")
             static = tuple(sorted({**options, "check_labels": False}.items()))
         f = _function(name, reduction, static, tuple(names))
         value = f(y, p, *arrays)

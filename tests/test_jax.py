@@ -146,6 +146,15 @@ def test_bad_label_gives_nan_rows_inside_jit():
     grad = np.asarray(jax.jit(jax.grad(lambda x: lbj.cross_entropy(t, x, reduction="sum")))(x))
     assert np.isnan(losses[1]) and np.isfinite(losses[[0, 2]]).all()
     assert np.isnan(grad[1]).all() and np.isfinite(grad[[0, 2]]).all()
+    # an explicit check_labels=True cannot be kept there: an error while tracing, not a
+    # silently unchecked call; outside a trace it raises for the bad label, as lb's does
+    with pytest.raises(ValueError, match="check_labels=True cannot raise inside a traced"):
+        jax.jit(lambda x: lbj.cross_entropy(t, x, check_labels=True))(x)
+    np.testing.assert_array_equal(  # check_labels=False: the NaN rows, as the default
+        np.asarray(jax.jit(lambda x: lbj.cross_entropy(t, x, reduction="none",
+                                                       check_labels=False))(x)), losses)
+    with pytest.raises(ValueError, match="9"):
+        lbj.cross_entropy(t, x, check_labels=True)
 
 
 def test_gpu_arrays_raise(monkeypatch):
