@@ -438,9 +438,9 @@ def _with_conventions(doc: str, options: tuple, class_indices: bool) -> str:
 # --- under torch.compile ----------------------------------------------------------------
 # Dynamo would trace a plain call into our dispatch, NumPy and Numba's compiler (with NumPy
 # arrays replaced by its own) and fail there. So each entry point first asks whether
-# Dynamo is tracing it, and if so hands the call to ``_untraced.run`` (imported there:
-# Dynamo runs imports as it traces), a torch.compiler.disable'd function: torch's own way
-# to keep code out of a graph. Dynamo graph-breaks at it and runs it eagerly, off for
+# Dynamo is tracing it, and if so hands the call to ``_untraced.run`` through ``_eagerly``
+# (which imports it then: Dynamo runs imports as it traces), a torch.compiler.disable'd
+# function: torch's own way to keep code out of a graph. Dynamo graph-breaks at it and runs it eagerly, off for
 # every frame below. torch is looked up, never imported: without it the check is one
 # dict lookup a call (15-30 ns); with it, also torch.compiler.is_dynamo_compiling (False
 # unless Dynamo traces it), bound once (~40 ns, where looking it up each time took ~150).
@@ -459,6 +459,13 @@ def _first_traced() -> bool:
 
 
 _traced = _first_traced
+
+
+def _eagerly(loss: Loss, method: str, *args: Any, **kwargs: Any) -> Any:
+    """``loss.<method>(*args, **kwargs)`` outside Dynamo's trace (see above)."""
+    from ._untraced import run
+
+    return run(loss, method, *args, **kwargs)
 
 
 class Loss:
@@ -518,20 +525,16 @@ class Loss:
     def __call__(self, y_true: Any, y_pred: Any, *, reduction: str = "mean",
                  backend: str | None = None, **options: Any) -> Any:
         if "torch" in _MODULES and _traced():
-            from ._untraced import run
-
-            return run(self, "__call__", y_true, y_pred, reduction=reduction, backend=backend,
-                       **options)
+            return _eagerly(self, "__call__", y_true, y_pred, reduction=reduction,
+                            backend=backend, **options)
         return self._run(y_true, y_pred, reduction, backend, options, True, None)[0]
 
     def grad(self, y_true: Any, y_pred: Any, *, reduction: str = "mean",
              backend: str | None = None, out: Any = None, **options: Any) -> Any:
         """The gradient ``d loss / d y_pred``, shaped like ``y_pred``."""
         if "torch" in _MODULES and _traced():
-            from ._untraced import run
-
-            return run(self, "grad", y_true, y_pred, reduction=reduction, backend=backend,
-                       out=out, **options)
+            return _eagerly(self, "grad", y_true, y_pred, reduction=reduction,
+                            backend=backend, out=out, **options)
         out = _WANT_GRAD if out is None else out
         return self._run(y_true, y_pred, reduction, backend, options, False, out)[1]
 
@@ -540,10 +543,8 @@ class Loss:
                        **options: Any) -> tuple[Any, Any]:
         """``(value, gradient)`` computed in one fused pass over the inputs."""
         if "torch" in _MODULES and _traced():
-            from ._untraced import run
-
-            return run(self, "value_and_grad", y_true, y_pred, reduction=reduction,
-                       backend=backend, out=out, **options)
+            return _eagerly(self, "value_and_grad", y_true, y_pred, reduction=reduction,
+                            backend=backend, out=out, **options)
         out = _WANT_GRAD if out is None else out
         return self._run(y_true, y_pred, reduction, backend, options, True, out)
 
@@ -562,10 +563,8 @@ class Loss:
         the Hessian into ``hess_out`` and returns a new gradient).
         """
         if "torch" in _MODULES and _traced():
-            from ._untraced import run
-
-            return run(self, "grad_and_hess", y_true, y_pred, reduction=reduction,
-                       backend=backend, out=out, **options)
+            return _eagerly(self, "grad_and_hess", y_true, y_pred, reduction=reduction,
+                            backend=backend, out=out, **options)
         if out is None:
             grad_out = hess_out = _WANT_GRAD
         else:
