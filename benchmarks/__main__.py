@@ -24,8 +24,8 @@ import sys
 import time
 from pathlib import Path
 
-# Numba's parallel kernels and PyTorch's CPU kernels each run an OpenMP thread pool (two
-# runtimes: Numba's omp layer and torch's bundled libgomp), and the suite calls them in
+# PyTorch's CPU kernels run an OpenMP thread pool (torch's bundled libgomp; so may the
+# triad's Numba kernel, on Numba's omp layer), and the suite calls the providers in
 # turn. By default an OpenMP thread spins after its work, so on two cores the next
 # provider's threads waited for a scheduler tick: measured here with other jobs running,
 # PyTorch's MSE at n = 1e4 took 9.2 ms a call in turn with Numba against 21 us alone, and

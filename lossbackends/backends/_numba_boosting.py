@@ -6,10 +6,12 @@ are checked in the same pass. Imported by ``lossbackends._boosting`` on first us
 
 from __future__ import annotations
 
-from numba import prange
+import numpy as np
 
+from . import _threads
 from ._numba_math import inline
-from .numba_backend import PARALLEL_MIN_ELEMENTS, _jit, _parallel
+from ._threads import claim
+from .numba_backend import CHUNKS, PARALLEL_MIN_ELEMENTS, _jit
 
 
 @inline
@@ -23,7 +25,7 @@ def _element(grad, hess, i, g_scale, h_scale, bound, fixed, constant):
 
 
 def _finish(grad, hess, weight, labels, columns, grad_scale, hess_scale, floor, weigh,
-            constant):
+            constant, chunks, worsts, claims):
     dtype = grad.dtype.type
     g_scale, h_scale = dtype(grad_scale), dtype(hess_scale)
     low, fixed, is_constant = dtype(floor), dtype(constant), constant > 0
@@ -32,44 +34,53 @@ def _finish(grad, hess, weight, labels, columns, grad_scale, hess_scale, floor, 
     # are larger; -0.0 too, which the caller tells apart). An integer max: one vector
     # instruction per 8 labels, exact in any order (counting them cost three times more)
     check = labels.size > 0
-    worst = labels.dtype.type(0)
-    if weight.size == 0:  # one scale for every element: plain loops, vectorised
-        if grad_scale != 1.0:  # (a scale of 1 leaves the gradient unread)
-            for i in prange(grad.size):
-                grad[i] = grad[i] * g_scale
-        for i in prange(hess.size):
-            if is_constant:
-                hess[i] = fixed
-            else:
-                h = hess[i] * h_scale
-                hess[i] = low if h < low else h  # max(h, floor), NaN kept
-            if check:
-                worst = max(worst, labels[i])
-        return worst
-    if columns == 1:  # a weight per element (binary, regression): a flat loop, vectorised
-        for i in prange(hess.size):  # (the row loop below took 10x as long here)
-            w = dtype(weight[i])
-            gw = g_scale * w if weigh else g_scale
-            hw = h_scale * w if weigh else h_scale
-            _element(grad, hess, i, gw, hw, low * w, fixed * w, is_constant)
-            if check:
-                worst = max(worst, labels[i])
-        return worst
-    for row in prange(weight.size):
-        w = dtype(weight[row])
-        gw, hw = (g_scale * w, h_scale * w) if weigh else (g_scale, h_scale)
-        start = row * columns
-        for i in range(start, start + columns):
-            _element(grad, hess, i, gw, hw, low * w, fixed * w, is_constant)
-            if check:
-                worst = max(worst, labels[i])
-    return worst
+    result = labels.dtype.type(0)
+    rows = hess.size // columns if columns else 0
+    size = (rows + chunks - 1) // chunks
+    chunk = claim(claims, -1)
+    while chunk < chunks:  # chunks of rows (of ``columns`` elements)
+        start = min(rows, chunk * size) * columns
+        stop = min(rows, chunk * size + size) * columns
+        worst = labels.dtype.type(0)
+        if weight.size == 0:  # one scale for every element: plain loops, vectorised
+            if grad_scale != 1.0:  # (a scale of 1 leaves the gradient unread)
+                for i in range(start, stop):
+                    grad[i] = grad[i] * g_scale
+            for i in range(start, stop):
+                if is_constant:
+                    hess[i] = fixed
+                else:
+                    h = hess[i] * h_scale
+                    hess[i] = low if h < low else h  # max(h, floor), NaN kept
+                if check:
+                    worst = max(worst, labels[i])
+        elif columns == 1:  # a weight per element (binary, regression): a flat loop,
+            for i in range(start, stop):  # vectorised (the row loop took 10x as long here)
+                w = dtype(weight[i])
+                gw = g_scale * w if weigh else g_scale
+                hw = h_scale * w if weigh else h_scale
+                _element(grad, hess, i, gw, hw, low * w, fixed * w, is_constant)
+                if check:
+                    worst = max(worst, labels[i])
+        else:
+            for row in range(start // columns, stop // columns):
+                w = dtype(weight[row])
+                gw, hw = (g_scale * w, h_scale * w) if weigh else (g_scale, h_scale)
+                for i in range(row * columns, row * columns + columns):
+                    _element(grad, hess, i, gw, hw, low * w, fixed * w, is_constant)
+                    if check:
+                        worst = max(worst, labels[i])
+        if claims.size:  # shared: the caller takes the max of the chunks'
+            worsts[chunk] = worst
+        else:
+            result = max(result, worst)
+        chunk = claim(claims, chunk)
+    return result
 
 
-# one thread below PARALLEL_MIN_ELEMENTS (no thread start-up), both cores above: the pass
-# took a quarter of a binary logistic objective's call at n = 1e6 on one
-_SERIAL = _jit(_finish, "boosting_finish_serial")
-_PARALLEL = _jit(_finish, "boosting_finish_parallel", parallel=True)
+# one thread below PARALLEL_MIN_ELEMENTS, shared among the threads above (``_threads``):
+# the pass took a quarter of a binary logistic objective's call at n = 1e6 on one
+_FINISH = _jit(_finish, "boosting_finish")
 
 
 def finish(grad, hess, weight, labels, columns, grad_scale, hess_scale, floor, weigh,
@@ -83,6 +94,8 @@ def finish(grad, hess, weight, labels, columns, grad_scale, hess_scale, floor, w
     at most 1.0's bits."""
     args = (grad, hess, weight, labels, columns, grad_scale, hess_scale, floor, weigh,
             constant)
-    if hess.size >= PARALLEL_MIN_ELEMENTS:
-        return _parallel(_PARALLEL, *args)
-    return _SERIAL(*args)
+    if hess.size < PARALLEL_MIN_ELEMENTS:
+        return _FINISH(*args, 1, labels[:0], _threads.NO_CLAIMS)
+    worsts = np.zeros(CHUNKS, labels.dtype)
+    _threads.share(_FINISH, (*args, CHUNKS, worsts), CHUNKS)
+    return worsts.max()

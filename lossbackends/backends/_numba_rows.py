@@ -1,15 +1,17 @@
 """The Numba backend's row losses: cross-entropy, row by row while the row is in cache (max,
 then ``exp`` once per element, written into the gradient buffer, then the gradient in
 place); rows of fewer than ``FEW_CLASSES`` classes without options block by block instead,
-in flat passes over many rows (a short row does not vectorise). Split from ``numba_backend`` (the shared pieces: ``_jit``, ``_sum``, ``_parallel``,
-the chunking constants), so that neither file is a wall as the catalogue grows.
+in flat passes over many rows (a short row does not vectorise). Split from
+``numba_backend`` (the shared pieces: ``_jit``, ``_sum``, ``_shared``, the chunking
+constants), so that neither file is a wall as the catalogue grows. A large input's chunks
+of rows are shared among threads (``_threads``); each thread checks all the labels before
+it writes anything.
 """
 
 from __future__ import annotations
 
 import numba
 import numpy as np
-from numba import prange
 
 from ._host import bad_labels_as_nan, half_in_float32, label_error
 from ._numba_math import (
@@ -24,17 +26,20 @@ from ._numba_math import (
     inline,
     maximum,
 )
+from ._threads import CLAIMS, NO_CLAIMS, claim
 from .numba_backend import (
     _EMPTY,
     _EMPTY_ROWS,
     _NO_LABELS,
+    _NO_PARTIALS,
+    _PARTIALS,
     _UNIT,
     BLOCK,
     CE_CHUNK_ELEMENTS,
     CHUNKS,
     _in_order,
     _jit,
-    _parallel,
+    _shared,
     _sum,
     array_type,
 )
@@ -44,20 +49,29 @@ _ROW_LOSSES = numba.float64[::1]  # per-row losses: float64, allocated here (ali
 _INT, _REAL, _BOOL, _NONE = numba.int64, numba.float64, numba.boolean, numba.none
 
 
-# (the kernel's types function, parallel, its key) -> the row kernel's machine code
+# (the kernel's types function, its key) -> the row kernel's machine code
 _CODE: dict[tuple, object] = {}
+# a row kernel's last arguments: the chunks' sums (see ``_shared``) and the counter of
+# chunks its threads share (see ``_threads``)
+_CHUNK_ARGUMENTS = (_PARTIALS, CLAIMS)
 
 
-def _launch(kernels: tuple, types, key: tuple, chunks: int, args: tuple):
-    """Run the serial (one chunk) or the parallel one of ``kernels`` on ``args``, through
-    its machine code for the argument types ``types(*key)`` (see ``array_type``): compiled
-    once per key, one version for writeable and read-only inputs, and no dispatcher to
-    type the arguments on every call."""
-    parallel = chunks > 1
-    code = _CODE.get((types, parallel, key))
+def _launch(kernel, types, key: tuple, chunks: int, args: tuple) -> tuple[float, int]:
+    """Run ``kernel`` on ``args`` over ``chunks`` chunks of rows (on this thread alone for
+    one, else shared among the threads), through its machine code for the argument types
+    ``types(*key)`` (see ``array_type``): compiled once per key, one version for writeable
+    and read-only inputs, and no dispatcher to type the arguments on every call. Returns
+    (the reduced loss, first bad row or -1)."""
+    code = _CODE.get((types, key))
     if code is None:
-        code = _CODE[types, parallel, key] = kernels[parallel].compile(types(*key))
-    return _parallel(code, *args) if parallel else code(*args)
+        code = _CODE[types, key] = kernel.compile(types(*key))
+    if chunks == 1:
+        total, bad_row, scale = code(*args, _NO_PARTIALS, NO_CLAIMS)
+    else:
+        # every thread checks all the labels before it writes: they agree on the bad row
+        partials, (_, bad_row, scale) = _shared(code, args, chunks)
+        total = _in_order(partials)
+    return total * scale, bad_row
 
 
 INF32 = np.float32(np.inf)  # float32 constants: float32 scores are compared in float32
@@ -108,12 +122,14 @@ def _row_max(x):
 
 
 def _cross_entropy_kernel(x, soft, labels, probs, weighted, class_weight, ignore_index, smoothing,
-                          mean, given_denominator, z_loss, softcap, grad, row_losses, chunks, hess):
+                          mean, given_denominator, z_loss, softcap, grad, row_losses, chunks, hess,
+                          partials, claims):
     """Class indices in ``labels`` or probabilities in ``probs`` (``soft``); the unused one
     and an unused ``class_weight`` are empty arrays, so every call types the same way.
     ``given_denominator`` is the mean's denominator when the caller knows it, else < 0.
     ``z_loss``: PaLM's z lse^2 per kept row (0: off); ``softcap`` > 0 caps the logits at
-    softcap tanh(x / softcap) (0: off). Returns (the reduced loss, first bad row or -1): a
+    softcap tanh(x / softcap) (0: off). Runs ``chunks`` chunks of rows (see ``_launch``).
+    Returns (the chunks' sum, first bad row or -1, the reduction's scale): a
     bad label is found before anything is written, and the caller raises."""
     rows, classes = x.shape
     keep = 1.0 - smoothing
@@ -129,7 +145,7 @@ def _cross_entropy_kernel(x, soft, labels, probs, weighted, class_weight, ignore
             if label == ignore_index:
                 continue
             if label < 0 or label >= classes:
-                return 0.0, r
+                return 0.0, r, 1.0
             denominator += class_weight[label] if weighted else 1.0
             kept_rows += 1
     # the z-loss's "mean" divides by the kept rows' count (Liger-Kernel's rule), not by
@@ -146,20 +162,20 @@ def _cross_entropy_kernel(x, soft, labels, probs, weighted, class_weight, ignore
     inv_cap = x.dtype.type(1.0 / softcap) if capped else x.dtype.type(0.0)
     two_inv_cap = inv_cap + inv_cap
 
-    partials = np.empty(chunks)
     size = (rows + chunks - 1) // chunks
-    for chunk in prange(chunks):
-        # the exps' and softcap's tanh's constants, kept through the loops (see ``held``;
-        # taken in the chunk, as a parallel loop's arguments cannot be tuples of tuples)
-        exp_k, tanh_k = held(EXP32_WIDE), held(TANH32)
+    # the exps' and softcap's tanh's constants, kept through the loops (see ``held``)
+    exp_k, tanh_k = held(EXP32_WIDE), held(TANH32)
+    # a row of exps when no gradient is asked (else they go into the gradient), and a row
+    # of target weights w_c q_c for probabilities
+    exps = np.empty(classes if grad is None else 0, x.dtype)
+    targets = np.empty(classes if soft else 0)
+    # the capped row (softcap tanh(x / softcap)): the logits the loss sees, read again from
+    # cache for the chain rule (x may be the gradient buffer)
+    capped_row = np.empty(classes if capped else 0, x.dtype)
+    result = 0.0
+    chunk = claim(claims, -1)
+    while chunk < chunks:
         total = 0.0
-        # a row of exps when no gradient is asked (else they go into the gradient), and a
-        # row of target weights w_c q_c for probabilities
-        exps = np.empty(classes if grad is None else 0, x.dtype)
-        targets = np.empty(classes if soft else 0)
-        # the capped row (softcap tanh(x / softcap)): the logits the loss sees, read again
-        # from cache for the chain rule (x may be the gradient buffer)
-        capped_row = np.empty(classes if capped else 0, x.dtype)
         for r in range(chunk * size, min(rows, chunk * size + size)):
             xr = x[r]
             label = -1
@@ -285,19 +301,23 @@ def _cross_entropy_kernel(x, soft, labels, probs, weighted, class_weight, ignore
                 for c in range(classes):
                     t = capped_row[c] * inv_cap
                     g[c] = g[c] * (ONE - t * t)
-        partials[chunk] = total
-    return _in_order(partials) * grad_scale, -1
+        if claims.size:  # shared: added in order by the caller (``_in_order``)
+            partials[chunk] = total
+        else:
+            result += total  # the chunks' sums in order
+        chunk = claim(claims, chunk)
+    return result, -1, grad_scale
 
 
-_CE = (_jit(_cross_entropy_kernel, "cross_entropy_serial", parallel=False),
-       _jit(_cross_entropy_kernel, "cross_entropy_parallel", parallel=True))
+_CE = _jit(_cross_entropy_kernel, "cross_entropy")
 
 
 def _cross_entropy_types(dtype, no_grad: bool, no_row_losses: bool, no_hess: bool) -> tuple:
     logits, out = array_type(dtype, 2), array_type(dtype, 2, writes=True)
     return (logits, _BOOL, array_type(np.int64, 1), logits, _BOOL, array_type(dtype, 1), _INT,
             _REAL, _BOOL, _REAL, _REAL, _REAL, _NONE if no_grad else out,
-            _NONE if no_row_losses else _ROW_LOSSES, _INT, _NONE if no_hess else out)
+            _NONE if no_row_losses else _ROW_LOSSES, _INT, _NONE if no_hess else out,
+            *_CHUNK_ARGUMENTS)
 
 
 # --- cross-entropy over rows of few classes, block by block ------------------------------
@@ -312,12 +332,14 @@ FEW_CLASSES = 32
 
 
 def _cross_entropy_few_classes_kernel(x, labels, ignore_index, mean, given_denominator,
-                                      want_value, grad, hess, row_losses, chunks):
+                                      want_value, grad, hess, row_losses, chunks, partials,
+                                      claims):
     """The loss of row r is log(sum_c exp(z_c)) - z_label, z = x_r - max(x_r) (see
     ``_shifted``); the gradient (softmax - onehot) times the reduction's scale; the Hessian
     softmax (1 - softmax) times it. ``grad``, ``hess`` and ``row_losses`` are empty when not
-    wanted (one compiled version for all); without ``want_value`` no loss is computed (0). Returns (the reduced loss, first bad row or -1),
-    the labels checked before anything is written."""
+    wanted (one compiled version for all); without ``want_value`` no loss is computed (0).
+    Runs ``chunks`` chunks of rows (see ``_launch``); returns (the chunks' sum, first bad
+    row or -1, the reduction's scale), the labels checked before anything is written."""
     rows, classes = x.shape
     # the labels first, in one pass without an early exit (it vectorises): the mean's
     # denominator (the kept rows) and whether any label is out of range
@@ -331,7 +353,7 @@ def _cross_entropy_few_classes_kernel(x, labels, ignore_index, mean, given_denom
     if bad:
         for r in range(rows):
             if labels[r] != ignore_index and (labels[r] < 0 or labels[r] >= classes):
-                return 0.0, r
+                return 0.0, r, 1.0
     denominator = given_denominator if given_denominator >= 0.0 else float(kept_rows)
     grad_scale = 1.0 / denominator if mean else 1.0
     scale = x.dtype.type(grad_scale)
@@ -340,17 +362,18 @@ def _cross_entropy_few_classes_kernel(x, labels, ignore_index, mean, given_denom
     flat_grad = grad.reshape(-1)
     flat_hess = hess.reshape(-1)
     block_rows = max(1, BLOCK // classes)
-    partials = np.empty(chunks)
     size = (rows + chunks - 1) // chunks
-    for chunk in prange(chunks):
-        exp_k = held(EXP32_WIDE)  # kept through the loops (see ``held``)
+    exp_k = held(EXP32_WIDE)  # kept through the loops (see ``held``)
+    # per element: the row's max, then its 1 / sum exp; 1 - softmax for an exp of 1
+    # (below); per row: z_label
+    spread = np.empty(block_rows * classes, x.dtype)
+    complement = np.empty(block_rows * classes if want_hess else 0, x.dtype)
+    exps = np.empty(0 if want_grad else block_rows * classes, x.dtype)
+    label_z = np.empty(block_rows, x.dtype)
+    result = 0.0
+    chunk = claim(claims, -1)
+    while chunk < chunks:
         total = 0.0
-        # per element: the row's max, then its 1 / sum exp; 1 - softmax for an exp of 1
-        # (below); per row: z_label
-        spread = np.empty(block_rows * classes, x.dtype)
-        complement = np.empty(block_rows * classes if want_hess else 0, x.dtype)
-        exps = np.empty(0 if want_grad else block_rows * classes, x.dtype)
-        label_z = np.empty(block_rows, x.dtype)
         chunk_stop = min(rows, chunk * size + size)
         for first in range(chunk * size, chunk_stop, block_rows):
             count = min(block_rows, chunk_stop - first)
@@ -424,21 +447,21 @@ def _cross_entropy_few_classes_kernel(x, labels, ignore_index, mean, given_denom
                         flat_hess[start + row: start + row + classes] = 0
                 elif want_grad:
                     es[row + label] -= grad_scale
-        partials[chunk] = total
-    total = 0.0
-    for chunk in range(chunks):  # a fixed order
-        total += partials[chunk]
-    return total * grad_scale, -1
+        if claims.size:  # shared: added in order by the caller (``_in_order``)
+            partials[chunk] = total
+        else:
+            result += total  # the chunks' sums in order
+        chunk = claim(claims, chunk)
+    return result, -1, grad_scale
 
 
-_FEW = (_jit(_cross_entropy_few_classes_kernel, "cross_entropy_few_serial"),
-        _jit(_cross_entropy_few_classes_kernel, "cross_entropy_few_parallel", parallel=True))
+_FEW = _jit(_cross_entropy_few_classes_kernel, "cross_entropy_few")
 
 
 def _few_classes_types(dtype) -> tuple:
     out = array_type(dtype, 2, writes=True)
     return (array_type(dtype, 2), array_type(np.int64, 1), _INT, _BOOL, _REAL, _BOOL, out, out,
-            _ROW_LOSSES, _INT)
+            _ROW_LOSSES, _INT, *_CHUNK_ARGUMENTS)
 
 
 @half_in_float32
@@ -458,7 +481,7 @@ def cross_entropy(target, x, class_weight, params, reduction, scale, grad, want_
                 -1.0 if denominator is None else float(denominator), want_value,
                 empty if grad is None else grad, empty if hess is None else hess,
                 _EMPTY_LOSSES if row_losses is None else row_losses, chunks)
-        kernels, types, key = _FEW, _few_classes_types, (x.dtype,)
+        kernel, types, key = _FEW, _few_classes_types, (x.dtype,)
     else:
         args = (x, soft, _NO_LABELS if soft else target, target if soft else _EMPTY_ROWS[x.dtype],
                 class_weight is not None,
@@ -466,9 +489,9 @@ def cross_entropy(target, x, class_weight, params, reduction, scale, grad, want_
                 ignore_index, smoothing, reduction == "mean",
                 -1.0 if denominator is None else float(denominator), z_loss,
                 0.0 if softcap is None else softcap, grad, row_losses, chunks, hess)
-        kernels, types = _CE, _cross_entropy_types
+        kernel, types = _CE, _cross_entropy_types
         key = (x.dtype, grad is None, row_losses is None, hess is None)
-    value, bad_row = _launch(kernels, types, key, chunks, args)
+    value, bad_row = _launch(kernel, types, key, chunks, args)
     if bad_row >= 0:
         raise label_error(int(target[bad_row]), bad_row, x.shape[1])
     if not want_value:
@@ -483,22 +506,24 @@ def cross_entropy(target, x, class_weight, params, reduction, scale, grad, want_
 
 
 def _multiclass_hinge_kernel(x, labels, weight, margin, mean, given_denominator, grad,
-                             row_losses, chunks):
+                             row_losses, chunks, partials, claims):
     """max(0, m + max_{j != y} s_j - s_y) per row, one read of the row; gradient +1 at the
     first arg-max j != y, -1 at y, where positive. ``weight``: one per row, or empty.
-    Returns (the reduced loss, first bad row or -1), the labels checked first."""
+    Runs ``chunks`` chunks of rows (see ``_launch``); returns (the chunks' sum, first bad row or -1,
+    the reduction's scale), the labels checked first."""
     rows, classes = x.shape
     for r in range(rows):
         if labels[r] < 0 or labels[r] >= classes:
-            return 0.0, r
+            return 0.0, r, 1.0
     denominator = given_denominator if given_denominator >= 0.0 else float(rows)
     row_scale = 1.0 / denominator if mean else 1.0
     weighted = weight.size != 0
     m = x.dtype.type(margin)
     low = x.dtype.type(-np.inf)
-    partials = np.empty(chunks)
     size = (rows + chunks - 1) // chunks
-    for chunk in prange(chunks):
+    result = 0.0
+    chunk = claim(claims, -1)
+    while chunk < chunks:
         total = 0.0
         for r in range(chunk * size, min(rows, chunk * size + size)):
             xr = x[r]
@@ -538,18 +563,21 @@ def _multiclass_hinge_kernel(x, labels, weight, margin, mean, given_denominator,
                 g[label] = -d
             else:
                 g[:] = NAN32 if nan else ZERO
-        partials[chunk] = total
-    return _in_order(partials) * row_scale, -1
+        if claims.size:  # shared: added in order by the caller (``_in_order``)
+            partials[chunk] = total
+        else:
+            result += total  # the chunks' sums in order
+        chunk = claim(claims, chunk)
+    return result, -1, row_scale
 
 
-_HINGE = (_jit(_multiclass_hinge_kernel, "multiclass_hinge_serial", parallel=False),
-          _jit(_multiclass_hinge_kernel, "multiclass_hinge_parallel", parallel=True))
+_HINGE = _jit(_multiclass_hinge_kernel, "multiclass_hinge")
 
 
 def _multiclass_hinge_types(dtype, no_grad: bool, no_row_losses: bool) -> tuple:
     return (array_type(dtype, 2), array_type(np.int64, 1), array_type(dtype, 1), _REAL, _BOOL,
             _REAL, _NONE if no_grad else array_type(dtype, 2, writes=True),
-            _NONE if no_row_losses else _ROW_LOSSES, _INT)
+            _NONE if no_row_losses else _ROW_LOSSES, _INT, *_CHUNK_ARGUMENTS)
 
 
 @half_in_float32

@@ -5,10 +5,11 @@ Each elementwise kernel reads ``y`` and ``p`` once and writes the gradient; bloc
 that ``_sum`` adds in float64 while they are in cache. The formulas are compiled without
 reassociation, so they round as written; only ``_sum`` reassociates, to vectorise.
 Work is cut into ``CHUNKS`` fixed chunks whose partial sums are added in order, so the
-result does not depend on the number of threads; elementwise inputs below
-``PARALLEL_MIN_ELEMENTS``, and cross-entropy inputs of one chunk (under twice
-``CE_CHUNK_ELEMENTS`` logits), run a serial build: no thread start-up. The row losses (cross-entropy, multiclass
-hinge) live in ``_numba_rows``, on the pieces defined here.
+result does not depend on the number of threads; a kernel runs a range of chunks, and the
+chunks of a large input are shared out among threads (``_threads``). Elementwise inputs
+below ``PARALLEL_MIN_ELEMENTS``, and cross-entropy inputs of one chunk (under twice
+``CE_CHUNK_ELEMENTS`` logits), run on the calling thread alone. The row losses
+(cross-entropy, multiclass hinge) live in ``_numba_rows``, on the pieces defined here.
 
 Compiled code is cached on disk (``cache=True``): next to this module when that directory
 is writable, else in Numba's user-wide cache (``NUMBA_CACHE_DIR`` overrides both). If no
@@ -19,17 +20,16 @@ says so. Nothing is compiled at import.
 from __future__ import annotations
 
 import hashlib
-import threading
 import types
 import warnings
 from pathlib import Path
 
 import numba
 import numpy as np
-from numba import njit, prange
+from numba import njit
 
 from .. import _dispatch
-from . import _numba_losses, _numba_math
+from . import _numba_losses, _numba_math, _threads
 from ._host import FLOAT16, in_float32
 from ._numba_losses import loss_math
 from ._numba_math import (
@@ -45,6 +45,7 @@ from ._numba_math import (
     held,
     inline,
 )
+from ._threads import claim
 
 xp = np
 
@@ -63,14 +64,15 @@ TWO = np.float32(2.0)
 
 
 # Numba's cache checks the source of the file a kernel is written in (this one), not of
-# the files it inlines from, so the kernels' cache entries carry a fingerprint of
-# _numba_math.py: an edit or an upgrade of it never loads kernels compiled from before.
+# the files it inlines from, so the kernels' cache entries carry a fingerprint of those
+# (_numba_math.py, _numba_losses.py, _threads.py): an edit or an upgrade of one never
+# loads kernels compiled from before.
 _MATH_FINGERPRINT = hashlib.sha256(b"".join(
-    Path(module.__file__).read_bytes() for module in (_numba_math, _numba_losses))).hexdigest()[:12]
+    Path(module.__file__).read_bytes()
+    for module in (_numba_math, _numba_losses, _threads))).hexdigest()[:12]
 
 
-def _jit(function, name: str, parallel: bool = False, reassociate: bool = False,
-         math=None, constants=None):
+def _jit(function, name: str, reassociate: bool = False, math=None, constants=None):
     """Compile ``function`` under its own name (its cache entry) with our flags; only sums
     may ``reassociate``. ``math``, an elementwise loss's function (of ``MATH`` or
     ``_numba_losses``), is the global ``_LOSS_MATH`` of this compilation (a closure cell
@@ -85,7 +87,8 @@ def _jit(function, name: str, parallel: bool = False, reassociate: bool = False,
                                function.__defaults__, function.__closure__)
     clone.__qualname__ = name
     fastmath = set(FASTMATH) | ({"reassoc"} if reassociate else set())
-    options = {"parallel": parallel, "fastmath": fastmath, "nogil": True,
+    # nogil: a large input's chunks run on several threads at once (``_threads``)
+    options = {"fastmath": fastmath, "nogil": True,
                "error_model": "numpy"}  # x / 0 is inf or NaN, as in NumPy
     try:
         return njit(cache=True, **options)(clone)
@@ -202,14 +205,13 @@ def _sum(values):
 _sum = _jit(_sum, "_sum", reassociate=True)
 
 
-@inline
-def _in_order(partials):
-    """sum(partials) from first to last: the chunks' partial sums in a fixed order, so
-    that the result does not depend on which thread ran which chunk (inlined, so compiled
-    with its caller's flags, which never reassociate)."""
+def _in_order(partials) -> float:
+    """sum(partials) from first to last: the chunks' partial sums in a fixed order, as a
+    kernel adds them over its chunks, so that the result does not depend on which thread
+    ran which chunk (Python floats: float64 additions, as in the kernels)."""
     total = 0.0
-    for chunk in range(partials.size):
-        total += partials[chunk]
+    for value in partials.tolist():
+        total += value
     return total
 
 
@@ -258,7 +260,10 @@ def _elementwise_kernel(optimistic: bool, want_value: bool):
     all but one took twice as long to compile.) ``want_value``: whether the loss is summed
     at all; ``optimistic``: binary cross-entropy's one-log form for labels of 0 and 1
     (closure constants: both are decided at compile time, so a gradient-only kernel never
-    computes the loss). Returns the float64 sum times ``scale`` (0 without ``want_value``).
+    computes the loss). The input's chunks (``CHUNKS``, or one below
+    ``PARALLEL_MIN_ELEMENTS``) run in order, their float64 sums added in order, times
+    ``scale`` returned (0 without ``want_value``); or, shared among threads by ``claims``
+    (see ``_threads``), each chunk's sum into its place in ``partials``.
 
     Each chunk runs in blocks of ``BLOCK`` elements. Binary cross-entropy's value takes
     the labels for 0 or 1 if its chunk's first block has only those, until a block shows
@@ -268,27 +273,27 @@ def _elementwise_kernel(optimistic: bool, want_value: bool):
     of in its loop costs labels of 0 and 1 7 %.)"""
     optimistic = optimistic and want_value
 
-    def kernel(y, p, weight, pos_weight, param, scale, grad, losses, hess):
+    def kernel(y, p, weight, pos_weight, param, scale, grad, losses, hess, partials, claims):
         n = p.size
         chunks = CHUNKS if n >= PARALLEL_MIN_ELEMENTS else 1
         size = (n + chunks - 1) // chunks
-        partials = np.empty(chunks)
         to_dtype = p.dtype.type
         param = (to_dtype(param[0]), to_dtype(param[1]), to_dtype(param[2]))
         grad_scale = p.dtype.type(scale)  # in the input's dtype: float32 stays float32
-        for chunk in prange(chunks):
-            # the loss's constants, kept through the loops below (see ``held``); taken in
-            # the chunk, as a parallel loop's arguments cannot be tuples of tuples
-            k = held(_LOSS_CONSTANTS)
+        # the loss's constants, kept through the loops below (see ``held``)
+        k = held(_LOSS_CONSTANTS)
+        # the losses of a block go to ``losses`` (reduction="none") or, when it is empty,
+        # to this buffer, and are summed from there
+        scratch = np.empty(min(BLOCK, size) if want_value and losses.size == 0 else 0,
+                           p.dtype)
+        result = 0.0
+        chunk = claim(claims, -1)
+        while chunk < chunks:
             total = 0.0
             chunk_start = chunk * size
             chunk_stop = min(n, chunk_start + size)
             one_log = optimistic and _labels_are_0_or_1(y[chunk_start:min(chunk_stop,
                                                                           chunk_start + BLOCK)])
-            # the losses of a block go to ``losses`` (reduction="none") or, when it is
-            # empty, to this buffer, and are summed from there
-            scratch = np.empty(min(BLOCK, size) if want_value and losses.size == 0 else 0,
-                               p.dtype)
             for start in range(chunk_start, chunk_stop, BLOCK):
                 stop = min(chunk_stop, start + BLOCK)
                 # slices, so indices start at 0: LLVM then sees no negative-index
@@ -312,31 +317,25 @@ def _elementwise_kernel(optimistic: bool, want_value: bool):
                     one_log = False
                 if want_value:
                     total += _sum(ls)
-            partials[chunk] = total
-        return _in_order(partials) * scale
+            if claims.size:  # shared: added in order by the caller (``_in_order``)
+                partials[chunk] = total
+            else:
+                result += total  # the chunks' sums in order
+            chunk = claim(claims, chunk)
+        return result * scale
 
     return kernel
 
 
 # --- launching -------------------------------------------------------------------------
 
-_LOCK = threading.Lock()
-_SERIALISE: list[bool] = []  # decided at the first parallel call
-
-
-def _parallel(kernel, *args):
-    """Run a parallel kernel. Numba's ``workqueue`` threading layer aborts on concurrent
-    parallel calls from several threads (numba#8563), so under it parallel calls take
-    turns; ``omp`` and ``tbb`` run them concurrently."""
-    if not _SERIALISE:
-        with _LOCK:
-            result = kernel(*args)
-            _SERIALISE.append(numba.threading_layer() == "workqueue")
-        return result
-    if _SERIALISE[0]:
-        with _LOCK:
-            return kernel(*args)
-    return kernel(*args)
+def _shared(code, args: tuple, chunks: int) -> tuple[np.ndarray, object]:
+    """Run a kernel's machine code on ``args`` over ``chunks`` chunks shared among the
+    threads (``_threads.share``), each chunk's sum written into its place of an array of
+    partial sums (the kernel's argument after ``args``); returns that array, to be added
+    in order (``_in_order``), and the calling thread's result."""
+    partials = np.empty(chunks)
+    return partials, _threads.share(code, (*args, partials), chunks)
 
 
 _UNIT = {np.dtype(np.float32): np.float32(1), np.dtype(np.float64): np.float64(1)}
@@ -346,6 +345,7 @@ _EMPTY = {dtype: np.empty(0, dtype) for dtype in _UNIT}
 _EMPTY_ROWS = {dtype: np.empty((0, 0), dtype) for dtype in _UNIT}
 _NO_LABELS = np.empty(0, np.int64)
 _NO_PARAM = (0.0, 0.0, 0.0)  # the options' tuple of a loss without options
+_NO_PARTIALS = np.empty(0)  # one chunk: its sum is returned, not stored
 
 
 def array_type(dtype, ndim: int, writes: bool = False):
@@ -363,6 +363,9 @@ def array_type(dtype, ndim: int, writes: bool = False):
     return numba.types.Array(numba.from_dtype(dtype), ndim, "C", readonly=True, aligned=False)
 
 
+_PARTIALS = array_type(np.dtype(np.float64), 1, writes=True)  # the chunks' sums
+
+
 def _machine_code(kernel, dtype, weight, pos_weight, grad, hess):
     """An elementwise ``kernel``'s compiled code (compiled, or loaded from the disk cache,
     on first use) for 1-d arrays of ``dtype`` (see ``array_type``). ``weight``,
@@ -374,7 +377,8 @@ def _machine_code(kernel, dtype, weight, pos_weight, grad, hess):
                            numba.none if pos_weight is None else given,
                            numba.typeof(_NO_PARAM), numba.float64,
                            numba.none if grad is None else written, written,
-                           numba.none if hess is None else written))
+                           numba.none if hess is None else written, _PARTIALS,
+                           _threads.CLAIMS))
 
 
 def _key_name(key) -> str:
@@ -387,19 +391,17 @@ def _elementwise(loss: str):
     # (variant, want_value) -> compiled kernel; a variant is a function of _numba_losses
     # (None for the losses of MATH)
     ours = loss in _numba_losses.LOSSES
-    serial, parallel = {}, {}
+    kernels = {}
     functions = _numba_losses.variants(loss) if ours else {None: MATH[loss]}
     for key, math in functions.items():
         constants = math.constants
         for want, name in ((True, "value"), (False, "grad")):
             source = _elementwise_kernel(loss == "binary_cross_entropy", want)
             label = loss if key is None else f"{loss}_{_key_name(key)}"
-            serial[key, want] = _jit(source, f"{label}_{name}_serial", math=math,
-                                     constants=constants)
-            parallel[key, want] = _jit(source, f"{label}_{name}_parallel", parallel=True,
-                                       math=math, constants=constants)
+            kernels[key, want] = _jit(source, f"{label}_{name}", math=math,
+                                      constants=constants)
     has_pos_weight = loss == "binary_cross_entropy_with_logits"
-    # (variant, want_value, the dtype's number, parallel, and whether the gradient, weight,
+    # (variant, want_value, the dtype's number, and whether the gradient, weight,
     # pos_weight and Hessian are None) -> the kernel's machine code (see _machine_code).
     # Called directly it skips the dispatcher's typing of nine arguments, half a
     # microsecond (a seventh of a call at n = 1000). (dtype.num, not the dtype: a dtype's
@@ -430,22 +432,22 @@ def _elementwise(loss: str):
             weight = None if weight is None else weight.reshape(-1)
             grad = None if grad is None else grad.reshape(-1)
             hess = None if hess is None else hess.reshape(-1)
-        parallel_ = p.size >= PARALLEL_MIN_ELEMENTS  # (below: one thread, no start-up)
         # the kernel's machine code, found once per variant, dtype and the arguments
         # present (see usual_code and array_type)
-        usual = (key, want_value, dtype.num, parallel_, grad is None, weight is None,
+        usual = (key, want_value, dtype.num, grad is None, weight is None,
                  pos_weight is None, hess is None)
         code = usual_code.get(usual)
         if code is None:
-            code = usual_code[usual] = _machine_code(
-                (parallel if parallel_ else serial)[key, want_value], dtype, weight,
-                pos_weight, grad, hess)
+            code = usual_code[usual] = _machine_code(kernels[key, want_value], dtype, weight,
+                                                     pos_weight, grad, hess)
         # the arguments written out, not packed into a tuple: this runs on every call
-        if parallel_:
-            total = _parallel(code, y, p, weight, pos_weight, param, scale, grad, flat_losses,
-                              hess)
+        if p.size < PARALLEL_MIN_ELEMENTS:  # one chunk, on this thread
+            total = code(y, p, weight, pos_weight, param, scale, grad, flat_losses, hess,
+                         _NO_PARTIALS, _threads.NO_CLAIMS)
         else:
-            total = code(y, p, weight, pos_weight, param, scale, grad, flat_losses, hess)
+            partials, _ = _shared(code, (y, p, weight, pos_weight, param, scale, grad,
+                                         flat_losses, hess), CHUNKS)
+            total = _in_order(partials) * scale
         if not want_value:
             return None
         # a NumPy scalar of p's dtype: one times a Python float has the scalar's dtype

@@ -1,0 +1,148 @@
+"""The Numba backend's threads: a large input's fixed chunks shared out among a few Python
+threads, each calling the same serial kernel's machine code (compiled ``nogil``).
+
+Numba's own ``parallel=True`` built a second version of every kernel (2-10 s of compiling
+each, against about 1 s for the serial one: its parfor passes), and each of its threading
+layers had a catch: ``workqueue`` aborts on concurrent calls (numba#8563), GNU OpenMP's
+killed forked children and spun under load, TBB is one more binary dependency.
+
+The protocol: ``claims``, an int64 counter the threads of one call share, is the next
+chunk to take. The calling thread and the workers all run the kernel; each takes the next
+chunk (an atomic add) until none is left and writes the chunk's partial result into its
+place. When the calling thread runs out of chunks, it cancels each worker that has not
+started yet and waits for those that have (each has at most one chunk left). So a worker
+that wakes late (a sleeping thread took tens of microseconds to wake on the 2-core virtual
+machines we measure on) just takes fewer chunks or none, and the call never waits for a
+thread to wake; and no worker holds the caller's arrays once the call has returned (the
+gradient cache reuses a buffer only it references). With empty ``claims`` a kernel runs
+every chunk in order on its own thread.
+
+The number of threads is Numba's: ``NUMBA_NUM_THREADS`` (default: the CPUs), read on each
+shared call.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import threading
+
+import numba
+import numpy as np
+from numba import types
+from numba.core import cgutils
+from numba.extending import intrinsic
+
+from ._numba_math import inline
+
+NO_CLAIMS = np.empty(0, np.int64)  # one thread: the kernel runs every chunk in order
+CLAIMS = numba.int64[::1]  # the counter's Numba type
+
+
+@intrinsic
+def _fetch_add(typingctx, counters, index):
+    """counters[index] += 1, atomically; returns the value it had."""
+    if not (isinstance(counters, types.Array) and counters.dtype == types.int64):
+        return None
+    sig = types.int64(counters, types.intp)
+
+    def codegen(context, builder, signature, args):
+        array_type = signature.args[0]
+        array = context.make_array(array_type)(context, builder, args[0])
+        pointer = cgutils.get_item_pointer(context, builder, array_type, array, [args[1]])
+        return builder.atomic_rmw("add", pointer, context.get_constant(types.int64, 1),
+                                  "seq_cst")
+
+    return sig, codegen
+
+
+@inline
+def claim(claims, previous):
+    """The chunk to run after ``previous`` (-1 at first): the next one not yet taken when
+    the chunks are shared, else ``previous + 1``."""
+    return _fetch_add(claims, 0) if claims.size else previous + 1
+
+
+def threads() -> int:
+    """How many threads a large input is shared among: Numba's ``NUMBA_NUM_THREADS``."""
+    return max(1, int(numba.config.NUMBA_NUM_THREADS))
+
+
+_tasks: queue.SimpleQueue = queue.SimpleQueue()
+_workers = 0  # threads started (lazily: none until a large input comes)
+_start = threading.Lock()
+
+
+class _Task:
+    """A worker's share of one call, ``code(*args)``. ``started`` is taken by whichever
+    comes first: the worker, which runs it, or the caller, which cancels it and drops
+    ``args`` (no reference to the caller's arrays outlives its call, not even in the
+    queue: the gradient cache reuses a buffer that only it references). ``finished`` is
+    released when it has run."""
+
+    __slots__ = ("code", "args", "started", "finished", "error")
+
+    def __init__(self, code, args):
+        self.code, self.args, self.error = code, args, None
+        self.started, self.finished = threading.Lock(), threading.Lock()
+        self.finished.acquire()
+
+    def run(self) -> None:
+        if not self.started.acquire(blocking=False):
+            return  # cancelled: the call is over
+        try:
+            self.code(*self.args)
+        except BaseException as exc:  # (an allocation that failed): the caller raises it
+            self.error = exc
+        self.args = None
+        self.finished.release()
+
+    def cancel_or_wait(self) -> None:
+        if self.started.acquire(blocking=False):
+            self.args = None  # it will never run
+        else:
+            self.finished.acquire()  # running: it has at most one chunk left
+
+
+def _work() -> None:
+    while True:
+        _tasks.get().run()
+
+
+def _ensure_workers(count: int) -> None:
+    global _workers
+    with _start:
+        while _workers < count:
+            threading.Thread(target=_work, name=f"lossbackends-{_workers}", daemon=True).start()
+            _workers += 1
+
+
+def share(code, args: tuple, chunks: int):
+    """``code(*args, claims)`` on the calling thread and on ``threads() - 1`` workers at
+    once, sharing ``chunks`` chunks (see the module's protocol; each chunk's results in its
+    place); returns the calling thread's result, once every chunk is done."""
+    count = min(threads(), chunks)
+    _ensure_workers(count - 1)
+    claims = np.zeros(1, np.int64)
+    tasks = [_Task(code, (*args, claims)) for _ in range(count - 1)]
+    for task in tasks:
+        _tasks.put(task)
+    try:
+        result = code(*args, claims)
+    finally:
+        for task in tasks:
+            task.cancel_or_wait()
+    for task in tasks:
+        if task.error is not None:
+            raise task.error
+    return result
+
+
+def _after_fork() -> None:
+    """A forked child has none of its parent's threads: it starts its own on demand (the
+    parent's queue may hold tasks no thread will take)."""
+    global _tasks, _workers, _start
+    _tasks, _workers, _start = queue.SimpleQueue(), 0, threading.Lock()
+
+
+os.register_at_fork(after_in_child=_after_fork)

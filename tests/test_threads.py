@@ -1,0 +1,132 @@
+"""The Numba backend's threads (``backends/_threads``): a large input's chunks shared out
+among threads give the same bits on any number of them, a worker that fails is raised by
+the caller, and a forked child runs large inputs on threads of its own."""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import lossbackends as lb
+
+pytest.importorskip("numba", reason="Numba is not installed")
+from lossbackends.backends import _threads  # noqa: E402
+from lossbackends.backends.numba_backend import PARALLEL_MIN_ELEMENTS  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _large_calls():
+    """One call of each kind of kernel, each over more than one chunk (float32: kernels
+    the other tests compile too)."""
+    rng = np.random.default_rng(21)
+    n = PARALLEL_MIN_ELEMENTS + 1001
+    y, p = rng.random(n).astype(np.float32), rng.random(n).astype(np.float32)
+    w = rng.random(n).astype(np.float32)
+    logits = rng.standard_normal((2000, 40)).astype(np.float32)
+    labels = rng.integers(0, 40, 2000)
+    few = rng.standard_normal((20000, 10)).astype(np.float32)
+    few_labels = rng.integers(0, 10, 20000)
+    return {
+        "mse": lambda: lb.mse.value_and_grad(y, p, backend="numba"),
+        "weighted bce": lambda: lb.binary_cross_entropy.value_and_grad(y, p, weight=w,
+                                                                       backend="numba"),
+        "cross_entropy": lambda: lb.cross_entropy.value_and_grad(labels, logits,
+                                                                 backend="numba"),
+        "cross_entropy, few classes": lambda: lb.cross_entropy.value_and_grad(
+            few_labels, few, backend="numba"),
+        "multiclass_hinge": lambda: lb.multiclass_hinge.value_and_grad(labels, logits,
+                                                                       backend="numba"),
+    }
+
+
+@pytest.mark.parametrize("count", [2, 3, 7])
+def test_any_number_of_threads_gives_the_same_bits(monkeypatch, count):
+    calls = _large_calls()
+    monkeypatch.setattr(_threads, "threads", lambda: 1)
+    expected = {name: call() for name, call in calls.items()}
+    monkeypatch.setattr(_threads, "threads", lambda: count)
+    for name, call in calls.items():
+        value, grad = call()
+        assert value.tobytes() == expected[name][0].tobytes(), name
+        np.testing.assert_array_equal(grad, expected[name][1], err_msg=name)
+
+
+def test_a_worker_that_raises_is_waited_for_then_raised(monkeypatch):
+    """A worker whose kernel raises (an allocation that failed): the caller waits for the
+    worker that started, then raises its error; the threads still work afterwards."""
+    monkeypatch.setattr(_threads, "threads", lambda: 2)
+    ran = []
+
+    def kernel(claims):
+        if threading.current_thread() is threading.main_thread():
+            time.sleep(0.2)  # the worker starts meanwhile
+            ran.append("caller")
+            return "caller"
+        ran.append("worker")
+        raise MemoryError("a worker's allocation")
+
+    with pytest.raises(MemoryError, match="a worker's allocation"):
+        _threads.share(kernel, (), 4)
+    assert sorted(ran) == ["caller", "worker"]
+    calls = _large_calls()
+    value = calls["mse"]()[0]
+    monkeypatch.setattr(_threads, "threads", lambda: 1)
+    assert calls["mse"]()[0].tobytes() == value.tobytes()
+
+
+# run in a fresh interpreter: the test process's other libraries' threads (JAX's) make
+# its own fork unsafe
+_FORK = """
+import multiprocessing, sys
+import numpy as np
+import lossbackends as lb
+from lossbackends.backends import _threads
+from lossbackends.backends.numba_backend import PARALLEL_MIN_ELEMENTS
+
+_threads.threads = lambda: 2
+rng = np.random.default_rng(21)
+n = PARALLEL_MIN_ELEMENTS + 1001
+y, p = rng.random(n).astype(np.float32), rng.random(n).astype(np.float32)
+
+def value():
+    return float(lb.mse.value_and_grad(y, p, backend="numba")[0])
+
+def child(queue):
+    queue.put(value())
+
+if __name__ == "__main__":
+    expected = value()  # the parent's threads are running
+    assert _threads._workers == 1
+    context = multiprocessing.get_context("fork")
+    queue = context.Queue()
+    process = context.Process(target=child, args=(queue,))
+    process.start()
+    process.join(60)
+    if process.is_alive():
+        process.kill()
+        sys.exit("the forked child hung")
+    assert queue.get(timeout=5) == expected
+    print("ok")
+"""
+
+
+@pytest.mark.skipif("fork" not in multiprocessing.get_all_start_methods(),
+                    reason="no fork on this platform")
+def test_a_forked_child_runs_large_inputs_on_threads_of_its_own(tmp_path):
+    """The parent's threads do not exist in a forked child: it starts its own."""
+    script = tmp_path / "fork.py"
+    script.write_text(_FORK)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+        [str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])])}  # this checkout's
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
+                          timeout=300, env=env)
+    assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr
