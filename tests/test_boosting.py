@@ -143,14 +143,21 @@ def test_the_parallel_finishing_pass_is_numpy_s(library, monkeypatch):
     y = (rng.random(n) < 0.5).astype(np.float32)
     x = rng.normal(0, 30, n).astype(np.float32)  # Hessians under the floor too
     w = rng.uniform(0, 2, n).astype(np.float32)
+    y.flags.writeable = False  # labels as a library may hand them: read-only
     for loss in (lb.mse, lb.binary_cross_entropy_with_logits):
         for weight in (w, None):
-            ours = LIBRARIES[library].objective(loss)(y, x, weight)
-            with monkeypatch.context() as patch:
-                patch.setattr(_boosting, "_HAVE_NUMBA", [False])
-                reference = LIBRARIES[library].objective(loss)(y, x, weight)
-            for a, b in zip(ours, reference, strict=True):
-                np.testing.assert_allclose(a, b, rtol=1e-6, atol=0, err_msg=loss.name)
+            for m in (n, 1000):  # shared among the threads, and on one
+                part = None if weight is None else weight[:m]
+                ours = LIBRARIES[library].objective(loss)(y[:m], x[:m], part)
+                with monkeypatch.context() as patch:
+                    patch.setattr(_boosting, "_HAVE_NUMBA", [False])
+                    reference = LIBRARIES[library].objective(loss)(y[:m], x[:m], part)
+                for a, b in zip(ours, reference, strict=True):
+                    np.testing.assert_allclose(a, b, rtol=1e-6, atol=0, err_msg=loss.name)
+    bad = y.copy()
+    bad[-1] = 2.0  # in the last chunk: its thread's largest label is found
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        LIBRARIES[library].objective(lb.binary_cross_entropy_with_logits)(bad, x, None)
 
 
 def test_xgboost_floors_the_hessian_at_1e_16():

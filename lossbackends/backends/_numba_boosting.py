@@ -81,6 +81,8 @@ def _finish(grad, hess, weight, labels, columns, grad_scale, hess_scale, floor, 
 # one thread below PARALLEL_MIN_ELEMENTS, shared among the threads above (``_threads``):
 # the pass took a quarter of a binary logistic objective's call at n = 1e6 on one
 _FINISH = _jit(_finish, "boosting_finish")
+# (one thread: the largest label is returned, not written; writeable, as a shared call's)
+_NO_WORSTS = {np.dtype(bits): np.empty(0, bits) for bits in (np.uint32, np.uint64)}
 
 
 def finish(grad, hess, weight, labels, columns, grad_scale, hess_scale, floor, weigh,
@@ -95,7 +97,7 @@ def finish(grad, hess, weight, labels, columns, grad_scale, hess_scale, floor, w
     args = (grad, hess, weight, labels, columns, grad_scale, hess_scale, floor, weigh,
             constant)
     if hess.size < PARALLEL_MIN_ELEMENTS:
-        return _FINISH(*args, 1, labels[:0], _threads.NO_CLAIMS)
+        return _FINISH(*args, 1, _NO_WORSTS[labels.dtype], _threads.NO_CLAIMS)
     worsts = np.zeros(CHUNKS, labels.dtype)
     _threads.share(_FINISH, (*args, CHUNKS, worsts), CHUNKS)
     return worsts.max()
