@@ -39,37 +39,43 @@ def _finish(grad, hess, weight, labels, columns, grad_scale, hess_scale, floor, 
     size = (rows + chunks - 1) // chunks
     chunk = claim(claims, -1)
     while chunk < chunks:  # chunks of rows (of ``columns`` elements)
-        start = min(rows, chunk * size) * columns
-        stop = min(rows, chunk * size + size) * columns
+        first_row, last_row = min(rows, chunk * size), min(rows, chunk * size + size)
+        start, stop = first_row * columns, last_row * columns
+        # slices, so indices start at 0: LLVM then sees no negative-index wraparound and
+        # vectorises the loops (indices from ``start`` took 6x as long)
+        gs, hs = grad[start:stop], hess[start:stop]
+        ls = labels[start:stop] if check else labels
         worst = labels.dtype.type(0)
         if weight.size == 0:  # one scale for every element: plain loops, vectorised
             if grad_scale != 1.0:  # (a scale of 1 leaves the gradient unread)
-                for i in range(start, stop):
-                    grad[i] = grad[i] * g_scale
-            for i in range(start, stop):
+                for i in range(gs.size):
+                    gs[i] = gs[i] * g_scale
+            for i in range(hs.size):
                 if is_constant:
-                    hess[i] = fixed
+                    hs[i] = fixed
                 else:
-                    h = hess[i] * h_scale
-                    hess[i] = low if h < low else h  # max(h, floor), NaN kept
+                    h = hs[i] * h_scale
+                    hs[i] = low if h < low else h  # max(h, floor), NaN kept
                 if check:
-                    worst = max(worst, labels[i])
+                    worst = max(worst, ls[i])
         elif columns == 1:  # a weight per element (binary, regression): a flat loop,
-            for i in range(start, stop):  # vectorised (the row loop took 10x as long here)
-                w = dtype(weight[i])
+            ws = weight[start:stop]  # vectorised (the row loop took 10x as long here)
+            for i in range(hs.size):
+                w = dtype(ws[i])
                 gw = g_scale * w if weigh else g_scale
                 hw = h_scale * w if weigh else h_scale
-                _element(grad, hess, i, gw, hw, low * w, fixed * w, is_constant)
+                _element(gs, hs, i, gw, hw, low * w, fixed * w, is_constant)
                 if check:
-                    worst = max(worst, labels[i])
+                    worst = max(worst, ls[i])
         else:
-            for row in range(start // columns, stop // columns):
-                w = dtype(weight[row])
+            ws = weight[first_row:last_row]
+            for row in range(ws.size):
+                w = dtype(ws[row])
                 gw, hw = (g_scale * w, h_scale * w) if weigh else (g_scale, h_scale)
                 for i in range(row * columns, row * columns + columns):
-                    _element(grad, hess, i, gw, hw, low * w, fixed * w, is_constant)
+                    _element(gs, hs, i, gw, hw, low * w, fixed * w, is_constant)
                     if check:
-                        worst = max(worst, labels[i])
+                        worst = max(worst, ls[i])
         if claims.size:  # shared: the caller takes the max of the chunks'
             worsts[chunk] = worst
         else:
