@@ -6,12 +6,13 @@ are checked in the same pass. Imported by ``lossbackends._boosting`` on first us
 
 from __future__ import annotations
 
+import numba
 import numpy as np
 
 from . import _threads
 from ._numba_math import inline
 from ._threads import claim
-from .numba_backend import CHUNKS, PARALLEL_MIN_ELEMENTS, _jit
+from .numba_backend import CHUNKS, PARALLEL_MIN_ELEMENTS, _jit, array_type
 
 
 @inline
@@ -100,10 +101,26 @@ def finish(grad, hess, weight, labels, columns, grad_scale, hess_scale, floor, w
     per element, or empty: no check) are the labels' bits, the unsigned integer view of
     that dtype: the largest is returned (0 without labels); all are in [0, 1] where it is
     at most 1.0's bits."""
-    args = (grad, hess, weight, labels, columns, grad_scale, hess_scale, floor, weigh,
-            constant)
+    code = _CODE.get(grad.dtype.num)
+    if code is None:
+        code = _CODE[grad.dtype.num] = _FINISH.compile(_types(grad.dtype, labels.dtype))
+    args = (grad, hess, np.ascontiguousarray(weight), labels, columns, grad_scale, hess_scale,
+            floor, weigh, constant)
     if hess.size < PARALLEL_MIN_ELEMENTS:
-        return _FINISH(*args, 1, _NO_WORSTS[labels.dtype], _threads.NO_CLAIMS)
+        return code(*args, 1, _NO_WORSTS[labels.dtype], _threads.NO_CLAIMS)
     worsts = np.zeros(CHUNKS, labels.dtype)
-    _threads.share(_FINISH, (*args, CHUNKS, worsts), CHUNKS)
+    _threads.share(code, (*args, CHUNKS, worsts), CHUNKS)
     return worsts.max()
+
+
+# the dtype's number -> the pass's machine code, called directly: the dispatcher's typing
+# of its thirteen arguments held the GIL for a share's thread while the caller typed them
+# (about 10 us each)
+_CODE: dict[int, object] = {}
+
+
+def _types(dtype, bits) -> tuple:
+    real, written = array_type(dtype, 1), array_type(dtype, 1, writes=True)
+    return (written, written, real, array_type(bits, 1), numba.int64, numba.float64,
+            numba.float64, numba.float64, numba.boolean, numba.float64, numba.int64,
+            array_type(bits, 1, writes=True), _threads.CLAIMS)
