@@ -132,7 +132,8 @@ def test_the_numba_finishing_pass_is_numpy_s(library, dtype, monkeypatch):
 
 @pytest.mark.parametrize("library", ["xgboost", "lightgbm"])
 def test_the_parallel_finishing_pass_is_numpy_s(library, monkeypatch):
-    """Above PARALLEL_MIN_ELEMENTS the finishing pass runs on every core: the same results
+    """Above PARALLEL_MIN_ELEMENTS the finishing pass is shared among the threads (and below
+    it, on one): the same results
     as the NumPy operations, with and without sample weights (floored Hessians included)."""
     pytest.importorskip("numba", reason="Numba is not installed")
     from lossbackends import _boosting

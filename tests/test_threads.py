@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -81,6 +82,37 @@ def test_a_worker_that_raises_is_waited_for_then_raised(monkeypatch):
     value = calls["mse"]()[0]
     monkeypatch.setattr(_threads, "threads", lambda: 1)
     assert calls["mse"]()[0].tobytes() == value.tobytes()
+
+
+@pytest.mark.skipif(not hasattr(signal, "setitimer"), reason="no interval timers here")
+def test_a_signal_while_a_worker_runs_is_raised_after_it_has_finished(monkeypatch):
+    """Ctrl-C (here a timer's handler raising) while the caller waits for a worker: the
+    call raises only once the worker is done with the caller's arrays."""
+    monkeypatch.setattr(_threads, "threads", lambda: 2)
+    done = []
+
+    def kernel(claims):
+        if threading.current_thread() is threading.main_thread():
+            deadline = time.monotonic() + 30
+            while not done and time.monotonic() < deadline:  # until the worker runs
+                time.sleep(0.001)
+            return
+        done.append("started")
+        time.sleep(0.3)  # the worker: still running when the signal comes
+        done.append("worker")
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGALRM, interrupt)
+    try:
+        signal.setitimer(signal.ITIMER_REAL, 0.1)
+        with pytest.raises(KeyboardInterrupt):
+            _threads.share(kernel, (), 4)
+        assert done == ["started", "worker"]
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
 
 
 # run in a fresh interpreter: the test process's other libraries' threads (JAX's) make

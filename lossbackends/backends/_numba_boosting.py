@@ -110,7 +110,7 @@ def finish(grad, hess, weight, labels, columns, grad_scale, hess_scale, floor, w
         return code(*args, 1, _NO_WORSTS[labels.dtype], _threads.NO_CLAIMS)
     worsts = np.zeros(CHUNKS, labels.dtype)
     _threads.share(code, (*args, CHUNKS, worsts), CHUNKS)
-    return worsts.max()
+    return int(worsts.max())  # (a Python int, as the one-thread call returns)
 
 
 # the dtype's number -> the pass's machine code, called directly: the dispatcher's typing

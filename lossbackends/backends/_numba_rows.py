@@ -70,6 +70,8 @@ def _launch(kernel, types, key: tuple, chunks: int, args: tuple) -> tuple[float,
     else:
         # every thread checks all the labels before it writes: they agree on the bad row
         partials, (_, bad_row, scale) = _shared(code, args, chunks)
+        if bad_row >= 0:  # nothing was written, partial sums included
+            return 0.0, bad_row
         total = _in_order(partials)
     return total * scale, bad_row
 

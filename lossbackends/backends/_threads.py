@@ -125,12 +125,14 @@ class _Task:
             self.error = exc
         self.args = None
         posted = int(_POSTED[0])  # before the caller can go on to post another call
-        self.ended[0] += 1  # (under the GIL: the workers of a call count in turn)
+        self.ended[0] += 1  # a hint for the caller's wait (a lost count costs a spin)
         self.finished.release()
         return posted
 
     def cancel(self) -> bool:
-        """Whether it was cancelled (it had not started; it never will)."""
+        """Whether it is cancelled (it had not started; it never will)."""
+        if self.args is None:  # cancelled already (asked again after a signal)
+            return True
         if self.started.acquire(blocking=False):
             self.args = None
             return True
@@ -179,27 +181,56 @@ def share(code, args: tuple, chunks: int):
     once, sharing ``chunks`` chunks (see the module's protocol; each chunk's results in its
     place); returns the calling thread's result, once every chunk is done."""
     count = min(threads(), chunks)
+    # the workers' wait, compiled here, never by a worker: a fork while a worker held
+    # Numba's compiler lock left the child's lock taken for good (the child hung)
+    _await_code()
     _ensure_workers(count - 1)
     claims = np.zeros(1, np.int64)
     ended = np.zeros(1, np.int64)  # the workers of this call that have run
     tasks = [_Task(code, (*args, claims), ended) for _ in range(count - 1)]
     _POSTED[0] += 1
-    for task in tasks:
-        _tasks.put(task)
     try:
+        for task in tasks:
+            _tasks.put(task)
         result = code(*args, claims)
     finally:
-        running = [task for task in tasks if not task.cancel()]
-        # each has at most one chunk left: wait for them awake (without the GIL), then
-        # for their locks (a thread asleep in a lock took tens of microseconds to wake)
-        for seen in range(len(running)):
-            _await_code()(ended, seen, _SPINS, 0)
-        for task in running:
-            task.finished.acquire()
+        _end(tasks, ended)
     for task in tasks:
         if task.error is not None:
             raise task.error
     return result
+
+
+def _end(tasks: list, ended: np.ndarray) -> None:
+    """Cancel the tasks that have not started and wait for those that have (each has at
+    most one chunk left): awake first, without the GIL, then on their locks (a thread
+    asleep in a lock took tens of microseconds to wake). An exception raised meanwhile by
+    a signal handler (Ctrl-C) is raised once every task is over, never while one may
+    still write into the caller's arrays."""
+    pending = None
+    running = []
+    for task in tasks:
+        while True:
+            try:
+                if not task.cancel():
+                    running.append(task)
+                break
+            except BaseException as exc:  # (a signal: cancelled or not, decide again)
+                pending = pending or exc
+    try:
+        for seen in range(len(running)):
+            _await_code()(ended, seen, _SPINS, 0)
+    except BaseException as exc:
+        pending = pending or exc
+    for task in running:
+        while True:
+            try:
+                task.finished.acquire()
+                break
+            except BaseException as exc:
+                pending = pending or exc
+    if pending is not None:
+        raise pending
 
 
 def _after_fork() -> None:
