@@ -96,9 +96,10 @@ def test_a_signal_while_a_worker_runs_is_raised_after_it_has_finished(monkeypatc
             deadline = time.monotonic() + 30
             while not done and time.monotonic() < deadline:  # until the worker runs
                 time.sleep(0.001)
+            signal.setitimer(signal.ITIMER_REAL, 0.05)  # comes while the caller waits
             return
         done.append("started")
-        time.sleep(0.3)  # the worker: still running when the signal comes
+        time.sleep(0.5)  # the worker: still running when the signal comes
         done.append("worker")
 
     def interrupt(signum, frame):
@@ -106,7 +107,6 @@ def test_a_signal_while_a_worker_runs_is_raised_after_it_has_finished(monkeypatc
 
     previous = signal.signal(signal.SIGALRM, interrupt)
     try:
-        signal.setitimer(signal.ITIMER_REAL, 0.1)
         with pytest.raises(KeyboardInterrupt):
             _threads.share(kernel, (), 4)
         assert done == ["started", "worker"]

@@ -26,7 +26,7 @@ from ._numba_math import (
     inline,
     maximum,
 )
-from ._threads import CLAIMS, NO_CLAIMS, claim
+from ._threads import CLAIMS, NO_CLAIMS, claim, record
 from .numba_backend import (
     _EMPTY,
     _EMPTY_ROWS,
@@ -303,10 +303,7 @@ def _cross_entropy_kernel(x, soft, labels, probs, weighted, class_weight, ignore
                 for c in range(classes):
                     t = capped_row[c] * inv_cap
                     g[c] = g[c] * (ONE - t * t)
-        if claims.size:  # shared: added in order by the caller (``_in_order``)
-            partials[chunk] = total
-        else:
-            result += total  # the chunks' sums in order
+        result = record(claims, partials, chunk, total, result)
         chunk = claim(claims, chunk)
     return result, -1, grad_scale
 
@@ -449,10 +446,7 @@ def _cross_entropy_few_classes_kernel(x, labels, ignore_index, mean, given_denom
                         flat_hess[start + row: start + row + classes] = 0
                 elif want_grad:
                     es[row + label] -= grad_scale
-        if claims.size:  # shared: added in order by the caller (``_in_order``)
-            partials[chunk] = total
-        else:
-            result += total  # the chunks' sums in order
+        result = record(claims, partials, chunk, total, result)
         chunk = claim(claims, chunk)
     return result, -1, grad_scale
 
@@ -565,10 +559,7 @@ def _multiclass_hinge_kernel(x, labels, weight, margin, mean, given_denominator,
                 g[label] = -d
             else:
                 g[:] = NAN32 if nan else ZERO
-        if claims.size:  # shared: added in order by the caller (``_in_order``)
-            partials[chunk] = total
-        else:
-            result += total  # the chunks' sums in order
+        result = record(claims, partials, chunk, total, result)
         chunk = claim(claims, chunk)
     return result, -1, row_scale
 

@@ -40,37 +40,40 @@ NO_CLAIMS = np.empty(0, np.int64)  # one thread: the kernel runs every chunk in 
 CLAIMS = numba.int64[::1]  # the counter's Numba type
 
 
+def _counter(context, builder, signature, args):
+    """A pointer to ``counters[index]`` (the intrinsics' arguments)."""
+    array_type = signature.args[0]
+    array = context.make_array(array_type)(context, builder, args[0])
+    return cgutils.get_item_pointer(context, builder, array_type, array, [args[1]])
+
+
+def _is_counters(counters) -> bool:
+    return isinstance(counters, types.Array) and counters.dtype == types.int64
+
+
 @intrinsic
 def _fetch_add(typingctx, counters, index):
     """counters[index] += 1, atomically; returns the value it had."""
-    if not (isinstance(counters, types.Array) and counters.dtype == types.int64):
+    if not _is_counters(counters):
         return None
-    sig = types.int64(counters, types.intp)
 
     def codegen(context, builder, signature, args):
-        array_type = signature.args[0]
-        array = context.make_array(array_type)(context, builder, args[0])
-        pointer = cgutils.get_item_pointer(context, builder, array_type, array, [args[1]])
-        return builder.atomic_rmw("add", pointer, context.get_constant(types.int64, 1),
-                                  "seq_cst")
+        return builder.atomic_rmw("add", _counter(context, builder, signature, args),
+                                  context.get_constant(types.int64, 1), "seq_cst")
 
-    return sig, codegen
+    return types.int64(counters, types.intp), codegen
 
 
 @intrinsic
 def _load(typingctx, counters, index):
     """counters[index], read atomically (never hoisted out of a waiting loop)."""
-    if not (isinstance(counters, types.Array) and counters.dtype == types.int64):
+    if not _is_counters(counters):
         return None
-    sig = types.int64(counters, types.intp)
 
     def codegen(context, builder, signature, args):
-        array_type = signature.args[0]
-        array = context.make_array(array_type)(context, builder, args[0])
-        pointer = cgutils.get_item_pointer(context, builder, array_type, array, [args[1]])
-        return builder.load_atomic(pointer, "seq_cst", 8)
+        return builder.load_atomic(_counter(context, builder, signature, args), "seq_cst", 8)
 
-    return sig, codegen
+    return types.int64(counters, types.intp), codegen
 
 
 def _await(posted, seen, spins, settle):
@@ -89,6 +92,17 @@ def claim(claims, previous):
     """The chunk to run after ``previous`` (-1 at first): the next one not yet taken when
     the chunks are shared, else ``previous + 1``."""
     return _fetch_add(claims, 0) if claims.size else previous + 1
+
+
+@inline
+def record(claims, partials, chunk, total, result):
+    """A chunk's sum ``total``: into its place in ``partials`` when the chunks are shared
+    (the caller adds them in order), else added to the running ``result`` (the chunks run
+    in order); returns the running result."""
+    if claims.size:
+        partials[chunk] = total
+        return result
+    return result + total
 
 
 def threads() -> int:

@@ -45,7 +45,7 @@ from ._numba_math import (
     held,
     inline,
 )
-from ._threads import claim
+from ._threads import claim, record
 
 xp = np
 
@@ -317,10 +317,7 @@ def _elementwise_kernel(optimistic: bool, want_value: bool):
                     one_log = False
                 if want_value:
                     total += _sum(ls)
-            if claims.size:  # shared: added in order by the caller (``_in_order``)
-                partials[chunk] = total
-            else:
-                result += total  # the chunks' sums in order
+            result = record(claims, partials, chunk, total, result)
             chunk = claim(claims, chunk)
         return result * scale
 
