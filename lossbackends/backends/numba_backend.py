@@ -5,10 +5,10 @@ Each elementwise kernel reads ``y`` and ``p`` once and writes the gradient; bloc
 that ``_sum`` adds in float64 while they are in cache. The formulas are compiled without
 reassociation, so they round as written; only ``_sum`` reassociates, to vectorise.
 Work is cut into ``CHUNKS`` fixed chunks whose partial sums are added in order, so the
-result does not depend on the number of threads; a kernel runs a range of chunks, and the
-chunks of a large input are shared out among threads (``_threads``). Elementwise inputs
-below ``PARALLEL_MIN_ELEMENTS``, and cross-entropy inputs of one chunk (under twice
-``CE_CHUNK_ELEMENTS`` logits), run on the calling thread alone. The row losses
+result does not depend on the number of threads; the chunks of a large input are shared
+out among threads, each taking the next chunk not yet taken (``_threads``). Elementwise
+inputs below ``PARALLEL_MIN_ELEMENTS``, and cross-entropy inputs of one chunk (under
+twice ``CE_CHUNK_ELEMENTS`` logits), run on the calling thread alone. The row losses
 (cross-entropy, multiclass hinge) live in ``_numba_rows``, on the pieces defined here.
 
 Compiled code is cached on disk (``cache=True``): next to this module when that directory
