@@ -26,13 +26,13 @@ from ._numba_math import (
     inline,
     maximum,
 )
-from ._threads import CLAIMS, NO_CLAIMS, claim, record
+from ._threads import NO_CLAIMS, claim, record
 from .numba_backend import (
+    _CHUNK_ARGUMENTS,
     _EMPTY,
     _EMPTY_ROWS,
     _NO_LABELS,
     _NO_PARTIALS,
-    _PARTIALS,
     _UNIT,
     BLOCK,
     CE_CHUNK_ELEMENTS,
@@ -51,9 +51,6 @@ _INT, _REAL, _BOOL, _NONE = numba.int64, numba.float64, numba.boolean, numba.non
 
 # (the kernel's types function, its key) -> the row kernel's machine code
 _CODE: dict[tuple, object] = {}
-# a row kernel's last arguments: the chunks' sums (see ``_shared``) and the counter of
-# chunks its threads share (see ``_threads``)
-_CHUNK_ARGUMENTS = (_PARTIALS, CLAIMS)
 
 
 def _launch(kernel, types, key: tuple, chunks: int, args: tuple) -> tuple[float, int]:

@@ -45,7 +45,7 @@ from ._numba_math import (
     held,
     inline,
 )
-from ._threads import claim, record
+from ._threads import CLAIMS, NO_CLAIMS, claim, record
 
 xp = np
 
@@ -361,6 +361,9 @@ def array_type(dtype, ndim: int, writes: bool = False):
 
 
 _PARTIALS = array_type(np.dtype(np.float64), 1, writes=True)  # the chunks' sums
+# every kernel's last arguments: the chunks' sums (see ``_shared``) and the counter of the
+# chunks its threads share (see ``_threads``)
+_CHUNK_ARGUMENTS = (_PARTIALS, CLAIMS)
 
 
 def _machine_code(kernel, dtype, weight, pos_weight, grad, hess):
@@ -374,8 +377,7 @@ def _machine_code(kernel, dtype, weight, pos_weight, grad, hess):
                            numba.none if pos_weight is None else given,
                            numba.typeof(_NO_PARAM), numba.float64,
                            numba.none if grad is None else written, written,
-                           numba.none if hess is None else written, _PARTIALS,
-                           _threads.CLAIMS))
+                           numba.none if hess is None else written, *_CHUNK_ARGUMENTS))
 
 
 def _key_name(key) -> str:
@@ -400,7 +402,7 @@ def _elementwise(loss: str):
     has_pos_weight = loss == "binary_cross_entropy_with_logits"
     # (variant, want_value, the dtype's number, and whether the gradient, weight,
     # pos_weight and Hessian are None) -> the kernel's machine code (see _machine_code).
-    # Called directly it skips the dispatcher's typing of nine arguments, half a
+    # Called directly it skips the dispatcher's typing of eleven arguments, half a
     # microsecond (a seventh of a call at n = 1000). (dtype.num, not the dtype: a dtype's
     # hash is computed on every call, and the lookup took 0.3 us instead of 0.2.)
     usual_code: dict[tuple, object] = {}
@@ -440,7 +442,7 @@ def _elementwise(loss: str):
         # the arguments written out, not packed into a tuple: this runs on every call
         if p.size < PARALLEL_MIN_ELEMENTS:  # one chunk, on this thread
             total = code(y, p, weight, pos_weight, param, scale, grad, flat_losses, hess,
-                         _NO_PARTIALS, _threads.NO_CLAIMS)
+                         _NO_PARTIALS, NO_CLAIMS)
         else:
             partials, _ = _shared(code, (y, p, weight, pos_weight, param, scale, grad,
                                          flat_losses, hess), CHUNKS)
