@@ -67,7 +67,7 @@ def test_a_worker_that_raises_is_waited_for_then_raised(monkeypatch):
     monkeypatch.setattr(_threads, "threads", lambda: 2)
     ran = []
 
-    def kernel(claims):
+    def kernel(shared):
         if threading.current_thread() is threading.main_thread():
             time.sleep(0.2)  # the worker starts meanwhile
             ran.append("caller")
@@ -91,7 +91,7 @@ def test_a_signal_while_a_worker_runs_is_raised_after_it_has_finished(monkeypatc
     monkeypatch.setattr(_threads, "threads", lambda: 2)
     done = []
 
-    def kernel(claims):
+    def kernel(shared):
         if threading.current_thread() is threading.main_thread():
             deadline = time.monotonic() + 30
             while not done and time.monotonic() < deadline:  # until the worker runs

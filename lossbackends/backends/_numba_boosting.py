@@ -26,7 +26,7 @@ def _element(grad, hess, i, g_scale, h_scale, bound, fixed, constant):
 
 
 def _finish(grad, hess, weight, labels, columns, grad_scale, hess_scale, floor, weigh,
-            constant, chunks, worsts, claims):
+            constant, chunks, worsts, shared):
     dtype = grad.dtype.type
     g_scale, h_scale = dtype(grad_scale), dtype(hess_scale)
     low, fixed, is_constant = dtype(floor), dtype(constant), constant > 0
@@ -38,7 +38,7 @@ def _finish(grad, hess, weight, labels, columns, grad_scale, hess_scale, floor, 
     result = labels.dtype.type(0)
     rows = hess.size // columns if columns else 0
     size = (rows + chunks - 1) // chunks
-    chunk = claim(claims, -1)
+    chunk = claim(shared, -1)
     while chunk < chunks:  # chunks of rows (of ``columns`` elements)
         first_row, last_row = min(rows, chunk * size), min(rows, chunk * size + size)
         start, stop = first_row * columns, last_row * columns
@@ -77,11 +77,11 @@ def _finish(grad, hess, weight, labels, columns, grad_scale, hess_scale, floor, 
                     _element(gs, hs, i, gw, hw, low * w, fixed * w, is_constant)
                     if check:
                         worst = max(worst, ls[i])
-        if claims.size:  # shared: the caller takes the max of the chunks'
-            worsts[chunk] = worst
-        else:
+        if shared is None:
             result = max(result, worst)
-        chunk = claim(claims, chunk)
+        else:  # shared: the caller takes the max of the chunks'
+            worsts[chunk] = worst
+        chunk = claim(shared, chunk)
     return result
 
 
@@ -107,7 +107,7 @@ def finish(grad, hess, weight, labels, columns, grad_scale, hess_scale, floor, w
     args = (grad, hess, np.ascontiguousarray(weight), labels, columns, grad_scale, hess_scale,
             floor, weigh, constant)
     if hess.size < PARALLEL_MIN_ELEMENTS:
-        return code(*args, 1, _NO_WORSTS[labels.dtype], _threads.NO_CLAIMS)
+        return code(*args, 1, _NO_WORSTS[labels.dtype], None)
     worsts = np.zeros(CHUNKS, labels.dtype)
     _threads.share(code, (*args, CHUNKS, worsts), CHUNKS)
     return int(worsts.max())  # (a Python int, as the one-thread call returns)
@@ -123,4 +123,4 @@ def _types(dtype, bits) -> tuple:
     real, written = array_type(dtype, 1), array_type(dtype, 1, writes=True)
     return (written, written, real, array_type(bits, 1), numba.int64, numba.float64,
             numba.float64, numba.float64, numba.boolean, numba.float64, numba.int64,
-            array_type(bits, 1, writes=True), _threads.CLAIMS)
+            array_type(bits, 1, writes=True), _threads.SHARED)

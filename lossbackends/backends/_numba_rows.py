@@ -2,8 +2,8 @@
 then ``exp`` once per element, written into the gradient buffer, then the gradient in
 place); rows of fewer than ``FEW_CLASSES`` classes without options block by block instead,
 in flat passes over many rows (a short row does not vectorise). Split from
-``numba_backend`` (the shared pieces: ``_jit``, ``_sum``, ``_shared``, the chunking
-constants), so that neither file is a wall as the catalogue grows. A large input's chunks
+``numba_backend`` (the shared pieces: ``_jit``, ``_sum``, the chunking constants), so
+that neither file is a wall as the catalogue grows. A large input's chunks
 of rows are shared among threads (``_threads``); each thread checks all the labels before
 it writes anything.
 """
@@ -26,20 +26,18 @@ from ._numba_math import (
     inline,
     maximum,
 )
-from ._threads import NO_CLAIMS, claim, record
+from ._threads import claim, record, share
 from .numba_backend import (
     _CHUNK_ARGUMENTS,
     _EMPTY,
     _EMPTY_ROWS,
     _NO_LABELS,
-    _NO_PARTIALS,
     _UNIT,
     BLOCK,
     CE_CHUNK_ELEMENTS,
     CHUNKS,
     _in_order,
     _jit,
-    _shared,
     _sum,
     array_type,
 )
@@ -63,10 +61,10 @@ def _launch(kernel, types, key: tuple, chunks: int, args: tuple) -> tuple[float,
     if code is None:
         code = _CODE[types, key] = kernel.compile(types(*key))
     if chunks == 1:
-        total, bad_row, scale = code(*args, _NO_PARTIALS, NO_CLAIMS)
+        total, bad_row, scale = code(*args, None)
     else:
         # every thread checks all the labels before it writes: they agree on the bad row
-        partials, (_, bad_row, scale) = _shared(code, args, chunks)
+        (_, bad_row, scale), partials = share(code, args, chunks)
         if bad_row >= 0:  # nothing was written, partial sums included
             return 0.0, bad_row
         total = _in_order(partials)
@@ -122,7 +120,7 @@ def _row_max(x):
 
 def _cross_entropy_kernel(x, soft, labels, probs, weighted, class_weight, ignore_index, smoothing,
                           mean, given_denominator, z_loss, softcap, grad, row_losses, chunks, hess,
-                          partials, claims):
+                          shared):
     """Class indices in ``labels`` or probabilities in ``probs`` (``soft``); the unused one
     and an unused ``class_weight`` are empty arrays, so every call types the same way.
     ``given_denominator`` is the mean's denominator when the caller knows it, else < 0.
@@ -172,7 +170,7 @@ def _cross_entropy_kernel(x, soft, labels, probs, weighted, class_weight, ignore
     # cache for the chain rule (x may be the gradient buffer)
     capped_row = np.empty(classes if capped else 0, x.dtype)
     result = 0.0
-    chunk = claim(claims, -1)
+    chunk = claim(shared, -1)
     while chunk < chunks:
         total = 0.0
         for r in range(chunk * size, min(rows, chunk * size + size)):
@@ -300,8 +298,8 @@ def _cross_entropy_kernel(x, soft, labels, probs, weighted, class_weight, ignore
                 for c in range(classes):
                     t = capped_row[c] * inv_cap
                     g[c] = g[c] * (ONE - t * t)
-        result = record(claims, partials, chunk, total, result)
-        chunk = claim(claims, chunk)
+        result = record(shared, chunk, total, result)
+        chunk = claim(shared, chunk)
     return result, -1, grad_scale
 
 
@@ -328,8 +326,7 @@ FEW_CLASSES = 32
 
 
 def _cross_entropy_few_classes_kernel(x, labels, ignore_index, mean, given_denominator,
-                                      want_value, grad, hess, row_losses, chunks, partials,
-                                      claims):
+                                      want_value, grad, hess, row_losses, chunks, shared):
     """The loss of row r is log(sum_c exp(z_c)) - z_label, z = x_r - max(x_r) (see
     ``_shifted``); the gradient (softmax - onehot) times the reduction's scale; the Hessian
     softmax (1 - softmax) times it. ``grad``, ``hess`` and ``row_losses`` are empty when not
@@ -367,7 +364,7 @@ def _cross_entropy_few_classes_kernel(x, labels, ignore_index, mean, given_denom
     exps = np.empty(0 if want_grad else block_rows * classes, x.dtype)
     label_z = np.empty(block_rows, x.dtype)
     result = 0.0
-    chunk = claim(claims, -1)
+    chunk = claim(shared, -1)
     while chunk < chunks:
         total = 0.0
         chunk_stop = min(rows, chunk * size + size)
@@ -443,8 +440,8 @@ def _cross_entropy_few_classes_kernel(x, labels, ignore_index, mean, given_denom
                         flat_hess[start + row: start + row + classes] = 0
                 elif want_grad:
                     es[row + label] -= grad_scale
-        result = record(claims, partials, chunk, total, result)
-        chunk = claim(claims, chunk)
+        result = record(shared, chunk, total, result)
+        chunk = claim(shared, chunk)
     return result, -1, grad_scale
 
 
@@ -499,7 +496,7 @@ def cross_entropy(target, x, class_weight, params, reduction, scale, grad, want_
 
 
 def _multiclass_hinge_kernel(x, labels, weight, margin, mean, given_denominator, grad,
-                             row_losses, chunks, partials, claims):
+                             row_losses, chunks, shared):
     """max(0, m + max_{j != y} s_j - s_y) per row, one read of the row; gradient +1 at the
     first arg-max j != y, -1 at y, where positive. ``weight``: one per row, or empty.
     Runs ``chunks`` chunks of rows (see ``_launch``); returns (the chunks' sum, first bad row or -1,
@@ -515,7 +512,7 @@ def _multiclass_hinge_kernel(x, labels, weight, margin, mean, given_denominator,
     low = x.dtype.type(-np.inf)
     size = (rows + chunks - 1) // chunks
     result = 0.0
-    chunk = claim(claims, -1)
+    chunk = claim(shared, -1)
     while chunk < chunks:
         total = 0.0
         for r in range(chunk * size, min(rows, chunk * size + size)):
@@ -556,8 +553,8 @@ def _multiclass_hinge_kernel(x, labels, weight, margin, mean, given_denominator,
                 g[label] = -d
             else:
                 g[:] = NAN32 if nan else ZERO
-        result = record(claims, partials, chunk, total, result)
-        chunk = claim(claims, chunk)
+        result = record(shared, chunk, total, result)
+        chunk = claim(shared, chunk)
     return result, -1, row_scale
 
 

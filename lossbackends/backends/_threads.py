@@ -6,17 +6,19 @@ each, against about 1 s for the serial one: its parfor passes), and each of its 
 layers had a catch: ``workqueue`` aborts on concurrent calls (numba#8563), GNU OpenMP's
 killed forked children and spun under load, TBB is one more binary dependency.
 
-The protocol: ``claims``, an int64 counter the threads of one call share, is the next
-chunk to take. The calling thread and the workers all run the kernel; each takes the next
-chunk (an atomic add) until none is left and writes the chunk's partial result into its
-place. When the calling thread runs out of chunks, it cancels each worker that has not
-started yet and waits for those that have (each has at most one chunk left). So a worker
-that wakes late (a sleeping thread took tens of microseconds to wake on the 2-core virtual
-machines we measure on) just takes fewer chunks or none, and the call never waits for a
-thread to wake; and no worker holds the caller's arrays once the call has returned (the
-gradient cache reuses a buffer only it references). With empty ``claims`` a kernel runs
-every chunk in order on its own thread. Workers read a counter of posted calls for a
-while before they sleep (see ``_POSTED``).
+The protocol: ``shared``, a float64 array the threads of one call share, holds the next
+chunk to take (its first element, an int64 counter in a float64's place) and then each
+chunk's partial result. The calling thread and the workers all run the kernel; each takes
+the next chunk (an atomic add) until none is left and writes the chunk's partial result
+into its place. When the calling thread runs out of chunks, it cancels each worker that
+has not started yet and waits for those that have (each has at most one chunk left). So a
+worker that wakes late (a sleeping thread took tens of microseconds to wake on the 2-core
+virtual machines we measure on) just takes fewer chunks or none, and the call never waits
+for a thread to wake; and no worker holds the caller's arrays once the call has returned
+(the gradient cache reuses a buffer only it references). With ``shared`` None a kernel
+runs every chunk in order on its own thread (one argument for both: every array argument
+costs the call of a kernel's machine code about 80 ns to unbox, a small call's fifth).
+Workers read a counter of posted calls for a while before they sleep (see ``_POSTED``).
 
 The number of threads is Numba's: ``NUMBA_NUM_THREADS`` (default: the CPUs), read on each
 shared call.
@@ -36,19 +38,26 @@ from numba.extending import intrinsic
 
 from ._numba_math import inline
 
-NO_CLAIMS = np.empty(0, np.int64)  # one thread: the kernel runs every chunk in order
-CLAIMS = numba.int64[::1]  # the counter's Numba type
+# the kernels' last argument: the chunks' counter and partial results (see above)
+SHARED = types.Optional(numba.float64[::1])
 
 
 def _counter(context, builder, signature, args):
-    """A pointer to ``counters[index]`` (the intrinsics' arguments)."""
-    array_type = signature.args[0]
-    array = context.make_array(array_type)(context, builder, args[0])
-    return cgutils.get_item_pointer(context, builder, array_type, array, [args[1]])
+    """A pointer to ``counters[index]`` as an int64 (the intrinsics' arguments): an int64
+    array's element, or a float64 array's (``shared``'s first) in the same place."""
+    array_type, array = signature.args[0], args[0]
+    if isinstance(array_type, types.Optional):  # (never None where the kernels call it)
+        array = context.cast(builder, array, array_type, array_type.type)
+        array_type = array_type.type
+    array = context.make_array(array_type)(context, builder, array)
+    pointer = cgutils.get_item_pointer(context, builder, array_type, array, [args[1]])
+    return builder.bitcast(pointer, context.get_value_type(types.int64).as_pointer())
 
 
 def _is_counters(counters) -> bool:
-    return isinstance(counters, types.Array) and counters.dtype == types.int64
+    if isinstance(counters, types.Optional):
+        counters = counters.type
+    return isinstance(counters, types.Array) and counters.dtype in (types.int64, types.float64)
 
 
 @intrinsic
@@ -88,21 +97,23 @@ def _await(posted, seen, spins, settle):
 
 
 @inline
-def claim(claims, previous):
+def claim(shared, previous):
     """The chunk to run after ``previous`` (-1 at first): the next one not yet taken when
-    the chunks are shared, else ``previous + 1``."""
-    return _fetch_add(claims, 0) if claims.size else previous + 1
+    the chunks are ``shared``, else ``previous + 1``."""
+    if shared is None:
+        return previous + 1
+    return _fetch_add(shared, 0)
 
 
 @inline
-def record(claims, partials, chunk, total, result):
-    """A chunk's sum ``total``: into its place in ``partials`` when the chunks are shared
+def record(shared, chunk, total, result):
+    """A chunk's sum ``total``: into its place in ``shared`` when the chunks are shared
     (the caller adds them in order), else added to the running ``result`` (the chunks run
     in order); returns the running result."""
-    if claims.size:
-        partials[chunk] = total
-        return result
-    return result + total
+    if shared is None:
+        return result + total
+    shared[1 + chunk] = total
+    return result
 
 
 def threads() -> int:
@@ -190,29 +201,30 @@ def _ensure_workers(count: int) -> None:
             _workers += 1
 
 
-def share(code, args: tuple, chunks: int):
-    """``code(*args, claims)`` on the calling thread and on ``threads() - 1`` workers at
-    once, sharing ``chunks`` chunks (see the module's protocol; each chunk's results in its
-    place); returns the calling thread's result, once every chunk is done."""
+def share(code, args: tuple, chunks: int) -> tuple:
+    """``code(*args, shared)`` on the calling thread and on ``threads() - 1`` workers at
+    once, sharing ``chunks`` chunks (see the module's protocol); returns the calling
+    thread's result and the chunks' partial results (to be added in order), once every
+    chunk is done."""
     count = min(threads(), chunks)
     # the workers' wait, compiled here, never by a worker: a fork while a worker held
     # Numba's compiler lock left the child's lock taken for good (the child hung)
     _await_code()
     _ensure_workers(count - 1)
-    claims = np.zeros(1, np.int64)
+    shared = np.zeros(1 + chunks)  # the counter (0 in either type), then the results
     ended = np.zeros(1, np.int64)  # the workers of this call that have run
-    tasks = [_Task(code, (*args, claims), ended) for _ in range(count - 1)]
+    tasks = [_Task(code, (*args, shared), ended) for _ in range(count - 1)]
     _POSTED[0] += 1
     try:
         for task in tasks:
             _tasks.put(task)
-        result = code(*args, claims)
+        result = code(*args, shared)
     finally:
         _end(tasks, ended)
     for task in tasks:
         if task.error is not None:
             raise task.error
-    return result
+    return result, shared[1:]
 
 
 def _end(tasks: list, ended: np.ndarray) -> None:

@@ -45,7 +45,7 @@ from ._numba_math import (
     held,
     inline,
 )
-from ._threads import CLAIMS, NO_CLAIMS, claim, record
+from ._threads import SHARED, claim, record
 
 xp = np
 
@@ -262,8 +262,9 @@ def _elementwise_kernel(optimistic: bool, want_value: bool):
     (closure constants: both are decided at compile time, so a gradient-only kernel never
     computes the loss). The input's chunks (``CHUNKS``, or one below
     ``PARALLEL_MIN_ELEMENTS``) run in order, their float64 sums added in order, times
-    ``scale`` returned (0 without ``want_value``); or, shared among threads by ``claims``
-    (see ``_threads``), each chunk's sum into its place in ``partials``.
+    ``scale`` returned (0 without ``want_value``); or, ``shared`` among threads (see
+    ``_threads``), each chunk's sum into its place there. ``losses``: the losses of
+    ``reduction="none"``, or None.
 
     Each chunk runs in blocks of ``BLOCK`` elements. Binary cross-entropy's value takes
     the labels for 0 or 1 if its chunk's first block has only those, until a block shows
@@ -273,7 +274,7 @@ def _elementwise_kernel(optimistic: bool, want_value: bool):
     of in its loop costs labels of 0 and 1 7 %.)"""
     optimistic = optimistic and want_value
 
-    def kernel(y, p, weight, pos_weight, param, scale, grad, losses, hess, partials, claims):
+    def kernel(y, p, weight, pos_weight, param, scale, grad, losses, hess, shared):
         n = p.size
         chunks = CHUNKS if n >= PARALLEL_MIN_ELEMENTS else 1
         size = (n + chunks - 1) // chunks
@@ -282,12 +283,11 @@ def _elementwise_kernel(optimistic: bool, want_value: bool):
         grad_scale = p.dtype.type(scale)  # in the input's dtype: float32 stays float32
         # the loss's constants, kept through the loops below (see ``held``)
         k = held(_LOSS_CONSTANTS)
-        # the losses of a block go to ``losses`` (reduction="none") or, when it is empty,
+        # the losses of a block go to ``losses`` (reduction="none") or, when it is None,
         # to this buffer, and are summed from there
-        scratch = np.empty(min(BLOCK, size) if want_value and losses.size == 0 else 0,
-                           p.dtype)
+        scratch = np.empty(min(BLOCK, size) if want_value and losses is None else 0, p.dtype)
         result = 0.0
-        chunk = claim(claims, -1)
+        chunk = claim(shared, -1)
         while chunk < chunks:
             total = 0.0
             chunk_start = chunk * size
@@ -302,7 +302,7 @@ def _elementwise_kernel(optimistic: bool, want_value: bool):
                 ws = None if weight is None else weight[start:stop]
                 gs = None if grad is None else grad[start:stop]
                 hs = None if hess is None else hess[start:stop]
-                ls = losses[start:stop] if losses.size else scratch[: stop - start]
+                ls = scratch[: stop - start] if losses is None else losses[start:stop]
                 while True:  # once, or twice when a block proves its labels were not 0/1
                     if optimistic and one_log:  # (pruned at compile time unless optimistic)
                         soft = _elementwise_block(_binary_cross_entropy_of_hard_labels, k, True,
@@ -317,8 +317,8 @@ def _elementwise_kernel(optimistic: bool, want_value: bool):
                     one_log = False
                 if want_value:
                     total += _sum(ls)
-            result = record(claims, partials, chunk, total, result)
-            chunk = claim(claims, chunk)
+            result = record(shared, chunk, total, result)
+            chunk = claim(shared, chunk)
         return result * scale
 
     return kernel
@@ -326,23 +326,13 @@ def _elementwise_kernel(optimistic: bool, want_value: bool):
 
 # --- launching -------------------------------------------------------------------------
 
-def _shared(code, args: tuple, chunks: int) -> tuple[np.ndarray, object]:
-    """Run a kernel's machine code on ``args`` over ``chunks`` chunks shared among the
-    threads (``_threads.share``), each chunk's sum written into its place of an array of
-    partial sums (the kernel's argument after ``args``); returns that array, to be added
-    in order (``_in_order``), and the calling thread's result."""
-    partials = np.empty(chunks)
-    return partials, _threads.share(code, (*args, partials), chunks)
-
-
 _UNIT = {np.dtype(np.float32): np.float32(1), np.dtype(np.float64): np.float64(1)}
-# empty arrays that stand in for unused array arguments (no losses to return, no class
+# empty arrays that stand in for unused array arguments of the row kernels (no class
 # weights, no probabilities), so that every call types the same way
 _EMPTY = {dtype: np.empty(0, dtype) for dtype in _UNIT}
 _EMPTY_ROWS = {dtype: np.empty((0, 0), dtype) for dtype in _UNIT}
 _NO_LABELS = np.empty(0, np.int64)
 _NO_PARAM = (0.0, 0.0, 0.0)  # the options' tuple of a loss without options
-_NO_PARTIALS = np.empty(0)  # one chunk: its sum is returned, not stored
 
 
 def array_type(dtype, ndim: int, writes: bool = False):
@@ -360,23 +350,22 @@ def array_type(dtype, ndim: int, writes: bool = False):
     return numba.types.Array(numba.from_dtype(dtype), ndim, "C", readonly=True, aligned=False)
 
 
-_PARTIALS = array_type(np.dtype(np.float64), 1, writes=True)  # the chunks' sums
-# every kernel's last arguments: the chunks' sums (see ``_shared``) and the counter of the
-# chunks its threads share (see ``_threads``)
-_CHUNK_ARGUMENTS = (_PARTIALS, CLAIMS)
+# every kernel's last argument: the chunks its threads share, or None (see ``_threads``)
+_CHUNK_ARGUMENTS = (SHARED,)
 
 
 def _machine_code(kernel, dtype, weight, pos_weight, grad, hess):
     """An elementwise ``kernel``'s compiled code (compiled, or loaded from the disk cache,
     on first use) for 1-d arrays of ``dtype`` (see ``array_type``). ``weight``,
     ``pos_weight``, ``grad``, ``hess`` say only whether the argument is None; the losses'
-    array is always given. Its numbers are typed float64 whatever their Python type, as
-    the kernels read them (an int passed later is converted, never misread)."""
+    array is optional (one version for ``"none"`` and the sums). Its numbers are typed
+    float64 whatever their Python type, as the kernels read them (an int passed later is
+    converted, never misread)."""
     given, written = array_type(dtype, 1), array_type(dtype, 1, writes=True)
     return kernel.compile((given, given, numba.none if weight is None else given,
                            numba.none if pos_weight is None else given,
                            numba.typeof(_NO_PARAM), numba.float64,
-                           numba.none if grad is None else written, written,
+                           numba.none if grad is None else written, numba.optional(written),
                            numba.none if hess is None else written, *_CHUNK_ARGUMENTS))
 
 
@@ -408,7 +397,7 @@ def _elementwise(loss: str):
     usual_code: dict[tuple, object] = {}
 
     def kernel(y, p, weight, params, reduction, scale, grad, want_value, hess=None):
-        dtype = p.dtype
+        dtype, shape = p.dtype, p.shape
         if dtype is FLOAT16:  # checked here, not by a wrapper: this runs on every call
             return in_float32(kernel, y, p, weight, params, reduction, scale, grad, want_value,
                               hess)
@@ -419,13 +408,6 @@ def _elementwise(loss: str):
             key, param, pos_weight = None, _NO_PARAM, params[0]
         else:
             key, param = None, ((params[0], 0.0, 0.0) if params else _NO_PARAM)
-        # "none" gets an array of losses; the other reductions pass an empty one, which
-        # types the same (half as many compiled versions) and tells the kernel to sum
-        if want_value and reduction == "none":
-            losses = np.empty(p.shape, dtype)
-            flat_losses = losses.reshape(-1)
-        else:
-            losses, flat_losses = None, _EMPTY[dtype]
         if p.ndim != 1:  # the kernels index flat arrays (all are C-contiguous)
             y, p = y.reshape(-1), p.reshape(-1)
             weight = None if weight is None else weight.reshape(-1)
@@ -439,19 +421,22 @@ def _elementwise(loss: str):
         if code is None:
             code = usual_code[usual] = _machine_code(kernels[key, want_value], dtype, weight,
                                                      pos_weight, grad, hess)
+        # "none" gets an array of losses; the other reductions None: the kernel sums
+        losses = np.empty(p.size, dtype) if want_value and reduction == "none" else None
         # the arguments written out, not packed into a tuple: this runs on every call
         if p.size < PARALLEL_MIN_ELEMENTS:  # one chunk, on this thread
-            total = code(y, p, weight, pos_weight, param, scale, grad, flat_losses, hess,
-                         _NO_PARTIALS, NO_CLAIMS)
+            total = code(y, p, weight, pos_weight, param, scale, grad, losses, hess, None)
         else:
-            partials, _ = _shared(code, (y, p, weight, pos_weight, param, scale, grad,
-                                         flat_losses, hess), CHUNKS)
+            _, partials = _threads.share(code, (y, p, weight, pos_weight, param, scale, grad,
+                                                losses, hess), CHUNKS)
             total = _in_order(partials) * scale
         if not want_value:
             return None
+        if losses is not None:
+            return losses.reshape(shape)
         # a NumPy scalar of p's dtype: one times a Python float has the scalar's dtype
         # (NEP 50), and costs a third of p.dtype.type(total)
-        return losses if losses is not None else _UNIT[dtype] * total
+        return _UNIT[dtype] * total
 
     kernel.__name__ = kernel.__qualname__ = loss
     kernel.usual_code = usual_code  # (for tests)
