@@ -17,6 +17,7 @@ import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from types import ModuleType
+from typing import Any
 
 from . import _arrays
 
@@ -182,13 +183,14 @@ def _describe(x: object) -> str:
     return f"{kind.__module__}.{kind.__qualname__}"
 
 
-# (kernel, xp, native): the kernel, the backend's array module (numpy or cupy), and
-# whether y_true and y_pred are both of the array type of xp itself. A plain tuple: it
-# is unpacked on every call, and a NamedTuple unpacks a few times slower. With xp None,
-# the kernel is a function that takes the whole call: Dask arrays (``_dask.run``), or
-# torch/JAX/DLPack arrays, whose device each instance tells (``_loss.run_foreign`` views
-# them as NumPy/CuPy and routes again).
-Route = tuple[Callable, ModuleType, bool]
+# (kernel, xp, native, plain): the kernel, the backend's array module (numpy or cupy),
+# whether y_true and y_pred are both of the array type of xp itself, and the kernel's
+# launches of plain calls (``kernel.plain``, see ``numba_backend.PlainCalls``) or None. A
+# plain tuple: it is unpacked on every call, and a NamedTuple unpacks a few times slower.
+# With xp None, the kernel is a function that takes the whole call: Dask arrays
+# (``_dask.run``), or torch/JAX/DLPack arrays, whose device each instance tells
+# (``_loss.run_foreign`` views them as NumPy/CuPy and routes again).
+Route = tuple[Callable, ModuleType, bool, Any]
 
 # (loss, choice, type of y_true, type of y_pred) -> Route; a route is stored once its
 # first call has passed every check of ``_first_route``
@@ -196,7 +198,7 @@ _ROUTES: dict[tuple, Route] = {}
 
 
 def route(loss: str, backend: str | None, y_true: object, y_pred: object) -> Route:
-    """(kernel, xp, native) for this call: the kernel it runs, and what the front needs
+    """(kernel, xp, native, plain) for this call: the kernel it runs, and what the front needs
     to know to prepare its inputs (see ``Route``).
 
     This runs on every call, so a call like an earlier one costs one dict lookup; the
@@ -223,7 +225,7 @@ def _first_route(loss: str, choice: object, from_settings: bool, y_true: object,
 
         runner = run_foreign
     if runner is not None:
-        found = _ROUTES[loss, choice, type(y_true), type(y_pred)] = (runner, None, False)
+        found = _ROUTES[loss, choice, type(y_true), type(y_pred)] = (runner, None, False, None)
         return found
     device = device_of(y_pred)
     if device_of(y_true) != device:
@@ -234,7 +236,9 @@ def _first_route(loss: str, choice: object, from_settings: bool, y_true: object,
         )
     name = _choose(choice, device, from_settings)
     xp = load_backend(name).xp
-    found = (kernel_for(loss, name), xp, type(y_true) is type(y_pred) is xp.ndarray)
+    kernel = kernel_for(loss, name)
+    found = (kernel, xp, type(y_true) is type(y_pred) is xp.ndarray,
+             getattr(kernel, "plain", None))
     _ROUTES[loss, choice, type(y_true), type(y_pred)] = found
     return found
 

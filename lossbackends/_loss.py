@@ -591,7 +591,7 @@ class Loss:
             raise ValueError(
                 f"unknown reduction {reduction!r}; choose one of 'mean', 'sum', 'none'"
             )
-        kernel, xp, native = _dispatch.route(self.name, backend, y_true, y_pred)
+        kernel, xp, native, plain = _dispatch.route(self.name, backend, y_true, y_pred)
         # Most calls pass two non-empty C-contiguous arrays of the backend's own type and
         # no option (``out`` is checked as always): of one float dtype and shape, or
         # (rows, classes) logits and int64 class indices. The kernel takes those as they
@@ -617,6 +617,10 @@ class Loss:
                                "out" if hess is None else "grad_out")
                     grad = out
                 if hess is None:
+                    if plain is not None and reduction != "none":  # its launch, directly
+                        key = (dtype, reduction, want_value, grad is None)
+                        launch = plain.get(key) or plain.build(key, params)
+                        return launch(y_true, y_pred, scale, grad), grad
                     return kernel(y_true, y_pred, None, params, reduction, scale, grad,
                                   want_value), grad
                 if hess is _WANT_GRAD:

@@ -448,6 +448,37 @@ def test_numba_runs_the_machine_code_of_a_plain_call_directly():
             lb.mse.value_and_grad(y, p, backend=backend, out=unaligned)
 
 
+@pytest.mark.parametrize("loss", ["mse", "binary_cross_entropy", "huber"])
+def test_numba_plain_calls_give_the_bits_of_the_general_path(loss):
+    """A plain call (C-contiguous arrays, no option) runs the kernel's launch for it
+    (``kernel.plain``); passing ``weight=None`` takes the general path through the
+    preparation and the kernel's own choice of its code: the same bits, for every method,
+    reduction, dtype (float16 through float32), shape, and a size shared among threads."""
+    pytest.importorskip("numba", reason="Numba is not installed")
+    from lossbackends.backends import numba_backend
+
+    function = getattr(lb, loss)
+    rng = np.random.default_rng(8)
+    for dtype in (np.float16, np.float32, np.float64):
+        for shape in ((1000,), (25, 40), (numba_backend.PARALLEL_MIN_ELEMENTS + 7,)):
+            y = rng.random(shape).astype(dtype)
+            p = rng.random(shape).astype(dtype)
+            for reduction in ("mean", "sum"):
+                for method in ("__call__", "grad", "value_and_grad"):
+                    call = getattr(function, method)
+                    plain = call(y, p, reduction=reduction, backend="numba")
+                    general = call(y, p, reduction=reduction, backend="numba", weight=None)
+                    if not isinstance(plain, tuple):
+                        plain, general = (plain,), (general,)
+                    for a, b in zip(plain, general, strict=True):
+                        assert np.asarray(a).tobytes() == np.asarray(b).tobytes(), (
+                            dtype, shape, reduction, method)
+    launches = numba_backend.KERNELS[loss].plain
+    assert (np.dtype(np.float32), "sum", True, False) in launches  # value_and_grad's
+    assert (np.dtype(np.float64), "mean", False, False) in launches  # grad's
+    assert (np.dtype(np.float64), "mean", True, True) in launches  # the value's
+
+
 def test_numba_row_kernels_run_one_compiled_version_for_every_kind_of_input():
     """cross_entropy's and multiclass_hinge's Numba kernels run their machine code for
     writeable, read-only (JAX's) and unaligned logits and labels alike: no new version."""

@@ -354,19 +354,19 @@ def array_type(dtype, ndim: int, writes: bool = False):
 _CHUNK_ARGUMENTS = (SHARED,)
 
 
-def _machine_code(kernel, dtype, weight, pos_weight, grad, hess):
+def _machine_code(kernel, dtype, no_weight, no_pos_weight, no_grad, no_hess):
     """An elementwise ``kernel``'s compiled code (compiled, or loaded from the disk cache,
-    on first use) for 1-d arrays of ``dtype`` (see ``array_type``). ``weight``,
-    ``pos_weight``, ``grad``, ``hess`` say only whether the argument is None; the losses'
-    array is optional (one version for ``"none"`` and the sums). Its numbers are typed
+    on first use) for 1-d arrays of ``dtype`` (see ``array_type``), without a weight,
+    pos_weight, gradient or Hessian as the ``no_`` flags say; the losses' array is
+    optional (one version for ``"none"`` and the sums). Its numbers are typed
     float64 whatever their Python type, as the kernels read them (an int passed later is
     converted, never misread)."""
     given, written = array_type(dtype, 1), array_type(dtype, 1, writes=True)
-    return kernel.compile((given, given, numba.none if weight is None else given,
-                           numba.none if pos_weight is None else given,
+    return kernel.compile((given, given, numba.none if no_weight else given,
+                           numba.none if no_pos_weight else given,
                            numba.typeof(_NO_PARAM), numba.float64,
-                           numba.none if grad is None else written, numba.optional(written),
-                           numba.none if hess is None else written, *_CHUNK_ARGUMENTS))
+                           numba.none if no_grad else written, numba.optional(written),
+                           numba.none if no_hess else written, *_CHUNK_ARGUMENTS))
 
 
 def _key_name(key) -> str:
@@ -389,47 +389,50 @@ def _elementwise(loss: str):
             kernels[key, want] = _jit(source, f"{label}_{name}", math=math,
                                       constants=constants)
     has_pos_weight = loss == "binary_cross_entropy_with_logits"
+
+    def options(params) -> tuple:
+        """(variant, the kernel's numbers, pos_weight) for the loss's ``params``."""
+        if ours:
+            return (*_numba_losses.variant(loss, params), None)
+        if has_pos_weight:
+            return None, _NO_PARAM, params[0]
+        return None, ((params[0], 0.0, 0.0) if params else _NO_PARAM), None
+
     # (variant, want_value, the dtype's number, and whether the gradient, weight,
     # pos_weight and Hessian are None) -> the kernel's machine code (see _machine_code).
-    # Called directly it skips the dispatcher's typing of eleven arguments, half a
+    # Called directly it skips the dispatcher's typing of ten arguments, half a
     # microsecond (a seventh of a call at n = 1000). (dtype.num, not the dtype: a dtype's
     # hash is computed on every call, and the lookup took 0.3 us instead of 0.2.)
     usual_code: dict[tuple, object] = {}
+
+    def machine_code(key, want_value, dtype, no_grad, no_weight, no_pos_weight, no_hess):
+        usual = (key, want_value, dtype.num, no_grad, no_weight, no_pos_weight, no_hess)
+        code = usual_code.get(usual)
+        if code is None:
+            code = usual_code[usual] = _machine_code(kernels[key, want_value], dtype, no_weight,
+                                                     no_pos_weight, no_grad, no_hess)
+        return code
 
     def kernel(y, p, weight, params, reduction, scale, grad, want_value, hess=None):
         dtype, shape = p.dtype, p.shape
         if dtype is FLOAT16:  # checked here, not by a wrapper: this runs on every call
             return in_float32(kernel, y, p, weight, params, reduction, scale, grad, want_value,
                               hess)
-        pos_weight = None
-        if ours:
-            key, param = _numba_losses.variant(loss, params)
-        elif has_pos_weight:
-            key, param, pos_weight = None, _NO_PARAM, params[0]
-        else:
-            key, param = None, ((params[0], 0.0, 0.0) if params else _NO_PARAM)
+        key, param, pos_weight = options(params)
         if p.ndim != 1:  # the kernels index flat arrays (all are C-contiguous)
             y, p = y.reshape(-1), p.reshape(-1)
             weight = None if weight is None else weight.reshape(-1)
             grad = None if grad is None else grad.reshape(-1)
             hess = None if hess is None else hess.reshape(-1)
-        # the kernel's machine code, found once per variant, dtype and the arguments
-        # present (see usual_code and array_type)
-        usual = (key, want_value, dtype.num, grad is None, weight is None,
-                 pos_weight is None, hess is None)
-        code = usual_code.get(usual)
-        if code is None:
-            code = usual_code[usual] = _machine_code(kernels[key, want_value], dtype, weight,
-                                                     pos_weight, grad, hess)
+        code = machine_code(key, want_value, dtype, grad is None, weight is None,
+                            pos_weight is None, hess is None)
         # "none" gets an array of losses; the other reductions None: the kernel sums
         losses = np.empty(p.size, dtype) if want_value and reduction == "none" else None
-        # the arguments written out, not packed into a tuple: this runs on every call
         if p.size < PARALLEL_MIN_ELEMENTS:  # one chunk, on this thread
             total = code(y, p, weight, pos_weight, param, scale, grad, losses, hess, None)
         else:
-            _, partials = _threads.share(code, (y, p, weight, pos_weight, param, scale, grad,
-                                                losses, hess), CHUNKS)
-            total = _in_order(partials) * scale
+            total = _shared_total(code, (y, p, weight, pos_weight, param, scale, grad, losses,
+                                         hess))
         if not want_value:
             return None
         if losses is not None:
@@ -438,9 +441,58 @@ def _elementwise(loss: str):
         # (NEP 50), and costs a third of p.dtype.type(total)
         return _UNIT[dtype] * total
 
+    def plain_call(dtype, reduction, want_value, no_grad, params):
+        """The launch of a plain call (see ``PlainCalls``): the kernel's code and numbers
+        found once, the arguments written out (this runs on every call)."""
+        if dtype is FLOAT16:
+            return lambda y, p, scale, grad: kernel(y, p, None, params, reduction, scale, grad,
+                                                    want_value)
+        key, param, pos_weight = options(params)
+        code = machine_code(key, want_value, dtype, no_grad, True, pos_weight is None, True)
+        unit = _UNIT[dtype] if want_value else None
+
+        def launch(y, p, scale, grad):
+            if p.ndim != 1:  # the kernels index flat arrays (all are C-contiguous)
+                y, p = y.reshape(-1), p.reshape(-1)
+                grad = None if grad is None else grad.reshape(-1)
+            if p.size < PARALLEL_MIN_ELEMENTS:  # one chunk, on this thread
+                total = code(y, p, None, pos_weight, param, scale, grad, None, None, None)
+            else:
+                total = _shared_total(code, (y, p, None, pos_weight, param, scale, grad, None,
+                                             None))
+            return None if unit is None else unit * total
+
+        return launch
+
     kernel.__name__ = kernel.__qualname__ = loss
     kernel.usual_code = usual_code  # (for tests)
+    kernel.plain = PlainCalls(plain_call)
     return kernel
+
+
+def _shared_total(code, args: tuple) -> float:
+    """The sum a kernel's ``code`` returns for ``args``, its ``CHUNKS`` chunks shared among
+    the threads (``_threads``), times the reduction's scale (``args``' sixth)."""
+    _, partials = _threads.share(code, args, CHUNKS)
+    return _in_order(partials) * args[5]
+
+
+class PlainCalls(dict):
+    """A kernel's launches of plain calls, which the front calls directly (see
+    ``_loss.Loss._run``): ``(dtype, reduction, want_value, no gradient) -> launch(y, p,
+    scale, grad)``, where y_true and y_pred are C-contiguous NumPy arrays of one shape (of
+    ``dtype``), without weight or option (the loss's default ``params``), and the
+    reduction not ``"none"``. It skips the kernel's own choice of its code on every call
+    (a sixth of a call at n = 1000)."""
+
+    def __init__(self, build):
+        super().__init__()
+        self._build = build
+
+    def build(self, key: tuple, params: tuple):
+        """The launch for ``key``, made now (on a call's first use) and kept."""
+        launch = self[key] = self._build(*key, params)
+        return launch
 
 
 KERNELS = {loss: _elementwise(loss) for loss in (*MATH, *_numba_losses.LOSSES)}
