@@ -466,8 +466,10 @@ def test_numba_plain_calls_give_the_bits_of_the_general_path(loss):
             for reduction in ("mean", "sum"):
                 for method in ("__call__", "grad", "value_and_grad"):
                     call = getattr(function, method)
-                    plain = call(y, p, reduction=reduction, backend="numba")
-                    general = call(y, p, reduction=reduction, backend="numba", weight=None)
+                    with np.errstate(over="ignore"):  # float16's large sums: inf on both
+                        plain = call(y, p, reduction=reduction, backend="numba")
+                        general = call(y, p, reduction=reduction, backend="numba",
+                                       weight=None)
                     if not isinstance(plain, tuple):
                         plain, general = (plain,), (general,)
                     for a, b in zip(plain, general, strict=True):
