@@ -739,17 +739,17 @@ def _check_out(xp, out, y_true, y, p, shape, name: str = "out") -> None:
             "inputs, a CuPy array for GPU inputs)"
         )
     # the cheapest checks first: at n = 1000 this function is a quarter of the call
-    if out.shape != shape or out.dtype != p.dtype:
+    if out.shape != shape or (out.dtype is not p.dtype and out.dtype != p.dtype):
         what = "Hessian" if name == "hess_out" else "gradient"
         raise ValueError(
             f"{name} has shape {tuple(out.shape)} and dtype {out.dtype}; the {what} needs shape "
             f"{shape} and dtype {p.dtype}"
         )
     flags = out.flags
-    # (aligned: the Numba kernels' code writes aligned arrays; CuPy's flags have no such
+    # (aligned: the Numba kernels' code writes aligned arrays; CuPy's flags have neither
     # attribute, and a CuPy array at an odd address takes the kernels' scalar path)
-    if (not flags.c_contiguous or not getattr(flags, "writeable", True)
-            or not getattr(flags, "aligned", True)):
+    if not (flags.c_contiguous and flags.writeable and flags.aligned if xp is np
+            else flags.c_contiguous):
         raise ValueError(f"{name} must be a writeable, C-contiguous, aligned array, as "
                          "numpy.empty gives (see numpy.require(a, requirements='CWA'))")
     if name == "hess_out":
