@@ -186,10 +186,16 @@ _AWAIT: list = []
 
 
 def _await_code():
-    if not _AWAIT:  # compiled (or loaded from the cache) on first use, as the kernels are
+    """``_await``'s machine code, compiled (or loaded from the cache) on the first call
+    that shares chunks, by the calling thread: a worker never enters Numba's compiler
+    (its dispatcher compiles, or loads from the cache, under a process-wide lock, and a
+    fork while a worker held it left the child's lock taken for good: the child hung)."""
+    if not _AWAIT:
         from .numba_backend import _jit
 
-        _AWAIT.append(_jit(_await, "_await"))
+        counter = numba.int64[::1]
+        _AWAIT.append(_jit(_await, "_await").compile(
+            (counter, numba.int64, numba.int64, numba.int64)))
     return _AWAIT[0]
 
 
@@ -207,9 +213,7 @@ def share(code, args: tuple, chunks: int) -> tuple:
     thread's result and the chunks' partial results (to be added in order), once every
     chunk is done."""
     count = min(threads(), chunks)
-    # the workers' wait, compiled here, never by a worker: a fork while a worker held
-    # Numba's compiler lock left the child's lock taken for good (the child hung)
-    _await_code()
+    _await_code()  # compiled here, never by a worker (see there)
     _ensure_workers(count - 1)
     shared = np.zeros(1 + chunks)  # the counter (0 in either type), then the results
     ended = np.zeros(1, np.int64)  # the workers of this call that have run
