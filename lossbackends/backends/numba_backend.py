@@ -483,7 +483,7 @@ class PlainCalls(dict):
     scale, grad)``, where y_true and y_pred are C-contiguous NumPy arrays of one shape (of
     ``dtype``), without weight or option (the loss's default ``params``), and the
     reduction not ``"none"``. It skips the kernel's own choice of its code on every call
-    (a sixth of a call at n = 1000)."""
+    (about 2000 instructions, a tenth of a call at n = 1000)."""
 
     def __init__(self, build):
         super().__init__()
