@@ -618,8 +618,8 @@ class Loss:
                     grad = out
                 if hess is None:
                     if plain is not None and reduction != "none":  # its launch, directly
-                        key = (dtype, reduction, want_value, grad is None)
-                        launch = plain.get(key) or plain.build(key, params)
+                        key = (dtype, reduction, want_value, grad is None, params)
+                        launch = plain.get(key) or plain.build(key)
                         return launch(y_true, y_pred, scale, grad), grad
                     return kernel(y_true, y_pred, None, params, reduction, scale, grad,
                                   want_value), grad

@@ -475,10 +475,30 @@ def test_numba_plain_calls_give_the_bits_of_the_general_path(loss):
                     for a, b in zip(plain, general, strict=True):
                         assert np.asarray(a).tobytes() == np.asarray(b).tobytes(), (
                             dtype, shape, reduction, method)
-    launches = numba_backend.KERNELS[loss].plain
-    assert (np.dtype(np.float32), "sum", True, False) in launches  # value_and_grad's
-    assert (np.dtype(np.float64), "mean", False, False) in launches  # grad's
-    assert (np.dtype(np.float64), "mean", True, True) in launches  # the value's
+    launched = {key[:4] for key in numba_backend.KERNELS[loss].plain}  # (less the options)
+    assert (np.dtype(np.float32), "sum", True, False) in launched  # value_and_grad's
+    assert (np.dtype(np.float64), "mean", False, False) in launched  # grad's
+    assert (np.dtype(np.float64), "mean", True, True) in launched  # the value's
+
+
+def test_a_loss_of_the_same_name_with_other_defaults_keeps_its_own():
+    """The Numba backend's launches of plain calls are kept per kernel, which every Loss of
+    one name shares: a Loss with other default options gets its own launch, not the first
+    one made (and "none" gives an array that owns its memory, as on NumPy)."""
+    pytest.importorskip("numba", reason="Numba is not installed")
+    from lossbackends.losses import _prepare_huber
+
+    def prepare(xp, y_true, y_pred, *, weight=None, delta=2.0):
+        return _prepare_huber(xp, y_true, y_pred, weight=weight, delta=delta)
+
+    wide = lb.Loss("huber", prepare, "Huber with delta=2 by default")
+    y, p = np.zeros(4), np.array([0.5, -2.0, 3.0, 1.5])
+    assert lb.huber(y, p, backend="numba") == 1.28125  # (0.125 + 1.5 + 2.5 + 1) / 4
+    assert wide(y, p, backend="numba") == 1.8125  # (0.125 + 2 + 4 + 1.125) / 4
+    assert lb.huber(y, p, backend="numba") == 1.28125
+    losses = wide(y, p, backend="numba", reduction="none")
+    np.testing.assert_array_equal(losses, [0.125, 2.0, 4.0, 1.125])
+    assert losses.flags.owndata
 
 
 def test_numba_row_kernels_run_one_compiled_version_for_every_kind_of_input():

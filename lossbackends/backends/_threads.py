@@ -191,11 +191,13 @@ def _await_code():
     (its dispatcher compiles, or loads from the cache, under a process-wide lock, and a
     fork while a worker held it left the child's lock taken for good: the child hung)."""
     if not _AWAIT:
-        from .numba_backend import _jit
+        with _start:  # (once, when several threads make their first shared call at once)
+            if not _AWAIT:
+                from .numba_backend import _jit
 
-        counter = numba.int64[::1]
-        _AWAIT.append(_jit(_await, "_await").compile(
-            (counter, numba.int64, numba.int64, numba.int64)))
+                counter = numba.int64[::1]
+                _AWAIT.append(_jit(_await, "_await").compile(
+                    (counter, numba.int64, numba.int64, numba.int64)))
     return _AWAIT[0]
 
 

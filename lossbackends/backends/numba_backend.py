@@ -405,7 +405,7 @@ def _elementwise(loss: str):
     # hash is computed on every call, and the lookup took 0.3 us instead of 0.2.)
     usual_code: dict[tuple, object] = {}
 
-    def machine_code(key, want_value, dtype, no_grad, no_weight, no_pos_weight, no_hess):
+    def machine_code(key, want_value, dtype, no_weight, no_pos_weight, no_grad, no_hess):
         usual = (key, want_value, dtype.num, no_grad, no_weight, no_pos_weight, no_hess)
         code = usual_code.get(usual)
         if code is None:
@@ -414,29 +414,32 @@ def _elementwise(loss: str):
         return code
 
     def kernel(y, p, weight, params, reduction, scale, grad, want_value, hess=None):
-        dtype, shape = p.dtype, p.shape
+        dtype = p.dtype
         if dtype is FLOAT16:  # checked here, not by a wrapper: this runs on every call
             return in_float32(kernel, y, p, weight, params, reduction, scale, grad, want_value,
                               hess)
         key, param, pos_weight = options(params)
+        # "none" gets an array of losses; the other reductions None: the kernel sums
+        losses = np.empty(p.shape, dtype) if want_value and reduction == "none" else None
+        flat_losses = losses
         if p.ndim != 1:  # the kernels index flat arrays (all are C-contiguous)
             y, p = y.reshape(-1), p.reshape(-1)
             weight = None if weight is None else weight.reshape(-1)
             grad = None if grad is None else grad.reshape(-1)
             hess = None if hess is None else hess.reshape(-1)
-        code = machine_code(key, want_value, dtype, grad is None, weight is None,
-                            pos_weight is None, hess is None)
-        # "none" gets an array of losses; the other reductions None: the kernel sums
-        losses = np.empty(p.size, dtype) if want_value and reduction == "none" else None
+            flat_losses = None if losses is None else losses.reshape(-1)
+        code = machine_code(key, want_value, dtype, weight is None, pos_weight is None,
+                            grad is None, hess is None)
         if p.size < PARALLEL_MIN_ELEMENTS:  # one chunk, on this thread
-            total = code(y, p, weight, pos_weight, param, scale, grad, losses, hess, None)
+            total = code(y, p, weight, pos_weight, param, scale, grad, flat_losses, hess,
+                         None)
         else:
-            total = _shared_total(code, (y, p, weight, pos_weight, param, scale, grad, losses,
-                                         hess))
+            total = _shared_total(code, (y, p, weight, pos_weight, param, scale, grad,
+                                         flat_losses, hess))
         if not want_value:
             return None
         if losses is not None:
-            return losses.reshape(shape)
+            return losses
         # a NumPy scalar of p's dtype: one times a Python float has the scalar's dtype
         # (NEP 50), and costs a third of p.dtype.type(total)
         return _UNIT[dtype] * total
@@ -448,7 +451,7 @@ def _elementwise(loss: str):
             return lambda y, p, scale, grad: kernel(y, p, None, params, reduction, scale, grad,
                                                     want_value)
         key, param, pos_weight = options(params)
-        code = machine_code(key, want_value, dtype, no_grad, True, pos_weight is None, True)
+        code = machine_code(key, want_value, dtype, True, pos_weight is None, no_grad, True)
         unit = _UNIT[dtype] if want_value else None
 
         def launch(y, p, scale, grad):
@@ -479,9 +482,10 @@ def _shared_total(code, args: tuple) -> float:
 
 class PlainCalls(dict):
     """A kernel's launches of plain calls, which the front calls directly (see
-    ``_loss.Loss._run``): ``(dtype, reduction, want_value, no gradient) -> launch(y, p,
-    scale, grad)``, where y_true and y_pred are C-contiguous NumPy arrays of one shape (of
-    ``dtype``), without weight or option (the loss's default ``params``), and the
+    ``_loss.Loss._run``): ``(dtype, reduction, want_value, no gradient, params) ->
+    launch(y, p, scale, grad)``, where y_true and y_pred are C-contiguous NumPy arrays of
+    one shape (of ``dtype``), without weight or option (``params``: the loss's default
+    options, in the key, as a ``Loss`` of the same name may have other defaults), and the
     reduction not ``"none"``. It skips the kernel's own choice of its code on every call
     (about 2000 instructions, a tenth of a call at n = 1000)."""
 
@@ -489,9 +493,9 @@ class PlainCalls(dict):
         super().__init__()
         self._build = build
 
-    def build(self, key: tuple, params: tuple):
+    def build(self, key: tuple):
         """The launch for ``key``, made now (on a call's first use) and kept."""
-        launch = self[key] = self._build(*key, params)
+        launch = self[key] = self._build(*key)
         return launch
 
 
