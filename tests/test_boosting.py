@@ -161,6 +161,53 @@ def test_the_parallel_finishing_pass_is_numpy_s(library, monkeypatch):
         LIBRARIES[library].objective(lb.binary_cross_entropy_with_logits)(bad, x, None)
 
 
+@pytest.mark.parametrize("library", LIBRARIES)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_the_floor_in_the_kernel_s_pass_gives_the_finishing_pass_s_bits(library, dtype,
+                                                                      monkeypatch):
+    """An elementwise loss with no scale to apply (binary logistic, focal) is floored in the
+    kernel's own pass on the Numba backend: the same values as the kernel's Hessians floored
+    in the finishing pass, weighted or not, with Hessians under the floor (far margins,
+    focal's negative ones), zero weights, NaN and infinite margins, on one thread and
+    shared among the threads."""
+    pytest.importorskip("numba", reason="Numba is not installed")
+    from lossbackends import _boosting, _dispatch
+    from lossbackends.backends.numba_backend import PARALLEL_MIN_ELEMENTS
+
+    rng = np.random.default_rng(11)
+    n = PARALLEL_MIN_ELEMENTS + 5
+    y = (rng.random(n) < 0.5).astype(dtype)
+    y[:50] = rng.random(50)  # probability labels too
+    x = rng.normal(0, 30, n).astype(dtype)
+    x[50:56] = [np.nan, np.inf, -np.inf, 0.0, -0.0, 1e-30]
+    w = rng.uniform(0, 2, n).astype(dtype)
+    w[60:70] = 0.0
+    floored = []
+    original = _boosting._floored
+
+    def spy(*args):
+        floored.append(args[0].name)
+        return original(*args)
+
+    monkeypatch.setattr(_boosting, "_floored", spy)
+    for loss in (lb.binary_cross_entropy_with_logits, lb.sigmoid_focal, lb.soft_margin):
+        labels = 2 * (y > 0.5).astype(dtype) - 1 if loss is lb.soft_margin else y
+        for m in (n, 100):  # shared among the threads, and on one
+            for weight in (w[:m], None):
+                objective = LIBRARIES[library].objective(loss)
+                fused = objective(labels[:m], x[:m], weight)
+                with monkeypatch.context() as patch:  # the kernel, then the finishing pass
+                    patch.setattr(_dispatch, "backend_for", lambda *args: "numba, unfused")
+                    finished = objective(labels[:m], x[:m], weight)
+                for a, b in zip(fused, finished, strict=True):
+                    assert a.dtype == dtype
+                    # (equal values: a floored Hessian of weight 0 is +0 here, where the
+                    # finishing pass keeps the sign of h 0 = -0 for a negative h)
+                    np.testing.assert_array_equal(a, b, err_msg=f"{loss.name} {m} {weight}")
+    assert set(floored) == {"binary_cross_entropy_with_logits", "sigmoid_focal",
+                            "soft_margin"}
+
+
 def test_xgboost_floors_the_hessian_at_1e_16():
     x = np.array([0.0, 50.0, -800.0])
     y = np.array([0.0, 1.0, 0.0])

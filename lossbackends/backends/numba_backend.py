@@ -227,19 +227,22 @@ def _labels_are_0_or_1(ys):
 
 @inline
 def _elementwise_block(math, k, hard_labels, want_value, ys, ps, ws, gs, ls, hs, pos_weight,
-                       offset, param, grad_scale):
+                       offset, param, grad_scale, hess_floor):
     """One block of an elementwise kernel: writes the gradient into ``gs``, the Hessian's
-    diagonal into ``hs`` (when not None) and (with ``want_value``) the losses into ``ls``
-    by ``math``, the loss's function ``(y, p, param, pos, k) -> (loss, d, h)`` (``k``: the
-    held constants of its mathematics, see ``loss_math``); returns whether a label was not
-    0 or 1 when ``hard_labels`` (binary cross-entropy's one-log form, which the caller
-    then runs again without it), else False."""
+    diagonal into ``hs`` (when not None; at least ``hess_floor`` before the weight and the
+    scale, NaN kept) and (with ``want_value``) the losses into ``ls`` by ``math``, the
+    loss's function ``(y, p, param, pos, k) -> (loss, d, h)`` (``k``: the held constants
+    of its mathematics, see ``loss_math``); returns whether a label was not 0 or 1 when
+    ``hard_labels`` (binary cross-entropy's one-log form, which the caller then runs
+    again without it), else False."""
     soft = False
     for i in range(ps.size):
         if hard_labels:
             soft |= ys[i] * (ONE - ys[i]) != ZERO  # NaN and inf count as soft
         pos = None if pos_weight is None else pos_weight[(offset + i) % pos_weight.size]
         loss, d, h = math(ys[i], ps[i], param, pos, k)
+        if hs is not None:  # a boosting library's floor (-inf otherwise): one max, vectorised
+            h = hess_floor if h < hess_floor else h
         if ws is not None:
             loss = loss * ws[i]
             d = d * ws[i]
@@ -271,16 +274,21 @@ def _elementwise_kernel(optimistic: bool, want_value: bool):
     otherwise (that block is then run again, and the rest of the chunk too, with two
     logs): labels of 0 and 1 cost one log per element instead of two, for the same values,
     and probability labels are not computed twice. (Checking every block first instead
-    of in its loop costs labels of 0 and 1 7 %.)"""
+    of in its loop costs labels of 0 and 1 7 %.)
+
+    ``floor``: the Hessian's least value before the weight and ``scale`` (a gradient-
+    boosting library's floor, applied here instead of in a pass of its own; -inf for
+    none)."""
     optimistic = optimistic and want_value
 
-    def kernel(y, p, weight, pos_weight, param, scale, grad, losses, hess, shared):
+    def kernel(y, p, weight, pos_weight, param, scale, floor, grad, losses, hess, shared):
         n = p.size
         chunks = CHUNKS if n >= PARALLEL_MIN_ELEMENTS else 1
         size = (n + chunks - 1) // chunks
         to_dtype = p.dtype.type
         param = (to_dtype(param[0]), to_dtype(param[1]), to_dtype(param[2]))
         grad_scale = p.dtype.type(scale)  # in the input's dtype: float32 stays float32
+        hess_floor = p.dtype.type(floor)
         # the loss's constants, kept through the loops below (see ``held``)
         k = held(_LOSS_CONSTANTS)
         # the losses of a block go to ``losses`` (reduction="none") or, when it is None,
@@ -307,11 +315,12 @@ def _elementwise_kernel(optimistic: bool, want_value: bool):
                     if optimistic and one_log:  # (pruned at compile time unless optimistic)
                         soft = _elementwise_block(_binary_cross_entropy_of_hard_labels, k, True,
                                                   want_value, ys, ps, ws, gs, ls, hs,
-                                                  pos_weight, start, param, grad_scale)
+                                                  pos_weight, start, param, grad_scale,
+                                                  hess_floor)
                     else:
                         soft = _elementwise_block(_LOSS_MATH, k, False, want_value, ys, ps, ws,
                                                   gs, ls, hs, pos_weight, start, param,
-                                                  grad_scale)
+                                                  grad_scale, hess_floor)
                     if not (one_log and soft):
                         break
                     one_log = False
@@ -333,6 +342,7 @@ _EMPTY = {dtype: np.empty(0, dtype) for dtype in _UNIT}
 _EMPTY_ROWS = {dtype: np.empty((0, 0), dtype) for dtype in _UNIT}
 _NO_LABELS = np.empty(0, np.int64)
 _NO_PARAM = (0.0, 0.0, 0.0)  # the options' tuple of a loss without options
+NO_FLOOR = float("-inf")  # no floor under the Hessian
 
 
 def array_type(dtype, ndim: int, writes: bool = False):
@@ -364,7 +374,7 @@ def _machine_code(kernel, dtype, no_weight, no_pos_weight, no_grad, no_hess):
     given, written = array_type(dtype, 1), array_type(dtype, 1, writes=True)
     return kernel.compile((given, given, numba.none if no_weight else given,
                            numba.none if no_pos_weight else given,
-                           numba.typeof(_NO_PARAM), numba.float64,
+                           numba.typeof(_NO_PARAM), numba.float64, numba.float64,
                            numba.none if no_grad else written, numba.optional(written),
                            numba.none if no_hess else written, *_CHUNK_ARGUMENTS))
 
@@ -413,9 +423,15 @@ def _elementwise(loss: str):
                                                      no_pos_weight, no_grad, no_hess)
         return code
 
-    def kernel(y, p, weight, params, reduction, scale, grad, want_value, hess=None):
+    def kernel(y, p, weight, params, reduction, scale, grad, want_value, hess=None,
+               hess_floor=NO_FLOOR):
+        """The registered kernel (see ``_loss``); ``hess_floor``, for float32 and float64
+        inputs, is the Hessian's least value before the weight and the scale, NaN kept
+        (the boosting objectives' floor, in the same pass; ``_boosting``)."""
         dtype = p.dtype
         if dtype is FLOAT16:  # checked here, not by a wrapper: this runs on every call
+            if hess_floor != NO_FLOOR:
+                raise NotImplementedError("hess_floor takes float32 or float64 inputs")
             return in_float32(kernel, y, p, weight, params, reduction, scale, grad, want_value,
                               hess)
         key, param, pos_weight = options(params)
@@ -431,11 +447,11 @@ def _elementwise(loss: str):
         code = machine_code(key, want_value, dtype, weight is None, pos_weight is None,
                             grad is None, hess is None)
         if p.size < PARALLEL_MIN_ELEMENTS:  # one chunk, on this thread
-            total = code(y, p, weight, pos_weight, param, scale, grad, flat_losses, hess,
-                         None)
+            total = code(y, p, weight, pos_weight, param, scale, hess_floor, grad,
+                         flat_losses, hess, None)
         else:
-            total = _shared_total(code, (y, p, weight, pos_weight, param, scale, grad,
-                                         flat_losses, hess))
+            total = _shared_total(code, (y, p, weight, pos_weight, param, scale, hess_floor,
+                                         grad, flat_losses, hess))
         if not want_value:
             return None
         if losses is not None:
@@ -459,10 +475,11 @@ def _elementwise(loss: str):
                 y, p = y.reshape(-1), p.reshape(-1)
                 grad = None if grad is None else grad.reshape(-1)
             if p.size < PARALLEL_MIN_ELEMENTS:  # one chunk, on this thread
-                total = code(y, p, None, pos_weight, param, scale, grad, None, None, None)
+                total = code(y, p, None, pos_weight, param, scale, NO_FLOOR, grad, None, None,
+                             None)
             else:
-                total = _shared_total(code, (y, p, None, pos_weight, param, scale, grad, None,
-                                             None))
+                total = _shared_total(code, (y, p, None, pos_weight, param, scale, NO_FLOOR,
+                                             grad, None, None))
             return None if unit is None else unit * total
 
         return launch
