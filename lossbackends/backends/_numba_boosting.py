@@ -2,7 +2,9 @@
 (its scale of the gradient and of the Hessian, its Hessian floor, sample weights where the
 loss takes none) applied to ``grad_and_hess``'s results in one pass over them, in place,
 instead of one NumPy pass per operation; the labels of the losses that take probabilities
-are checked in the same pass. Imported by ``lossbackends._boosting`` on first use only."""
+are checked in the same pass. (An elementwise loss that no library scales takes its floor
+in the kernel's own pass instead, ``_boosting._floored``: no pass here.) Imported by
+``lossbackends._boosting`` on first use only."""
 
 from __future__ import annotations
 
