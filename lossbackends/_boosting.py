@@ -162,8 +162,9 @@ def _floored(loss: Loss, labels: Any, preds: Any, options: dict, floor: float) -
     backend (float32 or float64 ``preds``, an elementwise loss), with Hessians of at least
     ``floor`` times the weight (NaN kept), floored in the kernel's own pass: a binary
     logistic objective's call at n = 1e6 spends no second pass over the Hessians. The
-    floor applies before the weight: max(h, floor) w, the libraries' own form, equal to
-    max(h w, floor w) for the non-negative weights they take."""
+    floor applies after the weight, max(h w, floor w), as in the finishing pass and the
+    NumPy operations: the same Hessians for the negative weights LightGBM takes (0, where
+    max(h, floor) w would be negative)."""
     options = {name: value for name, value in options.items() if name != "backend"}
     prep = loss._prepare(np, labels, preds, **options)
     p = prep.p

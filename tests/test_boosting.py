@@ -168,8 +168,9 @@ def test_the_floor_in_the_kernel_s_pass_gives_the_finishing_pass_s_bits(library,
     """An elementwise loss with no scale to apply (binary logistic, focal) is floored in the
     kernel's own pass on the Numba backend: the same values as the kernel's Hessians floored
     in the finishing pass, weighted or not, with Hessians under the floor (far margins,
-    focal's negative ones), zero weights, NaN and infinite margins, on one thread and
-    shared among the threads."""
+    focal's negative ones), zero and negative weights (LightGBM takes them: max(h w,
+    floor w) there too, never a negative Hessian), NaN and infinite margins, on one thread
+    and shared among the threads."""
     pytest.importorskip("numba", reason="Numba is not installed")
     from lossbackends import _boosting, _dispatch
     from lossbackends.backends.numba_backend import PARALLEL_MIN_ELEMENTS
@@ -182,6 +183,7 @@ def test_the_floor_in_the_kernel_s_pass_gives_the_finishing_pass_s_bits(library,
     x[50:56] = [np.nan, np.inf, -np.inf, 0.0, -0.0, 1e-30]
     w = rng.uniform(0, 2, n).astype(dtype)
     w[60:70] = 0.0
+    w[70:80] *= -1.0
     floored = []
     original = _boosting._floored
 
@@ -201,9 +203,8 @@ def test_the_floor_in_the_kernel_s_pass_gives_the_finishing_pass_s_bits(library,
                     finished = objective(labels[:m], x[:m], weight)
                 for a, b in zip(fused, finished, strict=True):
                     assert a.dtype == dtype
-                    # (equal values: a floored Hessian of weight 0 is +0 here, where the
-                    # finishing pass keeps the sign of h 0 = -0 for a negative h)
                     np.testing.assert_array_equal(a, b, err_msg=f"{loss.name} {m} {weight}")
+                    np.testing.assert_array_equal(np.signbit(a), np.signbit(b))
     assert set(floored) == {"binary_cross_entropy_with_logits", "sigmoid_focal",
                             "soft_margin"}
 
