@@ -138,7 +138,8 @@ POISSON_HESSIAN = math.exp(0.7)
 POISSON = Convention(hess=_poisson_hessian)
 _NO_WEIGHT = {np.dtype(np.float32): np.empty(0, np.float32),
               np.dtype(np.float64): np.empty(0, np.float64)}
-# the finishing pass reads labels as their bits: the unsigned view, 1.0's bits, no labels
+# the label check reads labels as their bits (before the kernel, or in the finishing
+# pass): the unsigned view, 1.0's bits, no labels
 _BITS = {np.dtype(np.float32): (np.uint32, int(np.float32(1).view(np.uint32)),
                                 np.empty(0, np.uint32)),
          np.dtype(np.float64): (np.uint64, int(np.float64(1).view(np.uint64)),
@@ -267,10 +268,13 @@ class Objective:
         constant = CONSTANT_HESSIAN.get(loss.name)
         factor = convention.hess_factor(preds.shape[1] if preds.ndim == 2 else 1, self.options)
         if (constant is None and not weigh and convention.grad == factor == 1.0 and xp is np
-                and dtype in _NO_WEIGHT and preds.size and _host_finish() is not None
+                and dtype in _NO_WEIGHT and preds.size
+                and _host_finish() is not None  # Numba's passes (the tests turn them off)
                 and _dispatch.backend_for(self.options.get("backend"), preds) == "numba"):
             # the labels checked first (then read from cache by the kernel: n = 1e6 float32
-            # labels cost 0.07 ms so, 0.26 after the kernel), as bits: see below
+            # labels cost 0.07 ms so, 0.26 after the kernel) as unsigned integers: a float
+            # is in [0, 1] exactly when its bits are at most 1.0's (NaN, a set sign bit and
+            # anything above 1 are larger; -0.0 too, which the exact check lets through)
             if check and (np.ascontiguousarray(labels).reshape(-1).view(_BITS[dtype][0]).max()
                           > _BITS[dtype][1]):
                 self._check_probabilities(labels, preds.shape)
