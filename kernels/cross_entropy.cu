@@ -13,16 +13,20 @@
 // the whole row when every logit is -inf). A sum of w (x - ref) found against a part's
 // own max ref moves to the row's max by adding W (ref - max): terms of one sign again.
 //
-// Kernels by class count:
-// - ce_small: C <= 32. A block stages 128 rows in shared memory with coalesced loads; a
-//   thread computes one row; the gradient leaves with coalesced stores.
-// - ce_rows<T, THREADS, VPT, ROWS>: the row lives in registers (VPT values per thread), so
-//   the logits are read from DRAM once and the gradient written once. THREADS threads share
-//   a row: a warp (ROWS rows per block) or a whole block.
-// - ce_stream<T, HESS>: any C. A block per row, an online max/sum pass, then the gradient pass (its
-//   second read mostly served from L2). On an H200 it beat register-resident rows spread
-//   over thread-block clusters of 2 to 8 blocks at 32000 and 128256 classes (2026-11-26:
-//   60 % against 46 %, 64 % against 43 % of copy), so clusters are not used.
+// Kernels by class count (the host's choice and each template's settings:
+// lossbackends/_cuda_sources.py; `python -m benchmarks.gpu_sweep` measures the others):
+// - ce_small<T, ROWS>: C <= 32. A block stages ROWS rows in shared memory with coalesced
+//   loads; a thread computes one row; the gradient leaves with coalesced stores.
+// - ce_rows<T, THREADS, VPT, ROWS, MIN_BLOCKS>: the row lives in registers (VPT values per
+//   thread), so the logits are read from DRAM once and the gradient written once. THREADS
+//   threads share a row: a warp (ROWS rows per block) or a whole block.
+// - ce_stream<T, HESS, CAPPED, THREADS, IN_FLIGHT>: any C. A block per row, an online
+//   max/sum pass, then the gradient pass (its second read mostly served from L2). On an
+//   H200 it beat register-resident rows spread over thread-block clusters of 2 to 8 blocks
+//   at 32000 and 128256 classes (2026-11-26: 60 % against 46 %, 64 % against 43 % of copy).
+// - ce_stream_cluster<T, CAPPED, THREADS, IN_FLIGHT, CLUSTER> (sm_90): ce_stream with a
+//   cluster of blocks per row, each streaming a slice: fewer rows in flight, so the second
+//   read stays in L2 at 128256 classes too. Not chosen by default until a GPU run shows it wins.
 // Options as Liger-Kernel defines them: `softcap` > 0 replaces each logit by
 // softcap tanh(x / softcap) as it is loaded (0: off), and the gradient gets the chain
 // rule's 1 - tanh^2 as it is stored (from the logit read again: its own element, from
@@ -232,9 +236,9 @@ __device__ __forceinline__ void write_row_loss(A loss, i64 row, A* row_loss, T* 
 }
 
 // ---------------------------------------------------------------------------------------
-// C <= 32: 128 rows per block, one per thread, staged through shared memory.
-template <typename T>
-__global__ void __launch_bounds__(128) ce_small(
+// C <= 32: ROWS rows per block, one per thread, staged through shared memory.
+template <typename T, int ROWS>
+__global__ void __launch_bounds__(ROWS) ce_small(
     const T* logits, const i64* __restrict__ labels, const T* __restrict__ probs,
     const T* __restrict__ class_weight, T* grad, typename AccOf<T>::type* row_loss, T* row_out,
     int* error, i64 rows, i64 classes, i64 ignore_index, typename AccOf<T>::type smoothing,
@@ -244,12 +248,12 @@ __global__ void __launch_bounds__(128) ce_small(
     typedef typename AccOf<T>::type A;
     extern __shared__ unsigned char smem_raw[];
     A* tile = reinterpret_cast<A*>(smem_raw);
-    const i64 first_row = (i64)blockIdx.x * 128;
-    const i64 tile_rows = rows - first_row < 128 ? rows - first_row : 128;
+    const i64 first_row = (i64)blockIdx.x * ROWS;
+    const i64 tile_rows = rows - first_row < ROWS ? rows - first_row : ROWS;
     const i64 count = tile_rows * classes;
     const T* src = logits + first_row * classes;
     const A inv_cap = softcap > A(0) ? A(1) / softcap : A(0);
-    for (i64 k = threadIdx.x; k < count; k += 128) tile[k] = cap_logit<T, A>(to_acc(src[k]), softcap, inv_cap);
+    for (i64 k = threadIdx.x; k < count; k += ROWS) tile[k] = cap_logit<T, A>(to_acc(src[k]), softcap, inv_cap);
     __syncthreads();
     const A inv_classes = A(1) / A(classes);
     const A sc = read_scale(scale_ptr, scale);
@@ -308,15 +312,15 @@ __global__ void __launch_bounds__(128) ce_small(
             }
         }
     }
-    if (row_loss) {  // one partial sum per block: the value's pass reads rows / 128 numbers
+    if (row_loss) {  // one partial sum per block: the value's pass reads rows / ROWS numbers
         __shared__ A scratch[32];
-        block_loss = block_sum<128>(block_loss, scratch);
+        block_loss = block_sum<ROWS>(block_loss, scratch);
         if (threadIdx.x == 0) row_loss[blockIdx.x] = block_loss;
     }
     if (grad == 0) return;
     __syncthreads();
     T* dst = grad + first_row * classes;
-    for (i64 k = threadIdx.x; k < count; k += 128) dst[k] = from_acc<T>(tile[k]);
+    for (i64 k = threadIdx.x; k < count; k += ROWS) dst[k] = from_acc<T>(tile[k]);
 }
 
 // ---------------------------------------------------------------------------------------
@@ -525,29 +529,29 @@ __device__ __forceinline__ void ce_rows_body(
     logits, labels, probs, class_weight, grad, row_loss, row_out, error, rows, classes,       \
         ignore_index, smoothing, scale, scale_ptr, hess, z_loss, z_factor_ptr, softcap, packed
 
-template <typename T, int THREADS, int VPT, int ROWS>
-__global__ void __launch_bounds__(THREADS * ROWS, THREADS * ROWS >= 1024 ? 1 : 2) ce_rows(CE_ROWS_ARGS) {
+// MIN_BLOCKS: the blocks per SM the registers must allow (__launch_bounds__' second bound)
+template <typename T, int THREADS, int VPT, int ROWS, int MIN_BLOCKS>
+__global__ void __launch_bounds__(THREADS * ROWS, MIN_BLOCKS) ce_rows(CE_ROWS_ARGS) {
     ce_rows_body<T, THREADS, VPT, ROWS>(CE_ROWS_CALL);
 }
 
 // ---------------------------------------------------------------------------------------
-// Any C: a block of 1024 threads per row; online max and sum, then the gradient pass.
-// Each thread keeps STREAM_PACKS 16-byte packs in flight (their loads issued before any is
+// Any C: a block of THREADS threads per row; online max and sum, then the gradient pass.
+// Each thread keeps IN_FLIGHT 16-byte packs in flight (their loads issued before any is
 // used) and folds a whole pack into its running state at once (independent exps).
-#define STREAM_PACKS 3
 
-// Calls use(pack, k) on packs k = threadIdx.x, threadIdx.x + 1024, ... below `packs`,
-// STREAM_PACKS at a time, all their loads issued before the first use.
-template <typename T, int IN_FLIGHT, typename Use>
+// Calls use(pack, k) on packs k = threadIdx.x, threadIdx.x + THREADS, ... below `packs`,
+// IN_FLIGHT at a time, all their loads issued before the first use.
+template <typename T, int IN_FLIGHT, int THREADS, typename Use>
 __device__ __forceinline__ void for_packs_in_flight(const Pack<T>* x_packs, i64 packs, Use use) {
-    for (i64 k0 = threadIdx.x; k0 < packs; k0 += IN_FLIGHT * 1024) {
+    for (i64 k0 = threadIdx.x; k0 < packs; k0 += IN_FLIGHT * THREADS) {
         Pack<T> pk[IN_FLIGHT];
 #pragma unroll
         for (int j = 0; j < IN_FLIGHT; ++j)
-            if (k0 + j * 1024 < packs) pk[j] = x_packs[k0 + j * 1024];
+            if (k0 + j * THREADS < packs) pk[j] = x_packs[k0 + j * THREADS];
 #pragma unroll
         for (int j = 0; j < IN_FLIGHT; ++j)
-            if (k0 + j * 1024 < packs) use(pk[j], k0 + j * 1024);
+            if (k0 + j * THREADS < packs) use(pk[j], k0 + j * THREADS);
     }
 }
 
@@ -614,11 +618,11 @@ __device__ __forceinline__ void stream_store(const Pack<T>& pk, i64 k, T* g_row,
 // HESS: the instance that writes `hess` alone, launched after the other one (a second read
 // of the row, only for grad_and_hess above 16384 classes): both in one kernel spilled in
 // bf16 (64 registers without the Hessian). CAPPED: soft-capping compiled in (its registers
-// cost the plain kernel's packs in flight), with one pack fewer in flight.
-template <typename T, bool HESS, int CAPPED>
-__global__ void __launch_bounds__(1024) ce_stream(CE_ROWS_ARGS) {
+// cost the plain kernel's packs in flight: the host asks for one pack fewer in flight).
+// THREADS: 256, 512 or 1024; the registers allow 1024 threads per SM at least.
+template <typename T, bool HESS, int CAPPED, int THREADS, int IN_FLIGHT>
+__global__ void __launch_bounds__(THREADS, 1024 / THREADS) ce_stream(CE_ROWS_ARGS) {
     typedef typename AccOf<T>::type A;
-    const int IN_FLIGHT = CAPPED ? STREAM_PACKS - 1 : STREAM_PACKS;
     if (!CAPPED) softcap = A(0);  // a constant: the capping code compiles away
     const int W = VecWidth<T>::value;
     const i64 row = blockIdx.x;
@@ -630,17 +634,17 @@ __global__ void __launch_bounds__(1024) ce_stream(CE_ROWS_ARGS) {
     const Pack<T>* x_packs = reinterpret_cast<const Pack<T>*>(x_row);
     const i64 packs = packed ? classes / W : 0;
     RowState<A> st = empty_state<A>();
-    for_packs_in_flight<T, IN_FLIGHT>(x_packs, packs, [&](const Pack<T>& pk, i64 k) {
+    for_packs_in_flight<T, IN_FLIGHT, THREADS>(x_packs, packs, [&](const Pack<T>& pk, i64 k) {
         stream_fold<T>(pk, W, k * W, t, probs_row, class_weight, smoothing, inv_classes, softcap,
                        inv_cap, st);
     });
-    for (i64 c = packs * W + threadIdx.x; c < classes; c += 1024) {
+    for (i64 c = packs * W + threadIdx.x; c < classes; c += THREADS) {
         Pack<T> one;
         one.v[0] = x_row[c];  // a pack of one valid element
         stream_fold<T>(one, 1, c, t, probs_row, class_weight, smoothing, inv_classes, softcap,
                        inv_cap, st);
     }
-    st = row_combine<1024>(st);
+    st = row_combine<THREADS>(st);
     const A m = st.m;
     A coef, dot;
     row_coefficients<T, A>(t, st.ts, class_weight, smoothing, inv_classes, coef, dot);
@@ -654,20 +658,20 @@ __global__ void __launch_bounds__(1024) ce_stream(CE_ROWS_ARGS) {
         write_row_loss<T, A>(loss, row, row_loss, row_out);
     }
     const A sc = read_scale(scale_ptr, scale);
-    if (HESS) {  // the Hessian alone: the gradient is ce_stream<T, false, CAPPED>'s, launched first
+    if (HESS) {  // the Hessian alone: the gradient is ce_stream<T, false, ...>'s, launched first
         const A inv_s = A(1) / st.s;
         // the exps of the elements below the max, over the row's sum (see hess_of): one
         // more read of the row, only for grad_and_hess
         A part = 0;
-        for (i64 c = threadIdx.x; c < classes; c += 1024) {
+        for (i64 c = threadIdx.x; c < classes; c += THREADS) {
             const A zc_ = shifted(cap_logit<T, A>(to_acc(x_row[c]), softcap, inv_cap), m);
             if (zc_ != A(0)) part += row_exp<T>(zc_);
         }
         __shared__ A scratch[32];
-        const A rest_share = block_sum<1024>(part, scratch) * inv_s;
+        const A rest_share = block_sum<THREADS>(part, scratch) * inv_s;
         const A prob_scale = grad_coef / st.s;
         T* h_row = hess + row * classes;
-        for (i64 c = threadIdx.x; c < classes; c += 1024) {  // element by element, coalesced
+        for (i64 c = threadIdx.x; c < classes; c += THREADS) {  // element by element, coalesced
             A slope, curve;
             const A x = to_acc(x_row[c]);
             slope = cap_slopes<T, A>(x, softcap, inv_cap, curve);
@@ -683,11 +687,11 @@ __global__ void __launch_bounds__(1024) ce_stream(CE_ROWS_ARGS) {
     const A prob_scale = grad_coef / st.s;
     T* g_row = grad + row * classes;
     // the second read of the row: mostly from L2 while the rows in flight fit there
-    for_packs_in_flight<T, IN_FLIGHT>(x_packs, packs, [&](const Pack<T>& pk, i64 k) {
+    for_packs_in_flight<T, IN_FLIGHT, THREADS>(x_packs, packs, [&](const Pack<T>& pk, i64 k) {
         stream_store<T>(pk, k, g_row, t, m, prob_scale, probs_row, class_weight, smoothing,
                         inv_classes, sc, softcap, inv_cap);
     });
-    for (i64 c = packs * W + threadIdx.x; c < classes; c += 1024) {
+    for (i64 c = packs * W + threadIdx.x; c < classes; c += THREADS) {
         A slope;
         const A xc = cap_with_slope<T, A>(to_acc(x_row[c]), softcap, inv_cap, slope);
         A g = grad_of<T, A>(row_exp<T>(shifted(xc, m)), c, t, prob_scale, probs_row,
@@ -697,6 +701,139 @@ __global__ void __launch_bounds__(1024) ce_stream(CE_ROWS_ARGS) {
         g_row[c] = from_acc<T>(g);
     }
 }
+
+// ---------------------------------------------------------------------------------------
+// sm_90: a cluster of CLUSTER blocks per row, each streaming its own slice of the row (an
+// online max/sum pass, then the gradient pass over the slice again). Fewer rows are in
+// flight than with ce_stream (a block per row), so the second read finds the slice in L2
+// (or L1) where a block per row's did not (8192 x 128256 float32: 132 rows of 513 kB in
+// flight, more than the 50-60 MB of L2). The blocks exchange their slices' states through
+// distributed shared memory; each combines all of them in rank order (the same bits in
+// every block). Packed rows only (the host checks); the last rank folds the ragged tail.
+// The PTX below is sm_90's; nothing else in this file needs it.
+#if !defined(__CUDA_ARCH__) || __CUDA_ARCH__ >= 900
+__device__ __forceinline__ unsigned cluster_rank() {
+    unsigned rank;
+    asm volatile("mov.u32 %0, %%cluster_ctarank;" : "=r"(rank));
+    return rank;
+}
+
+// Every thread of every block of the cluster arrives, then waits (release, acquire).
+__device__ __forceinline__ void cluster_barrier() {
+    asm volatile("barrier.cluster.arrive.release.aligned;\n\tbarrier.cluster.wait.acquire.aligned;" ::: "memory");
+}
+
+// The shared::cluster address of this block's shared `p` in block `rank` of the cluster.
+__device__ __forceinline__ unsigned cluster_address(const void* p, unsigned rank) {
+    unsigned local, remote;
+    asm volatile("{\n\t.reg .u64 a;\n\tcvta.to.shared.u64 a, %1;\n\tcvt.u32.u64 %0, a;\n\t}"
+                 : "=r"(local) : "l"(p));
+    asm volatile("mapa.shared::cluster.u32 %0, %1, %2;" : "=r"(remote) : "r"(local), "r"(rank));
+    return remote;
+}
+
+template <typename A> __device__ __forceinline__ A cluster_load(unsigned address);
+template <> __device__ __forceinline__ float cluster_load<float>(unsigned address) {
+    float v;
+    asm volatile("ld.shared::cluster.f32 %0, [%1];" : "=f"(v) : "r"(address) : "memory");
+    return v;
+}
+template <> __device__ __forceinline__ double cluster_load<double>(unsigned address) {
+    double v;
+    asm volatile("ld.shared::cluster.f64 %0, [%1];" : "=d"(v) : "r"(address) : "memory");
+    return v;
+}
+
+// Block `rank`'s state, read from its shared `state` (six numbers: m, s and the sums).
+template <typename A>
+__device__ __forceinline__ RowState<A> remote_state(const RowState<A>* state, unsigned rank) {
+    const unsigned at = cluster_address(state, rank);
+    RowState<A> st;
+    st.m = cluster_load<A>(at);
+    st.s = cluster_load<A>(at + sizeof(A));
+    st.ts.a = cluster_load<A>(at + 2 * sizeof(A));
+    st.ts.wa = cluster_load<A>(at + 3 * sizeof(A));
+    st.ts.b = cluster_load<A>(at + 4 * sizeof(A));
+    st.ts.wb = cluster_load<A>(at + 5 * sizeof(A));
+    return st;
+}
+
+template <typename T, int CAPPED, int THREADS, int IN_FLIGHT, int CLUSTER>
+__global__ void __cluster_dims__(CLUSTER, 1, 1) __launch_bounds__(THREADS, 1024 / THREADS)
+ce_stream_cluster(CE_ROWS_ARGS) {
+    typedef typename AccOf<T>::type A;
+    if (!CAPPED) softcap = A(0);
+    const int W = VecWidth<T>::value;
+    const unsigned rank = cluster_rank();
+    const i64 row = blockIdx.x / CLUSTER;
+    const T* x_row = logits + row * classes;
+    const T* probs_row = probs ? probs + row * classes : 0;
+    const RowTarget t = row_target(labels, row, classes, ignore_index, rank == 0 ? error : 0);
+    const A inv_classes = A(1) / A(classes);
+    const A inv_cap = softcap > A(0) ? A(1) / softcap : A(0);
+    const i64 packs = classes / W;  // (packed: the host launches this kernel for those only)
+    const i64 per_block = (packs + CLUSTER - 1) / CLUSTER;
+    const i64 first = per_block * rank < packs ? per_block * rank : packs;
+    const i64 slice = first + per_block < packs ? per_block : packs - first;
+    const Pack<T>* x_packs = reinterpret_cast<const Pack<T>*>(x_row) + first;
+    const bool tail = rank == CLUSTER - 1;  // the elements after the last whole pack
+    RowState<A> st = empty_state<A>();
+    for_packs_in_flight<T, IN_FLIGHT, THREADS>(x_packs, slice, [&](const Pack<T>& pk, i64 k) {
+        stream_fold<T>(pk, W, (first + k) * W, t, probs_row, class_weight, smoothing,
+                       inv_classes, softcap, inv_cap, st);
+    });
+    if (tail) {
+        for (i64 c = packs * W + threadIdx.x; c < classes; c += THREADS) {
+            Pack<T> one;
+            one.v[0] = x_row[c];
+            stream_fold<T>(one, 1, c, t, probs_row, class_weight, smoothing, inv_classes,
+                           softcap, inv_cap, st);
+        }
+    }
+    st = row_combine<THREADS>(st);
+    __shared__ RowState<A> own_state, row_state;
+    if (threadIdx.x == 0) own_state = st;
+    cluster_barrier();
+    if (threadIdx.x == 0) {  // the row's state: the blocks' states in rank order
+        RowState<A> all = remote_state(&own_state, 0);
+        for (int r = 1; r < CLUSTER; ++r) all = combine(all, remote_state(&own_state, r));
+        row_state = all;
+    }
+    cluster_barrier();  // (every block has read the others' states: they may leave)
+    st = row_state;
+    const A m = st.m;
+    A coef, dot;
+    row_coefficients<T, A>(t, st.ts, class_weight, smoothing, inv_classes, coef, dot);
+    A grad_coef = coef;
+    const A zc = z_coefficient(z_loss, z_factor_ptr);
+    const A z = z_term(zc, m, st.s, grad_coef);
+    if (rank == 0 && threadIdx.x == 0) {
+        A loss = coef * log(st.s) - dot + z;
+        if (t.kind == 0) loss = 0;
+        if (t.kind == 2) loss = quiet_nan<A>();
+        write_row_loss<T, A>(loss, row, row_loss, row_out);
+    }
+    if (grad == 0) return;
+    const A sc = read_scale(scale_ptr, scale);
+    const A prob_scale = grad_coef / st.s;
+    T* g_row = grad + row * classes;
+    for_packs_in_flight<T, IN_FLIGHT, THREADS>(x_packs, slice, [&](const Pack<T>& pk, i64 k) {
+        stream_store<T>(pk, first + k, g_row, t, m, prob_scale, probs_row, class_weight,
+                        smoothing, inv_classes, sc, softcap, inv_cap);
+    });
+    if (tail) {
+        for (i64 c = packs * W + threadIdx.x; c < classes; c += THREADS) {
+            A slope;
+            const A xc = cap_with_slope<T, A>(to_acc(x_row[c]), softcap, inv_cap, slope);
+            A g = grad_of<T, A>(row_exp<T>(shifted(xc, m)), c, t, prob_scale, probs_row,
+                                class_weight, smoothing, inv_classes, sc) * slope;
+            if (t.kind == 0) g = 0;
+            if (t.kind == 2) g = quiet_nan<A>();
+            g_row[c] = from_acc<T>(g);
+        }
+    }
+}
+#endif
 
 // ---------------------------------------------------------------------------------------
 // "mean" with class indices: the denominator (summed weights of the kept rows) from the

@@ -44,11 +44,13 @@ def source(filename: str) -> str:
 
 class RowConfig(NamedTuple):
     """A register-resident cross-entropy kernel: THREADS threads share a row, each holding
-    VPT values; ROWS rows per block (warp-per-row kernels)."""
+    VPT values; ROWS rows per block (warp-per-row kernels); the registers must allow
+    MIN_BLOCKS blocks per SM (0: 1 for blocks of 1024 threads or more, else 2)."""
 
     threads: int
     values_per_thread: int
     rows_per_block: int
+    min_blocks: int = 0
 
     @property
     def capacity(self) -> int:
@@ -59,16 +61,37 @@ class RowConfig(NamedTuple):
         return self.threads * self.rows_per_block
 
     def expression(self, type_name: str) -> str:
+        min_blocks = self.min_blocks or (1 if self.block >= 1024 else 2)
         return (f"ce_rows<{type_name}, {self.threads}, {self.values_per_thread}, "
-                f"{self.rows_per_block}>")
+                f"{self.rows_per_block}, {min_blocks}>")
+
+
+class StreamConfig(NamedTuple):
+    """The streaming cross-entropy kernel (any class count): ``threads`` per block (256,
+    512 or 1024), ``in_flight`` 16-byte packs per thread (one fewer with softcap, whose
+    registers they cost), and ``cluster`` blocks per row (sm_90 thread-block clusters, 1:
+    a block per row; the cluster kernel takes packed rows without the Hessian)."""
+
+    threads: int = 1024
+    in_flight: int = 3
+    cluster: int = 1
+
+    def expression(self, type_name: str, hess: bool = False, capped: bool = False) -> str:
+        in_flight = max(1, self.in_flight - capped)
+        if self.cluster > 1:
+            if hess:
+                raise ValueError("the cluster kernel writes no Hessian")
+            return (f"ce_stream_cluster<{type_name}, {int(capped)}, {self.threads}, "
+                    f"{in_flight}, {self.cluster}>")
+        return (f"ce_stream<{type_name}, {str(hess).lower()}, {int(capped)}, "
+                f"{self.threads}, {in_flight}>")
 
 
 SMALL_CLASSES = 32  # ce_small up to this many classes
 SMALL_ROWS = 128  # rows per ce_small block (its launch bound)
-STREAM_THREADS = 1024
 
 # By increasing capacity; a row goes to the first that holds it. Warp-per-row kernels up
-# to 1024 classes, a block per row up to 16384; longer rows go to ce_stream.
+# to 1024 classes, a block per row up to 16384; longer rows go to the streaming kernel.
 ROW_CONFIGS = (
     RowConfig(32, 8, 8),
     RowConfig(32, 16, 8),
@@ -78,6 +101,7 @@ ROW_CONFIGS = (
     RowConfig(512, 16, 1),
     RowConfig(1024, 16, 1),
 )
+STREAM = StreamConfig()
 
 
 def elementwise_expressions(type_name: str) -> list[str]:
@@ -86,19 +110,30 @@ def elementwise_expressions(type_name: str) -> list[str]:
             for hess in ("false", "true")] + [f"finalize<{type_name}>"]
 
 
+# the streaming kernel's Hessian instance (grad_and_hess above 16384 classes): fixed
+# settings, whatever STREAM measures best for the gradient
+HESS_STREAM = StreamConfig()
+
+
 def cross_entropy_expressions(type_name: str) -> list[str]:
-    """The kernels every cross-entropy call may need besides a row configuration."""
+    """The kernels every cross-entropy call may need besides its main one (ce_small, a row
+    configuration or a streaming kernel: each a module of its own, so that settings
+    measured against each other compile one kernel each)."""
     return [
-        f"ce_small<{type_name}>",
-        f"ce_stream<{type_name}, false, 0>",
-        f"ce_stream<{type_name}, true, 0>",  # with the Hessian
-        f"ce_stream<{type_name}, false, 1>",  # soft-capped
-        f"ce_stream<{type_name}, true, 1>",  # soft-capped, with the Hessian
+        *(HESS_STREAM.expression(type_name, True, capped) for capped in (False, True)),
         f"ce_label_weights<{type_name}>",
         f"ce_mean_scale<{type_name}>",
         f"ce_finalize<{type_name}>",
         f"ce_z_factor<{type_name}>",
     ]
+
+
+def main_expressions(type_name: str, stream: StreamConfig = STREAM,
+                     small_rows: int = SMALL_ROWS) -> list[str]:
+    """The main kernels of cross-entropy besides the row configurations: ce_small and the
+    streaming kernel, plain and soft-capped."""
+    return [f"ce_small<{type_name}, {small_rows}>",
+            *(stream.expression(type_name, False, capped) for capped in (False, True))]
 
 
 MH_WARP_CLASSES = 1024  # multiclass_hinge: a warp per row up to this many classes
@@ -112,12 +147,19 @@ def multiclass_hinge_expressions(type_name: str) -> list[str]:
 
 
 def all_modules() -> list[tuple[str, list[str]]]:
-    """(file, name expressions) of every module the CuPy backend can build: what
-    ``ci/kernels`` compiles."""
+    """(file, name expressions) of every kernel the CuPy backend can build, by module,
+    except that a module of one kernel at run time (the row configurations, ce_small, the
+    streaming kernel) is compiled here with its kind's others (fewer NVRTC runs). What
+    ``ci/kernels`` compiles. The cluster kernel (sm_90 only), which the default settings do
+    not use, in float32."""
     modules = []
     for type_name in TYPE_NAMES.values():
         modules.append(("elementwise.cu", elementwise_expressions(type_name)))
-        modules.append(("cross_entropy.cu", cross_entropy_expressions(type_name)))
+        modules.append(("cross_entropy.cu", cross_entropy_expressions(type_name)
+                        + main_expressions(type_name)))
         modules.append(("cross_entropy.cu", multiclass_hinge_expressions(type_name)))
         modules += [("cross_entropy.cu", [c.expression(type_name)]) for c in ROW_CONFIGS]
+    cluster = STREAM._replace(cluster=max(STREAM.cluster, 2))
+    modules.append(("cross_entropy.cu", [cluster.expression("float", False, capped)
+                                         for capped in (False, True)]))
     return modules

@@ -9,12 +9,15 @@ with the host, except the documented label check of ``cross_entropy``.
 
 from __future__ import annotations
 
+import functools
+
 import cupy as cp
 import numpy as np
 
 from .. import _dispatch
 from .._arrays import HALF_IS_BFLOAT16
 from .._cuda_sources import (
+    HESS_STREAM,
     LOSS_IDS,
     MH_WARP_CLASSES,
     MH_WARP_ROWS,
@@ -22,9 +25,10 @@ from .._cuda_sources import (
     ROW_CONFIGS,
     SMALL_CLASSES,
     SMALL_ROWS,
-    STREAM_THREADS,
+    STREAM,
     TYPE_NAMES,
     RowConfig,
+    StreamConfig,
     cross_entropy_expressions,
     elementwise_expressions,
     multiclass_hinge_expressions,
@@ -55,6 +59,7 @@ class _Device:
     def __init__(self, device_id: int):
         props = cp.cuda.runtime.getDeviceProperties(device_id)
         self.sm_count = props["multiProcessorCount"]
+        self.clusters = props["major"] >= 9  # thread-block clusters: sm_90 and later
         self._functions: dict[tuple[str, str], object] = {}
         self._workspaces: dict[tuple[int, str], cp.ndarray] = {}
 
@@ -173,8 +178,11 @@ def _elementwise(loss: str):
     return kernel
 
 
-# Set to "stream" to force the two-pass kernel for every class count: how the row kernels
-# were compared with it (benchmarks/results/gpu-h200/kernel-variants-2026-11-26.csv).
+# The cross-entropy kernels' settings, read on each call (``benchmarks.gpu_sweep`` sets
+# others to measure them): the register-resident row configurations, the streaming
+# kernel's, ce_small's rows per block, and CE_STRATEGY "stream" to force the streaming
+# kernel for every class count above SMALL_CLASSES (how the row kernels were compared
+# with it: benchmarks/results/gpu-h200/kernel-variants-2026-11-26.csv).
 CE_STRATEGY = "auto"
 
 
@@ -184,11 +192,33 @@ def _row_config(classes: int) -> RowConfig | None:
     return next((c for c in ROW_CONFIGS if c.capacity >= classes), None)
 
 
+@functools.cache
+def _ce_names(type_name: str, stream: StreamConfig, small_rows: int) -> dict:
+    """The kernels' names of cross-entropy calls of one type and settings (formatted once:
+    a call looks them up)."""
+    block_per_row = stream._replace(cluster=1)
+    return {
+        "common": cross_entropy_expressions(type_name),
+        "small": f"ce_small<{type_name}, {small_rows}>",
+        "stream": [block_per_row.expression(type_name, False, capped) for capped in (0, 1)],
+        # sm_90 only, where the rows are packed (else the block-per-row kernel)
+        "cluster": ([stream.expression(type_name, False, capped) for capped in (0, 1)]
+                    if stream.cluster > 1 else None),
+        "hess": [HESS_STREAM.expression(type_name, True, capped) for capped in (0, 1)],
+        "label_weights": f"ce_label_weights<{type_name}>",
+        "mean_scale": f"ce_mean_scale<{type_name}>",
+        "finalize": f"ce_finalize<{type_name}>",
+        "z_factor": f"ce_z_factor<{type_name}>",
+    }
+
+
 def cross_entropy(target, x, class_weight, params, reduction, scale, grad, want_value, hess=None):
     ignore_index, smoothing, check_labels, z_loss, softcap, denominator = params
     device = _device()
     type_name, acc = _types(x.dtype)
-    common = cross_entropy_expressions(type_name)
+    rows_per_block = SMALL_ROWS
+    names = _ce_names(type_name, STREAM, rows_per_block)
+    common = names["common"]
     rows, classes = x.shape
     soft = target.ndim == 2
     labels, probs = (None, target) if soft else (target, None)
@@ -205,13 +235,13 @@ def cross_entropy(target, x, class_weight, params, reduction, scale, grad, want_
         else:
             blocks = min(-(-rows // 4096), device.sm_count * 2)
             partials = device.workspace("label_weights", blocks, acc)
-            device.function("cross_entropy.cu", common, f"ce_label_weights<{type_name}>")(
+            device.function("cross_entropy.cu", common, names["label_weights"])(
                 (blocks,), (1024,),
                 (labels, np.int64(rows), class_weight, np.int64(classes), np.int64(ignore_index),
                  partials),
             )
             scale_buffer = device.workspace("mean_scale", 1, acc)
-            device.function("cross_entropy.cu", common, f"ce_mean_scale<{type_name}>")(
+            device.function("cross_entropy.cu", common, names["mean_scale"])(
                 (1,), (1024,), (partials, np.int64(blocks), scale_buffer))
     # the z-loss's "mean" divides by the kept rows' count (Liger-Kernel's rule): with class
     # weights, their summed weights over that count multiplies it, found on the device
@@ -219,13 +249,13 @@ def cross_entropy(target, x, class_weight, params, reduction, scale, grad, want_
     if z_loss and scale_buffer is not None and class_weight is not None:
         kept = cp.count_nonzero(labels != ignore_index).astype(cp.int64)
         z_factor = device.workspace("z_factor", 1, acc)
-        device.function("cross_entropy.cu", common, f"ce_z_factor<{type_name}>")(
+        device.function("cross_entropy.cu", common, names["z_factor"])(
             (1,), (1,), (scale_buffer, kept, z_factor))
     row_out = cp.empty(rows, x.dtype) if want_value and reduction == "none" else None
     value = cp.empty((), x.dtype) if want_value and reduction != "none" else None
     small = classes <= SMALL_CLASSES
     # per-row losses, or per-block sums for ce_small: what the value's pass adds up
-    partial_count = -(-rows // SMALL_ROWS) if small else rows
+    partial_count = -(-rows // rows_per_block) if small else rows
     row_loss = device.workspace("row_loss", partial_count, acc) if value is not None else None
 
     args = (x, labels, probs, class_weight, grad, row_loss, row_out, error, np.int64(rows),
@@ -234,17 +264,22 @@ def cross_entropy(target, x, class_weight, params, reduction, scale, grad, want_
     packed = np.int32(_aligned(x, grad, hess) and classes * x.dtype.itemsize % 16 == 0)
     config = None if small else _row_config(classes)
     if small:
-        function = device.function("cross_entropy.cu", common, f"ce_small<{type_name}>")
-        function((-(-rows // SMALL_ROWS),), (SMALL_ROWS,), args,
-                 shared_mem=SMALL_ROWS * classes * np.dtype(acc).itemsize)
+        function = device.function("cross_entropy.cu", [names["small"]], names["small"])
+        function((-(-rows // rows_per_block),), (rows_per_block,), args,
+                 shared_mem=rows_per_block * classes * np.dtype(acc).itemsize)
     elif config is None:
         capped = int(softcap is not None)
-        function = device.function("cross_entropy.cu", common,
-                                   f"ce_stream<{type_name}, false, {capped}>")
-        function((rows,), (STREAM_THREADS,), (*args[:14], None, *args[15:], packed))
+        stream = STREAM
+        if names["cluster"] and packed and device.clusters:
+            name = names["cluster"][capped]
+        else:
+            stream, name = stream._replace(cluster=1), names["stream"][capped]
+        function = device.function("cross_entropy.cu", [name], name)
+        function((rows * stream.cluster,), (stream.threads,),
+                 (*args[:14], None, *args[15:], packed))
         if hess is not None:  # the Hessian in a launch of its own (see ce_stream)
-            device.function("cross_entropy.cu", common, f"ce_stream<{type_name}, true, {capped}>")(
-                (rows,), (STREAM_THREADS,),
+            device.function("cross_entropy.cu", common, names["hess"][capped])(
+                (rows,), (HESS_STREAM.threads,),
                 (x, labels, probs, class_weight, None, None, None, None, *args[8:], packed))
     else:
         expression = config.expression(type_name)
@@ -252,7 +287,7 @@ def cross_entropy(target, x, class_weight, params, reduction, scale, grad, want_
         function((-(-rows // config.rows_per_block),), (config.block,), (*args, packed))
 
     if value is not None:
-        device.function("cross_entropy.cu", common, f"ce_finalize<{type_name}>")(
+        device.function("cross_entropy.cu", common, names["finalize"])(
             (1,), (1024,),
             (row_loss, np.int64(partial_count), value, acc(grad_scale), scale_buffer),
         )
