@@ -709,7 +709,7 @@ __global__ void __launch_bounds__(THREADS, 1024 / THREADS) ce_stream(CE_ROWS_ARG
 // (or L1) where a block per row's did not (8192 x 128256 float32: 132 rows of 513 kB in
 // flight, more than the 50-60 MB of L2). The blocks exchange their slices' states through
 // distributed shared memory; each combines all of them in rank order (the same bits in
-// every block). Packed rows only (the host checks); the last rank folds the ragged tail.
+// every block). Packed rows only (the host checks): C a multiple of the pack, no tail.
 // The PTX below is sm_90's; nothing else in this file needs it.
 #if !defined(__CUDA_ARCH__) || __CUDA_ARCH__ >= 900
 __device__ __forceinline__ unsigned cluster_rank() {
@@ -771,25 +771,16 @@ ce_stream_cluster(CE_ROWS_ARGS) {
     const RowTarget t = row_target(labels, row, classes, ignore_index, rank == 0 ? error : 0);
     const A inv_classes = A(1) / A(classes);
     const A inv_cap = softcap > A(0) ? A(1) / softcap : A(0);
-    const i64 packs = classes / W;  // (packed: the host launches this kernel for those only)
+    const i64 packs = classes / W;  // = C / W: packed rows only
     const i64 per_block = (packs + CLUSTER - 1) / CLUSTER;
     const i64 first = per_block * rank < packs ? per_block * rank : packs;
     const i64 slice = first + per_block < packs ? per_block : packs - first;
     const Pack<T>* x_packs = reinterpret_cast<const Pack<T>*>(x_row) + first;
-    const bool tail = rank == CLUSTER - 1;  // the elements after the last whole pack
     RowState<A> st = empty_state<A>();
     for_packs_in_flight<T, IN_FLIGHT, THREADS>(x_packs, slice, [&](const Pack<T>& pk, i64 k) {
         stream_fold<T>(pk, W, (first + k) * W, t, probs_row, class_weight, smoothing,
                        inv_classes, softcap, inv_cap, st);
     });
-    if (tail) {
-        for (i64 c = packs * W + threadIdx.x; c < classes; c += THREADS) {
-            Pack<T> one;
-            one.v[0] = x_row[c];
-            stream_fold<T>(one, 1, c, t, probs_row, class_weight, smoothing, inv_classes,
-                           softcap, inv_cap, st);
-        }
-    }
     st = row_combine<THREADS>(st);
     __shared__ RowState<A> own_state, row_state;
     if (threadIdx.x == 0) own_state = st;
@@ -821,17 +812,6 @@ ce_stream_cluster(CE_ROWS_ARGS) {
         stream_store<T>(pk, first + k, g_row, t, m, prob_scale, probs_row, class_weight,
                         smoothing, inv_classes, sc, softcap, inv_cap);
     });
-    if (tail) {
-        for (i64 c = packs * W + threadIdx.x; c < classes; c += THREADS) {
-            A slope;
-            const A xc = cap_with_slope<T, A>(to_acc(x_row[c]), softcap, inv_cap, slope);
-            A g = grad_of<T, A>(row_exp<T>(shifted(xc, m)), c, t, prob_scale, probs_row,
-                                class_weight, smoothing, inv_classes, sc) * slope;
-            if (t.kind == 0) g = 0;
-            if (t.kind == 2) g = quiet_nan<A>();
-            g_row[c] = from_acc<T>(g);
-        }
-    }
 }
 #endif
 

@@ -104,3 +104,36 @@ def test_compare_reports_ratios(tmp_path):
     out = subprocess.run([sys.executable, "-m", "benchmarks", "compare", str(a), str(b)],
                          cwd=ROOT, check=True, capture_output=True, text=True).stdout
     assert "2.00  SLOWER" in out and "1 rows compared, 1 slower" in out
+
+
+def test_gpu_sweep_plan_is_well_formed():
+    """The GPU sweep's plan (``--list`` runs without a GPU): the default settings first in
+    every case, each candidate meant for some case, and only settings the CuPy backend
+    reads on each call (told from its source: CuPy is not installed here)."""
+    import ast
+
+    from benchmarks import gpu_sweep
+
+    result = subprocess.run([sys.executable, "-m", "benchmarks.gpu_sweep", "--list"], cwd=ROOT,
+                            check=True, capture_output=True, text=True)
+    plan = [line.split(None, 1) for line in result.stdout.splitlines()[:-1]]
+    assert result.stdout.splitlines()[-1] == f"{len(plan)} measurements"
+    for case in gpu_sweep.CASES:
+        assert [v for c, v in plan if c == case.name][0] == "default"
+    assert {v for _, v in plan} == {v.name for v in gpu_sweep.variants()}
+    source = (ROOT / "lossbackends/backends/cupy_backend.py").read_text()
+    tree = ast.parse(source)
+    module_names = {alias.asname or alias.name for node in tree.body
+                    if isinstance(node, ast.ImportFrom) for alias in node.names}
+    module_names |= {t.id for node in tree.body if isinstance(node, ast.Assign)
+                     for t in node.targets if isinstance(t, ast.Name)}
+    for variant in gpu_sweep.variants():
+        assert set(variant.settings) <= module_names & {"ROW_CONFIGS", "STREAM", "SMALL_ROWS",
+                                                        "CE_STRATEGY"}, variant
+    # every candidate's kernels have names ci/check_kernels.py --sweep compiles
+    names = [e for _, expressions in gpu_sweep.sweep_modules() for e in expressions]
+    assert len(names) == len(set(names)) and any("ce_stream_cluster<" in e for e in names)
+    from lossbackends._cuda_sources import StreamConfig
+
+    with pytest.raises(ValueError, match="no Hessian"):
+        StreamConfig(cluster=2).expression("float", hess=True)

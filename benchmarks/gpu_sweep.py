@@ -1,0 +1,383 @@
+"""The cross-entropy kernels' settings measured against each other on one GPU, in one run.
+
+    python -m benchmarks.gpu_sweep --out DIR [--budget SECONDS] [--cases NAME ...] [--list]
+
+A variant is a setting of the CuPy backend's cross-entropy kernels (``cupy_backend``'s
+``ROW_CONFIGS``, ``STREAM``, ``SMALL_ROWS`` and ``CE_STRATEGY``), applied for the cases it
+is meant for and run through the public call: the sweep checks and times exactly what the
+library would run with that setting, so a winner is adopted by changing its default in
+``lossbackends/_cuda_sources.py`` (then losers' code goes). For each case (shape, dtype)
+and variant:
+
+- checked first: ``reduction="none"`` with ``check_labels=False``, the losses and gradients
+  of sampled rows (an ignored row among them) against the NumPy backend in float64 on the
+  host; a variant that fails is reported, never timed;
+- timed by CUDA events, calls back to back (``core.time_gpu``): ``"none"`` with ``out=``
+  (the main kernel alone, the row losses written directly) and ``"mean"`` with ``out=``
+  (every launch of a training step's call: the labels' pass, the main kernel, the sum);
+- the default settings also as users call them: ``"mean"`` with the default label check
+  (its one synchronisation), with and without ``out=``.
+
+GB/s count the minimum traffic (logits read once, gradient written once, the labels), as a
+fraction of the device-to-device copy measured in the same run, before and after. The
+kernels are compiled first, all at once in worker processes (CuPy's on-disk cache), so the
+budget goes to measuring. One CSV row per case and variant: ``DIR/sweep.csv``; the
+device, the date and the copy bandwidth in ``DIR/sweep.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import csv
+import json
+import math
+import os
+import statistics
+import sys
+import time
+from collections.abc import Iterator
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from lossbackends._cuda_sources import RowConfig, StreamConfig
+
+from . import core
+
+
+@dataclass(frozen=True)
+class Case:
+    rows: int
+    classes: int
+    dtype: str  # "float32", "float16" or "bfloat16" (torch tensors)
+
+    @property
+    def name(self) -> str:
+        return f"{self.rows}x{self.classes}-{self.dtype}"
+
+
+# the shapes of the GPU issue's cross-entropy targets
+CASES = (
+    Case(8192, 128256, "float32"),
+    Case(8192, 128256, "float16"),
+    Case(8192, 128256, "bfloat16"),
+    Case(4096, 32000, "float32"),
+    Case(65536, 1000, "float32"),
+    Case(1048576, 10, "float32"),
+)
+
+
+@dataclass(frozen=True)
+class Variant:
+    name: str
+    settings: dict = field(default_factory=dict)  # cupy_backend's name -> value
+    low: int = 1  # the class counts it is meant for
+    high: int = 1 << 62
+
+    def applies(self, case: Case) -> bool:
+        return self.low <= case.classes <= self.high
+
+
+_STREAMED = 16385  # above the register-resident rows (16384 classes)
+
+
+def variants() -> list[Variant]:
+    """The default settings first, then the candidates, each for the class counts where
+    the kernel it changes runs."""
+    found = [Variant("default")]
+    for threads, in_flight in ((1024, 2), (1024, 4), (512, 2), (512, 3), (512, 4), (256, 4)):
+        found.append(Variant(f"stream threads={threads} in_flight={in_flight}",
+                             {"STREAM": StreamConfig(threads, in_flight)}, _STREAMED))
+    for threads, in_flight, cluster in ((1024, 3, 2), (1024, 3, 4), (1024, 3, 8),
+                                        (512, 4, 2), (512, 4, 4)):
+        found.append(Variant(f"cluster={cluster} threads={threads} in_flight={in_flight}",
+                             {"STREAM": StreamConfig(threads, in_flight, cluster)}, _STREAMED))
+    # 513-1024 classes: a warp per row (VPT 32), rows per block and blocks per SM; a block
+    # per row; the streaming kernel forced
+    for config in (RowConfig(32, 32, 2, 8), RowConfig(32, 32, 4, 4), RowConfig(32, 32, 8, 2),
+                   RowConfig(32, 32, 16, 1), RowConfig(128, 8, 1, 8), RowConfig(256, 4, 1, 4)):
+        threads, vpt, per_block, blocks = config
+        found.append(Variant(f"rows threads={threads} vpt={vpt} rows={per_block} "
+                             f"min_blocks={blocks}", {"ROW_CONFIGS": (config,)}, 513, 1024))
+    for threads, in_flight in ((1024, 3), (256, 2)):
+        found.append(Variant(f"stream threads={threads} in_flight={in_flight} (forced)",
+                             {"CE_STRATEGY": "stream", "STREAM": StreamConfig(threads, in_flight)},
+                             33, 16384))
+    for rows in (64, 256):
+        found.append(Variant(f"small rows={rows}", {"SMALL_ROWS": rows}, 1, 32))
+    return found
+
+
+def kernel_expressions(variant: Variant, type_name: str) -> list[str]:
+    """The main kernels ``variant`` adds to the defaults' for ``type_name`` (plain and
+    soft-capped where it changes the streaming kernel): what ``ci/check_kernels.py
+    --sweep`` compiles."""
+    found = []
+    for config in variant.settings.get("ROW_CONFIGS", ()):
+        found.append(config.expression(type_name))
+    stream = variant.settings.get("STREAM")
+    if stream is not None:
+        found += [stream.expression(type_name, False, capped) for capped in (False, True)]
+    rows = variant.settings.get("SMALL_ROWS")
+    if rows is not None:
+        found.append(f"ce_small<{type_name}, {rows}>")
+    return found
+
+
+def sweep_modules(per_module: int = 4) -> list[tuple[str, list[str]]]:
+    """Every kernel the sweep's variants add, for the cases' types, a few per module:
+    ``ci/check_kernels.py --sweep`` compiles them for sm_90 (registers and spills)."""
+    from lossbackends._cuda_sources import TYPE_NAMES
+
+    names = []
+    for case in CASES:
+        for variant in variants():
+            if variant.applies(case):
+                names += [e for e in kernel_expressions(variant, TYPE_NAMES[case.dtype])
+                          if e not in names]
+    return [("cross_entropy.cu", names[i:i + per_module])
+            for i in range(0, len(names), per_module)]
+
+
+@contextlib.contextmanager
+def applied(settings: dict) -> Iterator[None]:
+    """The CuPy backend with ``settings`` for the block's calls."""
+    from lossbackends.backends import cupy_backend
+
+    before = {name: getattr(cupy_backend, name) for name in settings}
+    for name, value in settings.items():
+        setattr(cupy_backend, name, value)
+    try:
+        yield
+    finally:
+        for name, value in before.items():
+            setattr(cupy_backend, name, value)
+
+
+# --- inputs ------------------------------------------------------------------------------
+
+
+def inputs(case: Case):
+    """(labels, logits, gradient buffer, sampled rows): random logits (normal, scale 3) and
+    labels made on the device, one sampled row's label ignore_index; torch tensors for
+    bfloat16 (the library's bfloat16 path), CuPy arrays otherwise."""
+    rows, classes = case.rows, case.classes
+    sample = np.unique(np.linspace(0, rows - 1, 33).astype(np.int64))
+    if case.dtype == "bfloat16":
+        import torch
+
+        generator = torch.Generator(device="cuda").manual_seed(0)
+        logits = torch.randn(rows, classes, device="cuda", generator=generator)
+        logits = (logits * 3).to(torch.bfloat16)
+        labels = torch.randint(0, classes, (rows,), device="cuda", generator=generator)
+        labels[int(sample[1])] = -100
+        return labels, logits, torch.empty_like(logits), sample
+    made = core.device_inputs("cross_entropy", (rows, classes), case.dtype)
+    labels, logits = made["y"], made["p"]
+    labels[int(sample[1])] = -100
+    return labels, logits, logits.copy(), sample
+
+
+def _host(a, rows=None) -> np.ndarray:
+    if hasattr(a, "detach"):  # torch
+        import torch
+
+        a = a if rows is None else a[torch.as_tensor(rows, device=a.device)]
+        return a.detach().float().cpu().numpy().astype(np.float64)
+    import cupy as cp
+
+    a = a if rows is None else a[cp.asarray(rows)]
+    return cp.asnumpy(a).astype(np.float64)
+
+
+TOLERANCE = {"float32": 1e-4, "float16": 3e-2, "bfloat16": 6e-2}
+
+
+def row_error(case: Case, labels, logits, sample) -> float:
+    """Largest error of the sampled rows' losses (relative to max(|loss|, 1)) and
+    gradients (relative to the largest gradient), ``"none"`` without the label check,
+    against the NumPy backend in float64."""
+    import lossbackends as lb
+
+    losses, grad = lb.cross_entropy.value_and_grad(labels, logits, reduction="none",
+                                                   check_labels=False)
+    x = _host(logits, sample)
+    y = _host(labels, sample).astype(np.int64)
+    want_losses, want_grad = lb.cross_entropy.value_and_grad(y, x, reduction="none",
+                                                             backend="numpy")
+    got_losses, got_grad = _host(losses, sample), _host(grad, sample)
+    loss_error = np.max(np.abs(got_losses - want_losses) / np.maximum(np.abs(want_losses), 1.0))
+    grad_error = np.max(np.abs(got_grad - want_grad)) / max(np.max(np.abs(want_grad)), 1e-30)
+    error = float(max(loss_error, grad_error))
+    return error if math.isfinite(error) else float("inf")
+
+
+# --- compiling ---------------------------------------------------------------------------
+
+
+def _compile(job: tuple[Case, Variant]) -> str:
+    """In a worker: the kernels ``variant`` runs for ``case``'s class count, compiled
+    (into CuPy's on-disk cache) by the calls themselves on two rows."""
+    case, variant = job
+    try:
+        import lossbackends as lb
+
+        small = Case(2, case.classes, case.dtype)
+        labels, logits, grad, _ = inputs(small)
+        with applied(variant.settings):
+            for reduction in ("none", "mean"):
+                lb.cross_entropy.value_and_grad(labels, logits, reduction=reduction,
+                                                check_labels=False, out=grad)
+            lb.cross_entropy.value_and_grad(labels, logits, out=grad)
+        return ""
+    except Exception as exc:  # reported by the measuring process, which meets it again
+        return f"{type(exc).__name__}: {exc}"
+
+
+def precompile(jobs: list[tuple[Case, Variant]], workers: int) -> None:
+    import multiprocessing
+
+    context = multiprocessing.get_context("spawn")  # (CUDA in forked children fails)
+    with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
+        for (case, variant), error in zip(jobs, pool.map(_compile, jobs), strict=True):
+            if error:
+                print(f"  compile {case.name} {variant.name}: {error[:300]}", flush=True)
+
+
+# --- measuring ---------------------------------------------------------------------------
+
+
+def _median(times: list[float]) -> float:
+    return statistics.median(times)
+
+
+def _is_main(name: str) -> bool:
+    """Whether kernel ``name`` computes the rows (not a Hessian instance or a helper)."""
+    return name.startswith(("ce_small<", "ce_rows<", "ce_stream_cluster<")) or (
+        name.startswith("ce_stream<") and ", false," in name)
+
+
+def measure(case: Case, variant: Variant, labels, logits, grad, sample, copy_gbps: float,
+            repeats: int) -> dict:
+    import lossbackends as lb
+    from lossbackends.backends import cupy_backend
+
+    itemsize = 2 if case.dtype in ("float16", "bfloat16") else 4
+    nbytes = 2 * case.rows * case.classes * itemsize + 8 * case.rows
+    result = {"case": case.name, "rows": case.rows, "classes": case.classes,
+              "dtype": case.dtype, "variant": variant.name, "copy_gbps": round(copy_gbps, 1)}
+    device = cupy_backend._device()
+    with applied(variant.settings):
+        known = set(device._functions)
+        try:
+            error = row_error(case, labels, logits, sample)
+        except Exception as exc:  # a kernel that does not build or launch: the next one
+            result.update(ok=False, note=f"{type(exc).__name__}: {str(exc)[:200]}")
+            return result
+        # the main kernel it ran (when this process had not loaded it before), and the
+        # registers it took: "ce_rows<float, 32, 32, 4, 2>:78r"
+        result["kernels"] = " ".join(
+            f"{key[1]}:{function.num_regs}r" for key, function in device._functions.items()
+            if key not in known and _is_main(key[1]))
+        result["max_error"] = error
+        result["ok"] = error <= TOLERANCE[case.dtype]
+        if not result["ok"]:
+            result["note"] = f"error {error:.3g} above {TOLERANCE[case.dtype]:g}: not timed"
+            return result
+
+        def call(reduction, check=False, out=True):
+            return lambda: lb.cross_entropy.value_and_grad(
+                labels, logits, reduction=reduction, check_labels=check,
+                out=grad if out else None)
+
+        timed = {"none": call("none"), "mean": call("mean")}
+        if variant.name == "default":
+            timed["mean_checked"] = call("mean", check=True)
+            timed["mean_checked_alloc"] = call("mean", check=True, out=False)
+        for label, function in timed.items():
+            times = core.time_gpu(function, repeats=repeats)
+            seconds = _median(times)
+            result[f"{label}_s"] = seconds
+            result[f"{label}_gbps"] = round(nbytes / seconds / 1e9, 1)
+            result[f"{label}_of_copy"] = round(nbytes / seconds / 1e9 / copy_gbps, 3)
+    return result
+
+
+COLUMNS = ("case", "rows", "classes", "dtype", "variant", "ok", "max_error", "kernels",
+           "none_s", "none_gbps", "none_of_copy", "mean_s", "mean_gbps", "mean_of_copy",
+           "mean_checked_s", "mean_checked_of_copy", "mean_checked_alloc_s",
+           "mean_checked_alloc_of_copy", "copy_gbps", "note")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.gpu_sweep",
+                                     description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out", default="sweep-out", help="folder for sweep.csv and sweep.json")
+    parser.add_argument("--budget", type=float, default=270.0,
+                        help="seconds of measuring; cases left after it are listed as skipped")
+    parser.add_argument("--cases", nargs="*", help="only these cases (e.g. 4096x32000-float32)")
+    parser.add_argument("--repeats", type=int, default=15)
+    parser.add_argument("--list", action="store_true", help="print the plan and exit (no GPU)")
+    args = parser.parse_args(argv)
+    cases = [c for c in CASES if not args.cases or c.name in args.cases]
+    plan = [(case, variant) for case in cases for variant in variants() if variant.applies(case)]
+    if args.list:
+        for case, variant in plan:
+            print(f"{case.name:24s} {variant.name}")
+        print(f"{len(plan)} measurements")
+        return 0
+
+    import cupy as cp
+
+    start = time.perf_counter()
+    os.makedirs(args.out, exist_ok=True)
+    print(f"compiling {len(plan)} settings' kernels", flush=True)
+    try:
+        precompile(plan, workers=min(len(plan), os.cpu_count() or 1, 16))
+    except Exception as exc:  # then each variant compiles on its first call, one by one
+        print(f"  compiling in workers failed ({type(exc).__name__}: {exc})", flush=True)
+    print(f"  {time.perf_counter() - start:.0f} s", flush=True)
+    copy_before = core.gpu_copy()
+    print(f"copy {copy_before:.0f} GB/s", flush=True)
+    rows = []
+    path = os.path.join(args.out, "sweep.csv")
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, COLUMNS, extrasaction="ignore")
+        writer.writeheader()
+        for case in cases:
+            todo = [v for v in variants() if v.applies(case)]
+            if time.perf_counter() - start > args.budget:
+                for variant in todo:
+                    writer.writerow({"case": case.name, "variant": variant.name,
+                                     "note": "skipped: budget"})
+                continue
+            labels, logits, grad, sample = inputs(case)
+            for variant in todo:
+                found = measure(case, variant, labels, logits, grad, sample, copy_before,
+                                args.repeats)
+                rows.append(found)
+                writer.writerow(found)
+                f.flush()
+                share = found.get("mean_of_copy")
+                print(f"{case.name:24s} {variant.name:44s} "
+                      f"{'ok' if found.get('ok') else 'FAIL'} none {found.get('none_of_copy', '-')} "
+                      f"mean {share if share is not None else '-'} {found.get('note', '')}",
+                      flush=True)
+            del labels, logits, grad
+            cp.get_default_memory_pool().free_all_blocks()
+    copy_after = core.gpu_copy()
+    props = cp.cuda.runtime.getDeviceProperties(cp.cuda.runtime.getDevice())
+    meta = {"device": props["name"].decode(), "date": time.strftime("%Y-%m-%dT%H:%M:%SZ",
+                                                                      time.gmtime()),
+            "copy_gbps_before": copy_before, "copy_gbps_after": copy_after,
+            "cupy": cp.__version__, "seconds": time.perf_counter() - start}
+    with open(os.path.join(args.out, "sweep.json"), "w") as f:
+        json.dump(meta, f, indent=1)
+    print(f"copy {copy_after:.0f} GB/s after; {path}; {meta['seconds']:.0f} s")
+    return 0 if all(r.get("ok") for r in rows) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
