@@ -187,9 +187,12 @@ def test_the_floor_in_the_kernel_s_pass_gives_the_finishing_pass_s_bits(library,
     floored = []
     original = _boosting._floored
 
-    def spy(*args):
-        floored.append(args[0].name)
-        return original(*args)
+    def spy(loss, labels, *args):
+        floored.append(loss.name)
+        grad, hess, outside = original(loss, labels, *args)
+        # whether the kernel's pass saw labels outside [0, 1]: soft_margin's -1s, else none
+        assert bool(outside) == bool(np.count_nonzero(~((labels >= 0) & (labels <= 1))))
+        return grad, hess, outside
 
     monkeypatch.setattr(_boosting, "_floored", spy)
     for loss in (lb.binary_cross_entropy_with_logits, lb.sigmoid_focal, lb.soft_margin):
@@ -592,8 +595,9 @@ def test_bad_options_fail_when_the_objective_is_made(options, error):
 def test_probability_labels_must_be_in_0_1(library, backend):
     """The losses whose labels are probabilities reject a label outside [0, 1] or NaN, as
     XGBoost's binary:logistic and LightGBM's binary objective do, naming it, its index and
-    the fix; 0, -0.0, 1 and soft labels pass. The Numba finishing pass checks them (with
-    and without weights, on one thread and on all), NumPy in a pass of its own."""
+    the fix; 0, -0.0, 1 and soft labels pass. On Numba the kernel's own pass counts them
+    (with and without weights, on one thread and on all), NumPy checks in a pass of its
+    own."""
     if backend not in lb.available_backends():
         pytest.skip(f"backend {backend!r} is not available here")
     from lossbackends import _boosting

@@ -27,6 +27,7 @@ from pathlib import Path
 import numba
 import numpy as np
 from numba import njit
+from numba.extending import overload
 
 from .. import _dispatch
 from . import _numba_losses, _numba_math, _threads
@@ -225,6 +226,29 @@ def _labels_are_0_or_1(ys):
     return not soft
 
 
+def _outside_unit(ys):
+    """Whether a label of the block ``ys`` may be outside [0, 1]: the largest of their
+    bits as unsigned integers is above 1.0's (NaN, a set sign bit and anything above 1
+    are larger; -0.0 too, which the exact check lets through). One vectorised unsigned max
+    per label of a block just read (in L1); comparing the floats cost four times more."""
+
+
+@overload(_outside_unit, inline="always")
+def _outside_unit_typed(ys):
+    wide = ys.dtype == numba.float64
+    unsigned = np.uint64 if wide else np.uint32
+    one = unsigned(np.float64(1).view(np.uint64) if wide else np.float32(1).view(np.uint32))
+
+    def outside(ys):
+        bits = ys.view(unsigned)
+        worst = unsigned(0)
+        for i in range(bits.size):
+            worst = max(worst, bits[i])
+        return worst > one
+
+    return outside
+
+
 @inline
 def _elementwise_block(math, k, hard_labels, want_value, ys, ps, ws, gs, ls, hs, pos_weight,
                        offset, param, grad_scale, hess_floor):
@@ -280,7 +304,10 @@ def _elementwise_kernel(optimistic: bool, want_value: bool):
 
     ``floor``: the Hessian's least value per unit of weight, before ``scale``: max(h w,
     floor w) (a gradient-boosting library's floor, applied here instead of in a pass of
-    its own; -inf for none)."""
+    its own; -inf for none). With a floor and without ``want_value``, the sum returned
+    counts the blocks that may hold a label outside [0, 1] (``_outside_unit``: the
+    probability labels' check of an objective, on blocks just read, instead of a pass of
+    its own)."""
     optimistic = optimistic and want_value
 
     def kernel(y, p, weight, pos_weight, param, scale, floor, grad, losses, hess, shared):
@@ -293,6 +320,7 @@ def _elementwise_kernel(optimistic: bool, want_value: bool):
         # no floor (-inf) as NaN, which no h is under, times any weight (-inf w is +inf
         # for w < 0); a branch on it instead unvectorised the loop (+15-30 % at n = 1e5)
         hess_floor = p.dtype.type(np.nan if floor == -np.inf else floor)
+        count_labels = not want_value and floor != -np.inf
         # the loss's constants, kept through the loops below (see ``held``)
         k = held(_LOSS_CONSTANTS)
         # the losses of a block go to ``losses`` (reduction="none") or, when it is None,
@@ -330,6 +358,8 @@ def _elementwise_kernel(optimistic: bool, want_value: bool):
                     one_log = False
                 if want_value:
                     total += _sum(ls)
+                elif count_labels:  # (a branch per block: the element loops stay vectorised)
+                    total += _outside_unit(ys)  # the blocks that may hold one
             result = record(shared, chunk, total, result)
             chunk = claim(shared, chunk)
         return result * scale
@@ -432,7 +462,9 @@ def _elementwise(loss: str):
         """The registered kernel (see ``_loss``); ``hess_floor``, for float32 and float64
         inputs, is the Hessian's least value per unit of weight, before the scale: max(h w,
         hess_floor w), NaN kept (the boosting objectives' floor, in the same pass;
-        ``_boosting``)."""
+        ``_boosting``). With it, a call without the value returns how many blocks may hold
+        a label outside [0, 1] (NaN, or below 0, -0.0 included: 0 when there is none),
+        counted in the same pass; times the scale, 1 for the objectives' ``"sum"``."""
         dtype = p.dtype
         if dtype is FLOAT16:  # checked here, not by a wrapper: this runs on every call
             if hess_floor != NO_FLOOR:
@@ -458,7 +490,7 @@ def _elementwise(loss: str):
             total = _shared_total(code, (y, p, weight, pos_weight, param, scale, hess_floor,
                                          grad, flat_losses, hess))
         if not want_value:
-            return None
+            return None if hess_floor == NO_FLOOR else total
         if losses is not None:
             return losses
         # a NumPy scalar of p's dtype: one times a Python float has the scalar's dtype
