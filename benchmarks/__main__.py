@@ -20,6 +20,7 @@ import argparse
 import datetime
 import os
 import platform
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -237,14 +238,21 @@ def _case_rows(args, ops, chosen, started, loss, dtype, shape, roofline) -> list
                 print(f"  {provider.name} {loss} {op} {dtype} {shape}: {type(exc).__name__}: "
                       f"{str(exc)[:120]}", file=sys.stderr)
     # On the host every provider's samples are taken in turn, so that their ratios hold
-    # while the machine's bandwidth moves.
+    # while the machine's bandwidth moves, and with them the triad's (over the case's own
+    # traffic, value_and_grad's, or TRIAD_ELEMENTS where that is more: the memory's speed,
+    # not the caches'), in the same moments: the roofline of the case's rows.
     # --quick: 0.1 s of samples per provider, so that the run with every peer stays short
-    times = core.time_host_in_turn([call for _, _, call, _, _ in pending],
-                                   min_time=0.1 if args.quick else 0.2)
-    rows += [core.row(loss, op, provider.name, dtype, shape, samples, nbytes, roofline,
-                      device=device, max_rel_error=error, form=provider.form,
-                      peer=provider.peer)
-             for (provider, op, _, nbytes, error), samples in zip(pending, times, strict=True)]
+    if pending:
+        traffic = core.minimum_bytes(loss, "value_and_grad", shape, itemsize)
+        _, triad, triad_bytes = core.triad_call(max(traffic // 12, core.TRIAD_ELEMENTS))
+        times = core.time_host_in_turn([call for _, _, call, _, _ in pending] + [triad],
+                                       min_time=0.1 if args.quick else 0.2)
+        roofline = triad_bytes / statistics.median(times.pop()) / 1e9
+        rows += [core.row(loss, op, provider.name, dtype, shape, samples, nbytes, roofline,
+                          device=device, max_rel_error=error, form=provider.form,
+                          peer=provider.peer, roofline_gbps=roofline)
+                 for (provider, op, _, nbytes, error), samples in zip(pending, times,
+                                                                      strict=True)]
     report.add_peer_ratios(rows)
     del inputs, expected, pending
     if device == "gpu":
@@ -303,8 +311,10 @@ def run(args) -> list[dict]:
             rows += _around(device, roofline, lambda local, n=n: probability_label_rows([n], local))
     for loss, dtype, shape in tqdm(grid if chosen else [], desc=f"benchmarks ({device})",
                                    unit="case"):  # no provider chosen: no case to measure
-        rows += _around(device, roofline, lambda local, case=(loss, dtype, shape): _case_rows(
-            args, ops, chosen, started, *case, local))
+        case_rows = _case_rows(args, ops, chosen, started, loss, dtype, shape, roofline)
+        # (host rows carry the triad taken in turn with them; GPU rows the run's copy)
+        rows += case_rows if device == "host" else [{**r, "roofline_gbps": roofline}
+                                                    for r in case_rows]
     if args.torch_module:
         from . import torch_module
 

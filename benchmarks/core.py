@@ -129,9 +129,10 @@ def _triad_kernel():
     return triad
 
 
-def host_triad(n: int | None = None, repeats: int = 7, min_time: float = 0.3) -> tuple[str, float]:
-    """GB/s of c = a + k b (read 2, write 1) on the host: Numba's parallel triad when Numba
-    is installed (what our kernels can reach), else NumPy's add."""
+def triad_call(n: int | None = None) -> tuple[str, object, int]:
+    """(its name, a call of c = a + k b on ``n`` float32 elements (read 2, write 1), the
+    bytes it moves): Numba's parallel triad when Numba is installed (what our kernels can
+    reach), else NumPy's add."""
     n = n or TRIAD_ELEMENTS
     a, b = np.full(n, 1.5, np.float32), np.full(n, 0.25, np.float32)  # values do not matter
     c = np.empty_like(a)
@@ -140,14 +141,19 @@ def host_triad(n: int | None = None, repeats: int = 7, min_time: float = 0.3) ->
         def run():
             triad(a, b, c, np.float32(3.0))
 
-        name = "numba triad"
-    else:
-        def run():
-            np.add(a, b, out=c)
+        return "numba triad", run, 3 * a.nbytes
 
-        name = "numpy add"
+    def add():
+        np.add(a, b, out=c)
+
+    return "numpy add", add, 3 * a.nbytes
+
+
+def host_triad(n: int | None = None, repeats: int = 7, min_time: float = 0.3) -> tuple[str, float]:
+    """GB/s of the triad (``triad_call``) on the host."""
+    name, run, nbytes = triad_call(n)
     times = time_host(run, min_time=min_time, repeats=repeats)
-    return name, 3 * a.nbytes / statistics.median(times) / 1e9
+    return name, nbytes / statistics.median(times) / 1e9
 
 
 def gpu_copy() -> float:
