@@ -233,7 +233,7 @@ def _outside_unit(ys):
     per label of a block just read (in L1); comparing the floats cost four times more."""
 
 
-@overload(_outside_unit, inline="always")
+@overload(_outside_unit)
 def _outside_unit_typed(ys):
     wide = ys.dtype == numba.float64
     unsigned = np.uint64 if wide else np.uint32
@@ -358,8 +358,9 @@ def _elementwise_kernel(optimistic: bool, want_value: bool):
                     one_log = False
                 if want_value:
                     total += _sum(ls)
-                elif count_labels:  # (a branch per block: the element loops stay vectorised)
-                    total += _outside_unit(ys)  # the blocks that may hold one
+                elif hess is not None:  # (compiled only where a Hessian is written)
+                    if count_labels:  # (per block: the element loops stay vectorised)
+                        total += _outside_unit(ys)  # the blocks that may hold one
             result = record(shared, chunk, total, result)
             chunk = claim(shared, chunk)
         return result * scale
