@@ -11,7 +11,10 @@ and variant:
 
 - checked first: ``reduction="none"`` with ``check_labels=False``, the losses and gradients
   of sampled rows (an ignored row among them) against the NumPy backend in float64 on the
-  host; a variant that fails is reported, never timed;
+  host, the labels shifted by a class count of the variant's own and the gradient written
+  into a buffer of NaN (an element or loss a kernel leaves unwritten cannot pass with what
+  another variant left there: the whole gradient must be finite); a variant that fails is
+  reported, never timed;
 - timed by CUDA events, calls back to back (``core.time_gpu``): ``"none"`` with ``out=``
   (the main kernel alone, the row losses written directly) and ``"mean"`` with ``out=``
   (every launch of a training step's call: the labels' pass, the main kernel, the sum);
@@ -195,14 +198,38 @@ def _host(a, rows=None) -> np.ndarray:
 TOLERANCE = {"float32": 1e-4, "float16": 3e-2, "bfloat16": 6e-2}
 
 
-def row_error(case: Case, labels, logits, sample) -> float:
+def _module(a):
+    """torch or cupy, whichever ``a`` belongs to (both have where, isfinite)."""
+    if hasattr(a, "detach"):
+        import torch
+
+        return torch
+    import cupy
+
+    return cupy
+
+
+def row_error(case: Case, labels, logits, grad, sample, shift: int = 0) -> float:
     """Largest error of the sampled rows' losses (relative to max(|loss|, 1)) and
     gradients (relative to the largest gradient), ``"none"`` without the label check,
-    against the NumPy backend in float64."""
+    against the NumPy backend in float64; inf where any element of the gradient or any
+    loss is not finite. The gradient goes into ``grad``, filled with NaN first, and the
+    labels (not the ignored row's) move by ``shift`` classes: the buffers a kernel fails
+    to write would otherwise still hold the right values, a previous variant's (the same
+    inputs, the memory pool's same blocks)."""
     import lossbackends as lb
 
+    xp = _module(logits)
+    if shift:
+        labels = xp.where(labels == -100, labels, (labels + shift) % case.classes)
+    if hasattr(grad, "fill_"):  # torch
+        grad.fill_(float("nan"))
+    else:
+        grad.fill(np.nan)
     losses, grad = lb.cross_entropy.value_and_grad(labels, logits, reduction="none",
-                                                   check_labels=False)
+                                                   check_labels=False, out=grad)
+    if not (bool(xp.isfinite(grad).all()) and bool(xp.isfinite(losses).all())):
+        return float("inf")
     x = _host(logits, sample)
     y = _host(labels, sample).astype(np.int64)
     want_losses, want_grad = lb.cross_entropy.value_and_grad(y, x, reduction="none",
@@ -260,7 +287,7 @@ def _is_main(name: str) -> bool:
 
 
 def measure(case: Case, variant: Variant, labels, logits, grad, sample, copy_gbps: float,
-            repeats: int) -> dict:
+            repeats: int, shift: int = 0) -> dict:
     import lossbackends as lb
     from lossbackends.backends import cupy_backend
 
@@ -272,7 +299,7 @@ def measure(case: Case, variant: Variant, labels, logits, grad, sample, copy_gbp
     with applied(variant.settings):
         known = set(device._functions)
         try:
-            error = row_error(case, labels, logits, sample)
+            error = row_error(case, labels, logits, grad, sample, shift)
         except Exception as exc:  # a kernel that does not build or launch: the next one
             result.update(ok=False, note=f"{type(exc).__name__}: {str(exc)[:200]}")
             return result
@@ -356,9 +383,9 @@ def main(argv: list[str] | None = None) -> int:
                                      "note": "skipped: budget"})
                 continue
             labels, logits, grad, sample = inputs(case)
-            for variant in todo:
+            for shift, variant in enumerate(todo):
                 found = measure(case, variant, labels, logits, grad, sample, copy_before,
-                                args.repeats)
+                                args.repeats, shift)
                 rows.append(found)
                 writer.writerow(found)
                 f.flush()
