@@ -708,8 +708,8 @@ __global__ void __launch_bounds__(THREADS, 1024 / THREADS) ce_stream(CE_ROWS_ARG
 // flight than with ce_stream (a block per row), so the second read finds the slice in L2
 // (or L1) where a block per row's did not (8192 x 128256 float32: 132 rows of 513 kB in
 // flight, more than the 50-60 MB of L2). The blocks exchange their slices' states through
-// distributed shared memory; each combines all of them in rank order (the same bits in
-// every block). Packed rows only (the host checks): C a multiple of the pack, no tail.
+// distributed shared memory; each combines all of them in the same order (the same bits
+// in every block). Packed rows only (the host checks): C a multiple of the pack, no tail.
 // The PTX below is sm_90's; nothing else in this file needs it.
 #if !defined(__CUDA_ARCH__) || __CUDA_ARCH__ >= 900
 __device__ __forceinline__ unsigned cluster_rank() {
@@ -785,10 +785,13 @@ ce_stream_cluster(CE_ROWS_ARGS) {
     __shared__ RowState<A> own_state, row_state;
     if (threadIdx.x == 0) own_state = st;
     cluster_barrier();
-    if (threadIdx.x == 0) {  // the row's state: the blocks' states in rank order
-        RowState<A> all = remote_state(&own_state, 0);
-        for (int r = 1; r < CLUSTER; ++r) all = combine(all, remote_state(&own_state, r));
-        row_state = all;
+    if (threadIdx.x < 32) {  // the row's state: lane r reads block r's, then one butterfly
+        // (the same lanes, inputs and steps in every block: the same bits), the remote
+        // reads in flight together rather than one round trip per block in turn
+        const unsigned lane = threadIdx.x;
+        const RowState<A> all = warp_combine(lane < CLUSTER ? remote_state(&own_state, lane)
+                                                            : empty_state<A>());
+        if (lane == 0) row_state = all;
     }
     cluster_barrier();  // (every block has read the others' states: they may leave)
     st = row_state;
