@@ -324,7 +324,11 @@ def measure(case: Case, variant: Variant, labels, logits, grad, sample, copy_gbp
             timed["mean_checked"] = call("mean", check=True)
             timed["mean_checked_alloc"] = call("mean", check=True, out=False)
         for label, function in timed.items():
-            times = core.time_gpu(function, repeats=repeats)
+            try:  # ("mean" launches kernels "none" did not: the next variant all the same)
+                times = core.time_gpu(function, repeats=repeats)
+            except Exception as exc:
+                result.update(ok=False, note=f"{label}: {type(exc).__name__}: {str(exc)[:200]}")
+                return result
             seconds = _median(times)
             result[f"{label}_s"] = seconds
             result[f"{label}_gbps"] = round(nbytes / seconds / 1e9, 1)
