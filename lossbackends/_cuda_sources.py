@@ -88,7 +88,8 @@ class StreamConfig(NamedTuple):
 
 
 SMALL_CLASSES = 32  # ce_small up to this many classes
-SMALL_ROWS = 128  # rows per ce_small block (its launch bound)
+SMALL_ROWS = 128  # rows per ce_small block (its launch bound; its shared memory, rows x
+# classes accumulators, must stay within 48 KB: 256 rows of 32 float64 classes would not)
 
 # By increasing capacity; a row goes to the first that holds it. Warp-per-row kernels up
 # to 1024 classes, a block per row up to 16384; longer rows go to the streaming kernel.
