@@ -273,7 +273,8 @@ def run(args) -> list[dict]:
     else:
         roofline_name, roofline = core.host_triad()
     print(f"roofline ({device}, {roofline_name}): {roofline:.1f} GB/s at the start"
-          + ("; each case's % is of the triad measured around it" if device == "host" else ""))
+          + ("; each case's % is of the triad taken in turn with its samples"
+             if device == "host" else ""))
     sizes, ce_shapes = (QUICK[device] if args.quick else
                         (HOST_SIZES, HOST_CE) if device == "host" else (GPU_SIZES, GPU_CE))
     if args.smoke:
