@@ -618,6 +618,17 @@ def test_cross_entropy_special_grid(dtype):
                 _check_cross_entropy(x, target, soft, class_weight, smoothing, reduction, dtype)
 
 
+def test_cross_entropy_weighted_probabilities_near_the_float32_max():
+    """A row's w q z beyond float32's max where its mean is within it (found by hypothesis:
+    the NumPy backend's float32 products overflowed before the float64 sum)."""
+    f32 = np.float32
+    x = np.array([[0, 0, 0], [0, 0, 0], [0, np.finfo(f32).max, 0]], f32)
+    target = np.array([[0, 0, 0], [0, 0, 0], [0, 0, 1]], f32)
+    for smoothing in (0.0, 0.1):
+        _check_cross_entropy(x, target, True, np.array([0.5, 0.5, 2.0], f32), smoothing, "mean",
+                             f32)
+
+
 @given(problem=ce_problems())
 @settings(max_examples=examples(120), deadline=None,
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])

@@ -206,8 +206,9 @@ def cross_entropy(target, x, class_weight, params, reduction, scale, grad, want_
             q = target * (1.0 - smoothing) + smoothing / classes if smoothing else target
             wq = q * class_weight if class_weight is not None else q
             row_coef = np.sum(wq, axis=1, dtype=np.float64)  # sum_c w_c q_c
-            # sum_c w_c q_c z_c with 0 * (-inf) = 0: a class of no probability costs nothing
-            row_dot = np.sum(np.where(wq == 0, 0.0, wq * z), axis=1, dtype=np.float64)
+            # sum_c w_c q_c z_c with 0 * (-inf) = 0: a class of no probability costs nothing;
+            # the products in float64 (float32's w q z can overflow where the mean does not)
+            row_dot = np.sum(np.where(wq == 0, 0.0, wq.astype(np.float64) * z), axis=1)
             kept = None
             denominator = rows if given_denominator is None else given_denominator
         else:
@@ -229,7 +230,8 @@ def cross_entropy(target, x, class_weight, params, reduction, scale, grad, want_
                 row_coef += (spread * weight_sum) * kept
                 # sum_c (e / C) w_c z_c, each term weighted before the sum: terms of one
                 # sign, so the sum never overflows before its final value does
-                spread_weight = spread if class_weight is None else spread * class_weight
+                spread_weight = (spread if class_weight is None
+                                 else spread * class_weight.astype(np.float64))
                 row_dot += np.sum(np.where(spread_weight == 0, 0.0, z * spread_weight), axis=1,
                                   dtype=np.float64)
             denominator = (float(label_weight.sum()) if given_denominator is None
