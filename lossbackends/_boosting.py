@@ -160,12 +160,12 @@ def _host_finish() -> Callable | None:
 
 def _floored(loss: Loss, labels: Any, preds: Any, options: dict, floor: float) -> tuple:
     """``loss.grad_and_hess(labels, preds, reduction="sum", **options)`` on the Numba
-    backend (float32 or float64 ``preds``, an elementwise loss), with Hessians of at least
-    ``floor`` times the weight (NaN kept), floored in the kernel's own pass: a binary
-    logistic objective's call at n = 1e6 spends no second pass over the Hessians. The
-    floor applies after the weight, max(h w, floor w), as in the finishing pass and the
-    NumPy operations: the same Hessians for the negative weights LightGBM takes (0, where
-    max(h, floor) w would be negative). Returns ``(grad, hess, outside)``: ``outside`` is
+    backend (float32 or float64 ``preds``, an elementwise loss), with Hessians max(h,
+    ``floor``) w (NaN kept), floored in the kernel's own pass: a binary logistic
+    objective's call at n = 1e6 spends no second pass over the Hessians. The floor applies
+    before the weight, as the libraries apply it (for the negative weights LightGBM takes
+    too), the finishing pass and the NumPy operations. Returns ``(grad, hess, outside)``:
+    ``outside`` is
     0 when every label is in [0, 1] and not -0.0 (what the kernel's pass counts: its blocks
     that may hold another label)."""
     options = {name: value for name, value in options.items() if name != "backend"}
@@ -315,9 +315,15 @@ class Objective:
                 hess *= sample_weight
             if factor != 1.0:
                 hess *= factor
-            # the floor (0 too: no negative Hessian), as the Numba pass applies it
-            floor = self.floor if sample_weight is None else self.floor * sample_weight
-            xp.maximum(hess, floor, out=hess)
+            # the floor (0 too: no negative Hessian of its own), then the weight, as the
+            # libraries apply them and the Numba passes do: max(h, floor) w, the smaller of
+            # h w and floor w for a negative w (LightGBM takes them)
+            if sample_weight is None:
+                xp.maximum(hess, self.floor, out=hess)
+            else:
+                floor = self.floor * sample_weight
+                hess[...] = xp.where(sample_weight < 0, xp.minimum(hess, floor),
+                                     xp.maximum(hess, floor))
         if convention.grad != 1.0:
             grad *= convention.grad
         return grad, hess

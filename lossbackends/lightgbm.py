@@ -35,10 +35,11 @@ classes or more (for one margin per sample, as a two-class ``LGBMClassifier`` gi
 ``binary_cross_entropy_with_logits``).
 
 LightGBM's own objectives put no floor under their Hessians, which are never negative
-(its leaves add ``1e-15`` to the Hessian sums), so the only floor applied is 0: a negative
-Hessian (``sigmoid_focal``'s, for badly misclassified samples, where the loss is concave)
-becomes 0, so that no leaf's Newton step goes uphill; the built-in objectives' Hessians
-are unchanged by it. Losses whose Hessian is 0 almost everywhere (``hinge``,
+before the sample weight (its leaves add ``1e-15`` to the Hessian sums), so the only floor
+applied is 0, before the weight as the libraries weigh: a negative Hessian
+(``sigmoid_focal``'s, for badly misclassified samples, where the loss is concave) becomes
+0, so that no leaf's Newton step goes uphill; the built-in objectives' Hessians are
+unchanged by it, negative sample weights included (h w, as LightGBM's own). Losses whose Hessian is 0 almost everywhere (``hinge``,
 ``multiclass_hinge``, ``mae``, ``pinball``) take the sample weight as Hessian, as
 LightGBM's L1 and quantile objectives do; ``huber`` too (LightGBM's Huber objective),
 ``smooth_l1`` the weight over ``beta``, and ``log_cosh`` the weight: its Hessian

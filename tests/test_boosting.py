@@ -168,8 +168,8 @@ def test_the_floor_in_the_kernel_s_pass_gives_the_finishing_pass_s_bits(library,
     """An elementwise loss with no scale to apply (binary logistic, focal) is floored in the
     kernel's own pass on the Numba backend: the same values as the kernel's Hessians floored
     in the finishing pass, weighted or not, with Hessians under the floor (far margins,
-    focal's negative ones), zero and negative weights (LightGBM takes them: max(h w,
-    floor w) there too, never a negative Hessian), NaN and infinite margins, on one thread
+    focal's negative ones), zero and negative weights (LightGBM takes them: max(h, floor)
+    w there too, as its own objectives weigh), NaN and infinite margins, on one thread
     and shared among the threads."""
     pytest.importorskip("numba", reason="Numba is not installed")
     from lossbackends import _boosting, _dispatch
@@ -464,6 +464,35 @@ def test_focal_and_huber_objectives_train_end_to_end():
     np.testing.assert_array_equal(hess, 1.0)  # LightGBM's Huber convention
 
 
+@needs_lightgbm
+@needs_sklearn
+@pytest.mark.parametrize("backend", ["numpy", "numba"])
+def test_lightgbm_negative_weights_train_the_built_in_model(backend):
+    """LightGBM takes negative sample weights, and its objectives weigh their Hessians
+    (h w < 0 there): ours too, the floor before the weight, so that the same model comes
+    out (binary and regression, breast cancer with every eleventh weight -0.3)."""
+    if backend not in lb.available_backends():
+        pytest.skip(f"backend {backend!r} is not available here")
+    import lightgbm
+    from sklearn.datasets import load_breast_cancer
+
+    X, y = load_breast_cancer(return_X_y=True)
+    w = np.ones(len(y))
+    w[3::11] = -0.3
+    base = {"num_leaves": 15, "verbose": -1, "boost_from_average": False,
+            "deterministic": True, "force_row_wise": True, "num_threads": 1}
+
+    def margins(objective):
+        data = lightgbm.Dataset(X, label=y, weight=w)
+        return lightgbm.train({**base, "objective": objective}, data, 20).predict(
+            X, raw_score=True)
+
+    for loss, built_in in ((lb.binary_cross_entropy_with_logits, "binary"),
+                           (lb.mse, "regression")):
+        ours = margins(lb.lightgbm.objective(loss, backend=backend))
+        np.testing.assert_allclose(ours, margins(built_in), atol=1e-6, err_msg=built_in)
+
+
 # --- the CuPy route, mocked: GPU margins stay where they are -------------------------------
 
 
@@ -476,7 +505,7 @@ class _DeviceArray(np.ndarray):
 def test_cupy_margins_go_to_the_cupy_backend_without_a_host_copy(monkeypatch):
     fake_cupy = types.ModuleType("cupy")
     fake_cupy.asarray = lambda a: np.asarray(a).view(_DeviceArray)
-    fake_cupy.maximum = np.maximum
+    fake_cupy.maximum, fake_cupy.minimum, fake_cupy.where = np.maximum, np.minimum, np.where
     monkeypatch.setitem(sys.modules, "cupy", fake_cupy)
     seen = {}
 

@@ -18,13 +18,13 @@ from .numba_backend import CHUNKS, PARALLEL_MIN_ELEMENTS, _jit, array_type
 
 
 @inline
-def _element(grad, hess, i, g_scale, h_scale, bound, fixed, constant):
+def _element(grad, hess, i, g_scale, h_scale, bound, fixed, constant, negative):
     grad[i] = grad[i] * g_scale
     if constant:
         hess[i] = fixed
-    else:
+    else:  # (h weighted, bound = floor w): max(h, floor) w, the smaller for a negative w
         h = hess[i] * h_scale
-        hess[i] = bound if h < bound else h  # max(h, bound), NaN kept
+        hess[i] = bound if (h > bound if negative else h < bound) else h  # NaN kept
 
 
 def _finish(grad, hess, weight, labels, columns, grad_scale, hess_scale, floor, weigh,
@@ -67,7 +67,7 @@ def _finish(grad, hess, weight, labels, columns, grad_scale, hess_scale, floor, 
                 w = dtype(ws[i])
                 gw = g_scale * w if weigh else g_scale
                 hw = h_scale * w if weigh else h_scale
-                _element(gs, hs, i, gw, hw, low * w, fixed * w, is_constant)
+                _element(gs, hs, i, gw, hw, low * w, fixed * w, is_constant, w < 0)
                 if check:
                     worst = max(worst, ls[i])
         else:
@@ -76,7 +76,7 @@ def _finish(grad, hess, weight, labels, columns, grad_scale, hess_scale, floor, 
                 w = dtype(ws[row])
                 gw, hw = (g_scale * w, h_scale * w) if weigh else (g_scale, h_scale)
                 for i in range(row * columns, row * columns + columns):
-                    _element(gs, hs, i, gw, hw, low * w, fixed * w, is_constant)
+                    _element(gs, hs, i, gw, hw, low * w, fixed * w, is_constant, w < 0)
                     if check:
                         worst = max(worst, ls[i])
         if shared is None:
@@ -98,7 +98,8 @@ def finish(grad, hess, weight, labels, columns, grad_scale, hess_scale, floor, w
            constant):
     """In place, for element i of row r = i // columns, w = weight[r] (1 where ``weight``
     is empty): grad *= grad_scale (and w with ``weigh``); hess = constant w where
-    ``constant`` > 0, else max(hess hess_scale (times w with ``weigh``), floor w), NaN kept.
+    ``constant`` > 0, else max(hess hess_scale, floor) w (``hess`` already weighted without
+    ``weigh``: the smaller of it and floor w for a negative w), NaN kept.
     ``grad`` and ``hess`` are flat C-contiguous arrays of one float dtype. ``labels`` (one
     per element, or empty: no check) are the labels' bits, the unsigned integer view of
     that dtype: the largest is returned (0 without labels); all are in [0, 1] where it is

@@ -253,8 +253,8 @@ def _outside_unit_typed(ys):
 def _elementwise_block(math, k, hard_labels, want_value, ys, ps, ws, gs, ls, hs, pos_weight,
                        offset, param, grad_scale, hess_floor):
     """One block of an elementwise kernel: writes the gradient into ``gs``, the Hessian's
-    diagonal into ``hs`` (when not None; at least ``hess_floor`` times the weight, before
-    the scale: max(h w, floor w), NaN kept; none for a NaN floor) and (with ``want_value``)
+    diagonal into ``hs`` (when not None; max(h, ``hess_floor``) times the weight, before
+    the scale, NaN kept; none for a NaN floor) and (with ``want_value``)
     the losses into ``ls`` by ``math``, the loss's function ``(y, p, param, pos, k) ->
     (loss, d, h)`` (``k``: the held constants of its mathematics, see ``loss_math``);
     returns whether a label was not 0 or 1 when ``hard_labels`` (binary cross-entropy's
@@ -270,10 +270,15 @@ def _elementwise_block(math, k, hard_labels, want_value, ys, ps, ws, gs, ls, hs,
             d = d * ws[i]
             h = h * ws[i]
         if hs is not None:  # before gs: p may be the gradient buffer (out=y_pred)
-            # a boosting library's floor, after the weight as in its other passes (negative
-            # weights too): one max, vectorised; NaN for none (h < NaN w is false)
-            low = hess_floor if ws is None else hess_floor * ws[i]
-            h = low if h < low else h
+            # a boosting library's floor, then the weight, as the libraries apply them:
+            # max(h, floor) w, which for a negative weight (LightGBM takes them) is the
+            # smaller of h w and floor w; selects, vectorised; NaN kept, and a NaN floor is
+            # none (every comparison with NaN is false)
+            if ws is None:
+                h = hess_floor if h < hess_floor else h
+            else:
+                low = hess_floor * ws[i]
+                h = low if (h > low if ws[i] < ZERO else h < low) else h
             hs[i] = h * grad_scale
         if gs is not None:
             gs[i] = d * grad_scale
@@ -302,9 +307,9 @@ def _elementwise_kernel(optimistic: bool, want_value: bool):
     and probability labels are not computed twice. (Checking every block first instead
     of in its loop costs labels of 0 and 1 7 %.)
 
-    ``floor``: the Hessian's least value per unit of weight, before ``scale``: max(h w,
-    floor w) (a gradient-boosting library's floor, applied here instead of in a pass of
-    its own; -inf for none). With a floor and without ``want_value``, the sum returned
+    ``floor``: the Hessian's least value before the weight and ``scale``: max(h, floor) w
+    (a gradient-boosting library's floor, applied here instead of in a pass of its own;
+    -inf for none). With a floor and without ``want_value``, the sum returned
     counts the blocks that may hold a label outside [0, 1] (``_outside_unit``: the
     probability labels' check of an objective, on blocks just read, instead of a pass of
     its own)."""
@@ -461,8 +466,8 @@ def _elementwise(loss: str):
     def kernel(y, p, weight, params, reduction, scale, grad, want_value, hess=None,
                hess_floor=NO_FLOOR):
         """The registered kernel (see ``_loss``); ``hess_floor``, for float32 and float64
-        inputs, is the Hessian's least value per unit of weight, before the scale: max(h w,
-        hess_floor w), NaN kept (the boosting objectives' floor, in the same pass;
+        inputs, is the Hessian's least value before the weight and the scale: max(h,
+        hess_floor) w, NaN kept (the boosting objectives' floor, in the same pass;
         ``_boosting``). With it, a call without the value returns how many blocks may hold
         a label outside [0, 1] (NaN, or below 0, -0.0 included: 0 when there is none),
         counted in the same pass; times the scale, 1 for the objectives' ``"sum"``."""
