@@ -225,6 +225,8 @@ class Objective:
             weight = None if weight is None else xp.asarray(weight)
         else:
             preds = np.asarray(preds)
+            if not preds.dtype.isnative:  # byte-swapped margins computed natively, as the
+                preds = preds.astype(preds.dtype.newbyteorder("="))  # losses do
             labels = np.asarray(labels)
             weight = None if weight is None else np.asarray(weight)
             self._check_sizes(labels, preds)
@@ -270,10 +272,11 @@ class Objective:
             weigh = False  # the kernel weighs
         constant = CONSTANT_HESSIAN.get(loss.name)
         factor = convention.hess_factor(preds.shape[1] if preds.ndim == 2 else 1, self.options)
-        if (constant is None and not weigh and convention.grad == factor == 1.0 and xp is np
-                and dtype in _NO_WEIGHT and preds.size
-                and _host_finish() is not None  # Numba's passes (the tests turn them off)
-                and _dispatch.backend_for(self.options.get("backend"), preds) == "numba"):
+        # the host backend the settings choose (backend=, use_backend, the environment)
+        backend = _dispatch.backend_for(self.options.get("backend"), preds) if xp is np else None
+        if (constant is None and not weigh and convention.grad == factor == 1.0
+                and dtype in _NO_WEIGHT and preds.size and backend == "numba"
+                and _host_finish() is not None):  # Numba's passes (the tests turn them off)
             # the loss's own derivatives, with the floor in the kernel's pass, which also
             # looks for labels outside [0, 1] (a pass of their own before it cost 0.2 ms of
             # a 1.2 ms binary logistic objective at n = 1e6; in it, 0.03); the exact check
@@ -289,8 +292,8 @@ class Objective:
         else:
             grad, hess = loss.grad_and_hess(labels, preds, reduction="sum", **options)
             constant = 0.0
-        finish = (_host_finish() if xp is np and grad.dtype in _NO_WEIGHT
-                  and self.options.get("backend") != "numpy" else None)
+        finish = (_host_finish() if backend not in (None, "numpy") and grad.dtype in _NO_WEIGHT
+                  else None)
         if finish is not None:
             unsigned, one, no_labels = _BITS[grad.dtype]
             worst = finish(grad.reshape(-1), hess.reshape(-1),

@@ -5,6 +5,8 @@ non-built-in objectives trained end to end, the CuPy route (mocked), errors."""
 from __future__ import annotations
 
 import importlib.util
+import os
+import subprocess
 import sys
 import types
 
@@ -491,6 +493,51 @@ def test_lightgbm_negative_weights_train_the_built_in_model(backend):
                            (lb.mse, "regression")):
         ours = margins(lb.lightgbm.objective(loss, backend=backend))
         np.testing.assert_allclose(ours, margins(built_in), atol=1e-6, err_msg=built_in)
+
+
+def test_byte_swapped_margins_are_computed_natively():
+    """Big-endian margins (as NumPy reads some files) give the native margins' results:
+    their weights and labels are cast to the native dtype too (the Numba passes read raw
+    bytes), and the probability labels' check still sees a bad label."""
+    w = np.array([0.7, 1.1, 1.3, 0.9])
+    y, p = np.array([0.0, 1.0, 0.0, 1.0]), np.linspace(-1.0, 1.0, 4)
+    for module in LIBRARIES.values():
+        for loss in (lb.mse, lb.binary_cross_entropy_with_logits):
+            native = module.objective(loss)(y, p, w)
+            for a, b in zip(module.objective(loss)(y, p.astype(">f8"), w), native, strict=True):
+                np.testing.assert_array_equal(a, b)
+        scores = np.array([[0.0, 1, 2], [1, 0, 0]])
+        native = module.objective(lb.cross_entropy)(np.array([2, 0]), scores, w[:2])
+        swapped = module.objective(lb.cross_entropy)(np.array([2, 0]), scores.astype(">f8"), w[:2])
+        for a, b in zip(swapped, native, strict=True):
+            np.testing.assert_array_equal(a, b)
+        with pytest.raises(ValueError, match=r"\[0, 1\]"):
+            module.objective(lb.binary_cross_entropy_with_logits)(
+                np.array([0, 1, 2.0, -1]), np.zeros(4, ">f4"))
+
+
+def test_the_settings_choose_the_objectives_host_backend():
+    """``LOSSBACKENDS_BACKEND=numpy`` and ``use_backend("numpy")`` keep an objective off
+    Numba, as ``backend="numpy"`` does (its passes too: Numba is never imported)."""
+    code = """if True:
+        import os, sys, numpy as np, lossbackends as lb
+        y, p, w = np.array([0.0, 1.0]), np.array([0.0, 1.0]), np.array([1.0, 2.0])
+        def run():
+            for module in (lb.xgboost, lb.lightgbm):
+                for loss in (lb.binary_cross_entropy_with_logits, lb.mse, lb.huber):
+                    module.objective(loss)(y, p, w)
+        if os.environ.get("LOSSBACKENDS_BACKEND"):
+            run()
+        else:
+            with lb.use_backend("numpy"):
+                run()
+        print("numba" in sys.modules)
+    """
+    env = {k: v for k, v in os.environ.items() if k != "LOSSBACKENDS_BACKEND"}
+    for extra in ({"LOSSBACKENDS_BACKEND": "numpy"}, {}):
+        result = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True,
+                                text=True, env={**env, **extra})
+        assert result.stdout.strip() == "False", (extra, result.stdout, result.stderr)
 
 
 # --- the CuPy route, mocked: GPU margins stay where they are -------------------------------
