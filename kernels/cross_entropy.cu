@@ -390,6 +390,27 @@ __device__ __forceinline__ RowState<A> row_combine(RowState<A> st) {
     return block_state;
 }
 
+// A row's loss from its reduced state, written by the one thread that ``writes``, and the
+// softmax's coefficient in its gradient (coef, with the z-loss's 2 zc lse); zc goes out.
+template <typename T, typename A>
+__device__ __forceinline__ A finish_row(const RowState<A>& st, const RowTarget& t,
+                                        const T* class_weight, A smoothing, A inv_classes,
+                                        A z_loss, const A* z_factor_ptr, bool writes, i64 row,
+                                        A* row_loss, T* row_out, A& zc) {
+    A coef, dot;
+    row_coefficients<T, A>(t, st.ts, class_weight, smoothing, inv_classes, coef, dot);
+    A grad_coef = coef;
+    zc = z_coefficient(z_loss, z_factor_ptr);
+    const A z = z_term(zc, st.m, st.s, grad_coef);
+    if (writes) {
+        A loss = coef * log(st.s) - dot + z;
+        if (t.kind == 0) loss = 0;
+        if (t.kind == 2) loss = quiet_nan<A>();
+        write_row_loss<T, A>(loss, row, row_loss, row_out);
+    }
+    return grad_coef;
+}
+
 // ---------------------------------------------------------------------------------------
 // A row in registers. Thread `lane` of the THREADS sharing a row holds, for pack k < VPT / W,
 // the W columns starting at (k * THREADS + lane) * W: consecutive threads read
@@ -447,17 +468,9 @@ __device__ __forceinline__ void ce_rows_body(
         }
     }
     st = row_combine<THREADS>(st);
-    A coef, dot;
-    row_coefficients<T, A>(t, st.ts, class_weight, smoothing, inv_classes, coef, dot);
-    A grad_coef = coef;
-    const A zc = z_coefficient(z_loss, z_factor_ptr);
-    const A z = z_term(zc, st.m, st.s, grad_coef);
-    if (lane == 0) {
-        A loss = coef * log(st.s) - dot + z;
-        if (t.kind == 0) loss = 0;
-        if (t.kind == 2) loss = quiet_nan<A>();
-        write_row_loss<T, A>(loss, row, row_loss, row_out);
-    }
+    A zc;
+    const A grad_coef = finish_row<T, A>(st, t, class_weight, smoothing, inv_classes, z_loss,
+                                         z_factor_ptr, lane == 0, row, row_loss, row_out, zc);
     if (grad || hess) {
         const A sc = read_scale(scale_ptr, scale);
         // softmax = exp(x - own_max) * exp(own_max - row max) / s: one exp per thread
@@ -646,17 +659,10 @@ __global__ void __launch_bounds__(THREADS, 1024 / THREADS) ce_stream(CE_ROWS_ARG
     }
     st = row_combine<THREADS>(st);
     const A m = st.m;
-    A coef, dot;
-    row_coefficients<T, A>(t, st.ts, class_weight, smoothing, inv_classes, coef, dot);
-    A grad_coef = coef;
-    const A zc = z_coefficient(z_loss, z_factor_ptr);
-    const A z = z_term(zc, m, st.s, grad_coef);
-    if (threadIdx.x == 0) {
-        A loss = coef * log(st.s) - dot + z;
-        if (t.kind == 0) loss = 0;
-        if (t.kind == 2) loss = quiet_nan<A>();
-        write_row_loss<T, A>(loss, row, row_loss, row_out);
-    }
+    A zc;
+    const A grad_coef = finish_row<T, A>(st, t, class_weight, smoothing, inv_classes, z_loss,
+                                         z_factor_ptr, threadIdx.x == 0, row, row_loss, row_out,
+                                         zc);
     const A sc = read_scale(scale_ptr, scale);
     if (HESS) {  // the Hessian alone: the gradient is ce_stream<T, false, ...>'s, launched first
         const A inv_s = A(1) / st.s;
@@ -796,17 +802,10 @@ ce_stream_cluster(CE_ROWS_ARGS) {
     cluster_barrier();  // (every block has read the others' states: they may leave)
     st = row_state;
     const A m = st.m;
-    A coef, dot;
-    row_coefficients<T, A>(t, st.ts, class_weight, smoothing, inv_classes, coef, dot);
-    A grad_coef = coef;
-    const A zc = z_coefficient(z_loss, z_factor_ptr);
-    const A z = z_term(zc, m, st.s, grad_coef);
-    if (rank == 0 && threadIdx.x == 0) {
-        A loss = coef * log(st.s) - dot + z;
-        if (t.kind == 0) loss = 0;
-        if (t.kind == 2) loss = quiet_nan<A>();
-        write_row_loss<T, A>(loss, row, row_loss, row_out);
-    }
+    A zc;
+    const A grad_coef = finish_row<T, A>(st, t, class_weight, smoothing, inv_classes, z_loss,
+                                         z_factor_ptr, rank == 0 && threadIdx.x == 0, row,
+                                         row_loss, row_out, zc);
     if (grad == 0) return;
     const A sc = read_scale(scale_ptr, scale);
     const A prob_scale = grad_coef / st.s;
