@@ -165,9 +165,8 @@ def _floored(loss: Loss, labels: Any, preds: Any, options: dict, floor: float) -
     objective's call at n = 1e6 spends no second pass over the Hessians. The floor applies
     before the weight, as the libraries apply it (for the negative weights LightGBM takes
     too), the finishing pass and the NumPy operations. Returns ``(grad, hess, outside)``:
-    ``outside`` is
-    0 when every label is in [0, 1] and not -0.0 (what the kernel's pass counts: its blocks
-    that may hold another label)."""
+    ``outside`` is 0 when every label is in [0, 1] and not -0.0 (what the kernel's pass
+    counts: its blocks that may hold another label)."""
     options = {name: value for name, value in options.items() if name != "backend"}
     prep = loss._prepare(np, labels, preds, **options)
     p = prep.p
