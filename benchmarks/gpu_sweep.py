@@ -45,7 +45,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from lossbackends._cuda_sources import RowConfig, StreamConfig
+from lossbackends._cuda_sources import RowConfig, StreamConfig, small_expression
 
 from . import core
 
@@ -125,7 +125,7 @@ def kernel_expressions(variant: Variant, type_name: str) -> list[str]:
         found += [stream.expression(type_name, False, capped) for capped in (False, True)]
     rows = variant.settings.get("SMALL_ROWS")
     if rows is not None:
-        found.append(f"ce_small<{type_name}, {rows}>")
+        found.append(small_expression(type_name, rows))
     return found
 
 

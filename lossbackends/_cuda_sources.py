@@ -129,11 +129,16 @@ def cross_entropy_expressions(type_name: str) -> list[str]:
     ]
 
 
+def small_expression(type_name: str, rows: int = SMALL_ROWS) -> str:
+    """ce_small's instance of ``rows`` rows per block."""
+    return f"ce_small<{type_name}, {rows}>"
+
+
 def main_expressions(type_name: str, stream: StreamConfig = STREAM,
                      small_rows: int = SMALL_ROWS) -> list[str]:
     """The main kernels of cross-entropy besides the row configurations: ce_small and the
     streaming kernel, plain and soft-capped."""
-    return [f"ce_small<{type_name}, {small_rows}>",
+    return [small_expression(type_name, small_rows),
             *(stream.expression(type_name, False, capped) for capped in (False, True))]
 
 

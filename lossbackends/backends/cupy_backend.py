@@ -32,6 +32,7 @@ from .._cuda_sources import (
     cross_entropy_expressions,
     elementwise_expressions,
     multiclass_hinge_expressions,
+    small_expression,
     source,
 )
 from ._host import label_error
@@ -199,7 +200,7 @@ def _ce_names(type_name: str, stream: StreamConfig, small_rows: int) -> dict:
     block_per_row = stream._replace(cluster=1)
     return {
         "common": cross_entropy_expressions(type_name),
-        "small": f"ce_small<{type_name}, {small_rows}>",
+        "small": small_expression(type_name, small_rows),
         "stream": [block_per_row.expression(type_name, False, capped) for capped in (0, 1)],
         # sm_90 only, where the rows are packed (else the block-per-row kernel)
         "cluster": ([stream.expression(type_name, False, capped) for capped in (0, 1)]
