@@ -276,10 +276,6 @@ def precompile(jobs: list[tuple[Case, Variant]], workers: int) -> None:
 # --- measuring ---------------------------------------------------------------------------
 
 
-def _median(times: list[float]) -> float:
-    return statistics.median(times)
-
-
 def _is_main(name: str) -> bool:
     """Whether kernel ``name`` computes the rows (not a Hessian instance or a helper)."""
     return name.startswith(("ce_small<", "ce_rows<", "ce_stream_cluster<")) or (
@@ -329,7 +325,7 @@ def measure(case: Case, variant: Variant, labels, logits, grad, sample, copy_gbp
             except Exception as exc:
                 result.update(ok=False, note=f"{label}: {type(exc).__name__}: {str(exc)[:200]}")
                 return result
-            seconds = _median(times)
+            seconds = statistics.median(times)
             result[f"{label}_s"] = seconds
             result[f"{label}_gbps"] = round(nbytes / seconds / 1e9, 1)
             result[f"{label}_of_copy"] = round(nbytes / seconds / 1e9 / copy_gbps, 3)

@@ -14,7 +14,7 @@ import numpy as np
 from . import _threads
 from ._numba_math import inline
 from ._threads import claim
-from .numba_backend import CHUNKS, PARALLEL_MIN_ELEMENTS, _jit, array_type
+from .numba_backend import CHUNKS, PARALLEL_MIN_ELEMENTS, _jit, array_type, weighted_floor
 
 
 @inline
@@ -22,9 +22,8 @@ def _element(grad, hess, i, g_scale, h_scale, bound, fixed, constant, negative):
     grad[i] = grad[i] * g_scale
     if constant:
         hess[i] = fixed
-    else:  # (h weighted, bound = floor w): max(h, floor) w, the smaller for a negative w
-        h = hess[i] * h_scale
-        hess[i] = bound if (h > bound if negative else h < bound) else h  # NaN kept
+    else:  # h weighted, bound = floor w
+        hess[i] = weighted_floor(hess[i] * h_scale, bound, negative)
 
 
 def _finish(grad, hess, weight, labels, columns, grad_scale, hess_scale, floor, weigh,
@@ -58,7 +57,7 @@ def _finish(grad, hess, weight, labels, columns, grad_scale, hess_scale, floor, 
                     hs[i] = fixed
                 else:
                     h = hs[i] * h_scale
-                    hs[i] = low if h < low else h  # max(h, floor), NaN kept
+                    hs[i] = weighted_floor(h, low, False)
                 if check:
                     worst = max(worst, ls[i])
         elif columns == 1:  # a weight per element (binary, regression): a flat loop,

@@ -250,6 +250,15 @@ def _outside_unit_typed(ys):
 
 
 @inline
+def weighted_floor(h, bound, negative):
+    """max(h, floor) w from the weighted h = h w and bound = floor w, as the boosting
+    libraries apply their floors (``negative``: w < 0, which LightGBM takes: then the
+    smaller of the two). Selects, vectorised; NaN kept, and a NaN bound is no floor (every
+    comparison with NaN is false)."""
+    return bound if (h > bound if negative else h < bound) else h
+
+
+@inline
 def _elementwise_block(math, k, hard_labels, want_value, ys, ps, ws, gs, ls, hs, pos_weight,
                        offset, param, grad_scale, hess_floor):
     """One block of an elementwise kernel: writes the gradient into ``gs``, the Hessian's
@@ -270,15 +279,11 @@ def _elementwise_block(math, k, hard_labels, want_value, ys, ps, ws, gs, ls, hs,
             d = d * ws[i]
             h = h * ws[i]
         if hs is not None:  # before gs: p may be the gradient buffer (out=y_pred)
-            # a boosting library's floor, then the weight, as the libraries apply them:
-            # max(h, floor) w, which for a negative weight (LightGBM takes them) is the
-            # smaller of h w and floor w; selects, vectorised; NaN kept, and a NaN floor is
-            # none (every comparison with NaN is false)
+            # a boosting library's floor, then the weight (a NaN floor: none)
             if ws is None:
-                h = hess_floor if h < hess_floor else h
+                h = weighted_floor(h, hess_floor, False)
             else:
-                low = hess_floor * ws[i]
-                h = low if (h > low if ws[i] < ZERO else h < low) else h
+                h = weighted_floor(h, hess_floor * ws[i], ws[i] < ZERO)
             hs[i] = h * grad_scale
         if gs is not None:
             gs[i] = d * grad_scale
