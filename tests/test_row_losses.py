@@ -118,6 +118,37 @@ def test_multiclass_hinge_axis_out_and_in_place(backend):
     np.testing.assert_allclose(host(g), expected[1])
 
 
+def test_softcap_rows_within_and_beyond_the_cap(backend):
+    """float32 softcap takes a polynomial tanh for a row whose logits all lie within
+    +-softcap and the rational one for a row with any beyond (or a NaN): rows of each kind,
+    side by side and with a logit at exactly +-softcap, against the float64 reference."""
+    cap = 30.0
+    x = (rng.normal(size=(8, 1000)) * 6).clip(-29, 29).astype(np.float32)
+    x[1, 17] = cap  # on the edge: still within
+    x[2, 3] = -cap
+    x[3, 999] = np.nextafter(np.float32(cap), np.float32(np.inf))  # one just beyond
+    x[4, 0] = -60.0
+    x[5] *= 4.0  # many beyond
+    x[6, 5] = np.nan
+    labels = rng.integers(0, 1000, 8)
+    expected = reference.cross_entropy_liger(labels, x.astype(np.float64), softcap=cap,
+                                             reduction="none")
+    value, grad = lb.cross_entropy.value_and_grad(on(backend, labels), on(backend, x),
+                                                  softcap=cap, reduction="none", backend=backend)
+    # in place, where the gradient overwrites the logits as the row is read: the same bits
+    xd = on(backend, x.copy())
+    value_in_place, _ = lb.cross_entropy.value_and_grad(on(backend, labels), xd, out=xd,
+                                                        softcap=cap, reduction="none",
+                                                        backend=backend)
+    np.testing.assert_array_equal(host(value_in_place), host(value))
+    np.testing.assert_array_equal(host(xd), host(grad))
+    value, grad = np.asarray(host(value), np.float64), np.asarray(host(grad), np.float64)
+    assert np.isnan(value[6]) and np.isnan(grad[6]).all()
+    keep = np.arange(8) != 6
+    np.testing.assert_allclose(value[keep], expected[0][keep], rtol=2e-6)
+    np.testing.assert_allclose(grad[keep], expected[1][keep], rtol=2e-5, atol=2e-8)
+
+
 def test_cross_entropy_options_in_place(backend):
     labels, x = _ce_inputs(9, 40, np.float32)
     expected = reference.cross_entropy_liger(labels, x, z_loss=0.1, softcap=2.0)

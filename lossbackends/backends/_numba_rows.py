@@ -18,10 +18,12 @@ from ._numba_math import (
     EXP32_WIDE,
     ONE,
     TANH32,
+    TANH_NEAR32,
     ZERO,
     fast_exp,
     fast_exp_normal,
     fast_tanh,
+    fast_tanh_near_zero,
     held,
     inline,
     maximum,
@@ -161,7 +163,7 @@ def _cross_entropy_kernel(x, soft, labels, probs, weighted, class_weight, ignore
 
     size = (rows + chunks - 1) // chunks
     # the exps' and softcap's tanh's constants, kept through the loops (see ``held``)
-    exp_k, tanh_k = held(EXP32_WIDE), held(TANH32)
+    exp_k, tanh_k, near_k = held(EXP32_WIDE), held(TANH32), held(TANH_NEAR32)
     # a row of exps when no gradient is asked (else they go into the gradient), and a row
     # of target weights w_c q_c for probabilities
     exps = np.empty(classes if grad is None else 0, x.dtype)
@@ -169,6 +171,7 @@ def _cross_entropy_kernel(x, soft, labels, probs, weighted, class_weight, ignore
     # the capped row (softcap tanh(x / softcap)): the logits the loss sees, read again from
     # cache for the chain rule (x may be the gradient buffer)
     capped_row = np.empty(classes if capped else 0, x.dtype)
+    saved_row = np.empty(classes if capped and grad is not None else 0, x.dtype)
     result = 0.0
     chunk = claim(shared, -1)
     while chunk < chunks:
@@ -194,10 +197,25 @@ def _cross_entropy_kernel(x, soft, labels, probs, weighted, class_weight, ignore
                 # capped: tanh increases). One fused pass then caps each logit (into
                 # the scratch row: x may be the gradient buffer) and takes its exp
                 if softcap <= 40.0:
+                    # first as if every logit were within +-softcap (the usual case), where
+                    # tanh is a polynomial with no division; a row with one beyond (or a
+                    # NaN) is done again with the tanh that holds everywhere, from a copy
+                    # of the row where the gradient overwrites it
+                    if g.ctypes.data == xr.ctypes.data:
+                        saved_row[:] = xr
+                        xr = saved_row
+                    reach = x.dtype.type(0.0)
                     for c in range(classes):
-                        v = cap * fast_tanh(xr[c] * inv_cap, tanh_k)
+                        u = xr[c] * inv_cap
+                        reach = maximum(reach, abs(u))
+                        v = cap * fast_tanh_near_zero(u, near_k)
                         capped_row[c] = v
                         g[c] = fast_exp_normal(v - cap, exp_k[0])  # in [exp(-80), 1]
+                    if not reach <= 1.0:
+                        for c in range(classes):
+                            v = cap * fast_tanh(xr[c] * inv_cap, tanh_k)
+                            capped_row[c] = v
+                            g[c] = fast_exp_normal(v - cap, exp_k[0])
                     top = cap
                 else:
                     top = cap * fast_tanh(_row_max(xr) * inv_cap)
