@@ -37,6 +37,8 @@ class Provider:
     ours: bool = False
     form: str = "alloc"  # "alloc": the call allocates the gradient; "out": preallocated
     peer: bool = True  # another library (not ours, not the seed): counted as a peer
+    # the loss it computes when not the case's own: plain cross-entropy beside a row option
+    loss: str | None = None
 
 
 def _installed(module: str) -> bool:
@@ -64,6 +66,21 @@ def ours(backend: str, out: bool = False):
         if op == "grad":
             return lambda: (None, function.grad(y, p, backend=backend, out=buffer, **options))
         return lambda: function.value_and_grad(y, p, backend=backend, out=buffer, **options)
+
+    return make
+
+
+def plain_cross_entropy(backend: str, out: bool = False):
+    """Plain cross-entropy on the inputs of a row-option case (z-loss, softcap, multiclass
+    hinge), measured in turn with the option itself, so that the option's cost over plain
+    cross-entropy is a ratio of the same moments (``report.option_table``); None in the
+    other cases."""
+    plain = ours(backend, out)
+
+    def make(loss, op, inputs):
+        if loss not in core.ROW_LOSSES or loss == "cross_entropy":
+            return None
+        return plain("cross_entropy", op, inputs)
 
     return make
 
@@ -474,6 +491,10 @@ def providers(device: str, quick: bool = False) -> list[Provider]:
             found.append(Provider(b, "host", ours(b), ours=True, peer=False))
             found.append(Provider(f"{b}:out", "host", ours(b, out=True), ours=True,
                                   form="out", peer=False))
+        if "numba" in names:
+            found += [Provider(f"numba:plain{form}", "host", plain_cross_entropy("numba", out),
+                               ours=True, form=form[1:] or "alloc", peer=False,
+                               loss="cross_entropy") for form, out in (("", False), (":out", True))]
         found.append(Provider("seed", "host", _seed, peer=False))
         if _installed("torch"):
             found += [Provider("torch", "host", _torch("cpu")),  # autograd

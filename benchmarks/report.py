@@ -188,6 +188,31 @@ def host_table(rows: list[dict], backend: str = "numba") -> str:
     return "\n".join(lines)
 
 
+def option_table(rows: list[dict], backend: str = "numba") -> str:
+    """The row options (z-loss, softcap, multiclass hinge) against plain cross-entropy on
+    the same logits, measured in turn with them (``providers.plain_cross_entropy``): plain's
+    time over the option's, the default call and ``out=`` (1: as fast; the issue's bar is
+    0.9). Markdown, or "" when the run measured no such pair."""
+    cases: dict = {}
+    for r in rows:
+        if r["op"] == "value_and_grad" and r["loss"] in _ROW_CASES[1:]:
+            cases.setdefault((r["loss"], r.get("shape", r["n"])), {})[r["backend"]] = r
+    lines = []
+    for by in cases.values():
+        pairs = [(by.get(backend + form), by.get(f"{backend}:plain{form}"))
+                 for form in ("", ":out")]
+        if not all(option and plain for option, plain in pairs):
+            continue
+        ratios = [float(plain["seconds_median"]) / float(option["seconds_median"])
+                  for option, plain in pairs]
+        lines.append(f"| {_case_name(pairs[0][0])} | " + " | ".join(f"{x:.2f}x" for x in ratios)
+                     + " |")
+    if not lines:
+        return ""
+    return "\n".join([f"| row option against plain cross-entropy ({backend}, in turn) "
+                      "| default call | out= |", "|---|---|---|", *lines])
+
+
 def compare(a_path: Path, b_path: Path, threshold: float = 0.10) -> int:
     """Row-by-row time ratio B/A; prints the table and returns how many rows of B are
     slower than A by more than ``threshold``."""

@@ -20,7 +20,8 @@ LOSSES = ("mse", "binary_cross_entropy", "binary_cross_entropy_with_logits", "hi
 def test_smoke_run_writes_csv_json_and_plots(tmp_path):
     out = tmp_path / "bench"
     subprocess.run([sys.executable, "-m", "benchmarks", "--smoke", "--out", str(out),
-                    "--backends", "numpy", "numba", "numba:out", "seed"], cwd=ROOT, check=True,
+                    "--backends", "numpy", "numba", "numba:out", "numba:plain",
+                    "numba:plain:out", "seed"], cwd=ROOT, check=True,
                    capture_output=True, text=True)
     rows = list(csv.DictReader(open(out / "smoke_results_host.csv")))
     columns = {"loss", "op", "backend", "dtype", "n", "seconds_median", "seconds_min",
@@ -41,6 +42,11 @@ def test_smoke_run_writes_csv_json_and_plots(tmp_path):
     assert len(list(out.glob("smoke_host_*_value_and_grad_float32.png"))) == len(core.LOSSES)
     table = (out / "smoke_summary_host.md").read_text()
     assert "| MSE n = 1e3 |" in table and "| CE 16 x 10 |" in table
+    # plain cross-entropy in turn with each row option, on its logits, checked as its own
+    plain = {r["loss"] for r in measured if r["backend"] == "numba:plain"}
+    assert plain == set(core.ROW_LOSSES) - {"cross_entropy"}
+    options = table[table.index("| row option against plain cross-entropy"):]
+    assert "| CE softcap 16 x 10 |" in options and "| multiclass hinge 16 x 10 |" in options
     boosting = list(csv.DictReader(open(out / "smoke_results_boosting.csv")))
     assert {r["objective"] for r in boosting} == {"logistic", "focal", "softmax_10"}
     assert all(float(r["speedup_vs_numpy"]) > 0 for r in boosting)
