@@ -204,11 +204,13 @@ def fast_tanh(x, constants=None):
     return math.tanh(x)
 
 
-def fast_tanh_near_zero(x, constants=None):
-    """tanh(x) for |x| <= 1: vectorisable for float32, a polynomial with no division
-    (within 1 ulp; beyond |x| = 1 it is wrong, the caller checks), ``math.tanh``
-    otherwise. ``constants``: ``held(TANH_NEAR32)`` or None."""
-    return math.tanh(x)
+def softcap_near_zero(x, cap, inv_cap, constants=None):
+    """``(cap tanh(x / cap), (x / cap)^2)`` for |x| <= cap, ``inv_cap`` = 1 / cap:
+    vectorisable for float32, a polynomial in (x / cap)^2 with no division (beyond |x| =
+    cap it is wrong: the caller checks the second result), ``math.tanh`` otherwise.
+    ``constants``: ``held(TANH_NEAR32)`` or None."""
+    u = x * inv_cap
+    return cap * math.tanh(u), u * u
 
 
 def fast_exp_normal(x, constants=None):
@@ -361,10 +363,12 @@ def _tanh32(x, k=TANH32):
     return fma(x, z * p, x) / q
 
 
-# tanh(x) = x + x z R(z), z = x^2, on |x| <= 1, R of degree 6 fitted by ci/fit_tanh.py
+# tanh(u) = u + u z R(z), z = u^2, on |u| <= 1, R of degree 6 fitted by ci/fit_tanh.py
 # (4.6e-9 relative in float64): seven fused products and no division, against ten and a
-# division for the rational form, for callers that know |x| <= 1 (softcap's logits within
-# +-softcap). x + x z R rounds to x as x -> 0, subnormals included.
+# division for the rational form, for softcap's logits within +-softcap, where
+# softcap tanh(x / softcap) = x + x z R(z) with u = x / softcap: the logit itself, not
+# softcap u, carries the leading term (one product fewer, and x exactly as x -> 0,
+# subnormals included).
 TANH_NEAR32 = (_f32(-0.0003584685910027474), _f32(0.0023014184553176165),
                _f32(-0.007946174591779709), _f32(0.02148669958114624),
                _f32(-0.053879816085100174), _f32(0.13332344591617584),
@@ -372,16 +376,17 @@ TANH_NEAR32 = (_f32(-0.0003584685910027474), _f32(0.0023014184553176165),
 
 
 @inline
-def _tanh32_near_zero(x, k=TANH_NEAR32):
+def _softcap32_near_zero(x, inv_cap, k=TANH_NEAR32):
     r6, r5, r4, r3, r2, r1, r0 = k
-    z = x * x
+    u = x * inv_cap
+    z = u * u
     r = fma(r6, z, r5)
     r = fma(r, z, r4)
     r = fma(r, z, r3)
     r = fma(r, z, r2)
     r = fma(r, z, r1)
     r = fma(r, z, r0)
-    return fma(x, z * r, x)
+    return fma(x, z * r, x), z
 
 
 @overload(fast_exp, jit_options=INLINE)
@@ -424,13 +429,19 @@ def _fast_tanh(x, constants=None):
     return lambda x, constants=None: math.tanh(x)
 
 
-@overload(fast_tanh_near_zero, jit_options=INLINE)
-def _fast_tanh_near_zero(x, constants=None):
+@overload(softcap_near_zero, jit_options=INLINE)
+def _softcap_near_zero(x, cap, inv_cap, constants=None):
     if x == types.float32:
         if _given(constants):
-            return lambda x, constants=None: _tanh32_near_zero(x, constants)
-        return lambda x, constants=None: _tanh32_near_zero(x)
-    return lambda x, constants=None: math.tanh(x)
+            return lambda x, cap, inv_cap, constants=None: _softcap32_near_zero(x, inv_cap,
+                                                                                 constants)
+        return lambda x, cap, inv_cap, constants=None: _softcap32_near_zero(x, inv_cap)
+
+    def generic(x, cap, inv_cap, constants=None):
+        u = x * inv_cap
+        return cap * math.tanh(u), u * u
+
+    return generic
 
 
 # log1p(x) = 2 atanh(s), s = x / (2 + x) in [0, 1/3] for x in [0, 1]: a series in s^2

@@ -23,10 +23,10 @@ from ._numba_math import (
     fast_exp,
     fast_exp_normal,
     fast_tanh,
-    fast_tanh_near_zero,
     held,
     inline,
     maximum,
+    softcap_near_zero,
 )
 from ._threads import claim, record, share
 from .numba_backend import (
@@ -204,11 +204,10 @@ def _cross_entropy_kernel(x, soft, labels, probs, weighted, class_weight, ignore
                     if g.ctypes.data == xr.ctypes.data:
                         saved_row[:] = xr
                         xr = saved_row
-                    reach = x.dtype.type(0.0)
+                    reach = x.dtype.type(0.0)  # the largest (x / softcap)^2
                     for c in range(classes):
-                        u = xr[c] * inv_cap
-                        reach = maximum(reach, abs(u))
-                        v = cap * fast_tanh_near_zero(u, near_k)
+                        v, z = softcap_near_zero(xr[c], cap, inv_cap, near_k)
+                        reach = maximum(reach, z)
                         capped_row[c] = v
                         g[c] = fast_exp_normal(v - cap, exp_k[0])  # in [exp(-80), 1]
                     if not reach <= 1.0:
