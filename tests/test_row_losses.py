@@ -149,6 +149,21 @@ def test_softcap_rows_within_and_beyond_the_cap(backend):
     np.testing.assert_allclose(grad[keep], expected[1][keep], rtol=2e-5, atol=2e-8)
 
 
+def test_softcap_rows_agree_across_the_two_tanh_forms(backend):
+    """The same logits within +-softcap, alone (the polynomial tanh) and beside one -inf
+    logit (which sends the row to the rational tanh; capped to -softcap, its exp is
+    e^-60 of the others'): the same loss and gradients to float32's accuracy."""
+    x = (rng.normal(size=(4, 500)) * 6).clip(-29, 29).astype(np.float32)
+    labels = rng.integers(0, 500, 4)
+    within = lb.cross_entropy.value_and_grad(on(backend, labels), on(backend, x), softcap=30.0,
+                                             reduction="none", backend=backend)
+    beyond = lb.cross_entropy.value_and_grad(
+        on(backend, labels), on(backend, np.hstack([x, np.full((4, 1), -np.inf, np.float32)])),
+        softcap=30.0, reduction="none", backend=backend)
+    np.testing.assert_allclose(host(beyond[0]), host(within[0]), rtol=2e-6)
+    np.testing.assert_allclose(host(beyond[1])[:, :-1], host(within[1]), rtol=1e-5, atol=1e-9)
+
+
 def test_cross_entropy_options_in_place(backend):
     labels, x = _ce_inputs(9, 40, np.float32)
     expected = reference.cross_entropy_liger(labels, x, z_loss=0.1, softcap=2.0)
