@@ -492,9 +492,11 @@ def providers(device: str, quick: bool = False) -> list[Provider]:
             found.append(Provider(f"{b}:out", "host", ours(b, out=True), ours=True,
                                   form="out", peer=False))
         if "numba" in names:
-            found += [Provider(f"numba:plain{form}", "host", plain_cross_entropy("numba", out),
-                               ours=True, form=form[1:] or "alloc", peer=False,
-                               loss="cross_entropy") for form, out in (("", False), (":out", True))]
+            found.append(Provider("numba:plain", "host", plain_cross_entropy("numba"), ours=True,
+                                  peer=False, loss="cross_entropy"))
+            found.append(Provider("numba:plain:out", "host",
+                                  plain_cross_entropy("numba", out=True), ours=True, form="out",
+                                  peer=False, loss="cross_entropy"))
         found.append(Provider("seed", "host", _seed, peer=False))
         if _installed("torch"):
             found += [Provider("torch", "host", _torch("cpu")),  # autograd

@@ -195,7 +195,8 @@ def option_table(rows: list[dict], backend: str = "numba") -> str:
     0.9). Markdown, or "" when the run measured no such pair."""
     cases: dict = {}
     for r in rows:
-        if r["op"] == "value_and_grad" and r["loss"] in _ROW_CASES[1:]:
+        if (r["op"] == "value_and_grad" and r["loss"] in _ROW_CASES
+                and r["loss"] != "cross_entropy"):
             cases.setdefault((r["loss"], r.get("shape", r["n"])), {})[r["backend"]] = r
     lines = []
     for by in cases.values():
