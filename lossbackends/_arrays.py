@@ -313,7 +313,7 @@ def device_of(x: object) -> str | None:
 
 def _float_dtype(x) -> Any:
     """The dtype the computation has for a NumPy/CuPy ``y_pred``: its own when floating,
-    float64 for integers and bools (as in ``_loss.as_prediction``)."""
+    float64 for integers and bools (as in ``_prepare.as_prediction``)."""
     dtype = np.dtype(x.dtype)
     return dtype if dtype.kind == "f" else np.dtype(np.float64)
 

@@ -24,7 +24,8 @@ from typing import Any
 import numpy as np
 
 from . import _dispatch
-from ._loss import _WANT_GRAD, as_prediction, compute
+from ._loss import _WANT_GRAD, compute
+from ._prepare import as_prediction
 
 _DASK_TYPES: dict[type, bool] = {}
 

@@ -2,7 +2,7 @@
 
 Each backend states the mathematics once per loss in its own module
 (``lossbackends/backends/*``, ``kernels/*.cu``); the options are checked once, in
-``_loss.py``.
+``_prepare.py``.
 """
 
 from __future__ import annotations
@@ -10,29 +10,29 @@ from __future__ import annotations
 from typing import Any
 
 from ._dispatch import device_of
-from ._loss import (
-    Loss,
-    _prepare_bce,
-    _prepare_bce_with_logits,
-    _prepare_cross_entropy,
-    _prepare_hinge,
-    _prepare_huber,
-    _prepare_kl_div,
-    _prepare_log_cosh,
-    _prepare_mae,
-    _prepare_mse,
-    _prepare_multiclass_hinge,
-    _prepare_pinball,
-    _prepare_poisson_nll,
-    _prepare_sigmoid_focal,
-    _prepare_smooth_l1,
-    _prepare_soft_margin,
-    _prepare_squared_hinge,
+from ._loss import Loss
+from ._prepare import (
+    prepare_bce,
+    prepare_bce_with_logits,
+    prepare_cross_entropy,
+    prepare_hinge,
+    prepare_huber,
+    prepare_kl_div,
+    prepare_log_cosh,
+    prepare_mae,
+    prepare_mse,
+    prepare_multiclass_hinge,
+    prepare_pinball,
+    prepare_poisson_nll,
+    prepare_sigmoid_focal,
+    prepare_smooth_l1,
+    prepare_soft_margin,
+    prepare_squared_hinge,
 )
 
 mse = Loss(
     "mse",
-    _prepare_mse,
+    prepare_mse,
     r"""Mean squared error (PyTorch's ``mse_loss``, scikit-learn's ``mean_squared_error``).
 
     .. math::
@@ -54,7 +54,7 @@ mse = Loss(
 
 binary_cross_entropy = Loss(
     "binary_cross_entropy",
-    _prepare_bce,
+    prepare_bce,
     r"""Binary cross-entropy on probabilities.
 
     .. math::
@@ -78,7 +78,7 @@ binary_cross_entropy = Loss(
 
 binary_cross_entropy_with_logits = Loss(
     "binary_cross_entropy_with_logits",
-    _prepare_bce_with_logits,
+    prepare_bce_with_logits,
     r"""Binary cross-entropy on logits, in PyTorch's stable form.
 
     .. math::
@@ -106,7 +106,7 @@ binary_cross_entropy_with_logits = Loss(
 
 cross_entropy = Loss(
     "cross_entropy",
-    _prepare_cross_entropy,
+    prepare_cross_entropy,
     r"""Softmax cross-entropy on logits (PyTorch's ``cross_entropy``).
 
     .. math::
@@ -163,7 +163,7 @@ cross_entropy = Loss(
 
 hinge = Loss(
     "hinge",
-    _prepare_hinge,
+    prepare_hinge,
     r"""Hinge loss on scores, with labels used as given (±1 expected, as in optax).
 
     .. math::
@@ -182,7 +182,7 @@ hinge = Loss(
 
 multiclass_hinge = Loss(
     "multiclass_hinge",
-    _prepare_multiclass_hinge,
+    prepare_multiclass_hinge,
     r"""Crammer-Singer multiclass hinge loss on scores, with integer class labels.
 
     .. math::
@@ -215,7 +215,7 @@ multiclass_hinge = Loss(
 
 mae = Loss(
     "mae",
-    _prepare_mae,
+    prepare_mae,
     r"""Mean absolute error (PyTorch's ``l1_loss``).
 
     .. math:: \ell_i = w_i |p_i - y_i|, \qquad \partial \ell_i / \partial p_i = w_i \,\mathrm{sign}(p_i - y_i),
@@ -238,7 +238,7 @@ mae = Loss(
 
 huber = Loss(
     "huber",
-    _prepare_huber,
+    prepare_huber,
     r"""Huber loss (PyTorch's ``huber_loss``, optax's ``huber_loss``), option ``delta=1.0``.
 
     .. math::
@@ -263,7 +263,7 @@ huber = Loss(
 
 smooth_l1 = Loss(
     "smooth_l1",
-    _prepare_smooth_l1,
+    prepare_smooth_l1,
     r"""Smooth L1 loss (PyTorch's ``smooth_l1_loss``), option ``beta=1.0``.
 
     .. math::
@@ -290,7 +290,7 @@ smooth_l1 = Loss(
 
 log_cosh = Loss(
     "log_cosh",
-    _prepare_log_cosh,
+    prepare_log_cosh,
     r"""Log-cosh loss (optax's ``log_cosh``).
 
     .. math::
@@ -314,7 +314,7 @@ log_cosh = Loss(
 
 squared_hinge = Loss(
     "squared_hinge",
-    _prepare_squared_hinge,
+    prepare_squared_hinge,
     r"""Squared hinge loss on scores (Keras's ``squared_hinge``), option ``margin=1.0``.
 
     .. math::
@@ -338,7 +338,7 @@ squared_hinge = Loss(
 
 soft_margin = Loss(
     "soft_margin",
-    _prepare_soft_margin,
+    prepare_soft_margin,
     r"""Soft-margin (logistic) loss on scores (PyTorch's ``soft_margin_loss``).
 
     .. math::
@@ -362,7 +362,7 @@ soft_margin = Loss(
 
 sigmoid_focal = Loss(
     "sigmoid_focal",
-    _prepare_sigmoid_focal,
+    prepare_sigmoid_focal,
     r"""Sigmoid focal loss on logits (torchvision's ``sigmoid_focal_loss``), options
     ``alpha=0.25`` (``None``: no balancing) and ``gamma=2.0``.
 
@@ -399,7 +399,7 @@ sigmoid_focal = Loss(
 
 poisson_nll = Loss(
     "poisson_nll",
-    _prepare_poisson_nll,
+    prepare_poisson_nll,
     r"""Poisson negative log-likelihood (PyTorch's ``poisson_nll_loss``), options
     ``log_input=True``, ``full=False``, ``eps=1e-8``.
 
@@ -430,7 +430,7 @@ poisson_nll = Loss(
 
 kl_div = Loss(
     "kl_div",
-    _prepare_kl_div,
+    prepare_kl_div,
     r"""Kullback-Leibler divergence with log-probability predictions (PyTorch's
     ``kl_div``), option ``log_target=False``.
 
@@ -457,7 +457,7 @@ kl_div = Loss(
 
 pinball = Loss(
     "pinball",
-    _prepare_pinball,
+    prepare_pinball,
     r"""Pinball (quantile) loss (scikit-learn's ``mean_pinball_loss``), option
     ``quantile=0.5``.
 

@@ -64,7 +64,8 @@ import torch
 from torch import Tensor
 
 from . import losses as _losses
-from ._loss import REDUCTIONS, Loss, _bool_option
+from ._loss import REDUCTIONS, Loss
+from ._prepare import bool_option
 
 _P = inspect.Parameter
 
@@ -503,7 +504,7 @@ def _apply(name: str, entry: _Entry, input: Tensor, target: Tensor, options: dic
             raise ValueError(f"{name}: {key} must be a number, not NaN")
         floats.append(float(value))
     ints = [int(options[key]) for key in entry.ints]
-    ints += [int(_bool_option(name, key, options[key])) for key in entry.bools]
+    ints += [int(bool_option(name, key, options[key])) for key in entry.bools]
     weighted_mean = entry.mean_by_weight and reduction == "mean" and weight is not None
     call_reduction = "sum" if weighted_mean else reduction
     args = (name, input, target, *tensors, floats, ints, call_reduction)

@@ -486,10 +486,10 @@ def test_a_loss_of_the_same_name_with_other_defaults_keeps_its_own():
     one name shares: a Loss with other default options gets its own launch, not the first
     one made (and "none" gives an array that owns its memory, as on NumPy)."""
     pytest.importorskip("numba", reason="Numba is not installed")
-    from lossbackends.losses import _prepare_huber
+    from lossbackends._prepare import prepare_huber
 
     def prepare(xp, y_true, y_pred, *, weight=None, delta=2.0):
-        return _prepare_huber(xp, y_true, y_pred, weight=weight, delta=delta)
+        return prepare_huber(xp, y_true, y_pred, weight=weight, delta=delta)
 
     wide = lb.Loss("huber", prepare, "Huber with delta=2 by default")
     y, p = np.zeros(4), np.array([0.5, -2.0, 3.0, 1.5])

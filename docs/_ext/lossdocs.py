@@ -2,7 +2,7 @@
 
 - The losses are ``lossbackends.Loss`` instances, not functions: their pages show the
   signature a user calls, with the loss's own keyword options in place of ``**options``
-  (read from the option checks in ``_loss.py``, so they cannot drift).
+  (read from the option checks in ``_prepare.py``, so they cannot drift).
 - Every public name must have a reference page: a name in ``lossbackends.__all__`` or in
   a public submodule's API that no page documents is a warning (an error under ``-W``).
 """
@@ -39,7 +39,7 @@ def _loss_of(obj: Any) -> tuple[Any, str | None]:
 
 
 def _options(loss: Any) -> list[str]:
-    """The loss's own keyword options, as its checks in ``_loss.py`` take them (every loss
+    """The loss's own keyword options, as its checks in ``_prepare.py`` take them (every loss
     has some, ``weight`` at least: none found means this reads the wrong function, which
     once left every loss page without its options)."""
     found = [str(p) for p in inspect.signature(loss._prepare_options).parameters.values()

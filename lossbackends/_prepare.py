@@ -1,0 +1,369 @@
+"""The arguments of every loss, checked once for all backends.
+
+Each loss has a ``prepare`` function here: it turns ``(y_true, y_pred, **options)`` into
+canonical arrays (dtypes, shapes, contiguity) and the options into the numbers the
+kernels take (``Prepared``), and raises the errors that name the fix. Kernels never check
+again. ``Loss`` (``_loss.py``) calls it; ``losses.py`` pairs each with its ``Loss``.
+"""
+
+from __future__ import annotations
+
+import operator
+from typing import Any, NamedTuple
+
+import numpy as np
+
+from . import _dispatch
+from .backends._host import label_error
+
+FLOAT_DTYPES = frozenset(map(np.dtype, (np.float16, np.float32, np.float64)))
+
+
+class Prepared(NamedTuple):
+    """Canonical arguments for a kernel, plus what the front needs to shape the results."""
+
+    y: Any
+    p: Any
+    weight: Any
+    params: tuple  # the loss's options as the kernel takes them (numbers, arrays or None)
+    scale: float  # what "mean" multiplies the sum and the gradient by
+    shape: tuple  # y_pred's shape as the user passed it
+    value_shape: tuple  # the shape of ``reduction="none"`` results
+    # None: the kernel works in y_pred's own shape (elementwise losses). cross_entropy's
+    # kernel works on (rows, classes) with the classes last; this is their axis in y_pred.
+    class_axis: int | None = None
+
+
+# --- argument checking, shared by every loss and backend -------------------------------
+
+
+def as_prediction(xp: Any, y_pred: Any, contiguous: bool = True) -> Any:
+    """``y_pred`` as a float16/32/64 array; integers and bools become float64."""
+    p = xp.asarray(y_pred)
+    if p.dtype not in FLOAT_DTYPES:
+        native = p.dtype.newbyteorder("=")  # byte-swapped data is computed natively
+        if native in FLOAT_DTYPES:
+            p = p.astype(native)
+        elif p.dtype.kind in "biu":
+            p = p.astype(xp.float64)
+        else:
+            raise TypeError(
+                f"y_pred has dtype {p.dtype}; pass a float16, float32 or float64 array "
+                "(integer and bool arrays are computed as float64)"
+            )
+    if contiguous and not p.flags.c_contiguous:
+        p = xp.ascontiguousarray(p)
+    return p
+
+
+def as_values(xp: Any, values: Any, dtype: np.dtype, name: str) -> Any:
+    """A real-valued array (``y_true``, a weight) cast to the computation's dtype."""
+    a = xp.asarray(values)
+    if a.dtype == dtype:
+        return a if a.flags.c_contiguous else xp.ascontiguousarray(a)
+    if a.dtype.kind not in "biuf":
+        raise TypeError(f"{name} has dtype {a.dtype}; pass a real (bool, integer or float) array")
+    return a.astype(dtype)
+
+
+def same_device(name: str, value: Any, p: Any) -> None:
+    """Arrays must live with y_pred; a plain scalar (Python or NumPy) goes anywhere."""
+    if isinstance(value, (int, float, np.generic)):
+        return
+    if _dispatch.device_of(value) != _dispatch.device_of(p):
+        raise ValueError(
+            f"{name} lives on a different device from y_pred; move it first "
+            "(cupy.asarray or cupy.asnumpy)"
+        )
+
+
+def prepare_elementwise(xp, y_true, y_pred, *, weight=None) -> Prepared:
+    """The canonical arguments of an elementwise loss; ``params`` is ``()`` (a loss with
+    options of its own puts them there)."""
+    p = as_prediction(xp, y_pred)
+    dtype = p.dtype
+    y = as_values(xp, y_true, dtype, "y_true")
+    shape = p.shape
+    if y.shape != shape:
+        raise ValueError(
+            f"y_true has shape {y.shape} but y_pred has shape {shape}; they must match "
+            "exactly (only weight broadcasts; reshape one of them)"
+        )
+    if weight is not None:
+        same_device("weight", weight, p)
+        weight = as_values(xp, weight, dtype, "weight")
+        if weight.shape != shape:
+            try:
+                full = xp.broadcast_to(weight, shape)
+            except ValueError:
+                raise ValueError(
+                    f"weight has shape {weight.shape}, which does not broadcast to y_pred's "
+                    f"shape {shape}"
+                ) from None
+            # a view where no element repeats; else a writeable copy: NumPy's broadcast
+            # views are read-only, a type of their own to Numba (one more compilation)
+            weight = weight.reshape(shape) if weight.size == full.size else full.copy()
+    n = p.size
+    return Prepared(y, p, weight, (), 1.0 / n if n else 1.0, shape, shape)
+
+
+# --- the preparation of each loss: its options, checked once for every backend ---------
+
+# The clip bound of binary_cross_entropy is eps raised to the dtype's machine epsilon
+# (the contract's max(eps, finfo(dtype).eps)), so 1 - eps stays < 1 and the gradient,
+# at most 1 / (e (1 - e)), stays finite in the dtype: float16's is 1024 at its bound
+# (float32's epsilon there gave 8.4e6, inf once rounded to float16).
+_EPS = {np.dtype(t): float(np.finfo(t).eps) for t in (np.float16, np.float32, np.float64)}
+
+
+prepare_mse = prepare_elementwise  # mse has no option of its own
+
+
+def prepare_bce(xp, y_true, y_pred, *, weight=None, eps=1e-15):
+    prep = prepare_elementwise(xp, y_true, y_pred, weight=weight)
+    eps = float(eps)
+    if not 0.0 <= eps < 0.5:
+        raise ValueError(f"eps must be in [0, 0.5); got {eps}")
+    return prep._replace(params=(max(eps, _EPS[prep.p.dtype]),))
+
+
+def prepare_bce_with_logits(xp, y_true, y_pred, *, weight=None, pos_weight=None):
+    prep = prepare_elementwise(xp, y_true, y_pred, weight=weight)
+    p = prep.p
+    if pos_weight is not None:
+        same_device("pos_weight", pos_weight, p)
+        pw = as_values(xp, pos_weight, p.dtype, "pos_weight")
+        last = p.shape[-1] if p.ndim else 1
+        if pw.ndim > 1 or pw.size not in (1, last):
+            raise ValueError(
+                f"pos_weight has shape {pw.shape}; it broadcasts on the last axis, so pass a "
+                f"scalar or a vector of length {last} (y_pred's last dimension)"
+            )
+        pw = pw.reshape(-1)  # a writeable array either way (see prepare_elementwise)
+        pos_weight = pw if pw.size == last else xp.broadcast_to(pw, (last,)).copy()
+    return prep._replace(params=(pos_weight,))
+
+
+def prepare_hinge(xp, y_true, y_pred, *, weight=None, margin=1.0):
+    prep = prepare_elementwise(xp, y_true, y_pred, weight=weight)
+    return prep._replace(params=(float(margin),))
+
+
+def real_option(loss: str, name: str, value, low: float, high: float = float("inf"), *,
+                 low_open: bool = False) -> float:
+    """A real option as a float in ``[low, high]`` (``(low, high]`` with ``low_open``)."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer,
+                                                                      np.floating)):
+        raise TypeError(f"{loss}: {name} must be a real number, not {type(value).__name__}")
+    value = float(value)
+    if not (low < value if low_open else low <= value) or not value <= high or value != value:
+        bounds = f"{'(' if low_open else '['}{low:g}, {high:g}{']' if high < float('inf') else ')'}"
+        raise ValueError(f"{loss}: {name} must be in {bounds}; got {value}")
+    return value
+
+
+def bool_option(loss: str, name: str, value) -> bool:
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{loss}: {name} must be True or False, not {value!r}")
+    return bool(value)
+
+
+_INF = float("inf")
+prepare_mae = prepare_elementwise  # no option of its own
+prepare_log_cosh = prepare_elementwise
+prepare_soft_margin = prepare_elementwise
+
+
+def prepare_huber(xp, y_true, y_pred, *, weight=None, delta=1.0):
+    prep = prepare_elementwise(xp, y_true, y_pred, weight=weight)
+    # torch.nn.functional.huber_loss requires delta > 0 too
+    return prep._replace(params=(real_option("huber", "delta", delta, 0.0, _INF, low_open=True),))
+
+
+def prepare_smooth_l1(xp, y_true, y_pred, *, weight=None, beta=1.0):
+    prep = prepare_elementwise(xp, y_true, y_pred, weight=weight)
+    # beta = 0 is the absolute error, as in PyTorch; a negative beta is an error there too
+    return prep._replace(params=(real_option("smooth_l1", "beta", beta, 0.0, _INF),))
+
+
+def prepare_squared_hinge(xp, y_true, y_pred, *, weight=None, margin=1.0):
+    prep = prepare_elementwise(xp, y_true, y_pred, weight=weight)
+    return prep._replace(params=(real_option("squared_hinge", "margin", margin, -_INF, _INF),))
+
+
+def prepare_sigmoid_focal(xp, y_true, y_pred, *, weight=None, alpha=0.25, gamma=2.0):
+    prep = prepare_elementwise(xp, y_true, y_pred, weight=weight)
+    if alpha is None:  # no balancing: alpha_t = 1 for every label
+        positive, negative = 1.0, 1.0
+    else:
+        if isinstance(alpha, (int, float, np.integer, np.floating)) and alpha < 0:
+            raise ValueError(f"sigmoid_focal: alpha must be in [0, 1], or None for no balancing "
+                             f"(torchvision's alpha=-1); got {alpha}")
+        positive = real_option("sigmoid_focal", "alpha", alpha, 0.0, 1.0)
+        negative = 1.0 - positive
+    gamma = real_option("sigmoid_focal", "gamma", gamma, 0.0, _INF)
+    # alpha_t = a y + b (1 - y): (alpha, 1 - alpha) balanced, (1, 1) not
+    return prep._replace(params=(positive, negative, gamma))
+
+
+def prepare_poisson_nll(xp, y_true, y_pred, *, weight=None, log_input=True, full=False,
+                         eps=1e-8):
+    prep = prepare_elementwise(xp, y_true, y_pred, weight=weight)
+    return prep._replace(params=(bool_option("poisson_nll", "log_input", log_input),
+                                 bool_option("poisson_nll", "full", full),
+                                 real_option("poisson_nll", "eps", eps, 0.0, _INF)))
+
+
+def prepare_kl_div(xp, y_true, y_pred, *, weight=None, log_target=False):
+    prep = prepare_elementwise(xp, y_true, y_pred, weight=weight)
+    return prep._replace(params=(bool_option("kl_div", "log_target", log_target),))
+
+
+def prepare_pinball(xp, y_true, y_pred, *, weight=None, quantile=0.5):
+    prep = prepare_elementwise(xp, y_true, y_pred, weight=weight)
+    return prep._replace(params=(real_option("pinball", "quantile", quantile, 0.0, 1.0),))
+
+_INT64 = np.iinfo(np.int64)
+
+
+def class_indices(xp, t, classes: int, shape: tuple, check_labels: bool, ignore_index: int,
+                   name: str):
+    """Integer or bool class indices as int64. Labels int64 cannot hold (uint64 from 2^63,
+    Python ints beyond) are out of range of every class: they raise the label error with
+    their value as given, never wrapped (2^64 - 100 cast would be -100, ignore_index);
+    with ``check_labels=False`` they become a negative label other than ``ignore_index``,
+    so that their rows get NaN, like those of every other bad label. ``name``: the loss,
+    which the error names."""
+    wide = None  # where the labels are beyond int64
+    if t.dtype.kind == "u" and t.dtype.itemsize == 8 and t.size:
+        wide = t > _INT64.max
+    elif t.dtype == object and xp is np:  # Python ints too large for any NumPy integer
+        if all(isinstance(v, int) and not isinstance(v, bool) for v in t.flat):
+            wide = np.array([not _INT64.min <= v <= _INT64.max for v in t.flat],
+                            bool).reshape(t.shape)
+    if wide is not None and wide.any():
+        if check_labels:
+            row = int(xp.flatnonzero(wide.reshape(-1))[0])
+            raise label_error(int(t.reshape(-1)[row]), row, classes, loss=name)
+        bad = -1 if ignore_index != -1 else -2
+        if t.dtype == object:
+            t = np.array([bad if w else v for v, w in zip(t.flat, wide.flat, strict=True)],
+                         np.int64).reshape(t.shape)
+        else:  # the wrapped values are all replaced
+            t = xp.where(wide, xp.int64(bad), t.astype(xp.int64))
+    if t.dtype.kind not in "biu":
+        raise TypeError(
+            f"y_true of shape {t.shape} holds class indices and must be integers, not "
+            f"{t.dtype}; cast with .astype(int), or pass probabilities shaped like the "
+            f"logits {shape}"
+        )
+    return t.astype(xp.int64, copy=False)
+
+
+def class_axis_inputs(xp, y_true, y_pred, axis, name, probabilities, check_labels=True,
+                       ignore_index=-100):
+    """Logits with a class axis as (rows, classes), C-contiguous, the classes last, and
+    y_true as int64 class indices (rows,) or (with ``probabilities``) probabilities shaped
+    like the logits (rows, classes). Returns (target, x2d, shape, batch_shape, axis)."""
+    x = as_prediction(xp, y_pred, contiguous=False)
+    if x.ndim == 0:
+        raise ValueError(f"{name} needs logits with a class axis; got a 0-d y_pred")
+    axis = operator.index(axis)
+    if not -x.ndim <= axis < x.ndim:
+        raise ValueError(f"axis {axis} is out of range for logits with {x.ndim} dimensions")
+    axis %= x.ndim
+    shape = tuple(x.shape)
+    classes = shape[axis]
+    if classes == 0:
+        raise ValueError(f"{name} needs at least one class; logits have shape {x.shape}")
+    batch_shape = x.shape[:axis] + x.shape[axis + 1 :]
+    t = xp.asarray(y_true)
+    if axis != x.ndim - 1:
+        x = xp.moveaxis(x, axis, -1)
+    x2d = xp.ascontiguousarray(x).reshape(-1, classes)
+    if probabilities and t.shape == shape:
+        # Probabilities over the classes, shaped like the logits.
+        t = as_values(xp, t, x2d.dtype, "y_true")
+        if axis != t.ndim - 1:
+            t = xp.moveaxis(t, axis, -1)
+        target = xp.ascontiguousarray(t).reshape(-1, classes)
+    elif t.shape == batch_shape:
+        target = xp.ascontiguousarray(class_indices(xp, t, classes, shape, check_labels,
+                                                     ignore_index, name)).reshape(-1)
+    else:
+        expected = f" or probabilities of shape {shape}" if probabilities else ""
+        raise ValueError(
+            f"y_true has shape {t.shape}; {name} with logits of shape {shape} and "
+            f"axis={axis} expects class indices of shape {batch_shape}{expected}"
+        )
+    return target, x2d, shape, batch_shape, axis
+
+
+def prepare_cross_entropy(
+    xp,
+    y_true,
+    y_pred,
+    *,
+    axis=-1,
+    class_weight=None,
+    ignore_index=-100,
+    label_smoothing=0.0,
+    z_loss=0.0,
+    softcap=None,
+    check_labels=True,
+):
+    if isinstance(ignore_index, bool):
+        raise TypeError("ignore_index must be an integer, not a bool")
+    ignore_index = operator.index(ignore_index)
+    if not _INT64.min <= ignore_index <= _INT64.max:
+        raise ValueError(f"ignore_index must fit in int64; got {ignore_index}")
+    target, x2d, shape, batch_shape, axis = class_axis_inputs(
+        xp, y_true, y_pred, axis, "cross_entropy", probabilities=True,
+        check_labels=bool(check_labels), ignore_index=ignore_index)
+    classes = shape[axis]
+    label_smoothing = float(label_smoothing)
+    if not 0.0 <= label_smoothing <= 1.0:
+        raise ValueError(f"label_smoothing must be in [0, 1]; got {label_smoothing}")
+    z_loss = float(z_loss)
+    if not 0.0 <= z_loss < float("inf"):
+        raise ValueError(f"z_loss must be a finite number >= 0 (0 turns it off); got {z_loss}")
+    if softcap is not None:
+        softcap = float(softcap)
+        if not 0.0 < softcap < float("inf"):
+            raise ValueError(
+                f"softcap must be a finite number > 0, or None for no capping; got {softcap}")
+    if class_weight is not None:
+        same_device("class_weight", class_weight, x2d)
+        class_weight = as_values(xp, class_weight, x2d.dtype, "class_weight")
+        if class_weight.shape != (classes,):
+            raise ValueError(
+                f"class_weight has shape {class_weight.shape}; pass one weight per class, "
+                f"shape ({classes},)"
+            )
+    # the last: the mean's denominator when the caller knows it (a Dask block: the whole
+    # array's), else None: the kernel finds it from the labels
+    params = (ignore_index, label_smoothing, bool(check_labels), z_loss, softcap, None)
+    return Prepared(target, x2d, class_weight, params, 1.0, shape, batch_shape, axis)
+
+
+def prepare_multiclass_hinge(xp, y_true, y_pred, *, weight=None, margin=1.0, axis=-1):
+    labels, x2d, shape, batch_shape, axis = class_axis_inputs(
+        xp, y_true, y_pred, axis, "multiclass_hinge", probabilities=False)
+    margin = float(margin)
+    if margin != margin:
+        raise ValueError("margin must be a number, not NaN")
+    if weight is not None:  # one per row: the labels' shape, broadcast
+        same_device("weight", weight, x2d)
+        w = as_values(xp, weight, x2d.dtype, "weight")
+        try:
+            w = xp.broadcast_to(w, batch_shape)
+        except ValueError:
+            raise ValueError(
+                f"weight has shape {w.shape}, which does not broadcast to the labels' shape "
+                f"{batch_shape} (one weight per row)"
+            ) from None
+        weight = xp.ascontiguousarray(w).reshape(-1)
+    # the last: the mean's denominator (the row count) when the caller knows it (a Dask
+    # block: the whole array's), else None: the kernel's own row count
+    params = (margin, None)
+    return Prepared(labels, x2d, weight, params, 1.0, shape, batch_shape, axis)
