@@ -32,20 +32,8 @@ from numba.extending import overload
 from .. import _dispatch
 from . import _numba_losses, _numba_math, _threads
 from ._host import FLOAT16, in_float32
-from ._numba_losses import loss_math
-from ._numba_math import (
-    EXP32_WIDE,
-    HALF,
-    INF,
-    LOG1P32,
-    ONE,
-    ZERO,
-    fast_exp,
-    fast_log,
-    fast_log1p,
-    held,
-    inline,
-)
+from ._numba_losses import binary_cross_entropy_of_hard_labels
+from ._numba_math import ONE, ZERO, held, inline
 from ._threads import SHARED, claim, record
 
 xp = np
@@ -61,7 +49,6 @@ CHUNKS = 64  # partial sums per call: a constant, so results never depend on thr
 BLOCK = 2048  # elements per inner loop: a block of each array stays in L1
 CE_CHUNK_ELEMENTS = 8192  # the fewest logits in a cross-entropy chunk (two beat one from 2x)
 PARALLEL_MIN_ELEMENTS = 1 << 17  # below this one thread is faster (thread start-up)
-TWO = np.float32(2.0)
 
 
 # Numba's cache checks the source of the file a kernel is written in (this one), not of
@@ -75,7 +62,7 @@ _MATH_FINGERPRINT = hashlib.sha256(b"".join(
 
 def _jit(function, name: str, reassociate: bool = False, math=None, constants=None):
     """Compile ``function`` under its own name (its cache entry) with our flags; only sums
-    may ``reassociate``. ``math``, an elementwise loss's function (of ``MATH`` or
+    may ``reassociate``. ``math``, an elementwise loss's function (of
     ``_numba_losses``), is the global ``_LOSS_MATH`` of this compilation (a closure cell
     holding a function would be pickled into the cache's key, which then never matches
     again), and ``constants``, the constants its mathematics declares (``loss_math``), the
@@ -105,92 +92,6 @@ def _jit(function, name: str, reassociate: bool = False, math=None, constants=No
 _UNCACHED: list[str] = []  # the kernels compiled without an on-disk cache
 _LOSS_MATH = None  # the loss's function in each elementwise kernel (see _jit)
 _LOSS_CONSTANTS = None  # the constants that function declares, held (see _jit)
-
-
-# --- the mathematics of each loss, once: (loss, d loss / d p, d2 loss / d p2) of one
-# element, its exp's and log's constants in ``k`` (see ``loss_math``). A kernel that asks
-# for no Hessian never uses the third, and the compiler removes it (inlined, so dead
-# code). Constants are float32 so float32 inputs compute in float32 (vectorised); float64
-# inputs promote them. Comparisons are written so that NaN propagates.
-
-
-@loss_math()
-def _mse(y, p, param, pos, k):
-    d = p - y
-    return d * d, TWO * d, TWO
-
-
-@inline
-def _clip(p, eps):
-    """clip(p, e, 1 - e); NaN stays NaN."""
-    pc = eps if p < eps else p
-    high = ONE - eps
-    return high if pc > high else pc
-
-
-# binary cross-entropy's log keeps its constants unheld: held, LLVM interleaved the
-# one-log loop four times over and spilled (329 instructions per 32 elements, 119 of them
-# to the stack), and the kernel measured 0.90-0.95x of the unheld one
-@loss_math()
-def _binary_cross_entropy(y, p, param, pos, k):
-    pc = _clip(p, param[0])
-    loss = -(y * fast_log(pc) + (ONE - y) * fast_log(ONE - pc))
-    return loss, (pc - y) / (pc * (ONE - pc)), _bce_hess(y, pc)
-
-
-@inline
-def _bce_hess(y, pc):
-    """y / pc^2 + (1 - y) / (1 - pc)^2 at the clipped p: two terms >= 0 for y in [0, 1]."""
-    q = ONE - pc
-    return y / (pc * pc) + (ONE - y) / (q * q)
-
-
-@loss_math()
-def _binary_cross_entropy_of_hard_labels(y, p, param, pos, k):
-    # the same for y in {0, 1}, with one log instead of two: the other term is 0 * finite
-    pc = _clip(p, param[0])
-    return (-fast_log(pc if y > HALF else ONE - pc), (pc - y) / (pc * (ONE - pc)),
-            _bce_hess(y, pc))
-
-
-@loss_math(EXP32_WIDE, LOG1P32)
-def _binary_cross_entropy_with_logits(y, x, param, pos, k):
-    # PyTorch's (1 - y) x + lw softplus(-x), lw = 1 + (q - 1) y = (1 - y) + q y, written
-    # c |x| + lw log1p(t), t = exp(-|x|), c = 1 - y for x >= 0 and q y below: terms of one
-    # sign for labels in [0, 1], nothing cancels; c = 0 at an infinite x gives the limit
-    # 0, not 0 * inf = NaN. Gradient lw sigma(x) - q y = (1 - y) sigma(x) - q y sigma(-x):
-    # no sigma(x) - 1 to cancel. A NaN x is not >= 0, and flows through t.
-    exp_k, log1p_k = k
-    t = fast_exp(-abs(x), exp_k)
-    positive = x >= ZERO
-    keep = ONE - y
-    hit = y if pos is None else pos * y
-    coef = keep if positive else hit
-    linear = ZERO if coef == ZERO else coef * abs(x)
-    softplus = fast_log1p(t, log1p_k)  # softplus(-|x|)
-    loss = linear + (softplus if pos is None else (keep + hit) * softplus)
-    # sigma(x) (1 + t) is 1 for x >= 0, t below; sigma(-x) (1 + t) the other one
-    d = (keep * (ONE if positive else t) - hit * (t if positive else ONE)) / (ONE + t)
-    # lw sigma(x) sigma(-x) = lw t / (1 + t)^2: no 1 - sigma to cancel, 0 at x = +-inf
-    h = t / ((ONE + t) * (ONE + t))
-    return loss, d, (h if pos is None else (keep + hit) * h)
-
-
-@loss_math()
-def _hinge(y, s, param, pos, k):
-    # a label of 0 times an infinite score is 0 (the limit), not NaN; NaN stays NaN
-    product = ZERO if (y == ZERO) & (abs(s) == INF) else y * s
-    slack = param[0] - product
-    # -t where the margin is violated, 0 where not (also at the kink), NaN for NaN
-    d = -y if slack > ZERO else (ZERO if slack <= ZERO else slack)
-    # piecewise linear: the Hessian is 0 away from the kink and at it; NaN for NaN
-    h = ZERO if slack == slack else slack
-    return (ZERO if slack <= ZERO else slack), d, h
-
-
-# the first losses' mathematics (the others': _numba_losses)
-MATH = {"mse": _mse, "binary_cross_entropy": _binary_cross_entropy,
-        "binary_cross_entropy_with_logits": _binary_cross_entropy_with_logits, "hinge": _hinge}
 
 
 def _sum(values):
@@ -355,7 +256,7 @@ def _elementwise_kernel(optimistic: bool, want_value: bool):
                 ls = scratch[: stop - start] if losses is None else losses[start:stop]
                 while True:  # once, or twice when a block proves its labels were not 0/1
                     if optimistic and one_log:  # (pruned at compile time unless optimistic)
-                        soft = _elementwise_block(_binary_cross_entropy_of_hard_labels, k, True,
+                        soft = _elementwise_block(binary_cross_entropy_of_hard_labels, k, True,
                                                   want_value, ys, ps, ws, gs, ls, hs,
                                                   pos_weight, start, param, grad_scale,
                                                   hess_floor)
@@ -432,10 +333,9 @@ def _key_name(key) -> str:
 
 def _elementwise(loss: str):
     # (variant, want_value) -> compiled kernel; a variant is a function of _numba_losses
-    # (None for the losses of MATH)
-    ours = loss in _numba_losses.LOSSES
+    # (the key None for a loss of one function)
     kernels = {}
-    functions = _numba_losses.variants(loss) if ours else {None: MATH[loss]}
+    functions = _numba_losses.variants(loss)
     for key, math in functions.items():
         constants = math.constants
         for want, name in ((True, "value"), (False, "grad")):
@@ -443,15 +343,10 @@ def _elementwise(loss: str):
             label = loss if key is None else f"{loss}_{_key_name(key)}"
             kernels[key, want] = _jit(source, f"{label}_{name}", math=math,
                                       constants=constants)
-    has_pos_weight = loss == "binary_cross_entropy_with_logits"
 
     def options(params) -> tuple:
         """(variant, the kernel's numbers, pos_weight) for the loss's ``params``."""
-        if ours:
-            return (*_numba_losses.variant(loss, params), None)
-        if has_pos_weight:
-            return None, _NO_PARAM, params[0]
-        return None, ((params[0], 0.0, 0.0) if params else _NO_PARAM), None
+        return _numba_losses.variant(loss, params)
 
     # (variant, want_value, the dtype's number, and whether the gradient, weight,
     # pos_weight and Hessian are None) -> the kernel's machine code (see _machine_code).
@@ -564,7 +459,7 @@ class PlainCalls(dict):
         return launch
 
 
-KERNELS = {loss: _elementwise(loss) for loss in (*MATH, *_numba_losses.LOSSES)}
+KERNELS = {loss: _elementwise(loss) for loss in _numba_losses.LOSSES}
 # the row losses (cross-entropy, multiclass hinge) use the pieces above
 from ._numba_rows import ROW_KERNELS  # noqa: E402
 
