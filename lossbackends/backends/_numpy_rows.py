@@ -1,0 +1,218 @@
+"""The NumPy backend's row losses: cross-entropy (with its options) and multiclass hinge,
+on logits of shape (rows, classes), the classes last and contiguous (``_prepare`` makes
+them so). Readable references, like the rest of ``numpy_backend``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ._host import bad_labels_as_nan, half_in_float32, label_error
+
+
+@half_in_float32
+def cross_entropy(target, x, class_weight, params, reduction, scale, grad, want_value,
+                  hess=None):
+    ignore_index, smoothing, _, z_loss, softcap, given_denominator = params
+    rows, classes = x.shape
+    dtype = x.dtype
+    soft = target.ndim == 2
+    row_index = np.arange(rows)
+    cap_tanh = None
+    if softcap is not None:
+        # Gemma's soft-capping: the logits become softcap tanh(x / softcap), in
+        # (-softcap, softcap) (so infinite logits become finite); the gradient gets the
+        # chain rule's 1 - tanh^2 at the end. A new array: grad may be x (out=x).
+        cap_tanh = np.tanh(x / dtype.type(softcap))
+        x = cap_tanh * dtype.type(softcap)
+
+    # z = x - max(x) <= 0, written into the gradient buffer (grad may be x: out=x); the
+    # loss is sum_c w_c q_c (log sum exp z - z_c), terms >= 0 that never cancel (lse - x_c
+    # would, for large logits). A NaN makes its row NaN; an infinite logit equal to its
+    # row's max counts as equal (z = 0, not inf - inf): the limit where those logits grow
+    # together, so the softmax is uniform over them (an all -inf row: over the row).
+    row_max = x.max(axis=1)
+    infinite = np.flatnonzero(np.isinf(row_max))
+    ties = x[infinite] == row_max[infinite, None] if infinite.size else None
+    with np.errstate(invalid="ignore"):  # inf - inf at the ties, replaced just below
+        z = np.subtract(x, row_max[:, None], out=grad if grad is not None else None)
+    if ties is not None:
+        z[infinite] = np.where(ties, 0.0, z[infinite])
+    with np.errstate(invalid="ignore"):  # 0 * (-inf) in the products masked by np.where
+        if soft:
+            q = target * (1.0 - smoothing) + smoothing / classes if smoothing else target
+            wq = q * class_weight if class_weight is not None else q
+            row_coef = np.sum(wq, axis=1, dtype=np.float64)  # sum_c w_c q_c
+            # sum_c w_c q_c z_c with 0 * (-inf) = 0: a class of no probability costs nothing;
+            # the products in float64 (float32's w q z can overflow where the mean does not)
+            row_dot = np.sum(np.where(wq == 0, 0.0, wq.astype(np.float64) * z), axis=1)
+            kept = None
+            denominator = rows if given_denominator is None else given_denominator
+        else:
+            kept = target != ignore_index
+            bad = kept & ((target < 0) | (target >= classes))
+            if bad.any():
+                row = int(np.flatnonzero(bad)[0])
+                raise label_error(int(target[row]), row, classes)
+            label = np.where(kept, target, 0)
+            label_weight = kept.astype(np.float64)
+            if class_weight is not None:
+                label_weight *= class_weight[label]
+            weight_sum = float(class_weight.sum(dtype=np.float64)) if class_weight is not None else classes
+            # (1 - e) w_y (lse - x_y) + (e / C) sum_c w_c (lse - x_c), zero weights costing 0
+            row_coef = (1.0 - smoothing) * label_weight
+            row_dot = np.where(row_coef == 0, 0.0, row_coef * z[row_index, label])
+            if smoothing:
+                spread = smoothing / classes
+                row_coef += (spread * weight_sum) * kept
+                # sum_c (e / C) w_c z_c, each term weighted before the sum: terms of one
+                # sign, so the sum never overflows before its final value does
+                spread_weight = (spread if class_weight is None
+                                 else spread * class_weight.astype(np.float64))
+                row_dot += np.sum(np.where(spread_weight == 0, 0.0, z * spread_weight), axis=1,
+                                  dtype=np.float64)
+            denominator = (float(label_weight.sum()) if given_denominator is None
+                           else given_denominator)
+    # PaLM's z-loss z lse^2 per kept row, as Liger-Kernel adds it: class weights and label
+    # smoothing leave it alone, and its "mean" divides by the kept rows' count, not their
+    # summed class weights; as a multiple of the cross-entropy's denominator, per row
+    z_coef = z_loss
+    if z_loss and reduction == "mean" and kept is not None and class_weight is not None:
+        count = int(np.count_nonzero(kept))
+        z_coef = z_loss * (denominator / count if count else 1.0)
+
+    exp = np.exp(z, out=z)  # each exp once; the gradient buffer holds exp(x - max)
+    sum_exp = np.sum(exp, axis=1, dtype=np.float64)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        log_sum = np.log(sum_exp)
+        row_loss = row_coef * log_sum - row_dot
+        grad_coef = row_coef  # what the softmax is multiplied by in the gradient
+        if z_coef:
+            lse = row_max.astype(np.float64) + log_sum  # of the (capped) logits
+            # d/dx_c z lse^2 = 2 z lse softmax_c
+            row_loss = row_loss + z_coef * np.square(lse)
+            grad_coef = row_coef + (2.0 * z_coef) * lse
+        if kept is not None:
+            row_loss = np.where(kept, row_loss, 0.0)
+        grad_scale = 1.0 / np.float64(denominator) if reduction == "mean" else 1.0
+        value = None
+        if want_value:
+            if reduction == "none":
+                value = row_loss.astype(dtype)
+            else:
+                value = dtype.type(np.sum(row_loss) * grad_scale)
+        if hess is not None:
+            _cross_entropy_hess(hess, exp, sum_exp, grad_coef * grad_scale,
+                                2.0 * z_coef * grad_scale)
+            if kept is not None and not kept.all():
+                hess[~kept] = 0.0  # ignored rows: exactly 0, as their gradient
+        if grad is None:
+            return value
+        # softmax(x) sum_k w_k q_k - w q, times the reduction's scale
+        np.multiply(exp, (grad_coef * grad_scale / sum_exp)[:, None], out=exp)
+    if soft:
+        exp -= wq * grad_scale
+        _softcap_chain(exp, cap_tanh, hess, softcap)
+        return value
+    with np.errstate(invalid="ignore"):  # every row ignored: 0 * inf here, zeroed below
+        exp[row_index, label] -= (1.0 - smoothing) * label_weight * grad_scale
+        if smoothing:
+            spread_scale = (smoothing / classes) * grad_scale
+            if class_weight is None:
+                exp -= (spread_scale * kept)[:, None]
+            else:
+                exp -= np.multiply.outer(spread_scale * kept, class_weight)
+    if not kept.all():
+        exp[~kept] = 0.0  # ignored rows: gradient exactly 0, even for non-finite logits
+    _softcap_chain(exp, cap_tanh, hess, softcap)
+    return value
+
+
+def _cross_entropy_hess(hess, exp, sum_exp, coef, z_coef):
+    """The diagonal Hessian in the (capped) logits, times the reduction's scale, from
+    exp = exp(x - max) and its row sums: with c = coef (+ 2 zc lse with the z-loss) and
+    the z-loss's 2 zc, d^2/dx_c^2 = c s_c (1 - s_c) + 2 zc s_c^2, s = softmax(x).
+    1 - s_c is exact where it matters: only the largest class of a row can have s_c > 1/2,
+    and there it is the sum of the other classes' exps over the row's sum (1 - s_c would
+    round to 0 once s_c is within an ulp of 1)."""
+    rows = np.arange(exp.shape[0])
+    top = np.argmax(exp, axis=1)
+    top_exp = exp[rows, top]
+    exp[rows, top] = 0  # the others' sum, summed without the top term, then put back
+    rest = np.sum(exp, axis=1, dtype=np.float64)
+    exp[rows, top] = top_exp
+    np.multiply(exp, (1.0 / sum_exp)[:, None], out=hess)  # s
+    square = np.square(hess) if z_coef else None
+    hess *= np.subtract(1.0, hess)
+    top_exp = top_exp.astype(np.float64)
+    hess[rows, top] = top_exp * rest / np.square(sum_exp)
+    hess *= coef[:, None]
+    if z_coef:
+        square *= z_coef
+        hess += square
+
+
+def _softcap_chain(grad, cap_tanh, hess=None, softcap=None):
+    """The chain rule through softcap tanh(x / softcap) = softcap t: d/dx = 1 - t^2, and for
+    the Hessian d^2/dx^2 = -2 t (1 - t^2) / softcap times the gradient before this chain."""
+    if cap_tanh is not None:
+        slope = np.subtract(1.0, np.square(cap_tanh))
+        if hess is not None:
+            hess *= np.square(slope)
+            cap_tanh *= slope
+            cap_tanh *= grad
+            hess -= cap_tanh * cap_tanh.dtype.type(2.0 / softcap)
+        np.multiply(grad, slope, out=grad)
+
+
+@half_in_float32
+def multiclass_hinge(labels, x, weight, params, reduction, scale, grad, want_value, hess=None):
+    """Crammer-Singer: max(0, m + max_{j != y} s_j - s_y) per row; gradient +1 at the best
+    other class j (the lowest index at ties), -1 at y, where the loss is positive."""
+    margin, given_denominator = params
+    rows, classes = x.shape
+    dtype = x.dtype
+    bad = (labels < 0) | (labels >= classes)
+    if bad.any():
+        row = int(np.flatnonzero(bad)[0])
+        raise label_error(int(labels[row]), row, classes, loss="multiclass_hinge")
+    row_index = np.arange(rows)
+    true = x[row_index, labels]
+    others = x.copy()  # the label's own score out of the max (grad may be x: read it first)
+    others[row_index, labels] = -np.inf
+    best_class = np.argmax(others, axis=1)  # the first of equal maxima; the first NaN
+    best = others[row_index, best_class]
+    with np.errstate(invalid="ignore"):
+        # equal infinite scores count as equal (as cross_entropy's max): 0, not inf - inf
+        gap = np.where(best == true, dtype.type(0), best - true)
+        slack = (dtype.type(margin) + gap).astype(dtype)
+    if classes == 1:  # no other class: nothing to beat (NaN stays NaN)
+        slack = np.where(np.isnan(true), true, dtype.type(-np.inf))
+    nan = np.isnan(slack)
+    if hess is not None:  # piecewise linear: 0 away from the kinks (and 0 at them)
+        hess.fill(0)
+        hess[nan] = np.nan
+    if grad is not None:
+        row_scale = np.full(rows, 1.0) if weight is None else weight.astype(np.float64)
+        if reduction == "mean":
+            row_scale /= rows if given_denominator is None else given_denominator
+        active = slack > 0
+        grad.fill(0)
+        grad[row_index[active], best_class[active]] = row_scale[active]
+        grad[row_index[active], labels[active]] = -row_scale[active]
+        grad[nan] = np.nan  # a NaN score makes its row NaN
+    if not want_value:
+        return None
+    losses = np.maximum(slack, dtype.type(0))  # NaN stays NaN
+    if weight is not None:
+        losses = losses * weight
+    if reduction == "none":
+        return losses
+    total = np.sum(losses, dtype=np.float64)
+    if reduction == "mean":
+        total /= rows if given_denominator is None else given_denominator
+    return dtype.type(total)
+
+
+ROW_KERNELS = {"cross_entropy": bad_labels_as_nan(cross_entropy),
+               "multiclass_hinge": multiclass_hinge}
