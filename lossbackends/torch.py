@@ -57,196 +57,17 @@ from __future__ import annotations
 import inspect
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any, Optional
 
 import torch
 from torch import Tensor
 
-from . import losses as _losses
-from ._loss import REDUCTIONS, Loss
+from ._loss import REDUCTIONS
 from ._prepare import bool_option
+from ._torch_table import EXAMPLES, TABLE, Entry
 
 _P = inspect.Parameter
 
-
-@dataclass(frozen=True)
-class _Entry:
-    """One loss of this module: how torch's arguments become ours.
-
-    ``params``: the signature after ``(input, target)`` as ``(name, default)`` in torch's
-    order; ``kwonly``: keyword-only extras of ours after them. ``tensors``: torch's tensor
-    options and our names for them (at most two). ``floats`` / ``ints`` / ``bools``: number
-    options, torch name -> ours; ``optional``: the floats that may be ``None``.
-    ``per_row``: the loss has a class axis (dim 1, or 0 for unbatched input), one loss per
-    row for ``"none"``. ``mean_by_weight``: ``"mean"`` divides by the weights' sum (torch's
-    weighted MSE and L1). ``weight_like_input``: torch wants ``weight`` shaped like
-    ``input``, and it takes part in the dtype promotion. ``dtypes``: torch's rule for an
-    ``input`` and ``target`` of different dtypes: ``"promote"`` computes in
-    ``torch.result_type`` (the input is cast, autograd casts its gradient back),
-    ``"input"`` in ``input``'s dtype, ``"same"`` refuses two floating dtypes.
-    ``batchmean``: ``reduction="batchmean"`` exists (``kl_div``).
-    """
-
-    loss: Loss
-    module: str
-    params: tuple[tuple[str, Any], ...]
-    kwonly: tuple[tuple[str, Any], ...] = ()
-    tensors: dict[str, str] = field(default_factory=dict)
-    floats: dict[str, str] = field(default_factory=dict)
-    optional: frozenset[str] = frozenset()
-    ints: dict[str, str] = field(default_factory=dict)
-    bools: dict[str, str] = field(default_factory=dict)
-    per_row: bool = False
-    mean_by_weight: bool = False
-    weight_like_input: bool = False
-    dtypes: str = "promote"
-    batchmean: bool = False
-    doc: str = ""
-
-
-_LEGACY = (("size_average", None), ("reduce", None))
-_OURS = (("reduction", "mean"), ("weight", None))  # our losses: reduction, then weight
-_WEIGHT = {"weight": "weight"}
-
-# Adding a loss: one entry here.
-_TABLE: dict[str, _Entry] = {
-    "mse_loss": _Entry(
-        _losses.mse, "MSELoss", (*_LEGACY, ("reduction", "mean"), ("weight", None)),
-        tensors=_WEIGHT, mean_by_weight=True, weight_like_input=True,
-        doc="``torch.nn.functional.mse_loss``: ``(input - target)^2``; with ``weight`` "
-            "(input's shape), ``\"mean\"`` divides by ``weight.sum()`` as torch does."),
-    "l1_loss": _Entry(
-        _losses.mae, "L1Loss", (*_LEGACY, ("reduction", "mean"), ("weight", None)),
-        tensors=_WEIGHT, mean_by_weight=True, weight_like_input=True,
-        doc="``torch.nn.functional.l1_loss`` (our ``mae``): ``|input - target|``, gradient "
-            "0 at a tie; with ``weight`` (input's shape), ``\"mean\"`` divides by "
-            "``weight.sum()`` as torch does."),
-    "huber_loss": _Entry(
-        _losses.huber, "HuberLoss", (("reduction", "mean"), ("delta", 1.0), ("weight", None)),
-        tensors=_WEIGHT, floats={"delta": "delta"}, weight_like_input=True, dtypes="input",
-        doc="``torch.nn.functional.huber_loss`` (our ``huber``); with ``weight`` (input's "
-            "shape), ``\"mean\"`` divides by the number of elements as torch does. Computed "
-            "in ``input``'s dtype, as torch."),
-    "smooth_l1_loss": _Entry(
-        _losses.smooth_l1, "SmoothL1Loss", (*_LEGACY, ("reduction", "mean"), ("beta", 1.0)),
-        floats={"beta": "beta"},
-        doc="``torch.nn.functional.smooth_l1_loss`` (our ``smooth_l1``); ``beta=0`` is "
-            "``l1_loss``."),
-    "soft_margin_loss": _Entry(
-        _losses.soft_margin, "SoftMarginLoss", (*_LEGACY, ("reduction", "mean")),
-        dtypes="input",
-        doc="``torch.nn.functional.soft_margin_loss`` (our ``soft_margin``): "
-            "``log(1 + exp(-target * input))``, labels ±1. Computed in ``input``'s dtype, as "
-            "torch."),
-    "poisson_nll_loss": _Entry(
-        _losses.poisson_nll, "PoissonNLLLoss",
-        (("log_input", True), ("full", False), ("size_average", None), ("eps", 1e-8),
-         ("reduce", None), ("reduction", "mean")),
-        floats={"eps": "eps"}, bools={"log_input": "log_input", "full": "full"},
-        doc="``torch.nn.functional.poisson_nll_loss`` (our ``poisson_nll``)."),
-    "kl_div": _Entry(
-        _losses.kl_div, "KLDivLoss", (*_LEGACY, ("reduction", "mean"), ("log_target", False)),
-        bools={"log_target": "log_target"}, batchmean=True,
-        doc="``torch.nn.functional.kl_div`` (our ``kl_div``): ``input`` holds "
-            "log-probabilities; ``reduction=\"batchmean\"`` divides the sum by "
-            "``input.size(0)`` (the divergence's definition), ``\"mean\"`` by the number of "
-            "elements, with torch's warning."),
-    "binary_cross_entropy": _Entry(
-        _losses.binary_cross_entropy, "BCELoss",
-        (("weight", None), *_LEGACY, ("reduction", "mean"), ("eps", 1e-15)),
-        tensors=_WEIGHT, floats={"eps": "eps"}, dtypes="same",
-        doc="``torch.nn.functional.binary_cross_entropy`` on probabilities; ``input`` is "
-            "clipped to ``[e, 1 - e]``, ``e = max(eps, finfo(dtype).eps)`` (torch clamps "
-            "each log at -100 instead: equal for ``input`` in ``[e, 1 - e]``). A floating "
-            "``target`` must have ``input``'s dtype, as in torch."),
-    "binary_cross_entropy_with_logits": _Entry(
-        _losses.binary_cross_entropy_with_logits, "BCEWithLogitsLoss",
-        (("weight", None), *_LEGACY, ("reduction", "mean"), ("pos_weight", None)),
-        tensors={"weight": "weight", "pos_weight": "pos_weight"},
-        doc="``torch.nn.functional.binary_cross_entropy_with_logits``; ``pos_weight`` is a "
-            "scalar or a vector over the last dimension. Mixed dtypes are promoted "
-            "(``torch.result_type``; torch itself gives ``target``'s dtype)."),
-    "cross_entropy": _Entry(
-        _losses.cross_entropy, "CrossEntropyLoss",
-        (("weight", None), ("size_average", None), ("ignore_index", -100), ("reduce", None),
-         ("reduction", "mean"), ("label_smoothing", 0.0)),
-        kwonly=(("z_loss", 0.0), ("softcap", None)),
-        tensors={"weight": "class_weight"},
-        floats={"label_smoothing": "label_smoothing", "z_loss": "z_loss", "softcap": "softcap"},
-        optional=frozenset({"softcap"}), ints={"ignore_index": "ignore_index"}, per_row=True,
-        doc="``torch.nn.functional.cross_entropy``: logits with the classes on dim 1 (dim 0 "
-            "unbatched), class indices or probabilities as ``target``; ``weight`` are class "
-            "weights. A class index outside ``[0, C)`` that is not ``ignore_index`` raises "
-            "``ValueError``. Keyword-only extras of ours (Liger-Kernel's): ``z_loss`` "
-            "(PaLM's ``z * lse^2`` per row) and ``softcap`` (``c * tanh(x / c)`` first)."),
-    "hinge": _Entry(
-        _losses.hinge, "HingeLoss", (("margin", 1.0), *_OURS),
-        tensors=_WEIGHT, floats={"margin": "margin"},
-        doc="Our ``hinge``: ``max(0, margin - target * input)``, labels ±1 used as given."),
-    "squared_hinge": _Entry(
-        _losses.squared_hinge, "SquaredHingeLoss", (("margin", 1.0), *_OURS),
-        tensors=_WEIGHT, floats={"margin": "margin"},
-        doc="Our ``squared_hinge``: ``max(0, margin - target * input)^2``, labels ±1."),
-    "log_cosh": _Entry(
-        _losses.log_cosh, "LogCoshLoss", _OURS, tensors=_WEIGHT,
-        doc="Our ``log_cosh``: ``log(cosh(input - target))``, computed without overflow."),
-    "sigmoid_focal": _Entry(
-        _losses.sigmoid_focal, "SigmoidFocalLoss", (("alpha", 0.25), ("gamma", 2.0), *_OURS),
-        tensors=_WEIGHT, floats={"alpha": "alpha", "gamma": "gamma"},
-        optional=frozenset({"alpha"}),
-        doc="Our ``sigmoid_focal``, in ``torchvision.ops.sigmoid_focal_loss``'s argument "
-            "order ``(input, target, alpha, gamma, reduction)``; unlike torchvision, "
-            "``reduction`` defaults to ``\"mean\"`` (as every loss here) and no balancing "
-            "is ``alpha=None`` (torchvision's ``alpha=-1``)."),
-    "pinball": _Entry(
-        _losses.pinball, "PinballLoss", (("quantile", 0.5), *_OURS),
-        tensors=_WEIGHT, floats={"quantile": "quantile"},
-        doc="Our ``pinball`` (quantile) loss, ``quantile`` in [0, 1]."),
-    "multiclass_hinge": _Entry(
-        _losses.multiclass_hinge, "MulticlassHingeLoss", (("margin", 1.0), *_OURS),
-        tensors=_WEIGHT, floats={"margin": "margin"}, per_row=True,
-        doc="Our ``multiclass_hinge`` (Crammer-Singer: the largest other class's margin "
-            "violation per row): scores with the classes on dim 1 (dim 0 unbatched), one "
-            "class index per row, ``weight`` one per row. Not ``torch.nn.functional."
-            "multi_margin_loss``, which sums the violations over the classes and divides by "
-            "C (Weston-Watkins)."),
-}
-
-# the docstrings' examples: input, target, options, and what they print (the value, then
-# input's gradient); lossbackends/jax.py has the same data in its own argument order
-_V, _P2 = "[0.5, -1.0, 2.0]", "[[2.0, 1.0, 0.1], [0.5, 0.2, 3.0]]"
-_EXAMPLES: dict[str, tuple[str, str, str, str, str]] = {
-    "mse_loss": (_V, "[0.0, 0.0, 1.0]", "", "0.7500", "tensor([ 0.3333, -0.6667,  0.6667])"),
-    "l1_loss": (_V, "[0.0, 0.0, 1.0]", "", "0.8333", "tensor([ 0.3333, -0.3333,  0.3333])"),
-    "huber_loss": ("[0.5, -1.0, 3.0]", "[0.0, 0.0, 1.0]", "", "0.7083",
-                   "tensor([ 0.1667, -0.3333,  0.3333])"),
-    "smooth_l1_loss": ("[0.5, -1.0, 3.0]", "[0.0, 0.0, 1.0]", "beta=0.5", "0.9167",
-                       "tensor([ 0.3333, -0.3333,  0.3333])"),
-    "soft_margin_loss": (_V, "[1.0, -1.0, -1.0]", "", "0.9714",
-                         "tensor([-0.1258,  0.0896,  0.2936])"),
-    "poisson_nll_loss": (_V, "[1.0, 0.0, 3.0]", "", "0.9686", "tensor([0.2162, 0.1226, 1.4630])"),
-    "kl_div": ("[[-1.6, -1.2, -0.7]]", "[[0.1, 0.6, 0.3]]", "reduction='batchmean'", "0.1921",
-               "tensor([[-0.1000, -0.6000, -0.3000]])"),
-    "binary_cross_entropy": ("[0.9, 0.2, 0.6]", "[1.0, 0.0, 0.0]", "", "0.4149",
-                             "tensor([-0.3704,  0.4167,  0.8333])"),
-    "binary_cross_entropy_with_logits": (_V, "[1.0, 0.0, 0.0]", "", "0.9714",
-                                         "tensor([-0.1258,  0.0896,  0.2936])"),
-    "cross_entropy": (_P2, "[0, 2]", "label_smoothing=0.1", "0.4120",
-                      "tensor([[-0.1372,  0.1045,  0.0326],\n"
-                      "        [ 0.0192,  0.0099, -0.0292]])"),
-    "hinge": (_V, "[1.0, -1.0, -1.0]", "", "1.1667", "tensor([-0.3333,  0.0000,  0.3333])"),
-    "squared_hinge": (_V, "[1.0, -1.0, -1.0]", "", "3.0833",
-                      "tensor([-0.3333,  0.0000,  2.0000])"),
-    "log_cosh": (_V, "[0.0, 0.0, 1.0]", "", "0.3292", "tensor([ 0.1540, -0.2539,  0.2539])"),
-    "sigmoid_focal": (_V, "[1.0, 0.0, 0.0]", "", "0.4238",
-                      "tensor([-0.0115,  0.0131,  0.2692])"),
-    "pinball": (_V, "[0.0, 0.0, 1.0]", "quantile=0.9", "0.3500",
-                "tensor([ 0.0333, -0.3000,  0.0333])"),
-    "multiclass_hinge": (_P2, "[1, 2]", "", "1.0000",
-                         "tensor([[ 0.5000, -0.5000,  0.0000],\n"
-                         "        [ 0.0000,  0.0000,  0.0000]])"),
-}
 
 _SECOND_ORDER = (
     "lossbackends.torch computes first derivatives only; for second derivatives use "
@@ -259,11 +80,11 @@ _FORWARD_MODE = (
 )
 
 
-def _class_axis(entry: _Entry, ndim: int) -> int | None:
+def _class_axis(entry: Entry, ndim: int) -> int | None:
     return (1 if ndim >= 2 else 0) if entry.per_row else None
 
 
-def _our_options(entry: _Entry, ndim: int, t1, t2, floats, ints) -> dict:
+def _our_options(entry: Entry, ndim: int, t1, t2, floats, ints) -> dict:
     """The plain API's options from the op's arguments: ``floats`` in ``entry.floats``'
     order (NaN is ``None`` for the optional ones), ``ints`` those of ``entry.ints`` then
     ``entry.bools`` (0 or 1)."""
@@ -288,7 +109,7 @@ def _compute(loss, input, target, t1, t2, floats, ints, reduction):
     """The fused value and gradient, the gradient contiguous (as the fake says: a class axis
     other than the last comes back as a moved view, whose strides torch.compile would find
     different from the fake's)."""
-    entry = _TABLE[loss]
+    entry = TABLE[loss]
     options = _our_options(entry, input.ndim, t1, t2, floats, ints)
     value, grad = entry.loss.value_and_grad(target, input, reduction=reduction, **options)
     return value, grad.contiguous()
@@ -303,7 +124,7 @@ def _value_and_grad(loss: str, input: Tensor, target: Tensor, t1: Optional[Tenso
 
 @_value_and_grad.register_fake
 def _(loss, input, target, t1, t2, floats, ints, reduction):
-    entry = _TABLE[loss]
+    entry = TABLE[loss]
     if reduction != "none":
         shape: tuple = ()
     else:
@@ -314,7 +135,7 @@ def _(loss, input, target, t1, t2, floats, ints, reduction):
 
 
 def _save(ctx, loss: str, input: Tensor, reduction: str, grad: Tensor) -> None:
-    ctx.axis = _class_axis(_TABLE[loss], input.ndim) if reduction == "none" else None
+    ctx.axis = _class_axis(TABLE[loss], input.ndim) if reduction == "none" else None
     ctx.set_materialize_grads(False)
     ctx.save_for_backward(grad)
 
@@ -408,7 +229,7 @@ class _InPlace(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, loss, input, target, t1, t2, floats, ints, reduction):
-        entry = _TABLE[loss]
+        entry = TABLE[loss]
         options = _our_options(entry, input.ndim, t1, t2, floats, ints)
         buffer = input.detach()
         value, _ = entry.loss.value_and_grad(target, buffer, reduction=reduction, out=buffer,
@@ -428,8 +249,8 @@ class _InPlace(torch.autograd.Function):
 
 
 
-def _compute_dtype(entry: _Entry, name: str, input: Tensor, target: Tensor, weight) -> Any:
-    """The dtype torch computes ``name`` in (see ``_Entry.dtypes``), or None for input's."""
+def _compute_dtype(entry: Entry, name: str, input: Tensor, target: Tensor, weight) -> Any:
+    """The dtype torch computes ``name`` in (see ``Entry.dtypes``), or None for input's."""
     if entry.dtypes == "input" or not input.is_floating_point():
         return None
     if entry.dtypes == "same":
@@ -448,7 +269,7 @@ def _compute_dtype(entry: _Entry, name: str, input: Tensor, target: Tensor, weig
     return None if dtype == input.dtype else dtype
 
 
-def _apply(name: str, entry: _Entry, input: Tensor, target: Tensor, options: dict) -> Tensor:
+def _apply(name: str, entry: Entry, input: Tensor, target: Tensor, options: dict) -> Tensor:
     # in place only when a gradient is taken: otherwise the value alone, input untouched
     inplace = (options["inplace_backward"] and isinstance(input, Tensor) and input.requires_grad
                and torch.is_grad_enabled())
@@ -533,7 +354,7 @@ _NONE = float("nan")  # None of an optional float option, inside the op
 
 
 def _functional(name: str) -> Callable[..., Tensor]:
-    entry = _TABLE[name]
+    entry = TABLE[name]
     signature = inspect.Signature(
         [_P("input", _P.POSITIONAL_OR_KEYWORD, annotation=Tensor),
          _P("target", _P.POSITIONAL_OR_KEYWORD, annotation=Tensor)]
@@ -566,8 +387,8 @@ def _functional(name: str) -> Callable[..., Tensor]:
     return loss
 
 
-def _doc(name: str, entry: _Entry) -> str:
-    x, t, opts, value, grad = _EXAMPLES[name]
+def _doc(name: str, entry: Entry) -> str:
+    x, t, opts, value, grad = EXAMPLES[name]
     opts = f", {opts}" if opts else ""
     return f"""{entry.doc}
 
@@ -588,7 +409,7 @@ formulas) with ``y_pred = input`` and ``y_true = target``; differentiable with r
 
 
 def _module(name: str) -> type:
-    entry = _TABLE[name]
+    entry = TABLE[name]
     functional = _FUNCTIONS[name]
     params = [_P(key, _P.POSITIONAL_OR_KEYWORD, default=default) for key, default in entry.params]
     params += [_P(key, _P.KEYWORD_ONLY, default=default) for key, default in entry.kwonly]
@@ -622,8 +443,8 @@ def _module(name: str) -> type:
     })
 
 
-def _module_doc(name: str, entry: _Entry, signature: inspect.Signature) -> str:
-    x, t, opts, value, _ = _EXAMPLES[name]
+def _module_doc(name: str, entry: Entry, signature: inspect.Signature) -> str:
+    x, t, opts, value, _ = EXAMPLES[name]
     params = str(signature).replace("(self, ", "(", 1)
     names = " and ".join(f"``{key}``" for key in entry.tensors)
     buffers = (f" {names} {'is a buffer' if len(entry.tensors) == 1 else 'are buffers'} "
@@ -638,8 +459,8 @@ options, ``forward(input, target)`` is ``{name}(input, target, **options)``.{buf
 """
 
 
-_FUNCTIONS = {name: _functional(name) for name in _TABLE}
-_MODULES = {name: _module(name) for name in _TABLE}
+_FUNCTIONS = {name: _functional(name) for name in TABLE}
+_MODULES = {name: _module(name) for name in TABLE}
 globals().update(_FUNCTIONS)
 globals().update({cls.__name__: cls for cls in _MODULES.values()})
 __all__ = sorted([*_FUNCTIONS, *(cls.__name__ for cls in _MODULES.values())])
