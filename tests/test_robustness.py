@@ -629,6 +629,21 @@ def test_cross_entropy_weighted_probabilities_near_the_float32_max():
                              f32)
 
 
+def test_cross_entropy_at_the_float32_max_warns_of_nothing(backend):
+    """x - max(x) beyond float32's largest finite is -inf, as documented, and exp(-inf) = 0:
+    a result, not an overflow to warn of (the NumPy backend warned)."""
+    f = float(np.finfo(np.float32).max)
+    x = on(backend, np.array([[f, 0, -f], [1, 2, 3]], np.float32))
+    target = on(backend, np.array([0, 2]))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        value, grad = lb.cross_entropy.value_and_grad(target, x, reduction="none",
+                                                      backend=backend)
+    np.testing.assert_allclose(host(value), [0.0, np.log1p(np.exp(-1) + np.exp(-2))],
+                               rtol=1e-6)
+    np.testing.assert_array_equal(host(grad)[0], [0.0, 0.0, 0.0])
+
+
 @given(problem=ce_problems())
 @settings(max_examples=examples(120), deadline=None,
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])

@@ -34,7 +34,9 @@ def cross_entropy(target, x, class_weight, params, reduction, scale, grad, want_
     row_max = x.max(axis=1)
     infinite = np.flatnonzero(np.isinf(row_max))
     ties = x[infinite] == row_max[infinite, None] if infinite.size else None
-    with np.errstate(invalid="ignore"):  # inf - inf at the ties, replaced just below
+    # inf - inf at the ties, replaced just below; a difference beyond the dtype's largest
+    # finite is -inf, as documented (numerics guide, "Rounding")
+    with np.errstate(invalid="ignore", over="ignore"):
         z = np.subtract(x, row_max[:, None], out=grad if grad is not None else None)
     if ties is not None:
         z[infinite] = np.where(ties, 0.0, z[infinite])
