@@ -332,6 +332,13 @@ def prepare_cross_entropy(
         if not 0.0 < softcap < float("inf"):
             raise ValueError(
                 f"softcap must be a finite number > 0, or None for no capping; got {softcap}")
+        # the kernels multiply by 1 / softcap, which must be finite in the computing dtype
+        computing = np.dtype(np.float32) if x2d.dtype == np.float16 else x2d.dtype
+        tiny = float(np.finfo(computing).tiny)
+        if softcap < tiny:
+            raise ValueError(
+                f"softcap must be at least {tiny:.6g} (the smallest normal {computing}) for "
+                f"{x2d.dtype} logits; got {softcap}")
     if class_weight is not None:
         same_device("class_weight", class_weight, x2d)
         class_weight = as_values(xp, class_weight, x2d.dtype, "class_weight")

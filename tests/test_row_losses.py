@@ -5,6 +5,7 @@ against the float64 references of ``reference.py``, finite differences and the p
 from __future__ import annotations
 
 import importlib.util
+import warnings
 
 import numpy as np
 import pytest
@@ -315,6 +316,29 @@ def test_special_values(backend):
 def test_cross_entropy_option_errors(bad, message):
     with pytest.raises(ValueError, match=message):
         lb.cross_entropy([0], [[1.0, 2.0]], **bad)
+
+
+@pytest.mark.parametrize("dtype", [np.float16, np.float32, np.float64])
+def test_softcap_down_to_the_smallest_normal(backend, dtype):
+    """The kernels multiply by 1 / softcap: from the computing dtype's smallest normal
+    (float16's is float32's) it is finite and the results are right (the logits capped to
+    about 0 and the slopes of all but the zero logit 0); below it, a ValueError (1 / softcap
+    was inf in float32, and a zero logit gave NaN)."""
+    computing = np.float32 if dtype == np.float16 else dtype
+    tiny = float(np.finfo(computing).tiny)
+    x = on(backend, np.array([[0.0, 1.0, -3.0, 2.0], [1.0, 2.0, 3.0, 100.0]], dtype))
+    labels = on(backend, np.array([0, 2]))
+    with warnings.catch_warnings():  # x / softcap overflows to inf: tanh 1, no warning
+        warnings.simplefilter("error")
+        value, grad = lb.cross_entropy.value_and_grad(labels, x, softcap=tiny,
+                                                      reduction="none", backend=backend)
+    tol = 1e-3 if dtype == np.float16 else 1e-6
+    np.testing.assert_allclose(np.asarray(host(value), np.float64), [np.log(4)] * 2, rtol=tol)
+    np.testing.assert_allclose(np.asarray(host(grad), np.float64),
+                               [[-0.75, 0, 0, 0], [0, 0, 0, 0]], atol=tol)
+    with pytest.raises(ValueError, match=f"softcap must be at least {tiny:.6g} \\(the "
+                                         f"smallest normal {np.dtype(computing)}\\)"):
+        lb.cross_entropy(labels, x, softcap=tiny / 2, backend=backend)
 
 
 def test_multiclass_hinge_errors():

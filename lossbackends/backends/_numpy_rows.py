@@ -23,7 +23,8 @@ def cross_entropy(target, x, class_weight, params, reduction, scale, grad, want_
         # Gemma's soft-capping: the logits become softcap tanh(x / softcap), in
         # (-softcap, softcap) (so infinite logits become finite); the gradient gets the
         # chain rule's 1 - tanh^2 at the end. A new array: grad may be x (out=x).
-        cap_tanh = np.tanh(x / dtype.type(softcap))
+        with np.errstate(over="ignore"):  # x / softcap beyond the largest finite: tanh 1
+            cap_tanh = np.tanh(x / dtype.type(softcap))
         x = cap_tanh * dtype.type(softcap)
 
     # z = x - max(x) <= 0, written into the gradient buffer (grad may be x: out=x); the
