@@ -1,11 +1,11 @@
-"""The Numba backend's row losses: cross-entropy, row by row while the row is in cache (max,
-then ``exp`` once per element, written into the gradient buffer, then the gradient in
-place); rows of fewer than ``FEW_CLASSES`` classes without options block by block instead,
-in flat passes over many rows (a short row does not vectorise). Split from
-``numba_backend`` (the shared pieces: ``_jit``, ``_sum``, the chunking constants), so
-that neither file is a wall as the catalogue grows. A large input's chunks
-of rows are shared among threads (``_threads``); each thread checks all the labels before
-it writes anything.
+"""The Numba backend's cross-entropy, and the launch of every row loss (``_launch``; the
+other one, multiclass hinge, is in ``_numba_multiclass_hinge``). Cross-entropy goes row by
+row while the row is in cache (max, then ``exp`` once per element, written into the
+gradient buffer, then the gradient in place); rows of fewer than ``FEW_CLASSES`` classes
+without options go block by block instead, in flat passes over many rows (a short row
+does not vectorise). The shared pieces (``_jit``, ``_sum``, the chunking constants) are
+``numba_backend``'s. A large input's chunks of rows are shared among threads
+(``_threads``); each thread checks all the labels before it writes anything.
 """
 
 from __future__ import annotations
@@ -73,8 +73,6 @@ def _launch(kernel, types, key: tuple, chunks: int, args: tuple) -> tuple[float,
     return total * scale, bad_row
 
 
-INF32 = np.float32(np.inf)  # float32 constants: float32 scores are compared in float32
-NAN32 = np.float32(np.nan)
 
 
 @inline
@@ -471,6 +469,7 @@ def _few_classes_types(dtype) -> tuple:
             _ROW_LOSSES, _INT, *_CHUNK_ARGUMENTS)
 
 
+@bad_labels_as_nan
 @half_in_float32
 def cross_entropy(target, x, class_weight, params, reduction, scale, grad, want_value, hess=None):
     # host labels are always checked: it costs nothing
@@ -506,106 +505,3 @@ def cross_entropy(target, x, class_weight, params, reduction, scale, grad, want_
     if reduction == "none":
         return row_losses.astype(x.dtype)
     return _UNIT[x.dtype] * value
-
-
-
-# --- multiclass hinge (Crammer-Singer), row by row -------------------------------------
-
-
-def _multiclass_hinge_kernel(x, labels, weight, margin, mean, given_denominator, grad,
-                             row_losses, chunks, shared):
-    """max(0, m + max_{j != y} s_j - s_y) per row, one read of the row; gradient +1 at the
-    first arg-max j != y, -1 at y, where positive. ``weight``: one per row, or empty.
-    Runs ``chunks`` chunks of rows (see ``_launch``); returns (the chunks' sum, first bad row or -1,
-    the reduction's scale), the labels checked first."""
-    rows, classes = x.shape
-    for r in range(rows):
-        if labels[r] < 0 or labels[r] >= classes:
-            return 0.0, r, 1.0
-    denominator = given_denominator if given_denominator >= 0.0 else float(rows)
-    row_scale = 1.0 / denominator if mean else 1.0
-    weighted = weight.size != 0
-    m = x.dtype.type(margin)
-    low = x.dtype.type(-np.inf)
-    size = (rows + chunks - 1) // chunks
-    result = 0.0
-    chunk = claim(shared, -1)
-    while chunk < chunks:
-        total = 0.0
-        for r in range(chunk * size, min(rows, chunk * size + size)):
-            xr = x[r]
-            label = labels[r]
-            true = xr[label]
-            # the best other score: a max over the row with the label's score out of it
-            # (a select, so the loop vectorises); NaN if any score is NaN
-            best = low
-            for c in range(classes):
-                best = maximum(best, low if c == label else xr[c])
-            nan = best != best or true != true
-            # equal infinite scores count as equal: 0, not inf - inf (nothing to beat
-            # with one class: best = -inf, slack = -inf)
-            slack = m + (ZERO if best == true else best - true)
-            if classes == 1:
-                slack = -INF32
-            if nan:
-                slack = m + NAN32
-            loss = slack if slack > ZERO else (slack if nan else ZERO)
-            w = weight[r] if weighted else 1.0
-            loss = loss * w
-            total += loss
-            if row_losses is not None:
-                row_losses[r] = loss
-            if grad is None:
-                continue
-            g = grad[r]
-            if slack > ZERO:
-                # the first other class at the max, found in the pass that zeroes the
-                # row (each score read before its place is written: g may be x)
-                first = classes
-                for c in range(classes):
-                    first = min(first, c if xr[c] == best and c != label else classes)
-                    g[c] = ZERO
-                d = x.dtype.type(w * row_scale)
-                g[first] = d
-                g[label] = -d
-            else:
-                g[:] = NAN32 if nan else ZERO
-        result = record(shared, chunk, total, result)
-        chunk = claim(shared, chunk)
-    return result, -1, row_scale
-
-
-_HINGE = _jit(_multiclass_hinge_kernel, "multiclass_hinge")
-
-
-def _multiclass_hinge_types(dtype, no_grad: bool, no_row_losses: bool) -> tuple:
-    return (array_type(dtype, 2), array_type(np.int64, 1), array_type(dtype, 1), _REAL, _BOOL,
-            _REAL, _NONE if no_grad else array_type(dtype, 2, writes=True),
-            _NONE if no_row_losses else _ROW_LOSSES, _INT, *_CHUNK_ARGUMENTS)
-
-
-@half_in_float32
-def multiclass_hinge(labels, x, weight, params, reduction, scale, grad, want_value, hess=None):
-    margin, denominator = params
-    rows = x.shape[0]
-    row_losses = np.empty(rows) if want_value and reduction == "none" else None
-    chunks = max(1, min(CHUNKS, rows, x.size // CE_CHUNK_ELEMENTS))
-    args = (x, labels, _EMPTY[x.dtype] if weight is None else weight, margin,
-            reduction == "mean", -1.0 if denominator is None else float(denominator), grad,
-            row_losses, chunks)
-    value, bad_row = _launch(_HINGE, _multiclass_hinge_types,
-                             (x.dtype, grad is None, row_losses is None), chunks, args)
-    if bad_row >= 0:
-        raise label_error(int(labels[bad_row]), bad_row, x.shape[1], loss="multiclass_hinge")
-    if hess is not None:  # piecewise linear: 0 away from the kinks; NaN rows NaN
-        hess[...] = 0
-        hess[np.isnan(x).any(axis=1)] = np.nan
-    if not want_value:
-        return None
-    if reduction == "none":
-        return row_losses.astype(x.dtype)
-    return _UNIT[x.dtype] * value
-
-
-ROW_KERNELS = {"cross_entropy": bad_labels_as_nan(cross_entropy),
-               "multiclass_hinge": multiclass_hinge}

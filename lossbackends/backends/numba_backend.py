@@ -9,7 +9,8 @@ result does not depend on the number of threads; the chunks of a large input are
 out among threads, each taking the next chunk not yet taken (``_threads``). Elementwise
 inputs below ``PARALLEL_MIN_ELEMENTS``, and cross-entropy inputs of one chunk (under
 twice ``CE_CHUNK_ELEMENTS`` logits), run on the calling thread alone. The row losses
-(cross-entropy, multiclass hinge) live in ``_numba_rows``, on the pieces defined here.
+(cross-entropy, multiclass hinge) live in ``_numba_rows`` and
+``_numba_multiclass_hinge``, on the pieces defined here.
 
 Compiled code is cached on disk (``cache=True``): next to this module when that directory
 is writable, else in Numba's user-wide cache (``NUMBA_CACHE_DIR`` overrides both). If no
@@ -460,8 +461,9 @@ class PlainCalls(dict):
 
 
 KERNELS = {loss: _elementwise(loss) for loss in _numba_losses.LOSSES}
-# the row losses (cross-entropy, multiclass hinge) use the pieces above
-from ._numba_rows import ROW_KERNELS  # noqa: E402
+# the row losses use the pieces above
+from ._numba_multiclass_hinge import multiclass_hinge  # noqa: E402
+from ._numba_rows import cross_entropy  # noqa: E402
 
-KERNELS.update(ROW_KERNELS)
+KERNELS.update({"cross_entropy": cross_entropy, "multiclass_hinge": multiclass_hinge})
 _dispatch.register("numba", KERNELS)
