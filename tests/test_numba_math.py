@@ -11,6 +11,7 @@ pytest.importorskip("numba", reason="Numba is not installed (pip install 'lossba
 
 from numba import njit  # noqa: E402
 
+from lossbackends.backends._numba_common import FASTMATH  # noqa: E402
 from lossbackends.backends._numba_math import (  # noqa: E402
     EXP32,
     EXP32_WIDE,
@@ -26,7 +27,6 @@ from lossbackends.backends._numba_math import (  # noqa: E402
     held,
     softcap_near_zero,
 )
-from lossbackends.backends.numba_backend import FASTMATH  # noqa: E402
 
 
 def _compiled(function, constants=None):

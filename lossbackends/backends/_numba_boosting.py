@@ -12,9 +12,10 @@ import numba
 import numpy as np
 
 from . import _threads
+from ._numba_common import CHUNKS, PARALLEL_MIN_ELEMENTS, _jit, array_type
 from ._numba_math import inline
 from ._threads import claim
-from .numba_backend import CHUNKS, PARALLEL_MIN_ELEMENTS, _jit, array_type, weighted_floor
+from .numba_backend import weighted_floor
 
 
 @inline

@@ -7,10 +7,7 @@ from __future__ import annotations
 import numpy as np
 
 from ._host import half_in_float32, label_error
-from ._numba_math import ZERO, maximum
-from ._numba_rows import _BOOL, _INT, _NONE, _REAL, _ROW_LOSSES, _launch
-from ._threads import claim, record
-from .numba_backend import (
+from ._numba_common import (
     _CHUNK_ARGUMENTS,
     _EMPTY,
     _UNIT,
@@ -19,6 +16,9 @@ from .numba_backend import (
     _jit,
     array_type,
 )
+from ._numba_math import ZERO, maximum
+from ._numba_rows import _BOOL, _INT, _NONE, _REAL, _ROW_LOSSES, _launch
+from ._threads import claim, record
 
 INF32 = np.float32(np.inf)  # float32 constants: float32 scores are compared in float32
 NAN32 = np.float32(np.nan)

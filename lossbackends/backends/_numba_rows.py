@@ -4,7 +4,7 @@ row while the row is in cache (max, then ``exp`` once per element, written into 
 gradient buffer, then the gradient in place); rows of fewer than ``FEW_CLASSES`` classes
 without options go block by block instead, in flat passes over many rows (a short row
 does not vectorise). The shared pieces (``_jit``, ``_sum``, the chunking constants) are
-``numba_backend``'s. A large input's chunks of rows are shared among threads
+``_numba_common``'s. A large input's chunks of rows are shared among threads
 (``_threads``); each thread checks all the labels before it writes anything.
 """
 
@@ -14,6 +14,20 @@ import numba
 import numpy as np
 
 from ._host import bad_labels_as_nan, half_in_float32, label_error
+from ._numba_common import (
+    _CHUNK_ARGUMENTS,
+    _EMPTY,
+    _EMPTY_ROWS,
+    _NO_LABELS,
+    _UNIT,
+    BLOCK,
+    CE_CHUNK_ELEMENTS,
+    CHUNKS,
+    _in_order,
+    _jit,
+    _sum,
+    array_type,
+)
 from ._numba_math import (
     EXP32_WIDE,
     ONE,
@@ -29,20 +43,6 @@ from ._numba_math import (
     softcap_near_zero,
 )
 from ._threads import claim, record, share
-from .numba_backend import (
-    _CHUNK_ARGUMENTS,
-    _EMPTY,
-    _EMPTY_ROWS,
-    _NO_LABELS,
-    _UNIT,
-    BLOCK,
-    CE_CHUNK_ELEMENTS,
-    CHUNKS,
-    _in_order,
-    _jit,
-    _sum,
-    array_type,
-)
 
 _EMPTY_LOSSES = np.empty(0)  # no per-row losses wanted
 _ROW_LOSSES = numba.float64[::1]  # per-row losses: float64, allocated here (aligned)

@@ -193,7 +193,7 @@ def _await_code():
     if not _AWAIT:
         with _start:  # (once, when several threads make their first shared call at once)
             if not _AWAIT:
-                from .numba_backend import _jit
+                from ._numba_common import _jit
 
                 counter = numba.int64[::1]
                 _AWAIT.append(_jit(_await, "_await").compile(

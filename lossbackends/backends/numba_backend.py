@@ -10,7 +10,8 @@ out among threads, each taking the next chunk not yet taken (``_threads``). Elem
 inputs below ``PARALLEL_MIN_ELEMENTS``, and cross-entropy inputs of one chunk (under
 twice ``CE_CHUNK_ELEMENTS`` logits), run on the calling thread alone. The row losses
 (cross-entropy, multiclass hinge) live in ``_numba_rows`` and
-``_numba_multiclass_hinge``, on the pieces defined here.
+``_numba_multiclass_hinge``; what every kernel shares (``_jit``, ``_sum``, the chunking
+constants, ``array_type``) in ``_numba_common``.
 
 Compiled code is cached on disk (``cache=True``): next to this module when that directory
 is writable, else in Numba's user-wide cache (``NUMBA_CACHE_DIR`` overrides both). If no
@@ -20,102 +21,34 @@ says so. Nothing is compiled at import.
 
 from __future__ import annotations
 
-import hashlib
-import types
-import warnings
-from pathlib import Path
-
 import numba
 import numpy as np
-from numba import njit
 from numba.extending import overload
 
 from .. import _dispatch
-from . import _numba_losses, _numba_math, _threads
+from . import _numba_losses, _threads
 from ._host import FLOAT16, in_float32
+from ._numba_common import (
+    _CHUNK_ARGUMENTS,
+    _UNIT,
+    BLOCK,
+    CHUNKS,
+    PARALLEL_MIN_ELEMENTS,
+    _in_order,
+    _jit,
+    _sum,
+    array_type,
+)
 from ._numba_losses import binary_cross_entropy_of_hard_labels
 from ._numba_math import ONE, ZERO, held, inline
-from ._threads import SHARED, claim, record
+from ._numba_multiclass_hinge import multiclass_hinge
+from ._numba_rows import cross_entropy
+from ._threads import claim, record
 
 xp = np
 
-# Fast-math without "nnan"/"ninf", so NaN and inf keep their meaning; without "reassoc",
-# so every formula is evaluated as written: reassociation costs our exp 4 ulp and turns
-# y log p + (1 - y) log(1 - p) into a cancellation (sums reassociate, apart: see ``_sum``);
-# and without "contract", which fused a b + c differently in a loop's vector body and in
-# its scalar tail, so that an element's bits depended on its place in the array (the math
-# functions fuse by name: ``_numba_math.fma``).
-FASTMATH = frozenset({"nsz", "arcp", "afn"})
-CHUNKS = 64  # partial sums per call: a constant, so results never depend on thread count
-BLOCK = 2048  # elements per inner loop: a block of each array stays in L1
-CE_CHUNK_ELEMENTS = 8192  # the fewest logits in a cross-entropy chunk (two beat one from 2x)
-PARALLEL_MIN_ELEMENTS = 1 << 17  # below this one thread is faster (thread start-up)
-
-
-# Numba's cache checks the source of the file a kernel is written in (this one), not of
-# the files it inlines from, so the kernels' cache entries carry a fingerprint of those
-# (_numba_math.py, _numba_losses.py, _threads.py): an edit or an upgrade of one never
-# loads kernels compiled from before.
-_MATH_FINGERPRINT = hashlib.sha256(b"".join(
-    Path(module.__file__).read_bytes()
-    for module in (_numba_math, _numba_losses, _threads))).hexdigest()[:12]
-
-
-def _jit(function, name: str, reassociate: bool = False, math=None, constants=None):
-    """Compile ``function`` under its own name (its cache entry) with our flags; only sums
-    may ``reassociate``. ``math``, an elementwise loss's function (of
-    ``_numba_losses``), is the global ``_LOSS_MATH`` of this compilation (a closure cell
-    holding a function would be pickled into the cache's key, which then never matches
-    again), and ``constants``, the constants its mathematics declares (``loss_math``), the
-    global ``_LOSS_CONSTANTS``."""
-    name = f"{name}_{_MATH_FINGERPRINT}"
-    scope = function.__globals__
-    if math is not None or constants is not None:
-        scope = {**scope, "_LOSS_MATH": math, "_LOSS_CONSTANTS": constants}
-    clone = types.FunctionType(function.__code__, scope, name,
-                               function.__defaults__, function.__closure__)
-    clone.__qualname__ = name
-    fastmath = set(FASTMATH) | ({"reassoc"} if reassociate else set())
-    # nogil: a large input's chunks run on several threads at once (``_threads``)
-    options = {"fastmath": fastmath, "nogil": True,
-               "error_model": "numpy"}  # x / 0 is inf or NaN, as in NumPy
-    try:
-        return njit(cache=True, **options)(clone)
-    except RuntimeError as exc:  # no writable cache location: compile per process
-        if not _UNCACHED:  # one warning for all the kernels
-            warnings.warn(f"Numba cannot cache the lossbackends kernels ({exc}); they are "
-                          "compiled in each process. Set NUMBA_CACHE_DIR to a writable "
-                          "directory to cache them.", RuntimeWarning, stacklevel=2)
-        _UNCACHED.append(name)
-        return njit(**options)(clone)
-
-
-_UNCACHED: list[str] = []  # the kernels compiled without an on-disk cache
 _LOSS_MATH = None  # the loss's function in each elementwise kernel (see _jit)
 _LOSS_CONSTANTS = None  # the constants that function declares, held (see _jit)
-
-
-def _sum(values):
-    """sum(values) in float64, reassociated so that it vectorises: compiled on its own, so
-    the formulas of its callers keep their order. The order is fixed at compile time, so
-    the same inputs give the same bits."""
-    total = 0.0
-    for i in range(values.size):
-        total += values[i]
-    return total
-
-
-_sum = _jit(_sum, "_sum", reassociate=True)
-
-
-def _in_order(partials) -> float:
-    """sum(partials) from first to last: the chunks' partial sums in a fixed order, as a
-    kernel adds them over its chunks, so that the result does not depend on which thread
-    ran which chunk (Python floats: float64 additions, as in the kernels)."""
-    total = 0.0
-    for value in partials.tolist():
-        total += value
-    return total
 
 
 @inline
@@ -282,33 +215,8 @@ def _elementwise_kernel(optimistic: bool, want_value: bool):
 
 # --- launching -------------------------------------------------------------------------
 
-_UNIT = {np.dtype(np.float32): np.float32(1), np.dtype(np.float64): np.float64(1)}
-# empty arrays that stand in for unused array arguments of the row kernels (no class
-# weights, no probabilities), so that every call types the same way
-_EMPTY = {dtype: np.empty(0, dtype) for dtype in _UNIT}
-_EMPTY_ROWS = {dtype: np.empty((0, 0), dtype) for dtype in _UNIT}
-_NO_LABELS = np.empty(0, np.int64)
 _NO_PARAM = (0.0, 0.0, 0.0)  # the options' tuple of a loss without options
 NO_FLOOR = float("-inf")  # no floor under the Hessian
-
-
-def array_type(dtype, ndim: int, writes: bool = False):
-    """The Numba type of a kernel's array argument when its machine code is called directly
-    (``_machine_code``, the row kernels' ``_launch``), which skips the dispatcher's typing
-    of every argument on every call. C-contiguous: the front's preparation
-    (``as_prediction``, ``as_values``, ``_check_out``) makes every array so. An array the
-    kernel only reads is typed read-only and unaligned, so that one compiled version takes
-    them all, aligned or not, writeable or not (JAX's arrays, a memory map's); an unaligned
-    load costs nothing on the CPUs we run on. An array it ``writes`` is typed writeable and
-    aligned, like the kernels' own scratch arrays, which Numba must be able to unify with
-    it (``_check_out`` rejects an unaligned ``out=``)."""
-    if writes:
-        return numba.types.Array(numba.from_dtype(dtype), ndim, "C")
-    return numba.types.Array(numba.from_dtype(dtype), ndim, "C", readonly=True, aligned=False)
-
-
-# every kernel's last argument: the chunks its threads share, or None (see ``_threads``)
-_CHUNK_ARGUMENTS = (SHARED,)
 
 
 def _machine_code(kernel, dtype, no_weight, no_pos_weight, no_grad, no_hess):
@@ -460,10 +368,6 @@ class PlainCalls(dict):
         return launch
 
 
-KERNELS = {loss: _elementwise(loss) for loss in _numba_losses.LOSSES}
-# the row losses use the pieces above
-from ._numba_multiclass_hinge import multiclass_hinge  # noqa: E402
-from ._numba_rows import cross_entropy  # noqa: E402
-
-KERNELS.update({"cross_entropy": cross_entropy, "multiclass_hinge": multiclass_hinge})
+KERNELS = {**{loss: _elementwise(loss) for loss in _numba_losses.LOSSES},
+           "cross_entropy": cross_entropy, "multiclass_hinge": multiclass_hinge}
 _dispatch.register("numba", KERNELS)

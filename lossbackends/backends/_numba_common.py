@@ -1,0 +1,123 @@
+"""What every Numba kernel of lossbackends shares: the compiler's flags and cache names
+(``_jit``), the chunking constants, the fixed-order sums, and the argument types of the
+kernels' machine code (``array_type``). It imports none of the kernels' modules
+(``numba_backend``, ``_numba_rows``, ``_numba_multiclass_hinge``, ``_numba_boosting``),
+which all import it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import types
+import warnings
+from pathlib import Path
+
+import numba
+import numpy as np
+from numba import njit
+
+from ._threads import SHARED
+
+# Fast-math without "nnan"/"ninf", so NaN and inf keep their meaning; without "reassoc",
+# so every formula is evaluated as written: reassociation costs our exp 4 ulp and turns
+# y log p + (1 - y) log(1 - p) into a cancellation (sums reassociate, apart: see ``_sum``);
+# and without "contract", which fused a b + c differently in a loop's vector body and in
+# its scalar tail, so that an element's bits depended on its place in the array (the math
+# functions fuse by name: ``_numba_math.fma``).
+FASTMATH = frozenset({"nsz", "arcp", "afn"})
+CHUNKS = 64  # partial sums per call: a constant, so results never depend on thread count
+BLOCK = 2048  # elements per inner loop: a block of each array stays in L1
+CE_CHUNK_ELEMENTS = 8192  # the fewest logits in a cross-entropy chunk (two beat one from 2x)
+PARALLEL_MIN_ELEMENTS = 1 << 17  # below this one thread is faster (thread start-up)
+
+
+# Numba's cache checks the source of the file a kernel is written in, not of the files
+# whose functions it inlines or calls, so every kernel's cache name carries a fingerprint
+# of all the Numba backend's sources: an edit or an upgrade of one never loads kernels
+# compiled from before.
+_FOLDER = Path(__file__).parent
+_SOURCES_FINGERPRINT = hashlib.sha256(b"".join(
+    path.read_bytes() for path in sorted([*_FOLDER.glob("*numba*.py"), _FOLDER / "_threads.py"])
+)).hexdigest()[:12]
+
+
+def _jit(function, name: str, reassociate: bool = False, math=None, constants=None):
+    """Compile ``function`` under its own name (its cache entry) with our flags; only sums
+    may ``reassociate``. ``math``, an elementwise loss's function (of
+    ``_numba_losses``), is the global ``_LOSS_MATH`` of this compilation (a closure cell
+    holding a function would be pickled into the cache's key, which then never matches
+    again), and ``constants``, the constants its mathematics declares (``loss_math``), the
+    global ``_LOSS_CONSTANTS``."""
+    name = f"{name}_{_SOURCES_FINGERPRINT}"
+    scope = function.__globals__
+    if math is not None or constants is not None:
+        scope = {**scope, "_LOSS_MATH": math, "_LOSS_CONSTANTS": constants}
+    clone = types.FunctionType(function.__code__, scope, name,
+                               function.__defaults__, function.__closure__)
+    clone.__qualname__ = name
+    fastmath = set(FASTMATH) | ({"reassoc"} if reassociate else set())
+    # nogil: a large input's chunks run on several threads at once (``_threads``)
+    options = {"fastmath": fastmath, "nogil": True,
+               "error_model": "numpy"}  # x / 0 is inf or NaN, as in NumPy
+    try:
+        return njit(cache=True, **options)(clone)
+    except RuntimeError as exc:  # no writable cache location: compile per process
+        if not _UNCACHED:  # one warning for all the kernels
+            warnings.warn(f"Numba cannot cache the lossbackends kernels ({exc}); they are "
+                          "compiled in each process. Set NUMBA_CACHE_DIR to a writable "
+                          "directory to cache them.", RuntimeWarning, stacklevel=2)
+        _UNCACHED.append(name)
+        return njit(**options)(clone)
+
+
+_UNCACHED: list[str] = []  # the kernels compiled without an on-disk cache
+
+
+def _sum(values):
+    """sum(values) in float64, reassociated so that it vectorises: compiled on its own, so
+    the formulas of its callers keep their order. The order is fixed at compile time, so
+    the same inputs give the same bits."""
+    total = 0.0
+    for i in range(values.size):
+        total += values[i]
+    return total
+
+
+_sum = _jit(_sum, "_sum", reassociate=True)
+
+
+def _in_order(partials) -> float:
+    """sum(partials) from first to last: the chunks' partial sums in a fixed order, as a
+    kernel adds them over its chunks, so that the result does not depend on which thread
+    ran which chunk (Python floats: float64 additions, as in the kernels)."""
+    total = 0.0
+    for value in partials.tolist():
+        total += value
+    return total
+
+
+_UNIT = {np.dtype(np.float32): np.float32(1), np.dtype(np.float64): np.float64(1)}
+# empty arrays that stand in for unused array arguments of the row kernels (no class
+# weights, no probabilities), so that every call types the same way
+_EMPTY = {dtype: np.empty(0, dtype) for dtype in _UNIT}
+_EMPTY_ROWS = {dtype: np.empty((0, 0), dtype) for dtype in _UNIT}
+_NO_LABELS = np.empty(0, np.int64)
+
+
+def array_type(dtype, ndim: int, writes: bool = False):
+    """The Numba type of a kernel's array argument when its machine code is called directly
+    (``_machine_code``, the row kernels' ``_launch``), which skips the dispatcher's typing
+    of every argument on every call. C-contiguous: the front's preparation
+    (``as_prediction``, ``as_values``, ``_check_out``) makes every array so. An array the
+    kernel only reads is typed read-only and unaligned, so that one compiled version takes
+    them all, aligned or not, writeable or not (JAX's arrays, a memory map's); an unaligned
+    load costs nothing on the CPUs we run on. An array it ``writes`` is typed writeable and
+    aligned, like the kernels' own scratch arrays, which Numba must be able to unify with
+    it (``_check_out`` rejects an unaligned ``out=``)."""
+    if writes:
+        return numba.types.Array(numba.from_dtype(dtype), ndim, "C")
+    return numba.types.Array(numba.from_dtype(dtype), ndim, "C", readonly=True, aligned=False)
+
+
+# every kernel's last argument: the chunks its threads share, or None (see ``_threads``)
+_CHUNK_ARGUMENTS = (SHARED,)
