@@ -1,7 +1,7 @@
 // The mathematics of the second set of elementwise losses, once each: the loss of one
 // element, its derivative in p and its second derivative `h` (NaN exactly where the
 // derivative is; removed by the compiler where no Hessian is asked). `o` holds the loss's options as its preparation in
-// lossbackends/_loss.py gives them (padded with zeros to three; booleans are 1 and 0).
+// lossbackends/_prepare.py gives them (padded with zeros to three; booleans are 1 and 0).
 // Options are uniform across a launch, so branches on them do not diverge. Comparisons
 // are written so that NaN propagates.
 #pragma once

@@ -332,13 +332,15 @@ def prepare_cross_entropy(
         if not 0.0 < softcap < float("inf"):
             raise ValueError(
                 f"softcap must be a finite number > 0, or None for no capping; got {softcap}")
-        # the kernels multiply by 1 / softcap, which must be finite in the computing dtype
+        # the kernels multiply by softcap and by 1 / softcap, both finite in the computing
+        # dtype (and 1 / softcap exact to its rounding: softcap is normal)
         computing = np.dtype(np.float32) if x2d.dtype == np.float16 else x2d.dtype
-        tiny = float(np.finfo(computing).tiny)
-        if softcap < tiny:
+        info = np.finfo(computing)
+        tiny, largest = float(info.tiny), float(info.max)
+        if not tiny <= softcap <= largest:
             raise ValueError(
-                f"softcap must be at least {tiny:.6g} (the smallest normal {computing}) for "
-                f"{x2d.dtype} logits; got {softcap}")
+                f"softcap must be within [{tiny!r}, {largest!r}] (the normal {computing} "
+                f"numbers) for {x2d.dtype} logits; got {softcap!r}")
     if class_weight is not None:
         same_device("class_weight", class_weight, x2d)
         class_weight = as_values(xp, class_weight, x2d.dtype, "class_weight")

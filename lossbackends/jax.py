@@ -258,7 +258,7 @@ def _make(name: str) -> Callable:
 
 
 # the docstrings' examples: y_true, y_pred, options, and what they print (the value, then
-# the gradient); lossbackends/torch.py has the same data in torch's argument order
+# the gradient); lossbackends/_torch_table.py has the same data in torch's argument order
 _V, _P2 = "[0.5, -1.0, 2.0]", "[[2.0, 1.0, 0.1], [0.5, 0.2, 3.0]]"
 _EXAMPLES: dict[str, tuple[str, str, str, str, str]] = {
     "mse": ("[0.0, 0.0, 1.0]", _V, "", "0.7500", "[ 0.3333 -0.6667  0.6667]"),

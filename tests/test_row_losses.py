@@ -5,6 +5,7 @@ against the float64 references of ``reference.py``, finite differences and the p
 from __future__ import annotations
 
 import importlib.util
+import re
 import warnings
 
 import numpy as np
@@ -319,26 +320,34 @@ def test_cross_entropy_option_errors(bad, message):
 
 
 @pytest.mark.parametrize("dtype", [np.float16, np.float32, np.float64])
-def test_softcap_down_to_the_smallest_normal(backend, dtype):
-    """The kernels multiply by 1 / softcap: from the computing dtype's smallest normal
-    (float16's is float32's) it is finite and the results are right (the logits capped to
-    about 0 and the slopes of all but the zero logit 0); below it, a ValueError (1 / softcap
-    was inf in float32, and a zero logit gave NaN)."""
+def test_softcap_within_the_normal_numbers(backend, dtype):
+    """The kernels multiply by softcap and 1 / softcap: from the computing dtype's smallest
+    normal (float16's is float32's) to its largest, both are finite and the results right
+    (at the smallest, the logits capped to about 0 and the slopes of all but the zero
+    logit 0); outside, a ValueError that names the bounds (1 / softcap was inf in float32
+    and a zero logit gave NaN; a softcap beyond float32's largest gave NaN rows)."""
     computing = np.float32 if dtype == np.float16 else dtype
-    tiny = float(np.finfo(computing).tiny)
-    x = on(backend, np.array([[0.0, 1.0, -3.0, 2.0], [1.0, 2.0, 3.0, 100.0]], dtype))
+    info = np.finfo(computing)
+    tiny, largest = float(info.tiny), float(info.max)
+    x = np.array([[0.0, 1.0, -3.0, 2.0], [1.0, 2.0, 3.0, 100.0]], dtype)
     labels = on(backend, np.array([0, 2]))
-    with warnings.catch_warnings():  # x / softcap overflows to inf: tanh 1, no warning
-        warnings.simplefilter("error")
-        value, grad = lb.cross_entropy.value_and_grad(labels, x, softcap=tiny,
-                                                      reduction="none", backend=backend)
     tol = 1e-3 if dtype == np.float16 else 1e-6
-    np.testing.assert_allclose(np.asarray(host(value), np.float64), [np.log(4)] * 2, rtol=tol)
-    np.testing.assert_allclose(np.asarray(host(grad), np.float64),
-                               [[-0.75, 0, 0, 0], [0, 0, 0, 0]], atol=tol)
-    with pytest.raises(ValueError, match=f"softcap must be at least {tiny:.6g} \\(the "
-                                         f"smallest normal {np.dtype(computing)}\\)"):
-        lb.cross_entropy(labels, x, softcap=tiny / 2, backend=backend)
+    plain = lb.cross_entropy(labels, on(backend, x), reduction="none", backend=backend)
+    for softcap, value, grad in [(tiny, [np.log(4)] * 2, [[-0.75, 0, 0, 0], [0, 0, 0, 0]]),
+                                 (largest, host(plain), None)]:
+        with warnings.catch_warnings():  # x / softcap overflows to inf: tanh 1, no warning
+            warnings.simplefilter("error")
+            v, g = lb.cross_entropy.value_and_grad(labels, on(backend, x), softcap=softcap,
+                                                   reduction="none", backend=backend)
+        np.testing.assert_allclose(np.asarray(host(v), np.float64), value, rtol=tol)
+        if grad is not None:
+            np.testing.assert_allclose(np.asarray(host(g), np.float64), grad, atol=tol)
+    bounds = re.escape(f"softcap must be within [{tiny!r}, {largest!r}] (the normal "
+                       f"{np.dtype(computing)} numbers) for {np.dtype(dtype)} logits")
+    outside = [np.nextafter(tiny, 0)] + ([largest * 1.0001] if computing == np.float32 else [])
+    for softcap in outside:
+        with pytest.raises(ValueError, match=bounds):
+            lb.cross_entropy(labels, on(backend, x), softcap=softcap, backend=backend)
 
 
 def test_multiclass_hinge_errors():
