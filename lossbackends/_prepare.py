@@ -223,6 +223,7 @@ def prepare_pinball(xp, y_true, y_pred, *, weight=None, quantile=0.5):
     prep = prepare_elementwise(xp, y_true, y_pred, weight=weight)
     return prep._replace(params=(real_option("pinball", "quantile", quantile, 0.0, 1.0),))
 
+
 _INT64 = np.iinfo(np.int64)
 
 

@@ -63,8 +63,10 @@ import torch
 from torch import Tensor
 
 from ._loss import REDUCTIONS
-from ._prepare import bool_option
-from ._torch_table import EXAMPLES, TABLE, Entry
+from ._prepare import bool_option as _bool_option
+from ._torch_table import EXAMPLES as _EXAMPLES
+from ._torch_table import TABLE as _TABLE
+from ._torch_table import Entry as _Entry
 
 _P = inspect.Parameter
 
@@ -80,11 +82,11 @@ _FORWARD_MODE = (
 )
 
 
-def _class_axis(entry: Entry, ndim: int) -> int | None:
+def _class_axis(entry: _Entry, ndim: int) -> int | None:
     return (1 if ndim >= 2 else 0) if entry.per_row else None
 
 
-def _our_options(entry: Entry, ndim: int, t1, t2, floats, ints) -> dict:
+def _our_options(entry: _Entry, ndim: int, t1, t2, floats, ints) -> dict:
     """The plain API's options from the op's arguments: ``floats`` in ``entry.floats``'
     order (NaN is ``None`` for the optional ones), ``ints`` those of ``entry.ints`` then
     ``entry.bools`` (0 or 1)."""
@@ -109,7 +111,7 @@ def _compute(loss, input, target, t1, t2, floats, ints, reduction):
     """The fused value and gradient, the gradient contiguous (as the fake says: a class axis
     other than the last comes back as a moved view, whose strides torch.compile would find
     different from the fake's)."""
-    entry = TABLE[loss]
+    entry = _TABLE[loss]
     options = _our_options(entry, input.ndim, t1, t2, floats, ints)
     value, grad = entry.loss.value_and_grad(target, input, reduction=reduction, **options)
     return value, grad.contiguous()
@@ -124,7 +126,7 @@ def _value_and_grad(loss: str, input: Tensor, target: Tensor, t1: Optional[Tenso
 
 @_value_and_grad.register_fake
 def _(loss, input, target, t1, t2, floats, ints, reduction):
-    entry = TABLE[loss]
+    entry = _TABLE[loss]
     if reduction != "none":
         shape: tuple = ()
     else:
@@ -135,7 +137,7 @@ def _(loss, input, target, t1, t2, floats, ints, reduction):
 
 
 def _save(ctx, loss: str, input: Tensor, reduction: str, grad: Tensor) -> None:
-    ctx.axis = _class_axis(TABLE[loss], input.ndim) if reduction == "none" else None
+    ctx.axis = _class_axis(_TABLE[loss], input.ndim) if reduction == "none" else None
     ctx.set_materialize_grads(False)
     ctx.save_for_backward(grad)
 
@@ -229,7 +231,7 @@ class _InPlace(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, loss, input, target, t1, t2, floats, ints, reduction):
-        entry = TABLE[loss]
+        entry = _TABLE[loss]
         options = _our_options(entry, input.ndim, t1, t2, floats, ints)
         buffer = input.detach()
         value, _ = entry.loss.value_and_grad(target, buffer, reduction=reduction, out=buffer,
@@ -249,8 +251,8 @@ class _InPlace(torch.autograd.Function):
 
 
 
-def _compute_dtype(entry: Entry, name: str, input: Tensor, target: Tensor, weight) -> Any:
-    """The dtype torch computes ``name`` in (see ``Entry.dtypes``), or None for input's."""
+def _compute_dtype(entry: _Entry, name: str, input: Tensor, target: Tensor, weight) -> Any:
+    """The dtype torch computes ``name`` in (see ``_Entry.dtypes``), or None for input's."""
     if entry.dtypes == "input" or not input.is_floating_point():
         return None
     if entry.dtypes == "same":
@@ -269,7 +271,7 @@ def _compute_dtype(entry: Entry, name: str, input: Tensor, target: Tensor, weigh
     return None if dtype == input.dtype else dtype
 
 
-def _apply(name: str, entry: Entry, input: Tensor, target: Tensor, options: dict) -> Tensor:
+def _apply(name: str, entry: _Entry, input: Tensor, target: Tensor, options: dict) -> Tensor:
     # in place only when a gradient is taken: otherwise the value alone, input untouched
     inplace = (options["inplace_backward"] and isinstance(input, Tensor) and input.requires_grad
                and torch.is_grad_enabled())
@@ -325,7 +327,7 @@ def _apply(name: str, entry: Entry, input: Tensor, target: Tensor, options: dict
             raise ValueError(f"{name}: {key} must be a number, not NaN")
         floats.append(float(value))
     ints = [int(options[key]) for key in entry.ints]
-    ints += [int(bool_option(name, key, options[key])) for key in entry.bools]
+    ints += [int(_bool_option(name, key, options[key])) for key in entry.bools]
     weighted_mean = entry.mean_by_weight and reduction == "mean" and weight is not None
     call_reduction = "sum" if weighted_mean else reduction
     args = (name, input, target, *tensors, floats, ints, call_reduction)
@@ -354,7 +356,7 @@ _NONE = float("nan")  # None of an optional float option, inside the op
 
 
 def _functional(name: str) -> Callable[..., Tensor]:
-    entry = TABLE[name]
+    entry = _TABLE[name]
     signature = inspect.Signature(
         [_P("input", _P.POSITIONAL_OR_KEYWORD, annotation=Tensor),
          _P("target", _P.POSITIONAL_OR_KEYWORD, annotation=Tensor)]
@@ -387,8 +389,8 @@ def _functional(name: str) -> Callable[..., Tensor]:
     return loss
 
 
-def _doc(name: str, entry: Entry) -> str:
-    x, t, opts, value, grad = EXAMPLES[name]
+def _doc(name: str, entry: _Entry) -> str:
+    x, t, opts, value, grad = _EXAMPLES[name]
     opts = f", {opts}" if opts else ""
     return f"""{entry.doc}
 
@@ -409,7 +411,7 @@ formulas) with ``y_pred = input`` and ``y_true = target``; differentiable with r
 
 
 def _module(name: str) -> type:
-    entry = TABLE[name]
+    entry = _TABLE[name]
     functional = _FUNCTIONS[name]
     params = [_P(key, _P.POSITIONAL_OR_KEYWORD, default=default) for key, default in entry.params]
     params += [_P(key, _P.KEYWORD_ONLY, default=default) for key, default in entry.kwonly]
@@ -443,8 +445,8 @@ def _module(name: str) -> type:
     })
 
 
-def _module_doc(name: str, entry: Entry, signature: inspect.Signature) -> str:
-    x, t, opts, value, _ = EXAMPLES[name]
+def _module_doc(name: str, entry: _Entry, signature: inspect.Signature) -> str:
+    x, t, opts, value, _ = _EXAMPLES[name]
     params = str(signature).replace("(self, ", "(", 1)
     names = " and ".join(f"``{key}``" for key in entry.tensors)
     buffers = (f" {names} {'is a buffer' if len(entry.tensors) == 1 else 'are buffers'} "
@@ -459,8 +461,8 @@ options, ``forward(input, target)`` is ``{name}(input, target, **options)``.{buf
 """
 
 
-_FUNCTIONS = {name: _functional(name) for name in TABLE}
-_MODULES = {name: _module(name) for name in TABLE}
+_FUNCTIONS = {name: _functional(name) for name in _TABLE}
+_MODULES = {name: _module(name) for name in _TABLE}
 globals().update(_FUNCTIONS)
 globals().update({cls.__name__: cls for cls in _MODULES.values()})
 __all__ = sorted([*_FUNCTIONS, *(cls.__name__ for cls in _MODULES.values())])

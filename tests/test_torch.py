@@ -407,7 +407,7 @@ def test_every_module():
     for case in MORE:
         ours, _, x, t, options = _more(case)
         x.requires_grad_()
-        module = getattr(lbt, lbt.TABLE[ours.__name__].module)(**options)
+        module = getattr(lbt, lbt._TABLE[ours.__name__].module)(**options)
         torch.testing.assert_close(module(x, t), ours(x, t, **options))
     assert "delta=0.5" in repr(lbt.HuberLoss(delta=0.5))
 
@@ -557,10 +557,10 @@ def test_torch_func_grad_vjp_and_vmap():
 def test_docstrings_are_torch_s_own():
     """Each function's docstring has its own torch example and links the plain loss's page
     for the formulas, instead of repeating its (NumPy, y_true-first) docstring."""
-    for name in lbt.TABLE:
+    for name in lbt._TABLE:
         doc = getattr(lbt, name).__doc__
         assert f"lbt.{name}(x, torch.tensor(" in doc
-        assert f":obj:`lossbackends.{lbt.TABLE[name].loss.name}`" in doc
+        assert f":obj:`lossbackends.{lbt._TABLE[name].loss.name}`" in doc
         assert "y_true, y_pred" not in doc and "lb." not in doc
-        module = lbt.TABLE[name].module
+        module = lbt._TABLE[name].module
         assert f"lbt.{module}(" in getattr(lbt, module).__doc__

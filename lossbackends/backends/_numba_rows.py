@@ -73,8 +73,6 @@ def _launch(kernel, types, key: tuple, chunks: int, args: tuple) -> tuple[float,
     return total * scale, bad_row
 
 
-
-
 @inline
 def _shifted(v, top):
     """v - top, with 0 where v equals the row's max ``top`` (also when both are inf: an

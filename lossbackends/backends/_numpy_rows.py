@@ -10,6 +10,7 @@ import numpy as np
 from ._host import bad_labels_as_nan, half_in_float32, label_error
 
 
+@bad_labels_as_nan
 @half_in_float32
 def cross_entropy(target, x, class_weight, params, reduction, scale, grad, want_value,
                   hess=None):
@@ -216,6 +217,3 @@ def multiclass_hinge(labels, x, weight, params, reduction, scale, grad, want_val
         total /= rows if given_denominator is None else given_denominator
     return dtype.type(total)
 
-
-ROW_KERNELS = {"cross_entropy": bad_labels_as_nan(cross_entropy),
-               "multiclass_hinge": multiclass_hinge}

@@ -12,7 +12,7 @@ import numpy as np
 
 from .. import _dispatch
 from ._host import FLOAT16, half_in_float32
-from ._numpy_rows import ROW_KERNELS
+from ._numpy_rows import cross_entropy, multiclass_hinge
 
 xp = np
 
@@ -406,9 +406,10 @@ KERNELS = {
     "binary_cross_entropy": binary_cross_entropy,
     "binary_cross_entropy_with_logits": binary_cross_entropy_with_logits,
     "hinge": hinge,
+    "cross_entropy": cross_entropy,  # the row losses: _numpy_rows
+    "multiclass_hinge": multiclass_hinge,
 }
 KERNELS.update({math.__name__.lstrip("_"): _elementwise(math) for math in (
     _mae, _huber, _smooth_l1, _log_cosh, _squared_hinge, _soft_margin, _sigmoid_focal,
     _poisson_nll, _kl_div, _pinball)})
-KERNELS.update(ROW_KERNELS)  # cross-entropy, multiclass hinge: _numpy_rows
 _dispatch.register("numpy", KERNELS)
