@@ -162,6 +162,22 @@ def real_option(loss: str, name: str, value, low: float, high: float = float("in
     return value
 
 
+def normal_option(prefix: str, name: str, value: float, dtype: np.dtype, what: str, *,
+                  zero: bool = False) -> float:
+    """``value`` (finite, >= 0), unless it is outside the normal numbers of the computing
+    dtype (float32's for float16 ``dtype``): the kernels divide by it, or multiply by its
+    reciprocal, which must be finite (and exact to its rounding). 0 passes with ``zero``.
+    ``prefix`` starts the message, ``what`` names the inputs (``logits``, ``inputs``)."""
+    computing = np.dtype(np.float32) if dtype == np.float16 else np.dtype(dtype)
+    info = np.finfo(computing)
+    tiny, largest = float(info.tiny), float(info.max)
+    if not (tiny <= value <= largest or (zero and value == 0.0)):
+        raise ValueError(
+            f"{prefix}{name} must be {'0 or ' if zero else ''}within [{tiny!r}, {largest!r}] "
+            f"(the normal {computing} numbers) for {np.dtype(dtype)} {what}; got {value!r}")
+    return value
+
+
 def bool_option(loss: str, name: str, value) -> bool:
     if not isinstance(value, (bool, np.bool_)):
         raise TypeError(f"{loss}: {name} must be True or False, not {value!r}")
@@ -183,7 +199,9 @@ def prepare_huber(xp, y_true, y_pred, *, weight=None, delta=1.0):
 def prepare_smooth_l1(xp, y_true, y_pred, *, weight=None, beta=1.0):
     prep = prepare_elementwise(xp, y_true, y_pred, weight=weight)
     # beta = 0 is the absolute error, as in PyTorch; a negative beta is an error there too
-    return prep._replace(params=(real_option("smooth_l1", "beta", beta, 0.0, _INF),))
+    beta = real_option("smooth_l1", "beta", beta, 0.0, _INF)
+    return prep._replace(params=(normal_option("smooth_l1: ", "beta", beta, prep.p.dtype,
+                                               "inputs", zero=True),))
 
 
 def prepare_squared_hinge(xp, y_true, y_pred, *, weight=None, margin=1.0):
@@ -333,15 +351,7 @@ def prepare_cross_entropy(
         if not 0.0 < softcap < float("inf"):
             raise ValueError(
                 f"softcap must be a finite number > 0, or None for no capping; got {softcap}")
-        # the kernels multiply by softcap and by 1 / softcap, both finite in the computing
-        # dtype (and 1 / softcap exact to its rounding: softcap is normal)
-        computing = np.dtype(np.float32) if x2d.dtype == np.float16 else x2d.dtype
-        info = np.finfo(computing)
-        tiny, largest = float(info.tiny), float(info.max)
-        if not tiny <= softcap <= largest:
-            raise ValueError(
-                f"softcap must be within [{tiny!r}, {largest!r}] (the normal {computing} "
-                f"numbers) for {x2d.dtype} logits; got {softcap!r}")
+        normal_option("", "softcap", softcap, x2d.dtype, "logits")
     if class_weight is not None:
         same_device("class_weight", class_weight, x2d)
         class_weight = as_values(xp, class_weight, x2d.dtype, "class_weight")

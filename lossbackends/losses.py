@@ -275,7 +275,8 @@ smooth_l1 = Loss(
                                    \mathrm{sign}(e_i) & \text{otherwise} \end{cases},
         \qquad \partial^2 \ell_i / \partial p_i^2 = \frac{w_i}{\beta}\,[|e_i| < \beta]
 
-    ``beta=0`` is ``mae``; a negative ``beta`` is a ``ValueError``. Equal to
+    ``beta=0`` is ``mae``; a negative ``beta``, or one between 0 and the computing dtype's
+    smallest normal number, is a ``ValueError``. Equal to
     ``huber(delta=beta) / beta`` for ``beta > 0``, except the Hessian at ``|e| = beta``: 0
     here, the branch the value takes there (PyTorch's second derivative too).
 

@@ -387,6 +387,10 @@ def test_options_through_the_parallel_kernel(backend, loss, options):
     ("huber", {"delta": "1"}, TypeError, "delta must be a real number, not str"),
     ("smooth_l1", {"beta": -0.5}, ValueError, r"beta must be in \[0, inf\)"),
     ("smooth_l1", {"beta": float("nan")}, ValueError, "beta must be in"),
+    # (float64 inputs: a subnormal float64 beta; float32's smallest normal is fine there)
+    ("smooth_l1", {"beta": 1e-310}, ValueError, r"smooth_l1: beta must be 0 or within "
+     r"\[2\.2250738585072014e-308, 1\.7976931348623157e\+308\] \(the normal float64 "
+     r"numbers\) for float64 inputs; got 1e-310"),
     ("sigmoid_focal", {"alpha": 1.5}, ValueError, r"alpha must be in \[0, 1\]"),
     ("sigmoid_focal", {"alpha": -1}, ValueError, r"or None for no balancing \(torchvision's alpha=-1\)"),
     ("sigmoid_focal", {"gamma": -1.0}, ValueError, r"gamma must be in \[0, inf\)"),
@@ -402,6 +406,28 @@ def test_options_through_the_parallel_kernel(backend, loss, options):
 def test_bad_options_name_the_fix(loss, options, error, message):
     with pytest.raises(error, match=message):
         getattr(lb, loss)([0.0, 1.0], [0.5, 0.5], backend="numpy", **options)
+
+
+def test_smooth_l1_at_beta_0_and_the_smallest_normal_beta(backend):
+    """beta = 0 is mae, Hessian included (the NumPy backend's 1 / beta raised
+    ZeroDivisionError); a beta that is normal in float64 but subnormal in float32 computes
+    right for float64 inputs (e / beta, not e times an infinite 1 / beta: Numba gave NaN and
+    inf for a subnormal one) and is refused for float32 inputs."""
+    y, p = on(backend, np.zeros(3)), on(backend, np.array([0.5, -2.0, 0.0]))
+    grad, hess = lb.smooth_l1.grad_and_hess(y, p, beta=0.0, backend=backend)
+    mae_grad, mae_hess = lb.mae.grad_and_hess(y, p, backend=backend)
+    np.testing.assert_array_equal(host(grad), host(mae_grad))
+    np.testing.assert_array_equal(host(hess), host(mae_hess))
+    beta = 1e-39  # subnormal in float32, normal in float64
+    p = on(backend, np.array([1e-45, 0.0, 2.0, -2e-39]))
+    value, grad = lb.smooth_l1.value_and_grad(on(backend, np.zeros(4)), p, beta=beta,
+                                              reduction="none", backend=backend)
+    np.testing.assert_allclose(host(value), [0.5e-90 / beta, 0.0, 2.0 - beta / 2, 2e-39 - beta / 2],
+                               rtol=1e-15, atol=0)
+    np.testing.assert_allclose(host(grad), [1e-45 / beta, 0.0, 1.0, -1.0], rtol=1e-15)
+    with pytest.raises(ValueError, match="beta must be 0 or within .* for float32 inputs"):
+        lb.smooth_l1(on(backend, np.zeros(4, np.float32)), on(backend, np.ones(4, np.float32)),
+                     beta=beta, backend=backend)
 
 
 def test_losses_table_lists_every_loss():

@@ -234,7 +234,8 @@ def _smooth_l1(y, p, params, want_value, want_grad, want_hess):
         loss = np.where(inside, 0.5 * e * e / beta, a - 0.5 * beta) if want_value else None
         d = np.where(inside, e / beta, np.sign(e)) if want_grad else None
         # 1 / beta inside, 0 from |e| = beta on (the value's branch, as PyTorch)
-        h = np.where(inside, 1.0 / beta, _zero_or_nan(a)) if want_hess else None
+        # (a Python float: 1 / 0 would raise, not give inf, for beta = 0: never inside)
+        h = np.where(inside, 1.0 / beta if beta else 0.0, _zero_or_nan(a)) if want_hess else None
     return loss, d, h
 
 
