@@ -58,17 +58,25 @@ def main() -> int:
         print(f"  {name:6s} {'yes' if ok else 'no ':3s}  {line}")
         if ok:
             runnable.append(name)
-    choice = lb.get_backend()
     host = _dispatch.auto_host_backend()
     why = ("Numba is installed" if host == "numba"
            else "Numba is not installed (pip install 'lossbackends[numba]')")
+    failures = 0
+    try:
+        choice = lb.get_backend()
+    except ValueError as exc:  # an unknown LOSSBACKENDS_BACKEND: every plain call raises it
+        print(f"calls without backend= fail here: {exc}")
+        choice = None
+        failures += 1
     if choice == "auto":
         print(f"auto picks {host!r} for host arrays ({why}) and 'cupy' for CuPy arrays")
-    else:
+    elif choice is not None:
         print(f"auto picks nothing: {choice!r} is chosen "
               f"(use_backend or LOSSBACKENDS_BACKEND={choice})")
+        if choice == "cupy" or choice not in runnable:
+            where = "on host arrays" if choice == "cupy" else "here"
+            print(f"  calls without backend= fail {where}: {choice!r} cannot run them")
 
-    failures = 0
     for name in runnable:
         xp = np
         if name == "cupy":

@@ -305,9 +305,15 @@ def _compute_block(loss, spec: _Spec, y, p, options, denominator=None):
     xp = backend.xp
     want_value, reduction = spec.want_value, spec.reduction
     if p.size == 0:  # an empty block inside a non-empty array: nothing to add
-        grad = xp.empty(p.shape, p.dtype) if spec.want_grad else None
-        hess = xp.empty(p.shape, p.dtype) if spec.want_hess else None
-        return grad, (_partial(xp, p, 0.0) if reduction != "none" else None), hess
+        dtype = as_prediction(np, np.empty(0, p.dtype)).dtype  # the results' (ints: float64)
+        grad = xp.empty(p.shape, dtype) if spec.want_grad else None
+        hess = xp.empty(p.shape, dtype) if spec.want_hess else None
+        if reduction != "none":
+            return grad, _partial(xp, p, 0.0), hess
+        # no losses, shaped as the block's share of the result (its rows, for a class axis)
+        axis = spec.class_axis
+        shape = p.shape if axis is None else p.shape[:axis] + p.shape[axis + 1:]
+        return grad, (xp.empty(shape, dtype) if want_value else None), hess
     prep = loss._prepare(xp, y, p, **options)
     if spec.class_axis is None:
         prep = prep._replace(scale=spec.scale)

@@ -377,6 +377,21 @@ def test_python_main_self_check():
     assert "auto picks" in out.stdout and "self-check passed" in out.stdout
 
 
+def test_python_main_diagnoses_the_environment_variable():
+    """A bad LOSSBACKENDS_BACKEND is reported (not a traceback) and fails the self-check;
+    'cupy' for host calls says that they fail."""
+    env = {**os.environ, "LOSSBACKENDS_BACKEND": "foo"}
+    out = subprocess.run([sys.executable, "-m", "lossbackends"], capture_output=True, text=True,
+                         cwd=ROOT, env=env)
+    assert out.returncode == 1 and "Traceback" not in out.stderr
+    assert "calls without backend= fail here: unknown LOSSBACKENDS_BACKEND='foo'" in out.stdout
+    assert "self-check FAILED" in out.stdout
+    env["LOSSBACKENDS_BACKEND"] = "cupy"
+    out = subprocess.run([sys.executable, "-m", "lossbackends"], capture_output=True, text=True,
+                         cwd=ROOT, env=env)
+    assert "calls without backend= fail on host arrays: 'cupy' cannot run them" in out.stdout
+
+
 @pytest.mark.parametrize("backend", ["numpy", "numba"])
 def test_out_overlapping_y_pred_without_being_it_is_refused(backend):
     buf = np.arange(11.0)

@@ -196,6 +196,31 @@ def test_empty_inputs_like_in_memory(backend):
         assert value.compute() == 0
 
 
+def test_empty_chunks_inside_a_non_empty_array(backend):
+    """An empty chunk adds nothing: "none" results have the array's shape and values (an
+    empty chunk gave one NaN element each, beyond the declared shape), integer predictions
+    give float64 gradients there too."""
+    backend = host_backend(backend)
+    y, p = np.arange(4.0), np.array([1, 2, 3, 4])
+    uneven = da.from_array(p, chunks=((2, 0, 2),))
+    value, grad = lb.mse.value_and_grad(da.from_array(y, chunks=2), uneven, reduction="none",
+                                        backend=backend)
+    expected = lb.mse.value_and_grad(y, p, reduction="none", backend=backend)
+    for lazy, eager in zip((value, grad), expected, strict=True):
+        computed = lazy.compute()
+        assert computed.shape == lazy.shape == eager.shape and computed.dtype == lazy.dtype
+        np.testing.assert_array_equal(computed, eager)
+    logits = np.random.default_rng(3).normal(size=(3, 2, 4))
+    labels = np.array([[0, 1], [2, 3], [1, 1]])
+    for axis, chunks in ((-1, ((1, 0, 2), (2,), (4,))), (1, ((3,), (4,), (1, 0, 1)))):
+        x = np.moveaxis(logits, -1, axis)
+        lazy = lb.cross_entropy(labels, da.from_array(x, chunks=chunks),
+                                axis=axis, reduction="none", backend=backend)
+        eager = lb.cross_entropy(labels, x, axis=axis, reduction="none", backend=backend)
+        assert lazy.compute().shape == lazy.shape == eager.shape
+        np.testing.assert_allclose(lazy.compute(), eager, rtol=1e-15)
+
+
 def test_one_call_runs_the_kernel_once_per_block(monkeypatch):
     from lossbackends import _dask
 
