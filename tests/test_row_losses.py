@@ -151,6 +151,26 @@ def test_softcap_rows_within_and_beyond_the_cap(backend):
     np.testing.assert_allclose(grad[keep], expected[1][keep], rtol=2e-5, atol=2e-8)
 
 
+def test_softcap_losses_of_well_classified_rows_are_relatively_exact(backend):
+    """A row whose label dominates has a small loss (here about 1e-5), exact to float32's
+    relative accuracy, and a one-class row's loss is 0: Numba's exps are shifted by
+    softcap, not by the row's max (its label's exp is rounded, not 1), which once left an
+    absolute error of 1e-7 (0.5 % of such a loss)."""
+    x = (rng.normal(size=(64, 1000)) * 2).astype(np.float32)
+    labels = rng.integers(0, 1000, 64)
+    x[np.arange(64), labels] = 25.0
+    value = lb.cross_entropy(on(backend, labels), on(backend, x), softcap=30.0,
+                             reduction="none", backend=backend)
+    expected = reference.cross_entropy_liger(labels, x.astype(np.float64), softcap=30.0,
+                                             reduction="none")[0]
+    assert 1e-6 < expected.min() and expected.max() < 1e-4
+    np.testing.assert_allclose(np.asarray(host(value), np.float64), expected, rtol=2e-6)
+    one_class = on(backend, (rng.normal(size=(50, 1)) * 3).astype(np.float32))
+    value = lb.cross_entropy(on(backend, np.zeros(50, np.int64)), one_class, softcap=5.0,
+                             reduction="none", backend=backend)
+    np.testing.assert_array_equal(host(value), np.zeros(50, np.float32))
+
+
 def test_softcap_rows_agree_across_the_two_tanh_forms(backend):
     """The same logits within +-softcap, alone (the polynomial tanh) and beside one -inf
     logit (which sends the row to the rational tanh; capped to -softcap, its exp is

@@ -153,6 +153,7 @@ def _cross_entropy_kernel(x, soft, labels, probs, weighted, class_weight, ignore
     grad_scale = 1.0 / denominator if mean else 1.0
     weight_total = _sum(class_weight) if weighted else float(classes)
     capped = softcap > 0.0
+    by_cap = capped and softcap <= 40.0  # the exps shifted by softcap (see below)
     cap = x.dtype.type(softcap)
     inv_cap = x.dtype.type(1.0 / softcap) if capped else x.dtype.type(0.0)
     two_inv_cap = inv_cap + inv_cap
@@ -192,7 +193,7 @@ def _cross_entropy_kernel(x, soft, labels, probs, weighted, class_weight, ignore
                 # (exp(-80) is normal), so no pass for the max (above 40 it is found,
                 # capped: tanh increases). One fused pass then caps each logit (into
                 # the scratch row: x may be the gradient buffer) and takes its exp
-                if softcap <= 40.0:
+                if by_cap:
                     # first as if every logit were within +-softcap (the usual case), where
                     # tanh is a polynomial with no division; a row with one beyond (or a
                     # NaN) is done again with the tanh that holds everywhere, from a copy
@@ -242,11 +243,18 @@ def _cross_entropy_kernel(x, soft, labels, probs, weighted, class_weight, ignore
                 for c in range(classes):
                     g[c] = fast_exp(_shifted(xr[c], top), exp_k)
             sum_exp = _sum(g)
-            log_sum = np.log(sum_exp)
-            loss = coef * log_sum - dot
+            if by_cap and not soft and smoothing == 0.0:
+                # the exps are shifted by softcap, not by the row's max, so the label's is
+                # not 1 but rounded: log(sum) - z_label would keep that rounding (1e-7
+                # absolute: a loss of 1e-5 off by 0.5 %, a one-class row's not 0). The same
+                # loss as log(sum / e_label) has it in both terms: a relative error
+                label_exp = float(g[label])  # >= exp(-80): the capped logits are >= -softcap
+                loss = coef * np.log1p((sum_exp - label_exp) / label_exp)
+            else:
+                loss = coef * np.log(sum_exp) - dot
             grad_coef = coef  # what the softmax is multiplied by in the gradient
             if z_coef != 0.0:
-                lse = top + log_sum
+                lse = top + np.log(sum_exp)
                 loss += z_coef * lse * lse
                 grad_coef += 2.0 * z_coef * lse  # d/dx_c z lse^2 = 2 z lse softmax_c
             total += loss
