@@ -276,7 +276,7 @@ smooth_l1 = Loss(
         \qquad \partial^2 \ell_i / \partial p_i^2 = \frac{w_i}{\beta}\,[|e_i| < \beta]
 
     ``beta=0`` is ``mae``; a negative ``beta``, or one between 0 and the computing dtype's
-    smallest normal number, is a ``ValueError``. Equal to
+    smallest normal number, is a ``ValueError``. Equal, to rounding, to
     ``huber(delta=beta) / beta`` for ``beta > 0``, except the Hessian at ``|e| = beta``: 0
     here, the branch the value takes there (PyTorch's second derivative too).
 
@@ -385,8 +385,8 @@ sigmoid_focal = Loss(
     balancing) and :math:`r = p (1 - p) / q` (0 where ``q`` is 0; at most 1). All three are
     finite for every finite ``x``; ``p - y`` is computed as ``q - 2 y (1 - p)``, with no
     ``p - 1`` to cancel for a label of 1. The loss is not convex: the Hessian is negative
-    for badly misclassified samples (about ``|x| > (1 + 2 gamma) / gamma`` on the wrong
-    side). ``alpha`` must be in [0, 1] and ``gamma >= 0``. Integer ``gamma`` (0 to 4) is
+    for badly misclassified samples (from about ``|x| = 3`` on the wrong side: 3.1 at
+    ``gamma = 1``, 2.8-2.9 for ``gamma`` 2 to 4). ``alpha`` must be in [0, 1] and ``gamma >= 0``. Integer ``gamma`` (0 to 4) is
     computed by multiplications, any other by ``pow``.
 
     >>> import lossbackends as lb

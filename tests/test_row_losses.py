@@ -97,6 +97,19 @@ def test_multiclass_hinge_matches_the_reference(backend, dtype, shape):
                     backend=backend).shape == shape
 
 
+def test_multiclass_hinge_rows_of_equal_infinite_scores(backend):
+    """Equal infinite scores count as equal: a row of -inf with the label first has slack
+    = margin > 0, so +1 goes to the first other class (the NumPy backend's argmax found
+    the label's own column, hidden as -inf, and the -1 overwrote the +1)."""
+    x = np.full((3, 3), -np.inf)
+    x[2] = np.inf
+    labels = np.array([0, 2, 1])
+    value, grad = lb.multiclass_hinge.value_and_grad(on(backend, labels), on(backend, x),
+                                                     reduction="none", backend=backend)
+    np.testing.assert_array_equal(host(value), [1.0, 1.0, 1.0])
+    np.testing.assert_array_equal(host(grad), [[-1, 1, 0], [1, 0, -1], [1, -1, 0]])
+
+
 def test_multiclass_hinge_axis_out_and_in_place(backend):
     x = rng.normal(size=(3, 5, 4))  # classes on axis 1
     labels = rng.integers(0, 5, (3, 4))

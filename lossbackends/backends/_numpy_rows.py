@@ -184,8 +184,12 @@ def multiclass_hinge(labels, x, weight, params, reduction, scale, grad, want_val
     true = x[row_index, labels]
     others = x.copy()  # the label's own score out of the max (grad may be x: read it first)
     others[row_index, labels] = -np.inf
-    best_class = np.argmax(others, axis=1)  # the first of equal maxima; the first NaN
-    best = others[row_index, best_class]
+    best = others.max(axis=1)  # NaN if any other score is NaN
+    # the first other class at that max (never the label's own column: in a row of -inf
+    # scores it ties with the others)
+    at_best = others == best[:, None]
+    at_best[row_index, labels] = False
+    best_class = np.argmax(at_best, axis=1)
     with np.errstate(invalid="ignore"):
         # equal infinite scores count as equal (as cross_entropy's max): 0, not inf - inf
         gap = np.where(best == true, dtype.type(0), best - true)
