@@ -950,7 +950,9 @@ __global__ void __launch_bounds__(THREADS * ROWS) mh_rows(
     else slack = margin + (st.best == true_score ? A(0) : st.best - true_score);
     const A w = weight ? to_acc(weight[row]) : A(1);
     if (lane == 0) {
-        const A loss = (slack > A(0) || slack != slack ? slack : A(0)) * w;
+        // a weight of 0 costs nothing, even against an infinite slack (0 inf = 0, as times())
+        const A kept = slack > A(0) || slack != slack ? slack : A(0);
+        const A loss = w == A(0) && isinf(kept) ? A(0) : kept * w;
         write_row_loss<T, A>(loss, row, row_loss, row_out);
     }
     if (grad == 0) return;

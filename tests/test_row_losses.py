@@ -110,6 +110,16 @@ def test_multiclass_hinge_rows_of_equal_infinite_scores(backend):
     np.testing.assert_array_equal(host(grad), [[-1, 1, 0], [1, 0, -1], [1, -1, 0]])
 
 
+def test_multiclass_hinge_weight_0_costs_nothing_against_an_infinite_slack(backend):
+    """0 inf = 0, as cross_entropy's class weights and hinge's labels take it (the row's
+    loss was NaN while its gradient was 0); a NaN score stays NaN."""
+    x = np.array([[-np.inf, np.inf], [1.0, 2.0], [np.nan, 1.0], [0.0, np.inf]])
+    weight = np.array([0.0, 0.0, 0.0, 2.0])
+    value = lb.multiclass_hinge(on(backend, np.zeros(4, np.int64)), on(backend, x),
+                                weight=on(backend, weight), reduction="none", backend=backend)
+    np.testing.assert_array_equal(host(value), [0.0, 0.0, np.nan, np.inf])
+
+
 def test_multiclass_hinge_axis_out_and_in_place(backend):
     x = rng.normal(size=(3, 5, 4))  # classes on axis 1
     labels = rng.integers(0, 5, (3, 4))

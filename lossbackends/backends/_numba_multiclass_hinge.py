@@ -63,7 +63,8 @@ def _multiclass_hinge_kernel(x, labels, weight, margin, mean, given_denominator,
                 slack = m + NAN32
             loss = slack if slack > ZERO else (slack if nan else ZERO)
             w = weight[r] if weighted else 1.0
-            loss = loss * w
+            # a weight of 0 costs nothing, even against an infinite slack (0 inf = 0)
+            loss = ZERO if w == 0.0 and abs(loss) == INF32 else loss * w
             total += loss
             if row_losses is not None:
                 row_losses[r] = loss

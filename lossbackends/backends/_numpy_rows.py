@@ -212,8 +212,9 @@ def multiclass_hinge(labels, x, weight, params, reduction, scale, grad, want_val
     if not want_value:
         return None
     losses = np.maximum(slack, dtype.type(0))  # NaN stays NaN
-    if weight is not None:
-        losses = losses * weight
+    if weight is not None:  # a weight of 0 costs nothing, even against an infinite slack
+        with np.errstate(invalid="ignore"):
+            losses = np.where((weight == 0) & np.isinf(losses), dtype.type(0), losses * weight)
     if reduction == "none":
         return losses
     total = np.sum(losses, dtype=np.float64)
