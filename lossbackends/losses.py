@@ -386,8 +386,9 @@ sigmoid_focal = Loss(
     finite for every finite ``x``; ``p - y`` is computed as ``q - 2 y (1 - p)``, with no
     ``p - 1`` to cancel for a label of 1. The loss is not convex: the Hessian is negative
     for badly misclassified samples (from about ``|x| = 3`` on the wrong side: 3.1 at
-    ``gamma = 1``, 2.8-2.9 for ``gamma`` 2 to 4). ``alpha`` must be in [0, 1] and ``gamma >= 0``. Integer ``gamma`` (0 to 4) is
-    computed by multiplications, any other by ``pow``.
+    ``gamma = 1``, 2.8-2.9 for ``gamma`` 2 to 4). ``alpha`` must be in [0, 1] and
+    ``gamma >= 0``. Integer ``gamma`` (0 to 4) is computed by multiplications, any other by
+    ``pow``.
 
     >>> import lossbackends as lb
     >>> print(f"{lb.sigmoid_focal([1, 0, 1], [2.0, 0.5, -1.0], reduction='sum'):.6f}")
