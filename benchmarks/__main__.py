@@ -1,7 +1,7 @@
 """The benchmark suite: throughput across array sizes for every loss, backend and peer,
 against the memory bandwidth measured in the same run (on the host, around each case).
 
-    python -m benchmarks --quick --out bench-out        # the README's main job (2-3 min)
+    python -m benchmarks --quick --out bench-out        # the README's main job (13-16 min)
     python -m benchmarks --device gpu --out DIR         # on a GPU machine (ci/gpu)
     python -m benchmarks compare A.csv B.csv            # ratio of two runs, row by row
     python -m benchmarks --torch-module ...             # + lossbackends.torch's step rows
@@ -74,7 +74,7 @@ def parse(argv):
     parser.add_argument("--device", choices=["host", "gpu"], default="host")
     parser.add_argument("--quick", action="store_true",
                         help="fewer sizes, value_and_grad only, torch.compile with dynamic "
-                        "shapes (2-3 min)")
+                        "shapes (13-16 min on the 2-core development machine with the peers)")
     parser.add_argument("--smoke", action="store_true", help="tiny sizes: checks the suite runs")
     parser.add_argument("--losses", nargs="+", choices=core.LOSSES, default=list(core.LOSSES))
     parser.add_argument("--ops", nargs="+", choices=core.OPS)
