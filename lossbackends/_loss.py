@@ -136,6 +136,8 @@ class Loss:
         """``class_indices``: y_pred has a class axis, and a plain call passes one class
         index per row (cross_entropy)."""
         self.name = name
+        # as a function's: what scikit-learn's make_scorer, functools and loggers read
+        self.__name__ = self.__qualname__ = name
         self._prepare_options = prepare
         # the options the loss takes, for the message of a misspelt or foreign one
         self._options = tuple(inspect.signature(prepare).parameters)[3:]

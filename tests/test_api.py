@@ -58,6 +58,19 @@ def test_seed_drop_ins_are_the_seeds_functions_to_the_last_bit():
     assert lb.mse_loss([0.33, 0.99, 0.32], [0.79, 0.87, 0.39]) == 0.07696666666666667
 
 
+def test_label_error_crosses_processes_and_losses_have_names():
+    """LabelError pickles with its fields (a process pool died on it), and a loss has a
+    function's __name__ (scikit-learn's make_scorer reads it)."""
+    import pickle
+
+    with pytest.raises(lb.LabelError) as info:
+        lb.cross_entropy([5], [[1.0, 2.0]])
+    again = pickle.loads(pickle.dumps(info.value))
+    assert type(again) is lb.LabelError and str(again) == str(info.value)
+    assert (again.label, again.row, again.classes, again.loss) == (5, 0, 2, "cross_entropy")
+    assert lb.mse.__name__ == lb.mse.__qualname__ == "mse"
+
+
 def test_seed_examples_on_every_backend(backend):
     cases = [("mse", [3, -0.5, 2, 7], [2.5, 0.0, 2, 8], 0.375),
              ("binary_cross_entropy", [0, 1, 1, 0], [0.1, 0.8, 0.9, 0.2], 0.164252033486018),

@@ -16,6 +16,9 @@ class LabelError(ValueError):
         super().__init__(message)
         self.label, self.row, self.classes, self.loss = label, row, classes, loss
 
+    def __reduce__(self):  # all five, so that it crosses processes (pickle, Dask, joblib)
+        return type(self), (self.args[0], self.label, self.row, self.classes, self.loss)
+
 
 def label_error(label: int, row: int, classes: int, where: str | None = None,
                 loss: str = "cross_entropy") -> LabelError:
