@@ -272,6 +272,14 @@ def run(args) -> list[dict]:
     device = args.device
     if args.smoke:  # does the suite run? (no figure of a smoke run means anything)
         core.TIME_SCALE, core.TRIAD_ELEMENTS = 0.05, 1 << 20
+    if device == "gpu" and "cupy" not in lb.available_backends():
+        raise SystemExit("--device gpu needs CuPy and a CUDA GPU, and this machine has no "
+                         "usable one (python -m lossbackends says why)")
+    offered = providers(device, quick=args.quick or args.smoke)
+    unknown = sorted(set(args.backends or ()) - {p.name for p in offered})
+    if unknown:  # a typo would measure nothing and still exit 0
+        raise SystemExit(f"--backends: no provider named {', '.join(unknown)} on the {device}; "
+                         f"choose from {', '.join(p.name for p in offered)}")
     if device == "gpu":
         roofline_name, roofline = "device-to-device copy", core.gpu_copy()
     else:
@@ -289,8 +297,7 @@ def run(args) -> list[dict]:
         ce_shapes = args.shapes
     ops = args.ops or (["value_and_grad"] if args.quick or args.smoke else list(core.OPS))
     dtypes = args.dtypes or (["float32", "float16"] if device == "gpu" else ["float32"])
-    chosen = [p for p in providers(device, quick=args.quick or args.smoke)
-              if not args.backends or p.name in args.backends]
+    chosen = [p for p in offered if not args.backends or p.name in args.backends]
     grid = []
     # cross-entropy first: with a time budget, its peer comparisons are the ones kept
     for loss in sorted(args.losses, key=lambda name: name not in core.ROW_LOSSES):
@@ -325,8 +332,10 @@ def run(args) -> list[dict]:
 
         size = "smoke" if args.smoke else "quick" if args.quick else "full"
         rows += _around(device, roofline, lambda local: torch_module.rows(device, local, size))
-    rows.insert(0, core.row("roofline", roofline_name, device, "float32", (0,), [1.0], roofline,
-                            roofline, device=device))
+    # the run's roofline as a row of its own: 1e9 roofline bytes in one second, so that
+    # its gbps column is the roofline in GB/s (a fraction of 1)
+    rows.insert(0, core.row("roofline", roofline_name, device, "float32", (0,), [1.0],
+                            roofline * 1e9, roofline, device=device))
     return rows, {device: roofline}
 
 
@@ -335,6 +344,11 @@ def main(argv=None) -> int:
     if argv[:1] == ["compare"]:
         if len(argv) != 3:
             print("usage: python -m benchmarks compare A.csv B.csv", file=sys.stderr)
+            return 2
+        missing = [name for name in argv[1:] if not Path(name).is_file()]
+        if missing:
+            print(f"compare: no file {', '.join(missing)} (give two results_*.csv of the "
+                  "suite)", file=sys.stderr)
             return 2
         report.compare(Path(argv[1]), Path(argv[2]))
         return 0

@@ -39,6 +39,9 @@ def test_smoke_run_writes_csv_json_and_plots(tmp_path):
         assert float(r["gbps"]) > 0 and float(r["roofline_fraction"]) > 0
     meta = json.loads((out / "smoke_run_host.json").read_text())
     assert meta["rooflines_gbps"]["host"] > 0 and "numpy" in meta and "cpu" in meta
+    roofline = next(r for r in rows if r["loss"] == "roofline")  # its gbps: the roofline
+    assert float(roofline["gbps"]) == pytest.approx(meta["rooflines_gbps"]["host"])
+    assert float(roofline["roofline_fraction"]) == pytest.approx(1.0)
     assert len(list(out.glob("smoke_host_*_value_and_grad_float32.png"))) == len(core.LOSSES)
     table = (out / "smoke_summary_host.md").read_text()
     assert "| MSE n = 1e3 |" in table and "| CE 16 x 10 |" in table
@@ -50,6 +53,19 @@ def test_smoke_run_writes_csv_json_and_plots(tmp_path):
     boosting = list(csv.DictReader(open(out / "smoke_results_boosting.csv")))
     assert {r["objective"] for r in boosting} == {"logistic", "focal", "softmax_10"}
     assert all(float(r["speedup_vs_numpy"]) > 0 for r in boosting)
+
+
+def test_user_mistakes_are_errors_not_tracebacks(tmp_path):
+    """A misspelt provider stops the run before it measures (it measured nothing and
+    exited 0); compare names a missing file."""
+    run = subprocess.run([sys.executable, "-m", "benchmarks", "--smoke", "--out",
+                          str(tmp_path), "--backends", "nmba"], cwd=ROOT, capture_output=True,
+                         text=True)
+    assert run.returncode == 1 and "no provider named nmba on the host; choose from" in run.stderr
+    assert "Traceback" not in run.stderr
+    run = subprocess.run([sys.executable, "-m", "benchmarks", "compare", str(tmp_path / "a.csv"),
+                          str(tmp_path / "b.csv")], cwd=ROOT, capture_output=True, text=True)
+    assert run.returncode == 2 and "compare: no file" in run.stderr
 
 
 @pytest.mark.parametrize("loss", LOSSES)
