@@ -61,10 +61,25 @@ HOST_REFERENCE_MAX = 10**7
 def _shape(text: str) -> tuple[int, int]:
     rows, _, classes = text.lower().partition("x")
     try:
-        return int(rows), int(classes)
+        shape = int(rows), int(classes)
+        if min(shape) < 1:
+            raise ValueError
+        return shape
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r}: give a shape as ROWSxCLASSES, "
                                          "e.g. 4096x1000") from None
+
+
+def _size(text: str) -> int:
+    """A whole number of elements >= 1, written as 1e7 or 10000000."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not (1 <= value < float("inf") and value == int(value)):  # NaN, inf, 0, fractions
+        raise argparse.ArgumentTypeError(f"{text!r}: give a whole number of elements >= 1, "
+                                         "e.g. 1e7")
+    return int(value)
 
 
 def parse(argv):
@@ -80,7 +95,7 @@ def parse(argv):
     parser.add_argument("--ops", nargs="+", choices=core.OPS)
     parser.add_argument("--backends", nargs="+", help="backends and peers to include")
     parser.add_argument("--dtypes", nargs="+", choices=["float16", "float32", "float64"])
-    parser.add_argument("--sizes", nargs="+", type=float, help="elementwise sizes")
+    parser.add_argument("--sizes", nargs="+", type=_size, help="elementwise sizes, e.g. 1e6 1e7")
     parser.add_argument("--shapes", nargs="+", type=_shape, metavar="NxC",
                         help="row losses' shapes (cross_entropy...), e.g. 4096x1000")
     parser.add_argument("--dask", action="store_true",
@@ -292,7 +307,7 @@ def run(args) -> list[dict]:
     if args.smoke:
         sizes, ce_shapes = SMOKE
     if args.sizes:
-        sizes = [int(s) for s in args.sizes]
+        sizes = args.sizes
     if args.shapes:
         ce_shapes = args.shapes
     ops = args.ops or (["value_and_grad"] if args.quick or args.smoke else list(core.OPS))

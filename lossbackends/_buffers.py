@@ -138,7 +138,7 @@ def empty_cache() -> int:
     >>> y, p = np.zeros(1 << 20, np.float32), np.ones(1 << 20, np.float32)
     >>> grad = lb.mse.grad(y, p, backend="numpy")  # 4 MiB, kept for the next call
     >>> del grad
-    >>> lb.empty_cache()  # bytes released
+    >>> lb.empty_cache()  # the bytes it held
     4194304
     >>> lb.empty_cache()
     0

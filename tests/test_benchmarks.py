@@ -66,6 +66,10 @@ def test_user_mistakes_are_errors_not_tracebacks(tmp_path):
     run = subprocess.run([sys.executable, "-m", "benchmarks", "compare", str(tmp_path / "a.csv"),
                           str(tmp_path / "b.csv")], cwd=ROOT, capture_output=True, text=True)
     assert run.returncode == 2 and "compare: no file" in run.stderr
+    for bad in ("0", "inf", "1.5"):  # argparse's own error, before anything runs
+        run = subprocess.run([sys.executable, "-m", "benchmarks", "--sizes", bad, "--out",
+                              str(tmp_path)], cwd=ROOT, capture_output=True, text=True)
+        assert run.returncode == 2 and "give a whole number of elements >= 1" in run.stderr
 
 
 @pytest.mark.parametrize("loss", LOSSES)
