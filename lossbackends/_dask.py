@@ -89,7 +89,7 @@ def run(loss, y_true, y_pred, reduction: str, backend: str | None, options: dict
                 f"{name}.compute_chunk_sizes() first"
             )
     backend_name = _dispatch.backend_for(backend, p._meta)
-    dtype = as_prediction(np, np.empty(0, p.dtype)).dtype
+    dtype = _result_dtype(p.dtype)
     for name, value in options.items():
         if name != "weight" and is_dask_array(value):
             raise TypeError(
@@ -305,7 +305,7 @@ def _compute_block(loss, spec: _Spec, y, p, options, denominator=None):
     xp = backend.xp
     want_value, reduction = spec.want_value, spec.reduction
     if p.size == 0:  # an empty block inside a non-empty array: nothing to add
-        dtype = as_prediction(np, np.empty(0, p.dtype)).dtype  # the results' (ints: float64)
+        dtype = _result_dtype(p.dtype)
         grad = xp.empty(p.shape, dtype) if spec.want_grad else None
         hess = xp.empty(p.shape, dtype) if spec.want_hess else None
         if reduction != "none":
@@ -325,6 +325,12 @@ def _compute_block(loss, spec: _Spec, y, p, options, denominator=None):
     if want_value and reduction != "none":
         value = _partial(xp, p, value)
     return grad, value, (hess[0] if hess else None)
+
+
+def _result_dtype(dtype) -> np.dtype:
+    """The dtype of the results for ``y_pred`` of ``dtype``: its own floating dtype, float64
+    for integers and bools (as the in-memory call's)."""
+    return as_prediction(np, np.empty(0, dtype)).dtype
 
 
 def _partial(xp, p, value):
