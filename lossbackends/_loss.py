@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 
 from . import _arrays, _buffers, _dispatch
-from ._prepare import FLOAT_DTYPES, Prepared
+from ._prepare import FLOAT_DTYPES, Prepared, refuse_masked
 from .backends._host import LabelError, label_error
 
 REDUCTIONS = ("mean", "sum", "none")
@@ -66,7 +66,7 @@ sums accumulate in float64, in a fixed order (the same bits run to run).
 
 Errors: ``ValueError`` for shapes that do not match, an unknown reduction or backend, an
 ``out=`` of the wrong shape, dtype, layout or library{labels}; ``TypeError`` for an option
-the loss does not take.
+the loss does not take, or a NumPy masked array (a loss would ignore its mask).
 """
 
 
@@ -161,6 +161,7 @@ class Loss:
         """The loss's preparation (its argument checks, for every backend); an option it
         does not take is a TypeError that names the loss and its options, not the
         preparing function."""
+        refuse_masked({"y_true": y_true, "y_pred": y_pred, **options})
         try:
             return self._prepare_options(xp, y_true, y_pred, **options)
         except TypeError:

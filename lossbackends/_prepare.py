@@ -9,6 +9,7 @@ again. ``Loss`` (``_loss.py``) calls it; ``losses.py`` pairs each with its ``Los
 from __future__ import annotations
 
 import operator
+import sys
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -54,6 +55,20 @@ def as_prediction(xp: Any, y_pred: Any, contiguous: bool = True) -> Any:
     if contiguous and not p.flags.c_contiguous:
         p = xp.ascontiguousarray(p)
     return p
+
+
+def refuse_masked(arrays: dict[str, Any]) -> None:
+    """Refuse NumPy masked arrays among ``arrays`` (name -> argument): ``asarray`` would
+    drop the mask, and the masked elements would count in the loss."""
+    ma = sys.modules.get("numpy.ma")  # not imported: no masked array exists
+    if ma is None:
+        return
+    for name, value in arrays.items():
+        if isinstance(value, ma.MaskedArray):
+            raise TypeError(
+                f"{name} is a masked array (numpy.ma), whose mask a loss would ignore; pass "
+                "plain arrays: the elements to keep (numpy.ma.compressed), or the data with a "
+                "weight of 0 where masked")
 
 
 def as_values(xp: Any, values: Any, dtype: np.dtype, name: str) -> Any:

@@ -398,6 +398,24 @@ def test_bad_dtypes():
         lb.mse(np.ones(2), np.ones(2), margin=2.0)
 
 
+@pytest.mark.parametrize("backend", ["numpy", "numba"])
+def test_masked_arrays_are_refused(backend):
+    """numpy.asarray drops a masked array's mask: the masked elements would count, silently."""
+    masked = np.ma.array([1.0, 2.0], mask=[False, True])
+    calls = {"y_true": lambda: lb.mse(masked, np.zeros(2), backend=backend),
+             "y_pred": lambda: lb.mse.grad(np.zeros(2), masked, backend=backend),
+             "weight": lambda: lb.mae(np.zeros(2), np.ones(2), weight=masked, backend=backend)}
+    for name, call in calls.items():
+        with pytest.raises(TypeError, match=f"{name} is a masked array .* weight of 0"):
+            call()
+    with pytest.raises(TypeError, match="y_true is a masked array"):
+        lb.cross_entropy(np.ma.array([0, 1]), np.zeros((2, 3)), backend=backend)
+    # the advice works: a weight of 0 where masked
+    kept = lb.mse(np.zeros(2), masked.data, weight=~np.ma.getmaskarray(masked),
+                  reduction="sum", backend=backend)
+    assert kept == 1.0
+
+
 def test_lists_are_accepted_on_the_host():
     assert lb.mse([1, 2], [1, 4], backend="numpy") == 2.0
     assert isinstance(lb.mse.grad([1, 2], [1, 4], backend="numpy"), np.ndarray)
