@@ -1,0 +1,286 @@
+// Cross-entropy: a row's mathematics and the reduction of its state, which every
+// kernel of cross_entropy.cu shares (its overview gives the formulas): the row's target,
+// shifted logits, soft-capping, the z-loss, the online softmax's state and a row's finish.
+#pragma once
+
+#include "common.cuh"
+
+struct RowTarget {
+    int kind;   // 0: ignored row, 1: valid label, 2: bad label, 3: probabilities
+    i64 label;
+};
+
+__device__ __forceinline__ RowTarget row_target(const i64* labels, i64 row, i64 classes,
+                                                i64 ignore_index, int* error) {
+    RowTarget t;
+    if (labels == 0) { t.kind = 3; t.label = -1; return t; }
+    t.label = labels[row];
+    if (t.label == ignore_index) t.kind = 0;
+    else if (t.label >= 0 && t.label < classes) t.kind = 1;
+    else {
+        t.kind = 2;
+        if (error) *error = 1;  // every writer stores the same 1
+    }
+    return t;
+}
+
+// x - top, with 0 where x equals the max `top` (also when both are infinite).
+template <typename A> __device__ __forceinline__ A shifted(A x, A top) {
+    return x == top ? A(0) : x - top;
+}
+
+// A sum of weight * (x - ref) moved to the reference top >= ref. No weight, no change
+// (0 * (-inf) = 0).
+template <typename A> __device__ __forceinline__ A reshift(A sum, A weight, A ref, A top) {
+    return weight == A(0) ? sum : sum + weight * shifted(ref, top);
+}
+
+// The running sums of a row: `a` with its weight sum `wa` and `b` with `wb`, each of
+// weight * z: (z_y, 1) and (sum (e / C) w z, sum (e / C) w) for labels, (sum w q z,
+// sum w q) for probabilities. Each term is weighted before the sum: terms of one sign,
+// so a sum never overflows before its final value does.
+template <typename A> struct TargetSums {
+    A a, wa, b, wb;
+};
+
+template <typename A> __device__ __forceinline__ TargetSums<A> no_target_sums() {
+    TargetSums<A> ts;
+    ts.a = ts.wa = ts.b = ts.wb = 0;
+    return ts;
+}
+
+template <typename A>
+__device__ __forceinline__ void reshift_sums(TargetSums<A>& ts, A ref, A top) {
+    ts.a = reshift(ts.a, ts.wa, ref, top);
+    ts.b = reshift(ts.b, ts.wb, ref, top);
+}
+
+// The share of element c, with z = x_c - ref for the reference of the sums.
+template <typename T, typename A>
+__device__ __forceinline__ void gather_terms(A z, i64 c, const RowTarget& t, const T* probs_row,
+                                             const T* class_weight, A smoothing, A inv_classes,
+                                             TargetSums<A>& ts) {
+    if (t.kind == 3) {
+        A wq = to_acc(probs_row[c]) * (A(1) - smoothing) + smoothing * inv_classes;
+        if (class_weight) wq *= to_acc(class_weight[c]);
+        if (wq != A(0)) ts.a += wq * z;  // 0 * (-inf) = 0: a class of no probability costs nothing
+        ts.wa += wq;
+    } else {
+        if (c == t.label) {
+            ts.a += z;
+            ts.wa += A(1);
+        }
+        if (smoothing != A(0)) {
+            const A w = smoothing * inv_classes * (class_weight ? to_acc(class_weight[c]) : A(1));
+            if (w != A(0)) ts.b += w * z;
+            ts.wb += w;
+        }
+    }
+}
+
+// tanh of a row's logit. Rows of float16 and bfloat16 use 1 - 2 / (exp(2|u|) + 1) with
+// the hardware exp and a fast division (as row_exp): a few float32 ulps, far below what
+// they resolve (and no call to the precise division's slow path, which spilled).
+template <typename T> __device__ __forceinline__ typename AccOf<T>::type row_tanh(typename AccOf<T>::type u) {
+    return tanh(u);
+}
+template <> __device__ __forceinline__ float row_tanh<half_t>(float u) {
+    return copysignf(1.0f - __fdividef(2.0f, __expf(2.0f * fabsf(u)) + 1.0f), u);
+}
+template <> __device__ __forceinline__ float row_tanh<bf16_t>(float u) {
+    return copysignf(1.0f - __fdividef(2.0f, __expf(2.0f * fabsf(u)) + 1.0f), u);
+}
+
+// softcap tanh(x / softcap), or x when softcap is 0 (off); inv_cap = 1 / softcap, found
+// once per thread (a division per element calls the precise division's slow path).
+template <typename T, typename A> __device__ __forceinline__ A cap_logit(A x, A softcap, A inv_cap) {
+    return softcap > A(0) ? softcap * row_tanh<T>(x * inv_cap) : x;
+}
+
+// d/dx of cap_logit: 1 - tanh^2(x / softcap) (1 when off).
+template <typename T, typename A> __device__ __forceinline__ A cap_slope(A x, A softcap, A inv_cap) {
+    if (softcap == A(0)) return A(1);
+    const A t = row_tanh<T>(x * inv_cap);
+    return A(1) - t * t;
+}
+
+// d/dx and d^2/dx^2 of cap_logit: 1 - t^2 and -2 t (1 - t^2) / softcap, t = tanh(x / softcap)
+// (1 and 0 when off), for the Hessian.
+template <typename T, typename A> __device__ __forceinline__ A cap_slopes(A x, A softcap, A inv_cap, A& curve) {
+    curve = A(0);
+    if (softcap == A(0)) return A(1);
+    const A t = row_tanh<T>(x * inv_cap);
+    const A slope = A(1) - t * t;
+    curve = A(-2) * t * slope * inv_cap;
+    return slope;
+}
+
+// cap_logit(x) with its slope, one tanh for both.
+template <typename T, typename A> __device__ __forceinline__ A cap_with_slope(A x, A softcap, A inv_cap, A& slope) {
+    if (softcap == A(0)) {
+        slope = A(1);
+        return x;
+    }
+    const A t = row_tanh<T>(x * inv_cap);
+    slope = A(1) - t * t;
+    return softcap * t;
+}
+
+// The z-loss of a row, zc lse^2 (0 when off), adding its 2 zc lse to the softmax's
+// coefficient in the gradient.
+template <typename A> __device__ __forceinline__ A z_term(A zc, A m, A s, A& grad_coef) {
+    if (zc == A(0)) return A(0);
+    const A lse = m + log(s);
+    grad_coef += A(2) * zc * lse;
+    return zc * lse * lse;
+}
+
+template <typename A> __device__ __forceinline__ A z_coefficient(A z_loss, const A* z_factor_ptr) {
+    return z_factor_ptr ? z_loss * *z_factor_ptr : z_loss;
+}
+
+// coef and dot of a row from its reduced sums (against the row's max).
+template <typename T, typename A>
+__device__ __forceinline__ void row_coefficients(const RowTarget& t, const TargetSums<A>& ts,
+                                                 const T* class_weight, A smoothing,
+                                                 A inv_classes, A& coef, A& dot) {
+    if (t.kind == 3) {
+        coef = ts.wa;
+        dot = ts.a;
+        return;
+    }
+    const A label_w = (t.kind == 1 && class_weight) ? to_acc(class_weight[t.label]) : A(1);
+    const A keep = (A(1) - smoothing) * label_w;
+    coef = keep + ts.wb;
+    dot = (keep == A(0) ? A(0) : keep * ts.a) + ts.b;
+}
+
+// The gradient of one element: (softmax * coef - w q) * scale, from e = exp(x - max).
+template <typename T, typename A>
+__device__ __forceinline__ A grad_of(A e, i64 c, const RowTarget& t, A prob_scale,
+                                     const T* probs_row, const T* class_weight, A smoothing,
+                                     A inv_classes, A scale) {
+    A q;
+    if (t.kind == 3) q = to_acc(probs_row[c]) * (A(1) - smoothing) + smoothing * inv_classes;
+    else q = smoothing * inv_classes + (c == t.label ? (A(1) - smoothing) : A(0));
+    if (class_weight && q != A(0)) q *= to_acc(class_weight[c]);
+    return (e * prob_scale - q) * scale;
+}
+
+// The Hessian's diagonal of one element in the (capped) logits, times the scale:
+// grad_coef s (1 - s) + 2 zc s^2 (grad_coef = coef + 2 zc lse). Where s > 1/2 (only a row's
+// largest element, when it is the only one at the max) 1 - s is `rest_share`, the other
+// elements' exps over the row's sum: 1 - s would round to 0 within an ulp of s = 1.
+template <typename A>
+__device__ __forceinline__ A hess_of(A softmax, A rest_share, A grad_coef, A zc, A scale) {
+    const A rest = softmax > A(0.5) ? rest_share : A(1) - softmax;
+    return scale * (grad_coef * (softmax * rest) + A(2) * zc * (softmax * softmax));
+}
+
+// The Hessian in the logits: softcap's chain rule h slope^2 + g curve (cap_slopes; g is the
+// gradient before its own chain rule); 0 in an ignored row, NaN in a row with a bad label.
+template <typename A>
+__device__ __forceinline__ A finish_hess(A h, A g, A slope, A curve, const RowTarget& t) {
+    if (t.kind == 0) return A(0);
+    if (t.kind == 2) return quiet_nan<A>();
+    return h * (slope * slope) + g * curve;
+}
+
+template <typename A>
+__device__ __forceinline__ A read_scale(const A* scale_ptr, A scale) {
+    return scale_ptr ? *scale_ptr : scale;
+}
+
+template <typename T, typename A>
+__device__ __forceinline__ void write_row_loss(A loss, i64 row, A* row_loss, T* row_out) {
+    if (row_loss) row_loss[row] = loss;
+    if (row_out) row_out[row] = from_acc<T>(loss);
+}
+
+// ---------------------------------------------------------------------------------------
+// The state of a row's reduction, combined in one pass (online softmax): m the running max,
+// s the sum of exp(x - m), and the target sums of gather_terms against m. Combining is
+// commutative, so every lane of a butterfly ends with the same bits.
+template <typename A> struct RowState {
+    A m, s;
+    TargetSums<A> ts;
+};
+
+template <typename A> __device__ __forceinline__ RowState<A> empty_state() {
+    RowState<A> st;
+    st.m = neg_inf<A>();
+    st.s = 0;
+    st.ts = no_target_sums<A>();
+    return st;
+}
+
+template <typename A>
+__device__ __forceinline__ RowState<A> combine(RowState<A> x, const RowState<A>& y) {
+    const A top = fmax(x.m, y.m);
+    // an empty part (m = -inf, s = 0) adds 0 * exp(finite) = 0
+    x.s = x.s * exp(shifted(x.m, top)) + y.s * exp(shifted(y.m, top));
+    reshift_sums(x.ts, x.m, top);
+    TargetSums<A> ys = y.ts;
+    reshift_sums(ys, y.m, top);
+    x.ts.a += ys.a;
+    x.ts.wa += ys.wa;
+    x.ts.b += ys.b;
+    x.ts.wb += ys.wb;
+    x.m = top;
+    return x;
+}
+
+template <typename A> __device__ __forceinline__ RowState<A> warp_combine(RowState<A> x) {
+#pragma unroll
+    for (int offset = 16; offset > 0; offset >>= 1) {
+        RowState<A> y;
+        y.m = __shfl_xor_sync(0xffffffffu, x.m, offset);
+        y.s = __shfl_xor_sync(0xffffffffu, x.s, offset);
+        y.ts.a = __shfl_xor_sync(0xffffffffu, x.ts.a, offset);
+        y.ts.wa = __shfl_xor_sync(0xffffffffu, x.ts.wa, offset);
+        y.ts.b = __shfl_xor_sync(0xffffffffu, x.ts.b, offset);
+        y.ts.wb = __shfl_xor_sync(0xffffffffu, x.ts.wb, offset);
+        x = combine(x, y);
+    }
+    return x;
+}
+
+// The state of the whole row, known to every thread of the THREADS sharing it: one warp
+// butterfly, then (blocks) one pass through shared memory.
+template <int THREADS, typename A>
+__device__ __forceinline__ RowState<A> row_combine(RowState<A> st) {
+    st = warp_combine(st);
+    if (THREADS <= 32) return st;
+    __shared__ RowState<A> warp_states[32];
+    __shared__ RowState<A> block_state;
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    if (lane == 0) warp_states[warp] = st;
+    __syncthreads();
+    if (warp == 0) {
+        st = warp_combine(lane < THREADS / 32 ? warp_states[lane] : empty_state<A>());
+        if (lane == 0) block_state = st;
+    }
+    __syncthreads();
+    return block_state;
+}
+
+// A row's loss from its reduced state, written by the one thread that ``writes``, and the
+// softmax's coefficient in its gradient (coef, with the z-loss's 2 zc lse); zc goes out.
+template <typename T, typename A>
+__device__ __forceinline__ A finish_row(const RowState<A>& st, const RowTarget& t,
+                                        const T* class_weight, A smoothing, A inv_classes,
+                                        A z_loss, const A* z_factor_ptr, bool writes, i64 row,
+                                        A* row_loss, T* row_out, A& zc) {
+    A coef, dot;
+    row_coefficients<T, A>(t, st.ts, class_weight, smoothing, inv_classes, coef, dot);
+    A grad_coef = coef;
+    zc = z_coefficient(z_loss, z_factor_ptr);
+    const A z = z_term(zc, st.m, st.s, grad_coef);
+    if (writes) {
+        A loss = coef * log(st.s) - dot + z;
+        if (t.kind == 0) loss = 0;
+        if (t.kind == 2) loss = quiet_nan<A>();
+        write_row_loss<T, A>(loss, row, row_loss, row_out);
+    }
+    return grad_coef;
+}

@@ -1,0 +1,141 @@
+// Cross-entropy with the row in registers (see cross_entropy.cu).
+#pragma once
+
+#include "cross_entropy_row.cuh"
+
+// ---------------------------------------------------------------------------------------
+// A row in registers. Thread `lane` of the THREADS sharing a row holds, for pack k < VPT / W,
+// the W columns starting at (k * THREADS + lane) * W: consecutive threads read
+// consecutive 16-byte packs. One reduction per row; each exp computed once.
+template <typename T, int THREADS, int VPT, int ROWS>
+__device__ __forceinline__ void ce_rows_body(
+    const T* logits, const i64* __restrict__ labels, const T* __restrict__ probs,
+    const T* __restrict__ class_weight, T* grad, typename AccOf<T>::type* row_loss, T* row_out,
+    int* error, i64 rows, i64 classes, i64 ignore_index, typename AccOf<T>::type smoothing,
+    typename AccOf<T>::type scale, const typename AccOf<T>::type* scale_ptr, T* hess,
+    typename AccOf<T>::type z_loss, const typename AccOf<T>::type* z_factor_ptr,
+    typename AccOf<T>::type softcap, int packed) {
+    typedef typename AccOf<T>::type A;
+    const int W = VecWidth<T>::value;
+    const int PACKS = VPT / W;
+    const int lane = THREADS == 32 ? (threadIdx.x & 31) : threadIdx.x;
+    const i64 row = THREADS == 32 ? (i64)blockIdx.x * ROWS + (threadIdx.x >> 5) : (i64)blockIdx.x;
+    if (THREADS == 32 && row >= rows) return;  // whole warps leave; no block barrier follows
+    const T* x_row = logits + row * classes;
+    const T* probs_row = probs ? probs + row * classes : 0;
+    const RowTarget t = row_target(labels, row, classes, ignore_index, error);
+    const A inv_classes = A(1) / A(classes);
+    const A inv_cap = softcap > A(0) ? A(1) / softcap : A(0);
+
+    A v[VPT];
+#pragma unroll
+    for (int k = 0; k < PACKS; ++k) {
+        const i64 col = ((i64)k * THREADS + lane) * W;
+        if (packed && col + W <= classes) {
+            const Pack<T> pk = *reinterpret_cast<const Pack<T>*>(x_row + col);
+#pragma unroll
+            for (int e = 0; e < W; ++e) v[k * W + e] = cap_logit<T, A>(to_acc(pk.v[e]), softcap, inv_cap);
+        } else {
+#pragma unroll
+            for (int e = 0; e < W; ++e)
+                v[k * W + e] = col + e < classes ? cap_logit<T, A>(to_acc(x_row[col + e]), softcap, inv_cap)
+                                                 : neg_inf<A>();
+        }
+    }
+    RowState<A> st = empty_state<A>();
+#pragma unroll
+    for (int k = 0; k < VPT; ++k) st.m = fmax(st.m, v[k]);
+    const A own_max = st.m;
+#pragma unroll
+    for (int k = 0; k < PACKS; ++k) {
+#pragma unroll
+        for (int e = 0; e < W; ++e) {
+            const i64 col = ((i64)k * THREADS + lane) * W + e;
+            const A z = shifted(v[k * W + e], own_max);
+            if (col < classes)
+                gather_terms<T, A>(z, col, t, probs_row, class_weight, smoothing, inv_classes,
+                                   st.ts);
+            v[k * W + e] = col < classes ? row_exp<T>(z) : A(0);  // each exp once
+            st.s += v[k * W + e];
+        }
+    }
+    st = row_combine<THREADS>(st);
+    A zc;
+    const A grad_coef = finish_row<T, A>(st, t, class_weight, smoothing, inv_classes, z_loss,
+                                         z_factor_ptr, lane == 0, row, row_loss, row_out, zc);
+    if (grad || hess) {
+        const A sc = read_scale(scale_ptr, scale);
+        // softmax = exp(x - own_max) * exp(own_max - row max) / s: one exp per thread
+        const A prob_scale = grad_coef / st.s * exp(shifted(own_max, st.m));
+        const A softmax_scale = exp(shifted(own_max, st.m)) / st.s;
+        T* g_row = grad ? grad + row * classes : 0;
+        T* h_row = hess ? hess + row * classes : 0;
+        // the exps of the elements below the row's max, over its sum (see hess_of): this
+        // thread's elements at its own max are at the row's when that is the row's max
+        A rest_share = 0;
+        if (hess) {
+            const bool at_top = own_max == st.m;
+            A part = 0;
+#pragma unroll
+            for (int k = 0; k < VPT; ++k) part += (at_top && v[k] == A(1)) ? A(0) : v[k];
+            part *= softmax_scale;
+            if (THREADS <= 32) {
+                rest_share = warp_sum(part);
+            } else {
+                __shared__ A scratch[32];
+                rest_share = block_sum<THREADS>(part, scratch);
+            }
+        }
+#pragma unroll
+        for (int k = 0; k < PACKS; ++k) {
+            const i64 col = ((i64)k * THREADS + lane) * W;
+            Pack<T> pk, hk;
+#pragma unroll
+            for (int e = 0; e < W; ++e) {
+                A g = grad_of<T, A>(v[k * W + e], col + e, t, prob_scale, probs_row,
+                                    class_weight, smoothing, inv_classes, sc);
+                // the chain rule's logit: this thread's own element, read again from cache
+                // (only with softcap), before this thread overwrites it
+                A slope = A(1), curve = A(0);
+                if (softcap != A(0) && col + e < classes)
+                    slope = cap_slopes<T, A>(to_acc(x_row[col + e]), softcap, inv_cap, curve);
+                if (h_row)
+                    hk.v[e] = from_acc<T>(finish_hess<A>(
+                        hess_of<A>(v[k * W + e] * softmax_scale, rest_share, grad_coef, zc, sc), g,
+                        slope, curve, t));
+                g *= slope;
+                if (t.kind == 0) g = 0;
+                if (t.kind == 2) g = quiet_nan<A>();
+                pk.v[e] = from_acc<T>(g);
+            }
+            if (packed && col + W <= classes) {
+                if (g_row) *reinterpret_cast<Pack<T>*>(g_row + col) = pk;
+                if (h_row) *reinterpret_cast<Pack<T>*>(h_row + col) = hk;
+            } else {
+#pragma unroll
+                for (int e = 0; e < W; ++e)
+                    if (col + e < classes) {
+                        if (g_row) g_row[col + e] = pk.v[e];
+                        if (h_row) h_row[col + e] = hk.v[e];
+                    }
+            }
+        }
+    }
+}
+
+#define CE_ROWS_ARGS                                                                          \
+    const T *logits, const i64 *__restrict__ labels, const T *__restrict__ probs,             \
+        const T *__restrict__ class_weight, T *grad, typename AccOf<T>::type *row_loss,       \
+        T *row_out, int *error, i64 rows, i64 classes, i64 ignore_index,                      \
+        typename AccOf<T>::type smoothing, typename AccOf<T>::type scale,                     \
+        const typename AccOf<T>::type *scale_ptr, T *hess, typename AccOf<T>::type z_loss,    \
+        const typename AccOf<T>::type *z_factor_ptr, typename AccOf<T>::type softcap, int packed
+#define CE_ROWS_CALL                                                                          \
+    logits, labels, probs, class_weight, grad, row_loss, row_out, error, rows, classes,       \
+        ignore_index, smoothing, scale, scale_ptr, hess, z_loss, z_factor_ptr, softcap, packed
+
+// MIN_BLOCKS: the blocks per SM the registers must allow (__launch_bounds__' second bound)
+template <typename T, int THREADS, int VPT, int ROWS, int MIN_BLOCKS>
+__global__ void __launch_bounds__(THREADS * ROWS, MIN_BLOCKS) ce_rows(CE_ROWS_ARGS) {
+    ce_rows_body<T, THREADS, VPT, ROWS>(CE_ROWS_CALL);
+}

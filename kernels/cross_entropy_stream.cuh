@@ -1,0 +1,274 @@
+// Cross-entropy for any C, streamed: a block per row, or (sm_90) a cluster of blocks per
+// row (see cross_entropy.cu).
+#pragma once
+
+#include "cross_entropy_row.cuh"
+
+// ---------------------------------------------------------------------------------------
+// Any C: a block of THREADS threads per row; online max and sum, then the gradient pass.
+// Each thread keeps IN_FLIGHT 16-byte packs in flight (their loads issued before any is
+// used) and folds a whole pack into its running state at once (independent exps).
+
+// Calls use(pack, k) on packs k = threadIdx.x, threadIdx.x + THREADS, ... below `packs`,
+// IN_FLIGHT at a time, all their loads issued before the first use.
+template <typename T, int IN_FLIGHT, int THREADS, typename Use>
+__device__ __forceinline__ void for_packs_in_flight(const Pack<T>* x_packs, i64 packs, Use use) {
+    for (i64 k0 = threadIdx.x; k0 < packs; k0 += IN_FLIGHT * THREADS) {
+        Pack<T> pk[IN_FLIGHT];
+#pragma unroll
+        for (int j = 0; j < IN_FLIGHT; ++j)
+            if (k0 + j * THREADS < packs) pk[j] = x_packs[k0 + j * THREADS];
+#pragma unroll
+        for (int j = 0; j < IN_FLIGHT; ++j)
+            if (k0 + j * THREADS < packs) use(pk[j], k0 + j * THREADS);
+    }
+}
+
+template <typename T>
+__device__ __forceinline__ void stream_fold(const Pack<T>& pk, int valid, i64 first_col,
+                                            const RowTarget& t,
+                                            const T* probs_row, const T* class_weight,
+                                            typename AccOf<T>::type smoothing,
+                                            typename AccOf<T>::type inv_classes,
+                                            typename AccOf<T>::type softcap,
+                                            typename AccOf<T>::type inv_cap,
+                                            RowState<typename AccOf<T>::type>& st) {
+    typedef typename AccOf<T>::type A;
+    const int W = VecWidth<T>::value;
+    A x[W];
+    A top = st.m;
+#pragma unroll
+    for (int e = 0; e < W; ++e) {
+        x[e] = e < valid ? cap_logit<T, A>(to_acc(pk.v[e]), softcap, inv_cap) : neg_inf<A>();
+        top = fmax(top, x[e]);
+    }
+    // the state moves to the new max (the empty state: m = -inf, s = 0 stays 0)
+    A sum = st.s * exp(shifted(st.m, top));
+    reshift_sums(st.ts, st.m, top);
+#pragma unroll
+    for (int e = 0; e < W; ++e) {
+        if (e < valid) {
+            const A z = shifted(x[e], top);
+            gather_terms<T, A>(z, first_col + e, t, probs_row, class_weight, smoothing,
+                               inv_classes, st.ts);
+            sum += row_exp<T>(z);
+        }
+    }
+    st.s = sum;
+    st.m = top;
+}
+
+template <typename T>
+__device__ __forceinline__ void stream_store(const Pack<T>& pk, i64 k, T* g_row, const RowTarget& t,
+                                             typename AccOf<T>::type m,
+                                             typename AccOf<T>::type prob_scale,
+                                             const T* probs_row, const T* class_weight,
+                                             typename AccOf<T>::type smoothing,
+                                             typename AccOf<T>::type inv_classes,
+                                             typename AccOf<T>::type sc,
+                                             typename AccOf<T>::type softcap,
+                                             typename AccOf<T>::type inv_cap) {
+    typedef typename AccOf<T>::type A;
+    const int W = VecWidth<T>::value;
+    Pack<T> out;
+#pragma unroll
+    for (int e = 0; e < W; ++e) {
+        A slope;
+        const A xe = cap_with_slope<T, A>(to_acc(pk.v[e]), softcap, inv_cap, slope);
+        A g = grad_of<T, A>(row_exp<T>(shifted(xe, m)), k * W + e, t, prob_scale, probs_row,
+                            class_weight, smoothing, inv_classes, sc) * slope;
+        if (t.kind == 0) g = 0;
+        if (t.kind == 2) g = quiet_nan<A>();
+        out.v[e] = from_acc<T>(g);
+    }
+    reinterpret_cast<Pack<T>*>(g_row)[k] = out;
+}
+
+// HESS: the instance that writes `hess` alone, launched after the other one (a second read
+// of the row, only for grad_and_hess above 16384 classes): both in one kernel spilled in
+// bf16 (64 registers without the Hessian). CAPPED: soft-capping compiled in (its registers
+// cost the plain kernel's packs in flight: the host asks for one pack fewer in flight).
+// THREADS: 256, 512 or 1024; the registers allow 1024 threads per SM at least.
+template <typename T, bool HESS, int CAPPED, int THREADS, int IN_FLIGHT>
+__global__ void __launch_bounds__(THREADS, 1024 / THREADS) ce_stream(CE_ROWS_ARGS) {
+    typedef typename AccOf<T>::type A;
+    if (!CAPPED) softcap = A(0);  // a constant: the capping code compiles away
+    const int W = VecWidth<T>::value;
+    const i64 row = blockIdx.x;
+    const T* x_row = logits + row * classes;
+    const T* probs_row = probs ? probs + row * classes : 0;
+    const RowTarget t = row_target(labels, row, classes, ignore_index, error);
+    const A inv_classes = A(1) / A(classes);
+    const A inv_cap = softcap > A(0) ? A(1) / softcap : A(0);
+    const Pack<T>* x_packs = reinterpret_cast<const Pack<T>*>(x_row);
+    const i64 packs = packed ? classes / W : 0;
+    RowState<A> st = empty_state<A>();
+    for_packs_in_flight<T, IN_FLIGHT, THREADS>(x_packs, packs, [&](const Pack<T>& pk, i64 k) {
+        stream_fold<T>(pk, W, k * W, t, probs_row, class_weight, smoothing, inv_classes, softcap,
+                       inv_cap, st);
+    });
+    for (i64 c = packs * W + threadIdx.x; c < classes; c += THREADS) {
+        Pack<T> one;
+        one.v[0] = x_row[c];  // a pack of one valid element
+        stream_fold<T>(one, 1, c, t, probs_row, class_weight, smoothing, inv_classes, softcap,
+                       inv_cap, st);
+    }
+    st = row_combine<THREADS>(st);
+    const A m = st.m;
+    A zc;
+    const A grad_coef = finish_row<T, A>(st, t, class_weight, smoothing, inv_classes, z_loss,
+                                         z_factor_ptr, threadIdx.x == 0, row, row_loss, row_out,
+                                         zc);
+    const A sc = read_scale(scale_ptr, scale);
+    if (HESS) {  // the Hessian alone: the gradient is ce_stream<T, false, ...>'s, launched first
+        const A inv_s = A(1) / st.s;
+        // the exps of the elements below the max, over the row's sum (see hess_of): one
+        // more read of the row, only for grad_and_hess
+        A part = 0;
+        for (i64 c = threadIdx.x; c < classes; c += THREADS) {
+            const A zc_ = shifted(cap_logit<T, A>(to_acc(x_row[c]), softcap, inv_cap), m);
+            if (zc_ != A(0)) part += row_exp<T>(zc_);
+        }
+        __shared__ A scratch[32];
+        const A rest_share = block_sum<THREADS>(part, scratch) * inv_s;
+        const A prob_scale = grad_coef / st.s;
+        T* h_row = hess + row * classes;
+        for (i64 c = threadIdx.x; c < classes; c += THREADS) {  // element by element, coalesced
+            A slope, curve;
+            const A x = to_acc(x_row[c]);
+            slope = cap_slopes<T, A>(x, softcap, inv_cap, curve);
+            const A e = row_exp<T>(shifted(cap_logit<T, A>(x, softcap, inv_cap), m));
+            const A g = grad_of<T, A>(e, c, t, prob_scale, probs_row, class_weight, smoothing,
+                                      inv_classes, sc);
+            h_row[c] = from_acc<T>(finish_hess<A>(hess_of<A>(e * inv_s, rest_share, grad_coef, zc, sc),
+                                                  g, slope, curve, t));
+        }
+        return;
+    }
+    if (grad == 0) return;
+    const A prob_scale = grad_coef / st.s;
+    T* g_row = grad + row * classes;
+    // the second read of the row: mostly from L2 while the rows in flight fit there
+    for_packs_in_flight<T, IN_FLIGHT, THREADS>(x_packs, packs, [&](const Pack<T>& pk, i64 k) {
+        stream_store<T>(pk, k, g_row, t, m, prob_scale, probs_row, class_weight, smoothing,
+                        inv_classes, sc, softcap, inv_cap);
+    });
+    for (i64 c = packs * W + threadIdx.x; c < classes; c += THREADS) {
+        A slope;
+        const A xc = cap_with_slope<T, A>(to_acc(x_row[c]), softcap, inv_cap, slope);
+        A g = grad_of<T, A>(row_exp<T>(shifted(xc, m)), c, t, prob_scale, probs_row,
+                            class_weight, smoothing, inv_classes, sc) * slope;
+        if (t.kind == 0) g = 0;
+        if (t.kind == 2) g = quiet_nan<A>();
+        g_row[c] = from_acc<T>(g);
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// sm_90: a cluster of CLUSTER blocks per row, each streaming its own slice of the row (an
+// online max/sum pass, then the gradient pass over the slice again). Fewer rows are in
+// flight than with ce_stream (a block per row), so the second read finds the slice in L2
+// (or L1) where a block per row's did not (8192 x 128256 float32: 132 rows of 513 kB in
+// flight, more than the 50-60 MB of L2). The blocks exchange their slices' states through
+// distributed shared memory; each combines all of them in the same order (the same bits
+// in every block). Packed rows only (the host checks): C a multiple of the pack, no tail.
+// The PTX below is sm_90's; nothing else in this file needs it.
+#if !defined(__CUDA_ARCH__) || __CUDA_ARCH__ >= 900
+__device__ __forceinline__ unsigned cluster_rank() {
+    unsigned rank;
+    asm volatile("mov.u32 %0, %%cluster_ctarank;" : "=r"(rank));
+    return rank;
+}
+
+// Every thread of every block of the cluster arrives, then waits (release, acquire).
+__device__ __forceinline__ void cluster_barrier() {
+    asm volatile("barrier.cluster.arrive.release.aligned;\n\tbarrier.cluster.wait.acquire.aligned;" ::: "memory");
+}
+
+// The shared::cluster address of this block's shared `p` in block `rank` of the cluster.
+__device__ __forceinline__ unsigned cluster_address(const void* p, unsigned rank) {
+    unsigned local, remote;
+    asm volatile("{\n\t.reg .u64 a;\n\tcvta.to.shared.u64 a, %1;\n\tcvt.u32.u64 %0, a;\n\t}"
+                 : "=r"(local) : "l"(p));
+    asm volatile("mapa.shared::cluster.u32 %0, %1, %2;" : "=r"(remote) : "r"(local), "r"(rank));
+    return remote;
+}
+
+template <typename A> __device__ __forceinline__ A cluster_load(unsigned address);
+template <> __device__ __forceinline__ float cluster_load<float>(unsigned address) {
+    float v;
+    asm volatile("ld.shared::cluster.f32 %0, [%1];" : "=f"(v) : "r"(address) : "memory");
+    return v;
+}
+template <> __device__ __forceinline__ double cluster_load<double>(unsigned address) {
+    double v;
+    asm volatile("ld.shared::cluster.f64 %0, [%1];" : "=d"(v) : "r"(address) : "memory");
+    return v;
+}
+
+// Block `rank`'s state, read from its shared `state` (six numbers: m, s and the sums).
+template <typename A>
+__device__ __forceinline__ RowState<A> remote_state(const RowState<A>* state, unsigned rank) {
+    const unsigned at = cluster_address(state, rank);
+    RowState<A> st;
+    st.m = cluster_load<A>(at);
+    st.s = cluster_load<A>(at + sizeof(A));
+    st.ts.a = cluster_load<A>(at + 2 * sizeof(A));
+    st.ts.wa = cluster_load<A>(at + 3 * sizeof(A));
+    st.ts.b = cluster_load<A>(at + 4 * sizeof(A));
+    st.ts.wb = cluster_load<A>(at + 5 * sizeof(A));
+    return st;
+}
+
+template <typename T, int CAPPED, int THREADS, int IN_FLIGHT, int CLUSTER>
+__global__ void __cluster_dims__(CLUSTER, 1, 1) __launch_bounds__(THREADS, 1024 / THREADS)
+ce_stream_cluster(CE_ROWS_ARGS) {
+    typedef typename AccOf<T>::type A;
+    if (!CAPPED) softcap = A(0);
+    const int W = VecWidth<T>::value;
+    const unsigned rank = cluster_rank();
+    const i64 row = blockIdx.x / CLUSTER;
+    const T* x_row = logits + row * classes;
+    const T* probs_row = probs ? probs + row * classes : 0;
+    const RowTarget t = row_target(labels, row, classes, ignore_index, rank == 0 ? error : 0);
+    const A inv_classes = A(1) / A(classes);
+    const A inv_cap = softcap > A(0) ? A(1) / softcap : A(0);
+    const i64 packs = classes / W;  // = C / W: packed rows only
+    const i64 per_block = (packs + CLUSTER - 1) / CLUSTER;
+    const i64 first = per_block * rank < packs ? per_block * rank : packs;
+    const i64 slice = first + per_block < packs ? per_block : packs - first;
+    const Pack<T>* x_packs = reinterpret_cast<const Pack<T>*>(x_row) + first;
+    RowState<A> st = empty_state<A>();
+    for_packs_in_flight<T, IN_FLIGHT, THREADS>(x_packs, slice, [&](const Pack<T>& pk, i64 k) {
+        stream_fold<T>(pk, W, (first + k) * W, t, probs_row, class_weight, smoothing,
+                       inv_classes, softcap, inv_cap, st);
+    });
+    st = row_combine<THREADS>(st);
+    __shared__ RowState<A> own_state, row_state;
+    if (threadIdx.x == 0) own_state = st;
+    cluster_barrier();
+    if (threadIdx.x < 32) {  // the row's state: lane r reads block r's, then one butterfly
+        // (the same lanes, inputs and steps in every block: the same bits), the remote
+        // reads in flight together rather than one round trip per block in turn
+        const unsigned lane = threadIdx.x;
+        const RowState<A> all = warp_combine(lane < CLUSTER ? remote_state(&own_state, lane)
+                                                            : empty_state<A>());
+        if (lane == 0) row_state = all;
+    }
+    cluster_barrier();  // (every block has read the others' states: they may leave)
+    st = row_state;
+    const A m = st.m;
+    A zc;
+    const A grad_coef = finish_row<T, A>(st, t, class_weight, smoothing, inv_classes, z_loss,
+                                         z_factor_ptr, rank == 0 && threadIdx.x == 0, row,
+                                         row_loss, row_out, zc);
+    if (grad == 0) return;
+    const A sc = read_scale(scale_ptr, scale);
+    const A prob_scale = grad_coef / st.s;
+    T* g_row = grad + row * classes;
+    for_packs_in_flight<T, IN_FLIGHT, THREADS>(x_packs, slice, [&](const Pack<T>& pk, i64 k) {
+        stream_store<T>(pk, first + k, g_row, t, m, prob_scale, probs_row, class_weight,
+                        smoothing, inv_classes, sc, softcap, inv_cap);
+    });
+}
+#endif
