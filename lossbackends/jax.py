@@ -224,11 +224,13 @@ def _make(name: str) -> Callable:
         if not any(isinstance(a, jax.core.Tracer) for a in (y, p, *arrays)):
             # nothing traced: the plain call, which raises for a bad label as lb's does
             return loss(y, p, reduction=reduction, **options, **dict(zip(names, arrays, strict=True)))
-        bfloat16 = p.dtype == jnp.bfloat16  # computed in float32 (NumPy has no bfloat16)
+        # NumPy has no bfloat16: bfloat16 arrays are passed as float32 (exactly), and a
+        # bfloat16 y_pred is computed in float32, its results rounded back
+        bfloat16 = p.dtype == jnp.bfloat16
         if bfloat16:
             p = p.astype(jnp.float32)
-            y = y.astype(jnp.float32) if y.dtype == jnp.bfloat16 else y
-            arrays = [a.astype(jnp.float32) if a.dtype == jnp.bfloat16 else a for a in arrays]
+        y = y.astype(jnp.float32) if y.dtype == jnp.bfloat16 else y
+        arrays = [a.astype(jnp.float32) if a.dtype == jnp.bfloat16 else a for a in arrays]
         static = tuple(sorted(options.items()))
         try:
             _check_arguments(name, _signature(y), _signature(p), tuple(

@@ -125,7 +125,7 @@ def _value_and_grad(loss: str, input: Tensor, target: Tensor, t1: Optional[Tenso
 
 
 @_value_and_grad.register_fake
-def _(loss, input, target, t1, t2, floats, ints, reduction):
+def _fake(loss, input, target, t1, t2, floats, ints, reduction):
     entry = _TABLE[loss]
     if reduction != "none":
         shape: tuple = ()
@@ -185,9 +185,11 @@ _is_compiling = torch.compiler.is_compiling
 
 
 def _eager(*tensors) -> bool:
-    """Plain tensors outside torch.compile, modes and torch.func transforms."""
+    """Plain tensors outside torch.compile, torch.jit.trace (which records the custom op;
+    our NumPy calls it would take for constants), modes and torch.func transforms."""
     return (all(type(t) in _PLAIN for t in tensors if t is not None)
-            and not _is_compiling() and not _C._is_torch_function_mode_enabled()
+            and not _is_compiling() and not _C._is_tracing()
+            and not _C._is_torch_function_mode_enabled()
             and not _C._len_torch_dispatch_stack()
             and _C._functorch.peek_interpreter_stack() is None)
 
@@ -213,11 +215,19 @@ class _Func(torch.autograd.Function):
 
     @staticmethod
     def vmap(info, in_dims, loss, input, *rest):
+        # here the tensors are vmap's own: their requires_grad is the outer autograd's,
+        # which the check in _apply could not see through vmap's wrappers
+        _refuse_grad(loss, zip(("target", *_TABLE[loss].tensors), rest[:3], strict=False))
         tensors = (input, *rest[:3])
+        dims = in_dims[1:5]
+        if info.batch_size == 0:  # no example to run: empty results of the fake's shapes
+            one = [t if d is None else t.new_empty(t.shape[:d] + t.shape[d + 1:])
+                   for t, d in zip(tensors, dims, strict=True)]
+            value, grad = _fake(loss, *one, *rest[3:])
+            return (value.new_empty((0, *value.shape)), grad.new_empty((0, *grad.shape))), (0, 0)
 
         def example(i):
-            return [t if d is None else t.select(d, i)
-                    for t, d in zip(tensors, in_dims[1:5], strict=True)]
+            return [t if d is None else t.select(d, i) for t, d in zip(tensors, dims, strict=True)]
 
         outputs = [_Func.apply(loss, *example(i), *rest[3:]) for i in range(info.batch_size)]
         value, grad = (torch.stack(o) for o in zip(*outputs, strict=True))
@@ -271,6 +281,19 @@ def _compute_dtype(entry: _Entry, name: str, input: Tensor, target: Tensor, weig
     return None if dtype == input.dtype else dtype
 
 
+def _refuse_grad(name: str, named) -> None:
+    """A ValueError for a tensor of ``named`` ((key, value) pairs: the target, weights)
+    that requires grad where autograd records: its gradient would be missing."""
+    if not torch.is_grad_enabled():
+        return
+    for key, value in named:
+        if isinstance(value, Tensor) and value.requires_grad:
+            raise ValueError(
+                f"{name}: {key} requires grad, but lossbackends.torch differentiates with "
+                f"respect to input only; pass {key}.detach() (or use torch.nn.functional)"
+            )
+
+
 def _apply(name: str, entry: _Entry, input: Tensor, target: Tensor, options: dict) -> Tensor:
     # in place only when a gradient is taken: otherwise the value alone, input untouched
     inplace = (options["inplace_backward"] and isinstance(input, Tensor) and input.requires_grad
@@ -299,12 +322,7 @@ def _apply(name: str, entry: _Entry, input: Tensor, target: Tensor, options: dic
             "size. 'batchmean' divides only by the batch size, and aligns with the KL div math "
             "definition.", stacklevel=3)
     tensors = [options[key] for key in entry.tensors]
-    for key, value in (("target", target), *zip(entry.tensors, tensors, strict=True)):
-        if isinstance(value, Tensor) and value.requires_grad:
-            raise ValueError(
-                f"{name}: {key} requires grad, but lossbackends.torch differentiates with "
-                f"respect to input only; pass {key}.detach() (or use torch.nn.functional)"
-            )
+    _refuse_grad(name, (("target", target), *zip(entry.tensors, tensors, strict=True)))
     weight = tensors[0] if tensors else None
     if entry.weight_like_input and weight is not None and weight.shape != input.shape:
         raise ValueError(f"{name}: weight has shape {tuple(weight.shape)}; torch needs the "
@@ -424,6 +442,13 @@ def _module(name: str) -> type:
         torch.nn.Module.__init__(self)
         bound = signature.bind(self, *args, **kwargs)
         bound.apply_defaults()
+        arguments = bound.arguments
+        if arguments.get("size_average") is not None or arguments.get("reduce") is not None:
+            # torch's modules turn the deprecated pair into reduction once, here: a later
+            # ``module.reduction = ...`` then applies
+            arguments["reduction"] = torch.nn._reduction.legacy_get_string(
+                arguments["size_average"], arguments["reduce"])
+            arguments["size_average"] = arguments["reduce"] = None
         for key in names:
             if key in entry.tensors:  # tensors are buffers, as in torch's modules
                 self.register_buffer(key, bound.arguments[key])

@@ -171,6 +171,18 @@ def test_bfloat16_and_errors():
     value, grad = jax.value_and_grad(lambda p: lbj.mse(y, p))(p.astype(jnp.bfloat16))
     assert value.dtype == grad.dtype == jnp.bfloat16
     np.testing.assert_allclose(grad.astype(jnp.float32), 2 * (p - y) / 16, rtol=2e-2, atol=1e-3)
+    # bfloat16 labels and weights beside a float32 y_pred: traced as eagerly (they were
+    # refused as not real)
+    half_y, weight = y.astype(jnp.bfloat16), jnp.linspace(0.5, 2.0, 16).astype(jnp.bfloat16)
+    eager = lbj.mse(half_y, p, weight=weight)
+    traced, grad = jax.jit(jax.value_and_grad(lambda p: lbj.mse(half_y, p, weight=weight)))(p)
+    assert traced.dtype == jnp.float32 and traced == eager
+    exact = (y.astype(jnp.bfloat16).astype(jnp.float32), weight.astype(jnp.float32))
+    np.testing.assert_allclose(grad, 2 * exact[1] * (p - exact[0]) / 16, rtol=1e-6)
+    labels = jnp.array([0, 2])
+    np.testing.assert_allclose(
+        jax.jit(lambda x: lbj.cross_entropy(labels, x, class_weight=jnp.ones(3, jnp.bfloat16)))(
+            jnp.ones((2, 3))), np.log(3), rtol=1e-6)
     with pytest.raises(TypeError, match="no backend= or out="):
         lbj.mse(y, p, out=p)
     with pytest.raises(TypeError, match="floating"):

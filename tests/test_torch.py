@@ -170,6 +170,50 @@ def test_target_requiring_grad_is_an_error():
     x, t = _case("mse")
     with pytest.raises(ValueError, match="input only"):
         lbt.mse_loss(x, t.requires_grad_())
+    # under vmap too, where the tensors the check sees are vmap's wrappers (the gradient
+    # was missing, and a weight's wrong)
+    w = torch.rand(5, 4, dtype=D, requires_grad=True)
+    for key, call in (("target", lambda: torch.func.vmap(lbt.mse_loss)(x, t)),
+                      ("weight", lambda: torch.func.vmap(
+                          lambda a, b, c: lbt.mse_loss(a, b, weight=c))(x, t.detach(), w))):
+        with pytest.raises(ValueError, match=f"{key} requires grad"):
+            call()
+    # no gradient is taken under no_grad: torch's own losses take such a target there
+    with torch.no_grad():
+        torch.testing.assert_close(lbt.mse_loss(x, t), F.mse_loss(x, t))
+
+
+def test_vmap_of_an_empty_batch():
+    """Empty results of torch's shapes (there is no example to run the kernel on)."""
+    for reduction in ("mean", "none"):
+        x, t = torch.randn(0, 4, 3, dtype=D), torch.zeros(0, 4, dtype=torch.long)
+        for ours, theirs in ((lbt.cross_entropy, F.cross_entropy), (lbt.mse_loss, F.mse_loss)):
+            target = t if ours is lbt.cross_entropy else x.clone()
+            got = torch.func.vmap(lambda a, b, f=ours, r=reduction: f(a, b, reduction=r))(x, target)
+            want = torch.func.vmap(lambda a, b, f=theirs, r=reduction: f(a, b, reduction=r))(x, target)
+            assert got.shape == want.shape and got.dtype == want.dtype
+
+
+def test_jit_trace_records_the_op():
+    """torch.jit.trace of a call without a gradient recorded its value as a constant."""
+    x, t = _case("mse")
+    traced = torch.jit.trace(lbt.MSELoss(), (x, t), check_trace=False)
+    other = torch.randn(5, 4, dtype=D, requires_grad=True)
+    value = traced(other, t)
+    torch.testing.assert_close(value, F.mse_loss(other, t))
+    value.backward()
+    torch.testing.assert_close(other.grad, 2 * (other - t).detach() / other.numel())
+
+
+def test_modules_turn_size_average_and_reduce_into_reduction():
+    """As torch's modules: once, at construction; a later ``reduction`` then applies."""
+    x, t = _case("mse")
+    with pytest.warns(UserWarning, match="size_average"):
+        ours, theirs = lbt.MSELoss(size_average=False), torch.nn.MSELoss(size_average=False)
+    assert ours.reduction == theirs.reduction == "sum"
+    assert repr(ours) == "MSELoss(reduction='sum')"
+    ours.reduction = theirs.reduction = "mean"
+    torch.testing.assert_close(ours(x, t), theirs(x, t))
 
 
 def test_inplace_backward_only_when_asked():
