@@ -196,6 +196,11 @@ def _signature(x) -> tuple:
     return tuple(x.shape), np.dtype(x.dtype)
 
 
+def _not_static(name: str, array_names: tuple, why: str) -> TypeError:
+    return TypeError(f"lossbackends.jax.{name}: options other than {', '.join(array_names)} "
+                     f"must be Python numbers, bools or None (static), not arrays ({why})")
+
+
 def _make(name: str) -> Callable:
     loss: Loss = _losses.LOSSES[name]
     array_names = _ARRAY_OPTIONS[name]
@@ -221,6 +226,9 @@ def _make(name: str) -> Callable:
                 _check_device(value, key)
                 arrays.append(value)
                 names.append(key)
+        traced = [key for key, value in options.items() if isinstance(value, jax.core.Tracer)]
+        if traced:  # (with concrete arrays the plain call would say it takes no tracers)
+            raise _not_static(name, array_names, f"{traced[0]} is traced")
         if not any(isinstance(a, jax.core.Tracer) for a in (y, p, *arrays)):
             # nothing traced: the plain call, which raises for a bad label as lb's does
             return loss(y, p, reduction=reduction, **options, **dict(zip(names, arrays, strict=True)))
@@ -238,9 +246,7 @@ def _make(name: str) -> Callable:
         except TypeError as exc:
             if "unhashable" not in str(exc):
                 raise
-            raise TypeError(f"lossbackends.jax.{name}: options other than "
-                            f"{', '.join(array_names)} must be Python numbers, bools or None "
-                            f"(static), not arrays ({exc})") from None
+            raise _not_static(name, array_names, str(exc)) from None
         if name == "cross_entropy":
             # a traced call cannot raise: NaN rows instead
             if options.get("check_labels", False):

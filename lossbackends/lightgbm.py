@@ -74,6 +74,8 @@ from typing import Any
 from ._boosting import HINGE, POISSON, Convention, Objective, make
 from ._loss import Loss
 
+__all__ = ["objective"]  # the rest is this library's conventions, which it reads
+
 
 def _multiclass_hessian(classes: int, options: dict) -> float:
     return classes / (classes - 1.0)  # (at least 2 classes: checked before)

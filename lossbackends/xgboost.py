@@ -74,6 +74,8 @@ from typing import Any
 from ._boosting import HINGE, POISSON, Convention, Objective, make
 from ._loss import Loss
 
+__all__ = ["objective"]  # the rest is this library's conventions, which it reads
+
 CONVENTIONS = {
     # reg:squarederror minimises half the squared error: (p - y, 1)
     "mse": Convention(grad=0.5, hess=0.5),

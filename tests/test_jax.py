@@ -272,6 +272,10 @@ def test_arguments_checked_while_tracing():
         jax.jit(lambda p: lbj.cross_entropy(jnp.zeros(3, int), p, class_weight=jnp.ones(3)))(p)
     with pytest.raises(TypeError, match="must be Python numbers"):
         jax.jit(lambda p, d: lbj.huber(jnp.zeros((3, 4)), p, delta=d))(p, 1.0)
+    # the option alone traced, the arrays concrete: the same error (the plain call's said
+    # that it takes no tracers, as if the user had not called lossbackends.jax)
+    with pytest.raises(TypeError, match=r"must be Python numbers.*\(delta is traced\)"):
+        jax.grad(lambda d: lbj.huber(jnp.zeros((3, 4)), p, delta=d))(1.0)
     with pytest.raises(TypeError, match="must be True or False"):
         jax.jit(lambda p: lbj.poisson_nll(jnp.zeros((3, 4)), p, full=1))(p)
 
