@@ -136,8 +136,10 @@ class Loss:
         """``class_indices``: y_pred has a class axis, and a plain call passes one class
         index per row (cross_entropy)."""
         self.name = name
-        # as a function's: what scikit-learn's make_scorer, functools and loggers read
+        # as a function's: what scikit-learn's make_scorer, functools and loggers read,
+        # and where pickle finds it (``__reduce__``)
         self.__name__ = self.__qualname__ = name
+        self.__module__ = "lossbackends"
         self._prepare_options = prepare
         # the options the loss takes, for the message of a misspelt or foreign one
         self._options = tuple(inspect.signature(prepare).parameters)[3:]
@@ -156,6 +158,11 @@ class Loss:
 
     def __repr__(self) -> str:
         return f"<lossbackends loss {self.name!r}>"
+
+    def __reduce__(self) -> str:
+        """Pickled by reference, as a function is: ``lossbackends.<name>`` itself comes back
+        (a process pool's workers get their own module's loss, not a copy of its state)."""
+        return self.__qualname__
 
     def _prepare(self, xp, y_true, y_pred, **options) -> Prepared:
         """The loss's preparation (its argument checks, for every backend); an option it

@@ -66,6 +66,9 @@ def test_label_error_crosses_processes_and_losses_have_names():
     assert type(again) is lb.LabelError and str(again) == str(info.value)
     assert (again.label, again.row, again.classes, again.loss) == (5, 0, 2, "cross_entropy")
     assert lb.mse.__name__ == lb.mse.__qualname__ == "mse"
+    # a loss pickles by reference, as a function: the module's own object comes back
+    for loss in (lb.mse, lb.cross_entropy, lb.sigmoid_focal):
+        assert pickle.loads(pickle.dumps(loss)) is loss
 
 
 def test_seed_examples_on_every_backend(backend):
