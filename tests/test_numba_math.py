@@ -135,6 +135,12 @@ def test_tanh_is_within_a_few_ulps_and_keeps_its_special_values():
         x = x.astype(np.float32)
         assert _ulps(_compiled(fast_tanh)(x), np.tanh(x.astype(np.float64))).max() <= bound
     np.testing.assert_array_equal(_compiled(fast_tanh)(SUBNORMALS), SUBNORMALS)
+    # never beyond +-1 (the fit crossed 1 by an ulp near |x| = 8.2-10: softcap's slope
+    # 1 - t^2 was negative there), every float32 from 7 to 11 of both signs
+    edge = np.arange(np.float32(7.0).view(np.int32), np.float32(11.0).view(np.int32),
+                     dtype=np.int32).view(np.float32)
+    t = _compiled(fast_tanh)(np.concatenate([edge, -edge]))
+    assert np.abs(t).max() == 1.0
     special = np.array([np.inf, -np.inf, 1e30, -20.0, 0.0, np.nan], np.float32)
     np.testing.assert_array_equal(_compiled(fast_tanh)(special), [1.0, -1.0, 1.0, -1.0, 0.0, np.nan])
 

@@ -194,6 +194,25 @@ def test_softcap_losses_of_well_classified_rows_are_relatively_exact(backend):
     np.testing.assert_array_equal(host(value), np.zeros(50, np.float32))
 
 
+def test_softcap_gradients_keep_their_sign_near_saturation(backend):
+    """Logits of 8 to 10 softcaps, where tanh is within an ulp of 1: the gradient of a
+    class other than the label is >= 0 and the label's <= 0, as softmax's are (Numba's
+    tanh crossed 1 there by an ulp, and the slope 1 - tanh^2 turned negative)."""
+    cap = 5.0
+    x = np.sort(rng.uniform(8 * cap, 10 * cap, (50, 200)), axis=1).astype(np.float32)
+    x[:, ::2] *= -1
+    labels = np.zeros(50, np.int64)  # the label's logit is the smallest positive one
+    expected = reference.cross_entropy_liger(labels, x.astype(np.float64), softcap=cap)[1]
+    args = (on(backend, labels), on(backend, x))
+    for grad in (lb.cross_entropy.value_and_grad(*args, softcap=cap, backend=backend)[1],
+                 lb.cross_entropy.grad_and_hess(*args, softcap=cap, backend=backend)[0]):
+        grad = host(grad)
+        assert (grad[:, 1:] >= 0).all() and (grad[:, 0] <= 0).all()
+        # the slope's documented absolute error (7e-7; 0 from about 8 softcaps) times the
+        # softmax (about 1/200 here)
+        np.testing.assert_allclose(grad, expected, rtol=0, atol=1e-8)
+
+
 def test_softcap_rows_agree_across_the_two_tanh_forms(backend):
     """The same logits within +-softcap, alone (the polynomial tanh) and beside one -inf
     logit (which sends the row to the rational tanh; capped to -softcap, its exp is
