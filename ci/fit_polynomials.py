@@ -1,12 +1,14 @@
-"""Fit the float32 tanh functions of ``lossbackends/backends/_numba_math.py``.
+"""Fit the float32 polynomials of the Numba backend: the tanh functions of
+``lossbackends/backends/_numba_math.py`` and log cosh's of ``_numba_losses.py``.
 
 The rational one: tanh(x) = x P(t) / Q(t), t = (x / 10)^2, P of degree 6 and Q of degree 3
 in t with Q(0) = 1, on 0 < x <= 10: Lawson's iteration (iteratively reweighted least
 squares) on the relative error, linearised as x P - tanh(x) Q over the previous Q. The
 polynomial one near zero: tanh(x) = x + x z R(z), z = x^2, R of degree 6, on 0 < x <= 1,
-by the same iteration (linear there). Prints the coefficients in powers of x^2, rounded to
-float32 (P(0) rounds to 1), as _numba_math holds them.
-Run: python ci/fit_tanh.py
+by the same iteration (linear there). log cosh a = z (1/2 + z L(z)), z = a^2, L of degree 5,
+on 0 < a <= 1, by the same iteration. Prints the coefficients in powers of x^2, rounded to
+float32 (P(0) rounds to 1), as the modules hold them.
+Run: python ci/fit_polynomials.py
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import numpy as np
 LIMIT = 10.0  # beyond it tanh rounds to +-1 in float32; the kernel clamps there
 NUMERATOR, DENOMINATOR = 7, 4  # coefficients of P and Q
 NEAR, NEAR_TERMS = 1.0, 7  # the polynomial's range and its coefficients
+LOG_COSH, LOG_COSH_TERMS = 1.0, 6  # log cosh's series: its range and L's coefficients
 
 
 def fit(iterations: int = 60) -> tuple[np.ndarray, np.ndarray, float]:
@@ -57,10 +60,30 @@ def fit_near_zero(iterations: int = 100) -> tuple[np.ndarray, float]:
     return r, float(np.abs(error).max())
 
 
+def fit_log_cosh(iterations: int = 100) -> tuple[np.ndarray, float]:
+    a = np.sort(np.concatenate([np.linspace(1e-4, LOG_COSH, 200_000),
+                                np.geomspace(1e-6, LOG_COSH, 20_000)]))
+    z = a * a
+    f = np.log1p(2 * np.sinh(a / 2) ** 2)  # cosh a - 1 = 2 sinh^2(a/2): exact near 0
+    powers = z[:, None] ** np.arange(LOG_COSH_TERMS)
+    weights = np.ones_like(a)
+    for _ in range(iterations):
+        # the relative error of z (1/2 + z L(z)) is (z^2 L - (f - z / 2)) / f: linear in L
+        scale = np.sqrt(weights) * z * z / f
+        ell = np.linalg.lstsq(powers * scale[:, None], (f - z / 2) / (z * z) * scale,
+                              rcond=None)[0]
+        error = (z * (0.5 + z * (powers @ ell)) - f) / f
+        weights = weights * np.abs(error)
+        weights /= weights.sum()
+    return ell, float(np.abs(error).max())
+
+
 if __name__ == "__main__":
     p, q, error = fit()
     r, near_error = fit_near_zero()
-    print(f"largest relative error in float64: {error:.2e} (rational), {near_error:.2e} (near zero)")
-    for name, values in (("TANH_P", p), ("TANH_Q", q), ("TANH_NEAR_R", r)):
+    ell, log_cosh_error = fit_log_cosh()
+    print(f"largest relative error in float64: {error:.2e} (rational), {near_error:.2e} (near "
+          f"zero), {log_cosh_error:.2e} (log cosh)")
+    for name, values in (("TANH_P", p), ("TANH_Q", q), ("TANH_NEAR_R", r), ("LOG_COSH_L", ell)):
         for k, value in enumerate(values):
             print(f"{name}{k} = _f32({float(np.float32(value))!r})")
