@@ -329,7 +329,7 @@ def _log32(x, k=LOG32):
 
 
 # tanh(x) = x P(x^2) / Q(x^2) on |x| <= 10, degrees 12 and 6 in x, fitted by
-# ci/fit_tanh.py (Lawson's iteration on the relative error, 2e-8 in float64; P(0) = Q(0)
+# ci/fit_polynomials.py (Lawson's iteration on the relative error, 2e-8 in float64; P(0) = Q(0)
 # = 1, so tanh x = x to the last bit as x -> 0); beyond 10 tanh rounds to +-1, so x is clamped there (inf too; NaN
 # passes the selects). No exp: one division and ten fused products, against an exp, a
 # division and a polynomial for Cephes' exp-based form, which kept softcap's pass at 0.65x
@@ -366,7 +366,7 @@ def _tanh32(x, k=TANH32):
     return one if t > one else (-one if t < -one else t)
 
 
-# tanh(u) = u + u z R(z), z = u^2, on |u| <= 1, R of degree 6 fitted by ci/fit_tanh.py
+# tanh(u) = u + u z R(z), z = u^2, on |u| <= 1, R of degree 6 fitted by ci/fit_polynomials.py
 # (4.6e-9 relative in float64): seven fused products and no division, against ten and a
 # division for the rational form, for softcap's logits within +-softcap, where
 # softcap tanh(x / softcap) = x + x z R(z) with u = x / softcap: the logit itself, not
