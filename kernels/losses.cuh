@@ -44,8 +44,9 @@ template <typename A> __device__ __forceinline__ void huber(A y, A p, Options<A>
 template <typename A> __device__ __forceinline__ void smooth_l1(A y, A p, Options<A> o, A& loss, A& d, A& h) {
     const A beta = o.a, e = p - y, a = fabs(e);
     const bool inside = a < beta;  // never for beta = 0: the absolute error
-    loss = inside ? A(0.5) * e * e / beta : a - A(0.5) * beta;
-    d = inside ? e / beta : sign_of(e);
+    const A slope = e / beta;  // within +-1 inside: e^2 / 2 beta as e / 2 times it never overflows
+    loss = inside ? A(0.5) * e * slope : a - A(0.5) * beta;
+    d = inside ? slope : sign_of(e);
     h = inside ? A(1) / beta : zero_or_nan(a);  // 0 from |e| = beta on (as PyTorch)
 }
 
@@ -115,8 +116,9 @@ template <typename A> __device__ __forceinline__ void poisson_nll(A y, A x, Opti
     } else {  // x = rate: x - y log(x + eps)
         const A shifted = x + o.c, inv = A(1) / shifted;
         loss = x - times(y, log(shifted));
-        d = A(1) - times(y, inv);
-        h = times(y, inv * inv);
+        const A ratio = times(y, inv);  // y / (x + eps), then over it again: never 1 / (x + eps)^2
+        d = A(1) - ratio;
+        h = times(ratio, inv);
     }
     if (o.b != A(0) && y > A(1))  // Stirling's term where y > 1
         loss += y * log(y) - y + A(0.5) * log(A(6.28318530717958647692) * y);

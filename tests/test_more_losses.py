@@ -330,6 +330,24 @@ def test_accuracy_near_zero(backend):
         np.testing.assert_allclose(host(grad), np.tanh(x), rtol=tolerance)
 
 
+def test_no_intermediate_overflow_or_underflow(backend):
+    """Results that float32 represents are computed, not lost to an intermediate: smooth_l1's
+    e^2 / 2 beta inside a wide or a tiny quadratic zone (e^2 overflowed, or underflowed), and
+    poisson_nll's Hessian y / (x + eps)^2 where 1 / (x + eps)^2 is subnormal."""
+    f32 = np.float32
+    for beta, e in ((1e20, 4.34e19), (1e-30, 9.999999e-31), (1e-20, 2.17e-29)):
+        e = np.array([e, -e], f32)
+        value = host(lb.smooth_l1(on(backend, np.zeros(2, f32)), on(backend, e), beta=beta,
+                                  reduction="none", backend=backend))
+        expected = e.astype(np.float64) ** 2 / (2 * np.float64(f32(beta)))
+        np.testing.assert_allclose(value, expected, rtol=3e-7)
+    y, x = np.array([1e7, 1e5], f32), np.array([2.18e22, 1e20], f32)
+    _, hess = lb.poisson_nll.grad_and_hess(on(backend, y), on(backend, x), log_input=False,
+                                           reduction="sum", backend=backend)
+    expected = y.astype(np.float64) / (x.astype(np.float64) + np.float64(f32(1e-8))) ** 2
+    np.testing.assert_allclose(host(hess), expected, rtol=3e-7)
+
+
 def test_float32_log_cosh_within_a_few_ulps(backend):
     """Every float32 residual of a grid up to 3, against float64: the series up to |e| = 1,
     then a + log1p(exp(-2a)) - log 2, which cancels by a factor up to 2.6 (the series once

@@ -252,9 +252,10 @@ def _smooth_l1(y, p, param, pos, k):
     e = p - y
     a = abs(e)
     inside = a < beta  # never for beta = 0: the absolute error (e / 0 is not selected)
-    loss = HALF * e * e / beta if inside else a - HALF * beta
+    slope = e / beta  # within +-1 inside: e^2 / 2 beta as e / 2 times it never overflows
+    loss = HALF * e * slope if inside else a - HALF * beta
     # 1 / beta inside, 0 from |e| = beta on (the value's branch, as PyTorch); NaN kept
-    return loss, e / beta if inside else _sign(e), ONE / beta if inside else _zero_or_nan(a)
+    return loss, slope if inside else _sign(e), ONE / beta if inside else _zero_or_nan(a)
 
 
 @loss_math(*LOG_COSH32)
@@ -350,8 +351,9 @@ def _poisson(log_input, full):
             shifted = x + eps
             inv = ONE / shifted
             loss = x - _times(y, fast_log(shifted, k[-1]))
-            d = ONE - _times(y, inv)
-            h = _times(y, inv * inv)
+            ratio = _times(y, inv)  # y / (x + eps), then over it again: never 1 / (x + eps)^2
+            d = ONE - ratio
+            h = _times(ratio, inv)
         if full:  # Stirling's term, PyTorch's: y log y - y + log(2 pi y) / 2 where y > 1
             log_y = fast_log(y if y > ONE else ONE, k[-1])
             stirling = y * log_y - y + HALF * (log_y + LOG_2PI_HI + LOG_2PI_LO)

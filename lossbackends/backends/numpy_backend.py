@@ -231,8 +231,9 @@ def _smooth_l1(y, p, params, want_value, want_grad, want_hess):
     a = np.abs(e)
     inside = a < beta  # never true for beta = 0: then this is the absolute error
     with np.errstate(divide="ignore", invalid="ignore"):  # e / 0 is masked out
-        loss = np.where(inside, 0.5 * e * e / beta, a - 0.5 * beta) if want_value else None
-        d = np.where(inside, e / beta, np.sign(e)) if want_grad else None
+        slope = e / beta  # within +-1 inside: e^2 / 2 beta as e / 2 times it never overflows
+        loss = np.where(inside, 0.5 * e * slope, a - 0.5 * beta) if want_value else None
+        d = np.where(inside, slope, np.sign(e)) if want_grad else None
         # 1 / beta inside, 0 from |e| = beta on (the value's branch, as PyTorch)
         # (a Python float: 1 / 0 would raise, not give inf, for beta = 0: never inside)
         h = np.where(inside, 1.0 / beta if beta else 0.0, _zero_or_nan(a)) if want_hess else None
@@ -340,8 +341,9 @@ def _poisson_nll(y, x, params, want_value, want_grad, want_hess):
         with np.errstate(divide="ignore", invalid="ignore"):
             loss = x - _times(y, np.log(x + eps)) if want_value else None
             inverse = 1.0 / (x + eps)
-            d = 1.0 - _times(y, inverse) if want_grad else None
-            h = _times(y, inverse * inverse) if want_hess else None
+            ratio = _times(y, inverse)  # y / (x + eps), then over it again: never 1 / (x + eps)^2
+            d = 1.0 - ratio if want_grad else None
+            h = _times(ratio, inverse) if want_hess else None
     if want_value and full:
         loss = loss + _stirling(y)
     return loss, d, h
