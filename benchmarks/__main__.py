@@ -20,7 +20,6 @@ import argparse
 import datetime
 import os
 import platform
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -175,11 +174,11 @@ def small_call_rows(device: str, roofline: float) -> list[dict]:
     return rows
 
 
-def probability_label_rows(sizes: list[int], roofline: float) -> list[dict]:
+def probability_label_rows(sizes: list[int]) -> list[dict]:
     """binary_cross_entropy with labels between 0 and 1 (distillation, label smoothing):
     the main grid's labels are 0 and 1, which the Numba backend computes with one log per
     element instead of two, so this case is measured apart (host backends, the default
-    call and ``out=``, samples taken in turn)."""
+    call and ``out=``, samples taken in turn with the triad)."""
     rows = []
     for n in sizes:
         inputs = core.host_inputs("binary_cross_entropy", (n,), "float32")
@@ -192,26 +191,14 @@ def probability_label_rows(sizes: list[int], roofline: float) -> list[dict]:
                 call = ours(backend, out)("binary_cross_entropy", "value_and_grad", inputs)
                 error = core.check(call(), expected, "float32")  # checked first, as every row
                 measured.append((backend + (":out" if out else ""), out, call, error))
-        times = core.time_host_in_turn([call for _, _, call, _ in measured])
+        times, roofline = core.time_host_with_triad([call for _, _, call, _ in measured],
+                                                    12 * n)
         for (name, out, _, error), samples in zip(measured, times, strict=True):
             rows.append(core.row("binary_cross_entropy_probability_labels", "value_and_grad",
                                  name, "float32", (n,), samples, 12 * n, roofline,
-                                 device="host", max_rel_error=error,
+                                 device="host", max_rel_error=error, roofline_gbps=roofline,
                                  form="out" if out else "alloc", peer=False))
     return rows
-
-
-def _around(device: str, roofline: float, rows_of) -> list[dict]:
-    """``rows_of(roofline)``, as fractions of the host triad measured just before and just
-    after them (the higher of the two): this machine's bandwidth moves by a third within
-    minutes, so a fraction of the triad taken at the start of a ten-minute run would
-    measure that drift, not the kernel. GPU rows keep the run's copy bandwidth."""
-    if device != "host":
-        return [{**r, "roofline_gbps": roofline} for r in rows_of(roofline)]
-    before = core.host_triad(min_time=0.1, repeats=3)[1]
-    rows = rows_of(before)
-    local = max(before, core.host_triad(min_time=0.1, repeats=3)[1])
-    return [{**r, "roofline_gbps": local, "roofline_fraction": r["gbps"] / local} for r in rows]
 
 
 def _case_rows(args, ops, chosen, started, loss, dtype, shape, roofline) -> list[dict]:
@@ -263,10 +250,8 @@ def _case_rows(args, ops, chosen, started, loss, dtype, shape, roofline) -> list
     # --quick: 0.1 s of samples per provider, so that the run with every peer stays short
     if pending:
         traffic = core.minimum_bytes(loss, "value_and_grad", shape, itemsize)
-        _, triad, triad_bytes = core.triad_call(max(traffic // 12, core.TRIAD_ELEMENTS))
-        times = core.time_host_in_turn([call for _, _, call, _, _ in pending] + [triad],
-                                       min_time=0.1 if args.quick else 0.2)
-        roofline = triad_bytes / statistics.median(times.pop()) / 1e9
+        times, roofline = core.time_host_with_triad([call for _, _, call, _, _ in pending],
+                                                    traffic, 0.1 if args.quick else 0.2)
         rows += [core.row(loss, op, provider.name, dtype, shape, samples, nbytes, roofline,
                           device=device, max_rel_error=error, form=provider.form,
                           peer=provider.peer, roofline_gbps=roofline)
@@ -334,8 +319,7 @@ def run(args) -> list[dict]:
     # for the CPU the Python side runs on
     rows = small_call_rows(device, roofline)
     if device == "host" and "binary_cross_entropy" in args.losses and not args.smoke:
-        for n in [n for n in sizes if n >= 10**6]:
-            rows += _around(device, roofline, lambda local, n=n: probability_label_rows([n], local))
+        rows += probability_label_rows([n for n in sizes if n >= 10**6])
     for loss, dtype, shape in tqdm(grid if chosen else [], desc=f"benchmarks ({device})",
                                    unit="case"):  # no provider chosen: no case to measure
         case_rows = _case_rows(args, ops, chosen, started, loss, dtype, shape, roofline)
@@ -346,7 +330,7 @@ def run(args) -> list[dict]:
         from . import torch_module
 
         size = "smoke" if args.smoke else "quick" if args.quick else "full"
-        rows += _around(device, roofline, lambda local: torch_module.rows(device, local, size))
+        rows += torch_module.rows(device, roofline, size)
     # the run's roofline as a row of its own: 1e9 roofline bytes in one second, so that
     # its gbps column is the roofline in GB/s (a fraction of 1)
     rows.insert(0, core.row("roofline", roofline_name, device, "float32", (0,), [1.0],

@@ -213,6 +213,16 @@ def time_host_in_turn(calls: list, min_time: float = 0.2, repeats: int = 7,
     return samples
 
 
+def time_host_with_triad(calls: list, traffic: int, min_time: float = 0.2
+                         ) -> tuple[list[list[float]], float]:
+    """``time_host_in_turn`` of ``calls`` and of the triad (``triad_call``, moving at least
+    ``traffic`` bytes): their samples, and the triad's GB/s, the roofline of the same
+    moments (this machine's bandwidth moves by a third within minutes)."""
+    _, triad, triad_bytes = triad_call(max(traffic // 12, TRIAD_ELEMENTS))
+    times = time_host_in_turn([*calls, triad], min_time=min_time)
+    return times[:-1], triad_bytes / statistics.median(times[-1]) / 1e9
+
+
 def time_host_difference(call, baseline, min_time: float = 0.6, repeats: int = 25) -> list[float]:
     """Seconds per call that ``call`` takes over ``baseline``: samples of the two taken in
     turn, so that a slow moment of the machine weighs on both sides of each difference."""

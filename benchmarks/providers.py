@@ -202,6 +202,7 @@ def _torch(mode: str):
                 # compare it (MSE at 1e8 and more, cross-entropy)
                 if loss not in core.ROW_LOSSES and (loss != "mse" or inputs["p"].size < 10**8):
                     return None
+                _room_for_compiles(torch)
                 function = torch.compile(function, dynamic=False)
         if op == "value":
             def value():
@@ -257,10 +258,11 @@ def _hand_eager(torch, loss):
         return value, g.mul_(-1.0 / n)
 
     def cross_entropy(x, y, g):
-        rows = x.shape[0]
-        value = F.cross_entropy(x, y)
-        torch.ops.aten._softmax.out(x, 1, False, out=g)
-        g[torch.arange(rows), y] -= 1
+        rows, at = x.shape[0], torch.arange(x.shape[0])
+        torch.ops.aten._log_softmax.out(x, 1, False, out=g)  # one read of x, into g
+        value = -g[at, y].mean()
+        g.exp_()  # the softmax, in place: no temporary of the logits' size
+        g[at, y] -= 1
         return value, g.mul_(1.0 / rows)
 
     return {"mse": mse, "binary_cross_entropy": bce,
@@ -344,6 +346,15 @@ def _derived_pure(torch, loss):
 _COMPILED: dict = {}
 
 
+def _room_for_compiles(torch) -> None:
+    """Dynamo keeps its compiled variants per code object (``pure_out`` is one for every
+    loss, ``F.cross_entropy`` one for every shape) and falls back to eager past 8 of them,
+    silently: room for every loss, shape and grad mode of a run."""
+    for name in ("recompile_limit", "cache_size_limit"):
+        if hasattr(torch._dynamo.config, name):
+            setattr(torch._dynamo.config, name, max(getattr(torch._dynamo.config, name), 256))
+
+
 def _compiled(torch, loss, out, backend, dynamic):
     """One compiled function per (loss, form), kept for the whole run. ``dynamic=False``
     (the full run): code specialised to each shape, what a training loop of fixed shapes
@@ -353,11 +364,7 @@ def _compiled(torch, loss, out, backend, dynamic):
     the specialised one on MSE at 1e7)."""
     key = (loss, out, backend, dynamic)
     if key not in _COMPILED:
-        # Dynamo keeps its compiled variants per code object (``pure_out`` is one for every
-        # loss) and falls back to eager past 8 of them: room for every loss and shape here
-        for name in ("recompile_limit", "cache_size_limit"):
-            if hasattr(torch._dynamo.config, name):
-                setattr(torch._dynamo.config, name, max(getattr(torch._dynamo.config, name), 256))
+        _room_for_compiles(torch)
         pure = _hand_pure(torch, loss)
         if out:
             def pure_out(x, y, g):
@@ -470,12 +477,15 @@ def _jax(loss, op, inputs):
     if op == "value":
         f = jax.jit(value)
         return lambda: (f(y, p).block_until_ready(), None)
+    if op == "grad":  # the gradient alone, as our grad computes it
+        g = jax.jit(jax.grad(value, argnums=1))
+        return lambda: (None, g(y, p).block_until_ready())
     f = jax.jit(jax.value_and_grad(value, argnums=1))
 
     def call():
         v, g = f(y, p)
         g.block_until_ready()
-        return v, (None if op == "value" else g)
+        return v, g
 
     return call
 

@@ -13,6 +13,12 @@ COLUMNS = ["loss", "op", "backend", "dtype", "n", "seconds_median", "seconds_min
 KEY = ("loss", "op", "backend", "dtype", "n")
 
 
+def _key(r: dict) -> tuple:
+    """A row's identity across runs: two shapes may have one n (cross-entropy's rows), so
+    the shape where the CSV has one (older CSVs have n alone)."""
+    return (*(r[k] for k in KEY[:-1]), r.get("shape") or r["n"])
+
+
 def write_csv(path: Path, rows: list[dict]) -> None:
     extra = sorted({k for r in rows for k in r} - set(COLUMNS))
     with open(path, "w", newline="") as f:
@@ -114,9 +120,11 @@ def add_peer_ratios(rows: list[dict]) -> None:
     """On each row of ours (and the seed's), in place: the best peer of the same case and
     op, like with like (our default call against the peers' allocating forms, our ``out=``
     against their preallocated forms): ``best_peer``, ``best_peer_gbps`` and
-    ``vs_best_peer`` (our GB/s over theirs; above 1 is faster). ``rows`` is one case."""
+    ``vs_best_peer`` (our GB/s over theirs; above 1 is faster). ``rows`` is one case; plain
+    cross-entropy's rows beside a row option (``numba:plain``) compute another loss than
+    the peers: none."""
     for r in rows:
-        if r.get("peer") or "form" not in r:
+        if r.get("peer") or "form" not in r or ":plain" in r["backend"]:
             continue
         peers = [q for q in rows if q.get("peer") and q["op"] == r["op"]
                  and q["form"] == r["form"]]
@@ -217,11 +225,11 @@ def option_table(rows: list[dict], backend: str = "numba") -> str:
 def compare(a_path: Path, b_path: Path, threshold: float = 0.10) -> int:
     """Row-by-row time ratio B/A; prints the table and returns how many rows of B are
     slower than A by more than ``threshold``."""
-    a = {tuple(r[k] for k in KEY): r for r in read_csv(a_path)}
-    b = {tuple(r[k] for k in KEY): r for r in read_csv(b_path)}
+    a = {_key(r): r for r in read_csv(a_path)}
+    b = {_key(r): r for r in read_csv(b_path)}
     common = sorted(set(a) & set(b))
     slower = 0
-    print(f"{'loss':33s} {'op':16s} {'backend':14s} {'dtype':8s} {'n':>12s} {'A s':>11s} "
+    print(f"{'loss':33s} {'op':16s} {'backend':14s} {'dtype':8s} {'shape':>12s} {'A s':>11s} "
           f"{'B s':>11s} {'B/A':>6s}")
     for key in common:
         ta, tb = float(a[key]["seconds_median"]), float(b[key]["seconds_median"])

@@ -46,6 +46,8 @@ def _steps(torch, loss: str, inputs: dict, device: str) -> dict:
 
 
 def rows(device: str, roofline: float, size: str = "full") -> list[dict]:
+    """The training-step rows; ``roofline``: the GPU run's copy bandwidth (host rows take
+    the triad in turn with their steps)."""
     import torch
 
     out = []
@@ -56,11 +58,12 @@ def rows(device: str, roofline: float, size: str = "full") -> list[dict]:
             steps = _steps(torch, loss, inputs, device)
             errors = {name: core.check(step(), expected, "float32") for name, step in steps.items()}
             nbytes = core.minimum_bytes(loss, "value_and_grad", shape, 4)
-            if device == "gpu":
-                times = [core.time_gpu(step) for step in steps.values()]
-            else:
-                times = core.time_host_in_turn(list(steps.values()))
+            if device == "gpu":  # the run's copy bandwidth
+                times, local = [core.time_gpu(step) for step in steps.values()], roofline
+            else:  # the triad taken in turn with the steps
+                times, local = core.time_host_with_triad(list(steps.values()), nbytes)
             out += [core.row(loss, "torch_step", name, "float32", shape, samples, nbytes,
-                             roofline, device=device, max_rel_error=errors[name])
+                             local, device=device, max_rel_error=errors[name],
+                             roofline_gbps=local)
                     for name, samples in zip(steps, times, strict=True)]
     return out
