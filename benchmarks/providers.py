@@ -192,6 +192,9 @@ def _torch(mode: str):
                 return None
             from liger_kernel.transformers import LigerCrossEntropyLoss
 
+            # (it writes the gradient into the logits, by design: from the second call on
+            # it reads the last gradient, at the same cost: no path depends on the values)
+
             function = LigerCrossEntropyLoss()
         else:
             function = _torch_loss(torch, loss)
@@ -469,7 +472,9 @@ def _jax(loss, op, inputs):
     import jax.numpy as jnp
 
     value = _jax_losses(jax, jnp).get(loss)
-    if value is None:
+    # float64 inputs: JAX computes them in float32 unless x64 is enabled process-wide
+    # (which would change its float32 rows too), so it has no float64 row
+    if value is None or np.asarray(inputs.get("p_host", inputs["p"])).dtype == np.float64:
         return None
 
     y = jnp.asarray(np.asarray(inputs.get("y_host", inputs["y"])))
