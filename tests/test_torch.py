@@ -194,6 +194,7 @@ def test_vmap_of_an_empty_batch():
             assert got.shape == want.shape and got.dtype == want.dtype
 
 
+@pytest.mark.filterwarnings("ignore:`torch.jit.trace:DeprecationWarning")  # (torch 2.13's)
 def test_jit_trace_records_the_op():
     """torch.jit.trace of a call without a gradient recorded its value as a constant."""
     x, t = _case("mse")
