@@ -21,6 +21,11 @@ template <typename A> __device__ __forceinline__ A times(A k, A v) {
     return k == A(0) && isinf(v) ? A(0) : k * v;
 }
 
+// k / v, 0 where k = 0 and v = 0: as times(k, 1 / v), a label of 0 contributes nothing
+template <typename A> __device__ __forceinline__ A over(A k, A v) {
+    return k == A(0) && v == A(0) ? A(0) : k / v;
+}
+
 // 0, NaN where e is NaN: the second derivative of a piecewise-linear piece
 template <typename A> __device__ __forceinline__ A zero_or_nan(A e) {
     return e == e ? A(0) : e;
@@ -114,11 +119,13 @@ template <typename A> __device__ __forceinline__ void poisson_nll(A y, A x, Opti
         d = rate - y;
         h = rate;
     } else {  // x = rate: x - y log(x + eps)
-        const A shifted = x + o.c, inv = A(1) / shifted;
+        const A shifted = x + o.c;
         loss = x - times(y, log(shifted));
-        const A ratio = times(y, inv);  // y / (x + eps), then over it again: never 1 / (x + eps)^2
+        // y / (x + eps), then over it again: no reciprocal, which overflows for a subnormal
+        // x + eps where y / (x + eps) does not, and no 1 / (x + eps)^2
+        const A ratio = over(y, shifted);
         d = A(1) - ratio;
-        h = times(ratio, inv);
+        h = over(ratio, shifted);
     }
     if (o.b != A(0) && y > A(1))  // Stirling's term where y > 1
         loss += y * log(y) - y + A(0.5) * log(A(6.28318530717958647692) * y);

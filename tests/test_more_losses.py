@@ -332,8 +332,9 @@ def test_accuracy_near_zero(backend):
 
 def test_no_intermediate_overflow_or_underflow(backend):
     """Results that float32 represents are computed, not lost to an intermediate: smooth_l1's
-    e^2 / 2 beta inside a wide or a tiny quadratic zone (e^2 overflowed, or underflowed), and
-    poisson_nll's Hessian y / (x + eps)^2 where 1 / (x + eps)^2 is subnormal."""
+    e^2 / 2 beta inside a wide or a tiny quadratic zone (e^2 overflowed, or underflowed),
+    poisson_nll's Hessian y / (x + eps)^2 where 1 / (x + eps)^2 is subnormal, and its
+    gradient 1 - y / x where 1 / x overflows."""
     f32 = np.float32
     for beta, e in ((1e20, 4.34e19), (1e-30, 9.999999e-31), (1e-20, 2.17e-29)):
         e = np.array([e, -e], f32)
@@ -346,6 +347,13 @@ def test_no_intermediate_overflow_or_underflow(backend):
                                            reduction="sum", backend=backend)
     expected = y.astype(np.float64) / (x.astype(np.float64) + np.float64(f32(1e-8))) ** 2
     np.testing.assert_allclose(host(hess), expected, rtol=3e-7)
+    # a subnormal rate: 1 / x overflows where y / x does not (the gradient was -inf)
+    for dtype, y, x in ((f32, 1.0865892e-09, 1e-45), (np.float64, 1e-300, 5e-324)):
+        y, x = np.array([y, 0.0], dtype), np.array([x, x], dtype)
+        grad = host(lb.poisson_nll.grad(on(backend, y), on(backend, x), log_input=False,
+                                        eps=0.0, reduction="sum", backend=backend))
+        expected = 1 - y.astype(np.float64) / x.astype(np.float64)
+        np.testing.assert_allclose(grad, expected, rtol=3e-7)
 
 
 def test_float32_log_cosh_within_a_few_ulps(backend):

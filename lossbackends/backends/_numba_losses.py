@@ -349,11 +349,16 @@ def _poisson(log_input, full):
             loss = rate if rate == INF else loss  # the limit at x = inf, not inf - inf
         else:  # x = rate: x - y log(x + eps)
             shifted = x + eps
-            inv = ONE / shifted
             loss = x - _times(y, fast_log(shifted, k[-1]))
-            ratio = _times(y, inv)  # y / (x + eps), then over it again: never 1 / (x + eps)^2
+            # y / (x + eps), then over it again, by one reciprocal (the compiler makes one
+            # of two divisions by a value, so the gradient would round differently with
+            # the Hessian than without): of (x + eps) 2^64 below 2^-60, where
+            # 1 / (x + eps) would overflow for a subnormal x + eps; never 1 / (x + eps)^2
+            scale = TWO_64 if abs(shifted) < TWO_MINUS_60 else ONE
+            inv = ONE / (shifted * scale)
+            ratio = _times(y, inv) * scale
             d = ONE - ratio
-            h = _times(ratio, inv)
+            h = _times(ratio, inv) * scale
         if full:  # Stirling's term, PyTorch's: y log y - y + log(2 pi y) / 2 where y > 1
             log_y = fast_log(y if y > ONE else ONE, k[-1])
             stirling = y * log_y - y + HALF * (log_y + LOG_2PI_HI + LOG_2PI_LO)
@@ -363,6 +368,7 @@ def _poisson(log_input, full):
     return poisson
 
 
+TWO_64, TWO_MINUS_60 = _f32(2.0**64), _f32(2.0**-60)  # exact in float32 and float64
 # log(2 pi) as two float32 parts: float64 inputs promote both and keep every digit
 LOG_2PI_HI = _f32(np.log(2.0 * np.pi))
 LOG_2PI_LO = _f32(np.log(2.0 * np.pi) - float(LOG_2PI_HI))

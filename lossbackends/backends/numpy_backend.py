@@ -281,6 +281,13 @@ def _times(k, v):
         return np.where((k == 0) & np.isinf(v), 0.0, k * v)
 
 
+def _over(k, v):
+    """k / v, with 0 where k = 0 and v = 0: as ``_times`` (k times 1 / v), a label of 0
+    contributes nothing; NaN stays NaN."""
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where((k == 0) & (v == 0), 0.0, k / v)
+
+
 def _sigmoid_focal(y, x, params, want_value, want_grad, want_hess):
     # torchvision's sigmoid_focal_loss: p = sigmoid(x), ce = BCE_with_logits(x, y),
     # q = 1 - p_t = p (1 - y) + (1 - p) y, loss = alpha_t q^gamma ce with
@@ -340,10 +347,12 @@ def _poisson_nll(y, x, params, want_value, want_grad, want_hess):
     else:  # x = rate: x - y log(x + eps); second derivative y / (x + eps)^2
         with np.errstate(divide="ignore", invalid="ignore"):
             loss = x - _times(y, np.log(x + eps)) if want_value else None
-            inverse = 1.0 / (x + eps)
-            ratio = _times(y, inverse)  # y / (x + eps), then over it again: never 1 / (x + eps)^2
+            shifted = x + eps
+            # y / (x + eps), then over it again: no reciprocal, which overflows for a
+            # subnormal x + eps where y / (x + eps) does not, and no 1 / (x + eps)^2
+            ratio = _over(y, shifted)
             d = 1.0 - ratio if want_grad else None
-            h = _times(ratio, inverse) if want_hess else None
+            h = _over(ratio, shifted) if want_hess else None
     if want_value and full:
         loss = loss + _stirling(y)
     return loss, d, h
