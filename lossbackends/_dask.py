@@ -25,7 +25,7 @@ import numpy as np
 
 from . import _dispatch
 from ._loss import _WANT_GRAD, compute
-from ._prepare import as_prediction
+from ._prepare import as_prediction, int_option
 
 _DASK_TYPES: dict[type, bool] = {}
 
@@ -187,14 +187,16 @@ def _elementwise_block(y, p, weight, pos_weight, *, spec: _Spec):
 
 
 def _rows(loss, y_true, p, reduction, backend, options, wants, dtype):
-    """A loss with a class axis (``cross_entropy``): blocks of whole rows."""
+    """A loss with a class axis (``cross_entropy``, ``multiclass_hinge``): blocks of whole
+    rows."""
     import dask.array as da
 
     options = dict(options)
     axis = options.pop("axis", -1)
+    name = loss.name
     if p.ndim == 0:
-        raise ValueError("cross_entropy needs logits with a class axis; got a 0-d y_pred")
-    axis = int(axis)
+        raise ValueError(f"{name} needs logits with a class axis; got a 0-d y_pred")
+    axis = int_option(name, "axis", axis)
     if not -p.ndim <= axis < p.ndim:
         raise ValueError(f"axis {axis} is out of range for logits with {p.ndim} dimensions")
     axis %= p.ndim
@@ -208,12 +210,13 @@ def _rows(loss, y_true, p, reduction, backend, options, wants, dtype):
     batch_chunks = p.chunks[:axis] + p.chunks[axis + 1:]
     index = string.ascii_letters[: p.ndim]
     batch_index = index[:axis] + index[axis + 1:]
-    soft = y.shape == p.shape
+    probabilities = name == "cross_entropy"  # (multiclass_hinge takes class indices only)
+    soft = probabilities and y.shape == p.shape
     if not soft and y.shape != batch_shape:
+        expected = f" or probabilities of shape {p.shape}" if probabilities else ""
         raise ValueError(
-            f"y_true has shape {y.shape}; cross_entropy with logits of shape {p.shape} and "
-            f"axis={axis} expects class indices of shape {batch_shape} or probabilities of "
-            f"shape {p.shape}"
+            f"y_true has shape {y.shape}; {name} with logits of shape {p.shape} and "
+            f"axis={axis} expects class indices of shape {batch_shape}{expected}"
         )
     _check_options(loss, p, y.dtype,
                    lambda small: small if soft else small[:axis] + small[axis + 1:],

@@ -215,7 +215,9 @@ def route(loss: str, backend: str | None, y_true: object, y_pred: object) -> Rou
     try:
         return _ROUTES[loss, choice, type(y_true), type(y_pred)]
     except (KeyError, TypeError):  # a new kind of call, or a backend that is not a name
-        return _first_route(loss, choice, backend is None, y_true, y_pred)
+        pass
+    # (outside the except: its errors are the user's, not "during handling of KeyError")
+    return _first_route(loss, choice, backend is None, y_true, y_pred)
 
 
 def _first_route(loss: str, choice: object, from_settings: bool, y_true: object,

@@ -392,8 +392,10 @@ def _check_out(xp, out, y_true, y, p, shape, name: str = "out") -> None:
     (``grad``, ``value_and_grad``), ``"grad_out"`` (``grad_and_hess``) or ``"hess_out"``:
     the Hessian's buffer, which must not share memory with ``y_pred`` either (the kernels
     read ``y_pred`` after writing it)."""
-    if type(out) is not type(p) and (_dispatch.device_of(out) != _dispatch.device_of(p)
-                                      or not hasattr(out, "flags")):
+    if not hasattr(out, "shape") or not hasattr(out, "flags"):
+        raise TypeError(f"{name} must be an array (a NumPy array for host inputs, a CuPy "
+                        f"array for GPU inputs), not {type(out).__name__}")
+    if type(out) is not type(p) and _dispatch.device_of(out) != _dispatch.device_of(p):
         raise ValueError(
             f"{name} must be an array on the same device as y_pred (a NumPy array for host "
             "inputs, a CuPy array for GPU inputs)"

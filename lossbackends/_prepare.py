@@ -48,8 +48,9 @@ def as_prediction(xp: Any, y_pred: Any, contiguous: bool = True) -> Any:
         elif p.dtype.kind in "biu":
             p = p.astype(xp.float64)
         else:
+            got = f" (from a {type(y_pred).__name__})" if p.dtype == object else ""
             raise TypeError(
-                f"y_pred has dtype {p.dtype}; pass a float16, float32 or float64 array "
+                f"y_pred has dtype {p.dtype}{got}; pass a float16, float32 or float64 array "
                 "(integer and bool arrays are computed as float64)"
             )
     if contiguous and not p.flags.c_contiguous:
@@ -136,9 +137,7 @@ prepare_mse = prepare_elementwise  # mse has no option of its own
 
 def prepare_bce(xp, y_true, y_pred, *, weight=None, eps=1e-15):
     prep = prepare_elementwise(xp, y_true, y_pred, weight=weight)
-    eps = float(eps)
-    if not 0.0 <= eps < 0.5:
-        raise ValueError(f"eps must be in [0, 0.5); got {eps}")
+    eps = real_option("binary_cross_entropy", "eps", eps, 0.0, 0.5, high_open=True)
     return prep._replace(params=(max(eps, _EPS[prep.p.dtype]),))
 
 
@@ -161,20 +160,45 @@ def prepare_bce_with_logits(xp, y_true, y_pred, *, weight=None, pos_weight=None)
 
 def prepare_hinge(xp, y_true, y_pred, *, weight=None, margin=1.0):
     prep = prepare_elementwise(xp, y_true, y_pred, weight=weight)
-    return prep._replace(params=(float(margin),))
+    return prep._replace(params=(real_option("hinge", "margin", margin),))
 
 
-def real_option(loss: str, name: str, value, low: float, high: float = float("inf"), *,
-                 low_open: bool = False) -> float:
-    """A real option as a float in ``[low, high]`` (``(low, high]`` with ``low_open``)."""
+_INF = float("inf")
+
+
+def real_option(loss: str, name: str, value, low: float = -float("inf"),
+                high: float = float("inf"), *, low_open: bool = False,
+                high_open: bool = False) -> float:
+    """A real option as a float in ``[low, high]`` (open at an end with ``low_open`` or
+    ``high_open``), never NaN."""
+    value = real_number(loss, name, value)
+    if not ((low < value if low_open else low <= value)
+            and (value < high if high_open else value <= high)):  # (NaN fails both)
+        bounds = (f"{'(' if low_open or low == -_INF else '['}{low:g}, {high:g}"
+                  f"{')' if high_open or high == _INF else ']'}")
+        raise ValueError(f"{loss}: {name} must be in {bounds}; got {value}")
+    return value
+
+
+def real_number(loss: str, name: str, value) -> float:
+    """A real option (a Python or NumPy number, not a bool) as a float: a string or None is
+    a TypeError that names the option, not ``float()``'s message."""
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer,
                                                                       np.floating)):
         raise TypeError(f"{loss}: {name} must be a real number, not {type(value).__name__}")
-    value = float(value)
-    if not (low < value if low_open else low <= value) or not value <= high or value != value:
-        bounds = f"{'(' if low_open else '['}{low:g}, {high:g}{']' if high < float('inf') else ')'}"
-        raise ValueError(f"{loss}: {name} must be in {bounds}; got {value}")
-    return value
+    return float(value)
+
+
+def int_option(loss: str, name: str, value) -> int:
+    """An integer option (a Python or NumPy integer, not a bool): a float is refused, not
+    truncated."""
+    if isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{loss}: {name} must be an integer, not a bool")
+    try:
+        return operator.index(value)
+    except TypeError:
+        raise TypeError(f"{loss}: {name} must be an integer, not {type(value).__name__}"
+                        ) from None
 
 
 def normal_option(prefix: str, name: str, value: float, dtype: np.dtype, what: str, *,
@@ -199,7 +223,6 @@ def bool_option(loss: str, name: str, value) -> bool:
     return bool(value)
 
 
-_INF = float("inf")
 prepare_mae = prepare_elementwise  # no option of its own
 prepare_log_cosh = prepare_elementwise
 prepare_soft_margin = prepare_elementwise
@@ -261,13 +284,13 @@ _INT64 = np.iinfo(np.int64)
 
 
 def class_indices(xp, t, classes: int, shape: tuple, check_labels: bool, ignore_index: int,
-                   name: str):
+                   name: str, probabilities: bool):
     """Integer or bool class indices as int64. Labels int64 cannot hold (uint64 from 2^63,
     Python ints beyond) are out of range of every class: they raise the label error with
     their value as given, never wrapped (2^64 - 100 cast would be -100, ignore_index);
     with ``check_labels=False`` they become a negative label other than ``ignore_index``,
     so that their rows get NaN, like those of every other bad label. ``name``: the loss,
-    which the error names."""
+    which the error names; ``probabilities``: whether it takes them instead (its advice)."""
     wide = None  # where the labels are beyond int64
     if t.dtype.kind == "u" and t.dtype.itemsize == 8 and t.size:
         wide = t > _INT64.max
@@ -286,10 +309,10 @@ def class_indices(xp, t, classes: int, shape: tuple, check_labels: bool, ignore_
         else:  # the wrapped values are all replaced
             t = xp.where(wide, xp.int64(bad), t.astype(xp.int64))
     if t.dtype.kind not in "biu":
+        instead = f", or pass probabilities shaped like the logits {shape}" if probabilities else ""
         raise TypeError(
             f"y_true of shape {t.shape} holds class indices and must be integers, not "
-            f"{t.dtype}; cast with .astype(int), or pass probabilities shaped like the "
-            f"logits {shape}"
+            f"{t.dtype}; cast with .astype(int){instead}"
         )
     return t.astype(xp.int64, copy=False)
 
@@ -302,7 +325,7 @@ def class_axis_inputs(xp, y_true, y_pred, axis, name, probabilities, check_label
     x = as_prediction(xp, y_pred, contiguous=False)
     if x.ndim == 0:
         raise ValueError(f"{name} needs logits with a class axis; got a 0-d y_pred")
-    axis = operator.index(axis)
+    axis = int_option(name, "axis", axis)
     if not -x.ndim <= axis < x.ndim:
         raise ValueError(f"axis {axis} is out of range for logits with {x.ndim} dimensions")
     axis %= x.ndim
@@ -323,12 +346,18 @@ def class_axis_inputs(xp, y_true, y_pred, axis, name, probabilities, check_label
         target = xp.ascontiguousarray(t).reshape(-1, classes)
     elif t.shape == batch_shape:
         target = xp.ascontiguousarray(class_indices(xp, t, classes, shape, check_labels,
-                                                     ignore_index, name)).reshape(-1)
+                                                     ignore_index, name, probabilities)
+                                       ).reshape(-1)
     else:
         expected = f" or probabilities of shape {shape}" if probabilities else ""
+        # integer "logits" beside float labels: the arguments' order, most likely
+        swapped = (t.dtype.kind == "f" and getattr(y_pred, "dtype", None) is not None
+                   and xp.asarray(y_pred).dtype.kind in "biu")
+        hint = ("; y_pred holds integers: is it the labels? the order is (y_true, y_pred)"
+                if swapped else "")
         raise ValueError(
             f"y_true has shape {t.shape}; {name} with logits of shape {shape} and "
-            f"axis={axis} expects class indices of shape {batch_shape}{expected}"
+            f"axis={axis} expects class indices of shape {batch_shape}{expected}{hint}"
         )
     return target, x2d, shape, batch_shape, axis
 
@@ -346,24 +375,21 @@ def prepare_cross_entropy(
     softcap=None,
     check_labels=True,
 ):
-    if isinstance(ignore_index, bool):
-        raise TypeError("ignore_index must be an integer, not a bool")
-    ignore_index = operator.index(ignore_index)
+    ignore_index = int_option("cross_entropy", "ignore_index", ignore_index)
+    check_labels = bool_option("cross_entropy", "check_labels", check_labels)
     if not _INT64.min <= ignore_index <= _INT64.max:
         raise ValueError(f"ignore_index must fit in int64; got {ignore_index}")
     target, x2d, shape, batch_shape, axis = class_axis_inputs(
         xp, y_true, y_pred, axis, "cross_entropy", probabilities=True,
-        check_labels=bool(check_labels), ignore_index=ignore_index)
+        check_labels=check_labels, ignore_index=ignore_index)
     classes = shape[axis]
-    label_smoothing = float(label_smoothing)
-    if not 0.0 <= label_smoothing <= 1.0:
-        raise ValueError(f"label_smoothing must be in [0, 1]; got {label_smoothing}")
-    z_loss = float(z_loss)
-    if not 0.0 <= z_loss < float("inf"):
+    label_smoothing = real_option("cross_entropy", "label_smoothing", label_smoothing, 0.0, 1.0)
+    z_loss = real_number("cross_entropy", "z_loss", z_loss)
+    if not 0.0 <= z_loss < _INF:
         raise ValueError(f"z_loss must be a finite number >= 0 (0 turns it off); got {z_loss}")
     if softcap is not None:
-        softcap = float(softcap)
-        if not 0.0 < softcap < float("inf"):
+        softcap = real_number("cross_entropy", "softcap", softcap)
+        if not 0.0 < softcap < _INF:
             raise ValueError(
                 f"softcap must be a finite number > 0, or None for no capping; got {softcap}")
         normal_option("", "softcap", softcap, x2d.dtype, "logits")
@@ -377,16 +403,14 @@ def prepare_cross_entropy(
             )
     # the last: the mean's denominator when the caller knows it (a Dask block: the whole
     # array's), else None: the kernel finds it from the labels
-    params = (ignore_index, label_smoothing, bool(check_labels), z_loss, softcap, None)
+    params = (ignore_index, label_smoothing, check_labels, z_loss, softcap, None)
     return Prepared(target, x2d, class_weight, params, 1.0, shape, batch_shape, axis)
 
 
 def prepare_multiclass_hinge(xp, y_true, y_pred, *, weight=None, margin=1.0, axis=-1):
     labels, x2d, shape, batch_shape, axis = class_axis_inputs(
         xp, y_true, y_pred, axis, "multiclass_hinge", probabilities=False)
-    margin = float(margin)
-    if margin != margin:
-        raise ValueError("margin must be a number, not NaN")
+    margin = real_option("multiclass_hinge", "margin", margin)
     if weight is not None:  # one per row: the labels' shape, broadcast
         same_device("weight", weight, x2d)
         w = as_values(xp, weight, x2d.dtype, "weight")

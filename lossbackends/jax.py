@@ -216,7 +216,8 @@ def _make(name: str) -> Callable:
         _check_device(p, "y_pred")
         _check_device(y, "y_true")
         if not jnp.issubdtype(p.dtype, jnp.floating):
-            raise TypeError(f"y_pred has dtype {p.dtype}; pass a floating array")
+            raise TypeError(f"y_pred has dtype {p.dtype}; pass a floating array (JAX "
+                            "differentiates floats only: y_pred.astype(jnp.float32))")
         arrays = []
         names = []
         for key in array_names:

@@ -64,6 +64,8 @@ from torch import Tensor
 
 from ._loss import REDUCTIONS
 from ._prepare import bool_option as _bool_option
+from ._prepare import int_option as _int_option
+from ._prepare import real_number as _real_number
 from ._torch_table import EXAMPLES as _EXAMPLES
 from ._torch_table import TABLE as _TABLE
 from ._torch_table import Entry as _Entry
@@ -323,6 +325,9 @@ def _apply(name: str, entry: _Entry, input: Tensor, target: Tensor, options: dic
             "definition.", stacklevel=3)
     tensors = [options[key] for key in entry.tensors]
     _refuse_grad(name, (("target", target), *zip(entry.tensors, tensors, strict=True)))
+    # numbers where tensors go (weight=2.0, pos_weight=3.0): tensors of input's dtype
+    tensors = [torch.as_tensor(t, dtype=input.dtype, device=input.device)
+               if t is not None and not isinstance(t, Tensor) else t for t in tensors]
     weight = tensors[0] if tensors else None
     if entry.weight_like_input and weight is not None and weight.shape != input.shape:
         raise ValueError(f"{name}: weight has shape {tuple(weight.shape)}; torch needs the "
@@ -333,18 +338,18 @@ def _apply(name: str, entry: _Entry, input: Tensor, target: Tensor, options: dic
             raise ValueError(f"inplace_backward=True needs one dtype: input is {input.dtype}, "
                              f"the computation {dtype} (cast the other arguments to it)")
         input = input.to(dtype)  # autograd casts the gradient back to input's dtype
-    tensors = [torch.as_tensor(t, dtype=input.dtype, device=input.device)
-               if t is not None and not isinstance(t, Tensor) else t for t in tensors]
     tensors += [None] * (2 - len(tensors))
     floats = []
     for key in entry.floats:
         value = options[key]
         if value is None and key in entry.optional:
             value = _NONE
-        elif value != value:  # NaN stands for None in the op: refuse it here
-            raise ValueError(f"{name}: {key} must be a number, not NaN")
-        floats.append(float(value))
-    ints = [int(options[key]) for key in entry.ints]
+        else:
+            value = _real_number(name, key, value)
+            if value != value:  # NaN stands for None in the op: refuse it here
+                raise ValueError(f"{name}: {key} must be a number, not NaN")
+        floats.append(value)
+    ints = [_int_option(name, key, options[key]) for key in entry.ints]  # (1.5 not truncated)
     ints += [int(_bool_option(name, key, options[key])) for key in entry.bools]
     weighted_mean = entry.mean_by_weight and reduction == "mean" and weight is not None
     call_reduction = "sum" if weighted_mean else reduction
@@ -352,6 +357,10 @@ def _apply(name: str, entry: _Entry, input: Tensor, target: Tensor, options: dic
     if inplace:
         if not input.is_contiguous():
             raise ValueError("inplace_backward=True needs a contiguous input (see .contiguous())")
+        if input.is_leaf:  # (autograd's own error would not say what to do)
+            raise ValueError("inplace_backward=True writes the gradient into input, which "
+                             "autograd forbids for a leaf that requires grad (a parameter); "
+                             "pass a computed tensor (a layer's output), or drop inplace_backward")
         value = _InPlace.apply(*args)[0]
     elif not _eager(input, target, *tensors):
         # the custom op's generated autograd.Function refuses torch.func's transforms

@@ -381,7 +381,7 @@ def test_out_errors(backend, options):
     with pytest.raises(ValueError, match="must not share memory with y_true"):
         grad(labels_and_more[:6], p, labels_and_more[3:9])
     if backend != "cupy":
-        with pytest.raises(ValueError, match="same device"):
+        with pytest.raises(TypeError, match="out must be an array .* not list"):
             grad(y, p, [0.0] * 6)
         read_only = np.zeros(6)
         read_only.flags.writeable = False
@@ -417,6 +417,43 @@ def test_masked_arrays_are_refused(backend):
     kept = lb.mse(np.zeros(2), masked.data, weight=~np.ma.getmaskarray(masked),
                   reduction="sum", backend=backend)
     assert kept == 1.0
+
+
+@pytest.mark.parametrize("backend", ["numpy", "numba"])
+def test_errors_name_the_argument_and_the_fix(backend):
+    """Messages of the user's own mistakes: the option by its name (not float()'s or
+    operator.index's message), a float refused where an integer goes (never truncated),
+    the arguments' order when integer logits meet float labels, no internal exception
+    chained before a routing error."""
+    x, labels = np.array([[1.0, 2.0, 3.0], [3.0, 1.0, 0.0]]), np.array([0, 2])
+    half = np.full(2, 0.5)
+    cases = [
+        (TypeError, "binary_cross_entropy: eps must be a real number, not str",
+         lambda: lb.binary_cross_entropy(half, half, eps="a", backend=backend)),
+        (ValueError, "hinge: margin must be in", lambda: lb.hinge(
+            half, half, margin=float("nan"), backend=backend)),
+        (TypeError, "cross_entropy: label_smoothing must be a real number, not NoneType",
+         lambda: lb.cross_entropy(labels, x, label_smoothing=None, backend=backend)),
+        (TypeError, "cross_entropy: axis must be an integer, not float",
+         lambda: lb.cross_entropy(labels, x, axis=1.0, backend=backend)),
+        (TypeError, "cross_entropy: ignore_index must be an integer, not float",
+         lambda: lb.cross_entropy(labels, x, ignore_index=1.5, backend=backend)),
+        (TypeError, "check_labels must be True or False, not 'no'",
+         lambda: lb.cross_entropy(labels, x, check_labels="no", backend=backend)),
+        (TypeError, r"y_pred has dtype object \(from a NoneType\)",
+         lambda: lb.mse(half, None, backend=backend)),
+        (ValueError, r"y_pred holds integers: is it the labels\? the order is \(y_true, y_pred\)",
+         lambda: lb.cross_entropy(x, labels, backend=backend)),
+    ]
+    for error, message, call in cases:
+        with pytest.raises(error, match=message):
+            call()
+    # multiclass_hinge takes no probabilities: its advice does not offer them
+    with pytest.raises(TypeError, match=r"\.astype\(int\)$"):
+        lb.multiclass_hinge(labels.astype(float), x, backend=backend)
+    with pytest.raises(ValueError, match="unknown backend 'gpu'") as info:
+        lb.mse(half, half, backend="gpu")
+    assert info.value.__context__ is None  # (it was "during handling of KeyError")
 
 
 def test_lists_are_accepted_on_the_host():

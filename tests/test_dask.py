@@ -163,6 +163,12 @@ def test_errors_at_call_time():
         lb.binary_cross_entropy(x, x, eps=0.7)
     with pytest.raises(ValueError, match="unknown backend"):
         lb.mse(x, x, backend="nope")
+    # a float axis is refused, not truncated; multiclass_hinge is named and offered no
+    # probabilities
+    with pytest.raises(TypeError, match="cross_entropy: axis must be an integer"):
+        lb.cross_entropy(t, x.rechunk({1: -1}), axis=1.5)
+    with pytest.raises(ValueError, match=r"multiclass_hinge .* class indices of shape \(10,\)$"):
+        lb.multiclass_hinge(da.zeros((10, 6), chunks=(5, 6)), x.rechunk({1: -1}))
 
 
 def test_results_are_lazy_and_the_same_bits_each_time():

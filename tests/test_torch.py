@@ -183,6 +183,21 @@ def test_target_requiring_grad_is_an_error():
         torch.testing.assert_close(lbt.mse_loss(x, t), F.mse_loss(x, t))
 
 
+def test_option_types_are_checked_not_converted():
+    """An integer option refuses a float (1.5 was truncated to 1: another ignore_index,
+    silently), a real one a string, by the option's name; numbers where tensors go are
+    tensors."""
+    x, t = torch.randn(2, 3, dtype=D), torch.tensor([0, 1])
+    with pytest.raises(TypeError, match="cross_entropy: ignore_index must be an integer"):
+        lbt.cross_entropy(x, t, ignore_index=1.5)
+    with pytest.raises(TypeError, match="huber_loss: delta must be a real number, not str"):
+        lbt.huber_loss(x, torch.zeros_like(x), delta="a")
+    z = torch.zeros_like(x)
+    torch.testing.assert_close(lbt.binary_cross_entropy_with_logits(x, z, pos_weight=3.0),
+                               F.binary_cross_entropy_with_logits(
+                                   x, z, pos_weight=torch.tensor(3.0, dtype=D)))
+
+
 def test_vmap_of_an_empty_batch():
     """Empty results of torch's shapes (there is no example to run the kernel on)."""
     for reduction in ("mean", "none"):
@@ -272,10 +287,11 @@ def test_compiled_training_step():
 
 
 def test_inplace_backward_is_seen_by_autograd():
-    """inplace_backward=True marks input dirty: torch refuses a leaf, and a tensor saved
-    for another backward raises there instead of giving a wrong gradient."""
+    """inplace_backward=True marks input dirty: a leaf is refused (by us, saying what to
+    pass: autograd's own error did not), and a tensor saved for another backward raises
+    there instead of giving a wrong gradient."""
     leaf = torch.ones(2, 3, requires_grad=True)
-    with pytest.raises(RuntimeError, match="leaf Variable"):
+    with pytest.raises(ValueError, match="leaf .* pass a computed tensor"):
         lbt.cross_entropy(leaf, torch.tensor([0, 1]), inplace_backward=True)
     a = torch.randn(5, 4, requires_grad=True)
     logits = a * 2
