@@ -60,13 +60,23 @@ library for the others (an array of each {unit}'s loss for ``"none"``);
 aligned, as ``numpy.empty`` gives, shaped like ``y_pred``, ``y_pred`` itself allowed);
 ``.grad_and_hess(...)`` takes ``out=(grad, hess)``.
 
-Dtypes: computed in ``y_pred``'s floating dtype (float16 in float32 and rounded back;
+{weights}Dtypes: computed in ``y_pred``'s floating dtype (float16 in float32 and rounded back;
 integer or bool ``y_pred`` as float64); ``y_true`` and the weights are cast to it; host
 sums accumulate in float64, in a fixed order (the same bits run to run).
 
 Errors: ``ValueError`` for shapes that do not match, an unknown reduction or backend, an
-``out=`` of the wrong shape, dtype, layout or library{labels}; ``TypeError`` for an option
-the loss does not take, or a NumPy masked array (a loss would ignore its mask).
+``out=`` of the wrong shape, dtype, layout or device{labels}; ``TypeError`` for an option
+the loss does not take or of the wrong type (a float where an integer goes is refused, not
+truncated), an ``out=`` that is not an array, or a NumPy masked array (a loss would ignore
+its mask).
+"""
+
+
+_WEIGHTS = """\
+Weights: ``weight`` multiplies each {unit}'s loss and gradient, and ``"mean"`` divides
+the sum by the number of {unit}s, as PyTorch does (scikit-learn's ``sample_weight``
+divides by the weights' sum: ``reduction="sum"``, then divide by ``weight.sum()``).
+
 """
 
 
@@ -77,7 +87,9 @@ def _with_conventions(doc: str, options: tuple, class_indices: bool) -> str:
         options=", ".join(f"``{name}``" for name in options) or "none of its own",
         unit="row" if class_indices else "element",
         labels=("; ``lossbackends.LabelError`` (a ``ValueError``) for a class index "
-                "outside ``[0, C)``" if class_indices else ""))
+                "outside ``[0, C)``" if class_indices else ""),
+        weights=_WEIGHTS.format(unit="row" if class_indices else "element")
+        if "weight" in options else "")
     lines = doc.split("\n")
     at = next((i for i, line in enumerate(lines) if line.lstrip().startswith(">>>")), len(lines))
     indent = " " * 4

@@ -178,6 +178,9 @@ hinge = Loss(
     ``margin`` ``m`` defaults to 1. The gradient at exactly ``m - t s = 0`` is 0. The loss
     is piecewise linear: its Hessian is 0 away from the kink, and ``grad_and_hess`` gives
     0 at the kink too (a boosting objective floors it: see ``lossbackends.xgboost``).
+    Labels of 0 and 1 are not mapped to -1 and +1 (scikit-learn's ``hinge_loss`` and our
+    boosting objectives map them): a label 0 gives a constant loss ``m`` and no gradient;
+    pass ``2 * y - 1``.
 
     >>> import lossbackends as lb
     >>> print(f"{lb.hinge([-1, 1, 1, -1], [-1.5, 1.2, 0.9, -0.8]):.3f}")
