@@ -361,17 +361,17 @@ def _apply(name: str, entry: _Entry, input: Tensor, target: Tensor, options: dic
             raise ValueError("inplace_backward=True writes the gradient into input, which "
                              "autograd forbids for a leaf that requires grad (a parameter); "
                              "pass a computed tensor (a layer's output), or drop inplace_backward")
-        value = _InPlace.apply(*args)[0]
+        value = _in_torch_terms(name, _InPlace.apply, *args)[0]
     elif not _eager(input, target, *tensors):
         # the custom op's generated autograd.Function refuses torch.func's transforms
         # (torch.compile traces the op; it cannot trace the interpreter stack's peek)
         functorch = not _is_compiling() and _C._functorch.peek_interpreter_stack() is not None
         value = (_Func.apply if functorch else _value_and_grad)(*args)[0]
     elif input.requires_grad and torch.is_grad_enabled():
-        value = _Eager.apply(*args)[0]
+        value = _in_torch_terms(name, _Eager.apply, *args)[0]
     else:  # nothing to differentiate: the value alone (no gradient buffer)
-        value = entry.loss(target, input, reduction=call_reduction,
-                           **_our_options(entry, input.ndim, *tensors, floats, ints))
+        value = _in_torch_terms(name, entry.loss, target, input, reduction=call_reduction,
+                                **_our_options(entry, input.ndim, *tensors, floats, ints))
     if weighted_mean:
         value = value / tensors[0].sum()
     elif batchmean and input.ndim:
@@ -380,6 +380,29 @@ def _apply(name: str, entry: _Entry, input: Tensor, target: Tensor, options: dic
 
 
 _NONE = float("nan")  # None of an optional float option, inside the op
+
+# the plain API's names in its messages, as a torch user calls them (the arguments'
+# order first: torch's is (input, target))
+_TORCH_TERMS = (("the order is (y_true, y_pred)", "the order is (input, target)"),
+                ("y_true", "target"), ("y_pred", "input"), ("class_weight", "weight"),
+                (".astype(int)", ".long()"))
+
+
+def _in_torch_terms(name: str, call: Callable, *args: Any, **kwargs: Any) -> Any:
+    """``call(*args, **kwargs)``, its argument errors (a ValueError or TypeError, not a
+    subclass such as LabelError) in torch's terms: ``target``, ``input`` and ``weight``,
+    the message starting with the function's name. (Eager calls: under torch.compile the
+    custom op's errors come from the compiled graph.)"""
+    try:
+        return call(*args, **kwargs)
+    except (ValueError, TypeError) as exc:
+        message = str(exc)
+        for ours, theirs in _TORCH_TERMS:
+            message = message.replace(ours, theirs)
+        if type(exc) not in (ValueError, TypeError) or message == str(exc):
+            raise
+        prefix = "" if message.startswith(f"{name}:") else f"{name}: "
+        raise type(exc)(prefix + message) from None
 
 
 def _functional(name: str) -> Callable[..., Tensor]:

@@ -198,6 +198,26 @@ def test_option_types_are_checked_not_converted():
                                    x, z, pos_weight=torch.tensor(3.0, dtype=D)))
 
 
+def test_errors_use_torch_s_names():
+    """The plain API's argument errors, as a torch user called the function: target and
+    input (in torch's order), weight, .long()."""
+    x = torch.randn(4, 3, dtype=D, requires_grad=True)
+    cases = [
+        (r"^mse_loss: target has shape \(4,\) but input has shape \(4, 3\)",
+         lambda: lbt.mse_loss(x, torch.zeros(4, dtype=D))),
+        (r"^cross_entropy: weight has shape \(2,\)",
+         lambda: lbt.cross_entropy(x, torch.zeros(4, dtype=torch.long),
+                                   weight=torch.ones(2, dtype=D))),
+        (r"the order is \(input, target\)",
+         lambda: lbt.cross_entropy(torch.zeros(4, dtype=torch.long), x.detach())),
+    ]
+    for message, call in cases:
+        with pytest.raises(ValueError, match=message):
+            call()
+    with pytest.raises(TypeError, match=r"target of shape \(4,\) .* cast with \.long\(\)"):
+        lbt.cross_entropy(x, torch.zeros(4, dtype=D))
+
+
 def test_vmap_of_an_empty_batch():
     """Empty results of torch's shapes (there is no example to run the kernel on)."""
     for reduction in ("mean", "none"):
