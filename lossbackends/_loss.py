@@ -74,8 +74,9 @@ its mask).
 
 _WEIGHTS = """\
 Weights: ``weight`` multiplies each {unit}'s loss and gradient, and ``"mean"`` divides
-the sum by the number of {unit}s, as PyTorch does (scikit-learn's ``sample_weight``
-divides by the weights' sum: ``reduction="sum"``, then divide by ``weight.sum()``).
+the sum by the number of {unit}s, weighted or not (scikit-learn's ``sample_weight``, and
+torch's ``mse_loss`` and ``l1_loss``, divide by the weights' sum: ``reduction="sum"``,
+then divide by ``weight.sum()``; ``lossbackends.torch`` follows torch).
 
 """
 

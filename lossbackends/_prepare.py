@@ -8,6 +8,7 @@ again. ``Loss`` (``_loss.py``) calls it; ``losses.py`` pairs each with its ``Los
 
 from __future__ import annotations
 
+import numbers
 import operator
 import sys
 from typing import Any, NamedTuple
@@ -180,11 +181,21 @@ def real_option(loss: str, name: str, value, low: float = -float("inf"),
     return value
 
 
+def _scalar(value):
+    """A 0-d array or tensor as its Python number (what ``float()`` took before); anything
+    else as it is."""
+    if getattr(value, "ndim", None) == 0 and not isinstance(value, numbers.Number):
+        item = getattr(value, "item", None)
+        return value if item is None else item()
+    return value
+
+
 def real_number(loss: str, name: str, value) -> float:
-    """A real option (a Python or NumPy number, not a bool) as a float: a string or None is
-    a TypeError that names the option, not ``float()``'s message."""
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer,
-                                                                      np.floating)):
+    """A real option (a number of any real type or a 0-d array or tensor of one, not a bool)
+    as a float: a string or None is a TypeError that names the option, not ``float()``'s
+    message."""
+    value = _scalar(value)
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
         raise TypeError(f"{loss}: {name} must be a real number, not {type(value).__name__}")
     return float(value)
 
@@ -218,6 +229,7 @@ def normal_option(prefix: str, name: str, value: float, dtype: np.dtype, what: s
 
 
 def bool_option(loss: str, name: str, value) -> bool:
+    value = _scalar(value)
     if not isinstance(value, (bool, np.bool_)):
         raise TypeError(f"{loss}: {name} must be True or False, not {value!r}")
     return bool(value)

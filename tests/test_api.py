@@ -454,6 +454,14 @@ def test_errors_name_the_argument_and_the_fix(backend):
     with pytest.raises(ValueError, match="unknown backend 'gpu'") as info:
         lb.mse(half, half, backend="gpu")
     assert info.value.__context__ is None  # (it was "during handling of KeyError")
+    # what float() and bool() took stays accepted: 0-d arrays, NumPy scalars, Fractions
+    from fractions import Fraction
+
+    for eps in (np.array(1e-7), np.float32(1e-7), Fraction(1, 10**7)):
+        assert lb.binary_cross_entropy(half, half, eps=eps, backend=backend) == np.log(2)
+    plain = lb.cross_entropy(labels, x, label_smoothing=0.1, backend=backend)
+    assert lb.cross_entropy(labels, x, label_smoothing=np.array(0.1), check_labels=np.array(
+        True), ignore_index=np.array(-100), axis=np.int64(-1), backend=backend) == plain
 
 
 def test_lists_are_accepted_on_the_host():

@@ -192,6 +192,9 @@ def test_option_types_are_checked_not_converted():
         lbt.cross_entropy(x, t, ignore_index=1.5)
     with pytest.raises(TypeError, match="huber_loss: delta must be a real number, not str"):
         lbt.huber_loss(x, torch.zeros_like(x), delta="a")
+    # 0-d tensors, as torch's own functions take them
+    torch.testing.assert_close(lbt.huber_loss(x, torch.zeros_like(x), delta=torch.tensor(0.5)),
+                               F.huber_loss(x, torch.zeros_like(x), delta=0.5))
     z = torch.zeros_like(x)
     torch.testing.assert_close(lbt.binary_cross_entropy_with_logits(x, z, pos_weight=3.0),
                                F.binary_cross_entropy_with_logits(
