@@ -25,7 +25,7 @@ import numpy as np
 
 from . import _dispatch
 from ._loss import _WANT_GRAD, compute
-from ._prepare import as_prediction, int_option
+from ._prepare import as_prediction, class_axis, target_shape_error
 
 _DASK_TYPES: dict[type, bool] = {}
 
@@ -194,12 +194,7 @@ def _rows(loss, y_true, p, reduction, backend, options, wants, dtype):
     options = dict(options)
     axis = options.pop("axis", -1)
     name = loss.name
-    if p.ndim == 0:
-        raise ValueError(f"{name} needs logits with a class axis; got a 0-d y_pred")
-    axis = int_option(name, "axis", axis)
-    if not -p.ndim <= axis < p.ndim:
-        raise ValueError(f"axis {axis} is out of range for logits with {p.ndim} dimensions")
-    axis %= p.ndim
+    axis = class_axis(name, axis, p.ndim)
     if len(p.chunks[axis]) != 1:
         raise ValueError(
             f"the class axis ({axis}) of y_pred is cut into {len(p.chunks[axis])} chunks; "
@@ -213,11 +208,7 @@ def _rows(loss, y_true, p, reduction, backend, options, wants, dtype):
     probabilities = name == "cross_entropy"  # (multiclass_hinge takes class indices only)
     soft = probabilities and y.shape == p.shape
     if not soft and y.shape != batch_shape:
-        expected = f" or probabilities of shape {p.shape}" if probabilities else ""
-        raise ValueError(
-            f"y_true has shape {y.shape}; {name} with logits of shape {p.shape} and "
-            f"axis={axis} expects class indices of shape {batch_shape}{expected}"
-        )
+        raise target_shape_error(name, y, p, tuple(p.shape), axis, probabilities)
     _check_options(loss, p, y.dtype,
                    lambda small: small if soft else small[:axis] + small[axis + 1:],
                    dict(options, axis=axis), axis)

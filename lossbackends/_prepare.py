@@ -329,18 +329,39 @@ def class_indices(xp, t, classes: int, shape: tuple, check_labels: bool, ignore_
     return t.astype(xp.int64, copy=False)
 
 
+def class_axis(name: str, axis, ndim: int) -> int:
+    """The class axis of logits with ``ndim`` dimensions, in [0, ndim), or the error that
+    says what is wrong (a loss with a class axis: ``name``)."""
+    if ndim == 0:
+        raise ValueError(f"{name} needs logits with a class axis; got a 0-d y_pred")
+    axis = int_option(name, "axis", axis)
+    if not -ndim <= axis < ndim:
+        raise ValueError(f"axis {axis} is out of range for logits with {ndim} dimensions")
+    return axis % ndim
+
+
+def target_shape_error(name: str, target, y_pred, shape: tuple, axis: int,
+                       probabilities: bool) -> ValueError:
+    """The error for a ``target`` (y_true) of a shape the logits of ``shape`` do not take;
+    integer logits beside float labels suggest the arguments' order."""
+    batch_shape = shape[:axis] + shape[axis + 1:]
+    expected = f" or probabilities of shape {shape}" if probabilities else ""
+    swapped = (target.dtype.kind == "f" and getattr(y_pred, "dtype", None) is not None
+               and np.dtype(y_pred.dtype).kind in "biu")
+    hint = ("; y_pred holds integers: is it the labels? the order is (y_true, y_pred)"
+            if swapped else "")
+    return ValueError(
+        f"y_true has shape {tuple(target.shape)}; {name} with logits of shape {shape} and "
+        f"axis={axis} expects class indices of shape {batch_shape}{expected}{hint}")
+
+
 def class_axis_inputs(xp, y_true, y_pred, axis, name, probabilities, check_labels=True,
                        ignore_index=-100):
     """Logits with a class axis as (rows, classes), C-contiguous, the classes last, and
     y_true as int64 class indices (rows,) or (with ``probabilities``) probabilities shaped
     like the logits (rows, classes). Returns (target, x2d, shape, batch_shape, axis)."""
     x = as_prediction(xp, y_pred, contiguous=False)
-    if x.ndim == 0:
-        raise ValueError(f"{name} needs logits with a class axis; got a 0-d y_pred")
-    axis = int_option(name, "axis", axis)
-    if not -x.ndim <= axis < x.ndim:
-        raise ValueError(f"axis {axis} is out of range for logits with {x.ndim} dimensions")
-    axis %= x.ndim
+    axis = class_axis(name, axis, x.ndim)
     shape = tuple(x.shape)
     classes = shape[axis]
     if classes == 0:
@@ -361,16 +382,7 @@ def class_axis_inputs(xp, y_true, y_pred, axis, name, probabilities, check_label
                                                      ignore_index, name, probabilities)
                                        ).reshape(-1)
     else:
-        expected = f" or probabilities of shape {shape}" if probabilities else ""
-        # integer "logits" beside float labels: the arguments' order, most likely
-        swapped = (t.dtype.kind == "f" and getattr(y_pred, "dtype", None) is not None
-                   and xp.asarray(y_pred).dtype.kind in "biu")
-        hint = ("; y_pred holds integers: is it the labels? the order is (y_true, y_pred)"
-                if swapped else "")
-        raise ValueError(
-            f"y_true has shape {t.shape}; {name} with logits of shape {shape} and "
-            f"axis={axis} expects class indices of shape {batch_shape}{expected}{hint}"
-        )
+        raise target_shape_error(name, t, y_pred, shape, axis, probabilities)
     return target, x2d, shape, batch_shape, axis
 
 
