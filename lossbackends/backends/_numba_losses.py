@@ -350,10 +350,11 @@ def _poisson(log_input, full):
         else:  # x = rate: x - y log(x + eps)
             shifted = x + eps
             loss = x - _times(y, fast_log(shifted, k[-1]))
-            # y / (x + eps), then over it again, by one reciprocal (the compiler makes one
-            # of two divisions by a value, so the gradient would round differently with
-            # the Hessian than without): of (x + eps) 2^64 below 2^-60, where
-            # 1 / (x + eps) would overflow for a subnormal x + eps; never 1 / (x + eps)^2
+            # d = 1 - y / s and h = y / s^2, s = x + eps, from one reciprocal of s: the
+            # compiler turns two divisions by s into one anyway, and the gradient must
+            # round the same with the Hessian as without. Below 2^-60, s is scaled by 2^64
+            # (exactly undone): 1 / s overflows for a subnormal s. Never 1 / s^2, which is
+            # subnormal sooner.
             scale = TWO_64 if abs(shifted) < TWO_MINUS_60 else ONE
             inv = ONE / (shifted * scale)
             ratio = _times(y, inv) * scale
