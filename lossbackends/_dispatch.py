@@ -127,7 +127,18 @@ def use_backend(name: str) -> Iterator[str]:
     """Use backend ``name`` for calls inside this block (per thread and per asyncio task).
 
     ``name`` is one of ``"auto"``, ``"numpy"``, ``"numba"``, ``"cupy"``. Blocks nest; the
-    innermost wins; a call's own ``backend=`` argument still wins over the block.
+    innermost wins; a call's own ``backend=`` argument still wins over the block. It is
+    also a decorator: the function's calls run inside such a block.
+
+    >>> import lossbackends as lb
+    >>> with lb.use_backend("numpy"):
+    ...     print(lb.get_backend())
+    numpy
+    >>> @lb.use_backend("numpy")
+    ... def reference_loss(y_true, y_pred):
+    ...     return lb.mse(y_true, y_pred), lb.get_backend()
+    >>> print(*reference_loss([1.0, 2.0], [0.0, 0.0]))
+    2.5 numpy
     """
     global _BLOCK_ENTERED
     check_backend_name(name)
