@@ -181,7 +181,7 @@ class Loss:
         """The loss's preparation (its argument checks, for every backend); an option it
         does not take is a TypeError that names the loss and its options, not the
         preparing function."""
-        refuse_masked({"y_true": y_true, "y_pred": y_pred, **options})
+        refuse_masked(y_true, y_pred, options)
         try:
             return self._prepare_options(xp, y_true, y_pred, **options)
         except TypeError:
@@ -405,14 +405,15 @@ def _check_out(xp, out, y_true, y, p, shape, name: str = "out") -> None:
     (``grad``, ``value_and_grad``), ``"grad_out"`` (``grad_and_hess``) or ``"hess_out"``:
     the Hessian's buffer, which must not share memory with ``y_pred`` either (the kernels
     read ``y_pred`` after writing it)."""
-    if not hasattr(out, "shape") or not hasattr(out, "flags"):
-        raise TypeError(f"{name} must be an array (a NumPy array for host inputs, a CuPy "
-                        f"array for GPU inputs), not {type(out).__name__}")
-    if type(out) is not type(p) and _dispatch.device_of(out) != _dispatch.device_of(p):
-        raise ValueError(
-            f"{name} must be an array on the same device as y_pred (a NumPy array for host "
-            "inputs, a CuPy array for GPU inputs)"
-        )
+    if type(out) is not type(p):  # (an array of y_pred's own type passes at once)
+        if not (hasattr(out, "shape") and hasattr(out, "flags")):
+            raise TypeError(f"{name} must be an array (a NumPy array for host inputs, a CuPy "
+                            f"array for GPU inputs), not {type(out).__name__}")
+        if _dispatch.device_of(out) != _dispatch.device_of(p):
+            raise ValueError(
+                f"{name} must be an array on the same device as y_pred (a NumPy array for "
+                "host inputs, a CuPy array for GPU inputs)"
+            )
     # the cheapest checks first: at n = 1000 this function is a quarter of the call
     if out.shape != shape or (out.dtype is not p.dtype and out.dtype != p.dtype):
         what = "Hessian" if name == "hess_out" else "gradient"

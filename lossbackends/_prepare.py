@@ -59,13 +59,13 @@ def as_prediction(xp: Any, y_pred: Any, contiguous: bool = True) -> Any:
     return p
 
 
-def refuse_masked(arrays: dict[str, Any]) -> None:
-    """Refuse NumPy masked arrays among ``arrays`` (name -> argument): ``asarray`` would
-    drop the mask, and the masked elements would count in the loss."""
+def refuse_masked(y_true: Any, y_pred: Any, options: dict[str, Any]) -> None:
+    """Refuse NumPy masked arrays among the arguments: ``asarray`` would drop the mask,
+    and the masked elements would count in the loss."""
     ma = sys.modules.get("numpy.ma")  # not imported: no masked array exists
     if ma is None:
         return
-    for name, value in arrays.items():
+    for name, value in (("y_true", y_true), ("y_pred", y_pred), *options.items()):
         if isinstance(value, ma.MaskedArray):
             raise TypeError(
                 f"{name} is a masked array (numpy.ma), whose mask a loss would ignore; pass "
