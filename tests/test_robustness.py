@@ -220,7 +220,9 @@ def _poisson_nll(y, x, dtype, log_input=True, full=False, eps=1e-8):
         else:
             shifted = _rounded(x + float(compute(eps)), compute)
             log = _terms(y, np.log(shifted))
-            ratio = _terms(y, 1.0 / shifted)
+            # y / (x + eps), not y times 1 / (x + eps), which overflows for a subnormal
+            # x + eps where the ratio is finite (a label of 0 against a rate of 0: 0)
+            ratio = np.where((y == 0) & (shifted == 0), 0.0, y / shifted)
             value, grad = x - log, 1.0 - ratio
             value_size, grad_size = np.abs(x) + np.abs(log), 1.0 + np.abs(ratio)
         if full:
@@ -401,6 +403,12 @@ def _assert_same(actual, expected, size, dtype, what, ulps=ULPS):
                  | (np.isinf(actual) != np.isinf(expected))
                  | (np.isinf(expected) & (actual != expected))
                  | (np.isfinite(expected) & ~(np.abs(actual - expected) <= tolerance)))
+        # a finite result within the tolerance of the largest finite may round to an
+        # infinity of its sign (either side: two backends are compared too)
+        finite = np.where(np.isfinite(expected), expected, actual)
+        wrong &= ~((np.isfinite(expected) != np.isfinite(actual)) & ~np.isnan(finite)
+                   & (np.abs(finite) + tolerance >= float(info.max))
+                   & (np.sign(actual) == np.sign(expected)))
     if wrong.any():
         at = np.flatnonzero(wrong.reshape(-1))[:5]
         raise AssertionError(
@@ -430,6 +438,14 @@ def _expected(case, y, p, weight, reduction, dtype, options):
             value_size = value_size.sum() * scale
         value = _rounded(value, dtype)
     return value, grad, value_size, grad_size
+
+
+def _sum_overflows(case, y, p, weight, dtype, options) -> bool:
+    """Whether the finite per-element values' magnitudes add up beyond float64's largest:
+    then a sum's result depends on its order."""
+    values = _expected(case, y, p, weight, "none", dtype, options)[0]
+    with np.errstate(over="ignore"):
+        return bool(np.isinf(np.abs(values[np.isfinite(values)]).sum()))
 
 
 def _run(name, backend, y, p, weight, reduction, options):
@@ -517,18 +533,25 @@ def test_elementwise_special_values(name, data):
     y, p, weight, reduction, dtype, options = data.draw(elementwise_problems(name))
     case = CASES[name]
     value, grad, value_size, grad_size = _expected(case, y, p, weight, reduction, dtype, options)
+    # a sum whose finite terms add up beyond float64's largest (terms of +-max drawn) is
+    # inf, -inf or NaN by the order it is added in, each right for some order: its
+    # elements are checked by the gradient, and by reduction="none" draws
+    check_value = reduction == "none" or not _sum_overflows(case, y, p, weight, dtype, options)
     results = {}
     for backend in RUNNABLE:
         got_value, got_grad = results[backend] = _run(name, backend, y, p, weight, reduction,
                                                       options)
         what = f"{name} {backend} {np.dtype(dtype).name} {reduction} {options} y={y!r} p={p!r}"
-        _assert_same(got_value, value, value_size, dtype, f"value of {what}")
+        if check_value:
+            _assert_same(got_value, value, value_size, dtype, f"value of {what}")
         _assert_same(got_grad, grad, grad_size, dtype, f"gradient of {what}")
     # the backends against each other: within twice the tolerance of either
     first, *others = RUNNABLE or [None]
     for backend in others:
         for a, b, size, kind in zip(results[first], results[backend], (value_size, grad_size),
                                     ("value", "gradient"), strict=True):
+            if kind == "value" and not check_value:
+                continue
             _assert_same(b, host(a), size, dtype, f"{kind} of {name} {backend} against {first}",
                          ulps=2 * ULPS)
 
