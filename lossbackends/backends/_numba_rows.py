@@ -154,6 +154,7 @@ def _cross_entropy_kernel(x, soft, labels, probs, weighted, class_weight, ignore
     weight_total = _sum(class_weight) if weighted else float(classes)
     capped = softcap > 0.0
     by_cap = capped and softcap <= 40.0  # the exps shifted by softcap (see below)
+    by_label = by_cap and not soft and smoothing == 0.0  # the loss as log(sum / e_label)
     cap = x.dtype.type(softcap)
     inv_cap = x.dtype.type(1.0 / softcap) if capped else x.dtype.type(0.0)
     two_inv_cap = inv_cap + inv_cap
@@ -234,7 +235,8 @@ def _cross_entropy_kernel(x, soft, labels, probs, weighted, class_weight, ignore
             else:
                 label_weight = class_weight[label] if weighted else 1.0
                 coef = keep * label_weight
-                dot = coef * _shifted(xr[label], top) if coef != 0.0 else 0.0
+                # (unused where the loss is taken as log(sum / e_label), below)
+                dot = coef * _shifted(xr[label], top) if coef != 0.0 and not by_label else 0.0
                 if smoothing != 0.0:
                     coef += spread * weight_total
                     dot += (_shifted_dot(class_weight, xr, top, spread) if weighted
@@ -243,7 +245,7 @@ def _cross_entropy_kernel(x, soft, labels, probs, weighted, class_weight, ignore
                 for c in range(classes):
                     g[c] = fast_exp(_shifted(xr[c], top), exp_k)
             sum_exp = _sum(g)
-            if by_cap and not soft and smoothing == 0.0:
+            if by_label:
                 # the exps are shifted by softcap, not by the row's max, so the label's is
                 # not 1 but rounded: log(sum) - z_label would keep that rounding (1e-7
                 # absolute: a loss of 1e-5 off by 0.5 %, a one-class row's not 0). The same
