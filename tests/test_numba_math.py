@@ -4,6 +4,12 @@ shows here as a loss of ulps."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -11,10 +17,10 @@ pytest.importorskip("numba", reason="Numba is not installed (pip install 'lossba
 
 from numba import njit  # noqa: E402
 
-from lossbackends.backends._numba_common import FASTMATH  # noqa: E402
 from lossbackends.backends._numba_math import (  # noqa: E402
     EXP32,
     EXP32_WIDE,
+    FASTMATH,
     LOG1P32,
     LOG32,
     TANH32,
@@ -200,3 +206,37 @@ def test_held_constants_give_the_same_bits(function, constants):
     with np.errstate(all="ignore"):
         np.testing.assert_array_equal(_compiled(function, constants)(x).view(np.uint32),
                                       _compiled(function)(x).view(np.uint32))
+
+
+def test_kernels_vectorise_whoever_compiles_the_helpers_first(tmp_path):
+    """The helpers compile once per process with the kernels' flags, whichever function
+    calls them first: unset, they took a caller's, and a test's njit function (Python's
+    error model: a zero-division check) first made every later kernel of the process
+    scalar (10x slower), and the disk cache kept it so for later processes."""
+    script = textwrap.dedent("""
+        import re
+        import numpy as np
+        from numba import njit
+        import lossbackends as lb
+        from lossbackends.backends import numba_backend
+        from lossbackends.backends._numba_math import (EXP32_WIDE, LOG1P32, fast_exp,
+                                                       fast_log1p, held)
+
+        @njit  # Python's error model, no fast-math: unlike every kernel
+        def first(x, out):
+            k, e = held(LOG1P32), held(EXP32_WIDE)
+            for i in range(x.size):
+                out[i] = fast_log1p(x[i], k) / x[i] + fast_exp(x[i], e)
+
+        x = np.ones(64, np.float32)
+        first(x, np.empty_like(x))
+        lb.binary_cross_entropy_with_logits.value_and_grad(x, x, backend="numba")
+        code = numba_backend.KERNELS["binary_cross_entropy_with_logits"].dispatchers[None, True]
+        ir = "".join(code.inspect_llvm().values())
+        # exp's and log1p's fused products, in vector lanes
+        print(bool(re.search(r"llvm[.]fma[.]v[0-9]+f32", ir)))
+    """)
+    env = {**os.environ, "NUMBA_CACHE_DIR": str(tmp_path)}  # compiled here, not loaded
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                            env=env, cwd=Path(__file__).parents[1], check=True)
+    assert result.stdout.split() == ["True"]

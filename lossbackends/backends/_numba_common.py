@@ -16,15 +16,9 @@ import numba
 import numpy as np
 from numba import njit
 
+from ._numba_math import FASTMATH
 from ._threads import SHARED
 
-# Fast-math without "nnan"/"ninf", so NaN and inf keep their meaning; without "reassoc",
-# so every formula is evaluated as written: reassociation costs our exp 4 ulp and turns
-# y log p + (1 - y) log(1 - p) into a cancellation (sums reassociate, apart: see ``_sum``);
-# and without "contract", which fused a b + c differently in a loop's vector body and in
-# its scalar tail, so that an element's bits depended on its place in the array (the math
-# functions fuse by name: ``_numba_math.fma``).
-FASTMATH = frozenset({"nsz", "arcp", "afn"})
 CHUNKS = 64  # partial sums per call: a constant, so results never depend on thread count
 BLOCK = 2048  # elements per inner loop: a block of each array stays in L1
 CE_CHUNK_ELEMENTS = 8192  # the fewest logits in a cross-entropy chunk (two beat one from 2x)

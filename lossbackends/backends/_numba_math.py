@@ -26,14 +26,25 @@ from numba.extending import intrinsic, overload
 # silenced for these functions only.
 warnings.filterwarnings("ignore", message=r".*variable '[^']*_(exp|log|log1p|tanh)32_", category=NumbaIRAssumptionWarning)
 
+# Fast-math without "nnan"/"ninf", so NaN and inf keep their meaning; without "reassoc",
+# so every formula is evaluated as written: reassociation costs our exp 4 ulp and turns
+# y log p + (1 - y) log(1 - p) into a cancellation (sums reassociate, apart: see
+# ``_numba_common._sum``); and without "contract", which fused a b + c differently in a
+# loop's vector body and in its scalar tail, so that an element's bits depended on its
+# place in the array (the math functions fuse by name: ``fma``).
+FASTMATH = frozenset({"nsz", "arcp", "afn"})
+
 # How the kernels' helpers compile: once per process and signature, then inlined by
 # LLVM (``forceinline``), not by Numba (``inline="always"`` typed each helper again at
 # every call site, in every kernel: a third of a kernel's compile time, and most of a cold
-# test run's); called from compiled code only, so with no Python or C entry point. A
-# helper takes the fastmath flags and error model of the caller that first compiles it
-# for a signature (Numba's flag inheritance): every kernel has the same ones, except the
-# sums that reassociate, which call one helper of a single subtraction (``_shifted``).
-INLINE = {"forceinline": True, "no_cpython_wrapper": True, "no_cfunc_wrapper": True}
+# test run's); called from compiled code only, so with no Python or C entry point. Their
+# flags are the kernels', given here: left unset, a helper takes those of whichever
+# caller compiles it first in the process (Numba's flag inheritance), and a test's njit
+# function of Python's error model, first, gave every later kernel of the process a
+# zero-division check in its exp and log: no vectorised loop, 10x slower, and written so
+# into the disk cache for every later process.
+INLINE = {"forceinline": True, "no_cpython_wrapper": True, "no_cfunc_wrapper": True,
+          "fastmath": set(FASTMATH), "error_model": "numpy"}
 inline = njit(**INLINE)
 
 _f32 = np.float32

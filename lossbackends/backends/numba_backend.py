@@ -338,6 +338,7 @@ def _elementwise(loss: str):
 
     kernel.__name__ = kernel.__qualname__ = loss
     kernel.usual_code = usual_code  # (for tests)
+    kernel.dispatchers = kernels  # (for tests: their compiled code)
     kernel.plain = PlainCalls(plain_call)
     return kernel
 
