@@ -240,7 +240,8 @@ def _huber(y, p, param, pos, k):
     a = abs(e)
     inside = a <= delta
     loss = HALF * e * e if inside else delta * (a - HALF * delta)
-    d = -delta if e < -delta else (delta if e > delta else e)  # clip, NaN kept
+    d = delta if e > delta else e  # clip, NaN kept (a min, then a max)
+    d = -delta if d < -delta else d
     # 1 in the quadratic zone, |e| = delta included (the value's branch, as PyTorch's
     # second derivative), 0 beyond; NaN kept
     return loss, d, ONE if inside else _zero_or_nan(a)

@@ -290,9 +290,12 @@ EXP32_WIDE = (EXP32, (EXP_LOW, EXP_HIGH, SHIFT, -SHIFT, TWO_TO_SHIFT, TWO_TO_MIN
 def _exp32(x, k=EXP32_WIDE):
     reduced, scaling = k
     low_bound, high_bound, shift, minus_shift, two_to_shift, two_to_minus_shift = scaling
-    # clamp x to [EXP_LOW, EXP_HIGH] with NaN kept (selects): NaN then flows through the
-    # arithmetic, and every x below or above rounds to 0 or inf like the bounds themselves
-    clamped = low_bound if x < low_bound else (high_bound if x > high_bound else x)
+    # clamp x to [EXP_LOW, EXP_HIGH] with NaN kept, by two selects in turn (they compile
+    # to a min and a max, where one nested select took two compares and two blends): NaN
+    # then flows through the arithmetic, and every x below or above rounds to 0 or inf like
+    # the bounds themselves
+    clamped = high_bound if x > high_bound else x
+    clamped = low_bound if clamped < low_bound else clamped
     mantissa, rounded = _exp32_reduced(clamped, reduced)
     # 2^n for n in [-150, 128] as two normal factors, 2^(n + 64) 2^-64 or 2^(n - 64) 2^64:
     # a subnormal or overflowing result is rounded once, by the last product (a bare 2^n
@@ -363,7 +366,8 @@ TANH32 = (TANH_CLAMP, -TANH_CLAMP, TANH_P6, TANH_P5, TANH_P4, TANH_P3, TANH_P2, 
 @inline
 def _tanh32(x, k=TANH32):
     clamp, minus_clamp, p6, p5, p4, p3, p2, p1, q3, q2, q1, one = k
-    x = clamp if x > clamp else (minus_clamp if x < minus_clamp else x)
+    x = clamp if x > clamp else x  # (two selects in turn: a min and a max, NaN kept)
+    x = minus_clamp if x < minus_clamp else x
     z = x * x
     p = fma(p6, z, p5)
     p = fma(p, z, p4)
@@ -374,7 +378,8 @@ def _tanh32(x, k=TANH32):
     t = fma(x, z * p, x) / q
     # within +-1: near |x| = 8.2-10 the fit's error crosses 1 by an ulp, and softcap's
     # slope 1 - t^2 would turn negative (a gradient of the wrong sign); NaN passes
-    return one if t > one else (-one if t < -one else t)
+    t = one if t > one else t
+    return -one if t < -one else t
 
 
 # tanh(u) = u + u z R(z), z = u^2, on |u| <= 1, R of degree 6 fitted by ci/fit_polynomials.py
