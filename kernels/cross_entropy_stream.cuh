@@ -84,8 +84,9 @@ __device__ __forceinline__ void stream_store(const Pack<T>& pk, i64 k, T* g_row,
     reinterpret_cast<Pack<T>*>(g_row)[k] = out;
 }
 
-// HESS: the instance that writes `hess` alone, launched after the other one (a second read
-// of the row, only for grad_and_hess above 16384 classes): both in one kernel spilled in
+// HESS: the instance that writes `hess` alone, launched before the other one (a second read
+// of the row, only for grad_and_hess above 16384 classes; first, as the other one may write
+// the gradient over the logits): both in one kernel spilled in
 // bf16 (64 registers without the Hessian). CAPPED: soft-capping compiled in (its registers
 // cost the plain kernel's packs in flight: the host asks for one pack fewer in flight).
 // THREADS: 256, 512 or 1024; the registers allow 1024 threads per SM at least.

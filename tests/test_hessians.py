@@ -511,6 +511,23 @@ def test_out_pair(backend, loss):
         np.testing.assert_array_equal(host(h), host(hess))
 
 
+@pytest.mark.parametrize("options", [{}, {"softcap": 5.0}, {"soft": True}])
+def test_out_pair_in_place_above_16384_classes(backend, options):
+    """grad_out=y_pred where the GPU writes the Hessian in a launch of its own (rows above
+    16384 classes): it must read the logits before the gradient is written over them (it
+    read the gradient once)."""
+    rng = np.random.default_rng(3)
+    t, x, options = _ce_inputs(rng, options, rows=3, classes=20_000)
+    t, x = on(backend, t), on(backend, x)
+    grad, hess = lb.cross_entropy.grad_and_hess(t, x, backend=backend, **options)
+    x_copy, hess_out = x.copy(), on(backend, np.empty(x.shape))
+    g, h = lb.cross_entropy.grad_and_hess(t, x_copy, backend=backend, out=(x_copy, hess_out),
+                                          **options)
+    assert g is x_copy and h is hess_out
+    np.testing.assert_array_equal(host(g), host(grad))
+    np.testing.assert_array_equal(host(h), host(hess))
+
+
 def test_out_pair_errors(backend):
     rng = np.random.default_rng(2)
     y, p = (on(backend, a) for a in _elementwise_inputs("mse", rng, (4, 3)))

@@ -275,13 +275,14 @@ def cross_entropy(target, x, class_weight, params, reduction, scale, grad, want_
             name = names["cluster"][capped]
         else:
             stream, name = stream._replace(cluster=1), names["stream"][capped]
-        function = device.function("cross_entropy.cu", [name], name)
-        function((rows * stream.cluster,), (stream.threads,),
-                 (*args[:14], None, *args[15:], packed))
-        if hess is not None:  # the Hessian in a launch of its own (see ce_stream)
+        if hess is not None:  # the Hessian in a launch of its own (see ce_stream), first:
+            # it reads the logits, which the gradient may overwrite (out=(y_pred, hess))
             device.function("cross_entropy.cu", common, names["hess"][capped])(
                 (rows,), (HESS_STREAM.threads,),
                 (x, labels, probs, class_weight, None, None, None, None, *args[8:], packed))
+        function = device.function("cross_entropy.cu", [name], name)
+        function((rows * stream.cluster,), (stream.threads,),
+                 (*args[:14], None, *args[15:], packed))
     else:
         expression = config.expression(type_name)
         function = device.function("cross_entropy.cu", [expression], expression)
