@@ -74,13 +74,15 @@ def refuse_masked(y_true: Any, y_pred: Any, options: dict[str, Any]) -> None:
 
 
 def as_values(xp: Any, values: Any, dtype: np.dtype, name: str) -> Any:
-    """A real-valued array (``y_true``, a weight) cast to the computation's dtype."""
+    """A real-valued array (``y_true``, a weight) cast to the computation's dtype,
+    C-contiguous: the kernels index it in C order (``astype`` alone keeps a column-major
+    layout, which a GPU kernel would read in the wrong order)."""
     a = xp.asarray(values)
     if a.dtype == dtype:
         return a if a.flags.c_contiguous else xp.ascontiguousarray(a)
     if a.dtype.kind not in "biuf":
         raise TypeError(f"{name} has dtype {a.dtype}; pass a real (bool, integer or float) array")
-    return a.astype(dtype)
+    return a.astype(dtype, order="C")
 
 
 def same_device(name: str, value: Any, p: Any) -> None:

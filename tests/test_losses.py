@@ -11,6 +11,7 @@ from reference import cross_entropy as ce_reference
 from reference import elementwise as ew_reference
 
 import lossbackends as lb
+from lossbackends._prepare import as_values
 
 ELEMENTWISE = ("mse", "binary_cross_entropy", "binary_cross_entropy_with_logits", "hinge")
 REDUCTIONS = ("mean", "sum", "none")
@@ -366,6 +367,27 @@ def test_noncontiguous_and_readonly_inputs(backend):
     t = rng.integers(0, 32, 20)
     value = lb.cross_entropy(on(backend, t), on(backend, x)[:, ::2], backend=backend)
     np.testing.assert_allclose(host(value), ce_reference(t, x[:, ::2])[0], rtol=1e-12)
+
+
+def test_column_major_targets_and_weights_of_another_dtype(backend):
+    """A column-major (transposed) y_true or weight of another dtype than y_pred's: the
+    cast to y_pred's dtype is C-ordered, as the kernels index it (NumPy's and CuPy's
+    astype keep a column-major layout, which a GPU kernel would read in the wrong order)."""
+    rng = np.random.default_rng(8)
+    p = rng.normal(size=(5, 7)).astype(np.float32)
+    y = np.asfortranarray(rng.normal(size=(5, 7)))  # float64, column-major
+    w = np.asfortranarray(rng.random((5, 7)).astype(np.float16))
+    labels = np.asfortranarray((y > 0).astype(np.int32))
+    for a in (y, w, labels):  # what the kernels get (the host's would copy it anyway)
+        assert as_values(np, a, np.dtype(np.float32), "y_true").flags.c_contiguous
+    for loss, y_true, options in ((lb.mse, y, {"weight": w}),
+                                  (lb.binary_cross_entropy_with_logits, labels, {"weight": w})):
+        expected = loss.value_and_grad(np.ascontiguousarray(y_true, np.float32), p,
+                                       backend="numpy", weight=np.ascontiguousarray(w, np.float32))
+        got = loss.value_and_grad(on(backend, y_true), on(backend, p), backend=backend,
+                                  **{k: on(backend, v) for k, v in options.items()})
+        np.testing.assert_allclose(host(got[0]), expected[0], rtol=1e-6)
+        np.testing.assert_allclose(host(got[1]), expected[1], rtol=1e-6, atol=1e-7)
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
