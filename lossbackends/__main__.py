@@ -19,6 +19,8 @@ SEED_EXAMPLES = [  # (drop-in, loss, y_true, y_pred, the seed's printed result)
      0.164252033486018),
     ("hinge_loss", "hinge", [-1, 1, 1, -1], [-1.5, 1.2, 0.9, -0.8], 0.075),
 ]
+# the name column of the self-check's rows: the longest loss or drop-in name
+NAME_WIDTH = max(len(name) for example in SEED_EXAMPLES for name in example[:2])
 
 
 def _version(distribution: str) -> str:
@@ -69,7 +71,9 @@ def main() -> int:
         choice = None
         failures += 1
     if choice == "auto":
-        print(f"auto picks {host!r} for host arrays ({why}) and 'cupy' for CuPy arrays")
+        # name CuPy arrays only where CuPy runs; elsewhere its row above says why not
+        gpu = " and 'cupy' for CuPy arrays" if "cupy" in runnable else ""
+        print(f"auto picks {host!r} for host arrays ({why}){gpu}")
     elif choice is not None:
         print(f"auto picks nothing: {choice!r} is chosen "
               f"(use_backend or LOSSBACKENDS_BACKEND={choice})")
@@ -85,12 +89,12 @@ def main() -> int:
             value = float(getattr(lb, loss)(xp.asarray(y), xp.asarray(p), backend=name))
             ok = abs(value - expected) < 1e-12
             failures += not ok
-            print(f"  {name:6s} {loss:22s} {value:.15g} {'ok' if ok else f'EXPECTED {expected}'}")
+            print(f"  {name:6s} {loss:{NAME_WIDTH}s} {value:.15g} {'ok' if ok else f'EXPECTED {expected}'}")
     for drop_in, _, y, p, expected in SEED_EXAMPLES:
         value = float(getattr(lb, drop_in)(np.asarray(y), np.asarray(p)))
         ok = abs(value - expected) < 1e-15
         failures += not ok
-        print(f"  seed   {drop_in:22s} {value!r} {'ok' if ok else f'EXPECTED {expected}'}")
+        print(f"  seed   {drop_in:{NAME_WIDTH}s} {value!r} {'ok' if ok else f'EXPECTED {expected}'}")
     print("self-check passed" if not failures else f"self-check FAILED ({failures})")
     return 1 if failures else 0
 

@@ -280,7 +280,13 @@ def _choose(choice: object, device: str, from_settings: bool) -> str:
             if device == "cuda"
             else "move them to the GPU with cupy.asarray, or use a host backend ('numpy', 'numba')"
         )
-        raise ValueError(f"backend {name!r} cannot run on {where} arrays; {fix}")
+        mismatch = f"cannot run on {where} arrays; {fix}"
+        try:
+            load_backend(name)
+        except ValueError as exc:
+            # missing is the first thing to fix: moving the arrays alone would not help
+            raise ValueError(f"{exc}. Even then it {mismatch}") from exc.__cause__
+        raise ValueError(f"backend {name!r} {mismatch}")
     return name
 
 

@@ -642,3 +642,18 @@ def test_a_bad_label_is_named_by_its_index_in_y_true():
     t[2, 3] = 9
     with pytest.raises(ValueError, match=r"y_true\[2, 3\] = 9"):
         lb.cross_entropy(t, np.zeros((3, 4, 5)), axis=1, backend="numpy")
+
+
+def test_cupy_without_cupy_says_it_is_not_installed():
+    # the install is the first thing to fix, not the arrays' device
+    import importlib.util
+
+    if importlib.util.find_spec("cupy") is not None:
+        pytest.skip("CuPy is installed")
+    for _ in range(2):  # an error is not cached: the second call says the same
+        with pytest.raises(ValueError, match=r"^backend 'cupy' is not available here \(.*cupy.*\); "
+                           r"install it with: pip install 'lossbackends\[cuda12\]'.* cannot run "
+                           r"on host"):
+            lb.mse(np.ones(2), np.ones(2), backend="cupy")
+    with lb.use_backend("cupy"), pytest.raises(ValueError, match="pip install 'lossbackends"):
+        lb.mse(np.ones(2), np.ones(2))
