@@ -50,6 +50,8 @@ taken (``input.requires_grad`` outside ``torch.no_grad()``; otherwise the value 
 ``input`` untouched). Eager mode only: under ``torch.compile`` or torch.func it raises
 ``RuntimeError``. Only for an ``input`` that nothing else reads afterwards, e.g. the logits
 straight out of a linear layer: any other use of ``input`` would see the gradient.
+Autograd keeps that memory as a saved tensor: freed by ``backward()`` (kept by
+``retain_graph=True``), and a write into ``input`` before it raises there.
 """
 
 from __future__ import annotations
@@ -57,9 +59,15 @@ from __future__ import annotations
 import inspect
 import warnings
 from collections.abc import Callable
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
-import torch
+try:
+    import torch
+except ModuleNotFoundError as exc:
+    if exc.name != "torch":  # torch there but broken: its own error says what
+        raise
+    raise ModuleNotFoundError("lossbackends.torch needs PyTorch: pip install "
+                              "'lossbackends[torch]'", name="torch") from exc
 from torch import Tensor
 
 from ._loss import REDUCTIONS
@@ -249,16 +257,20 @@ class _InPlace(torch.autograd.Function):
         value, _ = entry.loss.value_and_grad(target, buffer, reduction=reduction, out=buffer,
                                              **options)
         ctx.axis = _class_axis(entry, input.ndim) if reduction == "none" else None
-        ctx.gradient = buffer  # not save_for_backward: input's memory changed on purpose
         # autograd learns that input changed: a leaf that requires grad is refused, and a
         # tensor saved earlier for another backward raises there instead of being wrong
         ctx.mark_dirty(input)
+        # saved as the output it now is (a plain attribute kept the logits' memory alive
+        # as long as the loss, so a training loop held two steps' logits): autograd frees
+        # it after backward, keeps it for retain_graph=True, and refuses it if written since
+        ctx.save_for_backward(input)
         return value, input
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, upstream, _input_after):
-        return None, _scaled(ctx, ctx.gradient, upstream), None, None, None, None, None, None
+        (gradient,) = ctx.saved_tensors
+        return None, _scaled(ctx, gradient, upstream), None, None, None, None, None, None
 
 
 
@@ -523,3 +535,32 @@ _MODULES = {name: _module(name) for name in _TABLE}
 globals().update(_FUNCTIONS)
 globals().update({cls.__name__: cls for cls in _MODULES.values()})
 __all__ = sorted([*_FUNCTIONS, *(cls.__name__ for cls in _MODULES.values())])
+
+if TYPE_CHECKING:  # the names above, for type checkers (tests/test_torch.py keeps them __all__)
+    def _loss(input: Tensor, target: Tensor, *args: Any, **kwargs: Any) -> Tensor: ...
+
+    class _LossModule(torch.nn.Module):
+        def __init__(self, *args: Any, **kwargs: Any) -> None: ...
+        def forward(self, input: Tensor, target: Tensor) -> Tensor: ...
+
+    binary_cross_entropy = binary_cross_entropy_with_logits = cross_entropy = hinge = _loss
+    huber_loss = kl_div = l1_loss = log_cosh = mse_loss = multiclass_hinge = pinball = _loss
+    poisson_nll_loss = sigmoid_focal = smooth_l1_loss = soft_margin_loss = _loss
+    squared_hinge = _loss
+
+    class BCELoss(_LossModule): ...
+    class BCEWithLogitsLoss(_LossModule): ...
+    class CrossEntropyLoss(_LossModule): ...
+    class HingeLoss(_LossModule): ...
+    class HuberLoss(_LossModule): ...
+    class KLDivLoss(_LossModule): ...
+    class L1Loss(_LossModule): ...
+    class LogCoshLoss(_LossModule): ...
+    class MSELoss(_LossModule): ...
+    class MulticlassHingeLoss(_LossModule): ...
+    class PinballLoss(_LossModule): ...
+    class PoissonNLLLoss(_LossModule): ...
+    class SigmoidFocalLoss(_LossModule): ...
+    class SmoothL1Loss(_LossModule): ...
+    class SoftMarginLoss(_LossModule): ...
+    class SquaredHingeLoss(_LossModule): ...
