@@ -36,9 +36,15 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import jax
+try:
+    import jax
+except ModuleNotFoundError as exc:
+    if exc.name != "jax":  # jax there but incomplete (jaxlib): its own error says what
+        raise
+    raise ModuleNotFoundError("lossbackends.jax needs JAX: pip install 'lossbackends[jax]'",
+                              name="jax") from exc
 import jax.numpy as jnp
 import numpy as np
 from jax._src.interpreters import ad as _ad  # the tracer types only (no public name)
@@ -96,18 +102,26 @@ def _out_shapes(loss: Loss, reduction: str, p_shape: tuple, axis: int | None, dt
 
 
 @functools.cache
-def _function(name: str, reduction: str, static: tuple, array_names: tuple) -> Callable:
+def _function(name: str, reduction: str, static: tuple, number_names: tuple,
+              array_names: tuple) -> Callable:
     """The custom-VJP function of one loss with these static options (cached: jit traces
-    each once)."""
+    each once). The float options named by ``number_names`` are not in the key but an
+    operand (``_numbers``): a new value reuses this function and its callback, whose
+    compiled state JAX keeps for good (each value cost ~1.5 MB under an un-jitted grad)."""
     loss: Loss = _losses.LOSSES[name]
-    options = dict(static)
-    axis = options.get("axis", -1) if loss._class_indices else None  # a loss per row
+    fixed = dict(static)
+    axis = fixed.get("axis", -1) if loss._class_indices else None  # a loss per row
 
     # class indices checked here, not by the loss: a bad one gives a NaN row (an exception
     # inside a callback is undefined); cross_entropy does it itself (check_labels=False)
-    nan_rows = axis is not None and "check_labels" not in options
+    nan_rows = axis is not None and "check_labels" not in fixed
 
-    def host(y, p, *arrays, want_grad=True):
+    def host(y, p, *operands, want_grad=True):
+        options = fixed
+        if number_names:
+            numbers = np.asarray(operands[0]).view(np.float64).tolist()
+            options = {**fixed, **dict(zip(number_names, numbers, strict=True))}
+            operands = operands[1:]
         y, p = np.asarray(y), np.asarray(p)
         bad = None
         if nan_rows and y.size:
@@ -116,7 +130,7 @@ def _function(name: str, reduction: str, static: tuple, array_names: tuple) -> C
                 y = np.where(bad, 0, y)
             else:
                 bad = None
-        arrays = dict(zip(array_names, map(np.asarray, arrays), strict=True))
+        arrays = dict(zip(array_names, map(np.asarray, operands), strict=True))
         if want_grad:
             value, grad = loss.value_and_grad(y, p, reduction=reduction, backend=None,
                                               **options, **arrays)
@@ -132,37 +146,46 @@ def _function(name: str, reduction: str, static: tuple, array_names: tuple) -> C
                 value = np.full((), np.nan, value.dtype)
         return (value, grad) if want_grad else value
 
-    def call(y, p, arrays, want_grad):
+    # one object: JAX tells callbacks apart by equality, and each partial is a new one
+    host_value = functools.partial(host, want_grad=False)
+
+    def call(y, p, operands, want_grad):
         p_axis = None if axis is None else axis % p.ndim
         shapes = _out_shapes(loss, reduction, p.shape, p_axis, p.dtype)
         if not want_grad:  # the value alone: the callback hands JAX one array, not two
-            return jax.pure_callback(functools.partial(host, want_grad=False), shapes[0], y,
-                                     p, *arrays, vmap_method="sequential")
-        return jax.pure_callback(host, shapes, y, p, *arrays, vmap_method="sequential")
+            return jax.pure_callback(host_value, shapes[0], y, p, *operands,
+                                     vmap_method="sequential")
+        return jax.pure_callback(host, shapes, y, p, *operands, vmap_method="sequential")
 
     @jax.custom_vjp
-    def f(y, p, *arrays):  # not differentiated
-        return call(y, p, arrays, False)
+    def f(y, p, *operands):  # not differentiated
+        return call(y, p, operands, False)
 
-    def forward(y, p, *arrays):
+    def forward(y, p, *operands):
         # a second differentiation (jax.hessian, a grad of a grad) hands the forward a
         # differentiating tracer: our error, not JAX's "Pure callbacks do not support JVP"
         # (a check once per trace; a custom JVP around the callback cost ~10% of an
         # un-jitted jax.grad call)
         if isinstance(p, _DIFFERENTIATING):
             raise TypeError(_SECOND_ORDER)
-        value, grad = call(y, p, arrays, True)
-        return value, (grad, y, arrays)
+        value, grad = call(y, p, operands, True)
+        return value, (grad, y, operands)
 
     def backward(residual, upstream):
-        grad, y, arrays = residual
+        grad, y, operands = residual
         if reduction == "none" and axis is not None:  # one upstream cotangent per row
             upstream = jnp.expand_dims(upstream, axis % grad.ndim)
-        zeros = jax.tree_util.tree_map(_zero_cotangent, (y, arrays))
+        zeros = jax.tree_util.tree_map(_zero_cotangent, (y, operands))
         return (zeros[0], grad * upstream, *zeros[1])
 
     f.defvjp(forward, backward)
     return f
+
+
+def _numbers(values: list) -> np.ndarray:
+    """Float options as one operand: their float64 bits as uint32 pairs, exact where JAX
+    (without jax_enable_x64) would round a float64 operand to float32."""
+    return np.array(values, np.float64).view(np.uint32)
 
 
 def _zero_cotangent(x):
@@ -257,7 +280,12 @@ def _make(name: str) -> Callable:
                     "there a label outside [0, C) gives its row a NaN loss and gradient. Drop "
                     "check_labels, or check the labels outside the traced function")
             static = tuple(sorted({**options, "check_labels": False}.items()))
-        f = _function(name, reduction, static, tuple(names))
+        # float values are operands (see _function); bools, ints and None stay in the key
+        numbers = tuple(key for key, value in static if isinstance(value, float))
+        f = _function(name, reduction, tuple(kv for kv in static if kv[0] not in numbers),
+                      numbers, tuple(names))
+        if numbers:
+            arrays.insert(0, _numbers([options[key] for key in numbers]))
         value = f(y, p, *arrays)
         return value.astype(jnp.bfloat16) if bfloat16 else value
 
@@ -315,3 +343,11 @@ other option is static. No ``backend=`` or ``out=``.
 
 
 globals().update({name: _make(name) for name in _ARRAY_OPTIONS})
+
+if TYPE_CHECKING:  # the names above, for type checkers (tests/test_jax.py keeps them __all__)
+    def _loss(y_true: Any, y_pred: Any, *, reduction: str = "mean",
+              **options: Any) -> jax.Array: ...
+
+    binary_cross_entropy = binary_cross_entropy_with_logits = cross_entropy = hinge = _loss
+    huber = kl_div = log_cosh = mae = mse = multiclass_hinge = pinball = poisson_nll = _loss
+    sigmoid_focal = smooth_l1 = soft_margin = squared_hinge = _loss
