@@ -29,7 +29,10 @@ __device__ __forceinline__ float to_acc(half_t h) {
     return f;
 }
 
-__device__ __forceinline__ float to_acc(bf16_t h) { return __int_as_float(((int)h.bits) << 16); }
+// (unsigned: a signed shift into the sign bit is undefined in C++)
+__device__ __forceinline__ float to_acc(bf16_t h) {
+    return __uint_as_float(((unsigned int)h.bits) << 16);
+}
 
 template <typename T> __device__ __forceinline__ T from_acc(float x);
 template <> __device__ __forceinline__ float from_acc<float>(float x) { return x; }

@@ -17,6 +17,8 @@ __device__ __forceinline__ void ce_rows_body(
     typename AccOf<T>::type softcap, int packed) {
     typedef typename AccOf<T>::type A;
     const int W = VecWidth<T>::value;
+    // a thread's values are whole packs: VPT below a pack would read nothing
+    static_assert(VPT % VecWidth<T>::value == 0, "VPT must be a multiple of the pack width");
     const int PACKS = VPT / W;
     const int lane = THREADS == 32 ? (threadIdx.x & 31) : threadIdx.x;
     const i64 row = THREADS == 32 ? (i64)blockIdx.x * ROWS + (threadIdx.x >> 5) : (i64)blockIdx.x;

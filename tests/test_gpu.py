@@ -3,6 +3,8 @@ CUDA-graph capture (which proves no host synchronisation), in-place gradients.""
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
+
 import numpy as np
 import pytest
 from conftest import _skip_reason
@@ -284,3 +286,39 @@ def test_the_docs_gpu_examples_run():
 
     for page, code in gpu_examples():
         exec(compile(code, page, "exec"), {"np": np, "lb": lb})
+
+
+def test_torch_cuda_bfloat16_multiclass_hinge_hessian():
+    """multiclass_hinge's Hessian (0; NaN on a row holding a NaN) for bfloat16 tensors is
+    told by bfloat16's bits: float16's isnan on them took bfloat16's infinities and values
+    from 2^121 for NaN, and wrote a NaN that bfloat16 reads as 2^125."""
+    torch = _torch_cuda()
+    inf, nan = float("inf"), float("nan")
+    x = torch.tensor([[1.0, inf, -inf], [2.0**122, -3.0, 0.0], [nan, 1.0, 2.0]],
+                     device="cuda", dtype=torch.bfloat16)
+    _, hess = lb.multiclass_hinge.grad_and_hess(torch.tensor([0, 1, 2], device="cuda"), x)
+    assert hess.dtype == torch.bfloat16
+    expected = torch.tensor([[0.0] * 3, [0.0] * 3, [nan] * 3], dtype=torch.bfloat16)
+    torch.testing.assert_close(hess.cpu(), expected, equal_nan=True)
+
+
+def test_threads_on_one_stream_keep_their_own_workspaces():
+    """Calls from several threads on the default stream, every thread's: each thread's
+    scratch buffers (partial sums, the mean's scale) are its own, so that no call sums
+    another's partials."""
+    import cupy as cp
+
+    rng = np.random.default_rng(5)
+    cases = [(rng.integers(0, 1000, 4096), rng.normal(0, 1 + i, (4096, 1000)))
+             for i in range(4)]
+    expected = [float(lb.cross_entropy(t, x, backend="numpy")) for t, x in cases]
+    on_device = [(cp.asarray(t), cp.asarray(x)) for t, x in cases]
+
+    def run(i):
+        t, x = on_device[i]
+        return [float(lb.cross_entropy(t, x)) for _ in range(50)]
+
+    with ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(run, range(4)))
+    for got, want in zip(results, expected, strict=True):
+        np.testing.assert_allclose(got, want, rtol=1e-12)

@@ -37,3 +37,21 @@ def test_bad_labels_give_nan_rows(backend, reduction, dtype):
         _, ref_grad = ce_reference(np.where(good, t, -100), x, reduction="sum")
         np.testing.assert_allclose(grad[good], ref_grad[good], rtol=2e-3 if dtype == "float16" else 1e-5,
                                    atol=1e-3 if dtype == "float16" else 1e-7)
+
+
+def test_bad_labels_are_not_kept_rows_of_the_z_loss_mean(backend):
+    """With class weights, the z-loss's "mean" divides by the kept rows' count: a bad label
+    (a NaN row) is not one of them, so the good rows' gradient is the one they have with
+    that row ignored, on every backend (the GPU counted it once)."""
+    rng = np.random.default_rng(1)
+    x = rng.normal(0, 2, (6, 5))
+    t = np.array([0, 7, 2, -100, 3, 4])  # row 1 is bad, row 3 ignored
+    w = rng.uniform(0.5, 2.0, 5)
+    options = dict(z_loss=1e-2, class_weight=on(backend, w), backend=backend)
+    _, grad = lb.cross_entropy.value_and_grad(on(backend, t), on(backend, x),
+                                              check_labels=False, **options)
+    _, expected = lb.cross_entropy.value_and_grad(on(backend, np.where(t == 7, -100, t)),
+                                                  on(backend, x), **options)
+    good = t != 7
+    assert np.isnan(host(grad)[~good]).all()
+    np.testing.assert_allclose(host(grad)[good], host(expected)[good], rtol=1e-12)

@@ -3,13 +3,14 @@
 Kernels are compiled on first use through ``cupy.RawModule(name_expressions=...)`` (CuPy
 caches the binaries on disk) and memoised here per device, with the launch parameters and
 the small workspaces (per-block partial sums, the mean's scale, the label-error flag) per
-device and stream, so a call allocates only what it returns. Nothing here synchronises
+device, stream and thread, so a call allocates only what it returns. Nothing here synchronises
 with the host, except the documented label check of ``cross_entropy``.
 """
 
 from __future__ import annotations
 
 import functools
+import threading
 
 import cupy as cp
 import numpy as np
@@ -62,7 +63,7 @@ class _Device:
         self.sm_count = props["multiProcessorCount"]
         self.clusters = props["major"] >= 9  # thread-block clusters: sm_90 and later
         self._functions: dict[tuple[str, str], object] = {}
-        self._workspaces: dict[tuple[int, str], cp.ndarray] = {}
+        self._local = threading.local()  # each thread's workspaces (see ``workspace``)
 
     def function(self, filename: str, expressions: list[str], expression: str):
         found = self._functions.get((filename, expression))
@@ -75,13 +76,18 @@ class _Device:
         return found
 
     def workspace(self, name: str, size: int, dtype, zeroed: bool = False) -> cp.ndarray:
-        """A scratch buffer of at least ``size`` elements, reused by calls on this stream
-        (kernels on one stream run in order, so reuse is safe)."""
+        """A scratch buffer of at least ``size`` elements, reused by this thread's calls on
+        this stream: kernels on one stream run in order, so reuse is safe. Not shared with
+        other threads: their calls on the same stream (the default stream is every
+        thread's) would launch between ours, a call's partial sums summed as another's."""
+        workspaces = getattr(self._local, "workspaces", None)
+        if workspaces is None:
+            workspaces = self._local.workspaces = {}
         key = (cp.cuda.get_current_stream().ptr, name)
-        buffer = self._workspaces.get(key)
+        buffer = workspaces.get(key)
         if buffer is None or buffer.size < size or buffer.dtype != dtype:
             buffer = (cp.zeros if zeroed else cp.empty)(max(size, 1), dtype)
-            self._workspaces[key] = buffer
+            workspaces[key] = buffer
         return buffer
 
 
@@ -248,7 +254,10 @@ def cross_entropy(target, x, class_weight, params, reduction, scale, grad, want_
     # weights, their summed weights over that count multiplies it, found on the device
     z_factor = None
     if z_loss and scale_buffer is not None and class_weight is not None:
-        kept = cp.count_nonzero(labels != ignore_index).astype(cp.int64)
+        # (a label outside [0, C), kept by check_labels=False, is a NaN row, not kept: as
+        # the host backends count)
+        kept = cp.count_nonzero((labels != ignore_index) & (labels >= 0)
+                                & (labels < classes)).astype(cp.int64)
         z_factor = device.workspace("z_factor", 1, acc)
         device.function("cross_entropy.cu", common, names["z_factor"])(
             (1,), (1,), (scale_buffer, kept, z_factor))
@@ -326,7 +335,7 @@ def multiclass_hinge(labels, x, weight, params, reduction, scale, grad, want_val
         name = f"mh_rows<{type_name}, 1024, 1>"
         device.function("cross_entropy.cu", expressions, name)((rows,), (1024,), args)
     if hess is not None:  # piecewise linear: 0 away from the kinks; NaN rows NaN
-        hess[...] = cp.where(cp.isnan(x).any(axis=1, keepdims=True), cp.nan, 0).astype(x.dtype)
+        _zero_but_nan_rows(x, hess, type_name == _BFLOAT16[0])
     if value is not None:
         device.function("cross_entropy.cu", expressions, f"ce_finalize<{type_name}>")(
             (1,), (1024,), (row_loss, np.int64(rows), value, acc(row_scale), None))
@@ -336,6 +345,19 @@ def multiclass_hinge(labels, x, weight, params, reduction, scale, grad, want_val
         row = int(np.flatnonzero((host_labels < 0) | (host_labels >= classes))[0])
         raise label_error(int(host_labels[row]), row, classes, loss="multiclass_hinge")
     return row_out if reduction == "none" else value
+
+
+def _zero_but_nan_rows(x, out, bfloat16: bool) -> None:
+    """``out`` = 0, NaN on the rows of ``x`` that hold a NaN. bfloat16 comes as float16
+    views of its bits (``_types``), so there NaN is read and written as bfloat16 bits:
+    float16's isnan takes bfloat16's infinities and values from 2^121 for NaN, and its NaN
+    is a bfloat16 number (2^125)."""
+    if not bfloat16:
+        out[...] = cp.where(cp.isnan(x).any(axis=1, keepdims=True), cp.nan, 0).astype(x.dtype)
+        return
+    # a bfloat16 NaN: every exponent bit set and a mantissa that is not zero
+    nan_rows = ((x.view(cp.uint16) & 0x7FFF) > 0x7F80).any(axis=1, keepdims=True)
+    out.view(cp.uint16)[...] = cp.where(nan_rows, 0x7FC0, 0).astype(cp.uint16)
 
 
 KERNELS = {loss: _elementwise(loss) for loss in LOSS_IDS}
