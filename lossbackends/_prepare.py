@@ -433,9 +433,12 @@ def prepare_cross_entropy(
     return Prepared(target, x2d, class_weight, params, 1.0, shape, batch_shape, axis)
 
 
-def prepare_multiclass_hinge(xp, y_true, y_pred, *, weight=None, margin=1.0, axis=-1):
+def prepare_multiclass_hinge(xp, y_true, y_pred, *, weight=None, margin=1.0, axis=-1,
+                             check_labels=True):
+    check_labels = bool_option("multiclass_hinge", "check_labels", check_labels)
     labels, x2d, shape, batch_shape, axis = class_axis_inputs(
-        xp, y_true, y_pred, axis, "multiclass_hinge", probabilities=False)
+        xp, y_true, y_pred, axis, "multiclass_hinge", probabilities=False,
+        check_labels=check_labels)
     margin = real_option("multiclass_hinge", "margin", margin)
     if weight is not None:  # one per row: the labels' shape, broadcast
         same_device("weight", weight, x2d)
@@ -450,5 +453,5 @@ def prepare_multiclass_hinge(xp, y_true, y_pred, *, weight=None, margin=1.0, axi
         weight = xp.ascontiguousarray(w).reshape(-1)
     # the last: the mean's denominator (the row count) when the caller knows it (a Dask
     # block: the whole array's), else None: the kernel's own row count
-    params = (margin, None)
+    params = (margin, check_labels, None)
     return Prepared(labels, x2d, weight, params, 1.0, shape, batch_shape, axis)

@@ -110,11 +110,9 @@ def _function(name: str, reduction: str, static: tuple, number_names: tuple,
     compiled state JAX keeps for good (each value cost ~1.5 MB under an un-jitted grad)."""
     loss: Loss = _losses.LOSSES[name]
     fixed = dict(static)
-    axis = fixed.get("axis", -1) if loss._class_indices else None  # a loss per row
-
-    # class indices checked here, not by the loss: a bad one gives a NaN row (an exception
-    # inside a callback is undefined); cross_entropy does it itself (check_labels=False)
-    nan_rows = axis is not None and "check_labels" not in fixed
+    # a loss per row; its class indices unchecked (check_labels=False): a bad one gives a
+    # NaN row, as an exception inside a callback is undefined
+    axis = fixed.get("axis", -1) if loss._class_indices else None
 
     def host(y, p, *operands, want_grad=True):
         options = fixed
@@ -123,13 +121,6 @@ def _function(name: str, reduction: str, static: tuple, number_names: tuple,
             options = {**fixed, **dict(zip(number_names, numbers, strict=True))}
             operands = operands[1:]
         y, p = np.asarray(y), np.asarray(p)
-        bad = None
-        if nan_rows and y.size:
-            bad = (y < 0) | (y >= p.shape[axis])
-            if bad.any():
-                y = np.where(bad, 0, y)
-            else:
-                bad = None
         arrays = dict(zip(array_names, map(np.asarray, operands), strict=True))
         if want_grad:
             value, grad = loss.value_and_grad(y, p, reduction=reduction, backend=None,
@@ -137,13 +128,6 @@ def _function(name: str, reduction: str, static: tuple, number_names: tuple,
         else:
             value, grad = loss(y, p, reduction=reduction, backend=None, **options, **arrays), None
         value = np.asarray(value)
-        if bad is not None:
-            if grad is not None:
-                np.moveaxis(grad, axis, -1)[bad] = np.nan
-            if reduction == "none":
-                value[bad] = np.nan
-            else:
-                value = np.full((), np.nan, value.dtype)
         return (value, grad) if want_grad else value
 
     # one object: JAX tells callbacks apart by equality, and each partial is a new one
@@ -271,11 +255,11 @@ def _make(name: str) -> Callable:
             if "unhashable" not in str(exc):
                 raise
             raise _not_static(name, array_names, str(exc)) from None
-        if name == "cross_entropy":
+        if loss._class_indices:
             # a traced call cannot raise: NaN rows instead
             if options.get("check_labels", False):
                 raise ValueError(
-                    "lossbackends.jax.cross_entropy: check_labels=True cannot raise inside a "
+                    f"lossbackends.jax.{name}: check_labels=True cannot raise inside a "
                     "traced call (jit, grad, vmap: an exception in a callback is undefined); "
                     "there a label outside [0, C) gives its row a NaN loss and gradient. Drop "
                     "check_labels, or check the labels outside the traced function")

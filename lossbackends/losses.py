@@ -200,7 +200,8 @@ multiclass_hinge = Loss(
     where :math:`j_i` is the arg-max of the other classes' scores (the lowest index at a
     tie). ``y_pred`` are scores with the classes on ``axis`` (default -1), ``y_true`` one
     class index per row (the scores' shape without ``axis``); a label outside ``[0, C)``
-    raises ``ValueError`` (on the GPU after one small synchronisation). ``margin`` ``m``
+    raises ``ValueError`` (on the GPU after one small synchronisation, which
+    ``check_labels=False`` skips: the row's loss and gradient are then NaN). ``margin`` ``m``
     defaults to 1; ``weight`` (optional) has the labels' shape, or broadcasts to it.
     ``reduction="mean"`` divides by the number of rows. The gradient is 0 at the kink
     (``\ell = 0`` exactly) and the Hessian is 0 away from it. Equal infinite scores count

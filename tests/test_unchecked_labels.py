@@ -55,3 +55,35 @@ def test_bad_labels_are_not_kept_rows_of_the_z_loss_mean(backend):
     good = t != 7
     assert np.isnan(host(grad)[~good]).all()
     np.testing.assert_allclose(host(grad)[good], host(expected)[good], rtol=1e-12)
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+def test_multiclass_hinge_bad_labels_give_nan_rows(backend, reduction):
+    """multiclass_hinge takes check_labels too (the GPU's check synchronises): a bad label's
+    row is NaN, the others as they are with that row left out."""
+    rng = np.random.default_rng(2)
+    x = rng.normal(0, 2, (6, 5))
+    t = np.array([0, 7, 2, -1, 3, 4])  # rows 1 and 3 are bad
+    with pytest.raises(ValueError, match="not a class index"):
+        lb.multiclass_hinge(on(backend, t), on(backend, x), backend=backend)
+    value, grad = lb.multiclass_hinge.value_and_grad(
+        on(backend, t), on(backend, x), reduction=reduction, check_labels=False,
+        backend=backend)
+    _, hess = lb.multiclass_hinge.grad_and_hess(on(backend, t), on(backend, x),
+                                                reduction=reduction, check_labels=False,
+                                                backend=backend)
+    value, grad, hess = host(value), host(grad), host(hess)
+    good = np.array([True, False, True, False, True, True])
+    assert np.isnan(grad[~good]).all() and np.isnan(hess[~good]).all()
+    expected, expected_grad = lb.multiclass_hinge.value_and_grad(
+        t[good], x[good], reduction="none" if reduction == "none" else "sum", backend="numpy")
+    scale = 1 / 6 if reduction == "mean" else 1.0
+    np.testing.assert_allclose(grad[good], expected_grad * scale, rtol=1e-12)
+    assert (hess[good] == 0).all()
+    if reduction == "none":
+        assert np.isnan(value[~good]).all()
+        np.testing.assert_allclose(value[good], expected, rtol=1e-12)
+    else:
+        assert np.isnan(value)
+    with pytest.raises(TypeError, match="check_labels must be True or False"):
+        lb.multiclass_hinge(on(backend, t), on(backend, x), check_labels="no", backend=backend)

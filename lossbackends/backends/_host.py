@@ -77,24 +77,31 @@ def half_in_float32(kernel: Callable) -> Callable:
     return run
 
 
-def bad_labels_as_nan(kernel: Callable) -> Callable:
-    """cross_entropy's host ``kernel``, where ``check_labels=False`` gives rows with a label
-    outside ``[0, C)`` (and not ``ignore_index``) a NaN loss and gradient, as on the GPU,
-    instead of the error: what a call inside a traced JAX function needs (an exception in a
-    callback is undefined there). One scan of the labels, only when the check is off."""
+# where a class-index loss's params hold check_labels and ignore_index (None: it has none)
+_LABEL_PARAMS = {"cross_entropy": (2, 0), "multiclass_hinge": (1, None)}
 
-    def run(target, x, class_weight, params, reduction, scale, grad, want_value, hess=None):
-        if params[2] or target.ndim != 1:  # labels checked (the default), or probabilities
-            return kernel(target, x, class_weight, params, reduction, scale, grad, want_value,
-                          hess)
-        ignore_index = params[0]
-        bad = (target != ignore_index) & ((target < 0) | (target >= x.shape[1]))
+
+def bad_labels_as_nan(kernel: Callable) -> Callable:
+    """A class-index loss's host ``kernel`` (cross_entropy, multiclass_hinge), where
+    ``check_labels=False`` gives rows with a label outside ``[0, C)`` (and not
+    ``ignore_index``) a NaN loss and gradient, as on the GPU, instead of the error: what a
+    call inside a traced JAX function needs (an exception in a callback is undefined
+    there). One scan of the labels, only when the check is off."""
+    check_at, ignore_at = _LABEL_PARAMS[kernel.__name__]
+
+    def run(target, x, weight, params, reduction, scale, grad, want_value, hess=None):
+        if params[check_at] or target.ndim != 1:  # checked (the default), or probabilities
+            return kernel(target, x, weight, params, reduction, scale, grad, want_value, hess)
+        ignore_index = None if ignore_at is None else params[ignore_at]
+        bad = (target < 0) | (target >= x.shape[1])
+        if ignore_index is not None:
+            bad &= target != ignore_index
         if not bad.any():
-            return kernel(target, x, class_weight, params, reduction, scale, grad, want_value,
-                          hess)
-        # the bad rows computed as ignored (in bounds), then marked NaN
-        value = kernel(np.where(bad, ignore_index, target), x, class_weight, params, reduction,
-                       scale, grad, want_value, hess)
+            return kernel(target, x, weight, params, reduction, scale, grad, want_value, hess)
+        # the bad rows computed as ignored, or as class 0 where nothing is ignored (in
+        # bounds either way), then marked NaN
+        value = kernel(np.where(bad, 0 if ignore_index is None else ignore_index, target), x,
+                       weight, params, reduction, scale, grad, want_value, hess)
         if grad is not None:
             grad[bad] = np.nan
         if hess is not None:

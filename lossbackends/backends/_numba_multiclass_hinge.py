@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._host import half_in_float32, label_error
+from ._host import bad_labels_as_nan, half_in_float32, label_error
 from ._numba_common import (
     _CHUNK_ARGUMENTS,
     _EMPTY,
@@ -97,9 +97,10 @@ def _multiclass_hinge_types(dtype, no_grad: bool, no_row_losses: bool) -> tuple:
             _NONE if no_row_losses else _ROW_LOSSES, _INT, *_CHUNK_ARGUMENTS)
 
 
+@bad_labels_as_nan
 @half_in_float32
 def multiclass_hinge(labels, x, weight, params, reduction, scale, grad, want_value, hess=None):
-    margin, denominator = params
+    margin, _, denominator = params
     rows = x.shape[0]
     row_losses = np.empty(rows) if want_value and reduction == "none" else None
     chunks = max(1, min(CHUNKS, rows, x.size // CE_CHUNK_ELEMENTS))

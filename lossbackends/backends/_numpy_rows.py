@@ -169,11 +169,12 @@ def _softcap_chain(grad, cap_tanh, hess=None, softcap=None):
         np.multiply(grad, slope, out=grad)
 
 
+@bad_labels_as_nan
 @half_in_float32
 def multiclass_hinge(labels, x, weight, params, reduction, scale, grad, want_value, hess=None):
     """Crammer-Singer: max(0, m + max_{j != y} s_j - s_y) per row; gradient +1 at the best
     other class j (the lowest index at ties), -1 at y, where the loss is positive."""
-    margin, given_denominator = params
+    margin, _, given_denominator = params
     rows, classes = x.shape
     dtype = x.dtype
     bad = (labels < 0) | (labels >= classes)

@@ -312,13 +312,14 @@ def cross_entropy(target, x, class_weight, params, reduction, scale, grad, want_
 
 
 def multiclass_hinge(labels, x, weight, params, reduction, scale, grad, want_value, hess=None):
-    margin, denominator = params
+    margin, check_labels, denominator = params
     device = _device()
     type_name, acc = _types(x.dtype)
     expressions = multiclass_hinge_expressions(type_name)
     rows, classes = x.shape
-    # a bad label's row gets NaN; the error costs one small synchronisation (documented)
-    error = device.workspace("label_error", 1, np.int32, zeroed=True)
+    # a bad label's row gets NaN; the error costs one small synchronisation (documented),
+    # which check_labels=False skips
+    error = device.workspace("label_error", 1, np.int32, zeroed=True) if check_labels else None
     row_scale = 1.0
     if reduction == "mean":
         row_scale = 1.0 / (rows if denominator is None else denominator)
@@ -339,7 +340,7 @@ def multiclass_hinge(labels, x, weight, params, reduction, scale, grad, want_val
     if value is not None:
         device.function("cross_entropy.cu", expressions, f"ce_finalize<{type_name}>")(
             (1,), (1024,), (row_loss, np.int64(rows), value, acc(row_scale), None))
-    if int(error.get()[0]):  # the one, documented, synchronisation
+    if error is not None and int(error.get()[0]):  # the one, documented, synchronisation
         error.fill(0)
         host_labels = cp.asnumpy(labels)
         row = int(np.flatnonzero((host_labels < 0) | (host_labels >= classes))[0])
