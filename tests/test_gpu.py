@@ -112,13 +112,13 @@ def _capture(cp, call):
     return stream, graph, result
 
 
-@pytest.mark.parametrize("loss", ELEMENTWISE + ("cross_entropy",))
+@pytest.mark.parametrize("loss", ELEMENTWISE + ("cross_entropy", "multiclass_hinge"))
 @pytest.mark.parametrize("n", [1000, 3_000_000])
 def test_cuda_graph_capture_no_host_sync(loss, n):
     import cupy as cp
 
     rng = cp.random.RandomState(4)
-    if loss == "cross_entropy":
+    if loss in ("cross_entropy", "multiclass_hinge"):
         rows = n // 100
         y = rng.randint(0, 100, rows)
         p = rng.normal(size=(rows, 100)).astype(cp.float32)
@@ -131,7 +131,7 @@ def test_cuda_graph_capture_no_host_sync(loss, n):
     stream, graph, (value, grad) = _capture(
         cp, lambda: function.value_and_grad(y, p, out=out, **options))
     # new inputs in the same buffers: the replayed graph must see them
-    if loss == "cross_entropy":
+    if loss in ("cross_entropy", "multiclass_hinge"):
         y[...] = rng.randint(0, 100, y.shape)
     else:
         y[...] = _inputs(cp, loss, n, "float32", 6)[0]
