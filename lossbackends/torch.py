@@ -246,33 +246,48 @@ class _Func(torch.autograd.Function):
 
 class _InPlace(torch.autograd.Function):
     """``inplace_backward=True``: the gradient is written into ``input``'s memory in the
-    forward and kept by reference (Liger-Kernel's trick; eager mode: a custom op may not
-    both mutate its input and have an autograd formula)."""
+    forward (Liger-Kernel's trick; eager mode: a custom op may not both mutate its input and
+    have an autograd formula). Its one output is ``input``, so marked changed; the value
+    comes from ``_ValueOf`` of it. (Torch refuses a Function that changes a view, the
+    usual logits ``(x @ W).view(-1, V)``, in place and returns two tensors.)"""
 
     @staticmethod
-    def forward(ctx, loss, input, target, t1, t2, floats, ints, reduction):
+    def forward(ctx, loss, input, target, t1, t2, floats, ints, reduction, found):
         entry = _TABLE[loss]
         options = _our_options(entry, input.ndim, t1, t2, floats, ints)
         buffer = input.detach()
         value, _ = entry.loss.value_and_grad(target, buffer, reduction=reduction, out=buffer,
                                              **options)
-        ctx.axis = _class_axis(entry, input.ndim) if reduction == "none" else None
+        found.append(value)  # (a value output too would make two)
         # autograd learns that input changed: a leaf that requires grad is refused, and a
         # tensor saved earlier for another backward raises there instead of being wrong
         ctx.mark_dirty(input)
-        # saved as the output it now is (a plain attribute kept the logits' memory alive
-        # as long as the loss, so a training loop held two steps' logits): autograd frees
-        # it after backward, keeps it for retain_graph=True, and refuses it if written since
-        ctx.save_for_backward(input)
-        return value, input
+        return input
+
+    @staticmethod
+    def backward(ctx, upstream):  # input holds the gradient now: _ValueOf's backward's
+        return None, upstream, None, None, None, None, None, None, None
+
+
+class _ValueOf(torch.autograd.Function):
+    """The loss's value, whose gradient with respect to ``gradient`` (``_InPlace``'s output:
+    the logits' memory, holding the loss's gradient) is that memory times the upstream
+    gradient."""
+
+    @staticmethod
+    def forward(ctx, gradient, value, axis):
+        ctx.axis = axis
+        # a saved tensor (a plain attribute kept the logits' memory alive as long as the
+        # loss, so a training loop held two steps' logits): autograd frees it after
+        # backward, keeps it for retain_graph=True, and refuses it if written since
+        ctx.save_for_backward(gradient)
+        return value
 
     @staticmethod
     @torch.autograd.function.once_differentiable
-    def backward(ctx, upstream, _input_after):
+    def backward(ctx, upstream):
         (gradient,) = ctx.saved_tensors
-        return None, _scaled(ctx, gradient, upstream), None, None, None, None, None, None
-
-
+        return _scaled(ctx, gradient, upstream), None, None
 
 
 def _compute_dtype(entry: _Entry, name: str, input: Tensor, target: Tensor, weight) -> Any:
@@ -373,7 +388,10 @@ def _apply(name: str, entry: _Entry, input: Tensor, target: Tensor, options: dic
             raise ValueError("inplace_backward=True writes the gradient into input, which "
                              "autograd forbids for a leaf that requires grad (a parameter); "
                              "pass a computed tensor (a layer's output), or drop inplace_backward")
-        value = _in_torch_terms(name, _InPlace.apply, *args)[0]
+        found = []
+        gradient = _in_torch_terms(name, _InPlace.apply, *args, found)
+        axis = _class_axis(entry, input.ndim) if call_reduction == "none" else None
+        value = _ValueOf.apply(gradient, found[0], axis)
     elif not _eager(input, target, *tensors):
         # the custom op's generated autograd.Function refuses torch.func's transforms
         # (torch.compile traces the op; it cannot trace the interpreter stack's peek)

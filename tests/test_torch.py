@@ -332,6 +332,25 @@ def test_inplace_backward_is_seen_by_autograd():
         (loss + other).backward()
 
 
+@pytest.mark.parametrize("reduction", ["mean", "none"])
+def test_inplace_backward_on_a_view(reduction):
+    """Logits that are a view, as a language model's (x @ W).view(-1, V): torch refused a
+    Function that changes a view in place and returns two tensors (the value and input)."""
+    torch.manual_seed(3)
+    x = torch.randn(2, 3, 4, dtype=D)
+    w = torch.randn(4, 5, dtype=D, requires_grad=True)
+    t = torch.randint(0, 5, (6,))
+    upstream = torch.rand(6, dtype=D) if reduction == "none" else torch.tensor(1.0, dtype=D)
+    logits = (x @ w).view(-1, 5)
+    assert logits._is_view()
+    loss = lbt.cross_entropy(logits, t, reduction=reduction, inplace_backward=True)
+    loss.backward(upstream)
+    expected = F.cross_entropy((x @ w).view(-1, 5), t, reduction=reduction)
+    (grad,) = torch.autograd.grad(expected, w, upstream)
+    torch.testing.assert_close(loss, expected.detach())
+    torch.testing.assert_close(w.grad, grad)
+
+
 def test_inplace_backward_releases_the_logits_after_backward():
     """The gradient written into the logits is freed by backward, not kept for as long as
     the loss lives (a training loop held the last step's logits during the next forward);
