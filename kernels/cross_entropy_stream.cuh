@@ -121,7 +121,7 @@ __global__ void __launch_bounds__(THREADS, 1024 / THREADS) ce_stream(CE_ROWS_ARG
                                          z_factor_ptr, threadIdx.x == 0, row, row_loss, row_out,
                                          zc);
     const A sc = read_scale(scale_ptr, scale);
-    if (HESS) {  // the Hessian alone: the gradient is ce_stream<T, false, ...>'s, launched first
+    if (HESS) {  // the Hessian alone: the gradient is ce_stream<T, false, ...>'s, launched after
         const A inv_s = A(1) / st.s;
         // the exps of the elements below the max, over the row's sum (see hess_of): one
         // more read of the row, only for grad_and_hess

@@ -328,6 +328,10 @@ def multiclass_hinge(labels, x, weight, params, reduction, scale, grad, want_val
     row_loss = device.workspace("row_loss", rows, acc) if value is not None else None
     args = (x, labels, weight, grad, row_loss, row_out, error, np.int64(rows), np.int64(classes),
             acc(margin), acc(row_scale))
+    if hess is not None:  # piecewise linear: 0 away from the kinks; NaN rows NaN (a NaN
+        # score, or a bad label): before the kernel, which may write the gradient over x
+        bad = (labels < 0) | (labels >= classes)
+        _zero_but_nan_rows(x, bad, hess, type_name == _BFLOAT16[0])
     if classes <= MH_WARP_CLASSES:
         name = f"mh_rows<{type_name}, 32, {MH_WARP_ROWS}>"
         device.function("cross_entropy.cu", expressions, name)(
@@ -335,8 +339,6 @@ def multiclass_hinge(labels, x, weight, params, reduction, scale, grad, want_val
     else:
         name = f"mh_rows<{type_name}, 1024, 1>"
         device.function("cross_entropy.cu", expressions, name)((rows,), (1024,), args)
-    if hess is not None:  # piecewise linear: 0 away from the kinks; NaN rows NaN
-        _zero_but_nan_rows(x, hess, type_name == _BFLOAT16[0])
     if value is not None:
         device.function("cross_entropy.cu", expressions, f"ce_finalize<{type_name}>")(
             (1,), (1024,), (row_loss, np.int64(rows), value, acc(row_scale), None))
@@ -348,16 +350,17 @@ def multiclass_hinge(labels, x, weight, params, reduction, scale, grad, want_val
     return row_out if reduction == "none" else value
 
 
-def _zero_but_nan_rows(x, out, bfloat16: bool) -> None:
-    """``out`` = 0, NaN on the rows of ``x`` that hold a NaN. bfloat16 comes as float16
-    views of its bits (``_types``), so there NaN is read and written as bfloat16 bits:
-    float16's isnan takes bfloat16's infinities and values from 2^121 for NaN, and its NaN
-    is a bfloat16 number (2^125)."""
+def _zero_but_nan_rows(x, bad_rows, out, bfloat16: bool) -> None:
+    """``out`` = 0, NaN on the rows of ``x`` that hold a NaN and on ``bad_rows`` (a bool
+    per row). bfloat16 comes as float16 views of its bits (``_types``), so there NaN is
+    read and written as bfloat16 bits: float16's isnan takes bfloat16's infinities and
+    values from 2^121 for NaN, and its NaN is a bfloat16 number (2^125)."""
     if not bfloat16:
-        out[...] = cp.where(cp.isnan(x).any(axis=1, keepdims=True), cp.nan, 0).astype(x.dtype)
+        nan_rows = cp.isnan(x).any(axis=1) | bad_rows
+        out[...] = cp.where(nan_rows[:, None], cp.nan, 0).astype(x.dtype)
         return
     # a bfloat16 NaN: every exponent bit set and a mantissa that is not zero
-    nan_rows = ((x.view(cp.uint16) & 0x7FFF) > 0x7F80).any(axis=1, keepdims=True)
+    nan_rows = (((x.view(cp.uint16) & 0x7FFF) > 0x7F80).any(axis=1) | bad_rows)[:, None]
     out.view(cp.uint16)[...] = cp.where(nan_rows, 0x7FC0, 0).astype(cp.uint16)
 
 

@@ -40,7 +40,7 @@ from ._numba_common import (
     array_type,
 )
 from ._numba_losses import binary_cross_entropy_of_hard_labels
-from ._numba_math import ONE, ZERO, held, inline
+from ._numba_math import INLINE, ONE, ZERO, held, inline
 from ._numba_multiclass_hinge import multiclass_hinge
 from ._numba_rows import cross_entropy
 from ._threads import claim, record
@@ -68,7 +68,7 @@ def _outside_unit(ys):
     per label of a block just read (in L1); comparing the floats cost four times more."""
 
 
-@overload(_outside_unit)
+@overload(_outside_unit, jit_options=INLINE)
 def _outside_unit_typed(ys):
     wide = ys.dtype == numba.float64
     unsigned = np.uint64 if wide else np.uint32
