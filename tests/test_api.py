@@ -3,8 +3,10 @@ start-up (the docstrings' examples: test_docstrings.py)."""
 
 from __future__ import annotations
 
+import ast
 import asyncio
 import importlib
+import inspect
 import os
 import shutil
 import subprocess
@@ -657,3 +659,37 @@ def test_cupy_without_cupy_says_it_is_not_installed():
             lb.mse(np.ones(2), np.ones(2), backend="cupy")
     with lb.use_backend("cupy"), pytest.raises(ValueError, match="pip install 'lossbackends"):
         lb.mse(np.ones(2), np.ones(2))
+
+
+def _declared_for_type_checkers(module) -> list[str]:
+    """The public names the module's ``if TYPE_CHECKING:`` block declares."""
+    tree = ast.parse(inspect.getsource(module))
+    (block,) = [node for node in tree.body if isinstance(node, ast.If)
+                and isinstance(node.test, ast.Name) and node.test.id == "TYPE_CHECKING"]
+    names = [node.name for node in block.body if isinstance(node, ast.ClassDef | ast.FunctionDef)]
+    names += [target.id for node in block.body if isinstance(node, ast.Assign)
+              for target in node.targets]
+    return sorted(name for name in names if not name.startswith("_"))
+
+
+@pytest.mark.parametrize("library", ["torch", "jax"])
+def test_wrappers_declare_their_names_for_type_checkers(library):
+    """lossbackends.torch's and .jax's functions (and torch's modules) are made at run time;
+    a TYPE_CHECKING block declares them for mypy and pyright, and must name exactly
+    __all__ (type checkers reported lbt.cross_entropy as unknown)."""
+    pytest.importorskip(library, reason=f"{library} is not installed")
+    module = importlib.import_module(f"lossbackends.{library}")
+    assert _declared_for_type_checkers(module) == module.__all__
+    assert all(isinstance(getattr(module, name), type) == name[0].isupper()
+               for name in module.__all__)
+
+
+@pytest.mark.parametrize(("library", "what"), [("torch", "PyTorch"), ("jax", "JAX")])
+def test_a_missing_library_says_what_to_install(library, what):
+    code = f"import sys; sys.modules[{library!r}] = None; import lossbackends.{library}"
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         cwd=Path(__file__).resolve().parents[1])
+    assert run.returncode == 1
+    assert (f"ModuleNotFoundError: lossbackends.{library} needs {what}: pip install "
+            f"'lossbackends[{library}]'") in run.stderr, run.stderr
+    assert f"import of {library} halted" in run.stderr  # the original, chained
