@@ -51,7 +51,8 @@ taken (``input.requires_grad`` outside ``torch.no_grad()``; otherwise the value 
 ``RuntimeError``. Only for an ``input`` that nothing else reads afterwards, e.g. the logits
 straight out of a linear layer: any other use of ``input`` would see the gradient.
 Autograd keeps that memory as a saved tensor: freed by ``backward()`` (kept by
-``retain_graph=True``), and a write into ``input`` before it raises there.
+``retain_graph=True``), and a write into ``input`` before it raises there (autograd's
+version check, which saved-tensor hooks such as ``save_on_cpu`` skip).
 """
 
 from __future__ import annotations
@@ -275,7 +276,10 @@ class _ValueOf(torch.autograd.Function):
     gradient."""
 
     @staticmethod
-    def forward(ctx, gradient, value, axis):
+    def forward(ctx, gradient, found, axis):
+        # the value from _InPlace's list, not as an argument: an argument returned as it
+        # is would be a view of it, which a later in-place edit (loss /= 4) may not change
+        value = found.pop()
         ctx.axis = axis
         # a saved tensor (a plain attribute kept the logits' memory alive as long as the
         # loss, so a training loop held two steps' logits): autograd frees it after
@@ -391,7 +395,7 @@ def _apply(name: str, entry: _Entry, input: Tensor, target: Tensor, options: dic
         found = []
         gradient = _in_torch_terms(name, _InPlace.apply, *args, found)
         axis = _class_axis(entry, input.ndim) if call_reduction == "none" else None
-        value = _ValueOf.apply(gradient, found[0], axis)
+        value = _ValueOf.apply(gradient, found, axis)
     elif not _eager(input, target, *tensors):
         # the custom op's generated autograd.Function refuses torch.func's transforms
         # (torch.compile traces the op; it cannot trace the interpreter stack's peek)

@@ -344,6 +344,12 @@ def test_inplace_backward_on_a_view(reduction):
     (grad,) = torch.autograd.grad(expected, w, upstream)
     torch.testing.assert_close(loss, expected.detach())
     torch.testing.assert_close(w.grad, grad)
+    # the returned loss may be edited in place, as any loss (gradient accumulation's /=)
+    w.grad = None
+    loss = lbt.cross_entropy((x @ w).view(-1, 5), t, reduction=reduction, inplace_backward=True)
+    loss /= 4
+    loss.backward(upstream)
+    torch.testing.assert_close(w.grad, grad / 4)
 
 
 def test_inplace_backward_releases_the_logits_after_backward():
