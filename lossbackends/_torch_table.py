@@ -114,15 +114,18 @@ TABLE: dict[str, Entry] = {
         _losses.cross_entropy, "CrossEntropyLoss",
         (("weight", None), ("size_average", None), ("ignore_index", -100), ("reduce", None),
          ("reduction", "mean"), ("label_smoothing", 0.0)),
-        kwonly=(("z_loss", 0.0), ("softcap", None)),
+        kwonly=(("z_loss", 0.0), ("softcap", None), ("check_labels", True)),
         tensors={"weight": "class_weight"},
         floats={"label_smoothing": "label_smoothing", "z_loss": "z_loss", "softcap": "softcap"},
-        optional=frozenset({"softcap"}), ints={"ignore_index": "ignore_index"}, per_row=True,
+        optional=frozenset({"softcap"}), ints={"ignore_index": "ignore_index"},
+        bools={"check_labels": "check_labels"}, per_row=True,
         doc="``torch.nn.functional.cross_entropy``: logits with the classes on dim 1 (dim 0 "
             "unbatched), class indices or probabilities as ``target``; ``weight`` are class "
             "weights. A class index outside ``[0, C)`` that is not ``ignore_index`` raises "
             "``ValueError``. Keyword-only extras of ours (Liger-Kernel's): ``z_loss`` "
-            "(PaLM's ``z * lse^2`` per row) and ``softcap`` (``c * tanh(x / c)`` first)."),
+            "(PaLM's ``z * lse^2`` per row) and ``softcap`` (``c * tanh(x / c)`` first); "
+            "and ``check_labels=False``: such a row's loss and gradient are NaN instead, "
+            "with no synchronisation on a GPU (for CUDA graphs)."),
     "hinge": Entry(
         _losses.hinge, "HingeLoss", (("margin", 1.0), *_OURS),
         tensors=_WEIGHT, floats={"margin": "margin"},
@@ -148,12 +151,15 @@ TABLE: dict[str, Entry] = {
         doc="Our ``pinball`` (quantile) loss, ``quantile`` in [0, 1]."),
     "multiclass_hinge": Entry(
         _losses.multiclass_hinge, "MulticlassHingeLoss", (("margin", 1.0), *_OURS),
-        tensors=_WEIGHT, floats={"margin": "margin"}, per_row=True,
+        kwonly=(("check_labels", True),), tensors=_WEIGHT, floats={"margin": "margin"},
+        bools={"check_labels": "check_labels"}, per_row=True,
         doc="Our ``multiclass_hinge`` (Crammer-Singer: the largest other class's margin "
             "violation per row): scores with the classes on dim 1 (dim 0 unbatched), one "
             "class index per row, ``weight`` one per row. Not ``torch.nn.functional."
             "multi_margin_loss``, which sums the violations over the classes and divides by "
-            "C (Weston-Watkins)."),
+            "C (Weston-Watkins). A class index outside ``[0, C)`` raises ``ValueError``; "
+            "``check_labels=False`` gives its row NaN instead, with no synchronisation on a "
+            "GPU."),
 }
 
 # the docstrings' examples: input, target, options, and what they print (the value, then

@@ -706,3 +706,25 @@ def test_docstrings_are_torch_s_own():
         assert "y_true, y_pred" not in doc and "lb." not in doc
         module = lbt._TABLE[name].module
         assert f"lbt.{module}(" in getattr(lbt, module).__doc__
+
+
+@pytest.mark.parametrize("name", ["cross_entropy", "multiclass_hinge"])
+def test_check_labels_false_gives_nan_rows(name):
+    """check_labels=False, the plain API's option (on a GPU it spares the check's
+    synchronisation, which a CUDA graph cannot capture): a bad class index's row is NaN,
+    the others as with it ignored; the module takes it too."""
+    x = torch.randn(4, 3, generator=_gen(8), dtype=D, requires_grad=True)
+    t = torch.tensor([0, 5, 1, 2])
+    with pytest.raises(ValueError, match="not a class index"):
+        getattr(lbt, name)(x, t)
+    loss = getattr(lbt, name)(x, t, reduction="none", check_labels=False)
+    upstream = torch.rand(4, generator=_gen(9), dtype=D)
+    loss.backward(upstream)
+    plain = getattr(lb, name)
+    value, grad = plain.value_and_grad(t.numpy(), x.detach().numpy(), reduction="none",
+                                       check_labels=False)
+    np.testing.assert_array_equal(loss.detach().numpy(), value)
+    np.testing.assert_allclose(x.grad.numpy(), grad * upstream.numpy()[:, None], rtol=1e-12)
+    assert torch.isnan(x.grad[1]).all() and not torch.isnan(x.grad[[0, 2, 3]]).any()
+    module = getattr(lbt, lbt._TABLE[name].module)(check_labels=False)
+    assert torch.isnan(module(x, t))
