@@ -3,7 +3,8 @@ against the memory bandwidth measured in the same run (on the host, around each 
 
     python -m benchmarks --quick --out bench-out        # the README's main job (13-16 min)
     python -m benchmarks --device gpu --out DIR         # on a GPU machine (ci/gpu)
-    python -m benchmarks compare A.csv B.csv            # ratio of two runs, row by row
+    python -m benchmarks compare A.csv B.csv [--fail]   # ratio of two runs, row by row
+                                                        # (--fail: exit 1 if any is slower)
     python -m benchmarks --torch-module ...             # + lossbackends.torch's step rows
     python -m benchmarks --dask --out DIR               # the Dask rows alone (several GB)
 
@@ -341,16 +342,20 @@ def run(args) -> list[dict]:
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["compare"]:
-        if len(argv) != 3:
-            print("usage: python -m benchmarks compare A.csv B.csv", file=sys.stderr)
+        # --fail: exit 1 when a row of B is slower than A's by more than 10 % (a gate for a
+        # script; on a noisy host compare runs of several minutes, as a row's own noise is)
+        fail = "--fail" in argv
+        files = [a for a in argv[1:] if a != "--fail"]
+        if len(files) != 2:
+            print("usage: python -m benchmarks compare A.csv B.csv [--fail]", file=sys.stderr)
             return 2
-        missing = [name for name in argv[1:] if not Path(name).is_file()]
+        missing = [name for name in files if not Path(name).is_file()]
         if missing:
             print(f"compare: no file {', '.join(missing)} (give two results_*.csv of the "
                   "suite)", file=sys.stderr)
             return 2
-        report.compare(Path(argv[1]), Path(argv[2]))
-        return 0
+        slower = report.compare(Path(files[0]), Path(files[1]))
+        return 1 if fail and slower else 0
     args = parse(argv)
     args.out.mkdir(parents=True, exist_ok=True)
     if args.dask:

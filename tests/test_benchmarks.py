@@ -130,6 +130,14 @@ def test_compare_reports_ratios(tmp_path):
     out = subprocess.run([sys.executable, "-m", "benchmarks", "compare", str(a), str(b)],
                          cwd=ROOT, check=True, capture_output=True, text=True).stdout
     assert "2.00  SLOWER" in out and "1 rows compared, 1 slower" in out
+    # --fail makes a slower row the exit status (a gate for scripts); the order of the
+    # arguments is free
+    failed = subprocess.run([sys.executable, "-m", "benchmarks", "compare", "--fail", str(a),
+                             str(b)], cwd=ROOT, capture_output=True, text=True)
+    assert failed.returncode == 1 and "1 slower" in failed.stdout
+    faster = subprocess.run([sys.executable, "-m", "benchmarks", "compare", str(b), str(a),
+                             "--fail"], cwd=ROOT, capture_output=True, text=True)
+    assert faster.returncode == 0 and "0 slower" in faster.stdout
 
 
 def test_gpu_sweep_plan_is_well_formed():
