@@ -458,3 +458,23 @@ def test_jax_multiclass_hinge_and_cross_entropy_options():
     expected = reference.cross_entropy_liger(y, x, z_loss=0.1, softcap=2.0)
     g = jax.grad(lambda v: lbj.cross_entropy(jnp.asarray(y), v, z_loss=0.1, softcap=2.0))
     np.testing.assert_allclose(g(jnp.asarray(x, jnp.float32)), expected[1], atol=1e-6)
+
+
+def test_cross_entropy_rows_either_side_of_normal_exps(backend):
+    """Rows whose logits lie within 87 of their max have only normal float32 exps, and the
+    Numba kernel takes a leaner exp there; wider rows keep the exp with subnormal results
+    (a softmax probability of 1e-40 is not 0). Both sides against float64."""
+    rows = []
+    for reach in (0.5, 86.9, 87.0, 87.1, 95.0, 103.0):
+        row = np.linspace(-reach, 0.0, 40)
+        rows.append(np.roll(row, 7))
+    x = np.array(rows, np.float32)
+    t = np.array([0, 39, 5, 7, 12, 3])
+    value, grad = lb.cross_entropy.value_and_grad(on(backend, t), on(backend, x),
+                                                  reduction="none", backend=backend)
+    expected, expected_grad = reference.cross_entropy(t, x.astype(np.float64), reduction="none")
+    np.testing.assert_allclose(host(value), expected, rtol=2e-6)
+    # (a subnormal holds fewer digits: its rounding is absolute, half of 2^-149)
+    np.testing.assert_allclose(host(grad), expected_grad, rtol=1e-5, atol=2.0**-149)
+    tiny = host(grad)[5].min(initial=1.0, where=host(grad)[5] > 0)
+    assert 0 < tiny < 2.0**-126  # a subnormal probability, kept

@@ -110,23 +110,31 @@ def _power_of_two32(typingctx, rounded):
     return sig, codegen
 
 
-@intrinsic
-def maximum(typingctx, a, b):
-    """max(a, b) of two floats of one type, NaN if either is NaN (LLVM's ``llvm.maximum``).
-    A running max written as a compare and select is a serial scalar chain (LLVM may
-    reorder it only under the no-NaN flag); this one it vectorises."""
-    if not (isinstance(a, types.Float) and a == b):
-        return None
-    sig = a(a, b)
+def _extreme(name: str):
+    """An intrinsic for LLVM's ``llvm.<name>`` of two floats of one type."""
 
-    def codegen(context, builder, signature, args):
-        value_type = context.get_value_type(signature.return_type)
-        function = cgutils.get_or_insert_function(
-            builder.module, ir.FunctionType(value_type, [value_type, value_type]),
-            f"llvm.maximum.{'f32' if value_type == _F32 else 'f64'}")
-        return builder.call(function, args)
+    def typer(typingctx, a, b):
+        if not (isinstance(a, types.Float) and a == b):
+            return None
 
-    return sig, codegen
+        def codegen(context, builder, signature, args):
+            value_type = context.get_value_type(signature.return_type)
+            function = cgutils.get_or_insert_function(
+                builder.module, ir.FunctionType(value_type, [value_type, value_type]),
+                f"llvm.{name}.{'f32' if value_type == _F32 else 'f64'}")
+            return builder.call(function, args)
+
+        return a(a, b), codegen
+
+    typer.__name__ = name
+    return intrinsic(typer)
+
+
+# max(a, b) and min(a, b), NaN if either is NaN (LLVM's ``llvm.maximum``/``minimum``). A
+# running max written as a compare and select is a serial scalar chain (LLVM may reorder
+# it only under the no-NaN flag); these it vectorises.
+maximum = _extreme("maximum")
+minimum = _extreme("minimum")
 
 
 @intrinsic

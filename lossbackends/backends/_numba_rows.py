@@ -40,6 +40,7 @@ from ._numba_math import (
     held,
     inline,
     maximum,
+    minimum,
     softcap_near_zero,
 )
 from ._threads import claim, record, share
@@ -114,6 +115,22 @@ def _row_max(x):
     for c in range(1, x.size):
         top = maximum(top, x[c])
     return top
+
+
+@inline
+def _row_max_min(x):
+    """(max(x), min(x)) in one pass, NaN if any element is NaN."""
+    top = low = x[0]
+    for c in range(1, x.size):
+        top = maximum(top, x[c])
+        low = minimum(low, x[c])
+    return top, low
+
+
+# a row whose logits lie within this of its max has only normal float32 exps (exp(-87)
+# > 2^-126): there exp needs no clamp and no subnormal scaling, and x - max no care for
+# infinities (the usual row; the others take the exp that holds everywhere)
+NORMAL_REACH = 87.0
 
 
 def _cross_entropy_kernel(x, soft, labels, probs, weighted, class_weight, ignore_index, smoothing,
@@ -222,7 +239,7 @@ def _cross_entropy_kernel(x, soft, labels, probs, weighted, class_weight, ignore
                         g[c] = fast_exp(v - top, exp_k)
                 xr = capped_row
             else:
-                top = _row_max(xr)
+                top, low = _row_max_min(xr)
             # the loss is coef log(sum exp z) - dot with z = x - top <= 0 (``_shifted``):
             # terms >= 0 that never cancel, as lse - x_c would for large logits. coef =
             # sum_c w_c q_c and dot = sum_c w_c q_c z_c, found before x may be overwritten
@@ -242,8 +259,12 @@ def _cross_entropy_kernel(x, soft, labels, probs, weighted, class_weight, ignore
                     dot += (_shifted_dot(class_weight, xr, top, spread) if weighted
                             else _shifted_sum(xr, top, spread))
             if not capped:
-                for c in range(classes):
-                    g[c] = fast_exp(_shifted(xr[c], top), exp_k)
+                if top - low <= NORMAL_REACH:  # (False for a NaN or an infinity in the row)
+                    for c in range(classes):
+                        g[c] = fast_exp_normal(xr[c] - top, exp_k[0])
+                else:
+                    for c in range(classes):
+                        g[c] = fast_exp(_shifted(xr[c], top), exp_k)
             sum_exp = _sum(g)
             if by_label:
                 # the exps are shifted by softcap, not by the row's max, so the label's is
