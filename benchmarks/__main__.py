@@ -342,8 +342,8 @@ def run(args) -> list[dict]:
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["compare"]:
-        # --fail: exit 1 when a row of B is slower than A's by more than 10 % (a gate for a
-        # script; on a noisy host compare runs of several minutes, as a row's own noise is)
+        # --fail: exit 1 when a row of B is slower than A's by more than 10 % (a gate for
+        # scripts; on a noisy host, only runs long enough that a row's noise stays under it)
         fail = "--fail" in argv
         files = [a for a in argv[1:] if a != "--fail"]
         if len(files) != 2:

@@ -169,9 +169,8 @@ def prepare_hinge(xp, y_true, y_pred, *, weight=None, margin=1.0):
 _INF = float("inf")
 
 
-def real_option(loss: str, name: str, value, low: float = -float("inf"),
-                high: float = float("inf"), *, low_open: bool = False,
-                high_open: bool = False) -> float:
+def real_option(loss: str, name: str, value, low: float = -_INF, high: float = _INF, *,
+                low_open: bool = False, high_open: bool = False) -> float:
     """A real option as a float in ``[low, high]`` (open at an end with ``low_open`` or
     ``high_open``), never NaN."""
     value = real_number(loss, name, value)

@@ -110,8 +110,8 @@ def _function(name: str, reduction: str, static: tuple, number_names: tuple,
     compiled state JAX keeps for good (each value cost ~1.5 MB under an un-jitted grad)."""
     loss: Loss = _losses.LOSSES[name]
     fixed = dict(static)
-    # a loss per row; its class indices unchecked (check_labels=False): a bad one gives a
-    # NaN row, as an exception inside a callback is undefined
+    # a loss per row (its class indices come unchecked, check_labels=False, from ``_make``:
+    # a bad one gives a NaN row, as an exception inside a callback is undefined)
     axis = fixed.get("axis", -1) if loss._class_indices else None
 
     def host(y, p, *operands, want_grad=True):
@@ -328,7 +328,7 @@ other option is static. No ``backend=`` or ``out=``.
 
 globals().update({name: _make(name) for name in _ARRAY_OPTIONS})
 
-if TYPE_CHECKING:  # the names above, for type checkers (tests/test_jax.py keeps them __all__)
+if TYPE_CHECKING:  # the names above, for type checkers (tests/test_api.py keeps them __all__)
     def _loss(y_true: Any, y_pred: Any, *, reduction: str = "mean",
               **options: Any) -> jax.Array: ...
 

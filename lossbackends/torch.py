@@ -558,7 +558,7 @@ globals().update(_FUNCTIONS)
 globals().update({cls.__name__: cls for cls in _MODULES.values()})
 __all__ = sorted([*_FUNCTIONS, *(cls.__name__ for cls in _MODULES.values())])
 
-if TYPE_CHECKING:  # the names above, for type checkers (tests/test_torch.py keeps them __all__)
+if TYPE_CHECKING:  # the names above, for type checkers (tests/test_api.py keeps them __all__)
     def _loss(input: Tensor, target: Tensor, *args: Any, **kwargs: Any) -> Tensor: ...
 
     class _LossModule(torch.nn.Module):

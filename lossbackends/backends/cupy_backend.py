@@ -3,8 +3,9 @@
 Kernels are compiled on first use through ``cupy.RawModule(name_expressions=...)`` (CuPy
 caches the binaries on disk) and memoised here per device, with the launch parameters and
 the small workspaces (per-block partial sums, the mean's scale, the label-error flag) per
-device, stream and thread, so a call allocates only what it returns. Nothing here synchronises
-with the host, except the documented label check of ``cross_entropy``.
+device, stream and thread, so a call allocates only what it returns. Nothing here
+synchronises with the host, except the documented label checks of ``cross_entropy`` and
+``multiclass_hinge`` (``check_labels=False`` skips them).
 """
 
 from __future__ import annotations
