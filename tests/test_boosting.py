@@ -232,7 +232,7 @@ def test_no_negative_hessian_on_any_backend(backend):
     if backend not in lb.available_backends():
         pytest.skip(f"backend {backend!r} is not available here")
     y, x = np.array([1.0, 0.0, 1.0]), np.array([-6.0, 6.0, 0.5])
-    _, true_hess = lb.sigmoid_focal.grad_and_hess(y, x, reduction="sum")
+    _, true_hess = lb.sigmoid_focal.grad_and_hess(y, x, reduction="sum", backend=backend)
     assert true_hess[0] < 0 and true_hess[1] < 0 and true_hess[2] > 0
     for module, floor in ((lb.lightgbm, 0.0), (lb.xgboost, 1e-16)):
         _, hess = module.objective(lb.sigmoid_focal, backend=backend)(y, x, None)

@@ -391,37 +391,57 @@ def test_column_major_targets_and_weights_of_another_dtype(backend):
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_binary_cross_entropy_labels_of_0_and_1_and_between(backend, dtype):
-    """Labels of 0 and 1 may take a one-log path (Numba): a block of labels with one
-    probability among them must be exact too, and the losses of 0/1 labels must not depend
-    on the path that computed them."""
+@pytest.mark.parametrize("loss", ["binary_cross_entropy", "sigmoid_focal"])
+def test_labels_of_0_and_1_and_between(backend, loss, dtype):
+    """Labels of 0 and 1 may take a cheaper form (Numba: binary cross-entropy's one log,
+    sigmoid_focal's function of -x or x): a block of labels with one probability among
+    them must be exact too, and the losses of 0/1 labels must not depend on the form that
+    computed them (their gradients within rounding: sigmoid_focal's general form divides
+    by 1 - p_t)."""
     block = 2048  # the Numba kernels' BLOCK
     rng = np.random.default_rng(13)
     y_block = (rng.random(block) < 0.5).astype(dtype)
-    p_block = rng.uniform(0.001, 0.999, block).astype(dtype)
+    if loss == "binary_cross_entropy":
+        p_block = rng.uniform(0.001, 0.999, block).astype(dtype)
+        options = {"dtype_eps": float(np.finfo(dtype).eps)}
+    else:  # logits, both signs, some far out
+        p_block = (rng.standard_normal(block) * 6).astype(dtype)
+        options = {}
     y, p = np.tile(y_block, 3), np.tile(p_block, 3)
     y[block + 7] = 0.25  # the second block has one label that is not 0 or 1
-    losses = host(lb.binary_cross_entropy(on(backend, y), on(backend, p), reduction="none",
-                                          backend=backend))
+    function = getattr(lb, loss)
+
+    def losses_and_grad(y):
+        return (host(function(on(backend, y), on(backend, p), reduction="none",
+                              backend=backend)),
+                host(function.grad(on(backend, y), on(backend, p), reduction="sum",
+                                   backend=backend)))
+
+    def same_grad(a, b):
+        np.testing.assert_allclose(a, b, rtol=4 * np.finfo(dtype).eps, atol=0)
+
+    losses, grad = losses_and_grad(y)
     np.testing.assert_array_equal(losses[:block], losses[2 * block:])
     np.testing.assert_array_equal(np.delete(losses[block:2 * block], 7), np.delete(losses[:block], 7))
+    same_grad(np.delete(grad[block:2 * block], 7), np.delete(grad[:block], 7))
+    same_grad(grad[:block], grad[2 * block:])
     y_first = y.copy()
     y_first[3] = 0.75  # now the first block is not all 0 and 1 (Numba checks it up front)
-    losses_first = host(lb.binary_cross_entropy(on(backend, y_first), on(backend, p),
-                                                reduction="none", backend=backend))
+    losses_first, grad_first = losses_and_grad(y_first)
     np.testing.assert_array_equal(np.delete(losses_first, 3), np.delete(losses, 3))
-    np.testing.assert_allclose(losses_first[3], -(0.75 * np.log(p[3]) + 0.25 * np.log1p(-p[3])),
-                               rtol=2e-6 if dtype == np.float32 else 1e-12)
+    same_grad(np.delete(grad_first, 3), np.delete(grad, 3))
+    value_3, grad_3 = ew_reference(loss, y_first[3:4], p[3:4], reduction="none", **options)
+    np.testing.assert_allclose(losses_first[3], value_3[0], rtol=2e-6 if dtype == np.float32 else 1e-12)
+    np.testing.assert_allclose(grad_first[3], grad_3[0], rtol=2e-6 if dtype == np.float32 else 1e-12)
     for n in (3 * block, 2**17 + 2 * block + 5):  # one chunk, and the parallel chunks
         yn = np.resize(y, n)
         yn[-3] = 0.5
         pn = np.resize(p, n)
         for reduction in ("mean", "sum"):
-            value, grad = lb.binary_cross_entropy.value_and_grad(
+            value, grad = function.value_and_grad(
                 on(backend, yn), on(backend, pn), reduction=reduction, backend=backend)
-            expected_value, expected_grad = ew_reference(
-                "binary_cross_entropy", yn, pn, reduction=reduction,
-                dtype_eps=float(np.finfo(dtype).eps))
+            expected_value, expected_grad = ew_reference(loss, yn, pn, reduction=reduction,
+                                                         **options)
             _close(value, expected_value, dtype, scale=abs(expected_value) + 1.0)
             _close(grad, expected_grad, dtype)
 

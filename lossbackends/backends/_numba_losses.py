@@ -43,17 +43,27 @@ LN2 = _f32(np.log(2.0))
 INF = _f32(np.inf)
 
 
-def loss_math(*constants):
+def loss_math(*constants, hard_labels=None, hard_gradient=False):
     """Compiles a loss's mathematics ``(y, p, param, pos, k)`` inline, and records in its
     ``constants`` the constant tuples of the ``fast_*`` functions it calls (``EXP32_WIDE``,
     ``LOG32``, ``LOG1P32``), in the order it reads them from ``k``, or None for none. The
     elementwise kernel takes ``held(constants)`` once before its loops and passes it as
     ``k`` (see ``_numba_math.held``: vectorised exp and log then keep their constants in
-    registers, or on the stack, instead of fetching each again on every iteration)."""
+    registers, or on the stack, instead of fetching each again on every iteration).
+
+    ``hard_labels``: the same loss for labels of 0 and 1 only, cheaper (compiled by this
+    decorator too, with the same constants), which the kernel runs on blocks whose labels
+    are all 0 or 1 (see ``numba_backend._elementwise_kernel``), or None.
+    ``hard_gradient``: whether its gradient is cheaper too (else only the kernels that
+    compute the value take it)."""
 
     def compile_(function):
         compiled = inline(function)
         compiled.constants = constants or None
+        compiled.hard_labels = hard_labels
+        compiled.hard_gradient = hard_gradient
+        if hard_labels is not None:
+            assert hard_labels.constants == compiled.constants, "one k for both forms"
         return compiled
 
     return compile_
@@ -96,16 +106,6 @@ def _clip(p, eps):
     return high if pc > high else pc
 
 
-# binary cross-entropy's log keeps its constants unheld: held, LLVM interleaved the
-# one-log loop four times over and spilled (329 instructions per 32 elements, 119 of them
-# to the stack), and the kernel measured 0.90-0.95x of the unheld one
-@loss_math()
-def _binary_cross_entropy(y, p, param, pos, k):
-    pc = _clip(p, param[0])
-    loss = -(y * fast_log(pc) + (ONE - y) * fast_log(ONE - pc))
-    return loss, (pc - y) / (pc * (ONE - pc)), _bce_hess(y, pc)
-
-
 @inline
 def _bce_hess(y, pc):
     """y / pc^2 + (1 - y) / (1 - pc)^2 at the clipped p: two terms >= 0 for y in [0, 1]."""
@@ -114,11 +114,21 @@ def _bce_hess(y, pc):
 
 
 @loss_math()
-def binary_cross_entropy_of_hard_labels(y, p, param, pos, k):
+def _binary_cross_entropy_of_hard_labels(y, p, param, pos, k):
     # the same for y in {0, 1}, with one log instead of two: the other term is 0 * finite
     pc = _clip(p, param[0])
     return (-fast_log(pc if y > HALF else ONE - pc), (pc - y) / (pc * (ONE - pc)),
             _bce_hess(y, pc))
+
+
+# binary cross-entropy's log keeps its constants unheld: held, LLVM interleaved the
+# one-log loop four times over and spilled (329 instructions per 32 elements, 119 of them
+# to the stack), and the kernel measured 0.90-0.95x of the unheld one
+@loss_math(hard_labels=_binary_cross_entropy_of_hard_labels)
+def _binary_cross_entropy(y, p, param, pos, k):
+    pc = _clip(p, param[0])
+    loss = -(y * fast_log(pc) + (ONE - y) * fast_log(ONE - pc))
+    return loss, (pc - y) / (pc * (ONE - pc)), _bce_hess(y, pc)
 
 
 @loss_math(EXP32_WIDE, LOG1P32)
@@ -286,10 +296,58 @@ def _soft_margin(y, s, param, pos, k):
     return loss, -y * sigma, y * y * t / (one_t * one_t)
 
 
+def _power(power):
+    """q^gamma by ``power`` multiplications (0 to 4), or by pow (-1)."""
+
+    @inline
+    def power_of(q, gamma):
+        if power == 0:
+            return ONE + ZERO * q
+        if power == 1:
+            return q
+        if power == 2:
+            return q * q
+        if power == 3:
+            return q * q * q
+        if power == 4:
+            return (q * q) * (q * q)
+        return q**gamma
+
+    return power_of
+
+
 def _focal(power):
     """sigmoid_focal with q^gamma by ``power`` multiplications (0 to 4), or by pow (-1)."""
+    power_of = _power(power)
 
     @loss_math(EXP32_WIDE, LOG1P32)
+    def focal_of_hard_labels(y, x, param, pos, k):
+        # For y in {0, 1} the loss is a function of z = x (y = 0) or -x (y = 1) alone:
+        # alpha_t q^gamma softplus(z), q = sigmoid(z) = 1 - p_t, r = 1 - q = sigmoid(-z).
+        # d/dz = alpha_t q^gamma g, g = q + gamma r softplus(z) (q' = q r, softplus' = q);
+        # d2/dz2 = alpha_t q^gamma (r (gamma g + q (1 + gamma)) - gamma q r softplus(z)).
+        # The general form's loss (below) at these labels, bit for bit, without its
+        # division by q and its 1 - 2y: the gradient rounds once less. The sign of z goes
+        # back into the gradient.
+        a, b, gamma = param
+        exp_k, log1p_k = k
+        label_1 = y > HALF
+        z = -x if label_1 else x
+        t = fast_exp(-abs(z), exp_k)
+        inv = ONE / (ONE + t)
+        above = z >= ZERO
+        q = (ONE if above else t) * inv
+        r = (t if above else ONE) * inv
+        ce = (z if above else ZERO) + fast_log1p(t, log1p_k)  # softplus(z)
+        modulator = (a if label_1 else b) * power_of(q, gamma)
+        rce = _times(r, ce)  # 0 at z = inf
+        g = q + gamma * rce  # terms >= 0: nothing cancels
+        dz = modulator * g
+        h = modulator * (r * (gamma * g + q * (ONE + gamma)) - gamma * q * rce)
+        # at z = inf the loss is inf, or 0 where alpha_t is 0 (q = 1 there)
+        return _times(modulator, ce), (-dz if label_1 else dz), h
+
+    @loss_math(EXP32_WIDE, LOG1P32, hard_labels=focal_of_hard_labels, hard_gradient=True)
     def focal(y, x, param, pos, k):
         # torchvision's definition; see the NumPy backend for the derivation.
         # param: (a, b, gamma) with alpha_t = a y + b (1 - y).
@@ -302,20 +360,8 @@ def _focal(power):
         q = p * (ONE - y) + c * y  # 1 - p_t
         # BCE with logits: (1 - y) x for x >= 0, -y x below, + log1p(exp(-|x|))
         ce = _times(ONE - y if x >= ZERO else -y, x) + fast_log1p(t, log1p_k)
-        if power == 0:
-            qg = ONE + ZERO * q
-        elif power == 1:
-            qg = q
-        elif power == 2:
-            qg = q * q
-        elif power == 3:
-            qg = q * q * q
-        elif power == 4:
-            qg = (q * q) * (q * q)
-        else:
-            qg = q**gamma
         alpha_t = a * y + b * (ONE - y)
-        modulator = alpha_t * qg
+        modulator = alpha_t * power_of(q, gamma)
         r = p * c / q if q > ZERO else ZERO  # p (1 - p) / q: its limit 0 where q is 0
         rce = _times(r, ce)
         s = ONE - TWO * y  # dq/dx = p (1 - p) s

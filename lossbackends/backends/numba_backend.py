@@ -39,7 +39,6 @@ from ._numba_common import (
     _sum,
     array_type,
 )
-from ._numba_losses import binary_cross_entropy_of_hard_labels
 from ._numba_math import INLINE, ONE, ZERO, held, inline
 from ._numba_multiclass_hinge import multiclass_hinge
 from ._numba_rows import cross_entropy
@@ -48,6 +47,7 @@ from ._threads import claim, record
 xp = np
 
 _LOSS_MATH = None  # the loss's function in each elementwise kernel (see _jit)
+_HARD_LABELS_MATH = None  # its form for labels of 0 and 1 (see _jit)
 _LOSS_CONSTANTS = None  # the constants that function declares, held (see _jit)
 
 
@@ -101,8 +101,9 @@ def _elementwise_block(math, k, hard_labels, want_value, ys, ps, ws, gs, ls, hs,
     the scale, NaN kept; none for a NaN floor) and (with ``want_value``)
     the losses into ``ls`` by ``math``, the loss's function ``(y, p, param, pos, k) ->
     (loss, d, h)`` (``k``: the held constants of its mathematics, see ``loss_math``);
-    returns whether a label was not 0 or 1 when ``hard_labels`` (binary cross-entropy's
-    one-log form, which the caller then runs again without it), else False."""
+    returns whether a label was not 0 or 1 when ``hard_labels`` (``math`` is then the
+    loss's form for such labels, and the caller runs the block again without it), else
+    False."""
     soft = False
     for i in range(ps.size):
         if hard_labels:
@@ -132,20 +133,21 @@ def _elementwise_kernel(optimistic: bool, want_value: bool):
     ``_LOSS_MATH`` alone (see ``_jit``), whose constants, the global ``_LOSS_CONSTANTS``,
     it holds before its loops. (One kernel inlining every loss's mathematics and pruning
     all but one took twice as long to compile.) ``want_value``: whether the loss is summed
-    at all; ``optimistic``: binary cross-entropy's one-log form for labels of 0 and 1
-    (closure constants: both are decided at compile time, so a gradient-only kernel never
-    computes the loss). The input's chunks (``CHUNKS``, or one below
+    at all; ``optimistic``: whether to take the global ``_HARD_LABELS_MATH``, the loss's
+    cheaper form for labels of 0 and 1 (``loss_math``'s ``hard_labels``), where they allow
+    it (closure constants: both are decided at compile time, so a gradient-only kernel
+    never computes the loss). The input's chunks (``CHUNKS``, or one below
     ``PARALLEL_MIN_ELEMENTS``) run in order, their float64 sums added in order, times
     ``scale`` returned (0 without ``want_value``); or, ``shared`` among threads (see
     ``_threads``), each chunk's sum into its place there. ``losses``: the losses of
     ``reduction="none"``, or None.
 
-    Each chunk runs in blocks of ``BLOCK`` elements. Binary cross-entropy's value takes
-    the labels for 0 or 1 if its chunk's first block has only those, until a block shows
-    otherwise (that block is then run again, and the rest of the chunk too, with two
-    logs): labels of 0 and 1 cost one log per element instead of two, for the same values,
-    and probability labels are not computed twice. (Checking every block first instead
-    of in its loop costs labels of 0 and 1 7 %.)
+    Each chunk runs in blocks of ``BLOCK`` elements. An ``optimistic`` kernel takes the
+    labels for 0 or 1 if its chunk's first block has only those, until a block shows
+    otherwise (that block is then run again, and the rest of the chunk too, in the general
+    form): binary cross-entropy's value then costs one log per element instead of two, and
+    ``sigmoid_focal`` a sixth less, and probability labels are not computed twice.
+    (Checking every block first instead of in its loop costs labels of 0 and 1 7 %.)
 
     ``floor``: the Hessian's least value before the weight and ``scale``: max(h, floor) w
     (a gradient-boosting library's floor, applied here instead of in a pass of its own;
@@ -153,7 +155,6 @@ def _elementwise_kernel(optimistic: bool, want_value: bool):
     counts the blocks that may hold a label outside [0, 1] (``_outside_unit``: the
     probability labels' check of an objective, on blocks just read, instead of a pass of
     its own)."""
-    optimistic = optimistic and want_value
 
     def kernel(y, p, weight, pos_weight, param, scale, floor, grad, losses, hess, shared):
         n = p.size
@@ -177,7 +178,7 @@ def _elementwise_kernel(optimistic: bool, want_value: bool):
             total = 0.0
             chunk_start = chunk * size
             chunk_stop = min(n, chunk_start + size)
-            one_log = optimistic and _labels_are_0_or_1(y[chunk_start:min(chunk_stop,
+            labels_0_or_1 = optimistic and _labels_are_0_or_1(y[chunk_start:min(chunk_stop,
                                                                           chunk_start + BLOCK)])
             for start in range(chunk_start, chunk_stop, BLOCK):
                 stop = min(chunk_stop, start + BLOCK)
@@ -189,8 +190,8 @@ def _elementwise_kernel(optimistic: bool, want_value: bool):
                 hs = None if hess is None else hess[start:stop]
                 ls = scratch[: stop - start] if losses is None else losses[start:stop]
                 while True:  # once, or twice when a block proves its labels were not 0/1
-                    if optimistic and one_log:  # (pruned at compile time unless optimistic)
-                        soft = _elementwise_block(binary_cross_entropy_of_hard_labels, k, True,
+                    if optimistic and labels_0_or_1:  # (pruned at compile time unless optimistic)
+                        soft = _elementwise_block(_HARD_LABELS_MATH, k, True,
                                                   want_value, ys, ps, ws, gs, ls, hs,
                                                   pos_weight, start, param, grad_scale,
                                                   hess_floor)
@@ -198,9 +199,9 @@ def _elementwise_kernel(optimistic: bool, want_value: bool):
                         soft = _elementwise_block(_LOSS_MATH, k, False, want_value, ys, ps, ws,
                                                   gs, ls, hs, pos_weight, start, param,
                                                   grad_scale, hess_floor)
-                    if not (one_log and soft):
+                    if not (labels_0_or_1 and soft):
                         break
-                    one_log = False
+                    labels_0_or_1 = False
                 if want_value:
                     total += _sum(ls)
                 elif hess is not None:  # (compiled only where a Hessian is written)
@@ -247,11 +248,14 @@ def _elementwise(loss: str):
     functions = _numba_losses.variants(loss)
     for key, math in functions.items():
         constants = math.constants
+        hard = math.hard_labels
         for want, name in ((True, "value"), (False, "grad")):
-            source = _elementwise_kernel(loss == "binary_cross_entropy", want)
+            optimistic = hard is not None and (want or math.hard_gradient)
+            source = _elementwise_kernel(optimistic, want)
             label = loss if key is None else f"{loss}_{_key_name(key)}"
+            # (without a form for hard labels the general one stands in, typed, never run)
             kernels[key, want] = _jit(source, f"{label}_{name}", math=math,
-                                      constants=constants)
+                                      constants=constants, hard_labels=hard or math)
 
     def options(params) -> tuple:
         """(variant, the kernel's numbers, pos_weight) for the loss's ``params``."""
