@@ -444,6 +444,19 @@ def test_labels_of_0_and_1_and_between(backend, loss, dtype):
                                                          **options)
             _close(value, expected_value, dtype, scale=abs(expected_value) + 1.0)
             _close(grad, expected_grad, dtype)
+            # the gradient written over y_pred: a block of other labels is run again from
+            # its y_pred, not from the gradient written over it (Numba)
+            inplace = on(backend, pn.copy())
+            value_in_place, _ = function.value_and_grad(on(backend, yn), inplace, out=inplace,
+                                                        reduction=reduction, backend=backend)
+            assert host(value_in_place) == host(value)
+            np.testing.assert_array_equal(host(inplace), host(grad))
+            grad_hess = function.grad_and_hess(on(backend, yn), on(backend, pn),
+                                               reduction=reduction, backend=backend)
+            inplace = on(backend, pn.copy())
+            function.grad_and_hess(on(backend, yn), inplace, reduction=reduction,
+                                   backend=backend, out=(inplace, on(backend, np.empty_like(pn))))
+            np.testing.assert_array_equal(host(inplace), host(grad_hess[0]))
 
 
 @pytest.mark.parametrize("loss", ELEMENTWISE)

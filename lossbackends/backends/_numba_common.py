@@ -15,8 +15,9 @@ from pathlib import Path
 import numba
 import numpy as np
 from numba import njit
+from numba.extending import overload
 
-from ._numba_math import FASTMATH
+from ._numba_math import FASTMATH, INLINE, inline
 from ._threads import SHARED
 
 CHUNKS = 64  # partial sums per call: a constant, so results never depend on thread count
@@ -114,6 +115,26 @@ def array_type(dtype, ndim: int, writes: bool = False):
     if writes:
         return numba.types.Array(numba.from_dtype(dtype), ndim, "C")
     return numba.types.Array(numba.from_dtype(dtype), ndim, "C", readonly=True, aligned=False)
+
+
+def _written_over(grad, p):
+    """Whether the gradient ``grad`` is written over ``p`` (``out=y_pred``, or the logits; the
+    front allows no other overlap); False for no gradient."""
+
+
+@overload(_written_over, jit_options=INLINE)
+def _written_over_typed(grad, p):
+    if isinstance(grad, numba.types.NoneType):
+        return lambda grad, p: False
+    return lambda grad, p: grad.ctypes.data == p.ctypes.data
+
+
+@inline
+def _copy(source, target):
+    """target[:] = source, for arrays of one size that do not overlap: a plain loop, which
+    LLVM vectorises (Numba's slice assignment checks for overlap and may copy twice)."""
+    for i in range(source.size):
+        target[i] = source[i]
 
 
 # every kernel's last argument: the chunks its threads share, or None (see ``_threads``)

@@ -14,6 +14,7 @@ from ._numba_common import (
     CE_CHUNK_ELEMENTS,
     CHUNKS,
     _jit,
+    _written_over,
     array_type,
 )
 from ._numba_math import ZERO, maximum
@@ -40,6 +41,7 @@ def _multiclass_hinge_kernel(x, labels, weight, margin, mean, given_denominator,
     m = x.dtype.type(margin)
     low = x.dtype.type(-np.inf)
     size = (rows + chunks - 1) // chunks
+    in_place = _written_over(grad, x)
     result = 0.0
     chunk = claim(shared, -1)
     while chunk < chunks:
@@ -72,12 +74,19 @@ def _multiclass_hinge_kernel(x, labels, weight, margin, mean, given_denominator,
                 continue
             g = grad[r]
             if slack > ZERO:
-                # the first other class at the max, found in the pass that zeroes the
-                # row (each score read before its place is written: g may be x)
+                # the first other class at the max, found in the pass that zeroes the row;
+                # in two passes where g is x (LLVM runs a loop that reads x and writes over
+                # it unvectorised, and each score must be read before its place is written)
                 first = classes
-                for c in range(classes):
-                    first = min(first, c if xr[c] == best and c != label else classes)
-                    g[c] = ZERO
+                if in_place:
+                    for c in range(classes):
+                        first = min(first, c if xr[c] == best and c != label else classes)
+                    for c in range(classes):
+                        g[c] = ZERO
+                else:
+                    for c in range(classes):
+                        first = min(first, c if xr[c] == best and c != label else classes)
+                        g[c] = ZERO
                 d = x.dtype.type(w * row_scale)
                 g[first] = d
                 g[label] = -d

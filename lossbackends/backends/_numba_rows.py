@@ -23,9 +23,11 @@ from ._numba_common import (
     BLOCK,
     CE_CHUNK_ELEMENTS,
     CHUNKS,
+    _copy,
     _in_order,
     _jit,
     _sum,
+    _written_over,
     array_type,
 )
 from ._numba_math import (
@@ -184,9 +186,13 @@ def _cross_entropy_kernel(x, soft, labels, probs, weighted, class_weight, ignore
     exps = np.empty(classes if grad is None else 0, x.dtype)
     targets = np.empty(classes if soft else 0)
     # the capped row (softcap tanh(x / softcap)): the logits the loss sees, read again from
-    # cache for the chain rule (x may be the gradient buffer)
+    # cache for the chain rule
     capped_row = np.empty(classes if capped else 0, x.dtype)
-    saved_row = np.empty(classes if capped and grad is not None else 0, x.dtype)
+    # the gradient written over x (out=logits, torch's inplace_backward): each row is
+    # copied here and read from here. LLVM runs a loop whose arrays overlap unvectorised
+    # (2-4x slower), and softcap may read a row again after the exps were written
+    in_place = _written_over(grad, x)
+    saved_row = np.empty(classes if in_place else 0, x.dtype)
     result = 0.0
     chunk = claim(shared, -1)
     while chunk < chunks:
@@ -205,6 +211,9 @@ def _cross_entropy_kernel(x, soft, labels, probs, weighted, class_weight, ignore
                         row_losses[r] = 0.0
                     continue
             g = exps if grad is None else grad[r]  # each exp once, kept in the gradient
+            if in_place:
+                _copy(xr, saved_row)
+                xr = saved_row
             if capped:
                 # the capped logits are at most softcap: with that as the shift no exp
                 # overflows, and none underflows to a subnormal while softcap <= 40
@@ -214,11 +223,7 @@ def _cross_entropy_kernel(x, soft, labels, probs, weighted, class_weight, ignore
                 if by_cap:
                     # first as if every logit were within +-softcap (the usual case), where
                     # tanh is a polynomial with no division; a row with one beyond (or a
-                    # NaN) is done again with the tanh that holds everywhere, from a copy
-                    # of the row where the gradient overwrites it
-                    if g.ctypes.data == xr.ctypes.data:
-                        saved_row[:] = xr
-                        xr = saved_row
+                    # NaN) is done again with the tanh that holds everywhere
                     reach = x.dtype.type(0.0)  # the largest (x / softcap)^2
                     for c in range(classes):
                         v, z = softcap_near_zero(xr[c], cap, inv_cap, near_k)
@@ -406,6 +411,10 @@ def _cross_entropy_few_classes_kernel(x, labels, ignore_index, mean, given_denom
     spread = np.empty(block_rows * classes, x.dtype)
     complement = np.empty(block_rows * classes if want_hess else 0, x.dtype)
     exps = np.empty(0 if want_grad else block_rows * classes, x.dtype)
+    # the gradient written over x: each block of rows is copied here first (see
+    # ``saved_row`` above)
+    in_place = want_grad and grad.ctypes.data == x.ctypes.data
+    inputs = np.empty(block_rows * classes if in_place else 0, x.dtype)
     label_z = np.empty(block_rows, x.dtype)
     result = 0.0
     chunk = claim(shared, -1)
@@ -416,10 +425,12 @@ def _cross_entropy_few_classes_kernel(x, labels, ignore_index, mean, given_denom
             count = min(block_rows, chunk_stop - first)
             start, stop = first * classes, (first + count) * classes
             xs = flat_x[start:stop]
+            if in_place:
+                _copy(xs, inputs[: stop - start])
+                xs = inputs[: stop - start]
             es = flat_grad[start:stop] if want_grad else exps[: stop - start]
             ts = spread[: stop - start]
-            # 1. each row's max (NaN if any logit is), spread over the row; z_label read
-            # now: x may be the gradient buffer, overwritten by the exps
+            # 1. each row's max (NaN if any logit is), spread over the row; z_label
             for r in range(count):
                 row = r * classes
                 top = xs[row]
