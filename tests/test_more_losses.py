@@ -375,7 +375,7 @@ def test_float32_log_cosh_within_a_few_ulps(backend):
 FIRST_SET = ("mse", "binary_cross_entropy", "binary_cross_entropy_with_logits", "hinge")
 
 
-@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("dtype", [np.float16, np.float32, np.float64])
 @pytest.mark.parametrize("loss", [*FIRST_SET, *NEW])
 def test_in_place_gives_the_bits_of_out(backend, loss, dtype):
     """The gradient written over y_pred is the one written elsewhere, bit for bit, and the
@@ -384,22 +384,25 @@ def test_in_place_gives_the_bits_of_out(backend, loss, dtype):
     Hessian. (Numba computes an in-place block aside first: LLVM leaves loops whose arrays
     overlap unvectorised, 10-20x slower.)"""
     rng = np.random.default_rng(17)
-    for n in (5000, 2**17 + 4099):
+    for n in (2049, 5000, 2**17, 2**17 + 4099):  # one chunk, and the parallel chunks
         if loss in FIRST_SET:
             y, p = _first_set_inputs(loss, rng, n)
         else:
             y, p = inputs(loss, rng, (n,), np.float64)
+        p[-4:] = np.nan, np.inf, -np.inf, 1e-310  # (in the blocks' last, short or not)
         y, p = y.astype(dtype), p.astype(dtype)
         if loss in ("binary_cross_entropy", "sigmoid_focal"):
             y = (rng.random(n) < 0.5).astype(dtype)
-            y[2048 + 9] = 0.5  # a block of labels 0 and 1 but one
+            y[min(2048 + 9, n - 5)] = 0.5  # a block of labels 0 and 1 but one
         function = getattr(lb, loss)
         apart = on(backend, np.empty_like(p))
-        value = function.value_and_grad(on(backend, y), on(backend, p), out=apart,
-                                        reduction="sum", backend=backend)[0]
+        with np.errstate(invalid="ignore"):  # NumPy's sum of inf and -inf losses
+            value = function.value_and_grad(on(backend, y), on(backend, p), out=apart,
+                                            reduction="sum", backend=backend)[0]
         written = on(backend, p.copy())
-        value_in_place = function.value_and_grad(on(backend, y), written, out=written,
-                                                 reduction="sum", backend=backend)[0]
+        with np.errstate(invalid="ignore"):
+            value_in_place = function.value_and_grad(on(backend, y), written, out=written,
+                                                     reduction="sum", backend=backend)[0]
         assert host(value_in_place).tobytes() == host(value).tobytes()
         assert host(written).tobytes() == host(apart).tobytes()
         hess = on(backend, np.empty_like(p))
@@ -434,11 +437,13 @@ def test_row_losses_in_place_give_the_bits_of_out(backend, loss, options, dtype)
     for rows, classes in ((700, 3), (300, 40), (9, 1000), (3, 20000)):
         x = (rng.standard_normal((rows, classes)) * 4).astype(dtype)
         x[0, :2] = 10.0  # a tie at the max
+        x[1, 1], x[2, 0] = np.nan, np.inf
         kwargs = dict(options)
         if kwargs.pop("probabilities", False):
             target = rng.dirichlet(np.ones(classes), rows).astype(dtype)
         else:
             target = rng.integers(0, classes, rows)
+            target[::3] = kwargs.get("ignore_index", 0)  # ignored rows, where asked
         if kwargs.get("class_weight") is True:
             kwargs["class_weight"] = on(backend, rng.uniform(0.5, 2, classes).astype(dtype))
         function = getattr(lb, loss)
@@ -450,6 +455,14 @@ def test_row_losses_in_place_give_the_bits_of_out(backend, loss, options, dtype)
                                                  backend=backend, **kwargs)[0]
         assert host(value_in_place).tobytes() == host(value).tobytes()
         assert host(written).tobytes() == host(apart).tobytes()
+        hess, hess_in_place = on(backend, np.empty_like(x)), on(backend, np.empty_like(x))
+        function.grad_and_hess(on(backend, target), on(backend, x), out=(apart, hess),
+                               backend=backend, **kwargs)
+        written = on(backend, x.copy())
+        function.grad_and_hess(on(backend, target), written, out=(written, hess_in_place),
+                               backend=backend, **kwargs)
+        assert host(written).tobytes() == host(apart).tobytes()
+        assert host(hess_in_place).tobytes() == host(hess).tobytes()
 
 
 @pytest.mark.parametrize("loss", NEW)

@@ -219,7 +219,7 @@ def _cross_entropy_kernel(x, soft, labels, probs, weighted, class_weight, ignore
                 # overflows, and none underflows to a subnormal while softcap <= 40
                 # (exp(-80) is normal), so no pass for the max (above 40 it is found,
                 # capped: tanh increases). One fused pass then caps each logit (into
-                # the scratch row: x may be the gradient buffer) and takes its exp
+                # the scratch row, read again for the chain rule) and takes its exp
                 if by_cap:
                     # first as if every logit were within +-softcap (the usual case), where
                     # tanh is a polynomial with no division; a row with one beyond (or a
@@ -247,7 +247,7 @@ def _cross_entropy_kernel(x, soft, labels, probs, weighted, class_weight, ignore
                 top, low = _row_max_min(xr)
             # the loss is coef log(sum exp z) - dot with z = x - top <= 0 (``_shifted``):
             # terms >= 0 that never cancel, as lse - x_c would for large logits. coef =
-            # sum_c w_c q_c and dot = sum_c w_c q_c z_c, found before x may be overwritten
+            # sum_c w_c q_c and dot = sum_c w_c q_c z_c
             if soft:
                 for c in range(classes):
                     wq = probs[r, c] * keep + spread
@@ -413,7 +413,7 @@ def _cross_entropy_few_classes_kernel(x, labels, ignore_index, mean, given_denom
     exps = np.empty(0 if want_grad else block_rows * classes, x.dtype)
     # the gradient written over x: each block of rows is copied here first (see
     # ``saved_row`` above)
-    in_place = want_grad and grad.ctypes.data == x.ctypes.data
+    in_place = want_grad and _written_over(grad, x)
     inputs = np.empty(block_rows * classes if in_place else 0, x.dtype)
     label_z = np.empty(block_rows, x.dtype)
     result = 0.0
@@ -430,7 +430,7 @@ def _cross_entropy_few_classes_kernel(x, labels, ignore_index, mean, given_denom
                 xs = inputs[: stop - start]
             es = flat_grad[start:stop] if want_grad else exps[: stop - start]
             ts = spread[: stop - start]
-            # 1. each row's max (NaN if any logit is), spread over the row; z_label
+            # 1. each row's max (NaN if any logit is), spread over the row, and its z_label
             for r in range(count):
                 row = r * classes
                 top = xs[row]

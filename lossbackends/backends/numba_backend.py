@@ -116,7 +116,7 @@ def _elementwise_block(math, k, hard_labels, want_value, ys, ps, ws, gs, ls, hs,
             loss = loss * ws[i]
             d = d * ws[i]
             h = h * ws[i]
-        if hs is not None:  # before gs: p may be the gradient buffer (out=y_pred)
+        if hs is not None:
             # a boosting library's floor, then the weight (a NaN floor: none)
             if ws is None:
                 h = weighted_floor(h, hess_floor, False)
@@ -148,7 +148,8 @@ def _elementwise_kernel(optimistic: bool, want_value: bool):
     labels for 0 or 1 if its chunk's first block has only those, until a block shows
     otherwise (that block is then run again, and the rest of the chunk too, in the general
     form): binary cross-entropy's value then costs one log per element instead of two, and
-    ``sigmoid_focal`` a quarter less, and probability labels are not computed twice.
+    ``sigmoid_focal`` a quarter less (single thread, in cache: 1.22 against 1.64 ns per
+    element), and probability labels are not computed twice.
     (Checking every block first instead of in its loop costs labels of 0 and 1 7 %.)
 
     ``floor``: the Hessian's least value before the weight and ``scale``: max(h, floor) w
