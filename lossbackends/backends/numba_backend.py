@@ -187,8 +187,8 @@ def _elementwise_kernel(optimistic: bool, want_value: bool):
             total = 0.0
             chunk_start = chunk * size
             chunk_stop = min(n, chunk_start + size)
-            labels_0_or_1 = optimistic and _labels_are_0_or_1(y[chunk_start:min(chunk_stop,
-                                                                          chunk_start + BLOCK)])
+            first_block = y[chunk_start:min(chunk_stop, chunk_start + BLOCK)]
+            labels_0_or_1 = optimistic and _labels_are_0_or_1(first_block)
             for start in range(chunk_start, chunk_stop, BLOCK):
                 stop = min(chunk_stop, start + BLOCK)
                 # slices, so indices start at 0: LLVM then sees no negative-index
