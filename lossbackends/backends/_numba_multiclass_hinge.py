@@ -75,9 +75,9 @@ def _multiclass_hinge_kernel(x, labels, weight, margin, mean, given_denominator,
             g = grad[r]
             if slack > ZERO:
                 # the first other class at the max, found in the pass that zeroes the row
-                # (one pass: at 2048 x 40 a fifth faster than two); in two where g is x
-                # (LLVM runs a loop that reads x and writes over it unvectorised, and each
-                # score must be read before its place is written)
+                # (one pass: at 2048 x 40 a fifth faster than two; each score is read
+                # before its place is written); in two where g is x, as LLVM runs a loop
+                # whose arrays overlap unvectorised
                 first = classes
                 if in_place:
                     for c in range(classes):

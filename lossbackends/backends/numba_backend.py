@@ -150,7 +150,8 @@ def _elementwise_kernel(optimistic: bool, want_value: bool):
     form): binary cross-entropy's value then costs one log per element instead of two, and
     ``sigmoid_focal`` a quarter less (single thread, in cache: 1.22 against 1.64 ns per
     element), and probability labels are not computed twice.
-    (Checking every block first instead of in its loop costs labels of 0 and 1 7 %.)
+    (For binary cross-entropy, checking every block first instead of in its loop cost
+    labels of 0 and 1 7 %.)
 
     ``floor``: the Hessian's least value before the weight and ``scale``: max(h, floor) w
     (a gradient-boosting library's floor, applied here instead of in a pass of its own;
