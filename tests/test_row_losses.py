@@ -478,3 +478,45 @@ def test_cross_entropy_rows_either_side_of_normal_exps(backend):
     np.testing.assert_allclose(host(grad), expected_grad, rtol=1e-5, atol=2.0**-149)
     tiny = host(grad)[5].min(initial=1.0, where=host(grad)[5] > 0)
     assert 0 < tiny < 2.0**-126  # a subnormal probability, kept
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize(("loss", "options"), [
+    ("cross_entropy", {}), ("cross_entropy", {"label_smoothing": 0.1, "class_weight": True}),
+    ("cross_entropy", {"z_loss": 1e-3, "ignore_index": 1}),
+    ("cross_entropy", {"softcap": 2.0}),  # capped first as if within +-softcap, then again
+    ("cross_entropy", {"softcap": 60.0}), ("cross_entropy", {"probabilities": True}),
+    ("multiclass_hinge", {}), ("multiclass_hinge", {"margin": 0.5})])
+def test_row_losses_in_place_give_the_bits_of_out(backend, loss, options, dtype):
+    """The same for the row losses, few classes (a kernel of its own) to many, over the
+    row kernels' chunks."""
+    rng = np.random.default_rng(18)
+    for rows, classes in ((700, 3), (300, 40), (9, 1000), (3, 20000)):
+        x = (rng.standard_normal((rows, classes)) * 4).astype(dtype)
+        x[0, :2] = 10.0  # a tie at the max
+        x[1, 1], x[2, 0] = np.nan, np.inf
+        kwargs = dict(options)
+        if kwargs.pop("probabilities", False):
+            target = rng.dirichlet(np.ones(classes), rows).astype(dtype)
+        else:
+            target = rng.integers(0, classes, rows)
+            target[::3] = kwargs.get("ignore_index", 0)  # ignored rows, where asked
+        if kwargs.get("class_weight") is True:
+            kwargs["class_weight"] = on(backend, rng.uniform(0.5, 2, classes).astype(dtype))
+        function = getattr(lb, loss)
+        apart = on(backend, np.empty_like(x))
+        value = function.value_and_grad(on(backend, target), on(backend, x), out=apart,
+                                        backend=backend, **kwargs)[0]
+        written = on(backend, x.copy())
+        value_in_place = function.value_and_grad(on(backend, target), written, out=written,
+                                                 backend=backend, **kwargs)[0]
+        assert host(value_in_place).tobytes() == host(value).tobytes()
+        assert host(written).tobytes() == host(apart).tobytes()
+        hess, hess_in_place = on(backend, np.empty_like(x)), on(backend, np.empty_like(x))
+        function.grad_and_hess(on(backend, target), on(backend, x), out=(apart, hess),
+                               backend=backend, **kwargs)
+        written = on(backend, x.copy())
+        function.grad_and_hess(on(backend, target), written, out=(written, hess_in_place),
+                               backend=backend, **kwargs)
+        assert host(written).tobytes() == host(apart).tobytes()
+        assert host(hess_in_place).tobytes() == host(hess).tobytes()
