@@ -488,8 +488,9 @@ def test_cross_entropy_rows_either_side_of_normal_exps(backend):
     ("cross_entropy", {"softcap": 60.0}), ("cross_entropy", {"probabilities": True}),
     ("multiclass_hinge", {}), ("multiclass_hinge", {"margin": 0.5})])
 def test_row_losses_in_place_give_the_bits_of_out(backend, loss, options, dtype):
-    """The same for the row losses, few classes (a kernel of its own) to many, over the
-    row kernels' chunks."""
+    """The gradient written over the logits is the one written elsewhere, bit for bit, and
+    the value and the Hessian too, few classes (a kernel of its own) to many, over the row
+    kernels' chunks (as tests/test_hessians.py checks for the elementwise losses)."""
     rng = np.random.default_rng(18)
     for rows, classes in ((700, 3), (300, 40), (9, 1000), (3, 20000)):
         x = (rng.standard_normal((rows, classes)) * 4).astype(dtype)
