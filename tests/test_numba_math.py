@@ -19,6 +19,7 @@ from numba import njit  # noqa: E402
 
 from lossbackends.backends._numba_math import (  # noqa: E402
     EXP32,
+    EXP32_LOW,
     EXP32_WIDE,
     FASTMATH,
     LOG1P32,
@@ -26,6 +27,7 @@ from lossbackends.backends._numba_math import (  # noqa: E402
     TANH32,
     TANH_NEAR32,
     fast_exp,
+    fast_exp_nonpositive,
     fast_exp_normal,
     fast_log,
     fast_log1p,
@@ -126,6 +128,16 @@ def test_log1p_keeps_subnormal_arguments():
                                   np.log1p(x.astype(np.float64)).astype(np.float32))
 
 
+def test_exp_nonpositive_gives_the_bits_of_exp():
+    """For x <= 0 (subnormal results, their rounding threshold, -inf and NaN included) the
+    softplus family's exp is ``fast_exp`` to the bit."""
+    x = np.concatenate([rng.uniform(-110, 0, 300_000), -np.exp(rng.uniform(-104, 4, 100_000)),
+                        -SUBNORMALS[::50], [-103.972, -103.9721, -90.0, -87.3365, -104.0,
+                                            -1e30, -np.inf, 0.0, -0.0, np.nan]]).astype(np.float32)
+    np.testing.assert_array_equal(_compiled(fast_exp_nonpositive)(x).view(np.uint32),
+                                  _compiled(fast_exp)(x).view(np.uint32))
+
+
 def test_exp_normal_is_within_one_ulp_on_its_range():
     x = np.concatenate([rng.uniform(-87, 88, 200_000), rng.uniform(-1, 1, 50_000)]).astype(np.float32)
     assert _ulps(_compiled(fast_exp_normal)(x), np.exp(x.astype(np.float64))).max() <= 1.05
@@ -190,8 +202,9 @@ def test_softcap_near_zero_is_within_two_ulps_on_its_range(cap):
 
 
 @pytest.mark.parametrize(("function", "constants"), [
-    (fast_exp, EXP32_WIDE), (fast_exp_normal, EXP32), (fast_log, LOG32), (fast_log1p, LOG1P32),
-    (fast_tanh, TANH32)], ids=["exp", "exp_normal", "log", "log1p", "tanh"])
+    (fast_exp, EXP32_WIDE), (fast_exp_nonpositive, EXP32_LOW), (fast_exp_normal, EXP32),
+    (fast_log, LOG32), (fast_log1p, LOG1P32), (fast_tanh, TANH32)],
+    ids=["exp", "exp_nonpositive", "exp_normal", "log", "log1p", "tanh"])
 def test_held_constants_give_the_same_bits(function, constants):
     """The constants held in registers (``held``, as the kernels pass them) change no bit of
     any result: specials, subnormals and a sample of every binade, both signs."""
@@ -201,6 +214,8 @@ def test_held_constants_give_the_same_bits(function, constants):
                        ).astype(np.float32)
     if function is fast_exp_normal:
         x = x[np.abs(x) <= 87]
+    if function is fast_exp_nonpositive:
+        x = x[~(x > 0)]
     if function is fast_log1p:
         x = np.abs(x[np.abs(x) <= 1])
     with np.errstate(all="ignore"):

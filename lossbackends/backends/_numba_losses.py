@@ -22,6 +22,7 @@ from numba import types
 from numba.extending import overload
 
 from ._numba_math import (
+    EXP32_LOW,
     EXP32_WIDE,
     HALF,
     INLINE,
@@ -31,6 +32,7 @@ from ._numba_math import (
     ZERO,
     exp_and_expm1_normal32,
     fast_exp,
+    fast_exp_nonpositive,
     fast_log,
     fast_log1p,
     inline,
@@ -46,7 +48,7 @@ INF = _f32(np.inf)
 def loss_math(*constants, hard_labels=None, hard_gradient=False):
     """Compiles a loss's mathematics ``(y, p, param, pos, k)`` inline, and records in its
     ``constants`` the constant tuples of the ``fast_*`` functions it calls (``EXP32_WIDE``,
-    ``LOG32``, ``LOG1P32``), in the order it reads them from ``k``, or None for none. The
+    ``EXP32_LOW``, ``LOG32``, ``LOG1P32``), in the order it reads them from ``k``, or None for none. The
     elementwise kernel takes ``held(constants)`` once before its loops and passes it as
     ``k`` (see ``_numba_math.held``: vectorised exp and log then keep their constants in
     registers, or on the stack, instead of fetching each again on every iteration).
@@ -131,7 +133,7 @@ def _binary_cross_entropy(y, p, param, pos, k):
     return loss, (pc - y) / (pc * (ONE - pc)), _bce_hess(y, pc)
 
 
-@loss_math(EXP32_WIDE, LOG1P32)
+@loss_math(EXP32_LOW, LOG1P32)
 def _binary_cross_entropy_with_logits(y, x, param, pos, k):
     # PyTorch's (1 - y) x + lw softplus(-x), lw = 1 + (q - 1) y = (1 - y) + q y, written
     # c |x| + lw log1p(t), t = exp(-|x|), c = 1 - y for x >= 0 and q y below: terms of one
@@ -139,7 +141,7 @@ def _binary_cross_entropy_with_logits(y, x, param, pos, k):
     # 0, not 0 * inf = NaN. Gradient lw sigma(x) - q y = (1 - y) sigma(x) - q y sigma(-x):
     # no sigma(x) - 1 to cancel. A NaN x is not >= 0, and flows through t.
     exp_k, log1p_k = k
-    t = fast_exp(-abs(x), exp_k)
+    t = fast_exp_nonpositive(-abs(x), exp_k)
     positive = x >= ZERO
     keep = ONE - y
     hit = y if pos is None else pos * y
@@ -284,12 +286,12 @@ def _squared_hinge(y, s, param, pos, k):
     return active * active, -TWO * y * active, TWO * y * y if slack > ZERO else _zero_or_nan(slack)
 
 
-@loss_math(EXP32_WIDE, LOG1P32)
+@loss_math(EXP32_LOW, LOG1P32)
 def _soft_margin(y, s, param, pos, k):
     # softplus(z), z = -t s: max(z, 0) + log1p(exp(-|z|)); d = -t sigmoid(z)
     exp_k, log1p_k = k
     z = -_times(y, s)
-    t = fast_exp(-abs(z), exp_k)
+    t = fast_exp_nonpositive(-abs(z), exp_k)
     one_t = ONE + t
     loss = (z if z > ZERO else ZERO) + fast_log1p(t, log1p_k)
     sigma = (ONE if z >= ZERO else t) / one_t
@@ -320,7 +322,7 @@ def _focal(power):
     """sigmoid_focal with q^gamma by ``power`` multiplications (0 to 4), or by pow (-1)."""
     power_of = _power(power)
 
-    @loss_math(EXP32_WIDE, LOG1P32)
+    @loss_math(EXP32_LOW, LOG1P32)
     def focal_of_hard_labels(y, x, param, pos, k):
         # For y in {0, 1} the loss is a function of z = x (y = 0) or -x (y = 1) alone:
         # alpha_t q^gamma softplus(z), q = sigmoid(z) = 1 - p_t, r = 1 - q = sigmoid(-z).
@@ -333,7 +335,7 @@ def _focal(power):
         exp_k, log1p_k = k
         label_1 = y > HALF
         z = -x if label_1 else x
-        t = fast_exp(-abs(z), exp_k)
+        t = fast_exp_nonpositive(-abs(z), exp_k)
         inv = ONE / (ONE + t)
         above = z >= ZERO
         q = (ONE if above else t) * inv
@@ -347,13 +349,13 @@ def _focal(power):
         # at z = inf the loss is inf, or 0 where alpha_t is 0 (q = 1 there)
         return _times(modulator, ce), (-dz if label_1 else dz), h
 
-    @loss_math(EXP32_WIDE, LOG1P32, hard_labels=focal_of_hard_labels, hard_gradient=True)
+    @loss_math(EXP32_LOW, LOG1P32, hard_labels=focal_of_hard_labels, hard_gradient=True)
     def focal(y, x, param, pos, k):
         # torchvision's definition; see the NumPy backend for the derivation.
         # param: (a, b, gamma) with alpha_t = a y + b (1 - y).
         a, b, gamma = param
         exp_k, log1p_k = k
-        t = fast_exp(-abs(x), exp_k)
+        t = fast_exp_nonpositive(-abs(x), exp_k)
         inv = ONE / (ONE + t)
         p = (ONE if x >= ZERO else t) * inv  # sigmoid(x)
         c = (t if x >= ZERO else ONE) * inv  # 1 - sigmoid(x), without cancellation

@@ -204,6 +204,13 @@ def fast_exp(x, constants=None):
     return math.exp(x)
 
 
+def fast_exp_nonpositive(x, constants=None):
+    """exp(x) for x <= 0 (-inf and NaN included; wrong above 43): ``fast_exp``'s bits,
+    subnormal results included, with neither its upper clamp nor its choice between two
+    scalings (the softplus family's exp(-|x|)). ``constants``: ``held(EXP32_LOW)`` or None."""
+    return math.exp(x)
+
+
 def fast_log(x, constants=None):
     """log(x): vectorisable for float32 (subnormal x, 0, inf, negative x and NaN included),
     ``math.log`` otherwise. ``constants``: ``held(LOG32)`` or None."""
@@ -311,6 +318,21 @@ def _exp32(x, k=EXP32_WIDE):
     low = rounded < reduced[1]  # n < 0 (reduced[1] is ROUNDER)
     y = mantissa * _power_of_two32(rounded + (shift if low else minus_shift))
     return y * (two_to_minus_shift if low else two_to_shift)
+
+
+# fast_exp_nonpositive's constants: exp's with the rounder 64 higher (its 2^n is then 2^(n +
+# 64), normal for every n >= -150), the clamp's lower bound, and 2^-64
+EXP32_LOW = ((*EXP32[:1], _f32(ROUNDER + 64.0), *EXP32[2:]), EXP_LOW, TWO_TO_MINUS_SHIFT)
+
+
+@inline
+def _exp32_nonpositive(x, k=EXP32_LOW):
+    reduced, low_bound, two_to_minus_shift = k
+    clamped = low_bound if x < low_bound else x  # NaN kept
+    mantissa, rounded = _exp32_reduced(clamped, reduced)
+    # 2^(n + 64) 2^-64: the result, if subnormal, is rounded once, by the last product
+    # (``_exp32``'s scaling for n < 0, taken for every n: exact for a normal result)
+    return mantissa * _power_of_two32(rounded) * two_to_minus_shift
 
 
 # FreeBSD's logf (k_logf.h): log(1 + f) = f - f^2/2 + s (f^2/2 + R(s^2)), s = f / (2 + f),
@@ -422,6 +444,15 @@ def _fast_exp(x, constants=None):
         if _given(constants):
             return lambda x, constants=None: _exp32(x, constants)
         return lambda x, constants=None: _exp32(x)
+    return lambda x, constants=None: math.exp(x)
+
+
+@overload(fast_exp_nonpositive, jit_options=INLINE)
+def _fast_exp_nonpositive(x, constants=None):
+    if x == types.float32:
+        if _given(constants):
+            return lambda x, constants=None: _exp32_nonpositive(x, constants)
+        return lambda x, constants=None: _exp32_nonpositive(x)
     return lambda x, constants=None: math.exp(x)
 
 

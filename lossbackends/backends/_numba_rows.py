@@ -31,12 +31,14 @@ from ._numba_common import (
     array_type,
 )
 from ._numba_math import (
+    EXP32_LOW,
     EXP32_WIDE,
     ONE,
     TANH32,
     TANH_NEAR32,
     ZERO,
     fast_exp,
+    fast_exp_nonpositive,
     fast_exp_normal,
     fast_tanh,
     held,
@@ -405,7 +407,7 @@ def _cross_entropy_few_classes_kernel(x, labels, ignore_index, mean, given_denom
     flat_hess = hess.reshape(-1)
     block_rows = max(1, BLOCK // classes)
     size = (rows + chunks - 1) // chunks
-    exp_k = held(EXP32_WIDE)  # kept through the loops (see ``held``)
+    exp_k = held(EXP32_LOW)  # kept through the loops (see ``held``)
     # per element: the row's max, then its 1 / sum exp; 1 - softmax for an exp of 1
     # (below); per row: z_label
     spread = np.empty(block_rows * classes, x.dtype)
@@ -443,7 +445,7 @@ def _cross_entropy_few_classes_kernel(x, labels, ignore_index, mean, given_denom
                               else ZERO)
             # 2. the exps, across the rows
             for i in range(xs.size):
-                es[i] = fast_exp(_shifted(xs[i], ts[i]), exp_k)
+                es[i] = fast_exp_nonpositive(_shifted(xs[i], ts[i]), exp_k)  # <= 0, or NaN
             # 3. per row: sum exp (float64, as the kernel above), the loss, 1 / sum spread
             # over the row. The max's exp is 1 (z = 0), and its softmax s may be near 1,
             # where 1 - s would round to 0 within an ulp: there 1 - s is the other exps'
