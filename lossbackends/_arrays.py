@@ -127,6 +127,10 @@ class _Torch(Foreign):
     name = "torch"
     raw_bfloat16 = True
 
+    def __init__(self, kind: type):
+        super().__init__(kind)
+        self.module = sys.modules["torch"]  # (a subclass may be defined anywhere)
+
     def bits_as_half(self, x):
         """A bfloat16 tensor's bits as a float16 tensor (a view: CuPy has no bfloat16)."""
         return x.detach().view(self.module.float16)
@@ -342,10 +346,12 @@ def run_foreign(run: Callable, y_true, y_pred, options: dict, out, want_grad: bo
     if given_out:
         if lead is not None and not lead.mutable:
             raise ValueError(
-                f"out= cannot take {lead.name} arrays: they are immutable; use the returned "
+                f"out= cannot be used when y_pred is a {lead.name} array: {lead.name} arrays "
+                "are immutable, so the gradient is not written into one; use the returned "
                 "gradient instead"
             )
-        if lead is not None and adapter(type(out)) is not lead:
+        # the same library (a subclass of its array type is one)
+        if lead is not None and getattr(adapter(type(out)), "module", None) is not lead.module:
             raise ValueError(
                 f"out must be a {lead.name} array like y_pred (got "
                 f"{type(out).__module__}.{type(out).__qualname__})"

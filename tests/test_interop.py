@@ -152,6 +152,22 @@ def test_non_contiguous_tensors():
     np.testing.assert_allclose(grad.numpy(), ref_grad, rtol=1e-12)
 
 
+class _UserTensor(torch.Tensor):
+    """A tensor subclass defined outside torch (its module is the test's, not torch's)."""
+
+
+def test_torch_subclasses_defined_anywhere():
+    p = torch.tensor([1.0, 2.0], dtype=torch.bfloat16).as_subclass(_UserTensor)
+    y = torch.zeros(2, dtype=torch.bfloat16).as_subclass(_UserTensor)
+    value, grad = lb.mse.value_and_grad(y, p)
+    assert isinstance(value, torch.Tensor) and value.dtype == torch.bfloat16
+    assert value.item() == 2.5 and grad.tolist() == [1.0, 2.0]
+    g = torch.empty(2, dtype=torch.float64).as_subclass(_UserTensor)
+    lb.mse.grad(torch.zeros(2, dtype=torch.float64), torch.tensor([1.0, 2.0], dtype=torch.float64),
+                out=g)
+    assert g.tolist() == [1.0, 2.0]
+
+
 @pytest.mark.parametrize("loss", ["mse", "cross_entropy"])
 def test_bfloat16_through_a_float32_pass(loss):
     rng = np.random.default_rng(2)
