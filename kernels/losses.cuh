@@ -121,6 +121,7 @@ template <typename A> __device__ __forceinline__ void poisson_nll(A y, A x, Opti
     } else {  // x = rate: x - y log(x + eps)
         const A shifted = x + o.c;
         loss = x - times(y, log(shifted));
+        if (isinf(x) && x > A(0) && isfinite(y)) loss = x;  // the limit (x outgrows y log x), not inf - inf
         // y / (x + eps), then over it again: no reciprocal, which overflows for a subnormal
         // x + eps where y / (x + eps) does not, and no 1 / (x + eps)^2
         const A ratio = over(y, shifted);

@@ -156,6 +156,12 @@ def prepare_bce_with_logits(xp, y_true, y_pred, *, weight=None, pos_weight=None)
                 f"pos_weight has shape {pw.shape}; it broadcasts on the last axis, so pass a "
                 f"scalar or a vector of length {last} (y_pred's last dimension)"
             )
+        # a ratio of negatives to positives; on a GPU it is not checked (a synchronisation)
+        valid = (pw >= 0.0) & np.isfinite(pw) if xp is np else None
+        if valid is not None and not valid.all():
+            bad = pw.reshape(-1)[~valid.reshape(-1)][0]
+            raise ValueError("binary_cross_entropy_with_logits: pos_weight must be finite and "
+                             f">= 0 (the weight of a positive label); got {bad}")
         pw = pw.reshape(-1)  # a writeable array either way (see prepare_elementwise)
         pos_weight = pw if pw.size == last else xp.broadcast_to(pw, (last,)).copy()
     return prep._replace(params=(pos_weight,))
@@ -243,8 +249,11 @@ prepare_soft_margin = prepare_elementwise
 
 def prepare_huber(xp, y_true, y_pred, *, weight=None, delta=1.0):
     prep = prepare_elementwise(xp, y_true, y_pred, weight=weight)
-    # torch.nn.functional.huber_loss requires delta > 0 too
-    return prep._replace(params=(real_option("huber", "delta", delta, 0.0, _INF, low_open=True),))
+    # torch.nn.functional.huber_loss requires delta > 0 too; one that rounds to 0 (or a
+    # subnormal) in the inputs' dtype would make every loss and gradient 0
+    delta = real_option("huber", "delta", delta, 0.0, _INF, low_open=True)
+    return prep._replace(params=(normal_option("huber: ", "delta", delta, prep.p.dtype,
+                                               "inputs"),))
 
 
 def prepare_smooth_l1(xp, y_true, y_pred, *, weight=None, beta=1.0):
@@ -270,7 +279,7 @@ def prepare_sigmoid_focal(xp, y_true, y_pred, *, weight=None, alpha=0.25, gamma=
                              f"(torchvision's alpha=-1); got {alpha}")
         positive = real_option("sigmoid_focal", "alpha", alpha, 0.0, 1.0)
         negative = 1.0 - positive
-    gamma = real_option("sigmoid_focal", "gamma", gamma, 0.0, _INF)
+    gamma = real_option("sigmoid_focal", "gamma", gamma, 0.0, _INF, high_open=True)
     # alpha_t = a y + b (1 - y): (alpha, 1 - alpha) balanced, (1, 1) not
     return prep._replace(params=(positive, negative, gamma))
 

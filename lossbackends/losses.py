@@ -91,8 +91,9 @@ binary_cross_entropy_with_logits = Loss(
     .. math::
         \partial^2 \ell_i / \partial x_i^2 = w_i (1 + (q - 1) y_i)\,\sigma(x_i)\,\sigma(-x_i)
 
-    where ``q`` is ``pos_weight`` (default 1; a scalar or a vector broadcast on the last axis)
-    and ``softplus(-x) = max(-x, 0) + log1p(exp(-|x|))``, finite for every finite ``x``. At
+    where ``q`` is ``pos_weight`` (default 1; a scalar or a vector broadcast on the last axis;
+    finite and ``>= 0``, else ``ValueError``, except on a GPU, where it is not checked: the
+    check would wait for the GPU) and ``softplus(-x) = max(-x, 0) + log1p(exp(-|x|))``, finite for every finite ``x``. At
     ``x = +-inf`` the limits: loss 0 where the label agrees (``y = 1`` at ``+inf``), ``inf``
     otherwise; gradient ``1 - y`` at ``+inf``, ``-q y`` at ``-inf``; Hessian 0. The Hessian
     is computed as ``t / (1 + t)^2``, ``t = exp(-|x|)``: no ``1 - sigma`` to cancel.
@@ -256,7 +257,9 @@ huber = Loss(
         \qquad \partial \ell_i / \partial p_i = w_i \,\mathrm{clip}(e_i, -\delta, \delta),
         \qquad \partial^2 \ell_i / \partial p_i^2 = w_i\,[|e_i| \le \delta]
 
-    with :math:`e = p - y`; ``delta`` must be > 0 (``ValueError`` otherwise). At
+    with :math:`e = p - y`; ``delta`` must be a normal number of the computing dtype
+    (float32's for float16 inputs): > 0, finite, and not so small that it would round to 0
+    or a subnormal (``ValueError`` otherwise). At
     ``|e| = delta`` the Hessian is the quadratic branch's 1, the branch the value takes
     there (PyTorch's second derivative too).
 
@@ -394,7 +397,7 @@ sigmoid_focal = Loss(
     ``p - 1`` to cancel for a label of 1. The loss is not convex: the Hessian is negative
     for badly misclassified samples (from about ``|x| = 3`` on the wrong side: 3.1 at
     ``gamma = 1``, 2.8-2.9 for ``gamma`` 2 to 4). ``alpha`` must be in [0, 1] and
-    ``gamma >= 0``. Integer ``gamma`` (0 to 4) is computed by multiplications, any other by
+    ``gamma`` finite and ``>= 0``. Integer ``gamma`` (0 to 4) is computed by multiplications, any other by
     ``pow``.
 
     >>> import lossbackends as lb

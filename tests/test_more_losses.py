@@ -309,6 +309,12 @@ def test_limits_at_infinity_and_nan(backend, dtype):
                                                        reduction="none", backend=backend)
         np.testing.assert_array_equal(host(value), np.array(expected_value, dtype), err_msg=loss)
         np.testing.assert_array_equal(host(grad), np.array(expected_grad, dtype), err_msg=loss)
+    # the rate itself: x - y log(x + eps) -> inf (x outgrows the log), its gradient 1
+    value, grad = lb.poisson_nll.value_and_grad(on(backend, np.array([0.0, 2.0, 7.5], dtype)),
+                                                on(backend, np.full(3, inf, dtype)),
+                                                log_input=False, reduction="none", backend=backend)
+    np.testing.assert_array_equal(host(value), np.full(3, inf, dtype))
+    np.testing.assert_array_equal(host(grad), np.ones(3, dtype))
     for loss in NEW:
         y, p = inputs(loss, np.random.default_rng(3), (40,), dtype)
         p[[0, 17, 39]] = np.nan
@@ -433,6 +439,14 @@ def test_options_through_the_parallel_kernel(backend, loss, options):
     ("sigmoid_focal", {"alpha": 1.5}, ValueError, r"alpha must be in \[0, 1\]"),
     ("sigmoid_focal", {"alpha": -1}, ValueError, r"or None for no balancing \(torchvision's alpha=-1\)"),
     ("sigmoid_focal", {"gamma": -1.0}, ValueError, r"gamma must be in \[0, inf\)"),
+    ("sigmoid_focal", {"gamma": float("inf")}, ValueError, r"gamma must be in \[0, inf\); got inf"),
+    ("huber", {"delta": 1e-310}, ValueError, r"huber: delta must be within \[.*\(the normal "
+     r"float64 numbers\) for float64 inputs; got 1e-310"),
+    ("binary_cross_entropy_with_logits", {"pos_weight": -1.0}, ValueError,
+     r"pos_weight must be finite and >= 0 \(the weight of a positive label\); got -1.0"),
+    ("binary_cross_entropy_with_logits", {"pos_weight": [1.0, float("nan")]}, ValueError,
+     "pos_weight must be finite and >= 0.*; got nan"),
+    ("huber", {"delta": float("inf")}, ValueError, r"huber: delta must be within"),
     ("poisson_nll", {"log_input": "yes"}, TypeError, "log_input must be True or False"),
     ("poisson_nll", {"full": 1}, TypeError, "full must be True or False"),
     ("poisson_nll", {"eps": -1e-8}, ValueError, r"eps must be in \[0, inf\)"),

@@ -223,7 +223,9 @@ def _poisson_nll(y, x, dtype, log_input=True, full=False, eps=1e-8):
             # y / (x + eps), not y times 1 / (x + eps), which overflows for a subnormal
             # x + eps where the ratio is finite (a label of 0 against a rate of 0: 0)
             ratio = np.where((y == 0) & (shifted == 0), 0.0, y / shifted)
-            value, grad = x - log, 1.0 - ratio
+            # at x = inf the limit inf (x outgrows y log x), not inf - inf
+            value = np.where((x == INF) & np.isfinite(y), INF, x - log)
+            grad = 1.0 - ratio
             value_size, grad_size = np.abs(x) + np.abs(log), 1.0 + np.abs(ratio)
         if full:
             safe = np.where(y > 1, y, 2.0)

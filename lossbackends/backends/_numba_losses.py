@@ -399,6 +399,8 @@ def _poisson(log_input, full):
         else:  # x = rate: x - y log(x + eps)
             shifted = x + eps
             loss = x - _times(y, fast_log(shifted, k[-1]))
+            # the limit at x = inf (x outgrows y log x), not inf - inf; NaN y kept
+            loss = x if (x == INF) & (abs(y) < INF) else loss
             # d = 1 - y / s and h = y / s^2, s = x + eps, from one reciprocal of s: the
             # compiler turns two divisions by s into one anyway, and the gradient must
             # round the same with the Hessian as without. Below 2^-60, s is scaled by 2^64

@@ -346,7 +346,8 @@ def _poisson_nll(y, x, params, want_value, want_grad, want_hess):
         h = rate if want_hess else None
     else:  # x = rate: x - y log(x + eps); second derivative y / (x + eps)^2
         with np.errstate(divide="ignore", invalid="ignore"):
-            loss = x - _times(y, np.log(x + eps)) if want_value else None
+            if want_value:  # at x = inf the loss is inf (x outgrows y log x), not inf - inf
+                loss = np.where((x == np.inf) & np.isfinite(y), x, x - _times(y, np.log(x + eps)))
             shifted = x + eps
             # y / (x + eps), then over it again: no reciprocal, which overflows for a
             # subnormal x + eps where y / (x + eps) does not, and no 1 / (x + eps)^2
