@@ -118,17 +118,32 @@ def _in_memory(loss, y_true, p, reduction, backend, options, want_value, out, he
     return tuple(None if a is None else da.from_array(xp.asarray(a)) for a in results)
 
 
-def _check_options(loss, p, y_dtype, y_small_shape, options, kept_axis: int):
+def _check_options(loss, p, y_dtype, y_small_shape, options, kept_axis: int,
+                   y_shape: tuple):
     """Run the loss's own checks on tiny stand-ins (the arrays' dtypes; the kept axis at
     full length, every other axis of length 1 or 0), so that bad options raise now, not at
-    compute time."""
+    compute time. A message that names a stand-in's shape names the array's
+    (``y_shape``, y_pred's)."""
     small = tuple(d if i == kept_axis else min(d, 1) for i, d in enumerate(p.shape))
     options = dict(options)
     weight = options.get("weight")
     if weight is not None:  # its dtype checked; its shape is checked by the caller
         options["weight"] = np.ones((), getattr(weight, "dtype", np.float64))
-    loss._prepare(np, np.zeros(y_small_shape(small), y_dtype), np.zeros(small, p.dtype),
-                  **options)
+    y_small = y_small_shape(small)
+    try:
+        loss._prepare(np, np.zeros(y_small, y_dtype), np.zeros(small, p.dtype), **options)
+    except (TypeError, ValueError) as exc:
+        message = str(exc)
+        # y_pred's first: y_true's stand-in may be a prefix of it, "(1, 1" of "(1, 1, 3)"
+        for stand_in, shape in ((small, tuple(p.shape)), (y_small, tuple(y_shape))):
+            message = message.replace(str(stand_in), str(shape))
+        if message == str(exc):
+            raise
+        try:
+            renamed = type(exc)(message)
+        except Exception:  # an error class of other arguments: as it was
+            raise exc from None
+        raise renamed from None
 
 
 def _elementwise(loss, y_true, p, reduction, backend, options, wants, dtype):
@@ -144,7 +159,7 @@ def _elementwise(loss, y_true, p, reduction, backend, options, wants, dtype):
     weight = options.pop("weight", None)
     pos_weight = options.get("pos_weight")
     _check_options(loss, p, y.dtype, lambda small: small, dict(options, weight=weight),
-                   p.ndim - 1)
+                   p.ndim - 1, y.shape)
     index = string.ascii_letters[: p.ndim]
     args = [y.rechunk(p.chunks), index, p, index]
     if weight is not None:
@@ -211,7 +226,7 @@ def _rows(loss, y_true, p, reduction, backend, options, wants, dtype):
         raise target_shape_error(name, y, p, tuple(p.shape), axis, probabilities)
     _check_options(loss, p, y.dtype,
                    lambda small: small if soft else small[:axis] + small[axis + 1:],
-                   dict(options, axis=axis), axis)
+                   dict(options, axis=axis), axis, y.shape)
     if soft:
         y, y_index = y.rechunk(p.chunks), index
     else:

@@ -155,8 +155,12 @@ def test_errors_at_call_time():
         lb.mse(da.zeros((10, 5), chunks=5), x)
     with pytest.raises(ValueError, match="label_smoothing must be in"):
         lb.cross_entropy(t, x.rechunk({1: -1}), label_smoothing=2.0)
-    with pytest.raises(TypeError, match="must be integers"):
+    # the arrays' shapes, not those of the stand-ins the options are checked on
+    with pytest.raises(TypeError, match=r"y_true of shape \(10,\) holds class indices and must "
+                       r"be integers, not float64; .* shaped like the logits \(10, 6\)$"):
         lb.cross_entropy(t.astype(float), x.rechunk({1: -1}))
+    with pytest.raises(TypeError, match=r"y_true of shape \(10,\) holds class indices"):
+        lb.multiclass_hinge(t.astype(float), x.rechunk({1: -1}))
     with pytest.raises(ValueError, match="does not broadcast"):
         lb.mse(x, x, weight=np.ones(4))
     with pytest.raises(ValueError, match="eps must be in"):
