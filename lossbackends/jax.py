@@ -34,6 +34,7 @@ the host).
 
 from __future__ import annotations
 
+import contextlib
 import functools
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -178,6 +179,18 @@ def _zero_cotangent(x):
     return np.zeros(x.shape, jax.dtypes.float0)  # integer labels have no tangent space
 
 
+@contextlib.contextmanager
+def _options_of_this_module():
+    """An unknown option's TypeError lists this module's options: no ``backend=`` here."""
+    try:
+        yield
+    except TypeError as exc:
+        message = str(exc).replace(", reduction and backend", " and reduction")
+        if message == str(exc):
+            raise
+        raise TypeError(message) from None
+
+
 @functools.lru_cache(maxsize=256)
 def _check_arguments(name: str, y: tuple, p: tuple, arrays: tuple, static: tuple) -> None:
     """The plain API's own checks (``Loss._prepare``: shapes, dtypes, options) on
@@ -239,7 +252,9 @@ def _make(name: str) -> Callable:
             raise _not_static(name, array_names, f"{traced[0]} is traced")
         if not any(isinstance(a, jax.core.Tracer) for a in (y, p, *arrays)):
             # nothing traced: the plain call, which raises for a bad label as lb's does
-            return loss(y, p, reduction=reduction, **options, **dict(zip(names, arrays, strict=True)))
+            with _options_of_this_module():
+                return loss(y, p, reduction=reduction, **options,
+                            **dict(zip(names, arrays, strict=True)))
         # NumPy has no bfloat16: bfloat16 arrays are passed as float32 (exactly), and a
         # bfloat16 y_pred is computed in float32, its results rounded back
         bfloat16 = p.dtype == jnp.bfloat16
@@ -249,8 +264,9 @@ def _make(name: str) -> Callable:
         arrays = [a.astype(jnp.float32) if a.dtype == jnp.bfloat16 else a for a in arrays]
         static = tuple(sorted(options.items()))
         try:
-            _check_arguments(name, _signature(y), _signature(p), tuple(
-                (key, *_signature(a)) for key, a in zip(names, arrays, strict=True)), static)
+            with _options_of_this_module():
+                _check_arguments(name, _signature(y), _signature(p), tuple(
+                    (key, *_signature(a)) for key, a in zip(names, arrays, strict=True)), static)
         except TypeError as exc:
             if "unhashable" not in str(exc):
                 raise

@@ -186,6 +186,11 @@ def test_bfloat16_and_errors():
             jnp.ones((2, 3))), np.log(3), rtol=1e-6)
     with pytest.raises(TypeError, match="no backend= or out="):
         lbj.mse(y, p, out=p)
+    # an unknown option: the options listed are this module's (no backend=), traced or not
+    for call in (lambda y, p: lbj.huber(y, p, detla=1.0),
+                 jax.jit(lambda y, p: lbj.huber(y, p, detla=1.0))):
+        with pytest.raises(TypeError, match=r"'detla'; its options are weight, delta and reduction$"):
+            call(y, p)
     with pytest.raises(TypeError, match="floating"):
         lbj.mse(y, jnp.arange(16))
 
