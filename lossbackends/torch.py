@@ -21,6 +21,11 @@ on plain tensors run the same forward and backward as a ``torch.autograd.Functio
 computed. Mixed dtypes follow torch, loss by loss: promoted as ``torch.result_type`` says
 (the input is cast and its gradient cast back, as torch does), or computed in ``input``'s
 dtype (``huber_loss``, ``soft_margin_loss``), or refused (``binary_cross_entropy``).
+Under ``torch.autocast`` every loss runs in float32, as autocast's fp32 policy runs
+torch's losses: floating tensors other than float64 are cast (their gradients cast back).
+Under ``torch.compile`` a float option that Dynamo makes symbolic (a new ``delta`` or
+``label_smoothing`` value, ``dynamic=True``) is specialised: a guard on its value, one
+recompile per value, as torch does for a Python float by default.
 
 >>> import torch, lossbackends.torch as lbt
 >>> x = torch.tensor([[2.0, 1.0, 0.1], [0.5, 0.2, 3.0]], requires_grad=True)
@@ -47,9 +52,13 @@ every tensor made inside the graph): "appears to not have been used in the graph
 ``inplace_backward=True`` (keyword) writes the gradient into ``input``'s memory during the
 forward (no buffer besides the logits: the fused cross-entropy trick), when a gradient is
 taken (``input.requires_grad`` outside ``torch.no_grad()``; otherwise the value alone,
-``input`` untouched). Eager mode only: under ``torch.compile`` or torch.func it raises
-``RuntimeError``. Only for an ``input`` that nothing else reads afterwards, e.g. the logits
-straight out of a linear layer: any other use of ``input`` would see the gradient.
+``input`` untouched). Eager mode only: under ``torch.compile`` or torch.func
+(``vmap`` included, whose wrapper hides ``requires_grad``: there it raises when the
+wrapped ``input`` requires grad; under ``torch.compile`` of ``vmap`` whenever grad mode is
+on) it raises ``RuntimeError``. Under ``torch.autocast`` it needs a float32 ``input`` (the
+loss runs in float32 there): a lower-precision one is a ``ValueError``. Only for an
+``input`` that nothing else reads afterwards, e.g. the logits straight out of a linear
+layer: any other use of ``input`` would see the gradient.
 Autograd keeps that memory as a saved tensor: freed by ``backward()`` (kept by
 ``retain_graph=True``), and a write into ``input`` before it raises there (autograd's
 version check, which saved-tensor hooks such as ``save_on_cpu`` skip).
@@ -173,6 +182,14 @@ def _backward(ctx, upstream, upstream_of_grad):
 
 
 _value_and_grad.register_autograd(_backward, setup_context=_setup)
+
+# torch.autocast: the loss in float32, as autocast's fp32 policy runs torch's losses (its
+# floating inputs cast, float64 left alone, the gradient cast back by autograd). _apply
+# casts before any path (eager calls do not reach the op's dispatch); this rule is for
+# the op called directly (torch.ops.lossbackends.value_and_grad). (torch 2.5 and later.)
+if hasattr(torch.library, "register_autocast"):
+    for _device_type in ("cpu", "cuda"):
+        torch.library.register_autocast(_value_and_grad, _device_type, torch.float32)
 
 
 class _Eager(torch.autograd.Function):
@@ -327,14 +344,44 @@ def _refuse_grad(name: str, named) -> None:
             )
 
 
+def _autocast(input: Tensor) -> bool:
+    """Whether torch.autocast is on for ``input``'s device type."""
+    return torch.is_autocast_enabled(input.device.type)
+
+
+def _autocast_cast(tensor: Tensor | None) -> Tensor | None:
+    """``tensor`` as autocast's fp32 policy casts it (``torch.library``'s rule): a floating
+    tensor other than float64 in float32 (none, or an integer tensor, as it is)."""
+    if tensor is not None and tensor.is_floating_point() and tensor.dtype not in (
+            torch.float32, torch.float64):
+        return tensor.to(torch.float32)
+    return tensor
+
+
+def _requires_grad_under_vmap(input: Tensor) -> bool:
+    """``input.requires_grad`` under torch.func's transforms: that of the tensor vmap's
+    wrappers hold (a BatchedTensor says False; autograd records on what it wraps)."""
+    functorch = _C._functorch
+    while functorch.is_batchedtensor(input):
+        input = functorch.get_unwrapped(input)
+    return input.requires_grad
+
+
 def _apply(name: str, entry: _Entry, input: Tensor, target: Tensor, options: dict) -> Tensor:
     # in place only when a gradient is taken: otherwise the value alone, input untouched
     inplace = (options["inplace_backward"] and isinstance(input, Tensor) and input.requires_grad
                and torch.is_grad_enabled())
-    if inplace and (_is_compiling() or _C._functorch.peek_interpreter_stack() is not None):
-        from ._untraced import refuse_inplace  # (torch.compile, torch.func: Dynamo is loaded)
+    if options["inplace_backward"] and isinstance(input, Tensor) and torch.is_grad_enabled():
+        if _is_compiling():  # (there vmap's wrapper shows, not what it wraps: refused)
+            refuse = inplace or _C._functorch.is_batchedtensor(input)
+        else:  # torch.func: vmap's wrapper says requires_grad=False, so see through it (or
+            # the in-place write would be dropped without a word)
+            refuse = (_C._functorch.peek_interpreter_stack() is not None
+                      and _requires_grad_under_vmap(input))
+        if refuse:
+            from ._untraced import refuse_inplace  # (compile, torch.func: Dynamo is loaded)
 
-        refuse_inplace(name)  # raises, also where torch.compile graph-breaks at it
+            refuse_inplace(name)  # raises, also where torch.compile graph-breaks at it
     reduction = options["reduction"]
     if options.get("size_average") is not None or options.get("reduce") is not None:
         reduction = torch.nn._reduction.legacy_get_string(options["size_average"],
@@ -359,6 +406,15 @@ def _apply(name: str, entry: _Entry, input: Tensor, target: Tensor, options: dic
     # numbers where tensors go (weight=2.0, pos_weight=3.0): tensors of input's dtype
     tensors = [torch.as_tensor(t, dtype=input.dtype, device=input.device)
                if t is not None and not isinstance(t, Tensor) else t for t in tensors]
+    if _autocast(input):
+        if inplace and input.dtype != _autocast_cast(input).dtype:
+            raise ValueError(
+                f"inplace_backward=True under torch.autocast needs a float32 input: the loss "
+                f"runs in float32 there (autocast's policy for losses), so its gradient cannot "
+                f"be written into the {input.dtype} input; drop inplace_backward, or pass "
+                f"input.float() (a float32 copy that takes the gradient)")
+        input, target = _autocast_cast(input), _autocast_cast(target)
+        tensors = [_autocast_cast(t) for t in tensors]
     weight = tensors[0] if tensors else None
     if entry.weight_like_input and weight is not None and weight.shape != input.shape:
         raise ValueError(f"{name}: weight has shape {tuple(weight.shape)}; torch needs the "
@@ -376,12 +432,13 @@ def _apply(name: str, entry: _Entry, input: Tensor, target: Tensor, options: dic
         if value is None and key in entry.optional:
             value = _NONE
         else:
-            value = _real_number(name, key, value)
+            value = _real_number(name, key, _concrete(value))
             if value != value:  # NaN stands for None in the op: refuse it here
                 raise ValueError(f"{name}: {key} must be a number, not NaN")
         floats.append(value)
-    ints = [_int_option(name, key, options[key]) for key in entry.ints]  # (1.5 not truncated)
-    ints += [int(_bool_option(name, key, options[key])) for key in entry.bools]
+    ints = [_int_option(name, key, _concrete(options[key]))  # (1.5 not truncated)
+            for key in entry.ints]
+    ints += [int(_bool_option(name, key, _concrete(options[key]))) for key in entry.bools]
     weighted_mean = entry.mean_by_weight and reduction == "mean" and weight is not None
     call_reduction = "sum" if weighted_mean else reduction
     args = (name, input, target, *tensors, floats, ints, call_reduction)
@@ -414,6 +471,23 @@ def _apply(name: str, entry: _Entry, input: Tensor, target: Tensor, options: dic
 
 
 _NONE = float("nan")  # None of an optional float option, inside the op
+
+
+def _concrete(value: Any) -> Any:
+    """An option that Dynamo made symbolic (a float after a recompile for a new value, or
+    a number under ``dynamic=True``: a SymFloat or SymInt, which Dynamo shows as a
+    ``float`` or ``int`` that has no ``ndim`` for the checks to ask) as the Python number
+    it stands for. Dynamo guards on the value, so a new one recompiles, as for a Python
+    float by default (``torch._dynamo.config.specialize_float``): the op takes numbers,
+    not symbols, and the checks need them. Anything else as it is (eager calls: no
+    import, no cost)."""
+    if ((_is_compiling() and (type(value) is float or type(value) is int))
+            or isinstance(value, (torch.SymFloat, torch.SymInt))):
+        from torch.fx.experimental.symbolic_shapes import guard_scalar
+
+        return guard_scalar(value)
+    return value
+
 
 # the plain API's names in its messages, as a torch user calls them (the arguments'
 # order first: torch's is (input, target))

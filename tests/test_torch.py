@@ -728,3 +728,119 @@ def test_check_labels_false_gives_nan_rows(name):
     assert torch.isnan(x.grad[1]).all() and not torch.isnan(x.grad[[0, 2, 3]]).any()
     module = getattr(lbt, lbt._TABLE[name].module)(check_labels=False)
     assert torch.isnan(module(x, t))
+
+
+def _value_and_grad_of(loss_fn, x, *args):
+    x = x.detach().requires_grad_()
+    value = loss_fn(x, *args)
+    value.backward()
+    return value.detach(), x.grad
+
+
+def test_symbolic_options_under_compile():
+    """A float option that Dynamo makes symbolic (a second value recompiles with it
+    dynamic; ``dynamic=True`` from the start) traces with fullgraph=True, as torch's losses
+    do: it becomes the number it stands for (a guard on its value), the values and
+    gradients torch's."""
+    torch.manual_seed(2)
+    x, y = torch.randn(6, dtype=D), torch.randn(6, dtype=D)
+    ours = torch.compile(lambda q, t, d: lbt.huber_loss(q, t, delta=d), fullgraph=True,
+                         backend="aot_eager")
+    for delta in (0.5, 0.7, 0.9):
+        got = _value_and_grad_of(ours, x, y, delta)
+        want = _value_and_grad_of(lambda q, t, d: F.huber_loss(q, t, delta=d), x, y, delta)
+        torch.testing.assert_close(got, want)
+    logits, labels = torch.randn(4, 3, dtype=D), torch.tensor([0, 2, 1, 0])
+    probabilities = torch.rand(4, 3, dtype=D) * 0.8 + 0.1
+    for name, target in (("cross_entropy", labels), ("huber_loss", y[:3].expand(4, 3)),
+                         ("smooth_l1_loss", y[:3].expand(4, 3)),
+                         ("binary_cross_entropy", probabilities.flip(0))):
+        inputs = probabilities if name == "binary_cross_entropy" else logits
+        ours = torch.compile(lambda q, t, n=name: getattr(lbt, n)(q, t), fullgraph=True,
+                             dynamic=True, backend="aot_eager")
+        got = _value_and_grad_of(ours, inputs, target)
+        want = _value_and_grad_of(getattr(F, name), inputs, target)
+        torch.testing.assert_close(got, want)
+    module, reference = lbt.CrossEntropyLoss(), torch.nn.CrossEntropyLoss()
+    compiled = torch.compile(module, fullgraph=True, backend="aot_eager")
+    for smoothing in (0.0, 0.1, 0.2):  # a schedule: the attribute changes between calls
+        module.label_smoothing = reference.label_smoothing = smoothing
+        got = _value_and_grad_of(compiled, logits, labels)
+        torch.testing.assert_close(got, _value_and_grad_of(reference, logits, labels))
+
+
+@pytest.mark.parametrize("compiled", [False, True])
+def test_autocast_computes_in_float32_as_torch(compiled):
+    """Under torch.autocast the loss runs in float32, as autocast's fp32 policy runs
+    torch's losses: the same dtype, value and gradient (through a bfloat16 layer)."""
+    torch.manual_seed(3)
+    layer = torch.nn.Linear(8, 10)
+    x = torch.randn(4, 8)
+    labels, target = torch.randint(0, 10, (4,)), torch.rand(4, 10)
+    for ours, theirs, t in ((lbt.cross_entropy, F.cross_entropy, labels),
+                            (lbt.mse_loss, F.mse_loss, target),
+                            (lbt.mse_loss, F.mse_loss, target.bfloat16()),
+                            (lbt.binary_cross_entropy_with_logits,
+                             F.binary_cross_entropy_with_logits, target)):
+        if compiled:
+            ours = torch.compile(ours, fullgraph=True, backend="aot_eager")
+        results = []
+        for loss_fn in (ours, theirs):
+            layer.zero_grad()
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                logits = layer(x)
+                assert logits.dtype == torch.bfloat16
+                value = loss_fn(logits, t)
+            value.backward()
+            results.append((value.dtype, value.detach(), layer.weight.grad.clone()))
+        (dtype, value, grad), (want_dtype, want_value, want_grad) = results
+        assert dtype == want_dtype == torch.float32
+        torch.testing.assert_close(value, want_value)
+        torch.testing.assert_close(grad, want_grad)
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # the op called directly: its rule
+        value, grad = torch.ops.lossbackends.value_and_grad(
+            "mse_loss", torch.ones(3, dtype=torch.bfloat16), torch.zeros(3), None, None, [],
+            [], "mean")
+    assert value.dtype == grad.dtype == torch.float32
+
+
+def test_inplace_backward_under_autocast():
+    """The loss runs in float32 there: a bfloat16 input cannot take the gradient in place
+    (a ValueError that says what to do, input untouched); a float32 one can."""
+    layer = torch.nn.Linear(8, 10)
+    x, labels = torch.randn(4, 8), torch.randint(0, 10, (4,))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        logits = layer(x)
+        kept = logits.detach().clone()
+        with pytest.raises(ValueError, match="under torch.autocast needs a float32 input"):
+            lbt.cross_entropy(logits, labels, inplace_backward=True)
+        assert torch.equal(logits, kept)
+        value = lbt.cross_entropy(layer(x).float(), labels, inplace_backward=True)
+    value.backward()
+    grad = layer.weight.grad.clone()
+    layer.zero_grad()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        F.cross_entropy(layer(x), labels).backward()
+    torch.testing.assert_close(grad, layer.weight.grad)
+
+
+def test_inplace_backward_under_vmap_is_a_clear_error():
+    """vmap's wrapper hides input.requires_grad: seen through, the in-place write is refused
+    as under torch.func.grad (not dropped); with no gradient to take, the value alone."""
+    x = torch.randn(4, 3, dtype=D, requires_grad=True) * 1.0
+    t = torch.zeros(4, 3, dtype=D)
+    kept = x.detach().clone()
+
+    def per_example(q, c):
+        return lbt.mse_loss(q, c, inplace_backward=True)
+
+    for transform in (torch.func.vmap(per_example),
+                      torch.compile(torch.func.vmap(per_example), backend="eager")):
+        with pytest.raises(RuntimeError, match="inplace_backward=True is eager-only"):
+            transform(x, t)
+    assert torch.equal(x.detach(), kept)
+    want = F.mse_loss(x, t, reduction="none").mean(1).detach()
+    torch.testing.assert_close(torch.func.vmap(per_example)(x.detach(), t), want)
+    with torch.no_grad():
+        torch.testing.assert_close(torch.func.vmap(per_example)(x, t), want)
+    assert torch.equal(x.detach(), kept)
