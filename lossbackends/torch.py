@@ -87,6 +87,7 @@ from ._prepare import real_number as _real_number
 from ._torch_table import EXAMPLES as _EXAMPLES
 from ._torch_table import TABLE as _TABLE
 from ._torch_table import Entry as _Entry
+from .backends._host import LabelError as _LabelError
 
 _P = inspect.Parameter
 
@@ -497,9 +498,9 @@ _TORCH_TERMS = (("the order is (y_true, y_pred)", "the order is (input, target)"
 
 
 def _in_torch_terms(name: str, call: Callable, *args: Any, **kwargs: Any) -> Any:
-    """``call(*args, **kwargs)``, its argument errors (a ValueError or TypeError, not a
-    subclass such as LabelError) in torch's terms: ``target``, ``input`` and ``weight``,
-    the message starting with the function's name. (Eager calls: under torch.compile the
+    """``call(*args, **kwargs)``, its argument errors (a ValueError or TypeError, or a
+    LabelError, kept one) in torch's terms: ``target``, ``input`` and ``weight``, the
+    message starting with the function's name. (Eager calls: under torch.compile the
     custom op's errors come from the compiled graph.)"""
     try:
         return call(*args, **kwargs)
@@ -507,6 +508,8 @@ def _in_torch_terms(name: str, call: Callable, *args: Any, **kwargs: Any) -> Any
         message = str(exc)
         for ours, theirs in _TORCH_TERMS:
             message = message.replace(ours, theirs)
+        if type(exc) is _LabelError and message != str(exc):
+            raise _LabelError(message, exc.label, exc.row, exc.classes, exc.loss) from None
         if type(exc) not in (ValueError, TypeError) or message == str(exc):
             raise
         prefix = "" if message.startswith(f"{name}:") else f"{name}: "

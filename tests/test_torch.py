@@ -715,8 +715,9 @@ def test_check_labels_false_gives_nan_rows(name):
     the others as with it ignored; the module takes it too."""
     x = torch.randn(4, 3, generator=_gen(8), dtype=D, requires_grad=True)
     t = torch.tensor([0, 5, 1, 2])
-    with pytest.raises(ValueError, match="not a class index"):
-        getattr(lbt, name)(x, t)
+    with pytest.raises(lb.LabelError, match=r"target\[1\] = 5 is not a class index") as error:
+        getattr(lbt, name)(x, t)  # in torch's terms, still a LabelError
+    assert (error.value.row, error.value.label, error.value.classes) == (1, 5, 3)
     loss = getattr(lbt, name)(x, t, reduction="none", check_labels=False)
     upstream = torch.rand(4, generator=_gen(9), dtype=D)
     loss.backward(upstream)
