@@ -215,8 +215,9 @@ _is_compiling = torch.compiler.is_compiling
 
 def _eager(*tensors) -> bool:
     """Plain tensors outside torch.compile, torch.jit.trace (which records the custom op;
-    our NumPy calls it would take for constants), modes and torch.func transforms."""
-    return (all(type(t) in _PLAIN for t in tensors if t is not None)
+    our NumPy calls it would take for constants), modes and torch.func transforms; not on
+    the ``meta`` device (the op's fake implementation gives its shapes there)."""
+    return (all(type(t) in _PLAIN and not t.is_meta for t in tensors if t is not None)
             and not _is_compiling() and not _C._is_tracing()
             and not _C._is_torch_function_mode_enabled()
             and not _C._len_torch_dispatch_stack()
@@ -346,8 +347,10 @@ def _refuse_grad(name: str, named) -> None:
 
 
 def _autocast(input: Tensor) -> bool:
-    """Whether torch.autocast is on for ``input``'s device type."""
-    return torch.is_autocast_enabled(input.device.type)
+    """Whether torch.autocast is on for ``input``'s device type (none but the CPU and CUDA
+    here: torch has no autocast state for ``meta``)."""
+    device_type = input.device.type
+    return device_type in ("cpu", "cuda") and torch.is_autocast_enabled(device_type)
 
 
 def _autocast_cast(tensor: Tensor | None) -> Tensor | None:

@@ -156,6 +156,11 @@ class _UserTensor(torch.Tensor):
     """A tensor subclass defined outside torch (its module is the test's, not torch's)."""
 
 
+def test_torch_devices_we_cannot_compute_on_name_the_fix():
+    with pytest.raises(TypeError, match=r"device 'meta': .* move it with .cpu\(\) or .cuda\(\)"):
+        lb.mse(torch.zeros(2, device="meta"), torch.zeros(2, device="meta"))
+
+
 def test_torch_subclasses_defined_anywhere():
     p = torch.tensor([1.0, 2.0], dtype=torch.bfloat16).as_subclass(_UserTensor)
     y = torch.zeros(2, dtype=torch.bfloat16).as_subclass(_UserTensor)

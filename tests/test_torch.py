@@ -845,3 +845,16 @@ def test_inplace_backward_under_vmap_is_a_clear_error():
     with torch.no_grad():
         torch.testing.assert_close(torch.func.vmap(per_example)(x, t), want)
     assert torch.equal(x.detach(), kept)
+
+
+def test_meta_tensors_give_torch_shapes():
+    """On the ``meta`` device (shapes without data: model summaries, deferred init) the
+    op's fake implementation answers, as torch's losses do there."""
+    x = torch.zeros(4, 3, device="meta", requires_grad=True)
+    t = torch.zeros(4, dtype=torch.long, device="meta")
+    for reduction in ("mean", "none"):
+        ours = lbt.cross_entropy(x, t, reduction=reduction)
+        theirs = F.cross_entropy(x, t, reduction=reduction)
+        assert (ours.device.type, ours.shape, ours.dtype) == ("meta", theirs.shape, theirs.dtype)
+    lbt.mse_loss(x, torch.zeros(4, 3, device="meta")).backward()
+    assert x.grad.device.type == "meta" and x.grad.shape == x.shape
