@@ -6,7 +6,8 @@ in t with Q(0) = 1, on 0 < x <= 10: Lawson's iteration (iteratively reweighted l
 squares) on the relative error, linearised as x P - tanh(x) Q over the previous Q. The
 polynomial one near zero: tanh(x) = x + x z R(z), z = x^2, R of degree 6, on 0 < x <= 1,
 by the same iteration (linear there). log cosh a = z (1/2 + z L(z)), z = a^2, L of degree 5,
-on 0 < a <= 1, by the same iteration. Prints the coefficients in powers of x^2, rounded to
+on 0 < a <= 1, by the same iteration; beyond, log1p(t) = t + t^2 M(t) for t = exp(-2a) <=
+exp(-2), M of degree 3, by the same iteration. Prints the coefficients in powers of x^2, rounded to
 float32 (P(0) rounds to 1), as the modules hold them.
 Run: python ci/fit_polynomials.py
 """
@@ -19,6 +20,7 @@ LIMIT = 10.0  # beyond it tanh rounds to +-1 in float32; the kernel clamps there
 NUMERATOR, DENOMINATOR = 7, 4  # coefficients of P and Q
 NEAR, NEAR_TERMS = 1.0, 7  # the polynomial's range and its coefficients
 LOG_COSH, LOG_COSH_TERMS = 1.0, 6  # log cosh's series: its range and L's coefficients
+LOG1P_SMALL, LOG1P_SMALL_TERMS = float(np.exp(-2.0)), 4  # log cosh's log1p beyond the series
 
 
 def fit(iterations: int = 60) -> tuple[np.ndarray, np.ndarray, float]:
@@ -78,12 +80,30 @@ def fit_log_cosh(iterations: int = 100) -> tuple[np.ndarray, float]:
     return ell, float(np.abs(error).max())
 
 
+def fit_log1p_small(iterations: int = 100) -> tuple[np.ndarray, float]:
+    t = np.sort(np.concatenate([np.linspace(1e-6, LOG1P_SMALL, 200_000),
+                                np.geomspace(1e-12, LOG1P_SMALL, 20_000)]))
+    f = np.log1p(t)
+    powers = t[:, None] ** np.arange(LOG1P_SMALL_TERMS)
+    weights = np.ones_like(t)
+    for _ in range(iterations):
+        # the relative error of t + t^2 M(t) is (t^2 M - (f - t)) / f: linear in M
+        scale = np.sqrt(weights) * t * t / f
+        m = np.linalg.lstsq(powers * scale[:, None], (f - t) / (t * t) * scale, rcond=None)[0]
+        error = (t + t * t * (powers @ m) - f) / f
+        weights = weights * np.abs(error)
+        weights /= weights.sum()
+    return m, float(np.abs(error).max())
+
+
 if __name__ == "__main__":
     p, q, error = fit()
     r, near_error = fit_near_zero()
     ell, log_cosh_error = fit_log_cosh()
+    m, log1p_error = fit_log1p_small()
     print(f"largest relative error in float64: {error:.2e} (rational), {near_error:.2e} (near "
-          f"zero), {log_cosh_error:.2e} (log cosh)")
-    for name, values in (("TANH_P", p), ("TANH_Q", q), ("TANH_NEAR_R", r), ("LOG_COSH_L", ell)):
+          f"zero), {log_cosh_error:.2e} (log cosh), {log1p_error:.2e} (log cosh's log1p)")
+    for name, values in (("TANH_P", p), ("TANH_Q", q), ("TANH_NEAR_R", r), ("LOG_COSH_L", ell),
+                         ("LOG1P_SMALL_M", m)):
         for k, value in enumerate(values):
             print(f"{name}{k} = _f32({float(np.float32(value))!r})")
