@@ -7,7 +7,8 @@ squares) on the relative error, linearised as x P - tanh(x) Q over the previous 
 polynomial one near zero: tanh(x) = x + x z R(z), z = x^2, R of degree 6, on 0 < x <= 1,
 by the same iteration (linear there). log cosh a = z (1/2 + z L(z)), z = a^2, L of degree 5,
 on 0 < a <= 1, by the same iteration; beyond, log1p(t) = t + t^2 M(t) for t = exp(-2a) <=
-exp(-2), M of degree 3, by the same iteration. Prints the coefficients in powers of x^2, rounded to
+exp(-2), M of degree 3, by the same iteration, and the same form on 0 < t <= 1, M of
+degree 8 (the general float32 log1p of ``_numba_math.py``). Prints the coefficients in powers of x^2, rounded to
 float32 (P(0) rounds to 1), as the modules hold them.
 Run: python ci/fit_polynomials.py
 """
@@ -21,6 +22,7 @@ NUMERATOR, DENOMINATOR = 7, 4  # coefficients of P and Q
 NEAR, NEAR_TERMS = 1.0, 7  # the polynomial's range and its coefficients
 LOG_COSH, LOG_COSH_TERMS = 1.0, 6  # log cosh's series: its range and L's coefficients
 LOG1P_SMALL, LOG1P_SMALL_TERMS = float(np.exp(-2.0)), 4  # log cosh's log1p beyond the series
+LOG1P_TERMS = 9  # the general log1p's M, on (0, 1]
 
 
 def fit(iterations: int = 60) -> tuple[np.ndarray, np.ndarray, float]:
@@ -80,11 +82,10 @@ def fit_log_cosh(iterations: int = 100) -> tuple[np.ndarray, float]:
     return ell, float(np.abs(error).max())
 
 
-def fit_log1p_small(iterations: int = 100) -> tuple[np.ndarray, float]:
-    t = np.sort(np.concatenate([np.linspace(1e-6, LOG1P_SMALL, 200_000),
-                                np.geomspace(1e-12, LOG1P_SMALL, 20_000)]))
+def fit_log1p(top: float, terms: int, iterations: int = 100) -> tuple[np.ndarray, float]:
+    t = np.sort(np.concatenate([np.linspace(1e-6, top, 200_000), np.geomspace(1e-12, top, 20_000)]))
     f = np.log1p(t)
-    powers = t[:, None] ** np.arange(LOG1P_SMALL_TERMS)
+    powers = t[:, None] ** np.arange(terms)
     weights = np.ones_like(t)
     for _ in range(iterations):
         # the relative error of t + t^2 M(t) is (t^2 M - (f - t)) / f: linear in M
@@ -100,10 +101,12 @@ if __name__ == "__main__":
     p, q, error = fit()
     r, near_error = fit_near_zero()
     ell, log_cosh_error = fit_log_cosh()
-    m, log1p_error = fit_log1p_small()
+    small, small_error = fit_log1p(LOG1P_SMALL, LOG1P_SMALL_TERMS)
+    m, log1p_error = fit_log1p(1.0, LOG1P_TERMS)
     print(f"largest relative error in float64: {error:.2e} (rational), {near_error:.2e} (near "
-          f"zero), {log_cosh_error:.2e} (log cosh), {log1p_error:.2e} (log cosh's log1p)")
+          f"zero), {log_cosh_error:.2e} (log cosh), {small_error:.2e} (log cosh's log1p), "
+          f"{log1p_error:.2e} (log1p)")
     for name, values in (("TANH_P", p), ("TANH_Q", q), ("TANH_NEAR_R", r), ("LOG_COSH_L", ell),
-                         ("LOG1P_SMALL_M", m)):
+                         ("LOG1P_SMALL_M", small), ("LOG1P_M", m)):
         for k, value in enumerate(values):
             print(f"{name}{k} = _f32({float(np.float32(value))!r})")

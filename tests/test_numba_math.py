@@ -114,9 +114,9 @@ def test_log_of_subnormals_zero_inf_and_negatives():
     np.testing.assert_array_equal(_compiled(fast_log)(special), expected)
 
 
-def test_log1p_is_within_three_ulps_on_0_to_1():
+def test_log1p_is_within_one_and_a_half_ulps_on_0_to_1():
     x = np.concatenate([rng.uniform(0, 1, 200_000), np.exp(rng.uniform(-80, 0, 50_000))]).astype(np.float32)
-    assert _ulps(_compiled(fast_log1p)(x), np.log1p(x.astype(np.float64))).max() <= 3.0
+    assert _ulps(_compiled(fast_log1p)(x), np.log1p(x.astype(np.float64))).max() <= 1.5
     assert _compiled(fast_log1p)(np.zeros(1, np.float32))[0] == 0.0
 
 
@@ -145,11 +145,12 @@ def test_exp_normal_is_within_one_ulp_on_its_range():
 
 
 def test_tanh_is_within_a_few_ulps_and_keeps_its_special_values():
-    """The rational fit: within 3 ulp below |x| = 1 (softcap's usual range), 5.5 near
-    saturation; tanh x = x for tiny x (subnormals included), +-1 at +-inf."""
+    """The rational fit: within 3 ulp below |x| = 1 (softcap's usual range), 5.75 near
+    saturation (5.73 at |x| = 7.392191, the most over every float32 from 1/16 to 10);
+    tanh x = x for tiny x (subnormals included), +-1 at +-inf."""
     small = np.concatenate([rng.uniform(-1, 1, 200_000), np.exp(rng.uniform(-87, 0, 50_000))])
-    large = rng.uniform(-12, 12, 200_000)
-    for x, bound in ((small, 3.0), (large, 5.5)):
+    large = np.concatenate([rng.uniform(-12, 12, 200_000), [7.392191, -7.392191]])
+    for x, bound in ((small, 3.0), (large, 5.75)):
         x = x.astype(np.float32)
         assert _ulps(_compiled(fast_tanh)(x), np.tanh(x.astype(np.float64))).max() <= bound
     np.testing.assert_array_equal(_compiled(fast_tanh)(SUBNORMALS), SUBNORMALS)
