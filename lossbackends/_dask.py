@@ -122,8 +122,9 @@ def _check_options(loss, p, y_dtype, y_small_shape, options, kept_axis: int,
                    y_shape: tuple):
     """Run the loss's own checks on tiny stand-ins (the arrays' dtypes; the kept axis at
     full length, every other axis of length 1 or 0), so that bad options raise now, not at
-    compute time. A message that names a stand-in's shape names the array's
-    (``y_shape``, y_pred's)."""
+    compute time. A message that names a stand-in's shape as y_true's, y_pred's or the
+    logits' names the array's (``y_shape``, y_pred's): only after those words, so that
+    the shape of another argument (a weight of shape (1,)) is never renamed."""
     small = tuple(d if i == kept_axis else min(d, 1) for i, d in enumerate(p.shape))
     options = dict(options)
     weight = options.get("weight")
@@ -134,9 +135,12 @@ def _check_options(loss, p, y_dtype, y_small_shape, options, kept_axis: int,
         loss._prepare(np, np.zeros(y_small, y_dtype), np.zeros(small, p.dtype), **options)
     except (TypeError, ValueError) as exc:
         message = str(exc)
-        # y_pred's first: y_true's stand-in may be a prefix of it, "(1, 1" of "(1, 1, 3)"
-        for stand_in, shape in ((small, tuple(p.shape)), (y_small, tuple(y_shape))):
-            message = message.replace(str(stand_in), str(shape))
+        for words, stand_in, shape in (("y_true of shape ", y_small, y_shape),
+                                       ("y_true has shape ", y_small, y_shape),
+                                       ("y_pred has shape ", small, p.shape),
+                                       ("the logits ", small, p.shape),
+                                       ("logits of shape ", small, p.shape)):
+            message = message.replace(f"{words}{tuple(stand_in)}", f"{words}{tuple(shape)}")
         if message == str(exc):
             raise
         try:

@@ -149,6 +149,8 @@ def prepare_bce_with_logits(xp, y_true, y_pred, *, weight=None, pos_weight=None)
     p = prep.p
     if pos_weight is not None:
         same_device("pos_weight", pos_weight, p)
+        if xp is np:  # (on a GPU it is not checked: that would wait for the GPU)
+            _check_pos_weight(pos_weight, p.dtype)
         pw = as_values(xp, pos_weight, p.dtype, "pos_weight")
         last = p.shape[-1] if p.ndim else 1
         if pw.ndim > 1 or pw.size not in (1, last):
@@ -156,15 +158,27 @@ def prepare_bce_with_logits(xp, y_true, y_pred, *, weight=None, pos_weight=None)
                 f"pos_weight has shape {pw.shape}; it broadcasts on the last axis, so pass a "
                 f"scalar or a vector of length {last} (y_pred's last dimension)"
             )
-        # a ratio of negatives to positives; on a GPU it is not checked (a synchronisation)
-        valid = (pw >= 0.0) & np.isfinite(pw) if xp is np else None
-        if valid is not None and not valid.all():
-            bad = pw.reshape(-1)[~valid.reshape(-1)][0]
-            raise ValueError("binary_cross_entropy_with_logits: pos_weight must be finite and "
-                             f">= 0 (the weight of a positive label); got {bad}")
         pw = pw.reshape(-1)  # a writeable array either way (see prepare_elementwise)
         pos_weight = pw if pw.size == last else xp.broadcast_to(pw, (last,)).copy()
     return prep._replace(params=(pos_weight,))
+
+
+def _check_pos_weight(pos_weight, dtype: np.dtype) -> None:
+    """A host pos_weight: finite and >= 0 (a ratio of negatives to positives), and within
+    y_pred's dtype (it is cast there)."""
+    values = np.asarray(pos_weight)
+    if values.dtype.kind not in "biuf":
+        return  # (as_values names the dtype)
+    values = values.astype(np.float64).reshape(-1)
+    bad = values[~((values >= 0.0) & np.isfinite(values))]
+    if bad.size:
+        raise ValueError("binary_cross_entropy_with_logits: pos_weight must be finite and >= 0 "
+                         f"(the weight of a positive label); got {float(bad[0])!r}")
+    largest = float(np.finfo(dtype).max)
+    if values.size and values.max() > largest:
+        raise ValueError(f"binary_cross_entropy_with_logits: pos_weight = {float(values.max())!r} is "
+                         f"beyond the largest {np.dtype(dtype)} (y_pred's dtype, where it is "
+                         f"cast); pass smaller weights, or y_pred in a wider dtype")
 
 
 def prepare_hinge(xp, y_true, y_pred, *, weight=None, margin=1.0):
@@ -220,17 +234,19 @@ def int_option(loss: str, name: str, value) -> int:
 
 
 def normal_option(prefix: str, name: str, value: float, dtype: np.dtype, what: str, *,
-                  zero: bool = False) -> float:
-    """``value`` (finite, >= 0), unless it is outside the normal numbers of the computing
-    dtype (float32's for float16 ``dtype``): the kernels divide by it, or multiply by its
-    reciprocal, which must be finite (and exact to its rounding). 0 passes with ``zero``.
-    ``prefix`` starts the message, ``what`` names the inputs (``logits``, ``inputs``)."""
+                  zero: bool = False, above: bool = False) -> float:
+    """``value`` (>= 0), unless it is outside the normal numbers of the computing dtype
+    (float32's for float16 ``dtype``): the kernels divide by it, or multiply by its
+    reciprocal, which must be finite (and exact to its rounding). 0 passes with ``zero``,
+    anything above the largest (inf included) with ``above``. ``prefix`` starts the
+    message, ``what`` names the inputs (``logits``, ``inputs``)."""
     computing = np.dtype(np.float32) if dtype == np.float16 else np.dtype(dtype)
     info = np.finfo(computing)
     tiny, largest = float(info.tiny), float(info.max)
-    if not (tiny <= value <= largest or (zero and value == 0.0)):
+    if not (tiny <= value <= largest or (zero and value == 0.0) or (above and value > largest)):
+        bounds = f"at least {tiny!r}" if above else f"within [{tiny!r}, {largest!r}]"
         raise ValueError(
-            f"{prefix}{name} must be {'0 or ' if zero else ''}within [{tiny!r}, {largest!r}] "
+            f"{prefix}{name} must be {'0 or ' if zero else ''}{bounds} "
             f"(the normal {computing} numbers) for {np.dtype(dtype)} {what}; got {value!r}")
     return value
 
@@ -249,11 +265,11 @@ prepare_soft_margin = prepare_elementwise
 
 def prepare_huber(xp, y_true, y_pred, *, weight=None, delta=1.0):
     prep = prepare_elementwise(xp, y_true, y_pred, weight=weight)
-    # torch.nn.functional.huber_loss requires delta > 0 too; one that rounds to 0 (or a
-    # subnormal) in the inputs' dtype would make every loss and gradient 0
+    # torch.nn.functional.huber_loss requires delta > 0 too (inf: half the squared error);
+    # one that rounds to 0 or a subnormal in the inputs' dtype would zero every loss
     delta = real_option("huber", "delta", delta, 0.0, _INF, low_open=True)
     return prep._replace(params=(normal_option("huber: ", "delta", delta, prep.p.dtype,
-                                               "inputs"),))
+                                               "inputs", above=True),))
 
 
 def prepare_smooth_l1(xp, y_true, y_pred, *, weight=None, beta=1.0):

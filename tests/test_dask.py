@@ -161,6 +161,11 @@ def test_errors_at_call_time():
         lb.cross_entropy(t.astype(float), x.rechunk({1: -1}))
     with pytest.raises(TypeError, match=r"y_true of shape \(10,\) holds class indices"):
         lb.multiclass_hinge(t.astype(float), x.rechunk({1: -1}))
+    # ... and only those: another argument's shape stays its own, even where it is a
+    # stand-in's
+    with pytest.raises(ValueError, match=r"class_weight has shape \(1,\); pass one weight per "
+                       r"class, shape \(6,\)"):
+        lb.cross_entropy(t, x.rechunk({1: -1}), class_weight=np.ones(1))
     with pytest.raises(ValueError, match="does not broadcast"):
         lb.mse(x, x, weight=np.ones(4))
     with pytest.raises(ValueError, match="eps must be in"):

@@ -440,13 +440,13 @@ def test_options_through_the_parallel_kernel(backend, loss, options):
     ("sigmoid_focal", {"alpha": -1}, ValueError, r"or None for no balancing \(torchvision's alpha=-1\)"),
     ("sigmoid_focal", {"gamma": -1.0}, ValueError, r"gamma must be in \[0, inf\)"),
     ("sigmoid_focal", {"gamma": float("inf")}, ValueError, r"gamma must be in \[0, inf\); got inf"),
-    ("huber", {"delta": 1e-310}, ValueError, r"huber: delta must be within \[.*\(the normal "
-     r"float64 numbers\) for float64 inputs; got 1e-310"),
+    ("huber", {"delta": 1e-310}, ValueError, r"huber: delta must be at least "
+     r"2\.2250738585072014e-308 \(the normal float64 numbers\) for float64 inputs; got 1e-310"),
     ("binary_cross_entropy_with_logits", {"pos_weight": -1.0}, ValueError,
      r"pos_weight must be finite and >= 0 \(the weight of a positive label\); got -1.0"),
     ("binary_cross_entropy_with_logits", {"pos_weight": [1.0, float("nan")]}, ValueError,
      "pos_weight must be finite and >= 0.*; got nan"),
-    ("huber", {"delta": float("inf")}, ValueError, r"huber: delta must be within"),
+    ("binary_cross_entropy_with_logits", {"pos_weight": 1e309}, ValueError, "got inf"),
     ("poisson_nll", {"log_input": "yes"}, TypeError, "log_input must be True or False"),
     ("poisson_nll", {"full": 1}, TypeError, "full must be True or False"),
     ("poisson_nll", {"eps": -1e-8}, ValueError, r"eps must be in \[0, inf\)"),
@@ -459,6 +459,17 @@ def test_options_through_the_parallel_kernel(backend, loss, options):
 def test_bad_options_name_the_fix(loss, options, error, message):
     with pytest.raises(error, match=message):
         getattr(lb, loss)([0.0, 1.0], [0.5, 0.5], backend="numpy", **options)
+
+
+def test_huber_with_an_infinite_delta_is_half_the_squared_error(backend):
+    """delta = inf (or beyond the dtype's largest), as torch's huber_loss takes it: the
+    quadratic zone everywhere."""
+    for delta in (float("inf"), 1e39):
+        y, p = np.zeros(3, np.float32), np.array([1.0, -2.0, 1e20], np.float32)
+        value, grad = lb.huber.value_and_grad(on(backend, y), on(backend, p), delta=delta,
+                                              reduction="none", backend=backend)
+        np.testing.assert_array_equal(host(value), np.array([0.5, 2.0, np.inf], np.float32))
+        np.testing.assert_array_equal(host(grad), p)
 
 
 def test_smooth_l1_at_beta_0_and_the_smallest_normal_beta(backend):
