@@ -160,11 +160,9 @@ class _Torch(Foreign):
         device = x.device
         if device.type == "cuda":
             return CUDA, device.index
-        if device.type in ("meta", "mps", "xpu", "hpu", "xla", "privateuseone"):
-            raise TypeError(  # (torch's own DLPack error would not say what to do)
-                f"torch tensor on device {device.type!r}: lossbackends computes on the CPU and "
-                "on CUDA GPUs; move it with .cpu() or .cuda() first")
-        return super().device(x)
+        raise TypeError(  # (torch's own DLPack error would not say what to do)
+            f"torch tensor on device {device.type!r}: lossbackends computes on the CPU and on "
+            "CUDA GPUs; move it with .cpu() or .cuda() first")
 
     def is_bfloat16(self, x) -> bool:
         return x.dtype is self.module.bfloat16

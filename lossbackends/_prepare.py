@@ -8,6 +8,7 @@ again. ``Loss`` (``_loss.py``) calls it; ``losses.py`` pairs each with its ``Los
 
 from __future__ import annotations
 
+import contextvars
 import numbers
 import operator
 import sys
@@ -149,7 +150,7 @@ def prepare_bce_with_logits(xp, y_true, y_pred, *, weight=None, pos_weight=None)
     p = prep.p
     if pos_weight is not None:
         same_device("pos_weight", pos_weight, p)
-        if xp is np:  # (on a GPU it is not checked: that would wait for the GPU)
+        if xp is np and CHECK_VALUES.get():  # (not on a GPU: that would wait for it)
             _check_pos_weight(pos_weight, p.dtype)
         pw = as_values(xp, pos_weight, p.dtype, "pos_weight")
         last = p.shape[-1] if p.ndim else 1
@@ -161,6 +162,13 @@ def prepare_bce_with_logits(xp, y_true, y_pred, *, weight=None, pos_weight=None)
         pw = pw.reshape(-1)  # a writeable array either way (see prepare_elementwise)
         pos_weight = pw if pw.size == last else xp.broadcast_to(pw, (last,)).copy()
     return prep._replace(params=(pos_weight,))
+
+
+# Whether the values of array options are checked (pos_weight's): off inside
+# lossbackends.jax's callbacks, where an exception is undefined (a traced bad value then
+# gives what the formula gives, NaN for an infinite one, as a bad label gives a NaN row)
+CHECK_VALUES: contextvars.ContextVar[bool] = contextvars.ContextVar(
+    "lossbackends_check_values", default=True)
 
 
 def _check_pos_weight(pos_weight, dtype: np.dtype) -> None:

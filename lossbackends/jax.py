@@ -52,6 +52,7 @@ from jax._src.interpreters import ad as _ad  # the tracer types only (no public 
 
 from . import losses as _losses
 from ._loss import REDUCTIONS, Loss
+from ._prepare import CHECK_VALUES
 
 # the array options of each loss (traced); every other option is static (a Python number)
 _ARRAY_OPTIONS = {name: ("weight",) for name in _losses.LOSSES}
@@ -123,11 +124,16 @@ def _function(name: str, reduction: str, static: tuple, number_names: tuple,
             operands = operands[1:]
         y, p = np.asarray(y), np.asarray(p)
         arrays = dict(zip(array_names, map(np.asarray, operands), strict=True))
-        if want_grad:
-            value, grad = loss.value_and_grad(y, p, reduction=reduction, backend=None,
-                                              **options, **arrays)
-        else:
-            value, grad = loss(y, p, reduction=reduction, backend=None, **options, **arrays), None
+        unchecked = CHECK_VALUES.set(False)  # (no exception inside a callback: see there)
+        try:
+            if want_grad:
+                value, grad = loss.value_and_grad(y, p, reduction=reduction, backend=None,
+                                                  **options, **arrays)
+            else:
+                value = loss(y, p, reduction=reduction, backend=None, **options, **arrays)
+                grad = None
+        finally:
+            CHECK_VALUES.reset(unchecked)
         value = np.asarray(value)
         return (value, grad) if want_grad else value
 

@@ -22,7 +22,9 @@ computed. Mixed dtypes follow torch, loss by loss: promoted as ``torch.result_ty
 (the input is cast and its gradient cast back, as torch does), or computed in ``input``'s
 dtype (``huber_loss``, ``soft_margin_loss``), or refused (``binary_cross_entropy``).
 Under ``torch.autocast`` every loss runs in float32, as autocast's fp32 policy runs
-torch's losses: floating tensors other than float64 are cast (their gradients cast back).
+torch's losses: floating tensors other than float64 are cast (their gradients cast back);
+``binary_cross_entropy`` too, which torch refuses under autocast; not with
+``inplace_backward=True`` (below).
 Under ``torch.compile`` a float option that Dynamo makes symbolic (a new ``delta`` or
 ``label_smoothing`` value, ``dynamic=True``) is specialised: a guard on its value, one
 recompile per value, as torch does for a Python float by default.
@@ -55,8 +57,9 @@ taken (``input.requires_grad`` outside ``torch.no_grad()``; otherwise the value 
 ``input`` untouched). Eager mode only: under ``torch.compile`` or torch.func
 (``vmap`` included, whose wrapper hides ``requires_grad``: there it raises when the
 wrapped ``input`` requires grad; under ``torch.compile`` of ``vmap`` whenever grad mode is
-on) it raises ``RuntimeError``. Under ``torch.autocast`` it needs a float32 ``input`` (the
-loss runs in float32 there): a lower-precision one is a ``ValueError``. Only for an
+on) it raises ``RuntimeError``. Under ``torch.autocast`` the gradient goes into ``input``'s
+own dtype (a float32 copy would cost the memory the option saves), computed in float32
+inside the kernels; the loss has that dtype too. Only for an
 ``input`` that nothing else reads afterwards, e.g. the logits straight out of a linear
 layer: any other use of ``input`` would see the gradient.
 Autograd keeps that memory as a saved tensor: freed by ``backward()`` (kept by
@@ -70,6 +73,8 @@ import inspect
 import warnings
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Optional
+
+import numpy as np
 
 try:
     import torch
@@ -126,6 +131,26 @@ def _our_options(entry: _Entry, ndim: int, t1, t2, floats, ints) -> dict:
     if axis is not None:
         options["axis"] = axis
     return options
+
+
+def _check_on_meta(name: str, entry: _Entry, input: Tensor, target: Tensor, tensors: list,
+                   floats: list, ints: list) -> None:
+    """The plain API's argument checks (shapes, dtypes) for tensors on the ``meta``
+    device, which hold no data: on NumPy stand-ins of their shapes and dtypes (zero-strided,
+    no memory), so that a bad call raises there as on the CPU and as torch's losses do."""
+    others = {t.device.type for t in (target, *tensors) if isinstance(t, Tensor)} - {"meta"}
+    if others:
+        raise ValueError(f"{name}: input is on the meta device but other tensors are on "
+                         f"{sorted(others)}; put them all on one device")
+
+    def stand_in(t):
+        if t is None:
+            return None
+        dtype = torch.float32 if t.dtype in (torch.bfloat16, torch.float16) else t.dtype
+        return np.broadcast_to(np.zeros((), torch.empty((), dtype=dtype).numpy().dtype), t.shape)
+
+    options = _our_options(entry, input.ndim, *map(stand_in, tensors), floats, ints)
+    _in_torch_terms(name, entry.loss._prepare, np, stand_in(target), stand_in(input), **options)
 
 
 def _compute(loss, input, target, t1, t2, floats, ints, reduction):
@@ -373,8 +398,9 @@ def _requires_grad_under_vmap(input: Tensor) -> bool:
 
 def _apply(name: str, entry: _Entry, input: Tensor, target: Tensor, options: dict) -> Tensor:
     # in place only when a gradient is taken: otherwise the value alone, input untouched
+    # (on the meta device there is no memory to write: the op's fake implementation)
     inplace = (options["inplace_backward"] and isinstance(input, Tensor) and input.requires_grad
-               and torch.is_grad_enabled())
+               and torch.is_grad_enabled() and not input.is_meta)
     if options["inplace_backward"] and isinstance(input, Tensor) and torch.is_grad_enabled():
         if _is_compiling():  # (there vmap's wrapper shows, not what it wraps: refused)
             refuse = inplace or _C._functorch.is_batchedtensor(input)
@@ -410,13 +436,9 @@ def _apply(name: str, entry: _Entry, input: Tensor, target: Tensor, options: dic
     # numbers where tensors go (weight=2.0, pos_weight=3.0): tensors of input's dtype
     tensors = [torch.as_tensor(t, dtype=input.dtype, device=input.device)
                if t is not None and not isinstance(t, Tensor) else t for t in tensors]
-    if _autocast(input):
-        if inplace and input.dtype != _autocast_cast(input).dtype:
-            raise ValueError(
-                f"inplace_backward=True under torch.autocast needs a float32 input: the loss "
-                f"runs in float32 there (autocast's policy for losses), so its gradient cannot "
-                f"be written into the {input.dtype} input; drop inplace_backward, or pass "
-                f"input.float() (a float32 copy that takes the gradient)")
+    # (in place, the gradient goes into input's own dtype: no float32 copy, whose memory
+    # the option exists to save; the kernels compute a bfloat16/float16 input in float32)
+    if _autocast(input) and not inplace:
         input, target = _autocast_cast(input), _autocast_cast(target)
         tensors = [_autocast_cast(t) for t in tensors]
     weight = tensors[0] if tensors else None
@@ -446,6 +468,8 @@ def _apply(name: str, entry: _Entry, input: Tensor, target: Tensor, options: dic
     weighted_mean = entry.mean_by_weight and reduction == "mean" and weight is not None
     call_reduction = "sum" if weighted_mean else reduction
     args = (name, input, target, *tensors, floats, ints, call_reduction)
+    if input.is_meta:
+        _check_on_meta(name, entry, input, target, tensors, floats, ints)
     if inplace:
         if not input.is_contiguous():
             raise ValueError("inplace_backward=True needs a contiguous input (see .contiguous())")

@@ -140,6 +140,19 @@ def test_vmap_keeps_examples_apart():
     np.testing.assert_allclose(grads, expected, rtol=2e-5, atol=1e-7)
 
 
+def test_bad_pos_weight_inside_jit_is_not_an_exception():
+    """pos_weight's values are checked outside a trace (ValueError) but not inside the
+    callback, where an exception is undefined: an infinite one gives NaN there."""
+    y, x = jnp.array([0.0, 1.0]), jnp.array([1.0, 2.0])
+    loss = jax.jit(lambda x, pw: lbj.binary_cross_entropy_with_logits(y, x, pos_weight=pw))
+    assert np.isnan(loss(x, jnp.array(np.inf)))
+    plain = LOSSES["binary_cross_entropy_with_logits"]
+    np.testing.assert_allclose(loss(x, jnp.array(2.0)),
+                               plain(np.asarray(y), np.asarray(x), pos_weight=2.0), rtol=1e-6)
+    with pytest.raises(ValueError, match="pos_weight must be finite and >= 0"):
+        lbj.binary_cross_entropy_with_logits(y, x, pos_weight=jnp.array(np.inf))
+
+
 def test_bad_label_gives_nan_rows_inside_jit():
     x = jnp.asarray(np.random.default_rng(4).normal(size=(3, 4)), jnp.float32)
     t = jnp.array([1, 9, 2])
