@@ -115,6 +115,11 @@ class Foreign:
         """Write the float32 pass's gradient ``a`` into the bfloat16 ``out``."""
         out[...] = self.finish_bfloat16(a, out)
 
+    def is_lazy(self, x) -> bool:
+        """Whether ``x``'s values are its memory's only through a lazy flag (torch's
+        negated or conjugated views): reading it takes a copy, so it cannot be ``out``."""
+        return False
+
     def stream(self, x, device: tuple[str, int]):
         """The context the GPU work runs in: the array's device (its library's stream
         where the library has one, see ``_Torch``)."""
@@ -169,6 +174,9 @@ class _Torch(Foreign):
 
     def to_float32(self, x):
         return x.detach().float()
+
+    def is_lazy(self, x) -> bool:
+        return x.is_neg() or x.is_conj()
 
     def to_native(self, x, device: str):
         # a tensor that requires grad is read, never recorded; a lazily negated or
@@ -357,6 +365,13 @@ def run_foreign(run: Callable, y_true, y_pred, options: dict, out, want_grad: bo
             raise ValueError(
                 f"out must be a {lead.name} array like y_pred (got "
                 f"{type(out).__module__}.{type(out).__qualname__})"
+            )
+        if lead is not None and lead.is_lazy(out):
+            raise ValueError(
+                "out is a lazily negated or conjugated torch view (such as .conj().imag): its "
+                "memory does not hold its values, and a gradient written there would go into "
+                "a copy; pass a tensor of its own (torch.empty_like(y_pred)), or "
+                "out.resolve_neg() and use that tensor"
             )
         if getattr(out, "requires_grad", False):
             raise ValueError(

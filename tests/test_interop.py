@@ -362,6 +362,12 @@ def test_review_fixes_out_requiring_grad_negated_views_and_jax_tracers():
         lb.cross_entropy.grad(torch.tensor([0, 1, 2, 0, 1]), h, out=h)
     q = torch.randn(3, dtype=torch.complex64).conj().imag  # a lazily negated view
     assert torch.allclose(lb.mse(torch.zeros(3), q), (q ** 2).mean())
+    # as out= (or in place) such a view would get the gradient in a copy, the tensor itself
+    # left as it was: refused, torch's .numpy() refuses it too
+    for out in (q, torch.empty(3)._neg_view(), torch.randn(3, dtype=torch.complex64).conj()):
+        y_pred = q if out is q else torch.randn(3, dtype=out.dtype)
+        with pytest.raises(ValueError, match="lazily negated or conjugated"):
+            lb.mse.grad(torch.zeros(3, dtype=out.dtype), y_pred, out=out)
     jax = pytest.importorskip("jax")
     with pytest.raises(TypeError, match="lossbackends.jax"):
         jax.jit(lambda p: lb.mse(jax.numpy.zeros(3), p))(jax.numpy.ones(3))
