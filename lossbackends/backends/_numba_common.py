@@ -84,6 +84,29 @@ def _sum(values):
 _sum = _jit(_sum, "_sum", reassociate=True)
 
 
+@inline
+def add_compensated(total, error, value):
+    """``(total + value, error)``, Neumaier's compensated sum: ``error`` gathers what each
+    addition rounded away, so that a sum of rows one after another (cross-entropy's losses,
+    its weighted denominator) keeps float64's accuracy however many rows a chunk has,
+    where the plain running sum lost 1e-13 to 1e-11 relative over 2e6 rows. The kernels
+    compile without reassociation, which would cancel it. ``compensated(total, error)``
+    gives the sum."""
+    added = total + value
+    if abs(total) >= abs(value):
+        error += (total - added) + value
+    else:
+        error += (value - added) + total
+    return added, error
+
+
+@inline
+def compensated(total, error):
+    """The sum of ``add_compensated``: an infinite or NaN total as it is (its error is then
+    NaN: inf - inf)."""
+    return total + error if np.isfinite(total) else total
+
+
 def _in_order(partials) -> float:
     """sum(partials) from first to last: the chunks' partial sums in a fixed order, as a
     kernel adds them over its chunks, so that the result does not depend on which thread

@@ -15,7 +15,9 @@ from ._numba_common import (
     CHUNKS,
     _jit,
     _written_over,
+    add_compensated,
     array_type,
+    compensated,
 )
 from ._numba_math import ZERO, maximum
 from ._numba_rows import _BOOL, _INT, _NONE, _REAL, _ROW_LOSSES, _launch
@@ -45,7 +47,7 @@ def _multiclass_hinge_kernel(x, labels, weight, margin, mean, given_denominator,
     result = 0.0
     chunk = claim(shared, -1)
     while chunk < chunks:
-        total = 0.0
+        total, total_error = 0.0, 0.0  # a compensated sum (add_compensated)
         for r in range(chunk * size, min(rows, chunk * size + size)):
             xr = x[r]
             label = labels[r]
@@ -67,7 +69,7 @@ def _multiclass_hinge_kernel(x, labels, weight, margin, mean, given_denominator,
             w = weight[r] if weighted else 1.0
             # a weight of 0 costs nothing, even against an infinite slack (0 inf = 0)
             loss = ZERO if w == 0.0 and abs(loss) == INF32 else loss * w
-            total += loss
+            total, total_error = add_compensated(total, total_error, loss)
             if row_losses is not None:
                 row_losses[r] = loss
             if grad is None:
@@ -93,7 +95,7 @@ def _multiclass_hinge_kernel(x, labels, weight, margin, mean, given_denominator,
                 g[label] = -d
             else:
                 g[:] = NAN32 if nan else ZERO
-        result = record(shared, chunk, total, result)
+        result = record(shared, chunk, compensated(total, total_error), result)
         chunk = claim(shared, chunk)
     return result, -1, row_scale
 

@@ -28,7 +28,9 @@ from ._numba_common import (
     _jit,
     _sum,
     _written_over,
+    add_compensated,
     array_type,
+    compensated,
 )
 from ._numba_math import (
     EXP32_LOW,
@@ -154,16 +156,19 @@ def _cross_entropy_kernel(x, soft, labels, probs, weighted, class_weight, ignore
     denominator = float(rows)
     kept_rows = rows
     if not soft:
-        denominator = 0.0
         kept_rows = 0
+        weight_sum, weight_error = 0.0, 0.0  # the kept rows' class weights
         for r in range(rows):
             label = labels[r]
             if label == ignore_index:
                 continue
             if label < 0 or label >= classes:
                 return 0.0, r, 1.0
-            denominator += class_weight[label] if weighted else 1.0
+            if weighted:
+                weight_sum, weight_error = add_compensated(weight_sum, weight_error,
+                                                           float(class_weight[label]))
             kept_rows += 1
+        denominator = compensated(weight_sum, weight_error) if weighted else float(kept_rows)
     # the z-loss's "mean" divides by the kept rows' count (Liger-Kernel's rule), not by
     # their summed class weights: per row, a multiple of the cross-entropy's denominator
     z_coef = z_loss
@@ -198,7 +203,7 @@ def _cross_entropy_kernel(x, soft, labels, probs, weighted, class_weight, ignore
     result = 0.0
     chunk = claim(shared, -1)
     while chunk < chunks:
-        total = 0.0
+        total, total_error = 0.0, 0.0  # a compensated sum (add_compensated)
         for r in range(chunk * size, min(rows, chunk * size + size)):
             xr = x[r]
             label = -1
@@ -287,7 +292,7 @@ def _cross_entropy_kernel(x, soft, labels, probs, weighted, class_weight, ignore
                 lse = top + np.log(sum_exp)
                 loss += z_coef * lse * lse
                 grad_coef += 2.0 * z_coef * lse  # d/dx_c z lse^2 = 2 z lse softmax_c
-            total += loss
+            total, total_error = add_compensated(total, total_error, loss)
             if row_losses is not None:
                 row_losses[r] = loss
             if hess is not None:
@@ -349,7 +354,7 @@ def _cross_entropy_kernel(x, soft, labels, probs, weighted, class_weight, ignore
                 for c in range(classes):
                     t = capped_row[c] * inv_cap
                     g[c] = g[c] * (ONE - t * t)
-        result = record(shared, chunk, total, result)
+        result = record(shared, chunk, compensated(total, total_error), result)
         chunk = claim(shared, chunk)
     return result, -1, grad_scale
 
@@ -421,7 +426,7 @@ def _cross_entropy_few_classes_kernel(x, labels, ignore_index, mean, given_denom
     result = 0.0
     chunk = claim(shared, -1)
     while chunk < chunks:
-        total = 0.0
+        total, total_error = 0.0, 0.0  # a compensated sum (add_compensated)
         chunk_stop = min(rows, chunk * size + size)
         for first in range(chunk * size, chunk_stop, block_rows):
             count = min(block_rows, chunk_stop - first)
@@ -473,7 +478,7 @@ def _cross_entropy_few_classes_kernel(x, labels, ignore_index, mean, given_denom
                         row_losses[first + r] = 0.0
                     continue
                 loss = np.log(sum_exp) - label_z[r]
-                total += loss
+                total, total_error = add_compensated(total, total_error, loss)
                 if want_rows:
                     row_losses[first + r] = loss
             # 4. softmax, its Hessian and the gradient, across the rows
@@ -497,7 +502,7 @@ def _cross_entropy_few_classes_kernel(x, labels, ignore_index, mean, given_denom
                         flat_hess[start + row: start + row + classes] = 0
                 elif want_grad:
                     es[row + label] -= grad_scale
-        result = record(shared, chunk, total, result)
+        result = record(shared, chunk, compensated(total, total_error), result)
         chunk = claim(shared, chunk)
     return result, -1, grad_scale
 
