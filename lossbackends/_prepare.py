@@ -441,6 +441,13 @@ def prepare_cross_entropy(
         xp, y_true, y_pred, axis, "cross_entropy", probabilities=True,
         check_labels=check_labels, ignore_index=ignore_index)
     classes = shape[axis]
+    if ignore_index >= 0 and target.ndim == 2:  # probabilities: no label to ignore
+        # (PyTorch's rule too; a negative one, the default -100, cannot be a class)
+        raise ValueError(
+            f"ignore_index={ignore_index} applies to class indices; y_true holds probabilities "
+            "(the logits' shape), which have no label to ignore: leave ignore_index at its "
+            "default (to leave rows out, take reduction='none' and drop them)"
+        )
     label_smoothing = real_option("cross_entropy", "label_smoothing", label_smoothing, 0.0, 1.0)
     z_loss = real_number("cross_entropy", "z_loss", z_loss)
     if not 0.0 <= z_loss < _INF:

@@ -300,6 +300,17 @@ def test_cross_entropy_ignored_rows(backend):
                                rtol=1e-10)
 
 
+def test_cross_entropy_ignore_index_with_probabilities_is_refused(backend):
+    """PyTorch's rule: probabilities have no label to ignore, so a class ignore_index (>= 0)
+    is a mistake (it was silently unused); a negative one, the default, changes nothing."""
+    x = on(backend, np.random.default_rng(0).normal(size=(4, 3)))
+    q = on(backend, np.full((4, 3), 1 / 3))
+    with pytest.raises(ValueError, match="ignore_index=0 applies to class indices"):
+        lb.cross_entropy(q, x, ignore_index=0, backend=backend)
+    assert float(lb.cross_entropy(q, x, ignore_index=-5, backend=backend)) == float(
+        lb.cross_entropy(q, x, backend=backend))
+
+
 def test_cross_entropy_all_rows_ignored_is_nan(backend):
     x = np.ones((3, 4))
     value, grad = lb.cross_entropy.value_and_grad(on(backend, np.full(3, -100)), on(backend, x),
