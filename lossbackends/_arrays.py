@@ -373,6 +373,11 @@ def run_foreign(run: Callable, y_true, y_pred, options: dict, out, want_grad: bo
                 "a copy; pass a tensor of its own (torch.empty_like(y_pred)), or "
                 "out.resolve_neg() and use that tensor"
             )
+        if not getattr(out, "is_contiguous", lambda: True)():  # (torch's name for it)
+            raise ValueError(
+                "out must be a contiguous tensor, as torch.empty_like(y_pred) gives (a "
+                "non-contiguous one's gradient would need a copy, then a copy back)"
+            )
         if getattr(out, "requires_grad", False):
             raise ValueError(
                 "out requires grad: autograd would not see the gradient written into it (torch "

@@ -117,7 +117,7 @@ def test_out_must_match_y_pred_library():
         lb.mse.grad(y, p, out=np.empty(3, np.float32))
     with pytest.raises(ValueError, match="dtype"):
         lb.mse.grad(y, p, out=torch.empty(3, dtype=torch.float64))
-    with pytest.raises(ValueError, match="C-contiguous"):
+    with pytest.raises(ValueError, match="contiguous tensor, as torch.empty_like"):
         lb.mse.grad(torch.zeros(3, 2), torch.ones(3, 2), out=torch.empty(2, 3).T)
     # a bfloat16 out takes a bfloat16 y_pred's gradient only: any other was computed into a
     # float32 copy of it and lost, the tensor handed back unwritten
