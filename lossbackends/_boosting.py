@@ -131,9 +131,12 @@ HINGE = Convention(labels=_signs)
 # max_delta_step)), max_delta_step (LightGBM's poisson_max_delta_step) 0.7 by default "to
 # safeguard optimization" (regression_obj.cu, regression_objective.hpp): the true Hessian
 # times exp(0.7), half the Newton step. It damps, no more: from margin 0 on load_diabetes
-# (counts 25 to 346) one round overshot to margin 78 undamped, to 39 damped, as
-# count:poisson does; start from log(mean y). For log_input=True only (the margin is the
-# log-rate); log_input=False takes the rate itself, no library's objective.
+# (counts 25 to 346) one round overshot to margin 78 undamped, to 39 damped, as LightGBM's
+# poisson does; start from log(mean y). XGBoost's count:poisson also caps each leaf at 0.7
+# (the tree parameter max_delta_step, which it sets): a custom objective needs
+# max_delta_step=0.7 in the parameters for that (xgboost.py's docstring). For
+# log_input=True only (the margin is the log-rate); log_input=False takes the rate itself,
+# no library's objective.
 POISSON_HESSIAN = math.exp(0.7)
 POISSON = Convention(hess=_poisson_hessian)
 _NO_WEIGHT = {np.dtype(np.float32): np.empty(0, np.float32),

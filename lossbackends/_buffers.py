@@ -123,7 +123,9 @@ def _take(shape, dtype, nbytes):
 
 
 def empty_cache() -> int:
-    """Drop every host gradient buffer lossbackends keeps for reuse; return the bytes it held.
+    """Drop every host gradient buffer lossbackends keeps for reuse; return their bytes,
+    those of gradients you still hold included (they stay valid, freed when you drop them):
+    an upper bound on the memory this call frees.
 
     A call without ``out=`` returns gradients of 1 MiB or more in memory that lossbackends
     keeps (up to 1 GiB by default, environment variable ``LOSSBACKENDS_HOST_CACHE_BYTES``,
@@ -142,6 +144,9 @@ def empty_cache() -> int:
     4194304
     >>> lb.empty_cache()
     0
+    >>> grad = lb.mse.grad(y, p, backend="numpy")
+    >>> lb.empty_cache()  # counted, though grad keeps its memory
+    4194304
     """
     global _held
     with _lock:

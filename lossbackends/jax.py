@@ -11,7 +11,8 @@ Every loss of the plain API, with its names, argument order ``(y_true, y_pred)``
 options (``lossbackends.mse`` ...); the array options (``weight``, ``pos_weight``,
 ``class_weight``) are traced, every other option is static (a Python number, bool or
 None). The derivative is taken with respect to ``y_pred`` only: ``y_true`` and the weights
-are constants (their cotangent is zero).
+are constants (their cotangent is zero: ``jax.grad`` with respect to them returns zeros,
+without an error).
 
 Arguments are checked while tracing, by the plain API's own checks run on stand-ins of the
 arguments' shapes and dtypes (once per signature): a bad shape, dtype or option raises its
@@ -20,7 +21,9 @@ nothing traced is the plain call (a JAX array back): a class index outside ``[0,
 raises ``ValueError`` there, as in ``lossbackends.cross_entropy``. Inside a traced call it
 cannot raise (an exception in a callback is undefined): its row gets a NaN loss and
 gradient, as ``check_labels=False`` gives (an explicit ``check_labels=True`` there raises
-``ValueError`` while tracing). JAX arrays on a GPU raise ``ValueError`` (no silent copy to
+``ValueError`` while tracing). Nor is ``pos_weight`` checked there (finite and >= 0, a
+``ValueError`` in the plain call): a bad value gives what the formula gives, NaN for an
+infinite or NaN one. JAX arrays on a GPU raise ``ValueError`` (no silent copy to
 the host).
 
 >>> import jax, jax.numpy as jnp, lossbackends.jax as lbj

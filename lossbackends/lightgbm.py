@@ -27,11 +27,12 @@ loss                                      (grad, hess) per sample               
 ``squared_hinge``, ``soft_margin``        labels 0/1 become -1/+1
 ========================================  ======================================  ===========
 
-``poisson``'s Hessian is ``exp(x + poisson_max_delta_step)``, 0.7 by default (half the
-Newton step, a safeguard; a start far from the labels still overshoots: set
-``init_score`` to the log of the mean label): ``poisson_nll`` takes that default; its
-Hessian with ``log_input=False`` is its own. ``cross_entropy`` needs two
-classes or more (for one margin per sample, as a two-class ``LGBMClassifier`` gives,
+``poisson``'s Hessian is ``exp(x + poisson_max_delta_step)``, 0.7 by default (about half
+the Newton step): ``poisson_nll`` takes that default; its Hessian with ``log_input=False``
+is its own. ``poisson`` caps no leaf (its ``max_delta_step`` stays 0, unlike XGBoost's
+``count:poisson``), so ours trains its model as it is, and both overshoot from a start far
+from the labels: set ``init_score`` to the log of the mean label. ``cross_entropy`` needs
+two classes or more (for one margin per sample, as a two-class ``LGBMClassifier`` gives,
 ``binary_cross_entropy_with_logits``).
 
 LightGBM's own objectives put no floor under their Hessians, which are never negative
@@ -51,7 +52,8 @@ the tree the value 0: set ``init_score``.)
 
 Labels: those of ``binary_cross_entropy_with_logits`` and ``sigmoid_focal`` must be in
 [0, 1], as ``binary``'s; those of the margin losses 0/1 or -1/+1; class indices whole
-numbers from 0 to C - 1: a ``ValueError`` otherwise (NaN too), naming the first bad label.
+numbers from 0 to C - 1 (or ``cross_entropy``'s ``ignore_index``, a skipped row:
+:doc:`/guide/boosting`): a ``ValueError`` otherwise (NaN too), naming the first bad label.
 ``binary_cross_entropy`` (probabilities) and ``kl_div`` (log-probabilities) make no
 objective, as a booster's scores are neither: a ``ValueError`` names the loss to use.
 

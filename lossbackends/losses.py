@@ -70,8 +70,10 @@ binary_cross_entropy = Loss(
     ``eps=1e-15`` by default (the seed's value). Outside ``[e, 1 - e]`` the gradient and the
     Hessian are those of the unclipped formula at the bound (as PyTorch's and Keras's
     gradients), not the 0 of a clipped function: the Hessian stays positive, what a Newton
-    step needs. Prefer ``binary_cross_entropy_with_logits`` when you have logits: it is
-    exact where this one must clip.
+    step needs. ``y_pred`` outside ``[0, 1]`` is clipped alike, with no error (PyTorch's
+    raises; NaN stays NaN): logits passed here by mistake give a finite loss. Prefer
+    ``binary_cross_entropy_with_logits`` when you have logits: it is exact where this one
+    must clip.
 
     >>> import lossbackends as lb
     >>> print(f"{lb.binary_cross_entropy([0, 1, 1, 0], [0.1, 0.8, 0.9, 0.2]):.6f}")

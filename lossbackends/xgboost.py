@@ -30,11 +30,17 @@ loss                                      (grad, hess) per sample               
 ========================================  ====================================  ====================
 
 ``count:poisson``'s Hessian is ``exp(x + max_delta_step)``, ``max_delta_step`` 0.7 by
-default (half the Newton step, a safeguard; a start far from the labels still overshoots:
-start from the log of the mean label): ``poisson_nll`` takes that default; its Hessian
-with ``log_input=False`` is its own. ``cross_entropy``
-needs two classes or more (for one margin per sample, as a two-class ``XGBClassifier``
-gives, ``binary_cross_entropy_with_logits``).
+default (about half the Newton step): ``poisson_nll`` takes that default; its Hessian with
+``log_input=False`` is its own. ``count:poisson`` also sets the tree parameter
+``max_delta_step`` to 0.7 unless you set it (no other built-in objective does), which caps
+each leaf's value at ±0.7 before ``eta``; a custom objective keeps XGBoost's default, 0
+(no cap). Pass ``max_delta_step=0.7`` (to ``xgboost.train`` or ``XGBRegressor``) to train
+``count:poisson``'s model: without it a start far from the labels overshoots
+(``load_diabetes``, ``max_depth=2``, ``eta=0.3``, 10 rounds from margin log 0.5,
+``count:poisson``'s start for ``base_score=0.5``: margins 26 to 64; with it, 1.41, as
+``count:poisson``'s). From the log of the mean label the cap did not bind there.
+``cross_entropy`` needs two classes or more (for one margin per sample, as a two-class
+``XGBClassifier`` gives, ``binary_cross_entropy_with_logits``).
 
 Hessians are floored at ``1e-16`` (times the weight), XGBoost's own minimum. Losses whose
 Hessian is 0 almost everywhere (``hinge``, ``multiclass_hinge``, ``mae``, ``pinball``)
@@ -48,8 +54,9 @@ misclassified samples: the floor applies there.
 
 Labels: those of ``binary_cross_entropy_with_logits`` and ``sigmoid_focal`` must be in
 [0, 1], as ``binary:logistic``'s; those of the margin losses 0/1 or -1/+1; class indices
-whole numbers from 0 to C - 1: a ``ValueError`` otherwise (NaN too), naming the first bad
-label. ``binary_cross_entropy`` (probabilities) and ``kl_div`` (log-probabilities) make no
+whole numbers from 0 to C - 1 (or ``cross_entropy``'s ``ignore_index``, a skipped row:
+:doc:`/guide/boosting`): a ``ValueError`` otherwise (NaN too), naming the first bad label.
+``binary_cross_entropy`` (probabilities) and ``kl_div`` (log-probabilities) make no
 objective, as a booster's margins are neither: a ``ValueError`` names the loss to use.
 
 Predictions: ``XGBClassifier`` transforms its margins as ``binary:logistic`` (two classes)
