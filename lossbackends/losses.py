@@ -130,9 +130,11 @@ cross_entropy = Loss(
     integer class indices (the logits' shape without ``axis``; ``q`` is then one-hot) or
     probabilities shaped like the logits. ``label_smoothing=ε`` uses
     ``q = (1 - ε) q + ε / C``; ``class_weight`` (length ``C``) gives ``w``; rows whose label is
-    ``ignore_index`` (default -100) have loss 0 and gradient 0. ``reduction="mean"`` divides
-    by the summed weight :math:`w_{y_i}` of the kept rows with class indices (their count
-    without weights) and by the number of rows with probabilities, as PyTorch does.
+    ``ignore_index`` (default -100) have loss 0 and gradient 0 (with probabilities, which
+    have no label to ignore, an ``ignore_index >= 0`` is a ``ValueError``, as in PyTorch).
+    ``reduction="mean"`` divides by the summed weight :math:`w_{y_i}` of the kept rows with
+    class indices (their count without weights) and by the number of rows with
+    probabilities, as PyTorch does.
 
     Two options follow Liger-Kernel, fused in the same pass. ``z_loss=z`` (default 0)
     adds PaLM's auxiliary loss :math:`z\,\mathrm{lse}(x_i)^2` to each kept row, gradient
