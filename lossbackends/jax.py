@@ -10,9 +10,11 @@ backward pass, which multiplies it by the upstream cotangent (a scalar, or one p
 Every loss of the plain API, with its names, argument order ``(y_true, y_pred)`` and
 options (``lossbackends.mse`` ...); the array options (``weight``, ``pos_weight``,
 ``class_weight``) are traced, every other option is static (a Python number, bool or
-None). The derivative is taken with respect to ``y_pred`` only: ``y_true`` and the weights
-are constants (their cotangent is zero: ``jax.grad`` with respect to them returns zeros,
-without an error).
+None). Mixed floating dtypes of ``y_true`` and ``y_pred`` are promoted as JAX promotes
+them (``jnp.promote_types``; ``y_pred``'s gradient in its own dtype), where the plain API
+computes in ``y_pred``'s. The derivative is taken with respect to ``y_pred`` only:
+``y_true`` and the weights are constants (their cotangent is zero: ``jax.grad`` with
+respect to them returns zeros, without an error).
 
 Arguments are checked while tracing, by the plain API's own checks run on stand-ins of the
 arguments' shapes and dtypes (once per signature): a bad shape, dtype or option raises its
@@ -247,6 +249,11 @@ def _make(name: str) -> Callable:
         if not jnp.issubdtype(p.dtype, jnp.floating):
             raise TypeError(f"y_pred has dtype {p.dtype}; pass a floating array (JAX "
                             "differentiates floats only: y_pred.astype(jnp.float32))")
+        if jnp.issubdtype(y.dtype, jnp.floating) and y.dtype != p.dtype:
+            # mixed floating dtypes follow JAX, as jnp would compute the loss: in the
+            # promoted dtype (float64 y_true, float32 y_pred: float64 with jax_enable_x64),
+            # y_pred cast to it and its gradient cast back by JAX's rule for the cast
+            p = p.astype(jnp.promote_types(p.dtype, y.dtype))
         arrays = []
         names = []
         for key in array_names:

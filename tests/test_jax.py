@@ -182,9 +182,13 @@ def test_gpu_arrays_raise(monkeypatch):
 
 def test_bfloat16_and_errors():
     y, p = _inputs("mse", (16,))
-    value, grad = jax.value_and_grad(lambda p: lbj.mse(y, p))(p.astype(jnp.bfloat16))
+    value, grad = jax.value_and_grad(lambda p: lbj.mse(y.astype(jnp.bfloat16), p))(
+        p.astype(jnp.bfloat16))
     assert value.dtype == grad.dtype == jnp.bfloat16
-    np.testing.assert_allclose(grad.astype(jnp.float32), 2 * (p - y) / 16, rtol=2e-2, atol=1e-3)
+    np.testing.assert_allclose(grad.astype(jnp.float32), 2 * (p - y) / 16, rtol=2e-2, atol=1e-2)
+    # float32 labels beside it: float32, as JAX promotes (the gradient bfloat16, as y_pred)
+    value, grad = jax.value_and_grad(lambda p: lbj.mse(y, p))(p.astype(jnp.bfloat16))
+    assert value.dtype == jnp.float32 and grad.dtype == jnp.bfloat16
     # bfloat16 labels and weights beside a float32 y_pred: traced as eagerly (they were
     # refused as not real)
     half_y, weight = y.astype(jnp.bfloat16), jnp.linspace(0.5, 2.0, 16).astype(jnp.bfloat16)
@@ -356,3 +360,26 @@ def test_docstrings_are_jax_s_own():
         doc = getattr(lbj, name).__doc__
         assert doc.startswith(f":obj:`lossbackends.{name}` as a JAX function")
         assert f"lbj.{name}(y, q" in doc and "lb." not in doc
+
+
+def test_mixed_float_dtypes_promote_as_jax_does():
+    """With jax_enable_x64, a float64 y_true and a float32 y_pred compute in float64, as
+    the loss written in jax.numpy does; y_pred's gradient is float32 (JAX's cast back)."""
+    enabled = jax.config.jax_enable_x64
+    jax.config.update("jax_enable_x64", True)
+    try:
+        rng = np.random.default_rng(5)
+        y = jnp.asarray(rng.normal(size=7))  # float64
+        p = jnp.asarray(rng.normal(size=7), jnp.float32)
+
+        def reference(q):
+            return jnp.mean((y - q) ** 2)
+
+        for f in (lambda q: lbj.mse(y, q), jax.jit(lambda q: lbj.mse(y, q))):
+            value, grad = jax.value_and_grad(f)(p)
+            expected_value, expected_grad = jax.value_and_grad(reference)(p)
+            assert value.dtype == jnp.float64 and grad.dtype == jnp.float32
+            np.testing.assert_allclose(value, expected_value, rtol=1e-14)
+            np.testing.assert_allclose(grad, expected_grad, rtol=1e-6)
+    finally:
+        jax.config.update("jax_enable_x64", enabled)
