@@ -238,10 +238,20 @@ def _rows(loss, y_true, p, reduction, backend, options, wants, dtype):
     # "mean": the row count with probabilities; with class indices, a lazy scalar from a
     # pass over the labels
     denominator = labels_denominator = None
-    row_loss = loss.name != "cross_entropy"  # multiclass_hinge: no ignored rows, no weights
-    if row_loss and options.get("weight") is not None:
-        raise ValueError(f"{loss.name} takes no weight= for Dask arrays yet; multiply the "
-                         "per-row losses (reduction='none') by the weights instead")
+    row_loss = loss.name != "cross_entropy"  # multiclass_hinge: no ignored rows
+    # multiclass_hinge's weight= (one per row, the labels' shape, broadcast): cut as the
+    # rows are, each block its own stretch; its mean divides by the row count all the same
+    row_weight = None
+    if options.get("weight") is not None:
+        row_weight = da.asarray(options.pop("weight"))
+        try:
+            row_weight = da.broadcast_to(row_weight, batch_shape)
+        except ValueError:
+            raise ValueError(
+                f"weight has shape {row_weight.shape}, which does not broadcast to the "
+                f"labels' shape {batch_shape} (one weight per row)"
+            ) from None
+        row_weight = row_weight.rechunk(batch_chunks)
     if (reduction == "mean" and not soft and options.get("z_loss")
             and options.get("class_weight") is not None):
         raise ValueError("cross_entropy's z_loss with class_weight and reduction='mean' is not "
@@ -262,6 +272,7 @@ def _rows(loss, y_true, p, reduction, backend, options, wants, dtype):
     pairs = da.blockwise(
         _rows_block, index, y, y_index, p, index,
         *((labels_denominator, "") if labels_denominator is not None else (None, None)),
+        *((row_weight, batch_index) if row_weight is not None else (None, None)),
         *starts, dtype=dtype, meta=_meta(p, dtype), spec=spec, align_arrays=False,
         token=f"lossbackends-{loss.name}",
     )
@@ -293,11 +304,13 @@ def _label_weights_block(labels, *, ignore_index, class_weight):
     return np.full_like(labels, float(total), dtype=np.float64, shape=(1,) * labels.ndim)
 
 
-def _rows_block(t, x, denominator, *starts, spec: _Spec):
+def _rows_block(t, x, denominator, weight, *starts, spec: _Spec):
     from .backends._host import LabelError, label_error
 
     loss = _loss_named(spec.loss)
     options = dict(spec.options, axis=spec.class_axis)
+    if weight is not None:  # (multiclass_hinge's, one per row of the block)
+        options["weight"] = weight
     if denominator is not None:  # found by the pass over the labels
         denominator = float(denominator)
     try:

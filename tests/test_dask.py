@@ -116,6 +116,36 @@ def test_cross_entropy_equals_in_memory(backend, case, reduction):
     _same(value, expected_value, np.float32, exact=reduction == "none")
 
 
+@pytest.mark.parametrize("weight_kind", ["dask", "numpy", "scalar"])
+def test_multiclass_hinge_weights_equal_in_memory(backend, weight_kind):
+    """multiclass_hinge's weight= (one per row) with Dask logits: cut as the rows are (the
+    class axis in the middle here), a Dask weight chunked otherwise rechunked; the gradient,
+    the Hessian and each row's loss have the in-memory call's bits."""
+    backend = host_backend(backend)
+    rng = np.random.default_rng(8)
+    x = rng.normal(0, 2, (9, 6, 14)).astype(np.float32)
+    t = rng.integers(0, 6, (9, 14))
+    w = rng.uniform(0.1, 3, (9, 14)).astype(np.float32)
+    weight = {"dask": da.from_array(w, chunks=(5, 4)), "numpy": w, "scalar": 2.0}[weight_kind]
+    eager_weight = 2.0 if weight_kind == "scalar" else w
+    dt, dx = da.from_array(t, chunks=(4, 5)), da.from_array(x, chunks=(4, 6, 5))
+    for reduction in ("mean", "sum", "none"):
+        value, grad = dask.compute(*lb.multiclass_hinge.value_and_grad(
+            dt, dx, weight=weight, axis=1, reduction=reduction, backend=backend))
+        expected_value, expected_grad = lb.multiclass_hinge.value_and_grad(
+            t, x, weight=eager_weight, axis=1, reduction=reduction, backend=backend)
+        _same(grad, expected_grad, np.float32, exact=True)
+        _same(value, expected_value, np.float32, exact=reduction == "none")
+    grad, hess = dask.compute(*lb.multiclass_hinge.grad_and_hess(dt, dx, weight=weight, axis=1,
+                                                                  backend=backend))
+    expected = lb.multiclass_hinge.grad_and_hess(t, x, weight=eager_weight, axis=1,
+                                                 backend=backend)
+    _same(grad, expected[0], np.float32, exact=True)
+    _same(hess, expected[1], np.float32, exact=True)
+    with pytest.raises(ValueError, match=r"does not broadcast to the labels' shape \(9, 14\)"):
+        lb.multiclass_hinge(dt, dx, weight=np.ones(3), axis=1, backend=backend)
+
+
 def test_every_row_ignored_gives_nan_like_in_memory(backend):
     backend = host_backend(backend)
     x = np.random.default_rng(1).normal(size=(10, 3))
