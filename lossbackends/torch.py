@@ -6,21 +6,23 @@ torch has the loss (``mse_loss``, ``l1_loss``, ``huber_loss``, ``smooth_l1_loss`
 ``binary_cross_entropy_with_logits``, ``cross_entropy``); the rest keep our names in the
 same order (``hinge``, ``squared_hinge``, ``log_cosh``, ``sigmoid_focal``, ``pinball``,
 ``multiclass_hinge``), and every loss has its ``nn.Module`` (``MSELoss``, ``L1Loss``, ...,
-``HingeLoss``, ``SigmoidFocalLoss``, ...). Each is one ``torch.library.custom_op``
-(``lossbackends::value_and_grad``, with a fake implementation, so
-``torch.compile(fullgraph=True)`` traces it): its forward runs the fused ``value_and_grad``
-once, zero-copy on the tensors' memory, and keeps the gradient; backward multiplies that
-gradient by the upstream gradient (a scalar, or one per element / per row for
-``reduction="none"``). The gradient is taken with respect to ``input`` only. Under
-torch.func's transforms (``grad``, ``vjp``, ``jacrev``, ``vmap``) an autograd.Function of
-the same forward and backward runs, ``vmap`` one example at a time; forward-mode and
-second derivatives raise ``RuntimeError``. Eager calls
-on plain tensors run the same forward and backward as a ``torch.autograd.Function``
-(the custom op's dispatch alone costs ~100 µs a call); with no gradient to take
-(``torch.no_grad()``, an ``input`` that does not require grad) the value alone is
-computed. Mixed dtypes follow torch, loss by loss: promoted as ``torch.result_type`` says
-(the input is cast and its gradient cast back, as torch does), or computed in ``input``'s
-dtype (``huber_loss``, ``soft_margin_loss``), or refused (``binary_cross_entropy``).
+``HingeLoss``, ``SigmoidFocalLoss``, ...). Each is one custom operator
+(``lossbackends::value_and_grad``, defined with ``torch.library``, with a fake
+implementation, so ``torch.compile(fullgraph=True)`` traces it): its forward runs the
+fused ``value_and_grad`` once, zero-copy on the tensors' memory, and keeps the gradient;
+backward multiplies that gradient by the upstream gradient (a scalar, or one per element
+/ per row for ``reduction="none"``). The gradient is taken with respect to ``input``
+only. Under torch.func's transforms (``grad``, ``vjp``, ``jacrev``, ``vmap``) an
+autograd.Function of the same forward and backward runs, ``vmap`` one example at a time;
+under ``torch.compile`` the op's own autograd formula and vmap rule do (``fullgraph=True``
+too: per-example gradients by ``vmap(grad(...))``). Forward-mode and second derivatives
+raise ``RuntimeError``. Eager calls on plain tensors run the same forward and backward as
+a ``torch.autograd.Function`` (the custom op's dispatch alone costs ~100 µs a call); with
+no gradient to take (``torch.no_grad()``, an ``input`` that does not require grad) the
+value alone is computed. Mixed dtypes follow torch, loss by loss: promoted as
+``torch.result_type`` says (the input is cast and its gradient cast back, as torch
+does), or computed in ``input``'s dtype (``huber_loss``, ``soft_margin_loss``), or
+refused (``binary_cross_entropy``).
 Under ``torch.autocast`` every loss runs in float32, as autocast's fp32 policy runs
 torch's losses: floating tensors other than float64 are cast (their gradients cast back);
 ``binary_cross_entropy`` too, which torch refuses under autocast; not with
@@ -43,7 +45,8 @@ Differences from ``torch.nn.functional`` (documented per function): ``binary_cro
 clips the probabilities at ``e = max(eps, finfo(dtype).eps)`` (torch clamps each log at
 -100 instead): the same results for ``p`` in ``[e, 1 - e]``. Shapes must match exactly (no
 broadcasting of ``target``). Second derivatives raise ``RuntimeError``: ours in eager mode
-and under torch.func; under ``torch.compile``, torch's. There the backward is
+and under torch.func (compiled too, inside Dynamo's ``TorchRuntimeError``); under
+``torch.compile`` of a plain ``.backward()``, torch's. There the backward is
 AOTAutograd's compiled graph, which traced our autograd formula once, so the formula
 does not run at backward time: a ``.backward()`` through the gradient raises torch's
 "does not currently support double backward", and ``torch.autograd.grad(..., inputs)``
@@ -69,10 +72,11 @@ version check, which saved-tensor hooks such as ``save_on_cpu`` skip).
 
 from __future__ import annotations
 
+import functools
 import inspect
 import warnings
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, Optional
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -84,6 +88,8 @@ except ModuleNotFoundError as exc:
     raise ModuleNotFoundError("lossbackends.torch needs PyTorch: pip install "
                               "'lossbackends[torch]'", name="torch") from exc
 from torch import Tensor
+from torch._functorch.utils import enable_single_level_autograd_function as _single_level
+from torch.autograd.forward_ad import _set_fwd_grad_enabled as _fwd_grad_enabled
 
 from ._loss import REDUCTIONS
 from ._prepare import bool_option as _bool_option
@@ -163,23 +169,39 @@ def _compute(loss, input, target, t1, t2, floats, ints, reduction):
     return value, grad.contiguous()
 
 
-@torch.library.custom_op("lossbackends::value_and_grad", mutates_args=())
-def _value_and_grad(loss: str, input: Tensor, target: Tensor, t1: Optional[Tensor],  # noqa: UP045
-                    t2: Optional[Tensor], floats: list[float], ints: list[int],  # noqa: UP045
-                    reduction: str) -> tuple[Tensor, Tensor]:
-    return _compute(loss, input, target, t1, t2, floats, ints, reduction)
+# Defined with torch.library, not custom_op: custom_op's register_autograd makes an
+# autograd.Function without setup_context, which torch.func's transforms refuse
+# (pytorch#170834), and torch.compile of torch.func.grad or vmap(grad) of a loss runs the
+# op under them; ours is _OpAutograd below.
+_LIB = torch.library.Library("lossbackends", "DEF")
+_LIB.define("value_and_grad(str loss, Tensor input, Tensor target, Tensor? t1, Tensor? t2, "
+            "float[] floats, SymInt[] ints, str reduction) -> (Tensor, Tensor)",
+            tags=(torch.Tag.pt2_compliant_tag,))
+_value_and_grad = torch.ops.lossbackends.value_and_grad.default
+torch.library.register_kernel(_value_and_grad, None, _compute, lib=_LIB)
 
 
-@_value_and_grad.register_fake
+@torch.library.register_fake(_value_and_grad, lib=_LIB)
 def _fake(loss, input, target, t1, t2, floats, ints, reduction):
     entry = _TABLE[loss]
     if reduction != "none":
         shape: tuple = ()
+        if reduction == "mean" and entry.batchmean and _is_compiling():
+            # Dynamo cannot trace warnings.warn (_apply skips it there): warned while
+            # tracing, as torch's kl_div warns when Dynamo runs it on fake tensors
+            _warn_mean(stacklevel=1)
     else:
         axis = _class_axis(entry, input.ndim)
         shape = tuple(input.shape) if axis is None else tuple(
             s for i, s in enumerate(input.shape) if i != axis)
     return input.new_empty(shape), torch.empty_like(input, memory_format=torch.contiguous_format)
+
+
+def _warn_mean(stacklevel: int) -> None:
+    warnings.warn(  # torch's warning, as torch gives it
+        "reduction: 'mean' divides the total loss by both the batch size and the support "
+        "size. 'batchmean' divides only by the batch size, and aligns with the KL div math "
+        "definition.", stacklevel=stacklevel + 1)
 
 
 def _save(ctx, loss: str, input: Tensor, reduction: str, grad: Tensor) -> None:
@@ -207,7 +229,83 @@ def _backward(ctx, upstream, upstream_of_grad):
     return None, _scaled(ctx, grad, upstream), None, None, None, None, None, None
 
 
-_value_and_grad.register_autograd(_backward, setup_context=_setup)
+def _redispatch(keyset, *args):
+    """The op below autograd: its kernel, or its fake implementation."""
+    with _C._AutoDispatchBelowAutograd():
+        return _value_and_grad.redispatch(keyset & _C._after_autograd_keyset, *args)
+
+
+class _OpAutograd(torch.autograd.function._SingleLevelFunction):
+    """The op's autograd formula: a single-level Function, as torch's own fix for custom
+    ops under torch.func has it, recorded by the one level whose autograd runs the op's
+    Autograd kernel (a plain Function there goes to torch.func's custom_function_call,
+    which has no kernel below torch.func's dispatch)."""
+
+    @staticmethod
+    def forward(ctx, keyset, modes, loss, input, target, t1, t2, floats, ints, reduction):
+        # the caller's grad modes, which apply turned off: an outer torch.func level
+        # records the op too, so that differentiating the gradient reaches our backward
+        # there, which raises (off, a second derivative was a silent zero)
+        with torch.set_grad_enabled(modes[0]), _fwd_grad_enabled(modes[1]):
+            value, grad = _redispatch(keyset, loss, input, target, t1, t2, floats, ints,
+                                      reduction)
+        _save(ctx, loss, input, reduction, grad)
+        return value, grad
+
+    @staticmethod
+    def backward(ctx, upstream, upstream_of_grad):
+        return None, None, *_backward(ctx, upstream, upstream_of_grad)
+
+    @staticmethod
+    def jvp(ctx, *tangents):
+        raise RuntimeError(_FORWARD_MODE)
+
+
+def _autograd(keyset, loss, input, target, t1, t2, floats, ints, reduction):
+    args = (loss, input, target, t1, t2, floats, ints, reduction)
+    tensors = (input, target, t1, t2)
+    # a forward-mode tangent shows in no flag of the tensors: under torch.func or inside a
+    # dual level the Function runs, whose jvp raises (the kernel alone drops the tangent:
+    # a zero derivative)
+    if ((torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors))
+            or _C._functorch.peek_interpreter_stack() is not None
+            or torch.autograd.forward_ad._current_level >= 0):
+        # (Dynamo shows torch.func.grad's tensors as not requiring grad: _apply's check
+        # let a target that needs a gradient through)
+        _refuse_grad(loss, zip(("target", *_TABLE[loss].tensors), tensors[1:], strict=False))
+        with _single_level():
+            return _OpAutograd.apply(keyset, (torch.is_grad_enabled(), _C._is_fwd_grad_enabled()),
+                                     *args)
+    return _redispatch(keyset, *args)
+
+
+_LIB.impl("value_and_grad", _autograd, "Autograd", with_keyset=True)
+
+
+def _per_example(apply, info, in_dims, loss, input, *rest):
+    """A vmap rule: ``apply`` (the op, or ``_Func``) once per example, the value and
+    gradient then stacked (the kernels are not torch ops, so no rule can be generated)."""
+    # here the tensors are vmap's own: their requires_grad is the outer autograd's,
+    # which the check in _apply could not see through vmap's wrappers
+    _refuse_grad(loss, zip(("target", *_TABLE[loss].tensors), rest[:3], strict=False))
+    tensors = (input, *rest[:3])
+    dims = in_dims[1:5]
+    if info.batch_size == 0:  # no example to run: empty results of the fake's shapes
+        one = [t if d is None else t.new_empty(t.shape[:d] + t.shape[d + 1:])
+               for t, d in zip(tensors, dims, strict=True)]
+        value, grad = _fake(loss, *one, *rest[3:])
+        return (value.new_empty((0, *value.shape)), grad.new_empty((0, *grad.shape))), (0, 0)
+
+    def example(i):
+        return [t if d is None else t.select(d, i) for t, d in zip(tensors, dims, strict=True)]
+
+    outputs = [apply(loss, *example(i), *rest[3:]) for i in range(info.batch_size)]
+    value, grad = (torch.stack(o) for o in zip(*outputs, strict=True))
+    return (value, grad), (0, 0)
+
+
+torch.library.register_vmap(_value_and_grad, functools.partial(_per_example, _value_and_grad),
+                            lib=_LIB)
 
 # torch.autocast: the loss in float32, as autocast's fp32 policy runs torch's losses (its
 # floating inputs cast, float64 left alone, the gradient cast back by autograd). _apply
@@ -269,24 +367,8 @@ class _Func(torch.autograd.Function):
         raise RuntimeError(_FORWARD_MODE)
 
     @staticmethod
-    def vmap(info, in_dims, loss, input, *rest):
-        # here the tensors are vmap's own: their requires_grad is the outer autograd's,
-        # which the check in _apply could not see through vmap's wrappers
-        _refuse_grad(loss, zip(("target", *_TABLE[loss].tensors), rest[:3], strict=False))
-        tensors = (input, *rest[:3])
-        dims = in_dims[1:5]
-        if info.batch_size == 0:  # no example to run: empty results of the fake's shapes
-            one = [t if d is None else t.new_empty(t.shape[:d] + t.shape[d + 1:])
-                   for t, d in zip(tensors, dims, strict=True)]
-            value, grad = _fake(loss, *one, *rest[3:])
-            return (value.new_empty((0, *value.shape)), grad.new_empty((0, *grad.shape))), (0, 0)
-
-        def example(i):
-            return [t if d is None else t.select(d, i) for t, d in zip(tensors, dims, strict=True)]
-
-        outputs = [_Func.apply(loss, *example(i), *rest[3:]) for i in range(info.batch_size)]
-        value, grad = (torch.stack(o) for o in zip(*outputs, strict=True))
-        return (value, grad), (0, 0)
+    def vmap(info, in_dims, *args):
+        return _per_example(_Func.apply, info, in_dims, *args)
 
 
 class _InPlace(torch.autograd.Function):
@@ -426,11 +508,8 @@ def _apply(name: str, entry: _Entry, input: Tensor, target: Tensor, options: dic
         extra = ", 'batchmean'" if entry.batchmean else ""
         raise ValueError(f"{name}: unknown reduction {reduction!r}; choose one of 'mean', "
                          f"'sum', 'none'{extra}")
-    elif reduction == "mean" and entry.batchmean:
-        warnings.warn(  # torch's warning, as torch gives it
-            "reduction: 'mean' divides the total loss by both the batch size and the support "
-            "size. 'batchmean' divides only by the batch size, and aligns with the KL div math "
-            "definition.", stacklevel=3)
+    elif reduction == "mean" and entry.batchmean and not _is_compiling():
+        _warn_mean(stacklevel=3)  # (under torch.compile, from the op's fake: see there)
     tensors = [options[key] for key in entry.tensors]
     _refuse_grad(name, (("target", target), *zip(entry.tensors, tensors, strict=True)))
     # numbers where tensors go (weight=2.0, pos_weight=3.0): tensors of input's dtype
@@ -482,8 +561,9 @@ def _apply(name: str, entry: _Entry, input: Tensor, target: Tensor, options: dic
         axis = _class_axis(entry, input.ndim) if call_reduction == "none" else None
         value = _ValueOf.apply(gradient, found, axis)
     elif not _eager(input, target, *tensors):
-        # the custom op's generated autograd.Function refuses torch.func's transforms
-        # (torch.compile traces the op; it cannot trace the interpreter stack's peek)
+        # under torch.compile the op (torch.func's transforms included: _OpAutograd), as
+        # Dynamo cannot trace _Func's NumPy forward; eagerly under torch.func, _Func: the
+        # same formula without the op's dispatch
         functorch = not _is_compiling() and _C._functorch.peek_interpreter_stack() is not None
         value = (_Func.apply if functorch else _value_and_grad)(*args)[0]
     elif input.requires_grad and torch.is_grad_enabled():

@@ -696,6 +696,94 @@ def test_torch_func_grad_vjp_and_vmap():
         torch.func.hessian(lambda q: lbt.mse_loss(q, torch.zeros_like(q)))(z)
 
 
+def test_compiled_kl_div_mean_and_huber_as_torch():
+    """fullgraph=True: kl_div's "mean" warned through warnings.warn, which Dynamo cannot
+    trace; under torch.compile the op's fake warns, at trace time (as torch's own kl_div
+    warns when Dynamo runs it on fake tensors). Values and gradients are torch's."""
+    x = torch.randn(6, 4, generator=_gen(31), dtype=D).log_softmax(1)
+    t = torch.randn(6, 4, generator=_gen(32), dtype=D).softmax(1)
+    y = torch.randn(6, 4, generator=_gen(33), dtype=D) * 2
+    for ours, theirs, target, warns in ((lbt.kl_div, F.kl_div, t, True),
+                                        (lbt.huber_loss, F.huber_loss, y, False)):
+        compiled = torch.compile(lambda a, b, f=ours: f(a, b), fullgraph=True,
+                                 backend="aot_eager")
+        got, want = x.clone().requires_grad_(), x.clone().requires_grad_()
+        if warns:
+            with pytest.warns(UserWarning, match="batchmean"):
+                value = compiled(got, target)
+            with pytest.warns(UserWarning, match="batchmean"):
+                expected = theirs(want, target)
+        else:
+            value, expected = compiled(got, target), theirs(want, target)
+        torch.testing.assert_close(value, expected, rtol=1e-12, atol=1e-14)
+        value.backward()
+        expected.backward()
+        torch.testing.assert_close(got.grad, want.grad, rtol=1e-12, atol=1e-14)
+
+
+def _per_example_grads(loss_fn, model):
+    """Per-example gradients of the parameters, torch.func's recipe."""
+    def loss_of(params, x, t):
+        out = torch.func.functional_call(model, params, (x.unsqueeze(0),))
+        return loss_fn(out, t.unsqueeze(0))
+    return torch.func.vmap(torch.func.grad(loss_of), in_dims=(None, 0, 0))
+
+
+@pytest.mark.parametrize("name", ["mse_loss", "cross_entropy"])
+def test_compiled_torch_func_grad_and_per_example_grads(name):
+    """torch.compile (fullgraph=True) of torch.func.grad and of vmap(grad), the per-example
+    recipe, runs the op under torch.func's transforms (which refused the autograd.Function
+    that custom_op had made, without setup_context): torch.nn.functional's values."""
+    torch.manual_seed(5)
+    model = torch.nn.Linear(5, 3, dtype=D)
+    params = {k: v.detach() for k, v in model.named_parameters()}
+    x = torch.randn(7, 5, dtype=D)
+    t = torch.randint(0, 3, (7,)) if name == "cross_entropy" else torch.randn(7, 3, dtype=D)
+    ours, theirs = getattr(lbt, name), getattr(F, name)
+
+    def grad_of(loss_fn):
+        return torch.func.grad(lambda p: loss_fn(torch.func.functional_call(model, p, (x,)), t))
+
+    for make in (grad_of, lambda f: _per_example_grads(f, model)):
+        args = (params,) if make is grad_of else (params, x, t)
+        got = torch.compile(make(ours), fullgraph=True, backend="aot_eager")(*args)
+        want = make(theirs)(*args)
+        assert got.keys() == want.keys()
+        for key in want:
+            assert got[key].shape == want[key].shape
+            torch.testing.assert_close(got[key], want[key], rtol=1e-12, atol=1e-14)
+
+
+def test_torch_func_of_the_op_and_compiled_errors():
+    """The op itself takes torch.func's transforms (its autograd formula a single-level
+    Function): grad and vmap(grad) as torch's mse_loss. A second derivative, forward mode
+    and a gradient for target raise ours, compiled too (there a forward tangent was
+    dropped, a zero Hessian, and a target's gradient missing)."""
+    z = torch.randn(4, 3, generator=_gen(41), dtype=D)
+
+    def op(q):
+        return torch.ops.lossbackends.value_and_grad(
+            "mse_loss", q, torch.zeros_like(q), None, None, [], [], "mean")[0]
+
+    def ours(q):
+        return lbt.mse_loss(q, torch.zeros_like(q))
+
+    def theirs(q):
+        return F.mse_loss(q, torch.zeros_like(q))
+
+    grad, vmap = torch.func.grad, torch.func.vmap
+    torch.testing.assert_close(grad(op)(z), grad(theirs)(z))
+    torch.testing.assert_close(vmap(grad(op))(z), vmap(grad(theirs))(z))
+    cases = [(lambda q, f=f: grad(grad(f))(q[0, 0]), (z,), "first derivatives only")
+             for f in (op, ours)]
+    cases += [(torch.func.hessian(f), (z,), "no forward-mode derivative") for f in (op, ours)]
+    cases.append((grad(lbt.mse_loss, argnums=1), (z, z.clone()), "target requires grad"))
+    for call, args, message in cases:
+        for f in (call, torch.compile(call, fullgraph=True, backend="aot_eager")):
+            with pytest.raises(Exception, match=message):  # (compiled: TorchRuntimeError)
+                f(*args)
+
+
 def test_docstrings_are_torch_s_own():
     """Each function's docstring has its own torch example and links the plain loss's page
     for the formulas, instead of repeating its (NumPy, y_true-first) docstring."""
