@@ -375,8 +375,9 @@ def run_foreign(run: Callable, y_true, y_pred, options: dict, out, want_grad: bo
             )
         if not getattr(out, "is_contiguous", lambda: True)():  # (torch's name for it)
             raise ValueError(
-                "out must be a contiguous tensor, as torch.empty_like(y_pred) gives (a "
-                "non-contiguous one's gradient would need a copy, then a copy back)"
+                "out must be a contiguous tensor, as torch.empty_like(y_pred, "
+                "memory_format=torch.contiguous_format) gives (a non-contiguous one's "
+                "gradient would need a copy, then a copy back)"
             )
         if getattr(out, "requires_grad", False):
             raise ValueError(

@@ -74,6 +74,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import sys
 import warnings
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -173,7 +174,22 @@ def _compute(loss, input, target, t1, t2, floats, ints, reduction):
 # autograd.Function without setup_context, which torch.func's transforms refuse
 # (pytorch#170834), and torch.compile of torch.func.grad or vmap(grad) of a loss runs the
 # op under them; ours is _OpAutograd below.
-_LIB = torch.library.Library("lossbackends", "DEF")
+
+
+def _library() -> torch.library.Library:
+    """The ``lossbackends`` namespace's library: one per namespace (torch's rule), so a
+    second import of this module (``importlib.reload``, a module dropped from
+    ``sys.modules``) first drops the earlier import's op, then defines its own."""
+    package = vars(sys.modules[__package__])
+    earlier = {id(lib): lib for lib in (globals().get("_LIB"),
+                                        getattr(package.get("torch"), "_LIB", None))
+               if lib is not None}
+    for lib in earlier.values():
+        lib._destroy()
+    return torch.library.Library("lossbackends", "DEF")
+
+
+_LIB = _library()
 _LIB.define("value_and_grad(str loss, Tensor input, Tensor target, Tensor? t1, Tensor? t2, "
             "float[] floats, SymInt[] ints, str reduction) -> (Tensor, Tensor)",
             tags=(torch.Tag.pt2_compliant_tag,))
@@ -200,8 +216,9 @@ def _fake(loss, input, target, t1, t2, floats, ints, reduction):
 def _warn_mean(stacklevel: int) -> None:
     warnings.warn(  # torch's warning, as torch gives it
         "reduction: 'mean' divides the total loss by both the batch size and the support "
-        "size. 'batchmean' divides only by the batch size, and aligns with the KL div math "
-        "definition.", stacklevel=stacklevel + 1)
+        "size.'batchmean' divides only by the batch size, and aligns with the KL div math "
+        "definition.'mean' will be changed to behave the same as 'batchmean' in the next "
+        "major release.", stacklevel=stacklevel + 1)
 
 
 def _save(ctx, loss: str, input: Tensor, reduction: str, grad: Tensor) -> None:
@@ -313,7 +330,8 @@ torch.library.register_vmap(_value_and_grad, functools.partial(_per_example, _va
 # the op called directly (torch.ops.lossbackends.value_and_grad). (torch 2.5 and later.)
 if hasattr(torch.library, "register_autocast"):
     for _device_type in ("cpu", "cuda"):
-        torch.library.register_autocast(_value_and_grad, _device_type, torch.float32)
+        torch.library.register_autocast(_value_and_grad, _device_type, torch.float32,
+                                        lib=_LIB)
 
 
 class _Eager(torch.autograd.Function):
@@ -344,7 +362,10 @@ def _eager(*tensors) -> bool:
             and not _is_compiling() and not _C._is_tracing()
             and not _C._is_torch_function_mode_enabled()
             and not _C._len_torch_dispatch_stack()
-            and _C._functorch.peek_interpreter_stack() is None)
+            and _C._functorch.peek_interpreter_stack() is None
+            # inside a forward-AD dual level: the op, whose formula's jvp raises (the
+            # eager Function would drop a tangent: a silent zero derivative)
+            and torch.autograd.forward_ad._current_level < 0)
 
 
 class _Func(torch.autograd.Function):

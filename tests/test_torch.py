@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import gc
+import subprocess
+import sys
 import weakref
 
 import pytest
@@ -782,6 +784,58 @@ def test_torch_func_of_the_op_and_compiled_errors():
         for f in (call, torch.compile(call, fullgraph=True, backend="aot_eager")):
             with pytest.raises(Exception, match=message):  # (compiled: TorchRuntimeError)
                 f(*args)
+
+
+def test_forward_mode_in_a_dual_level_raises():
+    """A dual tensor of torch.autograd.forward_ad, eager: ours raises (the eager Function
+    dropped the tangent: a None tangent, a silent zero derivative), requires_grad or not;
+    plain tensors inside the dual level still compute, backward too."""
+    import torch.autograd.forward_ad as fwAD
+
+    x = torch.randn(4, 3, generator=_gen(51), dtype=D)
+    t = torch.randn(4, 3, generator=_gen(52), dtype=D)
+    with fwAD.dual_level():
+        for requires_grad in (False, True):
+            dual = fwAD.make_dual(x.clone().requires_grad_(requires_grad), torch.ones_like(x))
+            with pytest.raises(RuntimeError, match="no forward-mode derivative"):
+                lbt.mse_loss(dual, t)
+        leaf = x.clone().requires_grad_()
+        value = lbt.mse_loss(leaf, t)
+        value.backward()
+        torch.testing.assert_close(value, F.mse_loss(x, t))
+        torch.testing.assert_close(leaf.grad, 2 * (x - t) / x.numel())
+
+
+def test_a_second_import_redefines_the_op():
+    """torch takes one library per namespace: importlib.reload and an import after the
+    module left sys.modules define the op again (the earlier one dropped), and the op,
+    its fake (torch.compile) and its autocast rule work after each. In a subprocess: the
+    other tests' module stays as it is."""
+    code = """if True:
+        import importlib, sys, torch
+        import lossbackends.torch as lt
+        x, t = torch.randn(4, 3, requires_grad=True), torch.randn(4, 3)
+        expected = torch.nn.functional.mse_loss(x, t)
+        def check(module):
+            torch._dynamo.reset()
+            value = torch.compile(lambda a, b: module.mse_loss(a, b), fullgraph=True,
+                                  backend="aot_eager")(x, t)
+            assert torch.allclose(value, expected), (value, expected)
+            op = torch.ops.lossbackends.value_and_grad
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                value = op("mse_loss", x.detach().bfloat16(), t.bfloat16(), None, None, [], [],
+                           "mean")[0]
+            assert value.dtype == torch.float32
+        check(lt)
+        check(importlib.reload(lt))
+        del sys.modules["lossbackends.torch"]
+        import lossbackends.torch as again
+        check(again)
+        print("ok")
+    """
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr[-2000:]
 
 
 def test_docstrings_are_torch_s_own():
