@@ -151,7 +151,8 @@ def prepare_bce_with_logits(xp, y_true, y_pred, *, weight=None, pos_weight=None)
     if pos_weight is not None:
         same_device("pos_weight", pos_weight, p)
         if xp is np and CHECK_VALUES.get():  # (not on a GPU: that would wait for it)
-            _check_pos_weight(pos_weight, p.dtype)
+            _check_weights("binary_cross_entropy_with_logits", "pos_weight",
+                           "the weight of a positive label", pos_weight, p.dtype)
         pw = as_values(xp, pos_weight, p.dtype, "pos_weight")
         last = p.shape[-1] if p.ndim else 1
         if pw.ndim > 1 or pw.size not in (1, last):
@@ -171,22 +172,23 @@ CHECK_VALUES: contextvars.ContextVar[bool] = contextvars.ContextVar(
     "lossbackends_check_values", default=True)
 
 
-def _check_pos_weight(pos_weight, dtype: np.dtype) -> None:
-    """A host pos_weight: finite and >= 0 (a ratio of negatives to positives), and within
-    y_pred's dtype (it is cast there)."""
-    values = np.asarray(pos_weight)
+def _check_weights(loss: str, name: str, what: str, weights, dtype: np.dtype) -> None:
+    """Host weights of a label or class (``pos_weight``, ``class_weight``): finite and >= 0
+    (an infinite one made every loss and gradient NaN, silently), and within y_pred's dtype
+    (they are cast there). A few numbers: checked on each call."""
+    values = np.asarray(weights)
     if values.dtype.kind not in "biuf":
         return  # (as_values names the dtype)
     values = values.astype(np.float64).reshape(-1)
     bad = values[~((values >= 0.0) & np.isfinite(values))]
     if bad.size:
-        raise ValueError("binary_cross_entropy_with_logits: pos_weight must be finite and >= 0 "
-                         f"(the weight of a positive label); got {float(bad[0])!r}")
+        raise ValueError(f"{loss}: {name} must be finite and >= 0 ({what}); got "
+                         f"{float(bad[0])!r}")
     largest = float(np.finfo(dtype).max)
     if values.size and values.max() > largest:
-        raise ValueError(f"binary_cross_entropy_with_logits: pos_weight = {float(values.max())!r} is "
-                         f"beyond the largest {np.dtype(dtype)} (y_pred's dtype, where it is "
-                         f"cast); pass smaller weights, or y_pred in a wider dtype")
+        raise ValueError(f"{loss}: {name} = {float(values.max())!r} is beyond the largest "
+                         f"{np.dtype(dtype)} (y_pred's dtype, where it is cast); pass smaller "
+                         "weights, or y_pred in a wider dtype")
 
 
 def prepare_hinge(xp, y_true, y_pred, *, weight=None, margin=1.0):
@@ -460,6 +462,9 @@ def prepare_cross_entropy(
         normal_option("", "softcap", softcap, x2d.dtype, "logits")
     if class_weight is not None:
         same_device("class_weight", class_weight, x2d)
+        if xp is np and CHECK_VALUES.get():  # (not on a GPU: that would wait for it)
+            _check_weights("cross_entropy", "class_weight", "the weight of each class",
+                           class_weight, x2d.dtype)
         class_weight = as_values(xp, class_weight, x2d.dtype, "class_weight")
         if class_weight.shape != (classes,):
             raise ValueError(

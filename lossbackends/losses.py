@@ -129,7 +129,8 @@ cross_entropy = Loss(
     ``y_pred`` are logits with the classes on ``axis`` (default -1). ``y_true`` is either
     integer class indices (the logits' shape without ``axis``; ``q`` is then one-hot) or
     probabilities shaped like the logits. ``label_smoothing=ε`` uses
-    ``q = (1 - ε) q + ε / C``; ``class_weight`` (length ``C``) gives ``w``; rows whose label is
+    ``q = (1 - ε) q + ε / C``; ``class_weight`` (length ``C``, finite and ``>= 0``: else
+    ``ValueError``, except on a GPU, where it is not checked) gives ``w``; rows whose label is
     ``ignore_index`` (default -100) have loss 0 and gradient 0 (with probabilities, which
     have no label to ignore, an ``ignore_index >= 0`` is a ``ValueError``, as in PyTorch).
     ``reduction="mean"`` divides by the summed weight :math:`w_{y_i}` of the kept rows with

@@ -311,6 +311,20 @@ def test_cross_entropy_ignore_index_with_probabilities_is_refused(backend):
         lb.cross_entropy(q, x, backend=backend))
 
 
+@pytest.mark.parametrize("bad,shown", [(np.inf, "inf"), (-1.0, "-1.0"), (np.nan, "nan"),
+                                       (1e300, "beyond the largest float32")])
+def test_cross_entropy_class_weight_finite_and_not_negative(bad, shown):
+    """As pos_weight: an infinite class weight made every loss and gradient NaN (the mean's
+    denominator inf), silently; a negative one is no weight. Host arrays (a GPU's would
+    have to be waited for)."""
+    x = np.random.default_rng(2).normal(size=(4, 3)).astype(np.float32)
+    for backend in lb.available_backends():
+        if backend == "cupy":
+            continue
+        with pytest.raises(ValueError, match=f"class_weight.*{shown}"):
+            lb.cross_entropy([0, 1, 2, 0], x, class_weight=[1.0, bad, 1.0], backend=backend)
+
+
 def test_cross_entropy_all_rows_ignored_is_nan(backend):
     x = np.ones((3, 4))
     value, grad = lb.cross_entropy.value_and_grad(on(backend, np.full(3, -100)), on(backend, x),
