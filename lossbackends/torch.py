@@ -166,7 +166,10 @@ def _compute(loss, input, target, t1, t2, floats, ints, reduction):
     different from the fake's)."""
     entry = _TABLE[loss]
     options = _our_options(entry, input.ndim, t1, t2, floats, ints)
-    value, grad = entry.loss.value_and_grad(target, input, reduction=reduction, **options)
+    # (in torch's terms: the op's kernel raises under torch.compile too, a bad label's
+    # LabelError included)
+    value, grad = _in_torch_terms(loss, entry.loss.value_and_grad, target, input,
+                                  reduction=reduction, **options)
     return value, grad.contiguous()
 
 
@@ -628,8 +631,7 @@ _TORCH_TERMS = (("the order is (y_true, y_pred)", "the order is (input, target)"
 def _in_torch_terms(name: str, call: Callable, *args: Any, **kwargs: Any) -> Any:
     """``call(*args, **kwargs)``, its argument errors (a ValueError or TypeError, or a
     LabelError, kept one) in torch's terms: ``target``, ``input`` and ``weight``, the
-    message starting with the function's name. (Eager calls: under torch.compile the
-    custom op's errors come from the compiled graph.)"""
+    message starting with the function's name."""
     try:
         return call(*args, **kwargs)
     except (ValueError, TypeError) as exc:

@@ -786,6 +786,17 @@ def test_torch_func_of_the_op_and_compiled_errors():
                 f(*args)
 
 
+def test_a_bad_label_under_compile_is_named_in_torch_s_terms():
+    """The op's kernel raises at run time of the compiled graph: target[2], as eagerly (it
+    said y_true[2] there)."""
+    x, t = torch.randn(4, 3, requires_grad=True), torch.tensor([0, 1, 7, 0])
+    compiled = torch.compile(lambda a, b: lbt.cross_entropy(a, b), fullgraph=True,
+                             backend="aot_eager")
+    for call in (lbt.cross_entropy, compiled):
+        with pytest.raises(lb.LabelError, match=r"^cross_entropy: target\[2\] = 7 "):
+            call(x, t)
+
+
 def test_forward_mode_in_a_dual_level_raises():
     """A dual tensor of torch.autograd.forward_ad, eager: ours raises (the eager Function
     dropped the tangent: a None tangent, a silent zero derivative), requires_grad or not;
