@@ -115,7 +115,7 @@ template <typename A> __device__ __forceinline__ void poisson_nll(A y, A x, Opti
     if (o.a != A(0)) {  // x = log(rate): exp(x) - y x
         const A rate = exp(x);
         loss = rate - times(y, x);
-        if (isinf(rate)) loss = rate;  // the limit at x = inf, not inf - inf
+        if (isinf(rate) && isfinite(y)) loss = rate;  // the limit at x = inf, not inf - inf; NaN y kept
         d = rate - y;
         h = rate;
     } else {  // x = rate: x - y log(x + eps)
@@ -146,7 +146,7 @@ template <typename A> __device__ __forceinline__ void kl_div(A y, A x, Options<A
 // quantile max(y - p, 0) + (1 - quantile) max(p - y, 0); o.a = quantile
 template <typename A> __device__ __forceinline__ void pinball(A y, A p, Options<A> o, A& loss, A& d, A& h) {
     const A e = p - y, upper = A(1) - o.a;
-    loss = e > A(0) ? upper * e : -o.a * e;
+    loss = e > A(0) ? times(upper, e) : times(-o.a, e);  // quantile 0 or 1: 0 inf = 0, the max's limit
     d = e > A(0) ? upper : (e < A(0) ? -o.a : A(0) * e);  // 0 at a tie, NaN kept
     h = zero_or_nan(e);  // piecewise linear: 0 (at the kink too)
 }

@@ -488,7 +488,8 @@ pinball = Loss(
     with :math:`\tau` = ``quantile`` in [0, 1]. Piecewise linear: its second derivative is 0
     away from the kink, and ``grad_and_hess`` gives 0 at it too (a boosting objective uses
     the sample weight instead, as LightGBM's quantile objective). ``quantile=0.5`` is half
-    ``mae``.
+    ``mae``. At ``quantile`` 0 or 1 a term of coefficient 0 is 0 even where the difference
+    is infinite (``max(p - y, 0)`` at ``p = -inf``), not ``0 * inf``.
 
     >>> import lossbackends as lb
     >>> print(f"{lb.pinball([1.0, 2.0, 3.0], [1.5, 1.0, 3.0], quantile=0.9):.6f}")

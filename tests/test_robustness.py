@@ -215,7 +215,8 @@ def _poisson_nll(y, x, dtype, log_input=True, full=False, eps=1e-8):
         if log_input:
             rate = np.exp(x)
             yx = _rounded(_terms(y, x), compute)
-            value = np.where(_rounded(rate, compute) == INF, INF, rate - yx)
+            # where exp overflows, inf (exp outgrows y x); a NaN label stays NaN
+            value = np.where((_rounded(rate, compute) == INF) & np.isfinite(y), INF, rate - yx)
             grad, value_size, grad_size = rate - y, rate + np.abs(yx), rate + np.abs(y)
         else:
             shifted = _rounded(x + float(compute(eps)), compute)
@@ -248,7 +249,9 @@ def _kl_div(y, x, dtype, log_target=False):
 def _pinball(y, p, dtype, quantile=0.5):
     e, size = _difference(y, p, dtype)
     with np.errstate(invalid="ignore", over="ignore"):
-        value = np.where(e > 0, (1 - quantile) * e, -quantile * e)
+        # quantile 0 or 1: a coefficient of 0 times an infinite e is 0 (the max it stands
+        # for: max(p - y, 0) is 0 at p - y = -inf)
+        value = np.where(e > 0, _terms(1 - quantile, e), _terms(-quantile, e))
         grad = np.where(e > 0, 1 - quantile, np.where(e < 0, -quantile, e * 0.0))
         return value, grad, size, np.ones_like(e)
 

@@ -402,7 +402,8 @@ def _poisson(log_input, full):
         if log_input:  # x = log(rate): exp(x) - y x
             rate = fast_exp(x, k[0])
             loss, d, h = rate - _times(y, x), rate - y, rate
-            loss = rate if rate == INF else loss  # the limit at x = inf, not inf - inf
+            # the limit at x = inf, not inf - inf; NaN y kept
+            loss = rate if (rate == INF) & (abs(y) < INF) else loss
         else:  # x = rate: x - y log(x + eps)
             shifted = x + eps
             loss = x - _times(y, fast_log(shifted, k[-1]))
@@ -453,7 +454,8 @@ def _pinball(y, p, param, pos, k):
     quantile = param[0]
     e = p - y
     upper = ONE - quantile
-    loss = upper * e if e > ZERO else -quantile * e
+    # a coefficient of 0 (quantile 0 or 1) times an infinite e is 0: the max's limit
+    loss = _times(upper, e) if e > ZERO else _times(-quantile, e)
     d = upper if e > ZERO else (-quantile if e < ZERO else ZERO * e)  # 0 at a tie, NaN kept
     return loss, d, _zero_or_nan(e)  # piecewise linear: 0 (at the kink too)
 

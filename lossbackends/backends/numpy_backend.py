@@ -340,8 +340,9 @@ def _poisson_nll(y, x, params, want_value, want_grad, want_hess):
     loss = d = h = None
     if log_input:  # x = log(rate): exp(x) - y x; second derivative exp(x)
         rate = np.exp(x)
-        if want_value:  # at x = inf (or where exp overflows) the loss is inf, not inf - inf
-            loss = np.where(rate == np.inf, rate, rate - _times(y, x))
+        if want_value:  # at x = inf (or where exp overflows) the loss is inf, not inf - inf;
+            # a NaN label stays NaN
+            loss = np.where((rate == np.inf) & np.isfinite(y), rate, rate - _times(y, x))
         d = rate - y if want_grad else None
         h = rate if want_hess else None
     else:  # x = rate: x - y log(x + eps); second derivative y / (x + eps)^2
@@ -379,8 +380,9 @@ def _kl_div(y, x, params, want_value, want_grad, want_hess):
 def _pinball(y, p, params, want_value, want_grad, want_hess):
     (quantile,) = params
     e = p - y
-    # quantile max(y - p, 0) + (1 - quantile) max(p - y, 0); 0 at a tie
-    loss = np.where(e > 0, (1.0 - quantile) * e, -quantile * e) if want_value else None
+    # quantile max(y - p, 0) + (1 - quantile) max(p - y, 0); 0 at a tie; a coefficient of
+    # 0 (quantile 0 or 1) times an infinite e is 0, the limit of the max it stands for
+    loss = np.where(e > 0, _times(1.0 - quantile, e), _times(-quantile, e)) if want_value else None
     d = None
     if want_grad:
         d = np.where(e > 0, 1.0 - quantile, np.where(e < 0, -quantile, 0.0 * e))  # NaN kept
