@@ -252,16 +252,16 @@ def _rows(loss, y_true, p, reduction, backend, options, wants, dtype):
                 f"labels' shape {batch_shape} (one weight per row)"
             ) from None
         row_weight = row_weight.rechunk(batch_chunks)
-    if (reduction == "mean" and not soft and options.get("z_loss")
-            and options.get("class_weight") is not None):
-        raise ValueError("cross_entropy's z_loss with class_weight and reduction='mean' is not "
-                         "supported for Dask arrays yet (its mean divides by the kept rows' "
-                         "count); use reduction='sum' and divide")
+    kept_rows = None
     if reduction == "mean":
         if soft or row_loss:
             denominator = float(math.prod(batch_shape))
         else:
             labels_denominator = _label_weight_sum(y, options, dtype)
+            if options.get("z_loss") and options.get("class_weight") is not None:
+                # the z-loss's mean divides by the kept rows' count, not by their summed
+                # class weights (as in memory): a second lazy scalar, the count
+                kept_rows = _label_weight_sum(y, dict(options, class_weight=None), dtype)
     # where each block starts along each row axis, to name a bad label's global row
     starts = []
     for letter, chunks in zip(batch_index, batch_chunks, strict=True):
@@ -272,6 +272,7 @@ def _rows(loss, y_true, p, reduction, backend, options, wants, dtype):
     pairs = da.blockwise(
         _rows_block, index, y, y_index, p, index,
         *((labels_denominator, "") if labels_denominator is not None else (None, None)),
+        *((kept_rows, "") if kept_rows is not None else (None, None)),
         *((row_weight, batch_index) if row_weight is not None else (None, None)),
         *starts, dtype=dtype, meta=_meta(p, dtype), spec=spec, align_arrays=False,
         token=f"lossbackends-{loss.name}",
@@ -304,7 +305,7 @@ def _label_weights_block(labels, *, ignore_index, class_weight):
     return np.full_like(labels, float(total), dtype=np.float64, shape=(1,) * labels.ndim)
 
 
-def _rows_block(t, x, denominator, weight, *starts, spec: _Spec):
+def _rows_block(t, x, denominator, kept_rows, weight, *starts, spec: _Spec):
     from .backends._host import LabelError, label_error
 
     loss = _loss_named(spec.loss)
@@ -313,6 +314,11 @@ def _rows_block(t, x, denominator, weight, *starts, spec: _Spec):
         options["weight"] = weight
     if denominator is not None:  # found by the pass over the labels
         denominator = float(denominator)
+    if kept_rows is not None and float(kept_rows) > 0:
+        # z-loss with class weights, "mean": the kernels scale z by the summed weights over
+        # the kept rows' count where they find both themselves; given the whole array's
+        # denominator, they take z as it is, so it comes scaled
+        options["z_loss"] = options["z_loss"] * (denominator / float(kept_rows))
     try:
         return _compute_block(loss, spec, t, x, options,
                               spec.denominator if denominator is None else denominator)

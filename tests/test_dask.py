@@ -86,7 +86,8 @@ def test_elementwise_equals_in_memory(backend, loss, data, dtype, reduction, wei
           dtype, exact=True)
 
 
-@pytest.mark.parametrize("case", ["plain", "class_weight", "smoothing", "probabilities", "axis"])
+@pytest.mark.parametrize("case", ["plain", "class_weight", "smoothing", "probabilities", "axis",
+                                  "z_loss_class_weight"])
 @pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
 def test_cross_entropy_equals_in_memory(backend, case, reduction):
     backend = host_backend(backend)
@@ -99,8 +100,10 @@ def test_cross_entropy_equals_in_memory(backend, case, reduction):
     t = rng.integers(0, shape[axis], batch)
     t.reshape(-1)[::3] = -100  # ignored rows in every chunk
     options = {"axis": axis}
-    if case == "class_weight":
+    if case in ("class_weight", "z_loss_class_weight"):
         options["class_weight"] = rng.uniform(0.1, 3, shape[axis]).astype(np.float32)
+    if case == "z_loss_class_weight":  # the z-loss's mean per kept row, not per weight
+        options["z_loss"] = 0.1
     if case == "smoothing":
         options["label_smoothing"] = 0.2
     if case == "probabilities":

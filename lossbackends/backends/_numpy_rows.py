@@ -79,9 +79,11 @@ def cross_entropy(target, x, class_weight, params, reduction, scale, grad, want_
                            else given_denominator)
     # PaLM's z-loss z lse^2 per kept row, as Liger-Kernel adds it: class weights and label
     # smoothing leave it alone, and its "mean" divides by the kept rows' count, not their
-    # summed class weights; as a multiple of the cross-entropy's denominator, per row
+    # summed class weights; as a multiple of the cross-entropy's denominator, per row (a
+    # caller that gives the denominator, a Dask block, gives z so scaled)
     z_coef = z_loss
-    if z_loss and reduction == "mean" and kept is not None and class_weight is not None:
+    if (z_loss and reduction == "mean" and kept is not None and class_weight is not None
+            and given_denominator is None):
         count = int(np.count_nonzero(kept))
         z_coef = z_loss * (denominator / count if count else 1.0)
 
