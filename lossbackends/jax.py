@@ -10,9 +10,9 @@ backward pass, which multiplies it by the upstream cotangent (a scalar, or one p
 Every loss of the plain API, with its names, argument order ``(y_true, y_pred)`` and
 options (``lossbackends.mse`` ...); the array options (``weight``, ``pos_weight``,
 ``class_weight``) are traced, every other option is static (a Python number, bool or
-None). Mixed floating dtypes of ``y_true`` and ``y_pred`` are promoted as JAX promotes
-them (``jnp.promote_types``; ``y_pred``'s gradient in its own dtype), where the plain API
-computes in ``y_pred``'s. The derivative is taken with respect to ``y_pred`` only:
+None). Mixed floating dtypes of ``y_true``, ``y_pred`` and the weights are promoted as JAX
+promotes them (``jnp.result_type``, weak Python numbers included; ``y_pred``'s gradient in
+its own dtype), where the plain API computes in ``y_pred``'s. The derivative is taken with respect to ``y_pred`` only:
 ``y_true`` and the weights are constants (their cotangent is zero: ``jax.grad`` with
 respect to them returns zeros, without an error).
 
@@ -249,11 +249,6 @@ def _make(name: str) -> Callable:
         if not jnp.issubdtype(p.dtype, jnp.floating):
             raise TypeError(f"y_pred has dtype {p.dtype}; pass a floating array (JAX "
                             "differentiates floats only: y_pred.astype(jnp.float32))")
-        if jnp.issubdtype(y.dtype, jnp.floating) and y.dtype != p.dtype:
-            # mixed floating dtypes follow JAX, as jnp would compute the loss: in the
-            # promoted dtype (float64 y_true, float32 y_pred: float64 with jax_enable_x64),
-            # y_pred cast to it and its gradient cast back by JAX's rule for the cast
-            p = p.astype(jnp.promote_types(p.dtype, y.dtype))
         arrays = []
         names = []
         for key in array_names:
@@ -263,6 +258,14 @@ def _make(name: str) -> Callable:
                 _check_device(value, key)
                 arrays.append(value)
                 names.append(key)
+        # mixed floating dtypes follow JAX, as jnp would compute the loss: in the dtype
+        # jnp.result_type gives y_pred, y_true and the weights (float64 y_true, float32
+        # y_pred: float64 with jax_enable_x64; a Python number is weak and changes
+        # nothing), y_pred cast to it and its gradient cast back by JAX's rule for the cast
+        floats = [a for a in (y, *arrays) if jnp.issubdtype(a.dtype, jnp.floating)]
+        promoted = jnp.result_type(p, *floats)
+        if promoted != p.dtype:
+            p = p.astype(promoted)
         traced = [key for key, value in options.items() if isinstance(value, jax.core.Tracer)]
         if traced:  # (with concrete arrays the plain call would say it takes no tracers)
             raise _not_static(name, array_names, f"{traced[0]} is traced")

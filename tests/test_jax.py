@@ -381,5 +381,21 @@ def test_mixed_float_dtypes_promote_as_jax_does():
             assert value.dtype == jnp.float64 and grad.dtype == jnp.float32
             np.testing.assert_allclose(value, expected_value, rtol=1e-14)
             np.testing.assert_allclose(grad, expected_grad, rtol=1e-6)
+        # the weights take part; a Python number is weak (float32 stays float32)
+        w = jnp.asarray(rng.uniform(0.5, 2, size=7))  # float64
+        y32 = y.astype(jnp.float32)
+        for weight, dtype in ((w, jnp.float64), (2.0, jnp.float32)):
+            def weighted(q, weight=weight, dtype=dtype):  # (jnp's differences in float32)
+                return jnp.mean(weight * (y32.astype(dtype) - q.astype(dtype)) ** 2)
+
+            def ours(q, weight=weight):
+                return lbj.mse(y32, q, weight=weight)
+
+            for f in (ours, jax.jit(ours)):
+                value, grad = jax.value_and_grad(f)(p)
+                expected_value, expected_grad = jax.value_and_grad(weighted)(p)
+                assert value.dtype == dtype == expected_value.dtype and grad.dtype == jnp.float32
+                np.testing.assert_allclose(value, expected_value, rtol=1e-14 if dtype == jnp.float64 else 1e-6)
+                np.testing.assert_allclose(grad, expected_grad, rtol=1e-6)
     finally:
         jax.config.update("jax_enable_x64", enabled)
