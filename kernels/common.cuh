@@ -126,3 +126,10 @@ template <typename T> __device__ __forceinline__ typename AccOf<T>::type row_exp
 }
 template <> __device__ __forceinline__ float row_exp<half_t>(float x) { return __expf(x); }
 template <> __device__ __forceinline__ float row_exp<bf16_t>(float x) { return __expf(x); }
+
+// k v, 0 where k = 0 and v is infinite: a term of coefficient 0 contributes nothing (a
+// loss's limit at an infinite prediction, as 0 log 0 = 0; a softmax of 0 times an
+// overflowed z-loss coefficient); NaN kept
+template <typename A> __device__ __forceinline__ A times(A k, A v) {
+    return k == A(0) && isinf(v) ? A(0) : k * v;
+}

@@ -164,7 +164,8 @@ __device__ __forceinline__ A grad_of(A e, i64 c, const RowTarget& t, A prob_scal
     if (t.kind == 3) q = to_acc(probs_row[c]) * (A(1) - smoothing) + smoothing * inv_classes;
     else q = smoothing * inv_classes + (c == t.label ? (A(1) - smoothing) : A(0));
     if (class_weight && q != A(0)) q *= to_acc(class_weight[c]);
-    return (e * prob_scale - q) * scale;
+    // (times: where the z-loss's 2 zc lse overflowed, a softmax of 0 gives 0, its limit)
+    return (times(e, prob_scale) - q) * scale;
 }
 
 // The Hessian's diagonal of one element in the (capped) logits, times the scale:
@@ -174,7 +175,7 @@ __device__ __forceinline__ A grad_of(A e, i64 c, const RowTarget& t, A prob_scal
 template <typename A>
 __device__ __forceinline__ A hess_of(A softmax, A rest_share, A grad_coef, A zc, A scale) {
     const A rest = softmax > A(0.5) ? rest_share : A(1) - softmax;
-    return scale * (grad_coef * (softmax * rest) + A(2) * zc * (softmax * softmax));
+    return scale * (times(softmax * rest, grad_coef) + A(2) * zc * (softmax * softmax));
 }
 
 // The Hessian in the logits: softcap's chain rule h slope^2 + g curve (cap_slopes; g is the

@@ -15,12 +15,6 @@ template <typename A> __device__ __forceinline__ A sign_of(A e) {
     return e > A(0) ? A(1) : (e < A(0) ? A(-1) : e);
 }
 
-// k v, 0 where k = 0 and v is infinite: a term whose label coefficient is 0 contributes
-// nothing (its limit at an infinite prediction, as 0 log 0 = 0); NaN kept
-template <typename A> __device__ __forceinline__ A times(A k, A v) {
-    return k == A(0) && isinf(v) ? A(0) : k * v;
-}
-
 // k / v, 0 where k = 0 and v = 0: as times(k, 1 / v), a label of 0 contributes nothing
 template <typename A> __device__ __forceinline__ A over(A k, A v) {
     return k == A(0) && v == A(0) ? A(0) : k / v;

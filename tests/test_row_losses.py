@@ -97,6 +97,30 @@ def test_multiclass_hinge_matches_the_reference(backend, dtype, shape):
                     backend=backend).shape == shape
 
 
+@pytest.mark.parametrize("dtype, big", [(np.float32, 1e38), (np.float32, 3e38),
+                                        (np.float64, 1e300), (np.float64, 1e308),
+                                        (np.float64, np.inf)])
+def test_z_loss_at_logits_near_the_largest_gives_0_where_the_softmax_is_0(backend, dtype, big):
+    """2 z lse overflows at such logits (or is infinite): the classes whose softmax is 0
+    have gradient and Hessian 0 (the limit), not 0 * inf = NaN; the top class's Hessian is
+    2 z (found by a fuzzer: NaN on both host backends in float64, on Numba in float32)."""
+    x = np.array([[big, 0.0, -1.0], [1.0, 2.0, 3.0]], dtype)
+    labels = np.array([0, 2])
+    grad, hess = lb.cross_entropy.grad_and_hess(on(backend, labels), on(backend, x), z_loss=0.75,
+                                                reduction="sum", backend=backend)
+    grad, hess = host(grad), host(hess)
+    top = 2 * 0.75 * np.float64(big)  # 2 z lse, lse = big, less the label's 1
+    with np.errstate(over="ignore"):  # (inf where it overflows)
+        assert grad[0, 0] == np.asarray(top).astype(dtype)
+    np.testing.assert_array_equal(grad[0, 1:], 0.0)
+    np.testing.assert_array_equal(hess[0], [1.5, 0.0, 0.0])
+    # the other row as the same row alone
+    g1, h1 = lb.cross_entropy.grad_and_hess(on(backend, labels[1:]), on(backend, x[1:]),
+                                            z_loss=0.75, reduction="sum", backend=backend)
+    np.testing.assert_array_equal(grad[1:], host(g1))
+    np.testing.assert_array_equal(hess[1:], host(h1))
+
+
 def test_multiclass_hinge_rows_of_equal_infinite_scores(backend):
     """Equal infinite scores count as equal: a row of -inf with the label first has slack
     = margin > 0, so +1 goes to the first other class (the NumPy backend's argmax found

@@ -37,6 +37,7 @@ from ._numba_math import (
     fast_log1p,
     fma,
     inline,
+    times,
 )
 
 _f32 = np.float32
@@ -83,13 +84,6 @@ def _zero_or_nan(e):
     """0, or NaN where e is NaN: the Hessian of a piecewise-linear loss, NaN where its
     gradient is."""
     return ZERO if e == e else e
-
-
-@inline
-def _times(k, v):
-    """k v, 0 where k = 0 and v is infinite: a term whose label coefficient is 0
-    contributes nothing (its limit at an infinite prediction, as 0 log 0 = 0); NaN kept."""
-    return ZERO if k == ZERO and abs(v) == INF else k * v
 
 
 # --- mse, binary cross-entropy (with logits), hinge ------------------------------------
@@ -287,7 +281,7 @@ def _log_cosh(y, p, param, pos, k):
 
 @loss_math()
 def _squared_hinge(y, s, param, pos, k):
-    slack = param[0] - _times(y, s)  # a label of 0 times an infinite score is 0, as hinge
+    slack = param[0] - times(y, s)  # a label of 0 times an infinite score is 0, as hinge
     active = ZERO if slack <= ZERO else slack  # max(slack, 0), NaN kept
     # 2 t^2 where the margin is violated, 0 from the kink on; NaN kept
     return active * active, -TWO * y * active, TWO * y * y if slack > ZERO else _zero_or_nan(slack)
@@ -297,7 +291,7 @@ def _squared_hinge(y, s, param, pos, k):
 def _soft_margin(y, s, param, pos, k):
     # softplus(z), z = -t s: max(z, 0) + log1p(exp(-|z|)); d = -t sigmoid(z)
     exp_k, log1p_k = k
-    z = -_times(y, s)
+    z = -times(y, s)
     t = fast_exp_nonpositive(-abs(z), exp_k)
     one_t = ONE + t
     loss = (z if z > ZERO else ZERO) + fast_log1p(t, log1p_k)
@@ -349,12 +343,12 @@ def _focal(power):
         r = (t if above else ONE) * inv
         ce = (z if above else ZERO) + fast_log1p(t, log1p_k)  # softplus(z)
         modulator = (a if label_1 else b) * power_of(q, gamma)
-        rce = _times(r, ce)  # 0 at z = inf
+        rce = times(r, ce)  # 0 at z = inf
         g = q + gamma * rce  # terms >= 0: nothing cancels
         dz = modulator * g
         h = modulator * (r * (gamma * g + q * (ONE + gamma)) - gamma * q * rce)
         # at z = inf the loss is inf, or 0 where alpha_t is 0 (q = 1 there)
-        return _times(modulator, ce), (-dz if label_1 else dz), h
+        return times(modulator, ce), (-dz if label_1 else dz), h
 
     @loss_math(EXP32_LOW, LOG1P32, hard_labels=focal_of_hard_labels, hard_gradient=True)
     def focal(y, x, param, pos, k):
@@ -368,11 +362,11 @@ def _focal(power):
         c = (t if x >= ZERO else ONE) * inv  # 1 - sigmoid(x), without cancellation
         q = p * (ONE - y) + c * y  # 1 - p_t
         # BCE with logits: (1 - y) x for x >= 0, -y x below, + log1p(exp(-|x|))
-        ce = _times(ONE - y if x >= ZERO else -y, x) + fast_log1p(t, log1p_k)
+        ce = times(ONE - y if x >= ZERO else -y, x) + fast_log1p(t, log1p_k)
         alpha_t = a * y + b * (ONE - y)
         modulator = alpha_t * power_of(q, gamma)
         r = p * c / q if q > ZERO else ZERO  # p (1 - p) / q: its limit 0 where q is 0
-        rce = _times(r, ce)
+        rce = times(r, ce)
         s = ONE - TWO * y  # dq/dx = p (1 - p) s
         # p - y = q - 2 y (1 - p): no p - 1 to cancel for a label of 1 (x large; q = 1 - p
         # exactly there)
@@ -401,12 +395,12 @@ def _poisson(log_input, full):
         eps = param[2]
         if log_input:  # x = log(rate): exp(x) - y x
             rate = fast_exp(x, k[0])
-            loss, d, h = rate - _times(y, x), rate - y, rate
+            loss, d, h = rate - times(y, x), rate - y, rate
             # the limit at x = inf, not inf - inf; NaN y kept
             loss = rate if (rate == INF) & (abs(y) < INF) else loss
         else:  # x = rate: x - y log(x + eps)
             shifted = x + eps
-            loss = x - _times(y, fast_log(shifted, k[-1]))
+            loss = x - times(y, fast_log(shifted, k[-1]))
             # the limit at x = inf (x outgrows y log x), not inf - inf; NaN y kept
             loss = x if (x == INF) & (abs(y) < INF) else loss
             # d = 1 - y / s and h = y / s^2, s = x + eps, from one reciprocal of s: the
@@ -416,9 +410,9 @@ def _poisson(log_input, full):
             # subnormal sooner.
             scale = TWO_64 if abs(shifted) < TWO_MINUS_60 else ONE
             inv = ONE / (shifted * scale)
-            ratio = _times(y, inv) * scale
+            ratio = times(y, inv) * scale
             d = ONE - ratio
-            h = _times(ratio, inv) * scale
+            h = times(ratio, inv) * scale
         if full:  # Stirling's term, PyTorch's: y log y - y + log(2 pi y) / 2 where y > 1
             log_y = fast_log(y if y > ONE else ONE, k[-1])
             stirling = y * log_y - y + HALF * (log_y + LOG_2PI_HI + LOG_2PI_LO)
@@ -455,7 +449,7 @@ def _pinball(y, p, param, pos, k):
     e = p - y
     upper = ONE - quantile
     # a coefficient of 0 (quantile 0 or 1) times an infinite e is 0: the max's limit
-    loss = _times(upper, e) if e > ZERO else _times(-quantile, e)
+    loss = times(upper, e) if e > ZERO else times(-quantile, e)
     d = upper if e > ZERO else (-quantile if e < ZERO else ZERO * e)  # 0 at a tie, NaN kept
     return loss, d, _zero_or_nan(e)  # piecewise linear: 0 (at the kink too)
 

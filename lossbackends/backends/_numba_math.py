@@ -63,6 +63,14 @@ ONE = _f32(1.0)
 ZERO = _f32(0.0)
 
 
+@inline
+def times(k, v):
+    """k v, 0 where k = 0 and v is infinite: a term of coefficient 0 contributes nothing
+    (a loss's limit at an infinite prediction, as 0 log 0 = 0; a softmax of 0 times an
+    overflowed coefficient); NaN kept."""
+    return ZERO if k == ZERO and abs(v) == INF else k * v
+
+
 # Numba computes integer arithmetic in 64 bits, so bit tricks written in Python would run
 # 4 lanes to a 256-bit vector (and convert back and forth); these two intrinsics keep them
 # in 32-bit lanes, 8 to a vector, like the float32 arithmetic around them.

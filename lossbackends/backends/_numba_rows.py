@@ -35,6 +35,7 @@ from ._numba_common import (
 from ._numba_math import (
     EXP32_LOW,
     EXP32_WIDE,
+    INF,
     ONE,
     TANH32,
     TANH_NEAR32,
@@ -48,6 +49,7 @@ from ._numba_math import (
     maximum,
     minimum,
     softcap_near_zero,
+    times,
 )
 from ._threads import claim, record, share
 
@@ -303,9 +305,14 @@ def _cross_entropy_kernel(x, soft, labels, probs, weighted, class_weight, ignore
                 inverse = x.dtype.type(1.0 / sum_exp)
                 hess_scale = x.dtype.type(grad_coef * grad_scale)
                 z_scale = x.dtype.type(2.0 * z_coef * grad_scale)
-                for c in range(classes):
-                    s = g[c] * inverse
-                    h[c] = hess_scale * (s * (ONE - s)) + z_scale * (s * s)
+                if abs(hess_scale) < INF:
+                    for c in range(classes):
+                        s = g[c] * inverse
+                        h[c] = hess_scale * (s * (ONE - s)) + z_scale * (s * s)
+                else:  # 2 zc lse overflowed (see the gradient's scale below)
+                    for c in range(classes):
+                        s = g[c] * inverse
+                        h[c] = times(s * (ONE - s), hess_scale) + z_scale * (s * s)
                 # 1 - s exact where it matters: only the largest class can have s > 1/2,
                 # and there 1 - s is the other classes' sum (summed without the top
                 # term) over the row's: 1 - s would round to 0 within an ulp of s = 1
@@ -315,13 +322,21 @@ def _cross_entropy_kernel(x, soft, labels, probs, weighted, class_weight, ignore
                 rest = _sum(g)
                 g[top_class] = top_exp
                 s = top_exp / sum_exp
-                h[top_class] = grad_coef * grad_scale * s * (rest / sum_exp) + 2.0 * z_coef * grad_scale * s * s
+                h[top_class] = (times(s * (rest / sum_exp), grad_coef * grad_scale)
+                                + 2.0 * z_coef * grad_scale * s * s)
             if grad is None:
                 continue
             # softmax * coef - w q, times the reduction's scale; the scale in the logits'
             # dtype, so that float32 multiplies stay float32 (a float64 scale would convert
             # every element there and back: two and a half times the instructions)
             prob_scale = x.dtype.type(grad_coef / sum_exp * grad_scale)
+            if not abs(prob_scale) < INF:
+                # the z-loss's 2 zc lse overflowed (logits near the dtype's largest, or
+                # infinite): a class whose softmax is 0 has the limit 0, not 0 * inf = NaN;
+                # scaled here, once, in this rare row
+                for c in range(classes):
+                    g[c] = times(g[c], prob_scale)
+                prob_scale = ONE
             if capped and not soft and smoothing == 0.0 and hess is None:
                 # the chain rule d(softcap tanh(x / softcap))/dx = 1 - tanh^2 in the same
                 # pass as the scale (the label's element again after it, as below)

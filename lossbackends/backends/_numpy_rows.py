@@ -89,7 +89,7 @@ def cross_entropy(target, x, class_weight, params, reduction, scale, grad, want_
 
     exp = np.exp(z, out=z)  # each exp once; the gradient buffer holds exp(x - max)
     sum_exp = np.sum(exp, axis=1, dtype=np.float64)
-    with np.errstate(divide="ignore", invalid="ignore"):
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
         log_sum = np.log(sum_exp)
         row_loss = row_coef * log_sum - row_dot
         grad_coef = row_coef  # what the softmax is multiplied by in the gradient
@@ -115,7 +115,7 @@ def cross_entropy(target, x, class_weight, params, reduction, scale, grad, want_
         if grad is None:
             return value
         # softmax(x) sum_k w_k q_k - w q, times the reduction's scale
-        np.multiply(exp, (grad_coef * grad_scale / sum_exp)[:, None], out=exp)
+        _scale_rows(exp, grad_coef * grad_scale / sum_exp)
     if soft:
         exp -= wq * grad_scale
         _softcap_chain(exp, cap_tanh, hess, softcap)
@@ -132,6 +132,17 @@ def cross_entropy(target, x, class_weight, params, reduction, scale, grad, want_
         exp[~kept] = 0.0  # ignored rows: gradient exactly 0, even for non-finite logits
     _softcap_chain(exp, cap_tanh, hess, softcap)
     return value
+
+
+def _scale_rows(a, scale):
+    """Each row of ``a`` times its ``scale``, in place. Where a scale overflowed (the
+    z-loss's 2 zc lse at logits near the dtype's largest, or infinite), an element of 0
+    (a softmax of 0) stays 0, its limit, not 0 * inf = NaN."""
+    with np.errstate(invalid="ignore", over="ignore"):  # (a result may overflow: inf)
+        if np.isfinite(scale).all():
+            np.multiply(a, scale[:, None], out=a)
+        else:
+            np.copyto(a, np.where(a == 0, a, a * scale[:, None]))
 
 
 def _cross_entropy_hess(hess, exp, sum_exp, coef, z_coef):
@@ -152,7 +163,7 @@ def _cross_entropy_hess(hess, exp, sum_exp, coef, z_coef):
     hess *= np.subtract(1.0, hess)
     top_exp = top_exp.astype(np.float64)
     hess[rows, top] = top_exp * rest / np.square(sum_exp)
-    hess *= coef[:, None]
+    _scale_rows(hess, coef)
     if z_coef:
         square *= z_coef
         hess += square
