@@ -179,7 +179,8 @@ def hinge(y, p, weight, params, reduction, scale, grad, want_value, hess=None):
 # derivative) from e = p - y or (y, p) ---
 # Each function returns float arrays (or None where not asked); ``_elementwise`` weights,
 # reduces and writes the gradient and the Hessian. They never write into p, so
-# out=y_pred is safe. A Hessian is NaN exactly where its gradient is.
+# out=y_pred is safe. A Hessian is NaN where its own formula reads a NaN (with a NaN
+# label, mse's 2 and BCE with logits' p (1 - p) stay finite, as autograd's).
 
 _LOG2 = np.log(2.0)
 
