@@ -128,7 +128,8 @@ def use_backend(name: str) -> Iterator[str]:
 
     ``name`` is one of ``"auto"``, ``"numpy"``, ``"numba"``, ``"cupy"``. Blocks nest; the
     innermost wins; a call's own ``backend=`` argument still wins over the block. It is
-    also a decorator: the function's calls run inside such a block.
+    also a decorator: the function's calls run inside such a block (a plain function's:
+    the body of an ``async def`` or a generator runs after the call returns, outside it).
 
     >>> import lossbackends as lb
     >>> with lb.use_backend("numpy"):

@@ -28,6 +28,11 @@ gradient, as ``check_labels=False`` gives (an explicit ``check_labels=True`` the
 infinite or NaN one. JAX arrays on a GPU raise ``ValueError`` (no silent copy to
 the host).
 
+The host backend is the one that applies (``use_backend``, ``LOSSBACKENDS_BACKEND``) when
+the call is traced, as a Dask graph takes it when built: JAX may run the callback on a
+thread of its own, outside the caller's ``use_backend`` block, and a jitted function keeps
+the backend of its trace.
+
 >>> import jax, jax.numpy as jnp, lossbackends.jax as lbj
 >>> logits, labels = jnp.array([[2.0, 1.0, 0.1], [0.5, 0.2, 3.0]]), jnp.array([0, 2])
 >>> print(f"{float(jax.jit(lbj.cross_entropy)(labels, logits)):.6f}")
@@ -56,6 +61,7 @@ import numpy as np
 from jax._src.interpreters import ad as _ad  # the tracer types only (no public name)
 
 from . import losses as _losses
+from ._dispatch import get_backend
 from ._loss import REDUCTIONS, Loss
 from ._prepare import CHECK_VALUES
 
@@ -110,11 +116,12 @@ def _out_shapes(loss: Loss, reduction: str, p_shape: tuple, axis: int | None, dt
 
 @functools.cache
 def _function(name: str, reduction: str, static: tuple, number_names: tuple,
-              array_names: tuple) -> Callable:
-    """The custom-VJP function of one loss with these static options (cached: jit traces
-    each once). The float options named by ``number_names`` are not in the key but an
-    operand (``_numbers``): a new value reuses this function and its callback, whose
-    compiled state JAX keeps for good (each value cost ~1.5 MB under an un-jitted grad)."""
+              array_names: tuple, backend: str) -> Callable:
+    """The custom-VJP function of one loss with these static options, on ``backend``
+    (cached: jit traces each once). The float options named by ``number_names`` are not
+    in the key but an operand (``_numbers``): a new value reuses this function and its
+    callback, whose compiled state JAX keeps for good (each value cost ~1.5 MB under an
+    un-jitted grad)."""
     loss: Loss = _losses.LOSSES[name]
     fixed = dict(static)
     # a loss per row (its class indices come unchecked, check_labels=False, from ``_make``:
@@ -132,10 +139,10 @@ def _function(name: str, reduction: str, static: tuple, number_names: tuple,
         unchecked = CHECK_VALUES.set(False)  # (no exception inside a callback: see there)
         try:
             if want_grad:
-                value, grad = loss.value_and_grad(y, p, reduction=reduction, backend=None,
+                value, grad = loss.value_and_grad(y, p, reduction=reduction, backend=backend,
                                                   **options, **arrays)
             else:
-                value = loss(y, p, reduction=reduction, backend=None, **options, **arrays)
+                value = loss(y, p, reduction=reduction, backend=backend, **options, **arrays)
                 grad = None
         finally:
             CHECK_VALUES.reset(unchecked)
@@ -301,8 +308,10 @@ def _make(name: str) -> Callable:
             static = tuple(sorted({**options, "check_labels": False}.items()))
         # float values are operands (see _function); bools, ints and None stay in the key
         numbers = tuple(key for key, value in static if isinstance(value, float))
+        # the backend that applies here: the callback may run on a thread of JAX's, outside
+        # this thread's use_backend block
         f = _function(name, reduction, tuple(kv for kv in static if kv[0] not in numbers),
-                      numbers, tuple(names))
+                      numbers, tuple(names), get_backend())
         if numbers:
             arrays.insert(0, _numbers([options[key] for key in numbers]))
         value = f(y, p, *arrays)

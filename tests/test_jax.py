@@ -399,3 +399,30 @@ def test_mixed_float_dtypes_promote_as_jax_does():
                 np.testing.assert_allclose(grad, expected_grad, rtol=1e-6)
     finally:
         jax.config.update("jax_enable_x64", enabled)
+
+
+def test_the_backend_is_the_one_of_the_trace(monkeypatch):
+    """The callback computes on the backend that applied when the call was traced: JAX may
+    run it on a thread of its own, outside the caller's use_backend block (where the
+    backend fell back to the default at random, found by a concurrency test), and a
+    jitted function keeps its trace's backend."""
+    import lossbackends as lb
+    from lossbackends import _dispatch
+
+    seen = []
+    route = _dispatch.route
+
+    def spy(loss, backend, y, p):
+        seen.append(backend)
+        return route(loss, backend, y, p)
+
+    monkeypatch.setattr(_dispatch, "route", spy)
+    g = jax.jit(jax.grad(lambda q, y: lbj.log_cosh(y, q)))
+    y, q = jnp.zeros(64), jnp.linspace(-2.0, 2.0, 64)
+    with lb.use_backend("numpy"):
+        expected = g(q, y)
+    outside = g(q, y)  # the same trace, outside the block
+    assert seen and set(seen) == {"numpy"}
+    np.testing.assert_array_equal(outside, expected)
+    np.testing.assert_array_equal(
+        expected, lb.log_cosh.grad(np.zeros(64), np.asarray(q), backend="numpy"))
