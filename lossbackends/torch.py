@@ -25,7 +25,7 @@ does), or computed in ``input``'s dtype (``huber_loss``, ``soft_margin_loss``), 
 refused (``binary_cross_entropy``).
 Under ``torch.autocast`` every loss runs in float32, as autocast's fp32 policy runs
 torch's losses: floating tensors other than float64 are cast (their gradients cast back);
-``binary_cross_entropy`` too, which torch refuses under autocast; not with
+``binary_cross_entropy`` too, which torch refuses under CUDA autocast; not with
 ``inplace_backward=True`` (below).
 Under ``torch.compile`` a float option that Dynamo makes symbolic (a new ``delta`` or
 ``label_smoothing`` value, ``dynamic=True``) is specialised: a guard on its value, one
