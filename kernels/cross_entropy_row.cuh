@@ -164,8 +164,9 @@ __device__ __forceinline__ A grad_of(A e, i64 c, const RowTarget& t, A prob_scal
     if (t.kind == 3) q = to_acc(probs_row[c]) * (A(1) - smoothing) + smoothing * inv_classes;
     else q = smoothing * inv_classes + (c == t.label ? (A(1) - smoothing) : A(0));
     if (class_weight && q != A(0)) q *= to_acc(class_weight[c]);
-    // (times: where the z-loss's 2 zc lse overflowed, a softmax of 0 gives 0, its limit)
-    return (times(e, prob_scale) - q) * scale;
+    // e * prob_scale - q in one rounding; where the z-loss's 2 zc lse overflowed (an
+    // infinite scale, the same for the whole row) a softmax of 0 gives its limit 0, not NaN
+    return (e == A(0) && isinf(prob_scale) ? -q : fma(e, prob_scale, -q)) * scale;
 }
 
 // The Hessian's diagonal of one element in the (capped) logits, times the scale:

@@ -68,7 +68,9 @@ __device__ __forceinline__ void ce_rows_body(
     if (grad || hess) {
         const A sc = read_scale(scale_ptr, scale);
         // softmax = exp(x - own_max) * exp(own_max - row max) / s: one exp per thread
-        const A prob_scale = grad_coef / st.s * exp(shifted(own_max, st.m));
+        // (times: a thread whose max is far below the row's has softmaxes of 0, where an
+        // overflowed z-loss coefficient would make the scale 0 * inf)
+        const A prob_scale = times(exp(shifted(own_max, st.m)), grad_coef / st.s);
         const A softmax_scale = exp(shifted(own_max, st.m)) / st.s;
         T* g_row = grad ? grad + row * classes : 0;
         T* h_row = hess ? hess + row * classes : 0;

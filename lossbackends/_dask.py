@@ -257,11 +257,13 @@ def _rows(loss, y_true, p, reduction, backend, options, wants, dtype):
         if soft or row_loss:
             denominator = float(math.prod(batch_shape))
         else:
-            labels_denominator = _label_weight_sum(y, options, dtype)
+            classes = p.shape[axis]
+            labels_denominator = _label_weight_sum(y, options, dtype, classes)
             if options.get("z_loss") and options.get("class_weight") is not None:
                 # the z-loss's mean divides by the kept rows' count, not by their summed
-                # class weights (as in memory): a second lazy scalar, the count
-                kept_rows = _label_weight_sum(y, dict(options, class_weight=None), dtype)
+                # class weights (as in memory): a second pass, the count
+                kept_rows = _label_weight_sum(y, dict(options, class_weight=None), dtype,
+                                              classes)
     # where each block starts along each row axis, to name a bad label's global row
     starts = []
     for letter, chunks in zip(batch_index, batch_chunks, strict=True):
@@ -280,27 +282,26 @@ def _rows(loss, y_true, p, reduction, backend, options, wants, dtype):
     return _results(pairs, p, spec, dtype, drop_axis=axis)
 
 
-def _label_weight_sum(labels, options, dtype):
+def _label_weight_sum(labels, options, dtype, classes):
     """The ``"mean"``'s denominator with class indices: the summed class weights of the
     kept rows (their count without weights), by a pass over the labels alone. The weights
-    are rounded to the computation's dtype first, as the kernels see them."""
+    are rounded to the computation's dtype first, as the kernels see them. A label outside
+    ``[0, classes)`` (a NaN row with ``check_labels=False``, else an error) is not kept."""
     class_weight = options.get("class_weight")
     if class_weight is not None:
         if not hasattr(class_weight, "astype"):
             class_weight = np.asarray(class_weight)
         class_weight = class_weight.astype(dtype).astype(np.float64)
     parts = labels.map_blocks(_label_weights_block, ignore_index=options.get("ignore_index", -100),
-                              class_weight=class_weight, chunks=(1,) * labels.ndim,
-                              dtype=np.float64, meta=_meta(labels, np.float64))
+                              class_weight=class_weight, classes=classes,
+                              chunks=(1,) * labels.ndim, dtype=np.float64,
+                              meta=_meta(labels, np.float64))
     return parts.sum(dtype=np.float64)
 
 
-def _label_weights_block(labels, *, ignore_index, class_weight):
-    kept = labels[labels != ignore_index]
-    if class_weight is None:
-        total = kept.size
-    else:  # a bad label raises in the main pass, naming its row
-        total = class_weight[kept[(kept >= 0) & (kept < class_weight.size)]].sum()
+def _label_weights_block(labels, *, ignore_index, class_weight, classes):
+    kept = labels[(labels != ignore_index) & (labels >= 0) & (labels < classes)]
+    total = kept.size if class_weight is None else class_weight[kept].sum()
     # in the labels' array type (NumPy or CuPy), as the graph's meta says
     return np.full_like(labels, float(total), dtype=np.float64, shape=(1,) * labels.ndim)
 
@@ -314,14 +315,16 @@ def _rows_block(t, x, denominator, kept_rows, weight, *starts, spec: _Spec):
         options["weight"] = weight
     if denominator is not None:  # found by the pass over the labels
         denominator = float(denominator)
+    z_scale = None
     if kept_rows is not None and float(kept_rows) > 0:
         # z-loss with class weights, "mean": the kernels scale z by the summed weights over
         # the kept rows' count where they find both themselves; given the whole array's
         # denominator, they take z as it is, so it comes scaled
-        options["z_loss"] = options["z_loss"] * (denominator / float(kept_rows))
+        z_scale = denominator / float(kept_rows)
     try:
         return _compute_block(loss, spec, t, x, options,
-                              spec.denominator if denominator is None else denominator)
+                              spec.denominator if denominator is None else denominator,
+                              z_scale)
     except LabelError as exc:
         batch = x.shape[: spec.class_axis] + x.shape[spec.class_axis + 1:]
         local = np.unravel_index(exc.row, batch)
@@ -331,8 +334,10 @@ def _rows_block(t, x, denominator, kept_rows, weight, *starts, spec: _Spec):
                           f"y_true[{', '.join(map(str, where))}]", exc.loss) from None
 
 
-def _compute_block(loss, spec: _Spec, y, p, options, denominator=None):
-    """One block's ``(gradient or None, losses or partial sum or None, Hessian or None)``."""
+def _compute_block(loss, spec: _Spec, y, p, options, denominator=None, z_scale=None):
+    """One block's ``(gradient or None, losses or partial sum or None, Hessian or None)``;
+    a row loss's ``denominator`` (its mean's) and ``cross_entropy``'s ``z_scale`` (its
+    z-loss's factor) given by the caller, after the options' checks."""
     backend = _dispatch.load_backend(spec.backend)
     xp = backend.xp
     want_value, reduction = spec.want_value, spec.reduction
@@ -350,7 +355,10 @@ def _compute_block(loss, spec: _Spec, y, p, options, denominator=None):
     if spec.class_axis is None:
         prep = prep._replace(scale=spec.scale)
     elif denominator is not None:
-        prep = prep._replace(params=(*prep.params[:-1], denominator))
+        params = (*prep.params[:-1], denominator)
+        if z_scale is not None:  # (ignore_index, smoothing, check_labels, z_loss, softcap, _)
+            params = (*params[:3], params[3] * z_scale, *params[4:])
+        prep = prep._replace(params=params)
     value, grad, *hess = compute(xp, _dispatch.kernel_for(loss.name, spec.backend), prep, y,
                                  reduction, want_value, _WANT_GRAD if spec.want_grad else None,
                                  _WANT_GRAD if spec.want_hess else None)

@@ -161,6 +161,27 @@ def test_every_row_ignored_gives_nan_like_in_memory(backend):
     np.testing.assert_array_equal(grad, expected[1])
 
 
+@pytest.mark.parametrize("options", [{}, {"class_weight": "w"}, {"class_weight": "w", "z_loss": 0.1}])
+def test_unchecked_bad_labels_are_not_counted_in_the_mean_like_in_memory(backend, options):
+    """check_labels=False: a label outside [0, C) is a NaN row, not a kept one, in the
+    mean's denominator and the z-loss's count (the pass over the labels counted it)."""
+    backend = host_backend(backend)
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(40, 5))
+    t = rng.integers(0, 5, 40)
+    t[[3, 17, 31]] = [5, -2, 9]
+    t[::7] = -100
+    options = dict(options, check_labels=False)
+    if options.get("class_weight") == "w":
+        options["class_weight"] = rng.uniform(0.5, 2.0, 5)
+    grad = lb.cross_entropy.grad(da.from_array(t, chunks=9), da.from_array(x, chunks=(9, 5)),
+                                 backend=backend, **options).compute()
+    expected = lb.cross_entropy.grad(t, x, backend=backend, **options)
+    good = (t >= 0) & (t < 5)
+    np.testing.assert_allclose(grad[good], expected[good], rtol=1e-15, atol=0)
+    assert np.isnan(grad[[3, 17, 31]]).all() and np.isnan(expected[[3, 17, 31]]).all()
+
+
 def test_a_bad_label_in_a_late_chunk_raises_at_compute_naming_its_row(backend):
     backend = host_backend(backend)
     x = np.zeros((100, 4), np.float32)

@@ -97,14 +97,18 @@ def test_multiclass_hinge_matches_the_reference(backend, dtype, shape):
                     backend=backend).shape == shape
 
 
+@pytest.mark.parametrize("classes", [3, 64, 20000])  # (the GPU's three row kernels)
 @pytest.mark.parametrize("dtype, big", [(np.float32, 1e38), (np.float32, 3e38),
                                         (np.float64, 1e300), (np.float64, 1e308),
                                         (np.float64, np.inf)])
-def test_z_loss_at_logits_near_the_largest_gives_0_where_the_softmax_is_0(backend, dtype, big):
+def test_z_loss_at_logits_near_the_largest_gives_0_where_the_softmax_is_0(backend, dtype, big,
+                                                                          classes):
     """2 z lse overflows at such logits (or is infinite): the classes whose softmax is 0
     have gradient and Hessian 0 (the limit), not 0 * inf = NaN; the top class's Hessian is
     2 z (found by a fuzzer: NaN on both host backends in float64, on Numba in float32)."""
-    x = np.array([[big, 0.0, -1.0], [1.0, 2.0, 3.0]], dtype)
+    x = np.zeros((2, classes), dtype)
+    x[0, 0], x[0, 2:] = big, -1.0
+    x[1] = np.linspace(-3.0, 3.0, classes)
     labels = np.array([0, 2])
     grad, hess = lb.cross_entropy.grad_and_hess(on(backend, labels), on(backend, x), z_loss=0.75,
                                                 reduction="sum", backend=backend)
@@ -113,12 +117,43 @@ def test_z_loss_at_logits_near_the_largest_gives_0_where_the_softmax_is_0(backen
     with np.errstate(over="ignore"):  # (inf where it overflows)
         assert grad[0, 0] == np.asarray(top).astype(dtype)
     np.testing.assert_array_equal(grad[0, 1:], 0.0)
-    np.testing.assert_array_equal(hess[0], [1.5, 0.0, 0.0])
+    np.testing.assert_array_equal(hess[0], [1.5] + [0.0] * (classes - 1))
     # the other row as the same row alone
     g1, h1 = lb.cross_entropy.grad_and_hess(on(backend, labels[1:]), on(backend, x[1:]),
                                             z_loss=0.75, reduction="sum", backend=backend)
     np.testing.assert_array_equal(grad[1:], host(g1))
     np.testing.assert_array_equal(hess[1:], host(h1))
+
+
+def test_z_loss_scale_overflowing_only_in_float32_keeps_finite_results(backend):
+    """Two logits tied at float32's largest: 2 z lse overflows float32 but each half of it
+    does not; the gradient and Hessian are finite, as in float64 (Numba's float32 scale
+    gave inf for one of the two Hessians, found by review)."""
+    top = np.finfo(np.float32).max
+    x = np.array([[top, top, 0.0, 0.0]], np.float32)
+    grad, hess = lb.cross_entropy.grad_and_hess(on(backend, np.array([2])), on(backend, x),
+                                                z_loss=0.75, reduction="sum", backend=backend)
+    lse = np.float64(top) + np.log(2.0)
+    np.testing.assert_allclose(host(grad)[0, :2], 0.75 * lse, rtol=1e-6)
+    np.testing.assert_allclose(host(hess)[0, :2], 2 * 0.75 * lse * 0.25 + 2 * 0.75 * 0.25,
+                               rtol=1e-6)
+    np.testing.assert_array_equal(host(grad)[0, 2:], [-1.0, 0.0])
+
+
+def test_a_nan_probability_makes_its_row_nan(backend):
+    """A soft target with a NaN probability: the row's loss, gradient and Hessian are NaN on
+    every backend (the NumPy backend kept zeros there for a while, found by review)."""
+    target = np.array([[0.5, np.nan, 0.5, 0.0], [0.25, 0.25, 0.25, 0.25]])
+    x = np.array([[1.0, 2.0, -200.0, 0.0], [1.0, 2.0, 3.0, 4.0]])
+    for z_loss in (0.0, 0.5):
+        value, grad = lb.cross_entropy.value_and_grad(on(backend, target), on(backend, x),
+                                                      z_loss=z_loss, reduction="none",
+                                                      backend=backend)
+        _, hess = lb.cross_entropy.grad_and_hess(on(backend, target), on(backend, x),
+                                                 z_loss=z_loss, reduction="none", backend=backend)
+        assert np.isnan(host(value)[0]) and np.isfinite(host(value)[1])
+        assert np.isnan(host(grad)[0]).all() and np.isnan(host(hess)[0]).all()
+        assert np.isfinite(host(grad)[1]).all() and np.isfinite(host(hess)[1]).all()
 
 
 def test_multiclass_hinge_rows_of_equal_infinite_scores(backend):

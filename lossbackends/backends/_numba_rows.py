@@ -312,7 +312,7 @@ def _cross_entropy_kernel(x, soft, labels, probs, weighted, class_weight, ignore
                 else:  # 2 zc lse overflowed (see the gradient's scale below)
                     for c in range(classes):
                         s = g[c] * inverse
-                        h[c] = times(s * (ONE - s), hess_scale) + z_scale * (s * s)
+                        h[c] = times(float(s * (ONE - s)), grad_coef * grad_scale) + z_scale * (s * s)
                 # 1 - s exact where it matters: only the largest class can have s > 1/2,
                 # and there 1 - s is the other classes' sum (summed without the top
                 # term) over the row's: 1 - s would round to 0 within an ulp of s = 1
@@ -333,9 +333,11 @@ def _cross_entropy_kernel(x, soft, labels, probs, weighted, class_weight, ignore
             if not abs(prob_scale) < INF:
                 # the z-loss's 2 zc lse overflowed (logits near the dtype's largest, or
                 # infinite): a class whose softmax is 0 has the limit 0, not 0 * inf = NaN;
-                # scaled here, once, in this rare row
+                # scaled here, once, in this rare row, in float64 (a float32 gradient can be
+                # finite where its scale is not)
+                row_scale = grad_coef / sum_exp * grad_scale
                 for c in range(classes):
-                    g[c] = times(g[c], prob_scale)
+                    g[c] = times(float(g[c]), row_scale)
                 prob_scale = ONE
             if capped and not soft and smoothing == 0.0 and hess is None:
                 # the chain rule d(softcap tanh(x / softcap))/dx = 1 - tanh^2 in the same

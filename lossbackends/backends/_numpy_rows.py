@@ -134,15 +134,23 @@ def cross_entropy(target, x, class_weight, params, reduction, scale, grad, want_
     return value
 
 
+def times(k, v):
+    """k v, with 0 where k = 0 and v is infinite: a term of coefficient 0 contributes
+    nothing, which is each loss's limit at an infinite prediction (0 log 0 = 0 likewise;
+    a softmax of 0 times an overflowed coefficient); NaN stays NaN."""
+    with np.errstate(invalid="ignore"):
+        return np.where((k == 0) & np.isinf(v), 0.0, k * v)
+
+
 def _scale_rows(a, scale):
     """Each row of ``a`` times its ``scale``, in place. Where a scale overflowed (the
     z-loss's 2 zc lse at logits near the dtype's largest, or infinite), an element of 0
-    (a softmax of 0) stays 0, its limit, not 0 * inf = NaN."""
+    (a softmax of 0) stays 0, its limit, not 0 * inf = NaN; a NaN scale gives NaN."""
     with np.errstate(invalid="ignore", over="ignore"):  # (a result may overflow: inf)
-        if np.isfinite(scale).all():
-            np.multiply(a, scale[:, None], out=a)
+        if np.isinf(scale).any():
+            np.copyto(a, times(a, scale[:, None]))
         else:
-            np.copyto(a, np.where(a == 0, a, a * scale[:, None]))
+            np.multiply(a, scale[:, None], out=a)
 
 
 def _cross_entropy_hess(hess, exp, sum_exp, coef, z_coef):

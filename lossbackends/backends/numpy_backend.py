@@ -12,7 +12,7 @@ import numpy as np
 
 from .. import _dispatch
 from ._host import FLOAT16, half_in_float32
-from ._numpy_rows import cross_entropy, multiclass_hinge
+from ._numpy_rows import cross_entropy, multiclass_hinge, times
 
 xp = np
 
@@ -259,7 +259,7 @@ def _log_cosh(y, p, params, want_value, want_grad, want_hess):
 
 def _squared_hinge(y, p, params, want_value, want_grad, want_hess):
     (margin,) = params
-    slack = margin - _times(y, p)  # a label of 0 times an infinite score is 0, as hinge
+    slack = margin - times(y, p)  # a label of 0 times an infinite score is 0, as hinge
     # max(slack, 0) with NaN kept (np.maximum keeps it)
     active = np.maximum(slack, 0.0)
     # 2 t^2 where the margin is violated, 0 from the kink on
@@ -268,18 +268,10 @@ def _squared_hinge(y, p, params, want_value, want_grad, want_hess):
 
 
 def _soft_margin(y, p, params, want_value, want_grad, want_hess):
-    z = -_times(y, p)  # the loss is softplus(-t s), its derivative -t sigmoid(-t s)
+    z = -times(y, p)  # the loss is softplus(-t s), its derivative -t sigmoid(-t s)
     loss = _softplus(z) if want_value else None
     h = y * y * _sigmoid_product(z) if want_hess else None  # t^2 sigmoid(z) sigmoid(-z)
     return loss, -y * _sigmoid(z) if want_grad else None, h
-
-
-def _times(k, v):
-    """k v, with 0 where k = 0 and v is infinite: a label of coefficient 0 contributes
-    nothing, which is each loss's limit at an infinite prediction (0 log 0 = 0 likewise);
-    NaN stays NaN."""
-    with np.errstate(invalid="ignore"):
-        return np.where((k == 0) & np.isinf(v), 0.0, k * v)
 
 
 def _over(k, v):
@@ -305,7 +297,7 @@ def _sigmoid_focal(y, x, params, want_value, want_grad, want_hess):
     q = p * (1.0 - y) + c * y
     # ce = softplus(x) - x y = (1 - y) x + log1p(exp(-|x|)) for x >= 0, -y x + ... below:
     # finite for finite x, and its limit (0 times inf = 0) where the coefficient is 0
-    ce = _times(np.where(x >= 0, 1.0 - y, -y), x) + np.log1p(np.exp(-np.abs(x)))
+    ce = times(np.where(x >= 0, 1.0 - y, -y), x) + np.log1p(np.exp(-np.abs(x)))
     alpha_t = a * y + b * (1.0 - y)
     modulator = alpha_t * q**gamma
     loss = None
@@ -318,7 +310,7 @@ def _sigmoid_focal(y, x, params, want_value, want_grad, want_hess):
     if want_grad or want_hess:
         with np.errstate(divide="ignore", invalid="ignore"):
             r = np.where(q > 0, p * c / q, 0.0)
-        rce = _times(r, ce)
+        rce = times(r, ce)
         s = 1.0 - 2.0 * y
         # p - y = q - 2 y (1 - p): no p - 1 to cancel for a label of 1 (q = 1 - p exactly)
         residual = q - 2.0 * y * c
@@ -343,13 +335,13 @@ def _poisson_nll(y, x, params, want_value, want_grad, want_hess):
         rate = np.exp(x)
         if want_value:  # at x = inf (or where exp overflows) the loss is inf, not inf - inf;
             # a NaN label stays NaN
-            loss = np.where((rate == np.inf) & np.isfinite(y), rate, rate - _times(y, x))
+            loss = np.where((rate == np.inf) & np.isfinite(y), rate, rate - times(y, x))
         d = rate - y if want_grad else None
         h = rate if want_hess else None
     else:  # x = rate: x - y log(x + eps); second derivative y / (x + eps)^2
         with np.errstate(divide="ignore", invalid="ignore"):
             if want_value:  # at x = inf the loss is inf (x outgrows y log x), not inf - inf
-                loss = np.where((x == np.inf) & np.isfinite(y), x, x - _times(y, np.log(x + eps)))
+                loss = np.where((x == np.inf) & np.isfinite(y), x, x - times(y, np.log(x + eps)))
             shifted = x + eps
             # y / (x + eps), then over it again: no reciprocal, which overflows for a
             # subnormal x + eps where y / (x + eps) does not, and no 1 / (x + eps)^2
@@ -383,7 +375,7 @@ def _pinball(y, p, params, want_value, want_grad, want_hess):
     e = p - y
     # quantile max(y - p, 0) + (1 - quantile) max(p - y, 0); 0 at a tie; a coefficient of
     # 0 (quantile 0 or 1) times an infinite e is 0, the limit of the max it stands for
-    loss = np.where(e > 0, _times(1.0 - quantile, e), _times(-quantile, e)) if want_value else None
+    loss = np.where(e > 0, times(1.0 - quantile, e), times(-quantile, e)) if want_value else None
     d = None
     if want_grad:
         d = np.where(e > 0, 1.0 - quantile, np.where(e < 0, -quantile, 0.0 * e))  # NaN kept
