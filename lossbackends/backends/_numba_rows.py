@@ -440,6 +440,7 @@ def _cross_entropy_few_classes_kernel(x, labels, ignore_index, mean, given_denom
     in_place = want_grad and _written_over(grad, x)
     inputs = np.empty(block_rows * classes if in_place else 0, x.dtype)
     label_z = np.empty(block_rows, x.dtype)
+    block_losses = np.empty(block_rows)
     result = 0.0
     chunk = claim(shared, -1)
     while chunk < chunks:
@@ -491,13 +492,21 @@ def _cross_entropy_few_classes_kernel(x, labels, ignore_index, mean, given_denom
                 if not want_value:
                     continue
                 if labels[first + r] == ignore_index:
+                    block_losses[r] = 0.0
                     if want_rows:
                         row_losses[first + r] = 0.0
                     continue
                 loss = np.log(sum_exp) - label_z[r]
-                total, total_error = add_compensated(total, total_error, loss)
+                block_losses[r] = loss
                 if want_rows:
                     row_losses[first + r] = loss
+            if want_value:
+                # the block's losses summed 64 at a time (vectorised, float64: a few ulp),
+                # each sum then added compensated: one compensated step per 64 rows, not
+                # per row (a fifth of the time at 10 classes)
+                for part in range(0, count, 64):
+                    total, total_error = add_compensated(
+                        total, total_error, _sum(block_losses[part:min(count, part + 64)]))
             # 4. softmax, its Hessian and the gradient, across the rows
             if want_hess:
                 hs = flat_hess[start:stop]
