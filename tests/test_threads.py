@@ -4,6 +4,7 @@ the caller, and a forked child runs large inputs on threads of its own."""
 
 from __future__ import annotations
 
+import gc
 import multiprocessing
 import os
 import signal
@@ -106,6 +107,10 @@ def test_a_signal_while_a_worker_runs_is_raised_after_it_has_finished(monkeypatc
         raise KeyboardInterrupt
 
     previous = signal.signal(signal.SIGALRM, interrupt)
+    # no garbage collection meanwhile: the handler's exception raised inside a gc callback
+    # (hypothesis installs one) is swallowed as unraisable, and the call would never see it
+    gc_was_enabled = gc.isenabled()
+    gc.disable()
     try:
         with pytest.raises(KeyboardInterrupt):
             _threads.share(kernel, (), 4)
@@ -113,6 +118,8 @@ def test_a_signal_while_a_worker_runs_is_raised_after_it_has_finished(monkeypatc
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, previous)
+        if gc_was_enabled:
+            gc.enable()
 
 
 # run in a fresh interpreter: the test process's other libraries' threads (JAX's) make
