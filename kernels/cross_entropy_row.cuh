@@ -166,7 +166,7 @@ __device__ __forceinline__ A grad_of(A e, i64 c, const RowTarget& t, A prob_scal
     if (class_weight && q != A(0)) q *= to_acc(class_weight[c]);
     // e * prob_scale - q in one rounding; where the z-loss's 2 zc lse overflowed (an
     // infinite scale, the same for the whole row) a softmax of 0 gives its limit 0, not NaN
-    return (e == A(0) && isinf(prob_scale) ? -q : fma(e, prob_scale, -q)) * scale;
+    return (e == A(0) && isinf(prob_scale) ? A(0) - q : fma(e, prob_scale, -q)) * scale;
 }
 
 // The Hessian's diagonal of one element in the (capped) logits, times the scale:
@@ -185,7 +185,9 @@ template <typename A>
 __device__ __forceinline__ A finish_hess(A h, A g, A slope, A curve, const RowTarget& t) {
     if (t.kind == 0) return A(0);
     if (t.kind == 2) return quiet_nan<A>();
-    return h * (slope * slope) + g * curve;
+    // (times: without softcap the curve is 0, and an infinite gradient, an overflowed
+    // z-loss coefficient's, adds nothing)
+    return h * (slope * slope) + times(curve, g);
 }
 
 template <typename A>
