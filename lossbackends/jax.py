@@ -12,9 +12,9 @@ options (``lossbackends.mse`` ...); the array options (``weight``, ``pos_weight`
 ``class_weight``) are traced, every other option is static (a Python number, bool or
 None). Mixed floating dtypes of ``y_true``, ``y_pred`` and the weights are promoted as JAX
 promotes them (``jnp.result_type``, weak Python numbers included; ``y_pred``'s gradient in
-its own dtype), where the plain API computes in ``y_pred``'s. The derivative is taken with respect to ``y_pred`` only:
-``y_true`` and the weights are constants (their cotangent is zero: ``jax.grad`` with
-respect to them returns zeros, without an error).
+its own dtype), where the plain API computes in ``y_pred``'s. The derivative is taken
+with respect to ``y_pred`` only: ``y_true`` and the weights are constants (their
+cotangent is zero: ``jax.grad`` with respect to them returns zeros, without an error).
 
 Arguments are checked while tracing, by the plain API's own checks run on stand-ins of the
 arguments' shapes and dtypes (once per signature): a bad shape, dtype or option raises its

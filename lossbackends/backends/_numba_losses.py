@@ -25,6 +25,7 @@ from ._numba_math import (
     EXP32_LOW,
     EXP32_WIDE,
     HALF,
+    INF,
     INLINE,
     LOG1P32,
     LOG32,
@@ -44,7 +45,6 @@ _f32 = np.float32
 TWO = _f32(2.0)
 FOUR = _f32(4.0)
 LN2 = _f32(np.log(2.0))
-INF = _f32(np.inf)
 
 
 def loss_math(*constants, hard_labels=None, hard_gradient=False):
@@ -154,8 +154,7 @@ def _binary_cross_entropy_with_logits(y, x, param, pos, k):
 @loss_math()
 def _hinge(y, s, param, pos, k):
     # a label of 0 times an infinite score is 0 (the limit), not NaN; NaN stays NaN
-    product = ZERO if (y == ZERO) & (abs(s) == INF) else y * s
-    slack = param[0] - product
+    slack = param[0] - times(y, s)
     # -t where the margin is violated, 0 where not (also at the kink), NaN for NaN
     d = -y if slack > ZERO else (ZERO if slack <= ZERO else slack)
     # piecewise linear: the Hessian is 0 away from the kink and at it; NaN for NaN

@@ -19,7 +19,7 @@ from ._numba_common import (
     array_type,
     compensated,
 )
-from ._numba_math import ZERO, maximum
+from ._numba_math import ZERO, maximum, times
 from ._numba_rows import _BOOL, _INT, _NONE, _REAL, _ROW_LOSSES, _launch
 from ._threads import claim, record
 
@@ -68,7 +68,7 @@ def _multiclass_hinge_kernel(x, labels, weight, margin, mean, given_denominator,
             loss = slack if slack > ZERO else (slack if nan else ZERO)
             w = weight[r] if weighted else 1.0
             # a weight of 0 costs nothing, even against an infinite slack (0 inf = 0)
-            loss = ZERO if w == 0.0 and abs(loss) == INF32 else loss * w
+            loss = times(w, loss)
             total, total_error = add_compensated(total, total_error, loss)
             if row_losses is not None:
                 row_losses[r] = loss

@@ -275,7 +275,7 @@ def _soft_margin(y, p, params, want_value, want_grad, want_hess):
 
 
 def _over(k, v):
-    """k / v, with 0 where k = 0 and v = 0: as ``_times`` (k times 1 / v), a label of 0
+    """k / v, with 0 where k = 0 and v = 0: as ``times`` (k times 1 / v), a label of 0
     contributes nothing; NaN stays NaN."""
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where((k == 0) & (v == 0), 0.0, k / v)
