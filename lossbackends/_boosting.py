@@ -115,6 +115,11 @@ class Convention:
     grad: float = 1.0
     hess: float | Callable[[int, dict], float] = 1.0
     labels: Callable[[Any, str], Any] | None = None
+    # a margin loss's Hessian where its margin is met (y p >= margin: the loss and its
+    # gradient are 0 there), in place of the constant times the weight, unweighted:
+    # XGBoost's binary:hinge gives float32's smallest normal there (hinge.cc), so that a
+    # leaf of met margins takes no step
+    margin_met_hess: float | None = None
 
     def hess_factor(self, classes: int, options: dict) -> float:
         """The Hessian's factor for predictions of ``classes`` columns (1 for ``(n,)``) and
@@ -294,8 +299,9 @@ class Objective:
         else:
             grad, hess = loss.grad_and_hess(labels, preds, reduction="sum", **options)
             constant = 0.0
+        met_hess = convention.margin_met_hess if constant else None
         finish = (_host_finish() if backend not in (None, "numpy") and grad.dtype in _NO_WEIGHT
-                  else None)
+                  and met_hess is None else None)
         if finish is not None:
             unsigned, one, no_labels = _BITS[grad.dtype]
             worst = finish(grad.reshape(-1), hess.reshape(-1),
@@ -315,6 +321,9 @@ class Objective:
             grad *= sample_weight
         if constant:
             hess[...] = constant if sample_weight is None else constant * sample_weight
+            if met_hess is not None:  # (NaN margins too, as XGBoost's y p < 1 is false)
+                met = ~(labels * preds < self.options.get("margin", 1.0))
+                hess[met] = met_hess
         else:
             if weigh and sample_weight is not None:
                 hess *= sample_weight

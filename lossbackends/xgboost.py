@@ -25,7 +25,7 @@ loss                                      (grad, hess) per sample               
 ``binary_cross_entropy_with_logits``      ``(σ(x) - y, σ(x) σ(-x))``            ``binary:logistic``
 ``cross_entropy``                         ``(softmax - onehot, 2 p (1 - p))``   ``multi:softprob``
 ``poisson_nll`` (``log_input=True``)      ``(e^x - y, e^(x + 0.7))``            ``count:poisson``
-``hinge``                                 labels 0/1 become -1/+1               ``binary:hinge``
+``hinge``                                 labels 0/1 become -1/+1 (see below)   ``binary:hinge``
 ``squared_hinge``, ``soft_margin``        labels 0/1 become -1/+1               –
 ========================================  ====================================  ====================
 
@@ -45,7 +45,9 @@ each leaf's value at ±0.7 before ``eta``; a custom objective keeps XGBoost's de
 Hessians are floored at ``1e-16`` (times the weight), XGBoost's own minimum. Losses whose
 Hessian is 0 almost everywhere (``hinge``, ``multiclass_hinge``, ``mae``, ``pinball``)
 take the sample weight as Hessian, as XGBoost's absolute error and LightGBM's L1 and
-quantile objectives do; ``huber`` takes it too (its Hessian is 0 outside
+quantile objectives do; ``hinge`` where its margin is not met (``y p < margin``), and
+where it is (its loss and gradient 0) float32's smallest normal, ``1.18e-38``, unweighted,
+as ``binary:hinge`` does; ``huber`` takes it too (its Hessian is 0 outside
 ``|e| <= delta``: LightGBM's Huber objective), ``smooth_l1`` the weight over ``beta``, and
 ``log_cosh`` the weight: its Hessian ``sech^2(e)`` underflows far from the label (0 in
 float32 at ``|e| ~ 50``), which stalls training, and never exceeds 1, so that a Hessian
@@ -76,7 +78,10 @@ backend where they are; only the labels and weights are moved to the GPU.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
+
+import numpy as np
 
 from ._boosting import HINGE, POISSON, Convention, Objective, make
 from ._loss import Loss
@@ -93,7 +98,10 @@ CONVENTIONS = {
     # count:poisson: (exp(x) - y, exp(x + max_delta_step)), 0.7 by default; log_input=True
     "poisson_nll": POISSON,
     # the margin losses take labels -1/+1: a classifier's 0/1 would give class 0 no gradient
-    **dict.fromkeys(("hinge", "squared_hinge", "soft_margin"), HINGE),
+    **dict.fromkeys(("squared_hinge", "soft_margin"), HINGE),
+    # binary:hinge: (-y, 1) times the weight where y p < 1, else (0, float32's smallest
+    # normal), unweighted (hinge.cc)
+    "hinge": replace(HINGE, margin_met_hess=float(np.finfo(np.float32).tiny)),
 }
 FLOOR = 1e-16  # XGBoost's smallest Hessian (its logistic and softmax objectives)
 

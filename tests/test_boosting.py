@@ -63,13 +63,22 @@ def test_conventions_against_closed_forms(library):
     factor = 2.0 if library == "xgboost" else classes / (classes - 1)
     np.testing.assert_allclose(grad, (prob - onehot) * w[:, None], rtol=1e-12, atol=1e-15)
     np.testing.assert_allclose(hess, factor * prob * (1 - prob) * w[:, None], rtol=1e-12)
-    # hinge: labels 0/1 become -1/+1; the Hessian is the weight (0 almost everywhere)
+    # hinge: labels 0/1 become -1/+1; the Hessian is the weight (0 almost everywhere),
+    # and XGBoost's binary:hinge's float32 smallest normal, unweighted, where the margin is
+    # met (its loss and gradient 0)
     grad, hess = module.objective(lb.hinge)(y, p, w)
     t = 2 * y - 1
-    np.testing.assert_allclose(grad, np.where(1 - t * p > 0, -t, 0) * w)
-    np.testing.assert_array_equal(hess, w)
+    active = 1 - t * p > 0
+    assert 0 < active.sum() < n
+    met = np.finfo(np.float32).tiny if library == "xgboost" else None
+    np.testing.assert_allclose(grad, np.where(active, -t, 0) * w)
+    np.testing.assert_array_equal(hess, w if met is None else np.where(active, w, met))
     _, hess = module.objective(lb.hinge)(y, p)
-    np.testing.assert_array_equal(hess, 1.0)
+    np.testing.assert_array_equal(hess, 1.0 if met is None else np.where(active, 1.0, met))
+    # a margin of 2 moves where it is met
+    _, hess = module.objective(lb.hinge, margin=2.0)(y, p)
+    active = 2 - t * p > 0
+    np.testing.assert_array_equal(hess, 1.0 if met is None else np.where(active, 1.0, met))
 
 
 @pytest.mark.parametrize("library", LIBRARIES)
@@ -342,6 +351,31 @@ def test_xgboost_trains_the_same_models_as_its_built_in_objectives():
         assert predictions[0].shape == predictions[1].shape
         np.testing.assert_allclose(predictions[1], predictions[0], rtol=0, atol=1e-6,
                                    err_msg=task)
+
+
+@needs_xgboost
+@needs_sklearn
+@pytest.mark.parametrize("backend", ["numpy", "numba"])
+def test_xgboost_hinge_trains_binary_hinge_s_model(backend):
+    """binary:hinge's Hessian is the weight where y p < 1 and float32's smallest normal
+    where the margin is met: ours trains its model, with and without sample weights (with
+    the weight everywhere, the margins differed by up to 1.7)."""
+    import xgboost as xgb
+    from sklearn.datasets import load_breast_cancer
+
+    if backend not in lb.available_backends():
+        pytest.skip(f"the {backend} backend is not installed")
+    X, y = load_breast_cancer(return_X_y=True)
+    weight = np.random.default_rng(4).uniform(0, 2, len(y))
+    for w in (None, weight):
+        predictions = []
+        for objective, obj in (("binary:hinge", None),
+                               (None, lb.xgboost.objective(lb.hinge, backend=backend))):
+            data = xgb.DMatrix(X, label=y, weight=w, base_margin=np.zeros(len(y)))
+            params = dict(XGB_PARAMS, objective=objective) if objective else XGB_PARAMS
+            booster = xgb.train(params, data, 10, obj=obj)
+            predictions.append(booster.predict(data, output_margin=True))
+        np.testing.assert_allclose(predictions[1], predictions[0], rtol=0, atol=1e-6)
 
 
 @needs_lightgbm
