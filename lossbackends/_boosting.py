@@ -54,9 +54,9 @@ NOT_OBJECTIVES = {
         "binary_cross_entropy_with_logits, the same loss on margins (logits)"),
     "kl_div": (
         "takes log-probabilities, and a booster's margins are none: its gradient is the "
-        "constant -y, so the margins grow without bound; use cross_entropy with "
-        "probability labels (softmax over num_class margins) or "
-        "binary_cross_entropy_with_logits (one margin, labels in [0, 1])"),
+        "constant -y, so the margins grow without bound; use cross_entropy (softmax "
+        "over num_class margins, class-index labels) or binary_cross_entropy_with_logits "
+        "(one margin, labels in [0, 1]: probabilities too)"),
 }
 
 
@@ -273,6 +273,12 @@ class Objective:
             labels = classes
             weigh = True  # no per-sample weight option: applied in the finishing pass
         else:
+            if preds.ndim < 2 and np.size(options.get("pos_weight", 1.0)) > 1:
+                raise ValueError(
+                    f"pos_weight has {np.size(options['pos_weight'])} values, one per column "
+                    "of (n_samples, n_targets) margins; these margins are one per sample "
+                    f"(shape {preds.shape}): pass a scalar pos_weight (per-sample weights are "
+                    "the library's sample weights)")
             labels = labels.reshape(preds.shape).astype(dtype, copy=False)
             if weight is not None:
                 options["weight"] = weight if preds.ndim == 1 else weight.reshape(-1, 1)
@@ -331,13 +337,16 @@ class Objective:
                 hess *= factor
             # the floor (0 too: no negative Hessian of its own), then the weight, as the
             # libraries apply them and the Numba passes do: max(h, floor) w, the smaller of
-            # h w and floor w for a negative w (LightGBM takes them)
+            # h w and floor w for a negative w (LightGBM takes them); the Numba passes'
+            # selects (weighted_floor): NaN kept, and a NaN bound (0 x an infinite weight)
+            # no floor, as h w is then the Hessian times the weight already
             if sample_weight is None:
                 xp.maximum(hess, self.floor, out=hess)
             else:
-                floor = self.floor * sample_weight
-                hess[...] = xp.where(sample_weight < 0, xp.minimum(hess, floor),
-                                     xp.maximum(hess, floor))
+                with np.errstate(invalid="ignore"):  # (0 x inf: NaN, no floor)
+                    bound = self.floor * sample_weight
+                below = xp.where(sample_weight < 0, hess > bound, hess < bound)
+                hess[...] = xp.where(below, bound, hess)
         if convention.grad != 1.0:
             grad *= convention.grad
         return grad, hess
@@ -399,6 +408,9 @@ def make(loss: Loss | str, options: dict, conventions: dict[str, Convention],
         if name in options:
             raise TypeError(f"{name}= is set by the objective (per-sample derivatives; the "
                             "library passes the sample weights); leave it out")
+    if loss._class_indices and "axis" in options:
+        raise TypeError("axis= is set by the objective: the libraries pass (n_samples, "
+                        "n_classes) margins, the classes on the last axis; leave it out")
     if loss._class_indices:
         class_weight = options.get("class_weight")
         classes = 2 if class_weight is None else int(np.size(class_weight))

@@ -42,7 +42,10 @@ each leaf's value at ±0.7 before ``eta``; a custom objective keeps XGBoost's de
 ``cross_entropy`` needs two classes or more (for one margin per sample, as a two-class
 ``XGBClassifier`` gives, ``binary_cross_entropy_with_logits``).
 
-Hessians are floored at ``1e-16`` (times the weight), XGBoost's own minimum. Losses whose
+Hessians are floored at ``1e-16`` (times the weight), XGBoost's own minimum: as
+``binary:logistic`` floors; ``multi:softprob`` floors after the weight (a sample of weight 0
+has Hessian ``1e-16`` there, 0 here; on ``load_digits`` with 30 % of the weights 0, five
+rounds gave margins within 2.4e-7, float32's rounding). Losses whose
 Hessian is 0 almost everywhere (``hinge``, ``multiclass_hinge``, ``mae``, ``pinball``)
 take the sample weight as Hessian, as XGBoost's absolute error and LightGBM's L1 and
 quantile objectives do; ``hinge`` where its margin is not met (``y p < margin``), and

@@ -127,10 +127,15 @@ def test_the_numba_finishing_pass_is_numpy_s(library, dtype, monkeypatch):
     x = rng.normal(0, 30, n).astype(dtype)  # Hessians under the floor too
     labels = rng.integers(0, classes, n).astype(dtype)
     logits = rng.normal(0, 3, (n, classes)).astype(dtype)
+    # infinite, NaN and negative weights: max(h, floor) w as the Numba pass selects it (a
+    # floor of 0 times an infinite weight, NaN, is no floor: LightGBM's NumPy Hessians were
+    # NaN there, Numba's inf)
+    special = w.copy()
+    special[:4] = [np.inf, -np.inf, np.nan, -1.0]
     for loss, first, second in ((lb.mse, y, x), (lb.binary_cross_entropy_with_logits, y, x),
                                 (lb.hinge, y, x), (lb.cross_entropy, labels, logits),
                                 (lb.sigmoid_focal, y, x)):  # negative Hessians where concave
-        for weight in (w, None):
+        for weight in (w, special, None):
             ours = module.objective(loss)(first, second, weight)
             with monkeypatch.context() as patch:
                 patch.setattr(_boosting, "_HAVE_NUMBA", [False])
@@ -706,6 +711,23 @@ def test_bad_options_fail_when_the_objective_is_made(options, error):
         lb.xgboost.objective(lb.binary_cross_entropy_with_logits, **options)
 
 
+@pytest.mark.parametrize("library", ["xgboost", "lightgbm"])
+def test_options_the_objective_sets_are_refused_by_name(library):
+    """axis= of a loss with a class axis is the objective's (the libraries' (n, C)
+    margins): refused by name, not with the shapes of the objective's own probe; a
+    pos_weight vector needs (n, k) margins, and one margin per sample says so."""
+    module = LIBRARIES[library]
+    for loss in (lb.cross_entropy, lb.multiclass_hinge):
+        with pytest.raises(TypeError, match="axis= is set by the objective"):
+            module.objective(loss, axis=0)
+    objective = module.objective(lb.binary_cross_entropy_with_logits, pos_weight=[3.0, 2.0])
+    with pytest.raises(ValueError, match="pos_weight has 2 values, one per column .* pass a "
+                                         "scalar pos_weight"):
+        objective(np.zeros(4), np.zeros(4))
+    grad, _ = objective(np.ones((4, 2)), np.zeros((4, 2)))  # (n, 2) margins take it
+    np.testing.assert_allclose(grad[0], [-1.5, -1.0])
+
+
 @pytest.mark.parametrize("backend", ["numba", "numpy"])
 @pytest.mark.parametrize("library", ["xgboost", "lightgbm"])
 def test_probability_labels_must_be_in_0_1(library, backend):
@@ -867,8 +889,8 @@ def test_losses_on_no_margin_make_no_objective():
                                                  r"binary_cross_entropy_with_logits"):
                 module.objective(loss)
         with pytest.raises(ValueError, match=r"kl_div makes no \w+ objective: .*use "
-                                             r"cross_entropy with probability labels.* or "
-                                             r"binary_cross_entropy_with_logits"):
+                                             r"cross_entropy \(softmax .*class-index labels\) "
+                                             r"or binary_cross_entropy_with_logits"):
             module.objective(lb.kl_div)
 
 
