@@ -156,9 +156,14 @@ def prepare_bce_with_logits(xp, y_true, y_pred, *, weight=None, pos_weight=None)
         pw = as_values(xp, pos_weight, p.dtype, "pos_weight")
         last = p.shape[-1] if p.ndim else 1
         if pw.ndim > 1 or pw.size not in (1, last):
+            # torch's per-channel (C, 1, 1) for (N, C, H, W): the channels must come last
+            channels = ("; for one weight per channel C of (N, C, ...) y_pred, as a "
+                        "(C, 1, 1) pos_weight gives in torch, move the channels last "
+                        "(y_true and y_pred moveaxis(1, -1)) and pass a vector of length C"
+                        if pw.ndim > 1 and pw.size == pw.shape[0] else "")
             raise ValueError(
                 f"pos_weight has shape {pw.shape}; it broadcasts on the last axis, so pass a "
-                f"scalar or a vector of length {last} (y_pred's last dimension)"
+                f"scalar or a vector of length {last} (y_pred's last dimension){channels}"
             )
         pw = pw.reshape(-1)  # a writeable array either way (see prepare_elementwise)
         pos_weight = pw if pw.size == last else xp.broadcast_to(pw, (last,)).copy()

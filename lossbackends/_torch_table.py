@@ -94,7 +94,8 @@ TABLE: dict[str, Entry] = {
         doc="``torch.nn.functional.kl_div`` (our ``kl_div``): ``input`` holds "
             "log-probabilities; ``reduction=\"batchmean\"`` divides the sum by "
             "``input.size(0)`` (the divergence's definition), ``\"mean\"`` by the number of "
-            "elements, with torch's warning."),
+            "elements, with torch's warning. A target probability of 0 costs 0 "
+            "(``log_target=True``: a target of ``-inf``), where torch gives NaN."),
     "binary_cross_entropy": Entry(
         _losses.binary_cross_entropy, "BCELoss",
         (("weight", None), *_LEGACY, ("reduction", "mean"), ("eps", 1e-15)),
@@ -108,7 +109,9 @@ TABLE: dict[str, Entry] = {
         (("weight", None), *_LEGACY, ("reduction", "mean"), ("pos_weight", None)),
         tensors={"weight": "weight", "pos_weight": "pos_weight"},
         doc="``torch.nn.functional.binary_cross_entropy_with_logits``; ``pos_weight`` is a "
-            "scalar or a vector over the last dimension. Mixed dtypes are promoted "
+            "scalar or a vector over the last dimension (torch's ``(C, 1, 1)`` for "
+            "``(N, C, H, W)`` is refused: move the classes last, ``input.movedim(1, -1)`` "
+            "and the same for ``target``). Mixed dtypes are promoted "
             "(``torch.result_type``; torch itself gives ``target``'s dtype)."),
     "cross_entropy": Entry(
         _losses.cross_entropy, "CrossEntropyLoss",

@@ -22,7 +22,8 @@ no gradient to take (``torch.no_grad()``, an ``input`` that does not require gra
 value alone is computed. Mixed dtypes follow torch, loss by loss: promoted as
 ``torch.result_type`` says (the input is cast and its gradient cast back, as torch
 does), or computed in ``input``'s dtype (``huber_loss``, ``soft_margin_loss``), or
-refused (``binary_cross_entropy``).
+refused (``binary_cross_entropy``); an integer ``input`` in a floating target's dtype,
+else in the default dtype, as torch promotes it.
 Under ``torch.autocast`` every loss runs in float32, as autocast's fp32 policy runs
 torch's losses: floating tensors other than float64 are cast (their gradients cast back);
 ``binary_cross_entropy`` too, which torch refuses under CUDA autocast; not with
@@ -446,7 +447,17 @@ class _ValueOf(torch.autograd.Function):
 
 def _compute_dtype(entry: _Entry, name: str, input: Tensor, target: Tensor, weight) -> Any:
     """The dtype torch computes ``name`` in (see ``_Entry.dtypes``), or None for input's."""
-    if entry.dtypes == "input" or not input.is_floating_point():
+    if not input.is_floating_point():
+        if entry.loss._class_indices:  # integer logits: the arguments swapped, which the
+            return None  # loss's own check names
+        # an integer or bool input (it cannot require grad) as torch promotes it: to a
+        # floating target's dtype, else to the default dtype (torch's poisson_nll_loss of
+        # two integer tensors is float32), where the plain call's rule would give float64
+        # (torch refuses some of these losses integers: computed here all the same)
+        floating = [other.dtype for other in (target, weight)
+                    if isinstance(other, Tensor) and other.is_floating_point()]
+        return floating[0] if floating else torch.get_default_dtype()
+    if entry.dtypes == "input":
         return None
     if entry.dtypes == "same":
         if target.is_floating_point() and target.dtype != input.dtype:

@@ -539,6 +539,19 @@ def test_mixed_dtypes_as_torch():
     assert lbt.mse_loss(x, t.float(), weight=torch.ones(6, dtype=D)).dtype == D
     with pytest.raises(TypeError, match="target.to"):
         lbt.binary_cross_entropy(x.sigmoid(), t.clamp(0, 1))
+    # an integer input: a floating target's dtype, else the default dtype, as torch gives
+    # (it was float64, the plain call's rule for integers)
+    ints, floats = torch.tensor([1, 2, 5]), torch.tensor([1.0, 3.0, 2.5])
+    for ours, theirs in ((lbt.mse_loss, F.mse_loss), (lbt.l1_loss, F.l1_loss),
+                         (lbt.smooth_l1_loss, F.smooth_l1_loss),
+                         (lbt.poisson_nll_loss, F.poisson_nll_loss)):
+        for target in (floats, floats.double()):
+            value, expected = ours(ints, target), theirs(ints, target)
+            assert value.dtype == expected.dtype == target.dtype
+            torch.testing.assert_close(value, expected)
+    value, expected = lbt.poisson_nll_loss(ints, ints), F.poisson_nll_loss(ints, ints)
+    assert value.dtype == expected.dtype == torch.get_default_dtype()
+    torch.testing.assert_close(value, expected)
 
 
 @pytest.mark.filterwarnings("ignore:reduction. 'mean' divides")
@@ -566,6 +579,16 @@ def test_option_errors():
         lbt.l1_loss(x, x, weight=torch.ones(4, dtype=D))
     with pytest.raises(TypeError, match="unexpected keyword argument 'delta'"):
         lbt.smooth_l1_loss(x, x, delta=1.0)
+    # torch's per-channel pos_weight (C, 1, 1) for (N, C, H, W): the message says how
+    images, channels = torch.randn(2, 3, 4, 5, dtype=D), torch.tensor([1.0, 2.0, 3.0], dtype=D)
+    targets = torch.rand(2, 3, 4, 5, dtype=D)
+    with pytest.raises(ValueError, match=r"pos_weight has shape \(3, 1, 1\).*move the "
+                                         r"channels last \(target and input moveaxis"):
+        lbt.binary_cross_entropy_with_logits(images, targets, pos_weight=channels.view(3, 1, 1))
+    torch.testing.assert_close(
+        lbt.binary_cross_entropy_with_logits(images.movedim(1, -1), targets.movedim(1, -1),
+                                             pos_weight=channels),
+        F.binary_cross_entropy_with_logits(images, targets, pos_weight=channels.view(3, 1, 1)))
 
 
 def test_custom_op_path_equals_the_eager_path():
