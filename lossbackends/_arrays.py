@@ -336,12 +336,13 @@ _ARRAY_OPTIONS = ("weight", "pos_weight", "class_weight")  # options that are ar
 
 
 def run_foreign(run: Callable, y_true, y_pred, options: dict, out, want_grad: bool,
-                out_marker) -> tuple[Any, ...]:
-    """``run(y_true, y_pred, options, out) -> (value, grad)`` on NumPy/CuPy views of the
-    arguments, its results given back as ``y_pred``'s library; a ``run`` that also gives
-    the Hessian, ``(value, grad, hess)``, gets it back converted the same way.
+                out_marker, hess_out=None) -> tuple[Any, ...]:
+    """``run(y_true, y_pred, options, out, hess_out) -> (value, grad)`` on NumPy/CuPy views
+    of the arguments, its results given back as ``y_pred``'s library; a ``run`` that also
+    gives the Hessian, ``(value, grad, hess)``, gets it back converted the same way.
 
-    ``out`` is None (no gradient), ``out_marker`` (allocate it) or the user's buffer.
+    ``out`` is None (no gradient), ``out_marker`` (allocate it) or the user's buffer;
+    ``hess_out`` likewise for the Hessian (None: not asked).
     bfloat16 ``y_pred``: on a GPU (torch) the kernels read and write the bits themselves
     (float16 views, ``HALF_IS_BFLOAT16``); elsewhere a float32 pass, as float16 on the host.
     """
@@ -353,52 +354,27 @@ def run_foreign(run: Callable, y_true, y_pred, options: dict, out, want_grad: bo
 
         device = (native_device(y_pred), 0)
     given_out = out is not None and out is not out_marker
-    if given_out:
-        if lead is not None and not lead.mutable:
-            raise ValueError(
-                f"out= cannot be used when y_pred is a {lead.name} array: {lead.name} arrays "
-                "are immutable, so the gradient is not written into one; use the returned "
-                "gradient instead"
-            )
-        # the same library (a subclass of its array type is one)
-        if lead is not None and getattr(adapter(type(out)), "module", None) is not lead.module:
-            raise ValueError(
-                f"out must be a {lead.name} array like y_pred (got "
-                f"{type(out).__module__}.{type(out).__qualname__})"
-            )
-        if lead is not None and lead.is_lazy(out):
-            raise ValueError(
-                "out is a lazily negated or conjugated torch view (such as .conj().imag): its "
-                "memory does not hold its values, and a gradient written there would go into "
-                "a copy; pass a tensor of its own (torch.empty_like(y_pred)), or "
-                "out.resolve_neg() and use that tensor"
-            )
-        if not getattr(out, "is_contiguous", lambda: True)():  # (torch's name for it)
-            raise ValueError(
-                "out must be a contiguous tensor, as torch.empty_like(y_pred, "
-                "memory_format=torch.contiguous_format) gives (a non-contiguous one's "
-                "gradient would need a copy, then a copy back)"
-            )
-        if getattr(out, "requires_grad", False):
-            raise ValueError(
-                "out requires grad: autograd would not see the gradient written into it (torch "
-                "refuses in-place writes there too); pass out=tensor.detach() to overwrite its "
-                "memory anyway, or use lossbackends.torch (inplace_backward=True)"
-            )
+    given_hess = hess_out is not None and hess_out is not out_marker
     bfloat16 = lead is not None and lead.is_bfloat16(y_pred)
     raw = bfloat16 and device[0] == CUDA and lead.raw_bfloat16 and _size(y_pred) > 0
     float32_pass = bfloat16 and not raw
-    out_kind = adapter(type(out)) if given_out else None
-    # a bfloat16 out takes a bfloat16 gradient only (any other would be computed into a
-    # float32 copy of it, and lost)
-    if given_out and ((float32_pass and (tuple(out.shape) != tuple(y_pred.shape)
-                                         or out.dtype != y_pred.dtype))
-                      or (not bfloat16 and out_kind is not None
-                          and out_kind.is_bfloat16(out))):
-        raise ValueError(
-            f"out has shape {tuple(out.shape)} and dtype {out.dtype}; the gradient needs "
-            f"shape {tuple(y_pred.shape)} and dtype {getattr(y_pred, 'dtype', 'of y_pred')}"
-        )
+    for given, buffer, name in ((given_out, out, "out" if hess_out is None else "grad_out"),
+                                (given_hess, hess_out, "hess_out")):
+        if not given:
+            continue
+        _check_foreign_out(lead, buffer, name)
+        kind = adapter(type(buffer))
+        # a bfloat16 buffer takes a bfloat16 result only (any other would be computed into
+        # a float32 copy of it, and lost)
+        if ((float32_pass and (tuple(buffer.shape) != tuple(y_pred.shape)
+                               or buffer.dtype != y_pred.dtype))
+                or (not bfloat16 and kind is not None and kind.is_bfloat16(buffer))):
+            what = "Hessian" if name == "hess_out" else "gradient"
+            raise ValueError(
+                f"{name} has shape {tuple(buffer.shape)} and dtype {buffer.dtype}; the {what} "
+                f"needs shape {tuple(y_pred.shape)} and dtype "
+                f"{getattr(y_pred, 'dtype', 'of y_pred')}"
+            )
     converted: dict[int, Any] = {}  # id -> view: out=y_pred stays the same object
 
     def view(name: str, x):
@@ -441,20 +417,22 @@ def run_foreign(run: Callable, y_true, y_pred, options: dict, out, want_grad: bo
         p = view("y_pred", y_pred)
         y = view("y_true", y_true)
         options = {key: view(key, value) for key, value in options.items()}
-        native_out = out
+        native_out, native_hess = out, hess_out
+        # the float32 pass writes buffers of its own, copied into the user's after
         if given_out:
-            # the float32 pass writes a buffer of its own, copied into out after
             native_out = out_marker if float32_pass else view("out", out)
         elif want_grad and lead is not None and not lead.mutable and device[0] == HOST:
             native_out = _aligned_empty(p.shape, _float_dtype(p))  # XLA takes it as it is
+        if given_hess:
+            native_hess = out_marker if float32_pass else view("hess_out", hess_out)
         if raw:
             token = HALF_IS_BFLOAT16.set(True)
             try:
-                value, grad, *hess = run(y, p, options, native_out)
+                value, grad, *hess = run(y, p, options, native_out, native_hess)
             finally:
                 HALF_IS_BFLOAT16.reset(token)
         else:
-            value, grad, *hess = run(y, p, options, native_out)
+            value, grad, *hess = run(y, p, options, native_out, native_hess)
         if lead is None:
             return (value, grad, *hess)
         if float32_pass:
@@ -467,14 +445,56 @@ def run_foreign(run: Callable, y_true, y_pred, options: dict, out, want_grad: bo
         if value is not None:
             value = finish(value, y_pred)
         if grad is not None:
-            if given_out:
-                if float32_pass:
-                    lead.copy_into(out, grad)
-                grad = out
-            else:
-                grad = finish(grad, y_pred)
-        hess = [finish(h, y_pred) for h in hess]  # (grad_and_hess) a new array, as grad
+            grad = _into(lead, grad, out, float32_pass) if given_out else finish(grad, y_pred)
+        if hess:  # (grad_and_hess)
+            hess = [_into(lead, hess[0], hess_out, float32_pass) if given_hess
+                    else finish(hess[0], y_pred)]
     return (value, grad, *hess)
+
+
+def _into(lead, result, buffer, float32_pass: bool):
+    """The user's ``buffer``, holding ``result`` (computed into it, or, by the float32
+    pass, into a buffer of its own, copied in now)."""
+    if float32_pass:
+        lead.copy_into(buffer, result)
+    return buffer
+
+
+def _check_foreign_out(lead, out, name: str) -> None:
+    """Raise unless ``out`` (called ``name``) can take a result for a ``y_pred`` of the
+    library ``lead`` (None: a NumPy/CuPy ``y_pred``): a mutable array of that library,
+    contiguous, not lazily negated, not requiring grad."""
+    if lead is not None and not lead.mutable:
+        raise ValueError(
+            f"{name}= cannot be used when y_pred is a {lead.name} array: {lead.name} arrays "
+            "are immutable, so no result is written into one; use the returned arrays "
+            "instead"
+        )
+    # the same library (a subclass of its array type is one)
+    if lead is not None and getattr(adapter(type(out)), "module", None) is not lead.module:
+        raise ValueError(
+            f"{name} must be a {lead.name} array like y_pred (got "
+            f"{type(out).__module__}.{type(out).__qualname__})"
+        )
+    if lead is not None and lead.is_lazy(out):
+        raise ValueError(
+            f"{name} is a lazily negated or conjugated torch view (such as .conj().imag): its "
+            "memory does not hold its values, and a result written there would go into "
+            "a copy; pass a tensor of its own (torch.empty_like(y_pred)), or "
+            f"{name}.resolve_neg() and use that tensor"
+        )
+    if not getattr(out, "is_contiguous", lambda: True)():  # (torch's name for it)
+        raise ValueError(
+            f"{name} must be a contiguous tensor, as torch.empty_like(y_pred, "
+            "memory_format=torch.contiguous_format) gives (a non-contiguous one's "
+            "result would need a copy, then a copy back)"
+        )
+    if getattr(out, "requires_grad", False):
+        raise ValueError(
+            f"{name} requires grad: autograd would not see the result written into it "
+            f"(torch refuses in-place writes there too); pass {name}=tensor.detach() to "
+            "overwrite its memory anyway, or use lossbackends.torch (inplace_backward=True)"
+        )
 
 
 def _size(x) -> int:

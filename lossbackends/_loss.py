@@ -245,12 +245,8 @@ class Loss:
                 raise TypeError("out must be a pair (grad_out, hess_out) of arrays shaped like "
                                 "y_pred, or None")
             grad_out, hess_out = out
-            # (device arrays: the identity only; a partial overlap is the caller's to avoid)
-            if (grad_out is hess_out and grad_out is not None) or (isinstance(
-                    grad_out, np.ndarray) and isinstance(hess_out, np.ndarray)
-                    and np.may_share_memory(grad_out, hess_out)):
-                raise ValueError("out=(grad_out, hess_out) must be two distinct arrays that "
-                                 "share no memory")
+            if grad_out is hess_out and grad_out is not None:  # (any overlap: _check_out)
+                raise ValueError(_PAIR_SHARES)
             grad_out = _WANT_GRAD if grad_out is None else grad_out
             hess_out = _WANT_GRAD if hess_out is None else hess_out
         _, grad, hess = self._run(y_true, y_pred, reduction, backend, options, False, grad_out,
@@ -299,7 +295,7 @@ class Loss:
                 if hess is _WANT_GRAD:
                     hess = _new_grad(xp, shape, dtype, n)
                 else:
-                    _check_out(xp, hess, y_true, y_true, y_pred, shape, "hess_out")
+                    _check_out(xp, hess, y_true, y_true, y_pred, shape, "hess_out", grad)
                 return kernel(y_true, y_pred, None, params, reduction, scale, grad, want_value,
                               hess=hess), grad, hess
         if xp is None:  # Dask or foreign arrays: the route's function takes the whole call
@@ -312,14 +308,14 @@ class Loss:
         return compute(xp, kernel, prep, y_true, reduction, want_value, out, hess)
 
 
-def _buffer(xp, out, prep: Prepared, y_true, name: str):
+def _buffer(xp, out, prep: Prepared, y_true, name: str, grad_out=None):
     """The kernel's buffer for a result shaped like y_pred: ``out`` is ``_WANT_GRAD`` (a new
     array) or the user's array, checked; cross_entropy with the classes on another axis than
     the last computes into a new array, written back into ``out`` after the kernel."""
     p, shape = prep.p, prep.shape
     if out is _WANT_GRAD:
         return _new_grad(xp, p.shape, p.dtype, p.size)
-    _check_out(xp, out, y_true, prep.y, p, shape, name)
+    _check_out(xp, out, y_true, prep.y, p, shape, name, grad_out)
     # the weights the kernel reads (weight, class_weight, pos_weight) must not be written
     # under it either
     if any(isinstance(w, xp.ndarray) and _overlaps(xp, out, w)
@@ -341,7 +337,8 @@ def compute(xp, kernel, prep: Prepared, y_true, reduction: str, want_value: bool
     then ``(value, grad, hess)``."""
     grad = None if out is None else _buffer(xp, out, prep, y_true,
                                             "out" if hess_out is None else "grad_out")
-    hess = None if hess_out is None else _buffer(xp, hess_out, prep, y_true, "hess_out")
+    hess = None if hess_out is None else _buffer(xp, hess_out, prep, y_true, "hess_out",
+                                                 None if out is _WANT_GRAD else out)
     if prep.p.size:
         scale = prep.scale if reduction == "mean" else 1.0
         args = (prep.y, prep.p, prep.weight, prep.params, reduction, scale, grad, want_value)
@@ -365,17 +362,15 @@ def compute(xp, kernel, prep: Prepared, y_true, reduction: str, want_value: bool
 def run_foreign(loss: Loss, y_true, y_pred, reduction, backend, options, want_value, out,
                 hess=None):
     """A call with torch/JAX/DLPack arrays: ``loss._run`` on NumPy/CuPy views of them, the
-    results as ``y_pred``'s library (see ``_arrays``). ``hess``: ``_WANT_GRAD`` asks for the
-    Hessian too (allocated: ``grad_and_hess`` takes no ``out=`` pair for these arrays)."""
-    if hess is not None and (hess is not _WANT_GRAD or out is not _WANT_GRAD):
-        raise ValueError("out=(grad_out, hess_out) takes NumPy or CuPy arrays; with torch, JAX "
-                         "or DLPack arrays use the returned (grad, hess)")
+    results as ``y_pred``'s library (see ``_arrays``). ``hess``: ``_WANT_GRAD`` or the
+    user's array asks for the Hessian too."""
 
-    def run(y, p, native_options, native_out):
+    def run(y, p, native_options, native_out, native_hess):
         return loss._run(y, p, reduction, backend, native_options, want_value, native_out,
-                         hess)
+                         native_hess)
 
-    return _arrays.run_foreign(run, y_true, y_pred, options, out, out is not None, _WANT_GRAD)
+    return _arrays.run_foreign(run, y_true, y_pred, options, out, out is not None, _WANT_GRAD,
+                               hess)
 
 
 _POOL_MIN_ITEMS = _buffers.MIN_ITEMS
@@ -398,13 +393,16 @@ class _WantGrad:
 _WANT_GRAD = _WantGrad()
 
 
-def _check_out(xp, out, y_true, y, p, shape, name: str = "out") -> None:
+_PAIR_SHARES = "out=(grad_out, hess_out) must be two distinct arrays that share no memory"
+
+
+def _check_out(xp, out, y_true, y, p, shape, name: str = "out", grad_out=None) -> None:
     """Raise unless ``out`` can receive the gradient: y_pred's ``shape`` as the user passed
     it, the computation's array ``p`` (its dtype and device), sharing no memory with
     ``y_true`` or its converted array ``y``. ``name``, what the messages call it: ``"out"``
     (``grad``, ``value_and_grad``), ``"grad_out"`` (``grad_and_hess``) or ``"hess_out"``:
     the Hessian's buffer, which must not share memory with ``y_pred`` either (the kernels
-    read ``y_pred`` after writing it)."""
+    read ``y_pred`` after writing it), nor with ``grad_out``, the gradient's buffer."""
     if type(out) is not type(p):  # (an array of y_pred's own type passes at once)
         if not (hasattr(out, "shape") and hasattr(out, "flags")):
             raise TypeError(f"{name} must be an array (a NumPy array for host inputs, a CuPy "
@@ -429,6 +427,8 @@ def _check_out(xp, out, y_true, y, p, shape, name: str = "out") -> None:
         raise ValueError(f"{name} must be a writeable, C-contiguous, aligned array, as "
                          "numpy.empty gives (see numpy.require(a, requirements='CWA'))")
     if name == "hess_out":
+        if grad_out is not None and _overlaps(xp, out, grad_out):  # the user's gradient
+            raise ValueError(_PAIR_SHARES)
         if out is y_true or out is p or _overlaps(xp, out, y) or _overlaps(xp, out, p):
             raise ValueError("hess_out must not share memory with y_true or y_pred; pass a "
                              "separate array")

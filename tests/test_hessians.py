@@ -646,10 +646,52 @@ def test_torch_tensors_get_torch_results():
     _, hess = lb.cross_entropy.grad_and_hess(torch.tensor(t), torch.tensor(x),
                                              check_labels=False)
     assert np.isnan(hess[1].numpy()).all() and np.isfinite(hess[0].numpy()).all()
-    for out in ((torch.empty(3, 4, dtype=torch.float64), torch.empty(3, 4, dtype=torch.float64)),
-                (torch.empty(3, 4, dtype=torch.float64), None)):
-        with pytest.raises(ValueError, match="NumPy or CuPy"):
-            lb.mse.grad_and_hess(torch.tensor(y), torch.tensor(p), out=out)
     grad, hess = lb.mse.grad_and_hess(torch.tensor(y), torch.tensor(p), out=(None, None))
     np.testing.assert_array_equal(hess.numpy(), lb.mse.grad_and_hess(y, p)[1])
+
+
+@pytest.mark.skipif(importlib.util.find_spec("torch") is None, reason="PyTorch is not installed")
+def test_torch_out_pairs():
+    """out=(grad_out, hess_out) of torch tensors: written and returned (either may be None,
+    bfloat16 through the float32 pass), a class axis other than the last, and the refusals:
+    another library, dtype, layout, requires grad, the two overlapping, one over y_pred."""
+    import torch
+
+    rng = np.random.default_rng(7)
+    y, p = _elementwise_inputs("binary_cross_entropy_with_logits", rng, (3, 4))
+    ty, tp = torch.tensor(y), torch.tensor(p)
+    expected = lb.binary_cross_entropy_with_logits.grad_and_hess(y, p)
+    for pair in ((torch.empty_like(tp), torch.empty_like(tp)), (None, torch.empty_like(tp)),
+                 (torch.empty_like(tp), None)):
+        results = lb.binary_cross_entropy_with_logits.grad_and_hess(ty, tp, out=pair)
+        for result, given, reference in zip(results, pair, expected, strict=True):
+            assert isinstance(result, torch.Tensor)
+            assert given is None or (result is given and result.data_ptr() == given.data_ptr())
+            np.testing.assert_array_equal(result.numpy(), reference)
+    by, bp = ty.bfloat16(), tp.bfloat16()
+    pair = (torch.empty_like(bp), torch.empty_like(bp))
+    grad, hess = lb.log_cosh.grad_and_hess(by, bp, out=pair)
+    assert grad is pair[0] and hess is pair[1]
+    for result, reference in zip((grad, hess), lb.log_cosh.grad_and_hess(by, bp), strict=True):
+        torch.testing.assert_close(result, reference, rtol=0, atol=0)
+    t, x, _ = _ce_inputs(rng, {}, rows=5, classes=3)
+    x = np.ascontiguousarray(np.moveaxis(np.stack([x, x[::-1]]), 2, 1))  # (2, 3, 5), axis 1
+    t = np.stack([t, t[::-1]])
+    pair = (torch.empty(2, 3, 5, dtype=torch.float64), torch.empty(2, 3, 5, dtype=torch.float64))
+    results = lb.cross_entropy.grad_and_hess(torch.tensor(t), torch.tensor(x), axis=1, out=pair)
+    for result, given, reference in zip(results, pair,
+                                        lb.cross_entropy.grad_and_hess(t, x, axis=1), strict=True):
+        assert result is given
+        np.testing.assert_allclose(result.numpy(), reference, rtol=1e-15, atol=0)
+    buffer = torch.empty(24, dtype=torch.float64)
+    good = torch.empty_like(tp)
+    for out, message in (((good, np.empty((3, 4))), "hess_out must be a torch array"),
+                         ((good, torch.empty(3, 4)), "hess_out has shape .* dtype"),
+                         ((good, torch.empty(4, 3, dtype=torch.float64).T), "contiguous"),
+                         ((good, torch.empty_like(tp).requires_grad_()), "hess_out requires"),
+                         ((buffer[:12].view(3, 4), buffer[6:18].view(3, 4)), "share no memory"),
+                         ((good, good), "share no memory"),
+                         ((good, tp), "hess_out must not share memory with y_true or y_pred")):
+        with pytest.raises(ValueError, match=message):
+            lb.mse.grad_and_hess(ty, tp, out=out)
 
