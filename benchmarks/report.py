@@ -51,21 +51,30 @@ def plot(out: Path, rows: list[dict], rooflines: dict[str, float], prefix: str) 
     paths = []
     for (loss, op, dtype, device), group in sorted(groups.items()):
         fig, ax = plt.subplots(figsize=(7, 4.2))
+        # the row losses against their classes: 1024 x 32000 and 256 x 128256 are as many
+        # elements, and drawn at one x they hid each other
+        rows_case = loss in _ROW_CASES
+        size = (lambda r: float(str(r["shape"]).split("x")[-1])) if rows_case else (
+            lambda r: float(r["n"]))
         by_backend = defaultdict(list)
         for r in group:
-            by_backend[r["backend"]].append((float(r["n"]), float(r["gbps"])))
+            by_backend[r["backend"]].append((size(r), float(r["gbps"])))
         # a hue per provider (tab20: a dark and a light shade of each), the light one and
-        # square markers for its preallocated form ("numba:out"): matplotlib's default
-        # cycle has 10 colours, and a case has up to 11 lines
+        # square markers for its preallocated form ("numba:out"), dotted lines for plain
+        # cross-entropy beside a row option ("numba:plain", "numba:plain:out"):
+        # matplotlib's default cycle has 10 colours, and a case has up to 13 lines
         providers = sorted({backend.split(":")[0] for backend in by_backend})
         shades = plt.get_cmap("tab20").colors
         for backend, points in sorted(by_backend.items()):
             points.sort()
             name, _, form = backend.partition(":")
-            ax.plot([n for n, _ in points], [g for _, g in points], marker="s" if form else "o",
-                    color=shades[(2 * providers.index(name) + bool(form)) % len(shades)],
+            preallocated = form.endswith("out")
+            ax.plot([n for n, _ in points], [g for _, g in points],
+                    marker="s" if preallocated else "o",
+                    linestyle=":" if "plain" in form else "-",
+                    color=shades[(2 * providers.index(name) + preallocated) % len(shades)],
                     label=backend)
-        local = sorted({(float(r["n"]), float(r["roofline_gbps"])) for r in group
+        local = sorted({(size(r), float(r["roofline_gbps"])) for r in group
                         if r.get("roofline_gbps")})
         if local and device == "host":  # each size's own triad (see benchmarks.__main__._around)
             ax.plot([n for n, _ in local], [g for _, g in local], color="black", linestyle="--",
@@ -75,7 +84,8 @@ def plot(out: Path, rows: list[dict], rooflines: dict[str, float], prefix: str) 
             ax.axhline(roof, color="black", linestyle="--", linewidth=1,
                        label=f"roofline {roof:.0f} GB/s")
         ax.set_xscale("log")
-        ax.set_xlabel("elements" + (" (rows x classes)" if loss in _ROW_CASES else ""))
+        ax.set_xlabel("classes (a point per rows x classes shape)" if rows_case
+                      else "elements")
         ax.set_ylabel("GB/s of minimum traffic")
         ax.set_title(f"{loss} {op} {dtype} ({device})")
         ax.grid(True, which="both", alpha=0.3)
