@@ -137,9 +137,10 @@ template <typename A> __device__ __forceinline__ void kl_div(A y, A x, Options<A
     h = zero_or_nan(target);  // linear in x
 }
 
-// quantile max(y - p, 0) + (1 - quantile) max(p - y, 0); o.a = quantile
+// quantile max(y - p, 0) + (1 - quantile) max(p - y, 0); o.a = quantile, o.b = 1 - quantile
+// (taken in float64 on the host: in float32 it loses the small side)
 template <typename A> __device__ __forceinline__ void pinball(A y, A p, Options<A> o, A& loss, A& d, A& h) {
-    const A e = p - y, upper = A(1) - o.a;
+    const A e = p - y, upper = o.b;
     loss = e > A(0) ? times(upper, e) : times(-o.a, e);  // quantile 0 or 1: 0 inf = 0, the max's limit
     d = e > A(0) ? upper : (e < A(0) ? -o.a : A(0) * e);  // 0 at a tie, NaN kept
     h = zero_or_nan(e);  // piecewise linear: 0 (at the kink too)

@@ -330,7 +330,10 @@ def prepare_kl_div(xp, y_true, y_pred, *, weight=None, log_target=False):
 
 def prepare_pinball(xp, y_true, y_pred, *, weight=None, quantile=0.5):
     prep = prepare_elementwise(xp, y_true, y_pred, weight=weight)
-    return prep._replace(params=(real_option("pinball", "quantile", quantile, 0.0, 1.0),))
+    quantile = real_option("pinball", "quantile", quantile, 0.0, 1.0)
+    # 1 - quantile in float64, once for every backend: after a cast to float32 it lost the
+    # small side (quantile 0.99999999: 0)
+    return prep._replace(params=(quantile, 1.0 - quantile))
 
 
 _INT64 = np.iinfo(np.int64)

@@ -71,7 +71,10 @@ def cross_entropy(target, logits, *, reduction="mean", class_weight=None, ignore
         with np.errstate(invalid="ignore"):
             z = np.where(row == m, 0.0, row - m)
         shifted = np.exp(z)
-        log_sum = np.log(shifted.sum())
+        # log(sum exp z) as log1p of the others' sum plus the 1s beyond the first: a sum
+        # 1 + e rounds e to float64's ulp of 1 (a confident row's loss 1e-40 came out 0)
+        others = shifted[~(z == 0)].sum()  # (NaN kept)
+        log_sum = np.log1p((np.count_nonzero(z == 0) - 1) + others)
         softmax = shifted / shifted.sum()
         if soft:
             q = (1 - label_smoothing) * t2[i] + label_smoothing / classes

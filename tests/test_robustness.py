@@ -589,7 +589,9 @@ def _ce_reference(target, x, dtype, soft, class_weight, smoothing, ignore_index=
         with np.errstate(invalid="ignore", over="ignore"):
             z = _rounded(np.where(row == top, 0.0, row - top), _compute_dtype(dtype))
             exp = np.exp(z)
-            log_sum = np.log(exp.sum())
+            # log1p of the others' sum plus the 1s beyond the first: 1 + e rounds e to
+            # float64's ulp of 1 (a confident row's loss of 6e-40 came out 0)
+            log_sum = np.log1p((np.count_nonzero(z == 0) - 1) + exp[~(z == 0)].sum())
             wq = w * q
             terms = _terms(wq, log_sum - z)
             losses[i] = terms.sum()

@@ -256,6 +256,45 @@ def test_softcap_losses_of_well_classified_rows_are_relatively_exact(backend):
     np.testing.assert_array_equal(host(value), np.zeros(50, np.float32))
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_confident_rows_losses_are_relatively_exact(backend, dtype):
+    """A row whose label dominates by 30 has a loss of log1p((C - 1) e^-30), 8e-13 at 10
+    classes: the max's exp is 1, and a sum 1 + e keeps e only to float64's ulp of 1, so
+    Numba's loss was 1e-3 relative off at 10 classes and 6e-5 at 128000 (NumPy's 2e-4 at
+    10); with softcap and probability targets or label smoothing, the two terms
+    log(sum) and the dot cancelled (a negative loss, -7e-9 for 6.7e-9). Host backends: the
+    GPU sums float32 rows in float32 (the GPU guide)."""
+    if backend == "cupy":
+        pytest.skip("the GPU's sums are float32 for float32 rows (docs/guide/gpu.md)")
+    rtol = 2e-6 if dtype == np.float32 else 1e-13
+    for classes in (10, 20000, 128000):
+        x = np.zeros((1, classes), dtype)
+        x[0, 0] = 30.0
+        value = lb.cross_entropy(on(backend, np.zeros(1, np.int64)), on(backend, x),
+                                 reduction="none", backend=backend)
+        expected = np.log1p((classes - 1) * np.exp(-30.0))
+        np.testing.assert_allclose(np.asarray(host(value), np.float64), [expected], rtol=rtol,
+                                   err_msg=f"{classes} classes")
+    # softcap 30: the capped logits' difference d decides the loss, log1p(e^-d), to
+    # float32's rounding of the capped logits (absolute 1e-6 in d: relative in the loss)
+    x = np.array([[5.0, -15.0]], dtype)
+    capped = 30.0 * np.tanh(x.astype(np.float64) / 30.0)
+    expected = np.log1p(np.exp(capped[0, 1] - capped[0, 0]))
+    value = lb.cross_entropy(on(backend, np.array([[1.0, 0.0]], dtype)), on(backend, x),
+                             softcap=30.0, reduction="none", backend=backend)
+    np.testing.assert_allclose(np.asarray(host(value), np.float64), [expected],
+                               rtol=2e-5 if dtype == np.float32 else 1e-12)
+    x = np.array([[0.0, -20.0]], dtype)
+    capped = 30.0 * np.tanh(x.astype(np.float64) / 30.0)
+    eps = 1e-9  # q = (1 - eps) onehot + eps / 2
+    lse = capped[0, 0] + np.log1p(np.exp(capped[0, 1] - capped[0, 0]))
+    expected = (1 - eps / 2) * (lse - capped[0, 0]) + eps / 2 * (lse - capped[0, 1])
+    value = lb.cross_entropy(on(backend, np.zeros(1, np.int64)), on(backend, x), softcap=30.0,
+                             label_smoothing=eps, reduction="none", backend=backend)
+    np.testing.assert_allclose(np.asarray(host(value), np.float64), [expected],
+                               rtol=2e-5 if dtype == np.float32 else 1e-12)
+
+
 def test_softcap_gradients_keep_their_sign_near_saturation(backend):
     """Logits of 8 to 10 softcaps, where tanh is within an ulp of 1: the gradient of a
     class other than the label is >= 0 and the label's <= 0, as softmax's are (Numba's

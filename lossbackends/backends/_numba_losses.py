@@ -444,9 +444,8 @@ def _kl(log_target):
 
 @loss_math()
 def _pinball(y, p, param, pos, k):
-    quantile = param[0]
+    quantile, upper = param[0], param[1]  # and 1 - quantile (``prepare_pinball``)
     e = p - y
-    upper = ONE - quantile
     # a coefficient of 0 (quantile 0 or 1) times an infinite e is 0: the max's limit
     loss = times(upper, e) if e > ZERO else times(-quantile, e)
     d = upper if e > ZERO else (-quantile if e < ZERO else ZERO * e)  # 0 at a tie, NaN kept

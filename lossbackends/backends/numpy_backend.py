@@ -371,14 +371,14 @@ def _kl_div(y, x, params, want_value, want_grad, want_hess):
 
 
 def _pinball(y, p, params, want_value, want_grad, want_hess):
-    (quantile,) = params
+    quantile, upper = params  # (1 - quantile: ``prepare_pinball``)
     e = p - y
     # quantile max(y - p, 0) + (1 - quantile) max(p - y, 0); 0 at a tie; a coefficient of
     # 0 (quantile 0 or 1) times an infinite e is 0, the limit of the max it stands for
-    loss = np.where(e > 0, times(1.0 - quantile, e), times(-quantile, e)) if want_value else None
+    loss = np.where(e > 0, times(upper, e), times(-quantile, e)) if want_value else None
     d = None
     if want_grad:
-        d = np.where(e > 0, 1.0 - quantile, np.where(e < 0, -quantile, 0.0 * e))  # NaN kept
+        d = np.where(e > 0, upper, np.where(e < 0, -quantile, 0.0 * e))  # NaN kept
     # piecewise linear: Hessian 0 (at the kink too)
     return loss, d, _zero_or_nan(e) if want_hess else None
 
