@@ -412,6 +412,9 @@ def run_foreign(run: Callable, y_true, y_pred, options: dict, out, want_grad: bo
         found = converted[key] = kind.to_native(x, device[0])
         return found
 
+    if float32_pass and (given_out or given_hess):
+        _check_copied_into(device[0], y_true, y_pred, options, out if given_out else None,
+                           hess_out if given_hess else None)
     with (lead.stream(y_pred, device) if lead is not None and device[0] == CUDA
           else contextlib.nullcontext()):
         p = view("y_pred", y_pred)
@@ -495,6 +498,48 @@ def _check_foreign_out(lead, out, name: str) -> None:
             f"(torch refuses in-place writes there too); pass {name}=tensor.detach() to "
             "overwrite its memory anyway, or use lossbackends.torch (inplace_backward=True)"
         )
+
+
+def _check_copied_into(where: str, y_true, y_pred, options: dict, out, hess_out) -> None:
+    """The float32 pass computes into buffers of its own, then copies into the user's
+    (bfloat16) ``out`` and ``hess_out``: their memory is checked here as ``_loss._check_out``
+    checks every other call's views (the two buffers share none; neither shares any with
+    ``y_true`` or the weights, nor ``hess_out`` with ``y_pred``; ``out`` is ``y_pred``'s
+    memory exactly or none of it), on NumPy views of their bits."""
+    def memory(x):
+        kind = adapter(type(x))
+        if kind is None:
+            return x if isinstance(x, np.ndarray) else None
+        bits = getattr(kind, "bits_as_half", None)
+        if kind.is_bfloat16(x):
+            if bits is None:
+                return None
+            x = bits(x)
+        return kind.to_native(x, where)
+
+    def shares(a, b) -> bool:
+        a, b = memory(a), memory(b)
+        return a is not None and b is not None and bool(np.may_share_memory(a, b))
+
+    read = [y_true, *(value for value in options.values() if hasattr(value, "shape"))]
+    name = "out" if hess_out is None else "grad_out"
+    if out is not None and hess_out is not None and shares(out, hess_out):
+        raise ValueError("out=(grad_out, hess_out) must be two distinct arrays that share no "
+                         "memory")
+    if hess_out is not None and any(shares(hess_out, x) for x in (y_pred, *read)):
+        raise ValueError("hess_out must not share memory with y_true, y_pred or the weights; "
+                         "pass a separate array")
+    if out is None:
+        return
+    if any(shares(out, x) for x in read):
+        raise ValueError(f"{name} must not share memory with y_true or the weights; it may be "
+                         "y_pred itself")
+    if shares(out, y_pred):
+        a, b = memory(out), memory(y_pred)
+        if (a.__array_interface__["data"][0], a.shape, a.strides) != (
+                b.__array_interface__["data"][0], b.shape, b.strides):
+            raise ValueError(f"{name} overlaps y_pred without being it; pass y_pred itself as "
+                             f"{name} (the gradient in place) or an array of its own")
 
 
 def _size(x) -> int:

@@ -328,7 +328,8 @@ class Objective:
         if constant:
             hess[...] = constant if sample_weight is None else constant * sample_weight
             if met_hess is not None:  # (NaN margins too, as XGBoost's y p < 1 is false)
-                met = ~(labels * preds < self.options.get("margin", 1.0))
+                # (in the margins' dtype, as the kernel compares: its gradient is 0 there)
+                met = ~(labels * preds < preds.dtype.type(self.options.get("margin", 1.0)))
                 hess[met] = met_hess
         else:
             if weigh and sample_weight is not None:

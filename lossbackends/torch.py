@@ -456,7 +456,14 @@ def _compute_dtype(entry: _Entry, name: str, input: Tensor, target: Tensor, weig
         # (torch refuses some of these losses integers: computed here all the same)
         floating = [other.dtype for other in (target, weight)
                     if isinstance(other, Tensor) and other.is_floating_point()]
-        return floating[0] if floating else torch.get_default_dtype()
+        if not floating or entry.loss.name == "poisson_nll":
+            # (torch's poisson_nll_loss takes exp(input) first: an integer's is in the
+            # default dtype, then promoted with the target: float32 beside a float16 one)
+            floating.append(torch.get_default_dtype())
+        dtype = floating[0]
+        for other in floating[1:]:
+            dtype = torch.promote_types(dtype, other)
+        return dtype
     if entry.dtypes == "input":
         return None
     if entry.dtypes == "same":

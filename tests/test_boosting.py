@@ -79,6 +79,14 @@ def test_conventions_against_closed_forms(library):
     _, hess = module.objective(lb.hinge, margin=2.0)(y, p)
     active = 2 - t * p > 0
     np.testing.assert_array_equal(hess, 1.0 if met is None else np.where(active, 1.0, met))
+    # float32 margins at a float32 tie with a float64 margin: met where the kernel's
+    # gradient is 0 (compared in float64, 0.7f < 0.7 gave the weight there)
+    ties = np.array([0.7, -0.7, 0.5], np.float32)
+    grad, hess = module.objective(lb.hinge, margin=np.float64(0.7))(
+        np.array([1.0, 0.0, 1.0]), ties)
+    np.testing.assert_array_equal(grad, [0.0, 0.0, -1.0])
+    if met is not None:
+        np.testing.assert_array_equal(hess, np.array([met, met, 1.0], np.float32))
 
 
 @pytest.mark.parametrize("library", LIBRARIES)

@@ -694,4 +694,19 @@ def test_torch_out_pairs():
                          ((good, tp), "hess_out must not share memory with y_true or y_pred")):
         with pytest.raises(ValueError, match=message):
             lb.mse.grad_and_hess(ty, tp, out=out)
+    # bfloat16 computes into buffers of its own and copies into the user's: their memory is
+    # checked all the same (an overlapping pair took the Hessian for the gradient)
+    bits = torch.zeros(24, dtype=torch.bfloat16)
+    for out, message in (((bits[:12].view(3, 4), bits[6:18].view(3, 4)), "share no memory"),
+                         ((torch.empty_like(bp), bp), "hess_out must not share memory"),
+                         ((by, torch.empty_like(bp)), "grad_out must not share memory with "
+                                                      "y_true")):
+        with pytest.raises(ValueError, match=message):
+            lb.mse.grad_and_hess(by, bp, out=out)
+    with pytest.raises(ValueError, match="overlaps y_pred without being it"):
+        lb.mse.grad(by, bits[:12].view(3, 4), out=bits[2:14].view(3, 4))
+    inplace = bp.clone()
+    grad = lb.mse.grad(by, inplace, out=inplace)  # y_pred itself: in place
+    assert grad is inplace
+    torch.testing.assert_close(grad, lb.mse.grad(by, bp), rtol=0, atol=0)
 

@@ -552,6 +552,11 @@ def test_mixed_dtypes_as_torch():
     value, expected = lbt.poisson_nll_loss(ints, ints), F.poisson_nll_loss(ints, ints)
     assert value.dtype == expected.dtype == torch.get_default_dtype()
     torch.testing.assert_close(value, expected)
+    for half in (torch.float16, torch.bfloat16):  # exp(input) first: float32, as torch's
+        value, expected = (lbt.poisson_nll_loss(ints, floats.to(half)),
+                           F.poisson_nll_loss(ints, floats.to(half)))
+        assert value.dtype == expected.dtype == torch.float32
+        torch.testing.assert_close(value, expected)
 
 
 @pytest.mark.filterwarnings("ignore:reduction. 'mean' divides")
