@@ -500,6 +500,9 @@ def _check_foreign_out(lead, out, name: str) -> None:
         )
 
 
+PAIR_SHARES = "out=(grad_out, hess_out) must be two distinct arrays that share no memory"
+
+
 def _check_copied_into(where: str, y_true, y_pred, options: dict, out, hess_out) -> None:
     """The float32 pass computes into buffers of its own, then copies into the user's
     (bfloat16) ``out`` and ``hess_out``: their memory is checked here as ``_loss._check_out``
@@ -524,8 +527,7 @@ def _check_copied_into(where: str, y_true, y_pred, options: dict, out, hess_out)
     read = [y_true, *(value for value in options.values() if hasattr(value, "shape"))]
     name = "out" if hess_out is None else "grad_out"
     if out is not None and hess_out is not None and shares(out, hess_out):
-        raise ValueError("out=(grad_out, hess_out) must be two distinct arrays that share no "
-                         "memory")
+        raise ValueError(PAIR_SHARES)
     if hess_out is not None and any(shares(hess_out, x) for x in (y_pred, *read)):
         raise ValueError("hess_out must not share memory with y_true, y_pred or the weights; "
                          "pass a separate array")

@@ -246,7 +246,7 @@ class Loss:
                                 "y_pred, or None")
             grad_out, hess_out = out
             if grad_out is hess_out and grad_out is not None:  # (any overlap: _check_out)
-                raise ValueError(_PAIR_SHARES)
+                raise ValueError(_arrays.PAIR_SHARES)
             grad_out = _WANT_GRAD if grad_out is None else grad_out
             hess_out = _WANT_GRAD if hess_out is None else hess_out
         _, grad, hess = self._run(y_true, y_pred, reduction, backend, options, False, grad_out,
@@ -393,9 +393,6 @@ class _WantGrad:
 _WANT_GRAD = _WantGrad()
 
 
-_PAIR_SHARES = "out=(grad_out, hess_out) must be two distinct arrays that share no memory"
-
-
 def _check_out(xp, out, y_true, y, p, shape, name: str = "out", grad_out=None) -> None:
     """Raise unless ``out`` can receive the gradient: y_pred's ``shape`` as the user passed
     it, the computation's array ``p`` (its dtype and device), sharing no memory with
@@ -428,7 +425,7 @@ def _check_out(xp, out, y_true, y, p, shape, name: str = "out", grad_out=None) -
                          "numpy.empty gives (see numpy.require(a, requirements='CWA'))")
     if name == "hess_out":
         if grad_out is not None and _overlaps(xp, out, grad_out):  # the user's gradient
-            raise ValueError(_PAIR_SHARES)
+            raise ValueError(_arrays.PAIR_SHARES)
         if out is y_true or out is p or _overlaps(xp, out, y) or _overlaps(xp, out, p):
             raise ValueError("hess_out must not share memory with y_true or y_pred; pass a "
                              "separate array")
