@@ -473,6 +473,9 @@ def _check_foreign_out(lead, out, name: str) -> None:
             "are immutable, so no result is written into one; use the returned arrays "
             "instead"
         )
+    if lead is None and adapter(type(out)) is not None:  # (a foreign weight led here)
+        raise ValueError(f"{name} must be a NumPy or CuPy array like y_pred (got "
+                         f"{type(out).__module__}.{type(out).__qualname__})")
     # the same library (a subclass of its array type is one)
     if lead is not None and getattr(adapter(type(out)), "module", None) is not lead.module:
         raise ValueError(

@@ -115,6 +115,13 @@ def test_out_must_match_y_pred_library():
     y, p = torch.zeros(3), torch.ones(3)
     with pytest.raises(ValueError, match="out must be a torch array"):
         lb.mse.grad(y, p, out=np.empty(3, np.float32))
+    # a NumPy y_pred with a torch weight takes the foreign path: its out stays NumPy's (a
+    # torch out was written and NumPy views returned)
+    ny, npred, weight = np.zeros(3, np.float32), np.ones(3, np.float32), torch.ones(3)
+    with pytest.raises(ValueError, match="out must be a NumPy or CuPy array like y_pred"):
+        lb.mse.grad(ny, npred, weight=weight, out=torch.empty(3))
+    with pytest.raises(ValueError, match="grad_out must be a NumPy or CuPy array"):
+        lb.mse.grad_and_hess(ny, npred, weight=weight, out=(torch.empty(3), None))
     with pytest.raises(ValueError, match="dtype"):
         lb.mse.grad(y, p, out=torch.empty(3, dtype=torch.float64))
     with pytest.raises(ValueError, match="contiguous tensor, as torch.empty_like"):
