@@ -13,7 +13,7 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-from ._host import bad_labels_as_nan, half_in_float32, label_error
+from ._host import CONFIDENT, bad_labels_as_nan, half_in_float32, label_error
 from ._numba_common import (
     _CHUNK_ARGUMENTS,
     _EMPTY,
@@ -138,19 +138,17 @@ _sum_except = _jit(_sum_except, "_sum_except")
 
 
 @inline
+def _others(total, below):
+    """sum - 1 for ``total, below = _sum_below_one(exps)``: the 1s beyond the max's
+    (ties; their count is the sums' difference) plus the others' sum, without the max's 1
+    that would round the others away."""
+    return (np.rint(total - below) - 1.0) + below
+
+
+@inline
 def _log_sum(total, below):
-    """log(total) for ``total, below = _sum_below_one(exps)``: log1p of (the count of 1s,
-    less one) plus the others' sum, exact where the max's 1 dominates."""
-    return np.log1p((np.rint(total - below) - 1.0) + below)
-
-
-# Below what sum of a row's exps (shifted by its max: the max's is 1) its log(sum) is
-# taken from the others' sum apart (``_log_sum``): log(1 + e) from the rounded sum has an
-# absolute error of an ulp of 1, a relative one of 1e-15 at e = 1/8 (few ulp of float64).
-# Other rows take the one sum and log: the second sum cost plain cross-entropy a tenth to
-# a fifth of its time on every row. (A threshold the kernels computed, for each dtype, cost
-# a tenth at 1024 x 32000 however it was written; a constant does not.)
-CONFIDENT = 1.125
+    """log(total) as log1p(``_others``): exact where the max's 1 dominates."""
+    return np.log1p(_others(total, below))
 
 
 # --- cross-entropy, row by row ---------------------------------------------------------
@@ -374,9 +372,7 @@ def _cross_entropy_kernel(x, soft, labels, probs, weighted, class_weight, ignore
                 # term) over the row's: 1 - s would round to 0 within an ulp of s = 1
                 top_class = np.argmax(g)
                 top_exp = g[top_class]
-                g[top_class] = 0
-                rest = _sum(g)
-                g[top_class] = top_exp
+                rest = _sum_except(g, top_class)
                 s = top_exp / sum_exp
                 h[top_class] = (times(s * (rest / sum_exp), grad_coef * grad_scale)
                                 + 2.0 * z_coef * grad_scale * s * s)
@@ -542,7 +538,7 @@ def _cross_entropy_few_classes_kernel(x, labels, ignore_index, mean, given_denom
                 for c in range(classes):
                     ts[row + c] = x.dtype.type(inverse)
                 if want_hess:
-                    others = below_one + (np.rint(sum_exp - below_one) - 1.0)
+                    others = _others(sum_exp, below_one)
                     for c in range(classes):
                         complement[row + c] = x.dtype.type(others * inverse)
                 if not want_value:
