@@ -8,6 +8,8 @@
 // For class indices q is (1 - e) onehot(y) + e / C, so coef = (1 - e) w_y + (e / C) W and
 // dot = (1 - e) w_y z_y + (e / C) sum_c w_c z_c, with W = sum_c w_c.
 // Both terms of the loss are >= 0, so nothing cancels (lse - x_y would, for large logits).
+// log of the sum is log1p of the sum less the max's exp(0) = 1 (see RowState): exact for
+// a confident row, whose loss is the small rest.
 // z = 0 where a logit equals the max, also when both are infinite (not inf - inf = NaN):
 // the limit where those logits grow together, so the softmax is uniform over them (over
 // the whole row when every logit is -inf). A sum of w (x - ref) found against a part's

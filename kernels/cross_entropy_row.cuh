@@ -127,10 +127,10 @@ template <typename T, typename A> __device__ __forceinline__ A cap_with_slope(A 
 }
 
 // The z-loss of a row, zc lse^2 (0 when off), adding its 2 zc lse to the softmax's
-// coefficient in the gradient.
-template <typename A> __device__ __forceinline__ A z_term(A zc, A m, A s, A& grad_coef) {
+// coefficient in the gradient; `rest` is the row's sum less its max's 1 (RowState).
+template <typename A> __device__ __forceinline__ A z_term(A zc, A m, A rest, A& grad_coef) {
     if (zc == A(0)) return A(0);
-    const A lse = m + log(s);
+    const A lse = m + log1p(rest);
     grad_coef += A(2) * zc * lse;
     return zc * lse * lse;
 }
@@ -203,26 +203,52 @@ __device__ __forceinline__ void write_row_loss(A loss, i64 row, A* row_loss, T* 
 
 // ---------------------------------------------------------------------------------------
 // The state of a row's reduction, combined in one pass (online softmax): m the running max,
-// s the sum of exp(x - m), and the target sums of gather_terms against m. Combining is
-// commutative, so every lane of a butterfly ends with the same bits.
+// `rest` the sum of exp(x - m) over every element but one at the max (the row's sum is
+// 1 + rest; -1 for no element), and the target sums of gather_terms against m. The max's
+// own 1 is never added: a confident row's loss, log1p(rest), keeps `rest` to its own
+// precision (a sum holding the 1 kept it to an ulp of 1: a loss of 6e-40 came out 0).
+// Combining is commutative, so every lane of a butterfly ends with the same bits.
 template <typename A> struct RowState {
-    A m, s;
+    A m, rest;
     TargetSums<A> ts;
 };
+
+template <typename A> __device__ __forceinline__ A row_sum(const RowState<A>& st) {
+    return st.rest + A(1);
+}
 
 template <typename A> __device__ __forceinline__ RowState<A> empty_state() {
     RowState<A> st;
     st.m = neg_inf<A>();
-    st.s = 0;
+    st.rest = -1;
     st.ts = no_target_sums<A>();
     return st;
+}
+
+// Adds the exp `e` of an element (z = x - the part's max) to `others`, but not the first
+// element's at the max, which `skipped` records.
+template <typename A> __device__ __forceinline__ void add_other(A e, A z, A& others, bool& skipped) {
+    const bool one = !skipped && z == A(0);
+    skipped = skipped || one;
+    others += one ? A(0) : e;
+}
+
+// `rest` of a part whose exps add_other summed: `others`, or where no element at the max
+// was met (no element: -1; NaN ones: NaN) the sum less 1.
+template <typename A> __device__ __forceinline__ A rest_of(A others, bool skipped) {
+    return skipped ? others : others - A(1);
 }
 
 template <typename A>
 __device__ __forceinline__ RowState<A> combine(RowState<A> x, const RowState<A>& y) {
     const A top = fmax(x.m, y.m);
-    // an empty part (m = -inf, s = 0) adds 0 * exp(finite) = 0
-    x.s = x.s * exp(shifted(x.m, top)) + y.s * exp(shifted(y.m, top));
+    if (x.m == y.m) {
+        x.rest = (x.rest + y.rest) + A(1);  // both at the top: one max's 1 joins the rest
+    } else {  // the lower part's 1 + rest moves to the top (an empty part's is 0)
+        const RowState<A>& high = x.m > y.m ? x : y;
+        const RowState<A>& low = x.m > y.m ? y : x;
+        x.rest = high.rest + (low.rest + A(1)) * exp(shifted(low.m, top));
+    }
     reshift_sums(x.ts, x.m, top);
     TargetSums<A> ys = y.ts;
     reshift_sums(ys, y.m, top);
@@ -239,7 +265,7 @@ template <typename A> __device__ __forceinline__ RowState<A> warp_combine(RowSta
     for (int offset = 16; offset > 0; offset >>= 1) {
         RowState<A> y;
         y.m = __shfl_xor_sync(0xffffffffu, x.m, offset);
-        y.s = __shfl_xor_sync(0xffffffffu, x.s, offset);
+        y.rest = __shfl_xor_sync(0xffffffffu, x.rest, offset);
         y.ts.a = __shfl_xor_sync(0xffffffffu, x.ts.a, offset);
         y.ts.wa = __shfl_xor_sync(0xffffffffu, x.ts.wa, offset);
         y.ts.b = __shfl_xor_sync(0xffffffffu, x.ts.b, offset);
@@ -279,9 +305,9 @@ __device__ __forceinline__ A finish_row(const RowState<A>& st, const RowTarget& 
     row_coefficients<T, A>(t, st.ts, class_weight, smoothing, inv_classes, coef, dot);
     A grad_coef = coef;
     zc = z_coefficient(z_loss, z_factor_ptr);
-    const A z = z_term(zc, st.m, st.s, grad_coef);
+    const A z = z_term(zc, st.m, st.rest, grad_coef);
     if (writes) {
-        A loss = coef * log(st.s) - dot + z;
+        A loss = coef * log1p(st.rest) - dot + z;
         if (t.kind == 0) loss = 0;
         if (t.kind == 2) loss = quiet_nan<A>();
         write_row_loss<T, A>(loss, row, row_loss, row_out);

@@ -48,6 +48,8 @@ __device__ __forceinline__ void ce_rows_body(
 #pragma unroll
     for (int k = 0; k < VPT; ++k) st.m = fmax(st.m, v[k]);
     const A own_max = st.m;
+    A others = 0;
+    bool skipped = false;
 #pragma unroll
     for (int k = 0; k < PACKS; ++k) {
 #pragma unroll
@@ -58,9 +60,10 @@ __device__ __forceinline__ void ce_rows_body(
                 gather_terms<T, A>(z, col, t, probs_row, class_weight, smoothing, inv_classes,
                                    st.ts);
             v[k * W + e] = col < classes ? row_exp<T>(z) : A(0);  // each exp once
-            st.s += v[k * W + e];
+            if (col < classes) add_other(v[k * W + e], z, others, skipped);
         }
     }
+    st.rest = rest_of(others, skipped);
     st = row_combine<THREADS>(st);
     A zc;
     const A grad_coef = finish_row<T, A>(st, t, class_weight, smoothing, inv_classes, z_loss,
@@ -70,8 +73,8 @@ __device__ __forceinline__ void ce_rows_body(
         // softmax = exp(x - own_max) * exp(own_max - row max) / s: one exp per thread
         // (times: a thread whose max is far below the row's has softmaxes of 0, where an
         // overflowed z-loss coefficient would make the scale 0 * inf)
-        const A prob_scale = times(exp(shifted(own_max, st.m)), grad_coef / st.s);
-        const A softmax_scale = exp(shifted(own_max, st.m)) / st.s;
+        const A prob_scale = times(exp(shifted(own_max, st.m)), grad_coef / row_sum(st));
+        const A softmax_scale = exp(shifted(own_max, st.m)) / row_sum(st);
         T* g_row = grad ? grad + row * classes : 0;
         T* h_row = hess ? hess + row * classes : 0;
         // the exps of the elements below the row's max, over its sum (see hess_of): this

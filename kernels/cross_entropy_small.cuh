@@ -34,19 +34,21 @@ __global__ void __launch_bounds__(ROWS) ce_small(
         A m = neg_inf<A>();
         for (i64 c = 0; c < classes; ++c) m = fmax(m, x[c]);
         TargetSums<A> ts = no_target_sums<A>();
-        A s = 0;
+        A others = 0;  // the row's sum but the max's 1 (see RowState)
+        bool skipped = false;
         for (i64 c = 0; c < classes; ++c) {
             const A z = shifted(x[c], m);
             gather_terms<T, A>(z, c, t, probs_row, class_weight, smoothing, inv_classes, ts);
             const A e = row_exp<T>(z);
             x[c] = e;
-            s += e;
+            add_other(e, z, others, skipped);
         }
+        const A rest = rest_of(others, skipped), s = rest + A(1);
         A coef, dot;
         row_coefficients<T, A>(t, ts, class_weight, smoothing, inv_classes, coef, dot);
         A grad_coef = coef;
         const A zc = z_coefficient(z_loss, z_factor_ptr);
-        A loss = coef * log(s) - dot + z_term(zc, m, s, grad_coef);
+        A loss = coef * log1p(rest) - dot + z_term(zc, m, rest, grad_coef);
         if (t.kind == 0) loss = 0;
         if (t.kind == 2) loss = quiet_nan<A>();
         if (row_out) row_out[row] = from_acc<T>(loss);

@@ -42,8 +42,11 @@ __device__ __forceinline__ void stream_fold(const Pack<T>& pk, int valid, i64 fi
         x[e] = e < valid ? cap_logit<T, A>(to_acc(pk.v[e]), softcap, inv_cap) : neg_inf<A>();
         top = fmax(top, x[e]);
     }
-    // the state moves to the new max (the empty state: m = -inf, s = 0 stays 0)
-    A sum = st.s * exp(shifted(st.m, top));
+    // the state moves to the new max, its own max's 1 joining the others (the empty
+    // state's 1 + rest is 0), and one element of the pack at the new max is left out
+    const bool same_top = top == st.m;
+    A others = same_top ? st.rest : (st.rest + A(1)) * exp(shifted(st.m, top));
+    bool skipped = same_top;
     reshift_sums(st.ts, st.m, top);
 #pragma unroll
     for (int e = 0; e < W; ++e) {
@@ -51,10 +54,10 @@ __device__ __forceinline__ void stream_fold(const Pack<T>& pk, int valid, i64 fi
             const A z = shifted(x[e], top);
             gather_terms<T, A>(z, first_col + e, t, probs_row, class_weight, smoothing,
                                inv_classes, st.ts);
-            sum += row_exp<T>(z);
+            add_other(row_exp<T>(z), z, others, skipped);
         }
     }
-    st.s = sum;
+    st.rest = others;  // (a new top came from an element: skipped)
     st.m = top;
 }
 
@@ -122,7 +125,7 @@ __global__ void __launch_bounds__(THREADS, 1024 / THREADS) ce_stream(CE_ROWS_ARG
                                          zc);
     const A sc = read_scale(scale_ptr, scale);
     if (HESS) {  // the Hessian alone: the gradient is ce_stream<T, false, ...>'s, launched after
-        const A inv_s = A(1) / st.s;
+        const A inv_s = A(1) / row_sum(st);
         // the exps of the elements below the max, over the row's sum (see hess_of): one
         // more read of the row, only for grad_and_hess
         A part = 0;
@@ -132,7 +135,7 @@ __global__ void __launch_bounds__(THREADS, 1024 / THREADS) ce_stream(CE_ROWS_ARG
         }
         __shared__ A scratch[32];
         const A rest_share = block_sum<THREADS>(part, scratch) * inv_s;
-        const A prob_scale = grad_coef / st.s;
+        const A prob_scale = grad_coef / row_sum(st);
         T* h_row = hess + row * classes;
         for (i64 c = threadIdx.x; c < classes; c += THREADS) {  // element by element, coalesced
             A slope, curve;
@@ -147,7 +150,7 @@ __global__ void __launch_bounds__(THREADS, 1024 / THREADS) ce_stream(CE_ROWS_ARG
         return;
     }
     if (grad == 0) return;
-    const A prob_scale = grad_coef / st.s;
+    const A prob_scale = grad_coef / row_sum(st);
     T* g_row = grad + row * classes;
     // the second read of the row: mostly from L2 while the rows in flight fit there
     for_packs_in_flight<T, IN_FLIGHT, THREADS>(x_packs, packs, [&](const Pack<T>& pk, i64 k) {
@@ -207,13 +210,13 @@ template <> __device__ __forceinline__ double cluster_load<double>(unsigned addr
     return v;
 }
 
-// Block `rank`'s state, read from its shared `state` (six numbers: m, s and the sums).
+// Block `rank`'s state, read from its shared `state` (six numbers: m, rest and the sums).
 template <typename A>
 __device__ __forceinline__ RowState<A> remote_state(const RowState<A>* state, unsigned rank) {
     const unsigned at = cluster_address(state, rank);
     RowState<A> st;
     st.m = cluster_load<A>(at);
-    st.s = cluster_load<A>(at + sizeof(A));
+    st.rest = cluster_load<A>(at + sizeof(A));
     st.ts.a = cluster_load<A>(at + 2 * sizeof(A));
     st.ts.wa = cluster_load<A>(at + 3 * sizeof(A));
     st.ts.b = cluster_load<A>(at + 4 * sizeof(A));
@@ -265,7 +268,7 @@ ce_stream_cluster(CE_ROWS_ARGS) {
                                          row_loss, row_out, zc);
     if (grad == 0) return;
     const A sc = read_scale(scale_ptr, scale);
-    const A prob_scale = grad_coef / st.s;
+    const A prob_scale = grad_coef / row_sum(st);
     T* g_row = grad + row * classes;
     for_packs_in_flight<T, IN_FLIGHT, THREADS>(x_packs, slice, [&](const Pack<T>& pk, i64 k) {
         stream_store<T>(pk, first + k, g_row, t, m, prob_scale, probs_row, class_weight,
