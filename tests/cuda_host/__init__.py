@@ -1,0 +1,308 @@
+"""The CuPy backend on the host: ``kernels/`` compiled with g++ against ``shim.h`` (CUDA's
+device dialect on CPU threads) and launched through a stand-in for the few CuPy names
+``lossbackends/backends/cupy_backend.py`` uses, on NumPy arrays. So the backend's host code
+and its kernels' logic run in CI, where there is no GPU: ``tests/test_cuda_host.py``
+compares them with the NumPy backend. What it cannot show (speed, float16 arithmetic of the
+hardware exp, the sm_90 cluster kernel, streams) stays for ``ci/gpu``.
+
+Each kernel file is built once per source text into one shared library holding every name
+expression of ``all_modules()`` (float32 and float64, float16 and bfloat16 too), cached
+under ``$LOSSBACKENDS_CUDA_HOST_CACHE`` or the system's temporary directory.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import importlib.util
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import types
+from pathlib import Path
+
+import numpy as np
+
+from lossbackends import _cuda_sources, _dispatch
+
+HERE = Path(__file__).resolve().parent
+SM_COUNT = 2  # the emulated device's multiprocessors (the grids stay small)
+
+# asm("cvt.rn.f16.f32 %0, %1;" : "=h"(h.bits) : "f"(x)) -> h.bits = lb_cvt_rn_f16_f32(x)
+_CVT = re.compile(r'asm\("(cvt[.\w]+) %0, %1;"\s*:\s*"=\w"\(([^)]*)\)\s*:\s*"\w"\(([^)]*)\)\);')
+
+# the kernels' parameter types as the signature string of lb_signature spells them
+_POINTEE = {"float": np.float32, "double": np.float64, "half": np.float16,
+            "bf16": np.float16, "i64": np.int64, "int": np.int32}
+_SCALAR = {"i64": np.int64, "int": np.int32, "float": np.float32, "double": np.float64}
+
+_LAUNCHER = r"""
+alignas(16) unsigned char smem_raw[1 << 16];
+#include <utility>
+template <typename T> struct lb_name;
+template <> struct lb_name<float> { static constexpr const char* v = "float"; };
+template <> struct lb_name<double> { static constexpr const char* v = "double"; };
+template <> struct lb_name<half_t> { static constexpr const char* v = "half"; };
+template <> struct lb_name<bf16_t> { static constexpr const char* v = "bf16"; };
+template <> struct lb_name<long long> { static constexpr const char* v = "i64"; };
+template <> struct lb_name<int> { static constexpr const char* v = "int"; };
+template <typename T> struct lb_name<T*> { static constexpr const char* v = "ptr"; };
+template <typename P> void lb_describe(std::string& s) {
+    using B = std::remove_cv_t<P>;
+    if constexpr (std::is_pointer_v<B>) {
+        s += "*"; s += lb_name<std::remove_cv_t<std::remove_pointer_t<B>>>::v;
+    } else {
+        s += lb_name<B>::v;
+    }
+    s += " ";
+}
+template <typename... P, std::size_t... I>
+void lb_call(void (*k)(P...), void** args, std::index_sequence<I...>) {
+    k(*static_cast<std::remove_cv_t<P>*>(args[I])...);
+}
+template <typename... P> int lb_launch_one(void (*k)(P...), unsigned grid, unsigned block, void** args) {
+    return lb_run(grid, block, [&] { lb_call(k, args, std::index_sequence_for<P...>{}); });
+}
+template <typename... P> std::string lb_signature_of(void (*)(P...)) {
+    std::string s;
+    (lb_describe<P>(s), ...);
+    return s;
+}
+"""
+
+
+def _cache_dir() -> Path:
+    root = os.environ.get("LOSSBACKENDS_CUDA_HOST_CACHE") or Path(tempfile.gettempdir()) / "lossbackends-cuda-host"
+    path = Path(root)
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def expressions(filename: str) -> list[str]:
+    """Every name expression of ``filename`` that ``all_modules()`` builds, except the sm_90
+    cluster kernel's."""
+    found = []
+    for name, exprs in _cuda_sources.all_modules():
+        if name == filename:
+            found += [e for e in exprs if not e.startswith("ce_stream_cluster") and e not in found]
+    # every row configuration in every type (all_modules compiles them per type already)
+    return found
+
+
+def translation_unit(filename: str, names: list[str]) -> str:
+    code = _cuda_sources.source(filename).replace("extern __shared__", "extern")
+    code = _CVT.sub(lambda m: f"{m[2]} = lb_{m[1].replace('.', '_')}({m[3]});", code)
+    if "asm" in re.sub(r"//.*", "", code.split("#if !defined(__CUDA_ARCH__) || __CUDA_ARCH__ >= 900")[0]):
+        raise RuntimeError(f"{filename}: inline PTX the host shim does not translate")
+    table = ",\n".join(f"    {{[](unsigned g, unsigned b, void** a) {{ return lb_launch_one(&{n}, g, b, a); }},"
+                       f" [] {{ return lb_signature_of(&{n}); }}}}" for n in names)
+    return (f'#include "{HERE / "shim.h"}"\n#include <string>\n#include <type_traits>\n'
+            + code + _LAUNCHER
+            + "struct lb_entry { int (*launch)(unsigned, unsigned, void**); std::string (*sig)(); };\n"
+            + f"static const lb_entry lb_entries[] = {{\n{table}\n}};\n"
+            + 'extern "C" int lb_launch(int i, unsigned g, unsigned b, void** a) '
+              "{ return lb_entries[i].launch(g, b, a); }\n"
+            + 'extern "C" int lb_signature(int i, char* out, int size) {\n'
+              "    const std::string s = lb_entries[i].sig();\n"
+              "    std::strncpy(out, s.c_str(), size); return (int)s.size(); }\n")
+
+
+class Library:
+    """One kernel file built for the host: ``launch(name, grid, block, args)``."""
+
+    def __init__(self, filename: str):
+        self.names = expressions(filename)
+        unit = translation_unit(filename, self.names)
+        key = hashlib.sha256((unit + (HERE / "shim.h").read_text()).encode()).hexdigest()[:16]
+        path = _cache_dir() / f"{Path(filename).stem}-{key}.so"
+        if not path.exists():
+            compiler = shutil.which("g++")
+            if compiler is None:
+                raise RuntimeError("g++ is not installed")
+            # (per process: pytest-xdist's workers may build at once; the last one's wins)
+            source = path.with_suffix(f".{os.getpid()}.cpp")
+            source.write_text(unit)
+            partial = path.with_suffix(f".{os.getpid()}.tmp")
+            built = subprocess.run([compiler, "-std=c++20", "-O1", "-shared", "-fPIC",
+                                    "-pthread", "-Wno-unknown-pragmas", "-o", str(partial),
+                                    str(source)], capture_output=True, text=True)
+            if built.returncode:
+                raise RuntimeError(f"g++ failed on {filename} (built from {source}):\n"
+                                   + built.stderr[-4000:])
+            partial.replace(path)
+            source.unlink()
+        self._lib = ctypes.CDLL(str(path))
+        self._lib.lb_launch.argtypes = [ctypes.c_int, ctypes.c_uint, ctypes.c_uint,
+                                        ctypes.POINTER(ctypes.c_void_p)]
+        self._index = {name: i for i, name in enumerate(self.names)}
+        self._signatures: dict[str, list[str]] = {}
+
+    def signature(self, name: str) -> list[str]:
+        found = self._signatures.get(name)
+        if found is None:
+            buffer = ctypes.create_string_buffer(4096)
+            self._lib.lb_signature(self._index[name], buffer, 4096)
+            found = self._signatures[name] = buffer.value.decode().split()
+        return found
+
+    def launch(self, name: str, grid, block, args, shared_mem: int = 0) -> None:
+        if name not in self._index:
+            raise KeyError(f"{name} is not among the expressions all_modules() builds")
+        if shared_mem > 1 << 16:
+            raise ValueError(f"{shared_mem} bytes of shared memory: more than the shim holds")
+        signature = self.signature(name)
+        if len(args) != len(signature):
+            raise TypeError(f"{name} takes {len(signature)} arguments, got {len(args)}")
+        keep, pointers = [], (ctypes.c_void_p * len(args))()
+        for i, (arg, kind) in enumerate(zip(args, signature, strict=True)):
+            if kind.startswith("*"):
+                if arg is not None:
+                    if not isinstance(arg, np.ndarray) or arg.dtype != _POINTEE[kind[1:]]:
+                        raise TypeError(f"{name} argument {i}: {kind[1:]} pointer, got "
+                                        f"{getattr(arg, 'dtype', type(arg))}")
+                    if not arg.flags.c_contiguous:
+                        raise TypeError(f"{name} argument {i}: not C-contiguous")
+                cell = ctypes.c_void_p(None if arg is None else arg.ctypes.data)
+            else:
+                if not isinstance(arg, np.generic) or arg.dtype != _SCALAR[kind]:
+                    raise TypeError(f"{name} argument {i}: a {kind} scalar, got {arg!r}")
+                cell = ctypes.create_string_buffer(arg.tobytes(), arg.nbytes)
+            keep.append(cell)
+            pointers[i] = ctypes.addressof(cell)
+        if self._lib.lb_launch(self._index[name], int(grid[0]), int(block[0]), pointers):
+            raise RuntimeError(f"{name} failed on the host")
+
+
+# -- the stand-in for CuPy -------------------------------------------------------------
+
+
+class DeviceArray(np.ndarray):
+    """A NumPy array with CuPy's ``.data.ptr`` and ``.get()``."""
+
+    @property
+    def data(self):
+        return types.SimpleNamespace(ptr=self.ctypes.data)
+
+    def get(self):
+        return np.array(self)
+
+
+def device(a):
+    return None if a is None else np.asarray(a).view(DeviceArray)
+
+
+def _wrap(function):
+    return lambda *a, **k: device(function(*a, **k))
+
+
+class _Function:
+    def __init__(self, library: Library, name: str):
+        self._library, self._name = library, name
+        self.num_regs = 32
+
+    def __call__(self, grid, block, args, shared_mem=0):
+        self._library.launch(self._name, grid, block, args, shared_mem)
+
+
+_LIBRARIES: dict[str, Library] = {}
+
+
+def library(filename: str) -> Library:
+    found = _LIBRARIES.get(filename)
+    if found is None:
+        found = _LIBRARIES[filename] = Library(filename)
+    return found
+
+
+class _RawModule:
+    def __init__(self, code: str, options=(), name_expressions=()):
+        filename = next(f for f in ("elementwise.cu", "cross_entropy.cu")
+                        if _cuda_sources.source(f) == code)
+        self._library = library(filename)
+
+    def get_function(self, name: str) -> _Function:
+        return _Function(self._library, name)
+
+
+class _RuntimeError(Exception):
+    pass
+
+
+def fake_cupy() -> types.ModuleType:
+    cp = types.ModuleType("cupy")
+    cp.ndarray = DeviceArray
+    for name in ("empty", "zeros", "where", "isnan", "count_nonzero"):
+        setattr(cp, name, _wrap(getattr(np, name)))
+    cp.asnumpy = lambda a: np.array(a)
+    cp.uint16, cp.int64, cp.uint, cp.nan = np.uint16, np.int64, np.uint, np.nan
+    cp.RawModule = _RawModule
+    runtime = types.SimpleNamespace(
+        getDevice=lambda: 0, getDeviceCount=lambda: 1, CUDARuntimeError=_RuntimeError,
+        getDeviceProperties=lambda i: {"multiProcessorCount": SM_COUNT, "major": 8})
+    cp.cuda = types.SimpleNamespace(runtime=runtime,
+                                    get_current_stream=lambda: types.SimpleNamespace(ptr=0))
+    return cp
+
+
+def cupy_backend():
+    """``lossbackends/backends/cupy_backend.py`` loaded against the stand-in (its own
+    module object; the dispatch's registry is left alone)."""
+    path = Path(_cuda_sources.__file__).parent / "backends" / "cupy_backend.py"
+    spec = importlib.util.spec_from_file_location("lossbackends.backends._cupy_on_host", path)
+    module = importlib.util.module_from_spec(spec)
+    saved, register = sys.modules.get("cupy"), _dispatch.register
+    sys.modules["cupy"] = fake_cupy()
+    _dispatch.register = lambda *a, **k: None
+    try:
+        spec.loader.exec_module(module)
+    finally:
+        _dispatch.register = register
+        if saved is None:
+            del sys.modules["cupy"]
+        else:
+            sys.modules["cupy"] = saved
+    return module
+
+
+# -- calls as users make them ------------------------------------------------------------
+
+
+def available() -> str | None:
+    """Why the kernels cannot run on the host here, or None."""
+    if shutil.which("g++") is None:
+        return "g++ is not installed: the CUDA kernels cannot be built for the host"
+    return None
+
+
+_BACKEND = None
+
+
+def value_and_grad(name: str, y_true, y_pred, *, reduction: str = "mean", hess: bool = False,
+                   **options):
+    """``lb.<name>.value_and_grad`` (``grad_and_hess`` with the value when ``hess``: value,
+    gradient, Hessian) on NumPy arrays, computed by the CuPy backend's kernels on the host:
+    the loss's own preparation and the library's result handling (``_loss.compute``)."""
+    global _BACKEND
+    from lossbackends import _loss, losses
+
+    if _BACKEND is None:
+        _BACKEND = cupy_backend()
+    kernel = _BACKEND.KERNELS[name]
+
+    def on_device(y, p, weight, params, reduction, scale, grad, want_value, hess=None):
+        params = tuple(device(a) if isinstance(a, np.ndarray) else a for a in params)
+        extra = {} if hess is None else {"hess": device(hess)}
+        value = kernel(device(y), device(p), device(weight), params, reduction, scale,
+                       device(grad), want_value, **extra)
+        return None if value is None else np.asarray(value).view(np.ndarray)
+
+    loss = losses.LOSSES[name]
+    y_true, y_pred = np.asarray(y_true), np.asarray(y_pred)
+    prep = loss._prepare(np, y_true, y_pred, **options)
+    results = _loss.compute(np, on_device, prep, y_true, reduction, True, _loss._WANT_GRAD,
+                            _loss._WANT_GRAD if hess else None)
+    return tuple(None if r is None else (r.view(np.ndarray) if isinstance(r, np.ndarray) else r)
+                 for r in results)

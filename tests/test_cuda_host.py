@@ -1,0 +1,180 @@
+"""The CuPy backend's code and CUDA kernels run on the host (``tests/cuda_host``: the
+kernels built with g++ against a shim of CUDA's device dialect, one CPU thread per CUDA
+thread), against the NumPy backend: every cross-entropy kernel family (by class count),
+option and dtype, with Hessians, the multiclass hinge, the elementwise Hessians, the label
+errors and misaligned rows. ``tests/test_robustness.py`` runs its special-value harness on
+them too. Speed, the hardware's float math, streams and the sm_90 cluster kernel are
+``ci/gpu``'s."""
+
+from __future__ import annotations
+
+import cuda_host
+import numpy as np
+import pytest
+
+import lossbackends as lb
+from lossbackends import _cuda_sources
+from lossbackends.losses import LOSSES
+
+pytestmark = pytest.mark.skipif(cuda_host.available() is not None,
+                                reason=cuda_host.available() or "")
+
+# a class count per kernel: ce_small, the warp-per-row rows (three capacities), a block per
+# row, the streaming kernel (and its Hessian instance)
+CLASSES = {"small": 7, "warp": 100, "warp-wide": 1000, "block": 5000, "stream": 20000}
+TOLERANCE = {np.float16: 2e-3, np.float32: 2e-5, np.float64: 1e-12}
+
+
+def _assert_close(got, want, dtype, what):
+    got, want = np.asarray(got, np.float64), np.asarray(want, np.float64)
+    assert got.shape == want.shape, what
+    np.testing.assert_array_equal(np.isnan(got), np.isnan(want), err_msg=f"NaNs of {what}")
+    finite = np.isfinite(want)
+    np.testing.assert_array_equal(got[~finite & ~np.isnan(want)], want[~finite & ~np.isnan(want)],
+                                  err_msg=f"infinities of {what}")
+    scale = np.abs(want[finite]).max() if finite.any() else 0.0
+    tol = TOLERANCE[dtype]
+    np.testing.assert_allclose(got[finite], want[finite], rtol=tol, atol=tol * scale,
+                               err_msg=what)
+
+
+def _compare(name, y, p, reduction, **options):
+    dtype = p.dtype.type
+    want = LOSSES[name].grad_and_hess(y, p, reduction=reduction, backend="numpy", **options)
+    value = LOSSES[name](y, p, reduction=reduction, backend="numpy", **options)
+    got = cuda_host.value_and_grad(name, y, p, reduction=reduction, hess=True, **options)
+    for what, g, w in zip(("value", "gradient", "Hessian"), got, (value, *want), strict=True):
+        _assert_close(g, w, dtype, f"{what} of {name} {np.dtype(dtype).name} {reduction} "
+                                   f"{p.shape} {options}")
+
+
+def test_the_backend_launches_only_what_all_modules_builds():
+    """Every kernel a call launches is among ``all_modules()``'s expressions (what
+    ``ci/kernels`` compiles): the host library holds those only, and a launch of another
+    name fails."""
+    names = set(cuda_host.expressions("cross_entropy.cu"))
+    for type_name in _cuda_sources.TYPE_NAMES.values():
+        for config in _cuda_sources.ROW_CONFIGS:
+            assert config.expression(type_name) in names
+    with pytest.raises(KeyError, match="all_modules"):
+        cuda_host.library("cross_entropy.cu").launch("ce_rows<float, 32, 4, 8, 2>", (1,), (32,), ())
+
+
+@pytest.mark.parametrize("family", CLASSES)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.float16])
+def test_cross_entropy_kernels(family, dtype):
+    classes = CLASSES[family]
+    wide = classes > 1000  # a block of threads per row, slow on CPU threads: fewer cases
+    rows = 2 if wide else 9
+    rng = np.random.default_rng(classes)
+    x = (rng.normal(size=(rows, classes)) * 4).astype(dtype)
+    labels = rng.integers(0, classes, rows)
+    labels[1] = -100
+    probs = rng.dirichlet(np.ones(classes), rows).astype(dtype)
+    class_weight = rng.uniform(0.5, 2, classes).astype(dtype)
+    for target, options in [
+        (labels, {}),
+        (labels, {"label_smoothing": 0.1, "class_weight": class_weight}),
+        (labels, {"z_loss": 1e-3, "softcap": 5.0}),
+        (probs, {"class_weight": class_weight, "label_smoothing": 0.05}),
+        (probs, {"z_loss": 1e-2}),
+    ]:
+        for reduction in ("mean", "none") if wide else ("mean", "sum", "none"):
+            _compare("cross_entropy", target, x, reduction, **options)
+
+
+@pytest.mark.parametrize("family", CLASSES)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_confident_rows_are_relatively_exact(family, dtype):
+    """A confident row's loss, log1p(sum of the others' exps), to a few ulps: a sum that
+    held the max's exp(0) = 1 kept it to an ulp of 1 (0 for a loss of 6e-40)."""
+    classes = CLASSES[family]
+    margins = np.array([5.0, 20.0, 60.0, 90.0], dtype)
+    x = np.zeros((margins.size, classes), dtype)
+    x[:, 0] = margins
+    x[:, 1] = margins / 2  # one other class nearer
+    labels = np.zeros(margins.size, np.int64)
+    exact = np.log1p(np.exp(-margins.astype(np.float64) / 2)
+                     + (classes - 2) * np.exp(-margins.astype(np.float64)))
+    value = cuda_host.value_and_grad("cross_entropy", labels, x, reduction="none")[0]
+    np.testing.assert_allclose(value, exact, rtol=8 * np.finfo(dtype).eps)
+
+
+@pytest.mark.parametrize("family", CLASSES)
+def test_cross_entropy_special_values_in_wide_rows(family):
+    """Infinities, NaN and float32's extremes in rows of every kernel: the same results as
+    the NumPy backend (the robustness harness covers the rows of few classes)."""
+    classes = CLASSES[family]
+    f = float(np.finfo(np.float32).max)
+    rows = np.zeros((6, classes), np.float32)
+    rows[0, 3] = np.inf
+    rows[1, [2, 5]] = np.inf
+    rows[2, :] = -np.inf
+    rows[3, 4] = np.nan
+    rows[4, [1, 6]] = [f, -f]
+    rows[5, 0] = 1e4
+    labels = np.array([3, 0, 1, 2, 6, 0])
+    for options in ({}, {"label_smoothing": 0.1}, {"z_loss": 1e-3, "softcap": 30.0}):
+        _compare("cross_entropy", labels, rows, "none", **options)
+
+
+def test_cross_entropy_unaligned_rows():
+    """Rows whose pointers are not 16-byte aligned (no packed loads) and class counts that
+    are not a multiple of the pack."""
+    rng = np.random.default_rng(1)
+    for classes in (101, 5003, 20001):
+        base = rng.normal(size=3 * classes + 1).astype(np.float32)
+        x = base[1:].reshape(3, classes)  # 4 bytes past an aligned start
+        _compare("cross_entropy", np.array([0, 5, classes - 1]), x, "sum", z_loss=1e-3)
+
+
+def test_cross_entropy_label_errors():
+    x = np.zeros((3, 40), np.float32)
+    with pytest.raises(ValueError, match="40"):
+        cuda_host.value_and_grad("cross_entropy", np.array([0, 40, 1]), x)
+    value, grad = cuda_host.value_and_grad("cross_entropy", np.array([0, 40, 1]), x,
+                                           reduction="none", check_labels=False)
+    assert np.isnan(value[1]) and np.isnan(grad[1]).all()
+    assert np.isfinite(value[[0, 2]]).all() and np.isfinite(grad[[0, 2]]).all()
+
+
+@pytest.mark.parametrize("classes", [10, 2000])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_multiclass_hinge(classes, dtype):
+    rng = np.random.default_rng(classes)
+    x = rng.normal(size=(9, classes)).astype(dtype)
+    labels = rng.integers(0, classes, 9)
+    x[2, labels[2]] = np.nan
+    weight = rng.uniform(0.5, 2, 9).astype(dtype)
+    for reduction in ("mean", "sum", "none"):
+        _compare("multiclass_hinge", labels, x, reduction, weight=weight)
+        _compare("multiclass_hinge", labels, x, reduction, margin=0.5)
+    with pytest.raises(ValueError, match="multiclass_hinge"):
+        cuda_host.value_and_grad("multiclass_hinge", np.array([0, classes]), x[:2])
+
+
+ELEMENTWISE = sorted(_cuda_sources.LOSS_IDS)
+_LABELS = {"binary_cross_entropy": (0, 1), "binary_cross_entropy_with_logits": (0, 1),
+           "sigmoid_focal": (0, 1), "kl_div": (0, 1), "poisson_nll": (0, 5)}
+_PREDICTIONS = {"binary_cross_entropy": (0.01, 0.99), "kl_div": (-5, 0)}
+
+
+@pytest.mark.parametrize("name", ELEMENTWISE)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_elementwise_hessians_and_blocks(name, dtype):
+    """Each elementwise loss's value, gradient and Hessian, in one block (n <= 8192) and in
+    several (partial sums, then finalize), aligned and not."""
+    rng = np.random.default_rng(len(name))
+    for n in (1000, 20001):
+        y = rng.uniform(*_LABELS.get(name, (-2, 2)), n + 1).astype(dtype)
+        if name in ("hinge", "squared_hinge", "soft_margin"):
+            y = np.sign(y) + (y == 0)
+        p = rng.uniform(*_PREDICTIONS.get(name, (-3, 3)), n + 1).astype(dtype)
+        for a, b in ((y[:n], p[:n]), (y[1:], p[1:])):
+            _compare(name, a, b, "mean")
+            _compare(name, a, b, "none", weight=np.linspace(0.5, 2, n).astype(dtype))
+
+
+def test_every_elementwise_loss_has_a_kernel():
+    assert {n for n, loss in LOSSES.items() if not loss._class_indices} == set(ELEMENTWISE)
+    assert lb.mse.name in ELEMENTWISE
