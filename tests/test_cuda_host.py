@@ -1,5 +1,5 @@
 """The CuPy backend's code and CUDA kernels run on the host (``tests/cuda_host``: the
-kernels built with g++ against a shim of CUDA's device dialect, one CPU thread per CUDA
+kernels built with g++ against a shim of CUDA's device dialect, each CUDA thread a fiber of
 thread), against the NumPy backend: every cross-entropy kernel family (by class count),
 option and dtype, with Hessians, the multiclass hinge, the elementwise Hessians, the label
 errors and misaligned rows. ``tests/test_robustness.py`` runs its special-value harness on
@@ -64,7 +64,7 @@ def test_the_backend_launches_only_what_all_modules_builds():
 @pytest.mark.parametrize("dtype", [np.float32, np.float64, np.float16])
 def test_cross_entropy_kernels(family, dtype):
     classes = CLASSES[family]
-    wide = classes > 1000  # a block of threads per row, slow on CPU threads: fewer cases
+    wide = classes > 1000  # a block of threads per row, slower as fibers: fewer cases
     rows = 2 if wide else 9
     rng = np.random.default_rng(classes)
     x = (rng.normal(size=(rows, classes)) * 4).astype(dtype)
@@ -81,6 +81,41 @@ def test_cross_entropy_kernels(family, dtype):
     ]:
         for reduction in ("mean", "none") if wide else ("mean", "sum", "none"):
             _compare("cross_entropy", target, x, reduction, **options)
+
+
+def _sweep_variants():
+    from benchmarks import gpu_sweep
+
+    return [v for v in gpu_sweep.variants() if "cluster" not in v.name]
+
+
+@pytest.mark.parametrize("variant", _sweep_variants(), ids=lambda v: v.name)
+def test_gpu_sweep_candidates(variant):
+    """Each candidate of the GPU sweep (``benchmarks/gpu_sweep.py``, but the sm_90 cluster
+    kernels) computes what the NumPy backend does, so that minutes of GPU time go to
+    timing correct kernels: a class count where it runs, in the float types of the sweep's
+    cases it runs in (bfloat16 as float16: the same template but for its conversions)."""
+    from benchmarks import gpu_sweep
+
+    dtypes = {np.float32 if case.dtype == "float32" else np.float16
+              for case in gpu_sweep.CASES if variant.applies(case)}
+    backend = cuda_host.backend()
+    classes = max(variant.low, min(variant.high, 600)) + 3  # (not a multiple of the pack)
+    if variant.high < classes:
+        classes = variant.high
+    rng = np.random.default_rng(classes)
+    saved = {name: getattr(backend, name) for name in variant.settings}
+    try:
+        for name, value in variant.settings.items():
+            setattr(backend, name, value)
+        for dtype in sorted(dtypes, key=str):
+            x = (rng.normal(size=(3, classes)) * 4).astype(dtype)
+            labels = np.array([0, classes - 1, 5])
+            _compare("cross_entropy", labels, x, "mean", z_loss=1e-3)
+            _compare("cross_entropy", labels, x, "none", softcap=20.0)
+    finally:
+        for name, value in saved.items():
+            setattr(backend, name, value)
 
 
 @pytest.mark.parametrize("family", CLASSES)

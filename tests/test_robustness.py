@@ -32,7 +32,7 @@ from lossbackends.losses import LOSSES
 
 RUNNABLE = [name for name in BACKENDS if _skip_reason(name) is None]  # may be none (ci/gpu)
 if "cupy" not in RUNNABLE and cuda_host.available() is None:
-    RUNNABLE.append("cuda-host")  # the CuPy backend's kernels on CPU threads (tests/cuda_host)
+    RUNNABLE.append("cuda-host")  # the CuPy backend's kernels on the CPU (tests/cuda_host)
 DTYPES = (np.float16, np.float32, np.float64)
 REDUCTIONS = ("mean", "sum", "none")
 ULPS = 8  # a backend's error, in ulps of the size of the terms (exp, log1p: <= 3 ulp)

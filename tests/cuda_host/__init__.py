@@ -1,5 +1,5 @@
 """The CuPy backend on the host: ``kernels/`` compiled with g++ against ``shim.h`` (CUDA's
-device dialect on CPU threads) and launched through a stand-in for the few CuPy names
+device dialect, each CUDA thread a fiber of one CPU thread) and launched through a stand-in for the few CuPy names
 ``lossbackends/backends/cupy_backend.py`` uses, on NumPy arrays. So the backend's host code
 and its kernels' logic run in CI, where there is no GPU: ``tests/test_cuda_host.py``
 compares them with the NumPy backend. What it cannot show (speed, float16 arithmetic of the
@@ -82,14 +82,23 @@ def _cache_dir() -> Path:
 
 
 def expressions(filename: str) -> list[str]:
-    """Every name expression of ``filename`` that ``all_modules()`` builds, except the sm_90
-    cluster kernel's."""
+    """Every name expression of ``filename`` that ``all_modules()`` builds, and for
+    cross-entropy the GPU sweep's candidates (``benchmarks/gpu_sweep.py``), except the
+    sm_90 cluster kernels."""
+    from benchmarks import gpu_sweep
+
     found = []
     for name, exprs in _cuda_sources.all_modules():
         if name == filename:
-            found += [e for e in exprs if not e.startswith("ce_stream_cluster") and e not in found]
-    # every row configuration in every type (all_modules compiles them per type already)
-    return found
+            found += exprs
+    if filename == "cross_entropy.cu":
+        for variant in gpu_sweep.variants():
+            for case in gpu_sweep.CASES:
+                if variant.applies(case):
+                    found += gpu_sweep.kernel_expressions(variant,
+                                                          _cuda_sources.TYPE_NAMES[case.dtype])
+    return [e for i, e in enumerate(found)
+            if not e.startswith("ce_stream_cluster") and e not in found[:i]]
 
 
 def translation_unit(filename: str, names: list[str]) -> str:
@@ -280,17 +289,22 @@ def available() -> str | None:
 _BACKEND = None
 
 
+def backend():
+    """The CuPy backend's module on the stand-in, loaded once (``cupy_backend``)."""
+    global _BACKEND
+    if _BACKEND is None:
+        _BACKEND = cupy_backend()
+    return _BACKEND
+
+
 def value_and_grad(name: str, y_true, y_pred, *, reduction: str = "mean", hess: bool = False,
                    **options):
     """``lb.<name>.value_and_grad`` (``grad_and_hess`` with the value when ``hess``: value,
     gradient, Hessian) on NumPy arrays, computed by the CuPy backend's kernels on the host:
     the loss's own preparation and the library's result handling (``_loss.compute``)."""
-    global _BACKEND
     from lossbackends import _loss, losses
 
-    if _BACKEND is None:
-        _BACKEND = cupy_backend()
-    kernel = _BACKEND.KERNELS[name]
+    kernel = backend().KERNELS[name]
 
     def on_device(y, p, weight, params, reduction, scale, grad, want_value, hess=None):
         params = tuple(device(a) if isinstance(a, np.ndarray) else a for a in params)

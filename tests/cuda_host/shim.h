@@ -1,22 +1,21 @@
 // CUDA's device dialect on the host, as much of it as kernels/ uses: the kernels compile
-// with g++ and run on CPU threads, one thread per CUDA thread, so their logic is tested
-// where there is no GPU (tests/test_cuda_host.py). Blocks run one after another; the
-// threads of a block run concurrently, meeting at __syncthreads and, per warp, at the
-// shuffles. Not emulated: timing, memory ordering beyond these barriers, clusters (sm_90).
+// with g++ and run on the CPU, so their logic is tested where there is no GPU
+// (tests/test_cuda_host.py). Blocks run one after another, each CUDA thread of a block a
+// fiber (ucontext) of one CPU thread: a fiber runs until it waits at __syncthreads or, per
+// warp, at a shuffle, and the next one runs (a thousand OS threads per block, woken at
+// every barrier, took minutes). Not emulated: timing, memory ordering (fibers interleave
+// only at barriers), clusters (sm_90).
 #pragma once
 
-#include <atomic>
-#include <barrier>
-#include <condition_variable>
-#include <functional>
+#include <ucontext.h>
+
+#include <cstdlib>
 #include <bit>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
 #include <exception>
 #include <memory>
-#include <mutex>
-#include <thread>
 #include <vector>
 
 #define __device__
@@ -47,17 +46,53 @@ using std::tanh;
 struct lb_dim3 {
     unsigned x = 0, y = 0, z = 0;
 };
-inline thread_local lb_dim3 threadIdx, blockIdx;
-inline lb_dim3 blockDim, gridDim;
+inline lb_dim3 threadIdx, blockIdx, blockDim, gridDim;
+
+// One CUDA thread: its context, stack and state.
+struct lb_fiber {
+    ucontext_t context;
+    void* stack = nullptr;
+    unsigned index = 0;
+    bool done = false;
+};
+inline ucontext_t lb_scheduler;
+inline lb_fiber* lb_self = nullptr;
+inline unsigned long long lb_progress = 0;  // barriers completed and fibers finished
+
+inline void lb_yield() { swapcontext(&lb_self->context, &lb_scheduler); }
+
+// A barrier of `count` fibers; a fiber that has left drops out of it.
+struct lb_barrier {
+    unsigned count = 0, arrived = 0;
+    unsigned long long generation = 0;
+    void complete() {
+        arrived = 0;
+        ++generation;
+        ++lb_progress;
+    }
+    void arrive_and_wait() {
+        const unsigned long long mine = generation;
+        if (++arrived == count) {
+            complete();
+            return;
+        }
+        while (generation == mine) lb_yield();
+    }
+    void drop() {
+        --count;
+        if (arrived > 0 && arrived == count) complete();
+    }
+};
 
 // The running block: its barrier, and per warp a barrier and the lanes' exchange slots.
 struct lb_block {
-    std::barrier<> all;
-    std::vector<std::unique_ptr<std::barrier<>>> warps;
+    lb_barrier all;
+    std::vector<lb_barrier> warps;
     std::vector<unsigned long long> slots;  // 32 per warp
-    explicit lb_block(unsigned threads) : all(threads), slots(((threads + 31) / 32) * 32) {
-        for (unsigned w = 0; w * 32 < threads; ++w)
-            warps.emplace_back(new std::barrier<>(threads - w * 32 < 32 ? threads - w * 32 : 32));
+    explicit lb_block(unsigned threads) : warps((threads + 31) / 32), slots(((threads + 31) / 32) * 32) {
+        all.count = threads;
+        for (unsigned w = 0; w < warps.size(); ++w)
+            warps[w].count = threads - w * 32 < 32 ? threads - w * 32 : 32;
     }
 };
 inline lb_block* lb_current = nullptr;
@@ -70,9 +105,9 @@ template <typename V> inline V lb_exchange(V v, int source) {
     unsigned long long bits = 0;
     std::memcpy(&bits, &v, sizeof v);
     lb_current->slots[warp * 32 + lane] = bits;
-    lb_current->warps[warp]->arrive_and_wait();
+    lb_current->warps[warp].arrive_and_wait();
     bits = lb_current->slots[warp * 32 + (source & 31)];
-    lb_current->warps[warp]->arrive_and_wait();  // (before a slot is written again)
+    lb_current->warps[warp].arrive_and_wait();  // (before a slot is written again)
     V r;
     std::memcpy(&r, &bits, sizeof r);
     return r;
@@ -102,74 +137,65 @@ inline unsigned short lb_cvt_rn_bf16_f32(float x) {
     return (unsigned short)((u + 0x7FFFu + ((u >> 16) & 1u)) >> 16);  // to nearest, even
 }
 
-// The CPU threads that play a block's threads, made once and reused by every launch
-// (creating a thousand threads per block cost more than the kernels).
-class lb_pool {
-  public:
-    // Runs job(t) on threads t = 0 .. n - 1 at once; returns when all have finished.
-    template <typename F> void run(unsigned n, F& job) {
-        std::unique_lock<std::mutex> hold(lock_);
-        while (workers_ < n) std::thread([this, id = workers_++] { loop(id); }).detach();
-        job_ = [&job](unsigned t) { job(t); };
-        active_ = remaining_ = n;
-        ++generation_;
-        wake_.notify_all();
-        done_.wait(hold, [this] { return remaining_ == 0; });
-    }
+// A launch: `grid` blocks of `block` threads, each thread a fiber calling `kernel()`.
+// Returns 1 if a thread threw (a shim limit) or the block's fibers all wait on barriers
+// that none of them can complete (a deadlock), else 0.
+inline void (*lb_body)(void*) = nullptr;
+inline void* lb_body_arg = nullptr;
+inline bool lb_failed = false;
 
-  private:
-    void loop(unsigned id) {
-        unsigned long long seen = 0;
-        std::unique_lock<std::mutex> hold(lock_);
-        for (;;) {
-            wake_.wait(hold, [&] { return generation_ != seen; });
-            seen = generation_;
-            if (id >= active_) continue;
-            hold.unlock();
-            job_(id);
-            hold.lock();
-            if (--remaining_ == 0) done_.notify_all();
-        }
+inline void lb_fiber_entry() {
+    try {
+        lb_body(lb_body_arg);
+    } catch (...) {
+        lb_failed = true;
     }
-    std::mutex lock_;
-    std::condition_variable wake_, done_;
-    std::function<void(unsigned)> job_;
-    unsigned workers_ = 0, active_ = 0, remaining_ = 0;
-    unsigned long long generation_ = 0;
-};
-// never destroyed: its threads wait on it until the process ends (a destructor would
-// wait for them)
-inline lb_pool& lb_threads = *new lb_pool;
+    // a thread that has left no longer holds back its block and warp
+    lb_current->warps[lb_self->index / 32].drop();
+    lb_current->all.drop();
+    lb_self->done = true;
+    ++lb_progress;
+}  // (returns to lb_scheduler: uc_link)
 
-// A launch: `grid` blocks of `block` threads, each thread calling `kernel()`; the block's
-// threads go through the blocks together. A thread's exception (a shim limit) fails the
-// launch.
 template <typename F> inline int lb_run(unsigned grid, unsigned block, F kernel) {
+    const std::size_t stack_size = 256 * 1024;
+    static std::vector<void*> stacks;  // reused by every launch (pages touched stay few)
+    while (stacks.size() < block) stacks.push_back(std::malloc(stack_size));
     gridDim = {grid, 1, 1};
     blockDim = {block, 1, 1};
-    std::unique_ptr<lb_block> state(new lb_block(block));
-    lb_current = state.get();
-    std::barrier next(block, [&]() noexcept {  // every thread is done with the block
-        state.reset(new lb_block(block));
-        lb_current = state.get();
-    });
-    std::atomic<bool> failed{false};
-    auto job = [&](unsigned t) {
-        for (unsigned b = 0; b < grid; ++b) {
-            threadIdx = {t, 0, 0};
-            blockIdx = {b, 0, 0};
-            try {
-                kernel();
-            } catch (...) {
-                failed = true;
-            }
-            // a thread that has left no longer holds back its block and warp
-            lb_current->warps[t / 32]->arrive_and_drop();
-            lb_current->all.arrive_and_drop();
-            next.arrive_and_wait();
+    lb_body = [](void* k) { (*static_cast<F*>(k))(); };
+    lb_body_arg = &kernel;
+    lb_failed = false;
+    std::vector<lb_fiber> fibers(block);
+    for (unsigned b = 0; b < grid && !lb_failed; ++b) {
+        lb_block state(block);
+        lb_current = &state;
+        blockIdx = {b, 0, 0};
+        for (unsigned t = 0; t < block; ++t) {
+            lb_fiber& f = fibers[t];
+            f.index = t;
+            f.done = false;
+            getcontext(&f.context);
+            f.context.uc_stack.ss_sp = stacks[t];
+            f.context.uc_stack.ss_size = stack_size;
+            f.context.uc_link = &lb_scheduler;
+            makecontext(&f.context, lb_fiber_entry, 0);
         }
-    };
-    lb_threads.run(block, job);
-    lb_current = nullptr;
-    return failed ? 1 : 0;
+        for (unsigned left = block; left > 0;) {
+            const unsigned long long before = lb_progress;
+            for (lb_fiber& f : fibers) {
+                if (f.done) continue;
+                lb_self = &f;
+                threadIdx = {f.index, 0, 0};
+                swapcontext(&lb_scheduler, &f.context);
+                if (f.done) --left;
+            }
+            if (left > 0 && lb_progress == before) {  // a round with no barrier passed
+                lb_failed = true;
+                break;
+            }
+        }
+        lb_current = nullptr;
+    }
+    return lb_failed ? 1 : 0;
 }
