@@ -1,6 +1,6 @@
 """The CuPy backend's code and CUDA kernels run on the host (``tests/cuda_host``: the
 kernels built with g++ against a shim of CUDA's device dialect, each CUDA thread a fiber of
-thread), against the NumPy backend: every cross-entropy kernel family (by class count),
+one CPU thread), against the NumPy backend: every cross-entropy kernel family (by class count),
 option and dtype, with Hessians, the multiclass hinge, the elementwise Hessians, the label
 errors and misaligned rows. ``tests/test_robustness.py`` runs its special-value harness on
 them too. Speed, the hardware's float math, streams and the sm_90 cluster kernel are
