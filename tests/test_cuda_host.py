@@ -213,3 +213,39 @@ def test_elementwise_hessians_and_blocks(name, dtype):
 def test_every_elementwise_loss_has_a_kernel():
     assert {n for n, loss in LOSSES.items() if not loss._class_indices} == set(ELEMENTWISE)
     assert lb.mse.name in ELEMENTWISE
+
+
+def _to_bfloat16(values):
+    """float32 values rounded to bfloat16 (to nearest, even), as bits."""
+    u = np.asarray(values, np.float32).view(np.uint32).astype(np.uint64)
+    return ((u + 0x7FFF + ((u >> 16) & 1)) >> 16).astype(np.uint16)
+
+
+def _from_bfloat16(bits):
+    return (np.asarray(bits).view(np.uint16).astype(np.uint32) << 16).view(np.float32)
+
+
+@pytest.mark.parametrize("name, classes", [("cross_entropy", c) for c in CLASSES.values()]
+                         + [("binary_cross_entropy_with_logits", None)])
+def test_bfloat16_kernels(name, classes):
+    """bfloat16 (torch's CUDA tensors: float16 views of its bits, ``HALF_IS_BFLOAT16``)
+    against the NumPy backend in float32 on the same values, to bfloat16's rounding."""
+    from lossbackends import _arrays
+
+    rng = np.random.default_rng(classes)
+    shape = (3, classes) if classes else (5001,)
+    x = _from_bfloat16(_to_bfloat16(rng.normal(size=shape) * 3))
+    y = (np.array([0, classes - 1, 2]) if classes
+         else _from_bfloat16(_to_bfloat16(rng.uniform(0, 1, shape))))
+    on_device = y if classes else _to_bfloat16(y).view(np.float16)
+    token = _arrays.HALF_IS_BFLOAT16.set(True)
+    try:
+        got = cuda_host.value_and_grad(name, on_device, _to_bfloat16(x).view(np.float16),
+                                       reduction="none", hess=True)
+    finally:
+        _arrays.HALF_IS_BFLOAT16.reset(token)
+    want = (LOSSES[name](y, x, reduction="none", backend="numpy"),
+            *LOSSES[name].grad_and_hess(y, x, reduction="none", backend="numpy"))
+    for what, g, w in zip(("value", "gradient", "Hessian"), got, want, strict=True):
+        np.testing.assert_allclose(_from_bfloat16(g), w, rtol=8e-3,
+                                   atol=8e-3 * np.abs(w).max(), err_msg=f"{what} of {name}")
