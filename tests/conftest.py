@@ -11,6 +11,13 @@ import pytest
 
 BACKENDS = ("numpy", "numba", "cupy")
 
+if os.environ.get("LOSSBACKENDS_CUDA_HOST"):  # the "cupy" backend on the host (tests/cuda_host)
+    import sys
+
+    import cuda_host
+
+    sys.modules["cupy"] = cuda_host.full_cupy()
+
 
 def examples(n: int) -> int:
     """Hypothesis examples per test, scaled by LOSSBACKENDS_EXAMPLES (ci/gpu runs fewer)."""
@@ -20,7 +27,7 @@ def examples(n: int) -> int:
 def _skip_reason(name: str) -> str | None:
     if name == "numba" and importlib.util.find_spec("numba") is None:
         return "Numba is not installed (pip install 'lossbackends[numba]')"
-    if name == "cupy":
+    if name == "cupy" and not os.environ.get("LOSSBACKENDS_CUDA_HOST"):
         if importlib.util.find_spec("cupy") is None:
             return "CuPy is not installed: no GPU backend here (ci/gpu runs these on a GPU)"
         import cupy

@@ -320,3 +320,44 @@ def value_and_grad(name: str, y_true, y_pred, *, reduction: str = "mean", hess: 
                             _loss._WANT_GRAD if hess else None)
     return tuple(None if r is None else (r.view(np.ndarray) if isinstance(r, np.ndarray) else r)
                  for r in results)
+
+
+# -- a whole CuPy stand-in, for the test suite's "cupy" backend (LOSSBACKENDS_CUDA_HOST=1) --
+
+
+class CudaArray(DeviceArray):
+    """A DeviceArray the dispatcher takes for a GPU array (``__cuda_array_interface__``)."""
+
+    __cuda_array_interface__ = property(lambda self: {"data": (self.ctypes.data, False)})
+
+
+def _as_cuda(value):
+    if isinstance(value, np.ndarray) and not isinstance(value, CudaArray):
+        return value.view(CudaArray)
+    if isinstance(value, tuple):
+        return tuple(_as_cuda(v) for v in value)
+    return value
+
+
+def _numpy_function(function):
+    def call(*args, **kwargs):
+        return _as_cuda(function(*args, **kwargs))
+
+    return call
+
+
+def full_cupy() -> types.ModuleType:
+    """``fake_cupy`` with NumPy's namespace behind it, its arrays ``CudaArray``."""
+    cp = fake_cupy()
+    cp.ndarray = CudaArray
+    cp.asnumpy = lambda a, *args, **kwargs: np.array(a).view(np.ndarray)
+
+    def __getattr__(name):
+        found = getattr(np, name)
+        return _numpy_function(found) if callable(found) and not isinstance(found, type) else found
+
+    cp.__getattr__ = __getattr__
+    for name in ("empty", "zeros", "where", "isnan", "count_nonzero", "asarray",
+                 "ascontiguousarray", "empty_like", "zeros_like", "full"):
+        setattr(cp, name, _numpy_function(getattr(np, name)))
+    return cp
