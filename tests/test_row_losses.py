@@ -249,7 +249,11 @@ def test_softcap_losses_of_well_classified_rows_are_relatively_exact(backend):
     expected = reference.cross_entropy_liger(labels, x.astype(np.float64), softcap=30.0,
                                              reduction="none")[0]
     assert 1e-6 < expected.min() and expected.max() < 1e-4
-    np.testing.assert_allclose(np.asarray(host(value), np.float64), expected, rtol=2e-6)
+    # (the CUDA kernels cap the logits in float32: the ulps of tanh and of the products
+    # near the cap move every z by up to about 3e-6, measured 4e-6 relative on the host
+    # emulation; the host backends' capped logits are rounded once)
+    rtol = 1e-5 if backend == "cupy" else 2e-6
+    np.testing.assert_allclose(np.asarray(host(value), np.float64), expected, rtol=rtol)
     one_class = on(backend, (rng.normal(size=(50, 1)) * 3).astype(np.float32))
     value = lb.cross_entropy(on(backend, np.zeros(50, np.int64)), one_class, softcap=5.0,
                              reduction="none", backend=backend)

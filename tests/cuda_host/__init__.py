@@ -21,6 +21,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import types
 from pathlib import Path
 
@@ -74,10 +75,18 @@ template <typename... P> std::string lb_signature_of(void (*)(P...)) {
 """
 
 
+_FLAGS = ["-std=c++20", "-O1", "-shared", "-fPIC", "-Wno-unknown-pragmas"]
+SHARED_MEMORY = 48 * 1024  # CUDA's limit per block without an opt-in (the kernels ask none)
+MAX_THREADS = 1024
+
+
 def _cache_dir() -> Path:
-    root = os.environ.get("LOSSBACKENDS_CUDA_HOST_CACHE") or Path(tempfile.gettempdir()) / "lossbackends-cuda-host"
+    """``$LOSSBACKENDS_CUDA_HOST_CACHE``, or a directory of this user's in the temporary
+    directory (only theirs: a library found there is loaded)."""
+    root = os.environ.get("LOSSBACKENDS_CUDA_HOST_CACHE") or (
+        Path(tempfile.gettempdir()) / f"lossbackends-cuda-host-{os.getuid()}")
     path = Path(root)
-    path.mkdir(parents=True, exist_ok=True)
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
     return path
 
 
@@ -104,7 +113,10 @@ def expressions(filename: str) -> list[str]:
 def translation_unit(filename: str, names: list[str]) -> str:
     code = _cuda_sources.source(filename).replace("extern __shared__", "extern")
     code = _CVT.sub(lambda m: f"{m[2]} = lb_{m[1].replace('.', '_')}({m[3]});", code)
-    if "asm" in re.sub(r"//.*", "", code.split("#if !defined(__CUDA_ARCH__) || __CUDA_ARCH__ >= 900")[0]):
+    # (the sm_90 section, which the shim's __CUDA_ARCH__ of 800 leaves out, keeps its PTX)
+    emulated = re.sub(r"#if !defined\(__CUDA_ARCH__\) \|\| __CUDA_ARCH__ >= 900.*?#endif", "",
+                      re.sub(r"//.*", "", code), flags=re.DOTALL)
+    if re.search(r"\basm\b", emulated):
         raise RuntimeError(f"{filename}: inline PTX the host shim does not translate")
     table = ",\n".join(f"    {{[](unsigned g, unsigned b, void** a) {{ return lb_launch_one(&{n}, g, b, a); }},"
                        f" [] {{ return lb_signature_of(&{n}); }}}}" for n in names)
@@ -125,19 +137,20 @@ class Library:
     def __init__(self, filename: str):
         self.names = expressions(filename)
         unit = translation_unit(filename, self.names)
-        key = hashlib.sha256((unit + (HERE / "shim.h").read_text()).encode()).hexdigest()[:16]
+        compiler = shutil.which("g++")
+        if compiler is None:
+            raise RuntimeError("g++ is not installed")
+        version = subprocess.run([compiler, "--version"], capture_output=True, text=True).stdout
+        key = hashlib.sha256("\n".join([unit, (HERE / "shim.h").read_text(), version,
+                                         *_FLAGS]).encode()).hexdigest()[:16]
         path = _cache_dir() / f"{Path(filename).stem}-{key}.so"
         if not path.exists():
-            compiler = shutil.which("g++")
-            if compiler is None:
-                raise RuntimeError("g++ is not installed")
             # (per process: pytest-xdist's workers may build at once; the last one's wins)
             source = path.with_suffix(f".{os.getpid()}.cpp")
             source.write_text(unit)
             partial = path.with_suffix(f".{os.getpid()}.tmp")
-            built = subprocess.run([compiler, "-std=c++20", "-O1", "-shared", "-fPIC",
-                                    "-pthread", "-Wno-unknown-pragmas", "-o", str(partial),
-                                    str(source)], capture_output=True, text=True)
+            built = subprocess.run([compiler, *_FLAGS, "-o", str(partial), str(source)],
+                                   capture_output=True, text=True)
             if built.returncode:
                 raise RuntimeError(f"g++ failed on {filename} (built from {source}):\n"
                                    + built.stderr[-4000:])
@@ -148,6 +161,9 @@ class Library:
                                         ctypes.POINTER(ctypes.c_void_p)]
         self._index = {name: i for i, name in enumerate(self.names)}
         self._signatures: dict[str, list[str]] = {}
+        # one launch at a time: the shim's state is global (blocks, shared memory), and
+        # ctypes lets other Python threads run during a call
+        self._lock = threading.Lock()
 
     def signature(self, name: str) -> list[str]:
         found = self._signatures.get(name)
@@ -160,8 +176,11 @@ class Library:
     def launch(self, name: str, grid, block, args, shared_mem: int = 0) -> None:
         if name not in self._index:
             raise KeyError(f"{name} is not among the expressions all_modules() builds")
-        if shared_mem > 1 << 16:
-            raise ValueError(f"{shared_mem} bytes of shared memory: more than the shim holds")
+        if shared_mem > SHARED_MEMORY:
+            raise ValueError(f"{name}: {shared_mem} bytes of dynamic shared memory, more than "
+                             f"CUDA's {SHARED_MEMORY} without an opt-in")
+        if not 0 < int(block[0]) <= MAX_THREADS or int(grid[0]) <= 0:
+            raise ValueError(f"{name}: a launch of {grid} blocks of {block} threads")
         signature = self.signature(name)
         if len(args) != len(signature):
             raise TypeError(f"{name} takes {len(signature)} arguments, got {len(args)}")
@@ -181,8 +200,11 @@ class Library:
                 cell = ctypes.create_string_buffer(arg.tobytes(), arg.nbytes)
             keep.append(cell)
             pointers[i] = ctypes.addressof(cell)
-        if self._lib.lb_launch(self._index[name], int(grid[0]), int(block[0]), pointers):
-            raise RuntimeError(f"{name} failed on the host")
+        with self._lock:
+            failed = self._lib.lb_launch(self._index[name], int(grid[0]), int(block[0]), pointers)
+        if failed:
+            raise RuntimeError(f"{name} failed on the host (a shim limit, such as a shuffle "
+                               "after a lane returned, or a deadlock)")
 
 
 # -- the stand-in for CuPy -------------------------------------------------------------
@@ -228,8 +250,12 @@ def library(filename: str) -> Library:
 
 class _RawModule:
     def __init__(self, code: str, options=(), name_expressions=()):
-        filename = next(f for f in ("elementwise.cu", "cross_entropy.cu")
-                        if _cuda_sources.source(f) == code)
+        found = [f for f in ("elementwise.cu", "cross_entropy.cu")
+                 if _cuda_sources.source(f) == code]
+        if not found:
+            raise ValueError("the host emulation builds kernels/elementwise.cu and "
+                             "kernels/cross_entropy.cu only")
+        filename = found[0]
         self._library = library(filename)
 
     def get_function(self, name: str) -> _Function:
@@ -243,8 +269,10 @@ class _RuntimeError(Exception):
 def fake_cupy() -> types.ModuleType:
     cp = types.ModuleType("cupy")
     cp.ndarray = DeviceArray
-    for name in ("empty", "zeros", "where", "isnan", "count_nonzero"):
+    for name in ("empty", "zeros", "where", "isnan"):
         setattr(cp, name, _wrap(getattr(np, name)))
+    # CuPy's reductions give 0-d arrays (on the device), not NumPy scalars
+    cp.count_nonzero = lambda *a, **k: device(np.asarray(np.count_nonzero(*a, **k)))
     cp.asnumpy = lambda a: np.array(a)
     cp.uint16, cp.int64, cp.uint, cp.nan = np.uint16, np.int64, np.uint, np.nan
     cp.RawModule = _RawModule
@@ -357,7 +385,8 @@ def full_cupy() -> types.ModuleType:
         return _numpy_function(found) if callable(found) and not isinstance(found, type) else found
 
     cp.__getattr__ = __getattr__
-    for name in ("empty", "zeros", "where", "isnan", "count_nonzero", "asarray",
-                 "ascontiguousarray", "empty_like", "zeros_like", "full"):
+    for name in ("empty", "zeros", "where", "isnan", "asarray", "ascontiguousarray",
+                 "empty_like", "zeros_like", "full"):
         setattr(cp, name, _numpy_function(getattr(np, name)))
+    cp.count_nonzero = lambda *a, **k: _as_cuda(np.asarray(np.count_nonzero(*a, **k)))
     return cp

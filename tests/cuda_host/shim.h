@@ -16,6 +16,7 @@
 #include <cstring>
 #include <exception>
 #include <memory>
+#include <stdexcept>
 #include <vector>
 
 #define __device__
@@ -88,11 +89,13 @@ struct lb_barrier {
 struct lb_block {
     lb_barrier all;
     std::vector<lb_barrier> warps;
+    std::vector<unsigned> lanes;            // each warp's threads at the launch
     std::vector<unsigned long long> slots;  // 32 per warp
-    explicit lb_block(unsigned threads) : warps((threads + 31) / 32), slots(((threads + 31) / 32) * 32) {
+    explicit lb_block(unsigned threads)
+        : warps((threads + 31) / 32), lanes(warps.size()), slots(warps.size() * 32) {
         all.count = threads;
         for (unsigned w = 0; w < warps.size(); ++w)
-            warps[w].count = threads - w * 32 < 32 ? threads - w * 32 : 32;
+            warps[w].count = lanes[w] = threads - w * 32 < 32 ? threads - w * 32 : 32;
     }
 };
 inline lb_block* lb_current = nullptr;
@@ -102,6 +105,9 @@ inline void __syncthreads() { lb_current->all.arrive_and_wait(); }
 template <typename V> inline V lb_exchange(V v, int source) {
     static_assert(sizeof(V) <= 8, "a shuffle moves at most 8 bytes");
     const unsigned lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    // a full-mask shuffle with a lane that has left is undefined on a GPU: fail here
+    if (lb_current->warps[warp].count != lb_current->lanes[warp])
+        throw std::logic_error("a warp shuffle after a lane of the warp returned");
     unsigned long long bits = 0;
     std::memcpy(&bits, &v, sizeof v);
     lb_current->slots[warp * 32 + lane] = bits;
