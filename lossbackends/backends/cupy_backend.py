@@ -11,6 +11,7 @@ synchronises with the host, except the documented label checks of ``cross_entrop
 from __future__ import annotations
 
 import functools
+import math
 import threading
 
 import cupy as cp
@@ -108,6 +109,7 @@ def _device() -> _Device:
 _TYPES = {np.dtype(name): (TYPE_NAMES[name], np.float64 if name == "float64" else np.float32)
           for name in ("float16", "float32", "float64")}
 _FLOAT16 = np.dtype(np.float16)
+_LARGEST = {np.float32: float(np.finfo(np.float32).max), np.float64: float(np.finfo(np.float64).max)}
 _BFLOAT16 = (TYPE_NAMES["bfloat16"], np.float32)
 
 
@@ -163,7 +165,10 @@ def _elementwise(loss: str):
         if loss_id == LOSS_IDS["binary_cross_entropy_with_logits"]:
             (pos_weight,) = params
         elif params:
-            options = (*params, 0.0, 0.0)[:3]  # booleans are 1.0 and 0.0 in the kernel
+            # booleans are 1.0 and 0.0 in the kernel; an option beyond the accumulation
+            # type's largest is its infinity (huber's delta = 1e39 in float32), unwarned
+            options = tuple(o if abs(o) <= _LARGEST[acc] else math.copysign(math.inf, o)
+                            for o in (*params, 0.0, 0.0)[:3])
         losses = cp.empty(p.shape, p.dtype) if want_value and reduction == "none" else None
         value = cp.empty((), p.dtype) if want_value and reduction != "none" else None
         if n <= SINGLE_BLOCK_MAX:
