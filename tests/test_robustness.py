@@ -15,6 +15,7 @@ docs/guide/numerics.md are the references' own.
 
 from __future__ import annotations
 
+import os
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -31,7 +32,9 @@ import lossbackends as lb
 from lossbackends.losses import LOSSES
 
 RUNNABLE = [name for name in BACKENDS if _skip_reason(name) is None]  # may be none (ci/gpu)
-if "cupy" not in RUNNABLE and cuda_host.available() is None:
+_ONLY = os.environ.get("LOSSBACKENDS_TEST_BACKENDS")
+if ("cupy" not in RUNNABLE and cuda_host.available() is None
+        and (not _ONLY or "cuda-host" in _ONLY.split(","))):
     RUNNABLE.append("cuda-host")  # the CuPy backend's kernels on the CPU (tests/cuda_host)
 DTYPES = (np.float16, np.float32, np.float64)
 REDUCTIONS = ("mean", "sum", "none")
