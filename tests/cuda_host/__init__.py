@@ -359,6 +359,9 @@ class CudaArray(DeviceArray):
     __cuda_array_interface__ = property(lambda self: {"data": (self.ctypes.data, False)})
 
 
+CudaArray.__module__ = "cupy"  # where the library tells CuPy arrays by their type's module
+
+
 def _as_cuda(value):
     if isinstance(value, np.ndarray) and not isinstance(value, CudaArray):
         return value.view(CudaArray)
