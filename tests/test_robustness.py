@@ -570,7 +570,12 @@ def test_elementwise_special_values(name, data):
         got_value, got_grad = results[backend] = _run(name, backend, y, p, weight, reduction,
                                                       options)
         what = f"{name} {backend} {np.dtype(dtype).name} {reduction} {options} y={y!r} p={p!r}"
-        if check_value and (check_cuda or backend not in _CUDA):
+        if check_value and not check_cuda and backend in _CUDA:
+            # a float32 sum beyond the largest finite: inf of the value's sign there
+            got = float(np.asarray(host(got_value), np.float64))
+            if np.isinf(got) and np.sign(got) == np.sign(value):
+                got_value = value
+        if check_value:
             _assert_same(got_value, value, value_size, dtype, f"value of {what}")
         _assert_same(got_grad, grad, grad_size, dtype, f"gradient of {what}")
     # the backends against each other: within twice the tolerance of either
