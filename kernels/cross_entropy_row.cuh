@@ -81,12 +81,13 @@ __device__ __forceinline__ void gather_terms(A z, i64 c, const RowTarget& t, con
 // tanh of a row's logit. Rows of float16 and bfloat16 use 1 - 2 / (exp(2|u|) + 1) with
 // the hardware exp and a fast division (as row_exp): a few float32 ulps, far below what
 // they resolve (and no call to the precise division's slow path, which spilled). That
-// form is an ulp of 1 off absolutely, so below |u| = 2^-12 (where it would be 2.4e-4 off
-// relatively, and more further down: 0 for every logit under a softcap of 3e38) tanh is
-// u itself, to float32's rounding (a select: a polynomial there spilled more registers).
+// form is an ulp of 1 off absolutely (about 1.4e-7), so below |u| = 2^-7 (where it would
+// be 2e-5 off relatively, and more further down: 0 for every logit under a softcap of
+// 3e38) tanh is u itself, within u^2 / 3 = 2e-5 (a select: a polynomial there spilled
+// more registers).
 __device__ __forceinline__ float fast_tanh(float u) {
     const float t = copysignf(1.0f - __fdividef(2.0f, __expf(2.0f * fabsf(u)) + 1.0f), u);
-    return fabsf(u) < 2.44140625e-4f ? u : t;
+    return fabsf(u) < 0.0078125f ? u : t;
 }
 template <typename T> __device__ __forceinline__ typename AccOf<T>::type row_tanh(typename AccOf<T>::type u) {
     return tanh(u);

@@ -109,7 +109,9 @@ def _device() -> _Device:
 _TYPES = {np.dtype(name): (TYPE_NAMES[name], np.float64 if name == "float64" else np.float32)
           for name in ("float16", "float32", "float64")}
 _FLOAT16 = np.dtype(np.float16)
-_LARGEST = {np.float32: float(np.finfo(np.float32).max), np.float64: float(np.finfo(np.float64).max)}
+# below these, a float option casts to the accumulation type without overflow (float32's
+# largest plus half its ulp rounds to inf, ties to even); at and beyond, its infinity
+_CAST_LIMIT = {np.float32: 2.0**128 - 2.0**103, np.float64: math.inf}
 _BFLOAT16 = (TYPE_NAMES["bfloat16"], np.float32)
 
 
@@ -167,7 +169,7 @@ def _elementwise(loss: str):
         elif params:
             # booleans are 1.0 and 0.0 in the kernel; an option beyond the accumulation
             # type's largest is its infinity (huber's delta = 1e39 in float32), unwarned
-            options = tuple(o if abs(o) <= _LARGEST[acc] else math.copysign(math.inf, o)
+            options = tuple(o if abs(o) < _CAST_LIMIT[acc] else math.copysign(math.inf, o)
                             for o in (*params, 0.0, 0.0)[:3])
         losses = cp.empty(p.shape, p.dtype) if want_value and reduction == "none" else None
         value = cp.empty((), p.dtype) if want_value and reduction != "none" else None

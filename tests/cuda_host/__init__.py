@@ -41,7 +41,6 @@ _POINTEE = {"float": np.float32, "double": np.float64, "half": np.float16,
 _SCALAR = {"i64": np.int64, "int": np.int32, "float": np.float32, "double": np.float64}
 
 _LAUNCHER = r"""
-alignas(16) unsigned char smem_raw[1 << 16];
 #include <utility>
 template <typename T> struct lb_name;
 template <> struct lb_name<float> { static constexpr const char* v = "float"; };

@@ -100,11 +100,16 @@ struct lb_block {
 };
 inline lb_block* lb_current = nullptr;
 
+// dynamic shared memory (`extern __shared__`, which the build makes `extern`)
+alignas(16) unsigned char smem_raw[48 * 1024];
+
 inline void __syncthreads() { lb_current->all.arrive_and_wait(); }
 
 template <typename V> inline V lb_exchange(V v, int source) {
     static_assert(sizeof(V) <= 8, "a shuffle moves at most 8 bytes");
     const unsigned lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    if ((unsigned)(source & 31) >= lb_current->lanes[warp])
+        throw std::logic_error("a warp shuffle from a lane the block does not have");
     // a full-mask shuffle with a lane that has left is undefined on a GPU: fail here
     if (lb_current->warps[warp].count != lb_current->lanes[warp])
         throw std::logic_error("a warp shuffle after a lane of the warp returned");
@@ -172,14 +177,18 @@ template <typename F> inline int lb_run(unsigned grid, unsigned block, F kernel)
     lb_body = [](void* k) { (*static_cast<F*>(k))(); };
     lb_body_arg = &kernel;
     lb_failed = false;
+    // LOSSBACKENDS_CUDA_HOST_REVERSE: the fibers in reverse order, so that a kernel that
+    // reads what another thread writes without a barrier between fails one of the orders
+    static const bool reverse = std::getenv("LOSSBACKENDS_CUDA_HOST_REVERSE") != nullptr;
     std::vector<lb_fiber> fibers(block);
     for (unsigned b = 0; b < grid && !lb_failed; ++b) {
         lb_block state(block);
         lb_current = &state;
+        std::memset(smem_raw, 0xFF, sizeof smem_raw);  // dynamic shared memory: NaN bits
         blockIdx = {b, 0, 0};
         for (unsigned t = 0; t < block; ++t) {
             lb_fiber& f = fibers[t];
-            f.index = t;
+            f.index = reverse ? block - 1 - t : t;
             f.done = false;
             getcontext(&f.context);
             f.context.uc_stack.ss_sp = stacks[t];
