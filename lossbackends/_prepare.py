@@ -311,6 +311,10 @@ def prepare_sigmoid_focal(xp, y_true, y_pred, *, weight=None, alpha=0.25, gamma=
         positive = real_option("sigmoid_focal", "alpha", alpha, 0.0, 1.0)
         negative = 1.0 - positive
     gamma = real_option("sigmoid_focal", "gamma", gamma, 0.0, _INF, high_open=True)
+    computing = np.dtype(np.float32) if prep.p.dtype == np.float16 else prep.p.dtype
+    if gamma > float(np.finfo(computing).max):  # inf in the kernels: NaN gradients
+        raise ValueError(f"sigmoid_focal: gamma must be at most {float(np.finfo(computing).max)!r} "
+                         f"(the largest {computing} number) for {prep.p.dtype} inputs; got {gamma!r}")
     # alpha_t = a y + b (1 - y): (alpha, 1 - alpha) balanced, (1, 1) not
     return prep._replace(params=(positive, negative, gamma))
 

@@ -402,7 +402,8 @@ sigmoid_focal = Loss(
     ``p - 1`` to cancel for a label of 1. The loss is not convex: the Hessian is negative
     for badly misclassified samples (from about ``|x| = 3`` on the wrong side: 3.1 at
     ``gamma = 1``, 2.8-2.9 for ``gamma`` 2 to 4). ``alpha`` must be in [0, 1] and
-    ``gamma`` finite and ``>= 0``. Integer ``gamma`` (0 to 4) is computed by multiplications, any other by
+    ``gamma`` ``>= 0`` and at most the computing dtype's largest (float32's for float16
+    and float32 inputs; a ``ValueError`` otherwise). Integer ``gamma`` (0 to 4) is computed by multiplications, any other by
     ``pow``.
 
     >>> import lossbackends as lb

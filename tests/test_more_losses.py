@@ -461,6 +461,19 @@ def test_bad_options_name_the_fix(loss, options, error, message):
         getattr(lb, loss)([0.0, 1.0], [0.5, 0.5], backend="numpy", **options)
 
 
+def test_sigmoid_focal_gamma_beyond_the_computing_dtype_is_refused():
+    """gamma beyond float32's largest is inf in a float32 kernel, where the gradients were
+    NaN; float64 inputs take it."""
+    y, p = np.array([0.0, 1.0], np.float32), np.array([0.5, -0.5], np.float32)
+    with pytest.raises(ValueError, match=r"gamma must be at most 3\.4028234663852886e\+38 "
+                                         r"\(the largest float32 number\) for float32 inputs"):
+        lb.sigmoid_focal(y, p, gamma=1e39, backend="numpy")
+    with pytest.raises(ValueError, match="for float16 inputs"):
+        lb.sigmoid_focal(y.astype(np.float16), p.astype(np.float16), gamma=1e39)
+    assert np.isfinite(lb.sigmoid_focal.grad(y.astype(np.float64), p.astype(np.float64),
+                                             gamma=1e39, backend="numpy")).all()
+
+
 def test_huber_with_an_infinite_delta_is_half_the_squared_error(backend):
     """delta = inf (or beyond the dtype's largest), as torch's huber_loss takes it: the
     quadratic zone everywhere."""
