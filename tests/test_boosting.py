@@ -8,8 +8,8 @@ import importlib.util
 import os
 import subprocess
 import sys
-import types
 
+import cuda_host
 import numpy as np
 import pytest
 
@@ -596,17 +596,11 @@ def test_the_settings_choose_the_objectives_host_backend():
 # --- the CuPy route, mocked: GPU margins stay where they are -------------------------------
 
 
-class _DeviceArray(np.ndarray):
-    """Stands in for a CuPy array: the dispatcher sees ``__cuda_array_interface__``."""
-
-    __cuda_array_interface__ = property(lambda self: {})
+_DeviceArray = cuda_host.DeviceArray  # stands in for a CuPy array
 
 
 def test_cupy_margins_go_to_the_cupy_backend_without_a_host_copy(monkeypatch):
-    fake_cupy = types.ModuleType("cupy")
-    fake_cupy.asarray = lambda a: np.asarray(a).view(_DeviceArray)
-    fake_cupy.maximum, fake_cupy.minimum, fake_cupy.where = np.maximum, np.minimum, np.where
-    monkeypatch.setitem(sys.modules, "cupy", fake_cupy)
+    monkeypatch.setitem(sys.modules, "cupy", cuda_host.fake_cupy())
     seen = {}
 
     class RecordingLoss:

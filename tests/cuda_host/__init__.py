@@ -210,22 +210,34 @@ class Library:
 
 
 class DeviceArray(np.ndarray):
-    """A NumPy array with CuPy's ``.data.ptr`` and ``.get()``."""
+    """A NumPy array standing in for a CuPy one: CuPy's ``.data.ptr`` and ``.get()``, and
+    ``__cuda_array_interface__`` on a type of module ``cupy``, by which the library tells
+    GPU arrays and CuPy's (the dispatcher, Dask's chunk check)."""
+
+    __cuda_array_interface__ = property(lambda self: {"data": (self.ctypes.data, False)})
 
     @property
     def data(self):
         return types.SimpleNamespace(ptr=self.ctypes.data)
 
     def get(self):
-        return np.array(self)
+        return np.array(self).view(np.ndarray)
 
 
-def device(a):
-    return None if a is None else np.asarray(a).view(DeviceArray)
+DeviceArray.__module__ = "cupy"
 
 
-def _wrap(function):
-    return lambda *a, **k: device(function(*a, **k))
+def device(value):
+    """``value`` (an array, or a tuple of them) as DeviceArray views; anything else as it is."""
+    if isinstance(value, np.ndarray) and not isinstance(value, DeviceArray):
+        return value.view(DeviceArray)
+    if isinstance(value, tuple):
+        return tuple(device(v) for v in value)
+    return value
+
+
+def _on_device(function):
+    return lambda *args, **kwargs: device(function(*args, **kwargs))
 
 
 class _Function:
@@ -266,14 +278,19 @@ class _RuntimeError(Exception):
 
 
 def fake_cupy() -> types.ModuleType:
+    """A ``cupy`` module: NumPy's namespace behind it, its arrays DeviceArray, kernels built
+    for the host (``_RawModule``), one device of SM_COUNT multiprocessors."""
     cp = types.ModuleType("cupy")
+
+    def __getattr__(name):
+        found = getattr(np, name)
+        return _on_device(found) if callable(found) and not isinstance(found, type) else found
+
+    cp.__getattr__ = __getattr__
     cp.ndarray = DeviceArray
-    for name in ("empty", "zeros", "where", "isnan"):
-        setattr(cp, name, _wrap(getattr(np, name)))
     # CuPy's reductions give 0-d arrays (on the device), not NumPy scalars
     cp.count_nonzero = lambda *a, **k: device(np.asarray(np.count_nonzero(*a, **k)))
-    cp.asnumpy = lambda a: np.array(a)
-    cp.uint16, cp.int64, cp.uint, cp.nan = np.uint16, np.int64, np.uint, np.nan
+    cp.asnumpy = lambda a, *args, **kwargs: np.array(a).view(np.ndarray)
     cp.RawModule = _RawModule
     runtime = types.SimpleNamespace(
         getDevice=lambda: 0, getDeviceCount=lambda: 1, CUDARuntimeError=_RuntimeError,
@@ -334,7 +351,7 @@ def value_and_grad(name: str, y_true, y_pred, *, reduction: str = "mean", hess: 
     kernel = backend().KERNELS[name]
 
     def on_device(y, p, weight, params, reduction, scale, grad, want_value, hess=None):
-        params = tuple(device(a) if isinstance(a, np.ndarray) else a for a in params)
+        params = device(params)
         extra = {} if hess is None else {"hess": device(hess)}
         value = kernel(device(y), device(p), device(weight), params, reduction, scale,
                        device(grad), want_value, **extra)
@@ -347,48 +364,3 @@ def value_and_grad(name: str, y_true, y_pred, *, reduction: str = "mean", hess: 
                             _loss._WANT_GRAD if hess else None)
     return tuple(None if r is None else (r.view(np.ndarray) if isinstance(r, np.ndarray) else r)
                  for r in results)
-
-
-# -- a whole CuPy stand-in, for the test suite's "cupy" backend (LOSSBACKENDS_CUDA_HOST=1) --
-
-
-class CudaArray(DeviceArray):
-    """A DeviceArray the dispatcher takes for a GPU array (``__cuda_array_interface__``)."""
-
-    __cuda_array_interface__ = property(lambda self: {"data": (self.ctypes.data, False)})
-
-
-CudaArray.__module__ = "cupy"  # where the library tells CuPy arrays by their type's module
-
-
-def _as_cuda(value):
-    if isinstance(value, np.ndarray) and not isinstance(value, CudaArray):
-        return value.view(CudaArray)
-    if isinstance(value, tuple):
-        return tuple(_as_cuda(v) for v in value)
-    return value
-
-
-def _numpy_function(function):
-    def call(*args, **kwargs):
-        return _as_cuda(function(*args, **kwargs))
-
-    return call
-
-
-def full_cupy() -> types.ModuleType:
-    """``fake_cupy`` with NumPy's namespace behind it, its arrays ``CudaArray``."""
-    cp = fake_cupy()
-    cp.ndarray = CudaArray
-    cp.asnumpy = lambda a, *args, **kwargs: np.array(a).view(np.ndarray)
-
-    def __getattr__(name):
-        found = getattr(np, name)
-        return _numpy_function(found) if callable(found) and not isinstance(found, type) else found
-
-    cp.__getattr__ = __getattr__
-    for name in ("empty", "zeros", "where", "isnan", "asarray", "ascontiguousarray",
-                 "empty_like", "zeros_like", "full"):
-        setattr(cp, name, _numpy_function(getattr(np, name)))
-    cp.count_nonzero = lambda *a, **k: _as_cuda(np.asarray(np.count_nonzero(*a, **k)))
-    return cp
