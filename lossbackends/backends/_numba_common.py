@@ -84,6 +84,16 @@ def _sum(values):
 _sum = _jit(_sum, "_sum", reassociate=True)
 
 
+@njit(**{**INLINE, "fastmath": set(FASTMATH) | {"reassoc"}})
+def add_reassociable(total, value):
+    """``total + value``, the one addition of a loop that LLVM may reorder: a loop's running
+    sum of these vectorises into partial sums (their order fixed at compile time, so the
+    same inputs give the same bits), while the formulas around it, compiled without
+    reassociation, still round as written (fast-math flags belong to each instruction, and
+    stay with it when LLVM inlines this)."""
+    return total + value
+
+
 @inline
 def add_compensated(total, error, value):
     """``(total + value, error)``, Neumaier's compensated sum: ``error`` gathers what each

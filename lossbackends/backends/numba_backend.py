@@ -2,15 +2,17 @@
 
 Each elementwise kernel reads ``y`` and ``p`` once and writes the gradient; block by block
 (``BLOCK`` elements, in L1) it writes the losses into a buffer (or the ``"none"`` result)
-that ``_sum`` adds in float64 while they are in cache. The formulas are compiled without
-reassociation, so they round as written; only ``_sum`` reassociates, to vectorise.
+that ``_sum`` adds in float64 while they are in cache, or, for the losses of a few
+operations, adds them in float64 in the same loop (``loss_math``'s ``sum_in_loop``). The
+formulas are compiled without reassociation, so they round as written; only the sums
+reassociate (``_sum``, ``add_reassociable``), to vectorise.
 Work is cut into ``CHUNKS`` fixed chunks whose partial sums are added in order, so the
 result does not depend on the number of threads; the chunks of a large input are shared
 out among threads, each taking the next chunk not yet taken (``_threads``). Elementwise
 inputs below ``PARALLEL_MIN_ELEMENTS``, and cross-entropy inputs of one chunk (under
 twice ``CE_CHUNK_ELEMENTS`` logits), run on the calling thread alone. The row losses
 (cross-entropy, multiclass hinge) live in ``_numba_rows`` and
-``_numba_multiclass_hinge``; what every kernel shares (``_jit``, ``_sum``, the chunking
+``_numba_multiclass_hinge``; what every kernel shares (``_jit``, the sums, the chunking
 constants, ``array_type``) in ``_numba_common``.
 
 Compiled code is cached on disk (``cache=True``): next to this module when that directory
@@ -39,6 +41,7 @@ from ._numba_common import (
     _jit,
     _sum,
     _written_over,
+    add_reassociable,
     array_type,
 )
 from ._numba_math import INLINE, ONE, ZERO, held, inline
@@ -96,17 +99,19 @@ def weighted_floor(h, bound, negative):
 
 
 @inline
-def _elementwise_block(math, k, hard_labels, want_value, ys, ps, ws, gs, ls, hs, pos_weight,
-                       offset, param, grad_scale, hess_floor):
+def _elementwise_block(math, k, hard_labels, want_value, sum_in_loop, ys, ps, ws, gs, ls, hs,
+                       pos_weight, offset, param, grad_scale, hess_floor):
     """One block of an elementwise kernel: writes the gradient into ``gs``, the Hessian's
     diagonal into ``hs`` (when not None; max(h, ``hess_floor``) times the weight, before
-    the scale, NaN kept; none for a NaN floor) and (with ``want_value``)
-    the losses into ``ls`` by ``math``, the loss's function ``(y, p, param, pos, k) ->
-    (loss, d, h)`` (``k``: the held constants of its mathematics, see ``loss_math``);
-    returns whether a label was not 0 or 1 when ``hard_labels`` (``math`` is then the
-    loss's form for such labels, and the caller runs the block again without it), else
-    False."""
+    the scale, NaN kept; none for a NaN floor) and the losses into ``ls`` (when not None:
+    ``"none"``) by ``math``, the loss's function ``(y, p, param, pos, k) -> (loss, d, h)``
+    (``k``: the held constants of its mathematics, see ``loss_math``). Returns the
+    block's sum of the losses in float64 when ``want_value`` and ``sum_in_loop`` (else 0:
+    the caller sums ``ls``, the block's losses, after the loop), and whether a
+    label was not 0 or 1 when ``hard_labels`` (``math`` is then the loss's form for such
+    labels, and the caller runs the block again without it), else False."""
     soft = False
+    part = 0.0
     for i in range(ps.size):
         if hard_labels:
             soft |= ys[i] * (ONE - ys[i]) != ZERO  # NaN and inf count as soft
@@ -125,12 +130,14 @@ def _elementwise_block(math, k, hard_labels, want_value, ys, ps, ws, gs, ls, hs,
             hs[i] = h * grad_scale
         if gs is not None:
             gs[i] = d * grad_scale
-        if want_value:
+        if want_value and ls is not None:  # (without the value ``ls`` is empty)
             ls[i] = loss
-    return soft
+        if want_value and sum_in_loop:  # (see ``loss_math``)
+            part = add_reassociable(part, float(loss))
+    return part, soft
 
 
-def _elementwise_kernel(optimistic: bool, want_value: bool):
+def _elementwise_kernel(optimistic: bool, want_value: bool, sum_in_loop: bool):
     """The loop shared by the elementwise losses, on the mathematics of the global
     ``_LOSS_MATH`` alone (see ``_jit``), whose constants, the global ``_LOSS_CONSTANTS``,
     it holds before its loops. (One kernel inlining every loss's mathematics and pruning
@@ -138,7 +145,8 @@ def _elementwise_kernel(optimistic: bool, want_value: bool):
     at all; ``optimistic``: whether to take the global ``_HARD_LABELS_MATH``, the loss's
     cheaper form for labels of 0 and 1 (``loss_math``'s ``hard_labels``), where they allow
     it (closure constants: both are decided at compile time, so a gradient-only kernel
-    never computes the loss). The input's chunks (``CHUNKS``, or one below
+    never computes the loss; ``sum_in_loop``, the loss's ``loss_math`` flag: whether the
+    losses are added as they are computed, or from a block of them in L1). The input's chunks (``CHUNKS``, or one below
     ``PARALLEL_MIN_ELEMENTS``) run in order, their float64 sums added in order, times
     ``scale`` returned (0 without ``want_value``); or, ``shared`` among threads (see
     ``_threads``), each chunk's sum into its place there. ``losses``: the losses of
@@ -173,9 +181,10 @@ def _elementwise_kernel(optimistic: bool, want_value: bool):
         count_labels = not want_value and floor != -np.inf
         # the loss's constants, kept through the loops below (see ``held``)
         k = held(_LOSS_CONSTANTS)
-        # the losses of a block go to ``losses`` (reduction="none") or, when it is None,
-        # to this buffer, and are summed from there
-        scratch = np.empty(min(BLOCK, size) if want_value and losses is None else 0, p.dtype)
+        # the losses of a block go to ``losses`` (reduction="none"), or, when it is None
+        # and they are not summed in the loop, to this buffer, and are summed from there
+        scratch = np.empty(min(BLOCK, size) if want_value and losses is None
+                           and not sum_in_loop else 0, p.dtype)
         # the gradient written over p (out=y_pred) goes to this buffer first, a block at a
         # time, then over p: LLVM's loops check that their arrays do not overlap, and run
         # unvectorised where they do (10-20x slower); and a block found to hold labels
@@ -199,17 +208,19 @@ def _elementwise_kernel(optimistic: bool, want_value: bool):
                 gs = None if grad is None else (gradients[: stop - start] if in_place
                                                  else grad[start:stop])
                 hs = None if hess is None else hess[start:stop]
-                ls = scratch[: stop - start] if losses is None else losses[start:stop]
+                if sum_in_loop:
+                    ls = None if losses is None else losses[start:stop]
+                else:
+                    ls = scratch[: stop - start] if losses is None else losses[start:stop]
                 while True:  # once, or twice when a block proves its labels were not 0/1
                     if optimistic and labels_0_or_1:  # (pruned at compile time if not optimistic)
-                        soft = _elementwise_block(_HARD_LABELS_MATH, k, True,
-                                                  want_value, ys, ps, ws, gs, ls, hs,
-                                                  pos_weight, start, param, grad_scale,
-                                                  hess_floor)
+                        part, soft = _elementwise_block(
+                            _HARD_LABELS_MATH, k, True, want_value, sum_in_loop, ys, ps, ws,
+                            gs, ls, hs, pos_weight, start, param, grad_scale, hess_floor)
                     else:
-                        soft = _elementwise_block(_LOSS_MATH, k, False, want_value, ys, ps, ws,
-                                                  gs, ls, hs, pos_weight, start, param,
-                                                  grad_scale, hess_floor)
+                        part, soft = _elementwise_block(
+                            _LOSS_MATH, k, False, want_value, sum_in_loop, ys, ps, ws, gs,
+                            ls, hs, pos_weight, start, param, grad_scale, hess_floor)
                     if not (labels_0_or_1 and soft):
                         break
                     labels_0_or_1 = False
@@ -217,7 +228,10 @@ def _elementwise_kernel(optimistic: bool, want_value: bool):
                     if in_place:
                         _copy(gs, grad[start:stop])
                 if want_value:
-                    total += _sum(ls)
+                    if sum_in_loop:  # (one branch compiled: a closure constant)
+                        total += part
+                    else:
+                        total += _sum(ls)
                 elif hess is not None:  # (compiled only where a Hessian is written)
                     if count_labels:  # (per block: the element loops stay vectorised)
                         total += _outside_unit(ys)  # the blocks that may hold one
@@ -265,7 +279,7 @@ def _elementwise(loss: str):
         hard = math.hard_labels
         for want, name in ((True, "value"), (False, "grad")):
             optimistic = hard is not None and (want or math.hard_gradient)
-            source = _elementwise_kernel(optimistic, want)
+            source = _elementwise_kernel(optimistic, want, math.sum_in_loop)
             label = loss if key is None else f"{loss}_{_key_name(key)}"
             # (without a form for hard labels the general one stands in, typed, never run)
             kernels[key, want] = _jit(source, f"{label}_{name}", math=math,
