@@ -62,6 +62,37 @@ def test_any_number_of_threads_gives_the_same_bits(monkeypatch, count):
         np.testing.assert_array_equal(grad, expected[name][1], err_msg=name)
 
 
+def test_chunks_are_taken_once_each_from_both_ends_and_counted_done():
+    """``claim`` on one call's ``shared``, the calling thread's view and a worker's taken
+    in turn: every chunk exactly once, the caller's from the first up, the worker's from
+    the last down, the last two left to the caller, each counted done when the next is
+    taken, and the count of chunks once none is left."""
+    from numba import njit
+
+    @njit
+    def take(view, previous):
+        return _threads.claim(view, previous)
+
+    chunks = 16
+    shared = np.zeros(_threads._AT[0] + _threads._RESULTS + chunks)
+    shared[1], shared[_threads._AT[0] + _threads._CHUNKS] = 1.0, chunks
+    caller, worker = shared, shared[1:]
+    taken = {"caller": [], "worker": []}
+    previous = {"caller": -1, "worker": -1}
+    for _ in range(chunks + 4):
+        for name, view in (("caller", caller), ("worker", worker)):
+            if previous[name] < chunks:  # (a kernel stops at the first ``chunks``)
+                previous[name] = take(view, previous[name])
+                if previous[name] < chunks:
+                    taken[name].append(previous[name])
+    assert sorted(taken["caller"] + taken["worker"]) == list(range(chunks))
+    assert taken["caller"] == list(range(len(taken["caller"])))
+    assert taken["worker"] == list(range(chunks - 1, chunks - 1 - len(taken["worker"]), -1))
+    assert len(taken["caller"]) == chunks // 2 + 1  # in turn, then the two left to it
+    assert shared.view(np.int64)[_threads._AT[0] + _threads._DONE] == chunks
+    assert take(caller, -1) == chunks and take(worker, -1) == chunks
+
+
 def test_a_worker_that_raises_is_waited_for_then_raised(monkeypatch):
     """A worker whose kernel raises (an allocation that failed): the caller waits for the
     worker that started, then raises its error; the threads still work afterwards."""

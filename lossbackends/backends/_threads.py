@@ -7,15 +7,20 @@ layers had a catch: ``workqueue`` aborts on concurrent calls (numba#8563), GNU O
 killed forked children and spun under load, TBB is one more binary dependency.
 
 The protocol: ``shared``, a float64 array the threads of one call share, holds the next
-chunk to take (its first element, an int64 counter in a float64's place) and then each
-chunk's partial result. The calling thread and the workers all run the kernel; each takes
-the next chunk (an atomic add) until none is left and writes the chunk's partial result
-into its place. When the calling thread runs out of chunks, it cancels each worker that
-has not started yet and waits for those that have (each has at most one chunk left). So a
-worker that wakes late (a sleeping thread took tens of microseconds to wake on the 2-core
-virtual machines we measure on) just takes fewer chunks or none, and the call never waits
-for a thread to wake; and no worker holds the caller's arrays once the call has returned
-(the gradient cache reuses a buffer only it references). With ``shared`` None a kernel
+chunk to take and the count of chunks done (its first two elements, int64 counters in
+float64s' places), then each chunk's partial result. The calling thread and the workers
+all run the kernel; each takes the next chunk (an atomic add) until none is left, writes
+the chunk's partial result into its place and counts it done when it takes the next. When
+the calling thread runs out of chunks, it cancels each worker that has not started yet
+and, without the GIL, waits until every chunk is done (each running worker has at most
+one left). So a worker that wakes late (a sleeping thread took tens of microseconds to
+wake on the 2-core virtual machines we measure on) just takes fewer chunks or none, and
+the call never waits for a thread to wake: not even for the GIL a worker needs to return
+from the kernel, which the caller held when it returned first (waiting for that return
+cost 30-60 us a call at n = 3e5, where MSE on two threads took longer than on one). A
+worker that returns after the call keeps its reference to the caller's arrays until then,
+which only holds the gradient cache back (it reuses a buffer only it references); it
+writes nothing more: every chunk is done. With ``shared`` None a kernel
 runs every chunk in order on its own thread (one argument for both: Numba unboxes every
 array argument of a call into a record of its own, about 550 instructions, 80 ns here).
 Workers read a counter of posted calls for a while before they sleep (see ``_POSTED``).
@@ -29,6 +34,7 @@ from __future__ import annotations
 import os
 import queue
 import threading
+import time
 
 import numba
 import numpy as np
@@ -61,16 +67,31 @@ def _is_counters(counters) -> bool:
 
 
 @intrinsic
-def _fetch_add(typingctx, counters, index):
-    """counters[index] += 1, atomically; returns the value it had."""
+def _fetch_add(typingctx, counters, index, increment):
+    """counters[index] += increment, atomically; returns the value it had."""
     if not _is_counters(counters):
         return None
 
     def codegen(context, builder, signature, args):
+        increment = context.cast(builder, args[2], signature.args[2], types.int64)
         return builder.atomic_rmw("add", _counter(context, builder, signature, args),
-                                  context.get_constant(types.int64, 1), "seq_cst")
+                                  increment, "seq_cst")
 
-    return types.int64(counters, types.intp), codegen
+    return types.int64(counters, types.intp, increment), codegen
+
+
+@intrinsic
+def _compare_exchange(typingctx, counters, index, expected, value):
+    """counters[index] = value if it is ``expected``, atomically; returns whether it was."""
+    if not _is_counters(counters):
+        return None
+
+    def codegen(context, builder, signature, args):
+        pair = builder.cmpxchg(_counter(context, builder, signature, args), args[2], args[3],
+                               "seq_cst", "seq_cst")
+        return builder.extract_value(pair, 1)
+
+    return types.boolean(counters, types.intp, types.int64, types.int64), codegen
 
 
 @intrinsic
@@ -85,24 +106,60 @@ def _load(typingctx, counters, index):
     return types.int64(counters, types.intp), codegen
 
 
-def _await(posted, seen, spins, settle):
-    """Whether ``posted[0]`` changes from ``seen`` within ``spins`` reads (without the GIL);
-    once it has, ``settle`` more reads first."""
+def _await(counters, index, target, spins, settle):
+    """Whether ``counters[index]`` reaches ``target`` within ``spins`` reads (without the
+    GIL); once it has, ``settle`` more reads first."""
     for _ in range(spins):
-        if _load(posted, 0) != seen:
+        if _load(counters, index) >= target:
             for _ in range(settle):
-                _load(posted, 0)
+                _load(counters, index)
             return True
     return False
 
 
+# ``shared``'s layout. The calling thread's view of it starts at element 0, the workers'
+# at element 1 (``share``): its first element tells a kernel which it is.
+_CHUNKS, _TAKEN, _DONE, _RESULTS = 0, 1, 2, 3  # after the view's first element and ``_AT``
+_AT = (2, 1)  # where the counters start in the calling thread's view, and in a worker's
+_LAST_BITS = 32  # chunks taken from the last: the high half of ``_TAKEN``
+_LEFT_TO_CALLER = 2
+
+
+@inline
+def _start_of(shared):
+    """Where the counters start in this thread's view of ``shared``."""
+    return _AT[1] if shared[0] != 0.0 else _AT[0]
+
+
 @inline
 def claim(shared, previous):
-    """The chunk to run after ``previous`` (-1 at first): the next one not yet taken when
-    the chunks are ``shared``, else ``previous + 1``."""
+    """The chunk to run after ``previous`` (-1 at first): when the chunks are ``shared``,
+    the next one not yet taken (``previous`` is then counted done), the calling thread's
+    from the first chunk up, the workers' from the last down, or the count of chunks when
+    none is left; else ``previous + 1``. Taken from both ends, each thread's chunks of one
+    call are where its chunks of the last call were, and often still in its own L2 (at
+    n = 3e5 two threads took chunk after chunk in turn, and the pair ran MSE slower than
+    one thread)."""
     if shared is None:
         return previous + 1
-    return _fetch_add(shared, 0)
+    at = _start_of(shared)
+    if previous >= 0:
+        _fetch_add(shared, at + _DONE, 1)  # after the chunk's writes (sequentially consistent)
+    chunks = np.int64(shared[at + _CHUNKS])
+    first = at == _AT[0]
+    # a worker leaves the last chunks to the calling thread (of a call of 8 or more),
+    # so that it is back from the kernel, and has taken the GIL for the moment it needs
+    # it, while the caller still runs without it (a worker that came back after the
+    # caller slept on the GIL until the caller's next kernel: 60 us here, every call)
+    limit = chunks if first else chunks - min(_LEFT_TO_CALLER, chunks // 8)
+    while True:
+        taken = _load(shared, at + _TAKEN)
+        from_first, from_last = taken & ((1 << _LAST_BITS) - 1), taken >> _LAST_BITS
+        if from_first + from_last >= limit:
+            return chunks
+        if _compare_exchange(shared, at + _TAKEN, taken,
+                             taken + (1 if first else 1 << _LAST_BITS)):
+            return from_first if first else chunks - 1 - from_last
 
 
 @inline
@@ -112,7 +169,7 @@ def record(shared, chunk, total, result):
     in order); returns the running result."""
     if shared is None:
         return result + total
-    shared[1 + chunk] = total
+    shared[_start_of(shared) + _RESULTS + chunk] = total
     return result
 
 
@@ -133,24 +190,23 @@ class _Task:
     queue: the gradient cache reuses a buffer that only it references). ``finished`` is
     released when it has run."""
 
-    __slots__ = ("code", "args", "ended", "started", "finished", "error")
+    __slots__ = ("code", "args", "started", "finished", "error")
 
-    def __init__(self, code, args, ended):
-        self.code, self.args, self.ended, self.error = code, args, ended, None
+    def __init__(self, code, args):
+        self.code, self.args, self.error = code, args, None
         self.started, self.finished = threading.Lock(), threading.Lock()
         self.finished.acquire()
 
     def run(self) -> int:
         """Run it unless cancelled; returns the count of calls posted before it ended."""
         if not self.started.acquire(blocking=False):
-            return int(_POSTED[0])  # cancelled: the call is over
+            return int(_POSTED_COUNT[0])  # cancelled: the call is over
         try:
             self.code(*self.args)
         except BaseException as exc:  # (an allocation that failed): the caller raises it
             self.error = exc
         self.args = None
-        posted = int(_POSTED[0])  # before the caller can go on to post another call
-        self.ended[0] += 1  # a hint for the caller's wait (a lost count costs a spin)
+        posted = int(_POSTED_COUNT[0])  # before the caller can go on to post another call
         self.finished.release()
         return posted
 
@@ -165,21 +221,27 @@ class _Task:
 
 
 # The calls shared so far. A worker that has run its task keeps reading this for a while
-# (``_await``: _SPINS reads, about 65 us here) before it sleeps, and once it changes waits
-# _SETTLE reads more (a few us: the caller, holding the GIL, is entering its kernel)
-# before it asks for the GIL: a thread asleep took tens of microseconds to wake here, and
-# the second of two shared calls in a row (a boosting objective's grad_and_hess, then its
-# finishing pass) ran on one thread; its finishing pass took 0.39-0.52 ms a call (median)
-# at n = 1e6, 0.30-0.34 ms with the wait. The calling thread waits for a started worker
-# the same way before it sleeps on its lock.
-_POSTED = np.zeros(1, np.int64)
-_SPINS = 50_000
-_SETTLE = 5_000
+# (``_await``: ``_SPINS`` reads, about SPIN_SECONDS) before it sleeps, and once it changes
+# waits ``_SETTLE`` reads more (a few us: the caller, holding the GIL, is entering its
+# kernel) before it asks for the GIL: a thread asleep, on a lock or on the GIL, took tens
+# of microseconds to wake here. The second of two shared calls in a row (a boosting
+# objective's grad_and_hess, then its finishing pass) ran on one thread; its finishing pass
+# took 0.39-0.52 ms a call (median) at n = 1e6, 0.30-0.34 ms with the wait. The reads are
+# counted, and their count is set from their speed on the first shared call
+# (``_calibrate``): a fixed 50 000 reads lasted 65 us on one machine and 18 us on another
+# (Intel Sapphire Rapids), where the worker then slept between back-to-back calls of MSE
+# at n = 3e5 and started 65 us after each was posted (8 us with the wait; the call took
+# 111 instead of 135 us). The calling thread waits for the last chunks the same way before
+# it sleeps on the workers' locks.
+_POSTED = np.zeros(1)  # an int64 in a float64's place, as ``shared``'s counters
+_POSTED_COUNT = _POSTED.view(np.int64)
+SPIN_SECONDS, SETTLE_SECONDS = 100e-6, 5e-6
+_SPINS = _SETTLE = 0  # (set by ``_calibrate``)
 
 
 def _work() -> None:
     while True:
-        _await_code()(_POSTED, _tasks.get().run(), _SPINS, _SETTLE)
+        _await_code()(_POSTED, 0, _tasks.get().run() + 1, _SPINS, _SETTLE)
 
 
 _AWAIT: list = []
@@ -195,10 +257,25 @@ def _await_code():
             if not _AWAIT:
                 from ._numba_common import _jit
 
-                counter = numba.int64[::1]
-                _AWAIT.append(_jit(_await, "_await").compile(
-                    (counter, numba.int64, numba.int64, numba.int64)))
+                code = _jit(_await, "_await").compile(
+                    (numba.float64[::1], numba.intp, numba.int64, numba.int64, numba.int64))
+                _calibrate(code)
+                _AWAIT.append(code)
     return _AWAIT[0]
+
+
+def _calibrate(code) -> None:
+    """``_SPINS`` and ``_SETTLE``: how many of ``code``'s reads last ``SPIN_SECONDS`` and
+    ``SETTLE_SECONDS``, from the fastest of a few timed waits that never end early."""
+    global _SPINS, _SETTLE
+    never = np.zeros(1)
+    reads, fastest = 20_000, float("inf")
+    for _ in range(5):
+        start = time.perf_counter()
+        code(never, 0, 1, reads, 0)
+        fastest = min(fastest, time.perf_counter() - start)
+    per_second = reads / max(fastest, 1e-9)
+    _SPINS, _SETTLE = int(per_second * SPIN_SECONDS), int(per_second * SETTLE_SECONDS)
 
 
 def _ensure_workers(count: int) -> None:
@@ -217,28 +294,33 @@ def share(code, args: tuple, chunks: int) -> tuple:
     count = min(threads(), chunks)
     _await_code()  # compiled here, never by a worker (see there)
     _ensure_workers(count - 1)
-    shared = np.zeros(1 + chunks)  # the counter (0 in either type), then the results
-    ended = np.zeros(1, np.int64)  # the workers of this call that have run
-    tasks = [_Task(code, (*args, shared), ended) for _ in range(count - 1)]
-    _POSTED[0] += 1
+    # the workers' mark (the calling thread's view starts before it), the count of chunks,
+    # the counters (0 in either type: chunks taken, chunks done), then the results
+    shared = np.zeros(_AT[0] + _RESULTS + chunks)
+    shared[1], shared[_AT[0] + _CHUNKS] = 1.0, chunks
+    tasks = [_Task(code, (*args, shared[1:])) for _ in range(count - 1)]
     try:
         for task in tasks:
             _tasks.put(task)
+        # posted last: a worker that sees it finds its task queued, and the caller about
+        # to release the GIL in its kernel
+        _POSTED_COUNT[0] += 1
         result = code(*args, shared)
     finally:
-        _end(tasks, ended)
-    for task in tasks:
-        if task.error is not None:
-            raise task.error
-    return result, shared[1:]
+        _end(tasks, shared, chunks)
+    if shared.view(np.int64)[_AT[0] + _DONE] < chunks:  # a worker failed (else none did)
+        for task in tasks:
+            if task.error is not None:
+                raise task.error
+    return result, shared[_AT[0] + _RESULTS:]
 
 
-def _end(tasks: list, ended: np.ndarray) -> None:
-    """Cancel the tasks that have not started and wait for those that have (each has at
-    most one chunk left): awake first, without the GIL, then on their locks (a thread
-    asleep in a lock took tens of microseconds to wake). An exception raised meanwhile by
-    a signal handler (Ctrl-C) is raised once every task is over, never while one may
-    still write into the caller's arrays."""
+def _end(tasks: list, shared: np.ndarray, chunks: int) -> None:
+    """Cancel the tasks that have not started and wait until every chunk is done: awake
+    first, without the GIL (each running worker has at most one chunk left), then, if that
+    takes long or cannot happen (a failed kernel), until the running tasks are over, on
+    their locks. An exception raised meanwhile by a signal handler (Ctrl-C) is raised once
+    no task can write into the caller's arrays any more."""
     pending = None
     running = []
     for task in tasks:
@@ -249,18 +331,19 @@ def _end(tasks: list, ended: np.ndarray) -> None:
                 break
             except BaseException as exc:  # (a signal: cancelled or not, decide again)
                 pending = pending or exc
+    done = not running
     try:
-        for seen in range(len(running)):
-            _await_code()(ended, seen, _SPINS, 0)
+        done = done or _await_code()(shared, _AT[0] + _DONE, chunks, _SPINS, 0)
     except BaseException as exc:
         pending = pending or exc
-    for task in running:
-        while True:
-            try:
-                task.finished.acquire()
-                break
-            except BaseException as exc:
-                pending = pending or exc
+    if not done:
+        for task in running:
+            while True:
+                try:
+                    task.finished.acquire()
+                    break
+                except BaseException as exc:
+                    pending = pending or exc
     if pending is not None:
         raise pending
 
