@@ -25,16 +25,6 @@ import sys
 import time
 from pathlib import Path
 
-# PyTorch's CPU kernels run an OpenMP thread pool (torch's bundled libgomp; so may the
-# triad's Numba kernel, on Numba's omp layer), and the suite calls the providers in
-# turn. By default an OpenMP thread spins after its work, so on two cores the next
-# provider's threads waited for a scheduler tick: measured here with other jobs running,
-# PyTorch's MSE at n = 1e4 took 9.2 ms a call in turn with Numba against 21 us alone, and
-# Numba alone at 1e6 took 8.0 ms against 0.75 ms with passive waiting. Passive waiting
-# (threads sleep when their work is done) before either runtime starts; set
-# OMP_WAIT_POLICY yourself to measure another policy (run_host.json records it).
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-
 import numpy as np
 
 import lossbackends as lb
@@ -113,6 +103,13 @@ def metadata(device: str, rooflines: dict) -> dict:
         "device": device, "python": platform.python_version(), "machine": platform.machine(),
         "cpu": platform.processor() or platform.machine(), "cpu_count": os.cpu_count(),
         "numpy": np.__version__, "lossbackends": lb.__version__, "rooflines_gbps": rooflines,
+        # PyTorch's CPU kernels and the triad's Numba kernel run OpenMP thread pools, which by
+        # default spin for a while after their work. The suite leaves OpenMP's policy as users
+        # have it (run_host.json records OMP_WAIT_POLICY): the pause before each in-turn sample
+        # (core.SETTLE) outlasts the spin, so a pool spins through its own back-to-back calls,
+        # as in a training loop, and not through the next provider's samples. (It set PASSIVE
+        # until 2026-12-03, when Numba's OpenMP layer still ran our kernels: there PyTorch's MSE
+        # at n = 1e6 took twice as long, and so did the triad.)
         "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
     }
     try:
