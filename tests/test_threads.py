@@ -93,6 +93,34 @@ def test_chunks_are_taken_once_each_from_both_ends_and_counted_done():
     assert take(caller, -1) == chunks and take(worker, -1) == chunks
 
 
+def test_a_worker_takes_the_tasks_queued_meanwhile_before_it_waits(monkeypatch):
+    """Tasks left queued (posts a worker saw as one, their calls over: cancelled) are
+    taken one after another, not one per next post, which left a worker a call behind
+    for as long as calls came faster than its watch."""
+    monkeypatch.setattr(_threads, "threads", lambda: 2)
+    _threads.share(lambda shared: None, (), 4)  # the worker exists
+    waits = []
+    await_code = _threads._await_code
+
+    def counted():
+        if threading.current_thread().name.startswith("lossbackends-"):
+            waits.append(1)
+        return await_code()
+
+    monkeypatch.setattr(_threads, "_await_code", counted)
+    time.sleep(0.01)  # past its watch: the worker waits for a task on the queue
+    stale = [_threads._Task(lambda *args: None, ()) for _ in range(20)]
+    for task in stale:
+        assert task.cancel()
+        _threads._tasks.put(task)
+    deadline = time.monotonic() + 10
+    while _threads._tasks.qsize() and time.monotonic() < deadline:
+        time.sleep(0.001)
+    time.sleep(0.01)
+    assert _threads._tasks.qsize() == 0
+    assert len(waits) <= 2, f"{len(waits)} waits for 20 queued tasks"
+
+
 def test_a_worker_that_raises_is_waited_for_then_raised(monkeypatch):
     """A worker whose kernel raises (an allocation that failed): the caller waits for the
     worker that started, then raises its error; the threads still work afterwards."""
