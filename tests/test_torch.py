@@ -163,6 +163,43 @@ def test_modules():
     torch.testing.assert_close(ours(x, t), theirs(x, t))
 
 
+@pytest.mark.parametrize("upstream", [1.0, 2.5, "per row"])
+def test_backward_of_large_inputs_keeps_each_gradient_its_own(upstream):
+    """Large CPU inputs (the gradient cache's sizes): an upstream of 1 hands the kept
+    gradient on, another one scales it into a cached buffer; either way each step's
+    gradient equals torch's, and a gradient still held is not overwritten by the next
+    steps; a graph kept for a second backward gives the same gradient twice."""
+    rng = np.random.default_rng(7)
+    x = torch.tensor(rng.standard_normal((4096, 70)), requires_grad=True)
+    t = torch.tensor(rng.integers(0, 70, 4096))
+    reduction = "none" if upstream == "per row" else "mean"
+    scale = (torch.tensor(rng.random(4096)) if upstream == "per row"
+             else torch.tensor(upstream, dtype=D))
+
+    def step(f):
+        x.grad = None
+        (f(x, t, reduction=reduction) * scale).sum().backward()
+        return x.grad
+
+    held = [step(lbt.cross_entropy) for _ in range(3)]
+    x2 = x.detach().clone() + 1
+    with torch.no_grad():
+        x.copy_(x2)  # the next steps' gradients differ from the held ones
+    later = [step(lbt.cross_entropy) for _ in range(3)]
+    with torch.no_grad():
+        x.copy_(x2 - 1)
+    expected = step(F.cross_entropy)
+    for grad in held:
+        torch.testing.assert_close(grad, expected)
+    with torch.no_grad():
+        x.copy_(x2)
+    torch.testing.assert_close(later[-1], step(F.cross_entropy))
+    loss = (lbt.cross_entropy(x, t, reduction=reduction) * scale).sum()
+    first, = torch.autograd.grad(loss, x, retain_graph=True)
+    second, = torch.autograd.grad(loss, x)
+    torch.testing.assert_close(first, second)
+
+
 def test_second_derivatives_raise():
     x, t = _case("mse")
     x.requires_grad_()
