@@ -11,12 +11,13 @@ same order (``hinge``, ``squared_hinge``, ``log_cosh``, ``sigmoid_focal``, ``pin
 implementation, so ``torch.compile(fullgraph=True)`` traces it): its forward runs the
 fused ``value_and_grad`` once, zero-copy on the tensors' memory, and keeps the gradient;
 backward multiplies that gradient by the upstream gradient (a scalar, or one per element
-/ per row for ``reduction="none"``), or, for an upstream of 1 on the CPU (``.backward()``
-of the loss itself), hands the kept gradient on as it is, as Liger-Kernel's cross-entropy
-does (a pass less: the step of cross-entropy at 4096 x 1000 took half the time). So
-``torch.autograd.grad(loss, input, retain_graph=True)`` returns that tensor: change it in
-place and a second backward through the same graph sees the change (``.clone()`` it
-first). The gradient is taken with respect to ``input``
+/ per row for ``reduction="none"``), or, in an eager call on the CPU whose backward
+records nothing, for an upstream of 1 (``.backward()`` of the loss itself), hands the
+kept gradient on as it is, as Liger-Kernel's cross-entropy does (a pass less: the step of
+cross-entropy at 4096 x 1000 took half the time): ``input.grad`` is then that memory (a
+retained graph's is a copy), and ``torch.autograd.grad(loss, input, retain_graph=True)``
+returns the kept tensor, which a later backward of that graph refuses once it was changed
+in place, as PyTorch refuses any saved tensor changed so. The gradient is taken with respect to ``input``
 only. Under torch.func's transforms (``grad``, ``vjp``, ``jacrev``, ``vmap``) an
 autograd.Function of the same forward and backward runs, ``vmap`` one example at a time;
 under ``torch.compile`` the op's own autograd formula and vmap rule do (``fullgraph=True``
@@ -231,10 +232,19 @@ def _warn_mean(stacklevel: int) -> None:
         "major release.", stacklevel=stacklevel + 1)
 
 
-def _save(ctx, loss: str, input: Tensor, reduction: str, grad: Tensor) -> None:
+def _save(ctx, loss: str, input: Tensor, reduction: str, grad: Tensor,
+          hand_on: bool = False) -> None:
+    """Keeps the gradient for backward; with ``hand_on`` (an eager call, whose gradient
+    output no one else holds) also a detached alias of it, which backward may hand on
+    as it is (``_scaled``): saved as a tensor of its own (an output is saved without its
+    tensor), it has another reference while a retained graph keeps it, so that autograd
+    then copies it into ``.grad`` instead of taking it over."""
     ctx.axis = _class_axis(_TABLE[loss], input.ndim) if reduction == "none" else None
     ctx.set_materialize_grads(False)
-    ctx.save_for_backward(grad)
+    if hand_on:
+        ctx.save_for_backward(grad, grad.detach())
+    else:
+        ctx.save_for_backward(grad)
 
 
 def _setup(ctx, inputs, output):
@@ -246,25 +256,28 @@ _CACHED_DTYPES = {torch.float16: np.dtype(np.float16), torch.float32: np.dtype(n
                   torch.float64: np.dtype(np.float64)}
 
 
-def _scaled(ctx, grad: Tensor, upstream: Tensor | None) -> Tensor | None:
+def _scaled(ctx, grad: Tensor, upstream: Tensor | None,
+            kept: Tensor | None = None) -> Tensor | None:
     if upstream is None:
         return None
     if ctx.axis is not None:  # reduction="none" of a per-row loss: one upstream per row
         upstream = upstream.unsqueeze(ctx.axis)
-    # a scalar, or one upstream gradient per element. On the CPU, the saved gradient
-    # itself for an upstream of 1 (``loss.backward()``), as Liger-Kernel's cross-entropy
-    # skips its multiply: the pass took 1.8 of the 4.5 ms of cross-entropy's training step
-    # at 4096 x 1000, which ran at 1.04x torch.compile's time with it and 0.53x without
-    # (on a GPU, reading the upstream's value would wait for the device). Otherwise a
-    # large CPU result goes into a buffer of the host gradient cache (``_buffers``), whose
-    # pages are mapped already. Plain tensors only: a fake or functional one is being
-    # traced (torch.compile), and under torch.func's transforms they are wrapped
-    plain = (type(grad) is Tensor and type(upstream) is Tensor and grad.device.type == "cpu"
+    # a scalar, or one upstream gradient per element. In an eager backward on the CPU
+    # that records nothing (not create_graph, not traced), ``kept`` (``_save``) as it
+    # is for an upstream of 1 (``loss.backward()``), as Liger-Kernel's cross-entropy
+    # skips its multiply: the pass took 1.8 of the 4.5 ms of cross-entropy's training
+    # step at 4096 x 1000, which ran at 1.04x torch.compile's time with it and 0.53x
+    # without (on a GPU, reading the upstream's value would wait for the device).
+    # Otherwise a large result goes into a buffer of the host gradient cache
+    # (``_buffers``), whose pages are mapped already
+    eager = (type(grad) is Tensor and type(upstream) is Tensor and grad.device.type == "cpu"
+             and not torch.is_grad_enabled() and not _is_compiling()
              and not _C._are_functorch_transforms_active())
-    if plain and upstream.ndim == 0 and upstream.device.type == "cpu" and upstream.item() == 1:
-        return grad
+    if (eager and kept is not None and upstream.ndim == 0 and upstream.device.type == "cpu"
+            and upstream.item() == 1):
+        return kept
     dtype = _CACHED_DTYPES.get(grad.dtype)
-    if plain and dtype is not None and grad.numel() >= _buffers.MIN_ITEMS:
+    if eager and dtype is not None and grad.numel() >= _buffers.MIN_ITEMS:
         out = torch.from_numpy(_buffers.empty(tuple(grad.shape), dtype,
                                               grad.numel() * dtype.itemsize))
         return torch.mul(grad, upstream, out=out)
@@ -274,8 +287,9 @@ def _scaled(ctx, grad: Tensor, upstream: Tensor | None) -> Tensor | None:
 def _backward(ctx, upstream, upstream_of_grad):
     if upstream_of_grad is not None:  # something differentiates the saved gradient
         raise RuntimeError(_SECOND_ORDER)
-    (grad,) = ctx.saved_tensors
-    return None, _scaled(ctx, grad, upstream), None, None, None, None, None, None
+    grad, *kept = ctx.saved_tensors
+    return (None, _scaled(ctx, grad, upstream, *kept), None, None, None, None, None,
+            None)
 
 
 def _redispatch(keyset, *args):
@@ -375,7 +389,7 @@ class _Eager(torch.autograd.Function):
     def forward(ctx, loss, input, target, t1, t2, floats, ints, reduction):
         # (not the setup_context form: its apply binds a signature per call, ~40 µs)
         value, grad = _compute(loss, input, target, t1, t2, floats, ints, reduction)
-        _save(ctx, loss, input, reduction, grad)
+        _save(ctx, loss, input, reduction, grad, hand_on=True)
         return value, grad
 
     backward = staticmethod(_backward)

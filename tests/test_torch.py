@@ -200,6 +200,45 @@ def test_backward_of_large_inputs_keeps_each_gradient_its_own(upstream):
     torch.testing.assert_close(first, second)
 
 
+@pytest.mark.parametrize("rows", [8, 4096])  # (4096 x 70 float64: the cache's sizes)
+@pytest.mark.parametrize("between", ["data zero", "zero", "clip", "none"])
+def test_a_retained_graph_backpropagated_again_is_not_changed_by_grad(rows, between):
+    """Backward through a retained graph, ``.grad`` changed in place in between (as
+    ``zero_grad(set_to_none=False)``, old ``.data`` code and in-place clipping do): each
+    backward adds the loss's own gradient, which the kept one handed on must not share
+    memory with (found by a review: a wrong gradient, or a refused backward)."""
+    rng = np.random.default_rng(3)
+    x = torch.tensor(rng.standard_normal((rows, 70)), requires_grad=True)
+    t = torch.tensor(rng.integers(0, 70, rows))
+    expected, = torch.autograd.grad(F.cross_entropy(x, t), x)
+    change = {"data zero": lambda: x.grad.data.zero_(), "zero": lambda: x.grad.zero_(),
+              "clip": lambda: torch.nn.utils.clip_grad_norm_([x], 1e9),
+              "none": lambda: None}[between]
+    loss = lbt.cross_entropy(x, t)
+    loss.backward(retain_graph=True)
+    change()
+    loss.backward(retain_graph=True)
+    loss.backward()
+    times = 2 if between in ("data zero", "zero") else 3
+    torch.testing.assert_close(x.grad, times * expected)
+
+
+def test_create_graph_and_a_direct_call_of_the_op_on_large_inputs():
+    """``create_graph=True`` with an upstream other than 1 on the cache's sizes, and the
+    op's gradient output held by its caller across a backward: both as before the fast
+    paths (no error; the output not aliased by ``.grad``)."""
+    x = torch.randn(4096 * 70, dtype=D, requires_grad=True)
+    t = torch.randn(4096 * 70, dtype=D)
+    grad, = torch.autograd.grad(lbt.mse_loss(x, t) * 2, x, create_graph=True)
+    torch.testing.assert_close(grad, 4 * (x - t).detach() / x.numel())
+    value, g = torch.ops.lossbackends.value_and_grad("mse_loss", x, torch.zeros_like(x),
+                                                     None, None, [], [], "mean")
+    held = g.clone()
+    value.backward()
+    lbt.mse_loss(x, torch.ones_like(x)).backward()
+    assert torch.equal(g, held) and x.grad.data_ptr() != g.data_ptr()
+
+
 def test_second_derivatives_raise():
     x, t = _case("mse")
     x.requires_grad_()
