@@ -273,8 +273,7 @@ def _scaled(ctx, grad: Tensor, upstream: Tensor | None,
     eager = (type(grad) is Tensor and type(upstream) is Tensor and grad.device.type == "cpu"
              and not torch.is_grad_enabled() and not _is_compiling()
              and not _C._are_functorch_transforms_active())
-    if (eager and kept is not None and upstream.ndim == 0 and upstream.device.type == "cpu"
-            and upstream.item() == 1):
+    if eager and kept is not None and upstream.ndim == 0 and upstream.item() == 1:
         return kept
     dtype = _CACHED_DTYPES.get(grad.dtype)
     if eager and dtype is not None and grad.numel() >= _buffers.MIN_ITEMS:

@@ -74,9 +74,8 @@ def test_chunks_are_taken_once_each_from_both_ends_and_counted_done():
         return _threads.claim(view, previous)
 
     chunks = 16
-    shared = np.zeros(_threads._AT[0] + _threads._RESULTS + chunks)
-    shared[1], shared[_threads._AT[0] + _threads._CHUNKS] = 1.0, chunks
-    caller, worker = shared, shared[1:]
+    shared = _threads._new_shared(chunks)
+    caller, worker = shared, _threads._workers_view(shared)
     taken = {"caller": [], "worker": []}
     previous = {"caller": -1, "worker": -1}
     for _ in range(chunks + 4):

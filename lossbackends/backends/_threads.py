@@ -293,6 +293,20 @@ def _ensure_workers(count: int) -> None:
             _workers += 1
 
 
+def _new_shared(chunks: int) -> np.ndarray:
+    """One call's ``shared``, the calling thread's view: its first element 0, then the
+    workers' mark (their view starts there), the count of chunks, the counters (0 in
+    either type: chunks taken, chunks done), then the chunks' results."""
+    shared = np.zeros(_AT[0] + _RESULTS + chunks)
+    shared[_AT[0] - _AT[1]], shared[_AT[0] + _CHUNKS] = 1.0, chunks
+    return shared
+
+
+def _workers_view(shared: np.ndarray) -> np.ndarray:
+    """The workers' view of ``shared`` (see ``_start_of``)."""
+    return shared[_AT[0] - _AT[1]:]
+
+
 def share(code, args: tuple, chunks: int) -> tuple:
     """``code(*args, shared)`` on the calling thread and on ``threads() - 1`` workers at
     once, sharing ``chunks`` chunks (see the module's protocol); returns the calling
@@ -301,11 +315,8 @@ def share(code, args: tuple, chunks: int) -> tuple:
     count = min(threads(), chunks)
     _await_code()  # compiled here, never by a worker (see there)
     _ensure_workers(count - 1)
-    # the workers' mark (the calling thread's view starts before it), the count of chunks,
-    # the counters (0 in either type: chunks taken, chunks done), then the results
-    shared = np.zeros(_AT[0] + _RESULTS + chunks)
-    shared[1], shared[_AT[0] + _CHUNKS] = 1.0, chunks
-    tasks = [_Task(code, (*args, shared[1:])) for _ in range(count - 1)]
+    shared = _new_shared(chunks)
+    tasks = [_Task(code, (*args, _workers_view(shared))) for _ in range(count - 1)]
     try:
         for task in tasks:
             _tasks.put(task)
