@@ -655,3 +655,39 @@ def test_large_float32_sum_is_accurate(backend):
     expected = np.mean((p.astype(np.float64) - y.astype(np.float64)) ** 2)
     value = lb.mse(on(backend, y), on(backend, p), backend=backend)
     assert abs(float(host(value)) - expected) / expected < 1e-5
+
+
+@pytest.mark.parametrize("loss", ["hinge", "huber", "smooth_l1", "squared_hinge", "pinball"])
+def test_numba_sums_large_inputs_in_the_loop_as_accurately(loss):
+    """From ``IN_DRAM`` elements these losses' Numba kernels add the losses in the loop that
+    computes them, not from a block in L1 after it (``loss_math``'s ``sum_in_loop_from``):
+    the value as accurate, the gradient and the losses of ``"none"`` the same bits as the
+    other kernel's (run below that size on the first part), weighted too (huber: the
+    weight's kernels are compiled for this test alone)."""
+    pytest.importorskip("numba", reason="Numba is not installed")
+    from lossbackends.backends import _numba_losses, numba_backend
+
+    assert _numba_losses.MATH[loss].sum_in_loop_from == _numba_losses.IN_DRAM
+    n = _numba_losses.IN_DRAM + 1001
+    part = numba_backend.PARALLEL_MIN_ELEMENTS + 3  # below IN_DRAM: the L1 block's sum
+    rng = np.random.default_rng(8)
+    y = (rng.integers(0, 2, n) * 2 - 1 if "hinge" in loss else rng.normal(size=n))
+    y = y.astype(np.float32)
+    p = (rng.normal(size=n) * 2).astype(np.float32)
+    w = rng.random(n).astype(np.float32)
+    for weight in (None, w) if loss == "huber" else (None,):
+        value, grad = getattr(lb, loss).value_and_grad(y, p, weight=weight, reduction="sum",
+                                                       backend="numba")
+        expected, _ = ew_reference(loss, y, p, weight=weight, reduction="sum")
+        assert abs(float(value) - expected) <= 1e-6 * abs(expected)
+        _, grad_of_part = getattr(lb, loss).value_and_grad(
+            y[:part], p[:part], weight=None if weight is None else w[:part], reduction="sum",
+            backend="numba")
+        np.testing.assert_array_equal(grad[:part], grad_of_part)
+    losses = getattr(lb, loss)(y, p, reduction="none", backend="numba")
+    np.testing.assert_array_equal(losses[:part],
+                                  getattr(lb, loss)(y[:part], p[:part], reduction="none",
+                                                    backend="numba"))
+    used = numba_backend.KERNELS[loss].usual_code
+    assert any(key[1] and key[2] for key in used)  # the value summed in the loop
+    assert any(key[1] and not key[2] for key in used)  # and from the block

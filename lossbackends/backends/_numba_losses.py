@@ -47,7 +47,13 @@ FOUR = _f32(4.0)
 LN2 = _f32(np.log(2.0))
 
 
-def loss_math(*constants, hard_labels=None, hard_gradient=False, sum_in_loop=False):
+# ``loss_math``'s ``sum_in_loop_from``: always, or from the size where an input streams
+# from DRAM (2^21 elements, 25 MB of float32 y, p and gradient: beyond the caches of
+# the cores we run on, as far as a call's time shows, and a multiple of ``CHUNKS``)
+ALWAYS, IN_DRAM = 0, 1 << 21
+
+
+def loss_math(*constants, hard_labels=None, hard_gradient=False, sum_in_loop_from=None):
     """Compiles a loss's mathematics ``(y, p, param, pos, k)`` inline, and records in its
     ``constants`` the constant tuples of the ``fast_*`` functions it calls (``EXP32_WIDE``,
     ``EXP32_LOW``, ``LOG32``, ``LOG1P32``), in the order it reads them from ``k``, or None for none. The
@@ -60,20 +66,24 @@ def loss_math(*constants, hard_labels=None, hard_gradient=False, sum_in_loop=Fal
     are all 0 or 1 (see ``numba_backend._elementwise_kernel``), or None.
     ``hard_gradient``: whether its gradient is cheaper too (else only the kernels that
     compute the value take it).
-    ``sum_in_loop``: whether the kernel adds the losses in float64 in the loop that
-    computes them, instead of writing a block of them to L1 and summing it after (see
-    ``numba_backend._elementwise_block``). The float64 sum caps LLVM's vectors at 4
-    lanes, which only losses of a few operations bear: MSE's value_and_grad then took
-    0.21 instead of 0.33 ns per element in L2 and 0.38 instead of 0.54 at 1e7 (two
-    threads), MAE's 0.29 and 0.42 instead of 0.31 and 0.52, where huber's took 20 %
-    longer and the losses with an exp or a log 3-4x as long (not vectorised at all)."""
+    ``sum_in_loop_from``: the least number of elements from which the kernel adds the
+    losses in float64 in the loop that computes them (``ALWAYS``, ``IN_DRAM``), instead of
+    writing a block of them to L1 and summing it after (see
+    ``numba_backend._elementwise_block``); None: never. The float64 sum caps LLVM's
+    vectors at 4 lanes, which only losses of a few operations bear: MSE's value_and_grad
+    then took 0.21 instead of 0.33 ns per element in L2 and 0.38 instead of 0.54 at 1e7
+    (two threads), MAE's 0.29 and 0.42 instead of 0.31 and 0.52. Huber, smooth L1,
+    (squared) hinge and pinball took 1.3-1.8x as long in L2 that way, but 0.56-0.98 of the
+    time from 3e6 elements on, where the second pass over each block kept them at 57-85 %
+    of the triad (2026-12-03, Xeon); the losses with an exp or a log took 3-6x as long
+    (not vectorised at all)."""
 
     def compile_(function):
         compiled = inline(function)
         compiled.constants = constants or None
         compiled.hard_labels = hard_labels
         compiled.hard_gradient = hard_gradient
-        compiled.sum_in_loop = sum_in_loop
+        compiled.sum_in_loop_from = sum_in_loop_from
         if hard_labels is not None:
             assert hard_labels.constants == compiled.constants, "one k for both forms"
         return compiled
@@ -97,7 +107,7 @@ def _zero_or_nan(e):
 # --- mse, binary cross-entropy (with logits), hinge ------------------------------------
 
 
-@loss_math(sum_in_loop=True)
+@loss_math(sum_in_loop_from=ALWAYS)
 def _mse(y, p, param, pos, k):
     d = p - y
     return d * d, TWO * d, TWO
@@ -159,7 +169,7 @@ def _binary_cross_entropy_with_logits(y, x, param, pos, k):
     return loss, d, (h if pos is None else (keep + hit) * h)
 
 
-@loss_math()
+@loss_math(sum_in_loop_from=IN_DRAM)
 def _hinge(y, s, param, pos, k):
     # a label of 0 times an infinite score is 0 (the limit), not NaN; NaN stays NaN
     slack = param[0] - times(y, s)
@@ -247,13 +257,13 @@ def _log_cosh_parts(a, k):
 # --- the losses ------------------------------------------------------------------------
 
 
-@loss_math(sum_in_loop=True)
+@loss_math(sum_in_loop_from=ALWAYS)
 def _mae(y, p, param, pos, k):
     e = p - y
     return abs(e), _sign(e), _zero_or_nan(e)  # piecewise linear: 0 (at the kink too)
 
 
-@loss_math()
+@loss_math(sum_in_loop_from=IN_DRAM)
 def _huber(y, p, param, pos, k):
     delta = param[0]
     e = p - y
@@ -267,7 +277,7 @@ def _huber(y, p, param, pos, k):
     return loss, d, ONE if inside else _zero_or_nan(a)
 
 
-@loss_math()
+@loss_math(sum_in_loop_from=IN_DRAM)
 def _smooth_l1(y, p, param, pos, k):
     beta = param[0]
     e = p - y
@@ -286,7 +296,7 @@ def _log_cosh(y, p, param, pos, k):
     return log_cosh, tanh if e >= ZERO else -tanh, sech2
 
 
-@loss_math()
+@loss_math(sum_in_loop_from=IN_DRAM)
 def _squared_hinge(y, s, param, pos, k):
     slack = param[0] - times(y, s)  # a label of 0 times an infinite score is 0, as hinge
     active = ZERO if slack <= ZERO else slack  # max(slack, 0), NaN kept
@@ -450,7 +460,7 @@ def _kl(log_target):
     return kl_div
 
 
-@loss_math()
+@loss_math(sum_in_loop_from=IN_DRAM)
 def _pinball(y, p, param, pos, k):
     quantile, upper = param[0], param[1]  # and 1 - quantile (``prepare_pinball``)
     e = p - y

@@ -3,7 +3,8 @@
 Each elementwise kernel reads ``y`` and ``p`` once and writes the gradient; block by block
 (``BLOCK`` elements, in L1) it writes the losses into a buffer (or the ``"none"`` result)
 that ``_sum`` adds in float64 while they are in cache, or, for the losses of a few
-operations, adds them in float64 in the same loop (``loss_math``'s ``sum_in_loop``). The
+operations, adds them in float64 in the same loop, always or from the sizes that stream
+from DRAM (``loss_math``'s ``sum_in_loop_from``). The
 formulas are compiled without reassociation, so they round as written; only the sums
 reassociate (``_sum``, ``add_reassociable``), to vectorise.
 Work is cut into ``CHUNKS`` fixed chunks whose partial sums are added in order, so the
@@ -145,8 +146,8 @@ def _elementwise_kernel(optimistic: bool, want_value: bool, sum_in_loop: bool):
     at all; ``optimistic``: whether to take the global ``_HARD_LABELS_MATH``, the loss's
     cheaper form for labels of 0 and 1 (``loss_math``'s ``hard_labels``), where they allow
     it (closure constants: both are decided at compile time, so a gradient-only kernel
-    never computes the loss; ``sum_in_loop``, the loss's ``loss_math`` flag: whether the
-    losses are added as they are computed, or from a block of them in L1). The input's chunks (``CHUNKS``, or one below
+    never computes the loss; ``sum_in_loop``: whether the losses are added as they are
+    computed, or from a block of them in L1, by the loss's ``loss_math`` and the size). The input's chunks (``CHUNKS``, or one below
     ``PARALLEL_MIN_ELEMENTS``) run in order, their float64 sums added in order, times
     ``scale`` returned (0 without ``want_value``); or, ``shared`` among threads (see
     ``_threads``), each chunk's sum into its place there. ``losses``: the losses of
@@ -272,36 +273,52 @@ def _key_name(key) -> str:
 def _elementwise(loss: str):
     # (variant, want_value) -> compiled kernel; a variant is a function of _numba_losses
     # (the key None for a loss of one function)
+    # (variant, want_value, sum_in_loop) -> compiled kernel; a variant is a function of
+    # _numba_losses (the key None for a loss of one function). Kernels without the value
+    # sum nothing: (variant, False, False) only.
     kernels = {}
+    # variant -> the least size from which its value is summed in the loop, or None
+    sum_in_loop_from = {}
     functions = _numba_losses.variants(loss)
     for key, math in functions.items():
         constants = math.constants
         hard = math.hard_labels
-        for want, name in ((True, "value"), (False, "grad")):
+        start = sum_in_loop_from[key] = math.sum_in_loop_from
+        # (the calls below PARALLEL_MIN_ELEMENTS run one kernel, chosen once)
+        assert start in (None, 0) or start >= PARALLEL_MIN_ELEMENTS
+        label = loss if key is None else f"{loss}_{_key_name(key)}"
+        # (want_value, sum_in_loop, name) of the kernels this variant runs
+        runs = [(False, False, "grad"), *([(True, False, "value")] if start != 0 else []),
+                *([(True, True, "value_summed")] if start is not None else [])]
+        for want, in_loop, name in runs:
             optimistic = hard is not None and (want or math.hard_gradient)
-            source = _elementwise_kernel(optimistic, want, math.sum_in_loop)
-            label = loss if key is None else f"{loss}_{_key_name(key)}"
+            source = _elementwise_kernel(optimistic, want, in_loop)
             # (without a form for hard labels the general one stands in, typed, never run)
-            kernels[key, want] = _jit(source, f"{label}_{name}", math=math,
-                                      constants=constants, hard_labels=hard or math)
+            kernels[key, want, in_loop] = _jit(source, f"{label}_{name}", math=math,
+                                               constants=constants, hard_labels=hard or math)
 
     def options(params) -> tuple:
         """(variant, the kernel's numbers, pos_weight) for the loss's ``params``."""
         return _numba_losses.variant(loss, params)
 
-    # (variant, want_value, the dtype's number, and whether the gradient, weight,
-    # pos_weight and Hessian are None) -> the kernel's machine code (see _machine_code).
+    # (variant, want_value, sum_in_loop, the dtype's number, and whether the gradient,
+    # weight, pos_weight and Hessian are None) -> the kernel's machine code (see
+    # _machine_code).
     # Called directly it skips the dispatcher's typing of ten arguments, half a
     # microsecond (a seventh of a call at n = 1000). (dtype.num, not the dtype: a dtype's
     # hash is computed on every call, and the lookup took 0.3 us instead of 0.2.)
     usual_code: dict[tuple, object] = {}
 
-    def machine_code(key, want_value, dtype, no_weight, no_pos_weight, no_grad, no_hess):
-        usual = (key, want_value, dtype.num, no_grad, no_weight, no_pos_weight, no_hess)
+    def machine_code(key, want_value, n, dtype, no_weight, no_pos_weight, no_grad, no_hess):
+        """The code for ``n`` elements (whose value it sums in its loop or not)."""
+        start = sum_in_loop_from[key]
+        in_loop = want_value and start is not None and n >= start
+        usual = (key, want_value, in_loop, dtype.num, no_grad, no_weight, no_pos_weight,
+                 no_hess)
         code = usual_code.get(usual)
         if code is None:
-            code = usual_code[usual] = _machine_code(kernels[key, want_value], dtype, no_weight,
-                                                     no_pos_weight, no_grad, no_hess)
+            code = usual_code[usual] = _machine_code(kernels[key, want_value, in_loop], dtype,
+                                                     no_weight, no_pos_weight, no_grad, no_hess)
         return code
 
     def kernel(y, p, weight, params, reduction, scale, grad, want_value, hess=None,
@@ -328,7 +345,7 @@ def _elementwise(loss: str):
             grad = None if grad is None else grad.reshape(-1)
             hess = None if hess is None else hess.reshape(-1)
             flat_losses = None if losses is None else losses.reshape(-1)
-        code = machine_code(key, want_value, dtype, weight is None, pos_weight is None,
+        code = machine_code(key, want_value, p.size, dtype, weight is None, pos_weight is None,
                             grad is None, hess is None)
         if p.size < PARALLEL_MIN_ELEMENTS:  # one chunk, on this thread
             total = code(y, p, weight, pos_weight, param, scale, hess_floor, grad,
@@ -351,7 +368,7 @@ def _elementwise(loss: str):
             return lambda y, p, scale, grad: kernel(y, p, None, params, reduction, scale, grad,
                                                     want_value)
         key, param, pos_weight = options(params)
-        code = machine_code(key, want_value, dtype, True, pos_weight is None, no_grad, True)
+        code = machine_code(key, want_value, 0, dtype, True, pos_weight is None, no_grad, True)
         unit = _UNIT[dtype] if want_value else None
 
         def launch(y, p, scale, grad):
@@ -362,8 +379,10 @@ def _elementwise(loss: str):
                 total = code(y, p, None, pos_weight, param, scale, NO_FLOOR, grad, None, None,
                              None)
             else:
-                total = _shared_total(code, (y, p, None, pos_weight, param, scale, NO_FLOOR,
-                                             grad, None, None))
+                large = machine_code(key, want_value, p.size, dtype, True, pos_weight is None,
+                                     no_grad, True)
+                total = _shared_total(large, (y, p, None, pos_weight, param, scale, NO_FLOOR,
+                                              grad, None, None))
             return None if unit is None else unit * total
 
         return launch
