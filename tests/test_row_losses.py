@@ -338,6 +338,11 @@ def test_confident_rows_label_gradient_is_relatively_exact(backend, dtype):
                                                       **options)
             np.testing.assert_allclose(np.asarray(host(grad), np.float64)[rows, labels],
                                        expected, rtol=rtol, err_msg=f"{classes} {options}")
+    # a gradient of 0 (one class; the others' exps underflowed) is +0, as s - 1 gave
+    for x in (np.zeros((1, 1), dtype), np.array([[800.0, 0.0, 0.0]], dtype)):
+        grad = lb.cross_entropy.grad(on(backend, np.zeros(1, np.int64)), on(backend, x),
+                                     backend=backend)
+        assert not np.signbit(np.asarray(host(grad))[0, 0]), x.shape
 
 
 def test_softcap_gradients_keep_their_sign_near_saturation(backend):

@@ -562,7 +562,10 @@ def _cross_entropy_few_classes_kernel(x, labels, ignore_index, mean, given_denom
                 if want_grad and label != ignore_index:
                     e_label = es[row + label]
                     rest = _others(sum_exp, below_one) if e_label == ONE else sum_exp - e_label
-                    label_grads[r] = -rest / sum_exp * grad_scale
+                    # e - e: 0 (NaN for NaN), which LLVM may not fold under the
+                    # no-signed-zeros flag as it folded 0 - rest into -rest, so that a
+                    # gradient of 0 is +0 (as s - 1 gave, and the other kernel)
+                    label_grads[r] = ((e_label - e_label) - rest) / sum_exp * grad_scale
                 if want_hess:
                     others = _others(sum_exp, below_one)
                     for c in range(classes):
