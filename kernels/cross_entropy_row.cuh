@@ -159,11 +159,30 @@ __device__ __forceinline__ void row_coefficients(const RowTarget& t, const Targe
     dot = (keep == A(0) ? A(0) : keep * ts.a) + ts.b;
 }
 
-// The gradient of one element: (softmax * coef - w q) * scale, from e = exp(x - max).
+// The gradient at the label where its exp is 1 (at the row's max), for a class label
+// without smoothing: (2 zc lse s - w (1 - s)) * scale with 1 - s = rest / (1 + rest), the
+// other exps' share (RowState's rest; lse = m + log1p(rest), as z_term's). s - 1 cancels there: it
+// rounds to 0 within an ulp of s = 1 (a label logit 25 above 999 zeros gave 0 for
+// -1.4e-8), as the host backends' form does not. NaN where the plain form holds
+// (probabilities, smoothing, an overflowed z-loss coefficient): grad_of then takes it.
+template <typename T, typename A>
+__device__ __forceinline__ A label_grad_at_max(const RowTarget& t, A m, A rest, A zc,
+                                               A grad_coef, const T* class_weight, A smoothing,
+                                               A scale) {
+    if (t.kind != 1 || smoothing != A(0) || !isfinite(grad_coef)) return quiet_nan<A>();
+    const A w = class_weight ? to_acc(class_weight[t.label]) : A(1);
+    const A sum = rest + A(1);
+    const A z_grad = zc == A(0) ? A(0) : A(2) * zc * (m + log1p(rest));
+    return (z_grad / sum - w * (rest / sum)) * scale;
+}
+
+// The gradient of one element: (softmax * coef - w q) * scale, from e = exp(x - max);
+// at the label with e = 1, `label_grad` (label_grad_at_max) unless NaN.
 template <typename T, typename A>
 __device__ __forceinline__ A grad_of(A e, i64 c, const RowTarget& t, A prob_scale,
                                      const T* probs_row, const T* class_weight, A smoothing,
-                                     A inv_classes, A scale) {
+                                     A inv_classes, A scale, A label_grad) {
+    if (c == t.label && e == A(1) && !isnan(label_grad)) return label_grad;
     A q;
     if (t.kind == 3) q = to_acc(probs_row[c]) * (A(1) - smoothing) + smoothing * inv_classes;
     else q = smoothing * inv_classes + (c == t.label ? (A(1) - smoothing) : A(0));

@@ -75,6 +75,12 @@ __device__ __forceinline__ void ce_rows_body(
         // overflowed z-loss coefficient would make the scale 0 * inf)
         const A prob_scale = times(exp(shifted(own_max, st.m)), grad_coef / row_sum(st));
         const A softmax_scale = exp(shifted(own_max, st.m)) / row_sum(st);
+        // (this thread's exps are against its own max: an exp of 1 is at the row's max
+        // where that is the row's)
+        const A label_grad = own_max == st.m
+            ? label_grad_at_max<T, A>(t, st.m, st.rest, zc, grad_coef, class_weight,
+                                      smoothing, sc)
+            : quiet_nan<A>();
         T* g_row = grad ? grad + row * classes : 0;
         T* h_row = hess ? hess + row * classes : 0;
         // the exps of the elements below the row's max, over its sum (see hess_of): this
@@ -100,7 +106,7 @@ __device__ __forceinline__ void ce_rows_body(
 #pragma unroll
             for (int e = 0; e < W; ++e) {
                 A g = grad_of<T, A>(v[k * W + e], col + e, t, prob_scale, probs_row,
-                                    class_weight, smoothing, inv_classes, sc);
+                                    class_weight, smoothing, inv_classes, sc, label_grad);
                 // the chain rule's logit: this thread's own element, read again from cache
                 // (only with softcap), before this thread overwrites it
                 A slope = A(1), curve = A(0);

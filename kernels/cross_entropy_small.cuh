@@ -56,6 +56,8 @@ __global__ void __launch_bounds__(ROWS) ce_small(
         if (grad || hess) {
             const A prob_scale = grad_coef / s;
             const A inv_s = A(1) / s;
+            const A label_grad = label_grad_at_max<T, A>(t, m, rest, zc, grad_coef,
+                                                         class_weight, smoothing, sc);
             // the Hessian leaves row by row (uncoalesced): only grad_and_hess asks for it
             T* h_row = hess ? hess + row * classes : 0;
             const T* x_row = logits + row * classes;  // the chain rule's logits, from cache
@@ -68,7 +70,7 @@ __global__ void __launch_bounds__(ROWS) ce_small(
             }
             for (i64 c = 0; c < classes; ++c) {
                 A g = grad_of<T, A>(x[c], c, t, prob_scale, probs_row, class_weight,
-                                    smoothing, inv_classes, sc);
+                                    smoothing, inv_classes, sc, label_grad);
                 if (h_row) {
                     A curve;
                     const A slope = cap_slopes<T, A>(to_acc(x_row[c]), softcap, inv_cap, curve);

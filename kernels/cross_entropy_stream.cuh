@@ -70,7 +70,8 @@ __device__ __forceinline__ void stream_store(const Pack<T>& pk, i64 k, T* g_row,
                                              typename AccOf<T>::type inv_classes,
                                              typename AccOf<T>::type sc,
                                              typename AccOf<T>::type softcap,
-                                             typename AccOf<T>::type inv_cap) {
+                                             typename AccOf<T>::type inv_cap,
+                                             typename AccOf<T>::type label_grad) {
     typedef typename AccOf<T>::type A;
     const int W = VecWidth<T>::value;
     Pack<T> out;
@@ -79,7 +80,7 @@ __device__ __forceinline__ void stream_store(const Pack<T>& pk, i64 k, T* g_row,
         A slope;
         const A xe = cap_with_slope<T, A>(to_acc(pk.v[e]), softcap, inv_cap, slope);
         A g = grad_of<T, A>(row_exp<T>(shifted(xe, m)), k * W + e, t, prob_scale, probs_row,
-                            class_weight, smoothing, inv_classes, sc) * slope;
+                            class_weight, smoothing, inv_classes, sc, label_grad) * slope;
         if (t.kind == 0) g = 0;
         if (t.kind == 2) g = quiet_nan<A>();
         out.v[e] = from_acc<T>(g);
@@ -124,6 +125,8 @@ __global__ void __launch_bounds__(THREADS, 1024 / THREADS) ce_stream(CE_ROWS_ARG
                                          z_factor_ptr, threadIdx.x == 0, row, row_loss, row_out,
                                          zc);
     const A sc = read_scale(scale_ptr, scale);
+    const A label_grad = label_grad_at_max<T, A>(t, st.m, st.rest, zc, grad_coef, class_weight,
+                                                 smoothing, sc);
     if (HESS) {  // the Hessian alone: the gradient is ce_stream<T, false, ...>'s, launched after
         const A inv_s = A(1) / row_sum(st);
         // the exps of the elements below the max, over the row's sum (see hess_of): one
@@ -143,7 +146,7 @@ __global__ void __launch_bounds__(THREADS, 1024 / THREADS) ce_stream(CE_ROWS_ARG
             slope = cap_slopes<T, A>(x, softcap, inv_cap, curve);
             const A e = row_exp<T>(shifted(cap_logit<T, A>(x, softcap, inv_cap), m));
             const A g = grad_of<T, A>(e, c, t, prob_scale, probs_row, class_weight, smoothing,
-                                      inv_classes, sc);
+                                      inv_classes, sc, label_grad);
             h_row[c] = from_acc<T>(finish_hess<A>(hess_of<A>(e * inv_s, rest_share, grad_coef, zc, sc),
                                                   g, slope, curve, t));
         }
@@ -155,13 +158,13 @@ __global__ void __launch_bounds__(THREADS, 1024 / THREADS) ce_stream(CE_ROWS_ARG
     // the second read of the row: mostly from L2 while the rows in flight fit there
     for_packs_in_flight<T, IN_FLIGHT, THREADS>(x_packs, packs, [&](const Pack<T>& pk, i64 k) {
         stream_store<T>(pk, k, g_row, t, m, prob_scale, probs_row, class_weight, smoothing,
-                        inv_classes, sc, softcap, inv_cap);
+                        inv_classes, sc, softcap, inv_cap, label_grad);
     });
     for (i64 c = packs * W + threadIdx.x; c < classes; c += THREADS) {
         A slope;
         const A xc = cap_with_slope<T, A>(to_acc(x_row[c]), softcap, inv_cap, slope);
         A g = grad_of<T, A>(row_exp<T>(shifted(xc, m)), c, t, prob_scale, probs_row,
-                            class_weight, smoothing, inv_classes, sc) * slope;
+                            class_weight, smoothing, inv_classes, sc, label_grad) * slope;
         if (t.kind == 0) g = 0;
         if (t.kind == 2) g = quiet_nan<A>();
         g_row[c] = from_acc<T>(g);
@@ -269,10 +272,12 @@ ce_stream_cluster(CE_ROWS_ARGS) {
     if (grad == 0) return;
     const A sc = read_scale(scale_ptr, scale);
     const A prob_scale = grad_coef / row_sum(st);
+    const A label_grad = label_grad_at_max<T, A>(t, st.m, st.rest, zc, grad_coef, class_weight,
+                                                 smoothing, sc);
     T* g_row = grad + row * classes;
     for_packs_in_flight<T, IN_FLIGHT, THREADS>(x_packs, slice, [&](const Pack<T>& pk, i64 k) {
         stream_store<T>(pk, first + k, g_row, t, m, prob_scale, probs_row, class_weight,
-                        smoothing, inv_classes, sc, softcap, inv_cap);
+                        smoothing, inv_classes, sc, softcap, inv_cap, label_grad);
     });
 }
 #endif

@@ -307,10 +307,11 @@ def test_confident_rows_label_gradient_is_relatively_exact(backend, dtype):
     here: 1 - s = rest / (1 + rest), rest = sum of exp(x_c - x_label) over the others;
     with z_loss z the gradient is 2 z lse s - (1 - s), with a class weight w times w, with
     softcap the same in the capped logits times 1 - tanh^2. Every row kernel of the host:
-    10 classes (Numba's few-classes kernel), 1000 and 20000."""
-    if backend == "cupy":
-        pytest.skip("the CUDA kernels still take s - 1 in the logits' dtype (issue 19)")
+    10 classes (Numba's few-classes kernel), 1000 and 20000 (on a GPU: ce_small, ce_rows
+    and ce_stream, whose float32 sums and exps allow a little more)."""
     rtol = 2e-6 if dtype == np.float32 else 1e-12
+    if backend == "cupy" and dtype == np.float32:
+        rtol = 2e-5
     for classes in (10, 1000, 20000):
         x = np.zeros((3, classes), dtype)
         x[0, 3], x[1, 3], x[2, 5] = 20.0, 25.0, 14.0
