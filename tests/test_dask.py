@@ -178,7 +178,9 @@ def test_unchecked_bad_labels_are_not_counted_in_the_mean_like_in_memory(backend
                                  backend=backend, **options).compute()
     expected = lb.cross_entropy.grad(t, x, backend=backend, **options)
     good = (t >= 0) & (t < 5)
-    np.testing.assert_allclose(grad[good], expected[good], rtol=1e-15, atol=0)
+    # (a few ulps: the z-loss's coefficient reaches the blocks as z times a factor, and the
+    # label's gradient carries its rounding; a wrong count is off by a few per cent)
+    np.testing.assert_allclose(grad[good], expected[good], rtol=1e-14, atol=0)
     assert np.isnan(grad[[3, 17, 31]]).all() and np.isnan(expected[[3, 17, 31]]).all()
 
 
