@@ -340,12 +340,17 @@ def _cross_entropy_kernel(x, soft, labels, probs, weighted, class_weight, ignore
             else:
                 sum_exp = _sum(g)
                 log_sum = np.log(sum_exp)
-                label_rest = sum_exp - float(g[label]) if label >= 0 else 0.0
+                below_one = -1.0  # (not summed: the row is not confident)
                 if sum_exp < CONFIDENT:  # the max's 1 + e keeps e to an ulp of 1:
                     sum_exp, below_one = _sum_below_one(g)  # the others summed apart
                     log_sum = _log_sum(sum_exp, below_one)
-                    label_rest = (_others(sum_exp, below_one) if label >= 0 and g[label] == 1.0
-                                  else sum_exp - float(g[label]) if label >= 0 else 0.0)
+                # the label's rest (see label_gradient below): where the label holds the
+                # max's 1 in a confident row, the others' sum apart from it
+                label_rest = 0.0
+                if label >= 0:
+                    at_max = below_one >= 0.0 and g[label] == 1.0
+                    label_rest = (_others(sum_exp, below_one) if at_max
+                                  else sum_exp - float(g[label]))
                 loss = coef * log_sum - dot
             grad_coef = coef  # what the softmax is multiplied by in the gradient
             z_grad = 0.0

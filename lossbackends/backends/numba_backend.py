@@ -147,11 +147,11 @@ def _elementwise_kernel(optimistic: bool, want_value: bool, sum_in_loop: bool):
     cheaper form for labels of 0 and 1 (``loss_math``'s ``hard_labels``), where they allow
     it (closure constants: both are decided at compile time, so a gradient-only kernel
     never computes the loss; ``sum_in_loop``: whether the losses are added as they are
-    computed, or from a block of them in L1, by the loss's ``loss_math`` and the size). The input's chunks (``CHUNKS``, or one below
-    ``PARALLEL_MIN_ELEMENTS``) run in order, their float64 sums added in order, times
-    ``scale`` returned (0 without ``want_value``); or, ``shared`` among threads (see
-    ``_threads``), each chunk's sum into its place there. ``losses``: the losses of
-    ``reduction="none"``, or None.
+    computed, or from a block of them in L1, by the loss's ``loss_math`` and the size).
+    The input's chunks (``CHUNKS``, or one below ``PARALLEL_MIN_ELEMENTS``) run in order,
+    their float64 sums added in order, times ``scale`` returned (0 without
+    ``want_value``); or, ``shared`` among threads (see ``_threads``), each chunk's sum into
+    its place there. ``losses``: the losses of ``reduction="none"``, or None.
 
     Each chunk runs in blocks of ``BLOCK`` elements. An ``optimistic`` kernel takes the
     labels for 0 or 1 if its chunk's first block has only those, until a block shows
@@ -271,8 +271,6 @@ def _key_name(key) -> str:
 
 
 def _elementwise(loss: str):
-    # (variant, want_value) -> compiled kernel; a variant is a function of _numba_losses
-    # (the key None for a loss of one function)
     # (variant, want_value, sum_in_loop) -> compiled kernel; a variant is a function of
     # _numba_losses (the key None for a loss of one function). Kernels without the value
     # sum nothing: (variant, False, False) only.
@@ -368,6 +366,8 @@ def _elementwise(loss: str):
             return lambda y, p, scale, grad: kernel(y, p, None, params, reduction, scale, grad,
                                                     want_value)
         key, param, pos_weight = options(params)
+        # the code of the calls below PARALLEL_MIN_ELEMENTS (n = 0 stands for them), found
+        # once; a larger call finds its own (machine_code's lookup) on each call
         code = machine_code(key, want_value, 0, dtype, True, pos_weight is None, no_grad, True)
         unit = _UNIT[dtype] if want_value else None
 
