@@ -11,6 +11,7 @@ from __future__ import annotations
 import cuda_host
 import numpy as np
 import pytest
+import reference
 
 import lossbackends as lb
 from lossbackends import _cuda_sources
@@ -89,36 +90,22 @@ def test_cross_entropy_confident_rows_label_gradient(family, dtype):
     """A confident row's gradient at the label, -(1 - s) (with the z-loss 2 z lse s -
     (1 - s), times a class weight, softcap's 1 - tanh^2), relative to itself in every
     kernel family and its Hessian instance: s - 1 rounded to 0 within an ulp of s = 1 (a
-    label logit 25 above zeros gave 0 for -1.4e-8). Against float64 written here; the
-    Hessian's chain-rule term with softcap carries it."""
+    label logit 25 above zeros gave 0 for -1.4e-8). Against ``reference.label_gradient``;
+    the Hessian's chain-rule term with softcap carries it."""
     classes = CLASSES[family]
-    x = np.zeros((3, classes), dtype)
-    x[0, 3], x[1, 3], x[2, 5] = 20.0, 25.0, 14.0
-    labels = np.array([3, 3, 5])
-    rows = np.arange(3)
+    x, labels = reference.confident_rows(classes, dtype)
     rtol = 2e-6 if dtype == np.float32 else 1e-12
     class_weight = np.linspace(0.5, 2.0, classes).astype(dtype)
     for options in ({}, {"z_loss": 1e-3}, {"class_weight": class_weight}, {"softcap": 30.0}):
         cap = options.get("softcap")
-        x64 = x.astype(np.float64)
-        capped = x64 if cap is None else cap * np.tanh(x64 / cap)
-        top = capped[rows, labels]
-        others = np.arange(classes) != labels[:, None]
-        rest = np.exp(capped - top[:, None]).sum(axis=1, where=others)
-        share = rest / (1.0 + rest)  # 1 - s_label
-        expected = -share
-        if "z_loss" in options:
-            expected = 2 * options["z_loss"] * (top + np.log1p(rest)) * (1.0 - share) - share
-        if "class_weight" in options:
-            expected = expected * class_weight[labels].astype(np.float64)
-        if cap is not None:
-            expected = expected * (1.0 - np.tanh(x64[rows, labels] / cap) ** 2)
+        expected = reference.label_gradient(labels, x, **options)
         for hess in (False, True):
             got = cuda_host.value_and_grad("cross_entropy", labels, x, reduction="sum",
                                            hess=hess, **options)[1]
             # (softcap: the float32 capped logits are a few ulps of the cap off, and each
             # exp with them; see the numerics guide)
-            np.testing.assert_allclose(np.asarray(got, np.float64)[rows, labels], expected,
+            np.testing.assert_allclose(np.asarray(got, np.float64)[np.arange(3), labels],
+                                       expected,
                                        rtol=rtol if cap is None or dtype == np.float64 else 2e-5,
                                        err_msg=f"{family} {options} hess={hess}")
 

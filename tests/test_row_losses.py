@@ -303,41 +303,22 @@ def test_confident_rows_losses_are_relatively_exact(backend, dtype):
 def test_confident_rows_label_gradient_is_relatively_exact(backend, dtype):
     """The label's gradient of a confident row is -(1 - s_label), the other classes' share:
     computed as s_label - 1 in the logits' dtype it cancelled, 1.3 % off in float32 for a
-    label logit 20 above 999 zeros, and 0 instead of -1.4e-8 at 25. Against float64 written
-    here: 1 - s = rest / (1 + rest), rest = sum of exp(x_c - x_label) over the others;
-    with z_loss z the gradient is 2 z lse s - (1 - s), with a class weight w times w, with
-    softcap the same in the capped logits times 1 - tanh^2. Every row kernel of the host:
-    10 classes (Numba's few-classes kernel), 1000 and 20000 (on a GPU: ce_small, ce_rows
-    and ce_stream, whose float32 sums and exps allow a little more)."""
+    label logit 20 above 999 zeros, and 0 instead of -1.4e-8 at 25. Against the float64
+    of ``reference.label_gradient`` (plain, z_loss, class weights, softcap). Every row
+    kernel of the host: 10 classes (Numba's few-classes kernel), 1000 and 20000 (on a GPU:
+    ce_small, ce_rows and ce_stream, whose float32 sums and exps allow a little more)."""
     rtol = 2e-6 if dtype == np.float32 else 1e-12
     if backend == "cupy" and dtype == np.float32:
         rtol = 2e-5
     for classes in (10, 1000, 20000):
-        x = np.zeros((3, classes), dtype)
-        x[0, 3], x[1, 3], x[2, 5] = 20.0, 25.0, 14.0
-        labels = np.array([3, 3, 5])
+        x, labels = reference.confident_rows(classes, dtype)
         for options in ({}, {"z_loss": 1e-3}, {"class_weight": "w"}, {"softcap": 30.0}):
             options = _options(options, classes)
-            cap = options.get("softcap")
-            x64 = x.astype(np.float64)
-            capped = x64 if cap is None else cap * np.tanh(x64 / cap)
-            rows = np.arange(3)
-            top = capped[rows, labels]
-            others = np.arange(classes) != labels[:, None]
-            rest = np.exp(capped - top[:, None]).sum(axis=1, where=others)
-            share = rest / (1.0 + rest)  # 1 - s_label
-            expected = -share
-            if "z_loss" in options:
-                lse = top + np.log1p(rest)
-                expected = 2 * options["z_loss"] * lse * (1.0 - share) - share
-            if "class_weight" in options:
-                expected = expected * options["class_weight"][labels]
-            if cap is not None:
-                expected = expected * (1.0 - np.tanh(x64[rows, labels] / cap) ** 2)
+            expected = reference.label_gradient(labels, x, **options)
             _, grad = lb.cross_entropy.value_and_grad(on(backend, labels), on(backend, x),
                                                       reduction="sum", backend=backend,
                                                       **options)
-            np.testing.assert_allclose(np.asarray(host(grad), np.float64)[rows, labels],
+            np.testing.assert_allclose(np.asarray(host(grad), np.float64)[np.arange(3), labels],
                                        expected, rtol=rtol, err_msg=f"{classes} {options}")
     # a gradient of 0 (one class; the others' exps underflowed) is +0, as s - 1 gave
     for x in (np.zeros((1, 1), dtype), np.array([[800.0, 0.0, 0.0]], dtype)):
