@@ -14,8 +14,10 @@ from pathlib import Path
 
 import numba
 import numpy as np
+from llvmlite import ir
 from numba import njit
-from numba.extending import overload
+from numba.core import cgutils
+from numba.extending import intrinsic, overload
 
 from ._numba_math import FASTMATH, INLINE, inline
 from ._threads import SHARED
@@ -172,3 +174,38 @@ def _copy(source, target):
 
 # every kernel's last argument: the chunks its threads share, or None (see ``_threads``)
 _CHUNK_ARGUMENTS = (SHARED,)
+
+
+LINE = 64  # bytes in a cache line
+
+
+@intrinsic
+def _prefetch(typingctx, values, index):
+    """A hint to bring ``values[index]``'s cache line into L2 (LLVM's ``llvm.prefetch``:
+    read, locality 2, data): no load waits on it, and no address faults."""
+    if not (isinstance(values, numba.types.Array) and isinstance(index, numba.types.Integer)):
+        return None
+    sig = numba.types.void(values, index)
+
+    def codegen(context, builder, signature, args):
+        data = context.make_array(signature.args[0])(context, builder, args[0]).data
+        byte = ir.IntType(8).as_pointer()
+        address = builder.bitcast(builder.gep(data, [args[1]]), byte)
+        i32 = ir.IntType(32)
+        function = cgutils.get_or_insert_function(
+            builder.module, ir.FunctionType(ir.VoidType(), [byte, i32, i32, i32]),
+            "llvm.prefetch.p0")
+        builder.call(function, [address, ir.Constant(i32, 0), ir.Constant(i32, 2),
+                                ir.Constant(i32, 1)])
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
+@inline
+def prefetch_lines(values, start, stop):
+    """Prefetch (``_prefetch``) the cache lines of ``values[start:stop]`` (1-d, contiguous;
+    clipped to its size)."""
+    step = max(1, LINE // values.itemsize)
+    for i in range(start, min(stop, values.size), step):
+        _prefetch(values, i)
