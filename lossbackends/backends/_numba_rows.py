@@ -183,9 +183,9 @@ NORMAL_REACH = 87.0
 # The exp pass goes in spans of SPAN logits, each after a prefetch of the same span of the
 # next row, for rows of at most PREFETCH_ROW_BYTES: the hardware's prefetcher follows a
 # stream, not the row to come, so without it each row's first pass waited on memory while
-# the passes in cache left it idle (4096 x 1000 and 1024 x 32000: 0.90 and 0.82 of the
-# time). Longer rows gained nothing (128256 classes: 1.01; a row, its gradient and the
-# next no longer share a core's 2 MB of L2).
+# the passes in cache left it idle (4096 x 1000 and 1024 x 32000: 0.92 and 0.83 of the
+# time). Rows of 128256 classes gained nothing (1.01-1.05): the bound is that
+# measurement (see the measurement log).
 SPAN = 256
 PREFETCH_ROW_BYTES = 1 << 18
 

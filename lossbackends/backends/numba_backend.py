@@ -203,13 +203,15 @@ def _elementwise_kernel(optimistic: bool, want_value: bool, sum_in_loop: bool):
             labels_0_or_1 = optimistic and _labels_are_0_or_1(first_block)
             for start in range(chunk_start, chunk_stop, BLOCK):
                 stop = min(chunk_stop, start + BLOCK)
+                # (the sums' threshold, IN_DRAM, on purpose: where inputs stream from DRAM)
                 if optimistic and n >= _numba_losses.IN_DRAM:
                     # the next block's inputs prefetched: without it the optimistic
                     # kernels (binary cross-entropy of probabilities, sigmoid_focal) ran
                     # at 35-48 % of the triad at 1e7 and 1e8, where the plain kernels of as
                     # much arithmetic per element ran at 56-66 % (why only these: not
-                    # found). With it 0.70-0.92 of the time at 1e7 and 1e8; 1.13x as long
-                    # at 1e6, in the L3; the plain kernels 1.16-1.24x as long at 1e8.
+                    # found). With it 0.70-0.92 of the time at 1e7 and 1e8 (two rounds);
+                    # 1.13x as long at 1e6, in the L3; the plain kernels 1.16-1.24x as
+                    # long at 1e8.
                     ahead = min(chunk_stop, stop + BLOCK)
                     prefetch_lines(y, stop, ahead)
                     prefetch_lines(p, stop, ahead)
