@@ -691,3 +691,44 @@ def test_numba_sums_large_inputs_in_the_loop_as_accurately(loss):
     used = numba_backend.KERNELS[loss].usual_code
     assert any(key[1] and key[2] for key in used)  # the value summed in the loop
     assert any(key[1] and not key[2] for key in used)  # and from the block
+
+
+def test_numba_wide_vectors_are_asked_per_function():
+    """``wide_vectors()`` sets LLVM's 512-bit preference on the function that calls it and
+    on no other (never on the process: a user's own Numba code keeps LLVM's choice);
+    ``wide_vectors_for(math)`` only where the loss's mathematics asks (``loss_math``:
+    the piecewise losses keep 256 bits, measured slower in cache with 512)."""
+    numba = pytest.importorskip("numba", reason="Numba is not installed")
+    from lossbackends.backends import _numba_losses
+    from lossbackends.backends._numba_common import wide_vectors, wide_vectors_for
+
+    wide, piecewise = _numba_losses.MATH["log_cosh"], _numba_losses.MATH["huber"]
+
+    def doubled(a, out):
+        wide_vectors()
+        for i in range(a.size):
+            out[i] = a[i] * 2
+
+    def doubled_for(math, a, out):
+        wide_vectors_for(math)
+        for i in range(a.size):
+            out[i] = a[i] * 2
+
+    def plain(a, out):
+        for i in range(a.size):
+            out[i] = a[i] * 2
+
+    a = np.arange(64, dtype=np.float32)
+    asked = '"prefer-vector-width"="512"'
+    for function, args, expected in ((doubled, (a,), True), (plain, (a,), False),
+                                     (doubled_for, (wide, a), True),
+                                     (doubled_for, (piecewise, a), False)):
+        compiled = numba.njit(function)
+        out = np.empty_like(a)
+        compiled(*args, out)
+        np.testing.assert_array_equal(out, a * 2)
+        (ir,) = compiled.inspect_llvm().values()
+        assert (asked in ir) == expected, function.__name__
+    assert [_numba_losses.MATH[name].wide_vectors for name in
+            ("mse", "mae", "log_cosh", "hinge", "huber", "smooth_l1", "squared_hinge",
+             "pinball")] == [True, True, True, False, False, False, False, False]

@@ -53,7 +53,8 @@ LN2 = _f32(np.log(2.0))
 ALWAYS, IN_DRAM = 0, 1 << 21
 
 
-def loss_math(*constants, hard_labels=None, hard_gradient=False, sum_in_loop_from=None):
+def loss_math(*constants, hard_labels=None, hard_gradient=False, sum_in_loop_from=None,
+              wide_vectors=True):
     """Compiles a loss's mathematics ``(y, p, param, pos, k)`` inline, and records in its
     ``constants`` the constant tuples of the ``fast_*`` functions it calls (``EXP32_WIDE``,
     ``EXP32_LOW``, ``LOG32``, ``LOG1P32``), in the order it reads them from ``k``, or None for none. The
@@ -76,7 +77,13 @@ def loss_math(*constants, hard_labels=None, hard_gradient=False, sum_in_loop_fro
     (squared) hinge and pinball took 1.3-1.8x as long in L2 that way, but 0.56-0.98 of the
     time from 3e6 elements on, where the second pass over each block kept them at 57-85 %
     of the triad (2026-12-03, Xeon); the losses with an exp or a log took 3-6x as long
-    (not vectorised at all)."""
+    (not vectorised at all).
+    ``wide_vectors``: whether the kernel's loop over a block runs the CPU's widest vectors
+    (``_numba_common.wide_vectors``): 512 bits instead of LLVM's 256 on AVX-512 CPUs.
+    The losses with an exp or a log, MSE and MAE took 0.66-0.94 of the time with them in
+    cache (n = 1e5, one thread) and 0.79-0.99 at 1e7; the piecewise losses of a few
+    operations (hinge, squared hinge, huber, smooth L1, pinball) 1.04-1.19x as long at 1e4
+    to 1e6, and keep 256."""
 
     def compile_(function):
         compiled = inline(function)
@@ -84,8 +91,10 @@ def loss_math(*constants, hard_labels=None, hard_gradient=False, sum_in_loop_fro
         compiled.hard_labels = hard_labels
         compiled.hard_gradient = hard_gradient
         compiled.sum_in_loop_from = sum_in_loop_from
+        compiled.wide_vectors = wide_vectors
         if hard_labels is not None:
             assert hard_labels.constants == compiled.constants, "one k for both forms"
+            assert hard_labels.wide_vectors == wide_vectors, "one vector width for both"
         return compiled
 
     return compile_
@@ -169,7 +178,7 @@ def _binary_cross_entropy_with_logits(y, x, param, pos, k):
     return loss, d, (h if pos is None else (keep + hit) * h)
 
 
-@loss_math(sum_in_loop_from=IN_DRAM)
+@loss_math(sum_in_loop_from=IN_DRAM, wide_vectors=False)
 def _hinge(y, s, param, pos, k):
     # a label of 0 times an infinite score is 0 (the limit), not NaN; NaN stays NaN
     slack = param[0] - times(y, s)
@@ -263,7 +272,7 @@ def _mae(y, p, param, pos, k):
     return abs(e), _sign(e), _zero_or_nan(e)  # piecewise linear: 0 (at the kink too)
 
 
-@loss_math(sum_in_loop_from=IN_DRAM)
+@loss_math(sum_in_loop_from=IN_DRAM, wide_vectors=False)
 def _huber(y, p, param, pos, k):
     delta = param[0]
     e = p - y
@@ -277,7 +286,7 @@ def _huber(y, p, param, pos, k):
     return loss, d, ONE if inside else _zero_or_nan(a)
 
 
-@loss_math(sum_in_loop_from=IN_DRAM)
+@loss_math(sum_in_loop_from=IN_DRAM, wide_vectors=False)
 def _smooth_l1(y, p, param, pos, k):
     beta = param[0]
     e = p - y
@@ -296,7 +305,7 @@ def _log_cosh(y, p, param, pos, k):
     return log_cosh, tanh if e >= ZERO else -tanh, sech2
 
 
-@loss_math(sum_in_loop_from=IN_DRAM)
+@loss_math(sum_in_loop_from=IN_DRAM, wide_vectors=False)
 def _squared_hinge(y, s, param, pos, k):
     slack = param[0] - times(y, s)  # a label of 0 times an infinite score is 0, as hinge
     active = ZERO if slack <= ZERO else slack  # max(slack, 0), NaN kept
@@ -460,7 +469,7 @@ def _kl(log_target):
     return kl_div
 
 
-@loss_math(sum_in_loop_from=IN_DRAM)
+@loss_math(sum_in_loop_from=IN_DRAM, wide_vectors=False)
 def _pinball(y, p, param, pos, k):
     quantile, upper = param[0], param[1]  # and 1 - quantile (``prepare_pinball``)
     e = p - y

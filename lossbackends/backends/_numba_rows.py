@@ -32,6 +32,7 @@ from ._numba_common import (
     array_type,
     compensated,
     prefetch_lines,
+    wide_vectors,
 )
 from ._numba_math import (
     EXP32_LOW,
@@ -94,6 +95,7 @@ def _shifted_sum(values, top, factor):
     """sum(factor * (values - top)) (see ``_shifted``) in float64; reassociated like
     ``_sum``. Each term is weighted before the sum: terms of one sign, so the sum never
     overflows before its final value does."""
+    wide_vectors()
     total = 0.0
     for i in range(values.size):
         total += factor * _shifted(values[i], top)
@@ -103,6 +105,7 @@ def _shifted_sum(values, top, factor):
 def _shifted_dot(weights, values, top, factor):
     """sum(factor * weights * (values - top)) (see ``_shifted_sum``), where a zero weight
     contributes 0 even against an infinite difference."""
+    wide_vectors()
     total = 0.0
     for i in range(values.size):
         total += (factor * weights[i]) * _shifted(values[i], top) if weights[i] != 0 else 0.0
@@ -114,6 +117,7 @@ def _sum_below_one(values):
     A row's exps shifted by its max hold 1 for the max: 1 + e rounds e to float64's ulp of
     1 (a confident row's loss log(1 + e) was 1e-4 relative off at 128000 classes), so the
     loss takes log1p of the others' sum (``_log_sum``)."""
+    wide_vectors()
     total, below = 0.0, 0.0
     for i in range(values.size):
         v = values[i]
@@ -125,6 +129,7 @@ def _sum_below_one(values):
 def _sum_except(values, index):
     """sum(values) without ``values[index]`` (float64, ``_sum``): the other classes' exps,
     apart from the one the loss is taken against (log1p(rest / e_ref))."""
+    wide_vectors()
     kept = values[index]
     values[index] = 0
     rest = _sum(values)
@@ -159,6 +164,7 @@ def _log_sum(total, below):
 def _row_max(x):
     """max(x), NaN if any element is NaN (as NumPy's): a NaN then makes the whole row NaN,
     loss and gradient, through x - max."""
+    wide_vectors()
     top = x[0]
     for c in range(1, x.size):
         top = maximum(top, x[c])
@@ -168,6 +174,7 @@ def _row_max(x):
 @inline
 def _row_max_min(x):
     """(max(x), min(x)) in one pass, NaN if any element is NaN."""
+    wide_vectors()
     top = low = x[0]
     for c in range(1, x.size):
         top = maximum(top, x[c])
@@ -194,6 +201,7 @@ PREFETCH_ROW_BYTES = 1 << 18
 def _exps_normal(xr, top, g, k, upcoming):
     """g = exp(xr - top) for a row whose exps are all normal (``NORMAL_REACH``), the lines
     of ``upcoming`` (the next row, or an empty one) prefetched span by span (``SPAN``)."""
+    wide_vectors()
     for start in range(0, xr.size, SPAN):
         stop = min(xr.size, start + SPAN)
         prefetch_lines(upcoming, start, stop)
@@ -207,6 +215,7 @@ def _capped_exps_near_zero(xr, cap, inv_cap, g, capped_row, near_k, exp_k, upcom
     """capped_row = cap tanh(xr / cap) and g = exp(capped_row - cap) as if every logit were
     within +-cap (``softcap_near_zero``), ``upcoming`` prefetched as in ``_exps_normal``;
     returns the largest (x / cap)^2, which says whether they were."""
+    wide_vectors()
     reach = xr.dtype.type(0.0)
     for start in range(0, xr.size, SPAN):
         stop = min(xr.size, start + SPAN)
@@ -230,6 +239,7 @@ def _cross_entropy_kernel(x, soft, labels, probs, weighted, class_weight, ignore
     softcap tanh(x / softcap) (0: off). Runs ``chunks`` chunks of rows (see ``_launch``).
     Returns (the chunks' sum, first bad row or -1, the reduction's scale): a
     bad label is found before anything is written, and the caller raises."""
+    wide_vectors()
     rows, classes = x.shape
     keep = 1.0 - smoothing
     spread = smoothing / classes

@@ -45,6 +45,7 @@ from ._numba_common import (
     add_reassociable,
     array_type,
     prefetch_lines,
+    wide_vectors_for,
 )
 from ._numba_math import INLINE, ONE, ZERO, held, inline
 from ._numba_multiclass_hinge import multiclass_hinge
@@ -112,6 +113,7 @@ def _elementwise_block(math, k, hard_labels, want_value, sum_in_loop, ys, ps, ws
     the caller sums ``ls``, the block's losses, after the loop), and whether a
     label was not 0 or 1 when ``hard_labels`` (``math`` is then the loss's form for such
     labels, and the caller runs the block again without it), else False."""
+    wide_vectors_for(math)
     soft = False
     part = 0.0
     for i in range(ps.size):
