@@ -77,20 +77,24 @@ def _prefer_wide_vectors(builder):
     # (llvmlite's attribute set admits only its known names; a string attribute is added
     # past that check and printed as written)
     set.add(builder.function.attributes, '"prefer-vector-width"="512"')
+    # (as clang sets it with its preference; LLVM's inliner drops it where it inlines a
+    # function without it, and the preference alone gives the same code)
     set.add(builder.function.attributes, '"min-legal-vector-width"="512"')
 
 
 @intrinsic
 def wide_vectors(typingctx):
     """Lets LLVM vectorise the function this is called in with the CPU's widest vectors:
-    LLVM's function attributes "prefer-vector-width" and "min-legal-vector-width" of 512.
-    LLVM's own choice for AVX-512 CPUs is 256 bits (against the clock drop of the first
-    AVX-512 Xeons). Numba vectorises each compiled function's loops in that function's
-    own module, before it is inlined anywhere, so every function whose loops are to run
-    wide calls this first. A CPU without AVX-512 keeps its 256 bits. Set on functions,
-    never on the process: a user's own Numba code keeps LLVM's choice. Where it pays on
-    the Sapphire Rapids Xeon we measure on: the cross-entropy row kernel and the
-    elementwise losses that ask for it (``wide_vectors_for``); see the measurement log."""
+    LLVM's function attribute "prefer-vector-width"="512" (LLVM's own choice for AVX-512
+    CPUs is 256 bits, against the clock drop of the first AVX-512 Xeons). Numba
+    vectorises each compiled function's loops in that function's own module, before it
+    is inlined anywhere, so every function whose loops are to run wide calls this first;
+    the function is the one compiled on its own (the library's ``inline`` helpers are:
+    under Numba's ``inline="always"`` it would land on the caller). A CPU without AVX-512
+    keeps its own width. Set on functions, never on the process: a user's own Numba code
+    keeps LLVM's choice. Called by the cross-entropy row kernel and its row helpers,
+    ``_sum``, and the elementwise losses that ask for it (``wide_vectors_for``); see the
+    measurement log for where it pays on the Sapphire Rapids Xeon we measure on."""
     sig = numba.types.void()
 
     def codegen(context, builder, signature, args):
