@@ -732,3 +732,7 @@ def test_numba_wide_vectors_are_asked_per_function():
     assert [_numba_losses.MATH[name].wide_vectors for name in
             ("mse", "mae", "log_cosh", "hinge", "huber", "smooth_l1", "squared_hinge",
              "pinball")] == [True, True, True, False, False, False, False, False]
+    # the piecewise losses' kernels that sum in their loop (from IN_DRAM) take the wide form
+    huber_wide = _numba_losses.MATH["huber"].wide_form
+    assert huber_wide is not piecewise and huber_wide.wide_vectors
+    assert _numba_losses.MATH["mse"].wide_form is _numba_losses.MATH["mse"]

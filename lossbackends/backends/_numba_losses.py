@@ -83,18 +83,24 @@ def loss_math(*constants, hard_labels=None, hard_gradient=False, sum_in_loop_fro
     The losses with an exp or a log, MSE and MAE took 0.66-0.94 of the time with them in
     cache (n = 1e5, one thread) and 0.79-0.99 at 1e7; the piecewise losses of a few
     operations (hinge, squared hinge, huber, smooth L1, pinball) 1.04-1.19x as long at 1e4
-    to 1e6: their block's loop keeps 256 (the block's sum, ``_sum``, is wide for all)."""
+    to 1e6: their block's loop keeps 256 (the block's sum, ``_sum``, is wide for all),
+    except in the kernels that sum in their loop (from ``IN_DRAM``), which take
+    ``wide_form``, the same function compiled with ``wide_vectors``: there 512 took
+    0.59-0.98 of the time (3e6 to 1e8, two threads)."""
 
-    def compile_(function):
+    def compile_(function, wide=wide_vectors):
         compiled = inline(function)
         compiled.constants = constants or None
         compiled.hard_labels = hard_labels
         compiled.hard_gradient = hard_gradient
         compiled.sum_in_loop_from = sum_in_loop_from
-        compiled.wide_vectors = wide_vectors
+        compiled.wide_vectors = wide
+        # (a second dispatcher of the same function: ``wide_vectors_for`` reads the flag
+        # from the function's type, so the two compile apart)
+        compiled.wide_form = compiled if wide else compile_(function, True)
         if hard_labels is not None:
             assert hard_labels.constants == compiled.constants, "one k for both forms"
-            assert hard_labels.wide_vectors == wide_vectors, "one vector width for both"
+            assert hard_labels.wide_vectors == wide, "one vector width for both"
         return compiled
 
     return compile_

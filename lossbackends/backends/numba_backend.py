@@ -308,9 +308,11 @@ def _elementwise(loss: str):
         for want, in_loop, name in runs:
             optimistic = hard is not None and (want or math.hard_gradient)
             source = _elementwise_kernel(optimistic, want, in_loop)
+            # the kernels that sum in their loop run wide vectors (see ``loss_math``)
+            form = math.wide_form if in_loop else math
             # (without a form for hard labels the general one stands in, typed, never run)
-            kernels[key, want, in_loop] = _jit(source, f"{label}_{name}", math=math,
-                                               constants=constants, hard_labels=hard or math)
+            kernels[key, want, in_loop] = _jit(source, f"{label}_{name}", math=form,
+                                               constants=constants, hard_labels=hard or form)
 
     def options(params) -> tuple:
         """(variant, the kernel's numbers, pos_weight) for the loss's ``params``."""
