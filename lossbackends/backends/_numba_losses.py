@@ -91,16 +91,18 @@ def loss_math(*constants, hard_labels=None, hard_gradient=False, sum_in_loop_fro
     def compile_(function, wide=wide_vectors):
         compiled = inline(function)
         compiled.constants = constants or None
-        compiled.hard_labels = hard_labels
+        # (the wide twin's form for hard labels is that form's wide twin)
+        hard = hard_labels.wide_form if wide and hard_labels is not None else hard_labels
+        compiled.hard_labels = hard
         compiled.hard_gradient = hard_gradient
         compiled.sum_in_loop_from = sum_in_loop_from
         compiled.wide_vectors = wide
         # (a second dispatcher of the same function: ``wide_vectors_for`` reads the flag
         # from the function's type, so the two compile apart)
         compiled.wide_form = compiled if wide else compile_(function, True)
-        if hard_labels is not None:
-            assert hard_labels.constants == compiled.constants, "one k for both forms"
-            assert hard_labels.wide_vectors == wide, "one vector width for both"
+        if hard is not None:
+            assert hard.constants == compiled.constants, "one k for both forms"
+            assert hard.wide_vectors == wide, "one vector width for both"
         return compiled
 
     return compile_

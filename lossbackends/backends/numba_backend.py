@@ -312,7 +312,8 @@ def _elementwise(loss: str):
             form = math.wide_form if in_loop else math
             # (without a form for hard labels the general one stands in, typed, never run)
             kernels[key, want, in_loop] = _jit(source, f"{label}_{name}", math=form,
-                                               constants=constants, hard_labels=hard or form)
+                                               constants=constants,
+                                               hard_labels=form.hard_labels or form)
 
     def options(params) -> tuple:
         """(variant, the kernel's numbers, pos_weight) for the loss's ``params``."""
