@@ -33,6 +33,16 @@ the call is traced, as a Dask graph takes it when built: JAX may run the callbac
 thread of its own, outside the caller's ``use_backend`` block, and a jitted function keeps
 the backend of its trace.
 
+Several threads at once: JAX's CPU client (async dispatch, its default since 0.4.33; seen
+with 0.10.2) runs a computation whose inputs are not ready yet (the last step's output)
+on one of its worker threads, and ``jax.pure_callback`` copies each input over 100 KiB
+on those same workers before our function sees it. Once every worker holds a callback,
+each waits for a copy that no worker is free to make: the process hangs (two Python
+threads on 2 cores did, on any backend). Run
+``jax.config.update("jax_cpu_enable_async_dispatch", False)`` before the process's
+first JAX computation (later, or as an environment variable, it changes nothing), or
+call from one thread.
+
 >>> import jax, jax.numpy as jnp, lossbackends.jax as lbj
 >>> logits, labels = jnp.array([[2.0, 1.0, 0.1], [0.5, 0.2, 3.0]]), jnp.array([0, 2])
 >>> print(f"{float(jax.jit(lbj.cross_entropy)(labels, logits)):.6f}")

@@ -3,7 +3,11 @@ references written in jax.numpy."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import types
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -426,3 +430,35 @@ def test_the_backend_is_the_one_of_the_trace(monkeypatch):
     np.testing.assert_array_equal(outside, expected)
     np.testing.assert_array_equal(
         expected, lb.log_cosh.grad(np.zeros(64), np.asarray(q), backend="numpy"))
+
+
+_THREADED_TRAINING = """
+import faulthandler, sys
+faulthandler.dump_traceback_later(100, exit=True)  # the threads' stacks, should it hang
+import jax, jax.numpy as jnp, numpy as np
+jax.config.update("jax_cpu_enable_async_dispatch", False)  # before any JAX computation
+from concurrent.futures import ThreadPoolExecutor
+import lossbackends.jax as lbj
+n = 1 << 17  # inputs over 100 KiB: JAX copies them on its CPU client's workers
+y = jnp.asarray(np.random.default_rng(0).standard_normal(n), jnp.float32)
+step = jax.jit(jax.value_and_grad(lambda p: lbj.mse(y, p)))
+def train(seed):
+    p = jnp.full(n, float(seed), jnp.float32)
+    for _ in range(20):
+        value, grad = step(p)
+        p = p - 0.5 * n * grad  # each step's input not yet ready when dispatched
+    return float(lbj.mse(y, p))
+with ThreadPoolExecutor(4) as pool:
+    print(max(pool.map(train, range(4))))
+"""
+
+
+def test_threads_with_async_dispatch_off():
+    """Training loops in four threads at once, with the workaround the guide gives for
+    JAX's deadlock (async CPU dispatch off): they finish, with the right numbers. (With it
+    on, two threads on 2 cores hung in jax.pure_callback's copies of the inputs.)"""
+    env = {**os.environ, "LOSSBACKENDS_BACKEND": "numpy"}  # (the hang is the backend's too)
+    out = subprocess.run([sys.executable, "-c", _THREADED_TRAINING], capture_output=True,
+                         text=True, env=env, cwd=Path(__file__).parents[1], timeout=120)
+    assert out.returncode == 0, out.stderr[-4000:]
+    assert float(out.stdout) < 1e-10
