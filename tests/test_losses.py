@@ -659,7 +659,7 @@ def test_large_float32_sum_is_accurate(backend):
 
 @pytest.mark.parametrize("loss", ["hinge", "huber", "smooth_l1", "squared_hinge", "pinball"])
 def test_numba_sums_large_inputs_in_the_loop_as_accurately(loss):
-    """From ``IN_DRAM`` elements these losses' Numba kernels add the losses in the loop that
+    """From ``BEYOND_L2`` elements these losses' Numba kernels add the losses in the loop that
     computes them, not from a block in L1 after it (``loss_math``'s ``sum_in_loop_from``):
     the value as accurate, the gradient and the losses of ``"none"`` the same bits as the
     other kernel's (run below that size on the first part), weighted too (huber: the
@@ -667,9 +667,9 @@ def test_numba_sums_large_inputs_in_the_loop_as_accurately(loss):
     pytest.importorskip("numba", reason="Numba is not installed")
     from lossbackends.backends import _numba_losses, numba_backend
 
-    assert _numba_losses.MATH[loss].sum_in_loop_from == _numba_losses.IN_DRAM
-    n = _numba_losses.IN_DRAM + 1001
-    part = numba_backend.PARALLEL_MIN_ELEMENTS + 3  # below IN_DRAM: the L1 block's sum
+    assert _numba_losses.MATH[loss].sum_in_loop_from == _numba_losses.BEYOND_L2
+    n = _numba_losses.BEYOND_L2 + 1001
+    part = numba_backend.PARALLEL_MIN_ELEMENTS + 3  # below BEYOND_L2: the L1 block's sum
     rng = np.random.default_rng(8)
     y = (rng.integers(0, 2, n) * 2 - 1 if "hinge" in loss else rng.normal(size=n))
     y = y.astype(np.float32)
@@ -732,7 +732,7 @@ def test_numba_wide_vectors_are_asked_per_function():
     assert [_numba_losses.MATH[name].wide_vectors for name in
             ("mse", "mae", "log_cosh", "hinge", "huber", "smooth_l1", "squared_hinge",
              "pinball")] == [True, True, True, False, False, False, False, False]
-    # the piecewise losses' kernels that sum in their loop (from IN_DRAM) take the wide form
+    # the piecewise losses' kernels that sum in their loop (from BEYOND_L2) take the wide form
     huber_wide = _numba_losses.MATH["huber"].wide_form
     assert huber_wide is not piecewise and huber_wide.wide_vectors
     assert _numba_losses.MATH["mse"].wide_form is _numba_losses.MATH["mse"]

@@ -47,10 +47,12 @@ FOUR = _f32(4.0)
 LN2 = _f32(np.log(2.0))
 
 
-# ``loss_math``'s ``sum_in_loop_from``: always, or from the size where an input streams
-# from DRAM (2^21 elements, 25 MB of float32 y, p and gradient: beyond the caches of
-# the cores we run on, as far as a call's time shows, and a multiple of ``CHUNKS``)
-ALWAYS, IN_DRAM = 0, 1 << 21
+# ``loss_math``'s ``sum_in_loop_from``: always, or from the size where a thread's share
+# of y, p and the gradient outgrows its L2 (2^19 elements, 6 MB of float32 between two
+# cores of 2 MB of L2 each; a multiple of ``CHUNKS``). ``IN_DRAM``: where an input
+# streams from DRAM (2^21 elements, 25 MB: beyond the caches of the cores we run on, as
+# far as a call's time shows), where the optimistic kernels prefetch.
+ALWAYS, BEYOND_L2, IN_DRAM = 0, 1 << 19, 1 << 21
 
 
 def loss_math(*constants, hard_labels=None, hard_gradient=False, sum_in_loop_from=None,
@@ -68,7 +70,7 @@ def loss_math(*constants, hard_labels=None, hard_gradient=False, sum_in_loop_fro
     ``hard_gradient``: whether its gradient is cheaper too (else only the kernels that
     compute the value take it).
     ``sum_in_loop_from``: the least number of elements from which the kernel adds the
-    losses in float64 in the loop that computes them (``ALWAYS``, ``IN_DRAM``), instead of
+    losses in float64 in the loop that computes them (``ALWAYS``, ``BEYOND_L2``), instead of
     writing a block of them to L1 and summing it after (see
     ``numba_backend._elementwise_block``); None: never. The float64 sum caps LLVM's
     vectors at 4 lanes, which only losses of a few operations bear: MSE's value_and_grad
@@ -84,9 +86,12 @@ def loss_math(*constants, hard_labels=None, hard_gradient=False, sum_in_loop_fro
     cache (n = 1e5, one thread) and 0.79-0.99 at 1e7; the piecewise losses of a few
     operations (hinge, squared hinge, huber, smooth L1, pinball) 1.04-1.19x as long at 1e4
     to 1e6: their block's loop keeps 256 (the block's sum, ``_sum``, is wide for all),
-    except in the kernels that sum in their loop (from ``IN_DRAM``), which take
+    except in the kernels that sum in their loop (from ``BEYOND_L2``), which take
     ``wide_form``, the same function compiled with ``wide_vectors``: there 512 took
-    0.59-0.98 of the time (3e6 to 1e8, two threads)."""
+    0.59-0.98 of the time (3e6 to 1e8, two threads), and the wide kernel summing in its
+    loop overtook the block kernel from about 4e5 elements (0.76-0.85 of the time at 7e5
+    to 1.5e6; at 2.7e5 to 3.3e5 hinge and pinball 1.05-1.16x as long): hence
+    ``BEYOND_L2`` (2026-12-04, two threads)."""
 
     def compile_(function, wide=wide_vectors):
         compiled = inline(function)
@@ -186,7 +191,7 @@ def _binary_cross_entropy_with_logits(y, x, param, pos, k):
     return loss, d, (h if pos is None else (keep + hit) * h)
 
 
-@loss_math(sum_in_loop_from=IN_DRAM, wide_vectors=False)
+@loss_math(sum_in_loop_from=BEYOND_L2, wide_vectors=False)
 def _hinge(y, s, param, pos, k):
     # a label of 0 times an infinite score is 0 (the limit), not NaN; NaN stays NaN
     slack = param[0] - times(y, s)
@@ -280,7 +285,7 @@ def _mae(y, p, param, pos, k):
     return abs(e), _sign(e), _zero_or_nan(e)  # piecewise linear: 0 (at the kink too)
 
 
-@loss_math(sum_in_loop_from=IN_DRAM, wide_vectors=False)
+@loss_math(sum_in_loop_from=BEYOND_L2, wide_vectors=False)
 def _huber(y, p, param, pos, k):
     delta = param[0]
     e = p - y
@@ -294,7 +299,7 @@ def _huber(y, p, param, pos, k):
     return loss, d, ONE if inside else _zero_or_nan(a)
 
 
-@loss_math(sum_in_loop_from=IN_DRAM, wide_vectors=False)
+@loss_math(sum_in_loop_from=BEYOND_L2, wide_vectors=False)
 def _smooth_l1(y, p, param, pos, k):
     beta = param[0]
     e = p - y
@@ -313,7 +318,7 @@ def _log_cosh(y, p, param, pos, k):
     return log_cosh, tanh if e >= ZERO else -tanh, sech2
 
 
-@loss_math(sum_in_loop_from=IN_DRAM, wide_vectors=False)
+@loss_math(sum_in_loop_from=BEYOND_L2, wide_vectors=False)
 def _squared_hinge(y, s, param, pos, k):
     slack = param[0] - times(y, s)  # a label of 0 times an infinite score is 0, as hinge
     active = ZERO if slack <= ZERO else slack  # max(slack, 0), NaN kept
@@ -477,7 +482,7 @@ def _kl(log_target):
     return kl_div
 
 
-@loss_math(sum_in_loop_from=IN_DRAM, wide_vectors=False)
+@loss_math(sum_in_loop_from=BEYOND_L2, wide_vectors=False)
 def _pinball(y, p, param, pos, k):
     quantile, upper = param[0], param[1]  # and 1 - quantile (``prepare_pinball``)
     e = p - y

@@ -205,7 +205,7 @@ def _elementwise_kernel(optimistic: bool, want_value: bool, sum_in_loop: bool):
             labels_0_or_1 = optimistic and _labels_are_0_or_1(first_block)
             for start in range(chunk_start, chunk_stop, BLOCK):
                 stop = min(chunk_stop, start + BLOCK)
-                # (the sums' threshold, IN_DRAM, on purpose: where inputs stream from DRAM)
+                # (IN_DRAM: where the inputs stream from DRAM)
                 if optimistic and n >= _numba_losses.IN_DRAM:
                     # the next block's inputs prefetched: without it the optimistic
                     # kernels (binary cross-entropy of probabilities, sigmoid_focal) ran
