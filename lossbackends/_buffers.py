@@ -48,6 +48,9 @@ MIN_BYTES = 1 << 20
 # the cheap pre-check callers make on the element count: 1 MiB of float64 (the widest dtype)
 MIN_ITEMS = MIN_BYTES // 8
 PER_SIZE = 4
+# large gradients start a cache line (NumPy's start 16 bytes past one): the Numba kernels
+# write those of 64 MiB and more by streaming stores, which need it
+ALIGNMENT = 64
 ENV_VAR = "LOSSBACKENDS_HOST_CACHE_BYTES"
 
 
@@ -88,11 +91,21 @@ if hasattr(os, "register_at_fork"):
 
 def empty(shape: tuple, dtype: np.dtype, nbytes: int) -> np.ndarray:
     """An uninitialised C-contiguous array, like ``np.empty(shape, dtype)``, whose memory
-    may be a buffer this cache handed out before and nothing references any more."""
-    if nbytes < MIN_BYTES or nbytes > limit:
+    may be a buffer this cache handed out before and nothing references any more; from
+    ``MIN_BYTES`` on it starts at a multiple of ``ALIGNMENT`` bytes."""
+    if nbytes < MIN_BYTES:
         return np.empty(shape, dtype)
+    if nbytes > limit:
+        return _aligned(shape, dtype, np.empty(nbytes + ALIGNMENT, np.uint8))
     with _lock:
         return _take(shape, dtype, nbytes)
+
+
+def _aligned(shape, dtype, buf):
+    """The array of ``shape`` from ``buf``'s first ``ALIGNMENT``-byte boundary on: its base
+    is ``buf`` itself (a slice of buf would be collapsed to buf, and the reference count
+    would not see it)."""
+    return np.ndarray(shape, dtype, buf, (-buf.__array_interface__["data"][0]) % ALIGNMENT)
 
 
 def _take(shape, dtype, nbytes):
@@ -106,7 +119,7 @@ def _take(shape, dtype, nbytes):
         for buf in bucket:
             if getrefcount(buf) == _UNREFERENCED:
                 # the array made here references buf before the lock is released
-                return np.ndarray(shape, dtype, buf)
+                return _aligned(shape, dtype, buf)
     # None free: a new buffer. Make room by forgetting other sizes, least recently used
     # first, then this size's oldest buffers (still in use: the caller keeps them).
     while _held + nbytes > limit or len(bucket) >= PER_SIZE:
@@ -116,10 +129,10 @@ def _take(shape, dtype, nbytes):
         else:
             bucket.pop(0)
             _held -= nbytes
-    buf = np.empty(nbytes, np.uint8)
+    buf = np.empty(nbytes + ALIGNMENT, np.uint8)
     bucket.append(buf)
     _held += nbytes
-    return np.ndarray(shape, dtype, buf)
+    return _aligned(shape, dtype, buf)
 
 
 def empty_cache() -> int:

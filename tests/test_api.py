@@ -541,8 +541,8 @@ def test_numba_runs_the_machine_code_of_a_plain_call_directly():
     np.testing.assert_allclose(value, expected_value, rtol=1e-12)
     np.testing.assert_allclose(grad, expected_grad, rtol=1e-12)
     # (variant, value, summed in the loop, dtype number, no gradient, no weight, no
-    # pos_weight, no Hessian)
-    key = (None, True, True, np.dtype(np.float64).num, False, True, True, True)
+    # pos_weight, no Hessian, streaming stores)
+    key = (None, True, True, np.dtype(np.float64).num, False, True, True, True, False)
     assert key in usual_code
     code = usual_code[key]
     y.flags.writeable = p.flags.writeable = False

@@ -272,6 +272,26 @@ def test_a_limit_of_zero_turns_the_cache_off(monkeypatch):
     assert _buffers.cached_bytes() == 0
 
 
+def test_large_gradients_start_a_cache_line(host_backend, monkeypatch):
+    """Gradients of ``MIN_BYTES`` and more start at a multiple of ``ALIGNMENT`` bytes
+    (the Numba kernels' streaming stores need it), new or handed back, with the cache on
+    or off, float32 and float64; and an aligned gradient still keeps its buffer from
+    being handed out while the user holds it."""
+    y, p = _inputs(8)
+    first = lb.mse.grad(y, p, backend=host_backend)
+    lb.mse.grad(y, p * 2, backend=host_backend)  # dropped: handed back below
+    again = lb.mse.grad(y, p * 3, backend=host_backend)
+    wide = lb.mse.grad(y.astype(np.float64), p.astype(np.float64), backend=host_backend)
+    monkeypatch.setattr(_buffers, "limit", 0)  # the cache off: a fresh aligned array
+    fresh = lb.mse.grad(y, p, backend=host_backend)
+    for grad in (first, again, wide, fresh):
+        assert _address(grad) % _buffers.ALIGNMENT == 0
+    assert not np.shares_memory(first, again)
+    np.testing.assert_array_equal(first, lb.mse.grad(y, p, backend="numpy", out=np.empty_like(p)))
+    small = lb.mse.grad(*_inputs(9, n=1000), backend=host_backend)  # NumPy's own
+    assert small.base is None
+
+
 def test_the_environment_variable_sets_the_limit(monkeypatch):
     monkeypatch.setenv(_buffers.ENV_VAR, "0")
     assert _buffers._limit_from_env() == 0

@@ -693,6 +693,70 @@ def test_numba_sums_large_inputs_in_the_loop_as_accurately(loss):
     assert any(key[1] and not key[2] for key in used)  # and from the block
 
 
+def _starting_a_line(n, dtype, past=0):
+    """An array of n elements starting ``past`` elements after a 64-byte boundary."""
+    itemsize = np.dtype(dtype).itemsize
+    buffer = np.empty(n + past + 64 // itemsize, dtype)
+    start = (-buffer.__array_interface__["data"][0]) % 64 // itemsize + past
+    return buffer[start:start + n]
+
+
+def _parts(result):
+    return result if isinstance(result, tuple) else (result,)
+
+
+# (the loss, its dtype, whether its value kernel streams at the two sizes of the test)
+_STREAMED = [("mse", np.float32, (True, True)), ("mse", np.float64, (True, True)),
+             ("huber", np.float32, (False, True)), ("pinball", np.float32, (False, False)),
+             ("kl_div", np.float32, (False, False))]
+
+
+@pytest.mark.parametrize("loss,dtype,value_streams", _STREAMED,
+                         ids=[f"{c[0]}-{np.dtype(c[1]).name}" for c in _STREAMED])
+def test_numba_streaming_stores_give_the_same_bits(loss, dtype, value_streams, monkeypatch):
+    """From ``STREAM_FROM_BYTES`` (lowered here) a Numba kernel whose loop writes nothing
+    but the gradient writes it by streaming stores, where the gradient starts a cache line
+    (the default call's does; an ``out=`` may): the value and the gradient are the same
+    bits as the plain stores give (into an ``out=`` off a line), NaN and infinities
+    included. The gradient-only kernels stream; the value's only
+    where summed in the loop (MSE always, huber from ``BEYOND_L2``), not pinball's
+    (``stream_with_value``) nor kl_div's (a block of losses in L1)."""
+    pytest.importorskip("numba", reason="Numba is not installed")
+    from lossbackends.backends import _numba_losses, numba_backend
+
+    monkeypatch.setattr(numba_backend, "STREAM_FROM_BYTES", 1 << 12)
+    function = getattr(lb, loss)
+    rng = np.random.default_rng(11)
+    used = numba_backend.KERNELS[loss].usual_code
+    sizes = (numba_backend.PARALLEL_MIN_ELEMENTS + 1001, _numba_losses.BEYOND_L2 + 1001)
+    for n, streams in zip(sizes, value_streams, strict=True):
+        y = (rng.random(n) if loss == "kl_div" else rng.normal(size=n)).astype(dtype)
+        p = (rng.normal(size=n) * 3).astype(dtype)
+        p[[7, 1000, n - 2]] = [np.nan, np.inf, -np.inf]
+        y[[40, n - 40]] = [np.nan, 0.0]
+        for name in ("grad", "value_and_grad"):
+            call = getattr(function, name)
+            default = call(y, p, backend="numba")
+            used.clear()
+            lined = call(y, p, backend="numba", out=_starting_a_line(n, dtype))
+            streamed = {key[1] for key in used if key[-1]}  # value kernels or not
+            if name == "grad":
+                assert streamed == {False}
+            else:
+                assert streamed == ({True} if streams else set())
+            used.clear()
+            off = call(y, p, backend="numba", out=_starting_a_line(n, dtype, past=1))
+            assert not any(key[-1] for key in used)
+            for result in (lined, off):
+                for got, expected in zip(_parts(result), _parts(default), strict=True):
+                    np.testing.assert_array_equal(got, expected)
+    _, expected_grad = ew_reference(loss, y.astype(np.float64), p.astype(np.float64),
+                                    reduction="mean")
+    finite = np.isfinite(y) & np.isfinite(p)  # (the robustness tests check the others)
+    np.testing.assert_allclose(default[1][finite], expected_grad[finite],
+                               rtol=1e-5 if dtype == np.float32 else 1e-12, atol=1e-30)
+
+
 def test_numba_wide_vectors_are_asked_per_function():
     """``wide_vectors()`` sets LLVM's 512-bit preference on the function that calls it and
     on no other (never on the process: a user's own Numba code keeps LLVM's choice);

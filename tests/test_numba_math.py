@@ -5,6 +5,7 @@ shows here as a loss of ulps."""
 from __future__ import annotations
 
 import os
+import platform
 import subprocess
 import sys
 import textwrap
@@ -247,7 +248,7 @@ def test_kernels_vectorise_whoever_compiles_the_helpers_first(tmp_path):
         x = np.ones(64, np.float32)
         first(x, np.empty_like(x))
         lb.binary_cross_entropy_with_logits.value_and_grad(x, x, backend="numba")
-        code = numba_backend.KERNELS["binary_cross_entropy_with_logits"].dispatchers[None, True, False]
+        code = numba_backend.KERNELS["binary_cross_entropy_with_logits"].dispatchers[None, True, False, False]
         ir = "".join(code.inspect_llvm().values())
         # exp's and log1p's fused products, in vector lanes
         print(bool(re.search(r"llvm[.]fma[.]v[0-9]+f32", ir)))
@@ -256,3 +257,32 @@ def test_kernels_vectorise_whoever_compiles_the_helpers_first(tmp_path):
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
                             env=env, cwd=Path(__file__).parents[1], check=True)
     assert result.stdout.split() == ["True"]
+
+
+@pytest.mark.skipif(platform.machine().lower() not in {"x86_64", "amd64"},
+                    reason="checks x86 instructions")
+def test_streaming_kernels_store_without_reading(tmp_path):
+    """The streaming form of a kernel (``numba_backend.STREAM_FROM_BYTES``) writes the
+    gradient by vector non-temporal stores (``vmovnt``/``movnt``), fenced once per chunk;
+    the plain form by none. (LLVM's vectoriser refuses a loop whose non-temporal store it
+    cannot vectorise: this is what shows the loop kept its vectors.)"""
+    script = textwrap.dedent("""
+        import numpy as np
+        import lossbackends as lb
+        from lossbackends.backends import numba_backend
+        numba_backend.STREAM_FROM_BYTES = 1 << 12
+        n = numba_backend.PARALLEL_MIN_ELEMENTS
+        buffer = np.empty(n + 16, np.float32)
+        start = (-buffer.__array_interface__["data"][0]) % 64 // 4
+        ones = np.ones(n, np.float32)
+        for out in (buffer[start + 1:start + 1 + n], buffer[start:start + n]):  # off, on
+            lb.mse.value_and_grad(ones, ones, out=out, backend="numba")
+        for stream in (False, True):
+            code = numba_backend.KERNELS["mse"].dispatchers[None, True, True, stream]
+            asm = "".join(code.inspect_asm().values())
+            print(len(code.signatures), "vmovntp" in asm, "sfence" in asm)
+    """)
+    env = {**os.environ, "NUMBA_CACHE_DIR": str(tmp_path)}  # compiled here, not loaded
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                            env=env, cwd=Path(__file__).parents[1], check=True)
+    assert result.stdout.split() == ["1", "False", "False", "1", "True", "True"]

@@ -8,6 +8,7 @@ which all import it.
 from __future__ import annotations
 
 import hashlib
+import platform
 import types
 import warnings
 from pathlib import Path
@@ -22,6 +23,7 @@ from numba.extending import intrinsic, overload
 from ._numba_math import FASTMATH, INLINE, inline
 from ._threads import SHARED
 
+LINE = 64  # bytes in a cache line
 CHUNKS = 64  # partial sums per call: a constant, so results never depend on thread count
 BLOCK = 2048  # elements per inner loop: a block of each array stays in L1
 CE_CHUNK_ELEMENTS = 8192  # the fewest logits in a cross-entropy chunk (two beat one from 2x)
@@ -220,11 +222,56 @@ def _copy(source, target):
         target[i] = source[i]
 
 
+@intrinsic
+def store_streaming(typingctx, values, index, value):
+    """values[index] = value, written to memory without reading its cache line first (no
+    read for ownership) and without keeping it in the caches: for an output larger than
+    they are, whose lines plain stores would read from DRAM only to overwrite and evict
+    them. A non-temporal store (LLVM's ``!nontemporal``), declared ``LINE``-aligned: LLVM's
+    loop vectoriser takes one only if aligned, so only a loop whose first element starts a
+    cache line of ``values`` may call it (its vector stores are then aligned; the
+    remainder's scalar stores need no alignment). ``store_fence`` before another thread
+    reads what it wrote."""
+    if isinstance(values, numba.types.Optional):  # (a gradient that may be None: cast)
+        values = values.type
+    if not (isinstance(values, numba.types.Array) and isinstance(index, numba.types.Integer)):
+        return None
+    sig = numba.types.void(values, numba.types.intp, values.dtype)
+
+    def codegen(context, builder, signature, args):
+        data = context.make_array(signature.args[0])(context, builder, args[0]).data
+        store = builder.store(args[2], builder.gep(data, [args[1]], inbounds=True), align=LINE)
+        store.set_metadata("nontemporal",
+                           builder.module.add_metadata([ir.Constant(ir.IntType(32), 1)]))
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
+_X86 = platform.machine().lower() in {"x86_64", "amd64", "i386", "i686", "x86"}
+
+
+@intrinsic
+def store_fence(typingctx):
+    """The streaming stores before it (``store_streaming``), which the caches' ordering
+    does not cover, are visible before any store after it: ``sfence`` on x86, a full
+    fence elsewhere."""
+
+    def codegen(context, builder, signature, args):
+        if _X86:
+            function = cgutils.get_or_insert_function(
+                builder.module, ir.FunctionType(ir.VoidType(), []), "llvm.x86.sse.sfence")
+            builder.call(function, [])
+        else:
+            builder.fence("seq_cst")
+        return context.get_dummy_value()
+
+    return numba.types.void(), codegen
+
+
 # every kernel's last argument: the chunks its threads share, or None (see ``_threads``)
 _CHUNK_ARGUMENTS = (SHARED,)
 
-
-LINE = 64  # bytes in a cache line
 
 
 @intrinsic

@@ -56,7 +56,7 @@ ALWAYS, BEYOND_L2, IN_DRAM = 0, 1 << 19, 1 << 21
 
 
 def loss_math(*constants, hard_labels=None, hard_gradient=False, sum_in_loop_from=None,
-              wide_vectors=True):
+              wide_vectors=True, stream_with_value=True):
     """Compiles a loss's mathematics ``(y, p, param, pos, k)`` inline, and records in its
     ``constants`` the constant tuples of the ``fast_*`` functions it calls (``EXP32_WIDE``,
     ``EXP32_LOW``, ``LOG32``, ``LOG1P32``), in the order it reads them from ``k``, or None for none. The
@@ -91,7 +91,10 @@ def loss_math(*constants, hard_labels=None, hard_gradient=False, sum_in_loop_fro
     0.59-0.98 of the time (3e6 to 1e8, two threads), and the wide kernel summing in its
     loop overtook the block kernel from about 4e5 elements (0.76-0.85 of the time at 7e5
     to 1.5e6; at 2.7e5 to 3.3e5 hinge and pinball 1.05-1.16x as long): hence
-    ``BEYOND_L2`` (2026-12-04, two threads)."""
+    ``BEYOND_L2`` (2026-12-04, two threads).
+    ``stream_with_value``: whether the kernel that sums the value in its loop may write
+    the gradient by streaming stores, as the gradient-only kernel does
+    (``numba_backend.STREAM_FROM_BYTES``)."""
 
     def compile_(function, wide=wide_vectors):
         compiled = inline(function)
@@ -102,6 +105,7 @@ def loss_math(*constants, hard_labels=None, hard_gradient=False, sum_in_loop_fro
         compiled.hard_gradient = hard_gradient
         compiled.sum_in_loop_from = sum_in_loop_from
         compiled.wide_vectors = wide
+        compiled.stream_with_value = stream_with_value
         # (a second dispatcher of the same function: ``wide_vectors_for`` reads the flag
         # from the function's type, so the two compile apart)
         compiled.wide_form = compiled if wide else compile_(function, True)
@@ -482,7 +486,8 @@ def _kl(log_target):
     return kl_div
 
 
-@loss_math(sum_in_loop_from=BEYOND_L2, wide_vectors=False)
+# (streaming its gradient, its value kernel took 1.10x as long at 1e8: kept plain)
+@loss_math(sum_in_loop_from=BEYOND_L2, wide_vectors=False, stream_with_value=False)
 def _pinball(y, p, param, pos, k):
     quantile, upper = param[0], param[1]  # and 1 - quantile (``prepare_pinball``)
     e = p - y
