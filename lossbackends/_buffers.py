@@ -23,6 +23,10 @@ What is held, and when memory is reused:
   while the next call runs) and at most ``limit`` bytes in all (1 GiB by default;
   ``LOSSBACKENDS_HOST_CACHE_BYTES`` sets it at import, ``0`` turns the cache off); the least
   recently used sizes make room for new ones;
+- every array of ``MIN_BYTES`` or more starts at a multiple of ``ALIGNMENT`` (64) bytes,
+  a cache line, whether from the cache or not: the Numba kernels write a gradient of 64
+  MiB or more by streaming stores only where it starts one (NumPy's own start 16 bytes
+  past one);
 - a buffer is handed back only when its reference count shows that this cache alone holds
   it: every array the user got from it, any view, slice, ``np.asarray`` of it, memoryview,
   DLPack capsule, ``torch.from_numpy`` tensor or container holding one keeps a reference to

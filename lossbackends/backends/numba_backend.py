@@ -6,7 +6,9 @@ that ``_sum`` adds in float64 while they are in cache, or, for the losses of a f
 operations, adds them in float64 in the same loop, always or from the sizes that stream
 from DRAM (``loss_math``'s ``sum_in_loop_from``). The
 formulas are compiled without reassociation, so they round as written; only the sums
-reassociate (``_sum``, ``add_reassociable``), to vectorise.
+reassociate (``_sum``, ``add_reassociable``), to vectorise. A gradient of
+``STREAM_FROM_BYTES`` or more that starts a cache line goes by streaming stores, which
+skip the caches, in the kernels whose loop writes nothing else.
 Work is cut into ``CHUNKS`` fixed chunks whose partial sums are added in order, so the
 result does not depend on the number of threads; the chunks of a large input are shared
 out among threads, each taking the next chunk not yet taken (``_threads``). Elementwise
@@ -285,13 +287,13 @@ LINE_ELEMENTS = LINE // 4
 # alone, or the value summed in the loop) writes it by streaming stores, where it starts
 # a cache line: its lines are then not read from DRAM before being written, nor kept in
 # the caches, which they would not fit. Measured on the Xeon (two threads, float32,
-# alternating processes against the plain stores, default call): value_and_grad 0.74-0.93
-# of the time at 1e8 for MSE, MAE, huber, smooth L1 and the hinges, 0.78-0.94 at 1.5e7
-# to 4e7; grad alone 0.48-0.93 at 4e7 and 1e8 (log_cosh 1.02-1.09, within the noise);
-# at 1e7, where part of the arrays stays in the L3 between calls, 0.90-1.08 (kl_div's
-# gradient 1.28). The kernels that write their losses into L1 blocks took 1.03-1.25x as
-# long (the block's stores interleaved with the streaming ones), and pinball's value in
-# its loop 1.10x: those keep plain stores (``loss_math``'s ``stream_with_value``).
+# default call, against plain stores; performance-log.md): value_and_grad 0.75-0.93 of
+# the time at 1e8 (MSE, MAE, huber, smooth L1, the hinges), 0.83-0.97 at 2e7; grad alone
+# 0.60-0.96 at 1e8 (log_cosh, bound by its arithmetic, 1.03). At 1e7, where part of the
+# arrays stays in the L3 between calls, 0.90-1.08 (kl_div's grad 1.28x). The kernels
+# that write their losses into L1 blocks took 1.03-1.25x as long (the block's stores
+# among the streaming ones), and pinball's value in its loop 1.10x: those keep plain
+# stores (``loss_math``'s ``stream_with_value``).
 STREAM_FROM_BYTES = 1 << 26
 NO_FLOOR = float("-inf")  # no floor under the Hessian
 
