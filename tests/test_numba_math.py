@@ -263,7 +263,8 @@ def test_kernels_vectorise_whoever_compiles_the_helpers_first(tmp_path):
                     reason="checks x86 instructions")
 def test_streaming_kernels_store_without_reading(tmp_path):
     """The streaming form of a kernel (``numba_backend.STREAM_FROM_BYTES``) writes the
-    gradient by vector non-temporal stores (``vmovnt``/``movnt``), fenced once per chunk;
+    gradient by vector non-temporal stores (``vmovntps``, ``movntps`` without AVX), fenced
+    once per chunk;
     the plain form by none. (LLVM's vectoriser refuses a loop whose non-temporal store it
     cannot vectorise: this is what shows the loop kept its vectors.)"""
     script = textwrap.dedent("""
@@ -280,7 +281,7 @@ def test_streaming_kernels_store_without_reading(tmp_path):
         for stream in (False, True):
             code = numba_backend.KERNELS["mse"].dispatchers[None, True, True, stream]
             asm = "".join(code.inspect_asm().values())
-            print(len(code.signatures), "vmovntp" in asm, "sfence" in asm)
+            print(len(code.signatures), "movntp" in asm, "sfence" in asm)  # (v)movntps
     """)
     env = {**os.environ, "NUMBA_CACHE_DIR": str(tmp_path)}  # compiled here, not loaded
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
