@@ -715,11 +715,11 @@ _STREAMED = [("mse", np.float32, (True, True)), ("mse", np.float64, (True, True)
                          ids=[f"{c[0]}-{np.dtype(c[1]).name}" for c in _STREAMED])
 def test_numba_streaming_stores_give_the_same_bits(loss, dtype, value_streams, monkeypatch):
     """From ``STREAM_FROM_BYTES`` (lowered here) a Numba kernel whose loop writes nothing
-    but the gradient writes it by streaming stores, where the gradient starts a cache line
-    (the default call's does; an ``out=`` may): the value and the gradient are the same
-    bits as the plain stores give (into an ``out=`` off a line), NaN and infinities
-    included. The gradient-only kernels stream; the value's only
-    where summed in the loop (MSE always, huber from ``BEYOND_L2``), not pinball's
+    but the gradient (and the Hessian) writes them by streaming stores, where each starts
+    a cache line (the default call's do; an ``out=`` may): the value, the gradient and the
+    Hessian are the same bits as the plain stores give (into an ``out=`` off a line), NaN
+    and infinities included. The gradient-only and Hessian kernels stream; the value's
+    only where summed in the loop (MSE always, huber from ``BEYOND_L2``), not pinball's
     (``stream_with_value``) nor kl_div's (a block of losses in L1)."""
     pytest.importorskip("numba", reason="Numba is not installed")
     from lossbackends.backends import _numba_losses, numba_backend
@@ -734,20 +734,26 @@ def test_numba_streaming_stores_give_the_same_bits(loss, dtype, value_streams, m
         p = (rng.normal(size=n) * 3).astype(dtype)
         p[[7, 1000, n - 2]] = [np.nan, np.inf, -np.inf]
         y[[40, n - 40]] = [np.nan, 0.0]
-        for name in ("grad", "value_and_grad"):
+        for name in ("grad", "grad_and_hess", "value_and_grad"):
             call = getattr(function, name)
             default = call(y, p, backend="numba")
+
+            def outs(*pasts, n=n, pair=name == "grad_and_hess"):  # (gradient, Hessian)
+                arrays = tuple(_starting_a_line(n, dtype, past) for past in pasts)
+                return arrays if pair else arrays[0]
+
             used.clear()
-            lined = call(y, p, backend="numba", out=_starting_a_line(n, dtype))
+            lined = call(y, p, backend="numba", out=outs(0, 0))
             streamed = {key[1] for key in used if key[-1]}  # value kernels or not
-            if name == "grad":
-                assert streamed == {False}
-            else:
+            if name == "value_and_grad":
                 assert streamed == ({True} if streams else set())
+            else:
+                assert streamed == {False}
             used.clear()
-            off = call(y, p, backend="numba", out=_starting_a_line(n, dtype, past=1))
+            offs = [call(y, p, backend="numba", out=outs(*pasts))  # either one off a line
+                    for pasts in ((1, 0), (0, 1))[:2 if name == "grad_and_hess" else 1]]
             assert not any(key[-1] for key in used)
-            for result in (lined, off):
+            for result in (lined, *offs):
                 for got, expected in zip(_parts(result), _parts(default), strict=True):
                     np.testing.assert_array_equal(got, expected)
     _, expected_grad = ew_reference(loss, y.astype(np.float64), p.astype(np.float64),

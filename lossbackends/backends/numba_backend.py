@@ -6,7 +6,7 @@ that ``_sum`` adds in float64 while they are in cache, or, for the losses of a f
 operations, adds them in float64 in the same loop, always or from the sizes that stream
 from DRAM (``loss_math``'s ``sum_in_loop_from``). The
 formulas are compiled without reassociation, so they round as written; only the sums
-reassociate (``_sum``, ``add_reassociable``), to vectorise. A gradient of
+reassociate (``_sum``, ``add_reassociable``), to vectorise. A gradient (and Hessian) of
 ``STREAM_FROM_BYTES`` or more that starts a cache line goes by streaming stores, which
 skip the caches, in the kernels whose loop writes nothing else.
 Work is cut into ``CHUNKS`` fixed chunks whose partial sums are added in order, so the
@@ -138,7 +138,10 @@ def _elementwise_block(math, k, hard_labels, want_value, sum_in_loop, ys, ps, ws
                 h = weighted_floor(h, hess_floor, False)
             else:
                 h = weighted_floor(h, hess_floor * ws[i], ws[i] < ZERO)
-            hs[i] = h * grad_scale
+            if stream:
+                store_streaming(hs, i, h * grad_scale)
+            else:
+                hs[i] = h * grad_scale
         if gs is not None:
             if stream:  # (a closure constant of the kernel: one branch compiled)
                 store_streaming(gs, i, d * grad_scale)
@@ -284,12 +287,13 @@ _NO_PARAM = (0.0, 0.0, 0.0)  # the options' tuple of a loss without options
 LINE_ELEMENTS = LINE // 4
 # From a gradient of this many bytes (64 MiB, of float32 16.8 million elements; with y
 # and p 192 MiB), a kernel whose loop writes nothing but the gradient (the gradient
-# alone, or the value summed in the loop) writes it by streaming stores, where it starts
-# a cache line: its lines are then not read from DRAM before being written, nor kept in
+# alone, with the Hessian, or with the value summed in the loop) writes it (and the
+# Hessian) by streaming stores, where each starts a cache line: its lines are then not read from DRAM before being written, nor kept in
 # the caches, which they would not fit. Measured on the Xeon (two threads, float32,
 # default call, against plain stores; performance-log.md): value_and_grad 0.75-0.93 of
 # the time at 1e8 (MSE, MAE, huber, smooth L1, the hinges), 0.83-0.97 at 2e7; grad alone
-# 0.60-0.96 at 1e8 (log_cosh, bound by its arithmetic, 1.03). At 1e7, where part of the
+# 0.60-0.96 at 1e8 (log_cosh, bound by its arithmetic, 1.03); grad_and_hess 0.61-0.84
+# at 2e7 and 1e8. At 1e7, where part of the
 # arrays stays in the L3 between calls, 0.90-1.08 (kl_div's grad 1.28x). The kernels
 # that write their losses into L1 blocks took 1.03-1.25x as long (the block's stores
 # among the streaming ones), and pinball's value in its loop 1.10x: those keep plain
@@ -368,7 +372,7 @@ def _elementwise(loss: str):
         its gradient if ``stream`` (``_streams``) and it has a form that does."""
         start = sum_in_loop_from[key]
         in_loop = want_value and start is not None and n >= start
-        stream = stream and no_hess and (key, want_value, in_loop, True) in kernels
+        stream = stream and (key, want_value, in_loop, True) in kernels
         usual = (key, want_value, in_loop, dtype.num, no_grad, no_weight, no_pos_weight,
                  no_hess, stream)
         code = usual_code.get(usual)
@@ -403,7 +407,7 @@ def _elementwise(loss: str):
             hess = None if hess is None else hess.reshape(-1)
             flat_losses = None if losses is None else losses.reshape(-1)
         code = machine_code(key, want_value, p.size, dtype, weight is None, pos_weight is None,
-                            grad is None, hess is None, _streams(grad, p))
+                            grad is None, hess is None, _streams(grad, p, hess))
         if p.size < PARALLEL_MIN_ELEMENTS:  # one chunk, on this thread
             total = code(y, p, weight, pos_weight, param, scale, hess_floor, grad,
                          flat_losses, hess, None)
@@ -439,7 +443,7 @@ def _elementwise(loss: str):
                              None)
             else:
                 large = machine_code(key, want_value, p.size, dtype, True, pos_weight is None,
-                                     no_grad, True, _streams(grad, p))
+                                     no_grad, True, _streams(grad, p, None))
                 total = _shared_total(large, (y, p, None, pos_weight, param, scale, NO_FLOOR,
                                               grad, None, None))
             return None if unit is None else unit * total
@@ -453,14 +457,15 @@ def _elementwise(loss: str):
     return kernel
 
 
-def _streams(grad, p) -> bool:
-    """Whether a call may write its gradient ``grad`` by streaming stores: from
-    ``STREAM_FROM_BYTES``, where it starts a cache line (the chunks then do), and not over
-    ``p`` (written through a block in L1)."""
+def _streams(grad, p, hess) -> bool:
+    """Whether a call may write its gradient ``grad`` (and its Hessian ``hess``, or None)
+    by streaming stores: from ``STREAM_FROM_BYTES``, where each starts a cache line (the
+    chunks then do), and the gradient not over ``p`` (written through a block in L1)."""
     if grad is None or grad.nbytes < STREAM_FROM_BYTES:
         return False
     address = grad.__array_interface__["data"][0]
-    return address % LINE == 0 and address != p.__array_interface__["data"][0]
+    return (address % LINE == 0 and address != p.__array_interface__["data"][0]
+            and (hess is None or hess.__array_interface__["data"][0] % LINE == 0))
 
 
 def _shared_total(code, args: tuple) -> float:
