@@ -273,7 +273,6 @@ def store_fence(typingctx):
 _CHUNK_ARGUMENTS = (SHARED,)
 
 
-
 @intrinsic
 def _prefetch(typingctx, values, index):
     """A hint to bring ``values[index]``'s cache line into L2 (LLVM's ``llvm.prefetch``:

@@ -118,8 +118,8 @@ def _elementwise_block(math, k, hard_labels, want_value, sum_in_loop, ys, ps, ws
     the caller sums ``ls``, the block's losses, after the loop), and whether a
     label was not 0 or 1 when ``hard_labels`` (``math`` is then the loss's form for such
     labels, and the caller runs the block again without it), else False. ``stream``:
-    whether the gradient is written by streaming stores (``gs`` then starts a cache
-    line)."""
+    whether the gradient and the Hessian are written by streaming stores (``gs`` and
+    ``hs`` then start a cache line)."""
     wide_vectors_for(math)
     soft = False
     part = 0.0
@@ -165,7 +165,8 @@ def _elementwise_kernel(optimistic: bool, want_value: bool, sum_in_loop: bool,
     it (closure constants: both are decided at compile time, so a gradient-only kernel
     never computes the loss; ``sum_in_loop``: whether the losses are added as they are
     computed, or from a block of them in L1, by the loss's ``loss_math`` and the size;
-    ``stream``: whether the gradient goes by streaming stores, see ``STREAM_FROM_BYTES``).
+    ``stream``: whether the gradient and the Hessian go by streaming stores, see
+    ``STREAM_FROM_BYTES``).
     The input's chunks (``CHUNKS``, or one below ``PARALLEL_MIN_ELEMENTS``) run in order,
     their float64 sums added in order, times ``scale`` returned (0 without
     ``want_value``); or, ``shared`` among threads (see ``_threads``), each chunk's sum into
@@ -191,7 +192,7 @@ def _elementwise_kernel(optimistic: bool, want_value: bool, sum_in_loop: bool,
         n = p.size
         chunks = CHUNKS if n >= PARALLEL_MIN_ELEMENTS else 1
         size = (n + chunks - 1) // chunks
-        if chunks > 1:  # whole cache lines, so chunks and blocks start lines as p does
+        if chunks > 1:  # whole lines: each chunk and block starts one if the array does
             size = (size + LINE_ELEMENTS - 1) // LINE_ELEMENTS * LINE_ELEMENTS
         to_dtype = p.dtype.type
         param = (to_dtype(param[0]), to_dtype(param[1]), to_dtype(param[2]))
