@@ -701,6 +701,32 @@ def _starting_a_line(n, dtype, past=0):
     return buffer[start:start + n]
 
 
+@pytest.mark.parametrize("loss", ["mse", "mae"])
+def test_numba_tiny_values_do_not_depend_on_where_the_gradient_is(loss):
+    """A value is the same bits wherever its gradient lies: below ``SUM_IN_LOOP_MIN``
+    elements it is summed from the block, not in the loop (whose vector form LLVM runs
+    only with the gradient at least a loop step away from y: an ``out=`` just after
+    y_true, or a default call's gradient allocated there, gave a float64 sum of 9 to 30
+    elements in another order; found by a review)."""
+    pytest.importorskip("numba", reason="Numba is not installed")
+    from lossbackends.backends import numba_backend
+
+    function = getattr(lb, loss).value_and_grad
+    for dtype in (np.float64, np.float32):
+        for n in range(1, numba_backend.SUM_IN_LOOP_MIN + 6):
+            rng = np.random.default_rng(n)
+            y0, p0 = rng.normal(size=n).astype(dtype), rng.normal(size=n).astype(dtype)
+            value, grad = function(y0, p0, reduction="sum", out=np.empty(n, dtype),
+                                   backend="numba")
+            for gap in range(0, 34, 3):  # the gradient 0 to 33 elements after y_true
+                memory = np.zeros(2 * n + 48, dtype)
+                y, out = memory[8:8 + n], memory[8 + n + gap:8 + 2 * n + gap]
+                y[:] = y0
+                got = function(y, p0, reduction="sum", out=out, backend="numba")
+                assert got[0] == value, (dtype, n, gap)
+                np.testing.assert_array_equal(got[1], grad)
+
+
 def _parts(result):
     return result if isinstance(result, tuple) else (result,)
 

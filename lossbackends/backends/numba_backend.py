@@ -300,6 +300,13 @@ LINE_ELEMENTS = LINE // 4
 # among the streaming ones), and pinball's value in its loop 1.10x: those keep plain
 # stores (``loss_math``'s ``stream_with_value``).
 STREAM_FROM_BYTES = 1 << 26
+# Below this many elements the value is summed from the block of losses (``_sum``), not in
+# the loop: LLVM's vector loop runs only where its runtime check finds the gradient at
+# least a vector loop's step (32 elements) away from y and p, else a scalar loop adds the
+# losses in another order, and a tiny call's value (float64: 9 to 30 elements) then
+# depended on where its gradient was allocated. The sum of a block in L1 reads only that
+# block, and always adds in one order.
+SUM_IN_LOOP_MIN = 64
 NO_FLOOR = float("-inf")  # no floor under the Hessian
 
 
@@ -340,7 +347,8 @@ def _elementwise(loss: str):
         assert start in (None, 0) or start >= PARALLEL_MIN_ELEMENTS
         label = loss if key is None else f"{loss}_{_key_name(key)}"
         # (want_value, sum_in_loop, name) of the kernels this variant runs
-        runs = [(False, False, "grad"), *([(True, False, "value")] if start != 0 else []),
+        # (the value of fewer than SUM_IN_LOOP_MIN elements is summed from its block)
+        runs = [(False, False, "grad"), (True, False, "value"),
                 *([(True, True, "value_summed")] if start is not None else [])]
         for want, in_loop, name in runs:
             optimistic = hard is not None and (want or math.hard_gradient)
@@ -372,7 +380,7 @@ def _elementwise(loss: str):
         """The code for ``n`` elements (whose value it sums in its loop or not), streaming
         its gradient if ``stream`` (``_streams``) and it has a form that does."""
         start = sum_in_loop_from[key]
-        in_loop = want_value and start is not None and n >= start
+        in_loop = want_value and start is not None and n >= max(start, SUM_IN_LOOP_MIN)
         stream = stream and (key, want_value, in_loop, True) in kernels
         usual = (key, want_value, in_loop, dtype.num, no_grad, no_weight, no_pos_weight,
                  no_hess, stream)
@@ -430,9 +438,11 @@ def _elementwise(loss: str):
             return lambda y, p, scale, grad: kernel(y, p, None, params, reduction, scale, grad,
                                                     want_value)
         key, param, pos_weight = options(params)
-        # the code of the calls below PARALLEL_MIN_ELEMENTS (n = 0 stands for them), found
-        # once; a larger call finds its own (machine_code's lookup) on each call
-        code = machine_code(key, want_value, 0, dtype, True, pos_weight is None, no_grad, True)
+        # the code of the calls below PARALLEL_MIN_ELEMENTS, found once (and of those below
+        # SUM_IN_LOOP_MIN); a larger call finds its own (machine_code's lookup) on each call
+        code = machine_code(key, want_value, SUM_IN_LOOP_MIN, dtype, True, pos_weight is None,
+                            no_grad, True)
+        tiny = machine_code(key, want_value, 0, dtype, True, pos_weight is None, no_grad, True)
         unit = _UNIT[dtype] if want_value else None
 
         def launch(y, p, scale, grad):
@@ -440,8 +450,8 @@ def _elementwise(loss: str):
                 y, p = y.reshape(-1), p.reshape(-1)
                 grad = None if grad is None else grad.reshape(-1)
             if p.size < PARALLEL_MIN_ELEMENTS:  # one chunk, on this thread
-                total = code(y, p, None, pos_weight, param, scale, NO_FLOOR, grad, None, None,
-                             None)
+                total = (code if p.size >= SUM_IN_LOOP_MIN else tiny)(
+                    y, p, None, pos_weight, param, scale, NO_FLOOR, grad, None, None, None)
             else:
                 large = machine_code(key, want_value, p.size, dtype, True, pos_weight is None,
                                      no_grad, True, _streams(grad, p, None))
