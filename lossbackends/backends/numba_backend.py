@@ -287,18 +287,18 @@ _NO_PARAM = (0.0, 0.0, 0.0)  # the options' tuple of a loss without options
 # multiple of it, so each chunk starts where the array's first line does
 LINE_ELEMENTS = LINE // 4
 # From a gradient of this many bytes (64 MiB, of float32 16.8 million elements; with y
-# and p 192 MiB), a kernel whose loop writes nothing but the gradient (the gradient
-# alone, with the Hessian, or with the value summed in the loop) writes it (and the
-# Hessian) by streaming stores, where each starts a cache line: its lines are then not read from DRAM before being written, nor kept in
-# the caches, which they would not fit. Measured on the Xeon (two threads, float32,
-# default call, against plain stores; performance-log.md): value_and_grad 0.75-0.93 of
-# the time at 1e8 (MSE, MAE, huber, smooth L1, the hinges), 0.83-0.97 at 2e7; grad alone
-# 0.60-0.96 at 1e8 (log_cosh, bound by its arithmetic, 1.03); grad_and_hess 0.61-0.84
-# at 2e7 and 1e8. At 1e7, where part of the
-# arrays stays in the L3 between calls, 0.90-1.08 (kl_div's grad 1.28x). The kernels
-# that write their losses into L1 blocks took 1.03-1.25x as long (the block's stores
-# among the streaming ones), and pinball's value in its loop 1.10x: those keep plain
-# stores (``loss_math``'s ``stream_with_value``).
+# and p 192 MiB), a kernel whose loop writes nothing but the gradient (alone, with the
+# Hessian, or with the value summed in the loop) writes it, and the Hessian, by streaming
+# stores, where each starts a cache line: their lines are then neither read from DRAM
+# before being written nor kept in the caches, which they would not fit. Measured on the
+# Xeon (two threads, float32, default call, against plain stores; performance-log.md):
+# value_and_grad 0.75-0.93 of the time at 1e8 (MSE, MAE, huber, smooth L1, the hinges),
+# 0.83-0.97 at 2e7; grad alone 0.60-0.96 at 1e8 (log_cosh, bound by its arithmetic,
+# 1.03); grad_and_hess 0.61-0.84 at 2e7 and 1e8. At 1e7, where part of the arrays stays
+# in the L3 between calls, 0.90-1.08 (kl_div's grad 1.28x). The kernels that write their
+# losses into L1 blocks took 1.03-1.25x as long (the block's stores among the streaming
+# ones), and pinball's value in its loop 1.10x: those keep plain stores (``loss_math``'s
+# ``stream_with_value``).
 STREAM_FROM_BYTES = 1 << 26
 # Below this many elements the value is summed from the block of losses (``_sum``), not in
 # the loop: LLVM's vector loop runs only where its runtime check finds the gradient at
@@ -378,7 +378,7 @@ def _elementwise(loss: str):
     def machine_code(key, want_value, n, dtype, no_weight, no_pos_weight, no_grad, no_hess,
                      stream=False):
         """The code for ``n`` elements (whose value it sums in its loop or not), streaming
-        its gradient if ``stream`` (``_streams``) and it has a form that does."""
+        its gradient and Hessian if ``stream`` (``_streams``) and it has a form that does."""
         start = sum_in_loop_from[key]
         in_loop = want_value and start is not None and n >= max(start, SUM_IN_LOOP_MIN)
         stream = stream and (key, want_value, in_loop, True) in kernels
