@@ -644,6 +644,11 @@ def _apply(name: str, entry: _Entry, input: Tensor, target: Tensor, options: dic
         axis = _class_axis(entry, input.ndim) if call_reduction == "none" else None
         value = _ValueOf.apply(gradient, found, axis)
     elif not _eager(input, target, *tensors):
+        if not input.is_meta and any(isinstance(t, Tensor) and t.is_meta
+                                     for t in (target, *tensors)):
+            # (the op would dispatch to its fake, whose value holds no number)
+            raise ValueError(f"{name}: a tensor is on the meta device but input is on "
+                             f"{input.device}; put them all on one device")
         # under torch.compile the op (torch.func's transforms included: _OpAutograd), as
         # Dynamo cannot trace _Func's NumPy forward; eagerly under torch.func, _Func: the
         # same formula without the op's dispatch

@@ -1126,3 +1126,12 @@ def test_meta_tensors_give_torch_shapes():
         lbt.huber_loss(x, x.detach(), delta=-1.0)
     with pytest.raises(ValueError, match=r"input is on the meta device but other tensors are on"):
         lbt.mse_loss(x, torch.zeros(4, 3))
+    # and the other way round: a CPU input with a meta target or weight (the op's fake
+    # gave an uninitialised value there)
+    cpu = torch.ones(4, 3)
+    for call in (lambda: lbt.mse_loss(cpu, torch.zeros(4, 3, device="meta")),
+                 lambda: lbt.mse_loss(cpu.clone().requires_grad_(), x.detach()),
+                 lambda: lbt.mse_loss(cpu, cpu, weight=x.detach()),
+                 lambda: lbt.cross_entropy(cpu, t)):
+        with pytest.raises(ValueError, match=r"on the meta device but input is on cpu"):
+            call()
