@@ -223,21 +223,27 @@ class _Jax(Foreign):
     def __init__(self, kind: type):
         super().__init__(kind)
         self.module = sys.modules["jax"]
+        # (JAX has started: an array of it exists, and its devices are fixed)
+        cpus = self.module.devices("cpu")
+        self.only_cpu = cpus[0] if len(cpus) == 1 else None
 
     def to_float32(self, x):
         return x.astype(self.module.numpy.float32)
 
     def from_native(self, a, like):
+        # on y_pred's own device (JAX may have several CPU devices, all in host memory;
+        # asked only then: half a microsecond)
+        device = self.only_cpu or like.device
         if isinstance(a, np.generic) or a.ndim == 0:  # the value: one number
             b = _aligned_empty((), a.dtype)
             b[()] = a
-            found = _jax_host_import(self.module, b)
-            return self.module.numpy.asarray(b) if found is None else found
+            found = _jax_host_import(self.module, b, device)
+            return self.module.numpy.asarray(b, device=device) if found is None else found
         if isinstance(a, np.ndarray):
-            found = _jax_host_import(self.module, a)
+            found = _jax_host_import(self.module, a, device)
             if found is not None:
                 return found
-        return self.module.numpy.from_dlpack(a)
+        return self.module.numpy.from_dlpack(a, device=device)
 
     def device(self, x) -> tuple[str, int]:
         if isinstance(x, self.module.core.Tracer):  # the first thing asked of an array
@@ -246,29 +252,35 @@ class _Jax(Foreign):
                 "jax.jit, jax.grad or jax.vmap use lossbackends.jax (e.g. "
                 "lossbackends.jax.cross_entropy), which works under them"
             )
-        return super().device(x)
+        try:
+            return super().device(x)
+        except BufferError as exc:  # (JAX's own error would not say what to do)
+            raise ValueError(
+                f"a JAX array sharded over several devices cannot be read in place ({exc}); "
+                "put it on one device first (jax.device_put(x, jax.devices()[0])), or call "
+                "lossbackends.jax under jax.jit, which takes sharded arrays"
+            ) from None
 
 
 _BFLOAT16: dict = {}  # dtype -> whether it is bfloat16 (whose name only says so)
-_JAX_IMPORT: list = []  # [(buffer import, CPU device)] once it worked, [None] if it did not
+_JAX_IMPORT: list = []  # [jaxlib's buffer import] once it worked, [None] if it did not
 
 
-def _jax_host_import(jax, a: np.ndarray):
-    """A JAX array over ``a``'s memory (no copy), from jaxlib's DLPack import itself:
+def _jax_host_import(jax, a: np.ndarray, device):
+    """A JAX array over ``a``'s memory (no copy) on the CPU ``device``, from jaxlib's
+    DLPack import itself:
     ``jax.numpy.from_dlpack`` costs ~100 µs a call more around it (a stream query that
     raises on the CPU, then ``jnp.asarray``, which does nothing for a canonical dtype).
     A private function: on any surprise (missing, other signature, other result) this
     says None for good and the public ``from_dlpack`` takes every call."""
     if not _JAX_IMPORT:
         try:
-            from jax._src import xla_bridge
             from jax._src.lib import _jax
 
-            device = xla_bridge.get_backend("cpu").device_from_local_hardware_id(0)
-            found = (_jax.dlpack_managed_tensor_to_buffer, device)
+            found = _jax.dlpack_managed_tensor_to_buffer
             probe = _aligned_empty((3,), np.float32)
             probe[:] = 1.5
-            result = found[0](probe.__dlpack__(), device, None, None, 1)
+            result = found(probe.__dlpack__(), device, None, None, 1)
             ok = (isinstance(result, jax.Array) and result.dtype == probe.dtype
                   and result.shape == probe.shape and result.unsafe_buffer_pointer()
                   == probe.ctypes.data and float(result[2]) == 1.5)
@@ -280,7 +292,7 @@ def _jax_host_import(jax, a: np.ndarray):
             or a.dtype not in _JAX_NATIVE or (a.dtype.itemsize == 8 and not getattr(
                 jax.config, "jax_enable_x64", False))):  # else JAX would make it float32
         return None
-    return found[0](a.__dlpack__(), found[1], None, None, 1)
+    return found(a.__dlpack__(), device, None, None, 1)
 
 
 _JAX_NATIVE = frozenset(map(np.dtype, (np.float16, np.float32, np.float64)))

@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import contextlib
 import importlib.util
+import subprocess
 import sys
+import textwrap
 import types
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -307,6 +310,34 @@ def test_jax_arrays(monkeypatch):
         lb.mse.grad(y, p, out=p)
     bf = lb.mse.value_and_grad(y.astype(jnp.bfloat16), p.astype(jnp.bfloat16))
     assert bf[0].dtype == bf[1].dtype == jnp.bfloat16
+
+
+def test_jax_results_on_y_preds_device_and_sharded_arrays_refused():
+    """JAX with two CPU devices (a process of its own: the count is fixed at JAX's start):
+    the results come back on y_pred's device, in place; an array sharded over both is
+    refused with a message that names the fix (its DLPack export raised BufferError)."""
+    pytest.importorskip("jax", reason="JAX is not installed (pip install 'lossbackends[jax]')")
+    script = textwrap.dedent("""
+        import os
+        os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=2"
+        import jax, jax.numpy as jnp, numpy as np
+        from jax.sharding import Mesh, NamedSharding, PartitionSpec
+        import lossbackends as lb, lossbackends.jax as lbj
+        second = jax.devices()[1]
+        y = jax.device_put(jnp.linspace(0, 1, 1000), second)
+        p = jax.device_put(jnp.linspace(-1, 2, 1000), second)
+        value, grad = lb.mse.value_and_grad(y, p)
+        print(value.devices() == grad.devices() == lbj.mse(y, p).devices() == {second})
+        print(np.allclose(np.asarray(grad), 2 * (np.asarray(p) - np.asarray(y)) / 1000))
+        sharded = NamedSharding(Mesh(np.array(jax.devices()), ("x",)), PartitionSpec("x"))
+        try:
+            lb.mse(jax.device_put(y, sharded), jax.device_put(p, sharded))
+        except ValueError as exc:
+            print("jax.device_put(x, jax.devices()[0])" in str(exc))
+    """)
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                            cwd=Path(__file__).parents[1], check=True)
+    assert result.stdout.split() == ["True", "True", "True"], result.stderr[-2000:]
 
 
 def test_bfloat16_cuda_tensors_reach_the_kernels_as_their_bits(monkeypatch):
