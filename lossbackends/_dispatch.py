@@ -163,15 +163,17 @@ def get_backend() -> str:
 # --- auto: what the arrays say ---------------------------------------------------------
 
 _DEVICE_OF_TYPE: dict[type, str | None] = {}
+_BY_INSTANCE = "by instance"  # a type whose instances may live on either device
 
 
 def device_of(x: object) -> str:
     """``"host"`` or ``"cuda"``: where ``x`` lives.
 
-    NumPy and CuPy arrays are told by their type (cached), which never imports CuPy: CUDA
-    for a type exposing ``__cuda_array_interface__``. Arrays of other libraries with DLPack
-    (torch, JAX) are asked one by one (``__dlpack_device__``): torch and JAX define
-    ``__cuda_array_interface__`` on the class even for CPU arrays.
+    NumPy and CuPy arrays are told by their type (cached), which never imports CuPy.
+    Arrays of other libraries with DLPack (torch, JAX) are asked one by one
+    (``__dlpack_device__``): torch and JAX define ``__cuda_array_interface__`` on the
+    class even for CPU arrays. Any other class that defines ``__cuda_array_interface__``
+    is asked whether the instance has it (a property may refuse for a CPU instance).
     """
     kind = type(x)
     try:
@@ -179,9 +181,15 @@ def device_of(x: object) -> str:
     except KeyError:
         if _arrays.adapter(kind) is not None:
             device = None  # ask the instance
+        elif not hasattr(kind, "__cuda_array_interface__"):
+            device = "host"
+        elif kind.__module__.partition(".")[0] == "cupy":
+            device = "cuda"
         else:
-            device = "cuda" if hasattr(kind, "__cuda_array_interface__") else "host"
+            device = _BY_INSTANCE
         _DEVICE_OF_TYPE[kind] = device
+    if device is _BY_INSTANCE:
+        return "cuda" if hasattr(x, "__cuda_array_interface__") else "host"
     return device or _arrays.device_of(x)
 
 
@@ -261,7 +269,8 @@ def _first_route(loss: str, choice: object, from_settings: bool, y_true: object,
     kernel = kernel_for(loss, name)
     found = (kernel, xp, type(y_true) is type(y_pred) is xp.ndarray,
              getattr(kernel, "plain", None))
-    _ROUTES[loss, choice, type(y_true), type(y_pred)] = found
+    if _BY_INSTANCE not in (_DEVICE_OF_TYPE[type(y_true)], _DEVICE_OF_TYPE[type(y_pred)]):
+        _ROUTES[loss, choice, type(y_true), type(y_pred)] = found  # else: each call's own
     return found
 
 

@@ -466,6 +466,37 @@ def test_errors_name_the_argument_and_the_fix(backend):
         True), ignore_index=np.array(-100), axis=np.int64(-1), backend=backend) == plain
 
 
+def test_cuda_array_interface_is_asked_of_the_instance():
+    """A class may define ``__cuda_array_interface__`` as a property that refuses a CPU
+    instance (as torch's does): such an instance is a host array, read by ``__array__``;
+    one whose property answers is a GPU array, and the two mixed are the devices error.
+    Neither kind of call is cached by type (the next instance may live elsewhere)."""
+
+    class Either:
+        def __init__(self, values, on_gpu=False):
+            self.values, self.on_gpu = np.asarray(values), on_gpu
+
+        @property
+        def __cuda_array_interface__(self):
+            if not self.on_gpu:
+                raise AttributeError("a CPU instance")
+            return {"shape": self.values.shape, "typestr": "<f8", "data": (0, False),
+                    "version": 3}
+
+        def __array__(self, dtype=None, copy=None):
+            return self.values
+
+    assert lb.mse(Either([1.0, 2.0]), Either([0.0, 0.0])) == 2.5
+    np.testing.assert_array_equal(lb.mse.grad(Either([1.0, 2.0]), Either([0.0, 0.0])),
+                                  [-1.0, -2.0])
+    with pytest.raises(ValueError, match="live on different devices"):
+        lb.mse(Either([1.0, 2.0]), Either([0.0, 0.0], on_gpu=True))
+    if "cupy" not in lb.available_backends():
+        with pytest.raises(ValueError, match="backend 'cupy' is not available here"):
+            lb.mse(Either([1.0, 2.0], on_gpu=True), Either([0.0, 0.0], on_gpu=True))
+    assert lb.mse(Either([3.0]), Either([1.0])) == 4.0  # a host call again after a GPU one
+
+
 def test_lists_are_accepted_on_the_host():
     assert lb.mse([1, 2], [1, 4], backend="numpy") == 2.0
     assert isinstance(lb.mse.grad([1, 2], [1, 4], backend="numpy"), np.ndarray)
