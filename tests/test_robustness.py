@@ -514,7 +514,11 @@ def test_elementwise_special_grid(name, dtype):
         for reduction, w in [("none", None), ("none", weight), ("sum", None), ("mean", weight)]:
             value, grad, value_size, grad_size = _expected(case, y, p, w, reduction, dtype, options)
             for backend in RUNNABLE:
-                got_value, got_grad = _run(name, backend, y, p, w, reduction, options)
+                # NaN and inf are data: no backend warns of them, nor raises under
+                # np.seterr(all="warn") (the NumPy backend did)
+                with np.errstate(all="warn"), warnings.catch_warnings():
+                    warnings.simplefilter("error")
+                    got_value, got_grad = _run(name, backend, y, p, w, reduction, options)
                 what = f"{name} {backend} {np.dtype(dtype).name} {reduction} {options}"
                 if reduction == "none":  # name the elements that differ
                     _assert_elements(got_value, value, value_size, dtype, y, p, f"value of {what}")
@@ -760,8 +764,11 @@ def _check_cross_entropy(x, target, soft, class_weight, smoothing, reduction, dt
         (np.abs(losses) > largest).any() or np.abs(losses).sum() > largest)
     results = {}
     for backend in backends:
-        results[backend] = _value_and_grad("cross_entropy", backend, target, x, reduction,
-                                           class_weight=class_weight, label_smoothing=smoothing)
+        with np.errstate(all="warn"), warnings.catch_warnings():  # (as the elementwise grid)
+            warnings.simplefilter("error")
+            results[backend] = _value_and_grad("cross_entropy", backend, target, x, reduction,
+                                               class_weight=class_weight,
+                                               label_smoothing=smoothing)
         what = (f"cross_entropy {backend} {np.dtype(dtype).name} {reduction} soft={soft} "
                 f"smoothing={smoothing} class_weight={class_weight} target={target!r} x={x!r}")
         got_value = results[backend][0]

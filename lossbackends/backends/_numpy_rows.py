@@ -7,9 +7,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._host import CONFIDENT, bad_labels_as_nan, half_in_float32, label_error
+from ._host import CONFIDENT, bad_labels_as_nan, half_in_float32, label_error, quiet
 
 
+@quiet
 @bad_labels_as_nan
 @half_in_float32
 def cross_entropy(target, x, class_weight, params, reduction, scale, grad, want_value,
@@ -24,8 +25,8 @@ def cross_entropy(target, x, class_weight, params, reduction, scale, grad, want_
         # Gemma's soft-capping: the logits become softcap tanh(x / softcap), in
         # (-softcap, softcap) (so infinite logits become finite); the gradient gets the
         # chain rule's 1 - tanh^2 at the end. A new array: grad may be x (out=x).
-        with np.errstate(over="ignore"):  # x / softcap beyond the largest finite: tanh 1
-            cap_tanh = np.tanh(x / dtype.type(softcap))
+        # x / softcap beyond the largest finite: tanh 1
+        cap_tanh = np.tanh(x / dtype.type(softcap))
         x = cap_tanh * dtype.type(softcap)
 
     # z = x - max(x) <= 0, written into the gradient buffer (grad may be x: out=x); the
@@ -38,45 +39,43 @@ def cross_entropy(target, x, class_weight, params, reduction, scale, grad, want_
     ties = x[infinite] == row_max[infinite, None] if infinite.size else None
     # inf - inf at the ties, replaced just below; a difference beyond the dtype's largest
     # finite is -inf, as documented (numerics guide, "Rounding")
-    with np.errstate(invalid="ignore", over="ignore"):
-        z = np.subtract(x, row_max[:, None], out=grad if grad is not None else None)
+    z = np.subtract(x, row_max[:, None], out=grad if grad is not None else None)
     if ties is not None:
         z[infinite] = np.where(ties, 0.0, z[infinite])
-    with np.errstate(invalid="ignore"):  # 0 * (-inf) in the products masked by np.where
-        if soft:
-            q = target * (1.0 - smoothing) + smoothing / classes if smoothing else target
-            wq = q * class_weight if class_weight is not None else q
-            row_coef = np.sum(wq, axis=1, dtype=np.float64)  # sum_c w_c q_c
-            # sum_c w_c q_c z_c with 0 * (-inf) = 0: a class of no probability costs nothing;
-            # the products in float64 (float32's w q z can overflow where the mean does not)
-            row_dot = np.sum(np.where(wq == 0, 0.0, wq.astype(np.float64) * z), axis=1)
-            kept = None
-            denominator = rows if given_denominator is None else given_denominator
-        else:
-            kept = target != ignore_index
-            bad = kept & ((target < 0) | (target >= classes))
-            if bad.any():
-                row = int(np.flatnonzero(bad)[0])
-                raise label_error(int(target[row]), row, classes)
-            label = np.where(kept, target, 0)
-            label_weight = kept.astype(np.float64)
-            if class_weight is not None:
-                label_weight *= class_weight[label]
-            weight_sum = float(class_weight.sum(dtype=np.float64)) if class_weight is not None else classes
-            # (1 - e) w_y (lse - x_y) + (e / C) sum_c w_c (lse - x_c), zero weights costing 0
-            row_coef = (1.0 - smoothing) * label_weight
-            row_dot = np.where(row_coef == 0, 0.0, row_coef * z[row_index, label])
-            if smoothing:
-                spread = smoothing / classes
-                row_coef += (spread * weight_sum) * kept
-                # sum_c (e / C) w_c z_c, each term weighted before the sum: terms of one
-                # sign, so the sum never overflows before its final value does
-                spread_weight = (spread if class_weight is None
-                                 else spread * class_weight.astype(np.float64))
-                row_dot += np.sum(np.where(spread_weight == 0, 0.0, z * spread_weight), axis=1,
-                                  dtype=np.float64)
-            denominator = (float(label_weight.sum()) if given_denominator is None
-                           else given_denominator)
+    if soft:
+        q = target * (1.0 - smoothing) + smoothing / classes if smoothing else target
+        wq = q * class_weight if class_weight is not None else q
+        row_coef = np.sum(wq, axis=1, dtype=np.float64)  # sum_c w_c q_c
+        # sum_c w_c q_c z_c with 0 * (-inf) = 0: a class of no probability costs nothing;
+        # the products in float64 (float32's w q z can overflow where the mean does not)
+        row_dot = np.sum(np.where(wq == 0, 0.0, wq.astype(np.float64) * z), axis=1)
+        kept = None
+        denominator = rows if given_denominator is None else given_denominator
+    else:
+        kept = target != ignore_index
+        bad = kept & ((target < 0) | (target >= classes))
+        if bad.any():
+            row = int(np.flatnonzero(bad)[0])
+            raise label_error(int(target[row]), row, classes)
+        label = np.where(kept, target, 0)
+        label_weight = kept.astype(np.float64)
+        if class_weight is not None:
+            label_weight *= class_weight[label]
+        weight_sum = float(class_weight.sum(dtype=np.float64)) if class_weight is not None else classes
+        # (1 - e) w_y (lse - x_y) + (e / C) sum_c w_c (lse - x_c), zero weights costing 0
+        row_coef = (1.0 - smoothing) * label_weight
+        row_dot = np.where(row_coef == 0, 0.0, row_coef * z[row_index, label])
+        if smoothing:
+            spread = smoothing / classes
+            row_coef += (spread * weight_sum) * kept
+            # sum_c (e / C) w_c z_c, each term weighted before the sum: terms of one
+            # sign, so the sum never overflows before its final value does
+            spread_weight = (spread if class_weight is None
+                             else spread * class_weight.astype(np.float64))
+            row_dot += np.sum(np.where(spread_weight == 0, 0.0, z * spread_weight), axis=1,
+                              dtype=np.float64)
+        denominator = (float(label_weight.sum()) if given_denominator is None
+                       else given_denominator)
     # PaLM's z-loss z lse^2 per kept row, as Liger-Kernel adds it: class weights and label
     # smoothing leave it alone, and its "mean" divides by the kept rows' count, not their
     # summed class weights; as a multiple of the cross-entropy's denominator, per row (a
@@ -89,77 +88,75 @@ def cross_entropy(target, x, class_weight, params, reduction, scale, grad, want_
 
     exp = np.exp(z, out=z)  # each exp once; the gradient buffer holds exp(x - max)
     sum_exp = np.sum(exp, axis=1, dtype=np.float64)
-    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-        log_sum = np.log(sum_exp)
-        # the max's exp is 1, and 1 + e rounds e to float64's ulp of 1: a confident row's
-        # log(sum) as log1p of the 1s beyond the max's plus the others' sum (log(sum) was
-        # 2e-4 relative off for a loss of 8e-13); only those rows pay the second sum
-        confident = sum_exp < CONFIDENT
+    log_sum = np.log(sum_exp)
+    # the max's exp is 1, and 1 + e rounds e to float64's ulp of 1: a confident row's
+    # log(sum) as log1p of the 1s beyond the max's plus the others' sum (log(sum) was
+    # 2e-4 relative off for a loss of 8e-13); only those rows pay the second sum
+    confident = sum_exp < CONFIDENT
+    if confident.any():
+        rows = exp[confident]
+        below_one = np.sum(rows, axis=1, dtype=np.float64, where=rows != 1)
+        log_sum[confident] = np.log1p((np.rint(sum_exp[confident] - below_one) - 1.0)
+                                      + below_one)
+    row_loss = row_coef * log_sum - row_dot
+    grad_coef = row_coef  # what the softmax is multiplied by in the gradient
+    if z_coef:
+        lse = row_max.astype(np.float64) + log_sum  # of the (capped) logits
+        # d/dx_c z lse^2 = 2 z lse softmax_c
+        row_loss = row_loss + z_coef * np.square(lse)
+        grad_coef = row_coef + (2.0 * z_coef) * lse
+    if kept is not None:
+        row_loss = np.where(kept, row_loss, 0.0)
+    grad_scale = 1.0 / np.float64(denominator) if reduction == "mean" else 1.0
+    value = None
+    if want_value:
+        if reduction == "none":
+            value = row_loss.astype(dtype)
+        else:
+            value = dtype.type(np.sum(row_loss) * grad_scale)
+    if hess is not None:
+        _cross_entropy_hess(hess, exp, sum_exp, grad_coef * grad_scale,
+                            2.0 * z_coef * grad_scale)
+        if kept is not None and not kept.all():
+            hess[~kept] = 0.0  # ignored rows: exactly 0, as their gradient
+    if grad is None:
+        return value
+    # softmax(x) sum_k w_k q_k - w q, times the reduction's scale
+    row_scale = grad_coef * grad_scale / sum_exp
+    if not soft and not smoothing:
+        # The label's gradient, (c s_label - w_label) times the scale, as (2 z lse
+        # e_label - w_label rest) / sum in float64, rest the other classes' sum of
+        # exps: s_label - 1 in the logits' dtype cancels in a confident row (1.3 %
+        # off for a logit 20 above 999 zeros, 0 instead of -1.4e-8 at 25). The max's
+        # exp is 1: there rest is the 1s beyond it plus the others' sum (as log_sum's).
+        # (With label smoothing the target is below 1: nothing cancels.)
+        label_exp = exp[row_index, label].astype(np.float64)
+        rest = sum_exp - label_exp
         if confident.any():
-            rows = exp[confident]
-            below_one = np.sum(rows, axis=1, dtype=np.float64, where=rows != 1)
-            log_sum[confident] = np.log1p((np.rint(sum_exp[confident] - below_one) - 1.0)
-                                          + below_one)
-        row_loss = row_coef * log_sum - row_dot
-        grad_coef = row_coef  # what the softmax is multiplied by in the gradient
-        if z_coef:
-            lse = row_max.astype(np.float64) + log_sum  # of the (capped) logits
-            # d/dx_c z lse^2 = 2 z lse softmax_c
-            row_loss = row_loss + z_coef * np.square(lse)
-            grad_coef = row_coef + (2.0 * z_coef) * lse
-        if kept is not None:
-            row_loss = np.where(kept, row_loss, 0.0)
-        grad_scale = 1.0 / np.float64(denominator) if reduction == "mean" else 1.0
-        value = None
-        if want_value:
-            if reduction == "none":
-                value = row_loss.astype(dtype)
-            else:
-                value = dtype.type(np.sum(row_loss) * grad_scale)
-        if hess is not None:
-            _cross_entropy_hess(hess, exp, sum_exp, grad_coef * grad_scale,
-                                2.0 * z_coef * grad_scale)
-            if kept is not None and not kept.all():
-                hess[~kept] = 0.0  # ignored rows: exactly 0, as their gradient
-        if grad is None:
-            return value
-        # softmax(x) sum_k w_k q_k - w q, times the reduction's scale
-        row_scale = grad_coef * grad_scale / sum_exp
-        if not soft and not smoothing:
-            # The label's gradient, (c s_label - w_label) times the scale, as (2 z lse
-            # e_label - w_label rest) / sum in float64, rest the other classes' sum of
-            # exps: s_label - 1 in the logits' dtype cancels in a confident row (1.3 %
-            # off for a logit 20 above 999 zeros, 0 instead of -1.4e-8 at 25). The max's
-            # exp is 1: there rest is the 1s beyond it plus the others' sum (as log_sum's).
-            # (With label smoothing the target is below 1: nothing cancels.)
-            label_exp = exp[row_index, label].astype(np.float64)
-            rest = sum_exp - label_exp
-            if confident.any():
-                others = (np.rint(sum_exp[confident] - below_one) - 1.0) + below_one
-                rest[confident] = np.where(label_exp[confident] == 1.0, others,
-                                           rest[confident])
-            z_grad = (2.0 * z_coef) * lse if z_coef else 0.0
-            label_grad = (z_grad * label_exp - row_coef * rest) / sum_exp * grad_scale
-        _scale_rows(exp, row_scale)
+            others = (np.rint(sum_exp[confident] - below_one) - 1.0) + below_one
+            rest[confident] = np.where(label_exp[confident] == 1.0, others,
+                                       rest[confident])
+        z_grad = (2.0 * z_coef) * lse if z_coef else 0.0
+        label_grad = (z_grad * label_exp - row_coef * rest) / sum_exp * grad_scale
+    _scale_rows(exp, row_scale)
     if soft:
         exp -= wq * grad_scale
         _softcap_chain(exp, cap_tanh, hess, softcap)
         return value
     # every row ignored: 0 * inf here, zeroed below; a float64 label gradient beyond the
     # dtype's largest finite is inf, as the scaled softmax beside it may be
-    with np.errstate(invalid="ignore", over="ignore"):
-        if smoothing:
-            exp[row_index, label] -= (1.0 - smoothing) * label_weight * grad_scale
-        else:  # (an overflowed scale keeps the plain form: see _scale_rows)
-            exp[row_index, label] = np.where(
-                np.isfinite(row_scale), label_grad,
-                exp[row_index, label] - label_weight * grad_scale)
-        if smoothing:
-            spread_scale = (smoothing / classes) * grad_scale
-            if class_weight is None:
-                exp -= (spread_scale * kept)[:, None]
-            else:
-                exp -= np.multiply.outer(spread_scale * kept, class_weight)
+    if smoothing:
+        exp[row_index, label] -= (1.0 - smoothing) * label_weight * grad_scale
+    else:  # (an overflowed scale keeps the plain form: see _scale_rows)
+        exp[row_index, label] = np.where(
+            np.isfinite(row_scale), label_grad,
+            exp[row_index, label] - label_weight * grad_scale)
+    if smoothing:
+        spread_scale = (smoothing / classes) * grad_scale
+        if class_weight is None:
+            exp -= (spread_scale * kept)[:, None]
+        else:
+            exp -= np.multiply.outer(spread_scale * kept, class_weight)
     if not kept.all():
         exp[~kept] = 0.0  # ignored rows: gradient exactly 0, even for non-finite logits
     _softcap_chain(exp, cap_tanh, hess, softcap)
@@ -170,19 +167,18 @@ def times(k, v):
     """k v, with 0 where k = 0 and v is infinite: a term of coefficient 0 contributes
     nothing, which is each loss's limit at an infinite prediction (0 log 0 = 0 likewise;
     a softmax of 0 times an overflowed coefficient); NaN stays NaN."""
-    with np.errstate(invalid="ignore"):
-        return np.where((k == 0) & np.isinf(v), 0.0, k * v)
+    return np.where((k == 0) & np.isinf(v), 0.0, k * v)
 
 
 def _scale_rows(a, scale):
     """Each row of ``a`` times its ``scale``, in place. Where a scale overflowed (the
     z-loss's 2 zc lse at logits near the dtype's largest, or infinite), an element of 0
     (a softmax of 0) stays 0, its limit, not 0 * inf = NaN; a NaN scale gives NaN."""
-    with np.errstate(invalid="ignore", over="ignore"):  # (a result may overflow: inf)
-        if np.isinf(scale).any():
-            np.copyto(a, times(a, scale[:, None]))
-        else:
-            np.multiply(a, scale[:, None], out=a)
+    # (a result may overflow: inf)
+    if np.isinf(scale).any():
+        np.copyto(a, times(a, scale[:, None]))
+    else:
+        np.multiply(a, scale[:, None], out=a)
 
 
 def _cross_entropy_hess(hess, exp, sum_exp, coef, z_coef):
@@ -222,6 +218,7 @@ def _softcap_chain(grad, cap_tanh, hess=None, softcap=None):
         np.multiply(grad, slope, out=grad)
 
 
+@quiet
 @bad_labels_as_nan
 @half_in_float32
 def multiclass_hinge(labels, x, weight, params, reduction, scale, grad, want_value, hess=None):
@@ -244,10 +241,9 @@ def multiclass_hinge(labels, x, weight, params, reduction, scale, grad, want_val
     at_best = others == best[:, None]
     at_best[row_index, labels] = False
     best_class = np.argmax(at_best, axis=1)
-    with np.errstate(invalid="ignore"):
-        # equal infinite scores count as equal (as cross_entropy's max): 0, not inf - inf
-        gap = np.where(best == true, dtype.type(0), best - true)
-        slack = (dtype.type(margin) + gap).astype(dtype)
+    # equal infinite scores count as equal (as cross_entropy's max): 0, not inf - inf
+    gap = np.where(best == true, dtype.type(0), best - true)
+    slack = (dtype.type(margin) + gap).astype(dtype)
     if classes == 1:  # no other class: nothing to beat (NaN stays NaN)
         slack = np.where(np.isnan(true), true, dtype.type(-np.inf))
     nan = np.isnan(slack)
@@ -267,8 +263,7 @@ def multiclass_hinge(labels, x, weight, params, reduction, scale, grad, want_val
         return None
     losses = np.maximum(slack, dtype.type(0))  # NaN stays NaN
     if weight is not None:  # a weight of 0 costs nothing, even against an infinite slack
-        with np.errstate(invalid="ignore"):
-            losses = np.where((weight == 0) & np.isinf(losses), dtype.type(0), losses * weight)
+        losses = np.where((weight == 0) & np.isinf(losses), dtype.type(0), losses * weight)
     if reduction == "none":
         return losses
     total = np.sum(losses, dtype=np.float64)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from .. import _dispatch
-from ._host import FLOAT16, half_in_float32
+from ._host import FLOAT16, half_in_float32, quiet
 from ._numpy_rows import cross_entropy, multiclass_hinge, times
 
 xp = np
@@ -46,7 +46,7 @@ def elementwise(kernel):
 
     run.__name__ = run.__qualname__ = kernel.__name__
     run.__doc__ = kernel.__doc__
-    return run
+    return quiet(run)
 
 
 def _finish_grad(grad, weight, scale):
@@ -118,8 +118,7 @@ def binary_cross_entropy_with_logits(y, p, weight, params, reduction, scale, gra
         # 0, not 0 * inf = NaN
         coef = np.where(positive, keep, hit)
         losses = np.abs(p)
-        with np.errstate(invalid="ignore"):
-            losses *= coef
+        losses *= coef
         losses[coef == 0] = 0.0
         softplus = np.log1p(t)
         if pos_weight is not None:
@@ -151,8 +150,8 @@ def binary_cross_entropy_with_logits(y, p, weight, params, reduction, scale, gra
 @elementwise
 def hinge(y, p, weight, params, reduction, scale, grad, want_value, hess=None):
     (margin,) = params
-    with np.errstate(invalid="ignore"):  # 0 * inf, replaced just below
-        slack = np.multiply(y, p)
+    # 0 * inf, replaced just below
+    slack = np.multiply(y, p)
     if np.isinf(p).any():  # a label of 0 times an infinite score: the limit 0, not NaN
         slack[(y == 0) & np.isinf(p)] = 0.0
     np.subtract(margin, slack, out=slack)  # margin - t s
@@ -231,13 +230,13 @@ def _smooth_l1(y, p, params, want_value, want_grad, want_hess):
     e = p - y
     a = np.abs(e)
     inside = a < beta  # never true for beta = 0: then this is the absolute error
-    with np.errstate(divide="ignore", invalid="ignore"):  # e / 0 is masked out
-        slope = e / beta  # within +-1 inside: e^2 / 2 beta as e / 2 times it never overflows
-        loss = np.where(inside, 0.5 * e * slope, a - 0.5 * beta) if want_value else None
-        d = np.where(inside, slope, np.sign(e)) if want_grad else None
-        # 1 / beta inside, 0 from |e| = beta on (the value's branch, as PyTorch)
-        # (a Python float: 1 / 0 would raise, not give inf, for beta = 0: never inside)
-        h = np.where(inside, 1.0 / beta if beta else 0.0, _zero_or_nan(a)) if want_hess else None
+    # e / 0 is masked out
+    slope = e / beta  # within +-1 inside: e^2 / 2 beta as e / 2 times it never overflows
+    loss = np.where(inside, 0.5 * e * slope, a - 0.5 * beta) if want_value else None
+    d = np.where(inside, slope, np.sign(e)) if want_grad else None
+    # 1 / beta inside, 0 from |e| = beta on (the value's branch, as PyTorch)
+    # (a Python float: 1 / 0 would raise, not give inf, for beta = 0: never inside)
+    h = np.where(inside, 1.0 / beta if beta else 0.0, _zero_or_nan(a)) if want_hess else None
     return loss, d, h
 
 
@@ -249,8 +248,7 @@ def _log_cosh(y, p, params, want_value, want_grad, want_hess):
         # log cosh a = log1p(2 sinh(a/2)^2) while cosh is small (cosh a - 1 = 2 sinh^2(a/2):
         # exact near 0, where the second form is a difference of numbers near log 2), and
         # a + log1p(exp(-2a)) - log 2 beyond (cosh itself overflows past |e| ~ 710)
-        with np.errstate(over="ignore"):
-            small = np.log1p(2.0 * np.sinh(0.5 * a) ** 2)
+        small = np.log1p(2.0 * np.sinh(0.5 * a) ** 2)
         loss = np.where(a < 1.0, small, a + np.log1p(np.exp(-2.0 * a)) - _LOG2)
     # sech^2 e = 4 sigmoid(2e) sigmoid(-2e): never overflows, no 1 - tanh^2 to cancel
     h = 4.0 * _sigmoid_product(2.0 * a) if want_hess else None
@@ -277,8 +275,7 @@ def _soft_margin(y, p, params, want_value, want_grad, want_hess):
 def _over(k, v):
     """k / v, with 0 where k = 0 and v = 0: as ``times`` (k times 1 / v), a label of 0
     contributes nothing; NaN stays NaN."""
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where((k == 0) & (v == 0), 0.0, k / v)
+    return np.where((k == 0) & (v == 0), 0.0, k / v)
 
 
 def _sigmoid_focal(y, x, params, want_value, want_grad, want_hess):
@@ -308,8 +305,7 @@ def _sigmoid_focal(y, x, params, want_value, want_grad, want_hess):
         loss = np.where(ce == np.inf, limit, modulator * ce)
     d = h = None
     if want_grad or want_hess:
-        with np.errstate(divide="ignore", invalid="ignore"):
-            r = np.where(q > 0, p * c / q, 0.0)
+        r = np.where(q > 0, p * c / q, 0.0)
         rce = times(r, ce)
         s = 1.0 - 2.0 * y
         # p - y = q - 2 y (1 - p): no p - 1 to cancel for a label of 1 (q = 1 - p exactly)
@@ -323,8 +319,7 @@ def _sigmoid_focal(y, x, params, want_value, want_grad, want_hess):
 
 def _stirling(y):
     """y log y - y + log(2 pi y) / 2 where y > 1, else 0: PyTorch's full=True term."""
-    with np.errstate(divide="ignore", invalid="ignore"):
-        term = y * np.log(y) - y + 0.5 * np.log(2.0 * np.pi * y)
+    term = y * np.log(y) - y + 0.5 * np.log(2.0 * np.pi * y)
     return np.where(y > 1, term, 0.0)
 
 
@@ -339,15 +334,14 @@ def _poisson_nll(y, x, params, want_value, want_grad, want_hess):
         d = rate - y if want_grad else None
         h = rate if want_hess else None
     else:  # x = rate: x - y log(x + eps); second derivative y / (x + eps)^2
-        with np.errstate(divide="ignore", invalid="ignore"):
-            if want_value:  # at x = inf the loss is inf (x outgrows y log x), not inf - inf
-                loss = np.where((x == np.inf) & np.isfinite(y), x, x - times(y, np.log(x + eps)))
-            shifted = x + eps
-            # y / (x + eps), then over it again: no reciprocal, which overflows for a
-            # subnormal x + eps where y / (x + eps) does not, and no 1 / (x + eps)^2
-            ratio = _over(y, shifted)
-            d = 1.0 - ratio if want_grad else None
-            h = _over(ratio, shifted) if want_hess else None
+        if want_value:  # at x = inf the loss is inf (x outgrows y log x), not inf - inf
+            loss = np.where((x == np.inf) & np.isfinite(y), x, x - times(y, np.log(x + eps)))
+        shifted = x + eps
+        # y / (x + eps), then over it again: no reciprocal, which overflows for a
+        # subnormal x + eps where y / (x + eps) does not, and no 1 / (x + eps)^2
+        ratio = _over(y, shifted)
+        d = 1.0 - ratio if want_grad else None
+        h = _over(ratio, shifted) if want_hess else None
     if want_value and full:
         loss = loss + _stirling(y)
     return loss, d, h
@@ -359,10 +353,9 @@ def _kl_div(y, x, params, want_value, want_grad, want_hess):
     loss = None
     if want_value:
         log_y = y if log_target else None
-        with np.errstate(divide="ignore", invalid="ignore"):
-            if log_y is None:
-                log_y = np.log(y)
-            loss = target * (log_y - x)
+        if log_y is None:
+            log_y = np.log(y)
+        loss = target * (log_y - x)
         # a target of probability 0 costs nothing, even at x = -inf (0 log 0 = 0); a NaN
         # prediction stays NaN
         loss = np.where((target == 0) & ~np.isnan(x), 0.0, loss)
@@ -388,10 +381,9 @@ def _elementwise(math):
     Hessian."""
 
     def kernel(y, p, weight, params, reduction, scale, grad, want_value, hess=None):
-        # exp(x) may overflow to inf (the true limit); inf - inf and 0 * inf in branches
-        # that np.where does not select are not the result's
-        with np.errstate(over="ignore", invalid="ignore"):
-            losses, d, h = math(y, p, params, want_value, grad is not None, hess is not None)
+        # (exp(x) may overflow to inf, the true limit; inf - inf and 0 * inf in branches
+        # that np.where does not select are not the result's: ``quiet``)
+        losses, d, h = math(y, p, params, want_value, grad is not None, hess is not None)
         if hess is not None:  # before the gradient: grad may be p (out=y_pred)
             np.copyto(hess, np.broadcast_to(h, hess.shape), casting="unsafe")
             _finish_grad(hess, weight, scale)
