@@ -60,7 +60,7 @@ library for the others (an array of each {unit}'s loss for ``"none"``);
 aligned, as ``numpy.empty`` gives, shaped like ``y_pred``, ``y_pred`` itself allowed);
 ``.grad_and_hess(...)`` takes ``out=(grad, hess)``.
 
-{weights}Dtypes: computed in ``y_pred``'s floating dtype (float16 in float32 and rounded back;
+{shapes}{weights}Dtypes: computed in ``y_pred``'s floating dtype (float16 in float32 and rounded back;
 integer or bool ``y_pred`` as float64); ``y_true`` and the weights are cast to it; host
 sums accumulate in float64, in a fixed order (the same bits run to run).
 
@@ -71,6 +71,12 @@ truncated), an ``out=`` that is not an array, or a NumPy masked array (a loss wo
 its mask).
 """
 
+
+_SHAPES = """\
+Shapes: ``y_true`` and ``y_pred`` of one shape, any number of dimensions (0-d and empty
+included){weight}; the gradient and the Hessian are shaped like ``y_pred``.
+
+"""
 
 _WEIGHTS = """\
 Weights: ``weight`` multiplies each {unit}'s loss and gradient, and ``"mean"`` divides
@@ -89,6 +95,8 @@ def _with_conventions(doc: str, options: tuple, class_indices: bool) -> str:
         unit="row" if class_indices else "element",
         labels=("; ``lossbackends.LabelError`` (a ``ValueError``) for a class index "
                 "outside ``[0, C)``" if class_indices else ""),
+        shapes="" if class_indices else _SHAPES.format(
+            weight="; ``weight`` broadcasts to it" if "weight" in options else ""),
         weights=_WEIGHTS.format(unit="row" if class_indices else "element")
         if "weight" in options else "")
     lines = doc.split("\n")

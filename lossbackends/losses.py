@@ -75,9 +75,15 @@ binary_cross_entropy = Loss(
     ``binary_cross_entropy_with_logits`` when you have logits: it is exact where this one
     must clip.
 
+    The definition is PyTorch's ``binary_cross_entropy`` (and Keras's), with the seed's
+    clip where PyTorch clamps each log at -100.
+
     >>> import lossbackends as lb
     >>> print(f"{lb.binary_cross_entropy([0, 1, 1, 0], [0.1, 0.8, 0.9, 0.2]):.6f}")
     0.164252
+    >>> grad, hess = lb.binary_cross_entropy.grad_and_hess([0, 1], [0.1, 0.8], reduction="sum")
+    >>> print(grad.round(6), hess.round(6))
+    [ 1.111111 -1.25    ] [1.234568 1.5625  ]
     """,
 )
 
@@ -168,6 +174,9 @@ cross_entropy = Loss(
     0.353604
     >>> print(f"{lb.cross_entropy([0, 2], [[2.0, 1.0, 0.1], [0.5, 0.2, 3.0]], softcap=2.0):.6f}")
     0.482705
+    >>> grad, hess = lb.cross_entropy.grad_and_hess([0], [[2.0, 1.0, 0.1]])
+    >>> print(grad.round(6), hess.round(6))
+    [[-0.340999  0.242433  0.098566]] [[0.224719 0.183659 0.088851]]
     """,
     class_indices=True,
 )
@@ -191,6 +200,8 @@ hinge = Loss(
     >>> import lossbackends as lb
     >>> print(f"{lb.hinge([-1, 1, 1, -1], [-1.5, 1.2, 0.9, -0.8]):.3f}")
     0.075
+    >>> print(lb.hinge.grad([-1, 1, 1, -1], [-1.5, 1.2, 0.9, -0.8], reduction="sum"))
+    [ 0.  0. -1.  1.]
     """,
 )
 
