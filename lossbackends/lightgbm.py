@@ -103,5 +103,21 @@ LightGBMObjective = Objective  # the callable ``objective`` returns
 
 def objective(loss: Loss | str, **options: Any) -> Objective:
     """The custom objective of ``loss`` (a ``lossbackends`` loss or its name) with its
-    ``options``, in LightGBM's conventions (see the module's docstring)."""
+    ``options``, in LightGBM's conventions (see the module's docstring).
+
+    Returns a callable for both of LightGBM's APIs (``params["objective"]`` of
+    ``lightgbm.train``, and the scikit-learn estimators' ``objective=``), giving
+    ``(grad, hess)`` per sample, shaped like the predictions. Raises ``ValueError`` for an
+    unknown loss name or a loss that makes no objective on margins
+    (``binary_cross_entropy``, ``kl_div``: the message names the one to use),
+    ``TypeError`` for an option the loss does not take; labels outside the loss's range
+    raise when the objective is called, naming the first.
+
+    >>> import numpy as np
+    >>> from lossbackends import lightgbm as lbl
+    >>> obj = lbl.objective("binary_cross_entropy_with_logits")
+    >>> grad, hess = obj(np.array([0.0, 1.0]), np.array([-2.0, 3.0]))
+    >>> print(grad.round(6), hess.round(6))
+    [ 0.119203 -0.047426] [0.104994 0.045177]
+    """
     return make(loss, options, CONVENTIONS, FLOOR, "lightgbm")
