@@ -497,6 +497,109 @@ def test_cuda_array_interface_is_asked_of_the_instance():
     assert lb.mse(Either([3.0]), Either([1.0])) == 4.0  # a host call again after a GPU one
 
 
+# options of numbers for each loss that takes some (the fast path prepares them once)
+_NUMBER_OPTIONS = {
+    "binary_cross_entropy": [{"eps": 1e-3}],
+    "binary_cross_entropy_with_logits": [{"pos_weight": 2.0}],  # (made an array: prepared)
+    "hinge": [{"margin": 0.5}],
+    "huber": [{"delta": 0.3}, {"delta": 2.0}],
+    "smooth_l1": [{"beta": 0.5}, {"beta": 0.0}],
+    "squared_hinge": [{"margin": 2.0}],
+    "sigmoid_focal": [{"alpha": 0.5, "gamma": 1.0}, {"gamma": 0.0, "alpha": None}],
+    "poisson_nll": [{"log_input": False, "full": True, "eps": 1e-6}, {"full": True}],
+    "kl_div": [{"log_target": True}],
+    "pinball": [{"quantile": 0.9}],
+    "cross_entropy": [{"label_smoothing": 0.1}, {"z_loss": 1e-3, "softcap": 5.0},
+                      {"ignore_index": 1, "check_labels": False}, {"axis": -1}],
+    "multiclass_hinge": [{"margin": 2.0}, {"check_labels": False}],
+}
+
+
+@pytest.mark.parametrize("backend", ["numpy", "numba"])
+@pytest.mark.parametrize("name", sorted(_NUMBER_OPTIONS))
+def test_options_of_numbers_skip_the_preparation_with_the_same_results(backend, name,
+                                                                      monkeypatch):
+    """A call whose options are numbers takes the fast path, its options prepared once for
+    the dtype: the same bits as through the full preparation, for every reduction, the
+    gradient, the Hessian and out=; a bad value still raises as it did."""
+    loss = getattr(lb, name)
+    rng = np.random.default_rng(7)
+    rows = name in ("cross_entropy", "multiclass_hinge")
+    for dtype in (np.float32, np.float64):
+        p = rng.standard_normal((40, 5) if rows else 200).astype(dtype)
+        y = (rng.integers(0, 5, 40) if rows else
+             (rng.random(200) > 0.5).astype(dtype) if name in (
+                 "binary_cross_entropy", "binary_cross_entropy_with_logits", "sigmoid_focal")
+             else np.sign(rng.standard_normal(200)).astype(dtype) if "hinge" in name
+             else rng.random(200).astype(dtype))
+        if name == "binary_cross_entropy":
+            p = np.clip(np.abs(p) / 4, 0.01, 0.99).astype(dtype)
+        if name in ("poisson_nll", "kl_div"):
+            y = rng.random(200).astype(dtype) * 3
+        if rows:
+            y[::7] = 1  # (ignore_index=1 leaves these out)
+        for options in _NUMBER_OPTIONS[name]:
+            fast = _every_call(loss, y, p, backend, options)
+            with monkeypatch.context() as m:  # the full preparation, every call
+                m.setattr(type(loss), "_numbers_prepared",
+                          lambda self, dtype, options: lb._loss._NOT_PLAIN)
+                slow = _every_call(loss, y, p, backend, options)
+            for what in fast:
+                for a, b in zip(*(r if isinstance(r, tuple) else (r,)
+                                  for r in (fast[what], slow[what])), strict=True):
+                    np.testing.assert_array_equal(a, b, err_msg=f"{name} {options} {what}")
+    # (the fast path was taken: sets prepared once are kept; pos_weight becomes an array)
+    kept = [found for found in loss._with_numbers.values() if found is not lb._loss._NOT_PLAIN]
+    assert kept or name == "binary_cross_entropy_with_logits"
+    with pytest.raises((ValueError, TypeError)):  # a bad value: refused, and not kept
+        loss(y, p, backend=backend, **{**_NUMBER_OPTIONS[name][0], **_BAD_OPTION[name]})
+
+
+def _every_call(loss, y, p, backend, options) -> dict:
+    """Each kind of call of ``loss`` with ``options``: its results by name."""
+    found = {reduction: loss.value_and_grad(y, p, reduction=reduction, backend=backend,
+                                            **options)
+             for reduction in ("mean", "sum", "none")}
+    found["grad_and_hess"] = loss.grad_and_hess(y, p, backend=backend, **options)
+    out = np.empty_like(p)
+    found["out="] = (loss.value_and_grad(y, p, backend=backend, out=out, **options)[0], out)
+    return found
+
+
+_BAD_OPTION = {"binary_cross_entropy": {"eps": -1.0}, "hinge": {"margin": float("nan")},
+               "binary_cross_entropy_with_logits": {"pos_weight": -1.0},
+               "huber": {"delta": -1.0}, "smooth_l1": {"beta": -1.0},
+               "squared_hinge": {"margin": float("nan")}, "sigmoid_focal": {"gamma": -1.0},
+               "poisson_nll": {"eps": -1.0}, "kl_div": {"log_target": None},
+               "pinball": {"quantile": 1.5}, "cross_entropy": {"label_smoothing": 2.0},
+               "multiclass_hinge": {"margin": float("nan")}}
+
+
+def test_option_sets_kept_are_bounded():
+    """A schedule that moves an option each step (label smoothing annealed) keeps at most
+    ``_NUMBER_OPTION_SETS`` prepared sets; beyond them each call prepares its own."""
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((8, 4)).astype(np.float32)
+    labels = rng.integers(0, 4, 8)
+    loss = lb.cross_entropy
+    kept = lb._loss._NUMBER_OPTION_SETS
+    for i in range(kept + 20):
+        smoothing = i / (kept + 40)
+        expected = reference.cross_entropy(labels, x, label_smoothing=smoothing)[0]
+        np.testing.assert_allclose(loss(labels, x, label_smoothing=smoothing), expected,
+                                   rtol=1e-5)
+    assert len(loss._with_numbers) == kept
+    # True, 1 and 1.0 are equal keys in a dict: the kept sets tell them apart by type
+    y, p = rng.random(16), rng.random(16)
+    assert np.isfinite(lb.poisson_nll(y, p, full=True))
+    for value in (1, 1.0):
+        with pytest.raises(TypeError, match="full must be True or False"):
+            lb.poisson_nll(y, p, full=value)
+    assert np.isfinite(lb.cross_entropy(labels, x, ignore_index=1))
+    with pytest.raises(TypeError, match="ignore_index must be an integer"):
+        lb.cross_entropy(labels, x, ignore_index=1.0)
+
+
 def test_lists_are_accepted_on_the_host():
     assert lb.mse([1, 2], [1, 4], backend="numpy") == 2.0
     assert isinstance(lb.mse.grad([1, 2], [1, 4], backend="numpy"), np.ndarray)
