@@ -223,27 +223,30 @@ class _Jax(Foreign):
     def __init__(self, kind: type):
         super().__init__(kind)
         self.module = sys.modules["jax"]
-        # (JAX has started: an array of it exists, and its devices are fixed)
-        cpus = self.module.devices("cpu")
+        # (JAX has started: an array of it exists, and its devices are fixed; a JAX of
+        # JAX_PLATFORMS=cuda has no CPU backend: then each result asks y_pred)
+        try:
+            cpus = self.module.devices("cpu")
+        except RuntimeError:
+            cpus = ()
         self.only_cpu = cpus[0] if len(cpus) == 1 else None
 
     def to_float32(self, x):
         return x.astype(self.module.numpy.float32)
 
     def from_native(self, a, like):
-        # on y_pred's own device (JAX may have several CPU devices, all in host memory;
-        # asked only then: half a microsecond)
+        if not isinstance(a, (np.ndarray, np.generic)):  # CuPy's: on its GPU, as it is
+            return self.module.numpy.from_dlpack(a)
+        # host memory, on y_pred's own CPU device (JAX may have several; asked only then:
+        # half a microsecond)
         device = self.only_cpu or like.device
         if isinstance(a, np.generic) or a.ndim == 0:  # the value: one number
             b = _aligned_empty((), a.dtype)
             b[()] = a
             found = _jax_host_import(self.module, b, device)
             return self.module.numpy.asarray(b, device=device) if found is None else found
-        if isinstance(a, np.ndarray):
-            found = _jax_host_import(self.module, a, device)
-            if found is not None:
-                return found
-        return self.module.numpy.from_dlpack(a, device=device)
+        found = _jax_host_import(self.module, a, device)
+        return self.module.numpy.from_dlpack(a, device=device) if found is None else found
 
     def device(self, x) -> tuple[str, int]:
         if isinstance(x, self.module.core.Tracer):  # the first thing asked of an array

@@ -340,6 +340,28 @@ def test_jax_results_on_y_preds_device_and_sharded_arrays_refused():
     assert result.stdout.split() == ["True", "True", "True"], result.stderr[-2000:]
 
 
+def test_jax_gpu_results_stay_on_their_gpu(monkeypatch):
+    """A CuPy result (a JAX GPU y_pred) goes to jax.numpy.from_dlpack as it is, with no
+    device (which would copy it to the host); a JAX without a CPU backend
+    (JAX_PLATFORMS=cuda) still makes the adapter (the CPU side of it, with stand-ins)."""
+    jax = pytest.importorskip("jax", reason="JAX is not installed (pip install 'lossbackends[jax]')")
+    adapter = _arrays._Jax(type(jax.numpy.zeros(1)))
+    seen = {}
+    monkeypatch.setattr(adapter.module.numpy, "from_dlpack",
+                        lambda a, **kwargs: seen.update(kwargs) or "on its GPU")
+
+    class CupyLike:  # what the CuPy backend gives back
+        ndim = 1
+
+    assert adapter.from_native(CupyLike(), None) == "on its GPU" and seen == {}
+    scalar = CupyLike()
+    scalar.ndim = 0  # the value, a 0-d CuPy array: not copied into host memory either
+    assert adapter.from_native(scalar, None) == "on its GPU" and seen == {}
+    monkeypatch.setattr(jax, "devices", lambda *a: (_ for _ in ()).throw(
+        RuntimeError("Unknown backend cpu")))
+    assert _arrays._Jax(type(jax.numpy.zeros(1))).only_cpu is None
+
+
 def test_bfloat16_cuda_tensors_reach_the_kernels_as_their_bits(monkeypatch):
     """The CPU side of torch's bfloat16 CUDA path, with CPU tensors posing as CUDA ones:
     the kernel gets float16 views of the bits inside a HALF_IS_BFLOAT16 block (the CuPy
