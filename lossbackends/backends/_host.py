@@ -68,8 +68,15 @@ try:  # NumPy's errstate(all="ignore") made once, set through the context variab
     from numpy._core._ufunc_config import _extobj_contextvar
     from numpy._core.umath import _make_extobj
 
-    _IGNORE_ALL = _make_extobj(all="ignore")
-except (ImportError, TypeError, ValueError):
+    _IGNORE_ALL = _make_extobj(all="ignore", bufsize=8192)  # (NumPy's default buffer)
+    _token = _extobj_contextvar.set(_IGNORE_ALL)
+    try:  # NumPy still reads that variable: else its context manager
+        _reads_it = np.geterr()["over"] == "ignore" and np.getbufsize() == 8192
+    finally:
+        _extobj_contextvar.reset(_token)
+    if not _reads_it:
+        raise ValueError("NumPy's error state is kept elsewhere")
+except (ImportError, TypeError, ValueError, KeyError):
     _extobj_contextvar = _IGNORE_ALL = None
 
 
