@@ -10,14 +10,16 @@ from ._host import bad_labels_as_nan, half_in_float32, label_error
 from ._numba_common import (
     _CHUNK_ARGUMENTS,
     _EMPTY,
-    _UNIT,
+    _LARGEST,
     CE_CHUNK_ELEMENTS,
     CHUNKS,
     _jit,
     _written_over,
     add_compensated,
     array_type,
+    cast_quietly,
     compensated,
+    in_dtype,
 )
 from ._numba_math import ZERO, maximum, times
 from ._numba_rows import _BOOL, _INT, _NONE, _REAL, _ROW_LOSSES, _launch
@@ -129,5 +131,5 @@ def multiclass_hinge(labels, x, weight, params, reduction, scale, grad, want_val
     if not want_value:
         return None
     if reduction == "none":
-        return row_losses.astype(x.dtype)
-    return _UNIT[x.dtype] * value
+        return cast_quietly(row_losses, x.dtype)
+    return in_dtype(value, x.dtype, _LARGEST[x.dtype])

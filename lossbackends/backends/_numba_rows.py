@@ -18,8 +18,8 @@ from ._numba_common import (
     _CHUNK_ARGUMENTS,
     _EMPTY,
     _EMPTY_ROWS,
+    _LARGEST,
     _NO_LABELS,
-    _UNIT,
     BLOCK,
     CE_CHUNK_ELEMENTS,
     CHUNKS,
@@ -30,7 +30,9 @@ from ._numba_common import (
     _written_over,
     add_compensated,
     array_type,
+    cast_quietly,
     compensated,
+    in_dtype,
     prefetch_lines,
     wide_vectors,
 )
@@ -729,5 +731,5 @@ def cross_entropy(target, x, class_weight, params, reduction, scale, grad, want_
     if not want_value:
         return None
     if reduction == "none":
-        return row_losses.astype(x.dtype)
-    return _UNIT[x.dtype] * value
+        return cast_quietly(row_losses, x.dtype)
+    return in_dtype(value, x.dtype, _LARGEST[x.dtype])

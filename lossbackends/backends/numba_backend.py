@@ -35,6 +35,7 @@ from . import _numba_losses, _threads
 from ._host import FLOAT16, in_float32
 from ._numba_common import (
     _CHUNK_ARGUMENTS,
+    _LARGEST,
     _UNIT,
     BLOCK,
     CHUNKS,
@@ -47,6 +48,7 @@ from ._numba_common import (
     _written_over,
     add_reassociable,
     array_type,
+    in_dtype,
     prefetch_lines,
     store_fence,
     store_streaming,
@@ -427,9 +429,7 @@ def _elementwise(loss: str):
             return None if hess_floor == NO_FLOOR else total
         if losses is not None:
             return losses
-        # a NumPy scalar of p's dtype: one times a Python float has the scalar's dtype
-        # (NEP 50), and costs a third of p.dtype.type(total)
-        return _UNIT[dtype] * total
+        return in_dtype(total, dtype, _LARGEST[dtype])
 
     def plain_call(dtype, reduction, want_value, no_grad, params):
         """The launch of a plain call (see ``PlainCalls``): the kernel's code and numbers
@@ -444,6 +444,7 @@ def _elementwise(loss: str):
                             no_grad, True)
         tiny = machine_code(key, want_value, 0, dtype, True, pos_weight is None, no_grad, True)
         unit = _UNIT[dtype] if want_value else None
+        largest = _LARGEST[dtype]
 
         def launch(y, p, scale, grad):
             if p.ndim != 1:  # the kernels index flat arrays (all are C-contiguous)
@@ -457,7 +458,11 @@ def _elementwise(loss: str):
                                      no_grad, True, _streams(grad, p, None))
                 total = _shared_total(large, (y, p, None, pos_weight, param, scale, NO_FLOOR,
                                               grad, None, None))
-            return None if unit is None else unit * total
+            if unit is None:
+                return None
+            # (a NumPy scalar of p's dtype: one times a Python float has the scalar's dtype,
+            # NEP 50, for a third of p.dtype.type(total); beyond the largest, in_dtype)
+            return unit * total if abs(total) <= largest else in_dtype(total, dtype, largest)
 
         return launch
 
