@@ -83,7 +83,8 @@ def as_values(xp: Any, values: Any, dtype: np.dtype, name: str) -> Any:
         return a if a.flags.c_contiguous else xp.ascontiguousarray(a)
     if a.dtype.kind not in "biuf":
         raise TypeError(f"{name} has dtype {a.dtype}; pass a real (bool, integer or float) array")
-    return a.astype(dtype, order="C")
+    with np.errstate(over="ignore"):  # beyond the dtype's largest: inf, data as any other
+        return a.astype(dtype, order="C")
 
 
 def same_device(name: str, value: Any, p: Any) -> None:
