@@ -187,8 +187,9 @@ class Loss:
         skips it too (huber with ``delta=2.0`` at n = 1000: 8.0 us a call before, 3.5
         after). Else ``_NOT_PLAIN``, and the call takes the full preparation: an array
         among them, or ``axis`` (a layout), params that hold an array (a ``pos_weight``
-        made one), a float 0 (-0.0 is equal to it, and a key cannot tell them apart), or
-        options the stand-ins refuse (the call then raises there, on its own arrays).
+        made one), a float 0 (-0.0 is equal to it, and a key cannot tell them apart), a
+        y_pred that is not float16/32/64 (the preparation casts it), or options the
+        stand-ins refuse (not kept: the call then raises there, on its own arrays).
         The key holds each value's type: ``True``, ``1`` and ``1.0`` are equal, and an
         option may take one and refuse another."""
         values = options.values()
@@ -200,14 +201,16 @@ class Loss:
         except KeyError:
             pass
         found = _NOT_PLAIN
-        if "axis" not in options and not any(type(v) is float and not v for v in values):
+        # (a float dtype: integer and bool y_pred are cast to float64 by the preparation)
+        if ("axis" not in options and dtype in FLOAT_DTYPES
+                and not any(isinstance(v, _FLOATS) and not v for v in values)):
             y, p = ((np.zeros(1, np.int64), np.zeros((1, 1), dtype)) if self._class_indices
                     else (np.zeros(1, dtype), np.zeros(1, dtype)))
             try:
                 prep = self._prepare(np, y, p, **options)
-            except (TypeError, ValueError):
-                prep = None
-            if (prep is not None and prep.weight is None
+            except Exception:  # noqa: BLE001 (refused: not kept; the call raises on its own arrays)
+                return _NOT_PLAIN
+            if (prep.p.dtype == dtype and prep.weight is None
                     and prep.class_axis in (None, p.ndim - 1)
                     and not any(isinstance(v, np.ndarray) for v in prep.params)):
                 found = (prep.params, prep.y.dtype)
@@ -440,7 +443,11 @@ def _new_grad(xp, shape, dtype, n):
 
 
 _NOT_PLAIN = ((), None)  # (params, y_true's dtype) of a call that takes the full preparation
-_NUMBERS = frozenset((int, float, bool, type(None)))  # the option values prepared once
+# the option values prepared once: Python's numbers and NumPy's scalars (a schedule's
+# np.linspace), and None
+_NUMBERS = frozenset((int, float, bool, type(None), np.float64, np.float32, np.float16,
+                      np.int64, np.int32, np.bool_))
+_FLOATS = (float, np.floating)  # (a float 0 is never a key: -0.0 is equal to it)
 _NUMBER_OPTION_SETS = 256  # per loss: a schedule's every value beyond these is prepared anew
 
 

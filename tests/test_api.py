@@ -566,6 +566,42 @@ def _every_call(loss, y, p, backend, options) -> dict:
     return found
 
 
+@pytest.mark.parametrize("backend", ["numpy", "numba"])
+def test_options_of_numbers_with_integer_predictions_or_numpy_scalars(backend, monkeypatch):
+    """Integer and bool y_pred are computed in float64 with options too (the preparation
+    casts them: they never take the kept sets); NumPy scalars as options are kept like
+    Python numbers; a refused value is not kept, and the call's own arrays are checked
+    first, as through the preparation."""
+    y = np.array([0.0, 1.0, 2.0, 3.0])
+    for p in (np.array([1, 0, 5, 3]), np.array([1, 0, 5, 3], np.int32),
+              np.array([True, False, True, True])):
+        value, grad = lb.huber.value_and_grad(y, p, delta=2.0, backend=backend,
+                                              reduction="none")
+        expected, expected_grad = lb.huber.value_and_grad(y, p.astype(np.float64), delta=2.0,
+                                                          backend=backend, reduction="none")
+        assert value.dtype == grad.dtype == np.float64
+        np.testing.assert_array_equal(value, expected)
+        np.testing.assert_array_equal(grad, expected_grad)
+    logits = np.array([[1, 2, 3], [0, 0, 1]])
+    np.testing.assert_allclose(
+        lb.cross_entropy(np.array([0, 2]), logits, label_smoothing=0.1, backend=backend),
+        lb.cross_entropy(np.array([0, 2]), logits.astype(float), label_smoothing=0.1,
+                         backend=backend), rtol=0, atol=0)
+    p = np.linspace(-1, 1, 8)
+    loss = lb.huber
+    before = len(loss._with_numbers)
+    assert loss(p, p * 2, delta=np.float64(0.75), backend=backend) == loss(
+        p, p * 2, delta=0.75, backend=backend)
+    assert len(loss._with_numbers) >= before + 1
+    with pytest.raises(ValueError, match="must match exactly"):  # the arrays, first
+        loss(np.zeros(3), np.zeros(4), delta=10**400, backend=backend)
+    count = len(loss._with_numbers)
+    for bad in (-1.0, -2.0, 10**400):
+        with pytest.raises((ValueError, OverflowError)):
+            loss(p, p, delta=bad, backend=backend)
+    assert len(loss._with_numbers) == count  # refused values: not kept
+
+
 _BAD_OPTION = {"binary_cross_entropy": {"eps": -1.0}, "hinge": {"margin": float("nan")},
                "binary_cross_entropy_with_logits": {"pos_weight": -1.0},
                "huber": {"delta": -1.0}, "smooth_l1": {"beta": -1.0},
