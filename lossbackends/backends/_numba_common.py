@@ -198,6 +198,8 @@ def cast_quietly(a: np.ndarray, dtype: np.dtype) -> np.ndarray:
     overflow warning (``in_dtype``)."""
     with np.errstate(over="ignore"):
         return a.astype(dtype)
+
+
 # empty arrays that stand in for unused array arguments of the row kernels (no class
 # weights, no probabilities), so that every call types the same way
 _EMPTY = {dtype: np.empty(0, dtype) for dtype in _UNIT}
