@@ -17,7 +17,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from . import _dispatch
-from .backends._host import label_error
+from .backends._host import cast_quietly, label_error
 
 FLOAT_DTYPES = frozenset(map(np.dtype, (np.float16, np.float32, np.float64)))
 
@@ -83,8 +83,7 @@ def as_values(xp: Any, values: Any, dtype: np.dtype, name: str) -> Any:
         return a if a.flags.c_contiguous else xp.ascontiguousarray(a)
     if a.dtype.kind not in "biuf":
         raise TypeError(f"{name} has dtype {a.dtype}; pass a real (bool, integer or float) array")
-    with np.errstate(over="ignore"):  # beyond the dtype's largest: inf, data as any other
-        return a.astype(dtype, order="C")
+    return cast_quietly(a, dtype, order="C")  # (beyond the dtype's largest: inf, as data)
 
 
 def same_device(name: str, value: Any, p: Any) -> None:

@@ -80,6 +80,14 @@ except (ImportError, TypeError, ValueError, KeyError):
     _extobj_contextvar = _IGNORE_ALL = None
 
 
+def cast_quietly(a, dtype, order: str = "K"):
+    """``a.astype(dtype, order=order)`` (a NumPy or CuPy array), a value beyond the dtype's
+    largest becoming inf without NumPy's overflow warning: a result, as inf is everywhere
+    (``quiet``)."""
+    with np.errstate(over="ignore"):
+        return a.astype(dtype, order=order)
+
+
 def quiet(kernel: Callable) -> Callable:
     """``kernel`` (a NumPy backend's) with NumPy's floating-point warnings off: there NaN
     and inf are data, which propagate as the Numba and CUDA kernels propagate them, and

@@ -185,19 +185,12 @@ _LARGEST = {dtype: float(np.finfo(dtype).max) for dtype in _UNIT}
 
 def in_dtype(total: float, dtype: np.dtype, largest: float):
     """The float64 ``total`` as a NumPy scalar of ``dtype`` (``largest``: its largest
-    finite): beyond it, inf, a result, without the overflow warning of NumPy's cast (the
-    NumPy backend runs quiet: ``_host.quiet``). One comparison on the usual path."""
+    finite): beyond it, inf, a result, without the overflow warning of NumPy's cast (as
+    ``_host.cast_quietly``). One comparison on the usual path."""
     if abs(total) <= largest:  # (a scalar times a Python float has the scalar's dtype)
         return _UNIT[dtype] * total
     with np.errstate(over="ignore"):
         return _UNIT[dtype] * total
-
-
-def cast_quietly(a: np.ndarray, dtype: np.dtype) -> np.ndarray:
-    """``a.astype(dtype)``, a value beyond the dtype's largest becoming inf without NumPy's
-    overflow warning (``in_dtype``)."""
-    with np.errstate(over="ignore"):
-        return a.astype(dtype)
 
 
 # empty arrays that stand in for unused array arguments of the row kernels (no class

@@ -13,7 +13,7 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-from ._host import CONFIDENT, bad_labels_as_nan, half_in_float32, label_error
+from ._host import CONFIDENT, bad_labels_as_nan, cast_quietly, half_in_float32, label_error
 from ._numba_common import (
     _CHUNK_ARGUMENTS,
     _EMPTY,
@@ -30,7 +30,6 @@ from ._numba_common import (
     _written_over,
     add_compensated,
     array_type,
-    cast_quietly,
     compensated,
     in_dtype,
     prefetch_lines,
