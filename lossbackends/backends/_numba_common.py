@@ -183,11 +183,11 @@ _UNIT = {np.dtype(np.float32): np.float32(1), np.dtype(np.float64): np.float64(1
 _LARGEST = {dtype: float(np.finfo(dtype).max) for dtype in _UNIT}
 
 
-def in_dtype(total: float, dtype: np.dtype, largest: float):
-    """The float64 ``total`` as a NumPy scalar of ``dtype`` (``largest``: its largest
-    finite): beyond it, inf, a result, without the overflow warning of NumPy's cast (as
+def in_dtype(total: float, dtype: np.dtype):
+    """The float64 ``total`` as a NumPy scalar of ``dtype``: beyond the dtype's largest
+    finite, inf, a result, without the overflow warning of NumPy's cast (as
     ``_host.cast_quietly``). One comparison on the usual path."""
-    if abs(total) <= largest:  # (a scalar times a Python float has the scalar's dtype)
+    if abs(total) <= _LARGEST[dtype]:  # (a scalar times a Python float has its dtype)
         return _UNIT[dtype] * total
     with np.errstate(over="ignore"):
         return _UNIT[dtype] * total

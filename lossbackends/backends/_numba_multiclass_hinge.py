@@ -10,7 +10,6 @@ from ._host import bad_labels_as_nan, cast_quietly, half_in_float32, label_error
 from ._numba_common import (
     _CHUNK_ARGUMENTS,
     _EMPTY,
-    _LARGEST,
     CE_CHUNK_ELEMENTS,
     CHUNKS,
     _jit,
@@ -131,4 +130,4 @@ def multiclass_hinge(labels, x, weight, params, reduction, scale, grad, want_val
         return None
     if reduction == "none":
         return cast_quietly(row_losses, x.dtype)
-    return in_dtype(value, x.dtype, _LARGEST[x.dtype])
+    return in_dtype(value, x.dtype)

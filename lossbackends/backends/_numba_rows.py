@@ -18,7 +18,6 @@ from ._numba_common import (
     _CHUNK_ARGUMENTS,
     _EMPTY,
     _EMPTY_ROWS,
-    _LARGEST,
     _NO_LABELS,
     BLOCK,
     CE_CHUNK_ELEMENTS,
@@ -731,4 +730,4 @@ def cross_entropy(target, x, class_weight, params, reduction, scale, grad, want_
         return None
     if reduction == "none":
         return cast_quietly(row_losses, x.dtype)
-    return in_dtype(value, x.dtype, _LARGEST[x.dtype])
+    return in_dtype(value, x.dtype)

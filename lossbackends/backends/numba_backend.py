@@ -429,7 +429,7 @@ def _elementwise(loss: str):
             return None if hess_floor == NO_FLOOR else total
         if losses is not None:
             return losses
-        return in_dtype(total, dtype, _LARGEST[dtype])
+        return in_dtype(total, dtype)
 
     def plain_call(dtype, reduction, want_value, no_grad, params):
         """The launch of a plain call (see ``PlainCalls``): the kernel's code and numbers
@@ -462,7 +462,7 @@ def _elementwise(loss: str):
                 return None
             # (a NumPy scalar of p's dtype: one times a Python float has the scalar's dtype,
             # NEP 50, for a third of p.dtype.type(total); beyond the largest, in_dtype)
-            return unit * total if abs(total) <= largest else in_dtype(total, dtype, largest)
+            return unit * total if abs(total) <= largest else in_dtype(total, dtype)
 
         return launch
 
