@@ -188,7 +188,8 @@ hinge = Loss(
 
     .. math::
         \ell_i = w_i \max(0, m - t_i s_i), \qquad
-        \partial \ell_i / \partial s_i = -w_i t_i \,[m - t_i s_i > 0]
+        \partial \ell_i / \partial s_i = -w_i t_i \,[m - t_i s_i > 0], \qquad
+        \partial^2 \ell_i / \partial s_i^2 = 0
 
     ``margin`` ``m`` defaults to 1. The gradient at exactly ``m - t s = 0`` is 0. The loss
     is piecewise linear: its Hessian is 0 away from the kink, and ``grad_and_hess`` gives
@@ -202,6 +203,9 @@ hinge = Loss(
     0.075
     >>> print(lb.hinge.grad([-1, 1, 1, -1], [-1.5, 1.2, 0.9, -0.8], reduction="sum"))
     [ 0.  0. -1.  1.]
+    >>> print(lb.hinge.grad_and_hess([-1, 1, 1, -1], [-1.5, 1.2, 0.9, -0.8],
+    ...                              reduction="sum")[1])
+    [0. 0. 0. 0.]
     """,
 )
 
@@ -212,7 +216,8 @@ multiclass_hinge = Loss(
 
     .. math::
         \ell_i = w_i \max\left(0,\ m + \max_{j \ne y_i} s_{ij} - s_{iy_i}\right), \qquad
-        \partial \ell_i / \partial s_{ic} = w_i\,[\ell_i > 0]\,([c = j_i] - [c = y_i])
+        \partial \ell_i / \partial s_{ic} = w_i\,[\ell_i > 0]\,([c = j_i] - [c = y_i]),
+        \qquad \partial^2 \ell_i / \partial s_{ic}^2 = 0
 
     where :math:`j_i` is the arg-max of the other classes' scores (the lowest index at a
     tie). ``y_pred`` are scores with the classes on ``axis`` (default -1), ``y_true`` one
@@ -221,9 +226,9 @@ multiclass_hinge = Loss(
     ``check_labels=False`` skips: the row's loss and gradient are then NaN). ``margin`` ``m``
     defaults to 1; ``weight`` (optional) has the labels' shape, or broadcasts to it.
     ``reduction="mean"`` divides by the number of rows. The gradient is 0 at the kink
-    (``\ell = 0`` exactly) and the Hessian is 0 away from it. Equal infinite scores count
-    as equal (``s_j - s_y = 0``); a NaN score makes its row NaN. With one class the loss
-    is 0. The definition of optax's ``multiclass_hinge_loss`` and scikit-learn's
+    (``\ell = 0`` exactly); ``grad_and_hess`` gives the Hessian's diagonal, 0 (at the
+    kink too). Equal infinite scores count as equal (``s_j - s_y = 0``); a NaN score makes
+    its row NaN. With one class the loss is 0. The definition of optax's ``multiclass_hinge_loss`` and scikit-learn's
     ``hinge_loss`` with more than two classes.
 
     >>> import lossbackends as lb
@@ -233,6 +238,9 @@ multiclass_hinge = Loss(
     >>> print(lb.multiclass_hinge.grad([0, 2], scores))
     [[-0.5  0.5  0. ]
      [ 0.   0.5 -0.5]]
+    >>> print(lb.multiclass_hinge.grad_and_hess([0, 2], scores)[1])  # the diagonal
+    [[0. 0. 0.]
+     [0. 0. 0.]]
     """,
     class_indices=True,
 )
@@ -495,7 +503,8 @@ pinball = Loss(
     .. math::
         \ell_i = w_i \left(\tau \max(y_i - p_i, 0) + (1 - \tau) \max(p_i - y_i, 0)\right),
         \qquad \partial \ell_i / \partial p_i = w_i \begin{cases} -\tau & p_i < y_i \\
-                                   1 - \tau & p_i > y_i \\ 0 & p_i = y_i \end{cases}
+                                   1 - \tau & p_i > y_i \\ 0 & p_i = y_i \end{cases},
+        \qquad \partial^2 \ell_i / \partial p_i^2 = 0
 
     with :math:`\tau` = ``quantile`` in [0, 1]. Piecewise linear: its second derivative is 0
     away from the kink, and ``grad_and_hess`` gives 0 at it too (a boosting objective uses
