@@ -227,3 +227,52 @@ def test_a_forked_child_runs_large_inputs_on_threads_of_its_own(tmp_path):
     done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
                           timeout=300, env=env)
     assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr
+
+
+# in a fresh interpreter: it sets its own CPUs, and its workers start with them
+_PLACES = """
+import os, sys, time
+import numpy as np
+import lossbackends as lb
+from lossbackends.backends import _threads
+from lossbackends.backends.numba_backend import PARALLEL_MIN_ELEMENTS
+
+rng = np.random.default_rng(21)
+n = PARALLEL_MIN_ELEMENTS + 1001
+y, p = rng.random(n).astype(np.float32), rng.random(n).astype(np.float32)
+cpus = os.sched_getaffinity(0)
+if sys.argv[1] == "one CPU":  # the caller's only CPU is also its worker's
+    cpus = {min(cpus)}
+    os.sched_setaffinity(0, cpus)
+_threads.threads = lambda: 1
+expected = lb.mse.value_and_grad(y, p, backend="numba")
+_threads.threads = lambda: 2
+deadline = time.monotonic() + 60
+while not _threads._placed and time.monotonic() < deadline:  # the worker has started
+    lb.mse.value_and_grad(y, p, backend="numba")
+value, grad = lb.mse.value_and_grad(y, p, backend="numba")
+assert value == expected[0] and np.array_equal(grad, expected[1])
+[(worker, started_with)] = _threads._placed
+assert started_with == cpus, (started_with, cpus)
+off = _threads._off_cpu[0]
+assert off in cpus, (off, cpus)
+allowed = os.sched_getaffinity(worker)
+assert allowed == ((cpus - {off}) or cpus), (allowed, cpus, off)
+print("ok")
+"""
+
+
+@pytest.mark.skipif(not _threads._PLACES_THREADS or _threads._current_cpu is None
+                    or len(os.sched_getaffinity(0)) < 2,
+                    reason="places its threads on Linux, with two CPUs or more")
+@pytest.mark.parametrize("cpus", ["all", "one CPU"])
+def test_workers_run_off_the_calling_threads_cpu(tmp_path, cpus):
+    """Before a shared call the workers are allowed every CPU they started with but the
+    caller's (one CPU: they keep it), and the result keeps its bits."""
+    script = tmp_path / "places.py"
+    script.write_text(_PLACES)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+        [str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])])}  # this checkout's
+    done = subprocess.run([sys.executable, str(script), cpus], capture_output=True,
+                          text=True, timeout=300, env=env)
+    assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr
