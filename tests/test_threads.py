@@ -20,7 +20,7 @@ import pytest
 import lossbackends as lb
 
 pytest.importorskip("numba", reason="Numba is not installed")
-from lossbackends.backends import _threads  # noqa: E402
+from lossbackends.backends import _placement, _threads  # noqa: E402
 from lossbackends.backends.numba_backend import PARALLEL_MIN_ELEMENTS  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -231,48 +231,80 @@ def test_a_forked_child_runs_large_inputs_on_threads_of_its_own(tmp_path):
 
 # in a fresh interpreter: it sets its own CPUs, and its workers start with them
 _PLACES = """
-import os, sys, time
+import os, sys, threading, time
 import numpy as np
 import lossbackends as lb
-from lossbackends.backends import _threads
+from lossbackends.backends import _placement, _threads
 from lossbackends.backends.numba_backend import PARALLEL_MIN_ELEMENTS
 
+mode = sys.argv[1]
 rng = np.random.default_rng(21)
 n = PARALLEL_MIN_ELEMENTS + 1001
 y, p = rng.random(n).astype(np.float32), rng.random(n).astype(np.float32)
 cpus = os.sched_getaffinity(0)
-if sys.argv[1] == "one CPU":  # the caller's only CPU is also its worker's
+if mode == "one CPU":  # the caller's only CPU is also its worker's
     cpus = {min(cpus)}
     os.sched_setaffinity(0, cpus)
+if mode == "not placed":  # as where the platform has no sched_getcpu or sched_setaffinity
+    _placement._current_cpu = None
 _threads.threads = lambda: 1
 expected = lb.mse.value_and_grad(y, p, backend="numba")
 _threads.threads = lambda: 2
+
+
+def check():
+    value, grad = lb.mse.value_and_grad(y, p, backend="numba")
+    assert value == expected[0] and np.array_equal(grad, expected[1])
+
+
 deadline = time.monotonic() + 60
-while not _threads._placed and time.monotonic() < deadline:  # the worker has started
-    lb.mse.value_and_grad(y, p, backend="numba")
-value, grad = lb.mse.value_and_grad(y, p, backend="numba")
-assert value == expected[0] and np.array_equal(grad, expected[1])
-[(worker, started_with)] = _threads._placed
-assert started_with == cpus, (started_with, cpus)
-off = _threads._off_cpu[0]
+if mode == "not placed":  # the worker lives, takes its tasks, and is never placed
+    while _threads._tasks.qsize() or not any(
+            thread.name.startswith("lossbackends") for thread in threading.enumerate()):
+        check()
+        assert time.monotonic() < deadline, "no worker took its tasks"
+    for _ in range(20):
+        check()
+    time.sleep(0.1)
+    assert _threads._tasks.qsize() == 0 and _placement._workers == []
+    print("ok")
+    sys.exit()
+while not (_placement._workers and _placement._kept_off[0] >= 0):  # the worker placed
+    check()
+    assert time.monotonic() < deadline, "the worker was never placed"
+check()
+[(worker, own, given)] = _placement._workers
+assert own == cpus, (own, cpus)
+off = _placement._kept_off[0]
 assert off in cpus, (off, cpus)
 allowed = os.sched_getaffinity(worker)
-assert allowed == ((cpus - {off}) or cpus), (allowed, cpus, off)
+assert allowed == given == ((cpus - {off}) or cpus), (allowed, given, cpus, off)
+if mode == "all":
+    _placement.enter()  # (as a caller whose call overlaps another's, in another thread)
+    _placement.enter()
+    assert os.sched_getaffinity(worker) == cpus  # their own CPUs while calls overlap
+    _placement.leave()
+    _placement.leave()
+    os.sched_setaffinity(worker, {off})  # the user's choice: the caller's CPU
+    check()
+    assert os.sched_getaffinity(worker) == {off}  # kept, and the worker's own from now on
+    assert _placement._workers[0][1] == {off}
 print("ok")
 """
 
 
-@pytest.mark.skipif(not _threads._PLACES_THREADS or _threads._current_cpu is None
-                    or len(os.sched_getaffinity(0)) < 2,
+@pytest.mark.skipif(_placement._current_cpu is None or len(os.sched_getaffinity(0)) < 2,
                     reason="places its threads on Linux, with two CPUs or more")
-@pytest.mark.parametrize("cpus", ["all", "one CPU"])
-def test_workers_run_off_the_calling_threads_cpu(tmp_path, cpus):
-    """Before a shared call the workers are allowed every CPU they started with but the
-    caller's (one CPU: they keep it), and the result keeps its bits."""
+@pytest.mark.parametrize("mode", ["all", "one CPU", "not placed"])
+def test_workers_run_off_the_calling_threads_cpu(tmp_path, mode):
+    """Before a shared call the workers are given their CPUs but the caller's (a worker
+    with only that one keeps it), their own while calls overlap, and the user's where the
+    user set some; where threads are not placed, the workers run as ever; the result keeps
+    its bits."""
     script = tmp_path / "places.py"
     script.write_text(_PLACES)
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(
         [str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])])}  # this checkout's
-    done = subprocess.run([sys.executable, str(script), cpus], capture_output=True,
+    done = subprocess.run([sys.executable, str(script), mode], capture_output=True,
                           text=True, timeout=300, env=env)
     assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr

@@ -24,7 +24,7 @@ writes nothing more: every chunk is done. With ``shared`` None a kernel
 runs every chunk in order on its own thread (one argument for both: Numba unboxes every
 array argument of a call into a record of its own, about 550 instructions, 80 ns here).
 Workers read a counter of posted calls for a while before they sleep (see ``_POSTED``),
-and run on the CPUs other than the calling thread's (see ``_keep_workers_off``).
+and run on the CPUs other than the calling thread's (``_placement``).
 
 The number of threads is Numba's: ``NUMBA_NUM_THREADS`` (default: the CPUs), read on each
 shared call.
@@ -32,10 +32,8 @@ shared call.
 
 from __future__ import annotations
 
-import ctypes
 import os
 import queue
-import sys
 import threading
 import time
 
@@ -45,6 +43,7 @@ from numba import types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
+from . import _placement
 from ._numba_math import inline
 
 # the kernels' last argument: the chunks' counter and partial results (see above)
@@ -243,8 +242,7 @@ _SPINS = _SETTLE = 0  # (set by ``_calibrate``)
 
 
 def _work() -> None:
-    _placed.append((threading.get_native_id(), frozenset(_affinity(0))))
-    _off_cpu[0] = -1  # (placed at the next shared call)
+    _placement.register()
     while True:
         posted = _tasks.get().run()
         # tasks queued meanwhile first (cancelled ones are dropped at once): a worker that
@@ -290,40 +288,6 @@ def _calibrate(code) -> None:
     _SPINS, _SETTLE = int(per_second * SPIN_SECONDS), int(per_second * SETTLE_SECONDS)
 
 
-# Where the workers run. On the 2-CPU virtual machines we measure on, a worker woken while
-# the calling thread ran its kernel was often put on the caller's CPU (the scheduler's
-# wake-affine choice) and started only when the caller's kernel was over, the other CPU
-# idle meanwhile: after an idle gap of a millisecond or more, about half the calls ran on
-# one thread (MSE at n = 1e6: 0.48 ms a call after 2 ms asleep, 0.78 ms after 10 ms,
-# against 0.24 back to back). So before each shared call the workers are allowed every CPU
-# they had but the caller's (0.30 and 0.41 ms). One system call per worker when the
-# caller's CPU changed, none otherwise; where the caller's is a worker's only CPU, that
-# worker keeps it. Linux only (elsewhere the scheduler decides alone).
-_PLACES_THREADS = sys.platform.startswith("linux") and hasattr(os, "sched_setaffinity")
-_affinity = os.sched_getaffinity if _PLACES_THREADS else None
-try:
-    _current_cpu = ctypes.CDLL(None).sched_getcpu if _PLACES_THREADS else None
-except (OSError, AttributeError):  # (a C library without it)
-    _current_cpu = None
-_placed: list = []  # (native thread id, the CPUs it started with) of each worker
-_off_cpu = [-1]  # the CPU the workers were last kept off (-1: none yet, or a new worker)
-
-
-def _keep_workers_off() -> None:
-    """Keep the workers off the calling thread's CPU (see ``_placed``)."""
-    if _current_cpu is None:
-        return
-    cpu = _current_cpu()
-    if cpu < 0 or cpu == _off_cpu[0]:
-        return
-    _off_cpu[0] = cpu
-    for thread, cpus in list(_placed):
-        try:
-            os.sched_setaffinity(thread, (cpus - {cpu}) or cpus)
-        except OSError:  # (CPUs taken from the process meanwhile: the scheduler decides)
-            pass
-
-
 def _ensure_workers(count: int) -> None:
     global _workers
     with _start:
@@ -354,9 +318,9 @@ def share(code, args: tuple, chunks: int) -> tuple:
     count = min(threads(), chunks)
     _await_code()  # compiled here, never by a worker (see there)
     _ensure_workers(count - 1)
-    _keep_workers_off()
     shared = _new_shared(chunks)
     tasks = [_Task(code, (*args, _workers_view(shared))) for _ in range(count - 1)]
+    _placement.enter()
     try:
         for task in tasks:
             _tasks.put(task)
@@ -365,7 +329,10 @@ def share(code, args: tuple, chunks: int) -> tuple:
         _POSTED_COUNT[0] += 1
         result = code(*args, shared)
     finally:
-        _end(tasks, shared, chunks)
+        try:
+            _end(tasks, shared, chunks)
+        finally:
+            _placement.leave()
     if shared.view(np.int64)[_AT[0] + _DONE] < chunks:  # a worker failed (else none did)
         for task in tasks:
             if task.error is not None:
@@ -411,8 +378,7 @@ def _after_fork() -> None:
     parent's queue may hold tasks no thread will take)."""
     global _tasks, _workers, _start
     _tasks, _workers, _start = queue.SimpleQueue(), 0, threading.Lock()
-    _placed.clear()
-    _off_cpu[0] = -1
+    _placement.forget()
 
 
 os.register_at_fork(after_in_child=_after_fork)
