@@ -654,3 +654,93 @@ def test_row_losses_in_place_give_the_bits_of_out(backend, loss, options, dtype)
                                backend=backend, **kwargs)
         assert host(written).tobytes() == host(apart).tobytes()
         assert host(hess_in_place).tobytes() == host(hess).tobytes()
+
+
+def _off_a_line(shape, dtype, past):
+    """An array of ``shape`` starting ``past`` elements after a 64-byte boundary."""
+    size = int(np.prod(shape))
+    buffer = np.empty(size + 64, dtype)
+    start = (-buffer.__array_interface__["data"][0]) % 64 // buffer.itemsize + past
+    return buffer[start:start + size].reshape(shape)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("options", [
+    {}, {"label_smoothing": 0.1, "class_weight": True}, {"z_loss": 1e-3, "ignore_index": 1},
+    {"softcap": 2.0}, {"softcap": 60.0}, {"probabilities": True},
+    {"probabilities": True, "softcap": 5.0}])
+def test_cross_entropy_streamed_rows_give_the_bits_of_plain_stores(options, dtype, monkeypatch):
+    """From ``STREAM_FROM_BYTES`` in rows of ``STREAM_ROW_BYTES`` (both lowered here) the
+    Numba kernel computes each row in a scratch row and copies it into the gradient by
+    streaming stores, from the row's first cache line on: the value, the gradient and the
+    Hessian are the bits of plain stores, wherever the gradient starts, ignored rows, NaN
+    and infinities included; written over the logits it keeps plain stores."""
+    pytest.importorskip("numba", reason="Numba is not installed")
+    from lossbackends.backends import _numba_rows
+
+    streamed = []
+    launch = _numba_rows._launch
+
+    def spied(kernel, types, key, chunks, args):
+        if kernel is _numba_rows._CE:
+            streamed.append(args[-1])
+        return launch(kernel, types, key, chunks, args)
+
+    monkeypatch.setattr(_numba_rows, "_launch", spied)
+    rng = np.random.default_rng(19)
+    rows, classes = 300, 133  # (rows whose lines start anywhere: 133 elements)
+    x = (rng.standard_normal((rows, classes)) * 4).astype(dtype)
+    x[0, :2] = 10.0
+    x[1, 1], x[2, 0], x[4, 5] = np.nan, np.inf, -np.inf
+    kwargs = dict(options)
+    if kwargs.pop("probabilities", False):
+        target = rng.dirichlet(np.ones(classes), rows).astype(dtype)
+    else:
+        target = rng.integers(0, classes, rows)
+        target[::3] = kwargs.get("ignore_index", -100)
+        target[5] = classes - 1
+    if kwargs.get("class_weight") is True:
+        kwargs["class_weight"] = rng.uniform(0.5, 2, classes).astype(dtype)
+    calls = {}
+    for stream in (False, True):
+        monkeypatch.setattr(_numba_rows, "STREAM_FROM_BYTES", 1 << 12 if stream else 1 << 62)
+        monkeypatch.setattr(_numba_rows, "STREAM_ROW_BYTES", 256 if stream else 1 << 62)
+        for reduction in ("mean", "sum", "none"):
+            for past in (0, 1, 3):
+                streamed.clear()
+                out = _off_a_line(x.shape, dtype, past)
+                value, grad = lb.cross_entropy.value_and_grad(
+                    target, x, reduction=reduction, out=out, backend="numba", **kwargs)
+                assert streamed == [stream]
+                calls[stream, reduction, past] = (np.asarray(value).tobytes(), grad.tobytes())
+        hess = _off_a_line(x.shape, dtype, 2)
+        grad, _ = lb.cross_entropy.grad_and_hess(target, x, out=(_off_a_line(x.shape, dtype, 1),
+                                                                 hess), backend="numba",
+                                                 **kwargs)
+        calls[stream, "hess"] = (grad.tobytes(), hess.tobytes())
+        streamed.clear()
+        written = x.copy()
+        value, _ = lb.cross_entropy.value_and_grad(target, written, out=written,
+                                                   backend="numba", **kwargs)
+        assert streamed == [stream]  # (asked; the kernel keeps plain stores over x)
+        calls[stream, "in place"] = (np.asarray(value).tobytes(), written.tobytes())
+    for key in [k for k in calls if k[0]]:
+        assert calls[key] == calls[(False, *key[1:])], key
+    # and right (the streamed default call): against the float64 references
+    monkeypatch.setattr(_numba_rows, "STREAM_FROM_BYTES", 1 << 12)
+    monkeypatch.setattr(_numba_rows, "STREAM_ROW_BYTES", 256)
+    streamed.clear()
+    value, grad = lb.cross_entropy.value_and_grad(target, x, backend="numba", **kwargs)
+    assert streamed == [True]
+    if target.ndim == 2:  # (no reference of soft targets with softcap: the bits above)
+        expected, expected_grad = (None, None) if "softcap" in kwargs else \
+            reference.cross_entropy(target.astype(np.float64), x.astype(np.float64), **kwargs)
+    else:
+        if "class_weight" in kwargs:
+            kwargs["class_weight"] = kwargs["class_weight"].astype(np.float64)
+        with np.errstate(invalid="ignore"):  # (the rows of infinities)
+            expected, expected_grad = reference.cross_entropy_liger(
+                target, x.astype(np.float64), **kwargs)
+    if expected is not None:
+        finite = np.isfinite(expected_grad) & np.isfinite(x).all(axis=1, keepdims=True)
+        np.testing.assert_allclose(grad[finite], expected_grad[finite], rtol=1e-4, atol=1e-6)

@@ -27,6 +27,20 @@ LINE = 64  # bytes in a cache line
 CHUNKS = 64  # partial sums per call: a constant, so results never depend on thread count
 BLOCK = 2048  # elements per inner loop: a block of each array stays in L1
 CE_CHUNK_ELEMENTS = 8192  # the fewest logits in a cross-entropy chunk (two beat one from 2x)
+# From a gradient of this many bytes (64 MiB, of float32 16.8 million elements; with y
+# and p 192 MiB), a kernel whose loop writes nothing but the gradient (alone, with the
+# Hessian, or with the value summed in the loop) writes it, and the Hessian, by streaming
+# stores, where each starts a cache line: their lines are then neither read from DRAM
+# before being written nor kept in the caches, which they would not fit. Measured on the
+# Xeon (two threads, float32, default call, against plain stores; performance-log.md):
+# value_and_grad 0.75-0.93 of the time at 1e8 (MSE, MAE, huber, smooth L1, the hinges),
+# 0.83-0.97 at 2e7; grad alone 0.60-0.96 at 1e8 (log_cosh, bound by its arithmetic,
+# 1.03); grad_and_hess 0.61-0.84 at 2e7 and 1e8. At 1e7, where part of the arrays stays
+# in the L3 between calls, 0.90-1.08 (kl_div's grad 1.28x). The kernels that write their
+# losses into L1 blocks took 1.03-1.25x as long (the block's stores among the streaming
+# ones), and pinball's value in its loop 1.10x: those keep plain stores (``loss_math``'s
+# ``stream_with_value``). Cross-entropy's long rows too (``_numba_rows.STREAM_ROW_BYTES``).
+STREAM_FROM_BYTES = 1 << 26
 PARALLEL_MIN_ELEMENTS = 1 << 17  # below this one thread is faster (thread start-up)
 
 

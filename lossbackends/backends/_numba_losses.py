@@ -94,7 +94,7 @@ def loss_math(*constants, hard_labels=None, hard_gradient=False, sum_in_loop_fro
     ``BEYOND_L2`` (2026-12-04, two threads).
     ``stream_with_value``: whether the kernel that sums the value in its loop may write
     the gradient by streaming stores, as the gradient-only kernel does
-    (``numba_backend.STREAM_FROM_BYTES``)."""
+    (``_numba_common.STREAM_FROM_BYTES``)."""
 
     def compile_(function, wide=wide_vectors):
         compiled = inline(function)

@@ -41,6 +41,7 @@ from ._numba_common import (
     CHUNKS,
     LINE,
     PARALLEL_MIN_ELEMENTS,
+    STREAM_FROM_BYTES,
     _copy,
     _in_order,
     _jit,
@@ -288,20 +289,6 @@ _NO_PARAM = (0.0, 0.0, 0.0)  # the options' tuple of a loss without options
 # elements of float32 in a cache line (of float64, two lines): the chunks' sizes are a
 # multiple of it, so each chunk starts where the array's first line does
 LINE_ELEMENTS = LINE // 4
-# From a gradient of this many bytes (64 MiB, of float32 16.8 million elements; with y
-# and p 192 MiB), a kernel whose loop writes nothing but the gradient (alone, with the
-# Hessian, or with the value summed in the loop) writes it, and the Hessian, by streaming
-# stores, where each starts a cache line: their lines are then neither read from DRAM
-# before being written nor kept in the caches, which they would not fit. Measured on the
-# Xeon (two threads, float32, default call, against plain stores; performance-log.md):
-# value_and_grad 0.75-0.93 of the time at 1e8 (MSE, MAE, huber, smooth L1, the hinges),
-# 0.83-0.97 at 2e7; grad alone 0.60-0.96 at 1e8 (log_cosh, bound by its arithmetic,
-# 1.03); grad_and_hess 0.61-0.84 at 2e7 and 1e8. At 1e7, where part of the arrays stays
-# in the L3 between calls, 0.90-1.08 (kl_div's grad 1.28x). The kernels that write their
-# losses into L1 blocks took 1.03-1.25x as long (the block's stores among the streaming
-# ones), and pinball's value in its loop 1.10x: those keep plain stores (``loss_math``'s
-# ``stream_with_value``).
-STREAM_FROM_BYTES = 1 << 26
 # Below this many elements the value is summed from the block of losses (``_sum``), not in
 # the loop: LLVM's vector loop runs only where its runtime check finds the gradient at
 # least a vector loop's step (32 elements) away from y and p, else a scalar loop adds the
