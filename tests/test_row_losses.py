@@ -674,7 +674,8 @@ def test_cross_entropy_streamed_rows_give_the_bits_of_plain_stores(options, dtyp
     Numba kernel computes each row in a scratch row and copies it into the gradient by
     streaming stores, from the row's first cache line on: the value, the gradient and the
     Hessian are the bits of plain stores, wherever the gradient starts, ignored rows, NaN
-    and infinities included; written over the logits it keeps plain stores."""
+    and infinities included, and rows shorter than a line write nothing past their end;
+    written over the logits it keeps plain stores."""
     pytest.importorskip("numba", reason="Numba is not installed")
     from lossbackends.backends import _numba_rows
 
@@ -726,6 +727,22 @@ def test_cross_entropy_streamed_rows_give_the_bits_of_plain_stores(options, dtyp
         calls[stream, "in place"] = (np.asarray(value).tobytes(), written.tobytes())
     for key in [k for k in calls if k[0]]:
         assert calls[key] == calls[(False, *key[1:])], key
+    if not options:  # rows of 5 classes, shorter than the head before a row's first line
+        few, labels = (rng.standard_normal((400, 5)) * 4).astype(dtype), rng.integers(0, 5, 400)
+        results = {}
+        for stream in (False, True):
+            monkeypatch.setattr(_numba_rows, "STREAM_FROM_BYTES", 1 if stream else 1 << 62)
+            monkeypatch.setattr(_numba_rows, "STREAM_ROW_BYTES", 1 if stream else 1 << 62)
+            for past in range(64 // np.dtype(dtype).itemsize):
+                buffer = np.full(few.size + 64, 7.0, dtype)  # 7s after the gradient stay 7
+                start = (-buffer.__array_interface__["data"][0]) % 64 // buffer.itemsize + past
+                out = buffer[start:start + few.size].reshape(few.shape)
+                streamed.clear()
+                lb.cross_entropy.grad(labels, few, z_loss=1e-3, out=out, backend="numba")
+                assert streamed == [stream]
+                assert (buffer[start + few.size:] == 7.0).all() and (buffer[:start] == 7.0).all()
+                results[stream, past] = out.tobytes()
+        assert all(results[True, past] == results[False, past] for _, past in results)
     # and right (the streamed default call): against the float64 references
     monkeypatch.setattr(_numba_rows, "STREAM_FROM_BYTES", 1 << 12)
     monkeypatch.setattr(_numba_rows, "STREAM_ROW_BYTES", 256)

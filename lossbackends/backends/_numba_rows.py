@@ -203,11 +203,12 @@ PREFETCH_ROW_BYTES = 1 << 18
 # From a gradient of STREAM_FROM_BYTES (``_numba_common``) in rows of at least this many
 # bytes, each row's exps and gradient are computed in a scratch row, which stays in the
 # L2, and copied into the gradient by streaming stores (``_stream_row``): the gradient's
-# lines are then not read from DRAM before being written. 0.86-0.92 of the time at 1024 x
+# lines are then not read from DRAM before being written. 0.82-0.94 of the time at 1024 x
 # 32000 and 256 x 128256 (float32, two threads, the default call and a NumPy ``out=``);
 # at 16-33 MB of gradient, which stays in the L3 between calls, 1.2-1.33x as long, hence
-# the threshold on the whole gradient. Rows this long start a cache line but for a few
-# bytes at each end, which take plain stores.
+# the threshold on the whole gradient. A row takes plain stores up to its first cache
+# line and in the loop's scalar remainder at its end: in rows this long, a few bytes. The
+# Hessian, and a gradient written over the logits, keep plain stores.
 STREAM_ROW_BYTES = 1 << 16
 
 
