@@ -743,6 +743,19 @@ def test_cross_entropy_streamed_rows_give_the_bits_of_plain_stores(options, dtyp
                 assert (buffer[start + few.size:] == 7.0).all() and (buffer[:start] == 7.0).all()
                 results[stream, past] = out.tobytes()
         assert all(results[True, past] == results[False, past] for _, past in results)
+        # a z-loss whose 2 z lse overflows the dtype: the label's element in float64
+        big = x.copy()
+        big[7] = np.finfo(dtype).max / 4
+        big[7, 3] = np.finfo(dtype).max / 2
+        target_big = rng.integers(0, classes, rows)
+        bits = []
+        for stream in (False, True):
+            monkeypatch.setattr(_numba_rows, "STREAM_FROM_BYTES", 1 if stream else 1 << 62)
+            monkeypatch.setattr(_numba_rows, "STREAM_ROW_BYTES", 1 if stream else 1 << 62)
+            grad = lb.cross_entropy.grad(target_big, big, z_loss=10.0, backend="numba",
+                                         out=_off_a_line(big.shape, dtype, 1))
+            bits.append(grad.tobytes())
+        assert bits[0] == bits[1]
     # and right (the streamed default call): against the float64 references
     monkeypatch.setattr(_numba_rows, "STREAM_FROM_BYTES", 1 << 12)
     monkeypatch.setattr(_numba_rows, "STREAM_ROW_BYTES", 256)
