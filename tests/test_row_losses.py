@@ -748,14 +748,18 @@ def test_cross_entropy_streamed_rows_give_the_bits_of_plain_stores(options, dtyp
         big[7] = np.finfo(dtype).max / 4
         big[7, 3] = np.finfo(dtype).max / 2
         target_big = rng.integers(0, classes, rows)
-        bits = []
-        for stream in (False, True):
-            monkeypatch.setattr(_numba_rows, "STREAM_FROM_BYTES", 1 if stream else 1 << 62)
-            monkeypatch.setattr(_numba_rows, "STREAM_ROW_BYTES", 1 if stream else 1 << 62)
-            grad = lb.cross_entropy.grad(target_big, big, z_loss=10.0, backend="numba",
-                                         out=_off_a_line(big.shape, dtype, 1))
-            bits.append(grad.tobytes())
-        assert bits[0] == bits[1]
+        huge = float(np.finfo(dtype).max) / 4  # (capped logits keep the lse small)
+        for overflowing in ({"z_loss": 10.0}, {"z_loss": huge, "softcap": 2.0}):
+            bits = []
+            for stream in (False, True):
+                monkeypatch.setattr(_numba_rows, "STREAM_FROM_BYTES", 1 if stream else 1 << 62)
+                monkeypatch.setattr(_numba_rows, "STREAM_ROW_BYTES", 1 if stream else 1 << 62)
+                grad = lb.cross_entropy.grad(target_big, big, backend="numba",
+                                             out=_off_a_line(big.shape, dtype, 1), **overflowing)
+                pair = lb.cross_entropy.grad_and_hess(target_big, big, backend="numba",
+                                                      z_loss=10.0)
+                bits.append((grad.tobytes(), pair[0].tobytes(), pair[1].tobytes()))
+            assert bits[0] == bits[1], overflowing
     # and right (the streamed default call): against the float64 references
     monkeypatch.setattr(_numba_rows, "STREAM_FROM_BYTES", 1 << 12)
     monkeypatch.setattr(_numba_rows, "STREAM_ROW_BYTES", 256)
