@@ -204,20 +204,21 @@ PREFETCH_ROW_BYTES = 1 << 18
 # bytes, each row's exps and gradient are computed in a scratch row, which stays in the
 # L2, and copied into the gradient by streaming stores (``_stream_row``): the gradient's
 # lines are then not read from DRAM before being written. 0.82-0.94 of the time at 1024 x
-# 32000 and 256 x 128256 (float32, two threads, the default call and a NumPy ``out=``);
-# at 16-33 MB of gradient, which stays in the L3 between calls, 1.2-1.33x as long, hence
-# the threshold on the whole gradient (and 0.88-0.95 again with the row's last pass in
-# the copy, ``_stream_gradient``). A row takes plain stores up to its first cache
-# line and in the loop's scalar remainder at its end: in rows this long, a few bytes. The
-# Hessian, and a gradient written over the logits, keep plain stores.
+# 32000 and 256 x 128256 (float32, two threads, the default call and a NumPy ``out=``),
+# and 0.88-0.95 of that again with the row's last pass done in the copy
+# (``_stream_gradient``). At 16-33 MB of gradient, which stays in the L3 between calls,
+# 1.2-1.33x as long: hence the threshold on the whole gradient. A row takes plain stores
+# up to its first cache line and in the loop's scalar remainder at its end: in rows this
+# long, a few bytes. The Hessian, and a gradient written over the logits, keep plain
+# stores.
 STREAM_ROW_BYTES = 1 << 16
 
 
 @inline
 def _stream_gradient(exps, target, scale, capped_row, inv_cap, label, label_value):
-    """target = exps * scale, times 1 - t^2 (t = capped_row / softcap, where softcap
-    ``capped_row`` is not empty: the chain rule), with ``label_value`` at ``label``: a
-    row's last pass fused with its copy by ``_stream_row`` (the same bits as the two)."""
+    """target = exps * scale, times softcap's chain rule 1 - t^2 (t = capped_row / softcap)
+    where ``capped_row`` is not empty, with ``label_value`` at ``label``, by streaming
+    stores as ``_stream_row``: a row's last pass and its copy in one (the same bits)."""
     wide_vectors()
     head = min(target.size, (-target.ctypes.data % LINE) // target.itemsize)
     lines, rest = target[head:], exps[head:]  # (from 0: LLVM vectorises the loops)
