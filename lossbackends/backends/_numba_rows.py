@@ -215,12 +215,19 @@ STREAM_ROW_BYTES = 1 << 16
 
 
 @inline
+def _head(target):
+    """How many of ``target``'s elements lie before its first cache line (all of them in a
+    row shorter than that): the streaming copies' plain stores."""
+    return min(target.size, (-target.ctypes.data % LINE) // target.itemsize)
+
+
+@inline
 def _stream_gradient(exps, target, scale, capped_row, inv_cap, label, label_value):
     """target = exps * scale, times softcap's chain rule 1 - t^2 (t = capped_row / softcap)
     where ``capped_row`` is not empty, with ``label_value`` at ``label``, by streaming
     stores as ``_stream_row``: a row's last pass and its copy in one (the same bits)."""
     wide_vectors()
-    head = min(target.size, (-target.ctypes.data % LINE) // target.itemsize)
+    head = _head(target)
     lines, rest = target[head:], exps[head:]  # (from 0: LLVM vectorises the loops)
     at = label - head
     if capped_row.size:
@@ -243,7 +250,7 @@ def _stream_row(source, target):
     """target = source, by streaming stores from target's first cache line on (plain
     stores before it)."""
     wide_vectors()
-    head = min(target.size, (-target.ctypes.data % LINE) // target.itemsize)
+    head = _head(target)
     for c in range(head):
         target[c] = source[c]
     lines, rest = target[head:], source[head:]  # (from 0: LLVM vectorises the loop)
@@ -539,9 +546,7 @@ def _cross_entropy_kernel(x, soft, labels, probs, weighted, class_weight, ignore
                 g[label] = (x.dtype.type(label_gradient) if exact_label else
                             x.dtype.type(label_exp * prob_scale - keep * label_weight * grad_scale)
                             ) * (ONE - t * t)
-                if stream:
-                    _stream_row(g, grad[r])
-                continue
+                continue  # (streamed rows took the branch above)
             for c in range(classes):
                 g[c] = g[c] * prob_scale
             if soft:
