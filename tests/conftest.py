@@ -69,3 +69,13 @@ def host(value):
 
         return cupy.asnumpy(value)
     return np.asarray(value)
+
+
+def starting_a_line(shape, dtype, past=0, fill=None):
+    """An array of ``shape`` starting ``past`` elements after a 64-byte boundary, inside a
+    buffer (its ``.base``) with room on both sides, filled with ``fill`` when given."""
+    size, itemsize = int(np.prod(shape)), np.dtype(dtype).itemsize
+    buffer = np.empty(size + past + 64, dtype) if fill is None else np.full(
+        size + past + 64, fill, dtype)
+    start = (-buffer.__array_interface__["data"][0]) % 64 // itemsize + past
+    return buffer[start:start + size].reshape(shape)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import examples, host, on
+from conftest import examples, host, on, starting_a_line
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from reference import cross_entropy as ce_reference
@@ -693,14 +693,6 @@ def test_numba_sums_large_inputs_in_the_loop_as_accurately(loss):
     assert any(key[1] and not key[2] for key in used)  # and from the block
 
 
-def _starting_a_line(n, dtype, past=0):
-    """An array of n elements starting ``past`` elements after a 64-byte boundary."""
-    itemsize = np.dtype(dtype).itemsize
-    buffer = np.empty(n + past + 64 // itemsize, dtype)
-    start = (-buffer.__array_interface__["data"][0]) % 64 // itemsize + past
-    return buffer[start:start + n]
-
-
 @pytest.mark.parametrize("loss", ["mse", "mae"])
 def test_numba_tiny_values_do_not_depend_on_where_the_gradient_is(loss):
     """A value is the same bits wherever its gradient lies: below ``SUM_IN_LOOP_MIN``
@@ -765,7 +757,7 @@ def test_numba_streaming_stores_give_the_same_bits(loss, dtype, value_streams, m
             default = call(y, p, backend="numba")
 
             def outs(*pasts, n=n, pair=name == "grad_and_hess"):  # (gradient, Hessian)
-                arrays = tuple(_starting_a_line(n, dtype, past) for past in pasts)
+                arrays = tuple(starting_a_line(n, dtype, past) for past in pasts)
                 return arrays if pair else arrays[0]
 
             used.clear()

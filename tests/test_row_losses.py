@@ -11,7 +11,7 @@ import warnings
 import numpy as np
 import pytest
 import reference
-from conftest import examples, host, on
+from conftest import examples, host, on, starting_a_line
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -656,14 +656,6 @@ def test_row_losses_in_place_give_the_bits_of_out(backend, loss, options, dtype)
         assert host(hess_in_place).tobytes() == host(hess).tobytes()
 
 
-def _off_a_line(shape, dtype, past):
-    """An array of ``shape`` starting ``past`` elements after a 64-byte boundary."""
-    size = int(np.prod(shape))
-    buffer = np.empty(size + 64, dtype)
-    start = (-buffer.__array_interface__["data"][0]) % 64 // buffer.itemsize + past
-    return buffer[start:start + size].reshape(shape)
-
-
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("options", [
     {}, {"label_smoothing": 0.1, "class_weight": True}, {"z_loss": 1e-3, "ignore_index": 1},
@@ -709,13 +701,13 @@ def test_cross_entropy_streamed_rows_give_the_bits_of_plain_stores(options, dtyp
         for reduction in ("mean", "sum", "none"):
             for past in (0, 1, 3):
                 streamed.clear()
-                out = _off_a_line(x.shape, dtype, past)
+                out = starting_a_line(x.shape, dtype, past)
                 value, grad = lb.cross_entropy.value_and_grad(
                     target, x, reduction=reduction, out=out, backend="numba", **kwargs)
                 assert streamed == [stream]
                 calls[stream, reduction, past] = (np.asarray(value).tobytes(), grad.tobytes())
-        hess = _off_a_line(x.shape, dtype, 2)
-        grad, _ = lb.cross_entropy.grad_and_hess(target, x, out=(_off_a_line(x.shape, dtype, 1),
+        hess = starting_a_line(x.shape, dtype, 2)
+        grad, _ = lb.cross_entropy.grad_and_hess(target, x, out=(starting_a_line(x.shape, dtype, 1),
                                                                  hess), backend="numba",
                                                  **kwargs)
         calls[stream, "hess"] = (grad.tobytes(), hess.tobytes())
@@ -734,9 +726,10 @@ def test_cross_entropy_streamed_rows_give_the_bits_of_plain_stores(options, dtyp
             monkeypatch.setattr(_numba_rows, "STREAM_FROM_BYTES", 1 if stream else 1 << 62)
             monkeypatch.setattr(_numba_rows, "STREAM_ROW_BYTES", 1 if stream else 1 << 62)
             for past in range(64 // np.dtype(dtype).itemsize):
-                buffer = np.full(few.size + 64, 7.0, dtype)  # 7s after the gradient stay 7
-                start = (-buffer.__array_interface__["data"][0]) % 64 // buffer.itemsize + past
-                out = buffer[start:start + few.size].reshape(few.shape)
+                out = starting_a_line(few.shape, dtype, past, fill=7.0)  # 7s around it stay
+                buffer = out.base
+                start = (out.__array_interface__["data"][0]
+                         - buffer.__array_interface__["data"][0]) // buffer.itemsize
                 streamed.clear()
                 lb.cross_entropy.grad(labels, few, z_loss=1e-3, out=out, backend="numba")
                 assert streamed == [stream]
@@ -755,7 +748,7 @@ def test_cross_entropy_streamed_rows_give_the_bits_of_plain_stores(options, dtyp
                 monkeypatch.setattr(_numba_rows, "STREAM_FROM_BYTES", 1 if stream else 1 << 62)
                 monkeypatch.setattr(_numba_rows, "STREAM_ROW_BYTES", 1 if stream else 1 << 62)
                 grad = lb.cross_entropy.grad(target_big, big, backend="numba",
-                                             out=_off_a_line(big.shape, dtype, 1), **overflowing)
+                                             out=starting_a_line(big.shape, dtype, 1), **overflowing)
                 pair = lb.cross_entropy.grad_and_hess(target_big, big, backend="numba",
                                                       z_loss=10.0)
                 bits.append((grad.tobytes(), pair[0].tobytes(), pair[1].tobytes()))
