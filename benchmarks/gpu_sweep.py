@@ -23,7 +23,7 @@ and variant:
 
 GB/s count the minimum traffic (logits read once, gradient written once, the labels), as a
 fraction of the device-to-device copy measured in the same run, before and after. The
-kernels are compiled first, all at once in worker processes (CuPy's on-disk cache), so the
+kernels are compiled first, all at once in worker processes (the backend's on-disk cache), so the
 budget goes to measuring. One CSV row per case and variant: ``DIR/sweep.csv``; the
 device, the date and the copy bandwidth in ``DIR/sweep.json``.
 """
@@ -246,7 +246,7 @@ def row_error(case: Case, labels, logits, grad, sample, shift: int = 0) -> float
 
 def _compile(job: tuple[Case, Variant]) -> str:
     """In a worker: the kernels ``variant`` runs for ``case``'s class count, compiled
-    (into CuPy's on-disk cache) by the calls themselves on two rows."""
+    (into the backend's on-disk cache, ``_nvrtc``) by the calls themselves on two rows."""
     case, variant = job
     try:
         import lossbackends as lb

@@ -1,4 +1,4 @@
-"""Compile every CUDA module of the CuPy backend with NVRTC, as CuPy does at run time.
+"""Compile every CUDA module of the CuPy backend with NVRTC, as the backend does at run time.
 
 No GPU or driver is needed: NVRTC comes from PyPI (``cuda-bindings``, ``nvidia-cuda-nvrtc``).
 Prints registers and spills per assembled kernel; fails on any compile error and on any
@@ -29,49 +29,25 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from cuda.bindings import nvrtc  # noqa: E402
-
 from lossbackends._cuda_sources import (  # noqa: E402
     OPTIONS,
     ROW_CONFIGS,
     TYPE_NAMES,
     all_modules,
-    source,
 )
+from lossbackends.backends import _nvrtc  # noqa: E402
 
 _FUNCTION = re.compile(r"Compiling entry function '(\S+)' for 'sm_(\d+)'")
 _SPILLS = re.compile(r"(\d+) bytes spill stores, (\d+) bytes spill loads")
 _REGISTERS = re.compile(r"Used (\d+) registers")
 
 
-def check(result):
-    err = result[0]
-    if err != nvrtc.nvrtcResult.NVRTC_SUCCESS:
-        raise RuntimeError(f"NVRTC error {err}")
-    return result[1:] if len(result) > 2 else (result[1] if len(result) == 2 else None)
-
-
 def compile_module(filename: str, expressions: list[str], target: str) -> tuple[str, dict]:
     """Compile for ``target``: ``sm_XX`` (assembled, ptxas's report in the log) or
-    ``compute_XX`` (PTX only)."""
-    code = source(filename).encode()
-    program = check(nvrtc.nvrtcCreateProgram(code, filename.encode(), 0, [], []))
-    for expression in expressions:
-        check(nvrtc.nvrtcAddNameExpression(program, expression.encode()))
+    ``compute_XX`` (PTX only), as the CuPy backend does (``_nvrtc.compile_module``)."""
     verbose = ("--ptxas-options=-v",) if target.startswith("sm_") else ()
-    options = [o.encode() for o in (*OPTIONS, f"-arch={target}", *verbose)]
-    status = nvrtc.nvrtcCompileProgram(program, len(options), options)[0]
-    size = check(nvrtc.nvrtcGetProgramLogSize(program))
-    log = b" " * size
-    check(nvrtc.nvrtcGetProgramLog(program, log))
-    log = log.decode(errors="replace").rstrip("\x00")
-    if status != nvrtc.nvrtcResult.NVRTC_SUCCESS:
-        raise RuntimeError(f"{filename} {expressions} {target} failed:\n{log}")
-    lowered = {}
-    for expression in expressions:
-        lowered[check(nvrtc.nvrtcGetLoweredName(program, expression.encode())).decode()] = expression
-    nvrtc.nvrtcDestroyProgram(program)
-    return log, lowered
+    compiled = _nvrtc.compile_module(filename, expressions, target, verbose)
+    return compiled.log, {symbol: e for e, symbol in compiled.lowered.items()}
 
 
 def _compile_job(job: tuple[str, list[str], int]) -> tuple[str, dict] | str:
@@ -83,7 +59,7 @@ def _compile_job(job: tuple[str, list[str], int]) -> tuple[str, dict] | str:
 
 def main() -> int:
     failures = 0
-    print(f"NVRTC {'.'.join(map(str, check(nvrtc.nvrtcVersion())))}, options {' '.join(OPTIONS)}")
+    print(f"NVRTC {'.'.join(map(str, _nvrtc.version()))}, options {' '.join(OPTIONS)}")
     every = "--all" in sys.argv[1:]
     smallest_rows = {ROW_CONFIGS[0].expression(t) for t in TYPE_NAMES.values()}
     assembled = "<float"  # the type whose spills CI checks (all of them with --all)

@@ -29,7 +29,7 @@ _INCLUDE = re.compile(r'^#include "([^"]+)"\s*$', re.MULTILINE)
 
 @cache
 def source(filename: str) -> str:
-    """A kernel file with its local headers inlined, so CuPy's cache key (the code text)
+    """A kernel file with its local headers inlined, so the kernel cache's key (the code text)
     changes whenever any header does."""
 
     def expand(path: Path, seen: set[Path]) -> str:

@@ -315,9 +315,10 @@ def test_confident_rows_label_gradient_is_relatively_exact(backend, dtype):
         for options in ({}, {"z_loss": 1e-3}, {"class_weight": "w"}, {"softcap": 30.0}):
             options = _options(options, classes)
             expected = reference.label_gradient(labels, x, **options)
+            cw = options.get("class_weight")
+            kw = dict(options, class_weight=None if cw is None else on(backend, cw))
             _, grad = lb.cross_entropy.value_and_grad(on(backend, labels), on(backend, x),
-                                                      reduction="sum", backend=backend,
-                                                      **options)
+                                                      reduction="sum", backend=backend, **kw)
             np.testing.assert_allclose(np.asarray(host(grad), np.float64)[np.arange(3), labels],
                                        expected, rtol=rtol, err_msg=f"{classes} {options}")
     # a gradient of 0 (one class; the others' exps underflowed) is +0, as s - 1 gave

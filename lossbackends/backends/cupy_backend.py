@@ -1,7 +1,8 @@
 """The CuPy backend: launches the CUDA kernels of ``kernels/`` on CuPy arrays.
 
-Kernels are compiled on first use through ``cupy.RawModule(name_expressions=...)`` (CuPy
-caches the binaries on disk) and memoised here per device, with the launch parameters and
+Kernels are compiled on first use by NVRTC (``_nvrtc``: cached on disk; not through
+CuPy's compile, which flushes float32 subnormals to zero), loaded with
+``cupy.RawModule(path=...)`` and memoised here per device, with the launch parameters and
 the small workspaces (per-block partial sums, the mean's scale, the label-error flag) per
 device, stream and thread, so a call allocates only what it returns. Nothing here
 synchronises with the host, except the documented label checks of ``cross_entropy`` and
@@ -24,7 +25,6 @@ from .._cuda_sources import (
     LOSS_IDS,
     MH_WARP_CLASSES,
     MH_WARP_ROWS,
-    OPTIONS,
     ROW_CONFIGS,
     SMALL_CLASSES,
     SMALL_ROWS,
@@ -36,7 +36,6 @@ from .._cuda_sources import (
     elementwise_expressions,
     multiclass_hinge_expressions,
     small_expression,
-    source,
 )
 from ._host import label_error
 
@@ -64,16 +63,15 @@ class _Device:
         props = cp.cuda.runtime.getDeviceProperties(device_id)
         self.sm_count = props["multiProcessorCount"]
         self.clusters = props["major"] >= 9  # thread-block clusters: sm_90 and later
+        self.capability = (props["major"], props["minor"])
         self._functions: dict[tuple[str, str], object] = {}
         self._local = threading.local()  # each thread's workspaces (see ``workspace``)
 
     def function(self, filename: str, expressions: list[str], expression: str):
         found = self._functions.get((filename, expression))
         if found is None:
-            module = cp.RawModule(code=source(filename), options=OPTIONS,
-                                  name_expressions=expressions)
-            for name in expressions:
-                self._functions[filename, name] = module.get_function(name)
+            for name, function in _load(filename, expressions, self.capability).items():
+                self._functions[filename, name] = function
             found = self._functions[filename, expression]
         return found
 
@@ -91,6 +89,21 @@ class _Device:
             buffer = (cp.zeros if zeroed else cp.empty)(max(size, 1), dtype)
             workspaces[key] = buffer
         return buffer
+
+
+def _load(filename: str, expressions: list[str], capability: tuple[int, int]) -> dict:
+    """``kernels/<filename>``'s functions by name expression, for a device of this compute
+    capability."""
+    try:
+        from . import _nvrtc  # (cuda.bindings: imported with the first kernel)
+    except ImportError as exc:
+        raise ImportError(
+            "the CuPy backend compiles its kernels with NVRTC through cuda-bindings: "
+            "pip install 'lossbackends[cuda13]' (or [cuda12], matching your CuPy)") from exc
+
+    path, lowered = _nvrtc.cached(filename, expressions, _nvrtc.target(*capability))
+    module = cp.RawModule(path=str(path))
+    return {name: module.get_function(lowered[name]) for name in expressions}
 
 
 _DEVICES: dict[int, _Device] = {}

@@ -259,18 +259,12 @@ def library(filename: str) -> Library:
     return found
 
 
-class _RawModule:
-    def __init__(self, code: str, options=(), name_expressions=()):
-        found = [f for f in ("elementwise.cu", "cross_entropy.cu")
-                 if _cuda_sources.source(f) == code]
-        if not found:
-            raise ValueError("the host emulation builds kernels/elementwise.cu and "
-                             "kernels/cross_entropy.cu only")
-        filename = found[0]
-        self._library = library(filename)
-
-    def get_function(self, name: str) -> _Function:
-        return _Function(self._library, name)
+def _load(filename: str, expressions: list[str], capability) -> dict[str, _Function]:
+    """The backend's ``_load`` on the host: the functions of the library built for the host."""
+    if filename not in ("elementwise.cu", "cross_entropy.cu"):
+        raise ValueError("the host emulation builds kernels/elementwise.cu and "
+                         "kernels/cross_entropy.cu only")
+    return {name: _Function(library(filename), name) for name in expressions}
 
 
 class _RuntimeError(Exception):
@@ -279,7 +273,7 @@ class _RuntimeError(Exception):
 
 def fake_cupy() -> types.ModuleType:
     """A ``cupy`` module: NumPy's namespace behind it, its arrays DeviceArray, kernels built
-    for the host (``_RawModule``), one device of SM_COUNT multiprocessors."""
+    for the host (``cupy_backend()`` swaps the backend's ``_load`` for ``_load``), one device of SM_COUNT multiprocessors."""
     cp = types.ModuleType("cupy")
 
     def __getattr__(name):
@@ -291,10 +285,9 @@ def fake_cupy() -> types.ModuleType:
     # CuPy's reductions give 0-d arrays (on the device), not NumPy scalars
     cp.count_nonzero = lambda *a, **k: device(np.asarray(np.count_nonzero(*a, **k)))
     cp.asnumpy = lambda a, *args, **kwargs: np.array(a).view(np.ndarray)
-    cp.RawModule = _RawModule
     runtime = types.SimpleNamespace(
         getDevice=lambda: 0, getDeviceCount=lambda: 1, CUDARuntimeError=_RuntimeError,
-        getDeviceProperties=lambda i: {"multiProcessorCount": SM_COUNT, "major": 8})
+        getDeviceProperties=lambda i: {"multiProcessorCount": SM_COUNT, "major": 8, "minor": 0})
     cp.cuda = types.SimpleNamespace(runtime=runtime,
                                     get_current_stream=lambda: types.SimpleNamespace(ptr=0))
     return cp
@@ -311,6 +304,7 @@ def cupy_backend():
     _dispatch.register = lambda *a, **k: None
     try:
         spec.loader.exec_module(module)
+        module._load = _load
     finally:
         _dispatch.register = register
         if saved is None:

@@ -1,0 +1,69 @@
+"""The CuPy backend's own NVRTC compile (``lossbackends/backends/_nvrtc.py``), without a GPU:
+no flush-to-zero in the code it generates (CuPy's compile appends ``-ftz=true``, and on an
+H200 float32 subnormals became 0), and its disk cache."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+pytest.importorskip("cuda.bindings", reason="NVRTC comes with the kernels extra: "
+                    "pip install -e '.[kernels]'")
+
+from lossbackends._cuda_sources import elementwise_expressions, main_expressions  # noqa: E402
+from lossbackends.backends import _nvrtc  # noqa: E402
+
+# PTX's approximations (ex2.approx, rcp.approx, div.approx: __expf, __fdividef and the
+# library's expf, whose ranges keep them away from subnormals) are .ftz by definition; an
+# IEEE instruction with .ftz is what -ftz=true makes of float arithmetic
+_FLUSHING = re.compile(r"\b(?:add|sub|mul|fma|div\.rn|div\.full|sqrt\.rn|min|max|neg|abs|"
+                       r"setp\.\w+|cvt\.\w+)\.\w*ftz\b|\.ftz\.f32\b(?<!approx\.ftz\.f32)")
+
+
+@pytest.mark.parametrize("module", [("elementwise.cu", elementwise_expressions("float")),
+                                    ("cross_entropy.cu", main_expressions("float"))])
+def test_float_arithmetic_keeps_subnormals(module):
+    ptx = _nvrtc.compile_module(*module, "compute_90").binary.decode(errors="replace")
+    assert "fma.rn.f32" in ptx and "mul" in ptx
+    flushing = sorted({m.group(0) for m in _FLUSHING.finditer(ptx)})
+    assert not flushing, f"instructions that flush float32 subnormals: {flushing}"
+
+
+def test_the_probe_sees_a_flushing_compile():
+    """The pattern above finds what -ftz=true generates (so the test above can fail)."""
+    compiled = _nvrtc.compile_module("elementwise.cu", elementwise_expressions("float")[:2],
+                                     "compute_90", ("-ftz=true",))
+    assert _FLUSHING.search(compiled.binary.decode(errors="replace"))
+
+
+def test_the_disk_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("LOSSBACKENDS_KERNEL_CACHE", str(tmp_path / "kernels"))
+    expressions = ["finalize<float>"]
+    path, lowered = _nvrtc.cached("elementwise.cu", expressions, "compute_90")
+    assert path.parent == tmp_path / "kernels" and path.suffix == ".ptx"
+    assert set(lowered) == {"finalize<float>"} and lowered["finalize<float>"] in path.read_text()
+
+    def compile_again(*args, **kwargs):
+        raise AssertionError("compiled again: the cache was not read")
+
+    monkeypatch.setattr(_nvrtc, "compile_module", compile_again)
+    assert _nvrtc.cached("elementwise.cu", expressions, "compute_90") == (path, lowered)
+    # another target or other expressions are other binaries
+    with pytest.raises(AssertionError, match="compiled again"):
+        _nvrtc.cached("elementwise.cu", expressions, "compute_80")
+
+
+def test_an_unwritable_cache_falls_back_to_a_private_folder(tmp_path, monkeypatch):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    monkeypatch.setenv("LOSSBACKENDS_KERNEL_CACHE", str(blocker / "kernels"))
+    path, lowered = _nvrtc.cached("elementwise.cu", ["finalize<double>"], "compute_90")
+    assert path.parent == _nvrtc._private_dir() and path.exists()
+
+
+def test_targets():
+    assert _nvrtc.target(9, 0) == "sm_90"
+    newest = max(_nvrtc._check(_nvrtc.nvrtc.nvrtcGetSupportedArchs()))
+    # a device newer than this NVRTC knows gets PTX of the newest it knows
+    assert _nvrtc.target(99, 9) == f"compute_{newest}"
