@@ -86,17 +86,22 @@ class Variant:
 _STREAMED = 16385  # above the register-resident rows (16384 classes)
 
 
+def _every_type(stream: StreamConfig) -> dict:
+    """``cupy_backend.STREAM`` with ``stream`` for every type."""
+    from lossbackends._cuda_sources import TYPE_NAMES
+
+    return dict.fromkeys(TYPE_NAMES.values(), stream)
+
+
 def variants() -> list[Variant]:
     """The default settings first, then the candidates, each for the class counts where
     the kernel it changes runs."""
     found = [Variant("default")]
-    for threads, in_flight in ((1024, 2), (1024, 4), (512, 2), (512, 3), (512, 4), (256, 4)):
+    for threads, in_flight in ((1024, 2), (1024, 3), (1024, 4), (512, 2), (512, 3), (512, 4),
+                               (256, 2), (256, 3), (256, 4), (256, 6)):
         found.append(Variant(f"stream threads={threads} in_flight={in_flight}",
-                             {"STREAM": StreamConfig(threads, in_flight)}, _STREAMED))
-    for threads, in_flight, cluster in ((1024, 3, 2), (1024, 3, 4), (1024, 3, 8),
-                                        (512, 4, 2), (512, 4, 4)):
-        found.append(Variant(f"cluster={cluster} threads={threads} in_flight={in_flight}",
-                             {"STREAM": StreamConfig(threads, in_flight, cluster)}, _STREAMED))
+                             {"STREAM": _every_type(StreamConfig(threads, in_flight))},
+                             _STREAMED))
     # 513-1024 classes: a warp per row (VPT 32), rows per block and blocks per SM; a block
     # per row; the streaming kernel forced
     for config in (RowConfig(32, 32, 2, 8), RowConfig(32, 32, 4, 4), RowConfig(32, 32, 8, 2),
@@ -106,7 +111,8 @@ def variants() -> list[Variant]:
                              f"min_blocks={blocks}", {"ROW_CONFIGS": (config,)}, 513, 1024))
     for threads, in_flight in ((1024, 3), (256, 2)):
         found.append(Variant(f"stream threads={threads} in_flight={in_flight} (forced)",
-                             {"CE_STRATEGY": "stream", "STREAM": StreamConfig(threads, in_flight)},
+                             {"CE_STRATEGY": "stream",
+                              "STREAM": _every_type(StreamConfig(threads, in_flight))},
                              33, 16384))
     for rows in (64, 256):
         found.append(Variant(f"small rows={rows}", {"SMALL_ROWS": rows}, 1, 32))
@@ -122,7 +128,8 @@ def kernel_expressions(variant: Variant, type_name: str) -> list[str]:
         found.append(config.expression(type_name))
     stream = variant.settings.get("STREAM")
     if stream is not None:
-        found += [stream.expression(type_name, False, capped) for capped in (False, True)]
+        found += [stream[type_name].expression(type_name, False, capped)
+                  for capped in (False, True)]
     rows = variant.settings.get("SMALL_ROWS")
     if rows is not None:
         found.append(small_expression(type_name, rows))
@@ -278,7 +285,7 @@ def precompile(jobs: list[tuple[Case, Variant]], workers: int) -> None:
 
 def _is_main(name: str) -> bool:
     """Whether kernel ``name`` computes the rows (not a Hessian instance or a helper)."""
-    return name.startswith(("ce_small<", "ce_rows<", "ce_stream_cluster<")) or (
+    return name.startswith(("ce_small<", "ce_rows<")) or (
         name.startswith("ce_stream<") and ", false," in name)
 
 

@@ -72,9 +72,7 @@ def main() -> int:
     for filename, expressions in ([] if jobs else all_modules()):
         first = expressions[0]
         if every:
-            jobs.append((filename, expressions, "sm_90"))
-            if not first.startswith("ce_stream_cluster<"):  # (clusters are sm_90's)
-                jobs.append((filename, expressions, "sm_80"))
+            jobs += [(filename, expressions, "sm_90"), (filename, expressions, "sm_80")]
             continue
         if assembled in first:
             jobs.append((filename, expressions, "sm_90"))

@@ -25,10 +25,10 @@
 // - ce_stream<T, HESS, CAPPED, THREADS, IN_FLIGHT>: any C. A block per row, an online
 //   max/sum pass, then the gradient pass (its second read mostly served from L2). On an
 //   H200 it beat register-resident rows spread over thread-block clusters of 2 to 8 blocks
-//   at 32000 and 128256 classes (2026-11-26: 60 % against 46 %, 64 % against 43 % of copy).
-// - ce_stream_cluster<T, CAPPED, THREADS, IN_FLIGHT, CLUSTER> (sm_90): ce_stream with a
-//   cluster of blocks per row, each streaming a slice: fewer rows in flight, so the second
-//   read stays in L2 at 128256 classes too. Not chosen by default until a GPU run shows it wins.
+//   at 32000 and 128256 classes (2026-11-26: 60 % against 46 %, 64 % against 43 % of copy),
+//   and (2026-12-04) ce_stream itself with a cluster of 2 to 8 blocks per row, each
+//   streaming a slice (0.12-0.57 of copy against 0.58-0.62 at 32000 and 128256 classes,
+//   float32; benchmarks/results/gpu-h200/kernel-variants-2026-12-04.csv): both removed.
 // Options as Liger-Kernel defines them: `softcap` > 0 replaces each logit by
 // softcap tanh(x / softcap) as it is loaded (0: off), and the gradient gets the chain
 // rule's 1 - tanh^2 as it is stored (from the logit read again: its own element, from

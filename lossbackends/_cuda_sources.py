@@ -67,22 +67,15 @@ class RowConfig(NamedTuple):
 
 
 class StreamConfig(NamedTuple):
-    """The streaming cross-entropy kernel (any class count): ``threads`` per block (256,
-    512 or 1024), ``in_flight`` 16-byte packs per thread (one fewer with softcap, whose
-    registers they cost), and ``cluster`` blocks per row (sm_90 thread-block clusters, 1:
-    a block per row; the cluster kernel takes packed rows without the Hessian)."""
+    """The streaming cross-entropy kernel (any class count, a block per row): ``threads``
+    per block (256, 512 or 1024) and ``in_flight`` 16-byte packs per thread (one fewer with
+    softcap, whose registers they cost)."""
 
     threads: int = 1024
     in_flight: int = 3
-    cluster: int = 1
 
     def expression(self, type_name: str, hess: bool = False, capped: bool = False) -> str:
         in_flight = max(1, self.in_flight - capped)
-        if self.cluster > 1:
-            if hess:
-                raise ValueError("the cluster kernel writes no Hessian")
-            return (f"ce_stream_cluster<{type_name}, {int(capped)}, {self.threads}, "
-                    f"{in_flight}, {self.cluster}>")
         return (f"ce_stream<{type_name}, {str(hess).lower()}, {int(capped)}, "
                 f"{self.threads}, {in_flight}>")
 
@@ -102,7 +95,16 @@ ROW_CONFIGS = (
     RowConfig(512, 16, 1),
     RowConfig(1024, 16, 1),
 )
-STREAM = StreamConfig()
+# The streaming kernel's settings by type, from the H200 sweep of 2026-12-04
+# (benchmarks/results/gpu-h200/kernel-variants-2026-12-04.csv; 1024 threads and 3 packs
+# before). float32: 512 x 4 (0.61 of copy against 0.56 at 8192 x 128256, 0.56 against 0.50
+# at 4096 x 32000), not the best 256 x 4 (0.62, 0.58): a thread's running sum holds twice
+# the terms there, and the loss of a confident row of 128256 classes, log1p of the others'
+# tiny exps, was 21 ulp off in float32 instead of 11 (5.8 before; tests/cuda_host).
+# float16 and bfloat16: 512 x 2 (0.41 against 0.39 and 0.38). float64, not measured, keeps
+# the earlier setting.
+STREAM = {"float": StreamConfig(512, 4), "half_t": StreamConfig(512, 2),
+          "bf16_t": StreamConfig(512, 2), "double": StreamConfig(1024, 3)}
 
 
 def elementwise_expressions(type_name: str) -> list[str]:
@@ -112,7 +114,7 @@ def elementwise_expressions(type_name: str) -> list[str]:
 
 
 # the streaming kernel's Hessian instance (grad_and_hess above 16384 classes): fixed
-# settings, whatever STREAM measures best for the gradient
+# settings, whatever STREAM measures best for the gradient (not measured on a GPU yet)
 HESS_STREAM = StreamConfig()
 
 
@@ -134,10 +136,11 @@ def small_expression(type_name: str, rows: int = SMALL_ROWS) -> str:
     return f"ce_small<{type_name}, {rows}>"
 
 
-def main_expressions(type_name: str, stream: StreamConfig = STREAM,
+def main_expressions(type_name: str, stream: StreamConfig | None = None,
                      small_rows: int = SMALL_ROWS) -> list[str]:
     """The main kernels of cross-entropy besides the row configurations: ce_small and the
-    streaming kernel, plain and soft-capped."""
+    streaming kernel (``STREAM``'s for the type unless given), plain and soft-capped."""
+    stream = stream or STREAM[type_name]
     return [small_expression(type_name, small_rows),
             *(stream.expression(type_name, False, capped) for capped in (False, True))]
 
@@ -156,8 +159,7 @@ def all_modules() -> list[tuple[str, list[str]]]:
     """(file, name expressions) of every kernel the CuPy backend can build, by module,
     except that a module of one kernel at run time (the row configurations, ce_small, the
     streaming kernel) is compiled here with its kind's others (fewer NVRTC runs). What
-    ``ci/kernels`` compiles. The cluster kernel (sm_90 only), which the default settings do
-    not use, in float32."""
+    ``ci/kernels`` compiles."""
     modules = []
     for type_name in TYPE_NAMES.values():
         modules.append(("elementwise.cu", elementwise_expressions(type_name)))
@@ -165,7 +167,4 @@ def all_modules() -> list[tuple[str, list[str]]]:
                         + main_expressions(type_name)))
         modules.append(("cross_entropy.cu", multiclass_hinge_expressions(type_name)))
         modules += [("cross_entropy.cu", [c.expression(type_name)]) for c in ROW_CONFIGS]
-    cluster = STREAM._replace(cluster=max(STREAM.cluster, 2))
-    modules.append(("cross_entropy.cu", [cluster.expression("float", False, capped)
-                                         for capped in (False, True)]))
     return modules

@@ -3,8 +3,7 @@ kernels built with g++ against a shim of CUDA's device dialect, each CUDA thread
 one CPU thread), against the NumPy backend: every cross-entropy kernel family (by class count),
 option and dtype, with Hessians, the multiclass hinge, the elementwise Hessians, the label
 errors and misaligned rows. ``tests/test_robustness.py`` runs its special-value harness on
-them too. Speed, the hardware's float math, streams and the sm_90 cluster kernel are
-``ci/gpu``'s."""
+them too. Speed, the hardware's float math and streams are ``ci/gpu``'s."""
 
 from __future__ import annotations
 
@@ -113,13 +112,12 @@ def test_cross_entropy_confident_rows_label_gradient(family, dtype):
 def _sweep_variants():
     from benchmarks import gpu_sweep
 
-    return [v for v in gpu_sweep.variants() if "cluster" not in v.name]
+    return gpu_sweep.variants()
 
 
 @pytest.mark.parametrize("variant", _sweep_variants(), ids=lambda v: v.name)
 def test_gpu_sweep_candidates(variant):
-    """Each candidate of the GPU sweep (``benchmarks/gpu_sweep.py``, but the sm_90 cluster
-    kernels) computes what the NumPy backend does, so that minutes of GPU time go to
+    """Each candidate of the GPU sweep (``benchmarks/gpu_sweep.py``) computes what the NumPy backend does, so that minutes of GPU time go to
     timing correct kernels: a class count where it runs, in the float types of the sweep's
     cases it runs in (bfloat16 as float16: the same template but for its conversions)."""
     from benchmarks import gpu_sweep

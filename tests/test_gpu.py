@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 from conftest import _skip_reason
 from reference import cross_entropy as ce_reference
-from reference import cross_entropy_liger
 
 import lossbackends as lb
 
@@ -219,64 +218,6 @@ def test_torch_cuda_bfloat16_in_the_kernels(loss):
     q = p.clone()
     _, out = fn.value_and_grad(y, q, reduction="sum", out=q)
     assert out is q and torch.equal(q, grad)
-
-
-@pytest.mark.parametrize("cluster", [2, 8])
-def test_the_cluster_kernel_against_float64(cluster):
-    """The streaming kernel with a cluster of blocks per row (a candidate of
-    benchmarks/gpu_sweep.py, off by default): every option of class-index rows, an
-    ignored row, probabilities, and more blocks than packs in a short row. Each gradient
-    goes into a buffer of NaN (the memory pool would hand back the previous
-    parametrisation's right values, from the same inputs), and on sm_90 the cluster
-    kernel, not its fallback, must have run."""
-    import cupy as cp
-
-    from lossbackends._cuda_sources import StreamConfig
-    from lossbackends.backends import cupy_backend
-
-    rng = np.random.default_rng(4)
-    rows, classes = 6, 20_000  # packed float32 rows (C a multiple of 4), over 16384
-    x = rng.normal(0, 3, (rows, classes)).astype(np.float32)
-    t = rng.integers(0, classes, rows)
-    t[2] = -100
-    w = rng.uniform(0.5, 2.0, classes).astype(np.float32)
-    probs = rng.dirichlet(np.ones(classes), rows).astype(np.float32)
-
-    def nan_like(a):
-        return cp.full(a.shape, cp.nan, cp.float32)
-
-    before = cupy_backend.STREAM, cupy_backend.CE_STRATEGY
-    cupy_backend.STREAM = StreamConfig(1024, 3, cluster)
-    try:
-        for options in ({}, {"label_smoothing": 0.1, "class_weight": w},
-                        {"z_loss": 1e-4, "softcap": 30.0}):
-            device = {k: cp.asarray(v) if isinstance(v, np.ndarray) else v
-                      for k, v in options.items()}
-            value, grad = lb.cross_entropy.value_and_grad(cp.asarray(t), cp.asarray(x),
-                                                          out=nan_like(x), **device)
-            ref_value, ref_grad = cross_entropy_liger(t, x, **options)
-            assert abs(float(value) - ref_value) <= 1e-5 * abs(ref_value)
-            np.testing.assert_allclose(cp.asnumpy(grad), ref_grad, atol=1e-6)
-        value, grad = lb.cross_entropy.value_and_grad(cp.asarray(probs), cp.asarray(x),
-                                                      out=nan_like(x))
-        ref_value, ref_grad = ce_reference(probs, x)
-        assert abs(float(value) - ref_value) <= 1e-5 * abs(ref_value)
-        np.testing.assert_allclose(cp.asnumpy(grad), ref_grad, atol=1e-6)
-        short = rng.normal(0, 3, (3, 40)).astype(np.float32)  # 10 packs: blocks left idle
-        cupy_backend.CE_STRATEGY = "stream"
-        labels = np.array([0, 39, 17])
-        value, grad = lb.cross_entropy.value_and_grad(cp.asarray(labels), cp.asarray(short),
-                                                      reduction="sum", out=nan_like(short))
-        ref_value, ref_grad = ce_reference(labels, short, reduction="sum")
-        assert abs(float(value) - ref_value) <= 1e-5 * abs(ref_value)
-        np.testing.assert_allclose(cp.asnumpy(grad), ref_grad, atol=1e-6)
-        device = cupy_backend._device()
-        if device.clusters:
-            ran = {name for _, name in device._functions}
-            assert f"ce_stream_cluster<float, 0, 1024, 3, {cluster}>" in ran
-            assert f"ce_stream_cluster<float, 1, 1024, 2, {cluster}>" in ran  # softcap
-    finally:
-        cupy_backend.STREAM, cupy_backend.CE_STRATEGY = before
 
 
 def test_the_docs_gpu_examples_run():

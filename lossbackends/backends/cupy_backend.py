@@ -62,7 +62,6 @@ class _Device:
     def __init__(self, device_id: int):
         props = cp.cuda.runtime.getDeviceProperties(device_id)
         self.sm_count = props["multiProcessorCount"]
-        self.clusters = props["major"] >= 9  # thread-block clusters: sm_90 and later
         self.capability = (props["major"], props["minor"])
         self._functions: dict[tuple[str, str], object] = {}
         self._local = threading.local()  # each thread's workspaces (see ``workspace``)
@@ -224,14 +223,10 @@ def _row_config(classes: int) -> RowConfig | None:
 def _ce_names(type_name: str, stream: StreamConfig, small_rows: int) -> dict:
     """The kernels' names of cross-entropy calls of one type and settings (formatted once:
     a call looks them up)."""
-    block_per_row = stream._replace(cluster=1)
     return {
         "common": cross_entropy_expressions(type_name),
         "small": small_expression(type_name, small_rows),
-        "stream": [block_per_row.expression(type_name, False, capped) for capped in (0, 1)],
-        # sm_90 only, where the rows are packed (else the block-per-row kernel)
-        "cluster": ([stream.expression(type_name, False, capped) for capped in (0, 1)]
-                    if stream.cluster > 1 else None),
+        "stream": [stream.expression(type_name, False, capped) for capped in (0, 1)],
         "hess": [HESS_STREAM.expression(type_name, True, capped) for capped in (0, 1)],
         "label_weights": f"ce_label_weights<{type_name}>",
         "mean_scale": f"ce_mean_scale<{type_name}>",
@@ -245,7 +240,8 @@ def cross_entropy(target, x, class_weight, params, reduction, scale, grad, want_
     device = _device()
     type_name, acc = _types(x.dtype)
     rows_per_block = SMALL_ROWS
-    names = _ce_names(type_name, STREAM, rows_per_block)
+    stream = STREAM[type_name]
+    names = _ce_names(type_name, stream, rows_per_block)
     common = names["common"]
     rows, classes = x.shape
     soft = target.ndim == 2
@@ -300,18 +296,14 @@ def cross_entropy(target, x, class_weight, params, reduction, scale, grad, want_
                  shared_mem=rows_per_block * classes * np.dtype(acc).itemsize)
     elif config is None:
         capped = int(softcap is not None)
-        stream = STREAM
-        if names["cluster"] and packed and device.clusters:
-            name = names["cluster"][capped]
-        else:
-            stream, name = stream._replace(cluster=1), names["stream"][capped]
+        name = names["stream"][capped]
         if hess is not None:  # the Hessian in a launch of its own (see ce_stream), first:
             # it reads the logits, which the gradient may overwrite (out=(y_pred, hess))
             device.function("cross_entropy.cu", common, names["hess"][capped])(
                 (rows,), (HESS_STREAM.threads,),
                 (x, labels, probs, class_weight, None, None, None, None, *args[8:], packed))
         function = device.function("cross_entropy.cu", [name], name)
-        function((rows * stream.cluster,), (stream.threads,),
+        function((rows,), (stream.threads,),
                  (*args[:14], None, *args[15:], packed))
     else:
         expression = config.expression(type_name)

@@ -3,7 +3,7 @@ device dialect, each CUDA thread a fiber of one CPU thread) and launched through
 ``lossbackends/backends/cupy_backend.py`` uses, on NumPy arrays. So the backend's host code
 and its kernels' logic run in CI, where there is no GPU: ``tests/test_cuda_host.py``
 compares them with the NumPy backend. What it cannot show (speed, float16 arithmetic of the
-hardware exp, the sm_90 cluster kernel, streams) stays for ``ci/gpu``.
+hardware exp, streams) stays for ``ci/gpu``.
 
 Each kernel file is built once per source text into one shared library holding every name
 expression of ``all_modules()`` (float32 and float64, float16 and bfloat16 too), cached
@@ -91,8 +91,7 @@ def _cache_dir() -> Path:
 
 def expressions(filename: str) -> list[str]:
     """Every name expression of ``filename`` that ``all_modules()`` builds, and for
-    cross-entropy the GPU sweep's candidates (``benchmarks/gpu_sweep.py``), except the
-    sm_90 cluster kernels."""
+    cross-entropy the GPU sweep's candidates (``benchmarks/gpu_sweep.py``)."""
     from benchmarks import gpu_sweep
 
     found = []
@@ -105,8 +104,7 @@ def expressions(filename: str) -> list[str]:
                 if variant.applies(case):
                     found += gpu_sweep.kernel_expressions(variant,
                                                           _cuda_sources.TYPE_NAMES[case.dtype])
-    return [e for i, e in enumerate(found)
-            if not e.startswith("ce_stream_cluster") and e not in found[:i]]
+    return [e for i, e in enumerate(found) if e not in found[:i]]
 
 
 def translation_unit(filename: str, names: list[str]) -> str:

@@ -4,7 +4,7 @@
 // fiber (ucontext) of one CPU thread: a fiber runs until it waits at __syncthreads or, per
 // warp, at a shuffle, and the next one runs (a thousand OS threads per block, woken at
 // every barrier, took minutes). Not emulated: timing, memory ordering (fibers interleave
-// only at barriers), clusters (sm_90).
+// only at barriers).
 #pragma once
 
 #include <ucontext.h>
@@ -25,7 +25,7 @@
 #define __launch_bounds__(...)
 #define __align__(n) alignas(n)
 #define __shared__ static  // blocks run one at a time: a static is the block's
-#define __CUDA_ARCH__ 800  // (the sm_90 cluster kernel is not emulated)
+#define __CUDA_ARCH__ 800  // an sm_80 device
 
 using std::copysign;
 using std::exp;
