@@ -66,6 +66,10 @@ template <> __device__ __forceinline__ double quiet_nan<double>() {
     return __longlong_as_double(0x7ff8000000000000LL);
 }
 
+// log, NaN below 0: CUDA's double log gave -inf for a negative subnormal, as for -0
+// (an H200, 2026-12-04), where NumPy and the host's log give NaN
+template <typename A> __device__ __forceinline__ A log_of(A v) { return v < A(0) ? quiet_nan<A>() : log(v); }
+
 // Warp and block reductions in a fixed order: the same bits on every run.
 template <typename A> __device__ __forceinline__ A warp_sum(A v) {
 #pragma unroll

@@ -114,7 +114,7 @@ template <typename A> __device__ __forceinline__ void poisson_nll(A y, A x, Opti
         h = rate;
     } else {  // x = rate: x - y log(x + eps)
         const A shifted = x + o.c;
-        loss = x - times(y, log(shifted));
+        loss = x - times(y, log_of(shifted));
         if (isinf(x) && x > A(0) && isfinite(y)) loss = x;  // the limit (x outgrows y log x), not inf - inf
         // y / (x + eps), then over it again: no reciprocal, which overflows for a subnormal
         // x + eps where y / (x + eps) does not, and no 1 / (x + eps)^2
@@ -130,7 +130,7 @@ template <typename A> __device__ __forceinline__ void poisson_nll(A y, A x, Opti
 template <typename A> __device__ __forceinline__ void kl_div(A y, A x, Options<A> o, A& loss, A& d, A& h) {
     const bool log_target = o.a != A(0);
     const A target = log_target ? exp(y) : y;
-    const A value = target * ((log_target ? y : log(y)) - x);
+    const A value = target * ((log_target ? y : log_of(y)) - x);
     // a target of probability 0 costs nothing, even at x = -inf; NaN x stays NaN
     loss = target == A(0) && x == x ? A(0) : value;
     d = -target;
