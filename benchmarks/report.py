@@ -198,9 +198,10 @@ def host_table(rows: list[dict], backend: str = "numba") -> str:
                      f"| {100 * ratio:.0f} % | {alloc_peer} | {alloc_ratio} | {out_peer} "
                      f"| {out_ratio} |")
     for r in rows:
-        if r["op"] in ("call_n1000", "dispatch_overhead"):
-            what = ("whole public call, n = 1000" if r["op"] == "call_n1000"
-                    else "dispatch layer over the kernel, n = 1000")
+        if r["op"] in ("call_n1000", "call_n1000_out", "dispatch_overhead"):
+            what = {"call_n1000": "whole public call, n = 1000",
+                    "call_n1000_out": "whole public call with out=, n = 1000",
+                    "dispatch_overhead": "dispatch layer over the kernel, n = 1000"}[r["op"]]
             lines.append(f"\n{what} ({r['backend']}): "
                          f"{1e6 * float(r['seconds_median']):.2f} µs (median)")
     return "\n".join(lines)
