@@ -98,7 +98,7 @@ def variants() -> list[Variant]:
     the kernel it changes runs."""
     found = [Variant("default")]
     for threads, in_flight in ((1024, 2), (1024, 3), (1024, 4), (512, 2), (512, 3), (512, 4),
-                               (256, 2), (256, 3), (256, 4), (256, 6)):
+                               (256, 2), (256, 3), (256, 4)):
         found.append(Variant(f"stream threads={threads} in_flight={in_flight}",
                              {"STREAM": _every_type(StreamConfig(threads, in_flight))},
                              _STREAMED))

@@ -11,12 +11,15 @@ so do ours, compiled here and loaded by CuPy from the file (``cupy.RawModule(pat
 The binaries and each kernel's lowered (mangled) name are cached under
 ``$LOSSBACKENDS_KERNEL_CACHE``, else ``$XDG_CACHE_HOME/lossbackends/kernels`` (by default
 ``~/.cache/lossbackends/kernels``), keyed by the source text, the name expressions, the
-options, the target and NVRTC's version; delete the folder to clear it. Imports
-``cuda.bindings`` (the ``cuda12``/``cuda13`` extras and ``kernels``), never CuPy.
+options, the target and NVRTC's build; delete the folder to clear it. An entry is the
+binary and, written after it, a record of its names, size and hash: an entry whose binary
+does not match its record is compiled again. Imports ``cuda.bindings`` (the
+``cuda12``/``cuda13`` extras and ``kernels``), never CuPy.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -42,8 +45,30 @@ def _check(result):
     return result[1:] if len(result) > 2 else (result[1] if len(result) == 2 else None)
 
 
+def _read(size_of, read, program) -> bytes:
+    """A buffer NVRTC fills (log, PTX, cubin), without its closing NUL. In a bytearray of
+    our own: a bytes object of one byte is CPython's shared singleton, and NVRTC writing
+    into ``b" " * 1`` made every b" " in the process b"\\x00"."""
+    buffer = bytearray(_check(size_of(program)))
+    _check(read(program, buffer))
+    return bytes(buffer[:-1] if buffer.endswith(b"\0") else buffer)
+
+
 def version() -> tuple[int, int]:
     return tuple(_check(nvrtc.nvrtcVersion()))
+
+
+@cache
+def build() -> str:
+    """NVRTC's version and build, as the PTX of an empty program names them (a patch
+    release changes it, which ``version()`` does not)."""
+    program = _check(nvrtc.nvrtcCreateProgram(b"", b"empty.cu", 0, [], []))
+    try:
+        _check(nvrtc.nvrtcCompileProgram(program, 0, []))
+        ptx = _read(nvrtc.nvrtcGetPTXSize, nvrtc.nvrtcGetPTX, program).decode(errors="replace")
+    finally:
+        nvrtc.nvrtcDestroyProgram(program)
+    return "\n".join(line for line in ptx.splitlines()[:8] if line.startswith("//"))
 
 
 @cache
@@ -73,15 +98,14 @@ def compile_module(filename: str, expressions: list[str], target: str,
             _check(nvrtc.nvrtcAddNameExpression(program, expression.encode()))
         options = [o.encode() for o in (*OPTIONS, f"-arch={target}", *extra_options)]
         status = nvrtc.nvrtcCompileProgram(program, len(options), options)[0]
-        log = b" " * _check(nvrtc.nvrtcGetProgramLogSize(program))
-        _check(nvrtc.nvrtcGetProgramLog(program, log))
-        log = log.decode(errors="replace").rstrip("\x00")
+        log = _read(nvrtc.nvrtcGetProgramLogSize, nvrtc.nvrtcGetProgramLog, program)
+        log = log.decode(errors="replace")
         if status != nvrtc.nvrtcResult.NVRTC_SUCCESS:
             raise RuntimeError(f"{filename} {expressions} {target} failed:\n{log}")
-        cubin = target.startswith("sm_")
-        size = _check((nvrtc.nvrtcGetCUBINSize if cubin else nvrtc.nvrtcGetPTXSize)(program))
-        binary = b" " * size
-        _check((nvrtc.nvrtcGetCUBIN if cubin else nvrtc.nvrtcGetPTX)(program, binary))
+        if target.startswith("sm_"):
+            binary = _read(nvrtc.nvrtcGetCUBINSize, nvrtc.nvrtcGetCUBIN, program)
+        else:  # (PTX text; the file keeps no NUL)
+            binary = _read(nvrtc.nvrtcGetPTXSize, nvrtc.nvrtcGetPTX, program)
         lowered = {e: _check(nvrtc.nvrtcGetLoweredName(program, e.encode())).decode()
                    for e in expressions}
         return Compiled(binary, lowered, log)
@@ -89,11 +113,17 @@ def compile_module(filename: str, expressions: list[str], target: str,
         nvrtc.nvrtcDestroyProgram(program)
 
 
-def cache_dir() -> Path:
+def cache_dir() -> Path | None:
+    """The cache's folder, or None where none can be named (no home directory)."""
     found = os.environ.get("LOSSBACKENDS_KERNEL_CACHE")
     if found:
         return Path(found)
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    base = os.environ.get("XDG_CACHE_HOME", "")
+    if not os.path.isabs(base):  # (a relative one is to be ignored, as the XDG spec says)
+        try:
+            base = Path.home() / ".cache"
+        except RuntimeError:  # no HOME, and a user id with no entry in passwd
+            return None
     return Path(base) / "lossbackends" / "kernels"
 
 
@@ -103,31 +133,55 @@ def _private_dir() -> Path:  # where the cache folder cannot be written: this pr
 
 
 def _write(path: Path, data: bytes) -> None:
-    """Whole or not at all (a rename), as another process may compile the same module."""
-    with tempfile.NamedTemporaryFile(dir=path.parent, delete=False) as file:
-        file.write(data)
-    os.replace(file.name, path)
+    """Whole or not at all (a rename), as another process may compile the same module;
+    readable by all, as a folder shared through LOSSBACKENDS_KERNEL_CACHE needs."""
+    file = tempfile.NamedTemporaryFile(dir=path.parent, delete=False)
+    try:
+        with file:
+            file.write(data)
+        os.chmod(file.name, 0o644)
+        os.replace(file.name, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(file.name)
+        raise
+
+
+def _entry(binary: Path, record: Path) -> dict[str, str] | None:
+    """The lowered names of a complete cache entry, or None (missing, or its binary not the
+    one its record describes: a crash mid-write, a damaged disk)."""
+    try:
+        found = json.loads(record.read_text())
+        data = binary.read_bytes()
+        if (len(data) == found["size"] and hashlib.sha256(data).hexdigest() == found["sha256"]
+                and isinstance(found["names"], dict)):
+            return found["names"]
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    return None
 
 
 def cached(filename: str, expressions: list[str], target: str) -> tuple[Path, dict[str, str]]:
     """The binary's path and the lowered names of ``expressions``, compiled on first use."""
     key = hashlib.sha256(json.dumps(
-        [source(filename), list(expressions), OPTIONS, target, version()]).encode()).hexdigest()
+        [source(filename), list(expressions), OPTIONS, target, build()]).encode()).hexdigest()
     suffix = "cubin" if target.startswith("sm_") else "ptx"
     compiled = None
-    for directory in (cache_dir(), _private_dir()):
-        binary, names = directory / f"{key[:40]}.{suffix}", directory / f"{key[:40]}.json"
-        if binary.exists():  # the names are written first
-            try:
-                return binary, json.loads(names.read_text())
-            except (OSError, ValueError):
-                pass
+    shared = cache_dir()
+    for directory in ([shared] if shared else []) + [None]:
+        directory = directory or _private_dir()  # (made only when needed)
+        binary, record = directory / f"{key[:40]}.{suffix}", directory / f"{key[:40]}.json"
+        names = _entry(binary, record)
+        if names is not None:
+            return binary, names
         compiled = compiled or compile_module(filename, expressions, target)
         try:
             directory.mkdir(parents=True, exist_ok=True)
-            _write(names, json.dumps(compiled.lowered).encode())
-            _write(binary, compiled.binary)
+            _write(binary, compiled.binary)  # the binary first: the record marks it whole
+            _write(record, json.dumps({
+                "names": compiled.lowered, "size": len(compiled.binary),
+                "sha256": hashlib.sha256(compiled.binary).hexdigest()}).encode())
         except OSError:
             continue
         return binary, compiled.lowered
-    raise OSError(f"cannot write the compiled kernels to {cache_dir()} or {_private_dir()}")
+    raise OSError(f"cannot write the compiled kernels to {shared} or {_private_dir()}")

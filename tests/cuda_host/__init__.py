@@ -302,7 +302,7 @@ def cupy_backend():
     _dispatch.register = lambda *a, **k: None
     try:
         spec.loader.exec_module(module)
-        module._load = _load
+        module.nvrtc_load, module._load = module._load, _load  # (the first for tests/test_nvrtc)
     finally:
         _dispatch.register = register
         if saved is None:
