@@ -18,6 +18,8 @@ and variant:
 - timed by CUDA events, calls back to back (``core.time_gpu``): ``"none"`` with ``out=``
   (the main kernel alone, the row losses written directly) and ``"mean"`` with ``out=``
   (every launch of a training step's call: the labels' pass, the main kernel, the sum);
+  above 16384 classes also ``"none"`` with ``softcap=30`` (its streaming kernel keeps
+  fewer packs in flight: checked on the host, ``tests/test_cuda_host.py``);
 - the default settings also as users call them: ``"mean"`` with the default label check
   (its one synchronisation), with and without ``out=``.
 
@@ -317,12 +319,14 @@ def measure(case: Case, variant: Variant, labels, logits, grad, sample, copy_gbp
             result["note"] = f"error {error:.3g} above {TOLERANCE[case.dtype]:g}: not timed"
             return result
 
-        def call(reduction, check=False, out=True):
+        def call(reduction, check=False, out=True, **options):
             return lambda: lb.cross_entropy.value_and_grad(
                 labels, logits, reduction=reduction, check_labels=check,
-                out=grad if out else None)
+                out=grad if out else None, **options)
 
         timed = {"none": call("none"), "mean": call("mean")}
+        if case.classes >= _STREAMED:  # softcap's streaming kernel: its own packs in flight
+            timed["softcap"] = call("none", softcap=30.0)
         if variant.name == "default":
             timed["mean_checked"] = call("mean", check=True)
             timed["mean_checked_alloc"] = call("mean", check=True, out=False)
@@ -342,7 +346,7 @@ def measure(case: Case, variant: Variant, labels, logits, grad, sample, copy_gbp
 COLUMNS = ("case", "rows", "classes", "dtype", "variant", "ok", "max_error", "kernels",
            "none_s", "none_gbps", "none_of_copy", "mean_s", "mean_gbps", "mean_of_copy",
            "mean_checked_s", "mean_checked_of_copy", "mean_checked_alloc_s",
-           "mean_checked_alloc_of_copy", "copy_gbps", "note")
+           "mean_checked_alloc_of_copy", "softcap_s", "softcap_of_copy", "copy_gbps", "note")
 
 
 def main(argv: list[str] | None = None) -> int:
