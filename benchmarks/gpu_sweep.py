@@ -3,10 +3,11 @@
     python -m benchmarks.gpu_sweep --out DIR [--budget SECONDS] [--cases NAME ...] [--list]
 
 A variant is a setting of the CuPy backend's cross-entropy kernels (``cupy_backend``'s
-``ROW_CONFIGS``, ``STREAM``, ``SMALL_ROWS`` and ``CE_STRATEGY``), applied for the cases it
-is meant for and run through the public call: the sweep checks and times exactly what the
-library would run with that setting, so a winner is adopted by changing its default in
-``lossbackends/_cuda_sources.py`` (then losers' code goes). For each case (shape, dtype)
+``ROW_CONFIGS``, ``STREAM``, ``SMALL_ROWS``, ``CE_ROWS_PLAIN`` and ``CE_STRATEGY``),
+applied for the cases it is meant for and run through the public call: the sweep checks
+and times exactly what the library would run with that setting, so a winner is adopted
+by changing its default in ``lossbackends/_cuda_sources.py`` or ``cupy_backend`` (then
+losers' code goes). For each case (shape, dtype)
 and variant:
 
 - checked first: ``reduction="none"`` with ``check_labels=False``, the losses and gradients
@@ -47,7 +48,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from lossbackends._cuda_sources import RowConfig, StreamConfig, small_expression
+from lossbackends._cuda_sources import ROW_CONFIGS, RowConfig, StreamConfig, small_expression
 
 from . import core
 
@@ -111,6 +112,12 @@ def variants() -> list[Variant]:
         threads, vpt, per_block, blocks = config
         found.append(Variant(f"rows threads={threads} vpt={vpt} rows={per_block} "
                              f"min_blocks={blocks}", {"ROW_CONFIGS": (config,)}, 513, 1024))
+    # the plain call's kernel (ce_rows_plain), with the default rows and with more blocks
+    # per SM (its registers allow 6 without spilling, a helper counted on 2026-12-04)
+    found.append(Variant("rows plain", {"CE_ROWS_PLAIN": True}, 33, 1024))
+    for config in (RowConfig(32, 32, 4, 6), RowConfig(32, 32, 4, 8)):
+        found.append(Variant(f"rows plain min_blocks={config.min_blocks}",
+                             {"CE_ROWS_PLAIN": True, "ROW_CONFIGS": (config,)}, 513, 1024))
     for threads, in_flight in ((1024, 3), (256, 2)):
         found.append(Variant(f"stream threads={threads} in_flight={in_flight} (forced)",
                              {"CE_STRATEGY": "stream",
@@ -128,6 +135,10 @@ def kernel_expressions(variant: Variant, type_name: str) -> list[str]:
     found = []
     for config in variant.settings.get("ROW_CONFIGS", ()):
         found.append(config.expression(type_name))
+    if variant.settings.get("CE_ROWS_PLAIN"):
+        found += [config.expression(type_name, plain=True)
+                  for config in variant.settings.get("ROW_CONFIGS", ROW_CONFIGS)
+                  if config.threads == 32]
     stream = variant.settings.get("STREAM")
     if stream is not None:
         found += [stream[type_name].expression(type_name, False, capped)

@@ -152,3 +152,109 @@ template <typename T, int THREADS, int VPT, int ROWS, int MIN_BLOCKS>
 __global__ void __launch_bounds__(THREADS * ROWS, MIN_BLOCKS) ce_rows(CE_ROWS_ARGS) {
     ce_rows_body<T, THREADS, VPT, ROWS>(CE_ROWS_CALL);
 }
+
+// ---------------------------------------------------------------------------------------
+// The plain call's warp-per-row kernel (class labels; no probabilities, class weights,
+// smoothing, softcap or Hessian: the host launches it only then; z_loss stays an option).
+// ce_rows_body tests every option per element, which the compiler cannot drop from one
+// kernel serving all of them; a row of 1000 classes then took about 1.5x the instructions
+// of 2026-11-26's kernel, and its H200 time went from 59 % to 27 % of copy (a helper's
+// count in SASS, 2026-12-04; benchmarks/gpu_sweep.py times both). Here: z = x - own max
+// (shifted() when that max is finite), no per-element label test (the label's lane reads
+// its logit again, computes its z and exp as the loop does, and writes its gradient over
+// the plain one after the row's), the gradient fma(e, prob_scale, -0) * scale (grad_of's
+// with q = 0). A warp whose row has an ignored or bad label, an infinite max, or an
+// overflowed z-loss scale runs ce_rows_body instead, with the plain options as constants.
+// The same bits as ce_rows (tests/test_cuda_host.py).
+template <typename T, int THREADS, int VPT, int ROWS>
+__device__ __forceinline__ bool ce_rows_plain_try(CE_ROWS_ARGS) {
+    static_assert(THREADS == 32, "a warp per row: its votes are warp votes");
+    typedef typename AccOf<T>::type A;
+    const int W = VecWidth<T>::value;
+    const int PACKS = VPT / W;
+    const int lane = threadIdx.x & 31;
+    const i64 row = (i64)blockIdx.x * ROWS + (threadIdx.x >> 5);
+    if (row >= rows) return true;  // whole warps leave
+    const T* x_row = logits + row * classes;
+    const RowTarget t = row_target(labels, row, classes, ignore_index, error);
+    // the label's column is (k THREADS + lane) W + e: this lane's when rel is k THREADS W + e
+    const i64 rel = t.label - (i64)lane * W;
+    const bool own = t.kind == 1 && rel >= 0 && rel < (i64)PACKS * THREADS * W
+                     && rel % (THREADS * W) < W;
+    A x_label = 0;
+    if (own) x_label = to_acc(x_row[t.label]);  // (its line is in flight with the row's)
+    A v[VPT];
+#pragma unroll
+    for (int k = 0; k < PACKS; ++k) {
+        const i64 col = ((i64)k * THREADS + lane) * W;
+        if (packed && col + W <= classes) {
+            const Pack<T> pk = *reinterpret_cast<const Pack<T>*>(x_row + col);
+#pragma unroll
+            for (int e = 0; e < W; ++e) v[k * W + e] = to_acc(pk.v[e]);
+        } else {
+#pragma unroll
+            for (int e = 0; e < W; ++e)
+                v[k * W + e] = col + e < classes ? to_acc(x_row[col + e]) : neg_inf<A>();
+        }
+    }
+    RowState<A> st = empty_state<A>();
+#pragma unroll
+    for (int k = 0; k < VPT; ++k) st.m = fmax(st.m, v[k]);
+    const A own_max = st.m;
+    if (__any_sync(0xffffffffu, t.kind != 1 || !isfinite(own_max))) return false;
+    A others = 0;
+    bool skipped = false;
+#pragma unroll
+    for (int k = 0; k < VPT; ++k) {
+        const A z = v[k] - own_max;  // (padding: -inf, whose exp is 0)
+        v[k] = row_exp<T>(z);
+        add_other(v[k], z, others, skipped);
+    }
+    const A z_label = x_label - own_max;
+    if (own) {  // gather_terms' sums, for the label alone
+        st.ts.a = A(0) + z_label;
+        st.ts.wa = A(1);
+    }
+    st.rest = rest_of(others, skipped);
+    st = row_combine<THREADS>(st);
+    A zc;
+    const A grad_coef = finish_row<T, A>(st, t, (const T*)0, A(0), A(0), z_loss, z_factor_ptr,
+                                         lane == 0, row, row_loss, row_out, zc);
+    if (grad == 0) return true;
+    const A sc = read_scale(scale_ptr, scale);
+    const A prob_scale = times(exp(shifted(own_max, st.m)), grad_coef / row_sum(st));
+    if (__any_sync(0xffffffffu, isinf(prob_scale))) return false;  // (the row's loss: the same)
+    T* g_row = grad + row * classes;
+#pragma unroll
+    for (int k = 0; k < PACKS; ++k) {
+        const i64 col = ((i64)k * THREADS + lane) * W;
+        Pack<T> pk;
+#pragma unroll
+        for (int e = 0; e < W; ++e) pk.v[e] = from_acc<T>(fma(v[k * W + e], prob_scale, A(-0.0)) * sc);
+        if (packed && col + W <= classes) {
+            *reinterpret_cast<Pack<T>*>(g_row + col) = pk;
+        } else {
+#pragma unroll
+            for (int e = 0; e < W; ++e)
+                if (col + e < classes) g_row[col + e] = pk.v[e];
+        }
+    }
+    if (own) {  // (after this thread's own store of the same element)
+        const A e_label = row_exp<T>(z_label);
+        const A label_grad = own_max == st.m
+            ? label_grad_at_max<T, A>(t, st.m, st.rest, zc, grad_coef, (const T*)0, A(0), sc)
+            : quiet_nan<A>();
+        g_row[t.label] = from_acc<T>(e_label == A(1) && !isnan(label_grad)
+                                     ? label_grad : fma(e_label, prob_scale, A(-1)) * sc);
+    }
+    return true;
+}
+
+template <typename T, int THREADS, int VPT, int ROWS, int MIN_BLOCKS>
+__global__ void __launch_bounds__(THREADS * ROWS, MIN_BLOCKS) ce_rows_plain(CE_ROWS_ARGS) {
+    typedef typename AccOf<T>::type A;
+    if (ce_rows_plain_try<T, THREADS, VPT, ROWS>(CE_ROWS_CALL)) return;
+    ce_rows_body<T, THREADS, VPT, ROWS>(logits, labels, (const T*)0, (const T*)0, grad, row_loss,
+                                        row_out, error, rows, classes, ignore_index, A(0), scale,
+                                        scale_ptr, (T*)0, z_loss, z_factor_ptr, A(0), packed);
+}

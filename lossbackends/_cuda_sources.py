@@ -60,10 +60,12 @@ class RowConfig(NamedTuple):
     def block(self) -> int:
         return self.threads * self.rows_per_block
 
-    def expression(self, type_name: str) -> str:
+    def expression(self, type_name: str, plain: bool = False) -> str:
+        """``plain``: the plain call's kernel (``ce_rows_plain``, warp-per-row configurations
+        only: class labels without class weights, smoothing, softcap or Hessian)."""
         min_blocks = self.min_blocks or (1 if self.block >= 1024 else 2)
-        return (f"ce_rows<{type_name}, {self.threads}, {self.values_per_thread}, "
-                f"{self.rows_per_block}, {min_blocks}>")
+        return (f"ce_rows{'_plain' if plain else ''}<{type_name}, {self.threads}, "
+                f"{self.values_per_thread}, {self.rows_per_block}, {min_blocks}>")
 
 
 class StreamConfig(NamedTuple):
@@ -168,4 +170,6 @@ def all_modules() -> list[tuple[str, list[str]]]:
                         + main_expressions(type_name)))
         modules.append(("cross_entropy.cu", multiclass_hinge_expressions(type_name)))
         modules += [("cross_entropy.cu", [c.expression(type_name)]) for c in ROW_CONFIGS]
+        modules += [("cross_entropy.cu", [c.expression(type_name, plain=True)])
+                    for c in ROW_CONFIGS if c.threads == 32]
     return modules

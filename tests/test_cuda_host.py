@@ -117,8 +117,8 @@ def _sweep_variants():
 
 @pytest.mark.parametrize("variant", _sweep_variants(), ids=lambda v: v.name)
 def test_gpu_sweep_candidates(variant):
-    """Each candidate of the GPU sweep (``benchmarks/gpu_sweep.py``) computes what the NumPy backend does, so that minutes of GPU time go to
-    timing correct kernels: a class count where it runs, in the float types of the sweep's
+    """Each candidate of the GPU sweep (``benchmarks/gpu_sweep.py``) computes what the NumPy
+    backend does, so that minutes of GPU time go to timing correct kernels: a class count where it runs, in the float types of the sweep's
     cases it runs in (bfloat16 as float16: the same template but for its conversions)."""
     from benchmarks import gpu_sweep
 
@@ -274,3 +274,44 @@ def test_bfloat16_kernels(name, classes):
     for what, g, w in zip(("value", "gradient", "Hessian"), got, want, strict=True):
         np.testing.assert_allclose(_from_bfloat16(g), w, rtol=8e-3,
                                    atol=8e-3 * np.abs(w).max(), err_msg=f"{what} of {name}")
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.float16])
+def test_the_plain_rows_kernel_gives_the_generic_kernel_s_bits(dtype):
+    """``ce_rows_plain`` (the plain call's warp-per-row kernel, ``CE_ROWS_PLAIN``) gives the
+    bits of ``ce_rows``: values, row losses and gradients, with ties at the max (the label
+    among them), a confident row, NaN, infinite logits and a row of -inf, ignored and bad
+    labels (those warps take the generic body), z-loss, an overflowing z-loss scale, "none"
+    and "mean", packed and unpacked rows."""
+    backend = cuda_host.backend()
+    rng = np.random.default_rng(3)
+    for classes in (40, 600, 997, 1000):
+        x = (rng.normal(size=(40, classes)) * 3).astype(dtype)
+        labels = rng.integers(0, classes, 40)
+        x[1, [3, 9]] = 7.5  # ties at the max, the label one of them
+        labels[1] = 9
+        x[2, labels[2]] = 60.0  # a confident row
+        x[5, 4] = np.nan
+        x[6, 2] = np.inf
+        x[7] = -np.inf
+        x[8, 0] = -np.inf
+        labels[12] = -100  # ignored: that warp takes the generic body
+        rows_bad = labels.copy()
+        rows_bad[30] = classes + 2  # a bad label (check_labels=False: a NaN row)
+        for target, options in ((labels, {}), (labels, {"z_loss": 1e-4}),
+                                (labels, {"z_loss": 1e30}),
+                                (rows_bad, {"check_labels": False})):
+            for reduction in ("none", "mean"):
+                results = {}
+                for plain in (False, True):
+                    backend.CE_ROWS_PLAIN = plain
+                    try:
+                        results[plain] = cuda_host.value_and_grad(
+                            "cross_entropy", target, x, reduction=reduction, **options)
+                    finally:
+                        backend.CE_ROWS_PLAIN = False
+                for got, expected in zip(results[True], results[False], strict=True):
+                    np.testing.assert_array_equal(np.asarray(got), np.asarray(expected),
+                                                  err_msg=f"{classes} {options} {reduction}")
+    ran = {name for _, name in backend._device()._functions}
+    assert any(name.startswith("ce_rows_plain<") for name in ran)

@@ -220,6 +220,37 @@ def test_torch_cuda_bfloat16_in_the_kernels(loss):
     assert out is q and torch.equal(q, grad)
 
 
+@pytest.mark.parametrize("dtype", ["float32", "float16"])
+def test_the_plain_rows_kernel_gives_the_generic_bits_on_the_card(dtype):
+    """``ce_rows_plain`` (``CE_ROWS_PLAIN``, a candidate of the sweep) against ``ce_rows``
+    on the card, where the compiler's contractions could differ from the host's: the same
+    bits, with an ignored row (its warp takes the generic body), ties and infinities."""
+    import cupy as cp
+
+    from lossbackends.backends import cupy_backend
+
+    rng = np.random.default_rng(8)
+    x = (rng.normal(size=(4096, 1000)) * 3).astype(dtype)
+    t = rng.integers(0, 1000, 4096)
+    t[17] = -100
+    x[5, [t[5], 9]] = 7.5
+    x[6, 3] = np.inf
+    x[7] = -np.inf
+    results = {}
+    for plain in (False, True):
+        cupy_backend.CE_ROWS_PLAIN = plain
+        try:
+            value, grad = lb.cross_entropy.value_and_grad(cp.asarray(t), cp.asarray(x),
+                                                          reduction="none")
+        finally:
+            cupy_backend.CE_ROWS_PLAIN = False
+        results[plain] = cp.asnumpy(value), cp.asnumpy(grad)
+    for got, expected in zip(results[True], results[False], strict=True):
+        np.testing.assert_array_equal(got, expected)
+    ran = {name for _, name in cupy_backend._device()._functions}
+    assert any(name.startswith("ce_rows_plain<") for name in ran)
+
+
 def test_the_docs_gpu_examples_run():
     """The docs pages' GPU examples (skipped by ci/docs without a GPU) run on the card, in
     the globals of the docs' doctest setup."""

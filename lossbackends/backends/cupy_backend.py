@@ -211,6 +211,11 @@ def _elementwise(loss: str):
 # kernel for every class count above SMALL_CLASSES (how the row kernels were compared
 # with it: benchmarks/results/gpu-h200/kernel-variants-2026-11-26.csv).
 CE_STRATEGY = "auto"
+# Whether a plain call (class labels without class weights, smoothing, softcap or Hessian)
+# of a warp-per-row configuration takes ce_rows_plain: fewer instructions per element (see
+# kernels/cross_entropy_rows.cuh), the same bits; not yet timed on a GPU (the sweep's
+# "rows plain" candidate), so off.
+CE_ROWS_PLAIN = False
 
 
 def _row_config(classes: int) -> RowConfig | None:
@@ -306,7 +311,9 @@ def cross_entropy(target, x, class_weight, params, reduction, scale, grad, want_
         function((rows,), (stream.threads,),
                  (*args[:14], None, *args[15:], packed))
     else:
-        expression = config.expression(type_name)
+        plain = (CE_ROWS_PLAIN and config.threads == 32 and labels is not None
+                 and class_weight is None and not smoothing and softcap is None and hess is None)
+        expression = config.expression(type_name, plain)
         function = device.function("cross_entropy.cu", [expression], expression)
         function((-(-rows // config.rows_per_block),), (config.block,), (*args, packed))
 

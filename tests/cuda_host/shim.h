@@ -127,6 +127,11 @@ template <typename V> inline V __shfl_xor_sync(unsigned, V v, int mask) {
     return lb_exchange(v, (threadIdx.x & 31) ^ mask);
 }
 template <typename V> inline V __shfl_sync(unsigned, V v, int lane) { return lb_exchange(v, lane); }
+inline int __any_sync(unsigned mask, int predicate) {  // (a butterfly of the shuffles above)
+    int any = predicate != 0;
+    for (int offset = 16; offset > 0; offset >>= 1) any |= __shfl_xor_sync(mask, any, offset);
+    return any;
+}
 
 inline float __expf(float x) { return std::exp(x); }
 inline float __fdividef(float a, float b) { return a / b; }
