@@ -163,8 +163,9 @@ __global__ void __launch_bounds__(THREADS * ROWS, MIN_BLOCKS) ce_rows(CE_ROWS_AR
 // (shifted() when that max is finite), no per-element label test (the label's lane reads
 // its logit again, computes its z and exp as the loop does, and writes its gradient over
 // the plain one after the row's), the gradient fma(e, prob_scale, -0) * scale (grad_of's
-// with q = 0). A warp whose row has an ignored or bad label, an infinite max, or an
-// overflowed z-loss scale runs ce_rows_body instead, with the plain options as constants.
+// with q = 0). A warp whose row has an ignored or bad label, a logit of +inf, no finite
+// logit, or an overflowed z-loss scale runs ce_rows_body instead, with the plain options
+// as constants.
 // The same bits as ce_rows (tests/test_cuda_host.py).
 template <typename T, int THREADS, int VPT, int ROWS>
 __device__ __forceinline__ bool ce_rows_plain_try(CE_ROWS_ARGS) {
@@ -201,22 +202,26 @@ __device__ __forceinline__ bool ce_rows_plain_try(CE_ROWS_ARGS) {
 #pragma unroll
     for (int k = 0; k < VPT; ++k) st.m = fmax(st.m, v[k]);
     const A own_max = st.m;
-    if (__any_sync(0xffffffffu, t.kind != 1 || !isfinite(own_max))) return false;
+    if (__any_sync(0xffffffffu, t.kind != 1 || own_max == -neg_inf<A>())) return false;
+    // a lane of padding, -inf or NaN only (its own max -inf, as a short row's last lanes):
+    // its exps against 0, all 0, as ce_rows_body's state for it weighs nothing either
+    const A base = own_max == neg_inf<A>() ? A(0) : own_max;
     A others = 0;
     bool skipped = false;
 #pragma unroll
     for (int k = 0; k < VPT; ++k) {
-        const A z = v[k] - own_max;  // (padding: -inf, whose exp is 0)
+        const A z = v[k] - base;  // (padding: -inf, whose exp is 0)
         v[k] = row_exp<T>(z);
         add_other(v[k], z, others, skipped);
     }
-    const A z_label = x_label - own_max;
+    const A z_label = x_label - base;
     if (own) {  // gather_terms' sums, for the label alone
         st.ts.a = A(0) + z_label;
         st.ts.wa = A(1);
     }
     st.rest = rest_of(others, skipped);
     st = row_combine<THREADS>(st);
+    if (!isfinite(st.m)) return false;  // (a row of -inf: every lane holds the same st.m)
     A zc;
     const A grad_coef = finish_row<T, A>(st, t, (const T*)0, A(0), A(0), z_loss, z_factor_ptr,
                                          lane == 0, row, row_loss, row_out, zc);

@@ -220,33 +220,42 @@ def test_torch_cuda_bfloat16_in_the_kernels(loss):
     assert out is q and torch.equal(q, grad)
 
 
-@pytest.mark.parametrize("dtype", ["float32", "float16"])
+@pytest.mark.parametrize("dtype", ["float32", "float16", "float64"])
 def test_the_plain_rows_kernel_gives_the_generic_bits_on_the_card(dtype):
     """``ce_rows_plain`` (``CE_ROWS_PLAIN``, a candidate of the sweep) against ``ce_rows``
     on the card, where the compiler's contractions could differ from the host's: the same
-    bits, with an ignored row (its warp takes the generic body), ties and infinities."""
+    bits (as integers: -0 and NaNs too) in every warp-per-row configuration, with an
+    ignored row (its warp takes the generic body), ties and infinities, z-loss up to an
+    overflowing scale, "none" and "mean", in place and unpacked (an odd class count)."""
     import cupy as cp
 
     from lossbackends.backends import cupy_backend
 
     rng = np.random.default_rng(8)
-    x = (rng.normal(size=(4096, 1000)) * 3).astype(dtype)
-    t = rng.integers(0, 1000, 4096)
-    t[17] = -100
-    x[5, [t[5], 9]] = 7.5
-    x[6, 3] = np.inf
-    x[7] = -np.inf
-    results = {}
-    for plain in (False, True):
-        cupy_backend.CE_ROWS_PLAIN = plain
-        try:
-            value, grad = lb.cross_entropy.value_and_grad(cp.asarray(t), cp.asarray(x),
-                                                          reduction="none")
-        finally:
-            cupy_backend.CE_ROWS_PLAIN = False
-        results[plain] = cp.asnumpy(value), cp.asnumpy(grad)
-    for got, expected in zip(results[True], results[False], strict=True):
-        np.testing.assert_array_equal(got, expected)
+    for classes in (100, 300, 997, 1000):
+        x = (rng.normal(size=(4096, classes)) * 3).astype(dtype)
+        t = rng.integers(0, classes, 4096)
+        t[17] = -100
+        x[5, [t[5], 9]] = 7.5
+        x[6, 3] = np.inf
+        x[7] = -np.inf
+        for options in ({}, {"z_loss": 1e-4}, {"z_loss": 1e30}):
+            for reduction, in_place in (("none", False), ("mean", False), ("none", True)):
+                results = {}
+                for plain in (False, True):
+                    cupy_backend.CE_ROWS_PLAIN = plain
+                    logits = cp.asarray(x)
+                    try:
+                        value, grad = lb.cross_entropy.value_and_grad(
+                            cp.asarray(t), logits, reduction=reduction,
+                            out=logits if in_place else None, **options)
+                    finally:
+                        cupy_backend.CE_ROWS_PLAIN = False
+                    results[plain] = cp.asnumpy(value), cp.asnumpy(grad)
+                for got, expected in zip(results[True], results[False], strict=True):
+                    bits = f"u{got.dtype.itemsize}"
+                    np.testing.assert_array_equal(got.view(bits), expected.view(bits),
+                                                  err_msg=f"{classes} {options} {reduction}")
     ran = {name for _, name in cupy_backend._device()._functions}
     assert any(name.startswith("ce_rows_plain<") for name in ran)
 
