@@ -7,6 +7,28 @@
 // A row in registers. Thread `lane` of the THREADS sharing a row holds, for pack k < VPT / W,
 // the W columns starting at (k * THREADS + lane) * W: consecutive threads read
 // consecutive 16-byte packs. One reduction per row; each exp computed once.
+
+// v = load(x) of this thread's columns (-inf past the row's end), by packs where `packed`.
+template <typename T, int THREADS, int VPT, typename Load>
+__device__ __forceinline__ void load_row(const T* x_row, int lane, i64 classes, int packed,
+                                         typename AccOf<T>::type (&v)[VPT], Load load) {
+    typedef typename AccOf<T>::type A;
+    const int W = VecWidth<T>::value;
+#pragma unroll
+    for (int k = 0; k < VPT / W; ++k) {
+        const i64 col = ((i64)k * THREADS + lane) * W;
+        if (packed && col + W <= classes) {
+            const Pack<T> pk = *reinterpret_cast<const Pack<T>*>(x_row + col);
+#pragma unroll
+            for (int e = 0; e < W; ++e) v[k * W + e] = load(to_acc(pk.v[e]));
+        } else {
+#pragma unroll
+            for (int e = 0; e < W; ++e)
+                v[k * W + e] = col + e < classes ? load(to_acc(x_row[col + e])) : neg_inf<A>();
+        }
+    }
+}
+
 template <typename T, int THREADS, int VPT, int ROWS>
 __device__ __forceinline__ void ce_rows_body(
     const T* logits, const i64* __restrict__ labels, const T* __restrict__ probs,
@@ -30,20 +52,8 @@ __device__ __forceinline__ void ce_rows_body(
     const A inv_cap = softcap > A(0) ? A(1) / softcap : A(0);
 
     A v[VPT];
-#pragma unroll
-    for (int k = 0; k < PACKS; ++k) {
-        const i64 col = ((i64)k * THREADS + lane) * W;
-        if (packed && col + W <= classes) {
-            const Pack<T> pk = *reinterpret_cast<const Pack<T>*>(x_row + col);
-#pragma unroll
-            for (int e = 0; e < W; ++e) v[k * W + e] = cap_logit<T, A>(to_acc(pk.v[e]), softcap, inv_cap);
-        } else {
-#pragma unroll
-            for (int e = 0; e < W; ++e)
-                v[k * W + e] = col + e < classes ? cap_logit<T, A>(to_acc(x_row[col + e]), softcap, inv_cap)
-                                                 : neg_inf<A>();
-        }
-    }
+    load_row<T, THREADS, VPT>(x_row, lane, classes, packed, v,
+                              [&](A x) { return cap_logit<T, A>(x, softcap, inv_cap); });
     RowState<A> st = empty_state<A>();
 #pragma unroll
     for (int k = 0; k < VPT; ++k) st.m = fmax(st.m, v[k]);
@@ -185,19 +195,7 @@ __device__ __forceinline__ bool ce_rows_plain_try(CE_ROWS_ARGS) {
     A x_label = 0;
     if (own) x_label = to_acc(x_row[t.label]);  // (its line is in flight with the row's)
     A v[VPT];
-#pragma unroll
-    for (int k = 0; k < PACKS; ++k) {
-        const i64 col = ((i64)k * THREADS + lane) * W;
-        if (packed && col + W <= classes) {
-            const Pack<T> pk = *reinterpret_cast<const Pack<T>*>(x_row + col);
-#pragma unroll
-            for (int e = 0; e < W; ++e) v[k * W + e] = to_acc(pk.v[e]);
-        } else {
-#pragma unroll
-            for (int e = 0; e < W; ++e)
-                v[k * W + e] = col + e < classes ? to_acc(x_row[col + e]) : neg_inf<A>();
-        }
-    }
+    load_row<T, THREADS, VPT>(x_row, lane, classes, packed, v, [](A x) { return x; });
     RowState<A> st = empty_state<A>();
 #pragma unroll
     for (int k = 0; k < VPT; ++k) st.m = fmax(st.m, v[k]);
