@@ -107,17 +107,12 @@ def variants() -> list[Variant]:
                              _STREAMED))
     # 513-1024 classes: a warp per row (VPT 32), rows per block and blocks per SM; a block
     # per row; the streaming kernel forced
+    # (ce_rows_plain, the plain call's kernel, for the warp-per-row ones)
     for config in (RowConfig(32, 32, 2, 8), RowConfig(32, 32, 4, 4), RowConfig(32, 32, 8, 2),
                    RowConfig(32, 32, 16, 1), RowConfig(128, 8, 1, 8), RowConfig(256, 4, 1, 4)):
-        threads, vpt, per_block, blocks = config
-        found.append(Variant(f"rows threads={threads} vpt={vpt} rows={per_block} "
-                             f"min_blocks={blocks}", {"ROW_CONFIGS": (config,)}, 513, 1024))
-    # the plain call's kernel (ce_rows_plain), with the default rows and with more blocks
-    # per SM (its registers allow 6 without spilling, a helper counted on 2026-12-04)
-    found.append(Variant("rows plain", {"CE_ROWS_PLAIN": True}, 33, 1024))
-    for config in (RowConfig(32, 32, 4, 6), RowConfig(32, 32, 4, 8)):
-        found.append(Variant(f"rows plain min_blocks={config.min_blocks}",
-                             {"CE_ROWS_PLAIN": True, "ROW_CONFIGS": (config,)}, 513, 1024))
+        found.append(Variant(f"rows threads={config.threads} vpt={config.values_per_thread} "
+                             f"rows={config.rows_per_block} min_blocks={config.min_blocks}",
+                             {"ROW_CONFIGS": (config,)}, 513, 1024))
     for threads, in_flight in ((1024, 3), (256, 2)):
         found.append(Variant(f"stream threads={threads} in_flight={in_flight} (forced)",
                              {"CE_STRATEGY": "stream",
@@ -135,10 +130,8 @@ def kernel_expressions(variant: Variant, type_name: str) -> list[str]:
     found = []
     for config in variant.settings.get("ROW_CONFIGS", ()):
         found.append(config.expression(type_name))
-    if variant.settings.get("CE_ROWS_PLAIN"):
-        found += [config.expression(type_name, plain=True)
-                  for config in variant.settings.get("ROW_CONFIGS", ROW_CONFIGS)
-                  if config.threads == 32]
+        if config.threads == 32:  # and the plain call's (CE_ROWS_PLAIN, the default)
+            found.append(config.expression(type_name, plain=True))
     stream = variant.settings.get("STREAM")
     if stream is not None:
         found += [stream[type_name].expression(type_name, False, capped)

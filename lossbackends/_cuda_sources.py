@@ -45,12 +45,15 @@ def source(filename: str) -> str:
 class RowConfig(NamedTuple):
     """A register-resident cross-entropy kernel: THREADS threads share a row, each holding
     VPT values; ROWS rows per block (warp-per-row kernels); the registers must allow
-    MIN_BLOCKS blocks per SM (0: 1 for blocks of 1024 threads or more, else 2)."""
+    MIN_BLOCKS blocks per SM (0: 1 for blocks of 1024 threads or more, else 2), and
+    PLAIN_MIN_BLOCKS for ce_rows_plain (0: MIN_BLOCKS; the plain kernel needs fewer
+    registers, and ce_rows of float16 or float64 spilled under its bound)."""
 
     threads: int
     values_per_thread: int
     rows_per_block: int
     min_blocks: int = 0
+    plain_min_blocks: int = 0
 
     @property
     def capacity(self) -> int:
@@ -63,7 +66,8 @@ class RowConfig(NamedTuple):
     def expression(self, type_name: str, plain: bool = False) -> str:
         """``plain``: the plain call's kernel (``ce_rows_plain``, warp-per-row configurations
         only: class labels without class weights, smoothing, softcap or Hessian)."""
-        min_blocks = self.min_blocks or (1 if self.block >= 1024 else 2)
+        min_blocks = (plain and self.plain_min_blocks or self.min_blocks
+                      or (1 if self.block >= 1024 else 2))
         return (f"ce_rows{'_plain' if plain else ''}<{type_name}, {self.threads}, "
                 f"{self.values_per_thread}, {self.rows_per_block}, {min_blocks}>")
 
@@ -92,7 +96,9 @@ SMALL_ROWS = 128  # rows per ce_small block (its launch bound; its shared memory
 ROW_CONFIGS = (
     RowConfig(32, 8, 8),
     RowConfig(32, 16, 8),
-    RowConfig(32, 32, 4),
+    # ce_rows_plain at 6 blocks per SM: 0.92 of copy at 65536 x 1000 float32, against 0.86
+    # with 2 and 0.85 with 8 (benchmarks/results/gpu-h200/kernel-variants-2026-12-04-2.csv)
+    RowConfig(32, 32, 4, plain_min_blocks=6),
     RowConfig(128, 16, 1),
     RowConfig(256, 16, 1),
     RowConfig(512, 16, 1),

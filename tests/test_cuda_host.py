@@ -284,6 +284,7 @@ def test_the_plain_rows_kernel_gives_the_generic_kernel_s_bits(dtype):
     labels (those warps take the generic body), z-loss, an overflowing z-loss scale, "none"
     and "mean", packed and unpacked rows."""
     backend = cuda_host.backend()
+    default = backend.CE_ROWS_PLAIN
     rng = np.random.default_rng(3)
     for classes in (40, 130, 600, 997, 1000):  # (40: every warp's last lanes hold padding)
         x = (rng.normal(size=(40, classes)) * 3).astype(dtype)
@@ -309,7 +310,7 @@ def test_the_plain_rows_kernel_gives_the_generic_kernel_s_bits(dtype):
                         results[plain] = cuda_host.value_and_grad(
                             "cross_entropy", target, x, reduction=reduction, **options)
                     finally:
-                        backend.CE_ROWS_PLAIN = False
+                        backend.CE_ROWS_PLAIN = default
                 for got, expected in zip(results[True], results[False], strict=True):
                     got, expected = np.asarray(got), np.asarray(expected)  # as bits: -0, NaNs
                     bits = f"u{got.dtype.itemsize}"

@@ -222,7 +222,7 @@ def test_torch_cuda_bfloat16_in_the_kernels(loss):
 
 @pytest.mark.parametrize("dtype", ["float32", "float16", "float64"])
 def test_the_plain_rows_kernel_gives_the_generic_bits_on_the_card(dtype):
-    """``ce_rows_plain`` (``CE_ROWS_PLAIN``, a candidate of the sweep) against ``ce_rows``
+    """``ce_rows_plain`` (``CE_ROWS_PLAIN``, the plain call's default) against ``ce_rows``
     on the card, where the compiler's contractions could differ from the host's: the same
     bits (as integers: -0 and NaNs too) in every warp-per-row configuration, with an
     ignored row (its warp takes the generic body), ties and infinities, z-loss up to an
@@ -231,6 +231,7 @@ def test_the_plain_rows_kernel_gives_the_generic_bits_on_the_card(dtype):
 
     from lossbackends.backends import cupy_backend
 
+    default = cupy_backend.CE_ROWS_PLAIN
     rng = np.random.default_rng(8)
     for classes in (100, 300, 997, 1000):
         x = (rng.normal(size=(4096, classes)) * 3).astype(dtype)
@@ -250,7 +251,7 @@ def test_the_plain_rows_kernel_gives_the_generic_bits_on_the_card(dtype):
                             cp.asarray(t), logits, reduction=reduction,
                             out=logits if in_place else None, **options)
                     finally:
-                        cupy_backend.CE_ROWS_PLAIN = False
+                        cupy_backend.CE_ROWS_PLAIN = default
                     results[plain] = cp.asnumpy(value), cp.asnumpy(grad)
                 for got, expected in zip(results[True], results[False], strict=True):
                     bits = f"u{got.dtype.itemsize}"
