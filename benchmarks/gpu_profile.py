@@ -1,0 +1,107 @@
+"""Where a GPU call's host time goes: for the calls whose bars the GPU issue has not met
+(MSE at n = 1000, with and without ``out=``; cross-entropy's label check, which leaves the
+card idle while the host prepares the next call), each call's host time with the card idle
+at its start, its device time (CUDA events around it) and its wall time back to back, then
+Python's profile of the slowest ones. On a GPU machine (``ci/gpu`` runs it after the
+benchmarks, its output in ``bench.log``):
+
+    python -m benchmarks.gpu_profile [--calls 200]
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import io
+import pstats
+import statistics
+import time
+
+import numpy as np
+
+import lossbackends as lb
+
+from . import core
+
+
+def cases():
+    """(name, call) pairs on CuPy arrays."""
+    import cupy as cp
+
+    rng = np.random.default_rng(0)
+    y, p = (cp.asarray(rng.random(1000, dtype=np.float32)) for _ in range(2))
+    g = cp.empty_like(p)
+    found = [("mse n=1000", lambda: lb.mse.value_and_grad(y, p)),
+             ("mse n=1000 out=", lambda: lb.mse.value_and_grad(y, p, out=g))]
+    for rows, classes in ((1048576, 10), (65536, 1000)):
+        x = cp.asarray(rng.standard_normal((rows, classes), dtype=np.float32))
+        t = cp.asarray(rng.integers(0, classes, rows))
+        out = cp.empty_like(x)
+        shape = f"{rows}x{classes}"
+        found += [
+            (f"CE {shape}", lambda t=t, x=x: lb.cross_entropy.value_and_grad(t, x)),
+            (f"CE {shape} out=", lambda t=t, x=x, o=out: lb.cross_entropy.value_and_grad(
+                t, x, out=o)),
+            (f"CE {shape} no check", lambda t=t, x=x: lb.cross_entropy.value_and_grad(
+                t, x, check_labels=False)),
+            (f"CE {shape} sum, no check", lambda t=t, x=x: lb.cross_entropy.value_and_grad(
+                t, x, reduction="sum", check_labels=False)),
+        ]
+    return found
+
+
+def measure(call, calls: int) -> dict:
+    """Medians in microseconds: ``host`` (the call's return, the card idle at its start),
+    ``device`` (CUDA events before and after it) and ``wall`` (back to back)."""
+    import cupy as cp
+
+    stream = cp.cuda.get_current_stream()
+    start, end = cp.cuda.Event(), cp.cuda.Event()
+    host, device = [], []
+    for _ in range(calls):
+        stream.synchronize()
+        start.record(stream)
+        began = time.perf_counter()
+        call()
+        host.append(time.perf_counter() - began)
+        end.record(stream)
+        end.synchronize()
+        device.append(cp.cuda.get_elapsed_time(start, end) * 1e-3)
+    wall = core.time_gpu_wall(call, repeats=5, inner=max(calls // 5, 1))
+    return {k: statistics.median(v) * 1e6 for k, v in
+            (("host", host), ("device", device), ("wall", wall))}
+
+
+def profile(call, calls: int, top: int = 22) -> str:
+    """Python's profile of ``calls`` calls, by own time."""
+    profiler = cProfile.Profile()
+    profiler.enable()
+    for _ in range(calls):
+        call()
+    profiler.disable()
+    text = io.StringIO()
+    pstats.Stats(profiler, stream=text).sort_stats("tottime").print_stats(top)
+    return text.getvalue()
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--calls", type=int, default=200)
+    args = parser.parse_args(argv)
+    found = cases()
+    for _, call in found:  # compiled and warm
+        for _ in range(3):
+            call()
+    print(f"{'call':34s} {'host us':>9s} {'device us':>10s} {'wall us':>9s}")
+    for name, call in found:
+        times = measure(call, args.calls)
+        print(f"{name:34s} {times['host']:9.1f} {times['device']:10.1f} {times['wall']:9.1f}",
+              flush=True)
+    for name, call in found:
+        if name in ("mse n=1000 out=", "CE 1048576x10"):
+            print(f"\nprofile of {args.calls} calls: {name}")
+            print(profile(call, args.calls))
+
+
+if __name__ == "__main__":
+    main()
