@@ -48,7 +48,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from lossbackends._cuda_sources import ROW_CONFIGS, RowConfig, StreamConfig, small_expression
+from lossbackends._cuda_sources import RowConfig, StreamConfig, small_expression
 
 from . import core
 
@@ -100,11 +100,19 @@ def variants() -> list[Variant]:
     """The default settings first, then the candidates, each for the class counts where
     the kernel it changes runs."""
     found = [Variant("default")]
-    for threads, in_flight in ((1024, 2), (1024, 3), (1024, 4), (512, 2), (512, 3), (512, 4),
-                               (256, 2), (256, 3), (256, 4)):
+    for threads, in_flight in ((1024, 4), (512, 2), (512, 3), (512, 4), (256, 2), (256, 3),
+                               (256, 4)):
         found.append(Variant(f"stream threads={threads} in_flight={in_flight}",
                              {"STREAM": _every_type(StreamConfig(threads, in_flight))},
                              _STREAMED))
+    # the gradient's pass from the top down, and the row's end kept in shared memory by the
+    # first pass (as much as the blocks an SM holds leave: 227 KiB in all)
+    for threads, in_flight, staged in ((512, 4, 0), (512, 4, 96), (256, 4, 48), (1024, 4, 200),
+                                       (512, 2, 96), (256, 2, 48)):
+        config = StreamConfig(threads, in_flight, down=True, staged_kib=staged)
+        found.append(Variant(f"stream threads={threads} in_flight={in_flight} down"
+                             + (f" staged={staged}KiB" if staged else ""),
+                             {"STREAM": _every_type(config)}, _STREAMED))
     # 513-1024 classes: a warp per row (VPT 32), rows per block and blocks per SM; a block
     # per row; the streaming kernel forced
     # (ce_rows_plain, the plain call's kernel, for the warp-per-row ones)

@@ -23,6 +23,24 @@ __device__ __forceinline__ void for_packs_in_flight(const Pack<T>* x_packs, i64 
     }
 }
 
+// The same, from the top down: packs end - 1 - threadIdx.x, ... at or above `begin`. The
+// gradient's pass reads the row again in this order, so that it starts with what the first
+// pass read last, the part of the row most likely still in L2 (from the bottom up, each
+// read would find its line evicted first, once the rows in flight exceed L2).
+template <typename T, int IN_FLIGHT, int THREADS, typename Use>
+__device__ __forceinline__ void for_packs_in_flight_down(const Pack<T>* x_packs, i64 begin,
+                                                         i64 end, Use use) {
+    for (i64 k0 = end - 1 - threadIdx.x; k0 >= begin; k0 -= IN_FLIGHT * THREADS) {
+        Pack<T> pk[IN_FLIGHT];
+#pragma unroll
+        for (int j = 0; j < IN_FLIGHT; ++j)
+            if (k0 - j * THREADS >= begin) pk[j] = x_packs[k0 - j * THREADS];
+#pragma unroll
+        for (int j = 0; j < IN_FLIGHT; ++j)
+            if (k0 - j * THREADS >= begin) use(pk[j], k0 - j * THREADS);
+    }
+}
+
 template <typename T>
 __device__ __forceinline__ void stream_fold(const Pack<T>& pk, int valid, i64 first_col,
                                             const RowTarget& t,
@@ -93,7 +111,13 @@ __device__ __forceinline__ void stream_store(const Pack<T>& pk, i64 k, T* g_row,
 // bf16 (64 registers without the Hessian). CAPPED: soft-capping compiled in (its registers
 // cost the plain kernel's packs in flight: the host asks for one pack fewer in flight).
 // THREADS: 256, 512 or 1024; the registers allow 1024 threads per SM at least.
-template <typename T, bool HESS, int CAPPED, int THREADS, int IN_FLIGHT>
+// DOWN: the gradient's pass reads the row from the top down (for_packs_in_flight_down).
+// STAGED: the row's last STAGED packs (at most) are kept in dynamic shared memory by the
+// first pass (the launch gives STAGED * 16 bytes), and the gradient's pass takes them from
+// there instead of reading them again: at 128256 float32 classes the rows in flight far
+// exceed L2, and the second read came mostly from DRAM (a third of the traffic more).
+template <typename T, bool HESS, int CAPPED, int THREADS, int IN_FLIGHT, bool DOWN = false,
+          int STAGED = 0>
 __global__ void __launch_bounds__(THREADS, 1024 / THREADS) ce_stream(CE_ROWS_ARGS) {
     typedef typename AccOf<T>::type A;
     if (!CAPPED) softcap = A(0);  // a constant: the capping code compiles away
@@ -107,7 +131,11 @@ __global__ void __launch_bounds__(THREADS, 1024 / THREADS) ce_stream(CE_ROWS_ARG
     const Pack<T>* x_packs = reinterpret_cast<const Pack<T>*>(x_row);
     const i64 packs = packed ? classes / W : 0;
     RowState<A> st = empty_state<A>();
+    extern __shared__ unsigned char smem_raw[];
+    Pack<T>* staged = reinterpret_cast<Pack<T>*>(smem_raw);
+    const i64 first_staged = STAGED > 0 && packs > STAGED ? packs - STAGED : (STAGED > 0 ? 0 : packs);
     for_packs_in_flight<T, IN_FLIGHT, THREADS>(x_packs, packs, [&](const Pack<T>& pk, i64 k) {
+        if (STAGED > 0 && k >= first_staged) staged[k - first_staged] = pk;
         stream_fold<T>(pk, W, k * W, t, probs_row, class_weight, smoothing, inv_classes, softcap,
                        inv_cap, st);
     });
@@ -154,11 +182,19 @@ __global__ void __launch_bounds__(THREADS, 1024 / THREADS) ce_stream(CE_ROWS_ARG
     if (grad == 0) return;
     const A prob_scale = grad_coef / row_sum(st);
     T* g_row = grad + row * classes;
-    // the second read of the row: mostly from L2 while the rows in flight fit there
-    for_packs_in_flight<T, IN_FLIGHT, THREADS>(x_packs, packs, [&](const Pack<T>& pk, i64 k) {
+    // the second read of the row: from L2 while the rows in flight fit there
+    const auto store = [&](const Pack<T>& pk, i64 k) {
         stream_store<T>(pk, k, g_row, t, m, prob_scale, probs_row, class_weight, smoothing,
                         inv_classes, sc, softcap, inv_cap, label_grad);
-    });
+    };
+    if (DOWN)
+        for_packs_in_flight_down<T, IN_FLIGHT, THREADS>(x_packs, 0, first_staged, store);
+    else
+        for_packs_in_flight<T, IN_FLIGHT, THREADS>(x_packs, first_staged, store);
+    if (STAGED > 0) {  // (row_combine's barriers made every thread's staged packs visible)
+        for (i64 k = first_staged + threadIdx.x; k < packs; k += THREADS)
+            store(staged[k - first_staged], k);
+    }
     for (i64 c = packs * W + threadIdx.x; c < classes; c += THREADS) {
         A slope;
         const A xc = cap_with_slope<T, A>(to_acc(x_row[c]), softcap, inv_cap, slope);

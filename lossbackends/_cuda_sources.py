@@ -76,15 +76,28 @@ class StreamConfig(NamedTuple):
     """The streaming cross-entropy kernel (any class count, a block per row): ``threads``
     per block (256, 512 or 1024) and ``in_flight`` 16-byte packs per thread (with softcap,
     whose registers they cost, one fewer from 3 up: 2 stay 2, as softcap's kernel of
-    float16 and bfloat16 had before its settings came by type; not measured)."""
+    float16 and bfloat16 had before its settings came by type; not measured); ``down``:
+    the gradient's pass reads the row from the top down; ``staged_kib``: KiB of the row's
+    end the first pass keeps in shared memory for the gradient's pass (0: none; the
+    Hessian's instance never stages)."""
 
     threads: int = 1024
     in_flight: int = 3
+    down: bool = False
+    staged_kib: int = 0
+
+    @property
+    def staged_bytes(self) -> int:
+        """The launch's dynamic shared memory."""
+        return self.staged_kib * 1024
 
     def expression(self, type_name: str, hess: bool = False, capped: bool = False) -> str:
         in_flight = max(min(2, self.in_flight), self.in_flight - capped)
+        extra = ""
+        if (self.down or self.staged_kib) and not hess:
+            extra = f", {str(self.down).lower()}, {self.staged_bytes // 16}"
         return (f"ce_stream<{type_name}, {str(hess).lower()}, {int(capped)}, "
-                f"{self.threads}, {in_flight}>")
+                f"{self.threads}, {in_flight}{extra}>")
 
 
 SMALL_CLASSES = 32  # ce_small up to this many classes

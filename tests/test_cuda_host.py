@@ -318,3 +318,44 @@ def test_the_plain_rows_kernel_gives_the_generic_kernel_s_bits(dtype):
                                                   err_msg=f"{classes} {options} {reduction}")
     ran = {name for _, name in backend._device()._functions}
     assert any(name.startswith("ce_rows_plain<") for name in ran)
+
+
+@pytest.mark.parametrize("dtype, threads, in_flight, staged_kib, classes", [
+    (np.float32, 256, 4, 48, 20003),  # 3072 of 5000 packs staged, the rest read downwards
+    (np.float32, 512, 4, 0, 20003),  # downwards only
+    (np.float16, 256, 2, 48, 30005),  # 3072 of 3750 packs staged
+])
+def test_the_streaming_kernel_gives_the_same_bits_staged_and_downwards(
+        dtype, threads, in_flight, staged_kib, classes):
+    """``ce_stream`` with the row's end kept in shared memory and the gradient's pass read
+    from the top down (candidates of the GPU sweep) gives the default settings' bits: the
+    value's pass is the same, and each gradient element depends on its own logit and the
+    row's sums alone. Ties at the max, an infinite logit, an ignored row, softcap and z-loss;
+    an odd class count (the unpacked tail)."""
+    from lossbackends._cuda_sources import StreamConfig
+
+    backend = cuda_host.backend()
+    config = StreamConfig(threads, in_flight, down=True, staged_kib=staged_kib)
+    rng = np.random.default_rng(classes)
+    x = (rng.normal(size=(3, classes)) * 4).astype(dtype)
+    labels = np.array([5, classes - 1, -100])
+    x[0, [5, classes - 2]] = 9.0  # ties at the max, the label one of them, one staged
+    x[1, 17] = np.inf
+    default = backend.STREAM
+    for options in ({}, {"softcap": 15.0}, {"z_loss": 1e-4}):
+        for reduction in ("none", "mean"):
+            results = {}
+            for staged in (False, True):
+                backend.STREAM = dict.fromkeys(default, config) if staged else default
+                try:
+                    results[staged] = cuda_host.value_and_grad(
+                        "cross_entropy", labels, x, reduction=reduction, **options)
+                finally:
+                    backend.STREAM = default
+            for got, expected in zip(results[True], results[False], strict=True):
+                got, expected = np.asarray(got), np.asarray(expected)
+                bits = f"u{got.dtype.itemsize}"
+                np.testing.assert_array_equal(got.view(bits), expected.view(bits),
+                                              err_msg=f"{options} {reduction}")
+    ran = {name for _, name in backend._device()._functions}
+    assert config.expression(_cuda_sources.TYPE_NAMES[np.dtype(dtype).name]) in ran

@@ -64,6 +64,7 @@ class _Device:
         self.sm_count = props["multiProcessorCount"]
         self.capability = (props["major"], props["minor"])
         self._functions: dict[tuple[str, str], object] = {}
+        self._shared: dict[int, int] = {}  # id(function) -> its dynamic shared memory opt-in
         self._local = threading.local()  # each thread's workspaces (see ``workspace``)
 
     def function(self, filename: str, expressions: list[str], expression: str):
@@ -73,6 +74,13 @@ class _Device:
                 self._functions[filename, name] = function
             found = self._functions[filename, expression]
         return found
+
+    def opt_in_shared(self, function, size: int) -> None:
+        """Let ``function`` launch with ``size`` bytes of dynamic shared memory (above 48
+        KiB a kernel must ask first), once per function."""
+        if self._shared.get(id(function), 0) < size:
+            function.max_dynamic_shared_size_bytes = size
+            self._shared[id(function)] = size
 
     def workspace(self, name: str, size: int, dtype, zeroed: bool = False) -> cp.ndarray:
         """A scratch buffer of at least ``size`` elements, reused by this thread's calls on
@@ -309,8 +317,11 @@ def cross_entropy(target, x, class_weight, params, reduction, scale, grad, want_
                 (rows,), (HESS_STREAM.threads,),
                 (x, labels, probs, class_weight, None, None, None, None, *args[8:], packed))
         function = device.function("cross_entropy.cu", [name], name)
+        staged = stream.staged_bytes if packed else 0  # (no packs: nothing to stage)
+        if staged > 48 * 1024:
+            device.opt_in_shared(function, staged)
         function((rows,), (stream.threads,),
-                 (*args[:14], None, *args[15:], packed))
+                 (*args[:14], None, *args[15:], packed), shared_mem=staged)
     else:
         plain = (CE_ROWS_PLAIN and config.threads == 32 and labels is not None
                  and class_weight is None and not smoothing and softcap is None and hess is None)

@@ -75,7 +75,9 @@ template <typename... P> std::string lb_signature_of(void (*)(P...)) {
 
 
 _FLAGS = ["-std=c++20", "-O1", "-shared", "-fPIC", "-Wno-unknown-pragmas"]
-SHARED_MEMORY = 48 * 1024  # CUDA's limit per block without an opt-in (the kernels ask none)
+SHARED_MEMORY = 48 * 1024  # CUDA's limit per block without an opt-in
+# with it (the function's max_dynamic_shared_size_bytes): sm_90's 227 KiB (shim.h's buffer)
+SHARED_MEMORY_OPT_IN = 227 * 1024
 MAX_THREADS = 1024
 
 
@@ -170,12 +172,14 @@ class Library:
             found = self._signatures[name] = buffer.value.decode().split()
         return found
 
-    def launch(self, name: str, grid, block, args, shared_mem: int = 0) -> None:
+    def launch(self, name: str, grid, block, args, shared_mem: int = 0,
+               allowed: int = 0) -> None:
+        """``allowed``: the function's opt-in to more dynamic shared memory."""
         if name not in self._index:
             raise KeyError(f"{name} is not among the expressions all_modules() builds")
-        if shared_mem > SHARED_MEMORY:
+        if shared_mem > min(max(SHARED_MEMORY, allowed), SHARED_MEMORY_OPT_IN):
             raise ValueError(f"{name}: {shared_mem} bytes of dynamic shared memory, more than "
-                             f"CUDA's {SHARED_MEMORY} without an opt-in")
+                             f"CUDA's {SHARED_MEMORY} without an opt-in (here {allowed})")
         if not 0 < int(block[0]) <= MAX_THREADS or int(grid[0]) <= 0:
             raise ValueError(f"{name}: a launch of {grid} blocks of {block} threads")
         signature = self.signature(name)
@@ -242,9 +246,11 @@ class _Function:
     def __init__(self, library: Library, name: str):
         self._library, self._name = library, name
         self.num_regs = 32
+        self.max_dynamic_shared_size_bytes = 0  # (CuPy's attribute: set to opt in)
 
     def __call__(self, grid, block, args, shared_mem=0):
-        self._library.launch(self._name, grid, block, args, shared_mem)
+        self._library.launch(self._name, grid, block, args, shared_mem,
+                             self.max_dynamic_shared_size_bytes)
 
 
 _LIBRARIES: dict[str, Library] = {}

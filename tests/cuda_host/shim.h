@@ -101,7 +101,7 @@ struct lb_block {
 inline lb_block* lb_current = nullptr;
 
 // dynamic shared memory (`extern __shared__`, which the build makes `extern`)
-alignas(16) unsigned char smem_raw[48 * 1024];
+alignas(16) unsigned char smem_raw[227 * 1024];  // (sm_90's most, with the opt-in)
 
 inline void __syncthreads() { lb_current->all.arrive_and_wait(); }
 
