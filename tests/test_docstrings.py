@@ -72,6 +72,17 @@ def gpu_examples() -> list[tuple[str, str]]:
             for code in _GPU_EXAMPLE.findall(page.read_text())]
 
 
+def test_the_docs_python_blocks_compile():
+    """A page's ```python block (code shown, never run: it needs a cluster's scheduler)
+    is Python at least, so that a renamed call cannot rot there unseen."""
+    docs = Path(__file__).resolve().parents[1] / "docs"
+    blocks = [(page, code) for page in sorted(docs.glob("guide/*.md"))
+              for code in re.findall(r"```python\n(.*?)```", page.read_text(), re.S)]
+    assert blocks
+    for page, code in blocks:
+        compile(code, str(page), "exec")
+
+
 def test_the_gpu_examples_of_the_docs_are_found():
     """Every example the docs skip without a GPU is found for tests/test_gpu.py, and is
     Python; the pages' GPU examples are the ones with ``:skipif: not have_cupy``."""
