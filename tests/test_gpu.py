@@ -304,3 +304,45 @@ def test_threads_on_one_stream_keep_their_own_workspaces():
         results = list(pool.map(run, range(4)))
     for got, want in zip(results, expected, strict=True):
         np.testing.assert_allclose(got, want, rtol=1e-12)
+
+
+@pytest.mark.parametrize("dtype, threads, in_flight, staged_kib, classes", [
+    ("float32", 512, 4, 96, 50003),  # 6144 of 12500 packs staged, the rest read downwards
+    ("float32", 1024, 4, 200, 20003),  # the whole row staged
+    ("float16", 256, 2, 48, 30005),
+])
+def test_the_streaming_kernel_gives_the_same_bits_staged_and_downwards_on_the_card(
+        dtype, threads, in_flight, staged_kib, classes):
+    """``ce_stream`` with the row's end in shared memory (above 48 KiB: the opt-in) and the
+    gradient's pass from the top down, candidates of the sweep, against the default
+    settings on the card: the same bits, in place too."""
+    import cupy as cp
+
+    from lossbackends._cuda_sources import StreamConfig
+    from lossbackends.backends import cupy_backend
+
+    config = StreamConfig(threads, in_flight, down=True, staged_kib=staged_kib)
+    default = cupy_backend.STREAM
+    rng = np.random.default_rng(classes)
+    x = (rng.normal(size=(64, classes)) * 4).astype(dtype)
+    t = rng.integers(0, classes, 64)
+    t[3] = -100
+    x[5, [t[5], classes - 2]] = 9.0
+    x[6, 17] = np.inf
+    for options in ({}, {"softcap": 15.0}, {"z_loss": 1e-4}):
+        for reduction, in_place in (("none", False), ("mean", False), ("mean", True)):
+            results = {}
+            for staged in (False, True):
+                cupy_backend.STREAM = dict.fromkeys(default, config) if staged else default
+                logits = cp.asarray(x)
+                try:
+                    value, grad = lb.cross_entropy.value_and_grad(
+                        cp.asarray(t), logits, reduction=reduction,
+                        out=logits if in_place else None, **options)
+                finally:
+                    cupy_backend.STREAM = default
+                results[staged] = cp.asnumpy(value), cp.asnumpy(grad)
+            for got, expected in zip(results[True], results[False], strict=True):
+                bits = f"u{got.dtype.itemsize}"
+                np.testing.assert_array_equal(got.view(bits), expected.view(bits),
+                                              err_msg=f"{options} {reduction} {in_place}")
