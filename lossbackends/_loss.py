@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import inspect
 import sys
+import textwrap
 import warnings
 from collections.abc import Callable
 from typing import Any
@@ -51,35 +52,90 @@ def _empty_value(xp, prep: Prepared, reduction: str):
     return value[()] if xp is np else xp.asarray(value)
 
 
-_CONVENTIONS = """\
-Options: {options} (keyword-only), with ``reduction="mean"`` (``"sum"``, ``"none"``) and
-``backend=None`` (``"numpy"``, ``"numba"``, ``"cupy"``, ``"auto"``). ``loss(...)`` is the
-value in ``y_pred``'s dtype: a NumPy scalar for NumPy inputs, a 0-d array of ``y_pred``'s
-library for the others (an array of each {unit}'s loss for ``"none"``);
-``.grad(...)`` and ``.value_and_grad(...)`` take ``out=`` (writeable, C-contiguous and
-aligned, as ``numpy.empty`` gives, shaped like ``y_pred``, ``y_pred`` itself allowed);
-``.grad_and_hess(...)`` takes ``out=(grad, hess)``.
+# The numpydoc sections every loss's docstring gets (written once, here): its parameters,
+# the options' entries from _OPTION_DOCS ("type, default" is filled in from the preparing
+# function's signature), what the calls return, the errors, and the shared notes.
+_OPTION_DOCS = {
+    "weight": ("array_like, optional", "Each element's weight, broadcast to ``y_pred``'s "
+               "shape (see Notes)."),
+    "multiclass_hinge.weight": ("array_like, optional", "Each row's weight, broadcast to "
+                                "``y_true``'s shape (see Notes)."),
+    "eps": ("float", "Probabilities are clipped to ``[e, 1 - e]``, ``e = max(eps, "
+            "finfo(dtype).eps)``."),
+    "poisson_nll.eps": ("float", "Added to ``y_pred`` inside the log when ``log_input`` "
+                        "is False."),
+    "pos_weight": ("float or array_like, optional", "The positive term's weight ``q``, a "
+                   "scalar or a vector broadcast on the last axis (PyTorch's)."),
+    "axis": ("int", "The class axis of ``y_pred``."),
+    "class_weight": ("array_like of length C, optional", "Each class's weight ``w_c``."),
+    "ignore_index": ("int", "A label that marks a row to ignore (loss and gradient 0)."),
+    "label_smoothing": ("float", "``ε`` of the smoothed target ``(1 - ε) q + ε / C``."),
+    "z_loss": ("float", "PaLM's z-loss coefficient (0: off)."),
+    "softcap": ("float or None", "Logits capped at ``softcap tanh(x / softcap)`` first "
+                "(None: off)."),
+    "check_labels": ("bool", "Raise ``LabelError`` for a class index outside ``[0, C)``; "
+                     "False skips the check (on a GPU, its one synchronisation) and gives "
+                     "such a row NaN."),
+    "margin": ("float", "The margin ``m``."),
+    "delta": ("float", "Where the quadratic branch turns linear."),
+    "beta": ("float", "Where the quadratic branch turns linear (0: ``mae``)."),
+    "alpha": ("float or None", "The positive class's balancing weight, in [0, 1] (None: "
+              "no balancing)."),
+    "gamma": ("float", "The focusing exponent, >= 0."),
+    "log_input": ("bool", "Whether ``y_pred`` is the rate's log."),
+    "full": ("bool", "Add Stirling's approximation of ``log(y!)``."),
+    "log_target": ("bool", "Whether ``y_true`` holds log-probabilities."),
+    "quantile": ("float", "The quantile ``τ``, in [0, 1]."),
+}
 
+_PARAMETERS = """Parameters
+----------
+y_true : array_like
+{y_true}y_pred : array_like
+{y_pred}{options}reduction : {{"mean", "sum", "none"}}, default "mean"
+    The {units}' losses averaged (as described above), summed, or each returned.
+backend : {{"numpy", "numba", "cupy", "auto"}} or None, default None
+    The backend that computes it; None follows ``lossbackends.use_backend``, then
+    ``LOSSBACKENDS_BACKEND``, then the arrays' kind.
+
+Returns
+-------
+value : scalar or array
+    ``loss(...)``: in ``y_pred``'s dtype, a NumPy scalar for NumPy inputs, a 0-d array of
+    ``y_pred``'s library for the others (an array of each {unit}'s loss for ``"none"``).
+    ``.grad(...)`` returns the gradient, shaped like ``y_pred``; ``.value_and_grad(...)``
+    both, from one pass; ``.grad_and_hess(...)`` the gradient and the Hessian's diagonal.
+    ``.grad`` and ``.value_and_grad`` take ``out=`` (writeable, C-contiguous and aligned, as
+    ``numpy.empty`` gives, shaped like ``y_pred``, ``y_pred`` itself allowed);
+    ``.grad_and_hess`` takes ``out=(grad, hess)``.
+
+Raises
+------
+ValueError
+    For shapes that do not match, an unknown reduction or backend, an ``out=`` of the
+    wrong shape, dtype, layout or device, or an option out of its range{labels}.
+TypeError
+    For an option the loss does not take or of the wrong type (a float where an integer
+    goes is refused, not truncated), an ``out=`` that is not an array, or a NumPy masked
+    array (a loss would ignore its mask).
+
+Notes
+-----
 {shapes}{weights}Dtypes: computed in ``y_pred``'s floating dtype (float16 in float32 and rounded back;
 integer or bool ``y_pred`` as float64); ``y_true`` and the weights are cast to it; host
 sums accumulate in float64, in a fixed order (the same bits run to run).
 
-Errors: ``ValueError`` for shapes that do not match, an unknown reduction or backend, an
-``out=`` of the wrong shape, dtype, layout or device{labels}; ``TypeError`` for an option
-the loss does not take or of the wrong type (a float where an integer goes is refused, not
-truncated), an ``out=`` that is not an array, or a NumPy masked array (a loss would ignore
-its mask).
+Examples
+--------
 """
 
 
-_SHAPES = """\
-Shapes: ``y_true`` and ``y_pred`` of one shape, any number of dimensions (0-d and empty
+_SHAPES = """Shapes: ``y_true`` and ``y_pred`` of one shape, any number of dimensions (0-d and empty
 included){weight}; the gradient and the Hessian are shaped like ``y_pred``.
 
 """
 
-_WEIGHTS = """\
-Weights: ``weight`` multiplies each {unit}'s loss and gradient, and ``"mean"`` divides
+_WEIGHTS = """Weights: ``weight`` multiplies each {unit}'s loss and gradient, and ``"mean"`` divides
 the sum by the number of {unit}s, weighted or not (scikit-learn's ``sample_weight``, and
 torch's ``mse_loss`` and ``l1_loss``, divide by the weights' sum: ``reduction="sum"``,
 then divide by ``weight.sum()``; ``lossbackends.torch`` follows torch).
@@ -87,18 +143,42 @@ then divide by ``weight.sum()``; ``lossbackends.torch`` follows torch).
 """
 
 
-def _with_conventions(doc: str, options: tuple, class_indices: bool) -> str:
-    """``doc`` with the conventions every loss shares (written once, here) before its
-    example: its options by name, the calls, dtypes and errors."""
-    text = _CONVENTIONS.format(
-        options=", ".join(f"``{name}``" for name in options) or "none of its own",
-        unit="row" if class_indices else "element",
+def _option_entries(name: str, prepare: Callable) -> str:
+    """The numpydoc entries of the loss's own options, each with its default."""
+    entries = []
+    for parameter in list(inspect.signature(prepare).parameters.values())[3:]:
+        kind, text = _OPTION_DOCS.get(f"{name}.{parameter.name}",
+                                      _OPTION_DOCS[parameter.name])
+        default = parameter.default
+        if default is not None or "optional" not in kind:
+            kind = f"{kind}, default {default!r}"
+        entries.append(f"{parameter.name} : {kind}\n{_entry(text)}")
+    return "".join(entries)
+
+
+def _entry(text: str) -> str:
+    """A numpydoc entry's description, indented and wrapped."""
+    return "".join(f"    {line}\n" for line in textwrap.wrap(text, 84))
+
+
+def _with_conventions(doc: str, name: str, prepare: Callable, class_indices: bool) -> str:
+    """``doc`` with the sections every loss shares before its example: its parameters,
+    returns, errors and notes, in numpydoc's form."""
+    unit = "row" if class_indices else "element"
+    options = "weight" in inspect.signature(prepare).parameters
+    text = _PARAMETERS.format(
+        y_true=_entry("Class indices (integers, ``y_pred``'s shape without ``axis``), or "
+                      "probabilities shaped like ``y_pred`` where the loss takes them."
+                      if class_indices else "The targets, shaped like ``y_pred``."),
+        y_pred=_entry("Logits or scores, the classes on ``axis``." if class_indices
+                      else "The predictions the gradient is taken with respect to."),
+        options=_option_entries(name, prepare),
+        unit=unit, units=f"{unit}s",
         labels=("; ``lossbackends.LabelError`` (a ``ValueError``) for a class index "
                 "outside ``[0, C)``" if class_indices else ""),
         shapes="" if class_indices else _SHAPES.format(
-            weight="; ``weight`` broadcasts to it" if "weight" in options else ""),
-        weights=_WEIGHTS.format(unit="row" if class_indices else "element")
-        if "weight" in options else "")
+            weight="; ``weight`` broadcasts to it" if options else ""),
+        weights=_WEIGHTS.format(unit=unit) if options else "")
     lines = doc.split("\n")
     at = next((i for i, line in enumerate(lines) if line.lstrip().startswith(">>>")), len(lines))
     indent = " " * 4
@@ -164,7 +244,7 @@ class Loss:
         self._prepare_options = prepare
         # the options the loss takes, for the message of a misspelt or foreign one
         self._options = tuple(inspect.signature(prepare).parameters)[3:]
-        self.__doc__ = _with_conventions(doc, self._options, class_indices)
+        self.__doc__ = _with_conventions(doc, name, prepare, class_indices)
         # What a plain call (canonical arrays, no option) hands the kernel, by y_pred's
         # dtype: the loss's params (they depend on the dtype alone) and y_true's dtype;
         # for the fast path of ``_run``.
