@@ -153,7 +153,13 @@ def use_backend(name: str) -> Iterator[str]:
 
 def get_backend() -> str:
     """The backend that applies now: the innermost ``use_backend``, else
-    ``LOSSBACKENDS_BACKEND``, else ``"auto"`` (the inputs decide at each call)."""
+    ``LOSSBACKENDS_BACKEND``, else ``"auto"`` (the inputs decide at each call).
+
+    >>> import lossbackends as lb
+    >>> with lb.use_backend("numpy"):
+    ...     print(lb.get_backend())
+    numpy
+    """
     choice = _CONTEXT_CHOICE.get() or _ENV_CHOICE
     if choice not in _CHOICES:
         raise ValueError(_ENV_ERROR)
@@ -308,7 +314,13 @@ def backend_for(backend: str | None, sample: object) -> str:
 
 
 def available_backends() -> list[str]:
-    """The backends that can run here: installed, and for ``cupy`` with a GPU present."""
+    """The backends that can run here: installed, and for ``cupy`` with a GPU present;
+    ``"numpy"`` always. ``python -m lossbackends`` prints them with what ``auto`` picks.
+
+    >>> import lossbackends as lb
+    >>> "numpy" in lb.available_backends()
+    True
+    """
     names = ["numpy"]
     with contextlib.suppress(ValueError):
         load_backend("numba")

@@ -10,7 +10,15 @@ import numpy as np
 class LabelError(ValueError):
     """An integer class index outside ``[0, C)`` that is not ``ignore_index``; ``row`` is
     the flat row it was found in (a Dask block renames it to its global row), ``loss`` the
-    loss that was called."""
+    loss that was called.
+
+    >>> import lossbackends as lb
+    >>> try:
+    ...     lb.cross_entropy([0, 3], [[1.0, 2.0, 0.5], [0.1, 0.2, 0.3]])
+    ... except lb.LabelError as error:
+    ...     print(error.label, error.row, error.classes)
+    3 1 3
+    """
 
     def __init__(self, message: str, label: int, row: int, classes: int, loss: str):
         super().__init__(message)
