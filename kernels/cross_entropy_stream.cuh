@@ -41,7 +41,9 @@ __device__ __forceinline__ void for_packs_in_flight_down(const Pack<T>* x_packs,
     }
 }
 
-template <typename T>
+// KEEP_T: the soft-capped logits' tanh(x / softcap) go to `kept` as they are found (the
+// row's staged end, float32 and float64: the gradient's pass then needs no second tanh).
+template <typename T, bool KEEP_T = false>
 __device__ __forceinline__ void stream_fold(const Pack<T>& pk, int valid, i64 first_col,
                                             const RowTarget& t,
                                             const T* probs_row, const T* class_weight,
@@ -49,14 +51,22 @@ __device__ __forceinline__ void stream_fold(const Pack<T>& pk, int valid, i64 fi
                                             typename AccOf<T>::type inv_classes,
                                             typename AccOf<T>::type softcap,
                                             typename AccOf<T>::type inv_cap,
-                                            RowState<typename AccOf<T>::type>& st) {
+                                            RowState<typename AccOf<T>::type>& st,
+                                            typename AccOf<T>::type* kept = 0) {
     typedef typename AccOf<T>::type A;
     const int W = VecWidth<T>::value;
     A x[W];
     A top = st.m;
 #pragma unroll
     for (int e = 0; e < W; ++e) {
-        x[e] = e < valid ? cap_logit<T, A>(to_acc(pk.v[e]), softcap, inv_cap) : neg_inf<A>();
+        if (KEEP_T && e < valid) {  // cap_logit, its tanh kept (the logit when off)
+            const A v = to_acc(pk.v[e]);
+            const A t = softcap > A(0) ? row_tanh<T>(v * inv_cap) : v;
+            kept[e] = t;
+            x[e] = softcap > A(0) ? softcap * t : v;
+        } else {
+            x[e] = e < valid ? cap_logit<T, A>(to_acc(pk.v[e]), softcap, inv_cap) : neg_inf<A>();
+        }
         top = fmax(top, x[e]);
     }
     // the state moves to the new max, its own max's 1 joining the others (the empty
@@ -78,7 +88,9 @@ __device__ __forceinline__ void stream_fold(const Pack<T>& pk, int valid, i64 fi
     st.m = top;
 }
 
-template <typename T>
+// FROM_T: `pk` holds the kept tanh(x / softcap) of soft-capped logits (stream_fold's KEEP_T),
+// not the logits: cap_with_slope's result and slope from it, with no second tanh.
+template <typename T, bool FROM_T = false>
 __device__ __forceinline__ void stream_store(const Pack<T>& pk, i64 k, T* g_row, const RowTarget& t,
                                              typename AccOf<T>::type m,
                                              typename AccOf<T>::type prob_scale,
@@ -94,8 +106,14 @@ __device__ __forceinline__ void stream_store(const Pack<T>& pk, i64 k, T* g_row,
     Pack<T> out;
 #pragma unroll
     for (int e = 0; e < W; ++e) {
-        A slope;
-        const A xe = cap_with_slope<T, A>(to_acc(pk.v[e]), softcap, inv_cap, slope);
+        A slope, xe;
+        if (FROM_T && softcap > A(0)) {
+            const A tc = to_acc(pk.v[e]);
+            slope = A(1) - tc * tc;
+            xe = softcap * tc;
+        } else {
+            xe = cap_with_slope<T, A>(to_acc(pk.v[e]), softcap, inv_cap, slope);
+        }
         A g = grad_of<T, A>(row_exp<T>(shifted(xe, m)), k * W + e, t, prob_scale, probs_row,
                             class_weight, smoothing, inv_classes, sc, label_grad) * slope;
         if (t.kind == 0) g = 0;
@@ -134,8 +152,18 @@ __global__ void __launch_bounds__(THREADS, 1024 / THREADS) ce_stream(CE_ROWS_ARG
     extern __shared__ unsigned char smem_raw[];
     Pack<T>* staged = reinterpret_cast<Pack<T>*>(smem_raw);
     const i64 first_staged = STAGED > 0 && packs > STAGED ? packs - STAGED : (STAGED > 0 ? 0 : packs);
+    // soft-capped rows of float32 and float64 stage the logits' tanh, the others the logits
+    constexpr bool keep_t = CAPPED && STAGED > 0 && sizeof(T) == sizeof(A);
     for_packs_in_flight<T, IN_FLIGHT, THREADS>(x_packs, packs, [&](const Pack<T>& pk, i64 k) {
-        if (STAGED > 0 && k >= first_staged) staged[k - first_staged] = pk;
+        if (STAGED > 0 && k >= first_staged) {
+            if (keep_t) {
+                stream_fold<T, keep_t>(pk, W, k * W, t, probs_row, class_weight, smoothing,
+                                       inv_classes, softcap, inv_cap, st,
+                                       reinterpret_cast<A*>(&staged[k - first_staged]));
+                return;
+            }
+            staged[k - first_staged] = pk;
+        }
         stream_fold<T>(pk, W, k * W, t, probs_row, class_weight, smoothing, inv_classes, softcap,
                        inv_cap, st);
     });
@@ -193,7 +221,9 @@ __global__ void __launch_bounds__(THREADS, 1024 / THREADS) ce_stream(CE_ROWS_ARG
         for_packs_in_flight<T, IN_FLIGHT, THREADS>(x_packs, first_staged, store);
     if (STAGED > 0) {  // (row_combine's barriers made every thread's staged packs visible)
         for (i64 k = first_staged + threadIdx.x; k < packs; k += THREADS)
-            store(staged[k - first_staged], k);
+            stream_store<T, keep_t>(staged[k - first_staged], k, g_row, t, m, prob_scale,
+                                    probs_row, class_weight, smoothing, inv_classes, sc, softcap,
+                                    inv_cap, label_grad);
     }
     for (i64 c = packs * W + threadIdx.x; c < classes; c += THREADS) {
         A slope;

@@ -321,17 +321,18 @@ def test_the_plain_rows_kernel_gives_the_generic_kernel_s_bits(dtype):
 
 
 @pytest.mark.parametrize("dtype, threads, in_flight, staged_kib, classes", [
-    (np.float32, 256, 4, 48, 20003),  # 3072 of 5000 packs staged, the rest read downwards
-    (np.float32, 512, 4, 0, 20003),  # downwards only
-    (np.float16, 256, 2, 48, 30005),  # 3072 of 3750 packs staged
+    (np.float32, 256, 4, 48, 20000),  # 3072 of 5000 packs staged, the rest read downwards
+    (np.float32, 512, 4, 0, 20000),  # downwards only
+    (np.float16, 256, 2, 48, 30000),  # 3072 of 3750 packs staged
+    (np.float32, 256, 4, 48, 20003),  # rows of an odd length: not packed, nothing staged
 ])
 def test_the_streaming_kernel_gives_the_same_bits_staged_and_downwards(
         dtype, threads, in_flight, staged_kib, classes):
     """``ce_stream`` with the row's end kept in shared memory and the gradient's pass read
     from the top down (candidates of the GPU sweep) gives the default settings' bits: the
     value's pass is the same, and each gradient element depends on its own logit and the
-    row's sums alone. Ties at the max, an infinite logit, an ignored row, softcap and z-loss;
-    an odd class count (the unpacked tail)."""
+    row's sums alone. Ties at the max, an infinite logit, an ignored row, softcap (float32
+    stages the capped logits' tanh) and z-loss; rows of an odd length (no packs)."""
     from lossbackends._cuda_sources import StreamConfig
 
     backend = cuda_host.backend()
