@@ -44,10 +44,23 @@ def cases():
                 t, x, out=o)),
             (f"CE {shape} no check", lambda t=t, x=x: lb.cross_entropy.value_and_grad(
                 t, x, check_labels=False)),
+            (f"CE {shape} pinned flag", lambda t=t, x=x: _pinned(
+                lambda: lb.cross_entropy.value_and_grad(t, x))),
             (f"CE {shape} sum, no check", lambda t=t, x=x: lb.cross_entropy.value_and_grad(
                 t, x, reduction="sum", check_labels=False)),
         ]
     return found
+
+
+def _pinned(call):
+    """``call()`` with the label check's flag read into pinned memory (a candidate)."""
+    from lossbackends.backends import cupy_backend
+
+    cupy_backend.LABEL_FLAG_PINNED = True
+    try:
+        return call()
+    finally:
+        cupy_backend.LABEL_FLAG_PINNED = False
 
 
 def measure(call, calls: int) -> dict:

@@ -98,6 +98,25 @@ class _Device:
         return buffer
 
 
+# How the label check reads its flag back: False, ``error.get()`` (a copy into a new
+# pageable array); True, into a pinned array of this thread's (a direct copy). Not yet
+# timed against each other on a GPU (benchmarks/gpu_profile.py does).
+LABEL_FLAG_PINNED = False
+
+
+def _flag_set(device: _Device, error: cp.ndarray) -> bool:
+    """Whether a kernel set the label check's flag ``error``: waits for the stream."""
+    if not LABEL_FLAG_PINNED:
+        return bool(error.get()[0])
+    host = getattr(device._local, "flag", None)
+    if host is None:
+        import cupyx
+
+        host = device._local.flag = cupyx.empty_pinned(1, np.int32)
+    error[:1].get(out=host)
+    return bool(host[0])
+
+
 def _load(filename: str, expressions: list[str], capability: tuple[int, int]) -> dict:
     """``kernels/<filename>``'s functions by name expression, for a device of this compute
     capability."""
@@ -334,7 +353,7 @@ def cross_entropy(target, x, class_weight, params, reduction, scale, grad, want_
             (1,), (1024,),
             (row_loss, np.int64(partial_count), value, acc(grad_scale), scale_buffer),
         )
-    if error is not None and int(error.get()[0]):  # the one, documented, synchronisation
+    if error is not None and _flag_set(device, error):  # the one, documented, synchronisation
         error.fill(0)
         host_labels = cp.asnumpy(labels)
         bad = (host_labels != ignore_index) & ((host_labels < 0) | (host_labels >= classes))
@@ -374,7 +393,7 @@ def multiclass_hinge(labels, x, weight, params, reduction, scale, grad, want_val
     if value is not None:
         device.function("cross_entropy.cu", expressions, f"ce_finalize<{type_name}>")(
             (1,), (1024,), (row_loss, np.int64(rows), value, acc(row_scale), None))
-    if error is not None and int(error.get()[0]):  # the one, documented, synchronisation
+    if error is not None and _flag_set(device, error):  # the one, documented, synchronisation
         error.fill(0)
         host_labels = cp.asnumpy(labels)
         row = int(np.flatnonzero((host_labels < 0) | (host_labels >= classes))[0])
