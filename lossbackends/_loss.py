@@ -56,6 +56,24 @@ def _empty_value(xp, prep: Prepared, reduction: str):
 # the options' entries from _OPTION_DOCS ("type, default" is filled in from the preparing
 # function's signature), what the calls return, the errors, and the shared notes.
 _OPTION_DOCS = {
+    # y_true by loss, where the generic entry would not say what it holds
+    "cross_entropy.y_true": ("array_like", "Class indices (integers, ``y_pred``'s shape "
+                             "without ``axis``), or probabilities shaped like ``y_pred``."),
+    "multiclass_hinge.y_true": ("array_like", "Class indices (integers, ``y_pred``'s shape "
+                                "without ``axis``)."),
+    "binary_cross_entropy.y_true": ("array_like", "Labels or probabilities in [0, 1], "
+                                    "shaped like ``y_pred``."),
+    "binary_cross_entropy_with_logits.y_true": ("array_like", "Labels or probabilities in "
+                                                "[0, 1], shaped like ``y_pred``."),
+    "sigmoid_focal.y_true": ("array_like", "Labels or probabilities in [0, 1], shaped like "
+                             "``y_pred``."),
+    "hinge.y_true": ("array_like", "Labels, +1 or -1, shaped like ``y_pred``."),
+    "squared_hinge.y_true": ("array_like", "Labels, +1 or -1, shaped like ``y_pred``."),
+    "soft_margin.y_true": ("array_like", "Labels, +1 or -1, shaped like ``y_pred``."),
+    "kl_div.y_true": ("array_like", "Target probabilities (log-probabilities with "
+                      "``log_target``), shaped like ``y_pred``."),
+    "poisson_nll.y_true": ("array_like", "Counts (the target of the Poisson rate), shaped "
+                           "like ``y_pred``."),
     "weight": ("array_like, optional", "Each element's weight, broadcast to ``y_pred``'s "
                "shape (see Notes)."),
     "multiclass_hinge.weight": ("array_like, optional", "Each row's weight, broadcast to "
@@ -69,16 +87,19 @@ _OPTION_DOCS = {
     "axis": ("int", "The class axis of ``y_pred``."),
     "class_weight": ("array_like of length C, optional", "Each class's weight ``w_c``."),
     "ignore_index": ("int", "A label that marks a row to ignore (loss and gradient 0)."),
-    "label_smoothing": ("float", "``ε`` of the smoothed target ``(1 - ε) q + ε / C``."),
-    "z_loss": ("float", "PaLM's z-loss coefficient (0: off)."),
-    "softcap": ("float or None", "Logits capped at ``softcap tanh(x / softcap)`` first "
-                "(None: off)."),
+    "label_smoothing": ("float", "``ε`` of the smoothed target ``(1 - ε) q + ε / C``, in "
+                        "[0, 1]."),
+    "z_loss": ("float", "PaLM's z-loss coefficient, finite and >= 0 (0: off)."),
+    "softcap": ("float or None", "Logits capped at ``softcap tanh(x / softcap)`` first, "
+                "finite and > 0 (None: off)."),
     "check_labels": ("bool", "Raise ``LabelError`` for a class index outside ``[0, C)``; "
                      "False skips the check (on a GPU, its one synchronisation) and gives "
                      "such a row NaN."),
     "margin": ("float", "The margin ``m``."),
-    "delta": ("float", "Where the quadratic branch turns linear."),
-    "beta": ("float", "Where the quadratic branch turns linear (0: ``mae``)."),
+    "delta": ("float", "Where the quadratic branch turns linear, > 0 (inf: half the "
+              "squared error)."),
+    "beta": ("float", "Where the quadratic branch turns linear, finite and >= 0 (0: "
+             "``mae``)."),
     "alpha": ("float or None", "The positive class's balancing weight, in [0, 1] (None: "
               "no balancing)."),
     "gamma": ("float", "The focusing exponent, >= 0."),
@@ -93,7 +114,7 @@ _PARAMETERS = """Parameters
 y_true : array_like
 {y_true}y_pred : array_like
 {y_pred}{options}reduction : {{"mean", "sum", "none"}}, default "mean"
-    The {units}' losses averaged (as described above), summed, or each returned.
+    The {units}' losses averaged ({mean}), summed, or each returned.
 backend : {{"numpy", "numba", "cupy", "auto"}} or None, default None
     The backend that computes it; None follows ``lossbackends.use_backend``, then
     ``LOSSBACKENDS_BACKEND``, then the arrays' kind.
@@ -166,10 +187,10 @@ def _with_conventions(doc: str, name: str, prepare: Callable, class_indices: boo
     returns, errors and notes, in numpydoc's form."""
     unit = "row" if class_indices else "element"
     options = "weight" in inspect.signature(prepare).parameters
+    _, y_true = _OPTION_DOCS.get(f"{name}.y_true", ("", "The targets, shaped like ``y_pred``."))
     text = _PARAMETERS.format(
-        y_true=_entry("Class indices (integers, ``y_pred``'s shape without ``axis``), or "
-                      "probabilities shaped like ``y_pred`` where the loss takes them."
-                      if class_indices else "The targets, shaped like ``y_pred``."),
+        y_true=_entry(y_true),
+        mean="as described above" if class_indices else "over every element: see Notes",
         y_pred=_entry("Logits or scores, the classes on ``axis``." if class_indices
                       else "The predictions the gradient is taken with respect to."),
         options=_option_entries(name, prepare),

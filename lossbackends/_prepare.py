@@ -211,8 +211,8 @@ def real_option(loss: str, name: str, value, low: float = -_INF, high: float = _
     value = real_number(loss, name, value)
     if not ((low < value if low_open else low <= value)
             and (value < high if high_open else value <= high)):  # (NaN fails both)
-        bounds = (f"{'(' if low_open or low == -_INF else '['}{low:g}, {high:g}"
-                  f"{')' if high_open or high == _INF else ']'}")
+        # (an infinite end that is allowed is closed: huber's delta may be inf)
+        bounds = f"{'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
         raise ValueError(f"{loss}: {name} must be in {bounds}; got {value}")
     return value
 
@@ -290,7 +290,7 @@ def prepare_huber(xp, y_true, y_pred, *, weight=None, delta=1.0):
 def prepare_smooth_l1(xp, y_true, y_pred, *, weight=None, beta=1.0):
     prep = prepare_elementwise(xp, y_true, y_pred, weight=weight)
     # beta = 0 is the absolute error, as in PyTorch; a negative beta is an error there too
-    beta = real_option("smooth_l1", "beta", beta, 0.0, _INF)
+    beta = real_option("smooth_l1", "beta", beta, 0.0, _INF, high_open=True)
     return prep._replace(params=(normal_option("smooth_l1: ", "beta", beta, prep.p.dtype,
                                                "inputs", zero=True),))
 
@@ -324,7 +324,7 @@ def prepare_poisson_nll(xp, y_true, y_pred, *, weight=None, log_input=True, full
     prep = prepare_elementwise(xp, y_true, y_pred, weight=weight)
     return prep._replace(params=(bool_option("poisson_nll", "log_input", log_input),
                                  bool_option("poisson_nll", "full", full),
-                                 real_option("poisson_nll", "eps", eps, 0.0, _INF)))
+                                 real_option("poisson_nll", "eps", eps, 0.0, _INF, high_open=True)))
 
 
 def prepare_kl_div(xp, y_true, y_pred, *, weight=None, log_target=False):

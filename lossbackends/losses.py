@@ -281,9 +281,9 @@ huber = Loss(
         \qquad \partial \ell_i / \partial p_i = w_i \,\mathrm{clip}(e_i, -\delta, \delta),
         \qquad \partial^2 \ell_i / \partial p_i^2 = w_i\,[|e_i| \le \delta]
 
-    with :math:`e = p - y`; ``delta`` must be a normal number of the computing dtype
-    (float32's for float16 inputs): > 0, finite, and not so small that it would round to 0
-    or a subnormal (``ValueError`` otherwise). At
+    with :math:`e = p - y`; ``delta`` must be > 0 and not so small that it would round to 0
+    or a subnormal in the computing dtype (float32's for float16 inputs; ``ValueError``
+    otherwise); ``delta=inf`` is half the squared error, as in PyTorch. At
     ``|e| = delta`` the Hessian is the quadratic branch's 1, the branch the value takes
     there (PyTorch's second derivative too).
 

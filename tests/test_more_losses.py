@@ -427,7 +427,7 @@ def test_options_through_the_parallel_kernel(backend, loss, options):
 
 
 @pytest.mark.parametrize("loss,options,error,message", [
-    ("huber", {"delta": 0.0}, ValueError, r"huber: delta must be in \(0, inf\); got 0.0"),
+    ("huber", {"delta": 0.0}, ValueError, r"huber: delta must be in \(0, inf\]; got 0.0"),
     ("huber", {"delta": -1}, ValueError, "delta must be in"),
     ("huber", {"delta": "1"}, TypeError, "delta must be a real number, not str"),
     ("smooth_l1", {"beta": -0.5}, ValueError, r"beta must be in \[0, inf\)"),
