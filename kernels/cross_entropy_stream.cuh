@@ -138,6 +138,9 @@ template <typename T, bool HESS, int CAPPED, int THREADS, int IN_FLIGHT, bool DO
           int STAGED = 0>
 __global__ void __launch_bounds__(THREADS, 1024 / THREADS) ce_stream(CE_ROWS_ARGS) {
     typedef typename AccOf<T>::type A;
+    // the staged packs are read by other threads after row_combine's barriers (none below
+    // a warp)
+    static_assert(STAGED == 0 || THREADS > 32, "a staged row needs a block above a warp");
     if (!CAPPED) softcap = A(0);  // a constant: the capping code compiles away
     const int W = VecWidth<T>::value;
     const i64 row = blockIdx.x;
@@ -220,10 +223,11 @@ __global__ void __launch_bounds__(THREADS, 1024 / THREADS) ce_stream(CE_ROWS_ARG
     else
         for_packs_in_flight<T, IN_FLIGHT, THREADS>(x_packs, first_staged, store);
     if (STAGED > 0) {  // (row_combine's barriers made every thread's staged packs visible)
-        for (i64 k = first_staged + threadIdx.x; k < packs; k += THREADS)
-            stream_store<T, keep_t>(staged[k - first_staged], k, g_row, t, m, prob_scale,
-                                    probs_row, class_weight, smoothing, inv_classes, sc, softcap,
-                                    inv_cap, label_grad);
+        for (i64 k = first_staged + threadIdx.x; k < packs; k += THREADS) {
+            const Pack<T> pk = staged[k - first_staged];  // (one 16-byte load, not W)
+            stream_store<T, keep_t>(pk, k, g_row, t, m, prob_scale, probs_row, class_weight,
+                                    smoothing, inv_classes, sc, softcap, inv_cap, label_grad);
+        }
     }
     for (i64 c = packs * W + threadIdx.x; c < classes; c += THREADS) {
         A slope;

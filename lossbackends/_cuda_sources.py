@@ -46,8 +46,9 @@ class RowConfig(NamedTuple):
     """A register-resident cross-entropy kernel: THREADS threads share a row, each holding
     VPT values; ROWS rows per block (warp-per-row kernels); the registers must allow
     MIN_BLOCKS blocks per SM (0: 1 for blocks of 1024 threads or more, else 2), and
-    PLAIN_MIN_BLOCKS for ce_rows_plain (0: MIN_BLOCKS; the plain kernel needs fewer
-    registers, and ce_rows of float16 or float64 spilled under its bound)."""
+    PLAIN_MIN_BLOCKS for ce_rows_plain of the types narrower than float64 (0: MIN_BLOCKS;
+    the plain kernel needs fewer registers, and ce_rows of float16 or float64 spilled
+    under its bound)."""
 
     threads: int
     values_per_thread: int
@@ -66,8 +67,9 @@ class RowConfig(NamedTuple):
     def expression(self, type_name: str, plain: bool = False) -> str:
         """``plain``: the plain call's kernel (``ce_rows_plain``, warp-per-row configurations
         only: class labels without class weights, smoothing, softcap or Hessian)."""
-        min_blocks = (plain and self.plain_min_blocks or self.min_blocks
-                      or (1 if self.block >= 1024 else 2))
+        # (float64 rows take twice the registers: the plain kernel spilled 1.5 KB at 6)
+        plain_blocks = plain and type_name != "double" and self.plain_min_blocks
+        min_blocks = plain_blocks or self.min_blocks or (1 if self.block >= 1024 else 2)
         return (f"ce_rows{'_plain' if plain else ''}<{type_name}, {self.threads}, "
                 f"{self.values_per_thread}, {self.rows_per_block}, {min_blocks}>")
 

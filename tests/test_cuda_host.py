@@ -329,14 +329,16 @@ def test_the_plain_rows_kernel_gives_the_generic_kernel_s_bits(dtype):
 def test_the_streaming_kernel_gives_the_same_bits_staged_and_downwards(
         dtype, threads, in_flight, staged_kib, classes):
     """``ce_stream`` with the row's end kept in shared memory and the gradient's pass read
-    from the top down (candidates of the GPU sweep) gives the default settings' bits: the
-    value's pass is the same, and each gradient element depends on its own logit and the
-    row's sums alone. Ties at the max, an infinite logit, an ignored row, softcap (float32
+    from the top down (candidates of the GPU sweep) gives the bits of the same threads and
+    packs in flight without them (another thread count combines the threads' sums in
+    another order): the value's pass is the same, and each gradient element depends on
+    its own logit and the row's sums alone. Ties at the max, an infinite logit, an ignored row, softcap (float32
     stages the capped logits' tanh) and z-loss; rows of an odd length (no packs)."""
     from lossbackends._cuda_sources import StreamConfig
 
     backend = cuda_host.backend()
     config = StreamConfig(threads, in_flight, down=True, staged_kib=staged_kib)
+    plain = StreamConfig(threads, in_flight)
     rng = np.random.default_rng(classes)
     x = (rng.normal(size=(3, classes)) * 4).astype(dtype)
     labels = np.array([5, classes - 1, -100])
@@ -347,7 +349,7 @@ def test_the_streaming_kernel_gives_the_same_bits_staged_and_downwards(
         for reduction in ("none", "mean"):
             results = {}
             for staged in (False, True):
-                backend.STREAM = dict.fromkeys(default, config) if staged else default
+                backend.STREAM = dict.fromkeys(default, config if staged else plain)
                 try:
                     results[staged] = cuda_host.value_and_grad(
                         "cross_entropy", labels, x, reduction=reduction, **options)

@@ -76,8 +76,9 @@ class _Device:
         return found
 
     def opt_in_shared(self, function, size: int) -> None:
-        """Let ``function`` launch with ``size`` bytes of dynamic shared memory (above 48
-        KiB a kernel must ask first), once per function."""
+        """Let ``function`` launch with ``size`` bytes of dynamic shared memory (where its
+        static and dynamic shared memory pass 48 KiB it must ask first), once per
+        function."""
         if self._shared.get(id(function), 0) < size:
             function.max_dynamic_shared_size_bytes = size
             self._shared[id(function)] = size
@@ -337,7 +338,7 @@ def cross_entropy(target, x, class_weight, params, reduction, scale, grad, want_
                 (x, labels, probs, class_weight, None, None, None, None, *args[8:], packed))
         function = device.function("cross_entropy.cu", [name], name)
         staged = stream.staged_bytes if packed else 0  # (no packs: nothing to stage)
-        if staged > 48 * 1024:
+        if staged:  # (its static shared memory counts too: 48 KiB staged needs the opt-in)
             device.opt_in_shared(function, staged)
         function((rows,), (stream.threads,),
                  (*args[:14], None, *args[15:], packed), shared_mem=staged)
