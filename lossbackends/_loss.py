@@ -55,21 +55,20 @@ def _empty_value(xp, prep: Prepared, reduction: str):
 # The numpydoc sections every loss's docstring gets (written once, here): its parameters,
 # the options' entries from _OPTION_DOCS ("type, default" is filled in from the preparing
 # function's signature), what the calls return, the errors, and the shared notes.
+_LABELS_01 = ("array_like", "Labels or probabilities in [0, 1], shaped like ``y_pred``.")
+_LABELS_PM1 = ("array_like", "Labels, +1 or -1, shaped like ``y_pred``.")
+_CLASS_INDICES = "Class indices (integers, ``y_pred``'s shape without ``axis``)"
 _OPTION_DOCS = {
     # y_true by loss, where the generic entry would not say what it holds
-    "cross_entropy.y_true": ("array_like", "Class indices (integers, ``y_pred``'s shape "
-                             "without ``axis``), or probabilities shaped like ``y_pred``."),
-    "multiclass_hinge.y_true": ("array_like", "Class indices (integers, ``y_pred``'s shape "
-                                "without ``axis``)."),
-    "binary_cross_entropy.y_true": ("array_like", "Labels or probabilities in [0, 1], "
-                                    "shaped like ``y_pred``."),
-    "binary_cross_entropy_with_logits.y_true": ("array_like", "Labels or probabilities in "
-                                                "[0, 1], shaped like ``y_pred``."),
-    "sigmoid_focal.y_true": ("array_like", "Labels or probabilities in [0, 1], shaped like "
+    "cross_entropy.y_true": ("array_like", f"{_CLASS_INDICES}, or probabilities shaped like "
                              "``y_pred``."),
-    "hinge.y_true": ("array_like", "Labels, +1 or -1, shaped like ``y_pred``."),
-    "squared_hinge.y_true": ("array_like", "Labels, +1 or -1, shaped like ``y_pred``."),
-    "soft_margin.y_true": ("array_like", "Labels, +1 or -1, shaped like ``y_pred``."),
+    "multiclass_hinge.y_true": ("array_like", f"{_CLASS_INDICES}."),
+    "binary_cross_entropy.y_true": _LABELS_01,
+    "binary_cross_entropy_with_logits.y_true": _LABELS_01,
+    "sigmoid_focal.y_true": _LABELS_01,
+    "hinge.y_true": _LABELS_PM1,
+    "squared_hinge.y_true": _LABELS_PM1,
+    "soft_margin.y_true": _LABELS_PM1,
     "kl_div.y_true": ("array_like", "Target probabilities (log-probabilities with "
                       "``log_target``), shaped like ``y_pred``."),
     "poisson_nll.y_true": ("array_like", "Counts (the target of the Poisson rate), shaped "

@@ -7,6 +7,8 @@ them too. Speed, the hardware's float math and streams are ``ci/gpu``'s."""
 
 from __future__ import annotations
 
+import functools
+
 import cuda_host
 import numpy as np
 import pytest
@@ -284,7 +286,6 @@ def test_the_plain_rows_kernel_gives_the_generic_kernel_s_bits(dtype):
     labels (those warps take the generic body), z-loss, an overflowing z-loss scale, "none"
     and "mean", packed and unpacked rows."""
     backend = cuda_host.backend()
-    default = backend.CE_ROWS_PLAIN
     rng = np.random.default_rng(3)
     for classes in (40, 130, 600, 997, 1000):  # (40: every warp's last lanes hold padding)
         x = (rng.normal(size=(40, classes)) * 3).astype(dtype)
@@ -303,19 +304,10 @@ def test_the_plain_rows_kernel_gives_the_generic_kernel_s_bits(dtype):
                                 (labels, {"z_loss": 1e30}),
                                 (rows_bad, {"check_labels": False})):
             for reduction in ("none", "mean"):
-                results = {}
-                for plain in (False, True):
-                    backend.CE_ROWS_PLAIN = plain
-                    try:
-                        results[plain] = cuda_host.value_and_grad(
-                            "cross_entropy", target, x, reduction=reduction, **options)
-                    finally:
-                        backend.CE_ROWS_PLAIN = default
-                for got, expected in zip(results[True], results[False], strict=True):
-                    got, expected = np.asarray(got), np.asarray(expected)  # as bits: -0, NaNs
-                    bits = f"u{got.dtype.itemsize}"
-                    np.testing.assert_array_equal(got.view(bits), expected.view(bits),
-                                                  err_msg=f"{classes} {options} {reduction}")
+                cuda_host.same_bits_under(
+                    backend, "CE_ROWS_PLAIN", (True, False), functools.partial(
+                        cuda_host.value_and_grad, "cross_entropy", target, x,
+                        reduction=reduction, **options), f"{classes} {options} {reduction}")
     ran = {name for _, name in backend._device()._functions}
     assert any(name.startswith("ce_rows_plain<") for name in ran)
 
@@ -344,21 +336,11 @@ def test_the_streaming_kernel_gives_the_same_bits_staged_and_downwards(
     labels = np.array([5, classes - 1, -100])
     x[0, [5, classes - 2]] = 9.0  # ties at the max, the label one of them, one staged
     x[1, 17] = np.inf
-    default = backend.STREAM
+    settings = tuple(dict.fromkeys(backend.STREAM, c) for c in (config, plain))
     for options in ({}, {"softcap": 15.0}, {"z_loss": 1e-4}):
         for reduction in ("none", "mean"):
-            results = {}
-            for staged in (False, True):
-                backend.STREAM = dict.fromkeys(default, config if staged else plain)
-                try:
-                    results[staged] = cuda_host.value_and_grad(
-                        "cross_entropy", labels, x, reduction=reduction, **options)
-                finally:
-                    backend.STREAM = default
-            for got, expected in zip(results[True], results[False], strict=True):
-                got, expected = np.asarray(got), np.asarray(expected)
-                bits = f"u{got.dtype.itemsize}"
-                np.testing.assert_array_equal(got.view(bits), expected.view(bits),
-                                              err_msg=f"{options} {reduction}")
+            cuda_host.same_bits_under(backend, "STREAM", settings, functools.partial(
+                cuda_host.value_and_grad, "cross_entropy", labels, x, reduction=reduction,
+                **options), f"{options} {reduction}")
     ran = {name for _, name in backend._device()._functions}
     assert config.expression(_cuda_sources.TYPE_NAMES[np.dtype(dtype).name]) in ran

@@ -3,11 +3,13 @@ CUDA-graph capture (which proves no host synchronisation), in-place gradients.""
 
 from __future__ import annotations
 
+import functools
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
 from conftest import _skip_reason
+from cuda_host import same_bits_under
 from reference import cross_entropy as ce_reference
 
 import lossbackends as lb
@@ -220,6 +222,17 @@ def test_torch_cuda_bfloat16_in_the_kernels(loss):
     assert out is q and torch.equal(q, grad)
 
 
+def _cross_entropy_on_card(labels, logits, reduction, in_place, options) -> tuple:
+    """``cross_entropy.value_and_grad`` of host arrays on the card, in place or not, its
+    results back on the host."""
+    import cupy as cp
+
+    x = cp.asarray(logits)
+    value, grad = lb.cross_entropy.value_and_grad(cp.asarray(labels), x, reduction=reduction,
+                                                  out=x if in_place else None, **options)
+    return cp.asnumpy(value), cp.asnumpy(grad)
+
+
 @pytest.mark.parametrize("dtype", ["float32", "float16", "float64"])
 def test_the_plain_rows_kernel_gives_the_generic_bits_on_the_card(dtype):
     """``ce_rows_plain`` (``CE_ROWS_PLAIN``, the plain call's default) against ``ce_rows``
@@ -227,11 +240,9 @@ def test_the_plain_rows_kernel_gives_the_generic_bits_on_the_card(dtype):
     bits (as integers: -0 and NaNs too) in every warp-per-row configuration, with an
     ignored row (its warp takes the generic body), ties and infinities, z-loss up to an
     overflowing scale, "none" and "mean", in place and unpacked (an odd class count)."""
-    import cupy as cp
 
     from lossbackends.backends import cupy_backend
 
-    default = cupy_backend.CE_ROWS_PLAIN
     rng = np.random.default_rng(8)
     for classes in (100, 300, 997, 1000):
         x = (rng.normal(size=(4096, classes)) * 3).astype(dtype)
@@ -242,21 +253,9 @@ def test_the_plain_rows_kernel_gives_the_generic_bits_on_the_card(dtype):
         x[7] = -np.inf
         for options in ({}, {"z_loss": 1e-4}, {"z_loss": 1e30}):
             for reduction, in_place in (("none", False), ("mean", False), ("none", True)):
-                results = {}
-                for plain in (False, True):
-                    cupy_backend.CE_ROWS_PLAIN = plain
-                    logits = cp.asarray(x)
-                    try:
-                        value, grad = lb.cross_entropy.value_and_grad(
-                            cp.asarray(t), logits, reduction=reduction,
-                            out=logits if in_place else None, **options)
-                    finally:
-                        cupy_backend.CE_ROWS_PLAIN = default
-                    results[plain] = cp.asnumpy(value), cp.asnumpy(grad)
-                for got, expected in zip(results[True], results[False], strict=True):
-                    bits = f"u{got.dtype.itemsize}"
-                    np.testing.assert_array_equal(got.view(bits), expected.view(bits),
-                                                  err_msg=f"{classes} {options} {reduction}")
+                same_bits_under(cupy_backend, "CE_ROWS_PLAIN", (True, False), functools.partial(
+                    _cross_entropy_on_card, t, x, reduction, in_place, options),
+                    f"{classes} {options} {reduction}")
     ran = {name for _, name in cupy_backend._device()._functions}
     assert any(name.startswith("ce_rows_plain<") for name in ran)
 
@@ -319,37 +318,24 @@ def test_the_streaming_kernel_gives_the_same_bits_staged_and_downwards_on_the_ca
     pass from the top down, candidates of the sweep, against the same threads and packs in
     flight without them on the card: the same bits, in place too (where the assembler
     fuses the stored tanh's products as it fuses the default's)."""
-    import cupy as cp
 
     from lossbackends._cuda_sources import StreamConfig
     from lossbackends.backends import cupy_backend
 
     config = StreamConfig(threads, in_flight, down=True, staged_kib=staged_kib)
     plain = StreamConfig(threads, in_flight)
-    default = cupy_backend.STREAM
     rng = np.random.default_rng(classes)
     x = (rng.normal(size=(64, classes)) * 4).astype(dtype)
     t = rng.integers(0, classes, 64)
     t[3] = -100
     x[5, [t[5], classes - 2]] = 9.0
     x[6, 17] = np.inf
+    settings = tuple(dict.fromkeys(cupy_backend.STREAM, c) for c in (config, plain))
     for options in ({}, {"softcap": 15.0}, {"z_loss": 1e-4}):
         for reduction, in_place in (("none", False), ("mean", False), ("mean", True)):
-            results = {}
-            for staged in (False, True):
-                cupy_backend.STREAM = dict.fromkeys(default, config if staged else plain)
-                logits = cp.asarray(x)
-                try:
-                    value, grad = lb.cross_entropy.value_and_grad(
-                        cp.asarray(t), logits, reduction=reduction,
-                        out=logits if in_place else None, **options)
-                finally:
-                    cupy_backend.STREAM = default
-                results[staged] = cp.asnumpy(value), cp.asnumpy(grad)
-            for got, expected in zip(results[True], results[False], strict=True):
-                bits = f"u{got.dtype.itemsize}"
-                np.testing.assert_array_equal(got.view(bits), expected.view(bits),
-                                              err_msg=f"{options} {reduction} {in_place}")
+            same_bits_under(cupy_backend, "STREAM", settings, functools.partial(
+                _cross_entropy_on_card, t, x, reduction, in_place, options),
+                f"{options} {reduction} {in_place}")
 
 
 def test_the_label_check_reads_its_flag_into_pinned_memory():

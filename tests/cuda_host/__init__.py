@@ -322,6 +322,29 @@ def cupy_backend():
     return module
 
 
+def assert_same_bits(got: tuple, expected: tuple, message: str) -> None:
+    """Each result of ``got`` has the bits of ``expected``'s (compared as integers: -0 and
+    NaNs too): what two settings of one kernel must give, here or on the card."""
+    for a, b in zip(got, expected, strict=True):
+        a, b = np.asarray(a), np.asarray(b)
+        bits = f"u{a.dtype.itemsize}"
+        np.testing.assert_array_equal(a.view(bits), b.view(bits), err_msg=message)
+
+
+def same_bits_under(module, name: str, values: tuple, call, message: str) -> None:
+    """``call()`` with ``module.<name>`` set to each of two ``values`` in turn (restored
+    after): the two results have the same bits."""
+    saved = getattr(module, name)
+    results = []
+    for value in values:
+        setattr(module, name, value)
+        try:
+            results.append(call())
+        finally:
+            setattr(module, name, saved)
+    assert_same_bits(*results, message)
+
+
 # -- calls as users make them ------------------------------------------------------------
 
 
