@@ -33,6 +33,13 @@ def cases():
     g = cp.empty_like(p)
     found = [("mse n=1000", lambda: lb.mse.value_and_grad(y, p)),
              ("mse n=1000 out=", lambda: lb.mse.value_and_grad(y, p, out=g))]
+    try:  # torch CUDA tensors: DLPack both ways and torch's current stream (_arrays)
+        import torch
+
+        ty, tp = (torch.as_tensor(a, device="cuda") for a in (y, p))
+        found.append(("mse n=1000 torch", lambda: lb.mse.value_and_grad(ty, tp)))
+    except Exception:  # noqa: BLE001 (no torch, or none with CUDA: those rows are left out)
+        pass
     for rows, classes in ((1048576, 10), (65536, 1000)):
         x = cp.asarray(rng.standard_normal((rows, classes), dtype=np.float32))
         t = cp.asarray(rng.integers(0, classes, rows))
@@ -111,7 +118,7 @@ def main(argv=None) -> None:
         print(f"{name:34s} {times['host']:9.1f} {times['device']:10.1f} {times['wall']:9.1f}",
               flush=True)
     for name, call in found:
-        if name in ("mse n=1000 out=", "CE 1048576x10"):
+        if name in ("mse n=1000 out=", "mse n=1000 torch", "CE 1048576x10"):
             print(f"\nprofile of {args.calls} calls: {name}")
             print(profile(call, args.calls))
 
