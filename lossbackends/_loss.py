@@ -55,24 +55,26 @@ def _empty_value(xp, prep: Prepared, reduction: str):
 # The numpydoc sections every loss's docstring gets (written once, here): its parameters,
 # the options' entries from _OPTION_DOCS ("type, default" is filled in from the preparing
 # function's signature), what the calls return, the errors, and the shared notes.
-_LABELS_01 = ("array_like", "Labels or probabilities in [0, 1], shaped like ``y_pred``.")
-_LABELS_PM1 = ("array_like", "Labels, +1 or -1, shaped like ``y_pred``.")
+_LABELS_01 = "Labels or probabilities in [0, 1], shaped like ``y_pred``."
+_LABELS_PM1 = "Labels, +1 or -1, shaped like ``y_pred``."
 _CLASS_INDICES = "Class indices (integers, ``y_pred``'s shape without ``axis``)"
+# y_true by loss, where the generic entry ("The targets, shaped like y_pred") would not say
+# what it holds
+_Y_TRUE = {
+    "cross_entropy": f"{_CLASS_INDICES}, or probabilities shaped like ``y_pred``.",
+    "multiclass_hinge": f"{_CLASS_INDICES}.",
+    "binary_cross_entropy": _LABELS_01,
+    "binary_cross_entropy_with_logits": _LABELS_01,
+    "sigmoid_focal": _LABELS_01,
+    "hinge": _LABELS_PM1,
+    "squared_hinge": _LABELS_PM1,
+    "soft_margin": _LABELS_PM1,
+    "kl_div": "Target probabilities (log-probabilities with ``log_target``), shaped like "
+              "``y_pred``.",
+    "poisson_nll": "Counts (the target of the Poisson rate), shaped like ``y_pred``.",
+}
+# each option's (type, meaning); "loss.option" where a loss's differs
 _OPTION_DOCS = {
-    # y_true by loss, where the generic entry would not say what it holds
-    "cross_entropy.y_true": ("array_like", f"{_CLASS_INDICES}, or probabilities shaped like "
-                             "``y_pred``."),
-    "multiclass_hinge.y_true": ("array_like", f"{_CLASS_INDICES}."),
-    "binary_cross_entropy.y_true": _LABELS_01,
-    "binary_cross_entropy_with_logits.y_true": _LABELS_01,
-    "sigmoid_focal.y_true": _LABELS_01,
-    "hinge.y_true": _LABELS_PM1,
-    "squared_hinge.y_true": _LABELS_PM1,
-    "soft_margin.y_true": _LABELS_PM1,
-    "kl_div.y_true": ("array_like", "Target probabilities (log-probabilities with "
-                      "``log_target``), shaped like ``y_pred``."),
-    "poisson_nll.y_true": ("array_like", "Counts (the target of the Poisson rate), shaped "
-                           "like ``y_pred``."),
     "weight": ("array_like, optional", "Each element's weight, broadcast to ``y_pred``'s "
                "shape (see Notes)."),
     "multiclass_hinge.weight": ("array_like, optional", "Each row's weight, broadcast to "
@@ -163,10 +165,10 @@ then divide by ``weight.sum()``; ``lossbackends.torch`` follows torch).
 """
 
 
-def _option_entries(name: str, prepare: Callable) -> str:
+def _option_entries(name: str, options: list[inspect.Parameter]) -> str:
     """The numpydoc entries of the loss's own options, each with its default."""
     entries = []
-    for parameter in list(inspect.signature(prepare).parameters.values())[3:]:
+    for parameter in options:
         kind, text = _OPTION_DOCS.get(f"{name}.{parameter.name}",
                                       _OPTION_DOCS[parameter.name])
         default = parameter.default
@@ -185,20 +187,20 @@ def _with_conventions(doc: str, name: str, prepare: Callable, class_indices: boo
     """``doc`` with the sections every loss shares before its example: its parameters,
     returns, errors and notes, in numpydoc's form."""
     unit = "row" if class_indices else "element"
-    options = "weight" in inspect.signature(prepare).parameters
-    _, y_true = _OPTION_DOCS.get(f"{name}.y_true", ("", "The targets, shaped like ``y_pred``."))
+    options = list(inspect.signature(prepare).parameters.values())[3:]
+    weighted = any(option.name == "weight" for option in options)
     text = _PARAMETERS.format(
-        y_true=_entry(y_true),
+        y_true=_entry(_Y_TRUE.get(name, "The targets, shaped like ``y_pred``.")),
         mean="as described above" if class_indices else "over every element: see Notes",
         y_pred=_entry("Logits or scores, the classes on ``axis``." if class_indices
                       else "The predictions the gradient is taken with respect to."),
-        options=_option_entries(name, prepare),
+        options=_option_entries(name, options),
         unit=unit, units=f"{unit}s",
         labels=("; ``lossbackends.LabelError`` (a ``ValueError``) for a class index "
                 "outside ``[0, C)``" if class_indices else ""),
         shapes="" if class_indices else _SHAPES.format(
-            weight="; ``weight`` broadcasts to it" if options else ""),
-        weights=_WEIGHTS.format(unit=unit) if options else "")
+            weight="; ``weight`` broadcasts to it" if weighted else ""),
+        weights=_WEIGHTS.format(unit=unit) if weighted else "")
     lines = doc.split("\n")
     at = next((i for i, line in enumerate(lines) if line.lstrip().startswith(">>>")), len(lines))
     indent = " " * 4
