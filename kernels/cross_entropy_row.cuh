@@ -119,15 +119,19 @@ template <typename T, typename A> __device__ __forceinline__ A cap_slopes(A x, A
     return slope;
 }
 
+// softcap t and its slope 1 - t^2, from t = tanh(x / softcap) (found here or kept: ce_stream)
+template <typename A> __device__ __forceinline__ A capped_from_tanh(A t, A softcap, A& slope) {
+    slope = A(1) - t * t;
+    return softcap * t;
+}
+
 // cap_logit(x) with its slope, one tanh for both.
 template <typename T, typename A> __device__ __forceinline__ A cap_with_slope(A x, A softcap, A inv_cap, A& slope) {
     if (softcap == A(0)) {
         slope = A(1);
         return x;
     }
-    const A t = row_tanh<T>(x * inv_cap);
-    slope = A(1) - t * t;
-    return softcap * t;
+    return capped_from_tanh(row_tanh<T>(x * inv_cap), softcap, slope);
 }
 
 // The z-loss of a row, zc lse^2 (0 when off), adding its 2 zc lse to the softmax's

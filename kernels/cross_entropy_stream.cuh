@@ -107,13 +107,10 @@ __device__ __forceinline__ void stream_store(const Pack<T>& pk, i64 k, T* g_row,
 #pragma unroll
     for (int e = 0; e < W; ++e) {
         A slope, xe;
-        if (FROM_T && softcap > A(0)) {
-            const A tc = to_acc(pk.v[e]);
-            slope = A(1) - tc * tc;
-            xe = softcap * tc;
-        } else {
+        if (FROM_T && softcap > A(0))
+            xe = capped_from_tanh(to_acc(pk.v[e]), softcap, slope);
+        else
             xe = cap_with_slope<T, A>(to_acc(pk.v[e]), softcap, inv_cap, slope);
-        }
         A g = grad_of<T, A>(row_exp<T>(shifted(xe, m)), k * W + e, t, prob_scale, probs_row,
                             class_weight, smoothing, inv_classes, sc, label_grad) * slope;
         if (t.kind == 0) g = 0;
