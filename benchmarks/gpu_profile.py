@@ -22,6 +22,7 @@ import numpy as np
 import lossbackends as lb
 
 from . import core
+from .gpu_sweep import applied
 
 
 def cases():
@@ -61,13 +62,8 @@ def cases():
 
 def _pinned(call):
     """``call()`` with the label check's flag read into pinned memory (a candidate)."""
-    from lossbackends.backends import cupy_backend
-
-    cupy_backend.LABEL_FLAG_PINNED = True
-    try:
+    with applied({"LABEL_FLAG_PINNED": True}):
         return call()
-    finally:
-        cupy_backend.LABEL_FLAG_PINNED = False
 
 
 def measure(call, calls: int) -> dict:

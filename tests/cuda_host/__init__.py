@@ -24,6 +24,7 @@ import tempfile
 import threading
 import types
 from pathlib import Path
+from unittest import mock
 
 import numpy as np
 
@@ -334,14 +335,10 @@ def assert_same_bits(got: tuple, expected: tuple, message: str) -> None:
 def same_bits_under(module, name: str, values: tuple, call, message: str) -> None:
     """``call()`` with ``module.<name>`` set to each of two ``values`` in turn (restored
     after): the two results have the same bits."""
-    saved = getattr(module, name)
     results = []
     for value in values:
-        setattr(module, name, value)
-        try:
+        with mock.patch.object(module, name, value):
             results.append(call())
-        finally:
-            setattr(module, name, saved)
     assert_same_bits(*results, message)
 
 
