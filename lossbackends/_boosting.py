@@ -178,7 +178,7 @@ def _floored(loss: Loss, labels: Any, preds: Any, options: dict, floor: float) -
     options = {name: value for name, value in options.items() if name != "backend"}
     prep = loss._prepare(np, labels, preds, **options)
     p = prep.p
-    grad, hess = (_new_grad(np, p.shape, p.dtype, p.size) for _ in range(2))
+    grad, hess = (_new_grad(np, p.shape, p.dtype, p.size, p) for _ in range(2))
     outside = _dispatch.kernel_for(loss.name, "numba")(
         prep.y, p, prep.weight, prep.params, "sum", 1.0, grad, False, hess=hess,
         hess_floor=floor)

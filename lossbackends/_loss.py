@@ -447,7 +447,7 @@ class Loss:
                     grad = None
                 elif out is _WANT_GRAD:  # the size check inline: small calls skip a call
                     grad = (xp.empty(shape, dtype) if n < _POOL_MIN_ITEMS
-                            else _new_grad(xp, shape, dtype, n))
+                            else _new_grad(xp, shape, dtype, n, y_pred))
                 else:
                     _check_out(xp, out, y_true, y_true, y_pred, shape,
                                "out" if hess is None else "grad_out")
@@ -460,7 +460,7 @@ class Loss:
                     return kernel(y_true, y_pred, None, params, reduction, scale, grad,
                                   want_value), grad
                 if hess is _WANT_GRAD:
-                    hess = _new_grad(xp, shape, dtype, n)
+                    hess = _new_grad(xp, shape, dtype, n, y_pred)
                 else:
                     _check_out(xp, hess, y_true, y_true, y_pred, shape, "hess_out", grad)
                 return kernel(y_true, y_pred, None, params, reduction, scale, grad, want_value,
@@ -481,7 +481,7 @@ def _buffer(xp, out, prep: Prepared, y_true, name: str, grad_out=None):
     the last computes into a new array, written back into ``out`` after the kernel."""
     p, shape = prep.p, prep.shape
     if out is _WANT_GRAD:
-        return _new_grad(xp, p.shape, p.dtype, p.size)
+        return _new_grad(xp, p.shape, p.dtype, p.size, p)
     _check_out(xp, out, y_true, prep.y, p, shape, name, grad_out)
     # the weights the kernel reads (weight, class_weight, pos_weight) must not be written
     # under it either
@@ -490,7 +490,7 @@ def _buffer(xp, out, prep: Prepared, y_true, name: str, grad_out=None):
         raise ValueError(f"{name} must not share memory with the weights; pass an array of "
                          "its own")
     if prep.class_axis is not None and prep.class_axis != len(shape) - 1:
-        return _new_grad(xp, p.shape, p.dtype, p.size)
+        return _new_grad(xp, p.shape, p.dtype, p.size, p)
     return out if out.shape == p.shape else out.reshape(p.shape)
 
 
@@ -543,14 +543,15 @@ def run_foreign(loss: Loss, y_true, y_pred, reduction, backend, options, want_va
 _POOL_MIN_ITEMS = _buffers.MIN_ITEMS
 
 
-def _new_grad(xp, shape, dtype, n):
+def _new_grad(xp, shape, dtype, n, near):
     """A new gradient buffer of ``n`` elements: ``xp.empty``, except that a NumPy one of
     1 MiB or more may reuse a gradient returned before that nothing references any more
-    (``_buffers``: it spares the page faults of fresh memory). The size is checked first,
-    so that small calls pay nothing for it."""
+    (``_buffers``: it spares the page faults of fresh memory), and is placed by ``near``,
+    the array the kernel reads beside it (see ``_buffers.empty``). The size is checked
+    first, so that small calls pay nothing for it."""
     if n < _POOL_MIN_ITEMS or xp is not np:
         return xp.empty(shape, dtype)
-    return _buffers.empty(shape, dtype, n * dtype.itemsize)
+    return _buffers.empty(shape, dtype, n * dtype.itemsize, near.ctypes.data)
 
 
 _NOT_PLAIN = ((), None)  # (params, y_true's dtype) of a call that takes the full preparation

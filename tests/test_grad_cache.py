@@ -308,6 +308,29 @@ def test_large_gradients_start_a_cache_line(host_backend, monkeypatch):
     assert small.base is None
 
 
+def test_large_gradients_sit_by_y_pred_in_its_page(host_backend, monkeypatch):
+    """A large gradient (and Hessian) starts at the cache line at or before y_pred's
+    place in its 4 KiB page, so that the kernels' loads of y_pred never look like reads
+    of the gradient just stored ("4K aliasing", see ``_buffers``): wherever y_pred
+    starts, new or handed back, with the cache on or off."""
+    y, p0 = _inputs(10)
+    for offset in (0, 16, 200, 4032, 4080):
+        memory = np.empty(p0.size + 2048, np.float32)
+        start = (offset - _address(memory)) % _buffers.PAGE // 4
+        p = memory[start:start + p0.size]
+        p[:] = p0
+        expected = offset // _buffers.ALIGNMENT * _buffers.ALIGNMENT
+        for limit in (_buffers.limit, 0):
+            monkeypatch.setattr(_buffers, "limit", limit)
+            for _ in range(2):  # new, then handed back
+                grad, hess = lb.mse.grad_and_hess(y, p, backend=host_backend)
+                assert _address(grad) % _buffers.PAGE == expected, (offset, limit)
+                assert _address(hess) % _buffers.PAGE == expected, (offset, limit)
+                del grad, hess
+            np.testing.assert_array_equal(lb.mse.grad(y, p, backend=host_backend),
+                                          lb.mse.grad(y, p0, backend=host_backend))
+
+
 def test_the_environment_variable_sets_the_limit(monkeypatch):
     monkeypatch.setenv(_buffers.ENV_VAR, "0")
     assert _buffers._limit_from_env() == 0
