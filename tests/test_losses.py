@@ -733,12 +733,14 @@ _STREAMED = [("mse", np.float32, (True, True)), ("mse", np.float64, (True, True)
                          ids=[f"{c[0]}-{np.dtype(c[1]).name}" for c in _STREAMED])
 def test_numba_streaming_stores_give_the_same_bits(loss, dtype, value_streams, monkeypatch):
     """From ``STREAM_FROM_BYTES`` (lowered here) a Numba kernel whose loop writes nothing
-    but the gradient (and the Hessian) writes them by streaming stores, where each starts
-    a cache line (the default call's do; an ``out=`` may): the value, the gradient and the
-    Hessian are the same bits as the plain stores give (into an ``out=`` off a line), NaN
-    and infinities included. The gradient-only and Hessian kernels stream; the value's
-    only where summed in the loop (MSE always, huber from ``BEYOND_L2``), not pinball's
-    (``stream_with_value``) nor kl_div's (a block of losses in L1)."""
+    but the gradient (and the Hessian) writes them by streaming stores: in its loop where
+    each starts a cache line (``STREAMED``: the default call's do; an ``out=`` may), else
+    through a block in L1 (``STAGED``: a NumPy ``out=``, 16 bytes past a line). The
+    value, the gradient and the Hessian are the same bits either way, and as the plain
+    stores give, NaN and infinities included. The gradient-only and Hessian kernels
+    stream; the value's only where summed in the loop (MSE always, huber from
+    ``BEYOND_L2``), not pinball's (``stream_with_value``) nor kl_div's (a block of
+    losses in L1)."""
     pytest.importorskip("numba", reason="Numba is not installed")
     from lossbackends.backends import _numba_losses, numba_backend
 
@@ -760,17 +762,22 @@ def test_numba_streaming_stores_give_the_same_bits(loss, dtype, value_streams, m
                 arrays = tuple(starting_a_line(n, dtype, past) for past in pasts)
                 return arrays if pair else arrays[0]
 
+            expected = ({True} if streams else set()) if name == "value_and_grad" else {False}
             used.clear()
             lined = call(y, p, backend="numba", out=outs(0, 0))
-            streamed = {key[1] for key in used if key[-1]}  # value kernels or not
-            if name == "value_and_grad":
-                assert streamed == ({True} if streams else set())
-            else:
-                assert streamed == {False}
+            # (the value kernels or not, by how they store)
+            assert {key[1] for key in used if key[-1] == numba_backend.STREAMED} == expected
+            assert not any(key[-1] == numba_backend.STAGED for key in used)
             used.clear()
             offs = [call(y, p, backend="numba", out=outs(*pasts))  # either one off a line
                     for pasts in ((1, 0), (0, 1))[:2 if name == "grad_and_hess" else 1]]
-            assert not any(key[-1] for key in used)
+            # (with a Hessian: plain stores)
+            staged = {key[1] for key in used if key[-1] == numba_backend.STAGED}
+            assert staged == (set() if name == "grad_and_hess" else expected)
+            assert not any(key[-1] == numba_backend.STREAMED for key in used)
+            with monkeypatch.context() as plain:  # and the plain stores, off a line
+                plain.setattr(numba_backend, "STREAM_FROM_BYTES", 1 << 62)
+                offs.append(call(y, p, backend="numba", out=outs(1, 1)))
             for result in (lined, *offs):
                 for got, expected in zip(_parts(result), _parts(default), strict=True):
                     np.testing.assert_array_equal(got, expected)

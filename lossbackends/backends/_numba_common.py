@@ -275,6 +275,30 @@ def store_streaming(typingctx, values, index, value):
     return sig, codegen
 
 
+@inline
+def lines_head(target):
+    """How many of ``target``'s elements lie before its first cache line (all of them in an
+    array shorter than that): the elements ``copy_streaming`` writes by plain stores."""
+    return min(target.size, (-target.ctypes.data % LINE) // target.itemsize)
+
+
+@inline
+def copy_streaming(source, target):
+    """target[:] = source, by streaming stores (``store_streaming``) from target's first
+    cache line on, plain stores before it: for a target that does not start a line, which
+    a loop's own streaming stores need (a NumPy array's data starts 16 bytes past one).
+    Keeps the caller's vector width (no ``wide_vectors``)."""
+    head = lines_head(target)
+    for i in range(head):
+        target[i] = source[i]
+    whole = head + (target.size - head) // (LINE // target.itemsize) * (LINE // target.itemsize)
+    lines, rest = target[head:whole], source[head:whole]  # (from 0: LLVM vectorises)
+    for i in range(lines.size):
+        store_streaming(lines, i, rest[i])
+    for i in range(whole, target.size):
+        target[i] = source[i]
+
+
 _X86 = platform.machine().lower() in {"x86_64", "amd64", "i386", "i686", "x86"}
 
 

@@ -22,7 +22,6 @@ from ._numba_common import (
     BLOCK,
     CE_CHUNK_ELEMENTS,
     CHUNKS,
-    LINE,
     STREAM_FROM_BYTES,
     _copy,
     _in_order,
@@ -32,7 +31,9 @@ from ._numba_common import (
     add_compensated,
     array_type,
     compensated,
+    copy_streaming,
     in_dtype,
+    lines_head,
     prefetch_lines,
     store_fence,
     store_streaming,
@@ -215,19 +216,12 @@ STREAM_ROW_BYTES = 1 << 16
 
 
 @inline
-def _head(target):
-    """How many of ``target``'s elements lie before its first cache line (all of them in a
-    row shorter than that): the streaming copies' plain stores."""
-    return min(target.size, (-target.ctypes.data % LINE) // target.itemsize)
-
-
-@inline
 def _stream_gradient(exps, target, scale, capped_row, inv_cap, label, label_value):
     """target = exps * scale, times softcap's chain rule 1 - t^2 (t = capped_row / softcap)
     where ``capped_row`` is not empty, with ``label_value`` at ``label``, by streaming
     stores as ``_stream_row``: a row's last pass and its copy in one (the same bits)."""
     wide_vectors()
-    head = _head(target)
+    head = lines_head(target)
     lines, rest = target[head:], exps[head:]  # (from 0: LLVM vectorises the loops)
     at = label - head
     if capped_row.size:
@@ -248,14 +242,9 @@ def _stream_gradient(exps, target, scale, capped_row, inv_cap, label, label_valu
 @inline
 def _stream_row(source, target):
     """target = source, by streaming stores from target's first cache line on (plain
-    stores before it)."""
+    stores before it), in the CPU's widest vectors."""
     wide_vectors()
-    head = _head(target)
-    for c in range(head):
-        target[c] = source[c]
-    lines, rest = target[head:], source[head:]  # (from 0: LLVM vectorises the loop)
-    for c in range(lines.size):
-        store_streaming(lines, c, rest[c])
+    copy_streaming(source, target)
 
 
 @inline
