@@ -30,8 +30,9 @@ CE_CHUNK_ELEMENTS = 8192  # the fewest logits in a cross-entropy chunk (two beat
 # From a gradient of this many bytes (64 MiB, of float32 16.8 million elements; with y
 # and p 192 MiB), a kernel whose loop writes nothing but the gradient (alone, with the
 # Hessian, or with the value summed in the loop) writes it, and the Hessian, by streaming
-# stores, where each starts a cache line: their lines are then neither read from DRAM
-# before being written nor kept in the caches, which they would not fit. Measured on the
+# stores (the gradient alone through a block in L1 where it does not start a cache line:
+# ``numba_backend._streams``): their lines are then neither read from DRAM before being
+# written nor kept in the caches, which they would not fit. Measured on the
 # Xeon (two threads, float32, default call, against plain stores; performance-log.md):
 # value_and_grad 0.75-0.93 of the time at 1e8 (MSE, MAE, huber, smooth L1, the hinges),
 # 0.83-0.97 at 2e7; grad alone 0.60-0.96 at 1e8 (log_cosh, bound by its arithmetic,
