@@ -33,7 +33,7 @@ What is held, and when memory is reused:
   (a line-aligned start after NumPy's 16 bytes) has each vector loop's loads of the next
   elements wait on its last stores: the default call then took 1.07-1.14x the time of an
   ``out=`` starting where the inputs do (log_cosh and kl_div ``value_and_grad`` at n = 1e7
-  and 1e8, float32, two threads, 2026-12-04, Xeon);
+  and 1e8, float32, two threads, 2026-12-04, AMD EPYC);
 - a buffer is handed back only when its reference count shows that this cache alone holds
   it: every array the user got from it, any view, slice, ``np.asarray`` of it, memoryview,
   DLPack capsule, ``torch.from_numpy`` tensor or container holding one keeps a reference to

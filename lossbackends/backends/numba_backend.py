@@ -481,8 +481,8 @@ def _streams(grad, p, hess) -> int:
     start a cache line (``STREAMED``: the chunks and blocks then do); else, without a
     Hessian, through a block in L1 that ``copy_streaming`` copies (``STAGED``: a NumPy
     ``out=``, whose data starts 16 bytes past a line); else ``PLAIN``. STAGED against
-    plain stores, float32 at 1e8, two threads, alternating in one process (2026-12-04,
-    Xeon): ``grad`` 0.82 of the time (MAE; STREAMED 0.81), ``value_and_grad`` 0.91-0.96
+    plain stores, float32 at 1e8, two threads, alternating in one process (2026-12-04, AMD
+    EPYC): ``grad`` 0.82 of the time (MAE; STREAMED 0.81), ``value_and_grad`` 0.91-0.96
     (MSE, MAE, huber, hinge, squared hinge; STREAMED 0.80-0.85); ``grad_and_hess``
     1.02-1.23x as long, hence plain. (A first form, which streamed each block's last
     partial line too, lost: see the measurement log.)"""
