@@ -101,31 +101,38 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_reset_after_fork)
 
 
-def empty(shape: tuple, dtype: np.dtype, nbytes: int, near: int = 0) -> np.ndarray:
+def empty(shape: tuple, dtype: np.dtype, nbytes: int, near=None) -> np.ndarray:
     """An uninitialised C-contiguous array, like ``np.empty(shape, dtype)``, whose memory
     may be a buffer this cache handed out before and nothing references any more; from
     ``MIN_BYTES`` on it starts at a multiple of ``ALIGNMENT`` bytes, the one at or before
-    the address ``near`` (the input the kernel reads beside it) in a ``PAGE``."""
+    the place in its ``PAGE`` of ``near`` (the NumPy array or torch tensor the kernel
+    reads beside it; None: a page's start). Each buffer is ``PAGE`` bytes longer than
+    ``nbytes``, and counted so."""
     if nbytes < MIN_BYTES:
         return np.empty(shape, dtype)
-    if nbytes > limit:
-        return _placed(shape, dtype, np.empty(nbytes + PAGE, np.uint8), near)
+    # (the address is read only here: a tenth of a small call's time, ``ctypes.data``)
+    address = 0 if near is None else (near.ctypes.data if isinstance(near, np.ndarray)
+                                      else near.data_ptr())
+    if nbytes + PAGE > limit:
+        return _placed(shape, dtype, np.empty(nbytes + PAGE, np.uint8), address)
     with _lock:
-        return _take(shape, dtype, nbytes, near)
+        return _take(shape, dtype, nbytes, address)
 
 
-def _placed(shape, dtype, buf, near):
+def _placed(shape, dtype, buf, address):
     """The array of ``shape`` in ``buf`` (``PAGE`` bytes longer than it), from the
-    ``ALIGNMENT``-byte boundary whose place in a page is ``near``'s, rounded down: its base
-    is ``buf`` itself (a slice of buf would be collapsed to buf, and the reference count
-    would not see it)."""
-    start = (near % PAGE // ALIGNMENT * ALIGNMENT - buf.__array_interface__["data"][0]) % PAGE
+    ``ALIGNMENT``-byte boundary whose place in a page is ``address``'s, rounded down: its
+    base is ``buf`` itself (a slice of buf would be collapsed to buf, and the reference
+    count would not see it)."""
+    start = (address % PAGE // ALIGNMENT * ALIGNMENT
+             - buf.__array_interface__["data"][0]) % PAGE
     return np.ndarray(shape, dtype, buf, start)
 
 
-def _take(shape, dtype, nbytes, near):
+def _take(shape, dtype, nbytes, address):
     global _held
     getrefcount = sys.getrefcount
+    size = nbytes + PAGE  # the buffer's bytes
     bucket = _buckets.get(nbytes)
     if bucket is None:
         bucket = _buckets[nbytes] = []
@@ -134,26 +141,27 @@ def _take(shape, dtype, nbytes, near):
         for buf in bucket:
             if getrefcount(buf) == _UNREFERENCED:
                 # the array made here references buf before the lock is released
-                return _placed(shape, dtype, buf, near)
+                return _placed(shape, dtype, buf, address)
     # None free: a new buffer. Make room by forgetting other sizes, least recently used
     # first, then this size's oldest buffers (still in use: the caller keeps them).
-    while _held + nbytes > limit or len(bucket) >= PER_SIZE:
+    while _held + size > limit or len(bucket) >= PER_SIZE:
         if len(_buckets) > 1 and len(bucket) < PER_SIZE:
             oldest = next(iter(_buckets))
-            _held -= oldest * len(_buckets.pop(oldest))
+            _held -= (oldest + PAGE) * len(_buckets.pop(oldest))
         else:
             bucket.pop(0)
-            _held -= nbytes
-    buf = np.empty(nbytes + PAGE, np.uint8)
+            _held -= size
+    buf = np.empty(size, np.uint8)
     bucket.append(buf)
-    _held += nbytes
-    return _placed(shape, dtype, buf, near)
+    _held += size
+    return _placed(shape, dtype, buf, address)
 
 
 def empty_cache() -> int:
     """Drop every host gradient buffer lossbackends keeps for reuse; return their bytes,
     those of gradients you still hold included (they stay valid, freed when you drop them):
-    an upper bound on the memory this call frees.
+    an upper bound on the memory this call frees. Each buffer is 4 KiB longer than its
+    gradient (room to place it, see ``lossbackends._buffers``).
 
     A call without ``out=`` returns gradients of 1 MiB or more in memory that lossbackends
     keeps (up to 1 GiB by default, environment variable ``LOSSBACKENDS_HOST_CACHE_BYTES``,
@@ -168,13 +176,13 @@ def empty_cache() -> int:
     >>> y, p = np.zeros(1 << 20, np.float32), np.ones(1 << 20, np.float32)
     >>> grad = lb.mse.grad(y, p, backend="numpy")  # 4 MiB, kept for the next call
     >>> del grad
-    >>> lb.empty_cache()  # the bytes it held
-    4194304
+    >>> lb.empty_cache()  # the bytes it held: the 4 MiB gradient's buffer
+    4198400
     >>> lb.empty_cache()
     0
     >>> grad = lb.mse.grad(y, p, backend="numpy")
     >>> lb.empty_cache()  # counted, though grad keeps its memory
-    4194304
+    4198400
     """
     global _held
     with _lock:

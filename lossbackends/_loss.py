@@ -551,7 +551,7 @@ def _new_grad(xp, shape, dtype, n, near):
     first, so that small calls pay nothing for it."""
     if n < _POOL_MIN_ITEMS or xp is not np:
         return xp.empty(shape, dtype)
-    return _buffers.empty(shape, dtype, n * dtype.itemsize, near.ctypes.data)
+    return _buffers.empty(shape, dtype, n * dtype.itemsize, near)
 
 
 _NOT_PLAIN = ((), None)  # (params, y_true's dtype) of a call that takes the full preparation

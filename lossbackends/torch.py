@@ -278,7 +278,7 @@ def _scaled(ctx, grad: Tensor, upstream: Tensor | None,
     dtype = _CACHED_DTYPES.get(grad.dtype)
     if eager and dtype is not None and grad.numel() >= _buffers.MIN_ITEMS:
         out = torch.from_numpy(_buffers.empty(tuple(grad.shape), dtype,
-                                              grad.numel() * dtype.itemsize, grad.data_ptr()))
+                                              grad.numel() * dtype.itemsize, grad))
         return torch.mul(grad, upstream, out=out)
     return grad * upstream
 

@@ -83,7 +83,7 @@ def test_a_dropped_gradient_is_reused(one_thread):
     del first
     second = lb.mse.grad(y, p, backend=host_backend)
     assert _address(second) == address
-    assert _buffers.cached_bytes() == N * 4
+    assert _buffers.cached_bytes() == N * 4 + _buffers.PAGE
 
 
 def test_a_training_loop_alternates_between_two_buffers(one_thread):
@@ -257,8 +257,8 @@ def test_empty_cache_releases_and_keeps_held_gradients_valid(host_backend):
     held = lb.mse.grad(y, p, backend=host_backend)
     lb.mse.grad(y, p * 2, backend=host_backend)  # dropped: free in the cache
     expected = held.copy()
-    assert _buffers.cached_bytes() == 2 * N * 4
-    assert lb.empty_cache() == 2 * N * 4
+    assert _buffers.cached_bytes() == 2 * (N * 4 + _buffers.PAGE)  # (each placed in a page)
+    assert lb.empty_cache() == 2 * (N * 4 + _buffers.PAGE)
     assert _buffers.cached_bytes() == 0 and lb.empty_cache() == 0
     again = lb.mse.grad(y, p * 3, backend=host_backend)
     assert not np.shares_memory(again, held)
@@ -278,6 +278,15 @@ def test_the_cache_stays_within_its_bounds(monkeypatch):
         assert _buffers.cached_bytes() <= _buffers.limit
     addresses = [_address(g) for g in kept]
     assert len(addresses) == len(set(addresses))
+    # what it counts is what its buffers hold (each a page longer than its gradient)
+    assert _buffers.cached_bytes() == sum(buf.nbytes for bucket in _buffers._buckets.values()
+                                          for buf in bucket)
+    lb.empty_cache()
+    monkeypatch.setattr(_buffers, "limit", N * 4 + 100)  # the gradient fits, its buffer not
+    y, p = _inputs(11)
+    np.testing.assert_allclose(lb.mse.grad(y, p, backend="numpy"),
+                               reference.elementwise("mse", y, p)[1], rtol=1e-5)
+    assert _buffers.cached_bytes() == 0
 
 
 def test_a_limit_of_zero_turns_the_cache_off(monkeypatch):

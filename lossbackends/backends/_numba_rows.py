@@ -209,8 +209,9 @@ PREFETCH_ROW_BYTES = 1 << 18
 # and 0.88-0.95 of that again with the row's last pass done in the copy
 # (``_stream_gradient``). At 16-33 MB of gradient, which stays in the L3 between calls,
 # 1.2-1.33x as long: hence the threshold on the whole gradient. A row takes plain stores
-# up to its first cache line and in the loop's scalar remainder at its end: in rows this
-# long, a few bytes. The Hessian, and a gradient written over the logits, keep plain
+# up to its first cache line, and ``_stream_row`` (``copy_streaming``) after its last
+# whole line too, where ``_stream_gradient`` streams to the row's end: in rows this long,
+# a few bytes either way. The Hessian, and a gradient written over the logits, keep plain
 # stores.
 STREAM_ROW_BYTES = 1 << 16
 

@@ -219,8 +219,8 @@ def _elementwise_kernel(optimistic: bool, want_value: bool, sum_in_loop: bool,
         # unvectorised where they do (10-20x slower); and a block found to hold labels
         # other than 0 and 1 is run again from its p
         in_place = _written_over(grad, p)
-        # (STAGED: the block's gradient goes to this buffer, then by streaming stores into
-        # ``grad``, ``copy_streaming``; the Hessian, if any, by plain stores)
+        # (STAGED, which calls without a Hessian take: the block's gradient goes to this
+        # buffer, then by streaming stores into ``grad``, ``copy_streaming``)
         gradients = np.empty(min(BLOCK, size) if in_place or staged else 0, p.dtype)
         result = 0.0
         chunk = claim(shared, -1)
