@@ -22,7 +22,6 @@ import numpy as np
 import lossbackends as lb
 
 from . import core
-from .gpu_sweep import applied
 
 
 def cases():
@@ -52,18 +51,38 @@ def cases():
                 t, x, out=o)),
             (f"CE {shape} no check", lambda t=t, x=x: lb.cross_entropy.value_and_grad(
                 t, x, check_labels=False)),
-            (f"CE {shape} pinned flag", lambda t=t, x=x: _pinned(
-                lambda: lb.cross_entropy.value_and_grad(t, x))),
+            (f"CE {shape} none, no check", lambda t=t, x=x: lb.cross_entropy.value_and_grad(
+                t, x, reduction="none", check_labels=False)),
             (f"CE {shape} sum, no check", lambda t=t, x=x: lb.cross_entropy.value_and_grad(
                 t, x, reduction="sum", check_labels=False)),
         ]
-    return found
+    return found + launches()
 
 
-def _pinned(call):
-    """``call()`` with the label check's flag read into pinned memory (a candidate)."""
-    with applied({"LABEL_FLAG_PINNED": True}):
-        return call()
+# an empty kernel of one argument, and one of cross-entropy's main kernel's 19 (arrays,
+# null pointers, 64- and 32-bit integers, floats): what CuPy's launch costs the host
+_EMPTY_KERNELS = r"""
+extern "C" __global__ void one(float* a) {}
+extern "C" __global__ void many(const float* a, const long long* b, const float* c,
+                                const float* d, float* e, float* f, float* g, int* h,
+                                long long i, long long j, long long k, float l, float m,
+                                const float* n, float* o, float p, const float* q, float r,
+                                int s) {}
+"""
+
+
+def launches():
+    """(name, call) pairs: one launch of an empty kernel, by its arguments."""
+    import cupy as cp
+
+    module = cp.RawModule(code=_EMPTY_KERNELS)
+    one, many = module.get_function("one"), module.get_function("many")
+    a, b, h = cp.empty(1, cp.float32), cp.empty(1, cp.int64), cp.empty(1, cp.int32)
+    args = (a, b, None, None, a, a, None, h, np.int64(8), np.int64(1000), np.int64(-100),
+            np.float32(0), np.float32(1), None, None, np.float32(0), None, np.float32(0),
+            np.int32(1))
+    return [("launch, 1 argument", lambda: one((1,), (32,), (a,))),
+            ("launch, 19 arguments", lambda: many((1,), (32,), args))]
 
 
 def measure(call, calls: int) -> dict:

@@ -3,7 +3,8 @@
     python -m benchmarks.gpu_sweep --out DIR [--budget SECONDS] [--cases NAME ...] [--list]
 
 A variant is a setting of the CuPy backend's cross-entropy kernels (``cupy_backend``'s
-``ROW_CONFIGS``, ``STREAM``, ``SMALL_ROWS``, ``CE_ROWS_PLAIN`` and ``CE_STRATEGY``),
+``ROW_CONFIGS``, ``ROWS_MAX_CLASSES``, ``STREAM``, ``ROW_STREAM``, ``SMALL_ROWS`` and
+``CE_ROWS_PLAIN``),
 applied for the cases it is meant for and run through the public call: the sweep checks
 and times exactly what the library would run with that setting, so a winner is adopted
 by changing its default in ``lossbackends/_cuda_sources.py`` or ``cupy_backend`` (then
@@ -64,13 +65,16 @@ class Case:
         return f"{self.rows}x{self.classes}-{self.dtype}"
 
 
-# the shapes of the GPU issue's cross-entropy targets
+# the shapes of the GPU issue's cross-entropy targets, and rows of 4096, 8192 and 16384
+# classes (where the block-per-row kernels meet the streaming kernel)
 CASES = (
     Case(8192, 128256, "float32"),
     Case(8192, 128256, "float16"),
     Case(8192, 128256, "bfloat16"),
     Case(4096, 32000, "float32"),
+    Case(8192, 16384, "float32"),
     Case(16384, 8192, "float32"),  # (not a target: where torch.compile led, 46 % to 31 %)
+    Case(32768, 4096, "float32"),
     Case(65536, 1000, "float32"),
     Case(1048576, 10, "float32"),
 )
@@ -91,51 +95,50 @@ _STREAMED = 16385  # above the register-resident rows (16384 classes)
 
 
 def _every_type(stream: StreamConfig) -> dict:
-    """``cupy_backend.STREAM`` with ``stream`` for every type."""
+    """``cupy_backend.STREAM`` (or ``ROW_STREAM``) with ``stream`` for every type."""
     from lossbackends._cuda_sources import TYPE_NAMES
 
     return dict.fromkeys(TYPE_NAMES.values(), stream)
 
 
+def _stream_name(config: StreamConfig) -> str:
+    return (f"threads={config.threads} in_flight={config.in_flight}"
+            + (" down" if config.down else "")
+            + (f" staged={config.staged_kib}KiB" if config.staged_kib else ""))
+
+
 def variants() -> list[Variant]:
     """The default settings first, then the candidates, each for the class counts where
-    the kernel it changes runs."""
+    the kernel it changes runs. (The losers of the sweeps of 2026-12-04 are gone: 1024
+    threads, 512 x 2 and 512 x 3, 200 KiB staged, the warp-per-row kernel at 8 or 16 rows
+    per block, a block per row at 513-1024 classes, the streaming kernel there, the
+    streaming kernel with 512 threads at 8192 classes; kernel-variants-2026-12-04*.csv.)"""
     found = [Variant("default")]
-    for threads, in_flight in ((1024, 4), (512, 2), (512, 3), (512, 4), (256, 2), (256, 3),
-                               (256, 4)):
-        found.append(Variant(f"stream threads={threads} in_flight={in_flight}",
-                             {"STREAM": _every_type(StreamConfig(threads, in_flight))},
-                             _STREAMED))
-    # the gradient's pass from the top down, and the row's end kept in shared memory by the
-    # first pass (as much as the blocks an SM holds leave: 227 KiB in all)
-    for threads, in_flight, staged in ((512, 4, 0), (512, 4, 96), (256, 4, 48), (1024, 4, 200),
-                                       (512, 2, 96), (256, 2, 48)):
-        config = StreamConfig(threads, in_flight, down=True, staged_kib=staged)
-        found.append(Variant(f"stream threads={threads} in_flight={in_flight} down"
-                             + (f" staged={staged}KiB" if staged else ""),
+    # above 16384 classes: threads and packs in flight; the gradient's pass from the top
+    # down; the row's end kept in shared memory by the first pass (as much as the blocks
+    # an SM holds leave: 227 KiB in all)
+    for config in (StreamConfig(512, 4), StreamConfig(256, 2), StreamConfig(256, 4),
+                   StreamConfig(512, 4, down=True), StreamConfig(512, 4, True, 96),
+                   StreamConfig(256, 4, True, 48), StreamConfig(256, 2, True, 48)):
+        found.append(Variant(f"stream {_stream_name(config)}",
                              {"STREAM": _every_type(config)}, _STREAMED))
-    # 513-1024 classes: a warp per row (VPT 32), rows per block and blocks per SM; a block
-    # per row; the streaming kernel forced
-    # (ce_rows_plain, the plain call's kernel, for the warp-per-row ones)
-    for config in (RowConfig(32, 32, 2, 8), RowConfig(32, 32, 4, 4), RowConfig(32, 32, 8, 2),
-                   RowConfig(32, 32, 16, 1), RowConfig(128, 8, 1, 8), RowConfig(256, 4, 1, 4)):
+    # 4097-16384 classes: the block-per-row kernels (the default before 2026-12-04's third
+    # run), and the streaming kernel's settings there
+    found.append(Variant("rows: a block per row", {"ROWS_MAX_CLASSES": 16384}, 4097, 16384))
+    for config in (StreamConfig(256, 4), StreamConfig(256, 4, True, 64),
+                   StreamConfig(256, 2, True, 32)):
+        found.append(Variant(f"row stream {_stream_name(config)}",
+                             {"ROW_STREAM": _every_type(config)}, 4097, 16384))
+    # 1025-4096 classes: the streaming kernel (ROW_STREAM's) instead of a block per row
+    found.append(Variant("row stream from 1025 classes", {"ROWS_MAX_CLASSES": 1024},
+                         1025, 4096))
+    # 513-1024 classes: a warp per row (VPT 32), rows per block and blocks per SM
+    # (ce_rows_plain, the plain call's kernel)
+    for config in (RowConfig(32, 32, 2, 8), RowConfig(32, 32, 4, 4)):
         found.append(Variant(f"rows threads={config.threads} vpt={config.values_per_thread} "
                              f"rows={config.rows_per_block} min_blocks={config.min_blocks}",
                              {"ROW_CONFIGS": (config,)}, 513, 1024))
-    for threads, in_flight in ((1024, 3), (256, 2)):
-        found.append(Variant(f"stream threads={threads} in_flight={in_flight} (forced)",
-                             {"CE_STRATEGY": "stream",
-                              "STREAM": _every_type(StreamConfig(threads, in_flight))},
-                             33, 16384))
-    # a row of up to 8192 float32 classes whole in shared memory: one read from DRAM, as
-    # the register-resident kernels, with no row of registers to hold
-    for threads, staged in ((512, 32), (256, 32)):
-        config = StreamConfig(threads, 4, down=True, staged_kib=staged)
-        found.append(Variant(f"stream threads={threads} in_flight=4 down staged={staged}KiB "
-                             "(forced)", {"CE_STRATEGY": "stream", "STREAM": _every_type(config)},
-                             4097, 16384))
-    for rows in (64, 256):
-        found.append(Variant(f"small rows={rows}", {"SMALL_ROWS": rows}, 1, 32))
+    found.append(Variant("small rows=64", {"SMALL_ROWS": 64}, 1, 32))
     return found
 
 
@@ -148,10 +151,11 @@ def kernel_expressions(variant: Variant, type_name: str) -> list[str]:
         found.append(config.expression(type_name))
         if config.threads == 32:  # and the plain call's (CE_ROWS_PLAIN, the default)
             found.append(config.expression(type_name, plain=True))
-    stream = variant.settings.get("STREAM")
-    if stream is not None:
-        found += [stream[type_name].expression(type_name, False, capped)
-                  for capped in (False, True)]
+    for setting in ("STREAM", "ROW_STREAM"):
+        stream = variant.settings.get(setting)
+        if stream is not None:
+            found += [stream[type_name].expression(type_name, False, capped)
+                      for capped in (False, True)]
     rows = variant.settings.get("SMALL_ROWS")
     if rows is not None:
         found.append(small_expression(type_name, rows))
@@ -345,7 +349,7 @@ def measure(case: Case, variant: Variant, labels, logits, grad, sample, copy_gbp
                 out=grad if out else None, **options)
 
         timed = {"none": call("none"), "mean": call("mean")}
-        if case.classes >= _STREAMED:  # softcap's streaming kernel: its own packs in flight
+        if case.classes > 4096:  # softcap's streaming kernels: their own packs in flight
             timed["softcap"] = call("none", softcap=30.0)
         if variant.name == "default":
             timed["mean_checked"] = call("mean", check=True)

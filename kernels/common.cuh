@@ -130,7 +130,19 @@ template <typename A> struct CompensatedSum {
 // in thread 0.
 template <typename A> __device__ A block_sum_of(const A* values, i64 n, A* scratch) {
     CompensatedSum<A> slice;
-    for (i64 i = threadIdx.x; i < n; i += blockDim.x) slice.add(values[i]);
+    // eight loads in flight before their additions (a loop that waits for each load
+    // spends a memory latency per term), the additions in the same order
+    constexpr int BATCH = 8;
+    const i64 step = blockDim.x;
+    i64 i = threadIdx.x;
+    for (; i + (BATCH - 1) * step < n; i += BATCH * step) {
+        A batch[BATCH];
+#pragma unroll
+        for (int k = 0; k < BATCH; ++k) batch[k] = values[i + k * step];
+#pragma unroll
+        for (int k = 0; k < BATCH; ++k) slice.add(batch[k]);
+    }
+    for (; i < n; i += step) slice.add(values[i]);
     A acc = warp_sum(slice.value());
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
     if (lane == 0) scratch[warp] = acc;
@@ -140,6 +152,22 @@ template <typename A> __device__ A block_sum_of(const A* values, i64 n, A* scrat
         acc = warp_sum(acc);
     }
     return acc;
+}
+
+// Whether this block is the grid's last to get here: each block's writes before the call
+// are then visible to the block it returns true in (the threadfence-reduction pattern of
+// CUDA's samples), which finishes what the grid wrote in the same launch. `done` counts
+// the blocks; the last block sets it back to 0 for the next launch.
+__device__ __forceinline__ bool last_block(unsigned* done) {
+    __shared__ bool last;
+    __threadfence();
+    __syncthreads();
+    if (threadIdx.x == 0) {
+        last = atomicAdd(done, 1u) == gridDim.x - 1;
+        if (last) *done = 0;
+    }
+    __syncthreads();
+    return last;
 }
 
 // exp of a row's logits. Rows of float16 and bfloat16 use the hardware approximation (__expf, a few

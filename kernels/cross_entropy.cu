@@ -51,14 +51,16 @@
 #include "multiclass_hinge.cuh"
 
 // ---------------------------------------------------------------------------------------
-// "mean" with class indices: the denominator (summed weights of the kept rows) from the
-// labels alone, before the gradient is written. Blocks write partial sums; ce_mean_scale
-// adds them in a fixed order and writes the gradient scale.
+// "mean" with class indices: the gradient's scale, 1 / the summed weights of the kept
+// rows, from the labels alone, before the gradient is written. Blocks write partial sums;
+// the last block adds them in a fixed order and writes the scale (one launch).
 template <typename T>
 __global__ void __launch_bounds__(1024) ce_label_weights(const i64* labels, i64 rows,
                                                          const T* class_weight, i64 classes,
                                                          i64 ignore_index,
-                                                         typename AccOf<T>::type* partials) {
+                                                         typename AccOf<T>::type* partials,
+                                                         unsigned* done,
+                                                         typename AccOf<T>::type* scale_out) {
     typedef typename AccOf<T>::type A;
     __shared__ A scratch[32];
     A total = 0;
@@ -69,16 +71,9 @@ __global__ void __launch_bounds__(1024) ce_label_weights(const i64* labels, i64 
     }
     total = block_sum<1024>(total, scratch);
     if (threadIdx.x == 0) partials[blockIdx.x] = total;
-}
-
-template <typename T>
-__global__ void __launch_bounds__(1024) ce_mean_scale(const typename AccOf<T>::type* partials,
-                                                      i64 count,
-                                                      typename AccOf<T>::type* scale_out) {
-    typedef typename AccOf<T>::type A;
-    __shared__ A scratch[32];
-    const A total = block_sum_of<A>(partials, count, scratch);
-    if (threadIdx.x == 0) *scale_out = A(1) / total;  // all rows ignored: inf, value NaN
+    if (!last_block(done)) return;
+    const A all = block_sum_of<A>(partials, gridDim.x, scratch);
+    if (threadIdx.x == 0) *scale_out = A(1) / all;  // all rows ignored: inf, value NaN
 }
 
 // The value: the row losses (or ce_small's per-block sums) added in a fixed order, times

@@ -107,7 +107,9 @@ SMALL_ROWS = 128  # rows per ce_small block (its launch bound; its shared memory
 # classes accumulators, must stay within 48 KB: 256 rows of 32 float64 classes would not)
 
 # By increasing capacity; a row goes to the first that holds it. Warp-per-row kernels up
-# to 1024 classes, a block per row up to 16384; longer rows go to the streaming kernel.
+# to 1024 classes, a block per row up to ROWS_MAX_CLASSES (up to 16384 for a call with the
+# Hessian, which the streaming kernel takes in a launch of its own); longer rows go to the
+# streaming kernel.
 ROW_CONFIGS = (
     RowConfig(32, 8, 8),
     RowConfig(32, 16, 8),
@@ -119,16 +121,29 @@ ROW_CONFIGS = (
     RowConfig(512, 16, 1),
     RowConfig(1024, 16, 1),
 )
-# The streaming kernel's settings by type, from the H200 sweep of 2026-12-04
-# (benchmarks/results/gpu-h200/kernel-variants-2026-12-04.csv; 1024 threads and 3 packs
-# before). float32: 512 x 4 (0.61 of copy against 0.56 at 8192 x 128256, 0.56 against 0.50
-# at 4096 x 32000), not the best 256 x 4 (0.62, 0.58): a thread's running sum holds twice
-# the terms there, and the loss of a confident row of 128256 classes, log1p of the others'
-# tiny exps, was 21 ulp off in float32 instead of 11 (5.8 before; tests/cuda_host).
-# float16 and bfloat16: 512 x 2 (0.41 against 0.39 and 0.38). float64, not measured, keeps
-# the earlier setting.
-STREAM = {"float": StreamConfig(512, 4), "half_t": StreamConfig(512, 2),
-          "bf16_t": StreamConfig(512, 2), "double": StreamConfig(1024, 3)}
+ROWS_MAX_CLASSES = 4096
+# The streaming kernel's settings by type, from the H200 sweeps of 2026-12-04
+# (benchmarks/results/gpu-h200/kernel-variants-2026-12-04*.csv). float32: 512 x 4, the
+# gradient's pass from the top down with the row's last 96 KiB kept in shared memory
+# (0.65 of copy against 0.63 at 8192 x 128256, 0.62 against 0.58 at 4096 x 32000; -3.csv),
+# not 256 threads: a thread's running sum holds twice the terms there, and the loss of a
+# confident row of 128256 classes, log1p of the others' tiny exps, was 21 ulp off in
+# float32 instead of 11 (tests/cuda_host). float16 and bfloat16: 256 x 2 (0.41 against
+# 0.39 for 512 x 2, in two runs, -2.csv and -3.csv; staging did not help). float64, not
+# measured, keeps the first setting.
+STREAM = {"float": StreamConfig(512, 4, down=True, staged_kib=96),
+          "half_t": StreamConfig(256, 2), "bf16_t": StreamConfig(256, 2),
+          "double": StreamConfig(1024, 3)}
+# Rows of ROWS_MAX_CLASSES + 1 to 16384 classes: the streaming kernel keeping the row's
+# last 32 KiB in shared memory (a whole row of 8192 float32 classes: one read from DRAM, as
+# the register-resident kernels, with no row of registers to hold, and 7 blocks per SM):
+# 0.58 of copy at 16384 x 8192 float32 against the block-per-row kernel's 0.42 (-3.csv).
+# Other types, not measured, keep 2 packs in flight (4 of bfloat16 spilled 328 bytes at
+# the 64 registers of 4 blocks of 256 threads per SM; float64 spills 184 bytes, its
+# block-per-row kernels of these rows 3 KB).
+ROW_STREAM = {"float": StreamConfig(256, 4, down=True, staged_kib=32),
+              **dict.fromkeys(("half_t", "bf16_t", "double"),
+                              StreamConfig(256, 2, down=True, staged_kib=32))}
 
 
 def elementwise_expressions(type_name: str) -> list[str]:
@@ -149,7 +164,6 @@ def cross_entropy_expressions(type_name: str) -> list[str]:
     return [
         *(HESS_STREAM.expression(type_name, True, capped) for capped in (False, True)),
         f"ce_label_weights<{type_name}>",
-        f"ce_mean_scale<{type_name}>",
         f"ce_finalize<{type_name}>",
         f"ce_z_factor<{type_name}>",
     ]
@@ -163,10 +177,11 @@ def small_expression(type_name: str, rows: int = SMALL_ROWS) -> str:
 def main_expressions(type_name: str, stream: StreamConfig | None = None,
                      small_rows: int = SMALL_ROWS) -> list[str]:
     """The main kernels of cross-entropy besides the row configurations: ce_small and the
-    streaming kernel (``STREAM``'s for the type unless given), plain and soft-capped."""
-    stream = stream or STREAM[type_name]
+    streaming kernel (``STREAM``'s and ``ROW_STREAM``'s for the type unless given), plain
+    and soft-capped."""
+    streams = (stream,) if stream else (STREAM[type_name], ROW_STREAM[type_name])
     return [small_expression(type_name, small_rows),
-            *(stream.expression(type_name, False, capped) for capped in (False, True))]
+            *(s.expression(type_name, False, capped) for s in streams for capped in (False, True))]
 
 
 MH_WARP_CLASSES = 1024  # multiclass_hinge: a warp per row up to this many classes

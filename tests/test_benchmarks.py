@@ -163,7 +163,8 @@ def test_gpu_sweep_plan_is_well_formed():
                      for t in node.targets if isinstance(t, ast.Name)}
     for variant in gpu_sweep.variants():
         assert set(variant.settings) <= module_names & {"ROW_CONFIGS", "STREAM", "SMALL_ROWS",
-                                                        "CE_ROWS_PLAIN", "CE_STRATEGY"}, variant
+                                                        "CE_ROWS_PLAIN", "ROW_STREAM",
+                                                        "ROWS_MAX_CLASSES"}, variant
     # every candidate's kernels have names ci/check_kernels.py --sweep compiles
     names = [e for _, expressions in gpu_sweep.sweep_modules() for e in expressions]
     assert len(names) == len(set(names)) and any("ce_stream<float, false, 0, 256, 2>" in e

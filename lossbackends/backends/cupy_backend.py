@@ -26,6 +26,8 @@ from .._cuda_sources import (
     MH_WARP_CLASSES,
     MH_WARP_ROWS,
     ROW_CONFIGS,
+    ROW_STREAM,
+    ROWS_MAX_CLASSES,
     SMALL_CLASSES,
     SMALL_ROWS,
     STREAM,
@@ -99,23 +101,11 @@ class _Device:
         return buffer
 
 
-# How the label check reads its flag back: False, ``error.get()`` (a copy into a new
-# pageable array); True, into a pinned array of this thread's (a direct copy). Not yet
-# timed against each other on a GPU (benchmarks/gpu_profile.py does).
-LABEL_FLAG_PINNED = False
-
-
-def _flag_set(device: _Device, error: cp.ndarray) -> bool:
-    """Whether a kernel set the label check's flag ``error``: waits for the stream."""
-    if not LABEL_FLAG_PINNED:
-        return bool(error.get()[0])
-    host = getattr(device._local, "flag", None)
-    if host is None:
-        import cupyx
-
-        host = device._local.flag = cupyx.empty_pinned(1, np.int32)
-    error[:1].get(out=host)
-    return bool(host[0])
+def _flag_set(error: cp.ndarray) -> bool:
+    """Whether a kernel set the label check's flag ``error``: waits for the stream. (Read
+    into a pinned array of the thread's instead, it took as long or longer on the H200:
+    benchmarks/results/gpu-h200/bench.log of 2026-12-04, 17:32 UTC.)"""
+    return bool(error.get()[0])
 
 
 def _load(filename: str, expressions: list[str], capability: tuple[int, int]) -> dict:
@@ -234,11 +224,9 @@ def _elementwise(loss: str):
 
 
 # The cross-entropy kernels' settings, read on each call (``benchmarks.gpu_sweep`` sets
-# others to measure them): the register-resident row configurations, the streaming
-# kernel's, ce_small's rows per block, and CE_STRATEGY "stream" to force the streaming
-# kernel for every class count above SMALL_CLASSES (how the row kernels were compared
-# with it: benchmarks/results/gpu-h200/kernel-variants-2026-11-26.csv).
-CE_STRATEGY = "auto"
+# others to measure them): the register-resident row configurations and the longest rows
+# they take, the streaming kernel's for longer rows and for rows of up to 16384 classes,
+# ce_small's rows per block.
 # Whether a plain call (class labels without class weights, smoothing, softcap or Hessian)
 # of a warp-per-row configuration takes ce_rows_plain: fewer instructions per element (see
 # kernels/cross_entropy_rows.cuh), the same bits (tests/test_gpu.py, on the H200). At
@@ -247,23 +235,27 @@ CE_STRATEGY = "auto"
 CE_ROWS_PLAIN = True
 
 
-def _row_config(classes: int) -> RowConfig | None:
-    if CE_STRATEGY == "stream":
+def _row_config(classes: int, with_hess: bool) -> RowConfig | None:
+    """The register-resident configuration for rows of ``classes``, None for the streaming
+    kernel (above ROWS_MAX_CLASSES, except with a Hessian, which the streaming kernel
+    computes in a second launch)."""
+    if classes > ROWS_MAX_CLASSES and not with_hess:
         return None
     return next((c for c in ROW_CONFIGS if c.capacity >= classes), None)
 
 
 @functools.cache
-def _ce_names(type_name: str, stream: StreamConfig, small_rows: int) -> dict:
+def _ce_names(type_name: str, stream: StreamConfig, row_stream: StreamConfig,
+              small_rows: int) -> dict:
     """The kernels' names of cross-entropy calls of one type and settings (formatted once:
     a call looks them up)."""
     return {
         "common": cross_entropy_expressions(type_name),
         "small": small_expression(type_name, small_rows),
         "stream": [stream.expression(type_name, False, capped) for capped in (0, 1)],
+        "row_stream": [row_stream.expression(type_name, False, capped) for capped in (0, 1)],
         "hess": [HESS_STREAM.expression(type_name, True, capped) for capped in (0, 1)],
         "label_weights": f"ce_label_weights<{type_name}>",
-        "mean_scale": f"ce_mean_scale<{type_name}>",
         "finalize": f"ce_finalize<{type_name}>",
         "z_factor": f"ce_z_factor<{type_name}>",
     }
@@ -274,10 +266,12 @@ def cross_entropy(target, x, class_weight, params, reduction, scale, grad, want_
     device = _device()
     type_name, acc = _types(x.dtype)
     rows_per_block = SMALL_ROWS
-    stream = STREAM[type_name]
-    names = _ce_names(type_name, stream, rows_per_block)
-    common = names["common"]
     rows, classes = x.shape
+    # (rows the register-resident kernels would hold take a streaming setting of their own)
+    long_rows = classes > ROW_CONFIGS[-1].capacity
+    stream = (STREAM if long_rows else ROW_STREAM)[type_name]
+    names = _ce_names(type_name, STREAM[type_name], ROW_STREAM[type_name], rows_per_block)
+    common = names["common"]
     soft = target.ndim == 2
     labels, probs = (None, target) if soft else (target, None)
     error = device.workspace("label_error", 1, np.int32, zeroed=True) if check_labels and not soft else None
@@ -293,14 +287,13 @@ def cross_entropy(target, x, class_weight, params, reduction, scale, grad, want_
         else:
             blocks = min(-(-rows // 4096), device.sm_count * 2)
             partials = device.workspace("label_weights", blocks, acc)
+            done = device.workspace("label_blocks", 1, np.uint32, zeroed=True)
+            scale_buffer = device.workspace("mean_scale", 1, acc)
             device.function("cross_entropy.cu", common, names["label_weights"])(
                 (blocks,), (1024,),
                 (labels, np.int64(rows), class_weight, np.int64(classes), np.int64(ignore_index),
-                 partials),
+                 partials, done, scale_buffer),
             )
-            scale_buffer = device.workspace("mean_scale", 1, acc)
-            device.function("cross_entropy.cu", common, names["mean_scale"])(
-                (1,), (1024,), (partials, np.int64(blocks), scale_buffer))
     # the z-loss's "mean" divides by the kept rows' count (Liger-Kernel's rule): with class
     # weights, their summed weights over that count multiplies it, found on the device
     z_factor = None
@@ -323,14 +316,14 @@ def cross_entropy(target, x, class_weight, params, reduction, scale, grad, want_
             np.int64(classes), np.int64(ignore_index), acc(smoothing), acc(grad_scale),
             scale_buffer, hess, acc(z_loss), z_factor, acc(0.0 if softcap is None else softcap))
     packed = np.int32(_aligned(x, grad, hess) and classes * x.dtype.itemsize % 16 == 0)
-    config = None if small else _row_config(classes)
+    config = None if small else _row_config(classes, hess is not None)
     if small:
         function = device.function("cross_entropy.cu", [names["small"]], names["small"])
         function((-(-rows // rows_per_block),), (rows_per_block,), args,
                  shared_mem=rows_per_block * classes * np.dtype(acc).itemsize)
     elif config is None:
         capped = int(softcap is not None)
-        name = names["stream"][capped]
+        name = names["stream" if long_rows else "row_stream"][capped]
         if hess is not None:  # the Hessian in a launch of its own (see ce_stream), first:
             # it reads the logits, which the gradient may overwrite (out=(y_pred, hess))
             device.function("cross_entropy.cu", common, names["hess"][capped])(
@@ -354,7 +347,7 @@ def cross_entropy(target, x, class_weight, params, reduction, scale, grad, want_
             (1,), (1024,),
             (row_loss, np.int64(partial_count), value, acc(grad_scale), scale_buffer),
         )
-    if error is not None and _flag_set(device, error):  # the one, documented, synchronisation
+    if error is not None and _flag_set(error):  # the one, documented, synchronisation
         error.fill(0)
         host_labels = cp.asnumpy(labels)
         bad = (host_labels != ignore_index) & ((host_labels < 0) | (host_labels >= classes))
@@ -394,7 +387,7 @@ def multiclass_hinge(labels, x, weight, params, reduction, scale, grad, want_val
     if value is not None:
         device.function("cross_entropy.cu", expressions, f"ce_finalize<{type_name}>")(
             (1,), (1024,), (row_loss, np.int64(rows), value, acc(row_scale), None))
-    if error is not None and _flag_set(device, error):  # the one, documented, synchronisation
+    if error is not None and _flag_set(error):  # the one, documented, synchronisation
         error.fill(0)
         host_labels = cp.asnumpy(labels)
         row = int(np.flatnonzero((host_labels < 0) | (host_labels >= classes))[0])

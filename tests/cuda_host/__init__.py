@@ -38,7 +38,8 @@ _CVT = re.compile(r'asm\("(cvt[.\w]+) %0, %1;"\s*:\s*"=\w"\(([^)]*)\)\s*:\s*"\w"
 
 # the kernels' parameter types as the signature string of lb_signature spells them
 _POINTEE = {"float": np.float32, "double": np.float64, "half": np.float16,
-            "bf16": np.float16, "i64": np.int64, "int": np.int32}
+            "bf16": np.float16, "i64": np.int64, "int": np.int32,
+            "u32": np.uint32}
 _SCALAR = {"i64": np.int64, "int": np.int32, "float": np.float32, "double": np.float64}
 
 _LAUNCHER = r"""
@@ -50,6 +51,7 @@ template <> struct lb_name<half_t> { static constexpr const char* v = "half"; };
 template <> struct lb_name<bf16_t> { static constexpr const char* v = "bf16"; };
 template <> struct lb_name<long long> { static constexpr const char* v = "i64"; };
 template <> struct lb_name<int> { static constexpr const char* v = "int"; };
+template <> struct lb_name<unsigned> { static constexpr const char* v = "u32"; };
 template <typename T> struct lb_name<T*> { static constexpr const char* v = "ptr"; };
 template <typename P> void lb_describe(std::string& s) {
     using B = std::remove_cv_t<P>;

@@ -104,6 +104,14 @@ inline lb_block* lb_current = nullptr;
 alignas(16) unsigned char smem_raw[227 * 1024];  // (sm_90's most, with the opt-in)
 
 inline void __syncthreads() { lb_current->all.arrive_and_wait(); }
+// blocks run one after another, a fiber until it waits: nothing to fence, nothing between
+// an atomic's read and its write
+inline void __threadfence() {}
+inline unsigned atomicAdd(unsigned* address, unsigned v) {
+    const unsigned old = *address;
+    *address = old + v;
+    return old;
+}
 
 template <typename V> inline V lb_exchange(V v, int source) {
     static_assert(sizeof(V) <= 8, "a shuffle moves at most 8 bytes");
