@@ -21,9 +21,12 @@
 //   loads; a thread computes one row; the gradient leaves with coalesced stores.
 // - ce_rows<T, THREADS, VPT, ROWS, MIN_BLOCKS>: the row lives in registers (VPT values per
 //   thread), so the logits are read from DRAM once and the gradient written once. THREADS
-//   threads share a row: a warp (ROWS rows per block) or a whole block.
-// - ce_stream<T, HESS, CAPPED, THREADS, IN_FLIGHT>: any C. A block per row, an online
-//   max/sum pass, then the gradient pass (its second read mostly served from L2). On an
+//   threads share a row: a warp (ROWS rows per block) or a whole block. (The host takes
+//   them up to 2048 classes, up to 16384 with the Hessian: above 2048 ce_stream with the
+//   row's end in shared memory ran faster on an H200.)
+// - ce_stream<T, HESS, CAPPED, THREADS, IN_FLIGHT[, DOWN, STAGED]>: any C. A block per
+//   row, an online max/sum pass, then the gradient pass (its second read served from
+//   shared memory for the staged end, mostly from L2 for the rest). On an
 //   H200 it beat register-resident rows spread over thread-block clusters of 2 to 8 blocks
 //   at 32000 and 128256 classes (2026-11-26: 60 % against 46 %, 64 % against 43 % of copy),
 //   and (2026-12-04) ce_stream itself with a cluster of 2 to 8 blocks per row, each

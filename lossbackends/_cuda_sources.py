@@ -121,7 +121,9 @@ ROW_CONFIGS = (
     RowConfig(512, 16, 1),
     RowConfig(1024, 16, 1),
 )
-ROWS_MAX_CLASSES = 4096
+# (the streaming kernel from 2049 classes: 0.49 of copy at 32768 x 4096 float32 against
+# the block-per-row kernel's 0.35, kernel-variants-2026-12-04-4.csv; 1025-2048 not measured)
+ROWS_MAX_CLASSES = 2048
 # The streaming kernel's settings by type, from the H200 sweeps of 2026-12-04
 # (benchmarks/results/gpu-h200/kernel-variants-2026-12-04*.csv). float32: 512 x 4, the
 # gradient's pass from the top down with the row's last 96 KiB kept in shared memory
@@ -137,7 +139,8 @@ STREAM = {"float": StreamConfig(512, 4, down=True, staged_kib=96),
 # Rows of ROWS_MAX_CLASSES + 1 to 16384 classes: the streaming kernel keeping the row's
 # last 32 KiB in shared memory (a whole row of 8192 float32 classes: one read from DRAM, as
 # the register-resident kernels, with no row of registers to hold, and 7 blocks per SM):
-# 0.58 of copy at 16384 x 8192 float32 against the block-per-row kernel's 0.42 (-3.csv).
+# 0.58 of copy at 16384 x 8192 float32 against the block-per-row kernel's 0.42, 0.63
+# against 0.40 at 8192 x 16384 (-3.csv, -4.csv; 64 KiB staged, a whole row there, 0.60).
 # Other types, not measured, keep 2 packs in flight (4 of bfloat16 spilled 328 bytes at
 # the 64 registers of 4 blocks of 256 threads per SM; float64 spills 184 bytes, its
 # block-per-row kernels of these rows 3 KB).
