@@ -54,24 +54,33 @@
 #include "multiclass_hinge.cuh"
 
 // ---------------------------------------------------------------------------------------
-// "mean" with class indices: the gradient's scale, 1 / the summed weights of the kept
-// rows, from the labels alone, before the gradient is written. Blocks write partial sums;
-// the last block adds them in a fixed order and writes the scale (one launch).
+// The labels' pass, before the logits are read: the label check (`error` set when a label
+// outside [0, C) is not ignore_index; the host waits for this launch alone, not for the
+// main kernel queued behind it) and, for "mean" (`scale_out` given), the gradient's scale,
+// 1 / the summed weights of the kept rows: blocks write partial sums, the last block adds
+// them in a fixed order and writes the scale (one launch).
 template <typename T>
-__global__ void __launch_bounds__(1024) ce_label_weights(const i64* labels, i64 rows,
-                                                         const T* class_weight, i64 classes,
-                                                         i64 ignore_index,
-                                                         typename AccOf<T>::type* partials,
-                                                         unsigned* done,
-                                                         typename AccOf<T>::type* scale_out) {
+__global__ void __launch_bounds__(1024) ce_labels(const i64* labels, i64 rows,
+                                                  const T* class_weight, i64 classes,
+                                                  i64 ignore_index,
+                                                  typename AccOf<T>::type* partials,
+                                                  unsigned* done,
+                                                  typename AccOf<T>::type* scale_out,
+                                                  int* error) {
     typedef typename AccOf<T>::type A;
     __shared__ A scratch[32];
     A total = 0;
+    bool bad = false;
     for (i64 i = (i64)blockIdx.x * blockDim.x + threadIdx.x; i < rows; i += (i64)gridDim.x * blockDim.x) {
         const i64 y = labels[i];
-        if (y != ignore_index && y >= 0 && y < classes)
+        if (y == ignore_index) continue;
+        if (y >= 0 && y < classes)
             total += class_weight ? to_acc(class_weight[y]) : A(1);
+        else
+            bad = true;
     }
+    if (bad && error) *error = 1;
+    if (!scale_out) return;
     total = block_sum<1024>(total, scratch);
     if (threadIdx.x == 0) partials[blockIdx.x] = total;
     if (!last_block(done)) return;

@@ -166,7 +166,7 @@ def cross_entropy_expressions(type_name: str) -> list[str]:
     measured against each other compile one kernel each)."""
     return [
         *(HESS_STREAM.expression(type_name, True, capped) for capped in (False, True)),
-        f"ce_label_weights<{type_name}>",
+        f"ce_labels<{type_name}>",
         f"ce_finalize<{type_name}>",
         f"ce_z_factor<{type_name}>",
     ]
@@ -192,9 +192,10 @@ MH_WARP_ROWS = 8  # rows per block of the warp-per-row kernel
 
 
 def multiclass_hinge_expressions(type_name: str) -> list[str]:
-    """The multiclass hinge's kernels: a warp per row, a block of 1024 threads per row."""
+    """The multiclass hinge's kernels: a warp per row, a block of 1024 threads per row;
+    the labels' check and the sum it shares with cross-entropy."""
     return [f"mh_rows<{type_name}, 32, {MH_WARP_ROWS}>", f"mh_rows<{type_name}, 1024, 1>",
-            f"ce_finalize<{type_name}>"]
+            f"ce_labels<{type_name}>", f"ce_finalize<{type_name}>"]
 
 
 def all_modules() -> list[tuple[str, list[str]]]:

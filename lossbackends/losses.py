@@ -164,8 +164,9 @@ cross_entropy = Loss(
     other, with a finite gradient; a NaN logit makes its row NaN.
 
     A label outside ``[0, C)`` raises ``ValueError``. On the GPU that check costs one small
-    device-to-host synchronisation per call; ``check_labels=False`` skips it, and rows with a
-    bad label then get NaN loss and gradient (never an out-of-bounds access).
+    device-to-host synchronisation per call, on a pass over the labels that runs before the
+    logits are read; ``check_labels=False`` skips it, and rows with a bad label then get
+    NaN loss and gradient (never an out-of-bounds access).
 
     >>> import lossbackends as lb
     >>> print(f"{lb.cross_entropy([0, 2], [[2.0, 1.0, 0.1], [0.5, 0.2, 3.0]]):.6f}")

@@ -101,11 +101,39 @@ class _Device:
         return buffer
 
 
-def _flag_set(error: cp.ndarray) -> bool:
-    """Whether a kernel set the label check's flag ``error``: waits for the stream. (Read
-    into a pinned array of the thread's instead, it took as long or longer on the H200:
-    benchmarks/results/gpu-h200/bench.log of 2026-12-04, 17:32 UTC.)"""
-    return bool(error.get()[0])
+def _labels_pass(device: _Device, function, labels: cp.ndarray, classes: int,
+                 ignore_index: int, class_weight=None, acc=np.float32, scale: bool = False,
+                 error: cp.ndarray | None = None) -> cp.ndarray | None:
+    """Launch ``ce_labels``: the label check into ``error`` and, with ``scale``, the "mean"'s
+    gradient scale (returned, on the device). With ``error``, the flag's copy to the host
+    follows it on the stream, asynchronously (pinned memory), and an event after the copy:
+    the call launches its main kernels before ``_flag_set`` waits for that event, so the
+    card runs them while the host waits, and the host returns before they end."""
+    rows = labels.size
+    blocks = min(-(-rows // 4096), device.sm_count * 2)
+    partials = done = scale_buffer = None
+    if scale:
+        partials = device.workspace("label_weights", blocks, acc)
+        done = device.workspace("label_blocks", 1, np.uint32, zeroed=True)
+        scale_buffer = device.workspace("mean_scale", 1, acc)
+    function((blocks,), (1024,), (labels, np.int64(rows), class_weight, np.int64(classes),
+                                  np.int64(ignore_index), partials, done, scale_buffer, error))
+    if error is not None:
+        local = device._local
+        if getattr(local, "flag", None) is None:
+            local.flag = np.ndarray(1, np.int32, buffer=cp.cuda.alloc_pinned_memory(4))
+            local.flag_copied = cp.cuda.Event(disable_timing=True)
+        error[:1].get(out=local.flag, blocking=False)
+        local.flag_copied.record()
+    return scale_buffer
+
+
+def _flag_set(device: _Device) -> bool:
+    """Whether the labels' pass of this thread's last call set its flag: waits for that
+    pass and the flag's copy (not for the kernels launched after them)."""
+    local = device._local
+    local.flag_copied.synchronize()
+    return bool(local.flag[0])
 
 
 def _load(filename: str, expressions: list[str], capability: tuple[int, int]) -> dict:
@@ -255,7 +283,7 @@ def _ce_names(type_name: str, stream: StreamConfig, row_stream: StreamConfig,
         "stream": [stream.expression(type_name, False, capped) for capped in (0, 1)],
         "row_stream": [row_stream.expression(type_name, False, capped) for capped in (0, 1)],
         "hess": [HESS_STREAM.expression(type_name, True, capped) for capped in (0, 1)],
-        "label_weights": f"ce_label_weights<{type_name}>",
+        "labels": f"ce_labels<{type_name}>",
         "finalize": f"ce_finalize<{type_name}>",
         "z_factor": f"ce_z_factor<{type_name}>",
     }
@@ -277,23 +305,19 @@ def cross_entropy(target, x, class_weight, params, reduction, scale, grad, want_
     error = device.workspace("label_error", 1, np.int32, zeroed=True) if check_labels and not soft else None
 
     # The gradient's scale: 1 / rows for probabilities, for class indices the kept rows'
-    # summed weights, found by a tiny pass over the labels before the logits are read.
+    # summed weights, found by the labels' pass (with the label check) before the logits
+    # are read.
     grad_scale, scale_buffer = 1.0, None
-    if reduction == "mean":
+    label_scale = reduction == "mean" and denominator is None and not soft
+    if reduction == "mean" and not label_scale:
         if denominator is not None:  # known to the caller (a Dask block: the whole array's)
             grad_scale = 1.0 / denominator if denominator else float("inf")
-        elif soft:
-            grad_scale = 1.0 / rows
         else:
-            blocks = min(-(-rows // 4096), device.sm_count * 2)
-            partials = device.workspace("label_weights", blocks, acc)
-            done = device.workspace("label_blocks", 1, np.uint32, zeroed=True)
-            scale_buffer = device.workspace("mean_scale", 1, acc)
-            device.function("cross_entropy.cu", common, names["label_weights"])(
-                (blocks,), (1024,),
-                (labels, np.int64(rows), class_weight, np.int64(classes), np.int64(ignore_index),
-                 partials, done, scale_buffer),
-            )
+            grad_scale = 1.0 / rows
+    if label_scale or error is not None:
+        scale_buffer = _labels_pass(
+            device, device.function("cross_entropy.cu", common, names["labels"]), labels,
+            classes, ignore_index, class_weight, acc, label_scale, error)
     # the z-loss's "mean" divides by the kept rows' count (Liger-Kernel's rule): with class
     # weights, their summed weights over that count multiplies it, found on the device
     z_factor = None
@@ -312,7 +336,8 @@ def cross_entropy(target, x, class_weight, params, reduction, scale, grad, want_
     partial_count = -(-rows // rows_per_block) if small else rows
     row_loss = device.workspace("row_loss", partial_count, acc) if value is not None else None
 
-    args = (x, labels, probs, class_weight, grad, row_loss, row_out, error, np.int64(rows),
+    # (the labels' pass checked them: a bad label's row still gets NaN, without the flag)
+    args = (x, labels, probs, class_weight, grad, row_loss, row_out, None, np.int64(rows),
             np.int64(classes), np.int64(ignore_index), acc(smoothing), acc(grad_scale),
             scale_buffer, hess, acc(z_loss), z_factor, acc(0.0 if softcap is None else softcap))
     packed = np.int32(_aligned(x, grad, hess) and classes * x.dtype.itemsize % 16 == 0)
@@ -347,7 +372,7 @@ def cross_entropy(target, x, class_weight, params, reduction, scale, grad, want_
             (1,), (1024,),
             (row_loss, np.int64(partial_count), value, acc(grad_scale), scale_buffer),
         )
-    if error is not None and _flag_set(error):  # the one, documented, synchronisation
+    if error is not None and _flag_set(device):  # the one, documented, synchronisation
         error.fill(0)
         host_labels = cp.asnumpy(labels)
         bad = (host_labels != ignore_index) & ((host_labels < 0) | (host_labels >= classes))
@@ -363,15 +388,19 @@ def multiclass_hinge(labels, x, weight, params, reduction, scale, grad, want_val
     expressions = multiclass_hinge_expressions(type_name)
     rows, classes = x.shape
     # a bad label's row gets NaN; the error costs one small synchronisation (documented),
-    # which check_labels=False skips
+    # for the labels' pass alone, which check_labels=False skips (ignore_index 0, a class)
     error = device.workspace("label_error", 1, np.int32, zeroed=True) if check_labels else None
+    if error is not None:
+        _labels_pass(device, device.function("cross_entropy.cu", expressions,
+                                              f"ce_labels<{type_name}>"),
+                     labels, classes, 0, error=error)
     row_scale = 1.0
     if reduction == "mean":
         row_scale = 1.0 / (rows if denominator is None else denominator)
     row_out = cp.empty(rows, x.dtype) if want_value and reduction == "none" else None
     value = cp.empty((), x.dtype) if want_value and reduction != "none" else None
     row_loss = device.workspace("row_loss", rows, acc) if value is not None else None
-    args = (x, labels, weight, grad, row_loss, row_out, error, np.int64(rows), np.int64(classes),
+    args = (x, labels, weight, grad, row_loss, row_out, None, np.int64(rows), np.int64(classes),
             acc(margin), acc(row_scale))
     if hess is not None:  # piecewise linear: 0 away from the kinks; NaN rows NaN (a NaN
         # score, or a bad label): before the kernel, which may write the gradient over x
@@ -387,7 +416,7 @@ def multiclass_hinge(labels, x, weight, params, reduction, scale, grad, want_val
     if value is not None:
         device.function("cross_entropy.cu", expressions, f"ce_finalize<{type_name}>")(
             (1,), (1024,), (row_loss, np.int64(rows), value, acc(row_scale), None))
-    if error is not None and _flag_set(error):  # the one, documented, synchronisation
+    if error is not None and _flag_set(device):  # the one, documented, synchronisation
         error.fill(0)
         host_labels = cp.asnumpy(labels)
         row = int(np.flatnonzero((host_labels < 0) | (host_labels >= classes))[0])

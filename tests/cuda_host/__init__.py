@@ -229,8 +229,11 @@ class DeviceArray(np.ndarray):
     def data(self):
         return types.SimpleNamespace(ptr=self.ctypes.data)
 
-    def get(self):
-        return np.array(self).view(np.ndarray)
+    def get(self, stream=None, order="C", out=None, blocking=True):
+        if out is None:
+            return np.array(self).view(np.ndarray)
+        out[...] = self  # (kernels ran at their launch: nothing to wait for)
+        return out
 
 
 DeviceArray.__module__ = "cupy"
@@ -282,6 +285,19 @@ class _RuntimeError(Exception):
     pass
 
 
+class _Event:
+    """CuPy's Event: kernels here run at their launch, so recording and waiting do nothing."""
+
+    def __init__(self, *args, **kwargs):
+        pass
+
+    def record(self, stream=None):
+        pass
+
+    def synchronize(self):
+        pass
+
+
 def fake_cupy() -> types.ModuleType:
     """A ``cupy`` module: NumPy's namespace behind it, its arrays DeviceArray, kernels built
     for the host (``cupy_backend()`` swaps the backend's ``_load`` for ``_load``), one device of SM_COUNT multiprocessors."""
@@ -300,7 +316,8 @@ def fake_cupy() -> types.ModuleType:
         getDevice=lambda: 0, getDeviceCount=lambda: 1, CUDARuntimeError=_RuntimeError,
         getDeviceProperties=lambda i: {"multiProcessorCount": SM_COUNT, "major": 8, "minor": 0})
     cp.cuda = types.SimpleNamespace(runtime=runtime,
-                                    get_current_stream=lambda: types.SimpleNamespace(ptr=0))
+                                    get_current_stream=lambda: types.SimpleNamespace(ptr=0),
+                                    alloc_pinned_memory=bytearray, Event=_Event)
     return cp
 
 
