@@ -167,6 +167,7 @@ __device__ __forceinline__ bool last_block(unsigned* done) {
         if (last) *done = 0;
     }
     __syncthreads();
+    if (last) __threadfence();  // (ordered after the count: the others' writes, read next)
     return last;
 }
 

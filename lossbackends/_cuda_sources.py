@@ -93,6 +93,11 @@ class StreamConfig(NamedTuple):
         """The launch's dynamic shared memory."""
         return self.staged_kib * 1024
 
+    def unstaged(self) -> StreamConfig:
+        """The same setting without the stage: for a device whose blocks cannot have its
+        shared memory (the same bits)."""
+        return self._replace(staged_kib=0)
+
     def expression(self, type_name: str, hess: bool = False, capped: bool = False) -> str:
         in_flight = max(min(2, self.in_flight), self.in_flight - capped)
         extra = ""
@@ -124,6 +129,7 @@ ROW_CONFIGS = (
 # (the streaming kernel from 2049 classes: 0.49 of copy at 32768 x 4096 float32 against
 # the block-per-row kernel's 0.35, kernel-variants-2026-12-04-4.csv; 1025-2048 not measured)
 ROWS_MAX_CLASSES = 2048
+LONGEST_ROWS = ROW_CONFIGS[-1].capacity  # (16384 classes: longer rows have STREAM's settings)
 # The streaming kernel's settings by type, from the H200 sweeps of 2026-12-04
 # (benchmarks/results/gpu-h200/kernel-variants-2026-12-04*.csv). float32: 512 x 4, the
 # gradient's pass from the top down with the row's last 96 KiB kept in shared memory
@@ -180,9 +186,10 @@ def small_expression(type_name: str, rows: int = SMALL_ROWS) -> str:
 def main_expressions(type_name: str, stream: StreamConfig | None = None,
                      small_rows: int = SMALL_ROWS) -> list[str]:
     """The main kernels of cross-entropy besides the row configurations: ce_small and the
-    streaming kernel (``STREAM``'s and ``ROW_STREAM``'s for the type unless given), plain
-    and soft-capped."""
-    streams = (stream,) if stream else (STREAM[type_name], ROW_STREAM[type_name])
+    streaming kernel (``STREAM``'s and ``ROW_STREAM``'s for the type, and the same unstaged,
+    unless given), plain and soft-capped."""
+    streams = (stream,) if stream else tuple(dict.fromkeys(
+        c for s in (STREAM[type_name], ROW_STREAM[type_name]) for c in (s, s.unstaged())))
     return [small_expression(type_name, small_rows),
             *(s.expression(type_name, False, capped) for s in streams for capped in (False, True))]
 

@@ -360,9 +360,10 @@ def test_the_streaming_kernel_gives_the_same_bits_staged_and_downwards(
     x[0, [5, classes - 2]] = 9.0  # ties at the max, the label one of them, one staged
     x[1, 17] = np.inf
     settings = tuple(dict.fromkeys(backend.STREAM, c) for c in (config, plain))
+    setting = "ROW_STREAM" if classes <= _cuda_sources.LONGEST_ROWS else "STREAM"
     for options in ({}, {"softcap": 15.0}, {"z_loss": 1e-4}):
         for reduction in ("none", "mean"):
-            cuda_host.same_bits_under(backend, "STREAM", settings, functools.partial(
+            cuda_host.same_bits_under(backend, setting, settings, functools.partial(
                 cuda_host.value_and_grad, "cross_entropy", labels, x, reduction=reduction,
                 **options), f"{options} {reduction}")
     ran = {name for _, name in backend._device()._functions}
@@ -384,3 +385,43 @@ def test_the_mean_s_label_pass_over_several_blocks():
         got = cuda_host.value_and_grad("cross_entropy", labels, x, class_weight=weight)
         _assert_close(got[0], want[0], np.float32, "value")
         _assert_close(got[1], want[1], np.float32, "gradient")
+
+
+def test_a_device_with_less_shared_memory_takes_the_unstaged_kernel(monkeypatch):
+    """Where a block cannot have a setting's stage (sm_75: 64 KiB with the opt-in, float32's
+    setting above 16384 classes stages 96 KiB), the same setting unstaged runs: the same
+    bits, and no launch beyond the device's limit (the emulation refuses one)."""
+    backend = cuda_host.backend()
+    rng = np.random.default_rng(11)
+    x = (rng.normal(size=(3, 20000)) * 4).astype(np.float32)
+    labels = np.array([5, 19999, -100])
+    want = cuda_host.value_and_grad("cross_entropy", labels, x, reduction="none")
+    monkeypatch.setattr(cuda_host, "SHARED_MEMORY_OPT_IN", 64 * 1024)
+    monkeypatch.setattr(backend._device(), "shared_optin", 64 * 1024)
+    got = cuda_host.value_and_grad("cross_entropy", labels, x, reduction="none")
+    cuda_host.assert_same_bits(got, want, "unstaged on a 64 KiB device")
+    unstaged = backend.STREAM["float"].unstaged().expression("float")
+    assert unstaged != backend.STREAM["float"].expression("float")
+    assert ("cross_entropy.cu", unstaged) in backend._device()._functions
+
+
+def test_a_call_that_fails_after_the_labels_pass_leaves_no_flag(monkeypatch):
+    """A call whose labels' pass set the flag and which then fails (here an allocation)
+    clears it, on the device and (waiting for its copy) in the thread's pinned flag: the
+    next call, with good labels, passes (it raised IndexError, reading the stale flag and
+    finding no bad label)."""
+    backend = cuda_host.backend()
+    x = np.zeros((3, 40), np.float32)
+    empty = backend.cp.empty
+
+    def failing(*args, **kwargs):
+        raise MemoryError("out of device memory")
+
+    for name in ("cross_entropy", "multiclass_hinge"):
+        monkeypatch.setattr(backend.cp, "empty", failing)
+        with pytest.raises(MemoryError):
+            cuda_host.value_and_grad(name, np.array([0, 40, 1]), x, reduction="none")
+        assert backend._device().workspace("label_error", 1, np.int32)[0] == 0
+        monkeypatch.setattr(backend.cp, "empty", empty)
+        value, _ = cuda_host.value_and_grad(name, np.array([0, 39, 1]), x, reduction="none")
+        assert np.isfinite(value).all()

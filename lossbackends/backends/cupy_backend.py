@@ -11,6 +11,7 @@ synchronises with the host, except the documented label checks of ``cross_entrop
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import math
 import threading
@@ -22,6 +23,7 @@ from .. import _dispatch
 from .._arrays import HALF_IS_BFLOAT16
 from .._cuda_sources import (
     HESS_STREAM,
+    LONGEST_ROWS,
     LOSS_IDS,
     MH_WARP_CLASSES,
     MH_WARP_ROWS,
@@ -65,6 +67,9 @@ class _Device:
         props = cp.cuda.runtime.getDeviceProperties(device_id)
         self.sm_count = props["multiProcessorCount"]
         self.capability = (props["major"], props["minor"])
+        # a block's most shared memory with the opt-in (sm_75 64 KiB, sm_80 99 KiB, sm_90
+        # 227 KiB): a streaming setting staging more falls back to its unstaged kernel
+        self.shared_optin = props.get("sharedMemPerBlockOptin", 48 * 1024)
         self._functions: dict[tuple[str, str], object] = {}
         self._shared: dict[int, int] = {}  # id(function) -> its dynamic shared memory opt-in
         self._local = threading.local()  # each thread's workspaces (see ``workspace``)
@@ -107,13 +112,14 @@ def _labels_pass(device: _Device, function, labels: cp.ndarray, classes: int,
     """Launch ``ce_labels``: the label check into ``error`` and, with ``scale``, the "mean"'s
     gradient scale (returned, on the device). With ``error``, the flag's copy to the host
     follows it on the stream, asynchronously (pinned memory), and an event after the copy:
-    the call launches its main kernels before ``_flag_set`` waits for that event, so the
+    the call launches its main kernels before ``_label_check`` waits for that event, so the
     card runs them while the host waits, and the host returns before they end."""
     rows = labels.size
     blocks = min(-(-rows // 4096), device.sm_count * 2)
     partials = done = scale_buffer = None
     if scale:
         partials = device.workspace("label_weights", blocks, acc)
+        # (the blocks count themselves here; the last sets it back to 0 for the next call)
         done = device.workspace("label_blocks", 1, np.uint32, zeroed=True)
         scale_buffer = device.workspace("mean_scale", 1, acc)
     function((blocks,), (1024,), (labels, np.int64(rows), class_weight, np.int64(classes),
@@ -128,12 +134,50 @@ def _labels_pass(device: _Device, function, labels: cp.ndarray, classes: int,
     return scale_buffer
 
 
-def _flag_set(device: _Device) -> bool:
-    """Whether the labels' pass of this thread's last call set its flag: waits for that
-    pass and the flag's copy (not for the kernels launched after them)."""
+@contextlib.contextmanager
+def _label_check(device: _Device, error: cp.ndarray | None, labels: cp.ndarray, classes: int,
+                 ignore_index: int, loss: str):
+    """Around a call's launches after ``_labels_pass``: then waits for the flag's copy (the
+    one documented synchronisation) and raises the first bad label's LabelError. When the
+    launches raise, it waits for the copy all the same and clears the flag, so that no later
+    call reads this call's flag, on the device or in the thread's pinned copy."""
+    if error is None:
+        yield
+        return
     local = device._local
-    local.flag_copied.synchronize()
-    return bool(local.flag[0])
+    try:
+        yield
+    except BaseException:
+        local.flag_copied.synchronize()
+        error.fill(0)
+        raise
+    _wait(local.flag_copied)
+    if not local.flag[0]:
+        return
+    error.fill(0)
+    host_labels = cp.asnumpy(labels)
+    bad = np.flatnonzero((host_labels != ignore_index)
+                         & ((host_labels < 0) | (host_labels >= classes)))
+    if bad.size:  # (always: only a bad label sets the flag)
+        row = int(bad[0])
+        raise label_error(int(host_labels[row]), row, classes, loss=loss)
+
+
+def _wait(event) -> None:
+    """The host waits for ``event``; under a CUDA graph's capture, which forbids that, an
+    error that names the fix instead of CUDA's."""
+    try:
+        event.synchronize()
+    except cp.cuda.runtime.CUDARuntimeError as exc:
+        try:
+            capturing = cp.cuda.get_current_stream().is_capturing()
+        except Exception:  # noqa: BLE001 (the capture's state unknown: CUDA's error stands)
+            capturing = False
+        if capturing:
+            raise RuntimeError(
+                "the label check waits for the GPU, which a CUDA graph capture does not "
+                "allow: pass check_labels=False to the calls you capture") from exc
+        raise
 
 
 def _load(filename: str, expressions: list[str], capability: tuple[int, int]) -> dict:
@@ -296,7 +340,7 @@ def cross_entropy(target, x, class_weight, params, reduction, scale, grad, want_
     rows_per_block = SMALL_ROWS
     rows, classes = x.shape
     # (rows the register-resident kernels would hold take a streaming setting of their own)
-    long_rows = classes > ROW_CONFIGS[-1].capacity
+    long_rows = classes > LONGEST_ROWS
     stream = (STREAM if long_rows else ROW_STREAM)[type_name]
     names = _ce_names(type_name, STREAM[type_name], ROW_STREAM[type_name], rows_per_block)
     common = names["common"]
@@ -318,66 +362,66 @@ def cross_entropy(target, x, class_weight, params, reduction, scale, grad, want_
         scale_buffer = _labels_pass(
             device, device.function("cross_entropy.cu", common, names["labels"]), labels,
             classes, ignore_index, class_weight, acc, label_scale, error)
-    # the z-loss's "mean" divides by the kept rows' count (Liger-Kernel's rule): with class
-    # weights, their summed weights over that count multiplies it, found on the device
-    z_factor = None
-    if z_loss and scale_buffer is not None and class_weight is not None:
-        # (a label outside [0, C), kept by check_labels=False, is a NaN row, not kept: as
-        # the host backends count)
-        kept = cp.count_nonzero((labels != ignore_index) & (labels >= 0)
-                                & (labels < classes)).astype(cp.int64)
-        z_factor = device.workspace("z_factor", 1, acc)
-        device.function("cross_entropy.cu", common, names["z_factor"])(
-            (1,), (1,), (scale_buffer, kept, z_factor))
-    row_out = cp.empty(rows, x.dtype) if want_value and reduction == "none" else None
-    value = cp.empty((), x.dtype) if want_value and reduction != "none" else None
-    small = classes <= SMALL_CLASSES
-    # per-row losses, or per-block sums for ce_small: what the value's pass adds up
-    partial_count = -(-rows // rows_per_block) if small else rows
-    row_loss = device.workspace("row_loss", partial_count, acc) if value is not None else None
+    with _label_check(device, error, labels, classes, ignore_index, "cross_entropy"):
+        # the z-loss's "mean" divides by the kept rows' count (Liger-Kernel's rule): with class
+        # weights, their summed weights over that count multiplies it, found on the device
+        z_factor = None
+        if z_loss and scale_buffer is not None and class_weight is not None:
+            # (a label outside [0, C), kept by check_labels=False, is a NaN row, not kept: as
+            # the host backends count)
+            kept = cp.count_nonzero((labels != ignore_index) & (labels >= 0)
+                                    & (labels < classes)).astype(cp.int64)
+            z_factor = device.workspace("z_factor", 1, acc)
+            device.function("cross_entropy.cu", common, names["z_factor"])(
+                (1,), (1,), (scale_buffer, kept, z_factor))
+        row_out = cp.empty(rows, x.dtype) if want_value and reduction == "none" else None
+        value = cp.empty((), x.dtype) if want_value and reduction != "none" else None
+        small = classes <= SMALL_CLASSES
+        # per-row losses, or per-block sums for ce_small: what the value's pass adds up
+        partial_count = -(-rows // rows_per_block) if small else rows
+        row_loss = device.workspace("row_loss", partial_count, acc) if value is not None else None
 
-    # (the labels' pass checked them: a bad label's row still gets NaN, without the flag)
-    args = (x, labels, probs, class_weight, grad, row_loss, row_out, None, np.int64(rows),
-            np.int64(classes), np.int64(ignore_index), acc(smoothing), acc(grad_scale),
-            scale_buffer, hess, acc(z_loss), z_factor, acc(0.0 if softcap is None else softcap))
-    packed = np.int32(_aligned(x, grad, hess) and classes * x.dtype.itemsize % 16 == 0)
-    config = None if small else _row_config(classes, hess is not None)
-    if small:
-        function = device.function("cross_entropy.cu", [names["small"]], names["small"])
-        function((-(-rows // rows_per_block),), (rows_per_block,), args,
-                 shared_mem=rows_per_block * classes * np.dtype(acc).itemsize)
-    elif config is None:
-        capped = int(softcap is not None)
-        name = names["stream" if long_rows else "row_stream"][capped]
-        if hess is not None:  # the Hessian in a launch of its own (see ce_stream), first:
-            # it reads the logits, which the gradient may overwrite (out=(y_pred, hess))
-            device.function("cross_entropy.cu", common, names["hess"][capped])(
-                (rows,), (HESS_STREAM.threads,),
-                (x, labels, probs, class_weight, None, None, None, None, *args[8:], packed))
-        function = device.function("cross_entropy.cu", [name], name)
-        staged = stream.staged_bytes if packed else 0  # (no packs: nothing to stage)
-        if staged:  # (its static shared memory counts too: 48 KiB staged needs the opt-in)
-            device.opt_in_shared(function, staged)
-        function((rows,), (stream.threads,),
-                 (*args[:14], None, *args[15:], packed), shared_mem=staged)
-    else:
-        plain = (CE_ROWS_PLAIN and config.threads == 32 and labels is not None
-                 and class_weight is None and not smoothing and softcap is None and hess is None)
-        expression = config.expression(type_name, plain)
-        function = device.function("cross_entropy.cu", [expression], expression)
-        function((-(-rows // config.rows_per_block),), (config.block,), (*args, packed))
+        # (the labels' pass checked them: a bad label's row still gets NaN, without the flag)
+        args = (x, labels, probs, class_weight, grad, row_loss, row_out, None, np.int64(rows),
+                np.int64(classes), np.int64(ignore_index), acc(smoothing), acc(grad_scale),
+                scale_buffer, hess, acc(z_loss), z_factor, acc(0.0 if softcap is None else softcap))
+        packed = np.int32(_aligned(x, grad, hess) and classes * x.dtype.itemsize % 16 == 0)
+        config = None if small else _row_config(classes, hess is not None)
+        if small:
+            function = device.function("cross_entropy.cu", [names["small"]], names["small"])
+            function((-(-rows // rows_per_block),), (rows_per_block,), args,
+                     shared_mem=rows_per_block * classes * np.dtype(acc).itemsize)
+        elif config is None:
+            capped = int(softcap is not None)
+            name = names["stream" if long_rows else "row_stream"][capped]
+            if hess is not None:  # the Hessian in a launch of its own (see ce_stream), first:
+                # it reads the logits, which the gradient may overwrite (out=(y_pred, hess))
+                device.function("cross_entropy.cu", common, names["hess"][capped])(
+                    (rows,), (HESS_STREAM.threads,),
+                    (x, labels, probs, class_weight, None, None, None, None, *args[8:], packed))
+            function = device.function("cross_entropy.cu", [name], name)
+            staged = stream.staged_bytes if packed else 0  # (no packs: nothing to stage)
+            if staged and staged + function.shared_size_bytes > device.shared_optin:
+                stream = stream.unstaged()  # (the same bits: tests/test_cuda_host.py)
+                name = stream.expression(type_name, False, bool(capped))
+                function = device.function("cross_entropy.cu", [name], name)
+                staged = 0
+            if staged:  # (its static shared memory counts too: 48 KiB staged needs the opt-in)
+                device.opt_in_shared(function, staged)
+            function((rows,), (stream.threads,),
+                     (*args[:14], None, *args[15:], packed), shared_mem=staged)
+        else:
+            plain = (CE_ROWS_PLAIN and config.threads == 32 and labels is not None
+                     and class_weight is None and not smoothing and softcap is None and hess is None)
+            expression = config.expression(type_name, plain)
+            function = device.function("cross_entropy.cu", [expression], expression)
+            function((-(-rows // config.rows_per_block),), (config.block,), (*args, packed))
 
-    if value is not None:
-        device.function("cross_entropy.cu", common, names["finalize"])(
-            (1,), (1024,),
-            (row_loss, np.int64(partial_count), value, acc(grad_scale), scale_buffer),
-        )
-    if error is not None and _flag_set(device):  # the one, documented, synchronisation
-        error.fill(0)
-        host_labels = cp.asnumpy(labels)
-        bad = (host_labels != ignore_index) & ((host_labels < 0) | (host_labels >= classes))
-        row = int(np.flatnonzero(bad)[0])
-        raise label_error(int(host_labels[row]), row, classes)
+        if value is not None:
+            device.function("cross_entropy.cu", common, names["finalize"])(
+                (1,), (1024,),
+                (row_loss, np.int64(partial_count), value, acc(grad_scale), scale_buffer),
+            )
     return row_out if reduction == "none" else value
 
 
@@ -394,33 +438,29 @@ def multiclass_hinge(labels, x, weight, params, reduction, scale, grad, want_val
         _labels_pass(device, device.function("cross_entropy.cu", expressions,
                                               f"ce_labels<{type_name}>"),
                      labels, classes, 0, error=error)
-    row_scale = 1.0
-    if reduction == "mean":
-        row_scale = 1.0 / (rows if denominator is None else denominator)
-    row_out = cp.empty(rows, x.dtype) if want_value and reduction == "none" else None
-    value = cp.empty((), x.dtype) if want_value and reduction != "none" else None
-    row_loss = device.workspace("row_loss", rows, acc) if value is not None else None
-    args = (x, labels, weight, grad, row_loss, row_out, None, np.int64(rows), np.int64(classes),
-            acc(margin), acc(row_scale))
-    if hess is not None:  # piecewise linear: 0 away from the kinks; NaN rows NaN (a NaN
-        # score, or a bad label): before the kernel, which may write the gradient over x
-        bad = (labels < 0) | (labels >= classes)
-        _zero_but_nan_rows(x, bad, hess, type_name == _BFLOAT16[0])
-    if classes <= MH_WARP_CLASSES:
-        name = f"mh_rows<{type_name}, 32, {MH_WARP_ROWS}>"
-        device.function("cross_entropy.cu", expressions, name)(
-            (-(-rows // MH_WARP_ROWS),), (32 * MH_WARP_ROWS,), args)
-    else:
-        name = f"mh_rows<{type_name}, 1024, 1>"
-        device.function("cross_entropy.cu", expressions, name)((rows,), (1024,), args)
-    if value is not None:
-        device.function("cross_entropy.cu", expressions, f"ce_finalize<{type_name}>")(
-            (1,), (1024,), (row_loss, np.int64(rows), value, acc(row_scale), None))
-    if error is not None and _flag_set(device):  # the one, documented, synchronisation
-        error.fill(0)
-        host_labels = cp.asnumpy(labels)
-        row = int(np.flatnonzero((host_labels < 0) | (host_labels >= classes))[0])
-        raise label_error(int(host_labels[row]), row, classes, loss="multiclass_hinge")
+    with _label_check(device, error, labels, classes, 0, "multiclass_hinge"):
+        row_scale = 1.0
+        if reduction == "mean":
+            row_scale = 1.0 / (rows if denominator is None else denominator)
+        row_out = cp.empty(rows, x.dtype) if want_value and reduction == "none" else None
+        value = cp.empty((), x.dtype) if want_value and reduction != "none" else None
+        row_loss = device.workspace("row_loss", rows, acc) if value is not None else None
+        args = (x, labels, weight, grad, row_loss, row_out, None, np.int64(rows), np.int64(classes),
+                acc(margin), acc(row_scale))
+        if hess is not None:  # piecewise linear: 0 away from the kinks; NaN rows NaN (a NaN
+            # score, or a bad label): before the kernel, which may write the gradient over x
+            bad = (labels < 0) | (labels >= classes)
+            _zero_but_nan_rows(x, bad, hess, type_name == _BFLOAT16[0])
+        if classes <= MH_WARP_CLASSES:
+            name = f"mh_rows<{type_name}, 32, {MH_WARP_ROWS}>"
+            device.function("cross_entropy.cu", expressions, name)(
+                (-(-rows // MH_WARP_ROWS),), (32 * MH_WARP_ROWS,), args)
+        else:
+            name = f"mh_rows<{type_name}, 1024, 1>"
+            device.function("cross_entropy.cu", expressions, name)((rows,), (1024,), args)
+        if value is not None:
+            device.function("cross_entropy.cu", expressions, f"ce_finalize<{type_name}>")(
+                (1,), (1024,), (row_loss, np.int64(rows), value, acc(row_scale), None))
     return row_out if reduction == "none" else value
 
 

@@ -257,6 +257,7 @@ class _Function:
         self._library, self._name = library, name
         self.num_regs = 32
         self.max_dynamic_shared_size_bytes = 0  # (CuPy's attribute: set to opt in)
+        self.shared_size_bytes = STATIC_ALLOWANCE  # (CuPy's: the static shared memory)
 
     def __call__(self, grid, block, args, shared_mem=0):
         self._library.launch(self._name, grid, block, args, shared_mem,
@@ -314,7 +315,8 @@ def fake_cupy() -> types.ModuleType:
     cp.asnumpy = lambda a, *args, **kwargs: np.array(a).view(np.ndarray)
     runtime = types.SimpleNamespace(
         getDevice=lambda: 0, getDeviceCount=lambda: 1, CUDARuntimeError=_RuntimeError,
-        getDeviceProperties=lambda i: {"multiProcessorCount": SM_COUNT, "major": 8, "minor": 0})
+        getDeviceProperties=lambda i: {"multiProcessorCount": SM_COUNT, "major": 8, "minor": 0,
+                                       "sharedMemPerBlockOptin": SHARED_MEMORY_OPT_IN})
     cp.cuda = types.SimpleNamespace(runtime=runtime,
                                     get_current_stream=lambda: types.SimpleNamespace(ptr=0),
                                     alloc_pinned_memory=bytearray, Event=_Event)
