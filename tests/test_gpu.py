@@ -365,3 +365,25 @@ def test_the_label_check_clears_its_flag_and_the_mean_its_count():
                                               class_weight=cp.asarray(weight))
         np.testing.assert_allclose(float(got[0]), want[0], rtol=1e-5)
         np.testing.assert_allclose(cp.asnumpy(got[1]), want[1], rtol=1e-4, atol=1e-9)
+
+
+@pytest.mark.parametrize("loss", ["cross_entropy", "multiclass_hinge"])
+def test_the_label_check_in_a_capture_names_check_labels(loss):
+    """The label check waits for the GPU, which a CUDA graph's capture does not allow: the
+    error names the fix (check_labels=False), not CUDA's code."""
+    import cupy as cp
+
+    x, t = cp.zeros((4, 5), cp.float32), cp.asarray([0, 1, 2, 3])
+    stream = cp.cuda.Stream(non_blocking=True)
+    with stream:
+        getattr(lb, loss)(t, x)  # warm-up: compile, allocate workspaces
+        stream.synchronize()
+        stream.begin_capture()
+        try:
+            with pytest.raises(RuntimeError, match="check_labels=False"):
+                getattr(lb, loss)(t, x)
+        finally:
+            try:
+                stream.end_capture()
+            except Exception:  # noqa: BLE001 (a capture the error invalidated)
+                pass
