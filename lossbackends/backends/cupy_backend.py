@@ -148,8 +148,9 @@ def _label_check(device: _Device, error: cp.ndarray | None, labels: cp.ndarray, 
     try:
         yield
     except BaseException:
-        local.flag_copied.synchronize()
-        error.fill(0)
+        with contextlib.suppress(Exception):  # (best effort: the call's own error stands)
+            local.flag_copied.synchronize()
+            error.fill(0)
         raise
     _wait(local.flag_copied)
     if not local.flag[0]:
