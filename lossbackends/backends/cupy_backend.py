@@ -318,15 +318,13 @@ def _row_config(classes: int, with_hess: bool) -> RowConfig | None:
 
 
 @functools.cache
-def _ce_names(type_name: str, stream: StreamConfig, row_stream: StreamConfig,
-              small_rows: int) -> dict:
-    """The kernels' names of cross-entropy calls of one type and settings (formatted once:
-    a call looks them up)."""
+def _ce_names(type_name: str, stream: StreamConfig, small_rows: int) -> dict:
+    """The kernels' names of cross-entropy calls of one type and settings (``stream``: the
+    streaming setting of the call's rows; formatted once: a call looks them up)."""
     return {
         "common": cross_entropy_expressions(type_name),
         "small": small_expression(type_name, small_rows),
         "stream": [stream.expression(type_name, False, capped) for capped in (0, 1)],
-        "row_stream": [row_stream.expression(type_name, False, capped) for capped in (0, 1)],
         "hess": [HESS_STREAM.expression(type_name, True, capped) for capped in (0, 1)],
         "labels": f"ce_labels<{type_name}>",
         "finalize": f"ce_finalize<{type_name}>",
@@ -341,9 +339,8 @@ def cross_entropy(target, x, class_weight, params, reduction, scale, grad, want_
     rows_per_block = SMALL_ROWS
     rows, classes = x.shape
     # (rows the register-resident kernels would hold take a streaming setting of their own)
-    long_rows = classes > LONGEST_ROWS
-    stream = (STREAM if long_rows else ROW_STREAM)[type_name]
-    names = _ce_names(type_name, STREAM[type_name], ROW_STREAM[type_name], rows_per_block)
+    stream = (STREAM if classes > LONGEST_ROWS else ROW_STREAM)[type_name]
+    names = _ce_names(type_name, stream, rows_per_block)
     common = names["common"]
     soft = target.ndim == 2
     labels, probs = (None, target) if soft else (target, None)
@@ -394,7 +391,7 @@ def cross_entropy(target, x, class_weight, params, reduction, scale, grad, want_
                      shared_mem=rows_per_block * classes * np.dtype(acc).itemsize)
         elif config is None:
             capped = int(softcap is not None)
-            name = names["stream" if long_rows else "row_stream"][capped]
+            name = names["stream"][capped]
             if hess is not None:  # the Hessian in a launch of its own (see ce_stream), first:
                 # it reads the logits, which the gradient may overwrite (out=(y_pred, hess))
                 device.function("cross_entropy.cu", common, names["hess"][capped])(
