@@ -13,6 +13,7 @@ under ``$LOSSBACKENDS_CUDA_HOST_CACHE`` or the system's temporary directory.
 from __future__ import annotations
 
 import ctypes
+import fcntl
 import hashlib
 import importlib.util
 import os
@@ -149,18 +150,21 @@ class Library:
         key = hashlib.sha256("\n".join([unit, (HERE / "shim.h").read_text(), version,
                                          *_FLAGS]).encode()).hexdigest()[:16]
         path = _cache_dir() / f"{Path(filename).stem}-{key}.so"
-        if not path.exists():
-            # (per process: pytest-xdist's workers may build at once; the last one's wins)
-            source = path.with_suffix(f".{os.getpid()}.cpp")
-            source.write_text(unit)
-            partial = path.with_suffix(f".{os.getpid()}.tmp")
-            built = subprocess.run([compiler, *_FLAGS, "-o", str(partial), str(source)],
-                                   capture_output=True, text=True)
-            if built.returncode:
-                raise RuntimeError(f"g++ failed on {filename} (built from {source}):\n"
-                                   + built.stderr[-4000:])
-            partial.replace(path)
-            source.unlink()
+        # one build per file: pytest-xdist's workers wait for the one that builds (13 s of
+        # g++ on a fresh clone) instead of each building it at once on the same cores
+        with open(path.with_suffix(".lock"), "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            if not path.exists():
+                source = path.with_suffix(f".{os.getpid()}.cpp")
+                source.write_text(unit)
+                partial = path.with_suffix(f".{os.getpid()}.tmp")
+                built = subprocess.run([compiler, *_FLAGS, "-o", str(partial), str(source)],
+                                       capture_output=True, text=True)
+                if built.returncode:
+                    raise RuntimeError(f"g++ failed on {filename} (built from {source}):\n"
+                                       + built.stderr[-4000:])
+                partial.replace(path)
+                source.unlink()
         self._lib = ctypes.CDLL(str(path))
         self._lib.lb_launch.argtypes = [ctypes.c_int, ctypes.c_uint, ctypes.c_uint,
                                         ctypes.POINTER(ctypes.c_void_p)]
