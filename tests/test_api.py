@@ -796,14 +796,14 @@ def test_numba_row_kernels_run_one_compiled_version_for_every_kind_of_input():
     """cross_entropy's and multiclass_hinge's Numba kernels run their machine code for
     writeable, read-only (JAX's) and unaligned logits and labels alike: no new version."""
     pytest.importorskip("numba", reason="Numba is not installed")
-    from lossbackends.backends import _numba_rows
+    from lossbackends.backends import _numba_row_common
 
     rng = np.random.default_rng(4)
     x, t = rng.standard_normal((16, 40)), rng.integers(0, 40, 16)
     for loss in (lb.cross_entropy, lb.multiclass_hinge):
         expected = loss.value_and_grad(t, x, backend="numpy")
         loss.value_and_grad(t, x, backend="numba")
-        known = set(_numba_rows._CODE)
+        known = set(_numba_row_common._CODE)
         frozen_x, frozen_t = x.copy(), t.copy()
         frozen_x.flags.writeable = frozen_t.flags.writeable = False
         unaligned = np.empty(x.nbytes + 1, np.uint8)[1:].view(x.dtype).reshape(x.shape)
@@ -812,7 +812,7 @@ def test_numba_row_kernels_run_one_compiled_version_for_every_kind_of_input():
             value, grad = loss.value_and_grad(labels, logits, backend="numba")
             np.testing.assert_allclose(value, expected[0], rtol=1e-12)
             np.testing.assert_allclose(grad, expected[1], rtol=1e-12, atol=1e-15)
-        assert set(_numba_rows._CODE) == known
+        assert set(_numba_row_common._CODE) == known
 
 
 def test_a_bad_label_is_named_by_its_index_in_y_true():

@@ -1,7 +1,7 @@
 """What every Numba kernel of lossbackends shares: the compiler's flags and cache names
 (``_jit``), the chunking constants, the fixed-order sums, and the argument types of the
 kernels' machine code (``array_type``). It imports none of the kernels' modules
-(``numba_backend``, ``_numba_rows``, ``_numba_multiclass_hinge``, ``_numba_boosting``),
+(``numba_backend``, ``_numba_rows`` and the other row modules, ``_numba_boosting``),
 which all import it.
 """
 

@@ -1,5 +1,5 @@
 """The Numba backend's multiclass hinge (Crammer-Singer): one read of each row, the
-row's chunks shared among threads as cross-entropy's are (``_numba_rows._launch``).
+row's chunks shared among threads as cross-entropy's are (``_numba_row_common._launch``).
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from ._numba_common import (
     in_dtype,
 )
 from ._numba_math import ZERO, maximum, times
-from ._numba_rows import _BOOL, _INT, _NONE, _REAL, _ROW_LOSSES, _launch
+from ._numba_row_common import _BOOL, _INT, _NONE, _REAL, _ROW_LOSSES, _launch
 from ._threads import claim, record
 
 INF32 = np.float32(np.inf)  # float32 constants: float32 scores are compared in float32

@@ -1,16 +1,16 @@
-"""The Numba backend's cross-entropy, and the launch of every row loss (``_launch``; the
-other one, multiclass hinge, is in ``_numba_multiclass_hinge``). Cross-entropy goes row by
-row while the row is in cache (max, then ``exp`` once per element, written into the
-gradient buffer, then the gradient in place); rows of fewer than ``FEW_CLASSES`` classes
-without options go block by block instead, in flat passes over many rows (a short row
-does not vectorise). The shared pieces (``_jit``, ``_sum``, the chunking constants) are
-``_numba_common``'s. A large input's chunks of rows are shared among threads
-(``_threads``); each thread checks all the labels before it writes anything.
+"""The Numba backend's cross-entropy. It goes row by row while the row is in cache (max,
+then ``exp`` once per element, written into the gradient buffer, then the gradient in
+place); rows of fewer than ``FEW_CLASSES`` classes without options go block by block
+instead, in flat passes over many rows (a short row does not vectorise:
+``_numba_cross_entropy_few``). What the row kernels share (the launch over chunks of rows,
+the argument types, a row's sums and exp passes) is ``_numba_row_common``'s; what every
+kernel shares (``_jit``, ``_sum``, the chunking constants), ``_numba_common``'s. A large
+input's chunks of rows are shared among threads (``_threads``); each thread checks all the
+labels before it writes anything.
 """
 
 from __future__ import annotations
 
-import numba
 import numpy as np
 
 from ._host import CONFIDENT, bad_labels_as_nan, cast_quietly, half_in_float32, label_error
@@ -19,187 +19,60 @@ from ._numba_common import (
     _EMPTY,
     _EMPTY_ROWS,
     _NO_LABELS,
-    BLOCK,
     CE_CHUNK_ELEMENTS,
     CHUNKS,
     STREAM_FROM_BYTES,
     _copy,
-    _in_order,
     _jit,
     _sum,
     _written_over,
     add_compensated,
     array_type,
     compensated,
-    copy_streaming,
     in_dtype,
-    lines_head,
-    prefetch_lines,
     store_fence,
-    store_streaming,
     wide_vectors,
 )
+from ._numba_cross_entropy_few import _FEW, FEW_CLASSES, _few_classes_types
 from ._numba_math import (
-    EXP32_LOW,
     EXP32_WIDE,
     INF,
     ONE,
     TANH32,
     TANH_NEAR32,
-    ZERO,
     fast_exp,
-    fast_exp_nonpositive,
     fast_exp_normal,
     fast_tanh,
     held,
-    inline,
-    maximum,
-    minimum,
-    softcap_near_zero,
     times,
 )
-from ._threads import claim, record, share
-
-_EMPTY_LOSSES = np.empty(0)  # no per-row losses wanted
-_ROW_LOSSES = numba.float64[::1]  # per-row losses: float64, allocated here (aligned)
-_INT, _REAL, _BOOL, _NONE = numba.int64, numba.float64, numba.boolean, numba.none
-
-
-# (the kernel's types function, its key) -> the row kernel's machine code
-_CODE: dict[tuple, object] = {}
-
-
-def _launch(kernel, types, key: tuple, chunks: int, args: tuple) -> tuple[float, int]:
-    """Run ``kernel`` on ``args`` over ``chunks`` chunks of rows (on this thread alone for
-    one, else shared among the threads), through its machine code for the argument types
-    ``types(*key)`` (see ``array_type``): compiled once per key, one version for writeable
-    and read-only inputs, and no dispatcher to type the arguments on every call. Returns
-    (the reduced loss, first bad row or -1)."""
-    code = _CODE.get((types, key))
-    if code is None:
-        code = _CODE[types, key] = kernel.compile(types(*key))
-    if chunks == 1:
-        total, bad_row, scale = code(*args, None)
-    else:
-        # every thread checks all the labels before it writes: they agree on the bad row
-        (_, bad_row, scale), partials = share(code, args, chunks)
-        if bad_row >= 0:  # nothing was written, partial sums included
-            return 0.0, bad_row
-        total = _in_order(partials)
-    return total * scale, bad_row
-
-
-@inline
-def _shifted(v, top):
-    """v - top, with 0 where v equals the row's max ``top`` (also when both are inf: an
-    infinite logit at the max counts as equal to it, not inf - inf = NaN)."""
-    return ZERO if v == top else v - top
-
-
-def _shifted_sum(values, top, factor):
-    """sum(factor * (values - top)) (see ``_shifted``) in float64; reassociated like
-    ``_sum``. Each term is weighted before the sum: terms of one sign, so the sum never
-    overflows before its final value does."""
-    wide_vectors()
-    total = 0.0
-    for i in range(values.size):
-        total += factor * _shifted(values[i], top)
-    return total
-
-
-def _shifted_dot(weights, values, top, factor):
-    """sum(factor * weights * (values - top)) (see ``_shifted_sum``), where a zero weight
-    contributes 0 even against an infinite difference."""
-    wide_vectors()
-    total = 0.0
-    for i in range(values.size):
-        total += (factor * weights[i]) * _shifted(values[i], top) if weights[i] != 0 else 0.0
-    return total
-
-
-def _sum_below_one(values):
-    """(sum(values), the sum of those other than 1) in float64, reassociated like ``_sum``.
-    A row's exps shifted by its max hold 1 for the max: 1 + e rounds e to float64's ulp of
-    1 (a confident row's loss log(1 + e) was 1e-4 relative off at 128000 classes), so the
-    loss takes log1p of the others' sum (``_log_sum``)."""
-    wide_vectors()
-    total, below = 0.0, 0.0
-    for i in range(values.size):
-        v = values[i]
-        total += v
-        below += v if v != 1.0 else 0.0
-    return total, below
-
-
-def _sum_except(values, index):
-    """sum(values) without ``values[index]`` (float64, ``_sum``): the other classes' exps,
-    apart from the one the loss is taken against (log1p(rest / e_ref))."""
-    wide_vectors()
-    kept = values[index]
-    values[index] = 0
-    rest = _sum(values)
-    values[index] = kept
-    return rest
-
-
-_shifted_sum = _jit(_shifted_sum, "_shifted_sum", reassociate=True)
-_shifted_dot = _jit(_shifted_dot, "_shifted_dot", reassociate=True)
-_sum_below_one = _jit(_sum_below_one, "_sum_below_one", reassociate=True)
-_sum_except = _jit(_sum_except, "_sum_except")
-
-
-@inline
-def _others(total, below):
-    """sum - 1 for ``total, below = _sum_below_one(exps)``: the 1s beyond the max's
-    (ties; their count is the sums' difference) plus the others' sum, without the max's 1
-    that would round the others away."""
-    return (np.rint(total - below) - 1.0) + below
-
-
-@inline
-def _log_sum(total, below):
-    """log(total) as log1p(``_others``): exact where the max's 1 dominates."""
-    return np.log1p(_others(total, below))
-
+from ._numba_row_common import (
+    _BOOL,
+    _EMPTY_LOSSES,
+    _INT,
+    _NONE,
+    _REAL,
+    _ROW_LOSSES,
+    NORMAL_REACH,
+    PREFETCH_ROW_BYTES,
+    _capped_exps_near_zero,
+    _exps_normal,
+    _launch,
+    _log_sum,
+    _others,
+    _row_max,
+    _row_max_min,
+    _shifted,
+    _shifted_dot,
+    _shifted_sum,
+    _stream_gradient,
+    _stream_row,
+    _sum_below_one,
+    _sum_except,
+)
+from ._threads import claim, record
 
 # --- cross-entropy, row by row ---------------------------------------------------------
-
-
-@inline
-def _row_max(x):
-    """max(x), NaN if any element is NaN (as NumPy's): a NaN then makes the whole row NaN,
-    loss and gradient, through x - max."""
-    wide_vectors()
-    top = x[0]
-    for c in range(1, x.size):
-        top = maximum(top, x[c])
-    return top
-
-
-@inline
-def _row_max_min(x):
-    """(max(x), min(x)) in one pass, NaN if any element is NaN."""
-    wide_vectors()
-    top = low = x[0]
-    for c in range(1, x.size):
-        top = maximum(top, x[c])
-        low = minimum(low, x[c])
-    return top, low
-
-
-# a row whose logits lie within this of its max has only normal float32 exps (exp(-87)
-# > 2^-126): there exp needs no clamp and no subnormal scaling, and x - max no care for
-# infinities (the usual row; the others take the exp that holds everywhere)
-NORMAL_REACH = 87.0
-
-# The exp pass goes in spans of SPAN logits, each after a prefetch of the same span of the
-# next row, for rows of at most PREFETCH_ROW_BYTES: the hardware's prefetcher follows a
-# stream, not the row to come, so without it each row's first pass waited on memory while
-# the passes in cache left it idle (4096 x 1000 and 1024 x 32000: 0.92 and 0.83 of the
-# time). Rows of 128256 classes gained nothing (1.01-1.05): the bound is that
-# measurement (see the measurement log).
-SPAN = 256
-PREFETCH_ROW_BYTES = 1 << 18
 
 # From a gradient of STREAM_FROM_BYTES (``_numba_common``) in rows of at least this many
 # bytes, each row's exps and gradient are computed in a scratch row, which stays in the
@@ -214,70 +87,6 @@ PREFETCH_ROW_BYTES = 1 << 18
 # a few bytes either way. The Hessian, and a gradient written over the logits, keep plain
 # stores.
 STREAM_ROW_BYTES = 1 << 16
-
-
-@inline
-def _stream_gradient(exps, target, scale, capped_row, inv_cap, label, label_value):
-    """target = exps * scale, times softcap's chain rule 1 - t^2 (t = capped_row / softcap)
-    where ``capped_row`` is not empty, with ``label_value`` at ``label``, by streaming
-    stores as ``_stream_row``: a row's last pass and its copy in one (the same bits)."""
-    wide_vectors()
-    head = lines_head(target)
-    lines, rest = target[head:], exps[head:]  # (from 0: LLVM vectorises the loops)
-    at = label - head
-    if capped_row.size:
-        for c in range(head):
-            t = capped_row[c] * inv_cap
-            target[c] = label_value if c == label else (exps[c] * scale) * (ONE - t * t)
-        capped = capped_row[head:]
-        for c in range(lines.size):
-            t = capped[c] * inv_cap
-            store_streaming(lines, c, label_value if c == at else (rest[c] * scale) * (ONE - t * t))
-    else:
-        for c in range(head):
-            target[c] = label_value if c == label else exps[c] * scale
-        for c in range(lines.size):
-            store_streaming(lines, c, label_value if c == at else rest[c] * scale)
-
-
-@inline
-def _stream_row(source, target):
-    """target = source, by streaming stores from target's first cache line on (plain
-    stores before it), in the CPU's widest vectors."""
-    wide_vectors()
-    copy_streaming(source, target)
-
-
-@inline
-def _exps_normal(xr, top, g, k, upcoming):
-    """g = exp(xr - top) for a row whose exps are all normal (``NORMAL_REACH``), the lines
-    of ``upcoming`` (the next row, or an empty one) prefetched span by span (``SPAN``)."""
-    wide_vectors()
-    for start in range(0, xr.size, SPAN):
-        stop = min(xr.size, start + SPAN)
-        prefetch_lines(upcoming, start, stop)
-        gs, xs = g[start:stop], xr[start:stop]  # (from 0: LLVM vectorises the loop)
-        for c in range(stop - start):
-            gs[c] = fast_exp_normal(xs[c] - top, k)
-
-
-@inline
-def _capped_exps_near_zero(xr, cap, inv_cap, g, capped_row, near_k, exp_k, upcoming):
-    """capped_row = cap tanh(xr / cap) and g = exp(capped_row - cap) as if every logit were
-    within +-cap (``softcap_near_zero``), ``upcoming`` prefetched as in ``_exps_normal``;
-    returns the largest (x / cap)^2, which says whether they were."""
-    wide_vectors()
-    reach = xr.dtype.type(0.0)
-    for start in range(0, xr.size, SPAN):
-        stop = min(xr.size, start + SPAN)
-        prefetch_lines(upcoming, start, stop)
-        gs, xs, vs = g[start:stop], xr[start:stop], capped_row[start:stop]
-        for c in range(stop - start):
-            v, z = softcap_near_zero(xs[c], cap, inv_cap, near_k)
-            reach = maximum(reach, z)
-            vs[c] = v
-            gs[c] = fast_exp_normal(v - cap, exp_k)  # in [exp(-80), 1]
-    return reach
 
 
 def _cross_entropy_kernel(x, soft, labels, probs, weighted, class_weight, ignore_index, smoothing,
@@ -578,190 +387,6 @@ def _cross_entropy_types(dtype, no_grad: bool, no_row_losses: bool, no_hess: boo
             _REAL, _BOOL, _REAL, _REAL, _REAL, _NONE if no_grad else out,
             _NONE if no_row_losses else _ROW_LOSSES, _INT, _NONE if no_hess else out, _BOOL,
             *_CHUNK_ARGUMENTS)
-
-
-# --- cross-entropy over rows of few classes, block by block ------------------------------
-# A row of C < FEW_CLASSES logits is shorter than the vector loops LLVM makes (8 float32
-# lanes, unrolled), so the row-by-row kernel above runs its exps in the scalar tail: at
-# C = 10 it spent 140 ns a row. Here a block of rows is computed in passes over the whole
-# block, flat, where the per-row numbers (the max, then the softmax's scale) are first
-# spread to one per element: the exps and the products then vectorise across rows. Only
-# the per-row sums stay scalar. For hard labels without class weights, smoothing, z-loss
-# or softcap (the options change the passes' formulas; those calls keep the kernel above).
-FEW_CLASSES = 32
-
-
-def _cross_entropy_few_classes_kernel(x, labels, ignore_index, mean, given_denominator,
-                                      want_value, grad, hess, row_losses, chunks, shared):
-    """The loss of row r is log(sum_c exp(z_c)) - z_label, z = x_r - max(x_r) (see
-    ``_shifted``); the gradient (softmax - onehot) times the reduction's scale; the Hessian
-    softmax (1 - softmax) times it. ``grad``, ``hess`` and ``row_losses`` are empty when not
-    wanted (one compiled version for all); without ``want_value`` no loss is computed (0).
-    Runs ``chunks`` chunks of rows (see ``_launch``); returns (the chunks' sum, first bad
-    row or -1, the reduction's scale), the labels checked before anything is written."""
-    rows, classes = x.shape
-    # the labels first, in one pass without an early exit (it vectorises): the mean's
-    # denominator (the kept rows) and whether any label is out of range
-    kept_rows = 0
-    bad = False
-    for r in range(rows):
-        label = labels[r]
-        kept = label != ignore_index
-        kept_rows += kept
-        bad |= kept & ((label < 0) | (label >= classes))
-    if bad:
-        for r in range(rows):
-            if labels[r] != ignore_index and (labels[r] < 0 or labels[r] >= classes):
-                return 0.0, r, 1.0
-    denominator = given_denominator if given_denominator >= 0.0 else float(kept_rows)
-    grad_scale = 1.0 / denominator if mean else 1.0
-    scale = x.dtype.type(grad_scale)
-    want_grad, want_hess, want_rows = grad.size != 0, hess.size != 0, row_losses.size != 0
-    flat_x = x.reshape(-1)
-    flat_grad = grad.reshape(-1)
-    flat_hess = hess.reshape(-1)
-    block_rows = max(1, BLOCK // classes)
-    size = (rows + chunks - 1) // chunks
-    exp_k = held(EXP32_LOW)  # kept through the loops (see ``held``)
-    # per element: the row's max, then its 1 / sum exp; 1 - softmax for an exp of 1
-    # (below); per row: z_label
-    spread = np.empty(block_rows * classes, x.dtype)
-    complement = np.empty(block_rows * classes if want_hess else 0, x.dtype)
-    exps = np.empty(0 if want_grad else block_rows * classes, x.dtype)
-    # the gradient written over x: each block of rows is copied here first (see
-    # ``saved_row`` above)
-    in_place = want_grad and _written_over(grad, x)
-    inputs = np.empty(block_rows * classes if in_place else 0, x.dtype)
-    label_z = np.empty(block_rows, x.dtype)
-    label_grads = np.empty(block_rows)  # per row: the label's gradient (step 3)
-    # per row of a block: its max (step 1), its sum of exps and that of those below 1
-    # (step 3), each taken class by class across the block's rows (below)
-    tops = np.empty(block_rows, x.dtype)
-    sums = np.empty(block_rows)
-    belows = np.empty(block_rows)
-    block_losses = np.empty(block_rows)
-    result = 0.0
-    chunk = claim(shared, -1)
-    while chunk < chunks:
-        total, total_error = 0.0, 0.0  # a compensated sum (add_compensated)
-        chunk_stop = min(rows, chunk * size + size)
-        for first in range(chunk * size, chunk_stop, block_rows):
-            count = min(block_rows, chunk_stop - first)
-            start, stop = first * classes, (first + count) * classes
-            xs = flat_x[start:stop]
-            if in_place:
-                _copy(xs, inputs[: stop - start])
-                xs = inputs[: stop - start]
-            es = flat_grad[start:stop] if want_grad else exps[: stop - start]
-            ts = spread[: stop - start]
-            # 1. each row's max (NaN if any logit is), spread over the row, and its z_label.
-            # The maxes (and step 3's sums) run class by class across the block's rows:
-            # each row's chain of a few classes, one after another, was bound by its
-            # latency (47 ns a row at 10 classes, one thread); across rows they overlap.
-            for r in range(count):
-                tops[r] = xs[r * classes]
-            for c in range(1, classes):
-                for r in range(count):
-                    tops[r] = maximum(tops[r], xs[r * classes + c])
-            for r in range(count):
-                row = r * classes
-                top = tops[r]
-                for c in range(classes):
-                    ts[row + c] = top
-                label = labels[first + r]
-                label_z[r] = (_shifted(xs[row + label], top) if label != ignore_index
-                              else ZERO)
-            # 2. the exps, across the rows
-            for i in range(xs.size):
-                es[i] = fast_exp_nonpositive(_shifted(xs[i], ts[i]), exp_k)  # <= 0, or NaN
-            # 3. per row: sum exp (float64, as the kernel above), the loss, 1 / sum spread
-            # over the row. The max's exp is 1 (z = 0), and its softmax s may be near 1,
-            # where 1 - s would round to 0 within an ulp: there 1 - s is the other exps'
-            # sum over the row's, those below 1 summed apart (1 + e rounds e away below
-            # 1e-16), plus the other 1s (ties: the count is the sums' difference)
-            for r in range(count):
-                sums[r] = 0.0
-                belows[r] = 0.0
-            for c in range(classes):  # (each row's terms in class order, as one row's loop)
-                for r in range(count):
-                    e = es[r * classes + c]
-                    sums[r] += e
-                    belows[r] += ZERO if e == ONE else e
-            for r in range(count):
-                row = r * classes
-                sum_exp = sums[r]
-                below_one = belows[r]
-                inverse = 1.0 / sum_exp
-                for c in range(classes):
-                    ts[row + c] = x.dtype.type(inverse)
-                # the label's gradient, s - 1, as -(the others' sum) / sum_exp in float64:
-                # in the logits' dtype it cancels where s is near 1 (a confident row)
-                label = labels[first + r]
-                if want_grad and label != ignore_index:
-                    e_label = es[row + label]
-                    rest = _others(sum_exp, below_one) if e_label == ONE else sum_exp - e_label
-                    # e - e: 0 (NaN for NaN), which LLVM may not fold under the
-                    # no-signed-zeros flag as it folded 0 - rest into -rest, so that a
-                    # gradient of 0 is +0 (as s - 1 gave, and the other kernel)
-                    label_grads[r] = ((e_label - e_label) - rest) / sum_exp * grad_scale
-                if want_hess:
-                    others = _others(sum_exp, below_one)
-                    for c in range(classes):
-                        complement[row + c] = x.dtype.type(others * inverse)
-                if not want_value:
-                    continue
-                if labels[first + r] == ignore_index:
-                    block_losses[r] = 0.0
-                    if want_rows:
-                        row_losses[first + r] = 0.0
-                    continue
-                log_sum = np.log(sum_exp)
-                if sum_exp < CONFIDENT:  # (see ``CONFIDENT``)
-                    log_sum = _log_sum(sum_exp, below_one)
-                loss = log_sum - label_z[r]
-                block_losses[r] = loss
-                if want_rows:
-                    row_losses[first + r] = loss
-            if want_value:
-                # the block's losses summed 64 at a time (vectorised, float64: a few ulp),
-                # each sum then added compensated: one compensated step per 64 rows, not
-                # per row (a fifth of the time at 10 classes)
-                for part in range(0, count, 64):
-                    total, total_error = add_compensated(
-                        total, total_error, _sum(block_losses[part:min(count, part + 64)]))
-            # 4. softmax, its Hessian and the gradient, across the rows
-            if want_hess:
-                hs = flat_hess[start:stop]
-                us = complement[: stop - start]
-                for i in range(xs.size):
-                    s = es[i] * ts[i]
-                    hs[i] = scale * (s * (us[i] if es[i] == ONE else ONE - s))
-            if want_grad:
-                for i in range(xs.size):
-                    es[i] = (es[i] * ts[i]) * scale
-            # 5. per row: the label's gradient (step 3), ignored rows' zeros
-            for r in range(count):
-                row = r * classes
-                label = labels[first + r]
-                if label == ignore_index:
-                    if want_grad:
-                        es[row: row + classes] = 0
-                    if want_hess:
-                        flat_hess[start + row: start + row + classes] = 0
-                elif want_grad:
-                    es[row + label] = x.dtype.type(label_grads[r])
-        result = record(shared, chunk, compensated(total, total_error), result)
-        chunk = claim(shared, chunk)
-    return result, -1, grad_scale
-
-
-_FEW = _jit(_cross_entropy_few_classes_kernel, "cross_entropy_few")
-
-
-def _few_classes_types(dtype) -> tuple:
-    out = array_type(dtype, 2, writes=True)
-    return (array_type(dtype, 2), array_type(np.int64, 1), _INT, _BOOL, _REAL, _BOOL, out, out,
-            _ROW_LOSSES, _INT, *_CHUNK_ARGUMENTS)
 
 
 @bad_labels_as_nan

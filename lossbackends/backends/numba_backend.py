@@ -15,8 +15,8 @@ result does not depend on the number of threads; the chunks of a large input are
 out among threads, each taking the next chunk not yet taken (``_threads``). Elementwise
 inputs below ``PARALLEL_MIN_ELEMENTS``, and cross-entropy inputs of one chunk (under
 twice ``CE_CHUNK_ELEMENTS`` logits), run on the calling thread alone. The row losses
-(cross-entropy, multiclass hinge) live in ``_numba_rows`` and
-``_numba_multiclass_hinge``; what every kernel shares (``_jit``, the sums, the chunking
+(cross-entropy, multiclass hinge) live in ``_numba_rows`` (with
+``_numba_cross_entropy_few``) and ``_numba_multiclass_hinge``, on ``_numba_row_common``; what every kernel shares (``_jit``, the sums, the chunking
 constants, ``array_type``) in ``_numba_common``.
 
 Compiled code is cached on disk (``cache=True``): next to this module when that directory

@@ -1,0 +1,237 @@
+"""What the Numba row kernels share (cross-entropy's in ``_numba_rows`` and
+``_numba_cross_entropy_few``, multiclass hinge's in ``_numba_multiclass_hinge``): their
+argument types, the launch over chunks of rows (``_launch``), and a cross-entropy row's
+pieces: its sums (shifted by the row's max, apart from one class, below the max's 1), its
+max, and its exp passes (plain, and capped by softcap), written by streaming stores where
+the gradient is large (``_stream_row``, ``_stream_gradient``).
+"""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+
+from ._numba_common import (
+    _in_order,
+    _jit,
+    _sum,
+    copy_streaming,
+    lines_head,
+    prefetch_lines,
+    store_streaming,
+    wide_vectors,
+)
+from ._numba_math import (
+    ONE,
+    ZERO,
+    fast_exp_normal,
+    inline,
+    maximum,
+    minimum,
+    softcap_near_zero,
+)
+from ._threads import share
+
+_EMPTY_LOSSES = np.empty(0)  # no per-row losses wanted
+_ROW_LOSSES = numba.float64[::1]  # per-row losses: float64, allocated here (aligned)
+_INT, _REAL, _BOOL, _NONE = numba.int64, numba.float64, numba.boolean, numba.none
+
+
+# (the kernel's types function, its key) -> the row kernel's machine code
+_CODE: dict[tuple, object] = {}
+
+
+def _launch(kernel, types, key: tuple, chunks: int, args: tuple) -> tuple[float, int]:
+    """Run ``kernel`` on ``args`` over ``chunks`` chunks of rows (on this thread alone for
+    one, else shared among the threads), through its machine code for the argument types
+    ``types(*key)`` (see ``array_type``): compiled once per key, one version for writeable
+    and read-only inputs, and no dispatcher to type the arguments on every call. Returns
+    (the reduced loss, first bad row or -1)."""
+    code = _CODE.get((types, key))
+    if code is None:
+        code = _CODE[types, key] = kernel.compile(types(*key))
+    if chunks == 1:
+        total, bad_row, scale = code(*args, None)
+    else:
+        # every thread checks all the labels before it writes: they agree on the bad row
+        (_, bad_row, scale), partials = share(code, args, chunks)
+        if bad_row >= 0:  # nothing was written, partial sums included
+            return 0.0, bad_row
+        total = _in_order(partials)
+    return total * scale, bad_row
+
+
+@inline
+def _shifted(v, top):
+    """v - top, with 0 where v equals the row's max ``top`` (also when both are inf: an
+    infinite logit at the max counts as equal to it, not inf - inf = NaN)."""
+    return ZERO if v == top else v - top
+
+
+def _shifted_sum(values, top, factor):
+    """sum(factor * (values - top)) (see ``_shifted``) in float64; reassociated like
+    ``_sum``. Each term is weighted before the sum: terms of one sign, so the sum never
+    overflows before its final value does."""
+    wide_vectors()
+    total = 0.0
+    for i in range(values.size):
+        total += factor * _shifted(values[i], top)
+    return total
+
+
+def _shifted_dot(weights, values, top, factor):
+    """sum(factor * weights * (values - top)) (see ``_shifted_sum``), where a zero weight
+    contributes 0 even against an infinite difference."""
+    wide_vectors()
+    total = 0.0
+    for i in range(values.size):
+        total += (factor * weights[i]) * _shifted(values[i], top) if weights[i] != 0 else 0.0
+    return total
+
+
+def _sum_below_one(values):
+    """(sum(values), the sum of those other than 1) in float64, reassociated like ``_sum``.
+    A row's exps shifted by its max hold 1 for the max: 1 + e rounds e to float64's ulp of
+    1 (a confident row's loss log(1 + e) was 1e-4 relative off at 128000 classes), so the
+    loss takes log1p of the others' sum (``_log_sum``)."""
+    wide_vectors()
+    total, below = 0.0, 0.0
+    for i in range(values.size):
+        v = values[i]
+        total += v
+        below += v if v != 1.0 else 0.0
+    return total, below
+
+
+def _sum_except(values, index):
+    """sum(values) without ``values[index]`` (float64, ``_sum``): the other classes' exps,
+    apart from the one the loss is taken against (log1p(rest / e_ref))."""
+    wide_vectors()
+    kept = values[index]
+    values[index] = 0
+    rest = _sum(values)
+    values[index] = kept
+    return rest
+
+
+_shifted_sum = _jit(_shifted_sum, "_shifted_sum", reassociate=True)
+_shifted_dot = _jit(_shifted_dot, "_shifted_dot", reassociate=True)
+_sum_below_one = _jit(_sum_below_one, "_sum_below_one", reassociate=True)
+_sum_except = _jit(_sum_except, "_sum_except")
+
+
+@inline
+def _others(total, below):
+    """sum - 1 for ``total, below = _sum_below_one(exps)``: the 1s beyond the max's
+    (ties; their count is the sums' difference) plus the others' sum, without the max's 1
+    that would round the others away."""
+    return (np.rint(total - below) - 1.0) + below
+
+
+@inline
+def _log_sum(total, below):
+    """log(total) as log1p(``_others``): exact where the max's 1 dominates."""
+    return np.log1p(_others(total, below))
+
+
+
+
+@inline
+def _row_max(x):
+    """max(x), NaN if any element is NaN (as NumPy's): a NaN then makes the whole row NaN,
+    loss and gradient, through x - max."""
+    wide_vectors()
+    top = x[0]
+    for c in range(1, x.size):
+        top = maximum(top, x[c])
+    return top
+
+
+@inline
+def _row_max_min(x):
+    """(max(x), min(x)) in one pass, NaN if any element is NaN."""
+    wide_vectors()
+    top = low = x[0]
+    for c in range(1, x.size):
+        top = maximum(top, x[c])
+        low = minimum(low, x[c])
+    return top, low
+
+
+# a row whose logits lie within this of its max has only normal float32 exps (exp(-87)
+# > 2^-126): there exp needs no clamp and no subnormal scaling, and x - max no care for
+# infinities (the usual row; the others take the exp that holds everywhere)
+NORMAL_REACH = 87.0
+
+# The exp pass goes in spans of SPAN logits, each after a prefetch of the same span of the
+# next row, for rows of at most PREFETCH_ROW_BYTES: the hardware's prefetcher follows a
+# stream, not the row to come, so without it each row's first pass waited on memory while
+# the passes in cache left it idle (4096 x 1000 and 1024 x 32000: 0.92 and 0.83 of the
+# time). Rows of 128256 classes gained nothing (1.01-1.05): the bound is that
+# measurement (see the measurement log).
+SPAN = 256
+PREFETCH_ROW_BYTES = 1 << 18
+
+
+@inline
+def _stream_gradient(exps, target, scale, capped_row, inv_cap, label, label_value):
+    """target = exps * scale, times softcap's chain rule 1 - t^2 (t = capped_row / softcap)
+    where ``capped_row`` is not empty, with ``label_value`` at ``label``, by streaming
+    stores as ``_stream_row``: a row's last pass and its copy in one (the same bits)."""
+    wide_vectors()
+    head = lines_head(target)
+    lines, rest = target[head:], exps[head:]  # (from 0: LLVM vectorises the loops)
+    at = label - head
+    if capped_row.size:
+        for c in range(head):
+            t = capped_row[c] * inv_cap
+            target[c] = label_value if c == label else (exps[c] * scale) * (ONE - t * t)
+        capped = capped_row[head:]
+        for c in range(lines.size):
+            t = capped[c] * inv_cap
+            store_streaming(lines, c, label_value if c == at else (rest[c] * scale) * (ONE - t * t))
+    else:
+        for c in range(head):
+            target[c] = label_value if c == label else exps[c] * scale
+        for c in range(lines.size):
+            store_streaming(lines, c, label_value if c == at else rest[c] * scale)
+
+
+@inline
+def _stream_row(source, target):
+    """target = source, by streaming stores from target's first cache line on (plain
+    stores before it), in the CPU's widest vectors."""
+    wide_vectors()
+    copy_streaming(source, target)
+
+
+@inline
+def _exps_normal(xr, top, g, k, upcoming):
+    """g = exp(xr - top) for a row whose exps are all normal (``NORMAL_REACH``), the lines
+    of ``upcoming`` (the next row, or an empty one) prefetched span by span (``SPAN``)."""
+    wide_vectors()
+    for start in range(0, xr.size, SPAN):
+        stop = min(xr.size, start + SPAN)
+        prefetch_lines(upcoming, start, stop)
+        gs, xs = g[start:stop], xr[start:stop]  # (from 0: LLVM vectorises the loop)
+        for c in range(stop - start):
+            gs[c] = fast_exp_normal(xs[c] - top, k)
+
+
+@inline
+def _capped_exps_near_zero(xr, cap, inv_cap, g, capped_row, near_k, exp_k, upcoming):
+    """capped_row = cap tanh(xr / cap) and g = exp(capped_row - cap) as if every logit were
+    within +-cap (``softcap_near_zero``), ``upcoming`` prefetched as in ``_exps_normal``;
+    returns the largest (x / cap)^2, which says whether they were."""
+    wide_vectors()
+    reach = xr.dtype.type(0.0)
+    for start in range(0, xr.size, SPAN):
+        stop = min(xr.size, start + SPAN)
+        prefetch_lines(upcoming, start, stop)
+        gs, xs, vs = g[start:stop], xr[start:stop], capped_row[start:stop]
+        for c in range(stop - start):
+            v, z = softcap_near_zero(xs[c], cap, inv_cap, near_k)
+            reach = maximum(reach, z)
+            vs[c] = v
+            gs[c] = fast_exp_normal(v - cap, exp_k)  # in [exp(-80), 1]
+    return reach
