@@ -922,10 +922,11 @@ def test_forward_mode_in_a_dual_level_raises():
 
 
 def test_a_second_import_redefines_the_op():
-    """torch takes one library per namespace: importlib.reload and an import after the
-    module left sys.modules define the op again (the earlier one dropped), and the op,
-    its fake (torch.compile) and its autocast rule work after each. In a subprocess: the
-    other tests' module stays as it is."""
+    """torch takes one library per namespace: importlib.reload of lossbackends.torch keeps
+    the op (defined in ``lossbackends._torch_op``), an import after both modules left
+    sys.modules defines it again (the earlier one dropped), and the op, its fake
+    (torch.compile) and its autocast rule work after each. In a subprocess: the other
+    tests' modules stay as they are."""
     code = """if True:
         import importlib, sys, torch
         import lossbackends.torch as lt
@@ -943,7 +944,7 @@ def test_a_second_import_redefines_the_op():
             assert value.dtype == torch.float32
         check(lt)
         check(importlib.reload(lt))
-        del sys.modules["lossbackends.torch"]
+        del sys.modules["lossbackends.torch"], sys.modules["lossbackends._torch_op"]
         import lossbackends.torch as again
         check(again)
         print("ok")

@@ -1,0 +1,439 @@
+"""The custom operator behind ``lossbackends.torch`` and the autograd functions that run
+its forward and backward: ``lossbackends::value_and_grad`` (``torch.library``), its fake
+implementation (``torch.compile``), autograd formula, vmap rule and autocast rule; the
+eager ``torch.autograd.Function`` of the same forward and backward (``_Eager``), the one
+torch.func's transforms run (``_Func``) and ``inplace_backward``'s (``_InPlace``,
+``_ValueOf``); and the checks and messages they share with ``lossbackends.torch``'s
+functions (``_refuse_grad``, ``_in_torch_terms``). ``lossbackends.torch`` documents what
+they do for its users.
+"""
+
+from __future__ import annotations
+
+import functools
+import sys
+import warnings
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+from torch._functorch.utils import enable_single_level_autograd_function as _single_level
+from torch.autograd.forward_ad import _set_fwd_grad_enabled as _fwd_grad_enabled
+
+from . import _buffers
+from ._torch_table import TABLE as _TABLE
+from ._torch_table import Entry as _Entry
+from .backends._host import LabelError as _LabelError
+
+_SECOND_ORDER = (
+    "lossbackends.torch computes first derivatives only; for second derivatives use "
+    "torch.nn.functional's loss (or lossbackends' grad_and_hess where it exists)"
+)
+
+_FORWARD_MODE = (
+    "lossbackends.torch has no forward-mode derivative (torch.func.jvp, jacfwd, hessian); "
+    "use torch.func.grad, vjp or jacrev, or torch.nn.functional's loss"
+)
+
+
+def _class_axis(entry: _Entry, ndim: int) -> int | None:
+    return (1 if ndim >= 2 else 0) if entry.per_row else None
+
+
+def _our_options(entry: _Entry, ndim: int, t1, t2, floats, ints) -> dict:
+    """The plain API's options from the op's arguments: ``floats`` in ``entry.floats``'
+    order (NaN is ``None`` for the optional ones), ``ints`` those of ``entry.ints`` then
+    ``entry.bools`` (0 or 1)."""
+    options: dict[str, Any] = {}
+    for ours, value in zip(entry.tensors.values(), (t1, t2), strict=False):
+        if value is not None:
+            options[ours] = value
+    for (key, ours), value in zip(entry.floats.items(), floats, strict=True):
+        options[ours] = None if value != value and key in entry.optional else value
+    ints = iter(ints)
+    for ours, value in zip(entry.ints.values(), ints, strict=False):
+        options[ours] = value
+    for ours, value in zip(entry.bools.values(), ints, strict=False):
+        options[ours] = bool(value)
+    axis = _class_axis(entry, ndim)
+    if axis is not None:
+        options["axis"] = axis
+    return options
+
+
+def _check_on_meta(name: str, entry: _Entry, input: Tensor, target: Tensor, tensors: list,
+                   floats: list, ints: list) -> None:
+    """The plain API's argument checks (shapes, dtypes) for tensors on the ``meta``
+    device, which hold no data: on NumPy stand-ins of their shapes and dtypes (zero-strided,
+    no memory), so that a bad call raises there as on the CPU and as torch's losses do."""
+    others = {t.device.type for t in (target, *tensors) if isinstance(t, Tensor)} - {"meta"}
+    if others:
+        raise ValueError(f"{name}: input is on the meta device but other tensors are on "
+                         f"{sorted(others)}; put them all on one device")
+
+    def stand_in(t):
+        if t is None:
+            return None
+        dtype = torch.float32 if t.dtype in (torch.bfloat16, torch.float16) else t.dtype
+        return np.broadcast_to(np.zeros((), torch.empty((), dtype=dtype).numpy().dtype), t.shape)
+
+    options = _our_options(entry, input.ndim, *map(stand_in, tensors), floats, ints)
+    _in_torch_terms(name, entry.loss._prepare, np, stand_in(target), stand_in(input), **options)
+
+
+def _compute(loss, input, target, t1, t2, floats, ints, reduction):
+    """The fused value and gradient, the gradient contiguous (as the fake says: a class axis
+    other than the last comes back as a moved view, whose strides torch.compile would find
+    different from the fake's)."""
+    entry = _TABLE[loss]
+    options = _our_options(entry, input.ndim, t1, t2, floats, ints)
+    # (in torch's terms: the op's kernel raises under torch.compile too, a bad label's
+    # LabelError included)
+    value, grad = _in_torch_terms(loss, entry.loss.value_and_grad, target, input,
+                                  reduction=reduction, **options)
+    return value, grad.contiguous()
+
+
+# Defined with torch.library, not custom_op: custom_op's register_autograd makes an
+# autograd.Function without setup_context, which torch.func's transforms refuse
+# (pytorch#170834), and torch.compile of torch.func.grad or vmap(grad) of a loss runs the
+# op under them; ours is _OpAutograd below.
+
+
+def _library() -> torch.library.Library:
+    """The ``lossbackends`` namespace's library: one per namespace (torch's rule), so a
+    second import of this module (``importlib.reload``, a module dropped from
+    ``sys.modules``) first drops the earlier import's op, then defines its own."""
+    package = vars(sys.modules[__package__])
+    earlier = {id(lib): lib for lib in (globals().get("_LIB"),
+                                        getattr(package.get("_torch_op"), "_LIB", None))
+               if lib is not None}
+    for lib in earlier.values():
+        lib._destroy()
+    return torch.library.Library("lossbackends", "DEF")
+
+
+_LIB = _library()
+_LIB.define("value_and_grad(str loss, Tensor input, Tensor target, Tensor? t1, Tensor? t2, "
+            "float[] floats, SymInt[] ints, str reduction) -> (Tensor, Tensor)",
+            tags=(torch.Tag.pt2_compliant_tag,))
+_value_and_grad = torch.ops.lossbackends.value_and_grad.default
+torch.library.register_kernel(_value_and_grad, None, _compute, lib=_LIB)
+
+
+@torch.library.register_fake(_value_and_grad, lib=_LIB)
+def _fake(loss, input, target, t1, t2, floats, ints, reduction):
+    entry = _TABLE[loss]
+    if reduction != "none":
+        shape: tuple = ()
+        if reduction == "mean" and entry.batchmean and _is_compiling():
+            # Dynamo cannot trace warnings.warn (_apply skips it there): warned while
+            # tracing, as torch's kl_div warns when Dynamo runs it on fake tensors
+            _warn_mean(stacklevel=1)
+    else:
+        axis = _class_axis(entry, input.ndim)
+        shape = tuple(input.shape) if axis is None else tuple(
+            s for i, s in enumerate(input.shape) if i != axis)
+    return input.new_empty(shape), torch.empty_like(input, memory_format=torch.contiguous_format)
+
+
+def _warn_mean(stacklevel: int) -> None:
+    warnings.warn(  # torch's warning, as torch gives it
+        "reduction: 'mean' divides the total loss by both the batch size and the support "
+        "size.'batchmean' divides only by the batch size, and aligns with the KL div math "
+        "definition.'mean' will be changed to behave the same as 'batchmean' in the next "
+        "major release.", stacklevel=stacklevel + 1)
+
+
+def _save(ctx, loss: str, input: Tensor, reduction: str, grad: Tensor,
+          hand_on: bool = False) -> None:
+    """Keeps the gradient for backward; with ``hand_on`` (an eager call, whose gradient
+    output no one else holds) also a detached alias of it, which backward may hand on
+    as it is (``_scaled``): saved as a tensor of its own (an output is saved without its
+    tensor), it has another reference while a retained graph keeps it, so that autograd
+    then copies it into ``.grad`` instead of taking it over."""
+    ctx.axis = _class_axis(_TABLE[loss], input.ndim) if reduction == "none" else None
+    ctx.set_materialize_grads(False)
+    if hand_on:
+        ctx.save_for_backward(grad, grad.detach())
+    else:
+        ctx.save_for_backward(grad)
+
+
+def _setup(ctx, inputs, output):
+    _save(ctx, inputs[0], inputs[1], inputs[7], output[1])
+
+
+# CPU dtypes whose scaled gradient may take a buffer of the host gradient cache
+_CACHED_DTYPES = {torch.float16: np.dtype(np.float16), torch.float32: np.dtype(np.float32),
+                  torch.float64: np.dtype(np.float64)}
+
+
+def _scaled(ctx, grad: Tensor, upstream: Tensor | None,
+            kept: Tensor | None = None) -> Tensor | None:
+    if upstream is None:
+        return None
+    if ctx.axis is not None:  # reduction="none" of a per-row loss: one upstream per row
+        upstream = upstream.unsqueeze(ctx.axis)
+    # a scalar, or one upstream gradient per element. In an eager backward on the CPU
+    # that records nothing (not create_graph, not traced), ``kept`` (``_save``) as it
+    # is for an upstream of 1 (``loss.backward()``), as Liger-Kernel's cross-entropy
+    # skips its multiply: the pass took 1.8 of the 4.5 ms of cross-entropy's training
+    # step at 4096 x 1000, which ran at 1.04x torch.compile's time with it and 0.53x
+    # without (on a GPU, reading the upstream's value would wait for the device).
+    # Otherwise a large result goes into a buffer of the host gradient cache
+    # (``_buffers``), whose pages are mapped already
+    eager = (type(grad) is Tensor and type(upstream) is Tensor and grad.device.type == "cpu"
+             and not torch.is_grad_enabled() and not _is_compiling()
+             and not _C._are_functorch_transforms_active())
+    if eager and kept is not None and upstream.ndim == 0 and upstream.item() == 1:
+        return kept
+    dtype = _CACHED_DTYPES.get(grad.dtype)
+    if eager and dtype is not None and grad.numel() >= _buffers.MIN_ITEMS:
+        out = torch.from_numpy(_buffers.empty(tuple(grad.shape), dtype,
+                                              grad.numel() * dtype.itemsize, grad))
+        return torch.mul(grad, upstream, out=out)
+    return grad * upstream
+
+
+def _backward(ctx, upstream, upstream_of_grad):
+    if upstream_of_grad is not None:  # something differentiates the saved gradient
+        raise RuntimeError(_SECOND_ORDER)
+    grad, *kept = ctx.saved_tensors
+    return (None, _scaled(ctx, grad, upstream, *kept), None, None, None, None, None,
+            None)
+
+
+def _redispatch(keyset, *args):
+    """The op below autograd: its kernel, or its fake implementation."""
+    with _C._AutoDispatchBelowAutograd():
+        return _value_and_grad.redispatch(keyset & _C._after_autograd_keyset, *args)
+
+
+class _OpAutograd(torch.autograd.function._SingleLevelFunction):
+    """The op's autograd formula: a single-level Function, as torch's own fix for custom
+    ops under torch.func has it, recorded by the one level whose autograd runs the op's
+    Autograd kernel (a plain Function there goes to torch.func's custom_function_call,
+    which has no kernel below torch.func's dispatch)."""
+
+    @staticmethod
+    def forward(ctx, keyset, modes, loss, input, target, t1, t2, floats, ints, reduction):
+        # the caller's grad modes, which apply turned off: an outer torch.func level
+        # records the op too, so that differentiating the gradient reaches our backward
+        # there, which raises (off, a second derivative was a silent zero)
+        with torch.set_grad_enabled(modes[0]), _fwd_grad_enabled(modes[1]):
+            value, grad = _redispatch(keyset, loss, input, target, t1, t2, floats, ints,
+                                      reduction)
+        _save(ctx, loss, input, reduction, grad)
+        return value, grad
+
+    @staticmethod
+    def backward(ctx, upstream, upstream_of_grad):
+        return None, None, *_backward(ctx, upstream, upstream_of_grad)
+
+    @staticmethod
+    def jvp(ctx, *tangents):
+        raise RuntimeError(_FORWARD_MODE)
+
+
+def _autograd(keyset, loss, input, target, t1, t2, floats, ints, reduction):
+    args = (loss, input, target, t1, t2, floats, ints, reduction)
+    tensors = (input, target, t1, t2)
+    # a forward-mode tangent shows in no flag of the tensors: under torch.func or inside a
+    # dual level the Function runs, whose jvp raises (the kernel alone drops the tangent:
+    # a zero derivative)
+    if ((torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors))
+            or _C._functorch.peek_interpreter_stack() is not None
+            or torch.autograd.forward_ad._current_level >= 0):
+        # (Dynamo shows torch.func.grad's tensors as not requiring grad: _apply's check
+        # let a target that needs a gradient through)
+        _refuse_grad(loss, zip(("target", *_TABLE[loss].tensors), tensors[1:], strict=False))
+        with _single_level():
+            return _OpAutograd.apply(keyset, (torch.is_grad_enabled(), _C._is_fwd_grad_enabled()),
+                                     *args)
+    return _redispatch(keyset, *args)
+
+
+_LIB.impl("value_and_grad", _autograd, "Autograd", with_keyset=True)
+
+
+def _per_example(apply, info, in_dims, loss, input, *rest):
+    """A vmap rule: ``apply`` (the op, or ``_Func``) once per example, the value and
+    gradient then stacked (the kernels are not torch ops, so no rule can be generated)."""
+    # here the tensors are vmap's own: their requires_grad is the outer autograd's,
+    # which the check in _apply could not see through vmap's wrappers
+    _refuse_grad(loss, zip(("target", *_TABLE[loss].tensors), rest[:3], strict=False))
+    tensors = (input, *rest[:3])
+    dims = in_dims[1:5]
+    if info.batch_size == 0:  # no example to run: empty results of the fake's shapes
+        one = [t if d is None else t.new_empty(t.shape[:d] + t.shape[d + 1:])
+               for t, d in zip(tensors, dims, strict=True)]
+        value, grad = _fake(loss, *one, *rest[3:])
+        return (value.new_empty((0, *value.shape)), grad.new_empty((0, *grad.shape))), (0, 0)
+
+    def example(i):
+        return [t if d is None else t.select(d, i) for t, d in zip(tensors, dims, strict=True)]
+
+    outputs = [apply(loss, *example(i), *rest[3:]) for i in range(info.batch_size)]
+    value, grad = (torch.stack(o) for o in zip(*outputs, strict=True))
+    return (value, grad), (0, 0)
+
+
+torch.library.register_vmap(_value_and_grad, functools.partial(_per_example, _value_and_grad),
+                            lib=_LIB)
+
+# torch.autocast: the loss in float32, as autocast's fp32 policy runs torch's losses (its
+# floating inputs cast, float64 left alone, the gradient cast back by autograd). _apply
+# casts before any path (eager calls do not reach the op's dispatch); this rule is for
+# the op called directly (torch.ops.lossbackends.value_and_grad). (torch 2.5 and later.)
+if hasattr(torch.library, "register_autocast"):
+    for _device_type in ("cpu", "cuda"):
+        torch.library.register_autocast(_value_and_grad, _device_type, torch.float32,
+                                        lib=_LIB)
+
+
+class _Eager(torch.autograd.Function):
+    """The custom op's forward and backward as a plain autograd function: what an eager call
+    runs (the custom op's dispatch costs ~100 µs a call; torch.compile, fake tensors and
+    tensor subclasses take the custom op, torch.func's transforms ``_Func``)."""
+
+    @staticmethod
+    def forward(ctx, loss, input, target, t1, t2, floats, ints, reduction):
+        # (not the setup_context form: its apply binds a signature per call, ~40 µs)
+        value, grad = _compute(loss, input, target, t1, t2, floats, ints, reduction)
+        _save(ctx, loss, input, reduction, grad, hand_on=True)
+        return value, grad
+
+    backward = staticmethod(_backward)
+
+
+_PLAIN = frozenset((Tensor, torch.nn.Parameter))
+_C = torch._C
+_is_compiling = torch.compiler.is_compiling
+
+
+def _eager(*tensors) -> bool:
+    """Plain tensors outside torch.compile, torch.jit.trace (which records the custom op;
+    our NumPy calls it would take for constants), modes and torch.func transforms; not on
+    the ``meta`` device (the op's fake implementation gives its shapes there)."""
+    return (all(type(t) in _PLAIN and not t.is_meta for t in tensors if t is not None)
+            and not _is_compiling() and not _C._is_tracing()
+            and not _C._is_torch_function_mode_enabled()
+            and not _C._len_torch_dispatch_stack()
+            and _C._functorch.peek_interpreter_stack() is None
+            # inside a forward-AD dual level: the op, whose formula's jvp raises (the
+            # eager Function would drop a tangent: a silent zero derivative)
+            and torch.autograd.forward_ad._current_level < 0)
+
+
+class _Func(torch.autograd.Function):
+    """The forward and backward under torch.func's transforms, which need the setup_context
+    form and a vmap rule; ``vmap`` runs the fused kernel once per example (the kernels are
+    not torch ops, so no rule can be generated), the value and gradient then stacked."""
+
+    @staticmethod
+    def forward(loss, input, target, t1, t2, floats, ints, reduction):
+        return _compute(loss, input, target, t1, t2, floats, ints, reduction)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        _setup(ctx, inputs, output)
+
+    backward = staticmethod(_backward)
+
+    @staticmethod
+    def jvp(ctx, *tangents):
+        raise RuntimeError(_FORWARD_MODE)
+
+    @staticmethod
+    def vmap(info, in_dims, *args):
+        return _per_example(_Func.apply, info, in_dims, *args)
+
+
+class _InPlace(torch.autograd.Function):
+    """``inplace_backward=True``: the gradient is written into ``input``'s memory in the
+    forward (Liger-Kernel's trick; eager mode: a custom op may not both mutate its input and
+    have an autograd formula). Its one output is ``input``, so marked changed; the value
+    comes from ``_ValueOf`` of it. (Torch refuses a Function that changes a view, the
+    usual logits ``(x @ W).view(-1, V)``, in place and returns two tensors.)"""
+
+    @staticmethod
+    def forward(ctx, loss, input, target, t1, t2, floats, ints, reduction, found):
+        entry = _TABLE[loss]
+        options = _our_options(entry, input.ndim, t1, t2, floats, ints)
+        buffer = input.detach()
+        value, _ = entry.loss.value_and_grad(target, buffer, reduction=reduction, out=buffer,
+                                             **options)
+        found.append(value)  # (a value output too would make two)
+        # autograd learns that input changed: a leaf that requires grad is refused, and a
+        # tensor saved earlier for another backward raises there instead of being wrong
+        ctx.mark_dirty(input)
+        return input
+
+    @staticmethod
+    def backward(ctx, upstream):  # input holds the gradient now: _ValueOf's backward's
+        return None, upstream, None, None, None, None, None, None, None
+
+
+class _ValueOf(torch.autograd.Function):
+    """The loss's value, whose gradient with respect to ``gradient`` (``_InPlace``'s output:
+    the logits' memory, holding the loss's gradient) is that memory times the upstream
+    gradient."""
+
+    @staticmethod
+    def forward(ctx, gradient, found, axis):
+        # the value from _InPlace's list, not as an argument: an argument returned as it
+        # is would be a view of it, which a later in-place edit (loss /= 4) may not change
+        value = found.pop()
+        ctx.axis = axis
+        # a saved tensor (a plain attribute kept the logits' memory alive as long as the
+        # loss, so a training loop held two steps' logits): autograd frees it after
+        # backward, keeps it for retain_graph=True, and refuses it if written since
+        ctx.save_for_backward(gradient)
+        return value
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, upstream):
+        (gradient,) = ctx.saved_tensors
+        return _scaled(ctx, gradient, upstream), None, None
+
+
+def _refuse_grad(name: str, named) -> None:
+    """A ValueError for a tensor of ``named`` ((key, value) pairs: the target, weights)
+    that requires grad where autograd records: its gradient would be missing."""
+    if not torch.is_grad_enabled():
+        return
+    for key, value in named:
+        if isinstance(value, Tensor) and value.requires_grad:
+            raise ValueError(
+                f"{name}: {key} requires grad, but lossbackends.torch differentiates with "
+                f"respect to input only; pass {key}.detach() (or use torch.nn.functional)"
+            )
+
+
+# the plain API's names in its messages, as a torch user calls them (the arguments'
+# order first: torch's is (input, target))
+_TORCH_TERMS = (("the order is (y_true, y_pred)", "the order is (input, target)"),
+                ("y_true", "target"), ("y_pred", "input"), ("class_weight", "weight"),
+                (".astype(int)", ".long()"))
+
+
+def _in_torch_terms(name: str, call: Callable, *args: Any, **kwargs: Any) -> Any:
+    """``call(*args, **kwargs)``, its argument errors (a ValueError or TypeError, or a
+    LabelError, kept one) in torch's terms: ``target``, ``input`` and ``weight``, the
+    message starting with the function's name."""
+    try:
+        return call(*args, **kwargs)
+    except (ValueError, TypeError) as exc:
+        message = str(exc)
+        for ours, theirs in _TORCH_TERMS:
+            message = message.replace(ours, theirs)
+        if type(exc) is _LabelError and message != str(exc):
+            raise _LabelError(message, exc.label, exc.row, exc.classes, exc.loss) from None
+        if type(exc) not in (ValueError, TypeError) or message == str(exc):
+            raise
+        prefix = "" if message.startswith(f"{name}:") else f"{name}: "
+        raise type(exc)(prefix + message) from None
