@@ -38,8 +38,11 @@ What is held, and when memory is reused:
   it: every array the user got from it, any view, slice, ``np.asarray`` of it, memoryview,
   DLPack capsule, ``torch.from_numpy`` tensor or container holding one keeps a reference to
   the buffer, so nothing a user can still reach is ever overwritten. The check and the
-  handing out happen under one lock, so two threads never get the same buffer. On a
-  free-threaded Python (no GIL) the cache is off: reference counts are not exact there.
+  handing out happen under one lock, so two threads never get the same buffer. The count
+  a free buffer reads is measured at import by the same function that checks it
+  (``_unreferenced_count``: interpreters read it differently); where none tells a free
+  buffer from a held one (a free-threaded Python, whose counts are not exact; no
+  ``sys.getrefcount``) the cache is off.
 
 ``empty_cache()`` drops every buffer this cache holds (memory the user still uses stays
 theirs). CuPy arrays never come here: CuPy's memory pool does this on the GPU.
@@ -80,16 +83,43 @@ def _limit_from_env() -> int:
     return max(limit, 0)
 
 
-limit = _limit_from_env() if getattr(sys, "_is_gil_enabled", lambda: True)() else 0
+def _first_free(bucket: list, unreferenced: int):
+    """The first buffer of ``bucket`` whose reference count is ``unreferenced`` (what a
+    buffer referenced by the bucket alone reads in this loop), or None."""
+    getrefcount = sys.getrefcount
+    for buf in bucket:
+        if getrefcount(buf) == unreferenced:
+            return buf
+    return None
+
+
+def _unreferenced_count() -> int | None:
+    """What ``_first_free`` reads for a buffer that only its bucket references, measured
+    by that function itself (3 on CPython 3.10-3.13: the list, the loop variable and
+    getrefcount's argument; CPython 3.14 may borrow the loop variable's reference and read
+    one less), or None where no count tells a free buffer from one held once more (no
+    ``sys.getrefcount``, as on PyPy; counts that are not exact, as without the GIL): the
+    cache is then off, so a buffer the user still holds can never be handed out."""
+    if not getattr(sys, "_is_gil_enabled", lambda: True)() or not hasattr(sys, "getrefcount"):
+        return None
+    free = [np.empty(1, np.uint8)]
+    held = [np.empty(1, np.uint8)]
+    user = held[0][:]  # a view: one more reference to the buffer, as a user's array holds
+    found = [count for count in range(1, 8) if _first_free(free, count) is not None]
+    if len(found) != 1 or _first_free(held, found[0]) is not None:
+        return None
+    del user
+    return found[0]
+
+
+_UNREFERENCED = _unreferenced_count()
+limit = _limit_from_env() if _UNREFERENCED is not None else 0
 
 _lock = threading.Lock()
 # byte size -> buffers (1-D uint8 arrays owning their memory), least recently used first
 _buckets: OrderedDict[int, list[np.ndarray]] = OrderedDict()
 _held = 0  # bytes of every buffer in _buckets, in use by the caller or not
 
-# sys.getrefcount(buf) of a buffer referenced only by its bucket, while ``_take`` looks at
-# it: the bucket's list, the loop variable and getrefcount's own argument.
-_UNREFERENCED = 3
 
 
 def _reset_after_fork() -> None:
@@ -131,17 +161,15 @@ def _placed(shape, dtype, buf, address):
 
 def _take(shape, dtype, nbytes, address):
     global _held
-    getrefcount = sys.getrefcount
     size = nbytes + PAGE  # the buffer's bytes
     bucket = _buckets.get(nbytes)
     if bucket is None:
         bucket = _buckets[nbytes] = []
     else:
         _buckets.move_to_end(nbytes)
-        for buf in bucket:
-            if getrefcount(buf) == _UNREFERENCED:
-                # the array made here references buf before the lock is released
-                return _placed(shape, dtype, buf, address)
+        buf = _first_free(bucket, _UNREFERENCED)
+        if buf is not None:  # (the array made here references buf before the lock goes)
+            return _placed(shape, dtype, buf, address)
     # None free: a new buffer. Make room by forgetting other sizes, least recently used
     # first, then this size's oldest buffers (still in use: the caller keeps them).
     while _held + size > limit or len(bucket) >= PER_SIZE:
