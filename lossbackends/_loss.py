@@ -488,7 +488,7 @@ def _class_axis_back(xp, value, grad, prep: Prepared, out):
         return value, (grad.reshape(shape) if out is _WANT_GRAD else out)
     moved_shape = shape[:axis] + shape[axis + 1 :] + (shape[axis],)
     grad = xp.moveaxis(grad.reshape(moved_shape), -1, axis)
-    if out is _WANT_GRAD:
-        return value, grad
+    if out is _WANT_GRAD:  # C-contiguous, as the out= it may be passed as next
+        out = _new_grad(xp, shape, grad.dtype, grad.size, grad)
     out[...] = grad
     return value, out

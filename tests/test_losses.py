@@ -204,6 +204,10 @@ def test_cross_entropy_axis(backend, shape, axis):
         expected_value, expected_grad = ce_reference(t, x, axis=axis, reduction=reduction)
         np.testing.assert_allclose(host(value), expected_value, rtol=1e-10)
         np.testing.assert_allclose(host(grad), expected_grad, rtol=1e-10, atol=1e-14)
+        # C-contiguous whatever the axis, as np.empty_like(x): it may be the next out=
+        assert grad.flags.c_contiguous
+        assert lb.cross_entropy.grad(on(backend, t), on(backend, x), axis=axis,
+                                     reduction=reduction, out=grad, backend=backend) is grad
     out = on(backend, np.empty(shape))
     grad = lb.cross_entropy.grad(on(backend, t), on(backend, x), axis=axis, out=out, backend=backend)
     assert grad is out
