@@ -33,7 +33,7 @@ template <typename T, int THREADS, int VPT, int ROWS>
 __device__ __forceinline__ void ce_rows_body(
     const T* logits, const i64* __restrict__ labels, const T* __restrict__ probs,
     const T* __restrict__ class_weight, T* grad, typename AccOf<T>::type* row_loss, T* row_out,
-    int* error, i64 rows, i64 classes, i64 ignore_index, typename AccOf<T>::type smoothing,
+    i64 rows, i64 classes, i64 ignore_index, typename AccOf<T>::type smoothing,
     typename AccOf<T>::type scale, const typename AccOf<T>::type* scale_ptr, T* hess,
     typename AccOf<T>::type z_loss, const typename AccOf<T>::type* z_factor_ptr,
     typename AccOf<T>::type softcap, int packed) {
@@ -47,7 +47,7 @@ __device__ __forceinline__ void ce_rows_body(
     if (THREADS == 32 && row >= rows) return;  // whole warps leave; no block barrier follows
     const T* x_row = logits + row * classes;
     const T* probs_row = probs ? probs + row * classes : 0;
-    const RowTarget t = row_target(labels, row, classes, ignore_index, error);
+    const RowTarget t = row_target(labels, row, classes, ignore_index);
     const A inv_classes = A(1) / A(classes);
     const A inv_cap = softcap > A(0) ? A(1) / softcap : A(0);
 
@@ -149,12 +149,12 @@ __device__ __forceinline__ void ce_rows_body(
 #define CE_ROWS_ARGS                                                                          \
     const T *logits, const i64 *__restrict__ labels, const T *__restrict__ probs,             \
         const T *__restrict__ class_weight, T *grad, typename AccOf<T>::type *row_loss,       \
-        T *row_out, int *error, i64 rows, i64 classes, i64 ignore_index,                      \
+        T *row_out, i64 rows, i64 classes, i64 ignore_index,                                  \
         typename AccOf<T>::type smoothing, typename AccOf<T>::type scale,                     \
         const typename AccOf<T>::type *scale_ptr, T *hess, typename AccOf<T>::type z_loss,    \
         const typename AccOf<T>::type *z_factor_ptr, typename AccOf<T>::type softcap, int packed
 #define CE_ROWS_CALL                                                                          \
-    logits, labels, probs, class_weight, grad, row_loss, row_out, error, rows, classes,       \
+    logits, labels, probs, class_weight, grad, row_loss, row_out, rows, classes,              \
         ignore_index, smoothing, scale, scale_ptr, hess, z_loss, z_factor_ptr, softcap, packed
 
 // MIN_BLOCKS: the blocks per SM the registers must allow (__launch_bounds__' second bound)
@@ -187,7 +187,7 @@ __device__ __forceinline__ bool ce_rows_plain_try(CE_ROWS_ARGS) {
     const i64 row = (i64)blockIdx.x * ROWS + (threadIdx.x >> 5);
     if (row >= rows) return true;  // whole warps leave
     const T* x_row = logits + row * classes;
-    const RowTarget t = row_target(labels, row, classes, ignore_index, error);
+    const RowTarget t = row_target(labels, row, classes, ignore_index);
     // the label's column is (k THREADS + lane) W + e: this lane's when rel is k THREADS W + e
     const i64 rel = t.label - (i64)lane * W;
     const bool own = t.kind == 1 && rel >= 0 && rel < (i64)PACKS * THREADS * W
@@ -258,6 +258,6 @@ __global__ void __launch_bounds__(THREADS * ROWS, MIN_BLOCKS) ce_rows_plain(CE_R
     typedef typename AccOf<T>::type A;
     if (ce_rows_plain_try<T, THREADS, VPT, ROWS>(CE_ROWS_CALL)) return;
     ce_rows_body<T, THREADS, VPT, ROWS>(logits, labels, (const T*)0, (const T*)0, grad, row_loss,
-                                        row_out, error, rows, classes, ignore_index, A(0), scale,
+                                        row_out, rows, classes, ignore_index, A(0), scale,
                                         scale_ptr, (T*)0, z_loss, z_factor_ptr, A(0), packed);
 }

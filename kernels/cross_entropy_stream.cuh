@@ -143,7 +143,7 @@ __global__ void __launch_bounds__(THREADS, 1024 / THREADS) ce_stream(CE_ROWS_ARG
     const i64 row = blockIdx.x;
     const T* x_row = logits + row * classes;
     const T* probs_row = probs ? probs + row * classes : 0;
-    const RowTarget t = row_target(labels, row, classes, ignore_index, error);
+    const RowTarget t = row_target(labels, row, classes, ignore_index);
     const A inv_classes = A(1) / A(classes);
     const A inv_cap = softcap > A(0) ? A(1) / softcap : A(0);
     const Pack<T>* x_packs = reinterpret_cast<const Pack<T>*>(x_row);

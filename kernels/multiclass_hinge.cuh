@@ -28,7 +28,7 @@ __device__ __forceinline__ BestOther<A> better(const BestOther<A>& a, const Best
 template <typename T, int THREADS, int ROWS>
 __global__ void __launch_bounds__(THREADS * ROWS) mh_rows(
     const T* scores, const i64* __restrict__ labels, const T* __restrict__ weight, T* grad,
-    typename AccOf<T>::type* row_loss, T* row_out, int* error, i64 rows, i64 classes,
+    typename AccOf<T>::type* row_loss, T* row_out, i64 rows, i64 classes,
     typename AccOf<T>::type margin, typename AccOf<T>::type scale) {
     typedef typename AccOf<T>::type A;
     const int lane = THREADS == 32 ? (threadIdx.x & 31) : threadIdx.x;
@@ -37,7 +37,6 @@ __global__ void __launch_bounds__(THREADS * ROWS) mh_rows(
     const T* x_row = scores + row * classes;
     const i64 label = labels[row];
     const bool bad = label < 0 || label >= classes;
-    if (bad && error) *error = 1;
     BestOther<A> st;
     st.best = neg_inf<A>();
     st.cls = -1;

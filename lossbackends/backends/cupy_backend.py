@@ -379,10 +379,11 @@ def cross_entropy(target, x, class_weight, params, reduction, scale, grad, want_
         partial_count = -(-rows // rows_per_block) if small else rows
         row_loss = device.workspace("row_loss", partial_count, acc) if value is not None else None
 
-        # (the labels' pass checked them: a bad label's row still gets NaN, without the flag)
-        args = (x, labels, probs, class_weight, grad, row_loss, row_out, None, np.int64(rows),
+        # (the labels' pass checked them: a bad label's row gets NaN here)
+        args = (x, labels, probs, class_weight, grad, row_loss, row_out, np.int64(rows),
                 np.int64(classes), np.int64(ignore_index), acc(smoothing), acc(grad_scale),
                 scale_buffer, hess, acc(z_loss), z_factor, acc(0.0 if softcap is None else softcap))
+        at_rows, at_hess = 7, 13  # (the places of rows and hess in args)
         packed = np.int32(_aligned(x, grad, hess) and classes * x.dtype.itemsize % 16 == 0)
         config = None if small else _row_config(classes, hess is not None)
         if small:
@@ -396,7 +397,7 @@ def cross_entropy(target, x, class_weight, params, reduction, scale, grad, want_
                 # it reads the logits, which the gradient may overwrite (out=(y_pred, hess))
                 device.function("cross_entropy.cu", common, names["hess"][capped])(
                     (rows,), (HESS_STREAM.threads,),
-                    (x, labels, probs, class_weight, None, None, None, None, *args[8:], packed))
+                    (x, labels, probs, class_weight, None, None, None, *args[at_rows:], packed))
             function = device.function("cross_entropy.cu", [name], name)
             staged = stream.staged_bytes if packed else 0  # (no packs: nothing to stage)
             if staged and staged + function.shared_size_bytes > device.shared_optin:
@@ -407,7 +408,7 @@ def cross_entropy(target, x, class_weight, params, reduction, scale, grad, want_
             if staged:  # (its static shared memory counts too: 48 KiB staged needs the opt-in)
                 device.opt_in_shared(function, staged)
             function((rows,), (stream.threads,),
-                     (*args[:14], None, *args[15:], packed), shared_mem=staged)
+                     (*args[:at_hess], None, *args[at_hess + 1:], packed), shared_mem=staged)
         else:
             plain = (CE_ROWS_PLAIN and config.threads == 32 and labels is not None
                      and class_weight is None and not smoothing and softcap is None and hess is None)
@@ -443,7 +444,7 @@ def multiclass_hinge(labels, x, weight, params, reduction, scale, grad, want_val
         row_out = cp.empty(rows, x.dtype) if want_value and reduction == "none" else None
         value = cp.empty((), x.dtype) if want_value and reduction != "none" else None
         row_loss = device.workspace("row_loss", rows, acc) if value is not None else None
-        args = (x, labels, weight, grad, row_loss, row_out, None, np.int64(rows), np.int64(classes),
+        args = (x, labels, weight, grad, row_loss, row_out, np.int64(rows), np.int64(classes),
                 acc(margin), acc(row_scale))
         if hess is not None:  # piecewise linear: 0 away from the kinks; NaN rows NaN (a NaN
             # score, or a bad label): before the kernel, which may write the gradient over x
