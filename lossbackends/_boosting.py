@@ -82,7 +82,10 @@ def _signs(y: Any, name: str) -> Any:
     zero = y == 0
     if bool((one | zero).all()):
         # in y's dtype, not float64: check and map 1.9 ms at n = 1e6 (float32), the
-        # unchecked float64 map (y > 0) * 2.0 - 1.0 that was here 2.7 ms
+        # unchecked float64 map (y > 0) * 2.0 - 1.0 that was here 2.7 ms; an unsigned or
+        # bool y in float64 (0 * 2 - 1 would wrap to 255 in uint8)
+        if y.dtype.kind in "ub":
+            y = y.astype(np.float64)
         return y * 2 - 1
     minus = y == -1
     if bool((one | minus).all()):

@@ -301,7 +301,8 @@ def _label_weight_sum(labels, options, dtype, classes):
 
 def _label_weights_block(labels, *, ignore_index, class_weight, classes):
     kept = labels[(labels != ignore_index) & (labels >= 0) & (labels < classes)]
-    total = kept.size if class_weight is None else class_weight[kept].sum()
+    # (as indices: bool labels would index class_weight as a mask)
+    total = kept.size if class_weight is None else class_weight[kept.astype(np.intp)].sum()
     # in the labels' array type (NumPy or CuPy), as the graph's meta says
     return np.full_like(labels, float(total), dtype=np.float64, shape=(1,) * labels.ndim)
 

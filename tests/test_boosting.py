@@ -703,6 +703,10 @@ def test_margin_losses_take_a_classifiers_0_1_labels_as_signs(library, loss):
                                                   reduction="sum")
     np.testing.assert_allclose(grad, expected)
     assert grad[0] > 0 > grad[1]
+    for dtype in (np.uint8, np.uint32, bool):  # (0 * 2 - 1 wrapped to 255 in uint8)
+        unsigned, _ = LIBRARIES[library].objective(loss)(np.array([0, 1], dtype),
+                                                         np.array([0.5, -0.5]))
+        np.testing.assert_allclose(unsigned, expected, err_msg=np.dtype(dtype).name)
 
 
 @pytest.mark.parametrize("options, error", [

@@ -397,3 +397,17 @@ def test_review_fixes_pos_weight_lists_foreign_chunks_unknown_sizes():
     p = da.arange(8.0, chunks=4)
     with pytest.raises(ValueError, match="compute_chunk_sizes"):
         lb.mse(p[p > 2], p[p > 2])
+
+
+def test_bool_class_labels_weigh_by_class_not_as_a_mask():
+    """Bool class labels (0 and 1) with class weights: the "mean"'s summed weights index
+    class_weight by the labels (a bool array indexed it as a mask: an IndexError, or with
+    two classes a wrong mean), as in memory."""
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(6, 2))
+    t = np.array([True, False, True, True, False, False])
+    weights = np.array([1.0, 5.0])
+    expected = lb.cross_entropy(t, x, class_weight=weights, backend="numpy")
+    got = lb.cross_entropy(da.from_array(t, chunks=2), da.from_array(x, chunks=(2, 2)),
+                           class_weight=weights, backend="numpy").compute()
+    assert got == pytest.approx(expected, rel=1e-12)
