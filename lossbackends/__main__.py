@@ -4,6 +4,7 @@ the seed's examples on each available backend as a self-check."""
 from __future__ import annotations
 
 import importlib.metadata
+import importlib.util
 import platform
 import sys
 
@@ -62,6 +63,8 @@ def main() -> int:
             runnable.append(name)
     host = _dispatch.auto_host_backend()
     why = ("Numba is installed" if host == "numba"
+           else "Numba is installed but cannot run: its row above says why"
+           if importlib.util.find_spec("numba") is not None
            else "Numba is not installed (pip install 'lossbackends[numba]')")
     failures = 0
     try:

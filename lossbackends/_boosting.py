@@ -9,7 +9,6 @@ derivatives, unscaled. Neither library is imported here.
 
 from __future__ import annotations
 
-import importlib.util
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -160,8 +159,8 @@ _HAVE_NUMBA: list[bool] = []  # decided at the first host call
 
 def _host_finish() -> Callable | None:
     """The Numba finishing pass, or None without Numba."""
-    if not _HAVE_NUMBA:
-        _HAVE_NUMBA.append(importlib.util.find_spec("numba") is not None)
+    if not _HAVE_NUMBA:  # (installed and able to run: auto's own test)
+        _HAVE_NUMBA.append(_dispatch.auto_host_backend() == "numba")
     if not _HAVE_NUMBA[0]:
         return None
     from .backends._numba_boosting import finish

@@ -14,6 +14,7 @@ import contextvars
 import importlib
 import importlib.util
 import os
+import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from types import ModuleType
@@ -69,9 +70,10 @@ def load_backend(name: str) -> ModuleType:
     try:
         module = importlib.import_module(spec.module)
     except ImportError as exc:
-        raise ValueError(
-            f"backend {name!r} is not available here ({exc}); install it with: {spec.install}"
-        ) from exc
+        if isinstance(exc, ModuleNotFoundError):  # (a package that is not installed)
+            raise ValueError(f"backend {name!r} is not available here ({exc}); install it "
+                             f"with: {spec.install}") from exc
+        raise ValueError(f"backend {name!r} cannot run here: {exc}") from exc
     _LOADED[name] = module
     return module
 
@@ -203,9 +205,23 @@ _HOST_AUTO: list[str] = []  # the host backend auto picks, decided once
 
 
 def auto_host_backend() -> str:
-    """``numba`` when it is installed, else ``numpy`` (found without importing Numba)."""
+    """``numba`` when it is installed and its backend imports, else ``numpy``: decided by
+    the first call that asks, which imports the numba backend (as that call's kernel
+    would). An installed Numba that cannot run (one older than the NumPy it meets,
+    ``NUMBA_DISABLE_JIT=1``) leaves ``numpy``, with a warning that says why."""
     if not _HOST_AUTO:
-        _HOST_AUTO.append("numba" if importlib.util.find_spec("numba") is not None else "numpy")
+        host = "numpy"
+        if importlib.util.find_spec("numba") is not None:
+            try:
+                load_backend("numba")
+                host = "numba"
+            except ValueError as exc:
+                warnings.warn(f"Numba is installed but cannot run here ({exc.__cause__}); "
+                              "'auto' computes NumPy arrays with the numpy backend (slower). "
+                              "Fix Numba's installation, or set LOSSBACKENDS_BACKEND=numpy "
+                              "to choose it and silence this warning.", RuntimeWarning,
+                              stacklevel=2)
+        _HOST_AUTO.append(host)
     return _HOST_AUTO[0]
 
 

@@ -667,6 +667,52 @@ def test_python_main_diagnoses_the_environment_variable():
     assert "calls without backend= fail on host arrays: 'cupy' cannot run them" in out.stdout
 
 
+@pytest.mark.parametrize("how", ["disabled", "broken"])
+def test_an_installed_numba_that_cannot_run_leaves_auto_on_numpy(how, tmp_path):
+    """Numba installed but unable to run (``NUMBA_DISABLE_JIT=1``, Numba's debugging switch,
+    whose decorators leave Python functions; or an import that fails, as a Numba older than
+    the NumPy it meets does): "auto" computes with NumPy and warns once why, the objectives
+    too; ``backend="numba"`` says why it cannot run; ``python -m lossbackends`` says so and
+    passes. (Every call failed, naming a pip install of what was installed.)"""
+    env = {**os.environ}
+    if how == "disabled":
+        env["NUMBA_DISABLE_JIT"] = "1"
+        why = "NUMBA_DISABLE_JIT=1"
+    else:
+        (tmp_path / "numba").mkdir()
+        (tmp_path / "numba" / "__init__.py").write_text(
+            'raise ImportError("Numba needs NumPy 2.3 or less")\n')
+        env["PYTHONPATH"] = os.pathsep.join([str(tmp_path), str(ROOT)])
+        why = "Numba needs NumPy 2.3 or less"
+    code = """if True:
+        import warnings
+        import numpy as np
+        import lossbackends as lb
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            print(lb.mse(np.array([1.0, 2.0]), np.array([1.0, 3.0])))
+            grad, hess = lb.xgboost.objective(lb.mse)(np.array([0.0, 1.0]), np.array([0.5, 1.0]))
+        print(len(caught), caught[0].message)
+        print(lb.available_backends())
+        try:
+            lb.mse(np.zeros(2), np.ones(2), backend="numba")
+        except ValueError as exc:
+            print(exc)
+    """
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         cwd=ROOT, env=env, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    value, warned, available, refused = out.stdout.strip().split("\n")
+    assert value == "0.5"
+    assert warned.startswith("1 Numba is installed but cannot run here") and why in warned
+    assert available == "['numpy']"
+    assert refused.startswith("backend 'numba' cannot run here") and why in refused
+    main = subprocess.run([sys.executable, "-m", "lossbackends"], capture_output=True,
+                          text=True, cwd=ROOT, env=env, timeout=300)
+    assert main.returncode == 0 and "Traceback" not in main.stderr, main.stderr[-2000:]
+    assert "auto picks 'numpy' for host arrays (Numba is installed but cannot run" in main.stdout
+
+
 @pytest.mark.parametrize("backend", ["numpy", "numba"])
 def test_out_overlapping_y_pred_without_being_it_is_refused(backend):
     buf = np.arange(11.0)

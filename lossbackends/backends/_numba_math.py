@@ -16,10 +16,17 @@ import warnings
 
 import numpy as np
 from llvmlite import ir
-from numba import njit, types
+from numba import config, njit, types
 from numba.core import cgutils
 from numba.core.errors import NumbaIRAssumptionWarning
 from numba.extending import intrinsic, overload
+
+if config.DISABLE_JIT:  # (every Numba module of the backend imports this one)
+    # (decorated functions would stay Python functions, which the kernels' launches cannot
+    # use: the backend is refused here, and "auto" takes NumPy, with a warning)
+    raise ImportError("Numba's compiler is off (NUMBA_DISABLE_JIT=1), and the numba backend "
+                      "runs compiled kernels only: unset NUMBA_DISABLE_JIT, or use "
+                      "backend='numpy'")
 
 # Numba's "pedantic" SSA check flags the selects of these inlined functions (its own
 # message asks for a bug report); the code is correct and vectorised, so the warning is
