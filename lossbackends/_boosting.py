@@ -145,7 +145,21 @@ HINGE = Convention(labels=_signs)
 # log_input=True only (the margin is the log-rate); log_input=False takes the rate itself,
 # no library's objective.
 POISSON_HESSIAN = math.exp(0.7)
-POISSON = Convention(hess=_poisson_hessian)
+
+
+def _counts(y: Any, name: str) -> Any:
+    """The Poisson objectives' labels, counts: a negative one raises, as XGBoost's
+    count:poisson and LightGBM's poisson refuse it (the loss exp(x) - y x then has no
+    minimum: a model would train towards -inf without a word). NaN is left to the loss."""
+    negative = y < 0
+    if bool(negative.any()):
+        index, value = _label_at(y, int(negative.reshape(-1).argmax()), y.shape)  # the first
+        raise ValueError(f"{name} takes counts, labels >= 0 (as XGBoost's count:poisson and "
+                         f"LightGBM's poisson do); label {value} at index {index} is negative")
+    return y
+
+
+POISSON = Convention(hess=_poisson_hessian, labels=_counts)
 _NO_WEIGHT = {np.dtype(np.float32): np.empty(0, np.float32),
               np.dtype(np.float64): np.empty(0, np.float64)}
 # the label check reads labels as their bits (before the kernel, or in the finishing

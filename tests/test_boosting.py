@@ -1034,3 +1034,16 @@ def test_where_a_custom_objective_starts():
                               "learning_rate": 1e-300, "num_threads": 1},
                              lightgbm.Dataset(X, label=y), 1)
     np.testing.assert_array_equal(booster.predict(X, raw_score=True), 0.0)
+
+
+@pytest.mark.parametrize("library", ["xgboost", "lightgbm"])
+def test_poisson_objectives_refuse_negative_counts(library):
+    """A negative label is refused by name and place, as XGBoost's count:poisson and
+    LightGBM's poisson refuse it (the loss has no minimum there: a model trained towards
+    -inf without a word); zero counts are fine."""
+    objective = LIBRARIES[library].objective(lb.poisson_nll)
+    grad, hess = objective(np.array([0.0, 3.0]), np.array([0.1, 0.2]))
+    assert np.isfinite(grad).all() and (hess > 0).all()
+    with pytest.raises(ValueError, match=r"poisson_nll takes counts, labels >= 0 .* label "
+                                         r"-2.0 at index 1 is negative"):
+        objective(np.array([1.0, -2.0, -1.0]), np.zeros(3))
