@@ -3,6 +3,7 @@ the seed's examples on each available backend as a self-check."""
 
 from __future__ import annotations
 
+import argparse
 import importlib.metadata
 import importlib.util
 import platform
@@ -52,7 +53,9 @@ def _describe(name: str) -> tuple[bool, str]:
     return True, f"CuPy {cupy.__version__} on {props['name'].decode()} ({count} GPU(s))"
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
+    # no options: --help says what it does, anything else is refused (not ignored)
+    argparse.ArgumentParser(prog="python -m lossbackends", description=__doc__).parse_args(argv)
     print(f"lossbackends {lb.__version__} (Python {platform.python_version()}, "
           f"{platform.machine()})")
     runnable = []

@@ -665,6 +665,13 @@ def test_python_main_diagnoses_the_environment_variable():
     out = subprocess.run([sys.executable, "-m", "lossbackends"], capture_output=True, text=True,
                          cwd=ROOT, env=env)
     assert "calls without backend= fail on host arrays: 'cupy' cannot run them" in out.stdout
+    # no options: --help says what it does, an unknown one is refused (not ignored)
+    out = subprocess.run([sys.executable, "-m", "lossbackends", "--help"], capture_output=True,
+                         text=True, cwd=ROOT)
+    assert out.returncode == 0 and "which backends run here" in out.stdout
+    out = subprocess.run([sys.executable, "-m", "lossbackends", "--quick"], capture_output=True,
+                         text=True, cwd=ROOT)
+    assert out.returncode == 2 and "unrecognized arguments: --quick" in out.stderr
 
 
 @pytest.mark.parametrize("how", ["disabled", "broken"])
