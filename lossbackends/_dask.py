@@ -26,6 +26,7 @@ import numpy as np
 from . import _dispatch
 from ._loss import _WANT_GRAD, compute
 from ._prepare import as_prediction, class_axis, target_shape_error
+from .backends._host import _up
 
 _DASK_TYPES: dict[type, bool] = {}
 
@@ -360,12 +361,24 @@ def _compute_block(loss, spec: _Spec, y, p, options, denominator=None, z_scale=N
         if z_scale is not None:  # (ignore_index, smoothing, check_labels, z_loss, softcap, _)
             params = (*params[:3], params[3] * z_scale, *params[4:])
         prep = prep._replace(params=params)
+    # float16 computes in float32 (the contract), as the host kernels do (``in_float32``):
+    # here in the block's call itself, so that its partial sum stays float32 (rounded to
+    # float16 before the float64 sum of the blocks, the value came 1 ulp off the
+    # in-memory call's), the gradient and Hessian rounded to float16 after, as there
+    half = xp is np and prep.p.dtype == np.float16 and want_value and reduction != "none"
+    if half:
+        prep = prep._replace(y=_up(prep.y), p=_up(prep.p), weight=_up(prep.weight),
+                             params=tuple(map(_up, prep.params)))
     value, grad, *hess = compute(xp, _dispatch.kernel_for(loss.name, spec.backend), prep, y,
                                  reduction, want_value, _WANT_GRAD if spec.want_grad else None,
                                  _WANT_GRAD if spec.want_hess else None)
+    hess = hess[0] if hess else None
+    if half:
+        with np.errstate(all="ignore"):  # (beyond float16's range: inf, as in memory)
+            grad, hess = (None if a is None else a.astype(np.float16) for a in (grad, hess))
     if want_value and reduction != "none":
         value = _partial(xp, p, value)
-    return grad, value, (hess[0] if hess else None)
+    return grad, value, hess
 
 
 def _result_dtype(dtype) -> np.dtype:
