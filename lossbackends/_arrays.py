@@ -104,9 +104,9 @@ class Foreign:
     def from_native(self, a, like):
         """``a`` (NumPy/CuPy, or a NumPy scalar) as this library's array, the same memory."""
         make = getattr(self.module, "from_dlpack", None)
-        if isinstance(a, np.generic):
-            a = np.asarray(a)
-        return a if make is None else make(a)
+        if make is None:  # no way back into the caller's library: NumPy's results, the
+            return a      # value a NumPy scalar, as for NumPy inputs
+        return make(np.asarray(a) if isinstance(a, np.generic) else a)
 
     def finish_bfloat16(self, a, like):
         return self.from_native(a, like).astype(like.dtype)
