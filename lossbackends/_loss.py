@@ -315,6 +315,12 @@ class Loss:
         if options and any(map(_arrays.is_foreign, options.values())):
             return run_foreign(self, y_true, y_pred, reduction, backend, options, want_value,
                                out, hess)
+        if options:  # (a Dask option of an in-memory call would be computed at once, silently)
+            for key, value in options.items():
+                if type(value).__module__.startswith("dask."):
+                    raise TypeError(f"{key} is a Dask array but y_true and y_pred are not: "
+                                    "pass Dask arrays for them too (dask.array.from_array) "
+                                    f"for a lazy result, or {key}.compute() for this call")
         prep = self._prepare(xp, y_true, y_pred, **options)
         return compute(xp, kernel, prep, y_true, reduction, want_value, out, hess)
 

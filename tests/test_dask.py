@@ -437,3 +437,15 @@ def test_float16_blocks_give_the_in_memory_bits(backend):
                 np.testing.assert_array_equal(grad, want_grad)
         hess = lb.mse.grad_and_hess(dy, dx, backend=backend)[1].compute()
         np.testing.assert_array_equal(hess, lb.mse.grad_and_hess(y, x, backend=backend)[1])
+
+
+def test_a_dask_option_of_an_in_memory_call_is_refused_by_name():
+    """In-memory y_true and y_pred with a Dask weight: a TypeError that names the option
+    and both ways on (it was computed at once, silently, where the user may have wanted a
+    lazy result); Dask y_true and y_pred take it, lazily."""
+    y, p = np.ones(4), np.zeros(4)
+    with pytest.raises(TypeError, match=r"weight is a Dask array but y_true and y_pred are "
+                                        r"not: .*weight.compute\(\)"):
+        lb.mse(y, p, weight=da.ones(4))
+    lazy = lb.mse(da.from_array(y), da.from_array(p), weight=da.ones(4))
+    assert hasattr(lazy, "compute") and lazy.compute() == 1.0
