@@ -316,8 +316,10 @@ class Loss:
             return run_foreign(self, y_true, y_pred, reduction, backend, options, want_value,
                                out, hess)
         if options:  # (a Dask option of an in-memory call would be computed at once, silently)
+            from ._dask import is_dask_array  # (here: _dask imports this module)
+
             for key, value in options.items():
-                if type(value).__module__.startswith("dask."):
+                if is_dask_array(value):
                     raise TypeError(f"{key} is a Dask array but y_true and y_pred are not: "
                                     "pass Dask arrays for them too (dask.array.from_array) "
                                     f"for a lazy result, or {key}.compute() for this call")
