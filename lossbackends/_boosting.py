@@ -168,14 +168,9 @@ _BITS = {np.dtype(np.float32): (np.uint32, int(np.float32(1).view(np.uint32)),
                                 np.empty(0, np.uint32)),
          np.dtype(np.float64): (np.uint64, int(np.float64(1).view(np.uint64)),
                                 np.empty(0, np.uint64))}
-_HAVE_NUMBA: list[bool] = []  # decided at the first host call
-
-
 def _host_finish() -> Callable | None:
-    """The Numba finishing pass, or None without Numba."""
-    if not _HAVE_NUMBA:  # (installed and able to run: auto's own test)
-        _HAVE_NUMBA.append(_dispatch.auto_host_backend() == "numba")
-    if not _HAVE_NUMBA[0]:
+    """The Numba finishing pass, or None where Numba cannot run (auto's decision)."""
+    if _dispatch.auto_host_backend() != "numba":
         return None
     from .backends._numba_boosting import finish
 

@@ -146,7 +146,7 @@ def test_the_numba_finishing_pass_is_numpy_s(library, dtype, monkeypatch):
         for weight in (w, special, None):
             ours = module.objective(loss)(first, second, weight)
             with monkeypatch.context() as patch:
-                patch.setattr(_boosting, "_HAVE_NUMBA", [False])
+                patch.setattr(_boosting, "_host_finish", lambda: None)
                 reference = module.objective(loss)(first, second, weight)
             for a, b in zip(ours, reference, strict=True):
                 assert a.dtype == dtype
@@ -175,7 +175,7 @@ def test_the_parallel_finishing_pass_is_numpy_s(library, monkeypatch):
                 part = None if weight is None else weight[:m]
                 ours = LIBRARIES[library].objective(loss)(y[:m], x[:m], part)
                 with monkeypatch.context() as patch:
-                    patch.setattr(_boosting, "_HAVE_NUMBA", [False])
+                    patch.setattr(_boosting, "_host_finish", lambda: None)
                     reference = LIBRARIES[library].objective(loss)(y[:m], x[:m], part)
                 for a, b in zip(ours, reference, strict=True):
                     np.testing.assert_allclose(a, b, rtol=1e-6, atol=0, err_msg=loss.name)
