@@ -55,7 +55,7 @@ def _elementwise_inputs(loss, rng, shape):
 @pytest.mark.parametrize("loss", [*ELEMENTWISE, *SECOND_SET])
 def test_in_place_gives_the_bits_of_out(backend, loss, dtype):
     """The gradient written over y_pred is the one written elsewhere, bit for bit, and the
-    value too: with labels of 0 and 1 (the Numba kernels' form for them, run again where
+    value too, and the gradient of ``grad`` and ``grad_and_hess`` that of ``value_and_grad``: with labels of 0 and 1 (the Numba kernels' form for them, run again where
     a block holds another label) and without, one chunk and parallel chunks, with the
     Hessian. (Numba computes an in-place block aside first: LLVM leaves loops whose arrays
     overlap unvectorised, 10-20x slower.)"""
@@ -78,6 +78,14 @@ def test_in_place_gives_the_bits_of_out(backend, loss, dtype):
                                                      reduction="sum", backend=backend)[0]
         assert host(value_in_place).tobytes() == host(value).tobytes()
         assert host(written).tobytes() == host(apart).tobytes()
+        # and the kernels that compute no value, or the Hessian too, give the same bits:
+        # where two of a loss's divisions shared a divisor (the float64 log1p's 1 + t and
+        # the sigmoid's), LLVM multiplied by one reciprocal in the kernels of the value only
+        for alone in (function.grad(on(backend, y), on(backend, p), reduction="sum",
+                                    backend=backend),
+                      function.grad_and_hess(on(backend, y), on(backend, p), reduction="sum",
+                                             backend=backend)[0]):
+            assert host(alone).tobytes() == host(apart).tobytes()
         hess = on(backend, np.empty_like(p))
         function.grad_and_hess(on(backend, y), on(backend, p), out=(apart, hess), backend=backend)
         written = on(backend, p.copy())

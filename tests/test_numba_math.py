@@ -287,3 +287,86 @@ def test_streaming_kernels_store_without_reading(tmp_path):
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
                             env=env, cwd=Path(__file__).parents[1], check=True)
     assert result.stdout.split() == ["1", "False", "False", "1", "True", "True"]
+
+
+# --- float64: the same functions, vectorisable, within an ulp ------------------------
+
+# x86's 80-bit long double (64-bit mantissa) measures float64's ulps to a thousandth;
+# where long double is float64 itself (Windows, Arm macOS) there is no reference
+EXTENDED = np.finfo(np.longdouble).nmant >= 63
+needs_extended = pytest.mark.skipif(not EXTENDED, reason="np.longdouble is not wider than "
+                                    "float64 here: no reference for float64's ulps")
+SUBNORMALS64 = np.concatenate([np.arange(1, 64), np.arange(64, 1 << 52, (1 << 52) // 3001)]
+                              ).astype(np.uint64).view(np.float64)
+
+
+def _ulps64(actual, x, function):
+    """|actual - function(x)| in units of the float64 spacing at the exact value (2^-1074 in
+    the subnormal range), ``function`` evaluated in long double."""
+    with np.errstate(over="ignore", under="ignore"):
+        expected = function(x.astype(np.longdouble))
+    spacing = np.spacing(np.abs(expected.astype(np.float64)))
+    return (np.abs(actual.astype(np.longdouble) - expected)
+            / np.maximum(spacing, 2.0**-1074)).astype(np.float64)
+
+
+@needs_extended
+def test_float64_exp_is_within_0_85_ulp_over_its_whole_range():
+    """exp's float64 twin (Cody-Waite, Taylor's degree 13, what rounding the reduced
+    argument lost carried along): subnormal results and overflow where float64 has them."""
+    x = np.concatenate([rng.uniform(-745, 709.78, 300_000), rng.uniform(-1, 1, 100_000),
+                        rng.uniform(-745.13, -708, 50_000), [-745.1332191019411, -708.4]])
+    for function in (fast_exp, fast_exp_nonpositive, fast_exp_normal):
+        part = x[x <= 0] if function is fast_exp_nonpositive else (
+            x[(x >= -708) & (x <= 709)] if function is fast_exp_normal else x)
+        ulps = _ulps64(_compiled(function)(part), part, np.exp)
+        normal = part > -708.39  # (a subnormal result is rounded twice: within an ulp)
+        assert ulps[normal].max() <= 0.85 and ulps.max() <= 1.0, function
+    special = np.array([-np.inf, -1e300, -746.0, 0.0, -0.0, np.nan, np.inf, 1e300, 709.79])
+    np.testing.assert_array_equal(_compiled(fast_exp)(special),
+                                  [0.0, 0.0, 0.0, 1.0, 1.0, np.nan, np.inf, np.inf, np.inf])
+    assert _compiled(fast_exp)(np.array([-745.0]))[0] == 5e-324  # the smallest subnormal
+
+
+@needs_extended
+def test_float64_exp_nonpositive_gives_the_bits_of_exp():
+    x = np.concatenate([rng.uniform(-750, 0, 200_000), -np.exp(rng.uniform(-700, 6, 50_000)),
+                        [-745.1332191019411, -1e300, -np.inf, 0.0, -0.0, np.nan]])
+    np.testing.assert_array_equal(_compiled(fast_exp_nonpositive)(x).view(np.uint64),
+                                  _compiled(fast_exp)(x).view(np.uint64))
+
+
+@needs_extended
+def test_float64_log_is_within_0_85_ulp_and_keeps_its_special_values():
+    """fdlibm's log: every binade, [0.5, 2) densely (the reduction's boundary sqrt(1/2)),
+    subnormals; 0, negatives, inf and NaN as NumPy has them."""
+    x = np.concatenate([np.exp(rng.uniform(-708, 709, 200_000)), rng.uniform(0.5, 2, 200_000),
+                        rng.uniform(1 - 1e-6, 1 + 1e-6, 20_000), SUBNORMALS64])
+    assert _ulps64(_compiled(fast_log)(x), x, np.log).max() <= 0.85
+    special = np.array([0.0, -0.0, -1.0, -np.inf, np.inf, np.nan, 1.0, 2.0**-1022])
+    with np.errstate(divide="ignore", invalid="ignore"):
+        np.testing.assert_array_equal(_compiled(fast_log)(special), np.log(special))
+
+
+@needs_extended
+def test_float64_log1p_is_within_one_and_a_quarter_ulps_on_0_and_up():
+    x = np.concatenate([rng.uniform(0, 1, 200_000), np.exp(rng.uniform(-745, 0, 100_000)),
+                        rng.uniform(0, 1e-7, 20_000), np.exp(rng.uniform(0, 700, 20_000))])
+    assert _ulps64(_compiled(fast_log1p)(x), x, np.log1p).max() <= 1.25
+    # x itself where 1 + x rounds to 1 (subnormals included); inf and NaN kept
+    np.testing.assert_array_equal(_compiled(fast_log1p)(SUBNORMALS64), SUBNORMALS64)
+    special = np.array([0.0, 1e-300, np.inf, np.nan])
+    np.testing.assert_array_equal(_compiled(fast_log1p)(special), np.log1p(special))
+
+
+@needs_extended
+def test_float64_tanh_is_within_2_2_ulp_and_keeps_its_special_values():
+    """tanh from expm1 (``tanh_parts64``): softcap's float64 tanh, log_cosh's gradient."""
+    magnitudes = np.concatenate([rng.uniform(0, 3, 200_000), np.exp(rng.uniform(-700, 6, 50_000)),
+                                 SUBNORMALS64])
+    x = np.concatenate([magnitudes, -magnitudes])
+    assert _ulps64(_compiled(fast_tanh)(x), x, np.tanh).max() <= 2.2
+    special = np.array([0.0, -0.0, np.inf, -np.inf, np.nan, 400.0, -1e300])
+    result = _compiled(fast_tanh)(special)
+    np.testing.assert_array_equal(result, [0.0, -0.0, 1.0, -1.0, np.nan, 1.0, -1.0])
+    assert np.signbit(result[1]) and not np.signbit(result[0])

@@ -38,6 +38,7 @@ from ._numba_math import (
     fast_log1p,
     fma,
     inline,
+    tanh_parts64,
     times,
 )
 
@@ -206,8 +207,8 @@ def _hinge(y, s, param, pos, k):
     return (ZERO if slack <= ZERO else slack), d, h
 
 
-# --- log cosh and tanh of |e|: float32 by series near 0 and exp elsewhere (vectorised);
-# float64 by libm -------------------------------------------------------------------------
+# --- log cosh and tanh of |e|: float32 by series near 0 and exp elsewhere, float64 by
+# expm1 and log1p (both vectorised) ----------------------------------------------------
 
 
 def log_cosh_parts(a, k):
@@ -264,15 +265,22 @@ def _log_cosh_parts32(a, k):
 
 
 def _log_cosh_parts64(a, k):
-    # log cosh a = log1p(2 sinh(a/2)^2) (cosh a - 1 = 2 sinh^2(a/2): exact near 0) while
-    # cosh is small; a + log1p(exp(-2a)) - log 2 beyond (never overflows)
-    t = math.exp(-2.0 * a)
-    if a < 1.0:
-        s = math.sinh(0.5 * a)
-        log_cosh = math.log1p(2.0 * s * s)
-    else:
-        log_cosh = a + math.log1p(t) - 0.6931471805599453
-    return log_cosh, math.tanh(a), 4.0 * t / ((1.0 + t) * (1.0 + t))
+    # The float32 form's identities in float64, vectorisable: tanh a, t = exp(-2a) and v =
+    # expm1(-2a) from ``tanh_parts64``; log cosh a = a + log1p(t) - log 2 from a = 1 on,
+    # and below, where that cancels, log1p(cosh a - 1) with cosh a - 1 = v^2 / (2 w (1 +
+    # w)^2), w = sqrt(t) = exp(-a) (that is (1 - w)^2 / (2 w), and 1 - w = -v / (1 + w)):
+    # one log1p, of the argument its form takes (within 7 ulp; log1p(2 sinh(a/2)^2) by
+    # libm had 4.7). sech^2 a = 4t / (1 + t)^2 takes exp over its whole range (subnormal
+    # from a = 354); the kernels without a Hessian drop it as dead code.
+    tanh, t, v = tanh_parts64(a)
+    near = a < 1.0
+    w = math.sqrt(t)
+    one_w = 1.0 + w
+    log1p_of = fast_log1p(v * v / (2.0 * w * one_w * one_w) if near else t)
+    log_cosh = log1p_of if near else a + log1p_of - 0.6931471805599453
+    t_full = fast_exp(-2.0 * a)
+    one_t = 1.0 + t_full
+    return log_cosh, tanh, 4.0 * t_full / (one_t * one_t)
 
 
 @overload(log_cosh_parts, jit_options=INLINE)
