@@ -258,7 +258,7 @@ def _log_cosh_parts32(a, k):
     s = s * z + lc[0]
     log1p_t = fma(t * t, fma(fma(fma(m[3], t, m[2]), t, m[1]), t, m[0]), t)  # t <= exp(-2)
     log_cosh = s * z if a < lc_max else a + log1p_t - ln2
-    tanh = -u / (two + u)
+    tanh = abs(u) / (two + u)  # (|u|, not -u: +0 at a = 0, as NumPy's tanh)
     t_full = fast_exp(x, exp_k)
     one_t = one + t_full
     return log_cosh, tanh, four * t_full / (one_t * one_t)
@@ -270,7 +270,7 @@ def _log_cosh_parts64(a, k):
     # and below, where that cancels, log1p(cosh a - 1) with cosh a - 1 = v^2 / (2 w (1 +
     # w)^2), w = sqrt(t) = exp(-a) (that is (1 - w)^2 / (2 w), and 1 - w = -v / (1 + w)):
     # one log1p, of the argument its form takes (within 7 ulp; log1p(2 sinh(a/2)^2) by
-    # libm had 4.7). sech^2 a = 4t / (1 + t)^2 takes exp over its whole range (subnormal
+    # libm had 4.9). sech^2 a = 4t / (1 + t)^2 takes exp over its whole range (subnormal
     # from a = 354); the kernels without a Hessian drop it as dead code.
     tanh, t, v = tanh_parts64(a)
     near = a < 1.0

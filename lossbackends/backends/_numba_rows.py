@@ -40,6 +40,7 @@ from ._numba_math import (
     ONE,
     TANH32,
     TANH_NEAR32,
+    divide_apart,
     fast_exp,
     fast_exp_normal,
     fast_tanh,
@@ -305,7 +306,8 @@ def _cross_entropy_kernel(x, soft, labels, probs, weighted, class_weight, ignore
             # softmax * coef - w q, times the reduction's scale; the scale in the logits'
             # dtype, so that float32 multiplies stay float32 (a float64 scale would convert
             # every element there and back: two and a half times the instructions)
-            prob_scale = x.dtype.type(grad_coef / sum_exp * grad_scale)
+            # (``divide_apart``: the Hessian's divisions share sum_exp)
+            prob_scale = x.dtype.type(divide_apart(grad_coef, sum_exp) * grad_scale)
             # The label's gradient, (c s_label - w_label) times the scale, as
             # (z_grad e_label - w_label rest) / sum in float64, rest the other classes' sum
             # of exps (``label_rest``): s_label - 1 rounded in the logits' dtype cancels
@@ -313,14 +315,14 @@ def _cross_entropy_kernel(x, soft, labels, probs, weighted, class_weight, ignore
             # above 999 zeros, 0 instead of -1.4e-8 at 25). With label smoothing the
             # target is below 1 and nothing cancels: the plain form.
             exact_label = not soft and smoothing == 0.0 and abs(prob_scale) < INF
-            label_gradient = ((z_grad * float(g[label]) - coef * label_rest) / sum_exp
-                              * grad_scale) if exact_label else 0.0
+            label_gradient = (divide_apart(z_grad * float(g[label]) - coef * label_rest,
+                                           sum_exp) * grad_scale) if exact_label else 0.0
             if not abs(prob_scale) < INF:
                 # the z-loss's 2 zc lse overflowed (logits near the dtype's largest, or
                 # infinite): a class whose softmax is 0 has the limit 0, not 0 * inf = NaN;
                 # scaled here, once, in this rare row, in float64 (a float32 gradient can be
                 # finite where its scale is not)
-                row_scale = grad_coef / sum_exp * grad_scale
+                row_scale = divide_apart(grad_coef, sum_exp, 0.5) * grad_scale  # (huge)
                 for c in range(classes):
                     g[c] = times(float(g[c]), row_scale)
                 prob_scale = ONE
