@@ -632,13 +632,14 @@ def _log64(x):
 
 @inline
 def divide_apart(a, b, factor=2.0):
-    """a / b, both times ``factor`` first (a power of two: exactly, short of overflow, or
-    for 1/2 of subnormals): a division whose divisor no other division shares. Numba sets "arcp" on every instruction of a kernel, and where
-    two divisions share a divisor LLVM multiplies both by one reciprocal, in the kernels
-    whose code has both: the float64 log1p's 1 + x is the softplus losses' sigmoid
-    divisor too, and cross-entropy's gradient scale shares the row's sum of exps with
-    the Hessian's, so gradients came 1 ulp apart between ``grad``, ``value_and_grad`` and
-    ``grad_and_hess`` (``tests/test_hessians.py`` compares their bits)."""
+    """a / b, both times ``factor`` first (a power of two: exact short of overflow, and for
+    1/2 short of a subnormal): a division whose divisor no other division shares. Numba
+    sets "arcp" on every instruction of a kernel, and where two divisions share a divisor
+    LLVM multiplies both by one reciprocal, in the kernels whose code has both: the
+    float64 log1p's 1 + x is the softplus losses' sigmoid divisor too, and cross-entropy's
+    gradient scale shares the row's sum of exps with the Hessian's, so gradients came 1
+    ulp apart between ``grad``, ``value_and_grad`` and ``grad_and_hess``
+    (``tests/test_hessians.py`` compares their bits)."""
     return (factor * a) / (factor * b)
 
 
