@@ -80,28 +80,36 @@ def times(k, v):
 
 
 # Numba computes integer arithmetic in 64 bits, so bit tricks written in Python would run
-# 4 lanes to a 256-bit vector (and convert back and forth); these two intrinsics keep them
-# in 32-bit lanes, 8 to a vector, like the float32 arithmetic around them.
+# float32's 4 lanes to a 256-bit vector (and convert back and forth); these two intrinsics
+# keep them in lanes of the float's own width (float32: 8 to a vector), like the
+# arithmetic around them.
 _I32 = ir.IntType(32)
 _F32 = ir.FloatType()
 
 
-_SQRT_HALF_BITS = 0x3F3504F3  # the bits of float32(sqrt(1/2))
+# Each float type's bit layout for the two intrinsics below: (its integer of the same
+# width, the mantissa's bits, the bits of sqrt(1/2) in it)
+_LAYOUT = {types.float32: (_I32, 23, 0x3F3504F3), types.float64: (ir.IntType(64), 52,
+                                                                  0x3FE6A09E667F3BCD)}
 
 
 @intrinsic
-def _split_for_log32(typingctx, x):
-    """(k, m) with x = m 2^k, m in [sqrt(1/2), sqrt(2)) and k a float32, for a positive
-    normal float32 x: subtracting the bits of sqrt(1/2) moves the binade boundary there,
-    so no compare and select are needed."""
-    sig = types.UniTuple(types.float32, 2)(types.float32)
+def _split_for_log(typingctx, x):
+    """(k, m) with x = m 2^k, m in [sqrt(1/2), sqrt(2)) and k of x's type, for a positive
+    normal float32 or float64 x: subtracting the bits of sqrt(1/2) moves the binade
+    boundary there, so no compare and select are needed."""
+    if x not in _LAYOUT:
+        return None
+    sig = types.UniTuple(x, 2)(x)
+    integer, mantissa_bits, sqrt_half = _LAYOUT[x]
 
     def codegen(context, builder, signature, args):
-        offset = builder.sub(builder.bitcast(args[0], _I32), ir.Constant(_I32, _SQRT_HALF_BITS))
-        k = builder.sitofp(builder.ashr(offset, ir.Constant(_I32, 23)), _F32)
-        mantissa = builder.add(builder.and_(offset, ir.Constant(_I32, 0x7FFFFF)),
-                               ir.Constant(_I32, _SQRT_HALF_BITS))
-        m = builder.bitcast(mantissa, _F32)
+        value_type = context.get_value_type(x)
+        offset = builder.sub(builder.bitcast(args[0], integer), ir.Constant(integer, sqrt_half))
+        k = builder.sitofp(builder.ashr(offset, ir.Constant(integer, mantissa_bits)), value_type)
+        low_bits = ir.Constant(integer, (1 << mantissa_bits) - 1)
+        mantissa = builder.add(builder.and_(offset, low_bits), ir.Constant(integer, sqrt_half))
+        m = builder.bitcast(mantissa, value_type)
         return context.make_tuple(builder, signature.return_type, [k, m])
 
     return sig, codegen
@@ -114,14 +122,20 @@ ROUNDER = _f32(12582912.0 + 127.0)
 
 
 @intrinsic
-def _power_of_two32(typingctx, rounded):
-    """2^n from ``rounded`` = n + ROUNDER, for an integer n in [-126, 127]."""
-    sig = types.float32(types.float32)
+def _power_of_two(typingctx, rounded):
+    """2^n from ``rounded`` = n + ROUNDER (float32, n in [-126, 127]) or n + ROUNDER64
+    (float64, n in [-1022, 1023])."""
+    if rounded not in _LAYOUT:
+        return None
+    sig = rounded(rounded)
+    integer, mantissa_bits, _ = _LAYOUT[rounded]
 
     def codegen(context, builder, signature, args):
-        # the pattern's low 9 bits are n + 127 (mod 512); the shift drops the rest
-        exponent = builder.shl(builder.bitcast(args[0], _I32), ir.Constant(_I32, 23))
-        return builder.bitcast(exponent, _F32)
+        # the pattern's low bits are n + the bias (mod a power of two); the shift drops
+        # the rest
+        exponent = builder.shl(builder.bitcast(args[0], integer),
+                               ir.Constant(integer, mantissa_bits))
+        return builder.bitcast(exponent, context.get_value_type(rounded))
 
     return sig, codegen
 
@@ -303,14 +317,14 @@ def exp_and_expm1_normal32(x, k=EXP32):
     (NaN kept), from one reduction: expm1 = 2^n (e^f - 1) + (2^n - 1), one rounding, so
     exact near 0, where exp(x) - 1 cancels. ``k``: ``EXP32``, or the same ``held``."""
     minus_one, rounded = _exp32_reduced_minus_one(x, k)
-    scale = _power_of_two32(rounded)
+    scale = _power_of_two(rounded)
     return (minus_one + k[10]) * scale, fma(minus_one, scale, scale - k[10])
 
 
 @inline
 def _exp32_normal(x, k=EXP32):
     mantissa, rounded = _exp32_reduced(x, k)
-    return mantissa * _power_of_two32(rounded)
+    return mantissa * _power_of_two(rounded)
 
 
 # fast_exp's constants: exp's, then the clamp's bounds and the two-factor scaling's
@@ -332,7 +346,7 @@ def _exp32(x, k=EXP32_WIDE):
     # a subnormal or overflowing result is rounded once, by the last product (a bare 2^n
     # would need n >= -126: results below 2^-126 would flush to 0)
     low = rounded < reduced[1]  # n < 0 (reduced[1] is ROUNDER)
-    y = mantissa * _power_of_two32(rounded + (shift if low else minus_shift))
+    y = mantissa * _power_of_two(rounded + (shift if low else minus_shift))
     return y * (two_to_minus_shift if low else two_to_shift)
 
 
@@ -348,7 +362,7 @@ def _exp32_nonpositive(x, k=EXP32_LOW):
     mantissa, rounded = _exp32_reduced(clamped, reduced)
     # 2^(n + 64) 2^-64: the result, if subnormal, is rounded once, by the last product
     # (``_exp32``'s scaling for n < 0, taken for every n: exact for a normal result)
-    return mantissa * _power_of_two32(rounded) * two_to_minus_shift
+    return mantissa * _power_of_two(rounded) * two_to_minus_shift
 
 
 # FreeBSD's logf (k_logf.h): log(1 + f) = f - f^2/2 + s (f^2/2 + R(s^2)), s = f / (2 + f),
@@ -372,7 +386,7 @@ def _log32(x, k=LOG32):
     # a subnormal x is scaled by 2^25 (exactly) into the normal range the bit split needs
     tiny = x < smallest_normal
     # x = m 2^e, m in [sqrt(1/2), sqrt(2))
-    e, m = _split_for_log32(x * two_to_25 if tiny else x)
+    e, m = _split_for_log(x * two_to_25 if tiny else x)
     e = e - (twenty_five if tiny else ZERO)
     f = m - one
     s = f / (two + f)
@@ -458,45 +472,12 @@ def _softcap32_near_zero(x, inv_cap, k=TANH_NEAR32):
 # --- float64: the same algorithms, vectorisable, with float64's constants -------------
 # (with libm's scalar calls, value_and_grad of BCE with logits at n = 1e6 took 10.3 ms in
 # float64 against 0.46 in float32, and PyTorch's float64 forward pass alone 2.8 ms).
-# Within an ulp of the exact value (tests/test_numba_math.py, against mpmath); the same
-# bits wherever an element sits in an array (fused products by name, ``fma``).
+# Within the module docstring's bounds (tests/test_numba_math.py, against long double);
+# the same bits wherever an element sits in an array (fused products by name, ``fma``).
 _f64 = np.float64
-_I64 = ir.IntType(64)
-_F64 = ir.DoubleType()
-_SQRT_HALF_BITS64 = 0x3FE6A09E667F3BCD  # the bits of float64(sqrt(1/2))
-
-
-@intrinsic
-def _split_for_log64(typingctx, x):
-    """``_split_for_log32`` for a positive normal float64 x: (k, m), x = m 2^k."""
-    sig = types.UniTuple(types.float64, 2)(types.float64)
-
-    def codegen(context, builder, signature, args):
-        offset = builder.sub(builder.bitcast(args[0], _I64),
-                             ir.Constant(_I64, _SQRT_HALF_BITS64))
-        k = builder.sitofp(builder.ashr(offset, ir.Constant(_I64, 52)), _F64)
-        mantissa = builder.add(builder.and_(offset, ir.Constant(_I64, (1 << 52) - 1)),
-                               ir.Constant(_I64, _SQRT_HALF_BITS64))
-        return context.make_tuple(builder, signature.return_type,
-                                  [k, builder.bitcast(mantissa, _F64)])
-
-    return sig, codegen
-
 
 # 1.5 2^52 + 1023: ``ROUNDER``'s float64 twin (n + 1023 in the pattern's low bits)
 ROUNDER64 = _f64(6755399441055744.0 + 1023.0)
-
-
-@intrinsic
-def _power_of_two64(typingctx, rounded):
-    """2^n from ``rounded`` = n + ROUNDER64, for an integer n in [-1022, 1023]."""
-    sig = types.float64(types.float64)
-
-    def codegen(context, builder, signature, args):
-        exponent = builder.shl(builder.bitcast(args[0], _I64), ir.Constant(_I64, 52))
-        return builder.bitcast(exponent, _F64)
-
-    return sig, codegen
 
 
 # fdlibm's ln 2 in two parts: LN2_HI64 n is exact for |n| < 2^21
@@ -548,7 +529,7 @@ def _exp64(x):
     clamped = EXP_LOW64 if clamped < EXP_LOW64 else clamped
     minus_one, rounded = _exp64_reduced_minus_one(clamped)
     low = rounded < ROUNDER64  # n < 0
-    scale = _power_of_two64(rounded + (SHIFT64 if low else -SHIFT64))
+    scale = _power_of_two(rounded + (SHIFT64 if low else -SHIFT64))
     # 2^n e^f rounded once (``fma``), where (e^f - 1) + 1 first rounded it twice
     return fma(minus_one, scale, scale) * (TWO_TO_MINUS_SHIFT64 if low else TWO_TO_SHIFT64)
 
@@ -558,7 +539,7 @@ def _exp64_nonpositive(x):
     """``_exp32_nonpositive`` in float64: exp(x) for x <= 0, scaled as 2^(n + 64) 2^-64."""
     clamped = EXP_LOW64 if x < EXP_LOW64 else x
     minus_one, rounded = _exp64_reduced_minus_one(clamped)
-    scale = _power_of_two64(rounded + SHIFT64)
+    scale = _power_of_two(rounded + SHIFT64)
     return fma(minus_one, scale, scale) * TWO_TO_MINUS_SHIFT64
 
 
@@ -566,7 +547,7 @@ def _exp64_nonpositive(x):
 def _exp64_normal(x):
     """exp(x) for x in [-708, 709], where it is a normal float64 (NaN kept)."""
     minus_one, rounded = _exp64_reduced_minus_one(x)
-    scale = _power_of_two64(rounded)
+    scale = _power_of_two(rounded)
     return fma(minus_one, scale, scale)
 
 
@@ -575,7 +556,7 @@ def exp_and_expm1_normal64(x):
     """``exp_and_expm1_normal32`` in float64: (exp(x), expm1(x)) for x in [-708, 709] (NaN
     kept), expm1 exact near 0."""
     minus_one, rounded = _exp64_reduced_minus_one(x)
-    scale = _power_of_two64(rounded)
+    scale = _power_of_two(rounded)
     return fma(minus_one, scale, scale), fma(minus_one, scale, scale - 1.0)
 
 
@@ -615,7 +596,7 @@ def _log64(x):
     """``_log32`` in float64 (fdlibm's log): subnormal x, 0, inf, negative x and NaN
     included."""
     tiny = x < SMALLEST_NORMAL64  # scaled into the normal range the bit split needs
-    e, m = _split_for_log64(x * TWO_TO_54 if tiny else x)
+    e, m = _split_for_log(x * TWO_TO_54 if tiny else x)
     e = e - (54.0 if tiny else 0.0)
     f = m - 1.0
     s = f / (2.0 + f)
