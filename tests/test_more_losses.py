@@ -323,6 +323,37 @@ def test_limits_at_infinity_and_nan(backend, dtype):
         np.testing.assert_array_equal(np.isnan(value), np.isnan(p), err_msg=loss)
 
 
+@pytest.mark.parametrize("log_input", [True, False])
+def test_poisson_limits_scattered_through_a_parallel_input(backend, log_input):
+    """Finite limits among ordinary elements of an input the parallel kernels split (a
+    label of 0 at x = -inf, or at a rate whose x + eps is 0: 0 inf = 0): the value is the
+    sum of the others, and each such loss its limit, with and without weights (the Numba
+    kernels take these limits only in a block whose sum came out NaN)."""
+    rng = np.random.default_rng(12)
+    n, eps = 140_000, 0.25
+    y = rng.poisson(2.0, n).astype(np.float32)
+    p = (rng.standard_normal(n) if log_input else rng.uniform(0.1, 4.0, n)).astype(np.float32)
+    at = rng.choice(n, 40, replace=False)
+    y[at], p[at] = 0.0, (-np.inf if log_input else -eps)
+    limit = 0.0 if log_input else -eps
+    weight = rng.uniform(0.5, 2.0, n).astype(np.float32)
+    others = np.ones(n, bool)
+    others[at] = False
+    for w in (None, weight):
+        options = {"log_input": log_input, "eps": eps, "weight": None if w is None else on(backend, w)}
+        losses = host(lb.poisson_nll(on(backend, y), on(backend, p), reduction="none",
+                                     backend=backend, **options))
+        expected = np.float32(limit) * (np.ones(at.size, np.float32) if w is None else w[at])
+        np.testing.assert_array_equal(losses[at], expected)
+        value, grad = lb.poisson_nll.value_and_grad(on(backend, y), on(backend, p),
+                                                    reduction="sum", backend=backend, **options)
+        ordinary = ew_reference("poisson_nll", y[others], p[others], reduction="sum",
+                                weight=None if w is None else w[others], log_input=log_input,
+                                eps=eps)[0]
+        np.testing.assert_allclose(host(value), ordinary + float(np.sum(expected)), rtol=2e-6)
+        assert np.isfinite(host(grad)).all()
+
+
 def test_accuracy_near_zero(backend):
     """log_cosh is e^2/2 near 0, and its tanh e; neither is lost to cancellation."""
     e = np.array([1e-30, 1e-8, 1e-4, 0.01, 0.3, 0.7])

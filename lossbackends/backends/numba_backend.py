@@ -67,6 +67,7 @@ xp = np
 _LOSS_MATH = None  # the loss's function in each elementwise kernel (see _jit)
 _HARD_LABELS_MATH = None  # its form for labels of 0 and 1 (see _jit)
 _LOSS_CONSTANTS = None  # the constants that function declares, held (see _jit)
+_LOSS_LIMITS = None  # its form that takes the limits of its value (see _jit)
 
 
 @inline
@@ -159,8 +160,21 @@ def _elementwise_block(math, k, hard_labels, want_value, sum_in_loop, ys, ps, ws
     return part, soft
 
 
+@inline
+def _take_limits(limits, k, ys, ps, ws, ls, param, pos_weight, offset):
+    """The losses ``ls`` of a block (weighted by ``ws``, or None) again where they are
+    NaN, by the loss's function that takes its value's limits (``loss_math``'s
+    ``limits``); returns their new sum."""
+    for i in range(ls.size):
+        if ls[i] != ls[i]:
+            pos = None if pos_weight is None else pos_weight[(offset + i) % pos_weight.size]
+            loss = limits(ys[i], ps[i], param, pos, k)[0]
+            ls[i] = loss if ws is None else loss * ws[i]
+    return _sum(ls)
+
+
 def _elementwise_kernel(optimistic: bool, want_value: bool, sum_in_loop: bool,
-                        stream: int):
+                        stream: int, limited: bool):
     """The loop shared by the elementwise losses, on the mathematics of the global
     ``_LOSS_MATH`` alone (see ``_jit``), whose constants, the global ``_LOSS_CONSTANTS``,
     it holds before its loops. (One kernel inlining every loss's mathematics and pruning
@@ -171,7 +185,9 @@ def _elementwise_kernel(optimistic: bool, want_value: bool, sum_in_loop: bool,
     never computes the loss; ``sum_in_loop``: whether the losses are added as they are
     computed, or from a block of them in L1, by the loss's ``loss_math`` and the size;
     ``stream``: how the gradient and the Hessian are stored, ``PLAIN``, ``STREAMED`` or
-    ``STAGED``: see ``_streams``).
+    ``STAGED``: see ``_streams``; ``limited``: whether a block whose sum is NaN takes the
+    global ``_LOSS_LIMITS``, the loss's function that takes its value's limits, where its
+    losses are NaN).
     The input's chunks (``CHUNKS``, or one below ``PARALLEL_MIN_ELEMENTS``) run in order,
     their float64 sums added in order, times ``scale`` returned (0 without
     ``want_value``); or, ``shared`` among threads (see ``_threads``), each chunk's sum into
@@ -269,16 +285,18 @@ def _elementwise_kernel(optimistic: bool, want_value: bool, sum_in_loop: bool,
                     if not (labels_0_or_1 and soft):
                         break
                     labels_0_or_1 = False
+                if want_value and not sum_in_loop:  # (the losses are in ``ls``)
+                    part = _sum(ls)
+                    if limited and part != part:  # (``limited``: a closure constant)
+                        part = _take_limits(_LOSS_LIMITS, k, ys, ps, ws, ls, param,
+                                            pos_weight, start)
                 if grad is not None:  # (compiled only where a gradient is written)
                     if staged:  # (a closure constant; never in place, see ``_streams``)
                         copy_streaming(gs, grad[start:stop])
                     elif in_place:
                         _copy(gs, grad[start:stop])
                 if want_value:
-                    if sum_in_loop:  # (one branch compiled: a closure constant)
-                        total += part
-                    else:
-                        total += _sum(ls)
+                    total += part
                 elif hess is not None:  # (compiled only where a Hessian is written)
                     if count_labels:  # (per block: the element loops stay vectorised)
                         total += _outside_unit(ys)  # the blocks that may hold one
@@ -354,11 +372,13 @@ def _elementwise(loss: str):
             # a kernel whose loop writes only the gradient has streaming forms too
             streams = not want or (in_loop and math.stream_with_value)
             for stream in (PLAIN, STREAMED, STAGED) if streams else (PLAIN,):
-                source = _elementwise_kernel(optimistic, want, in_loop, stream)
+                limited = want and form.limits is not None
+                source = _elementwise_kernel(optimistic, want, in_loop, stream, limited)
                 # (without a form for hard labels the general one stands in, typed, never run)
                 kernels[key, want, in_loop, stream] = _jit(
                     source, f"{label}_{name}{_STREAM_NAMES[stream]}", math=form,
-                    constants=constants, hard_labels=form.hard_labels or form)
+                    constants=constants, hard_labels=form.hard_labels or form,
+                    limits=form.limits or form)
 
     def options(params) -> tuple:
         """(variant, the kernel's numbers, pos_weight) for the loss's ``params``."""
