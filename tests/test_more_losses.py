@@ -354,6 +354,31 @@ def test_poisson_limits_scattered_through_a_parallel_input(backend, log_input):
         assert np.isfinite(host(grad)).all()
 
 
+@pytest.mark.parametrize("alpha", [0.0, 1.0])
+def test_sigmoid_focal_class_of_alpha_0_at_an_infinite_logit(backend, alpha):
+    """A class whose alpha_t is 0 costs nothing even at a logit infinitely against it (0
+    inf = 0), among ordinary labels of 0 and 1 in an input the parallel kernels split (the
+    Numba kernels' form for such labels takes this limit only in a block whose sum came out
+    NaN)."""
+    rng = np.random.default_rng(13)
+    n = 140_000
+    y = (rng.random(n) < 0.5).astype(np.float32)
+    x = (rng.standard_normal(n) * 2).astype(np.float32)
+    at = rng.choice(n, 30, replace=False)
+    # alpha 0: a label of 1 weighs nothing (its logit at -inf); alpha 1: a label of 0 (+inf)
+    y[at], x[at] = (1.0, -np.inf) if alpha == 0.0 else (0.0, np.inf)
+    others = np.ones(n, bool)
+    others[at] = False
+    losses = host(lb.sigmoid_focal(on(backend, y), on(backend, x), alpha=alpha,
+                                   reduction="none", backend=backend))
+    np.testing.assert_array_equal(losses[at], np.zeros(at.size, np.float32))
+    value, grad = lb.sigmoid_focal.value_and_grad(on(backend, y), on(backend, x), alpha=alpha,
+                                                  reduction="sum", backend=backend)
+    expected = ew_reference("sigmoid_focal", y[others], x[others], reduction="sum", alpha=alpha)[0]
+    np.testing.assert_allclose(host(value), expected, rtol=2e-6)
+    np.testing.assert_array_equal(host(grad)[at], np.zeros(at.size, np.float32))
+
+
 def test_accuracy_near_zero(backend):
     """log_cosh is e^2/2 near 0, and its tanh e; neither is lost to cancellation."""
     e = np.array([1e-30, 1e-8, 1e-4, 0.01, 0.3, 0.7])

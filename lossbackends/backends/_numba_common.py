@@ -55,20 +55,14 @@ _SOURCES_FINGERPRINT = hashlib.sha256(b"".join(
 )).hexdigest()[:12]
 
 
-def _jit(function, name: str, reassociate: bool = False, math=None, constants=None,
-         hard_labels=None, limits=None):
+def _jit(function, name: str, reassociate: bool = False, loss: dict | None = None):
     """Compile ``function`` under its own name (its cache entry) with our flags; only sums
-    may ``reassociate``. ``math``, an elementwise loss's function (of
-    ``_numba_losses``), is the global ``_LOSS_MATH`` of this compilation (a closure cell
-    holding a function would be pickled into the cache's key, which then never matches
-    again), and ``constants``, the constants its mathematics declares (``loss_math``), the
-    global ``_LOSS_CONSTANTS``, ``hard_labels``, its form for labels of 0 and 1, the
-    global ``_HARD_LABELS_MATH``, and ``limits``, its value's limits, ``_LOSS_LIMITS``."""
+    may ``reassociate``. ``loss``: globals of this compilation alone, over the function's
+    module's (an elementwise kernel's loss: its functions and constants, see
+    ``numba_backend._elementwise``; a closure cell holding a function would be pickled
+    into the cache's key, which then never matches again)."""
     name = f"{name}_{_SOURCES_FINGERPRINT}"
-    scope = function.__globals__
-    if math is not None or constants is not None:
-        scope = {**scope, "_LOSS_MATH": math, "_LOSS_CONSTANTS": constants,
-                 "_HARD_LABELS_MATH": hard_labels, "_LOSS_LIMITS": limits}
+    scope = function.__globals__ if loss is None else {**function.__globals__, **loss}
     clone = types.FunctionType(function.__code__, scope, name,
                                function.__defaults__, function.__closure__)
     clone.__qualname__ = name

@@ -383,32 +383,42 @@ def _focal(power):
     """sigmoid_focal with q^gamma by ``power`` multiplications (0 to 4), or by pow (-1)."""
     power_of = _power(power)
 
-    @loss_math(EXP32_LOW, LOG1P32)
-    def focal_of_hard_labels(y, x, param, pos, k):
-        # For y in {0, 1} the loss is a function of z = x (y = 0) or -x (y = 1) alone:
-        # alpha_t q^gamma softplus(z), q = sigmoid(z) = 1 - p_t, r = 1 - q = sigmoid(-z).
-        # d/dz = alpha_t q^gamma g, g = q + gamma r softplus(z) (q' = q r, softplus' = q);
-        # d2/dz2 = alpha_t q^gamma (r (gamma g + q (1 + gamma)) - gamma q r softplus(z)).
-        # The general form's loss (below) at these labels, bit for bit, without its
-        # division by q and its 1 - 2y: the gradient rounds once less. The sign of z goes
-        # back into the gradient.
-        a, b, gamma = param
-        exp_k, log1p_k = k
-        label_1 = y > HALF
-        z = -x if label_1 else x
-        t = fast_exp_nonpositive(-abs(z), exp_k)
-        inv = ONE / (ONE + t)
-        above = z >= ZERO
-        q = (ONE if above else t) * inv
-        r = (t if above else ONE) * inv
-        ce = (z if above else ZERO) + fast_log1p(t, log1p_k)  # softplus(z)
-        modulator = (a if label_1 else b) * power_of(q, gamma)
-        rce = times(r, ce)  # 0 at z = inf
-        g = q + gamma * rce  # terms >= 0: nothing cancels
-        dz = modulator * g
-        h = modulator * (r * (gamma * g + q * (ONE + gamma)) - gamma * q * rce)
-        # at z = inf the loss is inf, or 0 where alpha_t is 0 (q = 1 there)
-        return times(modulator, ce), (-dz if label_1 else dz), h
+    def hard_labels_form(at_limits):
+        """The form for labels of 0 and 1; ``at_limits``: its twin that takes the value's
+        limit where modulator ce is NaN (``loss_math``'s ``limits``)."""
+
+        @loss_math(EXP32_LOW, LOG1P32, limits=None if at_limits else hard_labels_form(True))
+        def focal_of_hard_labels(y, x, param, pos, k):
+            # For y in {0, 1} the loss is a function of z = x (y = 0) or -x (y = 1) alone:
+            # alpha_t q^gamma softplus(z), q = sigmoid(z) = 1 - p_t, r = 1 - q = sigmoid(-z).
+            # d/dz = alpha_t q^gamma g, g = q + gamma r softplus(z) (q' = q r, softplus' = q);
+            # d2/dz2 = alpha_t q^gamma (r (gamma g + q (1 + gamma)) - gamma q r softplus(z)).
+            # The general form's loss (below) at these labels, bit for bit, without its
+            # division by q and its 1 - 2y: the gradient rounds once less. The sign of z goes
+            # back into the gradient.
+            a, b, gamma = param
+            exp_k, log1p_k = k
+            label_1 = y > HALF
+            z = -x if label_1 else x
+            t = fast_exp_nonpositive(-abs(z), exp_k)
+            inv = ONE / (ONE + t)
+            above = z >= ZERO
+            q = (ONE if above else t) * inv
+            r = (t if above else ONE) * inv
+            ce = (z if above else ZERO) + fast_log1p(t, log1p_k)  # softplus(z)
+            modulator = (a if label_1 else b) * power_of(q, gamma)
+            rce = times(r, ce)  # 0 at z = inf
+            g = q + gamma * rce  # terms >= 0: nothing cancels
+            dz = modulator * g
+            h = modulator * (r * (gamma * g + q * (ONE + gamma)) - gamma * q * rce)
+            # at z = inf the loss is inf, or 0 where alpha_t is 0 (q = 1 there): modulator ce
+            # is NaN there (0 inf), where the twin ``at_limits`` takes its limit
+            loss = times(modulator, ce) if at_limits else modulator * ce
+            return loss, (-dz if label_1 else dz), h
+
+        return focal_of_hard_labels
+
+    focal_of_hard_labels = hard_labels_form(False)
 
     @loss_math(EXP32_LOW, LOG1P32, hard_labels=focal_of_hard_labels, hard_gradient=True)
     def focal(y, x, param, pos, k):

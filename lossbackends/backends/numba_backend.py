@@ -64,10 +64,11 @@ from ._threads import claim, record
 
 xp = np
 
-_LOSS_MATH = None  # the loss's function in each elementwise kernel (see _jit)
-_HARD_LABELS_MATH = None  # its form for labels of 0 and 1 (see _jit)
-_LOSS_CONSTANTS = None  # the constants that function declares, held (see _jit)
-_LOSS_LIMITS = None  # its form that takes the limits of its value (see _jit)
+# Each elementwise kernel's loss, set per compilation (``_jit``'s ``loss``): its function,
+# its form for labels of 0 and 1, each one's form that takes the limits of its value (see
+# ``loss_math``; where it has none, itself stands in, typed, never run), and the constants
+# they declare, held
+_LOSS_MATH = _HARD_LABELS_MATH = _LOSS_LIMITS = _HARD_LABELS_LIMITS = _LOSS_CONSTANTS = None
 
 
 @inline
@@ -174,7 +175,7 @@ def _take_limits(limits, k, ys, ps, ws, ls, param, pos_weight, offset):
 
 
 def _elementwise_kernel(optimistic: bool, want_value: bool, sum_in_loop: bool,
-                        stream: int, limited: bool):
+                        stream: int, limited: tuple[bool, bool]):
     """The loop shared by the elementwise losses, on the mathematics of the global
     ``_LOSS_MATH`` alone (see ``_jit``), whose constants, the global ``_LOSS_CONSTANTS``,
     it holds before its loops. (One kernel inlining every loss's mathematics and pruning
@@ -185,9 +186,10 @@ def _elementwise_kernel(optimistic: bool, want_value: bool, sum_in_loop: bool,
     never computes the loss; ``sum_in_loop``: whether the losses are added as they are
     computed, or from a block of them in L1, by the loss's ``loss_math`` and the size;
     ``stream``: how the gradient and the Hessian are stored, ``PLAIN``, ``STREAMED`` or
-    ``STAGED``: see ``_streams``; ``limited``: whether a block whose sum is NaN takes the
-    global ``_LOSS_LIMITS``, the loss's function that takes its value's limits, where its
-    losses are NaN).
+    ``STAGED``: see ``_streams``; ``limited``: whether a block whose sum is NaN takes
+    the limits of the loss's value where its losses are NaN, after the loss's general form
+    and after its form for hard labels: by the globals ``_LOSS_LIMITS`` and
+    ``_HARD_LABELS_LIMITS``, see ``loss_math``).
     The input's chunks (``CHUNKS``, or one below ``PARALLEL_MIN_ELEMENTS``) run in order,
     their float64 sums added in order, times ``scale`` returned (0 without
     ``want_value``); or, ``shared`` among threads (see ``_threads``), each chunk's sum into
@@ -287,9 +289,14 @@ def _elementwise_kernel(optimistic: bool, want_value: bool, sum_in_loop: bool,
                     labels_0_or_1 = False
                 if want_value and not sum_in_loop:  # (the losses are in ``ls``)
                     part = _sum(ls)
-                    if limited and part != part:  # (``limited``: a closure constant)
-                        part = _take_limits(_LOSS_LIMITS, k, ys, ps, ws, ls, param,
-                                            pos_weight, start)
+                    if part != part:  # (``limited``: closure constants)
+                        if optimistic and labels_0_or_1:
+                            if limited[1]:
+                                part = _take_limits(_HARD_LABELS_LIMITS, k, ys, ps, ws, ls,
+                                                    param, pos_weight, start)
+                        elif limited[0]:
+                            part = _take_limits(_LOSS_LIMITS, k, ys, ps, ws, ls, param,
+                                                pos_weight, start)
                 if grad is not None:  # (compiled only where a gradient is written)
                     if staged:  # (a closure constant; never in place, see ``_streams``)
                         copy_streaming(gs, grad[start:stop])
@@ -372,13 +379,17 @@ def _elementwise(loss: str):
             # a kernel whose loop writes only the gradient has streaming forms too
             streams = not want or (in_loop and math.stream_with_value)
             for stream in (PLAIN, STREAMED, STAGED) if streams else (PLAIN,):
-                limited = want and form.limits is not None
-                source = _elementwise_kernel(optimistic, want, in_loop, stream, limited)
                 # (without a form for hard labels the general one stands in, typed, never run)
+                hard_form = form.hard_labels or form
+                limited = (want and form.limits is not None,
+                           want and optimistic and hard_form.limits is not None)
+                source = _elementwise_kernel(optimistic, want, in_loop, stream, limited)
                 kernels[key, want, in_loop, stream] = _jit(
-                    source, f"{label}_{name}{_STREAM_NAMES[stream]}", math=form,
-                    constants=constants, hard_labels=form.hard_labels or form,
-                    limits=form.limits or form)
+                    source, f"{label}_{name}{_STREAM_NAMES[stream]}", loss={
+                        "_LOSS_MATH": form, "_HARD_LABELS_MATH": hard_form,
+                        "_LOSS_LIMITS": form.limits or form,
+                        "_HARD_LABELS_LIMITS": hard_form.limits or hard_form,
+                        "_LOSS_CONSTANTS": constants})
 
     def options(params) -> tuple:
         """(variant, the kernel's numbers, pos_weight) for the loss's ``params``."""
