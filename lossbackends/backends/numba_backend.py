@@ -33,7 +33,7 @@ from numba.extending import overload
 
 from .. import _dispatch
 from . import _numba_losses, _threads
-from ._host import FLOAT16, in_float32
+from ._host import HALF, in_float32
 from ._numba_common import (
     _CHUNK_ARGUMENTS,
     _LARGEST,
@@ -429,7 +429,7 @@ def _elementwise(loss: str):
         a label outside [0, 1] (NaN, or below 0, -0.0 included: 0 when there is none),
         counted in the same pass; times the scale, 1 for the objectives' ``"sum"``."""
         dtype = p.dtype
-        if dtype is FLOAT16:  # checked here, not by a wrapper: this runs on every call
+        if dtype.num == HALF:  # checked here, not by a wrapper: this runs on every call
             if hess_floor != NO_FLOOR:
                 raise NotImplementedError("hess_floor takes float32 or float64 inputs")
             return in_float32(kernel, y, p, weight, params, reduction, scale, grad, want_value,
@@ -461,7 +461,7 @@ def _elementwise(loss: str):
     def plain_call(dtype, reduction, want_value, no_grad, params):
         """The launch of a plain call (see ``PlainCalls``): the kernel's code and numbers
         found once, the arguments written out (this runs on every call)."""
-        if dtype is FLOAT16:
+        if dtype.num == HALF:
             return lambda y, p, scale, grad: kernel(y, p, None, params, reduction, scale, grad,
                                                     want_value)
         key, param, pos_weight = options(params)

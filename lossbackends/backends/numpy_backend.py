@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from .. import _dispatch
-from ._host import FLOAT16, half_in_float32, quiet
+from ._host import HALF, half_in_float32, quiet
 from ._numpy_rows import cross_entropy, multiclass_hinge, times
 
 xp = np
@@ -33,7 +33,7 @@ def elementwise(kernel):
     half = half_in_float32(kernel)
 
     def run(y, p, weight, params, reduction, scale, grad, want_value, hess=None):
-        if p.ndim and p.dtype is not FLOAT16:  # the usual call: one wrapper, not two
+        if p.ndim and p.dtype.num != HALF:  # the usual call: one wrapper, not two
             return kernel(y, p, weight, params, reduction, scale, grad, want_value, hess)
         if p.ndim:
             return half(y, p, weight, params, reduction, scale, grad, want_value, hess)
