@@ -352,6 +352,12 @@ def test_poisson_limits_scattered_through_a_parallel_input(backend, log_input):
                                 eps=eps)[0]
         np.testing.assert_allclose(host(value), ordinary + float(np.sum(expected)), rtol=2e-6)
         assert np.isfinite(host(grad)).all()
+        # in place (out=y_pred): the limits read y_pred before its gradient is written over it
+        written = on(backend, p.copy())
+        in_place = lb.poisson_nll.value_and_grad(on(backend, y), written, out=written,
+                                                 reduction="sum", backend=backend, **options)
+        assert host(in_place[0]) == host(value)
+        np.testing.assert_array_equal(host(written), host(grad))
 
 
 @pytest.mark.parametrize("alpha", [0.0, 1.0])
@@ -377,6 +383,12 @@ def test_sigmoid_focal_class_of_alpha_0_at_an_infinite_logit(backend, alpha):
     expected = ew_reference("sigmoid_focal", y[others], x[others], reduction="sum", alpha=alpha)[0]
     np.testing.assert_allclose(host(value), expected, rtol=2e-6)
     np.testing.assert_array_equal(host(grad)[at], np.zeros(at.size, np.float32))
+    # in place (out=y_pred): the limits read y_pred before its gradient is written over it
+    written = on(backend, x.copy())
+    in_place = lb.sigmoid_focal.value_and_grad(on(backend, y), written, out=written,
+                                               alpha=alpha, reduction="sum", backend=backend)
+    assert host(in_place[0]) == host(value)
+    np.testing.assert_array_equal(host(written), host(grad))
 
 
 def test_accuracy_near_zero(backend):

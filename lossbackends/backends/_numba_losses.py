@@ -97,13 +97,16 @@ def loss_math(*constants, hard_labels=None, hard_gradient=False, sum_in_loop_fro
     the gradient by streaming stores, as the gradient-only kernel does
     (``_numba_common.STREAM_FROM_BYTES``).
     ``limits``: for a loss whose formula gives NaN where the value has a limit (0 inf,
-    inf - inf), its function that takes those limits (compiled by this decorator too),
-    which the kernel runs only on the elements whose loss is NaN, in a block whose sum
-    came out NaN (``numba_backend._take_limits``): a compare per block instead of selects
-    per element (poisson_nll's value_and_grad took 0.47 instead of 0.57 ns per element in
-    cache, one thread). The loss's own function then gives the same value wherever it is
-    not NaN, and its value is summed from its block (``sum_in_loop_from`` None)."""
+    inf - inf), its twin that takes those limits (compiled by this decorator too, with the
+    same constants), which the kernel runs only on the elements whose loss is NaN, in a
+    block whose sum came out NaN (``numba_backend._take_limits``): a compare per block
+    instead of selects per element (poisson_nll's value_and_grad took 0.48 instead of 0.57
+    ns per element in cache, one thread; a block holding a NaN or a limit costs about
+    twice its time). The twin's value must equal the loss's own wherever that is not NaN
+    (up to the sign of a zero, which the compiler's ``nsz`` leaves open anyway), and the
+    value be summed from its block (``sum_in_loop_from`` None)."""
     assert limits is None or sum_in_loop_from is None, "limits need the block's sum"
+    assert limits is None or limits.constants == (constants or None), "one k for both"
 
     def compile_(function, wide=wide_vectors):
         compiled = inline(function)
@@ -469,8 +472,9 @@ def _poisson(log_input, full, at_limits=False):
             rate = fast_exp(x, k[0])
             loss, d, h = rate - y * x, rate - y, rate
             if at_limits:  # (a closure constant)
-                # NaN at x = inf (inf - inf) and at y = 0 with an infinite x (0 inf), where
-                # the loss is exp(x): inf, or 0 at x = -inf; NaN y and inf y kept
+                # NaN at y = 0 with an infinite x (0 inf) and where exp(x) and y x are both
+                # inf (x = inf, or x > 88 with a huge y in float32), where the loss is
+                # exp(x): inf, or 0 at x = -inf; NaN y and inf y kept
                 loss = rate if (loss != loss) & (abs(y) < INF) else loss
         else:  # x = rate: x - y log(x + eps)
             shifted = x + eps
