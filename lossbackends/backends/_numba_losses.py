@@ -98,13 +98,13 @@ def loss_math(*constants, hard_labels=None, hard_gradient=False, sum_in_loop_fro
     (``_numba_common.STREAM_FROM_BYTES``).
     ``limits``: for a loss whose formula gives NaN where the value has a limit (0 inf,
     inf - inf), its twin that takes those limits (compiled by this decorator too, with the
-    same constants), which the kernel runs only on the elements whose loss is NaN, in a
-    block whose sum came out NaN (``numba_backend._take_limits``): a compare per block
-    instead of selects per element (poisson_nll's value_and_grad took 0.48 instead of 0.57
-    ns per element in cache, one thread; a block holding a NaN or a limit costs about
-    twice its time). The twin's value must equal the loss's own wherever that is not NaN
-    (up to the sign of a zero, which the compiler's ``nsz`` leaves open anyway), and the
-    value be summed from its block (``sum_in_loop_from`` None)."""
+    same constants, the same gradient and Hessian), which the kernel runs from the first
+    block whose sum came out NaN to the end of its chunk
+    (``numba_backend._elementwise_kernel``): a compare per block instead of selects per
+    element (poisson_nll's value_and_grad took 0.48 instead of 0.57 ns per element in
+    cache, one thread). The twin's value must equal the loss's own wherever that is not
+    NaN (up to the sign of a zero, which the compiler's ``nsz`` leaves open anyway), and
+    the value be summed from its block (``sum_in_loop_from`` None)."""
     assert limits is None or sum_in_loop_from is None, "limits need the block's sum"
     assert limits is None or limits.constants == (constants or None), "one k for both"
 

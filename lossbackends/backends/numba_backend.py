@@ -161,22 +161,6 @@ def _elementwise_block(math, k, hard_labels, want_value, sum_in_loop, ys, ps, ws
     return part, soft
 
 
-@inline
-def _take_limits(limits, k, ys, ps, ws, ls, param, pos_weight, offset):
-    """The losses ``ls`` of a block (weighted by ``ws``, or None) again where they are
-    NaN, by the loss's function that takes its value's limits (``loss_math``'s
-    ``limits``); returns their new sum. A block with a NaN takes about twice the time of
-    one without, however few it holds (poisson_nll's value_and_grad 0.97 against 0.48
-    ns per element in cache, one NaN in 1000 or all NaN alike)."""
-    for i in range(ls.size):
-        if ls[i] != ls[i]:
-            pos = None if pos_weight is None else pos_weight[(offset + i) % pos_weight.size]
-            # (the gradient and Hessian it also returns are dead code, dropped)
-            loss = limits(ys[i], ps[i], param, pos, k)[0]
-            ls[i] = loss if ws is None else loss * ws[i]
-    return _sum(ls)
-
-
 def _elementwise_kernel(optimistic: bool, want_value: bool, sum_in_loop: bool,
                         stream: int, limited: bool, hard_limited: bool):
     """The loop shared by the elementwise losses, on the mathematics of the global
@@ -190,9 +174,10 @@ def _elementwise_kernel(optimistic: bool, want_value: bool, sum_in_loop: bool,
     computed, or from a block of them in L1, by the loss's ``loss_math`` and the size;
     ``stream``: how the gradient and the Hessian are stored, ``PLAIN``, ``STREAMED`` or
     ``STAGED``: see ``_streams``; ``limited`` and ``hard_limited``: whether a block
-    whose sum is NaN, run by the loss's general form or by its form for hard labels, then
-    takes the limits of the value where its losses are NaN, by the global
-    ``_LOSS_LIMITS`` or ``_HARD_LABELS_LIMITS``: see ``loss_math``'s ``limits``).
+    whose sum is NaN, run by the loss's general form or by its form for hard labels, runs
+    again, and the chunk's remaining blocks too, by that form's twin that takes the
+    value's limits, the global ``_LOSS_LIMITS`` or ``_HARD_LABELS_LIMITS``: see
+    ``loss_math``'s ``limits``).
     The input's chunks (``CHUNKS``, or one below ``PARALLEL_MIN_ELEMENTS``) run in order,
     their float64 sums added in order, times ``scale`` returned (0 without
     ``want_value``); or, ``shared`` among threads (see ``_threads``), each chunk's sum into
@@ -251,6 +236,7 @@ def _elementwise_kernel(optimistic: bool, want_value: bool, sum_in_loop: bool,
             chunk_stop = min(n, chunk_start + size)
             first_block = y[chunk_start:min(chunk_stop, chunk_start + BLOCK)]
             labels_0_or_1 = optimistic and _labels_are_0_or_1(first_block)
+            guarded = False  # whether the chunk's blocks run the twins that take limits
             for start in range(chunk_start, chunk_stop, BLOCK):
                 stop = min(chunk_stop, start + BLOCK)
                 # (IN_DRAM: where the inputs stream from DRAM)
@@ -278,30 +264,49 @@ def _elementwise_kernel(optimistic: bool, want_value: bool, sum_in_loop: bool,
                     ls = None if losses is None else losses[start:stop]
                 else:
                     ls = scratch[: stop - start] if losses is None else losses[start:stop]
-                while True:  # once, or twice when a block proves its labels were not 0/1
-                    if optimistic and labels_0_or_1:  # (pruned at compile time if not optimistic)
+                # once; again when a block proves its labels were not 0/1, or when its
+                # sum is NaN and the loss's form that ran it takes limits (``loss_math``'s
+                # ``limits``): then by its twin that takes them, and so the chunk's
+                # remaining blocks (the limits' elements seldom come alone: a rate of 0
+                # and its count 0 where eps = 0). The twin's gradient is the same; before
+                # an in-place gradient is copied over p below, which the block reads
+                while True:
+                    # (the closure constants first in each condition: Numba prunes the
+                    # branches they rule out before typing, and a kernel compiles only the
+                    # forms it may run)
+                    if optimistic and labels_0_or_1:
+                        if hard_limited and guarded:
+                            part, soft = _elementwise_block(
+                                _HARD_LABELS_LIMITS, k, True, want_value, sum_in_loop, ys, ps,
+                                ws, gs, ls, hs, pos_weight, start, param, grad_scale,
+                                hess_floor, direct)
+                        else:
+                            part, soft = _elementwise_block(
+                                _HARD_LABELS_MATH, k, True, want_value, sum_in_loop, ys, ps,
+                                ws, gs, ls, hs, pos_weight, start, param, grad_scale,
+                                hess_floor, direct)
+                        if soft:
+                            labels_0_or_1 = False
+                            continue
+                    elif limited and guarded:
                         part, soft = _elementwise_block(
-                            _HARD_LABELS_MATH, k, True, want_value, sum_in_loop, ys, ps, ws,
-                            gs, ls, hs, pos_weight, start, param, grad_scale, hess_floor, direct)
+                            _LOSS_LIMITS, k, False, want_value, sum_in_loop, ys, ps, ws, gs,
+                            ls, hs, pos_weight, start, param, grad_scale, hess_floor, direct)
                     else:
                         part, soft = _elementwise_block(
                             _LOSS_MATH, k, False, want_value, sum_in_loop, ys, ps, ws, gs,
                             ls, hs, pos_weight, start, param, grad_scale, hess_floor, direct)
-                    if not (labels_0_or_1 and soft):
-                        break
-                    labels_0_or_1 = False
-                # the block's sum, and its limits where it is NaN, before an in-place
-                # gradient is copied over p below: the limits read p again
-                if want_value and not sum_in_loop:  # (the losses are in ``ls``)
-                    part = _sum(ls)
-                    if part != part:
-                        if optimistic and labels_0_or_1:  # (the form that ran the block)
-                            if hard_limited:  # (closure constants, as ``limited``)
-                                part = _take_limits(_HARD_LABELS_LIMITS, k, ys, ps, ws, ls,
-                                                    param, pos_weight, start)
-                        elif limited:
-                            part = _take_limits(_LOSS_LIMITS, k, ys, ps, ws, ls, param,
-                                                pos_weight, start)
+                    if want_value and not sum_in_loop:  # (the losses are in ``ls``)
+                        part = _sum(ls)
+                        if part != part and not guarded:
+                            if optimistic and labels_0_or_1:
+                                if hard_limited:
+                                    guarded = True
+                                    continue
+                            elif limited:
+                                guarded = True
+                                continue
+                    break
                 if grad is not None:  # (compiled only where a gradient is written)
                     if staged:  # (a closure constant; never in place, see ``_streams``)
                         copy_streaming(gs, grad[start:stop])
