@@ -268,8 +268,8 @@ def _elementwise_kernel(optimistic: bool, want_value: bool, sum_in_loop: bool,
                 # sum is NaN and the loss's form that ran it takes limits (``loss_math``'s
                 # ``limits``): then by its twin that takes them, and so the chunk's
                 # remaining blocks (the limits' elements seldom come alone: a rate of 0
-                # and its count 0 where eps = 0). The twin's gradient is the same; before
-                # an in-place gradient is copied over p below, which the block reads
+                # and its count 0 where eps = 0). The twin writes the same gradient. All
+                # before the in-place copy below: a block run again reads p
                 while True:
                     # (the closure constants first in each condition: Numba prunes the
                     # branches they rule out before typing, and a kernel compiles only the
