@@ -55,8 +55,9 @@ def _elementwise_inputs(loss, rng, shape):
 @pytest.mark.parametrize("loss", [*ELEMENTWISE, *SECOND_SET])
 def test_in_place_gives_the_bits_of_out(backend, loss, dtype):
     """The gradient written over y_pred is the one written elsewhere, bit for bit, and the
-    value too, and the gradient of ``grad`` and ``grad_and_hess`` that of ``value_and_grad``: with labels of 0 and 1 (the Numba kernels' form for them, run again where
-    a block holds another label) and without, one chunk and parallel chunks, with the
+    value too, and the gradient of ``grad`` and ``grad_and_hess`` that of
+    ``value_and_grad``: with labels of 0 and 1 (the Numba kernels' form for them, run again
+    where a block holds another label) and without, one chunk and parallel chunks, with the
     Hessian. (Numba computes an in-place block aside first: LLVM leaves loops whose arrays
     overlap unvectorised, 10-20x slower.)"""
     rng = np.random.default_rng(17)
