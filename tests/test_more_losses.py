@@ -360,6 +360,53 @@ def test_poisson_limits_scattered_through_a_parallel_input(backend, log_input):
         np.testing.assert_array_equal(host(written), host(grad))
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_kl_div_targets_beyond_the_normal_range_through_a_parallel_input(backend, dtype):
+    """Targets of 0 (at x = -inf too: 0 log 0 = 0) and subnormal targets (their own log,
+    not that of the normal number their bits would make), scattered through an input the
+    parallel kernels split, then an infinite target at x = 100: its loss +inf. The Numba
+    kernels take these only in a block whose sum came out NaN or infinite
+    (``fast_log_normal``)."""
+    rng = np.random.default_rng(14)
+    n = 140_000
+    y = rng.uniform(0.01, 1.0, n).astype(dtype)
+    x = np.log(rng.uniform(0.01, 1.0, n)).astype(dtype)
+    at = rng.choice(n, 60, replace=False)
+    zeros, subnormal, at_minus_inf = at[:20], at[20:40], at[40:]
+    y[zeros] = 0.0
+    y[subnormal] = np.finfo(dtype).smallest_subnormal * rng.integers(1, 10**6, 20)
+    y[at_minus_inf], x[at_minus_inf] = 0.0, -np.inf
+    assert (y[subnormal] > 0).all() and (y[subnormal] < np.finfo(dtype).smallest_normal).all()
+    y64, x64 = y.astype(np.float64), x.astype(np.float64)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        elements = np.where(y64 > 0, y64 * (np.log(y64) - x64), 0.0)  # float64, of dtype's inputs
+    weight = rng.uniform(0.5, 2.0, n).astype(dtype)
+    for w in (None, weight):
+        options = {"weight": None if w is None else on(backend, w)}
+        expected = elements if w is None else elements * w
+        losses = host(lb.kl_div(on(backend, y), on(backend, x), reduction="none",
+                                backend=backend, **options))
+        np.testing.assert_array_equal(losses[zeros], 0.0)
+        np.testing.assert_array_equal(losses[at_minus_inf], 0.0)
+        # (float32's subnormal losses hold 10 to 20 bits)
+        np.testing.assert_allclose(losses[subnormal], expected[subnormal], rtol=1e-5)
+        value, grad = lb.kl_div.value_and_grad(on(backend, y), on(backend, x), reduction="sum",
+                                               backend=backend, **options)
+        np.testing.assert_allclose(host(value), np.sum(expected), rtol=2e-6)
+        np.testing.assert_array_equal(host(grad), -y if w is None else -(y * w))
+        # in place (out=y_pred): the rerun blocks read y_pred before the gradient is written
+        written = on(backend, x.copy())
+        in_place = lb.kl_div.value_and_grad(on(backend, y), written, out=written,
+                                            reduction="sum", backend=backend, **options)
+        assert host(in_place[0]) == host(value)
+        np.testing.assert_array_equal(host(written), host(grad))
+    # inf (inf - 100) = +inf, where log(inf) taken as a finite number would give -inf
+    y[7], x[7] = np.inf, 100.0
+    losses = host(lb.kl_div(on(backend, y), on(backend, x), reduction="none", backend=backend))
+    assert losses[7] == np.inf
+    assert host(lb.kl_div(on(backend, y), on(backend, x), reduction="sum", backend=backend)) == np.inf
+
+
 @pytest.mark.parametrize("alpha", [0.0, 1.0])
 def test_sigmoid_focal_class_of_alpha_0_at_an_infinite_logit(backend, alpha):
     """A class whose alpha_t is 0 costs nothing even at a logit infinitely against it (0

@@ -32,6 +32,7 @@ from lossbackends.backends._numba_math import (  # noqa: E402
     fast_exp_normal,
     fast_log,
     fast_log1p,
+    fast_log_normal,
     fast_tanh,
     held,
     softcap_near_zero,
@@ -113,6 +114,24 @@ def test_log_of_subnormals_zero_inf_and_negatives():
     with np.errstate(divide="ignore", invalid="ignore"):
         expected = np.log(special.astype(np.float64)).astype(np.float32)
     np.testing.assert_array_equal(_compiled(fast_log)(special), expected)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_log_normal_gives_the_bits_of_log_from_the_smallest_normal_and_nan_below(dtype):
+    """``fast_log_normal``: ``fast_log`` to the bit for every normal x (each binade, the
+    largest and smallest normals), NaN below (0, subnormals, negatives, NaN): the limits
+    its callers take elsewhere (kl_div) are found by that NaN."""
+    info = np.finfo(dtype)
+    normal = np.concatenate([np.exp(rng.uniform(np.log(info.tiny), np.log(info.max), 100_000)),
+                             rng.uniform(0.5, 2, 50_000), [info.tiny, info.max, 1.0]]).astype(dtype)
+    normal = normal[np.isfinite(normal) & (normal >= info.tiny)]
+    bits = np.uint32 if dtype == np.float32 else np.uint64
+    for constants in (None, LOG32) if dtype == np.float32 else (None,):
+        np.testing.assert_array_equal(_compiled(fast_log_normal, constants)(normal).view(bits),
+                                      _compiled(fast_log)(normal).view(bits))
+        below = np.array([0.0, -0.0, info.smallest_subnormal, info.tiny * 0.999, -1.0, -np.inf,
+                          -info.max, np.nan], dtype)
+        assert np.isnan(_compiled(fast_log_normal, constants)(below)).all()
 
 
 def test_log1p_is_within_one_and_a_half_ulps_on_0_to_1():

@@ -36,6 +36,7 @@ from ._numba_math import (
     fast_exp_nonpositive,
     fast_log,
     fast_log1p,
+    fast_log_normal,
     fma,
     inline,
     tanh_parts64,
@@ -97,13 +98,13 @@ def loss_math(*constants, hard_labels=None, hard_gradient=False, sum_in_loop_fro
     the gradient by streaming stores, as the gradient-only kernel does
     (``_numba_common.STREAM_FROM_BYTES``).
     ``limits``: for a loss whose formula gives NaN where the value has a limit (0 inf,
-    inf - inf), its twin that takes those limits (compiled by this decorator too, with the
+    inf - inf) or where it is not computed (kl_div's log of a subnormal), its twin that takes those limits (compiled by this decorator too, with the
     same constants, the same gradient and Hessian), which the kernel runs from the first
-    block whose sum came out NaN to the end of its chunk
+    block whose sum came out NaN or infinite to the end of its chunk
     (``numba_backend._elementwise_kernel``): a compare per block instead of selects per
     element (poisson_nll's value_and_grad took 0.48 instead of 0.57 ns per element in
-    cache, one thread). The twin's value must equal the loss's own wherever that is not
-    NaN (up to the sign of a zero, which the compiler's ``nsz`` leaves open anyway), and
+    cache, one thread). The twin's value must equal the loss's own wherever that is
+    finite (up to the sign of a zero, which the compiler's ``nsz`` leaves open anyway), and
     the value be summed from its block (``sum_in_loop_from`` None)."""
     assert limits is None or sum_in_loop_from is None, "limits need the block's sum"
     assert limits is None or limits.constants == (constants or None), "one k for both"
@@ -510,11 +511,17 @@ LOG_2PI_HI = _f32(np.log(2.0 * np.pi))
 LOG_2PI_LO = _f32(np.log(2.0 * np.pi) - float(LOG_2PI_HI))
 
 
-def _kl(log_target):
-    """kl_div with log-probability targets or probabilities."""
+def _kl(log_target, at_limits=False):
+    """kl_div with log-probability targets or probabilities; ``at_limits``: its form for
+    probabilities that takes the value's limits (``loss_math``'s ``limits``)."""
+    plain = not log_target and not at_limits
 
-    @loss_math(EXP32_WIDE if log_target else LOG32)
+    @loss_math(EXP32_WIDE if log_target else LOG32, limits=_kl(False, True) if plain else None)
     def kl_div(y, x, param, pos, k):
+        if plain:  # (a closure constant)
+            # NaN where y is below the smallest normal, 0 among them (``fast_log_normal``),
+            # and an infinity or NaN at an infinite y or x: the twin takes those blocks
+            return y * (fast_log_normal(y, k[0]) - x), -y, _zero_or_nan(y)
         target = fast_exp(y, k[0]) if log_target else y
         loss = target * ((y if log_target else fast_log(y, k[0])) - x)
         # a target of probability 0 costs nothing, even at x = -inf (0 log 0 = 0); NaN x

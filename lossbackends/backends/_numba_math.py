@@ -247,6 +247,16 @@ def fast_log(x, constants=None):
     return math.log(x)
 
 
+def fast_log_normal(x, constants=None):
+    """log(x) for x at least the dtype's smallest normal number, with ``fast_log``'s bits
+    there; NaN below it (0, subnormal and negative x, NaN) and an arbitrary finite number
+    at +inf, where the caller's own arithmetic must give NaN or an infinity (see
+    ``loss_math``'s ``limits``): vectorisable for float32, ``math.log`` otherwise.
+    ``constants``: ``held(LOG32)`` or None. (kl_div's value took 0.55 instead of 0.65 ns
+    per element in cache without ``fast_log``'s selects.)"""
+    return math.log(x) if x >= SMALLEST_NORMAL64 else math.nan
+
+
 def fast_log1p(x, constants=None):
     """log1p(x): vectorisable for float32 x in [0, 1] (subnormal x included; every
     caller's case: exp(-|x|)), ``math.log1p`` otherwise. ``constants``: ``held(LOG1P32)``
@@ -380,14 +390,10 @@ LOG32 = (SMALLEST_NORMAL, TWO_TO_25, TWENTY_FIVE, ONE, _f32(2.0), LG1, LG2, LG3,
 
 
 @inline
-def _log32(x, k=LOG32):
+def _log32_of_parts(e, m, k):
+    """log(m 2^e) for m in [sqrt(1/2), sqrt(2)) (``_split_for_log``)."""
     (smallest_normal, two_to_25, twenty_five, one, two, lg1, lg2, lg3, lg4, half, ln2_hi,
      ln2_lo, inf, minus_inf, nan) = k
-    # a subnormal x is scaled by 2^25 (exactly) into the normal range the bit split needs
-    tiny = x < smallest_normal
-    # x = m 2^e, m in [sqrt(1/2), sqrt(2))
-    e, m = _split_for_log(x * two_to_25 if tiny else x)
-    e = e - (twenty_five if tiny else ZERO)
     f = m - one
     s = f / (two + f)
     z = s * s
@@ -395,11 +401,31 @@ def _log32(x, k=LOG32):
     r = fma(z, fma(w, lg3, lg1), w * fma(w, lg4, lg2))
     half_f2 = half * f * f
     # e ln 2 in two parts (LN2_HI e is exact), the small terms added first
-    y = e * ln2_hi - ((half_f2 - (s * (half_f2 + r) + e * ln2_lo)) - f)
+    return e * ln2_hi - ((half_f2 - (s * (half_f2 + r) + e * ln2_lo)) - f)
+
+
+@inline
+def _log32(x, k=LOG32):
+    smallest_normal, two_to_25, twenty_five = k[0], k[1], k[2]
+    inf, minus_inf, nan = k[12], k[13], k[14]
+    # a subnormal x is scaled by 2^25 (exactly) into the normal range the bit split needs
+    tiny = x < smallest_normal
+    # x = m 2^e, m in [sqrt(1/2), sqrt(2))
+    e, m = _split_for_log(x * two_to_25 if tiny else x)
+    y = _log32_of_parts(e - (twenty_five if tiny else ZERO), m, k)
     # where the bit tricks give a number but log has none (selects, still vectorised):
     # inf and NaN stay themselves, 0 gives -inf, a negative x NaN
     y = y if x < inf else x
     return y if x > ZERO else (minus_inf if x == ZERO else nan)
+
+
+@inline
+def _log32_normal(x, k=LOG32):
+    """``_log32``'s bits for x >= the smallest normal; NaN below (0, subnormals, negative x,
+    NaN), a finite number at +inf: one select instead of seven operations."""
+    e, m = _split_for_log(x)
+    y = _log32_of_parts(e, m, k)
+    return y if x >= k[0] else k[14]
 
 
 # tanh(x) = x P(x^2) / Q(x^2) on |x| <= 10, degrees 12 and 6 in x, fitted by
@@ -592,12 +618,8 @@ TWO_TO_54 = _f64(2.0**54)
 
 
 @inline
-def _log64(x):
-    """``_log32`` in float64 (fdlibm's log): subnormal x, 0, inf, negative x and NaN
-    included."""
-    tiny = x < SMALLEST_NORMAL64  # scaled into the normal range the bit split needs
-    e, m = _split_for_log(x * TWO_TO_54 if tiny else x)
-    e = e - (54.0 if tiny else 0.0)
+def _log64_of_parts(e, m):
+    """log(m 2^e) for m in [sqrt(1/2), sqrt(2)) (``_split_for_log``), fdlibm's log."""
     f = m - 1.0
     s = f / (2.0 + f)
     z = s * s
@@ -606,9 +628,26 @@ def _log64(x):
     t1 = w * fma(w, fma(w, lg6, lg4), lg2)
     t2 = z * fma(w, fma(w, fma(w, lg7, lg5), lg3), lg1)
     half_f2 = 0.5 * f * f
-    y = e * LN2_HI64 - ((half_f2 - (s * (half_f2 + (t2 + t1)) + e * LN2_LO64)) - f)
+    return e * LN2_HI64 - ((half_f2 - (s * (half_f2 + (t2 + t1)) + e * LN2_LO64)) - f)
+
+
+@inline
+def _log64(x):
+    """``_log32`` in float64 (fdlibm's log): subnormal x, 0, inf, negative x and NaN
+    included."""
+    tiny = x < SMALLEST_NORMAL64  # scaled into the normal range the bit split needs
+    e, m = _split_for_log(x * TWO_TO_54 if tiny else x)
+    y = _log64_of_parts(e - (54.0 if tiny else 0.0), m)
     y = y if x < math.inf else x
     return y if x > 0.0 else (-math.inf if x == 0.0 else math.nan)
+
+
+@inline
+def _log64_normal(x):
+    """``_log32_normal`` in float64."""
+    e, m = _split_for_log(x)
+    y = _log64_of_parts(e, m)
+    return y if x >= SMALLEST_NORMAL64 else math.nan
 
 
 @inline
@@ -675,6 +714,17 @@ def _fast_log(x, constants=None):
         return lambda x, constants=None: _log32(x)
     if x == types.float64:
         return lambda x, constants=None: _log64(x)
+    return lambda x, constants=None: math.log(x)
+
+
+@overload(fast_log_normal, jit_options=INLINE)
+def _fast_log_normal(x, constants=None):
+    if x == types.float32:
+        if _given(constants):
+            return lambda x, constants=None: _log32_normal(x, constants)
+        return lambda x, constants=None: _log32_normal(x)
+    if x == types.float64:
+        return lambda x, constants=None: _log64_normal(x)
     return lambda x, constants=None: math.log(x)
 
 
