@@ -168,11 +168,16 @@ def _bce_hess(y, pc):
     return y / (pc * pc) + (ONE - y) / (q * q)
 
 
+# Binary cross-entropy's logs take the clipped p and 1 - p, within [eps, 1 - eps] where
+# eps is at least the dtype's machine epsilon (``_prepare.prepare_bce``), or NaN: normal
+# numbers, so ``fast_log_normal`` gives ``fast_log``'s bits without its selects (the value
+# took 0.63-0.69 instead of 0.80-0.84 ns per element in cache, labels of 0 and 1, one
+# thread; 1.01-1.05 instead of 1.20 for probability labels).
 @loss_math()
 def _binary_cross_entropy_of_hard_labels(y, p, param, pos, k):
     # the same for y in {0, 1}, with one log instead of two: the other term is 0 * finite
     pc = _clip(p, param[0])
-    return (-fast_log(pc if y > HALF else ONE - pc), (pc - y) / (pc * (ONE - pc)),
+    return (-fast_log_normal(pc if y > HALF else ONE - pc), (pc - y) / (pc * (ONE - pc)),
             _bce_hess(y, pc))
 
 
@@ -182,7 +187,7 @@ def _binary_cross_entropy_of_hard_labels(y, p, param, pos, k):
 @loss_math(hard_labels=_binary_cross_entropy_of_hard_labels)
 def _binary_cross_entropy(y, p, param, pos, k):
     pc = _clip(p, param[0])
-    loss = -(y * fast_log(pc) + (ONE - y) * fast_log(ONE - pc))
+    loss = -(y * fast_log_normal(pc) + (ONE - y) * fast_log_normal(ONE - pc))
     return loss, (pc - y) / (pc * (ONE - pc)), _bce_hess(y, pc)
 
 
