@@ -484,7 +484,9 @@ def _poisson(log_input, full, at_limits=False):
                 loss = rate if (loss != loss) & (abs(y) < INF) else loss
         else:  # x = rate: x - y log(x + eps)
             shifted = x + eps
-            log = fast_log(shifted, k[-1])
+            # (below at_limits: NaN where x + eps is not a normal number, 0 among them,
+            # which sends the block to the twin; ``fast_log_normal``)
+            log = fast_log(shifted, k[-1]) if at_limits else fast_log_normal(shifted, k[-1])
             loss = x - y * log
             if at_limits:
                 # NaN at x = inf (inf - inf) and at y = 0 with an infinite log (0 inf),
@@ -502,7 +504,7 @@ def _poisson(log_input, full, at_limits=False):
             d = ONE - ratio
             h = times(ratio, inv) * scale
         if full:  # Stirling's term, PyTorch's: y log y - y + log(2 pi y) / 2 where y > 1
-            log_y = fast_log(y if y > ONE else ONE, k[-1])
+            log_y = fast_log_normal(y if y > ONE else ONE, k[-1])  # (y inf: NaN either way)
             stirling = y * log_y - y + HALF * (log_y + LOG_2PI_HI + LOG_2PI_LO)
             loss = loss + (stirling if y > ONE else ZERO)
         return loss, d, h
