@@ -361,12 +361,23 @@ def test_poisson_limits_scattered_through_a_parallel_input(backend, log_input):
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_poisson_rate_whose_shift_overflows(backend, dtype):
+    """x - y log(x + eps) where x is finite but x + eps overflows: log(inf) = inf, so the
+    loss is -inf for y > 0 (x itself for y = 0), not x less y times a finite number."""
+    big = float(np.finfo(dtype).max)
+    y = np.array([1.0, 2.0, 0.0], dtype)
+    x = np.full(3, 0.75 * big, dtype)
+    losses = host(lb.poisson_nll(on(backend, y), on(backend, x), log_input=False, eps=0.5 * big,
+                                 reduction="none", backend=backend))
+    np.testing.assert_array_equal(losses, np.array([-np.inf, -np.inf, 0.75 * big], dtype))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_kl_div_targets_beyond_the_normal_range_through_a_parallel_input(backend, dtype):
     """Targets of 0 (at x = -inf too: 0 log 0 = 0) and subnormal targets (their own log,
     not that of the normal number their bits would make), scattered through an input the
     parallel kernels split, then an infinite target at x = 100: its loss +inf. The Numba
-    kernels take these only in a block whose sum came out NaN or infinite
-    (``fast_log_normal``)."""
+    kernels take these only in a block whose sum came out NaN (``fast_log_normal``)."""
     rng = np.random.default_rng(14)
     n = 140_000
     y = rng.uniform(0.01, 1.0, n).astype(dtype)
@@ -400,7 +411,7 @@ def test_kl_div_targets_beyond_the_normal_range_through_a_parallel_input(backend
                                             reduction="sum", backend=backend, **options)
         assert host(in_place[0]) == host(value)
         np.testing.assert_array_equal(host(written), host(grad))
-    # inf (inf - 100) = +inf, where log(inf) taken as a finite number would give -inf
+    # inf (inf - 100) = +inf, where a finite number for log(inf) would give -inf
     y[7], x[7] = np.inf, 100.0
     losses = host(lb.kl_div(on(backend, y), on(backend, x), reduction="none", backend=backend))
     assert losses[7] == np.inf

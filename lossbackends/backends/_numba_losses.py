@@ -100,11 +100,11 @@ def loss_math(*constants, hard_labels=None, hard_gradient=False, sum_in_loop_fro
     ``limits``: for a loss whose formula gives NaN where the value has a limit (0 inf,
     inf - inf) or where it is not computed (kl_div's log of a subnormal), its twin that takes those limits (compiled by this decorator too, with the
     same constants, the same gradient and Hessian), which the kernel runs from the first
-    block whose sum came out NaN or infinite to the end of its chunk
+    block whose sum came out NaN to the end of its chunk
     (``numba_backend._elementwise_kernel``): a compare per block instead of selects per
     element (poisson_nll's value_and_grad took 0.48 instead of 0.57 ns per element in
-    cache, one thread). The twin's value must equal the loss's own wherever that is
-    finite (up to the sign of a zero, which the compiler's ``nsz`` leaves open anyway), and
+    cache, one thread). The twin's value must equal the loss's own wherever that is not
+    NaN (up to the sign of a zero, which the compiler's ``nsz`` leaves open anyway), and
     the value be summed from its block (``sum_in_loop_from`` None)."""
     assert limits is None or sum_in_loop_from is None, "limits need the block's sum"
     assert limits is None or limits.constants == (constants or None), "one k for both"
@@ -484,8 +484,9 @@ def _poisson(log_input, full, at_limits=False):
                 loss = rate if (loss != loss) & (abs(y) < INF) else loss
         else:  # x = rate: x - y log(x + eps)
             shifted = x + eps
-            # (below at_limits: NaN where x + eps is not a normal number, 0 among them,
-            # which sends the block to the twin; ``fast_log_normal``)
+            # (below at_limits: NaN where x + eps is not a positive normal number, 0 and
+            # an overflowed inf among them, which sends the block to the twin;
+            # ``fast_log_normal``)
             log = fast_log(shifted, k[-1]) if at_limits else fast_log_normal(shifted, k[-1])
             loss = x - y * log
             if at_limits:
@@ -504,7 +505,7 @@ def _poisson(log_input, full, at_limits=False):
             d = ONE - ratio
             h = times(ratio, inv) * scale
         if full:  # Stirling's term, PyTorch's: y log y - y + log(2 pi y) / 2 where y > 1
-            log_y = fast_log_normal(y if y > ONE else ONE, k[-1])  # (y inf: NaN either way)
+            log_y = fast_log_normal(y if y > ONE else ONE, k[-1])  # (NaN at y = inf, as inf - inf was)
             stirling = y * log_y - y + HALF * (log_y + LOG_2PI_HI + LOG_2PI_LO)
             loss = loss + (stirling if y > ONE else ZERO)
         return loss, d, h
@@ -526,8 +527,8 @@ def _kl(log_target, at_limits=False):
     @loss_math(EXP32_WIDE if log_target else LOG32, limits=_kl(False, True) if plain else None)
     def kl_div(y, x, param, pos, k):
         if plain:  # (a closure constant)
-            # NaN where y is below the smallest normal, 0 among them (``fast_log_normal``),
-            # and an infinity or NaN at an infinite y or x: the twin takes those blocks
+            # NaN where y is not a positive normal number, 0 among them
+            # (``fast_log_normal``): the twin takes those blocks
             return y * (fast_log_normal(y, k[0]) - x), -y, _zero_or_nan(y)
         target = fast_exp(y, k[0]) if log_target else y
         loss = target * ((y if log_target else fast_log(y, k[0])) - x)

@@ -174,7 +174,7 @@ def _elementwise_kernel(optimistic: bool, want_value: bool, sum_in_loop: bool,
     computed, or from a block of them in L1, by the loss's ``loss_math`` and the size;
     ``stream``: how the gradient and the Hessian are stored, ``PLAIN``, ``STREAMED`` or
     ``STAGED``: see ``_streams``; ``limited`` and ``hard_limited``: whether a block
-    whose sum is NaN or infinite, run by the loss's general form or by its form for hard labels, runs
+    whose sum is NaN, run by the loss's general form or by its form for hard labels, runs
     again, and the chunk's remaining blocks too, by that form's twin that takes the
     value's limits, the global ``_LOSS_LIMITS`` or ``_HARD_LABELS_LIMITS``: see
     ``loss_math``'s ``limits``).
@@ -265,7 +265,7 @@ def _elementwise_kernel(optimistic: bool, want_value: bool, sum_in_loop: bool,
                 else:
                     ls = scratch[: stop - start] if losses is None else losses[start:stop]
                 # once; again when a block proves its labels were not 0/1, or when its
-                # sum is NaN or infinite and the loss's form that ran it takes limits
+                # sum is NaN and the loss's form that ran it takes limits
                 # (``loss_math``'s ``limits``): then by its twin that takes them, and so
                 # the chunk's remaining blocks (the limits' elements seldom come alone: a
                 # rate of 0 and its count 0 where eps = 0, a target of 0). The twin writes
@@ -299,7 +299,7 @@ def _elementwise_kernel(optimistic: bool, want_value: bool, sum_in_loop: bool,
                             ls, hs, pos_weight, start, param, grad_scale, hess_floor, direct)
                     if want_value and not sum_in_loop:  # (the losses are in ``ls``)
                         part = _sum(ls)
-                        if not abs(part) < np.inf and not guarded:
+                        if part != part and not guarded:
                             if optimistic and labels_0_or_1:
                                 if hard_limited:
                                     guarded = True
