@@ -98,9 +98,10 @@ def loss_math(*constants, hard_labels=None, hard_gradient=False, sum_in_loop_fro
     the gradient by streaming stores, as the gradient-only kernel does
     (``_numba_common.STREAM_FROM_BYTES``).
     ``limits``: for a loss whose formula gives NaN where the value has a limit (0 inf,
-    inf - inf) or where it is not computed (kl_div's log of a subnormal), its twin that takes those limits (compiled by this decorator too, with the
-    same constants, the same gradient and Hessian), which the kernel runs from the first
-    block whose sum came out NaN to the end of its chunk
+    inf - inf) or where it is not computed (kl_div's log of 0, ``fast_log_normal``), its
+    twin that takes those limits (compiled by this decorator too, with the same
+    constants, the same gradient and Hessian), which the kernel runs from the first block
+    whose sum came out NaN to the end of the thread's chunks
     (``numba_backend._elementwise_kernel``): a compare per block instead of selects per
     element (poisson_nll's value_and_grad took 0.48 instead of 0.57 ns per element in
     cache, one thread). The twin's value must equal the loss's own wherever that is not
@@ -505,7 +506,8 @@ def _poisson(log_input, full, at_limits=False):
             d = ONE - ratio
             h = times(ratio, inv) * scale
         if full:  # Stirling's term, PyTorch's: y log y - y + log(2 pi y) / 2 where y > 1
-            log_y = fast_log_normal(y if y > ONE else ONE, k[-1])  # (NaN at y = inf, as inf - inf was)
+            # (NaN at y = inf, where inf log(inf) - inf was NaN too)
+            log_y = fast_log_normal(y if y > ONE else ONE, k[-1])
             stirling = y * log_y - y + HALF * (log_y + LOG_2PI_HI + LOG_2PI_LO)
             loss = loss + (stirling if y > ONE else ZERO)
         return loss, d, h
