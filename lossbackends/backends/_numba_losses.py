@@ -528,16 +528,17 @@ def _kl(log_target, at_limits=False):
 
     @loss_math(EXP32_WIDE if log_target else LOG32, limits=_kl(False, True) if plain else None)
     def kl_div(y, x, param, pos, k):
-        if plain:  # (a closure constant)
-            # NaN where y is not a positive normal number, 0 among them
-            # (``fast_log_normal``): the twin takes those blocks
-            return y * (fast_log_normal(y, k[0]) - x), -y, _zero_or_nan(y)
         target = fast_exp(y, k[0]) if log_target else y
-        loss = target * ((y if log_target else fast_log(y, k[0])) - x)
-        # a target of probability 0 costs nothing, even at x = -inf (0 log 0 = 0); NaN x
-        # stays NaN
+        # (plain, a closure constant: NaN where y is not a positive normal number, 0 among
+        # them, ``fast_log_normal``; the twin takes those blocks)
+        log_y = y if log_target else (fast_log_normal(y, k[0]) if plain else fast_log(y, k[0]))
+        loss = target * (log_y - x)
+        if not plain:
+            # a target of probability 0 costs nothing, even at x = -inf (0 log 0 = 0); NaN
+            # x stays NaN
+            loss = ZERO if target == ZERO and x == x else loss
         # linear in x: Hessian 0 (NaN where the gradient is)
-        return (ZERO if target == ZERO and x == x else loss), -target, _zero_or_nan(target)
+        return loss, -target, _zero_or_nan(target)
 
     return kl_div
 
