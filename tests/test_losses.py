@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import platform
+
 import numpy as np
 import pytest
 from conftest import examples, host, on, starting_a_line
@@ -835,3 +837,38 @@ def test_numba_wide_vectors_are_asked_per_function():
     huber_wide = _numba_losses.MATH["huber"].wide_form
     assert huber_wide is not piecewise and huber_wide.wide_vectors
     assert _numba_losses.MATH["mse"].wide_form is _numba_losses.MATH["mse"]
+
+
+def test_numba_kernels_align_their_stack():
+    """``aligned_stack()`` gives the function that calls it a frame aligned to a cache line
+    (LLVM's alignstack(64), which llvmlite's own property would not print alone), so the
+    vector constants a kernel spills there are read from whole lines in every process;
+    and every kernel calls it first."""
+    numba = pytest.importorskip("numba", reason="Numba is not installed")
+    import inspect
+    import re
+
+    from lossbackends.backends import (
+        _numba_boosting,
+        _numba_cross_entropy_few,
+        _numba_multiclass_hinge,
+        _numba_rows,
+        numba_backend,
+    )
+    from lossbackends.backends._numba_common import aligned_stack
+
+    def doubled_sum(a):
+        aligned_stack()
+        return np.sum(a * 2.0)
+
+    compiled = numba.njit(doubled_sum)
+    assert compiled(np.arange(4.0)) == 12.0
+    (ir,) = compiled.inspect_llvm().values()
+    assert "alignstack=64" in ir or "alignstack(64)" in ir
+    if platform.machine().lower() in {"x86_64", "amd64"}:
+        (asm,) = compiled.inspect_asm().values()
+        assert re.search(r"andq\s+\$-64, %rsp", asm)
+    for kernel in (numba_backend._elementwise_kernel, _numba_rows._cross_entropy_kernel,
+                   _numba_cross_entropy_few._cross_entropy_few_classes_kernel,
+                   _numba_multiclass_hinge._multiclass_hinge_kernel, _numba_boosting._finish):
+        assert "aligned_stack()" in inspect.getsource(kernel), kernel.__name__

@@ -12,7 +12,7 @@ import numba
 import numpy as np
 
 from . import _threads
-from ._numba_common import CHUNKS, PARALLEL_MIN_ELEMENTS, _jit, array_type
+from ._numba_common import CHUNKS, PARALLEL_MIN_ELEMENTS, _jit, aligned_stack, array_type
 from ._numba_math import inline
 from ._threads import claim
 from .numba_backend import weighted_floor
@@ -29,6 +29,7 @@ def _element(grad, hess, i, g_scale, h_scale, bound, fixed, constant, negative):
 
 def _finish(grad, hess, weight, labels, columns, grad_scale, hess_scale, floor, weigh,
             constant, chunks, worsts, shared):
+    aligned_stack()
     dtype = grad.dtype.type
     g_scale, h_scale = dtype(grad_scale), dtype(hess_scale)
     low, fixed, is_constant = dtype(floor), dtype(constant), constant > 0

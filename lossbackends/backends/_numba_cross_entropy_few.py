@@ -16,6 +16,7 @@ from ._numba_common import (
     _sum,
     _written_over,
     add_compensated,
+    aligned_stack,
     array_type,
     compensated,
 )
@@ -48,6 +49,7 @@ def _cross_entropy_few_classes_kernel(x, labels, ignore_index, mean, given_denom
     wanted (one compiled version for all); without ``want_value`` no loss is computed (0).
     Runs ``chunks`` chunks of rows (see ``_launch``); returns (the chunks' sum, first bad
     row or -1, the reduction's scale), the labels checked before anything is written."""
+    aligned_stack()
     rows, classes = x.shape
     # the labels first, in one pass without an early exit (it vectorises): the mean's
     # denominator (the kept rows) and whether any label is out of range

@@ -15,6 +15,7 @@ from ._numba_common import (
     _jit,
     _written_over,
     add_compensated,
+    aligned_stack,
     array_type,
     compensated,
     in_dtype,
@@ -33,6 +34,7 @@ def _multiclass_hinge_kernel(x, labels, weight, margin, mean, given_denominator,
     first arg-max j != y, -1 at y, where positive. ``weight``: one per row, or empty.
     Runs ``chunks`` chunks of rows (see ``_launch``); returns (the chunks' sum, first bad row or -1,
     the reduction's scale), the labels checked first."""
+    aligned_stack()
     rows, classes = x.shape
     for r in range(rows):
         if labels[r] < 0 or labels[r] >= classes:

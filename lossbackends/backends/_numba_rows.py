@@ -27,6 +27,7 @@ from ._numba_common import (
     _sum,
     _written_over,
     add_compensated,
+    aligned_stack,
     array_type,
     compensated,
     in_dtype,
@@ -102,6 +103,7 @@ def _cross_entropy_kernel(x, soft, labels, probs, weighted, class_weight, ignore
     ``_launch``).
     Returns (the chunks' sum, first bad row or -1, the reduction's scale): a
     bad label is found before anything is written, and the caller raises."""
+    aligned_stack()
     wide_vectors()
     rows, classes = x.shape
     keep = 1.0 - smoothing

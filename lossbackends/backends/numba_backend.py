@@ -49,6 +49,7 @@ from ._numba_common import (
     _sum,
     _written_over,
     add_reassociable,
+    aligned_stack,
     array_type,
     copy_streaming,
     in_dtype,
@@ -202,6 +203,7 @@ def _elementwise_kernel(optimistic: bool, want_value: bool, sum_in_loop: bool,
     direct, staged = stream == STREAMED, stream == STAGED  # (closure constants)
 
     def kernel(y, p, weight, pos_weight, param, scale, floor, grad, losses, hess, shared):
+        aligned_stack()
         n = p.size
         chunks = CHUNKS if n >= PARALLEL_MIN_ELEMENTS else 1
         size = (n + chunks - 1) // chunks
