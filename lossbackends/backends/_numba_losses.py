@@ -47,6 +47,7 @@ _f32 = np.float32
 TWO = _f32(2.0)
 FOUR = _f32(4.0)
 LN2 = _f32(np.log(2.0))
+LARGEST32 = _f32(np.finfo(np.float32).max)
 
 
 # ``loss_math``'s ``sum_in_loop_from``: always, or from the size where a thread's share
@@ -417,8 +418,10 @@ def _focal(power):
             r = (t if above else ONE) * inv
             ce = (z if above else ZERO) + fast_log1p(t, log1p_k)  # softplus(z)
             modulator = (a if label_1 else b) * power_of(q, gamma)
-            rce = times(r, ce)  # 0 at z = inf
-            g = q + gamma * rce  # terms >= 0: nothing cancels
+            # r softplus(z), 0 at z = inf (r is 0 there): ce capped below inf, one min, where
+            # ``times`` took five operations; NaN kept
+            rce = r * (LARGEST32 if ce > LARGEST32 else ce)
+            g = fma(gamma, rce, q)  # terms >= 0: nothing cancels
             dz = modulator * g
             h = modulator * (r * (gamma * g + q * (ONE + gamma)) - gamma * q * rce)
             # at z = inf the loss is inf, or 0 where alpha_t is 0 (q = 1 there): modulator ce
