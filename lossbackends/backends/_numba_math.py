@@ -216,8 +216,9 @@ def held(typingctx, values):
     that finds no free register in a vectorised loop is fetched again on every iteration
     (an absolute address, then a broadcast: two instructions per use, some forty in
     softcap's tanh and exp); a value LLVM does not know is kept in a register, or spilled
-    once as a whole vector that the fma reads from the stack. The same bits. None gives
-    None: a loop without such constants compiles as it would without ``held``."""
+    once as a whole vector that the fma reads from the stack (on a frame aligned to a
+    cache line: ``_numba_common.aligned_stack``). The same bits. None gives None: a loop
+    without such constants compiles as it would without ``held``."""
     if not _float32_leaves(values):
         return None
     sig = values(values)
