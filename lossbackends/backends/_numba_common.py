@@ -118,13 +118,18 @@ def wide_vectors(typingctx):
 @intrinsic
 def aligned_stack(typingctx):
     """Aligns the stack frame of the function this is called in to a cache line (LLVM's
-    ``alignstack(64)``: its prologue rounds the stack pointer down). The kernels keep
-    their loops' constants in vector registers (``held``), and those beyond the 32 of
-    AVX-512 on the stack, read again on every iteration; on a frame aligned to 16 bytes
-    only, as the calling convention gives, where the stack pointer fell in a cache line
-    differed per process (the environment's size moved it), and a 64-byte read across
-    two lines costs two: sigmoid_focal's gradient took 1.44 or 0.93 ns per element in
-    cache, log_cosh's 0.50 or 0.42, by that alone (AMD EPYC, one thread)."""
+    ``alignstack(64)``: its prologue rounds the stack pointer down, and its spills are
+    aligned moves). The kernels keep their loops' constants in vector registers
+    (``held``), and those beyond the 32 of AVX-512 on the stack, read again on every
+    iteration; on a frame aligned to 16 bytes only, as the calling convention gives,
+    where the stack pointer falls in a cache line differs per process (address
+    randomisation and the environment's size move it), and a 64-byte read across two
+    lines costs two. How much depends on which slots a kernel's code puts where: while
+    sigmoid_focal's form for labels of 0 and 1 was rewritten, its gradient took 1.44 or
+    0.93 ns per element in cache by that alone, log_cosh's (its series by fma) 0.50 or
+    0.42 (AMD EPYC, one thread). Called first in each kernel, the function Numba compiles
+    on its own: in an ``inline`` helper it would do nothing (that function's attributes
+    are not the kernel's)."""
     sig = numba.types.void()
 
     def codegen(context, builder, signature, args):

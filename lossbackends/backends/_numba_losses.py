@@ -47,7 +47,6 @@ _f32 = np.float32
 TWO = _f32(2.0)
 FOUR = _f32(4.0)
 LN2 = _f32(np.log(2.0))
-LARGEST32 = _f32(np.finfo(np.float32).max)
 
 
 # ``loss_math``'s ``sum_in_loop_from``: always, or from the size where a thread's share
@@ -418,9 +417,11 @@ def _focal(power):
             r = (t if above else ONE) * inv
             ce = (z if above else ZERO) + fast_log1p(t, log1p_k)  # softplus(z)
             modulator = (a if label_1 else b) * power_of(q, gamma)
-            # r softplus(z), 0 at z = inf (r is 0 there): ce capped below inf, one min, where
-            # ``times`` took five operations; NaN kept
-            rce = r * (LARGEST32 if ce > LARGEST32 else ce)
+            # r softplus(z), 0 at z = inf: 0 wherever r is (r = sigmoid(-z) >= 0; a NaN r
+            # comes with a NaN q), a compare and a zeroing product, where ``times`` took
+            # five operations (a cap on ce took one, but one more constant spilled the
+            # gradient's loop: 0.95 instead of 0.88 ns per element in cache)
+            rce = r * ce if r > ZERO else ZERO
             g = fma(gamma, rce, q)  # terms >= 0: nothing cancels
             dz = modulator * g
             h = modulator * (r * (gamma * g + q * (ONE + gamma)) - gamma * q * rce)
