@@ -188,8 +188,11 @@ def time_host(call, min_time: float = 0.2, repeats: int = 7, warmup: float = 0.0
 # seconds of idle before each in-turn sample: JAX's (Eigen's) CPU thread pool keeps the cores
 # busy for a while after its call returns, and slowed the next sample whoever's it was
 # (our sigmoid_focal at 1e7 ran 4.4-4.7 GB/s with JAX in the case, 7.7 alone, 6.8-7.0
-# with this pause), so that the order of samples was still a noise of +-30 %
+# with this pause), so that the order of samples was still a noise of +-30 %. At least
+# SETTLE, and SETTLE_SHARE of the last sample's call: at 1e8 (JAX's call 0.3 s) our
+# sigmoid_focal took 79-82 ms 50 ms after it, 61-64 ms 100 ms or more after it and alone
 SETTLE = 0.05
+SETTLE_SHARE = 0.5
 
 
 def time_host_in_turn(calls: list, min_time: float = 0.2, repeats: int = 7,
@@ -210,16 +213,19 @@ def time_host_in_turn(calls: list, min_time: float = 0.2, repeats: int = 7,
         inners.append(max(1, int(min_time / repeats / once)))
     samples = [[] for _ in calls]
     orders = np.random.default_rng(0)  # the same orders in every run
+    last = 0.0  # the last sample's seconds per call
     for _ in range(repeats):
         # each round in its own order (seeded): a call pays for the one before it (JAX's
         # CPU thread pool keeps its cores busy after a call returns: our sigmoid_focal at
         # 1e8 took 1.7x as long right after a JAX call), so none may always follow the same
         for i in orders.permutation(len(calls)):
-            time.sleep(SETTLE * TIME_SCALE)  # (a smoke run's samples need no quiet)
+            # (a smoke run's samples need no quiet)
+            time.sleep(max(SETTLE, SETTLE_SHARE * last) * TIME_SCALE)
             start = time.perf_counter()
             for _ in range(inners[i]):
                 calls[i]()
-            samples[i].append((time.perf_counter() - start) / inners[i])
+            last = (time.perf_counter() - start) / inners[i]
+            samples[i].append(last)
     return samples
 
 
