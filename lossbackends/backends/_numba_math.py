@@ -290,13 +290,12 @@ def fast_tanh(x, constants=None):
     return math.tanh(x)
 
 
-def softcap_near_zero(x, cap, inv_cap, constants=None):
-    """``(cap tanh(x / cap), (x / cap)^2)`` for |x| <= cap, ``inv_cap`` = 1 / cap:
-    vectorisable for float32, a polynomial in (x / cap)^2 with no division (beyond |x| =
-    cap it is wrong: the caller checks the second result), ``math.tanh`` otherwise.
-    ``constants``: ``held(TANH_NEAR32)`` or None."""
-    u = x * inv_cap
-    return cap * math.tanh(u), u * u
+def softcap_near_zero(x, cap, constants):
+    """``(cap tanh(x / cap), x^2)`` for |x| <= cap: vectorisable for float32, a polynomial
+    in x^2 with no division and no product by 1 / cap (beyond |x| = cap it is wrong: the
+    caller compares the second result with cap^2), ``math.tanh`` otherwise.
+    ``constants``: ``softcap_constants(cap)``."""
+    return cap * math.tanh(x / cap), x * x
 
 
 def fast_exp_normal(x, constants=None):
@@ -492,27 +491,40 @@ def _tanh32(x, k=TANH32):
 # tanh(u) = u + u z R(z), z = u^2, on |u| <= 1, R of degree 6 fitted by ci/fit_polynomials.py
 # (4.6e-9 relative in float64): seven fused products and no division, against ten and a
 # division for the rational form, for softcap's logits within +-softcap, where
-# softcap tanh(x / softcap) = x + x z R(z) with u = x / softcap: the logit itself, not
-# softcap u, carries the leading term (one product fewer, and x exactly as x -> 0,
-# subnormals included).
+# softcap tanh(x / softcap) = x + x w R(w / softcap^2) / softcap^2 with w = x^2: the logit
+# itself carries the leading term, and R's coefficients are scaled by the powers of
+# 1 / softcap^2 once per call (``softcap_constants``), so that no element is divided or
+# multiplied by 1 / softcap (two products fewer, and x exactly as x -> 0, subnormals
+# included).
 TANH_NEAR32 = (_f32(-0.0003584685910027474), _f32(0.0023014184553176165),
                _f32(-0.007946174591779709), _f32(0.02148669958114624),
                _f32(-0.053879816085100174), _f32(0.13332344591617584),
-               _f32(-0.33333295583724976))  # R's coefficients from the highest, as ``held`` takes them
+               _f32(-0.33333295583724976))  # R's coefficients from the highest
 
 
 @inline
-def _softcap32_near_zero(x, inv_cap, k=TANH_NEAR32):
+def softcap_constants(cap):
+    """``TANH_NEAR32``'s R(x^2 / cap^2) / cap^2 as a polynomial in x^2, for
+    ``softcap_near_zero``: r_k / cap^(2k + 2), float32 (normal for cap in [1/64, 40], where
+    the kernels take it). The leading term then needs no x / cap."""
+    inverse = 1.0 / (float(cap) * float(cap))
+    r6, r5, r4, r3, r2, r1, r0 = TANH_NEAR32
+    return (_f32(r6 * inverse ** 7), _f32(r5 * inverse ** 6), _f32(r4 * inverse ** 5),
+            _f32(r3 * inverse ** 4), _f32(r2 * inverse ** 3), _f32(r1 * inverse ** 2),
+            _f32(r0 * inverse))
+
+
+@inline
+def _softcap32_near_zero(x, k):
     r6, r5, r4, r3, r2, r1, r0 = k
-    u = x * inv_cap
-    z = u * u
-    r = fma(r6, z, r5)
-    r = fma(r, z, r4)
-    r = fma(r, z, r3)
-    r = fma(r, z, r2)
-    r = fma(r, z, r1)
-    r = fma(r, z, r0)
-    return fma(x, z * r, x), z
+    w = x * x
+    r = fma(r6, w, r5)
+    r = fma(r, w, r4)
+    r = fma(r, w, r3)
+    r = fma(r, w, r2)
+    r = fma(r, w, r1)
+    r = fma(r, w, r0)
+    return fma(x, w * r, x), w
 
 
 # --- float64: the same algorithms, vectorisable, with float64's constants -------------
@@ -765,18 +777,10 @@ def _fast_tanh(x, constants=None):
 
 
 @overload(softcap_near_zero, jit_options=INLINE)
-def _softcap_near_zero(x, cap, inv_cap, constants=None):
+def _softcap_near_zero(x, cap, constants):
     if x == types.float32:
-        if _given(constants):
-            return lambda x, cap, inv_cap, constants=None: _softcap32_near_zero(x, inv_cap,
-                                                                                 constants)
-        return lambda x, cap, inv_cap, constants=None: _softcap32_near_zero(x, inv_cap)
-
-    def generic(x, cap, inv_cap, constants=None):
-        u = x * inv_cap
-        return cap * fast_tanh(u), u * u
-
-    return generic
+        return lambda x, cap, constants: _softcap32_near_zero(x, constants)
+    return lambda x, cap, constants: (cap * fast_tanh(x / cap), x * x)
 
 
 # log1p(x) = x + x^2 M(x) on [0, 1], M of degree 8 fitted by ci/fit_polynomials.py (5e-9
