@@ -15,7 +15,6 @@ from ._numba_common import (
     _in_order,
     _jit,
     _sum,
-    add_reassociable,
     copy_streaming,
     lines_head,
     prefetch_lines,
@@ -164,14 +163,6 @@ def _row_max_min(x):
 # infinities (the usual row; the others take the exp that holds everywhere)
 NORMAL_REACH = 87.0
 
-# The exp passes add up their exps as they go, span by span in the logits' dtype, then
-# the spans in float64: for float32 about 1e-7 relative (the separate float64 pass it
-# spares took a quarter of plain cross-entropy's time in cache). The loss is log(sum) -
-# z_label, or log1p(rest / e_label) under softcap, whose relative error is the sum's over
-# the loss: a row whose sum is below EXACT_BELOW times its largest exp (the max's 1, or
-# the label's under softcap), a loss under about 1.4, is summed again in float64.
-EXACT_BELOW = 4.0
-
 # The exp pass goes in spans of SPAN logits, each after a prefetch of the same span of the
 # next row, for rows of at most PREFETCH_ROW_BYTES: the hardware's prefetcher follows a
 # stream, not the row to come, so without it each row's first pass waited on memory while
@@ -217,44 +208,30 @@ def _stream_row(source, target):
 @inline
 def _exps_normal(xr, top, g, k, upcoming):
     """g = exp(xr - top) for a row whose exps are all normal (``NORMAL_REACH``), the lines
-    of ``upcoming`` (the next row, or an empty one) prefetched span by span (``SPAN``).
-    Returns sum(g), each span's in g's dtype (see ``EXACT_BELOW``)."""
+    of ``upcoming`` (the next row, or an empty one) prefetched span by span (``SPAN``)."""
     wide_vectors()
-    total = 0.0
     for start in range(0, xr.size, SPAN):
         stop = min(xr.size, start + SPAN)
         prefetch_lines(upcoming, start, stop)
         gs, xs = g[start:stop], xr[start:stop]  # (from 0: LLVM vectorises the loop)
-        part = xr.dtype.type(0.0)
         for c in range(stop - start):
-            e = fast_exp_normal(xs[c] - top, k)
-            gs[c] = e
-            part = add_reassociable(part, e)
-        total += float(part)
-    return total
+            gs[c] = fast_exp_normal(xs[c] - top, k)
 
 
 @inline
-def _capped_exps_near_zero(xr, cap, g, capped_row, near_k, exp_k, upcoming, skip):
+def _capped_exps_near_zero(xr, cap, g, capped_row, near_k, exp_k, upcoming):
     """capped_row = cap tanh(xr / cap) and g = exp(capped_row - cap) as if every logit were
     within +-cap (``softcap_near_zero``), ``upcoming`` prefetched as in ``_exps_normal``;
-    returns the largest x^2, which says whether they were (<= cap^2), and the sum of g
-    without the span (``SPAN``) that holds ``skip``, as ``_exps_normal``'s."""
+    returns the largest x^2, which says whether they were (<= cap^2)."""
     wide_vectors()
     reach = xr.dtype.type(0.0)
-    rest = 0.0
     for start in range(0, xr.size, SPAN):
         stop = min(xr.size, start + SPAN)
         prefetch_lines(upcoming, start, stop)
         gs, xs, vs = g[start:stop], xr[start:stop], capped_row[start:stop]
-        part = xr.dtype.type(0.0)
         for c in range(stop - start):
             v, z = softcap_near_zero(xs[c], cap, near_k)
             reach = maximum(reach, z)
             vs[c] = v
-            e = fast_exp_normal(v - cap, exp_k)  # in [exp(-80), 1]
-            gs[c] = e
-            part = add_reassociable(part, e)
-        if not start <= skip < stop:
-            rest += float(part)
-    return reach, rest
+            gs[c] = fast_exp_normal(v - cap, exp_k)  # in [exp(-80), 1]
+    return reach

@@ -55,10 +55,8 @@ from ._numba_row_common import (
     _NONE,
     _REAL,
     _ROW_LOSSES,
-    EXACT_BELOW,
     NORMAL_REACH,
     PREFETCH_ROW_BYTES,
-    SPAN,
     _capped_exps_near_zero,
     _exps_normal,
     _launch,
@@ -145,7 +143,8 @@ def _cross_entropy_kernel(x, soft, labels, probs, weighted, class_weight, ignore
     two_inv_cap = inv_cap + inv_cap
 
     size = (rows + chunks - 1) // chunks
-    # the exps' and softcap's tanh's constants, kept through the loops (see ``held``)
+    # the exps' and softcap's tanh's constants, kept through the loops (see ``held``), and
+    # the polynomial's for logits within +-softcap, scaled by this softcap
     exp_k, tanh_k, near_k = held(EXP32_WIDE), held(TANH32), softcap_constants(cap)
     # the gradient written over x (out=logits, torch's inplace_backward): each row is
     # copied here and read from here. LLVM runs a loop whose arrays overlap unvectorised
@@ -187,8 +186,6 @@ def _cross_entropy_kernel(x, soft, labels, probs, weighted, class_weight, ignore
             if in_place:
                 _copy(xr, saved_row)
                 xr = saved_row
-            sum_exp = 0.0  # (the exp passes below give it)
-            fused_rest = -1.0  # softcap's sum of exps beyond the label's span, where known
             if capped:
                 # the capped logits are at most softcap: with that as the shift no exp
                 # overflows, and none underflows to a subnormal while softcap <= 40
@@ -199,11 +196,9 @@ def _cross_entropy_kernel(x, soft, labels, probs, weighted, class_weight, ignore
                     # first as if every logit were within +-softcap (the usual case), where
                     # tanh is a polynomial with no division; a row with one beyond (or a
                     # NaN) is done again with the tanh that holds everywhere
-                    reach, fused_rest = _capped_exps_near_zero(
-                        xr, cap, g, capped_row, near_k, exp_k[0], upcoming,
-                        label if by_label else -1)
+                    reach = _capped_exps_near_zero(xr, cap, g, capped_row, near_k, exp_k[0],
+                                                   upcoming)
                     if not reach <= cap * cap:  # (the largest x^2)
-                        fused_rest = -1.0
                         for c in range(classes):
                             v = cap * fast_tanh(xr[c] * inv_cap, tanh_k)
                             capped_row[c] = v
@@ -245,13 +240,10 @@ def _cross_entropy_kernel(x, soft, labels, probs, weighted, class_weight, ignore
                             else _shifted_sum(xr, top, spread))
             if not capped:
                 if top - low <= NORMAL_REACH:  # (False for a NaN or an infinity in the row)
-                    sum_exp = _exps_normal(xr, top, g, exp_k[0], upcoming)
-                    if sum_exp < EXACT_BELOW:
-                        sum_exp = _sum(g)
+                    _exps_normal(xr, top, g, exp_k[0], upcoming)
                 else:
                     for c in range(classes):
                         g[c] = fast_exp(_shifted(xr[c], top), exp_k)
-                    sum_exp = _sum(g)
             if by_cap:
                 # the exps are shifted by softcap, not by the row's max, so none is 1 but
                 # each rounded: log(sum) - z_ref would keep that rounding (1e-7 absolute: a
@@ -259,18 +251,12 @@ def _cross_entropy_kernel(x, soft, labels, probs, weighted, class_weight, ignore
                 # cancel (a confident row's loss came out negative). The same loss as
                 # log(sum / e_ref) - dot has it in both terms: a relative error
                 ref_exp = float(g[ref])  # >= exp(-80): the capped logits are >= -softcap
-                rest = -1.0
-                if by_label and fused_rest >= 0.0:  # (the sum of the other spans)
-                    span = ref - ref % SPAN
-                    rest = fused_rest + _sum_except(g[span:span + SPAN], ref - span)
-                if rest < (EXACT_BELOW - 1.0) * ref_exp:
-                    rest = _sum_except(g, ref)
+                rest = _sum_except(g, ref)
                 sum_exp = rest + ref_exp
                 loss = coef * np.log1p(rest / ref_exp) - dot
                 label_rest = rest  # (the label's, where it is ``ref``: see below)
             else:
-                if capped:  # (outside ``by_cap``'s range: exps shifted by the capped max)
-                    sum_exp = _sum(g)
+                sum_exp = _sum(g)
                 log_sum = np.log(sum_exp)
                 below_one = -1.0  # (not summed: the row is not confident)
                 if sum_exp < CONFIDENT:  # the max's 1 + e keeps e to an ulp of 1:
