@@ -185,7 +185,7 @@ def test_tanh_is_within_a_few_ulps_and_keeps_its_special_values():
     np.testing.assert_array_equal(_compiled(fast_tanh)(special), [1.0, -1.0, 1.0, -1.0, 0.0, np.nan])
 
 
-@pytest.mark.parametrize("cap", [40.0, 30.0, 2.5, 1.0, 1.0 / 64.0])
+@pytest.mark.parametrize("cap", [40.0, 30.0, 2.5, 1.0, 1.0 / 512.0])
 def test_softcap_near_zero_is_within_two_ulps_on_its_range(cap):
     """The polynomial softcap takes for logits within +-softcap, its coefficients scaled by
     the powers of 1 / softcap^2 (``softcap_constants``, over the range the kernels take
@@ -193,6 +193,10 @@ def test_softcap_near_zero_is_within_two_ulps_on_its_range(cap):
     included, and x^2 as its second result; odd; x itself for tiny x (subnormals
     included); NaN kept."""
     cap32 = np.float32(cap)
+
+    @njit(fastmath=set(FASTMATH))
+    def reach_limit(cap):
+        return softcap_constants(cap)[2]
 
     @njit(fastmath=set(FASTMATH))
     def run(x):
@@ -208,7 +212,8 @@ def test_softcap_near_zero_is_within_two_ulps_on_its_range(cap):
     v, z = run(x)
     expected = cap * np.tanh(x.astype(np.float64) / cap)
     assert _ulps(v, expected).max() <= 2.0
-    np.testing.assert_array_equal(z, np.square(x))
+    np.testing.assert_array_equal(z, np.square(x))  # (compared with cap^2: no rounding of x / cap)
+    assert reach_limit(cap32) == cap32 * cap32 and reach_limit(np.float64(cap)) == 1.0
     np.testing.assert_array_equal(run(-x)[0], -v)
     np.testing.assert_array_equal(run(SUBNORMALS)[0], SUBNORMALS)
     np.testing.assert_array_equal(run(np.array([0.0, np.nan], np.float32))[0], [0.0, np.nan])

@@ -236,6 +236,33 @@ def test_softcap_rows_within_and_beyond_the_cap(backend):
     np.testing.assert_allclose(grad[keep], expected[1][keep], rtol=2e-5, atol=2e-8)
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_softcap_at_the_ends_of_the_polynomials_range(backend, dtype):
+    """Numba caps rows within +-softcap by a polynomial whose coefficients are scaled by
+    the softcap (``softcap_constants``) for softcaps in [1/512, 40], and takes the max's
+    pass and the rational tanh outside: at both ends and one step beyond each, rows with
+    logits at exactly +-softcap, one ulp beyond, and well within, against the float64
+    reference."""
+    for cap in (np.nextafter(1 / 512, 0), 1 / 512, 40.0, np.nextafter(40.0, np.inf)):
+        c = dtype(cap)
+        x = (rng.uniform(-1, 1, size=(4, 300)) * c).astype(dtype)
+        x[0, 7], x[0, 8] = c, -c
+        x[1, 299] = np.nextafter(c, dtype(np.inf))
+        x[2, 0] = -np.nextafter(c, dtype(np.inf))
+        labels = np.array([7, 0, 5, 299])
+        expected = reference.cross_entropy_liger(labels, x.astype(np.float64), softcap=cap,
+                                                 reduction="none")
+        value, grad = lb.cross_entropy.value_and_grad(on(backend, labels), on(backend, x),
+                                                      softcap=cap, reduction="none",
+                                                      backend=backend)
+        rtol = 1e-5 if dtype == np.float32 else 1e-12
+        np.testing.assert_allclose(np.asarray(host(value), np.float64), expected[0],
+                                   rtol=rtol, err_msg=f"softcap {cap!r}")
+        np.testing.assert_allclose(np.asarray(host(grad), np.float64), expected[1],
+                                   rtol=rtol, atol=rtol * np.abs(expected[1]).max(),
+                                   err_msg=f"softcap {cap!r}")
+
+
 def test_softcap_losses_of_well_classified_rows_are_relatively_exact(backend):
     """A row whose label dominates has a small loss (here about 1e-5), exact to float32's
     relative accuracy, and a one-class row's loss is 0: Numba's exps are shifted by

@@ -291,11 +291,13 @@ def fast_tanh(x, constants=None):
 
 
 def softcap_near_zero(x, cap, constants):
-    """``(cap tanh(x / cap), x^2)`` for |x| <= cap: vectorisable for float32, a polynomial
-    in x^2 with no division and no product by 1 / cap (beyond |x| = cap it is wrong: the
-    caller compares the second result with cap^2), ``math.tanh`` otherwise.
-    ``constants``: ``softcap_constants(cap)``."""
-    return cap * math.tanh(x / cap), x * x
+    """``(cap tanh(x / cap), reach)`` for |x| <= cap, ``constants`` =
+    ``softcap_constants(cap)``: for float32 a polynomial in x^2 with no division and no
+    product by 1 / cap, and reach = x^2; otherwise ``fast_tanh`` of u = x / cap (by the
+    product with ``constants[1]``), and reach = u^2. Beyond |x| = cap the first is wrong:
+    the caller compares the row's largest reach with ``constants[2]``."""
+    u = x / cap
+    return cap * math.tanh(u), u * u
 
 
 def fast_exp_normal(x, constants=None):
@@ -502,16 +504,12 @@ TANH_NEAR32 = (_f32(-0.0003584685910027474), _f32(0.0023014184553176165),
                _f32(-0.33333295583724976))  # R's coefficients from the highest
 
 
-@inline
 def softcap_constants(cap):
-    """``TANH_NEAR32``'s R(x^2 / cap^2) / cap^2 as a polynomial in x^2, for
-    ``softcap_near_zero``: r_k / cap^(2k + 2), float32 (normal for cap in [1/64, 40], where
-    the kernels take it). The leading term then needs no x / cap."""
-    inverse = 1.0 / (float(cap) * float(cap))
-    r6, r5, r4, r3, r2, r1, r0 = TANH_NEAR32
-    return (_f32(r6 * inverse ** 7), _f32(r5 * inverse ** 6), _f32(r4 * inverse ** 5),
-            _f32(r3 * inverse ** 4), _f32(r2 * inverse ** 3), _f32(r1 * inverse ** 2),
-            _f32(r0 * inverse))
+    """``softcap_near_zero``'s constants for this ``cap`` (float32 or float64), taken once
+    per call: (for float32, ``TANH_NEAR32``'s R(x^2 / cap^2) / cap^2 as a polynomial in
+    x^2, r_k / cap^(2k + 2), normal float32 numbers for cap from about 1e-3 to 290; 1 /
+    cap; the largest reach of a row within +-cap: cap^2 for float32, else 1)."""
+    return TANH_NEAR32, 1.0 / cap, 1.0
 
 
 @inline
@@ -779,8 +777,29 @@ def _fast_tanh(x, constants=None):
 @overload(softcap_near_zero, jit_options=INLINE)
 def _softcap_near_zero(x, cap, constants):
     if x == types.float32:
-        return lambda x, cap, constants: _softcap32_near_zero(x, constants)
-    return lambda x, cap, constants: (cap * fast_tanh(x / cap), x * x)
+        return lambda x, cap, constants: _softcap32_near_zero(x, constants[0])
+
+    def generic(x, cap, constants):
+        u = x * constants[1]
+        return cap * fast_tanh(u), u * u
+
+    return generic
+
+
+@overload(softcap_constants, jit_options=INLINE)
+def _softcap_constants(cap):
+    if cap == types.float32:
+        def scaled(cap):
+            inverse = 1.0 / (float(cap) * float(cap))
+            r6, r5, r4, r3, r2, r1, r0 = TANH_NEAR32
+            coefficients = (_f32(r6 * inverse ** 7), _f32(r5 * inverse ** 6),
+                            _f32(r4 * inverse ** 5), _f32(r3 * inverse ** 4),
+                            _f32(r2 * inverse ** 3), _f32(r1 * inverse ** 2),
+                            _f32(r0 * inverse))
+            return coefficients, _f32(1.0 / float(cap)), cap * cap
+
+        return scaled
+    return lambda cap: (TANH_NEAR32, 1.0 / cap, 1.0)
 
 
 # log1p(x) = x + x^2 M(x) on [0, 1], M of degree 8 fitted by ci/fit_polynomials.py (5e-9

@@ -222,7 +222,7 @@ def _exps_normal(xr, top, g, k, upcoming):
 def _capped_exps_near_zero(xr, cap, g, capped_row, near_k, exp_k, upcoming):
     """capped_row = cap tanh(xr / cap) and g = exp(capped_row - cap) as if every logit were
     within +-cap (``softcap_near_zero``), ``upcoming`` prefetched as in ``_exps_normal``;
-    returns the largest x^2, which says whether they were (<= cap^2)."""
+    returns the row's largest reach (``softcap_near_zero``), which says whether they were."""
     wide_vectors()
     reach = xr.dtype.type(0.0)
     for start in range(0, xr.size, SPAN):

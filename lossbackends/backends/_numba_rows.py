@@ -135,8 +135,9 @@ def _cross_entropy_kernel(x, soft, labels, probs, weighted, class_weight, ignore
     grad_scale = 1.0 / denominator if mean else 1.0
     weight_total = _sum(class_weight) if weighted else float(classes)
     capped = softcap > 0.0
-    # the exps shifted by softcap (see below); from 1/64 on, ``softcap_constants`` are normal
-    by_cap = capped and 1.0 / 64.0 <= softcap <= 40.0
+    # the exps shifted by softcap (see below), for softcaps whose ``softcap_constants`` are
+    # normal float32 numbers (from about 1e-3)
+    by_cap = capped and 1.0 / 512.0 <= softcap <= 40.0
     by_label = by_cap and not soft and smoothing == 0.0  # the loss as log(sum / e_label)
     cap = x.dtype.type(softcap)
     inv_cap = x.dtype.type(1.0 / softcap) if capped else x.dtype.type(0.0)
@@ -189,16 +190,17 @@ def _cross_entropy_kernel(x, soft, labels, probs, weighted, class_weight, ignore
             if capped:
                 # the capped logits are at most softcap: with that as the shift no exp
                 # overflows, and none underflows to a subnormal while softcap <= 40
-                # (exp(-80) is normal), so no pass for the max (above 40 it is found,
-                # capped: tanh increases). One fused pass then caps each logit (into
-                # the scratch row, read again for the chain rule) and takes its exp
+                # (exp(-80) is normal), so no pass for the max (outside ``by_cap``'s
+                # range it is found, capped: tanh increases). One fused pass then caps
+                # each logit (into the scratch row, read again for the chain rule) and
+                # takes its exp
                 if by_cap:
                     # first as if every logit were within +-softcap (the usual case), where
                     # tanh is a polynomial with no division; a row with one beyond (or a
                     # NaN) is done again with the tanh that holds everywhere
                     reach = _capped_exps_near_zero(xr, cap, g, capped_row, near_k, exp_k[0],
                                                    upcoming)
-                    if not reach <= cap * cap:  # (the largest x^2)
+                    if not reach <= near_k[2]:  # (not all within +-softcap, or a NaN)
                         for c in range(classes):
                             v = cap * fast_tanh(xr[c] * inv_cap, tanh_k)
                             capped_row[c] = v
