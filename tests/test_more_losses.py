@@ -361,6 +361,43 @@ def test_poisson_limits_scattered_through_a_parallel_input(backend, log_input):
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_poisson_log_rates_where_exp_is_not_normal(backend, dtype):
+    """A log-rate beyond +-87 (exp(x) near float32's overflow, past it, or subnormal), one
+    at a time among ordinary ones of an input the parallel kernels split: its loss and
+    gradient the float64 reference's, the others' the same bits as without it, and the
+    gradient the same bits from ``grad``, ``value_and_grad`` and ``grad_and_hess`` (the
+    Numba kernels' first form takes exp(x) only for |x| <= 87, and from a block holding
+    another x its twin runs; ``grad`` runs the twin throughout)."""
+    rng = np.random.default_rng(13)
+    n, at = 140_000, 70_003  # (the middle of a block, not the first chunk's)
+    y = rng.poisson(2.0, n).astype(dtype)
+    x = rng.standard_normal(n).astype(dtype)
+    alone = [host(r) for r in lb.poisson_nll.value_and_grad(
+        on(backend, y), on(backend, x), reduction="none", backend=backend)]
+    others = np.arange(n) != at
+    # (in float32: 88.5 and 88.7 normal, 88.8 and beyond inf; -87.5 to -103 subnormal)
+    for v in (87.0, -87.0, 87.5, -87.5, 88.5, 88.7, 88.8, -95.0, -103.0, -104.5, 200.0, -200.0):
+        for label in (0.0, 3.0):
+            x[at], y[at] = v, label
+            value, grad = (host(r) for r in lb.poisson_nll.value_and_grad(
+                on(backend, y), on(backend, x), reduction="none", backend=backend))
+            expected = ew_reference("poisson_nll", y[at], x[at], reduction="none")
+            with np.errstate(over="ignore"):  # (float32's rounding of the reference)
+                for got, want in zip((value[at], grad[at]), expected, strict=True):
+                    np.testing.assert_allclose(
+                        got, np.asarray(want).astype(dtype), rtol=4 * np.finfo(dtype).eps,
+                        atol=2 * float(np.finfo(dtype).smallest_subnormal), err_msg=(v, label))
+            np.testing.assert_array_equal(value[others], alone[0][others])
+            np.testing.assert_array_equal(grad[others], alone[1][others])
+            gradient_alone = host(lb.poisson_nll.grad(on(backend, y), on(backend, x),
+                                                      reduction="none", backend=backend))
+            with_hessian = host(lb.poisson_nll.grad_and_hess(
+                on(backend, y), on(backend, x), reduction="none", backend=backend)[0])
+            np.testing.assert_array_equal(gradient_alone, grad)
+            np.testing.assert_array_equal(with_hessian, grad)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_poisson_rate_whose_shift_overflows(backend, dtype):
     """x - y log(x + eps) where x is finite but x + eps overflows: log(inf) = inf, so the
     loss is -inf for y > 0 (x itself for y = 0), not x less y times a finite number."""

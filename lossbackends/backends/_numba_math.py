@@ -303,7 +303,9 @@ def softcap_near_zero(x, cap, constants):
 def fast_exp_normal(x, constants=None):
     """exp(x) for x in [-87, 88], where exp(x) is a normal float32: vectorisable for
     float32 and cheaper than ``fast_exp`` (no clamp, no subnormal scaling); NaN stays
-    NaN; ``math.exp`` otherwise. ``constants``: ``held(EXP32)`` or None (see ``held``)."""
+    NaN; ``math.exp`` otherwise. Beyond that range its float32 result is wrong, not NaN
+    (its 2^n wraps): callers bound x. ``constants``: ``held(EXP32)`` or None (see
+    ``held``)."""
     return math.exp(x)
 
 

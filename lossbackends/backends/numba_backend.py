@@ -390,8 +390,11 @@ def _elementwise(loss: str):
                 *([(True, True, "value_summed")] if start is not None else [])]
         for want, in_loop, name in runs:
             optimistic = hard is not None and (want or math.hard_gradient)
-            # the kernels that sum in their loop run wide vectors (see ``loss_math``)
+            # the kernels that sum in their loop run wide vectors (see ``loss_math``);
+            # those that sum nothing, a form's twin where only the value's sum tells
+            # whether its gradient is right (``gradient_checked``)
             form = math.wide_form if in_loop else math
+            form = form.limits if not want and form.gradient_checked else form
             # a kernel whose loop writes only the gradient has streaming forms too
             streams = not want or (in_loop and math.stream_with_value)
             for stream in (PLAIN, STREAMED, STAGED) if streams else (PLAIN,):
