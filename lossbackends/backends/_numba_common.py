@@ -26,6 +26,18 @@ from ._threads import SHARED
 LINE = 64  # bytes in a cache line
 CHUNKS = 64  # partial sums per call: a constant, so results never depend on thread count
 BLOCK = 2048  # elements per inner loop: a block of each array stays in L1
+# The elementwise kernels that keep a block of losses in L1 to sum it (a fourth array
+# beside y, p and a staged gradient) run blocks of LOSSES_BLOCK elements, and those that
+# also prefetch the next block's inputs (``optimistic``) of OPTIMISTIC_BLOCK: with 2048,
+# their arrays filled the 32 KiB L1 of the AMD EPYC. Measured there in one process, the
+# three forms' samples in turn (float32, two threads, value_and_grad, default call and
+# out=), against 2048: kl_div, poisson_nll, log_cosh, soft_margin and BCE with logits
+# 1.05-1.16x as fast at 1e7 and 1e8 with 1024 (0.99-1.03x at 1e6); binary cross-entropy
+# and sigmoid_focal 1.02-1.13x with 1024, 1.08-1.31x with 512; the losses summed in
+# their loop (MSE, mae, huber, pinball) 0.87-0.98x with 512 or 1024 at 1e6: they keep
+# BLOCK (performance-log.md, "Blocks of losses in L1").
+LOSSES_BLOCK = 1024
+OPTIMISTIC_BLOCK = 512
 CE_CHUNK_ELEMENTS = 8192  # the fewest logits in a cross-entropy chunk (two beat one from 2x)
 # From a gradient of this many bytes (64 MiB, of float32 16.8 million elements; with y
 # and p 192 MiB), a kernel whose loop writes nothing but the gradient (alone, with the

@@ -1,10 +1,11 @@
 """The Numba backend: fused, single-pass CPU kernels.
 
 Each elementwise kernel reads ``y`` and ``p`` once and writes the gradient; block by block
-(``BLOCK`` elements, in L1) it writes the losses into a buffer (or the ``"none"`` result)
-that ``_sum`` adds in float64 while they are in cache, or, for the losses of a few
-operations, adds them in float64 in the same loop, always or from the sizes that stream
-from DRAM (``loss_math``'s ``sum_in_loop_from``). The
+(``BLOCK`` elements in L1; ``LOSSES_BLOCK`` where it keeps the losses) it writes the
+losses into a buffer (or the ``"none"`` result) that ``_sum`` adds in float64 while they
+are in cache, or, for the losses of a few operations, adds them in float64 in the same
+loop, always or from the sizes that stream from DRAM (``loss_math``'s
+``sum_in_loop_from``). The
 formulas are compiled without reassociation, so they round as written; only the sums
 reassociate (``_sum``, ``add_reassociable``), to vectorise. A gradient (and Hessian) of
 ``STREAM_FROM_BYTES`` or more goes by streaming stores, which skip the caches, in the
@@ -41,6 +42,8 @@ from ._numba_common import (
     BLOCK,
     CHUNKS,
     LINE,
+    LOSSES_BLOCK,
+    OPTIMISTIC_BLOCK,
     PARALLEL_MIN_ELEMENTS,
     STREAM_FROM_BYTES,
     _copy,
@@ -184,7 +187,8 @@ def _elementwise_kernel(optimistic: bool, want_value: bool, sum_in_loop: bool,
     ``want_value``); or, ``shared`` among threads (see ``_threads``), each chunk's sum into
     its place there. ``losses``: the losses of ``reduction="none"``, or None.
 
-    Each chunk runs in blocks of ``BLOCK`` elements. An ``optimistic`` kernel takes the
+    Each chunk runs in blocks of ``block`` elements (``BLOCK``, or ``LOSSES_BLOCK`` and
+    ``OPTIMISTIC_BLOCK`` where the losses are summed from their block). An ``optimistic`` kernel takes the
     labels for 0 or 1 if its chunk's first block has only those, until a block shows
     otherwise (that block is then run again, and the rest of the chunk too, in the general
     form): binary cross-entropy's value then costs one log per element instead of two, and
@@ -201,6 +205,10 @@ def _elementwise_kernel(optimistic: bool, want_value: bool, sum_in_loop: bool,
     its own)."""
 
     direct, staged = stream == STREAMED, stream == STAGED  # (closure constants)
+    # elements per block: fewer where the block's losses, and the next block's inputs,
+    # share L1 with it (``LOSSES_BLOCK``)
+    block = (BLOCK if not want_value or sum_in_loop
+             else OPTIMISTIC_BLOCK if optimistic else LOSSES_BLOCK)
 
     def kernel(y, p, weight, pos_weight, param, scale, floor, grad, losses, hess, shared):
         aligned_stack()
@@ -220,7 +228,7 @@ def _elementwise_kernel(optimistic: bool, want_value: bool, sum_in_loop: bool,
         k = held(_LOSS_CONSTANTS)
         # the losses of a block go to ``losses`` (reduction="none"), or, when it is None
         # and they are not summed in the loop, to this buffer, and are summed from there
-        scratch = np.empty(min(BLOCK, size) if want_value and losses is None
+        scratch = np.empty(min(block, size) if want_value and losses is None
                            and not sum_in_loop else 0, p.dtype)
         # the gradient written over p (out=y_pred) goes to this buffer first, a block at a
         # time, then over p: LLVM's loops check that their arrays do not overlap, and run
@@ -229,7 +237,7 @@ def _elementwise_kernel(optimistic: bool, want_value: bool, sum_in_loop: bool,
         in_place = _written_over(grad, p)
         # (STAGED, which calls without a Hessian take: the block's gradient goes to this
         # buffer, then by streaming stores into ``grad``, ``copy_streaming``)
-        gradients = np.empty(min(BLOCK, size) if in_place or staged else 0, p.dtype)
+        gradients = np.empty(min(block, size) if in_place or staged else 0, p.dtype)
         result = 0.0
         # whether the blocks run the twins that take limits: from the first block that
         # needed them to the end of this thread's chunks (kl_div's targets of 0 are seldom
@@ -242,10 +250,10 @@ def _elementwise_kernel(optimistic: bool, want_value: bool, sum_in_loop: bool,
             total = 0.0
             chunk_start = chunk * size
             chunk_stop = min(n, chunk_start + size)
-            first_block = y[chunk_start:min(chunk_stop, chunk_start + BLOCK)]
+            first_block = y[chunk_start:min(chunk_stop, chunk_start + block)]
             labels_0_or_1 = optimistic and _labels_are_0_or_1(first_block)
-            for start in range(chunk_start, chunk_stop, BLOCK):
-                stop = min(chunk_stop, start + BLOCK)
+            for start in range(chunk_start, chunk_stop, block):
+                stop = min(chunk_stop, start + block)
                 # (IN_DRAM: where the inputs stream from DRAM)
                 if optimistic and n >= _numba_losses.IN_DRAM:
                     # the next block's inputs prefetched: without it the optimistic
@@ -255,7 +263,7 @@ def _elementwise_kernel(optimistic: bool, want_value: bool, sum_in_loop: bool,
                     # found). With it 0.70-0.92 of the time at 1e7 and 1e8 (two rounds);
                     # 1.13x as long at 1e6, in the L3; the plain kernels 1.16-1.24x as
                     # long at 1e8.
-                    ahead = min(chunk_stop, stop + BLOCK)
+                    ahead = min(chunk_stop, stop + block)
                     prefetch_lines(y, stop, ahead)
                     prefetch_lines(p, stop, ahead)
                     if weight is not None:
