@@ -454,7 +454,7 @@ def test_labels_of_0_and_1_and_between(backend, loss, dtype):
     them must be exact too, and the losses of 0/1 labels must not depend on the form that
     computed them (their gradients within rounding: sigmoid_focal's general form divides
     by 1 - p_t)."""
-    block = 2048  # the Numba kernels' BLOCK, a multiple of their other blocks' elements
+    block = 2048  # the Numba kernels' BLOCK, a multiple of their OPTIMISTIC_BLOCK
     rng = np.random.default_rng(13)
     y_block = (rng.random(block) < 0.5).astype(dtype)
     if loss == "binary_cross_entropy":

@@ -26,16 +26,20 @@ from ._threads import SHARED
 LINE = 64  # bytes in a cache line
 CHUNKS = 64  # partial sums per call: a constant, so results never depend on thread count
 BLOCK = 2048  # elements per inner loop: a block of each array stays in L1
-# The elementwise kernels that keep a block of losses in L1 to sum it (a fourth array
-# beside y, p and a staged gradient) run blocks of LOSSES_BLOCK elements, and those that
-# also prefetch the next block's inputs (``optimistic``) of OPTIMISTIC_BLOCK: with 2048,
-# their arrays filled the 32 KiB L1 of the AMD EPYC. Measured there in one process, the
-# three forms' samples in turn (float32, two threads, value_and_grad, default call and
-# out=), against 2048: kl_div, poisson_nll, log_cosh, soft_margin and BCE with logits
-# 1.05-1.16x as fast at 1e7 and 1e8 with 1024 (0.99-1.03x at 1e6); binary cross-entropy
-# and sigmoid_focal 1.02-1.13x with 1024, 1.08-1.31x with 512; the losses summed in
-# their loop (MSE, mae, huber, pinball) 0.87-0.98x with 512 or 1024 at 1e6: they keep
-# BLOCK (performance-log.md, "Blocks of losses in L1").
+# The elementwise kernels that keep a block of losses in L1 to sum it (an array beside
+# y, p, the gradient and a staged gradient's buffer; below ``BEYOND_L2`` the losses
+# summed in their loop from there too) run blocks of LOSSES_BLOCK elements, and the
+# ``optimistic`` ones (which also prefetch the next block's inputs from DRAM sizes),
+# with the value or without, of OPTIMISTIC_BLOCK: with 2048 their arrays filled the
+# 32 KiB L1 of the AMD EPYC. Measured there in one process, the three sizes' samples in
+# turn (float32, two threads, default call and out=), against 2048: value_and_grad of
+# kl_div, poisson_nll, log_cosh, soft_margin and BCE with logits 1.05-1.16x as fast at
+# 1e7 and 1e8 with 1024 (0.97-1.03x from 1e5 to 1e6); of binary cross-entropy and
+# sigmoid_focal 1.08-1.31x with 512, sigmoid_focal's grad 1.17x at 1e7 (0.97-1.05x at
+# 1e5-1e6); huber and pinball below BEYOND_L2 1.01-1.17x with 1024; the losses summed in
+# their loop (MSE, mae, huber, pinball) 0.87-0.98x with 512 or 1024 at 1e6, where they
+# keep BLOCK (performance-log.md, "Blocks of losses in L1"). float64 keeps the same
+# numbers of elements, twice the bytes: not measured.
 LOSSES_BLOCK = 1024
 OPTIMISTIC_BLOCK = 512
 CE_CHUNK_ELEMENTS = 8192  # the fewest logits in a cross-entropy chunk (two beat one from 2x)

@@ -1,8 +1,8 @@
 """The Numba backend: fused, single-pass CPU kernels.
 
 Each elementwise kernel reads ``y`` and ``p`` once and writes the gradient; block by block
-(``BLOCK`` elements in L1; ``LOSSES_BLOCK`` where it keeps the losses) it writes the
-losses into a buffer (or the ``"none"`` result) that ``_sum`` adds in float64 while they
+(``BLOCK`` elements in L1; fewer where it keeps more there: ``LOSSES_BLOCK``) it writes
+the losses into a buffer (or the ``"none"`` result) that ``_sum`` adds in float64 while they
 are in cache, or, for the losses of a few operations, adds them in float64 in the same
 loop, always or from the sizes that stream from DRAM (``loss_math``'s
 ``sum_in_loop_from``). The
@@ -187,9 +187,10 @@ def _elementwise_kernel(optimistic: bool, want_value: bool, sum_in_loop: bool,
     ``want_value``); or, ``shared`` among threads (see ``_threads``), each chunk's sum into
     its place there. ``losses``: the losses of ``reduction="none"``, or None.
 
-    Each chunk runs in blocks of ``block`` elements (``BLOCK``, or ``LOSSES_BLOCK`` and
-    ``OPTIMISTIC_BLOCK`` where the losses are summed from their block). An ``optimistic`` kernel takes the
-    labels for 0 or 1 if its chunk's first block has only those, until a block shows
+    Each chunk runs in blocks of ``block`` elements: ``OPTIMISTIC_BLOCK`` in an
+    ``optimistic`` kernel, ``LOSSES_BLOCK`` where the losses are summed from their block,
+    else ``BLOCK``. An ``optimistic`` kernel takes the labels for 0 or 1 if its chunk's
+    first block has only those, until a block shows
     otherwise (that block is then run again, and the rest of the chunk too, in the general
     form): binary cross-entropy's value then costs one log per element instead of two, and
     ``sigmoid_focal`` a quarter less (single thread, in cache: 1.22 against 1.64 ns per
@@ -205,10 +206,13 @@ def _elementwise_kernel(optimistic: bool, want_value: bool, sum_in_loop: bool,
     its own)."""
 
     direct, staged = stream == STREAMED, stream == STAGED  # (closure constants)
-    # elements per block: fewer where the block's losses, and the next block's inputs,
-    # share L1 with it (``LOSSES_BLOCK``)
-    block = (BLOCK if not want_value or sum_in_loop
-             else OPTIMISTIC_BLOCK if optimistic else LOSSES_BLOCK)
+    # elements per block: fewer where the block's losses, or the next block's inputs,
+    # share L1 with it (``LOSSES_BLOCK``). Every optimistic kernel of a loss takes one
+    # size, with the value or without: its blocks of labels 0 and 1 are then the same
+    # elements, which its hard-label form computes, and sigmoid_focal's gradients (whose
+    # two forms round apart) the same bits from grad as from value_and_grad
+    block = (OPTIMISTIC_BLOCK if optimistic
+             else BLOCK if not want_value or sum_in_loop else LOSSES_BLOCK)
 
     def kernel(y, p, weight, pos_weight, param, scale, floor, grad, losses, hess, shared):
         aligned_stack()
