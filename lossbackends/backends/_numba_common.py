@@ -33,8 +33,8 @@ BLOCK = 2048  # elements per inner loop: a block of each array stays in L1
 # with the value or without, of OPTIMISTIC_BLOCK: with 2048 their arrays filled the
 # 32 KiB L1 of the AMD EPYC. Measured there in one process, the three sizes' samples in
 # turn (float32, two threads, default call and out=), against 2048: value_and_grad of
-# kl_div, poisson_nll, log_cosh, soft_margin and BCE with logits 1.05-1.16x as fast at
-# 1e7 and 1e8 with 1024 (0.97-1.03x from 1e5 to 1e6); of binary cross-entropy and
+# kl_div, poisson_nll, log_cosh, soft_margin and BCE with logits 1.00-1.14x as fast at
+# 1e7 and 1.00-1.38x at 1e8 with 1024 (0.97-1.03x from 1e5 to 1e6); of binary cross-entropy and
 # sigmoid_focal 1.08-1.31x with 512, sigmoid_focal's grad 1.17x at 1e7 (0.97-1.05x at
 # 1e5-1e6); huber and pinball below BEYOND_L2 1.01-1.17x with 1024; the losses summed in
 # their loop (MSE, mae, huber, pinball) 0.87-0.98x with 512 or 1024 at 1e6, where they
