@@ -6,10 +6,10 @@ the losses into a buffer (or the ``"none"`` result) that ``_sum`` adds in float6
 they are in cache, or, for the losses of a few operations, adds them in float64 in the
 same loop, always or from the sizes that stream from DRAM (``loss_math``'s
 ``sum_in_loop_from``). The formulas are compiled without reassociation, so they round as
-written; only the sums reassociate (``_sum``, ``add_reassociable``), to vectorise. A gradient (and Hessian) of
-``STREAM_FROM_BYTES`` or more goes by streaming stores, which skip the caches, in the
-kernels whose loop writes nothing else: from the loop where it starts a cache line, else
-(a NumPy ``out=``) from a block in L1 (``_streams``).
+written; only the sums reassociate (``_sum``, ``add_reassociable``), to vectorise. A
+gradient (and Hessian) of ``STREAM_FROM_BYTES`` or more goes by streaming stores, which
+skip the caches, in the kernels whose loop writes nothing else: from the loop where it
+starts a cache line, else (a NumPy ``out=``) from a block in L1 (``_streams``).
 Work is cut into ``CHUNKS`` fixed chunks whose partial sums are added in order, so the
 result does not depend on the number of threads; the chunks of a large input are shared
 out among threads, each taking the next chunk not yet taken (``_threads``). Elementwise
@@ -190,9 +190,10 @@ def _elementwise_kernel(optimistic: bool, want_value: bool, sum_in_loop: bool,
     ``optimistic`` kernel, ``LOSSES_BLOCK`` where the losses are summed from their block,
     else ``BLOCK``. An ``optimistic`` kernel takes the labels for 0 or 1 if its chunk's
     first block has only those, until a block shows otherwise (that block is then run
-    again, and the rest of the chunk too, in the general form): binary cross-entropy's value then costs one log per element instead of two, and
-    ``sigmoid_focal`` a quarter less (single thread, in cache: 1.22 against 1.64 ns per
-    element), and probability labels are not computed twice.
+    again, and the rest of the chunk too, in the general form): binary cross-entropy's
+    value then costs one log per element instead of two, and ``sigmoid_focal`` a quarter
+    less (single thread, in cache: 1.22 against 1.64 ns per element), and probability
+    labels are not computed twice.
     (For binary cross-entropy, checking every block first instead of in its loop cost
     labels of 0 and 1 7 %.)
 
