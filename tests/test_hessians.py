@@ -68,7 +68,8 @@ def test_in_place_gives_the_bits_of_out(backend, loss, dtype):
         if loss in ("binary_cross_entropy", "sigmoid_focal"):
             y = (rng.random(n) < 0.5).astype(dtype)
             # a later block of labels 0 and 1 but one, inside a block of each of the
-            # Numba kernels' sizes (512, 1024, 2048): every kernel of a loss must split alike
+            # Numba kernels' sizes (512, 1024, 2048; float64 256, 512, 2048): every kernel
+            # of a loss must split alike
             y[min(2048 + 512 + 9, n - 1)] = 0.5
         function = getattr(lb, loss)
         apart = on(backend, np.empty_like(p))

@@ -38,8 +38,12 @@ BLOCK = 2048  # elements per inner loop: a block of each array stays in L1
 # sigmoid_focal 1.08-1.31x with 512, sigmoid_focal's grad 1.17x at 1e7 (0.97-1.05x at
 # 1e5-1e6); huber and pinball below BEYOND_L2 1.01-1.17x with 1024; the losses summed in
 # their loop (MSE, mae, huber, pinball) 0.87-0.98x with 512 or 1024 at 1e6, where they
-# keep BLOCK (performance-log.md, "Blocks of losses in L1"). float64 keeps the same
-# numbers of elements, twice the bytes: not measured.
+# keep BLOCK (performance-log.md, "Blocks of losses in L1"). float64 kernels run half as
+# many elements in these two (``float64_block``: the same bytes in L1): binary
+# cross-entropy's value_and_grad 1.13-1.21x as fast at 1e7 and 1e8, kl_div's and
+# poisson_nll's 1.00-1.13x, 0.98-1.02x in cache. BLOCK stays whole: halved, it sped up
+# only the staged out= (``STAGED``), whose blocks must sum as the default call's do, to
+# the bit (performance-log.md, "Blocks of float64").
 LOSSES_BLOCK = 1024
 OPTIMISTIC_BLOCK = 512
 CE_CHUNK_ELEMENTS = 8192  # the fewest logits in a cross-entropy chunk (two beat one from 2x)
@@ -276,6 +280,20 @@ def _written_over_typed(grad, p):
     if isinstance(grad, numba.types.NoneType):
         return lambda grad, p: False
     return lambda grad, p: grad.ctypes.data == p.ctypes.data
+
+
+def float64_block(p, block):
+    """Elements per block of a kernel of ``LOSSES_BLOCK`` or ``OPTIMISTIC_BLOCK`` (``block``)
+    for ``p``'s dtype: half as many for float64, the same bytes in L1 as float32's. Chosen
+    when the kernel is compiled (an array's itemsize is read at run time), so the loops'
+    bound stays a constant."""
+
+
+@overload(float64_block, jit_options=INLINE)
+def _float64_block_typed(p, block):
+    if p.dtype.bitwidth == 64:
+        return lambda p, block: block // 2
+    return lambda p, block: block
 
 
 @inline

@@ -54,6 +54,7 @@ from ._numba_common import (
     aligned_stack,
     array_type,
     copy_streaming,
+    float64_block,
     in_dtype,
     prefetch_lines,
     store_fence,
@@ -187,8 +188,8 @@ def _elementwise_kernel(optimistic: bool, want_value: bool, sum_in_loop: bool,
     its place there. ``losses``: the losses of ``reduction="none"``, or None.
 
     Each chunk runs in blocks of ``block`` elements: ``OPTIMISTIC_BLOCK`` in an
-    ``optimistic`` kernel, ``LOSSES_BLOCK`` where the losses are summed from their block,
-    else ``BLOCK``. An ``optimistic`` kernel takes the labels for 0 or 1 if its chunk's
+    ``optimistic`` kernel, ``LOSSES_BLOCK`` where the losses are summed from their block
+    (float64: half of either, ``float64_block``), else ``BLOCK``. An ``optimistic`` kernel takes the labels for 0 or 1 if its chunk's
     first block has only those, until a block shows otherwise (that block is then run
     again, and the rest of the chunk too, in the general form): binary cross-entropy's
     value then costs one log per element instead of two, and ``sigmoid_focal`` a quarter
@@ -209,12 +210,15 @@ def _elementwise_kernel(optimistic: bool, want_value: bool, sum_in_loop: bool,
     # share L1 with it (``LOSSES_BLOCK``). Every optimistic kernel of a loss takes one
     # size, with the value or without: its blocks of labels 0 and 1 are then the same
     # elements, which its hard-label form computes, and sigmoid_focal's gradients (whose
-    # two forms round apart) the same bits from grad as from value_and_grad
-    block = (OPTIMISTIC_BLOCK if optimistic
-             else BLOCK if not want_value or sum_in_loop else LOSSES_BLOCK)
+    # two forms round apart) the same bits from grad as from value_and_grad. float64 runs
+    # half as many elements in the two smaller sizes (``float64_block``)
+    block32 = (OPTIMISTIC_BLOCK if optimistic
+               else BLOCK if not want_value or sum_in_loop else LOSSES_BLOCK)
+    halved = block32 != BLOCK
 
     def kernel(y, p, weight, pos_weight, param, scale, floor, grad, losses, hess, shared):
         aligned_stack()
+        block = float64_block(p, block32) if halved else block32  # (a constant per dtype)
         n = p.size
         chunks = CHUNKS if n >= PARALLEL_MIN_ELEMENTS else 1
         size = (n + chunks - 1) // chunks
