@@ -147,9 +147,13 @@ def small_call_rows(device: str, roofline: float) -> list[dict]:
     if device == "host":
         from lossbackends.backends import numpy_backend
 
-        for backend in [b for b in ("numpy", "numba") if b in lb.available_backends()]:
-            call = lambda b=backend: lb.mse.value_and_grad(y, p, backend=b)  # noqa: E731
-            times = core.time_host(call, min_time=0.3, repeats=9)
+        backends = [b for b in ("numpy", "numba") if b in lb.available_backends()]
+        # the backends' samples in turn, 21 each over about 4 s: this host has slow spells
+        # of 0.1-0.5 s (its neighbours), and 9 samples in 0.3 s, one backend after the
+        # other, gave a median of 3.73 us where 2.15 was the speed before and after
+        calls = [lambda b=b: lb.mse.value_and_grad(y, p, backend=b) for b in backends]
+        for backend, times in zip(backends, core.time_host_in_turn(calls, 2.0, 21),
+                                  strict=True):
             rows.append(core.row("mse", "call_n1000", backend, "float32", (1000,), times,
                                  12000, roofline, device=device))
 
@@ -157,8 +161,9 @@ def small_call_rows(device: str, roofline: float) -> list[dict]:
             grad = np.empty_like(p)
             return numpy_backend.mse(y, p, None, (), "mean", 1e-3, grad, True), grad
 
+        # (41 differences over about 2 s, for the same reason)
         overhead = core.time_host_difference(
-            lambda: lb.mse.value_and_grad(y, p, backend="numpy"), direct)
+            lambda: lb.mse.value_and_grad(y, p, backend="numpy"), direct, 2.0, 41)
         rows.append(core.row("mse", "dispatch_overhead", "numpy", "float32", (1000,), overhead,
                              1, roofline, device=device))
     else:
