@@ -189,12 +189,13 @@ def _elementwise_kernel(optimistic: bool, want_value: bool, sum_in_loop: bool,
 
     Each chunk runs in blocks of ``block`` elements: ``OPTIMISTIC_BLOCK`` in an
     ``optimistic`` kernel, ``LOSSES_BLOCK`` where the losses are summed from their block
-    (float64: half of either, ``float64_block``), else ``BLOCK``. An ``optimistic`` kernel takes the labels for 0 or 1 if its chunk's
-    first block has only those, until a block shows otherwise (that block is then run
-    again, and the rest of the chunk too, in the general form): binary cross-entropy's
-    value then costs one log per element instead of two, and ``sigmoid_focal`` a quarter
-    less (single thread, in cache: 1.22 against 1.64 ns per element), and probability
-    labels are not computed twice.
+    (float64: half of either, ``float64_block``), else ``BLOCK``. An ``optimistic``
+    kernel takes the labels for 0 or 1 if its chunk's first block has only those, until
+    a block shows otherwise (that block is then run again, and the rest of the chunk
+    too, in the general form): binary cross-entropy's value then costs one log per
+    element instead of two, and ``sigmoid_focal`` a quarter less (single thread, in
+    cache: 1.22 against 1.64 ns per element), and probability labels are not computed
+    twice.
     (For binary cross-entropy, checking every block first instead of in its loop cost
     labels of 0 and 1 7 %.)
 
