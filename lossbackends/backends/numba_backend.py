@@ -213,9 +213,8 @@ def _elementwise_kernel(optimistic: bool, want_value: bool, sum_in_loop: bool,
     # elements, which its hard-label form computes, and sigmoid_focal's gradients (whose
     # two forms round apart) the same bits from grad as from value_and_grad. float64 runs
     # half as many elements in the two smaller sizes (``float64_block``)
-    block32 = (OPTIMISTIC_BLOCK if optimistic
-               else BLOCK if not want_value or sum_in_loop else LOSSES_BLOCK)
-    halved = block32 != BLOCK
+    halved = optimistic or (want_value and not sum_in_loop)  # (the two smaller sizes)
+    block32 = (OPTIMISTIC_BLOCK if optimistic else LOSSES_BLOCK if halved else BLOCK)
 
     def kernel(y, p, weight, pos_weight, param, scale, floor, grad, losses, hess, shared):
         aligned_stack()
