@@ -121,6 +121,12 @@ def minimum_bytes(loss: str, op: str, shape: tuple, itemsize: int) -> int:
 # size down; measured runs keep 1.
 TIME_SCALE = 1.0
 TRIAD_ELEMENTS = 20_000_000
+# Rounds of a case's samples taken in turn (``time_host_with_triad``): 15 in a full run, as
+# the measurements of ``shared/performance.md``; at 1e8 each sample is one call of 40-300
+# ms, and with 7 a slow spell of the host (0.1-0.5 s) in two of one provider's rounds moved
+# its median by up to 15 % (log_cosh's default call read 88 % of out=, their fastest
+# samples 38.8 and 38.6 ms). --quick and --smoke take 7.
+ROUNDS = 15
 
 
 @functools.cache
@@ -232,10 +238,11 @@ def time_host_in_turn(calls: list, min_time: float = 0.2, repeats: int = 7,
 def time_host_with_triad(calls: list, traffic: int, min_time: float = 0.2
                          ) -> tuple[list[list[float]], float]:
     """``time_host_in_turn`` of ``calls`` and of the triad (``triad_call``, moving at least
-    ``traffic`` bytes): their samples, and the triad's GB/s, the roofline of the same
-    moments (this machine's bandwidth moves by a third within minutes)."""
+    ``traffic`` bytes), ``ROUNDS`` rounds: their samples, and the triad's GB/s, the
+    roofline of the same moments (this machine's bandwidth moves by a third within
+    minutes)."""
     _, triad, triad_bytes = triad_call(max(traffic // 12, TRIAD_ELEMENTS))
-    times = time_host_in_turn([*calls, triad], min_time=min_time)
+    times = time_host_in_turn([*calls, triad], min_time=min_time, repeats=ROUNDS)
     return times[:-1], triad_bytes / statistics.median(times[-1]) / 1e9
 
 
