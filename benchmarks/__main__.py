@@ -78,8 +78,9 @@ def parse(argv):
     parser.add_argument("--out", type=Path, default=Path("bench-out"))
     parser.add_argument("--device", choices=["host", "gpu"], default="host")
     parser.add_argument("--quick", action="store_true",
-                        help="fewer sizes, value_and_grad only, torch.compile with dynamic "
-                        "shapes (13-16 min on the 2-core development machine with the peers)")
+                        help="fewer sizes, value_and_grad only, 7 rounds of samples a case "
+                        "(a full run 15), torch.compile with dynamic shapes (13-16 min on the "
+                        "2-core development machine with the peers)")
     parser.add_argument("--smoke", action="store_true", help="tiny sizes: checks the suite runs")
     parser.add_argument("--losses", nargs="+", choices=core.LOSSES, default=list(core.LOSSES))
     parser.add_argument("--ops", nargs="+", choices=core.OPS)
