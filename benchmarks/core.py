@@ -284,6 +284,34 @@ def time_gpu(call, repeats: int = 20, warmup: int = 3) -> list[float]:
     return [cp.cuda.get_elapsed_time(a, b) / 1e3 for a, b in zip(events[:-1], events[1:], strict=True)]
 
 
+def time_gpu_each(call, calls: int) -> tuple[list[float], list[float]]:
+    """Seconds of ``calls`` calls, each from an idle card: the host's until the call returns,
+    and the device's between CUDA events recorded before and after it."""
+    import cupy as cp
+
+    stream = cp.cuda.get_current_stream()
+    start, end = cp.cuda.Event(), cp.cuda.Event()
+    host, device = [], []
+    for _ in range(calls):
+        stream.synchronize()
+        start.record(stream)
+        began = time.perf_counter()
+        call()
+        host.append(time.perf_counter() - began)
+        end.record(stream)
+        end.synchronize()
+        device.append(cp.cuda.get_elapsed_time(start, end) * 1e-3)
+    return host, device
+
+
+def time_once(call) -> tuple[object, float]:
+    """``call()``'s result and its seconds, one call: for a run of minutes that cannot be
+    repeated within the suite (Dask over data larger than memory)."""
+    start = time.perf_counter()
+    result = call()
+    return result, time.perf_counter() - start
+
+
 def time_gpu_wall(call, repeats: int = 30, inner: int = 100) -> list[float]:
     """Wall seconds per call of back-to-back calls, synchronised at the end of each sample."""
     import cupy as cp

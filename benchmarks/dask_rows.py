@@ -150,7 +150,6 @@ def cluster_rows(roofline: float) -> list[dict]:
 def larger_than_memory() -> dict:
     """MSE's value over two arrays of 3.2e9 float32 generated chunk by chunk (in a fresh
     process, so its peak memory is its own)."""
-    import time
 
     import dask.array as da
 
@@ -159,9 +158,8 @@ def larger_than_memory() -> dict:
     rng = da.random.default_rng(0)
     y = rng.random(n, chunks=chunk, dtype=np.float32)
     p = rng.random(n, chunks=chunk, dtype=np.float32)
-    start = time.perf_counter()
-    value = float(lb.mse(y, p, backend="numba").compute(scheduler="threads"))
-    seconds = time.perf_counter() - start
+    value, seconds = core.time_once(
+        lambda: float(lb.mse(y, p, backend="numba").compute(scheduler="threads")))
     peak = _peak_gib()
     total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
     return {"elements": 2 * n, "gb": 8 * n / 1e9, "seconds": seconds, "value": value,

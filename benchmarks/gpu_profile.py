@@ -15,7 +15,6 @@ import cProfile
 import io
 import pstats
 import statistics
-import time
 
 import numpy as np
 
@@ -111,20 +110,7 @@ def launches():
 def measure(call, calls: int) -> dict:
     """Medians in microseconds: ``host`` (the call's return, the card idle at its start),
     ``device`` (CUDA events before and after it) and ``wall`` (back to back)."""
-    import cupy as cp
-
-    stream = cp.cuda.get_current_stream()
-    start, end = cp.cuda.Event(), cp.cuda.Event()
-    host, device = [], []
-    for _ in range(calls):
-        stream.synchronize()
-        start.record(stream)
-        began = time.perf_counter()
-        call()
-        host.append(time.perf_counter() - began)
-        end.record(stream)
-        end.synchronize()
-        device.append(cp.cuda.get_elapsed_time(start, end) * 1e-3)
+    host, device = core.time_gpu_each(call, calls)
     wall = core.time_gpu_wall(call, repeats=5, inner=max(calls // 5, 1))
     return {k: statistics.median(v) * 1e6 for k, v in
             (("host", host), ("device", device), ("wall", wall))}
