@@ -21,6 +21,7 @@ import argparse
 import datetime
 import os
 import platform
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -98,6 +99,20 @@ def parse(argv):
     return parser.parse_args(argv)
 
 
+def _commit() -> str | None:
+    """The commit of the code measured (``-dirty`` with uncommitted changes to tracked
+    files), or None outside a git checkout."""
+    where = Path(lb.__file__).resolve().parent
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short=7", "HEAD"], cwd=where, check=True,
+                              capture_output=True, text=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
+                               cwd=where, check=True, capture_output=True, text=True).stdout
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return head + ("-dirty" if dirty.strip() else "")
+
+
 def metadata(device: str, rooflines: dict) -> dict:
     meta = {
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
@@ -112,6 +127,8 @@ def metadata(device: str, rooflines: dict) -> dict:
         # until 2026-12-03, when Numba's OpenMP layer still ran our kernels: there PyTorch's MSE
         # at n = 1e6 took twice as long, and so did the triad.)
         "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
+        "command": " ".join(["python -m benchmarks", *sys.argv[1:]]),
+        "commit": _commit(), "rounds": core.ROUNDS,
     }
     try:
         with open("/proc/cpuinfo") as f:

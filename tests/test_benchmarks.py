@@ -39,6 +39,9 @@ def test_smoke_run_writes_csv_json_and_plots(tmp_path):
         assert float(r["gbps"]) > 0 and float(r["roofline_fraction"]) > 0
     meta = json.loads((out / "smoke_run_host.json").read_text())
     assert meta["rooflines_gbps"]["host"] > 0 and "numpy" in meta and "cpu" in meta
+    # what was measured: the command as run, the rounds a smoke run takes (7), the commit
+    assert meta["command"].startswith("python -m benchmarks --smoke") and meta["rounds"] == 7
+    assert meta["commit"] is None or len(meta["commit"].split("-")[0]) >= 7
     roofline = next(r for r in rows if r["loss"] == "roofline")  # its gbps: the roofline
     assert float(roofline["gbps"]) == pytest.approx(meta["rooflines_gbps"]["host"])
     assert float(roofline["roofline_fraction"]) == pytest.approx(1.0)
