@@ -80,7 +80,12 @@ def _limit_from_env() -> int:
                       "applies. Set it to a number of bytes, or 0 to turn the cache off.",
                       RuntimeWarning, stacklevel=2)
         return 1 << 30
-    return max(limit, 0)
+    if limit < 0:
+        warnings.warn(f"{ENV_VAR}={text!r} is negative; the cache is off, as with 0. Set it "
+                      "to a number of bytes, or 0 to turn the cache off.",
+                      RuntimeWarning, stacklevel=2)
+        return 0
+    return limit
 
 
 def _first_free(bucket: list, unreferenced: int):

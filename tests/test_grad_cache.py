@@ -351,6 +351,9 @@ def test_the_environment_variable_sets_the_limit(monkeypatch):
         monkeypatch.setenv(_buffers.ENV_VAR, bad)
         with pytest.warns(RuntimeWarning, match="not a number of bytes"):
             assert _buffers._limit_from_env() == 1 << 30
+    monkeypatch.setenv(_buffers.ENV_VAR, "-5")  # off, as 0, and said so
+    with pytest.warns(RuntimeWarning, match="is negative; the cache is off"):
+        assert _buffers._limit_from_env() == 0
 
 
 def test_the_free_count_is_measured_by_the_check_itself(monkeypatch):
