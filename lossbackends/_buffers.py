@@ -202,6 +202,9 @@ def empty_cache() -> int:
     to the gradient, instead of paying the operating system's page faults on fresh memory.
     Arrays you still hold are never reused and stay valid after this call; the memory of
     those you dropped goes back to the allocator (and, for large ones, to the OS).
+    A loop ``value, grad = loss.value_and_grad(...)`` alternates two buffers of one size,
+    so gradients over half the limit (float64 at n = 1e8 with the default) are allocated
+    afresh each call: raise the limit, or pass ``out=``.
 
     >>> import numpy as np
     >>> import lossbackends as lb
