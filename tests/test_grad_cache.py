@@ -342,6 +342,16 @@ def test_large_gradients_sit_by_y_pred_in_its_page(host_backend, monkeypatch):
                                           lb.mse.grad(y, p0, backend=host_backend))
 
 
+def test_the_data_address_is_numpys_for_every_kind_of_array():
+    """``_buffers._data_address`` (a ctypes view's pointer, cheaper than ``ctypes.data``)
+    reads what NumPy reads, and falls back to it where no such view can be made."""
+    a = np.arange(64, dtype=np.float32)
+    read_only = a.copy()
+    read_only.flags.writeable = False
+    for x in (a, a[5:], a[::2], read_only, read_only[3:], a[:0], np.zeros((3, 4))[:, 1]):
+        assert _buffers._data_address(x) == x.ctypes.data
+
+
 def test_the_environment_variable_sets_the_limit(monkeypatch):
     monkeypatch.setenv(_buffers.ENV_VAR, "0")
     assert _buffers._limit_from_env() == 0
