@@ -9,7 +9,8 @@ write: our default call, autograd, a function returning a new array), ``"out"`` 
 gradient goes into a buffer the caller made once (our ``out=``, a peer's in-place or
 ``out=`` operations). Ratios to the peers are taken like with like (``report``). On the
 host, the peers are PyTorch eager (autograd, and the fused form written by hand, in both
-forms), ``torch.compile`` of that hand-written form (both forms), and
+forms: every elementwise loss and plain cross-entropy), ``torch.compile`` of the value and
+gradient as expressions (both forms), and
 ``jax.jit(jax.value_and_grad)``; the hand-written and compiled forms are measured for
 ``value_and_grad`` only.
 """
@@ -268,9 +269,80 @@ def _hand_eager(torch, loss):
         g[at, y] -= 1
         return value, g.mul_(1.0 / rows)
 
+    # the catalogue's losses at their default options (core.host_inputs' labels)
+    def mae(x, y, g):
+        n = x.numel()
+        torch.sub(x, y, out=g)
+        value = torch.linalg.vector_norm(g, 1) / n  # a reduction: no temporary
+        return value, g.sign_().mul_(1.0 / n)
+
+    def huber(x, y, g):  # delta = 1, which is also smooth_l1 with beta = 1
+        n = x.numel()
+        value = F.huber_loss(x, y)  # torch's one-pass forward
+        torch.sub(x, y, out=g)
+        return value, g.clamp_(-1.0, 1.0).mul_(1.0 / n)
+
+    def smooth_l1(x, y, g):  # beta = 1
+        n = x.numel()
+        value = F.smooth_l1_loss(x, y)
+        torch.sub(x, y, out=g)
+        return value, g.clamp_(-1.0, 1.0).mul_(1.0 / n)
+
+    def log_cosh(x, y, g):
+        n = x.numel()
+        torch.sub(x, y, out=g)
+        value = (F.softplus(-2.0 * g) + g).mean() - math.log(2.0)
+        return value, g.tanh_().mul_(1.0 / n)
+
+    def squared_hinge(x, y, g):  # margin 1, labels -1 and 1
+        n = x.numel()
+        torch.mul(y, x, out=g).neg_().add_(1.0).clamp_(min=0.0)
+        value = torch.dot(g, g) / n
+        return value, g.mul_(y).mul_(-2.0 / n)
+
+    def soft_margin(x, y, g):
+        n = x.numel()
+        value = F.soft_margin_loss(x, y)
+        torch.mul(y, x, out=g).neg_().sigmoid_()
+        return value, g.mul_(y).mul_(-1.0 / n)
+
+    def sigmoid_focal(x, y, g, alpha=0.25):  # gamma = 2
+        # d/dx of a_t ce (1 - p_t)^2 = a_t (1 - p_t) ((p - y)(1 - p_t)
+        #                                            - 2 ce p (1 - p) (2 y - 1))
+        n = x.numel()
+        p = torch.sigmoid(x)
+        ce = F.binary_cross_entropy_with_logits(x, y, reduction="none")
+        q = 1 - (p * y + (1 - p) * (1 - y))  # 1 - p_t
+        a = alpha * y + (1 - alpha) * (1 - y)
+        value = torch.dot(a * ce, q * q) / n
+        torch.sub(p, y, out=g).mul_(q)
+        g.sub_(2 * ce * p * (1 - p) * (2 * y - 1))
+        return value, g.mul_(q).mul_(a).mul_(1.0 / n)
+
+    def poisson_nll(x, y, g):  # log_input, full=False
+        n = x.numel()
+        torch.exp(x, out=g)
+        value = (g.sum() - torch.dot(y, x)) / n
+        return value, g.sub_(y).mul_(1.0 / n)
+
+    def kl_div(x, y, g):  # y probabilities, x log-probabilities; the mean over elements
+        n = x.numel()
+        value = (torch.special.xlogy(y, y).sum() - torch.dot(y, x)) / n
+        return value, torch.mul(y, -1.0 / n, out=g)
+
+    def pinball(x, y, g):  # quantile 0.5: half the absolute error
+        n = x.numel()
+        torch.sub(x, y, out=g)
+        value = torch.linalg.vector_norm(g, 1) * (0.5 / n)
+        return value, g.sign_().mul_(0.5 / n)
+
     return {"mse": mse, "binary_cross_entropy": bce,
             "binary_cross_entropy_with_logits": bce_logits, "hinge": hinge,
-            "cross_entropy": cross_entropy}.get(loss)  # None: no hand-written form
+            "cross_entropy": cross_entropy, "mae": mae, "huber": huber,
+            "smooth_l1": smooth_l1, "log_cosh": log_cosh, "squared_hinge": squared_hinge,
+            "soft_margin": soft_margin, "sigmoid_focal": sigmoid_focal,
+            "poisson_nll": poisson_nll, "kl_div": kl_div,
+            "pinball": pinball}.get(loss)  # None: no hand-written form (the row options)
 
 
 def _hand_pure(torch, loss):
