@@ -173,7 +173,7 @@ def _data_address(a: np.ndarray) -> int:
     if a.flags.writeable:
         try:
             return ctypes.addressof(ctypes.c_char.from_buffer(a))
-        except (TypeError, ValueError):  # not C-contiguous, or empty
+        except (TypeError, ValueError, BufferError):  # not C-contiguous, or empty
             pass
     return a.ctypes.data
 
