@@ -278,17 +278,13 @@ def _hand_eager(torch, loss):
         value = g.abs().sum() / n
         return value, g.sign_().mul_(1.0 / n)
 
-    def huber(x, y, g):  # delta = 1, which is also smooth_l1 with beta = 1
-        n = x.numel()
-        value = F.huber_loss(x, y)  # torch's one-pass forward
-        torch.sub(x, y, out=g)
-        return value, g.clamp_(-1.0, 1.0).mul_(1.0 / n)
-
-    def smooth_l1(x, y, g):  # beta = 1
-        n = x.numel()
-        value = F.smooth_l1_loss(x, y)
-        torch.sub(x, y, out=g)
-        return value, g.clamp_(-1.0, 1.0).mul_(1.0 / n)
+    def clipped_error(forward):  # huber (delta = 1) and smooth_l1 (beta = 1)
+        def loss(x, y, g):
+            n = x.numel()
+            value = forward(x, y)  # torch's one-pass forward
+            torch.sub(x, y, out=g)
+            return value, g.clamp_(-1.0, 1.0).mul_(1.0 / n)
+        return loss
 
     def log_cosh(x, y, g):
         n = x.numel()
@@ -340,8 +336,9 @@ def _hand_eager(torch, loss):
 
     return {"mse": mse, "binary_cross_entropy": bce,
             "binary_cross_entropy_with_logits": bce_logits, "hinge": hinge,
-            "cross_entropy": cross_entropy, "mae": mae, "huber": huber,
-            "smooth_l1": smooth_l1, "log_cosh": log_cosh, "squared_hinge": squared_hinge,
+            "cross_entropy": cross_entropy, "mae": mae,
+            "huber": clipped_error(F.huber_loss), "smooth_l1": clipped_error(F.smooth_l1_loss),
+            "log_cosh": log_cosh, "squared_hinge": squared_hinge,
             "soft_margin": soft_margin, "sigmoid_focal": sigmoid_focal,
             "poisson_nll": poisson_nll, "kl_div": kl_div,
             "pinball": pinball}.get(loss)  # None: no hand-written form (the row options)
