@@ -161,7 +161,7 @@ def _placed(shape, dtype, buf, address):
     base is ``buf`` itself (a slice of buf would be collapsed to buf, and the reference
     count would not see it)."""
     start = (address % PAGE // ALIGNMENT * ALIGNMENT
-             - ctypes.addressof(ctypes.c_char.from_buffer(buf))) % PAGE  # (_data_address)
+             - _data_address(buf)) % PAGE
     return np.ndarray(shape, dtype, buf, start)
 
 
