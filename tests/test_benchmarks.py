@@ -16,8 +16,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def _suite_losses() -> tuple:
-    """Every case of the suite (``benchmarks.core.LOSSES``), read without importing the
-    package at collection."""
+    """Every case of the suite (``benchmarks.core.LOSSES``), imported from the repository
+    root whatever the working directory of the test run."""
     sys.path.insert(0, str(ROOT))
     try:
         from benchmarks import core
