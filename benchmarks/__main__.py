@@ -31,7 +31,7 @@ import numpy as np
 import lossbackends as lb
 
 from . import core, report
-from .providers import ours, providers
+from .providers import providers
 
 HOST_SIZES = [int(10**e) for e in np.arange(3, 8.01, 0.5)]  # 1e3 .. 1e8, log-spaced
 GPU_SIZES = [10**3, 10**4, 10**5, 10**6, 10**7, 10**8, 10**9]
@@ -198,39 +198,26 @@ def small_call_rows(device: str, roofline: float) -> list[dict]:
     return rows
 
 
-def probability_label_rows(sizes: list[int]) -> list[dict]:
-    """binary_cross_entropy with labels between 0 and 1 (distillation, label smoothing):
-    the main grid's labels are 0 and 1, which the Numba backend computes with one log per
-    element instead of two, so this case is measured apart (host backends, the default
-    call and ``out=``, samples taken in turn with the triad)."""
-    rows = []
-    for n in sizes:
-        inputs = core.host_inputs("binary_cross_entropy", (n,), "float32")
-        inputs["y"] = np.random.default_rng(1).random(n, dtype=np.float32)
-        expected = core.reference("binary_cross_entropy", "value_and_grad", inputs)
-        measured = []
-        for backend in [b for b in ("numba", "numpy") if b in lb.available_backends()
-                        and (b != "numpy" or n <= HOST_REFERENCE_MAX)]:
-            for out in (False, True):
-                call = ours(backend, out)("binary_cross_entropy", "value_and_grad", inputs)
-                error = core.check(call(), expected, "float32")  # checked first, as every row
-                measured.append((backend + (":out" if out else ""), out, call, error))
-        times, roofline = core.time_host_with_triad([call for _, _, call, _ in measured],
-                                                    12 * n)
-        for (name, out, _, error), samples in zip(measured, times, strict=True):
-            rows.append(core.row("binary_cross_entropy_probability_labels", "value_and_grad",
-                                 name, "float32", (n,), samples, 12 * n, roofline,
-                                 device="host", max_rel_error=error, roofline_gbps=roofline,
-                                 form="out" if out else "alloc", peer=False))
-    return rows
+def probability_label_rows(args, ops, chosen, started, sizes, roofline) -> list[dict]:
+    """binary_cross_entropy with labels between 0 and 1 (distillation, label smoothing),
+    every provider as in the grid: the grid's labels are 0 and 1, which the Numba backend
+    computes with one log per element instead of two, so this case is measured apart (its
+    rows named ``core.PROBABILITY_LABELS``)."""
+    return [{**r, "loss": core.PROBABILITY_LABELS}
+            for n in sizes
+            for r in _case_rows(args, ops, chosen, started, "binary_cross_entropy", "float32",
+                                (n,), roofline, probability_labels=True)]
 
 
-def _case_rows(args, ops, chosen, started, loss, dtype, shape, roofline) -> list[dict]:
-    """Every provider's rows for one (loss, dtype, shape), each result checked first."""
+def _case_rows(args, ops, chosen, started, loss, dtype, shape, roofline, *,
+               probability_labels=False) -> list[dict]:
+    """Every provider's rows for one (loss, dtype, shape), each result checked first
+    (``probability_labels``: ``core.host_inputs``'s)."""
     device = args.device
     try:
         inputs = (core.device_inputs(loss, shape, dtype) if device == "gpu"
-                  else core.host_inputs(loss, shape, dtype))
+                  else core.host_inputs(loss, shape, dtype,
+                                        probability_labels=probability_labels))
     except MemoryError:
         return []
     if device == "gpu" and int(np.prod(shape)) <= 10**7:
@@ -345,7 +332,8 @@ def run(args) -> list[dict]:
     # for the CPU the Python side runs on
     rows = small_call_rows(device, roofline)
     if device == "host" and "binary_cross_entropy" in args.losses and not args.smoke:
-        rows += probability_label_rows([n for n in sizes if n >= 10**6])
+        rows += probability_label_rows(args, ops, chosen, started,
+                                       [n for n in sizes if n >= 10**6], roofline)
     for loss, dtype, shape in tqdm(grid if chosen else [], desc=f"benchmarks ({device})",
                                    unit="case"):  # no provider chosen: no case to measure
         case_rows = _case_rows(args, ops, chosen, started, loss, dtype, shape, roofline)

@@ -29,6 +29,9 @@ ROW_CASES = {"cross_entropy": ("cross_entropy", {}),
              "cross_entropy_softcap": ("cross_entropy", {"softcap": 30.0}),
              "multiclass_hinge": ("multiclass_hinge", {})}
 ROW_LOSSES = tuple(ROW_CASES)
+# binary cross-entropy with labels in [0, 1], measured apart from the grid (whose labels
+# are 0 and 1, one log per element for the Numba backend instead of two)
+PROBABILITY_LABELS = "binary_cross_entropy_probability_labels"
 LOSSES = (*ELEMENTWISE, *ROW_LOSSES)
 OPS = ("value", "grad", "value_and_grad")
 
@@ -36,7 +39,10 @@ OPS = ("value", "grad", "value_and_grad")
 # --- inputs ------------------------------------------------------------------------------
 
 
-def host_inputs(loss: str, shape: tuple, dtype: str, seed: int = 0) -> dict:
+def host_inputs(loss: str, shape: tuple, dtype: str, seed: int = 0, *,
+                probability_labels: bool = False) -> dict:
+    """The case's ``y`` and ``p``; ``probability_labels``: binary cross-entropy's labels
+    drawn in [0, 1) (distillation, label smoothing) instead of 0 and 1."""
     rng = np.random.default_rng(seed)
     if loss in ROW_LOSSES:
         rows, classes = shape
@@ -45,7 +51,8 @@ def host_inputs(loss: str, shape: tuple, dtype: str, seed: int = 0) -> dict:
     else:
         n = shape[0]
         if loss == "binary_cross_entropy":
-            y = (rng.random(n, dtype=np.float32) < 0.5).astype(np.float32)
+            y = rng.random(n, dtype=np.float32)
+            y = y if probability_labels else (y < 0.5).astype(np.float32)
             p = rng.uniform(0.001, 0.999, n).astype(np.float32)
         elif loss in SCORE_LOSSES:
             y = np.where(rng.random(n, dtype=np.float32) < 0.5, -1, 1).astype(np.float32)

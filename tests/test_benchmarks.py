@@ -10,20 +10,22 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _suite_losses() -> tuple:
-    """Every case of the suite (``benchmarks.core.LOSSES``), imported from the repository
-    root whatever the working directory of the test run."""
+def _suite_cases() -> tuple:
+    """Every case of the suite (``benchmarks.core.LOSSES`` and binary cross-entropy with
+    probability labels), imported from the repository root whatever the working directory
+    of the test run."""
     sys.path.insert(0, str(ROOT))
     try:
         from benchmarks import core
     finally:
         sys.path.remove(str(ROOT))
-    return core.LOSSES
+    return (*core.LOSSES, core.PROBABILITY_LABELS)
 
 
 def test_smoke_run_writes_csv_json_and_plots(tmp_path):
@@ -84,8 +86,8 @@ def test_user_mistakes_are_errors_not_tracebacks(tmp_path):
         assert run.returncode == 2 and "give a whole number of elements >= 1" in run.stderr
 
 
-@pytest.mark.parametrize("loss", _suite_losses())
-def test_host_peers_compute_the_same_values(loss):
+@pytest.mark.parametrize("case", _suite_cases())
+def test_host_peers_compute_the_same_values(case):
     """Every host peer (torch eager by hand and by autograd, torch.compile, jax.jit) on a
     tiny case, checked as the suite checks each row. torch.compile runs through Dynamo with
     its "eager" backend here: the graphs the suite compiles, without inductor's C++ build
@@ -99,8 +101,12 @@ def test_host_peers_compute_the_same_values(loss):
     if importlib.util.find_spec("torch") is not None:
         found += [providers.Provider(f"compile{out}", "host", providers.torch_host(
             "compile", out, dynamic=True, compile_backend="eager")) for out in (False, True)]
+    probability_labels = case == core.PROBABILITY_LABELS
+    loss = "binary_cross_entropy" if probability_labels else case
     shape = (8, 30) if loss in core.ROW_LOSSES else (500,)
-    inputs = core.host_inputs(loss, shape, "float32")
+    inputs = core.host_inputs(loss, shape, "float32", probability_labels=probability_labels)
+    if loss == "binary_cross_entropy":  # labels strictly between 0 and 1 only there
+        assert probability_labels == bool(np.any((inputs["y"] > 0) & (inputs["y"] < 1)))
     expected = core.reference(loss, "value_and_grad", inputs)
     for provider in found:
         call = provider.make(loss, "value_and_grad", inputs)
