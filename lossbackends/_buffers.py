@@ -173,7 +173,7 @@ def _data_address(a: np.ndarray) -> int:
     if a.flags.writeable:
         try:
             return ctypes.addressof(ctypes.c_char.from_buffer(a))
-        except (TypeError, ValueError, BufferError):  # not C-contiguous, or empty
+        except (TypeError, ValueError, BufferError):  # not C-contiguous, empty, or unexported
             pass
     return a.ctypes.data
 
