@@ -70,7 +70,8 @@ TABLE: dict[str, Entry] = {
         tensors=_WEIGHT, floats={"delta": "delta"}, weight_like_input=True, dtypes="input",
         doc="``torch.nn.functional.huber_loss`` (our ``huber``); with ``weight`` (input's "
             "shape), ``\"mean\"`` divides by the number of elements as torch does. Computed "
-            "in ``input``'s dtype, as torch."),
+            "in ``input``'s dtype, as torch, and promoted with ``weight``'s (torch "
+            "multiplies the loss by it): float32 with a float64 weight gives float64."),
     "smooth_l1_loss": Entry(
         _losses.smooth_l1, "SmoothL1Loss", (*_LEGACY, ("reduction", "mean"), ("beta", 1.0)),
         floats={"beta": "beta"},

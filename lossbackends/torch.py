@@ -16,8 +16,9 @@ records nothing, for an upstream of 1 (``.backward()`` of the loss itself), hand
 kept gradient on as it is, as Liger-Kernel's cross-entropy does (a pass less: the step of
 cross-entropy at 4096 x 1000 took half the time): ``input.grad`` is then that memory (a
 retained graph's is a copy), and ``torch.autograd.grad(loss, input, retain_graph=True)``
-returns the kept tensor, which a later backward of that graph refuses once it was changed
-in place, as PyTorch refuses any saved tensor changed so. The gradient is taken with respect to ``input``
+returns the kept tensor (once: a later backward of that graph gives a tensor of its own),
+which a later backward refuses once it was changed in place, as PyTorch refuses any saved
+tensor changed so. The gradient is taken with respect to ``input``
 only. Under torch.func's transforms (``grad``, ``vjp``, ``jacrev``, ``vmap``) an
 autograd.Function of the same forward and backward runs, ``vmap`` one example at a time;
 under ``torch.compile`` the op's own autograd formula and vmap rule do (``fullgraph=True``
@@ -27,7 +28,8 @@ a ``torch.autograd.Function`` (the custom op's dispatch alone costs ~100 µs a c
 no gradient to take (``torch.no_grad()``, an ``input`` that does not require grad) the
 value alone is computed. Mixed dtypes follow torch, loss by loss: promoted as
 ``torch.result_type`` says (the input is cast and its gradient cast back, as torch
-does), or computed in ``input``'s dtype (``huber_loss``, ``soft_margin_loss``), or
+does), or computed in ``input``'s dtype (``huber_loss``, ``soft_margin_loss``; for
+``huber_loss`` promoted with a ``weight``, by which torch multiplies the loss), or
 refused (``binary_cross_entropy``); an integer ``input`` in a floating target's dtype,
 else in the default dtype, as torch promotes it.
 Under ``torch.autocast`` every loss runs in float32, as autocast's fp32 policy runs
@@ -137,8 +139,6 @@ def _compute_dtype(entry: _Entry, name: str, input: Tensor, target: Tensor, weig
         for other in floating[1:]:
             dtype = torch.promote_types(dtype, other)
         return dtype
-    if entry.dtypes == "input":
-        return None
     if entry.dtypes == "same":
         if target.is_floating_point() and target.dtype != input.dtype:
             raise TypeError(
@@ -146,9 +146,12 @@ def _compute_dtype(entry: _Entry, name: str, input: Tensor, target: Tensor, weig
                 f"{name} takes one floating dtype: pass target.to(input.dtype)")
         return None
     # torch.result_type's answer, from the dtypes alone (which torch.compile traces): a
-    # floating target promotes unless it is 0-d beside a dimensioned input
+    # floating tensor promotes unless it is 0-d beside a dimensioned input. With "input",
+    # torch computes the loss in input's dtype, then multiplies it by the weight: only the
+    # weight promotes (huber_loss of float32 with a float64 weight is float64)
     dtype = input.dtype
-    for other in (target, weight if entry.weight_like_input else None):
+    for other in (None if entry.dtypes == "input" else target,
+                  weight if entry.weight_like_input else None):
         if isinstance(other, Tensor) and other.is_floating_point() and (other.ndim
                                                                         or not input.ndim):
             dtype = torch.promote_types(dtype, other.dtype)

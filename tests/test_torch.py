@@ -198,6 +198,12 @@ def test_backward_of_large_inputs_keeps_each_gradient_its_own(upstream):
     first, = torch.autograd.grad(loss, x, retain_graph=True)
     second, = torch.autograd.grad(loss, x)
     torch.testing.assert_close(first, second)
+    # the kept gradient goes out once: the second is a tensor of its own, which a change
+    # of the first leaves as it was (the same tensor twice before; a review's finding)
+    assert first.data_ptr() != second.data_ptr()
+    kept = second.clone()
+    first.add_(1)
+    torch.testing.assert_close(second, kept)
 
 
 @pytest.mark.parametrize("rows", [8, 4096])  # (4096 x 70 float64: the cache's sizes)
@@ -613,6 +619,18 @@ def test_mixed_dtypes_as_torch():
         expected = theirs(x, t.to(value.dtype), reduction="sum")
         torch.testing.assert_close(grad, torch.autograd.grad(expected, x)[0])
     assert lbt.mse_loss(x, t.float(), weight=torch.ones(6, dtype=D)).dtype == D
+    # huber_loss: the loss in input's dtype, times the weight, promoted as torch's product
+    # (it was float32 with a float64 weight; a review's finding)
+    for w_dtype, want in ((D, D), (torch.float16, torch.float32)):
+        w = torch.rand(6, generator=g, dtype=w_dtype)
+        for reduction in ("mean", "sum", "none"):
+            value = lbt.huber_loss(x, t.float(), weight=w, reduction=reduction)
+            expected = F.huber_loss(x, t.float(), weight=w, reduction=reduction)
+            assert value.dtype == expected.dtype == want
+            torch.testing.assert_close(value, expected)
+            (grad,) = torch.autograd.grad(value.sum(), x)
+            assert grad.dtype == torch.float32
+            torch.testing.assert_close(grad, torch.autograd.grad(expected.sum(), x)[0])
     with pytest.raises(TypeError, match="target.to"):
         lbt.binary_cross_entropy(x.sigmoid(), t.clamp(0, 1))
     # an integer input: a floating target's dtype, else the default dtype, as torch gives
