@@ -260,8 +260,8 @@ class _Jax(Foreign):
         except BufferError as exc:  # (JAX's own error would not say what to do)
             raise ValueError(
                 f"a JAX array sharded over several devices cannot be read in place ({exc}); "
-                "put it on one device first (jax.device_put(x, jax.devices()[0])), or call "
-                "lossbackends.jax under jax.jit, which takes sharded arrays"
+                "put it on one device first: jax.device_put(x, jax.devices()[0]) (the host "
+                "computes the loss as one array either way)"
             ) from None
 
 

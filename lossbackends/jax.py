@@ -17,7 +17,8 @@ with respect to ``y_pred`` only: ``y_true`` and the weights are constants (their
 cotangent is zero: ``jax.grad`` with respect to them returns zeros, without an error).
 
 Arguments are checked while tracing, by the plain API's own checks run on stand-ins of the
-arguments' shapes and dtypes (once per signature): a bad shape, dtype or option raises its
+arguments' shapes and dtypes (once per signature): a bad shape, dtype or option, or a
+backend that cannot compute host arrays (``use_backend("cupy")``), raises its
 ``ValueError`` / ``TypeError`` then, never an error from inside the callback. A call with
 nothing traced is the plain call (a JAX array back): a class index outside ``[0, C)``
 raises ``ValueError`` there, as in ``lossbackends.cross_entropy``. Inside a traced call it
@@ -71,7 +72,7 @@ import numpy as np
 from jax._src.interpreters import ad as _ad  # the tracer types only (no public name)
 
 from . import losses as _losses
-from ._dispatch import get_backend
+from ._dispatch import backend_for, get_backend, load_backend
 from ._loss import REDUCTIONS, Loss
 from ._prepare import CHECK_VALUES
 
@@ -163,6 +164,9 @@ def _function(name: str, reduction: str, static: tuple, number_names: tuple,
     host_value = functools.partial(host, want_grad=False)
 
     def call(y, p, operands, want_grad):
+        # (a Python float differentiated by an eager jax.grad reaches the forward as
+        # JAX's typed float, without a shape)
+        p = _as_array(p)
         p_axis = None if axis is None else axis % p.ndim
         shapes = _out_shapes(loss, reduction, p.shape, p_axis, p.dtype)
         if not want_grad:  # the value alone: the callback hands JAX one array, not two
@@ -193,6 +197,9 @@ def _function(name: str, reduction: str, static: tuple, number_names: tuple,
 
     f.defvjp(forward, backward)
     return f
+
+
+_HOST_SAMPLE = np.empty(0)  # what the traced calls' arrays are to the backends: host ones
 
 
 def _numbers(values: list) -> np.ndarray:
@@ -319,9 +326,12 @@ def _make(name: str) -> Callable:
         # float values are operands (see _function); bools, ints and None stay in the key
         numbers = tuple(key for key, value in static if isinstance(value, float))
         # the backend that applies here: the callback may run on a thread of JAX's, outside
-        # this thread's use_backend block
+        # this thread's use_backend block. One that cannot compute host arrays (cupy, or
+        # one not installed) raises now, as the plain call does, not inside the callback
+        backend = get_backend()
+        load_backend(backend_for(None, _HOST_SAMPLE))
         f = _function(name, reduction, tuple(kv for kv in static if kv[0] not in numbers),
-                      numbers, tuple(names), get_backend())
+                      numbers, tuple(names), backend)
         if numbers:
             arrays.insert(0, _numbers([options[key] for key in numbers]))
         value = f(y, p, *arrays)

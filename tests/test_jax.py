@@ -307,6 +307,32 @@ def test_arguments_checked_while_tracing():
         jax.jit(lambda p: lbj.poisson_nll(jnp.zeros((3, 4)), p, full=1))(p)
 
 
+def test_a_backend_that_cannot_compute_raises_while_tracing():
+    """A backend chosen by use_backend that cannot compute host arrays (cupy) raises the
+    plain call's ValueError while tracing, not an error from inside the callback."""
+    import lossbackends as lb
+
+    p, labels = jnp.ones((4, 3)), jnp.array([0, 1, 2, 0])
+    with lb.use_backend("cupy"):
+        for call in (lambda: jax.jit(lambda q: lbj.cross_entropy(labels, q))(p),
+                     lambda: jax.grad(lambda q: lbj.mse(jnp.zeros(3), q))(p[0]),
+                     lambda: lbj.mse(jnp.zeros(3), p[0])):  # (the plain call's, as it was)
+            with pytest.raises(ValueError, match="backend 'cupy'"):
+                call()
+
+
+def test_python_floats_are_differentiated():
+    """A Python float as y_pred under an eager jax.grad / value_and_grad / vjp (it reached
+    the forward as JAX's typed float, without a shape: AttributeError; a review's
+    finding)."""
+    f = lambda p: lbj.mse(1.0, p)  # noqa: E731
+    assert float(jax.grad(f)(3.0)) == 4.0
+    value, grad = jax.value_and_grad(f)(3.0)
+    assert (float(value), float(grad)) == (4.0, 4.0)
+    assert float(jax.vjp(f, 3.0)[1](1.0)[0]) == 4.0
+    assert float(jax.grad(lambda p: lbj.huber(0.5, p, weight=2.0))(3.0)) == 2.0
+
+
 def test_a_new_option_value_reuses_the_jax_function():
     """A float option is an operand of one custom VJP and callback per loss and structure,
     not part of their key: JAX keeps each callback's compiled state for good (a sweep of
