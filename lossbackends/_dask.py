@@ -64,7 +64,6 @@ def run(loss, y_true, y_pred, reduction: str, backend: str | None, options: dict
         want_value: bool, out: Any, hess: Any = None) -> tuple[Any, ...]:
     """``loss`` on Dask arrays (either argument): lazy ``(value, grad)`` with ``y_pred``'s
     chunks (``None`` where not asked); ``(value, grad, hess)`` when ``hess`` is given."""
-    import dask.array as da
 
     if (out is not None and out is not _WANT_GRAD) or (hess is not None and hess is not _WANT_GRAD):
         raise ValueError(
@@ -82,8 +81,8 @@ def run(loss, y_true, y_pred, reduction: str, backend: str | None, options: dict
                 "Dask arrays of NumPy or CuPy chunks are supported (with NumPy or CuPy "
                 "arrays beside them); convert, e.g. x.map_blocks(numpy.asarray)"
             )
-    p = y_pred if is_dask_array(y_pred) else da.asarray(y_pred)
-    for name, a in (("y_true", y_true), ("y_pred", p)):
+    p = y_pred if is_dask_array(y_pred) else _cut(loss, y_pred, y_true, options)
+    for name, a in (("y_true", y_true), ("y_pred", p), ("weight", options.get("weight"))):
         if is_dask_array(a) and any(math.isnan(c) for chunks in a.chunks for c in chunks):
             raise ValueError(
                 f"{name} has chunks of unknown size (after boolean indexing, say); call "
@@ -104,6 +103,20 @@ def run(loss, y_true, y_pred, reduction: str, backend: str | None, options: dict
     if loss._class_indices:
         return _rows(loss, y_true, p, reduction, backend_name, options, wants, dtype)
     return _elementwise(loss, y_true, p, reduction, backend_name, options, wants, dtype)
+
+
+def _cut(loss, y_pred, y_true, options):
+    """An in-memory ``y_pred`` beside a Dask ``y_true``, as a Dask array: cut as ``y_true``
+    is where their shapes agree, else in Dask's own chunks, but with the class axis of a
+    loss that has one whole (its blocks are whole rows; Dask's own chunks cut the class
+    axis of large logits, which the caller could not fix on an in-memory array)."""
+    import dask.array as da
+
+    x = y_pred if hasattr(y_pred, "shape") and hasattr(y_pred, "dtype") else np.asarray(y_pred)
+    if not loss._class_indices:
+        return da.from_array(x, chunks=y_true.chunks if y_true.shape == x.shape else "auto")
+    axis = class_axis(loss.name, options.get("axis", -1), x.ndim)
+    return da.from_array(x, chunks=tuple(-1 if i == axis else "auto" for i in range(x.ndim)))
 
 
 def _in_memory(loss, y_true, p, reduction, backend, options, want_value, out, hess):

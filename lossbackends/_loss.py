@@ -320,9 +320,10 @@ class Loss:
 
             for key, value in options.items():
                 if is_dask_array(value):
+                    lazy = ("pass Dask arrays for them too (dask.array.from_array) for a lazy "
+                            "result, or " if key == "weight" else "")  # (the others: never)
                     raise TypeError(f"{key} is a Dask array but y_true and y_pred are not: "
-                                    "pass Dask arrays for them too (dask.array.from_array) "
-                                    f"for a lazy result, or {key}.compute() for this call")
+                                    f"{lazy}pass {key}.compute() for this call")
         prep = self._prepare(xp, y_true, y_pred, **options)
         return compute(xp, kernel, prep, y_true, reduction, want_value, out, hess)
 
@@ -441,9 +442,13 @@ def _check_out(xp, out, y_true, y, p, shape, name: str = "out", grad_out=None) -
     # the cheapest checks first: at n = 1000 this function is a quarter of the call
     if out.shape != shape or (out.dtype is not p.dtype and out.dtype != p.dtype):
         what = "Hessian" if name == "hess_out" else "gradient"
+        swapped = (f" in native byte order: pass {name}=None or an array of dtype "
+                   f"{str(p.dtype)!r} (a byte-swapped y_pred is computed in native order, "
+                   "so not in place)"
+                   if out.shape == shape and out.dtype.newbyteorder() == p.dtype else "")
         raise ValueError(
             f"{name} has shape {tuple(out.shape)} and dtype {out.dtype}; the {what} needs shape "
-            f"{shape} and dtype {p.dtype}"
+            f"{shape} and dtype {p.dtype}{swapped}"
         )
     flags = out.flags
     # (aligned: the Numba kernels' code writes aligned arrays; CuPy's flags have neither

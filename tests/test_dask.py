@@ -397,6 +397,11 @@ def test_review_fixes_pos_weight_lists_foreign_chunks_unknown_sizes():
     p = da.arange(8.0, chunks=4)
     with pytest.raises(ValueError, match="compute_chunk_sizes"):
         lb.mse(p[p > 2], p[p > 2])
+    # a weight of unknown chunk sizes: the same fix (it said the shape (nan,) does not
+    # broadcast)
+    with pytest.raises(ValueError, match=r"weight has chunks of unknown size.*"
+                                         r"weight.compute_chunk_sizes\(\)"):
+        lb.mse(p, p, weight=p[p > -1])
 
 
 def test_bool_class_labels_weigh_by_class_not_as_a_mask():
@@ -449,3 +454,35 @@ def test_a_dask_option_of_an_in_memory_call_is_refused_by_name():
         lb.mse(y, p, weight=da.ones(4))
     lazy = lb.mse(da.from_array(y), da.from_array(p), weight=da.ones(4))
     assert hasattr(lazy, "compute") and lazy.compute() == 1.0
+    # class_weight is never a Dask array: the message offers .compute() alone
+    with pytest.raises(TypeError, match=r"class_weight is a Dask array but y_true and y_pred "
+                                        r"are not: pass class_weight.compute\(\) for"):
+        lb.cross_entropy(np.zeros(2, np.int64), np.zeros((2, 3)), class_weight=da.ones(3))
+
+
+def test_an_in_memory_y_pred_beside_dask_labels_keeps_its_class_axis_whole():
+    """Logits in memory, labels a Dask array: the logits are cut with the class axis
+    whole (Dask's own chunks cut it at this size, and the error then asked to rechunk an
+    in-memory array; a review's finding); an elementwise y_pred is cut as y_true is."""
+    rng = np.random.default_rng(4)
+    logits = rng.standard_normal((64, 5000))
+    labels = rng.integers(0, 5000, 64)
+    with dask.config.set({"array.chunk-size": "1MiB"}):
+        assert len(da.asarray(logits).chunks[1]) > 1  # (what the call would have taken)
+        for loss in (lb.cross_entropy, lb.multiclass_hinge):
+            value, grad = loss.value_and_grad(da.from_array(labels, chunks=16), logits)
+            assert grad.chunks[1] == (5000,) and len(grad.chunks[0]) > 1
+            want_value, want_grad = loss.value_and_grad(labels, logits)
+            np.testing.assert_allclose(value.compute(), want_value, rtol=1e-14)
+            np.testing.assert_array_equal(grad.compute(), want_grad)
+        soft = np.full((64, 5000), 1 / 5000)
+        np.testing.assert_allclose(
+            lb.cross_entropy(da.from_array(soft, chunks=(16, 1000)), logits).compute(),
+            lb.cross_entropy(soft, logits), rtol=1e-14)
+        moved = np.moveaxis(logits.reshape(4, 16, 5000), 2, 1)  # (4, 5000, 16), axis=1
+        np.testing.assert_allclose(
+            lb.cross_entropy(da.from_array(labels.reshape(4, 16), chunks=2), moved,
+                             axis=1).compute(),
+            lb.cross_entropy(labels.reshape(4, 16), moved, axis=1), rtol=1e-14)
+    y = da.from_array(np.zeros(100), chunks=30)
+    assert lb.mse.grad(y, np.ones(100)).chunks == y.chunks
