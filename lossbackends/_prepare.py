@@ -465,13 +465,15 @@ def prepare_cross_entropy(
     label_smoothing = real_option("cross_entropy", "label_smoothing", label_smoothing, 0.0, 1.0)
     z_loss = real_number("cross_entropy", "z_loss", z_loss)
     if not 0.0 <= z_loss < _INF:
-        raise ValueError(f"z_loss must be a finite number >= 0 (0 turns it off); got {z_loss}")
+        raise ValueError("cross_entropy: z_loss must be a finite number >= 0 (0 turns it off); "
+                         f"got {z_loss}")
     if softcap is not None:
         softcap = real_number("cross_entropy", "softcap", softcap)
         if not 0.0 < softcap < _INF:
             raise ValueError(
-                f"softcap must be a finite number > 0, or None for no capping; got {softcap}")
-        normal_option("", "softcap", softcap, x2d.dtype, "logits")
+                "cross_entropy: softcap must be a finite number > 0, or None for no capping; "
+                f"got {softcap}")
+        normal_option("cross_entropy: ", "softcap", softcap, x2d.dtype, "logits")
     if class_weight is not None:
         same_device("class_weight", class_weight, x2d)
         if xp is np and CHECK_VALUES.get():  # (not on a GPU: that would wait for it)
