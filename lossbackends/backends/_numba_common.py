@@ -177,20 +177,6 @@ def wide_vectors_for(typingctx, math):
     return sig, codegen
 
 
-def _sum(values):
-    """sum(values) in float64, reassociated so that it vectorises: compiled on its own, so
-    the formulas of its callers keep their order. The order is fixed at compile time, so
-    the same inputs give the same bits."""
-    wide_vectors()
-    total = 0.0
-    for i in range(values.size):
-        total += values[i]
-    return total
-
-
-_sum = _jit(_sum, "_sum", reassociate=True)
-
-
 @njit(**{**INLINE, "fastmath": set(FASTMATH) | {"reassoc"}})
 def add_reassociable(total, value):
     """``total + value``, the one addition of a loop that LLVM may reorder: a loop's running
@@ -222,6 +208,53 @@ def compensated(total, error):
     """The sum of ``add_compensated``: an infinite or NaN total as it is (its error is then
     NaN: inf - inf)."""
     return total + error if np.isfinite(total) else total
+
+
+# float64 values are summed in spans of SUM_SPAN terms, reassociated, and the spans' sums
+# added compensated (``add_compensated``): one reassociated loop keeps 32 partial sums of
+# size / 32 terms each, and a confident float64 row's loss at 128000 classes came 543 ulp
+# off (NumPy's pairwise sum: 1). float32 values, summed in float64 with 29 bits to spare,
+# take one span: the code and the bits of before.
+SUM_SPAN = 256
+
+
+@intrinsic
+def holds_64_bits(typingctx, values):
+    """Whether ``values`` holds 64-bit numbers, as a constant of the compiled code, so that
+    the branch not taken is dropped (``values.itemsize`` is read from the array when the
+    code runs: float32 rows at 100 classes took 2 % longer with it)."""
+    wide = values.dtype.bitwidth == 64
+    sig = numba.types.boolean(values)
+
+    def codegen(context, builder, signature, args):
+        return context.get_constant(numba.types.boolean, wide)
+
+    return sig, codegen
+
+
+def _sum_span(values):
+    """sum(values) in float64, reassociated so that it vectorises: compiled on its own, so
+    the formulas of its callers keep their order. The order is fixed at compile time, so
+    the same inputs give the same bits."""
+    wide_vectors()
+    total = 0.0
+    for i in range(values.size):
+        total += values[i]
+    return total
+
+
+_sum_span = _jit(_sum_span, "_sum_span", reassociate=True)
+
+
+@inline  # (float32 values: the call of ``_sum_span`` alone, as before the spans)
+def _sum(values):
+    """sum(values) in float64: ``_sum_span``, over spans for float64 values (``SUM_SPAN``)."""
+    if not holds_64_bits(values):
+        return _sum_span(values)
+    total, error = 0.0, 0.0
+    for start in range(0, values.size, SUM_SPAN):
+        total, error = add_compensated(total, error, _sum_span(values[start:start + SUM_SPAN]))
+    return compensated(total, error)
 
 
 def _in_order(partials) -> float:

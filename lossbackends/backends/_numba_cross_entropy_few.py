@@ -13,7 +13,7 @@ from ._numba_common import (
     BLOCK,
     _copy,
     _jit,
-    _sum,
+    _sum_span,
     _written_over,
     add_compensated,
     aligned_stack,
@@ -179,7 +179,7 @@ def _cross_entropy_few_classes_kernel(x, labels, ignore_index, mean, given_denom
                 # per row (a fifth of the time at 10 classes)
                 for part in range(0, count, 64):
                     total, total_error = add_compensated(
-                        total, total_error, _sum(block_losses[part:min(count, part + 64)]))
+                        total, total_error, _sum_span(block_losses[part:min(count, part + 64)]))
             # 4. softmax, its Hessian and the gradient, across the rows
             if want_hess:
                 hs = flat_hess[start:stop]

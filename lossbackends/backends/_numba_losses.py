@@ -89,7 +89,7 @@ def loss_math(*constants, hard_labels=None, hard_gradient=False, sum_in_loop_fro
     The losses with an exp or a log, MSE and MAE took 0.66-0.94 of the time with them in
     cache (n = 1e5, one thread) and 0.79-0.99 at 1e7; the piecewise losses of a few
     operations (hinge, squared hinge, huber, smooth L1, pinball) 1.04-1.19x as long at 1e4
-    to 1e6: their block's loop keeps 256 (the block's sum, ``_sum``, is wide for all),
+    to 1e6: their block's loop keeps 256 (the block's sum, ``_sum_span``, is wide for all),
     except in the kernels that sum in their loop (from ``BEYOND_L2``), which take
     ``wide_form``, the same function compiled with ``wide_vectors``: there 512 took
     0.59-0.98 of the time (3e6 to 1e8, two threads), and the wide kernel summing in its

@@ -12,10 +12,14 @@ import numba
 import numpy as np
 
 from ._numba_common import (
+    SUM_SPAN,
     _in_order,
     _jit,
     _sum,
+    add_compensated,
+    compensated,
     copy_streaming,
+    holds_64_bits,
     lines_head,
     prefetch_lines,
     store_streaming,
@@ -114,10 +118,47 @@ def _sum_except(values, index):
     return rest
 
 
-_shifted_sum = _jit(_shifted_sum, "_shifted_sum", reassociate=True)
-_shifted_dot = _jit(_shifted_dot, "_shifted_dot", reassociate=True)
-_sum_below_one = _jit(_sum_below_one, "_sum_below_one", reassociate=True)
+_shifted_sum_span = _jit(_shifted_sum, "_shifted_sum", reassociate=True)
+_shifted_dot_span = _jit(_shifted_dot, "_shifted_dot", reassociate=True)
+_sum_below_one_span = _jit(_sum_below_one, "_sum_below_one", reassociate=True)
 _sum_except = _jit(_sum_except, "_sum_except")
+
+
+# (the three sums over spans for float64 rows, as ``_sum``: see ``SUM_SPAN``; inlined,
+# so that float32 rows call the span's function alone, as before)
+@inline
+def _shifted_sum(values, top, factor):
+    if not holds_64_bits(values):
+        return _shifted_sum_span(values, top, factor)
+    total, error = 0.0, 0.0
+    for start in range(0, values.size, SUM_SPAN):
+        total, error = add_compensated(
+            total, error, _shifted_sum_span(values[start:start + SUM_SPAN], top, factor))
+    return compensated(total, error)
+
+
+@inline
+def _shifted_dot(weights, values, top, factor):
+    if not holds_64_bits(values):
+        return _shifted_dot_span(weights, values, top, factor)
+    total, error = 0.0, 0.0
+    for start in range(0, values.size, SUM_SPAN):
+        stop = start + SUM_SPAN
+        total, error = add_compensated(total, error, _shifted_dot_span(
+            weights[start:stop], values[start:stop], top, factor))
+    return compensated(total, error)
+
+
+@inline
+def _sum_below_one(values):
+    if not holds_64_bits(values):
+        return _sum_below_one_span(values)
+    total, total_error, below, below_error = 0.0, 0.0, 0.0, 0.0
+    for start in range(0, values.size, SUM_SPAN):
+        span_total, span_below = _sum_below_one_span(values[start:start + SUM_SPAN])
+        total, total_error = add_compensated(total, total_error, span_total)
+        below, below_error = add_compensated(below, below_error, span_below)
+    return compensated(total, total_error), compensated(below, below_error)
 
 
 @inline

@@ -2,11 +2,11 @@
 
 Each elementwise kernel reads ``y`` and ``p`` once and writes the gradient; block by block
 (``BLOCK`` elements in L1; fewer where it keeps more there: ``LOSSES_BLOCK``) it writes
-the losses into a buffer (or the ``"none"`` result) that ``_sum`` adds in float64 while
+the losses into a buffer (or the ``"none"`` result) that ``_sum_span`` adds in float64 while
 they are in cache, or, for the losses of a few operations, adds them in float64 in the
 same loop, always or from the sizes that stream from DRAM (``loss_math``'s
 ``sum_in_loop_from``). The formulas are compiled without reassociation, so they round as
-written; only the sums reassociate (``_sum``, ``add_reassociable``), to vectorise. A
+written; only the sums reassociate (``_sum_span``, ``add_reassociable``), to vectorise. A
 gradient (and Hessian) of ``STREAM_FROM_BYTES`` or more goes by streaming stores, which
 skip the caches, in the kernels whose loop writes nothing else: from the loop where it
 starts a cache line, else (a NumPy ``out=``) from a block in L1 (``_streams``).
@@ -48,7 +48,7 @@ from ._numba_common import (
     _copy,
     _in_order,
     _jit,
-    _sum,
+    _sum_span,
     _written_over,
     add_reassociable,
     aligned_stack,
@@ -318,7 +318,7 @@ def _elementwise_kernel(optimistic: bool, want_value: bool, sum_in_loop: bool,
                             _LOSS_MATH, k, False, want_value, sum_in_loop, ys, ps, ws, gs,
                             ls, hs, pos_weight, start, param, grad_scale, hess_floor, direct)
                     if want_value and not sum_in_loop:  # (the losses are in ``ls``)
-                        part = _sum(ls)
+                        part = _sum_span(ls)  # (a block: one span, see ``_sum``)
                         if part != part and not guarded:
                             if optimistic and labels_0_or_1:
                                 if hard_limited:
@@ -353,7 +353,7 @@ _NO_PARAM = (0.0, 0.0, 0.0)  # the options' tuple of a loss without options
 # elements of float32 in a cache line (of float64, two lines): the chunks' sizes are a
 # multiple of it, so each chunk starts where the array's first line does
 LINE_ELEMENTS = LINE // 4
-# Below this many elements the value is summed from the block of losses (``_sum``), not in
+# Below this many elements the value is summed from the block of losses (``_sum_span``), not in
 # the loop: LLVM's vector loop runs only where its runtime check finds the gradient at
 # least a vector loop's step (32 elements) away from y and p, else a scalar loop adds the
 # losses in another order, and a tiny call's value (float64: 9 to 30 elements) then
