@@ -95,8 +95,9 @@ TABLE: dict[str, Entry] = {
         doc="``torch.nn.functional.kl_div`` (our ``kl_div``): ``input`` holds "
             "log-probabilities; ``reduction=\"batchmean\"`` divides the sum by "
             "``input.size(0)`` (the divergence's definition), ``\"mean\"`` by the number of "
-            "elements, with torch's warning. A target probability of 0 costs 0 "
-            "(``log_target=True``: a target of ``-inf``), where torch gives NaN."),
+            "elements, with torch's warning. A target probability of 0 costs 0, also "
+            "where torch gives NaN: beside an input of ``-inf``, and with "
+            "``log_target=True`` a target of ``-inf``."),
     "binary_cross_entropy": Entry(
         _losses.binary_cross_entropy, "BCELoss",
         (("weight", None), *_LEGACY, ("reduction", "mean"), ("eps", 1e-15)),

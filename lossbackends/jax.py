@@ -25,8 +25,9 @@ raises ``ValueError`` there, as in ``lossbackends.cross_entropy``. Inside a trac
 cannot raise (an exception in a callback is undefined): its row gets a NaN loss and
 gradient, as ``check_labels=False`` gives (an explicit ``check_labels=True`` there raises
 ``ValueError`` while tracing). Nor is ``pos_weight`` checked there (finite and >= 0, a
-``ValueError`` in the plain call): a bad value gives what the formula gives, NaN for an
-infinite or NaN one. JAX arrays on a GPU raise ``ValueError`` (no silent copy to
+``ValueError`` in the plain call): a bad value gives what the formula gives, NaN for a
+NaN one, and for an infinite one inf where the label is above 0 and NaN where it is 0.
+JAX arrays on a GPU raise ``ValueError`` (no silent copy to
 the host).
 
 The host backend is the one that applies (``use_backend``, ``LOSSBACKENDS_BACKEND``) when
