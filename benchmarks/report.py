@@ -153,13 +153,28 @@ _SHORT = {"mse": "MSE", "binary_cross_entropy": "BCE, labels 0/1",
           "cross_entropy_softcap": "CE softcap", "multiclass_hinge": "multiclass hinge"}
 
 
-def _case_name(r) -> str:
+def _case_name(r, dtype: bool = False) -> str:
+    """The case as the tables name it; with ``dtype`` (a run of several), its dtype too."""
+    suffix = f" ({r['dtype']})" if dtype else ""
     if r["loss"] in _ROW_CASES:
-        return _SHORT[r["loss"]] + " " + str(r.get("shape", r["n"])).replace("x", " x ")
+        return (_SHORT[r["loss"]] + " " + str(r.get("shape", r["n"])).replace("x", " x ")
+                + suffix)
     n = int(r["n"])
     exponent = math.log10(n)
     size = f"1e{exponent:g}" if exponent == int(exponent) else f"{n:.3g}"
-    return f"{_SHORT.get(r['loss'], r['loss'])} n = {size}"
+    return f"{_SHORT.get(r['loss'], r['loss'])} n = {size}{suffix}"
+
+
+def _by_case(rows: list[dict], keep) -> tuple[dict, bool]:
+    """{(loss, shape or n, dtype): {backend: row}} of the rows ``keep`` takes, and whether
+    they hold several dtypes (then the tables name each case's: a run with ``--dtypes
+    float32 float64`` showed one of the two under each case's name)."""
+    cases: dict = {}
+    for r in rows:
+        if keep(r):
+            cases.setdefault((r["loss"], r.get("shape", r["n"]), r["dtype"]), {})[
+                r["backend"]] = r
+    return cases, len({dtype for _, _, dtype in cases}) > 1
 
 
 def host_table(rows: list[dict], backend: str = "numba") -> str:
@@ -169,10 +184,8 @@ def host_table(rows: list[dict], backend: str = "numba") -> str:
     against the best peer of the same case, like with like."""
     if not any(r["backend"] == backend for r in rows):
         backend = "numpy"
-    cases: dict = {}
-    for r in rows:
-        if r["op"] == "value_and_grad" and r.get("device", "host") == "host":
-            cases.setdefault((r["loss"], r.get("shape", r["n"])), {})[r["backend"]] = r
+    cases, dtypes = _by_case(rows, lambda r: r["op"] == "value_and_grad"
+                             and r.get("device", "host") == "host")
     lines = [f"| case | triad GB/s | {backend} default | {backend} out= | default / out= "
              "| best allocating peer | default / it | best preallocated peer | out= / it |",
              "|---|---|---|---|---|---|---|---|---|"]
@@ -186,7 +199,7 @@ def host_table(rows: list[dict], backend: str = "numba") -> str:
         return (f"{r['best_peer']} {float(r['best_peer_gbps']):.1f}",
                 f"{float(r['vs_best_peer']):.2f}x")
 
-    for (_, _), by in cases.items():
+    for by in cases.values():
         default, out = by.get(backend), by.get(backend + ":out")
         if default is None or out is None:
             continue
@@ -194,7 +207,7 @@ def host_table(rows: list[dict], backend: str = "numba") -> str:
         ratio = float(out["seconds_median"]) / float(default["seconds_median"])
         alloc_peer, alloc_ratio = peer(default)
         out_peer, out_ratio = peer(out)
-        lines.append(f"| {_case_name(default)} | {triad:.1f} | {cell(default)} | {cell(out)} "
+        lines.append(f"| {_case_name(default, dtypes)} | {triad:.1f} | {cell(default)} | {cell(out)} "
                      f"| {100 * ratio:.0f} % | {alloc_peer} | {alloc_ratio} | {out_peer} "
                      f"| {out_ratio} |")
     for r in rows:
@@ -212,11 +225,8 @@ def option_table(rows: list[dict], backend: str = "numba") -> str:
     the same logits, measured in turn with them (``providers.plain_cross_entropy``): plain's
     time over the option's, the default call and ``out=`` (1: as fast; the issue's bar is
     0.9). Markdown, or "" when the run measured no such pair."""
-    cases: dict = {}
-    for r in rows:
-        if (r["op"] == "value_and_grad" and r["loss"] in _ROW_CASES
-                and r["loss"] != "cross_entropy"):
-            cases.setdefault((r["loss"], r.get("shape", r["n"])), {})[r["backend"]] = r
+    cases, dtypes = _by_case(rows, lambda r: r["op"] == "value_and_grad"
+                             and r["loss"] in _ROW_CASES and r["loss"] != "cross_entropy")
     lines = []
     for by in cases.values():
         pairs = [(by.get(backend + form), by.get(f"{backend}:plain{form}"))
@@ -225,7 +235,7 @@ def option_table(rows: list[dict], backend: str = "numba") -> str:
             continue
         ratios = [float(plain["seconds_median"]) / float(option["seconds_median"])
                   for option, plain in pairs]
-        lines.append(f"| {_case_name(pairs[0][0])} | " + " | ".join(f"{x:.2f}x" for x in ratios)
+        lines.append(f"| {_case_name(pairs[0][0], dtypes)} | " + " | ".join(f"{x:.2f}x" for x in ratios)
                      + " |")
     if not lines:
         return ""

@@ -123,10 +123,11 @@ def test_host_peers_compute_the_same_values(case):
 def test_peer_ratios_are_like_with_like():
     from benchmarks import report
 
-    def row(backend, form, gbps, peer):
+    def row(backend, form, gbps, peer, dtype="float32"):
         return {"loss": "mse", "op": "value_and_grad", "backend": backend, "n": 10**7,
-                "form": form, "peer": peer, "gbps": gbps, "seconds_median": 1.2e-7 / gbps,
-                "roofline_fraction": gbps / 40, "roofline_gbps": 40.0, "device": "host"}
+                "dtype": dtype, "form": form, "peer": peer, "gbps": gbps,
+                "seconds_median": 1.2e-7 / gbps, "roofline_fraction": gbps / 40,
+                "roofline_gbps": 40.0, "device": "host"}
 
     rows = [row("numba", "alloc", 30.0, False), row("numba:out", "out", 32.0, False),
             row("torch", "alloc", 5.0, True), row("jax", "alloc", 10.0, True),
@@ -138,6 +139,12 @@ def test_peer_ratios_are_like_with_like():
     table = report.host_table(rows)
     assert "| MSE n = 1e7 | 40.0 | 30.0 (75 %) | 32.0 (80 %) | 94 % | jax 10.0 | 3.00x " \
            "| torch-hand:out 16.0 | 2.00x |" in table
+    # a run of two dtypes: a line for each, named (one showed under the case's name alone)
+    wide = [row("numba", "alloc", 20.0, False, "float64"),
+            row("numba:out", "out", 25.0, False, "float64")]
+    table = report.host_table(rows + wide).splitlines()
+    assert [line.split(" |")[0] for line in table[2:4]] == ["| MSE n = 1e7 (float32)",
+                                                            "| MSE n = 1e7 (float64)"]
 
 
 def test_compare_reports_ratios(tmp_path):
