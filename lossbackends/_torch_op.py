@@ -438,6 +438,9 @@ def _in_torch_terms(name: str, call: Callable, *args: Any, **kwargs: Any) -> Any
         message = str(exc)
         for ours, theirs in _TORCH_TERMS:
             message = message.replace(ours, theirs)
+        entry = _TABLE.get(name)  # our loss's name starting the message: torch's instead
+        if entry is not None and message.startswith(f"{entry.loss.name}: "):
+            message = f"{name}: {message[len(entry.loss.name) + 2:]}"
         if type(exc) is _LabelError and message != str(exc):
             raise _LabelError(message, exc.label, exc.row, exc.classes, exc.loss) from None
         if type(exc) not in (ValueError, TypeError) or message == str(exc):

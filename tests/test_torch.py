@@ -279,6 +279,11 @@ def test_option_types_are_checked_not_converted():
         lbt.cross_entropy(x, t, ignore_index=1.5)
     with pytest.raises(TypeError, match="huber_loss: delta must be a real number, not str"):
         lbt.huber_loss(x, torch.zeros_like(x), delta="a")
+    # a value out of range: the plain API's message, under torch's name (it said "huber:")
+    with pytest.raises(ValueError, match=r"^huber_loss: delta must be in \(0, inf\]"):
+        lbt.huber_loss(x, torch.zeros_like(x), delta=-1.0)
+    with pytest.raises(ValueError, match=r"^smooth_l1_loss: beta must be in \[0, inf\)"):
+        lbt.smooth_l1_loss(x, torch.zeros_like(x), beta=-1.0)
     # 0-d tensors, as torch's own functions take them
     torch.testing.assert_close(lbt.huber_loss(x, torch.zeros_like(x), delta=torch.tensor(0.5)),
                                F.huber_loss(x, torch.zeros_like(x), delta=0.5))
