@@ -442,9 +442,9 @@ def _check_out(xp, out, y_true, y, p, shape, name: str = "out", grad_out=None) -
     # the cheapest checks first: at n = 1000 this function is a quarter of the call
     if out.shape != shape or (out.dtype is not p.dtype and out.dtype != p.dtype):
         what = "Hessian" if name == "hess_out" else "gradient"
-        swapped = (f" in native byte order: pass {name}=None or an array of dtype "
-                   f"{str(p.dtype)!r} (a byte-swapped y_pred is computed in native order, "
-                   "so not in place)"
+        swapped = (f" in native byte order: pass an array of dtype {str(p.dtype)!r}, or None "
+                   "for a new one (a byte-swapped y_pred, computed in native order, cannot "
+                   "take its own gradient in place)"
                    if out.shape == shape and out.dtype.newbyteorder() == p.dtype else "")
         raise ValueError(
             f"{name} has shape {tuple(out.shape)} and dtype {out.dtype}; the {what} needs shape "

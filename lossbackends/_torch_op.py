@@ -157,7 +157,7 @@ def _save(ctx, loss: str, input: Tensor, reduction: str, grad: Tensor,
     ctx.axis = _class_axis(_TABLE[loss], input.ndim) if reduction == "none" else None
     ctx.set_materialize_grads(False)
     if hand_on:
-        ctx.handed_on = False
+        ctx.hand_on = True  # (taken by the first backward: ``_backward``)
         ctx.save_for_backward(grad, grad.detach())
     else:
         ctx.save_for_backward(grad)
@@ -203,14 +203,14 @@ def _backward(ctx, upstream, upstream_of_grad):
     if upstream_of_grad is not None:  # something differentiates the saved gradient
         raise RuntimeError(_SECOND_ORDER)
     grad, *kept = ctx.saved_tensors
-    # the kept alias goes out once: a second backward of a retained graph gives a tensor
-    # of its own (two results that are one tensor would change together)
-    if kept and ctx.handed_on:
+    # the kept alias goes out once at most: a later backward of a retained graph gives a
+    # tensor of its own (two results that are one tensor would change together). The
+    # first backward takes the right to it, in one step (dict.pop: two threads
+    # backpropagating the graph at once cannot both take it)
+    if kept and not ctx.__dict__.pop("hand_on", False):
         kept = ()
-    result = _scaled(ctx, grad, upstream, *kept)
-    if kept and result is kept[0]:
-        ctx.handed_on = True
-    return None, result, None, None, None, None, None, None
+    return (None, _scaled(ctx, grad, upstream, *kept), None, None, None, None, None,
+            None)
 
 
 def _redispatch(keyset, *args):

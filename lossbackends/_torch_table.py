@@ -70,8 +70,10 @@ TABLE: dict[str, Entry] = {
         tensors=_WEIGHT, floats={"delta": "delta"}, weight_like_input=True, dtypes="input",
         doc="``torch.nn.functional.huber_loss`` (our ``huber``); with ``weight`` (input's "
             "shape), ``\"mean\"`` divides by the number of elements as torch does. Computed "
-            "in ``input``'s dtype, as torch, and promoted with ``weight``'s (torch "
-            "multiplies the loss by it): float32 with a float64 weight gives float64."),
+            "in ``input``'s dtype, as torch, or with a ``weight`` of a wider dtype in that "
+            "one, the result's dtype torch gives (it computes the loss in ``input``'s "
+            "dtype, then multiplies by the weight): float32 with a float64 weight gives "
+            "float64, within float32's rounding of torch's."),
     "smooth_l1_loss": Entry(
         _losses.smooth_l1, "SmoothL1Loss", (*_LEGACY, ("reduction", "mean"), ("beta", 1.0)),
         floats={"beta": "beta"},

@@ -29,7 +29,8 @@ no gradient to take (``torch.no_grad()``, an ``input`` that does not require gra
 value alone is computed. Mixed dtypes follow torch, loss by loss: promoted as
 ``torch.result_type`` says (the input is cast and its gradient cast back, as torch
 does), or computed in ``input``'s dtype (``huber_loss``, ``soft_margin_loss``; for
-``huber_loss`` promoted with a ``weight``, by which torch multiplies the loss), or
+``huber_loss`` with a ``weight`` of a wider dtype, in that one: torch's result dtype, as
+it multiplies the loss by the weight), or
 refused (``binary_cross_entropy``); an integer ``input`` in a floating target's dtype,
 else in the default dtype, as torch promotes it.
 Under ``torch.autocast`` every loss runs in float32, as autocast's fp32 policy runs

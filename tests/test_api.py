@@ -392,8 +392,8 @@ def test_out_errors(backend, options):
         # a byte-swapped y_pred as its own out: computed in native order, so the message
         # says why it cannot be in place and what to pass
         swapped = np.ones(6, np.dtype(np.float64).newbyteorder())
-        with pytest.raises(ValueError, match=r"in native byte order: pass out=None or an "
-                                             r"array of dtype 'float64'"):
+        with pytest.raises(ValueError, match=r"in native byte order: pass an array of dtype "
+                                             r"'float64', or None for a new one"):
             grad(y, swapped, swapped)
     out = on(backend, np.full(6, np.nan))
     assert grad(y, on(backend, np.full(6, 3.0)), out) is out

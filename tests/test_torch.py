@@ -206,6 +206,32 @@ def test_backward_of_large_inputs_keeps_each_gradient_its_own(upstream):
     torch.testing.assert_close(second, kept)
 
 
+def test_two_threads_backpropagating_one_graph_get_tensors_of_their_own():
+    """Two threads taking the gradient of one retained graph at once: each gets its own
+    tensor (the kept one goes out once; a flag read, then set, let both take it in about
+    5 % of the graphs: a review's finding)."""
+    import threading
+
+    shared = 0
+    for _ in range(300):
+        x = torch.randn(64, 100, requires_grad=True)
+        loss = lbt.cross_entropy(x, torch.randint(0, 100, (64,)))
+        results, gate = [None, None], threading.Barrier(2)
+
+        def run(k, loss=loss, x=x, results=results, gate=gate):
+            gate.wait()
+            results[k], = torch.autograd.grad(loss, x, retain_graph=True)
+
+        threads = [threading.Thread(target=run, args=(k,)) for k in (0, 1)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        torch.testing.assert_close(results[0], results[1])
+        shared += results[0].data_ptr() == results[1].data_ptr()
+    assert shared == 0
+
+
 @pytest.mark.parametrize("rows", [8, 4096])  # (4096 x 70 float64: the cache's sizes)
 @pytest.mark.parametrize("between", ["data zero", "zero", "clip", "none"])
 def test_a_retained_graph_backpropagated_again_is_not_changed_by_grad(rows, between):
