@@ -50,11 +50,14 @@ from ._numba_common import (
     _jit,
     _sum_span,
     _written_over,
+    add_compensated,
     add_reassociable,
     aligned_stack,
     array_type,
+    compensated,
     copy_streaming,
     float64_block,
+    holds_64_bits,
     in_dtype,
     prefetch_lines,
     store_fence,
@@ -254,7 +257,7 @@ def _elementwise_kernel(optimistic: bool, want_value: bool, sum_in_loop: bool,
         guarded = False
         chunk = claim(shared, -1)
         while chunk < chunks:
-            total = 0.0
+            total, error = 0.0, 0.0
             chunk_start = chunk * size
             chunk_stop = min(n, chunk_start + size)
             first_block = y[chunk_start:min(chunk_stop, chunk_start + block)]
@@ -334,13 +337,16 @@ def _elementwise_kernel(optimistic: bool, want_value: bool, sum_in_loop: bool,
                     elif in_place:
                         _copy(gs, grad[start:stop])
                 if want_value:
-                    total += part
+                    if holds_64_bits(p):  # (a chunk has up to ~800 blocks at 1e8)
+                        total, error = add_compensated(total, error, part)
+                    else:  # (float32 losses: float64's 29 more bits hold the sum)
+                        total += part
                 elif hess is not None:  # (compiled only where a Hessian is written)
                     if count_labels:  # (per block: the element loops stay vectorised)
                         total += _outside_unit(ys)  # the blocks that may hold one
             if stream != PLAIN:
                 store_fence()  # (before ``record`` tells another thread the chunk is done)
-            result = record(shared, chunk, total, result)
+            result = record(shared, chunk, compensated(total, error), result)
             chunk = claim(shared, chunk)
         return result * scale
 
