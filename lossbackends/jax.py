@@ -73,7 +73,7 @@ import numpy as np
 from jax._src.interpreters import ad as _ad  # the tracer types only (no public name)
 
 from . import losses as _losses
-from ._dispatch import backend_for, get_backend, load_backend
+from ._dispatch import backend_for, load_backend
 from ._loss import REDUCTIONS, Loss
 from ._prepare import CHECK_VALUES
 
@@ -326,11 +326,12 @@ def _make(name: str) -> Callable:
             static = tuple(sorted({**options, "check_labels": False}.items()))
         # float values are operands (see _function); bools, ints and None stay in the key
         numbers = tuple(key for key, value in static if isinstance(value, float))
-        # the backend that applies here: the callback may run on a thread of JAX's, outside
-        # this thread's use_backend block. One that cannot compute host arrays (cupy, or
-        # one not installed) raises now, as the plain call does, not inside the callback
-        backend = get_backend()
-        load_backend(backend_for(None, _HOST_SAMPLE))
+        # the backend that applies here, resolved for host arrays: the callback may run on
+        # a thread of JAX's, outside this thread's use_backend block. One that cannot
+        # compute them (cupy, or one not installed) raises now, as the plain call does,
+        # not inside the callback
+        backend = backend_for(None, _HOST_SAMPLE)
+        load_backend(backend)
         f = _function(name, reduction, tuple(kv for kv in static if kv[0] not in numbers),
                       numbers, tuple(names), backend)
         if numbers:
