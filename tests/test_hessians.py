@@ -589,6 +589,19 @@ def test_out_pair(backend, loss):
         np.testing.assert_array_equal(host(h), host(hess))
 
 
+def test_multiclass_hinge_hessian_in_place_reads_the_scores(backend):
+    """grad_out=y_pred: the Hessian's NaN rows are those of the scores, not of the gradient
+    written over them (a NaN row weight makes a NaN gradient row; Numba once read that)."""
+    labels = on(backend, np.array([0, 2, 1]))
+    x = on(backend, np.array([[2.0, 1.5, -1.0], [0.2, 0.5, 0.1], [1.0, 3.0, 0.0]]))
+    weight = on(backend, np.array([1.0, np.nan, 1.0]))
+    x_copy, hess_out = x.copy(), on(backend, np.empty(x.shape))
+    g, h = lb.multiclass_hinge.grad_and_hess(labels, x_copy, weight=weight, backend=backend,
+                                             out=(x_copy, hess_out))
+    assert np.isnan(host(g)[1]).any()
+    np.testing.assert_array_equal(host(h), np.zeros((3, 3)))
+
+
 @pytest.mark.parametrize("options", [{}, {"softcap": 5.0}, {"soft": True}])
 def test_out_pair_in_place_above_16384_classes(backend, options):
     """grad_out=y_pred where the GPU writes the Hessian in a launch of its own (rows above
