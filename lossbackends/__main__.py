@@ -4,7 +4,6 @@ the seed's examples on each available backend as a self-check."""
 from __future__ import annotations
 
 import argparse
-import importlib.metadata
 import importlib.util
 import platform
 import sys
@@ -23,13 +22,6 @@ SEED_EXAMPLES = [  # (drop-in, loss, y_true, y_pred, the seed's printed result)
 ]
 # the name column of the self-check's rows: the longest loss or drop-in name
 NAME_WIDTH = max(len(name) for example in SEED_EXAMPLES for name in example[:2])
-
-
-def _version(distribution: str) -> str:
-    try:
-        return importlib.metadata.version(distribution)
-    except importlib.metadata.PackageNotFoundError:
-        return "?"
 
 
 def _describe(name: str) -> tuple[bool, str]:

@@ -15,7 +15,8 @@ _HERE = Path(__file__).resolve().parent
 # In a wheel the sources sit inside the package; in a checkout, at the repository root.
 KERNEL_DIR = next(p for p in (_HERE / "kernels", _HERE.parent / "kernels") if p.is_dir())
 
-# Exactly these options at run time (CuPy adds the target architecture) and in CI.
+# Exactly these options at run time and in CI (``_nvrtc.compile_module`` adds ``-arch``;
+# CuPy's compiler is not used: see ``_nvrtc``).
 OPTIONS = ("-std=c++17",)
 
 TYPE_NAMES = {"float16": "half_t", "bfloat16": "bf16_t", "float32": "float", "float64": "double"}

@@ -25,7 +25,13 @@ import numpy as np
 
 from . import _dispatch
 from ._loss import _WANT_GRAD, compute
-from ._prepare import as_prediction, class_axis, target_shape_error
+from ._prepare import (
+    as_prediction,
+    broadcast_weight,
+    check_same_shape,
+    class_axis,
+    target_shape_error,
+)
 from .backends._host import _up
 
 _DASK_TYPES: dict[type, bool] = {}
@@ -168,11 +174,7 @@ def _elementwise(loss, y_true, p, reduction, backend, options, wants, dtype):
     import dask.array as da
 
     y = da.asarray(y_true)
-    if y.shape != p.shape:
-        raise ValueError(
-            f"y_true has shape {y.shape} but y_pred has shape {p.shape}; they must match "
-            "exactly (only weight broadcasts; reshape one of them)"
-        )
+    check_same_shape(y.shape, p.shape)
     options = dict(options)
     weight = options.pop("weight", None)
     pos_weight = options.get("pos_weight")
@@ -181,14 +183,7 @@ def _elementwise(loss, y_true, p, reduction, backend, options, wants, dtype):
     index = string.ascii_letters[: p.ndim]
     args = [y.rechunk(p.chunks), index, p, index]
     if weight is not None:
-        w = da.asarray(weight)
-        try:
-            w = da.broadcast_to(w, p.shape)
-        except ValueError:
-            raise ValueError(
-                f"weight has shape {w.shape}, which does not broadcast to y_pred's shape "
-                f"{p.shape}"
-            ) from None
+        w = broadcast_weight(da, da.asarray(weight), p.shape)
         args += [w.rechunk(p.chunks), index]
     else:
         args += [None, None]
@@ -257,15 +252,8 @@ def _rows(loss, y_true, p, reduction, backend, options, wants, dtype):
     # rows are, each block its own stretch; its mean divides by the row count all the same
     row_weight = None
     if options.get("weight") is not None:
-        row_weight = da.asarray(options.pop("weight"))
-        try:
-            row_weight = da.broadcast_to(row_weight, batch_shape)
-        except ValueError:
-            raise ValueError(
-                f"weight has shape {row_weight.shape}, which does not broadcast to the "
-                f"labels' shape {batch_shape} (one weight per row)"
-            ) from None
-        row_weight = row_weight.rechunk(batch_chunks)
+        row_weight = broadcast_weight(da, da.asarray(options.pop("weight")), batch_shape,
+                                      rows=True).rechunk(batch_chunks)
     kept_rows = None
     if reduction == "mean":
         if soft or row_loss:

@@ -13,8 +13,8 @@ Kernel signature, the same on every backend::
 
 ``grad`` is ``None`` or a C-contiguous buffer shaped like ``p`` to fill (it may be ``p``
 itself); ``scale`` is what the reduction multiplies the sum and the gradient by: ``1/n``
-for an elementwise ``"mean"``, else 1 (``cross_entropy`` finds its mean's denominator from
-the labels, in the kernel). ``hess`` is ``None`` or a C-contiguous buffer shaped like ``p``
+for an elementwise ``"mean"``, else 1 (the losses with a class axis find their mean's
+denominator in the kernel: ``cross_entropy`` from the labels, ``multiclass_hinge`` the rows). ``hess`` is ``None`` or a C-contiguous buffer shaped like ``p``
 (never ``p`` itself) to fill with the diagonal of the Hessian of each element's (row's) own
 loss, with the gradient's weights and scale; it is only asked together with ``grad``.
 """
@@ -35,6 +35,12 @@ from ._prepare import FLOAT_DTYPES, Prepared, refuse_masked
 from .backends._host import LabelError, label_error
 
 REDUCTIONS = ("mean", "sum", "none")
+
+
+def unknown_reduction(reduction: object, prefix: str = "", extra: tuple = ()) -> ValueError:
+    """The error of a reduction not in ``REDUCTIONS`` (nor ``extra``, a front's own)."""
+    names = ", ".join(map(repr, (*REDUCTIONS, *extra)))
+    return ValueError(f"{prefix}unknown reduction {reduction!r}; choose one of {names}")
 
 
 # --- the loss object -------------------------------------------------------------------
@@ -262,9 +268,7 @@ class Loss:
         """``(value, grad)``, or ``(value, grad, hess)`` when ``hess`` is given (then
         ``_WANT_GRAD``, "allocate it", or the user's array)."""
         if reduction not in REDUCTIONS:
-            raise ValueError(
-                f"unknown reduction {reduction!r}; choose one of 'mean', 'sum', 'none'"
-            )
+            raise unknown_reduction(reduction)
         kernel, xp, native, plain = _dispatch.route(self.name, backend, y_true, y_pred)
         # Most calls pass two non-empty C-contiguous arrays of the backend's own type and
         # no option (``out`` is checked as always): of one float dtype and shape, or
@@ -285,7 +289,7 @@ class Loss:
             target_shape = (shape[:1] if len(shape) == 2 else None) if class_indices else shape
             if (n and y_true.dtype is target_dtype and contiguous(y_true) is y_true
                     and y_true.shape == target_shape):
-                # cross_entropy's kernel finds the mean's denominator from the labels
+                # a class axis's kernel finds the mean's denominator (from the labels, or the rows)
                 scale = 1.0 / n if reduction == "mean" and not class_indices else 1.0
                 if out is None:
                     grad = None

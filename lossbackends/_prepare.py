@@ -29,7 +29,8 @@ class Prepared(NamedTuple):
     p: Any
     weight: Any
     params: tuple  # the loss's options as the kernel takes them (numbers, arrays or None)
-    scale: float  # what "mean" multiplies the sum and the gradient by
+    scale: float  # what "mean" multiplies the sum and the gradient by (1 with a class axis:
+    # those kernels find the denominator themselves)
     shape: tuple  # y_pred's shape as the user passed it
     value_shape: tuple  # the shape of ``reduction="none"`` results
     # None: the kernel works in y_pred's own shape (elementwise losses). cross_entropy's
@@ -97,6 +98,27 @@ def same_device(name: str, value: Any, p: Any) -> None:
         )
 
 
+def check_same_shape(y_shape: tuple, p_shape: tuple) -> None:
+    """An elementwise loss's y_true and y_pred: one shape, exactly."""
+    if y_shape != p_shape:
+        raise ValueError(
+            f"y_true has shape {y_shape} but y_pred has shape {p_shape}; they must match "
+            "exactly (only weight broadcasts; reshape one of them)"
+        )
+
+
+def broadcast_weight(xp: Any, weight: Any, shape: tuple, rows: bool = False) -> Any:
+    """``weight`` broadcast to ``shape`` (``rows``: one weight per row, the labels' shape),
+    or the error that says it does not broadcast."""
+    try:
+        return xp.broadcast_to(weight, shape)
+    except ValueError:
+        whose = "the labels' shape" if rows else "y_pred's shape"
+        per_row = " (one weight per row)" if rows else ""
+        raise ValueError(f"weight has shape {weight.shape}, which does not broadcast to "
+                         f"{whose} {shape}{per_row}") from None
+
+
 def prepare_elementwise(xp, y_true, y_pred, *, weight=None) -> Prepared:
     """The canonical arguments of an elementwise loss; ``params`` is ``()`` (a loss with
     options of its own puts them there)."""
@@ -104,22 +126,12 @@ def prepare_elementwise(xp, y_true, y_pred, *, weight=None) -> Prepared:
     dtype = p.dtype
     y = as_values(xp, y_true, dtype, "y_true")
     shape = p.shape
-    if y.shape != shape:
-        raise ValueError(
-            f"y_true has shape {y.shape} but y_pred has shape {shape}; they must match "
-            "exactly (only weight broadcasts; reshape one of them)"
-        )
+    check_same_shape(y.shape, shape)
     if weight is not None:
         same_device("weight", weight, p)
         weight = as_values(xp, weight, dtype, "weight")
         if weight.shape != shape:
-            try:
-                full = xp.broadcast_to(weight, shape)
-            except ValueError:
-                raise ValueError(
-                    f"weight has shape {weight.shape}, which does not broadcast to y_pred's "
-                    f"shape {shape}"
-                ) from None
+            full = broadcast_weight(xp, weight, shape)
             # a view where no element repeats; else a writeable copy: NumPy's broadcast
             # views are read-only, a type of their own to Numba (one more compilation)
             weight = weight.reshape(shape) if weight.size == full.size else full.copy()
@@ -500,14 +512,8 @@ def prepare_multiclass_hinge(xp, y_true, y_pred, *, weight=None, margin=1.0, axi
     margin = real_option("multiclass_hinge", "margin", margin)
     if weight is not None:  # one per row: the labels' shape, broadcast
         same_device("weight", weight, x2d)
-        w = as_values(xp, weight, x2d.dtype, "weight")
-        try:
-            w = xp.broadcast_to(w, batch_shape)
-        except ValueError:
-            raise ValueError(
-                f"weight has shape {w.shape}, which does not broadcast to the labels' shape "
-                f"{batch_shape} (one weight per row)"
-            ) from None
+        w = broadcast_weight(xp, as_values(xp, weight, x2d.dtype, "weight"), batch_shape,
+                             rows=True)
         weight = xp.ascontiguousarray(w).reshape(-1)
     # the last: the mean's denominator (the row count) when the caller knows it (a Dask
     # block: the whole array's), else None: the kernel's own row count

@@ -74,7 +74,7 @@ from jax._src.interpreters import ad as _ad  # the tracer types only (no public 
 
 from . import losses as _losses
 from ._dispatch import backend_for, load_backend
-from ._loss import REDUCTIONS, Loss
+from ._loss import REDUCTIONS, Loss, unknown_reduction
 from ._prepare import CHECK_VALUES
 
 # the array options of each loss (traced); every other option is static (a Python number)
@@ -116,7 +116,7 @@ _DIFFERENTIATING = tuple(getattr(_ad, name) for name in ("JVPTracer", "Linearize
                          if hasattr(_ad, name))
 
 
-def _out_shapes(loss: Loss, reduction: str, p_shape: tuple, axis: int | None, dtype) -> tuple:
+def _out_shapes(reduction: str, p_shape: tuple, axis: int | None, dtype) -> tuple:
     if reduction != "none":
         value_shape: tuple = ()
     elif axis is None:
@@ -169,7 +169,7 @@ def _function(name: str, reduction: str, static: tuple, number_names: tuple,
         # JAX's typed float, without a shape)
         p = _as_array(p)
         p_axis = None if axis is None else axis % p.ndim
-        shapes = _out_shapes(loss, reduction, p.shape, p_axis, p.dtype)
+        shapes = _out_shapes(reduction, p.shape, p_axis, p.dtype)
         if not want_grad:  # the value alone: the callback hands JAX one array, not two
             return jax.pure_callback(host_value, shapes[0], y, p, *operands,
                                      vmap_method="sequential")
@@ -263,7 +263,7 @@ def _make(name: str) -> Callable:
 
     def fn(y_true: Any, y_pred: Any, *, reduction: str = "mean", **options: Any) -> jax.Array:
         if reduction not in REDUCTIONS:
-            raise ValueError(f"unknown reduction {reduction!r}; choose one of 'mean', 'sum', 'none'")
+            raise unknown_reduction(reduction)
         if "backend" in options or "out" in options:
             raise TypeError(f"lossbackends.jax.{name} computes on the host backend that applies "
                             "(use_backend / LOSSBACKENDS_BACKEND) and returns new arrays: no "

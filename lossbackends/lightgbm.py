@@ -98,9 +98,6 @@ CONVENTIONS = {
 FLOOR = 0.0  # no negative Hessian; LightGBM's own objectives have none to floor
 
 
-LightGBMObjective = Objective  # the callable ``objective`` returns
-
-
 def objective(loss: Loss | str, **options: Any) -> Objective:
     """The custom objective of ``loss`` (a ``lossbackends`` loss or its name) with its
     ``options``, in LightGBM's conventions (see the module's docstring).

@@ -95,7 +95,7 @@ except ModuleNotFoundError as exc:
                               "'lossbackends[torch]'", name="torch") from exc
 from torch import Tensor
 
-from ._loss import REDUCTIONS
+from ._loss import REDUCTIONS, unknown_reduction
 from ._prepare import bool_option as _bool_option
 from ._prepare import int_option as _int_option
 from ._prepare import real_number as _real_number
@@ -211,9 +211,7 @@ def _apply(name: str, entry: _Entry, input: Tensor, target: Tensor, options: dic
     if batchmean:
         reduction = "sum"
     elif reduction not in REDUCTIONS:
-        extra = ", 'batchmean'" if entry.batchmean else ""
-        raise ValueError(f"{name}: unknown reduction {reduction!r}; choose one of 'mean', "
-                         f"'sum', 'none'{extra}")
+        raise unknown_reduction(reduction, f"{name}: ", ("batchmean",) if entry.batchmean else ())
     elif reduction == "mean" and entry.batchmean and not _is_compiling():
         _warn_mean(stacklevel=3)  # (under torch.compile, from the op's fake: see there)
     tensors = [options[key] for key in entry.tensors]

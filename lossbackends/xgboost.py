@@ -109,9 +109,6 @@ CONVENTIONS = {
 FLOOR = 1e-16  # XGBoost's smallest Hessian (its logistic and softmax objectives)
 
 
-XGBoostObjective = Objective  # the callable ``objective`` returns
-
-
 def objective(loss: Loss | str, **options: Any) -> Objective:
     """The custom objective of ``loss`` (a ``lossbackends`` loss or its name) with its
     ``options`` (``pos_weight``, ``class_weight``, ``label_smoothing``, ``margin``,

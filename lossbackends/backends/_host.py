@@ -137,7 +137,6 @@ def half_in_float32(kernel: Callable) -> Callable:
     return run
 
 
-# where a class-index loss's params hold check_labels and ignore_index (None: it has none)
 # Cross-entropy: below what sum of a row's exps (shifted by its max: the max's is 1) the
 # host backends take its log(sum) as log1p of the others' sum, summed apart: log(1 + e)
 # from the rounded sum has an absolute error of an ulp of 1, a relative one of 1e-15 at
@@ -146,6 +145,7 @@ def half_in_float32(kernel: Callable) -> Callable:
 # Numba kernel computed, for each dtype, cost a tenth at 1024 x 32000 however it was
 # written; a constant does not.)
 CONFIDENT = 1.125
+# where a class-index loss's params hold check_labels and ignore_index (None: it has none)
 _LABEL_PARAMS = {"cross_entropy": (2, 0), "multiclass_hinge": (1, None)}
 
 

@@ -150,10 +150,7 @@ def binary_cross_entropy_with_logits(y, p, weight, params, reduction, scale, gra
 @elementwise
 def hinge(y, p, weight, params, reduction, scale, grad, want_value, hess=None):
     (margin,) = params
-    # 0 * inf, replaced just below
-    slack = np.multiply(y, p)
-    if np.isinf(p).any():  # a label of 0 times an infinite score: the limit 0, not NaN
-        slack[(y == 0) & np.isinf(p)] = 0.0
+    slack = times(y, p)  # a label of 0 times an infinite score: the limit 0, not NaN
     np.subtract(margin, slack, out=slack)  # margin - t s
     if grad is not None:
         active = slack > 0
@@ -211,7 +208,8 @@ def _mae(y, p, params, want_value, want_grad, want_hess):
     e = p - y
     # sign(0) = 0: no subgradient preferred at a tie; piecewise linear: Hessian 0 (at the
     # kink too)
-    return np.abs(e), np.sign(e), _zero_or_nan(e) if want_hess else None
+    return (np.abs(e) if want_value else None, np.sign(e) if want_grad else None,
+            _zero_or_nan(e) if want_hess else None)
 
 
 def _huber(y, p, params, want_value, want_grad, want_hess):
@@ -384,7 +382,7 @@ def _elementwise(math):
         # (exp(x) may overflow to inf, the true limit; inf - inf and 0 * inf in branches
         # that np.where does not select are not the result's: ``quiet``)
         losses, d, h = math(y, p, params, want_value, grad is not None, hess is not None)
-        if hess is not None:  # before the gradient: grad may be p (out=y_pred)
+        if hess is not None:  # (all computed above, before grad, which may be p, is written)
             np.copyto(hess, np.broadcast_to(h, hess.shape), casting="unsafe")
             _finish_grad(hess, weight, scale)
         if grad is not None:
