@@ -12,7 +12,7 @@ import warnings
 import numpy as np
 import pytest
 import reference
-from conftest import examples, host, on, starting_a_line
+from conftest import _skip_reason, examples, host, on, starting_a_line
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -639,6 +639,41 @@ def test_multiclass_hinge_errors():
         lb.multiclass_hinge([0, 1], [[1.0, 2.0], [0.0, 1.0]], weight=[1.0, 2.0, 3.0])
     with pytest.raises(TypeError, match="must be integers"):
         lb.multiclass_hinge([0.5], [[1.0, 2.0]])
+
+
+@pytest.mark.parametrize("loss, options", [
+    ("cross_entropy", {}), ("cross_entropy", {"softcap": 2.0, "label_smoothing": 0.1}),
+    ("multiclass_hinge", {})])
+@pytest.mark.parametrize("host_backend", ["numpy", "numba"])
+def test_host_label_error_leaves_out_untouched(host_backend, loss, options):
+    """A bad label raises before anything is written: out=y_pred keeps the logits (NumPy
+    once wrote x - max over them first). (The GPU writes them: docs, gpu.md.)"""
+    if _skip_reason(host_backend):
+        pytest.skip(_skip_reason(host_backend))
+    x = np.array([[1.0, 2.0, 3.0], [0.5, 0.1, -1.0]])
+    labels = np.array([0, 5])
+    for method in ("grad", "value_and_grad", "grad_and_hess"):
+        written = x.copy()
+        out = (written, np.zeros_like(x)) if method == "grad_and_hess" else written
+        with pytest.raises(lb.LabelError):
+            getattr(getattr(lb, loss), method)(labels, written, out=out,
+                                               backend=host_backend, **options)
+        np.testing.assert_array_equal(written, x)
+
+
+def test_softcap_ignored_rows_with_a_nan_logit_get_zeros(backend):
+    """An ignored row's gradient and Hessian are exactly 0 with softcap too: its chain rule
+    (1 - tanh^2 of a NaN logit) once made NumPy's NaN."""
+    x = on(backend, np.array([[np.nan, 1.0, 2.0], [0.5, 1.0, 2.0]]))
+    labels = on(backend, np.array([-100, 1]))
+    for softcap in (None, 2.0):
+        grad, hess = lb.cross_entropy.grad_and_hess(labels, x, softcap=softcap,
+                                                    backend=backend)
+        np.testing.assert_array_equal(host(grad)[0], 0.0)
+        np.testing.assert_array_equal(host(hess)[0], 0.0)
+        assert np.isfinite(host(grad)[1]).all()
+        np.testing.assert_array_equal(
+            host(lb.cross_entropy.grad(labels, x, softcap=softcap, backend=backend))[0], 0.0)
 
 
 def test_multiclass_hinge_label_error_names_it(backend):

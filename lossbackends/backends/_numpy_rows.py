@@ -20,6 +20,13 @@ def cross_entropy(target, x, class_weight, params, reduction, scale, grad, want_
     dtype = x.dtype
     soft = target.ndim == 2
     row_index = np.arange(rows)
+    kept = None
+    if not soft:  # the labels first: an error leaves grad, which may be x, untouched
+        kept = target != ignore_index
+        bad = kept & ((target < 0) | (target >= classes))
+        if bad.any():
+            row = int(np.flatnonzero(bad)[0])
+            raise label_error(int(target[row]), row, classes)
     cap_tanh = None
     if softcap is not None:
         # Gemma's soft-capping: the logits become softcap tanh(x / softcap), in
@@ -49,14 +56,8 @@ def cross_entropy(target, x, class_weight, params, reduction, scale, grad, want_
         # sum_c w_c q_c z_c with 0 * (-inf) = 0: a class of no probability costs nothing;
         # the products in float64 (float32's w q z can overflow where the mean does not)
         row_dot = np.sum(np.where(wq == 0, 0.0, wq.astype(np.float64) * z), axis=1)
-        kept = None
         denominator = rows if given_denominator is None else given_denominator
     else:
-        kept = target != ignore_index
-        bad = kept & ((target < 0) | (target >= classes))
-        if bad.any():
-            row = int(np.flatnonzero(bad)[0])
-            raise label_error(int(target[row]), row, classes)
         label = np.where(kept, target, 0)
         label_weight = kept.astype(np.float64)
         if class_weight is not None:
@@ -117,8 +118,6 @@ def cross_entropy(target, x, class_weight, params, reduction, scale, grad, want_
     if hess is not None:
         _cross_entropy_hess(hess, exp, sum_exp, grad_coef * grad_scale,
                             2.0 * z_coef * grad_scale)
-        if kept is not None and not kept.all():
-            hess[~kept] = 0.0  # ignored rows: exactly 0, as their gradient
     if grad is None:
         return value
     # softmax(x) sum_k w_k q_k - w q, times the reduction's scale
@@ -157,9 +156,12 @@ def cross_entropy(target, x, class_weight, params, reduction, scale, grad, want_
             exp -= (spread_scale * kept)[:, None]
         else:
             exp -= np.multiply.outer(spread_scale * kept, class_weight)
-    if not kept.all():
-        exp[~kept] = 0.0  # ignored rows: gradient exactly 0, even for non-finite logits
     _softcap_chain(exp, cap_tanh, hess, softcap)
+    if not kept.all():  # ignored rows: exactly 0, even for non-finite logits (after
+        # softcap's chain rule, whose 1 - tanh^2 of a NaN logit is NaN)
+        exp[~kept] = 0.0
+        if hess is not None:
+            hess[~kept] = 0.0
     return value
 
 
