@@ -210,10 +210,16 @@ def _check_weights(loss: str, name: str, what: str, weights, dtype: np.dtype) ->
 
 def prepare_hinge(xp, y_true, y_pred, *, weight=None, margin=1.0):
     prep = prepare_elementwise(xp, y_true, y_pred, weight=weight)
-    return prep._replace(params=(real_option("hinge", "margin", margin),))
+    return prep._replace(params=(margin_option("hinge", margin),))
 
 
 _INF = float("inf")
+
+
+def margin_option(loss: str, margin) -> float:
+    """A margin loss's ``margin``: finite (an infinite one makes every loss infinite, and
+    ``inf - inf`` where a score is infinite too)."""
+    return real_option(loss, "margin", margin, -_INF, _INF, low_open=True, high_open=True)
 
 
 def real_option(loss: str, name: str, value, low: float = -_INF, high: float = _INF, *,
@@ -245,7 +251,11 @@ def real_number(loss: str, name: str, value) -> float:
     value = _scalar(value)
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
         raise TypeError(f"{loss}: {name} must be a real number, not {type(value).__name__}")
-    return float(value)
+    try:
+        return float(value)
+    except OverflowError:  # an int beyond float64's range
+        raise ValueError(f"{loss}: {name} is an integer beyond float64's range "
+                         "(about 1.8e308); pass a float") from None
 
 
 def int_option(loss: str, name: str, value) -> int:
@@ -309,7 +319,7 @@ def prepare_smooth_l1(xp, y_true, y_pred, *, weight=None, beta=1.0):
 
 def prepare_squared_hinge(xp, y_true, y_pred, *, weight=None, margin=1.0):
     prep = prepare_elementwise(xp, y_true, y_pred, weight=weight)
-    return prep._replace(params=(real_option("squared_hinge", "margin", margin, -_INF, _INF),))
+    return prep._replace(params=(margin_option("squared_hinge", margin),))
 
 
 def prepare_sigmoid_focal(xp, y_true, y_pred, *, weight=None, alpha=0.25, gamma=2.0):
@@ -324,9 +334,12 @@ def prepare_sigmoid_focal(xp, y_true, y_pred, *, weight=None, alpha=0.25, gamma=
         negative = 1.0 - positive
     gamma = real_option("sigmoid_focal", "gamma", gamma, 0.0, _INF, high_open=True)
     computing = np.dtype(np.float32) if prep.p.dtype == np.float16 else prep.p.dtype
-    if gamma > float(np.finfo(computing).max):  # inf in the kernels: NaN gradients
-        raise ValueError(f"sigmoid_focal: gamma must be at most {float(np.finfo(computing).max)!r} "
-                         f"(the largest {computing} number) for {prep.p.dtype} inputs; got {gamma!r}")
+    # beyond it the Hessian's gamma (gamma - 1) is inf, times a modulator of 0: NaN
+    largest = float(np.sqrt(np.finfo(computing).max))
+    if gamma > largest:
+        raise ValueError(f"sigmoid_focal: gamma must be at most {largest!r} (the square root "
+                         f"of the largest {computing} number) for {prep.p.dtype} inputs; got "
+                         f"{gamma!r}")
     # alpha_t = a y + b (1 - y): (alpha, 1 - alpha) balanced, (1, 1) not
     return prep._replace(params=(positive, negative, gamma))
 
@@ -509,7 +522,7 @@ def prepare_multiclass_hinge(xp, y_true, y_pred, *, weight=None, margin=1.0, axi
     labels, x2d, shape, batch_shape, axis = class_axis_inputs(
         xp, y_true, y_pred, axis, "multiclass_hinge", probabilities=False,
         check_labels=check_labels)
-    margin = real_option("multiclass_hinge", "margin", margin)
+    margin = margin_option("multiclass_hinge", margin)
     if weight is not None:  # one per row: the labels' shape, broadcast
         same_device("weight", weight, x2d)
         w = broadcast_weight(xp, as_values(xp, weight, x2d.dtype, "weight"), batch_shape,

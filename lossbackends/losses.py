@@ -194,7 +194,7 @@ hinge = Loss(
         \partial \ell_i / \partial s_i = -w_i t_i \,[m - t_i s_i > 0], \qquad
         \partial^2 \ell_i / \partial s_i^2 = 0
 
-    ``margin`` ``m`` defaults to 1. The gradient at exactly ``m - t s = 0`` is 0. The loss
+    ``margin`` ``m`` (finite) defaults to 1. The gradient at exactly ``m - t s = 0`` is 0. The loss
     is piecewise linear: its Hessian is 0 away from the kink, and ``grad_and_hess`` gives
     0 at the kink too (a boosting objective floors it: see ``lossbackends.xgboost``).
     Labels of 0 and 1 are not mapped to -1 and +1 (scikit-learn's ``hinge_loss`` and our
@@ -227,7 +227,9 @@ multiclass_hinge = Loss(
     class index per row (the scores' shape without ``axis``); a label outside ``[0, C)``
     raises ``ValueError`` (on the GPU after one small synchronisation, which
     ``check_labels=False`` skips: the row's loss and gradient are then NaN). ``margin`` ``m``
-    defaults to 1; ``weight`` (optional) has the labels' shape, or broadcasts to it.
+    (finite) defaults to 1; ``weight`` (optional) has the labels' shape, or broadcasts to
+    it. A weight of 0 gives its row 0, even at an infinite loss; a NaN or infinite weight
+    on a row of loss 0 gives a NaN loss there and leaves its gradient 0.
     ``reduction="mean"`` divides by the number of rows. The gradient is 0 at the kink
     (``\ell = 0`` exactly); ``grad_and_hess`` gives the Hessian's diagonal, 0 (at the
     kink too). Equal infinite scores count as equal (``s_j - s_y = 0``); a NaN score makes
@@ -355,7 +357,8 @@ log_cosh = Loss(
 squared_hinge = Loss(
     "squared_hinge",
     prepare_squared_hinge,
-    r"""Squared hinge loss on scores (Keras's ``squared_hinge``), option ``margin=1.0``.
+    r"""Squared hinge loss on scores (Keras's ``squared_hinge``), option ``margin=1.0``
+    (finite).
 
     .. math::
         \ell_i = w_i \max(0, m - t_i s_i)^2, \qquad
@@ -424,8 +427,9 @@ sigmoid_focal = Loss(
     ``p - 1`` to cancel for a label of 1. The loss is not convex: the Hessian is negative
     for badly misclassified samples (from about ``|x| = 3`` on the wrong side: 3.1 at
     ``gamma = 1``, 2.8-2.9 for ``gamma`` 2 to 4). ``alpha`` must be in [0, 1] and
-    ``gamma`` ``>= 0`` and at most the computing dtype's largest (float32's for float16
-    and float32 inputs; a ``ValueError`` otherwise). Integer ``gamma`` (0 to 4) is computed by multiplications, any other by
+    ``gamma`` ``>= 0`` and at most the square root of the computing dtype's largest number
+    (1.8e19 for float16 and float32 inputs, 1.3e154 for float64; a ``ValueError``
+    otherwise). Integer ``gamma`` (0 to 4) is computed by multiplications, any other by
     ``pow``.
 
     >>> import lossbackends as lb

@@ -676,6 +676,12 @@ def test_softcap_ignored_rows_with_a_nan_logit_get_zeros(backend):
             host(lb.cross_entropy.grad(labels, x, softcap=softcap, backend=backend))[0], 0.0)
 
 
+def test_multiclass_hinge_margin_must_be_finite():
+    """An infinite margin made NumPy's rows NaN and Numba's 0 beside an infinite score."""
+    with pytest.raises(ValueError, match=r"multiclass_hinge: margin must be in \(-inf, inf\)"):
+        lb.multiclass_hinge([0], [[-1.0, -np.inf]], margin=np.inf)
+
+
 def test_multiclass_hinge_label_error_names_it(backend):
     """A bad label's error names the loss called, and offers no ignore_index (it has none),
     also where the flat row is renamed (a class axis) and for labels beyond int64."""
