@@ -95,7 +95,8 @@ except ModuleNotFoundError as exc:
                               "'lossbackends[torch]'", name="torch") from exc
 from torch import Tensor
 
-from ._loss import REDUCTIONS, unknown_reduction
+from ._loss import REDUCTIONS as _REDUCTIONS
+from ._loss import unknown_reduction as _unknown_reduction
 from ._prepare import bool_option as _bool_option
 from ._prepare import int_option as _int_option
 from ._prepare import real_number as _real_number
@@ -210,8 +211,8 @@ def _apply(name: str, entry: _Entry, input: Tensor, target: Tensor, options: dic
     batchmean = reduction == "batchmean" and entry.batchmean
     if batchmean:
         reduction = "sum"
-    elif reduction not in REDUCTIONS:
-        raise unknown_reduction(reduction, f"{name}: ", ("batchmean",) if entry.batchmean else ())
+    elif reduction not in _REDUCTIONS:
+        raise _unknown_reduction(reduction, f"{name}: ", ("batchmean",) if entry.batchmean else ())
     elif reduction == "mean" and entry.batchmean and not _is_compiling():
         _warn_mean(stacklevel=3)  # (under torch.compile, from the op's fake: see there)
     tensors = [options[key] for key in entry.tensors]

@@ -647,18 +647,20 @@ def test_multiclass_hinge_errors():
 @pytest.mark.parametrize("host_backend", ["numpy", "numba"])
 def test_host_label_error_leaves_out_untouched(host_backend, loss, options):
     """A bad label raises before anything is written: out=y_pred keeps the logits (NumPy
-    once wrote x - max over them first). (The GPU writes them: docs, gpu.md.)"""
+    once wrote x - max over them first), hess_out its values (Numba's multiclass_hinge
+    once zeroed it). (The GPU writes them: docs, gpu.md.)"""
     if _skip_reason(host_backend):
         pytest.skip(_skip_reason(host_backend))
     x = np.array([[1.0, 2.0, 3.0], [0.5, 0.1, -1.0]])
     labels = np.array([0, 5])
     for method in ("grad", "value_and_grad", "grad_and_hess"):
-        written = x.copy()
-        out = (written, np.zeros_like(x)) if method == "grad_and_hess" else written
+        written, hess = x.copy(), np.full_like(x, 7.0)
+        out = (written, hess) if method == "grad_and_hess" else written
         with pytest.raises(lb.LabelError):
             getattr(getattr(lb, loss), method)(labels, written, out=out,
                                                backend=host_backend, **options)
         np.testing.assert_array_equal(written, x)
+        np.testing.assert_array_equal(hess, 7.0)
 
 
 def test_softcap_ignored_rows_with_a_nan_logit_get_zeros(backend):

@@ -121,14 +121,17 @@ def multiclass_hinge(labels, x, weight, params, reduction, scale, grad, want_val
     args = (x, labels, _EMPTY[x.dtype] if weight is None else weight, margin,
             reduction == "mean", -1.0 if denominator is None else float(denominator), grad,
             row_losses, chunks)
-    if hess is not None:  # piecewise linear: 0 away from the kinks; NaN rows NaN (before
-        # the kernel, which may write the gradient over x)
-        hess[...] = 0
-        hess[np.isnan(x).any(axis=1)] = np.nan
+    # the Hessian, piecewise linear: 0 away from the kinks, NaN rows NaN; those rows found
+    # before the kernel, which may write the gradient over x, and written after its label
+    # check, so that an error leaves hess untouched
+    nan_rows = np.isnan(x).any(axis=1) if hess is not None else None
     value, bad_row = _launch(_HINGE, _multiclass_hinge_types,
                              (x.dtype, grad is None, row_losses is None), chunks, args)
     if bad_row >= 0:
         raise label_error(int(labels[bad_row]), bad_row, x.shape[1], loss="multiclass_hinge")
+    if hess is not None:
+        hess[...] = 0
+        hess[nan_rows] = np.nan
     if not want_value:
         return None
     if reduction == "none":
