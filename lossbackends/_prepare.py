@@ -253,9 +253,9 @@ def real_number(loss: str, name: str, value) -> float:
         raise TypeError(f"{loss}: {name} must be a real number, not {type(value).__name__}")
     try:
         return float(value)
-    except OverflowError:  # an int beyond float64's range
-        raise ValueError(f"{loss}: {name} is an integer beyond float64's range "
-                         "(about 1.8e308); pass a float") from None
+    except OverflowError:  # an int (or Fraction) beyond float64's range
+        raise ValueError(f"{loss}: {name} is beyond float64's range (about 1.8e308); pass "
+                         "a float") from None
 
 
 def int_option(loss: str, name: str, value) -> int:
