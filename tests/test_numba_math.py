@@ -422,3 +422,33 @@ def test_float64_log_cosh_within_7_ulp_and_its_gradient_within_2_25():
     np.testing.assert_array_equal(
         lb.log_cosh(np.zeros(6), special, reduction="none", backend="numba"),
         [0.0, 0.0, np.inf, np.inf, np.nan, 1e300 - np.log(2)])
+
+
+def test_float16_conversions_give_numpys_bits():
+    """The Numba backend's float16 conversions (the CPU's own, ``_numba_half``) give the
+    bits of NumPy's casts: every float16 up to float32, and float32 values down to float16
+    around every rounding case (ties, subnormals, overflow, NaN, signed zeros)."""
+    from lossbackends.backends import _numba_half
+
+    every = np.arange(2**16, dtype=np.uint16).view(np.float16)
+    widened = _numba_half.up(every.reshape(256, 256))
+    expected = every.astype(np.float32).reshape(256, 256)
+    same_nan = np.isnan(widened) & np.isnan(expected)
+    assert np.array_equal(widened.view(np.uint32)[~same_nan], expected.view(np.uint32)[~same_nan])
+    assert np.array_equal(np.isnan(widened), np.isnan(expected))
+    rng = np.random.default_rng(0)
+    # each float16 as float32, its neighbours and the midpoints between float16 values
+    exact = every[np.isfinite(every)].astype(np.float32)
+    around = np.concatenate([exact, np.nextafter(exact, np.float32(np.inf)),
+                             np.nextafter(exact, np.float32(-np.inf)),
+                             (exact[:-1] + np.diff(exact) / 2).astype(np.float32),
+                             rng.standard_normal(10**5).astype(np.float32) * 1e-6,
+                             np.array([np.inf, -np.inf, np.nan, 65520.0, 1e30, 2.98e-8,
+                                       2.99e-8, -0.0], np.float32)])
+    narrowed = np.empty(around.shape, np.float16)
+    _numba_half.down(narrowed, around)
+    with np.errstate(all="ignore"):
+        reference = around.astype(np.float16)
+    assert np.array_equal(np.isnan(narrowed), np.isnan(reference))
+    finite = ~np.isnan(reference)
+    assert np.array_equal(narrowed.view(np.uint16)[finite], reference.view(np.uint16)[finite])

@@ -52,12 +52,18 @@ def _up(a):
     return a.astype(np.float32) if isinstance(a, np.ndarray) and a.dtype == np.float16 else a
 
 
+def _down(out, a) -> None:
+    """``out[...] = a``: float32 into float16 by NumPy's cast (the Numba backend's is the
+    CPU's own, ``_numba_half``)."""
+    np.copyto(out, a, casting="same_kind")
+
+
 def in_float32(kernel: Callable, y, p, weight, params, reduction, scale, grad, want_value,
-               hess=None):
+               hess=None, up: Callable = _up, down: Callable = _down):
     """Run ``kernel`` on float16 inputs in float32 and give float16 results (the contract:
-    float16 is accepted and computed in float32)."""
+    float16 is accepted and computed in float32); ``up`` and ``down`` convert."""
     grad32 = None if grad is None else np.empty(p.shape, np.float32)
-    args = (_up(y), _up(p), _up(weight), tuple(map(_up, params)), reduction, scale, grad32,
+    args = (up(y), up(p), up(weight), tuple(map(up, params)), reduction, scale, grad32,
             want_value)
     hess32 = None if hess is None else np.empty(p.shape, np.float32)
     value = kernel(*args) if hess is None else kernel(*args, hess=hess32)
@@ -65,12 +71,16 @@ def in_float32(kernel: Callable, y, p, weight, params, reduction, scale, grad, w
     # or 0: results, which NumPy's casts would warn of (``quiet``)
     with np.errstate(all="ignore"):
         if hess is not None:
-            np.copyto(hess, hess32, casting="same_kind")
+            down(hess, hess32)
         if grad is not None:
-            np.copyto(grad, grad32, casting="same_kind")
+            down(grad, grad32)
         if value is None:
             return None
-        return value.astype(np.float16) if reduction == "none" else np.float16(value)
+        if reduction != "none":
+            return np.float16(value)
+        values = np.empty(value.shape, np.float16)
+        down(values, value)
+        return values
 
 
 try:  # NumPy's errstate(all="ignore") made once, set through the context variable that
@@ -121,8 +131,8 @@ def quiet(kernel: Callable) -> Callable:
     return run
 
 
-def half_in_float32(kernel: Callable) -> Callable:
-    """``kernel``, running float16 inputs through ``in_float32``."""
+def half_in_float32(kernel: Callable, up: Callable = _up, down: Callable = _down) -> Callable:
+    """``kernel``, running float16 inputs through ``in_float32`` (with ``up`` and ``down``)."""
 
     def run(y, p, weight, params, reduction, scale, grad, want_value, hess=None):
         if p.dtype.num != HALF:  # hess only when asked: kernels without one take 8
@@ -130,7 +140,7 @@ def half_in_float32(kernel: Callable) -> Callable:
                 return kernel(y, p, weight, params, reduction, scale, grad, want_value)
             return kernel(y, p, weight, params, reduction, scale, grad, want_value, hess)
         return in_float32(kernel, y, p, weight, params, reduction, scale, grad, want_value,
-                          hess)
+                          hess, up, down)
 
     run.__name__ = run.__qualname__ = kernel.__name__
     run.__doc__ = kernel.__doc__

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._host import bad_labels_as_nan, cast_quietly, half_in_float32, label_error
+from ._host import bad_labels_as_nan, cast_quietly, label_error
 from ._numba_common import (
     _CHUNK_ARGUMENTS,
     _EMPTY,
@@ -20,6 +20,7 @@ from ._numba_common import (
     compensated,
     in_dtype,
 )
+from ._numba_half import half_in_float32
 from ._numba_math import ZERO, maximum, times
 from ._numba_row_common import _BOOL, _INT, _NONE, _REAL, _ROW_LOSSES, _launch
 from ._threads import claim, record

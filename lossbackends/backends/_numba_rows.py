@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._host import CONFIDENT, bad_labels_as_nan, cast_quietly, half_in_float32, label_error
+from ._host import CONFIDENT, bad_labels_as_nan, cast_quietly, label_error
 from ._numba_common import (
     _CHUNK_ARGUMENTS,
     _EMPTY,
@@ -35,6 +35,7 @@ from ._numba_common import (
     wide_vectors,
 )
 from ._numba_cross_entropy_few import _FEW, FEW_CLASSES, _few_classes_types
+from ._numba_half import half_in_float32
 from ._numba_math import (
     EXP32_WIDE,
     INF,

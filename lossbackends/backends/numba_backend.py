@@ -64,6 +64,8 @@ from ._numba_common import (
     store_streaming,
     wide_vectors_for,
 )
+from ._numba_half import down as _half_down
+from ._numba_half import up as _half_up
 from ._numba_math import INLINE, ONE, ZERO, held, inline
 from ._numba_multiclass_hinge import multiclass_hinge
 from ._numba_rows import cross_entropy
@@ -474,7 +476,7 @@ def _elementwise(loss: str):
             if hess_floor != NO_FLOOR:
                 raise NotImplementedError("hess_floor takes float32 or float64 inputs")
             return in_float32(kernel, y, p, weight, params, reduction, scale, grad, want_value,
-                              hess)
+                              hess, _half_up, _half_down)
         key, param, pos_weight = options(params)
         # "none" gets an array of losses; the other reductions None: the kernel sums
         losses = np.empty(p.shape, dtype) if want_value and reduction == "none" else None
