@@ -4,7 +4,7 @@ against the memory bandwidth measured in the same run (on the host, around each 
     python -m benchmarks --quick --out bench-out        # the README's main job (13-16 min)
     python -m benchmarks --device gpu --out DIR         # on a GPU machine (ci/gpu)
     python -m benchmarks compare A.csv B.csv [--fail]   # ratio of two runs, row by row
-                                                        # (--fail: exit 1 if any is slower)
+                                                        # (--fail: exit 1 if any is >10 % slower)
     python -m benchmarks --torch-module ...             # + lossbackends.torch's step rows
     python -m benchmarks --dask --out DIR               # the Dask rows alone (several GB)
 
@@ -73,6 +73,17 @@ def _size(text: str) -> int:
     return int(value)
 
 
+def _budget(text: str) -> float:
+    """Seconds >= 0 (0: no limit)."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not value >= 0:  # (NaN too)
+        raise argparse.ArgumentTypeError(f"{text!r}: give seconds >= 0 (0: no limit)")
+    return value
+
+
 def parse(argv):
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -94,7 +105,7 @@ def parse(argv):
                         help="the Dask rows instead of the suite (several GB; see dask_rows.py)")
     parser.add_argument("--torch-module", action="store_true",
                         help="add lossbackends.torch's training-step rows (benchmarks/torch_module.py)")
-    parser.add_argument("--budget", type=float, default=0.0,
+    parser.add_argument("--budget", type=_budget, default=0.0,
                         help="seconds after which peers are skipped (0: no limit)")
     return parser.parse_args(argv)
 
@@ -358,16 +369,26 @@ def main(argv=None) -> int:
         # --fail: exit 1 when a row of B is slower than A's by more than 10 % (a gate for
         # scripts; on a noisy host, only runs long enough that a row's noise stays under it)
         fail = "--fail" in argv
+        usage = ("usage: python -m benchmarks compare A.csv B.csv [--fail]\n\nB's time over "
+                 "A's, row by row, for two results_*.csv of the suite on one device;\n--fail: "
+                 "exit 1 if a row of B is more than 10 % slower")
+        if "-h" in argv or "--help" in argv:
+            print(usage)
+            return 0
         files = [a for a in argv[1:] if a != "--fail"]
         if len(files) != 2:
-            print("usage: python -m benchmarks compare A.csv B.csv [--fail]", file=sys.stderr)
+            print(usage, file=sys.stderr)
             return 2
         missing = [name for name in files if not Path(name).is_file()]
         if missing:
             print(f"compare: no file {', '.join(missing)} (give two results_*.csv of the "
                   "suite)", file=sys.stderr)
             return 2
-        slower = report.compare(Path(files[0]), Path(files[1]))
+        try:
+            slower = report.compare(Path(files[0]), Path(files[1]))
+        except ValueError as exc:
+            print(f"compare: {exc}", file=sys.stderr)
+            return 2
         return 1 if fail and slower else 0
     args = parse(argv)
     args.out.mkdir(parents=True, exist_ok=True)

@@ -167,14 +167,16 @@ def _case_name(r, dtype: bool = False) -> str:
 
 def _by_case(rows: list[dict], keep) -> tuple[dict, bool]:
     """{(loss, shape or n, dtype): {backend: row}} of the rows ``keep`` takes, and whether
-    they hold several dtypes (then the tables name each case's: a run with ``--dtypes
-    float32 float64`` showed one of the two under each case's name)."""
+    the tables name each case's dtype: where they hold several (a run with ``--dtypes
+    float32 float64`` showed one of the two under each case's name) or another than
+    float32."""
     cases: dict = {}
     for r in rows:
         if keep(r):
             cases.setdefault((r["loss"], r.get("shape", r["n"]), r["dtype"]), {})[
                 r["backend"]] = r
-    return cases, len({dtype for _, _, dtype in cases}) > 1
+    dtypes = {dtype for _, _, dtype in cases}
+    return cases, dtypes != {"float32"} and bool(dtypes)
 
 
 def host_table(rows: list[dict], backend: str = "numba") -> str:
@@ -210,6 +212,9 @@ def host_table(rows: list[dict], backend: str = "numba") -> str:
         lines.append(f"| {_case_name(default, dtypes)} | {triad:.1f} | {cell(default)} | {cell(out)} "
                      f"| {100 * ratio:.0f} % | {alloc_peer} | {alloc_ratio} | {out_peer} "
                      f"| {out_ratio} |")
+    if len(lines) == 2:
+        lines = ["(The host table covers `value_and_grad`, which this run did not measure: "
+                 "see results_host.csv.)"]
     for r in rows:
         if r["op"] in ("call_n1000", "call_n1000_out", "dispatch_overhead"):
             what = {"call_n1000": "whole public call, n = 1000",
@@ -243,14 +248,34 @@ def option_table(rows: list[dict], backend: str = "numba") -> str:
                       "| default call | out= |", "|---|---|---|", *lines])
 
 
+def _results(path: Path) -> list[dict]:
+    """The rows of a results CSV of the suite, or a ValueError that says it is not one."""
+    try:
+        rows = read_csv(path)
+    except (UnicodeDecodeError, csv.Error) as exc:
+        raise ValueError(f"{path} is not a results_*.csv of the suite ({exc})") from None
+    if rows and not {*KEY[:-1], "seconds_median"} <= set(rows[0]):
+        raise ValueError(f"{path} is not a results_*.csv of the suite (results_host.csv, "
+                         "results_gpu.csv): it has no loss, op, backend, dtype or "
+                         "seconds_median column")
+    return rows
+
+
 def compare(a_path: Path, b_path: Path, threshold: float = 0.10) -> int:
     """Row-by-row time ratio B/A; prints the table and returns how many rows of B are
     slower than A by more than ``threshold``."""
-    a = {_key(r): r for r in read_csv(a_path)}
-    b = {_key(r): r for r in read_csv(b_path)}
+    a, b = ({_key(r): r for r in _results(path) if r["loss"] != "roofline"}
+            for path in (a_path, b_path))
+    devices = [{r.get("device") or "host" for r in run.values()} for run in (a, b)]
+    if devices[0] and devices[1] and not devices[0] & devices[1]:
+        raise ValueError(f"{a_path} ran on {', '.join(sorted(devices[0]))} and {b_path} on "
+                         f"{', '.join(sorted(devices[1]))}: compare runs of one device")
     common = sorted(set(a) & set(b))
+    if not common:
+        raise ValueError(f"{a_path} and {b_path} have no row in common (loss, op, backend, "
+                         "dtype and size): nothing to compare")
     slower = 0
-    print(f"{'loss':33s} {'op':16s} {'backend':14s} {'dtype':8s} {'shape':>12s} {'A s':>11s} "
+    print(f"{'loss':33s} {'op':16s} {'backend':18s} {'dtype':8s} {'shape':>12s} {'A s':>11s} "
           f"{'B s':>11s} {'B/A':>6s}")
     for key in common:
         ta, tb = float(a[key]["seconds_median"]), float(b[key]["seconds_median"])
@@ -258,7 +283,7 @@ def compare(a_path: Path, b_path: Path, threshold: float = 0.10) -> int:
         flag = "  SLOWER" if ratio > 1 + threshold else ""
         slower += bool(flag)
         loss, op, backend, dtype, n = key
-        print(f"{loss:33s} {op:16s} {backend:14s} {dtype:8s} {n:>12s} {ta:11.3e} {tb:11.3e} "
+        print(f"{loss:33s} {op:16s} {backend:18s} {dtype:8s} {n:>12s} {ta:11.3e} {tb:11.3e} "
               f"{ratio:6.2f}{flag}")
     only = (set(a) ^ set(b))
     if only:

@@ -84,6 +84,9 @@ def test_user_mistakes_are_errors_not_tracebacks(tmp_path):
         run = subprocess.run([sys.executable, "-m", "benchmarks", "--sizes", bad, "--out",
                               str(tmp_path)], cwd=ROOT, capture_output=True, text=True)
         assert run.returncode == 2 and "give a whole number of elements >= 1" in run.stderr
+    run = subprocess.run([sys.executable, "-m", "benchmarks", "--budget", "-1", "--out",
+                          str(tmp_path)], cwd=ROOT, capture_output=True, text=True)
+    assert run.returncode == 2 and "give seconds >= 0" in run.stderr  # (it skipped every peer)
 
 
 @pytest.mark.parametrize("case", _suite_cases())
@@ -145,6 +148,10 @@ def test_peer_ratios_are_like_with_like():
     table = report.host_table(rows + wide).splitlines()
     assert [line.split(" |")[0] for line in table[2:4]] == ["| MSE n = 1e7 (float32)",
                                                             "| MSE n = 1e7 (float64)"]
+    # a run of one dtype other than float32 names it too; a run of no value_and_grad says so
+    assert report.host_table(wide).splitlines()[2].startswith("| MSE n = 1e7 (float64) |")
+    assert "covers `value_and_grad`, which this run did not measure" in report.host_table(
+        [dict(r, op="grad") for r in rows])
 
 
 def test_compare_reports_ratios(tmp_path):
@@ -163,6 +170,20 @@ def test_compare_reports_ratios(tmp_path):
     faster = subprocess.run([sys.executable, "-m", "benchmarks", "compare", str(b), str(a),
                              "--fail"], cwd=ROOT, capture_output=True, text=True)
     assert faster.returncode == 0 and "0 slower" in faster.stdout
+    # what is not comparable is an error that says why, not a traceback or "0 rows compared"
+    from benchmarks import report
+
+    other, gpu, boosting = tmp_path / "c.csv", tmp_path / "g.csv", tmp_path / "x.csv"
+    other.write_text(header + "mae,value,numba,float32,1000,1.0,1,1,1,1\n")
+    gpu.write_text(header.rstrip() + ",device\nmse,value,cupy,float32,1000,1.0,1,1,1,1,gpu\n")
+    boosting.write_text("objective,provider,n,seconds\nlogistic,lossbackends,1000,1.0\n")
+    for b_path, message in ((other, "no row in common"), (gpu, "compare runs of one device"),
+                            (boosting, "is not a results_\\*.csv of the suite")):
+        with pytest.raises(ValueError, match=message):
+            report.compare(a, b_path)
+    run = subprocess.run([sys.executable, "-m", "benchmarks", "compare", str(a), str(boosting)],
+                         cwd=ROOT, capture_output=True, text=True)
+    assert run.returncode == 2 and "compare: " in run.stderr and "Traceback" not in run.stderr
 
 
 def test_gpu_sweep_plan_is_well_formed():
