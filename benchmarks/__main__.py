@@ -413,7 +413,8 @@ def main(argv=None) -> int:
         if options:
             table += "\n\n" + options
         (args.out / f"{prefix}summary_host.md").write_text(table + "\n")
-        print("\n" + table)
+        print("\nvalue_and_grad: GB/s of minimum traffic (% of the case's triad, taken in turn "
+              "with its samples); ratios of time, like with like\n" + table)
     if args.device == "host" and args.losses == list(core.LOSSES):
         # the boosting objectives against the NumPy objectives users write by hand
         # (TIME_SCALE shortens a smoke run's samples; its n is a thousand)
@@ -422,7 +423,7 @@ def main(argv=None) -> int:
         boosting = boosting_rows.run(1000 if args.smoke else 10**6)
         boosting_rows.write(args.out / f"{prefix}results_boosting.csv", boosting)
         print("\n" + boosting_rows.summary(boosting))
-    for r in rows:
+    for r in rows if args.device != "host" else ():  # (the host table has them)
         if r["op"] in ("call_n1000", "call_n1000_out"):
             out = " with out=" if r["op"].endswith("_out") else ""
             print(f"public call at n=1000 ({r['backend']}){out}: "
