@@ -24,6 +24,7 @@ from numba.extending import intrinsic
 
 from ._host import _down, _up
 from ._host import half_in_float32 as _half_in_float32
+from ._numba_common import _jit
 
 
 @intrinsic
@@ -42,16 +43,17 @@ def _from_half_bits(typingctx, bits):
     return types.float32(types.uint16), codegen
 
 
-@numba.njit(cache=True, nogil=True)
 def _narrow(values, bits):
     for i in range(values.size):
         bits[i] = _to_half_bits(values[i])
 
 
-@numba.njit(cache=True, nogil=True)
 def _widen(bits, values):
     for i in range(bits.size):
         values[i] = _from_half_bits(bits[i])
+
+
+_narrow, _widen = _jit(_narrow, "_narrow"), _jit(_widen, "_widen")  # (the kernels' cache)
 
 
 def _converts() -> bool:
