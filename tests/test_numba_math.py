@@ -452,3 +452,18 @@ def test_float16_conversions_give_numpys_bits():
     assert np.array_equal(np.isnan(narrowed), np.isnan(reference))
     finite = ~np.isnan(reference)
     assert np.array_equal(narrowed.view(np.uint16)[finite], reference.view(np.uint16)[finite])
+
+
+def test_float16_without_the_cpus_conversions_falls_back_to_numpy():
+    """Numba compiling for features without F16C (NUMBA_CPU_FEATURES) takes NumPy's casts:
+    the CPU's conversions there were calls LLVM could not link, a segmentation fault."""
+    code = ("import numpy as np, lossbackends as lb; from lossbackends.backends import "
+            "_numba_half as h; p = np.full(3, 0.5, np.float16); "
+            "g = lb.mse.grad(np.zeros_like(p), p, backend='numba'); "
+            "assert h.up.__module__.endswith('_host') and g.dtype == np.float16, g; "
+            "print(repr(g.astype(float).tolist()))")
+    env = {**os.environ, "NUMBA_CPU_FEATURES": "-f16c"}
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
+                         cwd=Path(__file__).parent.parent)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.strip() == repr([float(np.float16(1 / 3))] * 3)  # 2 (p - y) / n

@@ -9,7 +9,8 @@ float32. LLVM's ``fptrunc`` and ``fpext`` compile to the CPU's conversions (F16C
 casts do (to nearest, ties to even; NaN stays NaN): the same bits. Numba has no float16
 type, so these take and give the float16 arrays' bits (uint16 views). Where the CPU has no
 such conversion (LLVM would call a library function that Numba's JIT may not find), or
-Numba compiles for another CPU than this one (``NUMBA_CPU_NAME``), NumPy's casts stay.
+Numba compiles for another CPU or features than this one's (``NUMBA_CPU_NAME``,
+``NUMBA_CPU_FEATURES``), NumPy's casts stay.
 """
 
 from __future__ import annotations
@@ -57,8 +58,10 @@ _narrow, _widen = _jit(_narrow, "_narrow"), _jit(_widen, "_widen")  # (the kerne
 
 
 def _converts() -> bool:
-    """Whether this CPU converts float16 itself, and Numba compiles for it."""
-    if numba.config.CPU_NAME is not None:
+    """Whether this CPU converts float16 itself, and Numba compiles for it (not for a CPU
+    or features named by NUMBA_CPU_NAME or NUMBA_CPU_FEATURES: "-f16c" there made LLVM call
+    a conversion function the JIT did not find, a segmentation fault)."""
+    if numba.config.CPU_NAME is not None or numba.config.CPU_FEATURES is not None:
         return False
     if platform.machine().lower() in ("aarch64", "arm64"):
         return True
