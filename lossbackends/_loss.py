@@ -14,8 +14,9 @@ Kernel signature, the same on every backend::
 ``grad`` is ``None`` or a C-contiguous buffer shaped like ``p`` to fill (it may be ``p``
 itself); ``scale`` is what the reduction multiplies the sum and the gradient by: ``1/n``
 for an elementwise ``"mean"``, else 1 (the losses with a class axis find their mean's
-denominator in the kernel: ``cross_entropy`` from the labels, ``multiclass_hinge`` the rows). ``hess`` is ``None`` or a C-contiguous buffer shaped like ``p``
-(never ``p`` itself) to fill with the diagonal of the Hessian of each element's (row's) own
+denominator in the kernel: ``cross_entropy`` from the labels, ``multiclass_hinge`` the
+rows). ``hess`` is ``None`` or a C-contiguous buffer shaped like ``p`` (never ``p``
+itself) to fill with the diagonal of the Hessian of each element's (row's) own
 loss, with the gradient's weights and scale; it is only asked together with ``grad``.
 """
 
@@ -289,7 +290,7 @@ class Loss:
             target_shape = (shape[:1] if len(shape) == 2 else None) if class_indices else shape
             if (n and y_true.dtype is target_dtype and contiguous(y_true) is y_true
                     and y_true.shape == target_shape):
-                # a class axis's kernel finds the mean's denominator (from the labels, or the rows)
+                # a class axis's kernel finds the mean's denominator (labels, or rows)
                 scale = 1.0 / n if reduction == "mean" and not class_indices else 1.0
                 if out is None:
                     grad = None
