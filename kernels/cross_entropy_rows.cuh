@@ -115,12 +115,17 @@ __device__ __forceinline__ void ce_rows_body(
             Pack<T> pk, hk;
 #pragma unroll
             for (int e = 0; e < W; ++e) {
-                A g = grad_of<T, A>(v[k * W + e], col + e, t, prob_scale, probs_row,
-                                    class_weight, smoothing, inv_classes, sc, label_grad);
+                // the row's padding past `classes` is never stored, and must not read the
+                // probabilities or class weights past their ends either
+                const bool inside = col + e < classes;
+                A g = inside ? grad_of<T, A>(v[k * W + e], col + e, t, prob_scale, probs_row,
+                                             class_weight, smoothing, inv_classes, sc,
+                                             label_grad)
+                             : A(0);
                 // the chain rule's logit: this thread's own element, read again from cache
                 // (only with softcap), before this thread overwrites it
                 A slope = A(1), curve = A(0);
-                if (softcap != A(0) && col + e < classes)
+                if (softcap != A(0) && inside)
                     slope = cap_slopes<T, A>(to_acc(x_row[col + e]), softcap, inv_cap, curve);
                 if (h_row)
                     hk.v[e] = from_acc<T>(finish_hess<A>(

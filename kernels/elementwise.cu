@@ -21,10 +21,10 @@ __device__ __forceinline__ double reciprocal_of_1p(double t) { return 1.0 / (1.0
 // The mathematics of each loss, once: the loss of one element, its derivative in p and
 // its second derivative `h` (unused, hence removed by the compiler, without a Hessian).
 // `o.a` is eps (BCE, already max(eps, dtype eps)) or the margin (hinge); `pos` is the
-// pos_weight of the element (BCE with logits). The second set's mathematics: losses.cuh.
+// pos_weight of the element where `has_pos` (BCE with logits). The second set's mathematics: losses.cuh.
 template <int LOSS, typename A>
-__device__ __forceinline__ void loss_and_derivative(A y, A p, Options<A> o, A pos, A& loss, A& d,
-                                                    A& h) {
+__device__ __forceinline__ void loss_and_derivative(A y, A p, Options<A> o, bool has_pos, A pos,
+                                                    A& loss, A& d, A& h) {
     const A param = o.a;
     if (LOSS == MSE) {
         const A diff = p - y;
@@ -49,14 +49,17 @@ __device__ __forceinline__ void loss_and_derivative(A y, A p, Options<A> o, A po
         // >= 0, and flows through t.
         const A t = exp(-fabs(p));
         const bool positive = p >= A(0);
-        const A keep = A(1) - y, hit = pos * y;
+        const A keep = A(1) - y, hit = has_pos ? pos * y : y;
         const A coef = positive ? keep : hit;
         const A linear = coef == A(0) ? A(0) : coef * fabs(p);
-        loss = linear + (keep + hit) * log1p(t);
+        // lw is 1 without pos_weight: (1 - y) + y is not, for a NaN or infinite label or
+        // |y| >= 2^24 in float32 (as NumPy and Numba)
+        const A lw = has_pos ? keep + hit : A(1);
+        loss = linear + lw * log1p(t);
         // sigma(x) = 1 / (1 + t) for x >= 0, t / (1 + t) below; sigma(-x) the other one
         const A r = reciprocal_of_1p(t), tr = t * r;
         d = keep * (positive ? r : tr) - hit * (positive ? tr : r);
-        h = (keep + hit) * (tr * r);  // lw sigma(x) sigma(-x) = lw t / (1 + t)^2: no 1 - sigma
+        h = lw * (tr * r);  // lw sigma(x) sigma(-x) = lw t / (1 + t)^2: no 1 - sigma
     } else if (LOSS == HINGE) {
         // max(0, m - t s); -t where m - t s > 0 (0 at the kink), NaN for NaN
         // a label of 0 times an infinite score is 0 (the limit), not NaN
@@ -94,9 +97,10 @@ __device__ __forceinline__ typename AccOf<T>::type element(
     const T* __restrict__ pos_weight, i64 pos_len, T* grad, T* losses, T* __restrict__ hess,
     typename AccOf<T>::type scale, Options<typename AccOf<T>::type> param, i64 i, T yi, T pi) {
     typedef typename AccOf<T>::type A;
-    const A pos = (LOSS == BCE_LOGITS && pos_weight) ? to_acc(pos_weight[i % pos_len]) : A(1);
+    const bool has_pos = LOSS == BCE_LOGITS && pos_weight;
+    const A pos = has_pos ? to_acc(pos_weight[i % pos_len]) : A(1);
     A loss, d, h;
-    loss_and_derivative<LOSS, A>(to_acc(yi), to_acc(pi), param, pos, loss, d, h);
+    loss_and_derivative<LOSS, A>(to_acc(yi), to_acc(pi), param, has_pos, pos, loss, d, h);
     if (weight) {
         const A w = to_acc(weight[i]);
         loss *= w;
@@ -126,8 +130,8 @@ __device__ __forceinline__ typename AccOf<T>::type pack_step(
 #pragma unroll
         for (int e = 0; e < W; ++e) {
             A loss, d, h;
-            loss_and_derivative<LOSS, A>(to_acc(yv.v[e]), to_acc(pv.v[e]), param, A(1), loss, d,
-                                         h);
+            loss_and_derivative<LOSS, A>(to_acc(yv.v[e]), to_acc(pv.v[e]), param, false, A(1),
+                                         loss, d, h);
             total += loss;
             gv.v[e] = from_acc<T>(d * scale);
         }
