@@ -7,7 +7,9 @@ them too. Speed, the hardware's float math and streams are ``ci/gpu``'s."""
 
 from __future__ import annotations
 
+import ctypes
 import functools
+import mmap
 
 import cuda_host
 import numpy as np
@@ -257,6 +259,45 @@ def test_elementwise_hessians_and_blocks(name, dtype):
         for a, b in ((y[:n], p[:n]), (y[1:], p[1:])):
             _compare(name, a, b, "mean")
             _compare(name, a, b, "none", weight=np.linspace(0.5, 2, n).astype(dtype))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_bce_with_logits_labels_beyond_0_1_without_pos_weight(dtype):
+    """Without ``pos_weight`` softplus's weight is 1, not (1 - y) + y, which is NaN for a
+    NaN or infinite label and 0 for a float32 label of 2^25 (the kernel gave a NaN Hessian
+    where NumPy's is 0.25, and a loss of 0 for 0.69)."""
+    y = np.array([np.nan, np.inf, -np.inf, 2.0**25, -(2.0**25), 0.3, 1.0], dtype)
+    p = np.array([0.0, 1.0, -1.0, 0.0, 2.0, 0.5, -3.0], dtype)
+    _compare("binary_cross_entropy_with_logits", y, p, "none")
+
+
+def _before_a_guard_page(values):
+    """``values`` copied to memory that ends where an unreadable page begins: a kernel
+    that reads past the array's end faults instead of reading its neighbour's bytes."""
+    page = mmap.PAGESIZE
+    span = -(-values.nbytes // page) * page
+    memory = mmap.mmap(-1, span + page)
+    start = np.frombuffer(memory, np.uint8).ctypes.data
+    if ctypes.CDLL(None).mprotect(ctypes.c_void_p(start + span), ctypes.c_size_t(page), 0):
+        pytest.skip("mprotect refused the guard page")
+    guarded = np.frombuffer(memory, values.dtype, values.size, span - values.nbytes)
+    guarded[...] = values.reshape(-1)
+    return guarded.reshape(values.shape)
+
+
+@pytest.mark.parametrize("classes", [7, 100, 1025, 20000])
+def test_cross_entropy_reads_nothing_past_the_probabilities_or_class_weights(classes):
+    """The rows' padding past ``classes`` (1025 classes take the 2048-wide kernel) reads
+    no probability or class weight: each ends at an unreadable page here."""
+    rng = np.random.default_rng(classes)
+    x = rng.normal(size=(2, classes)).astype(np.float32)
+    probs = _before_a_guard_page(rng.dirichlet(np.ones(classes), 2).astype(np.float32))
+    class_weight = _before_a_guard_page(rng.uniform(0.5, 2, classes).astype(np.float32))
+    labels = np.array([0, classes - 1])
+    _compare("cross_entropy", probs, x, "mean", class_weight=class_weight,
+             label_smoothing=0.05)
+    _compare("cross_entropy", labels, x, "sum", class_weight=class_weight,
+             label_smoothing=0.1)
 
 
 def test_every_elementwise_loss_has_a_kernel():
