@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from . import _dispatch
+from . import _dispatch, _prepare
 from ._loss import Loss, _new_grad
 
 
@@ -239,12 +239,15 @@ class Objective:
                 self._check_probabilities(labels, preds.shape)
             if convention.labels is not None:  # (and checked) there too
                 labels = convention.labels(labels, loss.name)
+            # (integer margins as float64, as the losses take them)
+            preds = _prepare.as_prediction(xp, preds, contiguous=False)
             labels = xp.asarray(labels)  # the labels (small) follow them, never the reverse
             weight = None if weight is None else xp.asarray(weight)
         else:
-            preds = np.asarray(preds)
-            if not preds.dtype.isnative:  # byte-swapped margins computed natively, as the
-                preds = preds.astype(preds.dtype.newbyteorder("="))  # losses do
+            # byte-swapped margins computed natively and integer ones as float64, as the
+            # losses take them: the weights and labels are cast to this dtype, which the
+            # Numba passes read as the gradient's
+            preds = _prepare.as_prediction(np, preds, contiguous=False)
             labels = np.asarray(labels)
             weight = None if weight is None else np.asarray(weight)
             self._check_sizes(labels, preds)

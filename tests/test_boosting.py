@@ -569,6 +569,27 @@ def test_byte_swapped_margins_are_computed_natively():
                 np.array([0, 1, 2.0, -1]), np.zeros(4, ">f4"))
 
 
+@pytest.mark.parametrize("backend", ["numba", "numpy"])
+def test_integer_margins_are_computed_as_float64(backend):
+    """Integer and bool margins give float64 margins' results, as the losses take them
+    (the weights and labels were cast to int32, which the Numba pass read as the float64
+    gradient's: past their end, and weights of 5e-324)."""
+    rng = np.random.default_rng(3)
+    n = 2**18  # (the pass's threads share it)
+    y, w = rng.integers(0, 2, n).astype(np.float64), rng.uniform(0.5, 2, n)
+    scores = rng.integers(-3, 4, (n // 8, 3))
+    for module in LIBRARIES.values():
+        for loss, labels, p in [(lb.binary_cross_entropy_with_logits, y, y.astype(np.int32)),
+                                (lb.binary_cross_entropy_with_logits, y, y.astype(bool)),
+                                (lb.mae, y, rng.integers(-2, 3, n)),
+                                (lb.cross_entropy, y[: n // 8] * 2, scores)]:
+            objective = module.objective(loss, backend=backend)
+            for weight in (None, w[: len(labels)]):
+                expected = objective(labels, p.astype(np.float64), weight)
+                for a, b in zip(objective(labels, p, weight), expected, strict=True):
+                    np.testing.assert_array_equal(a, b, err_msg=f"{loss.name} {p.dtype}")
+
+
 def test_the_settings_choose_the_objectives_host_backend():
     """``LOSSBACKENDS_BACKEND=numpy`` and ``use_backend("numpy")`` keep an objective off
     Numba, as ``backend="numpy"`` does (its passes too: Numba is never imported)."""
