@@ -316,6 +316,13 @@ def fake_cupy() -> types.ModuleType:
     cp.ndarray = DeviceArray
     # CuPy's reductions give 0-d arrays (on the device), not NumPy scalars
     cp.count_nonzero = lambda *a, **k: device(np.asarray(np.count_nonzero(*a, **k)))
+
+    def asarray(a, dtype=None, **kwargs):  # CuPy's: a device array that needs no cast is
+        if isinstance(a, DeviceArray) and dtype in (None, a.dtype) and not kwargs:
+            return a  # returned itself, not a view
+        return device(np.asarray(a, dtype, **kwargs))
+
+    cp.asarray = asarray
     cp.asnumpy = lambda a, *args, **kwargs: np.array(a).view(np.ndarray)
     runtime = types.SimpleNamespace(
         getDevice=lambda: 0, getDeviceCount=lambda: 1, CUDARuntimeError=_RuntimeError,
