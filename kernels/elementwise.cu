@@ -21,7 +21,8 @@ __device__ __forceinline__ double reciprocal_of_1p(double t) { return 1.0 / (1.0
 // The mathematics of each loss, once: the loss of one element, its derivative in p and
 // its second derivative `h` (unused, hence removed by the compiler, without a Hessian).
 // `o.a` is eps (BCE, already max(eps, dtype eps)) or the margin (hinge); `pos` is the
-// pos_weight of the element where `has_pos` (BCE with logits). The second set's mathematics: losses.cuh.
+// pos_weight of the element where `has_pos` (BCE with logits). The second set's
+// mathematics: losses.cuh.
 template <int LOSS, typename A>
 __device__ __forceinline__ void loss_and_derivative(A y, A p, Options<A> o, bool has_pos, A pos,
                                                     A& loss, A& d, A& h) {
@@ -52,8 +53,8 @@ __device__ __forceinline__ void loss_and_derivative(A y, A p, Options<A> o, bool
         const A keep = A(1) - y, hit = has_pos ? pos * y : y;
         const A coef = positive ? keep : hit;
         const A linear = coef == A(0) ? A(0) : coef * fabs(p);
-        // lw is 1 without pos_weight: (1 - y) + y is not, for a NaN or infinite label or
-        // |y| >= 2^24 in float32 (as NumPy and Numba)
+        // lw is 1 without pos_weight (as NumPy and Numba): (1 - y) + y is not, for a NaN
+        // or infinite label, y = -2^24 or |y| > 2^24 in float32
         const A lw = has_pos ? keep + hit : A(1);
         loss = linear + lw * log1p(t);
         // sigma(x) = 1 / (1 + t) for x >= 0, t / (1 + t) below; sigma(-x) the other one
