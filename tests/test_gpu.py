@@ -387,3 +387,20 @@ def test_the_label_check_in_a_capture_names_check_labels(loss):
                 stream.end_capture()
             except Exception:  # noqa: BLE001 (a capture the error invalidated)
                 pass
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_bce_with_logits_labels_beyond_0_1_on_the_card(dtype):
+    """Without ``pos_weight`` softplus's weight is 1 on the card too (tests/test_cuda_host.py
+    runs the same kernel on the host): a NaN label's Hessian is NumPy's 0.25, not NaN."""
+    import cupy as cp
+
+    y = np.array([np.nan, np.inf, -np.inf, 2.0**25, -(2.0**25), 0.3, 1.0], dtype)
+    p = np.array([0.0, 1.0, -1.0, 0.0, 2.0, 0.5, -3.0], dtype)
+    loss = lb.binary_cross_entropy_with_logits
+    for on_card, on_host in [(loss(cp.asarray(y), cp.asarray(p), reduction="none"),
+                              loss(y, p, reduction="none", backend="numpy")),
+                             *zip(loss.grad_and_hess(cp.asarray(y), cp.asarray(p), reduction="none"),
+                                  loss.grad_and_hess(y, p, reduction="none", backend="numpy"),
+                                  strict=True)]:
+        np.testing.assert_allclose(cp.asnumpy(on_card), on_host, rtol=1e-6)
