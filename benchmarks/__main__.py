@@ -30,7 +30,7 @@ import numpy as np
 
 import lossbackends as lb
 
-from . import core, report
+from . import core, report, startup
 from .providers import providers
 
 HOST_SIZES = [int(10**e) for e in np.arange(3, 8.01, 0.5)]  # 1e3 .. 1e8, log-spaced
@@ -342,6 +342,12 @@ def run(args) -> list[dict]:
     # per-call costs first, before peers start threads or compiler workers that compete
     # for the CPU the Python side runs on
     rows = small_call_rows(device, roofline)
+    # what a new process pays first: the import, and the first calls (fresh processes)
+    first_backend = ("cupy" if device == "gpu" else
+                     "numba" if "numba" in lb.available_backends() else "numpy")
+    # (3 processes on a GPU, whose minutes are few)
+    rows += startup.rows(device, first_backend, roofline,
+                         samples=2 if args.smoke else 3 if device == "gpu" else 7)
     if device == "host" and "binary_cross_entropy" in args.losses and not args.smoke:
         rows += probability_label_rows(args, ops, chosen, started,
                                        [n for n in sizes if n >= 10**6], roofline)
@@ -428,6 +434,8 @@ def main(argv=None) -> int:
             out = " with out=" if r["op"].endswith("_out") else ""
             print(f"public call at n=1000 ({r['backend']}){out}: "
                   f"{1e6 * r['seconds_median']:.2f} us")
+    if args.device != "host":
+        print("\n".join(startup.lines(rows)))
     return 0
 
 

@@ -8,6 +8,8 @@ import math
 from collections import defaultdict
 from pathlib import Path
 
+from . import startup
+
 COLUMNS = ["loss", "op", "backend", "dtype", "n", "seconds_median", "seconds_min",
            "seconds_max", "gbps", "roofline_fraction"]
 KEY = ("loss", "op", "backend", "dtype", "n")
@@ -119,7 +121,8 @@ def summary(rows: list[dict]) -> str:
                          if r else f"{'-':>16s}")
         lines.append(f"{device:6s} {loss:33s} {op:14s} {dtype:7s} {shape or n:>14} "
                      + " ".join(f"{p:>16s}" for p in parts))
-    other = [r for r in rows if r["op"] not in ("value", "grad", "value_and_grad")]
+    other = [r for r in rows if r["op"] not in ("value", "grad", "value_and_grad")
+             and r["loss"] != "startup"]  # (in seconds: ``startup.lines``)
     for r in other:
         lines.append(f"{r['device']:6s} {r['loss']:33s} {r['op']:14s} {r['backend']:7s} "
                      f"n={r['n']}: median {1e6 * float(r['seconds_median']):.2f} us")
@@ -222,6 +225,7 @@ def host_table(rows: list[dict], backend: str = "numba") -> str:
                     "dispatch_overhead": "dispatch layer over the kernel, n = 1000"}[r["op"]]
             lines.append(f"\n{what} ({r['backend']}): "
                          f"{1e6 * float(r['seconds_median']):.2f} µs (median)")
+    lines += ["\n" + line for line in startup.lines(rows)]
     return "\n".join(lines)
 
 
