@@ -58,6 +58,15 @@ NOT_OBJECTIVES = {
         "(one margin, labels in [0, 1]: probabilities too)"),
 }
 
+# Options under which a loss makes no objective, for the same reason: (name, option,
+# value) -> what it takes, and what to use instead.
+NOT_OBJECTIVE_OPTIONS = {
+    ("poisson_nll", "log_input", False): (
+        "takes rates > 0, and a booster's margins are unbounded: a negative rate's loss is "
+        "NaN (and a label 0's Hessian is 0); use log_input=True (the default), the margin "
+        "as the log-rate, as XGBoost's count:poisson and LightGBM's poisson do"),
+}
+
 
 # Losses whose labels are probabilities: XGBoost's binary:logistic ("label must be in [0,1]
 # for logistic regression") and LightGBM's binary objective reject any other label, and so
@@ -110,8 +119,7 @@ class Convention:
     ``hess`` multiply ours, ``labels`` maps the library's labels to the loss's (called with
     the labels and the loss's name; raises on a label it cannot map). ``hess`` is a number
     or a function of the class count (the predictions' columns, 1 for ``(n,)``) and the
-    loss's options, for a factor that depends on them (LightGBM's softmax ``C / (C - 1)``,
-    the Poisson objectives' ``exp(max_delta_step)`` for ``log_input=True`` only).
+    loss's options, for a factor that depends on them (LightGBM's softmax ``C / (C - 1)``).
     Module-level functions, not lambdas: an objective is pickled with its model."""
 
     grad: float = 1.0
@@ -129,10 +137,6 @@ class Convention:
         return self.hess(classes, options) if callable(self.hess) else self.hess
 
 
-def _poisson_hessian(classes: int, options: dict) -> float:
-    return POISSON_HESSIAN if options.get("log_input", True) else 1.0
-
-
 HINGE = Convention(labels=_signs)
 # XGBoost's count:poisson and LightGBM's poisson objectives: (exp(x) - y, exp(x +
 # max_delta_step)), max_delta_step (LightGBM's poisson_max_delta_step) 0.7 by default "to
@@ -141,9 +145,8 @@ HINGE = Convention(labels=_signs)
 # (counts 25 to 346) one round overshot to margin 78 undamped, to 39 damped, as LightGBM's
 # poisson does; start from log(mean y). XGBoost's count:poisson also caps each leaf at 0.7
 # (the tree parameter max_delta_step, which it sets): a custom objective needs
-# max_delta_step=0.7 in the parameters for that (xgboost.py's docstring). For
-# log_input=True only (the margin is the log-rate); log_input=False takes the rate itself,
-# no library's objective.
+# max_delta_step=0.7 in the parameters for that (xgboost.py's docstring). The margin is
+# the log-rate (log_input=True; log_input=False is refused: NOT_OBJECTIVE_OPTIONS).
 POISSON_HESSIAN = math.exp(0.7)
 
 
@@ -159,7 +162,7 @@ def _counts(y: Any, name: str) -> Any:
     return y
 
 
-POISSON = Convention(hess=_poisson_hessian, labels=_counts)
+POISSON = Convention(hess=POISSON_HESSIAN, labels=_counts)
 _NO_WEIGHT = {np.dtype(np.float32): np.empty(0, np.float32),
               np.dtype(np.float64): np.empty(0, np.float64)}
 # the label check reads labels as their bits (before the kernel, or in the finishing
@@ -435,6 +438,10 @@ def make(loss: Loss | str, options: dict, conventions: dict[str, Convention],
         shape = (1, max(1, int(np.size(options["pos_weight"])))) if "pos_weight" in options else (1,)
         loss._prepare(np, np.zeros(shape), np.zeros(shape),
                       **{k: v for k, v in options.items() if k != "backend"})
+    for (name, option, value), why in NOT_OBJECTIVE_OPTIONS.items():
+        if loss.name == name and option in options and options[option] == value:
+            raise ValueError(f"{name} with {option}={value} makes no {library} objective: it "
+                             f"{why}")
     if "backend" in options:
         _dispatch.check_backend_name(options["backend"])
     return Objective(loss, dict(options), conventions.get(loss.name, Convention()), floor,

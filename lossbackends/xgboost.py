@@ -30,8 +30,9 @@ loss                                      (grad, hess) per sample               
 ========================================  ====================================  ====================
 
 ``count:poisson``'s Hessian is ``exp(x + max_delta_step)``, ``max_delta_step`` 0.7 by
-default (about half the Newton step): ``poisson_nll`` takes that default; its Hessian with
-``log_input=False`` is its own. ``count:poisson`` also sets the tree parameter
+default (about half the Newton step): ``poisson_nll`` takes that default (with
+``log_input=False``, whose rates must stay > 0, it makes no objective: a ``ValueError``).
+``count:poisson`` also sets the tree parameter
 ``max_delta_step`` to 0.7 unless you set it (no other built-in objective does), which caps
 each leaf's value at ±0.7 before ``eta``; a custom objective keeps XGBoost's default, 0
 (no cap). Pass ``max_delta_step=0.7`` (to ``xgboost.train`` or ``XGBRegressor``) to train

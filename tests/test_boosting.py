@@ -678,6 +678,11 @@ def test_errors(library):
             module.objective(lb.mse, **{option: None})
     with pytest.raises(ValueError, match="eps"):
         module.objective(lb.poisson_nll, eps=-1.0)
+    # rates must stay > 0, which a booster's margins do not (a model of NaN losses)
+    with pytest.raises(ValueError, match=r"poisson_nll with log_input=False makes no .* use "
+                       r"log_input=True"):
+        module.objective(lb.poisson_nll, log_input=False)
+    assert module.objective(lb.poisson_nll, log_input=True) is not None
     with pytest.raises(ValueError, match="label_smoothing"):
         module.objective(lb.cross_entropy, label_smoothing=3.0)
     with pytest.raises(ValueError, match="num_class"):
