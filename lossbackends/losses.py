@@ -290,7 +290,7 @@ huber = Loss(
     or a subnormal in the computing dtype (float32's for float16 inputs; ``ValueError``
     otherwise); ``delta=inf`` is half the squared error, as in PyTorch. At
     ``|e| = delta`` the Hessian is the quadratic branch's 1, the branch the value takes
-    there (PyTorch's second derivative too).
+    there (a convention at the kink: PyTorch's autograd reads 0 there, optax's 0.25).
 
     >>> import lossbackends as lb
     >>> print(f"{lb.huber([0.0, 0.0, 0.0], [0.5, -2.0, 3.0]):.6f}")
