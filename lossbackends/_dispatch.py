@@ -180,8 +180,10 @@ def device_of(x: object) -> str:
     NumPy and CuPy arrays are told by their type (cached), which never imports CuPy.
     Arrays of other libraries with DLPack (torch, JAX) are asked one by one
     (``__dlpack_device__``): torch and JAX define ``__cuda_array_interface__`` on the
-    class even for CPU arrays. Any other class that defines ``__cuda_array_interface__``
-    is asked whether the instance has it (a property may refuse for a CPU instance).
+    class even for CPU arrays. Any other class that defines ``__cuda_array_interface__``,
+    or whose instances may hold it in their ``__dict__`` (the contract's "on the
+    instance"), is asked whether the instance has it (a property may refuse for a CPU
+    instance).
     """
     kind = type(x)
     try:
@@ -190,7 +192,8 @@ def device_of(x: object) -> str:
         if _arrays.adapter(kind) is not None:
             device = None  # ask the instance
         elif not hasattr(kind, "__cuda_array_interface__"):
-            device = "host"
+            # (an instance with a __dict__ may hold the interface itself: asked one by one)
+            device = _BY_INSTANCE if kind.__dictoffset__ else "host"
         elif kind.__module__.partition(".")[0] == "cupy":
             device = "cuda"
         else:

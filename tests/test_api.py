@@ -527,6 +527,25 @@ def test_cuda_array_interface_is_asked_of_the_instance():
     assert lb.mse(Either([3.0]), Either([1.0])) == 4.0  # a host call again after a GPU one
 
 
+def test_cuda_array_interface_on_the_instance_alone():
+    """The contract's "anything with ``__cuda_array_interface__`` on the instance": an
+    object holding it in its own ``__dict__`` (its class has none) is a GPU array, not a
+    host array of dtype object; another instance of that class without it stays a host
+    input, and NumPy arrays (no ``__dict__``) are still told by their type."""
+    import types
+
+    from lossbackends import _dispatch
+
+    interface = {"shape": (3,), "typestr": "<f4", "data": (0, False), "version": 3}
+    gpu = types.SimpleNamespace(__cuda_array_interface__=interface)
+    assert _dispatch.device_of(gpu) == "cuda"
+    assert _dispatch.device_of(types.SimpleNamespace()) == "host"
+    assert _dispatch.device_of(np.zeros(3)) == "host"
+    if "cupy" not in lb.available_backends():
+        with pytest.raises(ValueError, match="backend 'cupy' is not available here"):
+            lb.mse(gpu, gpu)
+
+
 # options of numbers for each loss that takes some (the fast path prepares them once)
 _NUMBER_OPTIONS = {
     "binary_cross_entropy": [{"eps": 1e-3}],
