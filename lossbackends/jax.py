@@ -13,8 +13,10 @@ options (``lossbackends.mse`` ...); the array options (``weight``, ``pos_weight`
 None). Mixed floating dtypes of ``y_true``, ``y_pred`` and the weights are promoted as JAX
 promotes them (``jnp.result_type``, weak Python numbers included; ``y_pred``'s gradient in
 its own dtype), where the plain API computes in ``y_pred``'s. The derivative is taken
-with respect to ``y_pred`` only: ``y_true`` and the weights are constants (their
-cotangent is zero: ``jax.grad`` with respect to them returns zeros, without an error).
+with respect to ``y_pred`` only: a differentiated ``y_true`` or weight (``jax.grad`` with
+respect to it, or one computed from what is differentiated) raises ``ValueError`` while
+tracing, as ``lossbackends.torch`` refuses a target that requires grad, never a silent
+zero gradient; ``jax.lax.stop_gradient`` marks one a constant.
 
 Arguments are checked while tracing, by the plain API's own checks run on stand-ins of the
 arguments' shapes and dtypes (once per signature): a bad shape, dtype or option, or a
@@ -71,6 +73,7 @@ except ModuleNotFoundError as exc:
 import jax.numpy as jnp
 import numpy as np
 from jax._src.interpreters import ad as _ad  # the tracer types only (no public name)
+from jax.custom_derivatives import SymbolicZero
 
 from . import losses as _losses
 from ._dispatch import backend_for, load_backend
@@ -108,6 +111,13 @@ _SECOND_ORDER = (
     "lossbackends.jax has first derivatives only (jax.grad, jax.vjp, jax.jacrev): "
     "jax.hessian, jax.jacfwd, jax.jvp and a gradient of a gradient are not supported; "
     "write the loss in jax.numpy for them"
+)
+
+
+_CONSTANT = (
+    "lossbackends.jax.{name}: {key} is differentiated, but lossbackends.jax differentiates "
+    "with respect to y_pred only (its gradient would be missing): wrap it in "
+    "jax.lax.stop_gradient({key}) where it is a constant, or write the loss in jax.numpy"
 )
 
 
@@ -179,24 +189,36 @@ def _function(name: str, reduction: str, static: tuple, number_names: tuple,
     def f(y, p, *operands):  # not differentiated
         return call(y, p, operands, False)
 
+    # the arguments besides y_pred, as messages name them (the float options' operand too)
+    constants = ("y_true", *(("a float option",) if number_names else ()), *array_names)
+
     def forward(y, p, *operands):
+        # (symbolic zeros: each argument comes as its value and whether it is differentiated)
         # a second differentiation (jax.hessian, a grad of a grad) hands the forward a
         # differentiating tracer: our error, not JAX's "Pure callbacks do not support JVP"
         # (a check once per trace; a custom JVP around the callback cost ~10% of an
         # un-jitted jax.grad call)
-        if isinstance(p, _DIFFERENTIATING):
+        if isinstance(p.value, _DIFFERENTIATING):
             raise TypeError(_SECOND_ORDER)
+        # y_true or a weight differentiated: an error, not the zero gradient the backward
+        # would give it (as lossbackends.torch refuses a target that requires grad)
+        for key, argument in zip(constants, (y, *operands), strict=True):
+            if argument.perturbed:
+                raise ValueError(_CONSTANT.format(name=name, key=key))
+        y, p, operands = y.value, p.value, tuple(a.value for a in operands)
         value, grad = call(y, p, operands, True)
         return value, (grad, y, operands)
 
     def backward(residual, upstream):
         grad, y, operands = residual
+        if isinstance(upstream, SymbolicZero):  # (the value unused where it is differentiated)
+            upstream = jnp.zeros(upstream.aval.shape, upstream.aval.dtype)
         if reduction == "none" and axis is not None:  # one upstream cotangent per row
             upstream = jnp.expand_dims(upstream, axis % grad.ndim)
         zeros = jax.tree_util.tree_map(_zero_cotangent, (y, operands))
         return (zeros[0], grad * upstream, *zeros[1])
 
-    f.defvjp(forward, backward)
+    f.defvjp(forward, backward, symbolic_zeros=True)
     return f
 
 

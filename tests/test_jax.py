@@ -383,6 +383,35 @@ def test_second_derivatives_are_a_clear_error():
             transform(f)(p)
 
 
+def test_differentiating_y_true_or_a_weight_is_an_error():
+    """Only y_pred is differentiated: a differentiated y_true, weight, class_weight or
+    pos_weight raises while tracing, naming stop_gradient (it was a silent zero
+    gradient); under stop_gradient, or constant, y_pred's gradient is as before."""
+    y, p, w = jnp.array([0.0, 1.0, 3.0]), jnp.array([0.5, -1.0, 2.0]), jnp.array([1.0, 2.0, 0.5])
+    logits, labels = jnp.array([[2.0, 1.0, 0.1], [0.5, 0.2, 3.0]]), jnp.array([0, 2])
+    for call, key, argument in (
+            (lambda t: lbj.mse(t, p), "y_true", y),
+            (lambda t: lbj.mse(y, p, weight=t), "weight", w),
+            (lambda t: lbj.huber(y, p, delta=0.5, weight=t), "weight", w),  # a float option too
+            (lambda t: lbj.binary_cross_entropy_with_logits(y / 3, p, pos_weight=t), "pos_weight",
+             w),
+            (lambda t: lbj.cross_entropy(labels, logits, class_weight=t), "class_weight", w),
+            (lambda t: lbj.cross_entropy(jax.nn.softmax(t), logits), "y_true", logits)):
+        for transform in (jax.grad, lambda f: jax.jit(jax.grad(f))):
+            with pytest.raises(ValueError, match=rf"{key} is differentiated, .* y_pred only "
+                               rf".* jax.lax.stop_gradient\({key}\)"):
+                transform(call)(argument)
+    with pytest.raises(ValueError, match="y_true is differentiated"):  # both from p
+        jax.grad(lambda q: lbj.mse(2 * q, q))(p)
+    expected = 2 * (p - 2 * p) / 3  # y_true = 2 p, a constant under stop_gradient
+    np.testing.assert_allclose(jax.grad(lambda q: lbj.mse(jax.lax.stop_gradient(2 * q), q))(p),
+                               expected, rtol=1e-6)
+    np.testing.assert_allclose(jax.grad(lambda q: lbj.mse(y, q, weight=w))(p),
+                               2 * w * (p - y) / 3, rtol=1e-6)
+    # the value unused by what is differentiated: a zero gradient, no error
+    np.testing.assert_array_equal(jax.grad(lambda q: (lbj.mse(y, q), q.sum())[1])(p), 1.0)
+
+
 def test_docstrings_are_jax_s_own():
     """Each function's docstring has its own JAX example and links the plain loss's page
     for the formulas, instead of repeating its NumPy docstring."""
