@@ -25,7 +25,9 @@ backend that cannot compute host arrays (``use_backend("cupy")``), raises its
 nothing traced is the plain call (a JAX array back): a class index outside ``[0, C)``
 raises ``ValueError`` there, as in ``lossbackends.cross_entropy``. Inside a traced call it
 cannot raise (an exception in a callback is undefined): its row gets a NaN loss and
-gradient, as ``check_labels=False`` gives (an explicit ``check_labels=True`` there raises
+gradient, as ``check_labels=False`` gives, and a ``RuntimeWarning`` names the label and
+its row (the labels looked into only where the result holds a NaN; an explicit
+``check_labels=False`` warns of nothing, an explicit ``check_labels=True`` raises
 ``ValueError`` while tracing). Nor is ``pos_weight`` checked there (finite and >= 0, a
 ``ValueError`` in the plain call): a bad value gives what the formula gives, NaN for a
 NaN one, and for an infinite one inf where the label is above 0 and NaN where it is 0.
@@ -60,6 +62,8 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import inspect
+import warnings
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -79,6 +83,7 @@ from . import losses as _losses
 from ._dispatch import backend_for, load_backend
 from ._loss import REDUCTIONS, Loss, unknown_reduction
 from ._prepare import CHECK_VALUES
+from .backends._host import label_error
 
 # the array options of each loss (traced); every other option is static (a Python number)
 _ARRAY_OPTIONS = {name: ("weight",) for name in _losses.LOSSES}
@@ -138,17 +143,21 @@ def _out_shapes(reduction: str, p_shape: tuple, axis: int | None, dtype) -> tupl
 
 @functools.cache
 def _function(name: str, reduction: str, static: tuple, number_names: tuple,
-              array_names: tuple, backend: str) -> Callable:
+              array_names: tuple, backend: str, warn_labels: bool = False) -> Callable:
     """The custom-VJP function of one loss with these static options, on ``backend``
     (cached: jit traces each once). The float options named by ``number_names`` are not
     in the key but an operand (``_numbers``): a new value reuses this function and its
     callback, whose compiled state JAX keeps for good (each value cost ~1.5 MB under an
-    un-jitted grad)."""
+    un-jitted grad). ``warn_labels``: whether a NaN result is looked into for a bad class
+    index, which a warning then names (``_warn_bad_label``)."""
     loss: Loss = _losses.LOSSES[name]
     fixed = dict(static)
     # a loss per row (its class indices come unchecked, check_labels=False, from ``_make``:
     # a bad one gives a NaN row, as an exception inside a callback is undefined)
     axis = fixed.get("axis", -1) if loss._class_indices else None
+    parameters = inspect.signature(loss._prepare_options).parameters
+    ignore_index = (fixed.get("ignore_index", parameters["ignore_index"].default)
+                    if "ignore_index" in parameters else None)
 
     def host(y, p, *operands, want_grad=True):
         options = fixed
@@ -169,6 +178,8 @@ def _function(name: str, reduction: str, static: tuple, number_names: tuple,
         finally:
             CHECK_VALUES.reset(unchecked)
         value = np.asarray(value)
+        if warn_labels and y.dtype.kind in "biu" and np.isnan(value).any():
+            _warn_bad_label(name, y, p.shape[axis], ignore_index)
         return (value, grad) if want_grad else value
 
     # one object: JAX tells callbacks apart by equality, and each partial is a new one
@@ -229,6 +240,20 @@ def _numbers(values: list) -> np.ndarray:
     """Float options as one operand: their float64 bits as uint32 pairs, exact where JAX
     (without jax_enable_x64) would round a float64 operand to float32."""
     return np.array(values, np.float64).view(np.uint32)
+
+
+def _warn_bad_label(name: str, labels: np.ndarray, classes: int, ignore_index) -> None:
+    """A ``RuntimeWarning`` naming the first class index of ``labels`` outside ``[0,
+    classes)`` (and not ``ignore_index``), if any: inside a traced call, where its row's
+    NaN is all a bad label can give (never silent, as optax's NaN is: optax#1185)."""
+    bad = (labels < 0) | (labels >= classes)
+    if ignore_index is not None:
+        bad &= labels != ignore_index
+    if bad.any():
+        row = int(np.flatnonzero(bad.reshape(-1))[0])
+        error = label_error(int(labels.reshape(-1)[row]), row, classes, loss=name)
+        warnings.warn(f"{error} (inside a traced call, which cannot raise: its row's loss and "
+                      "gradient are NaN)", RuntimeWarning, stacklevel=2)
 
 
 def _zero_cotangent(x):
@@ -355,7 +380,8 @@ def _make(name: str) -> Callable:
         backend = backend_for(None, _HOST_SAMPLE)
         load_backend(backend)
         f = _function(name, reduction, tuple(kv for kv in static if kv[0] not in numbers),
-                      numbers, tuple(names), backend)
+                      numbers, tuple(names), backend,
+                      loss._class_indices and "check_labels" not in options)
         if numbers:
             arrays.insert(0, _numbers([options[key] for key in numbers]))
         value = f(y, p, *arrays)

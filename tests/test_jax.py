@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import types
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -160,17 +161,30 @@ def test_bad_pos_weight_inside_jit_is_not_an_exception():
 def test_bad_label_gives_nan_rows_inside_jit():
     x = jnp.asarray(np.random.default_rng(4).normal(size=(3, 4)), jnp.float32)
     t = jnp.array([1, 9, 2])
-    losses = np.asarray(jax.jit(lambda x: lbj.cross_entropy(t, x, reduction="none"))(x))
-    grad = np.asarray(jax.jit(jax.grad(lambda x: lbj.cross_entropy(t, x, reduction="sum")))(x))
+    # never silent: a warning names the label (optax's NaN says nothing: optax#1185)
+    named = r"cross_entropy: y_true\[1\] = 9 is not a class index in \[0, 4\) .* NaN"
+    with pytest.warns(RuntimeWarning, match=named):
+        losses = np.asarray(jax.jit(lambda x: lbj.cross_entropy(t, x, reduction="none"))(x))
+    with pytest.warns(RuntimeWarning, match=named):
+        grad = np.asarray(jax.jit(jax.grad(lambda x: lbj.cross_entropy(t, x, reduction="sum")))(x))
     assert np.isnan(losses[1]) and np.isfinite(losses[[0, 2]]).all()
     assert np.isnan(grad[1]).all() and np.isfinite(grad[[0, 2]]).all()
+    with pytest.warns(RuntimeWarning, match=r"multiclass_hinge: y_true\[0\] = -1 is not"):
+        jax.jit(lambda x: lbj.multiclass_hinge(jnp.array([-1, 0, 3]), x))(x)
+    with warnings.catch_warnings():  # no warning for ignore_index, nor for a NaN logit
+        warnings.simplefilter("error")
+        jax.jit(lambda x: lbj.cross_entropy(jnp.array([1, -100, 2]), x))(x)
+        jax.jit(lambda x: lbj.cross_entropy(t, x, ignore_index=9))(x)
+        assert np.isnan(jax.jit(lambda x: lbj.cross_entropy(t % 4, x))(x.at[0, 0].set(np.nan)))
     # an explicit check_labels=True cannot be kept there: an error while tracing, not a
     # silently unchecked call; outside a trace it raises for the bad label, as lb's does
     with pytest.raises(ValueError, match="check_labels=True cannot raise inside a traced"):
         jax.jit(lambda x: lbj.cross_entropy(t, x, check_labels=True))(x)
-    np.testing.assert_array_equal(  # check_labels=False: the NaN rows, as the default
-        np.asarray(jax.jit(lambda x: lbj.cross_entropy(t, x, reduction="none",
-                                                       check_labels=False))(x)), losses)
+    with warnings.catch_warnings():  # check_labels=False: the NaN rows, and no warning
+        warnings.simplefilter("error")
+        np.testing.assert_array_equal(
+            np.asarray(jax.jit(lambda x: lbj.cross_entropy(t, x, reduction="none",
+                                                           check_labels=False))(x)), losses)
     with pytest.raises(ValueError, match="9"):
         lbj.cross_entropy(t, x, check_labels=True)
 
@@ -365,8 +379,10 @@ def test_bad_label_raises_when_nothing_is_traced():
     for loss in (lbj.cross_entropy, lbj.multiclass_hinge):
         with pytest.raises(ValueError, match=r"y_true\[1\] = 9"):
             loss(t, x)
-    losses = np.asarray(jax.jit(lambda x: lbj.multiclass_hinge(t, x, reduction="none"))(x))
-    grad = np.asarray(jax.jit(jax.grad(lambda x: lbj.multiclass_hinge(t, x, reduction="sum")))(x))
+    with pytest.warns(RuntimeWarning, match=r"y_true\[1\] = 9"):  # traced: NaN rows
+        losses = np.asarray(jax.jit(lambda x: lbj.multiclass_hinge(t, x, reduction="none"))(x))
+        grad = np.asarray(jax.jit(jax.grad(lambda x: lbj.multiclass_hinge(t, x,
+                                                                          reduction="sum")))(x))
     assert np.isnan(losses[1]) and np.isfinite(losses[[0, 2]]).all()
     assert np.isnan(grad[1]).all() and np.isfinite(grad[[0, 2]]).all()
     value = lbj.mse(jnp.zeros(3), jnp.ones(3))  # an eager call's value: a JAX array
