@@ -49,7 +49,10 @@ print(json.dumps([time.perf_counter() - start, "scipy" in sys.modules]))
 
 def _fresh(code: str) -> list:
     """What ``code``, run in a fresh interpreter, printed last (as JSON)."""
-    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    if run.returncode or not run.stdout.strip():  # (the child's own error, not ours)
+        raise RuntimeError(f"a start-up sample's process failed (exit {run.returncode}):\n"
+                           f"{run.stderr[-3000:]}")
     return json.loads(run.stdout.strip().splitlines()[-1])
 
 

@@ -162,7 +162,13 @@ def _counts(y: Any, name: str) -> Any:
     return y
 
 
-POISSON = Convention(hess=POISSON_HESSIAN, labels=_counts)
+def _poisson_hessian(classes: int, options: dict) -> float:
+    # (a function by this name, not the constant: objectives pickled with their models
+    # name it; one made before log_input=False was refused keeps its factor 1)
+    return POISSON_HESSIAN if options.get("log_input", True) else 1.0
+
+
+POISSON = Convention(hess=_poisson_hessian, labels=_counts)
 _NO_WEIGHT = {np.dtype(np.float32): np.empty(0, np.float32),
               np.dtype(np.float64): np.empty(0, np.float64)}
 # the label check reads labels as their bits (before the kernel, or in the finishing

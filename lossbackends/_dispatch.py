@@ -20,6 +20,8 @@ from dataclasses import dataclass
 from types import ModuleType
 from typing import Any
 
+import numpy as np
+
 from . import _arrays
 
 BACKEND_NAMES = ("numpy", "numba", "cupy")
@@ -180,10 +182,12 @@ def device_of(x: object) -> str:
     NumPy and CuPy arrays are told by their type (cached), which never imports CuPy.
     Arrays of other libraries with DLPack (torch, JAX) are asked one by one
     (``__dlpack_device__``): torch and JAX define ``__cuda_array_interface__`` on the
-    class even for CPU arrays. Any other class that defines ``__cuda_array_interface__``,
-    or whose instances may hold it in their ``__dict__`` (the contract's "on the
-    instance"), is asked whether the instance has it (a property may refuse for a CPU
-    instance).
+    class even for CPU arrays. Any other class that defines ``__cuda_array_interface__``
+    is asked whether the instance has it (a property may refuse for a CPU instance), and
+    so is a class whose first instance seen holds it in its own ``__dict__`` (the
+    contract's "on the instance"); a class whose first instance holds none is a host type
+    from then on, decided, like NumPy's, by its type alone (the routes of its calls are
+    kept: pandas' objects pay no per-call lookup).
     """
     kind = type(x)
     try:
@@ -192,8 +196,10 @@ def device_of(x: object) -> str:
         if _arrays.adapter(kind) is not None:
             device = None  # ask the instance
         elif not hasattr(kind, "__cuda_array_interface__"):
-            # (an instance with a __dict__ may hold the interface itself: asked one by one)
-            device = _BY_INSTANCE if kind.__dictoffset__ else "host"
+            # a wrapper may set the interface on its instances (in ``__init__``): a type
+            # whose first instance seen holds it is asked instance by instance from then
+            # on; any other, NumPy's subclasses and pandas' included, is a host type
+            device = _BY_INSTANCE if _holds_interface(x) else "host"
         elif kind.__module__.partition(".")[0] == "cupy":
             device = "cuda"
         else:
@@ -202,6 +208,18 @@ def device_of(x: object) -> str:
     if device is _BY_INSTANCE:
         return "cuda" if hasattr(x, "__cuda_array_interface__") else "host"
     return device or _arrays.device_of(x)
+
+
+def _holds_interface(x: object) -> bool:
+    """Whether ``x``'s own ``__dict__`` holds ``__cuda_array_interface__`` (read without
+    ``__getattr__``, which pandas answers with a column of that name); never for NumPy
+    arrays and their subclasses, host arrays whatever their attributes."""
+    if isinstance(x, np.ndarray):
+        return False
+    try:
+        return "__cuda_array_interface__" in vars(x)
+    except TypeError:  # no __dict__
+        return False
 
 
 _HOST_AUTO: list[str] = []  # the host backend auto picks, decided once

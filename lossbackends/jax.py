@@ -63,6 +63,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import inspect
+import sys
 import warnings
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -209,7 +210,7 @@ def _function(name: str, reduction: str, static: tuple, number_names: tuple,
         # differentiating tracer: our error, not JAX's "Pure callbacks do not support JVP"
         # (a check once per trace; a custom JVP around the callback cost ~10% of an
         # un-jitted jax.grad call)
-        if isinstance(p.value, _DIFFERENTIATING):
+        if any(isinstance(a.value, _DIFFERENTIATING) for a in (p, y, *operands)):
             raise TypeError(_SECOND_ORDER)
         # y_true or a weight differentiated: an error, not the zero gradient the backward
         # would give it (as lossbackends.torch refuses a target that requires grad)
@@ -251,9 +252,15 @@ def _warn_bad_label(name: str, labels: np.ndarray, classes: int, ignore_index) -
         bad &= labels != ignore_index
     if bad.any():
         row = int(np.flatnonzero(bad.reshape(-1))[0])
-        error = label_error(int(labels.reshape(-1)[row]), row, classes, loss=name)
-        warnings.warn(f"{error} (inside a traced call, which cannot raise: its row's loss and "
-                      "gradient are NaN)", RuntimeWarning, stacklevel=2)
+        where = ", ".join(map(str, np.unravel_index(row, labels.shape)))  # (as the plain call)
+        error = label_error(int(labels.reshape(-1)[row]), row, classes, f"y_true[{where}]",
+                            loss=name)
+        message = (f"{error} (inside a traced call, which cannot raise: its row's loss and "
+                   "gradient are NaN)")
+        try:
+            warnings.warn(message, RuntimeWarning, stacklevel=2)
+        except Warning:  # warnings made errors: not raised here either, but still said
+            sys.stderr.write(f"RuntimeWarning: {message}\n")
 
 
 def _zero_cotangent(x):

@@ -528,18 +528,39 @@ def test_cuda_array_interface_is_asked_of_the_instance():
 
 
 def test_cuda_array_interface_on_the_instance_alone():
-    """The contract's "anything with ``__cuda_array_interface__`` on the instance": an
-    object holding it in its own ``__dict__`` (its class has none) is a GPU array, not a
-    host array of dtype object; another instance of that class without it stays a host
-    input, and NumPy arrays (no ``__dict__``) are still told by their type."""
-    import types
-
+    """The contract's "anything with ``__cuda_array_interface__`` on the instance": a
+    wrapper that sets it in ``__init__`` (its class has none) is a GPU array, not a host
+    array of dtype object, and its type is asked instance by instance from then on. A
+    type whose first instance holds none stays a host type decided by its type (its
+    routes kept), and an attribute a ``__getattr__`` answers (a pandas column of that
+    name) is not read; NumPy arrays and their subclasses are host arrays by type."""
     from lossbackends import _dispatch
 
     interface = {"shape": (3,), "typestr": "<f4", "data": (0, False), "version": 3}
-    gpu = types.SimpleNamespace(__cuda_array_interface__=interface)
+
+    class Wrapper:
+        def __init__(self, interface=None):
+            if interface is not None:
+                self.__cuda_array_interface__ = interface
+
+    class Answers:  # the name answered by __getattr__, as a pandas column of that name is
+        def __init__(self, values):
+            self.values = np.asarray(values)
+
+        def __getattr__(self, name):
+            if name == "__cuda_array_interface__":
+                return interface
+            raise AttributeError(name)
+
+        def __array__(self, dtype=None, copy=None):
+            return self.values
+
+    gpu = Wrapper(interface)
     assert _dispatch.device_of(gpu) == "cuda"
-    assert _dispatch.device_of(types.SimpleNamespace()) == "host"
+    assert _dispatch.device_of(Wrapper()) == "host"  # asked one by one
+    assert _dispatch.device_of(Answers([1.0])) == "host"
+    assert _dispatch._DEVICE_OF_TYPE[Answers] == "host"  # by type, from then on
+    assert lb.mse(Answers([1.0, 2.0]), Answers([0.0, 0.0])) == 2.5
     assert _dispatch.device_of(np.zeros(3)) == "host"
     if "cupy" not in lb.available_backends():
         with pytest.raises(ValueError, match="backend 'cupy' is not available here"):

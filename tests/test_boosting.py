@@ -956,6 +956,25 @@ def test_every_objective_pickles(library):
     assert made == len(LOSSES) - 2
 
 
+def test_an_objective_pickled_by_an_earlier_release_loads():
+    """``lossbackends.xgboost.objective(lb.poisson_nll)`` pickled at commit ee57f71 (a model's
+    objective, saved with it): it names ``_boosting._poisson_hessian``, which must stay."""
+    import base64
+    import pickle
+
+    saved = base64.b64decode(
+        "gASVBQEAAAAAAACMFmxvc3NiYWNrZW5kcy5fYm9vc3RpbmeUjAlPYmplY3RpdmWUk5QpgZR9lCiMBGxvc3OU"
+        "jAxsb3NzYmFja2VuZHOUjAtwb2lzc29uX25sbJSTlIwHb3B0aW9uc5R9lIwKY29udmVudGlvbpRoAIwKQ29u"
+        "dmVudGlvbpSTlCmBlH2UKIwEZ3JhZJRHP/AAAAAAAACMBGhlc3OUaACMEF9wb2lzc29uX2hlc3NpYW6Uk5SM"
+        "BmxhYmVsc5RoAIwHX2NvdW50c5STlIwPbWFyZ2luX21ldF9oZXNzlE51YowFZmxvb3KURzyc0rKX2Im8jAds"
+        "aWJyYXJ5lIwHeGdib29zdJR1Yi4=")
+    objective = pickle.loads(saved)
+    labels, margins = np.array([1.0, 2.0]), np.zeros(2)
+    for a, b in zip(objective(labels, margins),
+                    LIBRARIES["xgboost"].objective(lb.poisson_nll)(labels, margins), strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
 @needs_lightgbm
 @needs_sklearn
 def test_a_fitted_lightgbm_classifier_with_our_softmax_pickles():

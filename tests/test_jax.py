@@ -158,7 +158,7 @@ def test_bad_pos_weight_inside_jit_is_not_an_exception():
         lbj.binary_cross_entropy_with_logits(y, x, pos_weight=jnp.array(np.inf))
 
 
-def test_bad_label_gives_nan_rows_inside_jit():
+def test_bad_label_gives_nan_rows_inside_jit(capsys):
     x = jnp.asarray(np.random.default_rng(4).normal(size=(3, 4)), jnp.float32)
     t = jnp.array([1, 9, 2])
     # never silent: a warning names the label (optax's NaN says nothing: optax#1185)
@@ -171,6 +171,13 @@ def test_bad_label_gives_nan_rows_inside_jit():
     assert np.isnan(grad[1]).all() and np.isfinite(grad[[0, 2]]).all()
     with pytest.warns(RuntimeWarning, match=r"multiclass_hinge: y_true\[0\] = -1 is not"):
         jax.jit(lambda x: lbj.multiclass_hinge(jnp.array([-1, 0, 3]), x))(x)
+    with pytest.warns(RuntimeWarning, match=r"y_true\[1, 0\] = 5 is not"):  # as lb's names it
+        jax.jit(lambda x: lbj.cross_entropy(jnp.array([[1, 2], [5, 0]]), x.reshape(2, 2, 3)))(x)
+    with warnings.catch_warnings():  # warnings made errors: not raised inside the callback
+        warnings.simplefilter("error")
+        assert np.isnan(jax.jit(lambda x: lbj.cross_entropy(t, x))(x))
+    assert "cross_entropy: y_true[1] = 9 is not a class index in [0, 4)" in (
+        capsys.readouterr().err)  # (said on stderr instead)
     with warnings.catch_warnings():  # no warning for ignore_index, nor for a NaN logit
         warnings.simplefilter("error")
         jax.jit(lambda x: lbj.cross_entropy(jnp.array([1, -100, 2]), x))(x)
@@ -397,6 +404,8 @@ def test_second_derivatives_are_a_clear_error():
                       lambda g: jax.jit(jax.jacrev(jax.grad(g)))):
         with pytest.raises(TypeError, match="first derivatives only"):
             transform(f)(p)
+    with pytest.raises(TypeError, match="first derivatives only"):  # through a weight too
+        jax.grad(lambda a: jax.grad(lambda q: lbj.mse(y, q, weight=a * jnp.ones(3)))(p).sum())(1.0)
 
 
 def test_differentiating_y_true_or_a_weight_is_an_error():
