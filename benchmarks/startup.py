@@ -50,10 +50,13 @@ print(json.dumps([time.perf_counter() - start, "scipy" in sys.modules]))
 def _fresh(code: str) -> list:
     """What ``code``, run in a fresh interpreter, printed last (as JSON)."""
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
-    if run.returncode or not run.stdout.strip():  # (the child's own error, not ours)
-        raise RuntimeError(f"a start-up sample's process failed (exit {run.returncode}):\n"
-                           f"{run.stderr[-3000:]}")
-    return json.loads(run.stdout.strip().splitlines()[-1])
+    try:
+        if run.returncode:
+            raise ValueError
+        return json.loads(run.stdout.strip().splitlines()[-1])
+    except (ValueError, IndexError):  # (the child's own error, or no JSON line)
+        raise RuntimeError(f"a start-up sample's process failed (exit {run.returncode}); "
+                           f"its output:\n{run.stdout[-1000:]}\n{run.stderr[-3000:]}") from None
 
 
 def rows(device: str, backend: str, roofline: float, samples: int = 7) -> list[dict]:

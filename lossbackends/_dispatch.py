@@ -218,7 +218,7 @@ def _holds_interface(x: object) -> bool:
         return False
     try:
         return "__cuda_array_interface__" in vars(x)
-    except TypeError:  # no __dict__
+    except Exception:  # no __dict__ (or one that refuses): no interface of its own
         return False
 
 

@@ -26,7 +26,9 @@ nothing traced is the plain call (a JAX array back): a class index outside ``[0,
 raises ``ValueError`` there, as in ``lossbackends.cross_entropy``. Inside a traced call it
 cannot raise (an exception in a callback is undefined): its row gets a NaN loss and
 gradient, as ``check_labels=False`` gives, and a ``RuntimeWarning`` names the label and
-its row (the labels looked into only where the result holds a NaN; an explicit
+its row (under ``vmap``, the row of its example; with warnings made errors, a line on
+stderr instead: nothing raises inside the callback; the labels looked into only where the
+result holds a NaN; an explicit
 ``check_labels=False`` warns of nothing, an explicit ``check_labels=True`` raises
 ``ValueError`` while tracing). Nor is ``pos_weight`` checked there (finite and >= 0, a
 ``ValueError`` in the plain call): a bad value gives what the formula gives, NaN for a
@@ -252,15 +254,19 @@ def _warn_bad_label(name: str, labels: np.ndarray, classes: int, ignore_index) -
         bad &= labels != ignore_index
     if bad.any():
         row = int(np.flatnonzero(bad.reshape(-1))[0])
-        where = ", ".join(map(str, np.unravel_index(row, labels.shape)))  # (as the plain call)
-        error = label_error(int(labels.reshape(-1)[row]), row, classes, f"y_true[{where}]",
-                            loss=name)
+        # (named as the plain call names it: a flat row for 0-d and 1-d labels)
+        where = (None if labels.ndim < 2 else
+                 "y_true[" + ", ".join(map(str, np.unravel_index(row, labels.shape))) + "]")
+        error = label_error(int(labels.reshape(-1)[row]), row, classes, where, loss=name)
         message = (f"{error} (inside a traced call, which cannot raise: its row's loss and "
                    "gradient are NaN)")
+        # nothing may raise inside a callback: warnings made errors (or a hook that
+        # raises) write to stderr instead, where there is one
         try:
             warnings.warn(message, RuntimeWarning, stacklevel=2)
-        except Warning:  # warnings made errors: not raised here either, but still said
-            sys.stderr.write(f"RuntimeWarning: {message}\n")
+        except Exception:
+            with contextlib.suppress(Exception):
+                sys.stderr.write(f"RuntimeWarning: {message}\n")
 
 
 def _zero_cotangent(x):
