@@ -342,12 +342,14 @@ def run(args) -> list[dict]:
     # per-call costs first, before peers start threads or compiler workers that compete
     # for the CPU the Python side runs on
     rows = small_call_rows(device, roofline)
-    # what a new process pays first: the import, and the first calls (fresh processes)
+    # what a new process pays first: the import, and the first calls (fresh processes;
+    # a smoke run's on NumPy, which compiles nothing on a fresh clone: 10 s less of CI)
     first_backend = ("cupy" if device == "gpu" else
-                     "numba" if "numba" in lb.available_backends() else "numpy")
+                     "numba" if "numba" in lb.available_backends() and not args.smoke
+                     else "numpy")
     # (3 processes on a GPU, whose minutes are few)
     rows += startup.rows(device, first_backend, roofline,
-                         samples=2 if args.smoke else 3 if device == "gpu" else 7)
+                         samples=1 if args.smoke else 3 if device == "gpu" else 7)
     if device == "host" and "binary_cross_entropy" in args.losses and not args.smoke:
         rows += probability_label_rows(args, ops, chosen, started,
                                        [n for n in sizes if n >= 10**6], roofline)
