@@ -25,12 +25,11 @@ backend that cannot compute host arrays (``use_backend("cupy")``), raises its
 nothing traced is the plain call (a JAX array back): a class index outside ``[0, C)``
 raises ``ValueError`` there, as in ``lossbackends.cross_entropy``. Inside a traced call it
 cannot raise (an exception in a callback is undefined): its row gets a NaN loss and
-gradient, as ``check_labels=False`` gives, and a ``RuntimeWarning`` names the label and
-its row (under ``vmap``, the row of its example; with warnings made errors, a line on
-stderr instead: nothing raises inside the callback; the labels looked into only where the
-result holds a NaN; an explicit
-``check_labels=False`` warns of nothing, an explicit ``check_labels=True`` raises
-``ValueError`` while tracing). Nor is ``pos_weight`` checked there (finite and >= 0, a
+gradient, as ``check_labels=False`` gives, and a ``RuntimeWarning`` carries the plain
+call's error for it (under ``vmap``, the row of its example; with warnings made errors, a
+line on stderr instead: nothing raises inside the callback; the call run again with the
+check only where its result holds a NaN). An explicit ``check_labels=False`` warns of
+nothing, an explicit ``check_labels=True`` raises ``ValueError`` while tracing. Nor is ``pos_weight`` checked there (finite and >= 0, a
 ``ValueError`` in the plain call): a bad value gives what the formula gives, NaN for a
 NaN one, and for an infinite one inf where the label is above 0 and NaN where it is 0.
 JAX arrays on a GPU raise ``ValueError`` (no silent copy to
@@ -64,7 +63,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import inspect
 import sys
 import warnings
 from collections.abc import Callable
@@ -86,7 +84,7 @@ from . import losses as _losses
 from ._dispatch import backend_for, load_backend
 from ._loss import REDUCTIONS, Loss, unknown_reduction
 from ._prepare import CHECK_VALUES
-from .backends._host import label_error
+from .backends._host import LabelError
 
 # the array options of each loss (traced); every other option is static (a Python number)
 _ARRAY_OPTIONS = {name: ("weight",) for name in _losses.LOSSES}
@@ -158,9 +156,6 @@ def _function(name: str, reduction: str, static: tuple, number_names: tuple,
     # a loss per row (its class indices come unchecked, check_labels=False, from ``_make``:
     # a bad one gives a NaN row, as an exception inside a callback is undefined)
     axis = fixed.get("axis", -1) if loss._class_indices else None
-    parameters = inspect.signature(loss._prepare_options).parameters
-    ignore_index = (fixed.get("ignore_index", parameters["ignore_index"].default)
-                    if "ignore_index" in parameters else None)
 
     def host(y, p, *operands, want_grad=True):
         options = fixed
@@ -178,11 +173,11 @@ def _function(name: str, reduction: str, static: tuple, number_names: tuple,
             else:
                 value = loss(y, p, reduction=reduction, backend=backend, **options, **arrays)
                 grad = None
+            value = np.asarray(value)
+            if warn_labels and y.dtype.kind in "biu" and np.isnan(value).any():
+                _warn_bad_label(loss, y, p, backend, {**options, **arrays})
         finally:
             CHECK_VALUES.reset(unchecked)
-        value = np.asarray(value)
-        if warn_labels and y.dtype.kind in "biu" and np.isnan(value).any():
-            _warn_bad_label(name, y, p.shape[axis], ignore_index)
         return (value, grad) if want_grad else value
 
     # one object: JAX tells callbacks apart by equality, and each partial is a new one
@@ -245,19 +240,15 @@ def _numbers(values: list) -> np.ndarray:
     return np.array(values, np.float64).view(np.uint32)
 
 
-def _warn_bad_label(name: str, labels: np.ndarray, classes: int, ignore_index) -> None:
-    """A ``RuntimeWarning`` naming the first class index of ``labels`` outside ``[0,
-    classes)`` (and not ``ignore_index``), if any: inside a traced call, where its row's
-    NaN is all a bad label can give (never silent, as optax's NaN is: optax#1185)."""
-    bad = (labels < 0) | (labels >= classes)
-    if ignore_index is not None:
-        bad &= labels != ignore_index
-    if bad.any():
-        row = int(np.flatnonzero(bad.reshape(-1))[0])
-        # (named as the plain call names it: a flat row for 0-d and 1-d labels)
-        where = (None if labels.ndim < 2 else
-                 "y_true[" + ", ".join(map(str, np.unravel_index(row, labels.shape))) + "]")
-        error = label_error(int(labels.reshape(-1)[row]), row, classes, where, loss=name)
+def _warn_bad_label(loss: Loss, y: np.ndarray, p: np.ndarray, backend: str,
+                    options: dict) -> None:
+    """A ``RuntimeWarning`` with the plain call's ``LabelError`` for these class indices,
+    if they hold a bad one: inside a traced call, where its row's NaN is all a bad label
+    can give (never silent, as optax's NaN is: optax#1185). The plain call's own check
+    (the kernel run again, with ``check_labels=True``), only where the result holds a NaN."""
+    try:
+        loss(y, p, reduction="sum", backend=backend, **{**options, "check_labels": True})
+    except LabelError as error:
         message = (f"{error} (inside a traced call, which cannot raise: its row's loss and "
                    "gradient are NaN)")
         # nothing may raise inside a callback: warnings made errors (or a hook that

@@ -29,11 +29,11 @@ loss                                      (grad, hess) per sample               
 
 ``poisson``'s Hessian is ``exp(x + poisson_max_delta_step)``, 0.7 by default (about half
 the Newton step): ``poisson_nll`` takes that default (with ``log_input=False``, whose rates
-must stay > 0, it makes no objective: a ``ValueError``). ``poisson`` caps no leaf (its ``max_delta_step`` stays 0, unlike XGBoost's
-``count:poisson``), so ours trains its model as it is, and both overshoot from a start far
-from the labels: set ``init_score`` to the log of the mean label. ``cross_entropy`` needs
-two classes or more (for one margin per sample, as a two-class ``LGBMClassifier`` gives,
-``binary_cross_entropy_with_logits``).
+must stay > 0, it makes no objective: a ``ValueError``). ``poisson`` caps no leaf (its
+``max_delta_step`` stays 0, unlike XGBoost's ``count:poisson``), so ours trains its model
+as it is, and both overshoot from a start far from the labels: set ``init_score`` to the
+log of the mean label. ``cross_entropy`` needs two classes or more (for one margin per
+sample, as a two-class ``LGBMClassifier`` gives, ``binary_cross_entropy_with_logits``).
 
 LightGBM's own objectives put no floor under their Hessians, which are never negative
 before the sample weight (its leaves add ``1e-15`` to the Hessian sums), so the only floor

@@ -32,10 +32,10 @@ loss                                      (grad, hess) per sample               
 ``count:poisson``'s Hessian is ``exp(x + max_delta_step)``, ``max_delta_step`` 0.7 by
 default (about half the Newton step): ``poisson_nll`` takes that default (with
 ``log_input=False``, whose rates must stay > 0, it makes no objective: a ``ValueError``).
-``count:poisson`` also sets the tree parameter
-``max_delta_step`` to 0.7 unless you set it (no other built-in objective does), which caps
-each leaf's value at ±0.7 before ``eta``; a custom objective keeps XGBoost's default, 0
-(no cap). Pass ``max_delta_step=0.7`` (to ``xgboost.train`` or ``XGBRegressor``) to train
+``count:poisson`` also sets the tree parameter ``max_delta_step`` to 0.7 unless you set
+it (no other built-in objective does), which caps each leaf's value at ±0.7 before
+``eta``; a custom objective keeps XGBoost's default, 0 (no cap). Pass
+``max_delta_step=0.7`` (to ``xgboost.train`` or ``XGBRegressor``) to train
 ``count:poisson``'s model: without it a start far from the labels overshoots
 (``load_diabetes``, ``max_depth=2``, ``eta=0.3``, 10 rounds from margin log 0.5,
 ``count:poisson``'s start for ``base_score=0.5``: margins 26 to 64; with it, 1.41, as
