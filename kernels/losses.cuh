@@ -10,9 +10,9 @@ template <typename A> struct Options {
     A a, b, c;
 };
 
-// sign(e): 0 at 0, NaN kept
+// sign(e): +0 at +-0 (NumPy's and PyTorch's), NaN kept
 template <typename A> __device__ __forceinline__ A sign_of(A e) {
-    return e > A(0) ? A(1) : (e < A(0) ? A(-1) : e);
+    return e > A(0) ? A(1) : (e < A(0) ? A(-1) : (e == e ? A(0) : e));
 }
 
 // k / v, 0 where k = 0 and v = 0: as times(k, 1 / v), a label of 0 contributes nothing

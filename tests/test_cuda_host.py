@@ -262,6 +262,16 @@ def test_elementwise_hessians_and_blocks(name, dtype):
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_absolute_error_gradient_at_a_zero_difference_is_plus_zero(dtype):
+    """sign(-0) = +0 in the kernels too (NumPy's, PyTorch's); NaN kept."""
+    p = np.full(37, -0.0, dtype)
+    p[5] = np.nan
+    _, grad = cuda_host.value_and_grad("mae", np.zeros(37, dtype), p, reduction="sum")
+    np.testing.assert_array_equal(np.isnan(grad), np.isnan(p))
+    assert not np.signbit(np.asarray(grad)[~np.isnan(p)]).any()
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_bce_with_logits_labels_beyond_0_1_without_pos_weight(dtype):
     """Without ``pos_weight`` softplus's weight is 1, not (1 - y) + y, which is NaN for a
     NaN or infinite label and 0 for a float32 label of 2^25 (the kernel gave a NaN Hessian

@@ -323,6 +323,22 @@ def test_limits_at_infinity_and_nan(backend, dtype):
         np.testing.assert_array_equal(np.isnan(value), np.isnan(p), err_msg=loss)
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_absolute_error_gradient_at_a_zero_difference_is_plus_zero(backend, dtype):
+    """sign(+-0) = +0 as NumPy's and PyTorch's: a difference of -0 gives the gradient +0 on
+    every backend, in the vectorised body and the scalar tail (smooth_l1's e / beta keeps
+    the sign, as PyTorch's); NaN stays NaN."""
+    n = 37
+    y = np.zeros(n, dtype)
+    p = np.full(n, -0.0, dtype)
+    p[5] = np.nan
+    for reduction in ("sum", "mean", "none"):
+        grad = host(lb.mae.grad(on(backend, y), on(backend, p), reduction=reduction,
+                                backend=backend))
+        np.testing.assert_array_equal(np.isnan(grad), np.isnan(p))
+        assert not np.signbit(grad[~np.isnan(grad)]).any(), reduction
+
+
 @pytest.mark.parametrize("log_input", [True, False])
 def test_poisson_limits_scattered_through_a_parallel_input(backend, log_input):
     """Finite limits among ordinary elements of an input the parallel kernels split (a

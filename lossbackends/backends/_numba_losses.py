@@ -140,16 +140,16 @@ def loss_math(*constants, hard_labels=None, hard_gradient=False, sum_in_loop_fro
 
 
 @inline
-def _sign(e):
-    """sign(e): 0 at 0, NaN kept."""
-    return ONE if e > ZERO else (-ONE if e < ZERO else e)
-
-
-@inline
 def _zero_or_nan(e):
     """0, or NaN where e is NaN: the Hessian of a piecewise-linear loss, NaN where its
     gradient is."""
     return ZERO if e == e else e
+
+
+@inline
+def _sign(e):
+    """sign(e): +0 at +-0 (NumPy's and PyTorch's), NaN kept."""
+    return ONE if e > ZERO else (-ONE if e < ZERO else _zero_or_nan(e))
 
 
 # --- mse, binary cross-entropy (with logits), hinge ------------------------------------
