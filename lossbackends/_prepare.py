@@ -210,16 +210,29 @@ def _check_weights(loss: str, name: str, what: str, weights, dtype: np.dtype) ->
 
 def prepare_hinge(xp, y_true, y_pred, *, weight=None, margin=1.0):
     prep = prepare_elementwise(xp, y_true, y_pred, weight=weight)
-    return prep._replace(params=(margin_option("hinge", margin),))
+    return prep._replace(params=(margin_option("hinge", margin, prep.p.dtype),))
 
 
 _INF = float("inf")
 
 
-def margin_option(loss: str, margin) -> float:
-    """A margin loss's ``margin``: finite (an infinite one makes every loss infinite, and
-    ``inf - inf`` where a score is infinite too)."""
-    return real_option(loss, "margin", margin, -_INF, _INF, low_open=True, high_open=True)
+def computing_dtype(dtype) -> np.dtype:
+    """The dtype the backends compute ``dtype``'s inputs in: float32 for float16."""
+    return np.dtype(np.float32) if dtype == np.float16 else np.dtype(dtype)
+
+
+def margin_option(loss: str, margin, dtype) -> float:
+    """A margin loss's ``margin``: finite in the computing dtype (an infinite one makes
+    every loss infinite, and ``inf - inf`` where a score is infinite too; a margin beyond
+    float32's largest number is inf there), as weights are."""
+    margin = real_option(loss, "margin", margin, -_INF, _INF, low_open=True, high_open=True)
+    computing = computing_dtype(dtype)
+    largest = float(np.finfo(computing).max)
+    if abs(margin) > largest:
+        raise ValueError(f"{loss}: margin = {margin!r} is beyond the largest {computing} "
+                         f"number ({largest!r}), in which {np.dtype(dtype)} inputs are "
+                         "computed; pass a smaller margin, or y_pred in a wider dtype")
+    return margin
 
 
 def real_option(loss: str, name: str, value, low: float = -_INF, high: float = _INF, *,
@@ -277,7 +290,7 @@ def normal_option(prefix: str, name: str, value: float, dtype: np.dtype, what: s
     reciprocal, which must be finite (and exact to its rounding). 0 passes with ``zero``,
     anything above the largest (inf included) with ``above``. ``prefix`` starts the
     message, ``what`` names the inputs (``logits``, ``inputs``)."""
-    computing = np.dtype(np.float32) if dtype == np.float16 else np.dtype(dtype)
+    computing = computing_dtype(dtype)
     info = np.finfo(computing)
     tiny, largest = float(info.tiny), float(info.max)
     if not (tiny <= value <= largest or (zero and value == 0.0) or (above and value > largest)):
@@ -319,7 +332,7 @@ def prepare_smooth_l1(xp, y_true, y_pred, *, weight=None, beta=1.0):
 
 def prepare_squared_hinge(xp, y_true, y_pred, *, weight=None, margin=1.0):
     prep = prepare_elementwise(xp, y_true, y_pred, weight=weight)
-    return prep._replace(params=(margin_option("squared_hinge", margin),))
+    return prep._replace(params=(margin_option("squared_hinge", margin, prep.p.dtype),))
 
 
 def prepare_sigmoid_focal(xp, y_true, y_pred, *, weight=None, alpha=0.25, gamma=2.0):
@@ -333,7 +346,7 @@ def prepare_sigmoid_focal(xp, y_true, y_pred, *, weight=None, alpha=0.25, gamma=
         positive = real_option("sigmoid_focal", "alpha", alpha, 0.0, 1.0)
         negative = 1.0 - positive
     gamma = real_option("sigmoid_focal", "gamma", gamma, 0.0, _INF, high_open=True)
-    computing = np.dtype(np.float32) if prep.p.dtype == np.float16 else prep.p.dtype
+    computing = computing_dtype(prep.p.dtype)
     # beyond it the Hessian's gamma (gamma - 1) is inf, times a modulator of 0: NaN
     largest = float(np.sqrt(np.finfo(computing).max))
     if gamma > largest:
@@ -522,7 +535,7 @@ def prepare_multiclass_hinge(xp, y_true, y_pred, *, weight=None, margin=1.0, axi
     labels, x2d, shape, batch_shape, axis = class_axis_inputs(
         xp, y_true, y_pred, axis, "multiclass_hinge", probabilities=False,
         check_labels=check_labels)
-    margin = margin_option("multiclass_hinge", margin)
+    margin = margin_option("multiclass_hinge", margin, x2d.dtype)
     if weight is not None:  # one per row: the labels' shape, broadcast
         same_device("weight", weight, x2d)
         w = broadcast_weight(xp, as_values(xp, weight, x2d.dtype, "weight"), batch_shape,

@@ -106,7 +106,10 @@ TABLE: dict[str, Entry] = {
         tensors=_WEIGHT, floats={"eps": "eps"}, dtypes="same",
         doc="``torch.nn.functional.binary_cross_entropy`` on probabilities; ``input`` is "
             "clipped to ``[e, 1 - e]``, ``e = max(eps, finfo(dtype).eps)`` (torch clamps "
-            "each log at -100 instead: equal for ``input`` in ``[e, 1 - e]``). A floating "
+            "each log at -100 instead: equal losses for ``input`` in ``[e, 1 - e]``, and "
+            "gradients where ``input (1 - input) >= 1e-12``, torch's backward's floor; in "
+            "float64 ours, the exact derivative, differs within about 1e-12 of 0 and 1). "
+            "A floating "
             "``target`` must have ``input``'s dtype, as in torch."),
     "binary_cross_entropy_with_logits": Entry(
         _losses.binary_cross_entropy_with_logits, "BCEWithLogitsLoss",

@@ -194,7 +194,8 @@ hinge = Loss(
         \partial \ell_i / \partial s_i = -w_i t_i \,[m - t_i s_i > 0], \qquad
         \partial^2 \ell_i / \partial s_i^2 = 0
 
-    ``margin`` ``m`` (finite) defaults to 1. The gradient at exactly ``m - t s = 0`` is 0. The loss
+    ``margin`` ``m`` (finite in the computing dtype, float32 for float16 inputs, else
+    ``ValueError``) defaults to 1. The gradient at exactly ``m - t s = 0`` is 0. The loss
     is piecewise linear: its Hessian is 0 away from the kink, and ``grad_and_hess`` gives
     0 at the kink too (a boosting objective floors it: see ``lossbackends.xgboost``).
     Labels of 0 and 1 are not mapped to -1 and +1 (scikit-learn's ``hinge_loss`` and our
@@ -227,7 +228,7 @@ multiclass_hinge = Loss(
     class index per row (the scores' shape without ``axis``); a label outside ``[0, C)``
     raises ``ValueError`` (on the GPU after one small synchronisation, which
     ``check_labels=False`` skips: the row's loss and gradient are then NaN). ``margin`` ``m``
-    (finite) defaults to 1; ``weight`` (optional) has the labels' shape, or broadcasts to
+    (finite in the computing dtype, else ``ValueError``) defaults to 1; ``weight`` (optional) has the labels' shape, or broadcasts to
     it. A weight of 0 gives its row 0, even at an infinite loss; a NaN or infinite weight
     on a row of loss 0 gives a NaN loss there and leaves its gradient 0.
     ``reduction="mean"`` divides by the number of rows. The gradient is 0 at the kink
@@ -358,7 +359,7 @@ squared_hinge = Loss(
     "squared_hinge",
     prepare_squared_hinge,
     r"""Squared hinge loss on scores (Keras's ``squared_hinge``), option ``margin=1.0``
-    (finite).
+    (finite in the computing dtype, float32 for float16 inputs, else ``ValueError``).
 
     .. math::
         \ell_i = w_i \max(0, m - t_i s_i)^2, \qquad

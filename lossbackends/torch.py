@@ -53,9 +53,11 @@ tensor([[-0.1705,  0.1212,  0.0493],
 
 Differences from ``torch.nn.functional`` (documented per function): ``binary_cross_entropy``
 clips the probabilities at ``e = max(eps, finfo(dtype).eps)`` (torch clamps each log at
--100 instead): the same results for ``p`` in ``[e, 1 - e]``. Shapes must match exactly (no
-broadcasting of ``target``). Second derivatives raise ``RuntimeError``: ours in eager mode
-and under torch.func (compiled too, inside Dynamo's ``TorchRuntimeError``); under
+-100 instead): the same losses for ``p`` in ``[e, 1 - e]``, and gradients where
+``p (1 - p) >= 1e-12`` (torch's backward divides by at least 1e-12; ours is the exact
+derivative, which differs in float64 within about 1e-12 of 0 and 1). Shapes must match
+exactly (no broadcasting of ``target``). Second derivatives raise ``RuntimeError``: ours
+in eager mode and under torch.func (compiled too, inside Dynamo's ``TorchRuntimeError``); under
 ``torch.compile`` of a plain ``.backward()``, torch's. There the backward is
 AOTAutograd's compiled graph, which traced our autograd formula once, so the formula
 does not run at backward time: a ``.backward()`` through the gradient raises torch's

@@ -644,6 +644,24 @@ def test_bad_options_name_the_fix(loss, options, error, message):
         getattr(lb, loss)([0.0, 1.0], [0.5, 0.5], backend="numpy", **options)
 
 
+@pytest.mark.parametrize("loss", ["hinge", "squared_hinge", "multiclass_hinge"])
+def test_a_margin_beyond_the_computing_dtype_is_refused(loss):
+    """A margin beyond the computing dtype's largest number is inf there, every loss inf:
+    refused with the fix named, as a weight is (float16 inputs compute in float32); float64
+    inputs take it, and float32 inputs the largest float32 number."""
+    f = getattr(lb, loss)
+    y, p = ([0, 1], np.zeros((2, 3))) if loss == "multiclass_hinge" else ([1.0, -1.0], np.zeros(2))
+    for dtype, name in ((np.float32, "float32"), (np.float16, "float32")):
+        with pytest.raises(ValueError, match=rf"{loss}: margin = -1e\+39 is beyond the largest "
+                                             rf"{name} number .* in which {np.dtype(dtype)} "
+                                             r"inputs are computed; pass a smaller margin, or "
+                                             r"y_pred in a wider dtype"):
+            f(y, p.astype(dtype), margin=-1e39, backend="numpy")
+    assert np.isfinite(f(y, p, margin=1e39, backend="numpy"))
+    largest = float(np.finfo(np.float32).max)
+    f(y, p.astype(np.float32), margin=largest, backend="numpy")  # (accepted)
+
+
 @pytest.mark.parametrize("host_backend", ["numpy", "numba"])
 def test_sigmoid_focal_gamma_beyond_the_computing_dtype_is_refused(host_backend):
     """gamma beyond the square root of the computing dtype's largest is refused: there the
