@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import doctest
 import importlib
+import inspect
 import pkgutil
 import re
 import subprocess
@@ -58,6 +59,19 @@ def test_readme_examples():
     test = doctest.DocTestParser().get_doctest(text, {}, "README.md", str(readme), 0)
     assert len(test.examples) >= 8
     _run([test])
+
+
+def test_readme_loss_table_lists_every_loss_with_its_options_and_defaults():
+    """The tour's table: one row per loss, its options (but reduction, weight and backend)
+    with their defaults as the loss's signature has them, in its order."""
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    rows = re.findall(r"^\| `(\w+)` \|([^|]*)\| [^|]+ \|$", readme, flags=re.M)
+    assert sorted(name for name, _ in rows) == sorted(LOSSES)
+    for name, options in rows:
+        parameters = inspect.signature(LOSSES[name]._prepare_options).parameters
+        expected = [f"{k}={parameters[k].default!r}" for k in LOSSES[name]._options
+                    if k != "weight"]
+        assert re.findall(r"`([^`]+)`", options) == expected, name
 
 
 # a docs page's example that needs a GPU: ci/docs skips it without one, tests/test_gpu.py
