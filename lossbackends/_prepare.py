@@ -87,6 +87,26 @@ def as_values(xp: Any, values: Any, dtype: np.dtype, name: str) -> Any:
     return cast_quietly(a, dtype, order="C")  # (beyond the dtype's largest: inf, as data)
 
 
+def as_sample_weight(xp: Any, weight: Any, dtype: np.dtype) -> Any:
+    """``weight=`` as ``as_values`` casts it; on the host, a finite weight beyond the
+    largest number of y_pred's dtype, inf there (every loss infinite, NaN where it is 0;
+    float16's 65504 is a realistic weight), is refused as ``pos_weight``'s is. The cast
+    itself reports it, no pass of its own; not on a GPU, which would be waited for."""
+    if not (xp is np and CHECK_VALUES.get()):
+        return as_values(xp, weight, dtype, "weight")
+    a = np.asarray(weight)
+    if a.dtype == dtype or a.dtype.kind not in "iuf":  # no cast, exact (bool), or refused
+        return as_values(np, a, dtype, "weight")
+    try:
+        with np.errstate(over="raise"):
+            return a.astype(dtype, order="C")
+    except FloatingPointError:
+        raise ValueError(f"weight has values beyond the largest {np.dtype(dtype)} number "
+                         f"({float(np.finfo(dtype).max)!r}; y_pred's dtype, where weights are "
+                         "cast); pass smaller weights (the loss scales with them), or y_pred "
+                         "in a wider dtype") from None
+
+
 def same_device(name: str, value: Any, p: Any) -> None:
     """Arrays must live with y_pred; a plain scalar (Python or NumPy) goes anywhere."""
     if isinstance(value, (int, float, np.generic)):
@@ -129,7 +149,7 @@ def prepare_elementwise(xp, y_true, y_pred, *, weight=None) -> Prepared:
     check_same_shape(y.shape, shape)
     if weight is not None:
         same_device("weight", weight, p)
-        weight = as_values(xp, weight, dtype, "weight")
+        weight = as_sample_weight(xp, weight, dtype)
         if weight.shape != shape:
             full = broadcast_weight(xp, weight, shape)
             # a view where no element repeats; else a writeable copy: NumPy's broadcast
@@ -538,7 +558,7 @@ def prepare_multiclass_hinge(xp, y_true, y_pred, *, weight=None, margin=1.0, axi
     margin = margin_option("multiclass_hinge", margin, x2d.dtype)
     if weight is not None:  # one per row: the labels' shape, broadcast
         same_device("weight", weight, x2d)
-        w = broadcast_weight(xp, as_values(xp, weight, x2d.dtype, "weight"), batch_shape,
+        w = broadcast_weight(xp, as_sample_weight(xp, weight, x2d.dtype), batch_shape,
                              rows=True)
         weight = xp.ascontiguousarray(w).reshape(-1)
     # the last: the mean's denominator (the row count) when the caller knows it (a Dask

@@ -663,6 +663,32 @@ def test_a_margin_beyond_the_computing_dtype_is_refused(loss):
 
 
 @pytest.mark.parametrize("host_backend", ["numpy", "numba"])
+def test_a_sample_weight_beyond_y_pred_s_dtype_is_refused(host_backend):
+    """weight= is cast to y_pred's dtype: a finite weight beyond its largest number (inf
+    there: an infinite loss, NaN where the loss is 0) is refused with the fix named, as
+    pos_weight is, whatever holds it (a scalar, a float64 or integer array); the largest
+    float16 weight and an infinite one (data) pass."""
+    if _skip_reason(host_backend):
+        pytest.skip(_skip_reason(host_backend))
+    y, p = np.zeros(3, np.float16), np.array([1e-2, 2e-2, 0.0], np.float16)
+    message = (r"weight has values beyond the largest float16 number \(65504\.0; y_pred's "
+               r"dtype, where weights are cast\); pass smaller weights \(the loss scales "
+               r"with them\), or y_pred in a wider dtype")
+    for weight in (1e5, np.array([1.0, 1e5, 1.0]), np.array([1, 100_000, 1]), -7e4):
+        with pytest.raises(ValueError, match=message):
+            lb.mse(y, p, weight=weight, backend=host_backend)
+    with pytest.raises(ValueError, match=message):
+        lb.multiclass_hinge([0, 1], np.zeros((2, 3), np.float16), weight=[1.0, 1e5],
+                            backend=host_backend)
+    with pytest.raises(ValueError, match="beyond the largest float32 number"):
+        lb.huber(y.astype(np.float32), p.astype(np.float32), weight=1e39, backend=host_backend)
+    np.testing.assert_array_equal(
+        lb.mse(y, p, weight=65504.0, reduction="none", backend=host_backend),
+        (p.astype(np.float32) ** 2 * 65504).astype(np.float16))
+    assert np.isnan(lb.mse(y, p, weight=np.inf, reduction="none", backend=host_backend)[2])
+
+
+@pytest.mark.parametrize("host_backend", ["numpy", "numba"])
 def test_sigmoid_focal_gamma_beyond_the_computing_dtype_is_refused(host_backend):
     """gamma beyond the square root of the computing dtype's largest is refused: there the
     Hessian's gamma (gamma - 1) is inf, times a modulator of 0 (NaN Hessians from 1.8e19 in
