@@ -12,10 +12,10 @@ of the time, and a float16 or bfloat16 kernel computes in float32, so its regist
 the float32 one's), of the row configurations the smallest only (they differ in template
 integers, which float32 checks; the others took a quarter of the time). For sm_80 only
 the bfloat16 modules compile (to PTX): bfloat16 arithmetic is the one part of the CUDA
-headers that differs between sm_80 and sm_90, and the sources have no arch-dependent code
-of their own. ``--all`` assembles every module for both, registers
-and spills of every type reported and checked (``ci/kernels``; on a GPU, CuPy builds what
-``ci/gpu`` runs). ``--sweep`` assembles the candidates of the GPU sweep
+headers that differs between sm_80 and sm_90, and the sources' own (``ce_small``'s launch
+bound) changes registers, not what compiles. ``--all`` assembles every module for both,
+registers and spills of every type reported and checked, but ``ACCEPTED_SPILLS``
+(``ci/kernels``; on a GPU, CuPy builds what ``ci/gpu`` runs). ``--sweep`` assembles the candidates of the GPU sweep
 (``benchmarks/gpu_sweep.py``) for sm_90 instead, spills reported, not failed.
 """
 
@@ -36,6 +36,15 @@ from lossbackends._cuda_sources import (  # noqa: E402
     all_modules,
 )
 from lossbackends.backends import _nvrtc  # noqa: E402
+
+# Spills known and accepted, each at most its size in bytes (a larger one, or a spill in any
+# other kernel narrower than float64, fails): the block-per-row kernels of 512 and 1024
+# threads run only with a Hessian (rows of 4097-16384 classes; the streaming kernel takes
+# those rows otherwise), and in float16 and bfloat16 they need a register or two beyond
+# the 64 that 1024 threads per SM leave on sm_90 (float32's take 63); not measured on a
+# card (--all only: CI compiles these types to PTX).
+ACCEPTED_SPILLS = {(f"ce_rows<{t}, {threads}, 16, 1, {blocks}>", "sm_90"): 16
+                   for t in ("half_t", "bf16_t") for threads, blocks in ((512, 2), (1024, 1))}
 
 _FUNCTION = re.compile(r"Compiling entry function '(\S+)' for 'sm_(\d+)'")
 _SPILLS = re.compile(r"(\d+) bytes spill stores, (\d+) bytes spill loads")
@@ -103,10 +112,12 @@ def main() -> int:
             m = _SPILLS.search(line)
             if m and current:
                 spills = int(m.group(1)) + int(m.group(2))
-                if spills and "double" not in current and not sweep:  # (candidates may)
+                accepted = ACCEPTED_SPILLS.get((current, target), 0)
+                if spills > accepted and "double" not in current and not sweep:  # (candidates may)
                     print(f"FAIL spills in {current} {target}: {line.strip()}")
                     failures += 1
-                spill_note = f", SPILLS {spills} bytes" if spills else ""
+                spill_note = (f", SPILLS {spills} bytes{' (accepted)' if spills <= accepted else ''}"
+                              if spills else "")
                 continue
             m = _REGISTERS.search(line)
             if m and current:

@@ -4,11 +4,18 @@
 #include "cross_entropy_row.cuh"
 
 // ---------------------------------------------------------------------------------------
-// C <= 32: ROWS rows per block, one per thread, staged through shared memory. 12 blocks
-// of 128 threads per SM: ptxas then keeps the float types' kernels in 40 registers
-// without a spill, where its own choice spilled 8 bytes; double's takes ptxas's (64, none).
+// C <= 32: ROWS rows per block, one per thread, staged through shared memory. On sm_90,
+// 12 blocks of 128 threads per SM: ptxas then keeps the float types' kernels in 40
+// registers without a spill, where its own choice spilled 8 bytes; on sm_80 the other way
+// round (40 registers either way; NVRTC 13.5, ci/kernels). double's takes ptxas's (64).
+#if __CUDA_ARCH__ >= 900
+#define CE_SMALL_MIN_BLOCKS 12
+#else
+#define CE_SMALL_MIN_BLOCKS 0
+#endif
 template <typename T, int ROWS>
-__global__ void __launch_bounds__(ROWS, sizeof(T) < 8 && ROWS * 12 <= 2048 ? 12 : 0) ce_small(
+__global__ void __launch_bounds__(
+    ROWS, sizeof(T) < 8 && ROWS * CE_SMALL_MIN_BLOCKS <= 2048 ? CE_SMALL_MIN_BLOCKS : 0) ce_small(
     const T* logits, const i64* __restrict__ labels, const T* __restrict__ probs,
     const T* __restrict__ class_weight, T* grad, typename AccOf<T>::type* row_loss, T* row_out,
     i64 rows, i64 classes, i64 ignore_index, typename AccOf<T>::type smoothing,
