@@ -41,7 +41,11 @@ REDUCTIONS = ("mean", "sum", "none")
 def unknown_reduction(reduction: object, prefix: str = "", extra: tuple = ()) -> ValueError:
     """The error of a reduction not in ``REDUCTIONS`` (nor ``extra``, a front's own)."""
     names = ", ".join(map(repr, (*REDUCTIONS, *extra)))
-    return ValueError(f"{prefix}unknown reduction {reduction!r}; choose one of {names}")
+    # (PyTorch's kl_div has it; lossbackends.torch.kl_div too)
+    batchmean = ('; for PyTorch\'s "batchmean", pass reduction="sum" and divide by the '
+                 "batch size" if reduction == "batchmean" and "batchmean" not in extra else "")
+    return ValueError(f"{prefix}unknown reduction {reduction!r}; choose one of {names}"
+                      f"{batchmean}")
 
 
 # --- the loss object -------------------------------------------------------------------

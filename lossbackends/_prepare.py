@@ -181,6 +181,9 @@ def prepare_bce_with_logits(xp, y_true, y_pred, *, weight=None, pos_weight=None)
     prep = prepare_elementwise(xp, y_true, y_pred, weight=weight)
     p = prep.p
     if pos_weight is not None:
+        if isinstance(_scalar(pos_weight), (bool, np.bool_)):  # (as every real option)
+            raise TypeError("binary_cross_entropy_with_logits: pos_weight must be a real "
+                            "number or array, not a bool")
         same_device("pos_weight", pos_weight, p)
         if xp is np and CHECK_VALUES.get():  # (not on a GPU: that would wait for it)
             _check_weights("binary_cross_entropy_with_logits", "pos_weight",
