@@ -83,7 +83,7 @@ def test_a_dropped_gradient_is_reused(one_thread):
     del first
     second = lb.mse.grad(y, p, backend=host_backend)
     assert _address(second) == address
-    assert _buffers.cached_bytes() == N * 4 + _buffers.PAGE
+    assert _buffers.cached_bytes() == _buffers.size_class(N * 4) + _buffers.PAGE
 
 
 def test_a_training_loop_alternates_between_two_buffers(one_thread):
@@ -259,8 +259,8 @@ def test_empty_cache_releases_and_keeps_held_gradients_valid(host_backend):
     held = lb.mse.grad(y, p, backend=host_backend)
     lb.mse.grad(y, p * 2, backend=host_backend)  # dropped: free in the cache
     expected = held.copy()
-    assert _buffers.cached_bytes() == 2 * (N * 4 + _buffers.PAGE)  # (each placed in a page)
-    assert lb.empty_cache() == 2 * (N * 4 + _buffers.PAGE)
+    assert _buffers.cached_bytes() == 2 * (_buffers.size_class(N * 4) + _buffers.PAGE)  # (each placed in a page)
+    assert lb.empty_cache() == 2 * (_buffers.size_class(N * 4) + _buffers.PAGE)
     assert _buffers.cached_bytes() == 0 and lb.empty_cache() == 0
     again = lb.mse.grad(y, p * 3, backend=host_backend)
     assert not np.shares_memory(again, held)
@@ -289,6 +289,30 @@ def test_the_cache_stays_within_its_bounds(monkeypatch):
     np.testing.assert_allclose(lb.mse.grad(y, p, backend="numpy"),
                                reference.elementwise("mse", y, p)[1], rtol=1e-5)
     assert _buffers.cached_bytes() == 0
+
+
+def test_varying_sizes_share_the_buffers_of_their_size_class(one_thread):
+    """A loop over batches of varying lengths, each gradient dropped: the sizes within an
+    eighth of a power of two share one buffer, and the cache holds one per class met, not
+    one per size (each of these 40 sizes kept a buffer of its own before)."""
+    lb.empty_cache()
+    rng = np.random.default_rng(8)
+    sizes = rng.integers(N, 2 * N, 40)
+    for size in sizes:
+        y, p = _inputs(int(size), n=int(size))
+        grad = lb.mse.grad(y, p, backend=one_thread)
+        np.testing.assert_allclose(grad, reference.elementwise("mse", y, p)[1], rtol=1e-5)
+        del grad
+    classes = {_buffers.size_class(int(size) * 4) for size in sizes}
+    assert len(classes) <= 9  # (an octave's eight, and its end)
+    assert _buffers.cached_bytes() == sum(c + _buffers.PAGE for c in classes)
+    # two sizes of one class: the second call gets the first one's buffer (placed by its
+    # own input's place in a page)
+    first = lb.mse.grad(*_inputs(1, n=N), backend=one_thread)
+    address = _address(first.base)
+    del first
+    assert _address(lb.mse.grad(*_inputs(2, n=N + 1000), backend=one_thread).base) == address
+    assert _buffers.size_class(N * 4) == _buffers.size_class((N + 1000) * 4) < N * 4 * 9 / 8
 
 
 def test_a_limit_of_zero_turns_the_cache_off(monkeypatch):
