@@ -135,7 +135,17 @@ def _in_memory(loss, y_true, p, reduction, backend, options, want_value, out, he
     options = {k: (v.compute() if is_dask_array(v) else v) for k, v in options.items()}
     results = loss._run(y, xp.empty(p.shape, p.dtype), reduction, backend, options,
                         want_value, out, hess)
-    return tuple(None if a is None else da.from_array(xp.asarray(a)) for a in results)
+    return tuple(None if a is None else _as_dask(da, xp, a) for a in results)
+
+
+def _as_dask(da, xp, a):
+    """An in-memory result as a Dask array; a scalar (a reduced value) as one that computes
+    to that scalar, as the blocks' sum does (``from_array`` would give a 0-d array)."""
+    if isinstance(a, np.generic):  # (CuPy's reduced values are 0-d arrays, as in memory)
+        import dask
+
+        return da.from_delayed(dask.delayed(a), shape=(), dtype=a.dtype)
+    return da.from_array(xp.asarray(a))
 
 
 def _check_options(loss, p, y_dtype, y_small_shape, options, kept_axis: int,
