@@ -126,7 +126,7 @@ _UNREFERENCED = _unreferenced_count()
 limit = _limit_from_env() if _UNREFERENCED is not None else 0
 
 _lock = threading.Lock()
-# size class (size_class) -> buffers (1-D uint8 arrays owning their memory), least recently used first
+# size class -> buffers (1-D uint8 arrays owning their memory), least recently used first
 _buckets: OrderedDict[int, list[np.ndarray]] = OrderedDict()
 _held = 0  # bytes of every buffer in _buckets, in use by the caller or not
 

@@ -259,7 +259,8 @@ def test_empty_cache_releases_and_keeps_held_gradients_valid(host_backend):
     held = lb.mse.grad(y, p, backend=host_backend)
     lb.mse.grad(y, p * 2, backend=host_backend)  # dropped: free in the cache
     expected = held.copy()
-    assert _buffers.cached_bytes() == 2 * (_buffers.size_class(N * 4) + _buffers.PAGE)  # (each placed in a page)
+    # (each placed in a page)
+    assert _buffers.cached_bytes() == 2 * (_buffers.size_class(N * 4) + _buffers.PAGE)
     assert lb.empty_cache() == 2 * (_buffers.size_class(N * 4) + _buffers.PAGE)
     assert _buffers.cached_bytes() == 0 and lb.empty_cache() == 0
     again = lb.mse.grad(y, p * 3, backend=host_backend)
