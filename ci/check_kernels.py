@@ -15,7 +15,8 @@ the bfloat16 modules compile (to PTX): bfloat16 arithmetic is the one part of th
 headers that differs between sm_80 and sm_90, and the sources' own (``ce_small``'s launch
 bound) changes registers, not what compiles. ``--all`` assembles every module for both,
 registers and spills of every type reported and checked, but ``ACCEPTED_SPILLS``
-(``ci/kernels``; on a GPU, CuPy builds what ``ci/gpu`` runs). ``--sweep`` assembles the candidates of the GPU sweep
+(``ci/kernels``; on a GPU, CuPy builds what ``ci/gpu`` runs). ``--sweep`` assembles the
+candidates of the GPU sweep
 (``benchmarks/gpu_sweep.py``) for sm_90 instead, spills reported, not failed.
 """
 
@@ -116,8 +117,8 @@ def main() -> int:
                 if spills > accepted and "double" not in current and not sweep:  # (candidates may)
                     print(f"FAIL spills in {current} {target}: {line.strip()}")
                     failures += 1
-                spill_note = (f", SPILLS {spills} bytes{' (accepted)' if spills <= accepted else ''}"
-                              if spills else "")
+                accepted_note = " (accepted)" if spills <= accepted else ""
+                spill_note = f", SPILLS {spills} bytes{accepted_note}" if spills else ""
                 continue
             m = _REGISTERS.search(line)
             if m and current:

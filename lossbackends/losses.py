@@ -228,8 +228,8 @@ multiclass_hinge = Loss(
     class index per row (the scores' shape without ``axis``); a label outside ``[0, C)``
     raises ``ValueError`` (on the GPU after one small synchronisation, which
     ``check_labels=False`` skips: the row's loss and gradient are then NaN). ``margin`` ``m``
-    (finite in the computing dtype, else ``ValueError``) defaults to 1; ``weight`` (optional) has the labels' shape, or broadcasts to
-    it. A weight of 0 gives its row 0, even at an infinite loss; a NaN or infinite weight
+    (finite in the computing dtype, else ``ValueError``) defaults to 1; ``weight``
+    (optional) has the labels' shape, or broadcasts to it. A weight of 0 gives its row 0, even at an infinite loss; a NaN or infinite weight
     on a row of loss 0 gives a NaN loss there and leaves its gradient 0.
     ``reduction="mean"`` divides by the number of rows. The gradient is 0 at the kink
     (``\ell = 0`` exactly); ``grad_and_hess`` gives the Hessian's diagonal, 0 (at the
