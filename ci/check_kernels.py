@@ -16,8 +16,8 @@ headers that differs between sm_80 and sm_90, and the sources' own (``ce_small``
 bound) changes registers, not what compiles. ``--all`` assembles every module for both,
 registers and spills of every type reported and checked, but ``ACCEPTED_SPILLS``
 (``ci/kernels``; on a GPU, CuPy builds what ``ci/gpu`` runs). ``--sweep`` assembles the
-candidates of the GPU sweep
-(``benchmarks/gpu_sweep.py``) for sm_90 instead, spills reported, not failed.
+candidates of the GPU sweep (``benchmarks/gpu_sweep.py``) for sm_90 instead, spills
+reported, not failed.
 """
 
 from __future__ import annotations
