@@ -7,7 +7,7 @@
 // C <= 32: ROWS rows per block, one per thread, staged through shared memory. On sm_90,
 // 12 blocks of 128 threads per SM: ptxas then keeps the float types' kernels in 40
 // registers without a spill, where its own choice spilled 8 bytes; on sm_80 the other way
-// round (40 registers either way; NVRTC 13.5, ci/kernels). double's takes ptxas's (64).
+// round (40 registers either way; NVRTC 13.5, ci/kernels). double's takes ptxas's (60-64).
 #if __CUDA_ARCH__ >= 900
 #define CE_SMALL_MIN_BLOCKS 12
 #else

@@ -269,8 +269,8 @@ class Objective:
             raise ValueError(f"sample weights must be one per sample: shape ({samples},), "
                              f"not {weight.shape}")
         dtype = preds.dtype
-        if weight is not None:
-            weight = weight.astype(dtype, copy=False)
+        if weight is not None:  # (refused beyond dtype's largest, as the losses' weight=)
+            weight = _prepare.as_sample_weight(xp, weight, dtype)
         options = dict(self.options)
         if loss._class_indices:
             if preds.ndim != 2:  # one margin per sample: what the classifiers pass for two

@@ -24,7 +24,7 @@ What is held, and when memory is reused:
   power of two (``size_class``: at most an eighth more), so that the gradients of a loop
   over batches or sequences of varying lengths share a few buffers instead of each size
   keeping its own (200 calls of random sizes from 1.2 to 7.6 MB, nothing kept by the
-  caller, filled the 1 GiB before), and at most ``limit`` bytes in all (1 GiB by default;
+  caller, held 0.9 GB before, 0.1 GB now), and at most ``limit`` bytes in all (1 GiB by default;
   ``LOSSBACKENDS_HOST_CACHE_BYTES`` sets it at import, ``0`` turns the cache off); the least
   recently used sizes make room for new ones;
 - every array of ``MIN_BYTES`` or more starts at a multiple of ``ALIGNMENT`` (64) bytes,

@@ -117,7 +117,8 @@ the sum by the number of {unit}s, weighted or not (scikit-learn's ``sample_weigh
 torch's ``mse_loss`` and ``l1_loss``, divide by the weights' sum: ``reduction="sum"``,
 then divide by ``weight.sum()``; ``lossbackends.torch`` follows torch). A weight beyond the
 largest number of ``y_pred``'s dtype, where it is cast (65504 for float16), is a
-``ValueError`` on the host (not checked on a GPU).
+``ValueError`` on the host (not checked on a GPU, nor inside ``lossbackends.jax``'s traced
+calls, where it is inf).
 
 """
 

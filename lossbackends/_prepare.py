@@ -9,6 +9,7 @@ again. ``Loss`` (``_loss.py``) calls it; ``losses.py`` pairs each with its ``Los
 from __future__ import annotations
 
 import contextvars
+import math
 import numbers
 import operator
 import sys
@@ -91,14 +92,15 @@ def as_sample_weight(xp: Any, weight: Any, dtype: np.dtype) -> Any:
     """``weight=`` as ``as_values`` casts it; on the host, a finite weight beyond the
     largest number of y_pred's dtype, inf there (every loss infinite, NaN where it is 0;
     float16's 65504 is a realistic weight), is refused as ``pos_weight``'s is. The cast
-    itself reports it, no pass of its own; not on a GPU, which would be waited for."""
+    itself reports it, no pass of its own; not on a GPU, which would be waited for, nor
+    inside lossbackends.jax's callbacks (``CHECK_VALUES``)."""
     if not (xp is np and CHECK_VALUES.get()):
         return as_values(xp, weight, dtype, "weight")
     a = np.asarray(weight)
     if a.dtype == dtype or a.dtype.kind not in "iuf":  # no cast, exact (bool), or refused
         return as_values(np, a, dtype, "weight")
     try:
-        with np.errstate(over="raise"):
+        with np.errstate(all="ignore", over="raise"):  # (a weight's underflow: a result)
             return a.astype(dtype, order="C")
     except FloatingPointError:
         raise ValueError(f"weight has values beyond the largest {np.dtype(dtype)} number "
@@ -181,10 +183,10 @@ def prepare_bce_with_logits(xp, y_true, y_pred, *, weight=None, pos_weight=None)
     prep = prepare_elementwise(xp, y_true, y_pred, weight=weight)
     p = prep.p
     if pos_weight is not None:
-        if isinstance(_scalar(pos_weight), (bool, np.bool_)):  # (as every real option)
+        same_device("pos_weight", pos_weight, p)
+        if xp.asarray(pos_weight).dtype == bool:  # (as every real option's bool; torch too)
             raise TypeError("binary_cross_entropy_with_logits: pos_weight must be a real "
                             "number or array, not a bool")
-        same_device("pos_weight", pos_weight, p)
         if xp is np and CHECK_VALUES.get():  # (not on a GPU: that would wait for it)
             _check_weights("binary_cross_entropy_with_logits", "pos_weight",
                            "the weight of a positive label", pos_weight, p.dtype)
@@ -244,17 +246,25 @@ def computing_dtype(dtype) -> np.dtype:
     return np.dtype(np.float32) if dtype == np.float16 else np.dtype(dtype)
 
 
-def margin_option(loss: str, margin, dtype) -> float:
+def margin_option(loss: str, margin, dtype, *, squared: bool = False) -> float:
     """A margin loss's ``margin``: finite in the computing dtype (an infinite one makes
     every loss infinite, and ``inf - inf`` where a score is infinite too; a margin beyond
-    float32's largest number is inf there), as weights are."""
+    float32's largest number is inf there), as weights are; ``squared`` (squared_hinge):
+    at most the square root of its largest number, beyond which every loss near a score of
+    0 is inf."""
     margin = real_option(loss, "margin", margin, -_INF, _INF, low_open=True, high_open=True)
     computing = computing_dtype(dtype)
     largest = float(np.finfo(computing).max)
-    if abs(margin) > largest:
-        raise ValueError(f"{loss}: margin = {margin!r} is beyond the largest {computing} "
-                         f"number ({largest!r}), in which {np.dtype(dtype)} inputs are "
-                         "computed; pass a smaller margin, or y_pred in a wider dtype")
+    inputs = f"in which {np.dtype(dtype)} inputs are computed"
+    fix = "; pass a smaller margin, or y_pred in a wider dtype"
+    with np.errstate(all="ignore"):  # (what the kernels see: the margin in that dtype)
+        if np.isinf(computing.type(margin)):
+            raise ValueError(f"{loss}: margin = {margin!r} is beyond the largest {computing} "
+                             f"number ({largest!r}), {inputs}{fix}")
+    if squared and margin > math.sqrt(largest):
+        raise ValueError(f"{loss}: margin = {margin!r} is beyond the square root of the "
+                         f"largest {computing} number ({math.sqrt(largest)!r}), {inputs}: "
+                         f"its loss overflows{fix}")
     return margin
 
 
@@ -355,7 +365,8 @@ def prepare_smooth_l1(xp, y_true, y_pred, *, weight=None, beta=1.0):
 
 def prepare_squared_hinge(xp, y_true, y_pred, *, weight=None, margin=1.0):
     prep = prepare_elementwise(xp, y_true, y_pred, weight=weight)
-    return prep._replace(params=(margin_option("squared_hinge", margin, prep.p.dtype),))
+    return prep._replace(params=(margin_option("squared_hinge", margin, prep.p.dtype,
+                                                 squared=True),))
 
 
 def prepare_sigmoid_focal(xp, y_true, y_pred, *, weight=None, alpha=0.25, gamma=2.0):

@@ -628,6 +628,8 @@ def test_options_through_the_parallel_kernel(backend, loss, options):
     ("binary_cross_entropy_with_logits", {"pos_weight": 1e309}, ValueError, "got inf"),
     ("binary_cross_entropy_with_logits", {"pos_weight": True}, TypeError,
      "pos_weight must be a real number or array, not a bool"),
+    ("binary_cross_entropy_with_logits", {"pos_weight": [True, False]}, TypeError,
+     "pos_weight must be a real number or array, not a bool"),
     ("kl_div", {"reduction": "batchmean"}, ValueError,
      r"for PyTorch's \"batchmean\", pass reduction=\"sum\" and divide by the batch size"),
     ("poisson_nll", {"log_input": "yes"}, TypeError, "log_input must be True or False"),
@@ -652,7 +654,9 @@ def test_bad_options_name_the_fix(loss, options, error, message):
 def test_a_margin_beyond_the_computing_dtype_is_refused(loss):
     """A margin beyond the computing dtype's largest number is inf there, every loss inf:
     refused with the fix named, as a weight is (float16 inputs compute in float32); float64
-    inputs take it, and float32 inputs the largest float32 number."""
+    inputs take it, and float32 inputs any margin that rounds to a float32 number
+    (squared_hinge: up to the square root of the largest, beyond which its loss
+    overflows)."""
     f = getattr(lb, loss)
     y, p = ([0, 1], np.zeros((2, 3))) if loss == "multiclass_hinge" else ([1.0, -1.0], np.zeros(2))
     for dtype, name in ((np.float32, "float32"), (np.float16, "float32")):
@@ -661,9 +665,22 @@ def test_a_margin_beyond_the_computing_dtype_is_refused(loss):
                                              r"inputs are computed; pass a smaller margin, or "
                                              r"y_pred in a wider dtype"):
             f(y, p.astype(dtype), margin=-1e39, backend="numpy")
-    assert np.isfinite(f(y, p, margin=1e39, backend="numpy"))
-    largest = float(np.finfo(np.float32).max)
-    f(y, p.astype(np.float32), margin=largest, backend="numpy")  # (accepted)
+    assert np.isfinite(f(y, p, margin=1e39 if loss != "squared_hinge" else 1e150,
+                         backend="numpy"))
+    p32 = p.astype(np.float32)
+    if loss == "squared_hinge":  # its square overflows beyond the root of the largest
+        root = float(np.sqrt(np.finfo(np.float32).max))
+        assert np.isfinite(f(y, p32, margin=root, backend="numpy"))
+        with pytest.raises(ValueError, match=r"squared_hinge: margin = 1e\+20 is beyond the "
+                                             r"square root of the largest float32 number "
+                                             r"\(1\.84467\d*e\+19\), in which float32 inputs "
+                                             r"are computed: its loss overflows; pass a "
+                                             r"smaller margin"):
+            f(y, p32, margin=1e20, backend="numpy")
+        assert f(y, p32, margin=-1e20, backend="numpy") == 0  # (no loss: not refused)
+    else:  # (a margin that rounds to the largest float32 number, not to inf, is taken)
+        assert f(y, p32, margin=3.4028235677973306e38, reduction="none",
+                 backend="numpy")[0] == np.finfo(np.float32).max
 
 
 @pytest.mark.parametrize("host_backend", ["numpy", "numba"])
@@ -690,6 +707,16 @@ def test_a_sample_weight_beyond_y_pred_s_dtype_is_refused(host_backend):
         lb.mse(y, p, weight=65504.0, reduction="none", backend=host_backend),
         (p.astype(np.float32) ** 2 * 65504).astype(np.float16))
     assert np.isnan(lb.mse(y, p, weight=np.inf, reduction="none", backend=host_backend)[2])
+    # weights that underflow in the cast are results, whatever the caller's np.seterr (a
+    # FloatingPointError, or the overflow's message, before)
+    small = np.full(3, 1e-8)
+    expected = lb.mse(y, p, weight=small, backend=host_backend)
+    with np.errstate(all="raise"):
+        assert lb.mse(y, p, weight=small, backend=host_backend) == expected
+        assert lb.mse(y, p * 0, weight=small, backend=host_backend) == 0
+    # the boosting objectives cast the sample weights as the losses do
+    with pytest.raises(ValueError, match=message):
+        lb.xgboost.objective("mse")(np.ones(3), p, np.array([1.0, 1e5, 1.0]))
 
 
 @pytest.mark.parametrize("host_backend", ["numpy", "numba"])

@@ -103,9 +103,9 @@ except (ImportError, TypeError, ValueError, KeyError):
 
 def cast_quietly(a, dtype, order: str = "K"):
     """``a.astype(dtype, order=order)`` (a NumPy or CuPy array), a value beyond the dtype's
-    largest becoming inf without NumPy's overflow warning: a result, as inf is everywhere
-    (``quiet``)."""
-    with np.errstate(over="ignore"):
+    largest becoming inf, and one below its smallest subnormal 0, without NumPy's warnings
+    (or errors, under the caller's ``np.seterr``): results, as everywhere (``quiet``)."""
+    with np.errstate(all="ignore"):
         return a.astype(dtype, order=order)
 
 
