@@ -359,7 +359,9 @@ squared_hinge = Loss(
     "squared_hinge",
     prepare_squared_hinge,
     r"""Squared hinge loss on scores (Keras's ``squared_hinge``), option ``margin=1.0``
-    (finite in the computing dtype, float32 for float16 inputs, else ``ValueError``).
+    (at most the square root of the computing dtype's largest number, float32's for
+    float16 inputs, beyond which every loss near a score of 0 overflows; else
+    ``ValueError``).
 
     .. math::
         \ell_i = w_i \max(0, m - t_i s_i)^2, \qquad
