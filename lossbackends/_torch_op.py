@@ -83,6 +83,13 @@ def _check_on_meta(name: str, entry: _Entry, input: Tensor, target: Tensor, tens
     _in_torch_terms(name, entry.loss._prepare, np, stand_in(target), stand_in(input), **options)
 
 
+def _value(loss, input, target, t1, t2, floats, ints, reduction):
+    """The value alone (the plain call: no gradient buffer)."""
+    entry = _TABLE[loss]
+    options = _our_options(entry, input.ndim, t1, t2, floats, ints)
+    return _in_torch_terms(loss, entry.loss, target, input, reduction=reduction, **options)
+
+
 def _compute(loss, input, target, t1, t2, floats, ints, reduction):
     """The fused value and gradient, the gradient contiguous (as the fake says: a class axis
     other than the last comes back as a moved view, whose strides torch.compile would find
@@ -121,6 +128,15 @@ _LIB.define("value_and_grad(str loss, Tensor input, Tensor target, Tensor? t1, T
             tags=(torch.Tag.pt2_compliant_tag,))
 _value_and_grad = torch.ops.lossbackends.value_and_grad.default
 torch.library.register_kernel(_value_and_grad, None, _compute, lib=_LIB)
+# the value alone, for a compiled call with grad mode off (torch.no_grad, inference_mode:
+# an evaluation step), which would otherwise compute a gradient no one reads and keep its
+# memory in the host cache (eager calls take the plain call there: _apply). Grad mode
+# off, nothing can differentiate it, so it has no autograd formula
+_LIB.define("value(str loss, Tensor input, Tensor target, Tensor? t1, Tensor? t2, "
+            "float[] floats, SymInt[] ints, str reduction) -> Tensor",
+            tags=(torch.Tag.pt2_compliant_tag,))
+_value_op = torch.ops.lossbackends.value.default
+torch.library.register_kernel(_value_op, None, _value, lib=_LIB)
 
 
 @torch.library.register_fake(_value_and_grad, lib=_LIB)
@@ -137,6 +153,11 @@ def _fake(loss, input, target, t1, t2, floats, ints, reduction):
         shape = tuple(input.shape) if axis is None else tuple(
             s for i, s in enumerate(input.shape) if i != axis)
     return input.new_empty(shape), torch.empty_like(input, memory_format=torch.contiguous_format)
+
+
+@torch.library.register_fake(_value_op, lib=_LIB)
+def _fake_value(loss, input, target, t1, t2, floats, ints, reduction):
+    return _fake(loss, input, target, t1, t2, floats, ints, reduction)[0]
 
 
 def _warn_mean(stacklevel: int) -> None:
@@ -266,9 +287,10 @@ def _autograd(keyset, loss, input, target, t1, t2, floats, ints, reduction):
 _LIB.impl("value_and_grad", _autograd, "Autograd", with_keyset=True)
 
 
-def _per_example(apply, info, in_dims, loss, input, *rest):
-    """A vmap rule: ``apply`` (the op, or ``_Func``) once per example, the value and
-    gradient then stacked (the kernels are not torch ops, so no rule can be generated)."""
+def _per_example(apply, info, in_dims, loss, input, *rest, outputs: int = 2):
+    """A vmap rule: ``apply`` (the op, or ``_Func``) once per example, its ``outputs``
+    (the value and gradient, or the value) then stacked (the kernels are not torch ops, so
+    no rule can be generated)."""
     # here the tensors are vmap's own: their requires_grad is the outer autograd's,
     # which the check in _apply could not see through vmap's wrappers
     _refuse_grad(loss, zip(("target", *_TABLE[loss].tensors), rest[:3], strict=False))
@@ -277,19 +299,26 @@ def _per_example(apply, info, in_dims, loss, input, *rest):
     if info.batch_size == 0:  # no example to run: empty results of the fake's shapes
         one = [t if d is None else t.new_empty(t.shape[:d] + t.shape[d + 1:])
                for t, d in zip(tensors, dims, strict=True)]
-        value, grad = _fake(loss, *one, *rest[3:])
-        return (value.new_empty((0, *value.shape)), grad.new_empty((0, *grad.shape))), (0, 0)
+        fakes = _fake(loss, *one, *rest[3:])[:outputs]
+        return tuple(f.new_empty((0, *f.shape)) for f in fakes), (0,) * outputs
 
     def example(i):
         return [t if d is None else t.select(d, i) for t, d in zip(tensors, dims, strict=True)]
 
-    outputs = [apply(loss, *example(i), *rest[3:]) for i in range(info.batch_size)]
-    value, grad = (torch.stack(o) for o in zip(*outputs, strict=True))
-    return (value, grad), (0, 0)
+    results = [apply(loss, *example(i), *rest[3:]) for i in range(info.batch_size)]
+    return tuple(torch.stack(o) for o in zip(*results, strict=True)), (0,) * outputs
+
+
+def _value_per_example(info, in_dims, *args):
+    """The value op's vmap rule: ``_per_example``'s, of its one output."""
+    (value,), (dim,) = _per_example(lambda *a: (_value_op(*a),), info, in_dims, *args,
+                                    outputs=1)
+    return value, dim
 
 
 torch.library.register_vmap(_value_and_grad, functools.partial(_per_example, _value_and_grad),
                             lib=_LIB)
+torch.library.register_vmap(_value_op, _value_per_example, lib=_LIB)
 
 # torch.autocast: the loss in float32, as autocast's fp32 policy runs torch's losses (its
 # floating inputs cast, float64 left alone, the gradient cast back by autograd). _apply
@@ -297,8 +326,8 @@ torch.library.register_vmap(_value_and_grad, functools.partial(_per_example, _va
 # the op called directly (torch.ops.lossbackends.value_and_grad). (torch 2.5 and later.)
 if hasattr(torch.library, "register_autocast"):
     for _device_type in ("cpu", "cuda"):
-        torch.library.register_autocast(_value_and_grad, _device_type, torch.float32,
-                                        lib=_LIB)
+        for _op in (_value_and_grad, _value_op):
+            torch.library.register_autocast(_op, _device_type, torch.float32, lib=_LIB)
 
 
 class _Eager(torch.autograd.Function):

@@ -26,7 +26,8 @@ too: per-example gradients by ``vmap(grad(...))``). Forward-mode and second deri
 raise ``RuntimeError``. Eager calls on plain tensors run the same forward and backward as
 a ``torch.autograd.Function`` (the custom op's dispatch alone costs ~100 µs a call); with
 no gradient to take (``torch.no_grad()``, an ``input`` that does not require grad) the
-value alone is computed. Mixed dtypes follow torch, loss by loss: promoted as
+value alone is computed, as it is by compiled calls with grad mode off (an op of its own,
+``lossbackends::value``). Mixed dtypes follow torch, loss by loss: promoted as
 ``torch.result_type`` says (the input is cast and its gradient cast back, as torch
 does), or computed in ``input``'s dtype (``huber_loss``, ``soft_margin_loss``; for
 ``huber_loss`` with a ``weight`` of a wider dtype, in that one: torch's result dtype, as
@@ -115,6 +116,7 @@ from ._torch_op import (
     _our_options,
     _refuse_grad,
     _value_and_grad,
+    _value_op,
     _ValueOf,
     _warn_mean,
 )
@@ -277,7 +279,12 @@ def _apply(name: str, entry: _Entry, input: Tensor, target: Tensor, options: dic
         # Dynamo cannot trace _Func's NumPy forward; eagerly under torch.func, _Func: the
         # same formula without the op's dispatch
         functorch = not _is_compiling() and _C._functorch.peek_interpreter_stack() is not None
-        value = (_Func.apply if functorch else _value_and_grad)(*args)[0]
+        if functorch:
+            value = _Func.apply(*args)[0]
+        elif torch.is_grad_enabled():  # (Dynamo guards on grad mode: one graph for each)
+            value = _value_and_grad(*args)[0]
+        else:  # (no_grad, inference_mode: nothing differentiates, so no gradient)
+            value = _value_op(*args)
     elif input.requires_grad and torch.is_grad_enabled():
         value = _in_torch_terms(name, _Eager.apply, *args)[0]
     else:  # nothing to differentiate: the value alone (no gradient buffer)

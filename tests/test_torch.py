@@ -427,6 +427,31 @@ def test_compiled_training_step():
         torch.testing.assert_close(got, want)
 
 
+def test_compiled_evaluation_computes_the_value_alone():
+    """With grad mode off (no_grad, inference_mode), a compiled call computes the value
+    alone: no gradient, so nothing left in the host gradient cache (a compiled evaluation
+    step computed the gradient and kept its 2 MiB here); vmap's rule and training as
+    before."""
+    x, t = torch.randn(512, 1000), torch.randint(0, 1000, (512,))
+    compiled = torch.compile(lambda x, t: lbt.cross_entropy(x, t, label_smoothing=0.1),
+                             fullgraph=True, backend="aot_eager")
+    for mode in (torch.no_grad, torch.inference_mode):
+        lb.empty_cache()
+        with mode():
+            value = compiled(x, t)
+        assert lb.empty_cache() == 0, mode
+        torch.testing.assert_close(value, F.cross_entropy(x, t, label_smoothing=0.1))
+    rows = torch.compile(torch.func.vmap(lambda a, b: lbt.mse_loss(a, b)), backend="aot_eager")
+    a, b = torch.randn(4, 50, dtype=D), torch.randn(4, 50, dtype=D)
+    with torch.no_grad():
+        torch.testing.assert_close(rows(a, b), ((a - b) ** 2).mean(1))
+    xr = x.clone().requires_grad_()
+    compiled(xr, t).backward()  # (grad mode on: the gradient, as before)
+    xt = x.clone().requires_grad_()
+    F.cross_entropy(xt, t, label_smoothing=0.1).backward()
+    torch.testing.assert_close(xr.grad, xt.grad)
+
+
 def test_inplace_backward_is_seen_by_autograd():
     """inplace_backward=True marks input dirty: a leaf is refused (by us, saying what to
     pass: autograd's own error did not), and a tensor saved for another backward raises
