@@ -53,9 +53,14 @@ def as_prediction(xp: Any, y_pred: Any, contiguous: bool = True) -> Any:
             p = p.astype(xp.float64)
         else:
             got = f" (from a {type(y_pred).__name__})" if p.dtype == object else ""
+            # a loss passed where a booster takes an objective: it calls obj(preds, data)
+            library = type(y_pred).__module__.partition(".")[0]
+            named = {"xgboost": "an XGBoost", "lightgbm": "a LightGBM"}.get(library)
+            boosting = (f"; a loss is not {named} objective: pass "
+                        f"lossbackends.{library}.objective(loss)" if named else "")
             raise TypeError(
                 f"y_pred has dtype {p.dtype}{got}; pass a float16, float32 or float64 array "
-                "(integer and bool arrays are computed as float64)"
+                f"(integer and bool arrays are computed as float64){boosting}"
             )
     if contiguous and not p.flags.c_contiguous:
         p = xp.ascontiguousarray(p)

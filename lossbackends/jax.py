@@ -323,8 +323,11 @@ def _make(name: str) -> Callable:
         _check_device(p, "y_pred")
         _check_device(y, "y_true")
         if not jnp.issubdtype(p.dtype, jnp.floating):
+            # (float labels beside them: the arguments swapped, as optax's order has them)
+            swapped = ("; y_pred holds integers: is it the labels? the order is (y_true, "
+                       "y_pred)" if jnp.issubdtype(y.dtype, jnp.floating) else "")
             raise TypeError(f"y_pred has dtype {p.dtype}; pass a floating array (JAX "
-                            "differentiates floats only: y_pred.astype(jnp.float32))")
+                            f"differentiates floats only: y_pred.astype(jnp.float32)){swapped}")
         arrays = []
         names = []
         for key in array_names:

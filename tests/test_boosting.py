@@ -689,6 +689,23 @@ def test_errors(library):
         module.objective(lb.cross_entropy)(np.zeros(4), np.zeros(4), None)
 
 
+@needs_xgboost
+@needs_lightgbm
+def test_a_loss_passed_as_an_objective_names_the_objective():
+    """A booster calls obj(preds, data): the loss reads its data as y_pred and says what
+    to pass instead."""
+    import lightgbm as lgb
+    import xgboost as xgb
+
+    X, y = np.random.default_rng(0).random((200, 3)), np.random.default_rng(1).random(200)
+    with pytest.raises(TypeError, match=r"from a DMatrix.*; a loss is not an XGBoost "
+                                        r"objective: pass lossbackends\.xgboost\.objective"):
+        xgb.train({}, xgb.DMatrix(X, label=y), 1, obj=lb.mse)
+    with pytest.raises(TypeError, match=r"from a Dataset.*; a loss is not a LightGBM "
+                                        r"objective: pass lossbackends\.lightgbm\.objective"):
+        lgb.train({"objective": lb.mse, "verbose": -1}, lgb.Dataset(X, y), 1)
+
+
 def test_the_benchmark_rows_run():
     """benchmarks/boosting_rows.py at a tiny size: ours and the hand-written NumPy
     objective agree (checked inside) and every row is well formed."""

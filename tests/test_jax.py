@@ -228,6 +228,11 @@ def test_bfloat16_and_errors():
             jnp.ones((2, 3))), np.log(3), rtol=1e-6)
     with pytest.raises(TypeError, match="no backend= or out="):
         lbj.mse(y, p, out=p)
+    # optax's order (logits, labels): the message says so, as the plain API's does
+    with pytest.raises(TypeError, match=r"y_pred has dtype int32; pass a floating array .*; "
+                                        r"y_pred holds integers: is it the labels\? the order "
+                                        r"is \(y_true, y_pred\)"):
+        lbj.cross_entropy(jnp.ones((4, 3)), jnp.array([0, 1, 2, 0]))
     # an unknown option: the options listed are this module's (no backend=), traced or not
     for call in (lambda y, p: lbj.huber(y, p, detla=1.0),
                  jax.jit(lambda y, p: lbj.huber(y, p, detla=1.0))):
