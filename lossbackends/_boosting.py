@@ -273,19 +273,21 @@ class Objective:
             weight = _prepare.as_sample_weight(xp, weight, dtype)
         options = dict(self.options)
         if loss._class_indices:
+            # the two-class loss of one margin per sample: the multiclass loss's twin
+            binary = ("hinge (labels 0/1 or -1/+1)" if loss.name == "multiclass_hinge"
+                      else "binary_cross_entropy_with_logits (labels 0/1)")
             if preds.ndim != 2:  # one margin per sample: what the classifiers pass for two
                 raise ValueError(
                     f"{loss.name} needs (n_samples, n_classes) predictions; got shape "
                     f"{preds.shape}, one margin per sample (what XGBClassifier and "
-                    "LGBMClassifier pass for two classes): for two classes use "
-                    "binary_cross_entropy_with_logits (labels 0/1); for more, set num_class "
-                    "(XGBoost) or num_class with a multiclass objective (LightGBM)"
+                    f"LGBMClassifier pass for two classes): for two classes use {binary}; "
+                    "for more, set num_class (XGBoost) or num_class with a multiclass "
+                    "objective (LightGBM)"
                 )
             if preds.shape[1] < 2:  # (and LightGBM's Hessian factor C / (C - 1) is 1 / 0)
                 raise ValueError(
                     f"{loss.name} as an objective needs at least 2 classes; got predictions "
-                    f"of shape {preds.shape}: for one margin per sample use "
-                    "binary_cross_entropy_with_logits")
+                    f"of shape {preds.shape}: for one margin per sample use {binary}")
             with np.errstate(invalid="ignore"):  # NaN is caught below, not warned of
                 classes = labels.astype(np.int64)
             if (classes != labels).any():  # a fraction, NaN or inf is no class index

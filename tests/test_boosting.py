@@ -1069,6 +1069,11 @@ def test_cross_entropy_on_two_classes_names_the_binary_loss():
     with pytest.raises(ValueError, match=message):
         xgboost.XGBClassifier(n_estimators=2, n_jobs=1,
                               objective=lb.xgboost.objective(lb.cross_entropy)).fit(X, y)
+    # multiclass_hinge's twin for one margin per sample: hinge
+    with pytest.raises(ValueError, match=r"multiclass_hinge needs .*: for two classes use "
+                                         r"hinge \(labels 0/1 or -1/\+1\)"):
+        xgboost.XGBClassifier(n_estimators=2, n_jobs=1,
+                              objective=lb.xgboost.objective(lb.multiclass_hinge)).fit(X, y)
 
 
 @needs_xgboost
