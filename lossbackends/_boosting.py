@@ -390,8 +390,9 @@ class Objective:
                 "(n_samples, num_class)")
         if labels.size == preds.size:
             return
-        hint = ("; (n, k) predictions come from num_class (or k outputs): this loss takes one "
-                "margin per label, so leave num_class out, or use cross_entropy for classes"
+        hint = ("; (n, k) predictions come from num_class (or k outputs; a classifier sets it "
+                "for labels of more than two classes): this loss takes one margin per label, "
+                "so leave num_class out, or use cross_entropy for classes"
                 if preds.ndim == 2 and labels.size == preds.shape[0] else
                 "; check that the labels are the training set's")
         raise ValueError(f"{labels.size} labels for {preds.size} predictions (shape "
