@@ -29,11 +29,11 @@ gradient, as ``check_labels=False`` gives, and a ``RuntimeWarning`` carries the 
 call's error for it (under ``vmap``, the row of its example; with warnings made errors, a
 line on stderr instead: nothing raises inside the callback; the call run again with the
 check only where its result holds a NaN). An explicit ``check_labels=False`` warns of
-nothing, an explicit ``check_labels=True`` raises ``ValueError`` while tracing. Nor is ``pos_weight`` checked there (finite and >= 0, a
-``ValueError`` in the plain call): a bad value gives what the formula gives, NaN for a
-NaN one, and for an infinite one inf where the label is above 0 and NaN where it is 0.
-JAX arrays on a GPU raise ``ValueError`` (no silent copy to
-the host).
+nothing, an explicit ``check_labels=True`` raises ``ValueError`` while tracing. Nor is
+``pos_weight`` checked there (finite and >= 0, a ``ValueError`` in the plain call): a
+bad value gives what the formula gives, NaN for a NaN one, and for an infinite one inf
+where the label is above 0 and NaN where it is 0. JAX arrays on a GPU raise
+``ValueError`` (no silent copy to the host).
 
 The host backend is the one that applies (``use_backend``, ``LOSSBACKENDS_BACKEND``) when
 the call is traced, as a Dask graph takes it when built: JAX may run the callback on a

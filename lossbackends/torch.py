@@ -113,8 +113,8 @@ from ._torch_op import (
     _in_torch_terms,
     _InPlace,
     _is_compiling,
-    _our_options,
     _refuse_grad,
+    _value,
     _value_and_grad,
     _value_op,
     _ValueOf,
@@ -288,8 +288,7 @@ def _apply(name: str, entry: _Entry, input: Tensor, target: Tensor, options: dic
     elif input.requires_grad and torch.is_grad_enabled():
         value = _in_torch_terms(name, _Eager.apply, *args)[0]
     else:  # nothing to differentiate: the value alone (no gradient buffer)
-        value = _in_torch_terms(name, entry.loss, target, input, reduction=call_reduction,
-                                **_our_options(entry, input.ndim, *tensors, floats, ints))
+        value = _value(*args)
     if weighted_mean:
         value = value / tensors[0].sum()
     elif batchmean and input.ndim:
