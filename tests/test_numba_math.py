@@ -18,11 +18,11 @@ pytest.importorskip("numba", reason="Numba is not installed (pip install 'lossba
 
 from numba import njit  # noqa: E402
 
+from lossbackends.backends._numba_intrinsics import FASTMATH, held  # noqa: E402
 from lossbackends.backends._numba_math import (  # noqa: E402
     EXP32,
     EXP32_LOW,
     EXP32_WIDE,
-    FASTMATH,
     LOG1P32,
     LOG32,
     TANH32,
@@ -33,7 +33,6 @@ from lossbackends.backends._numba_math import (  # noqa: E402
     fast_log1p,
     fast_log_normal,
     fast_tanh,
-    held,
     softcap_constants,
     softcap_near_zero,
 )
@@ -252,8 +251,8 @@ def test_kernels_vectorise_whoever_compiles_the_helpers_first(tmp_path):
         from numba import njit
         import lossbackends as lb
         from lossbackends.backends import numba_backend
-        from lossbackends.backends._numba_math import (EXP32_WIDE, LOG1P32, fast_exp,
-                                                       fast_log1p, held)
+        from lossbackends.backends._numba_intrinsics import held
+        from lossbackends.backends._numba_math import EXP32_WIDE, LOG1P32, fast_exp, fast_log1p
 
         @njit  # Python's error model, no fast-math: unlike every kernel
         def first(x, out):

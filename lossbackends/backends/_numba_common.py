@@ -20,7 +20,7 @@ from numba import njit
 from numba.core import cgutils
 from numba.extending import intrinsic, overload
 
-from ._numba_math import FASTMATH, INLINE, inline
+from ._numba_intrinsics import FASTMATH, INLINE, inline
 from ._threads import SHARED
 
 LINE = 64  # bytes in a cache line

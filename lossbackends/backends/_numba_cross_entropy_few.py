@@ -20,14 +20,8 @@ from ._numba_common import (
     array_type,
     compensated,
 )
-from ._numba_math import (
-    EXP32_LOW,
-    ONE,
-    ZERO,
-    fast_exp_nonpositive,
-    held,
-    maximum,
-)
+from ._numba_intrinsics import held, maximum
+from ._numba_math import EXP32_LOW, ONE, ZERO, fast_exp_nonpositive
 from ._numba_row_common import _BOOL, _INT, _REAL, _ROW_LOSSES, _log_sum, _others, _shifted
 from ._threads import claim, record
 

@@ -21,12 +21,12 @@ import numpy as np
 from numba import types
 from numba.extending import overload
 
+from ._numba_intrinsics import INLINE, fma, inline
 from ._numba_math import (
     EXP32_LOW,
     EXP32_WIDE,
     HALF,
     INF,
-    INLINE,
     LOG1P32,
     LOG32,
     NAN,
@@ -39,11 +39,9 @@ from ._numba_math import (
     fast_log,
     fast_log1p,
     fast_log_normal,
-    fma,
-    inline,
-    tanh_parts64,
     times,
 )
+from ._numba_math64 import tanh_parts64
 
 _f32 = np.float32
 TWO = _f32(2.0)
@@ -65,7 +63,7 @@ def loss_math(*constants, hard_labels=None, hard_gradient=False, sum_in_loop_fro
     ``constants`` the constant tuples of the ``fast_*`` functions it calls (``EXP32_WIDE``,
     ``EXP32_LOW``, ``LOG32``, ``LOG1P32``), in the order it reads them from ``k``, or None for none. The
     elementwise kernel takes ``held(constants)`` once before its loops and passes it as
-    ``k`` (see ``_numba_math.held``: vectorised exp and log then keep their constants in
+    ``k`` (see ``_numba_intrinsics.held``: vectorised exp and log then keep their constants in
     registers, or on the stack, instead of fetching each again on every iteration).
 
     ``hard_labels``: the same loss for labels of 0 and 1 only, cheaper (compiled by this

@@ -1,13 +1,13 @@
-"""Vectorisable exp and log (float32 and float64) for the Numba kernels.
+"""Vectorisable exp, log, log1p and tanh for the Numba kernels: the ``fast_*`` functions.
 
 LLVM vectorises a loop only if every call in it has a vector form; Numba's ``math.exp``
 and ``math.log`` have none without SVML (which current llvmlite builds lack), so the hot
 loops would run one scalar libm call per element. float32's ``exp`` is the Cephes
 single-precision algorithm, ``log`` FreeBSD's ``logf`` (range reduction, then a short
-polynomial; under 1 ulp), written with bit casts so that LLVM turns them into SIMD code.
-float64's are the same algorithms at float64's length (Taylor's exp to degree 13, fdlibm's
-``log``; within 0.85 ulp, log1p 1.25): libm's scalar calls had made the float64 losses
-5-30x slower than float32 (tanh too, from expm1: ``tanh_parts64``).
+polynomial; under 1 ulp), written with bit casts so that LLVM turns them into SIMD code:
+here, with the ``fast_*`` functions the kernels call, which take these for float32,
+``_numba_math64.py``'s twins for float64 and ``math``'s functions for other types. The bit
+tricks, fused products and compile flags they are built from: ``_numba_intrinsics.py``.
 """
 
 from __future__ import annotations
@@ -16,44 +16,26 @@ import math
 import warnings
 
 import numpy as np
-from llvmlite import ir
-from numba import config, njit, types
-from numba.core import cgutils
+from numba import types
 from numba.core.errors import NumbaIRAssumptionWarning
-from numba.extending import intrinsic, overload
+from numba.extending import overload
 
-if config.DISABLE_JIT:  # (every Numba module of the backend imports this one)
-    # (decorated functions would stay Python functions, which the kernels' launches cannot
-    # use: the backend is refused here, and "auto" takes NumPy, with a warning)
-    raise ImportError("Numba's compiler is off (NUMBA_DISABLE_JIT=1), and the numba backend "
-                      "runs compiled kernels only: unset NUMBA_DISABLE_JIT, or use "
-                      "backend='numpy'")
+from ._numba_intrinsics import INLINE, fma, inline, positive_normal, power_of_two, split_for_log
+from ._numba_math64 import (
+    SMALLEST_NORMAL64,
+    _exp64,
+    _exp64_nonpositive,
+    _exp64_normal,
+    _log1p64,
+    _log64,
+    _log64_normal,
+    _tanh64,
+)
 
 # Numba's "pedantic" SSA check flags the selects of these inlined functions (its own
 # message asks for a bug report); the code is correct and vectorised, so the warning is
 # silenced for these functions only.
 warnings.filterwarnings("ignore", message=r".*variable '[^']*_(exp|log|log1p|tanh)(32|64)_", category=NumbaIRAssumptionWarning)
-
-# Fast-math without "nnan"/"ninf", so NaN and inf keep their meaning; without "reassoc",
-# so every formula is evaluated as written: reassociation costs our exp 4 ulp and turns
-# y log p + (1 - y) log(1 - p) into a cancellation (sums reassociate, apart: see
-# ``_numba_common._sum``); and without "contract", which fused a b + c differently in a
-# loop's vector body and in its scalar tail, so that an element's bits depended on its
-# place in the array (the math functions fuse by name: ``fma``).
-FASTMATH = frozenset({"nsz", "arcp", "afn"})
-
-# How the kernels' helpers compile: once per process and signature, then inlined by
-# LLVM (``forceinline``), not by Numba (``inline="always"`` typed each helper again at
-# every call site, in every kernel: a third of a kernel's compile time, and most of a cold
-# test run's); called from compiled code only, so with no Python or C entry point. Their
-# flags are the kernels', given here: left unset, a helper takes those of whichever
-# caller compiles it first in the process (Numba's flag inheritance), and a test's njit
-# function of Python's error model, first, gave every later kernel of the process a
-# zero-division check in its exp and log: no vectorised loop, 10x slower, and written so
-# into the disk cache for every later process.
-INLINE = {"forceinline": True, "no_cpython_wrapper": True, "no_cfunc_wrapper": True,
-          "fastmath": set(FASTMATH), "error_model": "numpy"}
-inline = njit(**INLINE)
 
 _f32 = np.float32
 LOG2E = _f32(1.44269504088896341)
@@ -79,172 +61,10 @@ def times(k, v):
     return ZERO if k == ZERO and abs(v) == INF else k * v
 
 
-# Numba computes integer arithmetic in 64 bits, so bit tricks written in Python would run
-# float32's 4 lanes to a 256-bit vector (and convert back and forth); these two intrinsics
-# keep them in lanes of the float's own width (float32: 8 to a vector), like the
-# arithmetic around them.
-_I32 = ir.IntType(32)
-_F32 = ir.FloatType()
-
-
-# Each float type's bit layout for the two intrinsics below: (its integer of the same
-# width, the mantissa's bits, the bits of sqrt(1/2) in it)
-_LAYOUT = {types.float32: (_I32, 23, 0x3F3504F3), types.float64: (ir.IntType(64), 52,
-                                                                  0x3FE6A09E667F3BCD)}
-
-
-@intrinsic
-def _split_for_log(typingctx, x):
-    """(k, m) with x = m 2^k, m in [sqrt(1/2), sqrt(2)) and k of x's type, for a positive
-    normal float32 or float64 x: subtracting the bits of sqrt(1/2) moves the binade
-    boundary there, so no compare and select are needed."""
-    if x not in _LAYOUT:
-        return None
-    sig = types.UniTuple(x, 2)(x)
-    integer, mantissa_bits, sqrt_half = _LAYOUT[x]
-
-    def codegen(context, builder, signature, args):
-        value_type = context.get_value_type(x)
-        offset = builder.sub(builder.bitcast(args[0], integer), ir.Constant(integer, sqrt_half))
-        k = builder.sitofp(builder.ashr(offset, ir.Constant(integer, mantissa_bits)), value_type)
-        low_bits = ir.Constant(integer, (1 << mantissa_bits) - 1)
-        mantissa = builder.add(builder.and_(offset, low_bits), ir.Constant(integer, sqrt_half))
-        m = builder.bitcast(mantissa, value_type)
-        return context.make_tuple(builder, signature.return_type, [k, m])
-
-    return sig, codegen
-
-
-@intrinsic
-def _positive_normal(typingctx, x):
-    """Whether x is a positive normal number (not 0, subnormal, negative, infinite or NaN):
-    one unsigned compare of its bits less the smallest normal's against the span up to
-    +inf's, integer operations where the float pipes are the busy ones."""
-    if x not in _LAYOUT:
-        return None
-    sig = types.boolean(x)
-    integer, mantissa_bits, _ = _LAYOUT[x]
-    smallest = 1 << mantissa_bits  # the smallest normal's bits
-    span = ((1 << (integer.width - 1 - mantissa_bits)) - 2) << mantissa_bits  # to +inf's
-
-    def codegen(context, builder, signature, args):
-        offset = builder.sub(builder.bitcast(args[0], integer), ir.Constant(integer, smallest))
-        return builder.icmp_unsigned("<", offset, ir.Constant(integer, span))
-
-    return sig, codegen
-
-
 # 1.5 2^23 + 127: for |t| < 2^22, t + ROUNDER rounds t to the nearest integer n (float32
 # has no bits below 1 there), and the low bits of its pattern hold n + 127, the biased
 # exponent of 2^n: one add gives both n and, by a shift, 2^n.
 ROUNDER = _f32(12582912.0 + 127.0)
-
-
-@intrinsic
-def _power_of_two(typingctx, rounded):
-    """2^n from ``rounded`` = n + ROUNDER (float32, n in [-126, 127]) or n + ROUNDER64
-    (float64, n in [-1022, 1023])."""
-    if rounded not in _LAYOUT:
-        return None
-    sig = rounded(rounded)
-    integer, mantissa_bits, _ = _LAYOUT[rounded]
-
-    def codegen(context, builder, signature, args):
-        # the pattern's low bits are n + the bias (mod a power of two); the shift drops
-        # the rest
-        exponent = builder.shl(builder.bitcast(args[0], integer),
-                               ir.Constant(integer, mantissa_bits))
-        return builder.bitcast(exponent, context.get_value_type(rounded))
-
-    return sig, codegen
-
-
-def _extreme(name: str):
-    """An intrinsic for LLVM's ``llvm.<name>`` of two floats of one type."""
-
-    def typer(typingctx, a, b):
-        if not (isinstance(a, types.Float) and a == b):
-            return None
-
-        def codegen(context, builder, signature, args):
-            value_type = context.get_value_type(signature.return_type)
-            function = cgutils.get_or_insert_function(
-                builder.module, ir.FunctionType(value_type, [value_type, value_type]),
-                f"llvm.{name}.{'f32' if value_type == _F32 else 'f64'}")
-            return builder.call(function, args)
-
-        return a(a, b), codegen
-
-    typer.__name__ = name
-    return intrinsic(typer)
-
-
-# max(a, b) and min(a, b), NaN if either is NaN (LLVM's ``llvm.maximum``/``minimum``). A
-# running max written as a compare and select is a serial scalar chain (LLVM may reorder
-# it only under the no-NaN flag); these it vectorises.
-maximum = _extreme("maximum")
-minimum = _extreme("minimum")
-
-
-@intrinsic
-def fma(typingctx, a, b, c):
-    """a b + c rounded once (LLVM's ``llvm.fma``): the polynomials' steps. The kernels are
-    compiled without the "contract" flag, which lets LLVM fuse a b + c where it likes: it
-    then fused differently in a loop's vector body and its scalar tail, so an element's
-    bits depended on where it sat in the array (a Dask block against the whole array).
-    Fused here by name, every element gets the same bits wherever it is."""
-    if not (isinstance(a, types.Float) and a == b == c):
-        return None
-    sig = a(a, b, c)
-
-    def codegen(context, builder, signature, args):
-        value_type = context.get_value_type(signature.return_type)
-        function = cgutils.get_or_insert_function(
-            builder.module, ir.FunctionType(value_type, [value_type] * 3),
-            f"llvm.fma.{'f32' if value_type == _F32 else 'f64'}")
-        return builder.call(function, args)
-
-    return sig, codegen
-
-
-@intrinsic
-def held(typingctx, values):
-    """``values``, float32 constants in a tuple (or a tuple of such tuples: one for each
-    function a loop calls), as values LLVM cannot see through (each passes an empty inline
-    asm): a kernel takes them once, before its loop, and hands them to the ``fast_*``
-    functions (``constants=``). Numba compiles with the large code model, where a constant
-    that finds no free register in a vectorised loop is fetched again on every iteration
-    (an absolute address, then a broadcast: two instructions per use, some forty in
-    softcap's tanh and exp); a value LLVM does not know is kept in a register, or spilled
-    once as a whole vector that the fma reads from the stack (on a frame aligned to a
-    cache line: ``_numba_common.aligned_stack``). The same bits. None gives None: a loop
-    without such constants compiles as it would without ``held``."""
-    if not _float32_leaves(values):
-        return None
-    sig = values(values)
-
-    def codegen(context, builder, signature, args):
-        return _opaque(builder, context, signature.return_type, args[0])
-
-    return sig, codegen
-
-
-def _float32_leaves(typ) -> bool:
-    if isinstance(typ, types.NoneType) or typ == types.float32:
-        return True
-    return isinstance(typ, types.BaseTuple) and all(map(_float32_leaves, typ.types))
-
-
-def _opaque(builder, context, typ, value):
-    if isinstance(typ, types.NoneType):
-        return value
-    if typ == types.float32:
-        bits = builder.bitcast(value, _I32)
-        bits = builder.asm(ir.FunctionType(_I32, [_I32]), "", "=r,0", [bits], False)
-        return builder.bitcast(bits, _F32)
-    return context.make_tuple(builder, typ, [
-        _opaque(builder, context, item, builder.extract_value(value, i))
-        for i, item in enumerate(typ.types)])
 
 
 def fast_exp(x, constants=None):
@@ -350,14 +170,14 @@ def exp_and_expm1_normal32(x, k=EXP32):
     (NaN kept), from one reduction: expm1 = 2^n (e^f - 1) + (2^n - 1), one rounding, so
     exact near 0, where exp(x) - 1 cancels. ``k``: ``EXP32``, or the same ``held``."""
     minus_one, rounded = _exp32_reduced_minus_one(x, k)
-    scale = _power_of_two(rounded)
+    scale = power_of_two(rounded)
     return (minus_one + k[10]) * scale, fma(minus_one, scale, scale - k[10])
 
 
 @inline
 def _exp32_normal(x, k=EXP32):
     mantissa, rounded = _exp32_reduced(x, k)
-    return mantissa * _power_of_two(rounded)
+    return mantissa * power_of_two(rounded)
 
 
 # fast_exp's constants: exp's, then the clamp's bounds and the two-factor scaling's
@@ -379,7 +199,7 @@ def _exp32(x, k=EXP32_WIDE):
     # a subnormal or overflowing result is rounded once, by the last product (a bare 2^n
     # would need n >= -126: results below 2^-126 would flush to 0)
     low = rounded < reduced[1]  # n < 0 (reduced[1] is ROUNDER)
-    y = mantissa * _power_of_two(rounded + (shift if low else minus_shift))
+    y = mantissa * power_of_two(rounded + (shift if low else minus_shift))
     return y * (two_to_minus_shift if low else two_to_shift)
 
 
@@ -395,7 +215,7 @@ def _exp32_nonpositive(x, k=EXP32_LOW):
     mantissa, rounded = _exp32_reduced(clamped, reduced)
     # 2^(n + 64) 2^-64: the result, if subnormal, is rounded once, by the last product
     # (``_exp32``'s scaling for n < 0, taken for every n: exact for a normal result)
-    return mantissa * _power_of_two(rounded) * two_to_minus_shift
+    return mantissa * power_of_two(rounded) * two_to_minus_shift
 
 
 # FreeBSD's logf (k_logf.h): log(1 + f) = f - f^2/2 + s (f^2/2 + R(s^2)), s = f / (2 + f),
@@ -414,7 +234,7 @@ LOG32 = (SMALLEST_NORMAL, TWO_TO_25, TWENTY_FIVE, ONE, _f32(2.0), LG1, LG2, LG3,
 
 @inline
 def _log32_of_parts(e, m, k):
-    """log(m 2^e) for m in [sqrt(1/2), sqrt(2)) (``_split_for_log``)."""
+    """log(m 2^e) for m in [sqrt(1/2), sqrt(2)) (``split_for_log``)."""
     (smallest_normal, two_to_25, twenty_five, one, two, lg1, lg2, lg3, lg4, half, ln2_hi,
      ln2_lo, inf, minus_inf, nan) = k
     f = m - one
@@ -434,7 +254,7 @@ def _log32(x, k=LOG32):
     # a subnormal x is scaled by 2^25 (exactly) into the normal range the bit split needs
     tiny = x < smallest_normal
     # x = m 2^e, m in [sqrt(1/2), sqrt(2))
-    e, m = _split_for_log(x * two_to_25 if tiny else x)
+    e, m = split_for_log(x * two_to_25 if tiny else x)
     y = _log32_of_parts(e - (twenty_five if tiny else ZERO), m, k)
     # where the bit tricks give a number but log has none (selects, still vectorised):
     # inf and NaN stay themselves, 0 gives -inf, a negative x NaN
@@ -444,11 +264,11 @@ def _log32(x, k=LOG32):
 
 @inline
 def _log32_normal(x, k=LOG32):
-    """``_log32``'s bits for a positive normal x, else NaN (``_positive_normal``): one
+    """``_log32``'s bits for a positive normal x, else NaN (``positive_normal``): one
     select instead of seven operations."""
-    e, m = _split_for_log(x)
+    e, m = split_for_log(x)
     y = _log32_of_parts(e, m, k)
-    return y if _positive_normal(x) else k[14]
+    return y if positive_normal(x) else k[14]
 
 
 # tanh(x) = x P(x^2) / Q(x^2) on |x| <= 10, degrees 12 and 6 in x, fitted by
@@ -527,182 +347,29 @@ def _softcap32_near_zero(x, k):
     return fma(x, w * r, x), w
 
 
-# --- float64: the same algorithms, vectorisable, with float64's constants -------------
-# (with libm's scalar calls, value_and_grad of BCE with logits at n = 1e6 took 10.3 ms in
-# float64 against 0.46 in float32, and PyTorch's float64 forward pass alone 2.8 ms).
-# Within the module docstring's bounds (tests/test_numba_math.py, against long double);
-# the same bits wherever an element sits in an array (fused products by name, ``fma``).
-_f64 = np.float64
-
-# 1.5 2^52 + 1023: ``ROUNDER``'s float64 twin (n + 1023 in the pattern's low bits)
-ROUNDER64 = _f64(6755399441055744.0 + 1023.0)
-
-
-# fdlibm's ln 2 in two parts: LN2_HI64 n is exact for |n| < 2^21
-LN2_HI64 = _f64(6.93147180369123816490e-01)
-LN2_LO64 = _f64(1.90821492927058770002e-10)
-LOG2E64 = _f64(1.4426950408889634)
-# e^f - 1 = f + f^2 (1/2! + f/3! + ... + f^11/13!) on |f| <= ln2/2: Taylor's terms to
-# degree 13, whose remainder is under 4.3e-18 relative (a 26th of half an ulp)
-_EXP64_TAYLOR = tuple(_f64(1.0 / math.factorial(k)) for k in range(13, 1, -1))
+# log1p(x) = x + x^2 M(x) on [0, 1], M of degree 8 fitted by ci/fit_polynomials.py (5e-9
+# relative in float64; 1.44 ulp in float32, against 2.74 for the series of 2 atanh(x / (2 +
+# x)) it replaced, whose division cost the softplus losses 4 %): fused products only, with
+# no cancellation that fast-math reassociation could spoil (the classic log(1 + x) * x /
+# ((1 + x) - 1) can be "simplified" away); a subnormal x gives x (x^2 is 0)
+LOG1P32 = (_f32(-0.4999993145465851), _f32(0.33330512046813965), _f32(-0.24958589673042297),
+           _f32(0.1969541758298874), _f32(-0.1535545438528061), _f32(0.106806680560112),
+           _f32(-0.057665687054395676), _f32(0.020205311477184296),
+           _f32(-0.003318648086860776))  # as ``held`` takes them
 
 
 @inline
-def _exp64_reduced_minus_one(x):
-    """``_exp32_reduced_minus_one`` in float64: (e^f - 1, n + ROUNDER64)."""
-    rounded = fma(x, LOG2E64, ROUNDER64)
-    n = rounded - ROUNDER64  # exact
-    high = fma(n, -LN2_HI64, x)  # exact
-    f = fma(n, -LN2_LO64, high)
-    # what rounding f lost (high - f is exact or nearly: the two are close), carried to
-    # the last addition: without it e^f - 1 was off by up to 0.85 ulp before any
-    # rounding of its own
-    lost = fma(n, -LN2_LO64, high - f)
-    c = _EXP64_TAYLOR
-    p = fma(c[0], f, c[1])
-    p = fma(p, f, c[2])
-    p = fma(p, f, c[3])
-    p = fma(p, f, c[4])
-    p = fma(p, f, c[5])
-    p = fma(p, f, c[6])
-    p = fma(p, f, c[7])
-    p = fma(p, f, c[8])
-    p = fma(p, f, c[9])
-    p = fma(p, f, c[10])
-    p = fma(p, f, c[11])
-    # f + f^2 p + lost (1 + f): e^(f + lost) - 1, the small terms first
-    return f + fma(p * f, f, fma(lost, f, lost)), rounded
-
-
-# exp(-746) is under half the smallest subnormal float64, exp(710) over the largest:
-# everything beyond rounds to 0 or inf like the bounds themselves
-EXP_LOW64, EXP_HIGH64 = _f64(-746.0), _f64(710.0)
-SHIFT64, TWO_TO_SHIFT64, TWO_TO_MINUS_SHIFT64 = _f64(64.0), _f64(2.0**64), _f64(2.0**-64)
-
-
-@inline
-def _exp64(x):
-    """``_exp32`` in float64: subnormal results, overflow to inf, NaN and -inf included."""
-    clamped = EXP_HIGH64 if x > EXP_HIGH64 else x
-    clamped = EXP_LOW64 if clamped < EXP_LOW64 else clamped
-    minus_one, rounded = _exp64_reduced_minus_one(clamped)
-    low = rounded < ROUNDER64  # n < 0
-    scale = _power_of_two(rounded + (SHIFT64 if low else -SHIFT64))
-    # 2^n e^f rounded once (``fma``), where (e^f - 1) + 1 first rounded it twice
-    return fma(minus_one, scale, scale) * (TWO_TO_MINUS_SHIFT64 if low else TWO_TO_SHIFT64)
-
-
-@inline
-def _exp64_nonpositive(x):
-    """``_exp32_nonpositive`` in float64: exp(x) for x <= 0, scaled as 2^(n + 64) 2^-64."""
-    clamped = EXP_LOW64 if x < EXP_LOW64 else x
-    minus_one, rounded = _exp64_reduced_minus_one(clamped)
-    scale = _power_of_two(rounded + SHIFT64)
-    return fma(minus_one, scale, scale) * TWO_TO_MINUS_SHIFT64
-
-
-@inline
-def _exp64_normal(x):
-    """exp(x) for x in [-708, 709], where it is a normal float64 (NaN kept)."""
-    minus_one, rounded = _exp64_reduced_minus_one(x)
-    scale = _power_of_two(rounded)
-    return fma(minus_one, scale, scale)
-
-
-@inline
-def exp_and_expm1_normal64(x):
-    """``exp_and_expm1_normal32`` in float64: (exp(x), expm1(x)) for x in [-708, 709] (NaN
-    kept), expm1 exact near 0."""
-    minus_one, rounded = _exp64_reduced_minus_one(x)
-    scale = _power_of_two(rounded)
-    return fma(minus_one, scale, scale), fma(minus_one, scale, scale - 1.0)
-
-
-@inline
-def tanh_parts64(a):
-    """(tanh a, t, v) for float64 a >= 0 (or NaN), t = exp(-2a) and v = expm1(-2a) from one
-    reduction, its argument kept where exp is normal (beyond a = 354, t is far below an
-    ulp of 1): tanh a = -v / (2 + v) below a = 1, with no cancellation anywhere, and 1 - 2t
-    / (1 + t) from 1 on, where 2 + v rounds (2.5 ulp of tanh a in the first form there,
-    0.9 in the second): one division, of the terms its form takes. Within 2.25 ulp (2.24
-    near a = 0.546, the most over 40 million points of [0.5, 0.6])."""
-    x = -2.0 * a
-    t, v = exp_and_expm1_normal64(-708.0 if x < -708.0 else x)
-    near = a < 1.0
-    # (|v|, not -v: tanh 0 = +0, as NumPy's)
-    ratio = (abs(v) if near else 2.0 * t) / (2.0 + v if near else 1.0 + t)
-    return (ratio if near else 1.0 - ratio), t, v
-
-
-@inline
-def _tanh64(x):
-    return math.copysign(tanh_parts64(abs(x))[0], x)
-
-
-# fdlibm's log (e_log.c): log(1 + f) = f - f^2/2 + s (f^2/2 + R(s^2)), s = f / (2 + f),
-# R of degree 7 in s^2 on |s| <= 0.1716
-LG64 = (_f64(6.666666666666735130e-01), _f64(3.999999999940941908e-01),
-        _f64(2.857142874366239149e-01), _f64(2.222219843214978396e-01),
-        _f64(1.818357216161805012e-01), _f64(1.531383769920937332e-01),
-        _f64(1.479819860511658591e-01))
-SMALLEST_NORMAL64 = _f64(2.0**-1022)
-TWO_TO_54 = _f64(2.0**54)
-
-
-@inline
-def _log64_of_parts(e, m):
-    """log(m 2^e) for m in [sqrt(1/2), sqrt(2)) (``_split_for_log``), fdlibm's log."""
-    f = m - 1.0
-    s = f / (2.0 + f)
-    z = s * s
-    w = z * z
-    lg1, lg2, lg3, lg4, lg5, lg6, lg7 = LG64
-    t1 = w * fma(w, fma(w, lg6, lg4), lg2)
-    t2 = z * fma(w, fma(w, fma(w, lg7, lg5), lg3), lg1)
-    half_f2 = 0.5 * f * f
-    return e * LN2_HI64 - ((half_f2 - (s * (half_f2 + (t2 + t1)) + e * LN2_LO64)) - f)
-
-
-@inline
-def _log64(x):
-    """``_log32`` in float64 (fdlibm's log): subnormal x, 0, inf, negative x and NaN
-    included."""
-    tiny = x < SMALLEST_NORMAL64  # scaled into the normal range the bit split needs
-    e, m = _split_for_log(x * TWO_TO_54 if tiny else x)
-    y = _log64_of_parts(e - (54.0 if tiny else 0.0), m)
-    y = y if x < math.inf else x
-    return y if x > 0.0 else (-math.inf if x == 0.0 else math.nan)
-
-
-@inline
-def _log64_normal(x):
-    """``_log32_normal`` in float64."""
-    e, m = _split_for_log(x)
-    y = _log64_of_parts(e, m)
-    return y if _positive_normal(x) else math.nan
-
-
-@inline
-def divide_apart(a, b, factor=2.0):
-    """a / b, both times ``factor`` first (a power of two: exact short of overflow, and for
-    1/2 short of a subnormal): a division whose divisor no other division shares. Numba
-    sets "arcp" on every instruction of a kernel, and where two divisions share a divisor
-    LLVM multiplies both by one reciprocal, in the kernels whose code has both: the
-    float64 log1p's 1 + x is the softplus losses' sigmoid divisor too, and cross-entropy's
-    gradient scale shares the row's sum of exps with the Hessian's, so gradients came 1
-    ulp apart between ``grad``, ``value_and_grad`` and ``grad_and_hess``
-    (``tests/test_hessians.py`` compares their bits)."""
-    return (factor * a) / (factor * b)
-
-
-@inline
-def _log1p64(x):
-    """log1p(x) for float64 x >= 0 (NaN kept): log(u) for u = 1 + x, plus what rounding
-    1 + x lost, (x - (u - 1)) / u (u - 1 and that difference are exact): within an ulp,
-    x itself where 1 + x rounds to 1."""
-    u = 1.0 + x
-    lost = divide_apart(x - (u - 1.0), u)  # (u: the sigmoid's divisor in the softplus losses)
-    return _log64(u) + (lost if u < math.inf else 0.0)
+def _log1p32(x, k=LOG1P32):
+    m0, m1, m2, m3, m4, m5, m6, m7, m8 = k  # Horner: a throughput-bound loop
+    p = fma(m8, x, m7)
+    p = fma(p, x, m6)
+    p = fma(p, x, m5)
+    p = fma(p, x, m4)
+    p = fma(p, x, m3)
+    p = fma(p, x, m2)
+    p = fma(p, x, m1)
+    p = fma(p, x, m0)
+    return fma(x * x, p, x)
 
 
 @overload(fast_exp, jit_options=INLINE)
@@ -802,31 +469,6 @@ def _softcap_constants(cap):
 
         return scaled
     return lambda cap: (TANH_NEAR32, 1.0 / cap, 1.0)
-
-
-# log1p(x) = x + x^2 M(x) on [0, 1], M of degree 8 fitted by ci/fit_polynomials.py (5e-9
-# relative in float64; 1.44 ulp in float32, against 2.74 for the series of 2 atanh(x / (2 +
-# x)) it replaced, whose division cost the softplus losses 4 %): fused products only, with
-# no cancellation that fast-math reassociation could spoil (the classic log(1 + x) * x /
-# ((1 + x) - 1) can be "simplified" away); a subnormal x gives x (x^2 is 0)
-LOG1P32 = (_f32(-0.4999993145465851), _f32(0.33330512046813965), _f32(-0.24958589673042297),
-           _f32(0.1969541758298874), _f32(-0.1535545438528061), _f32(0.106806680560112),
-           _f32(-0.057665687054395676), _f32(0.020205311477184296),
-           _f32(-0.003318648086860776))  # as ``held`` takes them
-
-
-@inline
-def _log1p32(x, k=LOG1P32):
-    m0, m1, m2, m3, m4, m5, m6, m7, m8 = k  # Horner: a throughput-bound loop
-    p = fma(m8, x, m7)
-    p = fma(p, x, m6)
-    p = fma(p, x, m5)
-    p = fma(p, x, m4)
-    p = fma(p, x, m3)
-    p = fma(p, x, m2)
-    p = fma(p, x, m1)
-    p = fma(p, x, m0)
-    return fma(x * x, p, x)
 
 
 @overload(fast_log1p, jit_options=INLINE)

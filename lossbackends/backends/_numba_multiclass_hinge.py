@@ -21,7 +21,8 @@ from ._numba_common import (
     in_dtype,
 )
 from ._numba_half import half_in_float32
-from ._numba_math import ZERO, maximum, times
+from ._numba_intrinsics import maximum
+from ._numba_math import ZERO, times
 from ._numba_row_common import _BOOL, _INT, _NONE, _REAL, _ROW_LOSSES, _launch
 from ._threads import claim, record
 

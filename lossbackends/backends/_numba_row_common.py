@@ -25,15 +25,8 @@ from ._numba_common import (
     store_streaming,
     wide_vectors,
 )
-from ._numba_math import (
-    ONE,
-    ZERO,
-    fast_exp_normal,
-    inline,
-    maximum,
-    minimum,
-    softcap_near_zero,
-)
+from ._numba_intrinsics import inline, maximum, minimum
+from ._numba_math import ONE, ZERO, fast_exp_normal, softcap_near_zero
 from ._threads import share
 
 _EMPTY_LOSSES = np.empty(0)  # no per-row losses wanted

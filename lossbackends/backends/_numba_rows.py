@@ -36,19 +36,19 @@ from ._numba_common import (
 )
 from ._numba_cross_entropy_few import _FEW, FEW_CLASSES, _few_classes_types
 from ._numba_half import half_in_float32
+from ._numba_intrinsics import held
 from ._numba_math import (
     EXP32_WIDE,
     INF,
     ONE,
     TANH32,
-    divide_apart,
     fast_exp,
     fast_exp_normal,
     fast_tanh,
-    held,
     softcap_constants,
     times,
 )
+from ._numba_math64 import divide_apart
 from ._numba_row_common import (
     _BOOL,
     _EMPTY_LOSSES,

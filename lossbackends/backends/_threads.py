@@ -44,7 +44,7 @@ from numba.core import cgutils
 from numba.extending import intrinsic
 
 from . import _placement
-from ._numba_math import inline
+from ._numba_intrinsics import inline
 
 # the kernels' last argument: the chunks' counter and partial results (see above)
 SHARED = types.Optional(numba.float64[::1])

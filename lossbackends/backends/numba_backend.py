@@ -66,7 +66,8 @@ from ._numba_common import (
 )
 from ._numba_half import down as _half_down
 from ._numba_half import up as _half_up
-from ._numba_math import INLINE, ONE, ZERO, held, inline
+from ._numba_intrinsics import INLINE, held, inline
+from ._numba_math import ONE, ZERO
 from ._numba_multiclass_hinge import multiclass_hinge
 from ._numba_rows import cross_entropy
 from ._threads import claim, record
