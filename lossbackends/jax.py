@@ -2,9 +2,9 @@
 work, on the CPU.
 
 Each function runs our fused ``value_and_grad`` once on the host through
-``jax.pure_callback`` (batched by ``vmap`` one example at a time: ``vmap_method=
-"sequential"``, since a reduction must not mix examples) and keeps the gradient for the
-backward pass, which multiplies it by the upstream cotangent (a scalar, or one per element
+``jax.pure_callback`` (under ``vmap``, one callback for the batch, which computes its
+examples one at a time, since a reduction must not mix examples) and keeps the gradient
+for the backward pass, which multiplies it by the upstream cotangent (a scalar, or one per element
 / per row for ``reduction="none"``).
 
 Every loss of the plain API, with its names, argument order ``(y_true, y_pred)`` and
@@ -180,8 +180,24 @@ def _function(name: str, reduction: str, static: tuple, number_names: tuple,
             CHECK_VALUES.reset(unchecked)
         return (value, grad) if want_grad else value
 
-    # one object: JAX tells callbacks apart by equality, and each partial is a new one
-    host_value = functools.partial(host, want_grad=False)
+    @functools.lru_cache(maxsize=256)
+    def callback(y_ndim: int, out: tuple, want_grad: bool) -> Callable:
+        """``host`` for a ``y_true`` of ``y_ndim`` dimensions and these results ((shape,
+        dtype) pairs), as ``vmap_method="expand_dims"`` calls it: under ``vmap`` every
+        argument comes with a leading axis per level (of 1 where it is not batched), and
+        the batch's examples are computed one by one, in one callback (a reduction must
+        not mix examples). One object per signature: JAX tells callbacks apart by
+        equality, and keeps each one's compiled state."""
+
+        def run(y, *arrays):
+            extra = np.ndim(y) - y_ndim  # the vmap levels: the same for every argument
+            if extra == 0:
+                return host(y, *arrays, want_grad=want_grad)
+            results = _per_example(functools.partial(host, want_grad=want_grad),
+                                   (y, *arrays), extra, out)
+            return tuple(results) if want_grad else results[0]
+
+        return run
 
     def call(y, p, operands, want_grad):
         # (a Python float differentiated by an eager jax.grad reaches the forward as
@@ -190,9 +206,11 @@ def _function(name: str, reduction: str, static: tuple, number_names: tuple,
         p_axis = None if axis is None else axis % p.ndim
         shapes = _out_shapes(reduction, p.shape, p_axis, p.dtype)
         if not want_grad:  # the value alone: the callback hands JAX one array, not two
-            return jax.pure_callback(host_value, shapes[0], y, p, *operands,
-                                     vmap_method="sequential")
-        return jax.pure_callback(host, shapes, y, p, *operands, vmap_method="sequential")
+            shapes = shapes[:1]
+        run = callback(np.ndim(y), tuple((s.shape, np.dtype(s.dtype)) for s in shapes),
+                       want_grad)
+        return jax.pure_callback(run, shapes if want_grad else shapes[0], y, p, *operands,
+                                 vmap_method="expand_dims")
 
     @jax.custom_vjp
     def f(y, p, *operands):  # not differentiated
@@ -232,6 +250,25 @@ def _function(name: str, reduction: str, static: tuple, number_names: tuple,
 
 
 _HOST_SAMPLE = np.empty(0)  # what the traced calls' arrays are to the backends: host ones
+
+
+def _per_example(host: Callable, arrays: tuple, extra: int, out: tuple) -> list:
+    """``host``'s results for each example of a batch of ``vmap``: ``arrays`` with
+    ``extra`` leading axes each (of 1 where an argument is not batched along one), the
+    results' unbatched (shape, dtype) pairs in ``out``; each example is the plain call's,
+    to the bit, in one callback where JAX's ``"sequential"`` made one per example (256
+    examples of 1000 took 46 ms in a jitted ``vmap(grad)``, 0.2 ms in jax.numpy)."""
+    arrays = tuple(map(np.asarray, arrays))
+    batch = np.broadcast_shapes(*(a.shape[:extra] for a in arrays))
+    results = [np.empty(batch + shape, dtype) for shape, dtype in out]
+    for index in np.ndindex(batch):
+        example = [a[tuple(i if n > 1 else 0 for i, n in zip(index, a.shape[:extra], strict=True))]
+                   for a in arrays]
+        got = host(*example)
+        for result, value in zip(results, got if isinstance(got, tuple) else (got,),
+                                 strict=True):
+            result[index] = value
+    return results
 
 
 def _numbers(values: list) -> np.ndarray:

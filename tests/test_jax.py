@@ -145,6 +145,58 @@ def test_vmap_keeps_examples_apart():
     np.testing.assert_allclose(grads, expected, rtol=2e-5, atol=1e-7)
 
 
+def test_vmap_batches_are_the_plain_calls_of_their_examples():
+    """Under vmap one callback takes the whole batch and computes each example as the plain
+    call does, to the bit: whichever arguments are batched (a shared target, a shared
+    prediction, a per-example weight), nested vmaps, float options, row losses with
+    reduction="none", the value alone, and an empty batch."""
+    import lossbackends as lb
+
+    r = np.random.default_rng(5)
+    y = r.normal(size=(4, 6)).astype(np.float32)
+    p = r.normal(size=(4, 6)).astype(np.float32)
+    w = r.uniform(0.5, 2, size=(4, 6)).astype(np.float32)
+
+    def plain(y, p, **kw):
+        value, grad = lb.huber.value_and_grad(np.asarray(y), np.asarray(p), delta=0.5, **kw)
+        return np.asarray(value), grad
+
+    def vg(y, p, w=None):
+        return jax.value_and_grad(lambda q: lbj.huber(y, q, delta=0.5, weight=w))(p)
+
+    for in_axes, args in [((0, 0), (y, p)), ((None, 0), (y[0], p)), ((0, None), (y, p[0]))]:
+        value, grad = jax.jit(jax.vmap(vg, in_axes=in_axes))(*map(jnp.asarray, args))
+        for b in range(4):
+            yb, pb = (a if axis is None else a[b] for a, axis in zip(args, in_axes, strict=True))
+            expected = plain(yb, pb)
+            np.testing.assert_array_equal(value[b], expected[0])
+            np.testing.assert_array_equal(grad[b], expected[1])
+    value, grad = jax.vmap(vg)(jnp.asarray(y), jnp.asarray(p), jnp.asarray(w))
+    for b in range(4):
+        expected = plain(y[b], p[b], weight=w[b])
+        np.testing.assert_array_equal(value[b], expected[0])
+        np.testing.assert_array_equal(grad[b], expected[1])
+    # nested: targets along one axis, predictions along the other
+    values = jax.jit(jax.vmap(jax.vmap(lambda y, p: lbj.huber(y, p, delta=0.5),
+                                       in_axes=(None, 0)), in_axes=(0, None)))(
+        jnp.asarray(y[:3]), jnp.asarray(p))
+    assert values.shape == (3, 4)
+    for i in range(3):
+        for j in range(4):
+            np.testing.assert_array_equal(values[i, j], plain(y[i], p[j])[0])
+    # a row loss per row, its class axis first
+    x = r.normal(size=(3, 5, 2)).astype(np.float32)
+    t = r.integers(0, 5, size=(3, 2)).astype(np.int32)
+    rows = jax.vmap(lambda t, x: lbj.cross_entropy(t, x, axis=0, reduction="none"))(
+        jnp.asarray(t), jnp.asarray(x))
+    for b in range(3):
+        np.testing.assert_array_equal(rows[b], lb.cross_entropy(t[b], x[b], axis=0,
+                                                                reduction="none"))
+    # an empty batch
+    empty = jax.vmap(jax.grad(lambda p, y: lbj.mse(y, p)))(jnp.zeros((0, 6)), jnp.zeros((0, 6)))
+    assert empty.shape == (0, 6) and empty.dtype == jnp.float32
+
+
 def test_bad_pos_weight_inside_jit_is_not_an_exception():
     """pos_weight's values are checked outside a trace (ValueError) but not inside the
     callback, where an exception is undefined: an infinite one gives NaN there."""
