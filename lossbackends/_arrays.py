@@ -120,6 +120,14 @@ class Foreign:
         negated or conjugated views): reading it takes a copy, so it cannot be ``out``."""
         return False
 
+    def frozen_here(self, x) -> bool:
+        """Whether the library refuses writes into ``x`` here (torch's inference tensors,
+        outside inference mode), so it cannot be ``out``."""
+        return False
+
+    def written(self, x) -> None:
+        """Tell the library that ``x``'s memory was written behind its back (``out``)."""
+
     def stream(self, x, device: tuple[str, int]):
         """The context the GPU work runs in: the array's device (its library's stream
         where the library has one, see ``_Torch``)."""
@@ -177,6 +185,15 @@ class _Torch(Foreign):
 
     def is_lazy(self, x) -> bool:
         return x.is_neg() or x.is_conj()
+
+    def frozen_here(self, x) -> bool:
+        return x.is_inference() and not self.module.is_inference_mode_enabled()
+
+    def written(self, x) -> None:
+        # the version counter autograd checks: a tensor saved for a backward pass (the
+        # tensor itself, a .detach() of it, a view) then raises there, as after torch's
+        # own in-place ops, instead of giving a gradient from the overwritten values
+        self.module.autograd.graph.increment_version(x)
 
     def to_native(self, x, device: str):
         # a tensor that requires grad is read, never recorded; a lazily negated or
@@ -313,20 +330,28 @@ def adapter(kind: type) -> Foreign | None:
     except KeyError:
         pass
     found: Foreign | None = None
-    jax = sys.modules.get("jax")
-    if jax is not None and issubclass(kind, jax.core.Tracer):  # no DLPack: _Jax explains
+    # the libraries' classes, where imported; a module another thread is still importing
+    # may lack them yet (then no array of it exists: the answer is not kept, as it might
+    # change when the import is done)
+    jax, torch = sys.modules.get("jax"), sys.modules.get("torch")
+    tracer = getattr(getattr(jax, "core", None), "Tracer", None)
+    jax_array = getattr(jax, "Array", None)
+    tensor = getattr(torch, "Tensor", None)
+    settled = ((jax is None or None not in (tracer, jax_array))
+               and (torch is None or tensor is not None))
+    if tracer is not None and issubclass(kind, tracer):  # no DLPack: _Jax explains
         found = _Jax(kind)
     elif (not issubclass(kind, np.ndarray) and hasattr(kind, "__dlpack__")
             and hasattr(kind, "__dlpack_device__")
             and kind.__module__.partition(".")[0] != "cupy"):
-        torch = sys.modules.get("torch")
-        if torch is not None and issubclass(kind, torch.Tensor):
+        if tensor is not None and issubclass(kind, tensor):
             found = _Torch(kind)
-        elif jax is not None and issubclass(kind, jax.Array):
+        elif jax_array is not None and issubclass(kind, jax_array):
             found = _Jax(kind)
         else:
             found = Foreign(kind)
-    _KINDS[kind] = found
+    if settled:
+        _KINDS[kind] = found
     return found
 
 
@@ -443,14 +468,16 @@ def run_foreign(run: Callable, y_true, y_pred, options: dict, out, want_grad: bo
             native_out = _aligned_empty(p.shape, _float_dtype(p))  # XLA takes it as it is
         if given_hess:
             native_hess = out_marker if float32_pass else view("hess_out", hess_out)
-        if raw:
-            token = HALF_IS_BFLOAT16.set(True)
-            try:
-                value, grad, *hess = run(y, p, options, native_out, native_hess)
-            finally:
-                HALF_IS_BFLOAT16.reset(token)
-        else:
+        token = HALF_IS_BFLOAT16.set(True) if raw else None
+        try:
             value, grad, *hess = run(y, p, options, native_out, native_hess)
+        finally:
+            if token is not None:
+                HALF_IS_BFLOAT16.reset(token)
+            # (also after an error: a GPU kernel may have written before it raised)
+            for given, buffer in ((given_out, out), (given_hess, hess_out)):
+                if given and lead is not None:
+                    lead.written(buffer)
         if lead is None:
             return (value, grad, *hess)
         if float32_pass:
@@ -503,6 +530,13 @@ def _check_foreign_out(lead, out, name: str) -> None:
             "memory does not hold its values, and a result written there would go into "
             "a copy; pass a tensor of its own (torch.empty_like(y_pred)), or "
             f"{name}.resolve_neg() and use that tensor"
+        )
+    if lead is not None and lead.frozen_here(out):
+        raise ValueError(
+            f"{name} is an inference tensor (made under torch.inference_mode()), which torch "
+            "lets nothing write outside inference mode: make the call inside "
+            f"torch.inference_mode(), or pass a tensor made outside it ({name}.clone() or "
+            "torch.empty_like(y_pred))"
         )
     if not getattr(out, "is_contiguous", lambda: True)():  # (torch's name for it)
         raise ValueError(

@@ -80,9 +80,12 @@ def _first_traced() -> bool:
     imported: it binds ``_traced`` to torch.compiler.is_dynamo_compiling."""
     global _traced
     torch = _MODULES["torch"]
-    if torch is None:  # torch's import blocked (sys.modules["torch"] = None)
+    # (None: torch's import blocked, sys.modules["torch"] = None; no is_dynamo_compiling
+    # yet: another thread is importing torch, and nothing can be traced before it is done)
+    compiling = getattr(getattr(torch, "compiler", None), "is_dynamo_compiling", None)
+    if compiling is None:
         return False
-    _traced = torch.compiler.is_dynamo_compiling
+    _traced = compiling
     return _traced()
 
 

@@ -70,11 +70,12 @@ def as_prediction(xp: Any, y_pred: Any, contiguous: bool = True) -> Any:
 def refuse_masked(y_true: Any, y_pred: Any, options: dict[str, Any]) -> None:
     """Refuse NumPy masked arrays among the arguments: ``asarray`` would drop the mask,
     and the masked elements would count in the loss."""
-    ma = sys.modules.get("numpy.ma")  # not imported: no masked array exists
-    if ma is None:
+    # not imported, or being imported by another thread: no masked array exists yet
+    masked = getattr(sys.modules.get("numpy.ma"), "MaskedArray", None)
+    if masked is None:
         return
     for name, value in (("y_true", y_true), ("y_pred", y_pred), *options.items()):
-        if isinstance(value, ma.MaskedArray):
+        if isinstance(value, masked):
             raise TypeError(
                 f"{name} is a masked array (numpy.ma), whose mask a loss would ignore; pass "
                 "plain arrays: the elements to keep (numpy.ma.compressed), or the data with a "

@@ -432,3 +432,66 @@ def test_review_fixes_out_requiring_grad_negated_views_and_jax_tracers():
     jax = pytest.importorskip("jax")
     with pytest.raises(TypeError, match="lossbackends.jax"):
         jax.jit(lambda p: lb.mse(jax.numpy.zeros(3), p))(jax.numpy.ones(3))
+
+
+def test_a_tensor_written_by_out_is_seen_by_autograd():
+    """A torch tensor that receives a result through out= is marked written (its version
+    counter, which a .detach() of it shares): a backward pass that saved it raises, as after
+    torch's own in-place ops, instead of a gradient from the overwritten values (it once
+    gave w.grad equal to the new gradient, silently). An inference tensor is refused
+    outside inference mode, as torch refuses writes into one there."""
+    w = torch.randn(4, requires_grad=True)
+    x = torch.randn(4)
+    z = (w * x).sum()  # saves x for w's gradient
+    lb.mse.grad(torch.zeros(4), x, out=x)
+    with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+        z.backward()
+    x = torch.randn(3, 5)
+    labels = torch.tensor([0, 4, 2])
+    for method, out in (("grad", x), ("value_and_grad", x.detach()),
+                        ("grad_and_hess", (torch.empty(3, 5), torch.empty(3, 5)))):
+        buffers = out if isinstance(out, tuple) else (out,)
+        before = [b._version for b in buffers]
+        getattr(lb.cross_entropy, method)(labels, x, out=out)
+        assert [b._version for b in buffers] == [v + 1 for v in before], method
+    with torch.inference_mode():
+        frozen = torch.randn(4)
+    with pytest.raises(ValueError, match=r"inference tensor .* torch.inference_mode\(\)"):
+        lb.mse.grad(torch.zeros(4), torch.randn(4), out=frozen)
+    with torch.inference_mode():
+        grad = lb.mse.grad(torch.zeros(4), frozen, out=frozen)
+    assert grad is frozen
+
+
+def test_a_library_being_imported_by_another_thread_breaks_no_call():
+    """torch, JAX and numpy.ma as another thread's import leaves them in sys.modules while it
+    runs (modules without their attributes yet): calls go on as without them (they raised
+    AttributeError for the whole of torch's import, seconds, and a cold start of 8 threads
+    crashed in 2 runs out of 5 while Numba's cache load imported numpy.ma); once imported,
+    the libraries' arrays are recognised as before."""
+    script = textwrap.dedent("""
+        import sys, types
+        import numpy as np
+        import lossbackends as lb
+        real = {name: sys.modules.pop(name, None) for name in ("torch", "jax", "numpy.ma")}
+        for name in real:  # half imported: the module object, none of its names yet
+            sys.modules[name] = types.ModuleType(name)
+        print(lb.mse([0.0, 1.0], [1.0, 1.0], backend="numpy"),
+              lb.mse(np.zeros(2), np.ones(2), backend="numpy"))
+        for name, module in real.items():
+            if module is None:
+                del sys.modules[name]
+            else:
+                sys.modules[name] = module
+        import numpy.ma, torch, jax.numpy as jnp
+        try:
+            lb.mse(np.ma.array([0.0, 1.0], mask=[0, 1]), np.ones(2))
+        except TypeError as error:
+            print("masked", "numpy.ma" in str(error))
+        print(type(lb.mse(torch.zeros(2), torch.ones(2))).__name__,
+              type(lb.mse(jnp.zeros(2), jnp.ones(2))).__name__)
+    """)
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                            cwd=Path(__file__).parents[1], timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split("\n")[:3] == ["0.5 1.0", "masked True", "Tensor ArrayImpl"]
