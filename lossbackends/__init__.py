@@ -1,4 +1,7 @@
-"""lossbackends: loss functions and their gradients on NumPy and CuPy arrays, fused and fast.
+"""lossbackends: loss functions and their derivatives, fused and fast, on the arrays you have.
+
+NumPy and CuPy arrays, PyTorch tensors and JAX arrays (results of the caller's own kind, on
+its device), and Dask arrays (lazily, block by block).
 
 >>> import lossbackends as lb
 >>> value, grad = lb.mse.value_and_grad(y_true, y_pred)   # doctest: +SKIP

@@ -246,7 +246,7 @@ class Loss:
         """``(gradient, hessian)`` from one fused pass, both shaped like ``y_pred``.
 
         ``hessian`` is the diagonal of the Hessian of each element's (for ``cross_entropy``
-        each row's) own loss, with the gradient's weights and reduction scale: what a
+        and ``multiclass_hinge``, each row's) own loss, with the gradient's weights and reduction scale: what a
         gradient-boosting library takes with the gradient (the loss's docstring gives the
         formula). ``out`` is ``(grad_out, hess_out)``: two distinct writeable C-contiguous
         arrays shaped like ``y_pred``, sharing no memory with ``y_true``; ``grad_out`` may
@@ -451,8 +451,11 @@ def _check_out(xp, out, y_true, y, p, shape, name: str = "out", grad_out=None) -
     read ``y_pred`` after writing it), nor with ``grad_out``, the gradient's buffer."""
     if type(out) is not type(p):  # (an array of y_pred's own type passes at once)
         if not (hasattr(out, "shape") and hasattr(out, "flags")):
-            raise TypeError(f"{name} must be an array (a NumPy array for host inputs, a CuPy "
-                            f"array for GPU inputs), not {type(out).__name__}")
+            kind = type(out)
+            raise TypeError(f"{name} must be an array like y_pred (a NumPy array for host "
+                            "inputs, a CuPy array for GPU inputs), not "
+                            + (kind.__qualname__ if kind.__module__ == "builtins"
+                               else f"{kind.__module__}.{kind.__qualname__}"))
         if _dispatch.device_of(out) != _dispatch.device_of(p):
             raise ValueError(
                 f"{name} must be an array on the same device as y_pred (a NumPy array for "
