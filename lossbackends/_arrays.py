@@ -426,7 +426,7 @@ def run_foreign(run: Callable, y_true, y_pred, options: dict, out, want_grad: bo
             return found
         kind = adapter(type(x))
         if x is y_pred and kind is not None and not bfloat16:  # its device is known already
-            found = converted[key] = kind.to_native(x, device[0])
+            found = converted[key] = native(kind, x, name)
             return found
         if kind is None:
             if raw and (name in _ARRAY_OPTIONS or name == "out" or (
@@ -449,8 +449,16 @@ def run_foreign(run: Callable, y_true, y_pred, options: dict, out, want_grad: bo
                 x = kind.bits_as_half(x)
         elif kind.is_bfloat16(x):  # the float32 pass (y_true, weights: cast to y_pred's dtype)
             x = kind.to_float32(x)
-        found = converted[key] = kind.to_native(x, device[0])
+        found = converted[key] = native(kind, x, name)
         return found
+
+    def native(kind, x, name: str):
+        try:
+            return kind.to_native(x, device[0])
+        except TypeError as exc:  # (torch's float8 and complex32: "unsupported ScalarType")
+            raise TypeError(f"{name} has dtype {x.dtype}, which NumPy and CuPy cannot hold "
+                            f"({exc}); cast it to float32 first ({name}.float() for a torch "
+                            "tensor)") from exc
 
     if float32_pass and (given_out or given_hess):
         _check_copied_into(device[0], y_true, y_pred, options, out if given_out else None,

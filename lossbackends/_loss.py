@@ -343,6 +343,11 @@ class Loss:
                             "result, or " if key == "weight" else "")  # (the others: never)
                     raise TypeError(f"{key} is a Dask array but y_true and y_pred are not: "
                                     f"{lazy}pass {key}.compute() for this call")
+        if (isinstance(hess, xp.ndarray) and isinstance(y_pred, xp.ndarray)
+                and _overlaps(xp, hess, y_pred)):
+            # (checked against the computation's array too, after the preparation; here
+            # against y_pred itself, which a class axis other than the last moves)
+            raise ValueError(_HESS_SHARES)
         prep = self._prepare(xp, y_true, y_pred, **options)
         return compute(xp, kernel, prep, y_true, reduction, want_value, out, hess)
 
@@ -483,8 +488,7 @@ def _check_out(xp, out, y_true, y, p, shape, name: str = "out", grad_out=None) -
         if grad_out is not None and _overlaps(xp, out, grad_out):  # the user's gradient
             raise ValueError(_arrays.PAIR_SHARES)
         if out is y_true or out is p or _overlaps(xp, out, y) or _overlaps(xp, out, p):
-            raise ValueError("hess_out must not share memory with y_true or y_pred; pass a "
-                             "separate array")
+            raise ValueError(_HESS_SHARES)
         return
     if out is y_true or _overlaps(xp, out, y):
         raise ValueError(f"{name} must not share memory with y_true; it may be y_pred itself")
@@ -493,6 +497,9 @@ def _check_out(xp, out, y_true, y, p, shape, name: str = "out", grad_out=None) -
         # contiguity: the same address is the same memory)
         raise ValueError(f"{name} overlaps y_pred without being it; pass y_pred itself as "
                          f"{name} (the gradient in place) or an array of its own")
+
+
+_HESS_SHARES = "hess_out must not share memory with y_true or y_pred; pass a separate array"
 
 
 def _overlaps(xp, a, b) -> bool:

@@ -90,7 +90,11 @@ def as_values(xp: Any, values: Any, dtype: np.dtype, name: str) -> Any:
     if a.dtype == dtype:
         return a if a.flags.c_contiguous else xp.ascontiguousarray(a)
     if a.dtype.kind not in "biuf":
-        raise TypeError(f"{name} has dtype {a.dtype}; pass a real (bool, integer or float) array")
+        # (ml_dtypes' bfloat16 and float8 are of kind "V": NumPy cannot compute on them)
+        cast = (f" ({name}.astype(numpy.float32))" if a.dtype.kind == "V"
+                and "float" in a.dtype.name else "")
+        raise TypeError(f"{name} has dtype {a.dtype}; pass a real (bool, integer or float16/32/"
+                        f"64) array{cast}")
     return cast_quietly(a, dtype, order="C")  # (beyond the dtype's largest: inf, as data)
 
 

@@ -647,6 +647,14 @@ def test_out_pair_errors(backend):
                                  out=(whole[:12].reshape(4, 3), whole[6:18].reshape(4, 3)))
     with pytest.raises(ValueError, match="reduction"):
         lb.mse.grad_and_hess(y, p, backend=backend, reduction="avg")
+    # the classes on another axis than the last: the kernel reads a moved copy of y_pred,
+    # but hess_out=y_pred is refused all the same (it was accepted, and took the Hessian)
+    x = on(backend, rng.normal(size=(3, 4)))
+    labels = on(backend, np.array([0, 2, 1, 2]))
+    for hess_out in (x, x[:]):
+        with pytest.raises(ValueError, match="hess_out must not share memory"):
+            lb.cross_entropy.grad_and_hess(labels, x, axis=0, backend=backend,
+                                           out=(None, hess_out))
 
 
 def test_empty_input(backend):

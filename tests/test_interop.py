@@ -495,3 +495,15 @@ def test_a_library_being_imported_by_another_thread_breaks_no_call():
                             cwd=Path(__file__).parents[1], timeout=300)
     assert result.returncode == 0, result.stderr
     assert result.stdout.split("\n")[:3] == ["0.5 1.0", "masked True", "Tensor ArrayImpl"]
+
+
+def test_dtypes_numpy_cannot_hold_name_the_cast():
+    """torch's float8 and complex32, and ml_dtypes' bfloat16 NumPy arrays as y_true or a
+    weight: a TypeError that names the cast (torch's own said "unsupported ScalarType")."""
+    with pytest.raises(TypeError, match=r"y_pred has dtype torch.float8_e4m3fn.*y_pred.float\(\)"):
+        lb.mse(torch.zeros(3), torch.zeros(3, dtype=torch.float8_e4m3fn))
+    with pytest.raises(TypeError, match=r"y_true has dtype torch.float8_e4m3fn.*y_true.float\(\)"):
+        lb.mse(torch.zeros(3, dtype=torch.float8_e4m3fn), torch.zeros(3))
+    ml_dtypes = pytest.importorskip("ml_dtypes")
+    with pytest.raises(TypeError, match=r"weight has dtype bfloat16.*weight.astype\(numpy.float32\)"):
+        lb.mse(np.zeros(2), np.ones(2), weight=np.ones(2, ml_dtypes.bfloat16))
