@@ -876,6 +876,33 @@ def test_torch_func_grad_vjp_and_vmap():
         torch.func.hessian(lambda q: lbt.mse_loss(q, torch.zeros_like(q)))(z)
 
 
+def test_vmap_records_where_something_below_it_differentiates():
+    """vmap's rule runs the kernel directly where nothing below it records (vmap(grad), a
+    vmap of tensors that need no grad), and through autograd where something does:
+    grad(vmap(...)), a vmap whose output is backpropagated, nested vmaps. Each equals
+    torch.nn.functional's."""
+    torch.manual_seed(3)
+    p, y = torch.randn(4, 2, 5, dtype=D), torch.randn(4, 2, 5, dtype=D)
+
+    def per_example(f):
+        return torch.func.vmap(lambda q, t: f(q, t))
+
+    ours, theirs = per_example(lbt.huber_loss), per_example(F.huber_loss)
+    torch.testing.assert_close(ours(p, y), theirs(p, y))
+    torch.testing.assert_close(
+        torch.func.vmap(torch.func.vmap(torch.func.grad(lbt.huber_loss)))(p, y),
+        torch.func.vmap(torch.func.vmap(torch.func.grad(F.huber_loss)))(p, y))
+    torch.testing.assert_close(
+        torch.func.grad(lambda q: ours(q, y).sum())(p),
+        torch.func.grad(lambda q: theirs(q, y).sum())(p))
+    leaf, other = p.clone().requires_grad_(), p.clone().requires_grad_()
+    ours(leaf, y).pow(2).sum().backward()
+    theirs(other, y).pow(2).sum().backward()
+    torch.testing.assert_close(leaf.grad, other.grad)
+    with torch.no_grad():
+        torch.testing.assert_close(ours(leaf, y), theirs(leaf, y))
+
+
 def test_compiled_kl_div_mean_and_huber_as_torch():
     """fullgraph=True: kl_div's "mean" warned through warnings.warn, which Dynamo cannot
     trace; under torch.compile the op's fake warns, at trace time (as torch's own kl_div
