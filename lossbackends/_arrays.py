@@ -24,6 +24,8 @@ from typing import Any
 
 import numpy as np
 
+from .backends._host import LabelError
+
 HOST, CUDA = "host", "cuda"
 
 # NumPy and CuPy have no bfloat16: torch's bfloat16 CUDA tensors reach the CuPy backend as
@@ -455,10 +457,16 @@ def run_foreign(run: Callable, y_true, y_pred, options: dict, out, want_grad: bo
     def native(kind, x, name: str):
         try:
             return kind.to_native(x, device[0])
-        except TypeError as exc:  # (torch's float8 and complex32: "unsupported ScalarType")
+        except (TypeError, RuntimeError) as exc:
+            # torch's float8 and complex32 ("unsupported ScalarType"), JAX's float8
+            # ("Unsupported dtype in DLTensor"); other errors are DLPack's own
+            if "nsupported" not in str(exc):
+                raise
+            fix = ("pass an array of y_pred's dtype" if name.endswith("out") else
+                   f"cast it to float32 first ({name}.float() for a torch tensor, "
+                   f"{name}.astype('float32') for a JAX array)")
             raise TypeError(f"{name} has dtype {x.dtype}, which NumPy and CuPy cannot hold "
-                            f"({exc}); cast it to float32 first ({name}.float() for a torch "
-                            "tensor)") from exc
+                            f"({exc}); {fix}") from exc
 
     if float32_pass and (given_out or given_hess):
         _check_copied_into(device[0], y_true, y_pred, options, out if given_out else None,
@@ -479,13 +487,14 @@ def run_foreign(run: Callable, y_true, y_pred, options: dict, out, want_grad: bo
         token = HALF_IS_BFLOAT16.set(True) if raw else None
         try:
             value, grad, *hess = run(y, p, options, native_out, native_hess)
+        except LabelError:
+            if device[0] == CUDA:  # the GPU kernels write before their label check raises
+                _written(lead, (given_out, out), (given_hess, hess_out))
+            raise
         finally:
             if token is not None:
                 HALF_IS_BFLOAT16.reset(token)
-            # (also after an error: a GPU kernel may have written before it raised)
-            for given, buffer in ((given_out, out), (given_hess, hess_out)):
-                if given and lead is not None:
-                    lead.written(buffer)
+        _written(lead, (given_out, out), (given_hess, hess_out))
         if lead is None:
             return (value, grad, *hess)
         if float32_pass:
@@ -503,6 +512,14 @@ def run_foreign(run: Callable, y_true, y_pred, options: dict, out, want_grad: bo
             hess = [_into(lead, hess[0], hess_out, float32_pass) if given_hess
                     else finish(hess[0], y_pred)]
     return (value, grad, *hess)
+
+
+def _written(lead, *buffers) -> None:
+    """Tell ``lead``'s library which of its ``(given, buffer)`` pairs were written."""
+    if lead is not None:
+        for given, buffer in buffers:
+            if given:
+                lead.written(buffer)
 
 
 def _into(lead, result, buffer, float32_pass: bool):

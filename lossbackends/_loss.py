@@ -246,13 +246,14 @@ class Loss:
         """``(gradient, hessian)`` from one fused pass, both shaped like ``y_pred``.
 
         ``hessian`` is the diagonal of the Hessian of each element's (for ``cross_entropy``
-        and ``multiclass_hinge``, each row's) own loss, with the gradient's weights and reduction scale: what a
-        gradient-boosting library takes with the gradient (the loss's docstring gives the
-        formula). ``out`` is ``(grad_out, hess_out)``: two distinct writeable C-contiguous
-        arrays shaped like ``y_pred``, sharing no memory with ``y_true``; ``grad_out`` may
-        be ``y_pred`` itself, ``hess_out`` may not. Either may be ``None``, as in NumPy's
-        ``out=`` of two results: that one is a new array (``out=(None, hess_out)`` writes
-        the Hessian into ``hess_out`` and returns a new gradient).
+        and ``multiclass_hinge``, each row's) own loss, with the gradient's weights and
+        reduction scale: what a gradient-boosting library takes with the gradient (the
+        loss's docstring gives the formula). ``out`` is ``(grad_out, hess_out)``: two
+        distinct writeable C-contiguous arrays shaped like ``y_pred``, sharing no memory
+        with ``y_true``; ``grad_out`` may be ``y_pred`` itself, ``hess_out`` may not. Either
+        may be ``None``, as in NumPy's ``out=`` of two results: that one is a new array
+        (``out=(None, hess_out)`` writes the Hessian into ``hess_out`` and returns a new
+        gradient).
         """
         if "torch" in _MODULES and _traced():
             return _eagerly(self, "grad_and_hess", y_true, y_pred, reduction=reduction,
@@ -343,23 +344,18 @@ class Loss:
                             "result, or " if key == "weight" else "")  # (the others: never)
                     raise TypeError(f"{key} is a Dask array but y_true and y_pred are not: "
                                     f"{lazy}pass {key}.compute() for this call")
-        if (isinstance(hess, xp.ndarray) and isinstance(y_pred, xp.ndarray)
-                and _overlaps(xp, hess, y_pred)):
-            # (checked against the computation's array too, after the preparation; here
-            # against y_pred itself, which a class axis other than the last moves)
-            raise ValueError(_HESS_SHARES)
         prep = self._prepare(xp, y_true, y_pred, **options)
-        return compute(xp, kernel, prep, y_true, reduction, want_value, out, hess)
+        return compute(xp, kernel, prep, y_true, reduction, want_value, out, hess, y_pred)
 
 
-def _buffer(xp, out, prep: Prepared, y_true, name: str, grad_out=None):
+def _buffer(xp, out, prep: Prepared, y_true, name: str, grad_out=None, y_pred=None):
     """The kernel's buffer for a result shaped like y_pred: ``out`` is ``_WANT_GRAD`` (a new
     array) or the user's array, checked; cross_entropy with the classes on another axis than
     the last computes into a new array, written back into ``out`` after the kernel."""
     p, shape = prep.p, prep.shape
     if out is _WANT_GRAD:
         return _new_grad(xp, p.shape, p.dtype, p.size, p)
-    _check_out(xp, out, y_true, prep.y, p, shape, name, grad_out)
+    _check_out(xp, out, y_true, prep.y, p, shape, name, grad_out, y_pred)
     # the weights the kernel reads (weight, class_weight, pos_weight) must not be written
     # under it either
     if any(isinstance(w, xp.ndarray) and _overlaps(xp, out, w)
@@ -372,17 +368,18 @@ def _buffer(xp, out, prep: Prepared, y_true, name: str, grad_out=None):
 
 
 def compute(xp, kernel, prep: Prepared, y_true, reduction: str, want_value: bool, out,
-            hess_out=None):
+            hess_out=None, y_pred=None):
     """Run ``kernel`` on prepared arguments: allocate or check the gradient buffer (``out``
     is ``None`` for no gradient, ``_WANT_GRAD`` to allocate one, or the user's array), and
     give ``(value, grad)`` in the user's layout. ``prep.scale`` is what ``"mean"`` multiplies
     by (a Dask block passes the whole array's). ``hess_out`` (``None``, ``_WANT_GRAD`` or
     the user's array, with a gradient) asks for the Hessian's diagonal too: the result is
-    then ``(value, grad, hess)``."""
+    then ``(value, grad, hess)``. ``y_pred``: the user's, where it is not ``prep.p``."""
     grad = None if out is None else _buffer(xp, out, prep, y_true,
-                                            "out" if hess_out is None else "grad_out")
+                                            "out" if hess_out is None else "grad_out",
+                                            y_pred=y_pred)
     hess = None if hess_out is None else _buffer(xp, hess_out, prep, y_true, "hess_out",
-                                                 None if out is _WANT_GRAD else out)
+                                                 None if out is _WANT_GRAD else out, y_pred)
     if prep.p.size:
         scale = prep.scale if reduction == "mean" else 1.0
         args = (prep.y, prep.p, prep.weight, prep.params, reduction, scale, grad, want_value)
@@ -447,13 +444,16 @@ class _WantGrad:
 _WANT_GRAD = _WantGrad()
 
 
-def _check_out(xp, out, y_true, y, p, shape, name: str = "out", grad_out=None) -> None:
+def _check_out(xp, out, y_true, y, p, shape, name: str = "out", grad_out=None,
+               y_pred=None) -> None:
     """Raise unless ``out`` can receive the gradient: y_pred's ``shape`` as the user passed
     it, the computation's array ``p`` (its dtype and device), sharing no memory with
     ``y_true`` or its converted array ``y``. ``name``, what the messages call it: ``"out"``
     (``grad``, ``value_and_grad``), ``"grad_out"`` (``grad_and_hess``) or ``"hess_out"``:
     the Hessian's buffer, which must not share memory with ``y_pred`` either (the kernels
-    read ``y_pred`` after writing it), nor with ``grad_out``, the gradient's buffer."""
+    read ``y_pred`` after writing it), nor with ``grad_out``, the gradient's buffer.
+    ``y_pred``, the user's array where the computation's is a copy (the classes moved to
+    the last axis): its memory is checked too, as the copy hides it."""
     if type(out) is not type(p):  # (an array of y_pred's own type passes at once)
         if not (hasattr(out, "shape") and hasattr(out, "flags")):
             kind = type(out)
@@ -484,22 +484,24 @@ def _check_out(xp, out, y_true, y, p, shape, name: str = "out", grad_out=None) -
             else flags.c_contiguous):
         raise ValueError(f"{name} must be a writeable, C-contiguous, aligned array, as "
                          "numpy.empty gives (see numpy.require(a, requirements='CWA'))")
+    # the arrays the kernel reads, and the user's where they are moved copies of them
+    targets = (y, *((y_true,) if isinstance(y_true, xp.ndarray) and y_true is not y else ()))
+    preds = (p, *((y_pred,) if isinstance(y_pred, xp.ndarray) and y_pred is not p else ()))
     if name == "hess_out":
         if grad_out is not None and _overlaps(xp, out, grad_out):  # the user's gradient
             raise ValueError(_arrays.PAIR_SHARES)
-        if out is y_true or out is p or _overlaps(xp, out, y) or _overlaps(xp, out, p):
-            raise ValueError(_HESS_SHARES)
+        if out is y_true or any(out is a or _overlaps(xp, out, a) for a in (*targets, *preds)):
+            raise ValueError("hess_out must not share memory with y_true or y_pred; pass a "
+                             "separate array")
         return
-    if out is y_true or _overlaps(xp, out, y):
+    if out is y_true or any(_overlaps(xp, out, a) for a in targets):
         raise ValueError(f"{name} must not share memory with y_true; it may be y_pred itself")
-    if out is not p and _overlaps(xp, out, p) and _address(out) != _address(p):
+    if any(out is not a and _overlaps(xp, out, a) and _address(out) != _address(a)
+           for a in preds):
         # a kernel would write elements it has still to read (same shape, dtype and
         # contiguity: the same address is the same memory)
         raise ValueError(f"{name} overlaps y_pred without being it; pass y_pred itself as "
                          f"{name} (the gradient in place) or an array of its own")
-
-
-_HESS_SHARES = "hess_out must not share memory with y_true or y_pred; pass a separate array"
 
 
 def _overlaps(xp, a, b) -> bool:

@@ -358,9 +358,14 @@ def _eager(*tensors) -> bool:
             and not _is_compiling() and not _C._is_tracing()
             and not _C._is_torch_function_mode_enabled()
             and not _C._len_torch_dispatch_stack()
-            and _C._functorch.peek_interpreter_stack() is None
-            # inside a forward-AD dual level: the op, whose formula's jvp raises (the
-            # eager Function would drop a tangent: a silent zero derivative)
+            and _untransformed())
+
+
+def _untransformed() -> bool:
+    """No torch.func transform applies and no forward-AD dual level is open (inside one:
+    the op, whose formula's jvp raises; the eager Function would drop a tangent, a silent
+    zero derivative): autograd alone may record."""
+    return (_C._functorch.peek_interpreter_stack() is None
             and torch.autograd.forward_ad._current_level < 0)
 
 
@@ -388,10 +393,8 @@ class _Func(torch.autograd.Function):
         # where nothing below this level records (no transform left, no tensor that requires
         # grad, no dual level), each example is the kernel's call itself: Function.apply
         # binds its signature on every call, two thirds of vmap(grad)'s time per example
-        if (_C._functorch.peek_interpreter_stack() is None
-                and torch.autograd.forward_ad._current_level < 0
-                and not (torch.is_grad_enabled()
-                         and any(isinstance(a, Tensor) and a.requires_grad for a in args[1:5]))):
+        if _untransformed() and not (torch.is_grad_enabled() and any(
+                isinstance(a, Tensor) and a.requires_grad for a in args[1:5])):
             return _per_example(_compute, info, in_dims, *args)
         return _per_example(_Func.apply, info, in_dims, *args)
 

@@ -180,14 +180,17 @@ def _function(name: str, reduction: str, static: tuple, number_names: tuple,
             CHECK_VALUES.reset(unchecked)
         return (value, grad) if want_grad else value
 
-    @functools.lru_cache(maxsize=256)
+    @functools.cache
     def callback(y_ndim: int, out: tuple, want_grad: bool) -> Callable:
         """``host`` for a ``y_true`` of ``y_ndim`` dimensions and these results ((shape,
         dtype) pairs), as ``vmap_method="expand_dims"`` calls it: under ``vmap`` every
         argument comes with a leading axis per level (of 1 where it is not batched), and
-        the batch's examples are computed one by one, in one callback (a reduction must
-        not mix examples). One object per signature: JAX tells callbacks apart by
-        equality, and keeps each one's compiled state."""
+        the batch's examples are computed one by one, in one callback (``_per_example``).
+        One object per signature, kept for good: JAX tells callbacks apart by equality
+        and keeps each one's compiled code, so a callback made again for a signature
+        would be compiled again, its old code kept (a bounded cache that dropped them
+        grew by megabytes a shape past its bound); JAX keeps as many compilations as
+        there are signatures anyway."""
 
         def run(y, *arrays):
             extra = np.ndim(y) - y_ndim  # the vmap levels: the same for every argument
@@ -256,8 +259,9 @@ def _per_example(host: Callable, arrays: tuple, extra: int, out: tuple) -> list:
     """``host``'s results for each example of a batch of ``vmap``: ``arrays`` with
     ``extra`` leading axes each (of 1 where an argument is not batched along one), the
     results' unbatched (shape, dtype) pairs in ``out``; each example is the plain call's,
-    to the bit, in one callback where JAX's ``"sequential"`` made one per example (256
-    examples of 1000 took 46 ms in a jitted ``vmap(grad)``, 0.2 ms in jax.numpy)."""
+    to the bit (a reduction must not mix examples), in one callback where JAX's
+    ``"sequential"`` made one per example (a jitted ``vmap(grad)`` of mse over 256
+    examples of 1000: 3.8 ms, 46 with one callback per example, 0.16 in jax.numpy)."""
     arrays = tuple(map(np.asarray, arrays))
     batch = np.broadcast_shapes(*(a.shape[:extra] for a in arrays))
     results = [np.empty(batch + shape, dtype) for shape, dtype in out]

@@ -70,11 +70,11 @@ binary_cross_entropy = Loss(
     ``eps=1e-15`` by default (the seed's value). Outside ``[e, 1 - e]`` the gradient and the
     Hessian are those of the unclipped formula at the bound (as PyTorch's and Keras's
     gradients), not the 0 of a clipped function: the Hessian stays positive, what a Newton
-    step needs (in float16, ``1 / e^2`` at the bound is 2^20, beyond its largest number:
-    inf there, and the gradient ±1024; float32 keeps both finite). ``y_pred`` outside ``[0, 1]`` is clipped alike, with no error (PyTorch's
-    raises; NaN stays NaN): logits passed here by mistake give a finite loss. Prefer
-    ``binary_cross_entropy_with_logits`` when you have logits: it is exact where this one
-    must clip.
+    step needs (in float16, ``1 / e^2`` at the bound is 2^20, beyond its largest number: inf
+    there, and the gradient ±1024; float32 keeps both finite). ``y_pred`` outside ``[0, 1]``
+    is clipped alike, with no error (PyTorch's raises; NaN stays NaN): logits passed here by
+    mistake give a finite loss. Prefer ``binary_cross_entropy_with_logits`` when you have
+    logits: it is exact where this one must clip.
 
     The definition is PyTorch's ``binary_cross_entropy`` (and Keras's), with the seed's
     clip where PyTorch clamps each log at -100.
@@ -228,15 +228,16 @@ multiclass_hinge = Loss(
     tie). ``y_pred`` are scores with the classes on ``axis`` (default -1), ``y_true`` one
     class index per row (the scores' shape without ``axis``); a label outside ``[0, C)``
     raises ``ValueError`` (on the GPU after one small synchronisation, which
-    ``check_labels=False`` skips: the row's loss and gradient are then NaN). ``margin`` ``m``
-    (finite in the computing dtype, else ``ValueError``) defaults to 1; ``weight``
-    (optional) has the labels' shape, or broadcasts to it. A weight of 0 gives its row 0, even at an infinite loss; a NaN or infinite weight
-    on a row of loss 0 gives a NaN loss there and leaves its gradient 0.
-    ``reduction="mean"`` divides by the number of rows. The gradient is 0 at the kink
-    (``\ell = 0`` exactly). The loss is piecewise linear: its Hessian is 0 away from the
-    kink, and ``grad_and_hess`` gives 0 at the kink too. Equal infinite scores count as equal (``s_j - s_y = 0``); a NaN score makes
-    its row NaN. With one class the loss is 0. The definition of optax's ``multiclass_hinge_loss`` and scikit-learn's
-    ``hinge_loss`` with more than two classes.
+    ``check_labels=False`` skips: the row's loss and gradient are then NaN). ``margin``
+    ``m`` (finite in the computing dtype, else ``ValueError``) defaults to 1; ``weight``
+    (optional) has the labels' shape, or broadcasts to it. A weight of 0 gives its row 0,
+    even at an infinite loss; a NaN or infinite weight on a row of loss 0 gives a NaN loss
+    there and leaves its gradient 0. ``reduction="mean"`` divides by the number of rows. The
+    gradient is 0 at the kink (``\ell = 0`` exactly). The loss is piecewise linear: its
+    Hessian is 0 away from the kink, and ``grad_and_hess`` gives 0 at the kink too. Equal
+    infinite scores count as equal (``s_j - s_y = 0``); a NaN score makes its row NaN. With
+    one class the loss is 0. The definition of optax's ``multiclass_hinge_loss`` and
+    scikit-learn's ``hinge_loss`` with more than two classes.
 
     >>> import lossbackends as lb
     >>> scores = [[2.0, 1.5, -1.0], [0.2, 0.5, 0.1]]

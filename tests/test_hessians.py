@@ -655,6 +655,15 @@ def test_out_pair_errors(backend):
         with pytest.raises(ValueError, match="hess_out must not share memory"):
             lb.cross_entropy.grad_and_hess(labels, x, axis=0, backend=backend,
                                            out=(None, hess_out))
+    if backend != "cupy":  # partial overlaps, as the last axis refuses them
+        logits, probabilities = np.zeros(16), np.full(16, 0.25)
+        x, probs = logits[:12].reshape(3, 4), probabilities[:12].reshape(3, 4)
+        for out, match in (((None, probabilities[4:].reshape(3, 4)), "hess_out must not share"),
+                           ((probabilities[4:].reshape(3, 4), None),
+                            "grad_out must not share memory with y_true"),
+                           ((logits[4:].reshape(3, 4), None), "grad_out overlaps y_pred")):
+            with pytest.raises(ValueError, match=match):
+                lb.cross_entropy.grad_and_hess(probs, x, axis=0, backend=backend, out=out)
 
 
 def test_empty_input(backend):

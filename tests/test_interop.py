@@ -454,6 +454,16 @@ def test_a_tensor_written_by_out_is_seen_by_autograd():
         before = [b._version for b in buffers]
         getattr(lb.cross_entropy, method)(labels, x, out=out)
         assert [b._version for b in buffers] == [v + 1 for v in before], method
+    # a refused call (a wrong shape, a bad label on the host) writes nothing, and marks
+    # nothing: a backward that saved out still runs
+    s = torch.randn(3, 5, requires_grad=True).sigmoid()
+    kept = s.detach()  # (sigmoid's backward reads its output)
+    with pytest.raises(ValueError, match="shape"):
+        lb.cross_entropy.grad(labels, torch.randn(3, 4), out=kept)
+    with pytest.raises(lb.LabelError):
+        lb.cross_entropy.grad(torch.tensor([0, 9, 2]), torch.randn(3, 5), out=kept)
+    assert kept._version == 0
+    s.sum().backward()
     with torch.inference_mode():
         frozen = torch.randn(4)
     with pytest.raises(ValueError, match=r"inference tensor .* torch.inference_mode\(\)"):
@@ -505,5 +515,5 @@ def test_dtypes_numpy_cannot_hold_name_the_cast():
     with pytest.raises(TypeError, match=r"y_true has dtype torch.float8_e4m3fn.*y_true.float\(\)"):
         lb.mse(torch.zeros(3, dtype=torch.float8_e4m3fn), torch.zeros(3))
     ml_dtypes = pytest.importorskip("ml_dtypes")
-    with pytest.raises(TypeError, match=r"weight has dtype bfloat16.*weight.astype\(numpy.float32\)"):
+    with pytest.raises(TypeError, match=r"weight has dtype bfloat16.*astype\(numpy.float32\)"):
         lb.mse(np.zeros(2), np.ones(2), weight=np.ones(2, ml_dtypes.bfloat16))
