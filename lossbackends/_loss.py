@@ -484,24 +484,42 @@ def _check_out(xp, out, y_true, y, p, shape, name: str = "out", grad_out=None,
             else flags.c_contiguous):
         raise ValueError(f"{name} must be a writeable, C-contiguous, aligned array, as "
                          "numpy.empty gives (see numpy.require(a, requirements='CWA'))")
-    # the arrays the kernel reads, and the user's where they are moved copies of them
-    targets = (y, *((y_true,) if isinstance(y_true, xp.ndarray) and y_true is not y else ()))
-    preds = (p, *((y_pred,) if isinstance(y_pred, xp.ndarray) and y_pred is not p else ()))
+    if y_pred is not None:  # (the full path: the user's arrays may differ from the kernel's)
+        _check_users_arrays(xp, out, name, y_true, y, y_pred, p)
     if name == "hess_out":
         if grad_out is not None and _overlaps(xp, out, grad_out):  # the user's gradient
             raise ValueError(_arrays.PAIR_SHARES)
-        if out is y_true or any(out is a or _overlaps(xp, out, a) for a in (*targets, *preds)):
-            raise ValueError("hess_out must not share memory with y_true or y_pred; pass a "
-                             "separate array")
+        if out is y_true or out is p or _overlaps(xp, out, y) or _overlaps(xp, out, p):
+            raise ValueError(_HESS_SHARES)
         return
-    if out is y_true or any(_overlaps(xp, out, a) for a in targets):
-        raise ValueError(f"{name} must not share memory with y_true; it may be y_pred itself")
-    if any(out is not a and _overlaps(xp, out, a) and _address(out) != _address(a)
-           for a in preds):
+    if out is y_true or _overlaps(xp, out, y):
+        raise ValueError(_SHARES_Y_TRUE.format(name=name))
+    if out is not p and _overlaps(xp, out, p) and _address(out) != _address(p):
         # a kernel would write elements it has still to read (same shape, dtype and
         # contiguity: the same address is the same memory)
-        raise ValueError(f"{name} overlaps y_pred without being it; pass y_pred itself as "
-                         f"{name} (the gradient in place) or an array of its own")
+        raise ValueError(_OVERLAPS_Y_PRED.format(name=name))
+
+
+_HESS_SHARES = "hess_out must not share memory with y_true or y_pred; pass a separate array"
+_SHARES_Y_TRUE = "{name} must not share memory with y_true; it may be y_pred itself"
+_OVERLAPS_Y_PRED = ("{name} overlaps y_pred without being it; pass y_pred itself as {name} "
+                    "(the gradient in place) or an array of its own")
+
+
+def _check_users_arrays(xp, out, name: str, y_true, y, y_pred, p) -> None:
+    """``_check_out``'s memory rules for the user's ``y_true`` and ``y_pred`` where the
+    kernel reads copies of them, ``y`` and ``p`` (the classes moved to the last axis):
+    the copies hide them (hess_out=y_pred once took the Hessian there)."""
+    moved_y = y_true if y_true is not y and isinstance(y_true, xp.ndarray) else None
+    moved_p = y_pred if y_pred is not p and isinstance(y_pred, xp.ndarray) else None
+    hess = name == "hess_out"
+    if moved_y is not None and _overlaps(xp, out, moved_y):
+        raise ValueError(_HESS_SHARES if hess else _SHARES_Y_TRUE.format(name=name))
+    if moved_p is not None and _overlaps(xp, out, moved_p):
+        if hess:
+            raise ValueError(_HESS_SHARES)
+        if out is not moved_p and _address(out) != _address(moved_p):
+            raise ValueError(_OVERLAPS_Y_PRED.format(name=name))
 
 
 def _overlaps(xp, a, b) -> bool:
