@@ -488,13 +488,14 @@ def run_foreign(run: Callable, y_true, y_pred, options: dict, out, want_grad: bo
         try:
             value, grad, *hess = run(y, p, options, native_out, native_hess)
         except LabelError:
-            if device[0] == CUDA:  # the GPU kernels write before their label check raises
-                _written(lead, (given_out, out), (given_hess, hess_out))
+            if device[0] == CUDA and (given_out or given_hess):  # (the GPU kernels write
+                _written(lead, (given_out, out), (given_hess, hess_out))  # before raising)
             raise
         finally:
             if token is not None:
                 HALF_IS_BFLOAT16.reset(token)
-        _written(lead, (given_out, out), (given_hess, hess_out))
+        if given_out or given_hess:
+            _written(lead, (given_out, out), (given_hess, hess_out))
         if lead is None:
             return (value, grad, *hess)
         if float32_pass:
