@@ -296,6 +296,7 @@ class Loss:
                 params, target_dtype = self._plain.get(dtype, _NOT_PLAIN)
             class_indices = self._class_indices
             target_shape = (shape[:1] if len(shape) == 2 else None) if class_indices else shape
+            target = y_true  # what the kernel reads
             if (class_indices and y_true.dtype is not target_dtype and target_dtype is not None
                     and y_true.dtype.kind in "biu" and y_true.dtype.itemsize < 8
                     and y_true.shape == target_shape):
@@ -303,9 +304,11 @@ class Loss:
                 # preparation casts them: a copy of the labels (a row's 4 or so bytes)
                 # instead of the preparation's 25 us (cross-entropy 32 x 100: 36 us a
                 # call with int32 labels, 13 with int64)
-                y_true = y_true.astype(target_dtype)
-            if (n and y_true.dtype is target_dtype and contiguous(y_true) is y_true
-                    and y_true.shape == target_shape):
+                target = y_true.astype(target_dtype)
+            if (n and target.dtype is target_dtype and contiguous(target) is target
+                    and target.shape == target_shape):
+                # (out is checked against the user's labels too where target is a copy)
+                users = None if target is y_true else y_pred
                 # a class axis's kernel finds the mean's denominator (labels, or rows)
                 scale = 1.0 / n if reduction == "mean" and not class_indices else 1.0
                 if out is None:
@@ -314,21 +317,21 @@ class Loss:
                     grad = (xp.empty(shape, dtype) if n < _POOL_MIN_ITEMS
                             else _new_grad(xp, shape, dtype, n, y_pred))
                 else:
-                    _check_out(xp, out, y_true, y_true, y_pred, shape,
-                               "out" if hess is None else "grad_out")
+                    _check_out(xp, out, y_true, target, y_pred, shape,
+                               "out" if hess is None else "grad_out", None, users)
                     grad = out
                 if hess is None:
                     if plain is not None and reduction != "none":  # its launch, directly
                         key = (dtype, reduction, want_value, grad is None, params)
                         launch = plain.get(key) or plain.build(key)
-                        return launch(y_true, y_pred, scale, grad), grad
-                    return kernel(y_true, y_pred, None, params, reduction, scale, grad,
+                        return launch(target, y_pred, scale, grad), grad
+                    return kernel(target, y_pred, None, params, reduction, scale, grad,
                                   want_value), grad
                 if hess is _WANT_GRAD:
                     hess = _new_grad(xp, shape, dtype, n, y_pred)
                 else:
-                    _check_out(xp, hess, y_true, y_true, y_pred, shape, "hess_out", grad)
-                return kernel(y_true, y_pred, None, params, reduction, scale, grad, want_value,
+                    _check_out(xp, hess, y_true, target, y_pred, shape, "hess_out", grad, users)
+                return kernel(target, y_pred, None, params, reduction, scale, grad, want_value,
                               hess=hess), grad, hess
         if xp is None:  # Dask or foreign arrays: the route's function takes the whole call
             return kernel(self, y_true, y_pred, reduction, backend, options, want_value, out,
@@ -346,10 +349,13 @@ class Loss:
                     raise TypeError(f"{key} is a Dask array but y_true and y_pred are not: "
                                     f"{lazy}pass {key}.compute() for this call")
         prep = self._prepare(xp, y_true, y_pred, **options)
-        return compute(xp, kernel, prep, y_true, reduction, want_value, out, hess, y_pred)
+        weights = tuple(v for v in options.values() if isinstance(v, xp.ndarray))
+        return compute(xp, kernel, prep, y_true, reduction, want_value, out, hess, y_pred,
+                       weights)
 
 
-def _buffer(xp, out, prep: Prepared, y_true, name: str, grad_out=None, y_pred=None):
+def _buffer(xp, out, prep: Prepared, y_true, name: str, grad_out=None, y_pred=None,
+            weights=()):
     """The kernel's buffer for a result shaped like y_pred: ``out`` is ``_WANT_GRAD`` (a new
     array) or the user's array, checked; cross_entropy with the classes on another axis than
     the last computes into a new array, written back into ``out`` after the kernel."""
@@ -358,9 +364,9 @@ def _buffer(xp, out, prep: Prepared, y_true, name: str, grad_out=None, y_pred=No
         return _new_grad(xp, p.shape, p.dtype, p.size, p)
     _check_out(xp, out, y_true, prep.y, p, shape, name, grad_out, y_pred)
     # the weights the kernel reads (weight, class_weight, pos_weight) must not be written
-    # under it either
+    # under it either, nor the user's arrays they were made from (a cast or broadcast copy)
     if any(isinstance(w, xp.ndarray) and _overlaps(xp, out, w)
-           for w in (prep.weight, *prep.params)):
+           for w in (prep.weight, *prep.params, *weights)):
         raise ValueError(f"{name} must not share memory with the weights; pass an array of "
                          "its own")
     if prep.class_axis is not None and prep.class_axis != len(shape) - 1:
@@ -369,18 +375,20 @@ def _buffer(xp, out, prep: Prepared, y_true, name: str, grad_out=None, y_pred=No
 
 
 def compute(xp, kernel, prep: Prepared, y_true, reduction: str, want_value: bool, out,
-            hess_out=None, y_pred=None):
+            hess_out=None, y_pred=None, weights=()):
     """Run ``kernel`` on prepared arguments: allocate or check the gradient buffer (``out``
     is ``None`` for no gradient, ``_WANT_GRAD`` to allocate one, or the user's array), and
     give ``(value, grad)`` in the user's layout. ``prep.scale`` is what ``"mean"`` multiplies
     by (a Dask block passes the whole array's). ``hess_out`` (``None``, ``_WANT_GRAD`` or
     the user's array, with a gradient) asks for the Hessian's diagonal too: the result is
-    then ``(value, grad, hess)``. ``y_pred``: the user's, where it is not ``prep.p``."""
+    then ``(value, grad, hess)``. ``y_pred`` and ``weights`` (the array options): the
+    user's, which the preparation may have copied, for the buffers' memory checks."""
     grad = None if out is None else _buffer(xp, out, prep, y_true,
                                             "out" if hess_out is None else "grad_out",
-                                            y_pred=y_pred)
+                                            None, y_pred, weights)
     hess = None if hess_out is None else _buffer(xp, hess_out, prep, y_true, "hess_out",
-                                                 None if out is _WANT_GRAD else out, y_pred)
+                                                 None if out is _WANT_GRAD else out, y_pred,
+                                                 weights)
     if prep.p.size:
         scale = prep.scale if reduction == "mean" else 1.0
         args = (prep.y, prep.p, prep.weight, prep.params, reduction, scale, grad, want_value)
@@ -485,11 +493,11 @@ def _check_out(xp, out, y_true, y, p, shape, name: str = "out", grad_out=None,
             else flags.c_contiguous):
         raise ValueError(f"{name} must be a writeable, C-contiguous, aligned array, as "
                          "numpy.empty gives (see numpy.require(a, requirements='CWA'))")
-    if y_pred is not None:  # (the full path: the user's arrays may differ from the kernel's)
+    if name == "hess_out" and grad_out is not None and _overlaps(xp, out, grad_out):
+        raise ValueError(_arrays.PAIR_SHARES)  # (the user's gradient)
+    if y_pred is not None:  # (the user's arrays, where the kernel's may be copies of them)
         _check_users_arrays(xp, out, name, y_true, y, y_pred, p)
     if name == "hess_out":
-        if grad_out is not None and _overlaps(xp, out, grad_out):  # the user's gradient
-            raise ValueError(_arrays.PAIR_SHARES)
         if out is y_true or out is p or _overlaps(xp, out, y) or _overlaps(xp, out, p):
             raise ValueError(_HESS_SHARES)
         return
@@ -519,7 +527,9 @@ def _check_users_arrays(xp, out, name: str, y_true, y, y_pred, p) -> None:
     if moved_p is not None and _overlaps(xp, out, moved_p):
         if hess:
             raise ValueError(_HESS_SHARES)
-        if out is not moved_p and _address(out) != _address(moved_p):
+        # (its memory exactly: y_pred itself, or a C-contiguous view of the same start)
+        if out is not moved_p and not (moved_p.flags.c_contiguous
+                                       and _address(out) == _address(moved_p)):
             raise ValueError(_OVERLAPS_Y_PRED.format(name=name))
 
 

@@ -822,6 +822,22 @@ def test_out_is_checked_against_the_memory_it_may_share():
         with pytest.raises(ValueError, match="out must not share memory with the weights"):
             lb.binary_cross_entropy_with_logits.grad(np.zeros(10), np.ones(10), out=buf[:10],
                                                      pos_weight=buf[:10], backend=backend)
+        # nor the user's weights where the kernel reads a copy of them (broadcast, cast,
+        # strided), which were overwritten
+        grid, grid32 = np.zeros((4, 3)), np.zeros((4, 3), np.float32)
+        labels = np.array([0, 1, 2, 0])
+        for loss, y_true, out, options in (
+                ("mse", np.zeros((4, 3)), grid, {"weight": grid[0]}),
+                ("cross_entropy", labels, grid32,
+                 {"class_weight": grid32.reshape(-1)[:6].view(np.float64)}),
+                ("multiclass_hinge", labels, grid, {"weight": grid[:, 0]})):
+            with pytest.raises(ValueError, match="out must not share memory with the weights"):
+                getattr(lb, loss).grad(y_true, np.ones_like(out), out=out, backend=backend,
+                                       **options)
+        # nor the user's narrow class indices, which the quick path casts to int64
+        narrow = grid32.reshape(-1)[:4].view(np.int32)  # (labels 0)
+        with pytest.raises(ValueError, match="out must not share memory with y_true"):
+            lb.cross_entropy.grad(narrow, np.ones_like(grid32), out=grid32, backend=backend)
 
 
 def test_numba_runs_the_machine_code_of_a_plain_call_directly():
