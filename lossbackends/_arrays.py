@@ -494,7 +494,7 @@ def run_foreign(run: Callable, y_true, y_pred, options: dict, out, want_grad: bo
         finally:
             if token is not None:
                 HALF_IS_BFLOAT16.reset(token)
-        if given_out or given_hess:
+        if (given_out or given_hess) and not float32_pass:  # (that pass copies in: marked)
             _written(lead, (given_out, out), (given_hess, hess_out))
         if lead is None:
             return (value, grad, *hess)

@@ -454,6 +454,9 @@ def test_a_tensor_written_by_out_is_seen_by_autograd():
         before = [b._version for b in buffers]
         getattr(lb.cross_entropy, method)(labels, x, out=out)
         assert [b._version for b in buffers] == [v + 1 for v in before], method
+    half = torch.empty(3, 5, dtype=torch.bfloat16)  # (the float32 pass copies in: once)
+    lb.cross_entropy.grad(labels, x.to(torch.bfloat16), out=half)
+    assert half._version == 1
     # a refused call (a wrong shape, a bad label on the host) writes nothing, and marks
     # nothing: a backward that saved out still runs
     s = torch.randn(3, 5, requires_grad=True).sigmoid()
