@@ -349,9 +349,8 @@ class Loss:
                     raise TypeError(f"{key} is a Dask array but y_true and y_pred are not: "
                                     f"{lazy}pass {key}.compute() for this call")
         prep = self._prepare(xp, y_true, y_pred, **options)
-        weights = tuple(v for v in options.values() if isinstance(v, xp.ndarray))
         return compute(xp, kernel, prep, y_true, reduction, want_value, out, hess, y_pred,
-                       weights)
+                       options.values())
 
 
 def _buffer(xp, out, prep: Prepared, y_true, name: str, grad_out=None, y_pred=None,
@@ -381,8 +380,9 @@ def compute(xp, kernel, prep: Prepared, y_true, reduction: str, want_value: bool
     give ``(value, grad)`` in the user's layout. ``prep.scale`` is what ``"mean"`` multiplies
     by (a Dask block passes the whole array's). ``hess_out`` (``None``, ``_WANT_GRAD`` or
     the user's array, with a gradient) asks for the Hessian's diagonal too: the result is
-    then ``(value, grad, hess)``. ``y_pred`` and ``weights`` (the array options): the
-    user's, which the preparation may have copied, for the buffers' memory checks."""
+    then ``(value, grad, hess)``. ``y_pred`` and ``weights`` (the options' values, arrays
+    among them): the user's, which the preparation may have copied, for the buffers'
+    memory checks."""
     grad = None if out is None else _buffer(xp, out, prep, y_true,
                                             "out" if hess_out is None else "grad_out",
                                             None, y_pred, weights)

@@ -109,8 +109,7 @@ TABLE: dict[str, Entry] = {
             "each log at -100 instead: equal losses for ``input`` in ``[e, 1 - e]``, and "
             "gradients where ``input (1 - input) >= 1e-12``, torch's backward's floor; in "
             "float64 ours, the exact derivative, differs within about 1e-12 of 0 and 1). "
-            "A floating "
-            "``target`` must have ``input``'s dtype, as in torch."),
+            "A floating ``target`` must have ``input``'s dtype, as in torch."),
     "binary_cross_entropy_with_logits": Entry(
         _losses.binary_cross_entropy_with_logits, "BCEWithLogitsLoss",
         (("weight", None), *_LEGACY, ("reduction", "mean"), ("pos_weight", None)),

@@ -40,17 +40,17 @@ before the sample weight (its leaves add ``1e-15`` to the Hessian sums), so the 
 applied is 0, before the weight as the libraries weigh: a negative Hessian
 (``sigmoid_focal``'s, for badly misclassified samples, where the loss is concave) becomes
 0, so that no leaf's Newton step goes uphill; the built-in objectives' Hessians are
-unchanged by it, negative sample weights included (h w, as LightGBM's own). Losses whose Hessian is 0 almost everywhere (``hinge``,
-``multiclass_hinge``, ``mae``, ``pinball``) take the sample weight as Hessian, as
-LightGBM's L1 and quantile objectives do (which then also re-fit each leaf's value to a
-quantile of its residuals, as no custom objective can: their models differ, and learn
-faster, than ``mae``'s and ``pinball``'s Newton steps); ``huber`` too (LightGBM's Huber objective),
-``smooth_l1`` the weight over ``beta``, and ``log_cosh`` the weight: its Hessian
-``sech^2(e)`` underflows far from the label (0 in float32 at ``|e| ~ 50``), which blows
-up training (leaves of ``-G / 0``), and never exceeds 1, so that a Hessian of 1 makes
-every Newton step a descent. (Where every gradient is the same, as ``log_cosh``'s
-``tanh(e) = -1`` from score 0 below labels all above 20, no split gains and LightGBM gives
-the tree the value 0: set ``init_score``.)
+unchanged by it, negative sample weights included (h w, as LightGBM's own). Losses whose
+Hessian is 0 almost everywhere (``hinge``, ``multiclass_hinge``, ``mae``, ``pinball``)
+take the sample weight as Hessian, as LightGBM's L1 and quantile objectives do (which then
+also re-fit each leaf's value to a quantile of its residuals, as no custom objective can:
+their models differ, and learn faster, than ``mae``'s and ``pinball``'s Newton steps);
+``huber`` too (LightGBM's Huber objective), ``smooth_l1`` the weight over ``beta``, and
+``log_cosh`` the weight: its Hessian ``sech^2(e)`` underflows far from the label (0 in
+float32 at ``|e| ~ 50``), which blows up training (leaves of ``-G / 0``), and never
+exceeds 1, so that a Hessian of 1 makes every Newton step a descent. (Where every gradient
+is the same, as ``log_cosh``'s ``tanh(e) = -1`` from score 0 below labels all above 20, no
+split gains and LightGBM gives the tree the value 0: set ``init_score``.)
 
 Labels: those of ``binary_cross_entropy_with_logits`` and ``sigmoid_focal`` must be in
 [0, 1], as ``binary``'s; those of the margin losses 0/1 or -1/+1; class indices whole
