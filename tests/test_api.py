@@ -578,9 +578,14 @@ _NUMBER_OPTIONS = {
     "sigmoid_focal": [{"alpha": 0.5, "gamma": 1.0}, {"gamma": 0.0, "alpha": None}],
     "poisson_nll": [{"log_input": False, "full": True, "eps": 1e-6}, {"full": True}],
     "kl_div": [{"log_target": True}],
-    "pinball": [{"quantile": 0.9}],
+    # (a float 0 and -0.0 are equal keys: their losses' zeros differ in sign)
+    "pinball": [{"quantile": 0.9}, {"quantile": 0.0}, {"quantile": -0.0}],
     "cross_entropy": [{"label_smoothing": 0.1}, {"z_loss": 1e-3, "softcap": 5.0},
-                      {"ignore_index": 1, "check_labels": False}, {"axis": -1}],
+                      {"ignore_index": 1, "check_labels": False}, {"axis": -1},
+                      # every option at its default, as lossbackends.torch passes them
+                      {"label_smoothing": 0.0, "z_loss": 0.0, "softcap": None,
+                       "ignore_index": -100, "check_labels": True, "axis": 1},
+                      {"label_smoothing": -0.0, "axis": -1}],
     "multiclass_hinge": [{"margin": 2.0}, {"check_labels": False}],
 }
 
@@ -626,6 +631,29 @@ def test_options_of_numbers_skip_the_preparation_with_the_same_results(backend, 
     assert kept or name == "binary_cross_entropy_with_logits"
     with pytest.raises((ValueError, TypeError)):  # a bad value: refused, and not kept
         loss(y, p, backend=backend, **{**_NUMBER_OPTIONS[name][0], **_BAD_OPTION[name]})
+
+
+def test_options_at_their_defaults_and_float_zeros_are_kept_as_numbers():
+    """Options at their defaults (lossbackends.torch passes them all: ``axis=1`` of 2-D
+    logits, ``label_smoothing=0.0``) are kept as prepared numbers, not prepared on every
+    call; a float 0 and -0.0, equal as keys, are kept apart (pinball's zeros follow the
+    quantile's sign)."""
+    x = np.zeros((4, 3), np.float32)
+    defaults = {"label_smoothing": 0.0, "z_loss": 0.0, "softcap": None,
+                "ignore_index": -100, "check_labels": True, "axis": 1}
+    lb.cross_entropy.value_and_grad(np.arange(4) % 3, x, **defaults)
+    kept = {key: found for key, found in lb.cross_entropy._with_numbers.items()
+            if ("axis", 1) in key and ("label_smoothing", 0.0) in key}
+    assert kept and lb._loss._NOT_PLAIN not in kept.values()
+    p = np.array([0.0, 1.0, -2.0], np.float32)
+    y = np.zeros(3, np.float32)
+    signs = {}
+    for quantile in (0.0, -0.0, 0.0):
+        loss, grad = lb.pinball.value_and_grad(y, p, quantile=quantile, reduction="none")
+        signs.setdefault(np.signbit(quantile), []).append(
+            (np.signbit(loss).tolist(), np.signbit(grad).tolist()))
+    assert signs[False] == [([True, False, False], [False, False, True])] * 2
+    assert signs[True] == [([False, False, True], [False, False, False])]
 
 
 def _every_call(loss, y, p, backend, options, every=True) -> dict:
