@@ -200,10 +200,11 @@ class _Torch(Foreign):
     def to_native(self, x, device: str):
         # a tensor that requires grad is read, never recorded; a lazily negated or
         # conjugated view (.conj().imag) is resolved first (NumPy cannot see those bits)
-        x = x.detach().resolve_neg().resolve_conj()
         if device == HOST:
-            return x.numpy()  # torch's own zero-copy view: half the cost of np.from_dlpack
-        return _cupy().from_dlpack(x)
+            # torch's own zero-copy view (half the cost of np.from_dlpack), those steps
+            # taken in C++ (force=True: 1.2 us a tensor, 2.2 as three calls from here)
+            return x.numpy(force=True)
+        return _cupy().from_dlpack(x.detach().resolve_neg().resolve_conj())
 
     def from_native(self, a, like):
         if isinstance(a, np.generic):

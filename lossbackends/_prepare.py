@@ -304,6 +304,8 @@ def real_number(loss: str, name: str, value) -> float:
     """A real option (a number of any real type or a 0-d array or tensor of one, not a bool)
     as a float: a string or None is a TypeError that names the option, not ``float()``'s
     message."""
+    if type(value) is float:  # (most calls: the ABC check below takes a microsecond)
+        return value
     value = _scalar(value)
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
         raise TypeError(f"{loss}: {name} must be a real number, not {type(value).__name__}")
