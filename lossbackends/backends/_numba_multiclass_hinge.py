@@ -21,7 +21,7 @@ from ._numba_common import (
     in_dtype,
 )
 from ._numba_half import half_in_float32
-from ._numba_intrinsics import maximum
+from ._numba_intrinsics import borrowed, maximum
 from ._numba_math import ZERO, times
 from ._numba_row_common import _BOOL, _INT, _NONE, _REAL, _ROW_LOSSES, _launch
 from ._threads import claim, record
@@ -37,6 +37,8 @@ def _multiclass_hinge_kernel(x, labels, weight, margin, mean, given_denominator,
     Runs ``chunks`` chunks of rows (see ``_launch``); returns (the chunks' sum, first bad row or -1,
     the reduction's scale), the labels checked first."""
     aligned_stack()
+    # (no reference counts of the rows' views: see ``borrowed``)
+    x, labels, weight, grad_rows = borrowed(x), borrowed(labels), borrowed(weight), borrowed(grad)
     rows, classes = x.shape
     for r in range(rows):
         if labels[r] < 0 or labels[r] >= classes:
@@ -78,7 +80,7 @@ def _multiclass_hinge_kernel(x, labels, weight, margin, mean, given_denominator,
                 row_losses[r] = loss
             if grad is None:
                 continue
-            g = grad[r]
+            g = grad_rows[r]
             if slack > ZERO:
                 # the first other class at the max, found in the pass that zeroes the row
                 # (one pass: at 2048 x 40 a fifth faster than two; each score is read

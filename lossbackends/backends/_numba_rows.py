@@ -36,7 +36,7 @@ from ._numba_common import (
 )
 from ._numba_cross_entropy_few import _FEW, FEW_CLASSES, _few_classes_types
 from ._numba_half import half_in_float32
-from ._numba_intrinsics import held
+from ._numba_intrinsics import borrowed, held, keep_alive
 from ._numba_math import (
     EXP32_WIDE,
     INF,
@@ -106,6 +106,9 @@ def _cross_entropy_kernel(x, soft, labels, probs, weighted, class_weight, ignore
     bad label is found before anything is written, and the caller raises."""
     aligned_stack()
     wide_vectors()
+    # (no reference counts of the arguments' row views: see ``borrowed``)
+    x, labels, probs, class_weight = borrowed(x), borrowed(labels), borrowed(probs), borrowed(class_weight)
+    grad_rows, hess_rows = borrowed(grad), borrowed(hess)
     rows, classes = x.shape
     keep = 1.0 - smoothing
     spread = smoothing / classes
@@ -152,15 +155,19 @@ def _cross_entropy_kernel(x, soft, labels, probs, weighted, class_weight, ignore
     # copied here and read from here. LLVM runs a loop whose arrays overlap unvectorised
     # (2-4x slower), and softcap may read a row again after the exps were written
     in_place = _written_over(grad, x)
-    saved_row = np.empty(classes if in_place else 0, x.dtype)
+    saved_row_owner = np.empty(classes if in_place else 0, x.dtype)
+    saved_row = borrowed(saved_row_owner)
     stream = stream and not in_place
     # a row of exps when no gradient is asked or the gradient's rows are streamed (else
     # they go into the gradient), and a row of target weights w_c q_c for probabilities
-    exps = np.empty(classes if grad is None or stream else 0, x.dtype)
-    targets = np.empty(classes if soft else 0)
+    exps_owner = np.empty(classes if grad is None or stream else 0, x.dtype)
+    exps = borrowed(exps_owner)
+    targets_owner = np.empty(classes if soft else 0)
+    targets = borrowed(targets_owner)
     # the capped row (softcap tanh(x / softcap)): the logits the loss sees, read again from
     # cache for the chain rule
-    capped_row = np.empty(classes if capped else 0, x.dtype)
+    capped_row_owner = np.empty(classes if capped else 0, x.dtype)
+    capped_row = borrowed(capped_row_owner)
     result = 0.0
     chunk = claim(shared, -1)
     prefetching = classes * x.itemsize <= PREFETCH_ROW_BYTES
@@ -177,14 +184,14 @@ def _cross_entropy_kernel(x, soft, labels, probs, weighted, class_weight, ignore
                 label = labels[r]
                 if label == ignore_index:
                     if grad is not None:
-                        grad[r, :] = 0
+                        grad_rows[r, :] = 0
                     if hess is not None:
-                        hess[r, :] = 0
+                        hess_rows[r, :] = 0
                     if row_losses is not None:
                         row_losses[r] = 0.0
                     continue
             # each exp once, kept in the gradient (or in the scratch row it is copied from)
-            g = exps if grad is None or stream else grad[r]
+            g = exps if grad is None or stream else grad_rows[r]
             if in_place:
                 _copy(xr, saved_row)
                 xr = saved_row
@@ -287,7 +294,7 @@ def _cross_entropy_kernel(x, soft, labels, probs, weighted, class_weight, ignore
                 # in the (capped) logits: c s (1 - s) + 2 zc s^2, c = coef + 2 zc lse, times
                 # the reduction's scale; in the logits' dtype, as the gradient below:
                 # float32 stays vectorised (softcap's chain rule follows the gradient)
-                h = hess[r]
+                h = hess_rows[r]
                 inverse = x.dtype.type(1.0 / sum_exp)
                 hess_scale = x.dtype.type(grad_coef * grad_scale)
                 z_scale = x.dtype.type(2.0 * z_coef * grad_scale)
@@ -341,7 +348,7 @@ def _cross_entropy_kernel(x, soft, labels, probs, weighted, class_weight, ignore
                 if capped:
                     t = capped_row[label] * inv_cap
                     label_value = label_value * (ONE - t * t)
-                _stream_gradient(g, grad[r], prob_scale, capped_row, inv_cap, label, label_value)
+                _stream_gradient(g, grad_rows[r], prob_scale, capped_row, inv_cap, label, label_value)
                 continue
             if capped and not soft and smoothing == 0.0 and hess is None:
                 # the chain rule d(softcap tanh(x / softcap))/dx = 1 - tanh^2 in the same
@@ -370,7 +377,7 @@ def _cross_entropy_kernel(x, soft, labels, probs, weighted, class_weight, ignore
                         g[c] -= spread * w * grad_scale
             if capped:  # the chain rule: d(softcap tanh(x / softcap))/dx = 1 - tanh^2
                 if hess is not None:  # and d^2/dx^2 = -2 tanh (1 - tanh^2) / softcap
-                    h = hess[r]
+                    h = hess_rows[r]
                     for c in range(classes):
                         t = capped_row[c] * inv_cap
                         slope = ONE - t * t
@@ -379,11 +386,12 @@ def _cross_entropy_kernel(x, soft, labels, probs, weighted, class_weight, ignore
                     t = capped_row[c] * inv_cap
                     g[c] = g[c] * (ONE - t * t)
             if stream:
-                _stream_row(g, grad[r])
+                _stream_row(g, grad_rows[r])
         if stream:
             store_fence()  # (before ``record`` tells another thread the chunk is done)
         result = record(shared, chunk, compensated(total, total_error), result)
         chunk = claim(shared, chunk)
+    keep_alive((saved_row_owner, exps_owner, targets_owner, capped_row_owner))
     return result, -1, grad_scale
 
 
