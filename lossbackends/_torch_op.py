@@ -289,6 +289,10 @@ class _OpAutograd(torch.autograd.function._SingleLevelFunction):
     def backward(ctx, upstream, upstream_of_grad):
         return None, None, *_backward(ctx, upstream, upstream_of_grad)
 
+    # (Function's own: compiled autograd keys each Function's backward by it, and a
+    # single-level Function lacks it)
+    _compiled_autograd_key = staticmethod(torch.autograd.Function._compiled_autograd_key)
+
     @staticmethod
     def jvp(ctx, *tangents):
         raise RuntimeError(_FORWARD_MODE)
@@ -373,6 +377,7 @@ class _Eager(torch.autograd.function._SingleLevelFunction):
         return value, grad
 
     backward = staticmethod(_backward)
+    _compiled_autograd_key = _OpAutograd._compiled_autograd_key  # (see there)
 
 
 _PLAIN = frozenset((Tensor, torch.nn.Parameter))
