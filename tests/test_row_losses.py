@@ -940,3 +940,47 @@ def test_cross_entropy_streamed_rows_give_the_bits_of_plain_stores(options, dtyp
     if expected is not None:
         finite = np.isfinite(expected_grad) & np.isfinite(x).all(axis=1, keepdims=True)
         np.testing.assert_allclose(grad[finite], expected_grad[finite], rtol=1e-4, atol=1e-6)
+
+
+def test_row_kernels_free_their_scratch_rows_once():
+    """The row kernels read their rows through uncounted views (``borrowed``) and keep
+    their own scratch rows alive to their end (``keep_alive``): Numba's allocations and
+    frees still balance over calls that use each scratch row (the exps of a value alone,
+    softcap's capped row, probabilities' targets, the row saved for out=logits), and the
+    results equal the NumPy backend's."""
+    pytest.importorskip("numba", reason="Numba is not installed")
+    from numba.core.runtime import _nrt_python, rtsys
+
+    x = rng.standard_normal((300, 40)).astype(np.float32)
+    labels = rng.integers(0, 40, 300)
+    probs = rng.random((300, 40)).astype(np.float32)
+    probs /= probs.sum(axis=1, keepdims=True)
+
+    def calls():
+        yield lb.cross_entropy(labels, x, backend="numba"), lb.cross_entropy(labels, x)
+        yield (lb.cross_entropy.value_and_grad(labels, x, backend="numba", softcap=5.0),
+               lb.cross_entropy.value_and_grad(labels, x, backend="numpy", softcap=5.0))
+        yield (lb.cross_entropy.value_and_grad(probs, x, backend="numba"),
+               lb.cross_entropy.value_and_grad(probs, x, backend="numpy"))
+        inplace = x.copy()
+        yield (lb.cross_entropy.value_and_grad(labels, inplace, backend="numba", out=inplace),
+               lb.cross_entropy.value_and_grad(labels, x, backend="numpy"))
+        yield (lb.multiclass_hinge.value_and_grad(labels, x, backend="numba"),
+               lb.multiclass_hinge.value_and_grad(labels, x, backend="numpy"))
+
+    for _ in calls():  # (compiled first: a compilation allocates too)
+        pass
+    was_on = _nrt_python.memsys_stats_enabled()
+    _nrt_python.memsys_enable_stats()
+    try:
+        before = rtsys.get_allocation_stats()
+        for ours, numpy_s in calls():
+            for a, b in zip(*(r if isinstance(r, tuple) else (r,) for r in (ours, numpy_s)),
+                            strict=True):
+                np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+        after = rtsys.get_allocation_stats()
+    finally:
+        if not was_on:
+            _nrt_python.memsys_disable_stats()
+    allocated, freed = after.alloc - before.alloc, after.free - before.free
+    assert allocated == freed and allocated > 0
