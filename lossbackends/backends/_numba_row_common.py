@@ -183,10 +183,12 @@ def _row_max(x):
 
 @inline
 def _row_max_min(x):
-    """(max(x), min(x)) in one pass, NaN if any element is NaN."""
+    """(max(x), min(x)) in one pass, NaN if any element is NaN. (The loop starts at 0,
+    x[0] taken twice: from 1, LLVM ran rows of up to 64 float32 classes in its scalar
+    remainder, one element after another; from 0 they take its vectors, 2x as fast.)"""
     wide_vectors()
     top = low = x[0]
-    for c in range(1, x.size):
+    for c in range(x.size):
         top = maximum(top, x[c])
         low = minimum(low, x[c])
     return top, low
