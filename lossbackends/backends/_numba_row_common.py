@@ -176,7 +176,7 @@ def _row_max(x):
     loss and gradient, through x - max."""
     wide_vectors()
     top = x[0]
-    for c in range(1, x.size):
+    for c in range(x.size):  # (from 0: see ``_row_max_min``)
         top = maximum(top, x[c])
     return top
 
