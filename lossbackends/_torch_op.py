@@ -85,7 +85,8 @@ def _check_on_meta(name: str, entry: _Entry, input: Tensor, target: Tensor, tens
 
 # the dtypes whose CPU tensors NumPy views as they are (``_on_host``)
 _NUMPY_DTYPES = frozenset((torch.float16, torch.float32, torch.float64, torch.int8,
-                           torch.int16, torch.int32, torch.int64, torch.uint8, torch.bool))
+                           torch.int16, torch.int32, torch.int64, torch.uint8, torch.uint16,
+                           torch.uint32, torch.uint64, torch.bool))
 
 
 def _on_host(*tensors) -> bool:
