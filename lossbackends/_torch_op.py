@@ -98,20 +98,23 @@ def _on_host(*tensors) -> bool:
     return all(t is None or (t.is_cpu and t.dtype in _NUMPY_DTYPES) for t in tensors)
 
 
-def _numpy(t: Tensor | None):
-    return None if t is None else t.numpy(force=True)
+def _plain_arguments(entry: _Entry, input, target, t1, t2, floats, ints) -> tuple:
+    """``(y_true, y_pred, options, on_host)``: the plain API's arguments for the op's, as
+    NumPy views where ``_on_host``, else as they are."""
+    host = _on_host(input, target, t1, t2)
+    if host:
+        input, target = input.numpy(force=True), target.numpy(force=True)
+        t1 = None if t1 is None else t1.numpy(force=True)
+        t2 = None if t2 is None else t2.numpy(force=True)
+    return target, input, _our_options(entry, input.ndim, t1, t2, floats, ints), host
 
 
 def _value(loss, input, target, t1, t2, floats, ints, reduction):
     """The value alone (the plain call: no gradient buffer)."""
     entry = _TABLE[loss]
-    if _on_host(input, target, t1, t2):
-        options = _our_options(entry, input.ndim, _numpy(t1), _numpy(t2), floats, ints)
-        value = _in_torch_terms(loss, entry.loss, target.numpy(force=True),
-                                input.numpy(force=True), reduction=reduction, **options)
-        return torch.from_numpy(np.asarray(value))
-    options = _our_options(entry, input.ndim, t1, t2, floats, ints)
-    return _in_torch_terms(loss, entry.loss, target, input, reduction=reduction, **options)
+    y, p, options, host = _plain_arguments(entry, input, target, t1, t2, floats, ints)
+    value = _in_torch_terms(loss, entry.loss, y, p, reduction=reduction, **options)
+    return torch.from_numpy(np.asarray(value)) if host else value
 
 
 def _compute(loss, input, target, t1, t2, floats, ints, reduction):
@@ -119,16 +122,13 @@ def _compute(loss, input, target, t1, t2, floats, ints, reduction):
     other than the last comes back as a moved view, whose strides torch.compile would find
     different from the fake's)."""
     entry = _TABLE[loss]
+    y, p, options, host = _plain_arguments(entry, input, target, t1, t2, floats, ints)
     # (in torch's terms: the op's kernel raises under torch.compile too, a bad label's
     # LabelError included)
-    if _on_host(input, target, t1, t2):
-        options = _our_options(entry, input.ndim, _numpy(t1), _numpy(t2), floats, ints)
-        value, grad = _in_torch_terms(loss, entry.loss.value_and_grad, target.numpy(force=True),
-                                      input.numpy(force=True), reduction=reduction, **options)
-        return torch.from_numpy(np.asarray(value)), torch.from_numpy(grad).contiguous()
-    options = _our_options(entry, input.ndim, t1, t2, floats, ints)
-    value, grad = _in_torch_terms(loss, entry.loss.value_and_grad, target, input,
-                                  reduction=reduction, **options)
+    value, grad = _in_torch_terms(loss, entry.loss.value_and_grad, y, p, reduction=reduction,
+                                  **options)
+    if host:
+        value, grad = torch.from_numpy(np.asarray(value)), torch.from_numpy(grad)
     return value, grad.contiguous()
 
 
