@@ -238,6 +238,39 @@ def test_softcap_rows_within_and_beyond_the_cap(backend):
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("options", [{}, {"z_loss": 1e-3, "class_weight": "w", "ignore_index": 7}])
+def test_softcap_label_anywhere_in_its_row(backend, dtype, options):
+    """With class labels and no smoothing, Numba caps, exponentiates, sums all exps but
+    the label's and folds the chain rule into the gradient in one pass over the row, in
+    spans of 256 logits (the label's exp left out in its span alone): labels at every
+    span's ends, rows within and beyond the cap, against the float64 reference; the value
+    alone, and the gradient of ``grad_and_hess`` (capped, summed and scaled in passes of
+    their own), agree with it."""
+    classes = 600  # (spans of 256, 256 and 88 logits)
+    labels = np.array([0, 1, 255, 256, 257, 511, 512, 598, 599, 7, 300, 100])
+    x = (rng.normal(size=(labels.size, classes)) * 3).astype(dtype)
+    x[np.arange(labels.size), labels] += 6.0
+    x[4, 20] = 40.0  # a logit beyond the cap: the row again with the tanh that holds anywhere
+    x[10, 300] = -45.0  # the label itself beyond it
+    cap = 30.0
+    options = _options(options, classes)
+    expected = reference.cross_entropy_liger(labels, x.astype(np.float64), softcap=cap,
+                                             reduction="none", **options)
+    args = (on(backend, labels), on(backend, x))
+    value, grad = lb.cross_entropy.value_and_grad(*args, softcap=cap, reduction="none",
+                                                  backend=backend, **options)
+    _close(value, expected[0], dtype, "value")
+    _close(grad, expected[1], dtype, "gradient")
+    alone = lb.cross_entropy(*args, softcap=cap, reduction="none", backend=backend, **options)
+    assert host(alone).tobytes() == host(value).tobytes()
+    with_hess = lb.cross_entropy.grad_and_hess(*args, softcap=cap, reduction="none",
+                                               backend=backend, **options)[0]
+    rtol = 2e-6 if dtype == np.float32 else 1e-14
+    np.testing.assert_allclose(host(with_hess), host(grad), rtol=rtol,
+                               atol=rtol * np.abs(host(grad)).max())
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_softcap_at_the_ends_of_the_polynomials_range(backend, dtype):
     """Numba caps rows within +-softcap by a polynomial whose coefficients are scaled by
     the softcap (``softcap_constants``) for softcaps in [1/512, 40], and takes the max's

@@ -36,7 +36,7 @@ from ._numba_common import (
 )
 from ._numba_cross_entropy_few import _FEW, FEW_CLASSES, _few_classes_types
 from ._numba_half import half_in_float32
-from ._numba_intrinsics import borrowed, held, keep_alive
+from ._numba_intrinsics import borrowed, fma, held, keep_alive
 from ._numba_math import (
     EXP32_WIDE,
     INF,
@@ -58,6 +58,8 @@ from ._numba_row_common import (
     _ROW_LOSSES,
     NORMAL_REACH,
     PREFETCH_ROW_BYTES,
+    SPAN,
+    _capped_exps_folded,
     _capped_exps_near_zero,
     _exps_normal,
     _launch,
@@ -143,6 +145,8 @@ def _cross_entropy_kernel(x, soft, labels, probs, weighted, class_weight, ignore
     # normal float32 numbers (from about 1e-3)
     by_cap = capped and 1.0 / 512.0 <= softcap <= 40.0
     by_label = by_cap and not soft and smoothing == 0.0  # the loss as log(sum / e_label)
+    # softcap's chain rule folded into the exps' pass (``_capped_exps_folded``)
+    folded = by_label and hess is None
     cap = x.dtype.type(softcap)
     inv_cap = x.dtype.type(1.0 / softcap) if capped else x.dtype.type(0.0)
     two_inv_cap = inv_cap + inv_cap
@@ -168,6 +172,9 @@ def _cross_entropy_kernel(x, soft, labels, probs, weighted, class_weight, ignore
     # cache for the chain rule
     capped_row_owner = np.empty(classes if capped else 0, x.dtype)
     capped_row = borrowed(capped_row_owner)
+    # ones, but for a 0 at the label while its span is summed (``_capped_exps_folded``)
+    mask_owner = np.ones(SPAN if folded else 0, x.dtype)
+    mask = borrowed(mask_owner)
     result = 0.0
     chunk = claim(shared, -1)
     prefetching = classes * x.itemsize <= PREFETCH_ROW_BYTES
@@ -180,6 +187,7 @@ def _cross_entropy_kernel(x, soft, labels, probs, weighted, class_weight, ignore
             upcoming = x[r + 1] if prefetching and r + 1 < end else xr[:0]
             label = -1
             ref = -1  # the class the loss is taken against (softcap: below)
+            ref_exp, capped_label = 1.0, cap  # (``folded``'s: below)
             if not soft:
                 label = labels[r]
                 if label == ignore_index:
@@ -201,8 +209,15 @@ def _cross_entropy_kernel(x, soft, labels, probs, weighted, class_weight, ignore
                 # (exp(-80) is normal), so no pass for the max (outside ``by_cap``'s
                 # range it is found, capped: tanh increases). One fused pass then caps
                 # each logit (into the scratch row, read again for the chain rule) and
-                # takes its exp
-                if by_cap:
+                # takes its exp; against the label with no Hessian, the same pass also
+                # sums the exps and folds the chain rule into them (``folded``)
+                if folded:
+                    label_rest, ref_exp, capped_label = _capped_exps_folded(
+                        xr, cap, inv_cap, g, near_k, tanh_k, exp_k[0], upcoming, label, mask)
+                    shift = cap
+                    ref = label
+                    top = cap  # (unused: no dot where the loss is taken against the label)
+                elif by_cap:
                     # first as if every logit were within +-softcap (the usual case), where
                     # tanh is a polynomial with no division; a row with one beyond (or a
                     # NaN) is done again with the tanh that holds everywhere
@@ -260,11 +275,11 @@ def _cross_entropy_kernel(x, soft, labels, probs, weighted, class_weight, ignore
                 # loss of 1e-5 off by 0.5 %, a one-class row's not 0), and log(sum) - dot
                 # cancel (a confident row's loss came out negative). The same loss as
                 # log(sum / e_ref) - dot has it in both terms: a relative error
-                ref_exp = float(g[ref])  # >= exp(-80): the capped logits are >= -softcap
-                rest = _sum_except(g, ref)
-                sum_exp = rest + ref_exp
-                loss = coef * np.log1p(rest / ref_exp) - dot
-                label_rest = rest  # (the label's, where it is ``ref``: see below)
+                if not folded:  # (its pass summed them)
+                    ref_exp = float(g[ref])  # >= exp(-80): the capped logits are >= -softcap
+                    label_rest = _sum_except(g, ref)  # (the label's, where it is ``ref``)
+                sum_exp = label_rest + ref_exp
+                loss = coef * np.log1p(label_rest / ref_exp) - dot
             else:
                 sum_exp = _sum(g)
                 log_sum = np.log(sum_exp)
@@ -329,7 +344,8 @@ def _cross_entropy_kernel(x, soft, labels, probs, weighted, class_weight, ignore
             # above 999 zeros, 0 instead of -1.4e-8 at 25). With label smoothing the
             # target is below 1 and nothing cancels: the plain form.
             exact_label = not soft and smoothing == 0.0 and abs(prob_scale) < INF
-            label_gradient = (divide_apart(z_grad * float(g[label]) - coef * label_rest,
+            label_exp = ref_exp if folded else float(g[label])  # (g holds e (1 - t^2))
+            label_gradient = (divide_apart(z_grad * label_exp - coef * label_rest,
                                            sum_exp) * grad_scale) if exact_label else 0.0
             if not abs(prob_scale) < INF:
                 # the z-loss's 2 zc lse overflowed (logits near the dtype's largest, or
@@ -339,7 +355,22 @@ def _cross_entropy_kernel(x, soft, labels, probs, weighted, class_weight, ignore
                 row_scale = divide_apart(grad_coef, sum_exp, 0.5) * grad_scale  # (huge)
                 for c in range(classes):
                     g[c] = times(float(g[c]), row_scale)
+                label_exp = times(label_exp, row_scale)
                 prob_scale = ONE
+            if folded:
+                # g holds e (1 - t^2): plain's last pass, the label's element as below,
+                # times its 1 - t^2
+                t = x.dtype.type(capped_label) * inv_cap
+                label_value = (x.dtype.type(label_gradient) if exact_label else x.dtype.type(
+                    label_exp * prob_scale - keep * label_weight * grad_scale)) * fma(-t, t, x.dtype.type(1.0))
+                if stream:
+                    _stream_gradient(g, grad_rows[r], prob_scale, capped_row[:0], inv_cap, label,
+                                     label_value)
+                    continue
+                for c in range(classes):
+                    g[c] = g[c] * prob_scale
+                g[label] = label_value
+                continue
             if stream and not soft and smoothing == 0.0 and (hess is None or not capped):
                 # the scale (and softcap's chain rule) in the pass that copies the row, the
                 # label's element as the passes below compute it
@@ -353,13 +384,13 @@ def _cross_entropy_kernel(x, soft, labels, probs, weighted, class_weight, ignore
             if capped and not soft and smoothing == 0.0 and hess is None:
                 # the chain rule d(softcap tanh(x / softcap))/dx = 1 - tanh^2 in the same
                 # pass as the scale (the label's element again after it, as below)
-                label_exp = g[label]
+                exp_label = g[label]
                 for c in range(classes):
                     t = capped_row[c] * inv_cap
                     g[c] = (g[c] * prob_scale) * (ONE - t * t)
                 t = capped_row[label] * inv_cap
                 g[label] = (x.dtype.type(label_gradient) if exact_label else
-                            x.dtype.type(label_exp * prob_scale - keep * label_weight * grad_scale)
+                            x.dtype.type(exp_label * prob_scale - keep * label_weight * grad_scale)
                             ) * (ONE - t * t)
                 continue  # (streamed rows took the branch above)
             for c in range(classes):
@@ -391,7 +422,7 @@ def _cross_entropy_kernel(x, soft, labels, probs, weighted, class_weight, ignore
             store_fence()  # (before ``record`` tells another thread the chunk is done)
         result = record(shared, chunk, compensated(total, total_error), result)
         chunk = claim(shared, chunk)
-    keep_alive((saved_row_owner, exps_owner, targets_owner, capped_row_owner))
+    keep_alive((saved_row_owner, exps_owner, targets_owner, capped_row_owner, mask_owner))
     return result, -1, grad_scale
 
 
