@@ -240,12 +240,12 @@ def test_softcap_rows_within_and_beyond_the_cap(backend):
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("options", [{}, {"z_loss": 1e-3, "class_weight": "w", "ignore_index": 7}])
 def test_softcap_label_anywhere_in_its_row(backend, dtype, options):
-    """With class labels and no smoothing, Numba caps, exponentiates, sums all exps but
-    the label's and folds the chain rule into the gradient in one pass over the row, in
-    spans of 256 logits (the label's exp left out in its span alone): labels at every
-    span's ends, rows within and beyond the cap, against the float64 reference; the value
-    alone, and the gradient of ``grad_and_hess`` (capped, summed and scaled in passes of
-    their own), agree with it."""
+    """With class labels, no smoothing and no Hessian, Numba caps, exponentiates and
+    folds the chain rule into the gradient in one pass over the row (in spans of 256
+    logits), then sums the exps but the label's and scales the gradient as plain
+    cross-entropy does: labels at every span's ends, rows within and beyond the cap,
+    against the float64 reference; the value alone, and the gradient of ``grad_and_hess``
+    (the chain rule in a pass of its own), agree with it."""
     classes = 600  # (spans of 256, 256 and 88 logits)
     labels = np.array([0, 1, 255, 256, 257, 511, 512, 598, 599, 7, 300, 100])
     x = (rng.normal(size=(labels.size, classes)) * 3).astype(dtype)

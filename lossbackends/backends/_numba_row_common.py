@@ -17,7 +17,6 @@ from ._numba_common import (
     _jit,
     _sum,
     add_compensated,
-    add_reassociable,
     compensated,
     copy_streaming,
     holds_64_bits,
@@ -275,58 +274,34 @@ def _capped_exps_near_zero(xr, cap, g, capped_row, near_k, exp_k, upcoming):
 
 
 @inline
-def _capped_exps_folded(xr, cap, inv_cap, h, near_k, tanh_k, exp_k, upcoming, ref, mask):
-    """The capped row's exps with softcap's chain rule folded in, for a row whose loss is
-    taken against class ``ref`` (its label) and no Hessian: h = e (1 - t^2) with e =
-    exp(v - cap), v = cap t, t = tanh(xr / cap), and the sum of the e other than ref's, in
-    one pass. The gradient's pass is then plain cross-entropy's (h times a scale), and no
-    row of v or e is written and read again (see the measurement log). ``upcoming`` is
-    prefetched as in ``_exps_normal``. First as if every logit were within +-cap
-    (``softcap_near_zero``, a polynomial); a row with one beyond (or a NaN) is done again
-    with ``fast_tanh``. The sum goes span by span (``SPAN``): in the logits' dtype within a
-    span, so that the loop keeps float32's widest vectors (a float64 sum halves them: 1.5x
-    the time), and the spans' sums in float64, compensated as ``_sum``'s; ref's exp is left
-    out by a comparison in its own span alone (in every span: 1.35x the time). Returns
-    (the others' sum of exps, e_ref, v_ref), ref's by the same formulas as its row's."""
+def _capped_exps_folded(xr, cap, inv_cap, g, h, near_k, tanh_k, exp_k, upcoming, ref):
+    """The capped row's exps, and the same with softcap's chain rule folded in, for a row
+    with no Hessian: g = e = exp(v - cap) and h = e (1 - t^2), v = cap t, t = tanh(xr /
+    cap), in one pass. The gradient's pass is then plain cross-entropy's (h times a
+    scale), with no row of v written and read again for the chain rule (see the
+    measurement log). ``upcoming`` is prefetched as in ``_exps_normal``. First as if every
+    logit were within +-cap (``softcap_near_zero``, a polynomial); a row with one beyond
+    (or a NaN) is done again with ``fast_tanh``. Returns v_ref, by the same formulas."""
     wide_vectors()
     one = xr.dtype.type(1.0)  # (1 - t^2 rounded once, in the logits' dtype)
     reach = order_bits(xr.dtype.type(0.0))  # (the reach's bits: see ``order_bits``)
-    rest, error = 0.0, 0.0
     for start in range(0, xr.size, SPAN):
         stop = min(xr.size, start + SPAN)
         prefetch_lines(upcoming, start, stop)
-        hs, xs = h[start:stop], xr[start:stop]  # (from 0: LLVM vectorises the loops)
-        at = ref - start
-        part = ZERO
-        inside = 0 <= at < stop - start
-        if inside:
-            mask[at] = ZERO
-        ms = mask[:stop - start]
-        for c in range(stop - start):
+        gs, hs, xs = g[start:stop], h[start:stop], xr[start:stop]
+        for c in range(stop - start):  # (from 0: LLVM vectorises the loop)
             v, z = softcap_near_zero(xs[c], cap, near_k)
             reach = max(reach, order_bits(z))  # (z = x^2 >= +0, or a NaN)
             e = fast_exp_normal(v - cap, exp_k)  # in [exp(-80), 1]
-            part = add_reassociable(part, e * ms[c])
+            gs[c] = e
             t = v * inv_cap
             hs[c] = e * fma(-t, t, one)
-        if inside:
-            mask[at] = ONE
-        rest, error = add_compensated(rest, error, float(part))
     if reach <= order_bits(near_k[2]):
-        v_ref = softcap_near_zero(xr[ref], cap, near_k)[0]
-    else:  # (not all within +-cap, or a NaN)
-        rest, error = 0.0, 0.0
-        for start in range(0, xr.size, SPAN):
-            stop = min(xr.size, start + SPAN)
-            hs, xs = h[start:stop], xr[start:stop]
-            at = ref - start
-            part = ZERO
-            for c in range(stop - start):
-                v = cap * fast_tanh(xs[c] * inv_cap, tanh_k)
-                e = fast_exp_normal(v - cap, exp_k)
-                part = add_reassociable(part, ZERO if c == at else e)
-                t = v * inv_cap
-                hs[c] = e * fma(-t, t, one)
-            rest, error = add_compensated(rest, error, float(part))
-        v_ref = cap * fast_tanh(xr[ref] * inv_cap, tanh_k)
-    return compensated(rest, error), float(fast_exp_normal(v_ref - cap, exp_k)), v_ref
+        return softcap_near_zero(xr[ref], cap, near_k)[0]
+    for c in range(xr.size):  # (not all within +-cap, or a NaN)
+        v = cap * fast_tanh(xr[c] * inv_cap, tanh_k)
+        e = fast_exp_normal(v - cap, exp_k)
+        g[c] = e
+        t = v * inv_cap
+        h[c] = e * fma(-t, t, one)
+    return cap * fast_tanh(xr[ref] * inv_cap, tanh_k)

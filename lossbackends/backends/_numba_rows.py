@@ -58,7 +58,6 @@ from ._numba_row_common import (
     _ROW_LOSSES,
     NORMAL_REACH,
     PREFETCH_ROW_BYTES,
-    SPAN,
     _capped_exps_folded,
     _capped_exps_near_zero,
     _exps_normal,
@@ -169,12 +168,9 @@ def _cross_entropy_kernel(x, soft, labels, probs, weighted, class_weight, ignore
     targets_owner = np.empty(classes if soft else 0)
     targets = borrowed(targets_owner)
     # the capped row (softcap tanh(x / softcap)): the logits the loss sees, read again from
-    # cache for the chain rule
+    # cache for the chain rule; or, ``folded``, the row's exps
     capped_row_owner = np.empty(classes if capped else 0, x.dtype)
     capped_row = borrowed(capped_row_owner)
-    # ones, but for a 0 at the label while its span is summed (``_capped_exps_folded``)
-    mask_owner = np.ones(SPAN if folded else 0, x.dtype)
-    mask = borrowed(mask_owner)
     result = 0.0
     chunk = claim(shared, -1)
     prefetching = classes * x.itemsize <= PREFETCH_ROW_BYTES
@@ -187,7 +183,7 @@ def _cross_entropy_kernel(x, soft, labels, probs, weighted, class_weight, ignore
             upcoming = x[r + 1] if prefetching and r + 1 < end else xr[:0]
             label = -1
             ref = -1  # the class the loss is taken against (softcap: below)
-            ref_exp, capped_label = 1.0, cap  # (``folded``'s: below)
+            capped_label = cap  # (``folded``'s: below)
             if not soft:
                 label = labels[r]
                 if label == ignore_index:
@@ -209,11 +205,11 @@ def _cross_entropy_kernel(x, soft, labels, probs, weighted, class_weight, ignore
                 # (exp(-80) is normal), so no pass for the max (outside ``by_cap``'s
                 # range it is found, capped: tanh increases). One fused pass then caps
                 # each logit (into the scratch row, read again for the chain rule) and
-                # takes its exp; against the label with no Hessian, the same pass also
-                # sums the exps and folds the chain rule into them (``folded``)
-                if folded:
-                    label_rest, ref_exp, capped_label = _capped_exps_folded(
-                        xr, cap, inv_cap, g, near_k, tanh_k, exp_k[0], upcoming, label, mask)
+                # takes its exp; against the label with no Hessian, the same pass keeps
+                # the exps apart and folds the chain rule into the gradient's (``folded``)
+                if folded:  # (the exps into the scratch row, e (1 - t^2) into g)
+                    capped_label = _capped_exps_folded(xr, cap, inv_cap, capped_row, g, near_k,
+                                                       tanh_k, exp_k[0], upcoming, label)
                     shift = cap
                     ref = label
                     top = cap  # (unused: no dot where the loss is taken against the label)
@@ -275,9 +271,9 @@ def _cross_entropy_kernel(x, soft, labels, probs, weighted, class_weight, ignore
                 # loss of 1e-5 off by 0.5 %, a one-class row's not 0), and log(sum) - dot
                 # cancel (a confident row's loss came out negative). The same loss as
                 # log(sum / e_ref) - dot has it in both terms: a relative error
-                if not folded:  # (its pass summed them)
-                    ref_exp = float(g[ref])  # >= exp(-80): the capped logits are >= -softcap
-                    label_rest = _sum_except(g, ref)  # (the label's, where it is ``ref``)
+                row_exps = capped_row if folded else g
+                ref_exp = float(row_exps[ref])  # >= exp(-80): the capped logits are >= -softcap
+                label_rest = _sum_except(row_exps, ref)  # (the label's, where it is ``ref``)
                 sum_exp = label_rest + ref_exp
                 loss = coef * np.log1p(label_rest / ref_exp) - dot
             else:
@@ -422,7 +418,7 @@ def _cross_entropy_kernel(x, soft, labels, probs, weighted, class_weight, ignore
             store_fence()  # (before ``record`` tells another thread the chunk is done)
         result = record(shared, chunk, compensated(total, total_error), result)
         chunk = claim(shared, chunk)
-    keep_alive((saved_row_owner, exps_owner, targets_owner, capped_row_owner, mask_owner))
+    keep_alive((saved_row_owner, exps_owner, targets_owner, capped_row_owner))
     return result, -1, grad_scale
 
 
