@@ -145,7 +145,7 @@ def _cross_entropy_kernel(x, soft, labels, probs, weighted, class_weight, ignore
     by_cap = capped and 1.0 / 512.0 <= softcap <= 40.0
     by_label = by_cap and not soft and smoothing == 0.0  # the loss as log(sum / e_label)
     # softcap's chain rule folded into the exps' pass (``_capped_exps_folded``)
-    folded = by_label and hess is None
+    folded = by_label and grad is not None and hess is None
     cap = x.dtype.type(softcap)
     inv_cap = x.dtype.type(1.0 / softcap) if capped else x.dtype.type(0.0)
     two_inv_cap = inv_cap + inv_cap
