@@ -99,6 +99,13 @@ def cross_entropy(target, logits, *, reduction="mean", class_weight=None, ignore
     return value, grads
 
 
+def _tanh_slope(u):
+    """1 - tanh(u)^2 as 1 / cosh(u)^2: no cancellation near |tanh| = 1 (0 where cosh
+    overflows, the limit)."""
+    with np.errstate(over="ignore"):
+        return 1 / np.cosh(u) ** 2
+
+
 def cross_entropy_liger(labels, logits, *, reduction="mean", class_weight=None, ignore_index=-100,
                         label_smoothing=0.0, z_loss=0.0, softcap=None):
     """(value, gradient) of cross-entropy with Liger-Kernel's z_loss and softcap, class
@@ -110,7 +117,7 @@ def cross_entropy_liger(labels, logits, *, reduction="mean", class_weight=None, 
     rows, classes = x.shape
     w = np.ones(classes) if class_weight is None else np.asarray(class_weight, np.float64)
     capped = x if softcap is None else softcap * np.tanh(x / softcap)
-    slope = np.ones_like(x) if softcap is None else 1 - np.tanh(x / softcap) ** 2
+    slope = np.ones_like(x) if softcap is None else _tanh_slope(x / softcap)
     ce, zl = np.zeros(rows), np.zeros(rows)
     ce_grad, z_grad = np.zeros_like(x), np.zeros_like(x)
     weight_sum, count = 0.0, 0
@@ -161,7 +168,7 @@ def label_gradient(labels, logits, *, z_loss=0.0, class_weight=None, softcap=Non
     if class_weight is not None:
         grad = grad * np.asarray(class_weight, np.float64)[labels]
     if softcap is not None:
-        grad = grad * (1.0 - np.tanh(x[rows, labels] / softcap) ** 2)
+        grad = grad * _tanh_slope(x[rows, labels] / softcap)
     return grad
 
 

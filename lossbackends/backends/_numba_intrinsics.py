@@ -100,10 +100,12 @@ def positive_normal(typingctx, x):
 
 @intrinsic
 def order_bits(typingctx, x):
-    """x's bits as an unsigned integer (uint32 for float32, uint64 for float64): for x >=
-    +0 or a NaN, their order is the numbers' order, with every NaN (of either sign) above
-    +inf. A running max of these is one integer instruction a vector that LLVM vectorises
-    freely, where ``maximum`` takes three and a compare and select does not vectorise."""
+    """x's bits as an unsigned integer (uint32 for float32, uint64 for float64). For x >=
+    +0 (not -0, whose bits lie above +inf's: callers pass a square) or a NaN, their order
+    is the numbers' order, with every NaN, of either sign, above +inf. A running max of
+    these takes one integer instruction per vector, and LLVM vectorises it without
+    fast-math flags, where ``maximum`` takes three and a float compare and select does
+    not vectorise."""
     if x not in _LAYOUT:
         return None
     integer = _LAYOUT[x][0]

@@ -110,6 +110,13 @@ def fast_tanh(x, constants=None):
     return math.tanh(x)
 
 
+def tanh_slope(t):
+    """1 - t^2, tanh's derivative from t = tanh(u) (softcap's chain rule), rounded once by
+    a fused multiply-add in t's dtype: t^2 is not rounded before the difference, which
+    cancels near |t| = 1."""
+    return 1.0 - t * t
+
+
 def softcap_near_zero(x, cap, constants):
     """``(cap tanh(x / cap), reach)`` for |x| <= cap, ``constants`` =
     ``softcap_constants(cap)``: for float32 a polynomial in x^2 with no division and no
@@ -441,6 +448,13 @@ def _fast_tanh(x, constants=None):
     if x == types.float64:
         return lambda x, constants=None: _tanh64(x)
     return lambda x, constants=None: math.tanh(x)
+
+
+@overload(tanh_slope, jit_options=INLINE)
+def _tanh_slope(t):
+    if t == types.float32:
+        return lambda t: fma(-t, t, ONE)
+    return lambda t: fma(-t, t, 1.0)
 
 
 @overload(softcap_near_zero, jit_options=INLINE)

@@ -25,8 +25,8 @@ from ._numba_common import (
     store_streaming,
     wide_vectors,
 )
-from ._numba_intrinsics import fma, inline, maximum, minimum, order_bits
-from ._numba_math import ONE, ZERO, fast_exp_normal, fast_tanh, softcap_near_zero
+from ._numba_intrinsics import inline, maximum, minimum, order_bits
+from ._numba_math import ZERO, fast_exp_normal, fast_tanh, softcap_near_zero, tanh_slope
 from ._threads import share
 
 _EMPTY_LOSSES = np.empty(0)  # no per-row losses wanted
@@ -221,11 +221,11 @@ def _stream_gradient(exps, target, scale, capped_row, inv_cap, label, label_valu
     if capped_row.size:
         for c in range(head):
             t = capped_row[c] * inv_cap
-            target[c] = label_value if c == label else (exps[c] * scale) * (ONE - t * t)
+            target[c] = label_value if c == label else (exps[c] * scale) * tanh_slope(t)
         capped = capped_row[head:]
         for c in range(lines.size):
             t = capped[c] * inv_cap
-            store_streaming(lines, c, label_value if c == at else (rest[c] * scale) * (ONE - t * t))
+            store_streaming(lines, c, label_value if c == at else (rest[c] * scale) * tanh_slope(t))
     else:
         for c in range(head):
             target[c] = label_value if c == label else exps[c] * scale
@@ -258,50 +258,49 @@ def _exps_normal(xr, top, g, k, upcoming):
 def _capped_exps_near_zero(xr, cap, g, capped_row, near_k, exp_k, upcoming):
     """capped_row = cap tanh(xr / cap) and g = exp(capped_row - cap) as if every logit were
     within +-cap (``softcap_near_zero``), ``upcoming`` prefetched as in ``_exps_normal``;
-    returns the row's largest reach (``softcap_near_zero``), which says whether they were."""
+    returns the bits of the row's largest reach (``softcap_near_zero``, ``order_bits``),
+    which say whether they were."""
     wide_vectors()
-    reach = xr.dtype.type(0.0)
+    reach = order_bits(xr.dtype.type(0.0))
     for start in range(0, xr.size, SPAN):
         stop = min(xr.size, start + SPAN)
         prefetch_lines(upcoming, start, stop)
         gs, xs, vs = g[start:stop], xr[start:stop], capped_row[start:stop]
         for c in range(stop - start):
             v, z = softcap_near_zero(xs[c], cap, near_k)
-            reach = maximum(reach, z)
+            reach = max(reach, order_bits(z))  # (z = x^2 >= +0, or a NaN)
             vs[c] = v
             gs[c] = fast_exp_normal(v - cap, exp_k)  # in [exp(-80), 1]
     return reach
 
 
 @inline
-def _capped_exps_folded(xr, cap, inv_cap, g, h, near_k, tanh_k, exp_k, upcoming, ref):
+def _capped_exps_folded(xr, cap, inv_cap, exps, out, near_k, tanh_k, exp_k, upcoming, ref):
     """The capped row's exps, and the same with softcap's chain rule folded in, for a row
-    with no Hessian: g = e = exp(v - cap) and h = e (1 - t^2), v = cap t, t = tanh(xr /
-    cap), in one pass. The gradient's pass is then plain cross-entropy's (h times a
-    scale), with no row of v written and read again for the chain rule (see the
-    measurement log). ``upcoming`` is prefetched as in ``_exps_normal``. First as if every
-    logit were within +-cap (``softcap_near_zero``, a polynomial); a row with one beyond
-    (or a NaN) is done again with ``fast_tanh``. Returns v_ref, by the same formulas."""
+    with a gradient and no Hessian: exps = e = exp(v - cap) and out = e (1 - t^2), v = cap
+    t, t = tanh(xr / cap), in one pass. The gradient's pass is then plain cross-entropy's
+    (out times a scale), with no row of v written and read again for the chain rule (see
+    the measurement log). ``upcoming`` is prefetched as in ``_exps_normal``. First as if
+    every logit were within +-cap (``softcap_near_zero``, a polynomial); a row with one
+    beyond (or a NaN) is done again with ``fast_tanh``. Returns v at class ``ref``, by
+    the same formulas."""
     wide_vectors()
-    one = xr.dtype.type(1.0)  # (1 - t^2 rounded once, in the logits' dtype)
     reach = order_bits(xr.dtype.type(0.0))  # (the reach's bits: see ``order_bits``)
     for start in range(0, xr.size, SPAN):
         stop = min(xr.size, start + SPAN)
         prefetch_lines(upcoming, start, stop)
-        gs, hs, xs = g[start:stop], h[start:stop], xr[start:stop]
+        es, outs, xs = exps[start:stop], out[start:stop], xr[start:stop]
         for c in range(stop - start):  # (from 0: LLVM vectorises the loop)
             v, z = softcap_near_zero(xs[c], cap, near_k)
             reach = max(reach, order_bits(z))  # (z = x^2 >= +0, or a NaN)
             e = fast_exp_normal(v - cap, exp_k)  # in [exp(-80), 1]
-            gs[c] = e
-            t = v * inv_cap
-            hs[c] = e * fma(-t, t, one)
+            es[c] = e
+            outs[c] = e * tanh_slope(v * inv_cap)
     if reach <= order_bits(near_k[2]):
         return softcap_near_zero(xr[ref], cap, near_k)[0]
     for c in range(xr.size):  # (not all within +-cap, or a NaN)
         v = cap * fast_tanh(xr[c] * inv_cap, tanh_k)
         e = fast_exp_normal(v - cap, exp_k)
-        g[c] = e
-        t = v * inv_cap
-        h[c] = e * fma(-t, t, one)
+        exps[c] = e
+        out[c] = e * tanh_slope(v * inv_cap)
     return cap * fast_tanh(xr[ref] * inv_cap, tanh_k)

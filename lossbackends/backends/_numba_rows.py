@@ -36,7 +36,7 @@ from ._numba_common import (
 )
 from ._numba_cross_entropy_few import _FEW, FEW_CLASSES, _few_classes_types
 from ._numba_half import half_in_float32
-from ._numba_intrinsics import borrowed, fma, held, keep_alive
+from ._numba_intrinsics import borrowed, held, keep_alive, order_bits
 from ._numba_math import (
     EXP32_WIDE,
     INF,
@@ -46,6 +46,7 @@ from ._numba_math import (
     fast_exp_normal,
     fast_tanh,
     softcap_constants,
+    tanh_slope,
     times,
 )
 from ._numba_math64 import divide_apart
@@ -194,7 +195,8 @@ def _cross_entropy_kernel(x, soft, labels, probs, weighted, class_weight, ignore
                     if row_losses is not None:
                         row_losses[r] = 0.0
                     continue
-            # each exp once, kept in the gradient (or in the scratch row it is copied from)
+            # each exp once, kept in the gradient (or in the scratch row it is copied from;
+            # ``folded``: in the capped row's, and e (1 - t^2) in the gradient)
             g = exps if grad is None or stream else grad_rows[r]
             if in_place:
                 _copy(xr, saved_row)
@@ -219,7 +221,7 @@ def _cross_entropy_kernel(x, soft, labels, probs, weighted, class_weight, ignore
                     # NaN) is done again with the tanh that holds everywhere
                     reach = _capped_exps_near_zero(xr, cap, g, capped_row, near_k, exp_k[0],
                                                    upcoming)
-                    if not reach <= near_k[2]:  # (not all within +-softcap, or a NaN)
+                    if not reach <= order_bits(near_k[2]):  # (not all within, or a NaN)
                         for c in range(classes):
                             v = cap * fast_tanh(xr[c] * inv_cap, tanh_k)
                             capped_row[c] = v
@@ -237,7 +239,8 @@ def _cross_entropy_kernel(x, soft, labels, probs, weighted, class_weight, ignore
                         v = cap * fast_tanh(xr[c] * inv_cap, tanh_k)
                         capped_row[c] = v
                         g[c] = fast_exp(v - top, exp_k)
-                xr = capped_row
+                if not folded:  # (there the scratch row holds the exps)
+                    xr = capped_row
             else:
                 top, low = _row_max_min(xr)
                 shift = top
@@ -340,8 +343,8 @@ def _cross_entropy_kernel(x, soft, labels, probs, weighted, class_weight, ignore
             # above 999 zeros, 0 instead of -1.4e-8 at 25). With label smoothing the
             # target is below 1 and nothing cancels: the plain form.
             exact_label = not soft and smoothing == 0.0 and abs(prob_scale) < INF
-            label_exp = ref_exp if folded else float(g[label])  # (g holds e (1 - t^2))
-            label_gradient = (divide_apart(z_grad * label_exp - coef * label_rest,
+            label_exp64 = ref_exp if folded else float(g[label])  # (g holds e (1 - t^2))
+            label_gradient = (divide_apart(z_grad * label_exp64 - coef * label_rest,
                                            sum_exp) * grad_scale) if exact_label else 0.0
             if not abs(prob_scale) < INF:
                 # the z-loss's 2 zc lse overflowed (logits near the dtype's largest, or
@@ -351,14 +354,15 @@ def _cross_entropy_kernel(x, soft, labels, probs, weighted, class_weight, ignore
                 row_scale = divide_apart(grad_coef, sum_exp, 0.5) * grad_scale  # (huge)
                 for c in range(classes):
                     g[c] = times(float(g[c]), row_scale)
-                label_exp = times(label_exp, row_scale)
+                if folded:
+                    label_exp64 = times(label_exp64, row_scale)
                 prob_scale = ONE
             if folded:
                 # g holds e (1 - t^2): plain's last pass, the label's element as below,
                 # times its 1 - t^2
                 t = x.dtype.type(capped_label) * inv_cap
                 label_value = (x.dtype.type(label_gradient) if exact_label else x.dtype.type(
-                    label_exp * prob_scale - keep * label_weight * grad_scale)) * fma(-t, t, x.dtype.type(1.0))
+                    label_exp64 * prob_scale - keep * label_weight * grad_scale)) * tanh_slope(t)
                 if stream:
                     _stream_gradient(g, grad_rows[r], prob_scale, capped_row[:0], inv_cap, label,
                                      label_value)
@@ -374,20 +378,20 @@ def _cross_entropy_kernel(x, soft, labels, probs, weighted, class_weight, ignore
                     g[label] * prob_scale - keep * label_weight * grad_scale))
                 if capped:
                     t = capped_row[label] * inv_cap
-                    label_value = label_value * (ONE - t * t)
+                    label_value = label_value * tanh_slope(t)
                 _stream_gradient(g, grad_rows[r], prob_scale, capped_row, inv_cap, label, label_value)
                 continue
             if capped and not soft and smoothing == 0.0 and hess is None:
                 # the chain rule d(softcap tanh(x / softcap))/dx = 1 - tanh^2 in the same
                 # pass as the scale (the label's element again after it, as below)
-                exp_label = g[label]
+                label_exp = g[label]
                 for c in range(classes):
                     t = capped_row[c] * inv_cap
-                    g[c] = (g[c] * prob_scale) * (ONE - t * t)
+                    g[c] = (g[c] * prob_scale) * tanh_slope(t)
                 t = capped_row[label] * inv_cap
                 g[label] = (x.dtype.type(label_gradient) if exact_label else
-                            x.dtype.type(exp_label * prob_scale - keep * label_weight * grad_scale)
-                            ) * (ONE - t * t)
+                            x.dtype.type(label_exp * prob_scale - keep * label_weight * grad_scale)
+                            ) * tanh_slope(t)
                 continue  # (streamed rows took the branch above)
             for c in range(classes):
                 g[c] = g[c] * prob_scale
@@ -407,11 +411,11 @@ def _cross_entropy_kernel(x, soft, labels, probs, weighted, class_weight, ignore
                     h = hess_rows[r]
                     for c in range(classes):
                         t = capped_row[c] * inv_cap
-                        slope = ONE - t * t
+                        slope = tanh_slope(t)
                         h[c] = h[c] * (slope * slope) - g[c] * (two_inv_cap * t * slope)
                 for c in range(classes):
                     t = capped_row[c] * inv_cap
-                    g[c] = g[c] * (ONE - t * t)
+                    g[c] = g[c] * tanh_slope(t)
             if stream:
                 _stream_row(g, grad_rows[r])
         if stream:
