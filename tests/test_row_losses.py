@@ -618,7 +618,9 @@ def test_special_values(backend):
     value, grad = lb.cross_entropy.value_and_grad(on(backend, np.array([2, 1])),
                                                   on(backend, capped), softcap=5.0, z_loss=0.1,
                                                   reduction="none", backend=backend)
-    expected = reference.cross_entropy_liger([2, 1], np.clip(capped, -1e3, 1e3), softcap=5.0,
+    # (the infinities as +-1e4: 2000 softcaps, where the reference's slope 1 / cosh^2 is
+    # 0, the limit at infinity, as is the backends' 1 - tanh^2)
+    expected = reference.cross_entropy_liger([2, 1], np.clip(capped, -1e4, 1e4), softcap=5.0,
                                              z_loss=0.1, reduction="none")
     np.testing.assert_allclose(host(value), expected[0], rtol=1e-12)
     np.testing.assert_allclose(host(grad), expected[1], atol=1e-300)
