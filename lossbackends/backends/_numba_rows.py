@@ -354,44 +354,37 @@ def _cross_entropy_kernel(x, soft, labels, probs, weighted, class_weight, ignore
                 row_scale = divide_apart(grad_coef, sum_exp, 0.5) * grad_scale  # (huge)
                 for c in range(classes):
                     g[c] = times(float(g[c]), row_scale)
-                if folded:
-                    label_exp64 = times(label_exp64, row_scale)
+                label_exp64 = times(label_exp64, row_scale)  # (g[label]'s, or e's)
                 prob_scale = ONE
-            if folded:
-                # g holds e (1 - t^2): plain's last pass, the label's element as below,
-                # times its 1 - t^2
-                t = x.dtype.type(capped_label) * inv_cap
+            if folded or (stream and not soft and smoothing == 0.0
+                          and (hess is None or not capped)):
+                # the scale in one pass (streamed rows: the pass that copies the row) with
+                # softcap's chain rule (``folded``: already in g), the label's element as
+                # the passes below compute it
                 label_value = (x.dtype.type(label_gradient) if exact_label else x.dtype.type(
-                    label_exp64 * prob_scale - keep * label_weight * grad_scale)) * tanh_slope(t)
+                    x.dtype.type(label_exp64) * prob_scale - keep * label_weight * grad_scale))
+                if capped:
+                    t = (capped_label if folded else capped_row[label]) * inv_cap
+                    label_value = label_value * tanh_slope(t)
                 if stream:
-                    _stream_gradient(g, grad_rows[r], prob_scale, capped_row[:0], inv_cap, label,
+                    _stream_gradient(g, grad_rows[r], prob_scale,
+                                     capped_row[:0 if folded else classes], inv_cap, label,
                                      label_value)
                     continue
-                for c in range(classes):
+                for c in range(classes):  # (folded)
                     g[c] = g[c] * prob_scale
                 g[label] = label_value
-                continue
-            if stream and not soft and smoothing == 0.0 and (hess is None or not capped):
-                # the scale (and softcap's chain rule) in the pass that copies the row, the
-                # label's element as the passes below compute it
-                label_value = (x.dtype.type(label_gradient) if exact_label else x.dtype.type(
-                    g[label] * prob_scale - keep * label_weight * grad_scale))
-                if capped:
-                    t = capped_row[label] * inv_cap
-                    label_value = label_value * tanh_slope(t)
-                _stream_gradient(g, grad_rows[r], prob_scale, capped_row, inv_cap, label, label_value)
                 continue
             if capped and not soft and smoothing == 0.0 and hess is None:
                 # the chain rule d(softcap tanh(x / softcap))/dx = 1 - tanh^2 in the same
                 # pass as the scale (the label's element again after it, as below)
-                label_exp = g[label]
                 for c in range(classes):
                     t = capped_row[c] * inv_cap
                     g[c] = (g[c] * prob_scale) * tanh_slope(t)
                 t = capped_row[label] * inv_cap
-                g[label] = (x.dtype.type(label_gradient) if exact_label else
-                            x.dtype.type(label_exp * prob_scale - keep * label_weight * grad_scale)
-                            ) * tanh_slope(t)
+                g[label] = tanh_slope(t) * (x.dtype.type(label_gradient) if exact_label else
+                                            x.dtype.type(x.dtype.type(label_exp64) * prob_scale
+                                                         - keep * label_weight * grad_scale))
                 continue  # (streamed rows took the branch above)
             for c in range(classes):
                 g[c] = g[c] * prob_scale
