@@ -17,14 +17,12 @@ from ._loss import Loss
 from ._prepare import (
     prepare_bce,
     prepare_bce_with_logits,
-    prepare_cross_entropy,
     prepare_hinge,
     prepare_huber,
     prepare_kl_div,
     prepare_log_cosh,
     prepare_mae,
     prepare_mse,
-    prepare_multiclass_hinge,
     prepare_pinball,
     prepare_poisson_nll,
     prepare_sigmoid_focal,
@@ -32,6 +30,7 @@ from ._prepare import (
     prepare_soft_margin,
     prepare_squared_hinge,
 )
+from ._prepare_rows import prepare_cross_entropy, prepare_multiclass_hinge
 
 mse = Loss(
     "mse",
