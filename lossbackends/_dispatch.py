@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from . import _arrays
+from . import _foreign
 
 BACKEND_NAMES = ("numpy", "numba", "cupy")
 _CHOICES = ("auto", *BACKEND_NAMES)
@@ -193,7 +193,7 @@ def device_of(x: object) -> str:
     try:
         device = _DEVICE_OF_TYPE[kind]
     except KeyError:
-        if _arrays.adapter(kind) is not None:
+        if _foreign.adapter(kind) is not None:
             device = None  # ask the instance
         elif not hasattr(kind, "__cuda_array_interface__"):
             # a wrapper may set the interface on its instances (in ``__init__``): a type
@@ -207,7 +207,7 @@ def device_of(x: object) -> str:
         _DEVICE_OF_TYPE[kind] = device
     if device is _BY_INSTANCE:
         return "cuda" if hasattr(x, "__cuda_array_interface__") else "host"
-    return device or _arrays.device_of(x)
+    return device or _foreign.device_of(x)
 
 
 def _holds_interface(x: object) -> bool:
@@ -293,7 +293,7 @@ def _first_route(loss: str, choice: object, from_settings: bool, y_true: object,
     runner = None
     if _dask.is_dask_array(y_pred) or _dask.is_dask_array(y_true):
         runner = _dask.run
-    elif _arrays.adapter(type(y_true)) is not None or _arrays.adapter(type(y_pred)) is not None:
+    elif _foreign.adapter(type(y_true)) is not None or _foreign.adapter(type(y_pred)) is not None:
         from ._loss import run_foreign
 
         runner = run_foreign

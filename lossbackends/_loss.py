@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from . import _arrays, _buffers, _dispatch
+from . import _arrays, _buffers, _dispatch, _foreign
 from ._loss_docs import with_conventions
 from ._prepare import FLOAT_DTYPES, Prepared, refuse_masked
 from .backends._host import LabelError, label_error
@@ -340,7 +340,7 @@ class Loss:
         if xp is None:  # Dask or foreign arrays: the route's function takes the whole call
             return kernel(self, y_true, y_pred, reduction, backend, options, want_value, out,
                           hess)
-        if options and any(map(_arrays.is_foreign, options.values())):
+        if options and any(map(_foreign.is_foreign, options.values())):
             return run_foreign(self, y_true, y_pred, reduction, backend, options, want_value,
                                out, hess)
         if options:  # (a Dask option of an in-memory call would be computed at once, silently)

@@ -17,7 +17,7 @@ from reference import cross_entropy as ce_reference
 from reference import elementwise
 
 import lossbackends as lb
-from lossbackends import _arrays, _dispatch
+from lossbackends import _dispatch, _foreign
 
 torch = pytest.importorskip("torch", reason="torch is not installed (pip install 'lossbackends[torch]')")
 
@@ -236,7 +236,7 @@ def test_any_dlpack_array(monkeypatch):
     assert isinstance(value, np.float64) and value == 2.5
     np.testing.assert_array_equal(grad, [-1.0, -2.0])
     module.from_dlpack = lambda a: FakeArray(np.from_dlpack(a))  # now it has one
-    _arrays._KINDS.pop(FakeArray, None)
+    _foreign._KINDS.pop(FakeArray, None)
     value = lb.mse(FakeArray([1.0, 2.0]), FakeArray([0.0, 0.0]))
     assert isinstance(value, FakeArray) and value.data == 2.5
 
@@ -276,7 +276,7 @@ def test_torch_stream_context(monkeypatch):
     fake_torch = types.SimpleNamespace(cuda=types.SimpleNamespace(
         current_stream=lambda index: types.SimpleNamespace(cuda_stream=1234 + index)))
     monkeypatch.setitem(sys.modules, "cupy", fake_cupy)
-    with _arrays._torch_stream(fake_torch, 1):
+    with _foreign._torch_stream(fake_torch, 1):
         calls.append(("body",))
     assert calls == [("Device", (1,)), ("enter", "Device"),
                      ("ExternalStream", (1235, 1)), ("enter", "ExternalStream"), ("body",),
@@ -296,7 +296,7 @@ def test_jax_arrays(monkeypatch):
     # jaxlib's buffer import, then the public jax.numpy.from_dlpack it falls back to
     for fallback in (False, True):
         if fallback:
-            monkeypatch.setattr(_arrays, "_JAX_IMPORT", [None])
+            monkeypatch.setattr(_foreign, "_JAX_IMPORT", [None])
         value, grad = lb.mse.value_and_grad(y, p, backend="numpy")
         assert isinstance(grad, jax.Array) and grad.dtype == jnp.float32
         assert isinstance(value, jax.Array) and value.shape == () and value.dtype == jnp.float32
@@ -346,7 +346,7 @@ def test_jax_gpu_results_stay_on_their_gpu(monkeypatch):
     device (which would copy it to the host); a JAX without a CPU backend
     (JAX_PLATFORMS=cuda) still makes the adapter (the CPU side of it, with stand-ins)."""
     jax = pytest.importorskip("jax", reason="JAX is not installed (pip install 'lossbackends[jax]')")
-    adapter = _arrays._Jax(type(jax.numpy.zeros(1)))
+    adapter = _foreign._Jax(type(jax.numpy.zeros(1)))
     seen = {}
     monkeypatch.setattr(adapter.module.numpy, "from_dlpack",
                         lambda a, **kwargs: seen.update(kwargs) or "on its GPU")
@@ -360,7 +360,7 @@ def test_jax_gpu_results_stay_on_their_gpu(monkeypatch):
     assert adapter.from_native(scalar, None) == "on its GPU" and seen == {}
     monkeypatch.setattr(jax, "devices", lambda *a: (_ for _ in ()).throw(
         RuntimeError("Unknown backend cpu")))
-    assert _arrays._Jax(type(jax.numpy.zeros(1))).only_cpu is None
+    assert _foreign._Jax(type(jax.numpy.zeros(1))).only_cpu is None
 
 
 def test_bfloat16_cuda_tensors_reach_the_kernels_as_their_bits(monkeypatch):
@@ -370,9 +370,9 @@ def test_bfloat16_cuda_tensors_reach_the_kernels_as_their_bits(monkeypatch):
     bfloat16 tensors over that memory (tests/test_gpu.py runs it on a GPU)."""
     from lossbackends._arrays import HALF_IS_BFLOAT16
 
-    monkeypatch.setattr(_arrays._Torch, "device", lambda self, x: (_arrays.CUDA, 0))
-    monkeypatch.setattr(_arrays._Torch, "to_native", lambda self, x, device: x.detach().numpy())
-    monkeypatch.setattr(_arrays._Torch, "stream", lambda self, x, device: contextlib.nullcontext())
+    monkeypatch.setattr(_foreign._Torch, "device", lambda self, x: (_foreign.CUDA, 0))
+    monkeypatch.setattr(_foreign._Torch, "to_native", lambda self, x, device: x.detach().numpy())
+    monkeypatch.setattr(_foreign._Torch, "stream", lambda self, x, device: contextlib.nullcontext())
     seen = {}
     kernel = _dispatch.kernel_for("mse", "numpy")
 
