@@ -164,7 +164,7 @@ def aligned_stack(typingctx):
 @intrinsic
 def wide_vectors_for(typingctx, math):
     """``wide_vectors`` where ``math``, a loss's compiled mathematics, asks for them
-    (``_numba_losses.loss_math``'s ``wide_vectors``), else nothing: decided when the
+    (``_numba_loss_math.loss_math``'s ``wide_vectors``), else nothing: decided when the
     function calling it compiles, for that loss."""
     wide = getattr(getattr(math, "dispatcher", None), "wide_vectors", False)
     sig = numba.types.void(math)

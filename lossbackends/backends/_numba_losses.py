@@ -7,148 +7,48 @@ a call uses and the numbers it takes.
 
 ``param`` is the kernel's one tuple of three options in the input's dtype (what each loss
 keeps there: ``variant``). Options that change the formula (``poisson_nll``'s flags, an
-integer ``gamma`` of ``sigmoid_focal``) pick a function of their own, compiled into a
-kernel of its own, so that no branch on an option is left inside the vectorised loop.
-Constants are float32, so float32 inputs compute in float32 (vectorised); float64 inputs
-promote them. Comparisons are written so that NaN propagates. A kernel that asks for no
+integer ``gamma`` of ``sigmoid_focal``) pick a function of their own
+(``_numba_losses_by_option``), compiled into a kernel of its own, so that no branch on an
+option is left inside the vectorised loop. How a loss's mathematics is declared
+(``loss_math``) is ``_numba_loss_math``'s. Constants are float32, so float32 inputs
+compute in float32 (vectorised); float64 inputs promote them. Comparisons are written so that NaN propagates. A kernel that asks for no
 Hessian never uses the third result, and the compiler removes it.
 """
 from __future__ import annotations
 
 import math
 
-import numpy as np
 from numba import types
 from numba.extending import overload
 
 from ._numba_intrinsics import INLINE, fma, inline
+from ._numba_loss_math import (
+    ALWAYS,
+    BEYOND_L2,
+    FOUR,
+    LN2,
+    TWO,
+    _f32,
+    _sign,
+    _zero_or_nan,
+    loss_math,
+)
+from ._numba_losses_by_option import _FOCAL, _KL, _POISSON
 from ._numba_math import (
     EXP32_LOW,
     EXP32_WIDE,
     HALF,
-    INF,
     LOG1P32,
-    LOG32,
-    NAN,
     ONE,
     ZERO,
     exp_and_expm1_normal32,
     fast_exp,
     fast_exp_nonpositive,
-    fast_exp_normal,
-    fast_log,
     fast_log1p,
     fast_log_normal,
     times,
 )
 from ._numba_math64 import tanh_parts64
-
-_f32 = np.float32
-TWO = _f32(2.0)
-FOUR = _f32(4.0)
-LN2 = _f32(np.log(2.0))
-
-
-# ``loss_math``'s ``sum_in_loop_from``: always, or from the size where a thread's share
-# of y, p and the gradient outgrows its L2 (2^19 elements, 6 MB of float32 between two
-# cores of 2 MB of L2 each; a multiple of ``CHUNKS``). ``IN_DRAM``: where an input
-# streams from DRAM (2^21 elements, 25 MB: beyond the caches of the cores we run on, as
-# far as a call's time shows), where the optimistic kernels prefetch.
-ALWAYS, BEYOND_L2, IN_DRAM = 0, 1 << 19, 1 << 21
-
-
-def loss_math(*constants, hard_labels=None, hard_gradient=False, sum_in_loop_from=None,
-              wide_vectors=True, stream_with_value=True, limits=None, gradient_checked=False):
-    """Compiles a loss's mathematics ``(y, p, param, pos, k)`` inline, and records in its
-    ``constants`` the constant tuples of the ``fast_*`` functions it calls (``EXP32_WIDE``,
-    ``EXP32_LOW``, ``LOG32``, ``LOG1P32``), in the order it reads them from ``k``, or None for none. The
-    elementwise kernel takes ``held(constants)`` once before its loops and passes it as
-    ``k`` (see ``_numba_intrinsics.held``: vectorised exp and log then keep their constants in
-    registers, or on the stack, instead of fetching each again on every iteration).
-
-    ``hard_labels``: the same loss for labels of 0 and 1 only, cheaper (compiled by this
-    decorator too, with the same constants), which the kernel runs on blocks whose labels
-    are all 0 or 1 (see ``numba_backend._elementwise_kernel``), or None.
-    ``hard_gradient``: whether its gradient is cheaper too (else only the kernels that
-    compute the value take it).
-    ``sum_in_loop_from``: the least number of elements from which the kernel adds the
-    losses in float64 in the loop that computes them (``ALWAYS``, ``BEYOND_L2``), instead of
-    writing a block of them to L1 and summing it after (see
-    ``numba_backend._elementwise_block``); None: never. The float64 sum caps LLVM's
-    vectors at 4 lanes, which only losses of a few operations bear: MSE's value_and_grad
-    then took 0.21 instead of 0.33 ns per element in L2 and 0.38 instead of 0.54 at 1e7
-    (two threads), MAE's 0.29 and 0.42 instead of 0.31 and 0.52. Huber, smooth L1,
-    (squared) hinge and pinball took 1.3-1.8x as long in L2 that way, but 0.56-0.98 of the
-    time from 3e6 elements on, where the second pass over each block kept them at 57-85 %
-    of the triad (2026-12-03, Xeon); the losses with an exp or a log took 3-6x as long
-    (not vectorised at all).
-    ``wide_vectors``: whether the kernel's loop over a block runs the CPU's widest vectors
-    (``_numba_common.wide_vectors``): 512 bits instead of LLVM's 256 on AVX-512 CPUs.
-    The losses with an exp or a log, MSE and MAE took 0.66-0.94 of the time with them in
-    cache (n = 1e5, one thread) and 0.79-0.99 at 1e7; the piecewise losses of a few
-    operations (hinge, squared hinge, huber, smooth L1, pinball) 1.04-1.19x as long at 1e4
-    to 1e6: their block's loop keeps 256 (the block's sum, ``_sum_span``, is wide for all),
-    except in the kernels that sum in their loop (from ``BEYOND_L2``), which take
-    ``wide_form``, the same function compiled with ``wide_vectors``: there 512 took
-    0.59-0.98 of the time (3e6 to 1e8, two threads), and the wide kernel summing in its
-    loop overtook the block kernel from about 4e5 elements (0.76-0.85 of the time at 7e5
-    to 1.5e6; at 2.7e5 to 3.3e5 hinge and pinball 1.05-1.16x as long): hence
-    ``BEYOND_L2`` (2026-12-04, two threads).
-    ``stream_with_value``: whether the kernel that sums the value in its loop may write
-    the gradient by streaming stores, as the gradient-only kernel does
-    (``_numba_common.STREAM_FROM_BYTES``).
-    ``limits``: for a loss whose formula gives NaN where the value has a limit (0 inf,
-    inf - inf) or where it is not computed (kl_div's log of 0, ``fast_log_normal``), its
-    twin that takes those limits (compiled by this decorator too, with the same
-    constants, the same gradient and Hessian), which the kernel runs from the first block
-    whose sum came out NaN to the end of the thread's chunks
-    (``numba_backend._elementwise_kernel``): a compare per block instead of selects per
-    element (poisson_nll's value_and_grad took 0.48 instead of 0.57 ns per element in
-    cache, one thread). The twin's value must equal the loss's own wherever that is not
-    NaN (up to the sign of a zero, which the compiler's ``nsz`` leaves open anyway), and
-    the value be summed from its block (``sum_in_loop_from`` None).
-    ``gradient_checked``: whether the gradient and Hessian too are right only where the
-    value is not NaN (an exp exact only within a range, the value NaN outside it): the
-    kernels that do not sum the value, which could not tell, then run the ``limits`` twin."""
-    assert limits is None or sum_in_loop_from is None, "limits need the block's sum"
-    assert not gradient_checked or limits is not None, "a checked gradient needs a twin"
-    assert limits is None or limits.constants == (constants or None), "one k for both"
-
-    def compile_(function, wide=wide_vectors):
-        compiled = inline(function)
-        compiled.constants = constants or None
-        # (the wide twin's form for hard labels is that form's wide twin)
-        hard = hard_labels.wide_form if wide and hard_labels is not None else hard_labels
-        compiled.hard_labels = hard
-        compiled.hard_gradient = hard_gradient
-        compiled.sum_in_loop_from = sum_in_loop_from
-        compiled.wide_vectors = wide
-        compiled.stream_with_value = stream_with_value
-        compiled.limits = limits
-        compiled.gradient_checked = gradient_checked
-        # (a second dispatcher of the same function: ``wide_vectors_for`` reads the flag
-        # from the function's type, so the two compile apart)
-        compiled.wide_form = compiled if wide else compile_(function, True)
-        if hard is not None:
-            assert hard.constants == compiled.constants, "one k for both forms"
-            assert hard.wide_vectors == wide, "one vector width for both"
-        return compiled
-
-    return compile_
-
-
-@inline
-def _zero_or_nan(e):
-    """0, or NaN where e is NaN: the Hessian of a piecewise-linear loss, NaN where its
-    gradient is."""
-    return ZERO if e == e else e
-
-
-@inline
-def _sign(e):
-    """sign(e): +0 at +-0 (NumPy's and PyTorch's), NaN kept."""
-    return ONE if e > ZERO else (-ONE if e < ZERO else _zero_or_nan(e))
-
 
 # --- mse, binary cross-entropy (with logits), hinge ------------------------------------
 
@@ -374,192 +274,6 @@ def _soft_margin(y, s, param, pos, k):
     return loss, -y * sigma, y * y * t / (one_t * one_t)
 
 
-def _power(power):
-    """q^gamma by ``power`` multiplications (0 to 4), or by pow (-1)."""
-
-    @inline
-    def power_of(q, gamma):
-        if power == 0:
-            return ONE + ZERO * q
-        if power == 1:
-            return q
-        if power == 2:
-            return q * q
-        if power == 3:
-            return q * q * q
-        if power == 4:
-            return (q * q) * (q * q)
-        return q**gamma
-
-    return power_of
-
-
-def _focal(power):
-    """sigmoid_focal with q^gamma by ``power`` multiplications (0 to 4), or by pow (-1)."""
-    power_of = _power(power)
-
-    def hard_labels_form(at_limits):
-        """The form for labels of 0 and 1; ``at_limits``: its twin that takes the value's
-        limit where modulator ce is NaN (``loss_math``'s ``limits``)."""
-
-        @loss_math(EXP32_LOW, LOG1P32, limits=None if at_limits else hard_labels_form(True))
-        def focal_of_hard_labels(y, x, param, pos, k):
-            # For y in {0, 1} the loss is a function of z = x (y = 0) or -x (y = 1) alone:
-            # alpha_t q^gamma softplus(z), q = sigmoid(z) = 1 - p_t, r = 1 - q = sigmoid(-z).
-            # d/dz = alpha_t q^gamma g, g = q + gamma r softplus(z) (q' = q r, softplus' = q);
-            # d2/dz2 = alpha_t q^gamma (r (gamma g + q (1 + gamma)) - gamma q r softplus(z)).
-            # The general form's loss (below) at these labels, bit for bit, without its
-            # division by q and its 1 - 2y: the gradient rounds once less. The sign of z goes
-            # back into the gradient.
-            a, b, gamma = param
-            exp_k, log1p_k = k
-            label_1 = y > HALF
-            z = -x if label_1 else x
-            t = fast_exp_nonpositive(-abs(z), exp_k)
-            inv = ONE / (ONE + t)
-            above = z >= ZERO
-            q = (ONE if above else t) * inv
-            r = (t if above else ONE) * inv
-            ce = (z if above else ZERO) + fast_log1p(t, log1p_k)  # softplus(z)
-            modulator = (a if label_1 else b) * power_of(q, gamma)
-            # r softplus(z), 0 at z = inf: 0 wherever r is (r = sigmoid(-z) >= 0; a NaN r
-            # comes with a NaN q), a compare and a zeroing product, where ``times`` took
-            # five operations (a cap on ce took one, but one more constant spilled the
-            # gradient's loop: 0.95 instead of 0.88 ns per element in cache)
-            rce = r * ce if r > ZERO else ZERO
-            g = fma(gamma, rce, q)  # terms >= 0: nothing cancels
-            dz = modulator * g
-            h = modulator * (r * (gamma * g + q * (ONE + gamma)) - gamma * q * rce)
-            # at z = inf the loss is inf, or 0 where alpha_t is 0 (q = 1 there): modulator ce
-            # is NaN there (0 inf), where the twin ``at_limits`` takes its limit
-            loss = times(modulator, ce) if at_limits else modulator * ce
-            return loss, (-dz if label_1 else dz), h
-
-        return focal_of_hard_labels
-
-    focal_of_hard_labels = hard_labels_form(False)
-
-    @loss_math(EXP32_LOW, LOG1P32, hard_labels=focal_of_hard_labels, hard_gradient=True)
-    def focal(y, x, param, pos, k):
-        # torchvision's definition; see the NumPy backend for the derivation.
-        # param: (a, b, gamma) with alpha_t = a y + b (1 - y).
-        a, b, gamma = param
-        exp_k, log1p_k = k
-        t = fast_exp_nonpositive(-abs(x), exp_k)
-        inv = ONE / (ONE + t)
-        p = (ONE if x >= ZERO else t) * inv  # sigmoid(x)
-        c = (t if x >= ZERO else ONE) * inv  # 1 - sigmoid(x), without cancellation
-        q = p * (ONE - y) + c * y  # 1 - p_t
-        # BCE with logits: (1 - y) x for x >= 0, -y x below, + log1p(exp(-|x|))
-        ce = times(ONE - y if x >= ZERO else -y, x) + fast_log1p(t, log1p_k)
-        alpha_t = a * y + b * (ONE - y)
-        modulator = alpha_t * power_of(q, gamma)
-        r = p * c / q if q > ZERO else ZERO  # p (1 - p) / q: its limit 0 where q is 0
-        rce = times(r, ce)
-        s = ONE - TWO * y  # dq/dx = p (1 - p) s
-        # p - y = q - 2 y (1 - p): no p - 1 to cancel for a label of 1 (x large; q = 1 - p
-        # exactly there)
-        residual = q - TWO * y * c
-        d = modulator * (residual + gamma * s * rce)
-        # the derivative of d, with d(p (1 - p))/dx = p (1 - p) (1 - 2p), 1 - 2p = c - p:
-        # alpha_t q^gamma (gamma (gamma - 1) s^2 r^2 ce + gamma s r (c - p) ce
-        #                  + 2 gamma s r (p - y) + p (1 - p))
-        h = modulator * (gamma * (gamma - ONE) * s * s * r * rce + gamma * s * (c - p) * rce
-                         + TWO * gamma * s * r * residual + p * c)
-        # at an infinite x, ce is inf: the loss is inf where alpha_t q > 0 (even if q^gamma
-        # underflows), else 0
-        limit = INF if alpha_t > ZERO and q > ZERO else ZERO
-        return (limit if ce == INF else modulator * ce), d, h
-
-    return focal
-
-
-def _poisson(log_input, full, at_limits=False):
-    """poisson_nll for one setting of its two flags; ``at_limits``: its form that takes
-    the value's limits where the formula gives NaN (``loss_math``'s ``limits``)."""
-
-    # k: exp's constants first with log_input, log's last where it takes a log
-    @loss_math(*((EXP32_WIDE,) if log_input else ()),
-               *((LOG32,) if full or not log_input else ()),
-               limits=None if at_limits else _poisson(log_input, full, True),
-               gradient_checked=log_input and not at_limits)
-    def poisson(y, x, param, pos, k):
-        eps = param[2]
-        if log_input:  # x = log(rate): exp(x) - y x
-            # (not at_limits: exp without fast_exp's clamp and two-factor scaling, exact
-            # where exp(x) is normal; ``gradient_checked``)
-            rate = fast_exp(x, k[0]) if at_limits else fast_exp_normal(x, k[0][0])
-            loss, d, h = rate - y * x, rate - y, rate
-            if not at_limits:  # (a closure constant)
-                # NaN beyond |x| = 87, which sends the block to the twin: 0.93 of
-                # value_and_grad's time in cache
-                loss = loss if abs(x) <= EXP_NORMAL_BOUND else NAN
-            else:
-                # NaN at y = 0 with an infinite x (0 inf) and where exp(x) and y x are both
-                # inf (x = inf, or x > 88 with a huge y in float32), where the loss is
-                # exp(x): inf, or 0 at x = -inf; NaN y and inf y kept
-                loss = rate if (loss != loss) & (abs(y) < INF) else loss
-        else:  # x = rate: x - y log(x + eps)
-            shifted = x + eps
-            # (below at_limits: NaN where x + eps is not a positive normal number, 0 and
-            # an overflowed inf among them, which sends the block to the twin;
-            # ``fast_log_normal``)
-            log = fast_log(shifted, k[-1]) if at_limits else fast_log_normal(shifted, k[-1])
-            loss = x - y * log
-            if at_limits:
-                # NaN at x = inf (inf - inf) and at y = 0 with an infinite log (0 inf),
-                # where the loss is x
-                limit = (x == INF) & (abs(y) < INF) | (y == ZERO) & (abs(log) == INF)
-                loss = x if limit else loss
-            # d = 1 - y / s and h = y / s^2, s = x + eps, from one reciprocal of s: the
-            # compiler turns two divisions by s into one anyway, and the gradient must
-            # round the same with the Hessian as without. Below 2^-60, s is scaled by 2^64
-            # (exactly undone): 1 / s overflows for a subnormal s. Never 1 / s^2, which is
-            # subnormal sooner.
-            scale = TWO_64 if abs(shifted) < TWO_MINUS_60 else ONE
-            inv = ONE / (shifted * scale)
-            ratio = times(y, inv) * scale
-            d = ONE - ratio
-            h = times(ratio, inv) * scale
-        if full:  # Stirling's term, PyTorch's: y log y - y + log(2 pi y) / 2 where y > 1
-            # (NaN at y = inf, where inf log(inf) - inf was NaN too)
-            log_y = fast_log_normal(y if y > ONE else ONE, k[-1])
-            stirling = y * log_y - y + HALF * (log_y + LOG_2PI_HI + LOG_2PI_LO)
-            loss = loss + (stirling if y > ONE else ZERO)
-        return loss, d, h
-
-    return poisson
-
-
-EXP_NORMAL_BOUND = _f32(87.0)  # |x| within which fast_exp_normal(x) is exact
-TWO_64, TWO_MINUS_60 = _f32(2.0**64), _f32(2.0**-60)  # exact in float32 and float64
-# log(2 pi) as two float32 parts: float64 inputs promote both and keep every digit
-LOG_2PI_HI = _f32(np.log(2.0 * np.pi))
-LOG_2PI_LO = _f32(np.log(2.0 * np.pi) - float(LOG_2PI_HI))
-
-
-def _kl(log_target, at_limits=False):
-    """kl_div with log-probability targets or probabilities; ``at_limits``: its form for
-    probabilities that takes the value's limits (``loss_math``'s ``limits``)."""
-    plain = not log_target and not at_limits
-
-    @loss_math(EXP32_WIDE if log_target else LOG32, limits=_kl(False, True) if plain else None)
-    def kl_div(y, x, param, pos, k):
-        target = fast_exp(y, k[0]) if log_target else y
-        # (plain, a closure constant: NaN where y is not a positive normal number, 0 among
-        # them, ``fast_log_normal``; the twin takes those blocks)
-        log_y = y if log_target else (fast_log_normal(y, k[0]) if plain else fast_log(y, k[0]))
-        loss = target * (log_y - x)
-        if not plain:
-            # a target of probability 0 costs nothing, even at x = -inf (0 log 0 = 0); NaN
-            # x stays NaN
-            loss = ZERO if target == ZERO and x == x else loss
-        # linear in x: Hessian 0 (NaN where the gradient is)
-        return loss, -target, _zero_or_nan(target)
-
-    return kl_div
-
-
 # (streaming its gradient, its value kernel took 1.10x as long at 1e8: kept plain)
 @loss_math(sum_in_loop_from=BEYOND_L2, wide_vectors=False, stream_with_value=False)
 def _pinball(y, p, param, pos, k):
@@ -575,10 +289,6 @@ MATH = {"mse": _mse, "binary_cross_entropy": _binary_cross_entropy,
         "binary_cross_entropy_with_logits": _binary_cross_entropy_with_logits, "hinge": _hinge,
         "mae": _mae, "huber": _huber, "smooth_l1": _smooth_l1, "log_cosh": _log_cosh,
         "squared_hinge": _squared_hinge, "soft_margin": _soft_margin, "pinball": _pinball}
-_FOCAL = {power: _focal(power) for power in (-1, 0, 1, 2, 3, 4)}
-_POISSON = {(log_input, full): _poisson(log_input, full)
-            for log_input in (True, False) for full in (True, False)}
-_KL = {log_target: _kl(log_target) for log_target in (True, False)}
 LOSSES = (*MATH, "sigmoid_focal", "poisson_nll", "kl_div")
 
 

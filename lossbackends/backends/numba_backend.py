@@ -67,6 +67,7 @@ from ._numba_common import (
 from ._numba_half import down as _half_down
 from ._numba_half import up as _half_up
 from ._numba_intrinsics import INLINE, held, inline
+from ._numba_loss_math import IN_DRAM
 from ._numba_math import ONE, ZERO
 from ._numba_multiclass_hinge import multiclass_hinge
 from ._numba_rows import cross_entropy
@@ -268,7 +269,7 @@ def _elementwise_kernel(optimistic: bool, want_value: bool, sum_in_loop: bool,
             for start in range(chunk_start, chunk_stop, block):
                 stop = min(chunk_stop, start + block)
                 # (IN_DRAM: where the inputs stream from DRAM)
-                if optimistic and n >= _numba_losses.IN_DRAM:
+                if optimistic and n >= IN_DRAM:
                     # the next block's inputs prefetched: without it the optimistic
                     # kernels (binary cross-entropy of probabilities, sigmoid_focal) ran
                     # at 35-48 % of the triad at 1e7 and 1e8, where the plain kernels of as
