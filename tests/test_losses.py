@@ -851,9 +851,9 @@ def test_numba_kernels_align_their_stack():
     from lossbackends.backends import (
         _numba_boosting,
         _numba_cross_entropy_few,
+        _numba_elementwise,
         _numba_multiclass_hinge,
         _numba_rows,
-        numba_backend,
     )
     from lossbackends.backends._numba_common import aligned_stack
 
@@ -868,7 +868,7 @@ def test_numba_kernels_align_their_stack():
     if platform.machine().lower() in {"x86_64", "amd64"}:
         (asm,) = compiled.inspect_asm().values()
         assert re.search(r"andq\s+\$-64, %rsp", asm)
-    for kernel in (numba_backend._elementwise_kernel, _numba_rows._cross_entropy_kernel,
+    for kernel in (_numba_elementwise._elementwise_kernel, _numba_rows._cross_entropy_kernel,
                    _numba_cross_entropy_few._cross_entropy_few_classes_kernel,
                    _numba_multiclass_hinge._multiclass_hinge_kernel, _numba_boosting._finish):
         assert "aligned_stack()" in inspect.getsource(kernel), kernel.__name__

@@ -13,9 +13,9 @@ import numpy as np
 
 from . import _threads
 from ._numba_common import CHUNKS, PARALLEL_MIN_ELEMENTS, _jit, aligned_stack, array_type
+from ._numba_elementwise import weighted_floor
 from ._numba_intrinsics import inline
 from ._threads import claim
-from .numba_backend import weighted_floor
 
 
 @inline

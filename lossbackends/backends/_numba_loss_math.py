@@ -34,13 +34,13 @@ def loss_math(*constants, hard_labels=None, hard_gradient=False, sum_in_loop_fro
 
     ``hard_labels``: the same loss for labels of 0 and 1 only, cheaper (compiled by this
     decorator too, with the same constants), which the kernel runs on blocks whose labels
-    are all 0 or 1 (see ``numba_backend._elementwise_kernel``), or None.
+    are all 0 or 1 (see ``_numba_elementwise._elementwise_kernel``), or None.
     ``hard_gradient``: whether its gradient is cheaper too (else only the kernels that
     compute the value take it).
     ``sum_in_loop_from``: the least number of elements from which the kernel adds the
     losses in float64 in the loop that computes them (``ALWAYS``, ``BEYOND_L2``), instead of
     writing a block of them to L1 and summing it after (see
-    ``numba_backend._elementwise_block``); None: never. The float64 sum caps LLVM's
+    ``_numba_elementwise._elementwise_block``); None: never. The float64 sum caps LLVM's
     vectors at 4 lanes, which only losses of a few operations bear: MSE's value_and_grad
     then took 0.21 instead of 0.33 ns per element in L2 and 0.38 instead of 0.54 at 1e7
     (two threads), MAE's 0.29 and 0.42 instead of 0.31 and 0.52. Huber, smooth L1,
@@ -68,7 +68,7 @@ def loss_math(*constants, hard_labels=None, hard_gradient=False, sum_in_loop_fro
     twin that takes those limits (compiled by this decorator too, with the same
     constants, the same gradient and Hessian), which the kernel runs from the first block
     whose sum came out NaN to the end of the thread's chunks
-    (``numba_backend._elementwise_kernel``): a compare per block instead of selects per
+    (``_numba_elementwise._elementwise_kernel``): a compare per block instead of selects per
     element (poisson_nll's value_and_grad took 0.48 instead of 0.57 ns per element in
     cache, one thread). The twin's value must equal the loss's own wherever that is not
     NaN (up to the sign of a zero, which the compiler's ``nsz`` leaves open anyway), and
