@@ -247,7 +247,7 @@ PAIR_SHARES = "out=(grad_out, hess_out) must be two distinct arrays that share n
 
 def _check_copied_into(where: str, y_true, y_pred, options: dict, out, hess_out) -> None:
     """The float32 pass computes into buffers of its own, then copies into the user's
-    (bfloat16) ``out`` and ``hess_out``: their memory is checked here as ``_loss._check_out``
+    (bfloat16) ``out`` and ``hess_out``: their memory is checked here as ``_compute._check_out``
     checks every other call's views (the two buffers share none; neither shares any with
     ``y_true`` or the weights, nor ``hess_out`` with ``y_pred``; ``out`` is ``y_pred``'s
     memory exactly or none of it), on NumPy views of their bits."""

@@ -17,7 +17,8 @@ from typing import Any
 import numpy as np
 
 from . import _dispatch, _prepare
-from ._loss import Loss, _new_grad
+from ._compute import _new_grad
+from ._loss import Loss
 
 
 def _weight_as_hessian(options: dict) -> float:

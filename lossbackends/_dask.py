@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from . import _dispatch
-from ._loss import _WANT_GRAD, compute
+from ._compute import _WANT_GRAD, compute
 from ._prepare import as_prediction, broadcast_weight, check_same_shape
 from ._prepare_rows import class_axis, target_shape_error
 from .backends._host import _up

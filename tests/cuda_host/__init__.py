@@ -399,8 +399,8 @@ def value_and_grad(name: str, y_true, y_pred, *, reduction: str = "mean", hess: 
                    **options):
     """``lb.<name>.value_and_grad`` (``grad_and_hess`` with the value when ``hess``: value,
     gradient, Hessian) on NumPy arrays, computed by the CuPy backend's kernels on the host:
-    the loss's own preparation and the library's result handling (``_loss.compute``)."""
-    from lossbackends import _loss, losses
+    the loss's own preparation and the library's result handling (``_compute.compute``)."""
+    from lossbackends import _compute, losses
 
     kernel = backend().KERNELS[name]
 
@@ -414,7 +414,7 @@ def value_and_grad(name: str, y_true, y_pred, *, reduction: str = "mean", hess: 
     loss = losses.LOSSES[name]
     y_true, y_pred = np.asarray(y_true), np.asarray(y_pred)
     prep = loss._prepare(np, y_true, y_pred, **options)
-    results = _loss.compute(np, on_device, prep, y_true, reduction, True, _loss._WANT_GRAD,
-                            _loss._WANT_GRAD if hess else None)
+    results = _compute.compute(np, on_device, prep, y_true, reduction, True, _compute._WANT_GRAD,
+                               _compute._WANT_GRAD if hess else None)
     return tuple(None if r is None else (r.view(np.ndarray) if isinstance(r, np.ndarray) else r)
                  for r in results)
