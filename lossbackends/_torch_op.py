@@ -3,9 +3,8 @@ its forward and backward: ``lossbackends::value_and_grad`` (``torch.library``), 
 implementation (``torch.compile``), autograd formula, vmap rule and autocast rule; the
 eager ``torch.autograd.Function`` of the same forward and backward (``_Eager``), the one
 torch.func's transforms run (``_Func``) and ``inplace_backward``'s (``_InPlace``,
-``_ValueOf``); and the checks and messages they share with ``lossbackends.torch``'s
-functions (``_refuse_grad``, ``_in_torch_terms``). ``lossbackends.torch`` documents what
-they do for its users.
+``_ValueOf``). ``lossbackends.torch`` documents what they do for its users; the messages
+it gives them are ``_torch_terms``'s.
 """
 
 from __future__ import annotations
@@ -13,7 +12,6 @@ from __future__ import annotations
 import functools
 import sys
 import warnings
-from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -25,7 +23,7 @@ from torch.autograd.forward_ad import _set_fwd_grad_enabled as _fwd_grad_enabled
 from . import _buffers
 from ._torch_table import TABLE as _TABLE
 from ._torch_table import Entry as _Entry
-from .backends._host import LabelError as _LabelError
+from ._torch_terms import _in_torch_terms, _refuse_grad
 
 _SECOND_ORDER = (
     "lossbackends.torch computes first derivatives only; for second derivatives use "
@@ -482,44 +480,3 @@ class _ValueOf(torch.autograd.Function):
     def backward(ctx, upstream):
         (gradient,) = ctx.saved_tensors
         return _scaled(ctx, gradient, upstream), None, None
-
-
-def _refuse_grad(name: str, named) -> None:
-    """A ValueError for a tensor of ``named`` ((key, value) pairs: the target, weights)
-    that requires grad where autograd records: its gradient would be missing."""
-    if not torch.is_grad_enabled():
-        return
-    for key, value in named:
-        if isinstance(value, Tensor) and value.requires_grad:
-            raise ValueError(
-                f"{name}: {key} requires grad, but lossbackends.torch differentiates with "
-                f"respect to input only; pass {key}.detach() (or use torch.nn.functional)"
-            )
-
-
-# the plain API's names in its messages, as a torch user calls them (the arguments'
-# order first: torch's is (input, target))
-_TORCH_TERMS = (("the order is (y_true, y_pred)", "the order is (input, target)"),
-                ("y_true", "target"), ("y_pred", "input"), ("class_weight", "weight"),
-                (".astype(int)", ".long()"))
-
-
-def _in_torch_terms(name: str, call: Callable, *args: Any, **kwargs: Any) -> Any:
-    """``call(*args, **kwargs)``, its argument errors (a ValueError or TypeError, or a
-    LabelError, kept one) in torch's terms: ``target``, ``input`` and ``weight``, the
-    message starting with the function's name."""
-    try:
-        return call(*args, **kwargs)
-    except (ValueError, TypeError) as exc:
-        message = str(exc)
-        for ours, theirs in _TORCH_TERMS:
-            message = message.replace(ours, theirs)
-        entry = _TABLE.get(name)  # our loss's name starting the message: torch's instead
-        if entry is not None and message.startswith(f"{entry.loss.name}: "):
-            message = f"{name}: {message[len(entry.loss.name) + 2:]}"
-        if type(exc) is _LabelError and message != str(exc):
-            raise _LabelError(message, exc.label, exc.row, exc.classes, exc.loss) from None
-        if type(exc) not in (ValueError, TypeError) or message == str(exc):
-            raise
-        prefix = "" if message.startswith(f"{name}:") else f"{name}: "
-        raise type(exc)(prefix + message) from None

@@ -110,10 +110,8 @@ from ._torch_op import (
     _Eager,
     _eager,
     _Func,
-    _in_torch_terms,
     _InPlace,
     _is_compiling,
-    _refuse_grad,
     _value,
     _value_and_grad,
     _value_op,
@@ -123,6 +121,7 @@ from ._torch_op import (
 from ._torch_table import EXAMPLES as _EXAMPLES
 from ._torch_table import TABLE as _TABLE
 from ._torch_table import Entry as _Entry
+from ._torch_terms import _in_torch_terms, _refuse_grad
 
 _P = inspect.Parameter
 
