@@ -27,12 +27,12 @@ template <int LOSS, typename A>
 __device__ __forceinline__ void loss_and_derivative(A y, A p, Options<A> o, bool has_pos, A pos,
                                                     A& loss, A& d, A& h) {
     const A param = o.a;
-    if (LOSS == MSE) {
+    if constexpr (LOSS == MSE) {
         const A diff = p - y;
         loss = diff * diff;
         d = A(2) * diff;
         h = A(2);
-    } else if (LOSS == BCE) {
+    } else if constexpr (LOSS == BCE) {
         // clip(p, e, 1 - e) by comparisons, so that NaN stays NaN (fmin and fmax drop it)
         const A high = A(1) - param;
         const A pc = p < param ? param : (p > high ? high : p);
@@ -41,7 +41,7 @@ __device__ __forceinline__ void loss_and_derivative(A y, A p, Options<A> o, bool
         // y / pc^2 + (1 - y) / (1 - pc)^2 at the clipped p: two terms >= 0, no cancellation
         const A q = A(1) - pc;
         h = y / (pc * pc) + (A(1) - y) / (q * q);
-    } else if (LOSS == BCE_LOGITS) {
+    } else if constexpr (LOSS == BCE_LOGITS) {
         // PyTorch's (1 - y) x + lw softplus(-x), lw = 1 + (q - 1) y = (1 - y) + q y,
         // written c |x| + lw log1p(t), t = exp(-|x|), c = 1 - y for x >= 0 and q y below:
         // terms of one sign for labels in [0, 1], nothing cancels; c = 0 at an infinite x
@@ -61,7 +61,7 @@ __device__ __forceinline__ void loss_and_derivative(A y, A p, Options<A> o, bool
         const A r = reciprocal_of_1p(t), tr = t * r;
         d = keep * (positive ? r : tr) - hit * (positive ? tr : r);
         h = lw * (tr * r);  // lw sigma(x) sigma(-x) = lw t / (1 + t)^2: no 1 - sigma
-    } else if (LOSS == HINGE) {
+    } else if constexpr (LOSS == HINGE) {
         // max(0, m - t s); -t where m - t s > 0 (0 at the kink), NaN for NaN
         // a label of 0 times an infinite score is 0 (the limit), not NaN
         const A product = (y == A(0) && isinf(p)) ? A(0) : y * p;
@@ -69,26 +69,28 @@ __device__ __forceinline__ void loss_and_derivative(A y, A p, Options<A> o, bool
         loss = slack <= A(0) ? A(0) : slack;  // max(slack, 0), NaN kept (fmax drops it)
         d = slack > A(0) ? -y : (slack <= A(0) ? A(0) : slack);
         h = slack == slack ? A(0) : slack;  // piecewise linear: 0, NaN for NaN
-    } else if (LOSS == MAE) {
+    } else if constexpr (LOSS == MAE) {
         mae(y, p, o, loss, d, h);
-    } else if (LOSS == HUBER) {
+    } else if constexpr (LOSS == HUBER) {
         huber(y, p, o, loss, d, h);
-    } else if (LOSS == SMOOTH_L1) {
+    } else if constexpr (LOSS == SMOOTH_L1) {
         smooth_l1(y, p, o, loss, d, h);
-    } else if (LOSS == LOG_COSH) {
+    } else if constexpr (LOSS == LOG_COSH) {
         log_cosh(y, p, o, loss, d, h);
-    } else if (LOSS == SQUARED_HINGE) {
+    } else if constexpr (LOSS == SQUARED_HINGE) {
         squared_hinge(y, p, o, loss, d, h);
-    } else if (LOSS == SOFT_MARGIN) {
+    } else if constexpr (LOSS == SOFT_MARGIN) {
         soft_margin(y, p, o, loss, d, h);
-    } else if (LOSS == SIGMOID_FOCAL) {
+    } else if constexpr (LOSS == SIGMOID_FOCAL) {
         sigmoid_focal(y, p, o, loss, d, h);
-    } else if (LOSS == POISSON_NLL) {
+    } else if constexpr (LOSS == POISSON_NLL) {
         poisson_nll(y, p, o, loss, d, h);
-    } else if (LOSS == KL_DIV) {
+    } else if constexpr (LOSS == KL_DIV) {
         kl_div(y, p, o, loss, d, h);
-    } else {
+    } else if constexpr (LOSS == PINBALL) {
         pinball(y, p, o, loss, d, h);
+    } else {  // (a branch per id: a new id without one fails to compile, not runs another)
+        static_assert(LOSS == PINBALL, "a loss id of LOSS_IDS without its branch here");
     }
 }
 
