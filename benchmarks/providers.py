@@ -142,7 +142,8 @@ def _seed(loss, op, inputs):
 
 def _jax_losses(jax, jnp) -> dict:
     """Each loss of the suite in ``jax.numpy``, ``(y, p) -> mean``, the definitions of
-    ``_torch_loss`` (the options at their defaults; the row cases as in core.ROW_CASES)."""
+    ``providers_torch._torch_loss`` (the options at their defaults; the row cases as in
+    core.ROW_CASES)."""
     softplus, logsumexp = jax.nn.softplus, jax.nn.logsumexp
 
     def picked(p, y):  # each row's logit of its label

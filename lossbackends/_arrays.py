@@ -9,6 +9,7 @@ or array for the value, a view of the gradient buffer the kernel wrote, or ``out
 Each library's adapter (which arrays are whose, their devices, their views and results)
 is ``_foreign``'s; this module runs the call on them and checks ``out=`` against the
 arguments.
+
 NumPy and CuPy arrays never come here (``_dispatch.route`` keeps them on the fast path).
 """
 

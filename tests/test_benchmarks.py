@@ -101,14 +101,14 @@ def test_host_peers_compute_the_same_values(case):
     tiny case, checked as the suite checks each row. torch.compile runs through Dynamo with
     its "eager" backend here: the graphs the suite compiles, without inductor's C++ build
     (seconds per shape)."""
-    from benchmarks import core, providers
+    from benchmarks import core, providers, providers_torch
 
     found = [p for p in providers.providers("host") if p.peer]
     if not found:
         pytest.skip("neither PyTorch nor JAX is installed (pip install 'lossbackends[peers]')")
     found = [p for p in found if not p.name.startswith("torch.compile")]
     if importlib.util.find_spec("torch") is not None:
-        found += [providers.Provider(f"compile{out}", "host", providers.torch_host(
+        found += [providers.Provider(f"compile{out}", "host", providers_torch.torch_host(
             "compile", out, dynamic=True, compile_backend="eager")) for out in (False, True)]
     probability_labels = case == core.PROBABILITY_LABELS
     loss = "binary_cross_entropy" if probability_labels else case

@@ -101,7 +101,7 @@ def test_elementwise_matches_reference(backend, loss, shape, seed, reduction, dt
 # Under this many logits Numba runs one chunk: the random problems stay there, where each
 # combination of options costs no compilation of its own, and the parallel kernel's chunks
 # are checked on fixed problems below (``test_cross_entropy_in_parallel_chunks``).
-SERIAL_LOGITS = 16_384  # twice numba_backend.CE_CHUNK_ELEMENTS
+SERIAL_LOGITS = 16_384  # twice _numba_common.CE_CHUNK_ELEMENTS
 
 
 @st.composite
