@@ -67,11 +67,13 @@ PARALLEL_MIN_ELEMENTS = 1 << 17  # below this one thread is faster (thread start
 
 # Numba's cache checks the source of the file a kernel is written in, not of the files
 # whose functions it inlines or calls, so every kernel's cache name carries a fingerprint
-# of all the Numba backend's sources: an edit or an upgrade of one never loads kernels
-# compiled from before.
+# of all the Numba backend's sources (with ``_threads`` and ``_host``, whose constants
+# kernels take: ``CONFIDENT``): an edit or an upgrade of one never loads kernels compiled
+# from before.
 _FOLDER = Path(__file__).parent
 _SOURCES_FINGERPRINT = hashlib.sha256(b"".join(
-    path.read_bytes() for path in sorted([*_FOLDER.glob("*numba*.py"), _FOLDER / "_threads.py"])
+    path.read_bytes() for path in sorted([*_FOLDER.glob("*numba*.py"), _FOLDER / "_threads.py",
+                                          _FOLDER / "_host.py"])
 )).hexdigest()[:12]
 
 

@@ -163,7 +163,7 @@ def _elementwise_kernel(optimistic: bool, want_value: bool, sum_in_loop: bool,
     never computes the loss; ``sum_in_loop``: whether the losses are added as they are
     computed, or from a block of them in L1, by the loss's ``loss_math`` and the size;
     ``stream``: how the gradient and the Hessian are stored, ``PLAIN``, ``STREAMED`` or
-    ``STAGED``: see ``_streams``; ``limited`` and ``hard_limited``: whether a block
+    ``STAGED``: see ``numba_backend._streams``; ``limited`` and ``hard_limited``: whether a block
     whose sum is NaN, run by the loss's general form or by its form for hard labels,
     runs again, and the thread's blocks after it too, by that form's twin that takes
     the value's limits, the global ``_LOSS_LIMITS`` or ``_HARD_LABELS_LIMITS``: see
@@ -315,7 +315,7 @@ def _elementwise_kernel(optimistic: bool, want_value: bool, sum_in_loop: bool,
                                 continue
                     break
                 if grad is not None:  # (compiled only where a gradient is written)
-                    if staged:  # (a closure constant; never in place, see ``_streams``)
+                    if staged:  # (a closure constant; never in place: ``numba_backend._streams``)
                         copy_streaming(gs, grad[start:stop])
                     elif in_place:
                         _copy(gs, grad[start:stop])

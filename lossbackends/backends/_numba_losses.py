@@ -2,8 +2,8 @@
 per loss, ``(y, p, param, pos, k) -> (loss, d loss / d p, d2 loss / d p2)`` of one
 element (``k``: its constants, see ``loss_math``; ``pos``: the positive weight of binary
 cross-entropy with logits, None for every other loss: one signature for every loss's
-function, which numba_backend's kernels call), and ``variant(loss, params)``: the function
-a call uses and the numbers it takes.
+function, which the elementwise kernel calls: ``_numba_elementwise``), and
+``variant(loss, params)``: the function a call uses and the numbers it takes.
 
 ``param`` is the kernel's one tuple of three options in the input's dtype (what each loss
 keeps there: ``variant``). Options that change the formula (``poisson_nll``'s flags, an
@@ -11,8 +11,9 @@ integer ``gamma`` of ``sigmoid_focal``) pick a function of their own
 (``_numba_losses_by_option``), compiled into a kernel of its own, so that no branch on an
 option is left inside the vectorised loop. How a loss's mathematics is declared
 (``loss_math``) is ``_numba_loss_math``'s. Constants are float32, so float32 inputs
-compute in float32 (vectorised); float64 inputs promote them. Comparisons are written so that NaN propagates. A kernel that asks for no
-Hessian never uses the third result, and the compiler removes it.
+compute in float32 (vectorised); float64 inputs promote them. Comparisons are written so
+that NaN propagates. A kernel that asks for no Hessian never uses the third result, and
+the compiler removes it.
 """
 from __future__ import annotations
 
@@ -33,7 +34,7 @@ from ._numba_loss_math import (
     _zero_or_nan,
     loss_math,
 )
-from ._numba_losses_by_option import _FOCAL, _KL, _POISSON
+from ._numba_losses_by_option import BY_OPTION
 from ._numba_math import (
     EXP32_LOW,
     EXP32_WIDE,
@@ -289,18 +290,12 @@ MATH = {"mse": _mse, "binary_cross_entropy": _binary_cross_entropy,
         "binary_cross_entropy_with_logits": _binary_cross_entropy_with_logits, "hinge": _hinge,
         "mae": _mae, "huber": _huber, "smooth_l1": _smooth_l1, "log_cosh": _log_cosh,
         "squared_hinge": _squared_hinge, "soft_margin": _soft_margin, "pinball": _pinball}
-LOSSES = (*MATH, "sigmoid_focal", "poisson_nll", "kl_div")
+LOSSES = (*MATH, *BY_OPTION)
 
 
 def variants(loss: str) -> dict:
     """Every function ``loss`` may run, by the key ``variant`` gives."""
-    if loss == "sigmoid_focal":
-        return _FOCAL
-    if loss == "poisson_nll":
-        return _POISSON
-    if loss == "kl_div":
-        return _KL
-    return {None: MATH[loss]}
+    return BY_OPTION[loss] if loss in BY_OPTION else {None: MATH[loss]}
 
 
 def variant(loss: str, params: tuple) -> tuple:

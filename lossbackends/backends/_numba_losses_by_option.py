@@ -220,3 +220,5 @@ _FOCAL = {power: _focal(power) for power in (-1, 0, 1, 2, 3, 4)}
 _POISSON = {(log_input, full): _poisson(log_input, full)
             for log_input in (True, False) for full in (True, False)}
 _KL = {log_target: _kl(log_target) for log_target in (True, False)}
+# each such loss's functions, by the key ``_numba_losses.variant`` gives
+BY_OPTION = {"sigmoid_focal": _FOCAL, "poisson_nll": _POISSON, "kl_div": _KL}
