@@ -36,7 +36,7 @@ from ._numba_common import (
 )
 from ._numba_cross_entropy_few import _FEW, FEW_CLASSES, _few_classes_types
 from ._numba_half import half_in_float32
-from ._numba_intrinsics import borrowed, held, keep_alive, order_bits
+from ._numba_intrinsics import borrowed, held, inline, keep_alive, order_bits
 from ._numba_math import (
     EXP32_WIDE,
     INF,
@@ -94,6 +94,54 @@ from ._threads import claim, record
 STREAM_ROW_BYTES = 1 << 16
 
 
+@inline
+def _labels_checked(labels, classes, ignore_index, weighted, class_weight):
+    """(the mean's denominator by PyTorch's rule, the kept rows' count, the first row
+    whose label is out of range or -1): the denominator is the kept rows' count, or with
+    ``weighted`` their class weights' sum (compensated); rows labelled ``ignore_index``
+    are not kept."""
+    kept_rows = 0
+    weight_sum, weight_error = 0.0, 0.0  # the kept rows' class weights
+    for r in range(labels.size):
+        label = labels[r]
+        if label == ignore_index:
+            continue
+        if label < 0 or label >= classes:
+            return 0.0, 0, r
+        if weighted:
+            weight_sum, weight_error = add_compensated(weight_sum, weight_error,
+                                                       float(class_weight[label]))
+        kept_rows += 1
+    denominator = compensated(weight_sum, weight_error) if weighted else float(kept_rows)
+    return denominator, kept_rows, -1
+
+
+@inline
+def _softmax_hessian(h, exps, sum_exp, scale, z_scale):
+    """h = the diagonal of a row's Hessian in the (capped) logits, c s (1 - s) + 2 zc s^2
+    times the reduction's scale, for softmax s = exps / sum_exp: ``scale`` = c times the
+    reduction's scale (c = coef + 2 zc lse, the gradient's coefficient), ``z_scale`` = 2 zc
+    times it. In the logits' dtype, as the gradient: float32 stays vectorised."""
+    inverse = h.dtype.type(1.0 / sum_exp)
+    hess_scale = h.dtype.type(scale)
+    z_scale_x = h.dtype.type(z_scale)
+    if abs(hess_scale) < INF:
+        for c in range(h.size):
+            s = exps[c] * inverse
+            h[c] = hess_scale * (s * (ONE - s)) + z_scale_x * (s * s)
+    else:  # 2 zc lse overflowed (see the kernel's gradient scale)
+        for c in range(h.size):
+            s = exps[c] * inverse
+            h[c] = times(float(s * (ONE - s)), scale) + z_scale_x * (s * s)
+    # 1 - s exact where it matters: only the largest class can have s > 1/2, and there 1
+    # - s is the other classes' sum (summed without the top term) over the row's: 1 - s
+    # would round to 0 within an ulp of s = 1
+    top_class = np.argmax(exps)
+    rest = _sum_except(exps, top_class)
+    s = exps[top_class] / sum_exp
+    h[top_class] = times(s * (rest / sum_exp), scale) + z_scale * s * s
+
+
 def _cross_entropy_kernel(x, soft, labels, probs, weighted, class_weight, ignore_index, smoothing,
                           mean, given_denominator, z_loss, softcap, grad, row_losses, chunks, hess,
                           stream, shared):
@@ -115,22 +163,12 @@ def _cross_entropy_kernel(x, soft, labels, probs, weighted, class_weight, ignore
     keep = 1.0 - smoothing
     spread = smoothing / classes
     # The labels first: range check and the mean's denominator (PyTorch's rule).
-    denominator = float(rows)
-    kept_rows = rows
+    denominator, kept_rows = float(rows), rows
     if not soft:
-        kept_rows = 0
-        weight_sum, weight_error = 0.0, 0.0  # the kept rows' class weights
-        for r in range(rows):
-            label = labels[r]
-            if label == ignore_index:
-                continue
-            if label < 0 or label >= classes:
-                return 0.0, r, 1.0
-            if weighted:
-                weight_sum, weight_error = add_compensated(weight_sum, weight_error,
-                                                           float(class_weight[label]))
-            kept_rows += 1
-        denominator = compensated(weight_sum, weight_error) if weighted else float(kept_rows)
+        denominator, kept_rows, bad_row = _labels_checked(labels, classes, ignore_index,
+                                                          weighted, class_weight)
+        if bad_row >= 0:
+            return 0.0, bad_row, 1.0
     # the z-loss's "mean" divides by the kept rows' count (Liger-Kernel's rule), not by
     # their summed class weights: per row, a multiple of the cross-entropy's denominator
     z_coef = z_loss
@@ -304,31 +342,9 @@ def _cross_entropy_kernel(x, soft, labels, probs, weighted, class_weight, ignore
             total, total_error = add_compensated(total, total_error, loss)
             if row_losses is not None:
                 row_losses[r] = loss
-            if hess is not None:
-                # in the (capped) logits: c s (1 - s) + 2 zc s^2, c = coef + 2 zc lse, times
-                # the reduction's scale; in the logits' dtype, as the gradient below:
-                # float32 stays vectorised (softcap's chain rule follows the gradient)
-                h = hess_rows[r]
-                inverse = x.dtype.type(1.0 / sum_exp)
-                hess_scale = x.dtype.type(grad_coef * grad_scale)
-                z_scale = x.dtype.type(2.0 * z_coef * grad_scale)
-                if abs(hess_scale) < INF:
-                    for c in range(classes):
-                        s = g[c] * inverse
-                        h[c] = hess_scale * (s * (ONE - s)) + z_scale * (s * s)
-                else:  # 2 zc lse overflowed (see the gradient's scale below)
-                    for c in range(classes):
-                        s = g[c] * inverse
-                        h[c] = times(float(s * (ONE - s)), grad_coef * grad_scale) + z_scale * (s * s)
-                # 1 - s exact where it matters: only the largest class can have s > 1/2,
-                # and there 1 - s is the other classes' sum (summed without the top
-                # term) over the row's: 1 - s would round to 0 within an ulp of s = 1
-                top_class = np.argmax(g)
-                top_exp = g[top_class]
-                rest = _sum_except(g, top_class)
-                s = top_exp / sum_exp
-                h[top_class] = (times(s * (rest / sum_exp), grad_coef * grad_scale)
-                                + 2.0 * z_coef * grad_scale * s * s)
+            if hess is not None:  # (softcap's chain rule follows the gradient's)
+                _softmax_hessian(hess_rows[r], g, sum_exp, grad_coef * grad_scale,
+                                 2.0 * z_coef * grad_scale)
             if grad is None:
                 continue
             # softmax * coef - w q, times the reduction's scale; the scale in the logits'
