@@ -144,6 +144,38 @@ def test_z_loss_scale_overflowing_only_in_float32_keeps_finite_results(backend):
     np.testing.assert_array_equal(host(grad)[0, 2:], [-1.0, 0.0])
 
 
+@pytest.mark.parametrize("z_loss", [1e30, 3e38])
+def test_a_huge_z_loss_keeps_a_confident_row_s_gradient_and_hessian(backend, z_loss):
+    """A confident row's lse is near 0 (1e-13 here), where log(sum exp) keeps only the
+    bits of sum - 1 that 1 + it kept: 2 z lse, the gradient's coefficient, was 1e-3 off
+    on Numba at z = 1e30 (the NumPy backend takes lse by log1p of the others' sum, and
+    now Numba too). At z = 3e38, 2 z is beyond float32 where c = 1 + 2 z lse is not: the
+    Hessian's 2 z s^2 was inf times an s^2 of 0, NaN, on both host backends, where the
+    exact value is 0.49. Against float64 by the formulas, here."""
+    if backend == "cupy":
+        pytest.skip("the CUDA kernels accumulate float32 rows in float32 (the GPU guide)")
+    x = np.array([[0.0, -30.0, -60.0], [1.0, 2.0, -50.0]], np.float32)
+    labels = np.array([0, 1])
+    grad, hess = lb.cross_entropy.grad_and_hess(on(backend, labels), on(backend, x),
+                                                z_loss=z_loss, reduction="sum", backend=backend)
+    x64 = x.astype(np.float64)
+    top = x64.max(axis=1, keepdims=True)
+    others = np.where(x64 == top, 0.0, np.exp(x64 - top)).sum(axis=1, keepdims=True)
+    lse = top + np.log1p(others)
+    s = np.exp(x64 - lse)
+    c = 1.0 + 2.0 * z_loss * lse
+    one_less = np.where(x64 == top, others / (1.0 + others), 1.0 - s)  # 1 - s, exact
+    expected_grad = c * s - np.eye(3)[labels]
+    expected_hess = c * s * one_less + 2.0 * z_loss * s * s
+    with np.errstate(over="ignore"):  # (inf where float32 overflows, as the results)
+        for name, got, want in (("gradient", grad, expected_grad), ("Hessian", hess, expected_hess)):
+            want = want.astype(np.float32)
+            assert not np.isnan(host(got)).any(), name
+            np.testing.assert_array_equal(np.isinf(host(got)), np.isinf(want), err_msg=name)
+            finite = np.isfinite(want)
+            np.testing.assert_allclose(host(got)[finite], want[finite], rtol=4e-6, err_msg=name)
+
+
 def test_a_nan_probability_makes_its_row_nan(backend):
     """A soft target with a NaN probability: the row's loss, gradient and Hessian are NaN on
     every backend (the NumPy backend kept zeros there for a while, found by review)."""

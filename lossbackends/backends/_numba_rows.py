@@ -125,14 +125,15 @@ def _softmax_hessian(h, exps, sum_exp, scale, z_scale):
     inverse = h.dtype.type(1.0 / sum_exp)
     hess_scale = h.dtype.type(scale)
     z_scale_x = h.dtype.type(z_scale)
-    if abs(hess_scale) < INF:
+    if abs(hess_scale) < INF and abs(z_scale_x) < INF:
         for c in range(h.size):
             s = exps[c] * inverse
             h[c] = hess_scale * (s * (ONE - s)) + z_scale_x * (s * s)
-    else:  # 2 zc lse overflowed (see the kernel's gradient scale)
+    else:  # c or 2 zc beyond the dtype (a z-loss near its largest): in float64, so that a
+        # coefficient of inf never meets an s^2 of 0
         for c in range(h.size):
-            s = exps[c] * inverse
-            h[c] = times(float(s * (ONE - s)), scale) + z_scale_x * (s * s)
+            s = float(exps[c] * inverse)
+            h[c] = times(s * (1.0 - s), scale) + z_scale * (s * s)
     # 1 - s exact where it matters: only the largest class can have s > 1/2, and there 1
     # - s is the other classes' sum (summed without the top term) over the row's: 1 - s
     # would round to 0 within an ulp of s = 1
@@ -317,6 +318,7 @@ def _cross_entropy_kernel(x, soft, labels, probs, weighted, class_weight, ignore
                 label_rest = _sum_except(row_exps, ref)  # (the label's, where it is ``ref``)
                 sum_exp = label_rest + ref_exp
                 loss = coef * np.log1p(label_rest / ref_exp) - dot
+                log_sum = 0.0  # (not taken: the z-loss's lse, below, takes log(sum_exp))
             else:
                 sum_exp = _sum(g)
                 log_sum = np.log(sum_exp)
@@ -335,7 +337,10 @@ def _cross_entropy_kernel(x, soft, labels, probs, weighted, class_weight, ignore
             grad_coef = coef  # what the softmax is multiplied by in the gradient
             z_grad = 0.0
             if z_coef != 0.0:
-                lse = shift + np.log(sum_exp)
+                # (the plain rows' log_sum: log1p of the others' sum in a confident row,
+                # where log(sum_exp) keeps only the bits of sum_exp - 1 that 1 + it kept;
+                # lse is near 0 there, and 2 zc lse the gradient's coefficient)
+                lse = shift + (np.log(sum_exp) if by_cap else log_sum)
                 loss += z_coef * lse * lse
                 z_grad = 2.0 * z_coef * lse  # d/dx_c z lse^2 = 2 z lse softmax_c
                 grad_coef += z_grad

@@ -197,7 +197,10 @@ def _cross_entropy_hess(hess, exp, sum_exp, coef, z_coef):
     rest = np.sum(exp, axis=1, dtype=np.float64)
     exp[rows, top] = top_exp
     np.multiply(exp, (1.0 / sum_exp)[:, None], out=hess)  # s
-    square = np.square(hess) if z_coef else None
+    # (s^2 in float64 where 2 zc is beyond the dtype, a z-loss near its largest: inf times
+    # an s^2 of 0 would be NaN)
+    wide = z_coef and abs(z_coef) > np.finfo(hess.dtype).max
+    square = np.square(hess, dtype=np.float64 if wide else hess.dtype) if z_coef else None
     hess *= np.subtract(1.0, hess)
     top_exp = top_exp.astype(np.float64)
     hess[rows, top] = top_exp * rest / np.square(sum_exp)
