@@ -251,9 +251,10 @@ def _cross_entropy_kernel(x, soft, labels, probs, weighted, class_weight, ignore
                 if folded:  # (the exps into the scratch row, e (1 - t^2) into g)
                     capped_label = _capped_exps_folded(xr, cap, inv_cap, capped_row, g, near_k,
                                                        tanh_k, exp_k[0], upcoming, label)
-                    shift = cap
                     ref = label
-                    top = cap  # (unused: no dot where the loss is taken against the label)
+                    # (no dot where the loss is taken against the label: the z-loss's lse
+                    # alone takes it, below)
+                    top = shift = capped_label
                 elif by_cap:
                     # first as if every logit were within +-softcap (the usual case), where
                     # tanh is a polynomial with no division; a row with one beyond (or a
@@ -265,12 +266,11 @@ def _cross_entropy_kernel(x, soft, labels, probs, weighted, class_weight, ignore
                             v = cap * fast_tanh(xr[c] * inv_cap, tanh_k)
                             capped_row[c] = v
                             g[c] = fast_exp_normal(v - cap, exp_k[0])
-                    shift = cap
                     # the loss is taken against one class's exp, log1p(rest / e_ref)
                     # (``_sum_except``): the label's, or for probabilities and smoothing
                     # the capped row's max, also the dot's shift (terms of one sign)
                     ref = label if by_label else np.argmax(capped_row)
-                    top = capped_row[ref]
+                    top = shift = capped_row[ref]
                 else:
                     top = cap * fast_tanh(_row_max(xr) * inv_cap)
                     shift = top
@@ -317,8 +317,8 @@ def _cross_entropy_kernel(x, soft, labels, probs, weighted, class_weight, ignore
                 ref_exp = float(row_exps[ref])  # >= exp(-80): the capped logits are >= -softcap
                 label_rest = _sum_except(row_exps, ref)  # (the label's, where it is ``ref``)
                 sum_exp = label_rest + ref_exp
-                loss = coef * np.log1p(label_rest / ref_exp) - dot
-                log_sum = 0.0  # (not taken: the z-loss's lse, below, takes log(sum_exp))
+                log_sum = np.log1p(label_rest / ref_exp)  # (log(sum) less the ref's z)
+                loss = coef * log_sum - dot
             else:
                 sum_exp = _sum(g)
                 log_sum = np.log(sum_exp)
@@ -337,10 +337,12 @@ def _cross_entropy_kernel(x, soft, labels, probs, weighted, class_weight, ignore
             grad_coef = coef  # what the softmax is multiplied by in the gradient
             z_grad = 0.0
             if z_coef != 0.0:
-                # (the plain rows' log_sum: log1p of the others' sum in a confident row,
-                # where log(sum_exp) keeps only the bits of sum_exp - 1 that 1 + it kept;
-                # lse is near 0 there, and 2 zc lse the gradient's coefficient)
-                lse = shift + (np.log(sum_exp) if by_cap else log_sum)
+                # lse = shift + log_sum, from the max (or the softcap's reference class)
+                # with the others' sum apart: in a confident row lse is near 0, where
+                # log(sum_exp) keeps only the bits of sum_exp - 1 that 1 + it kept (and the
+                # softcap's exps, shifted by softcap, each their rounding: lse = softcap +
+                # log(sum) then lost all of it), and 2 zc lse is the gradient's coefficient
+                lse = shift + log_sum
                 loss += z_coef * lse * lse
                 z_grad = 2.0 * z_coef * lse  # d/dx_c z lse^2 = 2 z lse softmax_c
                 grad_coef += z_grad
