@@ -379,11 +379,12 @@ def _cross_entropy_kernel(x, soft, labels, probs, weighted, class_weight, ignore
                     g[c] = times(float(g[c]), row_scale)
                 label_exp64 = times(label_exp64, row_scale)  # (g[label]'s, or e's)
                 prob_scale = ONE
-            if folded or (stream and not soft and smoothing == 0.0
-                          and (hess is None or not capped)):
+            if not soft and smoothing == 0.0 and (stream and (hess is None or not capped)
+                                                  or capped and hess is None):
                 # the scale in one pass (streamed rows: the pass that copies the row) with
-                # softcap's chain rule (``folded``: already in g), the label's element as
-                # the passes below compute it
+                # softcap's chain rule d(softcap tanh(x / softcap))/dx = 1 - tanh^2
+                # (``folded``: already in g), the label's element as the passes below
+                # compute it, then set apart
                 label_value = (x.dtype.type(label_gradient) if exact_label else x.dtype.type(
                     x.dtype.type(label_exp64) * prob_scale - keep * label_weight * grad_scale))
                 if capped:
@@ -394,21 +395,15 @@ def _cross_entropy_kernel(x, soft, labels, probs, weighted, class_weight, ignore
                                      capped_row[:0 if folded else classes], inv_cap, label,
                                      label_value)
                     continue
-                for c in range(classes):  # (folded)
-                    g[c] = g[c] * prob_scale
+                if folded:
+                    for c in range(classes):
+                        g[c] = g[c] * prob_scale
+                else:
+                    for c in range(classes):
+                        t = capped_row[c] * inv_cap
+                        g[c] = (g[c] * prob_scale) * tanh_slope(t)
                 g[label] = label_value
                 continue
-            if capped and not soft and smoothing == 0.0 and hess is None:
-                # the chain rule d(softcap tanh(x / softcap))/dx = 1 - tanh^2 in the same
-                # pass as the scale (the label's element again after it, as below)
-                for c in range(classes):
-                    t = capped_row[c] * inv_cap
-                    g[c] = (g[c] * prob_scale) * tanh_slope(t)
-                t = capped_row[label] * inv_cap
-                g[label] = tanh_slope(t) * (x.dtype.type(label_gradient) if exact_label else
-                                            x.dtype.type(x.dtype.type(label_exp64) * prob_scale
-                                                         - keep * label_weight * grad_scale))
-                continue  # (streamed rows took the branch above)
             for c in range(classes):
                 g[c] = g[c] * prob_scale
             if soft:
