@@ -255,11 +255,11 @@ def _exps_normal(xr, top, g, k, upcoming):
 
 
 @inline
-def _capped_exps_near_zero(xr, cap, g, capped_row, near_k, exp_k, upcoming):
-    """capped_row = cap tanh(xr / cap) and g = exp(capped_row - cap) as if every logit were
-    within +-cap (``softcap_near_zero``), ``upcoming`` prefetched as in ``_exps_normal``;
-    returns the bits of the row's largest reach (``softcap_near_zero``, ``order_bits``),
-    which say whether they were."""
+def _capped_exps(xr, cap, inv_cap, g, capped_row, near_k, tanh_k, exp_k, upcoming):
+    """capped_row = v = cap tanh(xr / cap) and g = exp(v - cap), ``upcoming`` prefetched
+    as in ``_exps_normal``. First as if every logit were within +-cap
+    (``softcap_near_zero``, a polynomial); a row with one beyond (or a NaN), which the
+    largest reach's bits tell (``order_bits``), is done again with ``fast_tanh``."""
     wide_vectors()
     reach = order_bits(xr.dtype.type(0.0))
     for start in range(0, xr.size, SPAN):
@@ -271,7 +271,12 @@ def _capped_exps_near_zero(xr, cap, g, capped_row, near_k, exp_k, upcoming):
             reach = max(reach, order_bits(z))  # (z = x^2 >= +0, or a NaN)
             vs[c] = v
             gs[c] = fast_exp_normal(v - cap, exp_k)  # in [exp(-80), 1]
-    return reach
+    if reach <= order_bits(near_k[2]):
+        return
+    for c in range(xr.size):  # (not all within +-cap, or a NaN)
+        v = cap * fast_tanh(xr[c] * inv_cap, tanh_k)
+        capped_row[c] = v
+        g[c] = fast_exp_normal(v - cap, exp_k)
 
 
 @inline
@@ -280,10 +285,8 @@ def _capped_exps_folded(xr, cap, inv_cap, exps, out, near_k, tanh_k, exp_k, upco
     with a gradient and no Hessian: exps = e = exp(v - cap) and out = e (1 - t^2), v = cap
     t, t = tanh(xr / cap), in one pass. The gradient's pass is then plain cross-entropy's
     (out times a scale), with no row of v written and read again for the chain rule (see
-    the measurement log). ``upcoming`` is prefetched as in ``_exps_normal``. First as if
-    every logit were within +-cap (``softcap_near_zero``, a polynomial); a row with one
-    beyond (or a NaN) is done again with ``fast_tanh``. Returns v at class ``ref``, by
-    the same formulas."""
+    the measurement log). Computed as ``_capped_exps`` computes them; returns v at class
+    ``ref``, by the same formulas."""
     wide_vectors()
     reach = order_bits(xr.dtype.type(0.0))  # (the reach's bits: see ``order_bits``)
     for start in range(0, xr.size, SPAN):

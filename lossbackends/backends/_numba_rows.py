@@ -36,14 +36,13 @@ from ._numba_common import (
 )
 from ._numba_cross_entropy_few import _FEW, FEW_CLASSES, _few_classes_types
 from ._numba_half import half_in_float32
-from ._numba_intrinsics import borrowed, held, inline, keep_alive, order_bits
+from ._numba_intrinsics import borrowed, held, inline, keep_alive
 from ._numba_math import (
     EXP32_WIDE,
     INF,
     ONE,
     TANH32,
     fast_exp,
-    fast_exp_normal,
     fast_tanh,
     softcap_constants,
     tanh_slope,
@@ -59,8 +58,8 @@ from ._numba_row_common import (
     _ROW_LOSSES,
     NORMAL_REACH,
     PREFETCH_ROW_BYTES,
+    _capped_exps,
     _capped_exps_folded,
-    _capped_exps_near_zero,
     _exps_normal,
     _launch,
     _log_sum,
@@ -255,17 +254,9 @@ def _cross_entropy_kernel(x, soft, labels, probs, weighted, class_weight, ignore
                     # (no dot where the loss is taken against the label: the z-loss's lse
                     # alone takes it, below)
                     top = shift = capped_label
-                elif by_cap:
-                    # first as if every logit were within +-softcap (the usual case), where
-                    # tanh is a polynomial with no division; a row with one beyond (or a
-                    # NaN) is done again with the tanh that holds everywhere
-                    reach = _capped_exps_near_zero(xr, cap, g, capped_row, near_k, exp_k[0],
-                                                   upcoming)
-                    if not reach <= order_bits(near_k[2]):  # (not all within, or a NaN)
-                        for c in range(classes):
-                            v = cap * fast_tanh(xr[c] * inv_cap, tanh_k)
-                            capped_row[c] = v
-                            g[c] = fast_exp_normal(v - cap, exp_k[0])
+                elif by_cap:  # (a polynomial where every logit is within +-softcap)
+                    _capped_exps(xr, cap, inv_cap, g, capped_row, near_k, tanh_k, exp_k[0],
+                                 upcoming)
                     # the loss is taken against one class's exp, log1p(rest / e_ref)
                     # (``_sum_except``): the label's, or for probabilities and smoothing
                     # the capped row's max, also the dot's shift (terms of one sign)
