@@ -126,7 +126,11 @@ def cross_entropy_liger(labels, logits, *, reduction="mean", class_weight=None, 
         if y == ignore_index:
             continue
         row = capped[i]
-        lse = row.max() + np.log(np.exp(row - row.max()).sum())
+        # lse as the max plus log1p of the others' sum (the max's own 1 apart): log(1 +
+        # others) keeps only the bits of others that 1 + others kept, and a confident
+        # row's lse, near 0, is the z-loss's gradient coefficient
+        shifted = np.exp(row - row.max())
+        lse = row.max() + np.log1p(np.delete(shifted, np.argmax(row)).sum())
         softmax = np.exp(row - lse)
         q = np.full(classes, label_smoothing / classes)
         q[y] += 1 - label_smoothing
