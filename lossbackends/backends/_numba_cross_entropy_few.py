@@ -74,6 +74,14 @@ def _cross_entropy_few_classes_kernel(x, labels, ignore_index, mean, given_denom
     # per element: the row's max, then its 1 / sum exp; 1 - softmax for an exp of 1
     # (below); per row: z_label
     spread = np.empty(block_rows * classes, x.dtype)
+    # the maxes of windows of logits, doubling in width pass by pass (step 1), in two
+    # buffers in turn; a row's max is that of its first and its last window of ``width``
+    # logits, the largest power of two up to C (the two overlap where C is not one)
+    width = 1
+    while width * 2 <= classes:
+        width *= 2
+    windows = np.empty(block_rows * classes if width > 1 else 0, x.dtype)
+    next_windows = np.empty(block_rows * classes if width > 2 else 0, x.dtype)
     complement = np.empty(block_rows * classes if want_hess else 0, x.dtype)
     exps = np.empty(0 if want_grad else block_rows * classes, x.dtype)
     # the gradient written over x: each block of rows is copied here first (see
@@ -82,9 +90,10 @@ def _cross_entropy_few_classes_kernel(x, labels, ignore_index, mean, given_denom
     inputs = np.empty(block_rows * classes if in_place else 0, x.dtype)
     label_z = np.empty(block_rows, x.dtype)
     label_grads = np.empty(block_rows)  # per row: the label's gradient (step 3)
-    # per row of a block: its max (step 1), its sum of exps and that of those below 1
-    # (step 3), each taken class by class across the block's rows (below)
-    tops = np.empty(block_rows, x.dtype)
+    # per row of a block: its sum of exps and that of those below 1 (step 3), taken
+    # class by class across the block's rows: one row's chain of a few additions is bound
+    # by its latency (its max's was 47 ns a row at 10 classes, one thread); across rows
+    # they overlap
     sums = np.empty(block_rows)
     belows = np.empty(block_rows)
     block_losses = np.empty(block_rows)
@@ -103,17 +112,32 @@ def _cross_entropy_few_classes_kernel(x, labels, ignore_index, mean, given_denom
             es = flat_grad[start:stop] if want_grad else exps[: stop - start]
             ts = spread[: stop - start]
             # 1. each row's max (NaN if any logit is), spread over the row, and its z_label.
-            # The maxes (and step 3's sums) run class by class across the block's rows:
-            # each row's chain of a few classes, one after another, was bound by its
-            # latency (47 ns a row at 10 classes, one thread); across rows they overlap.
-            for r in range(count):
-                tops[r] = xs[r * classes]
-            for c in range(1, classes):
-                for r in range(count):
-                    tops[r] = maximum(tops[r], xs[r * classes + c])
+            # The maxes of windows of 2, 4, ... logits across the whole block, flat: each
+            # pass the max of the last pass's windows at i and i + span, contiguous, so
+            # vectorised (a max class by class across the rows, strided, ran scalar; one
+            # row's own chain of a few classes is bound by its latency). Windows that
+            # cross rows are computed and never read. (Each pass reads ``ahead``, a view
+            # span on: indexed as i + span, LLVM left the loop scalar.)
+            n = stop - start
+            flipped = False
+            if width > 1:
+                out, ahead = windows[:n], xs[1:]
+                for i in range(n - 1):
+                    out[i] = maximum(xs[i], ahead[i])
+                span = 2
+                while span < width:
+                    source = next_windows[:n] if flipped else windows[:n]
+                    out = windows[:n] if flipped else next_windows[:n]
+                    ahead = source[span:]
+                    for i in range(n - 2 * span + 1):
+                        out[i] = maximum(source[i], ahead[i])
+                    flipped = not flipped
+                    span *= 2
+            maxes = next_windows if flipped else windows
             for r in range(count):
                 row = r * classes
-                top = tops[r]
+                top = (xs[row] if width == 1
+                       else maximum(maxes[row], maxes[row + classes - width]))
                 for c in range(classes):
                     ts[row + c] = top
                 label = labels[first + r]
