@@ -36,7 +36,8 @@ __device__ __forceinline__ void loss_and_derivative(A y, A p, Options<A> o, bool
         // clip(p, e, 1 - e) by comparisons, so that NaN stays NaN (fmin and fmax drop it)
         const A high = A(1) - param;
         const A pc = p < param ? param : (p > high ? high : p);
-        loss = -(y * log(pc) + (A(1) - y) * log(A(1) - pc));
+        // log1p(-pc): log(1 - pc) lost pc's low digits as 1 - pc rounded
+        loss = -(y * log(pc) + (A(1) - y) * log1p(-pc));
         d = (pc - y) / (pc * (A(1) - pc));
         // y / pc^2 + (1 - y) / (1 - pc)^2 at the clipped p: two terms >= 0, no cancellation
         const A q = A(1) - pc;

@@ -28,7 +28,10 @@ binary_cross_entropy = Loss(
             + \frac{1 - y_i}{(1 - \hat p_i)^2}\right)
 
     with :math:`\hat p = \mathrm{clip}(p, e, 1 - e)`, ``e = max(eps, finfo(dtype).eps)``,
-    ``eps=1e-15`` by default (the seed's value). Outside ``[e, 1 - e]`` the gradient and the
+    ``eps=1e-15`` by default (the seed's value), and :math:`\log(1 - \hat p)` computed as
+    :math:`\mathrm{log1p}(-\hat p)`: to an ulp for a small :math:`\hat p`, whose digits
+    :math:`1 - \hat p` would round away (PyTorch's likewise; the seed's drop-in
+    ``binary_cross_entropy_loss`` keeps the seed's ``log(1 - p)``). Outside ``[e, 1 - e]`` the gradient and the
     Hessian are those of the unclipped formula at the bound (as PyTorch's and Keras's
     gradients), not the 0 of a clipped function: the Hessian stays positive, what a Newton
     step needs (in float16, ``1 / e^2`` at the bound is 2^20, beyond its largest number: inf

@@ -24,7 +24,7 @@ def elementwise(loss, y, p, *, reduction="mean", weight=None, **options):
     elif loss == "binary_cross_entropy":
         e = max(options.get("eps", 1e-15), options.get("dtype_eps", np.finfo(np.float64).eps))
         pc = np.clip(p, e, 1 - e)
-        value = -(y * np.log(pc) + (1 - y) * np.log(1 - pc))
+        value = -(y * np.log(pc) + (1 - y) * np.log1p(-pc))
         grad = (pc - y) / (pc * (1 - pc))
     elif loss == "binary_cross_entropy_with_logits":
         q = options.get("pos_weight")

@@ -75,6 +75,18 @@ def _bce_hess(y, pc):
     return y / (pc * pc) + (ONE - y) / (q * q)
 
 
+@inline
+def _rounding_of_one_minus(pc, q):
+    """log(1 - pc) - log(q), q = 1 - pc rounded: to first order that rounding e (exact, by
+    Fast2Sum: |1| >= |pc|) over q, here e (1 + pc), off by e pc^2 (an eighth of an ulp of
+    the loss at pc = 1/2, where it is largest; from pc = 1/2 on, e = 0), for a fused
+    multiply-add instead of a division (which made the kernel 7-14 % slower, one thread).
+    log(q) + it is log1p(-pc) to an ulp, where log(q) alone lost pc's low digits (1.3 % of
+    the loss at p = 1e-6 in float32)."""
+    e = (ONE - q) - pc
+    return fma(e, pc, e)
+
+
 # Binary cross-entropy's logs take the clipped p and 1 - p, within [eps, 1 - eps] where
 # eps is at least the dtype's machine epsilon (``_prepare.prepare_bce``), or NaN: normal
 # numbers, so ``fast_log_normal`` gives ``fast_log``'s bits without its selects (the value
@@ -84,8 +96,10 @@ def _bce_hess(y, pc):
 def _binary_cross_entropy_of_hard_labels(y, p, param, pos, k):
     # the same for y in {0, 1}, with one log instead of two: the other term is 0 * finite
     pc = _clip(p, param[0])
-    return (-fast_log_normal(pc if y > HALF else ONE - pc), (pc - y) / (pc * (ONE - pc)),
-            _bce_hess(y, pc))
+    q = ONE - pc
+    hit = y > HALF
+    log_term = fast_log_normal(pc if hit else q) + (ZERO if hit else _rounding_of_one_minus(pc, q))
+    return -log_term, (pc - y) / (pc * q), _bce_hess(y, pc)
 
 
 # binary cross-entropy's log keeps its constants unheld: held, LLVM interleaved the
@@ -94,8 +108,10 @@ def _binary_cross_entropy_of_hard_labels(y, p, param, pos, k):
 @loss_math(hard_labels=_binary_cross_entropy_of_hard_labels)
 def _binary_cross_entropy(y, p, param, pos, k):
     pc = _clip(p, param[0])
-    loss = -(y * fast_log_normal(pc) + (ONE - y) * fast_log_normal(ONE - pc))
-    return loss, (pc - y) / (pc * (ONE - pc)), _bce_hess(y, pc)
+    q = ONE - pc
+    log_one_minus = fast_log_normal(q) + _rounding_of_one_minus(pc, q)  # log1p(-pc)
+    loss = -(y * fast_log_normal(pc) + (ONE - y) * log_one_minus)
+    return loss, (pc - y) / (pc * q), _bce_hess(y, pc)
 
 
 @loss_math(EXP32_LOW, LOG1P32)

@@ -75,11 +75,12 @@ def binary_cross_entropy(y, p, weight, params, reduction, scale, grad, want_valu
     pc = np.clip(p, eps, 1.0 - eps)
     value = None
     if want_value:
-        # -(y log pc + (1 - y) log(1 - pc)), written as the seed writes it: its exact results
+        # -(y log pc + (1 - y) log(1 - pc)), log(1 - pc) as log1p(-pc): 1 - pc rounded
+        # first loses pc's low digits (1.3 % of the loss at p = 1e-6 in float32)
         losses = np.log(pc)
         losses *= y
-        log_1mp = np.subtract(1.0, pc)
-        np.log(log_1mp, out=log_1mp)
+        log_1mp = np.negative(pc)
+        np.log1p(log_1mp, out=log_1mp)
         log_1mp *= np.subtract(1.0, y)
         losses += log_1mp
         np.negative(losses, out=losses)
