@@ -124,7 +124,9 @@ squared_hinge = Loss(
         \partial^2 \ell_i / \partial s_i^2 = 2 w_i t_i^2 \,[m - t_i s_i > 0]
 
     Labels ``t`` are used as given, ±1 expected (as ``hinge``; Keras remaps ``{0, 1}``
-    labels, we do not). At the kink (``m = t s``) the Hessian is 0, as the gradient.
+    labels, we do not): a label 0 gives the constant ``m^2`` and no gradient, at an
+    infinite score too (``t s = 0``, where NumPy's ``0 * inf`` is NaN). At the kink (``m =
+    t s``) the Hessian is 0, as the gradient.
 
     >>> import lossbackends as lb
     >>> print(f"{lb.squared_hinge([-1, 1, 1, -1], [-1.5, 1.2, 0.9, -0.8]):.4f}")
@@ -149,7 +151,8 @@ soft_margin = Loss(
 
     computed as ``softplus(-t s) = max(-t s, 0) + log1p(exp(-|t s|))`` with a sigmoid that
     never overflows, and the Hessian as ``t^2 u / (1 + u)^2``, ``u = exp(-|t s|)``; labels
-    ``t`` are ±1.
+    ``t`` are ±1, used as given: a label 0 gives the constant ``log 2``, at an infinite
+    score too (``t s = 0``, where NumPy's ``0 * inf`` is NaN).
 
     >>> import lossbackends as lb
     >>> print(f"{lb.soft_margin([-1, 1, 1], [-1.5, 0.2, -3.0]):.6f}")
