@@ -15,7 +15,6 @@ from typing import Any
 
 import numpy as np
 
-from . import _foreign
 from ._dispatch import device_of
 from ._loss import Loss
 from ._losses_binary import (
@@ -41,8 +40,8 @@ LOSSES = {
 # On host arrays they run on the NumPy backend, whose sums are NumPy's own (pairwise), and
 # divide the sum by n as np.mean does (the losses' "mean" multiplies by 1 / n, which
 # differs in the last bit about one time in five), so for float64 inputs they return the
-# seed's results to the last bit; GPU arrays stay on the GPU. Binary cross-entropy's is
-# the seed's formula itself: the loss takes log1p(-p), the seed log(1 - p).
+# seed's results to the last bit; GPU arrays stay on the GPU. Binary cross-entropy's takes
+# the seed's formula itself there: the loss takes log1p(-p), the seed log(1 - p).
 
 
 def _seed_mean(loss: Loss, y_true: Any, y_pred: Any, **options: Any) -> Any:
@@ -67,27 +66,29 @@ def mse_loss(y_true: Any, y_pred: Any) -> Any:
 
 
 def binary_cross_entropy_loss(y_true: Any, y_pred: Any) -> Any:
-    """The seed's binary cross-entropy, ``epsilon = 1e-15``, as the seed computes it.
+    """The seed's binary cross-entropy, ``epsilon = 1e-15``.
 
-    ``-mean(y log(pc) + (1 - y) log(1 - pc))``, ``pc = clip(p, 1e-15, 1 - 1e-15)``, by the
-    seed's own NumPy calls on NumPy and CuPy arrays and lists: its results to the last
+    Computed in float64 on the host (NumPy arrays, lists and numbers, of one shape), as the
+    seed computes it: ``-mean(y log(pc) + (1 - y) log(1 - pc))``, its results to the last
     bit. :data:`binary_cross_entropy` takes ``log(1 - pc)`` as ``log1p(-pc)``, which keeps
-    the digits of a small ``p`` that ``1 - pc`` rounds away (in float64 the seed's term
-    is 3e-4 off at ``p = 1e-13``, 1e-15 at ``p = 1e-3``): the two differ in the last bits,
-    and other arrays (PyTorch, JAX), which the seed's calls do not take, get the loss's
-    mean of them, in their own kind.
+    the digits of a small ``p`` that ``1 - pc`` rounds away (in float64 the seed's term is
+    3e-4 off at ``p = 1e-13``, 1e-15 at ``p = 1e-3``): every other input (float32, GPU,
+    PyTorch, JAX, Dask arrays) gets that loss's mean, by the library's rules, as the other
+    drop-ins do.
 
     >>> import numpy as np, lossbackends as lb
     >>> float(lb.binary_cross_entropy_loss(np.array([0, 1, 1, 0]), np.array([0.1, 0.8, 0.9, 0.2])))
     0.164252033486018
     """
-    if _foreign.is_foreign(y_true) or _foreign.is_foreign(y_pred):
-        return _seed_mean(binary_cross_entropy, y_true, y_pred, eps=1e-15)
-    if isinstance(y_true, (list, tuple)):  # (the seed's 1 - y_true needs an array)
-        y_true = np.asarray(y_true)
-    epsilon = 1e-15
-    y_pred = np.clip(y_pred, epsilon, 1 - epsilon)
-    return -np.mean(y_true * np.log(y_pred) + (1 - y_true) * np.log(1 - y_pred))
+    host = (np.ndarray, np.generic, list, tuple, int, float)
+    if type(y_true) in host and type(y_pred) in host:
+        y, p = np.asarray(y_true), np.asarray(y_pred)
+        if (p.dtype == np.float64 or p.dtype.kind in "biu") and y.dtype.kind in "biuf" and (
+                y.shape == p.shape):
+            epsilon = 1e-15
+            p = np.clip(p, epsilon, 1 - epsilon)
+            return -np.mean(y * np.log(p) + (1 - y) * np.log(1 - p))
+    return _seed_mean(binary_cross_entropy, y_true, y_pred, eps=1e-15)
 
 
 def hinge_loss(y_true: Any, y_pred: Any) -> Any:

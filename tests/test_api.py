@@ -57,6 +57,20 @@ def test_seed_drop_ins_are_the_seeds_functions_to_the_last_bit():
     assert lb.mse_loss([0.33, 0.99, 0.32], [0.79, 0.87, 0.39]) == 0.07696666666666667
 
 
+def test_seed_bce_drop_in_keeps_the_library_s_rules_beyond_float64():
+    """binary_cross_entropy_loss takes the seed's formula for float64 host inputs only: a
+    float32 p = 1 stays finite (clipped at float32's eps, where the seed's 1 - 1e-15 rounds
+    to 1: NaN), shapes must match, and a torch tensor gives a tensor."""
+    value = lb.binary_cross_entropy_loss(np.float32([1, 0]), np.float32([1, 0]))
+    assert value.dtype == np.float32 and np.isclose(value, np.finfo(np.float32).eps, rtol=1e-6)
+    with pytest.raises(ValueError, match="must match"):
+        lb.binary_cross_entropy_loss(np.array([[0, 1], [1, 0]]), np.array([0.3, 0.6]))
+    torch = pytest.importorskip("torch")
+    got = lb.binary_cross_entropy_loss(torch.tensor([1.0, 0.0]), torch.tensor([0.8, 0.1]))
+    assert isinstance(got, torch.Tensor)
+    assert np.isclose(got.item(), -(np.log(0.8) + np.log1p(-0.1)) / 2, rtol=1e-6)
+
+
 def test_label_error_crosses_processes_and_losses_have_names():
     """LabelError pickles with its fields (a process pool died on it), and a loss has a
     function's __name__ (scikit-learn's make_scorer reads it)."""
