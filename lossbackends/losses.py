@@ -65,6 +65,11 @@ def mse_loss(y_true: Any, y_pred: Any) -> Any:
     return _seed_mean(mse, y_true, y_pred)
 
 
+def _plain_host(x: Any) -> bool:
+    """A NumPy array (not a subclass), a NumPy or Python number, or a list or tuple."""
+    return type(x) is np.ndarray or isinstance(x, (np.generic, list, tuple, int, float))
+
+
 def binary_cross_entropy_loss(y_true: Any, y_pred: Any) -> Any:
     """The seed's binary cross-entropy, ``epsilon = 1e-15``.
 
@@ -80,8 +85,7 @@ def binary_cross_entropy_loss(y_true: Any, y_pred: Any) -> Any:
     >>> float(lb.binary_cross_entropy_loss(np.array([0, 1, 1, 0]), np.array([0.1, 0.8, 0.9, 0.2])))
     0.164252033486018
     """
-    host = (np.ndarray, np.generic, list, tuple, int, float)
-    if type(y_true) in host and type(y_pred) in host:
+    if _plain_host(y_true) and _plain_host(y_pred):
         y, p = np.asarray(y_true), np.asarray(y_pred)
         if (p.dtype == np.float64 or p.dtype.kind in "biu") and y.dtype.kind in "biuf" and (
                 y.shape == p.shape):
