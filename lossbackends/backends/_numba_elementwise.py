@@ -36,6 +36,7 @@ from ._numba_common import (
     float64_block,
     holds_64_bits,
     prefetch_lines,
+    stack_block,
     store_fence,
     store_streaming,
     wide_vectors_for,
@@ -220,9 +221,10 @@ def _elementwise_kernel(optimistic: bool, want_value: bool, sum_in_loop: bool,
         # the loss's constants, kept through the loops below (see ``held``)
         k = held(_LOSS_CONSTANTS)
         # the losses of a block go to ``losses`` (reduction="none"), or, when it is None
-        # and they are not summed in the loop, to this buffer, and are summed from there
-        scratch = np.empty(min(block, size) if want_value and losses is None
-                           and not sum_in_loop else 0, p.dtype)
+        # and they are not summed in the loop, to this block (on the stack, as the one
+        # below), and are summed from there
+        scratch = stack_block(block32, min(block, size) if want_value and losses is None
+                              and not sum_in_loop else 0, p)
         # the gradient written over p (out=y_pred) goes to this buffer first, a block at a
         # time, then over p: LLVM's loops check that their arrays do not overlap, and run
         # unvectorised where they do (10-20x slower); and a block found to hold labels
@@ -230,7 +232,7 @@ def _elementwise_kernel(optimistic: bool, want_value: bool, sum_in_loop: bool,
         in_place = _written_over(grad, p)
         # (STAGED, which calls without a Hessian take: the block's gradient goes to this
         # buffer, then by streaming stores into ``grad``, ``copy_streaming``)
-        gradients = np.empty(min(block, size) if in_place or staged else 0, p.dtype)
+        gradients = stack_block(block32, min(block, size) if in_place or staged else 0, p)
         result = 0.0
         # whether the blocks run the twins that take limits: from the first block that
         # needed them to the end of this thread's chunks (kl_div's targets of 0 are seldom
