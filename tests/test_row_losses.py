@@ -516,6 +516,25 @@ def test_softcap_gradients_keep_their_sign_near_saturation(backend):
         np.testing.assert_allclose(grad, expected, rtol=0, atol=1e-8)
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_softcap_saturated_logits_get_a_gradient_and_hessian_of_0(backend, dtype):
+    """Logits of 50 and 100 softcaps, where tanh is 1 in float32 and float64: the chain
+    rule's 1 - tanh^2 is 0, so their gradient and Hessian are 0, as NumPy's tanh gives
+    them, for softcaps on both sides of the range where the exps are shifted by the cap
+    (1/512 to 40), with the Hessian and without. Numba took tanh back from the capped
+    logit v = cap tanh as v times 1 / cap, an ulp under 1 for about one cap in seven:
+    gradients of 1e-16 (float64) to 6e-8 (float32) there (a review's finding)."""
+    labels = np.zeros(1, np.int64)
+    for cap in np.exp(rng.uniform(np.log(1e-3), np.log(1e3), 40)):
+        x = np.array([[0.0, 50 * cap, -50 * cap, 100 * cap]], dtype)
+        args = (on(backend, labels), on(backend, x))
+        grad = host(lb.cross_entropy.value_and_grad(*args, softcap=cap, backend=backend)[1])
+        pair = lb.cross_entropy.grad_and_hess(*args, softcap=cap, backend=backend)
+        for result in (grad, host(pair[0]), host(pair[1])):
+            assert (result[0, 1:] == 0).all(), (cap, result)
+        assert grad[0, 0] < 0 and host(pair[0])[0, 0] < 0, cap  # (the label's)
+
+
 def test_softcap_rows_agree_across_the_two_tanh_forms(backend):
     """The same logits within +-softcap, alone (the polynomial tanh) and beside one -inf
     logit (which sends the row to the rational tanh; capped to -softcap, its exp is

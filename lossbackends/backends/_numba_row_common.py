@@ -26,7 +26,14 @@ from ._numba_common import (
     wide_vectors,
 )
 from ._numba_intrinsics import inline, maximum, minimum, order_bits
-from ._numba_math import ZERO, fast_exp_normal, fast_tanh, softcap_near_zero, tanh_slope
+from ._numba_math import (
+    ZERO,
+    capped_tanh,
+    fast_exp_normal,
+    fast_tanh,
+    softcap_near_zero,
+    tanh_slope,
+)
 from ._threads import share
 
 _EMPTY_LOSSES = np.empty(0)  # no per-row losses wanted
@@ -210,8 +217,9 @@ PREFETCH_ROW_BYTES = 1 << 18
 
 
 @inline
-def _stream_gradient(exps, target, scale, capped_row, inv_cap, label, label_value):
-    """target = exps * scale, times softcap's chain rule 1 - t^2 (t = capped_row / softcap)
+def _stream_gradient(exps, target, scale, capped_row, cap, inv_cap, label, label_value):
+    """target = exps * scale, times softcap's chain rule 1 - t^2 (t = capped_row / cap,
+    ``capped_tanh``)
     where ``capped_row`` is not empty, with ``label_value`` at ``label``, by streaming
     stores as ``_stream_row``: a row's last pass and its copy in one (the same bits)."""
     wide_vectors()
@@ -220,11 +228,11 @@ def _stream_gradient(exps, target, scale, capped_row, inv_cap, label, label_valu
     at = label - head
     if capped_row.size:
         for c in range(head):
-            t = capped_row[c] * inv_cap
+            t = capped_tanh(capped_row[c], cap, inv_cap)
             target[c] = label_value if c == label else (exps[c] * scale) * tanh_slope(t)
         capped = capped_row[head:]
         for c in range(lines.size):
-            t = capped[c] * inv_cap
+            t = capped_tanh(capped[c], cap, inv_cap)
             store_streaming(lines, c, label_value if c == at else (rest[c] * scale) * tanh_slope(t))
     else:
         for c in range(head):
@@ -305,5 +313,5 @@ def _capped_exps_folded(xr, cap, inv_cap, exps, out, near_k, tanh_k, exp_k, upco
         v = cap * fast_tanh(xr[c] * inv_cap, tanh_k)
         e = fast_exp_normal(v - cap, exp_k)
         exps[c] = e
-        out[c] = e * tanh_slope(v * inv_cap)
+        out[c] = e * tanh_slope(capped_tanh(v, cap, inv_cap))
     return cap * fast_tanh(xr[ref] * inv_cap, tanh_k)

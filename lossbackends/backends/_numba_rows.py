@@ -42,6 +42,7 @@ from ._numba_math import (
     INF,
     ONE,
     TANH32,
+    capped_tanh,
     fast_exp,
     fast_tanh,
     softcap_constants,
@@ -379,11 +380,11 @@ def _cross_entropy_kernel(x, soft, labels, probs, weighted, class_weight, ignore
                 label_value = (x.dtype.type(label_gradient) if exact_label else x.dtype.type(
                     x.dtype.type(label_exp64) * prob_scale - keep * label_weight * grad_scale))
                 if capped:
-                    t = (capped_label if folded else capped_row[label]) * inv_cap
+                    t = capped_tanh(capped_label if folded else capped_row[label], cap, inv_cap)
                     label_value = label_value * tanh_slope(t)
                 if stream:
                     _stream_gradient(g, grad_rows[r], prob_scale,
-                                     capped_row[:0 if folded else classes], inv_cap, label,
+                                     capped_row[:0 if folded else classes], cap, inv_cap, label,
                                      label_value)
                     continue
                 if folded:
@@ -391,7 +392,7 @@ def _cross_entropy_kernel(x, soft, labels, probs, weighted, class_weight, ignore
                         g[c] = g[c] * prob_scale
                 else:
                     for c in range(classes):
-                        t = capped_row[c] * inv_cap
+                        t = capped_tanh(capped_row[c], cap, inv_cap)
                         g[c] = (g[c] * prob_scale) * tanh_slope(t)
                 g[label] = label_value
                 continue
@@ -412,11 +413,11 @@ def _cross_entropy_kernel(x, soft, labels, probs, weighted, class_weight, ignore
                 if hess is not None:  # and d^2/dx^2 = -2 tanh (1 - tanh^2) / softcap
                     h = hess_rows[r]
                     for c in range(classes):
-                        t = capped_row[c] * inv_cap
+                        t = capped_tanh(capped_row[c], cap, inv_cap)
                         slope = tanh_slope(t)
                         h[c] = h[c] * (slope * slope) - g[c] * (two_inv_cap * t * slope)
                 for c in range(classes):
-                    t = capped_row[c] * inv_cap
+                    t = capped_tanh(capped_row[c], cap, inv_cap)
                     g[c] = g[c] * tanh_slope(t)
             if stream:
                 _stream_row(g, grad_rows[r])
