@@ -114,11 +114,16 @@ template <typename A> __device__ __forceinline__ void poisson_nll(A y, A x, Opti
         h = rate;
     } else {  // x = rate: x - y log(x + eps)
         const A shifted = x + o.c;
-        loss = x - times(y, log_of(shifted));
-        if (isinf(x) && x > A(0) && isfinite(y)) loss = x;  // the limit (x outgrows y log x), not inf - inf
         // y / (x + eps), then over it again: no reciprocal, which overflows for a subnormal
         // x + eps where y / (x + eps) does not, and no 1 / (x + eps)^2
         const A ratio = over(y, shifted);
+        // y log(x + eps) of the exact sum s + r (r: the rounding of s, TwoSum): y log s +
+        // y r / s. A rate near 1 loses eps in s; none to add where s is not finite
+        const A bb = shifted - x;
+        A correction = ratio * ((x - (shifted - bb)) + (o.c - bb));
+        if (!isfinite(correction)) correction = A(0);
+        loss = x - (times(y, log_of(shifted)) + correction);
+        if (isinf(x) && x > A(0) && isfinite(y)) loss = x;  // the limit (x outgrows y log x), not inf - inf
         d = A(1) - ratio;
         h = over(ratio, shifted);
     }

@@ -226,7 +226,10 @@ def _poisson_nll(y, x, dtype, log_input=True, full=False, eps=1e-8):
             grad, value_size, grad_size = rate - y, rate + np.abs(yx), rate + np.abs(y)
         else:
             shifted = _rounded(x + float(compute(eps)), compute)
-            log = _terms(y, np.log(shifted))
+            # the log of the exact x + eps (extended precision): the backends add the
+            # rounding of their sum back into the value (the gradient divides by the sum)
+            exact = x.astype(np.longdouble) + np.longdouble(float(compute(eps)))
+            log = _terms(y, np.log(exact).astype(np.float64))
             # y / (x + eps), not y times 1 / (x + eps), which overflows for a subnormal
             # x + eps where the ratio is finite (a label of 0 against a rate of 0: 0)
             ratio = np.where((y == 0) & (shifted == 0), 0.0, y / shifted)

@@ -132,6 +132,14 @@ def _focal(power):
     return focal
 
 
+@inline
+def _rounding_of_sum(a, b, s):
+    """(a + b) - s exactly, for s = a + b rounded (Knuth's TwoSum; the kernels compile
+    without reassociation, which would cancel it to 0)."""
+    bb = s - a
+    return (a - (s - bb)) + (b - bb)
+
+
 def _poisson(log_input, full, at_limits=False):
     """poisson_nll for one setting of its two flags; ``at_limits``: its form that takes
     the value's limits where the formula gives NaN (``loss_math``'s ``limits``)."""
@@ -163,12 +171,6 @@ def _poisson(log_input, full, at_limits=False):
             # an overflowed inf among them, which sends the block to the twin;
             # ``fast_log_normal``)
             log = fast_log(shifted, k[-1]) if at_limits else fast_log_normal(shifted, k[-1])
-            loss = x - y * log
-            if at_limits:
-                # NaN at x = inf (inf - inf) and at y = 0 with an infinite log (0 inf),
-                # where the loss is x
-                limit = (x == INF) & (abs(y) < INF) | (y == ZERO) & (abs(log) == INF)
-                loss = x if limit else loss
             # d = 1 - y / s and h = y / s^2, s = x + eps, from one reciprocal of s: the
             # compiler turns two divisions by s into one anyway, and the gradient must
             # round the same with the Hessian as without. Below 2^-60, s is scaled by 2^64
@@ -179,6 +181,18 @@ def _poisson(log_input, full, at_limits=False):
             ratio = times(y, inv) * scale
             d = ONE - ratio
             h = times(ratio, inv) * scale
+            # y log(x + eps) of the exact sum s + r (r: the rounding of s): y log s + y r /
+            # s. A rate near 1 loses eps in s (float32: all of it from 0.17 on), and
+            # y log s then y's digits (1,700 ulp at y = 1e4, x = 1)
+            correction = ratio * _rounding_of_sum(x, eps, shifted)
+            if at_limits:  # (no rounding to add where s is not finite: NaN here)
+                correction = correction if abs(correction) < INF else ZERO
+            loss = x - (y * log + correction)
+            if at_limits:
+                # NaN at x = inf (inf - inf) and at y = 0 with an infinite log (0 inf),
+                # where the loss is x
+                limit = (x == INF) & (abs(y) < INF) | (y == ZERO) & (abs(log) == INF)
+                loss = x if limit else loss
         if full:  # Stirling's term, PyTorch's: y log y - y + log(2 pi y) / 2 where y > 1
             # (NaN at y = inf, where inf log(inf) - inf was NaN too)
             log_y = fast_log_normal(y if y > ONE else ONE, k[-1])

@@ -322,6 +322,12 @@ def _stirling(y):
     return np.where(y > 1, term, 0.0)
 
 
+def _rounding_of_sum(a, b, s):
+    """(a + b) - s exactly, for s = a + b rounded (Knuth's TwoSum)."""
+    bb = s - a
+    return (a - (s - bb)) + (b - bb)
+
+
 def _poisson_nll(y, x, params, want_value, want_grad, want_hess):
     log_input, full, eps = params
     loss = d = h = None
@@ -333,12 +339,19 @@ def _poisson_nll(y, x, params, want_value, want_grad, want_hess):
         d = rate - y if want_grad else None
         h = rate if want_hess else None
     else:  # x = rate: x - y log(x + eps); second derivative y / (x + eps)^2
-        if want_value:  # at x = inf the loss is inf (x outgrows y log x), not inf - inf
-            loss = np.where((x == np.inf) & np.isfinite(y), x, x - times(y, np.log(x + eps)))
         shifted = x + eps
         # y / (x + eps), then over it again: no reciprocal, which overflows for a
         # subnormal x + eps where y / (x + eps) does not, and no 1 / (x + eps)^2
         ratio = _over(y, shifted)
+        if want_value:  # at x = inf the loss is inf (x outgrows y log x), not inf - inf
+            # y log(x + eps) of the exact sum s + r (r: the rounding of s = x + eps):
+            # y log s + y r / s. A rate near 1 loses eps in s (float32: all of it from
+            # 0.17 on), and y log s then y's digits (1,700 ulp at y = 1e4, x = 1); no
+            # rounding to add where s is not finite
+            correction = ratio * _rounding_of_sum(x, eps, shifted)
+            correction = np.where(np.isfinite(correction), correction, 0.0)
+            loss = np.where((x == np.inf) & np.isfinite(y), x,
+                            x - (times(y, np.log(shifted)) + correction))
         d = 1.0 - ratio if want_grad else None
         h = _over(ratio, shifted) if want_hess else None
     if want_value and full:
