@@ -425,6 +425,26 @@ def test_poisson_rate_whose_shift_overflows(backend, dtype):
     np.testing.assert_array_equal(losses, np.array([-np.inf, -np.inf, 0.75 * big], dtype))
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_poisson_rate_whose_ratio_overflows_keeps_a_finite_loss(backend, dtype):
+    """x - y log(x + eps) where y / (x + eps) overflows but the loss does not (a huge
+    label, a tiny rate): the loss is finite, alone in its block or beside an infinite
+    rate. The rounding of x + eps added back (y r / (x + eps)) was +-inf there on Numba
+    (a review's finding), where a block with a NaN sum had taken the other form."""
+    huge = 1e31 if dtype == np.float32 else 1e301
+    y, x = np.array([huge, 1e9], dtype), np.array([3e-9, 3e-38], dtype)
+    wide = np.longdouble
+    for eps in (1e-8, 1e-30):
+        shifted = x.astype(wide) + wide(float(dtype(eps)))
+        expected = (x.astype(wide) - y.astype(wide) * np.log(shifted)).astype(np.float64)
+        for pair in ((y, x), (np.append(y, 1.0), np.append(x, np.inf))):
+            losses = host(lb.poisson_nll(on(backend, pair[0].astype(dtype)),
+                                         on(backend, pair[1].astype(dtype)), log_input=False,
+                                         eps=eps, reduction="none", backend=backend))
+            np.testing.assert_allclose(losses[:2], expected, rtol=4 * np.finfo(dtype).eps,
+                                       err_msg=str(eps))
+
+
 def test_poisson_stirling_term_in_float64_is_not_biased(backend):
     """full=True at the optimum (x = log y, y in (1, 3)) in float64 against an extended
     precision reference: the mean error within half an ulp. The Numba kernel added log(2

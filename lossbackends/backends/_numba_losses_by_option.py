@@ -182,11 +182,11 @@ def _poisson(log_input, full, at_limits=False):
             d = ONE - ratio
             h = times(ratio, inv) * scale
             # y log(x + eps) of the exact sum s + r (r: the rounding of s): y log s + y r /
-            # s. A rate near 1 loses eps in s (float32: all of it from 0.17 on), and
-            # y log s then y's digits (1,700 ulp at y = 1e4, x = 1)
+            # s. A rate near 1 loses eps in s (float32: all of it from 0.25 on), and
+            # y log s then y's digits (1,700 ulp at y = 1e4, x = 1). None to add where it
+            # is not finite: s overflowed (NaN), or y / s did (a finite loss, not +-inf)
             correction = ratio * _rounding_of_sum(x, eps, shifted)
-            if at_limits:  # (no rounding to add where s is not finite: NaN here)
-                correction = correction if abs(correction) < INF else ZERO
+            correction = correction if abs(correction) < INF else ZERO
             loss = x - (y * log + correction)
             if at_limits:
                 # NaN at x = inf (inf - inf) and at y = 0 with an infinite log (0 inf),

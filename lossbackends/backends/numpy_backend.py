@@ -346,8 +346,8 @@ def _poisson_nll(y, x, params, want_value, want_grad, want_hess):
         if want_value:  # at x = inf the loss is inf (x outgrows y log x), not inf - inf
             # y log(x + eps) of the exact sum s + r (r: the rounding of s = x + eps):
             # y log s + y r / s. A rate near 1 loses eps in s (float32: all of it from
-            # 0.17 on), and y log s then y's digits (1,700 ulp at y = 1e4, x = 1); no
-            # rounding to add where s is not finite
+            # 0.25 on), and y log s then y's digits (1,700 ulp at y = 1e4, x = 1); none
+            # to add where it is not finite (s or y / s overflowed)
             correction = ratio * _rounding_of_sum(x, eps, shifted)
             correction = np.where(np.isfinite(correction), correction, 0.0)
             loss = np.where((x == np.inf) & np.isfinite(y), x,
