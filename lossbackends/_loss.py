@@ -199,7 +199,9 @@ class Loss:
             if not unknown:
                 raise
             hint = ("; per-class weights are class_weight= (torch's weight=)"
-                    if self.name == "cross_entropy" and "weight" in unknown else "")
+                    if self.name == "cross_entropy" and "weight" in unknown else
+                    f"; out= is the gradient's buffer, for {self.name}.grad, .value_and_grad "
+                    "and .grad_and_hess" if unknown[0] == "out" else "")
             raise TypeError(
                 f"{self.name}() got an unexpected keyword argument {unknown[0]!r}; its "
                 f"options are {', '.join(self._options)}, reduction and backend{hint}"

@@ -113,9 +113,10 @@ included){weight}; the gradient and the Hessian are shaped like ``y_pred``.
 """
 
 _WEIGHTS = """Weights: ``weight`` multiplies each {unit}'s loss and gradient, and ``"mean"`` divides
-the sum by the number of {unit}s, weighted or not (scikit-learn's ``sample_weight``, and
-torch's ``mse_loss``, ``l1_loss`` and ``huber_loss``, divide by the weights' sum:
-``reduction="sum"``, then divide by ``weight.sum()``; ``lossbackends.torch`` follows torch).
+the sum by the number of {unit}s, weighted or not, as torch's ``huber_loss`` does
+(scikit-learn's ``sample_weight``, and torch's ``mse_loss`` and ``l1_loss``, divide by the
+weights' sum: ``reduction="sum"``, then divide by ``weight.sum()``; ``lossbackends.torch``
+follows torch).
 A weight beyond the largest number of ``y_pred``'s dtype, where it is cast (65504 for
 float16), is a ``ValueError`` on the host (not checked on a GPU, nor inside
 ``lossbackends.jax``'s traced calls, where it is inf).

@@ -387,6 +387,7 @@ def prepare_sigmoid_focal(xp, y_true, y_pred, *, weight=None, alpha=0.25, gamma=
     if alpha is None:  # no balancing: alpha_t = 1 for every label
         positive, negative = 1.0, 1.0
     else:
+        alpha = _scalar(alpha)  # (a 0-d array or tensor as its number: the same hint)
         if isinstance(alpha, (int, float, np.integer, np.floating)) and alpha < 0:
             raise ValueError(f"sigmoid_focal: alpha must be in [0, 1], or None for no balancing "
                              f"(torchvision's alpha=-1); got {alpha}")
@@ -407,9 +408,14 @@ def prepare_sigmoid_focal(xp, y_true, y_pred, *, weight=None, alpha=0.25, gamma=
 def prepare_poisson_nll(xp, y_true, y_pred, *, weight=None, log_input=True, full=False,
                          eps=1e-8):
     prep = prepare_elementwise(xp, y_true, y_pred, weight=weight)
-    return prep._replace(params=(bool_option("poisson_nll", "log_input", log_input),
-                                 bool_option("poisson_nll", "full", full),
-                                 real_option("poisson_nll", "eps", eps, 0.0, _INF, high_open=True)))
+    log_input = bool_option("poisson_nll", "log_input", log_input)
+    eps = real_option("poisson_nll", "eps", eps, 0.0, _INF, high_open=True)
+    computing = computing_dtype(prep.p.dtype)
+    if not log_input and eps > float(np.finfo(computing).max):
+        # (x + eps would be inf: every loss -inf, every gradient 1)
+        raise ValueError(f"poisson_nll: eps = {eps!r} is beyond the largest {computing} number "
+                         f"for {prep.p.dtype} inputs; pass a smaller eps (default 1e-8)")
+    return prep._replace(params=(log_input, bool_option("poisson_nll", "full", full), eps))
 
 
 def prepare_kl_div(xp, y_true, y_pred, *, weight=None, log_target=False):

@@ -654,6 +654,9 @@ def test_options_through_the_parallel_kernel(backend, loss, options):
      r"numbers\) for float64 inputs; got 1e-310"),
     ("sigmoid_focal", {"alpha": 1.5}, ValueError, r"alpha must be in \[0, 1\]"),
     ("sigmoid_focal", {"alpha": -1}, ValueError, r"or None for no balancing \(torchvision's alpha=-1\)"),
+    ("sigmoid_focal", {"alpha": np.array(-1.0)}, ValueError, r"or None for no balancing"),
+    ("mse", {"out": np.zeros(2)}, TypeError,
+     r"out= is the gradient's buffer, for mse\.grad, \.value_and_grad and \.grad_and_hess"),
     ("sigmoid_focal", {"gamma": -1.0}, ValueError, r"gamma must be in \[0, inf\)"),
     ("sigmoid_focal", {"gamma": float("inf")}, ValueError, r"gamma must be in \[0, inf\); got inf"),
     ("huber", {"delta": 1e-310}, ValueError, r"huber: delta must be at least "
@@ -685,6 +688,21 @@ def test_options_through_the_parallel_kernel(backend, loss, options):
 def test_bad_options_name_the_fix(loss, options, error, message):
     with pytest.raises(error, match=message):
         getattr(lb, loss)([0.0, 1.0], [0.5, 0.5], backend="numpy", **options)
+
+
+@pytest.mark.parametrize("host_backend", ["numpy", "numba"])
+def test_a_poisson_eps_beyond_the_computing_dtype_is_refused(host_backend):
+    """poisson_nll(log_input=False) with an eps beyond the computing dtype's largest
+    number: x + eps is inf there, every loss -inf. Refused with the fix named, as a margin
+    is (float16 inputs compute in float32); with log_input=True eps is not used."""
+    for dtype in (np.float32, np.float16):
+        y = np.ones(3, dtype)
+        with pytest.raises(ValueError, match=r"poisson_nll: eps = 1e\+39 is beyond the largest "
+                                             r"float32 number .*pass a smaller eps"):
+            lb.poisson_nll(y, y, log_input=False, eps=1e39, backend=host_backend)
+        assert np.isfinite(lb.poisson_nll(y, y, eps=1e39, backend=host_backend))
+    y = np.ones(3)
+    assert np.isfinite(lb.poisson_nll(y, y, log_input=False, eps=1e39, backend=host_backend))
 
 
 @pytest.mark.parametrize("loss", ["hinge", "squared_hinge", "multiclass_hinge"])
