@@ -621,6 +621,22 @@ def test_empty_inputs_follow_numpy(backend):
     assert lb.cross_entropy.grad(t, x, backend=backend).shape == (0, 4)
 
 
+def test_the_empty_mean_s_warning_names_the_caller_s_line():
+    """The warning of an empty input's mean points at the user's call, through any
+    layers: NumPy arrays, torch tensors (it pointed inside the library, where Python's
+    default filter then showed it once per process for every call site), value_and_grad
+    and cross-entropy's rows."""
+    torch = pytest.importorskip("torch")
+    calls = [lambda: lb.mse(np.zeros(0), np.zeros(0)),
+             lambda: lb.mse(torch.zeros(0), torch.zeros(0)),
+             lambda: lb.mse.value_and_grad(torch.zeros(0), torch.zeros(0)),
+             lambda: lb.cross_entropy(np.zeros(0, np.int64), np.zeros((0, 3)))]
+    for call in calls:
+        with pytest.warns(RuntimeWarning, match="mean of an empty input") as caught:
+            call()
+        assert caught[0].filename == __file__, caught[0].filename
+
+
 def test_integer_and_bool_inputs(backend):
     y = np.array([0, 1, 1, 0])
     value = lb.binary_cross_entropy(on(backend, y.astype(bool)), on(backend, np.array([0.1, 0.8, 0.9, 0.2])),
