@@ -198,10 +198,12 @@ class Loss:
             unknown = sorted(set(options) - set(self._options))
             if not unknown:
                 raise
-            hint = ("; per-class weights are class_weight= (torch's weight=)"
-                    if self.name == "cross_entropy" and "weight" in unknown else
-                    f"; out= is the gradient's buffer, for {self.name}.grad, .value_and_grad "
-                    "and .grad_and_hess" if unknown[0] == "out" else "")
+            hint = ""
+            if self.name == "cross_entropy" and "weight" in unknown:
+                hint = "; per-class weights are class_weight= (torch's weight=)"
+            elif unknown[0] == "out":
+                hint = (f"; out= is the gradient's buffer, for {self.name}.grad, "
+                        ".value_and_grad and .grad_and_hess")
             raise TypeError(
                 f"{self.name}() got an unexpected keyword argument {unknown[0]!r}; its "
                 f"options are {', '.join(self._options)}, reduction and backend{hint}"

@@ -7,6 +7,14 @@ from collections.abc import Callable
 import numpy as np
 
 
+def rounding_of_sum(a, b, s):
+    """(a + b) - s exactly, for s = a + b rounded (Knuth's TwoSum), elementwise on arrays
+    and numbers; the Numba kernels inline it (they compile without reassociation, which
+    would cancel it to 0)."""
+    bb = s - a
+    return (a - (s - bb)) + (b - bb)
+
+
 class LabelError(ValueError):
     """An integer class index outside ``[0, C)`` that is not ``ignore_index``; ``row`` is
     the flat row it was found in (a Dask block renames it to its global row), ``loss`` the

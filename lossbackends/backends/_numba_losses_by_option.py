@@ -10,6 +10,7 @@ import numpy as np
 from numba import types
 from numba.extending import overload
 
+from ._host import rounding_of_sum
 from ._numba_intrinsics import INLINE, fma, inline
 from ._numba_loss_math import TWO, _f32, _zero_or_nan, loss_math
 from ._numba_math import (
@@ -132,12 +133,7 @@ def _focal(power):
     return focal
 
 
-@inline
-def _rounding_of_sum(a, b, s):
-    """(a + b) - s exactly, for s = a + b rounded (Knuth's TwoSum; the kernels compile
-    without reassociation, which would cancel it to 0)."""
-    bb = s - a
-    return (a - (s - bb)) + (b - bb)
+_rounding_of_sum = inline(rounding_of_sum)  # (TwoSum: see there)
 
 
 def _poisson(log_input, full, at_limits=False):

@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from .. import _dispatch
-from ._host import HALF, half_in_float32, quiet
+from ._host import HALF, half_in_float32, quiet, rounding_of_sum
 from ._numpy_rows import cross_entropy, multiclass_hinge, times
 
 xp = np
@@ -322,12 +322,6 @@ def _stirling(y):
     return np.where(y > 1, term, 0.0)
 
 
-def _rounding_of_sum(a, b, s):
-    """(a + b) - s exactly, for s = a + b rounded (Knuth's TwoSum)."""
-    bb = s - a
-    return (a - (s - bb)) + (b - bb)
-
-
 def _poisson_nll(y, x, params, want_value, want_grad, want_hess):
     log_input, full, eps = params
     loss = d = h = None
@@ -348,7 +342,7 @@ def _poisson_nll(y, x, params, want_value, want_grad, want_hess):
             # y log s + y r / s. A rate near 1 loses eps in s (float32: all of it from
             # 0.25 on), and y log s then y's digits (1,700 ulp at y = 1e4, x = 1); none
             # to add where it is not finite (s or y / s overflowed)
-            correction = ratio * _rounding_of_sum(x, eps, shifted)
+            correction = ratio * rounding_of_sum(x, eps, shifted)
             correction = np.where(np.isfinite(correction), correction, 0.0)
             loss = np.where((x == np.inf) & np.isfinite(y), x,
                             x - (times(y, np.log(shifted)) + correction))
