@@ -74,6 +74,16 @@ def host(value):
     return np.asarray(value)
 
 
+def bits(value) -> bytes:
+    """A result's bytes with every NaN as the one quiet NaN: the bits up to a NaN's sign and
+    payload, which IEEE 754 leaves unspecified. x86 gives an operation's NaN operand back, so
+    a NaN's sign follows which operand the compiler put first, or whether it negated before
+    or inside a fused multiply-add, and two kernels of one loss may differ there (sigmoid
+    focal's float64 ``grad_and_hess`` against ``value_and_grad`` on an AMD Zen 4)."""
+    array = host(value)
+    return np.where(np.isnan(array), np.array(np.nan, array.dtype), array).tobytes()
+
+
 def starting_a_line(shape, dtype, past=0, fill=None):
     """An array of ``shape`` starting ``past`` elements after a 64-byte boundary, inside a
     buffer (its ``.base``) with room on both sides, filled with ``fill`` when given."""

@@ -8,7 +8,7 @@ import importlib.util
 
 import numpy as np
 import pytest
-from conftest import host, on
+from conftest import bits, host, on
 
 import lossbackends as lb
 
@@ -89,7 +89,7 @@ def test_in_place_gives_the_bits_of_out(backend, loss, dtype):
                                     backend=backend),
                       function.grad_and_hess(on(backend, y), on(backend, p), reduction="sum",
                                              backend=backend)[0]):
-            assert host(alone).tobytes() == host(apart).tobytes()
+            assert bits(alone) == bits(apart)  # (a NaN's sign may differ between kernels)
         hess = on(backend, np.empty_like(p))
         function.grad_and_hess(on(backend, y), on(backend, p), out=(apart, hess), backend=backend)
         written = on(backend, p.copy())
