@@ -175,11 +175,38 @@ def fma(typingctx, a, b, c):
     sig = a(a, b, c)
 
     def codegen(context, builder, signature, args):
-        value_type = context.get_value_type(signature.return_type)
-        function = cgutils.get_or_insert_function(
-            builder.module, ir.FunctionType(value_type, [value_type] * 3),
-            f"llvm.fma.{'f32' if value_type == _F32 else 'f64'}")
-        return builder.call(function, args)
+        return builder.call(_llvm_fma(context, builder, signature.return_type), args)
+
+    return sig, codegen
+
+
+def _llvm_fma(context, builder, typ):
+    """LLVM's ``llvm.fma`` of the float type ``typ``, declared in the builder's module."""
+    value_type = context.get_value_type(typ)
+    return cgutils.get_or_insert_function(
+        builder.module, ir.FunctionType(value_type, [value_type] * 3),
+        f"llvm.fma.{'f32' if value_type == _F32 else 'f64'}")
+
+
+@intrinsic
+def horner(typingctx, x, coefficients):
+    """The polynomial of ``coefficients`` (a tuple of x's float type, from the highest) at
+    ``x`` by Horner's rule, one ``fma`` a step: c0 x^n + c1 x^(n-1) + ... + cn as
+    fma(...fma(fma(c0, x, c1), x, c2)..., x, cn), the same operations in the same order
+    as those written out, so the same bits. Each step waits for the one before; the
+    kernels' loops hide that latency by running many elements at once."""
+    if not (isinstance(x, types.Float) and isinstance(coefficients, types.UniTuple)
+            and coefficients.dtype == x and coefficients.count >= 2):
+        return None
+    sig = x(x, coefficients)
+
+    def codegen(context, builder, signature, args):
+        value, terms = args
+        function = _llvm_fma(context, builder, signature.return_type)
+        result = builder.extract_value(terms, 0)
+        for index in range(1, coefficients.count):
+            result = builder.call(function, [result, value, builder.extract_value(terms, index)])
+        return result
 
     return sig, codegen
 

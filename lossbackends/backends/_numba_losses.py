@@ -22,7 +22,7 @@ import math
 from numba import types
 from numba.extending import overload
 
-from ._numba_intrinsics import INLINE, fma, inline
+from ._numba_intrinsics import INLINE, fma, horner, inline
 from ._numba_loss_math import (
     ALWAYS,
     BEYOND_L2,
@@ -190,14 +190,8 @@ def _log_cosh_parts32(a, k):
     x = -two * a
     t, u = exp_and_expm1_normal32(normal_low if x < normal_low else x, exp_k[0])
     z = a * a
-    s = lc[6]  # (by ``fma``: LLVM fuses no product and sum of its own)
-    s = fma(s, z, lc[5])
-    s = fma(s, z, lc[4])
-    s = fma(s, z, lc[3])
-    s = fma(s, z, lc[2])
-    s = fma(s, z, lc[1])
-    s = fma(s, z, lc[0])
-    log1p_t = fma(t * t, fma(fma(fma(m[3], t, m[2]), t, m[1]), t, m[0]), t)  # t <= exp(-2)
+    s = horner(z, (lc[6], lc[5], lc[4], lc[3], lc[2], lc[1], lc[0]))
+    log1p_t = fma(t * t, horner(t, (m[3], m[2], m[1], m[0])), t)  # t <= exp(-2)
     log_cosh = s * z if a < lc_max else a + log1p_t - ln2
     tanh = abs(u) / (two + u)  # (|u|, not -u: +0 at a = 0, as NumPy's tanh)
     t_full = fast_exp(x, exp_k)

@@ -20,7 +20,15 @@ from numba import types
 from numba.core.errors import NumbaIRAssumptionWarning
 from numba.extending import overload
 
-from ._numba_intrinsics import INLINE, fma, inline, positive_normal, power_of_two, split_for_log
+from ._numba_intrinsics import (
+    INLINE,
+    fma,
+    horner,
+    inline,
+    positive_normal,
+    power_of_two,
+    split_for_log,
+)
 from ._numba_math64 import (
     SMALLEST_NORMAL64,
     _exp64,
@@ -164,11 +172,7 @@ def _exp32_reduced_minus_one(x, k=EXP32):
     rounded = fma(x, log2e, rounder)  # n + ROUNDER, n = round(x / ln 2)
     n = rounded - rounder  # exact
     f = fma(n, minus_ln2_lo, fma(n, minus_ln2_hi, x))
-    p = fma(p5, f, p4)
-    p = fma(p, f, p3)
-    p = fma(p, f, p2)
-    p = fma(p, f, p1)
-    p = fma(p, f, p0)
+    p = horner(f, (p5, p4, p3, p2, p1, p0))
     return fma(p * f, f, f), rounded
 
 
@@ -257,14 +261,7 @@ def _log32_of_parts(e, m, k):
      ln2_hi, ln2_lo, inf, minus_inf, nan) = k
     f = m - one  # exact
     z = f * f
-    p = fma(p8, f, p7)
-    p = fma(p, f, p6)
-    p = fma(p, f, p5)
-    p = fma(p, f, p4)
-    p = fma(p, f, p3)
-    p = fma(p, f, p2)
-    p = fma(p, f, p1)
-    p = fma(p, f, p0)
+    p = horner(f, (p8, p7, p6, p5, p4, p3, p2, p1, p0))
     # e ln 2 in two parts (LN2_HI e is exact), the small terms added first
     y = fma(f * z, p, e * ln2_lo) - half * z
     return (f + y) + e * ln2_hi
@@ -322,12 +319,8 @@ def _tanh32(x, k=TANH32):
     x = clamp if x > clamp else x  # (two selects in turn: a min and a max, NaN kept)
     x = minus_clamp if x < minus_clamp else x
     z = x * x
-    p = fma(p6, z, p5)
-    p = fma(p, z, p4)
-    p = fma(p, z, p3)
-    p = fma(p, z, p2)
-    p = fma(p, z, p1)
-    q = fma(fma(fma(q3, z, q2), z, q1), z, one)
+    p = horner(z, (p6, p5, p4, p3, p2, p1))
+    q = horner(z, (q3, q2, q1, one))
     t = fma(x, z * p, x) / q
     # within +-1: near |x| = 8.2-10 the fit's error crosses 1 by an ulp, and softcap's
     # slope 1 - t^2 would turn negative (a gradient of the wrong sign); NaN passes
@@ -359,14 +352,8 @@ def softcap_constants(cap):
 
 @inline
 def _softcap32_near_zero(x, k):
-    r6, r5, r4, r3, r2, r1, r0 = k
     w = x * x
-    r = fma(r6, w, r5)
-    r = fma(r, w, r4)
-    r = fma(r, w, r3)
-    r = fma(r, w, r2)
-    r = fma(r, w, r1)
-    r = fma(r, w, r0)
+    r = horner(w, k)  # (k: R's coefficients r6 ... r0, scaled)
     return fma(x, w * r, x), w
 
 
@@ -384,15 +371,7 @@ LOG1P32 = (_f32(-0.4999993145465851), _f32(0.33330512046813965), _f32(-0.2495858
 @inline
 def _log1p32(x, k=LOG1P32):
     m0, m1, m2, m3, m4, m5, m6, m7, m8 = k  # Horner: a throughput-bound loop
-    p = fma(m8, x, m7)
-    p = fma(p, x, m6)
-    p = fma(p, x, m5)
-    p = fma(p, x, m4)
-    p = fma(p, x, m3)
-    p = fma(p, x, m2)
-    p = fma(p, x, m1)
-    p = fma(p, x, m0)
-    return fma(x * x, p, x)
+    return fma(x * x, horner(x, (m8, m7, m6, m5, m4, m3, m2, m1, m0)), x)
 
 
 @overload(fast_exp, jit_options=INLINE)

@@ -15,7 +15,7 @@ import math
 
 import numpy as np
 
-from ._numba_intrinsics import fma, inline, positive_normal, power_of_two, split_for_log
+from ._numba_intrinsics import fma, horner, inline, positive_normal, power_of_two, split_for_log
 
 _f64 = np.float64
 
@@ -43,18 +43,7 @@ def _exp64_reduced_minus_one(x):
     # the last addition: without it e^f - 1 was off by up to 0.85 ulp before any
     # rounding of its own
     lost = fma(n, -LN2_LO64, high - f)
-    c = _EXP64_TAYLOR
-    p = fma(c[0], f, c[1])
-    p = fma(p, f, c[2])
-    p = fma(p, f, c[3])
-    p = fma(p, f, c[4])
-    p = fma(p, f, c[5])
-    p = fma(p, f, c[6])
-    p = fma(p, f, c[7])
-    p = fma(p, f, c[8])
-    p = fma(p, f, c[9])
-    p = fma(p, f, c[10])
-    p = fma(p, f, c[11])
+    p = horner(f, _EXP64_TAYLOR)
     # f + f^2 p + lost (1 + f): e^(f + lost) - 1, the small terms first
     return f + fma(p * f, f, fma(lost, f, lost)), rounded
 
@@ -142,8 +131,8 @@ def _log64_of_parts(e, m):
     z = s * s
     w = z * z
     lg1, lg2, lg3, lg4, lg5, lg6, lg7 = LG64
-    t1 = w * fma(w, fma(w, lg6, lg4), lg2)
-    t2 = z * fma(w, fma(w, fma(w, lg7, lg5), lg3), lg1)
+    t1 = w * horner(w, (lg6, lg4, lg2))
+    t2 = z * horner(w, (lg7, lg5, lg3, lg1))
     half_f2 = 0.5 * f * f
     return e * LN2_HI64 - ((half_f2 - (s * (half_f2 + (t2 + t1)) + e * LN2_LO64)) - f)
 
