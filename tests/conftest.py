@@ -79,7 +79,7 @@ def bits(value) -> bytes:
     payload, which IEEE 754 leaves unspecified. x86 gives an operation's NaN operand back, so
     a NaN's sign follows which operand the compiler put first, or whether it negated before
     or inside a fused multiply-add, and two kernels of one loss may differ there (sigmoid
-    focal's float64 ``grad_and_hess`` against ``value_and_grad`` on an AMD Zen 4)."""
+    focal's float64 ``grad_and_hess`` against ``value_and_grad`` on an AMD EPYC Zen 3)."""
     array = host(value)
     return np.where(np.isnan(array), np.array(np.nan, array.dtype), array).tobytes()
 
