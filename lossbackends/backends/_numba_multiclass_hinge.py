@@ -58,11 +58,14 @@ def _multiclass_hinge_kernel(x, labels, weight, margin, mean, given_denominator,
             xr = x[r]
             label = labels[r]
             true = xr[label]
-            # the best other score: a max over the row with the label's score out of it
-            # (a select, so the loop vectorises); NaN if any score is NaN
+            # the best other score: a max over the row with the label's score out of it;
+            # NaN if any score is NaN
+            # (in two loops, either side of the label: no compare of each index with it)
             best = low
-            for c in range(classes):
-                best = maximum(best, low if c == label else xr[c])
+            for c in range(label):
+                best = maximum(best, xr[c])
+            for c in range(label + 1, classes):
+                best = maximum(best, xr[c])
             nan = best != best or true != true
             # equal infinite scores count as equal: 0, not inf - inf (nothing to beat
             # with one class: best = -inf, slack = -inf)
