@@ -58,9 +58,8 @@ def _multiclass_hinge_kernel(x, labels, weight, margin, mean, given_denominator,
             xr = x[r]
             label = labels[r]
             true = xr[label]
-            # the best other score: a max over the row with the label's score out of it;
-            # NaN if any score is NaN
-            # (in two loops, either side of the label: no compare of each index with it)
+            # the best other score: a max over the classes either side of the label, in two
+            # loops (no compare of each index with the label); NaN if any score is NaN
             best = low
             for c in range(label):
                 best = maximum(best, xr[c])
