@@ -782,8 +782,9 @@ def _check_cross_entropy(x, target, soft, class_weight, smoothing, reduction, dt
     grad_sizes = {backend: grad_size + far / ULPS if backend in _CUDA else grad_size
                   for backend in backends}
     largest = float(np.finfo(compute).max)
-    row_beyond = reduction != "none" and bool(
-        (np.abs(losses) > largest).any() or np.abs(losses).sum() > largest)
+    with np.errstate(over="ignore"):  # (a sum beyond float64's largest is inf: beyond)
+        row_beyond = reduction != "none" and bool(
+            (np.abs(losses) > largest).any() or np.abs(losses).sum() > largest)
     results = {}
     for backend in backends:
         with np.errstate(all="warn"), warnings.catch_warnings():  # (as the elementwise grid)
