@@ -131,6 +131,12 @@ def test_each_backend_module_imports_first(modname):
     (the test above imports them after the package, in one process)."""
     run = subprocess.run([sys.executable, "-c", f"import {modname}"], capture_output=True,
                          text=True, cwd=Path(__file__).resolve().parents[1])
-    if "ModuleNotFoundError: No module named 'cupy'" in run.stderr:
-        pytest.skip("CuPy is not installed")
+    for package, why in _OPTIONAL.items():
+        if f"ModuleNotFoundError: No module named '{package}'" in run.stderr:
+            pytest.skip(why)
     assert run.returncode == 0, run.stderr
+
+
+# the optional packages a backend module imports, and why a test of it skips without them
+_OPTIONAL = {"cupy": "CuPy is not installed",
+             "cuda": "cuda-bindings is not installed (pip install 'lossbackends[kernels]')"}
