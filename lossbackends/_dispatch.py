@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import functools
 import importlib
 import importlib.util
 import os
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from types import ModuleType
 from typing import Any
@@ -126,12 +127,13 @@ def _read_env() -> tuple[str, str | None]:
 _ENV_CHOICE, _ENV_ERROR = _read_env()
 
 
-@contextlib.contextmanager
-def use_backend(name: str) -> Iterator[str]:
+class use_backend:  # noqa: N801 (a function to its callers, as numpy.errstate)
     """Use backend ``name`` for calls inside this block (per thread and per asyncio task).
 
-    ``name`` is one of ``"auto"``, ``"numpy"``, ``"numba"``, ``"cupy"``. Blocks nest; the
-    innermost wins; a call's own ``backend=`` argument still wins over the block. It is
+    ``name`` is one of ``"auto"``, ``"numpy"``, ``"numba"``, ``"cupy"``, checked here: an
+    unknown name raises ``ValueError`` at the call, naming the valid ones. Blocks nest;
+    the innermost wins; a call's own ``backend=`` argument still wins over the block. One
+    ``use_backend`` object may be entered again, inside its own block or after it. It is
     also a decorator: the function's calls run inside such a block (a plain function's:
     the body of an ``async def`` or a generator runs after the call returns, outside it).
 
@@ -145,14 +147,31 @@ def use_backend(name: str) -> Iterator[str]:
     >>> print(*reference_loss([1.0, 2.0], [0.0, 0.0]))
     2.5 numpy
     """
-    global _BLOCK_ENTERED
-    check_backend_name(name)
-    _BLOCK_ENTERED = True
-    token = _CONTEXT_CHOICE.set(name)
-    try:
-        yield name
-    finally:
-        _CONTEXT_CHOICE.reset(token)
+
+    def __init__(self, name: str) -> None:
+        check_backend_name(name)
+        self.name = name
+        self._tokens: list[contextvars.Token] = []  # one per entry not yet left
+
+    def __enter__(self) -> str:
+        global _BLOCK_ENTERED
+        _BLOCK_ENTERED = True
+        self._tokens.append(_CONTEXT_CHOICE.set(self.name))
+        return self.name
+
+    def __exit__(self, *exc_info: object) -> None:
+        _CONTEXT_CHOICE.reset(self._tokens.pop())
+
+    def __call__(self, function: Callable) -> Callable:
+        @functools.wraps(function)
+        def inside(*args, **kwargs):
+            with use_backend(self.name):  # (a block per call: threads may call it at once)
+                return function(*args, **kwargs)
+
+        return inside
+
+    def __repr__(self) -> str:
+        return f"use_backend({self.name!r})"
 
 
 def get_backend() -> str:

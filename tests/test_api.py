@@ -206,6 +206,41 @@ def test_precedence_argument_over_context_over_environment():
             lb.mse(np.ones(2), np.ones(2), backend="cupy")
 
 
+def test_one_use_backend_object_enters_again_and_checks_its_name_at_once():
+    """Entered again inside its own block (a nested block of the same backend) and after
+    it; a name that is not a backend's raises at the call, before any ``with``."""
+    block = lb.use_backend("numpy")
+    with block:
+        with lb.use_backend("auto"):
+            with block:
+                assert lb.get_backend() == "numpy"
+            assert lb.get_backend() == "auto"
+        assert lb.get_backend() == "numpy"
+    with block as name:
+        assert name == lb.get_backend() == "numpy"
+    with pytest.raises(ValueError, match="unknown backend 'NumPy'; choose one of"):
+        lb.use_backend("NumPy")
+
+
+def test_use_backend_as_a_decorator_gives_each_call_a_block():
+    before = lb.get_backend()
+
+    @lb.use_backend("numpy")
+    def backend_inside():
+        """Its docstring."""
+        return lb.get_backend()
+
+    seen = []
+    threads = [threading.Thread(target=lambda: seen.append(backend_inside())) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert seen == ["numpy"] * 4
+    assert backend_inside.__doc__ == "Its docstring."
+    assert lb.get_backend() == before
+
+
 def test_use_backend_is_per_thread():
     seen = {}
     barrier = threading.Barrier(2)
