@@ -7,8 +7,6 @@ empty input's value). ``Loss`` (``_loss.py``) and the Dask blocks (``_dask.py``)
 
 from __future__ import annotations
 
-import os
-import sys
 import warnings
 
 import numpy as np
@@ -26,22 +24,9 @@ def _empty_value(xp, prep: Prepared, reduction: str):
         value = np.zeros((), dtype)
     else:
         warnings.warn("mean of an empty input is NaN", RuntimeWarning,
-                      stacklevel=_callers_level())
+                      stacklevel=_dispatch.callers_level())
         value = np.full((), np.nan, dtype)
     return value[()] if xp is np else xp.asarray(value)
-
-def _callers_level() -> int:
-    """The ``stacklevel`` of a warning raised here that names the user's line: the first
-    frame outside this package, however many of its layers the call went through (NumPy
-    arrays, torch and JAX tensors, Dask blocks)."""
-    frame, level = sys._getframe(1), 1
-    while frame is not None and frame.f_code.co_filename.startswith(_PACKAGE):
-        frame, level = frame.f_back, level + 1
-    return level
-
-
-_PACKAGE = os.path.dirname(__file__) + os.sep
-
 
 def _buffer(xp, out, prep: Prepared, y_true, name: str, grad_out=None, y_pred=None,
             weights=()):

@@ -15,6 +15,7 @@ import functools
 import importlib
 import importlib.util
 import os
+import sys
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -244,6 +245,19 @@ def _holds_interface(x: object) -> bool:
 _HOST_AUTO: list[str] = []  # the host backend auto picks, decided once
 
 
+def callers_level() -> int:
+    """The ``stacklevel`` of a warning raised here that names the user's line: the first
+    frame outside this package, however many of its layers the call went through (NumPy
+    arrays, torch and JAX tensors, Dask blocks)."""
+    frame, level = sys._getframe(1), 1
+    while frame is not None and frame.f_code.co_filename.startswith(_PACKAGE):
+        frame, level = frame.f_back, level + 1
+    return level
+
+
+_PACKAGE = os.path.dirname(__file__) + os.sep
+
+
 def auto_host_backend() -> str:
     """``numba`` when it is installed and its backend imports, else ``numpy``: decided by
     the first call that asks, which imports the numba backend (as that call's kernel
@@ -260,7 +274,7 @@ def auto_host_backend() -> str:
                               "'auto' computes NumPy arrays with the numpy backend (slower). "
                               "Fix Numba's installation, or set LOSSBACKENDS_BACKEND=numpy "
                               "to choose it and silence this warning.", RuntimeWarning,
-                              stacklevel=2)
+                              stacklevel=callers_level())
         _HOST_AUTO.append(host)
     return _HOST_AUTO[0]
 

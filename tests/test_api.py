@@ -846,7 +846,7 @@ def test_an_installed_numba_that_cannot_run_leaves_auto_on_numpy(how, tmp_path):
             warnings.simplefilter("always")
             print(lb.mse(np.array([1.0, 2.0]), np.array([1.0, 3.0])))
             grad, hess = lb.xgboost.objective(lb.mse)(np.array([0.0, 1.0]), np.array([0.5, 1.0]))
-        print(len(caught), caught[0].message)
+        print(len(caught), caught[0].filename, caught[0].message)  # (the user's line)
         print(lb.available_backends())
         try:
             lb.mse(np.zeros(2), np.ones(2), backend="numba")
@@ -858,7 +858,7 @@ def test_an_installed_numba_that_cannot_run_leaves_auto_on_numpy(how, tmp_path):
     assert out.returncode == 0, out.stderr[-2000:]
     value, warned, available, refused = out.stdout.strip().split("\n")
     assert value == "0.5"
-    assert warned.startswith("1 Numba is installed but cannot run here") and why in warned
+    assert warned.startswith("1 <string> Numba is installed but cannot run here") and why in warned
     assert available == "['numpy']"
     assert refused.startswith("backend 'numba' cannot run here") and why in refused
     main = subprocess.run([sys.executable, "-m", "lossbackends"], capture_output=True,
