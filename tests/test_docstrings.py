@@ -74,6 +74,18 @@ def test_readme_loss_table_lists_every_loss_with_its_options_and_defaults():
         assert re.findall(r"`([^`]+)`", options) == expected, name
 
 
+def test_a_loss_s_signature_shows_its_options():
+    """What inspect.signature, help() and IPython show of a loss: its options by name and
+    default after reduction and backend, where the call itself takes **options."""
+    assert str(inspect.signature(LOSSES["huber"])) == (
+        "(y_true: 'Any', y_pred: 'Any', *, reduction: 'str' = 'mean', "
+        "backend: 'str | None' = None, weight=None, delta=1.0) -> 'Any'")
+    for name, loss in LOSSES.items():
+        parameters = inspect.signature(loss).parameters
+        assert tuple(parameters) == ("y_true", "y_pred", "reduction", "backend",
+                                     *loss._options), name
+
+
 # a docs page's example that needs a GPU: ci/docs skips it without one, tests/test_gpu.py
 # runs it on the card (ci/gpu)
 _GPU_EXAMPLE = re.compile(r"```\{testcode\}\n:skipif: not have_cupy\n\n(.*?)```", re.S)
