@@ -20,7 +20,7 @@ import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from types import ModuleType
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -107,6 +107,12 @@ def check_backend_name(name: object, source: str = "backend") -> str:
 _CONTEXT_CHOICE: contextvars.ContextVar[str | None] = contextvars.ContextVar(
     "lossbackends_backend", default=None
 )
+# the open ``use_backend`` blocks of this thread or task, innermost last: each one's token
+# for setting ``_CONTEXT_CHOICE`` back as it leaves. Kept here, not in the block's object,
+# so that one object may be entered by several threads and tasks at once.
+_OPEN_BLOCKS: contextvars.ContextVar[tuple[contextvars.Token, ...]] = contextvars.ContextVar(
+    "lossbackends_blocks", default=()
+)
 # whether a ``use_backend`` block was ever entered: until then a call without ``backend=``
 # skips the context variable's lookup (about 1 % of a call at n = 1000)
 _BLOCK_ENTERED = False
@@ -128,14 +134,17 @@ def _read_env() -> tuple[str, str | None]:
 _ENV_CHOICE, _ENV_ERROR = _read_env()
 
 
+_F = TypeVar("_F", bound=Callable[..., Any])  # (``use_backend`` as a decorator keeps its type)
+
+
 class use_backend:  # noqa: N801 (a function to its callers, as numpy.errstate)
     """Use backend ``name`` for calls inside this block (per thread and per asyncio task).
 
     ``name`` is one of ``"auto"``, ``"numpy"``, ``"numba"``, ``"cupy"``, checked here: an
     unknown name raises ``ValueError`` at the call, naming the valid ones. Blocks nest;
     the innermost wins; a call's own ``backend=`` argument still wins over the block. One
-    ``use_backend`` object may be entered again, inside its own block or after it. It is
-    also a decorator: the function's calls run inside such a block (a plain function's:
+    ``use_backend`` object may be entered again, inside its own block or after it, and by
+    several threads and tasks at once. It is also a decorator: the function's calls run inside such a block (a plain function's:
     the body of an ``async def`` or a generator runs after the call returns, outside it).
 
     >>> import lossbackends as lb
@@ -151,25 +160,34 @@ class use_backend:  # noqa: N801 (a function to its callers, as numpy.errstate)
 
     def __init__(self, name: str) -> None:
         check_backend_name(name)
-        self.name = name
-        self._tokens: list[contextvars.Token] = []  # one per entry not yet left
+        self._name = name
+
+    @property
+    def name(self) -> str:
+        """The backend this block uses."""
+        return self._name
 
     def __enter__(self) -> str:
         global _BLOCK_ENTERED
         _BLOCK_ENTERED = True
-        self._tokens.append(_CONTEXT_CHOICE.set(self.name))
-        return self.name
+        _OPEN_BLOCKS.set((*_OPEN_BLOCKS.get(), _CONTEXT_CHOICE.set(self._name)))
+        return self._name
 
     def __exit__(self, *exc_info: object) -> None:
-        _CONTEXT_CHOICE.reset(self._tokens.pop())
+        *outer, token = _OPEN_BLOCKS.get() or (None,)
+        if token is None:
+            raise RuntimeError("use_backend's __exit__ without its __enter__: use it in a "
+                               "with statement")
+        _OPEN_BLOCKS.set(tuple(outer))
+        _CONTEXT_CHOICE.reset(token)
 
-    def __call__(self, function: Callable) -> Callable:
+    def __call__(self, function: _F) -> _F:
         @functools.wraps(function)
         def inside(*args, **kwargs):
-            with use_backend(self.name):  # (a block per call: threads may call it at once)
+            with self:
                 return function(*args, **kwargs)
 
-        return inside
+        return inside  # type: ignore[return-value]
 
     def __repr__(self) -> str:
         return f"use_backend({self.name!r})"

@@ -90,7 +90,7 @@ def _eagerly(loss: Loss, method: str, *args: Any, **kwargs: Any) -> Any:
 def _call_signature(prepare: Callable[..., Prepared]) -> inspect.Signature:
     """``Loss.__call__``'s signature, its ``**options`` replaced by the keyword-only
     options of the loss's preparation ``prepare(xp, y_true, y_pred, *, ...)``."""
-    generic = inspect.signature(Loss.__call__)
+    generic = inspect.signature(Loss.__call__, eval_str=True)  # (Any, not 'Any')
     kept = [p for name, p in generic.parameters.items()
             if name != "self" and p.kind is not p.VAR_KEYWORD]
     return generic.replace(parameters=[*kept, *list(inspect.signature(prepare).parameters.values())[3:]])
@@ -132,7 +132,7 @@ class Loss:
         # the options the loss takes, for the message of a misspelt or foreign one
         self._options = tuple(inspect.signature(prepare).parameters)[3:]
         # the call's signature with the loss's own options and their defaults, where the
-        # method's has **options: what inspect.signature, help() and IPython show
+        # method's has **options: what inspect.signature and IPython show
         self.__signature__ = _call_signature(prepare)
         self.__doc__ = with_conventions(doc, name, prepare, class_indices)
         # What a plain call (canonical arrays, no option) hands the kernel, by y_pred's

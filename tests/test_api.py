@@ -12,6 +12,7 @@ import shutil
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -220,6 +221,43 @@ def test_one_use_backend_object_enters_again_and_checks_its_name_at_once():
         assert name == lb.get_backend() == "numpy"
     with pytest.raises(ValueError, match="unknown backend 'NumPy'; choose one of"):
         lb.use_backend("NumPy")
+
+
+def test_one_use_backend_object_shared_by_threads_and_tasks():
+    """Blocks of one object open at once in two threads, and in two asyncio tasks, leaving
+    in either order: each sees its block, and after it what it saw before."""
+    block = lb.use_backend("numpy")
+    before = lb.get_backend()
+    barrier = threading.Barrier(2)
+    seen = {}
+
+    def worker(delay):
+        with block:
+            barrier.wait()
+            time.sleep(delay)
+            inside = lb.get_backend()
+        seen[delay] = (inside, lb.get_backend())
+
+    threads = [threading.Thread(target=worker, args=(d,)) for d in (0.05, 0.0)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert seen == {0.05: ("numpy", before), 0.0: ("numpy", before)}
+
+    async def task(delay):
+        with block:
+            await asyncio.sleep(delay)
+            inside = lb.get_backend()
+        return inside, lb.get_backend()
+
+    async def main():
+        return await asyncio.gather(task(0.02), task(0.0))
+
+    assert asyncio.run(main()) == [("numpy", before)] * 2
+    assert lb.get_backend() == before
+    with pytest.raises(RuntimeError, match="without its __enter__"):
+        block.__exit__(None, None, None)
 
 
 def test_use_backend_as_a_decorator_gives_each_call_a_block():

@@ -75,11 +75,11 @@ def test_readme_loss_table_lists_every_loss_with_its_options_and_defaults():
 
 
 def test_a_loss_s_signature_shows_its_options():
-    """What inspect.signature, help() and IPython show of a loss: its options by name and
-    default after reduction and backend, where the call itself takes **options."""
+    """What inspect.signature and IPython show of a loss: its options by name and default
+    after reduction and backend, where the call itself takes **options."""
     assert str(inspect.signature(LOSSES["huber"])) == (
-        "(y_true: 'Any', y_pred: 'Any', *, reduction: 'str' = 'mean', "
-        "backend: 'str | None' = None, weight=None, delta=1.0) -> 'Any'")
+        "(y_true: Any, y_pred: Any, *, reduction: str = 'mean', "
+        "backend: str | None = None, weight=None, delta=1.0) -> Any")
     for name, loss in LOSSES.items():
         parameters = inspect.signature(loss).parameters
         assert tuple(parameters) == ("y_true", "y_pred", "reduction", "backend",
