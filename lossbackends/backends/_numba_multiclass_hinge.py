@@ -61,10 +61,11 @@ def _multiclass_hinge_kernel(x, labels, weight, margin, mean, given_denominator,
             # the best other score: a max over the classes either side of the label, in two
             # loops (no compare of each index with the label); NaN if any score is NaN
             best = low
-            for c in range(label):
-                best = maximum(best, xr[c])
-            for c in range(label + 1, classes):
-                best = maximum(best, xr[c])
+            before, after = xr[:label], xr[label + 1:]  # (from 0: LLVM vectorises the loops)
+            for c in range(before.size):
+                best = maximum(best, before[c])
+            for c in range(after.size):
+                best = maximum(best, after[c])
             nan = best != best or true != true
             # equal infinite scores count as equal: 0, not inf - inf (nothing to beat
             # with one class: best = -inf, slack = -inf)
