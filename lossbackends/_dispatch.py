@@ -144,8 +144,9 @@ class use_backend:  # noqa: N801 (a function to its callers, as numpy.errstate)
     unknown name raises ``ValueError`` at the call, naming the valid ones. Blocks nest;
     the innermost wins; a call's own ``backend=`` argument still wins over the block. One
     ``use_backend`` object may be entered again, inside its own block or after it, and by
-    several threads and tasks at once. It is also a decorator: the function's calls run inside such a block (a plain function's:
-    the body of an ``async def`` or a generator runs after the call returns, outside it).
+    several threads and tasks at once. It is also a decorator: the function's calls run
+    inside such a block (a plain function's: the body of an ``async def`` or a generator
+    runs after the call returns, outside it).
 
     >>> import lossbackends as lb
     >>> with lb.use_backend("numpy"):

@@ -93,8 +93,8 @@ def _call_signature(prepare: Callable[..., Prepared]) -> inspect.Signature:
     generic = inspect.signature(Loss.__call__, eval_str=True)  # (Any, not 'Any')
     kept = [p for name, p in generic.parameters.items()
             if name != "self" and p.kind is not p.VAR_KEYWORD]
-    return generic.replace(parameters=[*kept, *list(inspect.signature(prepare).parameters.values())[3:]])
-
+    options = list(inspect.signature(prepare).parameters.values())[3:]
+    return generic.replace(parameters=[*kept, *options])
 
 
 class Loss:
