@@ -7,6 +7,7 @@ import argparse
 import importlib.util
 import platform
 import sys
+import warnings
 
 import numpy as np
 
@@ -56,7 +57,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  {name:6s} {'yes' if ok else 'no ':3s}  {line}")
         if ok:
             runnable.append(name)
-    host = _dispatch.auto_host_backend()
+    with warnings.catch_warnings():  # (a Numba that cannot run: its row above says why)
+        warnings.simplefilter("ignore", RuntimeWarning)
+        host = _dispatch.auto_host_backend()
     why = ("Numba is installed" if host == "numba"
            else "Numba is installed but cannot run: its row above says why"
            if importlib.util.find_spec("numba") is not None
