@@ -87,16 +87,6 @@ def _eagerly(loss: Loss, method: str, *args: Any, **kwargs: Any) -> Any:
 # --- the loss object -------------------------------------------------------------------
 
 
-def _call_signature(prepare: Callable[..., Prepared]) -> inspect.Signature:
-    """``Loss.__call__``'s signature, its ``**options`` replaced by the keyword-only
-    options of the loss's preparation ``prepare(xp, y_true, y_pred, *, ...)``."""
-    generic = inspect.signature(Loss.__call__, eval_str=True)  # (Any, not 'Any')
-    kept = [p for name, p in generic.parameters.items()
-            if name != "self" and p.kind is not p.VAR_KEYWORD]
-    options = list(inspect.signature(prepare).parameters.values())[3:]
-    return generic.replace(parameters=[*kept, *options])
-
-
 class Loss:
     """A loss function and its gradient with respect to ``y_pred``.
 
@@ -130,10 +120,11 @@ class Loss:
         self.__module__ = "lossbackends"
         self._prepare_options = prepare
         # the options the loss takes, for the message of a misspelt or foreign one
-        self._options = tuple(inspect.signature(prepare).parameters)[3:]
+        options = list(inspect.signature(prepare).parameters.values())[3:]
+        self._options = tuple(option.name for option in options)
         # the call's signature with the loss's own options and their defaults, where the
         # method's has **options: what inspect.signature and IPython show
-        self.__signature__ = _call_signature(prepare)
+        self.__signature__ = _CALL.replace(parameters=[*_CALL.parameters.values(), *options])
         self.__doc__ = with_conventions(doc, name, prepare, class_indices)
         # What a plain call (canonical arrays, no option) hands the kernel, by y_pred's
         # dtype: the loss's params (they depend on the dtype alone) and y_true's dtype;
@@ -375,6 +366,11 @@ def run_foreign(loss: Loss, y_true, y_pred, reduction, backend, options, want_va
                                hess)
 
 
+# ``Loss.__call__``'s signature without self and **options, taken once (its annotations
+# evaluated: Any, not 'Any'): each loss's adds the options of its preparation
+_CALL = inspect.signature(Loss.__call__, eval_str=True)
+_CALL = _CALL.replace(parameters=[p for name, p in _CALL.parameters.items()
+                                  if name != "self" and p.kind is not p.VAR_KEYWORD])
 _NOT_PLAIN = ((), None)  # (params, y_true's dtype) of a call that takes the full preparation
 # the option values prepared once: Python's numbers and NumPy's scalars (a schedule's
 # np.linspace), and None
