@@ -1,7 +1,7 @@
 """Measuring: inputs, rooflines, timers, the correctness check, one result row.
 
-Protocol (``shared/performance.md``): warm up first; repeat and report the median with
-min and max; GB/s of the minimum traffic (each input read once, each output written
+Protocol (docs/guide/performance.md, "Running the suite"): warm up first; repeat and
+report the median with min and max; GB/s of the minimum traffic (each input read once, each output written
 once) and that as a fraction of a bandwidth roofline measured in the same run on the
 same device; every timed result checked against the NumPy backend (float64) first; never
 zeros or constants as inputs.

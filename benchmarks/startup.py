@@ -1,5 +1,5 @@
-"""What a new process pays before its first result (``../shared/performance.md``'s
-start-up bars): ``import lossbackends`` after NumPy (under 50 ms, importing no backend's
+"""What a new process pays before its first result (the start-up bars of
+the host issue, docs/guide/performance.md): ``import lossbackends`` after NumPy (under 50 ms, importing no backend's
 library), and the first call, Numba's on-disk cache (or CuPy's kernel cache) warm (under
 0.5 s). Each sample is a fresh interpreter, timed by itself; one process before the samples
 fills the caches, as a user's first run does."""

@@ -94,7 +94,8 @@ hinge = Loss(
     ``margin`` ``m`` (finite in the computing dtype, float32 for float16 inputs, else
     ``ValueError``) defaults to 1. The gradient at exactly ``m - t s = 0`` is 0. The loss
     is piecewise linear: its Hessian is 0 away from the kink, and ``grad_and_hess`` gives
-    0 at the kink too (a boosting objective floors it: see ``lossbackends.xgboost``).
+    0 at the kink too (a boosting objective uses the sample weight instead: see
+    ``lossbackends.xgboost``).
     Labels of 0 and 1 are not mapped to -1 and +1 (scikit-learn's ``hinge_loss`` and our
     boosting objectives map them): a label 0 gives a constant loss ``m`` and no gradient;
     pass ``2 * y - 1``.

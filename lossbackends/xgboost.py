@@ -118,10 +118,11 @@ def objective(loss: Loss | str, **options: Any) -> Objective:
     Returns a callable for both of XGBoost's APIs: ``obj(preds, dtrain)`` and
     ``obj(y_true, y_pred, sample_weight=None)``, each giving ``(grad, hess)`` per sample,
     shaped like the predictions. Raises ``ValueError`` for an unknown loss name or a loss
-    that makes no objective on margins (``binary_cross_entropy``, ``kl_div``: the message
-    names the one to use) or an option's bad value, ``TypeError`` for an option the loss
-    does not take; labels outside the loss's range raise when the objective is called,
-    naming the first.
+    that makes no objective on margins (``binary_cross_entropy``, ``kl_div``,
+    ``poisson_nll`` with ``log_input=False``: the message names the one to use) or an
+    option's bad value, ``TypeError`` for an option the loss does not take or one the
+    objective sets (``reduction``, ``out``, ``weight``, ``axis``); labels outside the
+    loss's range raise when the objective is called, naming the first.
 
     >>> import numpy as np
     >>> from lossbackends import xgboost as lbx
