@@ -144,6 +144,46 @@ def test_gradient_matches_finite_differences(backend, name, reduction):
     np.testing.assert_allclose(grad, numeric, rtol=1e-6, atol=1e-8)
 
 
+def _fd_option_inputs(case, rng):
+    """(loss, y, p, options) of ``case``: an option or layout the test above leaves out."""
+    if case == "hinge margin":
+        y = np.where(rng.random(12) < 0.5, -1.0, 1.0)
+        p = rng.normal(size=12)
+        p[np.abs(0.5 - y * p) < 0.05] += 0.2  # off the kink at 0.5
+        return "hinge", y, p, {"margin": 0.5, "weight": rng.uniform(0.5, 2, 12)}
+    if case == "bce eps":  # soft labels, predictions inside the clip bounds [0.1, 0.9]
+        y = rng.random(12)
+        return "binary_cross_entropy", y, rng.uniform(0.2, 0.8, 12), {"eps": 0.1}
+    if case == "cross_entropy soft labels":
+        t = rng.dirichlet(np.ones(7), 5)
+        return "cross_entropy", t, rng.normal(size=(5, 7)), {"label_smoothing": 0.2}
+    # the class axis first: (classes, rows) logits
+    return ("cross_entropy", rng.integers(0, 7, 5), rng.normal(size=(7, 5)),
+            {"axis": 0, "class_weight": rng.uniform(0.5, 2, 7)})
+
+
+@pytest.mark.parametrize("case", ["hinge margin", "bce eps", "cross_entropy soft labels",
+                                  "cross_entropy axis 0"])
+def test_gradient_with_options_matches_finite_differences(backend, case):
+    name, y, p, options = _fd_option_inputs(case, np.random.default_rng(13))
+    loss = getattr(lb, name)
+    dev = {k: on(backend, v) if isinstance(v, np.ndarray) else v for k, v in options.items()}
+
+    def value(q):
+        return float(host(loss(on(backend, y), on(backend, q), backend=backend, **dev)))
+
+    grad = host(loss.grad(on(backend, y), on(backend, p), backend=backend, **dev))
+    h = 1e-6
+    numeric = np.zeros_like(p)
+    for index in np.ndindex(p.shape):
+        up, down = p.copy(), p.copy()
+        up[index] += h
+        down[index] -= h
+        numeric[index] = (value(up) - value(down)) / (2 * h)
+    assert np.abs(numeric).max() > 1e-3  # (the inputs reach the loss's slope)
+    np.testing.assert_allclose(grad, numeric, rtol=1e-6, atol=1e-8)
+
+
 @pytest.mark.parametrize("name", ["mse", "binary_cross_entropy_with_logits", "hinge"])
 def test_none_gradient_is_the_vjp_with_ones(backend, name):
     """reduction="none": .grad is each element's own derivative, so an upstream gradient

@@ -212,7 +212,7 @@ def test_agrees_with_torch(backend, loss, options):
     np.testing.assert_allclose(host(grad), expected_grad, rtol=1e-10, atol=1e-17)
 
 
-@pytest.mark.parametrize("loss", ["log_cosh", "huber"])
+@pytest.mark.parametrize("loss", ["log_cosh", "huber", "hinge"])
 def test_agrees_with_optax(backend, loss):
     optax = pytest.importorskip("optax")
     jax = pytest.importorskip("jax")
@@ -227,12 +227,17 @@ def test_agrees_with_optax(backend, loss):
 def _agrees_with_optax(backend, loss, optax, jax):
     rng = np.random.default_rng(18)
     y, p = rng.normal(0, 3, 300), rng.normal(0, 3, 300)
-    for options in OPTIONS[loss]:
+    if loss == "hinge":  # labels -1 and +1, scores off the kink y p = 1
+        y = np.where(y < 0, -1.0, 1.0)
+        p = np.where(np.abs(1.0 - y * p) < 0.05, p + 0.2 * y, p)
+    for options in OPTIONS.get(loss, [{}]):
         delta = options.get("delta", 1.0)
 
         def peer(q, delta=delta):
             if loss == "log_cosh":
                 return optax.losses.log_cosh(q, y)
+            if loss == "hinge":
+                return optax.losses.hinge_loss(q, y)
             return optax.losses.huber_loss(q, y, delta=delta)
         expected_value = np.asarray(peer(p))
         expected_grad = np.asarray(jax.grad(lambda q: peer(q).sum())(p))

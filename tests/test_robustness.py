@@ -38,6 +38,14 @@ if ("cupy" not in RUNNABLE and cuda_host.available() is None
     RUNNABLE.append("cuda-host")  # the CuPy backend's kernels on the CPU (tests/cuda_host)
 DTYPES = (np.float16, np.float32, np.float64)
 REDUCTIONS = ("mean", "sum", "none")
+
+
+@pytest.fixture(autouse=True)
+def _a_backend_runs():
+    """With no backend to run (LOSSBACKENDS_TEST_BACKENDS=cupy without a GPU), the tests
+    below would loop over none and pass: they skip and say so."""
+    if not RUNNABLE:
+        pytest.skip(f"no backend of LOSSBACKENDS_TEST_BACKENDS={_ONLY!r} runs here")
 ULPS = 8  # a backend's error, in ulps of the size of the terms (exp, log1p: <= 3 ulp)
 INF = np.inf
 
@@ -127,16 +135,21 @@ def _hinge(y, s, dtype, margin=1.0):
         slack = margin - product
         value = np.where(slack > 0, slack, np.where(slack <= 0, 0.0, np.nan))
         grad = np.where(slack > 0, -y, np.where(slack <= 0, 0.0, np.nan))
-    return value, grad, abs(margin) + np.abs(product), np.abs(y)
+        # met margins (slack <= 0) give exactly 0, whatever the product's size (even inf)
+        return value, grad, np.where(slack > 0, abs(margin) + np.abs(product), 0.0), np.abs(y)
 
 
 # the second set ------------------------------------------------------------------------
 
 
 def _difference(y, p, dtype):
-    """p - y as a backend has it: in the dtype (it may overflow), and the size of its terms."""
+    """e = p - y as a backend has it, rounded once to the dtype it computes in (it may
+    overflow), and |e|: the losses below are functions of e alone, so a backend's error is
+    a few ulps of terms in e, never of p's or y's own size (p = y = the largest finite
+    number gives e = 0 and a loss of exactly 0)."""
     with np.errstate(invalid="ignore", over="ignore"):
-        return _rounded(p - y, _compute_dtype(dtype)), np.abs(p) + np.abs(y)
+        e = _rounded(p - y, _compute_dtype(dtype))
+        return e, np.abs(e)
 
 
 def _mae(y, p, dtype):
@@ -151,7 +164,8 @@ def _huber(y, p, dtype, delta=1.0):
         value = np.where(a <= delta, 0.5 * e * e, delta * (a - 0.5 * delta))
         value = np.where(np.isnan(a), np.nan, value)
         grad = np.where(np.isnan(e), np.nan, np.clip(e, -delta, delta))
-        return value, grad, (a + delta) * size + a * a + delta * delta, size + delta
+        # (the gradient's size: e within delta, delta beyond; never inf)
+        return value, grad, (a + delta) * size + a * a + delta * delta, np.minimum(size, delta)
 
 
 def _smooth_l1(y, p, dtype, beta=1.0):
@@ -162,7 +176,9 @@ def _smooth_l1(y, p, dtype, beta=1.0):
         value = np.where(inside, 0.5 * e * e / (beta or 1.0), a - 0.5 * beta)
         value = np.where(np.isnan(a), np.nan, value)
         grad = np.where(inside, e / (beta or 1.0), np.sign(e))
-        return value, grad, (a / (beta or 1.0) + 1) * size + a + beta, size / (beta or 1.0) + 1
+        # (the gradient's size: e / beta within beta, 1 beyond; never inf)
+        return (value, grad, (a / (beta or 1.0) + 1) * size + a + beta,
+                np.where(inside, size / (beta or 1.0), 1.0))
 
 
 def _log_cosh(y, p, dtype):
@@ -184,7 +200,8 @@ def _squared_hinge(y, s, dtype, margin=1.0):
     with np.errstate(invalid="ignore", over="ignore"):
         slack = margin - product
         active = np.where(slack > 0, slack, np.where(slack <= 0, 0.0, np.nan))
-        size = abs(margin) + np.abs(product)
+        # (met margins give exactly 0: no size, even where the product is inf)
+        size = np.where(slack > 0, abs(margin) + np.abs(product), 0.0)
         return active * active, -2 * y * active, 2 * active * size, 2 * np.abs(y) * size
 
 
@@ -210,7 +227,11 @@ def _sigmoid_focal(y, x, dtype, alpha=0.25, gamma=2.0):
         # at an infinite x the limit: inf where alpha_t q > 0 (q^gamma may underflow), else 0
         limit = np.where((alpha_t > 0) & (q > 0), INF, 0.0)
         value = np.where(np.isinf(ce), limit, modulator * ce)
-        grad = modulator * ((p - y) + gamma * (1 - 2 * y) * rce)
+        # p - y as (1 - y) p - y c: each term exact, where p - y cancels to 0 in float64
+        # at large logits (the gradient of a logit of 88.75 is -exp(-88.75), a float32
+        # subnormal, not 0: an infinite weight makes it -inf, not NaN)
+        residual = _terms(1 - y, p) - _terms(y, c)
+        grad = modulator * (residual + gamma * (1 - 2 * y) * rce)
         return (value, grad, np.abs(value) * (2 + gamma),
                 np.abs(modulator) * (np.abs(p) + np.abs(y) + gamma * np.abs(rce)) * (2 + gamma))
 
@@ -256,13 +277,14 @@ def _kl_div(y, x, dtype, log_target=False):
 
 
 def _pinball(y, p, dtype, quantile=0.5):
-    e, size = _difference(y, p, dtype)
+    e, _ = _difference(y, p, dtype)
     with np.errstate(invalid="ignore", over="ignore"):
         # quantile 0 or 1: a coefficient of 0 times an infinite e is 0 (the max it stands
         # for: max(p - y, 0) is 0 at p - y = -inf)
         value = np.where(e > 0, _terms(1 - quantile, e), _terms(-quantile, e))
         grad = np.where(e > 0, 1 - quantile, np.where(e < 0, -quantile, e * 0.0))
-        return value, grad, size, np.ones_like(e)
+        # (a coefficient times the rounded e: one rounding of the value itself)
+        return value, grad, np.abs(value), np.ones_like(e)
 
 
 def _kinks(*values):
@@ -436,6 +458,14 @@ def _expected(case, y, p, weight, reduction, dtype, options):
     value, grad, value_size, grad_size = (
         np.broadcast_to(a, p.shape).astype(np.float64)
         for a in case.reference(y.astype(np.float64), p.astype(np.float64), dtype, **options))
+    # a finite result has a finite size (an infinite one, clipped to the largest finite
+    # number, would accept any finite result), but for results within 2^10 of float64's
+    # largest, whose sizes may overflow (and so may a size times a weight, later)
+    for result, size, what in ((value, value_size, "value"), (grad, grad_size, "gradient")):
+        with np.errstate(invalid="ignore"):
+            loose = np.isfinite(result) & np.isinf(size) & (np.abs(result) < 2.0**1014)
+        assert not loose.any(), (f"{case.reference.__name__}: the {what}'s size is infinite at "
+                                 f"(y, p) = {np.stack([y, p])[:, loose][:, :4].T.tolist()}")
     w = 1.0 if weight is None else weight.astype(np.float64)
     with np.errstate(invalid="ignore", over="ignore"):
         # each element's value and gradient in the dtype, then weighted, then scaled: a
@@ -515,7 +545,16 @@ def test_elementwise_special_grid(name, dtype):
             y = np.repeat(labels, predictions.size).astype(dtype)
             p = np.tile(predictions, labels.size).astype(dtype)
         weight = np.resize(np.array([0.5, 1.0, 2.0], dtype), p.shape)
-        for reduction, w in [("none", None), ("none", weight), ("sum", None), ("mean", weight)]:
+        # and weights of their own special values: 0 times an infinite loss is NaN, as
+        # NumPy's product (numerics.md); cycled over the grid
+        # (float64: 2^1000, not its largest, whose products with the terms' sizes,
+        # themselves float64, would overflow)
+        info = np.finfo(dtype)
+        big = 2.0**1000 if dtype == np.float64 else info.max
+        odd = np.resize(np.array([0.0, np.inf, np.nan, -1.5, info.smallest_subnormal, big, 1.0],
+                                 dtype), p.shape)
+        for reduction, w in [("none", None), ("none", weight), ("sum", None), ("mean", weight),
+                             ("none", odd)]:
             value, grad, value_size, grad_size = _expected(case, y, p, w, reduction, dtype, options)
             for backend in RUNNABLE:
                 # NaN and inf are data: no backend warns of them, nor raises under
@@ -528,6 +567,84 @@ def test_elementwise_special_grid(name, dtype):
                     _assert_elements(got_value, value, value_size, dtype, y, p, f"value of {what}")
                 _assert_elements(got_grad, grad, grad_size, dtype, y, p, f"gradient of {what}")
                 _assert_same(got_value, value, value_size, dtype, f"value of {what}")
+
+
+# the Hessian's own checks on the grid: the piecewise-linear losses' is 0 wherever finite
+# (their docstrings: 0 at the kinks too), mse's is 2, and every loss but the focal one
+# (not convex) has none below 0; the rest is each backend against the first
+_ZERO_HESSIAN = ("mae", "hinge", "pinball", "kl_div")
+_NOT_CONVEX = ("sigmoid_focal",)
+_TRANSCENDENTAL = ("log_cosh", "soft_margin", "sigmoid_focal", "poisson_nll")
+
+
+@pytest.mark.parametrize("name", ELEMENTWISE)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_elementwise_hessian_special_grid(name, dtype):
+    """``grad_and_hess`` over the special grid, every option set: its gradient against
+    the reference's (as ``value_and_grad``'s above), its Hessian against what the loss
+    fixes (see ``_ZERO_HESSIAN``) and the same on every backend (NaN and inf pattern,
+    values within 2 ULPS of the larger). float64 for the transcendental losses only (the
+    kernels test_hessians.py compiles: no other Numba compile)."""
+    if dtype == np.float64 and name not in _TRANSCENDENTAL:
+        pytest.skip("float64 Hessians of the other losses: test_hessians.py")
+    case = CASES[name]
+    for options in case.options:
+        labels = np.array(case.labels(dtype), np.float64)
+        predictions = np.array(_specials(dtype) + case.predictions(dtype, options), np.float64)
+        with np.errstate(over="ignore"):
+            y = np.repeat(labels, predictions.size).astype(dtype)
+            p = np.tile(predictions, labels.size).astype(dtype)
+        weight = np.resize(np.array([0.5, 1.0, 2.0], dtype), p.shape)
+        for reduction, w in [("none", None), ("mean", weight)]:
+            _, grad, _, grad_size = _expected(case, y, p, w, reduction, dtype, options)
+            scale = 1.0 / p.size if reduction == "mean" else 1.0
+            coefficient = (np.ones_like(p, np.float64) if w is None else w.astype(np.float64)) * scale
+            hessians = {}
+            for backend in RUNNABLE:
+                with np.errstate(all="warn"), warnings.catch_warnings():
+                    warnings.simplefilter("error")
+                    got_grad, hess = _grad_and_hess(name, backend, y, p, w, reduction, options)
+                what = f"{name} {backend} {np.dtype(dtype).name} {reduction} {options}"
+                _assert_elements(got_grad, grad, grad_size, dtype, y, p,
+                                 f"grad_and_hess's gradient of {what}")
+                hess = hessians[backend] = np.asarray(host(hess), np.float64)
+                finite = np.isfinite(hess)
+                if name in _ZERO_HESSIAN:
+                    assert (hess[finite] == 0).all(), f"Hessian of {what}: not 0"
+                if name == "mse":  # 2 w scale, everywhere (NaN and inf inputs too)
+                    want = 2.0 * coefficient
+                    _assert_same(hess, want, want, dtype, f"Hessian of {what}", ulps=2)
+                if name not in _NOT_CONVEX:
+                    assert not (hess[finite] < 0).any(), f"Hessian of {what}: below 0"
+                # NaN wherever the gradient is (numerics.md), but for the second
+                # derivatives that do not read the NaN: mse's 2 (above), and with a NaN
+                # label those of bce with logits without pos_weight and of poisson_nll's
+                # log-rate
+                unread = np.isnan(y) & (
+                    (name == "binary_cross_entropy_with_logits" and "pos_weight" not in options)
+                    or (name == "poisson_nll" and options.get("log_input", True)))
+                if name != "mse":
+                    finite_at_nan = np.isnan(grad) & ~unread & ~np.isnan(hess)
+                    assert not finite_at_nan.any(), (
+                        f"Hessian of {what}: finite where the gradient is NaN at (y, p) = "
+                        f"{np.stack([y, p])[:, finite_at_nan][:, :4].T.tolist()}")
+            first, *others = RUNNABLE
+            for backend in others:
+                a, b = hessians[first], hessians[backend]
+                both = np.isfinite(a) & np.isfinite(b)
+                _assert_same(b, a, np.where(both, np.fmax(np.abs(a), np.abs(b)), 0.0), dtype,
+                             f"Hessian of {name} {backend} against {first} "
+                             f"{np.dtype(dtype).name} {reduction} {options}", ulps=2 * ULPS)
+
+
+def _grad_and_hess(name, backend, y, p, weight, reduction, options):
+    """``lb.<name>.grad_and_hess`` on ``backend`` (or the CuPy kernels on the host)."""
+    if backend == "cuda-host":
+        return cuda_host.value_and_grad(name, y, p, reduction=reduction, hess=True,
+                                        weight=weight, **options)[1:]
+    return getattr(lb, name).grad_and_hess(on(backend, y), on(backend, p), reduction=reduction,
+                                           backend=backend, weight=on(backend, weight),
+                                           **options)
 
 
 def _assert_elements(actual, expected, size, dtype, y, p, what):

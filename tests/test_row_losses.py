@@ -25,9 +25,18 @@ rng = np.random.default_rng(15)
 
 
 def _close(actual, expected, dtype, what):
+    """Within ``TOL`` relative, and absolute to a fifth of it times the largest finite
+    expected magnitude: a softmax's small entries are checked too (an absolute ``TOL``
+    passed every entry under it), and a few roundings of the largest are allowed anywhere
+    (the label's p - 1 cancels; softcap's slope 1 - t^2 from the rounded t is within 7e-7
+    absolute in float32, numerics.md, times a coefficient that may exceed the largest
+    entry)."""
     tol = TOL[dtype]
+    expected = np.asarray(expected, np.float64)
+    finite = np.abs(expected[np.isfinite(expected)])
+    largest = float(finite.max()) if finite.size else 0.0
     np.testing.assert_allclose(np.asarray(host(actual), np.float64), expected, rtol=tol,
-                               atol=tol, err_msg=what)
+                               atol=tol * 0.2 * largest, err_msg=what)
 
 
 def _ce_inputs(rows, classes, dtype, seed=0, ignore_index=-100):
@@ -230,6 +239,22 @@ def test_multiclass_hinge_weight_0_costs_nothing_against_an_infinite_slack(backe
     value = lb.multiclass_hinge(on(backend, np.zeros(4, np.int64)), on(backend, x),
                                 weight=on(backend, weight), reduction="none", backend=backend)
     np.testing.assert_array_equal(host(value), [0.0, 0.0, np.nan, np.inf])
+
+
+def test_multiclass_hinge_weighted_row_loss_in_the_dtype(backend):
+    """A row's weighted loss is rounded in the scores' dtype before the rows' sum, as
+    every loss weighs its elements: 2 x float32's largest slack is inf, so the mean is inf
+    on every backend (Numba's was a float64 product and a finite mean, 1.36e38, where its
+    own "sum" and "none" and the NumPy backend gave inf; found by the special-scores test)."""
+    x = np.zeros((5, 7), np.float32)
+    x[0, 1] = np.finfo(np.float32).max
+    weight = np.array([2, 0, 0, 0, 0], np.float32)
+    labels = np.zeros(5, np.int64)
+    for reduction in REDUCTIONS:
+        value = host(lb.multiclass_hinge(on(backend, labels), on(backend, x),
+                                         weight=on(backend, weight), margin=0.0,
+                                         reduction=reduction, backend=backend))
+        np.testing.assert_array_equal(value.reshape(-1)[:1], [np.inf])
 
 
 def test_multiclass_hinge_axis_out_and_in_place(backend):
@@ -600,6 +625,7 @@ def test_multiclass_hinge_gradient_is_the_finite_difference():
 
 @pytest.mark.skipif(importlib.util.find_spec("optax") is None, reason="optax is not installed")
 def test_multiclass_hinge_matches_optax_and_sklearn():
+    import jax
     import jax.numpy as jnp
     import optax
     from sklearn.metrics import hinge_loss
@@ -607,10 +633,22 @@ def test_multiclass_hinge_matches_optax_and_sklearn():
     r = np.random.default_rng(5)
     x = r.normal(size=(40, 6))
     labels = r.integers(0, 6, 40)
-    ours = lb.multiclass_hinge(labels, x, reduction="none", backend="numpy")
-    np.testing.assert_allclose(ours, optax.losses.multiclass_hinge_loss(jnp.asarray(x),
-                                                                        jnp.asarray(labels)),
-                               rtol=1e-5, atol=1e-6)  # optax computes in float32
+    x64 = jax.config.jax_enable_x64
+    jax.config.update("jax_enable_x64", True)  # optax in float64, as ours
+    try:
+        def peer(scores):
+            return optax.losses.multiclass_hinge_loss(scores, jnp.asarray(labels))
+
+        expected = np.asarray(peer(jnp.asarray(x)))
+        expected_grad = np.asarray(jax.grad(lambda s: peer(s).sum())(jnp.asarray(x)))
+    finally:
+        jax.config.update("jax_enable_x64", x64)
+    assert expected.min() == 0 and expected.max() > 0  # rows on both sides of the margin
+    for backend in [b for b in ("numpy", "numba") if _skip_reason(b) is None]:
+        value, grad = lb.multiclass_hinge.value_and_grad(labels, x, reduction="none",
+                                                         backend=backend)
+        np.testing.assert_allclose(value, expected, rtol=1e-12, atol=1e-15)
+        np.testing.assert_array_equal(grad, expected_grad)  # (each row's own: +-1 and 0)
     np.testing.assert_allclose(lb.multiclass_hinge(labels, x, backend="numba"),
                                hinge_loss(labels, x, labels=np.arange(6)), rtol=1e-12)
 
@@ -674,6 +712,129 @@ def test_row_losses_over_options_and_shapes(rows, classes, z, cap, smoothing, ma
     np.testing.assert_allclose(grad, expected[1])
 
 
+def _hinge_rows_reference(labels, x, weight, margin, reduction, dtype):
+    """multiclass_hinge's (value, gradient) with its rules at special scores, written out
+    row by row apart from the backends: a NaN score makes its row NaN; equal scores (two
+    infinities of one sign too) leave a gap of 0; the best other class is the first at
+    the max; the gap best - s_y, the slack m + gap and a row's weighted loss are rounded
+    in the dtype, as every backend computes them (the rows' sum in float64, its result in
+    the dtype again); a weight of 0 times an infinite slack is 0."""
+    rows, classes = x.shape
+    w = np.ones(rows) if weight is None else np.asarray(weight, np.float64)
+    denominator = rows if reduction == "mean" else 1
+    losses, grad = np.zeros(rows), np.zeros((rows, classes))
+    with np.errstate(invalid="ignore", over="ignore"):
+        for i in range(rows):
+            row, y = x[i].astype(np.float64), int(labels[i])
+            if np.isnan(row).any():
+                losses[i], grad[i] = np.nan, np.nan
+                continue
+            others = [j for j in range(classes) if j != y]
+            if not others:
+                continue  # nothing to beat: 0
+            best = max(row[j] for j in others)
+            best_j = next(j for j in others if row[j] == best)
+            gap = 0.0 if best == row[y] else float(dtype(best - row[y]))
+            slack = float(dtype(margin + gap))
+            if slack > 0:
+                losses[i] = 0.0 if w[i] == 0 else float(dtype(w[i] * slack))
+                grad[i, best_j], grad[i, y] = w[i] / denominator, -w[i] / denominator
+    value = losses if reduction == "none" else losses.sum() / denominator
+    return np.asarray(value, dtype).astype(np.float64), grad
+
+
+@settings(max_examples=examples(60), deadline=None)
+@given(data=st.data())
+def test_multiclass_hinge_special_scores(data):
+    """Every backend over rows of special scores (+-0, +-inf, NaN, subnormals, the largest
+    finite, values at and beside the margin's kink, ties), margins, weights (0 among
+    them) and reductions, against ``_hinge_rows_reference``."""
+    dtype = data.draw(st.sampled_from([np.float32, np.float64]))
+    info = np.finfo(dtype)
+    margin = data.draw(st.sampled_from([0.0, 1.0, 2.5]))
+    kink = [float(v) for m in (margin, -margin)
+            for v in (np.nextafter(dtype(m), dtype(-np.inf)), dtype(m),
+                      np.nextafter(dtype(m), dtype(np.inf)))]
+    special = [0.0, -0.0, np.inf, -np.inf, float(info.smallest_subnormal), float(info.max),
+               -float(info.max), 1.0, -3.0, *kink]
+    rows = data.draw(st.integers(1, 6))
+    classes = data.draw(st.integers(1, 7))
+    values = st.sampled_from(special) | st.just(np.nan) if data.draw(st.booleans()) else (
+        st.sampled_from(special))
+    x = np.array(data.draw(st.lists(values, min_size=rows * classes, max_size=rows * classes)),
+                 dtype).reshape(rows, classes)
+    labels = np.array(data.draw(st.lists(st.integers(0, classes - 1), min_size=rows,
+                                         max_size=rows)), np.int64)
+    weight = data.draw(st.none() | st.lists(st.sampled_from([0.0, 0.5, 2.0]), min_size=rows,
+                                            max_size=rows).map(lambda w: np.array(w, dtype)))
+    reduction = data.draw(st.sampled_from(REDUCTIONS))
+    value, grad = _hinge_rows_reference(labels, x, weight, margin, reduction, dtype)
+    eps = float(info.eps)
+    for backend in [b for b in ("numpy", "numba", "cupy") if _skip_reason(b) is None]:
+        got_value, got_grad = lb.multiclass_hinge.value_and_grad(
+            on(backend, labels), on(backend, x), weight=on(backend, weight), margin=margin,
+            reduction=reduction, backend=backend)
+        what = f"{backend} {np.dtype(dtype).name} {reduction} margin={margin}\n{x}\n{labels}"
+        # (the losses are >= 0: a sum has no cancellation, a few roundings at most)
+        np.testing.assert_allclose(np.asarray(host(got_value), np.float64), value, rtol=4 * eps,
+                                   atol=0, err_msg=f"value of {what}")
+        np.testing.assert_allclose(np.asarray(host(got_grad), np.float64), grad, rtol=2 * eps,
+                                   atol=0, err_msg=f"gradient of {what}")
+
+
+@settings(max_examples=examples(60), deadline=None)
+@given(data=st.data())
+def test_softcap_and_z_loss_at_special_logits(data):
+    """Cross-entropy with softcap (and z_loss, smoothing, class weights, ignored rows) over
+    logits of special values on every backend, against ``reference.cross_entropy_liger``:
+    the cap makes +-inf, +-max and subnormal logits finite (+-softcap, 0), a NaN makes its
+    row NaN; softcaps either side of 40 (the Numba kernels shift by the cap below it)."""
+    dtype = data.draw(st.sampled_from([np.float32, np.float64]))
+    info = np.finfo(dtype)
+    rows = data.draw(st.integers(1, 4))
+    classes = data.draw(st.sampled_from([1, 2, 3, 7, 33]))
+    specials = [0.0, -0.0, np.inf, -np.inf, float(info.smallest_subnormal), float(info.max),
+                -float(info.max), 1e4, -1e4, 30.0, -90.0]
+    logits = st.sampled_from(specials) | st.floats(-20, 20, width=info.bits)
+    if data.draw(st.booleans()):
+        logits = logits | st.just(np.nan)
+    x = np.array(data.draw(st.lists(logits, min_size=rows * classes, max_size=rows * classes)),
+                 dtype).reshape(rows, classes)
+    labels = np.array(data.draw(st.lists(st.integers(0, classes - 1) | st.just(-100),
+                                         min_size=rows, max_size=rows)), np.int64)
+    reduction = data.draw(st.sampled_from(REDUCTIONS))
+    if reduction == "mean" and (labels == -100).all():
+        labels[0] = 0  # (the mean of no row: test_api's empty-mean tests)
+    softcap = data.draw(st.sampled_from([0.5, 5.0, 30.0, 50.0]))
+    z_loss = data.draw(st.sampled_from([0.0, 1e-3, 0.1]))
+    smoothing = data.draw(st.sampled_from([0.0, 0.1]))
+    class_weight = data.draw(st.none() | st.lists(st.sampled_from([0.5, 1.0, 2.0]),
+                                                  min_size=classes, max_size=classes))
+    options = dict(softcap=softcap, z_loss=z_loss, label_smoothing=smoothing)
+    with np.errstate(invalid="ignore", over="ignore"):
+        value, grad = reference.cross_entropy_liger(labels, x, reduction=reduction,
+                                                    class_weight=class_weight, **options)
+    grad[labels == -100] = 0.0  # (an ignored row's logits are not read: the reference's
+    # chain rule multiplies its 0 by a NaN logit's slope)
+    # the capped logits are within +-softcap: the losses' terms, lse and its square are
+    # bounded by it, so each result is within a few roundings of those bounds
+    eps = float(info.eps)
+    bound = (1 + 2 * softcap + np.log(classes)) * (1 + z_loss * (2 * softcap + np.log(classes)))
+    kept = max(1, int((labels != -100).sum())) if reduction != "mean" else 1
+    for backend in [b for b in ("numpy", "numba", "cupy") if _skip_reason(b) is None]:
+        weight = None if class_weight is None else on(backend, np.array(class_weight, dtype))
+        got_value, got_grad = lb.cross_entropy.value_and_grad(
+            on(backend, labels), on(backend, x), reduction=reduction, class_weight=weight,
+            backend=backend, **options)
+        what = f"{backend} {np.dtype(dtype).name} {reduction} {options}\n{x}\n{labels}"
+        np.testing.assert_allclose(np.asarray(host(got_value), np.float64), value,
+                                   rtol=64 * eps, atol=64 * eps * bound * kept,
+                                   err_msg=f"value of {what}")
+        np.testing.assert_allclose(np.asarray(host(got_grad), np.float64), grad,
+                                   rtol=64 * eps, atol=64 * eps * (1 + 2 * z_loss * bound),
+                                   err_msg=f"gradient of {what}")
+
+
 def test_special_values(backend):
     """NaN makes its row NaN; equal infinite scores count as equal; softcap makes
     infinite logits finite (loss and gradient finite)."""
@@ -706,6 +867,21 @@ def test_special_values(backend):
 def test_cross_entropy_option_errors(bad, message):
     with pytest.raises(ValueError, match=message):
         lb.cross_entropy([0], [[1.0, 2.0]], **bad)
+
+
+@pytest.mark.parametrize("loss", ["cross_entropy", "multiclass_hinge"])
+def test_logits_without_classes_are_refused(loss):
+    """0-d logits and a class axis of length 0: errors that say so, before any kernel."""
+    with pytest.raises(ValueError, match=f"{loss} needs logits with a class axis; got a 0-d"):
+        getattr(lb, loss)(0, 1.0)
+    with pytest.raises(ValueError, match=re.escape(f"{loss} needs at least one class; logits "
+                                                   "have shape (2, 0)")):
+        getattr(lb, loss)([0, 0], np.zeros((2, 0)))
+
+
+def test_ignore_index_beyond_int64_is_refused():
+    with pytest.raises(ValueError, match="ignore_index must fit in int64; got 9223372036854775808"):
+        lb.cross_entropy([0], [[1.0, 2.0]], ignore_index=2**63)
 
 
 @pytest.mark.parametrize("dtype", [np.float16, np.float32, np.float64])

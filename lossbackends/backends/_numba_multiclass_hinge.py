@@ -47,6 +47,7 @@ def _multiclass_hinge_kernel(x, labels, weight, margin, mean, given_denominator,
     row_scale = 1.0 / denominator if mean else 1.0
     weighted = weight.size != 0
     m = x.dtype.type(margin)
+    one = x.dtype.type(1.0)
     low = x.dtype.type(-np.inf)
     size = (rows + chunks - 1) // chunks
     in_place = _written_over(grad, x)
@@ -75,7 +76,9 @@ def _multiclass_hinge_kernel(x, labels, weight, margin, mean, given_denominator,
             if nan:
                 slack = m + NAN32
             loss = slack if slack > ZERO else (slack if nan else ZERO)
-            w = weight[r] if weighted else 1.0
+            # (in the scores' dtype, as every backend weighs a loss: a float64 1.0 here made
+            # the weighted loss float64, finite where the others' overflow)
+            w = weight[r] if weighted else one
             # a weight of 0 costs nothing, even against an infinite slack (0 inf = 0)
             loss = times(w, loss)
             total, total_error = add_compensated(total, total_error, loss)
