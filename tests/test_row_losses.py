@@ -782,7 +782,7 @@ def test_multiclass_hinge_special_scores(data):
                                    atol=0, err_msg=f"gradient of {what}")
 
 
-@settings(max_examples=examples(60), deadline=None)
+@settings(max_examples=examples(30), deadline=None)
 @given(data=st.data())
 def test_softcap_and_z_loss_at_special_logits(data):
     """Cross-entropy with softcap (and z_loss, smoothing, class weights, ignored rows) over
