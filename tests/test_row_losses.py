@@ -739,8 +739,9 @@ def _hinge_rows_reference(labels, x, weight, margin, reduction, dtype):
             if slack > 0:
                 losses[i] = 0.0 if w[i] == 0 else float(dtype(w[i] * slack))
                 grad[i, best_j], grad[i, y] = w[i] / denominator, -w[i] / denominator
-    value = losses if reduction == "none" else losses.sum() / denominator
-    return np.asarray(value, dtype).astype(np.float64), grad
+    with np.errstate(over="ignore"):  # (rows of float64's largest: an infinite sum)
+        value = losses if reduction == "none" else losses.sum() / denominator
+        return np.asarray(value, dtype).astype(np.float64), grad
 
 
 @settings(max_examples=examples(60), deadline=None)
@@ -789,7 +790,7 @@ def test_softcap_and_z_loss_at_special_logits(data):
     logits of special values on every backend, against ``reference.cross_entropy_liger``:
     the cap makes +-inf, +-max and subnormal logits finite (+-softcap, 0), a NaN makes its
     row NaN; softcaps either side of 40 (the Numba kernels shift by the cap below it)."""
-    dtype = data.draw(st.sampled_from([np.float32, np.float64]))
+    dtype = np.float32  # (float64's kernels: the reference tests above)
     info = np.finfo(dtype)
     rows = data.draw(st.integers(1, 4))
     classes = data.draw(st.sampled_from([1, 2, 3, 7, 33]))
