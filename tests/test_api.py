@@ -134,14 +134,18 @@ def test_gradient_matches_finite_differences(backend, name, reduction):
 
     dev = {k: on(backend, v) if isinstance(v, np.ndarray) else v for k, v in options.items()}
     grad = host(loss.grad(on(backend, y), on(backend, p), reduction=reduction, backend=backend, **dev))
-    h = 1e-6
+    np.testing.assert_allclose(grad, _central_differences(value, p), rtol=1e-6, atol=1e-8)
+
+
+def _central_differences(value, p, h=1e-6):
+    """d value / d p by central differences, one element of ``p`` at a time."""
     numeric = np.zeros_like(p)
     for index in np.ndindex(p.shape):
         up, down = p.copy(), p.copy()
         up[index] += h
         down[index] -= h
         numeric[index] = (value(up) - value(down)) / (2 * h)
-    np.testing.assert_allclose(grad, numeric, rtol=1e-6, atol=1e-8)
+    return numeric
 
 
 def _fd_option_inputs(case, rng):
@@ -173,13 +177,7 @@ def test_gradient_with_options_matches_finite_differences(backend, case):
         return float(host(loss(on(backend, y), on(backend, q), backend=backend, **dev)))
 
     grad = host(loss.grad(on(backend, y), on(backend, p), backend=backend, **dev))
-    h = 1e-6
-    numeric = np.zeros_like(p)
-    for index in np.ndindex(p.shape):
-        up, down = p.copy(), p.copy()
-        up[index] += h
-        down[index] -= h
-        numeric[index] = (value(up) - value(down)) / (2 * h)
+    numeric = _central_differences(value, p)
     assert np.abs(numeric).max() > 1e-3  # (the inputs reach the loss's slope)
     np.testing.assert_allclose(grad, numeric, rtol=1e-6, atol=1e-8)
 

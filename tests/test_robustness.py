@@ -532,6 +532,17 @@ def _value_and_grad(name, backend, y, p, reduction, **options):
 # --- the elementwise losses: every special label against every special prediction ------
 
 
+def _special_grid(case, dtype, options):
+    """(y, p, weight): each special label of ``case`` against each special prediction, in
+    ``dtype``, and plain weights cycled over them."""
+    labels = np.array(case.labels(dtype), np.float64)
+    predictions = np.array(_specials(dtype) + case.predictions(dtype, options), np.float64)
+    with np.errstate(over="ignore"):
+        y = np.repeat(labels, predictions.size).astype(dtype)
+        p = np.tile(predictions, labels.size).astype(dtype)
+    return y, p, np.resize(np.array([0.5, 1.0, 2.0], dtype), p.shape)
+
+
 @pytest.mark.parametrize("name", ELEMENTWISE)
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_elementwise_special_grid(name, dtype):
@@ -539,12 +550,7 @@ def test_elementwise_special_grid(name, dtype):
     elements), every option set, every reduction, with and without weights."""
     case = CASES[name]
     for options in case.options:
-        labels = np.array(case.labels(dtype), np.float64)
-        predictions = np.array(_specials(dtype) + case.predictions(dtype, options), np.float64)
-        with np.errstate(over="ignore"):
-            y = np.repeat(labels, predictions.size).astype(dtype)
-            p = np.tile(predictions, labels.size).astype(dtype)
-        weight = np.resize(np.array([0.5, 1.0, 2.0], dtype), p.shape)
+        y, p, weight = _special_grid(case, dtype, options)
         # and weights of their own special values: 0 times an infinite loss is NaN, as
         # NumPy's product (numerics.md); cycled over the grid
         # (float64: 2^1000, not its largest, whose products with the terms' sizes,
@@ -590,12 +596,7 @@ def test_elementwise_hessian_special_grid(name, dtype):
     case = CASES[name]
     # (float64: the default options alone; each option set is kernels of its own to compile)
     for options in case.options if dtype == np.float32 else case.options[:1]:
-        labels = np.array(case.labels(dtype), np.float64)
-        predictions = np.array(_specials(dtype) + case.predictions(dtype, options), np.float64)
-        with np.errstate(over="ignore"):
-            y = np.repeat(labels, predictions.size).astype(dtype)
-            p = np.tile(predictions, labels.size).astype(dtype)
-        weight = np.resize(np.array([0.5, 1.0, 2.0], dtype), p.shape)
+        y, p, weight = _special_grid(case, dtype, options)
         # (the other option sets weighted only: each combination compiles its own kernels)
         calls = [("none", None), ("mean", weight)] if options is case.options[0] else [
             ("mean", weight)]
