@@ -516,17 +516,22 @@ def _run(name, backend, y, p, weight, reduction, options):
     return _value_and_grad(name, backend, y, p, reduction, weight=weight, **options)
 
 
-def _value_and_grad(name, backend, y, p, reduction, **options):
-    """``lb.<name>.value_and_grad`` on ``backend`` (or the CuPy kernels on the host)."""
+def _value_and_grad(name, backend, y, p, reduction, hess=False, **options):
+    """``lb.<name>.value_and_grad`` on ``backend`` (or the CuPy kernels on the host), or
+    with ``hess`` its ``grad_and_hess``."""
     with warnings.catch_warnings():
         # (that one warning only: the grids check that nothing else warns)
         warnings.filterwarnings("ignore", "mean of an empty input", RuntimeWarning)
         if backend == "cuda-host":
-            return cuda_host.value_and_grad(name, y, p, reduction=reduction, **options)
+            results = cuda_host.value_and_grad(name, y, p, reduction=reduction, hess=hess,
+                                               **options)
+            return results[1:] if hess else results
         options = {k: on(backend, v) if isinstance(v, np.ndarray) else v
                    for k, v in options.items()}
-        return getattr(lb, name).value_and_grad(on(backend, y), on(backend, p),
-                                                reduction=reduction, backend=backend, **options)
+        loss = getattr(lb, name)
+        method = loss.grad_and_hess if hess else loss.value_and_grad
+        return method(on(backend, y), on(backend, p), reduction=reduction, backend=backend,
+                      **options)
 
 
 # --- the elementwise losses: every special label against every special prediction ------
@@ -608,7 +613,8 @@ def test_elementwise_hessian_special_grid(name, dtype):
             for backend in RUNNABLE:
                 with np.errstate(all="warn"), warnings.catch_warnings():
                     warnings.simplefilter("error")
-                    got_grad, hess = _grad_and_hess(name, backend, y, p, w, reduction, options)
+                    got_grad, hess = _value_and_grad(name, backend, y, p, reduction, hess=True,
+                                                     weight=w, **options)
                 what = f"{name} {backend} {np.dtype(dtype).name} {reduction} {options}"
                 _assert_elements(got_grad, grad, grad_size, dtype, y, p,
                                  f"grad_and_hess's gradient of {what}")
@@ -640,16 +646,6 @@ def test_elementwise_hessian_special_grid(name, dtype):
                 _assert_same(b, a, np.where(both, np.fmax(np.abs(a), np.abs(b)), 0.0), dtype,
                              f"Hessian of {name} {backend} against {first} "
                              f"{np.dtype(dtype).name} {reduction} {options}", ulps=2 * ULPS)
-
-
-def _grad_and_hess(name, backend, y, p, weight, reduction, options):
-    """``lb.<name>.grad_and_hess`` on ``backend`` (or the CuPy kernels on the host)."""
-    if backend == "cuda-host":
-        return cuda_host.value_and_grad(name, y, p, reduction=reduction, hess=True,
-                                        weight=weight, **options)[1:]
-    return getattr(lb, name).grad_and_hess(on(backend, y), on(backend, p), reduction=reduction,
-                                           backend=backend, weight=on(backend, weight),
-                                           **options)
 
 
 def _assert_elements(actual, expected, size, dtype, y, p, what):

@@ -13,7 +13,7 @@ import warnings
 import numpy as np
 import pytest
 import reference
-from conftest import _skip_reason, examples, host, on, starting_a_line
+from conftest import BACKENDS, _skip_reason, examples, host, on, starting_a_line
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -21,6 +21,7 @@ import lossbackends as lb
 
 TOL = {np.float16: 2e-2, np.float32: 2e-5, np.float64: 1e-11}
 REDUCTIONS = ("mean", "sum", "none")
+RUNNABLE = [b for b in BACKENDS if _skip_reason(b) is None]  # (the tests that loop over them)
 rng = np.random.default_rng(15)
 
 
@@ -644,7 +645,7 @@ def test_multiclass_hinge_matches_optax_and_sklearn():
     finally:
         jax.config.update("jax_enable_x64", x64)
     assert expected.min() == 0 and expected.max() > 0  # rows on both sides of the margin
-    for backend in [b for b in ("numpy", "numba") if _skip_reason(b) is None]:
+    for backend in [b for b in RUNNABLE if b != "cupy"]:
         value, grad = lb.multiclass_hinge.value_and_grad(labels, x, reduction="none",
                                                          backend=backend)
         np.testing.assert_allclose(value, expected, rtol=1e-12, atol=1e-15)
@@ -771,7 +772,7 @@ def test_multiclass_hinge_special_scores(data):
     reduction = data.draw(st.sampled_from(REDUCTIONS))
     value, grad = _hinge_rows_reference(labels, x, weight, margin, reduction, dtype)
     eps = float(info.eps)
-    for backend in [b for b in ("numpy", "numba", "cupy") if _skip_reason(b) is None]:
+    for backend in RUNNABLE:
         got_value, got_grad = lb.multiclass_hinge.value_and_grad(
             on(backend, labels), on(backend, x), weight=on(backend, weight), margin=margin,
             reduction=reduction, backend=backend)
@@ -822,7 +823,7 @@ def test_softcap_and_z_loss_at_special_logits(data):
     eps = float(info.eps)
     bound = (1 + 2 * softcap + np.log(classes)) * (1 + z_loss * (2 * softcap + np.log(classes)))
     kept = max(1, int((labels != -100).sum())) if reduction != "mean" else 1
-    for backend in [b for b in ("numpy", "numba", "cupy") if _skip_reason(b) is None]:
+    for backend in RUNNABLE:
         weight = None if class_weight is None else on(backend, np.array(class_weight, dtype))
         got_value, got_grad = lb.cross_entropy.value_and_grad(
             on(backend, labels), on(backend, x), reduction=reduction, class_weight=weight,
