@@ -450,6 +450,31 @@ def test_poisson_rate_whose_ratio_overflows_keeps_a_finite_loss(backend, dtype):
                                        err_msg=str(eps))
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_poisson_rate_gradient_at_huge_rates(backend, dtype):
+    """1 - y / (x + eps) and y / (x + eps)^2 at rates whose reciprocal is subnormal
+    (from 2^126 in float32, 2^1022 in float64), against an extended-precision reference:
+    the gradient is exactly 0 at y = x (Numba's reciprocal lost digits there: 6e-8), so
+    an infinite weight gives 0 inf = NaN, not inf."""
+    top = np.finfo(dtype).max
+    x = np.array([top / 2, top / 2, top, top / 3, 1.5 * 2.0 ** (np.finfo(dtype).maxexp - 2)],
+                 dtype)
+    y = np.array([top / 2, top / 4, top, 1.0, x[-1] * 0.75], dtype)
+    wide = np.longdouble
+    ratio = y.astype(wide) / x.astype(wide)  # (eps = 1e-8 is lost in x + eps)
+    grad, hess = lb.poisson_nll.grad_and_hess(on(backend, y), on(backend, x), log_input=False,
+                                              reduction="none", backend=backend)
+    np.testing.assert_array_equal(host(grad), (1 - ratio).astype(dtype))
+    # (subnormal Hessians: to their spacing)
+    np.testing.assert_allclose(host(hess), (ratio / x.astype(wide)).astype(dtype),
+                               rtol=2 * np.finfo(dtype).eps,
+                               atol=2 * np.finfo(dtype).smallest_subnormal)
+    weighted = lb.poisson_nll.grad(on(backend, y[:1]), on(backend, x[:1]), log_input=False,
+                                   weight=on(backend, np.array([np.inf], dtype)),
+                                   reduction="none", backend=backend)
+    np.testing.assert_array_equal(host(weighted), [np.nan])
+
+
 def test_poisson_stirling_term_in_float64_is_not_biased(backend):
     """full=True at the optimum (x = log y, y in (1, 3)) in float64 against an extended
     precision reference: the mean error within half an ulp. The Numba kernel added log(2

@@ -258,6 +258,78 @@ def test_multiclass_hinge_weighted_row_loss_in_the_dtype(backend):
         np.testing.assert_array_equal(value.reshape(-1)[:1], [np.inf])
 
 
+@pytest.mark.parametrize("softcap", [None, 30.0])
+def test_cross_entropy_class_weight_near_the_largest(backend, softcap):
+    """A label's class weight of float64's largest: the loss and gradient are that weight
+    times the unweighted ones, finite (Numba's with softcap were inf: its exps, shifted by
+    softcap, made the scale weight / sum overflow; its doubled weight overflowed the
+    label's exact form). A row of one class has gradient 0."""
+    big = np.finfo(np.float64).max
+    x, labels = np.array([[0.5, 1.0, -2.0], [3.0, -1.0, 0.25]]), np.array([1, 2])
+    value, grad = reference.cross_entropy_liger(labels, x, reduction="none", softcap=softcap)
+    for reduction in ("sum", "none"):
+        got_value, got_grad = lb.cross_entropy.value_and_grad(
+            on(backend, labels), on(backend, x), class_weight=on(backend, [1.0, big, 0.5]),
+            softcap=softcap, reduction=reduction, backend=backend)
+        weights = np.array([[big], [0.5]])
+        np.testing.assert_allclose(host(got_grad), grad * weights, rtol=1e-13, err_msg=reduction)
+        expected = value * weights[:, 0]
+        np.testing.assert_allclose(host(got_value), expected if reduction == "none"
+                                   else expected.sum(), rtol=1e-13, err_msg=reduction)
+    one = lb.cross_entropy.grad(on(backend, [0]), on(backend, [[0.5]]),
+                                class_weight=on(backend, [big]), softcap=softcap,
+                                reduction="sum", backend=backend)
+    np.testing.assert_array_equal(host(one), [[0.0]])
+
+
+def test_cross_entropy_no_z_loss_with_an_overflowed_denominator(backend):
+    """"mean" whose kept class weights sum past float64's largest, without a z-loss: the
+    gradient the NumPy backend gives, not NaN (Numba scaled its z-loss coefficient of 0 by
+    the denominator over the kept rows' count: 0 inf)."""
+    x, labels = np.array([[2.0, 1.0], [-5.0, 1.0]]), np.array([0, 0])
+    weight = np.array([np.finfo(np.float64).max, 1.0])
+    expected = lb.cross_entropy.grad(labels, x, class_weight=weight, backend="numpy")
+    got = lb.cross_entropy.grad(on(backend, labels), on(backend, x),
+                                class_weight=on(backend, weight), backend=backend)
+    assert not np.isnan(expected).any()
+    np.testing.assert_array_equal(host(got), expected)
+
+
+def test_cross_entropy_smoothing_weight_that_underflows(backend):
+    """A class weight of float64's smallest subnormal, whose share of the smoothing (e / C
+    w) underflows to 0, against an infinite logit: that class costs nothing, the label's
+    own weight makes the loss inf, not NaN (Numba tested the weight before the product)."""
+    x = np.array([[1e-3, np.inf, 2.0]])
+    weight = np.array([5e-324, 1.0, 0.5])
+    value, grad = lb.cross_entropy.value_and_grad(
+        on(backend, [0]), on(backend, x), label_smoothing=0.1, class_weight=on(backend, weight),
+        reduction="none", backend=backend)
+    np.testing.assert_array_equal(host(value), [np.inf])
+    # s = (0, 1, 0): s sum_c w_c q_c - w q, the label's entry -0.9 w_0 rounded to w_0
+    spread = 0.1 / 3
+    np.testing.assert_allclose(host(grad), [[-5e-324, 0.5 * spread, -0.5 * spread]],
+                               rtol=1e-13, atol=0)
+
+
+@pytest.mark.parametrize("backend", [b for b in BACKENDS if b != "cupy"], indirect=True)
+def test_cross_entropy_float32_extremes_in_float64(backend):
+    """The host backends weigh float32 rows in float64 (the CUDA kernels in float32: gpu.md):
+    a z-loss's 2 z lse beside a class weight of float32's largest (the label's gradient is
+    2 z lse = 3.4e34: Numba's overflowed float32 scale gave inf) and a probability target's
+    w q below float32's smallest against a logit of -inf (NumPy's float32 w q was 0: a finite
+    loss)."""
+    top = np.finfo(np.float32).max
+    x = np.array([[0.5, top / 2, -2.0]], np.float32)
+    grad = lb.cross_entropy.grad(np.array([1]), x, z_loss=1e-4, reduction="sum",
+                                 class_weight=np.array([1, top, 1], np.float32), backend=backend)
+    np.testing.assert_array_equal(grad, np.array([[0, 2e-4 * (float(top) / 2), 0]], np.float32))
+    probs = np.array([[0.25, 0.0, 0.0]], np.float32)
+    value = lb.cross_entropy(probs, np.array([[-np.inf, 0.07, -1.5]], np.float32),
+                             class_weight=np.array([1e-45, 0, 1], np.float32), reduction="none",
+                             backend=backend)
+    np.testing.assert_array_equal(value, [np.inf])
+
+
 def test_multiclass_hinge_axis_out_and_in_place(backend):
     x = rng.normal(size=(3, 5, 4))  # classes on axis 1
     labels = rng.integers(0, 5, (3, 4))

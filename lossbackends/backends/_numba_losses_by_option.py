@@ -170,9 +170,12 @@ def _poisson(log_input, full, at_limits=False):
             # d = 1 - y / s and h = y / s^2, s = x + eps, from one reciprocal of s: the
             # compiler turns two divisions by s into one anyway, and the gradient must
             # round the same with the Hessian as without. Below 2^-60, s is scaled by 2^64
-            # (exactly undone): 1 / s overflows for a subnormal s. Never 1 / s^2, which is
-            # subnormal sooner.
-            scale = TWO_64 if abs(shifted) < TWO_MINUS_60 else ONE
+            # (exactly undone): 1 / s overflows for a subnormal s. Above 2^100 by 2^-64:
+            # 1 / s is subnormal from 2^126 (float32; 2^1022), and its lost digits gave
+            # 1 - y / s = 6e-8 at y = s (y 2^64 / s is below 2^92 there: no overflow).
+            # Never 1 / s^2, which is subnormal sooner.
+            scale = (TWO_64 if abs(shifted) < TWO_MINUS_60
+                     else TWO_MINUS_64 if abs(shifted) > TWO_100 else ONE)
             inv = ONE / (shifted * scale)
             ratio = times(y, inv) * scale
             d = ONE - ratio
@@ -200,7 +203,9 @@ def _poisson(log_input, full, at_limits=False):
 
 
 EXP_NORMAL_BOUND = _f32(87.0)  # |x| within which fast_exp_normal(x) is exact
-TWO_64, TWO_MINUS_60 = _f32(2.0**64), _f32(2.0**-60)  # exact in float32 and float64
+# (exact in float32 and float64)
+TWO_64, TWO_MINUS_64 = _f32(2.0**64), _f32(2.0**-64)
+TWO_100, TWO_MINUS_60 = _f32(2.0**100), _f32(2.0**-60)
 LOG_2PI = float(np.log(2.0 * np.pi))
 # float32's, as two float32 parts (the second adds what the first rounded away)
 LOG_2PI_HI = _f32(LOG_2PI)

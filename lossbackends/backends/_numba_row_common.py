@@ -85,11 +85,13 @@ def _shifted_sum(values, top, factor):
 
 def _shifted_dot(weights, values, top, factor):
     """sum(factor * weights * (values - top)) (see ``_shifted_sum``), where a zero weight
-    contributes 0 even against an infinite difference."""
+    contributes 0 even against an infinite difference (a weight that is 0 once times
+    ``factor``, a subnormal's underflow, too: NumPy's rule)."""
     wide_vectors()
     total = 0.0
     for i in range(values.size):
-        total += (factor * weights[i]) * _shifted(values[i], top) if weights[i] != 0 else 0.0
+        w = factor * weights[i]
+        total += w * _shifted(values[i], top) if w != 0 else 0.0
     return total
 
 

@@ -49,7 +49,7 @@ from ._numba_math import (
     tanh_slope,
     times,
 )
-from ._numba_math64 import divide_apart
+from ._numba_math64 import divide_apart_any
 from ._numba_row_common import (
     _BOOL,
     _EMPTY_LOSSES,
@@ -173,7 +173,8 @@ def _cross_entropy_kernel(x, soft, labels, probs, weighted, class_weight, ignore
     # the z-loss's "mean" divides by the kept rows' count (Liger-Kernel's rule), not by
     # their summed class weights: per row, a multiple of the cross-entropy's denominator
     z_coef = z_loss
-    if mean and weighted and given_denominator < 0.0 and kept_rows > 0:
+    # (z_loss 0 stays 0 where the denominator overflowed: 0 inf would be NaN)
+    if z_loss != 0.0 and mean and weighted and given_denominator < 0.0 and kept_rows > 0:
         z_coef = z_loss * (denominator / kept_rows)
     if given_denominator >= 0.0:
         denominator = given_denominator
@@ -349,27 +350,31 @@ def _cross_entropy_kernel(x, soft, labels, probs, weighted, class_weight, ignore
             # softmax * coef - w q, times the reduction's scale; the scale in the logits'
             # dtype, so that float32 multiplies stay float32 (a float64 scale would convert
             # every element there and back: two and a half times the instructions)
-            # (``divide_apart``: the Hessian's divisions share sum_exp)
-            prob_scale = x.dtype.type(divide_apart(grad_coef, sum_exp) * grad_scale)
+            # (``divide_apart_any``: the Hessian's divisions share sum_exp)
+            coef_scale = grad_coef * grad_scale
+            prob_scale = x.dtype.type(divide_apart_any(grad_coef, sum_exp) * grad_scale)
             # The label's gradient, (c s_label - w_label) times the scale, as
             # (z_grad e_label - w_label rest) / sum in float64, rest the other classes' sum
             # of exps (``label_rest``): s_label - 1 rounded in the logits' dtype cancels
             # in a confident row (the label's softmax near 1: 1.3 % off for a logit 20
             # above 999 zeros, 0 instead of -1.4e-8 at 25). With label smoothing the
-            # target is below 1 and nothing cancels: the plain form.
-            exact_label = not soft and smoothing == 0.0 and abs(prob_scale) < INF
+            # target is below 1 and nothing cancels: the plain form, as where the
+            # coefficient overflowed (NumPy's rule).
+            exact_label = not soft and smoothing == 0.0 and abs(coef_scale) < INF
             label_exp64 = ref_exp if folded else float(g[label])  # (g holds e (1 - t^2))
-            label_gradient = (divide_apart(z_grad * label_exp64 - coef * label_rest,
-                                           sum_exp) * grad_scale) if exact_label else 0.0
+            label_gradient = (divide_apart_any(z_grad * label_exp64 - coef * label_rest,
+                                               sum_exp) * grad_scale) if exact_label else 0.0
             if not abs(prob_scale) < INF:
                 # the z-loss's 2 zc lse overflowed (logits near the dtype's largest, or
-                # infinite): a class whose softmax is 0 has the limit 0, not 0 * inf = NaN;
-                # scaled here, once, in this rare row, in float64 (a float32 gradient can be
-                # finite where its scale is not)
-                row_scale = divide_apart(grad_coef, sum_exp, 0.5) * grad_scale  # (huge)
+                # infinite), or a huge coefficient met a small sum (softcap's exps, shifted
+                # by softcap, not by the max, or a float32 scale): a class whose softmax is
+                # 0 has the limit 0, not 0 * inf = NaN. Scaled here, once, in this rare row,
+                # in float64, the softmax before the coefficient (a gradient can be finite
+                # where its scale is not)
+                inverse = 1.0 / sum_exp  # (sum_exp >= exp(-80): finite)
                 for c in range(classes):
-                    g[c] = times(float(g[c]), row_scale)
-                label_exp64 = times(label_exp64, row_scale)  # (g[label]'s, or e's)
+                    g[c] = times(float(g[c]) * inverse, coef_scale)
+                label_exp64 = times(label_exp64 * inverse, coef_scale)  # (g[label]'s, or e's)
                 prob_scale = ONE
             if not soft and smoothing == 0.0 and (stream and (hess is None or not capped)
                                                   or capped and hess is None):

@@ -50,7 +50,10 @@ def cross_entropy(target, x, class_weight, params, reduction, scale, grad, want_
     if ties is not None:
         z[infinite] = np.where(ties, 0.0, z[infinite])
     if soft:
-        q = target * (1.0 - smoothing) + smoothing / classes if smoothing else target
+        # the target weights w_c q_c in float64 (as Numba's): float32's can underflow to 0
+        # (a weight of 1e-45 times 0.25) or overflow, against an infinite z_c or log sum
+        q = target.astype(np.float64)
+        q = q * (1.0 - smoothing) + smoothing / classes if smoothing else q
         wq = q * class_weight if class_weight is not None else q
         row_coef = np.sum(wq, axis=1, dtype=np.float64)  # sum_c w_c q_c
         # sum_c w_c q_c z_c with 0 * (-inf) = 0: a class of no probability costs nothing;
