@@ -49,7 +49,7 @@ from ._numba_math import (
     tanh_slope,
     times,
 )
-from ._numba_math64 import divide_apart_any
+from ._numba_math64 import divide_apart, divide_apart_any
 from ._numba_row_common import (
     _BOOL,
     _EMPTY_LOSSES,
@@ -362,8 +362,11 @@ def _cross_entropy_kernel(x, soft, labels, probs, weighted, class_weight, ignore
             # coefficient overflowed (NumPy's rule).
             exact_label = not soft and smoothing == 0.0 and abs(coef_scale) < INF
             label_exp64 = ref_exp if folded else float(g[label])  # (g holds e (1 - t^2))
-            label_gradient = (divide_apart_any(z_grad * label_exp64 - coef * label_rest,
-                                               sum_exp) * grad_scale) if exact_label else 0.0
+            # (the exps over their sum first: w_label rest overflowed where the gradient,
+            # w_label (1 - s_label), does not; two factors, two divisors: see divide_apart)
+            label_gradient = ((z_grad * divide_apart(label_exp64, sum_exp, 4.0)
+                               - coef * divide_apart(label_rest, sum_exp))
+                              * grad_scale) if exact_label else 0.0
             if not abs(prob_scale) < INF:
                 # the z-loss's 2 zc lse overflowed (logits near the dtype's largest, or
                 # infinite), or a huge coefficient met a small sum (softcap's exps, shifted

@@ -139,7 +139,9 @@ def cross_entropy(target, x, class_weight, params, reduction, scale, grad, want_
             rest[confident] = np.where(label_exp[confident] == 1.0, others,
                                        rest[confident])
         z_grad = (2.0 * z_coef) * lse if z_coef else 0.0
-        label_grad = (z_grad * label_exp - row_coef * rest) / sum_exp * grad_scale
+        # (the exps over their sum first: w_label rest overflowed where the gradient,
+        # w_label (1 - s_label), does not)
+        label_grad = (z_grad * (label_exp / sum_exp) - row_coef * (rest / sum_exp)) * grad_scale
     _scale_rows(exp, row_scale)
     if soft:
         exp -= wq * grad_scale
