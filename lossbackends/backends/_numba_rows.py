@@ -354,16 +354,16 @@ def _cross_entropy_kernel(x, soft, labels, probs, weighted, class_weight, ignore
             coef_scale = grad_coef * grad_scale
             prob_scale = x.dtype.type(divide_apart_any(grad_coef, sum_exp) * grad_scale)
             # The label's gradient, (c s_label - w_label) times the scale, as
-            # (z_grad e_label - w_label rest) / sum in float64, rest the other classes' sum
-            # of exps (``label_rest``): s_label - 1 rounded in the logits' dtype cancels
+            # z_grad e_label / sum - w_label (rest / sum) in float64, rest the other
+            # classes' sum of exps (``label_rest``): s_label - 1 rounded in the logits' dtype cancels
             # in a confident row (the label's softmax near 1: 1.3 % off for a logit 20
             # above 999 zeros, 0 instead of -1.4e-8 at 25). With label smoothing the
             # target is below 1 and nothing cancels: the plain form, as where the
             # coefficient overflowed (NumPy's rule).
             exact_label = not soft and smoothing == 0.0 and abs(coef_scale) < INF
             label_exp64 = ref_exp if folded else float(g[label])  # (g holds e (1 - t^2))
-            # (the exps over their sum first: w_label rest overflowed where the gradient,
-            # w_label (1 - s_label), does not; two factors, two divisors: see divide_apart)
+            # (rest / sum first: w_label rest overflowed where w_label (1 - s_label) does
+            # not; two factors, two divisors: see ``divide_apart``)
             label_gradient = ((z_grad * divide_apart(label_exp64, sum_exp, 4.0)
                                - coef * divide_apart(label_rest, sum_exp))
                               * grad_scale) if exact_label else 0.0
