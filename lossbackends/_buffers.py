@@ -25,8 +25,8 @@ What is held, and when memory is reused:
   over batches or sequences of varying lengths share a few buffers instead of each size
   keeping its own (200 calls of random sizes from 1.2 to 7.6 MB, nothing kept by the
   caller, held 0.9 GB before, 0.1 GB now), and at most ``limit`` bytes in all (1 GiB by default;
-  ``LOSSBACKENDS_HOST_CACHE_BYTES`` sets it at import, ``0`` turns the cache off); the least
-  recently used sizes make room for new ones;
+  ``LOSSBACKENDS_HOST_CACHE_BYTES`` sets it at import, ``4e9``, ``4GB``, ``4GiB`` or ``inf``,
+  and ``0`` turns the cache off); the least recently used sizes make room for new ones;
 - every array of ``MIN_BYTES`` or more starts at a multiple of ``ALIGNMENT`` (64) bytes,
   a cache line, whether from the cache or not: the Numba kernels write a gradient of 64
   MiB or more by streaming stores in their loop only where it starts one (NumPy's own
@@ -55,6 +55,7 @@ theirs). CuPy arrays never come here: CuPy's memory pool does this on the GPU.
 from __future__ import annotations
 
 import ctypes
+import math
 import os
 import sys
 import threading
@@ -74,23 +75,33 @@ PAGE = 4096  # the low address bits a CPU compares between loads and earlier sto
 ENV_VAR = "LOSSBACKENDS_HOST_CACHE_BYTES"
 
 
+# the units ``LOSSBACKENDS_HOST_CACHE_BYTES`` takes after its number (any case): "4e9",
+# "4 GB", "1GiB", "512MiB"; "inf" for no limit
+_UNITS = {"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12,
+          "kib": 1 << 10, "mib": 1 << 20, "gib": 1 << 30, "tib": 1 << 40}
+
+
 def _limit_from_env() -> int:
     text = os.environ.get(ENV_VAR, "").strip()
     if not text:
         return 1 << 30
+    number = text.rstrip("BbKkMmGgTtIi ")
+    unit = _UNITS.get(text[len(number):].strip().lower())
     try:
-        limit = int(float(text))
-    except (ValueError, OverflowError):  # warned, not raised: import must not fail on it
+        limit = float(number) * unit if unit is not None else math.nan
+    except ValueError:
+        limit = math.nan
+    if math.isnan(limit):  # warned, not raised: import must not fail on it
         warnings.warn(f"{ENV_VAR}={text!r} is not a number of bytes; the default (1 GiB) "
-                      "applies. Set it to a number of bytes, or 0 to turn the cache off.",
-                      RuntimeWarning, stacklevel=2)
+                      "applies. Set it to a number of bytes (4e9, 4GB, 1GiB; inf for no "
+                      "limit), or 0 to turn the cache off.", RuntimeWarning, stacklevel=2)
         return 1 << 30
     if limit < 0:
         warnings.warn(f"{ENV_VAR}={text!r} is negative; the cache is off, as with 0. Set it "
                       "to a number of bytes, or 0 to turn the cache off.",
                       RuntimeWarning, stacklevel=2)
         return 0
-    return limit
+    return int(min(limit, sys.maxsize))
 
 
 def _first_free(bucket: list, unreferenced: int):
@@ -126,6 +137,10 @@ _UNREFERENCED = _unreferenced_count()
 limit = _limit_from_env() if _UNREFERENCED is not None else 0
 
 _lock = threading.Lock()
+# whether this thread is in the cache: a call made from a signal handler or a finalizer
+# (``__del__``, a garbage collection inside np.empty) while its thread holds the lock takes
+# fresh memory instead of waiting on that lock forever
+_inside = threading.local()
 # size class -> buffers (1-D uint8 arrays owning their memory), least recently used first
 _buckets: OrderedDict[int, list[np.ndarray]] = OrderedDict()
 _held = 0  # bytes of every buffer in _buckets, in use by the caller or not
@@ -153,10 +168,14 @@ def empty(shape: tuple, dtype: np.dtype, nbytes: int, near=None) -> np.ndarray:
     # (the address is read only here: a tenth of a small call's time, ``ctypes.data``)
     address = 0 if near is None else (_data_address(near) if isinstance(near, np.ndarray)
                                       else near.data_ptr())
-    if size_class(nbytes) + PAGE > limit:
+    if size_class(nbytes) + PAGE > limit or getattr(_inside, "cache", False):
         return _placed(shape, dtype, np.empty(nbytes + PAGE, np.uint8), address)
-    with _lock:
-        return _take(shape, dtype, nbytes, address)
+    _inside.cache = True  # (before the lock: a signal between the two finds it set)
+    try:
+        with _lock:
+            return _take(shape, dtype, nbytes, address)
+    finally:
+        _inside.cache = False
 
 
 def _placed(shape, dtype, buf, address):
@@ -224,8 +243,8 @@ def empty_cache() -> int:
     share buffers), and 4 KiB longer (room to place it, see ``lossbackends._buffers``).
 
     A call without ``out=`` returns gradients of 1 MiB or more in memory that lossbackends
-    keeps (up to 1 GiB by default, environment variable ``LOSSBACKENDS_HOST_CACHE_BYTES``,
-    ``0`` for none), so that the next call reuses it once you have dropped every reference
+    keeps (up to 1 GiB by default, environment variable ``LOSSBACKENDS_HOST_CACHE_BYTES``:
+    bytes, ``4GB`` or ``4GiB``, ``inf`` for no limit, ``0`` for none), so that the next call reuses it once you have dropped every reference
     to the gradient, instead of paying the operating system's page faults on fresh memory.
     Arrays you still hold are never reused and stay valid after this call; the memory of
     those you dropped goes back to the allocator (and, for large ones, to the OS).
@@ -246,12 +265,21 @@ def empty_cache() -> int:
     >>> grad = lb.mse.grad(y, p, backend="numpy")
     >>> lb.empty_cache()  # counted, though grad keeps its memory
     4198400
+
+    Called from a signal handler or finalizer while its own thread is inside the cache,
+    it frees nothing and returns 0 (and a loss called there takes fresh memory).
     """
     global _held
-    with _lock:
-        held = _held
-        _buckets.clear()
-        _held = 0
+    if getattr(_inside, "cache", False):  # (called from a signal handler or finalizer while
+        return 0  # this thread is in the cache: nothing freed, rather than a deadlock)
+    _inside.cache = True
+    try:
+        with _lock:
+            held = _held
+            _buckets.clear()
+            _held = 0
+    finally:
+        _inside.cache = False
     return held
 
 

@@ -10,6 +10,8 @@ from __future__ import annotations
 import functools
 import gc
 import importlib.util
+import signal
+import sys
 import threading
 
 import numpy as np
@@ -380,15 +382,76 @@ def test_the_data_address_is_numpys_for_every_kind_of_array():
 def test_the_environment_variable_sets_the_limit(monkeypatch):
     monkeypatch.setenv(_buffers.ENV_VAR, "0")
     assert _buffers._limit_from_env() == 0
-    monkeypatch.setenv(_buffers.ENV_VAR, "2e9")
-    assert _buffers._limit_from_env() == 2 * 10**9
-    for bad in ("lots", "inf", "1GiB"):  # warned, never an error at import
+    for text, limit in (("2e9", 2 * 10**9), ("4 GB", 4 * 10**9), ("1GiB", 1 << 30),
+                        ("512mib", 512 << 20), ("1.5kB", 1500), ("100b", 100),
+                        ("inf", sys.maxsize)):
+        monkeypatch.setenv(_buffers.ENV_VAR, text)
+        assert _buffers._limit_from_env() == limit, text
+    for bad in ("lots", "nan", "1Gi", "GB", "1 GB GB"):  # warned, never an error at import
         monkeypatch.setenv(_buffers.ENV_VAR, bad)
         with pytest.warns(RuntimeWarning, match="not a number of bytes"):
             assert _buffers._limit_from_env() == 1 << 30
     monkeypatch.setenv(_buffers.ENV_VAR, "-5")  # off, as 0, and said so
     with pytest.warns(RuntimeWarning, match="is negative; the cache is off"):
         assert _buffers._limit_from_env() == 0
+
+
+def test_a_call_from_within_the_cache_takes_fresh_memory(host_backend, monkeypatch):
+    """A call made while its own thread is inside the cache (from a signal handler, or a
+    finalizer run by a garbage collection inside ``np.empty``) takes fresh memory instead
+    of waiting forever on the lock that thread holds (a signal handler that called a loss
+    hung there); ``empty_cache`` there frees nothing. The inner call is made from inside
+    ``_take``, on another thread watched with a timeout."""
+    y, p = _inputs(1)
+    inner = {}
+    take = _buffers._take
+
+    def take_and_call_again(*args):
+        if not inner:
+            inner["freed"] = lb.empty_cache()
+            inner["grad"] = lb.mse.grad(y, p, reduction="sum", backend=host_backend)
+        return take(*args)
+
+    monkeypatch.setattr(_buffers, "_take", take_and_call_again)
+    done = {}
+    worker = threading.Thread(target=lambda: done.setdefault(
+        "grad", lb.mse.grad(y, p, reduction="sum", backend=host_backend)), daemon=True)
+    worker.start()
+    worker.join(timeout=60)
+    assert not worker.is_alive(), "a call from within the cache waited on its own lock"
+    expected = 2 * (p.astype(np.float64) - y)
+    np.testing.assert_allclose(done["grad"], expected, rtol=1e-6)
+    np.testing.assert_allclose(inner["grad"], expected, rtol=1e-6)
+    assert inner["freed"] == 0
+    assert _buffers.cached_bytes() > 0  # the outer call's buffer, cached as before
+
+
+@pytest.mark.skipif(not hasattr(signal, "setitimer"), reason="no interval timers here")
+def test_a_signal_handler_may_call_a_loss(host_backend):
+    """The helper's reproducer: a handler that calls a loss, firing while the main thread
+    empties the cache in a loop. Run in a subprocess: it hung."""
+    import subprocess
+
+    code = f"""
+import signal, numpy as np, lossbackends as lb
+y, p = np.zeros(300_000, np.float32), np.ones(300_000, np.float32)
+calls = []
+def on_alarm(*_):
+    calls.append(float(lb.mse.grad(y, p, reduction="sum", backend={host_backend!r})[0]))
+    signal.setitimer(signal.ITIMER_REAL, 0.0005)  # (again once this call is done)
+on_alarm()  # (the lazy imports and compilation first: not from a handler)
+signal.setitimer(signal.ITIMER_REAL, 0)
+calls.clear()
+signal.signal(signal.SIGALRM, on_alarm)
+signal.setitimer(signal.ITIMER_REAL, 0.0005)
+while len(calls) < 200:
+    lb.empty_cache()
+signal.signal(signal.SIGALRM, signal.SIG_IGN)
+assert set(calls) == {{2.0}}, set(calls)
+"""
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
 
 
 def test_the_free_count_is_measured_by_the_check_itself(monkeypatch):
