@@ -170,15 +170,6 @@ def divide_apart(a, b, factor=2.0):
 
 
 @inline
-def divide_apart_any(a, b):
-    """``divide_apart`` for a of any size, b within [2^-1020, 2^1022]: both halved where
-    doubling a could overflow (|a| > 1, where halving is exact), doubled elsewhere. A
-    branch, for divisions once per row: a class weight near the largest finite number
-    overflowed cross-entropy's scale when doubled."""
-    return divide_apart(a, b, 0.5 if abs(a) > 1.0 else 2.0)
-
-
-@inline
 def _log1p64(x):
     """log1p(x) for float64 x >= 0 (NaN kept): log(u) for u = 1 + x, plus what rounding
     1 + x lost, (x - (u - 1)) / u (u - 1 and that difference are exact): within an ulp,

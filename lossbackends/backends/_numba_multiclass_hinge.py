@@ -22,7 +22,7 @@ from ._numba_common import (
 )
 from ._numba_half import half_in_float32
 from ._numba_intrinsics import borrowed, maximum
-from ._numba_math import ZERO, times
+from ._numba_math import ONE, ZERO, times
 from ._numba_row_common import _BOOL, _INT, _NONE, _REAL, _ROW_LOSSES, _launch
 from ._threads import claim, record
 
@@ -47,7 +47,6 @@ def _multiclass_hinge_kernel(x, labels, weight, margin, mean, given_denominator,
     row_scale = 1.0 / denominator if mean else 1.0
     weighted = weight.size != 0
     m = x.dtype.type(margin)
-    one = x.dtype.type(1.0)
     low = x.dtype.type(-np.inf)
     size = (rows + chunks - 1) // chunks
     in_place = _written_over(grad, x)
@@ -78,7 +77,7 @@ def _multiclass_hinge_kernel(x, labels, weight, margin, mean, given_denominator,
             loss = slack if slack > ZERO else (slack if nan else ZERO)
             # (in the scores' dtype, as every backend weighs a loss: a float64 1.0 here made
             # the weighted loss float64, finite where the others' overflow)
-            w = weight[r] if weighted else one
+            w = weight[r] if weighted else ONE
             # a weight of 0 costs nothing, even against an infinite slack (0 inf = 0)
             loss = times(w, loss)
             total, total_error = add_compensated(total, total_error, loss)

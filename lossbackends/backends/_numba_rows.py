@@ -49,7 +49,7 @@ from ._numba_math import (
     tanh_slope,
     times,
 )
-from ._numba_math64 import divide_apart, divide_apart_any
+from ._numba_math64 import divide_apart
 from ._numba_row_common import (
     _BOOL,
     _EMPTY_LOSSES,
@@ -350,13 +350,13 @@ def _cross_entropy_kernel(x, soft, labels, probs, weighted, class_weight, ignore
             # softmax * coef - w q, times the reduction's scale; the scale in the logits'
             # dtype, so that float32 multiplies stay float32 (a float64 scale would convert
             # every element there and back: two and a half times the instructions)
-            # (``divide_apart_any``: the Hessian's divisions share sum_exp)
+            # (``divide_apart``: the Hessian's divisions share sum_exp)
             coef_scale = grad_coef * grad_scale
-            prob_scale = x.dtype.type(divide_apart_any(grad_coef, sum_exp) * grad_scale)
+            prob_scale = x.dtype.type(divide_apart(grad_coef, sum_exp) * grad_scale)
             # The label's gradient, (c s_label - w_label) times the scale, as
             # z_grad e_label / sum - w_label (rest / sum) in float64, rest the other
-            # classes' sum of exps (``label_rest``): s_label - 1 rounded in the logits' dtype cancels
-            # in a confident row (the label's softmax near 1: 1.3 % off for a logit 20
+            # classes' sum of exps (``label_rest``): s_label - 1 rounded in the logits'
+            # dtype cancels in a confident row (the label's softmax near 1: 1.3 % off for a logit 20
             # above 999 zeros, 0 instead of -1.4e-8 at 25). With label smoothing the
             # target is below 1 and nothing cancels: the plain form, as where the
             # coefficient overflowed (NumPy's rule).
@@ -370,10 +370,10 @@ def _cross_entropy_kernel(x, soft, labels, probs, weighted, class_weight, ignore
             if not abs(prob_scale) < INF:
                 # the z-loss's 2 zc lse overflowed (logits near the dtype's largest, or
                 # infinite), or a huge coefficient met a small sum (softcap's exps, shifted
-                # by softcap, not by the max, or a float32 scale): a class whose softmax is
-                # 0 has the limit 0, not 0 * inf = NaN. Scaled here, once, in this rare row,
-                # in float64, the softmax before the coefficient (a gradient can be finite
-                # where its scale is not)
+                # by softcap, not by the max), or overflowed doubled (``divide_apart``) or
+                # in float32: a class whose softmax is 0 has the limit 0, not 0 * inf =
+                # NaN. Scaled here, once, in this rare row, in float64, the softmax before
+                # the coefficient (a gradient can be finite where its scale is not)
                 inverse = 1.0 / sum_exp  # (sum_exp >= exp(-80): finite)
                 for c in range(classes):
                     g[c] = times(float(g[c]) * inverse, coef_scale)
