@@ -136,24 +136,26 @@ def _check_out(xp, out, y_true, y, p, shape, name: str = "out", grad_out=None,
             f"{name} has shape {tuple(out.shape)} and dtype {out.dtype}; the {what} needs shape "
             f"{shape} and dtype {p.dtype}{swapped}"
         )
-    flags = out.flags
-    # (aligned: the Numba kernels' code writes aligned arrays; CuPy's flags have neither
-    # attribute, and a CuPy array at an odd address takes the kernels' scalar path)
-    if not (flags.c_contiguous and flags.writeable and flags.aligned if xp is np
-            else flags.c_contiguous):
+    flags = out.flags  # (a new object each time it is read: read once)
+    # (carray: C-contiguous, aligned and writeable; aligned: the Numba kernels' code
+    # writes aligned arrays; CuPy's flags have neither attribute, and a CuPy array at an
+    # odd address takes the kernels' scalar path)
+    if not (flags.carray if xp is np else flags.c_contiguous):
         raise ValueError(f"{name} must be a writeable, C-contiguous, aligned array, as "
                          "numpy.empty gives (see numpy.require(a, requirements='CWA'))")
-    if name == "hess_out" and grad_out is not None and _overlaps(xp, out, grad_out):
+    owned = xp is np and flags.owndata  # (``_overlaps``'s, out's once for all)
+    if name == "hess_out" and grad_out is not None and _overlaps(xp, out, grad_out, owned):
         raise ValueError(_arrays.PAIR_SHARES)  # (the user's gradient)
     if y_pred is not None:  # (the user's arrays, where the kernel's may be copies of them)
         _check_users_arrays(xp, out, name, y_true, y, y_pred, p)
     if name == "hess_out":
-        if out is y_true or out is p or _overlaps(xp, out, y) or _overlaps(xp, out, p):
+        if (out is y_true or out is p or _overlaps(xp, out, y, owned)
+                or _overlaps(xp, out, p, owned)):
             raise ValueError(_HESS_SHARES)
         return
-    if out is y_true or _overlaps(xp, out, y):
+    if out is y_true or _overlaps(xp, out, y, owned):
         raise ValueError(_SHARES_Y_TRUE.format(name=name))
-    if out is not p and _overlaps(xp, out, p) and _address(out) != _address(p):
+    if out is not p and _overlaps(xp, out, p, owned) and _address(out) != _address(p):
         # a kernel would write elements it has still to read (same shape, dtype and
         # contiguity: the same address is the same memory)
         raise ValueError(_OVERLAPS_Y_PRED.format(name=name))
@@ -183,14 +185,15 @@ def _check_users_arrays(xp, out, name: str, y_true, y, y_pred, p) -> None:
             raise ValueError(_OVERLAPS_Y_PRED.format(name=name))
 
 
-def _overlaps(xp, a, b) -> bool:
+def _overlaps(xp, a, b, a_owned: bool | None = None) -> bool:
     """Whether the arrays ``a`` and ``b`` may share memory (their byte bounds overlap).
 
     Two NumPy arrays that each own their memory (OWNDATA: NumPy frees it with the array)
     share it only when they are one array: the usual case, told by their flags for a fifth
     of what ``np.may_share_memory`` costs (0.5 us, a seventh of a call at n = 1000). Not so
-    for CuPy, whose arrays made from a pointer or through DLPack also say they own it."""
-    if xp is np and a.flags.owndata and b.flags.owndata:
+    for CuPy, whose arrays made from a pointer or through DLPack also say they own it.
+    ``a_owned``: ``a``'s flag where the caller has read it (reading flags makes an object)."""
+    if xp is np and (a.flags.owndata if a_owned is None else a_owned) and b.flags.owndata:
         return a is b
     return xp.may_share_memory(a, b)  # NumPy's and CuPy's: a comparison of byte bounds
 
