@@ -357,7 +357,7 @@ CASES: dict[str, Case] = {
         options=[{}, {"margin": 0.5}, {"margin": 0.0}],
     ),
     "cross_entropy": None,  # rows, not elements: see test_cross_entropy_special_logits
-    # rows, not elements: see test_row_losses.py::test_special_values
+    # rows, not elements: see test_row_losses_extremes.py::test_special_values
     "multiclass_hinge": None,
     "mae": Case(_mae, labels=lambda dtype: _specials(dtype), predictions=_kinks(lambda o: 0.0),
                 label_range=(-1e3, 1e3)),
