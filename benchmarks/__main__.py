@@ -295,7 +295,7 @@ def run(args) -> list[dict]:
     if args.smoke:  # does the suite run? (no figure of a smoke run means anything)
         core.TIME_SCALE, core.TRIAD_ELEMENTS = 0.05, 1 << 20
     if args.quick or args.smoke:
-        core.ROUNDS = 7
+        core.ROUNDS, core.SAMPLE_SECONDS = 7, 0.0
     if device == "gpu" and "cupy" not in lb.available_backends():
         raise SystemExit("--device gpu needs CuPy and a CUDA GPU, and this machine has no "
                          "usable one (python -m lossbackends says why)")

@@ -10,6 +10,7 @@ zeros or constants as inputs.
 from __future__ import annotations
 
 import functools
+import math
 import statistics
 import time
 
@@ -134,6 +135,14 @@ TRIAD_ELEMENTS = 20_000_000
 # its median by up to 15 % (log_cosh's default call read 88 % of out=, their fastest
 # samples 38.8 and 38.6 ms). --quick and --smoke take 7.
 ROUNDS = 15
+# Seconds of calls in each of a case's samples at least (``time_host_with_triad``; a full
+# run's: --quick and --smoke take 0). At 1e8 a sample was one call of 40-70 ms, and single
+# calls here spread by a quarter either way: log_cosh's default call and out= had fastest
+# samples of 38.5 and 38.7 ms and medians of 48.3 and 41.2 (2026-12-07), poisson_nll's
+# medians 39.5 and 47.3 the other way round, so that a ratio of two medians moved by 15 %
+# between runs. A tenth of a second of calls per sample averages that jitter (timeit's
+# autorange takes 0.2 s); the rounds still take the slow drift.
+SAMPLE_SECONDS = 0.1
 
 
 @functools.cache
@@ -213,11 +222,14 @@ SETTLE_SHARE = 0.5
 
 
 def time_host_in_turn(calls: list, min_time: float = 0.2, repeats: int = 7,
-                      warmup: float = 0.05) -> list[list[float]]:
+                      warmup: float = 0.05, sample_seconds: float = 0.0) -> list[list[float]]:
     """``time_host`` for several calls whose samples are taken in turn (a sample of each,
     then the next round), so that a slow moment of the machine weighs on all of them and
-    their ratios hold: this host's bandwidth moves by a third within minutes."""
+    their ratios hold: this host's bandwidth moves by a third within minutes. Each sample
+    is a loop of about ``min_time / repeats`` seconds of calls (at least one call), and of
+    at least ``sample_seconds``."""
     min_time, warmup = min_time * TIME_SCALE, warmup * TIME_SCALE
+    sample_seconds *= TIME_SCALE
     inners = []
     for call in calls:
         start = time.perf_counter()
@@ -227,7 +239,7 @@ def time_host_in_turn(calls: list, min_time: float = 0.2, repeats: int = 7,
         start = time.perf_counter()
         call()
         once = max(time.perf_counter() - start, 1e-7)
-        inners.append(max(1, int(min_time / repeats / once)))
+        inners.append(max(1, int(min_time / repeats / once), math.ceil(sample_seconds / once)))
     samples = [[] for _ in calls]
     orders = np.random.default_rng(0)  # the same orders in every run
     last = 0.0  # the last sample's seconds per call
@@ -253,7 +265,8 @@ def time_host_with_triad(calls: list, traffic: int, min_time: float = 0.2
     roofline of the same moments (this machine's bandwidth moves by a third within
     minutes)."""
     _, triad, triad_bytes = triad_call(max(traffic // 12, TRIAD_ELEMENTS))
-    times = time_host_in_turn([*calls, triad], min_time=min_time, repeats=ROUNDS)
+    times = time_host_in_turn([*calls, triad], min_time=min_time, repeats=ROUNDS,
+                              sample_seconds=SAMPLE_SECONDS)
     return times[:-1], triad_bytes / statistics.median(times[-1]) / 1e9
 
 
