@@ -267,7 +267,8 @@ def empty_cache() -> int:
     A call without ``out=`` returns gradients of 1 MiB or more in memory that lossbackends
     keeps (up to 1 GiB by default, environment variable ``LOSSBACKENDS_HOST_CACHE_BYTES``:
     bytes, ``4GB`` or ``4GiB``, ``inf`` for no limit, ``0`` for none), so that the next
-    call reuses it once you have dropped every reference to the gradient, instead of paying the operating system's page faults on fresh memory.
+    call reuses it once you have dropped every reference to the gradient, instead of
+    paying the operating system's page faults on fresh memory.
     Arrays you still hold are never reused and stay valid after this call; the memory of
     those you dropped goes back to the allocator (and, for large ones, to the OS).
     A loop ``value, grad = loss.value_and_grad(...)`` alternates two buffers of one size,

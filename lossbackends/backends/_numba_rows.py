@@ -356,8 +356,8 @@ def _cross_entropy_kernel(x, soft, labels, probs, weighted, class_weight, ignore
             # The label's gradient, (c s_label - w_label) times the scale, as
             # z_grad e_label / sum - w_label (rest / sum) in float64, rest the other
             # classes' sum of exps (``label_rest``): s_label - 1 rounded in the logits'
-            # dtype cancels in a confident row (the label's softmax near 1: 1.3 % off for a logit 20
-            # above 999 zeros, 0 instead of -1.4e-8 at 25). With label smoothing the
+            # dtype cancels in a confident row (the label's softmax near 1: 1.3 % off for
+            # a logit 20 above 999 zeros, 0 instead of -1.4e-8 at 25). With label smoothing the
             # target is below 1 and nothing cancels: the plain form, as where the
             # coefficient overflowed (NumPy's rule).
             exact_label = not soft and smoothing == 0.0 and abs(coef_scale) < INF
