@@ -637,7 +637,7 @@ def test_softcap_and_z_loss_at_special_logits(data):
                                          min_size=rows, max_size=rows)), np.int64)
     reduction = data.draw(st.sampled_from(REDUCTIONS))
     if reduction == "mean" and (labels == -100).all():
-        labels[0] = 0  # (the mean of no row: test_api's empty-mean tests)
+        labels[0] = 0  # (the mean of no row: test_losses' empty-mean tests)
     softcap = data.draw(st.sampled_from([0.5, 5.0, 30.0, 50.0]))
     z_loss = data.draw(st.sampled_from([0.0, 1e-3, 0.1]))
     smoothing = data.draw(st.sampled_from([0.0, 0.1]))
