@@ -18,15 +18,20 @@ What is held, and when memory is reused:
 - only NumPy gradients of at least ``MIN_BYTES`` (1 MiB; below that malloc's own free lists
   already reuse memory, and the small-call cost stays untouched: callers check the size
   first);
-- at most ``PER_SIZE`` buffers of one size class (two are what a loop
-  ``value, grad = loss.value_and_grad(...)`` needs: the previous gradient is still bound
-  while the next call runs), a class being a byte size rounded up to one of eight per
-  power of two (``size_class``: at most an eighth more), so that the gradients of a loop
-  over batches or sequences of varying lengths share a few buffers instead of each size
-  keeping its own (200 calls of random sizes from 1.2 to 7.6 MB, nothing kept by the
-  caller, held 0.9 GB before, 0.1 GB now), and at most ``limit`` bytes in all (1 GiB by default;
-  ``LOSSBACKENDS_HOST_CACHE_BYTES`` sets it at import, ``4e9``, ``4GB``, ``4GiB`` or ``inf``,
-  and ``0`` turns the cache off); the least recently used sizes make room for new ones;
+- at most ``PER_SIZE`` (8) buffers of one size class: a loop ``value, grad =
+  loss.value_and_grad(...)`` needs two (the previous gradient is still bound while the
+  next call runs), a step that keeps more of one size into the next as many as it holds
+  at once (``grad_and_hess`` and a ``value_and_grad`` of the same predictions: five;
+  three losses' results: six). With four kept, those took fresh memory every call (three
+  losses at n = 1e7, float32, Numba: the default call at 50 % of ``out=``'s speed; 98 %
+  with eight). A class is a byte size rounded up to one of eight per power of two
+  (``size_class``: at most an eighth more), so that the gradients of a loop over batches
+  or sequences of varying lengths share a few buffers instead of each size keeping its
+  own (200 calls of random sizes from 1.2 to 7.6 MB, nothing kept by the caller, held 0.9
+  GB before, 0.1 GB now). At most ``limit`` bytes in all (1 GiB by default;
+  ``LOSSBACKENDS_HOST_CACHE_BYTES`` sets it at import, ``4e9``, ``4GB``, ``4GiB`` or
+  ``inf``, and ``0`` turns the cache off); the least recently used sizes make room for
+  new ones;
 - every array of ``MIN_BYTES`` or more starts at a multiple of ``ALIGNMENT`` (64) bytes,
   a cache line, whether from the cache or not: the Numba kernels write a gradient of 64
   MiB or more by streaming stores in their loop only where it starts one (NumPy's own
@@ -67,7 +72,7 @@ import numpy as np
 MIN_BYTES = 1 << 20
 # the cheap pre-check callers make on the element count: 1 MiB of float64 (the widest dtype)
 MIN_ITEMS = MIN_BYTES // 8
-PER_SIZE = 4
+PER_SIZE = 8
 # large gradients start a cache line (NumPy's start 16 bytes past one): the Numba kernels
 # write those of 64 MiB and more by streaming stores, which need it
 ALIGNMENT = 64
@@ -270,7 +275,10 @@ def empty_cache() -> int:
     call reuses it once you have dropped every reference to the gradient, instead of
     paying the operating system's page faults on fresh memory.
     Arrays you still hold are never reused and stay valid after this call; the memory of
-    those you dropped goes back to the allocator (and, for large ones, to the OS).
+    those you dropped goes back to the allocator (and, for large ones, to the OS). Such a
+    gradient is a view of the kept buffer (``grad.base``; ``grad.flags.owndata`` is False,
+    so ``grad.resize`` refuses: copy it first); a weak reference to ``grad.base`` may see
+    the buffer handed to a later call once ``grad`` is dropped.
     A loop ``value, grad = loss.value_and_grad(...)`` alternates two buffers of one size,
     so gradients over half the limit (float64 at n = 1e8 with the default) are allocated
     afresh each call: raise the limit, or pass ``out=``.

@@ -222,7 +222,9 @@ class Loss:
 
     def grad(self, y_true: Any, y_pred: Any, *, reduction: str = "mean",
              backend: str | None = None, out: Any = None, **options: Any) -> Any:
-        """The gradient ``d loss / d y_pred``, shaped like ``y_pred``."""
+        """The gradient ``d loss / d y_pred``, shaped like ``y_pred``: written into ``out``
+        where given, else a new array (on the host, one of 1 MiB or more in memory that
+        lossbackends keeps and reuses once you drop it: :func:`lossbackends.empty_cache`)."""
         if "torch" in _MODULES and _traced():
             return _eagerly(self, "grad", y_true, y_pred, reduction=reduction,
                             backend=backend, out=out, **options)
@@ -232,7 +234,8 @@ class Loss:
     def value_and_grad(self, y_true: Any, y_pred: Any, *, reduction: str = "mean",
                        backend: str | None = None, out: Any = None,
                        **options: Any) -> tuple[Any, Any]:
-        """``(value, gradient)`` computed in one fused pass over the inputs."""
+        """``(value, gradient)`` computed in one fused pass over the inputs; the gradient as
+        :meth:`grad` gives it (into ``out``, or a new array)."""
         if "torch" in _MODULES and _traced():
             return _eagerly(self, "value_and_grad", y_true, y_pred, reduction=reduction,
                             backend=backend, out=out, **options)
