@@ -275,8 +275,8 @@ def empty_cache() -> int:
     call reuses it once you have dropped every reference to the gradient, instead of
     paying the operating system's page faults on fresh memory.
     Arrays you still hold are never reused and stay valid after this call; the memory of
-    those you dropped goes back to the allocator (and, for large ones, to the OS). Such a
-    gradient is a view of the kept buffer (``grad.base``; ``grad.flags.owndata`` is False,
+    those you dropped goes back to the allocator (and, for large ones, to the OS). A
+    gradient from the cache is a view of its buffer (``grad.base``; ``grad.flags.owndata`` is False,
     so ``grad.resize`` refuses: copy it first); a weak reference to ``grad.base`` may see
     the buffer handed to a later call once ``grad`` is dropped.
     A loop ``value, grad = loss.value_and_grad(...)`` alternates two buffers of one size,
