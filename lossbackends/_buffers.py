@@ -276,9 +276,10 @@ def empty_cache() -> int:
     paying the operating system's page faults on fresh memory.
     Arrays you still hold are never reused and stay valid after this call; the memory of
     those you dropped goes back to the allocator (and, for large ones, to the OS). A
-    gradient from the cache is a view of its buffer (``grad.base``; ``grad.flags.owndata`` is False,
-    so ``grad.resize`` refuses: copy it first); a weak reference to ``grad.base`` may see
-    the buffer handed to a later call once ``grad`` is dropped.
+    gradient from the cache is a view of its buffer (``grad.base``;
+    ``grad.flags.owndata`` is False, so ``grad.resize`` refuses: copy it first); a weak
+    reference to ``grad.base`` may see the buffer handed to a later call once ``grad`` is
+    dropped.
     A loop ``value, grad = loss.value_and_grad(...)`` alternates two buffers of one size,
     so gradients over half the limit (float64 at n = 1e8 with the default) are allocated
     afresh each call: raise the limit, or pass ``out=``.
