@@ -321,8 +321,9 @@ def route(loss: str, backend: str | None, y_true: object, y_pred: object) -> Rou
     """(kernel, xp, native, plain) for this call: the kernel it runs, and what the front needs
     to know to prepare its inputs (see ``Route``).
 
-    This runs on every call, so a call like an earlier one costs one dict lookup; the
-    first call of a kind goes through ``_first_route``, which checks it."""
+    A call like an earlier one costs one dict lookup, which ``Loss._run`` makes itself
+    (the same lookup, inline) before it calls this; the first call of a kind goes
+    through ``_first_route``, which checks it."""
     if backend is not None:
         choice = backend
     else:

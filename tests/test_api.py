@@ -364,6 +364,9 @@ def test_errors_name_the_argument_and_the_fix(backend):
     with pytest.raises(ValueError, match="unknown backend 'gpu'") as info:
         lb.mse(half, half, backend="gpu")
     assert info.value.__context__ is None  # (it was "during handling of KeyError")
+    with pytest.raises(ValueError, match=r"unknown backend \['numpy'\]") as info:
+        lb.mse(half, half, backend=["numpy"])  # (unhashable: a TypeError in the lookup)
+    assert info.value.__context__ is None
     # what float() and bool() took stays accepted: 0-d arrays, NumPy scalars, Fractions
     from fractions import Fraction
 
