@@ -313,31 +313,17 @@ def _describe(x: object) -> str:
 Route = tuple[Callable, ModuleType, bool, Any]
 
 # (loss, choice, type of y_true, type of y_pred) -> Route; a route is stored once its
-# first call has passed every check of ``_first_route``
+# first call has passed every check of ``route``
 _ROUTES: dict[tuple, Route] = {}
 
 
-def route(loss: str, backend: str | None, y_true: object, y_pred: object) -> Route:
-    """(kernel, xp, native, plain) for this call: the kernel it runs, and what the front needs
-    to know to prepare its inputs (see ``Route``).
-
-    A call like an earlier one costs one dict lookup, which ``Loss._run`` makes itself
-    (the same lookup, inline) before it calls this; the first call of a kind goes
-    through ``_first_route``, which checks it."""
-    if backend is not None:
-        choice = backend
-    else:
-        choice = (_CONTEXT_CHOICE.get() or _ENV_CHOICE) if _BLOCK_ENTERED else _ENV_CHOICE
-    try:
-        return _ROUTES[loss, choice, type(y_true), type(y_pred)]
-    except (KeyError, TypeError):  # a new kind of call, or a backend that is not a name
-        pass
-    # (outside the except: its errors are the user's, not "during handling of KeyError")
-    return _first_route(loss, choice, backend is None, y_true, y_pred)
-
-
-def _first_route(loss: str, choice: object, from_settings: bool, y_true: object,
-                 y_pred: object) -> Route:
+def route(loss: str, choice: object, from_settings: bool, y_true: object,
+          y_pred: object) -> Route:
+    """(kernel, xp, native, plain) for a new kind of call: the kernel it runs, and what the
+    front needs to know to prepare its inputs (see ``Route``), checked, and stored in
+    ``_ROUTES`` for the next call of its kind. ``choice``: the call's ``backend=``, else
+    the settings' (``from_settings``). ``Loss._run`` looks a known kind up in ``_ROUTES``
+    itself, one dict lookup a call, and calls this where it finds none."""
     from . import _dask
 
     # Dask and foreign (torch, JAX, DLPack) arrays: no array module, and a function that
@@ -398,7 +384,7 @@ def _choose(choice: object, device: str, from_settings: bool) -> str:
 
 def backend_for(backend: str | None, sample: object) -> str:
     """The backend that computes arrays like ``sample`` under the call's ``backend=`` and
-    the settings in force (the same precedence as ``route``)."""
+    the settings in force (the same precedence as ``Loss._run``'s)."""
     choice = (_CONTEXT_CHOICE.get() or _ENV_CHOICE) if backend is None else backend
     return _choose(choice, device_of(sample), backend is None)
 

@@ -1,10 +1,10 @@
 """The one class every loss is: a call's path from the user's arguments to a kernel.
 
-A call goes: find the kernel (``_dispatch.route``), turn the arguments into canonical
-arrays (the loss's ``prepare`` in ``_prepare.py``: dtypes, shapes, contiguity, options;
-errors name the fix; arrays that are canonical already, with no option, skip it),
-allocate or check the gradient buffer, then hand plain arrays and numbers to the
-registered kernel (``_compute.compute``). A kernel never re-checks anything and computes
+A call goes: find the kernel (``_dispatch._ROUTES``, or ``_dispatch.route`` for a new
+kind of call), turn the arguments into canonical arrays (the loss's ``prepare`` in
+``_prepare.py``: dtypes, shapes, contiguity, options; errors name the fix; arrays that
+are canonical already, with no option, skip it), allocate or check the gradient buffer,
+then hand plain arrays and numbers to the registered kernel (``_compute.compute``). A kernel never re-checks anything and computes
 whatever the call asked for in one pass.
 
 Kernel signature, the same on every backend::
@@ -280,8 +280,8 @@ class Loss:
         ``_WANT_GRAD``, "allocate it", or the user's array)."""
         if reduction not in REDUCTIONS:
             raise unknown_reduction(reduction)
-        # ``_dispatch.route``'s lookup of a call like an earlier one, made here (the call of
-        # that function was 6 % of the dispatch layer); a new kind of call goes through it
+        # the route of a call like an earlier one: one dict lookup; a new kind of call's is
+        # made and checked by ``_dispatch.route``
         choice = backend
         if choice is None:
             choice = ((_dispatch._CONTEXT_CHOICE.get() or _dispatch._ENV_CHOICE)
@@ -291,7 +291,7 @@ class Loss:
         except (KeyError, TypeError):  # (TypeError: a backend that is not a name)
             route = None
         if route is None:  # (outside the except: its errors are the user's)
-            route = _dispatch.route(self.name, backend, y_true, y_pred)
+            route = _dispatch.route(self.name, choice, backend is None, y_true, y_pred)
         kernel, xp, native, plain = route
         # Most calls pass two non-empty C-contiguous arrays of the backend's own type and
         # no option (``out`` is checked as always): of one float dtype and shape, or
