@@ -4,8 +4,8 @@ A call goes: find the kernel (``_dispatch._ROUTES``, or ``_dispatch.route`` for 
 kind of call), turn the arguments into canonical arrays (the loss's ``prepare`` in
 ``_prepare.py``: dtypes, shapes, contiguity, options; errors name the fix; arrays that
 are canonical already, with no option, skip it), allocate or check the gradient buffer,
-then hand plain arrays and numbers to the registered kernel (``_compute.compute``). A kernel never re-checks anything and computes
-whatever the call asked for in one pass.
+then hand plain arrays and numbers to the registered kernel (``_compute.compute``). A
+kernel never re-checks anything and computes whatever the call asked for in one pass.
 
 Kernel signature, the same on every backend::
 
