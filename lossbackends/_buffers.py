@@ -246,6 +246,9 @@ def _take(shape, dtype, nbytes, address):
         _buckets.move_to_end(nbytes)
         buf = _first_free(bucket, _UNREFERENCED)
         if buf is not None:  # (the array made here references buf before the lock goes)
+            # writeable again: a user may have cleared the flag through ``grad.base`` before
+            # dropping the gradient, and a new gradient is writeable (it may be an ``out=``)
+            buf.flags.writeable = True
             return _placed(shape, dtype, buf, address)
     # None free: a new buffer. Make room by forgetting other sizes, least recently used
     # first, then this size's oldest buffers (still in use: the caller keeps them).

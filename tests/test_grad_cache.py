@@ -88,6 +88,24 @@ def test_a_dropped_gradient_is_reused(one_thread):
     assert _buffers.cached_bytes() == _buffers.size_class(N * 4) + _buffers.PAGE
 
 
+def test_a_buffer_made_read_only_before_it_was_dropped_comes_back_writeable(one_thread):
+    """A user may clear the writeable flag through ``grad.base`` (the docs name it) and
+    then drop the gradient: the buffer is reused, and the new gradient is writeable, so
+    the next call's ``out=`` and in-place updates take it (the NumPy backend's kernels
+    refused to write into it before)."""
+    host_backend = one_thread
+    y, p = _inputs(0)
+    first = lb.mse.grad(y, p, backend=host_backend)
+    address = _address(first)
+    first.base.flags.writeable = False
+    del first
+    grad = lb.mse.grad(y, p, backend=host_backend)
+    assert _address(grad) == address and grad.flags.writeable
+    np.testing.assert_allclose(grad, 2 * (p.astype(np.float64) - y) / N, rtol=1e-5)
+    value, again = lb.mse.value_and_grad(y, p, backend=host_backend, out=grad)
+    assert again is grad
+
+
 def test_a_training_loop_alternates_between_two_buffers(one_thread):
     """``value, grad = f(...)``: the previous gradient is still bound while the next call
     runs, so two buffers take turns and no fresh memory is needed after the second call."""
