@@ -366,7 +366,8 @@ def _make(name: str) -> Callable:
         if not jnp.issubdtype(p.dtype, jnp.floating):
             # (float labels beside them: the arguments swapped, as optax's order has them)
             swapped = ("; y_pred holds integers: is it the labels? the order is (y_true, "
-                       "y_pred)" if jnp.issubdtype(y.dtype, jnp.floating) else "")
+                       "y_pred)" if jnp.issubdtype(y.dtype, jnp.floating)
+                       and not jnp.issubdtype(p.dtype, jnp.complexfloating) else "")
             raise TypeError(f"y_pred has dtype {p.dtype}; pass a floating array (JAX "
                             f"differentiates floats only: y_pred.astype(jnp.float32)){swapped}")
         arrays = []

@@ -127,6 +127,9 @@ _P = inspect.Parameter
 
 def _compute_dtype(entry: _Entry, name: str, input: Tensor, target: Tensor, weight) -> Any:
     """The dtype torch computes ``name`` in (see ``_Entry.dtypes``), or None for input's."""
+    if input.is_complex():  # (not floating either: the cast below would drop its imaginary part)
+        raise TypeError(f"{name}: input has dtype {input.dtype}; pass a real (bool, integer or "
+                        "float16/32/64) tensor: input.real or input.abs(), as your loss needs")
     if not input.is_floating_point():
         if entry.loss._class_indices:  # integer logits: the arguments swapped, which the
             return None  # loss's own check names

@@ -285,6 +285,11 @@ def test_bfloat16_and_errors():
                                         r"y_pred holds integers: is it the labels\? the order "
                                         r"is \(y_true, y_pred\)"):
         lbj.cross_entropy(jnp.ones((4, 3)), jnp.array([0, 1, 2, 0]))
+    # a complex y_pred is not the labels: no such hint (a review found it given)
+    with pytest.raises(TypeError, match=r"y_pred has dtype complex64; pass a floating array "
+                                        r"\(JAX differentiates floats only: "
+                                        r"y_pred\.astype\(jnp\.float32\)\)$"):
+        lbj.mse(jnp.ones(3), jnp.array([1 + 1j, 2, 3], jnp.complex64))
     # an unknown option: the options listed are this module's (no backend=), traced or not
     for call in (lambda y, p: lbj.huber(y, p, detla=1.0),
                  jax.jit(lambda y, p: lbj.huber(y, p, detla=1.0))):

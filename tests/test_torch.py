@@ -590,6 +590,21 @@ def test_kl_div_reductions_as_torch():
         lbt.l1_loss(x, t, reduction="batchmean")
 
 
+def test_complex_input_is_refused_not_cast_to_real():
+    """A complex input is not floating, and was cast to the default dtype as an integer
+    one is, its imaginary part dropped (torch refuses it: "not implemented for
+    'ComplexFloat'"); every loss now refuses it, as the plain call refuses a complex y_pred."""
+    x = torch.tensor([1 + 2j, 3 - 1j], requires_grad=True)
+    for loss, target in ((lbt.mse_loss, torch.zeros(2)), (lbt.l1_loss, torch.zeros(2)),
+                         (lbt.huber_loss, torch.zeros(2)),
+                         (lbt.binary_cross_entropy_with_logits, torch.ones(2)),
+                         (lbt.poisson_nll_loss, torch.ones(2))):
+        with pytest.raises(TypeError, match=r": input has dtype torch\.complex64; pass a real "
+                                            r"\(bool, integer or float16/32/64\) tensor"):
+            loss(x, target)
+    assert x.grad is None
+
+
 def test_mixed_dtypes_as_torch():
     """torch's promotion per loss: result_type (mse, l1, ...), input's dtype (huber,
     soft_margin), one dtype required (binary_cross_entropy)."""
