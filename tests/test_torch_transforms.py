@@ -118,7 +118,7 @@ def test_custom_op_path_equals_the_eager_path():
         assert torch.equal(value, op_value) and torch.equal(eager.grad, traced.grad)
 
 
-def test_compiled_autograd_runs_the_backward_of_both_paths(monkeypatch):
+def test_compiled_autograd_runs_the_backward_of_both_paths():
     """Compiled autograd (torch._dynamo.config.compiled_autograd) keys each Function's
     backward by ``_compiled_autograd_key``: the eager Function's and the op's autograd
     formula's (under a mode), both single-level Functions, have Function's own. The
@@ -132,19 +132,21 @@ def test_compiled_autograd_runs_the_backward_of_both_paths(monkeypatch):
     x = torch.randn(8, 5, generator=_gen(15), dtype=D)
     labels = torch.tensor([0, 2, 1, 1, 4, 3, 0, 2])
     # (set before torch.compile wraps the function: patched around the call alone, the
-    # backward ran uncompiled)
-    monkeypatch.setattr(torch._dynamo.config, "compiled_autograd", True)
-    backward = torch.compile(lambda value: value.backward(), backend="eager")
-    for mode in (None, Passthrough):
-        ours, theirs = x.clone().requires_grad_(), x.clone().requires_grad_()
-        if mode is None:
-            value = lbt.cross_entropy(ours, labels)
-        else:
-            with mode():
+    # backward ran uncompiled; torch's own patch, not monkeypatch: pytest 9.2's undo
+    # deletes an entry its module's __dict__ lacks, which hides the option from every
+    # later torch.compile of the process, "config.compiled_autograd does not exist")
+    with torch._dynamo.config.patch(compiled_autograd=True):
+        backward = torch.compile(lambda value: value.backward(), backend="eager")
+        for mode in (None, Passthrough):
+            ours, theirs = x.clone().requires_grad_(), x.clone().requires_grad_()
+            if mode is None:
                 value = lbt.cross_entropy(ours, labels)
-        backward(value)
-        F.cross_entropy(theirs, labels).backward()
-        torch.testing.assert_close(ours.grad, theirs.grad)
+            else:
+                with mode():
+                    value = lbt.cross_entropy(ours, labels)
+            backward(value)
+            F.cross_entropy(theirs, labels).backward()
+            torch.testing.assert_close(ours.grad, theirs.grad)
     torch._dynamo.reset()
 
 
