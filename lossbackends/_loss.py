@@ -283,7 +283,7 @@ class Loss:
         # the route of a call like an earlier one: one dict lookup; a new kind of call's is
         # made and checked by ``_dispatch.route``
         choice = backend
-        if choice is None:
+        if choice is None:  # (``_dispatch.settings_choice()``, inline)
             choice = ((_dispatch._CONTEXT_CHOICE.get() or _dispatch._ENV_CHOICE)
                       if _dispatch._BLOCK_ENTERED else _dispatch._ENV_CHOICE)
         try:
