@@ -8,7 +8,6 @@ from __future__ import annotations
 import gc
 import importlib.util
 import re
-import threading
 
 import numpy as np
 import pytest
@@ -522,22 +521,6 @@ def test_cross_entropy_streamed_rows_give_the_bits_of_plain_stores(options, dtyp
         np.testing.assert_allclose(grad[finite], expected_grad[finite], rtol=1e-4, atol=1e-6)
 
 
-def _wait_for_idle_workers() -> None:
-    """Returns once every thread of the Numba backend is past the tasks it had: a worker
-    frees its scratch rows as its kernel ends, which may come after its call has returned
-    (see ``lossbackends.backends._threads``), and a worker descheduled on a busy 2-core
-    machine freed an earlier test's row inside the window below (47 allocations against
-    48 frees in a CI run). Each worker takes one task that waits for all of them."""
-    from lossbackends.backends import _threads
-
-    count = _threads._workers
-    if count:
-        everyone = threading.Barrier(count + 1)
-        for _ in range(count):
-            _threads._tasks.put(_threads._Task(everyone.wait, ()))
-        everyone.wait(timeout=60)
-
-
 def test_row_kernels_free_their_scratch_rows_once(monkeypatch):
     """The row kernels read their rows through uncounted views (``borrowed``) and keep
     their own scratch rows alive to their end (``keep_alive``): Numba's allocations and
@@ -549,6 +532,8 @@ def test_row_kernels_free_their_scratch_rows_once(monkeypatch):
     against 54 frees in a CI run); the kernel's code is the same on every thread."""
     numba = pytest.importorskip("numba", reason="Numba is not installed")
     from numba.core.runtime import _nrt_python, rtsys
+
+    from lossbackends.backends import _threads
 
     monkeypatch.setattr(numba.config, "NUMBA_NUM_THREADS", 1)
 
@@ -571,7 +556,9 @@ def test_row_kernels_free_their_scratch_rows_once(monkeypatch):
 
     for _ in calls():  # (compiled first: a compilation allocates too)
         pass
-    _wait_for_idle_workers()
+    # a worker descheduled on a busy 2-core machine freed an earlier test's row inside the
+    # window below (47 allocations against 48 frees in a CI run)
+    _threads.wait_until_idle()
     # no collection inside the window: it freed arrays that earlier tests of this worker
     # had allocated (55 frees against 48 allocations in a CI run)
     gc.collect()

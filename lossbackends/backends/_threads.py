@@ -296,6 +296,20 @@ def _ensure_workers(count: int) -> None:
             _workers += 1
 
 
+def wait_until_idle(timeout: float = 60.0) -> None:
+    """Returns once every worker is past the tasks queued before this call: each takes
+    one task that waits for all of them. A worker frees its kernel's scratch memory as
+    the kernel ends, which may come after the call has returned; tests that count
+    Numba's allocations and frees call this first."""
+    with _start:
+        count = _workers
+    if count:
+        everyone = threading.Barrier(count + 1)
+        for _ in range(count):
+            _tasks.put(_Task(everyone.wait, ()))
+        everyone.wait(timeout=timeout)
+
+
 def _new_shared(chunks: int) -> np.ndarray:
     """One call's ``shared``, the calling thread's view: its first element 0, then the
     workers' mark (their view starts there), the count of chunks, the counters (0 in
