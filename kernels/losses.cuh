@@ -91,7 +91,7 @@ template <typename A> __device__ __forceinline__ void sigmoid_focal(A y, A x, Op
     const A ce = times(x >= A(0) ? A(1) - y : -y, x) + log1p(t);
     const A qg = gamma == A(2) ? q * q : pow(q, gamma);
     const A alpha_t = o.a * y + o.b * (A(1) - y), modulator = alpha_t * qg;
-    const A r = q > A(0) ? p * c / q : A(0);
+    const A r = q != A(0) ? p * c / q : A(0);  // (q < 0 for a label beyond [0, 1])
     // at an infinite x, ce is inf: the loss is inf where alpha_t q > 0 (even if q^gamma
     // underflows), else 0
     const A limit = alpha_t > A(0) && q > A(0) ? ce : A(0);

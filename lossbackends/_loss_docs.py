@@ -20,7 +20,10 @@ _Y_TRUE = {
     "multiclass_hinge": f"{_CLASS_INDICES}.",
     "binary_cross_entropy": _LABELS_01,
     "binary_cross_entropy_with_logits": _LABELS_01,
-    "sigmoid_focal": _LABELS_01,
+    "sigmoid_focal": f"{_LABELS_01[:-1]}; others are not checked: the loss is then "
+                     "torchvision's formula as written (NaN where ``1 - p_t`` is negative "
+                     "and ``gamma`` not an integer), the gradient and Hessian its "
+                     "derivatives.",
     "hinge": _LABELS_PM1,
     "squared_hinge": _LABELS_PM1,
     "soft_margin": _LABELS_PM1,

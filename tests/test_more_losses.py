@@ -290,6 +290,39 @@ def test_focal_gradient_is_finite_for_every_finite_logit(backend, dtype):
             assert (host(value) >= 0).all()
 
 
+@pytest.mark.parametrize("gamma", [2.0, 3.0, 0.5])
+def test_focal_labels_beyond_0_and_1_follow_the_formula_and_its_derivatives(backend, gamma):
+    """A label beyond [0, 1] (not checked: a pass over the labels) gives torchvision's
+    formula as written and its derivatives; 1 - p_t is then negative for some logits,
+    where a gamma that is not an integer gives NaN. (The gradient dropped its gamma term
+    there: 0.0118 against 0.0510 at y = 2, x = 1.)"""
+    x = np.array([1.0, -2.0, 0.3, 4.0, -0.7])
+    for label in (2.0, -0.5, 1.25):
+        y = np.full_like(x, label)
+        p = 1.0 / (1.0 + np.exp(-x))
+        ce = np.maximum(x, 0) - x * y + np.log1p(np.exp(-np.abs(x)))
+        with np.errstate(invalid="ignore"):
+            expected = (0.25 * y + 0.75 * (1 - y)) * (1 - (p * y + (1 - p) * (1 - y)))**gamma * ce
+
+        def value(at, y=y):
+            return host(lb.sigmoid_focal(on(backend, y), on(backend, at), reduction="none",
+                                         gamma=gamma, backend=backend))
+
+        def grad(at, y=y):
+            return host(lb.sigmoid_focal.grad(on(backend, y), on(backend, at), reduction="none",
+                                              gamma=gamma, backend=backend))
+
+        np.testing.assert_allclose(value(x), expected, rtol=1e-12, atol=1e-15)
+        h = 1e-6
+        g, hess = (host(a) for a in lb.sigmoid_focal.grad_and_hess(
+            on(backend, y), on(backend, x), reduction="none", gamma=gamma, backend=backend))
+        np.testing.assert_array_equal(np.isnan(g), np.isnan(expected))
+        np.testing.assert_allclose(g, (value(x + h) - value(x - h)) / (2 * h), rtol=1e-6,
+                                   atol=1e-9)
+        np.testing.assert_allclose(hess, (grad(x + h) - grad(x - h)) / (2 * h), rtol=1e-6,
+                                   atol=1e-9)
+
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_limits_at_infinity_and_nan(backend, dtype):
     """At an infinite prediction every loss has its limit (a label coefficient of 0 times

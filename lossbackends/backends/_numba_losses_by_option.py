@@ -113,7 +113,9 @@ def _focal(power):
         ce = times(ONE - y if x >= ZERO else -y, x) + fast_log1p(t, log1p_k)
         alpha_t = a * y + b * (ONE - y)
         modulator = alpha_t * power_of(q, gamma)
-        r = p * c / q if q > ZERO else ZERO  # p (1 - p) / q: its limit 0 where q is 0
+        # p (1 - p) / q: its limit 0 where q is 0 (q < 0 for a label beyond [0, 1]: the
+        # derivative of the formula as written, as the NumPy backend)
+        r = p * c / q if q != ZERO else ZERO
         rce = times(r, ce)
         s = ONE - TWO * y  # dq/dx = p (1 - p) s
         # p - y = q - 2 y (1 - p): no p - 1 to cancel for a label of 1 (x large; q = 1 - p

@@ -304,7 +304,9 @@ def _sigmoid_focal(y, x, params, want_value, want_grad, want_hess):
         loss = np.where(ce == np.inf, limit, modulator * ce)
     d = h = None
     if want_grad or want_hess:
-        r = np.where(q > 0, p * c / q, 0.0)
+        # (q != 0, not q > 0: q is negative for a label beyond [0, 1], whose loss is still
+        # the formula as written, and the gradient its derivative)
+        r = np.where(q != 0, p * c / q, 0.0)
         rce = times(r, ce)
         s = 1.0 - 2.0 * y
         # p - y = q - 2 y (1 - p): no p - 1 to cancel for a label of 1 (q = 1 - p exactly)
