@@ -64,7 +64,7 @@ template <typename A> __device__ __forceinline__ void squared_hinge(A y, A s, Op
     const A slack = o.a - times(y, s);  // a label of 0 times an infinite score is 0, as hinge
     const A active = slack <= A(0) ? A(0) : slack;  // max(slack, 0), NaN kept
     loss = active * active;
-    d = A(-2) * y * active;
+    d = slack > A(0) ? A(-2) * y * active : zero_or_nan(slack);  // +0 where the margin holds, not -t 0
     h = slack > A(0) ? A(2) * y * y : zero_or_nan(slack);  // 0 from the kink on
 }
 
@@ -143,10 +143,11 @@ template <typename A> __device__ __forceinline__ void kl_div(A y, A x, Options<A
 }
 
 // quantile max(y - p, 0) + (1 - quantile) max(p - y, 0); o.a = quantile, o.b = 1 - quantile
-// (taken in float64 on the host: in float32 it loses the small side)
+// (taken in float64 on the host: in float32 it loses the small side), o.c = 0 - quantile
 template <typename A> __device__ __forceinline__ void pinball(A y, A p, Options<A> o, A& loss, A& d, A& h) {
     const A e = p - y, upper = o.b;
-    loss = e > A(0) ? times(upper, e) : times(-o.a, e);  // quantile 0 or 1: 0 inf = 0, the max's limit
-    d = e > A(0) ? upper : (e < A(0) ? -o.a : A(0) * e);  // 0 at a tie, NaN kept
+    // quantile 0 or 1: 0 inf = 0, the max's limit; quantile (y - p): +0 at a tie, not -0
+    loss = e > A(0) ? times(upper, e) : times(o.a, y - p);
+    d = e > A(0) ? upper : (e < A(0) ? o.c : zero_or_nan(e));  // +0 at a tie
     h = zero_or_nan(e);  // piecewise linear: 0 (at the kink too)
 }

@@ -133,7 +133,7 @@ squared_hinge = Loss(
     >>> print(f"{lb.squared_hinge([-1, 1, 1, -1], [-1.5, 1.2, 0.9, -0.8]):.4f}")
     0.0125
     >>> print(lb.squared_hinge.grad([-1, 1, 1, -1], [-1.5, 1.2, 0.9, -0.8], reduction="sum"))
-    [ 0.  -0.  -0.2  0.4]
+    [ 0.   0.  -0.2  0.4]
     >>> print(lb.squared_hinge.grad_and_hess([-1, 1, 1, -1], [-1.5, 1.2, 0.9, -0.8],
     ...                                      reduction="sum")[1])
     [0. 0. 2. 2.]

@@ -427,5 +427,6 @@ def prepare_pinball(xp, y_true, y_pred, *, weight=None, quantile=0.5):
     prep = prepare_elementwise(xp, y_true, y_pred, weight=weight)
     quantile = real_option("pinball", "quantile", quantile, 0.0, 1.0)
     # 1 - quantile in float64, once for every backend: after a cast to float32 it lost the
-    # small side (quantile 0.99999999: 0)
-    return prep._replace(params=(quantile, 1.0 - quantile))
+    # small side (quantile 0.99999999: 0); the gradient below the target, 0 - quantile:
+    # +0, not -0, for quantile 0
+    return prep._replace(params=(quantile, 1.0 - quantile, 0.0 - quantile))

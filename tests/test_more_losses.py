@@ -377,6 +377,33 @@ def test_absolute_error_gradient_at_a_zero_difference_is_plus_zero(backend, dtyp
         assert not np.signbit(grad[~np.isnan(grad)]).any(), reduction
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_zero_losses_and_gradients_are_plus_zero(backend, dtype):
+    """pinball at a tie and squared_hinge where the margin holds give +0, not -0 (the loss
+    -quantile (p - y) and the gradient -2 t max(slack, 0) carried the sign of a zero), and
+    pinball's gradient below the target at quantile 0 is +0; in the vectorised body and the
+    scalar tail. (A user printing the gradient saw ``[ 0.  -0.  -0.2  0.4]``.)"""
+    n = 37
+    tie_y = np.resize(np.array([0.0, 1.0, -2.0, 0.0], dtype), n)
+    tie_p = np.resize(np.array([0.0, 1.0, -2.0, -0.0], dtype), n)
+    for quantile in (0.0, 0.5, 1.0):
+        for reduction in ("none", "sum"):
+            value, grad = (host(a) for a in lb.pinball.value_and_grad(
+                on(backend, tie_y), on(backend, tie_p), quantile=quantile, reduction=reduction,
+                backend=backend))
+            assert not np.signbit(value).any() and not np.signbit(grad).any(), (quantile, value,
+                                                                               grad)
+    below = host(lb.pinball.grad(on(backend, np.ones(n, dtype)), on(backend, np.zeros(n, dtype)),
+                                 quantile=0.0, reduction="none", backend=backend))
+    assert (below == 0).all() and not np.signbit(below).any()
+    y = np.resize(np.array([1.0, -1.0, 1.0, -1.0], dtype), n)
+    p = np.resize(np.array([2.0, -2.0, 1.0, -1.0], dtype), n)  # the margin held, or at it
+    for reduction in ("none", "mean"):
+        grad = host(lb.squared_hinge.grad(on(backend, y), on(backend, p), reduction=reduction,
+                                          backend=backend))
+        assert (grad == 0).all() and not np.signbit(grad).any(), (reduction, grad)
+
+
 @pytest.mark.parametrize("log_input", [True, False])
 def test_poisson_limits_scattered_through_a_parallel_input(backend, log_input):
     """Finite limits among ordinary elements of an input the parallel kernels split (a

@@ -270,7 +270,9 @@ def _squared_hinge(y, s, param, pos, k):
     slack = param[0] - times(y, s)  # a label of 0 times an infinite score is 0, as hinge
     active = ZERO if slack <= ZERO else slack  # max(slack, 0), NaN kept
     # 2 t^2 where the margin is violated, 0 from the kink on; NaN kept
-    return active * active, -TWO * y * active, TWO * y * y if slack > ZERO else _zero_or_nan(slack)
+    # -2 t max(slack, 0), +0 (not -t 0 = -0 for t > 0) where the margin holds; NaN kept
+    d = -TWO * y * active if slack > ZERO else _zero_or_nan(slack)
+    return active * active, d, TWO * y * y if slack > ZERO else _zero_or_nan(slack)
 
 
 @loss_math(EXP32_LOW, LOG1P32)
@@ -288,11 +290,13 @@ def _soft_margin(y, s, param, pos, k):
 # (streaming its gradient, its value kernel took 1.10x as long at 1e8: kept plain)
 @loss_math(sum_in_loop_from=BEYOND_L2, wide_vectors=False, stream_with_value=False)
 def _pinball(y, p, param, pos, k):
-    quantile, upper = param[0], param[1]  # and 1 - quantile (``prepare_pinball``)
+    # and 1 - quantile, 0 - quantile (``prepare_pinball``)
+    quantile, upper, lower = param[0], param[1], param[2]
     e = p - y
     # a coefficient of 0 (quantile 0 or 1) times an infinite e is 0: the max's limit
-    loss = times(upper, e) if e > ZERO else times(-quantile, e)
-    d = upper if e > ZERO else (-quantile if e < ZERO else ZERO * e)  # 0 at a tie, NaN kept
+    # (quantile (y - p), not -quantile e: +0 at a tie, not -0)
+    loss = times(upper, e) if e > ZERO else times(quantile, y - p)
+    d = upper if e > ZERO else (lower if e < ZERO else _zero_or_nan(e))  # +0 at a tie
     return loss, d, _zero_or_nan(e)  # piecewise linear: 0 (at the kink too)
 
 

@@ -261,7 +261,9 @@ def _squared_hinge(y, p, params, want_value, want_grad, want_hess):
     active = np.maximum(slack, 0.0)
     # 2 t^2 where the margin is violated, 0 from the kink on
     h = np.where(slack > 0, 2.0 * y * y, _zero_or_nan(slack)) if want_hess else None
-    return active * active if want_value else None, -2.0 * y * active if want_grad else None, h
+    # -2 t max(slack, 0), +0 (not -t 0 = -0 for t > 0) where the margin holds; NaN kept
+    d = np.where(slack > 0, -2.0 * y * active, _zero_or_nan(slack)) if want_grad else None
+    return active * active if want_value else None, d, h
 
 
 def _soft_margin(y, p, params, want_value, want_grad, want_hess):
@@ -372,14 +374,15 @@ def _kl_div(y, x, params, want_value, want_grad, want_hess):
 
 
 def _pinball(y, p, params, want_value, want_grad, want_hess):
-    quantile, upper = params  # (1 - quantile: ``prepare_pinball``)
+    quantile, upper, lower = params  # (1 - quantile, 0 - quantile: ``prepare_pinball``)
     e = p - y
     # quantile max(y - p, 0) + (1 - quantile) max(p - y, 0); 0 at a tie; a coefficient of
     # 0 (quantile 0 or 1) times an infinite e is 0, the limit of the max it stands for
-    loss = np.where(e > 0, times(upper, e), times(-quantile, e)) if want_value else None
+    # (quantile (y - p), not -quantile e: +0 at a tie, not -0)
+    loss = np.where(e > 0, times(upper, e), times(quantile, y - p)) if want_value else None
     d = None
     if want_grad:
-        d = np.where(e > 0, upper, np.where(e < 0, -quantile, 0.0 * e))  # NaN kept
+        d = np.where(e > 0, upper, np.where(e < 0, lower, _zero_or_nan(e)))  # +0 at a tie
     # piecewise linear: Hessian 0 (at the kink too)
     return loss, d, _zero_or_nan(e) if want_hess else None
 
