@@ -97,8 +97,8 @@ def test_options_at_their_defaults_and_float_zeros_are_kept_as_numbers(monkeypat
         loss, grad = lb.pinball.value_and_grad(y, p, quantile=quantile, reduction="none")
         signs.setdefault(np.signbit(quantile), []).append(
             (np.signbit(loss).tolist(), np.signbit(grad).tolist()))
-    assert signs[False] == [([True, False, False], [False, False, True])] * 2
-    assert signs[True] == [([False, False, True], [False, False, False])]
+    assert signs[False] == [([False, False, False], [False, False, False])] * 2
+    assert signs[True] == [([True, False, True], [False, False, False])]
 
 
 def _every_call(loss, y, p, backend, options, every=True) -> dict:
