@@ -99,11 +99,20 @@ template <typename T, typename A> __device__ __forceinline__ A cap_logit(A x, A 
     return softcap > A(0) ? softcap * row_tanh<T>(x * inv_cap) : x;
 }
 
+// 1 - tanh^2(u) from t = tanh(u): 1 - t^2 where |u| <= 1 (nothing cancels), else
+// 4 s / (1 + s)^2 with s = exp(-2|u|), which keeps a saturated logit's slope to its last
+// bits (1 - t^2 is 0 in float32 from |u| = 8.3 on). 0 at an infinite u, NaN kept.
+template <typename A> __device__ __forceinline__ A sech_squared(A u, A t) {
+    if (fabs(u) <= A(1)) return A(1) - t * t;
+    const A s = exp(A(-2) * fabs(u));
+    return A(4) * s / ((A(1) + s) * (A(1) + s));
+}
+
 // d/dx of cap_logit: 1 - tanh^2(x / softcap) (1 when off).
 template <typename T, typename A> __device__ __forceinline__ A cap_slope(A x, A softcap, A inv_cap) {
     if (softcap == A(0)) return A(1);
-    const A t = row_tanh<T>(x * inv_cap);
-    return A(1) - t * t;
+    const A u = x * inv_cap;
+    return sech_squared(u, row_tanh<T>(u));
 }
 
 // d/dx and d^2/dx^2 of cap_logit: 1 - t^2 and -2 t (1 - t^2) / softcap, t = tanh(x / softcap)
@@ -111,15 +120,28 @@ template <typename T, typename A> __device__ __forceinline__ A cap_slope(A x, A 
 template <typename T, typename A> __device__ __forceinline__ A cap_slopes(A x, A softcap, A inv_cap, A& curve) {
     curve = A(0);
     if (softcap == A(0)) return A(1);
-    const A t = row_tanh<T>(x * inv_cap);
-    const A slope = A(1) - t * t;
+    const A u = x * inv_cap, t = row_tanh<T>(u);
+    const A slope = sech_squared(u, t);
     curve = A(-2) * t * slope * inv_cap;
     return slope;
 }
 
-// softcap t and its slope 1 - t^2, from t = tanh(x / softcap) (found here or kept: ce_stream)
-template <typename A> __device__ __forceinline__ A capped_from_tanh(A t, A softcap, A& slope) {
-    slope = A(1) - t * t;
+// What ce_stream keeps of a soft-capped logit (u = x / softcap) for the gradient's pass:
+// t = tanh(u) where |u| <= 1, else u itself (|u| > 1 >= |t|: the two never mix up), whose
+// slope 1 - t^2 would cancel (sech_squared). NaN kept.
+template <typename A> __device__ __forceinline__ A kept_of_capped(A u, A t) {
+    return fabs(u) <= A(1) ? t : u;
+}
+
+// softcap t and its slope 1 - t^2, from what kept_of_capped kept: no second tanh where
+// |u| <= 1
+template <typename T, typename A> __device__ __forceinline__ A capped_from_kept(A k, A softcap, A& slope) {
+    if (fabs(k) <= A(1)) {
+        slope = A(1) - k * k;
+        return softcap * k;
+    }
+    const A t = row_tanh<T>(k);
+    slope = sech_squared(k, t);
     return softcap * t;
 }
 
@@ -129,7 +151,9 @@ template <typename T, typename A> __device__ __forceinline__ A cap_with_slope(A 
         slope = A(1);
         return x;
     }
-    return capped_from_tanh(row_tanh<T>(x * inv_cap), softcap, slope);
+    const A u = x * inv_cap, t = row_tanh<T>(u);
+    slope = sech_squared(u, t);
+    return softcap * t;
 }
 
 // The z-loss of a row, zc lse^2 (0 when off), adding its 2 zc lse to the softmax's

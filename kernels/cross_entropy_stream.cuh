@@ -42,7 +42,8 @@ __device__ __forceinline__ void for_packs_in_flight_down(const Pack<T>* x_packs,
 }
 
 // KEEP_T: the soft-capped logits' tanh(x / softcap) go to `kept` as they are found (the
-// row's staged end, float32 and float64: the gradient's pass then needs no second tanh).
+// row's staged end, float32 and float64: the gradient's pass then needs no second tanh),
+// or x / softcap itself beyond +-1 (kept_of_capped).
 template <typename T, bool KEEP_T = false>
 __device__ __forceinline__ void stream_fold(const Pack<T>& pk, int valid, i64 first_col,
                                             const RowTarget& t,
@@ -60,9 +61,9 @@ __device__ __forceinline__ void stream_fold(const Pack<T>& pk, int valid, i64 fi
 #pragma unroll
     for (int e = 0; e < W; ++e) {
         if (KEEP_T && e < valid) {  // cap_logit, its tanh kept (the logit when off)
-            const A v = to_acc(pk.v[e]);
-            const A t = softcap > A(0) ? row_tanh<T>(v * inv_cap) : v;
-            kept[e] = t;
+            const A v = to_acc(pk.v[e]), u = v * inv_cap;
+            const A t = softcap > A(0) ? row_tanh<T>(u) : v;
+            kept[e] = softcap > A(0) ? kept_of_capped(u, t) : v;
             x[e] = softcap > A(0) ? softcap * t : v;
         } else {
             x[e] = e < valid ? cap_logit<T, A>(to_acc(pk.v[e]), softcap, inv_cap) : neg_inf<A>();
@@ -88,8 +89,8 @@ __device__ __forceinline__ void stream_fold(const Pack<T>& pk, int valid, i64 fi
     st.m = top;
 }
 
-// FROM_T: `pk` holds the kept tanh(x / softcap) of soft-capped logits (stream_fold's KEEP_T),
-// not the logits: cap_with_slope's result and slope from it, with no second tanh.
+// FROM_T: `pk` holds what stream_fold's KEEP_T kept of soft-capped logits, not the logits:
+// cap_with_slope's result and slope from it (capped_from_kept).
 template <typename T, bool FROM_T = false>
 __device__ __forceinline__ void stream_store(const Pack<T>& pk, i64 k, T* g_row, const RowTarget& t,
                                              typename AccOf<T>::type m,
@@ -108,7 +109,7 @@ __device__ __forceinline__ void stream_store(const Pack<T>& pk, i64 k, T* g_row,
     for (int e = 0; e < W; ++e) {
         A slope, xe;
         if (FROM_T && softcap > A(0))
-            xe = capped_from_tanh(to_acc(pk.v[e]), softcap, slope);
+            xe = capped_from_kept<T, A>(to_acc(pk.v[e]), softcap, slope);
         else
             xe = cap_with_slope<T, A>(to_acc(pk.v[e]), softcap, inv_cap, slope);
         A g = grad_of<T, A>(row_exp<T>(shifted(xe, m)), k * W + e, t, prob_scale, probs_row,

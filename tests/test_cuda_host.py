@@ -120,6 +120,30 @@ def test_cross_entropy_confident_rows_label_gradient(family, dtype):
                                        err_msg=f"{family} {options} hess={hess}")
 
 
+@pytest.mark.parametrize("family", CLASSES)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_cross_entropy_softcap_gradient_of_saturated_logits(family, dtype):
+    """softcap's chain rule keeps each gradient element's relative accuracy where 1 -
+    tanh^2 would cancel (logits far beyond the cap: ``sech_squared``, and in the streaming
+    kernel what ``kept_of_capped`` keeps), in every kernel family, its Hessian instance
+    included, against ``reference.cross_entropy_liger`` (1 / cosh^2)."""
+    classes = CLASSES[family]
+    rows = 2 if classes > 1000 else 5
+    gen = np.random.default_rng(classes)
+    for softcap in (1.0, 30.0):
+        x = (gen.uniform(-9, 9, (rows, classes)) * softcap).astype(dtype)
+        labels = gen.integers(0, classes, rows)
+        expected = reference.cross_entropy_liger(labels, x, reduction="sum", softcap=softcap)[1]
+        # the float32 capped logits are rounded to an ulp of the cap, and each exp with them
+        rtol = 1e-12 if dtype == np.float64 else 4e-6 * softcap
+        for hess in (False, True):
+            got = cuda_host.value_and_grad("cross_entropy", labels, x, reduction="sum",
+                                           hess=hess, softcap=softcap)[1]
+            np.testing.assert_allclose(np.asarray(got, np.float64), expected, rtol=rtol,
+                                       atol=np.finfo(dtype).tiny,
+                                       err_msg=f"{family} softcap={softcap} hess={hess}")
+
+
 def _sweep_variants():
     from benchmarks import gpu_sweep
 

@@ -31,6 +31,7 @@ from ._numba_math import (
     capped_tanh,
     fast_exp_normal,
     fast_tanh,
+    sech_squared,
     softcap_near_zero,
     tanh_slope,
 )
@@ -180,17 +181,6 @@ def _log_sum(total, below):
 
 
 @inline
-def _row_max(x):
-    """max(x), NaN if any element is NaN (as NumPy's): a NaN then makes the whole row NaN,
-    loss and gradient, through x - max."""
-    wide_vectors()
-    top = x[0]
-    for c in range(x.size):  # (from 0: see ``_row_max_min``)
-        top = maximum(top, x[c])
-    return top
-
-
-@inline
 def _row_max_min(x):
     """(max(x), min(x)) in one pass, NaN if any element is NaN. (The loop starts at 0,
     x[0] taken twice: from 1, LLVM ran rows of up to 64 float32 classes in its scalar
@@ -219,28 +209,63 @@ PREFETCH_ROW_BYTES = 1 << 18
 
 
 @inline
-def _stream_gradient(exps, target, scale, capped_row, cap, inv_cap, label, label_value):
-    """target = exps * scale, times softcap's chain rule 1 - t^2 (t = capped_row / cap,
-    ``capped_tanh``)
-    where ``capped_row`` is not empty, with ``label_value`` at ``label``, by streaming
-    stores as ``_stream_row``: a row's last pass and its copy in one (the same bits)."""
+def _stream_gradient(exps, target, scale, capped_row, logits, cap, inv_cap, label,
+                     label_value):
+    """target = exps * scale, times softcap's chain rule where ``capped_row`` is not
+    empty (``softcap_slope`` of the row's ``logits``, not known to be within +-cap), with
+    ``label_value`` at ``label``, by streaming stores as ``_stream_row``: a row's last pass
+    and its copy in one (the same bits)."""
     wide_vectors()
     head = lines_head(target)
     lines, rest = target[head:], exps[head:]  # (from 0: LLVM vectorises the loops)
     at = label - head
     if capped_row.size:
         for c in range(head):
-            t = capped_tanh(capped_row[c], cap, inv_cap)
-            target[c] = label_value if c == label else (exps[c] * scale) * tanh_slope(t)
-        capped = capped_row[head:]
+            slope = softcap_slope(capped_row[c], logits[c], cap, inv_cap, False)[1]
+            target[c] = label_value if c == label else (exps[c] * scale) * slope
+        capped, far_logits = capped_row[head:], logits[head:]
         for c in range(lines.size):
-            t = capped_tanh(capped[c], cap, inv_cap)
-            store_streaming(lines, c, label_value if c == at else (rest[c] * scale) * tanh_slope(t))
+            slope = softcap_slope(capped[c], far_logits[c], cap, inv_cap, False)[1]
+            store_streaming(lines, c, label_value if c == at else (rest[c] * scale) * slope)
     else:
         for c in range(head):
             target[c] = label_value if c == label else exps[c] * scale
         for c in range(lines.size):
             store_streaming(lines, c, label_value if c == at else rest[c] * scale)
+
+
+@inline
+def softcap_slope(v, x, cap, inv_cap, near):
+    """(t, 1 - t^2): softcap's tanh t = v / cap (``capped_tanh``) of the capped logit v of
+    logit x, and the chain rule's slope, from t alone in a row ``near`` (every logit within
+    +-cap: nothing cancels), else ``sech_squared``, which keeps a saturated logit's slope to
+    its last bits where 1 - t^2 cancels."""
+    t = capped_tanh(v, cap, inv_cap)
+    return t, (tanh_slope(t) if near else sech_squared(x * inv_cap, t))
+
+
+def _softcap_chain(near):
+    """softcap's chain rule on a row's gradient ``g`` and, where not empty, its Hessian
+    ``h`` (h slope^2 - g 2 t slope / cap, from g before its own), for rows ``near`` (every
+    logit within +-cap) or not (``softcap_slope``): two functions, a closure constant
+    each, where a select between the two slopes took the far one's exp in every row
+    (grad_and_hess 1.45x slower within the cap)."""
+
+    @inline
+    def chain(g, h, capped_row, logits, cap, inv_cap):
+        wide_vectors()
+        two_inv_cap = inv_cap + inv_cap
+        if h.size:
+            for c in range(g.size):
+                t, slope = softcap_slope(capped_row[c], logits[c], cap, inv_cap, near)
+                h[c] = h[c] * (slope * slope) - g[c] * (two_inv_cap * t * slope)
+        for c in range(g.size):
+            g[c] = g[c] * softcap_slope(capped_row[c], logits[c], cap, inv_cap, near)[1]
+
+    return chain
+
+
+_softcap_chain_near, _softcap_chain_far = _softcap_chain(True), _softcap_chain(False)
 
 
 @inline
@@ -269,7 +294,8 @@ def _capped_exps(xr, cap, inv_cap, g, capped_row, near_k, tanh_k, exp_k, upcomin
     """capped_row = v = cap tanh(xr / cap) and g = exp(v - cap), ``upcoming`` prefetched
     as in ``_exps_normal``. First as if every logit were within +-cap
     (``softcap_near_zero``, a polynomial); a row with one beyond (or a NaN), which the
-    largest reach's bits tell (``order_bits``), is done again with ``fast_tanh``."""
+    largest reach's bits tell (``order_bits``), is done again with ``fast_tanh``. Returns
+    whether every logit was within +-cap (``softcap_slope``'s ``near``)."""
     wide_vectors()
     reach = order_bits(xr.dtype.type(0.0))
     for start in range(0, xr.size, SPAN):
@@ -282,11 +308,12 @@ def _capped_exps(xr, cap, inv_cap, g, capped_row, near_k, tanh_k, exp_k, upcomin
             vs[c] = v
             gs[c] = fast_exp_normal(v - cap, exp_k)  # in [exp(-80), 1]
     if reach <= order_bits(near_k[2]):
-        return
+        return True
     for c in range(xr.size):  # (not all within +-cap, or a NaN)
         v = cap * fast_tanh(xr[c] * inv_cap, tanh_k)
         capped_row[c] = v
         g[c] = fast_exp_normal(v - cap, exp_k)
+    return False
 
 
 @inline
@@ -312,8 +339,9 @@ def _capped_exps_folded(xr, cap, inv_cap, exps, out, near_k, tanh_k, exp_k, upco
     if reach <= order_bits(near_k[2]):
         return softcap_near_zero(xr[ref], cap, near_k)[0]
     for c in range(xr.size):  # (not all within +-cap, or a NaN)
-        v = cap * fast_tanh(xr[c] * inv_cap, tanh_k)
+        u = xr[c] * inv_cap
+        v = cap * fast_tanh(u, tanh_k)
         e = fast_exp_normal(v - cap, exp_k)
         exps[c] = e
-        out[c] = e * tanh_slope(capped_tanh(v, cap, inv_cap))
+        out[c] = e * sech_squared(u, capped_tanh(v, cap, inv_cap))
     return cap * fast_tanh(xr[ref] * inv_cap, tanh_k)

@@ -42,11 +42,9 @@ from ._numba_math import (
     INF,
     ONE,
     TANH32,
-    capped_tanh,
     fast_exp,
     fast_tanh,
     softcap_constants,
-    tanh_slope,
     times,
 )
 from ._numba_math64 import divide_apart
@@ -65,15 +63,17 @@ from ._numba_row_common import (
     _launch,
     _log_sum,
     _others,
-    _row_max,
     _row_max_min,
     _shifted,
     _shifted_dot,
     _shifted_sum,
+    _softcap_chain_far,
+    _softcap_chain_near,
     _stream_gradient,
     _stream_row,
     _sum_below_one,
     _sum_except,
+    softcap_slope,
 )
 from ._threads import claim, record
 
@@ -189,7 +189,6 @@ def _cross_entropy_kernel(x, soft, labels, probs, weighted, class_weight, ignore
     folded = by_label and grad is not None and hess is None
     cap = x.dtype.type(softcap)
     inv_cap = x.dtype.type(1.0 / softcap) if capped else x.dtype.type(0.0)
-    two_inv_cap = inv_cap + inv_cap
 
     size = (rows + chunks - 1) // chunks
     # the exps' and softcap's tanh's constants, kept through the loops (see ``held``), and
@@ -241,6 +240,8 @@ def _cross_entropy_kernel(x, soft, labels, probs, weighted, class_weight, ignore
             if in_place:
                 _copy(xr, saved_row)
                 xr = saved_row
+            logits = xr  # (softcap's chain rule reads them again: ``softcap_slope``)
+            near = True  # (softcap: every logit within +-softcap; see ``softcap_slope``)
             if capped:
                 # the capped logits are at most softcap: with that as the shift no exp
                 # overflows, and none underflows to a subnormal while softcap <= 40
@@ -257,15 +258,17 @@ def _cross_entropy_kernel(x, soft, labels, probs, weighted, class_weight, ignore
                     # alone takes it, below)
                     top = shift = capped_label
                 elif by_cap:  # (a polynomial where every logit is within +-softcap)
-                    _capped_exps(xr, cap, inv_cap, g, capped_row, near_k, tanh_k, exp_k[0],
-                                 upcoming)
+                    near = _capped_exps(xr, cap, inv_cap, g, capped_row, near_k, tanh_k,
+                                        exp_k[0], upcoming)
                     # the loss is taken against one class's exp, log1p(rest / e_ref)
                     # (``_sum_except``): the label's, or for probabilities and smoothing
                     # the capped row's max, also the dot's shift (terms of one sign)
                     ref = label if by_label else np.argmax(capped_row)
                     top = shift = capped_row[ref]
                 else:
-                    top = cap * fast_tanh(_row_max(xr) * inv_cap)
+                    top_x, low_x = _row_max_min(xr)
+                    near = -cap <= low_x and top_x <= cap  # (False for a NaN)
+                    top = cap * fast_tanh(top_x * inv_cap)
                     shift = top
                     for c in range(classes):
                         v = cap * fast_tanh(xr[c] * inv_cap, tanh_k)
@@ -388,20 +391,21 @@ def _cross_entropy_kernel(x, soft, labels, probs, weighted, class_weight, ignore
                 label_value = (x.dtype.type(label_gradient) if exact_label else x.dtype.type(
                     x.dtype.type(label_exp64) * prob_scale - keep * label_weight * grad_scale))
                 if capped:
-                    t = capped_tanh(capped_label if folded else capped_row[label], cap, inv_cap)
-                    label_value = label_value * tanh_slope(t)
+                    label_value = label_value * softcap_slope(
+                        capped_label if folded else capped_row[label], logits[label], cap,
+                        inv_cap, False)[1]  # (one element: no need of ``near``)
                 if stream:
                     _stream_gradient(g, grad_rows[r], prob_scale,
-                                     capped_row[:0 if folded else classes], cap, inv_cap, label,
-                                     label_value)
+                                     capped_row[:0 if folded else classes], logits, cap, inv_cap,
+                                     label, label_value)
                     continue
-                if folded:
-                    for c in range(classes):
-                        g[c] = g[c] * prob_scale
-                else:
-                    for c in range(classes):
-                        t = capped_tanh(capped_row[c], cap, inv_cap)
-                        g[c] = (g[c] * prob_scale) * tanh_slope(t)
+                for c in range(classes):
+                    g[c] = g[c] * prob_scale
+                if not folded:  # (the label's element is set apart just below)
+                    if near:
+                        _softcap_chain_near(g, g[:0], capped_row, logits, cap, inv_cap)
+                    else:
+                        _softcap_chain_far(g, g[:0], capped_row, logits, cap, inv_cap)
                 g[label] = label_value
                 continue
             for c in range(classes):
@@ -418,15 +422,15 @@ def _cross_entropy_kernel(x, soft, labels, probs, weighted, class_weight, ignore
                         w = class_weight[c] if weighted else 1.0
                         g[c] -= spread * w * grad_scale
             if capped:  # the chain rule: d(softcap tanh(x / softcap))/dx = 1 - tanh^2
-                if hess is not None:  # and d^2/dx^2 = -2 tanh (1 - tanh^2) / softcap
+                # and d^2/dx^2 = -2 tanh (1 - tanh^2) / softcap
+                if hess is not None:
                     h = hess_rows[r]
-                    for c in range(classes):
-                        t = capped_tanh(capped_row[c], cap, inv_cap)
-                        slope = tanh_slope(t)
-                        h[c] = h[c] * (slope * slope) - g[c] * (two_inv_cap * t * slope)
-                for c in range(classes):
-                    t = capped_tanh(capped_row[c], cap, inv_cap)
-                    g[c] = g[c] * tanh_slope(t)
+                else:
+                    h = g[:0]
+                if near:
+                    _softcap_chain_near(g, h, capped_row, logits, cap, inv_cap)
+                else:
+                    _softcap_chain_far(g, h, capped_row, logits, cap, inv_cap)
             if stream:
                 _stream_row(g, grad_rows[r])
         if stream:

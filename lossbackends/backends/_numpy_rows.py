@@ -27,13 +27,16 @@ def cross_entropy(target, x, class_weight, params, reduction, scale, grad, want_
         if bad.any():
             row = int(np.flatnonzero(bad)[0])
             raise label_error(int(target[row]), row, classes)
-    cap_tanh = None
+    cap_tanh = slope = None
     if softcap is not None:
         # Gemma's soft-capping: the logits become softcap tanh(x / softcap), in
         # (-softcap, softcap) (so infinite logits become finite); the gradient gets the
-        # chain rule's 1 - tanh^2 at the end. A new array: grad may be x (out=x).
-        # x / softcap beyond the largest finite: tanh 1
-        cap_tanh = np.tanh(x / dtype.type(softcap))
+        # chain rule's 1 - tanh^2 at the end, as 1 / cosh^2: 1 - tanh^2 cancels where
+        # tanh nears +-1 (in float32 it is 0 from |x / softcap| = 8.3 on). New arrays:
+        # grad may be x (out=x). x / softcap beyond the largest finite: tanh 1, slope 0
+        u = x / dtype.type(softcap)
+        cap_tanh = np.tanh(u)
+        slope = np.square(np.reciprocal(np.cosh(u)))
         x = cap_tanh * dtype.type(softcap)
 
     # z = x - max(x) <= 0, written into the gradient buffer (grad may be x: out=x); the
@@ -144,7 +147,7 @@ def cross_entropy(target, x, class_weight, params, reduction, scale, grad, want_
     _scale_rows(exp, row_scale)
     if soft:
         exp -= wq * grad_scale
-        _softcap_chain(exp, cap_tanh, hess, softcap)
+        _softcap_chain(exp, cap_tanh, slope, hess, softcap)
         return value
     # every row ignored: 0 * inf here, zeroed below; a float64 label gradient beyond the
     # dtype's largest finite is inf, as the scaled softmax beside it may be
@@ -160,7 +163,7 @@ def cross_entropy(target, x, class_weight, params, reduction, scale, grad, want_
             exp -= (spread_scale * kept)[:, None]
         else:
             exp -= np.multiply.outer(spread_scale * kept, class_weight)
-    _softcap_chain(exp, cap_tanh, hess, softcap)
+    _softcap_chain(exp, cap_tanh, slope, hess, softcap)
     if not kept.all():  # ignored rows: exactly 0, even for non-finite logits (after
         # softcap's chain rule, whose 1 - tanh^2 of a NaN logit is NaN)
         exp[~kept] = 0.0
@@ -214,11 +217,11 @@ def _cross_entropy_hess(hess, exp, sum_exp, coef, z_coef):
         hess += square
 
 
-def _softcap_chain(grad, cap_tanh, hess=None, softcap=None):
-    """The chain rule through softcap tanh(x / softcap) = softcap t: d/dx = 1 - t^2, and for
-    the Hessian d^2/dx^2 = -2 t (1 - t^2) / softcap times the gradient before this chain."""
+def _softcap_chain(grad, cap_tanh, slope, hess=None, softcap=None):
+    """The chain rule through softcap tanh(x / softcap) = softcap t: d/dx = 1 - t^2
+    (``slope``), and for the Hessian d^2/dx^2 = -2 t (1 - t^2) / softcap times the gradient
+    before this chain."""
     if cap_tanh is not None:
-        slope = np.subtract(1.0, np.square(cap_tanh))
         if hess is not None:
             hess *= np.square(slope)
             cap_tanh *= slope
