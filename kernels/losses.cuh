@@ -146,8 +146,9 @@ template <typename A> __device__ __forceinline__ void kl_div(A y, A x, Options<A
 // (taken in float64 on the host: in float32 it loses the small side), o.c = 0 - quantile
 template <typename A> __device__ __forceinline__ void pinball(A y, A p, Options<A> o, A& loss, A& d, A& h) {
     const A e = p - y, upper = o.b;
-    // quantile 0 or 1: 0 inf = 0, the max's limit; quantile (y - p): +0 at a tie, not -0
-    loss = e > A(0) ? times(upper, e) : times(o.a, y - p);
+    // quantile 0 or 1: 0 inf = 0, the max's limit; quantile |e|: +0 at a tie (y = -0
+    // included), not -0
+    loss = e > A(0) ? times(upper, e) : times(o.a, fabs(e));
     d = e > A(0) ? upper : (e < A(0) ? o.c : zero_or_nan(e));  // +0 at a tie
     h = zero_or_nan(e);  // piecewise linear: 0 (at the kink too)
 }

@@ -43,10 +43,12 @@ cross_entropy = Loss(
     the number of kept rows (not their summed weights). ``softcap=c`` (default None: off)
     replaces every logit by :math:`c \tanh(x / c)` first, Gemma 2's soft-capping; the
     gradient then carries the chain rule's factor :math:`1 - \tanh^2(x / c)`, as ``1 - t *
-    t`` within the cap and :math:`4 s / (1 + s)^2`, :math:`s = e^{-2|x| / c}`, beyond it:
-    exact to a few ulps relative to itself where ``1 - t * t`` (PyTorch's autograd of ``c *
-    tanh(x / c)``) cancels, 0 in float32 from logits of about 8 ``c``. ``c`` is a normal
-    number of the computing dtype (float32's for float16 logits), else ``ValueError``.
+    t`` within the cap and :math:`4 s / (1 + s)^2`, :math:`s = e^{-2|x| / c}`, beyond it,
+    accurate relative to itself where ``1 - t * t`` (PyTorch's autograd of ``c * tanh(x /
+    c)``) cancels, and is 0 in float32 from logits of about 8 ``c``: what remains is the
+    rounding of ``x / c`` (about ``2|x| / c`` ulps) and, through each exp, of the capped
+    logits (about ``c`` ulps). ``c`` is a normal number of the computing dtype (float32's
+    for float16 logits), else ``ValueError``.
     ``grad_and_hess`` takes both: with the z-loss the Hessian's diagonal is
     :math:`(W_i + 2 z\,\mathrm{lse})\, s_c (1 - s_c) + 2 z s_c^2` (:math:`W_i = \sum_k w_k
     q_{ik}`, :math:`s = \mathrm{softmax}`), and with soft-capping, :math:`t = \tanh(x / c)`,

@@ -384,8 +384,8 @@ def test_zero_losses_and_gradients_are_plus_zero(backend, dtype):
     pinball's gradient below the target at quantile 0 is +0; in the vectorised body and the
     scalar tail. (A user printing the gradient saw ``[ 0.  -0.  -0.2  0.4]``.)"""
     n = 37
-    tie_y = np.resize(np.array([0.0, 1.0, -2.0, 0.0], dtype), n)
-    tie_p = np.resize(np.array([0.0, 1.0, -2.0, -0.0], dtype), n)
+    tie_y = np.resize(np.array([0.0, 1.0, -2.0, 0.0, -0.0], dtype), n)
+    tie_p = np.resize(np.array([0.0, 1.0, -2.0, -0.0, 0.0], dtype), n)
     for quantile in (0.0, 0.5, 1.0):
         for reduction in ("none", "sum"):
             value, grad = (host(a) for a in lb.pinball.value_and_grad(

@@ -294,8 +294,8 @@ def _pinball(y, p, param, pos, k):
     quantile, upper, lower = param[0], param[1], param[2]
     e = p - y
     # a coefficient of 0 (quantile 0 or 1) times an infinite e is 0: the max's limit
-    # (quantile (y - p), not -quantile e: +0 at a tie, not -0)
-    loss = times(upper, e) if e > ZERO else times(quantile, y - p)
+    # (quantile |e|, not -quantile e: +0 at a tie, y = -0 included, not -0)
+    loss = times(upper, e) if e > ZERO else times(quantile, abs(e))
     d = upper if e > ZERO else (lower if e < ZERO else _zero_or_nan(e))  # +0 at a tie
     return loss, d, _zero_or_nan(e)  # piecewise linear: 0 (at the kink too)
 

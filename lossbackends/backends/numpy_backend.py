@@ -378,8 +378,8 @@ def _pinball(y, p, params, want_value, want_grad, want_hess):
     e = p - y
     # quantile max(y - p, 0) + (1 - quantile) max(p - y, 0); 0 at a tie; a coefficient of
     # 0 (quantile 0 or 1) times an infinite e is 0, the limit of the max it stands for
-    # (quantile (y - p), not -quantile e: +0 at a tie, not -0)
-    loss = np.where(e > 0, times(upper, e), times(quantile, y - p)) if want_value else None
+    # (quantile |e|, not -quantile e: +0 at a tie, y = -0 included, not -0)
+    loss = np.where(e > 0, times(upper, e), times(quantile, np.abs(e))) if want_value else None
     d = None
     if want_grad:
         d = np.where(e > 0, upper, np.where(e < 0, lower, _zero_or_nan(e)))  # +0 at a tie
