@@ -149,6 +149,6 @@ template <typename A> __device__ __forceinline__ void pinball(A y, A p, Options<
     // quantile 0 or 1: 0 inf = 0, the max's limit; quantile |e|: +0 at a tie (y = -0
     // included), not -0
     loss = e > A(0) ? times(upper, e) : times(o.a, fabs(e));
-    d = e > A(0) ? upper : (e < A(0) ? o.c : zero_or_nan(e));  // +0 at a tie
+    d = e > A(0) ? upper : (e < A(0) ? o.c : A(0) * e + A(0));  // +0 at a tie (-0 + 0), NaN kept
     h = zero_or_nan(e);  // piecewise linear: 0 (at the kink too)
 }
