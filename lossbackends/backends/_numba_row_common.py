@@ -339,9 +339,8 @@ def _capped_exps_folded(xr, cap, inv_cap, exps, out, near_k, tanh_k, exp_k, upco
     if reach <= order_bits(near_k[2]):
         return softcap_near_zero(xr[ref], cap, near_k)[0]
     for c in range(xr.size):  # (not all within +-cap, or a NaN)
-        u = xr[c] * inv_cap
-        v = cap * fast_tanh(u, tanh_k)
+        v = cap * fast_tanh(xr[c] * inv_cap, tanh_k)
         e = fast_exp_normal(v - cap, exp_k)
         exps[c] = e
-        out[c] = e * sech_squared(u, capped_tanh(v, cap, inv_cap))
+        out[c] = e * softcap_slope(v, xr[c], cap, inv_cap, False)[1]
     return cap * fast_tanh(xr[ref] * inv_cap, tanh_k)
